@@ -1,0 +1,49 @@
+"""Alembic environment: the standard template with ``target_metadata = Base.metadata``."""
+
+from alembic import context
+from sqlalchemy import engine_from_config, pool
+
+from recsys.catalog.models import Base
+from recsys.settings import Settings
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def database_url() -> str:
+    return config.get_main_option("sqlalchemy.url") or Settings.load().database_url
+
+
+def run_migrations_offline() -> None:
+    context.configure(
+        url=database_url(),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        render_as_batch=True,
+        dialect_opts={"paramstyle": "named"},
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    engine = config.attributes.get("engine")
+    if engine is None:
+        engine = engine_from_config(
+            {"sqlalchemy.url": database_url()}, prefix="sqlalchemy.", poolclass=pool.NullPool
+        )
+    with engine.connect() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=True,  # SQLite needs batch mode to alter tables
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

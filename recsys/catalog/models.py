@@ -1,0 +1,139 @@
+"""SQLAlchemy 2.0 models of the catalog. ``migrations/`` reproduces them exactly."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    false,
+    text,
+    true,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Stable constraint names, so migrations are the same on every database.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+JsonDocument = JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    """Naive UTC now: every timestamp in the catalog is naive UTC."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class AttributeKind(enum.StrEnum):
+    """How a tabular item attribute is encoded by later stages."""
+
+    NUMERIC = "numeric"  # robust-scaled number
+    CATEGORICAL = "categorical"  # one-hot
+    MULTI = "multi"  # multi-valued "a|b|c", multi-hot
+    TEXT = "text"  # free text, TF-IDF + SVD
+    DATE = "date"  # ISO date, encoded as age
+
+
+def _enum_values(enum_type: type[enum.Enum]) -> list[str]:
+    return [member.value for member in enum_type]
+
+
+class Item(Base):
+    __tablename__ = "items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(255), unique=True)
+    title: Mapped[str | None] = mapped_column(Text)
+    # Absolute path of the product image, checked to exist at ingest.
+    image_path: Mapped[str | None] = mapped_column(Text)
+    in_stock: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # Tabular attributes by column name; kinds are recorded in item_attributes.
+    attributes: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class ItemAttribute(Base):
+    """The inferred kind of each tabular attribute column seen at ingest."""
+
+    __tablename__ = "item_attributes"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    kind: Mapped[AttributeKind] = mapped_column(
+        Enum(AttributeKind, native_enum=False, length=16, values_callable=_enum_values)
+    )
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(255), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Interaction(Base):
+    __tablename__ = "interactions"
+    __table_args__ = (
+        # "A user's latest events" and per-user temporal splits.
+        Index("ix_interactions_user_time", "user_id", "timestamp"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
+    event: Mapped[str] = mapped_column(String(32))
+    weight: Mapped[float] = mapped_column(Float, default=1.0)
+    # Naive UTC; NULL when the source had no timestamp.
+    timestamp: Mapped[datetime | None] = mapped_column(DateTime)
+    # Hash of (user, item, event, timestamp): makes re-ingesting a file idempotent.
+    dedup_key: Mapped[str] = mapped_column(String(32), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    user: Mapped[User] = relationship()
+    item: Mapped[Item] = relationship()
+
+
+class ModelBundle(Base):
+    """Registry of trained bundles; at most one is active (enforced by a partial index)."""
+
+    __tablename__ = "model_bundles"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), unique=True)
+    path: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+
+Index(
+    "uq_model_bundles_one_active",
+    ModelBundle.is_active,
+    unique=True,
+    sqlite_where=text("is_active"),
+    postgresql_where=text("is_active"),
+)

@@ -1,0 +1,1 @@
+"""Click commands, one module per top-level `recsys` subcommand (thin: the work is in recsys/)."""

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Start or stop a throwaway PostgreSQL server on loopback for the tests.
+#   scripts/pg_throwaway.sh start DIR   -> prints the URL (postgresql+psycopg://...) on stdout
+#   scripts/pg_throwaway.sh stop DIR
+# initdb refuses to run as root, so as root the server runs as the unprivileged user `nobody`.
+set -euo pipefail
+action=${1:?usage: pg_throwaway.sh start|stop DIR}
+dir=${2:?usage: pg_throwaway.sh start|stop DIR}
+
+pg_bin() {
+  if command -v initdb >/dev/null 2>&1; then dirname "$(command -v initdb)"; return; fi
+  local found
+  found=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$found" ] || { echo "pg_throwaway: PostgreSQL not found (apt-get install postgresql)" >&2; exit 1; }
+  echo "$found"
+}
+
+as_owner() {
+  if [ "$(id -u)" = 0 ]; then runuser -u nobody -- "$@"; else "$@"; fi
+}
+
+bin=$(pg_bin)
+case "$action" in
+  start)
+    mkdir -p "$dir"
+    [ "$(id -u)" = 0 ] && chown nobody "$dir"
+    port=${PGPORT_THROWAWAY:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
+    as_owner "$bin/initdb" -D "$dir/data" -U postgres --auth=trust --no-sync >"$dir/initdb.log" 2>&1
+    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
+      -o "-h 127.0.0.1 -p $port -k $dir -F -c fsync=off -c full_page_writes=off" start >/dev/null
+    echo "postgresql+psycopg://postgres@127.0.0.1:$port/postgres"
+    ;;
+  stop)
+    [ -d "$dir/data" ] && as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$dir"
+    ;;
+  *) echo "usage: pg_throwaway.sh start|stop DIR" >&2; exit 2 ;;
+esac
