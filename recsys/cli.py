@@ -58,6 +58,7 @@ def cli(ctx: click.Context, database_url, artifacts_dir, device, verbose) -> Non
 def _register_commands() -> None:
     from recsys.commands import datasets, db, ingest, stats
 
+    # Each module in recsys/commands/ defines one click `command`; add new ones to this tuple.
     for module in (db, ingest, stats, datasets):
         cli.add_command(module.command)
 
