@@ -43,10 +43,12 @@ def cli(ctx: click.Context, database_url, artifacts_dir, device, verbose) -> Non
     `recsys ingest interactions ...`, `recsys stats`.
     """
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not verbose:
+        logging.getLogger("recsys").setLevel(logging.INFO)
     try:
         ctx.obj = Settings.load(
             database_url=database_url, artifacts_dir=artifacts_dir, device=device

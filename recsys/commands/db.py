@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from recsys.catalog import connect, migrate
@@ -11,6 +13,7 @@ from recsys.settings import Settings
 @click.group("db")
 def command() -> None:
     """Create or migrate the catalog database."""
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.INFO)  # show each step
 
 
 @command.command()

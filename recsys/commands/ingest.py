@@ -2,9 +2,98 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import click
+
+from recsys.catalog import connect
+from recsys.ingest import IngestOptions, IngestReport, ingest_interactions, ingest_items
+from recsys.settings import Settings
+
+FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
 @click.group("ingest")
 def command() -> None:
-    """Load items or interactions from CSV, Parquet or JSON Lines."""
+    """Load items or interactions from CSV, Parquet or JSON Lines (.gz ok for CSV/JSONL).
+
+    Rows are written in batches, one transaction each; re-ingesting a file changes nothing
+    except rows that changed. Bad rows are listed with their line numbers and written to
+    FILE.rejects.csv; the exit status is 1 when any row was rejected, 2 when the file cannot
+    be used at all (nothing is written then).
+    """
+
+
+def _options(function):
+    function = click.option(
+        "--batch-size", default=5000, show_default=True, help="Rows per transaction."
+    )(function)
+    function = click.option(
+        "--rejects",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Where to write rejected rows [default: FILE.rejects.csv].",
+    )(function)
+    function = click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")(
+        function
+    )
+    return click.option("--quiet", "-q", is_flag=True, help="No progress bar.")(function)
+
+
+@command.command("items")
+@click.argument("file", type=FILE)
+@click.option(
+    "--images-root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder that `image` paths are relative to [default: FILE's folder].",
+)
+@_options
+@click.pass_obj
+def items(settings: Settings, file: Path, images_root, batch_size, rejects, as_json, quiet):
+    """Upsert items from FILE.
+
+    Columns: item_id (required); image, title, in_stock (optional); every other column is a
+    tabular attribute whose kind (numeric, categorical, multi-valued a|b|c, text, date) is
+    inferred and recorded.
+    """
+    options = IngestOptions(batch_size=batch_size, rejects_path=rejects, show_progress=not quiet)
+    report = ingest_items(connect(settings.database_url), file, images_root, options)
+    _finish(report, as_json)
+
+
+@command.command("interactions")
+@click.argument("file", type=FILE)
+@_options
+@click.pass_obj
+def interactions(settings: Settings, file: Path, batch_size, rejects, as_json, quiet):
+    """Add interactions from FILE.
+
+    Columns: user_id, item_id (required); timestamp (ISO 8601 or epoch seconds), event (view,
+    click, cart, purchase, ...; default "interaction", or "rating" when a rating is given),
+    weight or rating (default 1) are optional. Items must be ingested first.
+    """
+    options = IngestOptions(batch_size=batch_size, rejects_path=rejects, show_progress=not quiet)
+    report = ingest_interactions(connect(settings.database_url), file, options)
+    _finish(report, as_json)
+
+
+def _finish(report: IngestReport, as_json: bool) -> None:
+    for reject in report.first_rejects:
+        click.echo(f"{report.path.name}: {reject}", err=True)
+    hidden = report.total_rejected - len(report.first_rejects)
+    if hidden > 0:
+        click.echo(f"... and {hidden} more rejected rows", err=True)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        click.echo(
+            f"{report.path.name}: {report.accepted} accepted ({report.inserted} new, "
+            f"{report.updated} updated, {report.unchanged} unchanged), "
+            f"{report.total_rejected} rejected"
+        )
+        for reason, count in sorted(report.rejected.items()):
+            click.echo(f"  {reason}: {count}")
+        if report.rejects_path:
+            click.echo(f"rejected rows written to {report.rejects_path}")
+    if report.total_rejected:
+        raise SystemExit(1)

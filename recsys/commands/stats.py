@@ -2,9 +2,35 @@
 
 from __future__ import annotations
 
+import json
+
 import click
+
+from recsys.catalog import connect
+from recsys.settings import Settings
+from recsys.stats import catalog_stats
 
 
 @click.command("stats")
-def command() -> None:
-    """Counts of items, users, interactions and the active model bundle."""
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.pass_obj
+def command(settings: Settings, as_json: bool) -> None:
+    """Counts of items (with/without images), users, interactions by event type, attribute
+    kinds, and the active model bundle."""
+    stats = catalog_stats(connect(settings.database_url))
+    if as_json:
+        click.echo(json.dumps(stats, indent=2))
+        return
+    click.echo(
+        f"items:        {stats['items']} ({stats['items_with_images']} with images, "
+        f"{stats['items_in_stock']} in stock)"
+    )
+    click.echo(f"users:        {stats['users']}")
+    click.echo(f"interactions: {stats['interactions']}")
+    for event, count in stats["events"].items():
+        click.echo(f"  {event}: {count}")
+    if stats["attributes"]:
+        kinds = ", ".join(f"{name} ({kind})" for name, kind in stats["attributes"].items())
+        click.echo(f"attributes:   {kinds}")
+    bundle = stats["active_bundle"]
+    click.echo(f"active model: {bundle['version'] + ' at ' + bundle['path'] if bundle else 'none'}")

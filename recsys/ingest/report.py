@@ -1,0 +1,104 @@
+"""What an ingest did: counts, rejected rows with line numbers, and the rejects file."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class Reason:
+    """Why a row was rejected (the ``reason`` column of the rejects file)."""
+
+    MALFORMED_ROW = "malformed_row"
+    MISSING_VALUE = "missing_value"
+    INVALID_VALUE = "invalid_value"
+    DUPLICATE = "duplicate"
+    UNKNOWN_ITEM = "unknown_item"
+    MISSING_IMAGE = "missing_image"
+
+
+@dataclass(frozen=True)
+class Reject:
+    line: int
+    reason: str
+    detail: str
+    record: dict[str, Any] | None = None
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.reason}: {self.detail}"
+
+
+@dataclass
+class IngestReport:
+    path: Path
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    rejects_path: Path | None = None
+    first_rejects: list[Reject] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> int:
+        return self.inserted + self.updated + self.unchanged
+
+    @property
+    def total_rejected(self) -> int:
+        return sum(self.rejected.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "accepted": self.accepted,
+            "inserted": self.inserted,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "rejected": self.total_rejected,
+            "rejected_by_reason": dict(sorted(self.rejected.items())),
+            "rejects_file": str(self.rejects_path) if self.rejects_path else None,
+        }
+
+
+def default_rejects_path(input_path: Path) -> Path:
+    """``items.csv`` -> ``items.csv.rejects.csv``, beside the input."""
+    return input_path.with_name(input_path.name + ".rejects.csv")
+
+
+class RejectsWriter:
+    """Streams rejects to ``path`` via a temporary file renamed on close.
+
+    Keeps the first ``keep`` rejects for the console. A run with no rejects leaves no file
+    (and removes a stale one from an earlier run, so it cannot be mistaken for this run's).
+    """
+
+    COLUMNS = ("line", "reason", "detail", "record")
+
+    def __init__(self, path: Path, report: IngestReport, keep: int = 20):
+        self.path, self.report, self.keep = path, report, keep
+        self._tmp = path.with_name(path.name + ".tmp")
+        self._file = None
+        self._writer = None
+
+    def add(self, reject: Reject) -> None:
+        self.report.rejected[reject.reason] += 1
+        if len(self.report.first_rejects) < self.keep:
+            self.report.first_rejects.append(reject)
+        if self._writer is None:
+            self._file = open(self._tmp, "w", newline="", encoding="utf-8")  # noqa: SIM115
+            self._writer = csv.writer(self._file)
+            self._writer.writerow(self.COLUMNS)
+        record = json.dumps(reject.record, default=str, ensure_ascii=False) if reject.record else ""
+        self._writer.writerow((reject.line, reject.reason, reject.detail, record))
+
+    def close(self) -> None:
+        if self._file is None:
+            self.path.unlink(missing_ok=True)
+            return
+        self._file.close()
+        os.replace(self._tmp, self.path)
+        self.report.rejects_path = self.path
