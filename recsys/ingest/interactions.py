@@ -134,7 +134,7 @@ def _lookup(
     if not external_ids:
         return {}
     query = select(model.external_id, model.id).where(model.external_id.in_(external_ids))
-    return dict(session.execute(query).tuples().all())
+    return dict(session.execute(query).all())
 
 
 def _users(session: Session, external_ids: set[str]) -> dict[str, int]:

@@ -1,0 +1,247 @@
+"""Ingestion: good and bad files in every format, exact rejects, idempotency, updates."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from recsys.catalog.models import AttributeKind, Interaction, Item, ItemAttribute, User
+from recsys.ingest import IngestOptions, ingest_interactions, ingest_items
+
+ITEMS_CSV = """\
+item_id,title,image,in_stock,price,brand,tags,released,description
+a1,Red shirt,img/a1.png,true,19.99,Acme,summer|cotton,2024-01-05,A soft red cotton shirt for warm days
+a2,Blue jeans,,yes,49.5,Denimco,denim,2023-11-30,Classic straight leg jeans in dark blue wash
+a3,Boots,img/missing.png,1,89,Acme,leather|winter,2022-09-01,Warm leather boots with a thick sole
+a1,Red shirt again,,true,10,Acme,,2024-01-05,dup
+,No id,,true,5,Acme,,,
+a4,Hat,,maybe,5,Acme,,,
+a5,"Multi
+line title",,false,12,Acme,,,
+a6,Short row,,true
+"""
+# line -> reason, for the rows above that must be rejected
+ITEM_REJECTS = {
+    4: "missing_image",
+    5: "duplicate",
+    6: "missing_value",
+    7: "invalid_value",
+    10: "malformed_row",
+}
+
+INTERACTIONS_CSV = """\
+user_id,item_id,timestamp,event,weight
+u1,a1,2024-02-01T10:00:00Z,view,1
+u1,a2,1706781600,click,
+u2,a1,2024-02-01 12:00:00+02:00,purchase,3
+u2,zz,2024-02-01T10:00:00,view,1
+u1,a1,2024-02-01T10:00:00Z,view,1
+u3,a1,not-a-date,view,1
+u3,a1,2024-02-01,VIEW!,1
+u3,,2024-02-01,view,1
+u3,a2,2024-02-01,view,-2
+u3,a2,1706781600000,view,1
+u3,a5,,,
+"""
+INTERACTION_REJECTS = {
+    5: "unknown_item",
+    6: "duplicate",
+    7: "invalid_value",
+    8: "invalid_value",
+    9: "missing_value",
+    10: "invalid_value",
+    11: "invalid_value",
+}
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> Path:
+    (tmp_path / "img").mkdir()
+    Image.new("L", (8, 8), 128).save(tmp_path / "img" / "a1.png")
+    (tmp_path / "items.csv").write_text(ITEMS_CSV)
+    (tmp_path / "interactions.csv").write_text(INTERACTIONS_CSV)
+    return tmp_path
+
+
+def read_rejects(path: Path) -> dict[int, str]:
+    with open(path, newline="") as file:
+        return {int(row["line"]): row["reason"] for row in csv.DictReader(file)}
+
+
+def interaction_rows(engine) -> set[tuple]:
+    with Session(engine) as session:
+        query = (
+            select(User.external_id, Item.external_id, Interaction.event, Interaction.weight,
+                   Interaction.timestamp)
+            .join(Interaction.user)
+            .join(Interaction.item)
+        )  # fmt: skip
+        return set(map(tuple, session.execute(query)))
+
+
+def test_bad_items_are_rejected_with_line_and_reason(engine, shop):
+    report = ingest_items(engine, shop / "items.csv", options=IngestOptions(show_progress=False))
+
+    assert (report.inserted, report.updated, report.unchanged) == (3, 0, 0)
+    assert dict(report.rejected) == {reason: 1 for reason in ITEM_REJECTS.values()}
+    assert report.rejects_path == shop / "items.csv.rejects.csv"
+    assert read_rejects(report.rejects_path) == ITEM_REJECTS
+    with Session(engine) as session:
+        items = {item.external_id: item for item in session.scalars(select(Item))}
+        kinds = dict(session.execute(select(ItemAttribute.name, ItemAttribute.kind)).all())
+    assert set(items) == {"a1", "a2", "a5"}
+    assert items["a1"].image_path == str((shop / "img" / "a1.png").resolve())
+    assert items["a1"].attributes["tags"] == ["summer", "cotton"]
+    assert items["a1"].attributes["price"] == 19.99
+    assert items["a5"].title == "Multi\nline title" and items["a5"].in_stock is False
+    assert kinds == {
+        "price": AttributeKind.NUMERIC,
+        "brand": AttributeKind.CATEGORICAL,
+        "tags": AttributeKind.MULTI,
+        "released": AttributeKind.DATE,
+        "description": AttributeKind.TEXT,
+    }
+
+
+def test_bad_interactions_are_rejected_with_line_and_reason(engine, shop):
+    ingest_items(engine, shop / "items.csv", options=IngestOptions(show_progress=False))
+    report = ingest_interactions(
+        engine, shop / "interactions.csv", IngestOptions(show_progress=False, batch_size=3)
+    )
+
+    assert report.inserted == 4
+    assert read_rejects(report.rejects_path) == INTERACTION_REJECTS
+    assert interaction_rows(engine) == {
+        ("u1", "a1", "view", 1.0, datetime(2024, 2, 1, 10, 0)),
+        ("u1", "a2", "click", 1.0, datetime(2024, 2, 1, 10, 0)),
+        ("u2", "a1", "purchase", 3.0, datetime(2024, 2, 1, 10, 0)),  # +02:00 stored as UTC
+        ("u3", "a5", "interaction", 1.0, None),
+    }
+    with Session(engine) as session:
+        assert set(session.scalars(select(User.external_id))) == {"u1", "u2", "u3"}
+
+
+def test_reingesting_the_same_files_changes_nothing(engine, shop):
+    options = IngestOptions(show_progress=False, batch_size=2)
+    ingest_items(engine, shop / "items.csv", options=options)
+    ingest_interactions(engine, shop / "interactions.csv", options)
+    before = interaction_rows(engine)
+
+    items_again = ingest_items(engine, shop / "items.csv", options=options)
+    again = ingest_interactions(engine, shop / "interactions.csv", options)
+
+    assert (items_again.inserted, items_again.updated, items_again.unchanged) == (0, 0, 3)
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, 4)
+    assert interaction_rows(engine) == before
+    # The same bad rows are still reported: duplicates are judged within the file.
+    assert read_rejects(again.rejects_path) == INTERACTION_REJECTS
+
+
+def test_changed_rows_are_updated(engine, tmp_path):
+    path = tmp_path / "items.csv"
+    path.write_text("item_id,title,price\nx,Old,1\ny,Same,2\n")
+    ingest_items(engine, path, options=IngestOptions(show_progress=False))
+    path.write_text("item_id,title,price,colour\nx,New,1.5,red\ny,Same,2,\n")
+
+    report = ingest_items(engine, path, options=IngestOptions(show_progress=False))
+
+    assert (report.inserted, report.updated, report.unchanged) == (0, 1, 1)
+    assert report.rejects_path is None and not (tmp_path / "items.csv.rejects.csv").exists()
+    with Session(engine) as session:
+        x = session.scalar(select(Item).where(Item.external_id == "x"))
+        assert (x.title, x.attributes) == ("New", {"price": 1.5, "colour": "red"})
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "csv.gz"])
+def test_other_formats_give_the_same_catalog(engine, tmp_path, fmt):
+    frame = pd.DataFrame(
+        {
+            "user_id": ["u1", "u2", "u1"],
+            "item_id": ["i1", "i1", "i2"],
+            "timestamp": ["2024-01-01T00:00:00", "2024-01-02T00:00:00", "2024-01-03T00:00:00"],
+            "rating": [4.0, 5.0, 3.5],
+        }
+    )
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,genres\ni1,Drama|War\ni2,Comedy\n")
+    path = tmp_path / f"interactions.{fmt}"
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps(row) + "\n" for row in frame.to_dict("records")))
+    elif fmt == "parquet":
+        frame.to_parquet(path)
+    else:
+        frame.to_csv(path, index=False, compression="gzip")
+
+    ingest_items(engine, items, options=IngestOptions(show_progress=False))
+    report = ingest_interactions(engine, path, IngestOptions(show_progress=False))
+
+    assert report.inserted == 3 and report.total_rejected == 0
+    assert interaction_rows(engine) == {
+        ("u1", "i1", "rating", 4.0, datetime(2024, 1, 1)),
+        ("u2", "i1", "rating", 5.0, datetime(2024, 1, 2)),
+        ("u1", "i2", "rating", 3.5, datetime(2024, 1, 3)),
+    }
+
+
+def test_bad_json_lines_are_rejected_with_their_line(engine, tmp_path):
+    path = tmp_path / "items.jsonl"
+    path.write_text('{"item_id": "a"}\n\n{"item_id": \n["not", "an", "object"]\n{"item_id": "b"}\n')
+
+    report = ingest_items(engine, path, options=IngestOptions(show_progress=False))
+
+    assert report.inserted == 2
+    assert read_rejects(report.rejects_path) == {3: "malformed_row", 4: "malformed_row"}
+
+
+def test_missing_required_column_fails_before_writing(run_cli, engine, tmp_path):
+    path = tmp_path / "interactions.csv"
+    path.write_text("user,item_id\nu1,a1\n")
+
+    result = run_cli("ingest", "interactions", str(path), expect_exit=2)
+
+    assert "no 'user_id' column" in result.output and "found: user, item_id" in result.output
+    assert interaction_rows(engine) == set()
+    assert not (tmp_path / "interactions.csv.rejects.csv").exists()
+
+
+def test_cli_reports_rejects_and_exits_nonzero(run_cli, engine, shop):
+    result = run_cli("ingest", "items", str(shop / "items.csv"), "-q", expect_exit=1)
+
+    assert "items.csv: line 4: missing_image: image 'img/missing.png' not found" in result.output
+    assert "3 accepted (3 new, 0 updated, 0 unchanged), 5 rejected" in result.output
+    assert "malformed_row: 1" in result.output
+
+
+def test_cli_json_summary_and_clean_exit(run_cli, engine, tmp_path):
+    path = tmp_path / "items.csv"
+    path.write_text("item_id,title\nx,One\ny,Two\n")
+
+    result = run_cli("ingest", "items", str(path), "-q", "--json")
+
+    assert json.loads(result.output)["inserted"] == 2
+
+
+def test_ingest_before_migrating_says_how_to_fix(run_cli, tmp_path):
+    path = tmp_path / "items.csv"
+    path.write_text("item_id\nx\n")
+
+    result = run_cli("ingest", "items", str(path), expect_exit=2)
+
+    assert "run `recsys db upgrade` first" in result.output
+
+
+def test_unknown_extension_is_refused(run_cli, engine, tmp_path):
+    path = tmp_path / "items.xlsx"
+    path.write_text("item_id\nx\n")
+
+    result = run_cli("ingest", "items", str(path), expect_exit=2)
+
+    assert "cannot tell the format of items.xlsx" in result.output
