@@ -1,0 +1,29 @@
+import click
+import pytest
+from click.testing import CliRunner
+
+from recsys.cli import cli
+
+
+def all_commands(group: click.Group, prefix=()):
+    for name, command in group.commands.items():
+        yield (*prefix, name)
+        if isinstance(command, click.Group):
+            yield from all_commands(command, (*prefix, name))
+
+
+@pytest.mark.parametrize("path", [(), *all_commands(cli)], ids=" ".join)
+def test_every_command_has_help(path):
+    result = CliRunner().invoke(cli, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("Usage: ")
+    # A help text that says what the command does, not just its options.
+    description = result.output.split("\n\n")[1].strip()
+    assert len(description) > 20, result.output
+
+
+def test_stats_json_on_an_empty_catalog(run_cli, engine):
+    import json
+
+    stats = json.loads(run_cli("stats", "--json").output)
+    assert stats["items"] == 0 and stats["interactions"] == 0 and stats["active_bundle"] is None

@@ -1,0 +1,36 @@
+from pathlib import Path
+
+import pytest
+
+from recsys.errors import InvalidSettings
+from recsys.settings import Settings
+
+
+def test_defaults_keep_everything_under_var():
+    settings = Settings.load(environ={})
+    assert settings.database_url == "sqlite:///var/recsys.db"
+    assert settings.artifacts_dir == Path("var/artifacts")
+    assert settings.device == "auto"
+
+
+def test_flags_beat_environment_beat_defaults():
+    environ = {"RECSYS_DATABASE_URL": "sqlite:///env.db", "RECSYS_DEVICE": "cpu"}
+    settings = Settings.load(environ=environ, device="cuda:1", artifacts_dir=None)
+    assert settings.database_url == "sqlite:///env.db"
+    assert settings.device == "cuda:1"
+    assert settings.artifacts_dir == Path("var/artifacts")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("device", "gpu", "device 'gpu' is not one of"), ("database_url", "recsys.db", "not a SQLAlchemy URL")],
+)
+def test_bad_values_name_the_setting(field, value, message):
+    with pytest.raises(InvalidSettings, match=message):
+        Settings.load(environ={}, **{field: value})
+
+
+def test_bad_environment_value_is_a_usage_error(run_cli, monkeypatch):
+    monkeypatch.setenv("RECSYS_DEVICE", "tpu")
+    result = run_cli("stats", expect_exit=2)
+    assert "device 'tpu' is not one of auto, cpu, cuda, cuda:N" in result.output
