@@ -27,6 +27,8 @@ def db_url(request, tmp_path):
         yield f"sqlite:///{tmp_path / 'catalog.db'}"
         return
     if not POSTGRES_URL:
+        if os.environ.get("RECSYS_REQUIRE_POSTGRES"):
+            pytest.fail("RECSYS_REQUIRE_POSTGRES is set but RECSYS_TEST_POSTGRES_URL is not")
         pytest.skip("RECSYS_TEST_POSTGRES_URL not set (run `make test` to start a server)")
     name = f"test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")

@@ -18,7 +18,7 @@ from recsys.ingest import IngestOptions, ingest_interactions, ingest_items
 
 ITEMS_CSV = """\
 item_id,title,image,in_stock,price,brand,tags,released,description
-a1,Red shirt,img/a1.png,true,19.99,Acme,summer|cotton,2024-01-05,A soft red cotton shirt for warm days
+a1,Red shirt,img/a1.png,true,19.99,Acme,summer|cotton,2024-01-05,A soft red cotton shirt
 a2,Blue jeans,,yes,49.5,Denimco,denim,2023-11-30,Classic straight leg jeans in dark blue wash
 a3,Boots,img/missing.png,1,89,Acme,leather|winter,2022-09-01,Warm leather boots with a thick sole
 a1,Red shirt again,,true,10,Acme,,2024-01-05,dup

@@ -23,7 +23,10 @@ def test_flags_beat_environment_beat_defaults():
 
 @pytest.mark.parametrize(
     ("field", "value", "message"),
-    [("device", "gpu", "device 'gpu' is not one of"), ("database_url", "recsys.db", "not a SQLAlchemy URL")],
+    [
+        ("device", "gpu", "device 'gpu' is not one of"),
+        ("database_url", "recsys.db", "not a SQLAlchemy URL"),
+    ],
 )
 def test_bad_values_name_the_setting(field, value, message):
     with pytest.raises(InvalidSettings, match=message):

@@ -18,9 +18,15 @@ depends_on: str | Sequence[str] | None = None
 
 JSON_DOCUMENT = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 ATTRIBUTE_KIND = sa.Enum(
-    "numeric", "categorical", "multi", "text", "date",
-    name="attributekind", native_enum=False, length=16,
-)  # fmt: skip
+    "numeric",
+    "categorical",
+    "multi",
+    "text",
+    "date",
+    name="attributekind",
+    native_enum=False,
+    length=16,
+)
 
 
 def upgrade() -> None:
@@ -82,13 +88,17 @@ def upgrade() -> None:
         sa.Column("dedup_key", sa.String(length=32), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["item_id"], ["items.id"],
-            name=op.f("fk_interactions_item_id_items"), ondelete="CASCADE",
-        ),  # fmt: skip
+            ["item_id"],
+            ["items.id"],
+            name=op.f("fk_interactions_item_id_items"),
+            ondelete="CASCADE",
+        ),
         sa.ForeignKeyConstraint(
-            ["user_id"], ["users.id"],
-            name=op.f("fk_interactions_user_id_users"), ondelete="CASCADE",
-        ),  # fmt: skip
+            ["user_id"],
+            ["users.id"],
+            name=op.f("fk_interactions_user_id_users"),
+            ondelete="CASCADE",
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_interactions")),
         sa.UniqueConstraint("dedup_key", name=op.f("uq_interactions_dedup_key")),
     )

@@ -1,0 +1,38 @@
+# Quick start: `make demo` (set up, prepare + ingest MovieLens, print stats), `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA ?= var/data
+export RECSYS_DATABASE_URL ?= sqlite:///var/recsys.db
+
+.PHONY: setup demo test lint format clean
+
+setup: $(VENV)/.installed
+	@scripts/system_packages.sh
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -e ".[dev]"
+	touch $@
+
+demo: setup
+	$(BIN)/recsys db upgrade
+	$(BIN)/recsys datasets prepare movielens --out $(DATA)/movielens
+	$(BIN)/recsys ingest items $(DATA)/movielens/items.csv
+	$(BIN)/recsys ingest interactions $(DATA)/movielens/interactions.csv
+	$(BIN)/recsys stats
+
+# Runs every test; catalog tests run on SQLite and on a throwaway PostgreSQL when one can start.
+test: setup
+	scripts/test.sh
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf var reports .pytest_cache

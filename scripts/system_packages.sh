@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Debian packages the project uses: the Fashion-MNIST files and a PostgreSQL server for tests.
+# Installs what is missing when run as root with apt-get; otherwise says what to install.
+set -euo pipefail
+need=()
+dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || need+=(dataset-fashion-mnist)
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  need+=(postgresql)
+fi
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing Debian packages: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+else
+  echo "optional Debian packages missing: ${need[*]} (sudo apt-get install ${need[*]});" \
+       "tests that need them are skipped" >&2
+fi
