@@ -51,7 +51,9 @@ def test_sigkill_mid_ingest_then_rerun_matches_clean_run(db_url, files, tmp_path
     migrate.upgrade(engine)
     ingest_items(engine, items, options=IngestOptions(show_progress=False))
 
-    process = recsys(db_url, "ingest", "interactions", str(interactions), "--batch-size", str(BATCH))
+    process = recsys(
+        db_url, "ingest", "interactions", str(interactions), "--batch-size", str(BATCH)
+    )
     deadline = time.monotonic() + 60
     while count(engine) < 5 * BATCH and time.monotonic() < deadline:
         assert process.poll() is None, "ingest finished before it could be killed"

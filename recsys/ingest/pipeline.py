@@ -86,7 +86,9 @@ def run_ingest(
                 for reject in late_rejects:
                     rejects.add(reject)
                 bar.update(source.position - bar.n)
-                bar.set_postfix_str(f"ok={report.accepted} rejected={report.total_rejected}", refresh=False)
+                bar.set_postfix_str(
+                    f"ok={report.accepted} rejected={report.total_rejected}", refresh=False
+                )
         finally:
             bar.close()
             rejects.close()
