@@ -1,4 +1,4 @@
-"""`recsys datasets prepare` on the real MovieLens and Fashion-MNIST files, and the download path."""
+"""`recsys datasets prepare` on the real MovieLens and Fashion-MNIST files; the download path."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from recsys.datasets import fashion_mnist as fm
 from recsys.datasets.movielens import load_movielens, prepare_movielens
 from recsys.errors import InvalidInput
 
-DEBIAN_DIR = FashionMnistDefaults = fm.FashionMnistSource().local_dir
+DEBIAN_DIR = fm.FashionMnistSource().local_dir
 needs_debian_fashion_mnist = pytest.mark.skipif(
     not (DEBIAN_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
     reason="Debian package dataset-fashion-mnist not installed (apt-get install it)",
@@ -48,9 +48,7 @@ def read_text_csv(path: Path) -> pd.DataFrame:
 
 def write_idx_gz(path: Path, array: np.ndarray) -> str:
     """Write `array` (uint8) as a gzipped idx file; returns its MD5."""
-    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(
-        f">{array.ndim}I", *array.shape
-    )
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     data = gzip.compress(header + array.astype(np.uint8).tobytes(), compresslevel=1)
     path.write_bytes(data)
     return hashlib.md5(data).hexdigest()
@@ -155,7 +153,7 @@ def real_splits():
 @pytest.fixture(scope="module")
 def fashion_70(tmp_path_factory):
     out = tmp_path_factory.mktemp("fashion")
-    result = recsys("datasets", "prepare", "fashion-mnist", "--out", out, "--limit", 70)
+    result = recsys("datasets", "prepare", "fashion-mnist", "--out", out, "--limit", 70, "-q")
     return out, result
 
 
@@ -186,6 +184,7 @@ def test_fashion_limit_keeps_6_to_1_as_28x28_grayscale_pngs(fashion_70, real_spl
                 assert image.mode == "L" and image.size == (28, 28)
                 assert np.array_equal(np.asarray(image), real_splits[split][0][index])
     assert "70 items, 60 train, 10 test" in result.stdout
+    assert "img/s" not in result.stderr, "-q hides the progress bar"
 
 
 @needs_debian_fashion_mnist
@@ -222,7 +221,8 @@ def test_fashion_items_have_images_and_no_labels(fashion_70):
 
 @needs_debian_fashion_mnist
 def test_fashion_rerun_with_smaller_limit_leaves_no_stale_files(tmp_path):
-    recsys("datasets", "prepare", "fashion-mnist", "--out", tmp_path, "--limit", 70)
+    result = recsys("datasets", "prepare", "fashion-mnist", "--out", tmp_path, "--limit", 70)
+    assert "70/70" in result.stderr, "a progress bar by default"
     summary = fm.prepare_fashion_mnist(tmp_path, limit=8, show_progress=False)
     assert summary.counts == {"items": 8, "train": 7, "test": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "items.csv", "labels.csv"]
@@ -318,7 +318,7 @@ _GOOD_IMAGES = np.zeros((60_000, 28, 28), dtype=np.uint8)
         (lambda p: p.write_bytes(gzip.compress(b"\x00\x00\x08\x01" + bytes(12))), "magic number"),
         (
             lambda p: p.write_bytes(gzip.compress(gzip.decompress(p.read_bytes())[:-100])),
-            "holds 46999900 bytes",
+            "holds 47039900 bytes",
         ),
         (lambda p: p.write_bytes(p.read_bytes()[:-1000]), "cannot be decompressed"),
         (lambda p: write_idx_gz(p, np.zeros((60_000, 32, 32))), "expected (60000, 28, 28)"),

@@ -1,0 +1,14 @@
+"""Public data sets turned into files that `recsys ingest` reads.
+
+- `recsys.datasets.movielens`: `load_movielens()`, `prepare_movielens(out_dir)`.
+- `recsys.datasets.fashion_mnist`: `load_fashion_mnist(split)`, `CLASS_NAMES`,
+  `prepare_fashion_mnist(out_dir, limit=None, show_progress=True)`.
+
+Import those modules directly; this package stays light so the CLI starts fast.
+"""
+
+from recsys.datasets._io import DatasetUnavailable, PrepareSummary
+
+DATASETS = ("movielens", "fashion-mnist")
+
+__all__ = ["DATASETS", "DatasetUnavailable", "PrepareSummary"]
