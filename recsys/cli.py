@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 
@@ -10,9 +11,37 @@ import click
 from recsys.errors import RecsysError
 from recsys.settings import Settings
 
+# name -> ("module:attribute", one-line help). A command's module is imported only when that
+# command runs, so `recsys ingest` does not pay for importing torch. Add new commands here.
+COMMANDS = {
+    "db": ("recsys.commands.db:command", "Create or migrate the catalog database."),
+    "ingest": ("recsys.commands.ingest:command", "Load items or interactions into the catalog."),
+    "stats": ("recsys.commands.stats:command", "Counts of what the catalog holds."),
+    "datasets": ("recsys.commands.datasets:command", "Prepare real data sets as ingestable files."),
+    "train-images": (
+        "recsys.commands.images:train_images",
+        "Train the self-supervised image encoder.",
+    ),
+    "embed-images": ("recsys.commands.images:embed_images", "Embed images with a trained encoder."),
+}
+
 
 class RecsysGroup(click.Group):
-    """Turns domain errors into one clear line on stderr instead of a traceback."""
+    """Loads subcommands lazily from COMMANDS and turns domain errors into one clear line on
+    stderr instead of a traceback."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module_name, attribute = COMMANDS[name][0].split(":")
+        return getattr(importlib.import_module(module_name), attribute)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, COMMANDS[name][1]) for name in self.list_commands(ctx)])
 
     def invoke(self, ctx: click.Context):
         try:
@@ -55,17 +84,6 @@ def cli(ctx: click.Context, database_url, artifacts_dir, device, verbose) -> Non
         )
     except RecsysError as exc:
         raise click.UsageError(str(exc)) from exc
-
-
-def _register_commands() -> None:
-    from recsys.commands import datasets, db, ingest, stats
-
-    # Each module in recsys/commands/ defines one click `command`; add new ones to this tuple.
-    for module in (db, ingest, stats, datasets):
-        cli.add_command(module.command)
-
-
-_register_commands()
 
 
 def main() -> None:

@@ -15,3 +15,22 @@ class CatalogNotReady(RecsysError):
 
 class InvalidSettings(RecsysError):
     """A setting has a value that cannot work."""
+
+
+class UnknownItem(RecsysError, KeyError):
+    """An item id that the model or catalog does not know."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else "unknown item"
+
+
+class ModelNotTrained(RecsysError):
+    """No trained model bundle is available (run `recsys train`)."""
+
+
+class InvalidBundle(RecsysError):
+    """A model bundle directory is incomplete, corrupt or from an incompatible version."""
+
+
+class TrainingFailed(RecsysError):
+    """A stage of `recsys train` failed; the previously active bundle is untouched."""

@@ -34,9 +34,7 @@ class Settings:
                 "use e.g. sqlite:///var/recsys.db or postgresql+psycopg://user@host/db"
             )
         if not _DEVICE.match(self.device):
-            raise InvalidSettings(
-                f"device {self.device!r} is not one of auto, cpu, cuda, cuda:N"
-            )
+            raise InvalidSettings(f"device {self.device!r} is not one of auto, cpu, cuda, cuda:N")
         object.__setattr__(self, "artifacts_dir", Path(self.artifacts_dir))
 
     @classmethod

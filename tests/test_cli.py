@@ -6,8 +6,10 @@ from recsys.cli import cli
 
 
 def all_commands(group: click.Group, prefix=()):
-    for name, command in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
         yield (*prefix, name)
+        command = group.get_command(ctx, name)
         if isinstance(command, click.Group):
             yield from all_commands(command, (*prefix, name))
 

@@ -1,0 +1,133 @@
+"""Augmentation of whole batches as tensors, with per-sample random parameters.
+
+Everything runs on the batch's own device (the GPU when training there): a random resized crop
+and horizontal flip are one batched affine grid + ``grid_sample``; brightness, contrast,
+saturation, grayscale and random erasing are element-wise ops. Only the parameters (a few
+numbers per sample) are drawn on the CPU from an explicit ``torch.Generator``, so a run is
+reproducible for a fixed seed and independent of the device.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    # Area fraction of the source kept by the random resized crop of a global view.
+    scale: tuple[float, float] = (0.25, 1.0)
+    # Aspect-ratio range of the crop (SimCLR's 3/4..4/3).
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    # Probability of a horizontal flip.
+    hflip: float = 0.5
+    # Maximum relative brightness and contrast change (ColorJitter-style), and its probability.
+    brightness: float = 0.4
+    contrast: float = 0.4
+    # Saturation jitter and probability of converting to grayscale (colour images only).
+    saturation: float = 0.4
+    grayscale: float = 0.2
+    jitter_p: float = 0.8
+    # Probability of erasing one random rectangle (2%..25% of the image) per view.
+    erase_p: float = 0.0
+    # DINO multi-crop: number of extra local views, their size and crop-area range.
+    n_local: int = 0
+    local_size: int = 12
+    local_scale: tuple[float, float] = (0.1, 0.4)
+
+
+def _uniform(n: int, low: float, high: float, gen: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, generator=gen) * (high - low) + low  # (n,)
+
+
+def crop_thetas(
+    n: int, scale: tuple[float, float], cfg: AugmentConfig, gen: torch.Generator
+) -> torch.Tensor:
+    """Affine matrices of random resized crops (+ flips) in ``affine_grid`` units: (n, 2, 3)."""
+    area = _uniform(n, *scale, gen)
+    log_ratio = _uniform(n, math.log(cfg.ratio[0]), math.log(cfg.ratio[1]), gen)
+    ratio = log_ratio.exp()
+    w = (area * ratio).sqrt().clamp(max=1.0)  # (n,) crop width as a fraction of the image
+    h = (area / ratio).sqrt().clamp(max=1.0)
+    cx = (_uniform(n, -1, 1, gen)) * (1 - w)  # centre kept inside the image
+    cy = (_uniform(n, -1, 1, gen)) * (1 - h)
+    flip = torch.where(torch.rand(n, generator=gen) < cfg.hflip, -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = w * flip
+    theta[:, 0, 2] = cx
+    theta[:, 1, 1] = h
+    theta[:, 1, 2] = cy
+    return theta
+
+
+def resized_crop(x: torch.Tensor, theta: torch.Tensor, size: int) -> torch.Tensor:
+    """Sample a ``size`` x ``size`` crop of each image in ``x`` (B, C, H, W) by ``theta``."""
+    theta = theta.to(device=x.device, dtype=x.dtype)
+    grid = F.affine_grid(theta, [x.shape[0], x.shape[1], size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def color_jitter(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """Per-sample brightness, contrast (and saturation, grayscale on colour) of (B, C, H, W)."""
+    n = x.shape[0]
+    apply = (torch.rand(n, generator=gen) < cfg.jitter_p).float()
+    b = 1 + apply * _uniform(n, -cfg.brightness, cfg.brightness, gen)
+    c = 1 + apply * _uniform(n, -cfg.contrast, cfg.contrast, gen)
+    x = x * b.to(x).view(n, 1, 1, 1)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
+    x = (x - mean) * c.to(x).view(n, 1, 1, 1) + mean
+    if x.shape[1] == 3:
+        s = 1 + apply * _uniform(n, -cfg.saturation, cfg.saturation, gen)
+        s = torch.where(torch.rand(n, generator=gen) < cfg.grayscale, 0.0, s)
+        gray = (x * x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        x = (x - gray) * s.to(x).view(n, 1, 1, 1) + gray
+    return x.clamp(0, 1)
+
+
+def random_erase(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
+    """Zero one random rectangle (2%..25% of the area) in each image with probability ``p``."""
+    n, _, h, w = x.shape
+    area = _uniform(n, 0.02, 0.25, gen)
+    ratio = _uniform(n, math.log(0.3), math.log(3.3), gen).exp()
+    eh, ew = (area / ratio).sqrt().clamp(max=1), (area * ratio).sqrt().clamp(max=1)
+    y0, x0 = torch.rand(n, generator=gen) * (1 - eh), torch.rand(n, generator=gen) * (1 - ew)
+    on = torch.rand(n, generator=gen) < p
+    ys = (torch.arange(h) + 0.5) / h  # (H,)
+    xs = (torch.arange(w) + 0.5) / w
+    in_y = (ys[None] >= y0[:, None]) & (ys[None] < (y0 + eh)[:, None])  # (B, H)
+    in_x = (xs[None] >= x0[:, None]) & (xs[None] < (x0 + ew)[:, None])  # (B, W)
+    mask = in_y[:, :, None] & in_x[:, None, :] & on[:, None, None]  # (B, H, W)
+    return x.masked_fill(mask[:, None].to(x.device), 0.0)
+
+
+class BatchAugment:
+    """Makes the views of one batch: ``views(x, gen) -> [global, global, local...]``.
+
+    ``x`` is a (B, C, H, W) float batch in [0, 1]; each view is normalised with ``mean`` and
+    ``std`` and has size ``size`` (global) or ``cfg.local_size`` (local).
+    """
+
+    def __init__(self, cfg: AugmentConfig, size: int, mean: list[float], std: list[float]):
+        self.cfg = cfg
+        self.size = size
+        self.mean = torch.tensor(mean).view(1, -1, 1, 1)
+        self.std = torch.tensor(std).view(1, -1, 1, 1)
+
+    def view(self, x: torch.Tensor, size: int, scale, gen: torch.Generator) -> torch.Tensor:
+        """One random view of every image in ``x``: (B, C, size, size), normalised."""
+        v = resized_crop(x, crop_thetas(x.shape[0], scale, self.cfg, gen), size)
+        v = color_jitter(v, self.cfg, gen)
+        if self.cfg.erase_p > 0:
+            v = random_erase(v, self.cfg.erase_p, gen)
+        return (v - self.mean.to(v)) / self.std.to(v)
+
+    def views(self, x: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
+        glob = [self.view(x, self.size, self.cfg.scale, gen) for _ in range(2)]
+        local = [
+            self.view(x, self.cfg.local_size, self.cfg.local_scale, gen)
+            for _ in range(self.cfg.n_local)
+        ]
+        return glob + local

@@ -1,0 +1,208 @@
+"""``ImageEncoder``: a scikit-learn-like estimator from product images to item vectors.
+
+    enc = ImageEncoder(ImageEncoderConfig(method="simclr")).fit(images)
+    vectors = enc.transform(images)  # (N, D) float32, L2-normalised
+    enc.save("var/artifacts/images"); ImageEncoder.load("var/artifacts/images")
+
+``images`` are file paths or a uint8 array ((N, H, W) or (N, H, W, C)); both are resized to
+``input_size``. A model directory holds ``model.pt`` (backbone weights and the resolved
+configuration, loadable with ``weights_only=True``), ``config.json`` and, while training,
+``checkpoint.pt``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+
+from recsys.errors import InvalidInput
+from recsys.vision.augment import AugmentConfig, BatchAugment
+from recsys.vision.backbones import build_backbone, load_backbone_weights
+from recsys.vision.data import ImageInput, as_image_tensor, channel_stats
+from recsys.vision.methods import MethodConfig, build_method
+from recsys.vision.train import Callback, TrainConfig, Trainer, TrainResult, save_atomic
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE, CONFIG_FILE, CHECKPOINT_FILE = "model.pt", "config.json", "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class ImageEncoderConfig:
+    # simclr, byol or dino.
+    method: str = "simclr"
+    # small_cnn, resnet18, resnet50 or vit_tiny; auto = small_cnn on CPU, resnet18 on CUDA.
+    backbone: str = "auto"
+    # Base width of small_cnn (its vectors have 8 * width dimensions).
+    width: int = 32
+    # Images are resized to input_size x input_size before augmentation.
+    input_size: int = 28
+    # Size of the global training views; None = input_size. Smaller is faster on a CPU and,
+    # since random crops zoom in, testing at the larger input_size matches object scale
+    # (FixRes [Touvron et al. 2019]).
+    train_size: int | None = None
+    # 1 (grayscale) or 3 (colour); None = 1 when every image is grayscale, else 3.
+    channels: int | None = None
+    # Optional local checkpoint to initialise the backbone from (nothing is downloaded).
+    weights: str | None = None
+    heads: MethodConfig = field(default_factory=MethodConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ImageEncoderConfig:
+        nested = {"heads": MethodConfig, "augment": AugmentConfig, "train": TrainConfig}
+        values = {k: v for k, v in d.items() if k not in nested}
+        for key, sub in nested.items():
+            sub_values = {k: tuple(v) if isinstance(v, list) else v for k, v in d[key].items()}
+            values[key] = sub(**sub_values)
+        return cls(**values)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` is the first GPU when one is present, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidInput(f"device {device!r} asked for, but torch sees no GPU; use --device cpu")
+    return torch.device(device)
+
+
+def detect_channels(images: ImageInput, sample: int = 16) -> int:
+    """1 when the (first ``sample``) images are grayscale, else 3."""
+    if isinstance(images, np.ndarray | torch.Tensor):
+        colour = images.ndim == 4 and 3 in (images.shape[1], images.shape[3])
+        return 3 if colour else 1
+    for path in list(images)[:sample]:
+        with Image.open(path) as img:
+            if img.mode not in ("L", "LA", "1", "I", "I;16"):
+                return 3
+    return 1
+
+
+@torch.no_grad()
+def embed_tensor(
+    backbone: nn.Module, data: torch.Tensor, mean, std, device: torch.device, batch_size=1024
+) -> np.ndarray:
+    """L2-normalised float32 features of uint8 (N, C, S, S) images, in batches, no grad."""
+    backbone = backbone.to(device).eval()
+    mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
+    out = []
+    for chunk in data.split(batch_size):
+        x = (chunk.to(device).float() / 255 - mean_t) / std_t  # (b, C, S, S)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            h = backbone(x)  # (b, D)
+        out.append(F.normalize(h.float(), dim=1).cpu())
+    return torch.cat(out).numpy().astype(np.float32, copy=False)
+
+
+class ImageEncoder(TransformerMixin, BaseEstimator):
+    """Self-supervised image encoder (SimCLR, BYOL or DINO) with ``fit`` / ``transform``."""
+
+    def __init__(
+        self,
+        config: ImageEncoderConfig | None = None,
+        device: str = "auto",
+        model_dir: str | Path | None = None,
+        show_progress: bool = False,
+        callback: Callback | None = None,
+    ) -> None:
+        self.config = config
+        self.device = device
+        self.model_dir = model_dir
+        self.show_progress = show_progress
+        self.callback = callback
+
+    def _resolved_config(self, images: ImageInput, device: torch.device) -> ImageEncoderConfig:
+        cfg = self.config or ImageEncoderConfig()
+        backbone = cfg.backbone
+        if backbone == "auto":
+            backbone = "resnet18" if device.type == "cuda" else "small_cnn"
+        channels = cfg.channels or detect_channels(images)
+        return dataclasses.replace(cfg, backbone=backbone, channels=channels)
+
+    def _build_backbone(self) -> nn.Module:
+        cfg = self.config_
+        backbone = build_backbone(cfg.backbone, cfg.channels, cfg.input_size, cfg.width)
+        if cfg.weights:
+            load_backbone_weights(backbone, cfg.weights)
+        return backbone
+
+    def fit(self, images: ImageInput) -> ImageEncoder:
+        """Train on ``images`` (no labels); resumes from ``model_dir``'s checkpoint if any."""
+        device = resolve_device(self.device)
+        self.config_ = cfg = self._resolved_config(images, device)
+        data = as_image_tensor(images, cfg.input_size, cfg.channels, self.show_progress)
+        self.mean_, self.std_ = channel_stats(data)
+        torch.manual_seed(cfg.train.seed)
+        method = build_method(cfg.method, self._build_backbone(), cfg.heads)
+        augment = BatchAugment(cfg.augment, cfg.train_size or cfg.input_size, self.mean_, self.std_)
+        checkpoint = None
+        if self.model_dir is not None:
+            Path(self.model_dir).mkdir(parents=True, exist_ok=True)
+            checkpoint = Path(self.model_dir) / CHECKPOINT_FILE
+        meta = {"config": cfg.to_dict(), "n_images": len(data)}
+        trainer = Trainer(method, augment, cfg.train, device, checkpoint, meta)
+        self.train_result_: TrainResult = trainer.fit(data, self.show_progress, self.callback)
+        self.backbone_ = method.encoder.to(memory_format=torch.contiguous_format)
+        log.info("trained %s: %s", cfg.method, self.train_result_)
+        return self
+
+    def transform(self, images: ImageInput, batch_size: int = 1024) -> np.ndarray:
+        """(N, D) float32 L2-normalised vectors, one row per image, in input order."""
+        check_is_fitted(self, "backbone_")
+        cfg = self.config_
+        data = as_image_tensor(images, cfg.input_size, cfg.channels, self.show_progress)
+        device = resolve_device(self.device)
+        return embed_tensor(self.backbone_, data, self.mean_, self.std_, device, batch_size)
+
+    def save(self, model_dir: str | Path) -> Path:
+        """Write ``model.pt`` and ``config.json`` into ``model_dir`` (each atomically)."""
+        check_is_fitted(self, "backbone_")
+        out = Path(model_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        state = {
+            "config": self.config_.to_dict(),
+            "backbone": self.backbone_.state_dict(),
+            "mean": self.mean_,
+            "std": self.std_,
+        }
+        save_atomic(state, out / MODEL_FILE)
+        tmp = out / f".{CONFIG_FILE}.tmp"
+        tmp.write_text(json.dumps(state["config"], indent=2) + "\n")
+        tmp.replace(out / CONFIG_FILE)
+        return out
+
+    @classmethod
+    def load(cls, model_dir: str | Path, device: str = "auto") -> ImageEncoder:
+        """A fitted encoder from a directory written by ``save``."""
+        path = Path(model_dir) / MODEL_FILE
+        if not path.is_file():
+            raise InvalidInput(f"{path} not found; train one with `recsys train-images`")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        enc = cls(ImageEncoderConfig.from_dict(state["config"]), device=device)
+        enc.config_ = enc.config
+        enc.mean_, enc.std_ = state["mean"], state["std"]
+        enc.backbone_ = enc._build_backbone_from(state["backbone"])
+        return enc
+
+    def _build_backbone_from(self, state: dict) -> nn.Module:
+        cfg = self.config_
+        backbone = build_backbone(cfg.backbone, cfg.channels, cfg.input_size, cfg.width)
+        backbone.load_state_dict(state)
+        return backbone

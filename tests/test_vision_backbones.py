@@ -1,0 +1,47 @@
+"""Backbones: any channel count and input size, weights from a local file."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recsys.errors import InvalidInput, InvalidSettings
+from recsys.vision.backbones import build_backbone, load_backbone_weights
+
+
+@pytest.mark.parametrize("name", ["small_cnn", "resnet18", "resnet50", "vit_tiny"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_backbone_maps_images_to_out_dim(name, channels):
+    net = build_backbone(name, channels, 16, width=8).eval()
+    with torch.no_grad():
+        out = net(torch.randn(2, channels, 16, 16))
+    assert out.shape == (2, net.out_dim)
+
+
+def test_unknown_backbone_names_the_choices():
+    with pytest.raises(InvalidSettings, match="small_cnn"):
+        build_backbone("vgg", 3, 32)
+
+
+def test_weights_load_from_a_local_state_dict_with_or_without_prefix(tmp_path):
+    source = build_backbone("resnet18", 3, 16)
+    plain = tmp_path / "plain.pt"
+    torch.save(source.net.state_dict(), plain)  # torchvision layout, no "net." prefix
+    target = load_backbone_weights(build_backbone("resnet18", 3, 16), plain)
+    for key, value in source.state_dict().items():
+        assert torch.equal(value, target.state_dict()[key]), key
+
+
+def test_mismatched_stem_is_skipped_and_foreign_file_is_refused(tmp_path):
+    colour = build_backbone("resnet18", 3, 16)
+    path = tmp_path / "colour.pt"
+    torch.save(colour.state_dict(), path)
+    gray = load_backbone_weights(build_backbone("resnet18", 1, 16), path)  # 1-channel stem
+    assert torch.equal(
+        gray.state_dict()["net.layer1.0.conv1.weight"],
+        colour.state_dict()["net.layer1.0.conv1.weight"],
+    )
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"something.else": torch.zeros(3)}, foreign)
+    with pytest.raises(InvalidInput, match="no tensor"):
+        load_backbone_weights(build_backbone("small_cnn", 1, 16), foreign)

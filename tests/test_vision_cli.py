@@ -1,0 +1,77 @@
+"""`recsys train-images` / `recsys embed-images` from a CSV and from the catalog."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy.orm import Session
+
+from recsys.catalog import Item
+
+TRAIN_FLAGS = ("--epochs", "1", "--batch-size", "4", "--input-size", "12", "--device", "cpu")
+
+
+def _write_images(root, n: int = 10) -> list:
+    rng = np.random.default_rng(0)
+    (root / "img").mkdir(parents=True)
+    paths = []
+    for i in range(n):
+        mode = "L" if i % 2 else "RGB"  # mixed: the encoder must cope with both
+        shape = (16 + i, 18) if mode == "L" else (20, 16, 3)
+        paths.append(root / "img" / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, size=shape, dtype=np.uint8), mode).save(paths[-1])
+    return paths
+
+
+@pytest.fixture
+def items_csv(tmp_path):
+    paths = _write_images(tmp_path)
+    lines = ["item_id,image"] + [f"sku{i},img/{p.name}" for i, p in enumerate(paths)]
+    (tmp_path / "items.csv").write_text("\n".join(lines) + "\n")
+    return tmp_path / "items.csv"
+
+
+@pytest.mark.parametrize("method", ["simclr", "byol", "dino"])
+def test_train_then_embed_from_a_csv(method, run_cli, items_csv, tmp_path):
+    root = str(items_csv.parent)
+    model = tmp_path / "model"
+    common = ("--items", items_csv, "--images-root", root)
+    result = run_cli("train-images", *common, "--method", method, "--out", model, *TRAIN_FLAGS)
+    assert "trained" in result.output and (model / "model.pt").is_file()
+    out = tmp_path / "vectors.npy"
+    run_cli("embed-images", "--model", model, *common, "--out", out, "--device", "cpu")
+    vectors = np.load(out, allow_pickle=False)
+    assert vectors.shape[0] == 10 and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    assert (tmp_path / "vectors.ids.txt").read_text().split() == [f"sku{i}" for i in range(10)]
+
+
+def test_rerun_resumes_and_reports(run_cli, items_csv, tmp_path):
+    args = ("train-images", "--items", items_csv, "--out", tmp_path / "m", *TRAIN_FLAGS)
+    first = run_cli(*args).output.split("trained")[-1]
+    assert (tmp_path / "m" / "checkpoint.pt").is_file()
+    again = run_cli(*args).output.split("trained")[-1]
+    assert "2 steps" in first and "2 steps" in again  # the finished run is not repeated
+    assert "loss nan" not in again
+
+
+def test_train_from_the_catalog(engine, run_cli, tmp_path):
+    paths = _write_images(tmp_path / "shop", n=6)
+    with Session(engine) as session:
+        session.add_all(Item(external_id=f"p{i}", image_path=str(p)) for i, p in enumerate(paths))
+        session.add(Item(external_id="no-image"))
+        session.commit()
+    model = tmp_path / "model"
+    result = run_cli("train-images", "--out", model, *TRAIN_FLAGS)
+    assert "on 6 images" in result.output
+    run_cli("embed-images", "--model", model, "--out", tmp_path / "v.npy", "--device", "cpu")
+    assert np.load(tmp_path / "v.npy").shape[0] == 6
+
+
+def test_missing_image_column_is_a_clear_error(run_cli, tmp_path):
+    (tmp_path / "items.csv").write_text("item_id,title\na,b\n")
+    result = run_cli(
+        "train-images", "--items", tmp_path / "items.csv", "--out", tmp_path / "m", expect_exit=2
+    )
+    assert "item_id column and one of image" in result.output

@@ -1,0 +1,37 @@
+"""The same behaviour on a GPU: bf16 autocast, channels_last, augmentation on the device."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recsys.vision import ImageEncoder, ImageEncoderConfig, MethodConfig, TrainConfig
+from recsys.vision.augment import AugmentConfig, BatchAugment
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def test_augmentation_runs_on_the_gpu():
+    aug = BatchAugment(AugmentConfig(erase_p=0.5, n_local=1), 16, [0.5] * 3, [0.25] * 3)
+    x = torch.rand(8, 3, 20, 20, device="cuda")
+    views = aug.views(x, torch.Generator().manual_seed(0))
+    assert all(v.device.type == "cuda" and torch.isfinite(v).all() for v in views)
+
+
+@pytest.mark.parametrize("method", ["simclr", "byol", "dino"])
+@pytest.mark.parametrize("backbone", ["small_cnn", "resnet18"])
+def test_every_method_trains_and_embeds_on_cuda(method, backbone):
+    images = np.random.default_rng(0).integers(0, 256, size=(64, 20, 20), dtype=np.uint8)
+    cfg = ImageEncoderConfig(
+        method=method,
+        backbone=backbone,
+        width=8,
+        input_size=16,
+        heads=MethodConfig(hidden_dim=64, proj_dim=32, dino_out_dim=128),
+        train=TrainConfig(epochs=2, batch_size=16),
+    )
+    enc = ImageEncoder(cfg, device="cuda").fit(images)
+    vectors = enc.transform(images)
+    assert np.isfinite(enc.train_result_.loss)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-4)

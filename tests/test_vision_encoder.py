@@ -1,0 +1,120 @@
+"""ImageEncoder and the training loop on tiny data: every method trains, embeds, resumes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.exceptions import NotFittedError
+
+from recsys.vision import AugmentConfig, ImageEncoder, ImageEncoderConfig, MethodConfig, TrainConfig
+from recsys.vision.augment import BatchAugment
+from recsys.vision.backbones import build_backbone
+from recsys.vision.methods import build_method
+from recsys.vision.train import Trainer, lr_factor
+
+TINY_HEADS = MethodConfig(hidden_dim=32, proj_dim=16, dino_out_dim=64)
+
+
+def tiny_config(method: str = "simclr", **train) -> ImageEncoderConfig:
+    return ImageEncoderConfig(
+        method=method,
+        backbone="small_cnn",
+        width=4,
+        input_size=12,
+        heads=TINY_HEADS,
+        train=TrainConfig(**{"epochs": 2, "batch_size": 8, "seed": 3, **train}),
+    )
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(20, 14, 14), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("method", ["simclr", "byol", "dino"])
+def test_every_method_fits_and_transforms_to_unit_vectors(method, images):
+    enc = ImageEncoder(tiny_config(method), device="cpu").fit(images)
+    vectors = enc.transform(images)
+    assert vectors.shape == (20, 32) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    assert np.isfinite(enc.train_result_.loss)
+    assert enc.train_result_.steps == 4  # 2 epochs of 20 // 8 batches
+
+
+def test_dino_trains_with_local_crops(images):
+    cfg = tiny_config("dino")
+    cfg = ImageEncoderConfig(**{**cfg.__dict__, "augment": AugmentConfig(n_local=2, local_size=8)})
+    assert ImageEncoder(cfg, device="cpu").fit(images).transform(images[:3]).shape == (3, 32)
+
+
+def test_same_seed_gives_identical_vectors_on_cpu(images):
+    a = ImageEncoder(tiny_config(), device="cpu").fit(images).transform(images)
+    b = ImageEncoder(tiny_config(), device="cpu").fit(images).transform(images)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_transform_before_fit_raises(images):
+    with pytest.raises(NotFittedError):
+        ImageEncoder(tiny_config()).transform(images)
+
+
+def test_colour_arrays_and_image_files_give_the_same_vectors(images, tmp_path):
+    rgb = np.repeat(images[..., None], 3, axis=3)  # (N, H, W, 3)
+    enc = ImageEncoder(tiny_config(epochs=1), device="cpu").fit(rgb)
+    assert enc.config_.channels == 3
+    paths = []
+    for i, img in enumerate(rgb[:4]):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(img).save(paths[-1])
+    from_files = enc.transform(paths)
+    np.testing.assert_allclose(from_files, enc.transform(rgb[:4]), atol=0.05)
+
+
+def test_save_and_load_round_trip(images, tmp_path):
+    enc = ImageEncoder(tiny_config("byol"), device="cpu").fit(images)
+    enc.save(tmp_path / "model")
+    state = torch.load(tmp_path / "model" / "model.pt", weights_only=True)
+    assert state["config"]["method"] == "byol"
+    loaded = ImageEncoder.load(tmp_path / "model", device="cpu")
+    np.testing.assert_array_equal(loaded.transform(images), enc.transform(images))
+
+
+def _trainer(checkpoint, cfg: ImageEncoderConfig) -> Trainer:
+    torch.manual_seed(cfg.train.seed)
+    backbone = build_backbone(cfg.backbone, 1, cfg.input_size, cfg.width)
+    method = build_method(cfg.method, backbone, cfg.heads)
+    augment = BatchAugment(cfg.augment, cfg.input_size, [0.5], [0.25])
+    return Trainer(method, augment, cfg.train, torch.device("cpu"), checkpoint, {"v": 1})
+
+
+@pytest.mark.parametrize("method", ["simclr", "dino"])
+def test_resumed_training_equals_uninterrupted(method, images, tmp_path):
+    cfg = tiny_config(method, epochs=3)
+    data = torch.as_tensor(images[:, None, 1:13, 1:13]).contiguous()  # (N, 1, 12, 12)
+    whole = _trainer(None, cfg)
+    whole.fit(data)
+    interrupted = _trainer(tmp_path / "ckpt.pt", cfg)
+    for _ in range(2):  # two steps, then the process "dies" after a checkpoint
+        interrupted.train_step(data)
+    interrupted.save_checkpoint()
+    resumed = _trainer(tmp_path / "ckpt.pt", cfg)
+    result = resumed.fit(data)
+    assert result.steps == 6
+    for key, value in whole.method.state_dict().items():
+        torch.testing.assert_close(resumed.method.state_dict()[key], value, msg=key)
+
+
+def test_time_budget_stops_training(images):
+    enc = ImageEncoder(tiny_config(time_budget=0.5, epochs=1000), device="cpu").fit(images)
+    assert 0.5 <= enc.train_result_.elapsed < 5
+
+
+def test_warmup_then_cosine_schedule():
+    cfg = TrainConfig(warmup=0.1, min_lr_ratio=0.0)
+    assert lr_factor(0.05, cfg) == pytest.approx(0.5)
+    assert lr_factor(0.1, cfg) == pytest.approx(1.0)
+    assert lr_factor(0.55, cfg) == pytest.approx(0.5)
+    assert lr_factor(1.0, cfg) == pytest.approx(0.0, abs=1e-9)
