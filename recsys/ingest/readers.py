@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -81,6 +82,11 @@ def open_records(path: str | Path) -> RecordSource:
     return CsvSource(path, compressed, delimiter="\t" if kind == "tsv" else ",")
 
 
+def _batched(records: Iterator[Record], batch_size: int) -> Iterator[list[Record]]:
+    while batch := list(itertools.islice(records, batch_size)):
+        yield batch
+
+
 class _CountingReader(io.RawIOBase):
     """Counts the compressed/raw bytes read, so text readers can report progress."""
 
@@ -142,14 +148,7 @@ class CsvSource(_TextSource):
             )
 
     def batches(self, batch_size: int) -> Iterator[list[Record]]:
-        batch: list[Record] = []
-        for record in self._records():
-            batch.append(record)
-            if len(batch) >= batch_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+        return _batched(self._records(), batch_size)
 
     def _records(self) -> Iterator[Record]:
         width, previous_end = len(self.columns), self._reader.line_num
@@ -192,15 +191,8 @@ class JsonLinesSource(_TextSource):
             raise InvalidInput(f"{path.name} is empty: expected one JSON object per line")
 
     def batches(self, batch_size: int) -> Iterator[list[Record]]:
-        batch: list[Record] = [self._pending] if self._pending else []
-        self._pending = None
-        for record in self._records():
-            batch.append(record)
-            if len(batch) >= batch_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+        pending, self._pending = [self._pending] if self._pending else [], None
+        return _batched(itertools.chain(pending, self._records()), batch_size)
 
     def _records(self) -> Iterator[Record]:
         for text in self._text:
