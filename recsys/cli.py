@@ -23,6 +23,9 @@ COMMANDS = {
         "Train the self-supervised image encoder.",
     ),
     "embed-images": ("recsys.commands.images:embed_images", "Embed images with a trained encoder."),
+    "train": ("recsys.commands.train:train", "Train and activate a fused model bundle."),
+    "recommend": ("recsys.commands.train:recommend", "Top-k items for users (active bundle)."),
+    "similar": ("recsys.commands.train:similar", "Items like the given items (active bundle)."),
 }
 
 

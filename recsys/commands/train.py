@@ -1,0 +1,131 @@
+"""`recsys train`, `recsys recommend`, `recsys similar`: train a bundle and take a quick look."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from recsys.catalog import connect
+from recsys.catalog.db import require_current_schema
+from recsys.settings import Settings
+
+
+def _engine(settings: Settings):
+    engine = connect(settings.database_url)
+    require_current_schema(engine)
+    return engine
+
+
+@click.command("train")
+@click.option(
+    "--model",
+    type=click.Choice(["als", "bpr"]),
+    default="als",
+    show_default=True,
+    help="Collaborative model.",
+)
+@click.option("--factors", type=int, default=32, show_default=True, help="CF latent factors.")
+@click.option("--iterations", type=int, default=15, show_default=True, help="CF iterations.")
+@click.option(
+    "--index",
+    "index_kind",
+    type=click.Choice(["auto", "flat", "ivf", "hnsw"]),
+    default="auto",
+    show_default=True,
+    help="FAISS index (auto: exact when small).",
+)
+@click.option(
+    "--event-weight",
+    "event_weights",
+    multiple=True,
+    metavar="EVENT=W",
+    help="Confidence multiplier of an event type, e.g. purchase=4 (repeatable).",
+)
+@click.option(
+    "--half-life-days",
+    type=float,
+    default=180.0,
+    show_default=True,
+    help="Older events of a user count half every this many days; 0 = no decay.",
+)
+@click.option("--no-activate", is_flag=True, help="Register the bundle without activating it.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.pass_obj
+def train(
+    settings: Settings,
+    model,
+    factors,
+    iterations,
+    index_kind,
+    event_weights,
+    half_life_days,
+    no_activate,
+    quiet,
+):
+    """Train on the catalog and register a new active model bundle."""  # fmt: skip
+    from recsys.model.training import TrainConfig
+    from recsys.model.training import train as run_training
+
+    config = TrainConfig(activate=not no_activate)
+    config.cf.model, config.cf.factors, config.cf.iterations = model, factors, iterations
+    config.index.kind = index_kind
+    config.cf.event_weights = _parse_event_weights(event_weights)
+    config.cf.half_life_days = half_life_days or None
+    result = run_training(
+        _engine(settings), settings.artifacts_dir, config, settings.device, show_progress=not quiet
+    )
+    click.echo(f"bundle {result.version} written to {result.path}")
+    for name, value in sorted(result.metrics.items()):
+        click.echo(f"  {name}: {value}")
+
+
+def _parse_event_weights(pairs) -> dict[str, float]:
+    weights = {}
+    for pair in pairs:
+        event, _, value = pair.partition("=")
+        try:
+            weights[event.strip()] = float(value)
+        except ValueError:
+            raise click.BadParameter(
+                f"{pair!r} is not EVENT=NUMBER, e.g. purchase=4", param_hint="--event-weight"
+            ) from None
+    return weights
+
+
+@click.command("recommend")
+@click.option("--user", "user_ids", multiple=True, required=True, help="User id (repeatable).")
+@click.option("-k", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def recommend(settings: Settings, user_ids, k, as_json):
+    """Top-k items for users, from the active bundle."""
+    from recsys.model.recommender import Recommender
+
+    results = Recommender.load_active(_engine(settings)).recommend(list(user_ids), k=k)
+    _show(list(user_ids), results, as_json, "user")
+
+
+@click.command("similar")
+@click.option("--item", "item_ids", multiple=True, required=True, help="Item id (repeatable).")
+@click.option("-k", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def similar(settings: Settings, item_ids, k, as_json):
+    """Items most like the given items, from the active bundle."""
+    from recsys.model.recommender import Recommender
+
+    results = Recommender.load_active(_engine(settings)).similar_items(list(item_ids), k=k)
+    _show(list(item_ids), results, as_json, "item")
+
+
+def _show(queries, results, as_json: bool, key: str) -> None:
+    rows = [{key: q, **r} for q, r in zip(queries, results.to_json(), strict=True)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        note = "  (popularity fallback: unknown user)" if row["fallback"] else ""
+        click.echo(f"{key} {row[key]}{note}")
+        for rank, (item, score) in enumerate(zip(row["ids"], row["scores"], strict=True), 1):
+            click.echo(f"  {rank:3d}. {item}  {score:.4f}")

@@ -1,0 +1,1 @@
+"""The fused recommender: CF + tabular + image blocks in one FAISS index."""

@@ -1,0 +1,274 @@
+"""Collaborative filtering: implicit ALS or BPR over a user x item confidence matrix."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from recsys.errors import UnknownItem
+from recsys.model.data import index_of
+
+log = logging.getLogger(__name__)
+
+SECONDS_PER_DAY = 86_400.0
+
+
+@dataclass
+class CFConfig:
+    # "als" (implicit's AlternatingLeastSquares) or "bpr" (BayesianPersonalizedRanking).
+    model: str = "als"
+    # Latent dimensions; 16-32 suits catalogs of ~10k items and ~100k interactions.
+    factors: int = 32
+    regularization: float = 0.05
+    # ALS confidence scale: confidence = 1 + alpha * weight [Hu, Koren, Volinsky 2008].
+    alpha: float = 1.0
+    iterations: int = 15
+    # BPR only.
+    learning_rate: float = 0.01
+    # Multiplier per event type (e.g. {"purchase": 4, "view": 1}); others get default_event_weight.
+    event_weights: dict[str, float] = field(default_factory=dict)
+    default_event_weight: float = 1.0
+    # Multiply by Interaction.weight (e.g. the rating) as well.
+    use_interaction_weight: bool = False
+    # Older events of a user count less: weight halves every half_life_days before the user's
+    # latest event. None switches decay off.
+    half_life_days: float | None = 180.0
+    random_state: int = 0
+    # Use implicit's CUDA models (set by the trainer from Settings.device).
+    use_gpu: bool = False
+
+    def __post_init__(self) -> None:
+        if self.model not in ("als", "bpr"):
+            raise ValueError(f"CFConfig.model {self.model!r} must be 'als' or 'bpr'")
+
+
+def interaction_weights(interactions: pd.DataFrame, config: CFConfig) -> np.ndarray:
+    """Per-row confidence weight: event weight x (interaction weight) x (time decay)."""
+    events = interactions["event"].astype(str)
+    weights = events.map(config.event_weights).fillna(config.default_event_weight).to_numpy()
+    weights = weights.astype(np.float64)
+    if config.use_interaction_weight:
+        weights *= interactions["weight"].to_numpy(dtype=np.float64)
+    if config.half_life_days:
+        weights *= _decay(interactions, config.half_life_days)
+    return weights
+
+
+def _decay(interactions: pd.DataFrame, half_life_days: float) -> np.ndarray:
+    """0.5 ** (age / half-life), age measured from each user's latest event; 1 without time."""
+    stamps = pd.to_datetime(interactions["timestamp"]).to_numpy(dtype="datetime64[ns]")
+    seconds = stamps.astype("int64") / 1e9  # any datetime unit -> epoch seconds
+    known = interactions["timestamp"].notna().to_numpy()
+    latest = pd.Series(np.where(known, seconds, -np.inf)).groupby(
+        interactions["user_id"].to_numpy()
+    )
+    age_days = (latest.transform("max").to_numpy() - seconds) / SECONDS_PER_DAY
+    return np.where(known, 0.5 ** (age_days / half_life_days), 1.0)
+
+
+def confidence_matrix(
+    interactions: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray, config: CFConfig
+) -> sp.csr_matrix:
+    """(users, items) CSR of summed confidence weights; rows/cols follow the id arrays."""
+    users, items = index_of(user_ids), index_of(item_ids)
+    rows = interactions["user_id"].map(users).to_numpy()
+    cols = interactions["item_id"].map(items).to_numpy()
+    weights = interaction_weights(interactions, config)
+    matrix = sp.csr_matrix(
+        (weights, (rows, cols)), shape=(len(user_ids), len(item_ids)), dtype=np.float32
+    )
+    matrix.sum_duplicates()
+    matrix.eliminate_zeros()
+    return matrix
+
+
+class CollaborativeModel(BaseEstimator):
+    """ALS/BPR factors with external-id mapping both ways.
+
+    ``fit(interactions, item_ids)`` learns one factor row per user in ``interactions`` and per
+    item in ``item_ids`` (items without interactions get a zero row, see ``warm_items_``).
+    """
+
+    def __init__(self, config: CFConfig | None = None):
+        self.config = config
+
+    # -- training ------------------------------------------------------------------------
+    def fit(self, interactions: pd.DataFrame, item_ids=None, show_progress: bool = False):
+        config = self.config or CFConfig()
+        if item_ids is None:
+            item_ids = interactions["item_id"].unique()
+        self.item_ids_ = np.asarray(item_ids, dtype=str)
+        self.user_ids_ = np.asarray(np.sort(interactions["user_id"].unique()), dtype=str)
+        self.user_items_ = confidence_matrix(interactions, self.user_ids_, self.item_ids_, config)
+        model = _make_model(config)
+        model.fit(self.user_items_, show_progress=show_progress)
+        if hasattr(model, "to_cpu"):
+            model = model.to_cpu()
+        self.model_ = model
+        self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
+        self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
+        self.warm_items_ = np.asarray(self.user_items_.getnnz(axis=0) > 0)
+        self.item_factors_[~self.warm_items_] = 0.0
+        self._index()
+        return self
+
+    def _index(self) -> None:
+        self.user_index_ = index_of(self.user_ids_)
+        self.item_index_ = index_of(self.item_ids_)
+
+    # -- queries -------------------------------------------------------------------------
+    def item_rows(self, item_ids) -> np.ndarray:
+        """Row numbers of external item ids; ``UnknownItem`` names the first unknown one."""
+        check_is_fitted(self, "item_index_")
+        rows = []
+        for item_id in np.atleast_1d(np.asarray(item_ids, dtype=str)).tolist():
+            if item_id not in self.item_index_:
+                raise UnknownItem(f"item {item_id!r} is not in the model; retrain to include it")
+            rows.append(self.item_index_[item_id])
+        return np.asarray(rows, dtype=np.int64)
+
+    def user_rows(self, user_ids) -> np.ndarray:
+        """Row numbers of external user ids, -1 for users the model has not seen."""
+        check_is_fitted(self, "user_index_")
+        ids = np.atleast_1d(np.asarray(user_ids, dtype=str)).tolist()
+        return np.asarray([self.user_index_.get(u, -1) for u in ids], dtype=np.int64)
+
+    def recommend(self, user_ids, N: int = 10, filter_already_liked_items: bool = True):
+        """Top-N items per known user by factor dot product -> (ids (U, N), scores (U, N))."""
+        rows = self.user_rows(user_ids)
+        if (rows < 0).any():
+            raise KeyError(f"unknown users: {np.asarray(user_ids)[rows < 0][:5].tolist()}")
+        scores = self.user_factors_[rows] @ self.item_factors_.T  # (U, I)
+        if filter_already_liked_items:
+            seen = self.user_items_[rows]
+            scores[seen.nonzero()] = -np.inf
+        return _top_n(scores, N, self.item_ids_)
+
+    def similar_items(self, item_ids, N: int = 10):
+        """Top-N items by cosine of item factors, the query item excluded."""
+        rows = self.item_rows(item_ids)
+        norms = np.linalg.norm(self.item_factors_, axis=1)
+        normed = self.item_factors_ / np.maximum(norms, 1e-12)[:, None]
+        scores = normed[rows] @ normed.T  # (Q, I)
+        scores[np.arange(len(rows)), rows] = -np.inf
+        return _top_n(scores, N, self.item_ids_)
+
+    def fold_in(self, item_ids, weights=None) -> np.ndarray:
+        """A user vector from a history of items, without retraining.
+
+        ALS solves the user's least-squares step exactly (implicit's ``recalculate_user``);
+        BPR uses a ridge projection onto the item factors.
+        """
+        rows = self.item_rows(item_ids)
+        weights = np.ones(len(rows)) if weights is None else np.asarray(weights, dtype=float)
+        history = sp.csr_matrix(
+            (weights.astype(np.float32), (np.zeros(len(rows), dtype=int), rows)),
+            shape=(1, len(self.item_ids_)),
+        )
+        history.sum_duplicates()
+        config = self.config or CFConfig()
+        if config.model == "als":
+            return np.asarray(self._als().recalculate_user(0, history), dtype=np.float32)
+        return _ridge_fold_in(self.item_factors_, history, config.regularization)
+
+    def _als(self):
+        """A CPU implicit ALS model over the learned factors (rebuilt after ``load``)."""
+        if getattr(self, "model_", None) is None:
+            self.model_ = _make_model(self.config or CFConfig(), cpu=True)
+            self.model_.user_factors = self.user_factors_
+            self.model_.item_factors = self.item_factors_
+        return self.model_
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, directory: str | Path, prefix: str = "cf") -> list[Path]:
+        """Writes factors, ids and the interaction matrix as .npy/.npz (no pickles)."""
+        check_is_fitted(self, "item_factors_")
+        directory = Path(directory)
+        arrays = {
+            "user_factors": self.user_factors_,
+            "item_factors": self.item_factors_,
+            "user_ids": self.user_ids_,
+            "item_ids": self.item_ids_,
+        }
+        paths = []
+        for name, array in arrays.items():
+            paths.append(directory / f"{prefix}_{name}.npy")
+            np.save(paths[-1], array, allow_pickle=False)
+        paths.append(directory / f"{prefix}_user_items.npz")
+        sp.save_npz(paths[-1], self.user_items_)
+        paths.append(directory / f"{prefix}_config.json")
+        paths[-1].write_text(json.dumps(asdict(self.config or CFConfig()), indent=2))
+        return paths
+
+    @classmethod
+    def load(cls, directory: str | Path, prefix: str = "cf") -> CollaborativeModel:
+        directory = Path(directory)
+        config = CFConfig(**json.loads((directory / f"{prefix}_config.json").read_text()))
+        config.use_gpu = False
+        model = cls(config)
+
+        def arr(name):
+            return np.load(directory / f"{prefix}_{name}.npy", allow_pickle=False)
+
+        model.user_factors_, model.item_factors_ = arr("user_factors"), arr("item_factors")
+        model.user_ids_, model.item_ids_ = arr("user_ids"), arr("item_ids")
+        model.user_items_ = sp.load_npz(directory / f"{prefix}_user_items.npz").tocsr()
+        model.warm_items_ = np.asarray(model.user_items_.getnnz(axis=0) > 0)
+        model.model_ = None
+        model._index()
+        return model
+
+
+def _make_model(config: CFConfig, cpu: bool = False):
+    from implicit.als import AlternatingLeastSquares
+    from implicit.bpr import BayesianPersonalizedRanking
+
+    use_gpu = config.use_gpu and not cpu and _implicit_has_cuda()
+    if config.model == "als":
+        return AlternatingLeastSquares(
+            factors=config.factors,
+            regularization=config.regularization,
+            alpha=config.alpha,
+            iterations=config.iterations,
+            random_state=config.random_state,
+            use_gpu=use_gpu,
+        )
+    return BayesianPersonalizedRanking(
+        factors=config.factors,
+        learning_rate=config.learning_rate,
+        regularization=config.regularization,
+        iterations=config.iterations,
+        random_state=config.random_state,
+        use_gpu=use_gpu,
+    )
+
+
+def _implicit_has_cuda() -> bool:
+    import implicit.gpu
+
+    return bool(implicit.gpu.HAS_CUDA)
+
+
+def _ridge_fold_in(item_factors: np.ndarray, history: sp.csr_matrix, reg: float) -> np.ndarray:
+    """argmin_u sum_i w_i (1 - u.v_i)^2 + reg |u|^2 over the history's items."""
+    rows, weights = history.indices, history.data
+    factors = item_factors[rows]  # (H, F)
+    gram = factors.T @ (factors * weights[:, None]) + max(reg, 1e-3) * np.eye(factors.shape[1])
+    return np.linalg.solve(gram, factors.T @ weights).astype(np.float32)
+
+
+def _top_n(scores: np.ndarray, n: int, ids: np.ndarray):
+    """Row-wise top-n of a dense (Q, I) score matrix, best first, -inf dropped to the end."""
+    n = min(n, scores.shape[1])
+    part = np.argpartition(-scores, n - 1, axis=1)[:, :n]
+    order = np.take_along_axis(scores, part, axis=1).argsort(axis=1)[:, ::-1]
+    top = np.take_along_axis(part, order, axis=1)
+    return ids[top], np.take_along_axis(scores, top, axis=1)

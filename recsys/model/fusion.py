@@ -1,0 +1,181 @@
+"""One vector per item (and per user) fusing collaborative, tabular and image blocks.
+
+Layout of every fused vector: ``[cf | tabular | image | popularity]``, each block multiplied by
+``sqrt(weight)``, so the inner product of two fused vectors is ``sum_b weight_b * <a_b, b_b>``,
+the weighted sum of per-block similarities:
+
+- ``tabular`` and ``image`` are L2-normalised per row: their block similarity is a cosine.
+- ``cf`` holds implicit's factors divided by one global scale (the RMS norm over warm items),
+  not per-row normalised: the factor norm carries how much users engage with an item, and
+  dropping it cost a third of ALS's recall on MovieLens. Item *queries* (similar items) use the
+  row-normalised factors.
+- ``popularity`` is one number in [0, 1] on the item side (log interaction count) and 1 on the
+  user side: a learned bias.
+
+Items without interactions get ``cf`` and ``popularity`` predicted from their content by a
+ridge regression fitted on warm items, scaled by ``cold_scale`` (the confidence in a
+prediction), so they can be recommended and found as similar items.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator
+from sklearn.linear_model import Ridge
+from sklearn.utils.validation import check_is_fitted
+
+log = logging.getLogger(__name__)
+
+BLOCKS = ("cf", "tabular", "image", "popularity")
+CONTENT_BLOCKS = ("tabular", "image")
+
+
+@dataclass
+class FusionConfig:
+    # Block weights: the inner product is sum_b weight_b * block similarity_b.
+    weights: dict[str, float] = field(
+        default_factory=lambda: {"cf": 1.0, "tabular": 0.3, "image": 0.3, "popularity": 0.1}
+    )
+    # Per-block multiplier applied to cold items (no interactions) on top of weights.
+    cold_scale: dict[str, float] = field(
+        default_factory=lambda: {"cf": 1.0, "tabular": 1.0, "image": 1.0, "popularity": 1.0}
+    )
+    # Ridge penalty of the content -> (cf factors, popularity) model.
+    content_alpha: float = 1.0
+
+
+def normalize_rows(matrix: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm; all-zero rows stay zero."""
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Ordered block name -> width of a fused vector."""
+
+    dims: dict[str, int]
+
+    def slices(self) -> dict[str, slice]:
+        out, start = {}, 0
+        for name, width in self.dims.items():
+            out[name] = slice(start, start + width)
+            start += width
+        return out
+
+    @property
+    def dim(self) -> int:
+        return sum(self.dims.values())
+
+
+def fuse(blocks: dict[str, np.ndarray], weights: dict[str, float], layout: Layout) -> np.ndarray:
+    """(n, layout.dim) float32: each present block times sqrt(its weight); absent blocks 0."""
+    n = len(next(iter(blocks.values())))
+    out = np.zeros((n, layout.dim), dtype=np.float32)
+    for name, part in layout.slices().items():
+        if name in blocks:
+            out[:, part] = np.sqrt(weights.get(name, 0.0)) * blocks[name]
+    return out
+
+
+def block_similarities(a: np.ndarray, b: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
+    """Row-wise inner product of two unweighted block matrices, per block."""
+    return {name: np.sum(a[:, s] * b[:, s], axis=1) for name, s in layout.slices().items()}
+
+
+def popularity_scores(user_items: sp.csr_matrix) -> np.ndarray:
+    """log(1 + users per item), scaled to [0, 1]."""
+    counts = np.log1p(user_items.getnnz(axis=0).astype(np.float64))
+    return (counts / max(counts.max(), 1e-12)).astype(np.float32)
+
+
+class FusedModel(BaseEstimator):
+    """Fused item and user vectors from a fitted CF model and item content matrices."""
+
+    def __init__(self, config: FusionConfig | None = None):
+        self.config = config
+
+    def fit(self, cf=None, content: dict[str, np.ndarray] | None = None, n_items: int = 0):
+        """``cf``: a fitted CollaborativeModel or None; ``content``: block -> (n_items, d)."""
+        config = self.config or FusionConfig()
+        content = {k: normalize_rows(v) for k, v in (content or {}).items() if v.shape[1]}
+        n_items = len(cf.item_ids_) if cf is not None else n_items
+        self.cold_ = np.ones(n_items, dtype=bool)
+        item_blocks: dict[str, np.ndarray] = dict(content)
+        user_blocks: dict[str, np.ndarray] = {}
+        if cf is not None:
+            self.cold_ = ~cf.warm_items_
+            item_blocks["cf"], user_blocks["cf"] = self._cf_blocks(cf)
+            item_blocks["popularity"] = popularity_scores(cf.user_items_)[:, None]
+            self._predict_cold(item_blocks, content, config)
+            user_blocks.update(_profiles(cf.user_items_, content))
+            user_blocks["popularity"] = np.ones((len(cf.user_ids_), 1), dtype=np.float32)
+        if not item_blocks:
+            raise ValueError(
+                "nothing to learn from: the catalog has no interactions, attributes, titles or "
+                "images; ingest interactions or item attributes first"
+            )
+        self.layout_ = Layout({b: item_blocks[b].shape[1] for b in BLOCKS if b in item_blocks})
+        self.item_blocks_, self.user_blocks_ = item_blocks, user_blocks
+        self.set_weights(config.weights, config.cold_scale)
+        return self
+
+    def _cf_blocks(self, cf) -> tuple[np.ndarray, np.ndarray]:
+        items, users = cf.item_factors_, cf.user_factors_
+        item_scale = np.sqrt(np.mean(np.sum(items[cf.warm_items_] ** 2, axis=1))) or 1.0
+        user_scale = np.sqrt(np.mean(np.sum(users**2, axis=1))) or 1.0
+        self.cf_scales_ = (float(item_scale), float(user_scale))
+        return (items / item_scale).astype(np.float32), (users / user_scale).astype(np.float32)
+
+    def _predict_cold(self, item_blocks, content, config: FusionConfig) -> None:
+        """Fit content -> [cf | popularity] on warm items; fill in cold items' blocks."""
+        self.content_model_ = None
+        warm = ~self.cold_
+        if not content or warm.sum() < 2 or not self.cold_.any():
+            return
+        features = np.hstack([content[b] for b in CONTENT_BLOCKS if b in content])
+        targets = np.hstack([item_blocks["cf"], item_blocks["popularity"]])
+        ridge = Ridge(alpha=config.content_alpha).fit(features[warm], targets[warm])
+        predicted = ridge.predict(features[self.cold_]).astype(np.float32)
+        item_blocks["cf"][self.cold_] = predicted[:, :-1]
+        item_blocks["popularity"][self.cold_, 0] = np.clip(predicted[:, -1], 0.0, 1.0)
+        self.content_model_ = (ridge.coef_.astype(np.float32), ridge.intercept_.astype(np.float32))
+        log.info("predicted collaborative blocks of %d cold items", int(self.cold_.sum()))
+
+    def set_weights(self, weights: dict[str, float], cold_scale: dict[str, float] | None = None):
+        """Re-fuse with new block weights (and cold-item multipliers)."""
+        check_is_fitted(self, "layout_")
+        self.weights_ = {b: float(weights.get(b, 0.0)) for b in self.layout_.dims}
+        self.cold_scale_ = {b: float((cold_scale or {}).get(b, 1.0)) for b in self.layout_.dims}
+        self.item_vectors_ = fuse(self.item_blocks_, self.weights_, self.layout_)
+        for name, part in self.layout_.slices().items():
+            self.item_vectors_[self.cold_, part] *= self.cold_scale_[name]
+        self.user_vectors_ = (
+            fuse(self.user_blocks_, self.weights_, self.layout_) if self.user_blocks_ else None
+        )
+        return self
+
+    def item_queries(self, rows: np.ndarray) -> np.ndarray:
+        """Query vectors for "items like these": cf row-normalised, no popularity term."""
+        blocks = {b: v[rows] for b, v in self.item_blocks_.items() if b != "popularity"}
+        if "cf" in blocks:
+            blocks["cf"] = normalize_rows(blocks["cf"])
+        return fuse(blocks, self.weights_, self.layout_)
+
+    def history_queries(self, cf_vectors: np.ndarray | None, histories: sp.csr_matrix):
+        """User query vectors from folded-in cf factors and weighted item histories (U, I)."""
+        content = {b: self.item_blocks_[b] for b in CONTENT_BLOCKS if b in self.item_blocks_}
+        blocks = _profiles(histories, content)
+        if cf_vectors is not None and "cf" in self.layout_.dims:
+            blocks["cf"] = cf_vectors / self.cf_scales_[1]
+            blocks["popularity"] = np.ones((histories.shape[0], 1), dtype=np.float32)
+        return fuse(blocks, self.weights_, self.layout_)
+
+
+def _profiles(user_items: sp.csr_matrix, content: dict[str, np.ndarray]) -> dict:
+    """Per user, the normalised confidence-weighted mean of their items' content blocks."""
+    return {b: normalize_rows(np.asarray(user_items @ v)) for b, v in content.items()}

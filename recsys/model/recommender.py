@@ -1,0 +1,276 @@
+"""The serving API: external ids in, external ids and scores out, batch-first.
+
+``Recommender.load(bundle_dir)`` (or ``Recommender.load_active(engine)``) then
+``recommend(user_ids, k=10, exclude_seen=True, candidates=None, filters=None)`` and
+``similar_items(item_ids, k=10, filters=None)``.
+
+Popularity fallback: a user the bundle has never seen (no interactions at training time) gets
+the most popular items (by number of distinct users at training time) that pass the filters,
+with ``fallback`` set for that query. Use ``recommend_for_history`` to rank for a new user's
+first items without retraining.
+
+Filters: ``{"in_stock": True, "<attribute>": value or [values]}`` on categorical and multi
+attributes; an item passes an attribute filter when it has any of the values.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from sqlalchemy import Engine
+
+from recsys.errors import InvalidBundle, UnknownItem
+from recsys.model.bundle import active_bundle, read_manifest
+from recsys.model.cf import CollaborativeModel
+from recsys.model.data import index_of
+from recsys.model.fusion import FusedModel, Layout
+from recsys.model.index import IndexConfig, VectorIndex
+from recsys.model.tabular import split_multi
+
+log = logging.getLogger(__name__)
+
+FILTER_KINDS = ("categorical", "multi")
+
+
+@dataclass
+class Results:
+    """Per query: external ids (best first) and scores; ``fallback`` marks popularity answers."""
+
+    ids: list[list[str]]
+    scores: list[np.ndarray]
+    fallback: list[bool] = field(default_factory=list)
+
+    def __iter__(self):  # ids, scores = recommender.recommend(...)
+        return iter((self.ids, self.scores))
+
+    def to_json(self) -> list[dict[str, Any]]:
+        fallback = self.fallback or [False] * len(self.ids)
+        return [
+            {"ids": ids, "scores": [round(float(s), 6) for s in scores], "fallback": fb}
+            for ids, scores, fb in zip(self.ids, self.scores, fallback, strict=True)
+        ]
+
+
+class ItemFilters:
+    """Boolean masks over item rows: stock and attribute values (inverted lists)."""
+
+    def __init__(self, in_stock: np.ndarray, labels: dict[str, dict[str, list[int]]]):
+        self.in_stock = np.asarray(in_stock, dtype=bool)
+        self.labels = labels
+
+    @classmethod
+    def from_items(cls, items, kinds: dict[str, str]) -> ItemFilters:
+        labels: dict[str, dict[str, list[int]]] = {}
+        for name, kind in kinds.items():
+            if kind not in FILTER_KINDS or name not in items.columns:
+                continue
+            inverted: dict[str, list[int]] = {}
+            for row, value in enumerate(items[name].tolist()):
+                for label in split_multi(value) if kind == "multi" else split_multi([value]):
+                    if label not in ("None", "nan"):
+                        inverted.setdefault(label, []).append(row)
+            labels[name] = inverted
+        return cls(items["in_stock"].to_numpy(dtype=bool), labels)
+
+    def mask(self, filters: dict[str, Any] | None) -> np.ndarray | None:
+        if not filters:
+            return None
+        mask = np.ones(len(self.in_stock), dtype=bool)
+        for name, wanted in filters.items():
+            if name == "in_stock":
+                mask &= self.in_stock if wanted else ~self.in_stock
+                continue
+            if name not in self.labels:
+                raise ValueError(
+                    f"cannot filter on {name!r}; filterable: in_stock, {sorted(self.labels)}"
+                )
+            rows = [self.labels[name].get(str(v), []) for v in np.atleast_1d(wanted).tolist()]
+            allowed = np.zeros(len(mask), dtype=bool)
+            allowed[np.concatenate([np.asarray(r, dtype=np.int64) for r in rows])] = True
+            mask &= allowed
+        return mask
+
+
+class Recommender:
+    """Fused vectors + FAISS index + id mappings + filters; see the module docstring."""
+
+    def __init__(self, fused: FusedModel, cf, item_ids, filters: ItemFilters, index, manifest):
+        self.fused, self.cf, self.filters, self.index = fused, cf, filters, index
+        self.item_ids = np.asarray(item_ids, dtype=str)
+        self.item_index = index_of(self.item_ids)
+        self.user_index = index_of(cf.user_ids_) if cf is not None else {}
+        self.manifest = manifest
+        popularity = fused.item_blocks_.get("popularity")
+        warm = ~fused.cold_
+        self.popularity = (
+            np.where(warm, popularity[:, 0], -1.0)
+            if popularity is not None
+            else np.zeros(len(warm))
+        )
+
+    # -- queries -------------------------------------------------------------------------
+    def recommend(self, user_ids, k: int = 10, exclude_seen: bool = True, candidates=None,
+                  filters=None) -> Results:  # fmt: skip
+        """Top-k items per user; unknown users get the popularity fallback (flagged)."""
+        user_ids = np.atleast_1d(np.asarray(user_ids, dtype=str)).tolist()
+        allowed = self._allowed(candidates, filters)
+        rows = [self.user_index.get(u, -1) for u in user_ids]
+        results = Results([], [], [])
+        for row in rows:
+            if row < 0:
+                ids, scores = self._popular(k, allowed)
+            else:
+                seen = self.cf.user_items_[row].indices if exclude_seen else None
+                found, scores = self.index.search(self.fused.user_vectors_[row], k, allowed, [seen])
+                ids, scores = self._ids(found[0]), scores[0][found[0] >= 0]
+            results.ids.append(ids)
+            results.scores.append(scores)
+            results.fallback.append(row < 0)
+        return results
+
+    def recommend_for_history(self, histories, k: int = 10, filters=None) -> Results:
+        """Top-k for users given only their item histories (lists of item ids), no retraining."""
+        matrix = self._history_matrix(histories)
+        cf_vectors = None
+        if self.cf is not None:
+            cf_vectors = np.stack([self.cf.fold_in(self.item_ids[r]) for r in _rows(matrix)])
+        queries = self.fused.history_queries(cf_vectors, matrix)
+        exclude = list(_rows(matrix))
+        return self._search(queries, k, self._allowed(None, filters), exclude)
+
+    def similar_items(self, item_ids, k: int = 10, filters=None) -> Results:
+        """Top-k items like each given item (itself excluded); ``UnknownItem`` if unknown."""
+        rows = self.item_rows(item_ids)
+        queries = self.fused.item_queries(rows)
+        return self._search(queries, k, self._allowed(None, filters), [[r] for r in rows])
+
+    def item_rows(self, item_ids) -> np.ndarray:
+        rows = []
+        for item_id in np.atleast_1d(np.asarray(item_ids, dtype=str)).tolist():
+            if item_id not in self.item_index:
+                raise UnknownItem(
+                    f"item {item_id!r} is not in model bundle {self.manifest.get('version')}; "
+                    "ingest it and run `recsys train`"
+                )
+            rows.append(self.item_index[item_id])
+        return np.asarray(rows, dtype=np.int64)
+
+    # -- helpers -------------------------------------------------------------------------
+    def _allowed(self, candidates, filters) -> np.ndarray | None:
+        mask = self.filters.mask(filters)
+        if candidates is not None:
+            only = np.zeros(len(self.item_ids), dtype=bool)
+            only[self.item_rows(candidates)] = True
+            mask = only if mask is None else mask & only
+        return mask
+
+    def _search(self, queries, k, allowed, exclude) -> Results:
+        found, scores = self.index.search(queries, k, allowed, exclude)
+        ids = [self._ids(row) for row in found]
+        return Results(ids, [s[f >= 0] for s, f in zip(scores, found, strict=True)],
+                       [False] * len(ids))  # fmt: skip
+
+    def _ids(self, rows: np.ndarray) -> list[str]:
+        return self.item_ids[rows[rows >= 0]].tolist()
+
+    def _popular(self, k: int, allowed) -> tuple[list[str], np.ndarray]:
+        scores = self.popularity if allowed is None else np.where(allowed, self.popularity, -np.inf)
+        order = np.argsort(-scores, kind="stable")[:k]
+        order = order[np.isfinite(scores[order])]
+        return self.item_ids[order].tolist(), scores[order].astype(np.float32)
+
+    def _history_matrix(self, histories) -> sp.csr_matrix:
+        rows, cols = [], []
+        for user, history in enumerate(histories):
+            found = self.item_rows(history) if len(history) else np.zeros(0, dtype=np.int64)
+            rows += [user] * len(found)
+            cols += found.tolist()
+        data = np.ones(len(rows), dtype=np.float32)
+        return sp.csr_matrix((data, (rows, cols)), shape=(len(histories), len(self.item_ids)))
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, directory: str | Path) -> None:
+        """Writes every file the bundle holds (manifest excepted) into ``directory``."""
+        directory = Path(directory)
+        fused = self.fused
+        np.save(directory / "item_ids.npy", self.item_ids, allow_pickle=False)
+        np.save(directory / "item_vectors.npy", fused.item_vectors_, allow_pickle=False)
+        np.save(directory / "cold_items.npy", fused.cold_, allow_pickle=False)
+        np.save(directory / "in_stock.npy", self.filters.in_stock, allow_pickle=False)
+        for prefix, blocks in (("item", fused.item_blocks_), ("user", fused.user_blocks_)):
+            for name, block in blocks.items():
+                np.save(directory / f"{prefix}_block_{name}.npy", block, allow_pickle=False)
+        (directory / "item_labels.json").write_text(json.dumps(self.filters.labels))
+        (directory / "fusion.json").write_text(json.dumps(fusion_state(fused), indent=2))
+        if self.cf is not None:
+            self.cf.save(directory)
+        self.index.save(directory / "index.faiss")
+
+    @classmethod
+    def load(cls, directory: str | Path, index_config: IndexConfig | None = None) -> Recommender:
+        """Loads a bundle directory after checking every file's checksum (``InvalidBundle``)."""
+        directory = Path(directory)
+        manifest = read_manifest(directory, verify=True)
+        try:
+            return cls._load_verified(directory, manifest, index_config)
+        except (OSError, ValueError, KeyError) as exc:
+            raise InvalidBundle(f"bundle {directory} cannot be loaded: {exc}") from exc
+
+    @classmethod
+    def _load_verified(cls, directory: Path, manifest: dict, index_config) -> Recommender:
+        def arr(name):
+            return np.load(directory / name, allow_pickle=False)
+
+        state = json.loads((directory / "fusion.json").read_text())
+        fused = restore_fused(state, directory, arr("cold_items.npy"))
+        cf = CollaborativeModel.load(directory) if state["has_cf"] else None
+        labels = json.loads((directory / "item_labels.json").read_text())
+        filters = ItemFilters(arr("in_stock.npy"), labels)
+        config = index_config or IndexConfig(**manifest.get("config", {}).get("index", {}))
+        index = VectorIndex.load(directory / "index.faiss", arr("item_vectors.npy"), config)
+        return cls(fused, cf, arr("item_ids.npy"), filters, index, manifest)
+
+    @classmethod
+    def load_active(cls, engine: Engine, index_config: IndexConfig | None = None) -> Recommender:
+        """The bundle marked active in the catalog's registry."""
+        return cls.load(active_bundle(engine).path, index_config)
+
+
+def fusion_state(fused: FusedModel) -> dict[str, Any]:
+    return {
+        "layout": fused.layout_.dims,
+        "weights": fused.weights_,
+        "cold_scale": fused.cold_scale_,
+        "cf_scales": list(getattr(fused, "cf_scales_", (1.0, 1.0))),
+        "item_blocks": list(fused.item_blocks_),
+        "user_blocks": list(fused.user_blocks_),
+        "has_cf": "cf" in fused.user_blocks_,
+    }
+
+
+def restore_fused(state: dict, directory: Path, cold: np.ndarray) -> FusedModel:
+    fused = FusedModel()
+    fused.layout_ = Layout(dict(state["layout"]))
+    fused.cold_ = cold
+    fused.cf_scales_ = tuple(state["cf_scales"])
+    fused.item_blocks_ = {
+        b: np.load(directory / f"item_block_{b}.npy", allow_pickle=False)
+        for b in state["item_blocks"]
+    }
+    fused.user_blocks_ = {
+        b: np.load(directory / f"user_block_{b}.npy", allow_pickle=False)
+        for b in state["user_blocks"]
+    }
+    fused.set_weights(state["weights"], state["cold_scale"])
+    return fused
+
+
+def _rows(matrix: sp.csr_matrix):
+    for user in range(matrix.shape[0]):
+        yield matrix.indices[matrix.indptr[user] : matrix.indptr[user + 1]]

@@ -1,0 +1,139 @@
+"""A shared model test mixin run against every model on a small fixed interaction matrix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recsys.errors import UnknownItem
+from recsys.model.cf import CFConfig, CollaborativeModel, confidence_matrix
+from recsys.model.index import VectorIndex
+from recsys.model.recommender import ItemFilters, Recommender
+from recsys.model.toy import toy_catalog
+from recsys.model.training import TrainConfig, fit_in_memory
+
+
+class ModelTestMixin:
+    """Subclasses provide ``make(data)`` returning a fitted model with the common API."""
+
+    k = 5
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def data(cls):
+        return toy_catalog()
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def model(cls, data):
+        return cls.make(data)
+
+    def seen(self, data, user):
+        frame = data.interactions
+        return set(frame.loc[frame["user_id"] == user, "item_id"])
+
+    def test_recommend_returns_k_unseen_items_from_the_users_cluster(self, model, data):
+        ids, _ = self.recommend(model, ["u0", "u9"], self.k)
+        for user, group, row in zip(["u0", "u9"], "ab", ids, strict=True):
+            assert len(row) == self.k
+            assert not set(row) & self.seen(data, user)
+            assert sum(item.startswith(group) for item in row) >= self.k - 1
+
+    def test_scores_are_sorted(self, model):
+        _, scores = self.recommend(model, ["u1", "u10"], self.k)
+        for row in scores:
+            assert np.all(np.diff(np.asarray(row)) <= 1e-6)
+
+    def test_one_id_or_many(self, model):
+        single, _ = self.recommend(model, "u2", self.k)
+        batch, _ = self.recommend(model, ["u2", "u3"], self.k)
+        assert list(single[0]) == list(batch[0])
+
+    def test_similar_items_stay_in_cluster_and_exclude_the_query(self, model):
+        ids, _ = (
+            model.similar_items(["a1", "b2"], N=self.k)
+            if self.implicit_api
+            else (model.similar_items(["a1", "b2"], k=self.k))
+        )
+        for query, group, row in zip(["a1", "b2"], "ab", ids, strict=True):
+            assert query not in list(row)
+            assert sum(item.startswith(group) for item in row) >= self.k - 1
+
+    def test_unknown_item_raises(self, model):
+        with pytest.raises(UnknownItem, match="nope"):
+            model.similar_items(["a1", "nope"])
+
+
+class TestALS(ModelTestMixin):
+    implicit_api = True
+
+    @classmethod
+    def make(cls, data):
+        return CollaborativeModel(
+            CFConfig(model="als", factors=8, iterations=15, regularization=0.5)
+        ).fit(data.interactions, data.items["item_id"])
+
+    def recommend(self, model, users, k):
+        return model.recommend(users, N=k)
+
+    def test_fold_in_matches_the_trained_user(self, model, data):
+        history = sorted(self.seen(data, "u4"))
+        folded = model.fold_in(history)
+        trained = model.user_factors_[model.user_rows("u4")[0]]
+        cos = folded @ trained / np.linalg.norm(folded) / np.linalg.norm(trained)
+        assert cos > 0.9
+
+    def test_save_load_round_trip(self, model, tmp_path):
+        model.save(tmp_path)
+        loaded = CollaborativeModel.load(tmp_path)
+        assert model.recommend(["u0"], N=3)[0].tolist() == loaded.recommend(["u0"], N=3)[0].tolist()
+        np.testing.assert_allclose(model.fold_in(["a1", "a2"]), loaded.fold_in(["a1", "a2"]))
+
+
+class TestBPR(ModelTestMixin):
+    implicit_api = True
+
+    @classmethod
+    def make(cls, data):
+        config = CFConfig(model="bpr", factors=8, iterations=200, learning_rate=0.05)
+        return CollaborativeModel(config).fit(data.interactions, data.items["item_id"])
+
+    def recommend(self, model, users, k):
+        return model.recommend(users, N=k)
+
+
+class TestFusedRecommender(ModelTestMixin):
+    implicit_api = False
+
+    @classmethod
+    def make(cls, data):
+        config = TrainConfig()
+        config.cf.factors, config.cf.iterations, config.cf.regularization = 8, 15, 0.5
+        fused, parts = fit_in_memory(data, config)
+        filters = ItemFilters.from_items(data.items, data.kinds)
+        index = VectorIndex.build(fused.item_vectors_)
+        return Recommender(fused, parts.cf, data.items["item_id"], filters, index, {})
+
+    def recommend(self, model, users, k):
+        return model.recommend(users, k=k)
+
+    def test_unknown_user_gets_flagged_popularity(self, model):
+        results = model.recommend(["u0", "stranger"], k=3)
+        assert results.fallback == [False, True]
+        assert len(results.ids[1]) == 3
+
+    def test_history_of_a_new_user_ranks_their_cluster(self, model):
+        results = model.recommend_for_history([["b0", "b1", "b2"]], k=4)
+        assert all(item.startswith("b") for item in results.ids[0])
+        assert not {"b0", "b1", "b2"} & set(results.ids[0])
+
+
+def test_confidence_matrix_applies_event_weights_and_decay():
+    toy = toy_catalog()
+    frame = toy.interactions.head(3).copy()
+    frame["event"] = ["click", "purchase", "click"]
+    config = CFConfig(event_weights={"purchase": 4.0}, half_life_days=1.0)
+    users, items = np.array(["u0"]), frame["item_id"].to_numpy()
+    matrix = confidence_matrix(frame, users, items, config).toarray()[0]
+    # Events on days 0, 1, 2: ages 2, 1, 0 days before the latest.
+    np.testing.assert_allclose(matrix, [0.25, 4 * 0.5, 1.0], rtol=1e-6)

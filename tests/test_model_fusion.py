@@ -1,0 +1,124 @@
+"""Fusion invariants and cold items."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recsys.model.fusion import FusedModel, Layout, block_similarities, fuse, normalize_rows
+from recsys.model.index import VectorIndex
+from recsys.model.recommender import ItemFilters, Recommender
+from recsys.model.toy import toy_catalog
+from recsys.model.training import TrainConfig, fit_in_memory
+
+
+def test_inner_product_is_the_weighted_sum_of_block_similarities():
+    rng = np.random.default_rng(0)
+    layout = Layout({"cf": 6, "tabular": 5, "image": 4, "popularity": 1})
+    weights = {"cf": 1.0, "tabular": 0.3, "image": 0.7, "popularity": 0.1}
+    a = {b: normalize_rows(rng.normal(size=(20, d))) for b, d in layout.dims.items()}
+    b = {b: normalize_rows(rng.normal(size=(20, d))) for b, d in layout.dims.items()}
+    fused = np.sum(fuse(a, weights, layout) * fuse(b, weights, layout), axis=1)
+    # Slow reference: block by block.
+    expected = sum(weights[name] * np.sum(a[name] * b[name], axis=1) for name in layout.dims)
+    np.testing.assert_allclose(fused, expected, rtol=1e-5, atol=1e-6)
+    plain_a = np.hstack([a[n] for n in layout.dims])
+    plain_b = np.hstack([b[n] for n in layout.dims])
+    sims = block_similarities(plain_a, plain_b, layout)
+    np.testing.assert_allclose(sum(weights[n] * sims[n] for n in sims), expected, rtol=1e-5)
+
+
+def test_fused_item_vectors_follow_the_weights():
+    data = toy_catalog()
+    config = TrainConfig(validation_share=0)
+    config.fusion.weights = {"cf": 1.0, "tabular": 0.5, "popularity": 0.2}
+    fused, _ = fit_in_memory(data, config)
+    warm = np.flatnonzero(~fused.cold_)
+    x, y = fused.item_vectors_[warm[:5]], fused.item_vectors_[warm[5:10]]
+    blocks = {n: v[warm] for n, v in fused.item_blocks_.items()}
+    slices = fused.layout_.slices()
+    expected = sum(
+        config.fusion.weights[n] * np.sum(blocks[n][:5] * blocks[n][5:10], axis=1) for n in slices
+    )
+    np.testing.assert_allclose(np.sum(x * y, axis=1), expected, rtol=1e-4, atol=1e-6)
+    # Content blocks are unit length per item.
+    np.testing.assert_allclose(np.linalg.norm(fused.item_blocks_["tabular"], axis=1), 1, rtol=1e-5)
+
+
+def _recommender(data):
+    config = TrainConfig(validation_share=0)
+    config.cf.factors, config.cf.regularization = 8, 0.5
+    fused, parts = fit_in_memory(data, config)
+    index = VectorIndex.build(fused.item_vectors_)
+    filters = ItemFilters.from_items(data.items, data.kinds)
+    return Recommender(fused, parts.cf, data.items["item_id"], filters, index, {}), fused
+
+
+def test_a_cold_item_is_recommendable_and_found_as_similar():
+    data = toy_catalog()
+    recommender, fused = _recommender(data)
+    cold = set(data.items["item_id"][fused.cold_])
+    assert cold == {"a-new", "b-new"}
+    # Its collaborative block is predicted from content, not left at zero.
+    cf = fused.item_blocks_["cf"][fused.cold_]
+    assert np.all(np.linalg.norm(cf, axis=1) > 0)
+    # Among comedies, the cold comedy reaches the comedy fans' feed.
+    comedies = data.items["item_id"][data.items["genres"] == "Comedy"].tolist()
+    users = [f"u{k}" for k in range(8)]
+    results = recommender.recommend(users, k=3, candidates=comedies)
+    assert any("a-new" in row for row in results.ids)
+    similar = recommender.similar_items(["a-new"], k=5)
+    assert all(item.startswith("a") for item in similar.ids[0])
+    assert "a-new" in recommender.similar_items(["a1"], k=len(comedies)).ids[0]
+
+
+def test_catalog_without_interactions_uses_content_only():
+    data = toy_catalog()
+    data.interactions = data.interactions.iloc[0:0]
+    fused, parts = fit_in_memory(data, TrainConfig())
+    assert parts.cf is None and set(fused.layout_.dims) == {"tabular"}
+    index = VectorIndex.build(fused.item_vectors_)
+    filters = ItemFilters.from_items(data.items, data.kinds)
+    recommender = Recommender(fused, None, data.items["item_id"], filters, index, {})
+    assert recommender.similar_items(["b1"], k=3).ids[0][0].startswith("b")
+    results = recommender.recommend(["u0"], k=3)
+    assert results.fallback == [True] and len(results.ids[0]) == 3
+
+
+def test_fused_model_without_content_is_plain_cf():
+    data = toy_catalog()
+    config = TrainConfig(validation_share=0, use_titles=False)
+    data.kinds = {}
+    fused, _ = fit_in_memory(data, config)
+    assert set(fused.layout_.dims) == {"cf", "popularity"}
+    assert isinstance(fused, FusedModel)
+
+
+class FakeImageEncoder:
+    """Stands in for recsys.vision.ImageEncoder: one-hot of the genre in the file name."""
+
+    def fit(self, paths):
+        return self
+
+    def transform(self, paths):
+        return np.asarray([[1.0, 0.0] if "Comedy" in p else [0.0, 1.0] for p in paths])
+
+
+def test_images_add_an_image_block_and_items_without_images_still_work():
+    data = toy_catalog()
+    data.items["image_path"] = [
+        None if k % 4 == 0 else f"/img/{g}-{k}.png" for k, g in enumerate(data.items["genres"])
+    ]
+    config = TrainConfig(validation_share=0)
+    config.fusion.weights = {"cf": 1.0, "tabular": 0.3, "image": 0.5}
+    fused, _ = fit_in_memory(data, config, image_encoder_factory=FakeImageEncoder)
+    assert fused.layout_.dims["image"] == 2
+    image = fused.item_blocks_["image"]
+    assert not image[::4].any() and np.allclose(np.linalg.norm(image[1::4], axis=1), 1)
+
+
+def test_a_catalog_with_nothing_to_learn_from_is_refused_clearly():
+    data = toy_catalog()
+    data.interactions, data.kinds = data.interactions.iloc[0:0], {}
+    with pytest.raises(ValueError, match="nothing to learn from"):
+        fit_in_memory(data, TrainConfig(use_titles=False))

@@ -1,0 +1,63 @@
+"""FAISS index: exact results match brute force; filters never leak and still return k."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recsys.model.index import IndexConfig, VectorIndex
+
+
+@pytest.fixture(scope="module")
+def vectors():
+    rng = np.random.default_rng(1)
+    return rng.normal(size=(2000, 16)).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_filters_never_return_filtered_items_and_still_return_k(vectors, kind):
+    rng = np.random.default_rng(2)
+    index = VectorIndex.build(vectors, IndexConfig(kind=kind, nprobe=64))
+    queries = rng.normal(size=(5, 16)).astype(np.float32)
+    for share in (0.5, 0.2, 0.01):
+        allowed = rng.random(len(vectors)) < share
+        exclude = [np.flatnonzero(allowed)[:7] for _ in queries]
+        rows, scores = index.search(queries, 10, allowed, exclude)
+        assert (rows >= 0).all(), f"{kind} returned fewer than k at share {share}"
+        for row, banned in zip(rows, exclude, strict=True):
+            assert allowed[row].all() and not set(row) & set(banned.tolist())
+            assert len(set(row.tolist())) == 10
+        assert np.all(np.diff(scores, axis=1) <= 1e-5)
+
+
+def test_flat_search_matches_brute_force_with_filters(vectors):
+    rng = np.random.default_rng(3)
+    index = VectorIndex.build(vectors, IndexConfig(kind="flat"))
+    query = rng.normal(size=16).astype(np.float32)
+    allowed = rng.random(len(vectors)) < 0.3
+    rows, _ = index.search(query, 10, allowed, [np.array([5, 6])])
+    scores = vectors @ query
+    scores[~allowed] = -np.inf
+    scores[[5, 6]] = -np.inf
+    assert rows[0].tolist() == np.argsort(-scores)[:10].tolist()
+
+
+def test_fewer_allowed_than_k_pads(vectors):
+    index = VectorIndex.build(vectors)
+    allowed = np.zeros(len(vectors), dtype=bool)
+    allowed[[3, 9, 27]] = True
+    rows, scores = index.search(vectors[:1], 5, allowed)
+    assert set(rows[0][:3].tolist()) == {3, 9, 27}
+    assert (rows[0][3:] == -1).all() and np.isinf(scores[0][3:]).all()
+
+
+def test_auto_kind_is_exact_for_small_catalogs_and_overridable(vectors):
+    assert VectorIndex.build(vectors).kind == "flat"
+    assert VectorIndex.build(vectors, IndexConfig(exact_max_items=100)).kind == "hnsw"
+
+
+def test_save_load(vectors, tmp_path):
+    index = VectorIndex.build(vectors, IndexConfig(kind="hnsw"))
+    index.save(tmp_path / "index.faiss")
+    loaded = VectorIndex.load(tmp_path / "index.faiss", vectors, IndexConfig(kind="hnsw"))
+    np.testing.assert_array_equal(index.search(vectors[:3], 5)[0], loaded.search(vectors[:3], 5)[0])

@@ -1,0 +1,139 @@
+"""`recsys train` end to end on a small catalog: bundle, registry, failures, CLI, metrics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from recsys.catalog.models import Interaction, Item, ItemAttribute, ModelBundle, User
+from recsys.errors import InvalidBundle, TrainingFailed
+from recsys.model import training
+from recsys.model.recommender import Recommender
+from recsys.model.split import recall_at_k, temporal_split
+from recsys.model.toy import toy_catalog
+from recsys.model.training import TrainConfig, train
+
+
+def populate(engine) -> None:
+    data = toy_catalog()
+    with Session(engine) as session, session.begin():
+        for name, kind in data.kinds.items():
+            session.add(ItemAttribute(name=name, kind=kind))
+        items = {}
+        for row in data.items.to_dict("records"):
+            attributes = {k: row[k] for k in data.kinds}
+            attributes["genres"] = attributes["genres"].split("|")
+            items[row["item_id"]] = Item(
+                external_id=row["item_id"], title=row["title"], in_stock=row["in_stock"],
+                attributes=attributes,
+            )  # fmt: skip
+        users = {u: User(external_id=u) for u in data.interactions["user_id"].unique()}
+        session.add_all([*items.values(), *users.values()])
+        for k, row in enumerate(data.interactions.to_dict("records")):
+            session.add(
+                Interaction(
+                    user=users[row["user_id"]], item=items[row["item_id"]], event=row["event"],
+                    weight=row["weight"], timestamp=row["timestamp"].to_pydatetime(),
+                    dedup_key=f"k{k}",
+                )
+            )  # fmt: skip
+
+
+def small_config() -> TrainConfig:
+    config = TrainConfig(validation_share=0.25)
+    config.cf.factors, config.cf.regularization = 8, 0.5
+    return config
+
+
+def active(engine):
+    with Session(engine) as session:
+        return session.scalars(select(ModelBundle).where(ModelBundle.is_active)).all()
+
+
+def test_train_writes_registers_and_activates_a_bundle(engine, tmp_path):
+    populate(engine)
+    first = train(engine, tmp_path, small_config())
+    second = train(engine, tmp_path, small_config())
+    assert [b.version for b in active(engine)] == [second.version]
+    manifest = json.loads((second.path / "manifest.json").read_text())
+    assert manifest["counts"]["items"] == 32 and manifest["counts"]["cold_items"] == 2
+    assert set(manifest["blocks"]) == {"cf", "tabular", "popularity"}
+    assert "validation_recall@10" in manifest["metrics"]
+    assert all(len(digest) == 64 for digest in manifest["files"].values())
+    assert first.path.exists() and not list(tmp_path.glob("bundles/.*"))
+    recommender = Recommender.load_active(engine)
+    results = recommender.recommend(["u0", "nobody"], k=4, filters={"genres": "Comedy"})
+    assert results.fallback == [False, True]
+    assert all(item.startswith("a") for row in results.ids for item in row)
+    assert all(len(row) == 4 for row in results.ids)
+    in_stock = recommender.similar_items(["b1"], k=10, filters={"in_stock": True}).ids[0]
+    assert len(in_stock) == 10 and "b3" not in in_stock and "a3" not in in_stock
+
+
+def test_failed_training_leaves_the_active_bundle_unchanged(engine, tmp_path, monkeypatch):
+    populate(engine)
+    before = train(engine, tmp_path, small_config())
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(training.VectorIndex, "build", broken)
+    with pytest.raises(TrainingFailed, match=r"stage 'index'.*disk on fire"):
+        train(engine, tmp_path, small_config())
+    assert [b.version for b in active(engine)] == [before.version]
+    assert len(list((tmp_path / "bundles").iterdir())) == 1
+
+
+def test_a_bundle_with_a_bad_checksum_is_refused(engine, tmp_path):
+    populate(engine)
+    result = train(engine, tmp_path, small_config())
+    Recommender.load(result.path)
+    vectors = result.path / "item_vectors.npy"
+    array = np.load(vectors)
+    array[0, 0] += 1.0
+    np.save(vectors, array)
+    with pytest.raises(InvalidBundle, match=r"item_vectors\.npy.*checksum"):
+        Recommender.load(result.path)
+
+
+def test_cli_train_recommend_similar(engine, run_cli, tmp_path):
+    populate(engine)
+    out = run_cli("--artifacts-dir", tmp_path, "train", "--factors", "8", "--quiet")
+    assert "written to" in out.output
+    rows = json.loads(run_cli("recommend", "--user", "u9", "-k", "3", "--json").output)
+    assert len(rows[0]["ids"]) == 3 and rows[0]["fallback"] is False
+    rows = json.loads(run_cli("similar", "--item", "a-new", "--json").output)
+    assert rows[0]["item"] == "a-new" and len(rows[0]["ids"]) == 10
+    failed = run_cli("similar", "--item", "missing", expect_exit=2)
+    assert "item 'missing' is not in model bundle" in failed.output
+
+
+def test_train_on_an_empty_catalog_says_which_stage_failed(engine, tmp_path):
+    with pytest.raises(TrainingFailed, match=r"stage 'read'.*no items"):
+        train(engine, tmp_path, small_config())
+    assert active(engine) == []
+
+
+def test_recall_matches_a_slow_reference():
+    rng = np.random.default_rng(0)
+    top = rng.integers(0, 30, size=(50, 10))
+    held = [set(rng.integers(0, 30, size=rng.integers(0, 15)).tolist()) for _ in range(50)]
+    expected = []
+    for row, h in zip(top, held, strict=True):
+        if h:
+            hits = sum(1 for item in h if item in set(row.tolist()))
+            expected.append(hits / min(10, len(h)))
+    assert recall_at_k(top, held) == pytest.approx(np.mean(expected))
+
+
+def test_temporal_split_holds_out_each_users_latest_share():
+    data = toy_catalog()
+    train_part, test_part = temporal_split(data.interactions, 0.2)
+    for user, held in test_part.groupby("user_id"):
+        kept = train_part[train_part["user_id"] == user]
+        assert held["timestamp"].min() >= kept["timestamp"].max()
+        assert len(held) == int(0.2 * (len(held) + len(kept)))
