@@ -1,4 +1,4 @@
-# Quick start: `make demo` (set up, prepare + ingest MovieLens, print stats), `make test`.
+# Quick start: `make demo` (set up, prepare + ingest MovieLens, train, print stats), `make test`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -20,7 +20,10 @@ demo: setup
 	$(BIN)/recsys datasets prepare movielens --out $(DATA)/movielens
 	$(BIN)/recsys ingest items $(DATA)/movielens/items.csv
 	$(BIN)/recsys ingest interactions $(DATA)/movielens/interactions.csv
+	$(BIN)/recsys train
 	$(BIN)/recsys stats
+	@echo "Movies like Toy Story (item 1):"
+	$(BIN)/recsys similar --item 1 -k 5
 
 # Runs every test; catalog tests run on SQLite and on a throwaway PostgreSQL when one can start.
 test: setup
