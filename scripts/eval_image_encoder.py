@@ -65,9 +65,18 @@ def build_config(opts: dict) -> ImageEncoderConfig:
         lr=opts["lr"],
         seed=opts["seed"],
         warmup=opts["warmup"],
+        weight_decay=opts["weight_decay"],
     )
-    heads = MethodConfig(temperature=opts["temperature"], proj_dim=opts["proj_dim"])
-    augment = AugmentConfig(scale=(opts["min_scale"], 1.0), erase_p=opts["erase_p"])
+    heads = MethodConfig(
+        temperature=opts["temperature"], proj_dim=opts["proj_dim"], momentum=opts["momentum"]
+    )
+    augment = AugmentConfig(
+        scale=(opts["min_scale"], 1.0),
+        erase_p=opts["erase_p"],
+        brightness=opts["jitter"],
+        contrast=opts["jitter"],
+        hflip=opts["hflip"],
+    )
     return ImageEncoderConfig(
         method=opts["method"],
         backbone=opts["backbone"],
@@ -94,8 +103,12 @@ def build_config(opts: dict) -> ImageEncoderConfig:
 @click.option("--warmup", default=0.05, show_default=True)
 @click.option("--temperature", default=0.2, show_default=True)
 @click.option("--proj-dim", default=128, show_default=True)
-@click.option("--min-scale", default=0.25, show_default=True)
-@click.option("--erase-p", default=0.0, show_default=True)
+@click.option("--momentum", default=0.99, show_default=True, help="BYOL/DINO target EMA.")
+@click.option("--min-scale", default=0.7, show_default=True)
+@click.option("--erase-p", default=0.3, show_default=True)
+@click.option("--jitter", default=0.4, show_default=True, help="Brightness/contrast jitter.")
+@click.option("--hflip", default=0.5, show_default=True)
+@click.option("--weight-decay", default=0.05, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--data-dir", default=None, help="Folder of the *-ubyte.gz files.")
@@ -144,6 +157,10 @@ def main(**opts) -> None:
         final_loss=round(result.loss, 4),
     )
     rows[f"{cfg.method} {cfg.backbone} (ours)"] = row
+    enc.config_ = dataclasses.replace(enc.config_, embed_flip=True)
+    rows[f"{cfg.method} {cfg.backbone} (ours, flip-averaged)"] = scores(
+        enc.transform(train_x), train_y, enc.transform(test_x), test_y
+    )
     report(rows, opts, device)
 
 

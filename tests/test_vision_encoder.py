@@ -118,3 +118,11 @@ def test_warmup_then_cosine_schedule():
     assert lr_factor(0.1, cfg) == pytest.approx(1.0)
     assert lr_factor(0.55, cfg) == pytest.approx(0.5)
     assert lr_factor(1.0, cfg) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_flip_averaged_vectors_are_mirror_invariant(images):
+    cfg = ImageEncoderConfig(**{**tiny_config().__dict__, "embed_flip": True})
+    enc = ImageEncoder(cfg, device="cpu").fit(images)
+    crops = images[:, 1:13, 1:13]  # already input_size: no resampling
+    mirrored = np.ascontiguousarray(crops[:, :, ::-1])
+    np.testing.assert_allclose(enc.transform(crops), enc.transform(mirrored), atol=1e-5)

@@ -53,6 +53,7 @@ def _config(opts: dict) -> ImageEncoderConfig:
         method=opts["method"],
         backbone=opts["backbone"],
         input_size=opts["input_size"],
+        train_size=opts["train_size"],
         weights=opts["weights"],
         train=train,
     )
@@ -69,6 +70,9 @@ def _config(opts: dict) -> ImageEncoderConfig:
 @click.option("--batch-size", type=click.IntRange(min=2), default=256, show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True)
 @click.option("--input-size", type=click.IntRange(min=8), default=28, show_default=True)
+@click.option(
+    "--train-size", type=click.IntRange(min=8), help="Training view size (default: input)."
+)
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Backbone init.")
 @click.option("--device", help=_DEVICE_HELP)
 @click.option("--seed", type=int, default=0, show_default=True)

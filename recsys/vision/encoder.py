@@ -56,6 +56,8 @@ class ImageEncoderConfig:
     channels: int | None = None
     # Optional local checkpoint to initialise the backbone from (nothing is downloaded).
     weights: str | None = None
+    # Embed as the mean of the image's and its mirror image's features (training flips too).
+    embed_flip: bool = False
     heads: MethodConfig = field(default_factory=MethodConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -96,9 +98,18 @@ def detect_channels(images: ImageInput, sample: int = 16) -> int:
 
 @torch.no_grad()
 def embed_tensor(
-    backbone: nn.Module, data: torch.Tensor, mean, std, device: torch.device, batch_size=1024
+    backbone: nn.Module,
+    data: torch.Tensor,
+    mean,
+    std,
+    device: torch.device,
+    batch_size: int = 1024,
+    flip: bool = False,
 ) -> np.ndarray:
-    """L2-normalised float32 features of uint8 (N, C, S, S) images, in batches, no grad."""
+    """L2-normalised float32 features of uint8 (N, C, S, S) images, in batches, no grad.
+
+    With ``flip`` each vector is the mean of the image's and its mirror image's features.
+    """
     backbone = backbone.to(device).eval()
     mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
@@ -107,6 +118,8 @@ def embed_tensor(
         x = (chunk.to(device).float() / 255 - mean_t) / std_t  # (b, C, S, S)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             h = backbone(x)  # (b, D)
+            if flip:
+                h = (h + backbone(x.flip(-1))) / 2
         out.append(F.normalize(h.float(), dim=1).cpu())
     return torch.cat(out).numpy().astype(np.float32, copy=False)
 
@@ -169,7 +182,9 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
         cfg = self.config_
         data = as_image_tensor(images, cfg.input_size, cfg.channels, self.show_progress)
         device = resolve_device(self.device)
-        return embed_tensor(self.backbone_, data, self.mean_, self.std_, device, batch_size)
+        return embed_tensor(
+            self.backbone_, data, self.mean_, self.std_, device, batch_size, cfg.embed_flip
+        )
 
     def save(self, model_dir: str | Path) -> Path:
         """Write ``model.pt`` and ``config.json`` into ``model_dir`` (each atomically)."""

@@ -40,7 +40,7 @@ class TrainConfig:
     batch_size: int = 256
     # AdamW peak learning rate and weight decay (no decay on biases and norm layers).
     lr: float = 2e-3
-    weight_decay: float = 1e-4
+    weight_decay: float = 0.05
     # Linear warm-up as a fraction of the run, then cosine decay to lr * min_lr_ratio.
     warmup: float = 0.05
     min_lr_ratio: float = 0.01

@@ -1,0 +1,193 @@
+"""Training throughput of the image encoder, per method and backbone, on this machine.
+
+For each (method, backbone) it times full training steps (batch slicing, batched tensor
+augmentation, forward, backward, optimiser, EMA) and, for reference, the backbone's pure
+forward+backward on ready-made tensors of the same shape (what training would cost if data and
+augmentation were free). With --dataloader it also times the usual library recipe with the same
+backbone: per-sample torchvision transforms on PIL images in a DataLoader, SimCLR, AdamW.
+
+    nice -n 10 .venv/bin/python scripts/bench_image_training.py --device cpu \\
+        --backbones small_cnn --dataloader --json var/bench/cpu.json
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+from recsys.vision.augment import AugmentConfig, BatchAugment
+from recsys.vision.backbones import build_backbone
+from recsys.vision.encoder import resolve_device
+from recsys.vision.methods import MethodConfig, build_method
+from recsys.vision.train import TrainConfig, Trainer, make_optimizer
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(step, device, warmup: int, steps: int) -> float:
+    """Seconds per call of ``step`` after ``warmup`` calls (device synchronised)."""
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return (time.perf_counter() - t0) / steps
+
+
+def training_rate(method_name, backbone_name, data, opts, device) -> float:
+    """Source images per second of full training steps (``Trainer.train_step``)."""
+    size, width = opts["size"], opts["width"]
+    torch.manual_seed(0)
+    backbone = build_backbone(backbone_name, data.shape[1], size, width)
+    method = build_method(method_name, backbone, MethodConfig())
+    aug = BatchAugment(AugmentConfig(), size, [0.3], [0.35])
+    cfg = TrainConfig(epochs=10_000, batch_size=opts["batch_size"])
+    trainer = Trainer(method, aug, cfg, device)
+    data = data.to(device)
+    return opts["batch_size"] / _timed(
+        lambda: trainer.train_step(data), device, opts["warmup"], opts["steps"]
+    )
+
+
+def pure_rate(backbone_name, channels, opts, device) -> float:
+    """Source images per second of the backbone alone: fwd+bwd of both views, optimiser."""
+    size, bs = opts["size"], opts["batch_size"]
+    backbone = build_backbone(backbone_name, channels, size, opts["width"]).to(device)
+    x = torch.randn(2 * bs, channels, size, size, device=device)  # (2B, C, S, S)
+    if device.type == "cuda":
+        backbone = backbone.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt = make_optimizer(backbone, TrainConfig())
+
+    def step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = backbone(x).float().square().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return bs / _timed(step, device, opts["warmup"], opts["steps"])
+
+
+class _TwoViews(Dataset):
+    """The DataLoader recipe: PIL image -> two per-sample torchvision-augmented views."""
+
+    def __init__(self, images: np.ndarray, size: int) -> None:
+        self.images = images
+        self.transform = transforms.Compose(
+            [
+                transforms.RandomResizedCrop(size, scale=(0.25, 1.0)),
+                transforms.RandomHorizontalFlip(),
+                transforms.RandomApply([transforms.ColorJitter(0.4, 0.4)], p=0.8),
+                transforms.ToTensor(),
+                transforms.Normalize([0.3], [0.35]),
+            ]
+        )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        img = Image.fromarray(self.images[i])
+        return self.transform(img), self.transform(img)
+
+
+def dataloader_rate(images: np.ndarray, opts: dict) -> float:
+    """Images per second of SimCLR fed by a DataLoader with per-sample augmentation (CPU)."""
+    torch.manual_seed(0)
+    method = build_method(
+        "simclr", build_backbone("small_cnn", 1, 28, opts["width"]), MethodConfig()
+    )
+    opt = make_optimizer(method, TrainConfig())
+    loader = DataLoader(
+        _TwoViews(images, opts["size"]),
+        batch_size=opts["batch_size"],
+        shuffle=True,
+        num_workers=opts["workers"],
+        drop_last=True,
+        persistent_workers=opts["workers"] > 0,
+    )
+    batches = iter(loader)
+
+    def step() -> None:
+        v1, v2 = next(batches)
+        loss = method([v1, v2])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return opts["batch_size"] / _timed(step, torch.device("cpu"), opts["warmup"], opts["steps"])
+
+
+def load_images(data_dir: str | None) -> np.ndarray:
+    from recsys.datasets.fashion_mnist import FashionMnistSource, load_fashion_mnist
+
+    source = FashionMnistSource(local_dir=Path(data_dir)) if data_dir else None
+    return load_fashion_mnist("train", source)[0]
+
+
+@click.command()
+@click.option("--device", default="auto", show_default=True)
+@click.option("--methods", default="simclr,byol,dino", show_default=True)
+@click.option("--backbones", default="small_cnn", show_default=True)
+@click.option("--batch-size", default=256, show_default=True)
+@click.option("--size", default=28, show_default=True, help="Size of the training views.")
+@click.option("--width", default=32, show_default=True, help="small_cnn width.")
+@click.option("--steps", default=20, show_default=True)
+@click.option("--warmup", default=3, show_default=True)
+@click.option("--dataloader", is_flag=True, help="Also time the DataLoader recipe (CPU).")
+@click.option("--workers", default=2, show_default=True, help="DataLoader workers.")
+@click.option("--data-dir", default=None, help="Folder of the Fashion-MNIST *-ubyte.gz files.")
+@click.option("--json", "json_path", default=None)
+def main(**opts) -> None:
+    """Print images/s per method and backbone (and the DataLoader recipe)."""
+    device = resolve_device(opts["device"])
+    images = load_images(opts["data_dir"])
+    data = torch.from_numpy(images[:, None]).contiguous()  # (N, 1, 28, 28) uint8
+    rows = []
+    for backbone in opts["backbones"].split(","):
+        pure = pure_rate(backbone, 1, opts, device)
+        for method in opts["methods"].split(","):
+            rate = training_rate(method, backbone, data, opts, device)
+            rows.append(
+                {
+                    "method": method,
+                    "backbone": backbone,
+                    "train_img_s": rate,
+                    "pure_fwd_bwd_img_s": pure,
+                    "ratio": pure / rate,
+                }
+            )
+    if opts["dataloader"]:
+        rows.append(
+            {
+                "method": "simclr (DataLoader recipe)",
+                "backbone": "small_cnn",
+                "train_img_s": dataloader_rate(images, opts),
+            }
+        )
+    click.echo(f"device {device}, batch {opts['batch_size']}, views {opts['size']}px")
+    for r in rows:
+        pure = r.get("pure_fwd_bwd_img_s")
+        extra = f"  pure fwd+bwd {pure:8.0f} img/s ({r['ratio']:.2f}x)" if pure else ""
+        click.echo(f"{r['method']:28s} {r['backbone']:10s} {r['train_img_s']:8.0f} img/s{extra}")
+    if opts["json_path"]:
+        Path(opts["json_path"]).parent.mkdir(parents=True, exist_ok=True)
+        Path(opts["json_path"]).write_text(json.dumps({"options": opts, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
