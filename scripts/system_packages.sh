@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Debian packages the project uses: the Fashion-MNIST files and a PostgreSQL server for tests.
+# Debian packages the project uses: the Fashion-MNIST files, a PostgreSQL server for tests and
+# Chromium for the web page's browser test.
 # Installs what is missing when run as root with apt-get; otherwise says what to install.
 set -euo pipefail
 need=()
@@ -7,6 +8,7 @@ dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || need+=(dataset-fashion-mnist)
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need+=(postgresql)
 fi
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing Debian packages: ${need[*]}"
