@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from recsys.errors import InvalidSettings
@@ -26,6 +26,9 @@ class Settings:
     artifacts_dir: Path = Path("var/artifacts")
     # Compute device for training and indexing: auto (GPU when present), cpu, cuda or cuda:N.
     device: str = "auto"
+    # Bearer token for the service's admin endpoints (POST /v1/admin/reload); empty disables
+    # them. Set it from a secret store, never in code.
+    admin_token: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         if not self.database_url or "://" not in self.database_url:
@@ -35,6 +38,11 @@ class Settings:
             )
         if not _DEVICE.match(self.device):
             raise InvalidSettings(f"device {self.device!r} is not one of auto, cpu, cuda, cuda:N")
+        if self.admin_token and len(self.admin_token) < 16:
+            raise InvalidSettings(
+                "admin_token is shorter than 16 characters; use a long random secret, e.g. "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
         object.__setattr__(self, "artifacts_dir", Path(self.artifacts_dir))
 
     @classmethod
@@ -42,10 +50,10 @@ class Settings:
         """Defaults, then ``RECSYS_<FIELD>`` from ``environ``, then non-None ``overrides``."""
         environ = os.environ if environ is None else environ
         values: dict[str, object] = {}
-        for field in fields(cls):
-            env_value = environ.get(ENV_PREFIX + field.name.upper())
+        for setting in fields(cls):
+            env_value = environ.get(ENV_PREFIX + setting.name.upper())
             if env_value:
-                values[field.name] = env_value
+                values[setting.name] = env_value
         values.update({k: v for k, v in overrides.items() if v is not None})
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:

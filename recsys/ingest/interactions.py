@@ -13,9 +13,11 @@ from typing import Any
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.orm import Session
 
-from recsys.catalog.models import Interaction, Item, User
+from recsys.catalog.models import Interaction, Item, User, utcnow
+from recsys.errors import InvalidInput
 from recsys.ingest.pipeline import (
     IngestOptions,
+    RowRejected,
     SeenKeys,
     key_hash,
     optional,
@@ -152,3 +154,43 @@ def ingest_interactions(
 ) -> IngestReport:
     """Add interactions from ``path``; re-ingesting the same file changes nothing."""
     return run_ingest(engine, Path(path), InteractionIngester(), options or IngestOptions())
+
+
+@dataclass
+class RecordedEvents:
+    inserted: int
+    updated: int
+    unchanged: int
+    users: list[str]
+
+
+def record_interactions(
+    engine: Engine, events: Sequence[dict[str, Any]], now: datetime | None = None
+) -> RecordedEvents:
+    """Store a batch of events (dicts with the file columns) in one transaction, all or none.
+
+    Events without a timestamp are stamped ``now`` (default: the current UTC time), so two
+    views of one item are two events. A bad event raises ``InvalidInput`` naming
+    ``events[i].<field>`` and nothing is stored.
+    """
+    ingester = InteractionIngester()
+    stamp = (now or utcnow()).isoformat()
+    rows, problems = [], []
+    for position, event in enumerate(events):
+        values = {"timestamp": stamp, **{k: v for k, v in event.items() if v is not None}}
+        try:
+            rows.append(ingester.parse(Record(line=position, values=values)))
+        except RowRejected as exc:
+            problems.append(f"events[{position}]: {exc.detail}")
+    report = IngestReport(Path("<api>"))
+    with Session(engine) as session, session.begin():
+        if not problems:
+            problems = [
+                f"events[{reject.line}]: {reject.detail}"
+                for reject in ingester.write(session, rows, report)
+                if reject.reason != Reason.DUPLICATE
+            ]
+        if problems:  # leaving the block with an exception rolls the transaction back
+            raise InvalidInput("; ".join(problems[:10]) + "; nothing was stored")
+    users = sorted({row.user for row in rows})
+    return RecordedEvents(report.inserted, report.updated, report.unchanged, users)

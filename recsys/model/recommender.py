@@ -113,6 +113,17 @@ class Recommender:
             if popularity is not None
             else np.zeros(len(warm))
         )
+        self.directory: Path | None = None  # the bundle directory, when loaded from one
+        self._image_encoder = None
+        self._image_index: VectorIndex | None = None
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest.get("version", "unsaved"))
+
+    @property
+    def has_images(self) -> bool:
+        return "image" in self.fused.item_blocks_
 
     # -- queries -------------------------------------------------------------------------
     def recommend(self, user_ids, k: int = 10, exclude_seen: bool = True, candidates=None,
@@ -134,15 +145,68 @@ class Recommender:
             results.fallback.append(row < 0)
         return results
 
-    def recommend_for_history(self, histories, k: int = 10, filters=None) -> Results:
-        """Top-k for users given only their item histories (lists of item ids), no retraining."""
+    def recommend_for_history(self, histories, k: int = 10, exclude_seen: bool = True,
+                              candidates=None, filters=None) -> Results:  # fmt: skip
+        """Top-k for users given only their item histories (lists of item ids), no retraining.
+
+        The user vector is folded in from the history (ALS ``recalculate_user`` or a ridge
+        solve) plus a content profile of those items, as ``recommend`` would have it after
+        retraining. An empty history gets the popularity fallback.
+        """
         matrix = self._history_matrix(histories)
+        empty = matrix.getnnz(axis=1) == 0
         cf_vectors = None
         if self.cf is not None:
-            cf_vectors = np.stack([self.cf.fold_in(self.item_ids[r]) for r in _rows(matrix)])
+            cf_vectors = np.stack(
+                [self.cf.fold_in(self.item_ids[r]) for r in _rows(matrix)]
+            ).astype(np.float32)
         queries = self.fused.history_queries(cf_vectors, matrix)
-        exclude = list(_rows(matrix))
-        return self._search(queries, k, self._allowed(None, filters), exclude)
+        exclude = list(_rows(matrix)) if exclude_seen else None
+        allowed = self._allowed(candidates, filters)
+        results = self._search(queries, k, allowed, exclude)
+        for user in np.flatnonzero(empty):
+            results.ids[user], results.scores[user] = self._popular(k, allowed)
+            results.fallback[user] = True
+        return results
+
+    def seen_items(self, user_id: str) -> list[str]:
+        """Item ids the user interacted with in the training data ([] for unknown users)."""
+        row = self.user_index.get(str(user_id), -1)
+        if row < 0 or self.cf is None:
+            return []
+        return self.item_ids[self.cf.user_items_[row].indices].tolist()
+
+    def search_images(self, images, k: int = 10, filters=None) -> Results:
+        """Catalog items that look most like each query image (file paths or uint8 arrays).
+
+        Ranks by cosine similarity of the image encoder's vectors alone; ``InvalidBundle`` when
+        the bundle was trained without images.
+        """
+        encoder = self.image_encoder
+        queries = np.asarray(encoder.transform(images), dtype=np.float32)
+        if self._image_index is None:
+            self._image_index = VectorIndex.build(
+                self.fused.item_blocks_["image"], IndexConfig(kind="flat")
+            )
+        found, scores = self._image_index.search(queries, k, self._allowed(None, filters))
+        ids = [self._ids(row) for row in found]
+        return Results(ids, [s[f >= 0] for s, f in zip(scores, found, strict=True)],
+                       [False] * len(ids))  # fmt: skip
+
+    @property
+    def image_encoder(self):
+        """The bundle's image encoder (loaded on first use)."""
+        if self._image_encoder is None:
+            path = self.directory / "image_encoder" if self.directory is not None else None
+            if not self.has_images or path is None or not path.is_dir():
+                raise InvalidBundle(
+                    f"model bundle {self.version} has no image encoder: the catalog had no "
+                    "images when it was trained"
+                )
+            from recsys.vision import ImageEncoder
+
+            self._image_encoder = ImageEncoder.load(path, device="cpu")
+        return self._image_encoder
 
     def similar_items(self, item_ids, k: int = 10, filters=None) -> Results:
         """Top-k items like each given item (itself excluded); ``UnknownItem`` if unknown."""
@@ -234,7 +298,9 @@ class Recommender:
         filters = ItemFilters(arr("in_stock.npy"), labels)
         config = index_config or IndexConfig(**manifest.get("config", {}).get("index", {}))
         index = VectorIndex.load(directory / "index.faiss", arr("item_vectors.npy"), config)
-        return cls(fused, cf, arr("item_ids.npy"), filters, index, manifest)
+        recommender = cls(fused, cf, arr("item_ids.npy"), filters, index, manifest)
+        recommender.directory = directory
+        return recommender
 
     @classmethod
     def load_active(cls, engine: Engine, index_config: IndexConfig | None = None) -> Recommender:

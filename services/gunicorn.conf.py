@@ -1,0 +1,34 @@
+"""gunicorn settings for production:
+
+    gunicorn -c services/gunicorn.conf.py "services.app:create_app()"
+
+Every value can be overridden on the command line (``-w 8 -b 0.0.0.0:8000``) or with
+``GUNICORN_CMD_ARGS``. The service reads its own settings from ``RECSYS_*`` variables.
+"""
+
+import os
+import tempfile
+
+# Prometheus multiprocess mode: each worker writes its metrics here; /metrics sums them.
+# Must be set before the app (and prometheus_client) is imported by a worker.
+_metrics_dir = os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="recsys-metrics-")
+)
+# One BLAS/OpenMP thread per worker: workers are the parallelism, threads would fight them.
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
+
+bind = os.environ.get("RECSYS_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("RECSYS_WORKERS", (os.cpu_count() or 1) + 1))
+worker_class = "gthread"
+threads = int(os.environ.get("RECSYS_THREADS", 4))
+timeout = 60
+graceful_timeout = 30
+keepalive = 5
+accesslog = os.environ.get("RECSYS_ACCESS_LOG")  # e.g. "-" for stdout; off by default
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -1,0 +1,81 @@
+"""Prometheus metrics: requests, latency by endpoint, errors, the model version served.
+
+Under gunicorn, ``services/gunicorn.conf.py`` sets ``PROMETHEUS_MULTIPROC_DIR`` so every
+worker's numbers are summed at scrape time (prometheus_client's multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from flask import Flask, Response, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        labels = ("method", "endpoint", "status")
+        self.requests = Counter(
+            "recsys_http_requests", "HTTP requests answered", labels, registry=self.registry
+        )
+        self.errors = Counter(
+            "recsys_http_errors", "HTTP answers with status >= 400", labels, registry=self.registry
+        )
+        self.latency = Histogram(
+            "recsys_http_request_seconds",
+            "Time to answer, by endpoint",
+            ("method", "endpoint"),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.model = Gauge(
+            "recsys_model_info",
+            "1 for the model bundle version a worker serves",
+            ("version",),
+            registry=self.registry,
+            multiprocess_mode="liveall",
+        )
+        self._version: str | None = None
+
+    def model_loaded(self, version: str) -> None:
+        if self._version is not None and self._version != version:
+            self.model.labels(self._version).set(0)
+        self.model.labels(version).set(1)
+        self._version = version
+
+    def exposition(self) -> Response:
+        registry = self.registry
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+def init_app(app: Flask, metrics: Metrics) -> None:
+    @app.before_request
+    def _start_timer():
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _record(response):
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        labels = (request.method, endpoint, str(response.status_code))
+        metrics.requests.labels(*labels).inc()
+        if response.status_code >= 400:
+            metrics.errors.labels(*labels).inc()
+        started = g.get("started")
+        if started is not None:
+            metrics.latency.labels(request.method, endpoint).observe(time.perf_counter() - started)
+        return response

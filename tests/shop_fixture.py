@@ -1,0 +1,85 @@
+"""A tiny trained shop for the service tests: the toy catalog plus images, trained once.
+
+Comedy items (a*) are bright squares, drama items (b*) dark rings, so visual search and
+similar items have something to find; ``a-new``/``b-new`` have no interactions (cold).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from sqlalchemy.orm import Session
+
+from recsys.catalog import connect, migrate
+from recsys.catalog.models import Interaction, Item, ItemAttribute, User
+from recsys.model.toy import toy_catalog
+from recsys.model.training import TrainConfig, train
+from recsys.vision import ImageEncoder
+from recsys.vision.encoder import ImageEncoderConfig
+from recsys.vision.train import TrainConfig as ImageTrainConfig
+
+
+def item_image(group: str, k: int) -> np.ndarray:
+    """28x28 uint8: a bright square (a) or a ring (b), sized by k."""
+    yy, xx = np.mgrid[:28, :28]
+    size = 5 + k % 6
+    if group == "a":
+        pixels = (abs(yy - 14) < size) & (abs(xx - 14) < size)
+    else:
+        radius = np.hypot(yy - 14, xx - 14)
+        pixels = (radius > size) & (radius < size + 3)
+    return np.where(pixels, 230, 20).astype(np.uint8)
+
+
+def populate(engine, images_dir: Path) -> None:
+    data = toy_catalog()
+    images_dir.mkdir(parents=True, exist_ok=True)
+    with Session(engine) as session, session.begin():
+        for name, kind in data.kinds.items():
+            session.add(ItemAttribute(name=name, kind=kind))
+        items = {}
+        for n, row in enumerate(data.items.to_dict("records")):
+            path = images_dir / f"{row['item_id']}.png"
+            Image.fromarray(item_image(row["item_id"][0], n)).save(path)
+            attributes = {k: row[k] for k in data.kinds}
+            attributes["genres"] = attributes["genres"].split("|")
+            items[row["item_id"]] = Item(
+                external_id=row["item_id"], title=row["title"], in_stock=row["in_stock"],
+                attributes=attributes, image_path=str(path.resolve()),
+            )  # fmt: skip
+        users = {u: User(external_id=u) for u in data.interactions["user_id"].unique()}
+        session.add_all([*items.values(), *users.values()])
+        for k, row in enumerate(data.interactions.to_dict("records")):
+            session.add(
+                Interaction(
+                    user=users[row["user_id"]], item=items[row["item_id"]], event=row["event"],
+                    weight=row["weight"], timestamp=row["timestamp"].to_pydatetime(),
+                    dedup_key=f"k{k}",
+                )
+            )  # fmt: skip
+
+
+def tiny_encoder() -> ImageEncoder:
+    config = ImageEncoderConfig(
+        backbone="small_cnn", width=4, train=ImageTrainConfig(epochs=2, batch_size=8, seed=0)
+    )
+    return ImageEncoder(config, device="cpu")
+
+
+def train_config() -> TrainConfig:
+    config = TrainConfig(validation_share=0.25)
+    config.cf.factors, config.cf.regularization = 8, 0.5
+    return config
+
+
+def build_shop(root: Path, database_url: str | None = None) -> tuple[str, Path]:
+    """Migrate, populate and train under ``root`` -> (database URL, artifacts dir)."""
+    url = database_url or f"sqlite:///{root / 'shop.db'}"
+    engine = connect(url)
+    migrate.upgrade(engine)
+    populate(engine, root / "images")
+    train(engine, root / "artifacts", train_config(), "cpu", image_encoder_factory=tiny_encoder)
+    engine.dispose()
+    return url, root / "artifacts"
