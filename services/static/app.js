@@ -1,0 +1,131 @@
+// The shop page: hash routes over the JSON API (#/, #/item/ID, #/user/ID, #/search?q=).
+"use strict";
+
+const view = document.getElementById("view");
+const PAGE = 24;
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined) continue;
+    if (key === "text") node.textContent = value;
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+async function api(path, options) {
+  const response = await fetch(path, options);
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.error ? body.error.message : response.statusText);
+  return body;
+}
+
+function showModel(version) {
+  if (version) document.getElementById("model").textContent = "model " + version;
+}
+
+function card(item) {
+  const link = el("a", { class: "card", href: "#/item/" + encodeURIComponent(item.item_id),
+                         "data-testid": "item-card", "data-item-id": item.item_id });
+  if (item.image_url) link.append(el("img", { src: item.image_url, alt: item.title || item.item_id }));
+  link.append(el("div", { class: "title", text: item.title || item.item_id }));
+  const price = item.attributes && item.attributes.price;
+  const extra = [price !== undefined ? "€" + Number(price).toFixed(2) : null,
+                 item.score !== undefined ? "score " + item.score.toFixed(3) : null];
+  link.append(el("div", { class: "score", text: extra.filter(Boolean).join(" · ") }));
+  return link;
+}
+
+function grid(items, testid) {
+  const box = el("div", { class: "grid", "data-testid": testid });
+  items.forEach((item) => box.append(card(item)));
+  return box;
+}
+
+function fail(error) {
+  view.replaceChildren(el("p", { class: "error", "data-testid": "error", text: error.message }));
+}
+
+async function browse(params) {
+  const offset = Number(params.get("offset") || 0);
+  const q = params.get("q") || "";
+  const page = await api(`/v1/items?limit=${PAGE}&offset=${offset}&q=${encodeURIComponent(q)}`);
+  const pager = el("div", { class: "pager" });
+  const base = "#/?q=" + encodeURIComponent(q) + "&offset=";
+  if (offset > 0) pager.append(el("a", { href: base + Math.max(0, offset - PAGE), text: "← previous" }));
+  if (offset + PAGE < page.total) pager.append(el("a", { href: base + (offset + PAGE), text: "next →" }));
+  const title = q ? `Items matching “${q}” (${page.total})` : `Catalog (${page.total} items)`;
+  view.replaceChildren(el("h1", { text: title }), grid(page.items, "catalog"), pager);
+}
+
+async function product(itemId) {
+  const [item, similar] = await Promise.all([
+    api("/v1/items/" + encodeURIComponent(itemId)),
+    api("/v1/items/" + encodeURIComponent(itemId) + "/similar?k=12"),
+  ]);
+  showModel(similar.model_version);
+  const rows = el("table", { "data-testid": "attributes" });
+  for (const [name, value] of Object.entries(item.attributes)) {
+    rows.append(el("tr", {}, el("td", { class: "muted", text: name }),
+                   el("td", { text: Array.isArray(value) ? value.join(", ") : String(value) })));
+  }
+  rows.append(el("tr", {}, el("td", { class: "muted", text: "in stock" }),
+                 el("td", { text: item.in_stock ? "yes" : "no" })));
+  const picture = item.image_url ? el("img", { src: item.image_url, alt: item.title || "" }) : el("div");
+  view.replaceChildren(
+    el("div", { class: "product" }, picture,
+       el("div", {}, el("h1", { "data-testid": "product-title", text: item.title || item.item_id }),
+          el("p", { class: "muted", text: "item " + item.item_id }), rows)),
+    el("h2", { text: "Similar items" }),
+    grid(similar.items, "similar"));
+}
+
+async function feed(userId) {
+  const body = await api("/v1/users/" + encodeURIComponent(userId) + "/recommendations?k=24");
+  showModel(body.model_version);
+  const parts = [el("h1", { "data-testid": "feed-title", text: "For " + userId })];
+  if (body.fallback) {
+    parts.push(el("p", { class: "notice", "data-testid": "fallback",
+                         text: "New shopper: showing popular items until we learn their taste." }));
+  }
+  parts.push(grid(body.items, "feed"));
+  view.replaceChildren(...parts);
+}
+
+async function photoSearch(file) {
+  const form = new FormData();
+  form.append("image", file);
+  const body = await api("/v1/search/image?k=24", { method: "POST", body: form });
+  showModel(body.model_version);
+  view.replaceChildren(el("h1", { text: "Looks like your photo" }), grid(body.items, "visual"));
+}
+
+async function users() {
+  const list = document.getElementById("users");
+  const body = await api("/v1/users?limit=30");
+  list.replaceChildren(...body.users.map((user) =>
+    el("li", {}, el("a", { href: "#/user/" + encodeURIComponent(user.user_id), "data-testid": "user-link",
+                           text: `${user.user_id} (${user.interactions})` }))));
+}
+
+function route() {
+  const [path, query] = (location.hash.slice(1) || "/").split("?");
+  let work;
+  if (path.startsWith("/item/")) work = product(decodeURIComponent(path.slice(6)));
+  else if (path.startsWith("/user/")) work = feed(decodeURIComponent(path.slice(6)));
+  else work = browse(new URLSearchParams(query || ""));
+  work.catch(fail);
+}
+
+document.getElementById("search-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  location.hash = "#/?q=" + encodeURIComponent(document.getElementById("search-text").value);
+});
+document.getElementById("photo").addEventListener("change", (event) => {
+  if (event.target.files.length) photoSearch(event.target.files[0]).catch(fail);
+});
+window.addEventListener("hashchange", route);
+users().catch(fail);
+route();

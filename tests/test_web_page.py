@@ -1,0 +1,101 @@
+"""The web page end to end in headless Chromium: catalog -> product -> similar item ->
+a shopper's feed -> search by photo, asserting on what a person sees."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+
+import pytest
+from PIL import Image
+from werkzeug.serving import make_server
+
+from recsys.settings import Settings
+from services.app import create_app
+from tests.shop_fixture import build_shop, item_image
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+if not CHROMIUM:
+    if os.environ.get("RECSYS_REQUIRE_BROWSER"):
+        pytest.fail("RECSYS_REQUIRE_BROWSER is set but chromium is not installed")
+    pytest.skip("chromium not installed (apt-get install chromium)", allow_module_level=True)
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory):
+    url, artifacts = build_shop(tmp_path_factory.mktemp("web-shop"))
+    app = create_app(
+        Settings(database_url=url, artifacts_dir=artifacts), {"RELOAD_CHECK_SECONDS": 0}
+    )
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def page(base_url):
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.set_default_timeout(15_000)
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        yield page
+        browser.close()
+        assert errors == [], f"JavaScript errors: {errors}"
+
+
+def card_ids(page, testid: str) -> list[str]:
+    cards = page.locator(f'[data-testid="{testid}"] [data-testid="item-card"]')
+    cards.first.wait_for()
+    return [cards.nth(n).get_attribute("data-item-id") for n in range(cards.count())]
+
+
+def test_product_to_similar_item_to_a_feed(page, base_url):
+    page.goto(base_url + "/")
+    assert page.locator("h1").inner_text() == "Catalog (32 items)"
+    page.locator('[data-testid="catalog"] [data-item-id="a1"]').click()
+    sync_api.expect(page.get_by_test_id("product-title")).to_have_text("Comedy story 1")
+    sync_api.expect(page.get_by_test_id("attributes")).to_contain_text("a-brand")
+    similar = card_ids(page, "similar")
+    assert len(similar) == 12 and "a1" not in similar
+    assert all(item.startswith("a") for item in similar[:5]), similar  # comedies like a comedy
+    first = similar[0]
+    page.locator(f'[data-testid="similar"] [data-item-id="{first}"]').click()
+    sync_api.expect(page.get_by_test_id("product-title")).not_to_have_text("Comedy story 1")
+    assert page.url.endswith("#/item/" + first)
+    assert (
+        page.locator('[data-testid="similar"] img').first.evaluate("img => img.naturalWidth") == 28
+    )
+
+    page.get_by_test_id("user-link").filter(has_text="u9 (").click()
+    sync_api.expect(page.get_by_test_id("feed-title")).to_have_text("For u9")
+    feed = card_ids(page, "feed")
+    assert len(feed) >= 10 and all(item.startswith("b") for item in feed[:5])
+    assert page.get_by_test_id("fallback").count() == 0
+
+
+def test_unknown_shopper_sees_the_popular_items_notice(page, base_url):
+    page.goto(base_url + "/#/user/someone-new")
+    sync_api.expect(page.get_by_test_id("fallback")).to_be_visible()
+    assert len(card_ids(page, "feed")) > 0
+
+
+def test_search_by_photo(page, base_url, tmp_path):
+    page.goto(base_url + "/")
+    photo = tmp_path / "ring.png"
+    Image.fromarray(item_image("b", 2)).save(photo)
+    page.locator("#photo").set_input_files(str(photo))
+    found = card_ids(page, "visual")
+    assert sum(item.startswith("b") for item in found[:5]) >= 4
+
+
+def test_bad_item_shows_the_api_error(page, base_url):
+    page.goto(base_url + "/#/item/no-such-item")
+    sync_api.expect(page.get_by_test_id("error")).to_contain_text("no-such-item")
