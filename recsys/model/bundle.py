@@ -139,3 +139,19 @@ def active_bundle(engine: Engine) -> ModelBundle:
             raise ModelNotTrained("no active model bundle in the catalog; run `recsys train`")
         session.expunge(bundle)
         return bundle
+
+
+def activate_bundle(engine: Engine, version: str) -> None:
+    """Make a registered bundle the only active one (roll forward or back), in one transaction.
+
+    Running services follow within their reload check interval, or at once on
+    ``POST /v1/admin/reload``.
+    """
+    with Session(engine) as session, session.begin():
+        if session.scalar(select(ModelBundle.id).where(ModelBundle.version == version)) is None:
+            raise InvalidBundle(f"no bundle {version!r} in the registry; see `recsys train`")
+        session.execute(update(ModelBundle).values(is_active=False))
+        session.flush()
+        session.execute(
+            update(ModelBundle).where(ModelBundle.version == version).values(is_active=True)
+        )

@@ -1,0 +1,226 @@
+"""Latency and throughput of the HTTP service under concurrent load, with a hot reload.
+
+Builds (once, in --workdir) a synthetic 100k-item catalog with clustered shoppers, ingests it
+with `recsys ingest`, trains two bundles with `recsys train`, starts gunicorn with
+services/gunicorn.conf.py, and drives similar-items (60%) and home-feed (40%) calls at a fixed
+rate with locust (headless, open loop). Halfway through, the second bundle is activated and
+POST /v1/admin/reload swaps it in while the load runs. Prints p50/p99 per endpoint, the rate
+achieved and the number of failed requests.
+
+    .venv/bin/python scripts/bench_service.py --rate 300 --duration 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "bench-admin-token-0123456789abcdef"
+
+
+def make_catalog(out: Path, n_items: int, n_users: int, seed: int) -> None:
+    """Items with category/brand/price; shoppers who favour 1-2 categories (Zipf within)."""
+    rng = np.random.default_rng(seed)
+    n_categories = 50
+    category = rng.integers(0, n_categories, n_items)
+    brand = rng.integers(0, 300, n_items)
+    price = np.round(np.exp(rng.normal(3.5, 0.6, n_items)), 2)
+    items = pd.DataFrame(
+        {
+            "item_id": [f"sku-{i:06d}" for i in range(n_items)],
+            "title": [f"Item {i} of category {c}" for i, c in enumerate(category)],
+            "category": [f"cat-{c:02d}" for c in category],
+            "brand": [f"brand-{b:03d}" for b in brand],
+            "price": price,
+            "in_stock": rng.random(n_items) > 0.05,
+        }
+    )
+    items.to_csv(out / "items.csv", index=False)
+    by_category = [np.flatnonzero(category == c) for c in range(n_categories)]
+    rows = []
+    start = pd.Timestamp("2026-08-01").value // 10**9
+    for user in range(n_users):
+        tastes = rng.choice(n_categories, size=rng.integers(1, 3), replace=False)
+        n = int(rng.integers(5, 45))
+        for _ in range(n):
+            pool = by_category[rng.choice(tastes)] if rng.random() < 0.85 else np.arange(n_items)
+            rank = min(int(rng.zipf(1.3)) - 1, len(pool) - 1)
+            event = rng.choice(["view", "click", "purchase"], p=[0.7, 0.25, 0.05])
+            rows.append((f"user-{user:05d}", items.item_id[pool[rank]], event,
+                         start + int(rng.integers(0, 90 * 86400))))  # fmt: skip
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "event", "timestamp"])
+    frame.drop_duplicates().to_csv(out / "interactions.csv", index=False)
+
+
+def recsys(env: dict, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "recsys", *args], env=env, capture_output=True, text=True
+    )
+    if result.returncode not in (0, 1):  # 1: some rows rejected (reported, not fatal)
+        raise SystemExit(f"recsys {' '.join(args)} failed:\n{result.stderr}")
+    return result.stdout
+
+
+def prepare(workdir: Path, args, env: dict) -> list[str]:
+    """Catalog + two bundles (the second inactive); returns the two versions."""
+    versions_file = workdir / "versions.json"
+    if versions_file.exists():
+        return json.loads(versions_file.read_text())
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    make_catalog(workdir, args.items, args.users, args.seed)
+    recsys(env, "db", "upgrade")
+    recsys(env, "ingest", "items", str(workdir / "items.csv"), "--quiet")
+    recsys(env, "ingest", "interactions", str(workdir / "interactions.csv"), "--quiet")
+    print(f"catalog ready in {time.perf_counter() - started:.0f} s", flush=True)
+    versions = []
+    for activate in (True, False):
+        started = time.perf_counter()
+        out = recsys(env, "train", "--quiet", *([] if activate else ["--no-activate"]))
+        versions.append(out.split()[1])
+        print(f"trained {versions[-1]} in {time.perf_counter() - started:.0f} s", flush=True)
+    versions_file.write_text(json.dumps(versions))
+    return versions
+
+
+def write_ids(workdir: Path, n_users: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed + 1)
+    items = pd.read_csv(workdir / "items.csv", usecols=["item_id"])["item_id"]
+    users = [f"user-{u:05d}" for u in rng.integers(0, n_users, 2000)]
+    users += [f"visitor-{n}" for n in range(100)]  # unknown users: popularity fallback
+    path = workdir / "ids.json"
+    path.write_text(json.dumps({"items": items.sample(5000, random_state=seed).tolist(),
+                                "users": users}))  # fmt: skip
+    return path
+
+
+def wait_ready(url: str, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(1)
+    raise SystemExit("the service did not become ready; see its log")
+
+
+def hot_reload(url: str, env: dict, version: str, delay: float, log: list) -> None:
+    time.sleep(delay)
+    from recsys.catalog import connect
+    from recsys.model.bundle import activate_bundle
+
+    activate_bundle(connect(env["RECSYS_DATABASE_URL"]), version)
+    request = urllib.request.Request(
+        url + "/v1/admin/reload", method="POST", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    started = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=120) as response:
+        log.append({"reload": json.loads(response.read()),
+                    "seconds": round(time.perf_counter() - started, 2)})  # fmt: skip
+
+
+def summarize(prefix: Path) -> dict:
+    with open(f"{prefix}_stats.csv") as handle:
+        rows = {row["Name"]: row for row in csv.DictReader(handle)}
+    return {
+        name: {
+            "requests": int(row["Request Count"]),
+            "failures": int(row["Failure Count"]),
+            "rps": round(float(row["Requests/s"]), 1),
+            "p50_ms": float(row["50%"]),
+            "p99_ms": float(row["99%"]),
+            "max_ms": round(float(row["Max Response Time"]), 1),
+        }
+        for name, row in rows.items()
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=ROOT / "var" / "bench-service")
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--users", type=int, default=20_000)
+    parser.add_argument("--rate", type=float, default=300, help="requests per second in all")
+    parser.add_argument("--duration", type=int, default=60, help="seconds of load")
+    parser.add_argument("--workers", type=int, default=3, help="gunicorn workers")
+    parser.add_argument("--threads", type=int, default=2, help="threads per gunicorn worker")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--no-reload", action="store_true", help="no hot reload during the load")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    workdir = args.workdir.resolve()
+    env = {**os.environ, "RECSYS_DATABASE_URL": f"sqlite:///{workdir / 'catalog.db'}",
+           "RECSYS_ARTIFACTS_DIR": str(workdir / "artifacts"), "RECSYS_DEVICE": "cpu",
+           "RECSYS_ADMIN_TOKEN": TOKEN, "RECSYS_FLASK_RELOAD_CHECK_SECONDS": "5",
+           "RECSYS_WORKERS": str(args.workers), "RECSYS_THREADS": str(args.threads),
+           "RECSYS_BIND": f"127.0.0.1:{args.port}"}  # fmt: skip
+    versions = prepare(workdir, args, env)
+    from recsys.catalog import connect
+    from recsys.model.bundle import activate_bundle
+
+    activate_bundle(connect(env["RECSYS_DATABASE_URL"]), versions[0])
+    ids = write_ids(workdir, args.users, args.seed)
+    url = f"http://127.0.0.1:{args.port}"
+    with open(workdir / "gunicorn.log", "w") as server_log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "services/gunicorn.conf.py",
+             "services.app:create_app()"],
+            cwd=ROOT, env=env, stdout=server_log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            wait_ready(url)
+            results = run_load(args, env, ids, url, workdir, versions)
+        finally:
+            server.terminate()
+            server.wait(30)
+    results["workers"], results["threads"] = args.workers, args.threads
+    print(json.dumps(results, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+def run_load(args, env, ids: Path, url: str, workdir: Path, versions: list[str]) -> dict:
+    users = max(1, round(args.rate / 5))
+    reload_log: list = []
+    if not args.no_reload:
+        threading.Thread(
+            target=hot_reload, args=(url, env, versions[1], args.duration / 2, reload_log)
+        ).start()
+    prefix = workdir / "locust"
+    subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(ROOT / "scripts" / "locustfile.py"),
+         "--headless", "-u", str(users), "-r", str(users), "-t", f"{args.duration}s",
+         "--host", url, "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING"],
+        env={**env, "BENCH_IDS": str(ids), "BENCH_USER_RPS": str(args.rate / users)},
+        check=False,
+    )  # fmt: skip
+    time.sleep(1)
+    with urllib.request.urlopen(url + "/metrics") as response:
+        metrics = response.read().decode()
+    server_errors = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("recsys_http_errors_total") and 'status="5' in line
+    )
+    return {"endpoints": summarize(prefix), "server_5xx": server_errors, "reload": reload_log,
+            "rate_target": args.rate, "duration_s": args.duration}  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
