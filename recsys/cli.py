@@ -26,6 +26,9 @@ COMMANDS = {
     "train": ("recsys.commands.train:train", "Train and activate a fused model bundle."),
     "recommend": ("recsys.commands.train:recommend", "Top-k items for users (active bundle)."),
     "similar": ("recsys.commands.train:similar", "Items like the given items (active bundle)."),
+    "evaluate": ("recsys.commands.evaluate:evaluate", "Compare the model with baselines, offline."),
+    "bundles": ("recsys.commands.bundles:command", "List model bundles; activate one (rollback)."),
+    "serve": ("recsys.commands.serve:serve", "Serve the HTTP API and web page (development)."),
 }
 
 

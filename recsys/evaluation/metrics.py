@@ -1,0 +1,79 @@
+"""Vectorised top-k metrics over a matrix of recommended item rows and held-out items.
+
+Inputs: ``top`` (U, K) item rows per user, best first, ``-1`` where a list is shorter, and
+``heldout`` (U, I) sparse, non-zero where user u held item i out. Per user, with
+``h_j = 1`` when the item at rank j (1-based) is held out and ``H`` the held-out count:
+
+- recall@k = sum_{j<=k} h_j / min(k, H)  (the protocol of ``recsys.model.split``)
+- precision@k = sum_{j<=k} h_j / k
+- nDCG@k = sum_{j<=k} h_j / log2(j + 1), divided by its best value, that of min(k, H) hits
+- MAP@k: AP@k = sum_{j<=k} h_j * precision@j / min(k, H)
+- MRR@k = 1 / (rank of the first hit), 0 without a hit in the top k
+- hit rate@k = 1 when any of the top k is held out
+
+Users without held-out items must be left out by the caller. ``coverage`` and
+``mean_popularity`` describe the lists themselves (no held-out items needed).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+RANKING_METRICS = ("recall", "precision", "ndcg", "map", "mrr", "hit_rate")
+
+
+def hit_matrix(top: np.ndarray, heldout: sp.spmatrix) -> np.ndarray:
+    """(U, K) bool: whether ``top[u, j]`` is one of user u's held-out items."""
+    n_items = heldout.shape[1]
+    coo = sp.coo_matrix(heldout)
+    held_keys = coo.row.astype(np.int64) * n_items + coo.col.astype(np.int64)  # (nnz,)
+    keys = np.arange(len(top), dtype=np.int64)[:, None] * n_items + top  # (U, K)
+    return np.isin(keys, held_keys) & (top >= 0)
+
+
+def per_user_metrics(
+    hits: np.ndarray, n_heldout: np.ndarray, ks: tuple[int, ...]
+) -> dict[str, np.ndarray]:
+    """``"<metric>@<k>" -> (U,)`` values for every ranking metric and k; needs n_heldout >= 1."""
+    hits = _pad(hits.astype(np.float64), max(ks))  # (U, K)
+    n_heldout = np.asarray(n_heldout, dtype=np.int64)
+    ranks = np.arange(1, hits.shape[1] + 1)  # (K,)
+    discount = 1.0 / np.log2(ranks + 1)  # (K,)
+    ideal = np.cumsum(discount)  # (K,) best DCG with 1..K hits
+    found = np.cumsum(hits, axis=1)  # (U, K) hits within the first j
+    out: dict[str, np.ndarray] = {}
+    for k in ks:
+        top = hits[:, :k]  # (U, k)
+        best = np.minimum(k, n_heldout)  # (U,)
+        out[f"recall@{k}"] = found[:, k - 1] / best
+        out[f"precision@{k}"] = found[:, k - 1] / k
+        out[f"ndcg@{k}"] = (top @ discount[:k]) / ideal[best - 1]
+        out[f"map@{k}"] = (top * found[:, :k] / ranks[:k]).sum(axis=1) / best
+        first = np.where(top.any(axis=1), top.argmax(axis=1) + 1, np.inf)
+        out[f"mrr@{k}"] = 1.0 / first
+        out[f"hit_rate@{k}"] = top.any(axis=1).astype(np.float64)
+    return out
+
+
+def coverage(top: np.ndarray, k: int, n_items: int) -> float:
+    """Share of the catalog's items that appear in at least one user's top k."""
+    shown = top[:, :k]
+    return float(len(np.unique(shown[shown >= 0])) / n_items) if n_items else float("nan")
+
+
+def mean_popularity(top: np.ndarray, k: int, popularity: np.ndarray) -> float:
+    """Mean over users of the mean training popularity of their top-k items (ARP)."""
+    shown = top[:, :k]  # (U, k)
+    valid = shown >= 0
+    values = np.where(valid, popularity[np.maximum(shown, 0)], 0.0)
+    per_user = values.sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
+    users = valid.any(axis=1)
+    return float(per_user[users].mean()) if users.any() else float("nan")
+
+
+def _pad(hits: np.ndarray, width: int) -> np.ndarray:
+    """Lists shorter than the largest k (few candidates) count as misses beyond their end."""
+    if hits.shape[1] >= width:
+        return hits[:, :width]
+    return np.hstack([hits, np.zeros((len(hits), width - hits.shape[1]))])

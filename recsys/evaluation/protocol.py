@@ -1,0 +1,185 @@
+"""The evaluation task every contender is scored on, and scoring one contender on it.
+
+Users are evaluated when they have training interactions and held-out items in the catalog.
+Training items are never recommended. Three rankings per user: all catalog items (against
+all held-out items), warm items only and cold items only (items with no training
+interaction; against the held-out items of that kind, for users holding such items out).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from tqdm import tqdm
+
+from recsys.evaluation.metrics import coverage, hit_matrix, mean_popularity, per_user_metrics
+from recsys.model.split import top_k
+
+log = logging.getLogger(__name__)
+
+# Scores of one batch are at most this many floats (128 MiB of float32).
+MAX_BATCH_CELLS = 1 << 25
+
+
+class Contender(Protocol):
+    name: str
+
+    def fit(self, train) -> Contender: ...
+
+    def scores(self, user_ids: np.ndarray) -> np.ndarray:
+        """(U, I) scores of every catalog item, in catalog order, for external user ids."""
+        ...
+
+
+@dataclass
+class Task:
+    """Evaluated users (rows) against catalog items (columns)."""
+
+    item_ids: np.ndarray  # (I,) catalog order
+    user_ids: np.ndarray  # (U,) external ids of the evaluated users
+    seen: sp.csr_matrix  # (U, I) training interactions: never recommended
+    heldout: sp.csr_matrix  # (U, I) held-out items
+    cold: np.ndarray  # (I,) bool: no training interaction
+    popularity: np.ndarray  # (I,) training users per item
+    history: np.ndarray  # (U,) training interactions per user
+    # Counts stated in the report (test users without training history, ...).
+    info: dict
+
+
+def build_task(train: pd.DataFrame, test: pd.DataFrame, item_ids: np.ndarray) -> Task:
+    items = pd.Index(np.asarray(item_ids, dtype=str))
+    train_users = np.sort(train["user_id"].astype(str).unique())
+    held = _matrix(test, pd.Index(train_users), items)  # (all training users, I)
+    evaluated = np.flatnonzero(held.getnnz(axis=1))
+    seen_all = _matrix(train, pd.Index(train_users), items)
+    history = train["user_id"].astype(str).value_counts().reindex(train_users).to_numpy()
+    cold = seen_all.getnnz(axis=0) == 0
+    info = {
+        "evaluated_users": len(evaluated),
+        "test_users_without_training_history": len(
+            set(test["user_id"].astype(str)) - set(train_users)
+        ),
+        "cold_items": int(cold.sum()),
+        "users_holding_cold_items": int((held[evaluated][:, cold].getnnz(axis=1) > 0).sum()),
+    }
+    return Task(
+        item_ids=items.to_numpy(),
+        user_ids=train_users[evaluated],
+        seen=seen_all[evaluated],
+        heldout=held[evaluated],
+        cold=cold,
+        popularity=seen_all.getnnz(axis=0).astype(np.float64),
+        history=history[evaluated],
+        info=info,
+    )
+
+
+def _matrix(frame: pd.DataFrame, users: pd.Index, items: pd.Index) -> sp.csr_matrix:
+    """Binary (users, items) matrix of the frame's pairs; unknown users or items dropped."""
+    u = users.get_indexer(frame["user_id"].astype(str))
+    i = items.get_indexer(frame["item_id"].astype(str))
+    keep = (u >= 0) & (i >= 0)
+    ones = np.ones(int(keep.sum()), dtype=np.float32)
+    matrix = sp.csr_matrix((ones, (u[keep], i[keep])), shape=(len(users), len(items)))
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    return matrix
+
+
+@dataclass
+class Rankings:
+    """Top-k item rows per evaluated user, best first, -1 past the end of a short list."""
+
+    all: np.ndarray  # (U, K)
+    warm: np.ndarray  # (U, K) warm items only
+    cold: np.ndarray  # (U, K) cold items only
+
+
+def rank(contender: Contender, task: Task, k: int, show_progress: bool = False) -> Rankings:
+    """Score users in batches; training items are pushed to -inf and never listed."""
+    n_users, n_items = task.heldout.shape
+    batch = max(1, MAX_BATCH_CELLS // max(n_items, 1))
+    warm_cols, cold_cols = np.flatnonzero(~task.cold), np.flatnonzero(task.cold)
+    parts: dict[str, list[np.ndarray]] = {"all": [], "warm": [], "cold": []}
+    starts = range(0, n_users, batch)
+    bar = tqdm(starts, desc=f"  score {contender.name}", unit="batch", disable=not show_progress)
+    for start in bar:
+        rows = np.arange(start, min(start + batch, n_users))
+        scores = np.asarray(contender.scores(task.user_ids[rows]), dtype=np.float32)  # (b, I)
+        scores[task.seen[rows].nonzero()] = -np.inf
+        parts["all"].append(_top(scores, np.arange(n_items), k))
+        parts["warm"].append(_top(scores, warm_cols, k))
+        parts["cold"].append(_top(scores, cold_cols, k))
+    return Rankings(*(_stack(parts[name], n_users, k) for name in ("all", "warm", "cold")))
+
+
+def _top(scores: np.ndarray, columns: np.ndarray, k: int) -> np.ndarray:
+    """(b, k) best of ``columns`` as catalog rows; -1 for excluded (-inf) or missing places."""
+    out = np.full((len(scores), k), -1, dtype=np.int64)
+    if not len(columns):
+        return out
+    sub = scores[:, columns]  # (b, C)
+    best = top_k(sub, k)  # (b, min(k, C))
+    found = np.where(np.isneginf(np.take_along_axis(sub, best, axis=1)), -1, columns[best])
+    out[:, : best.shape[1]] = found
+    return out
+
+
+def _stack(parts: list[np.ndarray], n_users: int, k: int) -> np.ndarray:
+    return np.vstack(parts) if parts else np.zeros((n_users, k), dtype=np.int64)
+
+
+def score(rankings: Rankings, task: Task, ks: tuple[int, ...], bins: tuple[int, ...]) -> dict:
+    """Metrics of one contender: overall, per user segment, warm-only and cold-only items."""
+    per_user = per_user_metrics(
+        hit_matrix(rankings.all, task.heldout), task.heldout.getnnz(axis=1), ks
+    )
+    overall = _mean(per_user, np.ones(len(task.user_ids), dtype=bool))
+    for k in ks:
+        overall[f"coverage@{k}"] = coverage(rankings.all, k, len(task.item_ids))
+        overall[f"popularity@{k}"] = mean_popularity(rankings.all, k, task.popularity)
+    segments = {
+        label: _mean(per_user, mask) for label, mask in segment_masks(task.history, bins).items()
+    }
+    return {
+        "overall": overall,
+        "segments": segments,
+        "warm_items": _restricted(rankings.warm, task, ~task.cold, ks),
+        "cold_items": _restricted(rankings.cold, task, task.cold, ks),
+    }
+
+
+def segment_masks(history: np.ndarray, bins: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Users by training history length: bins (5, 20) -> "1-5", "6-20", "21+"."""
+    edges = [0, *bins]
+    masks = {
+        f"{low + 1}-{high}": (history > low) & (history <= high)
+        for low, high in itertools.pairwise(edges)
+    }
+    masks[f"{edges[-1] + 1}+"] = history > edges[-1]
+    return masks
+
+
+def _restricted(top: np.ndarray, task: Task, columns: np.ndarray, ks) -> dict:
+    """Ranking metrics against the held-out items among ``columns``, for users holding some."""
+    held = sp.csr_matrix(task.heldout.multiply(columns[None, :]))  # (U, I)
+    held.eliminate_zeros()
+    n_held = held.getnnz(axis=1)
+    users = n_held > 0
+    if not users.any():
+        return {"users": 0}
+    per_user = per_user_metrics(hit_matrix(top[users], held[users]), n_held[users], ks)
+    return _mean(per_user, np.ones(int(users.sum()), dtype=bool))
+
+
+def _mean(per_user: dict[str, np.ndarray], mask: np.ndarray) -> dict:
+    out: dict = {"users": int(mask.sum())}
+    if mask.any():
+        out.update({name: float(values[mask].mean()) for name, values in per_user.items()})
+    return out

@@ -1,0 +1,74 @@
+"""Recording an evaluation's summary with the catalog's active model bundle.
+
+The summary (the fused contender's metrics, the split and the report's path) goes into the
+bundle's registry row, ``model_bundles.metrics["evaluation"]``, and into ``evaluation.json``
+beside the bundle's ``manifest.json``. The manifest itself is left as written: it lists the
+SHA-256 of the bundle's model files, which `read_manifest` verifies; evaluation.json is not
+a model file, is not listed, and so never fails that check. Both hold the latest evaluation.
+
+The evaluated fused model is trained on the split's training part with the same code and
+configuration as `recsys train`; the bundle itself was trained on all interactions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from sqlalchemy import Engine, select, update
+from sqlalchemy.orm import Session
+
+from recsys.catalog.models import ModelBundle
+
+log = logging.getLogger(__name__)
+
+EVALUATION_FILE = "evaluation.json"
+
+
+def summary(metrics: dict, report: Path) -> dict:
+    """The fused contender's overall and cold-item metrics, the split and the report."""
+    fused = metrics.get("contenders", {}).get("fused")
+    out = {"report": str(Path(report).resolve()), "split": metrics.get("split")}
+    if fused is not None:
+        out["metrics"] = {k: v for k, v in fused["overall"].items() if k != "users"}
+        cold = fused["cold_items"]
+        out["metrics"].update({f"cold_{k}": v for k, v in cold.items() if k != "users"})
+    if "images" in metrics:
+        out["images"] = metrics["images"]
+    return out
+
+
+def record_in_active_bundle(engine: Engine, metrics: dict, report: Path) -> str | None:
+    """Add the summary to the active bundle's registry row and directory; its version, or None
+    when the catalog has no active bundle."""
+    record = summary(metrics, report)
+    with Session(engine) as session, session.begin():
+        bundle = session.scalars(select(ModelBundle).where(ModelBundle.is_active)).first()
+        if bundle is None:
+            log.info("no active bundle: the evaluation is recorded in the report only")
+            return None
+        merged = {**(bundle.metrics or {}), "evaluation": record}
+        session.execute(
+            update(ModelBundle).where(ModelBundle.id == bundle.id).values(metrics=merged)
+        )
+        version, path = bundle.version, Path(bundle.path)
+    if path.is_dir():
+        _write_atomic(path / EVALUATION_FILE, json.dumps(record, indent=2))
+    else:
+        log.warning("bundle %s has no directory at %s; registry row updated only", version, path)
+    log.info("evaluation recorded with bundle %s", version)
+    return version
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

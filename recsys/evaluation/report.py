@@ -1,0 +1,320 @@
+"""The evaluation report: ``<out>/<timestamp>/`` with report.md, report.html (self-contained),
+metrics.json and plots/*.png.
+
+metrics.json holds only what the seed determines (no times, no paths), so two runs with the
+same seed on the same catalog write identical files. The directory is written under a hidden
+temporary name and renamed, so a reader never sees half a report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from recsys.evaluation import plots
+from recsys.evaluation.document import Bold, Document, to_html, to_markdown
+from recsys.evaluation.metrics import RANKING_METRICS
+
+log = logging.getLogger(__name__)
+
+COLUMNS = (*RANKING_METRICS, "coverage", "popularity")
+
+
+@dataclass
+class ReportInputs:
+    metrics: dict  # -> metrics.json
+    seconds: dict[str, dict[str, float]]  # contender -> fit / score seconds
+    headline_k: int
+    item_vectors: np.ndarray  # (I, D) fused item vectors for the map
+    map_attribute: str
+    map_categories: np.ndarray  # (I,) the value each item is coloured by
+    examples: list[list[int]]  # rows: query item row, then its similar items
+    titles: list[str]
+    images: list[str | None]
+    seed: int = 0
+    command: str | None = None
+
+
+def write_report(out_dir: Path, inputs: ReportInputs) -> Path:
+    """Write the report directory and return its path."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{stamp}.", dir=out_dir))
+    try:
+        (tmp / "plots").mkdir()
+        figures = _figures(tmp / "plots", inputs)
+        (tmp / "metrics.json").write_text(json.dumps(_clean(inputs.metrics), indent=2) + "\n")
+        doc = _document(inputs, figures, stamp)
+        (tmp / "report.md").write_text(to_markdown(doc, tmp))
+        (tmp / "report.html").write_text(to_html(doc))
+        final = _free_name(out_dir / stamp)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _free_name(path: Path) -> Path:
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate
+
+
+def _clean(value):
+    """JSON-safe: NaN -> null, numpy scalars -> Python, floats to 6 decimals."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return None if math.isnan(value) else round(value, 6)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _figures(directory: Path, inputs: ReportInputs) -> dict[str, Path]:
+    results, k = inputs.metrics["contenders"], inputs.headline_k
+    ks = tuple(inputs.metrics["config"]["ks"])
+    figures = {}
+    if results:
+        figures["headline"] = plots.headline(results, k, directory / "headline.png")
+        figures["recall"] = plots.curves(results, ks, "recall", directory / "recall_at_k.png")
+        figures["ndcg"] = plots.curves(results, ks, "ndcg", directory / "ndcg_at_k.png")
+        figures["segments"] = plots.segments(results, k, directory / "segments.png")
+    figures["map"] = plots.item_map(
+        inputs.item_vectors, inputs.map_categories, inputs.map_attribute,
+        directory / "item_map.png", inputs.seed,
+    )  # fmt: skip
+    if inputs.examples:
+        figures["similar"] = plots.similar_items(
+            inputs.examples, inputs.titles, inputs.images, directory / "similar_items.png"
+        )
+    return figures
+
+
+def _document(inputs: ReportInputs, figures: dict[str, Path], stamp: str) -> Document:
+    doc = Document(f"Offline evaluation {stamp}")
+    metrics = inputs.metrics
+    if metrics["contenders"]:
+        _glance(doc, inputs, figures)
+    _data(doc, metrics)
+    if metrics["contenders"]:
+        _at_each_k(doc, inputs, figures)
+        _segments(doc, inputs, figures)
+    if "images" in metrics:
+        _images(doc, metrics["images"])
+    _vectors(doc, inputs, figures)
+    _configuration(doc, inputs)
+    _definitions(doc)
+    return doc
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _column(results: dict, values: dict[str, float | None]) -> dict[str, str | Bold]:
+    """Formatted values with the highest one in bold."""
+    known = {n: v for n, v in values.items() if v is not None}
+    top = max(known.values()) if known else None
+    return {n: Bold(_fmt(v)) if v is not None and v == top else _fmt(v) for n, v in values.items()}
+
+
+def _glance(doc: Document, inputs: ReportInputs, figures) -> None:
+    results, k = inputs.metrics["contenders"], inputs.headline_k
+    doc.heading("At a glance")
+    doc.paragraph(_verdict(results, k))
+    warm = _column(results, {n: r["overall"].get(f"recall@{k}") for n, r in results.items()})
+    cold = _column(results, {n: r["cold_items"].get(f"recall@{k}") for n, r in results.items()})
+    ndcg = _column(results, {n: r["overall"].get(f"ndcg@{k}") for n, r in results.items()})
+    rows = []
+    for name, r in results.items():
+        seconds = inputs.seconds.get(name, {})
+        label = Bold(name) if name == plots.FUSED else name
+        rows.append([
+            label, warm[name], cold[name], ndcg[name], _fmt(r["overall"].get(f"coverage@{k}")),
+            _fmt(r["overall"].get(f"popularity@{k}"), 1), _fmt(seconds.get("fit"), 1),
+        ])  # fmt: skip
+    header = ["contender", f"recall@{k}", f"cold-item recall@{k}", f"nDCG@{k}",
+              f"coverage@{k}", f"popularity@{k}", "fit s"]  # fmt: skip
+    doc.table(header, rows)
+    doc.image(figures["headline"], "recall and cold-item recall per contender")
+
+
+def _verdict(results: dict, k: int) -> str:
+    """One sentence: is the fused model the best contender on both headline metrics?"""
+    if plots.FUSED not in results:
+        return "No fused model was evaluated."
+    parts = []
+    for part, label in (("overall", f"recall@{k}"), ("cold_items", f"cold-item recall@{k}")):
+        values = {n: r[part].get(f"recall@{k}") for n, r in results.items()}
+        fused = values.pop(plots.FUSED)
+        peers = {n: v for n, v in values.items() if v is not None}
+        if fused is None or not peers:
+            parts.append(f"{label}: not measurable on this split")
+            continue
+        best = max(peers, key=peers.get)
+        word = "best" if fused > peers[best] else "**not** the best"
+        parts.append(f"{label} {fused:.4f}, {word} (best peer: {best} {peers[best]:.4f})")
+    return "The fused model: " + "; ".join(parts) + "."
+
+
+def _data(doc: Document, metrics: dict) -> None:
+    data = metrics["data"]
+    doc.heading("Data and split")
+    lines = [
+        f"Catalog: {data['items']:,} items ({data['items_with_images']:,} with images, "
+        f"{data['attributes']} attributes), {data['users']:,} users, "
+        f"{data['interactions']:,} interactions.",
+    ]
+    if data.get("user_sample"):
+        lines.append(f"Restricted to a seeded sample of {data['user_sample']:,} users.")
+    split, task = metrics.get("split"), metrics.get("task")
+    if split:
+        cutoff = f", cutoff {split['cutoff']}" if split["cutoff"] else ""
+        lines.append(
+            f"Split: `{split['name']}`, holdout {split['holdout']}{cutoff}, seed {split['seed']}: "
+            f"{split['train']:,} training and {split['test']:,} held-out interactions."
+        )
+        lines.append(
+            f"Evaluated users: {task['evaluated_users']:,} (training history and held-out "
+            f"items); held-out users without training history, not evaluated: "
+            f"{task['test_users_without_training_history']:,}."
+        )
+        lines.append(
+            f"Cold items (no training interaction): {task['cold_items']:,}; users holding "
+            f"some out: {task['users_holding_cold_items']:,}."
+        )
+    else:
+        lines.append("No interactions: only the item vectors are evaluated.")
+    doc.bullets(lines)
+
+
+def _at_each_k(doc: Document, inputs: ReportInputs, figures) -> None:
+    results = inputs.metrics["contenders"]
+    doc.heading("Metrics at each k (all items ranked)")
+    for k in inputs.metrics["config"]["ks"]:
+        doc.heading(f"k = {k}", 3)
+        columns = {
+            c: _column(results, {n: r["overall"].get(f"{c}@{k}") for n, r in results.items()})
+            for c in COLUMNS
+        }
+        columns["popularity"] = {
+            n: _fmt(r["overall"].get(f"popularity@{k}"), 1) for n, r in results.items()
+        }
+        rows = [[name, *(columns[c][name] for c in COLUMNS)] for name in results]
+        doc.table(["contender", *COLUMNS], rows)
+    doc.image(figures["recall"], "recall@k per contender")
+    doc.image(figures["ndcg"], "nDCG@k per contender")
+
+
+def _segments(doc: Document, inputs: ReportInputs, figures) -> None:
+    results, k = inputs.metrics["contenders"], inputs.headline_k
+    first = next(iter(results.values()))
+    doc.heading(f"Segments (recall@{k})")
+    groups = [(f"users {s}", "segments", s) for s in first["segments"]]
+    groups += [("warm items only", "warm_items", None), ("cold items only", "cold_items", None)]
+    columns = {}
+    for label, part, key in groups:
+        values = {
+            n: (r[part][key] if key else r[part]).get(f"recall@{k}") for n, r in results.items()
+        }
+        columns[label] = _column(results, values)
+    header = ["contender"] + [
+        f"{label} ({(first[part][key] if key else first[part])['users']} users)"
+        for label, part, key in groups
+    ]
+    doc.table(header, [[n, *(columns[g[0]][n] for g in groups)] for n in results])
+    doc.paragraph(
+        "Users are segmented by their number of training interactions. Warm (cold) items only: "
+        "only items with (without) training interactions are ranked, against the held-out "
+        "items of that kind, for the users who hold such items out. Contenders without item "
+        "content give every cold item the same score, so their cold-item figures are those of "
+        "an arbitrary order."
+    )
+    doc.image(figures["segments"], "recall by segment")
+    _cold_items(doc, results, inputs.metrics["config"]["ks"])
+
+
+def _cold_items(doc: Document, results: dict, ks: list[int]) -> None:
+    doc.heading("Cold-item ranking at each k", 3)
+    rows = [
+        [n, *(_fmt(r["cold_items"].get(f"recall@{k}")) for k in ks)] for n, r in results.items()
+    ]
+    doc.table(["contender", *(f"recall@{k}" for k in ks)], rows)
+
+
+def _images(doc: Document, section: dict) -> None:
+    doc.heading("Image encoder")
+    doc.paragraph(
+        f"Labelled items ({section['labels_file']}): {section['queries']:,} queries against a "
+        f"gallery of {section['gallery']:,}; kNN accuracy (k=20, cosine, exp(cos/0.07) votes) "
+        "and precision@10 of same-label retrieval. Labels are used only to score."
+    )
+    rows = [
+        [name, _fmt(section[name]["knn_accuracy"]), _fmt(section[name]["precision@10"])]
+        for name in ("image vectors", "raw pixels")
+    ]
+    doc.table(["vectors", "kNN accuracy", "precision@10"], rows)
+
+
+def _vectors(doc: Document, inputs: ReportInputs, figures) -> None:
+    doc.heading("Item vectors")
+    doc.image(figures["map"], f"item map coloured by {inputs.map_attribute}")
+    if not inputs.examples:
+        return
+    doc.heading("Similar items (fused model)", 3)
+    titles = inputs.titles
+    rows = [[titles[row[0]], "; ".join(titles[i] for i in row[1:])] for row in inputs.examples]
+    doc.table(["query", "most similar items"], rows)
+    doc.image(figures["similar"], "similar items")
+
+
+def _configuration(doc: Document, inputs: ReportInputs) -> None:
+    doc.heading("Configuration and reproduction")
+    if inputs.command:
+        doc.paragraph("Command:")
+        doc.code(inputs.command)
+    fused = inputs.metrics.get("fused")
+    if fused:
+        doc.paragraph(
+            f"Fused block weights chosen on validation: `{json.dumps(_clean(fused['weights']))}`, "
+            f"cold-item scale `{json.dumps(_clean(fused['cold_scale']))}`."
+        )
+    if inputs.seconds:
+        times = ", ".join(
+            f"{n} {s['fit']:.1f} s + {s['score']:.1f} s" for n, s in inputs.seconds.items()
+        )
+        doc.paragraph(f"Seconds (fit + score): {times}.")
+    doc.paragraph("EvaluationConfig (also in metrics.json; same seed, same numbers):")
+    doc.code(json.dumps(_clean(inputs.metrics["config"]), indent=1))
+
+
+def _definitions(doc: Document) -> None:
+    doc.heading("Definitions")
+    doc.bullets([
+        "Training items are never recommended; H = a user's held-out items.",
+        "recall@k = hits in top k / min(k, |H|); precision@k = hits / k; hit rate@k = any hit.",
+        "nDCG@k: binary gains, log2 discount, normalised by min(k, |H|) hits at the top.",
+        "MAP@k: mean of precision at each hit rank, over min(k, |H|); MRR@k: 1 / first hit rank.",
+        "coverage@k: share of catalog items in anyone's top k; popularity@k: mean number of "
+        "training users of the recommended items (popularity bias).",
+        "cold-item recall@k: only items without training interactions ranked, for users "
+        "holding such items out.",
+    ])  # fmt: skip

@@ -1,0 +1,275 @@
+"""`recsys evaluate`: split the catalog's interactions, train every contender on the training
+part, score them side by side and write a report (see ``recsys.evaluation.report``)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine
+from threadpoolctl import threadpool_limits
+from tqdm import tqdm
+
+from recsys.errors import InvalidInput
+from recsys.evaluation import images as image_eval
+from recsys.evaluation.contenders import Fused, ItemContent, PeerConfig, build_contenders
+from recsys.evaluation.protocol import build_task, rank, score
+from recsys.evaluation.registry import record_in_active_bundle
+from recsys.evaluation.report import ReportInputs, write_report
+from recsys.evaluation.splits import SPLITS, sample_users, split_interactions
+from recsys.model.data import CatalogData, read_catalog
+from recsys.model.training import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluationConfig:
+    # temporal (per user, latest share by time), time-cutoff (one global time) or random.
+    split: str = "temporal"
+    # Share of each user's interactions held out (temporal, random); for time-cutoff the
+    # share of all interactions after the default cutoff.
+    holdout: float = 0.2
+    # time-cutoff only: ISO time; None = the time quantile 1 - holdout.
+    cutoff: str | None = None
+    # Cut-offs of every metric; 10 (or the first k) is the report's headline.
+    ks: tuple[int, ...] = (5, 10, 20, 50)
+    # Seeds the random split, the user sample, ALS/BPR (peers and fused) and the examples.
+    seed: int = 0
+    # Evaluate a seeded sample of this many users (their interactions only); None = all.
+    users: int | None = None
+    # Upper bounds of the user segments by training history length: "1-5", "6-20", "21+".
+    segments: tuple[int, ...] = (5, 20)
+    # Epochs of the image encoder trained on the catalog's images; None = its default.
+    image_epochs: int | None = None
+    # Example similar-items rows in the report, and neighbours per row.
+    examples: int = 4
+    neighbours_shown: int = 5
+    peers: PeerConfig = field(default_factory=PeerConfig)
+    # The fused contender: what `recsys train` builds (ALS seeded with ``seed``).
+    fused: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"EvaluationConfig.split {self.split!r} is not one of {SPLITS}")
+        if not 0.0 < self.holdout < 1.0:
+            raise ValueError(f"EvaluationConfig.holdout {self.holdout} must be in (0, 1)")
+        if not self.ks or min(self.ks) < 1:
+            raise ValueError(f"EvaluationConfig.ks {self.ks} must be positive cut-offs")
+        self.ks = tuple(sorted(set(self.ks)))
+        self.peers.seed = self.fused.cf.random_state = self.seed
+
+    @property
+    def headline_k(self) -> int:
+        return 10 if 10 in self.ks else self.ks[0]
+
+
+@dataclass
+class EvaluationResult:
+    path: Path  # the report directory
+    metrics: dict[str, Any]  # what metrics.json holds
+    bundle: str | None  # the active bundle the summary was recorded in
+
+
+def evaluate(
+    engine: Engine,
+    out_dir: Path,
+    config: EvaluationConfig | None = None,
+    labels: Path | None = None,
+    show_progress: bool = False,
+    image_encoder_factory: Callable[[], Any] | None = None,
+    command: str | None = None,
+    device: str = "cpu",
+) -> EvaluationResult:
+    """Evaluate every contender on the catalog and write ``out_dir/<timestamp>/``.
+
+    ``device`` is where the image encoder trains (catalogs with images); ALS, BPR and the
+    fused model's CF run on the CPU, so that the seed alone fixes the numbers.
+    """
+    config = config or EvaluationConfig()
+    with threadpool_limits(1, "blas"):
+        data = _read(engine, config)
+        content = ItemContent(
+            config.fused.tabular, config.fused.use_titles,
+            image_encoder_factory or _image_encoder_factory(config, device, show_progress),
+        )  # fmt: skip
+        inputs = _evaluate(data, config, content, show_progress)
+        if labels is not None:
+            inputs.metrics["images"] = _image_section(data, content, labels, config, inputs)
+        inputs.command = command
+        path = write_report(Path(out_dir), inputs)
+    bundle = record_in_active_bundle(engine, inputs.metrics, path)
+    log.info("report written to %s", path)
+    return EvaluationResult(path, inputs.metrics, bundle)
+
+
+def _read(engine: Engine, config: EvaluationConfig) -> CatalogData:
+    data = read_catalog(engine)
+    if data.items.empty:
+        raise InvalidInput("the catalog has no items; run `recsys ingest items FILE` first")
+    if config.users is not None and not data.interactions.empty:
+        interactions = sample_users(data.interactions, config.users, config.seed)
+        data = CatalogData(data.items, data.kinds, interactions)
+    return data
+
+
+def _image_encoder_factory(config: EvaluationConfig, device: str, show_progress: bool):
+    def factory():
+        from recsys.vision import ImageEncoder, ImageEncoderConfig
+        from recsys.vision.train import TrainConfig as ImageTrainConfig
+
+        image = ImageEncoderConfig()
+        if config.image_epochs is not None:
+            image = ImageEncoderConfig(train=ImageTrainConfig(epochs=config.image_epochs))
+        return ImageEncoder(image, device=device, show_progress=show_progress)
+
+    return factory
+
+
+def _evaluate(data: CatalogData, config, content: ItemContent, show_progress: bool):
+    """Split, fit and score every contender; without interactions only the fused model's
+    content vectors are fitted (for the item map and examples)."""
+    metrics: dict[str, Any] = {"data": _data_section(data, config), "config": asdict(config)}
+    if data.interactions.empty:
+        fused = Fused(config.fused, content.precomputed_encoder(data)).fit(data)
+        metrics["contenders"] = {}
+        return _report_inputs(data, config, metrics, fused, {})
+    split = split_interactions(
+        data.interactions, config.split, config.holdout, config.seed, config.cutoff
+    )
+    train = CatalogData(data.items, data.kinds, split.train)
+    item_ids = data.items["item_id"].to_numpy(dtype=str)
+    task = build_task(split.train, split.test, item_ids)
+    if not len(task.user_ids):
+        raise InvalidInput(
+            "no user has both training and held-out interactions under this split; "
+            "use a larger --holdout, another --split or more interactions"
+        )
+    metrics["split"] = {**split.description, "train": len(split.train), "test": len(split.test)}
+    metrics["task"] = task.info
+    contenders = build_contenders(train, config.peers, content, config.fused)
+    metrics["contenders"], seconds = _score_all(contenders, train, task, config, show_progress)
+    metrics["best"] = _best(metrics["contenders"], config.headline_k)
+    fused = contenders[-1]
+    metrics["fused"] = {
+        "weights": fused.model_.weights_,
+        "cold_scale": fused.model_.cold_scale_,
+        "validation": fused.validation_,
+    }
+    return _report_inputs(train, config, metrics, fused, seconds)
+
+
+def _score_all(contenders: list, train: CatalogData, task, config, show_progress: bool):
+    """(contender -> metrics, contender -> seconds), one progress step per contender."""
+    results, seconds = {}, {}
+    for contender in tqdm(contenders, desc="evaluate", unit="model", disable=not show_progress):
+        results[contender.name], seconds[contender.name] = _run_one(
+            contender, train, task, config, show_progress
+        )
+    return results, seconds
+
+
+def _run_one(contender, train: CatalogData, task, config: EvaluationConfig, show_progress):
+    log.info("fitting %s ...", contender.name)
+    start = time.perf_counter()
+    contender.fit(train)
+    fitted = time.perf_counter()
+    rankings = rank(contender, task, max(config.ks), show_progress)
+    result = score(rankings, task, config.ks, config.segments)
+    done = time.perf_counter()
+    k = config.headline_k
+    log.info(
+        "%s: recall@%d %.4f, cold-item recall@%d %s", contender.name, k,
+        result["overall"][f"recall@{k}"], k, result["cold_items"].get(f"recall@{k}"),
+    )  # fmt: skip
+    return result, {"fit": round(fitted - start, 2), "score": round(done - fitted, 2)}
+
+
+def _best(results: dict, k: int) -> dict[str, str | None]:
+    """Per headline metric, the contender with the highest value."""
+    best = {}
+    for part, key in (("overall", f"recall@{k}"), ("cold_items", f"cold_recall@{k}")):
+        values = {n: r[part].get(f"recall@{k}") for n, r in results.items()}
+        values = {n: v for n, v in values.items() if v is not None}
+        best[key] = max(values, key=values.get) if values else None
+    return best
+
+
+def _data_section(data: CatalogData, config: EvaluationConfig) -> dict:
+    section = dict(data.counts)
+    section["user_sample"] = config.users
+    return section
+
+
+def _report_inputs(data: CatalogData, config, metrics, fused: Fused, seconds) -> ReportInputs:
+    items = data.items
+    titles = items["title"].where(items["title"].notna(), items["item_id"]).astype(str).tolist()
+    attribute, categories = _map_colours(data, fused)
+    return ReportInputs(
+        metrics=metrics,
+        seconds=seconds,
+        headline_k=config.headline_k,
+        item_vectors=fused.model_.item_queries(np.arange(len(items))),
+        map_attribute=attribute,
+        map_categories=categories,
+        examples=_examples(data, fused, config),
+        titles=titles,
+        images=items["image_path"].where(items["image_path"].notna(), None).tolist(),
+        seed=config.seed,
+    )
+
+
+def _map_colours(data: CatalogData, fused: Fused) -> tuple[str, np.ndarray]:
+    """The attribute the item map is coloured by: the first categorical, else the first value
+    of the first multi-valued attribute, else warm/cold."""
+    from recsys.model.tabular import split_multi
+
+    for kind in ("categorical", "multi"):
+        for name, found in data.kinds.items():
+            if found == kind and name in data.items.columns:
+                values = data.items[name]
+                if kind == "multi":
+                    values = values.map(lambda v: (split_multi(v) or [None])[0])
+                    return f"{name} (first listed)", values.to_numpy(dtype=object)
+                return name, values.to_numpy(dtype=object)
+    cold = np.where(fused.model_.cold_, "cold", "warm").astype(object)
+    return "warm/cold", cold
+
+
+def _examples(data: CatalogData, fused: Fused, config: EvaluationConfig) -> list[list[int]]:
+    """A few seeded queries among the 100 most popular items (all items without
+    interactions), each followed by its most similar items."""
+    counts = data.interactions["item_id"].astype(str).value_counts()
+    rows = pd.Index(data.items["item_id"].astype(str)).get_indexer(counts.index[:100])
+    pool = rows[rows >= 0] if len(counts) else np.arange(len(data.items))
+    rng = np.random.default_rng(config.seed)
+    queries = np.sort(rng.choice(pool, size=min(config.examples, len(pool)), replace=False))
+    neighbours = fused.similar(queries, min(config.neighbours_shown, len(data.items) - 1))
+    return [[int(q), *map(int, row)] for q, row in zip(queries, neighbours, strict=True)]
+
+
+def _image_section(data: CatalogData, content: ItemContent, labels: Path, config, inputs):
+    """Item 3 of the report: image vectors vs raw pixels on labelled items."""
+    vectors = content.image(data)
+    if vectors is None:
+        raise InvalidInput(f"--labels {labels} given, but no catalog item has an image")
+    table = image_eval.read_labels(labels)
+    item_ids = data.items["item_id"].to_numpy(dtype=str)
+    section = image_eval.image_quality(
+        item_ids, data.items["image_path"], vectors, table, config.seed
+    )
+    names = image_eval.label_names(item_ids, table)
+    if pd.notna(names).any():
+        inputs.map_attribute, inputs.map_categories = "label", names
+        inputs.titles = [
+            f"{title} ({name})" if pd.notna(name) else title
+            for title, name in zip(inputs.titles, names, strict=True)
+        ]
+    section["labels_file"] = Path(labels).name
+    return section

@@ -1,0 +1,96 @@
+"""Train/test splits of a catalog's interactions for offline evaluation.
+
+- ``temporal``: each user's latest ``floor(holdout * n_user)`` interactions by time
+  (``recsys.model.split.temporal_split``, the protocol of ``scripts/eval_movielens.py``);
+- ``time-cutoff``: one global time; everything at or after it is held out;
+- ``random``: each user's ``floor(holdout * n_user)`` interactions drawn at random (seeded).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from recsys.errors import InvalidInput
+from recsys.model.split import temporal_split
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("temporal", "time-cutoff", "random")
+
+
+@dataclass
+class Split:
+    train: pd.DataFrame
+    test: pd.DataFrame
+    # name, holdout, cutoff (ISO time or None), seed: what the report states.
+    description: dict
+
+
+def split_interactions(
+    interactions: pd.DataFrame, name: str, holdout: float, seed: int, cutoff: str | None = None
+) -> Split:
+    """Dispatch to one of ``SPLITS``; see the module docstring."""
+    if name not in SPLITS:
+        raise ValueError(f"split {name!r} is not one of {', '.join(SPLITS)}")
+    if name != "random":
+        _require_timestamps(interactions, name)
+    if name == "temporal":
+        train, test = temporal_split(interactions, holdout)
+    elif name == "time-cutoff":
+        when = pd.Timestamp(cutoff) if cutoff else default_cutoff(interactions, holdout)
+        train, test = time_cutoff_split(interactions, when)
+        cutoff = when.isoformat()
+    else:
+        train, test = random_split(interactions, holdout, seed)
+    description = {"name": name, "holdout": holdout, "cutoff": cutoff, "seed": seed}
+    log.info("%s split: %d training, %d held-out interactions", name, len(train), len(test))
+    return Split(train, test, description)
+
+
+def time_cutoff_split(
+    interactions: pd.DataFrame, cutoff: pd.Timestamp
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Interactions before ``cutoff`` train; those at or after it are held out."""
+    held = pd.to_datetime(interactions["timestamp"]) >= cutoff
+    return interactions[~held.to_numpy()], interactions[held.to_numpy()]
+
+
+def default_cutoff(interactions: pd.DataFrame, holdout: float) -> pd.Timestamp:
+    """The time before which a share ``1 - holdout`` of all interactions happened."""
+    stamps = pd.to_datetime(interactions["timestamp"]).astype("datetime64[ns]")
+    return pd.Timestamp(stamps.quantile(1.0 - holdout)).floor("s")
+
+
+def random_split(
+    interactions: pd.DataFrame, share: float, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Hold out ``floor(share * n_user)`` random interactions per user; same seed, same split."""
+    ordered = interactions.sort_values(["user_id", "item_id", "timestamp"], kind="stable")
+    draw = np.random.default_rng(seed).random(len(ordered))
+    ordered = ordered.iloc[np.lexsort((draw, ordered["user_id"].to_numpy()))]
+    position = ordered.groupby("user_id").cumcount()
+    size = ordered.groupby("user_id")["item_id"].transform("size")
+    held = position >= size - np.floor(size * share)
+    return ordered[~held], ordered[held]
+
+
+def sample_users(interactions: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """The interactions of a seeded sample of ``n`` users (all of them when fewer)."""
+    users = np.sort(interactions["user_id"].astype(str).unique())
+    if n >= len(users):
+        return interactions
+    chosen = np.random.default_rng(seed).choice(users, size=n, replace=False)
+    return interactions[interactions["user_id"].astype(str).isin(chosen).to_numpy()]
+
+
+def _require_timestamps(interactions: pd.DataFrame, name: str) -> None:
+    missing = int(pd.to_datetime(interactions["timestamp"]).isna().sum())
+    if missing:
+        raise InvalidInput(
+            f"the {name} split orders interactions by time, but {missing} of them have no "
+            "timestamp; ingest timestamps or use --split random"
+        )

@@ -1,0 +1,248 @@
+"""Evaluation metrics, splits and ranking against slow, obvious references."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from recsys.evaluation.metrics import (
+    coverage,
+    hit_matrix,
+    mean_popularity,
+    per_user_metrics,
+)
+from recsys.evaluation.protocol import build_task, rank, score, segment_masks
+from recsys.evaluation.splits import (
+    default_cutoff,
+    random_split,
+    sample_users,
+    split_interactions,
+    time_cutoff_split,
+)
+from recsys.model.split import evaluate_scores, heldout_sets, temporal_split
+
+KS = (1, 3, 5, 10)
+
+
+# -- slow references: one user at a time, straight from the definitions ----------------------
+def ref_recall(top, held, k):
+    return len([i for i in top[:k] if i in held]) / min(k, len(held))
+
+
+def ref_precision(top, held, k):
+    return len([i for i in top[:k] if i in held]) / k
+
+
+def ref_ndcg(top, held, k):
+    dcg = sum(1 / math.log2(j + 2) for j, i in enumerate(top[:k]) if i in held)
+    idcg = sum(1 / math.log2(j + 2) for j in range(min(k, len(held))))
+    return dcg / idcg
+
+
+def ref_map(top, held, k):
+    hits, total = 0, 0.0
+    for j, item in enumerate(top[:k]):
+        if item in held:
+            hits += 1
+            total += hits / (j + 1)
+    return total / min(k, len(held))
+
+
+def ref_mrr(top, held, k):
+    for j, item in enumerate(top[:k]):
+        if item in held:
+            return 1 / (j + 1)
+    return 0.0
+
+
+def ref_hit_rate(top, held, k):
+    return float(any(i in held for i in top[:k]))
+
+
+REFERENCES = {
+    "recall": ref_recall,
+    "precision": ref_precision,
+    "ndcg": ref_ndcg,
+    "map": ref_map,
+    "mrr": ref_mrr,
+    "hit_rate": ref_hit_rate,
+}
+
+
+def random_lists(seed: int, users: int = 40, items: int = 30, length: int = 10):
+    """Top lists (some shorter, padded with -1) and held-out sets (at least one item each)."""
+    rng = np.random.default_rng(seed)
+    top = np.full((users, length), -1, dtype=np.int64)
+    held = []
+    for u in range(users):
+        size = rng.integers(3, length + 1)
+        top[u, :size] = rng.choice(items, size=size, replace=False)
+        held.append(set(rng.choice(items, size=rng.integers(1, 12), replace=False).tolist()))
+    rows = [u for u, h in enumerate(held) for _ in h]
+    cols = [i for h in held for i in sorted(h)]
+    matrix = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(users, items))
+    return top, held, matrix
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_every_ranking_metric_matches_its_reference(seed):
+    top, held, matrix = random_lists(seed)
+    fast = per_user_metrics(hit_matrix(top, matrix), matrix.getnnz(axis=1), KS)
+    lists = [[i for i in row if i >= 0] for row in top.tolist()]
+    for name, reference in REFERENCES.items():
+        for k in KS:
+            expected = [reference(t, h, k) for t, h in zip(lists, held, strict=True)]
+            np.testing.assert_allclose(fast[f"{name}@{k}"], expected, err_msg=f"{name}@{k}")
+
+
+def test_metrics_beyond_the_list_length_count_as_misses():
+    top = np.array([[3, -1]])
+    held = sp.csr_matrix(np.array([[0, 0, 1, 1]]))
+    fast = per_user_metrics(hit_matrix(top, held), held.getnnz(axis=1), (5,))
+    assert fast["recall@5"][0] == 0.5 and fast["precision@5"][0] == 0.2
+    assert fast["mrr@5"][0] == 1.0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_coverage_and_popularity_match_their_references(seed):
+    top, _, _ = random_lists(seed)
+    popularity = np.random.default_rng(seed).integers(0, 50, size=30).astype(float)
+    for k in KS:
+        shown = {i for row in top[:, :k].tolist() for i in row if i >= 0}
+        assert coverage(top, k, 30) == pytest.approx(len(shown) / 30)
+        per_user = [
+            np.mean([popularity[i] for i in row if i >= 0])
+            for row in top[:, :k].tolist()
+            if any(i >= 0 for i in row)
+        ]
+        assert mean_popularity(top, k, popularity) == pytest.approx(np.mean(per_user))
+
+
+# -- splits ----------------------------------------------------------------------------------
+def interactions(users: int = 12, per_user: int = 11, seed: int = 0) -> pd.DataFrame:
+    """Users with 11-13 views of 40 items at random hours of 2024 (all times distinct)."""
+    rng = np.random.default_rng(seed)
+    counts = [per_user + u % 3 for u in range(users)]
+    n = sum(counts)
+    hours = pd.to_timedelta(rng.choice(10_000, size=n, replace=False), unit="h")
+    return pd.DataFrame(
+        {
+            "user_id": [f"u{u}" for u, c in enumerate(counts) for _ in range(c)],
+            "item_id": [f"i{i}" for i in rng.integers(0, 40, size=n)],
+            "event": "view",
+            "weight": 1.0,
+            "timestamp": pd.Timestamp("2024-01-01") + hours,
+        }
+    )
+
+
+def test_temporal_split_holds_out_each_users_latest_share():
+    frame = interactions()
+    split = split_interactions(frame, "temporal", 0.3, seed=0)
+    for user, own in frame.groupby("user_id"):
+        test = split.test[split.test["user_id"] == user]
+        train = split.train[split.train["user_id"] == user]
+        assert len(test) == math.floor(0.3 * len(own))
+        assert test["timestamp"].min() >= train["timestamp"].max()
+
+
+def test_time_cutoff_split_is_one_global_time():
+    frame = interactions()
+    cutoff = default_cutoff(frame, 0.25)
+    train, test = time_cutoff_split(frame, cutoff)
+    assert (train["timestamp"] < cutoff).all() and (test["timestamp"] >= cutoff).all()
+    assert len(test) / len(frame) == pytest.approx(0.25, abs=0.02)
+    split = split_interactions(frame, "time-cutoff", 0.2, seed=0, cutoff="2024-06-01")
+    assert split.description["cutoff"] == "2024-06-01T00:00:00"
+    assert (split.test["timestamp"] >= pd.Timestamp("2024-06-01")).all()
+
+
+def test_random_split_is_seeded_per_user_and_not_by_time():
+    frame = interactions()
+    a_train, a_test = random_split(frame, 0.3, seed=1)
+    _, b_test = random_split(frame.sample(frac=1, random_state=5), 0.3, seed=1)
+    _, c_test = random_split(frame, 0.3, seed=2)
+    assert a_test.sort_index().equals(b_test.sort_index())  # input order does not matter
+    assert not a_test.sort_index().equals(c_test.sort_index())
+    sizes = frame.groupby("user_id").size()
+    held = a_test.groupby("user_id").size().reindex(sizes.index, fill_value=0)
+    assert (held == np.floor(0.3 * sizes)).all()
+    assert len(a_train) + len(a_test) == len(frame)
+    latest, _ = temporal_split(frame, 0.3)
+    assert not a_train.sort_index().equals(latest.sort_index())
+
+
+def test_time_based_splits_need_timestamps():
+    frame = interactions()
+    frame.loc[0, "timestamp"] = pd.NaT
+    with pytest.raises(Exception, match="--split random"):
+        split_interactions(frame, "temporal", 0.2, seed=0)
+    split_interactions(frame, "random", 0.2, seed=0)
+
+
+def test_user_sample_is_seeded():
+    frame = interactions()
+    a, b = sample_users(frame, 5, 3), sample_users(frame, 5, 3)
+    assert a["user_id"].nunique() == 5 and a.equals(b)
+    assert sample_users(frame, 100, 3) is frame
+
+
+def test_segments_by_history_length():
+    masks = segment_masks(np.array([1, 5, 6, 20, 21, 300]), (5, 20))
+    assert list(masks) == ["1-5", "6-20", "21+"]
+    assert masks["1-5"].tolist() == [True, True, False, False, False, False]
+    assert masks["21+"].tolist() == [False, False, False, False, True, True]
+
+
+# -- the protocol agrees with the training/eval-script protocol ------------------------------
+class RandomScores:
+    name = "random"
+
+    def __init__(self, n_items: int, seed: int):
+        self.n_items, self.rng = n_items, np.random.default_rng(seed)
+        self.table: dict[str, np.ndarray] = {}
+
+    def scores(self, user_ids):
+        return np.stack([self._row(u) for u in user_ids])
+
+    def _row(self, user):
+        if user not in self.table:
+            self.table[user] = self.rng.random(self.n_items).astype(np.float32)
+        return self.table[user]
+
+
+def test_ranking_and_recall_match_evaluate_scores():
+    frame = interactions(users=30, per_user=15)
+    item_ids = np.array([f"i{i}" for i in range(45)])  # i40..i44: never interacted with
+    train, test = temporal_split(frame, 0.3)
+    cold_items = test["item_id"].drop_duplicates().sample(4, random_state=0)
+    train = train[~train["item_id"].isin(cold_items)]
+    task = build_task(train, test, item_ids)
+    contender = RandomScores(len(item_ids), seed=0)
+    result = score(rank(contender, task, 10), task, (10,), (5, 20))
+    users, held = heldout_sets(test, task.user_ids, item_ids)
+    expected = evaluate_scores(
+        lambda rows: contender.scores(task.user_ids[rows]), users, held, task.seen, task.cold
+    )
+    assert result["overall"]["recall@10"] == pytest.approx(expected["recall@10"])
+    assert result["cold_items"]["recall@10"] == pytest.approx(expected["cold_recall@10"])
+    assert result["cold_items"]["users"] == expected["cold_users"]
+
+
+def test_training_items_are_never_recommended_and_cold_lists_hold_cold_items():
+    frame = interactions(users=10, per_user=20)
+    item_ids = np.array([f"i{i}" for i in range(45)])
+    train, test = temporal_split(frame, 0.2)
+    task = build_task(train, test, item_ids)
+    rankings = rank(RandomScores(len(item_ids), seed=1), task, 45)
+    for u in range(len(task.user_ids)):
+        seen = set(task.seen[u].indices.tolist())
+        listed = [i for i in rankings.all[u].tolist() if i >= 0]
+        assert not seen & set(listed)
+        assert len(listed) == len(item_ids) - len(seen)
+        assert all(task.cold[i] for i in rankings.cold[u].tolist() if i >= 0)
+        assert not any(task.cold[i] for i in rankings.warm[u].tolist() if i >= 0)

@@ -1,0 +1,211 @@
+"""`recsys evaluate` end to end: a MovieLens subset in the catalog -> report files, the fused
+model ahead of popularity, same seed same numbers, the summary recorded with the active
+bundle; Fashion-MNIST images with labels -> the image-encoder section."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from threadpoolctl import threadpool_limits
+
+from recsys.catalog import connect
+from recsys.catalog.models import ModelBundle
+from recsys.cli import cli
+from recsys.evaluation.contenders import ItemContent, PeerConfig, build_contenders
+from recsys.evaluation.document import Bold, Document, to_html, to_markdown
+from recsys.model.bundle import read_manifest
+from recsys.model.data import CatalogData
+from recsys.model.training import TrainConfig
+
+# Users of the MovieLens subset: enough for the fused model to clearly beat popularity.
+SUBSET_USERS = 200
+PLOTS = ("headline", "recall_at_k", "ndcg_at_k", "segments", "item_map", "similar_items")
+
+
+def recsys(url: str, *args: str) -> str:
+    result = CliRunner().invoke(cli, ["--database-url", url, *map(str, args)])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def movielens_db(tmp_path_factory):
+    """A SQLite catalog with all MovieLens movies and the ratings of a seeded user sample."""
+    root = tmp_path_factory.mktemp("movielens")
+    url = f"sqlite:///{root / 'catalog.db'}"
+    recsys(url, "db", "upgrade")
+    recsys(url, "datasets", "prepare", "movielens", "--out", root)
+    ratings = pd.read_csv(root / "interactions.csv")
+    users = ratings["user_id"].drop_duplicates().sample(SUBSET_USERS, random_state=0)
+    ratings[ratings["user_id"].isin(users)].to_csv(root / "subset.csv", index=False)
+    recsys(url, "ingest", "items", root / "items.csv", "-q")
+    recsys(url, "ingest", "interactions", root / "subset.csv", "-q")
+    return root / "catalog.db"
+
+
+def copy_catalog(source, tmp_path) -> str:
+    shutil.copy(source, tmp_path / "catalog.db")
+    return f"sqlite:///{tmp_path / 'catalog.db'}"
+
+
+def only_report(directory):
+    (report,) = [p for p in directory.iterdir() if not p.name.startswith(".")]
+    return report
+
+
+@pytest.mark.slow
+def test_evaluate_writes_the_report_and_fused_beats_popularity(movielens_db, tmp_path):
+    url = f"sqlite:///{movielens_db}"
+    first = recsys(url, "evaluate", "--k", "5,10,20", "--out", tmp_path / "a", "--quiet")
+    report = only_report(tmp_path / "a")
+    for name in ("report.md", "report.html", "metrics.json"):
+        assert (report / name).stat().st_size > 0, name
+    for name in PLOTS:
+        assert (report / "plots" / f"{name}.png").stat().st_size > 1000, name
+    metrics = json.loads((report / "metrics.json").read_text())
+    results = metrics["contenders"]
+    assert list(results) == ["popularity", "item-kNN", "ALS", "BPR", "content (tabular)", "fused"]
+    fused, popularity = results["fused"], results["popularity"]
+    assert fused["overall"]["recall@10"] > popularity["overall"]["recall@10"]
+    assert fused["cold_items"]["recall@10"] > popularity["cold_items"]["recall@10"]
+    assert metrics["split"]["name"] == "temporal" and metrics["data"]["users"] == SUBSET_USERS
+    markdown = (report / "report.md").read_text()
+    assert "## At a glance" in markdown and "(plots/headline.png)" in markdown
+    assert "recsys evaluate --split temporal" in markdown
+    assert 'src="data:image/png;base64,' in (report / "report.html").read_text()
+    assert "fused" in first and "report:" in first
+
+    recsys(url, "evaluate", "--k", "5,10,20", "--out", tmp_path / "b", "--quiet")
+    again = only_report(tmp_path / "b")
+    assert (again / "metrics.json").read_text() == (report / "metrics.json").read_text()
+
+
+@pytest.mark.slow
+def test_other_splits_and_a_user_sample(movielens_db, tmp_path):
+    url = f"sqlite:///{movielens_db}"
+    args = ("--k", "10", "--users", "80", "--quiet")
+    recsys(url, "evaluate", "--split", "random", "--seed", "3", "--out", tmp_path / "r", *args)
+    random_metrics = json.loads((only_report(tmp_path / "r") / "metrics.json").read_text())
+    assert random_metrics["split"] | {"name": "random", "seed": 3} == random_metrics["split"]
+    assert random_metrics["data"]["users"] == 80
+    recsys(url, "evaluate", "--split", "time-cutoff", "--out", tmp_path / "t", *args)
+    cutoff = json.loads((only_report(tmp_path / "t") / "metrics.json").read_text())["split"]
+    assert cutoff["name"] == "time-cutoff" and cutoff["cutoff"]
+
+
+@pytest.mark.slow
+def test_evaluation_is_recorded_with_the_active_bundle(movielens_db, tmp_path):
+    url = copy_catalog(movielens_db, tmp_path)
+    recsys(url, "--artifacts-dir", tmp_path / "artifacts", "train", "--quiet")
+    output = recsys(url, "evaluate", "--k", "10", "--users", "80", "--out", tmp_path / "r")
+    assert "recorded with bundle" in output
+    engine = connect(url)
+    with Session(engine) as session:
+        bundle = session.scalars(select(ModelBundle).where(ModelBundle.is_active)).one()
+    engine.dispose()
+    evaluation = bundle.metrics["evaluation"]
+    assert evaluation["report"] == str(only_report(tmp_path / "r").resolve())
+    assert evaluation["metrics"]["recall@10"] > 0 and "cold_recall@10" in evaluation["metrics"]
+    assert "validation_recall@10" in bundle.metrics  # training's own metrics are kept
+    on_disk = json.loads((tmp_path / bundle.path / "evaluation.json").read_text())
+    assert on_disk == evaluation
+    read_manifest(bundle.path, verify=True)  # the checksummed files are untouched
+
+
+@pytest.mark.slow
+def test_image_encoder_section_from_fashion_mnist_labels(tmp_path):
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    data = tmp_path / "fmnist"
+    recsys(url, "db", "upgrade")
+    recsys(url, "datasets", "prepare", "fashion-mnist", "--out", data, "--limit", "140", "-q")
+    recsys(url, "ingest", "items", data / "items.csv", "--images-root", data, "-q")
+    output = recsys(
+        url, "evaluate", "--labels", data / "labels.csv", "--image-epochs", "1",
+        "--out", tmp_path / "r", "--quiet",
+    )  # fmt: skip
+    assert "raw pixels" in output
+    report = only_report(tmp_path / "r")
+    images = json.loads((report / "metrics.json").read_text())["images"]
+    assert (images["queries"], images["gallery"]) == (20, 120)
+    for vectors in ("image vectors", "raw pixels"):
+        assert 0.0 <= images[vectors]["knn_accuracy"] <= 1.0
+        assert 0.0 <= images[vectors]["precision@10"] <= 1.0
+    markdown = (report / "report.md").read_text()
+    assert "## Image encoder" in markdown and "coloured by label" in markdown
+    assert (report / "plots" / "similar_items.png").exists()
+
+
+def test_evaluate_refuses_an_empty_catalog(run_cli, engine, tmp_path):
+    result = run_cli("evaluate", "--out", tmp_path, expect_exit=2)
+    assert "no items" in result.output
+
+
+def test_cutoff_needs_the_time_cutoff_split(run_cli, engine, tmp_path):
+    result = run_cli("evaluate", "--cutoff", "2015-01-01", expect_exit=2)
+    assert "--split time-cutoff" in result.output
+
+
+def test_markdown_and_html_say_the_same_thing(tmp_path):
+    doc = Document("Title")
+    doc.heading("Section")
+    doc.paragraph("the **best** `model`")
+    doc.table(["model", "recall"], [["a", Bold("0.5")], ["b <x>", "0.25"]])
+    markdown, html = to_markdown(doc, tmp_path), to_html(doc)
+    assert "| model | recall |\n| --- | ---: |\n| a | **0.5** |" in markdown
+    assert "<p>the <b>best</b> <code>model</code></p>" in html
+    assert "<td><b>0.5</b></td>" in html and "b &lt;x&gt;" in html
+
+
+class FakeImageEncoder:
+    """Deterministic vectors from the path's digits (no files read), counting its fits."""
+
+    fits = 0
+
+    def fit(self, paths):
+        FakeImageEncoder.fits += 1
+        return self
+
+    def transform(self, paths):
+        digits = np.array([int(p[-5]) for p in paths])
+        return np.eye(10, dtype=np.float32)[digits] + 0.01
+
+
+def test_catalogs_with_images_add_an_image_contender_and_share_its_vectors():
+    items = pd.DataFrame(
+        {
+            "item_id": [f"i{i}" for i in range(20)],
+            "title": None,
+            "image_path": [f"/img/{i % 10}.png" if i < 16 else None for i in range(20)],
+            "in_stock": True,
+        }
+    )
+    rng = np.random.default_rng(0)
+    interactions = pd.DataFrame(
+        {
+            "user_id": [f"u{u}" for u in rng.integers(0, 8, size=80)],
+            "item_id": [f"i{i}" for i in rng.integers(0, 20, size=80)],
+            "event": "view",
+            "weight": 1.0,
+            "timestamp": pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(80), unit="h"),
+        }
+    )
+    data = CatalogData(items, {}, interactions)
+    content = ItemContent(image_encoder_factory=FakeImageEncoder)
+    config = TrainConfig(validation_share=0.0)
+    contenders = build_contenders(data, PeerConfig(factors=4), content, config)
+    names = [c.name for c in contenders]
+    assert names == ["popularity", "item-kNN", "ALS", "BPR", "content (image)", "fused"]
+    for contender in contenders:
+        with threadpool_limits(1, "blas"):
+            scores = contender.fit(data).scores(np.array(["u1", "u2", "nobody"]))
+        assert scores.shape == (3, 20)
+        assert scores[2].any() == (contender.name == "popularity")  # unknown users: 0
+    assert "image" in contenders[-1].model_.layout_.dims
+    assert FakeImageEncoder.fits == 1  # the fused model reused the shared vectors
