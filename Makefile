@@ -1,11 +1,16 @@
-# Quick start: `make demo` (set up, prepare + ingest MovieLens, train, print stats), `make test`.
+# Quick start: `make demo` (set up, prepare + ingest MovieLens, train, print stats), `make test`;
+# `make shop` does the same for the demo shop (Fashion-MNIST photos, simulated shoppers).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= var/data
 export RECSYS_DATABASE_URL ?= sqlite:///var/recsys.db
 
-.PHONY: setup demo test lint format clean
+# The demo shop has its own catalog, so it does not mix with the MovieLens demo's.
+SHOP_DATABASE_URL ?= sqlite:///var/shop.db
+SHOP := $(BIN)/recsys --database-url $(SHOP_DATABASE_URL)
+
+.PHONY: setup demo shop test lint format clean
 
 setup: $(VENV)/.installed
 	@scripts/system_packages.sh
@@ -24,6 +29,17 @@ demo: setup
 	$(BIN)/recsys stats
 	@echo "Movies like Toy Story (item 1):"
 	$(BIN)/recsys similar --item 1 -k 5
+
+# Fashion-MNIST photos with simulated shoppers: prepare, ingest, train (a few minutes on 2 cores).
+shop: setup
+	$(SHOP) db upgrade
+	$(SHOP) datasets prepare fashion-shop --out $(DATA)/fashion-shop
+	$(SHOP) ingest items $(DATA)/fashion-shop/items.csv
+	$(SHOP) ingest interactions $(DATA)/fashion-shop/interactions.csv
+	$(SHOP) train
+	$(SHOP) stats
+	@echo "Items like sku-009999, listed after the log ended (no interactions):"
+	$(SHOP) similar --item sku-009999 -k 5
 
 # Runs every test; catalog tests run on SQLite and on a throwaway PostgreSQL when one can start.
 test: setup

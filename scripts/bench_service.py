@@ -79,12 +79,14 @@ def prepare(workdir: Path, args, env: dict) -> list[str]:
     if versions_file.exists():
         return json.loads(versions_file.read_text())
     workdir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    make_catalog(workdir, args.items, args.users, args.seed)
-    recsys(env, "db", "upgrade")
-    recsys(env, "ingest", "items", str(workdir / "items.csv"), "--quiet")
-    recsys(env, "ingest", "interactions", str(workdir / "interactions.csv"), "--quiet")
-    print(f"catalog ready in {time.perf_counter() - started:.0f} s", flush=True)
+    if not (workdir / "catalog.done").exists():
+        started = time.perf_counter()
+        make_catalog(workdir, args.items, args.users, args.seed)
+        recsys(env, "db", "upgrade")
+        recsys(env, "ingest", "items", str(workdir / "items.csv"), "--quiet")
+        recsys(env, "ingest", "interactions", str(workdir / "interactions.csv"), "--quiet")
+        (workdir / "catalog.done").touch()
+        print(f"catalog ready in {time.perf_counter() - started:.0f} s", flush=True)
     versions = []
     for activate in (True, False):
         started = time.perf_counter()

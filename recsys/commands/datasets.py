@@ -11,11 +11,23 @@ from recsys.datasets import DATASETS, PrepareSummary
 
 @click.group("datasets")
 def command() -> None:
-    """Prepare real data sets (MovieLens, Fashion-MNIST) as ready-to-ingest files.
+    """Prepare data sets (MovieLens, Fashion-MNIST, a demo shop) as ready-to-ingest files.
 
-    `recsys datasets prepare NAME --out DIR` writes CSVs (and, for Fashion-MNIST, PNG images)
-    into DIR for `recsys ingest items` and `recsys ingest interactions`.
+    `recsys datasets prepare NAME --out DIR` writes CSVs (and, for Fashion-MNIST and the
+    shop, PNG images) into DIR for `recsys ingest items` and `recsys ingest interactions`.
     """
+
+
+# Which data sets each option applies to; any other use is refused.
+_APPLIES_TO = {
+    "limit": ("fashion-mnist",),
+    "data_dir": ("fashion-mnist", "fashion-shop"),
+    "cache_dir": ("fashion-mnist", "fashion-shop"),
+    "items": ("fashion-shop",),
+    "users": ("fashion-shop",),
+    "seed": ("fashion-shop",),
+    "new_share": ("fashion-shop",),
+}
 
 
 @command.command()
@@ -34,19 +46,41 @@ def command() -> None:
     help="fashion-mnist: keep the first N images, 6:1 train:test (default: all 70,000).",
 )
 @click.option(
+    "--items",
+    type=click.IntRange(min=2, max=70_000),
+    metavar="N",
+    help="fashion-shop: items, each a different photo (default: 10,000).",
+)
+@click.option(
+    "--users",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="fashion-shop: shoppers (default: 2,000).",
+)
+@click.option(
+    "--seed", type=int, help="fashion-shop: random seed; same seed, same shop (default: 0)."
+)
+@click.option(
+    "--new-share",
+    type=click.FloatRange(min=0, max=1, max_open=True),
+    metavar="SHARE",
+    help="fashion-shop: share of items listed after the log ends, with no interactions "
+    "(default: 0.1).",
+)
+@click.option(
     "--data-dir",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="fashion-mnist: folder with the *-ubyte.gz idx files "
+    help="fashion-mnist, fashion-shop: folder with the *-ubyte.gz idx files "
     "[default: /usr/share/datasets/fashion-mnist from the Debian package dataset-fashion-mnist].",
 )
 @click.option(
     "--cache-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="fashion-mnist: where the official files are downloaded to when --data-dir lacks them "
-    "[default: ~/.cache/recsys/fashion-mnist].",
+    help="fashion-mnist, fashion-shop: where the official files are downloaded to when "
+    "--data-dir lacks them [default: ~/.cache/recsys/fashion-mnist].",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def prepare(name, out_dir, limit, data_dir, cache_dir, quiet) -> None:
+def prepare(name, out_dir, quiet, **options) -> None:
     """Write data set NAME into --out as files `recsys ingest` reads.
 
     \b
@@ -57,27 +91,63 @@ def prepare(name, out_dir, limit, data_dir, cache_dir, quiet) -> None:
       images/train/00000.png, images/test/00000.png, ...
       items.csv         item_id (fmnist-train-00000), image (path relative to --out)
       labels.csv        item_id, label, label_name, split; for evaluation only
+    fashion-shop (a demo shop: real Fashion-MNIST photos, made-up attributes, and
+    SIMULATED shoppers; --out is replaced whole):
+      images/sku-000000.png, ...
+      items.csv         item_id, image, title, price, brand, department, colour_tone
+                        (light/mid/dark), added (listing date), in_stock
+      interactions.csv  user_id, item_id, event (view/click/cart/purchase), weight,
+                        timestamp; 90 days of simulated sessions; the newest items
+                        (--new-share) have none
+      labels.csv        item_id, label, label_name; for evaluation only
+      shoppers.csv      user_id and the hidden tastes that drove the simulation
+                        (classes, price range, tone); for evaluation only
 
     Then, with OUT the --out folder: `recsys ingest items OUT/items.csv --images-root OUT`.
     """
+    for option, value in options.items():
+        if value is not None and name not in _APPLIES_TO[option]:
+            flag = "--" + option.replace("_", "-")
+            raise click.UsageError(f"{flag} applies to {' and '.join(_APPLIES_TO[option])} only")
     # The data set modules are imported on use: other commands need not load pandas, PIL, etc.
-    if name == "movielens":
-        if limit is not None or data_dir is not None or cache_dir is not None:
-            raise click.UsageError(
-                "--limit, --data-dir and --cache-dir apply to fashion-mnist only"
-            )
-        from recsys.datasets.movielens import prepare_movielens
-
-        summary = prepare_movielens(out_dir)
-    else:
-        from recsys.datasets.fashion_mnist import FashionMnistSource, prepare_fashion_mnist
-
-        source_args = {"local_dir": data_dir, "cache_dir": cache_dir}
-        source = FashionMnistSource(**{k: v for k, v in source_args.items() if v is not None})
-        summary = prepare_fashion_mnist(
-            out_dir, limit=limit, show_progress=not quiet, source=source
-        )
+    summary = _PREPARERS[name](out_dir, not quiet, **options)
     _echo_summary(name, summary)
+
+
+def _movielens(out_dir: Path, show_progress: bool, **_) -> PrepareSummary:
+    from recsys.datasets.movielens import prepare_movielens
+
+    return prepare_movielens(out_dir)
+
+
+def _fashion_mnist(out_dir: Path, show_progress: bool, limit, **options) -> PrepareSummary:
+    from recsys.datasets.fashion_mnist import prepare_fashion_mnist
+
+    source = _fashion_mnist_source(options["data_dir"], options["cache_dir"])
+    return prepare_fashion_mnist(out_dir, limit=limit, show_progress=show_progress, source=source)
+
+
+def _fashion_shop(out_dir: Path, show_progress: bool, **options) -> PrepareSummary:
+    from recsys.datasets.fashion_shop import ShopConfig, prepare_fashion_shop
+
+    names = ("items", "users", "seed", "new_share")
+    config = ShopConfig(**{k: options[k] for k in names if options[k] is not None})
+    source = _fashion_mnist_source(options["data_dir"], options["cache_dir"])
+    return prepare_fashion_shop(out_dir, config, show_progress=show_progress, source=source)
+
+
+def _fashion_mnist_source(data_dir: Path | None, cache_dir: Path | None):
+    from recsys.datasets.fashion_mnist import FashionMnistSource
+
+    given = {"local_dir": data_dir, "cache_dir": cache_dir}
+    return FashionMnistSource(**{k: v for k, v in given.items() if v is not None})
+
+
+_PREPARERS = {
+    "movielens": _movielens,
+    "fashion-mnist": _fashion_mnist,
+    "fashion-shop": _fashion_shop,
+}
 
 
 def _echo_summary(name: str, summary: PrepareSummary) -> None:

@@ -3,12 +3,14 @@
 - `recsys.datasets.movielens`: `load_movielens()`, `prepare_movielens(out_dir)`.
 - `recsys.datasets.fashion_mnist`: `load_fashion_mnist(split)`, `CLASS_NAMES`,
   `prepare_fashion_mnist(out_dir, limit=None, show_progress=True)`.
+- `recsys.datasets.fashion_shop`: `prepare_fashion_shop(out_dir, ShopConfig(...))`, a demo shop
+  of Fashion-MNIST photos with made-up attributes and SIMULATED shoppers.
 
 Import those modules directly; this package stays light so the CLI starts fast.
 """
 
 from recsys.datasets._io import DatasetUnavailable, PrepareSummary
 
-DATASETS = ("movielens", "fashion-mnist")
+DATASETS = ("movielens", "fashion-mnist", "fashion-shop")
 
 __all__ = ["DATASETS", "DatasetUnavailable", "PrepareSummary"]

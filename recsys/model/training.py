@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+from recsys.catalog.models import utcnow
 from recsys.errors import InvalidInput, TrainingFailed
 from recsys.model.bundle import new_version, register_bundle, write_bundle
 from recsys.model.cf import CFConfig, CollaborativeModel
@@ -55,15 +56,53 @@ class WeightGrid:
 
 
 @dataclass
+class ImageConfig:
+    """The images stage's encoder (``recsys.vision.ImageEncoder``); the rest of its
+    configuration keeps the library defaults. Pass ``image_encoder_factory`` to ``train`` for
+    full control."""
+
+    # Self-supervised method: simclr, byol or dino.
+    method: str = "simclr"
+    # Passes over the catalog's images; ignored when time_budget is set. 10,000 28x28 images
+    # take 15-20 s an epoch on 2 CPU cores (benchmarks/RESULTS.md, "Demo shop").
+    epochs: int = 5
+    # Train for this many seconds instead (the result then depends on the machine's speed).
+    time_budget: float | None = None
+    # Side of the training crops (None = the 28-px input size); 20-px crops train 1.7x
+    # faster on a CPU, at no loss in quality (benchmarks/RESULTS.md, "Image encoder").
+    train_size: int | None = 20
+    # Seed of the initialisation, batch order and augmentations.
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"ImageConfig.epochs {self.epochs} must be 1 or more")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise ValueError(f"ImageConfig.time_budget {self.time_budget} must be above 0 s")
+
+    def encoder_config(self):
+        """The ``recsys.vision.ImageEncoderConfig`` this describes (imports torch)."""
+        from recsys.vision import ImageEncoderConfig
+        from recsys.vision import TrainConfig as VisionTrainConfig
+
+        train = VisionTrainConfig(epochs=self.epochs, time_budget=self.time_budget, seed=self.seed)
+        return ImageEncoderConfig(method=self.method, train_size=self.train_size, train=train)
+
+
+@dataclass
 class TrainConfig:
     cf: CFConfig = field(default_factory=CFConfig)
     tabular: TabularConfig = field(default_factory=TabularConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
     grid: WeightGrid = field(default_factory=WeightGrid)
     # Share of each user's latest training interactions used to choose block weights;
     # 0 keeps fusion.weights as given.
     validation_share: float = 0.2
+    # At most this many users score each weight candidate (a seeded sample): the grid costs
+    # users x items x dims per candidate, so large catalogs need a bound.
+    validation_users: int = 3000
     # Use the item title as a text attribute.
     use_titles: bool = True
     # Mark the new bundle active.
@@ -83,6 +122,9 @@ class _Parts:
     """What the stages produce, handed from one to the next."""
 
     data: CatalogData
+    # When the catalog was read (naive UTC, like the catalog): interactions stored later are
+    # "fresh" to this bundle and are folded in at serving time.
+    read_at: str = field(default_factory=lambda: utcnow().isoformat())
     content: dict[str, np.ndarray] = field(default_factory=dict)
     tabular: TabularEncoder | None = None
     image_encoder: Any = None
@@ -115,7 +157,7 @@ def train(
             parts = _Parts(read_catalog(engine))
             _check_trainable(parts.data)
         with stage("images"):
-            _images(parts, device, show_progress, image_encoder_factory)
+            _images(parts, config.image, device, show_progress, image_encoder_factory)
         with stage("tabular"):
             _tabular(parts, config)
         with stage("cf"):
@@ -171,7 +213,7 @@ def _check_trainable(data: CatalogData) -> None:
         raise InvalidInput("the catalog has no items; run `recsys ingest items FILE` first")
 
 
-def _images(parts: _Parts, device: str, show_progress: bool, factory) -> None:
+def _images(parts: _Parts, config: ImageConfig, device: str, show_progress: bool, factory) -> None:
     paths = parts.data.items["image_path"]
     has = paths.notna().to_numpy()
     if not has.any():
@@ -181,14 +223,23 @@ def _images(parts: _Parts, device: str, show_progress: bool, factory) -> None:
         from recsys.vision import ImageEncoder
 
         def factory():
-            return ImageEncoder(device=device, show_progress=show_progress)
+            return ImageEncoder(config.encoder_config(), device, show_progress=show_progress)
 
     files = paths[has].tolist()
-    encoder = factory().fit(files)
-    vectors = np.asarray(encoder.transform(files), dtype=np.float32)
+    # Torch's CPU kernels share OpenMP with OpenBLAS: lift train()'s one-thread BLAS limit,
+    # which would halve their speed on 2 cores.
+    with threadpool_limits(_torch_threads()):
+        encoder = factory().fit(files)
+        vectors = np.asarray(encoder.transform(files), dtype=np.float32)
     image = np.zeros((len(paths), vectors.shape[1]), dtype=np.float32)
     image[has] = vectors
     parts.content["image"], parts.image_encoder = image, encoder
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _tabular(parts: _Parts, config: TrainConfig) -> None:
@@ -223,6 +274,11 @@ def _choose_weights(parts: _Parts, config: TrainConfig) -> None:
     cf = CollaborativeModel(config.cf).fit(fit_part, item_ids)
     fused = FusedModel(config.fusion).fit(cf, parts.content, len(item_ids))
     users, held = heldout_sets(val_part, cf.user_ids_, item_ids)
+    if len(users) > config.validation_users:  # a seeded sample bounds the grid's cost
+        keep = np.sort(
+            np.random.default_rng(0).choice(len(users), config.validation_users, replace=False)
+        )
+        users, held = users[keep], [held[k] for k in keep]
     if not len(users):
         parts.metrics["validation"] = "skipped: too few interactions per user to hold any out"
         return
@@ -279,7 +335,7 @@ def fit_in_memory(
 
 def _fit_in_memory(parts: _Parts, config: TrainConfig, image_encoder_factory):
     data = parts.data
-    _images(parts, "cpu", False, image_encoder_factory)
+    _images(parts, config.image, "cpu", False, image_encoder_factory)
     _tabular(parts, config)
     _cf(parts, config, show_progress=False)
     _choose_weights(parts, config)
@@ -297,6 +353,7 @@ def _manifest(parts: _Parts, config: TrainConfig, fused: FusedModel, index) -> d
     return {
         "config": {**asdict(config), "index": asdict(config.index)},
         "counts": {**parts.data.counts, "cold_items": int(fused.cold_.sum())},
+        "data_read_at": parts.read_at,
         "blocks": fused.layout_.dims,
         "weights": fused.weights_,
         "cold_scale": fused.cold_scale_,
