@@ -1,5 +1,5 @@
-# Quick start: `make demo` (set up, prepare + ingest MovieLens, train, print stats), `make test`;
-# `make shop` does the same for the demo shop (Fashion-MNIST photos, simulated shoppers).
+# Quick start: `make demo` (set up, build + train the demo shop, serve it on PORT), `make test`.
+# `make movielens` prepares, ingests and trains MovieLens instead (no service).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,7 +10,10 @@ export RECSYS_DATABASE_URL ?= sqlite:///var/recsys.db
 SHOP_DATABASE_URL ?= sqlite:///var/shop.db
 SHOP := $(BIN)/recsys --database-url $(SHOP_DATABASE_URL)
 
-.PHONY: setup demo shop test lint format clean
+PORT ?= 8000
+SHOP_TRAINED := var/shop.trained
+
+.PHONY: setup demo shop serve movielens test lint format clean
 
 setup: $(VENV)/.installed
 	@scripts/system_packages.sh
@@ -20,7 +23,16 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --disable-pip-version-check -q -e ".[dev]"
 	touch $@
 
-demo: setup
+# The README's main command: a fresh machine to a running shop with recommendations.
+demo: shop serve
+
+# Serve the demo shop with gunicorn (production settings, services/gunicorn.conf.py).
+serve: setup
+	@echo "demo shop: http://127.0.0.1:$(PORT)/  (API: /v1, docs: /openapi.json; Ctrl-C stops)"
+	RECSYS_DATABASE_URL=$(SHOP_DATABASE_URL) RECSYS_BIND=127.0.0.1:$(PORT) \
+		$(BIN)/gunicorn -c services/gunicorn.conf.py "services.app:create_app()"
+
+movielens: setup
 	$(BIN)/recsys db upgrade
 	$(BIN)/recsys datasets prepare movielens --out $(DATA)/movielens
 	$(BIN)/recsys ingest items $(DATA)/movielens/items.csv
@@ -31,7 +43,9 @@ demo: setup
 	$(BIN)/recsys similar --item 1 -k 5
 
 # Fashion-MNIST photos with simulated shoppers: prepare, ingest, train (a few minutes on 2 cores).
-shop: setup
+shop: setup $(SHOP_TRAINED)
+
+$(SHOP_TRAINED): $(VENV)/.installed
 	$(SHOP) db upgrade
 	$(SHOP) datasets prepare fashion-shop --out $(DATA)/fashion-shop
 	$(SHOP) ingest items $(DATA)/fashion-shop/items.csv
@@ -40,6 +54,7 @@ shop: setup
 	$(SHOP) stats
 	@echo "Items like sku-009999, listed after the log ended (no interactions):"
 	$(SHOP) similar --item sku-009999 -k 5
+	touch $@
 
 # Runs every test; catalog tests run on SQLite and on a throwaway PostgreSQL when one can start.
 test: setup

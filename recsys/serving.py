@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.orm import Session
 
 from recsys.catalog.models import Interaction, Item, ModelBundle, User
@@ -146,18 +146,22 @@ class ModelHolder:
             log.exception("background reload failed")
 
 
+# Built once: per request only the parameters change (SQLAlchemy caches the compiled form).
+_FRESH_ITEMS = (
+    select(Item.external_id)
+    .join(Interaction, Interaction.item_id == Item.id)
+    .join(User, Interaction.user_id == User.id)
+    .where(User.external_id == bindparam("user_id"), Interaction.created_at > bindparam("since"))
+    .order_by(Interaction.id.desc())
+    .limit(FRESH_LIMIT)
+)
+
+
 def fresh_items(engine: Engine, user_id: str, since: datetime) -> list[str]:
     """Items of the user's events stored after ``since``, newest first (at most FRESH_LIMIT)."""
-    query = (
-        select(Item.external_id)
-        .join(Interaction, Interaction.item_id == Item.id)
-        .join(User, Interaction.user_id == User.id)
-        .where(User.external_id == user_id, Interaction.created_at > since)
-        .order_by(Interaction.id.desc())
-        .limit(FRESH_LIMIT)
-    )
-    with Session(engine) as session:
-        return list(session.scalars(query))
+    with engine.connect() as connection:
+        rows = connection.execute(_FRESH_ITEMS, {"user_id": user_id, "since": since})
+        return list(rows.scalars())
 
 
 def home_feed(

@@ -14,7 +14,7 @@ from locust import constant_throughput, task
 from locust.contrib.fasthttp import FastHttpUser
 
 IDS = json.loads(Path(os.environ["BENCH_IDS"]).read_text())
-RATE = float(os.environ.get("BENCH_USER_RPS", "5"))
+RATE = float(os.environ.get("BENCH_USER_RPS", "30"))
 
 
 class Shopper(FastHttpUser):
