@@ -160,8 +160,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=300, help="requests per second in all")
     parser.add_argument("--duration", type=int, default=60, help="seconds of load")
     parser.add_argument("--workers", type=int, default=3, help="gunicorn workers")
-    parser.add_argument("--threads", type=int, default=2, help="threads per gunicorn worker")
-    parser.add_argument("--worker-class", default="sync", help="gunicorn worker class")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="threads per worker (>1 means gthread)"
+    )
+    parser.add_argument("--worker-class", default="gthread", help="gunicorn worker class")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument(
         "--clients",

@@ -20,11 +20,11 @@ for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 bind = os.environ.get("RECSYS_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("RECSYS_WORKERS", (os.cpu_count() or 1) + 1))
-# sync workers (one request at a time each, behind a buffering proxy such as nginx) gave the
-# lowest tail latency on 2 cores: p99 13 ms vs 44 ms for gthread at 300 req/s
-# (benchmarks/RESULTS.md, "HTTP service"). RECSYS_WORKER_CLASS=gthread for keep-alive clients.
-worker_class = os.environ.get("RECSYS_WORKER_CLASS", "sync")
-threads = int(os.environ.get("RECSYS_THREADS", 2))  # gthread only
+# gthread workers keep connections alive and a slow client does not hold a whole worker; at
+# 300 req/s on 2 cores they matched sync workers' tail latency (benchmarks/RESULTS.md,
+# "HTTP service under load"). threads > 1 means gthread whatever worker_class says.
+worker_class = os.environ.get("RECSYS_WORKER_CLASS", "gthread")
+threads = int(os.environ.get("RECSYS_THREADS", 2))
 timeout = 60
 graceful_timeout = 30
 keepalive = 5
