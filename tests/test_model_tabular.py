@@ -81,3 +81,18 @@ def test_save_load_round_trip_without_pickles(items, tmp_path):
 def test_unknown_kind_is_refused(items):
     with pytest.raises(ValueError, match="kind 'blob'"):
         TabularEncoder({"price": "blob"}).fit(items)
+
+
+def test_a_wide_block_is_projected_and_the_projection_survives_save_and_load(tmp_path):
+    rng = np.random.default_rng(0)
+    items = pd.DataFrame(
+        {"brand": [f"b{v}" for v in rng.integers(0, 300, 1000)], "price": rng.random(1000)}
+    )
+    kinds = {"brand": "categorical", "price": "numeric"}
+    wide = TabularEncoder(kinds, TabularConfig(max_dims=0)).fit(items)
+    narrow = TabularEncoder(kinds, TabularConfig(max_dims=64)).fit(items)
+    assert wide.dim_ > 300 and narrow.dim_ == 64 == narrow.transform(items).shape[1]
+    narrow.save(tmp_path)
+    loaded = TabularEncoder.load(tmp_path)
+    assert loaded.dim_ == 64
+    np.testing.assert_allclose(loaded.transform(items), narrow.transform(items), atol=1e-6)

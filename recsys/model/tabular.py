@@ -41,6 +41,11 @@ class TabularConfig:
     numeric_bins: int = 64
     # Relative weight of each column (default 1.0) in the tabular block.
     column_weights: dict[str, float] = field(default_factory=dict)
+    # A block wider than this is projected onto its top max_dims singular directions
+    # (truncated SVD fitted on the catalog): one-hot columns with many values (300 brands)
+    # otherwise make every vector, the index and each similarity search several times wider.
+    # 0 keeps every dimension.
+    max_dims: int = 128
     random_state: int = 0
 
 
@@ -153,9 +158,25 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
             self.columns_[name] = (kind, self._fit_column(kind, items[name], config))
         if kind_date := [n for n, (k, _) in self.columns_.items() if k == "date"]:
             log.debug("date columns encoded as age: %s", kind_date)
+        self.projection_ = None
+        self._fit_projection(items, config)
         self.dim_ = self.transform(items.head(1)).shape[1]
         log.info("tabular encoder: %d columns, %d dimensions", len(self.columns_), self.dim_)
         return self
+
+    def _fit_projection(self, items: pd.DataFrame, config: TabularConfig) -> None:
+        """Truncated SVD of the encoded catalog when it is wider than ``max_dims``."""
+        if not config.max_dims:
+            return
+        encoded = self.transform(items)  # (n_items, raw dims)
+        if encoded.shape[1] <= config.max_dims or len(encoded) <= config.max_dims:
+            return
+        svd = TruncatedSVD(config.max_dims, random_state=config.random_state).fit(encoded)
+        self.projection_ = svd.components_.T.astype(np.float32)  # (raw dims, max_dims)
+        log.info(
+            "tabular block projected from %d to %d dimensions (%.0f%% of the variance kept)",
+            encoded.shape[1], config.max_dims, 100 * svd.explained_variance_ratio_.sum(),
+        )  # fmt: skip
 
     def _fit_column(self, kind: str, values: pd.Series, config: TabularConfig):
         if kind in ("numeric", "date"):
@@ -181,7 +202,9 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
             norms = np.linalg.norm(block, axis=1, keepdims=True)
             weight = np.sqrt(config.column_weights.get(name, 1.0))
             blocks.append(weight * block / np.maximum(norms, 1e-12))
-        return np.hstack(blocks).astype(np.float32)
+        encoded = np.hstack(blocks).astype(np.float32)
+        projection = getattr(self, "projection_", None)
+        return encoded if projection is None else encoded @ projection
 
     # -- value parsing -------------------------------------------------------------------
     def _numbers(self, kind: str, values: pd.Series, fit: bool = False) -> np.ndarray:
@@ -222,6 +245,9 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
                 for part in ("idf", "components"):
                     paths.append(directory / f"{prefix}_{k}_{part}.npy")
                     np.save(paths[-1], getattr(encoder, part), allow_pickle=False)
+        if getattr(self, "projection_", None) is not None:
+            paths.append(directory / f"{prefix}_projection.npy")
+            np.save(paths[-1], self.projection_, allow_pickle=False)
         paths.append(directory / f"{prefix}.json")
         paths[-1].write_text(json.dumps(state, indent=1))
         return paths
@@ -237,6 +263,11 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
         for k, (name, column) in enumerate(state["columns"].items()):
             encoder.columns_[name] = (column["kind"], _restore(column, directory, f"{prefix}_{k}"))
         encoder.dim_ = sum(_width(kind, e) for kind, e in encoder.columns_.values())
+        encoder.projection_ = None
+        projection = directory / f"{prefix}_projection.npy"
+        if projection.is_file():
+            encoder.projection_ = np.load(projection, allow_pickle=False)
+            encoder.dim_ = encoder.projection_.shape[1]
         return encoder
 
 
