@@ -15,7 +15,7 @@ from recsys.errors import UnknownItem
 from recsys.ingest.interactions import record_interactions
 from recsys.serving import home_feed, item_cards
 from services.context import card, context, ranked
-from services.errors import ApiError, bad_parameter
+from services.errors import ApiError, bad_parameter, message_of
 from services.params import (
     MAX_CANDIDATES,
     MAX_EVENTS,
@@ -131,7 +131,7 @@ def _feed(user_id, k, exclude_seen, candidates, filters):
     try:
         results = home_feed(state, ctx.engine, user_id, k, exclude_seen, candidates, filters)
     except UnknownItem as exc:
-        raise bad_parameter("candidates", str(exc).strip("'\"")) from None
+        raise bad_parameter("candidates", message_of(exc)) from None
     except ValueError as exc:
         raise bad_parameter("filters", str(exc)) from None
     return jsonify(

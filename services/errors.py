@@ -35,6 +35,11 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.headers = status, code, message, headers
 
 
+def message_of(exc: Exception) -> str:
+    """The text of a domain error (``UnknownItem`` is a ``KeyError``, whose str is quoted)."""
+    return str(exc).strip("'\"")
+
+
 def bad_parameter(name: str, message: str) -> ApiError:
     return ApiError(400, "invalid_parameter", f"{name}: {message}")
 
@@ -62,7 +67,7 @@ def init_app(app: Flask) -> None:
     def _recsys_error(exc: RecsysError):
         for kind, status, code in _RECSYS_STATUS:
             if isinstance(exc, kind):
-                return error_response(status, code, str(exc).strip("'\""))
+                return error_response(status, code, message_of(exc))
         return error_response(400, "invalid_input", str(exc))
 
     @app.errorhandler(Exception)

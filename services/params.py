@@ -71,9 +71,10 @@ def json_filters(value: Any) -> dict[str, Any]:
 
 
 def string_list(value: Any, name: str, limit: int) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str | int) for v in value):
-        raise bad_parameter(name, "must be a list of ids")
-    if isinstance(value, list) and any(isinstance(v, bool) for v in value):
+    ids = isinstance(value, list) and all(
+        isinstance(v, str | int) and not isinstance(v, bool) for v in value
+    )
+    if not ids:
         raise bad_parameter(name, "must be a list of ids")
     if not 1 <= len(value) <= limit:
         raise bad_parameter(name, f"must hold 1 to {limit} ids, got {len(value)}")

@@ -33,21 +33,26 @@ def item_image(group: str, k: int) -> np.ndarray:
     return np.where(pixels, 230, 20).astype(np.uint8)
 
 
-def populate(engine, images_dir: Path) -> None:
+def populate(engine, images_dir: Path | None = None) -> None:
+    """The toy catalog in the database; with ``images_dir``, each item gets a PNG there."""
     data = toy_catalog()
-    images_dir.mkdir(parents=True, exist_ok=True)
+    if images_dir is not None:
+        images_dir.mkdir(parents=True, exist_ok=True)
     with Session(engine) as session, session.begin():
         for name, kind in data.kinds.items():
             session.add(ItemAttribute(name=name, kind=kind))
         items = {}
         for n, row in enumerate(data.items.to_dict("records")):
-            path = images_dir / f"{row['item_id']}.png"
-            Image.fromarray(item_image(row["item_id"][0], n)).save(path)
+            image_path = None
+            if images_dir is not None:
+                path = images_dir / f"{row['item_id']}.png"
+                Image.fromarray(item_image(row["item_id"][0], n)).save(path)
+                image_path = str(path.resolve())
             attributes = {k: row[k] for k in data.kinds}
             attributes["genres"] = attributes["genres"].split("|")
             items[row["item_id"]] = Item(
                 external_id=row["item_id"], title=row["title"], in_stock=row["in_stock"],
-                attributes=attributes, image_path=str(path.resolve()),
+                attributes=attributes, image_path=image_path,
             )  # fmt: skip
         users = {u: User(external_id=u) for u in data.interactions["user_id"].unique()}
         session.add_all([*items.values(), *users.values()])

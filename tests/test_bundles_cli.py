@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from recsys.model.recommender import Recommender
 from recsys.model.training import train
-from tests.shop_fixture import train_config
-from tests.test_model_training import populate
+from tests.shop_fixture import populate, train_config
 
 
 def test_activate_an_older_bundle_and_refuse_bad_ones(engine, run_cli, tmp_path):

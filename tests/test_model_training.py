@@ -9,44 +9,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from recsys.catalog.models import Interaction, Item, ItemAttribute, ModelBundle, User
+from recsys.catalog.models import ModelBundle
 from recsys.errors import InvalidBundle, TrainingFailed
 from recsys.model import training
 from recsys.model.recommender import Recommender
 from recsys.model.split import recall_at_k, temporal_split
 from recsys.model.toy import toy_catalog
-from recsys.model.training import TrainConfig, train
-
-
-def populate(engine) -> None:
-    data = toy_catalog()
-    with Session(engine) as session, session.begin():
-        for name, kind in data.kinds.items():
-            session.add(ItemAttribute(name=name, kind=kind))
-        items = {}
-        for row in data.items.to_dict("records"):
-            attributes = {k: row[k] for k in data.kinds}
-            attributes["genres"] = attributes["genres"].split("|")
-            items[row["item_id"]] = Item(
-                external_id=row["item_id"], title=row["title"], in_stock=row["in_stock"],
-                attributes=attributes,
-            )  # fmt: skip
-        users = {u: User(external_id=u) for u in data.interactions["user_id"].unique()}
-        session.add_all([*items.values(), *users.values()])
-        for k, row in enumerate(data.interactions.to_dict("records")):
-            session.add(
-                Interaction(
-                    user=users[row["user_id"]], item=items[row["item_id"]], event=row["event"],
-                    weight=row["weight"], timestamp=row["timestamp"].to_pydatetime(),
-                    dedup_key=f"k{k}",
-                )
-            )  # fmt: skip
-
-
-def small_config() -> TrainConfig:
-    config = TrainConfig(validation_share=0.25)
-    config.cf.factors, config.cf.regularization = 8, 0.5
-    return config
+from recsys.model.training import train
+from tests.shop_fixture import populate, train_config
 
 
 def active(engine):
@@ -56,8 +26,8 @@ def active(engine):
 
 def test_train_writes_registers_and_activates_a_bundle(engine, tmp_path):
     populate(engine)
-    first = train(engine, tmp_path, small_config())
-    second = train(engine, tmp_path, small_config())
+    first = train(engine, tmp_path, train_config())
+    second = train(engine, tmp_path, train_config())
     assert [b.version for b in active(engine)] == [second.version]
     manifest = json.loads((second.path / "manifest.json").read_text())
     assert manifest["counts"]["items"] == 32 and manifest["counts"]["cold_items"] == 2
@@ -76,21 +46,21 @@ def test_train_writes_registers_and_activates_a_bundle(engine, tmp_path):
 
 def test_failed_training_leaves_the_active_bundle_unchanged(engine, tmp_path, monkeypatch):
     populate(engine)
-    before = train(engine, tmp_path, small_config())
+    before = train(engine, tmp_path, train_config())
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(training.VectorIndex, "build", broken)
     with pytest.raises(TrainingFailed, match=r"stage 'index'.*disk on fire"):
-        train(engine, tmp_path, small_config())
+        train(engine, tmp_path, train_config())
     assert [b.version for b in active(engine)] == [before.version]
     assert len(list((tmp_path / "bundles").iterdir())) == 1
 
 
 def test_a_bundle_with_a_bad_checksum_is_refused(engine, tmp_path):
     populate(engine)
-    result = train(engine, tmp_path, small_config())
+    result = train(engine, tmp_path, train_config())
     Recommender.load(result.path)
     vectors = result.path / "item_vectors.npy"
     array = np.load(vectors)
@@ -114,7 +84,7 @@ def test_cli_train_recommend_similar(engine, run_cli, tmp_path):
 
 def test_train_on_an_empty_catalog_says_which_stage_failed(engine, tmp_path):
     with pytest.raises(TrainingFailed, match=r"stage 'read'.*no items"):
-        train(engine, tmp_path, small_config())
+        train(engine, tmp_path, train_config())
     assert active(engine) == []
 
 

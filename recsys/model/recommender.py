@@ -188,10 +188,7 @@ class Recommender:
             self._image_index = VectorIndex.build(
                 self.fused.item_blocks_["image"], IndexConfig(kind="flat")
             )
-        found, scores = self._image_index.search(queries, k, self._allowed(None, filters))
-        ids = [self._ids(row) for row in found]
-        return Results(ids, [s[f >= 0] for s, f in zip(scores, found, strict=True)],
-                       [False] * len(ids))  # fmt: skip
+        return self._search(queries, k, self._allowed(None, filters), None, self._image_index)
 
     @property
     def image_encoder(self):
@@ -234,8 +231,8 @@ class Recommender:
             mask = only if mask is None else mask & only
         return mask
 
-    def _search(self, queries, k, allowed, exclude) -> Results:
-        found, scores = self.index.search(queries, k, allowed, exclude)
+    def _search(self, queries, k, allowed, exclude, index: VectorIndex | None = None) -> Results:
+        found, scores = (index or self.index).search(queries, k, allowed, exclude)
         ids = [self._ids(row) for row in found]
         return Results(ids, [s[f >= 0] for s, f in zip(scores, found, strict=True)],
                        [False] * len(ids))  # fmt: skip
