@@ -11,6 +11,8 @@ from sklearn.exceptions import NotFittedError
 from recsys.vision import AugmentConfig, ImageEncoder, ImageEncoderConfig, MethodConfig, TrainConfig
 from recsys.vision.augment import BatchAugment
 from recsys.vision.backbones import build_backbone
+from recsys.vision.data import as_image_tensor
+from recsys.vision.encoder import apply_whitening, fit_whitening
 from recsys.vision.methods import build_method
 from recsys.vision.train import Trainer, lr_factor
 
@@ -126,3 +128,41 @@ def test_flip_averaged_vectors_are_mirror_invariant(images):
     crops = images[:, 1:13, 1:13]  # already input_size: no resampling
     mirrored = np.ascontiguousarray(crops[:, :, ::-1])
     np.testing.assert_allclose(enc.transform(crops), enc.transform(mirrored), atol=1e-5)
+
+
+def test_full_whitening_gives_identity_covariance_and_square_root_halves_the_spread():
+    rng = np.random.default_rng(1)
+    mixing = rng.normal(size=(6, 6)) * np.array([5.0, 2.0, 1.0, 0.5, 0.2, 0.1])  # (6, 6)
+    vectors = (rng.normal(size=(4000, 6)) @ mixing.T + 3.0).astype(np.float32)
+    mean, projection = fit_whitening(vectors, power=1.0, shrink=0.0)
+    white = (vectors - mean) @ projection
+    np.testing.assert_allclose(np.cov(white, rowvar=False), np.eye(6), atol=1e-3)
+    mean, projection = fit_whitening(vectors, power=0.5, shrink=0.0)
+    spread = np.linalg.eigvalsh(np.cov((vectors - mean) @ projection, rowvar=False))
+    original = np.linalg.eigvalsh(np.cov(vectors, rowvar=False))
+    np.testing.assert_allclose(spread, np.sqrt(original), rtol=1e-3)  # variances -> their roots
+    out = apply_whitening(vectors, (mean, projection))
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
+
+
+def test_whitening_needs_twice_as_many_vectors_as_dimensions():
+    vectors = np.random.default_rng(2).normal(size=(11, 6)).astype(np.float32)
+    assert fit_whitening(vectors, 0.5, 0.01) is None
+    assert fit_whitening(np.ones((50, 6), np.float32), 0.5, 0.01) is None  # no spread at all
+    assert fit_whitening(np.vstack([vectors] * 2), 0.0, 0.01) is None  # switched off
+
+
+def test_encoder_whitens_with_enough_images_and_keeps_it_on_save(tmp_path):
+    images = np.random.default_rng(3).integers(0, 256, size=(80, 14, 14), dtype=np.uint8)
+    enc = ImageEncoder(tiny_config(epochs=1), device="cpu").fit(images)  # 80 >= 2 x 32 dims
+    assert enc.whitening_ is not None
+    vectors = enc.transform(images)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    # whitened training vectors are centred: their mean is much shorter than without whitening
+    unwhitened = enc._embed(as_image_tensor(images, 12, 1))
+    assert np.linalg.norm(vectors.mean(0)) < 0.5 * np.linalg.norm(unwhitened.mean(0))
+    enc.save(tmp_path / "model")
+    loaded = ImageEncoder.load(tmp_path / "model", device="cpu")
+    np.testing.assert_array_equal(loaded.transform(images), vectors)
+    off = ImageEncoderConfig(**{**tiny_config(epochs=1).__dict__, "whiten": 0.0})
+    assert ImageEncoder(off, device="cpu").fit(images).whitening_ is None

@@ -58,6 +58,13 @@ class ImageEncoderConfig:
     weights: str | None = None
     # Embed as the mean of the image's and its mirror image's features (training flips too).
     embed_flip: bool = False
+    # Whitening fitted on the training images' own vectors (no labels) [Jegou & Chum 2012]:
+    # centre, then scale each principal direction by (variance + whiten_shrink * mean
+    # variance) ** (-whiten / 2). 0 = off, 1 = full whitening, 0.5 = square-root, which
+    # lifted Fashion-MNIST kNN accuracy by 0.02 and P@10 by 0.01 (benchmarks/RESULTS.md).
+    # Needs at least 2 x dims training images; with fewer it is skipped.
+    whiten: float = 0.5
+    whiten_shrink: float = 0.01
     heads: MethodConfig = field(default_factory=MethodConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -124,6 +131,33 @@ def embed_tensor(
     return torch.cat(out).numpy().astype(np.float32, copy=False)
 
 
+Whitening = tuple[np.ndarray, np.ndarray]  # mean (D,), projection (D, D)
+
+
+def fit_whitening(vectors: np.ndarray, power: float, shrink: float) -> Whitening | None:
+    """Mean and projection that (partly) whiten ``vectors`` (N, D); None when off or too few."""
+    n, d = vectors.shape
+    if power <= 0 or n < 2 * d:
+        return None
+    mean = vectors.mean(axis=0, dtype=np.float64)  # (D,)
+    variance, basis = np.linalg.eigh(np.cov(vectors - mean, rowvar=False))  # (D,), (D, D)
+    variance = np.clip(variance, 0.0, None)
+    if variance.mean() <= 0:  # every image gave the same vector
+        return None
+    scale = (variance + shrink * variance.mean()) ** (-power / 2)  # (D,)
+    return mean.astype(np.float32), (basis * scale).astype(np.float32)
+
+
+def apply_whitening(vectors: np.ndarray, whitening: Whitening | None) -> np.ndarray:
+    """L2-normalised ``(vectors - mean) @ projection``; ``vectors`` unchanged without one."""
+    if whitening is None:
+        return vectors
+    mean, projection = whitening
+    out = (vectors - mean) @ projection  # (N, D)
+    out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    return out.astype(np.float32, copy=False)
+
+
 class ImageEncoder(TransformerMixin, BaseEstimator):
     """Self-supervised image encoder (SimCLR, BYOL or DINO) with ``fit`` / ``transform``."""
 
@@ -174,17 +208,23 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
         self.train_result_: TrainResult = trainer.fit(data, self.show_progress, self.callback)
         self.backbone_ = method.encoder.to(memory_format=torch.contiguous_format)
         log.info("trained %s: %s", cfg.method, self.train_result_)
+        self.whitening_ = None
+        if cfg.whiten > 0:
+            self.whitening_ = fit_whitening(self._embed(data), cfg.whiten, cfg.whiten_shrink)
         return self
+
+    def _embed(self, data: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
+        """Backbone vectors (L2-normalised, before whitening) of uint8 (N, C, S, S) images."""
+        device = resolve_device(self.device)
+        flip = self.config_.embed_flip
+        return embed_tensor(self.backbone_, data, self.mean_, self.std_, device, batch_size, flip)
 
     def transform(self, images: ImageInput, batch_size: int = 1024) -> np.ndarray:
         """(N, D) float32 L2-normalised vectors, one row per image, in input order."""
         check_is_fitted(self, "backbone_")
         cfg = self.config_
         data = as_image_tensor(images, cfg.input_size, cfg.channels, self.show_progress)
-        device = resolve_device(self.device)
-        return embed_tensor(
-            self.backbone_, data, self.mean_, self.std_, device, batch_size, cfg.embed_flip
-        )
+        return apply_whitening(self._embed(data, batch_size), self.whitening_)
 
     def save(self, model_dir: str | Path) -> Path:
         """Write ``model.pt`` and ``config.json`` into ``model_dir`` (each atomically)."""
@@ -197,6 +237,10 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
             "mean": self.mean_,
             "std": self.std_,
         }
+        if self.whitening_ is not None:
+            mean, projection = self.whitening_
+            state["whiten_mean"] = torch.from_numpy(mean)
+            state["whiten_projection"] = torch.from_numpy(projection)
         save_atomic(state, out / MODEL_FILE)
         tmp = out / f".{CONFIG_FILE}.tmp"
         tmp.write_text(json.dumps(state["config"], indent=2) + "\n")
@@ -214,6 +258,9 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
         enc.config_ = enc.config
         enc.mean_, enc.std_ = state["mean"], state["std"]
         enc.backbone_ = enc._build_backbone_from(state["backbone"])
+        enc.whitening_ = None  # models saved before whitening existed have none
+        if "whiten_projection" in state:
+            enc.whitening_ = (state["whiten_mean"].numpy(), state["whiten_projection"].numpy())
         return enc
 
     def _build_backbone_from(self, state: dict) -> nn.Module:

@@ -1,7 +1,8 @@
 """One training loop for every method: warm-up + cosine schedule, checkpoints, resume.
 
 Batches are slices of one uint8 tensor on the training device, augmented there as a whole
-(``BatchAugment``). On CUDA the forward runs under bf16 autocast with channels_last tensors.
+(``BatchAugment``). Tensors are channels_last on every device (on a 2-core CPU oneDNN's
+convolutions run 15-30% faster that way); on CUDA the forward also runs under bf16 autocast.
 Randomness is derived from ``(seed, epoch)`` and ``(seed, step)``, so a resumed run draws the
 same batches and views as an uninterrupted one, and CPU runs are deterministic.
 """
@@ -120,8 +121,7 @@ class Trainer:
         self.elapsed = 0.0
         self.last_loss = float("nan")
         self.cuda = device.type == "cuda"
-        if self.cuda:
-            self.method.to(memory_format=torch.channels_last)
+        self.method.to(memory_format=torch.channels_last)
 
     def total_steps(self, n: int) -> int | None:
         return None if self.cfg.time_budget else self.cfg.epochs * (n // self.batch_size(n))
@@ -146,8 +146,7 @@ class Trainer:
         idx = batch_indices(n, self.batch_size(n), self.step, cfg.seed).to(self.device)
         x = data[idx].float().div_(255)  # (B, C, S, S)
         views = self.augment.views(x, _generator(cfg.seed, 2, self.step))
-        if self.cuda:
-            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        views = [v.contiguous(memory_format=torch.channels_last) for v in views]
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * lr_factor(self.progress(n), cfg)
         with self._autocast():
