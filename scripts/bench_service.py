@@ -3,11 +3,16 @@
 Builds (once, in --workdir) a synthetic 100k-item catalog with clustered shoppers, ingests it
 with `recsys ingest`, trains two bundles with `recsys train`, starts gunicorn with
 services/gunicorn.conf.py, and drives similar-items (60%) and home-feed (40%) calls at a fixed
-rate with locust (headless, open loop). Halfway through, the second bundle is activated and
-POST /v1/admin/reload swaps it in while the load runs. Prints p50/p99 per endpoint, the rate
-achieved and the number of failed requests.
+rate. Halfway through each run, the other bundle is activated and POST /v1/admin/reload swaps
+it in while the load runs. Prints p50/p99 per endpoint, the rate achieved and the number of
+failed requests, for each of --repeat runs and their median.
 
-    .venv/bin/python scripts/bench_service.py --rate 300 --duration 60
+Two load generators: `wrk` (C, a few % of one core; six connections per endpoint, each
+sending after an exponentially distributed pause, so arrivals are close to Poisson) and
+`locust` (Python, open loop, but at 300 req/s it takes a third of a core from the two the
+service runs on, which shows in its percentiles). wrk is `apt-get install wrk`.
+
+    .venv/bin/python scripts/bench_service.py --rate 300 --duration 60 --repeat 3
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ import argparse
 import csv
 import json
 import os
+import re
+import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -136,7 +144,14 @@ def hot_reload(url: str, env: dict, version: str, delay: float, log: list) -> No
                     "seconds": round(time.perf_counter() - started, 2)})  # fmt: skip
 
 
-def summarize(prefix: Path) -> dict:
+ENDPOINTS = {  # name: (share of the requests, path, key of the ids to fill it with)
+    "similar": (0.6, "/v1/items/{}/similar?k=10", "items"),
+    "feed": (0.4, "/v1/users/{}/recommendations?k=20", "users"),
+}
+WRK_CONNECTIONS = 6  # per endpoint
+
+
+def summarize_locust(prefix: Path) -> dict:
     with open(f"{prefix}_stats.csv") as handle:
         rows = {row["Name"]: row for row in csv.DictReader(handle)}
     return {
@@ -149,7 +164,105 @@ def summarize(prefix: Path) -> dict:
             "max_ms": round(float(row["Max Response Time"]), 1),
         }
         for name, row in rows.items()
+        if name in ENDPOINTS
     }
+
+
+def run_locust(args, env: dict, ids: Path, url: str, workdir: Path) -> dict:
+    prefix = workdir / "locust"
+    users = args.clients
+    subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(ROOT / "scripts" / "locustfile.py"),
+         "--headless", "-u", str(users), "-r", str(users), "-t", f"{args.duration}s",
+         "--host", url, "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING"],
+        env={**env, "BENCH_IDS": str(ids), "BENCH_USER_RPS": str(args.rate / users)},
+        check=False,
+    )  # fmt: skip
+    return summarize_locust(prefix)
+
+
+def wrk_script(path: Path, paths: list[str], mean_pause_ms: float) -> Path:
+    """A wrk Lua script: a random path per request, exponential pauses between requests."""
+    lines = ["local paths = {", *(f'  "{p}",' for p in paths), "}"]
+    lines += [
+        "math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))",
+        'request = function() return wrk.format("GET", paths[math.random(#paths)]) end',
+        f"delay = function() return -math.log(1 - math.random()) * {mean_pause_ms:.3f} end",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+
+def parse_wrk(output: str) -> dict:
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.MULTILINE))
+    thread_stats = re.search(r"^\s+Latency\s+(\S+)\s+(\S+)\s+(\S+)", output, re.MULTILINE)
+    requests = int(re.search(r"(\d+) requests in", output).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), "
+                              r"timeout (\d+)", output)  # fmt: skip
+    failures = (int(bad.group(1)) if bad else 0) + (
+        sum(map(int, socket_errors.groups())) if socket_errors else 0
+    )
+    return {
+        "requests": requests,
+        "failures": failures,
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        "p50_ms": round(_ms(percentiles["50"]), 2),
+        "p99_ms": round(_ms(percentiles["99"]), 2),
+        "mean_ms": round(_ms(thread_stats.group(1)), 2),
+        "max_ms": round(_ms(thread_stats.group(3)), 1),
+    }
+
+
+def run_wrk(args, ids: Path, url: str, workdir: Path, answer_ms: dict, seconds: int) -> dict:
+    """One wrk per endpoint, all at once. ``answer_ms``: the mean answer time per endpoint,
+    taken off each connection's mean pause so that the rate achieved is the rate asked for."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk (or use --tool locust)")
+    id_lists = json.loads(ids.read_text())
+    procs = {}
+    for name, (share, template, key) in ENDPOINTS.items():
+        per_connection = args.rate * share / WRK_CONNECTIONS  # requests/s
+        pause = max(1000 / per_connection - answer_ms.get(name, 0.0), 1.0)
+        paths = [template.format(urllib.request.quote(i, safe="")) for i in id_lists[key]]
+        script = wrk_script(workdir / f"wrk_{name}.lua", paths, pause)
+        procs[name] = subprocess.Popen(
+            ["wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{seconds}s", "--latency",
+             "--timeout", "10s", "-s", str(script), url],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+    return {name: parse_wrk(proc.communicate()[0]) for name, proc in procs.items()}
+
+
+def server_5xx(url: str) -> float:
+    with urllib.request.urlopen(url + "/metrics") as response:
+        metrics = response.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("recsys_http_errors_total") and 'status="5' in line
+    )
+
+
+def median_summary(runs: list[dict]) -> dict:
+    """Per endpoint: the median and range of each run's p50 and p99, all failures."""
+    out = {}
+    for name in ENDPOINTS:
+        rows = [run["endpoints"][name] for run in runs]
+        p99s = [row["p99_ms"] for row in rows]
+        out[name] = {
+            "p50_ms_median": statistics.median(row["p50_ms"] for row in rows),
+            "p99_ms_median": statistics.median(p99s),
+            "p99_ms_range": [min(p99s), max(p99s)],
+            "rps_median": statistics.median(row["rps"] for row in rows),
+            "failures": sum(row["failures"] for row in rows),
+        }
+    return out
 
 
 def main() -> None:
@@ -169,10 +282,20 @@ def main() -> None:
         "--clients",
         type=int,
         default=10,
-        help="concurrent locust clients sharing the rate; many more than the server's "
+        help="concurrent locust clients sharing the rate (--tool locust); many more than the "
+        "server's "
         "workers mostly measure the load generator (60 clients report ~30 ms for /healthz)",
     )
     parser.add_argument("--no-reload", action="store_true", help="no hot reload during the load")
+    parser.add_argument("--tool", choices=["wrk", "locust"], default="wrk", help="load generator")
+    parser.add_argument("--repeat", type=int, default=1, help="load runs against one server")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=15,
+        help="seconds of load before the measured runs (not counted; with wrk it also measures "
+        "the mean answer time that sets the pauses)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -190,6 +313,7 @@ def main() -> None:
     activate_bundle(connect(env["RECSYS_DATABASE_URL"]), versions[0])
     ids = write_ids(workdir, args.users, args.seed)
     url = f"http://127.0.0.1:{args.port}"
+    runs = []
     with open(workdir / "gunicorn.log", "w") as server_log:
         server = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "services/gunicorn.conf.py",
@@ -198,42 +322,61 @@ def main() -> None:
         )  # fmt: skip
         try:
             wait_ready(url)
-            results = run_load(args, env, ids, url, workdir, versions)
+            answer_ms = warm_up(args, env, ids, url, workdir)
+            for run in range(args.repeat):
+                swap_to = versions[(run + 1) % 2]  # each run reloads to the other bundle
+                runs.append(run_load(args, env, ids, url, workdir, swap_to, answer_ms))
+                print(json.dumps({"run": run + 1, **runs[-1]}), flush=True)
         finally:
             server.terminate()
             server.wait(30)
-    results["workers"], results["threads"] = args.workers, args.threads
-    results["worker_class"] = args.worker_class
-    print(json.dumps(results, indent=2))
+    results = {
+        "median": median_summary(runs),
+        "runs": runs,
+        "server_5xx": sum(run["server_5xx"] for run in runs),
+        "tool": args.tool,
+        "rate_target": args.rate,
+        "duration_s": args.duration,
+        "reload": not args.no_reload,
+        "workers": args.workers,
+        "threads": args.threads,
+        "worker_class": args.worker_class,
+    }
+    print(json.dumps(results["median"], indent=2))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
 
-def run_load(args, env, ids: Path, url: str, workdir: Path, versions: list[str]) -> dict:
-    users = args.clients
+def warm_up(args, env, ids: Path, url: str, workdir: Path) -> dict:
+    """Load the service for --warmup seconds (caches, lazy imports); mean answer times."""
+    if not args.warmup:
+        return {}
+    if args.tool == "locust":
+        run_locust(argparse.Namespace(**{**vars(args), "duration": args.warmup}), env, ids, url,
+                   workdir)  # fmt: skip
+        return {}
+    warm = run_wrk(args, ids, url, workdir, {}, args.warmup)
+    return {name: row["mean_ms"] for name, row in warm.items()}
+
+
+def run_load(args, env, ids: Path, url: str, workdir: Path, swap_to: str, answer_ms: dict) -> dict:
     reload_log: list = []
+    reloader = None
     if not args.no_reload:
-        threading.Thread(
-            target=hot_reload, args=(url, env, versions[1], args.duration / 2, reload_log)
-        ).start()
-    prefix = workdir / "locust"
-    subprocess.run(
-        [sys.executable, "-m", "locust", "-f", str(ROOT / "scripts" / "locustfile.py"),
-         "--headless", "-u", str(users), "-r", str(users), "-t", f"{args.duration}s",
-         "--host", url, "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING"],
-        env={**env, "BENCH_IDS": str(ids), "BENCH_USER_RPS": str(args.rate / users)},
-        check=False,
-    )  # fmt: skip
+        reloader = threading.Thread(
+            target=hot_reload, args=(url, env, swap_to, args.duration / 2, reload_log)
+        )
+        reloader.start()
+    errors_before = server_5xx(url)
+    if args.tool == "wrk":
+        endpoints = run_wrk(args, ids, url, workdir, answer_ms, args.duration)
+    else:
+        endpoints = run_locust(args, env, ids, url, workdir)
+    if reloader is not None:
+        reloader.join()
     time.sleep(1)
-    with urllib.request.urlopen(url + "/metrics") as response:
-        metrics = response.read().decode()
-    server_errors = sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in metrics.splitlines()
-        if line.startswith("recsys_http_errors_total") and 'status="5' in line
-    )
-    return {"endpoints": summarize(prefix), "server_5xx": server_errors, "reload": reload_log,
-            "rate_target": args.rate, "duration_s": args.duration}  # fmt: skip
+    return {"endpoints": endpoints, "server_5xx": server_5xx(url) - errors_before,
+            "reload": reload_log}  # fmt: skip
 
 
 if __name__ == "__main__":

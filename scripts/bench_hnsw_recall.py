@@ -1,0 +1,57 @@
+"""Recall and speed of the HNSW index at several efSearch values, on a trained bundle.
+
+Queries are the item vectors of random catalog items (as for similar items), each item
+itself excluded; recall@10 is against exact inner-product search over the same vectors.
+One thread, one query at a time, as a service worker searches.
+
+    .venv/bin/python scripts/bench_hnsw_recall.py \\
+        --database sqlite:///var/bench-service/catalog.db --ef 128,96,64,48
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import faiss
+import numpy as np
+
+from recsys.catalog import connect
+from recsys.model.recommender import Recommender
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database", required=True, help="catalog URL; its active bundle")
+    parser.add_argument("--ef", default="128,96,64,48", help="efSearch values, comma-separated")
+    parser.add_argument("--queries", type=int, default=2000)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    faiss.omp_set_num_threads(1)
+    rec = Recommender.load_active(connect(args.database))
+    if rec.index.kind != "hnsw":
+        raise SystemExit(f"the active bundle's index is {rec.index.kind}, not hnsw")
+    vectors = rec.index.vectors  # (N, D)
+    rows = np.random.default_rng(args.seed).choice(len(vectors), args.queries, replace=False)
+    queries = np.ascontiguousarray(rec.fused.item_queries(rows), dtype=np.float32)  # (Q, D)
+    exact = faiss.IndexFlatIP(vectors.shape[1])
+    exact.add(vectors)
+    _, truth = exact.search(queries, args.k + 1)
+
+    def top(found: np.ndarray, row: int) -> set[int]:
+        return set(found[found != row][: args.k].tolist())
+
+    print(f"{len(vectors)} items x {vectors.shape[1]} dims, {args.queries} queries, k={args.k}")
+    for ef in map(int, args.ef.split(",")):
+        rec.index.index.hnsw.efSearch = ef
+        started = time.perf_counter()
+        found = [rec.index.index.search(q[None, :], args.k + 1)[1][0] for q in queries]
+        per_query = (time.perf_counter() - started) / len(queries)
+        pairs = zip(found, truth, rows, strict=True)
+        recall = np.mean([len(top(f, r) & top(t, r)) / args.k for f, t, r in pairs])
+        print(f"efSearch {ef:4d}: recall@{args.k} {recall:.4f}, {per_query * 1e3:.3f} ms/query")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""The documented production command: gunicorn with several workers over a trained shop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.shop_fixture import build_shop
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gunicorn")
+    url, artifacts = build_shop(root)
+    port = free_port()
+    env = {**os.environ, "RECSYS_DATABASE_URL": url, "RECSYS_ARTIFACTS_DIR": str(artifacts),
+           "RECSYS_DEVICE": "cpu", "RECSYS_WORKERS": "2", "RECSYS_BIND": f"127.0.0.1:{port}",
+           "PROMETHEUS_MULTIPROC_DIR": str(root / "metrics")}  # fmt: skip
+    (root / "metrics").mkdir()
+    log = open(root / "gunicorn.log", "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "services/gunicorn.conf.py",
+         "services.app:create_app()"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while get_or_none(base + "/readyz") != 200:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError((root / "gunicorn.log").read_text()[-3000:])
+        time.sleep(0.5)
+    yield base, proc
+    if proc.poll() is None:
+        proc.kill()
+    log.close()
+
+
+def get_or_none(url: str) -> int | None:
+    try:
+        return get(url)[0]
+    except OSError:
+        return None
+
+
+def serving_workers(base: str, version: str) -> int:
+    """Live worker processes reporting ``version`` in /metrics (one sample per process)."""
+    lines = get(base + "/metrics")[1].decode().splitlines()
+    return sum(
+        line.startswith("recsys_model_info{") and version in line and line.endswith(" 1.0")
+        for line in lines
+    )
+
+
+def test_every_gunicorn_worker_serves_the_bundle_and_metrics_count_all_requests(server):
+    base, _ = server
+    version = json.loads(get(base + "/readyz")[1])["model_version"]
+    deadline = time.monotonic() + 60  # workers load the bundle one after the other
+    while serving_workers(base, version) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert serving_workers(base, version) == 2
+    status, body = get(base + "/v1/items")
+    item = json.loads(body)["items"][0]["item_id"]
+    for _ in range(30):  # a fresh connection each time
+        status, body = get(f"{base}/v1/items/{item}/similar?k=3")
+        assert status == 200 and len(json.loads(body)["items"]) == 3
+    status, body = get(base + "/v1/items/no-such-item/similar")
+    assert status == 404 and json.loads(body)["error"]["code"] == "unknown_item"
+    lines = get(base + "/metrics")[1].decode().splitlines()
+    similar = [
+        line for line in lines
+        if line.startswith("recsys_http_requests_total")
+        and "/v1/items/<item_id>/similar" in line and 'status="200"' in line
+    ]  # fmt: skip
+    assert len(similar) == 1 and float(similar[0].rsplit(" ", 1)[1]) == 30.0
+
+
+def test_gunicorn_stops_cleanly_on_sigterm(server):
+    _, proc = server
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
