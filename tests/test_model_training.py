@@ -44,6 +44,23 @@ def test_train_writes_registers_and_activates_a_bundle(engine, tmp_path):
     assert len(in_stock) == 10 and "b3" not in in_stock and "a3" not in in_stock
 
 
+def test_precomputed_similar_items_equal_an_index_search(engine, tmp_path):
+    populate(engine)
+    recommender = Recommender.load(train(engine, tmp_path, train_config()).path)
+    assert recommender.neighbours is not None  # saved in the bundle and loaded from it
+    assert recommender.neighbours[0].shape == (32, 31)  # 32 items: at most 31 others
+    items = recommender.item_ids.tolist()
+    from_table = recommender.similar_items(items, k=10)
+    filtered = recommender.similar_items(["b1"], k=10, filters={"in_stock": True})
+    recommender.neighbours = None  # as a bundle from before the table existed
+    searched = recommender.similar_items(items, k=10)
+    assert from_table.ids == searched.ids
+    assert all(item not in row for item, row in zip(items, from_table.ids, strict=True))
+    np.testing.assert_allclose(np.array(from_table.scores), np.array(searched.scores), atol=1e-6)
+    assert filtered.ids == recommender.similar_items(["b1"], k=10, filters={"in_stock": True}).ids
+    assert len(recommender.similar_items(["b1"], k=40).ids[0]) == 31  # wider than the table
+
+
 def test_failed_training_leaves_the_active_bundle_unchanged(engine, tmp_path, monkeypatch):
     populate(engine)
     before = train(engine, tmp_path, train_config())

@@ -36,6 +36,9 @@ from recsys.model.tabular import split_multi
 log = logging.getLogger(__name__)
 
 FILTER_KINDS = ("categorical", "multi")
+# Similar items precomputed per item at training time: unfiltered product-page calls with k up
+# to this many are an array slice instead of an index search (40 MB for 100k items).
+NEIGHBOURS = 50
 
 
 @dataclass
@@ -114,6 +117,9 @@ class Recommender:
             else np.zeros(len(warm))
         )
         self.directory: Path | None = None  # the bundle directory, when loaded from one
+        # Each item's unfiltered similar items, (rows (N, W) int32, scores (N, W) float32);
+        # None (bundles from before it existed): every call searches the index.
+        self.neighbours: tuple[np.ndarray, np.ndarray] | None = None
         self._image_encoder = None
         self._image_index: VectorIndex | None = None
 
@@ -206,10 +212,37 @@ class Recommender:
         return self._image_encoder
 
     def similar_items(self, item_ids, k: int = 10, filters=None) -> Results:
-        """Top-k items like each given item (itself excluded); ``UnknownItem`` if unknown."""
+        """Top-k items like each given item (itself excluded); ``UnknownItem`` if unknown.
+
+        Without filters and for k up to the bundle's precomputed width, the answer is a slice
+        of the neighbour table (the same rows and scores the index search gives).
+        """
         rows = self.item_rows(item_ids)
+        table = self.neighbours
+        if not filters and table is not None and k <= table[0].shape[1]:
+            found, scores = table[0][rows, :k], table[1][rows, :k]  # (Q, k) each
+            if (found >= 0).all():
+                ids = [self.item_ids[row].tolist() for row in found]
+                return Results(ids, list(np.array(scores)), [False] * len(ids))
         queries = self.fused.item_queries(rows)
         return self._search(queries, k, self._allowed(None, filters), [[r] for r in rows])
+
+    def compute_neighbours(self, width: int = NEIGHBOURS, batch: int = 4096) -> None:
+        """Fill ``neighbours``: every item's top-``width`` similar items, as ``similar_items``
+        would find them with an index search (itself excluded; -1 where fewer exist)."""
+        n = len(self.item_ids)
+        width = min(width, max(n - 1, 1))
+        rows = np.full((n, width), -1, dtype=np.int32)
+        scores = np.full((n, width), -np.inf, dtype=np.float32)
+        for start in range(0, n, batch):
+            own = np.arange(start, min(start + batch, n))
+            found_scores, found = self.index.raw_search(self.fused.item_queries(own), width + 1)
+            for i, row in enumerate(own):
+                keep = (found[i] >= 0) & (found[i] != row)
+                chosen = found[i][keep][:width]
+                rows[row, : len(chosen)] = chosen
+                scores[row, : len(chosen)] = found_scores[i][keep][:width]
+        self.neighbours = (rows, scores)
 
     def item_rows(self, item_ids) -> np.ndarray:
         rows = []
@@ -272,6 +305,9 @@ class Recommender:
         if self.cf is not None:
             self.cf.save(directory)
         self.index.save(directory / "index.faiss")
+        if self.neighbours is not None:
+            np.save(directory / "neighbours.npy", self.neighbours[0], allow_pickle=False)
+            np.save(directory / "neighbour_scores.npy", self.neighbours[1], allow_pickle=False)
 
     @classmethod
     def load(cls, directory: str | Path, index_config: IndexConfig | None = None) -> Recommender:
@@ -297,6 +333,11 @@ class Recommender:
         index = VectorIndex.load(directory / "index.faiss", arr("item_vectors.npy"), config)
         recommender = cls(fused, cf, arr("item_ids.npy"), filters, index, manifest)
         recommender.directory = directory
+        if (directory / "neighbours.npy").exists():  # mapped: worker processes share the pages
+            recommender.neighbours = (
+                np.load(directory / "neighbours.npy", mmap_mode="r", allow_pickle=False),
+                np.load(directory / "neighbour_scores.npy", mmap_mode="r", allow_pickle=False),
+            )
         return recommender
 
     @classmethod

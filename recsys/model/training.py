@@ -171,6 +171,7 @@ def train(
             filters = ItemFilters.from_items(parts.data.items, parts.data.kinds)
             ids = parts.data.items["item_id"].to_numpy(dtype=str)
             recommender = Recommender(fused, parts.cf, ids, filters, index, {})
+            recommender.compute_neighbours()
         with stage("bundle"):
             version = new_version()
             manifest = _manifest(parts, config, fused, index)
