@@ -101,14 +101,10 @@ class VectorIndex:
         return out_rows, out_scores
 
     def _raw_search(self, queries: np.ndarray, fetch: int):
-        scores, rows = self.raw_search(queries, fetch)
-        return scores[0], rows[0]
-
-    def raw_search(self, queries: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
-        """The index's own top-``fetch`` (scores, rows) per query: no filters, -1 pads."""
         if self.kind == "hnsw":
             self.index.hnsw.efSearch = max(self.config.ef_search, fetch)
-        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), fetch)
+        scores, rows = self.index.search(queries, fetch)
+        return scores[0], rows[0]
 
     def _exact(self, queries: np.ndarray, k: int, rows: np.ndarray, exclude):
         """Brute-force scores over a row subset (numpy): small candidate lists, fallbacks."""

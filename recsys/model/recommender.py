@@ -220,28 +220,23 @@ class Recommender:
         rows = self.item_rows(item_ids)
         table = self.neighbours
         if not filters and table is not None and k <= table[0].shape[1]:
-            found, scores = table[0][rows, :k], table[1][rows, :k]  # (Q, k) each
+            found = table[0][rows, :k]  # (Q, k)
             if (found >= 0).all():
-                ids = [self.item_ids[row].tolist() for row in found]
-                return Results(ids, list(np.array(scores)), [False] * len(ids))
+                return self._results(found, np.array(table[1][rows, :k]))
         queries = self.fused.item_queries(rows)
         return self._search(queries, k, self._allowed(None, filters), [[r] for r in rows])
 
     def compute_neighbours(self, width: int = NEIGHBOURS, batch: int = 4096) -> None:
-        """Fill ``neighbours``: every item's top-``width`` similar items, as ``similar_items``
-        would find them with an index search (itself excluded; -1 where fewer exist)."""
+        """Fill ``neighbours``: every item's unfiltered top-``width`` similar items, found by
+        the same index search ``similar_items`` runs (-1 where fewer exist)."""
         n = len(self.item_ids)
         width = min(width, max(n - 1, 1))
         rows = np.full((n, width), -1, dtype=np.int32)
         scores = np.full((n, width), -np.inf, dtype=np.float32)
         for start in range(0, n, batch):
             own = np.arange(start, min(start + batch, n))
-            found_scores, found = self.index.raw_search(self.fused.item_queries(own), width + 1)
-            for i, row in enumerate(own):
-                keep = (found[i] >= 0) & (found[i] != row)
-                chosen = found[i][keep][:width]
-                rows[row, : len(chosen)] = chosen
-                scores[row, : len(chosen)] = found_scores[i][keep][:width]
+            queries = self.fused.item_queries(own)
+            rows[own], scores[own] = self.index.search(queries, width, None, [[r] for r in own])
         self.neighbours = (rows, scores)
 
     def item_rows(self, item_ids) -> np.ndarray:
@@ -266,6 +261,10 @@ class Recommender:
 
     def _search(self, queries, k, allowed, exclude, index: VectorIndex | None = None) -> Results:
         found, scores = (index or self.index).search(queries, k, allowed, exclude)
+        return self._results(found, scores)
+
+    def _results(self, found: np.ndarray, scores: np.ndarray) -> Results:
+        """Results from (Q, k) rows and scores, -1 padding dropped."""
         ids = [self._ids(row) for row in found]
         return Results(ids, [s[f >= 0] for s, f in zip(scores, found, strict=True)],
                        [False] * len(ids))  # fmt: skip
