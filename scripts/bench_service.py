@@ -7,10 +7,10 @@ rate. Halfway through each run, the other bundle is activated and POST /v1/admin
 it in while the load runs. Prints p50/p99 per endpoint, the rate achieved and the number of
 failed requests, for each of --repeat runs and their median.
 
-Two load generators: `wrk` (C, a few % of one core; six connections per endpoint, each
-sending after an exponentially distributed pause, so arrivals are close to Poisson) and
-`locust` (Python, open loop, but at 300 req/s it takes a third of a core from the two the
-service runs on, which shows in its percentiles). wrk is `apt-get install wrk`.
+Two load generators: `wrk` (C; six connections per endpoint, each sending after an
+exponentially distributed pause, so arrivals are close to Poisson) and `locust` (Python, open
+loop, but it competes with the service for the same cores, which shows in its percentiles).
+wrk is `apt-get install wrk`.
 
     .venv/bin/python scripts/bench_service.py --rate 300 --duration 60 --repeat 3
 """
@@ -168,12 +168,12 @@ def summarize_locust(prefix: Path) -> dict:
     }
 
 
-def run_locust(args, env: dict, ids: Path, url: str, workdir: Path) -> dict:
+def run_locust(args, env: dict, ids: Path, url: str, workdir: Path, seconds: int) -> dict:
     prefix = workdir / "locust"
     users = args.clients
     subprocess.run(
         [sys.executable, "-m", "locust", "-f", str(ROOT / "scripts" / "locustfile.py"),
-         "--headless", "-u", str(users), "-r", str(users), "-t", f"{args.duration}s",
+         "--headless", "-u", str(users), "-r", str(users), "-t", f"{seconds}s",
          "--host", url, "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING"],
         env={**env, "BENCH_IDS": str(ids), "BENCH_USER_RPS": str(args.rate / users)},
         check=False,
@@ -283,8 +283,8 @@ def main() -> None:
         type=int,
         default=10,
         help="concurrent locust clients sharing the rate (--tool locust); many more than the "
-        "server's "
-        "workers mostly measure the load generator (60 clients report ~30 ms for /healthz)",
+        "server's workers mostly measure the load generator (60 clients report ~30 ms for "
+        "/healthz)",
     )
     parser.add_argument("--no-reload", action="store_true", help="no hot reload during the load")
     parser.add_argument("--tool", choices=["wrk", "locust"], default="wrk", help="load generator")
@@ -352,8 +352,7 @@ def warm_up(args, env, ids: Path, url: str, workdir: Path) -> dict:
     if not args.warmup:
         return {}
     if args.tool == "locust":
-        run_locust(argparse.Namespace(**{**vars(args), "duration": args.warmup}), env, ids, url,
-                   workdir)  # fmt: skip
+        run_locust(args, env, ids, url, workdir, args.warmup)
         return {}
     warm = run_wrk(args, ids, url, workdir, {}, args.warmup)
     return {name: row["mean_ms"] for name, row in warm.items()}
@@ -371,7 +370,7 @@ def run_load(args, env, ids: Path, url: str, workdir: Path, swap_to: str, answer
     if args.tool == "wrk":
         endpoints = run_wrk(args, ids, url, workdir, answer_ms, args.duration)
     else:
-        endpoints = run_locust(args, env, ids, url, workdir)
+        endpoints = run_locust(args, env, ids, url, workdir, args.duration)
     if reloader is not None:
         reloader.join()
     time.sleep(1)

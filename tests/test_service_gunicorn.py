@@ -34,6 +34,13 @@ def get(url: str) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
+def get_or_none(url: str) -> int | None:
+    try:
+        return get(url)[0]
+    except OSError:
+        return None
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("gunicorn")
@@ -60,13 +67,6 @@ def server(tmp_path_factory):
     if proc.poll() is None:
         proc.kill()
     log.close()
-
-
-def get_or_none(url: str) -> int | None:
-    try:
-        return get(url)[0]
-    except OSError:
-        return None
 
 
 def serving_workers(base: str, version: str) -> int:
