@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from recsys.catalog.db import require_current_schema
 from recsys.catalog.models import Interaction, Item, ItemAttribute, ModelBundle, User
+from recsys.model.bundle import find_active
 
 
 def catalog_stats(engine: Engine) -> dict[str, Any]:
@@ -26,7 +27,7 @@ def catalog_stats(engine: Engine) -> dict[str, Any]:
         attributes = session.execute(
             select(ItemAttribute.name, ItemAttribute.kind).order_by(ItemAttribute.name)
         )
-        active = session.scalar(select(ModelBundle).where(ModelBundle.is_active))
+        active = find_active(session)
         return {
             "items": items,
             "items_with_images": with_images,

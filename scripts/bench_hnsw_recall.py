@@ -17,7 +17,7 @@ import faiss
 import numpy as np
 
 from recsys.catalog import connect
-from recsys.model.recommender import Recommender
+from recsys.model.bundle import load_active
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     faiss.omp_set_num_threads(1)
-    rec = Recommender.load_active(connect(args.database))
+    rec = load_active(connect(args.database))
     if rec.index.kind != "hnsw":
         raise SystemExit(f"the active bundle's index is {rec.index.kind}, not hnsw")
     vectors = rec.index.vectors  # (N, D)
@@ -44,9 +44,11 @@ def main() -> None:
 
     print(f"{len(vectors)} items x {vectors.shape[1]} dims, {args.queries} queries, k={args.k}")
     for ef in map(int, args.ef.split(",")):
-        rec.index.index.hnsw.efSearch = ef
+        params = faiss.SearchParametersHNSW(efSearch=ef)
         started = time.perf_counter()
-        found = [rec.index.index.search(q[None, :], args.k + 1)[1][0] for q in queries]
+        found = [
+            rec.index.index.search(q[None, :], args.k + 1, params=params)[1][0] for q in queries
+        ]
         per_query = (time.perf_counter() - started) / len(queries)
         pairs = zip(found, truth, rows, strict=True)
         recall = np.mean([len(top(f, r) & top(t, r)) / args.k for f, t, r in pairs])

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.catalog import connect
+from recsys.model.bundle import load_active
 from recsys.model.recommender import Recommender
 from recsys.settings import Settings
 
@@ -54,7 +55,7 @@ def main() -> None:
     labels = labels["label"]
     interacted = set(pd.read_csv(args.data / "interactions.csv", usecols=["item_id"])["item_id"])
     shoppers = pd.read_csv(args.data / "shoppers.csv", dtype=str)
-    rec = Recommender.load_active(connect(Settings.load().database_url))
+    rec = load_active(connect(Settings.load().database_url))
     rng = np.random.default_rng(args.seed)
     items = rng.choice(labels.index.to_numpy(), size=min(args.items, len(labels)), replace=False)
     cold = np.array([item not in interacted for item in items])

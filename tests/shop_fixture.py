@@ -14,11 +14,12 @@ from sqlalchemy.orm import Session
 
 from recsys.catalog import connect, migrate
 from recsys.catalog.models import Interaction, Item, ItemAttribute, User
-from recsys.model.toy import toy_catalog
+from recsys.model.cf import CFConfig
 from recsys.model.training import TrainConfig, train
 from recsys.vision import ImageEncoder
 from recsys.vision.encoder import ImageEncoderConfig
 from recsys.vision.train import TrainConfig as ImageTrainConfig
+from tests.toy import toy_catalog
 
 
 def item_image(group: str, k: int) -> np.ndarray:
@@ -74,9 +75,7 @@ def tiny_encoder() -> ImageEncoder:
 
 
 def train_config() -> TrainConfig:
-    config = TrainConfig(validation_share=0.25)
-    config.cf.factors, config.cf.regularization = 8, 0.5
-    return config
+    return TrainConfig(cf=CFConfig(factors=8, regularization=0.5), validation_share=0.25)
 
 
 def build_shop(root: Path, database_url: str | None = None) -> tuple[str, Path]:

@@ -9,21 +9,23 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from recsys.evaluation.metrics import (
+from recsys.model.protocol import build_task, rank, segment_masks
+from recsys.model.ranking import (
     coverage,
     hit_matrix,
     mean_popularity,
     per_user_metrics,
+    top_k,
+    top_k_finite,
 )
-from recsys.evaluation.protocol import build_task, rank, score, segment_masks
-from recsys.evaluation.splits import (
+from recsys.model.split import (
     default_cutoff,
     random_split,
     sample_users,
     split_interactions,
+    temporal_split,
     time_cutoff_split,
 )
-from recsys.model.split import evaluate_scores, heldout_sets, temporal_split
 
 KS = (1, 3, 5, 10)
 
@@ -215,22 +217,37 @@ class RandomScores:
         return self.table[user]
 
 
-def test_ranking_and_recall_match_evaluate_scores():
+@pytest.mark.parametrize("k", [1, 5, 30, 40])
+def test_top_k_matches_a_full_stable_sort(k):
+    rng = np.random.default_rng(k)
+    scores = rng.integers(0, 6, size=(20, 30)).astype(np.float32)  # many ties
+    scores[rng.random(scores.shape) < 0.2] = -np.inf
+    for row, best in zip(scores, top_k(scores, k), strict=True):
+        reference = sorted(range(30), key=lambda j: (-row[j], j))[:k]
+        assert [row[j] for j in best] == [row[j] for j in reference]  # same scores, best first
+        assert sorted(best[row[best] > row[reference[-1]]]) == sorted(
+            j for j in reference if row[j] > row[reference[-1]]
+        )  # and the same items above the last place's score
+    finite = top_k_finite(scores, k)
+    for row, best in zip(scores, finite, strict=True):
+        listed = best[best >= 0]
+        assert np.isfinite(row[listed]).all()
+        assert len(listed) == min(k, np.isfinite(row).sum())
+
+
+def test_a_task_sample_is_seeded_and_keeps_rows_aligned():
     frame = interactions(users=30, per_user=15)
-    item_ids = np.array([f"i{i}" for i in range(45)])  # i40..i44: never interacted with
-    train, test = temporal_split(frame, 0.3)
-    cold_items = test["item_id"].drop_duplicates().sample(4, random_state=0)
-    train = train[~train["item_id"].isin(cold_items)]
-    task = build_task(train, test, item_ids)
-    contender = RandomScores(len(item_ids), seed=0)
-    result = score(rank(contender, task, 10), task, (10,), (5, 20))
-    users, held = heldout_sets(test, task.user_ids, item_ids)
-    expected = evaluate_scores(
-        lambda rows: contender.scores(task.user_ids[rows]), users, held, task.seen, task.cold
+    item_ids = np.array([f"i{i}" for i in range(45)])
+    task = build_task(*temporal_split(frame, 0.3), item_ids)
+    sample = task.sample(10, seed=3)
+    assert (
+        len(sample.user_ids) == 10
+        and sample.user_ids.tolist() == task.sample(10, 3).user_ids.tolist()
     )
-    assert result["overall"]["recall@10"] == pytest.approx(expected["recall@10"])
-    assert result["cold_items"]["recall@10"] == pytest.approx(expected["cold_recall@10"])
-    assert result["cold_items"]["users"] == expected["cold_users"]
+    rows = pd.Index(task.user_ids).get_indexer(sample.user_ids)
+    assert (sample.heldout != task.heldout[rows]).nnz == 0
+    assert (sample.seen != task.seen[rows]).nnz == 0
+    assert task.sample(100) is task
 
 
 def test_training_items_are_never_recommended_and_cold_lists_hold_cold_items():

@@ -8,13 +8,15 @@ import pytest
 from recsys.errors import UnknownItem
 from recsys.model.cf import CFConfig, CollaborativeModel, confidence_matrix
 from recsys.model.index import VectorIndex
+from recsys.model.ranking import top_k
 from recsys.model.recommender import ItemFilters, Recommender
-from recsys.model.toy import toy_catalog
 from recsys.model.training import TrainConfig, fit_in_memory
+from tests.toy import toy_catalog
 
 
 class ModelTestMixin:
-    """Subclasses provide ``make(data)`` returning a fitted model with the common API."""
+    """Subclasses provide ``make(data)`` returning a fitted model, and ``recommend`` and
+    ``similar`` answering (ids, scores) per query from it."""
 
     k = 5
 
@@ -50,31 +52,46 @@ class ModelTestMixin:
         assert list(single[0]) == list(batch[0])
 
     def test_similar_items_stay_in_cluster_and_exclude_the_query(self, model):
-        ids, _ = (
-            model.similar_items(["a1", "b2"], N=self.k)
-            if self.implicit_api
-            else (model.similar_items(["a1", "b2"], k=self.k))
-        )
+        ids, _ = self.similar(model, ["a1", "b2"], self.k)
         for query, group, row in zip(["a1", "b2"], "ab", ids, strict=True):
             assert query not in list(row)
             assert sum(item.startswith(group) for item in row) >= self.k - 1
 
     def test_unknown_item_raises(self, model):
         with pytest.raises(UnknownItem, match="nope"):
-            model.similar_items(["a1", "nope"])
+            self.similar(model, ["a1", "nope"], self.k)
 
 
-class TestALS(ModelTestMixin):
-    implicit_api = True
+class FactorsTestMixin(ModelTestMixin):
+    """Ranks straight from a CollaborativeModel's factors (dot products for users, cosines for
+    items), seen items and the query item excluded: what the factors alone say."""
 
+    def recommend(self, model, users, k):
+        rows = model.user_rows(users)
+        scores = model.user_factors_[rows] @ model.item_factors_.T  # (U, I)
+        scores[model.user_items_[rows].nonzero()] = -np.inf
+        return self._ranked(model, scores, k)
+
+    def similar(self, model, items, k):
+        rows = model.item_rows(items)
+        norms = np.linalg.norm(model.item_factors_, axis=1, keepdims=True)
+        normed = model.item_factors_ / np.maximum(norms, 1e-12)
+        scores = normed[rows] @ normed.T  # (Q, I)
+        scores[np.arange(len(rows)), rows] = -np.inf
+        return self._ranked(model, scores, k)
+
+    @staticmethod
+    def _ranked(model, scores, k):
+        top = top_k(scores, k)
+        return model.item_ids_[top], np.take_along_axis(scores, top, axis=1)
+
+
+class TestALS(FactorsTestMixin):
     @classmethod
     def make(cls, data):
         return CollaborativeModel(
             CFConfig(model="als", factors=8, iterations=15, regularization=0.5)
         ).fit(data.interactions, data.items["item_id"])
-
-    def recommend(self, model, users, k):
-        return model.recommend(users, N=k)
 
     def test_fold_in_matches_the_trained_user(self, model, data):
         history = sorted(self.seen(data, "u4"))
@@ -86,36 +103,36 @@ class TestALS(ModelTestMixin):
     def test_save_load_round_trip(self, model, tmp_path):
         model.save(tmp_path)
         loaded = CollaborativeModel.load(tmp_path)
-        assert model.recommend(["u0"], N=3)[0].tolist() == loaded.recommend(["u0"], N=3)[0].tolist()
+        assert (
+            self.recommend(model, ["u0"], 3)[0].tolist()
+            == self.recommend(loaded, ["u0"], 3)[0].tolist()
+        )
         np.testing.assert_allclose(model.fold_in(["a1", "a2"]), loaded.fold_in(["a1", "a2"]))
 
 
-class TestBPR(ModelTestMixin):
-    implicit_api = True
-
+class TestBPR(FactorsTestMixin):
     @classmethod
     def make(cls, data):
         config = CFConfig(model="bpr", factors=8, iterations=200, learning_rate=0.05)
         return CollaborativeModel(config).fit(data.interactions, data.items["item_id"])
 
-    def recommend(self, model, users, k):
-        return model.recommend(users, N=k)
-
 
 class TestFusedRecommender(ModelTestMixin):
-    implicit_api = False
-
     @classmethod
     def make(cls, data):
-        config = TrainConfig()
-        config.cf.factors, config.cf.iterations, config.cf.regularization = 8, 15, 0.5
-        fused, parts = fit_in_memory(data, config)
+        config = TrainConfig(cf=CFConfig(factors=8, iterations=15, regularization=0.5))
+        fitted = fit_in_memory(data, config)
         filters = ItemFilters.from_items(data.items, data.kinds)
-        index = VectorIndex.build(fused.item_vectors_)
-        return Recommender(fused, parts.cf, data.items["item_id"], filters, index, {})
+        index = VectorIndex.build(fitted.fused.item_vectors_)
+        return Recommender(fitted.fused, fitted.cf, data.items["item_id"], filters, index, {})
 
     def recommend(self, model, users, k):
-        return model.recommend(users, k=k)
+        results = model.recommend(users, k=k)
+        return results.ids, results.scores
+
+    def similar(self, model, items, k):
+        results = model.similar_items(items, k=k)
+        return results.ids, results.scores
 
     def test_unknown_user_gets_flagged_popularity(self, model):
         results = model.recommend(["u0", "stranger"], k=3)

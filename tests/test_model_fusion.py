@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recsys.model.fusion import FusedModel, Layout, block_similarities, fuse, normalize_rows
+from recsys.model.cf import CFConfig
+from recsys.model.fusion import FusedModel, FusionConfig, Layout, fuse, normalize_rows
 from recsys.model.index import VectorIndex
 from recsys.model.recommender import ItemFilters, Recommender
-from recsys.model.toy import toy_catalog
 from recsys.model.training import TrainConfig, fit_in_memory
+from tests.toy import toy_catalog
 
 
 def test_inner_product_is_the_weighted_sum_of_block_similarities():
@@ -22,17 +23,13 @@ def test_inner_product_is_the_weighted_sum_of_block_similarities():
     # Slow reference: block by block.
     expected = sum(weights[name] * np.sum(a[name] * b[name], axis=1) for name in layout.dims)
     np.testing.assert_allclose(fused, expected, rtol=1e-5, atol=1e-6)
-    plain_a = np.hstack([a[n] for n in layout.dims])
-    plain_b = np.hstack([b[n] for n in layout.dims])
-    sims = block_similarities(plain_a, plain_b, layout)
-    np.testing.assert_allclose(sum(weights[n] * sims[n] for n in sims), expected, rtol=1e-5)
 
 
 def test_fused_item_vectors_follow_the_weights():
     data = toy_catalog()
-    config = TrainConfig(validation_share=0)
-    config.fusion.weights = {"cf": 1.0, "tabular": 0.5, "popularity": 0.2}
-    fused, _ = fit_in_memory(data, config)
+    weights = {"cf": 1.0, "tabular": 0.5, "popularity": 0.2}
+    config = TrainConfig(fusion=FusionConfig(weights=weights), validation_share=0)
+    fused = fit_in_memory(data, config).fused
     warm = np.flatnonzero(~fused.cold_)
     x, y = fused.item_vectors_[warm[:5]], fused.item_vectors_[warm[5:10]]
     blocks = {n: v[warm] for n, v in fused.item_blocks_.items()}
@@ -46,12 +43,12 @@ def test_fused_item_vectors_follow_the_weights():
 
 
 def _recommender(data):
-    config = TrainConfig(validation_share=0)
-    config.cf.factors, config.cf.regularization = 8, 0.5
-    fused, parts = fit_in_memory(data, config)
+    config = TrainConfig(cf=CFConfig(factors=8, regularization=0.5), validation_share=0)
+    fitted = fit_in_memory(data, config)
+    fused = fitted.fused
     index = VectorIndex.build(fused.item_vectors_)
     filters = ItemFilters.from_items(data.items, data.kinds)
-    return Recommender(fused, parts.cf, data.items["item_id"], filters, index, {}), fused
+    return Recommender(fused, fitted.cf, data.items["item_id"], filters, index, {}), fused
 
 
 def test_a_cold_item_is_recommendable_and_found_as_similar():
@@ -75,8 +72,9 @@ def test_a_cold_item_is_recommendable_and_found_as_similar():
 def test_catalog_without_interactions_uses_content_only():
     data = toy_catalog()
     data.interactions = data.interactions.iloc[0:0]
-    fused, parts = fit_in_memory(data, TrainConfig())
-    assert parts.cf is None and set(fused.layout_.dims) == {"tabular"}
+    fitted = fit_in_memory(data, TrainConfig())
+    fused = fitted.fused
+    assert fitted.cf is None and set(fused.layout_.dims) == {"tabular"}
     index = VectorIndex.build(fused.item_vectors_)
     filters = ItemFilters.from_items(data.items, data.kinds)
     recommender = Recommender(fused, None, data.items["item_id"], filters, index, {})
@@ -89,7 +87,7 @@ def test_fused_model_without_content_is_plain_cf():
     data = toy_catalog()
     config = TrainConfig(validation_share=0, use_titles=False)
     data.kinds = {}
-    fused, _ = fit_in_memory(data, config)
+    fused = fit_in_memory(data, config).fused
     assert set(fused.layout_.dims) == {"cf", "popularity"}
     assert isinstance(fused, FusedModel)
 
@@ -109,9 +107,9 @@ def test_images_add_an_image_block_and_items_without_images_still_work():
     data.items["image_path"] = [
         None if k % 4 == 0 else f"/img/{g}-{k}.png" for k, g in enumerate(data.items["genres"])
     ]
-    config = TrainConfig(validation_share=0)
-    config.fusion.weights = {"cf": 1.0, "tabular": 0.3, "image": 0.5}
-    fused, _ = fit_in_memory(data, config, image_encoder_factory=FakeImageEncoder)
+    weights = {"cf": 1.0, "tabular": 0.3, "image": 0.5}
+    config = TrainConfig(fusion=FusionConfig(weights=weights), validation_share=0)
+    fused = fit_in_memory(data, config, image_encoder_factory=FakeImageEncoder).fused
     assert fused.layout_.dims["image"] == 2
     image = fused.item_blocks_["image"]
     assert not image[::4].any() and np.allclose(np.linalg.norm(image[1::4], axis=1), 1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
@@ -61,3 +63,19 @@ def test_save_load(vectors, tmp_path):
     index.save(tmp_path / "index.faiss")
     loaded = VectorIndex.load(tmp_path / "index.faiss", vectors, IndexConfig(kind="hnsw"))
     np.testing.assert_array_equal(index.search(vectors[:3], 5)[0], loaded.search(vectors[:3], 5)[0])
+
+
+def test_threads_searching_with_different_breadths_each_get_their_own_answer(vectors):
+    """Search parameters go with each call: a wide search in one thread never changes the
+    breadth of a narrow one running at the same time in another (gunicorn's gthread)."""
+    index = VectorIndex.build(vectors, IndexConfig(kind="hnsw", hnsw_m=4, ef_search=4))
+    queries = np.random.default_rng(5).normal(size=(30, 16)).astype(np.float32)
+    widths = (1, 300)  # efSearch 4 and 300: different answers for the narrow one
+    expected = {k: index.search(queries, k)[0] for k in widths}
+    narrow_exact = VectorIndex.build(vectors, IndexConfig(kind="flat")).search(queries, 1)[0]
+    assert (expected[1] != narrow_exact).any()  # the narrow search really is approximate
+    jobs = [(k, q) for _ in range(20) for q in range(len(queries)) for k in widths]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda job: index.search(queries[job[1]], job[0])[0][0], jobs))
+    for (k, q), rows in zip(jobs, answers, strict=True):
+        np.testing.assert_array_equal(rows, expected[k][q])

@@ -8,9 +8,8 @@ import click
 
 from recsys.catalog import connect
 from recsys.catalog.db import require_current_schema
+from recsys.model.split import SPLITS
 from recsys.settings import Settings
-
-SPLITS = ("temporal", "time-cutoff", "random")
 
 
 def _parse_ks(ctx, param, value: str) -> tuple[int, ...]:

@@ -89,17 +89,24 @@ def train(
     no_activate,
     quiet,
 ):
-    """Train on the catalog and register a new active model bundle."""  # fmt: skip
-    from recsys.model.training import ImageConfig, TrainConfig
+    """Train on the catalog and register a new active model bundle."""
+    from recsys.model.cf import CFConfig
+    from recsys.model.config import ImageConfig, TrainConfig
+    from recsys.model.index import IndexConfig
     from recsys.model.training import train as run_training
 
-    config = TrainConfig(activate=not no_activate)
-    config.cf.model, config.cf.factors, config.cf.iterations = model, factors, iterations
-    config.index.kind = index_kind
-    config.cf.event_weights = _parse_event_weights(event_weights)
-    config.cf.half_life_days = half_life_days or None
-    config.image = ImageConfig(
-        method=image_method, epochs=image_epochs, time_budget=image_time_budget
+    cf = CFConfig(
+        model=model,
+        factors=factors,
+        iterations=iterations,
+        event_weights=_parse_event_weights(event_weights),
+        half_life_days=half_life_days or None,
+    )
+    config = TrainConfig(
+        cf=cf,
+        index=IndexConfig(kind=index_kind),
+        image=ImageConfig(method=image_method, epochs=image_epochs, time_budget=image_time_budget),
+        activate=not no_activate,
     )
     result = run_training(
         _engine(settings), settings.artifacts_dir, config, settings.device, show_progress=not quiet
@@ -129,9 +136,9 @@ def _parse_event_weights(pairs) -> dict[str, float]:
 @click.pass_obj
 def recommend(settings: Settings, user_ids, k, as_json):
     """Top-k items for users, from the active bundle."""
-    from recsys.model.recommender import Recommender
+    from recsys.model.bundle import load_active
 
-    results = Recommender.load_active(_engine(settings)).recommend(list(user_ids), k=k)
+    results = load_active(_engine(settings)).recommend(list(user_ids), k=k)
     _show(list(user_ids), results, as_json, "user")
 
 
@@ -142,9 +149,9 @@ def recommend(settings: Settings, user_ids, k, as_json):
 @click.pass_obj
 def similar(settings: Settings, item_ids, k, as_json):
     """Items most like the given items, from the active bundle."""
-    from recsys.model.recommender import Recommender
+    from recsys.model.bundle import load_active
 
-    results = Recommender.load_active(_engine(settings)).similar_items(list(item_ids), k=k)
+    results = load_active(_engine(settings)).similar_items(list(item_ids), k=k)
     _show(list(item_ids), results, as_json, "item")
 
 

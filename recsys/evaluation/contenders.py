@@ -2,8 +2,8 @@
 
 ``fit`` takes a ``CatalogData`` holding the training interactions only; ``scores`` returns
 (U, I) scores of every catalog item (in catalog order) for external user ids, 0 for users
-the contender never saw. Peers train on the binary user x item matrix, as in
-``scripts/eval_movielens.py``: popularity, item-kNN cosine [Sarwar et al. 2001], implicit
+the contender never saw. Peers train on the binary user x item matrix, as in the reference
+runs of benchmarks/RESULTS.md: popularity, item-kNN cosine [Sarwar et al. 2001], implicit
 ALS [Hu, Koren, Volinsky 2008], BPR [Rendle et al. 2009]; content-only contenders rank
 by the cosine of an item's vector to the user's profile, the normalised mean of the vectors
 of the items they interacted with.
@@ -21,18 +21,23 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys.model.cf import CFConfig, implicit_model
+from recsys.model.content import Content, build_content
 from recsys.model.data import CatalogData
 from recsys.model.fusion import normalize_rows
-from recsys.model.tabular import TabularConfig, TabularEncoder
+from recsys.model.ranking import top_k
 from recsys.model.training import TrainConfig, fit_in_memory
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class PeerConfig:
-    # Latent factors of the ALS and BPR peers (the issue's ALS peer has 64).
+    # Latent factors of the ALS and BPR peers (64, as in the reference runs of
+    # benchmarks/RESULTS.md, "Offline evaluation").
     factors: int = 64
+    # implicit's default L2 penalty of ALS and BPR.
+    regularization: float = 0.01
     # Neighbours kept per item by item-kNN.
     neighbours: int = 100
     # implicit's default iterations: ALS 15, BPR 100.
@@ -135,18 +140,17 @@ class MatrixFactorization(_UserRows):
         return self
 
     def _make(self):
-        from implicit.cpu.als import AlternatingLeastSquares
-        from implicit.cpu.bpr import BayesianPersonalizedRanking
-
         c = self.config
-        if self.model == "als":
-            return AlternatingLeastSquares(
-                factors=c.factors, iterations=c.als_iterations, random_state=c.seed
-            )
-        # Hogwild SGD on several threads would make the result depend on thread timing.
-        return BayesianPersonalizedRanking(
-            factors=c.factors, iterations=c.bpr_iterations, random_state=c.seed, num_threads=1
+        iterations = c.als_iterations if self.model == "als" else c.bpr_iterations
+        config = CFConfig(
+            model=self.model,
+            factors=c.factors,
+            regularization=c.regularization,
+            iterations=iterations,
+            random_state=c.seed,
         )
+        # BPR's Hogwild SGD on several threads would make the result depend on thread timing.
+        return implicit_model(config, num_threads=1 if self.model == "bpr" else 0)
 
     def scores(self, user_ids: np.ndarray) -> np.ndarray:
         def compute(rows):
@@ -158,12 +162,12 @@ class MatrixFactorization(_UserRows):
 class ContentProfile(_UserRows):
     """Cosine of each item's content vector to the user's profile (content only, no CF)."""
 
-    def __init__(self, name: str, vectors: Callable[[CatalogData], np.ndarray]):
+    def __init__(self, name: str, vectors: np.ndarray):
         self.name = name
         self.vectors = vectors
 
     def fit(self, train: CatalogData) -> ContentProfile:
-        self.item_vectors_ = normalize_rows(self.vectors(train))  # (I, D)
+        self.item_vectors_ = normalize_rows(self.vectors)  # (I, D)
         users, matrix = binary_matrix(train.interactions, _item_ids(train))
         self._index_users(users)
         self.profiles_ = normalize_rows(np.asarray(matrix @ self.item_vectors_))  # (U, D)
@@ -177,18 +181,19 @@ class ContentProfile(_UserRows):
 
 
 class Fused(_UserRows):
-    """The model `recsys train` builds (``fit_in_memory``), trained on the training part."""
+    """The model `recsys train` builds (``fit_in_memory``), trained on the training part, on
+    the content blocks the content contenders use."""
 
     name = "fused"
 
-    def __init__(self, config: TrainConfig | None = None, image_encoder_factory=None):
+    def __init__(self, config: TrainConfig | None = None, content: ItemContent | None = None):
         self.config = config or TrainConfig()
-        self.image_encoder_factory = image_encoder_factory
+        self.content = content or ItemContent(self.config)
 
     def fit(self, train: CatalogData) -> Fused:
-        self.model_, parts = fit_in_memory(train, self.config, self.image_encoder_factory)
-        self.validation_ = parts.metrics
-        self._index_users(parts.cf.user_ids_ if parts.cf is not None else [])
+        fitted = fit_in_memory(train, self.config, self.content.content(train))
+        self.model_, self.validation_ = fitted.fused, fitted.metrics
+        self._index_users(fitted.cf.user_ids_ if fitted.cf is not None else [])
         return self
 
     def scores(self, user_ids: np.ndarray) -> np.ndarray:
@@ -202,7 +207,7 @@ class Fused(_UserRows):
         model = self.model_
         scores = model.item_queries(rows) @ model.item_vectors_.T  # (Q, I)
         scores[np.arange(len(rows)), rows] = -np.inf
-        return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return top_k(scores, k)
 
 
 def _item_ids(data: CatalogData) -> np.ndarray:
@@ -211,72 +216,34 @@ def _item_ids(data: CatalogData) -> np.ndarray:
 
 @dataclass
 class ItemContent:
-    """Item content vectors computed once per run, shared by content contenders and fusion.
+    """Item content blocks built once per run by ``build_content`` (what `recsys train`
+    builds, with the same config), shared by the content-only contenders and the fused one.
 
     Image vectors come from training the image encoder on every catalog image (no labels,
-    no interactions), as `recsys train` does.
+    no interactions); the blocks depend on the items only, so the training part and the
+    whole catalog share them.
     """
 
-    tabular_config: TabularConfig = field(default_factory=TabularConfig)
-    use_titles: bool = True
-    # () -> an unfitted image encoder (fit(paths) / transform(paths)).
+    config: TrainConfig = field(default_factory=TrainConfig)
+    # () -> an unfitted image encoder (fit(paths) / transform(paths)); None: the config's.
     image_encoder_factory: Callable[[], Any] | None = None
-    _cache: dict[str, np.ndarray | None] = field(default_factory=dict, repr=False)
+    device: str = "cpu"
+    show_progress: bool = False
+    _built: Content | None = field(default=None, repr=False)
+
+    def content(self, data: CatalogData) -> Content:
+        if self._built is None:
+            self._built = build_content(
+                data, self.config, self.device, self.show_progress, self.image_encoder_factory
+            )
+        return self._built
 
     def tabular(self, data: CatalogData) -> np.ndarray | None:
-        if "tabular" not in self._cache:
-            self._cache["tabular"] = _tabular_vectors(data, self.tabular_config, self.use_titles)
-        return self._cache["tabular"]
+        return self.content(data).blocks.get("tabular")
 
     def image(self, data: CatalogData) -> np.ndarray | None:
         """(I, D) image vectors, zero rows for items without an image; None without images."""
-        if "image" not in self._cache:
-            self._cache["image"] = self._image_vectors(data)
-        return self._cache["image"]
-
-    def _image_vectors(self, data: CatalogData) -> np.ndarray | None:
-        paths = data.items["image_path"]
-        has = paths.notna().to_numpy()
-        if not has.any() or self.image_encoder_factory is None:
-            return None
-        files = paths[has].tolist()
-        encoder = self.image_encoder_factory().fit(files)
-        vectors = np.asarray(encoder.transform(files), dtype=np.float32)  # (N, D)
-        out = np.zeros((len(paths), vectors.shape[1]), dtype=np.float32)
-        out[has] = vectors
-        return out
-
-    def precomputed_encoder(self, data: CatalogData):
-        """A factory of encoders that return the shared image vectors (for the fused model)."""
-        vectors = self.image(data)
-        if vectors is None:
-            return None
-        by_path = dict(zip(data.items["image_path"].tolist(), vectors, strict=True))
-        return lambda: _Precomputed(by_path)
-
-
-class _Precomputed:
-    """fit/transform over image paths, answering from vectors computed earlier."""
-
-    def __init__(self, by_path: dict[str, np.ndarray]):
-        self.by_path = by_path
-
-    def fit(self, paths) -> _Precomputed:
-        return self
-
-    def transform(self, paths) -> np.ndarray:
-        return np.stack([self.by_path[p] for p in paths])
-
-
-def _tabular_vectors(data: CatalogData, config: TabularConfig, use_titles: bool):
-    """The tabular block `recsys train` builds: attributes, plus the title as text."""
-    kinds = dict(data.kinds)
-    if use_titles and data.items["title"].notna().any() and "title" not in kinds:
-        kinds["title"] = "text"
-    if not kinds:
-        return None
-    encoder = TabularEncoder(kinds, config).fit(data.items)
-    return encoder.transform(data.items) if encoder.dim_ else None
+        return self.content(data).blocks.get("image")
 
 
 def build_contenders(
@@ -289,9 +256,9 @@ def build_contenders(
         MatrixFactorization("als", peers),
         MatrixFactorization("bpr", peers),
     ]
-    if content.tabular(data) is not None:
-        contenders.append(ContentProfile("content (tabular)", content.tabular))
-    if content.image(data) is not None:
-        contenders.append(ContentProfile("content (image)", content.image))
-    contenders.append(Fused(fused, content.precomputed_encoder(data)))
+    for block in ("tabular", "image"):
+        vectors = content.content(data).blocks.get(block)
+        if vectors is not None:
+            contenders.append(ContentProfile(f"content ({block})", vectors))
+    contenders.append(Fused(fused, content))
     return contenders

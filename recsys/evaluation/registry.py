@@ -18,10 +18,11 @@ import os
 import tempfile
 from pathlib import Path
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
 from recsys.catalog.models import ModelBundle
+from recsys.model.bundle import find_active
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def record_in_active_bundle(engine: Engine, metrics: dict, report: Path) -> str 
     when the catalog has no active bundle."""
     record = summary(metrics, report)
     with Session(engine) as session, session.begin():
-        bundle = session.scalars(select(ModelBundle).where(ModelBundle.is_active)).first()
+        bundle = find_active(session)
         if bundle is None:
             log.info("no active bundle: the evaluation is recorded in the report only")
             return None

@@ -21,7 +21,7 @@ import numpy as np
 
 from recsys.evaluation import plots
 from recsys.evaluation.document import Bold, Document, to_html, to_markdown
-from recsys.evaluation.metrics import RANKING_METRICS
+from recsys.model.ranking import RANKING_METRICS
 
 log = logging.getLogger(__name__)
 

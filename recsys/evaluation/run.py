@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +19,17 @@ from tqdm import tqdm
 from recsys.errors import InvalidInput
 from recsys.evaluation import images as image_eval
 from recsys.evaluation.contenders import Fused, ItemContent, PeerConfig, build_contenders
-from recsys.evaluation.protocol import build_task, rank, score
 from recsys.evaluation.registry import record_in_active_bundle
 from recsys.evaluation.report import ReportInputs, write_report
-from recsys.evaluation.splits import SPLITS, sample_users, split_interactions
 from recsys.model.data import CatalogData, read_catalog
+from recsys.model.protocol import build_task, rank, score
+from recsys.model.split import SPLITS, sample_users, split_interactions
 from recsys.model.training import TrainConfig
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvaluationConfig:
     # temporal (per user, latest share by time), time-cutoff (one global time) or random.
     split: str = "temporal"
@@ -46,13 +46,14 @@ class EvaluationConfig:
     users: int | None = None
     # Upper bounds of the user segments by training history length: "1-5", "6-20", "21+".
     segments: tuple[int, ...] = (5, 20)
-    # Epochs of the image encoder trained on the catalog's images; None = its default.
+    # Epochs of the image encoder trained on the catalog's images; None = fused.image's.
     image_epochs: int | None = None
     # Example similar-items rows in the report, and neighbours per row.
     examples: int = 4
     neighbours_shown: int = 5
+    # The peers and the fused contender (what `recsys train` builds); ``seed`` replaces their
+    # seeds (peers.seed, fused.cf.random_state) and ``image_epochs`` fused.image.epochs.
     peers: PeerConfig = field(default_factory=PeerConfig)
-    # The fused contender: what `recsys train` builds (ALS seeded with ``seed``).
     fused: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
@@ -62,8 +63,15 @@ class EvaluationConfig:
             raise ValueError(f"EvaluationConfig.holdout {self.holdout} must be in (0, 1)")
         if not self.ks or min(self.ks) < 1:
             raise ValueError(f"EvaluationConfig.ks {self.ks} must be positive cut-offs")
-        self.ks = tuple(sorted(set(self.ks)))
-        self.peers.seed = self.fused.cf.random_state = self.seed
+        # Normalised copies of the fields (a frozen dataclass sets them this way once); the
+        # caller's nested configs are left as they were.
+        fused = self.fused
+        fused = replace(fused, cf=replace(fused.cf, random_state=self.seed))
+        if self.image_epochs is not None:
+            fused = replace(fused, image=replace(fused.image, epochs=self.image_epochs))
+        object.__setattr__(self, "ks", tuple(sorted(set(self.ks))))
+        object.__setattr__(self, "peers", replace(self.peers, seed=self.seed))
+        object.__setattr__(self, "fused", fused)
 
     @property
     def headline_k(self) -> int:
@@ -95,10 +103,7 @@ def evaluate(
     config = config or EvaluationConfig()
     with threadpool_limits(1, "blas"):
         data = _read(engine, config)
-        content = ItemContent(
-            config.fused.tabular, config.fused.use_titles,
-            image_encoder_factory or _image_encoder_factory(config, device, show_progress),
-        )  # fmt: skip
+        content = ItemContent(config.fused, image_encoder_factory, device, show_progress)
         inputs = _evaluate(data, config, content, show_progress)
         if labels is not None:
             inputs.metrics["images"] = _image_section(data, content, labels, config, inputs)
@@ -119,25 +124,12 @@ def _read(engine: Engine, config: EvaluationConfig) -> CatalogData:
     return data
 
 
-def _image_encoder_factory(config: EvaluationConfig, device: str, show_progress: bool):
-    def factory():
-        from recsys.vision import ImageEncoder, ImageEncoderConfig
-        from recsys.vision.train import TrainConfig as ImageTrainConfig
-
-        image = ImageEncoderConfig()
-        if config.image_epochs is not None:
-            image = ImageEncoderConfig(train=ImageTrainConfig(epochs=config.image_epochs))
-        return ImageEncoder(image, device=device, show_progress=show_progress)
-
-    return factory
-
-
 def _evaluate(data: CatalogData, config, content: ItemContent, show_progress: bool):
     """Split, fit and score every contender; without interactions only the fused model's
     content vectors are fitted (for the item map and examples)."""
     metrics: dict[str, Any] = {"data": _data_section(data, config), "config": asdict(config)}
     if data.interactions.empty:
-        fused = Fused(config.fused, content.precomputed_encoder(data)).fit(data)
+        fused = Fused(config.fused, content).fit(data)
         metrics["contenders"] = {}
         return _report_inputs(data, config, metrics, fused, {})
     split = split_interactions(
@@ -184,10 +176,8 @@ def _run_one(contender, train: CatalogData, task, config: EvaluationConfig, show
     result = score(rankings, task, config.ks, config.segments)
     done = time.perf_counter()
     k = config.headline_k
-    log.info(
-        "%s: recall@%d %.4f, cold-item recall@%d %s", contender.name, k,
-        result["overall"][f"recall@{k}"], k, result["cold_items"].get(f"recall@{k}"),
-    )  # fmt: skip
+    warm, cold = result["overall"][f"recall@{k}"], result["cold_items"].get(f"recall@{k}")
+    log.info("%s: recall@%d %.4f, cold-item recall@%d %s", contender.name, k, warm, k, cold)
     return result, {"fit": round(fitted - start, 2), "score": round(done - fitted, 2)}
 
 

@@ -1,4 +1,5 @@
-"""Versioned bundle directories: written atomically, checksummed, registered in the catalog.
+"""Versioned bundle directories: written atomically, checksummed, registered in the catalog,
+and read back into a ``Recommender`` (``load_recommender``, ``load_active``).
 
 A bundle is ``<artifacts_dir>/bundles/<version>/`` with ``manifest.json`` (versions, config,
 data counts, validation metrics and the SHA-256 of every other file) and the model files.
@@ -19,11 +20,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from recsys.catalog.models import ModelBundle
 from recsys.errors import InvalidBundle, ModelNotTrained
+from recsys.model.cf import CollaborativeModel
+from recsys.model.config import from_dict
+from recsys.model.fusion import FusedModel
+from recsys.model.index import IndexConfig, VectorIndex
+from recsys.model.recommender import ItemFilters, Recommender
 
 log = logging.getLogger(__name__)
 
@@ -132,13 +140,26 @@ def register_bundle(
         )
 
 
+def find_active(session: Session) -> ModelBundle | None:
+    """The registry's active bundle row in an open session, or None: the one active-bundle
+    query that training, serving, evaluation and stats share."""
+    return session.scalars(select(ModelBundle).where(ModelBundle.is_active)).first()
+
+
 def active_bundle(engine: Engine) -> ModelBundle:
     with Session(engine) as session:
-        bundle = session.scalars(select(ModelBundle).where(ModelBundle.is_active)).first()
+        bundle = find_active(session)
         if bundle is None:
             raise ModelNotTrained("no active model bundle in the catalog; run `recsys train`")
         session.expunge(bundle)
         return bundle
+
+
+def active_version(engine: Engine) -> str | None:
+    """The active bundle's version, or None when nothing is trained."""
+    with Session(engine) as session:
+        bundle = find_active(session)
+        return bundle.version if bundle is not None else None
 
 
 def activate_bundle(engine: Engine, version: str) -> None:
@@ -155,3 +176,78 @@ def activate_bundle(engine: Engine, version: str) -> None:
         session.execute(
             update(ModelBundle).where(ModelBundle.version == version).values(is_active=True)
         )
+
+
+# -- model files ---------------------------------------------------------------------------
+def write_model_files(
+    directory: Path,
+    recommender: Recommender,
+    tabular=None,
+    image_encoder=None,
+    items: pd.DataFrame | None = None,
+) -> None:
+    """Every file of a bundle but the manifest: fused blocks, CF model, index, neighbour table,
+    filters, the content encoders and the items' ids and titles."""
+    save = np.save
+    save(directory / "item_ids.npy", recommender.item_ids, allow_pickle=False)
+    save(directory / "item_vectors.npy", recommender.fused.item_vectors_, allow_pickle=False)
+    save(directory / "in_stock.npy", recommender.filters.in_stock, allow_pickle=False)
+    (directory / "item_labels.json").write_text(json.dumps(recommender.filters.labels))
+    recommender.fused.save(directory)
+    if recommender.cf is not None:
+        recommender.cf.save(directory)
+    recommender.index.save(directory / "index.faiss")
+    if recommender.neighbours is not None:
+        save(directory / "neighbours.npy", recommender.neighbours[0], allow_pickle=False)
+        save(directory / "neighbour_scores.npy", recommender.neighbours[1], allow_pickle=False)
+    if tabular is not None:
+        tabular.save(directory)
+    if image_encoder is not None:
+        image_encoder.save(directory / "image_encoder")
+    if items is not None:
+        items[["item_id", "title"]].to_parquet(directory / "items.parquet", index=False)
+
+
+def load_recommender(directory: str | Path, index_config: IndexConfig | None = None):
+    """The ``Recommender`` of a bundle directory, after checking every file's checksum
+    (``InvalidBundle`` when one does not match or a file cannot be read)."""
+    directory = Path(directory)
+    manifest = read_manifest(directory, verify=True)
+    try:
+        return _load_verified(directory, manifest, index_config)
+    except (OSError, ValueError, KeyError) as exc:
+        raise InvalidBundle(f"bundle {directory} cannot be loaded: {exc}") from exc
+
+
+def load_active(engine: Engine, index_config: IndexConfig | None = None):
+    """The ``Recommender`` of the bundle marked active in the catalog's registry."""
+    return load_recommender(active_bundle(engine).path, index_config)
+
+
+def _load_verified(directory: Path, manifest: dict, index_config) -> Recommender:
+    def arr(name: str, **options) -> np.ndarray:
+        return np.load(directory / name, allow_pickle=False, **options)
+
+    fused = FusedModel.load(directory)
+    cf = CollaborativeModel.load(directory) if fused.has_cf else None
+    labels = json.loads((directory / "item_labels.json").read_text())
+    filters = ItemFilters(arr("in_stock.npy"), labels)
+    config = index_config or from_dict(IndexConfig, manifest.get("config", {}).get("index", {}))
+    index = VectorIndex.load(directory / "index.faiss", fused.item_vectors_, config)
+    neighbours = None
+    if (directory / "neighbours.npy").exists():  # mapped: worker processes share the pages
+        neighbours = (
+            arr("neighbours.npy", mmap_mode="r"),
+            arr("neighbour_scores.npy", mmap_mode="r"),
+        )
+    encoder_dir = directory / "image_encoder"
+    return Recommender(
+        fused,
+        cf,
+        arr("item_ids.npy"),
+        filters,
+        index,
+        manifest,
+        neighbours,
+        encoder_dir if encoder_dir.is_dir() else None,
+    )

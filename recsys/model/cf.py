@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 SECONDS_PER_DAY = 86_400.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class CFConfig:
     # "als" (implicit's AlternatingLeastSquares) or "bpr" (BayesianPersonalizedRanking).
     model: str = "als"
@@ -42,8 +42,6 @@ class CFConfig:
     # latest event. None switches decay off.
     half_life_days: float | None = 180.0
     random_state: int = 0
-    # Use implicit's CUDA models (set by the trainer from Settings.device).
-    use_gpu: bool = False
 
     def __post_init__(self) -> None:
         if self.model not in ("als", "bpr"):
@@ -95,10 +93,12 @@ class CollaborativeModel(BaseEstimator):
 
     ``fit(interactions, item_ids)`` learns one factor row per user in ``interactions`` and per
     item in ``item_ids`` (items without interactions get a zero row, see ``warm_items_``).
+    ``use_gpu`` asks for implicit's CUDA models; ``device_`` says where the fit ran.
     """
 
-    def __init__(self, config: CFConfig | None = None):
+    def __init__(self, config: CFConfig | None = None, use_gpu: bool = False):
         self.config = config
+        self.use_gpu = use_gpu
 
     # -- training ------------------------------------------------------------------------
     def fit(self, interactions: pd.DataFrame, item_ids=None, show_progress: bool = False):
@@ -108,11 +108,12 @@ class CollaborativeModel(BaseEstimator):
         self.item_ids_ = np.asarray(item_ids, dtype=str)
         self.user_ids_ = np.asarray(np.sort(interactions["user_id"].unique()), dtype=str)
         self.user_items_ = confidence_matrix(interactions, self.user_ids_, self.item_ids_, config)
-        model = _make_model(config)
+        use_gpu = self.use_gpu and _implicit_has_cuda()
+        model = implicit_model(config, use_gpu=use_gpu)
         model.fit(self.user_items_, show_progress=show_progress)
-        if hasattr(model, "to_cpu"):
+        if use_gpu:
             model = model.to_cpu()
-        self.model_ = model
+        self.model_, self.device_ = model, "cuda" if use_gpu else "cpu"
         self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
         self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
         self.warm_items_ = np.asarray(self.user_items_.getnnz(axis=0) > 0)
@@ -141,26 +142,6 @@ class CollaborativeModel(BaseEstimator):
         ids = np.atleast_1d(np.asarray(user_ids, dtype=str)).tolist()
         return np.asarray([self.user_index_.get(u, -1) for u in ids], dtype=np.int64)
 
-    def recommend(self, user_ids, N: int = 10, filter_already_liked_items: bool = True):
-        """Top-N items per known user by factor dot product -> (ids (U, N), scores (U, N))."""
-        rows = self.user_rows(user_ids)
-        if (rows < 0).any():
-            raise KeyError(f"unknown users: {np.asarray(user_ids)[rows < 0][:5].tolist()}")
-        scores = self.user_factors_[rows] @ self.item_factors_.T  # (U, I)
-        if filter_already_liked_items:
-            seen = self.user_items_[rows]
-            scores[seen.nonzero()] = -np.inf
-        return _top_n(scores, N, self.item_ids_)
-
-    def similar_items(self, item_ids, N: int = 10):
-        """Top-N items by cosine of item factors, the query item excluded."""
-        rows = self.item_rows(item_ids)
-        norms = np.linalg.norm(self.item_factors_, axis=1)
-        normed = self.item_factors_ / np.maximum(norms, 1e-12)[:, None]
-        scores = normed[rows] @ normed.T  # (Q, I)
-        scores[np.arange(len(rows)), rows] = -np.inf
-        return _top_n(scores, N, self.item_ids_)
-
     def fold_in(self, item_ids, weights=None) -> np.ndarray:
         """A user vector from a history of items, without retraining.
 
@@ -181,8 +162,8 @@ class CollaborativeModel(BaseEstimator):
 
     def _als(self):
         """A CPU implicit ALS model over the learned factors (rebuilt after ``load``)."""
-        if getattr(self, "model_", None) is None:
-            self.model_ = _make_model(self.config or CFConfig(), cpu=True)
+        if self.model_ is None:
+            self.model_ = implicit_model(self.config or CFConfig())
             self.model_.user_factors = self.user_factors_
             self.model_.item_factors = self.item_factors_
         return self.model_
@@ -211,8 +192,9 @@ class CollaborativeModel(BaseEstimator):
     @classmethod
     def load(cls, directory: str | Path, prefix: str = "cf") -> CollaborativeModel:
         directory = Path(directory)
-        config = CFConfig(**json.loads((directory / f"{prefix}_config.json").read_text()))
-        config.use_gpu = False
+        from recsys.model.config import from_dict
+
+        config = from_dict(CFConfig, json.loads((directory / f"{prefix}_config.json").read_text()))
         model = cls(config)
 
         def arr(name):
@@ -222,16 +204,18 @@ class CollaborativeModel(BaseEstimator):
         model.user_ids_, model.item_ids_ = arr("user_ids"), arr("item_ids")
         model.user_items_ = sp.load_npz(directory / f"{prefix}_user_items.npz").tocsr()
         model.warm_items_ = np.asarray(model.user_items_.getnnz(axis=0) > 0)
-        model.model_ = None
+        model.model_, model.device_ = None, "cpu"
         model._index()
         return model
 
 
-def _make_model(config: CFConfig, cpu: bool = False):
+def implicit_model(config: CFConfig, use_gpu: bool = False, num_threads: int = 0):
+    """The unfitted implicit ALS or BPR model ``config`` describes; the one place either is
+    built (``recsys train`` and the evaluation's ALS/BPR peers). ``num_threads=1`` makes BPR's
+    Hogwild SGD reproducible."""
     from implicit.als import AlternatingLeastSquares
     from implicit.bpr import BayesianPersonalizedRanking
 
-    use_gpu = config.use_gpu and not cpu and _implicit_has_cuda()
     if config.model == "als":
         return AlternatingLeastSquares(
             factors=config.factors,
@@ -240,6 +224,7 @@ def _make_model(config: CFConfig, cpu: bool = False):
             iterations=config.iterations,
             random_state=config.random_state,
             use_gpu=use_gpu,
+            num_threads=num_threads,
         )
     return BayesianPersonalizedRanking(
         factors=config.factors,
@@ -248,6 +233,7 @@ def _make_model(config: CFConfig, cpu: bool = False):
         iterations=config.iterations,
         random_state=config.random_state,
         use_gpu=use_gpu,
+        num_threads=num_threads,
     )
 
 
@@ -263,12 +249,3 @@ def _ridge_fold_in(item_factors: np.ndarray, history: sp.csr_matrix, reg: float)
     factors = item_factors[rows]  # (H, F)
     gram = factors.T @ (factors * weights[:, None]) + max(reg, 1e-3) * np.eye(factors.shape[1])
     return np.linalg.solve(gram, factors.T @ weights).astype(np.float32)
-
-
-def _top_n(scores: np.ndarray, n: int, ids: np.ndarray):
-    """Row-wise top-n of a dense (Q, I) score matrix, best first, -inf dropped to the end."""
-    n = min(n, scores.shape[1])
-    part = np.argpartition(-scores, n - 1, axis=1)[:, :n]
-    order = np.take_along_axis(scores, part, axis=1).argsort(axis=1)[:, ::-1]
-    top = np.take_along_axis(part, order, axis=1)
-    return ids[top], np.take_along_axis(scores, top, axis=1)

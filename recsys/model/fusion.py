@@ -19,8 +19,10 @@ prediction), so they can be recommended and found as similar items.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -34,9 +36,10 @@ BLOCKS = ("cf", "tabular", "image", "popularity")
 CONTENT_BLOCKS = ("tabular", "image")
 
 
-@dataclass
+@dataclass(frozen=True)
 class FusionConfig:
-    # Block weights: the inner product is sum_b weight_b * block similarity_b.
+    # Block weights: the inner product is sum_b weight_b * block similarity_b (the weights
+    # stage of `recsys train` chooses the ones a bundle uses; these are its fallback).
     weights: dict[str, float] = field(
         default_factory=lambda: {"cf": 1.0, "tabular": 0.3, "image": 0.3, "popularity": 0.1}
     )
@@ -82,11 +85,6 @@ def fuse(blocks: dict[str, np.ndarray], weights: dict[str, float], layout: Layou
     return out
 
 
-def block_similarities(a: np.ndarray, b: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
-    """Row-wise inner product of two unweighted block matrices, per block."""
-    return {name: np.sum(a[:, s] * b[:, s], axis=1) for name, s in layout.slices().items()}
-
-
 def popularity_scores(user_items: sp.csr_matrix) -> np.ndarray:
     """log(1 + users per item), scaled to [0, 1]."""
     counts = np.log1p(user_items.getnnz(axis=0).astype(np.float64))
@@ -99,12 +97,22 @@ class FusedModel(BaseEstimator):
     def __init__(self, config: FusionConfig | None = None):
         self.config = config
 
-    def fit(self, cf=None, content: dict[str, np.ndarray] | None = None, n_items: int = 0):
-        """``cf``: a fitted CollaborativeModel or None; ``content``: block -> (n_items, d)."""
+    def fit(
+        self,
+        cf=None,
+        content: dict[str, np.ndarray] | None = None,
+        n_items: int = 0,
+        weights: dict[str, float] | None = None,
+        cold_scale: dict[str, float] | None = None,
+    ):
+        """``cf``: a fitted CollaborativeModel or None; ``content``: block -> (n_items, d);
+        ``weights`` and ``cold_scale`` (e.g. chosen on a validation slice) override the
+        config's."""
         config = self.config or FusionConfig()
         content = {k: normalize_rows(v) for k, v in (content or {}).items() if v.shape[1]}
         n_items = len(cf.item_ids_) if cf is not None else n_items
         self.cold_ = np.ones(n_items, dtype=bool)
+        self.cf_scales_ = (1.0, 1.0)
         item_blocks: dict[str, np.ndarray] = dict(content)
         user_blocks: dict[str, np.ndarray] = {}
         if cf is not None:
@@ -121,8 +129,7 @@ class FusedModel(BaseEstimator):
             )
         self.layout_ = Layout({b: item_blocks[b].shape[1] for b in BLOCKS if b in item_blocks})
         self.item_blocks_, self.user_blocks_ = item_blocks, user_blocks
-        self.set_weights(config.weights, config.cold_scale)
-        return self
+        return self.set_weights(weights or config.weights, cold_scale or config.cold_scale)
 
     def _cf_blocks(self, cf) -> tuple[np.ndarray, np.ndarray]:
         items, users = cf.item_factors_, cf.user_factors_
@@ -133,7 +140,6 @@ class FusedModel(BaseEstimator):
 
     def _predict_cold(self, item_blocks, content, config: FusionConfig) -> None:
         """Fit content -> [cf | popularity] on warm items; fill in cold items' blocks."""
-        self.content_model_ = None
         warm = ~self.cold_
         if not content or warm.sum() < 2 or not self.cold_.any():
             return
@@ -143,7 +149,6 @@ class FusedModel(BaseEstimator):
         predicted = ridge.predict(features[self.cold_]).astype(np.float32)
         item_blocks["cf"][self.cold_] = predicted[:, :-1]
         item_blocks["popularity"][self.cold_, 0] = np.clip(predicted[:, -1], 0.0, 1.0)
-        self.content_model_ = (ridge.coef_.astype(np.float32), ridge.intercept_.astype(np.float32))
         log.info("predicted collaborative blocks of %d cold items", int(self.cold_.sum()))
 
     def set_weights(self, weights: dict[str, float], cold_scale: dict[str, float] | None = None):
@@ -174,6 +179,49 @@ class FusedModel(BaseEstimator):
             blocks["cf"] = cf_vectors / self.cf_scales_[1]
             blocks["popularity"] = np.ones((histories.shape[0], 1), dtype=np.float32)
         return fuse(blocks, self.weights_, self.layout_)
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, directory: str | Path) -> None:
+        """``fusion.json`` (layout, weights, scales), ``cold_items.npy`` and one ``.npy`` per
+        item and user block; the fused vectors are recomputed from them on ``load``."""
+        check_is_fitted(self, "layout_")
+        directory = Path(directory)
+        np.save(directory / "cold_items.npy", self.cold_, allow_pickle=False)
+        for prefix, blocks in (("item", self.item_blocks_), ("user", self.user_blocks_)):
+            for name, block in blocks.items():
+                np.save(directory / f"{prefix}_block_{name}.npy", block, allow_pickle=False)
+        state = {
+            "layout": self.layout_.dims,
+            "weights": self.weights_,
+            "cold_scale": self.cold_scale_,
+            "cf_scales": list(self.cf_scales_),
+            "item_blocks": list(self.item_blocks_),
+            "user_blocks": list(self.user_blocks_),
+            "has_cf": "cf" in self.user_blocks_,
+        }
+        (directory / "fusion.json").write_text(json.dumps(state, indent=2))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> FusedModel:
+        directory = Path(directory)
+        state = json.loads((directory / "fusion.json").read_text())
+
+        def blocks(prefix: str) -> dict[str, np.ndarray]:
+            return {
+                name: np.load(directory / f"{prefix}_block_{name}.npy", allow_pickle=False)
+                for name in state[f"{prefix}_blocks"]
+            }
+
+        fused = cls()
+        fused.layout_ = Layout(dict(state["layout"]))
+        fused.cold_ = np.load(directory / "cold_items.npy", allow_pickle=False)
+        fused.cf_scales_ = tuple(state["cf_scales"])
+        fused.item_blocks_, fused.user_blocks_ = blocks("item"), blocks("user")
+        return fused.set_weights(state["weights"], state["cold_scale"])
+
+    @property
+    def has_cf(self) -> bool:
+        return "cf" in self.user_blocks_
 
 
 def _profiles(user_items: sp.csr_matrix, content: dict[str, np.ndarray]) -> dict:

@@ -9,10 +9,12 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from recsys.model.ranking import top_k_finite
+
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class IndexConfig:
     # "auto" (flat up to exact_max_items, HNSW above), "flat", "ivf" or "hnsw".
     kind: str = "auto"
@@ -23,8 +25,6 @@ class IndexConfig:
     # HNSW: neighbours per node and search breadth.
     hnsw_m: int = 32
     ef_search: int = 128
-    # Move flat/IVF indexes to the GPU when faiss-gpu and a GPU are present.
-    use_gpu: bool = False
     # An allowed set smaller than this share of the catalog is scored exactly instead.
     exact_filter_share: float = 0.05
 
@@ -34,22 +34,30 @@ class IndexConfig:
 
 
 class VectorIndex:
-    """Maximum inner product search; row numbers in, row numbers out."""
+    """Maximum inner product search; row numbers in, row numbers out.
+
+    Searches never change the shared FAISS index (search parameters go with each call), so
+    one index serves several threads at once. ``use_gpu`` moves flat and IVF indexes to GPU 0
+    when faiss-gpu finds one; ``on_gpu`` says whether it did.
+    """
 
     def __init__(self, vectors: np.ndarray, index: faiss.Index, config: IndexConfig):
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self.index = index
         self.config = config
+        self.on_gpu = _is_gpu(index)
 
     @classmethod
-    def build(cls, vectors: np.ndarray, config: IndexConfig | None = None) -> VectorIndex:
+    def build(
+        cls, vectors: np.ndarray, config: IndexConfig | None = None, use_gpu: bool = False
+    ) -> VectorIndex:
         config = config or IndexConfig()
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         kind = resolved_kind(config, len(vectors))
         index = _make_index(kind, vectors, config)
         index.add(vectors)
         log.info("built %s index over %d vectors of %d dims", kind, *vectors.shape)
-        return cls(vectors, _maybe_gpu(index, kind, config), config)
+        return cls(vectors, _maybe_gpu(index, kind, use_gpu), config)
 
     @property
     def kind(self) -> str:
@@ -59,30 +67,59 @@ class VectorIndex:
         """Top-k rows per query -> (rows (Q, k), scores (Q, k)); -1 / -inf pad short results.
 
         ``allowed``: boolean mask over rows, shared by all queries (stock, category, candidates);
-        ``exclude``: per query, an array of rows never to return (seen items, the query item).
+        ``exclude``: per query, an array of rows never to return (seen items, the query item),
+        or one (Q, E) array for all queries (vectorised: the neighbour table's self-exclusion).
         Filtered searches over-fetch and widen until k rows pass; a small allowed set is
         scored exactly, so k rows come back whenever k rows pass the filters.
         """
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        exclude = exclude if exclude is not None else [None] * len(queries)
+        if exclude is None:
+            exclude = np.zeros((len(queries), 0), dtype=np.int64)
+        elif not (isinstance(exclude, np.ndarray) and exclude.ndim == 2):
+            exclude = [np.asarray([] if e is None else e, dtype=np.int64) for e in exclude]
         n = len(self.vectors)
         if allowed is not None and allowed.sum() <= max(k, self.config.exact_filter_share * n):
             return self._exact(queries, k, np.flatnonzero(allowed), exclude)
-        rows = np.full((len(queries), k), -1, dtype=np.int64)
-        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
-        for q, query in enumerate(queries):
-            rows[q], scores[q] = self._search_one(query, k, allowed, exclude[q])
+        if allowed is None:  # one batched search; short answers are widened one by one below
+            rows, scores = self._search_batch(queries, k, exclude)
+        else:
+            rows = np.full((len(queries), k), -1, dtype=np.int64)
+            scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        for q in np.flatnonzero((rows < 0).any(axis=1)):
+            rows[q], scores[q] = self._search_one(queries[q], k, allowed, exclude[q])
         return rows, scores
 
-    def _search_one(self, query: np.ndarray, k: int, allowed, exclude):
+    def _search_batch(self, queries: np.ndarray, k: int, exclude):
+        """(rows (Q, k), scores (Q, k)) from one search fetching k plus the longest exclusion
+        list; -1 where too few rows were left."""
+        fetch = min(k + max((len(e) for e in exclude), default=0), len(self.vectors))
+        found_scores, found = self._raw_search(queries, fetch)  # (Q, fetch)
+        keep = found >= 0
+        if isinstance(exclude, np.ndarray):
+            keep &= ~(found[:, :, None] == exclude[:, None, :]).any(axis=2)
+        else:
+            for q, blocked in enumerate(exclude):
+                keep[q] &= ~np.isin(found[q], blocked)
+        first = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # kept places, in rank order
+        valid = np.take_along_axis(keep, first, axis=1)
+        rows = np.full((len(queries), k), -1, dtype=np.int64)
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        width = first.shape[1]
+        rows[:, :width] = np.where(valid, np.take_along_axis(found, first, axis=1), -1)
+        scores[:, :width] = np.where(
+            valid, np.take_along_axis(found_scores, first, axis=1), -np.inf
+        )
+        return rows, scores
+
+    def _search_one(self, query: np.ndarray, k: int, allowed, blocked: np.ndarray):
         n = len(self.vectors)
-        blocked = np.zeros(0, dtype=np.int64) if exclude is None else np.asarray(exclude)
         fetch = k + len(blocked)
         if allowed is not None:
             fetch = int(fetch * min(n / max(allowed.sum(), 1), 16)) + k
         while True:
             fetch = min(fetch, n)
             found_scores, found = self._raw_search(query[None, :], fetch)
+            found_scores, found = found_scores[0], found[0]
             keep = found >= 0
             if allowed is not None:
                 keep &= allowed[np.where(keep, found, 0)]
@@ -101,24 +138,25 @@ class VectorIndex:
         return out_rows, out_scores
 
     def _raw_search(self, queries: np.ndarray, fetch: int):
+        """FAISS's (scores (Q, fetch), rows (Q, fetch)); HNSW's breadth is passed per call."""
         if self.kind == "hnsw":
-            self.index.hnsw.efSearch = max(self.config.ef_search, fetch)
-        scores, rows = self.index.search(queries, fetch)
-        return scores[0], rows[0]
+            params = faiss.SearchParametersHNSW(efSearch=max(self.config.ef_search, fetch))
+            return self.index.search(queries, fetch, params=params)
+        return self.index.search(queries, fetch)
 
     def _exact(self, queries: np.ndarray, k: int, rows: np.ndarray, exclude):
         """Brute-force scores over a row subset (numpy): small candidate lists, fallbacks."""
         scores = queries @ self.vectors[rows].T  # (Q, R)
-        out_rows = np.full((len(queries), k), -1, dtype=np.int64)
-        out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
-        for q in range(len(queries)):
-            row_scores = scores[q].copy()
-            if exclude[q] is not None and len(exclude[q]):
-                row_scores[np.isin(rows, exclude[q])] = -np.inf
-            order = np.argsort(-row_scores, kind="stable")[:k]
-            order = order[np.isfinite(row_scores[order])]
-            out_rows[q, : len(order)], out_scores[q, : len(order)] = rows[order], row_scores[order]
-        return out_rows, out_scores
+        for q, blocked in enumerate(exclude):
+            if len(blocked):
+                scores[q, np.isin(rows, blocked)] = -np.inf
+        best = top_k_finite(scores, k)  # (Q, k) columns of scores, -1 where none is left
+        valid = best >= 0
+        out_rows = np.where(valid, rows[np.maximum(best, 0)], -1)
+        out_scores = np.where(
+            valid, np.take_along_axis(scores, np.maximum(best, 0), axis=1), -np.inf
+        )
+        return out_rows.astype(np.int64), out_scores.astype(np.float32)
 
     def save(self, path: str | Path) -> Path:
         index = self.index
@@ -128,13 +166,16 @@ class VectorIndex:
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | Path, vectors: np.ndarray, config: IndexConfig) -> VectorIndex:
+    def load(
+        cls, path: str | Path, vectors: np.ndarray, config: IndexConfig, use_gpu: bool = False
+    ) -> VectorIndex:
         index = faiss.read_index(str(path))
         if index.ntotal != len(vectors) or index.d != vectors.shape[1]:
             raise ValueError(
                 f"index {path} holds {index.ntotal}x{index.d}, vectors are {vectors.shape}"
             )
-        return cls(vectors, _maybe_gpu(index, resolved_kind(config, len(vectors)), config), config)
+        kind = resolved_kind(config, len(vectors))
+        return cls(vectors, _maybe_gpu(index, kind, use_gpu), config)
 
 
 def resolved_kind(config: IndexConfig, n: int) -> str:
@@ -158,9 +199,9 @@ def _make_index(kind: str, vectors: np.ndarray, config: IndexConfig) -> faiss.In
     return index
 
 
-def _maybe_gpu(index: faiss.Index, kind: str, config: IndexConfig) -> faiss.Index:
+def _maybe_gpu(index: faiss.Index, kind: str, use_gpu: bool) -> faiss.Index:
     """Flat and IVF indexes go to GPU 0 with faiss-gpu; HNSW stays on the CPU."""
-    if not config.use_gpu or kind == "hnsw" or not hasattr(faiss, "StandardGpuResources"):
+    if not use_gpu or kind == "hnsw" or not hasattr(faiss, "StandardGpuResources"):
         return index
     if faiss.get_num_gpus() < 1:
         return index

@@ -1,6 +1,6 @@
 """The serving API: external ids in, external ids and scores out, batch-first.
 
-``Recommender.load(bundle_dir)`` (or ``Recommender.load_active(engine)``) then
+``recsys.model.bundle.load_recommender(bundle_dir)`` (or ``load_active(engine)``) then
 ``recommend(user_ids, k=10, exclude_seen=True, candidates=None, filters=None)`` and
 ``similar_items(item_ids, k=10, filters=None)``.
 
@@ -15,7 +15,6 @@ attributes; an item passes an attribute filter when it has any of the values.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,22 +22,17 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from sqlalchemy import Engine
 
 from recsys.errors import InvalidBundle, UnknownItem
-from recsys.model.bundle import active_bundle, read_manifest
-from recsys.model.cf import CollaborativeModel
 from recsys.model.data import index_of
-from recsys.model.fusion import FusedModel, Layout
+from recsys.model.fusion import FusedModel
 from recsys.model.index import IndexConfig, VectorIndex
+from recsys.model.ranking import top_k_finite
 from recsys.model.tabular import split_multi
 
 log = logging.getLogger(__name__)
 
 FILTER_KINDS = ("categorical", "multi")
-# Similar items precomputed per item at training time: unfiltered product-page calls with k up
-# to this many are an array slice instead of an index search (40 MB for 100k items).
-NEIGHBOURS = 50
 
 
 @dataclass
@@ -48,9 +42,6 @@ class Results:
     ids: list[list[str]]
     scores: list[np.ndarray]
     fallback: list[bool] = field(default_factory=list)
-
-    def __iter__(self):  # ids, scores = recommender.recommend(...)
-        return iter((self.ids, self.scores))
 
     def to_json(self) -> list[dict[str, Any]]:
         fallback = self.fallback or [False] * len(self.ids)
@@ -101,9 +92,24 @@ class ItemFilters:
 
 
 class Recommender:
-    """Fused vectors + FAISS index + id mappings + filters; see the module docstring."""
+    """Fused vectors + FAISS index + id mappings + filters; see the module docstring.
 
-    def __init__(self, fused: FusedModel, cf, item_ids, filters: ItemFilters, index, manifest):
+    ``neighbours``: each item's unfiltered similar items, (rows (N, W) int32, scores (N, W)
+    float32), from ``compute_neighbours`` or a bundle; None: every call searches the index.
+    ``image_encoder_dir``: where the bundle's image encoder is (loaded on first use).
+    """
+
+    def __init__(
+        self,
+        fused: FusedModel,
+        cf,
+        item_ids,
+        filters: ItemFilters,
+        index: VectorIndex,
+        manifest: dict[str, Any],
+        neighbours: tuple[np.ndarray, np.ndarray] | None = None,
+        image_encoder_dir: Path | None = None,
+    ):
         self.fused, self.cf, self.filters, self.index = fused, cf, filters, index
         self.item_ids = np.asarray(item_ids, dtype=str)
         self.item_index = index_of(self.item_ids)
@@ -116,10 +122,8 @@ class Recommender:
             if popularity is not None
             else np.zeros(len(warm))
         )
-        self.directory: Path | None = None  # the bundle directory, when loaded from one
-        # Each item's unfiltered similar items, (rows (N, W) int32, scores (N, W) float32);
-        # None (bundles from before it existed): every call searches the index.
-        self.neighbours: tuple[np.ndarray, np.ndarray] | None = None
+        self.neighbours = neighbours
+        self.image_encoder_dir = image_encoder_dir
         self._image_encoder = None
         self._image_index: VectorIndex | None = None
 
@@ -132,8 +136,9 @@ class Recommender:
         return "image" in self.fused.item_blocks_
 
     # -- queries -------------------------------------------------------------------------
-    def recommend(self, user_ids, k: int = 10, exclude_seen: bool = True, candidates=None,
-                  filters=None) -> Results:  # fmt: skip
+    def recommend(
+        self, user_ids, k: int = 10, exclude_seen: bool = True, candidates=None, filters=None
+    ) -> Results:
         """Top-k items per user; unknown users get the popularity fallback (flagged)."""
         user_ids = np.atleast_1d(np.asarray(user_ids, dtype=str)).tolist()
         allowed = self._allowed(candidates, filters)
@@ -151,8 +156,9 @@ class Recommender:
             results.fallback.append(row < 0)
         return results
 
-    def recommend_for_history(self, histories, k: int = 10, exclude_seen: bool = True,
-                              candidates=None, filters=None) -> Results:  # fmt: skip
+    def recommend_for_history(
+        self, histories, k: int = 10, exclude_seen: bool = True, candidates=None, filters=None
+    ) -> Results:
         """Top-k for users given only their item histories (lists of item ids), no retraining.
 
         The user vector is folded in from the history (ALS ``recalculate_user`` or a ridge
@@ -200,7 +206,7 @@ class Recommender:
     def image_encoder(self):
         """The bundle's image encoder (loaded on first use)."""
         if self._image_encoder is None:
-            path = self.directory / "image_encoder" if self.directory is not None else None
+            path = self.image_encoder_dir
             if not self.has_images or path is None or not path.is_dir():
                 raise InvalidBundle(
                     f"model bundle {self.version} has no image encoder: the catalog had no "
@@ -224,19 +230,22 @@ class Recommender:
             if (found >= 0).all():
                 return self._results(found, np.array(table[1][rows, :k]))
         queries = self.fused.item_queries(rows)
-        return self._search(queries, k, self._allowed(None, filters), [[r] for r in rows])
+        return self._search(queries, k, self._allowed(None, filters), rows[:, None])
 
-    def compute_neighbours(self, width: int = NEIGHBOURS, batch: int = 4096) -> None:
+    def compute_neighbours(self, width: int, batch: int = 4096) -> None:
         """Fill ``neighbours``: every item's unfiltered top-``width`` similar items, found by
-        the same index search ``similar_items`` runs (-1 where fewer exist)."""
+        the same index search ``similar_items`` runs (-1 where fewer exist); 0 fills none."""
         n = len(self.item_ids)
         width = min(width, max(n - 1, 1))
+        if width <= 0:
+            self.neighbours = None
+            return
         rows = np.full((n, width), -1, dtype=np.int32)
         scores = np.full((n, width), -np.inf, dtype=np.float32)
         for start in range(0, n, batch):
             own = np.arange(start, min(start + batch, n))
             queries = self.fused.item_queries(own)
-            rows[own], scores[own] = self.index.search(queries, width, None, [[r] for r in own])
+            rows[own], scores[own] = self.index.search(queries, width, None, own[:, None])
         self.neighbours = (rows, scores)
 
     def item_rows(self, item_ids) -> np.ndarray:
@@ -266,16 +275,16 @@ class Recommender:
     def _results(self, found: np.ndarray, scores: np.ndarray) -> Results:
         """Results from (Q, k) rows and scores, -1 padding dropped."""
         ids = [self._ids(row) for row in found]
-        return Results(ids, [s[f >= 0] for s, f in zip(scores, found, strict=True)],
-                       [False] * len(ids))  # fmt: skip
+        kept = [s[f >= 0] for s, f in zip(scores, found, strict=True)]
+        return Results(ids, kept, [False] * len(ids))
 
     def _ids(self, rows: np.ndarray) -> list[str]:
         return self.item_ids[rows[rows >= 0]].tolist()
 
     def _popular(self, k: int, allowed) -> tuple[list[str], np.ndarray]:
         scores = self.popularity if allowed is None else np.where(allowed, self.popularity, -np.inf)
-        order = np.argsort(-scores, kind="stable")[:k]
-        order = order[np.isfinite(scores[order])]
+        order = top_k_finite(scores[None, :], k)[0]
+        order = order[order >= 0]
         return self.item_ids[order].tolist(), scores[order].astype(np.float32)
 
     def _history_matrix(self, histories) -> sp.csr_matrix:
@@ -286,92 +295,6 @@ class Recommender:
             cols += found.tolist()
         data = np.ones(len(rows), dtype=np.float32)
         return sp.csr_matrix((data, (rows, cols)), shape=(len(histories), len(self.item_ids)))
-
-    # -- persistence ---------------------------------------------------------------------
-    def save(self, directory: str | Path) -> None:
-        """Writes every file the bundle holds (manifest excepted) into ``directory``."""
-        directory = Path(directory)
-        fused = self.fused
-        np.save(directory / "item_ids.npy", self.item_ids, allow_pickle=False)
-        np.save(directory / "item_vectors.npy", fused.item_vectors_, allow_pickle=False)
-        np.save(directory / "cold_items.npy", fused.cold_, allow_pickle=False)
-        np.save(directory / "in_stock.npy", self.filters.in_stock, allow_pickle=False)
-        for prefix, blocks in (("item", fused.item_blocks_), ("user", fused.user_blocks_)):
-            for name, block in blocks.items():
-                np.save(directory / f"{prefix}_block_{name}.npy", block, allow_pickle=False)
-        (directory / "item_labels.json").write_text(json.dumps(self.filters.labels))
-        (directory / "fusion.json").write_text(json.dumps(fusion_state(fused), indent=2))
-        if self.cf is not None:
-            self.cf.save(directory)
-        self.index.save(directory / "index.faiss")
-        if self.neighbours is not None:
-            np.save(directory / "neighbours.npy", self.neighbours[0], allow_pickle=False)
-            np.save(directory / "neighbour_scores.npy", self.neighbours[1], allow_pickle=False)
-
-    @classmethod
-    def load(cls, directory: str | Path, index_config: IndexConfig | None = None) -> Recommender:
-        """Loads a bundle directory after checking every file's checksum (``InvalidBundle``)."""
-        directory = Path(directory)
-        manifest = read_manifest(directory, verify=True)
-        try:
-            return cls._load_verified(directory, manifest, index_config)
-        except (OSError, ValueError, KeyError) as exc:
-            raise InvalidBundle(f"bundle {directory} cannot be loaded: {exc}") from exc
-
-    @classmethod
-    def _load_verified(cls, directory: Path, manifest: dict, index_config) -> Recommender:
-        def arr(name):
-            return np.load(directory / name, allow_pickle=False)
-
-        state = json.loads((directory / "fusion.json").read_text())
-        fused = restore_fused(state, directory, arr("cold_items.npy"))
-        cf = CollaborativeModel.load(directory) if state["has_cf"] else None
-        labels = json.loads((directory / "item_labels.json").read_text())
-        filters = ItemFilters(arr("in_stock.npy"), labels)
-        config = index_config or IndexConfig(**manifest.get("config", {}).get("index", {}))
-        index = VectorIndex.load(directory / "index.faiss", arr("item_vectors.npy"), config)
-        recommender = cls(fused, cf, arr("item_ids.npy"), filters, index, manifest)
-        recommender.directory = directory
-        if (directory / "neighbours.npy").exists():  # mapped: worker processes share the pages
-            recommender.neighbours = (
-                np.load(directory / "neighbours.npy", mmap_mode="r", allow_pickle=False),
-                np.load(directory / "neighbour_scores.npy", mmap_mode="r", allow_pickle=False),
-            )
-        return recommender
-
-    @classmethod
-    def load_active(cls, engine: Engine, index_config: IndexConfig | None = None) -> Recommender:
-        """The bundle marked active in the catalog's registry."""
-        return cls.load(active_bundle(engine).path, index_config)
-
-
-def fusion_state(fused: FusedModel) -> dict[str, Any]:
-    return {
-        "layout": fused.layout_.dims,
-        "weights": fused.weights_,
-        "cold_scale": fused.cold_scale_,
-        "cf_scales": list(getattr(fused, "cf_scales_", (1.0, 1.0))),
-        "item_blocks": list(fused.item_blocks_),
-        "user_blocks": list(fused.user_blocks_),
-        "has_cf": "cf" in fused.user_blocks_,
-    }
-
-
-def restore_fused(state: dict, directory: Path, cold: np.ndarray) -> FusedModel:
-    fused = FusedModel()
-    fused.layout_ = Layout(dict(state["layout"]))
-    fused.cold_ = cold
-    fused.cf_scales_ = tuple(state["cf_scales"])
-    fused.item_blocks_ = {
-        b: np.load(directory / f"item_block_{b}.npy", allow_pickle=False)
-        for b in state["item_blocks"]
-    }
-    fused.user_blocks_ = {
-        b: np.load(directory / f"user_block_{b}.npy", allow_pickle=False)
-        for b in state["user_blocks"]
-    }
-    fused.set_weights(state["weights"], state["cold_scale"])
-    return fused
 
 
 def _rows(matrix: sp.csr_matrix):

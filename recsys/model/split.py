@@ -1,80 +1,105 @@
-"""Per-user temporal splits and ranking metrics, shared by training and the eval script.
+"""Train/test splits of a catalog's interactions: offline evaluation and training's validation.
 
-recall@k here is ``|top-k ∩ held-out| / min(k, |held-out|)`` per user, averaged over users
-(the definition under which the reference numbers of issue 6 reproduce); training items are
-never recommended.
+- ``temporal``: each user's latest ``floor(holdout * n_user)`` interactions by time;
+- ``time-cutoff``: one global time; everything at or after it is held out;
+- ``random``: each user's ``floor(holdout * n_user)`` interactions drawn at random (seeded).
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
+
+from recsys.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("temporal", "time-cutoff", "random")
+
+
+@dataclass(frozen=True)
+class Split:
+    train: pd.DataFrame
+    test: pd.DataFrame
+    # name, holdout, cutoff (ISO time or None), seed: what the report states.
+    description: dict
+
+
+def split_interactions(
+    interactions: pd.DataFrame, name: str, holdout: float, seed: int, cutoff: str | None = None
+) -> Split:
+    """Dispatch to one of ``SPLITS``; see the module docstring."""
+    if name not in SPLITS:
+        raise ValueError(f"split {name!r} is not one of {', '.join(SPLITS)}")
+    if name != "random":
+        _require_timestamps(interactions, name)
+    if name == "temporal":
+        train, test = temporal_split(interactions, holdout)
+    elif name == "time-cutoff":
+        when = pd.Timestamp(cutoff) if cutoff else default_cutoff(interactions, holdout)
+        train, test = time_cutoff_split(interactions, when)
+        cutoff = when.isoformat()
+    else:
+        train, test = random_split(interactions, holdout, seed)
+    description = {"name": name, "holdout": holdout, "cutoff": cutoff, "seed": seed}
+    log.info("%s split: %d training, %d held-out interactions", name, len(train), len(test))
+    return Split(train, test, description)
 
 
 def temporal_split(interactions: pd.DataFrame, share: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Hold out each user's latest ``floor(share * n_user)`` interactions by timestamp."""
     ordered = interactions.sort_values(["user_id", "timestamp", "item_id"], kind="stable")
+    return _hold_latest(ordered, share)
+
+
+def time_cutoff_split(
+    interactions: pd.DataFrame, cutoff: pd.Timestamp
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Interactions before ``cutoff`` train; those at or after it are held out."""
+    held = pd.to_datetime(interactions["timestamp"]) >= cutoff
+    return interactions[~held.to_numpy()], interactions[held.to_numpy()]
+
+
+def default_cutoff(interactions: pd.DataFrame, holdout: float) -> pd.Timestamp:
+    """The time before which a share ``1 - holdout`` of all interactions happened."""
+    stamps = pd.to_datetime(interactions["timestamp"]).astype("datetime64[ns]")
+    return pd.Timestamp(stamps.quantile(1.0 - holdout)).floor("s")
+
+
+def random_split(
+    interactions: pd.DataFrame, share: float, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Hold out ``floor(share * n_user)`` random interactions per user; same seed, same split."""
+    ordered = interactions.sort_values(["user_id", "item_id", "timestamp"], kind="stable")
+    draw = np.random.default_rng(seed).random(len(ordered))
+    ordered = ordered.iloc[np.lexsort((draw, ordered["user_id"].to_numpy()))]
+    return _hold_latest(ordered, share)
+
+
+def _hold_latest(ordered: pd.DataFrame, share: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(kept, held): the last ``floor(share * n_user)`` rows of each user in this order."""
     position = ordered.groupby("user_id").cumcount()
     size = ordered.groupby("user_id")["item_id"].transform("size")
     held = position >= size - np.floor(size * share)
     return ordered[~held], ordered[held]
 
 
-def recall_at_k(top: np.ndarray, heldout: list[set[int]], k: int = 10) -> float:
-    """Mean over users of |top[:k] ∩ heldout| / min(k, |heldout|); users with none skipped."""
-    values = [
-        len(held.intersection(row[:k].tolist())) / min(k, len(held))
-        for row, held in zip(top, heldout, strict=True)
-        if held
-    ]
-    return float(np.mean(values)) if values else float("nan")
+def sample_users(interactions: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """The interactions of a seeded sample of ``n`` users (all of them when fewer)."""
+    users = np.sort(interactions["user_id"].astype(str).unique())
+    if n >= len(users):
+        return interactions
+    chosen = np.random.default_rng(seed).choice(users, size=n, replace=False)
+    return interactions[interactions["user_id"].astype(str).isin(chosen).to_numpy()]
 
 
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Row-wise indices of the k largest scores, best first."""
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.take_along_axis(-scores, part, axis=1).argsort(axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)
-
-
-def heldout_sets(test: pd.DataFrame, user_ids, item_ids) -> tuple[np.ndarray, list[set[int]]]:
-    """(user rows, per user the set of held-out item rows), users/items absent are dropped."""
-    users = pd.Index(np.asarray(user_ids, dtype=str))
-    items = pd.Index(np.asarray(item_ids, dtype=str))
-    frame = pd.DataFrame(
-        {
-            "u": users.get_indexer(test["user_id"].astype(str)),
-            "i": items.get_indexer(test["item_id"].astype(str)),
-        }
-    )
-    frame = frame[(frame.u >= 0) & (frame.i >= 0)]
-    grouped = frame.groupby("u")["i"].apply(set)
-    return grouped.index.to_numpy(), list(grouped.to_numpy())
-
-
-def evaluate_scores(
-    score_fn, users: np.ndarray, heldout: list[set[int]], seen: sp.csr_matrix,
-    cold: np.ndarray | None = None, k: int = 10, batch: int = 1024,
-) -> dict[str, float]:  # fmt: skip
-    """Warm recall (all items ranked) and cold recall (cold items only, for users holding some).
-
-    ``score_fn(user_rows) -> (U, I)`` dense scores.
-    """
-    warm_top, cold_top, cold_held = [], [], []
-    cold_rows = np.flatnonzero(cold) if cold is not None else np.zeros(0, dtype=np.int64)
-    for start in range(0, len(users), batch):
-        rows = users[start : start + batch]
-        scores = np.asarray(score_fn(rows), dtype=np.float32)
-        scores[seen[rows].nonzero()] = -np.inf
-        warm_top.append(top_k(scores, k))
-        if len(cold_rows):
-            cold_top.append(cold_rows[top_k(scores[:, cold_rows], k)])
-    result = {f"recall@{k}": recall_at_k(np.vstack(warm_top), heldout, k)}
-    if len(cold_rows):
-        cold_set = set(cold_rows.tolist())
-        cold_held = [h & cold_set for h in heldout]
-        result[f"cold_recall@{k}"] = recall_at_k(np.vstack(cold_top), cold_held, k)
-        result["cold_users"] = sum(1 for h in cold_held if h)
-    return result
+def _require_timestamps(interactions: pd.DataFrame, name: str) -> None:
+    missing = int(pd.to_datetime(interactions["timestamp"]).isna().sum())
+    if missing:
+        raise InvalidInput(
+            f"the {name} split orders interactions by time, but {missing} of them have no "
+            "timestamp; ingest timestamps or use --split random"
+        )

@@ -193,6 +193,7 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
     def fit(self, images: ImageInput) -> ImageEncoder:
         """Train on ``images`` (no labels); resumes from ``model_dir``'s checkpoint if any."""
         device = resolve_device(self.device)
+        self.device_ = device.type
         self.config_ = cfg = self._resolved_config(images, device)
         data = as_image_tensor(images, cfg.input_size, cfg.channels, self.show_progress)
         self.mean_, self.std_ = channel_stats(data)

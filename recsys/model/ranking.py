@@ -1,10 +1,12 @@
-"""Vectorised top-k metrics over a matrix of recommended item rows and held-out items.
+"""Top-k selection and the ranking metrics: the one home of both for serving, training's
+validation and offline evaluation.
 
-Inputs: ``top`` (U, K) item rows per user, best first, ``-1`` where a list is shorter, and
-``heldout`` (U, I) sparse, non-zero where user u held item i out. Per user, with
-``h_j = 1`` when the item at rank j (1-based) is held out and ``H`` the held-out count:
+``top_k(scores, k)`` picks each row's best columns. The metrics take ``top`` (U, K) item rows
+per user, best first, ``-1`` where a list is shorter, and ``heldout`` (U, I) sparse, non-zero
+where user u held item i out. Per user, with ``h_j = 1`` when the item at rank j (1-based) is
+held out and ``H`` the held-out count:
 
-- recall@k = sum_{j<=k} h_j / min(k, H)  (the protocol of ``recsys.model.split``)
+- recall@k = sum_{j<=k} h_j / min(k, H)
 - precision@k = sum_{j<=k} h_j / k
 - nDCG@k = sum_{j<=k} h_j / log2(j + 1), divided by its best value, that of min(k, H) hits
 - MAP@k: AP@k = sum_{j<=k} h_j * precision@j / min(k, H)
@@ -21,6 +23,32 @@ import numpy as np
 import scipy.sparse as sp
 
 RANKING_METRICS = ("recall", "precision", "ndcg", "map", "mrr", "hit_rate")
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """(Q, min(k, I)) column indices of each row's k largest scores, best first; equal scores
+    keep their column order."""
+    scores = np.atleast_2d(scores)
+    k = min(k, scores.shape[1])
+    if k <= 0:
+        return np.zeros((len(scores), 0), dtype=np.int64)
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.take_along_axis(-scores, part, axis=1).argsort(axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
+
+
+def top_k_finite(scores: np.ndarray, k: int, columns: np.ndarray | None = None) -> np.ndarray:
+    """(Q, k) best of ``columns`` (all when None) as column numbers, -1 past the end and for
+    excluded (-inf) places."""
+    columns = np.arange(scores.shape[1]) if columns is None else columns
+    out = np.full((len(scores), k), -1, dtype=np.int64)
+    if not len(columns):
+        return out
+    sub = scores[:, columns]  # (Q, C)
+    best = top_k(sub, k)  # (Q, min(k, C))
+    finite = np.isfinite(np.take_along_axis(sub, best, axis=1))
+    out[:, : best.shape[1]] = np.where(finite, columns[best], -1)
+    return out
 
 
 def hit_matrix(top: np.ndarray, heldout: sp.spmatrix) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""The evaluation task every contender is scored on, and scoring one contender on it.
+"""The task a model is scored on, and scoring one model on it: offline evaluation's
+contenders and training's choice of fusion weights both go through here.
 
 Users are evaluated when they have training interactions and held-out items in the catalog.
 Training items are never recommended. Three rankings per user: all catalog items (against
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -18,8 +19,13 @@ import pandas as pd
 import scipy.sparse as sp
 from tqdm import tqdm
 
-from recsys.evaluation.metrics import coverage, hit_matrix, mean_popularity, per_user_metrics
-from recsys.model.split import top_k
+from recsys.model.ranking import (
+    coverage,
+    hit_matrix,
+    mean_popularity,
+    per_user_metrics,
+    top_k_finite,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +43,7 @@ class Contender(Protocol):
         ...
 
 
-@dataclass
+@dataclass(frozen=True)
 class Task:
     """Evaluated users (rows) against catalog items (columns)."""
 
@@ -50,6 +56,19 @@ class Task:
     history: np.ndarray  # (U,) training interactions per user
     # Counts stated in the report (test users without training history, ...).
     info: dict
+
+    def sample(self, n: int, seed: int = 0) -> Task:
+        """The task on a seeded sample of at most ``n`` of its users (bounds scoring costs)."""
+        if len(self.user_ids) <= n:
+            return self
+        keep = np.sort(np.random.default_rng(seed).choice(len(self.user_ids), n, replace=False))
+        return replace(
+            self,
+            user_ids=self.user_ids[keep],
+            seen=self.seen[keep],
+            heldout=self.heldout[keep],
+            history=self.history[keep],
+        )
 
 
 def build_task(train: pd.DataFrame, test: pd.DataFrame, item_ids: np.ndarray) -> Task:
@@ -113,22 +132,10 @@ def rank(contender: Contender, task: Task, k: int, show_progress: bool = False) 
         rows = np.arange(start, min(start + batch, n_users))
         scores = np.asarray(contender.scores(task.user_ids[rows]), dtype=np.float32)  # (b, I)
         scores[task.seen[rows].nonzero()] = -np.inf
-        parts["all"].append(_top(scores, np.arange(n_items), k))
-        parts["warm"].append(_top(scores, warm_cols, k))
-        parts["cold"].append(_top(scores, cold_cols, k))
+        parts["all"].append(top_k_finite(scores, k))
+        parts["warm"].append(top_k_finite(scores, k, warm_cols))
+        parts["cold"].append(top_k_finite(scores, k, cold_cols))
     return Rankings(*(_stack(parts[name], n_users, k) for name in ("all", "warm", "cold")))
-
-
-def _top(scores: np.ndarray, columns: np.ndarray, k: int) -> np.ndarray:
-    """(b, k) best of ``columns`` as catalog rows; -1 for excluded (-inf) or missing places."""
-    out = np.full((len(scores), k), -1, dtype=np.int64)
-    if not len(columns):
-        return out
-    sub = scores[:, columns]  # (b, C)
-    best = top_k(sub, k)  # (b, min(k, C))
-    found = np.where(np.isneginf(np.take_along_axis(sub, best, axis=1)), -1, columns[best])
-    out[:, : best.shape[1]] = found
-    return out
 
 
 def _stack(parts: list[np.ndarray], n_users: int, k: int) -> np.ndarray:

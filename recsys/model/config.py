@@ -1,0 +1,101 @@
+"""What `recsys train` (and the evaluation's fused contender) is told to build: frozen configs.
+
+A config is read, never written: what a fit learns or resolves (the chosen block weights, the
+device it ran on) is returned in the fit's result and saved in the bundle manifest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from recsys.model.cf import CFConfig
+from recsys.model.fusion import FusionConfig
+from recsys.model.index import IndexConfig
+from recsys.model.tabular import TabularConfig
+
+C = TypeVar("C")
+
+
+@dataclass(frozen=True)
+class WeightGrid:
+    # Candidate block weights (cf is fixed at 1); blocks the data lacks are skipped.
+    tabular: tuple[float, ...] = (0.0, 0.1, 0.3)
+    image: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0)
+    popularity: tuple[float, ...] = (0.0, 0.05, 0.2)
+    # Also search multipliers for cold items' blocks. Off by default: on MovieLens the
+    # validation slice's cold items misjudged them (cold recall 0.111 -> 0.079 on the test
+    # split), so cold items keep FusionConfig.cold_scale (1: a predicted block counts as a
+    # learned one).
+    search_cold: bool = False
+    # Candidate multipliers for cold items' predicted cf, tabular and popularity blocks.
+    cold_cf: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
+    cold_tabular: tuple[float, ...] = (0.5, 1.0, 2.0)
+    cold_popularity: tuple[float, ...] = (0.0, 1.0, 4.0)
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """The images stage's encoder (``recsys.vision.ImageEncoder``); the rest of its
+    configuration keeps the library defaults. Pass ``image_encoder_factory`` to ``train`` for
+    full control."""
+
+    # Self-supervised method: simclr, byol or dino.
+    method: str = "simclr"
+    # Passes over the catalog's images; ignored when time_budget is set. 10,000 28x28 images
+    # take 15-20 s an epoch on 2 CPU cores (benchmarks/RESULTS.md, "Demo shop").
+    epochs: int = 5
+    # Train for this many seconds instead (the result then depends on the machine's speed).
+    time_budget: float | None = None
+    # Side of the training crops (None = the 28-px input size); 20-px crops train 1.7x
+    # faster on a CPU, at no loss in quality (benchmarks/RESULTS.md, "Image encoder").
+    train_size: int | None = 20
+    # Seed of the initialisation, batch order and augmentations.
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"ImageConfig.epochs {self.epochs} must be 1 or more")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise ValueError(f"ImageConfig.time_budget {self.time_budget} must be above 0 s")
+
+    def encoder_config(self):
+        """The ``recsys.vision.ImageEncoderConfig`` this describes (imports torch)."""
+        from recsys.vision import ImageEncoderConfig
+        from recsys.vision import TrainConfig as VisionTrainConfig
+
+        train = VisionTrainConfig(epochs=self.epochs, time_budget=self.time_budget, seed=self.seed)
+        return ImageEncoderConfig(method=self.method, train_size=self.train_size, train=train)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    cf: CFConfig = field(default_factory=CFConfig)
+    tabular: TabularConfig = field(default_factory=TabularConfig)
+    # Initial block weights; the weights stage chooses the ones the bundle uses.
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+    grid: WeightGrid = field(default_factory=WeightGrid)
+    # Share of each user's latest training interactions used to choose block weights;
+    # 0 keeps fusion.weights as given.
+    validation_share: float = 0.2
+    # At most this many users score each weight candidate (a seeded sample): the grid costs
+    # users x items x dims per candidate, so large catalogs need a bound.
+    validation_users: int = 3000
+    # Use the item title as a text attribute.
+    use_titles: bool = True
+    # Similar items precomputed per item (the bundle's neighbour table): unfiltered
+    # product-page calls with k up to this many are an array slice instead of an index search
+    # (items x width x 8 bytes: 40 MB for 100k items). 0 precomputes none.
+    neighbours: int = 50
+    # Mark the new bundle active.
+    activate: bool = True
+
+
+def from_dict(cls: type[C], values: dict[str, Any]) -> C:
+    """``cls(**values)`` without the keys ``cls`` no longer has (configs saved by older code,
+    such as the device fields that moved into fit results)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in names})

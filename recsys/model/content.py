@@ -1,0 +1,118 @@
+"""The blocks a fused model is made of, each built in one place: the content blocks (tabular
+attributes and titles, image vectors) and the collaborative model.
+
+`recsys train` and the evaluation's contenders (content only, fused) call these same builders
+with the same ``TrainConfig``, so what is evaluated is what is trained.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from recsys.model.cf import CFConfig, CollaborativeModel
+from recsys.model.config import TrainConfig
+from recsys.model.data import CatalogData
+from recsys.model.tabular import TabularEncoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Content:
+    """Item content blocks (block name -> (I, D), catalog order) and their fitted encoders."""
+
+    blocks: dict[str, np.ndarray] = field(default_factory=dict)
+    tabular: TabularEncoder | None = None
+    image_encoder: Any = None
+
+
+def build_content(
+    data: CatalogData,
+    config: TrainConfig,
+    device: str = "cpu",
+    show_progress: bool = False,
+    image_encoder_factory: Callable[[], Any] | None = None,
+) -> Content:
+    """Both content blocks the catalog allows: ``image_block`` then ``tabular_block``."""
+    content = Content()
+    image_block(content, data, config, device, show_progress, image_encoder_factory)
+    tabular_block(content, data, config)
+    return content
+
+
+def image_block(
+    content: Content,
+    data: CatalogData,
+    config: TrainConfig,
+    device: str = "cpu",
+    show_progress: bool = False,
+    image_encoder_factory: Callable[[], Any] | None = None,
+) -> None:
+    """Train the image encoder on every catalog image (no labels, no interactions) and add its
+    vectors as the ``image`` block (zero rows for items without an image)."""
+    paths = data.items["image_path"]
+    has = paths.notna().to_numpy()
+    if not has.any():
+        log.info("no item images: training without an image block")
+        return
+    factory = image_encoder_factory or _default_image_encoder(config, device, show_progress)
+    files = paths[has].tolist()
+    # Torch's CPU kernels share OpenMP with OpenBLAS: lift a caller's one-thread BLAS limit,
+    # which would halve their speed on 2 cores.
+    with threadpool_limits(_torch_threads()):
+        encoder = factory().fit(files)
+        vectors = np.asarray(encoder.transform(files), dtype=np.float32)  # (N, D)
+    image = np.zeros((len(paths), vectors.shape[1]), dtype=np.float32)
+    image[has] = vectors
+    content.blocks["image"], content.image_encoder = image, encoder
+
+
+def _default_image_encoder(config: TrainConfig, device: str, show_progress: bool):
+    from recsys.vision import ImageEncoder
+
+    def factory():
+        return ImageEncoder(config.image.encoder_config(), device, show_progress=show_progress)
+
+    return factory
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def tabular_block(content: Content, data: CatalogData, config: TrainConfig) -> None:
+    """The ``tabular`` block: the catalog's attributes, plus the title as text."""
+    kinds = dict(data.kinds)
+    if config.use_titles and data.items["title"].notna().any() and "title" not in kinds:
+        kinds["title"] = "text"
+    if not kinds:
+        log.info("no item attributes: training without a tabular block")
+        return
+    encoder = TabularEncoder(kinds, config.tabular).fit(data.items)
+    if encoder.dim_:
+        content.tabular = encoder
+        content.blocks["tabular"] = encoder.transform(data.items)
+
+
+def build_collaborative(
+    interactions: pd.DataFrame,
+    item_ids: np.ndarray,
+    config: CFConfig,
+    use_gpu: bool = False,
+    show_progress: bool = False,
+) -> CollaborativeModel | None:
+    """ALS or BPR over the interactions, one row per catalog item; None without interactions."""
+    if interactions.empty:
+        log.info("no interactions: training without a collaborative block")
+        return None
+    model = CollaborativeModel(config, use_gpu=use_gpu)
+    return model.fit(interactions, item_ids, show_progress=show_progress)
