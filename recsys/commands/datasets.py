@@ -11,22 +11,26 @@ from recsys.datasets import DATASETS, PrepareSummary
 
 @click.group("datasets")
 def command() -> None:
-    """Prepare data sets (MovieLens, Fashion-MNIST, a demo shop) as ready-to-ingest files.
+    """Prepare data sets (MovieLens, Fashion-MNIST, a demo shop, a synthetic long-tail shop).
 
     `recsys datasets prepare NAME --out DIR` writes CSVs (and, for Fashion-MNIST and the
-    shop, PNG images) into DIR for `recsys ingest items` and `recsys ingest interactions`.
+    shops, PNG images) into DIR for `recsys ingest items` and `recsys ingest interactions`.
     """
 
 
 # Which data sets each option applies to; any other use is refused.
+_SHOPS = ("fashion-shop", "synthetic-shop")
 _APPLIES_TO = {
     "limit": ("fashion-mnist",),
-    "data_dir": ("fashion-mnist", "fashion-shop"),
-    "cache_dir": ("fashion-mnist", "fashion-shop"),
-    "items": ("fashion-shop",),
-    "users": ("fashion-shop",),
-    "seed": ("fashion-shop",),
-    "new_share": ("fashion-shop",),
+    "data_dir": ("fashion-mnist", *_SHOPS),
+    "cache_dir": ("fashion-mnist", *_SHOPS),
+    "items": _SHOPS,
+    "users": _SHOPS,
+    "seed": _SHOPS,
+    "new_share": _SHOPS,
+    "events": ("synthetic-shop",),
+    "images": ("synthetic-shop",),
+    "file_format": ("synthetic-shop",),
 }
 
 
@@ -47,36 +51,58 @@ _APPLIES_TO = {
 )
 @click.option(
     "--items",
-    type=click.IntRange(min=2, max=70_000),
+    type=click.IntRange(min=2),
     metavar="N",
-    help="fashion-shop: items, each a different photo (default: 10,000).",
+    help="fashion-shop: items, each a different photo (default: 10,000; at most 70,000). "
+    "synthetic-shop: items of any number (default: 100,000).",
 )
 @click.option(
     "--users",
     type=click.IntRange(min=1),
     metavar="N",
-    help="fashion-shop: shoppers (default: 2,000).",
+    help="fashion-shop, synthetic-shop: shoppers (default: 2,000; 50,000 for synthetic-shop).",
 )
 @click.option(
-    "--seed", type=int, help="fashion-shop: random seed; same seed, same shop (default: 0)."
+    "--events",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="synthetic-shop: events in the interaction log, exactly (default: 1,000,000).",
+)
+@click.option(
+    "--seed",
+    type=int,
+    help="fashion-shop, synthetic-shop: random seed; same seed, same files (default: 0).",
 )
 @click.option(
     "--new-share",
     type=click.FloatRange(min=0, max=1, max_open=True),
     metavar="SHARE",
-    help="fashion-shop: share of items listed after the log ends, with no interactions "
-    "(default: 0.1).",
+    help="fashion-shop, synthetic-shop: share of items listed after the log ends, with no "
+    "interactions (default: 0.1; 0.05 for synthetic-shop).",
+)
+@click.option(
+    "--images/--no-images",
+    default=None,
+    help="synthetic-shop: give items Fashion-MNIST photos, shared among items, and write "
+    "one PNG per photo used (default: --images).",
+)
+@click.option(
+    "--format",
+    "file_format",
+    type=click.Choice(["csv", "parquet"]),
+    help="synthetic-shop: format of items, interactions and next_week (default: csv; "
+    "parquet writes and ingests tens of millions of events far faster).",
 )
 @click.option(
     "--data-dir",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="fashion-mnist, fashion-shop: folder with the *-ubyte.gz idx files "
+    help="fashion-mnist and the shops: folder with the *-ubyte.gz idx files "
     "[default: /usr/share/datasets/fashion-mnist from the Debian package dataset-fashion-mnist].",
 )
 @click.option(
     "--cache-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="fashion-mnist, fashion-shop: where the official files are downloaded to when "
+    help="fashion-mnist and the shops: where the official files are downloaded to when "
     "--data-dir lacks them [default: ~/.cache/recsys/fashion-mnist].",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
@@ -102,6 +128,20 @@ def prepare(name, out_dir, quiet, **options) -> None:
       labels.csv        item_id, label, label_name; for evaluation only
       shoppers.csv      user_id and the hidden tastes that drove the simulation
                         (classes, price range, tone); for evaluation only
+    synthetic-shop (a SYNTHETIC long-tail shop of any size: --items, --users, --events;
+    everything is made up except the reused Fashion-MNIST photos; --out is replaced whole):
+      images/01234.png  one per photo used (at most 5,000), shared by many items
+      items.csv         item_id, image, title, price, brand, seller, category
+                        (women/footwear/sneakers), tags (a|b), added, in_stock
+      interactions.csv  user_id, item_id, event (view/cart/purchase), weight, timestamp:
+                        exactly --events events over 90 days, Zipf-like popularity,
+                        shoppers following favourite sellers, brands and title words;
+                        the newest items (--new-share) have none
+      next_week.csv     the week after the log, new items included: ingest it only to
+                        measure cold-item recall (see the README)
+      shoppers.csv      user_id and their favourite sellers, brands, words,
+                        categories; for evaluation only
+      (.parquet instead of .csv with --format parquet)
 
     Then, with OUT the --out folder: `recsys ingest items OUT/items.csv --images-root OUT`.
     """
@@ -143,10 +183,21 @@ def _fashion_mnist_source(data_dir: Path | None, cache_dir: Path | None):
     return FashionMnistSource(**{k: v for k, v in given.items() if v is not None})
 
 
+def _synthetic_shop(out_dir: Path, show_progress: bool, **options) -> PrepareSummary:
+    from recsys.datasets.synthetic_shop import SyntheticShopConfig, prepare_synthetic_shop
+
+    renamed = {"file_format": "format"}
+    given = {renamed.get(k, k): v for k, v in options.items() if v is not None}
+    source = _fashion_mnist_source(given.pop("data_dir", None), given.pop("cache_dir", None))
+    config = SyntheticShopConfig(**given)
+    return prepare_synthetic_shop(out_dir, config, show_progress=show_progress, source=source)
+
+
 _PREPARERS = {
     "movielens": _movielens,
     "fashion-mnist": _fashion_mnist,
     "fashion-shop": _fashion_shop,
+    "synthetic-shop": _synthetic_shop,
 }
 
 

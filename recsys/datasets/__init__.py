@@ -5,12 +5,15 @@
   `prepare_fashion_mnist(out_dir, limit=None, show_progress=True)`.
 - `recsys.datasets.fashion_shop`: `prepare_fashion_shop(out_dir, ShopConfig(...))`, a demo shop
   of Fashion-MNIST photos with made-up attributes and SIMULATED shoppers.
+- `recsys.datasets.synthetic_shop`: `prepare_synthetic_shop(out_dir, SyntheticShopConfig(...))`,
+  a SYNTHETIC long-tail shop of any size (high-cardinality sellers and brands, shoppers whose
+  tastes follow them), generated set-wise.
 
 Import those modules directly; this package stays light so the CLI starts fast.
 """
 
 from recsys.datasets._io import DatasetUnavailable, PrepareSummary
 
-DATASETS = ("movielens", "fashion-mnist", "fashion-shop")
+DATASETS = ("movielens", "fashion-mnist", "fashion-shop", "synthetic-shop")
 
 __all__ = ["DATASETS", "DatasetUnavailable", "PrepareSummary"]

@@ -341,7 +341,8 @@ def _title_words(
     cfg: SyntheticShopConfig,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """(N, 2) style words: the first from the brand's signature words, the second half the time."""
+    """(N, 2) style words: the first from the brand's signature words, the second half the time
+    (-1: none, rather than the first word twice)."""
     popular = zipf_weights(n_words, cfg.size_exponent, rng)
     signature = draw_by_weight(popular, n_brands * _SIGNATURE_WORDS, rng)
     signature = signature.reshape(n_brands, _SIGNATURE_WORDS)  # (B, 4)
@@ -351,7 +352,7 @@ def _title_words(
         signature[brand, rng.integers(_SIGNATURE_WORDS, size=len(brand))],
         draw_by_weight(popular, len(brand), rng),
     )
-    return np.stack([first, second], axis=1)
+    return np.stack([first, np.where(second == first, -1, second)], axis=1)
 
 
 def _tags_for(brand: np.ndarray, n_brands: int, rng: np.random.Generator) -> np.ndarray:
@@ -514,6 +515,8 @@ def _fill_slots(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Keep each user's first views whose events fill exactly counts[user] slots; the last
     kept view's funnel is cut short where needed. Returns (kept mask, steps of kept views)."""
+    if len(local) == 0:
+        return np.zeros(0, dtype=bool), steps
     first = np.cumsum(counts) - counts  # (B,) each user's first view
     start = np.cumsum(steps) - steps  # (V,) events before each view, all users
     within = start - start[np.minimum(first, len(start) - 1)][local]  # (V,) in its user
@@ -633,13 +636,15 @@ def items_table(catalog: Catalog, photo: np.ndarray | None) -> pa.Table:
     names = catalog.names
     brand = pc.take(names.brands, catalog.brand)
     products = pa.array([word for words in PRODUCT_WORDS for word in words])
+    second = catalog.words[:, 1]
     title = pc.binary_join_element_wise(
         brand,
         pc.take(names.words, catalog.words[:, 0]),
-        pc.take(names.words, catalog.words[:, 1]),
+        pc.take(names.words, pa.array(second, mask=second < 0)),
         pc.take(pa.array(COLOURS), catalog.colour),
         pc.take(products, catalog.leaf % (_CLASSES * len(PRODUCT_WORDS[0]))),
         " ",
+        null_handling="skip",
     )
     columns = {"item_id": catalog.item_ids}
     if photo is not None:
@@ -657,6 +662,9 @@ def items_table(catalog: Catalog, photo: np.ndarray | None) -> pa.Table:
     return pa.table(columns)
 
 
+_PLURAL = {"seller": "sellers", "brand": "brands", "word": "words", "category": "categories"}
+
+
 def shoppers_table(catalog: Catalog, shoppers: Shoppers) -> pa.Table:
     """user_id, events in the log, and the favourites that drove them (for evaluation only)."""
     values = {
@@ -668,7 +676,7 @@ def shoppers_table(catalog: Catalog, shoppers: Shoppers) -> pa.Table:
     columns = {"user_id": shoppers.ids, "events": pa.array(shoppers.events)}
     for channel, names in values.items():
         used = np.arange(3) < shoppers.count[channel][:, None]  # (U, 3)
-        columns[f"{channel}s"] = _joined(names, shoppers.favourites[channel], used)
+        columns[_PLURAL[channel]] = _joined(names, shoppers.favourites[channel], used)
     return pa.table(columns)
 
 
