@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -61,6 +62,15 @@ def test_precomputed_similar_items_equal_an_index_search(engine, tmp_path):
     np.testing.assert_allclose(np.array(from_table.scores), np.array(searched.scores), atol=1e-6)
     assert filtered.ids == recommender.similar_items(["b1"], k=10, filters={"in_stock": True}).ids
     assert len(recommender.similar_items(["b1"], k=40).ids[0]) == 31  # wider than the table
+
+
+def test_the_neighbour_table_width_is_a_training_option(engine, tmp_path):
+    populate(engine)
+    narrow = load_recommender(train(engine, tmp_path, replace(train_config(), neighbours=5)).path)
+    assert narrow.neighbours[0].shape == (32, 5)
+    none = load_recommender(train(engine, tmp_path, replace(train_config(), neighbours=0)).path)
+    assert none.neighbours is None and not (none.manifest["files"].keys() & {"neighbours.npy"})
+    assert none.similar_items(["b1"], k=5).ids == narrow.similar_items(["b1"], k=5).ids
 
 
 def test_failed_training_leaves_the_active_bundle_unchanged(engine, tmp_path, monkeypatch):

@@ -77,8 +77,19 @@ def _parse_ks(ctx, param, value: str) -> tuple[int, ...]:
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_obj
-def evaluate(settings: Settings, split, holdout, cutoff, ks, seed, out_dir, users, labels,
-             image_epochs, quiet):  # fmt: skip
+def evaluate(
+    settings: Settings,
+    split,
+    holdout,
+    cutoff,
+    ks,
+    seed,
+    out_dir,
+    users,
+    labels,
+    image_epochs,
+    quiet,
+):
     """Compare the fused model with popularity, item-kNN, ALS, BPR and content-only models.
 
     Splits the catalog's interactions, trains every contender on the training part, scores
@@ -92,15 +103,25 @@ def evaluate(settings: Settings, split, holdout, cutoff, ks, seed, out_dir, user
     if cutoff and split != "time-cutoff":
         raise click.UsageError("--cutoff applies to --split time-cutoff only")
     config = EvaluationConfig(
-        split=split, holdout=holdout, cutoff=cutoff, ks=ks, seed=seed, users=users,
+        split=split,
+        holdout=holdout,
+        cutoff=cutoff,
+        ks=ks,
+        seed=seed,
+        users=users,
         image_epochs=image_epochs,
-    )  # fmt: skip
+    )
     engine = connect(settings.database_url)
     require_current_schema(engine)
     result = run_evaluation(
-        engine, out_dir, config, labels=labels, show_progress=not quiet,
-        command=_command(config, out_dir, labels), device=settings.device,
-    )  # fmt: skip
+        engine,
+        out_dir,
+        config,
+        labels=labels,
+        show_progress=not quiet,
+        command=_command(config, out_dir, labels),
+        device=settings.device,
+    )
     _echo(result, config.headline_k)
 
 

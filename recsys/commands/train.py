@@ -72,6 +72,13 @@ def _engine(settings: Settings):
     metavar="SECONDS",
     help="Train the image encoder for this long instead of --image-epochs.",
 )
+@click.option(
+    "--neighbours",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="Similar items precomputed per item (items x N x 8 bytes in the bundle); 0 = none.",
+)
 @click.option("--no-activate", is_flag=True, help="Register the bundle without activating it.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_obj
@@ -86,6 +93,7 @@ def train(
     image_method,
     image_epochs,
     image_time_budget,
+    neighbours,
     no_activate,
     quiet,
 ):
@@ -106,6 +114,7 @@ def train(
         cf=cf,
         index=IndexConfig(kind=index_kind),
         image=ImageConfig(method=image_method, epochs=image_epochs, time_budget=image_time_budget),
+        neighbours=neighbours,
         activate=not no_activate,
     )
     result = run_training(

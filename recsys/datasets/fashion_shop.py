@@ -34,9 +34,17 @@ log = logging.getLogger(__name__)
 
 # Per class (index = Fashion-MNIST label): department, product words for titles, typical price.
 DEPARTMENTS = (
-    "tops", "bottoms", "tops", "dresses", "outerwear",
-    "footwear", "tops", "footwear", "bags", "footwear",
-)  # fmt: skip
+    "tops",
+    "bottoms",
+    "tops",
+    "dresses",
+    "outerwear",
+    "footwear",
+    "tops",
+    "footwear",
+    "bags",
+    "footwear",
+)
 PRODUCT_WORDS = (
     ("tee", "top", "tank top"),
     ("trousers", "chinos", "slacks"),

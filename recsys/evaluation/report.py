@@ -96,9 +96,12 @@ def _figures(directory: Path, inputs: ReportInputs) -> dict[str, Path]:
         figures["ndcg"] = plots.curves(results, ks, "ndcg", directory / "ndcg_at_k.png")
         figures["segments"] = plots.segments(results, k, directory / "segments.png")
     figures["map"] = plots.item_map(
-        inputs.item_vectors, inputs.map_categories, inputs.map_attribute,
-        directory / "item_map.png", inputs.seed,
-    )  # fmt: skip
+        inputs.item_vectors,
+        inputs.map_categories,
+        inputs.map_attribute,
+        directory / "item_map.png",
+        inputs.seed,
+    )
     if inputs.examples:
         figures["similar"] = plots.similar_items(
             inputs.examples, inputs.titles, inputs.images, directory / "similar_items.png"
@@ -147,12 +150,26 @@ def _glance(doc: Document, inputs: ReportInputs, figures) -> None:
     for name, r in results.items():
         seconds = inputs.seconds.get(name, {})
         label = Bold(name) if name == plots.FUSED else name
-        rows.append([
-            label, warm[name], cold[name], ndcg[name], _fmt(r["overall"].get(f"coverage@{k}")),
-            _fmt(r["overall"].get(f"popularity@{k}"), 1), _fmt(seconds.get("fit"), 1),
-        ])  # fmt: skip
-    header = ["contender", f"recall@{k}", f"cold-item recall@{k}", f"nDCG@{k}",
-              f"coverage@{k}", f"popularity@{k}", "fit s"]  # fmt: skip
+        rows.append(
+            [
+                label,
+                warm[name],
+                cold[name],
+                ndcg[name],
+                _fmt(r["overall"].get(f"coverage@{k}")),
+                _fmt(r["overall"].get(f"popularity@{k}"), 1),
+                _fmt(seconds.get("fit"), 1),
+            ]
+        )
+    header = [
+        "contender",
+        f"recall@{k}",
+        f"cold-item recall@{k}",
+        f"nDCG@{k}",
+        f"coverage@{k}",
+        f"popularity@{k}",
+        "fit s",
+    ]
     doc.table(header, rows)
     doc.image(figures["headline"], "recall and cold-item recall per contender")
 
@@ -308,13 +325,16 @@ def _configuration(doc: Document, inputs: ReportInputs) -> None:
 
 def _definitions(doc: Document) -> None:
     doc.heading("Definitions")
-    doc.bullets([
-        "Training items are never recommended; H = a user's held-out items.",
-        "recall@k = hits in top k / min(k, |H|); precision@k = hits / k; hit rate@k = any hit.",
-        "nDCG@k: binary gains, log2 discount, normalised by min(k, |H|) hits at the top.",
-        "MAP@k: mean of precision at each hit rank, over min(k, |H|); MRR@k: 1 / first hit rank.",
-        "coverage@k: share of catalog items in anyone's top k; popularity@k: mean number of "
-        "training users of the recommended items (popularity bias).",
-        "cold-item recall@k: only items without training interactions ranked, for users "
-        "holding such items out.",
-    ])  # fmt: skip
+    doc.bullets(
+        [
+            "Training items are never recommended; H = a user's held-out items.",
+            "recall@k = hits in top k / min(k, |H|); precision@k = hits / k; hit rate@k = any hit.",
+            "nDCG@k: binary gains, log2 discount, normalised by min(k, |H|) hits at the top.",
+            "MAP@k: mean of precision at each hit rank, over min(k, |H|); "
+            "MRR@k: 1 / first hit rank.",
+            "coverage@k: share of catalog items in anyone's top k; popularity@k: mean number of "
+            "training users of the recommended items (popularity bias).",
+            "cold-item recall@k: only items without training interactions ranked, for users "
+            "holding such items out.",
+        ]
+    )

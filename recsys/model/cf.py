@@ -216,25 +216,17 @@ def implicit_model(config: CFConfig, use_gpu: bool = False, num_threads: int = 0
     from implicit.als import AlternatingLeastSquares
     from implicit.bpr import BayesianPersonalizedRanking
 
+    common = {
+        "factors": config.factors,
+        "regularization": config.regularization,
+        "iterations": config.iterations,
+        "random_state": config.random_state,
+        "use_gpu": use_gpu,
+        "num_threads": num_threads,
+    }
     if config.model == "als":
-        return AlternatingLeastSquares(
-            factors=config.factors,
-            regularization=config.regularization,
-            alpha=config.alpha,
-            iterations=config.iterations,
-            random_state=config.random_state,
-            use_gpu=use_gpu,
-            num_threads=num_threads,
-        )
-    return BayesianPersonalizedRanking(
-        factors=config.factors,
-        learning_rate=config.learning_rate,
-        regularization=config.regularization,
-        iterations=config.iterations,
-        random_state=config.random_state,
-        use_gpu=use_gpu,
-        num_threads=num_threads,
-    )
+        return AlternatingLeastSquares(alpha=config.alpha, **common)
+    return BayesianPersonalizedRanking(learning_rate=config.learning_rate, **common)
 
 
 def _implicit_has_cuda() -> bool:

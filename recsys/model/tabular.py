@@ -175,8 +175,10 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
         self.projection_ = svd.components_.T.astype(np.float32)  # (raw dims, max_dims)
         log.info(
             "tabular block projected from %d to %d dimensions (%.0f%% of the variance kept)",
-            encoded.shape[1], config.max_dims, 100 * svd.explained_variance_ratio_.sum(),
-        )  # fmt: skip
+            encoded.shape[1],
+            config.max_dims,
+            100 * svd.explained_variance_ratio_.sum(),
+        )
 
     def _fit_column(self, kind: str, values: pd.Series, config: TabularConfig):
         if kind in ("numeric", "date"):

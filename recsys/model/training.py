@@ -115,9 +115,14 @@ def train(
     log.info("trained bundle %s in %.1fs: %s", version, sum(seconds.values()), fitted.metrics)
     fused = fitted.fused
     return TrainResult(
-        version, path, fitted.metrics, seconds, fused.weights_, fused.cold_scale_,
+        version,
+        path,
+        fitted.metrics,
+        seconds,
+        fused.weights_,
+        fused.cold_scale_,
         manifest["devices"],
-    )  # fmt: skip
+    )
 
 
 def fit_in_memory(

@@ -66,12 +66,8 @@ def choose_weights(
         return metrics
 
     choice = _grid_search(evaluate, fused.layout_.dims, config)
-    log.info("validation %s: weights %s, cold scale %s", *_summary(choice))
+    log.info("weights chosen on the validation slice: %s", choice.metrics)
     return choice
-
-
-def _summary(choice: WeightChoice) -> tuple:
-    return choice.metrics, choice.weights, choice.cold_scale
 
 
 class _Scorer:
