@@ -490,15 +490,15 @@ def _views(
     """(item, followed a taste) per view: a favourite's item, or by popularity."""
     shares = np.array([*cfg.taste_shares, max(0.0, 1.0 - sum(cfg.taste_shares))])
     channel = draw_by_weight(shares, len(user), rng)  # (V,) index into CHANNELS, or popular
-    item = pools["popular"].draw(np.zeros(len(user), np.int64), rng)
-    taste = np.zeros(len(user), dtype=bool)
+    item = np.full(len(user), -1, dtype=np.int64)
     for index, name in enumerate(CHANNELS):  # four channels
         rows = np.flatnonzero(channel == index)
         fans = user[rows]
         which = (rng.random(len(rows)) * shoppers.count[name][fans]).astype(np.int64)
-        found = pools[name].draw(shoppers.favourites[name][fans, which], rng)
-        item[rows] = np.where(found >= 0, found, item[rows])
-        taste[rows] = found >= 0
+        item[rows] = pools[name].draw(shoppers.favourites[name][fans, which], rng)
+    taste = item >= 0
+    rest = np.flatnonzero(~taste)  # the popularity share, and favourites with nothing to show
+    item[rest] = pools["popular"].draw(np.zeros(len(rest), np.int64), rng)
     return item, taste
 
 
@@ -593,7 +593,7 @@ EVENT_SCHEMA = pa.schema(
         ("item_id", pa.string()),
         ("event", pa.string()),
         ("weight", pa.int64()),
-        ("timestamp", pa.timestamp("s", tz="UTC")),
+        ("timestamp", pa.timestamp("s")),  # UTC; zone-less, which CSV writes 30x faster
     ]
 )
 
@@ -605,7 +605,7 @@ def events_table(events: dict[str, np.ndarray], catalog: Catalog, shoppers: Shop
             pc.take(catalog.item_ids, events["item"]),
             pc.take(pa.array(EVENTS), events["step"]),
             pc.take(pa.array(EVENT_WEIGHTS, pa.int64()), events["step"]),
-            pa.array(events["seconds"], pa.timestamp("s", tz="UTC")),
+            pa.array(events["seconds"], pa.timestamp("s")),
         ],
         schema=EVENT_SCHEMA,
     )
