@@ -4,48 +4,36 @@ an interaction naming an item the catalog does not have is rejected."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from hashlib import blake2b
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
-from sqlalchemy.orm import Session
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy import Connection, Engine
 
-from recsys.catalog.models import Interaction, Item, User, utcnow
+from recsys.catalog.models import Item, utcnow
 from recsys.errors import InvalidInput
+from recsys.ingest.bulk import WRITTEN, ensure_users, lookup_ids, upsert_interactions
 from recsys.ingest.pipeline import (
     IngestOptions,
-    RowRejected,
+    Problems,
     SeenKeys,
-    key_hash,
-    optional,
-    required,
+    accepted,
+    first_problems,
+    refuse,
     run_ingest,
 )
-from recsys.ingest.readers import Record
-from recsys.ingest.report import IngestReport, Reason, Reject
-from recsys.ingest.values import BadValue, parse_event, parse_float, parse_id, parse_timestamp
+from recsys.ingest.readers import Batch, Record, batch_from_records
+from recsys.ingest.report import IngestReport, Reason
+from recsys.ingest.values import event_column, id_column, timestamp_column, weight_column
 
 DEFAULT_EVENT = "interaction"
 RATING_EVENT = "rating"
-
-
-@dataclass
-class InteractionRow:
-    line: int
-    user: str
-    item: str
-    event: str
-    weight: float
-    timestamp: datetime | None
-    source: dict[str, Any]
-
-    @property
-    def dedup_key(self) -> str:
-        moment = self.timestamp.isoformat() if self.timestamp else ""
-        return key_hash("\x1f".join((self.user, self.item, self.event, moment)))
 
 
 class InteractionIngester:
@@ -55,98 +43,95 @@ class InteractionIngester:
     def __init__(self) -> None:
         self.seen = SeenKeys()
 
-    def parse(self, record: Record) -> InteractionRow:
-        weight = optional(record, "weight", _parse_weight)
-        rating = optional(record, "rating", _parse_weight)
-        default_event = RATING_EVENT if weight is None and rating is not None else DEFAULT_EVENT
-        return InteractionRow(
-            line=record.line,
-            user=required(record, "user_id", parse_id),
-            item=required(record, "item_id", parse_id),
-            event=optional(record, "event", lambda v, _c: parse_event(v), default=default_event),
-            weight=next((w for w in (weight, rating) if w is not None), 1.0),
-            timestamp=optional(record, "timestamp", parse_timestamp),
-            source=record.values,
+    def parse(self, batch: Batch) -> tuple[pa.Table, Problems]:
+        """Valid rows (row, user, item, event, weight, timestamp) and the others' problems."""
+        n, column = len(batch), batch.columns.get
+        weight = weight_column(column("weight"), n, "weight")
+        rating = weight_column(column("rating"), n, "rating")
+        user = id_column(column("user_id"), n, "user_id")
+        item = id_column(column("item_id"), n, "item_id")
+        event = event_column(column("event"), n)
+        moment = timestamp_column(column("timestamp"), n)
+        problems = first_problems(
+            [
+                ("weight", weight, False),
+                ("rating", rating, False),
+                ("user_id", user, True),
+                ("item_id", item, True),
+                ("event", event, False),
+                ("timestamp", moment, False),
+            ]
         )
+        default = np.where(weight.missing & ~rating.missing, RATING_EVENT, DEFAULT_EVENT)
+        rows = pa.table(
+            {
+                "row": np.arange(n),
+                "user": user.values,
+                "item": item.values,
+                "event": pc.if_else(pa.array(event.missing), pa.array(default), event.values),
+                "weight": pc.coalesce(weight.values, rating.values, 1.0),
+                "timestamp": moment.values,
+            }
+        )
+        return rows.filter(pa.array(accepted(n, problems))), problems
 
-    def write(
-        self, session: Session, rows: Sequence[InteractionRow], report: IngestReport
-    ) -> Iterable[Reject]:
-        item_ids = _lookup(session, Item, {row.item for row in rows})
-        known = []
-        for row in rows:
-            if row.item in item_ids:
-                known.append(row)
-            else:
-                detail = f"item_id {row.item!r} is not in the catalog; ingest the item first"
-                yield Reject(row.line, Reason.UNKNOWN_ITEM, detail, row.source)
-        keys = [row.dedup_key for row in known]
-        unique = []
-        for row, key, first in zip(known, keys, self.seen.first_occurrences(keys), strict=True):
-            if first:
-                unique.append((row, key))
-            else:
-                detail = "the same user, item, event and timestamp appear earlier in this file"
-                yield Reject(row.line, Reason.DUPLICATE, detail, row.source)
-        user_ids = _users(session, {row.user for row, _ in unique})
-        existing = {
-            key: (id_, weight)
-            for key, id_, weight in session.execute(
-                select(Interaction.dedup_key, Interaction.id, Interaction.weight).where(
-                    Interaction.dedup_key.in_([key for _, key in unique])
-                )
-            )
-        }
-        new, changed = [], []
-        for row, key in unique:
-            if key not in existing:
-                new.append(_values(row, key, user_ids[row.user], item_ids[row.item]))
-            elif existing[key][1] != row.weight:
-                changed.append({"id": existing[key][0], "weight": row.weight})
-        if new:
-            session.execute(insert(Interaction), new)
-        if changed:
-            session.execute(update(Interaction), changed)
-        report.inserted += len(new)
-        report.updated += len(changed)
-        report.unchanged += len(unique) - len(new) - len(changed)
+    def write(self, connection: Connection, rows: pa.Table, report: IngestReport) -> Problems:
+        """Resolve ids, drop unknown items and repeats, upsert the rest: set-wise."""
+        problems: Problems = {}
+        item_ids = lookup_ids(connection, Item, rows["item"].combine_chunks())
+        unknown = pa.array(item_ids < 0)
+        details = [
+            f"item_id {item!r} is not in the catalog; ingest the item first"
+            for item in rows["item"].filter(unknown).to_pylist()
+        ]
+        refuse(problems, rows["row"].filter(unknown).to_numpy(), Reason.UNKNOWN_ITEM, details)
+        rows = rows.filter(pc.invert(unknown)).append_column("item_id", [item_ids[item_ids >= 0]])
+        keys, hashes = dedup_keys(rows)
+        first = pa.array(self.seen.first_occurrences(hashes))
+        repeats = rows["row"].filter(pc.invert(first)).to_numpy()
+        detail = "the same user, item, event and timestamp appear earlier in this file"
+        refuse(problems, repeats, Reason.DUPLICATE, [detail] * len(repeats))
+        rows = rows.append_column("dedup_key", [keys]).filter(first)
+        inserted, updated = upsert_interactions(connection, self._written(connection, rows))
+        report.inserted += inserted
+        report.updated += updated
+        report.unchanged += rows.num_rows - inserted - updated
+        return problems
 
-
-def _values(row: InteractionRow, key: str, user_id: int, item_id: int) -> dict[str, Any]:
-    return {
-        "user_id": user_id,
-        "item_id": item_id,
-        "event": row.event,
-        "weight": row.weight,
-        "timestamp": row.timestamp,
-        "dedup_key": key,
-    }
+    def _written(self, connection: Connection, rows: pa.Table) -> pa.Table:
+        now = utcnow()
+        user_ids = ensure_users(connection, rows["user"].combine_chunks(), now)
+        rows = rows.append_column("user_id", [user_ids])
+        created = pa.array(np.full(rows.num_rows, np.datetime64(now, "us")))
+        return rows.append_column("created_at", [created]).select(list(WRITTEN))
 
 
-def _parse_weight(value: Any, column: str) -> float:
-    number = parse_float(value, column)
-    if number < 0:
-        raise BadValue(f"{column} {number:g} is negative; implicit feedback weights must be ≥ 0")
-    return number
+def dedup_keys(rows: pa.Table) -> tuple[pa.Array, np.ndarray]:
+    """(B,) hex digest of (user, item, event, timestamp) per row, and its first 64 bits.
+
+    The digest is stored (``interactions.dedup_key``), so it stays the 128-bit BLAKE2b of
+    the fields joined by U+001F that every earlier ingest wrote; hashlib has no batch form,
+    so this is the one step that runs once per row.
+    """
+    moments = iso_moments(rows["timestamp"].combine_chunks())
+    joined = pc.binary_join_element_wise(
+        rows["user"], rows["item"], rows["event"], moments, "\x1f"
+    ).cast(pa.binary())
+    digests = [blake2b(key, digest_size=16).hexdigest() for key in joined.to_pylist()]
+    hashes = np.frombuffer(bytes.fromhex("".join(digests)), dtype=">u8")[::2]
+    return pa.array(digests, pa.string()), hashes.astype(np.uint64)
 
 
-def _lookup(
-    session: Session, model: type[Item] | type[User], external_ids: set[str]
-) -> dict[str, int]:
-    if not external_ids:
-        return {}
-    query = select(model.external_id, model.id).where(model.external_id.in_(external_ids))
-    return dict(session.execute(query).all())
-
-
-def _users(session: Session, external_ids: set[str]) -> dict[str, int]:
-    """Ids of these users, creating the ones not seen before."""
-    ids = _lookup(session, User, external_ids)
-    missing = external_ids - ids.keys()
-    if missing:
-        session.execute(insert(User), [{"external_id": name} for name in sorted(missing)])
-        ids.update(_lookup(session, User, missing))
-    return ids
+def iso_moments(timestamps: pa.Array) -> pa.Array:
+    """``datetime.isoformat()`` of each timestamp, "" where there is none."""
+    micros = timestamps.cast(pa.int64()).fill_null(0).to_numpy()
+    moments = micros.astype("datetime64[us]")
+    text = np.where(
+        micros % 1_000_000 == 0,
+        np.datetime_as_string(moments, unit="s"),
+        np.datetime_as_string(moments, unit="us"),
+    )
+    return pc.if_else(timestamps.is_null(), "", pa.array(text))
 
 
 def ingest_interactions(
@@ -175,22 +160,23 @@ def record_interactions(
     """
     ingester = InteractionIngester()
     stamp = (now or utcnow()).isoformat()
-    rows, problems = [], []
-    for position, event in enumerate(events):
-        values = {"timestamp": stamp, **{k: v for k, v in event.items() if v is not None}}
-        try:
-            rows.append(ingester.parse(Record(line=position, values=values)))
-        except RowRejected as exc:
-            problems.append(f"events[{position}]: {exc.detail}")
+    batch = batch_from_records(
+        [
+            Record(position, {"timestamp": stamp, **{k: v for k, v in e.items() if v is not None}})
+            for position, e in enumerate(events)
+        ]
+    )
+    rows, problems = ingester.parse(batch)
     report = IngestReport(Path("<api>"))
-    with Session(engine) as session, session.begin():
+    with engine.begin() as connection:
         if not problems:
-            problems = [
-                f"events[{reject.line}]: {reject.detail}"
-                for reject in ingester.write(session, rows, report)
-                if reject.reason != Reason.DUPLICATE
-            ]
+            problems = {
+                row: problem
+                for row, problem in ingester.write(connection, rows, report).items()
+                if problem[0] != Reason.DUPLICATE
+            }
         if problems:  # leaving the block with an exception rolls the transaction back
-            raise InvalidInput("; ".join(problems[:10]) + "; nothing was stored")
-    users = sorted({row.user for row in rows})
+            details = [f"events[{row}]: {detail}" for row, (_, detail) in sorted(problems.items())]
+            raise InvalidInput("; ".join(details[:10]) + "; nothing was stored")
+    users = sorted(set(rows["user"].to_pylist()))
     return RecordedEvents(report.inserted, report.updated, report.unchanged, users)

@@ -3,56 +3,43 @@ column is a tabular attribute whose kind is inferred and recorded in ``item_attr
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, insert, select
-from sqlalchemy.orm import Session
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
-from recsys.catalog.models import AttributeKind, Item, ItemAttribute
+from recsys.catalog.models import AttributeKind, Item, ItemAttribute, utcnow
+from recsys.ingest.bulk import values_table
 from recsys.ingest.pipeline import (
     IngestOptions,
-    RowRejected,
+    Problems,
     SeenKeys,
-    key_hash,
-    optional,
-    parsed,
-    required,
+    accepted,
+    first_problems,
+    hash64,
+    refuse,
     run_ingest,
 )
-from recsys.ingest.readers import Record
-from recsys.ingest.report import IngestReport, Reason, Reject
+from recsys.ingest.readers import Batch
+from recsys.ingest.report import IngestReport, Reason
 from recsys.ingest.values import (
-    BadValue,
-    attribute_value,
-    column_kind,
+    attribute_column,
+    bool_column,
+    id_column,
+    image_column,
+    kind_of_counts,
     merge_kinds,
-    parse_bool,
-    parse_id,
+    text_column,
+    value_kind,
 )
 
 KNOWN_COLUMNS = ("item_id", "image", "title", "in_stock")
-
-
-@dataclass
-class ItemRow:
-    line: int
-    external_id: str
-    title: str | None
-    image_path: str | None
-    in_stock: bool
-    attributes: dict[str, Any] = field(default_factory=dict)
-    source: dict[str, Any] = field(default_factory=dict)
-
-    def fields(self) -> dict[str, Any]:
-        return {
-            "title": self.title,
-            "image_path": self.image_path,
-            "in_stock": self.in_stock,
-            "attributes": self.attributes,
-        }
+FIELDS = ("title", "image_path", "in_stock", "attributes")
 
 
 class ItemIngester:
@@ -63,99 +50,130 @@ class ItemIngester:
         self.images_root = Path(images_root).resolve()
         self.seen = SeenKeys()
 
-    def parse(self, record: Record) -> ItemRow:
-        attributes = {}
-        for column, raw in record.values.items():
-            if column in KNOWN_COLUMNS:
-                continue
-            value = parsed(raw, f"attribute {column!r}", lambda v, _c: attribute_value(v))
-            if value is not None:
-                attributes[column] = value
-        return ItemRow(
-            line=record.line,
-            external_id=required(record, "item_id", parse_id),
-            title=optional(record, "title", _parse_text),
-            image_path=optional(record, "image", self._image_path),
-            in_stock=optional(record, "in_stock", parse_bool, default=True),
-            attributes=attributes,
-            source=record.values,
-        )
-
-    def _image_path(self, value: Any, column: str) -> str:
-        path = self.images_root / str(value).strip()
-        if not path.is_file():
-            raise RowRejected(
-                Reason.MISSING_IMAGE,
-                f"{column} {str(value).strip()!r} not found under {self.images_root}",
-            )
-        return str(path.resolve())
-
-    def write(
-        self, session: Session, rows: Sequence[ItemRow], report: IngestReport
-    ) -> Iterable[Reject]:
-        firsts = self.seen.first_occurrences([key_hash(row.external_id) for row in rows])
-        unique = []
-        for row, first in zip(rows, firsts, strict=True):
-            if first:
-                unique.append(row)
-            else:
-                detail = f"item_id {row.external_id!r} appears earlier in this file"
-                yield Reject(row.line, Reason.DUPLICATE, detail, row.source)
-        existing = {
-            item.external_id: item
-            for item in session.scalars(
-                select(Item).where(Item.external_id.in_([row.external_id for row in unique]))
-            )
+    def parse(self, batch: Batch) -> tuple[pd.DataFrame, Problems]:
+        """Valid rows (row, external_id and the ``FIELDS``) and the others' problems."""
+        n, column = len(batch), batch.columns.get
+        attributes = {
+            name: attribute_column(values, n, name)
+            for name, values in batch.columns.items()
+            if name not in KNOWN_COLUMNS
         }
-        new = []
-        for row in unique:
-            item = existing.get(row.external_id)
-            if item is None:
-                new.append({"external_id": row.external_id, **row.fields()})
-            elif _differs(item, row.fields()):
-                for name, value in row.fields().items():
-                    setattr(item, name, value)
-                report.updated += 1
-            else:
-                report.unchanged += 1
-        if new:
-            session.execute(insert(Item), new)
-            report.inserted += len(new)
-        record_attribute_kinds(session, [row.attributes for row in unique])
-
-
-def _differs(item: Item, values: dict[str, Any]) -> bool:
-    return any(getattr(item, name) != value for name, value in values.items())
-
-
-def _parse_text(value: Any, column: str) -> str:
-    text = str(value).strip()
-    if "\ufffd" in text:
-        raise BadValue(f"{column} is not valid UTF-8")
-    return text
-
-
-def record_attribute_kinds(session: Session, attributes: Sequence[dict[str, Any]]) -> None:
-    """Infer each attribute column's kind in this batch and widen the recorded kind."""
-    columns: dict[str, list[Any]] = {}
-    for row in attributes:
-        for name, value in row.items():
-            columns.setdefault(name, []).append(value)
-    if not columns:
-        return
-    recorded = {
-        attribute.name: attribute
-        for attribute in session.scalars(
-            select(ItemAttribute).where(ItemAttribute.name.in_(columns))
+        item = id_column(column("item_id"), n, "item_id")
+        title = text_column(column("title"), n, "title")
+        image = image_column(column("image"), n, "image", self.images_root)
+        in_stock = bool_column(column("in_stock"), n, "in_stock")
+        checks = [(f"attribute {name!r}", parsed, False) for name, parsed in attributes.items()]
+        problems = first_problems(
+            [
+                *checks,
+                ("item_id", item, True),
+                ("title", title, False),
+                ("image", image, False),
+                ("in_stock", in_stock, False),
+            ]
         )
-    }
-    for name, values in columns.items():
-        kind = column_kind(values)
-        attribute = recorded.get(name)
-        if attribute is None:
-            session.add(ItemAttribute(name=name, kind=kind or AttributeKind.CATEGORICAL))
-        elif (widened := merge_kinds(attribute.kind, kind)) != attribute.kind:
-            attribute.kind = widened
+        keep = accepted(n, problems)
+        rows = pd.DataFrame(
+            {
+                "row": np.arange(n),
+                "external_id": item.values.to_numpy(zero_copy_only=False),
+                "title": title.values.to_numpy(zero_copy_only=False),
+                "image_path": image.values.to_numpy(zero_copy_only=False),
+                "in_stock": in_stock.values.fill_null(True).to_numpy(zero_copy_only=False),
+            }
+        )[keep]
+        kept = {name: parsed.values[keep] for name, parsed in attributes.items()}
+        rows["attributes"] = documents(kept, len(rows))
+        return rows.reset_index(drop=True), problems
+
+    def write(self, connection: Connection, rows: pd.DataFrame, report: IngestReport) -> Problems:
+        """Drop repeats, insert new items, update changed ones."""
+        problems: Problems = {}
+        first = self.seen.first_occurrences(hash64(pa.array(rows["external_id"], pa.string())))
+        repeats = rows[~first]
+        details = [f"item_id {name!r} appears earlier in this file" for name in repeats.external_id]
+        refuse(problems, repeats["row"].to_numpy(), Reason.DUPLICATE, details)
+        rows = rows[first]
+        merged = rows.merge(_existing(connection, rows), on="external_id", how="left")
+        merged = merged.astype(object).where(merged.notna(), None)
+        new = merged[merged["id"].isna()]
+        known = merged[merged["id"].notna()]
+        changed = known[_differs(known)]
+        _insert(connection, new)
+        _update(connection, changed)
+        report.inserted += len(new)
+        report.updated += len(changed)
+        report.unchanged += len(known) - len(changed)
+        record_attribute_kinds(connection, rows["attributes"].tolist())
+        return problems
+
+
+def documents(attributes: dict[str, np.ndarray], length: int) -> list[dict[str, Any]]:
+    """One attributes document per row, without the missing values. The JSON column takes a
+    document per item, so this is built row by row."""
+    if not attributes:
+        return [{} for _ in range(length)]
+    names = list(attributes)
+    return [
+        {name: value for name, value in zip(names, values, strict=True) if value is not None}
+        for values in zip(*attributes.values(), strict=True)
+    ]
+
+
+def _existing(connection: Connection, rows: pd.DataFrame) -> pd.DataFrame:
+    values = values_table(connection, rows["external_id"].tolist())
+    columns = [Item.id, Item.external_id, *[getattr(Item, name) for name in FIELDS]]
+    query = select(*columns).where(Item.external_id.in_(select(values)))
+    found = connection.execute(query).all()
+    names = ["id", "external_id", *[f"old_{name}" for name in FIELDS]]
+    return pd.DataFrame(found, columns=names) if found else pd.DataFrame(columns=names)
+
+
+def _differs(known: pd.DataFrame) -> np.ndarray:
+    differs = np.zeros(len(known), dtype=bool)
+    for name in FIELDS:
+        new, old = known[name].to_numpy(object), known[f"old_{name}"].to_numpy(object)
+        differs |= np.array([a != b for a, b in zip(new, old, strict=True)], dtype=bool)
+    return differs
+
+
+def _insert(connection: Connection, new: pd.DataFrame) -> None:
+    if len(new):
+        connection.execute(insert(Item), new[["external_id", *FIELDS]].to_dict("records"))
+
+
+def _update(connection: Connection, changed: pd.DataFrame) -> None:
+    if not len(changed):
+        return
+    table = Item.__table__
+    statement = update(table).where(table.c.id == bindparam("item_id"))
+    statement = statement.values({name: bindparam(f"new_{name}") for name in FIELDS})
+    params = changed[["id", *FIELDS]].rename(columns={"id": "item_id"})
+    params = params.rename(columns={name: f"new_{name}" for name in FIELDS})
+    params["item_id"] = params["item_id"].astype(int)
+    connection.execute(statement, params.to_dict("records"))
+
+
+def record_attribute_kinds(connection: Connection, attributes: Sequence[dict[str, Any]]) -> None:
+    """Infer each attribute column's kind in this batch and widen the recorded kind."""
+    counts: dict[str, Counter] = {}
+    for document in attributes:
+        for name, value in document.items():
+            counts.setdefault(name, Counter())[value_kind(value)] += 1
+    if not counts:
+        return
+    table = ItemAttribute.__table__
+    query = select(table.c.name, table.c.kind).where(table.c.name.in_(counts))
+    recorded = {name: kind for name, kind in connection.execute(query)}
+    for name, kinds in counts.items():
+        kind = kind_of_counts(kinds)
+        if name not in recorded:
+            connection.execute(
+                insert(table).values(name=name, kind=kind or AttributeKind.CATEGORICAL)
+            )
+        elif (widened := merge_kinds(recorded[name], kind)) != recorded[name]:
+            change = update(table).where(table.c.name == name)
+            connection.execute(change.values(kind=widened, updated_at=utcnow()))
 
 
 def ingest_items(

@@ -1,37 +1,42 @@
-"""The batch loop shared by every ingest: read, parse, write one transaction per batch.
+"""The batch loop shared by every ingest: read, validate, write one transaction per batch.
 
-A crash or ``kill -9`` between batches leaves every committed batch whole and nothing of the
-batch in flight; re-running the same file finishes the job, because writes are upserts keyed
-on external ids (items) or on a hash of the event (interactions).
+A batch is read and validated column by column before its transaction opens; the transaction
+then resolves ids and writes the batch set-wise (``bulk``). A crash or ``kill -9`` leaves every
+committed batch whole and nothing of the batch in flight; re-running the same file finishes
+the job, because writes are upserts keyed on external ids (items) or on a hash of the event
+(interactions).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session
+import pandas as pd
+import pyarrow as pa
+from sqlalchemy import Connection, Engine
 from tqdm import tqdm
 
 from recsys.catalog.db import require_current_schema
 from recsys.errors import InvalidInput
-from recsys.ingest.readers import Record, open_records
+from recsys.ingest.readers import Batch, open_records
 from recsys.ingest.report import IngestReport, Reason, Reject, RejectsWriter, default_rejects_path
-from recsys.ingest.values import BadValue, is_missing
+from recsys.ingest.values import Parsed
 
 log = logging.getLogger(__name__)
+
+# Refused rows of a batch: position in the batch -> (reason, detail).
+Problems = dict[int, tuple[str, str]]
 
 
 @dataclass(frozen=True)
 class IngestOptions:
     # Rows per transaction: larger is faster, smaller loses less work to a crash.
-    batch_size: int = 5000
+    batch_size: int = 50_000
     # Where rejected rows go; default: "<input>.rejects.csv" beside the input.
     rejects_path: Path | None = None
     show_progress: bool = True
@@ -41,25 +46,18 @@ class IngestOptions:
             raise InvalidInput(f"batch_size must be at least 1, got {self.batch_size}")
 
 
-class RowRejected(Exception):
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason, self.detail = reason, detail
-
-
 class Ingester(Protocol):
     """What differs between item and interaction ingests."""
 
     name: str
     required: tuple[str, ...]
 
-    def parse(self, record: Record) -> Any:
-        """A row ready to write, or raise ``RowRejected``."""
+    def parse(self, batch: Batch) -> tuple[Any, Problems]:
+        """The batch's valid rows ready to write (with their ``row`` in the batch), and the
+        problems of the others."""
 
-    def write(
-        self, session: Session, rows: Sequence[Any], report: IngestReport
-    ) -> Iterable[Reject]:
-        """Write one batch in the open transaction; yield rows rejected on the way."""
+    def write(self, connection: Connection, rows: Any, report: IngestReport) -> Problems:
+        """Write the rows in the open transaction; return the rows refused on the way."""
 
 
 def run_ingest(
@@ -80,10 +78,10 @@ def run_ingest(
         )
         try:
             for batch in source.batches(options.batch_size):
-                rows = parse_batch(batch, ingester, rejects)
-                with Session(engine) as session, session.begin():
-                    late_rejects = list(ingester.write(session, rows, report))
-                for reject in late_rejects:
+                rows, problems = ingester.parse(batch)
+                with engine.begin() as connection:
+                    problems.update(ingester.write(connection, rows, report))
+                for reject in batch_rejects(batch, problems):
                     rejects.add(reject)
                 bar.update(source.position - bar.n)
                 bar.set_postfix_str(
@@ -107,43 +105,44 @@ def check_columns(columns: Sequence[str], ingester: Ingester, path: Path) -> Non
         )
 
 
-def parse_batch(batch: list[Record], ingester: Ingester, rejects: RejectsWriter) -> list[Any]:
-    rows = []
-    for record in batch:
-        if record.error is not None:
-            rejects.add(Reject(record.line, Reason.MALFORMED_ROW, record.error, record.values))
-            continue
-        try:
-            row = ingester.parse(record)
-        except RowRejected as exc:
-            rejects.add(Reject(record.line, exc.reason, exc.detail, record.values))
-            continue
-        rows.append(row)
-    return rows
+def first_problems(checks: Sequence[tuple[str, Parsed, bool]]) -> Problems:
+    """Each row's first problem, trying ``(column, parsed, required)`` checks in order."""
+    problems: Problems = {}
+    for column, parsed, required in checks:
+        for row, error in parsed.errors.items():
+            problems.setdefault(row, (error.reason, str(error)))
+        if required:
+            for row in np.flatnonzero(parsed.missing).tolist():
+                problems.setdefault(row, (Reason.MISSING_VALUE, f"{column} is empty"))
+    return problems
 
 
-def required(record: Record, column: str, parse) -> Any:
-    value = record.values.get(column)
-    if is_missing(value):
-        raise RowRejected(Reason.MISSING_VALUE, f"{column} is empty")
-    return parsed(value, column, parse)
+def accepted(length: int, problems: Problems) -> np.ndarray:
+    """(B,) True for the rows without a problem."""
+    keep = np.ones(length, dtype=bool)
+    keep[list(problems)] = False
+    return keep
 
 
-def optional(record: Record, column: str, parse, default: Any = None) -> Any:
-    value = record.values.get(column)
-    return default if is_missing(value) else parsed(value, column, parse)
+def batch_rejects(batch: Batch, problems: Problems) -> list[Reject]:
+    """The batch's rejects, unreadable rows included, in file order."""
+    rows = np.array(sorted(problems), dtype=np.int64)
+    records = batch.records(rows) if len(rows) else []
+    rejects = [
+        Reject(int(batch.lines[row]), *problems[row], record)
+        for row, record in zip(rows.tolist(), records, strict=True)
+    ]
+    return sorted(rejects + batch.unreadable, key=lambda reject: reject.line)
 
 
-def parsed(value: Any, column: str, parse) -> Any:
-    try:
-        return parse(value, column)
-    except BadValue as exc:
-        raise RowRejected(Reason.INVALID_VALUE, str(exc)) from None
+def refuse(problems: Problems, rows: np.ndarray, reason: str, details: Sequence[str]) -> None:
+    for row, detail in zip(rows.tolist(), details, strict=True):
+        problems[row] = (reason, detail)
 
 
-def key_hash(key: str) -> str:
-    """A 128-bit hex digest of a natural key (stable across runs and machines)."""
-    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+def hash64(values: pa.Array) -> np.ndarray:
+    """(B,) a 64-bit hash of each string, stable across runs."""
+    return pd.util.hash_array(values.to_numpy(zero_copy_only=False).astype(object))
 
 
 class SeenKeys:
@@ -155,16 +154,13 @@ class SeenKeys:
     def __init__(self) -> None:
         self._sorted = np.empty(0, dtype=np.uint64)
 
-    def first_occurrences(self, digests: Sequence[str]) -> list[bool]:
-        """For each hex digest: True if this run has not seen it before (in order)."""
-        hashes = np.array([int(d[:16], 16) for d in digests], dtype=np.uint64)  # (B,)
-        seen_before = self._contains(hashes)
-        in_batch: set[int] = set()
-        first = []
-        for value, old in zip(hashes.tolist(), seen_before.tolist(), strict=True):
-            first.append(not old and value not in in_batch)
-            in_batch.add(value)
-        new = np.unique(hashes[~seen_before])
+    def first_occurrences(self, hashes: np.ndarray) -> np.ndarray:
+        """(B,) True where this run has not seen the key before (earlier rows first)."""
+        hashes = np.asarray(hashes, dtype=np.uint64)
+        first = np.zeros(len(hashes), dtype=bool)
+        first[np.unique(hashes, return_index=True)[1]] = True
+        first &= ~self._contains(hashes)
+        new = np.sort(hashes[first])
         self._sorted = np.insert(self._sorted, np.searchsorted(self._sorted, new), new)
         return first
 

@@ -1,7 +1,11 @@
-"""Stream records from CSV, Parquet or JSON Lines in batches, with line numbers.
+"""Read CSV, Parquet or JSON Lines in batches of columns, with the line where each row starts.
 
-Nothing here holds a whole file in memory: each reader yields lists of at most
-``batch_size`` records, and reports how far through the file it is for progress bars.
+Nothing here holds a whole file in memory: each reader yields batches of at most
+``batch_size`` rows, and reports how far through the file it is for progress bars. CSV and
+Parquet are read a block at a time into Arrow columns (CSV records are found with
+``csv_scan``; a file with irregular quoting is read row by row with the ``csv`` module from
+the first irregular block on). JSON Lines, whose values may change type from row to row, are
+read row by row.
 """
 
 from __future__ import annotations
@@ -16,7 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+
 from recsys.errors import InvalidInput
+from recsys.ingest import csv_scan
+from recsys.ingest.report import Reason, Reject
+from recsys.ingest.values import Column
 
 FORMATS = {
     ".csv": "csv",
@@ -39,6 +50,55 @@ class Record:
     error: str | None = None
 
 
+@dataclass
+class Batch:
+    """Rows of one batch, column by column; unreadable rows are already set aside."""
+
+    lines: np.ndarray  # (B,) line (Parquet: row number) where each row starts
+    columns: dict[str, Column]  # one (B,) column per name in the file
+    unreadable: list[Reject]  # malformed rows, not in ``columns``
+    source: pa.Table | list[dict[str, Any]]  # the rows as read, for the rejects file
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def records(self, rows: np.ndarray) -> list[dict[str, Any]]:
+        """The rows at these positions as read (the ``record`` column of the rejects file)."""
+        if isinstance(self.source, list):
+            return [self.source[row] for row in rows]
+        return self.source.take(pa.array(rows, pa.int64())).to_pylist()
+
+
+def batch_from_records(records: list[Record]) -> Batch:
+    """A batch from rows read one by one (JSON Lines, irregular CSV, the HTTP API)."""
+    good = [record for record in records if record.error is None]
+    unreadable = [
+        Reject(record.line, Reason.MALFORMED_ROW, record.error, record.values)
+        for record in records
+        if record.error is not None
+    ]
+    names = dict.fromkeys(name for record in good for name in record.values)
+    columns: dict[str, Column] = {
+        name: [record.values.get(name) for record in good] for name in names
+    }
+    lines = np.array([record.line for record in good], dtype=np.int64)
+    return Batch(lines, columns, unreadable, [record.values for record in good])
+
+
+def batch_from_table(table: pa.Table, lines: np.ndarray, unreadable: list[Reject]) -> Batch:
+    columns = {name: _plain_array(table.column(name)) for name in table.column_names}
+    return Batch(lines, columns, unreadable, table)
+
+
+def _plain_array(column: pa.ChunkedArray) -> pa.Array:
+    array = column.combine_chunks()
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    if pa.types.is_large_string(array.type):
+        array = array.cast(pa.string())
+    return array
+
+
 class RecordSource:
     """A file opened for batched reading; ``columns`` is known before any batch is read."""
 
@@ -47,7 +107,7 @@ class RecordSource:
     total: int  # progress units: bytes for text formats, rows for Parquet
     position: int  # progress units consumed so far
 
-    def batches(self, batch_size: int) -> Iterator[list[Record]]:
+    def batches(self, batch_size: int) -> Iterator[Batch]:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -82,9 +142,9 @@ def open_records(path: str | Path) -> RecordSource:
     return CsvSource(path, compressed, delimiter="\t" if kind == "tsv" else ",")
 
 
-def _batched(records: Iterator[Record], batch_size: int) -> Iterator[list[Record]]:
+def _batched(records: Iterator[Record], batch_size: int) -> Iterator[Batch]:
     while batch := list(itertools.islice(records, batch_size)):
-        yield batch
+        yield batch_from_records(batch)
 
 
 class _CountingReader(io.RawIOBase):
@@ -102,83 +162,209 @@ class _CountingReader(io.RawIOBase):
         return n
 
 
+class _Prefixed(io.RawIOBase):
+    """``prefix`` and then the rest of a binary stream."""
+
+    def __init__(self, prefix: bytes, rest: BinaryIO):
+        self._prefix, self._rest = memoryview(prefix), rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        source = self._prefix if len(self._prefix) else self._rest.read(len(buffer))
+        n = min(len(buffer), len(source))
+        buffer[:n] = source[:n]
+        if len(self._prefix):
+            self._prefix = self._prefix[n:]
+        return n
+
+
 class _TextSource(RecordSource):
     def __init__(self, path: Path, compressed: bool):
         self.total = path.stat().st_size
         self._file = open(path, "rb")  # noqa: SIM115 - closed in close()
         self._counter = _CountingReader(self._file)
-        binary: BinaryIO = io.BufferedReader(self._counter, buffer_size=1 << 20)
+        self._binary: BinaryIO = io.BufferedReader(self._counter, buffer_size=1 << 20)
         if compressed:
-            binary = gzip.GzipFile(fileobj=binary)
-        # Invalid UTF-8 becomes U+FFFD and is rejected per row, not for the whole file.
-        self._text = io.TextIOWrapper(binary, encoding="utf-8-sig", errors="replace", newline="")
+            self._binary = gzip.GzipFile(fileobj=self._binary)
 
     @property
     def position(self) -> int:
         return self._counter.count
 
+    def _text(self, binary: BinaryIO, encoding: str = "utf-8") -> io.TextIOWrapper:
+        # Invalid UTF-8 becomes U+FFFD and is rejected per row, not for the whole file.
+        return io.TextIOWrapper(binary, encoding=encoding, errors="replace", newline="")
+
     def close(self) -> None:
-        self._text.close()
+        self._binary.close()
         self._file.close()
 
 
+def csv_records(
+    text: io.TextIOBase, columns: list[str], delimiter: str, lines_before: int
+) -> Iterator[Record]:
+    """Rows read by the ``csv`` module, numbered after ``lines_before`` lines."""
+    reader = csv.reader(text, delimiter=delimiter)
+    width, previous_end = len(columns), 0
+    while True:
+        start = lines_before + previous_end + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            previous_end = reader.line_num
+            yield Record(start, error=f"unreadable CSV row: {exc}")
+            continue
+        previous_end = reader.line_num
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue  # blank line
+        if len(row) != width:
+            yield Record(
+                start,
+                dict(zip(columns, row, strict=False)),
+                error=f"has {len(row)} fields, the header has {width}",
+            )
+            continue
+        yield Record(start, dict(zip(columns, row, strict=True)))
+
+
 class CsvSource(_TextSource):
+    """CSV or TSV, parsed by Arrow a block of records at a time."""
+
+    LIMIT = 64 << 20  # a record still unfinished after this many bytes: read row by row
+
     def __init__(self, path: Path, compressed: bool, delimiter: str = ","):
         super().__init__(path, compressed)
-        self.format = "csv"
-        self._reader = csv.reader(self._text, delimiter=delimiter)
+        self.format, self._delimiter = "csv", delimiter
+        self._buffer, self._eof, self._lines = b"", False, 0
+        self._record_bytes = 64  # running estimate, to read about one batch at a time
+        self.columns = self._read_header(path)
+
+    def _read_header(self, path: Path) -> list[str]:
+        records = self._fill(1)
+        end = int(records.ends[0]) if len(records.ends) else len(self._buffer)
+        text = self._buffer[:end].decode("utf-8", errors="replace")
         try:
-            header = next(self._reader)
+            header = next(csv.reader(io.StringIO(text, newline=""), delimiter=self._delimiter))
         except StopIteration:
             header = []
         except csv.Error as exc:
             raise InvalidInput(f"{path.name}: cannot read the CSV header: {exc}") from exc
-        self.columns = [name.strip() for name in header]
-        if not any(self.columns):
-            raise InvalidInput(f"{path.name} is empty or has no header row")
-        blank = [i + 1 for i, name in enumerate(self.columns) if not name]
-        duplicated = sorted({n for n in self.columns if self.columns.count(n) > 1})
-        if blank or duplicated:
-            raise InvalidInput(
-                f"{path.name}: header has "
-                + (f"blank column names at positions {blank}" if blank else "")
-                + (" and " if blank and duplicated else "")
-                + (f"duplicated column names {duplicated}" if duplicated else "")
-                + "; give every column a unique name"
-            )
+        self._consume(records, end)
+        columns = [name.strip() for name in header]
+        _check_header(columns, path)
+        return columns
 
-    def batches(self, batch_size: int) -> Iterator[list[Record]]:
-        return _batched(self._records(), batch_size)
-
-    def _records(self) -> Iterator[Record]:
-        width, previous_end = len(self.columns), self._reader.line_num
+    def batches(self, batch_size: int) -> Iterator[Batch]:
         while True:
-            start = previous_end + 1
-            try:
-                row = next(self._reader)
-            except StopIteration:
+            records = self._fill(batch_size)
+            if not records.regular or (not len(records.ends) and len(self._buffer)):
+                break  # irregular quoting or a runaway record: the csv module decides
+            if not len(records.ends):
                 return
-            except csv.Error as exc:
-                previous_end = self._reader.line_num
-                yield Record(start, error=f"unreadable CSV row: {exc}")
-                continue
-            previous_end = self._reader.line_num
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue  # blank line
-            if len(row) != width:
-                yield Record(
-                    start,
-                    dict(zip(self.columns, row, strict=False)),
-                    error=f"has {len(row)} fields, the header has {width}",
-                )
-                continue
-            yield Record(start, dict(zip(self.columns, row, strict=True)))
+            yield self._fast_batch(records, batch_size)
+        text = self._text(io.BufferedReader(_Prefixed(self._buffer, self._binary)))
+        rows = csv_records(text, self.columns, self._delimiter, self._lines)
+        yield from _batched(rows, batch_size)
+
+    def _fill(self, batch_size: int) -> csv_scan.Records:
+        """Scan the buffer, reading more until it holds ``batch_size`` records or the end."""
+        while True:
+            records = csv_scan.scan(self._buffer, self._delimiter, final=self._eof)
+            enough = np.count_nonzero(~records.blank) >= batch_size
+            if self._eof or enough or not records.regular or len(self._buffer) > self.LIMIT:
+                return records
+            chunk = self._binary.read(max(1 << 20, batch_size * self._record_bytes * 5 // 4))
+            if not self._buffer and chunk.startswith(b"\xef\xbb\xbf"):
+                chunk = chunk[3:]  # UTF-8 byte order mark
+            self._eof = not chunk
+            self._buffer += chunk
+
+    def _consume(self, records: csv_scan.Records, end: int) -> None:
+        self._lines += int(records.breaks[end])
+        self._buffer = self._buffer[end:]
+
+    def _fast_batch(self, records: csv_scan.Records, batch_size: int) -> Batch:
+        rows = np.flatnonzero(~records.blank)[:batch_size]
+        end = int(records.ends[rows[-1]]) if len(rows) else int(records.ends[-1])
+        block, lines = self._buffer[:end], self._lines + records.lines[rows] + 1
+        starts, ends = records.starts[rows], records.ends[rows]
+        good = records.fields[rows] == len(self.columns)
+        unreadable = [
+            self._malformed(block[start:stop], line)
+            for start, stop, line in zip(
+                starts[~good].tolist(), ends[~good].tolist(), lines[~good].tolist(), strict=True
+            )
+        ]
+        table = self._parse(csv_scan.keep_bytes(block, starts[good], ends[good]), good.sum())
+        if len(rows):
+            self._record_bytes = max(1, end // len(rows))
+        lines_before = self._lines
+        self._consume(records, end)
+        if table is None:  # Arrow and the csv module disagree: the csv module decides
+            text = io.StringIO(block.decode("utf-8", errors="replace"), newline="")
+            return batch_from_records(
+                list(csv_records(text, self.columns, self._delimiter, lines_before))
+            )
+        return batch_from_table(table, lines[good], [r for r in unreadable if r is not None])
+
+    def _malformed(self, data: bytes, line: int) -> Reject | None:
+        text = io.StringIO(data.decode("utf-8", errors="replace"), newline="")
+        record = next(csv_records(text, self.columns, self._delimiter, line - 1), None)
+        if record is None:
+            return None
+        return Reject(record.line, Reason.MALFORMED_ROW, record.error or "", record.values)
+
+    def _parse(self, data: bytes, rows: int) -> pa.Table | None:
+        """Arrow's reading of these records, all columns as text; None if it cannot."""
+        strings = {name: pa.string() for name in self.columns}
+        if not rows:
+            return pa.table({name: pa.array([], pa.string()) for name in self.columns})
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            data = data.decode("utf-8", errors="replace").encode()
+        try:
+            table = pa_csv.read_csv(
+                pa.py_buffer(data),
+                read_options=pa_csv.ReadOptions(column_names=self.columns, block_size=16 << 20),
+                parse_options=pa_csv.ParseOptions(
+                    delimiter=self._delimiter, newlines_in_values=True, ignore_empty_lines=False
+                ),
+                convert_options=pa_csv.ConvertOptions(
+                    column_types=strings,
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
+        except pa.ArrowInvalid:
+            return None
+        return table if table.num_rows == rows else None
+
+
+def _check_header(columns: list[str], path: Path) -> None:
+    if not any(columns):
+        raise InvalidInput(f"{path.name} is empty or has no header row")
+    blank = [i + 1 for i, name in enumerate(columns) if not name]
+    duplicated = sorted({n for n in columns if columns.count(n) > 1})
+    if blank or duplicated:
+        raise InvalidInput(
+            f"{path.name}: header has "
+            + (f"blank column names at positions {blank}" if blank else "")
+            + (" and " if blank and duplicated else "")
+            + (f"duplicated column names {duplicated}" if duplicated else "")
+            + "; give every column a unique name"
+        )
 
 
 class JsonLinesSource(_TextSource):
     def __init__(self, path: Path, compressed: bool):
         super().__init__(path, compressed)
         self.format = "jsonl"
+        self._lines = self._text(self._binary, encoding="utf-8-sig")
         self._line = 0
         self._pending: Record | None = None
         # Columns come from the first readable object; later objects may add or omit keys.
@@ -190,12 +376,12 @@ class JsonLinesSource(_TextSource):
         if self._pending is None:
             raise InvalidInput(f"{path.name} is empty: expected one JSON object per line")
 
-    def batches(self, batch_size: int) -> Iterator[list[Record]]:
+    def batches(self, batch_size: int) -> Iterator[Batch]:
         pending, self._pending = [self._pending] if self._pending else [], None
         return _batched(itertools.chain(pending, self._records()), batch_size)
 
     def _records(self) -> Iterator[Record]:
-        for text in self._text:
+        for text in self._lines:
             self._line += 1
             if not text.strip():
                 continue
@@ -223,12 +409,11 @@ class ParquetSource(RecordSource):
         self.total = self._file.metadata.num_rows
         self.position = 0
 
-    def batches(self, batch_size: int) -> Iterator[list[Record]]:
-        for table in self._file.iter_batches(batch_size=batch_size):
-            rows = table.to_pylist()
-            start = self.position + 1
-            self.position += len(rows)
-            yield [Record(start + i, row) for i, row in enumerate(rows)]
+    def batches(self, batch_size: int) -> Iterator[Batch]:
+        for chunk in self._file.iter_batches(batch_size=batch_size):
+            lines = np.arange(self.position + 1, self.position + 1 + chunk.num_rows)
+            self.position += chunk.num_rows
+            yield batch_from_table(pa.Table.from_batches([chunk]), lines, [])
 
     def close(self) -> None:
         self._file.close()

@@ -1,17 +1,32 @@
-"""Parsing and normalising single values from any input format.
+"""The one validation of ids and values, for every door (files, the HTTP API, the library).
 
-Every parser takes the raw value (str from CSV, typed from Parquet/JSON) and either returns
-the normalised value or raises ``BadValue`` with a message that names the problem.
+Every scalar parser takes the raw value (str from CSV, typed from Parquet/JSON) and either
+returns the normalised value or raises ``BadValue`` with a message that names the problem.
+Those scalar parsers are the rules. The column parsers at the end apply them to a whole batch:
+vectorised kernels accept the plain values (``"u123"``, ``"2024-02-01T10:00:00Z"``, ``"1.5"``)
+at once, and every other value goes through the scalar rule, so a column gives exactly what the
+scalar parser gives value by value, rejects and their messages included.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from recsys.catalog.models import AttributeKind
+from recsys.ingest.report import Reason
 
 MAX_ID_LENGTH = 255
 _EVENT = re.compile(r"^[a-z][a-z0-9_\-]{0,31}$")
@@ -26,6 +41,14 @@ _MAX_EPOCH_SECONDS = 10_000_000_000
 
 class BadValue(ValueError):
     """A value that cannot be parsed; the message is shown to the user."""
+
+    reason = Reason.INVALID_VALUE
+
+
+class MissingFile(BadValue):
+    """A path that names no file (the row is rejected as ``missing_image``)."""
+
+    reason = Reason.MISSING_IMAGE
 
 
 def is_missing(value: Any) -> bool:
@@ -45,9 +68,25 @@ def parse_id(value: Any, column: str) -> str:
     text = str(value).strip()
     if "\ufffd" in text:
         raise BadValue(f"{column} {text!r} is not valid UTF-8")
+    _check_encodable(text, column)
     if len(text) > MAX_ID_LENGTH:
         raise BadValue(f"{column} is {len(text)} characters long, the limit is {MAX_ID_LENGTH}")
     return text
+
+
+def parse_text(value: Any, column: str) -> str:
+    text = str(value).strip()
+    if "\ufffd" in text:
+        raise BadValue(f"{column} is not valid UTF-8")
+    _check_encodable(text, column)
+    return text
+
+
+def _check_encodable(text: str, column: str) -> None:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise BadValue(f"{column} {text!r} has an unpaired surrogate, not valid Unicode") from None
 
 
 def parse_float(value: Any, column: str) -> float:
@@ -59,6 +98,14 @@ def parse_float(value: Any, column: str) -> float:
         raise BadValue(f"{column} {value!r} is not a number") from None
     if not math.isfinite(number):
         raise BadValue(f"{column} {value!r} is not a finite number")
+    return number
+
+
+def parse_weight(value: Any, column: str) -> float:
+    """An implicit-feedback weight or a rating: a finite number ≥ 0."""
+    number = parse_float(value, column)
+    if number < 0:
+        raise BadValue(f"{column} {number:g} is negative; implicit feedback weights must be ≥ 0")
     return number
 
 
@@ -106,7 +153,7 @@ def _parse_timestamp_text(value: Any, column: str) -> datetime:
         raise BadValue(f"{column} {text!r} is neither ISO 8601 nor epoch seconds") from None
 
 
-def parse_event(value: Any) -> str:
+def parse_event(value: Any, column: str = "event") -> str:
     text = str(value).strip().lower()
     if not _EVENT.match(text):
         raise BadValue(
@@ -173,20 +220,24 @@ def value_kind(value: Any) -> AttributeKind:
 
 
 def column_kind(values: list[Any]) -> AttributeKind | None:
-    """The kind of a column from its non-missing normalised values (None if all missing).
+    """The kind of a column from its non-missing normalised values (None if all missing)."""
+    return kind_of_counts(Counter(value_kind(v) for v in values if v is not None))
+
+
+def kind_of_counts(kinds: Counter) -> AttributeKind | None:
+    """The kind of a column from how many of its values suggest each kind.
 
     All numbers -> numeric; all dates -> date; mostly long/multi-word strings -> text;
     any multi-valued -> multi; anything else -> categorical.
     """
-    kinds = [value_kind(v) for v in values if v is not None]
+    kinds = +kinds
     if not kinds:
         return None
-    distinct = set(kinds)
-    if len(distinct) == 1:
-        return distinct.pop()
-    if kinds.count(AttributeKind.TEXT) * 2 >= len(kinds):
+    if len(kinds) == 1:
+        return next(iter(kinds))
+    if kinds[AttributeKind.TEXT] * 2 >= kinds.total():
         return AttributeKind.TEXT
-    if AttributeKind.MULTI in distinct:
+    if AttributeKind.MULTI in kinds:
         return AttributeKind.MULTI
     return AttributeKind.CATEGORICAL
 
@@ -202,3 +253,207 @@ def merge_kinds(old: AttributeKind | None, new: AttributeKind | None) -> Attribu
         if wider in pair:
             return wider
     return AttributeKind.CATEGORICAL
+
+
+# Columns: the rules above applied to a whole batch at once.
+
+Column = pa.Array | list  # an Arrow array, or plain Python values (JSON Lines, the HTTP API)
+Rule = Callable[[Any, str], Any]
+
+# Printable ASCII at both ends: str.strip() leaves such a value as it is.
+_PLAIN = r"(?s)^[!-~](.*[!-~])?$"
+_DECIMAL = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+_EPOCH = r"^\d{1,10}$"
+_ISO = (
+    r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?"
+    r"(Z|[+-]([01]\d|2[0-3]):[0-5]\d)?)?$"
+)
+
+
+@dataclass
+class Parsed:
+    """A column after validation: ``values`` is null (None) where missing or bad."""
+
+    values: pa.Array | np.ndarray  # (B,) Arrow for typed rules, object array otherwise
+    missing: np.ndarray  # (B,) bool
+    errors: dict[int, BadValue]  # row -> why its value was refused
+
+
+def parse_column(
+    column: Column | None, length: int, name: str, rule: Rule, type_: pa.DataType, fast=None
+) -> Parsed:
+    """``rule`` applied to each value; ``fast(column) -> (accepted, values)`` takes the plain
+    values at once and must agree with ``rule`` on every value it accepts."""
+    if column is None:
+        return Parsed(pa.nulls(length, type_), np.ones(length, dtype=bool), {})
+    if isinstance(column, list):
+        return _each(column, name, rule, type_)
+    missing = _null_or_empty(column)
+    accepted = np.zeros(length, dtype=bool)
+    values = pa.nulls(length, type_)
+    if fast is not None:
+        accepted, values = fast(column)
+        accepted &= ~missing
+    rest = ~accepted & ~missing
+    slow = _each(column.filter(pa.array(rest)).to_pylist(), name, rule, type_)
+    values = pc.if_else(pa.array(accepted), values, pa.nulls(length, type_))
+    values = pc.replace_with_mask(values, pa.array(rest), slow.values)
+    missing[rest] = slow.missing
+    rows = np.flatnonzero(rest)
+    return Parsed(values, missing, {int(rows[i]): exc for i, exc in slow.errors.items()})
+
+
+def parse_unique(column: Column | None, length: int, name: str, rule: Rule, type_=None) -> Parsed:
+    """``rule`` applied once per distinct value: for columns with few distinct values
+    (events, flags) or rules that touch the disk (image paths). ``type_=None`` keeps the
+    results as Python objects."""
+    if column is None:
+        empty = pa.nulls(length, type_) if type_ else np.full(length, None, dtype=object)
+        return Parsed(empty, np.ones(length, dtype=bool), {})
+    if isinstance(column, list):
+        return _each(column, name, rule, type_)
+    try:
+        encoded = pc.dictionary_encode(column)
+    except pa.ArrowNotImplementedError:  # nested values: no hashing kernel
+        return _each(column.to_pylist(), name, rule, type_)
+    distinct = _each(encoded.dictionary.to_pylist(), name, rule, type_)
+    null = encoded.indices.is_null().to_numpy(zero_copy_only=False)
+    index = encoded.indices.fill_null(0).to_numpy()  # (B,)
+    values = distinct.values.take(encoded.indices) if type_ else distinct.values[index]
+    if not type_:
+        values[null] = None
+    bad = np.flatnonzero(np.isin(index, list(distinct.errors)) & ~null)
+    errors = {int(row): distinct.errors[int(index[row])] for row in bad}
+    return Parsed(values, null | distinct.missing[index], errors)
+
+
+def _each(values: list, name: str, rule: Rule, type_) -> Parsed:
+    """The slow, general path: the scalar rule on each value."""
+    out, missing, errors = [], np.zeros(len(values), dtype=bool), {}
+    for row, value in enumerate(values):
+        result = None
+        if is_missing(value):
+            missing[row] = True
+        else:
+            try:
+                result = rule(value, name)
+            except BadValue as exc:
+                errors[row] = exc
+        out.append(result)
+    if type_ is None:
+        array = np.empty(len(out), dtype=object)
+        array[:] = out
+        return Parsed(array, missing, errors)
+    return Parsed(pa.array(out, type_), missing, errors)
+
+
+def _null_or_empty(column: pa.Array) -> np.ndarray:
+    missing = column.is_null()
+    if pa.types.is_string(column.type):
+        missing = pc.or_(missing, pc.equal(column, ""))
+    elif pa.types.is_floating(column.type):
+        missing = pc.or_(missing, pc.is_nan(column))
+    return missing.to_numpy(zero_copy_only=False).copy()
+
+
+def _matches(column: pa.Array, pattern: str) -> np.ndarray:
+    return pc.match_substring_regex(column, pattern).fill_null(False).to_numpy(zero_copy_only=False)
+
+
+def _none(column: pa.Array, type_: pa.DataType):
+    return np.zeros(len(column), dtype=bool), pa.nulls(len(column), type_)
+
+
+def _fast_text(column: pa.Array, limit: int | None = None):
+    """Strings that strip() leaves alone, with no U+FFFD (and at most ``limit`` long)."""
+    if pa.types.is_integer(column.type):
+        return column.is_valid().to_numpy(zero_copy_only=False), column.cast(pa.string())
+    if not pa.types.is_string(column.type):
+        return _none(column, pa.string())
+    ok = _matches(column, _PLAIN) & ~_matches(column, "\ufffd")
+    if limit is not None:
+        ok &= pc.utf8_length(column).fill_null(0).to_numpy() <= limit
+    return ok, column
+
+
+def _fast_float(column: pa.Array, minimum: float = -math.inf):
+    if pa.types.is_string(column.type):
+        ok = _matches(column, _DECIMAL)
+        numbers = pc.if_else(pa.array(ok), column, "0").cast(pa.float64())
+    elif pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+        ok, numbers = column.is_valid().to_numpy(zero_copy_only=False), column.cast(pa.float64())
+    else:
+        return _none(column, pa.float64())
+    array = numbers.fill_null(0).to_numpy()
+    return ok & np.isfinite(array) & (array >= minimum), numbers
+
+
+def _fast_timestamp(column: pa.Array):
+    moment = pa.timestamp("us")
+    if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
+        return column.is_valid().to_numpy(zero_copy_only=False), column.cast(moment, safe=False)
+    if pa.types.is_integer(column.type):
+        seconds = column.cast(pa.int64()).fill_null(0).to_numpy()
+        ok = column.is_valid().to_numpy(zero_copy_only=False) & (np.abs(seconds) < 10**10)
+        return ok, pa.array(np.where(ok, seconds, 0) * 1_000_000, moment)
+    if not pa.types.is_string(column.type):
+        return _none(column, moment)
+    epoch, iso = _matches(column, _EPOCH), _matches(column, _ISO)
+    micros = np.zeros(len(column), dtype=np.int64)
+    micros[epoch] = column.filter(pa.array(epoch)).cast(pa.int64()).to_numpy() * 1_000_000
+    parsed = pd.to_datetime(
+        pd.Series(column.filter(pa.array(iso)).to_numpy(zero_copy_only=False)),
+        format="ISO8601", utc=True, errors="coerce",
+    )  # fmt: skip
+    iso_rows = np.flatnonzero(iso)
+    good = parsed.notna().to_numpy()
+    micros[iso_rows[good]] = (
+        parsed[good].dt.tz_convert(None).to_numpy().astype("M8[us]").view(np.int64)
+    )
+    iso[iso_rows[~good]] = False  # out of pandas' range or not a date: the scalar rule decides
+    return epoch | iso, pa.array(micros, pa.int64()).cast(moment)
+
+
+def id_column(column: Column | None, length: int, name: str) -> Parsed:
+    fast = lambda c: _fast_text(c, MAX_ID_LENGTH)  # noqa: E731
+    return parse_column(column, length, name, parse_id, pa.string(), fast)
+
+
+def text_column(column: Column | None, length: int, name: str) -> Parsed:
+    return parse_column(column, length, name, parse_text, pa.string(), _fast_text)
+
+
+def weight_column(column: Column | None, length: int, name: str) -> Parsed:
+    fast = lambda c: _fast_float(c, minimum=0.0)  # noqa: E731
+    return parse_column(column, length, name, parse_weight, pa.float64(), fast)
+
+
+def timestamp_column(column: Column | None, length: int, name: str = "timestamp") -> Parsed:
+    rule = parse_timestamp
+    return parse_column(column, length, name, rule, pa.timestamp("us"), _fast_timestamp)
+
+
+def event_column(column: Column | None, length: int, name: str = "event") -> Parsed:
+    return parse_unique(column, length, name, parse_event, pa.string())
+
+
+def bool_column(column: Column | None, length: int, name: str) -> Parsed:
+    return parse_unique(column, length, name, parse_bool, pa.bool_())
+
+
+def attribute_column(column: Column | None, length: int, name: str) -> Parsed:
+    rule = lambda value, _name: attribute_value(value)  # noqa: E731
+    return parse_unique(column, length, f"attribute {name!r}", rule)
+
+
+def image_column(column: Column | None, length: int, name: str, root: Path) -> Parsed:
+    """Paths relative to ``root`` that name existing files -> absolute paths."""
+
+    def rule(value: Any, column_name: str) -> str:
+        relative = str(value).strip()
+        path = root / relative
+        if not os.path.isfile(path):
+            raise MissingFile(f"{column_name} {relative!r} not found under {root}")
+        return str(path.resolve())
+
+    return parse_unique(column, length, name, rule, pa.string())

@@ -1,0 +1,186 @@
+"""Set-wise reads and writes of one batch, inside the caller's transaction.
+
+Ids are resolved with one query per batch: the batch's distinct external ids travel as one
+parameter (a PostgreSQL array, or a JSON array that SQLite's ``json_each`` unpacks), never as
+one bound parameter per id. Interactions are written with ``COPY`` into a temporary staging
+table and one ``INSERT … ON CONFLICT`` on PostgreSQL, and with ``executemany`` on SQLite.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import datetime
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    DateTime,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    func,
+    literal,
+    literal_column,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql import FromClause
+
+from recsys.catalog.models import Interaction, Item, User
+
+# The columns an ingest writes, in the table's order.
+INTERACTION_COLUMNS = ("user_id", "item_id", "event", "weight", "timestamp", "dedup_key")
+WRITTEN = (*INTERACTION_COLUMNS, "created_at")
+# How SQLAlchemy stores a DateTime in SQLite: text that sorts like the time.
+SQLITE_TIME = "%Y-%m-%d %H:%M:%S"  # Arrow adds ".ffffff" for microsecond timestamps
+
+
+def is_postgresql(connection: Connection) -> bool:
+    return connection.dialect.name == "postgresql"
+
+
+def values_table(connection: Connection, values: list[str]) -> FromClause:
+    """``values`` as a one-column table ``value``, sent as a single parameter."""
+    if is_postgresql(connection):
+        array = bindparam(None, values, type_=postgresql.ARRAY(String))
+        return func.unnest(array).table_valued("value").render_derived()
+    return func.json_each(json.dumps(values)).table_valued("value")
+
+
+def lookup_ids(connection: Connection, model: type[Item] | type[User], names: pa.Array):
+    """(B,) catalog ids of these external ids, -1 where the catalog has none."""
+    distinct = pc.unique(names)
+    values = values_table(connection, distinct.to_pylist())
+    query = select(model.external_id, model.id).where(model.external_id.in_(select(values)))
+    found = connection.execute(query).all()
+    known = pa.array([name for name, _ in found], pa.string())
+    ids = np.array([id_ for _, id_ in found] + [-1], dtype=np.int64)  # ids[-1] == -1
+    return ids[pc.index_in(names, value_set=known).fill_null(-1).to_numpy()]
+
+
+def ensure_users(connection: Connection, names: pa.Array, now: datetime) -> np.ndarray:
+    """(B,) ids of these users, adding the ones the catalog does not have yet."""
+    ids = lookup_ids(connection, User, names)
+    missing = pc.unique(names.filter(pa.array(ids < 0))).sort()
+    if not len(missing):
+        return ids
+    values = values_table(connection, missing.to_pylist())
+    dialect = postgresql if is_postgresql(connection) else sqlite
+    rows = select(values.c.value, literal(now, DateTime())).where(true())
+    add = dialect.insert(User).from_select(["external_id", "created_at"], rows)
+    connection.execute(add.on_conflict_do_nothing(index_elements=["external_id"]))
+    added = lookup_ids(connection, User, missing)
+    position = pc.index_in(names, value_set=missing).fill_null(0).to_numpy()
+    return np.where(ids < 0, added[position], ids)
+
+
+def upsert_interactions(connection: Connection, rows: pa.Table) -> tuple[int, int]:
+    """Insert new interactions, update the weight of known ones (same ``dedup_key``).
+
+    ``rows`` has the ``WRITTEN`` columns. Returns (inserted, updated).
+    """
+    if not rows.num_rows:
+        return 0, 0
+    if is_postgresql(connection):
+        return _copy_upsert(connection, rows)
+    return _executemany_upsert(connection, rows)
+
+
+def _copy_upsert(connection: Connection, rows: pa.Table) -> tuple[int, int]:
+    staging = _staging_table()
+    staging.create(connection)
+    copy_rows(connection, staging.name, rows)
+    excluded = postgresql.insert(Interaction).excluded
+    upsert = (
+        postgresql.insert(Interaction)
+        .from_select(list(WRITTEN), select(*[staging.c[name] for name in WRITTEN]))
+        .on_conflict_do_update(
+            index_elements=["dedup_key"],
+            set_={"weight": excluded.weight},
+            where=Interaction.weight != excluded.weight,
+        )
+        .returning(literal_column("(xmax = 0)", Boolean).label("inserted"))
+        .cte("upserted")
+    )
+    written, inserted = connection.execute(
+        select(func.count(), func.count().filter(upsert.c.inserted))
+    ).one()
+    return inserted, written - inserted
+
+
+def _staging_table() -> Table:
+    columns = Interaction.__table__.c
+    return Table(
+        "interactions_staging",
+        MetaData(),
+        *[Column(name, columns[name].type) for name in WRITTEN],
+        prefixes=["TEMPORARY"],
+        postgresql_on_commit="DROP",
+    )
+
+
+def copy_rows(connection: Connection, table: str, rows: pa.Table) -> None:
+    """``COPY table FROM STDIN`` with ``rows`` written as CSV by Arrow."""
+    data = io.BytesIO()
+    pa_csv.write_csv(rows, data, pa_csv.WriteOptions(include_header=False))
+    names = ", ".join(rows.column_names)
+    driver = connection.connection.driver_connection
+    with (
+        driver.cursor() as cursor,
+        cursor.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT csv)") as copy,
+    ):
+        copy.write(data.getbuffer())
+
+
+def _executemany_upsert(connection: Connection, rows: pa.Table) -> tuple[int, int]:
+    keys = rows["dedup_key"].combine_chunks()
+    values = values_table(connection, keys.to_pylist())
+    query = select(Interaction.dedup_key, Interaction.weight).where(
+        Interaction.dedup_key.in_(select(values))
+    )
+    found = connection.execute(query).all()
+    weights = np.array([weight for _, weight in found] + [np.nan])
+    known = pa.array([key for key, _ in found], pa.string())
+    position = pc.index_in(keys, value_set=known).fill_null(-1).to_numpy()
+    exists = position >= 0
+    changed = exists & (weights[position] != rows["weight"].to_numpy())
+    insert_rows(connection, Interaction.__table__, rows.filter(pa.array(~exists)))
+    if changed.any():
+        table = Interaction.__table__
+        change = update(table).where(table.c.dedup_key == bindparam("key"))
+        params = rows.filter(pa.array(changed)).select(["dedup_key", "weight"])
+        connection.execute(
+            change.values(weight=bindparam("new_weight")),
+            [{"key": key, "new_weight": weight} for key, weight in _tuples(params)],
+        )
+    return int(np.count_nonzero(~exists)), int(np.count_nonzero(changed))
+
+
+def insert_rows(connection: Connection, table: Table, rows: pa.Table) -> None:
+    """SQLite: one ``executemany`` of plain tuples, no per-row work in SQLAlchemy."""
+    if not rows.num_rows:
+        return
+    statement = table.insert().compile(dialect=connection.dialect, column_keys=rows.column_names)
+    rows = _sqlite_times(rows.select(list(statement.positiontup)))
+    connection.exec_driver_sql(str(statement), list(_tuples(rows)))
+
+
+def _sqlite_times(rows: pa.Table) -> pa.Table:
+    for index, field in enumerate(rows.schema):
+        if pa.types.is_timestamp(field.type):
+            text = pc.strftime(rows.column(index).cast(pa.timestamp("us")), SQLITE_TIME)
+            rows = rows.set_column(index, field.name, text)
+    return rows
+
+
+def _tuples(rows: pa.Table):
+    return zip(*[column.to_pylist() for column in rows.columns], strict=True)
