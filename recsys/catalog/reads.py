@@ -1,0 +1,123 @@
+"""What serving reads from the catalog: item cards, pages of items and users, image paths,
+a user's latest events, and whether the database answers.
+
+Item cards have one source, ``item_cards``, read from the catalog on every call. The product
+page, the catalog pages and every ranked row (similar items, feeds, visual search) all call it,
+so a page and the rows beside it show the same title, stock and attributes, and a catalog edit
+shows everywhere on the next request, without a new bundle. The alternative, a snapshot of all
+cards taken when a bundle loads, disagreed with the product page after any catalog edit, could
+not show items added after the bundle, and held the whole catalog in every worker's memory. A
+read costs one query on the ``external_id`` unique index for the ids on the page (at most a
+page size or ``k``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, bindparam, func, select
+from sqlalchemy.engine import Row
+
+from recsys.catalog.models import Interaction, Item, User
+
+# Most recent events of a user that ``fresh_items`` returns.
+FRESH_LIMIT = 200
+
+
+@dataclass(frozen=True, slots=True)
+class ItemCard:
+    """An item's display fields."""
+
+    item_id: str
+    title: str | None
+    in_stock: bool
+    has_image: bool
+    attributes: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ItemPage:
+    cards: list[ItemCard]
+    total: int  # items matching the search, all pages together
+
+
+@dataclass(frozen=True, slots=True)
+class UserActivity:
+    user_id: str
+    interactions: int
+
+
+_CARD_COLUMNS = (Item.external_id, Item.title, Item.in_stock, Item.image_path, Item.attributes)
+# Built once: per call only the parameters change (SQLAlchemy caches the compiled form).
+_CARDS = select(*_CARD_COLUMNS).where(Item.external_id.in_(bindparam("ids", expanding=True)))
+_FRESH_ITEMS = (
+    select(Item.external_id)
+    .join(Interaction, Interaction.item_id == Item.id)
+    .join(User, Interaction.user_id == User.id)
+    .where(User.external_id == bindparam("user_id"), Interaction.created_at > bindparam("since"))
+    .order_by(Interaction.id.desc())
+    .limit(FRESH_LIMIT)
+)
+
+
+def _card(row: Row) -> ItemCard:
+    item_id, title, in_stock, image_path, attributes = row
+    return ItemCard(item_id, title, bool(in_stock), image_path is not None, attributes or {})
+
+
+def item_cards(engine: Engine, item_ids: Sequence[str]) -> dict[str, ItemCard]:
+    """The cards of those ``item_ids`` the catalog has, by id (unknown ids are left out)."""
+    if not item_ids:
+        return {}
+    with engine.connect() as connection:
+        rows = connection.execute(_CARDS, {"ids": list(item_ids)})
+        return {row[0]: _card(row) for row in rows}
+
+
+def list_items(engine: Engine, offset: int, limit: int, text: str = "") -> ItemPage:
+    """A page of cards in catalog order; with ``text``, only titles containing it (any case)."""
+    query = select(*_CARD_COLUMNS).order_by(Item.id)
+    count = select(func.count(Item.id))
+    if text:
+        matches = Item.title.ilike(f"%{text}%")
+        query, count = query.where(matches), count.where(matches)
+    with engine.connect() as connection:
+        total = connection.scalar(count)
+        rows = connection.execute(query.offset(offset).limit(limit))
+        return ItemPage([_card(row) for row in rows], total or 0)
+
+
+def list_users(engine: Engine, offset: int, limit: int) -> list[UserActivity]:
+    """A page of users in catalog order with their number of events."""
+    query = (
+        select(User.external_id, func.count(Interaction.id))
+        .outerjoin(Interaction, Interaction.user_id == User.id)
+        .group_by(User.id, User.external_id)
+        .order_by(User.id)
+        .offset(offset)
+        .limit(limit)
+    )
+    with engine.connect() as connection:
+        return [UserActivity(user_id, count) for user_id, count in connection.execute(query)]
+
+
+def image_path(engine: Engine, item_id: str) -> str | None:
+    """The stored path of the item's image, or None (no such item, or no image)."""
+    with engine.connect() as connection:
+        return connection.scalar(select(Item.image_path).where(Item.external_id == item_id))
+
+
+def fresh_items(engine: Engine, user_id: str, since: datetime) -> list[str]:
+    """Items of the user's events stored after ``since``, newest first (at most FRESH_LIMIT)."""
+    with engine.connect() as connection:
+        rows = connection.execute(_FRESH_ITEMS, {"user_id": user_id, "since": since})
+        return list(rows.scalars())
+
+
+def ping(engine: Engine) -> None:
+    """Raise (the driver's error) unless the catalog database answers a query."""
+    with engine.connect() as connection:
+        connection.execute(select(1))

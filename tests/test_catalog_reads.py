@@ -1,0 +1,67 @@
+"""``recsys.catalog.reads``: the catalog reads the service makes, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from recsys.catalog import reads
+from recsys.catalog.models import Interaction, Item, User
+from tests.shop_fixture import populate
+
+
+def test_item_cards_are_read_by_id_and_unknown_ids_left_out(engine, tmp_path):
+    populate(engine, tmp_path / "images")
+    cards = reads.item_cards(engine, ["a1", "b2", "nope"])
+    assert set(cards) == {"a1", "b2"}
+    a1 = cards["a1"]
+    assert a1.item_id == "a1" and a1.title == "Comedy story 1" and a1.has_image
+    assert a1.in_stock is True and a1.attributes["brand"] == "a-brand"
+    assert reads.item_cards(engine, []) == {}
+    assert reads.image_path(engine, "a1").endswith("a1.png")
+    assert reads.image_path(engine, "nope") is None
+
+
+def test_item_pages_and_title_search(engine):
+    populate(engine)
+    everything = reads.list_items(engine, offset=0, limit=100)
+    assert everything.total == len(everything.cards) == 32
+    page = reads.list_items(engine, offset=3, limit=5, text="drama")
+    assert page.total == 16 and len(page.cards) == 5
+    assert all("Drama" in card.title for card in page.cards)
+    assert not page.cards[0].has_image  # populated without images
+    drama = [c.item_id for c in reads.list_items(engine, 0, 100, "drama").cards]
+    assert [c.item_id for c in page.cards] == drama[3:8]
+
+
+def test_user_pages_count_events(engine):
+    populate(engine)
+    with Session(engine) as session, session.begin():
+        session.add(User(external_id="zz-no-events"))
+    with Session(engine) as session:
+        u0 = session.scalar(select(User).where(User.external_id == "u0"))
+        u0_events = session.query(Interaction).filter(Interaction.user_id == u0.id).count()
+    users = reads.list_users(engine, offset=0, limit=1000)
+    assert users[0].user_id == "u0" and users[0].interactions == u0_events > 0
+    assert users[-1].user_id == "zz-no-events" and users[-1].interactions == 0
+    assert reads.list_users(engine, offset=1, limit=2) == users[1:3]
+
+
+def test_fresh_items_are_the_users_events_after_a_moment(engine):
+    populate(engine)
+    with Session(engine) as session:
+        last = session.scalar(select(Interaction.created_at).order_by(Interaction.id.desc()))
+        user = session.scalar(select(User).where(User.external_id == "u1"))
+        item = session.scalar(select(Item).where(Item.external_id == "b3"))
+        assert reads.fresh_items(engine, "u1", last) == []
+        later = last + timedelta(seconds=5)
+        session.add(
+            Interaction(user=user, item=item, event="view", dedup_key="x" * 32, created_at=later)
+        )
+        session.commit()
+    assert reads.fresh_items(engine, "u1", last) == ["b3"]
+    assert reads.fresh_items(engine, "u1", later) == []
+    assert "b3" not in reads.fresh_items(engine, "u2", last - timedelta(days=1))
+    reads.ping(engine)
