@@ -1,9 +1,9 @@
-"""What a service needs around a ``Recommender``: catalog cards, fresh events, hot swaps.
+"""What a service needs around a ``Recommender``: fresh events and hot swaps.
 
-The library does not know it is served: ``services/`` turns these into HTTP.
+The library does not know it is served: ``services/`` turns these into HTTP. Item cards and
+other catalog reads are in ``recsys.catalog.reads`` (one source of cards for every view).
 
-- ``ServingState``: one loaded bundle plus the catalog's display fields (title, attributes,
-  stock, whether there is an image) of every item, read once at load.
+- ``ServingState``: one loaded bundle and the moment its data was read.
 - ``ModelHolder``: the current state behind one reference. ``reload()`` builds a new state
   completely (checksums verified) before swapping the reference, so a request that already
   holds the old state finishes on it and none sees a half-loaded model; a broken bundle
@@ -23,24 +23,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine
 
-from recsys.catalog.models import Interaction, Item, ModelBundle, User
+from recsys.catalog.reads import fresh_items
 from recsys.errors import ModelNotTrained
+from recsys.model.bundle import active_version, load_active
 from recsys.model.recommender import Recommender, Results
 
 log = logging.getLogger(__name__)
-
-# Most recent fresh events folded into a feed.
-FRESH_LIMIT = 200
 
 
 @dataclass
 class ServingState:
     recommender: Recommender
-    # external item id -> display fields (title, in_stock, has_image, attributes)
-    cards: dict[str, dict[str, Any]]
     # interactions stored after this moment (naive UTC) are not in the bundle
     data_read_at: datetime
     loaded_at: float = field(default_factory=time.time)
@@ -51,33 +46,12 @@ class ServingState:
 
 
 def load_state(engine: Engine) -> ServingState:
-    """The registry's active bundle (verified) and the catalog's item cards."""
-    recommender = Recommender.load_active(engine)
+    """The registry's active bundle, verified."""
+    recommender = load_active(engine)
     manifest = recommender.manifest
     read_at = manifest.get("data_read_at") or manifest["created_at"]
     read_at = datetime.fromisoformat(read_at).replace(tzinfo=None)
-    return ServingState(recommender, item_cards(engine), read_at)
-
-
-def item_cards(engine: Engine, item_ids: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    query = select(Item.external_id, Item.title, Item.in_stock, Item.image_path, Item.attributes)
-    if item_ids is not None:
-        query = query.where(Item.external_id.in_(item_ids))
-    with Session(engine) as session:
-        return {
-            external_id: {
-                "title": title,
-                "in_stock": bool(in_stock),
-                "has_image": image_path is not None,
-                "attributes": attributes or {},
-            }
-            for external_id, title, in_stock, image_path, attributes in session.execute(query)
-        }
-
-
-def active_version(engine: Engine) -> str | None:
-    with Session(engine) as session:
-        return session.scalar(select(ModelBundle.version).where(ModelBundle.is_active))
+    return ServingState(recommender, read_at)
 
 
 class ModelHolder:
@@ -144,24 +118,6 @@ class ModelHolder:
                 self.reload()
         except Exception:  # the current state keeps serving; the error is logged and kept
             log.exception("background reload failed")
-
-
-# Built once: per request only the parameters change (SQLAlchemy caches the compiled form).
-_FRESH_ITEMS = (
-    select(Item.external_id)
-    .join(Interaction, Interaction.item_id == Item.id)
-    .join(User, Interaction.user_id == User.id)
-    .where(User.external_id == bindparam("user_id"), Interaction.created_at > bindparam("since"))
-    .order_by(Interaction.id.desc())
-    .limit(FRESH_LIMIT)
-)
-
-
-def fresh_items(engine: Engine, user_id: str, since: datetime) -> list[str]:
-    """Items of the user's events stored after ``since``, newest first (at most FRESH_LIMIT)."""
-    with engine.connect() as connection:
-        rows = connection.execute(_FRESH_ITEMS, {"user_id": user_id, "since": since})
-        return list(rows.scalars())
 
 
 def home_feed(

@@ -25,6 +25,8 @@ from services.metrics import init_app as init_metrics
 
 log = logging.getLogger(__name__)
 
+BLUEPRINTS = (api.bp, ops.bp, web.bp)
+
 DEFAULTS = {
     # Largest upload (visual search photos, JSON bodies), bytes; larger requests get a 413.
     "MAX_CONTENT_LENGTH": 5 * 1024 * 1024,
@@ -55,7 +57,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     app.extensions["recsys"] = ServiceContext(settings, engine, holder, metrics)
     errors.init_app(app)
     init_metrics(app, metrics)
-    for blueprint in (api.bp, ops.bp, web.bp):
+    for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     if app.config["LOAD_MODEL"]:
         _load_at_start(holder)

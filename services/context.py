@@ -1,17 +1,21 @@
-"""What the views share: settings, the catalog engine, the model holder, metrics."""
+"""What the views share: settings, the catalog engine, the model holder, metrics; item cards
+as the API shows them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 from flask import current_app
 from sqlalchemy import Engine
 
+from recsys.catalog.reads import ItemCard, item_cards
 from recsys.model.recommender import Results
-from recsys.serving import ModelHolder, ServingState
+from recsys.serving import ModelHolder
 from recsys.settings import Settings
 from services.metrics import Metrics
+from services.schemas import RankedItem
 
 
 @dataclass
@@ -30,22 +34,31 @@ def image_url(item_id: str) -> str:
     return f"/images/{quote(item_id, safe='')}"
 
 
-def card(item_id: str, fields: dict | None) -> dict:
-    """An item as the API shows it; ``fields`` from the catalog (None: not in the catalog)."""
-    fields = fields or {"title": None, "in_stock": None, "has_image": False, "attributes": {}}
+def card(item_id: str, found: ItemCard | None) -> dict[str, Any]:
+    """The fields of an ``Item`` answer; ``found`` None: the model knows the item, the
+    catalog does not (any more)."""
+    if found is None:
+        return {
+            "item_id": item_id,
+            "title": None,
+            "image_url": None,
+            "in_stock": None,
+            "attributes": {},
+        }
     return {
         "item_id": item_id,
-        "title": fields["title"],
-        "image_url": image_url(item_id) if fields["has_image"] else None,
-        "in_stock": fields["in_stock"],
-        "attributes": fields["attributes"],
+        "title": found.title,
+        "image_url": image_url(item_id) if found.has_image else None,
+        "in_stock": found.in_stock,
+        "attributes": found.attributes,
     }
 
 
-def ranked(state: ServingState, results: Results, query: int = 0) -> list[dict]:
-    """One query's results as cards with scores, best first."""
+def ranked(engine: Engine, results: Results, query: int = 0) -> list[RankedItem]:
+    """One query's results as cards with scores, best first (cards: ``item_cards``)."""
     ids, scores = results.ids[query], results.scores[query]
+    cards = item_cards(engine, list(ids))
     return [
-        {**card(item_id, state.cards.get(item_id)), "score": round(float(score), 6)}
+        RankedItem(**card(item_id, cards.get(item_id)), score=round(float(score), 6))
         for item_id, score in zip(ids, scores, strict=True)
     ]

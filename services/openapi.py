@@ -1,411 +1,56 @@
-"""The OpenAPI 3 document of every endpoint (``GET /openapi.json``).
+"""``GET /openapi.json``, built from the app's routes and the models their ``@endpoint``
+contracts declare (``services.schemas``): nothing here describes an endpoint by hand.
 
-Kept beside the views and checked against them by schemathesis in the tests: every response
-the service gives must match what is written here.
+Paths and methods come from Flask's URL map, parameters from the query models' JSON schemas,
+bodies and answers from the models as ``components/schemas``. Schemathesis checks the service
+against this document in the tests.
 """
 
 from __future__ import annotations
 
+import inspect
+import re
 from typing import Any
 
-from services.params import MAX_CANDIDATES, MAX_EVENTS, MAX_K
+from flask import Flask
+from pydantic import BaseModel
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, models_json_schema
 
-JSON = "application/json"
+from services.contract import JSON, Contract, Raw, contract_of
+from services.schemas import Error
 
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict, description: str) -> dict[str, Any]:
-    return {"description": description, "content": {JSON: {"schema": schema}}}
-
-
-def _errors(*statuses: int) -> dict[str, Any]:
-    words = {
-        400: "Malformed parameter or body; the message names it",
-        401: "Missing or wrong bearer token",
-        404: "Unknown item or path",
-        405: "Method not allowed",
-        409: "Conflict (e.g. the bundle was refused)",
-        413: "Upload too large",
-        415: "Body is not JSON",
-        503: "No model bundle loaded or database unavailable",
-    }
-    return {str(s): _json(_ref("Error"), words[s]) for s in statuses}
-
-
-def _k(default: int) -> dict[str, Any]:
-    return {
-        "name": "k",
-        "in": "query",
-        "required": False,
-        "description": "Number of results",
-        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": default},
-    }
-
-
-def _page(name: str, default: int, maximum: int) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "schema": {"type": "integer", "minimum": 0, "maximum": maximum, "default": default},
-    }
-
-
-def _path(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-
-
-FILTERS = {
-    "name": "filters",
-    "in": "query",
-    "required": False,
-    "description": "Attribute filters, e.g. ?department=tops&brand=A&brand=B&in_stock=true "
-    "(categorical and multi-valued attributes; repeat a name for any of several values). "
-    "An attribute the model cannot filter on is a 400.",
-    "style": "form",
-    "explode": True,
-    "schema": {"type": "object", "additionalProperties": {"type": "string"}},
+REF = "#/components/schemas/{model}"
+ERRORS = {
+    400: "Malformed parameter or body; the message names it",
+    401: "Missing or wrong bearer token",
+    404: "Unknown item or path",
+    409: "Conflict (e.g. the bundle was refused)",
+    413: "Upload too large",
+    415: "Body is not JSON",
+    503: "No model bundle loaded or database unavailable",
 }
-
-SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["status", "code", "message"],
-                "properties": {
-                    "status": {"type": "integer"},
-                    "code": {"type": "string"},
-                    "message": {"type": "string"},
-                },
-            }
-        },
-    },
-    "Item": {
-        "type": "object",
-        "required": ["item_id", "title", "image_url", "in_stock", "attributes"],
-        "properties": {
-            "item_id": {"type": "string"},
-            "title": {"type": ["string", "null"]},
-            "image_url": {"type": ["string", "null"], "description": "/images/<item_id>"},
-            "in_stock": {"type": ["boolean", "null"]},
-            "attributes": {"type": "object"},
-        },
-    },
-    "ItemDetail": {
-        "allOf": [
-            _ref("Item"),
-            {
-                "type": "object",
-                "required": ["in_model"],
-                "properties": {"in_model": {"type": "boolean"}},
-            },
-        ]
-    },
-    "RankedItem": {
-        "allOf": [
-            _ref("Item"),
-            {"type": "object", "required": ["score"], "properties": {"score": {"type": "number"}}},
-        ]
-    },
-    "Similar": {
-        "type": "object",
-        "required": ["item_id", "model_version", "items"],
-        "properties": {
-            "item_id": {"type": "string"},
-            "model_version": {"type": "string"},
-            "items": {"type": "array", "items": _ref("RankedItem")},
-        },
-    },
-    "Feed": {
-        "type": "object",
-        "required": ["user_id", "model_version", "fallback", "items"],
-        "properties": {
-            "user_id": {"type": "string"},
-            "model_version": {"type": "string"},
-            "fallback": {
-                "type": "boolean",
-                "description": "true: the user is unknown to the model (no events), so these "
-                "are the most popular items passing the filters",
-            },
-            "items": {"type": "array", "items": _ref("RankedItem")},
-        },
-    },
-    "RankRequest": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "k": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 20},
-            "exclude_seen": {"type": "boolean", "default": True},
-            "candidates": {
-                "type": "array",
-                "minItems": 1,
-                "maxItems": MAX_CANDIDATES,
-                "items": {"type": "string"},
-                "description": "Rank only these item ids",
-            },
-            "filters": {
-                "type": "object",
-                "additionalProperties": {
-                    "oneOf": [
-                        {"type": ["string", "number", "boolean"]},
-                        {
-                            "type": "array",
-                            "minItems": 1,
-                            "items": {"type": ["string", "number", "boolean"]},
-                        },
-                    ]
-                },
-            },
-        },
-    },
-    "VisualSearch": {
-        "type": "object",
-        "required": ["model_version", "items"],
-        "properties": {
-            "model_version": {"type": "string"},
-            "items": {"type": "array", "items": _ref("RankedItem")},
-        },
-    },
-    "Event": {
-        "type": "object",
-        "required": ["user_id", "item_id"],
-        "additionalProperties": False,
-        "properties": {
-            "user_id": {"type": "string"},
-            "item_id": {"type": "string"},
-            "event": {"type": "string", "description": "view, click, cart, purchase, ..."},
-            "weight": {"type": "number", "minimum": 0},
-            "rating": {"type": "number", "minimum": 0},
-            "timestamp": {
-                "type": "string",
-                "description": "ISO 8601 or epoch seconds; default: now",
-            },
-        },
-    },
-    "Events": {
-        "type": "object",
-        "required": ["events"],
-        "additionalProperties": False,
-        "properties": {
-            "events": {
-                "type": "array",
-                "minItems": 1,
-                "maxItems": MAX_EVENTS,
-                "items": _ref("Event"),
-            }
-        },
-    },
-    "Recorded": {
-        "type": "object",
-        "required": ["inserted", "updated", "unchanged", "users"],
-        "properties": {
-            "inserted": {"type": "integer"},
-            "updated": {"type": "integer"},
-            "unchanged": {"type": "integer"},
-            "users": {"type": "array", "items": {"type": "string"}},
-        },
-    },
-    "ItemPage": {
-        "type": "object",
-        "required": ["items", "total", "offset", "limit"],
-        "properties": {
-            "items": {"type": "array", "items": _ref("Item")},
-            "total": {"type": "integer"},
-            "offset": {"type": "integer"},
-            "limit": {"type": "integer"},
-        },
-    },
-    "UserPage": {
-        "type": "object",
-        "required": ["users", "offset", "limit"],
-        "properties": {
-            "users": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["user_id", "interactions"],
-                    "properties": {
-                        "user_id": {"type": "string"},
-                        "interactions": {"type": "integer"},
-                    },
-                },
-            },
-            "offset": {"type": "integer"},
-            "limit": {"type": "integer"},
-        },
-    },
-    "Reloaded": {
-        "type": "object",
-        "required": ["previous_version", "model_version"],
-        "properties": {
-            "previous_version": {"type": ["string", "null"]},
-            "model_version": {"type": "string"},
-        },
-    },
-    "Status": {
-        "type": "object",
-        "required": ["status"],
-        "properties": {"status": {"type": "string"}, "model_version": {"type": "string"}},
-    },
-}
+_PATH_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 
-def _paths() -> dict[str, Any]:
-    limit = _page("limit", 24, 100)
-    limit["schema"]["minimum"] = 1
-    offset = _page("offset", 0, 10**9)
-    return {
-        "/v1/items": {
-            "get": {
-                "summary": "Browse the catalog",
-                "parameters": [
-                    offset,
-                    limit,
-                    {"name": "q", "in": "query", "schema": {"type": "string"}},
-                ],
-                "responses": {"200": _json(_ref("ItemPage"), "A page of items"), **_errors(400)},
-            }
-        },
-        "/v1/items/{item_id}": {
-            "get": {
-                "summary": "One catalog item",
-                "parameters": [_path("item_id")],
-                "responses": {"200": _json(_ref("ItemDetail"), "The item"), **_errors(404)},
-            }
-        },
-        "/v1/items/{item_id}/similar": {
-            "get": {
-                "summary": "Items similar to this one (product page)",
-                "parameters": [_path("item_id"), _k(10), FILTERS],
-                "responses": {
-                    "200": _json(_ref("Similar"), "Ranked similar items"),
-                    **_errors(400, 404, 503),
-                },
-            }
-        },
-        "/v1/users": {
-            "get": {
-                "summary": "Browse users",
-                "parameters": [offset, limit],
-                "responses": {"200": _json(_ref("UserPage"), "A page of users"), **_errors(400)},
-            }
-        },
-        "/v1/users/{user_id}/recommendations": {
-            "get": {
-                "summary": "A user's home feed",
-                "parameters": [
-                    _path("user_id"),
-                    _k(20),
-                    {
-                        "name": "exclude_seen",
-                        "in": "query",
-                        "schema": {"type": "boolean", "default": True},
-                    },
-                    FILTERS,
-                ],
-                "responses": {"200": _json(_ref("Feed"), "Ranked items"), **_errors(400, 503)},
-            },
-            "post": {
-                "summary": "Rank a given candidate list (or the catalog) for a user",
-                "parameters": [_path("user_id")],
-                "requestBody": {
-                    "required": True,
-                    "content": {JSON: {"schema": _ref("RankRequest")}},
-                },
-                "responses": {
-                    "200": _json(_ref("Feed"), "Ranked items"),
-                    **_errors(400, 413, 415, 503),
-                },
-            },
-        },
-        "/v1/search/image": {
-            "post": {
-                "summary": "Visual search: catalog items that look like an uploaded photo",
-                "parameters": [_k(10)],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "multipart/form-data": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["image"],
-                                "properties": {"image": {"type": "string", "format": "binary"}},
-                            }
-                        }
-                    },
-                },
-                "responses": {
-                    "200": _json(_ref("VisualSearch"), "Ranked items"),
-                    **_errors(400, 409, 413, 503),
-                },
-            }
-        },
-        "/v1/interactions": {
-            "post": {
-                "summary": "Record events; the users' next feeds reflect them (no retraining)",
-                "requestBody": {"required": True, "content": {JSON: {"schema": _ref("Events")}}},
-                "responses": {
-                    "201": _json(_ref("Recorded"), "Stored (all or nothing)"),
-                    **_errors(400, 413, 415),
-                },
-            }
-        },
-        "/v1/admin/reload": {
-            "post": {
-                "summary": "Switch to the registry's active bundle (atomically)",
-                "security": [{"bearer": []}],
-                "responses": {
-                    "200": _json(_ref("Reloaded"), "Now serving the active bundle"),
-                    **_errors(401, 409),
-                },
-            }
-        },
-        "/images/{item_id}": {
-            "get": {
-                "summary": "An item's image",
-                "parameters": [_path("item_id")],
-                "responses": {
-                    "200": {
-                        "description": "The image file",
-                        "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}},
-                    },
-                    **_errors(404),
-                },
-            }
-        },
-        "/healthz": {
-            "get": {
-                "summary": "Liveness",
-                "responses": {"200": _json(_ref("Status"), "The process answers")},
-            }
-        },
-        "/readyz": {
-            "get": {
-                "summary": "Readiness: model bundle loaded and database answering",
-                "responses": {"200": _json(_ref("Status"), "Ready"), **_errors(503)},
-            }
-        },
-        "/metrics": {
-            "get": {
-                "summary": "Prometheus metrics",
-                "responses": {
-                    "200": {
-                        "description": "Prometheus text format",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
-                },
-            }
-        },
-    }
+class _Untitled(GenerateJsonSchema):
+    """JSON schemas without a ``title`` on every property (the name says it)."""
+
+    def field_title_should_be_set(self, schema) -> bool:
+        return False
 
 
-def openapi_document() -> dict[str, Any]:
+def openapi_document(app: Flask) -> dict[str, Any]:
+    operations = [
+        (rule.rule, method, contract)
+        for rule in app.url_map.iter_rules()
+        if (contract := contract_of(app.view_functions[rule.endpoint])) is not None
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"})
+    ]
+    refs, schemas = _components([contract for _, _, contract in operations])
+    paths: dict[str, dict[str, Any]] = {}
+    for rule, method, contract in operations:
+        path = _PATH_ARGUMENT.sub(r"{\1}", rule)
+        paths.setdefault(path, {})[method.lower()] = _operation(rule, contract, refs)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -414,9 +59,96 @@ def openapi_document() -> dict[str, Any]:
             "description": "Similar items, home feeds and visual search. Every error has the "
             "body {error: {status, code, message}}.",
         },
-        "paths": _paths(),
+        "paths": paths,
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+def _components(contracts: list[Contract]) -> tuple[dict, dict]:
+    """({(model, mode): {"$ref": ...}}, the schemas) of every body and answer model."""
+    models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(Error, "serialization")]
+    for contract in contracts:
+        models += [(m, "validation") for m in (contract.body, contract.form) if m is not None]
+        models += [
+            (m, "serialization") for m in contract.responses.values() if not isinstance(m, Raw)
+        ]
+    refs, document = models_json_schema(
+        list(dict.fromkeys(models)), ref_template=REF, schema_generator=_Untitled
+    )
+    return refs, document.get("$defs", {})
+
+
+def _operation(rule: str, contract: Contract, refs: dict) -> dict[str, Any]:
+    operation: dict[str, Any] = {"summary": contract.summary}
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in _PATH_ARGUMENT.findall(rule)
+    ]
+    if contract.query is not None:
+        parameters += _query_parameters(contract.query)
+    if parameters:
+        operation["parameters"] = parameters
+    if contract.body is not None:
+        content = {JSON: {"schema": refs[contract.body, "validation"]}}
+        operation["requestBody"] = {"required": True, "content": content}
+    if contract.form is not None:
+        content = {"multipart/form-data": {"schema": refs[contract.form, "validation"]}}
+        operation["requestBody"] = {"required": True, "content": content}
+    operation["responses"] = _responses(contract, refs)
+    if contract.bearer:
+        operation["security"] = [{"bearer": []}]
+    return operation
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """One parameter per declared field; a model that allows extra fields takes every other
+    name as an attribute filter (one ``filters`` object, exploded into the query)."""
+    schema = model.model_json_schema(schema_generator=_Untitled)
+    parameters = []
+    for name, field in schema["properties"].items():
+        field = dict(field)
+        parameter = {"name": name, "in": "query", "required": name in schema.get("required", [])}
+        if "description" in field:
+            parameter["description"] = field.pop("description")
+        parameters.append({**parameter, "schema": field})
+    if model.model_config.get("extra") == "allow":
+        parameters.append(
+            {
+                "name": "filters",
+                "in": "query",
+                "required": False,
+                "description": " ".join((inspect.getdoc(model) or "").split()),
+                "style": "form",
+                "explode": True,
+                # Form style writes an object as name=value pairs: one string per name.
+                "schema": {"type": "object", "additionalProperties": {"type": "string"}},
+            }
+        )
+    return parameters
+
+
+def _responses(contract: Contract, refs: dict) -> dict[str, Any]:
+    responses = {}
+    for status, answer in contract.responses.items():
+        if isinstance(answer, Raw):
+            schema = {"type": "string"}
+            if not answer.media_type.startswith("text/"):
+                schema["format"] = "binary"
+            content = {answer.media_type: {"schema": schema}}
+            responses[str(status)] = {"description": answer.description, "content": content}
+        else:
+            responses[str(status)] = _json(refs[answer, "serialization"], _first_line(answer))
+    for status in contract.errors:
+        responses[str(status)] = _json(refs[Error, "serialization"], ERRORS[status])
+    return responses
+
+
+def _json(schema: dict, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def _first_line(model: type[BaseModel]) -> str:
+    return (model.__doc__ or model.__name__).strip().splitlines()[0]

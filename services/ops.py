@@ -6,14 +6,14 @@ import hmac
 import logging
 from pathlib import Path
 
-from flask import Blueprint, jsonify, request, send_file
-from sqlalchemy import select, text
-from sqlalchemy.orm import Session
+from flask import Blueprint, current_app, jsonify, request, send_file
 
-from recsys.catalog.models import Item
+from recsys.catalog import reads
 from services.context import context
+from services.contract import Raw, endpoint
 from services.errors import ApiError
 from services.openapi import openapi_document
+from services.schemas import Readiness, Reloaded, Status
 
 log = logging.getLogger(__name__)
 
@@ -21,48 +21,53 @@ bp = Blueprint("ops", __name__)
 
 
 @bp.get("/healthz")
-def healthz():
-    """Live: the process answers (says nothing about the model or the database)."""
-    return jsonify(status="ok")
+@endpoint(responses={200: Status})
+def healthz() -> Status:
+    """Liveness: the process answers (says nothing about the model or the database)"""
+    return Status(status="ok")
 
 
 @bp.get("/readyz")
-def readyz():
-    """Ready: a bundle is loaded and the catalog database answers."""
+@endpoint(responses={200: Readiness}, errors=(503,))
+def readyz() -> Readiness:
+    """Readiness: a model bundle is loaded and the catalog database answers"""
     ctx = context()
     try:
-        with ctx.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
+        reads.ping(ctx.engine)
     except Exception as exc:
         log.warning("readiness: database unavailable: %s", exc)
         raise ApiError(503, "database_unavailable", "the catalog database does not answer") from exc
     if not ctx.holder.ready:
         raise ApiError(503, "model_not_ready", ctx.holder.last_error or "no model bundle loaded")
-    return jsonify(status="ready", model_version=ctx.holder.state.version)
+    return Readiness(status="ready", model_version=ctx.holder.state.version)
 
 
 @bp.get("/metrics")
+@endpoint(responses={200: Raw("text/plain", "Prometheus text format")})
 def metrics():
+    """Prometheus metrics"""
     return context().metrics.exposition()
 
 
 @bp.get("/openapi.json")
 def openapi():
-    return jsonify(openapi_document())
+    return jsonify(openapi_document(current_app))
 
 
 @bp.get("/images/<item_id>")
+@endpoint(responses={200: Raw("image/*", "The image file")}, errors=(404,))
 def item_image(item_id: str):
-    with Session(context().engine) as session:
-        path = session.scalar(select(Item.image_path).where(Item.external_id == item_id))
+    """An item's image"""
+    path = reads.image_path(context().engine, item_id)
     if path is None or not Path(path).is_file():
         raise ApiError(404, "no_image", f"item {item_id!r} has no image")
     return send_file(path, max_age=86400)
 
 
 @bp.post("/v1/admin/reload")
-def reload_model():
-    """Swap in the registry's active bundle; a broken one is refused and the old one serves."""
+@endpoint(responses={200: Reloaded}, errors=(401, 409), bearer=True)
+def reload_model() -> Reloaded:
+    """Switch to the registry's active bundle; a broken one is refused, the old one serves"""
     ctx = context()
     _require_admin(ctx.settings.admin_token)
     try:
@@ -74,7 +79,7 @@ def reload_model():
             "bundle_refused",
             f"the active bundle was refused ({exc}); still serving {serving}",
         ) from exc
-    return jsonify(previous_version=previous, model_version=current)
+    return Reloaded(previous_version=previous, model_version=current)
 
 
 def _require_admin(token: str) -> None:

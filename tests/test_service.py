@@ -160,6 +160,30 @@ def test_images_and_items_are_served(client):
     assert len(users) == 3 and all(u["interactions"] > 0 for u in users)
 
 
+def test_product_page_and_ranked_rows_read_the_same_card(client, shop):
+    """A catalog edit shows on the product page and in the similar-items row at once."""
+    neighbour = client.get("/v1/items/a1/similar?k=3").get_json()["items"][0]["item_id"]
+    engine = connect(shop[0])
+    with Session(engine) as session:
+        before = session.scalar(select(Item).where(Item.external_id == neighbour))
+        title, in_stock = before.title, before.in_stock
+    edit_item(engine, neighbour, title="Renamed in the catalog", in_stock=False)
+    try:
+        page = client.get(f"/v1/items/{neighbour}").get_json()
+        row = client.get("/v1/items/a1/similar?k=3").get_json()["items"]
+        shown = next(item for item in row if item["item_id"] == neighbour)
+        listed = client.get("/v1/items?q=Renamed").get_json()["items"]
+        assert page["title"] == shown["title"] == listed[0]["title"] == "Renamed in the catalog"
+        assert page["in_stock"] is shown["in_stock"] is False
+    finally:
+        edit_item(engine, neighbour, title=title, in_stock=in_stock)
+
+
+def edit_item(engine, item_id: str, **values) -> None:
+    with Session(engine) as session, session.begin():
+        session.execute(update(Item).where(Item.external_id == item_id).values(**values))
+
+
 def test_posted_events_change_the_next_feed_without_retraining(client):
     before = client.get("/v1/users/u2/recommendations?k=5").get_json()
     assert all(i["item_id"].startswith("a") for i in before["items"])

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
+from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from schemathesis import checks
 
 from recsys.settings import Settings
-from services.app import create_app
+from services.app import BLUEPRINTS, create_app
+from services.openapi import openapi_document
 from tests.shop_fixture import build_shop
 
 CHECKS = [
@@ -29,10 +31,12 @@ def app(tmp_path_factory):
 
 
 def operations():
-    """(method, path) of every documented operation, read from the document itself."""
-    from services.openapi import openapi_document
-
-    paths = openapi_document()["paths"]
+    """(method, path) of every documented operation, read from the document itself (of an
+    app with the service's routes and no database: test parameters are collected early)."""
+    routes = Flask(__name__)
+    for blueprint in BLUEPRINTS:
+        routes.register_blueprint(blueprint)
+    paths = openapi_document(routes)["paths"]
     return [(method.upper(), path) for path, item in paths.items() for method in item]
 
 

@@ -1,0 +1,193 @@
+"""``@endpoint``: a view's contract (query, body and response models) in one place.
+
+The decorator validates the request through the declared pydantic models, passes the parsed
+models to the view (``query=``, ``body=``, ``form=``), serializes the model the view returns,
+and keeps the contract on the view, where ``services.openapi`` reads it to build
+``/openapi.json``. One declaration therefore drives validation, the answer and the document.
+
+Why pydantic v2 with this small decorator, not flask-openapi3, spectree or flask-smorest:
+pydantic is the schema library those integrations build on (and the one FastAPI uses), so the
+models are the same either way; what the integrations add is their own error bodies and query
+parsing, and here both must stay as they were. Every error keeps the one shape of
+``services.errors`` with a message naming the field (``events[0].colour: unknown field``), and
+attribute filters are free-form query parameters (any undeclared name), which the integrations'
+query models do not express. The decorator and the document builder together are smaller than
+the glue needed to bend an integration to that.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, get_args
+
+from flask import Response, request
+from pydantic import BaseModel, ValidationError
+
+from services.errors import ApiError, bad_parameter
+
+JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A response that is not a JSON model (an image, Prometheus text)."""
+
+    media_type: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Contract:
+    summary: str
+    query: type[BaseModel] | None
+    body: type[BaseModel] | None  # JSON
+    form: type[BaseModel] | None  # multipart/form-data files
+    responses: dict[int, type[BaseModel] | Raw]  # the success answer(s)
+    errors: tuple[int, ...]
+    bearer: bool  # needs the admin bearer token
+
+
+def endpoint(
+    *,
+    responses: dict[int, type[BaseModel] | Raw],
+    query: type[BaseModel] | None = None,
+    body: type[BaseModel] | None = None,
+    form: type[BaseModel] | None = None,
+    errors: tuple[int, ...] = (),
+    bearer: bool = False,
+) -> Callable:
+    """Declare a view's contract; put it under the ``@bp.get(...)``/``@bp.post(...)`` line."""
+
+    def decorate(view: Callable) -> Callable:
+        summary = (view.__doc__ or view.__name__).strip().splitlines()[0]
+        contract = Contract(summary, query, body, form, responses, errors, bearer)
+        status = next(iter(responses))
+
+        @functools.wraps(view)
+        def wrapper(**path: str):
+            answer = view(**path, **_inputs(contract))
+            if isinstance(answer, BaseModel):
+                return Response(answer.model_dump_json(), status=status, mimetype=JSON)
+            return answer
+
+        wrapper.contract = contract
+        return wrapper
+
+    return decorate
+
+
+def contract_of(view: Callable) -> Contract | None:
+    return getattr(view, "contract", None)
+
+
+def _inputs(contract: Contract) -> dict[str, BaseModel]:
+    inputs = {}
+    if contract.query is not None:
+        inputs["query"] = validated(contract.query, _query_values(contract.query))
+    if contract.body is not None:
+        inputs["body"] = validated(contract.body, _json_body())
+    if contract.form is not None:
+        files = {name: upload.read() for name, upload in request.files.items()}
+        inputs["form"] = validated(contract.form, files)
+    return inputs
+
+
+def _query_values(model: type[BaseModel]) -> dict[str, Any]:
+    """Declared parameters (first value); with ``extra="allow"``, every other one too
+    (a list when repeated: an attribute filter with several values)."""
+    declared = model.model_fields
+    values = {name: request.args[name] for name in declared if name in request.args}
+    if model.model_config.get("extra") == "allow":
+        for name, given in request.args.lists():
+            if name not in declared:
+                values[name] = given if len(given) > 1 else given[0]
+    return values
+
+
+def _json_body() -> Any:
+    if not request.is_json:
+        raise ApiError(
+            415, "unsupported_media_type", "send a JSON body (Content-Type: application/json)"
+        )
+    body = request.get_json(silent=True)
+    if body is None:
+        raise bad_parameter("body", "is not valid JSON")
+    return body
+
+
+def validated(model: type[BaseModel], data: Any) -> BaseModel:
+    """``data`` as ``model``, or a 400 naming the first wrong field and what it should be."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        raise bad_parameter(*_explain(model, data, error)) from None
+
+
+def _explain(model: type[BaseModel], data: Any, error: dict) -> tuple[str, str]:
+    """(field path as the client wrote it, message) for one pydantic error."""
+    path = _path(error["loc"], data, error["type"] == "missing")
+    owner = _model_at(model, path)
+    field = path[-1] if path else None
+    if error["type"] == "extra_forbidden":
+        return _name(path), f"unknown field; allowed: {', '.join(owner.model_fields)}"
+    if error["type"] == "missing":
+        described = owner.model_fields[field].description if field in owner.model_fields else None
+        return _name(path), "is required" + (f" ({described})" if described else "")
+    if error["type"] in {"model_type", "model_attributes_type", "dict_type"}:
+        return _name(path), "must be a JSON object"
+    given = repr(error.get("input"))
+    shown = f", got {given}" if _scalar(error.get("input")) and len(given) <= 60 else ""
+    return _name(path), error["msg"] + shown
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float)
+
+
+def _path(loc: tuple, data: Any, missing: bool) -> list[str | int]:
+    """The part of ``loc`` that indexes into the data the client sent: pydantic appends the
+    name of the union member that failed (``filters.in_stock.bool``), which the client never
+    wrote; a missing field is the one part that is not in the data."""
+    path: list[str | int] = []
+    for part in loc:
+        if _holds(data, part):
+            data = data[part]
+        elif not (missing and part == loc[-1]):
+            break
+        path.append(part)
+    return path
+
+
+def _holds(data: Any, part: str | int) -> bool:
+    if isinstance(data, dict):
+        return part in data
+    return isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)
+
+
+def _name(path: list[str | int]) -> str:
+    """``["events", 0, "colour"]`` -> ``events[0].colour``; the empty path is the body."""
+    name = ""
+    for part in path:
+        name += f"[{part}]" if isinstance(part, int) else f".{part}" if name else part
+    return name or "body"
+
+
+def _model_at(model: type[BaseModel], path: list[str | int]) -> type[BaseModel]:
+    """The model that declares the last field of ``path`` (list indexes are skipped)."""
+    for part in path[:-1]:
+        if isinstance(part, str) and part in model.model_fields:
+            model = _inner_model(model.model_fields[part].annotation) or model
+    return model
+
+
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in get_args(annotation):
+        found = _inner_model(argument)
+        if found is not None:
+            return found
+    return None

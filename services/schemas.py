@@ -1,0 +1,265 @@
+"""The HTTP contract, declared once: what each endpoint accepts and answers, as pydantic models.
+
+``services.contract.endpoint`` validates requests through these models and serializes answers
+through them; ``services.openapi`` builds ``/openapi.json`` from them. Server-side caps (``k``,
+page sizes, list lengths) are the bounds declared here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    WrapValidator,
+)
+from pydantic_core import PydanticCustomError
+
+MAX_K = 100
+MAX_PAGE = 100
+MAX_OFFSET = 10**9
+MAX_CANDIDATES = 1000
+MAX_EVENTS = 1000
+
+
+def _explained(message: str) -> WrapValidator:
+    """Replace the errors of a union (one per member) with one message saying what is wanted."""
+
+    def validate(value, handler):
+        try:
+            return handler(value)
+        except ValidationError:
+            raise PydanticCustomError("invalid_value", message) from None
+
+    return WrapValidator(validate)
+
+
+def _query_bool(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    if value.lower() in {"true", "1", "yes"}:
+        return True
+    if value.lower() in {"false", "0", "no"}:
+        return False
+    raise PydanticCustomError("bool_parsing", "must be true or false (or 1/0, yes/no)")
+
+
+QueryBool = Annotated[bool, BeforeValidator(_query_bool)]
+Scalar = StrictStr | StrictInt | StrictFloat | StrictBool
+FilterValue = Annotated[
+    Scalar | Annotated[list[Scalar], Field(min_length=1)],
+    _explained("must be a value or a non-empty list of values"),
+]
+Id = Annotated[
+    StrictStr | StrictInt, _explained("must be an id (a string or an integer)"), AfterValidator(str)
+]
+EventValue = Annotated[
+    StrictStr | StrictInt | StrictFloat, _explained("must be a string or a number")
+]
+
+
+# Query parameters (strings, parsed: "10" is 10).
+
+
+class Page(BaseModel):
+    offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Entries to skip")
+    limit: int = Field(24, ge=1, le=MAX_PAGE, description="Page size")
+
+
+class ItemSearch(Page):
+    q: str = Field("", description="Only items whose title contains this text (any case)")
+
+
+class Filtered(BaseModel):
+    """Attribute filters: every query parameter not declared here is one, e.g.
+    ?department=tops&brand=A&brand=B (categorical and multi-valued attributes; repeat a name
+    for any of several values). An attribute the model cannot filter on is a 400."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, str | list[str]]
+    # None (absent): no stock filter.
+    in_stock: QueryBool = Field(None, description="Only items in stock (true) or out (false)")
+
+    @property
+    def filters(self) -> dict[str, Any]:
+        stock = {} if self.in_stock is None else {"in_stock": self.in_stock}
+        return {**(self.model_extra or {}), **stock}
+
+
+class SimilarQuery(Filtered):
+    k: int = Field(10, ge=1, le=MAX_K, description="Number of results")
+
+
+class FeedQuery(Filtered):
+    k: int = Field(20, ge=1, le=MAX_K, description="Number of results")
+    exclude_seen: QueryBool = Field(True, description="Leave out items the user has events for")
+
+
+class SearchQuery(BaseModel):
+    k: int = Field(10, ge=1, le=MAX_K, description="Number of results")
+
+
+# Request bodies (JSON, strict: "10" is not 10, true is not 1).
+
+
+class Filters(BaseModel):
+    """Attribute -> value or [values] (any of them)."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, FilterValue]
+    # None (absent): no stock filter; null is refused like any non-boolean.
+    in_stock: StrictBool = Field(None, description="Only items in stock (true) or out (false)")
+
+
+class RankRequest(BaseModel):
+    """Rank a candidate list (or the whole catalog) for one user."""
+
+    model_config = ConfigDict(extra="forbid")
+    k: StrictInt = Field(20, ge=1, le=MAX_K, description="Number of results")
+    exclude_seen: StrictBool = True
+    candidates: list[Id] | None = Field(
+        None, min_length=1, max_length=MAX_CANDIDATES, description="Rank only these item ids"
+    )
+    filters: Filters | None = None
+
+
+class Event(BaseModel):
+    """One event; ``recsys.ingest.interactions`` checks the values (known item, weight >= 0)."""
+
+    model_config = ConfigDict(extra="forbid")
+    user_id: EventValue
+    item_id: EventValue
+    event: EventValue | None = Field(None, description="view, click, cart, purchase, ...")
+    weight: EventValue | None = Field(None, description="A number >= 0; default 1")
+    rating: EventValue | None = Field(None, description="A number >= 0 (instead of weight)")
+    timestamp: EventValue | None = Field(None, description="ISO 8601 or epoch seconds; now")
+
+
+class Events(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    events: list[Event] = Field(min_length=1, max_length=MAX_EVENTS)
+
+
+class ImageUpload(BaseModel):
+    image: bytes = Field(description="The photo (PNG, JPEG, WebP or GIF), a multipart file")
+
+
+# Responses.
+
+
+class Item(BaseModel):
+    """A catalog item as the API shows it (nulls: the model knows it, the catalog does not)."""
+
+    item_id: str
+    title: str | None
+    image_url: str | None = Field(description="/images/<item_id>; null without an image")
+    in_stock: bool | None
+    attributes: dict[str, Any]
+
+
+class ItemDetail(Item):
+    """The item"""
+
+    in_model: bool = Field(description="The served model can rank it")
+
+
+class RankedItem(Item):
+    score: float
+
+
+class Similar(BaseModel):
+    """Ranked similar items"""
+
+    item_id: str
+    model_version: str
+    items: list[RankedItem]
+
+
+class Feed(BaseModel):
+    """Ranked items"""
+
+    user_id: str
+    model_version: str
+    fallback: bool = Field(
+        description="true: the user is unknown to the model (no events), so these are the most "
+        "popular items passing the filters"
+    )
+    items: list[RankedItem]
+
+
+class VisualSearch(BaseModel):
+    """Ranked items"""
+
+    model_version: str
+    items: list[RankedItem]
+
+
+class ItemPage(BaseModel):
+    """A page of items"""
+
+    items: list[Item]
+    total: int = Field(description="Items matching the search, all pages together")
+    offset: int
+    limit: int
+
+
+class UserSummary(BaseModel):
+    user_id: str
+    interactions: int = Field(description="Number of events stored")
+
+
+class UserPage(BaseModel):
+    """A page of users"""
+
+    users: list[UserSummary]
+    offset: int
+    limit: int
+
+
+class Recorded(BaseModel):
+    """Stored (all or nothing)"""
+
+    inserted: int
+    updated: int
+    unchanged: int
+    users: list[str]
+
+
+class Reloaded(BaseModel):
+    """Now serving the active bundle"""
+
+    previous_version: str | None
+    model_version: str
+
+
+class Status(BaseModel):
+    """The process answers"""
+
+    status: str
+
+
+class Readiness(Status):
+    """Ready"""
+
+    model_version: str
+
+
+class ErrorDetail(BaseModel):
+    status: int
+    code: str
+    message: str
+
+
+class Error(BaseModel):
+    """Every error, whatever its status"""
+
+    error: ErrorDetail

@@ -1,0 +1,77 @@
+"""The HTTP contract is declared once: the models in ``services.schemas`` (and any model an
+``@endpoint`` declares) both validate requests and make up ``/openapi.json``."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask
+from pydantic import BaseModel, Field
+
+from services import errors
+from services.app import BLUEPRINTS
+from services.contract import endpoint
+from services.openapi import openapi_document
+from services.schemas import MAX_K, RankRequest, Status
+
+
+class Probe(BaseModel):
+    n: int = Field(3, ge=2, le=7, description="How many")
+
+
+class Echo(BaseModel):
+    """The number back"""
+
+    n: int
+
+
+def probe_app() -> Flask:
+    bp = Blueprint("probe", __name__)
+
+    @bp.get("/probe")
+    @endpoint(query=Probe, responses={200: Echo}, errors=(400,))
+    def probe(query: Probe) -> Echo:
+        """A probe"""
+        return Echo(n=query.n)
+
+    app = Flask(__name__)
+    errors.init_app(app)
+    app.register_blueprint(bp)
+    return app
+
+
+def parameter(document: dict, path: str, method: str, name: str) -> dict:
+    parameters = document["paths"][path][method]["parameters"]
+    return next(p for p in parameters if p["name"] == name)
+
+
+def test_a_bound_declared_in_a_model_is_in_the_document_and_enforced():
+    app = probe_app()
+    document = openapi_document(app)
+    n = parameter(document, "/probe", "get", "n")
+    assert n["schema"] == {"default": 3, "minimum": 2, "maximum": 7, "type": "integer"}
+    assert n["description"] == "How many" and n["required"] is False
+    answer = document["paths"]["/probe"]["get"]["responses"]["200"]
+    assert answer["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Echo"}
+    assert document["components"]["schemas"]["Echo"]["required"] == ["n"]
+    client = app.test_client()
+    assert client.get("/probe?n=7").get_json() == {"n": 7}
+    assert client.get("/probe").get_json() == {"n": 3}
+    error = client.get("/probe?n=8").get_json()["error"]
+    assert error["status"] == 400 and error["message"].startswith("n: ")
+
+
+def test_the_service_document_comes_from_its_models():
+    routes = Flask(__name__)
+    for blueprint in BLUEPRINTS:
+        routes.register_blueprint(blueprint)
+    document = openapi_document(routes)
+    k = parameter(document, "/v1/items/{item_id}/similar", "get", "k")
+    assert k["schema"]["maximum"] == MAX_K and k["schema"]["default"] == 10
+    filters = parameter(document, "/v1/users/{user_id}/recommendations", "get", "filters")
+    assert filters["style"] == "form" and filters["explode"] is True
+    body = document["paths"]["/v1/users/{user_id}/recommendations"]["post"]["requestBody"]
+    assert body["content"]["application/json"]["schema"]["$ref"].endswith("/RankRequest")
+    declared = document["components"]["schemas"]["RankRequest"]["properties"]
+    assert list(declared) == list(RankRequest.model_fields)
+    health = document["paths"]["/healthz"]["get"]["responses"]["200"]
+    assert health["content"]["application/json"]["schema"]["$ref"].endswith(f"/{Status.__name__}")
+    assert "/openapi.json" not in document["paths"] and "/" not in document["paths"]
