@@ -148,6 +148,19 @@ def test_the_shop_ingests_with_no_rejects(shop, run_cli):
     }  # fmt: skip
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_parquet_files_ingest_with_no_rejects(run_cli, tmp_path):
+    out = tmp_path / "pq"
+    size = ("--items", 500, "--users", 50, "--events", 2_000)
+    prepare(out, *size, "--no-images", "--format", "parquet")
+    run_cli("db", "upgrade")
+    for kind, name in [("items", "items"), ("interactions", "interactions")]:
+        report = run_cli("ingest", kind, out / f"{name}.parquet", "-q", "--json")
+        assert json.loads(report.output)["rejected"] == 0
+    stats = json.loads(run_cli("stats", "--json").output)
+    assert stats["attributes"]["added"] == "date" and stats["attributes"]["tags"] == "multi"
+
+
 def test_parquet_holds_the_same_rows(shop, tmp_path):
     _, items, interactions, _, _, _ = shop
     prepare(tmp_path / "pq", *SIZE, "--seed", 7, "--no-images", "--format", "parquet")

@@ -165,8 +165,8 @@ def _check_config(cfg: SyntheticShopConfig) -> None:
         raise InvalidInput(f"taste_shares must be {len(CHANNELS)} shares ({', '.join(CHANNELS)})")
     if sum(cfg.taste_shares) > 1:
         raise InvalidInput(f"taste_shares {cfg.taste_shares} add up to more than 1")
-    if not 1 <= cfg.photos <= 70_000 or cfg.days < 1 or cfg.block_events < 1:
-        raise InvalidInput("photos must be 1 to 70,000; days and block_events at least 1")
+    if not _CLASSES <= cfg.photos <= 70_000 or cfg.days < 1 or cfg.block_events < 1:
+        raise InvalidInput("photos must be 10 to 70,000; days and block_events at least 1")
 
 
 # --- drawing items by group ----------------------------------------------------------------
@@ -443,7 +443,7 @@ def make_shoppers(
 
 @dataclass(frozen=True)
 class Window:
-    """Sessions start on `days` days from `start` (epoch seconds) and end before `end`."""
+    """Sessions start on one of `days` days from `start` (epoch seconds), none after `end`."""
 
     start: int
     days: int
@@ -694,7 +694,7 @@ def pick_photos(
 ) -> np.ndarray:
     """(N,) Fashion-MNIST photo of each item, of the item's class, from a pool of at most
     cfg.photos photos (so at most that many PNG files); many items share a photo."""
-    per_class = max(1, cfg.photos // _CLASSES)
+    per_class = cfg.photos // _CLASSES
     pools = np.stack(
         [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in range(_CLASSES)]
     )  # (10, P): every class has 6,000+ photos
@@ -816,7 +816,11 @@ def prepare_synthetic_shop(
 
 
 def _write_catalog(
-    shop: Shop, photos: tuple | None, folder: Path, ext: str, show_progress: bool
+    shop: Shop,
+    photos: tuple[np.ndarray, np.ndarray] | None,
+    folder: Path,
+    ext: str,
+    show_progress: bool,
 ) -> int:
     """items, shoppers.csv and the PNGs of the photos used; returns how many PNGs."""
     photo, used = None, np.zeros(0, dtype=np.int64)
