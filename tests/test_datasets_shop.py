@@ -151,7 +151,7 @@ def test_shop_options_are_refused_for_other_data_sets(tmp_path):
     result = recsys(
         "datasets", "prepare", "movielens", "--out", tmp_path, "--items", 5, expect_exit=2
     )
-    assert "--items applies to fashion-shop only" in result.output
+    assert "--items applies to fashion-shop and synthetic-shop only" in result.output
 
 
 def test_config_errors_name_the_fix():
