@@ -40,12 +40,19 @@ from recsys.catalog.models import Interaction, Item, User
 # The columns an ingest writes, in the table's order.
 INTERACTION_COLUMNS = ("user_id", "item_id", "event", "weight", "timestamp", "dedup_key")
 WRITTEN = (*INTERACTION_COLUMNS, "created_at")
-# How SQLAlchemy stores a DateTime in SQLite: text that sorts like the time.
-SQLITE_TIME = "%Y-%m-%d %H:%M:%S"  # Arrow adds ".ffffff" for microsecond timestamps
+# SQLite page cache of an ingest connection: the unique dedup_key index takes random
+# inserts, and SQLite's default 2 MB cache turns most of them into page reads.
+SQLITE_CACHE_KIB = 512 * 1024
 
 
 def is_postgresql(connection: Connection) -> bool:
     return connection.dialect.name == "postgresql"
+
+
+def prepare(connection: Connection) -> None:
+    """Settings of a connection that writes a batch."""
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
 
 
 def values_table(connection: Connection, values: list[str]) -> FromClause:
@@ -175,9 +182,10 @@ def insert_rows(connection: Connection, table: Table, rows: pa.Table) -> None:
 
 
 def _sqlite_times(rows: pa.Table) -> pa.Table:
+    """Timestamps as SQLAlchemy stores them in SQLite: "2024-02-01 10:00:00.000000"."""
     for index, field in enumerate(rows.schema):
         if pa.types.is_timestamp(field.type):
-            text = pc.strftime(rows.column(index).cast(pa.timestamp("us")), SQLITE_TIME)
+            text = rows.column(index).cast(pa.timestamp("us")).cast(pa.string())
             rows = rows.set_column(index, field.name, text)
     return rows
 

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 QUOTE, NEWLINE, RETURN = ord('"'), ord("\n"), ord("\r")
+# What str.strip() removes, among single bytes: a line of these alone is a blank line.
 _SPACE = np.zeros(256, dtype=bool)
-_SPACE[list(b" \t\r\n\x0b\x0c")] = True
+_SPACE[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True
 
 
 @dataclass
@@ -28,53 +29,69 @@ class Records:
     lines: np.ndarray  # (R,) line breaks before its start, counted from the block start
     fields: np.ndarray  # (R,) number of fields
     blank: np.ndarray  # (R,) nothing but whitespace: skipped, like the row reader does
-    breaks: np.ndarray  # (N + 1,) line breaks before each byte offset
-    regular: bool  # every quote in these records opens or closes a field
+    breaks: np.ndarray  # (L,) offsets of all line breaks, inside quotes too
+    regular: bool  # every quote in the block opens or closes a field
+
+    def breaks_before(self, offset: int) -> int:
+        return int(np.searchsorted(self.breaks, offset))
 
 
 def scan(block: bytes, delimiter: str, final: bool) -> Records:
-    """Records of ``block``; with ``final`` the block is the end of the file."""
+    """Records of ``block``; with ``final`` the block is the end of the file.
+
+    Works on the offsets of quotes, breaks and delimiters only: a byte is inside quotes when
+    an odd number of quotes comes before it.
+    """
     data = np.frombuffer(block, dtype=np.uint8)  # (N,)
-    quote = data == QUOTE
-    inside = (np.cumsum(quote) & 1).astype(bool)  # after this byte, inside quotes
-    following = np.append(data[1:], NEWLINE if final else 0)
-    is_break = (data == NEWLINE) | ((data == RETURN) & (following != NEWLINE))
-    if not final and len(data) and data[-1] == RETURN:
-        is_break[-1] = False  # "\r" then maybe "\n" in the next block
-    ends = np.flatnonzero(is_break & ~inside) + 1
+    quotes = np.flatnonzero(data == QUOTE)
+    breaks = _breaks(data, final)
+    ends = breaks[_outside(quotes, breaks)] + 1
     if final and len(data) and (not len(ends) or ends[-1] < len(data)):
         ends = np.append(ends, len(data))  # last line without a break
     starts = np.concatenate([[0], ends[:-1]]).astype(np.int64)
-    breaks = _prefix(is_break)
-    delimiters = _prefix((data == ord(delimiter)) & ~inside)
-    visible = _prefix(~_SPACE[data])
+    delimiters = np.flatnonzero(data == ord(delimiter))
+    delimiters = delimiters[_outside(quotes, delimiters)]
+    fields = np.searchsorted(delimiters, ends) - np.searchsorted(delimiters, starts) + 1
+    visible = ~_SPACE[data[: ends[-1]]] if len(ends) else np.zeros(0, dtype=bool)
     return Records(
         starts=starts,
         ends=ends,
-        lines=breaks[starts],
-        fields=delimiters[ends] - delimiters[starts] + 1,
-        blank=visible[ends] == visible[starts],
+        lines=np.searchsorted(breaks, starts),
+        fields=fields,
+        blank=~np.logical_or.reduceat(visible, starts) if len(ends) else visible,
         breaks=breaks,
-        regular=_regular_quotes(data, quote, inside, ends[-1] if len(ends) else 0, delimiter),
+        regular=_regular_quotes(data, quotes, delimiter),
     )
 
 
-def _prefix(mask: np.ndarray) -> np.ndarray:
-    """(N + 1,) how many of ``mask`` lie before each offset."""
-    return np.concatenate([[0], np.cumsum(mask)])
+def _breaks(data: np.ndarray, final: bool) -> np.ndarray:
+    """Offsets of line breaks: "\n", and "\r" not followed by "\n" (as Python reads lines)."""
+    newlines = np.flatnonzero(data == NEWLINE)
+    returns = np.flatnonzero(data == RETURN)
+    if not len(returns):
+        return newlines
+    following = data[np.minimum(returns + 1, len(data) - 1)]
+    alone = np.where(returns + 1 < len(data), following != NEWLINE, final)
+    return np.sort(np.concatenate([newlines, returns[alone]]))
 
 
-def _regular_quotes(
-    data: np.ndarray, quote: np.ndarray, inside: np.ndarray, stop: int, delimiter: str
-) -> bool:
-    """True if every quote before ``stop`` opens a field or closes one (RFC 4180)."""
-    at = np.flatnonzero(quote[:stop])
-    if not len(at):
+def _outside(quotes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """(K,) True where an even number of quotes precedes each offset."""
+    if not len(quotes):
+        return np.ones(len(offsets), dtype=bool)
+    return (np.searchsorted(quotes, offsets) & 1) == 0
+
+
+def _regular_quotes(data: np.ndarray, quotes: np.ndarray, delimiter: str) -> bool:
+    """True if every quote opens a field or closes one (RFC 4180); a closing quote at the
+    end of an unfinished block is judged when the block grows."""
+    if not len(quotes):
         return True
     bounds = np.array([ord(delimiter), NEWLINE, RETURN, QUOTE])
-    opening = inside[at]
-    before = np.where(at > 0, data[np.maximum(at - 1, 0)], NEWLINE)
-    after = np.where(at + 1 < len(data), data[np.minimum(at + 1, len(data) - 1)], NEWLINE)
+    opening = np.arange(len(quotes)) % 2 == 0
+    before = np.where(quotes > 0, data[np.maximum(quotes - 1, 0)], NEWLINE)
+    last = len(data) - 1
+    after = np.where(quotes < last, data[np.minimum(quotes + 1, last)], NEWLINE)
     return bool(np.all(np.where(opening, np.isin(before, bounds), np.isin(after, bounds))))
 
 

@@ -124,14 +124,10 @@ def dedup_keys(rows: pa.Table) -> tuple[pa.Array, np.ndarray]:
 
 def iso_moments(timestamps: pa.Array) -> pa.Array:
     """``datetime.isoformat()`` of each timestamp, "" where there is none."""
-    micros = timestamps.cast(pa.int64()).fill_null(0).to_numpy()
-    moments = micros.astype("datetime64[us]")
-    text = np.where(
-        micros % 1_000_000 == 0,
-        np.datetime_as_string(moments, unit="s"),
-        np.datetime_as_string(moments, unit="us"),
-    )
-    return pc.if_else(timestamps.is_null(), "", pa.array(text))
+    text = timestamps.cast(pa.timestamp("us")).cast(pa.string())  # "2024-02-01 10:00:00.000000"
+    text = pc.replace_substring(text, " ", "T", max_replacements=1)
+    whole = pc.equal(pc.utf8_slice_codeunits(text, 20), "000000")
+    return pc.if_else(whole, pc.utf8_slice_codeunits(text, 0, 19), text).fill_null("")
 
 
 def ingest_interactions(

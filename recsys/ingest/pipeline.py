@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from recsys.catalog.db import require_current_schema
 from recsys.errors import InvalidInput
+from recsys.ingest.bulk import prepare
 from recsys.ingest.readers import Batch, open_records
 from recsys.ingest.report import IngestReport, Reason, Reject, RejectsWriter, default_rejects_path
 from recsys.ingest.values import Parsed
@@ -80,6 +81,7 @@ def run_ingest(
             for batch in source.batches(options.batch_size):
                 rows, problems = ingester.parse(batch)
                 with engine.begin() as connection:
+                    prepare(connection)
                     problems.update(ingester.write(connection, rows, report))
                 for reject in batch_rejects(batch, problems):
                     rejects.add(reject)

@@ -284,7 +284,7 @@ class CsvSource(_TextSource):
             self._buffer += chunk
 
     def _consume(self, records: csv_scan.Records, end: int) -> None:
-        self._lines += int(records.breaks[end])
+        self._lines += records.breaks_before(end)
         self._buffer = self._buffer[end:]
 
     def _fast_batch(self, records: csv_scan.Records, batch_size: int) -> Batch:

@@ -1,0 +1,294 @@
+"""The bulk ingest against a slow, obvious row-by-row reference: same rows, same rejects
+(reasons, details, lines), same idempotency, on messy random files and on both backends."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import random
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from recsys.catalog.models import Interaction
+from recsys.errors import InvalidInput
+from recsys.ingest import IngestOptions, ingest_interactions, ingest_items
+from recsys.ingest.interactions import dedup_keys, record_interactions
+from recsys.ingest.pipeline import SeenKeys
+from recsys.ingest.values import (
+    BadValue,
+    bool_column,
+    event_column,
+    id_column,
+    is_missing,
+    parse_bool,
+    parse_event,
+    parse_id,
+    parse_timestamp,
+    parse_weight,
+    timestamp_column,
+    weight_column,
+)
+from tests.test_ingest import interaction_rows
+
+ITEMS = [f"i{n}" for n in range(40)] + ["ü-7", "x,y"]
+IDS = ["u1", "u2", " u3 ", "ü9", "", "  ", "u\ufffd", "x" * 256, "12", "user, with comma", "i\nj"]
+WEIGHTS = ["", "1", "2.5", " 3 ", "-1", "abc", "1e400", "nan", "1_0", ".5", "0", "+4"]
+EVENTS = ["", "view", "VIEW", " click ", "bad event!", "cart", "a" * 40, "é"]
+TIMES = [
+    "",
+    "2024-02-01T10:00:00Z",
+    "2024-02-01 12:00:00+02:00",
+    "2024-02-01",
+    "2024-02-01T10:00",
+    "2024-02-01T10:00:00.25",
+    "1706781600",
+    "1706781600000",
+    "1706781600.5",
+    "2024-02-30",
+    "not-a-date",
+    "0001-01-01T00:00:00",
+    " 2024-03-01 ",
+    "2024-02-01T10:00:00+25:00",
+    "20240201T100000",
+]
+
+
+def messy_csv(path: Path, rows: int, seed: int) -> None:
+    """Interactions with every kind of problem, quoting, blank and short lines."""
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(rows):
+        item = rng.choice([*ITEMS, *ITEMS, "zz-unknown", ""])
+        fields = [rng.choice(IDS), item, rng.choice(TIMES), rng.choice(EVENTS)]
+        fields.append(rng.choice(WEIGHTS))
+        if rng.random() < 0.05:
+            fields = fields[:3]
+        lines.append(fields)
+        if rng.random() < 0.1:
+            lines.append(list(lines[-1]))  # a repeat
+        if rng.random() < 0.03:
+            lines.append([])  # a blank line
+    with open(path, "w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(["user_id", "item_id", "timestamp", "event", "weight"])
+        writer.writerows(lines)
+
+
+def reference(path: Path, known_items: set[str]) -> tuple[set[tuple], dict[int, tuple]]:
+    """Row by row with the scalar rules: accepted rows and rejects {line: (reason, detail)}."""
+    rows, rejects, seen = set(), {}, set()
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as file:
+        reader = csv.reader(file)
+        header = [name.strip() for name in next(reader)]
+        previous = reader.line_num
+        for values in reader:
+            line, previous = previous + 1, reader.line_num
+            if not values or (len(values) == 1 and not values[0].strip()):
+                continue
+            if len(values) != len(header):
+                detail = f"has {len(values)} fields, the header has {len(header)}"
+                rejects[line] = ("malformed_row", detail)
+                continue
+            try:
+                row = reference_row(dict(zip(header, values, strict=True)))
+            except ValueError as exc:
+                rejects[line] = exc.args
+                continue
+            if row[1] not in known_items:
+                detail = f"item_id {row[1]!r} is not in the catalog; ingest the item first"
+                rejects[line] = ("unknown_item", detail)
+            elif (*row[:3], row[4]) in seen:
+                detail = "the same user, item, event and timestamp appear earlier in this file"
+                rejects[line] = ("duplicate", detail)
+            else:
+                seen.add((*row[:3], row[4]))
+                rows.add(row)
+    return rows, rejects
+
+
+def reference_row(values: dict) -> tuple:
+    def optional(column, rule):
+        value = values.get(column)
+        if is_missing(value):
+            return None
+        try:
+            return rule(value, column)
+        except BadValue as exc:
+            raise ValueError("invalid_value", str(exc)) from None
+
+    def required(column, rule):
+        if is_missing(values.get(column)):
+            raise ValueError("missing_value", f"{column} is empty")
+        return optional(column, rule)
+
+    weight, rating = optional("weight", parse_weight), optional("rating", parse_weight)
+    user, item = required("user_id", parse_id), required("item_id", parse_id)
+    default = "rating" if weight is None and rating is not None else "interaction"
+    event = optional("event", parse_event) or default
+    moment = optional("timestamp", parse_timestamp)
+    return (user, item, event, weight if weight is not None else rating or 1.0, moment)
+
+
+def read_rejects(path: Path | None) -> dict[int, tuple]:
+    if path is None:
+        return {}
+    with open(path, newline="") as file:
+        return {int(r["line"]): (r["reason"], r["detail"]) for r in csv.DictReader(file)}
+
+
+@pytest.fixture
+def catalog(engine, tmp_path):
+    items = tmp_path / "items.csv"
+    with open(items, "w", newline="") as file:
+        csv.writer(file).writerows([["item_id"], *[[item] for item in ITEMS]])
+    ingest_items(engine, items, options=IngestOptions(show_progress=False))
+    return engine
+
+
+@pytest.mark.parametrize("seed, batch_size", [(1, 7), (2, 50_000)])
+def test_bulk_matches_the_row_by_row_reference(catalog, tmp_path, seed, batch_size):
+    path = tmp_path / "events.csv"
+    messy_csv(path, 600, seed)
+    expected_rows, expected_rejects = reference(path, set(ITEMS))
+    options = IngestOptions(show_progress=False, batch_size=batch_size)
+
+    report = ingest_interactions(catalog, path, options)
+
+    assert read_rejects(report.rejects_path) == expected_rejects
+    assert interaction_rows(catalog) == expected_rows
+    assert report.inserted == len(expected_rows)
+    assert sum(report.rejected.values()) == len(expected_rejects)
+
+
+def test_rerun_changes_nothing_and_changed_weights_are_updated(catalog, tmp_path):
+    path = tmp_path / "events.csv"
+    messy_csv(path, 300, 3)
+    options = IngestOptions(show_progress=False, batch_size=40)
+    first = ingest_interactions(catalog, path, options)
+    before = interaction_rows(catalog)
+
+    again = ingest_interactions(catalog, path, options)
+
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, first.inserted)
+    assert read_rejects(again.rejects_path) == read_rejects(first.rejects_path)
+    assert interaction_rows(catalog) == before
+    changed = tmp_path / "changed.csv"
+    changed.write_text(path.read_text().replace(",2.5\n", ",7\n"))
+    update = ingest_interactions(catalog, changed, options)
+    assert update.inserted == 0 and update.updated > 0
+    assert update.updated + update.unchanged == first.inserted
+
+
+def test_irregular_quotes_are_read_like_the_csv_module(catalog, tmp_path):
+    path = tmp_path / "events.csv"
+    messy_csv(path, 200, 4)
+    text = path.read_text().splitlines(keepends=True)
+    text.insert(120, 'u"7,i1,2024-01-01,view,1\n')  # a quote inside an unquoted field
+    path.write_text("".join(text))
+    expected_rows, expected_rejects = reference(path, set(ITEMS))
+
+    report = ingest_interactions(catalog, path, IngestOptions(show_progress=False, batch_size=30))
+
+    assert read_rejects(report.rejects_path) == expected_rejects
+    assert interaction_rows(catalog) == expected_rows
+    assert ('u"7', "i1", "view", 1.0, datetime(2024, 1, 1)) in expected_rows
+
+
+def test_parquet_with_typed_columns(catalog, tmp_path):
+    path = tmp_path / "events.parquet"
+    table = pa.table(
+        {
+            "user_id": pa.array([7, 8, 7, None]),
+            "item_id": ["i1", "i2", "i1", "i3"],
+            "timestamp": pa.array([1706781600, 1706781601, 1706781600, 0]),
+            "weight": [1.5, float("nan"), 1.5, -2.0],
+        }
+    )
+    pq.write_table(table, path)
+    report = ingest_interactions(catalog, path, IngestOptions(show_progress=False))
+
+    assert interaction_rows(catalog) == {
+        ("7", "i1", "interaction", 1.5, datetime(2024, 2, 1, 10)),
+        ("8", "i2", "interaction", 1.0, datetime(2024, 2, 1, 10, 0, 1)),
+    }
+    assert {r: reason for r, (reason, _) in read_rejects(report.rejects_path).items()} == {
+        3: "duplicate",
+        4: "invalid_value",  # the weight comes first
+    }
+
+
+def test_api_batch_is_all_or_nothing(catalog):
+    events = [{"user_id": "a", "item_id": "i1"}, {"user_id": "b", "item_id": "nope"}]
+    with pytest.raises(InvalidInput, match=r"events\[1\]: item_id 'nope' is not in the catalog"):
+        record_interactions(catalog, events)
+    with Session(catalog) as session:
+        assert session.scalar(select(func.count(Interaction.id))) == 0
+
+    recorded = record_interactions(catalog, [events[0], {**events[0], "item_id": "i2"}])
+
+    assert (recorded.inserted, recorded.users) == (2, ["a"])
+
+
+def key_hash(key: str) -> str:
+    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+
+
+def test_dedup_keys_are_the_stored_format():
+    rows = pa.table(
+        {
+            "user": ["u1", "ü"],
+            "item": ["i1", "i2"],
+            "event": ["view", "cart"],
+            "timestamp": pa.array([datetime(2024, 2, 1, 10, 0, 0, 250), None], pa.timestamp("us")),
+        }
+    )
+    keys, hashes = dedup_keys(rows)
+    expected = [
+        key_hash("\x1f".join(("u1", "i1", "view", "2024-02-01T10:00:00.000250"))),
+        key_hash("\x1f".join(("ü", "i2", "cart", ""))),
+    ]
+    assert keys.to_pylist() == expected
+    assert hashes.tolist() == [int(key[:16], 16) for key in expected]
+
+
+def test_seen_keys_keeps_first_occurrences_across_batches():
+    seen = SeenKeys()
+    first = seen.first_occurrences(np.array([5, 3, 5, 9], dtype=np.uint64))
+    second = seen.first_occurrences(np.array([9, 1, 1], dtype=np.uint64))
+    assert first.tolist() == [True, True, False, True]
+    assert second.tolist() == [False, True, False]
+
+
+COLUMN_CASES = [
+    (id_column, parse_id, [*IDS, "a" * 255, "\tx", "12.0"]),
+    (weight_column, parse_weight, [*WEIGHTS, "1e5", "-0", "1.", "inf", "1" * 400]),
+    (timestamp_column, parse_timestamp, [*TIMES, "2024-02-01T23:59:60", "9999-12-31"]),
+    (event_column, lambda v, c: parse_event(v), EVENTS),
+    (bool_column, parse_bool, ["true", "Y", "0", "maybe", " no ", ""]),
+]
+
+
+@pytest.mark.parametrize("column, rule, values", COLUMN_CASES)
+def test_column_parsers_agree_with_the_scalar_rules(column, rule, values):
+    values = values * 3
+    random.Random(0).shuffle(values)
+    parsed = column(pa.array(values, pa.string()), len(values), "col")
+
+    for row, value in enumerate(values):
+        if is_missing(value):
+            assert parsed.missing[row] and row not in parsed.errors, value
+            continue
+        try:
+            expected = rule(value, "col")
+        except BadValue as exc:
+            assert str(parsed.errors[row]) == str(exc), value
+            continue
+        assert parsed.values[row].as_py() == expected, value
+        assert not parsed.missing[row] and row not in parsed.errors, value
