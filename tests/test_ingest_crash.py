@@ -1,5 +1,6 @@
 """A real `recsys ingest` process killed with SIGKILL mid-file, then re-run, ends in the same
-state as an uninterrupted run: nothing half-written, nothing duplicated."""
+state as an uninterrupted run: nothing half-written, nothing duplicated. One test kills at a
+random moment, one inside a batch's transaction after its rows were written."""
 
 from __future__ import annotations
 
@@ -20,6 +21,28 @@ from tests.test_ingest import interaction_rows
 
 ROWS = 40_000
 BATCH = 500
+USERS = 997
+
+# `recsys` that kills itself with SIGKILL once the third batch's rows are written, before
+# that batch's transaction commits.
+KILL_IN_THIRD_BATCH = """
+import os, signal, sys
+import recsys.ingest.interactions as target
+from recsys.cli import main
+
+write, calls = target.upsert_interactions, []
+
+def write_then_die(connection, rows):
+    written = write(connection, rows)
+    calls.append(rows.num_rows)
+    if len(calls) == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return written
+
+target.upsert_interactions = write_then_die
+sys.argv = ["recsys", *sys.argv[1:]]
+main()
+"""
 
 
 def recsys(db_url: str, *args: str) -> subprocess.Popen:
@@ -40,7 +63,7 @@ def files(tmp_path):
     with open(interactions, "w") as file:
         file.write("user_id,item_id,event,timestamp\n")
         for n in range(ROWS):
-            file.write(f"u{n % 997},i{(n * 7) % 300},view,{1_600_000_000 + n}\n")
+            file.write(f"u{n % USERS},i{(n * 7) % 300},view,{1_600_000_000 + n}\n")
     return items, interactions
 
 
@@ -64,6 +87,29 @@ def test_sigkill_mid_ingest_then_rerun_matches_clean_run(db_url, files, tmp_path
     assert 0 < partial < ROWS
     assert partial % BATCH == 0, "a batch was half-committed"
 
+    rerun_matches_clean_run(db_url, engine, files, tmp_path)
+
+
+@pytest.mark.slow
+def test_sigkill_inside_a_batch_leaves_none_of_that_batch(db_url, files, tmp_path):
+    items, interactions = files
+    engine = connect(db_url)
+    migrate.upgrade(engine)
+    ingest_items(engine, items, options=IngestOptions(show_progress=False))
+    command = [sys.executable, "-c", KILL_IN_THIRD_BATCH, "--database-url", db_url]
+    command += ["ingest", "interactions", str(interactions), "--batch-size", str(BATCH), "-q"]
+
+    killed = subprocess.run(command, capture_output=True, timeout=300)
+
+    assert killed.returncode == -signal.SIGKILL, killed.stdout.decode() + killed.stderr.decode()
+    assert count(engine) == 2 * BATCH, "the killed batch left rows behind"
+    with Session(engine) as session:
+        assert session.scalar(select(func.count(User.id))) == min(2 * BATCH, USERS)
+    rerun_matches_clean_run(db_url, engine, files, tmp_path)
+
+
+def rerun_matches_clean_run(db_url, engine, files, tmp_path) -> None:
+    items, interactions = files
     rerun = recsys(db_url, "ingest", "interactions", str(interactions), "-q", "--json")
     output, _ = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, output.decode()
@@ -75,5 +121,5 @@ def test_sigkill_mid_ingest_then_rerun_matches_clean_run(db_url, files, tmp_path
     assert count(engine) == count(clean) == ROWS
     assert interaction_rows(engine) == interaction_rows(clean)
     with Session(engine) as session:
-        assert session.scalar(select(func.count(User.id))) == 997
+        assert session.scalar(select(func.count(User.id))) == USERS
     engine.dispose()
