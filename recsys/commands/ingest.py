@@ -27,7 +27,10 @@ def command() -> None:
 
 def _options(function):
     function = click.option(
-        "--batch-size", default=5000, show_default=True, help="Rows per transaction."
+        "--batch-size",
+        default=IngestOptions.batch_size,
+        show_default=True,
+        help="Rows per transaction.",
     )(function)
     function = click.option(
         "--rejects",
