@@ -8,11 +8,21 @@ backbone: per-sample torchvision transforms on PIL images in a DataLoader, SimCL
 
     nice -n 10 .venv/bin/python scripts/bench_image_training.py --device cpu \\
         --backbones small_cnn --dataloader --json var/bench/cpu.json
+
+With --embed-photos N it instead times `recsys embed-images`'s path on a catalog of N real-size
+JPEGs (800x1000, written under --photos-dir on first use: 2,000 distinct photos hard-linked
+to N paths, so decoding does the same work per path): decoding into the image cache plus
+embedding, then the same again from the cache, with a trained --model.
+
+    .venv/bin/python scripts/bench_image_training.py --embed-photos 100000 --model M --device cpu
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,7 +35,7 @@ from torchvision import transforms
 
 from recsys.vision.augment import AugmentConfig, BatchAugment
 from recsys.vision.backbones import build_backbone
-from recsys.vision.encoder import resolve_device
+from recsys.vision.encoder import ImageEncoder, resolve_device
 from recsys.vision.methods import MethodConfig, build_method
 from recsys.vision.train import TrainConfig, Trainer, make_optimizer
 
@@ -132,6 +142,58 @@ def dataloader_rate(images: np.ndarray, opts: dict) -> float:
     return opts["batch_size"] / _timed(step, torch.device("cpu"), opts["warmup"], opts["steps"])
 
 
+_DISTINCT_PHOTOS = 2_000
+
+
+def _photo(rng: np.random.Generator, width: int = 800, height: int = 1000) -> Image.Image:
+    """A photo-like JPEG source: a smooth colour field, a bright object, sensor noise."""
+    field = rng.integers(0, 256, size=(5, 4, 3), dtype=np.uint8)
+    img = Image.fromarray(field).resize((width, height), Image.Resampling.BICUBIC)
+    pixels = np.asarray(img, dtype=np.int16)
+    y, x = np.ogrid[:height, :width]
+    cy, cx, r = rng.integers(300, 700), rng.integers(250, 550), rng.integers(120, 260)
+    pixels[(y - cy) ** 2 + (x - cx) ** 2 < r**2] += rng.integers(-90, 90, size=3, dtype=np.int16)
+    pixels += rng.normal(0, 6, size=pixels.shape).astype(np.int16)
+    return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
+
+
+def write_photos(folder: Path, n: int) -> list[Path]:
+    """``n`` JPEG paths in ``folder``, hard links to ``_DISTINCT_PHOTOS`` distinct photos."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = [folder / f"{i:06d}.jpg" for i in range(n)]
+    for i, path in enumerate(paths):
+        if path.exists():
+            continue
+        if i < _DISTINCT_PHOTOS:
+            _photo(rng).save(path, quality=90)
+        else:
+            os.link(paths[i % _DISTINCT_PHOTOS], path)
+    return paths
+
+
+def embed_rates(paths: list[Path], opts: dict) -> list[dict]:
+    """Images/s of decoding + embedding into a fresh cache, then embedding from the cache."""
+    cache = Path(tempfile.mkdtemp(prefix="recsys-bench-cache-"))
+    rows = []
+    try:
+        for label in ("decode + embed (cold cache)", "embed (from the cache)"):
+            enc = ImageEncoder.load(opts["model"], device=opts["device"])
+            enc.show_progress, enc.cache_dir = True, cache
+            t0 = time.perf_counter()
+            vectors = enc.transform(paths, batch_size=opts["batch_size"])
+            seconds = time.perf_counter() - t0
+            size = enc.config_.input_size
+            rows.append({"pass": label, "images": len(vectors), "input_size": size,
+                         "seconds": seconds, "img_s": len(vectors) / seconds,
+                         "load": os.getloadavg()})  # fmt: skip
+            click.echo(f"{label}: {len(vectors)} photos at {size} px in {seconds:.0f} s, "
+                       f"{len(vectors) / seconds:.0f} img/s, load {os.getloadavg()}")  # fmt: skip
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    return rows
+
+
 def load_images(data_dir: str | None) -> np.ndarray:
     from recsys.datasets.fashion_mnist import FashionMnistSource, load_fashion_mnist
 
@@ -151,9 +213,18 @@ def load_images(data_dir: str | None) -> np.ndarray:
 @click.option("--dataloader", is_flag=True, help="Also time the DataLoader recipe (CPU).")
 @click.option("--workers", default=2, show_default=True, help="DataLoader workers.")
 @click.option("--data-dir", default=None, help="Folder of the Fashion-MNIST *-ubyte.gz files.")
+@click.option("--embed-photos", type=int, default=None, help="Time embedding N JPEGs instead.")
+@click.option("--photos-dir", default="/tmp/recsys-photos", show_default=True)
+@click.option("--model", default=None, help="Trained encoder folder (with --embed-photos).")
 @click.option("--json", "json_path", default=None)
 def main(**opts) -> None:
     """Print images/s per method and backbone (and the DataLoader recipe)."""
+    if opts["embed_photos"]:
+        if not opts["model"]:
+            raise click.UsageError("--embed-photos needs --model (recsys train-images --out)")
+        paths = write_photos(Path(opts["photos_dir"]), opts["embed_photos"])
+        _write_json(opts, embed_rates(paths, opts))
+        return
     device = resolve_device(opts["device"])
     images = load_images(opts["data_dir"])
     data = torch.from_numpy(images[:, None]).contiguous()  # (N, 1, 28, 28) uint8
@@ -184,6 +255,10 @@ def main(**opts) -> None:
         pure = r.get("pure_fwd_bwd_img_s")
         extra = f"  pure fwd+bwd {pure:8.0f} img/s ({r['ratio']:.2f}x)" if pure else ""
         click.echo(f"{r['method']:28s} {r['backbone']:10s} {r['train_img_s']:8.0f} img/s{extra}")
+    _write_json(opts, rows)
+
+
+def _write_json(opts: dict, rows: list[dict]) -> None:
     if opts["json_path"]:
         Path(opts["json_path"]).parent.mkdir(parents=True, exist_ok=True)
         Path(opts["json_path"]).write_text(json.dumps({"options": opts, "rows": rows}, indent=2))

@@ -1,12 +1,24 @@
-"""Evaluate the self-supervised image encoder on Fashion-MNIST.
+"""Score the self-supervised image encoder, at the CLI's defaults, on Fashion-MNIST or OpenMoji.
 
-Trains on the 60k train images without labels, embeds train (the gallery) and test (the
-queries), and prints kNN accuracy (k=20, cosine, temperature-weighted votes) and precision@10
-of same-class retrieval beside raw pixels and a random-init backbone. Labels are used only to
-score. Example (the CPU target run):
+The encoder is built exactly as `recsys train-images` builds it: ``ImageEncoderConfig()``'s
+defaults, the input and view sizes chosen by the size rule (``recsys.vision.recipe``) from the
+images and the device; only options given here change it. Labels are used only to score.
 
-    nice -n 10 .venv/bin/python scripts/eval_image_encoder.py --method simclr \\
-        --time-budget 900 --device cpu --json var/eval/simclr_cpu.json
+* ``fashion-mnist``: trains on the 60k train images, embeds train (the gallery) and test (the
+  queries); kNN accuracy (k=20, cosine, temperature-weighted votes) and precision@10 of
+  same-class retrieval.
+* ``openmoji`` (``--data-dir``: a folder written by `recsys datasets prepare openmoji`): trains
+  on every image file, embeds them all; leave-one-out precision@10 of same-group and
+  same-subgroup retrieval.
+
+Both beside mean-centred raw pixels at the same size and channels, and a random-init backbone.
+The machine's load average is recorded before and after (a shared CPU trains fewer epochs in
+a time budget). Examples (the benchmarks/RESULTS.md runs):
+
+    .venv/bin/python scripts/eval_image_encoder.py --dataset fashion-mnist --time-budget 900 \\
+        --device cpu --json var/eval/fmnist_cpu.json
+    .venv/bin/python scripts/eval_image_encoder.py --dataset openmoji --data-dir /tmp/openmoji \\
+        --time-budget 300 --device cpu --json var/eval/openmoji_cpu.json
 """
 
 from __future__ import annotations
@@ -14,16 +26,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 import numpy as np
+import pandas as pd
 import torch
 
-from recsys.datasets.fashion_mnist import FashionMnistSource, load_fashion_mnist
-from recsys.vision import AugmentConfig, ImageEncoder, ImageEncoderConfig, MethodConfig, TrainConfig
+from recsys.vision import ImageEncoder, ImageEncoderConfig
 from recsys.vision.backbones import build_backbone
+from recsys.vision.cache import decoded_images
 from recsys.vision.data import as_image_tensor, channel_stats
 from recsys.vision.encoder import embed_tensor, resolve_device
 from recsys.vision.evaluate import knn_accuracy, precision_at_k
@@ -31,154 +46,197 @@ from recsys.vision.evaluate import knn_accuracy, precision_at_k
 log = logging.getLogger("eval_image_encoder")
 
 
-def scores(train_vec, train_y, test_vec, test_y) -> dict[str, float]:
-    return {
-        "knn_acc": knn_accuracy(test_vec, test_y, train_vec, train_y, k=20),
-        "p_at_10": precision_at_k(test_vec, test_y, train_vec, train_y, k=10),
-    }
+@dataclass(frozen=True)
+class Task:
+    """Images to train on (no labels) and how to score vectors of them."""
+
+    name: str
+    gallery: object  # file paths or a uint8 array; the encoder trains on these
+    gallery_labels: dict[str, np.ndarray]  # label name -> (G,) ints
+    queries: object | None = None  # None = leave-one-out over the gallery
+    query_labels: dict[str, np.ndarray] | None = None
 
 
-def pixel_vectors(x: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """Mean-centred raw pixels (the evaluation L2-normalises them)."""
-    return x.reshape(len(x), -1).astype(np.float32) / 255 - mean
+def fashion_mnist_task(data_dir: str | None) -> Task:
+    from recsys.datasets.fashion_mnist import FashionMnistSource, load_fashion_mnist
+
+    source = FashionMnistSource(local_dir=Path(data_dir)) if data_dir else None
+    train_x, train_y = load_fashion_mnist("train", source)
+    test_x, test_y = load_fashion_mnist("test", source)
+    return Task("fashion-mnist", train_x, {"class": train_y}, test_x, {"class": test_y})
 
 
-def random_init_scores(cfg: ImageEncoderConfig, device, train_x, train_y, test_x, test_y):
+def openmoji_task(data_dir: str | None) -> Task:
+    if data_dir is None:
+        raise click.UsageError("--dataset openmoji needs --data-dir (recsys datasets prepare)")
+    root = Path(data_dir)
+    items = pd.read_csv(root / "items.csv").merge(pd.read_csv(root / "labels.csv"), on="item_id")
+    labels = {name: pd.factorize(items[name])[0] for name in ("group", "subgroup")}
+    return Task("openmoji", [root / p for p in items["image"]], labels)
+
+
+def scores(task: Task, gallery_vec: np.ndarray, query_vec: np.ndarray | None) -> dict:
+    """P@10 per label (leave-one-out without queries), and kNN accuracy with queries."""
+    out = {}
+    for name, g_labels in task.gallery_labels.items():
+        if query_vec is None:
+            out[f"{name}_p10"] = precision_at_k(
+                gallery_vec, g_labels, gallery_vec, g_labels, 10, True
+            )
+            continue
+        q_labels = task.query_labels[name]
+        out[f"{name}_knn"] = knn_accuracy(query_vec, q_labels, gallery_vec, g_labels, k=20)
+        out[f"{name}_p10"] = precision_at_k(query_vec, q_labels, gallery_vec, g_labels, k=10)
+    return out
+
+
+def as_uint8(images, cfg: ImageEncoderConfig) -> torch.Tensor:
+    """(N, C, S, S) uint8 at the encoder's input size, decoded like the encoder decodes."""
+    if isinstance(images, np.ndarray):
+        return as_image_tensor(images, cfg.input_size, cfg.channels)
+    return decoded_images(images, cfg.input_size, cfg.channels)
+
+
+def pixel_scores(task: Task, cfg: ImageEncoderConfig) -> dict:
+    """Raw pixels at the encoder's input size and channels, centred on the gallery mean."""
+    gallery = as_uint8(task.gallery, cfg).flatten(1).float().div_(255)  # (G, C*S*S)
+    mean = gallery.mean(0)
+    queries = None
+    if task.queries is not None:
+        queries = (as_uint8(task.queries, cfg).flatten(1).float() / 255 - mean).numpy()
+    return scores(task, (gallery - mean).numpy(), queries)
+
+
+def random_init_scores(task: Task, cfg: ImageEncoderConfig, device) -> dict:
     torch.manual_seed(cfg.train.seed)
-    backbone = build_backbone(cfg.backbone, 1, cfg.input_size, cfg.width)
-    tr = as_image_tensor(train_x, cfg.input_size, 1)
-    te = as_image_tensor(test_x, cfg.input_size, 1)
-    mean, std = channel_stats(tr)
-    return scores(
-        embed_tensor(backbone, tr, mean, std, device),
-        train_y,
-        embed_tensor(backbone, te, mean, std, device),
-        test_y,
+    backbone = build_backbone(cfg.backbone, cfg.channels, cfg.input_size, cfg.width)
+    gallery = as_uint8(task.gallery, cfg)
+    mean, std = channel_stats(gallery)
+    queries = None
+    if task.queries is not None:
+        queries = embed_tensor(backbone, as_uint8(task.queries, cfg), mean, std, device)
+    return scores(task, embed_tensor(backbone, gallery, mean, std, device), queries)
+
+
+def encoder_scores(task: Task, enc: ImageEncoder, opts: dict) -> dict[str, dict]:
+    """Train, then score with and without the whitening."""
+    t0 = time.monotonic()
+    enc.fit(task.gallery)
+    fit_s = time.monotonic() - t0
+    if opts["model_dir"]:
+        enc.save(opts["model_dir"])
+    t0 = time.monotonic()
+    queries = None if task.queries is None else enc.transform(task.queries)
+    row = scores(task, enc.transform(task.gallery), queries)
+    r = enc.train_result_
+    row.update(
+        train_s=round(r.elapsed, 1),
+        fit_wall_s=round(fit_s, 1),
+        embed_s=round(time.monotonic() - t0, 1),
+        epochs=round(r.epochs, 2),
+        images_per_s=round(r.images_per_s, 1),
+        final_loss=round(r.loss, 4),
     )
+    enc.whitening_ = None
+    queries = None if task.queries is None else enc.transform(task.queries)
+    plain = scores(task, enc.transform(task.gallery), queries)
+    cfg = enc.config_
+    name = f"{cfg.method} {cfg.backbone}"
+    return {f"{name} (ours)": row, f"{name} (ours, no whitening)": plain}
+
+
+_TRAIN = ("epochs", "time_budget", "batch_size", "lr", "seed", "warmup", "weight_decay")
+_TOP = ("method", "backbone", "width", "input_size", "train_size", "whiten")
+
+
+def _given(opts: dict, names) -> dict:
+    return {k: opts[k] for k in names if opts[k] is not None}
 
 
 def build_config(opts: dict) -> ImageEncoderConfig:
-    train = TrainConfig(
-        epochs=opts["epochs"],
-        time_budget=opts["time_budget"],
-        batch_size=opts["batch_size"],
-        lr=opts["lr"],
-        seed=opts["seed"],
-        warmup=opts["warmup"],
-        weight_decay=opts["weight_decay"],
-    )
-    heads = MethodConfig(
-        temperature=opts["temperature"], proj_dim=opts["proj_dim"], momentum=opts["momentum"]
-    )
-    augment = AugmentConfig(
-        scale=(opts["min_scale"], 1.0),
-        erase_p=opts["erase_p"],
-        brightness=opts["jitter"],
-        contrast=opts["jitter"],
-        hflip=opts["hflip"],
-    )
-    return ImageEncoderConfig(
-        method=opts["method"],
-        backbone=opts["backbone"],
-        width=opts["width"],
-        input_size=opts["input_size"],
-        train_size=opts["train_size"],
-        channels=1,
-        whiten=opts["whiten"],
-        heads=heads,
-        augment=augment,
-        train=train,
-    )
+    """``ImageEncoderConfig()``, the CLI's recipe, with only the options given here changed."""
+    base = ImageEncoderConfig()
+    train = dataclasses.replace(base.train, **_given(opts, _TRAIN))
+    heads = dataclasses.replace(base.heads, **_given(opts, ("temperature", "proj_dim")))
+    augment = dataclasses.replace(base.augment, **_given(opts, ("erase_p", "hflip")))
+    if opts["min_scale"] is not None:
+        augment = dataclasses.replace(augment, scale=(opts["min_scale"], 1.0))
+    if opts["jitter"] is not None:
+        augment = dataclasses.replace(augment, brightness=opts["jitter"], contrast=opts["jitter"])
+    top = _given(opts, _TOP)
+    return dataclasses.replace(base, train=train, heads=heads, augment=augment, **top)
 
 
 @click.command()
-@click.option("--method", type=click.Choice(["simclr", "byol", "dino"]), default="simclr")
-@click.option("--backbone", default="auto", show_default=True)
-@click.option("--width", default=32, show_default=True)
-@click.option("--input-size", default=28, show_default=True)
-@click.option("--train-size", type=int, default=None, help="Global view size; default input.")
+@click.option("--dataset", type=click.Choice(["fashion-mnist", "openmoji"]), required=True)
+@click.option("--data-dir", default=None, help="F-MNIST: *-ubyte.gz folder; openmoji: prepared.")
 @click.option("--time-budget", type=float, default=None, help="Seconds of training.")
-@click.option("--epochs", default=10, show_default=True, help="Used without --time-budget.")
-@click.option("--batch-size", default=256, show_default=True)
-@click.option("--lr", default=2e-3, show_default=True)
-@click.option("--warmup", default=0.05, show_default=True)
-@click.option("--temperature", default=0.2, show_default=True)
-@click.option("--proj-dim", default=128, show_default=True)
-@click.option("--momentum", default=0.99, show_default=True, help="BYOL/DINO target EMA.")
-@click.option("--min-scale", default=0.7, show_default=True)
-@click.option("--erase-p", default=0.3, show_default=True)
-@click.option("--jitter", default=0.4, show_default=True, help="Brightness/contrast jitter.")
-@click.option("--hflip", default=0.5, show_default=True)
-@click.option("--weight-decay", default=0.05, show_default=True)
-@click.option("--whiten", default=0.5, show_default=True, help="0 = off, 1 = full whitening.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--epochs", type=int, default=None, help="Used without --time-budget.")
+@click.option("--method", type=click.Choice(["simclr", "byol", "dino"]), default=None)
+@click.option("--backbone", default=None, help="Default: the CLI's (auto).")
+@click.option("--width", type=int, default=None)
+@click.option("--input-size", type=int, default=None, help="Default: the size rule.")
+@click.option("--train-size", type=int, default=None, help="Default: the size rule.")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--warmup", type=float, default=None)
+@click.option("--weight-decay", type=float, default=None)
+@click.option("--temperature", type=float, default=None)
+@click.option("--proj-dim", type=int, default=None)
+@click.option("--min-scale", type=float, default=None, help="Crop area range (min, 1).")
+@click.option("--erase-p", type=float, default=None)
+@click.option("--jitter", type=float, default=None, help="Brightness/contrast jitter.")
+@click.option("--hflip", type=float, default=None)
+@click.option("--whiten", type=float, default=None, help="0 = off, 1 = full whitening.")
+@click.option("--seed", type=int, default=None)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--data-dir", default=None, help="Folder of the *-ubyte.gz files.")
-@click.option("--limit-train", type=int, default=None, help="Train on the first N images only.")
 @click.option("--baselines/--no-baselines", default=True, show_default=True)
 @click.option("--model-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
 @click.option("--progress/--no-progress", default=True)
 def main(**opts) -> None:
-    """Train on Fashion-MNIST train images (unlabelled), score test against train."""
+    """Train on a data set's images (unlabelled) at the CLI's defaults and score the vectors."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    load_before = os.getloadavg()
     device = resolve_device(opts["device"])
-    source = FashionMnistSource(local_dir=Path(opts["data_dir"])) if opts["data_dir"] else None
-    train_x, train_y = load_fashion_mnist("train", source)
-    test_x, test_y = load_fashion_mnist("test", source)
-    cfg = build_config(opts)
-    if cfg.backbone == "auto":
-        cfg = dataclasses.replace(
-            cfg, backbone="resnet18" if device.type == "cuda" else "small_cnn"
-        )
+    loader = {"fashion-mnist": fashion_mnist_task, "openmoji": openmoji_task}[opts["dataset"]]
+    task = loader(opts["data_dir"])
+    enc = ImageEncoder(build_config(opts), device=str(device), show_progress=opts["progress"])
+    cfg = enc.resolved_config(task.gallery)
+    click.echo(
+        f"{task.name}: input {cfg.input_size} px, views {cfg.train_size} px, "
+        f"{cfg.channels} channel(s), {cfg.method} {cfg.backbone} on {device}"
+    )
     rows: dict[str, dict] = {}
     if opts["baselines"]:
-        mean = train_x.reshape(len(train_x), -1).mean(0) / 255
-        rows["raw pixels (mean-centred)"] = scores(
-            pixel_vectors(train_x, mean), train_y, pixel_vectors(test_x, mean), test_y
-        )
-        rows[f"random-init {cfg.backbone}"] = random_init_scores(
-            cfg, device, train_x, train_y, test_x, test_y
-        )
-    fit_x = train_x[: opts["limit_train"]] if opts["limit_train"] else train_x
-    enc = ImageEncoder(cfg, device=str(device), show_progress=opts["progress"])
-    t0 = time.monotonic()
-    enc.fit(fit_x)
-    fit_s = time.monotonic() - t0
-    if opts["model_dir"]:
-        enc.save(opts["model_dir"])
-    t0 = time.monotonic()
-    row = scores(enc.transform(train_x), train_y, enc.transform(test_x), test_y)
-    result = enc.train_result_
-    row.update(
-        train_s=round(result.elapsed, 1),
-        fit_wall_s=round(fit_s, 1),
-        embed_s=round(time.monotonic() - t0, 1),
-        epochs=round(result.epochs, 2),
-        images_per_s=round(result.images_per_s, 1),
-        final_loss=round(result.loss, 4),
-    )
-    rows[f"{cfg.method} {cfg.backbone} (ours)"] = row
-    enc.whitening_ = None
-    rows[f"{cfg.method} {cfg.backbone} (ours, no whitening)"] = scores(
-        enc.transform(train_x), train_y, enc.transform(test_x), test_y
-    )
-    report(rows, opts, device)
+        rows["raw pixels (mean-centred)"] = pixel_scores(task, cfg)
+        rows[f"random-init {cfg.backbone}"] = random_init_scores(task, cfg, device)
+    rows.update(encoder_scores(task, enc, opts))
+    env = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
+        "config": enc.config_.to_dict(),
+    }
+    report(task, rows, opts, env)
 
 
-def report(rows: dict[str, dict], opts: dict, device) -> None:
-    click.echo(f"\nFashion-MNIST, test (10k) vs train gallery (60k), device {device}")
-    click.echo(f"{'vectors':40s} {'kNN acc':>8s} {'P@10':>8s}  training")
+def report(task: Task, rows: dict[str, dict], opts: dict, env: dict) -> None:
+    metrics = [k for k in next(iter(rows.values())) if k.endswith(("_knn", "_p10"))]
+    click.echo(f"\n{task.name}, device {env['device']}, load average before {env['load_before']}")
+    click.echo(f"{'vectors':40s} " + " ".join(f"{m:>12s}" for m in metrics) + "  training")
     for name, r in rows.items():
         extra = ""
         if "train_s" in r:
             extra = f"{r['train_s']:.0f} s, {r['epochs']} ep, {r['images_per_s']:.0f} img/s"
-        click.echo(f"{name:40s} {r['knn_acc']:8.4f} {r['p_at_10']:8.4f}  {extra}")
+        click.echo(f"{name:40s} " + " ".join(f"{r[m]:12.4f}" for m in metrics) + f"  {extra}")
+    click.echo(f"load average after: {env['load_after']}")
     if opts["json_path"]:
         path = Path(opts["json_path"])
         path.parent.mkdir(parents=True, exist_ok=True)
-        info = {"device": str(device), "torch": torch.__version__}
-        path.write_text(json.dumps({"options": opts, "env": info, "rows": rows}, indent=2))
+        path.write_text(json.dumps({"options": opts, "env": env, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

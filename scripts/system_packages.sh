@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Debian packages the project uses: the Fashion-MNIST files, a PostgreSQL server for tests and
-# Chromium for the web page's browser test.
+# Debian packages the project uses: the Fashion-MNIST files, a PostgreSQL server for tests,
+# Chromium for the web page's browser test and librsvg's rsvg-convert (OpenMoji's SVGs).
 # Installs what is missing when run as root with apt-get; otherwise says what to install.
 set -euo pipefail
 need=()
@@ -9,6 +9,7 @@ if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb 
   need+=(postgresql)
 fi
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v rsvg-convert >/dev/null 2>&1 || need+=(librsvg2-bin)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing Debian packages: ${need[*]}"

@@ -45,3 +45,13 @@ def test_mismatched_stem_is_skipped_and_foreign_file_is_refused(tmp_path):
     torch.save({"something.else": torch.zeros(3)}, foreign)
     with pytest.raises(InvalidInput, match="no tensor"):
         load_backbone_weights(build_backbone("small_cnn", 1, 16), foreign)
+
+
+def test_resnet_keeps_the_imagenet_stem_for_large_inputs_only():
+    large = build_backbone("resnet18", 3, 224).net
+    small = build_backbone("resnet18", 3, 64).net
+    assert large.conv1.stride == (2, 2) and isinstance(large.maxpool, torch.nn.MaxPool2d)
+    assert small.conv1.stride == (1, 1) and isinstance(small.maxpool, torch.nn.Identity)
+    gray = build_backbone("resnet18", 1, 224).eval()
+    with torch.no_grad():
+        assert gray(torch.randn(1, 1, 160, 160)).shape == (1, 512)

@@ -12,6 +12,12 @@ from recsys.catalog import Item
 TRAIN_FLAGS = ("--epochs", "1", "--batch-size", "4", "--input-size", "12", "--device", "cpu")
 
 
+@pytest.fixture(autouse=True)
+def _artifacts_in_tmp(tmp_path, monkeypatch):
+    """Decoded-image caches go under the artifacts dir: keep them out of the work tree."""
+    monkeypatch.setenv("RECSYS_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+
+
 def _write_images(root, n: int = 10) -> list:
     rng = np.random.default_rng(0)
     (root / "img").mkdir(parents=True)

@@ -35,3 +35,21 @@ def test_every_method_trains_and_embeds_on_cuda(method, backbone):
     vectors = enc.transform(images)
     assert np.isfinite(enc.train_result_.loss)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-4)
+
+
+def test_colour_photos_get_gpu_sizes_and_train_on_cuda(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(16):
+        paths.append(tmp_path / f"{i}.jpg")
+        Image.fromarray(rng.integers(0, 256, (300, 260, 3), dtype=np.uint8)).save(paths[-1])
+    cfg = ImageEncoderConfig(
+        backbone="resnet18",
+        heads=MethodConfig(hidden_dim=64, proj_dim=32),
+        train=TrainConfig(epochs=1, batch_size=8),
+    )
+    enc = ImageEncoder(cfg, device="cuda").fit(paths)
+    assert (enc.config_.input_size, enc.config_.train_size, enc.config_.channels) == (224, 156, 3)
+    assert enc.transform(paths).shape == (16, 512)

@@ -123,3 +123,21 @@ def test_knn_accuracy_and_precision_match_references():
     assert precision_at_k(q, q_y, g, g_y, k=5) == pytest.approx(
         precision_reference(q, q_y, g, g_y, 5)
     )
+
+
+def leave_one_out_reference(x, y, k):
+    scores = []
+    for j, (v, label) in enumerate(zip(x, y, strict=True)):
+        others = [i for i in range(len(x)) if i != j]
+        order = sorted(others, key=lambda i: -float(_unit(v) @ _unit(x[i])))[:k]
+        scores.append(np.mean([y[i] == label for i in order]))
+    return float(np.mean(scores))
+
+
+def test_leave_one_out_precision_matches_its_reference_and_never_counts_the_query():
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(70, 5)), rng.integers(0, 3, 70)
+    fast = precision_at_k(x, y, x, y, k=5, leave_one_out=True)
+    assert fast == pytest.approx(leave_one_out_reference(x, y, 5))
+    unique = np.arange(70)  # every item its own label: only the query itself could match
+    assert precision_at_k(x, unique, x, unique, k=3, leave_one_out=True) == 0.0

@@ -11,7 +11,7 @@ from recsys.datasets import DATASETS, PrepareSummary
 
 @click.group("datasets")
 def command() -> None:
-    """Prepare data sets (MovieLens, Fashion-MNIST, a demo shop, a synthetic long-tail shop).
+    """Prepare data sets (MovieLens, Fashion-MNIST, OpenMoji, a demo and a synthetic shop).
 
     `recsys datasets prepare NAME --out DIR` writes CSVs (and, for Fashion-MNIST and the
     shops, PNG images) into DIR for `recsys ingest items` and `recsys ingest interactions`.
@@ -22,8 +22,8 @@ def command() -> None:
 _SHOPS = ("fashion-shop", "synthetic-shop")
 _APPLIES_TO = {
     "limit": ("fashion-mnist",),
-    "data_dir": ("fashion-mnist", *_SHOPS),
-    "cache_dir": ("fashion-mnist", *_SHOPS),
+    "data_dir": ("fashion-mnist", *_SHOPS, "openmoji"),
+    "cache_dir": ("fashion-mnist", *_SHOPS, "openmoji"),
     "items": _SHOPS,
     "users": _SHOPS,
     "seed": _SHOPS,
@@ -97,13 +97,15 @@ _APPLIES_TO = {
     "--data-dir",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="fashion-mnist and the shops: folder with the *-ubyte.gz idx files "
-    "[default: /usr/share/datasets/fashion-mnist from the Debian package dataset-fashion-mnist].",
+    "[default: /usr/share/datasets/fashion-mnist from the Debian package dataset-fashion-mnist]. "
+    "openmoji: the unpacked npm package, or a folder holding openmoji-*.tgz [default: npm pack].",
 )
 @click.option(
     "--cache-dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="fashion-mnist and the shops: where the official files are downloaded to when "
-    "--data-dir lacks them [default: ~/.cache/recsys/fashion-mnist].",
+    "--data-dir lacks them [default: ~/.cache/recsys/fashion-mnist]. openmoji: where the npm "
+    "package is fetched to [default: ~/.cache/recsys/openmoji].",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def prepare(name, out_dir, quiet, **options) -> None:
@@ -142,6 +144,11 @@ def prepare(name, out_dir, quiet, **options) -> None:
       shoppers.csv      user_id and their favourite sellers, brands, words,
                         categories; for evaluation only
       (.parquet instead of .csv with --format parquet)
+    openmoji (about 2,500 colour emoji, 72x72 PNGs on white, rasterised from the npm
+    package openmoji's SVGs with rsvg-convert; artwork CC BY-SA 4.0, see CREDIT.txt):
+      images/1F600.png, ...
+      items.csv         item_id (openmoji-1F600), image, title ("grinning face")
+      labels.csv        item_id, group, subgroup; for evaluation only
 
     Then, with OUT the --out folder: `recsys ingest items OUT/items.csv --images-root OUT`.
     """
@@ -193,11 +200,20 @@ def _synthetic_shop(out_dir: Path, show_progress: bool, **options) -> PrepareSum
     return prepare_synthetic_shop(out_dir, config, show_progress=show_progress, source=source)
 
 
+def _openmoji(out_dir: Path, show_progress: bool, **options) -> PrepareSummary:
+    from recsys.datasets.openmoji import OpenMojiSource, prepare_openmoji
+
+    given = {"local_dir": options["data_dir"], "cache_dir": options["cache_dir"]}
+    source = OpenMojiSource(**{k: v for k, v in given.items() if v is not None})
+    return prepare_openmoji(out_dir, source, show_progress=show_progress)
+
+
 _PREPARERS = {
     "movielens": _movielens,
     "fashion-mnist": _fashion_mnist,
     "fashion-shop": _fashion_shop,
     "synthetic-shop": _synthetic_shop,
+    "openmoji": _openmoji,
 }
 
 

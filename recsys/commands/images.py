@@ -17,9 +17,14 @@ from recsys.settings import Settings
 from recsys.vision import ImageEncoder, ImageEncoderConfig, TrainConfig
 from recsys.vision.backbones import BACKBONES
 from recsys.vision.data import read_items_csv
+from recsys.vision.encoder import resolve_device
 from recsys.vision.methods import METHODS
 
 _DEVICE_HELP = "auto, cpu, cuda or cuda:N; overrides the global --device."
+_CACHE_HELP = (
+    "Folder of decoded images, reused while the files are unchanged "
+    "[default: <artifacts-dir>/image-cache]."
+)
 
 
 def catalog_images(settings: Settings) -> tuple[list[str], list[Path]]:
@@ -69,13 +74,21 @@ def _config(opts: dict) -> ImageEncoderConfig:
 @click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), help="Seconds.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=256, show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True)
-@click.option("--input-size", type=click.IntRange(min=8), default=28, show_default=True)
 @click.option(
-    "--train-size", type=click.IntRange(min=8), help="Training view size (default: input)."
+    "--input-size",
+    type=click.IntRange(min=8),
+    help="Side the images are resized to [default: their median short side, at most 64 px on "
+    "a CPU, 224 px on a GPU].",
+)
+@click.option(
+    "--train-size",
+    type=click.IntRange(min=8),
+    help="Side of the training views [default: 0.7 x the input size].",
 )
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Backbone init.")
 @click.option("--device", help=_DEVICE_HELP)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--cache-dir", type=click.Path(file_okay=False), help=_CACHE_HELP)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.pass_obj
 def train_images(settings: Settings, **opts) -> None:
@@ -86,9 +99,18 @@ def train_images(settings: Settings, **opts) -> None:
     interrupted run resumes from the checkpoint in --out when started again.
     """
     ids, paths = item_images(settings, opts["items"], opts["images_root"])
-    device = opts["device"] or settings.device
     encoder = ImageEncoder(
-        _config(opts), device=device, model_dir=opts["out"], show_progress=opts["progress"]
+        _config(opts),
+        device=opts["device"] or settings.device,
+        model_dir=opts["out"],
+        show_progress=opts["progress"],
+        cache_dir=_cache_dir(settings, opts),
+    )
+    cfg = encoder.resolved_config(paths)
+    colour = "colour" if cfg.channels == 3 else "grayscale"
+    click.echo(
+        f"{len(ids)} {colour} images: input {cfg.input_size} px, training views "
+        f"{cfg.train_size} px, {cfg.method} {cfg.backbone} on {resolve_device(encoder.device)}"
     )
     encoder.fit(paths)
     encoder.save(opts["out"])
@@ -107,6 +129,7 @@ def train_images(settings: Settings, **opts) -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Vectors, .npy.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
 @click.option("--device", help=_DEVICE_HELP)
+@click.option("--cache-dir", type=click.Path(file_okay=False), help=_CACHE_HELP)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.pass_obj
 def embed_images(settings: Settings, **opts) -> None:
@@ -117,6 +140,8 @@ def embed_images(settings: Settings, **opts) -> None:
     ids, paths = item_images(settings, opts["items"], opts["images_root"])
     encoder = ImageEncoder.load(opts["model"], device=opts["device"] or settings.device)
     encoder.show_progress = opts["progress"]
+    encoder.cache_dir = _cache_dir(settings, opts)
+    click.echo(f"embedding {len(ids)} images at {encoder.config_.input_size} px (the model's size)")
     vectors = encoder.transform(paths, batch_size=opts["batch_size"])
     out = Path(opts["out"])
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -124,6 +149,10 @@ def embed_images(settings: Settings, **opts) -> None:
     ids_path = out.with_suffix(".ids.txt")
     ids_path.write_text("".join(f"{i}\n" for i in ids))
     click.echo(f"wrote {vectors.shape[0]} x {vectors.shape[1]} vectors to {out}")
+
+
+def _cache_dir(settings: Settings, opts: dict) -> Path:
+    return Path(opts["cache_dir"] or settings.artifacts_dir / "image-cache")
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

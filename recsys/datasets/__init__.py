@@ -8,12 +8,14 @@
 - `recsys.datasets.synthetic_shop`: `prepare_synthetic_shop(out_dir, SyntheticShopConfig(...))`,
   a SYNTHETIC long-tail shop of any size (high-cardinality sellers and brands, shoppers whose
   tastes follow them), generated set-wise.
+- `recsys.datasets.openmoji`: `prepare_openmoji(out_dir)`, OpenMoji's colour emoji as PNGs with
+  their group and subgroup (a colour image benchmark; artwork CC BY-SA 4.0).
 
 Import those modules directly; this package stays light so the CLI starts fast.
 """
 
 from recsys.datasets._io import DatasetUnavailable, PrepareSummary
 
-DATASETS = ("movielens", "fashion-mnist", "fashion-shop", "synthetic-shop")
+DATASETS = ("movielens", "fashion-mnist", "fashion-shop", "synthetic-shop", "openmoji")
 
 __all__ = ["DATASETS", "DatasetUnavailable", "PrepareSummary"]

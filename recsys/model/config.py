@@ -48,9 +48,11 @@ class ImageConfig:
     epochs: int = 5
     # Train for this many seconds instead (the result then depends on the machine's speed).
     time_budget: float | None = None
-    # Side of the training crops (None = the 28-px input size); 20-px crops train 1.7x
-    # faster on a CPU, at no loss in quality (benchmarks/RESULTS.md, "Image encoder").
-    train_size: int | None = 20
+    # Side the images are embedded at, and of the training crops. None = the size rule that
+    # `recsys train-images` and the benchmarks use (recsys.vision.recipe): the photos' median
+    # short side, at most 64 px on a CPU and 224 px on a GPU; crops 0.7 x that (28 -> 20 px).
+    input_size: int | None = None
+    train_size: int | None = None
     # Seed of the initialisation, batch order and augmentations.
     seed: int = 0
 
@@ -66,7 +68,9 @@ class ImageConfig:
         from recsys.vision import TrainConfig as VisionTrainConfig
 
         train = VisionTrainConfig(epochs=self.epochs, time_budget=self.time_budget, seed=self.seed)
-        return ImageEncoderConfig(method=self.method, train_size=self.train_size, train=train)
+        return ImageEncoderConfig(
+            method=self.method, input_size=self.input_size, train_size=self.train_size, train=train
+        )
 
 
 @dataclass(frozen=True)

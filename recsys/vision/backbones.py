@@ -52,13 +52,21 @@ class SmallCNN(nn.Module):
         return torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)  # (B, 8w)
 
 
-class _TorchvisionResNet(nn.Module):
-    """torchvision ResNet adapted to small images: 3x3 stem with stride 1 and no max-pool."""
+# Inputs at least this large keep ResNet's ImageNet stem (7x7 stride 2 + max-pool, 1/4 of the
+# input); smaller ones get a 3x3 stride-1 stem and no max-pool, which at 224 px would cost 16x.
+RESNET_IMAGENET_STEM_FROM = 96
 
-    def __init__(self, net: nn.Module, in_channels: int) -> None:
+
+class _TorchvisionResNet(nn.Module):
+    """torchvision ResNet; for small images a 3x3 stride-1 stem and no max-pool."""
+
+    def __init__(self, net: nn.Module, in_channels: int, input_size: int) -> None:
         super().__init__()
-        net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
-        net.maxpool = nn.Identity()
+        if input_size < RESNET_IMAGENET_STEM_FROM:
+            net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+            net.maxpool = nn.Identity()
+        elif in_channels != 3:
+            net.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
         self.out_dim = net.fc.in_features
         net.fc = nn.Identity()
         self.net = net
@@ -89,9 +97,9 @@ def build_backbone(name: str, in_channels: int, input_size: int, width: int = 32
     if name == "small_cnn":
         return SmallCNN(in_channels, width)
     if name == "resnet18":
-        return _TorchvisionResNet(resnet18(weights=None), in_channels)
+        return _TorchvisionResNet(resnet18(weights=None), in_channels, input_size)
     if name == "resnet50":
-        return _TorchvisionResNet(resnet50(weights=None), in_channels)
+        return _TorchvisionResNet(resnet50(weights=None), in_channels, input_size)
     if name == "vit_tiny":
         return _ViT(in_channels, input_size)
     raise InvalidSettings(f"backbone {name!r} is not one of {', '.join(BACKBONES)}")

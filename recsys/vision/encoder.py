@@ -5,9 +5,11 @@
     enc.save("var/artifacts/images"); ImageEncoder.load("var/artifacts/images")
 
 ``images`` are file paths or a uint8 array ((N, H, W) or (N, H, W, C)); both are resized to
-``input_size``. A model directory holds ``model.pt`` (backbone weights and the resolved
-configuration, loadable with ``weights_only=True``), ``config.json`` and, while training,
-``checkpoint.pt``.
+``input_size``, which by default follows the images and the device (``recsys.vision.recipe``).
+Files are decoded once per encoder (``fit`` then ``transform`` of the same files decode them
+once) or once per ``cache_dir`` (``recsys.vision.cache``). A model directory holds
+``model.pt`` (backbone weights and the resolved configuration, chosen sizes included, loadable
+with ``weights_only=True``), ``config.json`` and, while training, ``checkpoint.pt``.
 """
 
 from __future__ import annotations
@@ -21,16 +23,18 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
+from tqdm import tqdm
 
 from recsys.errors import InvalidInput
 from recsys.vision.augment import AugmentConfig, BatchAugment
 from recsys.vision.backbones import build_backbone, load_backbone_weights
+from recsys.vision.cache import cache_key, decoded_images
 from recsys.vision.data import ImageInput, as_image_tensor, channel_stats
 from recsys.vision.methods import MethodConfig, build_method
+from recsys.vision.recipe import input_size_for, survey_images, view_size_for
 from recsys.vision.train import Callback, TrainConfig, Trainer, TrainResult, save_atomic
 
 log = logging.getLogger(__name__)
@@ -46,13 +50,15 @@ class ImageEncoderConfig:
     backbone: str = "auto"
     # Base width of small_cnn (its vectors have 8 * width dimensions).
     width: int = 32
-    # Images are resized to input_size x input_size before augmentation.
-    input_size: int = 28
-    # Size of the global training views; None = input_size. Smaller is faster on a CPU and,
-    # since random crops zoom in, testing at the larger input_size matches object scale
-    # (FixRes [Touvron et al. 2019]).
+    # Images are decoded and resized once to input_size x input_size, trained on and embedded
+    # at that size. None = the size rule (recsys.vision.recipe): the images' median short side,
+    # at most 64 px on a CPU and 224 px on a GPU (Fashion-MNIST: 28).
+    input_size: int | None = None
+    # Side of the global training views. None = the size rule: 0.7 x input_size (28 -> 20,
+    # 64 -> 44, 224 -> 156); smaller views train faster and, since random crops zoom in,
+    # embedding at the larger input_size matches object scale (FixRes [Touvron et al. 2019]).
     train_size: int | None = None
-    # 1 (grayscale) or 3 (colour); None = 1 when every image is grayscale, else 3.
+    # 1 (grayscale) or 3 (colour); None = 3 when any sampled image has colour, else 1.
     channels: int | None = None
     # Optional local checkpoint to initialise the backbone from (nothing is downloaded).
     weights: str | None = None
@@ -91,18 +97,6 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def detect_channels(images: ImageInput, sample: int = 16) -> int:
-    """1 when the (first ``sample``) images are grayscale, else 3."""
-    if isinstance(images, np.ndarray | torch.Tensor):
-        colour = images.ndim == 4 and 3 in (images.shape[1], images.shape[3])
-        return 3 if colour else 1
-    for path in list(images)[:sample]:
-        with Image.open(path) as img:
-            if img.mode not in ("L", "LA", "1", "I", "I;16"):
-                return 3
-    return 1
-
-
 @torch.no_grad()
 def embed_tensor(
     backbone: nn.Module,
@@ -112,6 +106,7 @@ def embed_tensor(
     device: torch.device,
     batch_size: int = 1024,
     flip: bool = False,
+    show_progress: bool = False,
 ) -> np.ndarray:
     """L2-normalised float32 features of uint8 (N, C, S, S) images, in batches, no grad.
 
@@ -121,6 +116,7 @@ def embed_tensor(
     mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
     out = []
+    bar = tqdm(total=len(data), desc="embedding", unit="img", disable=not show_progress)
     for chunk in data.split(batch_size):
         x = (chunk.to(device).float() / 255 - mean_t) / std_t  # (b, C, S, S)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -128,6 +124,8 @@ def embed_tensor(
             if flip:
                 h = (h + backbone(x.flip(-1))) / 2
         out.append(F.normalize(h.float(), dim=1).cpu())
+        bar.update(len(chunk))
+    bar.close()
     return torch.cat(out).numpy().astype(np.float32, copy=False)
 
 
@@ -168,20 +166,50 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
         model_dir: str | Path | None = None,
         show_progress: bool = False,
         callback: Callback | None = None,
+        cache_dir: str | Path | None = None,
     ) -> None:
         self.config = config
         self.device = device
         self.model_dir = model_dir
         self.show_progress = show_progress
         self.callback = callback
+        self.cache_dir = cache_dir
 
-    def _resolved_config(self, images: ImageInput, device: torch.device) -> ImageEncoderConfig:
+    def resolved_config(self, images: ImageInput) -> ImageEncoderConfig:
+        """The config ``fit`` uses for ``images`` on this device: backbone, input and view
+        sizes and channels chosen by the size rule where the config leaves them None."""
         cfg = self.config or ImageEncoderConfig()
+        device = resolve_device(self.device)
         backbone = cfg.backbone
         if backbone == "auto":
             backbone = "resnet18" if device.type == "cuda" else "small_cnn"
-        channels = cfg.channels or detect_channels(images)
-        return dataclasses.replace(cfg, backbone=backbone, channels=channels)
+        survey = None
+        if cfg.input_size is None or cfg.channels is None:
+            survey = survey_images(images)
+        input_size = cfg.input_size or input_size_for(survey.side, device.type)
+        return dataclasses.replace(
+            cfg,
+            backbone=backbone,
+            input_size=input_size,
+            train_size=cfg.train_size or view_size_for(input_size, backbone),
+            channels=cfg.channels or survey.channels,
+        )
+
+    def _images(self, images: ImageInput) -> torch.Tensor:
+        """``images`` as (N, C, S, S) uint8 at the input size; files decoded at most once."""
+        cfg = self.config_
+        if isinstance(images, np.ndarray | torch.Tensor):
+            return as_image_tensor(images, cfg.input_size, cfg.channels)
+        paths = list(images)
+        key = cache_key(paths, cfg.input_size, cfg.channels)
+        last = getattr(self, "_decoded", None)
+        if last is not None and last[0] == key:
+            return last[1]
+        data = decoded_images(
+            paths, cfg.input_size, cfg.channels, self.cache_dir, self.show_progress
+        )
+        self._decoded = (key, data)
+        return data
 
     def _build_backbone(self) -> nn.Module:
         cfg = self.config_
@@ -194,12 +222,21 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
         """Train on ``images`` (no labels); resumes from ``model_dir``'s checkpoint if any."""
         device = resolve_device(self.device)
         self.device_ = device.type
-        self.config_ = cfg = self._resolved_config(images, device)
-        data = as_image_tensor(images, cfg.input_size, cfg.channels, self.show_progress)
+        self.config_ = cfg = self.resolved_config(images)
+        log.info(
+            "image encoder on %s: %s %s, %d channel(s), input %d px, training views %d px",
+            device.type,
+            cfg.method,
+            cfg.backbone,
+            cfg.channels,
+            cfg.input_size,
+            cfg.train_size,
+        )
+        data = self._images(images)
         self.mean_, self.std_ = channel_stats(data)
         torch.manual_seed(cfg.train.seed)
         method = build_method(cfg.method, self._build_backbone(), cfg.heads)
-        augment = BatchAugment(cfg.augment, cfg.train_size or cfg.input_size, self.mean_, self.std_)
+        augment = BatchAugment(cfg.augment, cfg.train_size, self.mean_, self.std_)
         checkpoint = None
         if self.model_dir is not None:
             Path(self.model_dir).mkdir(parents=True, exist_ok=True)
@@ -217,15 +254,15 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
     def _embed(self, data: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
         """Backbone vectors (L2-normalised, before whitening) of uint8 (N, C, S, S) images."""
         device = resolve_device(self.device)
-        flip = self.config_.embed_flip
-        return embed_tensor(self.backbone_, data, self.mean_, self.std_, device, batch_size, flip)
+        flip, progress = self.config_.embed_flip, self.show_progress
+        return embed_tensor(
+            self.backbone_, data, self.mean_, self.std_, device, batch_size, flip, progress
+        )
 
     def transform(self, images: ImageInput, batch_size: int = 1024) -> np.ndarray:
         """(N, D) float32 L2-normalised vectors, one row per image, in input order."""
         check_is_fitted(self, "backbone_")
-        cfg = self.config_
-        data = as_image_tensor(images, cfg.input_size, cfg.channels, self.show_progress)
-        return apply_whitening(self._embed(data, batch_size), self.whitening_)
+        return apply_whitening(self._embed(self._images(images), batch_size), self.whitening_)
 
     def save(self, model_dir: str | Path) -> Path:
         """Write ``model.pt`` and ``config.json`` into ``model_dir`` (each atomically)."""

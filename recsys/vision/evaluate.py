@@ -1,7 +1,8 @@
 """Label-based scores of item vectors: weighted kNN accuracy and same-class precision@k.
 
 Queries are scored against a gallery by cosine similarity (the vectors are L2-normalised
-here), in chunks so that the (queries x gallery) similarity matrix never exists whole.
+here), in chunks so that the (queries x gallery) similarity matrix never exists whole. With
+``leave_one_out`` the queries are the gallery itself and each query's own row is skipped.
 """
 
 from __future__ import annotations
@@ -14,13 +15,22 @@ import torch.nn.functional as F
 
 
 def _neighbours(
-    queries: np.ndarray, gallery: np.ndarray, k: int, chunk: int = 1024
+    queries: np.ndarray,
+    gallery: np.ndarray,
+    k: int,
+    leave_one_out: bool = False,
+    chunk: int = 1024,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(similarities, gallery indices) of each chunk's ``k`` nearest gallery rows."""
+    """(similarities, gallery indices) of each chunk's ``k`` nearest gallery rows; with
+    ``leave_one_out`` (queries are the gallery) query i never finds row i."""
     g = F.normalize(torch.as_tensor(gallery, dtype=torch.float32), dim=1)  # (G, D)
     q_all = F.normalize(torch.as_tensor(queries, dtype=torch.float32), dim=1)  # (Q, D)
-    for q in q_all.split(chunk):
-        yield (q @ g.T).topk(k, dim=1)  # (b, k) each
+    for start in range(0, len(q_all), chunk):
+        sims = q_all[start : start + chunk] @ g.T  # (b, G)
+        if leave_one_out:
+            rows = torch.arange(len(sims))
+            sims[rows, rows + start] = float("-inf")
+        yield sims.topk(k, dim=1)  # (b, k) each
 
 
 def knn_accuracy(
@@ -52,12 +62,19 @@ def precision_at_k(
     gallery: np.ndarray,
     gallery_labels: np.ndarray,
     k: int = 10,
+    leave_one_out: bool = False,
 ) -> float:
-    """Mean fraction of each query's ``k`` nearest gallery items that share its label."""
+    """Mean fraction of each query's ``k`` nearest gallery items that share its label.
+
+    ``leave_one_out``: ``queries`` are ``gallery`` (same rows, same order), and an item is
+    not its own neighbour.
+    """
+    if leave_one_out and len(queries) != len(gallery):
+        raise ValueError("leave_one_out needs the gallery itself as queries (same rows)")
     g_labels = torch.as_tensor(gallery_labels, dtype=torch.long)
     q_labels = torch.as_tensor(query_labels, dtype=torch.long)
     hits, start = [], 0
-    for _, idx in _neighbours(queries, gallery, k):
+    for _, idx in _neighbours(queries, gallery, k, leave_one_out):
         own = q_labels[start : start + len(idx)]  # (b,)
         hits.append((g_labels[idx] == own[:, None]).float().mean(dim=1))
         start += len(idx)

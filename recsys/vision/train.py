@@ -198,7 +198,10 @@ class Trainer:
     def _bar(self, n: int, show_progress: bool) -> tqdm:
         total = self.total_steps(n) or int(self.cfg.time_budget)
         unit = "step" if self.total_steps(n) else "s"
-        return tqdm(total=total, initial=self._position(n), unit=unit, disable=not show_progress)
+        desc = f"training on {self.augment.size}px views"
+        return tqdm(
+            total=total, initial=self._position(n), unit=unit, desc=desc, disable=not show_progress
+        )
 
     def _report(self, bar: tqdm, loss: float, n: int, start, callback: Callback | None) -> None:
         """Update the bar (reading the loss syncs the GPU, so not every step); epoch callback."""

@@ -1,0 +1,94 @@
+"""Decoded images, kept: one uint8 (N, C, S, S) array per (image files, size, channels).
+
+Decoding and resizing real-size photos costs far more than a training step on a CPU, so it is
+done once. With a cache folder the array is a ``.npy`` file there, memory-mapped, and reused by
+later runs (`train-images`, then `embed-images`, then another `train-images`) while the files
+are unchanged (the key covers each file's path, size and modification time). Without one it
+is held in memory, or in an anonymous memory-mapped temporary file when it is larger than
+``IN_MEMORY_BYTES`` (100k colour images at 64 px are 1.2 GB).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recsys.errors import InvalidInput
+from recsys.vision.data import decode_into
+
+log = logging.getLogger(__name__)
+
+IN_MEMORY_BYTES = 1 << 30  # larger decoded catalogs go to a memory-mapped temporary file
+_DECODER = "v2"  # bump when decoding changes, so old cache files are not reused
+
+
+def cache_key(paths: Sequence[str | Path], size: int, channels: int) -> str:
+    """A digest of the decoding settings and every file's path, byte size and mtime."""
+    digest = hashlib.sha256(f"{_DECODER}|{size}|{channels}\n".encode())
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except OSError as exc:
+            raise InvalidInput(f"cannot read image {path}: {exc}") from exc
+        digest.update(f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def _open(path: Path) -> torch.Tensor:
+    """The cached array, memory-mapped copy-on-write (the file is never modified)."""
+    return torch.from_numpy(np.load(path, mmap_mode="c", allow_pickle=False))
+
+
+def _scratch(shape: tuple[int, ...]) -> np.ndarray:
+    """An uninitialised uint8 array: in memory, or mapped on an unlinked temporary file."""
+    if int(np.prod(shape)) <= IN_MEMORY_BYTES:
+        return np.empty(shape, dtype=np.uint8)
+    with tempfile.TemporaryFile(prefix="recsys-images-") as f:  # the mapping outlives f
+        return np.memmap(f, dtype=np.uint8, mode="w+", shape=shape)
+
+
+def decoded_images(
+    paths: Sequence[str | Path],
+    size: int,
+    channels: int,
+    cache_dir: str | Path | None = None,
+    show_progress: bool = False,
+) -> torch.Tensor:
+    """Image files as a (N, channels, size, size) uint8 tensor, decoded at most once.
+
+    With ``cache_dir`` the array is read from (or written to) a ``.npy`` file there and
+    memory-mapped; without, it is decoded now (see the module docstring).
+    """
+    paths = [Path(p) for p in paths]
+    shape = (len(paths), channels, size, size)
+    if cache_dir is None:
+        return torch.from_numpy(decode_into(_scratch(shape), paths, show_progress))
+    folder = Path(cache_dir)
+    path = folder / f"images-{size}px-{channels}ch-{cache_key(paths, size, channels)}.npy"
+    if path.is_file():
+        log.info("decoded images from the cache %s", path)
+        return _open(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    _write(path, paths, shape, show_progress)
+    log.info("decoded %d images into the cache %s", len(paths), path)
+    return _open(path)
+
+
+def _write(path: Path, paths: list[Path], shape: tuple[int, ...], show_progress: bool) -> None:
+    """Decode into a temporary ``.npy`` beside ``path``, then rename it to ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        decode_into(out, paths, show_progress)
+        out.flush()
+        del out
+        os.replace(tmp, path)  # a reader never sees half a file
+    finally:
+        tmp.unlink(missing_ok=True)

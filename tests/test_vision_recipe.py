@@ -1,0 +1,82 @@
+"""The size rule: input and view sizes follow the images and the device; colour is kept."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from recsys.vision import ImageEncoder, ImageEncoderConfig, MethodConfig, TrainConfig
+from recsys.vision.recipe import input_size_for, survey_images, view_size_for
+
+
+def _colour_files(folder, n: int = 12, side: int = 96) -> list:
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        paths.append(folder / f"{i}.jpg")
+        pixels = rng.integers(0, 256, size=(side, side + 8 * (i % 3), 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(paths[-1])
+    return paths
+
+
+def _tiny(**fields) -> ImageEncoderConfig:
+    heads = MethodConfig(hidden_dim=16, proj_dim=8)
+    train = TrainConfig(epochs=1, batch_size=4)
+    return ImageEncoderConfig(backbone="small_cnn", width=4, heads=heads, train=train, **fields)
+
+
+@pytest.mark.parametrize(
+    ("side", "device", "expected"),
+    [(28, "cpu", (28, 20)), (96, "cpu", (64, 44)), (800, "cpu", (64, 44)),
+     (96, "cuda", (96, 68)), (800, "cuda", (224, 156)), (10, "cpu", (16, 12))],
+)  # fmt: skip
+def test_input_size_is_native_for_small_images_and_capped_by_the_device(side, device, expected):
+    size = input_size_for(side, device)
+    assert (size, view_size_for(size, "small_cnn")) == expected
+
+
+def test_a_vit_trains_at_its_input_size():
+    assert view_size_for(64, "vit_tiny") == 64
+
+
+def test_survey_reads_sizes_and_colour_from_files_and_arrays(tmp_path):
+    survey = survey_images(_colour_files(tmp_path))
+    assert (survey.side, survey.channels) == (96, 3)
+    gray = np.zeros((5, 28, 28), np.uint8)
+    assert (survey_images(gray).side, survey_images(gray).channels) == (28, 1)
+    rgb = np.zeros((5, 40, 50, 3), np.uint8)
+    assert (survey_images(rgb).side, survey_images(rgb).channels) == (40, 3)
+
+
+def test_a_catalog_of_96px_colour_photos_is_not_trained_at_28px(tmp_path):
+    enc = ImageEncoder(_tiny(), device="cpu").fit(_colour_files(tmp_path / "img"))
+    cfg = enc.config_
+    assert (cfg.input_size, cfg.train_size, cfg.channels) == (64, 44, 3)
+    assert enc.backbone_.features[0].in_channels == 3  # colour reaches the network
+    enc.save(tmp_path / "model")
+    saved = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert (saved["input_size"], saved["train_size"], saved["channels"]) == (64, 44, 3)
+    assert ImageEncoder.load(tmp_path / "model", device="cpu").config_.input_size == 64
+
+
+def test_sizes_given_in_the_config_win(tmp_path):
+    cfg = ImageEncoder(_tiny(input_size=32), device="cpu").resolved_config(_colour_files(tmp_path))
+    assert (cfg.input_size, cfg.train_size) == (32, 24)
+
+
+def test_the_cli_prints_the_chosen_sizes(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("RECSYS_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    paths = _colour_files(tmp_path / "img", n=6)
+    lines = ["item_id,image"] + [f"sku{i},img/{p.name}" for i, p in enumerate(paths)]
+    (tmp_path / "items.csv").write_text("\n".join(lines) + "\n")
+    common = ("--items", tmp_path / "items.csv", "--device", "cpu", "--no-progress")
+    flags = ("--epochs", "1", "--batch-size", "4")
+    out = run_cli("train-images", *common, "--out", tmp_path / "m", *flags).output
+    assert "6 colour images: input 64 px, training views 44 px" in out
+    out = run_cli("embed-images", *common, "--model", tmp_path / "m", "--out", tmp_path / "v.npy")
+    assert "embedding 6 images at 64 px" in out.output
+    assert any((tmp_path / "artifacts" / "image-cache").glob("images-64px-3ch-*.npy"))
