@@ -71,7 +71,10 @@ def test_evaluate_writes_the_report_and_fused_beats_popularity(movielens_db, tmp
         assert (report / "plots" / f"{name}.png").stat().st_size > 1000, name
     metrics = json.loads((report / "metrics.json").read_text())
     results = metrics["contenders"]
-    assert list(results) == ["popularity", "item-kNN", "ALS", "BPR", "content (tabular)", "fused"]
+    assert list(results) == [
+        "popularity", "item-kNN", "ALS", "BPR", "EASE", "RP3beta",
+        "TF-IDF profile", "content (tabular)", "fused",
+    ]  # fmt: skip
     fused, popularity = results["fused"], results["popularity"]
     assert fused["overall"]["recall@10"] > popularity["overall"]["recall@10"]
     assert fused["cold_items"]["recall@10"] > popularity["cold_items"]["recall@10"]
@@ -201,7 +204,8 @@ def test_catalogs_with_images_add_an_image_contender_and_share_its_vectors():
     config = TrainConfig(validation_share=0.0)
     contenders = build_contenders(data, PeerConfig(factors=4), content, config)
     names = [c.name for c in contenders]
-    assert names == ["popularity", "item-kNN", "ALS", "BPR", "content (image)", "fused"]
+    peers = ["popularity", "item-kNN", "ALS", "BPR", "EASE", "RP3beta"]
+    assert names == [*peers, "content (image)", "fused"]
     for contender in contenders:
         with threadpool_limits(1, "blas"):
             scores = contender.fit(data).scores(np.array(["u1", "u2", "nobody"]))

@@ -120,3 +120,93 @@ def test_a_catalog_with_nothing_to_learn_from_is_refused_clearly():
     data.interactions, data.kinds = data.interactions.iloc[0:0], {}
     with pytest.raises(ValueError, match="nothing to learn from"):
         fit_in_memory(data, TrainConfig(use_titles=False))
+
+
+def test_sparse_ridge_matches_sklearn_ridge():
+    """Slow reference: sklearn's Ridge on the same (densified) features."""
+    import scipy.sparse as sp
+    from sklearn.linear_model import Ridge
+
+    from recsys.model.fusion import sparse_ridge
+
+    rng = np.random.default_rng(0)
+    features = sp.random(300, 80, density=0.05, random_state=0, format="csr", dtype=np.float32)
+    targets = rng.normal(size=(300, 5)).astype(np.float32)
+    coef, intercept = sparse_ridge(features, targets, alpha=0.5)
+    # the same problem, solved densely: targets centred, no intercept column
+    centred = targets - targets.mean(axis=0)
+    reference = Ridge(alpha=0.5, fit_intercept=False).fit(features.toarray(), centred)
+    np.testing.assert_allclose(coef, reference.coef_.T, atol=1e-4)
+    np.testing.assert_allclose(intercept, targets.mean(axis=0), atol=1e-6)
+
+
+class NoiseImageEncoder:
+    """Image vectors of pure noise: nothing about an item's look says anything of its taste."""
+
+    def fit(self, paths):
+        return self
+
+    def transform(self, paths):
+        seeds = [int(p.split("-")[-1].split(".")[0]) for p in paths]
+        return np.stack([np.random.default_rng(s).normal(size=16) for s in seeds])
+
+
+def _genre_shop(seed: int = 0):
+    """300 items in 6 genres, 240 users who each stick to one genre, 15 days of events."""
+    import pandas as pd
+
+    from recsys.model.data import CatalogData
+
+    rng = np.random.default_rng(seed)
+    genre = np.arange(300) % 6
+    items = pd.DataFrame(
+        {
+            "item_id": [f"i{k}" for k in range(300)],
+            "title": None,
+            "image_path": [f"/img/i-{k}.png" for k in range(300)],
+            "in_stock": True,
+            "genre": [f"g{g}" for g in genre],
+        }
+    )
+    users = np.repeat(np.arange(240), 15)
+    liked = rng.choice(50, size=len(users)) * 6 + (users % 6)
+    interactions = pd.DataFrame(
+        {
+            "user_id": [f"u{u}" for u in users],
+            "item_id": [f"i{k}" for k in liked],
+            "event": "view",
+            "weight": 1.0,
+            "timestamp": pd.Timestamp("2024-01-01")
+            + pd.to_timedelta(np.tile(np.arange(15), 240), unit="D"),
+        }
+    ).drop_duplicates(["user_id", "item_id"])
+    return CatalogData(items, {"genre": "categorical"}, interactions)
+
+
+def test_a_block_of_pure_noise_gets_no_weight_and_costs_no_recall():
+    from recsys.model.protocol import build_task, rank, score
+    from recsys.model.split import temporal_split
+
+    data = _genre_shop()
+    train, test = temporal_split(data.interactions, 0.2)
+    part = type(data)(data.items, data.kinds, train)
+    task = build_task(train, test, data.items["item_id"].to_numpy(dtype=str))
+
+    def recall(fitted):
+        users = list(fitted.cf.user_ids_)
+
+        class Scores:
+            name = "fused"
+
+            def scores(self, user_ids):
+                rows = [users.index(u) for u in user_ids]
+                return fitted.fused.user_vectors_[rows] @ fitted.fused.item_vectors_.T
+
+        return score(rank(Scores(), task, 10), task, (10,), ())["overall"]["recall@10"]
+
+    config = TrainConfig(cf=CFConfig(factors=8, regularization=0.5))
+    noisy = fit_in_memory(part, config, image_encoder_factory=NoiseImageEncoder)
+    assert noisy.fused.weights_["image"] <= 0.1  # near zero: the grid's smallest step
+    plain = part.items.assign(image_path=None)
+    clean = fit_in_memory(type(data)(plain, data.kinds, train), config)
+    assert recall(noisy) >= recall(clean) - 0.005

@@ -21,10 +21,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys.evaluation.neighbourhood import EASE, RP3beta
 from recsys.model.cf import CFConfig, implicit_model
 from recsys.model.content import Content, build_content
 from recsys.model.data import CatalogData
 from recsys.model.fusion import normalize_rows
+from recsys.model.protocol import binary_matrix
 from recsys.model.ranking import top_k
 from recsys.model.training import TrainConfig, fit_in_memory
 
@@ -43,21 +45,14 @@ class PeerConfig:
     # implicit's default iterations: ALS 15, BPR 100.
     als_iterations: int = 15
     bpr_iterations: int = 100
-    # Seed of ALS, BPR (and of the fused model's ALS, see EvaluationConfig).
+    # EASE^R's candidate L2 penalties (chosen on a validation slice), and the most items with
+    # training interactions it runs on (a dense items x items inverse; larger: skipped).
+    ease_lambdas: tuple[float, ...] = (100.0, 300.0, 1000.0)
+    ease_max_items: int = 12_000
+    # RP3beta's candidate popularity penalties (chosen on a validation slice).
+    rp3_betas: tuple[float, ...] = (0.0, 0.3, 0.6)
+    # Seed of ALS, BPR, the validation slices (and of the fused model's ALS).
     seed: int = 0
-
-
-def binary_matrix(interactions: pd.DataFrame, item_ids: np.ndarray):
-    """(sorted user ids, binary (users, items) CSR) of the interactions; items in catalog order."""
-    users = np.sort(interactions["user_id"].astype(str).unique())
-    u = pd.Index(users).get_indexer(interactions["user_id"].astype(str))
-    i = pd.Index(item_ids).get_indexer(interactions["item_id"].astype(str))
-    keep = i >= 0
-    ones = np.ones(int(keep.sum()), dtype=np.float32)
-    matrix = sp.csr_matrix((ones, (u[keep], i[keep])), shape=(len(users), len(item_ids)))
-    matrix.sum_duplicates()
-    matrix.data[:] = 1.0
-    return users, matrix
 
 
 class _UserRows:
@@ -167,17 +162,18 @@ class ContentProfile(_UserRows):
         self.vectors = vectors
 
     def fit(self, train: CatalogData) -> ContentProfile:
-        self.item_vectors_ = normalize_rows(self.vectors)  # (I, D)
+        self.item_vectors_ = normalize_rows(self.vectors)  # (I, D), dense or sparse
         users, matrix = binary_matrix(train.interactions, _item_ids(train))
         self._index_users(users)
-        self.profiles_ = normalize_rows(np.asarray(matrix @ self.item_vectors_))  # (U, D)
+        self.profiles_ = normalize_rows(matrix @ self.item_vectors_)  # (U, D)
         return self
 
     def scores(self, user_ids: np.ndarray) -> np.ndarray:
         def compute(rows):
-            return self.profiles_[rows] @ self.item_vectors_.T
+            product = self.profiles_[rows] @ self.item_vectors_.T  # (b, I)
+            return product.toarray() if sp.issparse(product) else product
 
-        return _by_rows(self._rows(user_ids), compute, len(self.item_vectors_))
+        return _by_rows(self._rows(user_ids), compute, self.item_vectors_.shape[0])
 
 
 class Fused(_UserRows):
@@ -256,9 +252,14 @@ def build_contenders(
         MatrixFactorization("als", peers),
         MatrixFactorization("bpr", peers),
     ]
+    if EASE.fits(data, peers.ease_max_items):
+        contenders.append(EASE(peers.ease_lambdas, peers.ease_max_items, seed=peers.seed))
+    contenders.append(RP3beta(peers.rp3_betas, neighbours=peers.neighbours, seed=peers.seed))
+    built = content.content(data)
+    if built.tokens is not None:
+        contenders.append(ContentProfile("TF-IDF profile", built.tokens))
     for block in ("tabular", "image"):
-        vectors = content.content(data).blocks.get(block)
-        if vectors is not None:
-            contenders.append(ContentProfile(f"content ({block})", vectors))
+        if block in built.blocks:
+            contenders.append(ContentProfile(f"content ({block})", built.blocks[block]))
     contenders.append(Fused(fused, content))
     return contenders

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from recsys.model.cf import CFConfig, CollaborativeModel
@@ -26,9 +27,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Content:
-    """Item content blocks (block name -> (I, D), catalog order) and their fitted encoders."""
+    """Item content blocks (block name -> (I, D), catalog order), the sparse attribute and
+    title tokens behind the tabular block (I, F), and their fitted encoders."""
 
     blocks: dict[str, np.ndarray] = field(default_factory=dict)
+    tokens: sp.csr_matrix | None = None
     tabular: TabularEncoder | None = None
     image_encoder: Any = None
 
@@ -99,8 +102,8 @@ def tabular_block(content: Content, data: CatalogData, config: TrainConfig) -> N
         return
     encoder = TabularEncoder(kinds, config.tabular).fit(data.items)
     if encoder.dim_:
-        content.tabular = encoder
-        content.blocks["tabular"] = encoder.transform(data.items)
+        content.tabular, content.tokens = encoder, encoder.transform_sparse(data.items)
+        content.blocks["tabular"] = encoder.project(content.tokens)
 
 
 def build_collaborative(

@@ -99,6 +99,13 @@ def build_task(train: pd.DataFrame, test: pd.DataFrame, item_ids: np.ndarray) ->
     )
 
 
+def binary_matrix(interactions: pd.DataFrame, item_ids: np.ndarray):
+    """(sorted user ids, binary (users, items) CSR) of the interactions; items in catalog order."""
+    users = np.sort(interactions["user_id"].astype(str).unique())
+    items = pd.Index(np.asarray(item_ids, dtype=str))
+    return users, _matrix(interactions, pd.Index(users), items)
+
+
 def _matrix(frame: pd.DataFrame, users: pd.Index, items: pd.Index) -> sp.csr_matrix:
     """Binary (users, items) matrix of the frame's pairs; unknown users or items dropped."""
     u = users.get_indexer(frame["user_id"].astype(str))

@@ -49,6 +49,16 @@ def split_interactions(
     return Split(train, test, description)
 
 
+def validation_split(
+    interactions: pd.DataFrame, share: float, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A validation slice that fits the data: each user's latest ``share`` when every event
+    has a time (``temporal``), else a seeded random ``share`` per user (``random``)."""
+    if interactions["timestamp"].notna().all():
+        return temporal_split(interactions, share)
+    return random_split(interactions, share, seed)
+
+
 def temporal_split(interactions: pd.DataFrame, share: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Hold out each user's latest ``floor(share * n_user)`` interactions by timestamp."""
     ordered = interactions.sort_values(["user_id", "timestamp", "item_id"], kind="stable")

@@ -1,9 +1,16 @@
-"""Tabular item features -> one dense vector per item, from the attribute kinds of ingest.
+"""Tabular item features -> a sparse token matrix and one dense vector per item.
 
 numeric -> robust scaling plus soft quantile bins (so that cosine similarity rewards close
-values, not just the same sign); categorical -> one-hot; multi -> multi-hot; text -> TF-IDF +
-truncated SVD; date -> age in days, then as numeric. Each column's encoding is L2-normalised
-and weighted, so the cosine of two encoded items is a weighted mean of per-column similarities.
+values, not just the same sign); categorical -> one-hot; multi -> multi-hot; text -> TF-IDF
+with sublinear tf; date -> age in days, then as numeric. Each column's encoding is
+L2-normalised and weighted, so the cosine of two encoded items is a weighted mean of
+per-column similarities.
+
+Everything stays sparse (``transform_sparse``): a seller among 10^5 keeps its own column, so
+identities that carry taste survive, and memory grows with the number of values an item has,
+not with the number of distinct values. ``transform`` is the dense block of the fused vectors:
+the sparse matrix projected onto its top ``max_dims`` singular directions, fitted on a seeded
+sample of items so the cost stays flat as catalogs grow.
 
 The fitted state is plain JSON and .npy arrays (``save``/``load``), never a pickle.
 """
@@ -18,34 +25,36 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.preprocessing import RobustScaler
 from sklearn.utils.validation import check_is_fitted
 
+from recsys.model.fusion import normalize_rows
+
 log = logging.getLogger(__name__)
 
 KINDS = ("numeric", "categorical", "multi", "text", "date")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TabularConfig:
-    # Dimensions kept from TF-IDF by truncated SVD, per text column.
-    text_components: int = 32
-    # Words must appear in at least this many items to enter a TF-IDF vocabulary.
+    # Words, categories and labels must appear in at least this many items to get a column
+    # (a value only one item has says nothing about any other item).
     min_df: int = 2
-    # Most frequent categories (or multi-valued labels) kept per column; the rest encode as 0.
-    max_categories: int = 500
+    # Most frequent values kept per categorical, multi or text column.
+    max_features: int = 200_000
     # Soft quantile bins per numeric/date column (0 keeps only the scaled value).
     numeric_bins: int = 64
     # Relative weight of each column (default 1.0) in the tabular block.
     column_weights: dict[str, float] = field(default_factory=dict)
-    # A block wider than this is projected onto its top max_dims singular directions
-    # (truncated SVD fitted on the catalog): one-hot columns with many values (300 brands)
-    # otherwise make every vector, the index and each similarity search several times wider.
-    # 0 keeps every dimension.
+    # The dense block: the sparse matrix projected onto its top max_dims singular directions
+    # when it is wider (0 keeps every column, dense: small catalogs only).
     max_dims: int = 128
+    # Items the projection is fitted on (a seeded sample above this many).
+    svd_sample: int = 100_000
     random_state: int = 0
 
 
@@ -56,6 +65,19 @@ def split_multi(value: Any) -> list[str]:
     if isinstance(value, str):
         return [part.strip() for part in value.split("|") if part.strip()]
     return [str(part) for part in value]
+
+
+def label_pairs(kind: str, values: pd.Series) -> tuple[np.ndarray, pd.Series]:
+    """(row positions, labels) of every value of a categorical or multi column, set-wise:
+    ``"a|b"`` strings and lists are split for multi; missing values give no pair."""
+    values = values.reset_index(drop=True)
+    if kind == "multi":
+        values = values.explode()
+    values = values.dropna().astype(str)
+    if kind == "multi":
+        values = values.str.split("|").explode().str.strip()
+    values = values[values != ""]
+    return values.index.to_numpy(dtype=np.int64), values
 
 
 class _Numeric:
@@ -71,76 +93,95 @@ class _Numeric:
         self.edges = [float(e) for e in self.edges]
         return self
 
-    def transform(self, values: np.ndarray) -> np.ndarray:
+    def transform(self, values: np.ndarray) -> sp.csr_matrix:
         missing = np.isnan(values)
         scaled = np.clip((np.nan_to_num(values) - self.center) / self.scale, -3, 3) / 3
         columns = [scaled[:, None]]
         if len(self.edges) > 1:
             edges = np.asarray(self.edges)
             position = np.interp(np.nan_to_num(values), edges, np.arange(len(edges)))
-            columns.append(np.exp(-0.5 * (position[:, None] - np.arange(len(edges))) ** 2))
+            soft = np.exp(-0.5 * (position[:, None] - np.arange(len(edges))) ** 2)
+            columns.append(np.where(soft > 1e-4, soft, 0.0))  # (n, bins), ~9 non-zeros a row
         out = np.hstack(columns)
         out[missing] = 0.0
-        return out
+        return sp.csr_matrix(out)
+
+    @property
+    def width(self) -> int:
+        return 1 + (len(self.edges) if len(self.edges) > 1 else 0)
 
     def state(self) -> dict:
         return {"center": self.center, "scale": self.scale, "edges": self.edges}
 
 
 class _Categorical:
-    def fit(self, values: list[list[str]], config: TabularConfig) -> _Categorical:
-        counts = pd.Series([v for row in values for v in row], dtype=object).value_counts()
-        self.categories = [str(c) for c in counts.index[: config.max_categories]]
+    """One column per value held by at least ``min_df`` items (most frequent first)."""
+
+    def fit(self, kind: str, values: pd.Series, config: TabularConfig) -> _Categorical:
+        rows, labels = label_pairs(kind, values)
+        pairs = pd.DataFrame({"row": rows, "label": labels.to_numpy()}).drop_duplicates()
+        counts = pairs["label"].value_counts()  # items holding each value
+        min_df = min(config.min_df, max(1, len(values) // 2))
+        kept = counts[counts >= min_df].index[: config.max_features]
+        self.categories = [str(c) for c in kept]
         return self
 
-    def transform(self, values: list[list[str]]) -> np.ndarray:
-        lookup = {c: k for k, c in enumerate(self.categories)}
-        out = np.zeros((len(values), len(self.categories)))
-        for row, labels in enumerate(values):
-            cols = [lookup[v] for v in labels if v in lookup]
-            out[row, cols] = 1.0
+    def transform(self, kind: str, values: pd.Series) -> sp.csr_matrix:
+        rows, labels = label_pairs(kind, values)
+        cols = pd.Index(self.categories).get_indexer(labels.to_numpy())
+        known = cols >= 0
+        ones = np.ones(int(known.sum()), dtype=np.float32)
+        shape = (len(values), len(self.categories))
+        out = sp.csr_matrix((ones, (rows[known], cols[known])), shape=shape)
+        out.sum_duplicates()
+        out.data[:] = 1.0
         return out
+
+    @property
+    def width(self) -> int:
+        return len(self.categories)
 
     def state(self) -> dict:
         return {"categories": self.categories}
 
 
 class _Text:
-    """TF-IDF with sublinear tf, then truncated SVD [Deerwester et al. 1990]."""
+    """TF-IDF with sublinear tf [Salton & Buckley 1988], kept sparse."""
 
     def fit(self, values: list[str], config: TabularConfig) -> _Text:
         min_df = min(config.min_df, max(1, len(values) // 2))
-        tfidf = TfidfVectorizer(min_df=min_df, sublinear_tf=True)
+        tfidf = TfidfVectorizer(
+            min_df=min_df, sublinear_tf=True, max_features=config.max_features, dtype=np.float32
+        )
         try:
-            matrix = tfidf.fit_transform(values)
+            tfidf.fit(values)
         except ValueError:  # empty vocabulary
-            self.vocabulary, self.idf, self.components = {}, np.zeros(0), np.zeros((0, 0))
+            self.vocabulary, self.idf = {}, np.zeros(0, dtype=np.float32)
             return self
         self.vocabulary = {w: int(k) for w, k in tfidf.vocabulary_.items()}
         self.idf = tfidf.idf_.astype(np.float32)
-        components = min(config.text_components, matrix.shape[1] - 1)
-        if components < 2:
-            self.components = np.eye(matrix.shape[1], dtype=np.float32)
-        else:
-            svd = TruncatedSVD(components, random_state=config.random_state).fit(matrix)
-            self.components = svd.components_.T.astype(np.float32)  # (V, C)
         return self
 
-    def transform(self, values: list[str]) -> np.ndarray:
+    def transform(self, values: list[str]) -> sp.csr_matrix:
         if not self.vocabulary:
-            return np.zeros((len(values), 0))
-        counts = CountVectorizer(vocabulary=self.vocabulary).transform(values).astype(np.float64)
+            return sp.csr_matrix((len(values), 0), dtype=np.float32)
+        counts = CountVectorizer(vocabulary=self.vocabulary, dtype=np.float32).transform(values)
         counts.data = 1.0 + np.log(counts.data)  # sublinear tf, as TfidfVectorizer
-        tfidf = counts.multiply(self.idf[None, :]).tocsr()
-        norms = np.sqrt(np.asarray(tfidf.multiply(tfidf).sum(axis=1))).ravel()
-        return np.asarray(tfidf @ self.components) / np.maximum(norms, 1e-12)[:, None]
+        return sp.csr_matrix(counts.multiply(self.idf[None, :]), dtype=np.float32)
+
+    @property
+    def width(self) -> int:
+        return len(self.vocabulary)
 
     def state(self) -> dict:
         return {"vocabulary": self.vocabulary}
 
 
 class TabularEncoder(TransformerMixin, BaseEstimator):
-    """Encodes the attribute columns of an items frame; ``kinds`` maps column -> kind."""
+    """Encodes the attribute columns of an items frame; ``kinds`` maps column -> kind.
+
+    ``transform_sparse`` -> (n, features_) CSR; ``transform`` -> (n, dim_) dense float32.
+    """
 
     def __init__(self, kinds: dict[str, str] | None = None, config: TabularConfig | None = None):
         self.kinds = kinds
@@ -156,43 +197,47 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
                 log.info("attribute %s has no values; skipped", name)
                 continue
             self.columns_[name] = (kind, self._fit_column(kind, items[name], config))
-        if kind_date := [n for n, (k, _) in self.columns_.items() if k == "date"]:
-            log.debug("date columns encoded as age: %s", kind_date)
-        self.projection_ = None
-        self._fit_projection(items, config)
-        self.dim_ = self.transform(items.head(1)).shape[1]
-        log.info("tabular encoder: %d columns, %d dimensions", len(self.columns_), self.dim_)
-        return self
-
-    def _fit_projection(self, items: pd.DataFrame, config: TabularConfig) -> None:
-        """Truncated SVD of the encoded catalog when it is wider than ``max_dims``."""
-        if not config.max_dims:
-            return
-        encoded = self.transform(items)  # (n_items, raw dims)
-        if encoded.shape[1] <= config.max_dims or len(encoded) <= config.max_dims:
-            return
-        svd = TruncatedSVD(config.max_dims, random_state=config.random_state).fit(encoded)
-        self.projection_ = svd.components_.T.astype(np.float32)  # (raw dims, max_dims)
+        self.features_ = sum(encoder.width for _, encoder in self.columns_.values())
+        self.projection_ = self._fit_projection(items, config)
+        self.dim_ = self.features_ if self.projection_ is None else self.projection_.shape[1]
         log.info(
-            "tabular block projected from %d to %d dimensions (%.0f%% of the variance kept)",
-            encoded.shape[1],
-            config.max_dims,
-            100 * svd.explained_variance_ratio_.sum(),
-        )
+            "tabular encoder: %d columns, %d sparse features, %d dense dimensions",
+            len(self.columns_), self.features_, self.dim_,
+        )  # fmt: skip
+        return self
 
     def _fit_column(self, kind: str, values: pd.Series, config: TabularConfig):
         if kind in ("numeric", "date"):
-            encoder = _Numeric().fit(self._numbers(kind, values, fit=True), config)
-            return encoder
+            return _Numeric().fit(self._numbers(kind, values, fit=True), config)
         if kind == "text":
             return _Text().fit(self._texts(values), config)
-        return _Categorical().fit(self._labels(kind, values), config)
+        return _Categorical().fit(kind, values, config)
 
-    def transform(self, items: pd.DataFrame) -> np.ndarray:
-        """(n_items, dim_) float32; all-zero rows for items with no known attributes."""
+    def _fit_projection(self, items: pd.DataFrame, config: TabularConfig) -> np.ndarray | None:
+        """(features_, max_dims) truncated SVD basis, fitted on a seeded sample of items."""
+        dims = config.max_dims
+        if not dims or self.features_ <= dims:
+            return None
+        rng = np.random.default_rng(config.random_state)
+        sample = items
+        if len(items) > config.svd_sample:
+            sample = items.iloc[np.sort(rng.choice(len(items), config.svd_sample, replace=False))]
+        encoded = self.transform_sparse(sample)
+        dims = min(dims, encoded.shape[0] - 1)
+        if dims < 1:
+            return None
+        svd = TruncatedSVD(dims, random_state=config.random_state).fit(encoded)
+        log.info(
+            "tabular block projected from %d to %d dimensions (%.0f%% of the variance kept)",
+            self.features_, dims, 100 * svd.explained_variance_ratio_.sum(),
+        )  # fmt: skip
+        return svd.components_.T.astype(np.float32)  # (features_, dims)
+
+    def transform_sparse(self, items: pd.DataFrame) -> sp.csr_matrix:
+        """(n_items, features_) float32 CSR: every column's unit-norm, weighted encoding."""
         check_is_fitted(self, "columns_")
         config = self.config or TabularConfig()
-        blocks = [np.zeros((len(items), 0))]
+        blocks = [sp.csr_matrix((len(items), 0), dtype=np.float32)]
         for name, (kind, encoder) in self.columns_.items():
             values = items[name] if name in items.columns else pd.Series([None] * len(items))
             if kind in ("numeric", "date"):
@@ -200,21 +245,27 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
             elif kind == "text":
                 block = encoder.transform(self._texts(values))
             else:
-                block = encoder.transform(self._labels(kind, values))
-            norms = np.linalg.norm(block, axis=1, keepdims=True)
+                block = encoder.transform(kind, values)
             weight = np.sqrt(config.column_weights.get(name, 1.0))
-            blocks.append(weight * block / np.maximum(norms, 1e-12))
-        encoded = np.hstack(blocks).astype(np.float32)
-        projection = getattr(self, "projection_", None)
-        return encoded if projection is None else encoded @ projection
+            blocks.append(normalize_rows(block) * weight)
+        return sp.hstack(blocks, format="csr", dtype=np.float32)
+
+    def transform(self, items: pd.DataFrame) -> np.ndarray:
+        """(n_items, dim_) float32; all-zero rows for items with no known attributes."""
+        return self.project(self.transform_sparse(items))
+
+    def project(self, encoded: sp.csr_matrix) -> np.ndarray:
+        """The dense block of rows ``transform_sparse`` gave."""
+        if self.projection_ is None:
+            return encoded.toarray()
+        return np.asarray(encoded @ self.projection_, dtype=np.float32)
 
     # -- value parsing -------------------------------------------------------------------
     def _numbers(self, kind: str, values: pd.Series, fit: bool = False) -> np.ndarray:
         if kind == "numeric":
             return pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
-        dates = pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601").dt.tz_localize(
-            None
-        )
+        dates = pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
+        dates = dates.dt.tz_localize(None)
         if fit:
             self.reference_date_ = str(dates.max()) if dates.notna().any() else "1970-01-01"
         age = (pd.Timestamp(self.reference_date_) - dates).dt.total_seconds() / 86_400
@@ -222,13 +273,7 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
 
     @staticmethod
     def _texts(values: pd.Series) -> list[str]:
-        return ["" if v is None or v != v else str(v) for v in values.tolist()]
-
-    @staticmethod
-    def _labels(kind: str, values: pd.Series) -> list[list[str]]:
-        if kind == "multi":
-            return [split_multi(v) for v in values.tolist()]
-        return [[] if v is None or v != v else [str(v)] for v in values.tolist()]
+        return values.fillna("").astype(str).tolist()
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, directory: str | Path, prefix: str = "tabular") -> list[Path]:
@@ -244,10 +289,9 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
         for k, (name, (kind, encoder)) in enumerate(self.columns_.items()):
             state["columns"][name] = {"kind": kind, **encoder.state()}
             if kind == "text":
-                for part in ("idf", "components"):
-                    paths.append(directory / f"{prefix}_{k}_{part}.npy")
-                    np.save(paths[-1], getattr(encoder, part), allow_pickle=False)
-        if getattr(self, "projection_", None) is not None:
+                paths.append(directory / f"{prefix}_{k}_idf.npy")
+                np.save(paths[-1], encoder.idf, allow_pickle=False)
+        if self.projection_ is not None:
             paths.append(directory / f"{prefix}_projection.npy")
             np.save(paths[-1], self.projection_, allow_pickle=False)
         paths.append(directory / f"{prefix}.json")
@@ -256,20 +300,24 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
 
     @classmethod
     def load(cls, directory: str | Path, prefix: str = "tabular") -> TabularEncoder:
+        from recsys.model.config import from_dict
+
         directory = Path(directory)
         state = json.loads((directory / f"{prefix}.json").read_text())
-        encoder = cls(state["kinds"], TabularConfig(**state["config"]))
+        encoder = cls(state["kinds"], from_dict(TabularConfig, state["config"]))
         if state["reference_date"] is not None:
             encoder.reference_date_ = state["reference_date"]
         encoder.columns_ = {}
         for k, (name, column) in enumerate(state["columns"].items()):
             encoder.columns_[name] = (column["kind"], _restore(column, directory, f"{prefix}_{k}"))
-        encoder.dim_ = sum(_width(kind, e) for kind, e in encoder.columns_.values())
+        encoder.features_ = sum(e.width for _, e in encoder.columns_.values())
         encoder.projection_ = None
         projection = directory / f"{prefix}_projection.npy"
         if projection.is_file():
             encoder.projection_ = np.load(projection, allow_pickle=False)
-            encoder.dim_ = encoder.projection_.shape[1]
+        encoder.dim_ = (
+            encoder.features_ if encoder.projection_ is None else encoder.projection_.shape[1]
+        )
         return encoder
 
 
@@ -277,25 +325,13 @@ def _restore(column: dict, directory: Path, stem: str):
     kind = column["kind"]
     if kind in ("numeric", "date"):
         encoder = _Numeric()
-        encoder.center, encoder.scale, encoder.edges = (
-            column["center"],
-            column["scale"],
-            column["edges"],
-        )
+        encoder.center, encoder.scale = column["center"], column["scale"]
+        encoder.edges = column["edges"]
     elif kind == "text":
         encoder = _Text()
         encoder.vocabulary = column["vocabulary"]
         encoder.idf = np.load(directory / f"{stem}_idf.npy", allow_pickle=False)
-        encoder.components = np.load(directory / f"{stem}_components.npy", allow_pickle=False)
     else:
         encoder = _Categorical()
         encoder.categories = column["categories"]
     return encoder
-
-
-def _width(kind: str, encoder) -> int:
-    if kind in ("numeric", "date"):
-        return 1 + (len(encoder.edges) if len(encoder.edges) > 1 else 0)
-    if kind == "text":
-        return encoder.components.shape[1] if encoder.vocabulary else 0
-    return len(encoder.categories)

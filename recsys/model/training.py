@@ -99,7 +99,7 @@ def train(
                 data.interactions, _item_ids(data), config.cf, use_gpu, show_progress
             )
         with stage("weights"):
-            choice = choose_weights(data, content.blocks, config, use_gpu)
+            choice = choose_weights(data, content, config, use_gpu)
         with stage("fuse"):
             fitted = _fuse(data, content, cf, choice, config)
         with stage("index"):
@@ -143,14 +143,16 @@ def fit_in_memory(
             image_block(content, data, config, device, False, image_encoder_factory)
             tabular_block(content, data, config)
         cf = build_collaborative(data.interactions, _item_ids(data), config.cf, use_gpu)
-        choice = choose_weights(data, content.blocks, config, use_gpu)
+        choice = choose_weights(data, content, config, use_gpu)
         return _fuse(data, content, cf, choice, config)
 
 
 def _fuse(data, content: Content, cf, choice: WeightChoice | None, config) -> Fitted:
     weights = choice.weights if choice else None
     cold_scale = choice.cold_scale if choice else None
-    fused = FusedModel(config.fusion).fit(cf, content.blocks, len(data.items), weights, cold_scale)
+    fused = FusedModel(config.fusion).fit(
+        cf, content.blocks, len(data.items), weights, cold_scale, content.tokens
+    )
     return Fitted(data, content, cf, fused, dict(choice.metrics) if choice else {})
 
 

@@ -1,9 +1,10 @@
 """The weights stage of `recsys train`: block weights chosen on a validation slice.
 
-Each user's latest ``validation_share`` of training interactions is held out, a collaborative
-model is fitted on the rest, and every candidate of ``TrainConfig.grid`` is scored by the
-evaluation protocol (``recsys.model.protocol``) on a seeded sample of users: warm recall@10
-plus cold-item recall@10. The choice is returned; the config is left as it was.
+Each user's latest ``validation_share`` of training interactions is held out (a seeded random
+share when events have no timestamps), a collaborative model is fitted on the rest, and the
+candidates of ``TrainConfig.grid`` are scored, one block at a time, by the evaluation protocol
+(``recsys.model.protocol``) on a seeded sample of users: warm recall@10 plus cold-item
+recall@10. The choice is returned; the config is left as it was.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from recsys.model.config import TrainConfig
-from recsys.model.content import build_collaborative
+from recsys.model.content import Content, build_collaborative
 from recsys.model.data import CatalogData
 from recsys.model.fusion import FusedModel
-from recsys.model.protocol import build_task, rank, score
-from recsys.model.split import temporal_split
+from recsys.model.protocol import build_task, rank
+from recsys.model.ranking import hit_matrix, per_user_metrics
+from recsys.model.split import validation_split
 
 log = logging.getLogger(__name__)
 
@@ -39,31 +42,26 @@ class WeightChoice:
 
 
 def choose_weights(
-    data: CatalogData, content: dict[str, np.ndarray], config: TrainConfig, use_gpu: bool = False
+    data: CatalogData, content: Content, config: TrainConfig, use_gpu: bool = False
 ) -> WeightChoice | None:
     """The best candidate of the grid, or None when the data cannot hold a slice out (no
     interactions, one user, ``validation_share`` 0): the config's weights then stand."""
     interactions = data.interactions
     if interactions.empty or config.validation_share <= 0 or interactions["user_id"].nunique() < 2:
         return None
-    fit_part, val_part = temporal_split(interactions, config.validation_share)
+    fit_part, val_part = validation_split(interactions, config.validation_share)
     item_ids = data.items["item_id"].to_numpy(dtype=str)
     task = build_task(fit_part, val_part, item_ids).sample(config.validation_users, seed=0)
     if not len(task.user_ids):
         skipped = {"validation": "skipped: too few interactions per user to hold any out"}
         return WeightChoice(dict(config.fusion.weights), dict(config.fusion.cold_scale), skipped)
     cf = build_collaborative(fit_part, item_ids, config.cf, use_gpu)
-    fused = FusedModel(config.fusion).fit(cf, content, len(item_ids))
+    fused = FusedModel(config.fusion).fit(cf, content.blocks, len(item_ids), tokens=content.tokens)
     scorer = _Scorer(fused, cf.user_ids_)
 
-    def evaluate(weights: dict[str, float], cold_scale: dict[str, float]) -> dict[str, float]:
+    def evaluate(weights: dict[str, float], cold_scale: dict[str, float]) -> Scored:
         fused.set_weights(weights, cold_scale)
-        result = score(rank(scorer, task, K), task, (K,), ())
-        metrics = {f"recall@{K}": result["overall"][f"recall@{K}"]}
-        if result["cold_items"]["users"]:
-            metrics[f"cold_recall@{K}"] = result["cold_items"][f"recall@{K}"]
-            metrics["cold_users"] = result["cold_items"]["users"]
-        return metrics
+        return _scored(rank(scorer, task, K), task)
 
     choice = _grid_search(evaluate, fused.layout_.dims, config)
     log.info("weights chosen on the validation slice: %s", choice.metrics)
@@ -84,37 +82,77 @@ class _Scorer:
         return self.fused.user_vectors_[rows] @ self.fused.item_vectors_.T  # (U, I)
 
 
+@dataclass(frozen=True)
+class Scored:
+    """One candidate on the validation users: per user, warm recall@K plus cold-item recall@K
+    scaled so that the mean of ``per_user`` is the objective, and the reported means."""
+
+    per_user: np.ndarray  # (U,)
+    metrics: dict[str, float]
+
+    @property
+    def objective(self) -> float:
+        return float(self.per_user.mean())
+
+
+def _scored(rankings, task) -> Scored:
+    held = task.heldout
+    warm = per_user_metrics(hit_matrix(rankings.all, held), held.getnnz(axis=1), (K,))
+    per_user = warm[f"recall@{K}"].copy()
+    metrics = {f"recall@{K}": float(per_user.mean())}
+    cold_held = sp.csr_matrix(held.multiply(task.cold[None, :]))
+    cold_held.eliminate_zeros()
+    holding = cold_held.getnnz(axis=1) > 0
+    if holding.any():
+        hits = hit_matrix(rankings.cold[holding], cold_held[holding])
+        cold = per_user_metrics(hits, cold_held[holding].getnnz(axis=1), (K,))[f"recall@{K}"]
+        per_user[holding] += cold * len(per_user) / holding.sum()
+        metrics[f"cold_recall@{K}"] = float(cold.mean())
+        metrics["cold_users"] = int(holding.sum())
+    return Scored(per_user, metrics)
+
+
+def _better(found: Scored, current: Scored, z: float) -> bool:
+    """Whether ``found`` beats ``current`` by more than ``z`` standard errors of the paired
+    per-user difference: a block earns weight only when it measurably helps, so a block of
+    noise stays at 0 however the validation users happen to fall."""
+    diff = found.per_user - current.per_user
+    margin = z * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
+    return diff.mean() > margin
+
+
 def _grid_search(evaluate, blocks: dict[str, int], config: TrainConfig) -> WeightChoice:
-    """Block weights first (cold items at the config's scale), then, with ``search_cold``,
-    cold items' multipliers under the chosen weights."""
+    """Block weights by coordinate ascent from cf alone (cf fixed at 1, cold items at the
+    config's scale): per block, the best candidate replaces the current weight when it is
+    significantly better; then, with ``search_cold``, cold items' multipliers."""
     grid = config.grid
-    options = {
-        "tabular": grid.tabular if "tabular" in blocks else (0.0,),
-        "image": grid.image if "image" in blocks else (0.0,),
-        "popularity": grid.popularity,
-    }
+    options = {"tabular": grid.tabular, "image": grid.image, "popularity": grid.popularity}
+    options = {name: values for name, values in options.items() if name in blocks}
     cold_scale = {b: config.fusion.cold_scale.get(b, 1.0) for b in blocks}
-    best = (-1.0, {}, {})
-    for values in itertools.product(*options.values()):
-        weights = {"cf": 1.0, **dict(zip(options, values, strict=True))}
-        metrics = evaluate(weights, cold_scale)
-        if _objective(metrics) > best[0]:
-            best = (_objective(metrics), weights, metrics)
-    objective, weights, metrics = best
-    if grid.search_cold and f"cold_recall@{K}" in metrics:
+    weights = {"cf": 1.0, **dict.fromkeys(options, 0.0)}
+    current = evaluate(weights, cold_scale)
+    for _ in range(grid.rounds):
+        before = dict(weights)
+        for name, values in options.items():
+            tried = {
+                v: evaluate({**weights, name: v}, cold_scale) for v in values if v != weights[name]
+            }
+            if not tried:
+                continue
+            value, found = max(tried.items(), key=lambda pair: pair[1].objective)
+            if _better(found, current, grid.significance):
+                weights, current = {**weights, name: value}, found
+        if weights == before:
+            break
+    if grid.search_cold and f"cold_recall@{K}" in current.metrics:
         for cf, tab, pop in itertools.product(
             grid.cold_cf, grid.cold_tabular, grid.cold_popularity
         ):
             candidate = {**cold_scale, "cf": cf, "tabular": tab, "popularity": pop}
             found = evaluate(weights, candidate)
-            if _objective(found) > objective:
-                objective, cold_scale, metrics = _objective(found), candidate, found
-    report = {f"validation_{k}": v for k, v in metrics.items()}
+            if _better(found, current, grid.significance):
+                cold_scale, current = candidate, found
+    report = {f"validation_{k}": v for k, v in current.metrics.items()}
     return WeightChoice(
         weights, cold_scale, {**report, "weights": weights, "cold_scale": cold_scale}
     )
-
-
-def _objective(metrics: dict[str, float]) -> float:
-    """Warm plus cold-item recall on the validation slice (warm alone without cold items)."""
-    return metrics[f"recall@{K}"] + metrics.get(f"cold_recall@{K}", 0.0)

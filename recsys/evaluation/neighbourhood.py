@@ -1,0 +1,158 @@
+"""Item-to-item peers of ``recsys evaluate``: EASE^R and RP3beta, each scoring a user's items
+through an (I, I) item weight matrix, ``scores = X_u @ B``, with its one hyperparameter chosen
+on a validation slice of the training part (``recsys.model.split.validation_split``).
+
+- EASE^R [Steck 2019, "Embarrassingly Shallow Autoencoders"]: B = I - P diagMat(1 / diag P),
+  P = (X'X + lambda I)^-1, dense over the items with training interactions; catalogs with more
+  such items than ``ease_max_items`` skip it (memory ~ 8 x items^2 bytes, time ~ items^3).
+- RP3beta [Paudel et al. 2016; Dacrema et al. 2019]: the two-step random walk item -> user ->
+  item, raised to alpha, divided by the destination's popularity^beta, top-K per item.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recsys.model.data import CatalogData
+from recsys.model.protocol import binary_matrix, build_task, rank, score
+from recsys.model.split import validation_split
+
+log = logging.getLogger(__name__)
+
+# Users scoring each candidate on the validation slice (a seeded sample).
+VALIDATION_USERS = 2000
+
+
+class ItemWeights:
+    """``scores(user_ids) = X_u @ B`` for a learned (I, I) item weight matrix ``B``."""
+
+    name = "item weights"
+
+    def __init__(self, candidates: tuple[float, ...], holdout: float = 0.2, seed: int = 0):
+        self.candidates = candidates
+        self.holdout = holdout
+        self.seed = seed
+
+    def fit(self, train: CatalogData):
+        item_ids = train.items["item_id"].to_numpy(dtype=str)
+        self.param_ = self._choose(train.interactions, item_ids)
+        users, matrix = binary_matrix(train.interactions, item_ids)
+        self.users_, self.matrix_ = pd.Index(users), matrix
+        self.weights_ = self.item_weights(matrix, self.param_)  # (I, I)
+        log.info("%s: chose %s on the validation slice", self.name, self.param_)
+        return self
+
+    def scores(self, user_ids: np.ndarray) -> np.ndarray:
+        rows = self.users_.get_indexer(np.asarray(user_ids, dtype=str))
+        out = np.zeros((len(rows), self.matrix_.shape[1]), dtype=np.float32)
+        known = rows >= 0
+        if known.any():
+            product = self.matrix_[rows[known]] @ self.weights_
+            out[known] = product.toarray() if sp.issparse(product) else product
+        return out
+
+    def item_weights(self, matrix: sp.csr_matrix, param: float):
+        raise NotImplementedError
+
+    def _choose(self, interactions: pd.DataFrame, item_ids: np.ndarray) -> float:
+        """The candidate with the best recall@10 on a validation slice of ``interactions``."""
+        if len(self.candidates) == 1:
+            return self.candidates[0]
+        fit_part, val_part = validation_split(interactions, self.holdout, self.seed)
+        task = build_task(fit_part, val_part, item_ids).sample(VALIDATION_USERS, self.seed)
+        users, matrix = binary_matrix(fit_part, item_ids)
+        scorer = _Scorer(pd.Index(users), matrix)
+        best, best_recall = self.candidates[0], -1.0
+        for candidate in self.candidates:
+            scorer.weights = self.item_weights(matrix, candidate)
+            recall = score(rank(scorer, task, 10), task, (10,), ())["overall"]["recall@10"]
+            log.info("%s %s: validation recall@10 %.4f", self.name, candidate, recall)
+            if recall > best_recall:
+                best, best_recall = candidate, recall
+        return best
+
+
+class _Scorer:
+    name = "validation"
+
+    def __init__(self, users: pd.Index, matrix: sp.csr_matrix):
+        self.users, self.matrix, self.weights = users, matrix, None
+
+    def scores(self, user_ids: np.ndarray) -> np.ndarray:
+        product = self.matrix[self.users.get_indexer(user_ids)] @ self.weights
+        return product.toarray() if sp.issparse(product) else np.asarray(product)
+
+
+class EASE(ItemWeights):
+    """EASE^R over the items with training interactions; lambda chosen on validation."""
+
+    name = "EASE"
+
+    def __init__(self, lambdas=(100.0, 300.0, 1000.0), max_items: int = 12_000, **kwargs):
+        super().__init__(tuple(lambdas), **kwargs)
+        self.max_items = max_items
+
+    @staticmethod
+    def fits(train: CatalogData, max_items: int) -> bool:
+        return train.interactions["item_id"].nunique() <= max_items
+
+    def item_weights(self, matrix: sp.csr_matrix, param: float) -> np.ndarray:
+        warm = np.flatnonzero(matrix.getnnz(axis=0))
+        sub = matrix[:, warm]
+        gram = np.asarray((sub.T @ sub).toarray(), dtype=np.float64)  # (W, W)
+        gram[np.diag_indices_from(gram)] += param
+        inverse = np.linalg.inv(gram)
+        block = -inverse / np.diag(inverse)[None, :]  # B = I - P diagMat(1/diag P)
+        block[np.diag_indices_from(block)] = 0.0
+        out = np.zeros((matrix.shape[1], matrix.shape[1]), dtype=np.float32)
+        out[np.ix_(warm, warm)] = block
+        return out
+
+
+class RP3beta(ItemWeights):
+    """P3 = P(item -> user) P(user -> item), ** alpha, / popularity ** beta; beta chosen on
+    validation, the top ``neighbours`` weights kept per item."""
+
+    name = "RP3beta"
+
+    def __init__(self, betas=(0.0, 0.3, 0.6), alpha: float = 1.0, neighbours: int = 100, **kw):
+        super().__init__(tuple(betas), **kw)
+        self.alpha, self.neighbours = alpha, neighbours
+
+    def item_weights(self, matrix: sp.csr_matrix, param: float) -> sp.csr_matrix:
+        user_to_item = _row_normalised(matrix)  # (U, I)
+        item_to_user = _row_normalised(sp.csr_matrix(matrix.T))  # (I, U)
+        popularity = np.maximum(matrix.getnnz(axis=0), 1).astype(np.float32)
+        damp = popularity**-param  # (I,)
+        return _top_per_row(
+            lambda rows: (item_to_user[rows] @ user_to_item).toarray() ** self.alpha * damp,
+            matrix.shape[1],
+            self.neighbours,
+        )
+
+
+def _top_per_row(block: Callable[[np.ndarray], np.ndarray], n: int, k: int, batch: int = 1024):
+    """(n, n) CSR keeping the k largest positive entries of each row of ``block(rows)``,
+    computed ``batch`` rows at a time; the diagonal is left out."""
+    k = min(k, n - 1)
+    parts = []
+    for start in range(0, n, batch):
+        rows = np.arange(start, min(start + batch, n))
+        dense = np.asarray(block(rows), dtype=np.float32)  # (b, n)
+        dense[np.arange(len(rows)), rows] = 0.0
+        top = np.argpartition(-dense, k - 1, axis=1)[:, :k] if k > 0 else np.zeros((len(rows), 0))
+        values = np.take_along_axis(dense, top, axis=1)
+        keep = values > 0
+        indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
+        parts.append(sp.csr_matrix((values[keep], top[keep], indptr), shape=(len(rows), n)))
+    return sp.vstack(parts, format="csr")
+
+
+def _row_normalised(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    sums = np.maximum(np.asarray(matrix.sum(axis=1)).ravel(), 1e-12)
+    return sp.csr_matrix(sp.diags(1.0 / sums) @ matrix, dtype=np.float32)
