@@ -24,8 +24,10 @@ from recsys.model.recommender import Recommender
 from recsys.settings import Settings
 
 
-def similar_precision(rec: Recommender, labels: pd.Series, items: np.ndarray, k: int) -> float:
-    found = rec.similar_items(list(items), k=k).ids
+def similar_precision(
+    rec: Recommender, labels: pd.Series, items: np.ndarray, k: int, mode: str = "similar"
+) -> float:
+    found = rec.similar_items(list(items), k=k, mode=mode).ids
     hits = [
         np.mean(labels[ids].to_numpy() == labels[item])
         for item, ids in zip(items, found, strict=True)
@@ -59,16 +61,22 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     items = rng.choice(labels.index.to_numpy(), size=min(args.items, len(labels)), replace=False)
     cold = np.array([item not in interacted for item in items])
-    report = {
-        "similar_p@10": similar_precision(rec, labels, items, args.k),
-        "similar_p@10_cold": similar_precision(rec, labels, items[cold], args.k),
-        "similar_p@10_warm": similar_precision(rec, labels, items[~cold], args.k),
-        "cold_items_sampled": int(cold.sum()),
+    report = {"cold_items_sampled": int(cold.sum())}
+    for mode in ("similar", "also"):
+        suffix = "" if mode == "similar" else "_also"
+        report[f"similar_p@10{suffix}"] = similar_precision(rec, labels, items, args.k, mode)
+        for name, part in (("cold", items[cold]), ("warm", items[~cold])):
+            report[f"similar_p@10{suffix}_{name}"] = similar_precision(
+                rec, labels, part, args.k, mode
+            )
+    report |= {
         "recommend_taste@10": taste_share(
-            rec, labels, shoppers.sample(min(args.users, len(shoppers)), random_state=args.seed),
+            rec,
+            labels,
+            shoppers.sample(min(args.users, len(shoppers)), random_state=args.seed),
             args.k,
         ),
-    }  # fmt: skip
+    }
     print(json.dumps(report, indent=2))
 
 

@@ -73,7 +73,9 @@ def similar_items(item_id: str, query: SimilarQuery) -> Similar:
     ctx = context()
     state = ctx.holder.state
     try:
-        results = state.recommender.similar_items([item_id], k=query.k, filters=query.filters)
+        results = state.recommender.similar_items(
+            [item_id], k=query.k, filters=query.filters, mode=query.mode
+        )
     except UnknownItem:
         raise ApiError(
             404, "unknown_item", f"item {item_id!r} is not in model {state.version}"

@@ -7,7 +7,7 @@ page sizes, list lengths) are the bounds declared here.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -97,6 +97,11 @@ class Filtered(BaseModel):
 
 class SimilarQuery(Filtered):
     k: int = Field(10, ge=1, le=MAX_K, description="Number of results")
+    mode: Literal["similar", "also"] = Field(
+        "similar",
+        description='"similar": more like this (content-led, the product page default); '
+        '"also": shoppers who viewed this also viewed. Each has its own trained weights.',
+    )
 
 
 class FeedQuery(Filtered):

@@ -19,25 +19,34 @@ def test_inner_product_is_the_weighted_sum_of_block_similarities():
     weights = {"cf": 1.0, "tabular": 0.3, "image": 0.7, "popularity": 0.1}
     a = {b: normalize_rows(rng.normal(size=(20, d))) for b, d in layout.dims.items()}
     b = {b: normalize_rows(rng.normal(size=(20, d))) for b, d in layout.dims.items()}
-    fused = np.sum(fuse(a, weights, layout) * fuse(b, weights, layout), axis=1)
+    # Queries carry the weights, items the blocks as they are.
+    ones = dict.fromkeys(layout.dims, 1.0)
+    fused = np.sum(fuse(a, weights, layout) * fuse(b, ones, layout), axis=1)
     # Slow reference: block by block.
     expected = sum(weights[name] * np.sum(a[name] * b[name], axis=1) for name in layout.dims)
     np.testing.assert_allclose(fused, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_fused_item_vectors_follow_the_weights():
+def test_fused_scores_follow_the_weights():
     data = toy_catalog()
     weights = {"cf": 1.0, "tabular": 0.5, "popularity": 0.2}
     config = TrainConfig(fusion=FusionConfig(weights=weights), validation_share=0)
     fused = fit_in_memory(data, config).fused
     warm = np.flatnonzero(~fused.cold_)
-    x, y = fused.item_vectors_[warm[:5]], fused.item_vectors_[warm[5:10]]
-    blocks = {n: v[warm] for n, v in fused.item_blocks_.items()}
+    users, items = fused.user_vectors_[:5], fused.item_vectors_[warm[:5]]
     slices = fused.layout_.slices()
     expected = sum(
-        config.fusion.weights[n] * np.sum(blocks[n][:5] * blocks[n][5:10], axis=1) for n in slices
+        weights[n] * np.sum(fused.user_blocks_[n][:5] * fused.item_blocks_[n][warm[:5]], axis=1)
+        for n in slices
     )
-    np.testing.assert_allclose(np.sum(x * y, axis=1), expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.sum(users * items, axis=1), expected, rtol=1e-4, atol=1e-6)
+    # An item-to-item surface weighs the same blocks with its own weights.
+    also = {"cf": 2.0, "tabular": 0.0}
+    fused.set_weights(weights, None, {"also": also})
+    queries = fused.item_queries(warm[:5], "also")
+    cf = fused.item_blocks_["cf"][warm[:5]]
+    cosines = np.sum(cf / np.linalg.norm(cf, axis=1, keepdims=True) * cf, axis=1)
+    np.testing.assert_allclose(np.sum(queries * items, axis=1), 2.0 * cosines, rtol=1e-4)
     # Content blocks are unit length per item.
     np.testing.assert_allclose(np.linalg.norm(fused.item_blocks_["tabular"], axis=1), 1, rtol=1e-5)
 

@@ -304,3 +304,12 @@ def test_requests_in_flight_during_reloads_all_succeed(app, shop):
         for thread in threads:
             thread.join()
     assert failures == []
+
+
+def test_similar_items_on_each_surface(client):
+    similar = client.get("/v1/items/a1/similar?k=5").get_json()
+    also = client.get("/v1/items/a1/similar?k=5&mode=also").get_json()
+    assert len(similar["items"]) == len(also["items"]) == 5
+    assert all(item["item_id"] != "a1" for item in also["items"])
+    bad = client.get("/v1/items/a1/similar?mode=sideways")
+    assert bad.status_code == 400 and "mode" in bad.get_json()["error"]["message"]

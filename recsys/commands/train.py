@@ -154,13 +154,20 @@ def recommend(settings: Settings, user_ids, k, as_json):
 @click.command("similar")
 @click.option("--item", "item_ids", multiple=True, required=True, help="Item id (repeatable).")
 @click.option("-k", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option(
+    "--mode",
+    type=click.Choice(["similar", "also"]),
+    default="similar",
+    show_default=True,
+    help="similar: more like this (content-led); also: shoppers who viewed this also viewed.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def similar(settings: Settings, item_ids, k, as_json):
+def similar(settings: Settings, item_ids, k, mode, as_json):
     """Items most like the given items, from the active bundle."""
     from recsys.model.bundle import load_active
 
-    results = load_active(_engine(settings)).similar_items(list(item_ids), k=k)
+    results = load_active(_engine(settings)).similar_items(list(item_ids), k=k, mode=mode)
     _show(list(item_ids), results, as_json, "item")
 
 

@@ -35,7 +35,8 @@ from recsys.model.recommender import ItemFilters, Recommender
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+# 2: item vectors hold unweighted blocks, queries carry the weights (surfaces).
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 
 

@@ -1,8 +1,11 @@
 """One vector per item (and per user) fusing collaborative, tabular and image blocks.
 
-Layout of every fused vector: ``[cf | tabular | image | popularity]``, each block multiplied by
-``sqrt(weight)``, so the inner product of two fused vectors is ``sum_b weight_b * <a_b, b_b>``,
-the weighted sum of per-block similarities:
+Layout of every fused vector: ``[cf | tabular | image | popularity]``. Item vectors hold the
+blocks as they are (times ``cold_scale`` for cold items); the query side carries the block
+weights, so a query's inner product with an item is ``sum_b weight_b * <q_b, i_b>``, the
+weighted sum of per-block similarities. One index thus serves every weighting: the home feed
+(``weights_``, on user vectors) and each item-to-item surface (``surface_weights_``):
+``similar`` ("more like this", content-led) and ``also`` ("viewed this, also viewed").
 
 - ``tabular`` and ``image`` are L2-normalised per row: their block similarity is a cosine.
 - ``cf`` holds implicit's factors divided by one global scale (the RMS norm over warm items),
@@ -34,6 +37,9 @@ log = logging.getLogger(__name__)
 
 BLOCKS = ("cf", "tabular", "image", "popularity")
 CONTENT_BLOCKS = ("tabular", "image")
+# Item-to-item surfaces, each with its own block weights: the product page's "more like
+# this" (the default) and "shoppers who viewed this also viewed".
+SURFACES = ("similar", "also")
 
 
 @dataclass(frozen=True)
@@ -80,13 +86,13 @@ class Layout:
         return sum(self.dims.values())
 
 
-def fuse(blocks: dict[str, np.ndarray], weights: dict[str, float], layout: Layout) -> np.ndarray:
-    """(n, layout.dim) float32: each present block times sqrt(its weight); absent blocks 0."""
+def fuse(blocks: dict[str, np.ndarray], scale: dict[str, float], layout: Layout) -> np.ndarray:
+    """(n, layout.dim) float32: each present block times its scale; absent blocks 0."""
     n = len(next(iter(blocks.values())))
     out = np.zeros((n, layout.dim), dtype=np.float32)
     for name, part in layout.slices().items():
         if name in blocks:
-            out[:, part] = np.sqrt(weights.get(name, 0.0)) * blocks[name]
+            out[:, part] = scale.get(name, 0.0) * blocks[name]
     return out
 
 
@@ -140,6 +146,7 @@ class FusedModel(BaseEstimator):
         weights: dict[str, float] | None = None,
         cold_scale: dict[str, float] | None = None,
         tokens: sp.spmatrix | None = None,
+        surfaces: dict[str, dict[str, float]] | None = None,
     ):
         """``cf``: a fitted CollaborativeModel or None; ``content``: block -> (n_items, d);
         ``weights`` and ``cold_scale`` (e.g. chosen on a validation slice) override the
@@ -166,7 +173,8 @@ class FusedModel(BaseEstimator):
             )
         self.layout_ = Layout({b: item_blocks[b].shape[1] for b in BLOCKS if b in item_blocks})
         self.item_blocks_, self.user_blocks_ = item_blocks, user_blocks
-        return self.set_weights(weights or config.weights, cold_scale or config.cold_scale)
+        weights, cold_scale = weights or config.weights, cold_scale or config.cold_scale
+        return self.set_weights(weights, cold_scale, surfaces)
 
     def _cf_blocks(self, cf) -> tuple[np.ndarray, np.ndarray]:
         items, users = cf.item_factors_, cf.user_factors_
@@ -195,12 +203,25 @@ class FusedModel(BaseEstimator):
         item_blocks["popularity"][self.cold_, 0] = np.clip(predicted[:, -1], 0.0, 1.0)
         log.info("predicted collaborative blocks of %d cold items", int(self.cold_.sum()))
 
-    def set_weights(self, weights: dict[str, float], cold_scale: dict[str, float] | None = None):
-        """Re-fuse with new block weights (and cold-item multipliers)."""
+    def set_weights(
+        self,
+        weights: dict[str, float],
+        cold_scale: dict[str, float] | None = None,
+        surfaces: dict[str, dict[str, float]] | None = None,
+    ):
+        """Re-fuse with new feed weights, cold-item multipliers and item-to-item surface
+        weights (default: the feed's, popularity left out)."""
         check_is_fitted(self, "layout_")
-        self.weights_ = {b: float(weights.get(b, 0.0)) for b in self.layout_.dims}
-        self.cold_scale_ = {b: float((cold_scale or {}).get(b, 1.0)) for b in self.layout_.dims}
-        self.item_vectors_ = fuse(self.item_blocks_, self.weights_, self.layout_)
+        dims = self.layout_.dims
+        self.weights_ = {b: float(weights.get(b, 0.0)) for b in dims}
+        self.cold_scale_ = {b: float((cold_scale or {}).get(b, 1.0)) for b in dims}
+        default = {b: w for b, w in self.weights_.items() if b != "popularity"}
+        surfaces = surfaces or {}
+        self.surface_weights_ = {
+            name: {b: float(surfaces.get(name, default).get(b, 0.0)) for b in dims}
+            for name in SURFACES
+        }
+        self.item_vectors_ = fuse(self.item_blocks_, dict.fromkeys(dims, 1.0), self.layout_)
         for name, part in self.layout_.slices().items():
             self.item_vectors_[self.cold_, part] *= self.cold_scale_[name]
         self.user_vectors_ = (
@@ -208,12 +229,15 @@ class FusedModel(BaseEstimator):
         )
         return self
 
-    def item_queries(self, rows: np.ndarray) -> np.ndarray:
-        """Query vectors for "items like these": cf row-normalised, no popularity term."""
+    def item_queries(self, rows: np.ndarray, surface: str = "similar") -> np.ndarray:
+        """Query vectors for "items like these" on a surface (``SURFACES``): cf
+        row-normalised, no popularity term, the surface's block weights."""
+        if surface not in SURFACES:
+            raise ValueError(f"unknown surface {surface!r}; use one of {', '.join(SURFACES)}")
         blocks = {b: v[rows] for b, v in self.item_blocks_.items() if b != "popularity"}
         if "cf" in blocks:
             blocks["cf"] = normalize_rows(blocks["cf"])
-        return fuse(blocks, self.weights_, self.layout_)
+        return fuse(blocks, self.surface_weights_[surface], self.layout_)
 
     def history_queries(self, cf_vectors: np.ndarray | None, histories: sp.csr_matrix):
         """User query vectors from folded-in cf factors and weighted item histories (U, I)."""
@@ -238,6 +262,7 @@ class FusedModel(BaseEstimator):
             "layout": self.layout_.dims,
             "weights": self.weights_,
             "cold_scale": self.cold_scale_,
+            "surfaces": self.surface_weights_,
             "cf_scales": list(self.cf_scales_),
             "item_blocks": list(self.item_blocks_),
             "user_blocks": list(self.user_blocks_),
@@ -261,7 +286,7 @@ class FusedModel(BaseEstimator):
         fused.cold_ = np.load(directory / "cold_items.npy", allow_pickle=False)
         fused.cf_scales_ = tuple(state["cf_scales"])
         fused.item_blocks_, fused.user_blocks_ = blocks("item"), blocks("user")
-        return fused.set_weights(state["weights"], state["cold_scale"])
+        return fused.set_weights(state["weights"], state["cold_scale"], state["surfaces"])
 
     @property
     def has_cf(self) -> bool:

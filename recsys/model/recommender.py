@@ -217,24 +217,28 @@ class Recommender:
             self._image_encoder = ImageEncoder.load(path, device="cpu")
         return self._image_encoder
 
-    def similar_items(self, item_ids, k: int = 10, filters=None) -> Results:
+    def similar_items(self, item_ids, k: int = 10, filters=None, mode: str = "similar") -> Results:
         """Top-k items like each given item (itself excluded); ``UnknownItem`` if unknown.
 
-        Without filters and for k up to the bundle's precomputed width, the answer is a slice
-        of the neighbour table (the same rows and scores the index search gives).
+        ``mode``: ``similar`` ("more like this", content-led: the product page's default) or
+        ``also`` ("shoppers who viewed this also viewed"), each with the block weights chosen
+        for it at training time. Without filters and for k up to the bundle's precomputed
+        width, a ``similar`` answer is a slice of the neighbour table (the same rows and
+        scores the index search gives).
         """
         rows = self.item_rows(item_ids)
+        queries = self.fused.item_queries(rows, mode)  # checks the mode first
         table = self.neighbours
-        if not filters and table is not None and k <= table[0].shape[1]:
+        if not filters and mode == "similar" and table is not None and k <= table[0].shape[1]:
             found = table[0][rows, :k]  # (Q, k)
             if (found >= 0).all():
                 return self._results(found, np.array(table[1][rows, :k]))
-        queries = self.fused.item_queries(rows)
         return self._search(queries, k, self._allowed(None, filters), rows[:, None])
 
     def compute_neighbours(self, width: int, batch: int = 4096) -> None:
-        """Fill ``neighbours``: every item's unfiltered top-``width`` similar items, found by
-        the same index search ``similar_items`` runs (-1 where fewer exist); 0 fills none."""
+        """Fill ``neighbours``: every item's unfiltered top-``width`` similar items (mode
+        ``similar``), found by the same index search ``similar_items`` runs (-1 where fewer
+        exist); 0 fills none."""
         n = len(self.item_ids)
         width = min(width, max(n - 1, 1))
         if width <= 0:

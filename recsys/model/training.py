@@ -150,8 +150,9 @@ def fit_in_memory(
 def _fuse(data, content: Content, cf, choice: WeightChoice | None, config) -> Fitted:
     weights = choice.weights if choice else None
     cold_scale = choice.cold_scale if choice else None
+    surfaces = choice.surfaces if choice else None
     fused = FusedModel(config.fusion).fit(
-        cf, content.blocks, len(data.items), weights, cold_scale, content.tokens
+        cf, content.blocks, len(data.items), weights, cold_scale, content.tokens, surfaces
     )
     return Fitted(data, content, cf, fused, dict(choice.metrics) if choice else {})
 
@@ -215,6 +216,7 @@ def _manifest(fitted: Fitted, config: TrainConfig, recommender: Recommender, rea
         "blocks": fused.layout_.dims,
         "weights": fused.weights_,
         "cold_scale": fused.cold_scale_,
+        "surfaces": fused.surface_weights_,
         "devices": devices,
         "index_kind": recommender.index.kind,
         "metrics": fitted.metrics,

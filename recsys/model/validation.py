@@ -21,9 +21,9 @@ import scipy.sparse as sp
 from recsys.model.config import TrainConfig
 from recsys.model.content import Content, build_collaborative
 from recsys.model.data import CatalogData
-from recsys.model.fusion import FusedModel
+from recsys.model.fusion import CONTENT_BLOCKS, FusedModel
 from recsys.model.protocol import build_task, rank
-from recsys.model.ranking import hit_matrix, per_user_metrics
+from recsys.model.ranking import hit_matrix, per_user_metrics, top_k
 from recsys.model.split import validation_split
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,8 @@ class WeightChoice:
     weights: dict[str, float]
     cold_scale: dict[str, float]
     metrics: dict[str, Any] = field(default_factory=dict)
+    # Item-to-item surface -> block weights (recsys.model.fusion.SURFACES).
+    surfaces: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def choose_weights(
@@ -64,8 +66,82 @@ def choose_weights(
         return _scored(rank(scorer, task, K), task)
 
     choice = _grid_search(evaluate, fused.layout_.dims, config)
-    log.info("weights chosen on the validation slice: %s", choice.metrics)
-    return choice
+    fused.set_weights(choice.weights, choice.cold_scale)
+    pairs = next_item_pairs(fit_part, val_part, item_ids, config.validation_users)
+    surfaces, hit_rates = _surface_search(fused, pairs, config)
+    metrics = {**choice.metrics, "surfaces": surfaces}
+    metrics.update({f"validation_next_item_hit@{K}_{s}": v for s, v in hit_rates.items()})
+    log.info("weights chosen on the validation slice: %s", metrics)
+    return WeightChoice(choice.weights, choice.cold_scale, metrics, surfaces)
+
+
+def next_item_pairs(
+    fit_part: pd.DataFrame, val_part: pd.DataFrame, item_ids: np.ndarray, limit: int
+) -> np.ndarray:
+    """(P, 2) item rows: per validation user, their last item before the slice and their
+    first item in it (other than that one), a seeded sample of at most ``limit``."""
+    index = pd.Index(np.asarray(item_ids, dtype=str))
+    last = fit_part.groupby("user_id", sort=True)["item_id"].last()
+    first = val_part.groupby("user_id", sort=True)["item_id"].first()
+    joined = pd.concat([last.rename("query"), first.rename("target")], axis=1, join="inner")
+    pairs = np.stack(
+        [
+            index.get_indexer(joined["query"].astype(str)),
+            index.get_indexer(joined["target"].astype(str)),
+        ],
+        axis=1,
+    )
+    pairs = pairs[(pairs >= 0).all(axis=1) & (pairs[:, 0] != pairs[:, 1])]
+    if len(pairs) > limit:
+        pairs = pairs[np.sort(np.random.default_rng(0).choice(len(pairs), limit, replace=False))]
+    return pairs
+
+
+def _surface_search(fused: FusedModel, pairs: np.ndarray, config: TrainConfig):
+    """Per surface, block weights by coordinate ascent on next-item hit rate@K (the item a
+    shopper went on to, among the K most similar to the one they were on: label-free).
+    ``also`` starts from cf alone; ``similar`` stays content-led (cf 0) when the catalog has
+    content, so "more like this" shows items that look and read alike."""
+    grid = config.grid
+    dims = fused.layout_.dims
+    content = [b for b in CONTENT_BLOCKS if b in dims]
+    options = {b: getattr(grid, b) for b in content}
+    starts = {"also": {"cf": 1.0, **dict.fromkeys(content, 0.0)}}
+    starts["similar"] = dict.fromkeys(content, 1.0) if content else dict(starts["also"])
+    if not len(pairs) or "cf" not in dims:
+        return {s: {b: w for b, w in start.items() if b in dims} for s, start in starts.items()}, {}
+    chosen, rates = {}, {}
+    for surface, weights in starts.items():
+
+        def evaluate(candidate, surface=surface):
+            fused.set_weights(fused.weights_, fused.cold_scale_, {surface: candidate})
+            return Scored(_next_item_hits(fused, pairs, surface), {})
+
+        current = evaluate(weights)
+        for name, values in options.items():
+            tried = {
+                v: evaluate({**weights, name: v})
+                for v in values
+                if v != weights[name] and any({**weights, name: v}.values())
+            }
+            if tried:
+                value, found = max(tried.items(), key=lambda pair: pair[1].objective)
+                if _better(found, current, grid.significance):
+                    weights, current = {**weights, name: value}, found
+        chosen[surface], rates[surface] = weights, current.objective
+    fused.set_weights(fused.weights_, fused.cold_scale_, chosen)
+    return chosen, rates
+
+
+def _next_item_hits(fused: FusedModel, pairs: np.ndarray, surface: str, batch: int = 1024):
+    """(P,) 1.0 where the target is among the K items most like the query (query excluded)."""
+    hits = np.zeros(len(pairs))
+    for start in range(0, len(pairs), batch):
+        query, target = pairs[start : start + batch].T
+        scores = fused.item_queries(query, surface) @ fused.item_vectors_.T  # (b, I)
+        scores[np.arange(len(query)), query] = -np.inf
+        hits[start : start + batch] = (top_k(scores, K) == target[:, None]).any(axis=1)
+    return hits
 
 
 class _Scorer:
