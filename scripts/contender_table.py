@@ -1,0 +1,39 @@
+"""Side-by-side table of `recsys evaluate` reports: recall@10 and cold-item recall@10 of every
+contender, per report (e.g. one per seed) and their mean, as Markdown.
+
+    .venv/bin/python scripts/contender_table.py reports/20261130T0*/ [--k 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("reports", nargs="+", type=Path, help="report folders (metrics.json)")
+    parser.add_argument("--k", type=int, default=10)
+    args = parser.parse_args()
+    runs = [json.loads((path / "metrics.json").read_text()) for path in args.reports]
+    seeds = " / ".join(f"S={run['config']['seed']}" for run in runs)
+    print(f"| contender | recall@{args.k} ({seeds}, mean) | cold-item recall@{args.k} (same) |")
+    print("| --- | --- | --- |")
+    for name in runs[0]["contenders"]:
+        cells = [_cell(runs, name, part, args.k) for part in ("overall", "cold_items")]
+        print(f"| {name} | {cells[0]} | {cells[1]} |")
+
+
+def _cell(runs: list[dict], name: str, part: str, k: int) -> str:
+    values = [run["contenders"].get(name, {}).get(part, {}).get(f"recall@{k}") for run in runs]
+    if any(v is None for v in values):
+        return "–"
+    shown = " / ".join(f"{v:.4f}" for v in values)
+    return shown if len(values) == 1 else f"{shown}, **{np.mean(values):.4f}**"
+
+
+if __name__ == "__main__":
+    main()
