@@ -147,6 +147,7 @@ def encoder_scores(task: Task, enc: ImageEncoder, opts: dict) -> dict[str, dict]
 
 _TRAIN = ("epochs", "time_budget", "batch_size", "lr", "seed", "warmup", "weight_decay")
 _TOP = ("method", "backbone", "width", "input_size", "train_size", "whiten")
+_AUGMENT = ("erase_p", "hflip", "saturation", "grayscale")
 
 
 def _given(opts: dict, names) -> dict:
@@ -158,7 +159,7 @@ def build_config(opts: dict) -> ImageEncoderConfig:
     base = ImageEncoderConfig()
     train = dataclasses.replace(base.train, **_given(opts, _TRAIN))
     heads = dataclasses.replace(base.heads, **_given(opts, ("temperature", "proj_dim")))
-    augment = dataclasses.replace(base.augment, **_given(opts, ("erase_p", "hflip")))
+    augment = dataclasses.replace(base.augment, **_given(opts, _AUGMENT))
     if opts["min_scale"] is not None:
         augment = dataclasses.replace(augment, scale=(opts["min_scale"], 1.0))
     if opts["jitter"] is not None:
@@ -187,6 +188,8 @@ def build_config(opts: dict) -> ImageEncoderConfig:
 @click.option("--erase-p", type=float, default=None)
 @click.option("--jitter", type=float, default=None, help="Brightness/contrast jitter.")
 @click.option("--hflip", type=float, default=None)
+@click.option("--saturation", type=float, default=None, help="Saturation jitter (colour).")
+@click.option("--grayscale", type=float, default=None, help="Probability of a gray view.")
 @click.option("--whiten", type=float, default=None, help="0 = off, 1 = full whitening.")
 @click.option("--seed", type=int, default=None)
 @click.option("--device", default="auto", show_default=True)
