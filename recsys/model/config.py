@@ -69,6 +69,10 @@ class ImageConfig:
             raise ValueError(f"ImageConfig.epochs {self.epochs} must be 1 or more")
         if self.time_budget is not None and self.time_budget <= 0:
             raise ValueError(f"ImageConfig.time_budget {self.time_budget} must be above 0 s")
+        for name in ("input_size", "train_size"):
+            size = getattr(self, name)
+            if size is not None and size < 8:
+                raise ValueError(f"ImageConfig.{name} {size} must be 8 px or more (or None)")
 
     def encoder_config(self):
         """The ``recsys.vision.ImageEncoderConfig`` this describes (imports torch)."""
