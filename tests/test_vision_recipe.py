@@ -80,3 +80,13 @@ def test_the_cli_prints_the_chosen_sizes(run_cli, tmp_path, monkeypatch):
     out = run_cli("embed-images", *common, "--model", tmp_path / "m", "--out", tmp_path / "v.npy")
     assert "embedding 6 images at 64 px" in out.output
     assert any((tmp_path / "artifacts" / "image-cache").glob("images-64px-3ch-*.npy"))
+
+
+def test_recsys_train_image_stage_uses_the_same_rule():
+    from recsys.model.config import ImageConfig
+
+    cfg = ImageConfig().encoder_config()
+    assert (cfg.input_size, cfg.train_size) == (None, None)  # chosen by the rule at fit time
+    assert ImageConfig(input_size=32).encoder_config().input_size == 32
+    with pytest.raises(ValueError, match="input_size"):
+        ImageConfig(input_size=4)
