@@ -103,17 +103,12 @@ def popularity_scores(user_items: sp.csr_matrix) -> np.ndarray:
 
 
 def sparse_ridge(
-    features: sp.csr_matrix,
-    targets: np.ndarray,
-    alpha: float,
-    fit_intercept: bool = True,
-    iterations: int = 100,
+    features: sp.csr_matrix, targets: np.ndarray, alpha: float, iterations: int = 100
 ) -> tuple[np.ndarray, np.ndarray]:
     """(coef (F, T), intercept (T,)) of ridge regression on sparse features, every target at
     once by conjugate gradients on (X'X + alpha I) W = X'(Y - mean Y) [Hestenes & Stiefel
-    1952]: costs grow with the non-zeros, never with F x F. Without ``fit_intercept`` the
-    targets are not centred and the intercept is 0: predictions shrink towards 0."""
-    intercept = targets.mean(axis=0) if fit_intercept else np.zeros(targets.shape[1])  # (T,)
+    1952]: costs grow with the non-zeros, never with F x F."""
+    intercept = targets.mean(axis=0)  # (T,)
     rhs = np.asarray(features.T @ (targets - intercept), dtype=np.float64)  # (F, T)
 
     def apply(p: np.ndarray) -> np.ndarray:
@@ -202,12 +197,11 @@ class FusedModel(BaseEstimator):
             # the tokens stand for the tabular block; other content blocks join them densely
             others = [content[b] for b in CONTENT_BLOCKS if b in content and b != "tabular"]
             features = sp.hstack([tokens, *others], format="csr", dtype=np.float32)
-            # No intercept: an item its tokens say little about is predicted near 0 (it waits
-            # for interactions), not at the mean item, which every user's feed would rank high.
-            coef, bias = sparse_ridge(
-                features[warm], targets[warm], config.content_alpha, fit_intercept=False
-            )
-            predicted = np.asarray(features[self.cold_] @ coef + bias, dtype=np.float32)
+            # Fitted on centred targets, predicted without the mean: an item its tokens say
+            # little about sits near 0 (it waits for interactions), not at the mean item, which
+            # every user's feed would rank high; among cold items the order is the same.
+            coef, _ = sparse_ridge(features[warm], targets[warm], config.content_alpha)
+            predicted = np.asarray(features[self.cold_] @ coef, dtype=np.float32)
         item_blocks["cf"][self.cold_] = predicted[:, :-1]
         item_blocks["popularity"][self.cold_, 0] = np.clip(predicted[:, -1], 0.0, 1.0)
         log.info("predicted collaborative blocks of %d cold items", int(self.cold_.sum()))
