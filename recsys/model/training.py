@@ -27,7 +27,13 @@ from recsys.errors import InvalidInput, TrainingFailed
 from recsys.model.bundle import new_version, register_bundle, write_bundle, write_model_files
 from recsys.model.cf import CollaborativeModel
 from recsys.model.config import ImageConfig, TrainConfig, WeightGrid
-from recsys.model.content import Content, build_collaborative, image_block, tabular_block
+from recsys.model.content import (
+    Content,
+    build_collaborative,
+    build_content,
+    image_block,
+    tabular_block,
+)
 from recsys.model.data import CatalogData, read_catalog
 from recsys.model.fusion import FusedModel
 from recsys.model.index import VectorIndex
@@ -138,10 +144,7 @@ def fit_in_memory(
     config = config or TrainConfig()
     use_gpu = _cuda_wanted(device)
     with threadpool_limits(1, "blas"):
-        if content is None:
-            content = Content()
-            image_block(content, data, config, device, False, image_encoder_factory)
-            tabular_block(content, data, config)
+        content = content or build_content(data, config, device, False, image_encoder_factory)
         cf = build_collaborative(data.interactions, _item_ids(data), config.cf, use_gpu)
         choice = choose_weights(data, content, config, use_gpu)
         return _fuse(data, content, cf, choice, config)

@@ -117,18 +117,10 @@ def _surface_search(fused: FusedModel, pairs: np.ndarray, config: TrainConfig):
             fused.set_weights(fused.weights_, fused.cold_scale_, {surface: candidate})
             return Scored(_next_item_hits(fused, pairs, surface), {})
 
-        current = evaluate(weights)
-        for name, values in options.items():
-            tried = {
-                v: evaluate({**weights, name: v})
-                for v in values
-                if v != weights[name] and any({**weights, name: v}.values())
-            }
-            if tried:
-                value, found = max(tried.items(), key=lambda pair: pair[1].objective)
-                if _better(found, current, grid.significance):
-                    weights, current = {**weights, name: value}, found
-        chosen[surface], rates[surface] = weights, current.objective
+        chosen[surface], found = _ascend(
+            evaluate, weights, options, grid.significance, 1, lambda w: any(w.values())
+        )
+        rates[surface] = found.objective
     fused.set_weights(fused.weights_, fused.cold_scale_, chosen)
     return chosen, rates
 
@@ -188,6 +180,28 @@ def _scored(rankings, task) -> Scored:
     return Scored(per_user, metrics)
 
 
+def _ascend(evaluate, start: dict, options: dict, z: float, rounds: int, allowed=None):
+    """Coordinate ascent: per name, the best of its candidates (those ``allowed``) replaces
+    the current value when ``_better`` says so; at most ``rounds`` passes, stopping after one
+    that changes nothing. -> (values, their Scored)."""
+    values, current = dict(start), evaluate(start)
+    for _ in range(rounds):
+        before = dict(values)
+        for name, candidates in options.items():
+            tried = {
+                v: evaluate({**values, name: v})
+                for v in candidates
+                if v != values[name] and (allowed is None or allowed({**values, name: v}))
+            }
+            if tried:
+                value, found = max(tried.items(), key=lambda pair: pair[1].objective)
+                if _better(found, current, z):
+                    values, current = {**values, name: value}, found
+        if values == before:
+            break
+    return values, current
+
+
 def _better(found: Scored, current: Scored, z: float) -> bool:
     """Whether ``found`` beats ``current`` by more than ``z`` standard errors of the paired
     per-user difference: a block earns weight only when it measurably helps, so a block of
@@ -205,21 +219,10 @@ def _grid_search(evaluate, blocks: dict[str, int], config: TrainConfig) -> Weigh
     options = {"tabular": grid.tabular, "image": grid.image, "popularity": grid.popularity}
     options = {name: values for name, values in options.items() if name in blocks}
     cold_scale = {b: config.fusion.cold_scale.get(b, 1.0) for b in blocks}
-    weights = {"cf": 1.0, **dict.fromkeys(options, 0.0)}
-    current = evaluate(weights, cold_scale)
-    for _ in range(grid.rounds):
-        before = dict(weights)
-        for name, values in options.items():
-            tried = {
-                v: evaluate({**weights, name: v}, cold_scale) for v in values if v != weights[name]
-            }
-            if not tried:
-                continue
-            value, found = max(tried.items(), key=lambda pair: pair[1].objective)
-            if _better(found, current, grid.significance):
-                weights, current = {**weights, name: value}, found
-        if weights == before:
-            break
+    start = {"cf": 1.0, **dict.fromkeys(options, 0.0)}
+    weights, current = _ascend(
+        lambda w: evaluate(w, cold_scale), start, options, grid.significance, grid.rounds
+    )
     if grid.search_cold and f"cold_recall@{K}" in current.metrics:
         for cf, tab, pop in itertools.product(
             grid.cold_cf, grid.cold_tabular, grid.cold_popularity
