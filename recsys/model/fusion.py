@@ -173,6 +173,7 @@ class FusedModel(BaseEstimator):
             )
         self.layout_ = Layout({b: item_blocks[b].shape[1] for b in BLOCKS if b in item_blocks})
         self.item_blocks_, self.user_blocks_ = item_blocks, user_blocks
+        self.item_vectors_ = None  # fused by set_weights
         weights, cold_scale = weights or config.weights, cold_scale or config.cold_scale
         return self.set_weights(weights, cold_scale, surfaces)
 
@@ -217,26 +218,39 @@ class FusedModel(BaseEstimator):
         check_is_fitted(self, "layout_")
         dims = self.layout_.dims
         self.weights_ = {b: float(weights.get(b, 0.0)) for b in dims}
-        self.cold_scale_ = {b: float((cold_scale or {}).get(b, 1.0)) for b in dims}
+        cold_scale = {b: float((cold_scale or {}).get(b, 1.0)) for b in dims}
+        if self.item_vectors_ is None or cold_scale != self.cold_scale_:
+            # Items hold unweighted blocks: only a new cold scale changes them (the weights
+            # stage re-weights dozens of times; each item re-fuse costs items x dims).
+            self._fuse_items(cold_scale)
         default = {b: w for b, w in self.weights_.items() if b != "popularity"}
         surfaces = surfaces or {}
         self.surface_weights_ = {
             name: {b: float(surfaces.get(name, default).get(b, 0.0)) for b in dims}
             for name in SURFACES
         }
-        self.item_vectors_ = fuse(self.item_blocks_, dict.fromkeys(dims, 1.0), self.layout_)
-        for name, part in self.layout_.slices().items():
-            self.item_vectors_[self.cold_, part] *= self.cold_scale_[name]
         self.user_vectors_ = (
             fuse(self.user_blocks_, self.weights_, self.layout_) if self.user_blocks_ else None
         )
         return self
 
+    def _fuse_items(self, cold_scale: dict[str, float]) -> None:
+        self.cold_scale_ = cold_scale
+        dims = self.layout_.dims
+        self.item_vectors_ = fuse(self.item_blocks_, dict.fromkeys(dims, 1.0), self.layout_)
+        for name, part in self.layout_.slices().items():
+            self.item_vectors_[self.cold_, part] *= cold_scale[name]
+
+    @staticmethod
+    def check_surface(surface: str) -> None:
+        """``ValueError`` naming the surfaces when ``surface`` is not one of ``SURFACES``."""
+        if surface not in SURFACES:
+            raise ValueError(f"unknown surface {surface!r}; use one of {', '.join(SURFACES)}")
+
     def item_queries(self, rows: np.ndarray, surface: str = "similar") -> np.ndarray:
         """Query vectors for "items like these" on a surface (``SURFACES``): cf
         row-normalised, no popularity term, the surface's block weights."""
-        if surface not in SURFACES:
-            raise ValueError(f"unknown surface {surface!r}; use one of {', '.join(SURFACES)}")
+        self.check_surface(surface)
         blocks = {b: v[rows] for b, v in self.item_blocks_.items() if b != "popularity"}
         if "cf" in blocks:
             blocks["cf"] = normalize_rows(blocks["cf"])
@@ -289,6 +303,7 @@ class FusedModel(BaseEstimator):
         fused.cold_ = np.load(directory / "cold_items.npy", allow_pickle=False)
         fused.cf_scales_ = tuple(state["cf_scales"])
         fused.item_blocks_, fused.user_blocks_ = blocks("item"), blocks("user")
+        fused.item_vectors_ = None  # fused by set_weights
         return fused.set_weights(state["weights"], state["cold_scale"], state["surfaces"])
 
     @property

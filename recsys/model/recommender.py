@@ -227,12 +227,13 @@ class Recommender:
         scores the index search gives).
         """
         rows = self.item_rows(item_ids)
-        queries = self.fused.item_queries(rows, mode)  # checks the mode first
+        self.fused.check_surface(mode)
         table = self.neighbours
         if not filters and mode == "similar" and table is not None and k <= table[0].shape[1]:
             found = table[0][rows, :k]  # (Q, k)
             if (found >= 0).all():
                 return self._results(found, np.array(table[1][rows, :k]))
+        queries = self.fused.item_queries(rows, mode)
         return self._search(queries, k, self._allowed(None, filters), rows[:, None])
 
     def compute_neighbours(self, width: int, batch: int = 4096) -> None:
