@@ -106,3 +106,17 @@ def test_a_wide_block_is_projected_and_the_projection_survives_save_and_load(tmp
     loaded = TabularEncoder.load(tmp_path)
     assert loaded.dim_ == 64
     np.testing.assert_allclose(loaded.transform(items), narrow.transform(items), atol=1e-6)
+
+
+def test_fit_transform_sparse_equals_fit_then_transform():
+    rng = np.random.default_rng(1)
+    items = pd.DataFrame(
+        {"brand": [f"b{v}" for v in rng.integers(0, 300, 1000)], "price": rng.random(1000)}
+    )
+    kinds = {"brand": "categorical", "price": "numeric"}
+    config = TabularConfig(max_dims=16, svd_sample=400)
+    once = TabularEncoder(kinds, config)
+    tokens = once.fit_transform_sparse(items)
+    twice = TabularEncoder(kinds, config).fit(items)
+    assert (tokens != twice.transform_sparse(items)).nnz == 0
+    np.testing.assert_allclose(once.projection_, twice.projection_, atol=1e-6)

@@ -100,10 +100,11 @@ def tabular_block(content: Content, data: CatalogData, config: TrainConfig) -> N
     if not kinds:
         log.info("no item attributes: training without a tabular block")
         return
-    encoder = TabularEncoder(kinds, config.tabular).fit(data.items)
+    encoder = TabularEncoder(kinds, config.tabular)
+    tokens = encoder.fit_transform_sparse(data.items)
     if encoder.dim_:
-        content.tabular, content.tokens = encoder, encoder.transform_sparse(data.items)
-        content.blocks["tabular"] = encoder.project(content.tokens)
+        content.tabular, content.tokens = encoder, tokens
+        content.blocks["tabular"] = encoder.project(tokens)
 
 
 def build_collaborative(

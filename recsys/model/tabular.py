@@ -188,6 +188,15 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
         self.config = config
 
     def fit(self, items: pd.DataFrame, y=None):
+        self._fit(items, encode_all=False)
+        return self
+
+    def fit_transform_sparse(self, items: pd.DataFrame) -> sp.csr_matrix:
+        """``fit`` then ``transform_sparse``, encoding the items once: the projection is
+        fitted on a row sample of the same matrix."""
+        return self._fit(items, encode_all=True)
+
+    def _fit(self, items: pd.DataFrame, encode_all: bool) -> sp.csr_matrix | None:
         config = self.config or TabularConfig()
         self.columns_ = {}
         for name, kind in (self.kinds or {}).items():
@@ -198,13 +207,14 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
                 continue
             self.columns_[name] = (kind, self._fit_column(kind, items[name], config))
         self.features_ = sum(encoder.width for _, encoder in self.columns_.values())
-        self.projection_ = self._fit_projection(items, config)
+        encoded = self.transform_sparse(items) if encode_all else None
+        self.projection_ = self._fit_projection(items, config, encoded)
         self.dim_ = self.features_ if self.projection_ is None else self.projection_.shape[1]
         log.info(
             "tabular encoder: %d columns, %d sparse features, %d dense dimensions",
             len(self.columns_), self.features_, self.dim_,
         )  # fmt: skip
-        return self
+        return encoded
 
     def _fit_column(self, kind: str, values: pd.Series, config: TabularConfig):
         if kind in ("numeric", "date"):
@@ -213,16 +223,22 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
             return _Text().fit(self._texts(values), config)
         return _Categorical().fit(kind, values, config)
 
-    def _fit_projection(self, items: pd.DataFrame, config: TabularConfig) -> np.ndarray | None:
-        """(features_, max_dims) truncated SVD basis, fitted on a seeded sample of items."""
+    def _fit_projection(
+        self, items: pd.DataFrame, config: TabularConfig, encoded: sp.csr_matrix | None
+    ) -> np.ndarray | None:
+        """(features_, max_dims) truncated SVD basis, fitted on a seeded sample of items
+        (rows of ``encoded``, the items' encoding, when given)."""
         dims = config.max_dims
         if not dims or self.features_ <= dims:
             return None
         rng = np.random.default_rng(config.random_state)
-        sample = items
+        sample = None
         if len(items) > config.svd_sample:
-            sample = items.iloc[np.sort(rng.choice(len(items), config.svd_sample, replace=False))]
-        encoded = self.transform_sparse(sample)
+            sample = np.sort(rng.choice(len(items), config.svd_sample, replace=False))
+        if encoded is None:
+            encoded = self.transform_sparse(items if sample is None else items.iloc[sample])
+        elif sample is not None:
+            encoded = encoded[sample]
         dims = min(dims, encoded.shape[0] - 1)
         if dims < 1:
             return None
