@@ -52,6 +52,24 @@ def ensure_out_dir(out_dir: str | os.PathLike[str]) -> Path:
     return out_dir
 
 
+def replaceable_out_dir(out_dir: str | os.PathLike[str], ours: set[str]) -> Path:
+    """``ensure_out_dir`` for a data set that replaces its folder whole: refuse a folder holding
+    anything but ``ours`` (an earlier run's outputs) and ingest's ``*.rejects.csv`` files."""
+    out_dir = ensure_out_dir(out_dir)
+    others = sorted(
+        p.name
+        for p in out_dir.iterdir()
+        if p.name not in ours and not p.name.endswith(".rejects.csv")
+    )
+    if others:
+        shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+        raise InvalidInput(
+            f"{out_dir} holds other files ({shown}) and the data set replaces the folder "
+            "whole; pass a new or empty folder"
+        )
+    return out_dir
+
+
 def _temporary_sibling(path: Path, suffix: str) -> Path:
     """A hidden, unique name in `path`'s folder, so a rename onto `path` is atomic."""
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.{suffix}")

@@ -21,7 +21,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from recsys.datasets._io import PrepareSummary, atomic_dir, ensure_out_dir
+from recsys.datasets._io import PrepareSummary, atomic_dir, replaceable_out_dir
 from recsys.datasets.fashion_mnist import (
     CLASS_NAMES,
     SPLITS,
@@ -464,7 +464,7 @@ def prepare_fashion_shop(
     two for evaluation only). `out_dir` must be new, empty or an earlier shop.
     """
     config = config or ShopConfig()
-    out_dir = _check_out_dir(Path(out_dir))
+    out_dir = replaceable_out_dir(out_dir, set(OUTPUTS))
     loaded = [load_fashion_mnist(split, source) for split in SPLITS]  # fail before writing
     images = np.concatenate([split_images for split_images, _ in loaded])  # (70000, 28, 28)
     labels = np.concatenate([split_labels for _, split_labels in loaded])  # (70000,)
@@ -482,23 +482,6 @@ def prepare_fashion_shop(
         "interactions": len(shop.interactions),
     }
     return PrepareSummary(out_dir=out_dir, paths=paths, counts=counts)
-
-
-def _check_out_dir(out_dir: Path) -> Path:
-    """Refuse a folder holding anything but an earlier shop: it is replaced whole."""
-    out_dir = ensure_out_dir(out_dir)
-    others = sorted(
-        p.name
-        for p in out_dir.iterdir()
-        if p.name not in OUTPUTS and not p.name.endswith(".rejects.csv")
-    )
-    if others:
-        shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
-        raise InvalidInput(
-            f"{out_dir} holds other files ({shown}) and the shop replaces the folder whole; "
-            "pass a new or empty folder"
-        )
-    return out_dir
 
 
 def _write_pngs(shop: Shop, folder: Path, show_progress: bool) -> None:

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 from PIL import Image
 from tqdm import tqdm
 
-from recsys.datasets._io import PrepareSummary, atomic_dir, ensure_out_dir
+from recsys.datasets._io import PrepareSummary, atomic_dir, replaceable_out_dir
 from recsys.datasets.fashion_mnist import SPLITS, FashionMnistSource, load_fashion_mnist
 from recsys.datasets.fashion_shop import BASE_PRICE, DEPARTMENTS, LOG_END, PRODUCT_WORDS
 from recsys.errors import InvalidInput
@@ -717,6 +717,8 @@ def load_photos(source: FashionMnistSource | None) -> tuple[np.ndarray, np.ndarr
 # --- files ---------------------------------------------------------------------------------
 
 OUTPUTS = ("images", "items", "interactions", "next_week", "shoppers.csv")
+# What an earlier run left in --out, replaced whole by the next one.
+_OURS = {"images", "shoppers.csv"} | {f"{n}.{f}" for n in OUTPUTS[1:4] for f in FORMATS}
 
 
 @contextmanager
@@ -801,7 +803,7 @@ def prepare_synthetic_shop(
     earlier shop.
     """
     config = config or SyntheticShopConfig()
-    out_dir = _check_out_dir(Path(out_dir))
+    out_dir = replaceable_out_dir(out_dir, _OURS)
     photos = load_photos(source) if config.images else None  # fail before writing
     shop = build_shop(config)
     ext = "." + config.format
@@ -852,19 +854,3 @@ def _summary(shop: Shop, out_dir: Path, ext: str, photos: int) -> PrepareSummary
         "photos": photos,
     }
     return PrepareSummary(out_dir=out_dir, paths=paths, counts=counts)
-
-
-def _check_out_dir(out_dir: Path) -> Path:
-    """Refuse a folder holding anything but an earlier shop: it is replaced whole."""
-    out_dir = ensure_out_dir(out_dir)
-    ours = {"images", "shoppers.csv"} | {f"{n}.{f}" for n in OUTPUTS[1:4] for f in FORMATS}
-    others = sorted(
-        p.name for p in out_dir.iterdir() if p.name not in ours and ".rejects." not in p.name
-    )
-    if others:
-        shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
-        raise InvalidInput(
-            f"{out_dir} holds other files ({shown}) and the shop replaces the folder whole; "
-            "pass a new or empty folder"
-        )
-    return out_dir
