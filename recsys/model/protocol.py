@@ -180,15 +180,23 @@ def segment_masks(history: np.ndarray, bins: tuple[int, ...]) -> dict[str, np.nd
     return masks
 
 
-def _restricted(top: np.ndarray, task: Task, columns: np.ndarray, ks) -> dict:
-    """Ranking metrics against the held-out items among ``columns``, for users holding some."""
+def restricted_per_user(top: np.ndarray, task: Task, columns: np.ndarray, ks):
+    """(users (U,) bool: those holding out some of ``columns``, their per-user metrics against
+    those held-out items only); the metrics are empty when no user holds any."""
     held = sp.csr_matrix(task.heldout.multiply(columns[None, :]))  # (U, I)
     held.eliminate_zeros()
     n_held = held.getnnz(axis=1)
     users = n_held > 0
     if not users.any():
+        return users, {}
+    return users, per_user_metrics(hit_matrix(top[users], held[users]), n_held[users], ks)
+
+
+def _restricted(top: np.ndarray, task: Task, columns: np.ndarray, ks) -> dict:
+    """Ranking metrics against the held-out items among ``columns``, for users holding some."""
+    users, per_user = restricted_per_user(top, task, columns, ks)
+    if not users.any():
         return {"users": 0}
-    per_user = per_user_metrics(hit_matrix(top[users], held[users]), n_held[users], ks)
     return _mean(per_user, np.ones(int(users.sum()), dtype=bool))
 
 

@@ -16,13 +16,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from recsys.model.config import TrainConfig
 from recsys.model.content import Content, build_collaborative
 from recsys.model.data import CatalogData
 from recsys.model.fusion import CONTENT_BLOCKS, FusedModel
-from recsys.model.protocol import build_task, rank
+from recsys.model.protocol import build_task, rank, restricted_per_user
 from recsys.model.ranking import hit_matrix, per_user_metrics, top_k
 from recsys.model.split import validation_split
 
@@ -168,12 +167,9 @@ def _scored(rankings, task) -> Scored:
     warm = per_user_metrics(hit_matrix(rankings.all, held), held.getnnz(axis=1), (K,))
     per_user = warm[f"recall@{K}"].copy()
     metrics = {f"recall@{K}": float(per_user.mean())}
-    cold_held = sp.csr_matrix(held.multiply(task.cold[None, :]))
-    cold_held.eliminate_zeros()
-    holding = cold_held.getnnz(axis=1) > 0
+    holding, cold_metrics = restricted_per_user(rankings.cold, task, task.cold, (K,))
     if holding.any():
-        hits = hit_matrix(rankings.cold[holding], cold_held[holding])
-        cold = per_user_metrics(hits, cold_held[holding].getnnz(axis=1), (K,))[f"recall@{K}"]
+        cold = cold_metrics[f"recall@{K}"]
         per_user[holding] += cold * len(per_user) / holding.sum()
         metrics[f"cold_recall@{K}"] = float(cold.mean())
         metrics["cold_users"] = int(holding.sum())
