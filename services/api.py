@@ -58,7 +58,7 @@ def list_items(query: ItemSearch) -> ItemPage:
 @endpoint(responses={200: ItemDetail}, errors=(404,))
 def get_item(item_id: str) -> ItemDetail:
     """One catalog item"""
-    found = reads.item_cards(context().engine, [item_id]).get(item_id)
+    found = context().cards.cards([item_id]).get(item_id)
     if found is None:
         raise ApiError(404, "unknown_item", f"item {item_id!r} is not in the catalog")
     holder = context().holder
@@ -82,7 +82,7 @@ def similar_items(item_id: str, query: SimilarQuery) -> Similar:
         ) from None
     except ValueError as exc:
         raise bad_parameter("filters", str(exc)) from None
-    items = ranked(ctx.engine, results)
+    items = ranked(ctx.cards, results)
     return Similar(item_id=item_id, model_version=state.version, items=items)
 
 
@@ -123,7 +123,7 @@ def _feed(user_id, k, exclude_seen, candidates, filters) -> Feed:
         user_id=user_id,
         model_version=state.version,
         fallback=bool(results.fallback[0]),
-        items=ranked(ctx.engine, results),
+        items=ranked(ctx.cards, results),
     )
 
 
@@ -141,7 +141,7 @@ def search_image(query: SearchQuery, form: ImageUpload) -> VisualSearch:
             409, "no_image_model", f"model {state.version} was trained without item images"
         )
     results = state.recommender.search_images(pixels, k=query.k)
-    return VisualSearch(model_version=state.version, items=ranked(ctx.engine, results))
+    return VisualSearch(model_version=state.version, items=ranked(ctx.cards, results))
 
 
 def _decode_image(data: bytes) -> np.ndarray:

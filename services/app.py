@@ -16,6 +16,7 @@ from flask import Flask
 
 from recsys.catalog import connect
 from recsys.catalog.db import require_current_schema
+from recsys.catalog.reads import CardCache
 from recsys.serving import ModelHolder
 from recsys.settings import Settings
 from services import api, errors, ops, web
@@ -35,6 +36,9 @@ DEFAULTS = {
     # Each process checks the registry's active bundle this often (s) and swaps to it; 0 = off.
     "RELOAD_CHECK_SECONDS": 10.0,
     "JSON_SORT_KEYS": False,
+    # Item cards each process keeps in memory (always current: see recsys.catalog.reads);
+    # 0 reads every card from the catalog on every request.
+    "CARD_CACHE_ITEMS": 50_000,
 }
 
 
@@ -54,7 +58,8 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
         check_interval=float(app.config["RELOAD_CHECK_SECONDS"] or 0),
         on_swap=lambda state: metrics.model_loaded(state.version),
     )
-    app.extensions["recsys"] = ServiceContext(settings, engine, holder, metrics)
+    cards = CardCache(engine, int(app.config["CARD_CACHE_ITEMS"]))
+    app.extensions["recsys"] = ServiceContext(settings, engine, holder, metrics, cards)
     errors.init_app(app)
     init_metrics(app, metrics)
     for blueprint in BLUEPRINTS:

@@ -10,7 +10,7 @@ from urllib.parse import quote
 from flask import current_app
 from sqlalchemy import Engine
 
-from recsys.catalog.reads import ItemCard, item_cards
+from recsys.catalog.reads import CardCache, ItemCard
 from recsys.model.recommender import Results
 from recsys.serving import ModelHolder
 from recsys.settings import Settings
@@ -24,6 +24,7 @@ class ServiceContext:
     engine: Engine
     holder: ModelHolder
     metrics: Metrics
+    cards: CardCache  # every card the API shows comes from here
 
 
 def context() -> ServiceContext:
@@ -54,11 +55,11 @@ def card(item_id: str, found: ItemCard | None) -> dict[str, Any]:
     }
 
 
-def ranked(engine: Engine, results: Results, query: int = 0) -> list[RankedItem]:
-    """One query's results as cards with scores, best first (cards: ``item_cards``)."""
+def ranked(cards: CardCache, results: Results, query: int = 0) -> list[RankedItem]:
+    """One query's results as cards with scores, best first."""
     ids, scores = results.ids[query], results.scores[query]
-    cards = item_cards(engine, list(ids))
+    found = cards.cards(list(ids))
     return [
-        RankedItem(**card(item_id, cards.get(item_id)), score=round(float(score), 6))
+        RankedItem(**card(item_id, found.get(item_id)), score=round(float(score), 6))
         for item_id, score in zip(ids, scores, strict=True)
     ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
 from recsys.catalog import reads
@@ -65,3 +65,30 @@ def test_fresh_items_are_the_users_events_after_a_moment(engine):
     assert reads.fresh_items(engine, "u1", later) == []
     assert "b3" not in reads.fresh_items(engine, "u2", last - timedelta(days=1))
     reads.ping(engine)
+
+
+def test_card_cache_answers_from_memory_until_any_write_to_items(engine):
+    """Cards are read once, then from memory; an edit by anyone (here a plain UPDATE, as an
+    operator would type it) shows on the very next call."""
+    populate(engine)
+    cache = reads.CardCache(engine, capacity=100)
+    statements = []
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    assert cache.cards(["a1", "b2", "nope"]).keys() == {"a1", "b2"}
+    statements.clear()
+    assert cache.cards(["b2", "a1"])["a1"].title == "Comedy story 1"
+    assert not any("FROM items" in sql for sql in statements)  # only the generation was read
+    with engine.begin() as connection:
+        connection.execute(update(Item).where(Item.external_id == "a1").values(title="Renamed"))
+    assert cache.cards(["a1", "b2"])["a1"].title == "Renamed"
+    with Session(engine) as session, session.begin():
+        session.add(Item(external_id="new-1", title="Added later"))
+    assert cache.cards(["new-1"])["new-1"].title == "Added later"
+
+
+def test_card_cache_keeps_at_most_its_capacity(engine):
+    populate(engine)
+    cache = reads.CardCache(engine, capacity=3)
+    everything = [card.item_id for card in reads.list_items(engine, 0, 100).cards]
+    assert len(cache.cards(everything)) == 32 and len(cache) == 3
+    assert reads.CardCache(engine, capacity=0).cards(["a1"]).keys() == {"a1"}

@@ -117,6 +117,20 @@ class Interaction(Base):
     item: Mapped[Item] = relationship()
 
 
+class CatalogState(Base):
+    """One row (id 1): ``items_generation`` grows with every write to ``items``.
+
+    Database triggers bump it (per statement on PostgreSQL, per row on SQLite), so every
+    writer counts, an operator's hand-written UPDATE included; the service's card cache
+    compares it per request to know its cards are current.
+    """
+
+    __tablename__ = "catalog_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    items_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
 class ModelBundle(Base):
     """Registry of trained bundles; at most one is active (enforced by a partial index)."""
 

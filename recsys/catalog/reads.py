@@ -1,18 +1,20 @@
 """What serving reads from the catalog: item cards, pages of items and users, image paths,
 a user's latest events, and whether the database answers.
 
-Item cards have one source, ``item_cards``, read from the catalog on every call. The product
-page, the catalog pages and every ranked row (similar items, feeds, visual search) all call it,
-so a page and the rows beside it show the same title, stock and attributes, and a catalog edit
-shows everywhere on the next request, without a new bundle. The alternative, a snapshot of all
-cards taken when a bundle loads, disagreed with the product page after any catalog edit, could
-not show items added after the bundle, and held the whole catalog in every worker's memory. A
-read costs one query on the ``external_id`` unique index for the ids on the page (at most a
-page size or ``k``).
+Item cards have one source, the catalog. The product page, the catalog pages and every ranked
+row (similar items, feeds, visual search) read them from it, so a page and the rows beside it
+show the same title, stock and attributes, and a catalog edit shows everywhere on the next
+request, without a new bundle. The service reads them through a ``CardCache``: each request
+first reads the catalog's items generation (one primary-key read; database triggers bump it
+on every write to ``items``, whoever writes), and the cache keeps its cards only while that
+number stays the same. A request therefore never sees a card older than the catalog it
+started on, and costs one tiny query instead of reading and decoding every card on the page.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +23,7 @@ from typing import Any
 from sqlalchemy import Engine, bindparam, func, select
 from sqlalchemy.engine import Row
 
-from recsys.catalog.models import Interaction, Item, User
+from recsys.catalog.models import CatalogState, Interaction, Item, User
 
 # Most recent events of a user that ``fresh_items`` returns.
 FRESH_LIMIT = 200
@@ -53,6 +55,7 @@ class UserActivity:
 _CARD_COLUMNS = (Item.external_id, Item.title, Item.in_stock, Item.image_path, Item.attributes)
 # Built once: per call only the parameters change (SQLAlchemy caches the compiled form).
 _CARDS = select(*_CARD_COLUMNS).where(Item.external_id.in_(bindparam("ids", expanding=True)))
+_GENERATION = select(CatalogState.items_generation).where(CatalogState.id == 1)
 _FRESH_ITEMS = (
     select(Item.external_id)
     .join(Interaction, Interaction.item_id == Item.id)
@@ -75,6 +78,67 @@ def item_cards(engine: Engine, item_ids: Sequence[str]) -> dict[str, ItemCard]:
     with engine.connect() as connection:
         rows = connection.execute(_CARDS, {"ids": list(item_ids)})
         return {row[0]: _card(row) for row in rows}
+
+
+class CardCache:
+    """Item cards by id for one process, always as current as the catalog.
+
+    ``cards`` reads the items generation, answers from memory while it is unchanged, reads
+    the missing cards in one query, and drops everything when the generation moved. At most
+    ``capacity`` cards are kept (least recently used go first); 0 keeps none, so every call
+    reads the catalog. Safe to share between a worker's threads.
+    """
+
+    def __init__(self, engine: Engine, capacity: int) -> None:
+        if capacity < 0:
+            raise ValueError(f"capacity must be >= 0, got {capacity}")
+        self.engine = engine
+        self.capacity = capacity
+        self._cards: OrderedDict[str, ItemCard] = OrderedDict()
+        self._generation: int | None = None
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._cards)
+
+    def cards(self, item_ids: Sequence[str]) -> dict[str, ItemCard]:
+        """The cards of those ``item_ids`` the catalog has, by id (unknown ids are left out)."""
+        if not item_ids:
+            return {}
+        if not self.capacity:
+            return item_cards(self.engine, item_ids)
+        with self.engine.connect() as connection:
+            generation = connection.scalar(_GENERATION)
+            found = self._cached(generation, item_ids)
+            missing = [item_id for item_id in dict.fromkeys(item_ids) if item_id not in found]
+            if not missing:
+                return found
+            rows = connection.execute(_CARDS, {"ids": missing})
+            read = {row[0]: _card(row) for row in rows}
+        self._keep(generation, read)
+        return found | read
+
+    def _cached(self, generation: int | None, item_ids: Sequence[str]) -> dict[str, ItemCard]:
+        with self._lock:
+            if generation is None or generation != self._generation:
+                self._cards.clear()
+                self._generation = generation
+                return {}
+            found = {}
+            for item_id in item_ids:
+                if (card := self._cards.get(item_id)) is not None:
+                    self._cards.move_to_end(item_id)
+                    found[item_id] = card
+            return found
+
+    def _keep(self, generation: int | None, read: dict[str, ItemCard]) -> None:
+        """Keep cards read at ``generation`` unless another request saw a newer one since."""
+        with self._lock:
+            if generation is None or generation != self._generation:
+                return
+            self._cards.update(read)
+            while len(self._cards) > self.capacity:
+                self._cards.popitem(last=False)
 
 
 def list_items(engine: Engine, offset: int, limit: int, text: str = "") -> ItemPage:
