@@ -294,7 +294,7 @@ class FusedModel(BaseEstimator):
 
         def blocks(prefix: str) -> dict[str, np.ndarray]:
             return {
-                name: np.load(directory / f"{prefix}_block_{name}.npy", allow_pickle=False)
+                name: mapped(directory / f"{prefix}_block_{name}.npy")
                 for name in state[f"{prefix}_blocks"]
             }
 
@@ -303,12 +303,21 @@ class FusedModel(BaseEstimator):
         fused.cold_ = np.load(directory / "cold_items.npy", allow_pickle=False)
         fused.cf_scales_ = tuple(state["cf_scales"])
         fused.item_blocks_, fused.user_blocks_ = blocks("item"), blocks("user")
-        fused.item_vectors_ = None  # fused by set_weights
+        fused.item_vectors_ = None  # fused by set_weights, unless the bundle holds them
+        if (directory / "item_vectors.npy").exists():
+            fused.item_vectors_ = mapped(directory / "item_vectors.npy")
+            fused.cold_scale_ = {b: float(state["cold_scale"].get(b, 1.0)) for b in state["layout"]}
         return fused.set_weights(state["weights"], state["cold_scale"], state["surfaces"])
 
     @property
     def has_cf(self) -> bool:
         return "cf" in self.user_blocks_
+
+
+def mapped(path: Path) -> np.ndarray:
+    """A saved array mapped read-only from its file: the processes serving one bundle share
+    its pages (the page cache) instead of each holding a private copy."""
+    return np.load(path, mmap_mode="r", allow_pickle=False).view(np.ndarray)
 
 
 def _profiles(user_items: sp.csr_matrix, content: dict[str, np.ndarray]) -> dict:

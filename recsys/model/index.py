@@ -169,7 +169,9 @@ class VectorIndex:
     def load(
         cls, path: str | Path, vectors: np.ndarray, config: IndexConfig, use_gpu: bool = False
     ) -> VectorIndex:
-        index = faiss.read_index(str(path))
+        # Mapped, not read: the flat codes (flat, HNSW storage) and IVF lists stay in the page
+        # cache, shared by every process serving this bundle (the HNSW graph is still read).
+        index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
         if index.ntotal != len(vectors) or index.d != vectors.shape[1]:
             raise ValueError(
                 f"index {path} holds {index.ntotal}x{index.d}, vectors are {vectors.shape}"
