@@ -1,13 +1,27 @@
-"""Engines for the catalog database (SQLite by default, PostgreSQL in production)."""
+"""Engines for the catalog database (SQLite by default, PostgreSQL in production).
+
+SQLite files are opened in WAL mode with ``synchronous=FULL``: a commit is on disk before it
+returns, so a write the service answered survives a crash or a power cut (``NORMAL`` could lose
+the last commits on a power cut). Each connection stays on the file it opened only while that
+file is still the one at the configured path: a file moved away or replaced while serving is
+noticed at the next checkout, and the engine never creates a new, empty catalog in its place
+once it has opened one (nor beside a WAL file left behind, whose commits SQLite would otherwise
+replay into the new file and then delete).
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 
 from recsys.errors import CatalogNotReady, InvalidSettings
+
+log = logging.getLogger(__name__)
 
 
 def connect(database_url: str) -> Engine:
@@ -18,10 +32,11 @@ def connect(database_url: str) -> Engine:
         raise InvalidSettings(f"database_url {database_url!r} is not a valid URL: {exc}") from exc
     if url.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
-    if url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": 30})
     event.listen(engine, "connect", _sqlite_pragmas)
+    if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        SqliteFile(url.database).watch(engine)
     return engine
 
 
@@ -29,8 +44,53 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the ingest writer
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA synchronous=FULL")  # durable once committed (module docstring)
     cursor.close()
+
+
+class SqliteFile:
+    """Ties an engine's connections to the file at one path (see the module docstring)."""
+
+    def __init__(self, path: str):
+        self.path = os.path.abspath(path)
+        self.opened = False  # this engine has opened the file at least once
+
+    def watch(self, engine: Engine) -> None:
+        event.listen(engine, "do_connect", self._before_connect)
+        event.listen(engine, "connect", self._remember)
+        event.listen(engine, "checkout", self._check)
+
+    def identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the file at the path now, None when there is none."""
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return stat.st_dev, stat.st_ino
+
+    def _before_connect(self, _dialect, _record, _cargs, _cparams) -> None:
+        if os.path.exists(self.path):
+            return
+        left_behind = [s for s in ("-wal", "-journal") if os.path.exists(self.path + s)]
+        if self.opened or left_behind:
+            log.error(
+                "catalog file %s is gone (%s); not creating an empty one in its place",
+                self.path,
+                f"its {left_behind[0]} file is still there" if left_behind else "moved or deleted",
+            )
+            raise CatalogNotReady(
+                "the catalog database file is gone (moved or deleted while in use); put it "
+                "back, or point RECSYS_DATABASE_URL at it"
+            )
+
+    def _remember(self, _dbapi_connection, record) -> None:
+        record.info["sqlite_file"] = self.identity()
+        self.opened = True
+
+    def _check(self, _dbapi_connection, record, _proxy) -> None:
+        if record.info.get("sqlite_file") != self.identity():
+            # the pool drops this connection and opens a new one on what is at the path now
+            raise DisconnectionError("the catalog file was moved or replaced")
 
 
 def require_current_schema(engine: Engine) -> None:

@@ -1,4 +1,4 @@
-"""`recsys bundles`: the registry of trained model bundles; roll forward or back."""
+"""`recsys bundles`: the registry of trained model bundles; roll forward or back; clean up."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from recsys.settings import Settings
 
 @click.group("bundles")
 def command() -> None:
-    """List trained model bundles or choose the active one."""
+    """List trained model bundles, choose the active one, remove old ones."""
 
 
 @command.command("list")
@@ -49,3 +49,28 @@ def activate(settings: Settings, version: str) -> None:
         read_manifest(path, verify=True)  # refuse a corrupt bundle before anyone loads it
     activate_bundle(engine, version)
     click.echo(f"active bundle: {version}")
+
+
+@command.command("gc")
+@click.option(
+    "--keep",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Newest bundles to keep; the active one is always kept as well.",
+)
+@click.pass_obj
+def gc(settings: Settings, keep: int) -> None:
+    """Remove old bundles and what interrupted training runs left in the artifacts dir."""
+    from recsys.model.bundle import collect_garbage
+
+    engine = connect(settings.database_url)
+    require_current_schema(engine)
+    result = collect_garbage(engine, settings.artifacts_dir / "bundles", keep)
+    for version in result.removed:
+        click.echo(f"removed bundle {version}")
+    if result.orphans is None:
+        click.echo("a training run is writing a bundle now: temporary folders left for later")
+    for name in result.orphans or ():
+        click.echo(f"removed {name} (left by an interrupted training run)")
+    click.echo(f"kept {len(result.kept)} bundle(s): {', '.join(result.kept) or 'none'}")

@@ -5,24 +5,36 @@ A bundle is ``<artifacts_dir>/bundles/<version>/`` with ``manifest.json`` (versi
 data counts, validation metrics and the SHA-256 of every other file) and the model files.
 It is written to a hidden temporary sibling and renamed into place, so a reader never sees
 half a bundle; it is refused on load when a checksum does not match.
+
+A run killed at any point leaves nothing that the next ``recsys train`` (or ``recsys bundles
+gc``) does not remove: temporary folders are hidden (``.name``), and a bundle renamed into
+place but not yet registered carries an ``UNREGISTERED`` file naming its catalog until
+``register_bundle`` commits. Writers hold a shared lock on ``.bundles.lock`` beside the
+bundles folder from the first file to the registration; ``remove_orphans`` takes it
+exclusively, so it only runs when no bundle is being written (a dead writer's lock is released
+by the kernel).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import platform
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session
 
 from recsys.catalog.models import ModelBundle
@@ -38,6 +50,8 @@ log = logging.getLogger(__name__)
 # 2: item vectors hold unweighted blocks, queries carry the weights (surfaces).
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
+# In a bundle renamed into place but not registered yet; holds the catalog's identity.
+UNREGISTERED = "UNREGISTERED"
 
 
 def new_version() -> str:
@@ -70,9 +84,17 @@ def library_versions() -> dict[str, str]:
 
 
 def write_bundle(
-    root: Path, version: str, write_files: Callable[[Path], None], manifest: dict[str, Any]
+    root: Path,
+    version: str,
+    write_files: Callable[[Path], None],
+    manifest: dict[str, Any],
+    catalog: str = "",
 ) -> Path:
-    """Call ``write_files(tmpdir)``, add manifest.json with checksums, rename to root/version."""
+    """Call ``write_files(tmpdir)``, add manifest.json with checksums, rename to root/version.
+
+    With ``catalog`` (``catalog_identity(engine)``) the bundle keeps an ``UNREGISTERED`` file
+    until ``register_bundle``; call both inside ``writing_bundles(root)``.
+    """
     root.mkdir(parents=True, exist_ok=True)
     final = root / version
     if final.exists():
@@ -92,6 +114,8 @@ def write_bundle(
             "files": files,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+        if catalog:
+            (tmp / UNREGISTERED).write_text(catalog)
         tmp.rename(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -131,7 +155,8 @@ def read_manifest(directory: str | Path, verify: bool = True) -> dict[str, Any]:
 def register_bundle(
     engine: Engine, version: str, path: Path, metrics: dict, activate: bool = True
 ) -> None:
-    """Record the bundle; with ``activate`` it becomes the only active one, in one transaction."""
+    """Record the bundle; with ``activate`` it becomes the only active one, in one transaction.
+    Then the bundle's ``UNREGISTERED`` file, if any, goes."""
     with Session(engine) as session, session.begin():
         if activate:
             session.execute(update(ModelBundle).values(is_active=False))
@@ -139,6 +164,7 @@ def register_bundle(
         session.add(
             ModelBundle(version=version, path=str(path), metrics=metrics, is_active=activate)
         )
+    (Path(path) / UNREGISTERED).unlink(missing_ok=True)
 
 
 def find_active(session: Session) -> ModelBundle | None:
@@ -177,6 +203,123 @@ def activate_bundle(engine: Engine, version: str) -> None:
         session.execute(
             update(ModelBundle).where(ModelBundle.version == version).values(is_active=True)
         )
+
+
+# -- locks and clean-up ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Collected:
+    """What ``collect_garbage`` did: bundle versions removed and kept, orphans removed (None
+    when a run was writing a bundle, so orphans were left for later)."""
+
+    removed: list[str]
+    kept: list[str]
+    orphans: list[str] | None
+
+
+def catalog_identity(engine: Engine) -> str:
+    """The catalog's URL without password (SQLite paths made absolute): whose bundle it is."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        url = url.set(database=os.path.abspath(url.database))
+    return url.render_as_string(hide_password=True)
+
+
+@contextlib.contextmanager
+def _lock(root: Path, exclusive: bool) -> Iterator[bool]:
+    """flock ``.bundles.lock`` beside ``root``: shared waits, exclusive yields False if busy."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root.with_name(f".{root.name}.lock"), "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def writing_bundles(root: Path) -> Iterator[None]:
+    """Hold while writing and registering a bundle under ``root``: no clean-up runs meanwhile."""
+    with _lock(Path(root), exclusive=False):
+        yield
+
+
+def remove_orphans(engine: Engine, root: Path) -> list[str] | None:
+    """Remove what killed runs left under ``root``: hidden temporary folders, and this
+    catalog's bundles that were never registered. The names removed; None (nothing touched)
+    while some run is writing a bundle."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    with _lock(root, exclusive=True) as free:
+        if not free:
+            log.info("a bundle is being written under %s; orphans are left for later", root)
+            return None
+        removed = []
+        catalog = catalog_identity(engine)
+        for marker in sorted(root.glob(f"*/{UNREGISTERED}")):
+            if marker.read_text() != catalog:
+                continue  # another catalog's bundle: its own clean-up decides
+            if _registered(engine, marker.parent.name):
+                marker.unlink()  # killed between the commit and this file's removal
+            else:
+                _hide(marker.parent)
+        for entry in sorted(root.iterdir()):
+            if entry.name.startswith(".") and entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry.name)
+    for name in removed:
+        log.warning("removed %s, left by an interrupted run", root / name)
+    return removed
+
+
+def collect_garbage(engine: Engine, root: Path, keep: int) -> Collected:
+    """Remove registered bundles older than the newest ``keep`` (never the active one), their
+    folders, and orphans (``remove_orphans``)."""
+    with Session(engine) as session:
+        rows = session.execute(
+            select(ModelBundle.version, ModelBundle.path, ModelBundle.is_active).order_by(
+                ModelBundle.id.desc()
+            )
+        ).all()
+    old = [row for row in rows[keep:] if not row.is_active]
+    hidden = {row.version: _hide(Path(row.path), row.version) for row in old}
+    with Session(engine) as session, session.begin():
+        versions = ModelBundle.version.in_(list(hidden))
+        session.execute(delete(ModelBundle).where(versions, ~ModelBundle.is_active))
+        survivors = set(session.scalars(select(ModelBundle.version).where(versions)))
+    for row in old:  # activated meanwhile: put its folder back
+        if row.version in survivors and hidden[row.version] is not None:
+            hidden[row.version].rename(row.path)
+    removed = [row.version for row in old if row.version not in survivors]
+    for version in removed:
+        if hidden[version] is not None:
+            shutil.rmtree(hidden[version], ignore_errors=True)
+    kept = [row.version for row in rows if row.version not in removed]
+    return Collected(removed, kept, remove_orphans(engine, root))
+
+
+def _registered(engine: Engine, version: str) -> bool:
+    with Session(engine) as session:
+        query = select(ModelBundle.id).where(ModelBundle.version == version)
+        return session.scalar(query) is not None
+
+
+def _hide(folder: Path, version: str | None = None) -> Path | None:
+    """Rename a bundle folder to a hidden sibling (removed by ``remove_orphans`` if we die
+    before ``rmtree``); None when ``folder`` is not that bundle (gone, or something else)."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        manifest = {}
+    if version is not None and manifest.get("version") != version:
+        return None
+    hidden = folder.with_name(f".removing-{folder.name}")
+    folder.rename(hidden)
+    return hidden
 
 
 # -- model files ---------------------------------------------------------------------------

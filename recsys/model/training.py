@@ -2,7 +2,8 @@
 
 Stages: read, images, tabular, cf, weights (validation), fuse, index, bundle, register. Each
 stage that fails raises ``TrainingFailed`` naming the stage; the bundle is written to a
-temporary directory and registered last, so a failed run leaves the active bundle untouched.
+temporary directory and registered last, so a failed run leaves the active bundle untouched;
+what a killed run leaves behind is removed by the next run (``bundle.remove_orphans``).
 The config is never written to: the chosen weights and the devices the stages ran on are in
 the ``TrainResult`` and the bundle manifest.
 """
@@ -24,7 +25,15 @@ from tqdm import tqdm
 
 from recsys.catalog.models import utcnow
 from recsys.errors import InvalidInput, TrainingFailed
-from recsys.model.bundle import new_version, register_bundle, write_bundle, write_model_files
+from recsys.model.bundle import (
+    catalog_identity,
+    new_version,
+    register_bundle,
+    remove_orphans,
+    write_bundle,
+    write_model_files,
+    writing_bundles,
+)
 from recsys.model.cf import CollaborativeModel
 from recsys.model.config import ImageConfig, TrainConfig, WeightGrid
 from recsys.model.content import (
@@ -83,6 +92,8 @@ def train(
     """Trains what the catalog allows and registers the bundle; see the module docstring."""
     config = config or TrainConfig()
     use_gpu = _cuda_wanted(device)
+    bundles = Path(artifacts_dir) / "bundles"
+    remove_orphans(engine, bundles)  # what killed runs left
     seconds: dict[str, float] = {}
     bar = tqdm(total=len(STAGES), desc="train", unit="stage", disable=not show_progress)
     with bar, threadpool_limits(1, "blas"):  # implicit's own threads do the work
@@ -110,14 +121,14 @@ def train(
             fitted = _fuse(data, content, cf, choice, config)
         with stage("index"):
             recommender = _recommender(fitted, config, use_gpu)
-        with stage("bundle"):
-            version = new_version()
-            manifest = _manifest(fitted, config, recommender, read_at)
-            path = write_bundle(
-                Path(artifacts_dir) / "bundles", version, _writer(recommender, fitted), manifest
-            )
-        with stage("register"):
-            register_bundle(engine, version, path.resolve(), fitted.metrics, config.activate)
+        with writing_bundles(bundles):
+            with stage("bundle"):
+                version = new_version()
+                manifest = _manifest(fitted, config, recommender, read_at)
+                writer = _writer(recommender, fitted)
+                path = write_bundle(bundles, version, writer, manifest, catalog_identity(engine))
+            with stage("register"):
+                register_bundle(engine, version, path.resolve(), fitted.metrics, config.activate)
     log.info("trained bundle %s in %.1fs: %s", version, sum(seconds.values()), fitted.metrics)
     fused = fitted.fused
     return TrainResult(
