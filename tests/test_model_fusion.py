@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from recsys.model.cf import CFConfig
@@ -219,3 +220,27 @@ def test_a_block_of_pure_noise_gets_no_weight_and_costs_no_recall():
     plain = part.items.assign(image_path=None)
     clean = fit_in_memory(type(data)(plain, data.kinds, train), config)
     assert recall(noisy) >= recall(clean) - 0.005
+
+
+def test_attribute_filters_survive_a_save_and_match_any_wanted_value(tmp_path):
+    items = pd.DataFrame(
+        {
+            "item_id": ["a", "b", "c", "d"],
+            "in_stock": [True, False, True, True],
+            "brand": ["acme", "zeta", None, "acme"],
+            "tags": ["red|blue", "blue", "", ["green", "red"]],
+        }
+    )
+    kinds = {"brand": "categorical", "tags": "multi"}
+    ItemFilters.from_items(items, kinds).save(tmp_path)
+    filters = ItemFilters.load(tmp_path)
+
+    def rows(wanted):
+        return np.flatnonzero(filters.mask(wanted)).tolist()
+
+    assert rows({"brand": "acme"}) == [0, 3]
+    assert rows({"tags": ["green", "blue"]}) == [0, 1, 3]
+    assert rows({"tags": "red", "in_stock": True}) == [0, 3]
+    assert rows({"brand": "unknown"}) == []
+    with pytest.raises(ValueError, match="filterable: in_stock, \\['brand', 'tags'\\]"):
+        filters.mask({"colour": "red"})

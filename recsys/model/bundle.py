@@ -48,7 +48,7 @@ from recsys.model.recommender import ItemFilters, Recommender
 log = logging.getLogger(__name__)
 
 # 2: item vectors hold unweighted blocks, queries carry the weights (surfaces).
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: filters as mapped arrays (filters.json, filter_*.npy)
 MANIFEST = "manifest.json"
 # In a bundle renamed into place but not registered yet; holds the catalog's identity.
 UNREGISTERED = "UNREGISTERED"
@@ -335,8 +335,7 @@ def write_model_files(
     save = np.save
     save(directory / "item_ids.npy", recommender.item_ids, allow_pickle=False)
     save(directory / "item_vectors.npy", recommender.fused.item_vectors_, allow_pickle=False)
-    save(directory / "in_stock.npy", recommender.filters.in_stock, allow_pickle=False)
-    (directory / "item_labels.json").write_text(json.dumps(recommender.filters.labels))
+    recommender.filters.save(directory)
     recommender.fused.save(directory)
     if recommender.cf is not None:
         recommender.cf.save(directory)
@@ -374,8 +373,7 @@ def _load_verified(directory: Path, manifest: dict, index_config) -> Recommender
 
     fused = FusedModel.load(directory)
     cf = CollaborativeModel.load(directory) if fused.has_cf else None
-    labels = json.loads((directory / "item_labels.json").read_text())
-    filters = ItemFilters(arr("in_stock.npy"), labels)
+    filters = ItemFilters.load(directory)
     config = index_config or from_dict(IndexConfig, manifest.get("config", {}).get("index", {}))
     index = VectorIndex.load(directory / "index.faiss", fused.item_vectors_, config)
     neighbours = None

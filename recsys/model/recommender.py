@@ -15,24 +15,27 @@ attributes; an item passes an attribute filter when it has any of the values.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from recsys.errors import InvalidBundle, UnknownItem
 from recsys.model.data import index_of
-from recsys.model.fusion import FusedModel
+from recsys.model.fusion import FusedModel, mapped
 from recsys.model.index import IndexConfig, VectorIndex
 from recsys.model.ranking import top_k_finite
-from recsys.model.tabular import split_multi
+from recsys.model.tabular import label_pairs
 
 log = logging.getLogger(__name__)
 
 FILTER_KINDS = ("categorical", "multi")
+PARTS = ("values", "offsets", "rows")  # of a saved Postings
 
 
 @dataclass
@@ -51,26 +54,46 @@ class Results:
         ]
 
 
+@dataclass(frozen=True)
+class Postings:
+    """One attribute's inverted lists as arrays: the rows of ``values[j]`` are
+    ``rows[offsets[j]:offsets[j + 1]]``; ``values`` sorted, so a lookup is a binary search
+    (no per-value Python objects, and the arrays can be mapped from a bundle's files)."""
+
+    values: np.ndarray  # (V,) str, sorted
+    offsets: np.ndarray  # (V + 1,) int64
+    rows: np.ndarray  # (P,) int64
+
+    @classmethod
+    def build(cls, rows: np.ndarray, labels: pd.Series) -> Postings:
+        codes, values = pd.factorize(labels.to_numpy(dtype=str), sort=True)
+        order = np.argsort(codes, kind="stable")
+        counts = np.bincount(codes, minlength=len(values))
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return cls(np.asarray(values, dtype=str), offsets, rows[order].astype(np.int64))
+
+    def rows_of(self, value: str) -> np.ndarray:
+        j = int(np.searchsorted(self.values, value))
+        if j == len(self.values) or self.values[j] != value:
+            return self.rows[:0]
+        return self.rows[self.offsets[j] : self.offsets[j + 1]]
+
+
 class ItemFilters:
     """Boolean masks over item rows: stock and attribute values (inverted lists)."""
 
-    def __init__(self, in_stock: np.ndarray, labels: dict[str, dict[str, list[int]]]):
+    def __init__(self, in_stock: np.ndarray, postings: dict[str, Postings]):
         self.in_stock = np.asarray(in_stock, dtype=bool)
-        self.labels = labels
+        self.postings = postings
 
     @classmethod
-    def from_items(cls, items, kinds: dict[str, str]) -> ItemFilters:
-        labels: dict[str, dict[str, list[int]]] = {}
-        for name, kind in kinds.items():
-            if kind not in FILTER_KINDS or name not in items.columns:
-                continue
-            inverted: dict[str, list[int]] = {}
-            for row, value in enumerate(items[name].tolist()):
-                for label in split_multi(value) if kind == "multi" else split_multi([value]):
-                    if label not in ("None", "nan"):
-                        inverted.setdefault(label, []).append(row)
-            labels[name] = inverted
-        return cls(items["in_stock"].to_numpy(dtype=bool), labels)
+    def from_items(cls, items: pd.DataFrame, kinds: dict[str, str]) -> ItemFilters:
+        postings = {
+            name: Postings.build(*label_pairs(kind, items[name]))
+            for name, kind in kinds.items()
+            if kind in FILTER_KINDS and name in items.columns
+        }
+        return cls(items["in_stock"].to_numpy(dtype=bool), postings)
 
     def mask(self, filters: dict[str, Any] | None) -> np.ndarray | None:
         if not filters:
@@ -80,15 +103,36 @@ class ItemFilters:
             if name == "in_stock":
                 mask &= self.in_stock if wanted else ~self.in_stock
                 continue
-            if name not in self.labels:
+            if name not in self.postings:
                 raise ValueError(
-                    f"cannot filter on {name!r}; filterable: in_stock, {sorted(self.labels)}"
+                    f"cannot filter on {name!r}; filterable: in_stock, {sorted(self.postings)}"
                 )
-            rows = [self.labels[name].get(str(v), []) for v in np.atleast_1d(wanted).tolist()]
             allowed = np.zeros(len(mask), dtype=bool)
-            allowed[np.concatenate([np.asarray(r, dtype=np.int64) for r in rows])] = True
+            for value in np.atleast_1d(wanted).tolist():
+                allowed[self.postings[name].rows_of(str(value))] = True
             mask &= allowed
         return mask
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        """``in_stock.npy``, ``filters.json`` (attribute names) and three arrays per
+        attribute, ``filter_<n>_{values,offsets,rows}.npy``."""
+        np.save(directory / "in_stock.npy", self.in_stock, allow_pickle=False)
+        for n, postings in enumerate(self.postings.values()):
+            for part in ("values", "offsets", "rows"):
+                array = getattr(postings, part)
+                np.save(directory / f"filter_{n}_{part}.npy", array, allow_pickle=False)
+        (directory / "filters.json").write_text(json.dumps(list(self.postings)))
+
+    @classmethod
+    def load(cls, directory: Path) -> ItemFilters:
+        """Mapped read-only: processes serving one bundle share the pages."""
+        names = json.loads((directory / "filters.json").read_text())
+        postings = {
+            name: Postings(*(mapped(directory / f"filter_{n}_{part}.npy") for part in PARTS))
+            for n, name in enumerate(names)
+        }
+        return cls(np.load(directory / "in_stock.npy", allow_pickle=False), postings)
 
 
 class Recommender:
