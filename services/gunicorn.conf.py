@@ -6,8 +6,11 @@ Every value can be overridden on the command line (``-w 8 -b 0.0.0.0:8000``) or 
 ``GUNICORN_CMD_ARGS``. The service reads its own settings from ``RECSYS_*`` variables.
 """
 
+import json
 import os
 import tempfile
+
+from gunicorn import util
 
 # Prometheus multiprocess mode: each worker writes its metrics here; /metrics sums them.
 # Must be set before the app (and prometheus_client) is imported by a worker.
@@ -34,6 +37,36 @@ timeout = 60
 graceful_timeout = 30
 keepalive = 5
 accesslog = os.environ.get("RECSYS_ACCESS_LOG")  # e.g. "-" for stdout; off by default
+# Requests gunicorn refuses before the app sees them (gunicorn's defaults, stated here): a
+# longer request line is a 414, more or longer header fields a 431, in the JSON error shape
+# (write_json_error below). A proxy in front has its own limits: keep them at or above these,
+# or give it JSON error pages too (README, "Behind a proxy").
+limit_request_line = 4094  # bytes of method, path, query and protocol
+limit_request_fields = 100
+limit_request_field_size = 8190  # bytes of one header line
+
+_HINTS = {
+    414: f"the request line (method, path and query) is limited to {limit_request_line} bytes",
+    431: f"headers are limited to {limit_request_fields} fields of {limit_request_field_size} "
+    "bytes each",
+}
+
+
+def write_json_error(sock, status_int, reason, mesg):
+    """gunicorn's own error answers (414, 431, 400 on a malformed request, 500 on its own
+    failure) in the service's JSON error shape (services/errors.py) instead of HTML."""
+    code = "internal_error" if status_int >= 500 else reason.lower().replace(" ", "_")
+    message = "; ".join(filter(None, [mesg, _HINTS.get(status_int)]))
+    message = message or "internal error; the server log has details"
+    body = json.dumps({"error": {"status": status_int, "code": code, "message": message}})
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, (head + body).encode("latin-1"))
+
+
+util.write_error = write_json_error  # the one function every gunicorn worker answers errors with
 
 
 def child_exit(server, worker):

@@ -9,9 +9,10 @@ from pathlib import Path
 from flask import Blueprint, current_app, jsonify, request, send_file
 
 from recsys.catalog import reads
+from recsys.errors import CatalogNotReady
 from services.context import context
 from services.contract import Raw, endpoint
-from services.errors import ApiError
+from services.errors import ApiError, message_of
 from services.openapi import openapi_document
 from services.schemas import Readiness, Reloaded, Status
 
@@ -32,14 +33,35 @@ def healthz() -> Status:
 def readyz() -> Readiness:
     """Readiness: a model bundle is loaded and the catalog database answers"""
     ctx = context()
+    _check_catalog(ctx.engine)
+    if not ctx.holder.ready:
+        raise ApiError(503, "model_not_ready", _model_problem(ctx.holder.last_error))
+    return Readiness(status="ready", model_version=ctx.holder.state.version)
+
+
+def _check_catalog(engine) -> None:
+    """A query on the configured database: for SQLite the engine first checks that the file
+    at the configured path is still the one its connection opened (``recsys.catalog.db``), so
+    a catalog moved away or deleted while serving is a 503 here, and ready again once back."""
     try:
-        reads.ping(ctx.engine)
-    except Exception as exc:
+        reads.ping(engine)
+    except CatalogNotReady as exc:  # the SQLite file is gone; the message names no path
+        log.warning("readiness: %s", exc)
+        raise ApiError(503, "database_unavailable", message_of(exc)) from exc
+    except Exception as exc:  # the driver's text may hold paths or hosts: the log has it
         log.warning("readiness: database unavailable: %s", exc)
         raise ApiError(503, "database_unavailable", "the catalog database does not answer") from exc
-    if not ctx.holder.ready:
-        raise ApiError(503, "model_not_ready", ctx.holder.last_error or "no model bundle loaded")
-    return Readiness(status="ready", model_version=ctx.holder.state.version)
+
+
+def _model_problem(last_error: str | None) -> str:
+    """Why no bundle is loaded, without the bundle's path (the server log has the details)."""
+    kind, _, message = (last_error or "").partition(": ")
+    if kind in ("", "ModelNotTrained"):  # nothing trained: that message names no path
+        return message or "no model bundle loaded; run `recsys train`"
+    return (
+        f"the active model bundle could not be loaded ({kind}; the server log says why); "
+        "retrain with `recsys train` or roll back with `recsys bundles activate VERSION`"
+    )
 
 
 @bp.get("/metrics")

@@ -101,6 +101,38 @@ def test_every_gunicorn_worker_serves_the_bundle_and_metrics_count_all_requests(
     assert len(similar) == 1 and float(similar[0].rsplit(" ", 1)[1]) == 30.0
 
 
+def raw_request(base: str, request: bytes) -> tuple[int, str, dict]:
+    """Send bytes as they are (urllib would refuse them) -> (status, content type, body)."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers["content-type"], json.loads(body)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "hint"),
+    [
+        (b"GET /v1/items?q=" + b"x" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "4094"),
+        (b"GET /v1/items HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 20_000 + b"\r\n\r\n", 431,
+         "8190"),
+        (b"NOT A REQUEST\r\n\r\n", 400, ""),
+    ],
+    ids=["long-request-line", "20kB-header", "malformed"],
+)  # fmt: skip
+def test_requests_gunicorn_refuses_get_the_json_error_shape(server, request_bytes, status, hint):
+    base, _ = server
+    answer_status, content_type, body = raw_request(base, request_bytes)
+    assert (answer_status, content_type) == (status, "application/json")
+    assert body["error"]["status"] == status and hint in body["error"]["message"]
+    assert get(base + "/healthz")[0] == 200  # and the server carries on
+
+
 def test_gunicorn_stops_cleanly_on_sigterm(server):
     _, proc = server
     proc.send_signal(signal.SIGTERM)
