@@ -28,6 +28,7 @@ COMMANDS = {
     "similar": ("recsys.commands.train:similar", "Items like the given items (active bundle)."),
     "evaluate": ("recsys.commands.evaluate:evaluate", "Compare the model with baselines, offline."),
     "bundles": ("recsys.commands.bundles:command", "List model bundles; activate one (rollback)."),
+    "keys": ("recsys.commands.keys:command", "Create, list or revoke API keys for the service."),
     "serve": ("recsys.commands.serve:serve", "Serve the HTTP API and web page (development)."),
 }
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from recsys.errors import InvalidSettings
+from recsys.scopes import DEFAULT_PUBLIC, parse_scopes
 
 ENV_PREFIX = "RECSYS_"
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -29,6 +30,20 @@ class Settings:
     # Bearer token for the service's admin endpoints (POST /v1/admin/reload); empty disables
     # them. Set it from a secret store, never in code.
     admin_token: str = field(default="", repr=False)
+    # Scopes every caller has without an API key (comma-separated in RECSYS_PUBLIC_SCOPES);
+    # everything else needs `Authorization: Bearer <key>` (see `recsys keys`); "none": all do.
+    public_scopes: tuple[str, ...] = DEFAULT_PUBLIC
+    # Rate limits in the `limits` notation ("120/minute", several joined by ";"), counted per
+    # API key and, separately, per client address: writes (POST /v1/interactions) ...
+    write_rate_limit: str = "120/minute"
+    # ... and visual search (POST /v1/search/image).
+    search_rate_limit: str = "30/minute"
+    # Where the rate-limit counters live: empty = a SQLite file in /dev/shm (or the temp dir)
+    # shared by every worker on this host; or a `limits` storage URI (redis://..., memcached://)
+    # when several hosts serve together.
+    rate_limit_storage: str = ""
+    # Largest uploaded image, in pixels (width x height, read from the header before decoding).
+    max_image_pixels: int = 25_000_000
 
     def __post_init__(self) -> None:
         if not self.database_url or "://" not in self.database_url:
@@ -44,6 +59,15 @@ class Settings:
                 "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
             )
         object.__setattr__(self, "artifacts_dir", Path(self.artifacts_dir))
+        try:
+            given = "" if self.public_scopes == "none" else self.public_scopes
+            scopes = parse_scopes(given, "public_scopes")
+        except ValueError as exc:
+            raise InvalidSettings(str(exc)) from None
+        object.__setattr__(self, "public_scopes", scopes)
+        for name in ("write_rate_limit", "search_rate_limit"):
+            _check_rate_limit(name, getattr(self, name))
+        object.__setattr__(self, "max_image_pixels", _positive_int(self.max_image_pixels))
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -59,3 +83,24 @@ class Settings:
         if unknown:
             raise InvalidSettings(f"unknown settings: {', '.join(sorted(unknown))}")
         return replace(cls(), **values)
+
+
+def _check_rate_limit(name: str, value: str) -> None:
+    from limits import parse_many  # the notation Flask-Limiter reads
+
+    try:
+        parse_many(value)
+    except ValueError:
+        raise InvalidSettings(
+            f"{name} {value!r} is not a rate limit; write e.g. 120/minute or 10/second;1000/day"
+        ) from None
+
+
+def _positive_int(value: object) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number <= 0:
+        raise InvalidSettings(f"max_image_pixels {value!r} is not a positive whole number")
+    return number

@@ -7,6 +7,9 @@ Each view's contract (query, body, answer) is declared with ``@endpoint`` from t
 from __future__ import annotations
 
 import io
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from flask import Blueprint
@@ -43,10 +46,13 @@ bp = Blueprint("api", __name__, url_prefix="/v1")
 
 # Uploaded photos are shrunk to this side before encoding (the encoder resizes again).
 UPLOAD_SIDE = 256
+UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
+# How long a visual search waits for one of its worker's image slots before a 503.
+IMAGE_WAIT_SECONDS = 5.0
 
 
 @bp.get("/items")
-@endpoint(query=ItemSearch, responses={200: ItemPage}, errors=(400,))
+@endpoint(query=ItemSearch, responses={200: ItemPage}, errors=(400,), scope="items:read")
 def list_items(query: ItemSearch) -> ItemPage:
     """Browse the catalog (optionally the items whose title contains q)"""
     page = reads.list_items(context().engine, query.offset, query.limit, query.q.strip())
@@ -55,7 +61,7 @@ def list_items(query: ItemSearch) -> ItemPage:
 
 
 @bp.get("/items/<item_id>")
-@endpoint(responses={200: ItemDetail}, errors=(404,))
+@endpoint(responses={200: ItemDetail}, errors=(404,), scope="items:read")
 def get_item(item_id: str) -> ItemDetail:
     """One catalog item"""
     found = context().cards.cards([item_id]).get(item_id)
@@ -67,7 +73,7 @@ def get_item(item_id: str) -> ItemDetail:
 
 
 @bp.get("/items/<item_id>/similar")
-@endpoint(query=SimilarQuery, responses={200: Similar}, errors=(400, 404, 503))
+@endpoint(query=SimilarQuery, responses={200: Similar}, errors=(400, 404, 503), scope="items:read")
 def similar_items(item_id: str, query: SimilarQuery) -> Similar:
     """Items similar to this one (product page)"""
     ctx = context()
@@ -87,7 +93,7 @@ def similar_items(item_id: str, query: SimilarQuery) -> Similar:
 
 
 @bp.get("/users")
-@endpoint(query=Page, responses={200: UserPage}, errors=(400,))
+@endpoint(query=Page, responses={200: UserPage}, errors=(400,), scope="users:read")
 def list_users(query: Page) -> UserPage:
     """Browse users, with their number of events (for browsing feeds)"""
     users = reads.list_users(context().engine, query.offset, query.limit)
@@ -96,14 +102,14 @@ def list_users(query: Page) -> UserPage:
 
 
 @bp.get("/users/<user_id>/recommendations")
-@endpoint(query=FeedQuery, responses={200: Feed}, errors=(400, 503))
+@endpoint(query=FeedQuery, responses={200: Feed}, errors=(400, 503), scope="feeds:read")
 def user_feed(user_id: str, query: FeedQuery) -> Feed:
     """A user's home feed"""
     return _feed(user_id, query.k, query.exclude_seen, None, query.filters)
 
 
 @bp.post("/users/<user_id>/recommendations")
-@endpoint(body=RankRequest, responses={200: Feed}, errors=(400, 413, 415, 503))
+@endpoint(body=RankRequest, responses={200: Feed}, errors=(400, 413, 415, 503), scope="feeds:read")
 def rank_for_user(user_id: str, body: RankRequest) -> Feed:
     """Rank a given candidate list (or the catalog) for a user"""
     filters = body.filters.model_dump(exclude_unset=True) if body.filters else {}
@@ -129,25 +135,60 @@ def _feed(user_id, k, exclude_seen, candidates, filters) -> Feed:
 
 @bp.post("/search/image")
 @endpoint(
-    query=SearchQuery, form=ImageUpload, responses={200: VisualSearch}, errors=(400, 409, 413, 503)
+    query=SearchQuery,
+    form=ImageUpload,
+    responses={200: VisualSearch},
+    errors=(400, 409, 413, 503),
+    scope="search:read",
+    rate_limit="search",
 )
 def search_image(query: SearchQuery, form: ImageUpload) -> VisualSearch:
     """Visual search: catalog items that look like an uploaded photo"""
-    pixels = _decode_image(form.image)
     ctx = context()
     state = ctx.holder.state
     if not state.recommender.has_images:
         raise ApiError(
             409, "no_image_model", f"model {state.version} was trained without item images"
         )
-    results = state.recommender.search_images(pixels, k=query.k)
+    with _image_slot(ctx.image_slots):
+        pixels = _decode_image(form.image, ctx.settings.max_image_pixels)
+        results = state.recommender.search_images(pixels, k=query.k)
     return VisualSearch(model_version=state.version, items=ranked(ctx.cards, results))
 
 
-def _decode_image(data: bytes) -> np.ndarray:
-    """(1, H, W, 3) uint8 from an uploaded file, or a 400 naming the field."""
+@contextmanager
+def _image_slot(slots: threading.Semaphore) -> Iterator[None]:
+    """One of the worker's image slots, or a 503 when none frees up within IMAGE_WAIT_SECONDS
+    (so image work never holds every thread of a worker, nor its memory several times over)."""
+    if not slots.acquire(timeout=IMAGE_WAIT_SECONDS):
+        raise ApiError(
+            503,
+            "busy",
+            "visual search is busy on this server; retry in a few seconds",
+            {"Retry-After": "2"},
+        )
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        yield
+    finally:
+        slots.release()
+
+
+def _decode_image(data: bytes, max_pixels: int) -> np.ndarray:
+    """(1, H, W, 3) uint8 from an uploaded file, or a 400 naming the field.
+
+    The size is read from the header and checked before any pixel is decoded; JPEGs are
+    decoded straight at a reduced scale (``draft``).
+    """
+    try:
+        with Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise bad_parameter(
+                    "image",
+                    f"is {width}x{height} pixels; send at most {max_pixels / 1e6:g} megapixels "
+                    f"(it is shrunk to {UPLOAD_SIDE} px anyway)",
+                )
+            image.draft("RGB", (UPLOAD_SIDE, UPLOAD_SIDE))
             image = image.convert("RGB")
             image.thumbnail((UPLOAD_SIDE, UPLOAD_SIDE))
             return np.array(image, dtype=np.uint8)[None]  # (1, H, W, 3), writable
@@ -156,7 +197,13 @@ def _decode_image(data: bytes) -> np.ndarray:
 
 
 @bp.post("/interactions")
-@endpoint(body=Events, responses={201: Recorded}, errors=(400, 413, 415))
+@endpoint(
+    body=Events,
+    responses={201: Recorded},
+    errors=(400, 413, 415),
+    scope="events:write",
+    rate_limit="write",
+)
 def add_interactions(body: Events) -> Recorded:
     """Record events; the users' next feeds reflect them (no retraining)"""
     events = [event.model_dump(exclude_unset=True) for event in body.events]

@@ -13,13 +13,14 @@ import time
 from typing import Any
 
 from flask import Flask
+from sqlalchemy import Engine
 
 from recsys.catalog import connect
 from recsys.catalog.db import require_current_schema
 from recsys.catalog.reads import CardCache
 from recsys.serving import ModelHolder
 from recsys.settings import Settings
-from services import api, errors, ops, web
+from services import api, auth, errors, limits, ops, web
 from services.context import ServiceContext
 from services.metrics import Metrics
 from services.metrics import init_app as init_metrics
@@ -39,6 +40,11 @@ DEFAULTS = {
     # Item cards each process keeps in memory (always current: see recsys.catalog.reads);
     # 0 reads every card from the catalog on every request.
     "CARD_CACHE_ITEMS": 50_000,
+    # A worker that cannot reach the catalog at start retries after 0.5 s, 1 s, 2 s ... up to
+    # this many seconds apart, serving 503s meanwhile, instead of failing to boot.
+    "CATALOG_RETRY_MAX_SECONDS": 30.0,
+    # How long a worker trusts what it read of an API key (a revoked key works this long).
+    "KEY_CACHE_SECONDS": 30.0,
 }
 
 
@@ -51,7 +57,6 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     app.config.from_mapping(test_config or {})
     app.json.sort_keys = False
     engine = connect(settings.database_url)
-    require_current_schema(engine)
     metrics = Metrics()
     holder = ModelHolder(
         engine,
@@ -64,11 +69,55 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     init_metrics(app, metrics)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
-    if app.config["LOAD_MODEL"]:
-        _load_at_start(holder)
-    if app.config["RELOAD_CHECK_SECONDS"]:
-        _start_watcher(holder)
+    auth.init_app(app, settings, engine)
+    limits.init_app(app, settings)
+    _start(app, engine, holder)
     return app
+
+
+def _start(app: Flask, engine: Engine, holder: ModelHolder) -> None:
+    """Load the bundle and follow the registry, now if the catalog answers, else from a
+    thread that waits for it (the worker boots either way; readyz says what is missing)."""
+    load, watch = app.config["LOAD_MODEL"], bool(app.config["RELOAD_CHECK_SECONDS"])
+    problem = _catalog_problem(engine)
+    if problem is None:
+        if load:
+            _load_at_start(holder)
+        if watch:
+            threading.Thread(
+                target=_watch, args=(holder,), name="bundle-watcher", daemon=True
+            ).start()
+        return
+    log.error("catalog not available at start, retrying in the background: %s", problem)
+    holder.last_error = f"waiting for the catalog: {problem}"
+    retry_max = float(app.config["CATALOG_RETRY_MAX_SECONDS"])
+    args = (engine, holder, load, watch, retry_max)
+    threading.Thread(target=_wait_for_catalog, args=args, name="catalog-wait", daemon=True).start()
+
+
+def _catalog_problem(engine: Engine) -> str | None:
+    """Why the catalog cannot serve (unreachable, not migrated), or None."""
+    try:
+        require_current_schema(engine)
+    except Exception as exc:  # OperationalError, CatalogNotReady, a driver's own errors
+        return str(exc).splitlines()[0]
+    return None
+
+
+def _wait_for_catalog(engine, holder, load: bool, watch: bool, retry_max: float) -> None:
+    delay = 0.5
+    while (problem := _catalog_problem(engine)) is not None:
+        engine.dispose()  # the next try opens fresh connections (a SQLite file may be back)
+        holder.last_error = f"waiting for the catalog: {problem}"
+        log.warning("catalog still not available, next try in %.1f s: %s", delay, problem)
+        time.sleep(delay)
+        delay = min(2 * delay, retry_max)
+    log.info("catalog available")
+    holder.last_error = None
+    if load:
+        _load_at_start(holder)
+    if watch:
+        _watch(holder)
 
 
 def _load_at_start(holder: ModelHolder) -> None:
@@ -79,12 +128,8 @@ def _load_at_start(holder: ModelHolder) -> None:
         log.error("no model bundle loaded at start: %s", exc)
 
 
-def _start_watcher(holder: ModelHolder) -> None:
-    """A daemon thread that follows the registry's active bundle (one per process)."""
-
-    def watch() -> None:
-        while True:
-            time.sleep(holder.check_interval)
-            holder.maybe_reload()
-
-    threading.Thread(target=watch, name="bundle-watcher", daemon=True).start()
+def _watch(holder: ModelHolder) -> None:
+    """Follow the registry's active bundle (one daemon thread per process)."""
+    while True:
+        time.sleep(holder.check_interval)
+        holder.maybe_reload()

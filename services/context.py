@@ -3,7 +3,8 @@ as the API shows them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -25,6 +26,9 @@ class ServiceContext:
     holder: ModelHolder
     metrics: Metrics
     cards: CardCache  # every card the API shows comes from here
+    # Visual searches one process decodes and encodes at once: with 2 threads per worker,
+    # one is always left for the other endpoints, and one decoded photo is in memory.
+    image_slots: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(1))
 
 
 def context() -> ServiceContext:

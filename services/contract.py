@@ -25,6 +25,7 @@ from typing import Any, get_args
 from flask import Response, request
 from pydantic import BaseModel, ValidationError
 
+from recsys.scopes import ADMIN, SCOPES
 from services.errors import ApiError, bad_parameter
 
 JSON = "application/json"
@@ -46,7 +47,11 @@ class Contract:
     form: type[BaseModel] | None  # multipart/form-data files
     responses: dict[int, type[BaseModel] | Raw]  # the success answer(s)
     errors: tuple[int, ...]
-    bearer: bool  # needs the admin bearer token
+    # The scope a caller needs (recsys.scopes); services.auth enforces it unless the settings
+    # make it public. None: open to all (probes, the document).
+    scope: str | None
+    # Which of the settings' rate limits applies: "write" or "search" (services.limits).
+    rate_limit: str | None
 
 
 def endpoint(
@@ -56,13 +61,23 @@ def endpoint(
     body: type[BaseModel] | None = None,
     form: type[BaseModel] | None = None,
     errors: tuple[int, ...] = (),
+    scope: str | None = None,
+    rate_limit: str | None = None,
     bearer: bool = False,
 ) -> Callable:
-    """Declare a view's contract; put it under the ``@bp.get(...)``/``@bp.post(...)`` line."""
+    """Declare a view's contract; put it under the ``@bp.get(...)``/``@bp.post(...)`` line.
+
+    ``bearer=True`` is the older spelling of ``scope="admin"``.
+    """
+    scope = ADMIN if bearer else scope
+    if scope is not None and scope not in SCOPES:
+        raise ValueError(f"scope {scope!r} is not one of {', '.join(SCOPES)}")
+    if rate_limit not in (None, "write", "search"):
+        raise ValueError(f"rate_limit {rate_limit!r} is not 'write' or 'search'")
 
     def decorate(view: Callable) -> Callable:
         summary = (view.__doc__ or view.__name__).strip().splitlines()[0]
-        contract = Contract(summary, query, body, form, responses, errors, bearer)
+        contract = Contract(summary, query, body, form, responses, errors, scope, rate_limit)
         status = next(iter(responses))
 
         @functools.wraps(view)
@@ -111,7 +126,10 @@ def _json_body() -> Any:
         raise ApiError(
             415, "unsupported_media_type", "send a JSON body (Content-Type: application/json)"
         )
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # the JSON decoder gives up near 1,000 levels
+        raise bad_parameter("body", "is nested too deeply (send at most a few levels)") from None
     if body is None:
         raise bad_parameter("body", "is not valid JSON")
     return body
@@ -124,6 +142,8 @@ def validated(model: type[BaseModel], data: Any) -> BaseModel:
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
         raise bad_parameter(*_explain(model, data, error)) from None
+    except RecursionError:
+        raise bad_parameter("body", "is nested too deeply (send at most a few levels)") from None
 
 
 def _explain(model: type[BaseModel], data: Any, error: dict) -> tuple[str, str]:
@@ -138,8 +158,8 @@ def _explain(model: type[BaseModel], data: Any, error: dict) -> tuple[str, str]:
         return _name(path), "is required" + (f" ({described})" if described else "")
     if error["type"] in {"model_type", "model_attributes_type", "dict_type"}:
         return _name(path), "must be a JSON object"
-    given = repr(error.get("input"))
-    shown = f", got {given}" if _scalar(error.get("input")) and len(given) <= 60 else ""
+    given = repr(error.get("input")) if _scalar(error.get("input")) else ""
+    shown = f", got {given}" if given and len(given) <= 60 else ""
     return _name(path), error["msg"] + shown
 
 

@@ -1,10 +1,16 @@
-"""One JSON error shape for every status: ``{"error": {"status", "code", "message"}}``."""
+"""One JSON error shape for every status: ``{"error": {"status", "code", "message"}}``.
+
+Messages never show a file path: domain errors name files for the operator's log (a corrupt
+bundle's folder, the SQLite file), and the answer keeps only the last part (``…/name``).
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 
 from flask import Flask, jsonify
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from recsys.errors import (
@@ -17,6 +23,11 @@ from recsys.errors import (
 )
 
 log = logging.getLogger(__name__)
+
+# An absolute path of two or more parts (not a word's "a/b"); group 1 is its last part.
+_PATH = re.compile(r"(?<![\w.~-])/(?:[^\s/'\"(),;]+/)+([^\s/'\"(),;]*)")
+# Headers an error answer keeps from the exception that made it.
+_KEPT_HEADERS = {"allow", "retry-after", "www-authenticate"}
 
 _RECSYS_STATUS = (
     (UnknownItem, 404, "unknown_item"),
@@ -44,8 +55,14 @@ def bad_parameter(name: str, message: str) -> ApiError:
     return ApiError(400, "invalid_parameter", f"{name}: {message}")
 
 
+def without_paths(message: str) -> str:
+    """``message`` with each absolute path cut to its last part: ``/srv/x/bundles/v3`` ->
+    ``…/v3``."""
+    return _PATH.sub(r"…/\1", message)
+
+
 def error_response(status: int, code: str, message: str, headers: dict | None = None):
-    body = {"error": {"status": status, "code": code, "message": message}}
+    body = {"error": {"status": status, "code": code, "message": without_paths(message)}}
     response = jsonify(body)
     response.status_code = status
     response.headers.update(headers or {})
@@ -60,7 +77,7 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         code = (exc.name or "error").lower().replace(" ", "_")
-        headers = {k: v for k, v in exc.get_headers() if k.lower() == "allow"}
+        headers = {k: v for k, v in exc.get_headers() if k.lower() in _KEPT_HEADERS}
         return error_response(exc.code or 500, code, exc.description or exc.name, headers)
 
     @app.errorhandler(RecsysError)
@@ -69,6 +86,13 @@ def init_app(app: Flask) -> None:
             if isinstance(exc, kind):
                 return error_response(status, code, message_of(exc))
         return error_response(400, "invalid_input", str(exc))
+
+    @app.errorhandler(OperationalError)
+    def _database_gone(exc: OperationalError):
+        log.error("catalog database error: %s", exc)
+        return error_response(
+            503, "database_unavailable", "the catalog database does not answer; retry later"
+        )
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

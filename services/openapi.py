@@ -22,12 +22,14 @@ from services.schemas import Error
 REF = "#/components/schemas/{model}"
 ERRORS = {
     400: "Malformed parameter or body; the message names it",
-    401: "Missing or wrong bearer token",
+    401: "No API key, or an unknown or revoked one (Authorization: Bearer <key>)",
+    403: "The API key lacks the scope this endpoint needs",
     404: "Unknown item or path",
     409: "Conflict (e.g. the bundle was refused)",
     413: "Upload too large",
     415: "Body is not JSON",
-    503: "No model bundle loaded or database unavailable",
+    429: "Too many requests from this key or address; Retry-After says when to retry",
+    503: "No model bundle loaded, database unavailable, or busy (Retry-After)",
 }
 _PATH_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
@@ -41,16 +43,18 @@ class _Untitled(GenerateJsonSchema):
 
 def openapi_document(app: Flask) -> dict[str, Any]:
     operations = [
-        (rule.rule, method, contract)
+        (rule, method, contract)
         for rule in app.url_map.iter_rules()
         if (contract := contract_of(app.view_functions[rule.endpoint])) is not None
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"})
     ]
     refs, schemas = _components([contract for _, _, contract in operations])
+    guarded = app.extensions.get("recsys.auth")  # absent: a bare app, every scope guarded
     paths: dict[str, dict[str, Any]] = {}
     for rule, method, contract in operations:
-        path = _PATH_ARGUMENT.sub(r"{\1}", rule)
-        paths.setdefault(path, {})[method.lower()] = _operation(rule, contract, refs)
+        path = _PATH_ARGUMENT.sub(r"{\1}", rule.rule)
+        scope = contract.scope if guarded is None else guarded.get(rule.endpoint)
+        paths.setdefault(path, {})[method.lower()] = _operation(rule.rule, contract, refs, scope)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -62,7 +66,14 @@ def openapi_document(app: Flask) -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key (`recsys keys create --scope ...`) or the admin "
+                    "token; each operation lists the scope it needs.",
+                }
+            },
         },
     }
 
@@ -81,7 +92,8 @@ def _components(contracts: list[Contract]) -> tuple[dict, dict]:
     return refs, document.get("$defs", {})
 
 
-def _operation(rule: str, contract: Contract, refs: dict) -> dict[str, Any]:
+def _operation(rule: str, contract: Contract, refs: dict, scope: str | None) -> dict[str, Any]:
+    """One operation; ``scope``: the scope a caller needs here (None: public here)."""
     operation: dict[str, Any] = {"summary": contract.summary}
     parameters = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
@@ -97,9 +109,10 @@ def _operation(rule: str, contract: Contract, refs: dict) -> dict[str, Any]:
     if contract.form is not None:
         content = {"multipart/form-data": {"schema": refs[contract.form, "validation"]}}
         operation["requestBody"] = {"required": True, "content": content}
-    operation["responses"] = _responses(contract, refs)
-    if contract.bearer:
-        operation["security"] = [{"bearer": []}]
+    operation["responses"] = _responses(contract, refs, scope)
+    if scope is not None:
+        # OpenAPI 3.1 lets a bearer requirement list role names: here, the key's scope.
+        operation["security"] = [{"bearer": [scope]}]
     return operation
 
 
@@ -130,7 +143,7 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     return parameters
 
 
-def _responses(contract: Contract, refs: dict) -> dict[str, Any]:
+def _responses(contract: Contract, refs: dict, scope: str | None) -> dict[str, Any]:
     responses = {}
     for status, answer in contract.responses.items():
         if isinstance(answer, Raw):
@@ -141,7 +154,12 @@ def _responses(contract: Contract, refs: dict) -> dict[str, Any]:
             responses[str(status)] = {"description": answer.description, "content": content}
         else:
             responses[str(status)] = _json(refs[answer, "serialization"], _first_line(answer))
-    for status in contract.errors:
+    errors = set(contract.errors)
+    if scope is not None:
+        errors |= {401, 403}
+    if contract.rate_limit is not None:
+        errors.add(429)
+    for status in sorted(errors):
         responses[str(status)] = _json(refs[Error, "serialization"], ERRORS[status])
     return responses
 

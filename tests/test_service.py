@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import sqlite3
 import threading
+import time
 
 import pytest
 from PIL import Image
@@ -18,6 +20,8 @@ from services.app import create_app
 from tests.shop_fixture import build_shop, item_image, tiny_encoder, train_config
 
 TOKEN = "test-admin-token-0123456789"
+# The admin token is an API key with every scope (tests/test_keys.py covers scoped keys).
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +160,7 @@ def test_images_and_items_are_served(client):
     assert item["in_model"] is True and item["image_url"] == "/images/a-new"
     page = client.get("/v1/items?limit=5&q=Drama").get_json()
     assert page["total"] == 16 and len(page["items"]) == 5
-    users = client.get("/v1/users?limit=3").get_json()["users"]
+    users = client.get("/v1/users?limit=3", headers=ADMIN).get_json()["users"]
     assert len(users) == 3 and all(u["interactions"] > 0 for u in users)
 
 
@@ -188,7 +192,7 @@ def test_posted_events_change_the_next_feed_without_retraining(client):
     before = client.get("/v1/users/u2/recommendations?k=5").get_json()
     assert all(i["item_id"].startswith("a") for i in before["items"])
     events = [{"user_id": "u2", "item_id": f"b{k}", "event": "purchase"} for k in range(10)]
-    response = client.post("/v1/interactions", json={"events": events})
+    response = client.post("/v1/interactions", json={"events": events}, headers=ADMIN)
     assert response.status_code == 201 and response.get_json()["inserted"] == 10
     after = client.get("/v1/users/u2/recommendations?k=5").get_json()
     assert after["model_version"] == before["model_version"]
@@ -198,7 +202,7 @@ def test_posted_events_change_the_next_feed_without_retraining(client):
         {"user_id": "new-shopper", "item_id": "a2"},
         {"user_id": "new-shopper", "item_id": "a4"},
     ]
-    client.post("/v1/interactions", json={"events": newcomer})
+    client.post("/v1/interactions", json={"events": newcomer}, headers=ADMIN)
     feed = client.get("/v1/users/new-shopper/recommendations?k=5").get_json()
     assert feed["fallback"] is False and all(i["item_id"].startswith("a") for i in feed["items"])
 
@@ -218,7 +222,8 @@ def test_bad_events_store_nothing(client, shop, events, mentions):
     engine = connect(shop[0])
     with Session(engine) as session:
         before = session.query(Interaction).count()
-    assert_error(client.post("/v1/interactions", json={"events": events}), 400, mentions)
+    response = client.post("/v1/interactions", json={"events": events}, headers=ADMIN)
+    assert_error(response, 400, mentions)
     with Session(engine) as session:
         assert session.query(Interaction).count() == before
 
@@ -249,6 +254,45 @@ def test_service_without_a_model_is_live_but_not_ready(tmp_path):
     assert client.get("/healthz").status_code == 200
     assert_error(client.get("/readyz"), 503, "recsys train")
     assert_error(client.get("/v1/items/a1/similar"), 503)
+
+
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+def test_deeply_nested_json_is_a_400_naming_the_body(client, depth):
+    nested = '{"events": ' + "[" * depth + "]" * depth + "}"
+    for path, headers in (("/v1/interactions", ADMIN), ("/v1/users/u1/recommendations", {})):
+        response = client.post(
+            path, data=nested, headers={**headers, "Content-Type": "application/json"}
+        )
+        assert_error(response, 400, "body")
+
+
+def test_a_corrupt_bundle_is_a_503_that_shows_no_file_path(tmp_path):
+    url, artifacts = build_shop(tmp_path)
+    for vectors in (artifacts / "bundles").glob("*/item_vectors.npy"):
+        vectors.write_bytes(b"corrupt")
+    client = create_app(Settings(database_url=url), {"RELOAD_CHECK_SECONDS": 0}).test_client()
+    response = client.get("/v1/items/a1/similar")
+    assert_error(response, 503, "item_vectors.npy")  # names the file, not where it is
+    assert str(tmp_path) not in response.get_data(as_text=True)
+    assert str(tmp_path) not in client.get("/readyz").get_data(as_text=True)
+
+
+def test_a_worker_waits_for_a_missing_catalog_instead_of_failing_to_boot(tmp_path):
+    url, artifacts = build_shop(tmp_path / "shop")
+    later = tmp_path / "later.db"  # nothing there yet
+    settings = Settings(database_url=f"sqlite:///{later}", artifacts_dir=artifacts)
+    app = create_app(settings, {"RELOAD_CHECK_SECONDS": 0, "CATALOG_RETRY_MAX_SECONDS": 0.2})
+    client = app.test_client()
+    assert client.get("/healthz").status_code == 200
+    assert_error(client.get("/v1/items/a1/similar"), 503, "waiting for the catalog")
+    source = sqlite3.connect(url.removeprefix("sqlite:///"))
+    with sqlite3.connect(later) as target:
+        source.backup(target)  # the catalog file comes (back)
+    source.close()
+    deadline = time.monotonic() + 30
+    while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert client.get("/v1/items/a1/similar?k=3").status_code == 200
 
 
 def test_reload_needs_the_bearer_token(client):

@@ -151,3 +151,22 @@ Index(
     sqlite_where=text("is_active"),
     postgresql_where=text("is_active"),
 )
+
+
+class ApiKey(Base):
+    """A credential for the HTTP service: scopes, and the SHA-256 of the key (never the key).
+
+    The key is ``rk_<key_id>_<secret>``; ``key_id`` is public (``recsys keys list`` shows it,
+    ``revoke`` takes it) and finds the row, the hash proves the rest.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    # Space-separated scope names (recsys.scopes.SCOPES).
+    scopes: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
