@@ -7,14 +7,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from recsys.catalog.models import AttributeKind, Interaction, Item, ItemAttribute, User
+from recsys.catalog.models import AttributeKind, Item, ItemAttribute
 
 log = logging.getLogger(__name__)
 
 INTERACTION_COLUMNS = ["user_id", "item_id", "event", "weight", "timestamp"]
+# Interaction rows fetched per round trip by ``read_interactions``.
+CHUNK_ROWS = 500_000
 
 
 @dataclass
@@ -42,30 +45,79 @@ class CatalogData:
 
 
 def read_catalog(engine: Engine) -> CatalogData:
-    """Everything training needs from the catalog, in three queries."""
+    """Everything training needs from the catalog: items, attribute kinds, interactions."""
     with Session(engine) as session:
         item_rows = session.execute(
             select(Item.external_id, Item.title, Item.image_path, Item.in_stock, Item.attributes)
         ).all()
         kind_rows = session.execute(select(ItemAttribute.name, ItemAttribute.kind)).all()
-        interaction_rows = session.execute(
-            select(
-                User.external_id,
-                Item.external_id,
-                Interaction.event,
-                Interaction.weight,
-                Interaction.timestamp,
-            )
-            .join(User, Interaction.user_id == User.id)
-            .join(Item, Interaction.item_id == Item.id)
-        ).all()
     kinds = {name: AttributeKind(kind).value for name, kind in kind_rows}
     items = items_frame(item_rows, list(kinds))
-    interactions = pd.DataFrame(interaction_rows, columns=INTERACTION_COLUMNS)
-    interactions["timestamp"] = pd.to_datetime(interactions["timestamp"])
-    interactions["weight"] = interactions["weight"].astype(float)
+    interactions = read_interactions(engine)
     log.info("read %d items, %d interactions from the catalog", len(items), len(interactions))
     return CatalogData(items=items, kinds=kinds, interactions=interactions)
+
+
+def read_interactions(engine: Engine, chunk_rows: int = CHUNK_ROWS) -> pd.DataFrame:
+    """The interactions frame (``INTERACTION_COLUMNS``), read set-wise in chunks of rows.
+
+    The query returns the catalog's integer keys and raw column values (no per-row type
+    processing); each chunk becomes arrays at once, and user and item ids are looked up in
+    arrays of the external ids, so every row of one user shares one string object. Rows come
+    in insertion order (``interactions.id``).
+    """
+    with engine.connect() as connection:
+        users = _external_ids(connection, "users")
+        items = _external_ids(connection, "items")
+        # The driver's own cursor: rows stay plain tuples (no Row objects, no type processing);
+        # on PostgreSQL a named (server-side) cursor streams them.
+        dbapi = connection.connection
+        named = {"name": "recsys_interactions"} if engine.dialect.name == "postgresql" else {}
+        cursor = dbapi.cursor(**named)
+        try:
+            cursor.execute(
+                "SELECT user_id, item_id, event, weight, timestamp FROM interactions ORDER BY id"
+            )
+            chunks = []
+            while rows := cursor.fetchmany(chunk_rows):
+                user, item, event, weight, timestamp = zip(*rows, strict=True)
+                chunks.append(
+                    (
+                        np.asarray(user, dtype=np.int64),
+                        np.asarray(item, dtype=np.int64),
+                        pd.Categorical(event),
+                        np.asarray(weight, dtype=np.float64),
+                        pd.to_datetime(pd.Series(timestamp, dtype=object), format="ISO8601"),
+                    )
+                )
+        finally:
+            cursor.close()
+    if not chunks:
+        frame = pd.DataFrame(columns=INTERACTION_COLUMNS)
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"])
+        frame["weight"] = frame["weight"].astype(float)
+        return frame
+    user, item, event, weight, timestamp = zip(*chunks, strict=True)
+    return pd.DataFrame(
+        {
+            "user_id": users[np.concatenate(user)],
+            "item_id": items[np.concatenate(item)],
+            "event": np.asarray(union_categoricals(list(event)), dtype=object),
+            "weight": np.concatenate(weight),
+            "timestamp": pd.concat(timestamp, ignore_index=True).to_numpy(),
+        },
+        columns=INTERACTION_COLUMNS,
+    )
+
+
+def _external_ids(connection, table: str) -> np.ndarray:
+    """Object array: catalog key -> external id (None where no row has that key)."""
+    rows = connection.exec_driver_sql(f"SELECT id, external_id FROM {table}").all()
+    keys, external = zip(*rows, strict=True) if rows else ((), ())
+    keys = np.asarray(keys, dtype=np.int64)
+    lookup = np.full(keys.max(initial=-1) + 1, None, dtype=object)
+    lookup[keys] = external
+    return lookup
 
 
 def items_frame(rows, attribute_names: list[str]) -> pd.DataFrame:
