@@ -7,6 +7,7 @@ page sizes, list lengths) are the bounds declared here.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -23,6 +24,9 @@ from pydantic import (
     WrapValidator,
 )
 from pydantic_core import PydanticCustomError
+
+from recsys.ingest.values import BadValue, parse_id
+from services.errors import ApiError
 
 MAX_K = 100
 MAX_PAGE = 100
@@ -53,14 +57,37 @@ def _query_bool(value: Any) -> Any:
     raise PydanticCustomError("bool_parsing", "must be true or false (or 1/0, yes/no)")
 
 
+_QUERY_INT = re.compile(r"[+-]?[0-9]{1,18}")
+
+
+def _query_int(value: Any) -> Any:
+    """Plain ASCII digits only: pydantic's lax parsing would read "5_0" as 50 and the
+    full-width "５" as 5."""
+    if isinstance(value, str) and not _QUERY_INT.fullmatch(value):
+        raise PydanticCustomError(
+            "int_parsing", "must be a whole number written with the digits 0-9 (at most 18)"
+        )
+    return value
+
+
 QueryBool = Annotated[bool, BeforeValidator(_query_bool)]
+QueryInt = Annotated[int, BeforeValidator(_query_int)]
 Scalar = StrictStr | StrictInt | StrictFloat | StrictBool
 FilterValue = Annotated[
     Scalar | Annotated[list[Scalar], Field(min_length=1)],
     _explained("must be a value or a non-empty list of values"),
 ]
+
+
+def _id(value: str | int) -> str:
+    try:
+        return parse_id(value, "id")
+    except BadValue as exc:
+        raise PydanticCustomError("invalid_id", str(exc)) from None
+
+
 Id = Annotated[
-    StrictStr | StrictInt, _explained("must be an id (a string or an integer)"), AfterValidator(str)
+    StrictStr | StrictInt, _explained("must be an id (a string or an integer)"), AfterValidator(_id)
 ]
 EventValue = Annotated[
     StrictStr | StrictInt | StrictFloat, _explained("must be a string or a number")
@@ -71,8 +98,8 @@ EventValue = Annotated[
 
 
 class Page(BaseModel):
-    offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Entries to skip")
-    limit: int = Field(24, ge=1, le=MAX_PAGE, description="Page size")
+    offset: QueryInt = Field(0, ge=0, le=MAX_OFFSET, description="Entries to skip")
+    limit: QueryInt = Field(24, ge=1, le=MAX_PAGE, description="Page size")
 
 
 class ItemSearch(Page):
@@ -96,7 +123,7 @@ class Filtered(BaseModel):
 
 
 class SimilarQuery(Filtered):
-    k: int = Field(10, ge=1, le=MAX_K, description="Number of results")
+    k: QueryInt = Field(10, ge=1, le=MAX_K, description="Number of results")
     mode: Literal["similar", "also"] = Field(
         "similar",
         description='"similar": more like this (content-led, the product page default); '
@@ -105,12 +132,25 @@ class SimilarQuery(Filtered):
 
 
 class FeedQuery(Filtered):
-    k: int = Field(20, ge=1, le=MAX_K, description="Number of results")
+    k: QueryInt = Field(20, ge=1, le=MAX_K, description="Number of results")
     exclude_seen: QueryBool = Field(True, description="Leave out items the user has events for")
 
 
 class SearchQuery(BaseModel):
-    k: int = Field(10, ge=1, le=MAX_K, description="Number of results")
+    k: QueryInt = Field(10, ge=1, le=MAX_K, description="Number of results")
+
+
+# Path parameters.
+
+
+def path_id(name: str, value: str) -> str:
+    """A user or item id from the URL, checked by the one id rule (``parse_id``, as ingest
+    checks ids): a 400 naming the parameter for an id no catalog row can have (a NUL or
+    other control character, more than 255 characters), never a lookup of a look-alike."""
+    try:
+        return parse_id(value, name)
+    except BadValue as exc:
+        raise ApiError(400, "invalid_parameter", str(exc)) from None
 
 
 # Request bodies (JSON, strict: "10" is not 10, true is not 1).
@@ -137,16 +177,28 @@ class RankRequest(BaseModel):
     filters: Filters | None = None
 
 
+_ID_RULE = (
+    "1 to 255 characters; no control characters (NUL included), line separators or "
+    "bidirectional controls"
+)
+
+
 class Event(BaseModel):
-    """One event; ``recsys.ingest.interactions`` checks the values (known item, weight >= 0)."""
+    """One event; ``recsys.ingest.values`` checks the values (the rules of ingest files), and
+    ``recsys.ingest.interactions`` that the item is known. The same user, item, event and
+    timestamp twice in one request is stored once; with two different weights, it is a 400."""
 
     model_config = ConfigDict(extra="forbid")
-    user_id: EventValue
-    item_id: EventValue
+    user_id: EventValue = Field(description=_ID_RULE)
+    item_id: EventValue = Field(description=_ID_RULE)
     event: EventValue | None = Field(None, description="view, click, cart, purchase, ...")
-    weight: EventValue | None = Field(None, description="A number >= 0; default 1")
-    rating: EventValue | None = Field(None, description="A number >= 0 (instead of weight)")
-    timestamp: EventValue | None = Field(None, description="ISO 8601 or epoch seconds; now")
+    weight: EventValue | None = Field(None, description="A finite number >= 0; default 1")
+    rating: EventValue | None = Field(None, description="A finite number >= 0 (instead of weight)")
+    timestamp: EventValue | None = Field(
+        None,
+        description="ISO 8601 (no zone: UTC) or epoch seconds, from 1970-01-01 up to "
+        '2100-01-01; absent, null or "": the time the request is stored',
+    )
 
 
 class Events(BaseModel):

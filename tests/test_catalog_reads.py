@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import numpy as np
 from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
 from recsys.catalog import reads
 from recsys.catalog.models import Interaction, Item, User
+from recsys.model.data import INTERACTION_COLUMNS, read_interactions
 from tests.shop_fixture import populate
+from tests.toy import toy_catalog
 
 
 def test_item_cards_are_read_by_id_and_unknown_ids_left_out(engine, tmp_path):
@@ -92,3 +95,31 @@ def test_card_cache_keeps_at_most_its_capacity(engine):
     everything = [card.item_id for card in reads.list_items(engine, 0, 100).cards]
     assert len(cache.cards(everything)) == 32 and len(cache) == 3
     assert reads.CardCache(engine, capacity=0).cards(["a1"]).keys() == {"a1"}
+
+
+def test_training_reads_every_interaction_with_its_ids_in_any_chunking(engine):
+    populate(engine)
+    expected = toy_catalog().interactions.reset_index(drop=True)
+    for chunk_rows in (7, 100_000):
+        read = read_interactions(engine, chunk_rows=chunk_rows)
+        assert read.columns.tolist() == INTERACTION_COLUMNS
+        assert read["user_id"].tolist() == expected["user_id"].tolist()
+        assert read["item_id"].tolist() == expected["item_id"].tolist()
+        assert read["event"].tolist() == expected["event"].tolist()
+        np.testing.assert_allclose(read["weight"], expected["weight"])
+        assert (read["timestamp"].to_numpy() == expected["timestamp"].to_numpy()).all()
+
+
+def test_title_search_takes_like_wildcards_literally(engine):
+    populate(engine)
+    with Session(engine) as session, session.begin():
+        session.add(Item(external_id="pct", title="100% cotton tee"))
+        session.add(Item(external_id="under", title="snake_case mug"))
+        session.add(Item(external_id="slash", title="a/b test"))
+    found = {text: [c.item_id for c in reads.list_items(engine, 0, 100, text).cards]
+             for text in ("%", "_", "0% c", "e_c", "/", "comedy story 1")}  # fmt: skip
+    assert found["%"] == ["pct"] and found["0% c"] == ["pct"]
+    assert found["_"] == ["under"] and found["e_c"] == ["under"]
+    assert found["/"] == ["slash"]  # the escape character itself
+    assert reads.list_items(engine, 0, 100, "%").total == 1
+    assert len(found["comedy story 1"]) == 6  # 1, 10 to 14: plain search still matches

@@ -205,10 +205,10 @@ def test_parquet_with_typed_columns(catalog, tmp_path):
     path = tmp_path / "events.parquet"
     table = pa.table(
         {
-            "user_id": pa.array([7, 8, 7, None]),
-            "item_id": ["i1", "i2", "i1", "i3"],
-            "timestamp": pa.array([1706781600, 1706781601, 1706781600, 0]),
-            "weight": [1.5, float("nan"), 1.5, -2.0],
+            "user_id": pa.array([7, 8, 7, None, 9, 9]),
+            "item_id": ["i1", "i2", "i1", "i3", "i1", "i2"],
+            "timestamp": pa.array([1706781600, 1706781601, 1706781600, 0, 0, 4102444800]),
+            "weight": [1.5, None, 1.5, -2.0, float("nan"), 1.0],
         }
     )
     pq.write_table(table, path)
@@ -221,6 +221,8 @@ def test_parquet_with_typed_columns(catalog, tmp_path):
     assert {r: reason for r, (reason, _) in read_rejects(report.rejects_path).items()} == {
         3: "duplicate",
         4: "invalid_value",  # the weight comes first
+        5: "invalid_value",  # NaN is not a missing weight: it is not a finite number
+        6: "invalid_value",  # 2100-01-01 is past the timestamp range
     }
 
 
@@ -266,10 +268,26 @@ def test_seen_keys_keeps_first_occurrences_across_batches():
     assert second.tolist() == [False, True, False]
 
 
+ODD_IDS = ["probe\x00", "a\x00b", "\x00", "x\x7f", "x\x85y", "a\u2028b", "\u202eabc", "ü 7"]
+ODD_IDS += ["👩\u200d💻", "\U0001f600" * 255]
+EDGE_TIMES = [
+    "1969-12-31T23:59:59",
+    "1970-01-01T00:00:00",
+    "2099-12-31T23:59:59.999999",
+    "2100-01-01",
+    "2262-04-12",
+    "9999-12-31T23:59:59-14:00",
+    "0001-01-01T00:00:00+14:00",
+    "1970-01-01T00:30:00+01:00",
+    "-1",
+    "0",
+    "4102444799",
+    "4102444800",
+]
 COLUMN_CASES = [
-    (id_column, parse_id, [*IDS, "a" * 255, "\tx", "12.0"]),
-    (weight_column, parse_weight, [*WEIGHTS, "1e5", "-0", "1.", "inf", "1" * 400]),
-    (timestamp_column, parse_timestamp, [*TIMES, "2024-02-01T23:59:60", "9999-12-31"]),
+    (id_column, parse_id, [*IDS, *ODD_IDS, "a" * 255, "é" * 256, "\tx", "12.0"]),
+    (weight_column, parse_weight, [*WEIGHTS, "1e5", "-0", "1.", "inf", "1" * 400, "1e-300"]),
+    (timestamp_column, parse_timestamp, [*TIMES, *EDGE_TIMES, "2024-02-01T23:59:60"]),
     (event_column, lambda v, c: parse_event(v), EVENTS),
     (bool_column, parse_bool, ["true", "Y", "0", "maybe", " no ", ""]),
 ]

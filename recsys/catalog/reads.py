@@ -142,11 +142,12 @@ class CardCache:
 
 
 def list_items(engine: Engine, offset: int, limit: int, text: str = "") -> ItemPage:
-    """A page of cards in catalog order; with ``text``, only titles containing it (any case)."""
+    """A page of cards in catalog order; with ``text``, only titles containing it (any case).
+    ``%`` and ``_`` in ``text`` are themselves, not LIKE wildcards."""
     query = select(*_CARD_COLUMNS).order_by(Item.id)
     count = select(func.count(Item.id))
     if text:
-        matches = Item.title.ilike(f"%{text}%")
+        matches = Item.title.icontains(text, autoescape=True)
         query, count = query.where(matches), count.where(matches)
     with engine.connect() as connection:
         total = connection.scalar(count)

@@ -3,14 +3,26 @@
 Ids are resolved with one query per batch: the batch's distinct external ids travel as one
 parameter (a PostgreSQL array, or a JSON array that SQLite's ``json_each`` unpacks), never as
 one bound parameter per id. Interactions are written with ``COPY`` into a temporary staging
-table and one ``INSERT … ON CONFLICT`` on PostgreSQL, and with ``executemany`` on SQLite.
+table and one ``INSERT … ON CONFLICT`` on PostgreSQL, and with one ``executemany`` of
+``INSERT … ON CONFLICT`` on SQLite.
+
+Concurrent writers: every insert of a user, an item or an event is an upsert on its unique
+key, so two writers that add the same row at once leave exactly one and neither fails. On
+SQLite a write transaction takes the write lock when it begins (``BEGIN IMMEDIATE``), so its
+lookups and counts see no other writer; ``write_transaction`` runs a transaction again when
+it lost a race anyway (a PostgreSQL deadlock or serialization failure, a busy SQLite file).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
+import random
+import time
+from collections.abc import Callable
 from datetime import datetime
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +33,7 @@ from sqlalchemy import (
     Column,
     Connection,
     DateTime,
+    Engine,
     MetaData,
     String,
     Table,
@@ -30,9 +43,9 @@ from sqlalchemy import (
     literal_column,
     select,
     true,
-    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import FromClause
 
 from recsys.catalog.models import Interaction, Item, User
@@ -43,6 +56,17 @@ WRITTEN = (*INTERACTION_COLUMNS, "created_at")
 # SQLite page cache of an ingest connection: the unique dedup_key index takes random
 # inserts, and SQLite's default 2 MB cache turns most of them into page reads.
 SQLITE_CACHE_KIB = 512 * 1024
+# Tries of a write transaction that lost a race with another writer, and the first pause
+# between tries in seconds (doubled each time, with jitter).
+WRITE_ATTEMPTS = 5
+RETRY_PAUSE = 0.02
+# Errors of a transaction that lost a race: PostgreSQL serialization failure, deadlock,
+# unique violation (a row another writer added first), SQLite's busy file.
+_RACE_SQLSTATES = {"40001", "40P01", "23505"}
+_RACE_MESSAGES = ("database is locked", "database is busy", "UNIQUE constraint failed")
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def is_postgresql(connection: Connection) -> bool:
@@ -50,9 +74,46 @@ def is_postgresql(connection: Connection) -> bool:
 
 
 def prepare(connection: Connection) -> None:
-    """Settings of a connection that writes a batch."""
+    """Settings of a connection that writes a batch; call it first in the transaction.
+
+    SQLite: a larger page cache, and the write lock taken now (``BEGIN IMMEDIATE``), so the
+    batch's reads and writes form one serial step among concurrent writers.
+    """
     if connection.dialect.name == "sqlite":
         connection.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def write_transaction(
+    engine: Engine, work: Callable[[Connection], T], attempts: int = WRITE_ATTEMPTS
+) -> T:
+    """``work(connection)`` in one ``prepare``d transaction, run again from the start (up to
+    ``attempts`` times) when it lost a race with another writer; other errors propagate."""
+    attempt = 1
+    while True:
+        try:
+            with engine.begin() as connection:
+                prepare(connection)
+                return work(connection)
+        except DBAPIError as exc:
+            if attempt >= attempts or not lost_race(exc):
+                raise
+            log.info("write lost a race (%s), try %d of %d", exc.orig, attempt + 1, attempts)
+            time.sleep(RETRY_PAUSE * 2 ** (attempt - 1) * (0.5 + random.random()))
+            attempt += 1
+
+
+def lost_race(exc: DBAPIError) -> bool:
+    """True for errors that running the transaction again can cure."""
+    state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    if state:
+        return state in _RACE_SQLSTATES
+    return any(message in str(exc.orig) for message in _RACE_MESSAGES)
+
+
+def dialect_insert(connection: Connection, model) -> postgresql.Insert | sqlite.Insert:
+    """An ``INSERT`` into ``model``'s table that can take ``ON CONFLICT`` on this database."""
+    return (postgresql if is_postgresql(connection) else sqlite).insert(model)
 
 
 def values_table(connection: Connection, values: list[str]) -> FromClause:
@@ -81,9 +142,8 @@ def ensure_users(connection: Connection, names: pa.Array, now: datetime) -> np.n
     if not len(missing):
         return ids
     values = values_table(connection, missing.to_pylist())
-    dialect = postgresql if is_postgresql(connection) else sqlite
     rows = select(values.c.value, literal(now, DateTime())).where(true())
-    add = dialect.insert(User).from_select(["external_id", "created_at"], rows)
+    add = dialect_insert(connection, User).from_select(["external_id", "created_at"], rows)
     connection.execute(add.on_conflict_do_nothing(index_elements=["external_id"]))
     added = lookup_ids(connection, User, missing)
     position = pc.index_in(names, value_set=missing).fill_null(0).to_numpy()
@@ -107,9 +167,11 @@ def _copy_upsert(connection: Connection, rows: pa.Table) -> tuple[int, int]:
     staging.create(connection)
     copy_rows(connection, staging.name, rows)
     excluded = postgresql.insert(Interaction).excluded
+    # In key order, so concurrent writers lock shared keys in the same order: no deadlock.
+    staged = select(*[staging.c[name] for name in WRITTEN]).order_by(staging.c.dedup_key)
     upsert = (
         postgresql.insert(Interaction)
-        .from_select(list(WRITTEN), select(*[staging.c[name] for name in WRITTEN]))
+        .from_select(list(WRITTEN), staged)
         .on_conflict_do_update(
             index_elements=["dedup_key"],
             set_={"weight": excluded.weight},
@@ -160,25 +222,23 @@ def _executemany_upsert(connection: Connection, rows: pa.Table) -> tuple[int, in
     position = pc.index_in(keys, value_set=known).fill_null(-1).to_numpy()
     exists = position >= 0
     changed = exists & (weights[position] != rows["weight"].to_numpy())
-    insert_rows(connection, Interaction.__table__, rows.filter(pa.array(~exists)))
-    if changed.any():
-        table = Interaction.__table__
-        change = update(table).where(table.c.dedup_key == bindparam("key"))
-        params = rows.filter(pa.array(changed)).select(["dedup_key", "weight"])
-        connection.execute(
-            change.values(weight=bindparam("new_weight")),
-            [{"key": key, "new_weight": weight} for key, weight in _tuples(params)],
-        )
+    insert = sqlite.insert(Interaction)
+    upsert = insert.on_conflict_do_update(
+        index_elements=["dedup_key"],
+        set_={"weight": insert.excluded.weight},
+        where=Interaction.weight != insert.excluded.weight,
+    )
+    insert_rows(connection, upsert, rows.filter(pa.array(~exists | changed)))
     return int(np.count_nonzero(~exists)), int(np.count_nonzero(changed))
 
 
-def insert_rows(connection: Connection, table: Table, rows: pa.Table) -> None:
+def insert_rows(connection: Connection, statement, rows: pa.Table) -> None:
     """SQLite: one ``executemany`` of plain tuples, no per-row work in SQLAlchemy."""
     if not rows.num_rows:
         return
-    statement = table.insert().compile(dialect=connection.dialect, column_keys=rows.column_names)
-    rows = _sqlite_times(rows.select(list(statement.positiontup)))
-    connection.exec_driver_sql(str(statement), list(_tuples(rows)))
+    compiled = statement.compile(dialect=connection.dialect, column_keys=rows.column_names)
+    rows = _sqlite_times(rows.select(list(compiled.positiontup)))
+    connection.exec_driver_sql(str(compiled), list(_tuples(rows)))
 
 
 def _sqlite_times(rows: pa.Table) -> pa.Table:

@@ -12,13 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Connection, Engine
 
 from recsys.catalog.models import Item, utcnow
 from recsys.errors import InvalidInput
-from recsys.ingest.bulk import WRITTEN, ensure_users, lookup_ids, upsert_interactions
+from recsys.ingest.bulk import (
+    WRITTEN,
+    ensure_users,
+    lookup_ids,
+    upsert_interactions,
+    write_transaction,
+)
 from recsys.ingest.pipeline import (
     IngestOptions,
     Problems,
@@ -30,7 +37,13 @@ from recsys.ingest.pipeline import (
 )
 from recsys.ingest.readers import Batch, Record, batch_from_records
 from recsys.ingest.report import IngestReport, Reason
-from recsys.ingest.values import event_column, id_column, timestamp_column, weight_column
+from recsys.ingest.values import (
+    event_column,
+    id_column,
+    is_missing,
+    timestamp_column,
+    weight_column,
+)
 
 DEFAULT_EVENT = "interaction"
 RATING_EVENT = "rating"
@@ -150,29 +163,60 @@ def record_interactions(
 ) -> RecordedEvents:
     """Store a batch of events (dicts with the file columns) in one transaction, all or none.
 
-    Events without a timestamp are stamped ``now`` (default: the current UTC time), so two
-    views of one item are two events. A bad event raises ``InvalidInput`` naming
-    ``events[i].<field>`` and nothing is stored.
+    An event without a timestamp (absent, None or blank) is stamped ``now`` (default: the
+    current UTC time), so two views of one item in two requests are two events. The same
+    event (user, item, event, timestamp) twice in one batch is stored once; with two different
+    weights the batch is refused. A bad event raises ``InvalidInput`` naming
+    ``events[i].<field>`` and nothing is stored. Concurrent calls that add the same user or
+    the same event each succeed and leave one row.
     """
-    ingester = InteractionIngester()
     stamp = (now or utcnow()).isoformat()
     batch = batch_from_records(
-        [
-            Record(position, {"timestamp": stamp, **{k: v for k, v in e.items() if v is not None}})
-            for position, e in enumerate(events)
-        ]
+        [Record(position, _stamped(event, stamp)) for position, event in enumerate(events)]
     )
-    rows, problems = ingester.parse(batch)
-    report = IngestReport(Path("<api>"))
-    with engine.begin() as connection:
-        if not problems:
-            problems = {
-                row: problem
-                for row, problem in ingester.write(connection, rows, report).items()
-                if problem[0] != Reason.DUPLICATE
-            }
-        if problems:  # leaving the block with an exception rolls the transaction back
-            details = [f"events[{row}]: {detail}" for row, (_, detail) in sorted(problems.items())]
-            raise InvalidInput("; ".join(details[:10]) + "; nothing was stored")
+    rows, problems = InteractionIngester().parse(batch)
+    _refuse(problems or conflicting_repeats(rows))
+
+    def write(connection: Connection) -> IngestReport:
+        report = IngestReport(Path("<api>"))
+        problems = InteractionIngester().write(connection, rows, report)
+        # Raising inside the transaction rolls it back.
+        _refuse({row: p for row, p in problems.items() if p[0] != Reason.DUPLICATE})
+        return report
+
+    report = write_transaction(engine, write)
     users = sorted(set(rows["user"].to_pylist()))
     return RecordedEvents(report.inserted, report.updated, report.unchanged, users)
+
+
+def _stamped(event: dict[str, Any], stamp: str) -> dict[str, Any]:
+    """The event's given values, with ``stamp`` as its timestamp unless it has one."""
+    return {"timestamp": stamp, **{k: v for k, v in event.items() if not is_missing(v)}}
+
+
+def conflicting_repeats(rows: pa.Table) -> Problems:
+    """Rows with the same (user, item, event, timestamp) as an earlier row of the batch but
+    another weight: storing either weight would silently drop the other."""
+    keys, _ = dedup_keys(rows)
+    frame = pd.DataFrame(
+        {"key": keys.to_numpy(zero_copy_only=False), "weight": rows["weight"].to_numpy()}
+    )
+    frame["row"] = rows["row"].to_numpy()
+    first = frame.groupby("key", sort=False)[["weight", "row"]].transform("first")
+    clash = (frame["weight"] != first["weight"]).to_numpy()
+    details = [
+        f"the same user, item, event and timestamp as events[{earlier}] with another weight "
+        f"({weight:g}, not {earlier_weight:g}); send one of them"
+        for weight, earlier, earlier_weight in zip(
+            frame["weight"][clash], first["row"][clash], first["weight"][clash], strict=True
+        )
+    ]
+    problems: Problems = {}
+    refuse(problems, frame["row"].to_numpy()[clash], Reason.DUPLICATE, details)
+    return problems
+
+
+def _refuse(problems: Problems) -> None:
+    if problems:
+        details = [f"events[{row}]: {detail}" for row, (_, detail) in sorted(problems.items())]
+        raise InvalidInput("; ".join(details[:10]) + "; nothing was stored")

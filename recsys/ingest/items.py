@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, select, update
 
 from recsys.catalog.models import AttributeKind, Item, ItemAttribute, utcnow
-from recsys.ingest.bulk import values_table
+from recsys.ingest.bulk import dialect_insert, values_table
 from recsys.ingest.pipeline import (
     IngestOptions,
     Problems,
@@ -138,8 +138,15 @@ def _differs(known: pd.DataFrame) -> np.ndarray:
 
 
 def _insert(connection: Connection, new: pd.DataFrame) -> None:
-    if len(new):
-        connection.execute(insert(Item), new[["external_id", *FIELDS]].to_dict("records"))
+    """Insert new items; one another writer added since the lookup is updated instead."""
+    if not len(new):
+        return
+    add = dialect_insert(connection, Item)
+    add = add.on_conflict_do_update(
+        index_elements=["external_id"],
+        set_={name: add.excluded[name] for name in FIELDS} | {"updated_at": utcnow()},
+    )
+    connection.execute(add, new[["external_id", *FIELDS]].to_dict("records"))
 
 
 def _update(connection: Connection, changed: pd.DataFrame) -> None:
@@ -163,15 +170,17 @@ def record_attribute_kinds(connection: Connection, attributes: Sequence[dict[str
     if not counts:
         return
     table = ItemAttribute.__table__
-    query = select(table.c.name, table.c.kind).where(table.c.name.in_(counts))
-    recorded = {name: kind for name, kind in connection.execute(query)}
-    for name, kinds in counts.items():
-        kind = kind_of_counts(kinds)
-        if name not in recorded:
-            connection.execute(
-                insert(table).values(name=name, kind=kind or AttributeKind.CATEGORICAL)
-            )
-        elif (widened := merge_kinds(recorded[name], kind)) != recorded[name]:
+    kinds = {name: kind_of_counts(counted) for name, counted in counts.items()}
+    # Record new names (a name already recorded, maybe just now by another writer, stays) ...
+    add = dialect_insert(connection, ItemAttribute).on_conflict_do_nothing(index_elements=["name"])
+    connection.execute(
+        add,
+        [{"name": name, "kind": kind or AttributeKind.CATEGORICAL} for name, kind in kinds.items()],
+    )
+    # ... then widen each recorded kind that this batch widens.
+    query = select(table.c.name, table.c.kind).where(table.c.name.in_(kinds))
+    for name, recorded in connection.execute(query).all():
+        if (widened := merge_kinds(recorded, kinds[name])) != recorded:
             change = update(table).where(table.c.name == name)
             connection.execute(change.values(kind=widened, updated_at=utcnow()))
 

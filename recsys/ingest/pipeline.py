@@ -26,7 +26,7 @@ from recsys.errors import InvalidInput
 from recsys.ingest.bulk import prepare
 from recsys.ingest.readers import Batch, open_records
 from recsys.ingest.report import IngestReport, Reason, Reject, RejectsWriter, default_rejects_path
-from recsys.ingest.values import Parsed
+from recsys.ingest.values import BadValue, Parsed, parse_id
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,13 @@ def run_ingest(
 
 
 def check_columns(columns: Sequence[str], ingester: Ingester, path: Path) -> None:
-    """Fail fast, before anything is written, when a required column is absent."""
+    """Fail fast, before anything is written, when a required column is absent or a column
+    name could not be an id (attribute names are stored like ids)."""
+    for position, name in enumerate(columns, start=1):
+        try:
+            parse_id(name, f"column {position}'s name")
+        except BadValue as exc:
+            raise InvalidInput(f"{path.name}: {exc}") from None
     missing = [name for name in ingester.required if name not in columns]
     if missing:
         raise InvalidInput(

@@ -1,5 +1,11 @@
 """The one validation of ids and values, for every door (files, the HTTP API, the library).
 
+The rules, as the README states them: an id is 1 to ``MAX_ID_LENGTH`` characters of text
+(surrounding whitespace removed) without control characters (NUL included), line or paragraph
+separators, bidirectional controls, U+FFFD or unpaired surrogates; a number is finite (NaN
+and infinities are refused, never read as "missing"); a timestamp lies in ``[EARLIEST,
+LATEST)``, UTC. A missing value is None or empty/blank text.
+
 Every scalar parser takes the raw value (str from CSV, typed from Parquet/JSON) and either
 returns the normalised value or raises ``BadValue`` with a message that names the problem.
 Those scalar parsers are the rules. The column parsers at the end apply them to a whole batch:
@@ -16,7 +22,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +35,15 @@ from recsys.catalog.models import AttributeKind
 from recsys.ingest.report import Reason
 
 MAX_ID_LENGTH = 255
+# Timestamps from the start of 1970 up to, not including, 2100 (naive UTC): anything outside
+# is a typo or a unit mistake, and time decay and splits compute in datetime64[ns].
+EARLIEST = datetime(1970, 1, 1)
+LATEST = datetime(2100, 1, 1)
+# Code points no id may hold (inclusive ranges): C0 and C1 controls (NUL included), line and
+# paragraph separators, bidirectional controls, and U+FFFD (what undecodable bytes become).
+_ID_FORBIDDEN = ((0x00, 0x1F), (0x7F, 0x9F), (0x2028, 0x202E), (0x2066, 0x2069), (0xFFFD, 0xFFFD))
+# Free text (titles, attribute values) may hold tabs and line breaks, no other C0 control.
+_TEXT_FORBIDDEN = ((0x00, 0x08), (0x0B, 0x0C), (0x0E, 0x1F), (0x7F, 0x7F), (0xFFFD, 0xFFFD))
 _EVENT = re.compile(r"^[a-z][a-z0-9_\-]{0,31}$")
 _ISO_DATE = re.compile(
     r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$"
@@ -52,23 +67,43 @@ class MissingFile(BadValue):
 
 
 def is_missing(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return isinstance(value, str) and not value.strip()
+    """None or blank text. NaN is not missing: it is a number that is not finite."""
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _class(ranges: tuple[tuple[int, int], ...], re2: bool = False) -> str:
+    """A character class of these ranges, for Python's ``re`` or (``re2``) Arrow's RE2."""
+    code = (lambda c: f"\\x{{{c:x}}}") if re2 else (lambda c: f"\\U{c:08x}")
+    return "[" + "".join(f"{code(low)}-{code(high)}" for low, high in ranges) + "]"
+
+
+_ID_BAD = re.compile(_class(_ID_FORBIDDEN))
+_TEXT_BAD = re.compile(_class(_TEXT_FORBIDDEN))
+
+
+def shown(value: Any, limit: int = 40) -> str:
+    """``repr(value)``, cut to about ``limit`` characters for messages."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long for str()
+        return "a number too long to show"
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def parse_id(value: Any, column: str) -> str:
     """External ids are strings: ``12``, ``12.0`` and ``"12"`` are all ``"12"``."""
     if isinstance(value, bool):
         raise BadValue(f"{column} {value!r} is a boolean, expected an id")
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise BadValue(f"{column} {value!r} is not a finite number, expected an id")
+        value = int(value) if value.is_integer() else value
+    if isinstance(value, int) and abs(value) >= 10**MAX_ID_LENGTH:
+        raise BadValue(f"{column} is longer than {MAX_ID_LENGTH} characters, the limit")
     text = str(value).strip()
-    if "\ufffd" in text:
-        raise BadValue(f"{column} {text!r} is not valid UTF-8")
-    _check_encodable(text, column)
+    if not text:
+        raise BadValue(f"{column} is empty; ids are 1 to {MAX_ID_LENGTH} characters")
+    _check_characters(text, column, _ID_BAD)
     if len(text) > MAX_ID_LENGTH:
         raise BadValue(f"{column} is {len(text)} characters long, the limit is {MAX_ID_LENGTH}")
     return text
@@ -76,17 +111,24 @@ def parse_id(value: Any, column: str) -> str:
 
 def parse_text(value: Any, column: str) -> str:
     text = str(value).strip()
-    if "\ufffd" in text:
-        raise BadValue(f"{column} is not valid UTF-8")
-    _check_encodable(text, column)
+    _check_characters(text, column, _TEXT_BAD)
     return text
 
 
-def _check_encodable(text: str, column: str) -> None:
+def _check_characters(text: str, column: str, forbidden: re.Pattern) -> None:
     try:
         text.encode()
     except UnicodeEncodeError:
-        raise BadValue(f"{column} {text!r} has an unpaired surrogate, not valid Unicode") from None
+        raise BadValue(
+            f"{column} {shown(text)} has an unpaired surrogate, not valid Unicode"
+        ) from None
+    if "\ufffd" in text:
+        raise BadValue(f"{column} {shown(text)} is not valid UTF-8 (it holds U+FFFD)")
+    if found := forbidden.search(text):
+        raise BadValue(
+            f"{column} {shown(text)} holds the control character U+{ord(found[0]):04X} at "
+            f"position {found.start()}; remove it"
+        )
 
 
 def parse_float(value: Any, column: str) -> float:
@@ -95,9 +137,11 @@ def parse_float(value: Any, column: str) -> float:
     try:
         number = float(value.strip() if isinstance(value, str) else value)
     except (TypeError, ValueError):
-        raise BadValue(f"{column} {value!r} is not a number") from None
+        raise BadValue(f"{column} {shown(value)} is not a number") from None
+    except OverflowError:  # an integer beyond the float range, e.g. 10**400
+        raise BadValue(f"{column} {shown(value)} is too large, not a finite number") from None
     if not math.isfinite(number):
-        raise BadValue(f"{column} {value!r} is not a finite number")
+        raise BadValue(f"{column} {shown(value)} is not a finite number")
     return number
 
 
@@ -123,15 +167,23 @@ def parse_bool(value: Any, column: str) -> bool:
 
 
 def parse_timestamp(value: Any, column: str = "timestamp") -> datetime:
-    """ISO 8601 (naive means UTC) or epoch seconds -> naive UTC datetime."""
+    """ISO 8601 (naive means UTC) or epoch seconds -> naive UTC datetime in the range."""
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, date):
         moment = datetime(value.year, value.month, value.day)
     else:
         moment = _parse_timestamp_text(value, column)
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    try:
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-14:00 is past year 9999 in UTC
+        moment = None
+    if moment is None or not EARLIEST <= moment < LATEST:
+        raise BadValue(
+            f"{column} {shown(str(value).strip())} is outside the accepted range "
+            f"{EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d} (UTC)"
+        )
     return moment
 
 
@@ -139,18 +191,21 @@ def _parse_timestamp_text(value: Any, column: str) -> datetime:
     text = str(value).strip()
     try:
         seconds = float(text)
-    except ValueError:
+    except (ValueError, OverflowError):
         seconds = None
     if seconds is not None:
-        if not math.isfinite(seconds) or abs(seconds) >= _MAX_EPOCH_SECONDS:
+        if not math.isfinite(seconds):
+            raise BadValue(f"{column} {shown(text)} is not a finite number of epoch seconds")
+        if abs(seconds) >= _MAX_EPOCH_SECONDS:
             raise BadValue(
-                f"{column} {text} is out of range for epoch seconds (milliseconds? divide by 1000)"
+                f"{column} {shown(text)} is out of range for epoch seconds "
+                "(milliseconds? divide by 1000)"
             )
         return datetime.fromtimestamp(seconds, UTC)
     try:
         return datetime.fromisoformat(text)
     except ValueError:
-        raise BadValue(f"{column} {text!r} is neither ISO 8601 nor epoch seconds") from None
+        raise BadValue(f"{column} {shown(text)} is neither ISO 8601 nor epoch seconds") from None
 
 
 def parse_event(value: Any, column: str = "event") -> str:
@@ -163,23 +218,26 @@ def parse_event(value: Any, column: str = "event") -> str:
     return text
 
 
-def attribute_value(value: Any) -> Any:
+def attribute_value(value: Any, column: str = "attribute") -> Any:
     """Normalise a tabular attribute: numbers stay numbers, ``a|b|c`` becomes a list,
-    dates become ISO strings, other text is stripped. Missing values return None."""
-    if is_missing(value):
+    dates become ISO strings, other text is stripped. Missing values (and NaN, which is how
+    pandas writes an empty cell) return None; infinities and control characters are refused."""
+    if is_missing(value) or (isinstance(value, float) and math.isnan(value)):
         return None
     if isinstance(value, bool):
         return value
     if isinstance(value, int | float):
+        if isinstance(value, float) and math.isinf(value):
+            raise BadValue(f"{column} {value!r} is not a finite number")
         return int(value) if isinstance(value, float) and value.is_integer() else value
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, dict):
-        raise BadValue("is a nested object; flatten it into separate columns")
+        raise BadValue(f"{column} is a nested object; flatten it into separate columns")
     if isinstance(value, list | tuple):
-        items = [str(v).strip() for v in value if not is_missing(v)]
-        return items or None
-    text = str(value).strip()
+        items = [parse_text(v, column) for v in value if not is_missing(v)]
+        return [item for item in items if item] or None
+    text = parse_text(value, column)
     number = _number_or_none(text)
     if number is not None:
         return number
@@ -268,6 +326,16 @@ _ISO = (
     r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?"
     r"(Z|[+-]([01]\d|2[0-3]):[0-5]\d)?)?$"
 )
+_ID_BAD_RE2 = _class(_ID_FORBIDDEN, re2=True)
+_TEXT_BAD_RE2 = _class(_TEXT_FORBIDDEN, re2=True)
+_EPOCH_START = datetime(1970, 1, 1)
+_EARLIEST_US = (EARLIEST - _EPOCH_START) // timedelta(microseconds=1)
+_LATEST_US = (LATEST - _EPOCH_START) // timedelta(microseconds=1)
+_PYTHON_SECONDS = (
+    (datetime.min - _EPOCH_START) // timedelta(seconds=1),
+    (datetime.max - _EPOCH_START) // timedelta(seconds=1),
+)
+_PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
 
 
 @dataclass
@@ -351,8 +419,6 @@ def _null_or_empty(column: pa.Array) -> np.ndarray:
     missing = column.is_null()
     if pa.types.is_string(column.type):
         missing = pc.or_(missing, pc.equal(column, ""))
-    elif pa.types.is_floating(column.type):
-        missing = pc.or_(missing, pc.is_nan(column))
     return missing.to_numpy(zero_copy_only=False).copy()
 
 
@@ -364,13 +430,14 @@ def _none(column: pa.Array, type_: pa.DataType):
     return np.zeros(len(column), dtype=bool), pa.nulls(len(column), type_)
 
 
-def _fast_text(column: pa.Array, limit: int | None = None):
-    """Strings that strip() leaves alone, with no U+FFFD (and at most ``limit`` long)."""
+def _fast_text(column: pa.Array, forbidden: str, limit: int | None = None):
+    """Strings that strip() leaves alone, with none of the ``forbidden`` characters (an RE2
+    class) and at most ``limit`` long."""
     if pa.types.is_integer(column.type):
         return column.is_valid().to_numpy(zero_copy_only=False), column.cast(pa.string())
     if not pa.types.is_string(column.type):
         return _none(column, pa.string())
-    ok = _matches(column, _PLAIN) & ~_matches(column, "\ufffd")
+    ok = _matches(column, _PLAIN) & ~_matches(column, forbidden)
     if limit is not None:
         ok &= pc.utf8_length(column).fill_null(0).to_numpy() <= limit
     return ok, column
@@ -389,8 +456,14 @@ def _fast_float(column: pa.Array, minimum: float = -math.inf):
 
 
 def _fast_timestamp(column: pa.Array):
+    accepted, values = _fast_moments(column)
+    micros = values.cast(pa.int64()).fill_null(0).to_numpy()  # (B,) since 1970, UTC
+    return accepted & (micros >= _EARLIEST_US) & (micros < _LATEST_US), values
+
+
+def _fast_moments(column: pa.Array):
     moment = pa.timestamp("us")
-    if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
+    if pa.types.is_timestamp(column.type):
         return column.is_valid().to_numpy(zero_copy_only=False), column.cast(moment, safe=False)
     if pa.types.is_integer(column.type):
         seconds = column.cast(pa.int64()).fill_null(0).to_numpy()
@@ -414,13 +487,27 @@ def _fast_timestamp(column: pa.Array):
     return epoch | iso, pa.array(micros, pa.int64()).cast(moment)
 
 
+def _within_python_range(column: pa.Array) -> pa.Array:
+    """A date or timestamp column with its values clamped to years 1-9999, the range of
+    Python's datetime, so the scalar rule can be shown (and refuse) every value."""
+    if pa.types.is_date(column.type):
+        column = column.cast(pa.timestamp("s" if pa.types.is_date32(column.type) else "ms"))
+    per_second = _PER_SECOND[column.type.unit]
+    limits = np.iinfo(np.int64)
+    low = max(_PYTHON_SECONDS[0] * per_second, int(limits.min))
+    high = min(_PYTHON_SECONDS[1] * per_second, int(limits.max))
+    raw = column.cast(pa.int64())
+    return pc.min_element_wise(pc.max_element_wise(raw, low), high).cast(column.type)
+
+
 def id_column(column: Column | None, length: int, name: str) -> Parsed:
-    fast = lambda c: _fast_text(c, MAX_ID_LENGTH)  # noqa: E731
+    fast = lambda c: _fast_text(c, _ID_BAD_RE2, MAX_ID_LENGTH)  # noqa: E731
     return parse_column(column, length, name, parse_id, pa.string(), fast)
 
 
 def text_column(column: Column | None, length: int, name: str) -> Parsed:
-    return parse_column(column, length, name, parse_text, pa.string(), _fast_text)
+    fast = lambda c: _fast_text(c, _TEXT_BAD_RE2)  # noqa: E731
+    return parse_column(column, length, name, parse_text, pa.string(), fast)
 
 
 def weight_column(column: Column | None, length: int, name: str) -> Parsed:
@@ -429,6 +516,10 @@ def weight_column(column: Column | None, length: int, name: str) -> Parsed:
 
 
 def timestamp_column(column: Column | None, length: int, name: str = "timestamp") -> Parsed:
+    if isinstance(column, pa.Array) and (
+        pa.types.is_timestamp(column.type) or pa.types.is_date(column.type)
+    ):
+        column = _within_python_range(column)
     rule = parse_timestamp
     return parse_column(column, length, name, rule, pa.timestamp("us"), _fast_timestamp)
 
@@ -442,8 +533,7 @@ def bool_column(column: Column | None, length: int, name: str) -> Parsed:
 
 
 def attribute_column(column: Column | None, length: int, name: str) -> Parsed:
-    rule = lambda value, _name: attribute_value(value)  # noqa: E731
-    return parse_unique(column, length, f"attribute {name!r}", rule)
+    return parse_unique(column, length, f"attribute {name!r}", attribute_value)
 
 
 def image_column(column: Column | None, length: int, name: str, root: Path) -> Parsed:
