@@ -26,15 +26,35 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 
 @pytest.fixture(scope="module")
-def base_url(tmp_path_factory):
-    url, artifacts = build_shop(tmp_path_factory.mktemp("web-shop"))
+def shop(tmp_path_factory):
+    return build_shop(tmp_path_factory.mktemp("web-shop"))
+
+
+def serve(shop, **settings):
+    """The service on a free port in a thread -> (base URL, server)."""
+    url, artifacts = shop
     app = create_app(
-        Settings(database_url=url, artifacts_dir=artifacts), {"RELOAD_CHECK_SECONDS": 0}
+        Settings(database_url=url, artifacts_dir=artifacts, **settings),
+        {"RELOAD_CHECK_SECONDS": 0},
     )
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_port}", server
+
+
+@pytest.fixture(scope="module")
+def base_url(shop):
+    """The demo's settings: the page holds no key, so listing shoppers is not open to it."""
+    base, server = serve(shop)
+    yield base
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def open_base_url(shop):
+    """A server that makes listing shoppers public (RECSYS_PUBLIC_SCOPES with users:read)."""
+    base, server = serve(shop, public_scopes="items:read,feeds:read,search:read,users:read")
+    yield base
     server.shutdown()
 
 
@@ -74,7 +94,9 @@ def test_product_to_similar_item_to_a_feed(page, base_url):
         page.locator('[data-testid="similar"] img').first.evaluate("img => img.naturalWidth") == 28
     )
 
-    page.get_by_test_id("user-link").filter(has_text="u9 (").click()
+    sync_api.expect(page.get_by_test_id("users-private")).to_contain_text("API key")
+    page.locator("#shopper-id").fill("u9")
+    page.locator("#shopper-id").press("Enter")
     sync_api.expect(page.get_by_test_id("feed-title")).to_have_text("For u9")
     feed = card_ids(page, "feed")
     assert len(feed) >= 10 and all(item.startswith("b") for item in feed[:5])
@@ -99,3 +121,10 @@ def test_search_by_photo(page, base_url, tmp_path):
 def test_bad_item_shows_the_api_error(page, base_url):
     page.goto(base_url + "/#/item/no-such-item")
     sync_api.expect(page.get_by_test_id("error")).to_contain_text("no-such-item")
+
+
+def test_shoppers_are_listed_where_the_server_makes_the_list_public(page, open_base_url):
+    page.goto(open_base_url + "/")
+    page.get_by_test_id("user-link").filter(has_text="u9 (").click()
+    sync_api.expect(page.get_by_test_id("feed-title")).to_have_text("For u9")
+    assert page.get_by_test_id("users-private").count() == 0

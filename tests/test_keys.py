@@ -1,0 +1,129 @@
+"""API keys: stored hashed, shown once, scoped, revocable; which endpoints need one."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from recsys.catalog import connect
+from recsys.catalog.keys import create_key, find_key, list_keys, revoke_key
+from recsys.catalog.models import ApiKey
+from recsys.errors import InvalidInput
+from recsys.settings import Settings
+from services.app import create_app
+from tests.shop_fixture import build_shop
+from tests.test_service import TOKEN, assert_error
+
+EVENT = {"events": [{"user_id": "u1", "item_id": "a1", "event": "view"}]}
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_cli_shows_a_key_once_and_stores_only_its_hash(run_cli, engine, db_url):
+    created = run_cli("keys", "create", "--scope", "events:write", "--scope", "users:read",
+                      "--name", "importer")  # fmt: skip
+    key = created.stdout.strip()
+    assert key.startswith("rk_") and "shown once" in created.stderr
+    info = find_key(engine, key)
+    assert info.scopes == ("events:write", "users:read") and info.name == "importer"
+    with Session(engine) as session:
+        row = session.scalar(select(ApiKey))
+    assert key not in (row.secret_hash, row.key_id, row.scopes)
+    listed = run_cli("keys", "list").stdout
+    assert info.key_id in listed and "events:write users:read" in listed and key not in listed
+    run_cli("keys", "revoke", info.key_id)
+    assert find_key(engine, key) is None
+    assert "revoked" in run_cli("keys", "list").stdout
+    unknown = run_cli("keys", "revoke", "000000000000", expect_exit=2)
+    assert "keys list" in unknown.output
+    refused = run_cli("keys", "create", "--scope", "everything", expect_exit=2)
+    assert "events:write" in refused.output  # names the scopes there are
+
+
+def test_a_key_is_found_only_whole_and_unrevoked(engine):
+    info, key = create_key(engine, ["feeds:read"])
+    assert find_key(engine, key) == info
+    assert find_key(engine, key[:-1] + ("A" if key[-1] != "A" else "B")) is None
+    assert find_key(engine, "rk_nothing") is None and find_key(engine, "") is None
+    revoke_key(engine, info.key_id)
+    assert find_key(engine, key) is None and not list_keys(engine)[0].active
+    with pytest.raises(InvalidInput, match="at least one scope"):
+        create_key(engine, [])
+    with pytest.raises(InvalidInput, match="unknown scope 'root'"):
+        create_key(engine, ["root"])
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    return build_shop(tmp_path_factory.mktemp("keys-shop"))
+
+
+def service(shop, **settings):
+    url, artifacts = shop
+    settings = Settings(database_url=url, artifacts_dir=artifacts, admin_token=TOKEN, **settings)
+    config = {"RELOAD_CHECK_SECONDS": 0, "KEY_CACHE_SECONDS": 0}
+    return create_app(settings, config).test_client()
+
+
+def test_writes_and_user_lists_need_a_key_with_the_scope(shop):
+    client = service(shop)
+    engine = connect(shop[0])
+    _, writer = create_key(engine, ["events:write"])
+    _, reader = create_key(engine, ["users:read"])
+    missing = client.post("/v1/interactions", json=EVENT)
+    assert_error(missing, 401, "events:write")
+    assert 'scope="events:write"' in missing.headers["WWW-Authenticate"]
+    assert_error(client.post("/v1/interactions", json=EVENT, headers=bearer("rk_guess")), 401)
+    wrong = client.post("/v1/interactions", json=EVENT, headers=bearer(reader))
+    assert_error(wrong, 403, "events:write")
+    assert client.post("/v1/interactions", json=EVENT, headers=bearer(writer)).status_code == 201
+    assert_error(client.get("/v1/users"), 401, "users:read")
+    assert_error(client.get("/v1/users", headers=bearer(writer)), 403, "users:read")
+    assert client.get("/v1/users", headers=bearer(reader)).status_code == 200
+    assert client.get("/v1/users", headers=bearer(TOKEN)).status_code == 200  # admin token
+
+
+def test_a_revoked_key_stops_working(shop):
+    client = service(shop)  # KEY_CACHE_SECONDS 0: every request reads the key
+    engine = connect(shop[0])
+    info, key = create_key(engine, ["admin"])
+    assert client.get("/v1/users", headers=bearer(key)).status_code == 200
+    revoke_key(engine, info.key_id)
+    assert_error(client.get("/v1/users", headers=bearer(key)), 401, "revoked")
+
+
+def test_public_reads_need_no_key_and_read_none(shop):
+    client = service(shop)
+    garbage = bearer("not a key at all")  # not even looked at on a public endpoint
+    for path in ("/v1/items/a1/similar?k=3", "/v1/users/u1/recommendations?k=3",
+                 "/v1/items/a1", "/v1/items?limit=2", "/images/a1", "/metrics"):  # fmt: skip
+        assert client.get(path, headers=garbage).status_code == 200, path
+
+
+def test_which_reads_are_public_is_a_setting(shop):
+    client = service(shop, public_scopes="items:read,users:read")
+    assert client.get("/v1/users").status_code == 200
+    assert client.get("/v1/items/a1/similar").status_code == 200
+    assert_error(client.get("/v1/users/u1/recommendations"), 401, "feeds:read")
+    assert_error(client.get("/metrics"), 401, "metrics:read")
+    _, scraper = create_key(connect(shop[0]), ["metrics:read"])
+    assert client.get("/metrics", headers=bearer(scraper)).status_code == 200
+    closed = service(shop, public_scopes="none")
+    assert_error(closed.get("/v1/items/a1/similar"), 401, "items:read")
+
+
+def test_the_document_shows_each_guarded_operation_and_its_scope(shop):
+    document = service(shop).get("/openapi.json").get_json()
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    write = document["paths"]["/v1/interactions"]["post"]
+    assert write["security"] == [{"bearer": ["events:write"]}]
+    assert {"401", "403", "429"} <= set(write["responses"])
+    users = document["paths"]["/v1/users"]["get"]
+    assert users["security"] == [{"bearer": ["users:read"]}]
+    similar = document["paths"]["/v1/items/{item_id}/similar"]["get"]
+    assert "security" not in similar and "401" not in similar["responses"]
+    reload = document["paths"]["/v1/admin/reload"]["post"]
+    assert reload["security"] == [{"bearer": ["admin"]}]

@@ -1,0 +1,145 @@
+"""Abuse limits: rate limits per key and per address shared by processes, bounded image work,
+the image encoder loaded with the bundle."""
+
+from __future__ import annotations
+
+import io
+import struct
+import subprocess
+import sys
+import zlib
+
+import pytest
+from PIL import Image
+
+from recsys.catalog import connect
+from recsys.catalog.keys import create_key
+from recsys.settings import Settings
+from recsys.vision import ImageEncoder
+from services.app import create_app
+from services.limits import SQLiteStorage
+from tests.shop_fixture import build_shop, item_image
+from tests.test_keys import EVENT, bearer
+from tests.test_service import assert_error, png
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    return build_shop(tmp_path_factory.mktemp("limits-shop"))
+
+
+def service(database_url, artifacts, **settings):
+    settings = Settings(database_url=database_url, artifacts_dir=artifacts, **settings)
+    return create_app(settings, {"RELOAD_CHECK_SECONDS": 0})
+
+
+def search(client, address: str, **kwargs):
+    photo = {"image": (io.BytesIO(png(item_image("b", 3))), "q.png")}
+    return client.post(
+        "/v1/search/image?k=3", data=photo, environ_base={"REMOTE_ADDR": address}, **kwargs
+    )
+
+
+def test_visual_search_is_limited_per_address_in_every_worker(shop):
+    database, artifacts = shop
+    first = service(database, artifacts, search_rate_limit="3/minute").test_client()
+    second = service(database, artifacts, search_rate_limit="3/minute").test_client()
+    # Two apps over one catalog stand for two gunicorn workers: they share the counters.
+    assert [search(c, "10.0.0.1").status_code for c in (first, second, first)] == [200] * 3
+    refused = search(second, "10.0.0.1")
+    assert_error(refused, 429, "3 per 1 minute")
+    assert 0 < int(refused.headers["Retry-After"]) <= 60
+    assert search(first, "10.0.0.2").status_code == 200  # another address has its own count
+
+
+def test_writes_are_limited_per_key_and_per_address(shop):
+    client = service(*shop, write_rate_limit="2/minute", admin_token="t" * 20).test_client()
+    engine = connect(shop[0])
+    _, key = create_key(engine, ["events:write"])
+    _, other = create_key(engine, ["events:write"])
+
+    def write(key: str, address: str) -> int:
+        headers, environ = bearer(key), {"REMOTE_ADDR": address}
+        return client.post("/v1/interactions", json=EVENT, headers=headers, environ_base=environ)
+
+    # One key from many addresses: the key's count stops it.
+    assert [write(key, f"10.1.0.{n}").status_code for n in range(3)] == [201, 201, 429]
+    # Many keys from one address: the address's count stops them.
+    assert [write(other, "10.2.0.1").status_code for _ in range(2)] == [201, 201]
+    _, third = create_key(engine, ["events:write"])
+    assert_error(write(third, "10.2.0.1"), 429, "per API key and per address")
+
+
+def test_the_counters_file_is_shared_between_processes(tmp_path):
+    uri = f"sqlite://{tmp_path / 'limits.db'}"
+    script = (
+        "import sys; from services.limits import SQLiteStorage; "
+        "s = SQLiteStorage(sys.argv[1]); [s.incr('k', 60) for _ in range(5)]"
+    )
+    subprocess.run([sys.executable, "-c", script, uri], check=True)
+    storage = SQLiteStorage(uri)
+    assert storage.get("k") == 5 and storage.incr("k", 60) == 6
+    assert storage.get("other") == 0
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A small PNG file whose header says ``width`` x ``height`` RGBA (a decompression bomb's
+    first bytes: a decoder would allocate width * height * 4 bytes)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    pixels = zlib.compress(b"\0" * 4096)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+def test_an_image_too_large_is_refused_from_its_header(shop):
+    client = service(*shop).test_client()
+    bomb = {"image": (io.BytesIO(png_header_only(13370, 13370)), "bomb.png")}
+    assert_error(client.post("/v1/search/image", data=bomb), 400, "13370x13370")
+    small_limit = service(*shop, max_image_pixels=100).test_client()
+    photo = {"image": (io.BytesIO(png(item_image("a", 1))), "q.png")}
+    assert_error(small_limit.post("/v1/search/image", data=photo), 400, "28x28")
+
+
+def test_other_formats_than_the_four_photos_are_refused(shop):
+    client = service(*shop).test_client()
+    buffer = io.BytesIO()
+    Image.fromarray(item_image("a", 1)).save(buffer, format="TIFF")
+    upload = {"image": (io.BytesIO(buffer.getvalue()), "q.tiff")}
+    assert_error(client.post("/v1/search/image", data=upload), 400, "PNG, JPEG, WebP or GIF")
+
+
+def test_a_busy_worker_answers_503_instead_of_queueing_image_work(shop, monkeypatch):
+    import services.api
+
+    monkeypatch.setattr(services.api, "IMAGE_WAIT_SECONDS", 0.01)
+    app = service(*shop)
+    slots = app.extensions["recsys"].image_slots
+    assert slots.acquire(timeout=1)  # another request is decoding
+    try:
+        refused = search(app.test_client(), "10.9.0.1")
+    finally:
+        slots.release()
+    assert_error(refused, 503, "busy")
+    assert refused.headers["Retry-After"]
+    assert search(app.test_client(), "10.9.0.2").status_code == 200
+
+
+def test_the_image_encoder_is_loaded_with_the_bundle_not_on_the_first_search(shop, monkeypatch):
+    loads = []
+    original = ImageEncoder.load.__func__
+
+    def counting(cls, *args, **kwargs):
+        loads.append(args)
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(ImageEncoder, "load", classmethod(counting))
+    app = service(*shop)
+    assert len(loads) == 1
+    assert search(app.test_client(), "10.8.0.1").status_code == 200
+    assert len(loads) == 1
