@@ -122,15 +122,21 @@ def _external_ids(connection, table: str) -> np.ndarray:
 
 def items_frame(rows, attribute_names: list[str]) -> pd.DataFrame:
     """Rows of (external_id, title, image_path, in_stock, attributes) -> one flat frame."""
-    records = []
-    for external_id, title, image_path, in_stock, attributes in rows:
-        record = {"item_id": external_id, "title": title, "image_path": image_path}
-        record["in_stock"] = bool(in_stock)
-        attributes = attributes or {}
-        record.update({name: attributes.get(name) for name in attribute_names})
-        records.append(record)
-    columns = ["item_id", "title", "image_path", "in_stock", *attribute_names]
-    return pd.DataFrame.from_records(records, columns=columns)
+    external_id, title, image_path, in_stock, attributes = (
+        zip(*rows, strict=True) if rows else ((),) * 5
+    )
+    frame = pd.DataFrame(
+        {
+            "item_id": list(external_id),
+            "title": list(title),
+            "image_path": list(image_path),
+            "in_stock": np.asarray(in_stock, dtype=bool),
+        }
+    )
+    values = pd.DataFrame.from_records(
+        [found or {} for found in attributes], columns=attribute_names, nrows=len(frame)
+    )
+    return pd.concat([frame, values.reindex(columns=attribute_names)], axis=1)
 
 
 def index_of(ids: np.ndarray) -> dict[str, int]:
