@@ -40,6 +40,9 @@ DEFAULTS = {
     # Item cards each process keeps in memory (always current: see recsys.catalog.reads);
     # 0 reads every card from the catalog on every request.
     "CARD_CACHE_ITEMS": 50_000,
+    # Seconds a worker answers cards from memory before it reads the catalog's items
+    # generation again; 0 reads it on every request, so an edit shows on the next one.
+    "CARD_MAX_AGE_SECONDS": 0.0,
     # A worker that cannot reach the catalog at start retries after 0.5 s, 1 s, 2 s ... up to
     # this many seconds apart, serving 503s meanwhile, instead of failing to boot.
     "CATALOG_RETRY_MAX_SECONDS": 30.0,
@@ -63,7 +66,9 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
         check_interval=float(app.config["RELOAD_CHECK_SECONDS"] or 0),
         on_swap=lambda state: metrics.model_loaded(state.version),
     )
-    cards = CardCache(engine, int(app.config["CARD_CACHE_ITEMS"]))
+    cards = CardCache(
+        engine, int(app.config["CARD_CACHE_ITEMS"]), float(app.config["CARD_MAX_AGE_SECONDS"])
+    )
     app.extensions["recsys"] = ServiceContext(settings, engine, holder, metrics, cards)
     errors.init_app(app)
     init_metrics(app, metrics)

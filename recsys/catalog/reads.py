@@ -13,7 +13,9 @@ started on, and costs one tiny query instead of reading and decoding every card 
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,21 +83,25 @@ def item_cards(engine: Engine, item_ids: Sequence[str]) -> dict[str, ItemCard]:
 
 
 class CardCache:
-    """Item cards by id for one process, always as current as the catalog.
+    """Item cards by id for one process, as current as the catalog.
 
     ``cards`` reads the items generation, answers from memory while it is unchanged, reads
-    the missing cards in one query, and drops everything when the generation moved. At most
-    ``capacity`` cards are kept (least recently used go first); 0 keeps none, so every call
-    reads the catalog. Safe to share between a worker's threads.
+    the missing cards in one query, and drops everything when the generation moved. With
+    ``max_age`` > 0 the generation is read at most that often (seconds) while every asked
+    card is in memory: an edit then shows within ``max_age`` instead of on the next call.
+    At most ``capacity`` cards are kept (least recently used go first); 0 keeps none, so
+    every call reads the catalog. Safe to share between a worker's threads.
     """
 
-    def __init__(self, engine: Engine, capacity: int) -> None:
-        if capacity < 0:
-            raise ValueError(f"capacity must be >= 0, got {capacity}")
+    def __init__(self, engine: Engine, capacity: int, max_age: float = 0.0) -> None:
+        if capacity < 0 or max_age < 0:
+            raise ValueError(f"capacity and max_age must be >= 0, got {capacity}, {max_age}")
         self.engine = engine
         self.capacity = capacity
+        self.max_age = max_age
         self._cards: OrderedDict[str, ItemCard] = OrderedDict()
         self._generation: int | None = None
+        self._checked = -math.inf  # time.monotonic() of the last generation read
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -107,8 +113,14 @@ class CardCache:
             return {}
         if not self.capacity:
             return item_cards(self.engine, item_ids)
+        now = time.monotonic()
+        if now - self._checked < self.max_age:
+            found = self._cached(self._generation, item_ids)
+            if len(found) == len(set(item_ids)):
+                return found
         with self.engine.connect() as connection:
             generation = connection.scalar(_GENERATION)
+            self._checked = now
             found = self._cached(generation, item_ids)
             missing = [item_id for item_id in dict.fromkeys(item_ids) if item_id not in found]
             if not missing:
