@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from recsys.model.index import IndexConfig, VectorIndex
+from recsys.model.index import IndexConfig, VectorIndex, resolved_kind
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +79,31 @@ def test_threads_searching_with_different_breadths_each_get_their_own_answer(vec
         answers = list(pool.map(lambda job: index.search(queries[job[1]], job[0])[0][0], jobs))
     for (k, q), rows in zip(jobs, answers, strict=True):
         np.testing.assert_array_equal(rows, expected[k][q])
+
+
+def test_auto_index_kind_grows_with_the_catalog():
+    config = IndexConfig(exact_max_items=100, ivf_min_items=1000)
+    assert [resolved_kind(config, n) for n in (100, 101, 999, 1000)] == [
+        "flat",
+        "hnsw",
+        "hnsw",
+        "ivf",
+    ]
+
+
+@pytest.mark.parametrize("target", [0.8, 0.95])
+def test_ivf_probes_as_many_lists_as_the_target_recall_needs(target, tmp_path):
+    rng = np.random.default_rng(4)
+    centres = rng.normal(size=(40, 32))
+    vectors = (centres[rng.integers(0, 40, 20_000)] + rng.normal(size=(20_000, 32))).astype(
+        np.float32
+    )
+    index = VectorIndex.build(vectors, IndexConfig(kind="ivf", target_recall=target))
+    queries = vectors[rng.choice(len(vectors), 300, replace=False)] + 0.1
+    exact = VectorIndex.build(vectors, IndexConfig(kind="flat"))
+    truth = exact.search(queries, 10)[0]
+    found = VectorIndex.load(index.save(tmp_path / "ivf.faiss"), vectors, index.config)
+    rows = found.search(queries, 10)[0]
+    recall = np.mean([len(set(r) & set(t)) / 10 for r, t in zip(rows, truth, strict=True)])
+    assert recall >= target - 0.03  # measured on other queries than the calibration's
+    assert 1 <= found.index.nprobe < found.index.nlist  # fewer lists than all of them

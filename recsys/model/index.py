@@ -16,12 +16,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class IndexConfig:
-    # "auto" (flat up to exact_max_items, HNSW above), "flat", "ivf" or "hnsw".
+    # "auto" (flat up to exact_max_items, HNSW up to ivf_min_items, IVF above), "flat",
+    # "ivf" or "hnsw".
     kind: str = "auto"
     exact_max_items: int = 50_000
-    # IVF: number of lists (0 = 4 * sqrt(n)) and lists probed per query.
+    # Above this many items "auto" builds IVF: it builds in minutes where HNSW takes far
+    # longer, and its lists are mapped from the bundle's file, shared by every worker.
+    ivf_min_items: int = 500_000
+    # IVF: number of lists (0 = 4 * sqrt(n)); lists probed per query (0 = the fewest of
+    # NPROBE_STEPS reaching target_recall, measured at build on sampled item queries).
     nlist: int = 0
-    nprobe: int = 16
+    nprobe: int = 0
+    target_recall: float = 0.95
     # HNSW: neighbours per node and search breadth.
     hnsw_m: int = 32
     ef_search: int = 128
@@ -31,6 +37,16 @@ class IndexConfig:
     def __post_init__(self) -> None:
         if self.kind not in ("auto", "flat", "ivf", "hnsw"):
             raise ValueError(f"IndexConfig.kind {self.kind!r}: use auto, flat, ivf or hnsw")
+        if not 0 < self.target_recall <= 1:
+            raise ValueError(
+                f"IndexConfig.target_recall must be in (0, 1], got {self.target_recall}"
+            )
+
+
+# nprobe values tried, in order, when IndexConfig.nprobe is 0; queries and k of the check.
+NPROBE_STEPS = (8, 16, 32, 64, 128, 256, 512)
+RECALL_QUERIES = 1_000
+RECALL_K = 10
 
 
 class VectorIndex:
@@ -56,6 +72,8 @@ class VectorIndex:
         kind = resolved_kind(config, len(vectors))
         index = _make_index(kind, vectors, config)
         index.add(vectors)
+        if kind == "ivf":
+            calibrate_nprobe(index, vectors, config)
         log.info("built %s index over %d vectors of %d dims", kind, *vectors.shape)
         return cls(vectors, _maybe_gpu(index, kind, use_gpu), config)
 
@@ -183,7 +201,9 @@ class VectorIndex:
 def resolved_kind(config: IndexConfig, n: int) -> str:
     if config.kind != "auto":
         return config.kind
-    return "flat" if n <= config.exact_max_items else "hnsw"
+    if n <= config.exact_max_items:
+        return "flat"
+    return "hnsw" if n < config.ivf_min_items else "ivf"
 
 
 def _make_index(kind: str, vectors: np.ndarray, config: IndexConfig) -> faiss.Index:
@@ -196,9 +216,39 @@ def _make_index(kind: str, vectors: np.ndarray, config: IndexConfig) -> faiss.In
         return index
     nlist = config.nlist or max(1, min(int(4 * np.sqrt(n)), n // 39))
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-    index.train(vectors)
-    index.nprobe = min(config.nprobe, nlist)
+    index.train(_training_sample(vectors, nlist))
     return index
+
+
+def _training_sample(vectors: np.ndarray, nlist: int, per_list: int = 64) -> np.ndarray:
+    """The rows k-means sees: at most ``per_list`` per list (FAISS's own advice is 39-256)."""
+    if len(vectors) <= nlist * per_list:
+        return vectors
+    rows = np.random.default_rng(0).choice(len(vectors), nlist * per_list, replace=False)
+    return vectors[np.sort(rows)]
+
+
+def calibrate_nprobe(index: faiss.Index, vectors: np.ndarray, config: IndexConfig) -> float:
+    """Set ``index.nprobe`` to ``config.nprobe``, or to the fewest of ``NPROBE_STEPS`` whose
+    recall@10 against exact search on sampled item queries reaches ``config.target_recall``
+    -> the recall measured at the chosen value."""
+    n = len(vectors)
+    rng = np.random.default_rng(0)
+    queries = vectors[rng.choice(n, min(RECALL_QUERIES, n), replace=False)]
+    k = min(RECALL_K, n)
+    exact = faiss.IndexFlatIP(vectors.shape[1])
+    exact.add(vectors)
+    truth = exact.search(queries, k)[1]
+    steps = (config.nprobe,) if config.nprobe else NPROBE_STEPS
+    for nprobe in steps:
+        index.nprobe = min(nprobe, index.nlist)
+        found = index.search(queries, k)[1]
+        hits = (found[:, :, None] == truth[:, None, :]).any(axis=2)
+        recall = float(hits.mean())
+        if recall >= config.target_recall or index.nprobe == index.nlist:
+            break
+    log.info("IVF over %d lists probes %d: recall@%d %.3f", index.nlist, index.nprobe, k, recall)
+    return recall
 
 
 def _maybe_gpu(index: faiss.Index, kind: str, use_gpu: bool) -> faiss.Index:
