@@ -1,0 +1,217 @@
+"""Faults an operator meets: the catalog file moved away while serving, and `recsys train`
+killed (SIGKILL) at each of its stages. Longer attacks: scripts/attack.py."""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, text
+from sqlalchemy import select as sql_select
+from sqlalchemy.orm import Session
+
+from recsys.catalog import connect, migrate
+from recsys.catalog.db import require_current_schema
+from recsys.catalog.models import Interaction
+from recsys.errors import CatalogNotReady
+from recsys.model.bundle import UNREGISTERED, active_version
+from recsys.model.training import STAGES, train
+from recsys.settings import Settings
+from services.app import create_app
+from tests.shop_fixture import populate, train_config
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "reliability-admin-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    """A trained toy shop on SQLite (no images: training needs no torch) -> (URL, artifacts)."""
+    root = tmp_path_factory.mktemp("shop")
+    url = f"sqlite:///{root / 'shop.db'}"
+    engine = connect(url)
+    migrate.upgrade(engine)
+    populate(engine)
+    train(engine, root / "artifacts", train_config(), "cpu")
+    engine.dispose()
+    return url, root / "artifacts"
+
+
+def stored_events(path: Path) -> int:
+    engine = connect(f"sqlite:///{path}")
+    with Session(engine) as session:
+        count = session.scalar(sql_select(func.count()).select_from(Interaction))
+    engine.dispose()
+    return count
+
+
+# -- the catalog file moved away while serving -----------------------------------------------
+def test_readyz_says_503_while_the_catalog_file_is_gone_and_ready_once_it_is_back(shop):
+    url, artifacts = shop
+    settings = Settings(database_url=url, artifacts_dir=artifacts, admin_token=TOKEN)
+    client = create_app(settings, {"RELOAD_CHECK_SECONDS": 0}).test_client()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    path = Path(url.removeprefix("sqlite:///"))
+    before = stored_events(path)
+
+    def post(user: str):
+        event = {"user_id": user, "item_id": "a1", "event": "view"}
+        return client.post("/v1/interactions", json={"events": [event]}, headers=auth)
+
+    assert client.get("/readyz").status_code == 200
+    assert post("moved-1").status_code == 201
+    path.rename(path.with_suffix(".moved"))  # its -wal and -shm files stay behind
+    try:
+        gone = client.get("/readyz")
+        assert gone.status_code == 503
+        assert gone.get_json()["error"]["code"] == "database_unavailable"
+        assert str(path.parent) not in gone.get_data(as_text=True)
+        refused = post("moved-2")
+        assert refused.status_code == 503  # not a 201 for a write to a file now elsewhere
+        assert not path.exists()  # no empty catalog created in its place
+    finally:
+        path.with_suffix(".moved").rename(path)
+    assert client.get("/readyz").status_code == 200
+    assert post("moved-3").status_code == 201
+    assert stored_events(path) == before + 2  # every 201 stored, the refused event not
+    restarted = create_app(settings, {"RELOAD_CHECK_SECONDS": 0}).test_client()
+    assert restarted.get("/readyz").status_code == 200
+
+
+def test_a_new_process_never_creates_an_empty_catalog_beside_a_left_behind_wal(tmp_path):
+    path = tmp_path / "catalog.db"
+    engine = connect(f"sqlite:///{path}")
+    migrate.upgrade(engine)
+    with engine.connect() as connection:
+        assert connection.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL: durable
+        path.rename(tmp_path / "elsewhere.db")  # while a connection holds the WAL open
+        fresh = connect(f"sqlite:///{path}")  # a worker started now
+        with pytest.raises(CatalogNotReady, match="gone"):
+            require_current_schema(fresh)
+        assert not path.exists()
+
+
+def test_a_catalog_file_replaced_by_another_is_followed_not_the_old_handle(tmp_path):
+    path, other = tmp_path / "catalog.db", tmp_path / "restored.db"
+    for target, n in ((path, 1), (other, 2)):
+        engine = connect(f"sqlite:///{target}")
+        with engine.begin() as connection:
+            connection.execute(text("CREATE TABLE t (x INTEGER)"))
+            connection.execute(text("INSERT INTO t VALUES (:n)"), {"n": n})
+        if target == path:
+            serving = engine
+        else:
+            engine.dispose()
+    with serving.connect() as connection:
+        assert connection.execute(text("SELECT x FROM t")).scalar() == 1
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    other.replace(path)  # a restore from a backup: a different file at the same path
+    with serving.connect() as connection:
+        assert connection.execute(text("SELECT x FROM t")).scalar() == 2
+
+
+# -- recsys train killed at each stage -------------------------------------------------------
+# One driver imports the training code once and forks a `train` per stage, each on its own
+# catalog; a child stops inside its stage (after the step, or, for register, just before it)
+# and says so with its pid; the test then SIGKILLs it.
+DRIVER = """
+import os, sys, time, traceback
+from recsys.catalog import connect
+from recsys.model import training
+from recsys.model.cf import CFConfig
+
+config = training.TrainConfig(cf=CFConfig(factors=8, regularization=0.5), validation_share=0.25)
+STEPS = {"read": "read_catalog", "images": "image_block", "tabular": "tabular_block",
+         "cf": "build_collaborative", "weights": "choose_weights", "fuse": "_fuse",
+         "index": "_recommender", "bundle": "write_model_files", "register": "register_bundle"}
+assert set(STEPS) == set(training.STAGES), "a new stage: add its step here"
+
+
+def train_stopping_in(stage, root):
+    step = getattr(training, STEPS[stage])
+
+    def stop():
+        print("stopped in", stage, os.getpid(), flush=True)
+        time.sleep(600)
+
+    def paused(*args, **kwargs):
+        if stage == "register":
+            stop()
+        result = step(*args, **kwargs)
+        stop()
+        return result
+
+    setattr(training, STEPS[stage], paused)
+    training.train(connect(f"sqlite:///{root}/{stage}.db"), f"{root}/{stage}", config, "cpu")
+
+
+for stage in training.STAGES:
+    if os.fork() == 0:
+        try:
+            train_stopping_in(stage, sys.argv[1])
+        except BaseException:
+            traceback.print_exc()
+        print("failed in", stage, os.getpid(), flush=True)
+        os._exit(1)
+for _ in training.STAGES:
+    os.wait()
+"""
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory):
+    """One catalog per stage (copies of one populated file) and a `train` on each killed with
+    SIGKILL in that stage -> {stage: (URL, artifacts)}."""
+    root = tmp_path_factory.mktemp("killed")
+    template = root / "template.db"
+    engine = connect(f"sqlite:///{template}")
+    migrate.upgrade(engine)
+    populate(engine)
+    engine.dispose()  # the last connection checkpoints the WAL into the file
+    for stage in STAGES:
+        shutil.copy(template, root / f"{stage}.db")
+    log = root / "driver.log"
+    with log.open("w") as stderr:
+        driver = subprocess.Popen(
+            [sys.executable, "-c", DRIVER, str(root)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True,
+        )  # fmt: skip
+    stopped = {}
+    try:
+        while len(stopped) < len(STAGES):
+            ready, _, _ = select.select([driver.stdout], [], [], 180)
+            words = (driver.stdout.readline() if ready else "").split()
+            assert words[:2] == ["stopped", "in"], log.read_text()[-3000:]
+            stopped[words[2]] = int(words[3])
+    finally:
+        for pid in stopped.values():
+            os.kill(pid, signal.SIGKILL)
+        driver.kill()
+        driver.wait()
+        driver.stdout.close()
+    return {stage: (f"sqlite:///{root / stage}.db", root / stage) for stage in STAGES}
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_train_killed_in_any_stage_leaves_nothing_the_next_run_does_not_remove(killed, stage):
+    url, artifacts = killed[stage]
+    engine = connect(url)
+    assert active_version(engine) is None  # nothing half-registered
+    bundles = artifacts / "bundles"
+    left = {p.name for p in bundles.iterdir()} if bundles.is_dir() else set()
+    if stage == "bundle":  # the partial hidden folder the issue found
+        assert any(name.startswith(".") for name in left)
+    if stage == "register":  # complete, renamed into place, never registered
+        assert any((bundles / name / UNREGISTERED).exists() for name in left)
+    result = train(engine, artifacts, train_config(), "cpu")
+    assert active_version(engine) == result.version
+    assert {p.name for p in bundles.iterdir()} == {result.version}  # no orphan, nothing hidden
+    assert not (result.path / UNREGISTERED).exists()
+    engine.dispose()
