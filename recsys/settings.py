@@ -86,7 +86,7 @@ class Settings:
 
 
 def _check_rate_limit(name: str, value: str) -> None:
-    from limits import parse_many  # the notation Flask-Limiter reads
+    from limits import parse_many  # the notation services/limits.py counts in
 
     try:
         parse_many(value)
