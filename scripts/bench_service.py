@@ -84,7 +84,9 @@ def recsys(env: dict, *args: str) -> str:
 def prepare(workdir: Path, args, env: dict) -> list[str]:
     """Catalog + two bundles (the second inactive); returns the two versions."""
     versions_file = workdir / "versions.json"
-    if versions_file.exists():
+    if (workdir / "catalog.done").exists():
+        recsys(env, "db", "upgrade")  # a catalog from older code gets the new migrations
+    if versions_file.exists() and _current_format(workdir, json.loads(versions_file.read_text())):
         return json.loads(versions_file.read_text())
     workdir.mkdir(parents=True, exist_ok=True)
     if not (workdir / "catalog.done").exists():
@@ -103,6 +105,19 @@ def prepare(workdir: Path, args, env: dict) -> list[str]:
         print(f"trained {versions[-1]} in {time.perf_counter() - started:.0f} s", flush=True)
     versions_file.write_text(json.dumps(versions))
     return versions
+
+
+def _current_format(workdir: Path, versions: list[str]) -> bool:
+    """Whether both bundles are in the bundle format this code reads (else: retrain)."""
+    from recsys.model.bundle import FORMAT_VERSION
+
+    for version in versions:
+        manifest = workdir / "artifacts" / "bundles" / version / "manifest.json"
+        if not manifest.exists():
+            return False
+        if json.loads(manifest.read_text()).get("format_version") != FORMAT_VERSION:
+            return False
+    return True
 
 
 def write_ids(workdir: Path, n_users: int, seed: int) -> Path:
