@@ -14,6 +14,7 @@ from PIL import Image
 
 from recsys.catalog import connect
 from recsys.catalog.keys import create_key
+from recsys.errors import InvalidSettings
 from recsys.settings import Settings
 from recsys.vision import ImageEncoder
 from services.app import create_app
@@ -143,3 +144,17 @@ def test_the_image_encoder_is_loaded_with_the_bundle_not_on_the_first_search(sho
     assert len(loads) == 1
     assert search(app.test_client(), "10.8.0.1").status_code == 200
     assert len(loads) == 1
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("RECSYS_WRITE_RATE_LIMIT", "lots", "write_rate_limit 'lots' is not a rate limit"),
+        ("RECSYS_SEARCH_RATE_LIMIT", "5/fortnight", "search_rate_limit"),
+        ("RECSYS_MAX_IMAGE_PIXELS", "-1", "max_image_pixels"),
+        ("RECSYS_PUBLIC_SCOPES", "items:read,everything", "unknown scope 'everything'"),
+    ],
+)
+def test_bad_limit_and_scope_settings_name_the_setting(setting, value, message):
+    with pytest.raises(InvalidSettings, match=message):
+        Settings.load(environ={setting: value})
