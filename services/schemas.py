@@ -192,8 +192,12 @@ class Event(BaseModel):
     user_id: EventValue = Field(description=_ID_RULE)
     item_id: EventValue = Field(description=_ID_RULE)
     event: EventValue | None = Field(None, description="view, click, cart, purchase, ...")
-    weight: EventValue | None = Field(None, description="A finite number >= 0; default 1")
-    rating: EventValue | None = Field(None, description="A finite number >= 0 (instead of weight)")
+    weight: EventValue | None = Field(
+        None, description="A finite number from 0 to 1,000,000; default 1"
+    )
+    rating: EventValue | None = Field(
+        None, description="A finite number from 0 to 1,000,000 (instead of weight)"
+    )
     timestamp: EventValue | None = Field(
         None,
         description="ISO 8601 (no zone: UTC) or epoch seconds, from 1970-01-01 up to "

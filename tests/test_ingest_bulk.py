@@ -284,9 +284,10 @@ EDGE_TIMES = [
     "4102444799",
     "4102444800",
 ]
+EDGE_WEIGHTS = ["1e-300", "1e6", "1000000.5"]
 COLUMN_CASES = [
     (id_column, parse_id, [*IDS, *ODD_IDS, "a" * 255, "é" * 256, "\tx", "12.0"]),
-    (weight_column, parse_weight, [*WEIGHTS, "1e5", "-0", "1.", "inf", "1" * 400, "1e-300"]),
+    (weight_column, parse_weight, [*WEIGHTS, "1e5", "-0", "1.", "inf", "1" * 400, *EDGE_WEIGHTS]),
     (timestamp_column, parse_timestamp, [*TIMES, *EDGE_TIMES, "2024-02-01T23:59:60"]),
     (event_column, lambda v, c: parse_event(v), EVENTS),
     (bool_column, parse_bool, ["true", "Y", "0", "maybe", " no ", ""]),

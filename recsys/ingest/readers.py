@@ -66,7 +66,18 @@ class Batch:
         """The rows at these positions as read (the ``record`` column of the rejects file)."""
         if isinstance(self.source, list):
             return [self.source[row] for row in rows]
-        return self.source.take(pa.array(rows, pa.int64())).to_pylist()
+        table = self.source.take(pa.array(rows, pa.int64()))
+        try:
+            return table.to_pylist()
+        except (OverflowError, ValueError):  # a date or time beyond Python's years 1-9999
+            return _temporal_as_text(table).to_pylist()
+
+
+def _temporal_as_text(table: pa.Table) -> pa.Table:
+    for index, column in enumerate(table.schema):
+        if pa.types.is_temporal(column.type):
+            table = table.set_column(index, column.name, table.column(index).cast(pa.string()))
+    return table
 
 
 def batch_from_records(records: list[Record]) -> Batch:

@@ -89,7 +89,10 @@ class RejectsWriter:
         if len(self.report.first_rejects) < self.keep:
             self.report.first_rejects.append(reject)
         if self._writer is None:
-            self._file = open(self._tmp, "w", newline="", encoding="utf-8")  # noqa: SIM115
+            # A rejected record may hold what UTF-8 cannot (an unpaired surrogate): escaped.
+            self._file = open(  # noqa: SIM115 - closed in close()
+                self._tmp, "w", newline="", encoding="utf-8", errors="backslashreplace"
+            )
             self._writer = csv.writer(self._file)
             self._writer.writerow(self.COLUMNS)
         record = json.dumps(reject.record, default=str, ensure_ascii=False) if reject.record else ""

@@ -3,8 +3,9 @@
 The rules, as the README states them: an id is 1 to ``MAX_ID_LENGTH`` characters of text
 (surrounding whitespace removed) without control characters (NUL included), line or paragraph
 separators, bidirectional controls, U+FFFD or unpaired surrogates; a number is finite (NaN
-and infinities are refused, never read as "missing"); a timestamp lies in ``[EARLIEST,
-LATEST)``, UTC. A missing value is None or empty/blank text.
+and infinities are refused, never read as "missing"), a weight or rating from 0 to
+``MAX_WEIGHT``; a timestamp lies in ``[EARLIEST, LATEST)``, UTC. A missing value is None or
+empty/blank text.
 
 Every scalar parser takes the raw value (str from CSV, typed from Parquet/JSON) and either
 returns the normalised value or raises ``BadValue`` with a message that names the problem.
@@ -35,6 +36,9 @@ from recsys.catalog.models import AttributeKind
 from recsys.ingest.report import Reason
 
 MAX_ID_LENGTH = 255
+# Weights and ratings above this are a unit mistake, and training's float32 confidences
+# (weight x event multiplier x alpha, summed) must stay finite.
+MAX_WEIGHT = 1_000_000
 # Timestamps from the start of 1970 up to, not including, 2100 (naive UTC): anything outside
 # is a typo or a unit mistake, and time decay and splits compute in datetime64[ns].
 EARLIEST = datetime(1970, 1, 1)
@@ -146,10 +150,12 @@ def parse_float(value: Any, column: str) -> float:
 
 
 def parse_weight(value: Any, column: str) -> float:
-    """An implicit-feedback weight or a rating: a finite number ≥ 0."""
+    """An implicit-feedback weight or a rating: a finite number from 0 to ``MAX_WEIGHT``."""
     number = parse_float(value, column)
     if number < 0:
         raise BadValue(f"{column} {number:g} is negative; implicit feedback weights must be ≥ 0")
+    if number > MAX_WEIGHT:
+        raise BadValue(f"{column} {number:g} is above the limit {MAX_WEIGHT:,}; scale it down")
     return number
 
 
@@ -331,9 +337,10 @@ _TEXT_BAD_RE2 = _class(_TEXT_FORBIDDEN, re2=True)
 _EPOCH_START = datetime(1970, 1, 1)
 _EARLIEST_US = (EARLIEST - _EPOCH_START) // timedelta(microseconds=1)
 _LATEST_US = (LATEST - _EPOCH_START) // timedelta(microseconds=1)
+# Python's datetime range, less a day at each end for time zones.
 _PYTHON_SECONDS = (
-    (datetime.min - _EPOCH_START) // timedelta(seconds=1),
-    (datetime.max - _EPOCH_START) // timedelta(seconds=1),
+    (datetime(1, 1, 2) - _EPOCH_START) // timedelta(seconds=1),
+    (datetime(9999, 12, 30) - _EPOCH_START) // timedelta(seconds=1),
 )
 _PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
 
@@ -443,7 +450,7 @@ def _fast_text(column: pa.Array, forbidden: str, limit: int | None = None):
     return ok, column
 
 
-def _fast_float(column: pa.Array, minimum: float = -math.inf):
+def _fast_float(column: pa.Array, minimum: float = -math.inf, maximum: float = math.inf):
     if pa.types.is_string(column.type):
         ok = _matches(column, _DECIMAL)
         numbers = pc.if_else(pa.array(ok), column, "0").cast(pa.float64())
@@ -452,7 +459,7 @@ def _fast_float(column: pa.Array, minimum: float = -math.inf):
     else:
         return _none(column, pa.float64())
     array = numbers.fill_null(0).to_numpy()
-    return ok & np.isfinite(array) & (array >= minimum), numbers
+    return ok & np.isfinite(array) & (array >= minimum) & (array <= maximum), numbers
 
 
 def _fast_timestamp(column: pa.Array):
@@ -511,7 +518,7 @@ def text_column(column: Column | None, length: int, name: str) -> Parsed:
 
 
 def weight_column(column: Column | None, length: int, name: str) -> Parsed:
-    fast = lambda c: _fast_float(c, minimum=0.0)  # noqa: E731
+    fast = lambda c: _fast_float(c, minimum=0.0, maximum=MAX_WEIGHT)  # noqa: E731
     return parse_column(column, length, name, parse_weight, pa.float64(), fast)
 
 
