@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 from pathlib import Path
 
-from flask import Blueprint, current_app, jsonify, request, send_file
+from flask import Blueprint, current_app, jsonify, send_file
 
 from recsys.catalog import reads
 from recsys.errors import CatalogNotReady
+from recsys.scopes import ADMIN
 from services.context import context
 from services.contract import Raw, endpoint
 from services.errors import ApiError, message_of
@@ -65,7 +65,7 @@ def _model_problem(last_error: str | None) -> str:
 
 
 @bp.get("/metrics")
-@endpoint(responses={200: Raw("text/plain", "Prometheus text format")})
+@endpoint(responses={200: Raw("text/plain", "Prometheus text format")}, scope="metrics:read")
 def metrics():
     """Prometheus metrics"""
     return context().metrics.exposition()
@@ -87,11 +87,10 @@ def item_image(item_id: str):
 
 
 @bp.post("/v1/admin/reload")
-@endpoint(responses={200: Reloaded}, errors=(401, 409), bearer=True)
+@endpoint(responses={200: Reloaded}, errors=(401, 403, 409), scope=ADMIN)
 def reload_model() -> Reloaded:
     """Switch to the registry's active bundle; a broken one is refused, the old one serves"""
-    ctx = context()
-    _require_admin(ctx.settings.admin_token)
+    ctx = context()  # services.auth checked the admin token or a key with scope admin
     try:
         previous, current = ctx.holder.reload()
     except Exception as exc:
@@ -102,14 +101,3 @@ def reload_model() -> Reloaded:
             f"the active bundle was refused ({exc}); still serving {serving}",
         ) from exc
     return Reloaded(previous_version=previous, model_version=current)
-
-
-def _require_admin(token: str) -> None:
-    challenge = {"WWW-Authenticate": 'Bearer realm="recsys admin"'}
-    if not token:
-        raise ApiError(
-            401, "admin_disabled", "admin endpoints are off: set RECSYS_ADMIN_TOKEN", challenge
-        )
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
-        raise ApiError(401, "unauthorized", "a valid bearer token is required", challenge)
