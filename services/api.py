@@ -40,6 +40,7 @@ from services.schemas import (
     UserPage,
     UserSummary,
     VisualSearch,
+    path_id,
 )
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
@@ -61,9 +62,10 @@ def list_items(query: ItemSearch) -> ItemPage:
 
 
 @bp.get("/items/<item_id>")
-@endpoint(responses={200: ItemDetail}, errors=(404,), scope="items:read")
+@endpoint(responses={200: ItemDetail}, errors=(400, 404), scope="items:read")
 def get_item(item_id: str) -> ItemDetail:
     """One catalog item"""
+    item_id = path_id("item_id", item_id)
     found = context().cards.cards([item_id]).get(item_id)
     if found is None:
         raise ApiError(404, "unknown_item", f"item {item_id!r} is not in the catalog")
@@ -76,6 +78,7 @@ def get_item(item_id: str) -> ItemDetail:
 @endpoint(query=SimilarQuery, responses={200: Similar}, errors=(400, 404, 503), scope="items:read")
 def similar_items(item_id: str, query: SimilarQuery) -> Similar:
     """Items similar to this one (product page)"""
+    item_id = path_id("item_id", item_id)
     ctx = context()
     state = ctx.holder.state
     try:
@@ -117,6 +120,7 @@ def rank_for_user(user_id: str, body: RankRequest) -> Feed:
 
 
 def _feed(user_id, k, exclude_seen, candidates, filters) -> Feed:
+    user_id = path_id("user_id", user_id)
     ctx = context()
     state = ctx.holder.state
     try:

@@ -123,3 +123,14 @@ def test_title_search_takes_like_wildcards_literally(engine):
     assert found["/"] == ["slash"]  # the escape character itself
     assert reads.list_items(engine, 0, 100, "%").total == 1
     assert len(found["comedy story 1"]) == 6  # 1, 10 to 14: plain search still matches
+
+
+def test_card_cache_with_a_max_age_rereads_the_generation_only_when_due(engine):
+    populate(engine)
+    cache = reads.CardCache(engine, capacity=100, max_age=3600)
+    assert cache.cards(["a1"])["a1"].title == "Comedy story 1"
+    with engine.begin() as connection:
+        connection.execute(update(Item).where(Item.external_id == "a1").values(title="Renamed"))
+    assert cache.cards(["a1"])["a1"].title == "Comedy story 1"  # from memory, within max_age
+    # A card not in memory makes it read the catalog, generation included: all fresh again.
+    assert cache.cards(["a1", "b2"])["a1"].title == "Renamed"

@@ -357,3 +357,17 @@ def test_similar_items_on_each_surface(client):
     assert all(item["item_id"] != "a1" for item in also["items"])
     bad = client.get("/v1/items/a1/similar?mode=sideways")
     assert bad.status_code == 400 and "mode" in bad.get_json()["error"]["message"]
+
+
+def test_ids_in_urls_follow_the_one_id_rule(client):
+    """A NUL or other control character is a 400 naming the parameter, never an answer
+    about the look-alike id without it."""
+    for url, name in (
+        ("/v1/users/u1%00/recommendations", "user_id"),
+        ("/v1/items/a1%00/similar", "item_id"),
+        ("/v1/items/a1%07", "item_id"),
+    ):
+        response = client.get(url)
+        assert_error(response, 400)
+        assert response.get_json()["error"]["message"].startswith(name)
+    assert client.get("/v1/users/u1/recommendations").status_code == 200
