@@ -379,7 +379,9 @@ class Writer:
         return [user for user in self.acked if self.attack.events_of(user) != 1]
 
     def server_errors(self) -> list:
-        return [r for r in self.responses if is_5xx_not_503(r)]
+        """5xx but the documented 503; a request the killed worker held gets no answer at all,
+        which is no acknowledgement (counted in the summary, not here)."""
+        return [r for r in self.responses if is_5xx_not_503(r) and isinstance(status(r), int)]
 
     def summary(self) -> str:
         return statuses(self.responses)
