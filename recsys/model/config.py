@@ -100,6 +100,9 @@ class TrainConfig:
     # At most this many users score each weight candidate (a seeded sample): the grid costs
     # users x items x dims per candidate, so large catalogs need a bound.
     validation_users: int = 3000
+    # Weights stage: per validation user and block, the best items kept as candidates (the
+    # search ranks those, not the whole catalog; see recsys.model.validation.Candidates).
+    validation_candidates: int = 200
     # Use the item title as a text attribute.
     use_titles: bool = True
     # Similar items precomputed per item (the bundle's neighbour table): unfiltered

@@ -251,10 +251,14 @@ class FusedModel(BaseEstimator):
         """Query vectors for "items like these" on a surface (``SURFACES``): cf
         row-normalised, no popularity term, the surface's block weights."""
         self.check_surface(surface)
+        return fuse(self.item_query_blocks(rows), self.surface_weights_[surface], self.layout_)
+
+    def item_query_blocks(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The unweighted blocks of ``item_queries``: cf row-normalised, no popularity."""
         blocks = {b: v[rows] for b, v in self.item_blocks_.items() if b != "popularity"}
         if "cf" in blocks:
             blocks["cf"] = normalize_rows(blocks["cf"])
-        return fuse(blocks, self.surface_weights_[surface], self.layout_)
+        return blocks
 
     def history_queries(self, cf_vectors: np.ndarray | None, histories: sp.csr_matrix):
         """User query vectors from folded-in cf factors and weighted item histories (U, I)."""

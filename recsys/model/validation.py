@@ -16,13 +16,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from recsys.model.config import TrainConfig
 from recsys.model.content import Content, build_collaborative
 from recsys.model.data import CatalogData
 from recsys.model.fusion import CONTENT_BLOCKS, FusedModel
-from recsys.model.protocol import build_task, rank, restricted_per_user
-from recsys.model.ranking import hit_matrix, per_user_metrics, top_k
+from recsys.model.protocol import MAX_BATCH_CELLS, Rankings, build_task, restricted_per_user
+from recsys.model.ranking import hit_matrix, per_user_metrics, top_k_finite
 from recsys.model.split import validation_split
 
 log = logging.getLogger(__name__)
@@ -58,11 +59,10 @@ def choose_weights(
         return WeightChoice(dict(config.fusion.weights), dict(config.fusion.cold_scale), skipped)
     cf = build_collaborative(fit_part, item_ids, config.cf, use_gpu)
     fused = FusedModel(config.fusion).fit(cf, content.blocks, len(item_ids), tokens=content.tokens)
-    scorer = _Scorer(fused, cf.user_ids_)
+    candidates = Candidates.of_users(fused, cf.user_ids_, task, config.validation_candidates)
 
     def evaluate(weights: dict[str, float], cold_scale: dict[str, float]) -> Scored:
-        fused.set_weights(weights, cold_scale)
-        return _scored(rank(scorer, task, K), task)
+        return _scored(candidates.rank(weights, cold_scale, K), task)
 
     choice = _grid_search(evaluate, fused.layout_.dims, config)
     fused.set_weights(choice.weights, choice.cold_scale)
@@ -109,12 +109,13 @@ def _surface_search(fused: FusedModel, pairs: np.ndarray, config: TrainConfig):
     starts["similar"] = dict.fromkeys(content, 1.0) if content else dict(starts["also"])
     if not len(pairs) or "cf" not in dims:
         return {s: {b: w for b, w in start.items() if b in dims} for s, start in starts.items()}, {}
+    candidates = Candidates.of_items(fused, pairs, config.validation_candidates)
     chosen, rates = {}, {}
     for surface, weights in starts.items():
 
-        def evaluate(candidate, surface=surface):
-            fused.set_weights(fused.weights_, fused.cold_scale_, {surface: candidate})
-            return Scored(_next_item_hits(fused, pairs, surface), {})
+        def evaluate(candidate):
+            top = candidates.rank(candidate, fused.cold_scale_, K).all
+            return Scored((top == pairs[:, 1:]).any(axis=1).astype(float), {})
 
         chosen[surface], found = _ascend(
             evaluate, weights, options, grid.significance, 1, lambda w: any(w.values())
@@ -124,29 +125,103 @@ def _surface_search(fused: FusedModel, pairs: np.ndarray, config: TrainConfig):
     return chosen, rates
 
 
-def _next_item_hits(fused: FusedModel, pairs: np.ndarray, surface: str, batch: int = 1024):
-    """(P,) 1.0 where the target is among the K items most like the query (query excluded)."""
-    hits = np.zeros(len(pairs))
-    for start in range(0, len(pairs), batch):
-        query, target = pairs[start : start + batch].T
-        scores = fused.item_queries(query, surface) @ fused.item_vectors_.T  # (b, I)
-        scores[np.arange(len(query)), query] = -np.inf
-        hits[start : start + batch] = (top_k(scores, K) == target[:, None]).any(axis=1)
-    return hits
+@dataclass(frozen=True)
+class Candidates:
+    """Per query (a validation user, or an item for "items like this"), the items some block
+    ranks high, with each block's score of them.
 
+    A fused score is linear in the block weights and cold items' multipliers:
+    ``sum_b weight_b * scale_b(item) * (query_b . item_b)``. So each query's candidates are
+    the union, over blocks, of that block's top ``n`` items and top ``n`` cold items (seen
+    ones excluded), and one weight candidate is ranked from those ``(Q, C, B)`` block
+    scores: the weight search reads the catalog once instead of once per candidate, and its
+    cost no longer grows with the catalog. An item outside every block's top ``n`` that a blend
+    would still rank in its top ``K`` is missed (rare for n >> K).
+    """
 
-class _Scorer:
-    """Scores of every item for external user ids, from the fused vectors (a contender)."""
+    items: np.ndarray  # (U, C) item rows, -1 padding
+    scores: np.ndarray  # (U, C, B) per-block scores; 0 at padding
+    blocks: tuple[str, ...]
+    cold: np.ndarray  # (I,) bool
 
-    name = "validation"
+    @classmethod
+    def build(
+        cls,
+        fused: FusedModel,
+        queries: dict[str, np.ndarray],
+        exclude: sp.csr_matrix,
+        cold: np.ndarray,
+        n: int,
+    ) -> Candidates:
+        """Candidates of the queries' unweighted ``queries`` blocks ((Q, d) each) against the
+        fused model's item blocks; ``exclude`` (Q, I) marks items never ranked (seen ones)."""
+        blocks = tuple(b for b in fused.layout_.dims if b in queries)
+        n_queries, n_items = exclude.shape
+        cold_cols = np.flatnonzero(cold)
+        batch = max(1, MAX_BATCH_CELLS // max(n_items, 1))
+        found = [[] for _ in range(n_queries)]
+        for start in range(0, n_queries, batch):
+            rows = np.arange(start, min(start + batch, n_queries))
+            excluded = exclude[rows].nonzero()
+            for block in blocks:
+                scores = np.asarray(queries[block][rows] @ fused.item_blocks_[block].T)
+                scores = scores.astype(np.float32, copy=False)
+                scores[excluded] = -np.inf
+                best = [top_k_finite(scores, n), top_k_finite(scores, n, cold_cols)]
+                for q, picked in zip(rows, np.hstack(best), strict=True):
+                    found[q].append(picked[picked >= 0])
+        union = [np.unique(np.concatenate(parts)) if parts else np.zeros(0, int) for parts in found]
+        width = max((len(u) for u in union), default=0)
+        items = np.full((n_queries, width), -1, dtype=np.int64)
+        for q, picked in enumerate(union):
+            items[q, : len(picked)] = picked
+        scores = np.zeros((n_queries, width, len(blocks)), dtype=np.float32)
+        step = max(1, MAX_BATCH_CELLS // max(width * max(fused.layout_.dims.values()), 1))
+        for start in range(0, n_queries, step):
+            rows = slice(start, start + step)
+            picked = np.maximum(items[rows], 0)
+            for j, block in enumerate(blocks):
+                item_part = fused.item_blocks_[block][picked]  # (b, C, d)
+                scores[rows, :, j] = np.einsum("qd,qcd->qc", queries[block][rows], item_part)
+        scores[items < 0] = 0.0
+        log.info("validation candidates: %d queries x at most %d items", n_queries, width)
+        return cls(items, scores, blocks, cold)
 
-    def __init__(self, fused: FusedModel, user_ids: np.ndarray):
-        self.fused = fused
-        self.users = pd.Index(user_ids)
+    @classmethod
+    def of_users(cls, fused: FusedModel, user_ids: np.ndarray, task, n: int) -> Candidates:
+        """The task's users (their fitted user blocks; training items excluded)."""
+        rows = pd.Index(user_ids).get_indexer(task.user_ids)
+        queries = {b: v[rows] for b, v in fused.user_blocks_.items()}
+        return cls.build(fused, queries, task.seen, task.cold, n)
 
-    def scores(self, user_ids: np.ndarray) -> np.ndarray:
-        rows = self.users.get_indexer(user_ids)
-        return self.fused.user_vectors_[rows] @ self.fused.item_vectors_.T  # (U, I)
+    @classmethod
+    def of_items(cls, fused: FusedModel, pairs: np.ndarray, n: int) -> Candidates:
+        """ "Items like this" for each pair's query item (itself excluded)."""
+        n_items = len(fused.cold_)
+        exclude = sp.csr_matrix(
+            (np.ones(len(pairs), dtype=np.float32), (np.arange(len(pairs)), pairs[:, 0])),
+            shape=(len(pairs), n_items),
+        )
+        queries = fused.item_query_blocks(pairs[:, 0])
+        return cls.build(fused, queries, exclude, fused.cold_, n)
+
+    def rank(self, weights: dict[str, float], cold_scale: dict[str, float], k: int) -> Rankings:
+        """Top-k of all, warm and cold candidates under these weights (as ``protocol.rank``)."""
+        cold = self.cold[np.maximum(self.items, 0)]  # (U, C)
+        total = np.zeros(self.items.shape, dtype=np.float32)
+        for j, block in enumerate(self.blocks):
+            weight = weights.get(block, 0.0)
+            if weight:
+                scale = np.where(cold, cold_scale.get(block, 1.0), 1.0).astype(np.float32)
+                total += weight * scale * self.scores[:, :, j]
+        total[self.items < 0] = -np.inf
+        return Rankings(
+            *(self._top(np.where(keep, total, -np.inf), k) for keep in (True, ~cold, cold))
+        )
+
+    def _top(self, scores: np.ndarray, k: int) -> np.ndarray:
+        best = top_k_finite(scores, k)  # (U, k) candidate columns
+        return np.where(best >= 0, np.take_along_axis(self.items, np.maximum(best, 0), 1), -1)
 
 
 @dataclass(frozen=True)
