@@ -1,0 +1,319 @@
+"""How each cost grows with the shop: prepare, ingest, train (per stage), serve (startup,
+memory of the workers, reload), at sizes S, M and L of the synthetic long-tail shop.
+
+    python scripts/bench_scale.py --sizes S            # 100k items, 1M events
+    python scripts/bench_scale.py --sizes S M --results  # ... and append the tables to RESULTS.md
+
+For each size, in --workdir/SIZE (kept, so a later run can skip what is done with --reuse):
+
+1. ``recsys datasets prepare synthetic-shop --no-images --format parquet`` (timed);
+2. ``recsys ingest items`` and ``recsys ingest interactions`` into a fresh SQLite catalog
+   (timed, rows/s), then the raw reference of bench_ingest.py: the same interaction rows
+   inserted into the same tables of another fresh catalog with plain ``executemany``;
+3. ``recsys train --quiet``: the seconds of each stage (from its log lines) and the peak
+   resident memory of the process up to the end of each stage (polled every 0.2 s);
+4. gunicorn with 1 and then 3 gthread workers on that bundle: seconds until ready, each
+   worker's RSS, PSS and USS (``/proc/PID/smaps_rollup``), and the seconds of a reload
+   (``POST /v1/admin/reload``) answered by one worker.
+
+Prints one JSON document per size and Markdown tables; --results appends the tables, the
+machine and the load average to benchmarks/RESULTS.md. Sizes: S = 100k items / 10k users /
+1M events, M = 1M / 100k / 20M, L = 3M / 300k / 100M (as far as the machine allows).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import click
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+SIZES = {  # items, users, events
+    "S": (100_000, 10_000, 1_000_000),
+    "M": (1_000_000, 100_000, 20_000_000),
+    "L": (3_000_000, 300_000, 100_000_000),
+}
+TOKEN = "bench-scale-admin-token"
+STAGE_LINE = re.compile(r"stage (\w+) \.\.\.")
+MB = 2**20
+
+
+def recsys_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "recsys", *args]
+
+
+def run_measured(command: list[str], env: dict, log_path: Path) -> dict:
+    """Run ``command``; seconds and peak RSS (MB) in all and per training stage (from its
+    ``stage NAME ...`` log lines: the peak up to the end of each stage)."""
+    started = time.perf_counter()
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.PIPE, text=True
+        )
+        stages: list[list] = []  # [name, start, peak_mb]
+        lock = threading.Lock()
+
+        def follow() -> None:
+            for line in process.stderr:
+                log.write(line)
+                if match := STAGE_LINE.search(line):
+                    with lock:
+                        stages.append([match.group(1), time.perf_counter(), 0.0])
+
+        reader = threading.Thread(target=follow, daemon=True)
+        reader.start()
+        peak = 0.0
+        watched = psutil.Process(process.pid)
+        while process.poll() is None:
+            rss = _tree_rss(watched)
+            peak = max(peak, rss)
+            with lock:
+                if stages:
+                    stages[-1][2] = max(stages[-1][2], rss)
+            time.sleep(0.2)
+        reader.join()
+    ended = time.perf_counter()
+    if process.returncode not in (0, 1):  # ingest exits 1 when some rows were rejected
+        raise SystemExit(f"{' '.join(command)} failed ({process.returncode}); see {log_path}")
+    per_stage = {}
+    running_peak = 0.0
+    for i, (name, start, stage_peak) in enumerate(stages):
+        end = stages[i + 1][1] if i + 1 < len(stages) else ended
+        running_peak = max(running_peak, stage_peak)
+        per_stage[name] = {"seconds": round(end - start, 1), "peak_mb": round(running_peak)}
+    return {"seconds": round(ended - started, 1), "peak_mb": round(peak), "stages": per_stage}
+
+
+def _tree_rss(process: psutil.Process) -> float:
+    try:
+        processes = [process, *process.children(recursive=True)]
+        return sum(p.memory_info().rss for p in processes) / MB
+    except psutil.Error:
+        return 0.0
+
+
+def prepare(folder: Path, size: str, env: dict, reuse: bool) -> dict:
+    items, users, events = SIZES[size]
+    shop = folder / "shop"
+    if reuse and (shop / "interactions.parquet").exists():
+        return {"seconds": None}
+    command = recsys_command("datasets", "prepare", "synthetic-shop", "--out", str(shop))
+    command += ["--items", str(items), "--users", str(users), "--events", str(events)]
+    command += ["--no-images", "--format", "parquet", "--seed", "0"]
+    return run_measured(command, env, folder / "prepare.log")
+
+
+def ingest(folder: Path, env: dict, reuse: bool) -> dict:
+    done = folder / "ingest.json"
+    if reuse and done.exists():
+        return json.loads(done.read_text())
+    database = folder / "catalog.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{database}{suffix}").unlink(missing_ok=True)
+    subprocess.run(recsys_command("db", "upgrade"), env=env, cwd=ROOT, check=True)
+    shop = folder / "shop"
+    items = run_measured(
+        recsys_command("ingest", "items", str(shop / "items.parquet"), "--quiet"),
+        env,
+        folder / "ingest_items.log",
+    )
+    events = run_measured(
+        recsys_command("ingest", "interactions", str(shop / "interactions.parquet"), "--quiet"),
+        env,
+        folder / "ingest_events.log",
+    )
+    from bench_ingest import raw_sqlite
+
+    reference = folder / "raw.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{reference}{suffix}").unlink(missing_ok=True)
+    raw_seconds = raw_sqlite(env["RECSYS_DATABASE_URL"], f"sqlite:///{reference}", 50_000)
+    reference.unlink(missing_ok=True)
+    n_events = _count(env["RECSYS_DATABASE_URL"], "interactions")
+    result = {
+        "items": items,
+        "events": events,
+        "events_stored": n_events,
+        "events_per_s": round(n_events / events["seconds"]),
+        "raw_seconds": round(raw_seconds, 1),
+        "ratio_to_raw": round(events["seconds"] / raw_seconds, 2),
+    }
+    done.write_text(json.dumps(result))
+    return result
+
+
+def _count(url: str, table: str) -> int:
+    from sqlalchemy import text
+
+    from recsys.catalog import connect
+
+    engine = connect(url)
+    with engine.connect() as connection:
+        count = connection.scalar(text(f"SELECT count(*) FROM {table}"))
+    engine.dispose()
+    return int(count)
+
+
+def train(folder: Path, env: dict) -> dict:
+    subprocess.run(recsys_command("db", "upgrade"), env=env, cwd=ROOT, check=True)
+    return run_measured(recsys_command("train", "--quiet"), env, folder / "train.log")
+
+
+def serve(folder: Path, env: dict, workers: int, port: int) -> dict:
+    """Startup seconds, per-worker memory and one reload's seconds of a gunicorn server."""
+    env = {
+        **env,
+        "RECSYS_WORKERS": str(workers),
+        "RECSYS_THREADS": "2",
+        "RECSYS_BIND": f"127.0.0.1:{port}",
+        "RECSYS_FLASK_RELOAD_CHECK_SECONDS": "0",
+    }
+    url = f"http://127.0.0.1:{port}"
+    started = time.perf_counter()
+    with open(folder / f"gunicorn_{workers}.log", "w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "services/gunicorn.conf.py",
+             "services.app:create_app()"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            master = psutil.Process(server.pid)
+            _wait_all_ready(url, master, workers)
+            startup = time.perf_counter() - started
+            for _ in range(20):  # touch the model in every worker
+                _get(url + "/v1/items?limit=1")
+            memory = [_memory(worker) for worker in master.children()]
+            reload_started = time.perf_counter()
+            request = urllib.request.Request(
+                url + "/v1/admin/reload", method="POST",
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            )  # fmt: skip
+            with urllib.request.urlopen(request, timeout=600):
+                pass
+            reload_seconds = time.perf_counter() - reload_started
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(60)
+    return {
+        "workers": workers,
+        "startup_s": round(startup, 1),
+        "reload_s": round(reload_seconds, 1),
+        "per_worker_mb": memory,
+        "sum_uss_mb": sum(m["uss"] for m in memory),
+        "sum_pss_mb": sum(m["pss"] for m in memory),
+    }
+
+
+def _wait_all_ready(url: str, master: psutil.Process, workers: int, timeout=1800) -> None:
+    """Until every worker has loaded the bundle (each answers /readyz once loaded)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if len(master.children()) == workers and all(
+            _get(url + "/readyz") == 200 for _ in range(4 * workers)
+        ):
+            return
+        time.sleep(1)
+    raise SystemExit("the service did not become ready; see its log")
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status
+    except OSError:
+        return 0
+
+
+def _memory(process: psutil.Process) -> dict:
+    info = process.memory_full_info()
+    return {name: round(getattr(info, name) / MB) for name in ("rss", "pss", "uss")}
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        "| size | items / events | prepare | ingest items | ingest events (events/s, × raw) "
+        "| train | train peak RSS |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for size, r in results.items():
+        items, _, events = SIZES[size]
+        ing = r["ingest"]
+        lines.append(
+            f"| {size} | {items:,} / {events:,} | {r['prepare'].get('seconds')} s "
+            f"| {ing['items']['seconds']} s | {ing['events']['seconds']} s "
+            f"({ing['events_per_s']:,}/s, {ing['ratio_to_raw']}×) "
+            f"| {r['train']['seconds']} s | {r['train']['peak_mb']:,} MB |"
+        )
+    stages = list(next(iter(results.values()))["train"]["stages"])
+    lines += ["", "| stage | " + " | ".join(f"{s} s / peak MB" for s in results) + " |"]
+    lines.append("| --- |" + " ---: |" * len(results))
+    for stage in stages:
+        cells = []
+        for r in results.values():
+            found = r["train"]["stages"].get(stage, {})
+            cells.append(f"{found.get('seconds', '–')} / {found.get('peak_mb', '–')}")
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| size | workers | startup | reload (one worker) | RSS per worker | sum PSS | sum USS |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for size, r in results.items():
+        for s in r["serve"]:
+            rss = ", ".join(str(m["rss"]) for m in s["per_worker_mb"])
+            lines.append(
+                f"| {size} | {s['workers']} | {s['startup_s']} s | {s['reload_s']} s "
+                f"| {rss} MB | {s['sum_pss_mb']:,} MB | {s['sum_uss_mb']:,} MB |"
+            )
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--sizes", multiple=True, type=click.Choice(list(SIZES)), default=["S"])
+@click.option("--workdir", type=Path, default=ROOT / "var" / "bench-scale")
+@click.option("--reuse", is_flag=True, help="Keep prepared shops and ingested catalogs.")
+@click.option("--port", type=int, default=8771)
+@click.option("--results", is_flag=True, help="Append the tables to benchmarks/RESULTS.md.")
+def main(sizes, workdir: Path, reuse: bool, port: int, results: bool) -> None:
+    out = {}
+    load_before = os.getloadavg()
+    for size in sizes:
+        folder = (workdir / size).resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "RECSYS_DATABASE_URL": f"sqlite:///{folder / 'catalog.db'}",
+               "RECSYS_ARTIFACTS_DIR": str(folder / "artifacts"), "RECSYS_DEVICE": "cpu",
+               "RECSYS_ADMIN_TOKEN": TOKEN}  # fmt: skip
+        report = {"prepare": prepare(folder, size, env, reuse)}
+        report["ingest"] = ingest(folder, env, reuse)
+        report["train"] = train(folder, env)
+        report["serve"] = [serve(folder, env, workers, port) for workers in (1, 3)]
+        out[size] = report
+        print(json.dumps({size: report}), flush=True)
+    table = markdown(out)
+    print(table)
+    if results:
+        machine = (
+            f"{platform.machine()}, {os.cpu_count()} cores, "
+            f"{psutil.virtual_memory().total / 2**30:.0f} GiB; load average before "
+            f"{load_before[0]:.1f}, after {os.getloadavg()[0]:.1f}"
+        )
+        command = "python scripts/bench_scale.py --sizes " + " ".join(sizes)
+        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as handle:
+            handle.write(f"\n\n### bench_scale ({time.strftime('%Y-%m-%d')}, {machine})\n\n")
+            handle.write(f"```\n{command}\n```\n\n{table}\n")
+
+
+if __name__ == "__main__":
+    main()
