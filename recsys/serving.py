@@ -121,9 +121,10 @@ class ModelHolder:
         return old, new_state.version
 
     def maybe_reload(self) -> None:
-        """Reload when the registry's active bundle changed; at most every check_interval."""
+        """Reload when the registry's active bundle changed; at most every half
+        check_interval (the service's watcher pauses 0.5 to 1.5 intervals between calls)."""
         now = time.monotonic()
-        if now - self._checked < self.check_interval or self._lock.locked():
+        if now - self._checked < self.check_interval / 2 or self._lock.locked():
             return
         self._checked = now
         try:

@@ -8,6 +8,7 @@ Production::
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from typing import Any
@@ -134,7 +135,13 @@ def _load_at_start(holder: ModelHolder) -> None:
 
 
 def _watch(holder: ModelHolder) -> None:
-    """Follow the registry's active bundle (one daemon thread per process)."""
+    """Follow the registry's active bundle (one daemon thread per process).
+
+    Each pause is drawn between half and one and a half check intervals, so the workers of
+    one host drift apart and a new bundle is not loaded by all of them in the same second;
+    the old bundle keeps answering while this thread loads the new one.
+    """
+    jitter = random.Random()  # seeded from the OS: each worker its own sequence
     while True:
-        time.sleep(holder.check_interval)
+        time.sleep(holder.check_interval * jitter.uniform(0.5, 1.5))
         holder.maybe_reload()

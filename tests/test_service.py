@@ -371,3 +371,22 @@ def test_ids_in_urls_follow_the_one_id_rule(client):
         assert_error(response, 400)
         assert response.get_json()["error"]["message"].startswith(name)
     assert client.get("/v1/users/u1/recommendations").status_code == 200
+
+
+def test_bundle_watchers_pause_unevenly_so_workers_do_not_reload_together(monkeypatch):
+    from services import app as app_module
+
+    pauses = []
+
+    class Holder:
+        check_interval = 10.0
+
+        def maybe_reload(self):
+            if len(pauses) >= 50:
+                raise StopIteration
+
+    monkeypatch.setattr(app_module.time, "sleep", pauses.append)
+    with pytest.raises(StopIteration):
+        app_module._watch(Holder())
+    assert all(5.0 <= pause <= 15.0 for pause in pauses)
+    assert len(set(pauses)) > 40  # drawn, not a fixed period shared by every worker
