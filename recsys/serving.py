@@ -147,11 +147,9 @@ def home_feed(
 ) -> Results:
     """One user's top-k with their fresh events folded in; unknown users fall back."""
     recommender = state.recommender
-    fresh = [
-        item
-        for item in fresh_items(engine, user_id, state.data_read_at)
-        if item in recommender.item_index
-    ]
+    stored = fresh_items(engine, user_id, state.data_read_at)
+    known = recommender.item_index.rows(stored) >= 0
+    fresh = [item for item, keep in zip(stored, known, strict=True) if keep]
     if not fresh:
         return recommender.recommend([user_id], k, exclude_seen, candidates, filters)
     history = list(dict.fromkeys(recommender.seen_items(user_id) + fresh))

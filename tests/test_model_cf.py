@@ -7,6 +7,7 @@ import pytest
 
 from recsys.errors import UnknownItem
 from recsys.model.cf import CFConfig, CollaborativeModel, confidence_matrix
+from recsys.model.data import IdIndex
 from recsys.model.index import VectorIndex
 from recsys.model.ranking import top_k
 from recsys.model.recommender import ItemFilters, Recommender
@@ -154,3 +155,15 @@ def test_confidence_matrix_applies_event_weights_and_decay():
     matrix = confidence_matrix(frame, users, items, config).toarray()[0]
     # Events on days 0, 1, 2: ages 2, 1, 0 days before the latest.
     np.testing.assert_allclose(matrix, [0.25, 4 * 0.5, 1.0], rtol=1e-6)
+
+
+def test_id_index_answers_like_a_dict_and_refuses_look_alikes():
+    ids = np.array(["b", "a", "sku-10", "sku-1", "Ünï"])
+    index = IdIndex(ids)
+    assert len(index) == 5 and index["a"] == 1 and index.get("Ünï") == 4
+    assert "sku-1" in index and "sku-" not in index and "a\x00" not in index and 7 not in index
+    assert index.get("zzz", -5) == -5
+    assert index.rows(["sku-10", "nope", "b"]).tolist() == [2, -1, 0]
+    with pytest.raises(KeyError):
+        index["c"]
+    assert IdIndex(np.array([], dtype=str)).rows(["a"]).tolist() == [-1]

@@ -14,7 +14,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from recsys.errors import UnknownItem
-from recsys.model.data import index_of
+from recsys.model.data import IdIndex
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +76,8 @@ def confidence_matrix(
     interactions: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray, config: CFConfig
 ) -> sp.csr_matrix:
     """(users, items) CSR of summed confidence weights; rows/cols follow the id arrays."""
-    users, items = index_of(user_ids), index_of(item_ids)
-    rows = interactions["user_id"].map(users).to_numpy()
-    cols = interactions["item_id"].map(items).to_numpy()
+    rows = pd.Index(np.asarray(user_ids, dtype=str)).get_indexer(interactions["user_id"])
+    cols = pd.Index(np.asarray(item_ids, dtype=str)).get_indexer(interactions["item_id"])
     weights = interaction_weights(interactions, config)
     matrix = sp.csr_matrix(
         (weights, (rows, cols)), shape=(len(user_ids), len(item_ids)), dtype=np.float32
@@ -122,25 +121,24 @@ class CollaborativeModel(BaseEstimator):
         return self
 
     def _index(self) -> None:
-        self.user_index_ = index_of(self.user_ids_)
-        self.item_index_ = index_of(self.item_ids_)
+        self.user_index_ = IdIndex(self.user_ids_)
+        self.item_index_ = IdIndex(self.item_ids_)
 
     # -- queries -------------------------------------------------------------------------
     def item_rows(self, item_ids) -> np.ndarray:
         """Row numbers of external item ids; ``UnknownItem`` names the first unknown one."""
         check_is_fitted(self, "item_index_")
-        rows = []
-        for item_id in np.atleast_1d(np.asarray(item_ids, dtype=str)).tolist():
-            if item_id not in self.item_index_:
-                raise UnknownItem(f"item {item_id!r} is not in the model; retrain to include it")
-            rows.append(self.item_index_[item_id])
-        return np.asarray(rows, dtype=np.int64)
+        ids = np.atleast_1d(np.asarray(item_ids, dtype=object))
+        rows = self.item_index_.rows(ids)
+        if (rows < 0).any():
+            unknown = ids[np.argmax(rows < 0)]
+            raise UnknownItem(f"item {unknown!r} is not in the model; retrain to include it")
+        return rows
 
     def user_rows(self, user_ids) -> np.ndarray:
         """Row numbers of external user ids, -1 for users the model has not seen."""
         check_is_fitted(self, "user_index_")
-        ids = np.atleast_1d(np.asarray(user_ids, dtype=str)).tolist()
-        return np.asarray([self.user_index_.get(u, -1) for u in ids], dtype=np.int64)
+        return self.user_index_.rows(user_ids)
 
     def fold_in(self, item_ids, weights=None) -> np.ndarray:
         """A user vector from a history of items, without retraining.

@@ -139,6 +139,48 @@ def items_frame(rows, attribute_names: list[str]) -> pd.DataFrame:
     return pd.concat([frame, values.reindex(columns=attribute_names)], axis=1)
 
 
+class IdIndex:
+    """External id -> row number, held as two arrays: the ids in sorted order and their
+    rows. A serving process keeps a few bytes per id instead of a dict entry and a string
+    object per id (about 100 bytes; 10^6 items would cost each worker 100 MB), and a lookup
+    is a binary search. Dict-like: ``get``, ``in``, ``[]``, ``len``; ``rows`` looks up many."""
+
+    def __init__(self, ids: np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=str)
+        self._order = np.argsort(ids, kind="stable")
+        self._sorted = ids[self._order]
+
+    def __len__(self) -> int:
+        return len(self._sorted)
+
+    def rows(self, keys) -> np.ndarray:
+        """(n,) rows of ``keys``, -1 for unknown ones."""
+        keys = [str(key) for key in np.atleast_1d(np.asarray(keys, dtype=object)).tolist()]
+        if not keys or not len(self._sorted):
+            return np.full(len(keys), -1, dtype=np.int64)
+        places = np.minimum(np.searchsorted(self._sorted, keys), len(self._sorted) - 1)
+        # Compared as Python strings: numpy's fixed-width strings drop trailing NULs.
+        found = np.fromiter(
+            (str(self._sorted[p]) == key for p, key in zip(places, keys, strict=True)),
+            dtype=bool,
+            count=len(keys),
+        )
+        return np.where(found, self._order[places], -1).astype(np.int64)
+
+    def get(self, key: str, default: int = -1) -> int:
+        row = int(self.rows([key])[0]) if isinstance(key, str) else -1
+        return row if row >= 0 else default
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key) >= 0
+
+    def __getitem__(self, key: str) -> int:
+        row = self.get(key)
+        if row < 0:
+            raise KeyError(key)
+        return row
+
+
 def index_of(ids: np.ndarray) -> dict[str, int]:
     """External id -> row number."""
     return {key: row for row, key in enumerate(ids.tolist())}

@@ -26,7 +26,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys.errors import InvalidBundle, UnknownItem
-from recsys.model.data import index_of
+from recsys.model.data import IdIndex
 from recsys.model.fusion import FusedModel, mapped
 from recsys.model.index import IndexConfig, VectorIndex
 from recsys.model.ranking import top_k_finite
@@ -156,8 +156,8 @@ class Recommender:
     ):
         self.fused, self.cf, self.filters, self.index = fused, cf, filters, index
         self.item_ids = np.asarray(item_ids, dtype=str)
-        self.item_index = index_of(self.item_ids)
-        self.user_index = index_of(cf.user_ids_) if cf is not None else {}
+        self.item_index = IdIndex(self.item_ids)
+        self.user_index = cf.user_index_ if cf is not None else IdIndex(np.zeros(0, dtype=str))
         self.manifest = manifest
         popularity = fused.item_blocks_.get("popularity")
         warm = ~fused.cold_
@@ -298,15 +298,14 @@ class Recommender:
         self.neighbours = (rows, scores)
 
     def item_rows(self, item_ids) -> np.ndarray:
-        rows = []
-        for item_id in np.atleast_1d(np.asarray(item_ids, dtype=str)).tolist():
-            if item_id not in self.item_index:
-                raise UnknownItem(
-                    f"item {item_id!r} is not in model bundle {self.manifest.get('version')}; "
-                    "ingest it and run `recsys train`"
-                )
-            rows.append(self.item_index[item_id])
-        return np.asarray(rows, dtype=np.int64)
+        ids = np.atleast_1d(np.asarray(item_ids, dtype=object))
+        rows = self.item_index.rows(ids)
+        if (rows < 0).any():
+            raise UnknownItem(
+                f"item {ids[np.argmax(rows < 0)]!r} is not in model bundle "
+                f"{self.manifest.get('version')}; ingest it and run `recsys train`"
+            )
+        return rows
 
     # -- helpers -------------------------------------------------------------------------
     def _allowed(self, candidates, filters) -> np.ndarray | None:
