@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from recsys.errors import UnknownItem
-from recsys.model.cf import CFConfig, CollaborativeModel, confidence_matrix
+from recsys.model.cf import CFConfig, CollaborativeModel, confidence_matrix, implicit_model
 from recsys.model.data import IdIndex
 from recsys.model.index import VectorIndex
 from recsys.model.ranking import top_k
@@ -100,6 +101,19 @@ class TestALS(FactorsTestMixin):
         trained = model.user_factors_[model.user_rows("u4")[0]]
         cos = folded @ trained / np.linalg.norm(folded) / np.linalg.norm(trained)
         assert cos > 0.9
+
+    def test_fold_in_is_implicits_exact_user_step(self, model, data):
+        history = sorted(self.seen(data, "u4"))
+        rows = model.item_rows(history)
+        matrix = sp.csr_matrix(
+            (np.ones(len(rows), dtype=np.float32), (np.zeros(len(rows), dtype=int), rows)),
+            shape=(1, len(model.item_ids_)),
+        )
+        solver = implicit_model(model.config)
+        solver.user_factors = model.user_factors_.copy()
+        solver.item_factors = model.item_factors_.copy()
+        expected = solver.recalculate_user(0, matrix)
+        np.testing.assert_allclose(model.fold_in(history), expected, rtol=1e-4, atol=1e-5)
 
     def test_save_load_round_trip(self, model, tmp_path):
         model.save(tmp_path)

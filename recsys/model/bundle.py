@@ -48,7 +48,7 @@ from recsys.model.recommender import ItemFilters, Recommender
 log = logging.getLogger(__name__)
 
 # 2: item vectors hold unweighted blocks, queries carry the weights (surfaces).
-FORMAT_VERSION = 3  # 3: filters as mapped arrays (filters.json, filter_*.npy)
+FORMAT_VERSION = 4  # 3: filters as mapped arrays; 4: the CF matrix as three mapped arrays
 MANIFEST = "manifest.json"
 # In a bundle renamed into place but not registered yet; holds the catalog's identity.
 UNREGISTERED = "UNREGISTERED"

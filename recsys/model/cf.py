@@ -14,7 +14,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from recsys.errors import UnknownItem
-from recsys.model.data import IdIndex
+from recsys.model.data import IdIndex, mapped
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +98,12 @@ class CollaborativeModel(BaseEstimator):
     def __init__(self, config: CFConfig | None = None, use_gpu: bool = False):
         self.config = config
         self.use_gpu = use_gpu
+        self._yty: np.ndarray | None = None  # item factors' Gram matrix, for fold_in
 
     # -- training ------------------------------------------------------------------------
     def fit(self, interactions: pd.DataFrame, item_ids=None, show_progress: bool = False):
         config = self.config or CFConfig()
+        self._yty = None
         if item_ids is None:
             item_ids = interactions["item_id"].unique()
         self.item_ids_ = np.asarray(item_ids, dtype=str)
@@ -155,20 +157,15 @@ class CollaborativeModel(BaseEstimator):
         history.sum_duplicates()
         config = self.config or CFConfig()
         if config.model == "als":
-            return np.asarray(self._als().recalculate_user(0, history), dtype=np.float32)
+            if self._yty is None:
+                factors = self.item_factors_.astype(np.float64)
+                self._yty = factors.T @ factors
+            return _als_fold_in(self.item_factors_, self._yty, history, config)
         return _ridge_fold_in(self.item_factors_, history, config.regularization)
-
-    def _als(self):
-        """A CPU implicit ALS model over the learned factors (rebuilt after ``load``)."""
-        if self.model_ is None:
-            self.model_ = implicit_model(self.config or CFConfig())
-            self.model_.user_factors = self.user_factors_
-            self.model_.item_factors = self.item_factors_
-        return self.model_
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, directory: str | Path, prefix: str = "cf") -> list[Path]:
-        """Writes factors, ids and the interaction matrix as .npy/.npz (no pickles)."""
+        """Writes factors, ids and the interaction matrix's three arrays as .npy (no pickles)."""
         check_is_fitted(self, "item_factors_")
         directory = Path(directory)
         arrays = {
@@ -181,8 +178,10 @@ class CollaborativeModel(BaseEstimator):
         for name, array in arrays.items():
             paths.append(directory / f"{prefix}_{name}.npy")
             np.save(paths[-1], array, allow_pickle=False)
-        paths.append(directory / f"{prefix}_user_items.npz")
-        sp.save_npz(paths[-1], self.user_items_)
+        matrix = self.user_items_
+        for part in ("data", "indices", "indptr"):  # plain arrays, so a load can map them
+            paths.append(directory / f"{prefix}_user_items_{part}.npy")
+            np.save(paths[-1], getattr(matrix, part), allow_pickle=False)
         paths.append(directory / f"{prefix}_config.json")
         paths[-1].write_text(json.dumps(asdict(self.config or CFConfig()), indent=2))
         return paths
@@ -195,16 +194,30 @@ class CollaborativeModel(BaseEstimator):
         config = from_dict(CFConfig, json.loads((directory / f"{prefix}_config.json").read_text()))
         model = cls(config)
 
-        def arr(name):
-            return np.load(directory / f"{prefix}_{name}.npy", allow_pickle=False)
+        def arr(name):  # mapped read-only: the workers serving a bundle share the pages
+            return mapped(directory / f"{prefix}_{name}.npy")
 
         model.user_factors_, model.item_factors_ = arr("user_factors"), arr("item_factors")
         model.user_ids_, model.item_ids_ = arr("user_ids"), arr("item_ids")
-        model.user_items_ = sp.load_npz(directory / f"{prefix}_user_items.npz").tocsr()
+        shape = (len(model.user_ids_), len(model.item_ids_))
+        parts = tuple(arr(f"user_items_{part}") for part in ("data", "indices", "indptr"))
+        model.user_items_ = sp.csr_matrix(parts, shape=shape, copy=False)
         model.warm_items_ = np.asarray(model.user_items_.getnnz(axis=0) > 0)
         model.model_, model.device_ = None, "cpu"
         model._index()
         return model
+
+
+def _als_fold_in(item_factors, yty, history: sp.csr_matrix, config: CFConfig) -> np.ndarray:
+    """ALS's exact user step for one history row (implicit's ``recalculate_user``, in numpy:
+    it reads the item factors without writing, so they can stay mapped read-only):
+    ``(Y'Y + Y'(C - I)Y + lambda I) x = Y'C p`` with confidences ``C = alpha * weight``."""
+    confidence = config.alpha * history.data.astype(np.float64)
+    factors = item_factors[history.indices].astype(np.float64)  # (n, d)
+    a = yty + config.regularization * np.eye(len(yty))
+    a += (factors.T * (np.abs(confidence) - 1.0)) @ factors
+    b = (np.clip(confidence, 0, None)[:, None] * factors).sum(axis=0)
+    return np.linalg.solve(a, b).astype(np.float32)
 
 
 def implicit_model(config: CFConfig, use_gpu: bool = False, num_threads: int = 0):

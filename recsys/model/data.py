@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -137,6 +138,12 @@ def items_frame(rows, attribute_names: list[str]) -> pd.DataFrame:
         [found or {} for found in attributes], columns=attribute_names, nrows=len(frame)
     )
     return pd.concat([frame, values.reindex(columns=attribute_names)], axis=1)
+
+
+def mapped(path: Path) -> np.ndarray:
+    """A saved array mapped read-only from its file: the processes serving one bundle share
+    its pages (the page cache) instead of each holding a private copy."""
+    return np.load(path, mmap_mode="r", allow_pickle=False).view(np.ndarray)
 
 
 class IdIndex:

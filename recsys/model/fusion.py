@@ -33,6 +33,8 @@ from sklearn.base import BaseEstimator
 from sklearn.linear_model import Ridge
 from sklearn.utils.validation import check_is_fitted
 
+from recsys.model.data import mapped
+
 log = logging.getLogger(__name__)
 
 BLOCKS = ("cf", "tabular", "image", "popularity")
@@ -316,12 +318,6 @@ class FusedModel(BaseEstimator):
     @property
     def has_cf(self) -> bool:
         return "cf" in self.user_blocks_
-
-
-def mapped(path: Path) -> np.ndarray:
-    """A saved array mapped read-only from its file: the processes serving one bundle share
-    its pages (the page cache) instead of each holding a private copy."""
-    return np.load(path, mmap_mode="r", allow_pickle=False).view(np.ndarray)
 
 
 def _profiles(user_items: sp.csr_matrix, content: dict[str, np.ndarray]) -> dict:

@@ -26,8 +26,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys.errors import InvalidBundle, UnknownItem
-from recsys.model.data import IdIndex
-from recsys.model.fusion import FusedModel, mapped
+from recsys.model.data import IdIndex, mapped
+from recsys.model.fusion import FusedModel
 from recsys.model.index import IndexConfig, VectorIndex
 from recsys.model.ranking import top_k_finite
 from recsys.model.tabular import label_pairs
