@@ -30,8 +30,6 @@ from services.contract import contract_of
 from services.errors import ApiError
 
 KEY_CACHE_SIZE = 10_000
-# Views that services/ops.py has not yet given a scope in their contract.
-UNDECLARED_SCOPES = {"ops.metrics": "metrics:read"}
 
 
 @dataclass(frozen=True)
@@ -75,7 +73,6 @@ def guarded_views(app: Flask, public_scopes: tuple[str, ...]) -> dict[str, str]:
     for name, view in app.view_functions.items():
         contract = contract_of(view)
         scope = contract.scope if contract is not None else None
-        scope = scope or UNDECLARED_SCOPES.get(name)
         if scope is not None and scope not in public_scopes:
             guarded[name] = scope
     return guarded
