@@ -6,6 +6,8 @@ past the credentials check, and the rate limits are set out of the fuzzer's reac
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import schemathesis
 from flask import Flask
@@ -18,6 +20,8 @@ from services.openapi import openapi_document
 from tests.shop_fixture import build_shop
 
 TOKEN = "x" * 32
+# Cases per operation; scripts/fuzz_service.py runs this file with 1,000.
+EXAMPLES = int(os.environ.get("RECSYS_FUZZ_EXAMPLES", "40"))
 CHECKS = [
     checks.not_a_server_error,
     checks.status_code_conformance,
@@ -74,7 +78,7 @@ def test_no_5xx_and_no_schema_violations(api_schema, method, path):
     operation = api_schema[path][method]
 
     @given(case=operation.as_strategy())
-    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
     def fuzz(case):
         case.call_and_validate(checks=CHECKS, headers={"Authorization": f"Bearer {TOKEN}"})
 
