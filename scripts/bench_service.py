@@ -131,7 +131,27 @@ def write_ids(workdir: Path, n_users: int, seed: int) -> Path:
     return path
 
 
-def wait_ready(url: str, timeout: float = 180) -> None:
+def sample_ids(workdir: Path, url: str, seed: int) -> Path:
+    """5,000 items and 2,000 users drawn from an existing catalog, plus 100 unknown visitors."""
+    from sqlalchemy import text
+
+    from recsys.catalog import connect
+
+    with connect(url).connect() as connection:
+        items = connection.execute(text("SELECT external_id FROM items")).scalars().all()
+        users = connection.execute(text("SELECT external_id FROM users")).scalars().all()
+    rng = np.random.default_rng(seed + 1)
+    chosen = {
+        "items": rng.choice(items, min(5000, len(items)), replace=False).tolist(),
+        "users": rng.choice(users, min(2000, len(users)), replace=False).tolist()
+        + [f"visitor-{n}" for n in range(100)],
+    }
+    path = workdir / "ids.json"
+    path.write_text(json.dumps(chosen))
+    return path
+
+
+def wait_ready(url: str, timeout: float = 600) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
@@ -312,6 +332,13 @@ def main() -> None:
         "the mean answer time that sets the pauses)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--existing",
+        action="store_true",
+        help="serve the catalog already in --workdir (catalog.db and artifacts/ with an active "
+        "bundle, e.g. a size folder of scripts/bench_scale.py) instead of building one; ids "
+        "are sampled from it and reloads reload the active bundle",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     workdir = args.workdir.resolve()
@@ -321,12 +348,17 @@ def main() -> None:
            "RECSYS_WORKERS": str(args.workers), "RECSYS_THREADS": str(args.threads),
            "RECSYS_WORKER_CLASS": args.worker_class,
            "RECSYS_BIND": f"127.0.0.1:{args.port}"}  # fmt: skip
-    versions = prepare(workdir, args, env)
     from recsys.catalog import connect
-    from recsys.model.bundle import activate_bundle
+    from recsys.model.bundle import activate_bundle, active_version
 
-    activate_bundle(connect(env["RECSYS_DATABASE_URL"]), versions[0])
-    ids = write_ids(workdir, args.users, args.seed)
+    if args.existing:
+        recsys(env, "db", "upgrade")
+        versions = [active_version(connect(env["RECSYS_DATABASE_URL"]))] * 2
+        ids = sample_ids(workdir, env["RECSYS_DATABASE_URL"], args.seed)
+    else:
+        versions = prepare(workdir, args, env)
+        activate_bundle(connect(env["RECSYS_DATABASE_URL"]), versions[0])
+        ids = write_ids(workdir, args.users, args.seed)
     url = f"http://127.0.0.1:{args.port}"
     runs = []
     with open(workdir / "gunicorn.log", "w") as server_log:
