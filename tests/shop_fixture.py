@@ -87,3 +87,19 @@ def build_shop(root: Path, database_url: str | None = None) -> tuple[str, Path]:
     train(engine, root / "artifacts", train_config(), "cpu", image_encoder_factory=tiny_encoder)
     engine.dispose()
     return url, root / "artifacts"
+
+
+# The service over a built shop: the admin token is an API key with every scope
+# (tests/test_keys.py covers scoped keys).
+ADMIN_TOKEN = "test-admin-token-0123456789"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def service_app(shop: tuple[str, Path], **settings):
+    """The Flask app over ``build_shop``'s (url, artifacts), no bundle watcher."""
+    from recsys.settings import Settings
+    from services.app import create_app
+
+    url, artifacts = shop
+    full = Settings(database_url=url, artifacts_dir=artifacts, admin_token=ADMIN_TOKEN, **settings)
+    return create_app(full, {"TESTING": True, "RELOAD_CHECK_SECONDS": 0})

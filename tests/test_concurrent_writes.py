@@ -17,9 +17,7 @@ from recsys.catalog import connect
 from recsys.catalog.models import Interaction, Item, User
 from recsys.ingest import IngestOptions, ingest_items
 from recsys.ingest.interactions import record_interactions
-from recsys.settings import Settings
-from services.app import create_app
-from tests.shop_fixture import build_shop
+from tests.shop_fixture import ADMIN, build_shop, service_app
 
 CLIENTS = 8
 ROUNDS = 5
@@ -136,21 +134,14 @@ def test_other_database_errors_are_not_retried(catalog, monkeypatch):
     assert calls == [1]
 
 
-TOKEN = "test-admin-token-0123456789"
-
-
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory):
     return build_shop(tmp_path_factory.mktemp("shop"))
 
 
 def test_http_clients_all_get_201_and_one_row(shop):
-    url, artifacts = shop
-    settings = Settings(
-        database_url=url, artifacts_dir=artifacts, admin_token=TOKEN, write_rate_limit="1000/second"
-    )
-    app = create_app(settings, {"TESTING": True, "RELOAD_CHECK_SECONDS": 0})
-    headers = {"Authorization": f"Bearer {TOKEN}"}
+    app = service_app(shop, write_rate_limit="1000/second")
+    headers = ADMIN
 
     def post(events):
         def call(_n):
@@ -167,7 +158,7 @@ def test_http_clients_all_get_201_and_one_row(shop):
         assert errors == []
         assert [r.status_code for r in responses] == [201] * CLIENTS
         assert sum(r.get_json()["inserted"] for r in responses) == inserted
-    engine = connect(url)
+    engine = connect(shop[0])
     for user, events in (("http-newcomer", CLIENTS), ("http-same", 1)):
         assert count(engine, select(func.count(User.id)).where(User.external_id == user)) == 1
         query = select(func.count(Interaction.id)).join(User).where(User.external_id == user)

@@ -17,11 +17,17 @@ from recsys.catalog.models import Interaction, Item, ModelBundle, User
 from recsys.model.training import train
 from recsys.settings import Settings
 from services.app import create_app
-from tests.shop_fixture import build_shop, item_image, tiny_encoder, train_config
+from tests.shop_fixture import (
+    ADMIN,
+    ADMIN_TOKEN,
+    build_shop,
+    item_image,
+    service_app,
+    tiny_encoder,
+    train_config,
+)
 
-TOKEN = "test-admin-token-0123456789"
-# The admin token is an API key with every scope (tests/test_keys.py covers scoped keys).
-ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+TOKEN = ADMIN_TOKEN
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +37,7 @@ def shop(tmp_path_factory):
 
 @pytest.fixture
 def app(shop):
-    url, artifacts = shop
-    settings = Settings(database_url=url, artifacts_dir=artifacts, admin_token=TOKEN)
-    return create_app(settings, {"TESTING": True, "RELOAD_CHECK_SECONDS": 0})
+    return service_app(shop)
 
 
 @pytest.fixture

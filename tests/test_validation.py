@@ -33,11 +33,9 @@ from recsys.ingest.values import (
 )
 from recsys.model.bundle import load_recommender
 from recsys.model.training import train
-from recsys.settings import Settings
-from services.app import create_app
 from services.errors import ApiError
 from services.schemas import path_id
-from tests.shop_fixture import build_shop, train_config
+from tests.shop_fixture import ADMIN, build_shop, service_app, train_config
 from tests.test_ingest import interaction_rows
 from tests.toy import toy_catalog
 
@@ -325,9 +323,6 @@ def test_accepted_odd_ids_and_values_train_and_come_back_in_the_bundle(engine, t
 
 # The HTTP doors.
 
-TOKEN = "test-admin-token-0123456789"
-ADMIN = {"Authorization": f"Bearer {TOKEN}"}
-
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory):
@@ -336,9 +331,7 @@ def shop(tmp_path_factory):
 
 @pytest.fixture
 def client(shop):
-    url, artifacts = shop
-    settings = Settings(database_url=url, artifacts_dir=artifacts, admin_token=TOKEN)
-    return create_app(settings, {"TESTING": True, "RELOAD_CHECK_SECONDS": 0}).test_client()
+    return service_app(shop).test_client()
 
 
 def post_raw(client, text: str):

@@ -150,7 +150,7 @@ class IdIndex:
     """External id -> row number, held as two arrays: the ids in sorted order and their
     rows. A serving process keeps a few bytes per id instead of a dict entry and a string
     object per id (about 100 bytes; 10^6 items would cost each worker 100 MB), and a lookup
-    is a binary search. Dict-like: ``get``, ``in``, ``[]``, ``len``; ``rows`` looks up many."""
+    is a binary search. Dict-like: ``get``, ``in``, ``[]``, ``len``, iteration; ``rows`` looks up many."""
 
     def __init__(self, ids: np.ndarray) -> None:
         ids = np.asarray(ids, dtype=str)
@@ -159,6 +159,10 @@ class IdIndex:
 
     def __len__(self) -> int:
         return len(self._sorted)
+
+    def __iter__(self):
+        """The ids, in sorted order (as a dict's keys, not in row order)."""
+        return iter(self._sorted.tolist())
 
     def rows(self, keys) -> np.ndarray:
         """(n,) rows of ``keys``, -1 for unknown ones."""
