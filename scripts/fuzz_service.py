@@ -27,7 +27,7 @@ def main(examples: int) -> None:
     env = {**os.environ, "RECSYS_FUZZ_EXAMPLES": str(examples)}
     started = time.perf_counter()
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-    command += ["tests/test_service_fuzz.py", "-rA", "--hypothesis-show-statistics"]
+    command += ["tests/test_service_fuzz.py", "-rA"]
     result = subprocess.run(command, cwd=ROOT, env=env)
     print(f"{examples} cases per operation, {time.perf_counter() - started:.0f} s")
     sys.exit(result.returncode)
