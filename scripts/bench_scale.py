@@ -286,7 +286,21 @@ def markdown(results: dict) -> str:
 @click.option("--reuse", is_flag=True, help="Keep prepared shops and ingested catalogs.")
 @click.option("--port", type=int, default=8771)
 @click.option("--results", is_flag=True, help="Append the tables to benchmarks/RESULTS.md.")
-def main(sizes, workdir: Path, reuse: bool, port: int, results: bool) -> None:
+@click.option(
+    "--serve-only",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Only the serving figures (1 and 3 workers) of an existing folder holding catalog.db "
+    "and artifacts/ with an active bundle (a size folder, or bench_service.py's workdir).",
+)
+def main(sizes, workdir: Path, reuse: bool, port: int, results: bool, serve_only) -> None:
+    if serve_only is not None:
+        folder = serve_only.resolve()
+        env = {**os.environ, "RECSYS_DATABASE_URL": f"sqlite:///{folder / 'catalog.db'}",
+               "RECSYS_ARTIFACTS_DIR": str(folder / "artifacts"), "RECSYS_DEVICE": "cpu",
+               "RECSYS_ADMIN_TOKEN": TOKEN}  # fmt: skip
+        for workers in (1, 3):
+            print(json.dumps(serve(folder, env, workers, port)), flush=True)
+        return
     out = {}
     load_before = os.getloadavg()
     for size in sizes:
