@@ -150,7 +150,8 @@ class IdIndex:
     """External id -> row number, held as two arrays: the ids in sorted order and their
     rows. A serving process keeps a few bytes per id instead of a dict entry and a string
     object per id (about 100 bytes; 10^6 items would cost each worker 100 MB), and a lookup
-    is a binary search. Dict-like: ``get``, ``in``, ``[]``, ``len``, iteration; ``rows`` looks up many."""
+    is a binary search. Dict-like (``get``, ``in``, ``[]``, ``len``, iteration over the
+    ids); ``rows`` looks up many at once."""
 
     def __init__(self, ids: np.ndarray) -> None:
         ids = np.asarray(ids, dtype=str)
