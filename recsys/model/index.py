@@ -16,13 +16,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class IndexConfig:
-    # "auto" (flat up to exact_max_items, HNSW up to ivf_min_items, IVF above), "flat",
-    # "ivf" or "hnsw".
+    # "auto" (flat up to exact_max_items, HNSW above; IVF from ivf_min_items when set),
+    # "flat", "ivf" or "hnsw".
     kind: str = "auto"
     exact_max_items: int = 50_000
-    # Above this many items "auto" builds IVF: it builds in minutes where HNSW takes far
-    # longer, and its lists are mapped from the bundle's file, shared by every worker.
-    ivf_min_items: int = 500_000
+    # From this many items "auto" builds IVF (it builds in minutes where HNSW takes far
+    # longer, and its lists are mapped from the bundle's file). None: never. Off by default:
+    # on the 10^6-item synthetic shop's fused vectors (inner products of unnormalised
+    # blocks) IVF reached recall@10 0.464 at 512 of 4,000 lists (benchmarks/RESULTS.md).
+    ivf_min_items: int | None = None
     # IVF: number of lists (0 = 4 * sqrt(n)); lists probed per query (0 = the fewest of
     # NPROBE_STEPS reaching target_recall, measured at build on sampled item queries).
     nlist: int = 0
@@ -203,7 +205,9 @@ def resolved_kind(config: IndexConfig, n: int) -> str:
         return config.kind
     if n <= config.exact_max_items:
         return "flat"
-    return "hnsw" if n < config.ivf_min_items else "ivf"
+    if config.ivf_min_items is not None and n >= config.ivf_min_items:
+        return "ivf"
+    return "hnsw"
 
 
 def _make_index(kind: str, vectors: np.ndarray, config: IndexConfig) -> faiss.Index:
@@ -248,6 +252,13 @@ def calibrate_nprobe(index: faiss.Index, vectors: np.ndarray, config: IndexConfi
         if recall >= config.target_recall or index.nprobe == index.nlist:
             break
     log.info("IVF over %d lists probes %d: recall@%d %.3f", index.nlist, index.nprobe, k, recall)
+    if recall < config.target_recall:
+        log.warning(
+            "IVF reaches recall@%d %.3f at most (target %.2f): prefer --index hnsw or flat",
+            k,
+            recall,
+            config.target_recall,
+        )
     return recall
 
 
