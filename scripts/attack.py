@@ -69,7 +69,7 @@ def recsys(env: dict, *args: str, check: bool = True) -> subprocess.CompletedPro
 def prepare(workdir: Path, items: int, users: int) -> Path:
     """The pristine shop (catalog.db + artifacts/), built once; returns its folder."""
     shop = workdir / "shop"
-    if (shop / "done").exists():
+    if (shop / "done").exists() and _current_bundles(shop):
         return shop
     shutil.rmtree(shop, ignore_errors=True)
     shop.mkdir(parents=True)
@@ -85,6 +85,16 @@ def prepare(workdir: Path, items: int, users: int) -> Path:
     (shop / "done").touch()
     print(f"demo shop built in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return shop
+
+
+def _current_bundles(shop: Path) -> bool:
+    """Whether the built shop's bundles are of the format this code reads (else rebuild)."""
+    from recsys.model.bundle import FORMAT_VERSION
+
+    manifests = list((shop / "artifacts" / "bundles").glob("*/manifest.json"))
+    return bool(manifests) and all(
+        json.loads(path.read_text()).get("format_version") == FORMAT_VERSION for path in manifests
+    )
 
 
 def shop_env(folder: Path, port: int = 0) -> dict:
