@@ -93,6 +93,14 @@ class SqliteFile:
             raise DisconnectionError("the catalog file was moved or replaced")
 
 
+def connect_current(database_url: str) -> Engine:
+    """``connect``, then ``require_current_schema``: the engine of a catalog that is migrated
+    to the code's revision (the CLI commands that read or write it start here)."""
+    engine = connect(database_url)
+    require_current_schema(engine)
+    return engine
+
+
 def require_current_schema(engine: Engine) -> None:
     """Raise ``CatalogNotReady`` unless the database is migrated to the latest revision."""
     from recsys.catalog.migrate import current_revision, head_revision

@@ -6,8 +6,7 @@ import click
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from recsys.catalog import connect
-from recsys.catalog.db import require_current_schema
+from recsys.catalog.db import connect_current
 from recsys.catalog.models import ModelBundle
 from recsys.settings import Settings
 
@@ -21,8 +20,7 @@ def command() -> None:
 @click.pass_obj
 def list_bundles(settings: Settings) -> None:
     """Registered bundles, newest first; * marks the active one."""
-    engine = connect(settings.database_url)
-    require_current_schema(engine)
+    engine = connect_current(settings.database_url)
     with Session(engine) as session:
         bundles = session.scalars(select(ModelBundle).order_by(ModelBundle.id.desc())).all()
     if not bundles:
@@ -41,8 +39,7 @@ def activate(settings: Settings, version: str) -> None:
     """Make VERSION the active bundle (running services follow within seconds)."""
     from recsys.model.bundle import activate_bundle, read_manifest
 
-    engine = connect(settings.database_url)
-    require_current_schema(engine)
+    engine = connect_current(settings.database_url)
     with Session(engine) as session:
         path = session.scalar(select(ModelBundle.path).where(ModelBundle.version == version))
     if path is not None:
@@ -64,8 +61,7 @@ def gc(settings: Settings, keep: int) -> None:
     """Remove old bundles and what interrupted training runs left in the artifacts dir."""
     from recsys.model.bundle import collect_garbage
 
-    engine = connect(settings.database_url)
-    require_current_schema(engine)
+    engine = connect_current(settings.database_url)
     result = collect_garbage(engine, settings.artifacts_dir / "bundles", keep)
     for version in result.removed:
         click.echo(f"removed bundle {version}")

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from recsys.catalog import connect
-from recsys.catalog.db import require_current_schema
+from recsys.catalog.db import connect_current
 from recsys.model.split import SPLITS
 from recsys.settings import Settings
 
@@ -111,8 +110,7 @@ def evaluate(
         users=users,
         image_epochs=image_epochs,
     )
-    engine = connect(settings.database_url)
-    require_current_schema(engine)
+    engine = connect_current(settings.database_url)
     result = run_evaluation(
         engine,
         out_dir,

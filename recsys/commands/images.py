@@ -11,7 +11,8 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from recsys.catalog import Item, connect, require_current_schema
+from recsys.catalog import Item
+from recsys.catalog.db import connect_current
 from recsys.errors import InvalidInput
 from recsys.settings import Settings
 from recsys.vision import ImageEncoder, ImageEncoderConfig, TrainConfig
@@ -29,8 +30,7 @@ _CACHE_HELP = (
 
 def catalog_images(settings: Settings) -> tuple[list[str], list[Path]]:
     """External ids and image paths of the catalog items that have an image."""
-    engine = connect(settings.database_url)
-    require_current_schema(engine)
+    engine = connect_current(settings.database_url)
     query = select(Item.external_id, Item.image_path).where(Item.image_path.is_not(None))
     with Session(engine) as session:
         rows = session.execute(query.order_by(Item.id)).all()

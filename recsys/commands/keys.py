@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from recsys.catalog import connect
-from recsys.catalog.db import require_current_schema
+from recsys.catalog.db import connect_current
 from recsys.catalog.keys import create_key, list_keys, revoke_key
 from recsys.scopes import SCOPES
 from recsys.settings import Settings
@@ -30,8 +29,7 @@ def command() -> None:
 @click.pass_obj
 def create(settings: Settings, scopes: tuple[str, ...], name: str) -> None:
     """Create a key and print it once: store it now, it cannot be shown again."""
-    engine = connect(settings.database_url)
-    require_current_schema(engine)
+    engine = connect_current(settings.database_url)
     info, key = create_key(engine, scopes, name)
     click.echo(key)
     click.echo(
@@ -45,8 +43,7 @@ def create(settings: Settings, scopes: tuple[str, ...], name: str) -> None:
 @click.pass_obj
 def list_command(settings: Settings) -> None:
     """Every key: id, scopes, name, created, revoked (keys themselves are never stored)."""
-    engine = connect(settings.database_url)
-    require_current_schema(engine)
+    engine = connect_current(settings.database_url)
     keys = list_keys(engine)
     if not keys:
         click.echo("no API keys yet; create one with `recsys keys create --scope ...`")
@@ -63,7 +60,6 @@ def list_command(settings: Settings) -> None:
 @click.pass_obj
 def revoke(settings: Settings, key_id: str) -> None:
     """Revoke KEY_ID (the id `recsys keys list` shows); services stop taking it within 30 s."""
-    engine = connect(settings.database_url)
-    require_current_schema(engine)
+    engine = connect_current(settings.database_url)
     info = revoke_key(engine, key_id)
     click.echo(f"revoked {info.key_id} ({' '.join(info.scopes)})")

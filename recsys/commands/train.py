@@ -6,18 +6,11 @@ import json
 
 import click
 
-from recsys.catalog import connect
-from recsys.catalog.db import require_current_schema
+from recsys.catalog.db import connect_current
 from recsys.settings import Settings
 
 # recsys.vision.methods.METHODS, not imported here: it loads torch.
 IMAGE_METHODS = ("simclr", "byol", "dino")
-
-
-def _engine(settings: Settings):
-    engine = connect(settings.database_url)
-    require_current_schema(engine)
-    return engine
 
 
 @click.command("train")
@@ -117,8 +110,9 @@ def train(
         neighbours=neighbours,
         activate=not no_activate,
     )
+    engine = connect_current(settings.database_url)
     result = run_training(
-        _engine(settings), settings.artifacts_dir, config, settings.device, show_progress=not quiet
+        engine, settings.artifacts_dir, config, settings.device, show_progress=not quiet
     )
     click.echo(f"bundle {result.version} written to {result.path}")
     for name, value in sorted(result.metrics.items()):
@@ -147,7 +141,7 @@ def recommend(settings: Settings, user_ids, k, as_json):
     """Top-k items for users, from the active bundle."""
     from recsys.model.bundle import load_active
 
-    results = load_active(_engine(settings)).recommend(list(user_ids), k=k)
+    results = load_active(connect_current(settings.database_url)).recommend(list(user_ids), k=k)
     _show(list(user_ids), results, as_json, "user")
 
 
@@ -167,7 +161,8 @@ def similar(settings: Settings, item_ids, k, mode, as_json):
     """Items most like the given items, from the active bundle."""
     from recsys.model.bundle import load_active
 
-    results = load_active(_engine(settings)).similar_items(list(item_ids), k=k, mode=mode)
+    recommender = load_active(connect_current(settings.database_url))
+    results = recommender.similar_items(list(item_ids), k=k, mode=mode)
     _show(list(item_ids), results, as_json, "item")
 
 
