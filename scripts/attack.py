@@ -89,12 +89,10 @@ def prepare(workdir: Path, items: int, users: int) -> Path:
 
 def _current_bundles(shop: Path) -> bool:
     """Whether the built shop's bundles are of the format this code reads (else rebuild)."""
-    from recsys.model.bundle import FORMAT_VERSION
+    from recsys.model.bundle import readable
 
-    manifests = list((shop / "artifacts" / "bundles").glob("*/manifest.json"))
-    return bool(manifests) and all(
-        json.loads(path.read_text()).get("format_version") == FORMAT_VERSION for path in manifests
-    )
+    bundles = [path.parent for path in (shop / "artifacts" / "bundles").glob("*/manifest.json")]
+    return bool(bundles) and all(readable(path) for path in bundles)
 
 
 def shop_env(folder: Path, port: int = 0) -> dict:

@@ -108,16 +108,10 @@ def prepare(workdir: Path, args, env: dict) -> list[str]:
 
 
 def _current_format(workdir: Path, versions: list[str]) -> bool:
-    """Whether both bundles are in the bundle format this code reads (else: retrain)."""
-    from recsys.model.bundle import FORMAT_VERSION
+    """Whether both bundles are of the format this code reads (else: retrain)."""
+    from recsys.model.bundle import readable
 
-    for version in versions:
-        manifest = workdir / "artifacts" / "bundles" / version / "manifest.json"
-        if not manifest.exists():
-            return False
-        if json.loads(manifest.read_text()).get("format_version") != FORMAT_VERSION:
-            return False
-    return True
+    return all(readable(workdir / "artifacts" / "bundles" / version) for version in versions)
 
 
 def write_ids(workdir: Path, n_users: int, seed: int) -> Path:

@@ -124,6 +124,16 @@ def write_bundle(
     return final
 
 
+def readable(directory: str | Path) -> bool:
+    """Whether ``directory`` holds a bundle manifest of the format this code reads (the
+    checks of ``read_manifest`` without the checksums)."""
+    try:
+        read_manifest(directory, verify=False)
+    except InvalidBundle:
+        return False
+    return True
+
+
 def read_manifest(directory: str | Path, verify: bool = True) -> dict[str, Any]:
     """The manifest of a bundle; with ``verify``, every file's checksum is checked first."""
     directory = Path(directory)
