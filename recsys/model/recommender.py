@@ -184,9 +184,8 @@ class Recommender:
         self, user_ids, k: int = 10, exclude_seen: bool = True, candidates=None, filters=None
     ) -> Results:
         """Top-k items per user; unknown users get the popularity fallback (flagged)."""
-        user_ids = np.atleast_1d(np.asarray(user_ids, dtype=str)).tolist()
         allowed = self._allowed(candidates, filters)
-        rows = [self.user_index.get(u, -1) for u in user_ids]
+        rows = self.user_index.rows(user_ids).tolist()
         results = Results([], [], [])
         for row in rows:
             if row < 0:
