@@ -20,7 +20,7 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check -q -e ".[dev]"
+	$(BIN)/pip install --disable-pip-version-check -q -e ".[dev,spark,ray]"
 	touch $@
 
 # The README's main command: a fresh machine to a running shop with recommendations.
