@@ -69,10 +69,17 @@ class RecsysGroup(click.Group):
     "--device",
     help="auto (GPU when present), cpu, cuda or cuda:N [env RECSYS_DEVICE].",
 )
+@click.option(
+    "--ray-address",
+    metavar="ADDRESS",
+    help="Run image training, image embedding and the neighbour table on Ray: local, auto "
+    "(the cluster this host joined) or ray://host:10001 [env RECSYS_RAY_ADDRESS; default: "
+    "in-process].",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 @click.version_option(package_name="recsys")
 @click.pass_context
-def cli(ctx: click.Context, database_url, artifacts_dir, device, verbose) -> None:
+def cli(ctx: click.Context, database_url, artifacts_dir, device, ray_address, verbose) -> None:
     """Recommendations from a shop's own images, interactions and attributes.
 
     Typical flow: `recsys db upgrade`, `recsys ingest items ...`,
@@ -87,7 +94,10 @@ def cli(ctx: click.Context, database_url, artifacts_dir, device, verbose) -> Non
         logging.getLogger("recsys").setLevel(logging.INFO)
     try:
         ctx.obj = Settings.load(
-            database_url=database_url, artifacts_dir=artifacts_dir, device=device
+            database_url=database_url,
+            artifacts_dir=artifacts_dir,
+            device=device,
+            ray_address=ray_address,
         )
     except RecsysError as exc:
         raise click.UsageError(str(exc)) from exc

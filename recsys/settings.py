@@ -44,6 +44,10 @@ class Settings:
     rate_limit_storage: str = ""
     # Largest uploaded image, in pixels (width x height, read from the header before decoding).
     max_image_pixels: int = 25_000_000
+    # Ray cluster for the image stages and the neighbour table (`pip install -e ".[ray]"`):
+    # empty = run in-process; "local" = start a Ray instance on this machine; "auto" = join the
+    # cluster this machine belongs to (`ray start`); or an address such as ray://head:10001.
+    ray_address: str = ""
 
     def __post_init__(self) -> None:
         if not self.database_url or "://" not in self.database_url:

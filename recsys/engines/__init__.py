@@ -1,0 +1,1 @@
+"""Distributed engines for the heavy stages: Ray (images, neighbour table), Spark (events, ALS)."""
