@@ -48,6 +48,10 @@ class Settings:
     # empty = run in-process; "local" = start a Ray instance on this machine; "auto" = join the
     # cluster this machine belongs to (`ray start`); or an address such as ray://head:10001.
     ray_address: str = ""
+    # Spark master for `recsys train --cf-engine spark` (`pip install -e ".[spark]"`, Java 17):
+    # local[*] = every core of this machine; spark://host:7077, yarn or k8s://https://host:443
+    # for a cluster (README, "Running on a cluster").
+    spark_master: str = "local[*]"
 
     def __post_init__(self) -> None:
         if not self.database_url or "://" not in self.database_url:
