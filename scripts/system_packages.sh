@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the project uses: the Fashion-MNIST files, a PostgreSQL server for tests,
-# Chromium for the web page's browser test and librsvg's rsvg-convert (OpenMoji's SVGs).
+# Chromium for the web page's browser test, librsvg's rsvg-convert (OpenMoji's SVGs) and a
+# Java 17 runtime for pyspark (`recsys train --cf-engine spark`, tests/test_spark*.py).
 # Installs what is missing when run as root with apt-get; otherwise says what to install.
 set -euo pipefail
 need=()
@@ -10,6 +11,7 @@ if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb 
 fi
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v rsvg-convert >/dev/null 2>&1 || need+=(librsvg2-bin)
+command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing Debian packages: ${need[*]}"
