@@ -99,7 +99,12 @@ def save_atomic(obj: object, path: Path) -> None:
 
 
 class Trainer:
-    """Trains ``method`` on ``data`` (N, C, S, S) uint8; see ``fit``."""
+    """Trains ``method`` on ``data`` (N, C, S, S) uint8; see ``fit``.
+
+    Data-parallel (``recsys.engines.ray_train``): worker ``rank`` of ``world`` sets those and
+    ``forward`` (``method`` wrapped in DDP); each step draws one batch of ``world`` x
+    ``batch_size`` images and the worker trains on its slice, with its own augmentations.
+    """
 
     def __init__(
         self,
@@ -122,14 +127,20 @@ class Trainer:
         self.last_loss = float("nan")
         self.cuda = device.type == "cuda"
         self.method.to(memory_format=torch.channels_last)
+        self.rank, self.world, self.forward = 0, 1, self.method
 
     def total_steps(self, n: int) -> int | None:
-        return None if self.cfg.time_budget else self.cfg.epochs * (n // self.batch_size(n))
+        return None if self.cfg.time_budget else self.cfg.epochs * (n // self.global_batch(n))
 
     def batch_size(self, n: int) -> int:
-        if n < 2:
+        """Images per step on this worker."""
+        if n < 2 * self.world:
             raise InvalidInput(f"self-supervised training needs at least 2 images, got {n}")
-        return min(self.cfg.batch_size, n)
+        return min(self.cfg.batch_size, n // self.world)
+
+    def global_batch(self, n: int) -> int:
+        """Images per step on all workers together."""
+        return self.batch_size(n) * self.world
 
     def progress(self, n: int) -> float:
         total = self.total_steps(n)
@@ -143,14 +154,15 @@ class Trainer:
     def train_step(self, data: torch.Tensor) -> torch.Tensor:
         """One optimiser step on the next batch; returns the (detached) loss."""
         n, cfg = len(data), self.cfg
-        idx = batch_indices(n, self.batch_size(n), self.step, cfg.seed).to(self.device)
-        x = data[idx].float().div_(255)  # (B, C, S, S)
-        views = self.augment.views(x, _generator(cfg.seed, 2, self.step))
+        bs, rank = self.batch_size(n), self.rank
+        idx = batch_indices(n, bs * self.world, self.step, cfg.seed)[rank * bs : (rank + 1) * bs]
+        x = data[idx.to(self.device)].float().div_(255)  # (B, C, S, S)
+        views = self.augment.views(x, _generator(cfg.seed, 2 + 1000 * rank, self.step))
         views = [v.contiguous(memory_format=torch.channels_last) for v in views]
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * lr_factor(self.progress(n), cfg)
         with self._autocast():
-            loss = self.method(views)
+            loss = self.forward(views)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -169,7 +181,7 @@ class Trainer:
         data = data.to(self.device)
         self.resume()
         self.method.train()
-        n, bs = len(data), self.batch_size(len(data))
+        n, bs = len(data), self.global_batch(len(data))
         start = (self.step, self.elapsed)
         bar = self._bar(n, show_progress)
         last_ckpt, t0 = time.monotonic(), time.monotonic() - self.elapsed
@@ -189,7 +201,7 @@ class Trainer:
 
     def _rate(self, n: int, start: tuple[int, float]) -> float:
         """Source images per second since ``start`` (step, elapsed)."""
-        images = (self.step - start[0]) * self.batch_size(n)
+        images = (self.step - start[0]) * self.global_batch(n)
         return images / max(self.elapsed - start[1], 1e-9)
 
     def _position(self, n: int) -> int:
@@ -207,7 +219,7 @@ class Trainer:
         """Update the bar (reading the loss syncs the GPU, so not every step); epoch callback."""
         bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{self._rate(n, start):.0f}", refresh=False)
         bar.update(min(self._position(n), bar.total) - bar.n)
-        per_epoch = n // self.batch_size(n)
+        per_epoch = n // self.global_batch(n)
         if callback is not None and self.step % per_epoch == 0:
             callback(self.step // per_epoch, self.elapsed, loss)
 
