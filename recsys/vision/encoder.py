@@ -242,7 +242,7 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
             Path(self.model_dir).mkdir(parents=True, exist_ok=True)
             checkpoint = Path(self.model_dir) / CHECKPOINT_FILE
         meta = {"config": cfg.to_dict(), "n_images": len(data)}
-        trainer = Trainer(method, augment, cfg.train, device, checkpoint, meta)
+        trainer = self._trainer(Trainer(method, augment, cfg.train, device, checkpoint, meta))
         self.train_result_: TrainResult = trainer.fit(data, self.show_progress, self.callback)
         self.backbone_ = method.encoder.to(memory_format=torch.contiguous_format)
         log.info("trained %s: %s", cfg.method, self.train_result_)
@@ -250,6 +250,11 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
         if cfg.whiten > 0:
             self.whitening_ = fit_whitening(self._embed(data), cfg.whiten, cfg.whiten_shrink)
         return self
+
+    def _trainer(self, trainer: Trainer) -> Trainer:
+        """The trainer ``fit`` runs; a data-parallel worker sets it up for DDP here
+        (``recsys.engines.ray_train``)."""
+        return trainer
 
     def _embed(self, data: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
         """Backbone vectors (L2-normalised, before whitening) of uint8 (N, C, S, S) images."""
