@@ -112,7 +112,12 @@ def train(
     )
     engine = connect_current(settings.database_url)
     result = run_training(
-        engine, settings.artifacts_dir, config, settings.device, show_progress=not quiet
+        engine,
+        settings.artifacts_dir,
+        config,
+        settings.device,
+        show_progress=not quiet,
+        ray_address=settings.ray_address,
     )
     click.echo(f"bundle {result.version} written to {result.path}")
     for name, value in sorted(result.metrics.items()):

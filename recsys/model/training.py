@@ -88,8 +88,10 @@ def train(
     device: str = "auto",
     show_progress: bool = False,
     image_encoder_factory: Callable[[], Any] | None = None,
+    ray_address: str = "",
 ) -> TrainResult:
-    """Trains what the catalog allows and registers the bundle; see the module docstring."""
+    """Trains what the catalog allows and registers the bundle; see the module docstring.
+    With ``ray_address`` the images and the neighbour table run on Ray (``recsys.engines``)."""
     config = config or TrainConfig()
     use_gpu = _cuda_wanted(device)
     bundles = Path(artifacts_dir) / "bundles"
@@ -108,6 +110,10 @@ def train(
             _check_trainable(data)
         content = Content()
         with stage("images"):
+            if ray_address and image_encoder_factory is None:
+                from recsys.engines.ray_train import ray_image_factory
+
+                image_encoder_factory = ray_image_factory(config.image, ray_address, show_progress)
             image_block(content, data, config, device, show_progress, image_encoder_factory)
         with stage("tabular"):
             tabular_block(content, data, config)
@@ -120,7 +126,7 @@ def train(
         with stage("fuse"):
             fitted = _fuse(data, content, cf, choice, config)
         with stage("index"):
-            recommender = _recommender(fitted, config, use_gpu)
+            recommender = _recommender(fitted, config, use_gpu, ray_address)
         with writing_bundles(bundles):
             with stage("bundle"):
                 version = new_version()
@@ -171,12 +177,17 @@ def _fuse(data, content: Content, cf, choice: WeightChoice | None, config) -> Fi
     return Fitted(data, content, cf, fused, dict(choice.metrics) if choice else {})
 
 
-def _recommender(fitted: Fitted, config: TrainConfig, use_gpu: bool) -> Recommender:
+def _recommender(fitted: Fitted, config: TrainConfig, use_gpu: bool, ray_address="") -> Recommender:
     data = fitted.data
     index = VectorIndex.build(fitted.fused.item_vectors_, config.index, use_gpu)
     filters = ItemFilters.from_items(data.items, data.kinds)
     recommender = Recommender(fitted.fused, fitted.cf, _item_ids(data), filters, index, {})
-    recommender.compute_neighbours(config.neighbours)
+    if ray_address:
+        from recsys.engines.ray_index import neighbour_table
+
+        recommender.neighbours = neighbour_table(recommender, config.neighbours, ray_address)
+    else:
+        recommender.compute_neighbours(config.neighbours)
     return recommender
 
 
