@@ -11,7 +11,8 @@ other catalog reads are in ``recsys.catalog.reads`` (one source of cards for eve
   raises and the old state keeps serving. ``maybe_reload()`` follows the registry's active
   bundle (each server process checks it every ``check_interval`` seconds).
 - ``home_feed``: a user's recommendations with the events stored since the bundle's data
-  was read folded into their vector (no retraining), so a feed reflects what they just did.
+  was read folded into their vector (no retraining), so a feed reflects what they just did;
+  ``FeedRequest`` says what is asked (k, filters, candidates, diversity λ).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from sqlalchemy import Engine
 from recsys.catalog.reads import fresh_items
 from recsys.errors import InvalidBundle, ModelNotTrained
 from recsys.model.bundle import active_version, load_active
+from recsys.model.diversity import DEFAULT_DIVERSITY
 from recsys.model.recommender import Recommender, Results
 
 log = logging.getLogger(__name__)
@@ -136,21 +138,29 @@ class ModelHolder:
             log.exception("background reload failed")
 
 
+@dataclass(frozen=True)
+class FeedRequest:
+    """What a home feed is asked for."""
+
+    k: int = 20
+    exclude_seen: bool = True
+    candidates: list[str] | None = None  # rank only these item ids
+    filters: dict[str, Any] | None = None
+    # MMR λ, 0 to 1 (recsys.model.diversity; 0: the plain ranking)
+    diversity: float = DEFAULT_DIVERSITY
+
+
 def home_feed(
-    state: ServingState,
-    engine: Engine,
-    user_id: str,
-    k: int,
-    exclude_seen: bool = True,
-    candidates: list[str] | None = None,
-    filters: dict[str, Any] | None = None,
+    state: ServingState, engine: Engine, user_id: str, request: FeedRequest | None = None
 ) -> Results:
     """One user's top-k with their fresh events folded in; unknown users fall back."""
+    request = request or FeedRequest()
     recommender = state.recommender
     stored = fresh_items(engine, user_id, state.data_read_at)
     known = recommender.item_index.rows(stored) >= 0
     fresh = [item for item, keep in zip(stored, known, strict=True) if keep]
+    options = (request.k, request.exclude_seen, request.candidates, request.filters)
     if not fresh:
-        return recommender.recommend([user_id], k, exclude_seen, candidates, filters)
+        return recommender.recommend([user_id], *options, diversity=request.diversity)
     history = list(dict.fromkeys(recommender.seen_items(user_id) + fresh))
-    return recommender.recommend_for_history([history], k, exclude_seen, candidates, filters)
+    return recommender.recommend_for_history([history], *options, diversity=request.diversity)

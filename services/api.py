@@ -18,7 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from recsys.catalog import reads
 from recsys.errors import UnknownItem
 from recsys.ingest.interactions import record_interactions
-from recsys.serving import home_feed
+from recsys.serving import FeedRequest, home_feed
 from services.context import card, context, ranked
 from services.contract import endpoint
 from services.errors import ApiError, bad_parameter, message_of
@@ -83,7 +83,7 @@ def similar_items(item_id: str, query: SimilarQuery) -> Similar:
     state = ctx.holder.state
     try:
         results = state.recommender.similar_items(
-            [item_id], k=query.k, filters=query.filters, mode=query.mode
+            [item_id], k=query.k, filters=query.filters, mode=query.mode, diversity=query.diversity
         )
     except UnknownItem:
         raise ApiError(
@@ -108,7 +108,7 @@ def list_users(query: Page) -> UserPage:
 @endpoint(query=FeedQuery, responses={200: Feed}, errors=(400, 503), scope="feeds:read")
 def user_feed(user_id: str, query: FeedQuery) -> Feed:
     """A user's home feed"""
-    return _feed(user_id, query.k, query.exclude_seen, None, query.filters)
+    return _feed(user_id, query.k, query.exclude_seen, None, query.filters, query.diversity)
 
 
 @bp.post("/users/<user_id>/recommendations")
@@ -116,15 +116,16 @@ def user_feed(user_id: str, query: FeedQuery) -> Feed:
 def rank_for_user(user_id: str, body: RankRequest) -> Feed:
     """Rank a given candidate list (or the catalog) for a user"""
     filters = body.filters.model_dump(exclude_unset=True) if body.filters else {}
-    return _feed(user_id, body.k, body.exclude_seen, body.candidates, filters)
+    return _feed(user_id, body.k, body.exclude_seen, body.candidates, filters, body.diversity)
 
 
-def _feed(user_id, k, exclude_seen, candidates, filters) -> Feed:
+def _feed(user_id, k, exclude_seen, candidates, filters, diversity) -> Feed:
     user_id = path_id("user_id", user_id)
     ctx = context()
     state = ctx.holder.state
+    request = FeedRequest(k, exclude_seen, candidates, filters, diversity)
     try:
-        results = home_feed(state, ctx.engine, user_id, k, exclude_seen, candidates, filters)
+        results = home_feed(state, ctx.engine, user_id, request)
     except UnknownItem as exc:
         raise bad_parameter("candidates", message_of(exc)) from None
     except ValueError as exc:

@@ -16,7 +16,7 @@ from recsys.model.recommender import Results
 from recsys.serving import ModelHolder
 from recsys.settings import Settings
 from services.metrics import Metrics
-from services.schemas import RankedItem
+from services.schemas import RankedItem, Reason
 
 
 @dataclass
@@ -60,10 +60,23 @@ def card(item_id: str, found: ItemCard | None) -> dict[str, Any]:
 
 
 def ranked(cards: CardCache, results: Results, query: int = 0) -> list[RankedItem]:
-    """One query's results as cards with scores, best first."""
+    """One query's results as cards with scores and reasons (history items titled), in the
+    order the model listed them."""
     ids, scores = results.ids[query], results.scores[query]
-    found = cards.cards(list(ids))
+    because = results.because[query] if results.because else [[] for _ in ids]
+    mentioned = {r.item_id for reasons in because for r in reasons if r.item_id is not None}
+    found = cards.cards(list(dict.fromkeys([*ids, *mentioned])))
     return [
-        RankedItem(**card(item_id, found.get(item_id)), score=round(float(score), 6))
-        for item_id, score in zip(ids, scores, strict=True)
+        RankedItem(
+            **card(item_id, found.get(item_id)),
+            score=round(float(score), 6),
+            because=[_reason(r, found) for r in reasons],
+        )
+        for item_id, score, reasons in zip(ids, scores, because, strict=True)
     ]
+
+
+def _reason(reason, found: dict[str, ItemCard]) -> Reason:
+    item = found.get(reason.item_id) if reason.item_id is not None else None
+    title = item.title if item is not None else None
+    return Reason(**reason.to_json(), title=title)

@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from recsys.ingest.values import BadValue, parse_id
+from recsys.model.diversity import DEFAULT_DIVERSITY
 from services.errors import ApiError
 
 MAX_K = 100
@@ -70,8 +71,23 @@ def _query_int(value: Any) -> Any:
     return value
 
 
+_QUERY_FLOAT = re.compile(r"[+-]?([0-9]{1,18}(\.[0-9]{0,18})?|\.[0-9]{1,18})")
+
+
+def _query_float(value: Any) -> Any:
+    """A plain decimal number (0, 0.3, .5): no exponents, underscores, nan or inf."""
+    if isinstance(value, str) and not _QUERY_FLOAT.fullmatch(value):
+        raise PydanticCustomError("float_parsing", "must be a decimal number such as 0.3")
+    return value
+
+
 QueryBool = Annotated[bool, BeforeValidator(_query_bool)]
 QueryInt = Annotated[int, BeforeValidator(_query_int)]
+QueryFloat = Annotated[float, BeforeValidator(_query_float)]
+_DIVERSITY = (
+    "MMR re-ranking, 0 to 1: 0 is the plain ranking, higher trades relevance for variety "
+    "(content vectors: attributes and images)"
+)
 Scalar = StrictStr | StrictInt | StrictFloat | StrictBool
 FilterValue = Annotated[
     Scalar | Annotated[list[Scalar], Field(min_length=1)],
@@ -129,11 +145,13 @@ class SimilarQuery(Filtered):
         description='"similar": more like this (content-led, the product page default); '
         '"also": shoppers who viewed this also viewed. Each has its own trained weights.',
     )
+    diversity: QueryFloat = Field(DEFAULT_DIVERSITY, ge=0, le=1, description=_DIVERSITY)
 
 
 class FeedQuery(Filtered):
     k: QueryInt = Field(20, ge=1, le=MAX_K, description="Number of results")
     exclude_seen: QueryBool = Field(True, description="Leave out items the user has events for")
+    diversity: QueryFloat = Field(DEFAULT_DIVERSITY, ge=0, le=1, description=_DIVERSITY)
 
 
 class SearchQuery(BaseModel):
@@ -175,6 +193,9 @@ class RankRequest(BaseModel):
         None, min_length=1, max_length=MAX_CANDIDATES, description="Rank only these item ids"
     )
     filters: Filters | None = None
+    diversity: StrictInt | StrictFloat = Field(
+        DEFAULT_DIVERSITY, ge=0, le=1, description=_DIVERSITY
+    )
 
 
 _ID_RULE = (
@@ -233,8 +254,25 @@ class ItemDetail(Item):
     in_model: bool = Field(description="The served model can rank it")
 
 
+class Reason(BaseModel):
+    """One part of a result's score; the parts of a result sum to its score."""
+
+    label: str = Field(
+        description='In words: "looks alike", "same brand", "viewed together", "you viewed", '
+        '"other items you viewed", "popular", ...'
+    )
+    share: float = Field(description="Its part of the score")
+    item_id: str | None = Field(None, description="The history item it comes from (feeds)")
+    title: str | None = Field(None, description="That item's title")
+
+
 class RankedItem(Item):
     score: float
+    because: list[Reason] = Field(
+        description="Why it is here: the score split exactly into parts, largest first for "
+        "similar items; for feeds the user's history items adding most (at most 3), then the "
+        "rest of the history, popularity and the rest of the user's taste"
+    )
 
 
 class Similar(BaseModel):

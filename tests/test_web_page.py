@@ -4,6 +4,7 @@ a shopper's feed -> search by photo, asserting on what a person sees."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
 
@@ -87,6 +88,10 @@ def test_product_to_similar_item_to_a_feed(page, base_url):
     assert len(similar) == 12 and "a1" not in similar
     assert all(item.startswith("a") for item in similar[:5]), similar  # comedies like a comedy
     first = similar[0]
+    # why each item is there: the largest parts of its score, under the card
+    why = page.locator(f'[data-testid="similar"] [data-item-id="{first}"] [data-testid="because"]')
+    sync_api.expect(why).to_contain_text("looks alike")
+    sync_api.expect(why).to_contain_text("same genres and brand")
     page.locator(f'[data-testid="similar"] [data-item-id="{first}"]').click()
     sync_api.expect(page.get_by_test_id("product-title")).not_to_have_text("Comedy story 1")
     assert page.url.endswith("#/item/" + first)
@@ -100,6 +105,9 @@ def test_product_to_similar_item_to_a_feed(page, base_url):
     sync_api.expect(page.get_by_test_id("feed-title")).to_have_text("For u9")
     feed = card_ids(page, "feed")
     assert len(feed) >= 10 and all(item.startswith("b") for item in feed[:5])
+    # a feed item names the shopper's history items it comes from, by title
+    why = page.locator(f'[data-testid="feed"] [data-item-id="{feed[0]}"] [data-testid="because"]')
+    sync_api.expect(why).to_contain_text(re.compile(r"^because you viewed Drama story \d+"))
     assert page.get_by_test_id("fallback").count() == 0
 
 

@@ -137,16 +137,32 @@ def _parse_event_weights(pairs) -> dict[str, float]:
     return weights
 
 
+def _diversity_option(command):
+    """--diversity: MMR λ (recsys.model.diversity), the served default unless given."""
+    from recsys.model.diversity import DEFAULT_DIVERSITY
+
+    return click.option(
+        "--diversity",
+        type=click.FloatRange(0, 1),
+        default=DEFAULT_DIVERSITY,
+        show_default=True,
+        help="MMR re-ranking over the items' content vectors: 0 is the plain ranking, up to 1 "
+        "trades relevance for variety.",
+    )(command)
+
+
 @click.command("recommend")
 @click.option("--user", "user_ids", multiple=True, required=True, help="User id (repeatable).")
 @click.option("-k", type=click.IntRange(1, 1000), default=10, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_diversity_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (with each item's reasons).")
 @click.pass_obj
-def recommend(settings: Settings, user_ids, k, as_json):
+def recommend(settings: Settings, user_ids, k, diversity, as_json):
     """Top-k items for users, from the active bundle."""
     from recsys.model.bundle import load_active
 
-    results = load_active(connect_current(settings.database_url)).recommend(list(user_ids), k=k)
+    recommender = load_active(connect_current(settings.database_url))
+    results = recommender.recommend(list(user_ids), k=k, diversity=diversity)
     _show(list(user_ids), results, as_json, "user")
 
 
@@ -160,14 +176,15 @@ def recommend(settings: Settings, user_ids, k, as_json):
     show_default=True,
     help="similar: more like this (content-led); also: shoppers who viewed this also viewed.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_diversity_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (with each item's reasons).")
 @click.pass_obj
-def similar(settings: Settings, item_ids, k, mode, as_json):
+def similar(settings: Settings, item_ids, k, mode, diversity, as_json):
     """Items most like the given items, from the active bundle."""
     from recsys.model.bundle import load_active
 
     recommender = load_active(connect_current(settings.database_url))
-    results = recommender.similar_items(list(item_ids), k=k, mode=mode)
+    results = recommender.similar_items(list(item_ids), k=k, mode=mode, diversity=diversity)
     _show(list(item_ids), results, as_json, "item")
 
 
@@ -179,5 +196,15 @@ def _show(queries, results, as_json: bool, key: str) -> None:
     for row in rows:
         note = "  (popularity fallback: unknown user)" if row["fallback"] else ""
         click.echo(f"{key} {row[key]}{note}")
-        for rank, (item, score) in enumerate(zip(row["ids"], row["scores"], strict=True), 1):
-            click.echo(f"  {rank:3d}. {item}  {score:.4f}")
+        ranked = zip(row["ids"], row["scores"], row["because"], strict=True)
+        for rank, (item, score, reasons) in enumerate(ranked, 1):
+            click.echo(f"  {rank:3d}. {item}  {score:.4f}  {_reasons(reasons)}")
+
+
+def _reasons(reasons: list[dict]) -> str:
+    """ "because" in one line: each reason's label (and item) with its share of the score."""
+    parts = [
+        f"{r['label']}{' ' + r['item_id'] if 'item_id' in r else ''} {r['share']:+.3f}"
+        for r in reasons
+    ]
+    return "because " + "; ".join(parts) if parts else ""

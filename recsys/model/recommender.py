@@ -1,8 +1,12 @@
 """The serving API: external ids in, external ids and scores out, batch-first.
 
 ``recsys.model.bundle.load_recommender(bundle_dir)`` (or ``load_active(engine)``) then
-``recommend(user_ids, k=10, exclude_seen=True, candidates=None, filters=None)`` and
-``similar_items(item_ids, k=10, filters=None)``.
+``recommend(user_ids, k=10, exclude_seen=True, candidates=None, filters=None, diversity=λ)``
+and ``similar_items(item_ids, k=10, filters=None, diversity=λ)``.
+
+Diversity: ``diversity`` λ in [0, 1] re-ranks a candidate pool from the index by MMR over the
+items' content vectors (``recsys.model.diversity``; 0: the plain ranking). Every result
+carries ``because``: its score split exactly into reasons (``recsys.model.explain``).
 
 Popularity fallback: a user the bundle has never seen (no interactions at training time) gets
 the most popular items (by number of distinct users at training time) that pass the filters,
@@ -26,7 +30,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys.errors import InvalidBundle, UnknownItem
+from recsys.model import explain
 from recsys.model.data import IdIndex, mapped
+from recsys.model.diversity import DEFAULT_DIVERSITY, check_diversity, diversify, pool_size
 from recsys.model.fusion import FusedModel
 from recsys.model.index import IndexConfig, VectorIndex
 from recsys.model.ranking import top_k_finite
@@ -40,17 +46,27 @@ PARTS = ("values", "offsets", "rows")  # of a saved Postings
 
 @dataclass
 class Results:
-    """Per query: external ids (best first) and scores; ``fallback`` marks popularity answers."""
+    """Per query: external ids (best first) and scores; ``fallback`` marks popularity answers;
+    ``because``: per query and item, the reasons its score splits into (empty: not asked)."""
 
     ids: list[list[str]]
     scores: list[np.ndarray]
     fallback: list[bool] = field(default_factory=list)
+    because: list[list[list[explain.Reason]]] = field(default_factory=list)
 
     def to_json(self) -> list[dict[str, Any]]:
         fallback = self.fallback or [False] * len(self.ids)
+        because = self.because or [[[] for _ in ids] for ids in self.ids]
         return [
-            {"ids": ids, "scores": [round(float(s), 6) for s in scores], "fallback": fb}
-            for ids, scores, fb in zip(self.ids, self.scores, fallback, strict=True)
+            {
+                "ids": ids,
+                "scores": [round(float(s), 6) for s in scores],
+                "fallback": fb,
+                "because": [[r.to_json() for r in item] for item in reasons],
+            }
+            for ids, scores, fb, reasons in zip(
+                self.ids, self.scores, fallback, because, strict=True
+            )
         ]
 
 
@@ -85,6 +101,7 @@ class ItemFilters:
     def __init__(self, in_stock: np.ndarray, postings: dict[str, Postings]):
         self.in_stock = np.asarray(in_stock, dtype=bool)
         self.postings = postings
+        self._labels: dict[str, sp.csr_matrix] = {}
 
     @classmethod
     def from_items(cls, items: pd.DataFrame, kinds: dict[str, str]) -> ItemFilters:
@@ -112,6 +129,32 @@ class ItemFilters:
                 allowed[self.postings[name].rows_of(str(value))] = True
             mask &= allowed
         return mask
+
+    def labels(self, name: str) -> sp.csr_matrix:
+        """(items, values) 0/1: which of attribute ``name``'s values each item has (built
+        from the inverted lists on first use)."""
+        found = self._labels.get(name)
+        if found is None:
+            postings = self.postings[name]
+            codes = np.repeat(np.arange(len(postings.values)), np.diff(postings.offsets))
+            ones = np.ones(len(postings.rows), dtype=np.float32)
+            shape = (len(self.in_stock), len(postings.values))
+            found = sp.csr_matrix((ones, (np.asarray(postings.rows), codes)), shape=shape)
+            self._labels[name] = found
+        return found
+
+    def shared(self, query_rows: np.ndarray, found: np.ndarray) -> list[list[list[str]]]:
+        """Per query and found item (rows (Q, k), -1 padded), the attributes of which the
+        two items have a value in common."""
+        out: list[list[list[str]]] = [[[] for _ in row] for row in found]
+        safe = np.maximum(found, 0).ravel()
+        queries = np.repeat(query_rows, found.shape[1])
+        for name in self.postings:
+            labels = self.labels(name)
+            common = labels[safe].multiply(labels[queries]).getnnz(axis=1).reshape(found.shape)
+            for q, j in zip(*np.nonzero((common > 0) & (found >= 0)), strict=True):
+                out[q][j].append(name)
+        return out
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, directory: Path) -> None:
@@ -168,6 +211,7 @@ class Recommender:
         )
         self.neighbours = neighbours
         self.image_encoder_dir = image_encoder_dir
+        self._item_gram: np.ndarray | None = None
         self._image_encoder = None
         self._image_index: VectorIndex | None = None
 
@@ -181,26 +225,45 @@ class Recommender:
 
     # -- queries -------------------------------------------------------------------------
     def recommend(
-        self, user_ids, k: int = 10, exclude_seen: bool = True, candidates=None, filters=None
+        self,
+        user_ids,
+        k: int = 10,
+        exclude_seen: bool = True,
+        candidates=None,
+        filters=None,
+        diversity: float = DEFAULT_DIVERSITY,
     ) -> Results:
         """Top-k items per user; unknown users get the popularity fallback (flagged)."""
+        diversity = check_diversity(diversity)
         allowed = self._allowed(candidates, filters)
-        rows = self.user_index.rows(user_ids).tolist()
-        results = Results([], [], [])
-        for row in rows:
+        rows = self.user_index.rows(user_ids)
+        width = pool_size(k, diversity, len(self.item_ids))
+        found = np.full((len(rows), width), -1, dtype=np.int64)
+        scores = np.full((len(rows), width), -np.inf, dtype=np.float32)
+        for q, row in enumerate(rows.tolist()):
             if row < 0:
-                ids, scores = self._popular(k, allowed)
-            else:
-                seen = self.cf.user_items_[row].indices if exclude_seen else None
-                found, scores = self.index.search(self.fused.user_vectors_[row], k, allowed, [seen])
-                ids, scores = self._ids(found[0]), scores[0][found[0] >= 0]
-            results.ids.append(ids)
-            results.scores.append(scores)
-            results.fallback.append(row < 0)
+                found[q], scores[q] = self._popular(width, allowed)
+                continue
+            seen = self.cf.user_items_[row].indices if exclude_seen else None
+            query = self.fused.user_vectors_[row]
+            pool = self.index.search(query, width, allowed, [seen])
+            found[q], scores[q] = pool[0][0], pool[1][0]
+        found, scores = diversify(found, scores, self.fused.item_blocks_, k, diversity)
+        results = self._results(found, scores)
+        results.fallback = (rows < 0).tolist()
+        results.because = [
+            self._feed_because(found[q], scores[q], row, None) for q, row in enumerate(rows)
+        ]
         return results
 
     def recommend_for_history(
-        self, histories, k: int = 10, exclude_seen: bool = True, candidates=None, filters=None
+        self,
+        histories,
+        k: int = 10,
+        exclude_seen: bool = True,
+        candidates=None,
+        filters=None,
+        diversity: float = DEFAULT_DIVERSITY,
     ) -> Results:
         """Top-k for users given only their item histories (lists of item ids), no retraining.
 
@@ -208,6 +271,7 @@ class Recommender:
         solve) plus a content profile of those items, as ``recommend`` would have it after
         retraining. An empty history gets the popularity fallback.
         """
+        diversity = check_diversity(diversity)
         matrix = self._history_matrix(histories)
         empty = matrix.getnnz(axis=1) == 0
         cf_vectors = None
@@ -218,11 +282,43 @@ class Recommender:
         queries = self.fused.history_queries(cf_vectors, matrix)
         exclude = list(_rows(matrix)) if exclude_seen else None
         allowed = self._allowed(candidates, filters)
-        results = self._search(queries, k, allowed, exclude)
+        width = pool_size(k, diversity, len(self.item_ids))
+        found, scores = self.index.search(queries, width, allowed, exclude)
         for user in np.flatnonzero(empty):
-            results.ids[user], results.scores[user] = self._popular(k, allowed)
-            results.fallback[user] = True
+            found[user], scores[user] = self._popular(width, allowed)
+        found, scores = diversify(found, scores, self.fused.item_blocks_, k, diversity)
+        results = self._results(found, scores)
+        results.fallback = empty.tolist()
+        results.because = [
+            self._feed_because(
+                found[u], scores[u], -1 if empty[u] else None, (matrix, u, queries[u])
+            )
+            for u in range(len(found))
+        ]
         return results
+
+    def _feed_because(self, found, scores, user_row, folded) -> list[list[explain.Reason]]:
+        """Reasons of one feed: ``user_row`` < 0 (fallback): popularity; else the stored
+        user's history (``folded`` None) or (history matrix, its row, query) of a fold-in."""
+        valid = found >= 0
+        if user_row is not None and user_row < 0:
+            return explain.single("popular with shoppers", scores[valid])
+        if folded is None:
+            history = explain.history_of(self.cf.user_items_, user_row)
+            query = self.fused.user_vectors_[user_row]
+        else:
+            matrix, user, query = folded
+            history = explain.history_of(matrix, user)
+        parts = explain.history_parts(self.fused, self.cf, history, query, found, self.item_gram)
+        reasons = explain.feed_reasons(self.item_ids, history, parts)
+        return [r for r, ok in zip(reasons, valid, strict=True) if ok]
+
+    @property
+    def item_gram(self) -> np.ndarray | None:
+        """Y'Y of the cf item factors (computed on first use; explanations of feeds)."""
+        if self._item_gram is None and self.cf is not None:
+            self._item_gram = explain.item_gram(self.cf)
+        return self._item_gram
 
     def seen_items(self, user_id: str) -> list[str]:
         """Item ids the user interacted with in the training data ([] for unknown users)."""
@@ -243,7 +339,9 @@ class Recommender:
             self._image_index = VectorIndex.build(
                 self.fused.item_blocks_["image"], IndexConfig(kind="flat")
             )
-        return self._search(queries, k, self._allowed(None, filters), None, self._image_index)
+        results = self._search(queries, k, self._allowed(None, filters), None, self._image_index)
+        results.because = [explain.single("looks like your photo", s) for s in results.scores]
+        return results
 
     @property
     def image_encoder(self):
@@ -260,24 +358,48 @@ class Recommender:
             self._image_encoder = ImageEncoder.load(path, device="cpu")
         return self._image_encoder
 
-    def similar_items(self, item_ids, k: int = 10, filters=None, mode: str = "similar") -> Results:
+    def similar_items(
+        self,
+        item_ids,
+        k: int = 10,
+        filters=None,
+        mode: str = "similar",
+        diversity: float = DEFAULT_DIVERSITY,
+    ) -> Results:
         """Top-k items like each given item (itself excluded); ``UnknownItem`` if unknown.
 
         ``mode``: ``similar`` ("more like this", content-led: the product page's default) or
         ``also`` ("shoppers who viewed this also viewed"), each with the block weights chosen
-        for it at training time. Without filters and for k up to the bundle's precomputed
-        width, a ``similar`` answer is a slice of the neighbour table (the same rows and
-        scores the index search gives).
+        for it at training time. Without filters and for a pool (k, or 3k with diversity) up
+        to the bundle's precomputed width, a ``similar`` answer comes from a slice of the
+        neighbour table (the same rows and scores the index search gives).
         """
+        diversity = check_diversity(diversity)
         rows = self.item_rows(item_ids)
         self.fused.check_surface(mode)
+        found, scores = self._similar_pool(rows, pool_size(k, diversity, len(self.item_ids) - 1),
+                                           filters, mode)  # fmt: skip
+        found, scores = diversify(found, scores, self.fused.item_blocks_, k, diversity)
+        results = self._results(found, scores)
+        shares = explain.block_shares(self.fused, rows, found, mode)
+        shared = self.filters.shared(rows, found)
+        results.because = [
+            [r for r, ok in zip(reasons, found[q] >= 0, strict=True) if ok]
+            for q, reasons in enumerate(
+                explain.similar_reasons(shares, shared, q) for q in range(len(rows))
+            )
+        ]
+        return results
+
+    def _similar_pool(self, rows: np.ndarray, width: int, filters, mode: str):
+        """(rows (Q, width), scores (Q, width)) most like each query row, itself excluded."""
         table = self.neighbours
-        if not filters and mode == "similar" and table is not None and k <= table[0].shape[1]:
-            found = table[0][rows, :k]  # (Q, k)
+        if not filters and mode == "similar" and table is not None and width <= table[0].shape[1]:
+            found = np.asarray(table[0][rows, :width], dtype=np.int64)  # (Q, width)
             if (found >= 0).all():
-                return self._results(found, np.array(table[1][rows, :k]))
+                return found, np.array(table[1][rows, :width])
         queries = self.fused.item_queries(rows, mode)
-        return self._search(queries, k, self._allowed(None, filters), rows[:, None])
+        return self.index.search(queries, width, self._allowed(None, filters), rows[:, None])
 
     def compute_neighbours(self, width: int, batch: int = 4096) -> None:
         """Fill ``neighbours``: every item's unfiltered top-``width`` similar items (mode
@@ -328,11 +450,11 @@ class Recommender:
     def _ids(self, rows: np.ndarray) -> list[str]:
         return self.item_ids[rows[rows >= 0]].tolist()
 
-    def _popular(self, k: int, allowed) -> tuple[list[str], np.ndarray]:
+    def _popular(self, k: int, allowed) -> tuple[np.ndarray, np.ndarray]:
+        """(rows (k,), scores (k,)) of the k most popular allowed items, -1 / -inf padded."""
         scores = self.popularity if allowed is None else np.where(allowed, self.popularity, -np.inf)
         order = top_k_finite(scores[None, :], k)[0]
-        order = order[order >= 0]
-        return self.item_ids[order].tolist(), scores[order].astype(np.float32)
+        return order, np.where(order >= 0, scores[np.maximum(order, 0)], -np.inf).astype(np.float32)
 
     def _history_matrix(self, histories) -> sp.csr_matrix:
         rows, cols = [], []

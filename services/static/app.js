@@ -39,7 +39,22 @@ function card(item) {
   const extra = [price !== undefined ? "€" + Number(price).toFixed(2) : null,
                  item.score !== undefined ? "score " + item.score.toFixed(3) : null];
   link.append(el("div", { class: "score", text: extra.filter(Boolean).join(" · ") }));
+  const why = because(item);
+  if (why) link.append(el("div", { class: "because", "data-testid": "because", text: why }));
   return link;
+}
+
+// One line from the reasons the API gives: the history items a feed item comes from, or the
+// largest parts of a similar item's score (as shares of the score).
+function because(item) {
+  const reasons = item.because || [];
+  const viewed = reasons.filter((r) => r.item_id).map((r) => r.title || r.item_id);
+  if (viewed.length) return "because you viewed " + viewed.join(", ");
+  const positive = reasons.filter((r) => r.share > 0);
+  const total = positive.reduce((sum, r) => sum + r.share, 0);
+  if (!positive.length) return "";
+  if (positive.length === 1) return positive[0].label;
+  return positive.slice(0, 2).map((r) => `${r.label} ${Math.round((100 * r.share) / total)}%`).join(" · ");
 }
 
 function grid(items, testid) {

@@ -1,0 +1,214 @@
+"""Why an item is in a list: its score split exactly into parts that sum to it.
+
+A fused score is an inner product, ``score = sum_b w_b <q_b, v_b>`` over the blocks of the
+layout (``recsys.model.fusion``), so it splits without approximation:
+
+- **Similar items**: one part per block, ``w_b <q_b, v_b>``: "viewed together" (cf),
+  "looks alike" (image), "same brand" (tabular, naming the filterable attributes whose
+  values the two items share; "similar attributes" when none is), "popular" (popularity).
+- **Feeds**: one part per item of the user's history. A content block of the user vector is
+  ``normalize(sum_j c_j x_j)``, so item j adds ``w_b c_j <x_j, v_b> / |sum_j c_j x_j|``; the
+  ALS user factor solves ``M u = sum_j a_j y_j`` (``recsys.model.cf._als_fold_in``), so item j
+  adds ``w_cf a_j y_j' M^-1 v_cf`` [Hu, Koren, Volinsky 2008, section 5]; BPR's fold-in is a
+  ridge solve of the same shape. The popularity bias is its own part, and what is left (a
+  stored ALS/BPR user factor is not exactly the fold-in of the user's history) is
+  "your overall taste", so the parts always sum to the score; for a feed folded in from a
+  history (fresh events) that remainder is zero up to rounding.
+
+A feed item's ``because`` lists the (at most) ``TOP_ITEMS`` history items adding most, then
+the rest of the history, the popularity part and the remainder, each when non-zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+BLOCK_LABELS = {
+    "cf": "viewed together",
+    "tabular": "similar attributes",
+    "image": "looks alike",
+    "popularity": "popular",
+}
+TOP_ITEMS = 3
+# Parts smaller than this (absolute) are left out of a list of reasons (they sum to ~0).
+NEGLIGIBLE = 1e-7
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One part of a score: ``share`` of it, ``label`` in words; ``item_id``: the history
+    item it comes from (feeds)."""
+
+    label: str
+    share: float
+    item_id: str | None = None
+
+    def to_json(self) -> dict:
+        out = {"label": self.label, "share": round(float(self.share), 6)}
+        if self.item_id is not None:
+            out["item_id"] = self.item_id
+        return out
+
+
+# -- similar items --------------------------------------------------------------------------
+
+
+def block_shares(fused, query_rows: np.ndarray, found: np.ndarray, surface: str):
+    """block -> (Q, k) parts of each score ``found`` (rows, -1 padded) got for the query
+    items ``query_rows`` on ``surface``; they sum over blocks to the scores."""
+    weights = fused.surface_weights_[surface]
+    queries = fused.item_query_blocks(query_rows)  # block -> (Q, d_b)
+    items = np.asarray(fused.item_vectors_[np.maximum(found, 0)])  # (Q, k, D)
+    shares = {}
+    for name, part in fused.layout_.slices().items():
+        if weights.get(name, 0.0) == 0.0 or name not in queries:
+            continue
+        dots = np.einsum("qd,qkd->qk", queries[name], items[:, :, part])  # (Q, k)
+        shares[name] = np.where(found >= 0, weights[name] * dots, 0.0)
+    return shares
+
+
+def similar_reasons(shares: dict[str, np.ndarray], shared: list[list[list[str]]], q: int):
+    """The reasons of query ``q``'s items (one list per item), largest part first;
+    ``shared[q][j]``: the attributes item j shares with the query item."""
+    out = []
+    for j, names in enumerate(shared[q]):
+        reasons = [
+            Reason(_block_label(name, names), float(values[q, j]))
+            for name, values in shares.items()
+            if abs(values[q, j]) > NEGLIGIBLE
+        ]
+        out.append(sorted(reasons, key=lambda r: -r.share))
+    return out
+
+
+def _block_label(block: str, shared: list[str]) -> str:
+    if block == "tabular" and shared:
+        return "same " + " and ".join(shared)
+    return BLOCK_LABELS.get(block, block)
+
+
+# -- feeds ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class History:
+    """One user's items (rows) and confidence weights, as their user vector was built."""
+
+    rows: np.ndarray  # (H,)
+    weights: np.ndarray  # (H,)
+
+
+def history_parts(fused, cf, history: History, query: np.ndarray, found: np.ndarray, gram=None):
+    """(per history item (H, k), popularity (k,), remainder (k,)) of the scores the fused
+    query vector ``query`` (D,) gives items ``found`` (k,) (-1: none, all parts 0);
+    ``gram``: the cf item factors' Gram matrix Y'Y (computed when None)."""
+    slices = fused.layout_.slices()
+    weights = fused.weights_
+    items = np.asarray(fused.item_vectors_[np.maximum(found, 0)], dtype=np.float64)  # (k, D)
+    per_item = np.zeros((len(history.rows), len(found)))
+    for name in ("tabular", "image"):
+        if name in slices and weights.get(name, 0.0) and len(history.rows):
+            per_item += weights[name] * _profile_parts(fused, name, history, items[:, slices[name]])
+    if "cf" in slices and cf is not None and weights.get("cf", 0.0) and len(history.rows):
+        cf_items = items[:, slices["cf"]] / fused.cf_scales_[1]
+        per_item += weights["cf"] * _fold_in_parts(cf, history, cf_items, gram)
+    popularity = np.zeros(len(found))
+    if "popularity" in slices:
+        part = slices["popularity"]
+        popularity = np.asarray(query[part], dtype=np.float64) @ items[:, part].T  # (k,)
+    score = items @ np.asarray(query, dtype=np.float64)  # (k,)
+    remainder = score - per_item.sum(axis=0) - popularity
+    valid = found >= 0
+    return per_item * valid, popularity * valid, remainder * valid
+
+
+def _profile_parts(fused, block: str, history: History, items: np.ndarray) -> np.ndarray:
+    """(H, k): item j's part of <normalize(sum_j c_j x_j), v_i> for one content block."""
+    x = np.asarray(fused.item_blocks_[block][history.rows], dtype=np.float64)  # (H, d)
+    norm = np.linalg.norm(history.weights @ x)
+    if norm < 1e-12:
+        return np.zeros((len(history.rows), len(items)))
+    return history.weights[:, None] * (x @ items.T) / norm
+
+
+def item_gram(cf) -> np.ndarray:
+    """(F, F) Y'Y of the cf item factors, float64 (one per bundle: it costs items x F^2)."""
+    factors = np.asarray(cf.item_factors_, dtype=np.float64)
+    return factors.T @ factors
+
+
+def _fold_in_parts(cf, history: History, items: np.ndarray, gram=None) -> np.ndarray:
+    """(H, k): item j's part of <u, v_i> where u is the user factor folded in from the
+    history, exactly as ``CollaborativeModel.fold_in`` solves it (ALS or BPR's ridge)."""
+    config = cf.config
+    factors = np.asarray(cf.item_factors_[history.rows], dtype=np.float64)  # (H, F)
+    if config is None or config.model == "als":
+        confidence, regularization = _als_terms(cf, history)
+        gram = item_gram(cf) if gram is None else gram
+        system = gram + regularization * np.eye(factors.shape[1])
+        system += (factors.T * (np.abs(confidence) - 1.0)) @ factors
+        pull = np.clip(confidence, 0, None)
+    else:
+        system = factors.T @ (factors * history.weights[:, None])
+        system += max(config.regularization, 1e-3) * np.eye(factors.shape[1])
+        pull = history.weights
+    solved = np.linalg.solve(system, items.T)  # (F, k): M^-1 v_i (M is symmetric)
+    return pull[:, None] * (factors @ solved)
+
+
+def _als_terms(cf, history: History) -> tuple[np.ndarray, float]:
+    """The confidences and regularisation of the ALS user step, as the model's own fold-in
+    takes them (they depend on the engine that fitted it); implicit's without that hook."""
+    config = cf.config
+    own = getattr(cf, "_als_terms", None)
+    if own is not None:
+        n_items = len(cf.item_ids_)
+        matrix = sp.csr_matrix(
+            (history.weights, history.rows, [0, len(history.rows)]), shape=(1, n_items)
+        )
+        confidence, regularization = own(matrix, config)
+        return np.asarray(confidence, dtype=np.float64), float(regularization)
+    alpha = 1.0 if config is None else config.alpha
+    return alpha * history.weights, 0.05 if config is None else config.regularization
+
+
+def feed_reasons(
+    item_ids: np.ndarray, history: History, parts, top: int = TOP_ITEMS
+) -> list[list[Reason]]:
+    """Per listed item: its top history items, then the rest, popularity and remainder."""
+    per_item, popularity, remainder = parts
+    out = []
+    for j in range(per_item.shape[1]):
+        column = per_item[:, j]
+        best = np.argsort(-column, kind="stable")[:top]
+        best = best[column[best] > NEGLIGIBLE]
+        reasons = [
+            Reason("you viewed", float(column[b]), str(item_ids[history.rows[b]])) for b in best
+        ]
+        rest = column.sum() - column[best].sum()
+        extra = (
+            ("other items you viewed", rest),
+            (BLOCK_LABELS["popularity"], popularity[j]),
+            ("your overall taste", remainder[j]),
+        )
+        reasons += [Reason(label, float(v)) for label, v in extra if abs(v) > NEGLIGIBLE]
+        out.append(reasons)
+    return out
+
+
+def history_of(matrix: sp.csr_matrix, user: int) -> History:
+    """Row ``user`` of a (users, items) confidence matrix as a History."""
+    start, end = matrix.indptr[user], matrix.indptr[user + 1]
+    return History(
+        np.asarray(matrix.indices[start:end], dtype=np.int64),
+        np.asarray(matrix.data[start:end], dtype=np.float64),
+    )
+
+
+def single(label: str, scores: np.ndarray) -> list[list[Reason]]:
+    """One reason per item holding its whole score (popular items, visual search)."""
+    return [[Reason(label, float(score))] for score in scores]
