@@ -75,29 +75,54 @@ def _parse_ks(ctx, param, value: str) -> tuple[int, ...]:
     help="Epochs of the image encoder trained on the catalog's images [default: its own].",
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option(
+    "--write-split",
+    "split_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Only write the split as DIR/train.csv and DIR/heldout.csv (ingestable files): "
+    "train a service's catalog on the first, replay the second with --replay.",
+)
+@click.option(
+    "--replay",
+    is_flag=True,
+    help="Replay held-out events through the running service at --service, in time order: "
+    "its feed before each event (and the previous item's similar items), then post the event. "
+    "Reports hit rate@k and MRR@k (k: the first of --k) without and with posting.",
+)
+@click.option("--service", metavar="URL", help="--replay: the service, e.g. http://127.0.0.1:8000")
+@click.option(
+    "--events",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="--replay: the events (e.g. --write-split's heldout.csv) [default: the held-out part "
+    "of this catalog's split].",
+)
+@click.option(
+    "--api-key",
+    envvar="RECSYS_API_KEY",
+    help="--replay: the service's API key (or RECSYS_API_KEY).",
+)
+@click.option("--no-post", is_flag=True, help="--replay: ask only (the feeds pass); post no event.")
+@click.option(
+    "--diversity",
+    type=click.FloatRange(0, 1),
+    help="--replay: MMR λ sent with every request [default: the service's].",
+)
 @click.pass_obj
-def evaluate(
-    settings: Settings,
-    split,
-    holdout,
-    cutoff,
-    ks,
-    seed,
-    out_dir,
-    users,
-    labels,
-    image_epochs,
-    quiet,
-):
+def evaluate(settings: Settings, split, holdout, cutoff, ks, seed, out_dir, users, **options):
     """Compare the fused model with popularity, item-kNN, ALS, BPR and content-only models.
 
     Splits the catalog's interactions, trains every contender on the training part, scores
     them side by side and writes OUT/<timestamp>/ with report.md, report.html, metrics.json
-    and plots. With an active bundle, the fused model's metrics are also recorded in the
-    registry and in the bundle's evaluation.json.
+    and plots (with a diversity table: MMR λ against recall and variety). With an active
+    bundle, the fused model's metrics are also recorded in the registry and in the bundle's
+    evaluation.json.
+
+    \b
+    Log replay through the served path (the service's bundle trained on the training part):
+      recsys evaluate --write-split split/          # then: a catalog with split/train.csv,
+      recsys evaluate --replay --service URL --events split/heldout.csv
     """
     from recsys.evaluation import EvaluationConfig
-    from recsys.evaluation import evaluate as run_evaluation
 
     if cutoff and split != "time-cutoff":
         raise click.UsageError("--cutoff applies to --split time-cutoff only")
@@ -108,9 +133,20 @@ def evaluate(
         ks=ks,
         seed=seed,
         users=users,
-        image_epochs=image_epochs,
+        image_epochs=options["image_epochs"],
     )
     engine = connect_current(settings.database_url)
+    if options["split_dir"]:
+        _write_split(engine, config, options["split_dir"])
+    elif options["replay"]:
+        _replay(engine, config, out_dir, options, not options["quiet"])
+    else:
+        _offline(settings, engine, config, out_dir, options["labels"], options["quiet"])
+
+
+def _offline(settings: Settings, engine, config, out_dir: Path, labels, quiet: bool) -> None:
+    from recsys.evaluation import evaluate as run_evaluation
+
     result = run_evaluation(
         engine,
         out_dir,
@@ -121,6 +157,65 @@ def evaluate(
         device=settings.device,
     )
     _echo(result, config.headline_k)
+
+
+def _write_split(engine, config, split_dir: Path) -> None:
+    from recsys.evaluation.replay import write_split
+    from recsys.model.data import read_catalog
+
+    paths = write_split(read_catalog(engine), config, split_dir)
+    for name, path in paths.items():
+        click.echo(f"{name}: {path}")
+
+
+def _replay(engine, config, out_dir: Path, options: dict, show_progress: bool) -> None:
+    from recsys.evaluation.replay import ReplayConfig, replay_report
+
+    if not options["service"]:
+        raise click.UsageError(
+            "--replay needs --service URL (a running `recsys serve` or gunicorn)"
+        )
+    replay_config = ReplayConfig(
+        k=config.headline_k,
+        post=not options["no_post"],
+        diversity=options["diversity"],
+        api_key=options["api_key"],
+    )
+    command = _replay_command(config, out_dir, options)
+    result = replay_report(
+        engine, options["service"], options["events"], config, replay_config, out_dir,
+        command, show_progress,
+    )  # fmt: skip
+    section = result.metrics["replay"]
+    k = section["k"]
+    for name in ("offline", "feeds", "posting"):
+        if name in section:
+            feed = section[name]["feed"]
+            click.echo(
+                f"{name:10s} feed hit rate@{k} {feed['hit_rate']:.4f}, MRR@{k} {feed['mrr']:.4f}"
+            )
+    similar = section.get("posting", {}).get("similar", {})
+    if similar.get("events"):
+        click.echo(
+            f"{'similar':10s} hit rate@{k} {similar['hit_rate']:.4f}, MRR@{k} {similar['mrr']:.4f}"
+        )
+    click.echo(f"report: {result.path / 'report.html'}")
+
+
+def _replay_command(config, out_dir: Path, options: dict) -> str:
+    parts = ["recsys evaluate --replay", f"--service {options['service']}"]
+    if options["events"]:
+        parts.append(f"--events {options['events']}")
+    else:
+        parts += [f"--split {config.split}", f"--holdout {config.holdout}", f"--seed {config.seed}"]
+    if config.users:
+        parts.append(f"--users {config.users}")
+    parts.append(f"--k {','.join(map(str, config.ks))}")
+    if options["no_post"]:
+        parts.append("--no-post")
+    if options["diversity"] is not None:
+        parts.append(f"--diversity {options['diversity']}")
+    return " ".join([*parts, f"--out {out_dir}"])
 
 
 def _command(config, out_dir: Path, labels: Path | None) -> str:

@@ -162,3 +162,29 @@ def _tile(axes, title: str, image: str | None, query: bool) -> None:
     if query:
         for spine in axes.spines.values():
             spine.set(linewidth=2.5, color="tab:red")
+
+
+def diversity(section: dict, path: Path) -> Path:
+    """recall@k against intra-list diversity (left) and against the distinct values of the
+    first attribute per list (right), one point per MMR λ, the rule's choice circled."""
+    k, lambdas = section["k"], section["lambdas"]
+    names = section["attributes"][:1]
+    panels = [(f"diversity@{k}", f"intra-list diversity@{k} (mean pairwise content distance)")]
+    panels += [
+        (f"distinct_{name}@{k}", f"distinct {name} values per list of {k}") for name in names
+    ]
+    figure = _figure(5 * len(panels), 4)
+    for position, (key, label) in enumerate(panels, 1):
+        axes = figure.add_subplot(1, len(panels), position)
+        x = [row[key] for row in lambdas.values()]
+        y = [row[f"recall@{k}"] for row in lambdas.values()]
+        axes.plot(x, y, marker="o", color="black")
+        for lam, xi, yi in zip(lambdas, x, y, strict=True):
+            chosen = float(lam) == section["chosen"]
+            axes.annotate(f"λ={lam}" + (" (rule)" if chosen else ""), (xi, yi), fontsize=8,
+                          xytext=(4, 4), textcoords="offset points")  # fmt: skip
+            if chosen:
+                axes.scatter([xi], [yi], s=160, facecolors="none", edgecolors="tab:red")
+        axes.set(xlabel=label, ylabel=f"recall@{k}", title=f"MMR re-ranking: recall@{k} vs variety")
+        axes.grid(alpha=0.3)
+    return _save(figure, path)

@@ -63,6 +63,70 @@ def write_report(out_dir: Path, inputs: ReportInputs) -> Path:
     return final
 
 
+def write_replay_report(out_dir: Path, metrics: dict, command: str | None) -> Path:
+    """``out_dir/<timestamp>/`` with report.md, report.html and metrics.json of a log replay
+    (``recsys.evaluation.replay``), written under a temporary name and renamed."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{stamp}.", dir=out_dir))
+    try:
+        (tmp / "metrics.json").write_text(json.dumps(_clean(metrics), indent=2) + "\n")
+        doc = Document(f"Log replay through the service {stamp}")
+        _replay(doc, metrics["replay"])
+        if command:
+            doc.paragraph("Command:")
+            doc.code(command)
+        (tmp / "report.md").write_text(to_markdown(doc, tmp))
+        (tmp / "report.html").write_text(to_html(doc))
+        final = _free_name(out_dir / f"replay-{stamp}")
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _replay(doc: Document, section: dict) -> None:
+    k = section["k"]
+    doc.heading("Log replay through the served path")
+    doc.paragraph(
+        f"{section['events']:,} held-out events of {section['users']:,} users "
+        f"({section['source']}), replayed in time order against {section['service']} "
+        f"(model {section['model_version']}). Each answer is scored against the event's item."
+    )
+    passes = (
+        ("offline", "in-process, same bundle (Recommender.recommend)"),
+        ("feeds", "service, feeds only (nothing posted)"),
+        ("posting", "service, each event posted after asking (fresh events folded in)"),
+    )
+    rows = [
+        [label, f"{section[name]['feed']['events']:,}", _fmt(section[name]["feed"]["hit_rate"]),
+         _fmt(section[name]["feed"]["mrr"])]
+        for name, label in passes
+        if name in section and section[name]["feed"].get("events")
+    ]  # fmt: skip
+    doc.table(["home feed", "events", f"hit rate@{k}", f"MRR@{k}"], rows)
+    similar = section.get("posting", {}).get("similar", {})
+    if similar.get("events"):
+        doc.table(
+            ["previous item's similar items", "events", f"hit rate@{k}", f"MRR@{k}"],
+            [
+                [
+                    "service",
+                    f"{similar['events']:,}",
+                    _fmt(similar["hit_rate"]),
+                    _fmt(similar["mrr"]),
+                ]
+            ],
+        )
+    if "posting" in section:
+        gain = section["posting"]["feed"]["hit_rate"] - section["feeds"]["feed"]["hit_rate"]
+        doc.paragraph(
+            f"Folding in fresh events changes the feed's hit rate@{k} by {gain:+.4f} "
+            "(posting pass against the feeds-only pass)."
+        )
+
+
 def _free_name(path: Path) -> Path:
     candidate, n = path, 1
     while candidate.exists():
@@ -95,6 +159,10 @@ def _figures(directory: Path, inputs: ReportInputs) -> dict[str, Path]:
         figures["recall"] = plots.curves(results, ks, "recall", directory / "recall_at_k.png")
         figures["ndcg"] = plots.curves(results, ks, "ndcg", directory / "ndcg_at_k.png")
         figures["segments"] = plots.segments(results, k, directory / "segments.png")
+    if "diversity" in inputs.metrics:
+        figures["diversity"] = plots.diversity(
+            inputs.metrics["diversity"], directory / "diversity.png"
+        )
     figures["map"] = plots.item_map(
         inputs.item_vectors,
         inputs.map_categories,
@@ -118,6 +186,8 @@ def _document(inputs: ReportInputs, figures: dict[str, Path], stamp: str) -> Doc
     if metrics["contenders"]:
         _at_each_k(doc, inputs, figures)
         _segments(doc, inputs, figures)
+    if "diversity" in metrics:
+        _diversity(doc, metrics["diversity"], figures)
     if "images" in metrics:
         _images(doc, metrics["images"])
     _vectors(doc, inputs, figures)
@@ -275,6 +345,49 @@ def _cold_items(doc: Document, results: dict, ks: list[int]) -> None:
         [n, *(_fmt(r["cold_items"].get(f"recall@{k}")) for k in ks)] for n, r in results.items()
     ]
     doc.table(["contender", *(f"recall@{k}" for k in ks)], rows)
+
+
+def _diversity(doc: Document, section: dict, figures) -> None:
+    k, lambdas = section["k"], section["lambdas"]
+    doc.heading(f"Diversity (MMR re-ranking of the fused model's top {section['pool']})")
+    base = lambdas["0.0"]
+    header = ["λ", f"recall@{k}", "vs λ=0", f"intra-list diversity@{k}", "vs λ=0"]
+    header += [f"distinct {name}" for name in section["attributes"]]
+    rows = []
+    for lam, row in lambdas.items():
+        recall, spread = row[f"recall@{k}"], row[f"diversity@{k}"]
+        rows.append(
+            [
+                Bold(lam) if float(lam) == section["chosen"] else lam,
+                _fmt(recall),
+                _relative(recall, base[f"recall@{k}"]),
+                _fmt(spread),
+                _relative(spread, base[f"diversity@{k}"]),
+                *(_fmt(row[f"distinct_{name}@{k}"], 2) for name in section["attributes"]),
+            ]
+        )
+    doc.table(header, rows)
+    chosen = section["chosen"]
+    verdict = (
+        f"The rule picks λ = {chosen}: the largest λ costing at most 2% relative recall@{k} "
+        f"while raising intra-list diversity by 20% or more."
+        if chosen
+        else f"No λ costs at most 2% relative recall@{k} while raising intra-list diversity by "
+        "20% or more: the rule picks λ = 0 (no re-ranking)."
+    )
+    doc.paragraph(
+        f"{verdict} The service's default is λ = {section['served_default']} (chosen by this "
+        "rule on MovieLens; requests set their own with diversity=). Intra-list diversity: the "
+        "mean over lists of the mean pairwise content distance (1 - the mean of the tabular and "
+        f"image cosines) among the top {k}; distinct values: per list, averaged over users."
+    )
+    doc.image(figures["diversity"], "recall against variety at each λ")
+
+
+def _relative(value: float, base: float) -> str:
+    if not base:
+        return "–"
+    return f"{100 * (value / base - 1):+.1f}%"
 
 
 def _images(doc: Document, section: dict) -> None:

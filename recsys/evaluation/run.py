@@ -21,8 +21,11 @@ from recsys.evaluation import images as image_eval
 from recsys.evaluation.contenders import Fused, ItemContent, PeerConfig, build_contenders
 from recsys.evaluation.registry import record_in_active_bundle
 from recsys.evaluation.report import ReportInputs, write_report
+from recsys.model import diversity
 from recsys.model.data import CatalogData, read_catalog
-from recsys.model.protocol import build_task, rank, score
+from recsys.model.protocol import MAX_BATCH_CELLS, build_task, rank, score
+from recsys.model.ranking import hit_matrix, per_user_metrics, top_k_finite
+from recsys.model.recommender import ItemFilters
 from recsys.model.split import SPLITS, sample_users, split_interactions
 from recsys.model.training import TrainConfig
 
@@ -154,7 +157,67 @@ def _evaluate(data: CatalogData, config, content: ItemContent, show_progress: bo
         "cold_scale": fused.model_.cold_scale_,
         "validation": fused.validation_,
     }
+    metrics["diversity"] = diversity_sweep(fused, train, task, config.headline_k, show_progress)
     return _report_inputs(train, config, metrics, fused, seconds)
+
+
+# Filterable attributes whose distinct values per list the diversity table counts.
+DISTINCT_ATTRIBUTES = 3
+# Users re-ranked at once (MMR holds users x pool x pool similarities).
+SWEEP_CHUNK = 1024
+
+
+def diversity_sweep(fused: Fused, data: CatalogData, task, k: int, show_progress: bool) -> dict:
+    """The fused model's lists re-ranked by MMR at each λ of ``diversity.SWEEP``, as served
+    (the best ``pool_size`` items, training items left out): recall@k, intra-list diversity
+    and distinct attribute values per list, and the λ the default rule picks."""
+    blocks = fused.model_.item_blocks_
+    filters = ItemFilters.from_items(data.items, data.kinds)
+    attributes = list(filters.postings)[:DISTINCT_ATTRIBUTES]
+    width = diversity.pool_size(k, max(diversity.SWEEP), len(task.item_ids))
+    rows, scores = _pools(fused, task, width, show_progress)
+    n_heldout = task.heldout.getnnz(axis=1)
+    sweep = {}
+    chunks = [slice(start, start + SWEEP_CHUNK) for start in range(0, len(rows), SWEEP_CHUNK)]
+    for lam in diversity.SWEEP:
+        top = np.vstack(
+            [diversity.diversify(rows[c], scores[c], blocks, k, lam)[0] for c in chunks]
+        )  # (U, k)
+        hits = hit_matrix(top, task.heldout)
+        row = {f"recall@{k}": float(per_user_metrics(hits, n_heldout, (k,))[f"recall@{k}"].mean())}
+        spread = np.concatenate([diversity.intra_list_diversity(top[c], blocks) for c in chunks])
+        row[f"diversity@{k}"] = float(np.nanmean(spread))
+        for name in attributes:
+            distinct = diversity.distinct_values(top, filters.labels(name))
+            row[f"distinct_{name}@{k}"] = float(distinct.mean())
+        sweep[lam] = row
+    chosen = diversity.choose_diversity(sweep, k)
+    log.info("diversity sweep: %s; the rule picks λ = %s", sweep, chosen)
+    return {
+        "k": k,
+        "pool": width,
+        "attributes": attributes,
+        "lambdas": {str(lam): row for lam, row in sweep.items()},
+        "chosen": chosen,
+        "served_default": diversity.DEFAULT_DIVERSITY,
+    }
+
+
+def _pools(fused: Fused, task, width: int, show_progress: bool):
+    """(rows (U, width), scores (U, width)): each user's best items, training items left out."""
+    n_users, n_items = task.heldout.shape
+    batch = max(1, MAX_BATCH_CELLS // max(n_items, 1))
+    rows, scores = [], []
+    starts = range(0, n_users, batch)
+    for start in tqdm(starts, desc="  diversity pools", unit="batch", disable=not show_progress):
+        users = np.arange(start, min(start + batch, n_users))
+        batch_scores = np.asarray(fused.scores(task.user_ids[users]), dtype=np.float32)  # (b, I)
+        batch_scores[task.seen[users].nonzero()] = -np.inf
+        top = top_k_finite(batch_scores, width)  # (b, width)
+        rows.append(top)
+        picked = np.take_along_axis(batch_scores, np.maximum(top, 0), axis=1)
+        scores.append(np.where(top >= 0, picked, -np.inf).astype(np.float32))
+    return np.vstack(rows), np.vstack(scores)
 
 
 def _score_all(contenders: list, train: CatalogData, task, config, show_progress: bool):

@@ -1,0 +1,297 @@
+"""Log replay through the served path: held-out events sent, in time order, to a running
+service, scored from what it answered.
+
+Two passes over the same events (``replay``):
+
+1. **feeds**: before each event, ask for the user's feed; nothing is posted, so every answer
+   comes from the bundle alone. This pass must agree with ``offline_feeds``, the same
+   per-event scoring of the same bundle in-process (``Recommender.recommend``).
+2. **posting** (``ReplayConfig.post``): before each event, ask for the user's feed and, when
+   the event follows another of the same user, the previous item's similar items; then post
+   the event, so the next feed folds it in (``recsys.serving.home_feed``). Its feed figures
+   against pass 1 are what folding in fresh events adds. The service stores the events:
+   replay against a catalog that does not hold them yet (``write_split`` writes the parts).
+
+Each answer is scored against the event's item: hit rate@k (the item is listed) and MRR@k
+(1 / its rank), through ``recsys.model.ranking.per_user_metrics`` with one held-out item per
+event. The service's bundle must have been trained on the split's training part only;
+otherwise the held-out items count as seen and are never listed.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from recsys.errors import InvalidInput
+from recsys.model.data import INTERACTION_COLUMNS
+from recsys.model.ranking import per_user_metrics
+from recsys.model.split import sample_users, split_interactions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    # Length of every list asked for and cut-off of the metrics.
+    k: int = 10
+    # Also run the pass that posts each event after asking (it writes to the service's catalog).
+    post: bool = True
+    # MMR λ sent with every request; None: the service's default.
+    diversity: float | None = None
+    # Sent as "Authorization: Bearer KEY" (feeds:read, items:read, events:write).
+    api_key: str | None = None
+    # Seconds one request may take.
+    timeout: float = 60.0
+
+
+class ServiceClient:
+    """JSON over one keep-alive HTTP connection to the service at ``url``."""
+
+    def __init__(self, url: str, api_key: str | None = None, timeout: float = 60.0):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InvalidInput(f"--service {url!r}: give the service's URL, e.g. http://host:8000")
+        connection = (
+            http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        )
+        self._connection = connection(parts.hostname, parts.port, timeout=timeout)
+        self._prefix = parts.path.rstrip("/")
+        self._headers = {"Content-Type": "application/json"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+
+    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        payload = None if body is None else json.dumps(body)
+        self._connection.request(method, self._prefix + path, payload, self._headers)
+        response = self._connection.getresponse()
+        data = response.read()
+        return response.status, json.loads(data) if data else {}
+
+    def get(self, path: str) -> dict:
+        status, body = self.request("GET", path)
+        if status != 200:
+            raise InvalidInput(f"GET {path}: the service answered {status}: {_message(body)}")
+        return body
+
+
+def _message(body: dict) -> str:
+    return body.get("error", {}).get("message", json.dumps(body)[:200])
+
+
+# -- events ---------------------------------------------------------------------------------
+
+
+def write_split(data, config, out_dir: Path) -> dict[str, Path]:
+    """The split ``recsys evaluate`` makes (``config``: an EvaluationConfig) as two
+    ingestable files, ``train.csv`` (ingest it into the catalog the service trains on) and
+    ``heldout.csv`` (replay it) -> their paths."""
+    interactions = data.interactions
+    if config.users is not None:
+        interactions = sample_users(interactions, config.users, config.seed)
+    split = split_interactions(
+        interactions, config.split, config.holdout, config.seed, config.cutoff
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"train": out_dir / "train.csv", "heldout": out_dir / "heldout.csv"}
+    for name, frame in (("train", split.train), ("heldout", split.test)):
+        tmp = paths[name].with_name(f".{paths[name].name}.tmp")
+        frame[INTERACTION_COLUMNS].to_csv(tmp, index=False)
+        tmp.rename(paths[name])
+    return paths
+
+
+def read_events(path: Path, users: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """Events to replay (a CSV or Parquet file with user_id, item_id and timestamp; event and
+    weight optional) in time order; ``users``: a seeded sample of that many users."""
+    frame = pd.read_parquet(path) if str(path).endswith(".parquet") else pd.read_csv(path)
+    missing = {"user_id", "item_id", "timestamp"} - set(frame.columns)
+    if missing:
+        raise InvalidInput(f"--events {path}: missing column(s) {', '.join(sorted(missing))}")
+    frame = frame.astype({"user_id": str, "item_id": str})
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="mixed")
+    if frame["timestamp"].isna().any():
+        raise InvalidInput(f"--events {path}: every event needs a timestamp (replay is in order)")
+    if users is not None:
+        frame = sample_users(frame, users, seed)
+    return frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
+
+
+# -- the passes -----------------------------------------------------------------------------
+
+
+def replay(events: pd.DataFrame, url: str, config: ReplayConfig, show_progress: bool = False):
+    """Pass 1 (feeds) and, with ``config.post``, pass 2 (posting) -> the replay section."""
+    client = ServiceClient(url, config.api_key, config.timeout)
+    section = {"service": url, "events": len(events), "users": int(events["user_id"].nunique())}
+    section["k"] = config.k
+    section["feeds"] = _pass(client, events, config, post=False, show_progress=show_progress)
+    section["model_version"] = section["feeds"].pop("model_version")
+    if config.post:
+        section["posting"] = _pass(client, events, config, post=True, show_progress=show_progress)
+        section["posting"].pop("model_version")
+    return section
+
+
+def _pass(
+    client: ServiceClient,
+    events: pd.DataFrame,
+    config: ReplayConfig,
+    post: bool,
+    show_progress: bool,
+):
+    """Ranks (0: not listed) of each event's item in the answers of one pass, scored."""
+    feed_ranks, similar_ranks, previous, version = [], [], {}, None
+    extra = "" if config.diversity is None else f"&diversity={config.diversity}"
+    label = "replay (posting)" if post else "replay (feeds)"
+    rows = events.itertuples(index=False)
+    for event in tqdm(rows, total=len(events), desc=label, unit="event", disable=not show_progress):
+        user, item = str(event.user_id), str(event.item_id)
+        feed = client.get(f"/v1/users/{quote(user, safe='')}/recommendations?k={config.k}{extra}")
+        version = feed["model_version"]
+        feed_ranks.append(_rank(item, feed["items"]))
+        if post and user in previous:
+            similar_ranks.append(_similar_rank(client, previous[user], item, config.k, extra))
+        if post:
+            _post(client, event)
+        previous[user] = item
+    out = {"model_version": version, "feed": _scores(feed_ranks, config.k)}
+    if post:
+        out["similar"] = _scores([r for r in similar_ranks if r is not None], config.k)
+    return out
+
+
+def _similar_rank(client: ServiceClient, previous: str, item: str, k: int, extra: str):
+    """Rank of ``item`` among the previous item's similar items; None when the model does
+    not know the previous item (a 404: not scored)."""
+    status, body = client.request(
+        "GET", f"/v1/items/{quote(previous, safe='')}/similar?k={k}{extra}"
+    )
+    if status == 404:
+        return None
+    if status != 200:
+        raise InvalidInput(
+            f"similar items of {previous!r}: the service answered {status}: {_message(body)}"
+        )
+    return _rank(item, body["items"])
+
+
+def _post(client: ServiceClient, event) -> None:
+    body = {"user_id": str(event.user_id), "item_id": str(event.item_id),
+            "timestamp": event.timestamp.isoformat()}  # fmt: skip
+    for name in ("event", "weight"):
+        value = getattr(event, name, None)
+        if value is not None and not pd.isna(value):
+            body[name] = value.item() if isinstance(value, np.generic) else value
+    status, answer = client.request("POST", "/v1/interactions", {"events": [body]})
+    if status != 201:
+        raise InvalidInput(f"posting {body}: the service answered {status}: {_message(answer)}")
+
+
+def _rank(item: str, listed: list) -> int:
+    """1-based rank of ``item`` among the listed items (dicts with item_id or ids), 0 if absent."""
+    ids = [entry["item_id"] if isinstance(entry, dict) else entry for entry in listed]
+    return ids.index(item) + 1 if item in ids else 0
+
+
+def _scores(ranks: list[int], k: int) -> dict:
+    """hit rate@k and MRR@k over events, each with one held-out item."""
+    if not ranks:
+        return {"events": 0}
+    ranks_array = np.asarray(ranks)
+    hits = ranks_array[:, None] == np.arange(1, k + 1)[None, :]  # (E, k)
+    metrics = per_user_metrics(hits, np.ones(len(ranks)), (k,))
+    return {
+        "events": len(ranks),
+        **{m: float(metrics[f"{m}@{k}"].mean()) for m in ("hit_rate", "mrr")},
+    }
+
+
+def offline_feeds(recommender, events: pd.DataFrame, k: int, diversity: float) -> dict:
+    """Pass 1 in-process: the same events scored against ``recommender.recommend`` of the
+    same bundle (one batched call for all users)."""
+    users = list(dict.fromkeys(events["user_id"].astype(str)))
+    results = recommender.recommend(users, k=k, diversity=diversity)
+    listed = dict(zip(users, results.ids, strict=True))
+    ranks = [
+        _rank(item, listed[user])
+        for user, item in zip(
+            events["user_id"].astype(str), events["item_id"].astype(str), strict=True
+        )
+    ]
+    return {"model_version": recommender.version, "feed": _scores(ranks, k)}
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+@dataclass
+class ReplayResult:
+    path: Path  # the report directory
+    metrics: dict  # what its metrics.json holds
+
+
+def replay_report(
+    engine,
+    url: str,
+    events_path: Path | None,
+    config,
+    replay_config: ReplayConfig,
+    out_dir: Path,
+    command: str | None = None,
+    show_progress: bool = False,
+) -> ReplayResult:
+    """`recsys evaluate --replay`: the events (``events_path``, else the held-out part of
+    this catalog's split under ``config``, an EvaluationConfig), both passes, the in-process
+    pass 1 when this catalog's active bundle is the one served, and a report in
+    ``out_dir/<timestamp>/``."""
+    from recsys.evaluation.report import write_replay_report
+
+    events = _events(engine, events_path, config)
+    section = replay(events, url, replay_config, show_progress)
+    offline = _offline(engine, events, section["model_version"], replay_config)
+    if offline is not None:
+        section["offline"] = offline
+    section["source"] = str(events_path) if events_path else f"{config.split} split of the catalog"
+    metrics = {"replay": section, "config": {"seed": config.seed, "users": config.users}}
+    path = write_replay_report(Path(out_dir), metrics, command)
+    return ReplayResult(path, metrics)
+
+
+def _events(engine, events_path: Path | None, config) -> pd.DataFrame:
+    if events_path is not None:
+        return read_events(events_path, config.users, config.seed)
+    from recsys.model.data import read_catalog
+
+    interactions = read_catalog(engine).interactions
+    if config.users is not None:
+        interactions = sample_users(interactions, config.users, config.seed)
+    split = split_interactions(
+        interactions, config.split, config.holdout, config.seed, config.cutoff
+    )
+    events = split.test.assign(timestamp=pd.to_datetime(split.test["timestamp"], utc=True))
+    return events.sort_values("timestamp", kind="stable").reset_index(drop=True)
+
+
+def _offline(engine, events: pd.DataFrame, served: str, config: ReplayConfig) -> dict | None:
+    """Pass 1 in-process, when this catalog's active bundle is the served one (else None)."""
+    from recsys.model.bundle import active_version, load_active
+    from recsys.model.diversity import DEFAULT_DIVERSITY
+
+    if active_version(engine) != served:
+        log.info(
+            "the served bundle %s is not this catalog's active one: no in-process pass", served
+        )
+        return None
+    diversity = DEFAULT_DIVERSITY if config.diversity is None else config.diversity
+    offline = offline_feeds(load_active(engine), events, config.k, diversity)
+    offline.pop("model_version")
+    return offline
