@@ -1,0 +1,87 @@
+"""Explanations (recsys.model.explain): every result's reasons sum to its score, exactly as
+the fused inner product splits, in the library and in the API's answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recsys.catalog import connect
+from recsys.model.bundle import load_active
+from tests.shop_fixture import build_shop, service_app
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    return build_shop(tmp_path_factory.mktemp("explain"))
+
+
+@pytest.fixture(scope="module")
+def recommender(shop):
+    return load_active(connect(shop[0]))
+
+
+def shares_sum_to_scores(results) -> None:
+    for scores, because in zip(results.scores, results.because, strict=True):
+        assert len(because) == len(scores) > 0
+        totals = [sum(reason.share for reason in reasons) for reasons in because]
+        np.testing.assert_allclose(totals, scores, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["similar", "also"])
+def test_similar_items_split_into_blocks_that_sum_to_the_score(recommender, mode):
+    results = recommender.similar_items(["a1", "b4"], k=6, mode=mode)
+    shares_sum_to_scores(results)
+    first = {reason.label: reason.share for reason in results.because[0][0]}
+    if mode == "similar":  # a comedy like a comedy: same brand and genres, and it looks alike
+        assert "looks alike" in first and "same genres and brand" in first
+        assert all(share > 0 for share in first.values())
+
+
+def test_similar_items_by_hand(recommender):
+    """The parts are each block's weighted inner product of query and item vectors."""
+    fused = recommender.fused
+    results = recommender.similar_items(["a1"], k=3)
+    query = fused.item_query_blocks(recommender.item_rows(["a1"]))
+    weights = fused.surface_weights_["similar"]
+    for item, reasons in zip(results.ids[0], results.because[0], strict=True):
+        vector = fused.item_vectors_[recommender.item_rows([item])[0]]
+        by_hand = {
+            name: weights[name] * float(query[name][0] @ vector[part])
+            for name, part in fused.layout_.slices().items()
+            if name in query and weights[name]
+        }
+        assert sorted(r.share for r in reasons) == pytest.approx(sorted(by_hand.values()), abs=1e-5)
+
+
+def test_feeds_split_into_history_items_that_sum_to_the_score(recommender):
+    results = recommender.recommend(["u9", "u2", "someone-new"], k=8)
+    shares_sum_to_scores(results)
+    seen = set(recommender.seen_items("u9"))
+    for reasons in results.because[0]:
+        named = [r for r in reasons if r.item_id is not None]
+        assert 1 <= len(named) <= 3 and {r.item_id for r in named} <= seen
+        assert [r.share for r in named] == sorted((r.share for r in named), reverse=True)
+    assert all(r[0].label == "popular with shoppers" for r in results.because[2])
+
+
+def test_a_folded_in_history_is_explained_exactly(recommender):
+    """For a feed folded in from a history, the history items' parts (ALS's user step split
+    per item, the content profiles' terms) leave no remainder."""
+    history = ["b1", "b5", "a2"]
+    results = recommender.recommend_for_history([history], k=6)
+    shares_sum_to_scores(results)
+    for reasons in results.because[0]:
+        labels = {r.label: r.share for r in reasons}
+        assert abs(labels.get("your overall taste", 0.0)) < 1e-4
+        assert {r.item_id for r in reasons if r.item_id} <= set(history)
+
+
+def test_api_answers_carry_reasons_that_sum_to_the_score(shop):
+    client = service_app(shop).test_client()
+    similar = client.get("/v1/items/a1/similar?k=5").get_json()["items"]
+    feed = client.get("/v1/users/u9/recommendations?k=5&diversity=0.3").get_json()["items"]
+    for item in similar + feed:
+        assert sum(r["share"] for r in item["because"]) == pytest.approx(item["score"], abs=1e-4)
+    viewed = [r for r in feed[0]["because"] if r.get("item_id")]
+    assert viewed and all(r["title"].startswith("Drama story") for r in viewed)
