@@ -1,0 +1,197 @@
+"""Event logs as Parquet: the catalog's interactions exported partitioned by day, and event
+folders read back as the training pipeline's interactions frame.
+
+``export_interactions`` writes ``OUT/day=YYYY-MM-DD/*.parquet`` (Hive partitioning; events
+without a timestamp under ``day=__HIVE_DEFAULT_PARTITION__``) with the columns of
+``recsys.model.data.INTERACTION_COLUMNS``, and ``OUT/_recsys_export.json`` (row count, days,
+and the catalog time of the export; names starting with ``_`` are skipped by Spark and
+pyarrow readers). ``read_events`` reads any such folder, local or on a filesystem pyarrow
+knows (``s3://``, ``gs://``, ``hdfs://``), set-wise, into the same frame ``read_catalog``
+builds, so the confidence weighting (``recsys.model.cf.interaction_weights``) is the same code
+for both sources.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+from sqlalchemy import Engine
+
+from recsys.catalog.models import utcnow
+from recsys.errors import InvalidInput
+from recsys.ingest.interactions import DEFAULT_EVENT
+from recsys.model.data import INTERACTION_COLUMNS, read_interactions
+
+log = logging.getLogger(__name__)
+
+EXPORT_FILE = "_recsys_export.json"
+DAY = "day"
+# Rows per Parquet row group / file: large enough for fast scans, small enough for workers.
+ROWS_PER_GROUP = 1_000_000
+SCHEMA = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("item_id", pa.string()),
+        ("event", pa.string()),
+        ("weight", pa.float64()),
+        ("timestamp", pa.timestamp("us")),
+    ]
+)
+
+
+def export_interactions(engine: Engine, out: Path, overwrite: bool = False) -> dict:
+    """Write the catalog's interactions to ``out`` as Parquet partitioned by day; returns what
+    ``_recsys_export.json`` holds. Written beside ``out`` and renamed into place, so a failed
+    export leaves ``out`` as it was; an existing non-empty ``out`` needs ``overwrite``."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise InvalidInput(f"--out {out} is not empty; pass --overwrite to replace it")
+    exported_at = utcnow().isoformat()  # catalog events stored later are fresh to a bundle
+    frame = read_interactions(engine)
+    table = pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)
+    days = pc.strftime(table["timestamp"], format="%Y-%m-%d")
+    table = table.append_column(DAY, days)
+    table = table.take(pc.sort_indices(table, [(DAY, "ascending")]))  # stable: catalog order
+    summary = {
+        "rows": table.num_rows,
+        "days": len(pc.unique(days.drop_null())),
+        "exported_at": exported_at,
+        "columns": INTERACTION_COLUMNS,
+    }
+    staging = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
+    staging.mkdir(parents=True)
+    try:
+        ds.write_dataset(
+            table,
+            staging,
+            format="parquet",
+            partitioning=ds.partitioning(pa.schema([(DAY, pa.string())]), flavor="hive"),
+            max_rows_per_group=ROWS_PER_GROUP,
+            max_rows_per_file=ROWS_PER_GROUP,
+            basename_template="part-{i}.parquet",
+            max_partitions=summary["days"] + 1,
+        )
+        (staging / EXPORT_FILE).write_text(json.dumps(summary, indent=2))
+        _replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("exported %d interactions over %d days to %s", summary["rows"], summary["days"], out)
+    return summary
+
+
+def _replace(staging: Path, out: Path) -> None:
+    """Move ``staging`` to ``out``; an old ``out`` is removed only once the new one is there."""
+    old = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.old"
+    if out.exists():
+        out.rename(old)
+    staging.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_events(path: str | Path, item_ids: np.ndarray | None = None) -> pd.DataFrame:
+    """The interactions frame (``INTERACTION_COLUMNS``) of a Parquet event folder or file.
+
+    ``user_id`` and ``item_id`` are required (any type, read as strings); ``event`` (default
+    "interaction"), ``weight`` (default 1) and ``timestamp`` (naive UTC; zoned times are
+    converted) are optional; other columns and the ``day`` partition are ignored. Rows without
+    a user or item, and with ``item_ids``, rows of items not in it, are left out and counted
+    in the log.
+    """
+    dataset = _dataset(path)
+    names = set(dataset.schema.names)
+    missing = {"user_id", "item_id"} - names
+    if missing:
+        raise InvalidInput(
+            f"events {path}: no column {', '.join(sorted(missing))}; an event folder needs "
+            "user_id and item_id (and optionally event, weight, timestamp)"
+        )
+    table = dataset.to_table(columns=[c for c in INTERACTION_COLUMNS if c in names])
+    frame = pd.DataFrame(
+        {
+            "user_id": _strings(table["user_id"]),
+            "item_id": _strings(table["item_id"]),
+            "event": _events(table, names),
+            "weight": _weights(table, names),
+            "timestamp": _timestamps(table, names),
+        },
+        columns=INTERACTION_COLUMNS,
+    )
+    return _known_rows(frame, item_ids, path)
+
+
+def exported_at(path: str | Path) -> str | None:
+    """The catalog time an ``export_interactions`` folder was read at, or None (another kind
+    of event folder, or a remote one)."""
+    marker = Path(str(path)) / EXPORT_FILE
+    try:
+        return json.loads(marker.read_text())["exported_at"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _dataset(path: str | Path) -> ds.Dataset:
+    try:
+        return ds.dataset(str(path), format="parquet", partitioning="hive")
+    except (FileNotFoundError, pa.ArrowInvalid, OSError) as exc:
+        raise InvalidInput(
+            f"events {path}: not a readable Parquet folder or file ({exc}); write one with "
+            "`recsys export interactions --out DIR`"
+        ) from None
+
+
+def _strings(column: pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(pc.cast(column, pa.string()).to_pandas(), dtype=object)
+
+
+def _events(table: pa.Table, names: set[str]) -> np.ndarray:
+    if "event" not in names:
+        return np.full(table.num_rows, DEFAULT_EVENT, dtype=object)
+    events = pc.fill_null(pc.cast(table["event"], pa.string()), DEFAULT_EVENT)
+    return np.asarray(events.to_pandas(), dtype=object)
+
+
+def _weights(table: pa.Table, names: set[str]) -> np.ndarray:
+    if "weight" not in names:
+        return np.ones(table.num_rows)
+    weights = pc.fill_null(pc.cast(table["weight"], pa.float64()), 1.0)
+    return weights.to_numpy()
+
+
+def _timestamps(table: pa.Table, names: set[str]) -> np.ndarray:
+    if "timestamp" not in names:
+        return np.full(table.num_rows, np.datetime64("NaT"), dtype="datetime64[us]")
+    stamps = table["timestamp"]
+    if not pa.types.is_timestamp(stamps.type):
+        raise InvalidInput(
+            f"events: column timestamp is {stamps.type}, not a Parquet timestamp; "
+            "write it as timestamp (naive UTC or zoned)"
+        )
+    if stamps.type.tz is not None:  # zoned -> naive UTC, as the catalog stores them
+        stamps = pc.cast(stamps, pa.timestamp(stamps.type.unit))
+    return stamps.to_numpy()
+
+
+def _known_rows(frame: pd.DataFrame, item_ids: np.ndarray | None, path) -> pd.DataFrame:
+    keep = frame["user_id"].notna().to_numpy() & frame["item_id"].notna().to_numpy()
+    if item_ids is not None:
+        keep &= frame["item_id"].isin(pd.Index(np.asarray(item_ids, dtype=str))).to_numpy()
+    dropped = int((~keep).sum())
+    if dropped:
+        log.warning(
+            "events %s: %d of %d rows left out (no user or item, or an item the catalog lacks)",
+            path,
+            dropped,
+            len(frame),
+        )
+        frame = frame[keep].reset_index(drop=True)
+    log.info("read %d events from %s", len(frame), path)
+    return frame
