@@ -42,10 +42,17 @@ class CFConfig:
     # latest event. None switches decay off.
     half_life_days: float | None = 180.0
     random_state: int = 0
+    # Where ALS runs: "implicit" (this process) or "spark" (MLlib ALS on the session of
+    # recsys.engines.spark; the same objective with its confidence and regularisation mapped).
+    engine: str = "implicit"
 
     def __post_init__(self) -> None:
         if self.model not in ("als", "bpr"):
             raise ValueError(f"CFConfig.model {self.model!r} must be 'als' or 'bpr'")
+        if self.engine not in ("implicit", "spark"):
+            raise ValueError(f"CFConfig.engine {self.engine!r} must be 'implicit' or 'spark'")
+        if self.engine == "spark" and self.model != "als":
+            raise ValueError("CFConfig.engine 'spark' fits ALS only (MLlib has no BPR); use als")
 
 
 def interaction_weights(interactions: pd.DataFrame, config: CFConfig) -> np.ndarray:
@@ -92,7 +99,8 @@ class CollaborativeModel(BaseEstimator):
 
     ``fit(interactions, item_ids)`` learns one factor row per user in ``interactions`` and per
     item in ``item_ids`` (items without interactions get a zero row, see ``warm_items_``).
-    ``use_gpu`` asks for implicit's CUDA models; ``device_`` says where the fit ran.
+    ``use_gpu`` asks for implicit's CUDA models; ``device_`` says where the fit ran ("cpu",
+    "cuda", or "spark" for ``CFConfig.engine`` "spark").
     """
 
     def __init__(self, config: CFConfig | None = None, use_gpu: bool = False):
@@ -109,14 +117,20 @@ class CollaborativeModel(BaseEstimator):
         self.item_ids_ = np.asarray(item_ids, dtype=str)
         self.user_ids_ = np.asarray(np.sort(interactions["user_id"].unique()), dtype=str)
         self.user_items_ = confidence_matrix(interactions, self.user_ids_, self.item_ids_, config)
-        use_gpu = self.use_gpu and _implicit_has_cuda()
-        model = implicit_model(config, use_gpu=use_gpu)
-        model.fit(self.user_items_, show_progress=show_progress)
-        if use_gpu:
-            model = model.to_cpu()
-        self.model_, self.device_ = model, "cuda" if use_gpu else "cpu"
-        self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
-        self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
+        if config.engine == "spark":
+            from recsys.engines.spark import fit_als
+
+            user_factors, item_factors = fit_als(self.user_items_, config)
+            self.model_, self.device_ = None, "spark"
+        else:
+            use_gpu = self.use_gpu and _implicit_has_cuda()
+            model = implicit_model(config, use_gpu=use_gpu)
+            model.fit(self.user_items_, show_progress=show_progress)
+            model = model.to_cpu() if use_gpu else model
+            self.model_, self.device_ = model, "cuda" if use_gpu else "cpu"
+            user_factors, item_factors = model.user_factors, model.item_factors
+        self.user_factors_ = np.ascontiguousarray(user_factors, dtype=np.float32)
+        self.item_factors_ = np.ascontiguousarray(item_factors, dtype=np.float32)
         self.warm_items_ = np.asarray(self.user_items_.getnnz(axis=0) > 0)
         self.item_factors_[~self.warm_items_] = 0.0
         self._index()
@@ -160,8 +174,25 @@ class CollaborativeModel(BaseEstimator):
             if self._yty is None:
                 factors = self.item_factors_.astype(np.float64)
                 self._yty = factors.T @ factors
-            return _als_fold_in(self.item_factors_, self._yty, history, config)
+            confidence, reg = self._als_terms(history, config)
+            return _als_fold_in(self.item_factors_, self._yty, history, confidence, reg)
         return _ridge_fold_in(self.item_factors_, history, config.regularization)
+
+    def _als_terms(self, history: sp.csr_matrix, config: CFConfig) -> tuple[np.ndarray, float]:
+        """Confidences and regularisation of the ALS user step of the engine that fitted the
+        item factors: implicit's ``alpha * w`` and ``lambda``, or MLlib's ``1 + alpha * w``
+        and ``lambda' * (the user's entries)`` (``recsys.engines.spark.als_params``)."""
+        confidence = config.alpha * history.data.astype(np.float64)
+        if config.engine != "spark":
+            return confidence, config.regularization
+        from recsys.engines.spark import als_params
+
+        matrix = self.user_items_
+        warm = int(self.warm_items_.sum())
+        params = als_params(config, matrix.shape[0], warm, matrix.nnz)
+        # MLlib: preference 0 for w <= 0, confidence 1 + alpha |w| (negative = preference 0)
+        spark_confidence = np.sign(confidence) * (1.0 + np.abs(confidence))
+        return spark_confidence, params.reg_param * int((history.data > 0).sum())
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, directory: str | Path, prefix: str = "cf") -> list[Path]:
@@ -208,13 +239,12 @@ class CollaborativeModel(BaseEstimator):
         return model
 
 
-def _als_fold_in(item_factors, yty, history: sp.csr_matrix, config: CFConfig) -> np.ndarray:
+def _als_fold_in(item_factors, yty, history: sp.csr_matrix, confidence, reg) -> np.ndarray:
     """ALS's exact user step for one history row (implicit's ``recalculate_user``, in numpy:
     it reads the item factors without writing, so they can stay mapped read-only):
-    ``(Y'Y + Y'(C - I)Y + lambda I) x = Y'C p`` with confidences ``C = alpha * weight``."""
-    confidence = config.alpha * history.data.astype(np.float64)
+    ``(Y'Y + Y'(C - I)Y + lambda I) x = Y'C p`` with the history's ``confidence`` C."""
     factors = item_factors[history.indices].astype(np.float64)  # (n, d)
-    a = yty + config.regularization * np.eye(len(yty))
+    a = yty + reg * np.eye(len(yty))
     a += (factors.T * (np.abs(confidence) - 1.0)) @ factors
     b = (np.clip(confidence, 0, None)[:, None] * factors).sum(axis=0)
     return np.linalg.solve(a, b).astype(np.float32)
