@@ -128,9 +128,12 @@ def read_events(path: str | Path, item_ids: np.ndarray | None = None) -> pd.Data
     return _known_rows(frame, item_ids, path)
 
 
-def exported_at(path: str | Path) -> str | None:
-    """The catalog time an ``export_interactions`` folder was read at, or None (another kind
-    of event folder, or a remote one)."""
+def fresh_after(path: str | Path | None) -> str | None:
+    """The catalog time an ``export_interactions`` folder was read at (catalog events stored
+    later are fresh to a bundle trained on it), or None: no folder, another kind of event
+    folder, or a remote one."""
+    if path is None:
+        return None
     marker = Path(str(path)) / EXPORT_FILE
     try:
         return json.loads(marker.read_text())["exported_at"]

@@ -45,8 +45,9 @@ class CatalogData:
         }
 
 
-def read_catalog(engine: Engine) -> CatalogData:
-    """Everything training needs from the catalog: items, attribute kinds, interactions."""
+def read_catalog(engine: Engine, events: str | Path | None = None) -> CatalogData:
+    """Everything training needs from the catalog: items, attribute kinds, interactions (with
+    ``events``, those of that Parquet event folder instead: ``recsys.engines.events``)."""
     with Session(engine) as session:
         item_rows = session.execute(
             select(Item.external_id, Item.title, Item.image_path, Item.in_stock, Item.attributes)
@@ -54,8 +55,13 @@ def read_catalog(engine: Engine) -> CatalogData:
         kind_rows = session.execute(select(ItemAttribute.name, ItemAttribute.kind)).all()
     kinds = {name: AttributeKind(kind).value for name, kind in kind_rows}
     items = items_frame(item_rows, list(kinds))
-    interactions = read_interactions(engine)
-    log.info("read %d items, %d interactions from the catalog", len(items), len(interactions))
+    if events is None:
+        interactions = read_interactions(engine)
+    else:
+        from recsys.engines.events import read_events
+
+        interactions = read_events(events, items["item_id"].to_numpy(dtype=str))
+    log.info("read %d items, %d interactions", len(items), len(interactions))
     return CatalogData(items=items, kinds=kinds, interactions=interactions)
 
 

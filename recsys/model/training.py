@@ -24,6 +24,7 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from recsys.catalog.models import utcnow
+from recsys.engines.events import fresh_after
 from recsys.errors import InvalidInput, TrainingFailed
 from recsys.model.bundle import (
     catalog_identity,
@@ -89,9 +90,11 @@ def train(
     show_progress: bool = False,
     image_encoder_factory: Callable[[], Any] | None = None,
     ray_address: str = "",
+    events: str | Path | None = None,
 ) -> TrainResult:
     """Trains what the catalog allows and registers the bundle; see the module docstring.
-    With ``ray_address`` the images and the neighbour table run on Ray (``recsys.engines``)."""
+    With ``ray_address`` the images and the neighbour table run on Ray (``recsys.engines``);
+    ``events``: the interactions of this Parquet event folder instead of the catalog's."""
     config = config or TrainConfig()
     use_gpu = _cuda_wanted(device)
     bundles = Path(artifacts_dir) / "bundles"
@@ -105,8 +108,9 @@ def train(
             return _stage(name, seconds, bar)
 
         with stage("read"):
-            read_at = utcnow().isoformat()  # later events are "fresh" to this bundle
-            data = read_catalog(engine)
+            # later events are "fresh" to this bundle (an exported folder: those after export)
+            read_at = fresh_after(events) or utcnow().isoformat()
+            data = read_catalog(engine, events)
             _check_trainable(data)
         content = Content()
         with stage("images"):
