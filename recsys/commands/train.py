@@ -72,6 +72,20 @@ IMAGE_METHODS = ("simclr", "byol", "dino")
     show_default=True,
     help="Similar items precomputed per item (items x N x 8 bytes in the bundle); 0 = none.",
 )
+@click.option(
+    "--events",
+    metavar="DIR",
+    help="Train on the Parquet events in DIR (local, s3://, gs://, hdfs://; written by "
+    "`recsys export interactions`) instead of the catalog's; items still come from the catalog.",
+)
+@click.option(
+    "--cf-engine",
+    type=click.Choice(["implicit", "spark"]),
+    default="implicit",
+    show_default=True,
+    help="Where ALS runs: implicit (this process) or spark (MLlib on RECSYS_SPARK_MASTER, "
+    'default local[*]; needs pip install -e ".[spark]" and Java 17).',
+)
 @click.option("--no-activate", is_flag=True, help="Register the bundle without activating it.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_obj
@@ -87,6 +101,8 @@ def train(
     image_epochs,
     image_time_budget,
     neighbours,
+    events,
+    cf_engine,
     no_activate,
     quiet,
 ):
@@ -96,12 +112,15 @@ def train(
     from recsys.model.index import IndexConfig
     from recsys.model.training import train as run_training
 
+    if cf_engine == "spark" and model != "als":
+        raise click.BadParameter("MLlib has no BPR; use --model als", param_hint="--cf-engine")
     cf = CFConfig(
         model=model,
         factors=factors,
         iterations=iterations,
         event_weights=_parse_event_weights(event_weights),
         half_life_days=half_life_days or None,
+        engine=cf_engine,
     )
     config = TrainConfig(
         cf=cf,
@@ -111,6 +130,10 @@ def train(
         activate=not no_activate,
     )
     engine = connect_current(settings.database_url)
+    if cf_engine == "spark":  # started before the catalog is read: a missing Java fails fast
+        from recsys.engines.spark import session
+
+        session(settings.spark_master)
     result = run_training(
         engine,
         settings.artifacts_dir,
@@ -118,6 +141,7 @@ def train(
         settings.device,
         show_progress=not quiet,
         ray_address=settings.ray_address,
+        events=events,
     )
     click.echo(f"bundle {result.version} written to {result.path}")
     for name, value in sorted(result.metrics.items()):
