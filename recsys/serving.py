@@ -4,7 +4,8 @@ The library does not know it is served: ``services/`` turns these into HTTP. Ite
 other catalog reads are in ``recsys.catalog.reads`` (one source of cards for every view).
 
 - ``ServingState``: one loaded bundle and the moment its data was read. Loading one also
-  loads its image encoder and image index (``warm_images``), so no visual search pays for it.
+  loads its image encoder and image index (``warm_images``) and what explanations read
+  (``warm_explanations``), so no request pays for them.
 - ``ModelHolder``: the current state behind one reference. ``reload()`` builds a new state
   completely (checksums verified) before swapping the reference, so a request that already
   holds the old state finishes on it and none sees a half-loaded model; a broken bundle
@@ -53,6 +54,7 @@ def load_state(engine: Engine) -> ServingState:
     """The registry's active bundle, verified, its image encoder loaded."""
     recommender = load_active(engine)
     warm_images(recommender)
+    warm_explanations(recommender)
     manifest = recommender.manifest
     read_at = manifest.get("data_read_at") or manifest["created_at"]
     read_at = datetime.fromisoformat(read_at).replace(tzinfo=None)
@@ -69,6 +71,14 @@ def warm_images(recommender: Recommender) -> None:
         recommender.search_images(np.zeros((1, 32, 32, 3), dtype=np.uint8), k=1)  # (1, H, W, 3)
     except InvalidBundle as exc:
         log.warning("bundle %s: visual search unavailable: %s", recommender.version, exc)
+
+
+def warm_explanations(recommender: Recommender) -> None:
+    """Build what explanations read on first use (the cf factors' Gram matrix, each filterable
+    attribute's item x value matrix), so that no request pays for it."""
+    _ = recommender.item_gram
+    for name in recommender.filters.postings:
+        recommender.filters.labels(name)
 
 
 class ModelHolder:
