@@ -87,7 +87,7 @@ def _parse_ks(ctx, param, value: str) -> tuple[int, ...]:
     is_flag=True,
     help="Replay held-out events through the running service at --service, in time order: "
     "its feed before each event (and the previous item's similar items), then post the event. "
-    "Reports hit rate@k and MRR@k (k: the first of --k) without and with posting.",
+    "Reports hit rate@k and MRR@k (k: 10, else the first of --k) without and with posting.",
 )
 @click.option("--service", metavar="URL", help="--replay: the service, e.g. http://127.0.0.1:8000")
 @click.option(
