@@ -164,8 +164,9 @@ def _als_terms(cf, history: History) -> tuple[np.ndarray, float]:
     """The confidences and regularisation of the ALS user step, as the model's own fold-in
     takes them (they depend on the engine that fitted it); implicit's without that hook."""
     config = cf.config
+    # implicit's terms are the two lines at the end; another engine's come from the model
     own = getattr(cf, "_als_terms", None)
-    if own is not None:
+    if own is not None and getattr(config, "engine", "implicit") != "implicit":
         n_items = len(cf.item_ids_)
         matrix = sp.csr_matrix(
             (history.weights, history.rows, [0, len(history.rows)]), shape=(1, n_items)
@@ -181,17 +182,19 @@ def feed_reasons(
 ) -> list[list[Reason]]:
     """Per listed item: its top history items, then the rest, popularity and remainder."""
     per_item, popularity, remainder = parts
+    order = np.argsort(-per_item, axis=0, kind="stable")[:top]  # (top, k) history places
+    listed = np.take_along_axis(per_item, order, axis=0)  # (top, k)
+    rest = per_item.sum(axis=0) - np.where(listed > NEGLIGIBLE, listed, 0.0).sum(axis=0)
+    names = item_ids[history.rows[order]] if len(history.rows) else order.astype(str)
     out = []
     for j in range(per_item.shape[1]):
-        column = per_item[:, j]
-        best = np.argsort(-column, kind="stable")[:top]
-        best = best[column[best] > NEGLIGIBLE]
         reasons = [
-            Reason("you viewed", float(column[b]), str(item_ids[history.rows[b]])) for b in best
+            Reason("you viewed", float(listed[n, j]), str(names[n, j]))
+            for n in range(len(order))
+            if listed[n, j] > NEGLIGIBLE
         ]
-        rest = column.sum() - column[best].sum()
         extra = (
-            ("other items you viewed", rest),
+            ("other items you viewed", rest[j]),
             (BLOCK_LABELS["popularity"], popularity[j]),
             ("your overall taste", remainder[j]),
         )

@@ -145,15 +145,15 @@ class ItemFilters:
 
     def shared(self, query_rows: np.ndarray, found: np.ndarray) -> list[list[list[str]]]:
         """Per query and found item (rows (Q, k), -1 padded), the attributes of which the
-        two items have a value in common."""
+        two items have a value in common (array lookups on the CSR parts, no sparse algebra:
+        this runs on every similar-items request)."""
         out: list[list[list[str]]] = [[[] for _ in row] for row in found]
-        safe = np.maximum(found, 0).ravel()
-        queries = np.repeat(query_rows, found.shape[1])
         for name in self.postings:
             labels = self.labels(name)
-            common = labels[safe].multiply(labels[queries]).getnnz(axis=1).reshape(found.shape)
-            for q, j in zip(*np.nonzero((common > 0) & (found >= 0)), strict=True):
-                out[q][j].append(name)
+            for q, query in enumerate(np.asarray(query_rows).tolist()):
+                mine = labels.indices[labels.indptr[query] : labels.indptr[query + 1]]
+                for j in np.flatnonzero(_share_any(labels, found[q], mine)).tolist():
+                    out[q][j].append(name)
         return out
 
     # -- persistence ---------------------------------------------------------------------
@@ -464,6 +464,20 @@ class Recommender:
             cols += found.tolist()
         data = np.ones(len(rows), dtype=np.float32)
         return sp.csr_matrix((data, (rows, cols)), shape=(len(histories), len(self.item_ids)))
+
+
+def _share_any(labels: sp.csr_matrix, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """(len(rows),) bool: whether each row (-1: none) has any of ``values`` in ``labels``."""
+    valid = rows >= 0
+    starts = labels.indptr[np.maximum(rows, 0)]
+    lengths = np.where(valid, labels.indptr[np.maximum(rows, 0) + 1] - starts, 0)  # (k,)
+    if not len(values) or not lengths.sum():
+        return np.zeros(len(rows), dtype=bool)
+    owner = np.repeat(np.arange(len(rows)), lengths)
+    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    found = labels.indices[starts[owner] + offsets]  # (n,) the rows' values, row by row
+    hit = (found[:, None] == np.asarray(values)[None, :]).any(axis=1)  # few values: no sort
+    return np.bincount(owner[hit], minlength=len(rows)) > 0
 
 
 def _rows(matrix: sp.csr_matrix):
