@@ -22,6 +22,11 @@ from recsys.vision.encoder import resolve_device
 from recsys.vision.methods import METHODS
 
 _DEVICE_HELP = "auto, cpu, cuda or cuda:N; overrides the global --device."
+_RAY_HELP = (
+    "Run on Ray (--ray-address, or a local Ray instance when none is set) with this many "
+    "{what} [default: in-process; with --ray-address: one per GPU, else one per node]."
+)
+_CPUS_HELP = "CPUs per Ray worker [default: the cluster's CPUs shared among the workers]."
 _CACHE_HELP = (
     "Folder of decoded images, reused while the files are unchanged "
     "[default: <artifacts-dir>/image-cache]."
@@ -43,6 +48,50 @@ def item_images(settings: Settings, items: str | None, images_root: str | None):
     if items is None:
         return catalog_images(settings)
     return read_items_csv(items, images_root or Path(items).parent)
+
+
+def ray_options(what: str):
+    """--workers, --cpus-per-worker and --gpus-per-worker (Ray workers or actors)."""
+
+    def decorate(command):
+        command = click.option(
+            "--gpus-per-worker",
+            type=click.FloatRange(min=0),
+            default=0.0,
+            show_default=True,
+            help="GPUs per Ray worker; 0 = CPU.",
+        )(command)
+        command = click.option("--cpus-per-worker", type=click.IntRange(min=1), help=_CPUS_HELP)(
+            command
+        )
+        return click.option(
+            "--workers", type=click.IntRange(min=1), help=_RAY_HELP.format(what=what)
+        )(command)
+
+    return decorate
+
+
+def ray_setup(settings: Settings, opts: dict):
+    """(address, RayResources or None) when this command runs on Ray, else None."""
+    if not (settings.ray_address or opts["workers"]):
+        return None
+    from recsys.engines.ray_cluster import RayResources, connect
+
+    address = settings.ray_address or "local"
+    seconds = connect(address)
+    if opts["workers"] is None:
+        resources = RayResources.for_cluster()
+    else:
+        resources = RayResources(
+            opts["workers"], opts["cpus_per_worker"] or 0, opts["gpus_per_worker"]
+        )
+    click.echo(f"Ray at {address} ({seconds:.1f} s to connect): {_describe(resources)}")
+    return address, resources
+
+
+def _describe(resources) -> str:
+    device = f"{resources.gpus_per_worker:g} GPU" if resources.gpus_per_worker else "CPU"
+    return f"{resources.workers} worker(s) x {resources.cpus()} CPU, {device}"
 
 
 def _config(opts: dict) -> ImageEncoderConfig:
@@ -90,6 +139,13 @@ def _config(opts: dict) -> ImageEncoderConfig:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--cache-dir", type=click.Path(file_okay=False), help=_CACHE_HELP)
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@ray_options("DDP workers (Ray Train)")
+@click.option(
+    "--ray-storage",
+    metavar="PATH",
+    help="Where Ray Train keeps checkpoints: a folder every node reaches, or s3://... "
+    "[default: <out>/ray].",
+)
 @click.pass_obj
 def train_images(settings: Settings, **opts) -> None:
     """Train an image encoder without labels on the items' images.
@@ -97,16 +153,21 @@ def train_images(settings: Settings, **opts) -> None:
     Images come from --items (a CSV with item_id and an image path relative to
     --images-root) or, without --items, from the catalog's items with an image_path. An
     interrupted run resumes from the checkpoint in --out when started again.
+
+    On Ray (--ray-address or --workers) each of N workers trains on --batch-size images per
+    step with DDP: the effective batch is N x --batch-size, the learning rate N x --lr, and
+    an epoch N times fewer steps.
     """
     ids, paths = item_images(settings, opts["items"], opts["images_root"])
-    encoder = ImageEncoder(
-        _config(opts),
-        device=opts["device"] or settings.device,
-        model_dir=opts["out"],
-        show_progress=opts["progress"],
-        cache_dir=_cache_dir(settings, opts),
-    )
+    ray = ray_setup(settings, opts)
+    encoder = _train_encoder(settings, opts, ray)
     cfg = encoder.resolved_config(paths)
+    if ray is not None:
+        n = ray[1].workers
+        click.echo(
+            f"effective batch {n} x {cfg.train.batch_size} = {n * cfg.train.batch_size} "
+            f"images per step, learning rate {n} x {cfg.train.lr:g} = {n * cfg.train.lr:g}"
+        )
     colour = "colour" if cfg.channels == 3 else "grayscale"
     click.echo(
         f"{len(ids)} {colour} images: input {cfg.input_size} px, training views "
@@ -120,6 +181,26 @@ def train_images(settings: Settings, **opts) -> None:
         f"{r.steps} steps, {r.epochs:.1f} epochs, {r.elapsed:.0f} s, "
         f"{r.images_per_s:.0f} images/s, loss {r.loss:.4f}; model in {opts['out']}"
     )
+    if ray is not None:
+        click.echo(f"Ray Train start-up and shut-down: {encoder.startup_s_:.1f} s")
+
+
+def _train_encoder(settings: Settings, opts: dict, ray) -> ImageEncoder:
+    """An ``ImageEncoder``, or with ``ray`` (address, resources) a ``RayImageEncoder``."""
+    kwargs = {
+        "device": opts["device"] or settings.device,
+        "model_dir": opts["out"],
+        "show_progress": opts["progress"],
+        "cache_dir": _cache_dir(settings, opts),
+    }
+    if ray is None:
+        return ImageEncoder(_config(opts), **kwargs)
+    from recsys.engines.ray_train import RayImageEncoder
+
+    address, resources = ray
+    storage = opts["ray_storage"]
+    return RayImageEncoder(_config(opts), **kwargs, address=address, resources=resources,
+                           storage=storage)  # fmt: skip
 
 
 @click.command("embed-images")
@@ -131,18 +212,29 @@ def train_images(settings: Settings, **opts) -> None:
 @click.option("--device", help=_DEVICE_HELP)
 @click.option("--cache-dir", type=click.Path(file_okay=False), help=_CACHE_HELP)
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@ray_options("encoder actors (Ray Data)")
 @click.pass_obj
 def embed_images(settings: Settings, **opts) -> None:
     """Write L2-normalised float32 vectors, one row per item in the items' order.
 
-    The item ids are written beside the vectors as OUT with .ids.txt, one per line.
+    The item ids are written beside the vectors as OUT with .ids.txt, one per line. On Ray
+    (--ray-address or --workers) the images are decoded in Ray Data tasks and embedded by an
+    actor pool (the vectors equal the in-process ones); the image files must be readable at
+    the same paths on every node.
     """
     ids, paths = item_images(settings, opts["items"], opts["images_root"])
-    encoder = ImageEncoder.load(opts["model"], device=opts["device"] or settings.device)
+    ray = ray_setup(settings, opts)
+    device = "cpu" if ray is not None else opts["device"] or settings.device
+    encoder = ImageEncoder.load(opts["model"], device=device)
     encoder.show_progress = opts["progress"]
     encoder.cache_dir = _cache_dir(settings, opts)
     click.echo(f"embedding {len(ids)} images at {encoder.config_.input_size} px (the model's size)")
-    vectors = encoder.transform(paths, batch_size=opts["batch_size"])
+    if ray is None:
+        vectors = encoder.transform(paths, batch_size=opts["batch_size"])
+    else:
+        from recsys.engines.ray_embed import embed_files
+
+        vectors = embed_files(encoder, paths, ray[1], opts["batch_size"], opts["progress"])
     out = Path(opts["out"])
     out.parent.mkdir(parents=True, exist_ok=True)
     _save_npy(out, vectors)
