@@ -1,0 +1,201 @@
+"""implicit ALS against MLlib ALS on Spark (`--cf-engine spark`): quality and fit time.
+
+    python scripts/bench_spark.py --movielens sqlite:////tmp/ml/ml.db --sizes S
+    python scripts/bench_spark.py --movielens sqlite:////tmp/ml/ml.db --sizes S M --master local[2]
+
+1. **Quality parity** (``--movielens URL``: a catalog holding MovieLens, README "Offline
+   evaluation"): the temporal split of ``recsys evaluate`` (seed 0, holdout 0.2), the fused
+   model ``recsys train`` builds fitted twice on its training part, once with implicit ALS and
+   once with MLlib ALS (``CFConfig.engine`` "spark"), same seed and settings, scored side by
+   side: warm recall@10, cold-item recall@10, fit seconds, and the chosen block weights.
+2. **Fit time and memory** (``--sizes``): the collaborative block alone (confidence matrix +
+   ALS, ``CollaborativeModel.fit``) on the synthetic long-tail shop of
+   ``scripts/bench_scale.py`` (``WORKDIR/SIZE/shop/*.parquet``; prepared here when missing),
+   its events read with ``recsys.engines.events.read_events``: seconds and peak resident
+   memory of this process and its children (Spark's JVM) for each engine.
+
+Prints one JSON document and Markdown tables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import click
+import numpy as np
+import psutil
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZES = {"S": (100_000, 10_000, 1_000_000), "M": (1_000_000, 100_000, 20_000_000)}
+ENGINES = ("implicit", "spark")
+MB = 2**20
+
+
+class PeakMemory:
+    """Peak RSS (MB) of this process and its children, polled every 0.2 s."""
+
+    def __enter__(self) -> PeakMemory:
+        self.peak, self._stop = 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self) -> None:
+        me = psutil.Process()
+        while not self._stop.wait(0.2):
+            try:
+                rss = sum(p.memory_info().rss for p in [me, *me.children(recursive=True)])
+            except psutil.Error:
+                continue
+            self.peak = max(self.peak, rss / MB)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def quality(database_url: str, seed: int) -> dict:
+    """Fused model with implicit ALS and with MLlib ALS on the temporal split."""
+    from sqlalchemy import create_engine
+    from threadpoolctl import threadpool_limits
+
+    from recsys.evaluation.contenders import Fused, ItemContent
+    from recsys.evaluation.run import EvaluationConfig
+    from recsys.model.data import CatalogData, read_catalog
+    from recsys.model.protocol import build_task, rank, score
+    from recsys.model.split import split_interactions
+
+    config = EvaluationConfig(seed=seed)
+    data = read_catalog(create_engine(database_url))
+    split = split_interactions(data.interactions, config.split, config.holdout, seed)
+    train = CatalogData(data.items, data.kinds, split.train)
+    task = build_task(split.train, split.test, data.items["item_id"].to_numpy(dtype=str))
+    content = ItemContent(config.fused)
+    results = {}
+    with threadpool_limits(1, "blas"):
+        content.content(train)  # shared by both, built before the clocks start
+        for engine in ENGINES:
+            fused = replace(config.fused, cf=replace(config.fused.cf, engine=engine))
+            start = time.perf_counter()
+            contender = Fused(fused, content).fit(train)
+            seconds = time.perf_counter() - start
+            scored = score(rank(contender, task, 10), task, (10,), config.segments)
+            results[engine] = {
+                "recall@10": round(scored["overall"]["recall@10"], 4),
+                "cold_recall@10": round(scored["cold_items"]["recall@10"], 4),
+                "fit_seconds": round(seconds, 1),
+                "weights": contender.model_.weights_,
+            }
+            print(f"MovieLens fused, {engine}: {results[engine]}", file=sys.stderr, flush=True)
+    results["data"] = {**data.counts, "train": len(split.train), "test": len(split.test)}
+    return results
+
+
+def shop(workdir: Path, size: str) -> Path:
+    """``WORKDIR/SIZE/shop``, prepared with bench_scale.py's command when missing."""
+    folder = workdir / size / "shop"
+    if not (folder / "interactions.parquet").exists():
+        items, users, events = SIZES[size]
+        command = [sys.executable, "-m", "recsys", "datasets", "prepare", "synthetic-shop"]
+        command += ["--out", str(folder), "--items", str(items), "--users", str(users)]
+        command += ["--events", str(events), "--no-images", "--format", "parquet", "--seed", "0"]
+        subprocess.run(command, check=True, cwd=ROOT)
+    return folder
+
+
+def fit_times(workdir: Path, size: str, iterations: int) -> dict:
+    """Seconds and peak memory of CollaborativeModel.fit on the shop, per engine."""
+    from threadpoolctl import threadpool_limits
+
+    from recsys.engines.events import read_events
+    from recsys.model.cf import CFConfig, CollaborativeModel
+
+    folder = shop(workdir, size)
+    item_ids = pq.read_table(folder / "items.parquet", columns=["item_id"])["item_id"]
+    item_ids = np.asarray(item_ids.to_pylist(), dtype=str)
+    start = time.perf_counter()
+    events = read_events(folder / "interactions.parquet", item_ids)
+    row = {"events": len(events), "items": len(item_ids), "users": events["user_id"].nunique()}
+    row["read_seconds"] = round(time.perf_counter() - start, 1)
+    for engine in ENGINES:
+        config = CFConfig(engine=engine, iterations=iterations)
+        with PeakMemory() as memory, threadpool_limits(1, "blas"):
+            start = time.perf_counter()
+            CollaborativeModel(config).fit(events, item_ids)
+            row[f"{engine}_seconds"] = round(time.perf_counter() - start, 1)
+        row[f"{engine}_peak_mb"] = round(memory.peak)
+        print(f"size {size}: {row}", file=sys.stderr, flush=True)
+    return row
+
+
+def tables(report: dict) -> str:
+    lines = []
+    if "quality" in report:
+        q = report["quality"]
+        lines += [
+            "| ALS engine | warm recall@10 | cold recall@10 | fused fit (s) | weights |",
+            "| --- | ---: | ---: | ---: | --- |",
+        ]
+        for engine in ENGINES:
+            r = q[engine]
+            lines.append(
+                f"| {engine} | {r['recall@10']:.4f} | {r['cold_recall@10']:.4f} "
+                f"| {r['fit_seconds']} | {r['weights']} |"
+            )
+        warm = q["spark"]["recall@10"] - q["implicit"]["recall@10"]
+        cold = q["spark"]["cold_recall@10"] - q["implicit"]["cold_recall@10"]
+        lines += [f"\nspark - implicit: warm {warm:+.4f}, cold {cold:+.4f}\n"]
+    if report.get("sizes"):
+        lines += [
+            "| size | events | users / items | read events | implicit fit | implicit peak RSS "
+            "| Spark fit | Spark peak RSS (with JVM) |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for size, r in report["sizes"].items():
+            lines.append(
+                f"| {size} | {r['events']:,} | {r['users']:,} / {r['items']:,} "
+                f"| {r['read_seconds']} s | {r['implicit_seconds']} s | {r['implicit_peak_mb']} MB "
+                f"| {r['spark_seconds']} s | {r['spark_peak_mb']} MB |"
+            )
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--movielens", metavar="URL", help="Catalog holding MovieLens: quality parity.")
+@click.option("--sizes", multiple=True, type=click.Choice(sorted(SIZES)), help="Fit-time sizes.")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/tmp/bench-scale"),
+    show_default=True,
+    help="bench_scale.py's folder: SIZE/shop/*.parquet is reused or prepared.",
+)
+@click.option("--master", default="local[2]", show_default=True, help="Spark master.")
+@click.option("--driver-memory", default="8g", show_default=True, help="spark.driver.memory.")
+@click.option("--seed", default=0, show_default=True, help="Split and ALS seed (quality).")
+@click.option("--iterations", default=15, show_default=True, help="ALS iterations (sizes).")
+def main(movielens, sizes, workdir, master, driver_memory, seed, iterations) -> None:
+    """implicit vs MLlib ALS: quality parity on MovieLens, fit time and memory at scale."""
+    from recsys.engines.spark import session
+
+    load_before = os.getloadavg()
+    spark = session(master, {"spark.driver.memory": driver_memory})
+    report: dict = {"master": spark.sparkContext.master, "spark": spark.version}
+    if movielens:
+        report["quality"] = quality(movielens, seed)
+    report["sizes"] = {size: fit_times(workdir, size, iterations) for size in sizes}
+    report["load_average"] = {"before": load_before, "after": os.getloadavg()}
+    print(json.dumps(report, indent=2))
+    print(tables(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Event logs as Parquet and ALS on Spark (issue 19): the export/read round trip, the mapping
+of implicit's hyperparameters to MLlib's, and a bundle trained on a local[2] Spark session."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from recsys.engines import spark as spark_engine
+from recsys.engines.events import EXPORT_FILE, export_interactions, read_events
+from recsys.errors import InvalidInput
+from recsys.model.bundle import load_active
+from recsys.model.cf import CFConfig, CollaborativeModel, confidence_matrix
+from recsys.model.data import read_interactions
+from recsys.model.training import train
+from tests.shop_fixture import populate, train_config
+from tests.toy import toy_catalog
+
+KEY = ["user_id", "item_id", "event", "timestamp"]
+
+
+def spark_missing() -> str | None:
+    try:
+        spark_engine.require_spark()
+    except spark_engine.SparkUnavailable as exc:
+        return str(exc)
+    return None
+
+
+needs_spark = pytest.mark.skipif(
+    spark_missing() is not None, reason=f"pyspark or Java 17 missing: {spark_missing()}"
+)
+
+
+@pytest.fixture(scope="module")
+def spark():
+    session = spark_engine.session("local[2]", {"spark.sql.shuffle.partitions": "2"})
+    yield session
+    session.stop()
+
+
+def sorted_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.sort_values(KEY).reset_index(drop=True)
+    return frame.astype({"timestamp": "datetime64[us]", "weight": float})
+
+
+# -- Parquet events ----------------------------------------------------------------------------
+def test_export_and_read_lose_nothing(engine, tmp_path):
+    populate(engine)
+    out = tmp_path / "events"
+    summary = export_interactions(engine, out)
+    catalog = read_interactions(engine)
+    assert summary["rows"] == len(catalog) and summary["days"] == 8
+    assert sorted(p.name for p in out.iterdir())[:2] == [EXPORT_FILE, "day=2024-01-01"]
+    events = read_events(out)
+    pd.testing.assert_frame_equal(sorted_rows(events), sorted_rows(catalog))
+    # the same confidences, time decay included, whichever source the rows came from
+    config = CFConfig(event_weights={"click": 3.0}, half_life_days=2.0)
+    users = np.sort(catalog["user_id"].unique()).astype(str)
+    items = np.sort(catalog["item_id"].unique()).astype(str)
+    from_catalog = confidence_matrix(catalog, users, items, config)
+    from_parquet = confidence_matrix(events, users, items, config)
+    assert (from_catalog != from_parquet).nnz == 0 and from_catalog.data.min() < 3.0
+
+
+def test_export_refuses_a_non_empty_folder_and_replaces_it_whole(engine, run_cli, tmp_path):
+    populate(engine)
+    out = tmp_path / "events"
+    out.mkdir()
+    (out / "old.parquet").write_bytes(b"not parquet")
+    refused = run_cli("export", "interactions", "--out", out, expect_exit=2)
+    assert "--overwrite" in refused.output and (out / "old.parquet").exists()
+    done = run_cli("export", "interactions", "--out", out, "--overwrite")
+    assert f"{len(read_interactions(engine))} interactions over 8 days" in done.output
+    assert not (out / "old.parquet").exists()
+    assert json.loads((out / EXPORT_FILE).read_text())["rows"] == len(read_events(out))
+    assert not list(tmp_path.glob(".events*"))  # no staging folder left behind
+
+
+def test_read_events_of_a_foreign_log(tmp_path):
+    """A data lake's file: integer ids, zoned times, no event or weight column; rows of items
+    the catalog lacks are left out."""
+    stamps = pa.array([0, 86_400, 172_800], pa.timestamp("s", tz="Europe/Paris"))
+    table = pa.table({"user_id": [1, 1, 2], "item_id": [10, 11, 99], "timestamp": stamps})
+    pq.write_table(table, tmp_path / "log.parquet")
+    events = read_events(tmp_path / "log.parquet", np.array(["10", "11"]))
+    assert events["user_id"].tolist() == ["1", "1"] and events["item_id"].tolist() == ["10", "11"]
+    assert events["event"].tolist() == ["interaction"] * 2 and events["weight"].tolist() == [1, 1]
+    assert events["timestamp"].tolist() == [pd.Timestamp("1970-01-01"), pd.Timestamp("1970-01-02")]
+    with pytest.raises(InvalidInput, match="user_id"):
+        pq.write_table(pa.table({"item_id": [1]}), tmp_path / "bad.parquet")
+        read_events(tmp_path / "bad.parquet")
+    with pytest.raises(InvalidInput, match="recsys export interactions"):
+        read_events(tmp_path / "nowhere")
+
+
+# -- the hyperparameter mapping ---------------------------------------------------------------
+def test_mllib_regularisation_totals_implicits():
+    """MLlib scales lambda by each row's entries (ALS-WR); the mapped lambda' puts the same
+    total penalty weight on all user and item rows as implicit's lambda on each."""
+    matrix = confidence_matrix(
+        toy_catalog().interactions, *_ids(toy_catalog().interactions), CFConfig()
+    )
+    config = CFConfig(regularization=0.2)
+    users, items = matrix.shape
+    params = spark_engine.als_params(config, users, items, matrix.nnz)
+    per_row = np.concatenate([matrix.getnnz(axis=1), matrix.getnnz(axis=0)]) * params.reg_param
+    assert per_row.sum() == pytest.approx(config.regularization * (users + items))
+    assert (params.rank, params.max_iter, params.seed) == (32, 15, 0)
+
+
+def _ids(interactions):
+    return (
+        np.sort(interactions["user_id"].unique()).astype(str),
+        np.sort(interactions["item_id"].unique()).astype(str),
+    )
+
+
+# -- errors when Spark is missing -------------------------------------------------------------
+def test_no_java_names_what_to_install(monkeypatch):
+    monkeypatch.setattr(spark_engine, "_java", lambda: None)
+    with pytest.raises(spark_engine.SparkUnavailable, match="openjdk-17-jre-headless"):
+        spark_engine.require_spark()
+
+
+def test_no_pyspark_names_what_to_install(monkeypatch, run_cli):
+    monkeypatch.setitem(sys.modules, "pyspark", None)  # import pyspark -> ImportError
+    with pytest.raises(spark_engine.SparkUnavailable, match=r'pip install -e "\.\[spark\]"'):
+        spark_engine.require_spark()
+    failed = run_cli("train", "--cf-engine", "spark", "--quiet", expect_exit=2)
+    assert 'pip install -e ".[spark]"' in failed.output
+    bpr = run_cli("train", "--cf-engine", "spark", "--model", "bpr", expect_exit=2)
+    assert "MLlib has no BPR" in bpr.output
+
+
+# -- ALS on a local[2] session ----------------------------------------------------------------
+@needs_spark
+def test_spark_als_learns_the_taste_clusters_and_folds_in_its_own_users(spark):
+    data = toy_catalog()
+    config = CFConfig(engine="spark", factors=8, iterations=8, regularization=0.5)
+    model = CollaborativeModel(config).fit(data.interactions, data.items["item_id"])
+    assert model.device_ == "spark" and model.user_factors_.shape == (16, 8)
+    scores = model.user_factors_ @ model.item_factors_.T  # (U, I)
+    top = model.item_ids_[np.argsort(-scores, axis=1)[:, :5]]
+    groups = {user: "a" if int(user[1:]) < 8 else "b" for user in model.user_ids_}
+    assert all(
+        i.startswith(groups[u]) for u, row in zip(model.user_ids_, top, strict=True) for i in row
+    )
+    assert not model.item_factors_[~model.warm_items_].any()  # a-new, b-new: no factors
+
+
+@needs_spark
+def test_fold_in_solves_mllibs_user_step(spark):
+    """MLlib's last step solves every user against the final item factors, with confidence
+    1 + alpha w and regularisation lambda' n_u: the mapping fold-in uses, so folding in a
+    user's own row gives back that user's factors."""
+    data = toy_catalog()
+    config = CFConfig(engine="spark", factors=8, iterations=5, regularization=0.5, alpha=2.0)
+    model = CollaborativeModel(config).fit(data.interactions, data.items["item_id"])
+    for user in ("u4", "u11"):
+        row = model.user_items_[model.user_rows(user)[0]]
+        folded = model.fold_in(model.item_ids_[row.indices], row.data)
+        trained = model.user_factors_[model.user_rows(user)[0]]
+        np.testing.assert_allclose(folded, trained, rtol=1e-3, atol=1e-4)
+
+
+@needs_spark
+@pytest.mark.slow
+def test_a_spark_bundle_trained_on_exported_events_loads_and_answers(spark, engine, tmp_path):
+    populate(engine)
+    out = tmp_path / "events"
+    summary = export_interactions(engine, out)
+    base = train_config()
+    config = replace(base, cf=replace(base.cf, engine="spark", iterations=5))
+    result = train(engine, tmp_path / "artifacts", config, device="cpu", events=str(out))
+    manifest = json.loads((result.path / "manifest.json").read_text())
+    assert manifest["devices"]["cf"] == "spark"
+    assert manifest["data_read_at"] == summary["exported_at"]
+    assert manifest["counts"]["interactions"] == summary["rows"]
+    recommender = load_active(engine)
+    results = recommender.recommend(["u0", "u9", "nobody"], k=4)
+    assert results.fallback == [False, False, True]
+    assert all(item.startswith("a") for item in results.ids[0])
+    assert all(item.startswith("b") for item in results.ids[1])
+    folded = recommender.recommend_for_history([["a1", "a2", "a5"]], k=4)
+    assert all(item.startswith("a") for item in folded.ids[0])
