@@ -38,6 +38,9 @@ from recsys.model.split import sample_users, split_interactions
 
 log = logging.getLogger(__name__)
 
+# Times a request is sent again after its connection dropped or timed out.
+RETRIES = 2
+
 
 @dataclass(frozen=True)
 class ReplayConfig:
@@ -49,8 +52,8 @@ class ReplayConfig:
     diversity: float | None = None
     # Sent as "Authorization: Bearer KEY" (feeds:read, items:read, events:write).
     api_key: str | None = None
-    # Seconds one request may take.
-    timeout: float = 60.0
+    # Seconds one request may take (a loaded development server can stall for a while).
+    timeout: float = 120.0
 
 
 class ServiceClient:
@@ -70,11 +73,23 @@ class ServiceClient:
             self._headers["Authorization"] = f"Bearer {api_key}"
 
     def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        """(status, JSON body); a dropped or timed-out connection is reopened and the request
+        sent again, up to ``RETRIES`` times (safe: reads, and events are stored once)."""
         payload = None if body is None else json.dumps(body)
-        self._connection.request(method, self._prefix + path, payload, self._headers)
-        response = self._connection.getresponse()
-        data = response.read()
-        return response.status, json.loads(data) if data else {}
+        for attempt in range(RETRIES + 1):
+            try:
+                self._connection.request(method, self._prefix + path, payload, self._headers)
+                response = self._connection.getresponse()
+                data = response.read()
+                return response.status, json.loads(data) if data else {}
+            except (OSError, http.client.HTTPException) as exc:
+                self._connection.close()
+                if attempt == RETRIES:
+                    raise InvalidInput(
+                        f"{method} {path}: no answer from the service ({exc})"
+                    ) from exc
+                log.warning("%s %s: %s; retrying", method, path, exc)
+        return 0, {}  # not reached: the last attempt returns or raises
 
     def get(self, path: str) -> dict:
         status, body = self.request("GET", path)
