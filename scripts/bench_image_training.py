@@ -9,6 +9,11 @@ backbone: per-sample torchvision transforms on PIL images in a DataLoader, SimCL
     nice -n 10 .venv/bin/python scripts/bench_image_training.py --device cpu \\
         --backbones small_cnn --dataloader --json var/bench/cpu.json
 
+With --forward it times embedding (uint8 batches to vectors, as `embed-images` after decoding)
+and the pure forward pass per backbone at --size px:
+
+    python3 scripts/bench_image_training.py --forward --backbones resnet18 --size 224 --device cuda
+
 With --embed-photos N it instead times `recsys embed-images`'s path on a catalog of N real-size
 JPEGs (800x1000, written under --photos-dir on first use: 2,000 distinct photos hard-linked
 to N paths, so decoding does the same work per path): decoding into the image cache plus
@@ -35,7 +40,7 @@ from torchvision import transforms
 
 from recsys.vision.augment import AugmentConfig, BatchAugment
 from recsys.vision.backbones import build_backbone
-from recsys.vision.encoder import ImageEncoder, resolve_device
+from recsys.vision.encoder import ImageEncoder, embed_tensor, resolve_device
 from recsys.vision.methods import MethodConfig, build_method
 from recsys.vision.train import TrainConfig, Trainer, make_optimizer
 
@@ -194,6 +199,39 @@ def embed_rates(paths: list[Path], opts: dict) -> list[dict]:
     return rows
 
 
+def forward_rates(opts: dict, device: torch.device) -> list[dict]:
+    """Images/s of embedding (``embed_tensor``: uint8 host batches to L2-normalised vectors,
+    the path ``ImageEncoder.transform`` takes after decoding) and of the backbone's pure forward
+    pass on ready device tensors, per backbone at ``--size`` px and ``--channels``."""
+    n, size, channels, bs = opts["forward_images"], opts["size"], opts["channels"], 1024
+    data = torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8)
+    rows = []
+    for name in opts["backbones"].split(","):
+        backbone = build_backbone(name, channels, size, opts["width"]).to(device).eval()
+        embed_tensor(backbone, data[:bs], [0.5] * channels, [0.25] * channels, device)  # warm-up
+        _sync(device)
+        t0 = time.perf_counter()
+        embed_tensor(backbone, data, [0.5] * channels, [0.25] * channels, device, batch_size=bs)
+        _sync(device)
+        embed = n / (time.perf_counter() - t0)
+        layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+        x = torch.randn(bs, channels, size, size, device=device).contiguous(memory_format=layout)
+        backbone = backbone.to(memory_format=layout)
+
+        @torch.no_grad()
+        def forward(backbone=backbone, x=x) -> None:
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                backbone(x)
+
+        pure = bs / _timed(forward, device, opts["warmup"], opts["steps"])
+        rows.append({"backbone": name, "size": size, "channels": channels,
+                     "embed_img_s": embed, "pure_forward_img_s": pure,
+                     "embed_share_of_pure": embed / pure})  # fmt: skip
+        click.echo(f"{name:10s} {size} px x{channels}: embed {embed:9.0f} img/s, "
+                   f"pure forward {pure:9.0f} img/s ({embed / pure:.0%})")  # fmt: skip
+    return rows
+
+
 def load_images(data_dir: str | None) -> np.ndarray:
     from recsys.datasets.fashion_mnist import FashionMnistSource, load_fashion_mnist
 
@@ -216,9 +254,16 @@ def load_images(data_dir: str | None) -> np.ndarray:
 @click.option("--embed-photos", type=int, default=None, help="Time embedding N JPEGs instead.")
 @click.option("--photos-dir", default="/tmp/recsys-photos", show_default=True)
 @click.option("--model", default=None, help="Trained encoder folder (with --embed-photos).")
+@click.option("--forward", is_flag=True, help="Time embedding and pure forward passes instead.")
+@click.option("--forward-images", default=20_000, show_default=True, help="Images embedded.")
+@click.option("--channels", default=3, show_default=True, help="Channels (with --forward).")
 @click.option("--json", "json_path", default=None)
 def main(**opts) -> None:
     """Print images/s per method and backbone (and the DataLoader recipe)."""
+    if opts["forward"]:
+        device = resolve_device(opts["device"])
+        _write_json(opts, forward_rates(opts, device))
+        return
     if opts["embed_photos"]:
         if not opts["model"]:
             raise click.UsageError("--embed-photos needs --model (recsys train-images --out)")

@@ -9,7 +9,13 @@ import pytest
 from PIL import Image
 
 from recsys.vision import ImageEncoder, ImageEncoderConfig, MethodConfig, TrainConfig
-from recsys.vision.recipe import input_size_for, survey_images, view_size_for
+from recsys.vision.recipe import (
+    backbone_for,
+    input_size_for,
+    survey_images,
+    view_size_for,
+    width_for,
+)
 
 
 def _colour_files(folder, n: int = 12, side: int = 96) -> list:
@@ -37,6 +43,22 @@ def _tiny(**fields) -> ImageEncoderConfig:
 def test_input_size_is_native_for_small_images_and_capped_by_the_device(side, device, expected):
     size = input_size_for(side, device)
     assert (size, view_size_for(size, "small_cnn")) == expected
+
+
+@pytest.mark.parametrize(
+    ("input_size", "device", "backbone", "width"),
+    [(28, "cuda", "small_cnn", 64), (72, "cuda", "resnet18", 64), (224, "cpu", "small_cnn", 32)],
+)
+def test_backbone_and_width_follow_the_input_size_and_device(input_size, device, backbone, width):
+    # Tiny images (Fashion-MNIST) train a wide small CNN on a GPU, photos a ResNet-18.
+    assert backbone_for(input_size, device) == backbone
+    assert width_for(device) == width
+
+
+def test_cpu_defaults_resolve_to_small_cnn_of_width_32():
+    images = np.zeros((4, 28, 28), dtype=np.uint8)
+    cfg = ImageEncoder(device="cpu").resolved_config(images)
+    assert (cfg.backbone, cfg.width) == ("small_cnn", 32)
 
 
 def test_a_vit_trains_at_its_input_size():

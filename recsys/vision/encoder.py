@@ -34,7 +34,13 @@ from recsys.vision.backbones import build_backbone, load_backbone_weights
 from recsys.vision.cache import cache_key, decoded_images
 from recsys.vision.data import ImageInput, as_image_tensor, channel_stats
 from recsys.vision.methods import MethodConfig, build_method
-from recsys.vision.recipe import input_size_for, survey_images, view_size_for
+from recsys.vision.recipe import (
+    backbone_for,
+    input_size_for,
+    survey_images,
+    view_size_for,
+    width_for,
+)
 from recsys.vision.train import Callback, TrainConfig, Trainer, TrainResult, save_atomic
 
 log = logging.getLogger(__name__)
@@ -46,10 +52,12 @@ MODEL_FILE, CONFIG_FILE, CHECKPOINT_FILE = "model.pt", "config.json", "checkpoin
 class ImageEncoderConfig:
     # simclr, byol or dino.
     method: str = "simclr"
-    # small_cnn, resnet18, resnet50 or vit_tiny; auto = small_cnn on CPU, resnet18 on CUDA.
+    # small_cnn, resnet18, resnet50 or vit_tiny; auto = small_cnn on CPU, and on CUDA
+    # resnet18 from 64 px inputs up, small_cnn below (recsys.vision.recipe).
     backbone: str = "auto"
-    # Base width of small_cnn (its vectors have 8 * width dimensions).
-    width: int = 32
+    # Base width of small_cnn (its vectors have 8 * width dimensions); None = 32 on CPU,
+    # 64 on CUDA.
+    width: int | None = None
     # Images are decoded and resized once to input_size x input_size, trained on and embedded
     # at that size. None = the size rule (recsys.vision.recipe): the images' median short side,
     # at most 64 px on a CPU and 224 px on a GPU (Fashion-MNIST: 28).
@@ -113,12 +121,15 @@ def embed_tensor(
     With ``flip`` each vector is the mean of the image's and its mirror image's features.
     """
     backbone = backbone.to(device).eval()
+    layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    backbone = backbone.to(memory_format=layout)  # cuDNN's bf16 convolutions want NHWC
     mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
     out = []
     bar = tqdm(total=len(data), desc="embedding", unit="img", disable=not show_progress)
     for chunk in data.split(batch_size):
         x = (chunk.to(device).float() / 255 - mean_t) / std_t  # (b, C, S, S)
+        x = x.contiguous(memory_format=layout)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             h = backbone(x)  # (b, D)
             if flip:
@@ -180,16 +191,17 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
         sizes and channels chosen by the size rule where the config leaves them None."""
         cfg = self.config or ImageEncoderConfig()
         device = resolve_device(self.device)
-        backbone = cfg.backbone
-        if backbone == "auto":
-            backbone = "resnet18" if device.type == "cuda" else "small_cnn"
         survey = None
         if cfg.input_size is None or cfg.channels is None:
             survey = survey_images(images)
         input_size = cfg.input_size or input_size_for(survey.side, device.type)
+        backbone = cfg.backbone
+        if backbone == "auto":
+            backbone = backbone_for(input_size, device.type)
         return dataclasses.replace(
             cfg,
             backbone=backbone,
+            width=cfg.width or width_for(device.type),
             input_size=input_size,
             train_size=cfg.train_size or view_size_for(input_size, backbone),
             channels=cfg.channels or survey.channels,

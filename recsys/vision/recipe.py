@@ -11,6 +11,10 @@ the device. One rule serves `recsys train-images`, `recsys train`'s image stage,
   input size matches object scale (FixRes [Touvron et al. 2019]), and smaller views train
   about twice as fast. A ViT's position embeddings fix one size, so it trains at the input size.
 * **channels**: colour (3) when any sampled image has colour, else grayscale (1).
+* **backbone** (``auto``): small_cnn on a CPU; on a GPU ResNet-18 from ``RESNET_MIN_SIZE``
+  (64 px) up, small_cnn below it: on 28 px Fashion-MNIST small_cnn beat ResNet-18 on the GPU
+  in the same 5 minutes (kNN 0.916 against 0.900, benchmarks/RESULTS.md).
+* **width** of small_cnn: 32 on a CPU (epochs are what a CPU is short of), 64 on a GPU.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ CPU_MAX_SIZE = 64  # px; small_cnn trained at 60-90 images/s on 44 px views, 2 s
 GPU_MAX_SIZE = 224  # px; the usual ImageNet resolution
 MIN_SIZE = 16  # px; small_cnn's last stage is 1/4 of the input
 VIEW_SCALE = 0.7  # view side / input side; 20/28 scored best on Fashion-MNIST
+RESNET_MIN_SIZE = 64  # px; on a GPU, ResNet-18 from this input size up, small_cnn below
+CPU_WIDTH, GPU_WIDTH = 32, 64  # small_cnn base width (vectors of 8 x width dimensions)
 _GRAY_MODES = ("L", "LA", "1", "I", "I;16", "F")
 
 
@@ -82,3 +88,15 @@ def view_size_for(input_size: int, backbone: str) -> int:
     if backbone == "vit_tiny":
         return input_size
     return max(8, 4 * round(VIEW_SCALE * input_size / 4))
+
+
+def backbone_for(input_size: int, device_type: str) -> str:
+    """The ``auto`` backbone for ``input_size`` px inputs on ``cpu`` or ``cuda``."""
+    if device_type == "cuda" and input_size >= RESNET_MIN_SIZE:
+        return "resnet18"
+    return "small_cnn"
+
+
+def width_for(device_type: str) -> int:
+    """small_cnn's base width on ``cpu`` or ``cuda``."""
+    return GPU_WIDTH if device_type == "cuda" else CPU_WIDTH
