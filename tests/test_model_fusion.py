@@ -244,3 +244,54 @@ def test_attribute_filters_survive_a_save_and_match_any_wanted_value(tmp_path):
     assert rows({"brand": "unknown"}) == []
     with pytest.raises(ValueError, match="filterable: in_stock, \\['brand', 'tags'\\]"):
         filters.mask({"colour": "red"})
+
+
+def test_a_collaborative_model_weaker_than_popularity_stops_diluting_it():
+    # Shoppers pick items by a global long-tail popularity and nothing else, a few events each:
+    # ALS can only fit noise, so the weights stage must let popularity rank.
+    import pandas as pd
+
+    from recsys.model.data import CatalogData
+    from recsys.model.protocol import build_task, rank, score
+    from recsys.model.split import temporal_split
+
+    rng = np.random.default_rng(0)
+    n_items, n_users, per_user = 2000, 1500, 6
+    popularity = 1.0 / np.arange(1, n_items + 1) ** 1.1
+    liked = rng.choice(n_items, size=(n_users, per_user), p=popularity / popularity.sum())
+    interactions = pd.DataFrame(
+        {
+            "user_id": np.repeat([f"u{u}" for u in range(n_users)], per_user),
+            "item_id": [f"i{k}" for k in liked.ravel()],
+            "event": "view",
+            "weight": 1.0,
+            "timestamp": pd.Timestamp("2024-01-01")
+            + pd.to_timedelta(np.tile(np.arange(per_user), n_users), unit="h"),
+        }
+    ).drop_duplicates(["user_id", "item_id"])
+    items = pd.DataFrame({"item_id": [f"i{k}" for k in range(n_items)], "in_stock": True})
+    train, test = temporal_split(interactions, 0.2)
+    part = CatalogData(items.assign(title=None, image_path=None), {}, train)
+    task = build_task(train, test, items["item_id"].to_numpy(dtype=str))
+    fitted = fit_in_memory(part, TrainConfig(cf=CFConfig(factors=32, regularization=0.01)))
+    users = list(fitted.cf.user_ids_)
+
+    class Scores:
+        def __init__(self, scores):
+            self.scores = scores
+
+    fused = Scores(
+        lambda ids: (
+            fitted.fused.user_vectors_[[users.index(u) for u in ids]] @ fitted.fused.item_vectors_.T
+        )
+    )
+    counts = np.bincount(
+        items["item_id"].pipe(pd.Index).get_indexer(train["item_id"]), minlength=n_items
+    ).astype(np.float32)
+    popular = Scores(lambda ids: np.tile(counts, (len(ids), 1)))
+
+    def recall(model):
+        return score(rank(model, task, 10), task, (10,), ())["overall"]["recall@10"]
+
+    assert fitted.fused.weights_["popularity"] >= 1.0
+    assert recall(fused) >= recall(popular) - 0.005

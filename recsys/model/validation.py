@@ -283,14 +283,15 @@ def _better(found: Scored, current: Scored, z: float) -> bool:
 
 
 def _grid_search(evaluate, blocks: dict[str, int], config: TrainConfig) -> WeightChoice:
-    """Block weights by coordinate ascent from cf alone (cf fixed at 1, cold items at the
-    config's scale): per block, the best candidate replaces the current weight when it is
+    """Block weights by coordinate ascent from cf alone (cf 1, cold items at the config's
+    scale): per block, cf last, the best candidate replaces the current weight when it is
     significantly better; then, with ``search_cold``, cold items' multipliers."""
     grid = config.grid
     options = {"tabular": grid.tabular, "image": grid.image, "popularity": grid.popularity}
     options = {name: values for name, values in options.items() if name in blocks}
+    options["cf"] = grid.cf  # last: only once the other blocks hold what they can
     cold_scale = {b: config.fusion.cold_scale.get(b, 1.0) for b in blocks}
-    start = {"cf": 1.0, **dict.fromkeys(options, 0.0)}
+    start = {**dict.fromkeys(options, 0.0), "cf": 1.0}
     weights, current = _ascend(
         lambda w: evaluate(w, cold_scale), start, options, grid.significance, grid.rounds
     )
