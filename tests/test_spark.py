@@ -12,7 +12,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from click.testing import CliRunner
 
+from recsys.catalog import connect, migrate
+from recsys.cli import cli
 from recsys.engines import spark as spark_engine
 from recsys.engines.events import EXPORT_FILE, export_interactions, read_events
 from recsys.errors import InvalidInput
@@ -41,7 +44,8 @@ needs_spark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def spark():
-    session = spark_engine.session("local[2]", {"spark.sql.shuffle.partitions": "2"})
+    conf = {"spark.sql.shuffle.partitions": "2", "spark.ui.enabled": "false"}
+    session = spark_engine.session("local[2]", conf)
     yield session
     session.stop()
 
@@ -130,22 +134,30 @@ def test_no_java_names_what_to_install(monkeypatch):
         spark_engine.require_spark()
 
 
-def test_no_pyspark_names_what_to_install(monkeypatch, run_cli):
+def test_no_pyspark_names_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "pyspark", None)  # import pyspark -> ImportError
     with pytest.raises(spark_engine.SparkUnavailable, match=r'pip install -e "\.\[spark\]"'):
         spark_engine.require_spark()
-    failed = run_cli("train", "--cf-engine", "spark", "--quiet", expect_exit=2)
-    assert 'pip install -e ".[spark]"' in failed.output
-    bpr = run_cli("train", "--cf-engine", "spark", "--model", "bpr", expect_exit=2)
-    assert "MLlib has no BPR" in bpr.output
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    failed = CliRunner().invoke(cli, ["--database-url", url, "train", "--cf-engine", "spark"])
+    assert failed.exit_code == 2 and 'pip install -e ".[spark]"' in failed.output
+    bpr = CliRunner().invoke(
+        cli, ["--database-url", url, "train", "--cf-engine", "spark", "--model", "bpr"]
+    )
+    assert bpr.exit_code == 2 and "MLlib has no BPR" in bpr.output
 
 
 # -- ALS on a local[2] session ----------------------------------------------------------------
-@needs_spark
-def test_spark_als_learns_the_taste_clusters_and_folds_in_its_own_users(spark):
+@pytest.fixture(scope="module")
+def spark_model(spark):
     data = toy_catalog()
-    config = CFConfig(engine="spark", factors=8, iterations=8, regularization=0.5)
-    model = CollaborativeModel(config).fit(data.interactions, data.items["item_id"])
+    config = CFConfig(engine="spark", factors=8, iterations=5, regularization=0.5, alpha=2.0)
+    return CollaborativeModel(config).fit(data.interactions, data.items["item_id"])
+
+
+@needs_spark
+def test_spark_als_learns_the_taste_clusters(spark_model):
+    model = spark_model
     assert model.device_ == "spark" and model.user_factors_.shape == (16, 8)
     scores = model.user_factors_ @ model.item_factors_.T  # (U, I)
     top = model.item_ids_[np.argsort(-scores, axis=1)[:, :5]]
@@ -157,13 +169,11 @@ def test_spark_als_learns_the_taste_clusters_and_folds_in_its_own_users(spark):
 
 
 @needs_spark
-def test_fold_in_solves_mllibs_user_step(spark):
+def test_fold_in_solves_mllibs_user_step(spark_model):
     """MLlib's last step solves every user against the final item factors, with confidence
     1 + alpha w and regularisation lambda' n_u: the mapping fold-in uses, so folding in a
     user's own row gives back that user's factors."""
-    data = toy_catalog()
-    config = CFConfig(engine="spark", factors=8, iterations=5, regularization=0.5, alpha=2.0)
-    model = CollaborativeModel(config).fit(data.interactions, data.items["item_id"])
+    model = spark_model
     for user in ("u4", "u11"):
         row = model.user_items_[model.user_rows(user)[0]]
         folded = model.fold_in(model.item_ids_[row.indices], row.data)
@@ -173,7 +183,9 @@ def test_fold_in_solves_mllibs_user_step(spark):
 
 @needs_spark
 @pytest.mark.slow
-def test_a_spark_bundle_trained_on_exported_events_loads_and_answers(spark, engine, tmp_path):
+def test_a_spark_bundle_trained_on_exported_events_loads_and_answers(spark, tmp_path):
+    engine = connect(f"sqlite:///{tmp_path / 'catalog.db'}")  # one backend: Spark is the point
+    migrate.upgrade(engine)
     populate(engine)
     out = tmp_path / "events"
     summary = export_interactions(engine, out)

@@ -129,11 +129,11 @@ def train(
         neighbours=neighbours,
         activate=not no_activate,
     )
-    engine = connect_current(settings.database_url)
-    if cf_engine == "spark":  # started before the catalog is read: a missing Java fails fast
+    if cf_engine == "spark":  # started first: a missing Java fails before any work
         from recsys.engines.spark import session
 
         session(settings.spark_master)
+    engine = connect_current(settings.database_url)
     result = run_training(
         engine,
         settings.artifacts_dir,
