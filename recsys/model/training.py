@@ -117,7 +117,10 @@ def train(
             if ray_address and image_encoder_factory is None:
                 from recsys.engines.ray_train import ray_image_factory
 
-                image_encoder_factory = ray_image_factory(config.image, ray_address, show_progress)
+                storage = Path(artifacts_dir).resolve() / "ray"  # shared on a cluster
+                image_encoder_factory = ray_image_factory(
+                    config.image, ray_address, storage, show_progress
+                )
             image_block(content, data, config, device, show_progress, image_encoder_factory)
         with stage("tabular"):
             tabular_block(content, data, config)
