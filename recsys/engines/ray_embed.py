@@ -84,7 +84,8 @@ def embed_files(
     ray.data.DataContext.get_current().enable_progress_bars = False
     cfg = encoder.config_
     device = "cuda" if resources.gpus_per_worker > 0 else "cpu"
-    dim = len(encoder.transform(np.zeros((1, cfg.channels, 8, 8), np.uint8))[0])
+    blank = np.zeros((1, cfg.channels, cfg.input_size, cfg.input_size), np.uint8)
+    dim = encoder.transform(blank).shape[1]
     ds = _path_dataset(ray, paths).map_batches(
         decode_batch,
         fn_kwargs={"size": cfg.input_size, "channels": cfg.channels},

@@ -57,7 +57,8 @@ class RayImageEncoder(ImageEncoder):
 
     ``config.train.lr`` is the learning rate of one worker's ``batch_size``; the run uses
     ``lr x workers`` (see the module docstring). ``storage``: where Ray Train keeps
-    checkpoints [default: ``model_dir``/ray, else Ray's own default].
+    checkpoints [default: ``model_dir``/ray, else Ray's own default]; with a ``model_dir``
+    the run is named so that fitting again resumes it, without one each fit is a new run.
     """
 
     def __init__(
@@ -130,10 +131,10 @@ class RayImageEncoder(ImageEncoder):
 
     def _run_names(self) -> dict:
         """Ray Train's storage and run name: fixed per model folder, so a rerun resumes."""
-        if self.storage or self.model_dir:
+        if self.model_dir:
             storage = self.storage or str(Path(self.model_dir, "ray").resolve())
             return {"storage_path": storage, "name": "train-images"}
-        return {"name": f"train-images-{time.strftime('%Y%m%d-%H%M%S')}"}
+        return {"storage_path": self.storage, "name": f"images-{time.strftime('%Y%m%d-%H%M%S')}"}
 
     def transform(self, images: ImageInput, batch_size: int = 1024) -> np.ndarray:
         """Image files are embedded on Ray Data; arrays in this process."""
@@ -146,13 +147,14 @@ class RayImageEncoder(ImageEncoder):
         return embed_files(self, list(images), res, batch_size, self.show_progress)
 
 
-def ray_image_factory(image, address: str, show_progress: bool = False):
+def ray_image_factory(image, address: str, storage: Path, show_progress: bool = False):
     """``recsys train``'s image stage on Ray: a factory of ``RayImageEncoder`` for the
-    ``ImageConfig`` ``image``, with ``RayResources.for_cluster()``."""
+    ``ImageConfig`` ``image``, with ``RayResources.for_cluster()``; Ray Train's checkpoints
+    go to a new run under ``storage`` (the artifacts folder's ``ray``)."""
 
     def factory() -> RayImageEncoder:
         return RayImageEncoder(image.encoder_config(), "cpu", show_progress=show_progress,
-                               address=address)  # fmt: skip
+                               address=address, storage=str(storage))  # fmt: skip
 
     return factory
 
