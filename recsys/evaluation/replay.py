@@ -23,6 +23,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -38,8 +39,9 @@ from recsys.model.split import sample_users, split_interactions
 
 log = logging.getLogger(__name__)
 
-# Times a request is sent again after its connection dropped or timed out.
+# Times a request is sent again after its connection dropped or timed out, and after a 429.
 RETRIES = 2
+RATE_WAITS = 30
 
 
 @dataclass(frozen=True)
@@ -78,10 +80,7 @@ class ServiceClient:
         payload = None if body is None else json.dumps(body)
         for attempt in range(RETRIES + 1):
             try:
-                self._connection.request(method, self._prefix + path, payload, self._headers)
-                response = self._connection.getresponse()
-                data = response.read()
-                return response.status, json.loads(data) if data else {}
+                return self._send(method, path, payload)
             except (OSError, http.client.HTTPException) as exc:
                 self._connection.close()
                 if attempt == RETRIES:
@@ -90,6 +89,25 @@ class ServiceClient:
                     ) from exc
                 log.warning("%s %s: %s; retrying", method, path, exc)
         return 0, {}  # not reached: the last attempt returns or raises
+
+    def _send(self, method: str, path: str, payload: str | None) -> tuple[int, dict]:
+        """One request; a 429 (the service's write limit) waits its Retry-After and is sent
+        again, ``RATE_WAITS`` times at most."""
+        for _ in range(RATE_WAITS):
+            self._connection.request(method, self._prefix + path, payload, self._headers)
+            response = self._connection.getresponse()
+            data = response.read()
+            if response.status != 429:
+                break
+            wait = float(response.getheader("Retry-After") or 1)
+            log.warning(
+                "%s %s: rate limited; waiting %.0f s (raise the service's limit)",
+                method,
+                path,
+                wait,
+            )
+            time.sleep(min(wait, 60.0))
+        return response.status, json.loads(data) if data else {}
 
     def get(self, path: str) -> dict:
         status, body = self.request("GET", path)
