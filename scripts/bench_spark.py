@@ -40,10 +40,11 @@ MB = 2**20
 
 
 class PeakMemory:
-    """Peak RSS (MB) of this process and its children, polled every 0.2 s."""
+    """Peak RSS (MB) of this process (``own``) and with its children (``peak``: Spark's JVM),
+    polled every 0.2 s."""
 
     def __enter__(self) -> PeakMemory:
-        self.peak, self._stop = 0.0, threading.Event()
+        self.own, self.peak, self._stop = 0.0, 0.0, threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
         return self
@@ -52,10 +53,11 @@ class PeakMemory:
         me = psutil.Process()
         while not self._stop.wait(0.2):
             try:
-                rss = sum(p.memory_info().rss for p in [me, *me.children(recursive=True)])
+                own = me.memory_info().rss
+                rss = own + sum(p.memory_info().rss for p in me.children(recursive=True))
             except psutil.Error:
                 continue
-            self.peak = max(self.peak, rss / MB)
+            self.own, self.peak = max(self.own, own / MB), max(self.peak, rss / MB)
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
@@ -131,7 +133,8 @@ def fit_times(workdir: Path, size: str, iterations: int) -> dict:
             start = time.perf_counter()
             CollaborativeModel(config).fit(events, item_ids)
             row[f"{engine}_seconds"] = round(time.perf_counter() - start, 1)
-        row[f"{engine}_peak_mb"] = round(memory.peak)
+        row[f"{engine}_python_peak_mb"] = round(memory.own)
+        row[f"{engine}_peak_mb"] = round(memory.peak)  # with the JVM (idle for implicit)
         print(f"size {size}: {row}", file=sys.stderr, flush=True)
     return row
 
@@ -139,31 +142,33 @@ def fit_times(workdir: Path, size: str, iterations: int) -> dict:
 def tables(report: dict) -> str:
     lines = []
     if "quality" in report:
-        q = report["quality"]
         lines += [
-            "| ALS engine | warm recall@10 | cold recall@10 | fused fit (s) | weights |",
-            "| --- | ---: | ---: | ---: | --- |",
+            "| seed | ALS engine | warm recall@10 | cold recall@10 | fused fit (s) | weights |",
+            "| --- | --- | ---: | ---: | ---: | --- |",
         ]
-        for engine in ENGINES:
-            r = q[engine]
-            lines.append(
-                f"| {engine} | {r['recall@10']:.4f} | {r['cold_recall@10']:.4f} "
-                f"| {r['fit_seconds']} | {r['weights']} |"
-            )
-        warm = q["spark"]["recall@10"] - q["implicit"]["recall@10"]
-        cold = q["spark"]["cold_recall@10"] - q["implicit"]["cold_recall@10"]
-        lines += [f"\nspark - implicit: warm {warm:+.4f}, cold {cold:+.4f}\n"]
+        gaps = []
+        for seed, q in report["quality"].items():
+            for engine in ENGINES:
+                r = q[engine]
+                lines.append(
+                    f"| {seed} | {engine} | {r['recall@10']:.4f} | {r['cold_recall@10']:.4f} "
+                    f"| {r['fit_seconds']} | {r['weights']} |"
+                )
+            gaps.append([q["spark"][m] - q["implicit"][m] for m in ("recall@10", "cold_recall@10")])
+        warm, cold = np.mean(gaps, axis=0)
+        lines += [f"\nspark - implicit, mean over seeds: warm {warm:+.4f}, cold {cold:+.4f}\n"]
     if report.get("sizes"):
         lines += [
             "| size | events | users / items | read events | implicit fit | implicit peak RSS "
-            "| Spark fit | Spark peak RSS (with JVM) |",
+            "| Spark fit | Spark peak RSS: Python / with the JVM |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for size, r in report["sizes"].items():
             lines.append(
                 f"| {size} | {r['events']:,} | {r['users']:,} / {r['items']:,} "
-                f"| {r['read_seconds']} s | {r['implicit_seconds']} s | {r['implicit_peak_mb']} MB "
-                f"| {r['spark_seconds']} s | {r['spark_peak_mb']} MB |"
+                f"| {r['read_seconds']} s | {r['implicit_seconds']} s "
+                f"| {r['implicit_python_peak_mb']} MB | {r['spark_seconds']} s "
+                f"| {r['spark_python_peak_mb']} / {r['spark_peak_mb']} MB |"
             )
     return "\n".join(lines)
 
@@ -180,9 +185,17 @@ def tables(report: dict) -> str:
 )
 @click.option("--master", default="local[2]", show_default=True, help="Spark master.")
 @click.option("--driver-memory", default="8g", show_default=True, help="spark.driver.memory.")
-@click.option("--seed", default=0, show_default=True, help="Split and ALS seed (quality).")
+@click.option(
+    "--seed",
+    "seeds",
+    multiple=True,
+    type=int,
+    default=[0],
+    show_default=True,
+    help="ALS (and fused model) seed of the quality runs; repeatable.",
+)
 @click.option("--iterations", default=15, show_default=True, help="ALS iterations (sizes).")
-def main(movielens, sizes, workdir, master, driver_memory, seed, iterations) -> None:
+def main(movielens, sizes, workdir, master, driver_memory, seeds, iterations) -> None:
     """implicit vs MLlib ALS: quality parity on MovieLens, fit time and memory at scale."""
     from recsys.engines.spark import session
 
@@ -190,7 +203,7 @@ def main(movielens, sizes, workdir, master, driver_memory, seed, iterations) -> 
     spark = session(master, {"spark.driver.memory": driver_memory})
     report: dict = {"master": spark.sparkContext.master, "spark": spark.version}
     if movielens:
-        report["quality"] = quality(movielens, seed)
+        report["quality"] = {f"seed {s}": quality(movielens, s) for s in seeds}
     report["sizes"] = {size: fit_times(workdir, size, iterations) for size in sizes}
     report["load_average"] = {"before": load_before, "after": os.getloadavg()}
     print(json.dumps(report, indent=2))
