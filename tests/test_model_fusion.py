@@ -277,6 +277,8 @@ def test_a_collaborative_model_weaker_than_popularity_stops_diluting_it():
     users = list(fitted.cf.user_ids_)
 
     class Scores:
+        name = "scores"
+
         def __init__(self, scores):
             self.scores = scores
 

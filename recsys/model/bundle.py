@@ -48,7 +48,9 @@ from recsys.model.recommender import ItemFilters, Recommender
 log = logging.getLogger(__name__)
 
 # 2: item vectors hold unweighted blocks, queries carry the weights (surfaces).
-FORMAT_VERSION = 4  # 3: filters as mapped arrays; 4: the CF matrix as three mapped arrays
+# 3: filters as mapped arrays; 4: the CF matrix as three mapped arrays; 5: the cold-item
+# predictor (cold_coef.npy, cold_intercept.npy), which new items' vectors need
+FORMAT_VERSION = 5
 MANIFEST = "manifest.json"
 # In a bundle renamed into place but not registered yet; holds the catalog's identity.
 UNREGISTERED = "UNREGISTERED"

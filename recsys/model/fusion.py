@@ -159,6 +159,7 @@ class FusedModel(BaseEstimator):
         n_items = len(cf.item_ids_) if cf is not None else n_items
         self.cold_ = np.ones(n_items, dtype=bool)
         self.cf_scales_ = (1.0, 1.0)
+        self.cold_predictor_ = None  # (coef, intercept) of content -> [cf | popularity]
         item_blocks: dict[str, np.ndarray] = dict(content)
         user_blocks: dict[str, np.ndarray] = {}
         if cf is not None:
@@ -187,27 +188,62 @@ class FusedModel(BaseEstimator):
         return (items / item_scale).astype(np.float32), (users / user_scale).astype(np.float32)
 
     def _predict_cold(self, item_blocks, content, tokens, config: FusionConfig) -> None:
-        """Fit content -> [cf | popularity] on warm items; fill in cold items' blocks."""
+        """Fit content -> [cf | popularity] on warm items; fill in cold items' blocks. The
+        fitted map is kept (``cold_predictor_``): items added later get their blocks from it
+        exactly as these cold items did (``cold_item_blocks``)."""
+        self.cold_predictor_ = None
         warm = ~self.cold_
-        if not content or warm.sum() < 2 or not self.cold_.any():
+        if not content or warm.sum() < 2:
             return
         targets = np.hstack([item_blocks["cf"], item_blocks["popularity"]])
+        features = _cold_features(content, tokens)
         if tokens is None:
-            features = np.hstack([content[b] for b in CONTENT_BLOCKS if b in content])
             ridge = Ridge(alpha=config.content_alpha).fit(features[warm], targets[warm])
-            predicted = ridge.predict(features[self.cold_]).astype(np.float32)
+            coef, intercept = ridge.coef_.T, ridge.intercept_
         else:
-            # the tokens stand for the tabular block; other content blocks join them densely
-            others = [content[b] for b in CONTENT_BLOCKS if b in content and b != "tabular"]
-            features = sp.hstack([tokens, *others], format="csr", dtype=np.float32)
             # Fitted on centred targets, predicted without the mean: an item its tokens say
             # little about sits near 0 (it waits for interactions), not at the mean item, which
             # every user's feed would rank high; among cold items the order is the same.
             coef, _ = sparse_ridge(features[warm], targets[warm], config.content_alpha)
-            predicted = np.asarray(features[self.cold_] @ coef, dtype=np.float32)
-        item_blocks["cf"][self.cold_] = predicted[:, :-1]
-        item_blocks["popularity"][self.cold_, 0] = np.clip(predicted[:, -1], 0.0, 1.0)
-        log.info("predicted collaborative blocks of %d cold items", int(self.cold_.sum()))
+            intercept = np.zeros(targets.shape[1])
+        self.cold_predictor_ = (coef.astype(np.float32), intercept.astype(np.float32))
+        if self.cold_.any():
+            predicted = self._predict(features[self.cold_])
+            item_blocks["cf"][self.cold_] = predicted[:, :-1]
+            item_blocks["popularity"][self.cold_, 0] = np.clip(predicted[:, -1], 0.0, 1.0)
+            log.info("predicted collaborative blocks of %d cold items", int(self.cold_.sum()))
+
+    def _predict(self, features) -> np.ndarray:
+        """(n, cf dims + 1) predicted [cf | popularity] of content ``features``."""
+        coef, intercept = self.cold_predictor_
+        return (np.asarray(features @ coef, dtype=np.float32) + intercept).astype(np.float32)
+
+    def cold_item_blocks(
+        self, content: dict[str, np.ndarray], tokens: sp.spmatrix | None = None
+    ) -> dict[str, np.ndarray]:
+        """The unweighted item blocks of items this model was not fitted on (new or changed
+        listings), made exactly as fitting made those of items without interactions: content
+        blocks L2-normalised, cf and popularity predicted from the content (0 when the model
+        has no predictor). ``content``: block -> (n, d) as ``fit`` took it; ``tokens``: their
+        sparse tokens (n, F) when ``fit`` had tokens."""
+        check_is_fitted(self, "layout_")
+        dims = self.layout_.dims
+        content = {k: normalize_rows(v) for k, v in content.items() if k in dims}
+        n = len(next(iter(content.values()))) if content else tokens.shape[0]
+        blocks = dict(content)
+        if "cf" in dims:
+            predictor = getattr(self, "cold_predictor_", None)
+            predicted = np.zeros((n, dims["cf"] + 1), dtype=np.float32)
+            if predictor is not None and content:
+                predicted = self._predict(_cold_features(content, tokens))
+            blocks["cf"] = predicted[:, :-1]
+            blocks["popularity"] = np.clip(predicted[:, -1:], 0.0, 1.0)
+        return blocks
+
+    def cold_item_vectors(self, content: dict[str, np.ndarray], tokens=None) -> np.ndarray:
+        """(n, dim) fused vectors of items this model was not fitted on, as ``item_vectors_``
+        holds those of its cold items (``cold_scale_`` applied)."""
+        return fuse(self.cold_item_blocks(content, tokens), self.cold_scale_, self.layout_)
 
     def set_weights(
         self,
@@ -278,6 +314,10 @@ class FusedModel(BaseEstimator):
         check_is_fitted(self, "layout_")
         directory = Path(directory)
         np.save(directory / "cold_items.npy", self.cold_, allow_pickle=False)
+        predictor = getattr(self, "cold_predictor_", None)
+        if predictor is not None:
+            np.save(directory / "cold_coef.npy", predictor[0], allow_pickle=False)
+            np.save(directory / "cold_intercept.npy", predictor[1], allow_pickle=False)
         for prefix, blocks in (("item", self.item_blocks_), ("user", self.user_blocks_)):
             for name, block in blocks.items():
                 np.save(directory / f"{prefix}_block_{name}.npy", block, allow_pickle=False)
@@ -308,6 +348,12 @@ class FusedModel(BaseEstimator):
         fused.layout_ = Layout(dict(state["layout"]))
         fused.cold_ = np.load(directory / "cold_items.npy", allow_pickle=False)
         fused.cf_scales_ = tuple(state["cf_scales"])
+        fused.cold_predictor_ = None
+        if (directory / "cold_coef.npy").exists():
+            fused.cold_predictor_ = (
+                mapped(directory / "cold_coef.npy"),
+                np.load(directory / "cold_intercept.npy", allow_pickle=False),
+            )
         fused.item_blocks_, fused.user_blocks_ = blocks("item"), blocks("user")
         fused.item_vectors_ = None  # fused by set_weights, unless the bundle holds them
         if (directory / "item_vectors.npy").exists():
@@ -318,6 +364,15 @@ class FusedModel(BaseEstimator):
     @property
     def has_cf(self) -> bool:
         return "cf" in self.user_blocks_
+
+
+def _cold_features(content: dict[str, np.ndarray], tokens: sp.spmatrix | None):
+    """What cold items' blocks are predicted from: the sparse tokens (standing for the
+    tabular block) beside the other content blocks, or the dense content blocks."""
+    if tokens is None:
+        return np.hstack([content[b] for b in CONTENT_BLOCKS if b in content])
+    others = [content[b] for b in CONTENT_BLOCKS if b in content and b != "tabular"]
+    return sp.hstack([tokens, *others], format="csr", dtype=np.float32)
 
 
 def _profiles(user_items: sp.csr_matrix, content: dict[str, np.ndarray]) -> dict:
