@@ -28,6 +28,10 @@ COMMANDS = {
     "recommend": ("recsys.commands.train:recommend", "Top-k items for users (active bundle)."),
     "similar": ("recsys.commands.train:similar", "Items like the given items (active bundle)."),
     "evaluate": ("recsys.commands.evaluate:evaluate", "Compare the model with baselines, offline."),
+    "catalog": (
+        "recsys.commands.catalog:command",
+        "Catalog health: duplicate listings, outliers, clusters, few-label tags.",
+    ),
     "bundles": ("recsys.commands.bundles:command", "List model bundles; activate one (rollback)."),
     "keys": ("recsys.commands.keys:command", "Create, list or revoke API keys for the service."),
     "serve": ("recsys.commands.serve:serve", "Serve the HTTP API and web page (development)."),
