@@ -1,0 +1,97 @@
+"""Clusters of the catalog: k-means on the item vectors, a choice of k, each cluster's medoid.
+
+    clusters = Clusterer(ClusterConfig(k=10)).fit(vectors)
+    clusters.labels_     # (N,) cluster per item
+    clusters.medoids_    # (k,) row of the item nearest each centroid (a cluster's face)
+    clusters.k_scores_   # {k: silhouette} when k was chosen
+
+Spherical k-means (unit vectors, cosine) with FAISS, ``n_init`` restarts, the lowest
+inertia kept. Without a given k, each k of ``k_candidates`` is fitted and scored by the
+silhouette [Rousseeuw 1987] of a random sample; the best one is refitted on everything.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.metrics import silhouette_score
+from tqdm import tqdm
+
+from recsys.catalog_intel.neighbours import as_unit_vectors
+from recsys.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    # Number of clusters; None = the best silhouette among k_candidates.
+    k: int | None = None
+    k_candidates: tuple[int, ...] = (2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32)
+    # Items the silhouette of each candidate k is computed on.
+    silhouette_sample: int = 5000
+    n_init: int = 3
+    iterations: int = 25
+    seed: int = 0
+
+
+def _kmeans(unit: np.ndarray, k: int, cfg: ClusterConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(centroids (k, D), labels (N,)) of spherical k-means."""
+    km = faiss.Kmeans(
+        unit.shape[1],
+        k,
+        niter=cfg.iterations,
+        nredo=cfg.n_init,
+        spherical=True,
+        seed=cfg.seed,
+        max_points_per_centroid=max(256, len(unit) // k + 1),
+    )
+    km.train(unit)
+    _, labels = km.index.search(unit, 1)  # (N, 1)
+    return km.centroids, labels[:, 0]
+
+
+def medoids(unit: np.ndarray, centroids: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(k,) row of each cluster's item most similar to its centroid (-1 for an empty one)."""
+    sims = np.einsum("nd,nd->n", unit, centroids[labels])  # (N,)
+    order = np.lexsort((-sims, labels))  # by cluster, best first
+    first = np.unique(labels[order], return_index=True)
+    out = np.full(len(centroids), -1, np.int64)
+    out[first[0]] = order[first[1]]
+    return out
+
+
+class Clusterer(BaseEstimator):
+    def __init__(self, config: ClusterConfig | None = None, show_progress: bool = False):
+        self.config = config
+        self.show_progress = show_progress
+
+    def fit(self, vectors) -> Clusterer:
+        cfg = self.config or ClusterConfig()
+        unit = as_unit_vectors(vectors)
+        self.k_scores_ = {} if cfg.k is not None else self._score_ks(unit, cfg)
+        k = cfg.k if cfg.k is not None else max(self.k_scores_, key=self.k_scores_.get)
+        if not 1 <= k <= len(unit):
+            raise InvalidInput(f"k must be between 1 and the {len(unit)} items, got {k}")
+        self.k_ = int(k)
+        self.centroids_, self.labels_ = _kmeans(unit, self.k_, cfg)
+        self.sizes_ = np.bincount(self.labels_, minlength=self.k_)
+        self.medoids_ = medoids(unit, self.centroids_, self.labels_)
+        return self
+
+    def _score_ks(self, unit: np.ndarray, cfg: ClusterConfig) -> dict[int, float]:
+        rng = np.random.default_rng(cfg.seed)
+        sample = rng.choice(len(unit), min(cfg.silhouette_sample, len(unit)), replace=False)
+        candidates = [k for k in cfg.k_candidates if 2 <= k < len(sample)]
+        if not candidates:
+            raise InvalidInput("too few items to choose k; pass k (--k) explicitly")
+        scores = {}
+        for k in tqdm(candidates, desc="choosing k", disable=not self.show_progress):
+            _, labels = _kmeans(unit, k, cfg)
+            scores[k] = float(silhouette_score(unit[sample], labels[sample], metric="cosine"))
+        log.info("silhouette by k: %s", {k: round(s, 4) for k, s in scores.items()})
+        return scores

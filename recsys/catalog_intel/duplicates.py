@@ -1,0 +1,141 @@
+"""Near-duplicate listings: pairs above a similarity threshold, grouped into duplicate sets.
+
+    finder = DuplicateFinder().fit(vectors, copy_similarities=self_copy_sims)
+    finder.pairs_      # DuplicatePairs: rows i < j and their cosine, most similar first
+    finder.set_of_     # (N,) duplicate-set number per item, -1 for items with no duplicate
+
+Pairs come from one FAISS range search (``recsys.catalog_intel.neighbours.pairs_above``);
+sets are the connected components of the pair graph. The threshold is either given or
+calibrated without labels (``calibrate_threshold``) from two samples the catalog itself
+provides: the similarity of items to an edited copy of themselves (``realistic_edits``; what
+a duplicate looks like) and every item's similarity to its nearest other item (mostly
+lookalikes, since duplicates are rare).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse.csgraph import connected_components
+from sklearn.base import BaseEstimator
+
+from recsys.catalog_intel.neighbours import as_unit_vectors, knn, pairs_above
+from recsys.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DuplicateConfig:
+    # Cosine similarity from which a pair is a duplicate; None = calibrated (needs
+    # copy_similarities in fit).
+    threshold: float | None = None
+    # Calibration: share of edited self-copies the threshold must still catch.
+    recall: float = 0.9
+    # Calibration: at most this share of items may have their nearest neighbour above the
+    # threshold (a catalog is mostly distinct products).
+    max_flag_rate: float = 0.05
+
+
+@dataclass(frozen=True)
+class Calibration:
+    threshold: float
+    copy_quantile: float  # the recall quantile of the self-copy similarities
+    neighbour_quantile: float  # the (1 - max_flag_rate) quantile of nearest-neighbour sims
+
+
+def calibrate_threshold(
+    copy_similarities: np.ndarray, neighbour_similarities: np.ndarray, cfg: DuplicateConfig
+) -> Calibration:
+    """A label-free threshold: the higher of "catches ``recall`` of the edited self-copies"
+    and "flags at most ``max_flag_rate`` of the items' nearest pairs".
+
+    The second keeps lookalike products out where they are as close as edited copies; the
+    returned ``Calibration`` shows which of the two decided."""
+    copies = np.asarray(copy_similarities, np.float64)
+    if copies.ndim != 1 or len(copies) < 10:
+        raise InvalidInput("copy_similarities needs at least 10 values (edit a larger sample)")
+    q_copy = float(np.quantile(copies, 1 - cfg.recall))
+    q_nn = float(np.quantile(neighbour_similarities, 1 - cfg.max_flag_rate))
+    return Calibration(max(q_copy, q_nn), q_copy, q_nn)
+
+
+@dataclass(frozen=True)
+class DuplicatePairs:
+    left: np.ndarray  # (P,) rows
+    right: np.ndarray  # (P,) rows, left < right
+    similarity: np.ndarray  # (P,) cosine, descending
+
+
+class DuplicateFinder(BaseEstimator):
+    """Duplicate pairs and sets of a catalog's vectors (sklearn-style; ``fit`` returns self)."""
+
+    def __init__(self, config: DuplicateConfig | None = None, show_progress: bool = False):
+        self.config = config
+        self.show_progress = show_progress
+
+    def fit(self, vectors, copy_similarities: np.ndarray | None = None) -> DuplicateFinder:
+        cfg = self.config or DuplicateConfig()
+        unit = as_unit_vectors(vectors)
+        self.calibration_ = None
+        if cfg.threshold is not None:
+            self.threshold_ = float(cfg.threshold)
+        elif copy_similarities is None:
+            raise InvalidInput(
+                "no duplicate threshold: pass copy_similarities (self_copy_similarities) "
+                "to calibrate one, or set DuplicateConfig(threshold=...) / --threshold"
+            )
+        else:
+            nn_sims, _ = knn(unit, 1, self.show_progress, "nearest neighbours")
+            self.calibration_ = calibrate_threshold(copy_similarities, nn_sims[:, 0], cfg)
+            self.threshold_ = self.calibration_.threshold
+        left, right, sims = pairs_above(unit, self.threshold_, self.show_progress)
+        order = np.argsort(-sims, kind="stable")
+        self.pairs_ = DuplicatePairs(left[order], right[order], sims[order])
+        self.set_of_ = duplicate_sets(len(unit), left, right)
+        log.info(
+            "%d duplicate pairs in %d sets at cosine >= %.4f",
+            len(sims),
+            self.set_of_.max() + 1,
+            self.threshold_,
+        )
+        return self
+
+    def sets(self) -> list[np.ndarray]:
+        """Rows of each duplicate set, largest set first."""
+        rows = np.flatnonzero(self.set_of_ >= 0)
+        groups = np.split(rows[np.argsort(self.set_of_[rows], kind="stable")], _bounds(self))
+        return sorted(groups, key=len, reverse=True)
+
+
+def _bounds(finder: DuplicateFinder) -> np.ndarray:
+    counts = np.bincount(finder.set_of_[finder.set_of_ >= 0])
+    return np.cumsum(counts)[:-1]
+
+
+def duplicate_sets(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """(n,) set number per item (connected components of the pairs), -1 when alone."""
+    graph = sparse.csr_matrix((np.ones(len(left)), (left, right)), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    size = np.bincount(component)
+    in_set = size[component] > 1
+    out = np.full(n, -1, np.int64)
+    out[in_set] = np.unique(component[in_set], return_inverse=True)[1]
+    return out
+
+
+def self_copy_similarities(
+    embed, images: np.ndarray, sample: int = 1000, seed: int = 0
+) -> np.ndarray:
+    """Cosine between each of ``sample`` images and a realistic edit of it, both through
+    ``embed`` (a callable: uint8 images -> (N, D) vectors). What a duplicate looks like."""
+    from recsys.catalog_intel.edits import realistic_edits
+
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(images), size=min(sample, len(images)), replace=False)
+    originals = as_unit_vectors(embed(images[rows]), "embedded originals")
+    copies = as_unit_vectors(embed(realistic_edits(images[rows], seed=seed)), "embedded copies")
+    return np.einsum("nd,nd->n", originals, copies)

@@ -1,0 +1,64 @@
+"""Outlier scores: how far each item is from its k-th nearest other item.
+
+    scorer = OutlierScorer().fit(vectors)
+    scorer.scores_    # (N,) 1 - cosine to the k-th neighbour; higher = more unusual
+    scorer.flagged_   # (N,) bool, the items above threshold_
+
+Expected false-positive rate: ``threshold_`` is the (1 - false_positive_rate) quantile of the
+catalog's own scores, so ``false_positive_rate`` x N items are flagged. When a share c of the
+catalog are true outliers and the score ranks them first, the share of ordinary items
+flagged is (fpr - c) / (1 - c) <= fpr; it reaches fpr only when the score misses every
+outlier. No labels are needed, and none are assumed.
+
+k defaults to 2% of the catalog (at least 10): a wrong photo uploaded for a whole batch of
+listings makes a small group of near-identical odd items, which a small k would call
+ordinary (they are each other's neighbours); with k above the group's size they stand out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+from recsys.catalog_intel.neighbours import as_unit_vectors, knn
+from recsys.errors import InvalidInput
+
+
+@dataclass(frozen=True)
+class OutlierConfig:
+    # Neighbour rank the score reads; None = max(10, k_share x N).
+    k: int | None = None
+    k_share: float = 0.02
+    # Share of the catalog flagged (see the module docstring for what it means).
+    false_positive_rate: float = 0.01
+
+
+class OutlierScorer(BaseEstimator):
+    """Distance to the k-th neighbour [Ramaswamy et al. 2000] with a quantile threshold."""
+
+    def __init__(self, config: OutlierConfig | None = None, show_progress: bool = False):
+        self.config = config
+        self.show_progress = show_progress
+
+    def fit(self, vectors) -> OutlierScorer:
+        cfg = self.config or OutlierConfig()
+        if not 0 < cfg.false_positive_rate < 1:
+            raise InvalidInput(
+                f"false_positive_rate must be in (0, 1), got {cfg.false_positive_rate}"
+            )
+        unit = as_unit_vectors(vectors)
+        k = cfg.k or max(10, round(cfg.k_share * len(unit)))
+        if k < 1:
+            raise InvalidInput(f"k must be >= 1, got {k}")
+        self.k_ = min(k, len(unit) - 1)
+        sims, _ = knn(unit, self.k_, self.show_progress, "outlier scores")
+        self.scores_ = (1.0 - sims[:, -1]).astype(np.float32)  # (N,)
+        self.threshold_ = float(np.quantile(self.scores_, 1 - cfg.false_positive_rate))
+        self.flagged_ = self.scores_ > self.threshold_
+        return self
+
+    def top(self, n: int) -> np.ndarray:
+        """Rows of the ``n`` highest scores, highest first."""
+        return np.argsort(-self.scores_, kind="stable")[:n]

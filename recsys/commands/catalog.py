@@ -1,0 +1,327 @@
+"""`recsys catalog`: catalog health from item vectors (duplicates, outliers, clusters, tags).
+
+Vectors are the active bundle's item vectors, or ``--vectors FILE.npy`` with its item ids
+(``--items``: a CSV with an item_id column or one id per line; default: the FILE.ids.txt that
+`recsys embed-images` writes beside it). Results go to stdout or ``--out`` as CSV or JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+import pandas as pd
+
+from recsys.errors import InvalidInput
+from recsys.settings import Settings
+
+_FORMATS = ("csv", "json")
+
+
+def _source_options(command):
+    """--vectors, --items, --out, --format and --progress, shared by every subcommand."""
+    options = [
+        click.option(
+            "--vectors",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="Item vectors, .npy (N, D) [default: the active bundle's item vectors].",
+        ),
+        click.option(
+            "--items",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="Ids of --vectors' rows: CSV with item_id, or one id per line "
+            "[default: VECTORS with .ids.txt, as embed-images writes].",
+        ),
+        click.option(
+            "--out",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Write here (.csv or .json) [default: CSV on stdout].",
+        ),
+        click.option(
+            "--format",
+            "fmt",
+            type=click.Choice(_FORMATS),
+            help="Output format [default: from --out's suffix, else csv].",
+        ),
+        click.option("--progress/--no-progress", default=True, show_default=True),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def read_ids(path: Path) -> np.ndarray:
+    """Item ids from a CSV with an item_id column, or a text file with one id per line."""
+    if path.suffix.lower() == ".csv":
+        table = pd.read_csv(path, dtype=str)
+        if "item_id" not in table.columns:
+            raise InvalidInput(f"{path} has no item_id column; add one, or pass ids one a line")
+        return table["item_id"].to_numpy(dtype=str)
+    return np.array([line.strip() for line in path.read_text().splitlines() if line.strip()])
+
+
+def load_vectors(settings: Settings, vectors: Path | None, items: Path | None):
+    """(item ids (N,), vectors (N, D)) from --vectors/--items or the active bundle."""
+    if vectors is None:
+        from recsys.catalog.db import connect_current
+        from recsys.model.bundle import active_bundle
+
+        folder = Path(active_bundle(connect_current(settings.database_url)).path)
+        ids = np.load(folder / "item_ids.npy", allow_pickle=False).astype(str)
+        return ids, np.load(folder / "item_vectors.npy", allow_pickle=False)
+    matrix = np.load(vectors, allow_pickle=False)
+    items = items or vectors.with_suffix(".ids.txt")
+    if not items.is_file():
+        raise InvalidInput(f"--vectors {vectors} needs --items (no {items.name} beside it)")
+    ids = read_ids(items)
+    if matrix.ndim != 2 or len(ids) != len(matrix):
+        raise InvalidInput(
+            f"--vectors has shape {matrix.shape} but --items names {len(ids)} items; "
+            "give the ids file written with these vectors"
+        )
+    return ids, matrix
+
+
+def emit(table: pd.DataFrame, extra: dict, out: Path | None, fmt: str | None) -> None:
+    """The rows as CSV, or rows and ``extra`` as one JSON document; atomically to ``out``."""
+    fmt = fmt or ("json" if out is not None and out.suffix.lower() == ".json" else "csv")
+    if fmt == "json":
+        text = json.dumps({**extra, "rows": table.to_dict(orient="records")}, indent=1) + "\n"
+    else:
+        text = table.to_csv(index=False)
+    if out is None:
+        sys.stdout.write(text)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(out)
+    click.echo(f"wrote {len(table)} rows to {out}", err=True)
+
+
+@click.group("catalog")
+def command() -> None:
+    """Catalog health from the item vectors: duplicate listings, outliers, clusters, tags.
+
+    \b
+    Examples:
+      recsys catalog duplicates --images items.csv --out dups.csv
+      recsys catalog outliers --fpr 0.01 --top 50
+      recsys catalog clusters --k 12 --out clusters.json
+      recsys catalog tag --labels few_labels.csv --method propagation --out tags.csv
+    """
+
+
+@command.command("duplicates")
+@_source_options
+@click.option(
+    "--threshold",
+    type=click.FloatRange(-1, 1),
+    help="Cosine from which a pair is a duplicate [default: calibrated from edited copies of "
+    "the items' images; needs --images].",
+)
+@click.option(
+    "--images",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="CSV item_id,image: describe these images for copy detection (instead of --vectors) "
+    "and calibrate the threshold on edited copies of them.",
+)
+@click.option("--images-root", type=click.Path(exists=True, file_okay=False), help="Of --images.")
+@click.option(
+    "--encoder",
+    type=click.Path(exists=True, file_okay=False),
+    help="With --images: an image encoder (train-images) instead of the copy descriptor.",
+)
+@click.option(
+    "--recall",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.9,
+    show_default=True,
+    help="Calibration: share of edited self-copies the threshold must catch.",
+)
+@click.pass_obj
+def duplicates(settings: Settings, **opts) -> None:
+    """Pairs of items above a similarity threshold, grouped into duplicate sets.
+
+    One row per pair: set, item_a, item_b, similarity (most similar first). With --images the
+    items' photos are described by the copy-detection descriptor (or --encoder) and the
+    threshold is calibrated without labels, from each item's similarity to an edited copy of
+    its own photo (crop, JPEG, brightness, shift) and to its nearest other item.
+    """
+    from recsys.catalog_intel import DuplicateConfig, DuplicateFinder
+    from recsys.catalog_intel.duplicates import self_copy_similarities
+
+    cfg = DuplicateConfig(threshold=opts["threshold"], recall=opts["recall"])
+    copy_sims = None
+    if opts["images"] is not None:
+        ids, images = _images(opts)
+        embed = _embedder(opts, images)
+        vectors = embed(images)
+        if cfg.threshold is None:
+            copy_sims = self_copy_similarities(embed, images)
+    else:
+        ids, vectors = load_vectors(settings, opts["vectors"], opts["items"])
+    finder = DuplicateFinder(cfg, show_progress=opts["progress"]).fit(vectors, copy_sims)
+    pairs = finder.pairs_
+    table = pd.DataFrame(
+        {
+            "set": finder.set_of_[pairs.left],
+            "item_a": ids[pairs.left],
+            "item_b": ids[pairs.right],
+            "similarity": np.round(pairs.similarity, 6),
+        }
+    )
+    sets = [ids[rows].tolist() for rows in finder.sets()]
+    extra = {"threshold": finder.threshold_, "sets": sets}
+    if finder.calibration_ is not None:
+        extra["calibration"] = vars(finder.calibration_)
+    click.echo(
+        f"{len(table)} pairs in {len(sets)} sets at cosine >= {finder.threshold_:.4f}", err=True
+    )
+    emit(table, extra, opts["out"], opts["fmt"])
+
+
+def _images(opts: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, uint8 (N, S, S) grayscale at 64 px) of the --images CSV."""
+    from recsys.vision.cache import decoded_images
+    from recsys.vision.data import read_items_csv
+
+    ids, paths = read_items_csv(opts["images"], opts["images_root"] or opts["images"].parent)
+    data = decoded_images(paths, 64, 1, show_progress=opts["progress"])  # (N, 1, 64, 64)
+    return np.asarray(ids, dtype=str), data[:, 0].numpy()
+
+
+def _embedder(opts: dict, images: np.ndarray):
+    """images -> vectors: the --encoder's, else the copy descriptor centred on ``images``."""
+    if opts["encoder"]:
+        from recsys.vision import ImageEncoder
+
+        encoder = ImageEncoder.load(opts["encoder"])
+        return lambda batch: encoder.transform(batch)
+    from recsys.catalog_intel.copy_descriptor import center, copy_descriptors
+
+    mean = copy_descriptors(images, show_progress=opts["progress"]).mean(axis=0)
+    return lambda batch: center(copy_descriptors(batch), mean)
+
+
+@command.command("outliers")
+@_source_options
+@click.option(
+    "--fpr",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.01,
+    show_default=True,
+    help="Share of the catalog flagged; at most about this share of ordinary items is flagged.",
+)
+@click.option(
+    "--k",
+    type=click.IntRange(min=1),
+    help="Neighbour rank of the score [default: 2%% of the items, at least 10].",
+)
+@click.option("--top", type=click.IntRange(min=1), help="Only the N most unusual items.")
+@click.pass_obj
+def outliers(settings: Settings, **opts) -> None:
+    """Each item's outlier score (1 - cosine to its k-th nearest item), most unusual first.
+
+    Columns: item_id, score, flagged (score above the (1 - fpr) quantile of all scores).
+    """
+    from recsys.catalog_intel import OutlierConfig, OutlierScorer
+
+    ids, vectors = load_vectors(settings, opts["vectors"], opts["items"])
+    cfg = OutlierConfig(k=opts["k"], false_positive_rate=opts["fpr"])
+    scorer = OutlierScorer(cfg, show_progress=opts["progress"]).fit(vectors)
+    order = scorer.top(opts["top"] or len(ids))
+    table = pd.DataFrame(
+        {
+            "item_id": ids[order],
+            "score": np.round(scorer.scores_[order], 6),
+            "flagged": scorer.flagged_[order],
+        }
+    )
+    extra = {"k": scorer.k_, "threshold": scorer.threshold_, "fpr": opts["fpr"]}
+    emit(table, extra, opts["out"], opts["fmt"])
+
+
+@command.command("clusters")
+@_source_options
+@click.option(
+    "--k",
+    type=click.IntRange(min=2),
+    help="Number of clusters [default: the best silhouette among 4..32].",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.pass_obj
+def clusters(settings: Settings, **opts) -> None:
+    """K-means clusters of the catalog; each cluster's medoid (its most typical item).
+
+    Columns: item_id, cluster, medoid (true for the item that represents its cluster).
+    """
+    from recsys.catalog_intel import ClusterConfig, Clusterer
+
+    ids, vectors = load_vectors(settings, opts["vectors"], opts["items"])
+    cfg = ClusterConfig(k=opts["k"], seed=opts["seed"])
+    fitted = Clusterer(cfg, show_progress=opts["progress"]).fit(vectors)
+    is_medoid = np.zeros(len(ids), bool)
+    is_medoid[fitted.medoids_[fitted.medoids_ >= 0]] = True
+    table = pd.DataFrame({"item_id": ids, "cluster": fitted.labels_, "medoid": is_medoid})
+    extra = {
+        "k": fitted.k_,
+        "silhouette_by_k": {str(k): v for k, v in fitted.k_scores_.items()},
+        "clusters": [
+            {"cluster": c, "size": int(fitted.sizes_[c]), "medoid": str(ids[m])}
+            for c, m in enumerate(fitted.medoids_)
+            if m >= 0
+        ],
+    }
+    click.echo(f"k = {fitted.k_}; sizes {fitted.sizes_.tolist()}", err=True)
+    emit(table, extra, opts["out"], opts["fmt"])
+
+
+@command.command("tag")
+@_source_options
+@click.option(
+    "--labels",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="CSV item_id,label for a few items (a handful per label is enough to start).",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["linear", "propagation"]),
+    default="linear",
+    show_default=True,
+    help="linear: logistic regression on the labelled vectors; propagation: label spreading "
+    "over the nearest-neighbour graph of all items.",
+)
+@click.pass_obj
+def tag(settings: Settings, **opts) -> None:
+    """Predict a label for every item from a few labelled ones, with a confidence each.
+
+    Columns: item_id, label, confidence (probability of that label), given (labelled input).
+    """
+    from recsys.catalog_intel import TagConfig, Tagger
+
+    ids, vectors = load_vectors(settings, opts["vectors"], opts["items"])
+    labels = pd.read_csv(opts["labels"], dtype=str)
+    if not {"item_id", "label"} <= set(labels.columns):
+        raise InvalidInput(f"--labels {opts['labels']} needs columns item_id,label")
+    known = labels.drop_duplicates("item_id").set_index("item_id")["label"]
+    per_item = known.reindex(ids).to_numpy(dtype=object)
+    unknown = len(known) - int(pd.notna(per_item).sum())
+    if unknown:
+        click.echo(f"{unknown} labelled item ids are not among the vectors' items", err=True)
+    tagger = Tagger(TagConfig(method=opts["method"]), show_progress=opts["progress"])
+    tagger.fit(vectors, per_item)
+    table = pd.DataFrame(
+        {
+            "item_id": ids,
+            "label": tagger.predictions_,
+            "confidence": np.round(tagger.confidence_, 4),
+            "given": tagger.labelled_,
+        }
+    )
+    emit(table, {"method": opts["method"], "labels": tagger.classes_.tolist()}, opts["out"],
+         opts["fmt"])  # fmt: skip
