@@ -21,14 +21,14 @@ from recsys.catalog.db import require_current_schema
 from recsys.catalog.reads import CardCache
 from recsys.serving import ModelHolder
 from recsys.settings import Settings
-from services import api, auth, errors, limits, ops, web
+from services import api, auth, catalog_health, errors, limits, ops, web
 from services.context import ServiceContext
 from services.metrics import Metrics
 from services.metrics import init_app as init_metrics
 
 log = logging.getLogger(__name__)
 
-BLUEPRINTS = (api.bp, ops.bp, web.bp)
+BLUEPRINTS = (api.bp, ops.bp, web.bp, catalog_health.bp)
 
 DEFAULTS = {
     # Largest upload (visual search photos, JSON bodies), bytes; larger requests get a 413.
