@@ -49,6 +49,7 @@ def _kmeans(unit: np.ndarray, k: int, cfg: ClusterConfig) -> tuple[np.ndarray, n
         spherical=True,
         seed=cfg.seed,
         max_points_per_centroid=max(256, len(unit) // k + 1),
+        min_points_per_centroid=1,
     )
     km.train(unit)
     _, labels = km.index.search(unit, 1)  # (N, 1)

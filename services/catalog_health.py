@@ -1,0 +1,257 @@
+"""Catalog health for the shop's operators: duplicate listings, outliers, a cluster map.
+
+Admin-scoped JSON endpoints under ``/v1/admin/catalog/`` over the served bundle's item
+vectors (``recsys.catalog_intel``), and the page ``/catalog`` (``static/catalog.html``) that
+shows them with the items' photos. Each answer is computed once per (bundle version,
+parameters) in a process and kept, so re-opening the page costs nothing; a new bundle
+computes afresh.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+
+import numpy as np
+from flask import Blueprint, current_app
+from pydantic import BaseModel, Field
+
+from recsys.catalog_intel import (
+    ClusterConfig,
+    Clusterer,
+    DuplicateConfig,
+    DuplicateFinder,
+    OutlierConfig,
+    OutlierScorer,
+)
+from recsys.scopes import ADMIN
+from services.context import card, context
+from services.contract import endpoint
+from services.errors import ApiError
+from services.schemas import Item, QueryFloat, QueryInt
+
+bp = Blueprint("catalog_health", __name__)
+
+MAX_SETS = 200
+MAX_OUTLIERS = 200
+MAX_MAP_POINTS = 2000
+# The outlier score's neighbour rank is capped here so a large catalog answers in seconds.
+MAX_OUTLIER_K = 100
+
+
+class DuplicatesQuery(BaseModel):
+    threshold: QueryFloat = Field(
+        0.95, ge=-1, le=1, description="Cosine of the served vectors from which items pair up"
+    )
+    limit: QueryInt = Field(50, ge=1, le=MAX_SETS, description="Largest sets shown")
+
+
+class OutliersQuery(BaseModel):
+    top: QueryInt = Field(24, ge=1, le=MAX_OUTLIERS, description="Most unusual items shown")
+    fpr: QueryFloat = Field(
+        0.01, gt=0, lt=1, description="Share of the catalog flagged (expected false positives)"
+    )
+
+
+class ClustersQuery(BaseModel):
+    k: QueryInt = Field(None, ge=2, le=64, description="Clusters; default: best silhouette")
+    members: QueryInt = Field(12, ge=1, le=48, description="Items listed per cluster")
+
+
+class ScoredItem(Item):
+    score: float
+
+
+class DuplicateSet(BaseModel):
+    items: list[Item]
+    similarity: float = Field(description="Highest cosine between two of its items")
+
+
+class Duplicates(BaseModel):
+    """Duplicate listings, largest set first"""
+
+    model_version: str
+    threshold: float
+    total_sets: int
+    sets: list[DuplicateSet]
+
+
+class Outliers(BaseModel):
+    """Items least like the rest of the catalog, most unusual first"""
+
+    model_version: str
+    k: int
+    threshold: float = Field(description="Scores above it are flagged")
+    flagged: int
+    items: list[ScoredItem]
+
+
+class Cluster(BaseModel):
+    cluster: int
+    size: int
+    medoid: Item
+    members: list[Item]
+
+
+class MapPoint(BaseModel):
+    item_id: str
+    x: float
+    y: float
+    cluster: int
+
+
+class Clusters(BaseModel):
+    """K-means clusters of the catalog with their medoids, and a 2-D map of the items"""
+
+    model_version: str
+    k: int
+    clusters: list[Cluster]
+    points: list[MapPoint] = Field(description="A sample of items on the vectors' 2 main axes")
+
+
+class _Results:
+    """Answers by (model version, task, parameters); the few latest kept."""
+
+    def __init__(self, size: int = 16):
+        self.lock = threading.Lock()
+        self.size = size
+        self.kept: OrderedDict[tuple, BaseModel] = OrderedDict()
+
+    def get(self, key: tuple, compute: Callable[[], BaseModel]) -> BaseModel:
+        with self.lock:  # one computation at a time per process; they are minutes at most
+            if key not in self.kept:
+                self.kept[key] = compute()
+                while len(self.kept) > self.size:
+                    self.kept.popitem(last=False)
+            self.kept.move_to_end(key)
+            return self.kept[key]
+
+
+def _results() -> _Results:
+    return current_app.extensions.setdefault("catalog_health", _Results())
+
+
+def _served():
+    """(version, item ids (N,), item vectors (N, D)) of the served bundle, or a 503."""
+    holder = context().holder
+    if not holder.ready:
+        raise ApiError(503, "model_not_ready", "no model bundle loaded; run `recsys train`")
+    state = holder.state
+    recommender = state.recommender
+    if len(recommender.item_ids) < 3:
+        raise ApiError(409, "too_few_items", "catalog health needs at least 3 items")
+    return state.version, recommender.item_ids, recommender.fused.item_vectors_
+
+
+def _cards(ids) -> list[Item]:
+    ids = [str(i) for i in ids]
+    found = context().cards.cards(ids)
+    return [Item(**card(i, found.get(i))) for i in ids]
+
+
+@bp.get("/v1/admin/catalog/duplicates")
+@endpoint(
+    query=DuplicatesQuery, responses={200: Duplicates}, errors=(401, 403, 409, 503), scope=ADMIN
+)
+def duplicates(query: DuplicatesQuery) -> Duplicates:
+    """Duplicate listings: sets of items whose vectors are above the threshold"""
+    version, ids, vectors = _served()
+
+    def compute() -> Duplicates:
+        finder = DuplicateFinder(DuplicateConfig(threshold=query.threshold)).fit(vectors)
+        pairs = finder.pairs_
+        best = np.zeros(len(ids), np.float32)
+        np.maximum.at(best, pairs.left, pairs.similarity)
+        sets = finder.sets()
+        shown = [
+            DuplicateSet(items=_cards(ids[rows]), similarity=round(float(best[rows].max()), 6))
+            for rows in sets[: query.limit]
+        ]
+        return Duplicates(
+            model_version=version, threshold=finder.threshold_, total_sets=len(sets), sets=shown
+        )
+
+    return _results().get((version, "duplicates", query.threshold, query.limit), compute)
+
+
+@bp.get("/v1/admin/catalog/outliers")
+@endpoint(query=OutliersQuery, responses={200: Outliers}, errors=(401, 403, 409, 503), scope=ADMIN)
+def outliers(query: OutliersQuery) -> Outliers:
+    """Outliers: the items least like the others (a wrong photo, an odd product)"""
+    version, ids, vectors = _served()
+
+    def compute() -> Outliers:
+        k = min(max(10, round(0.02 * len(ids))), MAX_OUTLIER_K, len(ids) - 1)
+        scorer = OutlierScorer(OutlierConfig(k=k, false_positive_rate=query.fpr)).fit(vectors)
+        top = scorer.top(query.top)
+        items = [
+            ScoredItem(**item.model_dump(), score=round(float(scorer.scores_[row]), 6))
+            for item, row in zip(_cards(ids[top]), top, strict=True)
+        ]
+        return Outliers(
+            model_version=version,
+            k=scorer.k_,
+            threshold=scorer.threshold_,
+            flagged=int(scorer.flagged_.sum()),
+            items=items,
+        )
+
+    return _results().get((version, "outliers", query.top, query.fpr), compute)
+
+
+@bp.get("/v1/admin/catalog/clusters")
+@endpoint(query=ClustersQuery, responses={200: Clusters}, errors=(401, 403, 409, 503), scope=ADMIN)
+def clusters(query: ClustersQuery) -> Clusters:
+    """Clusters: k-means groups of the catalog, their medoids and a map of the items"""
+    version, ids, vectors = _served()
+
+    def compute() -> Clusters:
+        k = query.k if query.k is None else min(query.k, len(ids))
+        fitted = Clusterer(ClusterConfig(k=k)).fit(vectors)
+        groups = []
+        for c, medoid in enumerate(fitted.medoids_):
+            if medoid < 0:
+                continue
+            members = np.flatnonzero(fitted.labels_ == c)[: query.members]
+            medoid_card, *member_cards = _cards([ids[medoid], *ids[members]])
+            groups.append(
+                Cluster(
+                    cluster=c, size=int(fitted.sizes_[c]), medoid=medoid_card, members=member_cards
+                )
+            )
+        return Clusters(
+            model_version=version,
+            k=fitted.k_,
+            clusters=groups,
+            points=_map(ids, vectors, fitted.labels_),
+        )
+
+    return _results().get((version, "clusters", query.k, query.members), compute)
+
+
+def _map(ids: np.ndarray, vectors: np.ndarray, labels: np.ndarray) -> list[MapPoint]:
+    """A seeded sample of items at their coordinates on the vectors' two principal axes."""
+    rows = np.arange(len(ids))
+    if len(rows) > MAX_MAP_POINTS:
+        rows = np.sort(np.random.default_rng(0).choice(rows, MAX_MAP_POINTS, replace=False))
+    x = np.asarray(vectors[rows], np.float64)
+    x = x - x.mean(axis=0)
+    _, _, axes = np.linalg.svd(x, full_matrices=False)  # (D', D)
+    xy = x @ axes[:2].T if len(axes) >= 2 else np.c_[x @ axes[:1].T, np.zeros(len(x))]
+    xy /= max(float(np.abs(xy).max()), 1e-12)
+    return [
+        MapPoint(
+            item_id=str(ids[r]),
+            x=round(float(p[0]), 4),
+            y=round(float(p[1]), 4),
+            cluster=int(labels[r]),
+        )
+        for r, p in zip(rows, xy, strict=True)
+    ]
+
+
+@bp.get("/catalog")
+def page():
+    """The catalog-health page (it asks for an admin key and calls the endpoints above)."""
+    return current_app.send_static_file("catalog.html")

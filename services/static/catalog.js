@@ -1,0 +1,135 @@
+// The catalog-health page: duplicate sets, outliers and a cluster map from the admin API
+// (/v1/admin/catalog/*). The admin key stays in this tab's sessionStorage.
+"use strict";
+
+const KEY = "recsys-admin-key";
+const COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+                 "#7f7f7f", "#bcbd22", "#17becf"];
+let clusterData = null;
+
+function el(tag, attrs = {}, ...children) {
+  const svg = ["svg", "circle", "title"].includes(tag);
+  const node = svg ? document.createElementNS("http://www.w3.org/2000/svg", tag)
+                   : document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined) continue;
+    if (key === "text") node.textContent = value;
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function colour(cluster) { return COLOURS[cluster % COLOURS.length]; }
+
+async function admin(path) {
+  const response = await fetch(path, {
+    headers: { Authorization: "Bearer " + sessionStorage.getItem(KEY) } });
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.error ? body.error.message : response.statusText);
+  return body;
+}
+
+function card(item, extra) {
+  const link = el("a", { class: "card", href: "/#/item/" + encodeURIComponent(item.item_id),
+                         "data-testid": "item-card", "data-item-id": item.item_id });
+  if (item.image_url) link.append(el("img", { src: item.image_url, alt: item.title || item.item_id }));
+  link.append(el("div", { class: "title", text: item.title || item.item_id }));
+  if (extra) link.append(el("div", { class: "score", text: extra }));
+  return link;
+}
+
+function showDuplicates(data) {
+  const box = document.getElementById("duplicates");
+  box.replaceChildren();
+  if (!data.sets.length) {
+    box.append(el("p", { class: "muted", text: `No duplicates at cosine ≥ ${data.threshold}.` }));
+    return;
+  }
+  box.append(el("p", { class: "muted",
+    text: `${data.total_sets} set(s) at cosine ≥ ${data.threshold}` }));
+  for (const set of data.sets) {
+    const row = el("div", { class: "dup-set", "data-testid": "duplicate-set" });
+    for (const item of set.items) row.append(card(item));
+    row.append(el("span", { class: "similarity", text: "similarity " + set.similarity.toFixed(3) }));
+    box.append(row);
+  }
+}
+
+function showOutliers(data) {
+  const box = document.getElementById("outliers");
+  box.replaceChildren(...data.items.map((item) => card(item, "score " + item.score.toFixed(3))));
+}
+
+function showClusters(data) {
+  clusterData = data;
+  const map = document.getElementById("map");
+  map.replaceChildren(...data.points.map((p) => {
+    const dot = el("circle", { cx: p.x, cy: -p.y, r: 0.03, fill: colour(p.cluster),
+                               "data-cluster": p.cluster, "data-item-id": p.item_id });
+    dot.append(el("title", { text: `${p.item_id} (cluster ${p.cluster})` }));
+    dot.addEventListener("click", () => selectCluster(p.cluster));
+    return dot;
+  }));
+  const list = el("div", { class: "cluster-list" });
+  for (const c of data.clusters) {
+    const button = el("button", { type: "button", "data-testid": "cluster-button",
+                                  "data-cluster": c.cluster });
+    button.append(el("span", { class: "swatch", style: "background:" + colour(c.cluster) }));
+    if (c.medoid.image_url) button.append(el("img", { src: c.medoid.image_url, alt: "" }));
+    button.append(el("span", { text: `${c.size}` }));
+    button.addEventListener("click", () => selectCluster(c.cluster));
+    list.append(button);
+  }
+  document.getElementById("clusters").replaceChildren(list, el("div", { id: "members" }));
+  if (data.clusters.length) selectCluster(data.clusters[0].cluster);
+}
+
+function selectCluster(cluster) {
+  const c = clusterData.clusters.find((x) => x.cluster === cluster);
+  for (const b of document.querySelectorAll(".cluster-list button"))
+    b.classList.toggle("active", Number(b.dataset.cluster) === cluster);
+  for (const dot of document.querySelectorAll("#map circle"))
+    dot.classList.toggle("active", Number(dot.dataset.cluster) === cluster);
+  const members = el("div", { class: "grid", "data-testid": "cluster-members" },
+                     ...c.members.map((item) => card(item)));
+  document.getElementById("members").replaceChildren(
+    el("p", { text: `Cluster ${cluster}: ${c.size} items; the first is its medoid.` }),
+    el("div", { class: "grid" }, card(c.medoid, "medoid")), el("h3", { text: "Members" }),
+    members);
+}
+
+async function load() {
+  const status = document.getElementById("status");
+  if (!sessionStorage.getItem(KEY)) return;
+  status.className = "notice";
+  status.textContent = "Computing…";
+  try {
+    const threshold = document.getElementById("threshold").value;
+    const [dups, odd, clusters] = await Promise.all([
+      admin("/v1/admin/catalog/duplicates?threshold=" + encodeURIComponent(threshold)),
+      admin("/v1/admin/catalog/outliers?top=24"),
+      admin("/v1/admin/catalog/clusters"),
+    ]);
+    showDuplicates(dups);
+    showOutliers(odd);
+    showClusters(clusters);
+    document.getElementById("model").textContent = "model " + dups.model_version;
+    status.textContent = `${odd.flagged} item(s) flagged as outliers (expected false-positive ` +
+      `rate 1%); ${clusters.k} clusters.`;
+  } catch (error) {
+    status.className = "error";
+    status.textContent = error.message;
+  }
+}
+
+document.getElementById("key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionStorage.setItem(KEY, document.getElementById("key").value);
+  load();
+});
+document.getElementById("dup-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  load();
+});
+load();
