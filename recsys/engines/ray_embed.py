@@ -2,11 +2,14 @@
 
     vectors = embed_files(encoder, paths, RayResources(workers=2))  # (N, D), in paths' order
 
-The pipeline is ``paths -> decode tasks -> encoder actors -> (row, vector)``: decoding is the
-same function the in-process path runs (``recsys.vision.data.decode_into``), each actor loads
-the encoder once (its ``model.pt`` travels with the actor's constructor, so the model needs no
-shared storage; the image files do) and embeds with ``ImageEncoder.transform``, so the vectors
-equal the in-process ones. Rows come back in any order and are put in place by their number.
+With GPUs the pipeline is ``paths -> decode tasks (1 CPU each) -> encoder actors (1 GPU and
+1 CPU each) -> (row, vector)``. On CPUs the actors decode their own blocks (in threads) before
+embedding them: actors holding every core would otherwise leave none to the decode tasks, and
+pixels need not travel between processes. Decoding is the function the in-process path runs
+(``recsys.vision.data.decode_into``); each actor loads the encoder once (its ``model.pt``
+travels with the actor's constructor, so the model needs no shared storage; the image files
+do) and embeds with ``ImageEncoder.transform``, so the vectors equal the in-process ones. Rows
+come back in any order and are put in place by their number.
 """
 
 from __future__ import annotations
@@ -53,7 +56,8 @@ def decode_batch(batch: dict, size: int, channels: int) -> dict:
 
 
 class EncoderActor:
-    """Ray Data actor: loads the encoder once, then embeds batches of decoded pixels."""
+    """Ray Data actor: loads the encoder once, then embeds batches of decoded ``pixels`` (or
+    of ``path``, decoded here first)."""
 
     def __init__(self, model, device: str, threads: int) -> None:
         import torch
@@ -67,6 +71,9 @@ class EncoderActor:
     def __call__(self, batch: dict) -> dict:
         import torch
 
+        if "pixels" not in batch:
+            cfg = self.encoder.config_
+            batch = decode_batch(batch, cfg.input_size, cfg.channels)
         pixels = torch.from_numpy(np.ascontiguousarray(batch["pixels"]))  # (b, C, S, S)
         vectors = self.encoder.transform(pixels, batch_size=len(pixels))  # (b, D)
         return {"row": batch["row"], "vector": vectors}
@@ -86,14 +93,17 @@ def embed_files(
     device = "cuda" if resources.gpus_per_worker > 0 else "cpu"
     blank = np.zeros((1, cfg.channels, cfg.input_size, cfg.input_size), np.uint8)
     dim = encoder.transform(blank).shape[1]
-    ds = _path_dataset(ray, paths).map_batches(
-        decode_batch,
-        fn_kwargs={"size": cfg.input_size, "channels": cfg.channels},
-        batch_size=None,
-        batch_format="numpy",
-        num_cpus=1,
-    )
+    ds = _path_dataset(ray, paths)
     threads = resources.cpus()
+    if resources.gpus_per_worker > 0:  # decode in CPU tasks, feed the GPU actors
+        ds = ds.map_batches(
+            decode_batch,
+            fn_kwargs={"size": cfg.input_size, "channels": cfg.channels},
+            batch_size=None,
+            batch_format="numpy",
+            num_cpus=1,
+        )
+        threads = resources.cpus_per_worker or 1
     vectors = ds.map_batches(
         EncoderActor,
         fn_constructor_kwargs={
