@@ -7,7 +7,9 @@
    evaluation"): the temporal split of ``recsys evaluate`` (seed 0, holdout 0.2), the fused
    model ``recsys train`` builds fitted twice on its training part, once with implicit ALS and
    once with MLlib ALS (``CFConfig.engine`` "spark"), same seed and settings, scored side by
-   side: warm recall@10, cold-item recall@10, fit seconds, and the chosen block weights.
+   side: warm recall@10, cold-item recall@10, fit seconds, and the chosen block weights;
+   then ALS alone on the same split (implicit, implicit given MLlib's confidences, MLlib):
+   where a difference comes from.
 2. **Fit time and memory** (``--sizes``): the collaborative block alone (confidence matrix +
    ALS, ``CollaborativeModel.fit``) on the synthetic long-tail shop of
    ``scripts/bench_scale.py`` (``WORKDIR/SIZE/shop/*.parquet``; prepared here when missing),
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+import pandas as pd
 import psutil
 import pyarrow.parquet as pq
 
@@ -101,6 +104,58 @@ def quality(database_url: str, seed: int) -> dict:
     return results
 
 
+class FactorScores:
+    """A contender for ``recsys.model.protocol.rank``: user x item factor products."""
+
+    def __init__(self, name: str, user_ids, user_factors, item_factors) -> None:
+        self.name, self.users = name, pd.Index(np.asarray(user_ids, dtype=str))
+        self.user_factors, self.item_factors = user_factors, item_factors
+
+    def scores(self, user_ids: np.ndarray) -> np.ndarray:
+        rows = self.users.get_indexer(np.asarray(user_ids, dtype=str))
+        out = self.user_factors[np.maximum(rows, 0)] @ self.item_factors.T  # (U, I)
+        out[rows < 0] = 0.0
+        return out
+
+
+def objectives(database_url: str, seed: int) -> dict:
+    """Where the gap comes from: ALS alone (no fusion) on the same split, warm recall@10 of
+    implicit, of implicit given MLlib's confidences (1 + alpha w instead of alpha w), and of
+    MLlib ALS with the mapping ``recsys.engines.spark.als_params``."""
+    from sqlalchemy import create_engine
+    from threadpoolctl import threadpool_limits
+
+    from recsys.model.cf import CFConfig, CollaborativeModel, implicit_model
+    from recsys.model.data import read_catalog
+    from recsys.model.protocol import build_task, rank, score
+    from recsys.model.split import split_interactions
+
+    data = read_catalog(create_engine(database_url))
+    split = split_interactions(data.interactions, "temporal", 0.2, seed)
+    item_ids = data.items["item_id"].to_numpy(dtype=str)
+    task = build_task(split.train, split.test, item_ids)
+    results = {}
+    with threadpool_limits(1, "blas"):
+        for engine in ENGINES:
+            config = CFConfig(engine=engine, random_state=seed)
+            model = CollaborativeModel(config).fit(split.train, item_ids)
+            contenders = [FactorScores(engine, model.user_ids_, model.user_factors_,
+                                       model.item_factors_)]  # fmt: skip
+            if engine == "implicit":
+                matrix = model.user_items_.copy()
+                matrix.data = (1.0 + config.alpha * matrix.data) / config.alpha
+                als = implicit_model(config)
+                als.fit(matrix, show_progress=False)
+                items = als.item_factors * model.warm_items_[:, None]
+                name = "implicit, confidence 1 + alpha w"
+                contenders.append(FactorScores(name, model.user_ids_, als.user_factors, items))
+            for contender in contenders:
+                scored = score(rank(contender, task, 10), task, (10,), (5, 20))
+                results[contender.name] = round(scored["overall"]["recall@10"], 4)
+    print(f"ALS alone, seed {seed}: {results}", file=sys.stderr, flush=True)
+    return results
+
+
 def shop(workdir: Path, size: str) -> Path:
     """``WORKDIR/SIZE/shop``, prepared with bench_scale.py's command when missing."""
     folder = workdir / size / "shop"
@@ -157,6 +212,13 @@ def tables(report: dict) -> str:
             gaps.append([q["spark"][m] - q["implicit"][m] for m in ("recall@10", "cold_recall@10")])
         warm, cold = np.mean(gaps, axis=0)
         lines += [f"\nspark - implicit, mean over seeds: warm {warm:+.4f}, cold {cold:+.4f}\n"]
+    if "als_alone" in report:
+        names = list(next(iter(report["als_alone"].values())))
+        lines += [f"| ALS alone, warm recall@10 | {' | '.join(names)} |"]
+        lines += ["| --- |" + " ---: |" * len(names)]
+        for seed, r in report["als_alone"].items():
+            lines.append(f"| {seed} | " + " | ".join(f"{r[n]:.4f}" for n in names) + " |")
+        lines.append("")
     if report.get("sizes"):
         lines += [
             "| size | events | users / items | read events | implicit fit | implicit peak RSS "
@@ -195,7 +257,8 @@ def tables(report: dict) -> str:
     help="ALS (and fused model) seed of the quality runs; repeatable.",
 )
 @click.option("--iterations", default=15, show_default=True, help="ALS iterations (sizes).")
-def main(movielens, sizes, workdir, master, driver_memory, seeds, iterations) -> None:
+@click.option("--fused/--no-fused", default=True, help="The fused models (else ALS alone).")
+def main(movielens, sizes, workdir, master, driver_memory, seeds, iterations, fused):
     """implicit vs MLlib ALS: quality parity on MovieLens, fit time and memory at scale."""
     from recsys.engines.spark import session
 
@@ -203,7 +266,9 @@ def main(movielens, sizes, workdir, master, driver_memory, seeds, iterations) ->
     spark = session(master, {"spark.driver.memory": driver_memory})
     report: dict = {"master": spark.sparkContext.master, "spark": spark.version}
     if movielens:
-        report["quality"] = {f"seed {s}": quality(movielens, s) for s in seeds}
+        if fused:
+            report["quality"] = {f"seed {s}": quality(movielens, s) for s in seeds}
+        report["als_alone"] = {f"seed {s}": objectives(movielens, s) for s in seeds}
     report["sizes"] = {size: fit_times(workdir, size, iterations) for size in sizes}
     report["load_average"] = {"before": load_before, "after": os.getloadavg()}
     print(json.dumps(report, indent=2))
