@@ -1,0 +1,260 @@
+"""recsys.catalog_intel: duplicates, outliers, clusters and few-label tags on item vectors.
+
+Fast paths are checked against slow, obvious NumPy references on random inputs; the
+estimators on planted structure a shop would recognise (a re-uploaded photo, an odd batch,
+product families)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import normalized_mutual_info_score
+
+from recsys.catalog_intel import (
+    ClusterConfig,
+    Clusterer,
+    DuplicateConfig,
+    DuplicateFinder,
+    OutlierConfig,
+    OutlierScorer,
+    TagConfig,
+    Tagger,
+)
+from recsys.catalog_intel.copy_descriptor import center, copy_descriptors
+from recsys.catalog_intel.duplicates import (
+    calibrate_threshold,
+    duplicate_sets,
+    self_copy_similarities,
+)
+from recsys.catalog_intel.edits import realistic_edits
+from recsys.catalog_intel.neighbours import as_unit_vectors, knn, pairs_above
+from recsys.errors import InvalidInput
+
+
+def blobs(n_per: int = 60, k: int = 5, dim: int = 16, noise: float = 0.25, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, dim))
+    labels = np.repeat(np.arange(k), n_per)
+    return centres[labels] + noise * rng.normal(size=(len(labels), dim)), labels
+
+
+# --- neighbours against brute force -----------------------------------------------------
+
+
+def test_knn_matches_a_brute_force_reference_and_never_returns_the_item_itself():
+    x = as_unit_vectors(np.random.default_rng(1).normal(size=(300, 8)))
+    sims, rows = knn(x, 5)
+    full = x @ x.T
+    np.fill_diagonal(full, -np.inf)
+    reference = np.argsort(-full, axis=1)[:, :5]
+    assert (rows != np.arange(300)[:, None]).all()
+    np.testing.assert_array_equal(rows, reference)
+    np.testing.assert_allclose(sims, np.take_along_axis(full, reference, 1), atol=1e-5)
+
+
+def test_knn_leaves_the_item_out_when_an_exact_duplicate_ties_with_it():
+    x = as_unit_vectors(np.random.default_rng(2).normal(size=(50, 4)))
+    x[7] = x[3]
+    _, rows = knn(x, 1)
+    assert rows[3, 0] == 7 and rows[7, 0] == 3
+
+
+def test_pairs_above_is_every_pair_over_the_threshold_once():
+    x = as_unit_vectors(np.random.default_rng(3).normal(size=(200, 3)))
+    left, right, sims = pairs_above(x, 0.9)
+    full = x @ x.T
+    i, j = np.nonzero(np.triu(full >= 0.9, k=1))
+    assert sorted(zip(left.tolist(), right.tolist(), strict=True)) == sorted(
+        zip(i.tolist(), j.tolist(), strict=True)
+    )
+    np.testing.assert_allclose(sims, full[left, right], atol=1e-5)
+
+
+def test_vectors_must_be_a_finite_matrix():
+    with pytest.raises(InvalidInput, match="vectors must be an"):
+        OutlierScorer().fit(np.ones(5))
+    with pytest.raises(InvalidInput, match="NaN"):
+        Clusterer(ClusterConfig(k=2)).fit(np.array([[1.0, np.nan], [0.0, 1.0], [1.0, 1.0]]))
+
+
+# --- duplicates ---------------------------------------------------------------------------
+
+
+def test_duplicate_sets_are_connected_components():
+    sets = duplicate_sets(6, np.array([0, 1, 4]), np.array([1, 2, 5]))
+    assert sets[0] == sets[1] == sets[2] != sets[4] == sets[5] and sets[3] == -1
+
+
+def test_planted_reuploads_form_duplicate_sets_and_lookalikes_do_not():
+    x, _ = blobs()
+    rng = np.random.default_rng(4)
+    copies = x[[3, 3, 90]] + 0.01 * rng.normal(size=(3, x.shape[1]))  # two of 3, one of 90
+    finder = DuplicateFinder(DuplicateConfig(threshold=0.999)).fit(np.vstack([x, copies]))
+    sets = [sorted(s.tolist()) for s in finder.sets()]
+    assert sets == [[3, 300, 301], [90, 302]]
+    assert (np.diff(finder.pairs_.similarity) <= 0).all()  # most similar first
+
+
+def test_calibrated_threshold_is_the_stricter_of_copies_and_flag_rate():
+    copies = np.linspace(0.9, 1.0, 101)
+    neighbours = np.linspace(0.0, 0.8, 101)
+    cal = calibrate_threshold(copies, neighbours, DuplicateConfig(recall=0.9, max_flag_rate=0.05))
+    assert cal.threshold == pytest.approx(0.91) == cal.copy_quantile
+    lookalikes = np.linspace(0.0, 0.99, 101)  # lookalikes closer than edits
+    cal = calibrate_threshold(copies, lookalikes, DuplicateConfig(recall=0.9, max_flag_rate=0.05))
+    assert cal.threshold == pytest.approx(np.quantile(lookalikes, 0.95))
+
+
+def test_duplicates_need_a_threshold_or_copy_similarities():
+    x, _ = blobs()
+    with pytest.raises(InvalidInput, match="--threshold"):
+        DuplicateFinder().fit(x)
+
+
+def shapes(n: int, seed: int = 0) -> np.ndarray:
+    """(n, 28, 28) uint8 'product photos': random rectangles and discs on black."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:28, :28]
+    out = np.zeros((n, 28, 28), np.uint8)
+    for i in range(n):
+        for _ in range(3):
+            y, x, h, w = rng.integers(4, 24), rng.integers(4, 24), *rng.integers(2, 8, 2)
+            shade = rng.integers(80, 255)
+            if rng.random() < 0.5:
+                out[i][(abs(yy - y) < h) & (abs(xx - x) < w)] = shade
+            else:
+                out[i][np.hypot(yy - y, xx - x) < h] = shade
+    return out
+
+
+def test_realistic_edits_change_pixels_but_keep_the_photo():
+    images = shapes(20)
+    edited = realistic_edits(images, seed=1)
+    assert edited.shape == images.shape and edited.dtype == np.uint8
+    np.testing.assert_array_equal(edited, realistic_edits(images, seed=1))
+    assert (edited != images).mean() > 0.05
+    a = images.reshape(20, -1).astype(float)
+    b = edited.reshape(20, -1).astype(float)
+    corr = [np.corrcoef(a[i], b[i])[0, 1] for i in range(20)]
+    assert np.median(corr) > 0.6
+
+
+def test_copy_descriptor_finds_the_source_of_an_edited_photo():
+    images = shapes(300, seed=2)
+    copies = realistic_edits(images[:30], seed=3)
+    d = copy_descriptors(np.concatenate([images, copies]))
+    unit = center(d, d[:300].mean(axis=0))
+    _, rows = knn(unit, 1)
+    assert (rows[300:, 0] == np.arange(30)).mean() >= 0.9
+
+
+def test_self_copy_calibration_finds_the_planted_copies_without_labels():
+    images = shapes(300, seed=5)
+    copies = realistic_edits(images[:10], seed=6)
+    catalog = np.concatenate([images, copies])
+    mean = copy_descriptors(images).mean(axis=0)
+
+    def embed(batch):
+        return center(copy_descriptors(batch), mean)
+
+    sims = self_copy_similarities(embed, images, sample=200)
+    finder = DuplicateFinder().fit(embed(catalog), copy_similarities=sims)
+    found = {tuple(sorted(s.tolist())) for s in finder.sets()}
+    planted = {(i, 300 + i) for i in range(10)}
+    assert len(found & planted) >= 8
+    assert len(found) <= 20  # few false sets
+
+
+# --- outliers -----------------------------------------------------------------------------
+
+
+def test_odd_items_score_highest_and_the_flagged_share_is_the_stated_rate():
+    x, _ = blobs(n_per=100)
+    odd = np.random.default_rng(5).normal(size=(5, x.shape[1])) * 3
+    scorer = OutlierScorer(OutlierConfig(false_positive_rate=0.02)).fit(np.vstack([x, odd]))
+    assert set(scorer.top(5)) == set(range(500, 505))
+    assert scorer.flagged_.sum() == pytest.approx(0.02 * 505, abs=1)
+    assert scorer.flagged_[500:].all()
+
+
+def test_a_batch_of_identical_odd_items_is_found_with_the_default_k_not_with_k_1():
+    x, _ = blobs(n_per=100)
+    batch = np.tile(np.random.default_rng(6).normal(size=(1, x.shape[1])) * 3, (6, 1))
+    batch += 0.001 * np.random.default_rng(7).normal(size=batch.shape)
+    data = np.vstack([x, batch])
+    default = OutlierScorer().fit(data)
+    assert default.k_ == 10 and set(default.top(6)) == set(range(500, 506))
+    near = OutlierScorer(OutlierConfig(k=1)).fit(data)
+    assert not set(near.top(6)) & set(range(500, 506))
+
+
+def outlier_reference(x: np.ndarray, k: int) -> np.ndarray:
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sims = unit @ unit.T
+    np.fill_diagonal(sims, -np.inf)
+    return 1 - np.sort(sims, axis=1)[:, -k]
+
+
+def test_outlier_score_matches_the_reference():
+    x = np.random.default_rng(8).normal(size=(120, 6))
+    scorer = OutlierScorer(OutlierConfig(k=7)).fit(x)
+    np.testing.assert_allclose(scorer.scores_, outlier_reference(x, 7), atol=1e-5)
+
+
+# --- clusters -----------------------------------------------------------------------------
+
+
+def test_kmeans_recovers_product_families_and_medoids_are_members_near_the_centre():
+    x, labels = blobs()
+    fitted = Clusterer(ClusterConfig(k=5)).fit(x)
+    assert normalized_mutual_info_score(labels, fitted.labels_) > 0.99
+    assert sorted(fitted.sizes_.tolist()) == [60] * 5
+    unit = as_unit_vectors(x)
+    for c, m in enumerate(fitted.medoids_):
+        members = np.flatnonzero(fitted.labels_ == c)
+        assert m in members
+        sims = unit[members] @ fitted.centroids_[c]
+        assert unit[m] @ fitted.centroids_[c] == pytest.approx(sims.max(), abs=1e-6)
+
+
+def test_k_is_chosen_by_silhouette_when_not_given():
+    x, _ = blobs(k=6, noise=0.15)
+    fitted = Clusterer(ClusterConfig(k_candidates=(3, 4, 5, 6, 8, 10))).fit(x)
+    assert fitted.k_ == 6 and max(fitted.k_scores_, key=fitted.k_scores_.get) == 6
+
+
+# --- few-label tagging --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["linear", "propagation"])
+def test_two_labels_per_family_tag_the_rest(method):
+    x, truth = blobs()
+    names = np.array(["shirt", "shoe", "bag", "dress", "coat"])
+    labels = np.full(len(x), None, dtype=object)
+    given = np.concatenate([np.flatnonzero(truth == c)[:2] for c in range(5)])
+    labels[given] = names[truth[given]]
+    tagger = Tagger(TagConfig(method=method)).fit(x, labels)
+    assert (tagger.predictions_ == names[truth]).mean() > 0.97
+    assert (tagger.confidence_[given] == 1).all() and tagger.labelled_.sum() == 10
+    assert ((tagger.confidence_ > 0) & (tagger.confidence_ <= 1)).all()
+    np.testing.assert_allclose(tagger.probabilities_.sum(axis=1), 1, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["linear", "propagation"])
+def test_confidence_is_lower_where_the_tag_is_wrong(method):
+    x, truth = blobs(n_per=150, k=3, noise=1.2, seed=9)  # overlapping families
+    labels = np.full(len(x), None, dtype=object)
+    given = np.concatenate([np.flatnonzero(truth == c)[:5] for c in range(3)])
+    labels[given] = truth[given].astype(str)
+    tagger = Tagger(TagConfig(method=method)).fit(x, labels)
+    right = tagger.predictions_ == truth.astype(str)
+    assert 0.5 < right.mean() < 1
+    assert tagger.confidence_[~right].mean() < tagger.confidence_[right].mean() - 0.05
+
+
+def test_tagging_needs_two_labels():
+    x, _ = blobs()
+    labels = np.full(len(x), None, dtype=object)
+    labels[:3] = "shirt"
+    with pytest.raises(InvalidInput, match="at least 2 distinct labels"):
+        Tagger().fit(x, labels)
