@@ -193,10 +193,14 @@ class Fused(_UserRows):
         return self
 
     def scores(self, user_ids: np.ndarray) -> np.ndarray:
-        def compute(rows):
-            return self.model_.user_vectors_[rows] @ self.model_.item_vectors_.T
+        model = self.model_
 
-        return _by_rows(self._rows(user_ids), compute, len(self.model_.item_vectors_))
+        def compute(rows):
+            scores = model.user_vectors_[rows] @ model.item_vectors_.T
+            tokens = model.token_scores(model.user_tokens_[rows] if model.has_tokens else None)
+            return scores if tokens is None else scores + tokens
+
+        return _by_rows(self._rows(user_ids), compute, len(model.item_vectors_))
 
     def similar(self, rows: np.ndarray, k: int) -> np.ndarray:
         """(Q, k) item rows most like each query row, the query itself excluded."""

@@ -30,6 +30,9 @@ class WeightGrid:
     image: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0, 3.0)
     popularity: tuple[float, ...] = (0.0, 0.05, 0.2, 0.5, 1.0, 2.0, 5.0, 20.0, 100.0)
     cf: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0)
+    # The feed's exact token term (recsys.model.fusion.TOKENS): the cosine of a user's
+    # attribute and title token profile to an item's tokens.
+    tokens: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0, 3.0)
     # Passes over the blocks (a pass that changes nothing ends the search).
     rounds: int = 2
     # A candidate replaces the current weights only when the validation users' paired mean

@@ -116,11 +116,16 @@ def history_parts(fused, cf, history: History, query: np.ndarray, found: np.ndar
     if "cf" in slices and cf is not None and weights.get("cf", 0.0) and len(history.rows):
         cf_items = items[:, slices["cf"]] / fused.cf_scales_[1]
         per_item += weights["cf"] * _fold_in_parts(cf, history, cf_items, gram)
+    tokens = np.zeros(len(found))
+    if fused.token_weight and len(history.rows):
+        token_parts = _token_parts(fused, history, found)
+        per_item += token_parts
+        tokens = token_parts.sum(axis=0)
     popularity = np.zeros(len(found))
     if "popularity" in slices:
         part = slices["popularity"]
         popularity = np.asarray(query[part], dtype=np.float64) @ items[:, part].T  # (k,)
-    score = items @ np.asarray(query, dtype=np.float64)  # (k,)
+    score = items @ np.asarray(query, dtype=np.float64) + tokens  # (k,) the feed's score
     remainder = score - per_item.sum(axis=0) - popularity
     valid = found >= 0
     return per_item * valid, popularity * valid, remainder * valid
@@ -133,6 +138,19 @@ def _profile_parts(fused, block: str, history: History, items: np.ndarray) -> np
     if norm < 1e-12:
         return np.zeros((len(history.rows), len(items)))
     return history.weights[:, None] * (x @ items.T) / norm
+
+
+def _token_parts(fused, history: History, found: np.ndarray) -> np.ndarray:
+    """(H, k): item j's part of the feed's token term, weight * scale_i *
+    <normalize(sum_j c_j t_j), t_i>, for the listed items ``found``."""
+    x = fused.item_tokens_[history.rows]  # (H, F)
+    norm = np.linalg.norm(np.asarray((sp.csr_matrix(history.weights[None, :]) @ x).toarray()))
+    if norm < 1e-12:
+        return np.zeros((len(history.rows), len(found)))
+    listed = np.maximum(found, 0)
+    cosines = np.asarray((x @ fused.item_tokens_[listed].T).toarray(), dtype=np.float64)
+    scale = np.where(fused.cold_[listed], fused.cold_scale_.get("tokens", 1.0), 1.0)
+    return fused.token_weight * scale * history.weights[:, None] * cosines / norm
 
 
 def item_gram(cf) -> np.ndarray:

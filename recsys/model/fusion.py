@@ -18,6 +18,11 @@ weighted sum of per-block similarities. One index thus serves every weighting: t
 Items without interactions get ``cf`` and ``popularity`` predicted from their content by a
 ridge regression fitted on warm items, scaled by ``cold_scale`` (the confidence in a
 prediction), so they can be recommended and found as similar items.
+
+Feeds add one term the index cannot hold: ``weight_tokens * cold_scale * cosine(user token
+profile, item tokens)`` over the sparse attribute and title tokens (``token_scores``); the
+service takes its candidates from the index and from the tokens, and ranks their union by the
+whole score (``recsys.model.recommender``).
 """
 
 from __future__ import annotations
@@ -39,6 +44,10 @@ log = logging.getLogger(__name__)
 
 BLOCKS = ("cf", "tabular", "image", "popularity")
 CONTENT_BLOCKS = ("tabular", "image")
+# The items' sparse attribute and title tokens, scored exactly beside the index (feeds only):
+# a user's token profile against each item's tokens, a cosine that keeps every seller, brand
+# and word (any dense projection of them loses most of that identity).
+TOKENS = "tokens"
 # Item-to-item surfaces, each with its own block weights: the product page's "more like
 # this" (the default) and "shoppers who viewed this also viewed".
 SURFACES = ("similar", "also")
@@ -162,6 +171,10 @@ class FusedModel(BaseEstimator):
         self.cold_predictor_ = None  # (coef, intercept) of content -> [cf | popularity]
         item_blocks: dict[str, np.ndarray] = dict(content)
         user_blocks: dict[str, np.ndarray] = {}
+        self.item_tokens_ = self.user_tokens_ = None
+        if tokens is not None and tokens.shape[1] and cf is not None:
+            self.item_tokens_ = normalize_rows(tokens)  # (I, F) CSR, unit rows
+            self.user_tokens_ = normalize_rows(cf.user_items_ @ self.item_tokens_)  # (U, F)
         if cf is not None:
             self.cold_ = ~cf.warm_items_
             item_blocks["cf"], user_blocks["cf"] = self._cf_blocks(cf)
@@ -255,13 +268,14 @@ class FusedModel(BaseEstimator):
         weights (default: the feed's, popularity left out)."""
         check_is_fitted(self, "layout_")
         dims = self.layout_.dims
-        self.weights_ = {b: float(weights.get(b, 0.0)) for b in dims}
-        cold_scale = {b: float((cold_scale or {}).get(b, 1.0)) for b in dims}
+        names = [*dims, TOKENS] if self.has_tokens else list(dims)
+        self.weights_ = {b: float(weights.get(b, 0.0)) for b in names}
+        cold_scale = {b: float((cold_scale or {}).get(b, 1.0)) for b in names}
         if self.item_vectors_ is None or cold_scale != self.cold_scale_:
             # Items hold unweighted blocks: only a new cold scale changes them (the weights
             # stage re-weights dozens of times; each item re-fuse costs items x dims).
             self._fuse_items(cold_scale)
-        default = {b: w for b, w in self.weights_.items() if b != "popularity"}
+        default = {b: w for b, w in self.weights_.items() if b in dims and b != "popularity"}
         surfaces = surfaces or {}
         self.surface_weights_ = {
             name: {b: float(surfaces.get(name, default).get(b, 0.0)) for b in dims}
@@ -307,6 +321,33 @@ class FusedModel(BaseEstimator):
             blocks["popularity"] = np.ones((histories.shape[0], 1), dtype=np.float32)
         return fuse(blocks, self.weights_, self.layout_)
 
+    @property
+    def has_tokens(self) -> bool:
+        return getattr(self, "item_tokens_", None) is not None
+
+    @property
+    def token_weight(self) -> float:
+        """The feed's weight of the token term (0 without tokens)."""
+        return self.weights_.get(TOKENS, 0.0) if self.has_tokens else 0.0
+
+    def history_token_profiles(self, histories: sp.csr_matrix) -> sp.csr_matrix | None:
+        """(U, F) token profiles of weighted item histories (U, I), as users' are made."""
+        if not self.has_tokens:
+            return None
+        return normalize_rows(sp.csr_matrix(histories, dtype=np.float32) @ self.item_tokens_)
+
+    def token_scores(self, profiles: sp.csr_matrix | None, rows=None) -> np.ndarray | None:
+        """(U, I) or (U, len(rows)) feed token terms of ``profiles`` (U, F): weight times
+        cold multiplier times cosine; None when the feed gives tokens no weight."""
+        weight = self.token_weight
+        if profiles is None or not weight:
+            return None
+        items = self.item_tokens_ if rows is None else self.item_tokens_[rows]
+        cosine = np.asarray((profiles @ items.T).toarray(), dtype=np.float32)
+        cold = self.cold_ if rows is None else self.cold_[rows]
+        scale = np.where(cold, self.cold_scale_.get(TOKENS, 1.0), 1.0).astype(np.float32)
+        return weight * scale * cosine
+
     # -- persistence ---------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:
         """``fusion.json`` (layout, weights, scales), ``cold_items.npy`` and one ``.npy`` per
@@ -314,6 +355,9 @@ class FusedModel(BaseEstimator):
         check_is_fitted(self, "layout_")
         directory = Path(directory)
         np.save(directory / "cold_items.npy", self.cold_, allow_pickle=False)
+        if self.has_tokens:
+            _save_csr(directory / "item_tokens", self.item_tokens_)
+            _save_csr(directory / "user_tokens", self.user_tokens_)
         predictor = getattr(self, "cold_predictor_", None)
         if predictor is not None:
             np.save(directory / "cold_coef.npy", predictor[0], allow_pickle=False)
@@ -330,6 +374,7 @@ class FusedModel(BaseEstimator):
             "item_blocks": list(self.item_blocks_),
             "user_blocks": list(self.user_blocks_),
             "has_cf": "cf" in self.user_blocks_,
+            "has_tokens": self.has_tokens,
         }
         (directory / "fusion.json").write_text(json.dumps(state, indent=2))
 
@@ -348,6 +393,10 @@ class FusedModel(BaseEstimator):
         fused.layout_ = Layout(dict(state["layout"]))
         fused.cold_ = np.load(directory / "cold_items.npy", allow_pickle=False)
         fused.cf_scales_ = tuple(state["cf_scales"])
+        fused.item_tokens_ = fused.user_tokens_ = None
+        if state.get("has_tokens"):
+            fused.item_tokens_ = _load_csr(directory / "item_tokens")
+            fused.user_tokens_ = _load_csr(directory / "user_tokens")
         fused.cold_predictor_ = None
         if (directory / "cold_coef.npy").exists():
             fused.cold_predictor_ = (
@@ -364,6 +413,19 @@ class FusedModel(BaseEstimator):
     @property
     def has_cf(self) -> bool:
         return "cf" in self.user_blocks_
+
+
+def _save_csr(prefix: Path, matrix: sp.csr_matrix) -> None:
+    """A CSR matrix as ``<prefix>_{data,indices,indptr,shape}.npy`` (mapped on load)."""
+    for part in ("data", "indices", "indptr"):
+        np.save(f"{prefix}_{part}.npy", getattr(matrix, part), allow_pickle=False)
+    np.save(f"{prefix}_shape.npy", np.asarray(matrix.shape, dtype=np.int64), allow_pickle=False)
+
+
+def _load_csr(prefix: Path) -> sp.csr_matrix:
+    parts = [mapped(Path(f"{prefix}_{part}.npy")) for part in ("data", "indices", "indptr")]
+    shape = tuple(np.load(f"{prefix}_shape.npy", allow_pickle=False).tolist())
+    return sp.csr_matrix(tuple(parts), shape=shape, copy=False)
 
 
 def _cold_features(content: dict[str, np.ndarray], tokens: sp.spmatrix | None):

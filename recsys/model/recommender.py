@@ -247,7 +247,8 @@ class Recommender:
             seen = self.cf.user_items_[row].indices if exclude_seen else None
             query = self.fused.user_vectors_[row]
             pool = self.index.search(query, width, allowed, [seen])
-            found[q], scores[q] = pool[0][0], pool[1][0]
+            tokens = self.fused.user_tokens_[row] if self.fused.has_tokens else None
+            found[q], scores[q] = self._with_tokens(tokens, query, pool, allowed, seen)
         found, scores = diversify(found, scores, self.fused.item_blocks_, k, diversity)
         results = self._results(found, scores)
         results.fallback = (rows < 0).tolist()
@@ -284,6 +285,14 @@ class Recommender:
         allowed = self._allowed(candidates, filters)
         width = pool_size(k, diversity, len(self.item_ids))
         found, scores = self.index.search(queries, width, allowed, exclude)
+        profiles = self.fused.history_token_profiles(matrix)
+        if profiles is not None and self.fused.token_weight:
+            for u in range(len(found)):
+                pool = (found[u : u + 1], scores[u : u + 1])
+                seen = exclude[u] if exclude is not None else None
+                found[u], scores[u] = self._with_tokens(
+                    profiles[u], queries[u], pool, allowed, seen
+                )
         for user in np.flatnonzero(empty):
             found[user], scores[user] = self._popular(width, allowed)
         found, scores = diversify(found, scores, self.fused.item_blocks_, k, diversity)
@@ -296,6 +305,30 @@ class Recommender:
             for u in range(len(found))
         ]
         return results
+
+    def _with_tokens(self, profile, query, pool, allowed, seen):
+        """One feed's (rows, scores) of the pool's width with the token term added: the
+        index's pool and the items the user's token profile ranks highest (allowed, not
+        ``seen``), ranked together by the whole score. The term's weight 0 (or no tokens)
+        leaves the pool as the index gave it."""
+        found, scores = pool[0][0], pool[1][0]
+        terms = self.fused.token_scores(profile)  # (1, I) or None
+        if terms is None:
+            return found, scores
+        terms = terms[0]
+        candidates = terms.copy()
+        if allowed is not None:
+            candidates[~allowed] = -np.inf
+        if seen is not None and len(seen):
+            candidates[seen] = -np.inf
+        width = len(found)
+        extra = top_k_finite(candidates[None, :], width)[0]
+        union = np.union1d(found[found >= 0], extra[extra >= 0])
+        total = np.asarray(self.fused.item_vectors_[union] @ query, dtype=np.float32)
+        total += terms[union]
+        best = top_k_finite(total[None, :], width)[0]
+        rows = np.where(best >= 0, union[np.maximum(best, 0)], -1)
+        return rows, np.where(best >= 0, total[np.maximum(best, 0)], -np.inf).astype(np.float32)
 
     def _feed_because(self, found, scores, user_row, folded) -> list[list[explain.Reason]]:
         """Reasons of one feed: ``user_row`` < 0 (fallback): popularity; else the stored

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 from recsys.model.config import TrainConfig
 from recsys.model.content import Content, build_collaborative
 from recsys.model.data import CatalogData
-from recsys.model.fusion import CONTENT_BLOCKS, FusedModel
+from recsys.model.fusion import CONTENT_BLOCKS, TOKENS, FusedModel
 from recsys.model.protocol import MAX_BATCH_CELLS, Rankings, build_task, restricted_per_user
 from recsys.model.ranking import hit_matrix, per_user_metrics, top_k_finite
 from recsys.model.split import validation_split
@@ -64,7 +64,8 @@ def choose_weights(
     def evaluate(weights: dict[str, float], cold_scale: dict[str, float]) -> Scored:
         return _scored(candidates.rank(weights, cold_scale, K), task)
 
-    choice = _grid_search(evaluate, fused.layout_.dims, config)
+    blocks = {**fused.layout_.dims, **({TOKENS: 1} if fused.has_tokens else {})}
+    choice = _grid_search(evaluate, blocks, config)
     fused.set_weights(choice.weights, choice.cold_scale)
     pairs = next_item_pairs(fit_part, val_part, item_ids, config.validation_users)
     surfaces, hit_rates = _surface_search(fused, pairs, config)
@@ -155,7 +156,7 @@ class Candidates:
     ) -> Candidates:
         """Candidates of the queries' unweighted ``queries`` blocks ((Q, d) each) against the
         fused model's item blocks; ``exclude`` (Q, I) marks items never ranked (seen ones)."""
-        blocks = tuple(b for b in fused.layout_.dims if b in queries)
+        blocks = tuple(b for b in (*fused.layout_.dims, TOKENS) if b in queries)
         n_queries, n_items = exclude.shape
         cold_cols = np.flatnonzero(cold)
         batch = max(1, MAX_BATCH_CELLS // max(n_items, 1))
@@ -164,8 +165,7 @@ class Candidates:
             rows = np.arange(start, min(start + batch, n_queries))
             excluded = exclude[rows].nonzero()
             for block in blocks:
-                scores = np.asarray(queries[block][rows] @ fused.item_blocks_[block].T)
-                scores = scores.astype(np.float32, copy=False)
+                scores = _block_scores(fused, block, queries[block][rows])
                 scores[excluded] = -np.inf
                 best = [top_k_finite(scores, n), top_k_finite(scores, n, cold_cols)]
                 for q, picked in zip(rows, np.hstack(best), strict=True):
@@ -177,12 +177,19 @@ class Candidates:
             items[q, : len(picked)] = picked
         scores = np.zeros((n_queries, width, len(blocks)), dtype=np.float32)
         step = max(1, MAX_BATCH_CELLS // max(width * max(fused.layout_.dims.values()), 1))
+        dense = [(j, b) for j, b in enumerate(blocks) if b != TOKENS]
         for start in range(0, n_queries, step):
             rows = slice(start, start + step)
             picked = np.maximum(items[rows], 0)
-            for j, block in enumerate(blocks):
+            for j, block in dense:
                 item_part = fused.item_blocks_[block][picked]  # (b, C, d)
                 scores[rows, :, j] = np.einsum("qd,qcd->qc", queries[block][rows], item_part)
+        if TOKENS in blocks:  # sparse: each batch's (b, I) cosines, then the candidates'
+            j = blocks.index(TOKENS)
+            for start in range(0, n_queries, batch):
+                rows = slice(start, start + batch)
+                full = _block_scores(fused, TOKENS, queries[TOKENS][rows])
+                scores[rows, :, j] = np.take_along_axis(full, np.maximum(items[rows], 0), 1)
         scores[items < 0] = 0.0
         log.info("validation candidates: %d queries x at most %d items", n_queries, width)
         return cls(items, scores, blocks, cold)
@@ -192,6 +199,8 @@ class Candidates:
         """The task's users (their fitted user blocks; training items excluded)."""
         rows = pd.Index(user_ids).get_indexer(task.user_ids)
         queries = {b: v[rows] for b, v in fused.user_blocks_.items()}
+        if fused.has_tokens:
+            queries[TOKENS] = fused.user_tokens_[rows]
         return cls.build(fused, queries, task.seen, task.cold, n)
 
     @classmethod
@@ -222,6 +231,13 @@ class Candidates:
     def _top(self, scores: np.ndarray, k: int) -> np.ndarray:
         best = top_k_finite(scores, k)  # (U, k) candidate columns
         return np.where(best >= 0, np.take_along_axis(self.items, np.maximum(best, 0), 1), -1)
+
+
+def _block_scores(fused: FusedModel, block: str, queries) -> np.ndarray:
+    """(Q, I) float32 unweighted similarities of ``queries`` to every item in one block."""
+    if block == TOKENS:
+        return np.asarray((queries @ fused.item_tokens_.T).toarray(), dtype=np.float32)
+    return np.asarray(queries @ fused.item_blocks_[block].T).astype(np.float32, copy=False)
 
 
 @dataclass(frozen=True)
@@ -287,7 +303,12 @@ def _grid_search(evaluate, blocks: dict[str, int], config: TrainConfig) -> Weigh
     scale): per block, cf last, the best candidate replaces the current weight when it is
     significantly better; then, with ``search_cold``, cold items' multipliers."""
     grid = config.grid
-    options = {"tabular": grid.tabular, "image": grid.image, "popularity": grid.popularity}
+    options = {
+        "tabular": grid.tabular,
+        "image": grid.image,
+        TOKENS: grid.tokens,
+        "popularity": grid.popularity,
+    }
     options = {name: values for name, values in options.items() if name in blocks}
     options["cf"] = grid.cf  # last: only once the other blocks hold what they can
     cold_scale = {b: config.fusion.cold_scale.get(b, 1.0) for b in blocks}

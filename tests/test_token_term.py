@@ -1,0 +1,101 @@
+"""The feed's exact token term: served feeds rank by the same score the evaluation uses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from recsys.model.bundle import load_recommender
+from recsys.model.cf import CFConfig
+from recsys.model.config import TrainConfig
+from recsys.model.data import CatalogData
+from recsys.model.fusion import TOKENS
+from recsys.model.protocol import build_task, rank, score
+from recsys.model.ranking import top_k
+from recsys.model.split import temporal_split
+from recsys.model.training import fit_in_memory, train
+from tests.shop_fixture import populate, train_config
+
+
+def _with_token_weight(recommender, weight: float):
+    fused = recommender.fused
+    weights = {**fused.weights_, TOKENS: weight}
+    fused.set_weights(weights, fused.cold_scale_, fused.surface_weights_)
+    return recommender
+
+
+def test_served_feeds_rank_by_the_index_score_plus_the_token_term(engine, tmp_path):
+    populate(engine)
+    recommender = _with_token_weight(
+        load_recommender(train(engine, tmp_path, train_config()).path), 3.0
+    )
+    fused = recommender.fused
+    assert fused.has_tokens  # saved with the bundle and mapped back
+    users = list(recommender.cf.user_ids_)
+    full = fused.user_vectors_ @ fused.item_vectors_.T + fused.token_scores(fused.user_tokens_)
+    full[recommender.cf.user_items_.nonzero()] = -np.inf  # seen items are never listed
+    expected = recommender.item_ids[top_k(full, 5)]
+    served = recommender.recommend(users, k=5)
+    assert served.ids == expected.tolist()
+    # the token term moved some feed: it is not the index's ranking alone
+    plain = _with_token_weight(recommender, 0.0).recommend(users, k=5)
+    assert plain.ids != served.ids
+    # every listed item's reasons still add up to its score
+    _with_token_weight(recommender, 3.0)
+    for scores, reasons in zip(served.scores, served.because, strict=True):
+        for value, parts in zip(scores, reasons, strict=True):
+            assert abs(sum(r.share for r in parts) - value) < 1e-4
+
+
+def _seller_shop(seed: int = 0):
+    """600 items from 60 sellers; each shopper buys from two sellers; half the items are new."""
+    rng = np.random.default_rng(seed)
+    seller = np.arange(600) % 60
+    items = pd.DataFrame(
+        {
+            "item_id": [f"i{k}" for k in range(600)],
+            "title": None,
+            "image_path": None,
+            "in_stock": True,
+            "seller": [f"s{s}" for s in seller],
+        }
+    )
+    users = np.repeat(np.arange(400), 12)
+    sellers = np.stack([rng.choice(60, 2, replace=False) for _ in range(400)])[users]
+    picked = sellers[np.arange(len(users)), rng.integers(0, 2, len(users))]
+    liked = rng.integers(0, 10, len(users)) * 60 + picked  # any item of that seller
+    interactions = pd.DataFrame(
+        {
+            "user_id": [f"u{u}" for u in users],
+            "item_id": [f"i{k}" for k in liked],
+            "event": "view",
+            "weight": 1.0,
+            "timestamp": pd.Timestamp("2024-01-01")
+            + pd.to_timedelta(np.tile(np.arange(12), 400), unit="D"),
+        }
+    ).drop_duplicates(["user_id", "item_id"])
+    # items of rows 5..9 of every seller never appear before the held-out days: new items
+    new = interactions["item_id"].str[1:].astype(int) // 60 >= 5
+    interactions = interactions[~new | (interactions["timestamp"] >= "2024-01-11")]
+    return CatalogData(items, {"seller": "categorical"}, interactions)
+
+
+def test_the_weights_stage_gives_tokens_weight_when_sellers_carry_taste():
+    data = _seller_shop()
+    train_part, test = temporal_split(data.interactions, 0.2)
+    part = CatalogData(data.items, data.kinds, train_part)
+    task = build_task(train_part, test, data.items["item_id"].to_numpy(dtype=str))
+    fitted = fit_in_memory(part, TrainConfig(cf=CFConfig(factors=8, regularization=0.5)))
+    fused, users = fitted.fused, list(fitted.cf.user_ids_)
+    assert fused.weights_[TOKENS] > 0
+
+    class Fused:
+        name = "fused"
+
+        def scores(self, ids):
+            rows = [users.index(u) for u in ids]
+            dense = fused.user_vectors_[rows] @ fused.item_vectors_.T
+            return dense + fused.token_scores(fused.user_tokens_[rows])
+
+    metrics = score(rank(Fused(), task, 10), task, (10,), ())
+    assert metrics["cold_items"]["recall@10"] > 0.2  # new items found by their seller
