@@ -185,12 +185,14 @@ def duplicates(settings: Settings, **opts) -> None:
 
 
 def _images(opts: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, uint8 (N, S, S) grayscale at 64 px) of the --images CSV."""
+    """(ids, uint8 (N, S, S) grayscale at the copy descriptor's side) of the --images CSV."""
+    from recsys.catalog_intel.copy_descriptor import CopyDescriptorConfig
     from recsys.vision.cache import decoded_images
     from recsys.vision.data import read_items_csv
 
     ids, paths = read_items_csv(opts["images"], opts["images_root"] or opts["images"].parent)
-    data = decoded_images(paths, 64, 1, show_progress=opts["progress"])  # (N, 1, 64, 64)
+    side = CopyDescriptorConfig().side
+    data = decoded_images(paths, side, 1, show_progress=opts["progress"])  # (N, 1, S, S)
     return np.asarray(ids, dtype=str), data[:, 0].numpy()
 
 

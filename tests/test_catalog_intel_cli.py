@@ -1,0 +1,126 @@
+"""`recsys catalog duplicates|outliers|clusters|tag` on an .npy of vectors, on photos, and on
+the active bundle."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from recsys.catalog_intel.edits import realistic_edits
+from recsys.cli import cli
+from tests.test_catalog_intel import blobs, shapes
+
+
+def recsys(*args, expect_exit: int = 0):
+    result = CliRunner().invoke(cli, ["--database-url", "sqlite://", *map(str, args)])
+    assert result.exit_code == expect_exit, result.output
+    return result
+
+
+@pytest.fixture
+def vectors(tmp_path):
+    """Five product families of 60 items, item 300 a re-upload of item 3, 301 an odd one."""
+    x, labels = blobs()
+    rng = np.random.default_rng(0)
+    odd = -5 * x.mean(axis=0) / np.linalg.norm(x.mean(axis=0))  # unlike every family
+    x = np.vstack([x, x[3] + 0.001 * rng.normal(size=16), odd])
+    path = tmp_path / "vectors.npy"
+    np.save(path, x.astype(np.float32))
+    ids = [f"sku-{i}" for i in range(len(x))]
+    path.with_suffix(".ids.txt").write_text("\n".join(ids) + "\n")
+    return path, np.r_[labels, -1, -1]
+
+
+def test_duplicates_csv_lists_the_reupload_pair(vectors, tmp_path):
+    path, _ = vectors
+    out = tmp_path / "dups.csv"
+    recsys("catalog", "duplicates", "--vectors", path, "--threshold", 0.999, "--out", out,
+           "--no-progress")  # fmt: skip
+    table = pd.read_csv(out)
+    assert table.to_dict("records") == [
+        {"set": 0, "item_a": "sku-3", "item_b": "sku-300", "similarity": pytest.approx(1, abs=1e-4)}
+    ]
+
+
+def test_duplicates_without_a_threshold_or_photos_say_how_to_fix_it(vectors):
+    path, _ = vectors
+    result = recsys("catalog", "duplicates", "--vectors", path, expect_exit=2)
+    assert "--threshold" in result.output
+
+
+def test_duplicates_from_photos_calibrate_their_own_threshold(tmp_path):
+    images = shapes(300, seed=5)
+    copies = realistic_edits(images[:10], seed=6)  # 6% of the items are in a duplicate pair
+    rows = []
+    for n, pixels in enumerate(np.concatenate([images, copies])):
+        name = f"img{n}.png"
+        Image.fromarray(pixels).save(tmp_path / name)
+        rows.append({"item_id": f"p{n}", "image": name})
+    pd.DataFrame(rows).to_csv(tmp_path / "items.csv", index=False)
+    out = tmp_path / "dups.json"
+    recsys("catalog", "duplicates", "--images", tmp_path / "items.csv", "--out", out)
+    doc = json.loads(out.read_text())
+    assert doc["calibration"]["threshold"] == doc["threshold"]
+    found = {tuple(sorted(s)) for s in doc["sets"]}
+    planted = {tuple(sorted((f"p{i}", f"p{300 + i}"))) for i in range(10)}
+    assert len(found & planted) >= 7 and len(found - planted) <= 3
+
+
+def test_outliers_json_puts_the_odd_item_first(vectors, tmp_path):
+    path, _ = vectors
+    out = tmp_path / "odd.json"
+    recsys("catalog", "outliers", "--vectors", path, "--top", 3, "--out", out, "--no-progress")
+    doc = json.loads(out.read_text())
+    assert doc["rows"][0]["item_id"] == "sku-301" and doc["rows"][0]["flagged"] is True
+    assert len(doc["rows"]) == 3 and doc["k"] == 10
+
+
+def test_clusters_have_one_medoid_each_and_follow_the_families(vectors):
+    path, labels = vectors
+    # k = 6: the odd item may take a cluster of its own; no cluster mixes two families.
+    result = recsys("catalog", "clusters", "--vectors", path, "--k", 6, "--no-progress")
+    table = pd.read_csv(pd.io.common.StringIO(result.stdout))
+    assert table.groupby("cluster")["medoid"].sum().tolist() == [1] * 6
+    family = pd.Series(labels[:300]).groupby(table["cluster"][:300].to_numpy()).nunique()
+    assert (family == 1).all()
+
+
+def test_tag_predicts_every_item_from_two_labels_per_family(vectors, tmp_path):
+    path, labels = vectors
+    given = [i for c in range(5) for i in np.flatnonzero(labels == c)[:2]]
+    pd.DataFrame({"item_id": [f"sku-{i}" for i in given], "label": [f"L{labels[i]}" for i in given]}
+                 ).to_csv(tmp_path / "labels.csv", index=False)  # fmt: skip
+    for method in ("linear", "propagation"):
+        out = tmp_path / f"tags-{method}.csv"
+        recsys("catalog", "tag", "--vectors", path, "--labels", tmp_path / "labels.csv",
+               "--method", method, "--out", out, "--no-progress")  # fmt: skip
+        table = pd.read_csv(out).iloc[:300]
+        assert (table["label"] == [f"L{c}" for c in labels[:300]]).mean() > 0.97
+        assert table["given"].sum() == 10 and table["confidence"].between(0, 1).all()
+
+
+def test_vectors_and_ids_must_match(vectors, tmp_path):
+    path, _ = vectors
+    ids = tmp_path / "ids.csv"
+    pd.DataFrame({"item_id": ["a", "b"]}).to_csv(ids, index=False)
+    result = recsys("catalog", "outliers", "--vectors", path, "--items", ids, expect_exit=2)
+    assert "names 2 items" in result.output
+
+
+def test_the_active_bundle_is_the_default_source(run_cli, engine, tmp_path):
+    """On a trained catalog, without --vectors, the bundle's items are scored."""
+    from recsys.model.training import train
+    from tests.shop_fixture import populate, train_config
+
+    populate(engine)
+    train(engine, tmp_path / "artifacts", train_config(), "cpu")
+    result = run_cli("--artifacts-dir", tmp_path / "artifacts", "catalog", "outliers",
+                     "--no-progress", "--format", "json")  # fmt: skip
+    doc = json.loads(result.stdout)
+    bundle_items = {r["item_id"] for r in doc["rows"]}
+    assert {"a0", "b0"} <= bundle_items and len(bundle_items) == len(doc["rows"])
