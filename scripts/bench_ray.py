@@ -140,7 +140,7 @@ def knn_part(opts: dict) -> list[dict]:
         ("ray train, 2 workers x 256", lambda: _ray_encoder(RayImageEncoder, config(512))),
     ]
     ray_started = False
-    for name, make in runs:
+    for name, make in [runs[i] for i in opts["knn_runs"]]:
         if name.startswith("ray") and not ray_started:
             rows.append({"part": "knn", "engine": "ray.init", "seconds": start_ray()})
             ray_started = True
@@ -191,6 +191,14 @@ def _train_row(engine: str, workers: int, seconds: float, enc) -> dict:
 @click.option("--images", type=int, default=100_000, show_default=True)
 @click.option("--steps", type=int, default=234, show_default=True, help="knn: training steps.")
 @click.option("--knn-train", type=int, default=60_000, help="knn: first N train images.")
+@click.option(
+    "--knn-runs",
+    type=click.IntRange(0, 2),
+    multiple=True,
+    default=(0, 1, 2),
+    show_default=True,
+    help="knn: which runs (0: batch 256, 1: batch 512 lr x2, 2: Ray 2 x 256).",
+)
 @click.option("--files-dir", default="/tmp/bench_ray_files", show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False))
 def main(**opts) -> None:
