@@ -88,6 +88,27 @@ def test_export_refuses_a_non_empty_folder_and_replaces_it_whole(engine, run_cli
     assert not list(tmp_path.glob(".events*"))  # no staging folder left behind
 
 
+def test_cli_trains_on_an_event_folder(tmp_path):
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"  # one backend: the export tests cover both
+    engine = connect(url)
+    migrate.upgrade(engine)
+    populate(engine)
+
+    def run(*args):
+        result = CliRunner().invoke(cli, ["--database-url", url, *map(str, args)])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    run("export", "interactions", "--out", tmp_path / "events")
+    with engine.begin() as connection:  # the catalog's own events are not what is read
+        connection.exec_driver_sql("DELETE FROM interactions")
+    assert "written to" in run(
+        "--artifacts-dir", tmp_path, "train", "--events", tmp_path / "events", "--quiet"
+    )
+    rows = json.loads(run("recommend", "--user", "u9", "-k", "3", "--json"))
+    assert rows[0]["fallback"] is False and all(i.startswith("b") for i in rows[0]["ids"])
+
+
 def test_read_events_of_a_foreign_log(tmp_path):
     """A data lake's file: integer ids, zoned times, no event or weight column; rows of items
     the catalog lacks are left out."""
