@@ -56,13 +56,19 @@ def sorted_rows(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 # -- Parquet events ----------------------------------------------------------------------------
-def test_export_and_read_lose_nothing(engine, tmp_path):
+def test_export_and_read_lose_nothing(engine, run_cli, tmp_path):
     populate(engine)
+    untimed = tmp_path / "untimed.csv"  # an event without a time: kept, under no day
+    untimed.write_text("user_id,item_id,event,weight\nu0,a9,purchase,2.5\n")
+    run_cli("ingest", "interactions", untimed)
     out = tmp_path / "events"
     summary = export_interactions(engine, out)
     catalog = read_interactions(engine)
+    assert catalog["timestamp"].isna().sum() == 1
     assert summary["rows"] == len(catalog) and summary["days"] == 8
-    assert sorted(p.name for p in out.iterdir())[:2] == [EXPORT_FILE, "day=2024-01-01"]
+    folders = sorted(p.name for p in out.iterdir())
+    assert folders[:3] == [EXPORT_FILE, "day=2024-01-01", "day=2024-01-02"]
+    assert folders[-1] == "day=__HIVE_DEFAULT_PARTITION__"
     events = read_events(out)
     pd.testing.assert_frame_equal(sorted_rows(events), sorted_rows(catalog))
     # the same confidences, time decay included, whichever source the rows came from
