@@ -95,6 +95,12 @@ def test_planted_reuploads_form_duplicate_sets_and_lookalikes_do_not():
     assert (np.diff(finder.pairs_.similarity) <= 0).all()  # most similar first
 
 
+def test_a_catalog_without_duplicates_has_no_sets():
+    x, _ = blobs()
+    finder = DuplicateFinder(DuplicateConfig(threshold=0.9999)).fit(x)
+    assert finder.sets() == [] and len(finder.pairs_.left) == 0 and (finder.set_of_ == -1).all()
+
+
 def test_calibrated_threshold_is_the_stricter_of_copies_and_flag_rate():
     copies = np.linspace(0.9, 1.0, 101)
     neighbours = np.linspace(0.0, 0.8, 101)

@@ -107,6 +107,8 @@ class DuplicateFinder(BaseEstimator):
     def sets(self) -> list[np.ndarray]:
         """Rows of each duplicate set, largest set first."""
         rows = np.flatnonzero(self.set_of_ >= 0)
+        if len(rows) == 0:
+            return []
         groups = np.split(rows[np.argsort(self.set_of_[rows], kind="stable")], _bounds(self))
         return sorted(groups, key=len, reverse=True)
 

@@ -1,0 +1,143 @@
+"""Catalog health: the admin endpoints over the served bundle's items, and the /catalog page
+in headless Chromium (one shop for both)."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+
+import pytest
+from werkzeug.serving import make_server
+
+from tests.shop_fixture import ADMIN, ADMIN_TOKEN, build_shop, service_app
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+PATHS = ("duplicates", "outliers", "clusters")
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    return service_app(build_shop(tmp_path_factory.mktemp("health-shop")))
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    return app.test_client()
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_catalog_health_needs_an_admin_key(client, path):
+    response = client.get(f"/v1/admin/catalog/{path}")
+    assert response.status_code == 401
+    assert "admin" in response.get_json()["error"]["message"]
+
+
+def test_the_closest_pair_is_a_duplicate_set_at_a_threshold_just_below_it(client):
+    everything = client.get("/v1/admin/catalog/duplicates?threshold=-1", headers=ADMIN).get_json()
+    assert everything["total_sets"] == 1 and len(everything["sets"][0]["items"]) == 32
+    top = everything["sets"][0]["similarity"]
+    answer = client.get(
+        f"/v1/admin/catalog/duplicates?threshold={top - 1e-4}", headers=ADMIN
+    ).get_json()
+    assert answer["total_sets"] == 1
+    (pair,) = answer["sets"]
+    ids = [item["item_id"] for item in pair["items"]]
+    assert len(ids) == 2 and ids[0][0] == ids[1][0]  # two comedies or two dramas
+    assert all(item["image_url"] == f"/images/{item['item_id']}" for item in pair["items"])
+    none = client.get("/v1/admin/catalog/duplicates?threshold=1", headers=ADMIN).get_json()
+    assert none["total_sets"] == 0 and none["sets"] == []
+
+
+def test_outliers_are_scored_most_unusual_first(client):
+    answer = client.get("/v1/admin/catalog/outliers?top=5&fpr=0.1", headers=ADMIN).get_json()
+    scores = [item["score"] for item in answer["items"]]
+    assert len(scores) == 5 and scores == sorted(scores, reverse=True)
+    assert abs(answer["flagged"] - 0.1 * 32) <= 1  # the stated share of the catalog
+    assert answer["k"] == 10 and scores[0] >= answer["threshold"]
+
+
+def test_clusters_split_comedies_from_dramas_and_map_every_item(client):
+    answer = client.get("/v1/admin/catalog/clusters?k=2&members=48", headers=ADMIN).get_json()
+    assert answer["k"] == 2 and len(answer["points"]) == 32
+    for cluster in answer["clusters"]:
+        kinds = {item["item_id"][0] for item in cluster["members"]}
+        assert len(kinds) == 1 and cluster["medoid"]["item_id"][0] in kinds
+    assert sorted(c["size"] for c in answer["clusters"]) == [16, 16]
+    assert all(-1 <= p["x"] <= 1 and -1 <= p["y"] <= 1 for p in answer["points"])
+
+
+def test_bad_parameters_name_the_field(client):
+    response = client.get("/v1/admin/catalog/outliers?fpr=2", headers=ADMIN)
+    assert response.status_code == 400 and "fpr" in response.get_json()["error"]["message"]
+
+
+@pytest.fixture(scope="module")
+def page(app):
+    """Chromium on the /catalog page of the shop served on a free port."""
+    if not CHROMIUM:
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.set_default_timeout(20_000)
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.base = f"http://127.0.0.1:{server.server_port}"
+        yield page
+        browser.close()
+        server.shutdown()
+        assert errors == [], f"JavaScript errors: {errors}"
+
+
+def test_the_shop_page_links_to_catalog_health(page):
+    from playwright.sync_api import expect
+
+    page.goto(page.base + "/")
+    page.get_by_test_id("catalog-health-link").click()
+    expect(page.get_by_test_id("status")).to_contain_text("admin key")
+    assert page.url.endswith("/catalog")
+
+
+def test_a_wrong_key_shows_the_error(page):
+    from playwright.sync_api import expect
+
+    page.goto(page.base + "/catalog")
+    page.locator("#key").fill("not-a-key")
+    page.locator("#key").press("Enter")
+    expect(page.get_by_test_id("status")).to_have_text("the API key is unknown or revoked")
+    expect(page.get_by_test_id("status")).to_have_class("error")
+
+
+def test_catalog_health_shows_duplicates_outliers_and_a_browsable_cluster_map(page):
+    from playwright.sync_api import expect
+
+    page.goto(page.base + "/catalog")
+    page.locator("#key").fill(ADMIN_TOKEN)
+    page.locator("#key").press("Enter")
+    expect(page.get_by_test_id("status")).to_contain_text("flagged as outliers")
+    outliers = page.locator('[data-testid="outliers"] [data-testid="item-card"]')
+    assert outliers.count() == 24
+    assert outliers.first.locator("img").evaluate("img => img.naturalWidth") == 28
+    # the map: one dot per item, coloured by cluster; a cluster's button lists its members
+    dots = page.locator('[data-testid="cluster-map"] circle')
+    assert dots.count() == 32
+    buttons = page.get_by_test_id("cluster-button")
+    assert buttons.count() >= 2
+    buttons.nth(1).click()
+    cluster = buttons.nth(1).get_attribute("data-cluster")
+    members = page.locator('[data-testid="cluster-members"] [data-testid="item-card"]')
+    expect(members.first).to_be_visible()
+    active = page.locator(f'[data-testid="cluster-map"] circle[data-cluster="{cluster}"]')
+    assert page.locator('[data-testid="cluster-map"] circle.active').count() == active.count()
+    # duplicates side by side: lower the threshold until the closest pair shows
+    page.locator("#threshold").fill("0.9")
+    page.locator("#threshold").press("Enter")
+    pair = page.get_by_test_id("duplicate-set").first
+    expect(pair).to_be_visible()
+    cards = pair.get_by_test_id("item-card")
+    assert cards.count() >= 2
+    assert all(cards.nth(i).locator("img").count() == 1 for i in range(cards.count()))
