@@ -33,27 +33,16 @@ from pathlib import Path
 import click
 import faiss
 import numpy as np
-from scipy.fft import dctn
-from sklearn.metrics import (
-    adjusted_rand_score,
-    normalized_mutual_info_score,
-    roc_auc_score,
-    roc_curve,
-)
 
-from recsys.catalog_intel import (
-    ClusterConfig,
-    Clusterer,
-    DuplicateConfig,
-    OutlierConfig,
-    OutlierScorer,
-    TagConfig,
-    Tagger,
-)
 from recsys.catalog_intel.copy_descriptor import center, copy_descriptors
-from recsys.catalog_intel.duplicates import calibrate_threshold, self_copy_similarities
 from recsys.catalog_intel.edits import realistic_edits
-from recsys.catalog_intel.neighbours import as_unit_vectors, knn
+from recsys.catalog_intel.protocols import (
+    cluster_agreement,
+    copy_detection,
+    few_label_accuracy,
+    outlier_auroc,
+    phash,
+)
 
 log = logging.getLogger("eval_catalog")
 
@@ -72,13 +61,18 @@ class Data:
     sources: np.ndarray  # (500,) test rows the copies come from
 
 
-def load_data(seed: int, data_dir: str | None) -> Data:
+def load_data(seed: int, data_dir: str | None, limit: int | None) -> Data:
+    """The protocol's data; ``limit`` keeps the first N train and N/6 test images (smoke runs)."""
     from recsys.datasets.fashion_mnist import FashionMnistSource, load_fashion_mnist
 
     source = FashionMnistSource(local_dir=Path(data_dir)) if data_dir else None
     train_x, train_y = load_fashion_mnist("train", source)
     test_x, test_y = load_fashion_mnist("test", source)
-    sources = np.random.default_rng(seed).choice(len(test_x), N_COPIES, replace=False)
+    if limit:
+        train_x, train_y = train_x[:limit], train_y[:limit]
+        test_x, test_y = test_x[: limit // 6], test_y[: limit // 6]
+    n_copies = min(N_COPIES, len(test_x) // 5)
+    sources = np.random.default_rng(seed).choice(len(test_x), n_copies, replace=False)
     copies = realistic_edits(test_x[sources], seed=seed + 1)
     return Data(train_x, train_y, test_x, test_y, copies, sources)
 
@@ -94,22 +88,6 @@ class Pixels:
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return images.reshape(len(images), -1).astype(np.float32) / 255 - self.mean
-
-
-def phash_bits(images: np.ndarray) -> np.ndarray:
-    """(N, 64) booleans: pHash [Zauner 2010] of each image."""
-    import torch
-    import torch.nn.functional as F
-
-    x = torch.as_tensor(images).float()[:, None]  # (N, 1, 28, 28)
-    small = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
-    low = dctn(small.numpy(), axes=(1, 2), norm="ortho")[:, :8, :8].reshape(len(images), 64)
-    return low > np.median(low[:, 1:], axis=1, keepdims=True)
-
-
-def phash(images: np.ndarray) -> np.ndarray:
-    """pHash bits as +-1 vectors: cosine = 1 - 2 x Hamming distance / 64."""
-    return np.where(phash_bits(images), 1.0, -1.0).astype(np.float32)
 
 
 class Encoder:
@@ -130,107 +108,25 @@ class CopyDescriptor:
         return center(copy_descriptors(images), self.mean)
 
 
-# --- tasks -------------------------------------------------------------------------------
+# --- tasks (recsys.catalog_intel.protocols) ---------------------------------------------
 
 
 def duplicates(embed, data: Data) -> dict:
-    """copy@1, best-threshold pair F1, and F1 at the label-free calibrated threshold."""
-    catalog = as_unit_vectors(embed(np.concatenate([data.test_x, data.copies])))
-    n = len(data.test_x)
-    sims, rows = knn(catalog, 1)
-    nearest, score = rows[:, 0], sims[:, 0]
-    copy_at_1 = float((nearest[n:] == data.sources).mean())
-    left, right = (
-        np.minimum(np.arange(len(catalog)), nearest),
-        np.maximum(np.arange(len(catalog)), nearest),
-    )
-    _, first = np.unique(left * len(catalog) + right, return_index=True)  # each pair once
-    is_copy = (right[first] >= n) & (
-        left[first] == data.sources[np.clip(right[first] - n, 0, None)]
-    )
-    curve = _pr_curve(score[first], is_copy, N_COPIES)
-    best = int(np.argmax(curve["f1"]))
-    copy_sims = self_copy_similarities(embed, data.test_x, sample=1000, seed=7)
-    threshold = calibrate_threshold(copy_sims, score, DuplicateConfig()).threshold
-    chosen = score[first] >= threshold
-    tp = int((chosen & is_copy).sum())
-    calibrated_f1 = 2 * tp / max(int(chosen.sum()) + N_COPIES, 1)
-    return {
-        "copy@1": copy_at_1,
-        "pair_f1": float(curve["f1"][best]),
-        "best_threshold": float(curve["threshold"][best]),
-        "calibrated_threshold": float(threshold),
-        "calibrated_f1": calibrated_f1,
-        "curve": {k: v[:: max(1, len(v) // 400)].tolist() for k, v in curve.items()},
-    }
-
-
-def _pr_curve(scores: np.ndarray, positive: np.ndarray, n_positive: int) -> dict:
-    order = np.argsort(-scores, kind="stable")
-    tp = np.cumsum(positive[order])
-    precision = tp / np.arange(1, len(order) + 1)
-    recall = tp / n_positive
-    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-    return {"precision": precision, "recall": recall, "f1": f1, "threshold": scores[order]}
+    return copy_detection(embed, data.test_x, data.copies, data.sources)
 
 
 def outliers(vectors: np.ndarray, labels: np.ndarray, k: int | None, seed: int) -> dict:
-    """AUROC of the outlier score for each choice of the tenth class, and their mean."""
-    rng = np.random.default_rng(seed)
-    per_class, rocs = {}, {}
-    for c in np.unique(labels):
-        inliers = np.flatnonzero(labels != c)
-        n_out = round(OUTLIER_SHARE * len(inliers))
-        odd = rng.choice(np.flatnonzero(labels == c), n_out, replace=False)
-        rows = np.concatenate([inliers, odd])
-        truth = np.r_[np.zeros(len(inliers)), np.ones(n_out)]
-        scores = OutlierScorer(OutlierConfig(k=k)).fit(vectors[rows]).scores_
-        per_class[int(c)] = float(roc_auc_score(truth, scores))
-        fpr, tpr, _ = roc_curve(truth, scores)
-        rocs[int(c)] = {
-            "fpr": fpr[:: max(1, len(fpr) // 200)].tolist(),
-            "tpr": tpr[:: max(1, len(tpr) // 200)].tolist(),
-        }
-    return {"auroc": float(np.mean(list(per_class.values()))), "per_class": per_class, "roc": rocs}
+    return outlier_auroc(vectors, labels, k, seed, OUTLIER_SHARE)
 
 
 def clusters(vectors: np.ndarray, labels: np.ndarray, seed: int) -> dict:
-    fitted = Clusterer(ClusterConfig(k=10, seed=seed)).fit(vectors)
-    confusion = np.zeros((10, 10), np.int64)
-    np.add.at(confusion, (labels, fitted.labels_), 1)
-    return {
-        "nmi": float(normalized_mutual_info_score(labels, fitted.labels_)),
-        "ari": float(adjusted_rand_score(labels, fitted.labels_)),
-        "confusion": confusion.tolist(),
-    }
+    return cluster_agreement(vectors, labels, 10, seed)
 
 
 def few_labels(train: np.ndarray, test: np.ndarray, data: Data, seed: int, propagate: bool) -> dict:
-    """Accuracy on the test images from 60 labels per class of the train images: the linear
-    probe sees the labelled vectors only; propagation spreads over train + test."""
-    rng = np.random.default_rng(seed)
-    chosen = np.concatenate(
-        [
-            rng.choice(np.flatnonzero(data.train_y == c), LABELS_PER_CLASS, replace=False)
-            for c in range(10)
-        ]
+    return few_label_accuracy(
+        train, data.train_y, test, data.test_y, LABELS_PER_CLASS, seed, propagate
     )
-    given = data.train_y[chosen].astype(str)
-    unknown = np.full(len(test), None, dtype=object)
-    linear = Tagger(TagConfig(method="linear")).fit(
-        np.concatenate([train[chosen], test]), np.r_[given, unknown]
-    )
-    fitted = {"linear": linear}
-    if propagate:
-        everything = np.full(len(train), None, dtype=object)
-        everything[chosen] = given
-        fitted["propagation"] = Tagger(TagConfig(method="propagation")).fit(
-            np.concatenate([train, test]), np.r_[everything, unknown]
-        )
-    return {
-        f"{name}_accuracy": float((t.predictions_[-len(test) :].astype(int) == data.test_y).mean())
-        for name, t in fitted.items()
-    }
 
 
 def score_vectors(name: str, embed, data: Data, opts: dict, tasks: tuple[str, ...]) -> dict:
@@ -331,6 +227,7 @@ def plots(rows: dict[str, dict], out_dir: Path) -> list[Path]:
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--outlier-k", type=int, default=None, help="Default: OutlierScorer's (2%).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--limit", type=int, default=None, help="Smoke run: the first N train images.")
 @click.option("--baselines/--no-baselines", default=True, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
 @click.option("--plots", "plot_dir", type=click.Path(file_okay=False), default=None)
@@ -339,7 +236,7 @@ def main(**opts) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     load_before = os.getloadavg()
     faiss.omp_set_num_threads(os.cpu_count() or 1)
-    data = load_data(opts["seed"], opts["data_dir"])
+    data = load_data(opts["seed"], opts["data_dir"], opts["limit"])
     both = ("duplicates", "vectors")
     runs = {}  # name -> (images -> vectors, tasks)
     if opts["baselines"]:

@@ -1,0 +1,154 @@
+"""Label-scored protocols of the four catalog tasks (issue 16), shared by
+``scripts/eval_catalog.py`` and ``recsys evaluate --labels`` (``recsys.evaluation``).
+
+Labels only score; every estimator runs without them (few-label tagging sees its few).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.fft import dctn
+from sklearn.metrics import (
+    adjusted_rand_score,
+    normalized_mutual_info_score,
+    roc_auc_score,
+    roc_curve,
+)
+
+from recsys.catalog_intel.clusters import ClusterConfig, Clusterer
+from recsys.catalog_intel.duplicates import (
+    DuplicateConfig,
+    calibrate_threshold,
+    self_copy_similarities,
+)
+from recsys.catalog_intel.neighbours import as_unit_vectors, knn
+from recsys.catalog_intel.outliers import OutlierConfig, OutlierScorer
+from recsys.catalog_intel.tagging import TagConfig, Tagger
+
+CURVE_POINTS = 400  # points kept of each curve (plots and JSON)
+
+
+def phash(images: np.ndarray) -> np.ndarray:
+    """64-bit pHash [Zauner 2010] of uint8 (N, H, W) images as +-1 vectors (cosine =
+    1 - 2 x Hamming / 64): the sign of the 8x8 lowest DCT frequencies of a 32x32 resize
+    against their median."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.as_tensor(np.asarray(images)).float()[:, None]  # (N, 1, H, W)
+    small = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
+    low = dctn(small.numpy(), axes=(1, 2), norm="ortho")[:, :8, :8].reshape(len(x), 64)
+    bits = low > np.median(low[:, 1:], axis=1, keepdims=True)
+    return np.where(bits, 1.0, -1.0).astype(np.float32)
+
+
+def _thin(values: np.ndarray) -> list:
+    return values[:: max(1, len(values) // CURVE_POINTS)].tolist()
+
+
+def pr_curve(scores: np.ndarray, positive: np.ndarray, n_positive: int) -> dict:
+    order = np.argsort(-scores, kind="stable")
+    tp = np.cumsum(positive[order])
+    precision = tp / np.arange(1, len(order) + 1)
+    recall = tp / n_positive
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    return {"precision": precision, "recall": recall, "f1": f1, "threshold": scores[order]}
+
+
+def copy_detection(embed, originals: np.ndarray, copies: np.ndarray, sources: np.ndarray) -> dict:
+    """``copies`` (edited ``originals[sources]``) added to ``originals``; ``embed`` maps uint8
+    images to vectors. copy@1 (a copy's nearest other item is its source); F1 of "this pair
+    is a duplicate" over every item's nearest pair at the best threshold, and at the
+    threshold calibrated without labels (``calibrate_threshold``)."""
+    catalog = as_unit_vectors(embed(np.concatenate([originals, copies])))
+    n, total = len(originals), len(originals) + len(copies)
+    sims, rows = knn(catalog, 1)
+    nearest, score = rows[:, 0], sims[:, 0]
+    left, right = np.minimum(np.arange(total), nearest), np.maximum(np.arange(total), nearest)
+    _, first = np.unique(left * total + right, return_index=True)  # each pair once
+    source_of_right = sources[np.clip(right[first] - n, 0, None)]
+    is_copy = (right[first] >= n) & (left[first] == source_of_right)
+    curve = pr_curve(score[first], is_copy, len(copies))
+    best = int(np.argmax(curve["f1"]))
+    copy_sims = self_copy_similarities(embed, originals, sample=1000, seed=7)
+    threshold = calibrate_threshold(copy_sims, score, DuplicateConfig()).threshold
+    chosen = score[first] >= threshold
+    tp = int((chosen & is_copy).sum())
+    return {
+        "copy@1": float((nearest[n:] == sources).mean()),
+        "pair_f1": float(curve["f1"][best]),
+        "best_threshold": float(curve["threshold"][best]),
+        "calibrated_threshold": float(threshold),
+        "calibrated_f1": 2 * tp / max(int(chosen.sum()) + len(copies), 1),
+        "curve": {k: _thin(v) for k, v in curve.items()},
+    }
+
+
+def outlier_auroc(
+    vectors: np.ndarray, labels: np.ndarray, k: int | None, seed: int, share: float = 0.01
+) -> dict:
+    """For each class c: the items of the other classes plus ``share`` of that many of class
+    c's; AUROC of the outlier score; the mean over the classes, each class's and its ROC."""
+    rng = np.random.default_rng(seed)
+    per_class, rocs = {}, {}
+    for c in np.unique(labels):
+        inliers = np.flatnonzero(labels != c)
+        pool = np.flatnonzero(labels == c)
+        odd = rng.choice(pool, min(len(pool), max(1, round(share * len(inliers)))), replace=False)
+        truth = np.r_[np.zeros(len(inliers)), np.ones(len(odd))]
+        scores = OutlierScorer(OutlierConfig(k=k)).fit(vectors[np.r_[inliers, odd]]).scores_
+        per_class[int(c)] = float(roc_auc_score(truth, scores))
+        fpr, tpr, _ = roc_curve(truth, scores)
+        rocs[int(c)] = {"fpr": _thin(fpr), "tpr": _thin(tpr)}
+    return {"auroc": float(np.mean(list(per_class.values()))), "per_class": per_class, "roc": rocs}
+
+
+def cluster_agreement(vectors: np.ndarray, labels: np.ndarray, k: int, seed: int) -> dict:
+    """k-means with ``k`` clusters against the labels: NMI, ARI and the confusion counts."""
+    fitted = Clusterer(ClusterConfig(k=k, seed=seed)).fit(vectors)
+    classes, codes = np.unique(labels, return_inverse=True)
+    confusion = np.zeros((len(classes), k), np.int64)
+    np.add.at(confusion, (codes, fitted.labels_), 1)
+    return {
+        "nmi": float(normalized_mutual_info_score(codes, fitted.labels_)),
+        "ari": float(adjusted_rand_score(codes, fitted.labels_)),
+        "confusion": confusion.tolist(),
+    }
+
+
+def few_label_accuracy(
+    train: np.ndarray,
+    train_y: np.ndarray,
+    test: np.ndarray,
+    test_y: np.ndarray,
+    per_class: int,
+    seed: int,
+    propagate: bool = True,
+) -> dict:
+    """Test accuracy from ``per_class`` labels of each class among the train vectors: the
+    linear probe sees the labelled vectors only; propagation spreads over train + test."""
+    rng = np.random.default_rng(seed)
+    chosen = np.concatenate(
+        [
+            rng.choice(rows, min(per_class, len(rows)), replace=False)
+            for rows in (np.flatnonzero(train_y == c) for c in np.unique(train_y))
+        ]
+    )
+    given = np.asarray(train_y)[chosen].astype(str)
+    unknown = np.full(len(test), None, dtype=object)
+    truth = np.asarray(test_y).astype(str)
+    fitted = {
+        "linear": Tagger(TagConfig(method="linear")).fit(
+            np.concatenate([train[chosen], test]), np.r_[given, unknown]
+        )
+    }
+    if propagate:
+        everything = np.full(len(train), None, dtype=object)
+        everything[chosen] = given
+        fitted["propagation"] = Tagger(TagConfig(method="propagation")).fit(
+            np.concatenate([train, test]), np.r_[everything, unknown]
+        )
+    out = {f"{name}_accuracy": float((t.predictions_[-len(test) :] == truth).mean())
+           for name, t in fitted.items()}  # fmt: skip
+    out["labels"] = len(chosen)
+    return out
