@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys.evaluation import plots
+from recsys.evaluation import catalog_tasks, plots
 from recsys.evaluation.document import Bold, Document, to_html, to_markdown
 from recsys.model.ranking import RANKING_METRICS
 
@@ -170,6 +170,7 @@ def _figures(directory: Path, inputs: ReportInputs) -> dict[str, Path]:
         directory / "item_map.png",
         inputs.seed,
     )
+    figures.update(catalog_tasks.figures(inputs.metrics, directory))
     if inputs.examples:
         figures["similar"] = plots.similar_items(
             inputs.examples, inputs.titles, inputs.images, directory / "similar_items.png"
@@ -190,6 +191,7 @@ def _document(inputs: ReportInputs, figures: dict[str, Path], stamp: str) -> Doc
         _diversity(doc, metrics["diversity"], figures)
     if "images" in metrics:
         _images(doc, metrics["images"])
+    catalog_tasks.render(doc, metrics, figures)
     _vectors(doc, inputs, figures)
     _configuration(doc, inputs)
     _definitions(doc)

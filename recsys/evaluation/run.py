@@ -17,6 +17,7 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from recsys.errors import InvalidInput
+from recsys.evaluation import catalog_tasks
 from recsys.evaluation import images as image_eval
 from recsys.evaluation.contenders import Fused, ItemContent, PeerConfig, build_contenders
 from recsys.evaluation.registry import record_in_active_bundle
@@ -325,4 +326,7 @@ def _image_section(data: CatalogData, content: ItemContent, labels: Path, config
             for title, name in zip(inputs.titles, names, strict=True)
         ]
     section["labels_file"] = Path(labels).name
+    section["catalog_tasks"] = catalog_tasks.evaluate(
+        item_ids, data.items["image_path"], vectors, table, config.seed
+    )
     return section
