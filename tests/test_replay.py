@@ -62,6 +62,7 @@ def test_replayed_feeds_agree_with_the_same_bundle_in_process(served):
     assert section["events"] == len(events) > 10
     assert section["model_version"] == offline["model_version"]
     assert section["feeds"]["feed"] == offline["feed"]
+    assert section["feeds"]["feed_first"] == offline["feed_first"]
     # drama fans' held-out dramas are found: the figures are not those of a random list
     assert section["feeds"]["feed"]["hit_rate"] > 0.5
 
@@ -109,3 +110,19 @@ def test_evaluate_replay_command_writes_the_report(served, tmp_path):
     assert metrics["offline"]["feed"] == metrics["feeds"]["feed"]  # same bundle in-process
     assert "Log replay through the served path" in (report / "report.md").read_text()
     assert "feed hit rate@5" in result.output
+
+
+def test_first_events_leave_out_a_pairs_later_events(served):
+    _, url, _, _ = served
+    recommender = load_active(connect(url))
+    top = recommender.recommend(["u12"], k=5).ids[0]
+    events = pd.DataFrame(
+        {
+            "user_id": ["u12"] * 3,
+            "item_id": [top[1], "a7", top[1]],  # the third repeats the first (a view, a buy)
+            "timestamp": pd.to_datetime(["2030-01-01", "2030-01-02", "2030-01-03"], utc=True),
+        }
+    )
+    scores = offline_feeds(recommender, events, k=5, diversity=0.0)
+    assert scores["feed"] == {"events": 3, "hit_rate": pytest.approx(2 / 3), "mrr": 1 / 3}
+    assert scores["feed_first"] == {"events": 2, "hit_rate": 0.5, "mrr": 0.25}

@@ -196,7 +196,7 @@ def _pass(
         if post:
             _post(client, event)
         previous[user] = item
-    out = {"model_version": version, "feed": _scores(feed_ranks, config.k)}
+    out = {"model_version": version, **_feed_scores(feed_ranks, events, config.k)}
     if post:
         out["similar"] = _scores([r for r in similar_ranks if r is not None], config.k)
     return out
@@ -260,7 +260,16 @@ def offline_feeds(recommender, events: pd.DataFrame, k: int, diversity: float) -
             events["user_id"].astype(str), events["item_id"].astype(str), strict=True
         )
     ]
-    return {"model_version": recommender.version, "feed": _scores(ranks, k)}
+    return {"model_version": recommender.version, **_feed_scores(ranks, events, k)}
+
+
+def _feed_scores(ranks: list[int], events: pd.DataFrame, k: int) -> dict:
+    """``feed``: over all events; ``feed_first``: over each (user, item) pair's first event
+    only. A later event of a pair (a view, then a purchase) is never a hit once the first
+    was posted (seen items are not listed), so the passes compare on first events."""
+    first = ~events.duplicated(["user_id", "item_id"]).to_numpy()
+    chosen = np.asarray(ranks, dtype=np.int64)[first].tolist()
+    return {"feed": _scores(ranks, k), "feed_first": _scores(chosen, k)}
 
 
 # -- the command ------------------------------------------------------------------------------
