@@ -41,7 +41,7 @@ class WeightGrid:
     # Also search multipliers for cold items' blocks. Off by default: on MovieLens the
     # validation slice's cold items misjudged them (cold recall 0.111 -> 0.079 on the test
     # split), so cold items keep FusionConfig.cold_scale (1: a predicted block counts as a
-    # learned one).
+    # learned one; 0 for the predicted popularity).
     search_cold: bool = False
     # Candidate multipliers for cold items' predicted cf, tabular and popularity blocks.
     cold_cf: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
