@@ -152,7 +152,10 @@ def _cards(ids) -> list[Item]:
 
 @bp.get("/v1/admin/catalog/duplicates")
 @endpoint(
-    query=DuplicatesQuery, responses={200: Duplicates}, errors=(401, 403, 409, 503), scope=ADMIN
+    query=DuplicatesQuery,
+    responses={200: Duplicates},
+    errors=(400, 401, 403, 409, 503),
+    scope=ADMIN,
 )
 def duplicates(query: DuplicatesQuery) -> Duplicates:
     """Duplicate listings: sets of items whose vectors are above the threshold"""
@@ -176,7 +179,9 @@ def duplicates(query: DuplicatesQuery) -> Duplicates:
 
 
 @bp.get("/v1/admin/catalog/outliers")
-@endpoint(query=OutliersQuery, responses={200: Outliers}, errors=(401, 403, 409, 503), scope=ADMIN)
+@endpoint(
+    query=OutliersQuery, responses={200: Outliers}, errors=(400, 401, 403, 409, 503), scope=ADMIN
+)
 def outliers(query: OutliersQuery) -> Outliers:
     """Outliers: the items least like the others (a wrong photo, an odd product)"""
     version, ids, vectors = _served()
@@ -201,7 +206,9 @@ def outliers(query: OutliersQuery) -> Outliers:
 
 
 @bp.get("/v1/admin/catalog/clusters")
-@endpoint(query=ClustersQuery, responses={200: Clusters}, errors=(401, 403, 409, 503), scope=ADMIN)
+@endpoint(
+    query=ClustersQuery, responses={200: Clusters}, errors=(400, 401, 403, 409, 503), scope=ADMIN
+)
 def clusters(query: ClustersQuery) -> Clusters:
     """Clusters: k-means groups of the catalog, their medoids and a map of the items"""
     version, ids, vectors = _served()
