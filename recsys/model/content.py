@@ -66,15 +66,24 @@ def image_block(
         log.info("no item images: training without an image block")
         return
     factory = image_encoder_factory or _default_image_encoder(config, device, show_progress)
-    files = paths[has].tolist()
     # Torch's CPU kernels share OpenMP with OpenBLAS: lift a caller's one-thread BLAS limit,
     # which would halve their speed on 2 cores.
     with threadpool_limits(_torch_threads()):
-        encoder = factory().fit(files)
-        vectors = np.asarray(encoder.transform(files), dtype=np.float32)  # (N, D)
+        encoder = factory().fit(paths[has].tolist())
+        content.blocks["image"] = image_rows(encoder, paths)
+    content.image_encoder = encoder
+
+
+def image_rows(encoder, paths: pd.Series, width: int | None = None) -> np.ndarray:
+    """(N, D) float32 vectors of a fitted image ``encoder`` for ``paths`` (N,), zero rows
+    where an item has no image; ``width`` is D when no item has one."""
+    has = paths.notna().to_numpy()
+    if not has.any():
+        return np.zeros((len(paths), width or 0), dtype=np.float32)
+    vectors = np.asarray(encoder.transform(paths[has].tolist()), dtype=np.float32)
     image = np.zeros((len(paths), vectors.shape[1]), dtype=np.float32)
     image[has] = vectors
-    content.blocks["image"], content.image_encoder = image, encoder
+    return image
 
 
 def _default_image_encoder(config: TrainConfig, device: str, show_progress: bool):

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recsys.model.content import image_rows
 from recsys.model.fusion import FusedModel
 from recsys.model.tabular import TabularEncoder
 
@@ -60,17 +61,9 @@ class LiveItems:
             tokens = self.tabular.transform_sparse(items)
             content["tabular"] = self.tabular.project(tokens)
         if self.image_encoder is not None:
-            content["image"] = self._image_block(items)
+            paths = items.get("image_path", pd.Series([None] * len(items), dtype=object))
+            width = self.fused.layout_.dims["image"]
+            content["image"] = image_rows(self.image_encoder, paths, width)
         if not content:
             return np.zeros((len(items), self.fused.layout_.dim), dtype=np.float32)
         return self.fused.cold_item_vectors(content, tokens)
-
-    def _image_block(self, items: pd.DataFrame) -> np.ndarray:
-        """(n, d) image vectors; zero rows for items without an image, as in training."""
-        paths = items["image_path"] if "image_path" in items.columns else pd.Series(dtype=object)
-        has = paths.notna().to_numpy() if len(paths) else np.zeros(len(items), dtype=bool)
-        width = self.fused.layout_.dims["image"]
-        block = np.zeros((len(items), width), dtype=np.float32)
-        if has.any():
-            block[has] = self.image_encoder.transform(paths[has].tolist())
-        return block
