@@ -112,7 +112,8 @@ def history_parts(fused, cf, history: History, query: np.ndarray, found: np.ndar
     per_item = np.zeros((len(history.rows), len(found)))
     for name in ("tabular", "image"):
         if name in slices and weights.get(name, 0.0) and len(history.rows):
-            per_item += weights[name] * _profile_parts(fused, name, history, items[:, slices[name]])
+            x = np.asarray(fused.item_blocks_[name][history.rows], dtype=np.float64)  # (H, d)
+            per_item += weights[name] * _profile_parts(x, history, items[:, slices[name]])
     if "cf" in slices and cf is not None and weights.get("cf", 0.0) and len(history.rows):
         cf_items = items[:, slices["cf"]] / fused.cf_scales_[1]
         per_item += weights["cf"] * _fold_in_parts(cf, history, cf_items, gram)
@@ -131,26 +132,24 @@ def history_parts(fused, cf, history: History, query: np.ndarray, found: np.ndar
     return per_item * valid, popularity * valid, remainder * valid
 
 
-def _profile_parts(fused, block: str, history: History, items: np.ndarray) -> np.ndarray:
-    """(H, k): item j's part of <normalize(sum_j c_j x_j), v_i> for one content block."""
-    x = np.asarray(fused.item_blocks_[block][history.rows], dtype=np.float64)  # (H, d)
-    norm = np.linalg.norm(history.weights @ x)
+def _profile_parts(x, history: History, items) -> np.ndarray:
+    """(H, k): history item j's part of <normalize(sum_j c_j x_j), v_i> for the listed items'
+    rows ``items`` (k, d) of one block, ``x`` (H, d) the history's rows (dense or sparse)."""
+    norm = np.linalg.norm(np.asarray(x.T @ history.weights, dtype=np.float64))
     if norm < 1e-12:
-        return np.zeros((len(history.rows), len(items)))
-    return history.weights[:, None] * (x @ items.T) / norm
+        return np.zeros((len(history.rows), items.shape[0]))
+    products = x @ items.T
+    products = products.toarray() if sp.issparse(products) else products
+    return history.weights[:, None] * np.asarray(products, dtype=np.float64) / norm
 
 
 def _token_parts(fused, history: History, found: np.ndarray) -> np.ndarray:
     """(H, k): item j's part of the feed's token term, weight * scale_i *
     <normalize(sum_j c_j t_j), t_i>, for the listed items ``found``."""
-    x = fused.item_tokens_[history.rows]  # (H, F)
-    norm = np.linalg.norm(np.asarray((sp.csr_matrix(history.weights[None, :]) @ x).toarray()))
-    if norm < 1e-12:
-        return np.zeros((len(history.rows), len(found)))
     listed = np.maximum(found, 0)
-    cosines = np.asarray((x @ fused.item_tokens_[listed].T).toarray(), dtype=np.float64)
+    parts = _profile_parts(fused.item_tokens_[history.rows], history, fused.item_tokens_[listed])
     scale = np.where(fused.cold_[listed], fused.cold_scale_.get("tokens", 1.0), 1.0)
-    return fused.token_weight * scale * history.weights[:, None] * cosines / norm
+    return fused.token_weight * scale * parts
 
 
 def item_gram(cf) -> np.ndarray:
