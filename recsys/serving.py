@@ -75,8 +75,11 @@ def warm_images(recommender: Recommender) -> None:
 
 def warm_explanations(recommender: Recommender) -> None:
     """Build what explanations read on first use (the cf factors' Gram matrix, each filterable
-    attribute's item x value matrix), so that no request pays for it."""
+    attribute's item x value matrix, the token postings of a bundle without them), so that no
+    request pays for it."""
     _ = recommender.item_gram
+    if recommender.fused.has_tokens:
+        _ = recommender.fused.token_postings
     for name in recommender.filters.postings:
         recommender.filters.labels(name)
 

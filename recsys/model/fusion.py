@@ -175,7 +175,7 @@ class FusedModel(BaseEstimator):
         self.cold_predictor_ = None  # (coef, intercept) of content -> [cf | popularity]
         item_blocks: dict[str, np.ndarray] = dict(content)
         user_blocks: dict[str, np.ndarray] = {}
-        self.item_tokens_ = self.user_tokens_ = None
+        self.item_tokens_ = self.user_tokens_ = self.token_postings_ = None
         if tokens is not None and tokens.shape[1] and cf is not None:
             self.item_tokens_ = normalize_rows(tokens)  # (I, F) CSR, unit rows
             self.user_tokens_ = normalize_rows(cf.user_items_ @ self.item_tokens_)  # (U, F)
@@ -288,6 +288,9 @@ class FusedModel(BaseEstimator):
         self.user_vectors_ = (
             fuse(self.user_blocks_, self.weights_, self.layout_) if self.user_blocks_ else None
         )
+        # (I,) the feed token term's weight times each item's cold multiplier
+        token_scale = np.where(self.cold_, cold_scale.get(TOKENS, 1.0), 1.0) * self.token_weight
+        self.token_scale_ = token_scale.astype(np.float32)
         return self
 
     def _fuse_items(self, cold_scale: dict[str, float]) -> None:
@@ -340,17 +343,38 @@ class FusedModel(BaseEstimator):
             return None
         return normalize_rows(sp.csr_matrix(histories, dtype=np.float32) @ self.item_tokens_)
 
+    @property
+    def token_postings(self) -> sp.csr_matrix:
+        """(F, I) CSR: the items holding each token (the item tokens transposed, kept once;
+        a bundle stores them). A profile times it touches only its own tokens' postings."""
+        postings = getattr(self, "token_postings_", None)
+        if postings is None:
+            postings = self.token_postings_ = sp.csr_matrix(self.item_tokens_.T)
+        return postings
+
     def token_scores(self, profiles: sp.csr_matrix | None, rows=None) -> np.ndarray | None:
         """(U, I) or (U, len(rows)) feed token terms of ``profiles`` (U, F): weight times
-        cold multiplier times cosine; None when the feed gives tokens no weight."""
-        weight = self.token_weight
-        if profiles is None or not weight:
+        cold multiplier times cosine; None when the feed gives tokens no weight. The cosines
+        cost the postings of the profiles' tokens, or one pass over the items' tokens when
+        one profile's tokens are common enough to touch most of them."""
+        if profiles is None or not self.token_weight:
             return None
-        items = self.item_tokens_ if rows is None else self.item_tokens_[rows]
-        cosine = np.asarray((profiles @ items.T).toarray(), dtype=np.float32)
-        cold = self.cold_ if rows is None else self.cold_[rows]
-        scale = np.where(cold, self.cold_scale_.get(TOKENS, 1.0), 1.0).astype(np.float32)
-        return weight * scale * cosine
+        profiles = sp.csr_matrix(profiles, dtype=np.float32)
+        if rows is not None:
+            cosine = (profiles @ self.item_tokens_[rows].T).toarray()
+        elif profiles.shape[0] == 1 and self._touches_most(profiles):
+            dense = profiles.toarray()[0]  # (F,)
+            cosine = (self.item_tokens_ @ dense)[None, :]  # (1, I)
+        else:
+            cosine = (profiles @ self.token_postings).toarray()
+        scale = self.token_scale_ if rows is None else self.token_scale_[rows]
+        return scale * np.asarray(cosine, dtype=np.float32)
+
+    def _touches_most(self, profile: sp.csr_matrix) -> bool:
+        """Whether the postings of a profile's tokens hold a third of all item tokens."""
+        postings, tokens = self.token_postings, profile.indices
+        touched = int((postings.indptr[tokens + 1] - postings.indptr[tokens]).sum())
+        return touched * 3 > postings.nnz
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:
@@ -362,6 +386,7 @@ class FusedModel(BaseEstimator):
         if self.has_tokens:
             _save_csr(directory / "item_tokens", self.item_tokens_)
             _save_csr(directory / "user_tokens", self.user_tokens_)
+            _save_csr(directory / "token_postings", self.token_postings)
         predictor = getattr(self, "cold_predictor_", None)
         if predictor is not None:
             np.save(directory / "cold_coef.npy", predictor[0], allow_pickle=False)
@@ -397,10 +422,12 @@ class FusedModel(BaseEstimator):
         fused.layout_ = Layout(dict(state["layout"]))
         fused.cold_ = np.load(directory / "cold_items.npy", allow_pickle=False)
         fused.cf_scales_ = tuple(state["cf_scales"])
-        fused.item_tokens_ = fused.user_tokens_ = None
+        fused.item_tokens_ = fused.user_tokens_ = fused.token_postings_ = None
         if state.get("has_tokens"):
             fused.item_tokens_ = _load_csr(directory / "item_tokens")
             fused.user_tokens_ = _load_csr(directory / "user_tokens")
+            if Path(f"{directory / 'token_postings'}_shape.npy").exists():
+                fused.token_postings_ = _load_csr(directory / "token_postings")
         fused.cold_predictor_ = None
         if (directory / "cold_coef.npy").exists():
             fused.cold_predictor_ = (
@@ -411,7 +438,8 @@ class FusedModel(BaseEstimator):
         fused.item_vectors_ = None  # fused by set_weights, unless the bundle holds them
         if (directory / "item_vectors.npy").exists():
             fused.item_vectors_ = mapped(directory / "item_vectors.npy")
-            fused.cold_scale_ = {b: float(state["cold_scale"].get(b, 1.0)) for b in state["layout"]}
+            names = [*state["layout"], *([TOKENS] if fused.has_tokens else [])]
+            fused.cold_scale_ = {b: float(state["cold_scale"].get(b, 1.0)) for b in names}
         return fused.set_weights(state["weights"], state["cold_scale"], state["surfaces"])
 
     @property

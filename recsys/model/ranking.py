@@ -40,14 +40,13 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
 def top_k_finite(scores: np.ndarray, k: int, columns: np.ndarray | None = None) -> np.ndarray:
     """(Q, k) best of ``columns`` (all when None) as column numbers, -1 past the end and for
     excluded (-inf) places."""
-    columns = np.arange(scores.shape[1]) if columns is None else columns
     out = np.full((len(scores), k), -1, dtype=np.int64)
-    if not len(columns):
+    if (columns is not None and not len(columns)) or not scores.shape[1]:
         return out
-    sub = scores[:, columns]  # (Q, C)
+    sub = scores if columns is None else scores[:, columns]  # (Q, C)
     best = top_k(sub, k)  # (Q, min(k, C))
     finite = np.isfinite(np.take_along_axis(sub, best, axis=1))
-    out[:, : best.shape[1]] = np.where(finite, columns[best], -1)
+    out[:, : best.shape[1]] = np.where(finite, best if columns is None else columns[best], -1)
     return out
 
 

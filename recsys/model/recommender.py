@@ -316,10 +316,9 @@ class Recommender:
         if terms is None:
             return found, scores
         terms = terms[0]
-        candidates = terms.copy()
-        if allowed is not None:
-            candidates[~allowed] = -np.inf
+        candidates = terms if allowed is None else np.where(allowed, terms, -np.inf)
         if seen is not None and len(seen):
+            candidates = candidates.copy() if allowed is None else candidates
             candidates[seen] = -np.inf
         width = len(found)
         extra = top_k_finite(candidates[None, :], width)[0]

@@ -236,7 +236,7 @@ class Candidates:
 def _block_scores(fused: FusedModel, block: str, queries) -> np.ndarray:
     """(Q, I) float32 unweighted similarities of ``queries`` to every item in one block."""
     if block == TOKENS:
-        return np.asarray((queries @ fused.item_tokens_.T).toarray(), dtype=np.float32)
+        return np.asarray((queries @ fused.token_postings).toarray(), dtype=np.float32)
     return np.asarray(queries @ fused.item_blocks_[block].T).astype(np.float32, copy=False)
 
 
