@@ -12,6 +12,7 @@ from recsys.model.data import CatalogData
 from recsys.model.fusion import TOKENS
 from recsys.model.protocol import build_task, rank, score
 from recsys.model.ranking import top_k
+from recsys.model.recommender import token_candidates
 from recsys.model.split import temporal_split
 from recsys.model.training import fit_in_memory, train
 from tests.shop_fixture import populate, train_config
@@ -45,6 +46,29 @@ def test_served_feeds_rank_by_the_index_score_plus_the_token_term(engine, tmp_pa
     for scores, reasons in zip(served.scores, served.because, strict=True):
         for value, parts in zip(scores, reasons, strict=True):
             assert abs(sum(r.share for r in parts) - value) < 1e-4
+
+
+def test_past_its_budget_a_feed_reads_its_rarest_tokens_and_still_scores_exactly(engine, tmp_path):
+    populate(engine)
+    recommender = _with_token_weight(
+        load_recommender(train(engine, tmp_path, train_config()).path), 3.0
+    )
+    fused = recommender.fused
+    users = list(recommender.cf.user_ids_)
+    full = fused.user_vectors_ @ fused.item_vectors_.T + fused.token_scores(fused.user_tokens_)
+    profile = fused.user_tokens_[[0]]
+    every, _ = token_candidates(fused, profile, budget=10**9)
+    lengths = np.diff(fused.token_postings.indptr)[profile.indices]
+    budget = int(lengths.max()) - 1  # the profile's most common token is left out
+    some, _ = token_candidates(fused, profile, budget)
+    assert len(some) <= budget and set(some) <= set(every) and len(some) < len(every)
+    recommender.token_budget = 3
+    served = recommender.recommend(users, k=5)
+    for user, ids, scores in zip(users, served.ids, served.scores, strict=True):
+        row = recommender.cf.user_index_.rows([user])[0]
+        exact = full[row, recommender.item_index.rows(ids)]
+        np.testing.assert_allclose(scores, exact, rtol=1e-5, atol=1e-6)
+        assert list(scores) == sorted(scores, reverse=True)
 
 
 def _seller_shop(seed: int = 0):

@@ -8,6 +8,10 @@ Diversity: ``diversity`` λ in [0, 1] re-ranks a candidate pool from the index b
 items' content vectors (``recsys.model.diversity``; 0: the plain ranking). Every result
 carries ``because``: its score split exactly into reasons (``recsys.model.explain``).
 
+Token term: a feed whose bundle gives the items' sparse tokens weight (``recsys.model.fusion``)
+ranks the index's pool together with the items its token profile picks, by the whole score,
+exactly; picking them reads at most ``token_budget`` item tokens (``token_candidates``).
+
 Popularity fallback: a user the bundle has never seen (no interactions at training time) gets
 the most popular items (by number of distinct users at training time) that pass the filters,
 with ``fallback`` set for that query. Use ``recommend_for_history`` to rank for a new user's
@@ -35,13 +39,16 @@ from recsys.model.data import IdIndex, mapped
 from recsys.model.diversity import DEFAULT_DIVERSITY, check_diversity, diversify, pool_size
 from recsys.model.fusion import FusedModel
 from recsys.model.index import IndexConfig, VectorIndex
-from recsys.model.ranking import top_k_finite
+from recsys.model.ranking import top_k, top_k_finite
 from recsys.model.tabular import label_pairs
 
 log = logging.getLogger(__name__)
 
 FILTER_KINDS = ("categorical", "multi")
 PARTS = ("values", "offsets", "rows")  # of a saved Postings
+# Item tokens one feed reads, at most, to find its token candidates (about 1 ms of work):
+# a profile whose tokens' postings hold more reads its rarest tokens' up to this.
+TOKEN_BUDGET = 200_000
 
 
 @dataclass
@@ -184,6 +191,8 @@ class Recommender:
     ``neighbours``: each item's unfiltered similar items, (rows (N, W) int32, scores (N, W)
     float32), from ``compute_neighbours`` or a bundle; None: every call searches the index.
     ``image_encoder_dir``: where the bundle's image encoder is (loaded on first use).
+    ``token_budget``: the most item tokens one feed reads to find its token candidates
+    (``token_candidates``).
     """
 
     def __init__(
@@ -196,8 +205,10 @@ class Recommender:
         manifest: dict[str, Any],
         neighbours: tuple[np.ndarray, np.ndarray] | None = None,
         image_encoder_dir: Path | None = None,
+        token_budget: int = TOKEN_BUDGET,
     ):
         self.fused, self.cf, self.filters, self.index = fused, cf, filters, index
+        self.token_budget = token_budget
         self.item_ids = np.asarray(item_ids, dtype=str)
         self.item_index = IdIndex(self.item_ids)
         self.user_index = cf.user_index_ if cf is not None else IdIndex(np.zeros(0, dtype=str))
@@ -309,22 +320,23 @@ class Recommender:
     def _with_tokens(self, profile, query, pool, allowed, seen):
         """One feed's (rows, scores) of the pool's width with the token term added: the
         index's pool and the items the user's token profile ranks highest (allowed, not
-        ``seen``), ranked together by the whole score. The term's weight 0 (or no tokens)
-        leaves the pool as the index gave it."""
+        ``seen``; ``token_candidates``), ranked together by the whole score, exactly. The
+        term's weight 0 (or no tokens) leaves the pool as the index gave it."""
         found, scores = pool[0][0], pool[1][0]
-        terms = self.fused.token_scores(profile)  # (1, I) or None
-        if terms is None:
+        if profile is None or not self.fused.token_weight:
             return found, scores
-        terms = terms[0]
-        candidates = terms if allowed is None else np.where(allowed, terms, -np.inf)
+        profile = sp.csr_matrix(profile, dtype=np.float32)
+        rows, terms = token_candidates(self.fused, profile, self.token_budget)
+        keep = np.ones(len(rows), dtype=bool) if allowed is None else allowed[rows]
         if seen is not None and len(seen):
-            candidates = candidates.copy() if allowed is None else candidates
-            candidates[seen] = -np.inf
+            seen = np.asarray(seen)
+            at = np.minimum(np.searchsorted(rows, seen), max(len(rows) - 1, 0))
+            keep[at[rows[at] == seen] if len(rows) else at[:0]] = False
         width = len(found)
-        extra = top_k_finite(candidates[None, :], width)[0]
-        union = np.union1d(found[found >= 0], extra[extra >= 0])
+        extra = rows[keep][top_k(terms[keep], width)[0]]
+        union = np.union1d(found[found >= 0], extra)
         total = np.asarray(self.fused.item_vectors_[union] @ query, dtype=np.float32)
-        total += terms[union]
+        total += token_terms_at(self.fused, profile, union)
         best = top_k_finite(total[None, :], width)[0]
         rows = np.where(best >= 0, union[np.maximum(best, 0)], -1)
         return rows, np.where(best >= 0, total[np.maximum(best, 0)], -np.inf).astype(np.float32)
@@ -515,3 +527,28 @@ def _share_any(labels: sp.csr_matrix, rows: np.ndarray, values: np.ndarray) -> n
 def _rows(matrix: sp.csr_matrix):
     for user in range(matrix.shape[0]):
         yield matrix.indices[matrix.indptr[user] : matrix.indptr[user + 1]]
+
+
+def token_candidates(fused: FusedModel, profile: sp.csr_matrix, budget: int):
+    """(rows ascending, terms): the items sharing a token with one profile (1, F) and their
+    token terms, from the postings of its tokens. When those hold more than ``budget`` item
+    tokens, only its rarest tokens' postings are read, up to the budget: the most common
+    tokens add a little to very many items and pick out none, and the rows found are still
+    scored exactly (``token_terms_at``). So a feed reads at most ``budget`` postings, whatever
+    the catalog."""
+    postings, tokens, weights = fused.token_postings, profile.indices, profile.data
+    lengths = postings.indptr[tokens + 1] - postings.indptr[tokens]
+    if lengths.sum() > budget:
+        order = np.argsort(lengths, kind="stable")
+        kept = order[np.cumsum(lengths[order]) <= budget]
+        tokens, weights = tokens[kept], weights[kept]
+    cosine = postings[tokens].T @ weights  # (I,): the read postings, weighted and summed
+    rows = np.flatnonzero(cosine)
+    return rows, fused.token_scale_[rows] * np.asarray(cosine[rows], dtype=np.float32)
+
+
+def token_terms_at(fused: FusedModel, profile: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
+    """(len(rows),) the exact token terms one profile (1, F) gives the items ``rows``, as
+    ``FusedModel.token_scores`` gives them."""
+    cosine = (fused.item_tokens_[rows] @ profile.T).toarray()[:, 0]
+    return fused.token_scale_[rows] * np.asarray(cosine, dtype=np.float32)
