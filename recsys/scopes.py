@@ -11,7 +11,7 @@ SCOPES = {
     "search:read": "visual search by photo",
     "users:read": "list users",
     "events:write": "record interactions (POST /v1/interactions)",
-    "catalog:write": "write items (reserved: `recsys ingest items` has no HTTP door yet)",
+    "catalog:write": "write items (PUT, PATCH, DELETE /v1/items/<id>)",
     "metrics:read": "Prometheus metrics (GET /metrics)",
     "admin": "every scope, and the admin endpoints (POST /v1/admin/reload)",
 }

@@ -14,6 +14,10 @@ other catalog reads are in ``recsys.catalog.reads`` (one source of cards for eve
 - ``home_feed``: a user's recommendations with the events stored since the bundle's data
   was read folded into their vector (no retraining), so a feed reflects what they just did;
   ``FeedRequest`` says what is asked (k, filters, candidates, diversity λ).
+- The live catalog: each state carries a ``LiveCatalog`` (``recsys.model.delta``), rebuilt
+  from the catalog when the state is loaded; ``ModelHolder.follow()`` (the service calls it
+  every second) applies the catalog's item changes since, so new, changed, removed and
+  out-of-stock items show in every answer without retraining.
 """
 
 from __future__ import annotations
@@ -31,11 +35,15 @@ from sqlalchemy import Engine
 
 from recsys.catalog.reads import fresh_items
 from recsys.errors import InvalidBundle, ModelNotTrained
-from recsys.model.bundle import active_version, load_active
+from recsys.model.bundle import active_bundle, active_version, load_recommender
+from recsys.model.delta import Delta, DeltaConfig, LiveCatalog
 from recsys.model.diversity import DEFAULT_DIVERSITY
+from recsys.model.live import LiveItems
 from recsys.model.recommender import Recommender, Results
 
 log = logging.getLogger(__name__)
+
+LIVE = DeltaConfig()  # the live catalog's defaults
 
 
 @dataclass
@@ -44,21 +52,30 @@ class ServingState:
     # interactions stored after this moment (naive UTC) are not in the bundle
     data_read_at: datetime
     loaded_at: float = field(default_factory=time.time)
+    # Follows the catalog's item changes since the bundle (None: the bundle alone).
+    catalog: LiveCatalog | None = None
 
     @property
     def version(self) -> str:
         return self.recommender.version
 
 
-def load_state(engine: Engine) -> ServingState:
-    """The registry's active bundle, verified, its image encoder loaded."""
-    recommender = load_active(engine)
+def load_state(engine: Engine, live: DeltaConfig | None = LIVE) -> ServingState:
+    """The registry's active bundle, verified, its image encoder loaded; with ``live``, its
+    delta rebuilt from the catalog (``recsys.model.delta``)."""
+    directory = active_bundle(engine).path
+    recommender = load_recommender(directory)
     warm_images(recommender)
     warm_explanations(recommender)
     manifest = recommender.manifest
     read_at = manifest.get("data_read_at") or manifest["created_at"]
     read_at = datetime.fromisoformat(read_at).replace(tzinfo=None)
-    return ServingState(recommender, read_at)
+    state = ServingState(recommender, read_at)
+    if live is not None:
+        items = LiveItems.of(recommender, directory)
+        state.catalog = LiveCatalog(engine, recommender, items, read_at, live)
+        state.catalog.rebuild()
+    return state
 
 
 def warm_images(recommender: Recommender) -> None:
@@ -93,9 +110,10 @@ class ModelHolder:
         loader: Callable[[Engine], ServingState] = load_state,
         check_interval: float = 10.0,
         on_swap: Callable[[ServingState], None] | None = None,
+        on_follow: Callable[[Delta], None] | None = None,
     ):
         self.engine, self.loader, self.check_interval = engine, loader, check_interval
-        self.on_swap = on_swap
+        self.on_swap, self.on_follow = on_swap, on_follow
         self._state: ServingState | None = None
         self._lock = threading.Lock()
         self._checked = 0.0
@@ -132,6 +150,8 @@ class ModelHolder:
             self._checked = time.monotonic()
             if self.on_swap is not None:
                 self.on_swap(new_state)
+            if self.on_follow is not None and new_state.recommender.live is not None:
+                self.on_follow(new_state.recommender.live)
         log.info("serving model bundle %s (was %s)", new_state.version, old)
         return old, new_state.version
 
@@ -149,6 +169,36 @@ class ModelHolder:
                 self.reload()
         except Exception:  # the current state keeps serving; the error is logged and kept
             log.exception("background reload failed")
+
+    @property
+    def live(self) -> Delta | None:
+        """The served bundle's delta (None: no bundle, or no live catalog)."""
+        state = self._state
+        return state.recommender.live if state is not None else None
+
+    def follow(self) -> Delta | None:
+        """Apply the catalog's item changes since the last call to the served state's delta
+        (one primary-key read when nothing changed); the new delta, or None. Errors are
+        logged: the last delta keeps serving."""
+        state = self._state
+        if state is None or state.catalog is None:
+            return None
+        try:
+            delta = state.catalog.follow()
+        except Exception:
+            log.exception("following the catalog failed; the last delta serves")
+            return None
+        if delta is not None and self.on_follow is not None:
+            self.on_follow(delta)
+        return delta
+
+
+def follow_catalog(holder: ModelHolder, seconds: float) -> None:
+    """Call ``holder.follow()`` every ``seconds``, forever (one daemon thread per process)."""
+    while True:
+        started = time.monotonic()
+        holder.follow()
+        time.sleep(max(seconds - (time.monotonic() - started), 0.05))
 
 
 @dataclass(frozen=True)

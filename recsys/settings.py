@@ -44,6 +44,13 @@ class Settings:
     rate_limit_storage: str = ""
     # Largest uploaded image, in pixels (width x height, read from the header before decoding).
     max_image_pixels: int = 25_000_000
+    # Item photos written over HTTP (PUT /v1/items/<id>): an "image" path is relative to this
+    # folder and must stay inside it; uploaded photos are stored under its uploads/ folder.
+    images_root: Path = Path("var/images")
+    # Live catalog: the most new or changed items each worker keeps beside its bundle (one
+    # vector each); past it answers go on without the newest items and /readyz and /metrics
+    # say a retrain is due (README, "Live catalog").
+    live_max_items: int = 10_000
     # Ray cluster for the image stages and the neighbour table (`pip install -e ".[ray]"`):
     # empty = run in-process; "local" = start a Ray instance on this machine; "auto" = join the
     # cluster this machine belongs to (`ray start`); or an address such as ray://head:10001.
@@ -67,6 +74,8 @@ class Settings:
                 "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
             )
         object.__setattr__(self, "artifacts_dir", Path(self.artifacts_dir))
+        object.__setattr__(self, "images_root", Path(self.images_root))
+        object.__setattr__(self, "live_max_items", _count(self.live_max_items, "live_max_items"))
         try:
             given = "" if self.public_scopes == "none" else self.public_scopes
             scopes = parse_scopes(given, "public_scopes")
@@ -111,4 +120,14 @@ def _positive_int(value: object) -> int:
         number = 0
     if number <= 0:
         raise InvalidSettings(f"max_image_pixels {value!r} is not a positive whole number")
+    return number
+
+
+def _count(value: object, name: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = -1
+    if number < 0:
+        raise InvalidSettings(f"{name} {value!r} is not a whole number >= 0")
     return number

@@ -70,7 +70,10 @@ def get_item(item_id: str) -> ItemDetail:
     if found is None:
         raise ApiError(404, "unknown_item", f"item {item_id!r} is not in the catalog")
     holder = context().holder
-    in_model = holder.ready and item_id in holder.state.recommender.item_index
+    live = holder.live
+    in_model = holder.ready and (
+        item_id in holder.state.recommender.item_index or (live is not None and live.knows(item_id))
+    )
     return ItemDetail(**card(item_id, found), in_model=bool(in_model))
 
 

@@ -7,6 +7,7 @@ Production::
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
@@ -19,16 +20,17 @@ from sqlalchemy import Engine
 from recsys.catalog import connect
 from recsys.catalog.db import require_current_schema
 from recsys.catalog.reads import CardCache
-from recsys.serving import ModelHolder
+from recsys.model.delta import DeltaConfig
+from recsys.serving import ModelHolder, follow_catalog, load_state
 from recsys.settings import Settings
-from services import api, auth, catalog_health, errors, limits, ops, web
+from services import api, auth, catalog_health, errors, items, limits, ops, web
 from services.context import ServiceContext
 from services.metrics import Metrics
 from services.metrics import init_app as init_metrics
 
 log = logging.getLogger(__name__)
 
-BLUEPRINTS = (api.bp, ops.bp, web.bp, catalog_health.bp)
+BLUEPRINTS = (api.bp, items.bp, ops.bp, web.bp, catalog_health.bp)
 
 DEFAULTS = {
     # Largest upload (visual search photos, JSON bodies), bytes; larger requests get a 413.
@@ -37,6 +39,9 @@ DEFAULTS = {
     "LOAD_MODEL": True,
     # Each process checks the registry's active bundle this often (s) and swaps to it; 0 = off.
     "RELOAD_CHECK_SECONDS": 10.0,
+    # Each process applies the catalog's item changes this often (s; the live catalog, see
+    # recsys.model.delta): one primary-key read when nothing changed; 0 = off.
+    "LIVE_CATALOG_SECONDS": 1.0,
     "JSON_SORT_KEYS": False,
     # Item cards each process keeps in memory (always current: see recsys.catalog.reads);
     # 0 reads every card from the catalog on every request.
@@ -64,8 +69,10 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     metrics = Metrics()
     holder = ModelHolder(
         engine,
+        loader=functools.partial(load_state, live=DeltaConfig(settings.live_max_items)),
         check_interval=float(app.config["RELOAD_CHECK_SECONDS"] or 0),
         on_swap=lambda state: metrics.model_loaded(state.version),
+        on_follow=metrics.live_changed,
     )
     cards = CardCache(
         engine, int(app.config["CARD_CACHE_ITEMS"]), float(app.config["CARD_MAX_AGE_SECONDS"])
@@ -85,6 +92,12 @@ def _start(app: Flask, engine: Engine, holder: ModelHolder) -> None:
     """Load the bundle and follow the registry, now if the catalog answers, else from a
     thread that waits for it (the worker boots either way; readyz says what is missing)."""
     load, watch = app.config["LOAD_MODEL"], bool(app.config["RELOAD_CHECK_SECONDS"])
+    follow = float(app.config["LIVE_CATALOG_SECONDS"] or 0)
+    if follow:
+        args = (holder, follow)
+        threading.Thread(
+            target=follow_catalog, args=args, name="catalog-follower", daemon=True
+        ).start()
     problem = _catalog_problem(engine)
     if problem is None:
         if load:

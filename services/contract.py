@@ -98,14 +98,18 @@ def contract_of(view: Callable) -> Contract | None:
 
 
 def _inputs(contract: Contract) -> dict[str, BaseModel]:
+    """The parsed query, JSON body and form; a view declaring both a body and a form takes
+    either, by the request's content type (multipart/form-data: the form)."""
     inputs = {}
     if contract.query is not None:
         inputs["query"] = validated(contract.query, _query_values(contract.query))
-    if contract.body is not None:
+    multipart = request.mimetype == "multipart/form-data"
+    if contract.body is not None and not (contract.form is not None and multipart):
         inputs["body"] = validated(contract.body, _json_body())
-    if contract.form is not None:
+    elif contract.form is not None:
         files = {name: upload.read() for name, upload in request.files.items()}
-        inputs["form"] = validated(contract.form, files)
+        fields = {name: value.encode() for name, value in request.form.items()}
+        inputs["form"] = validated(contract.form, {**fields, **files})
     return inputs
 
 

@@ -1,4 +1,5 @@
-"""Prometheus metrics: requests, latency by endpoint, errors, the model version served.
+"""Prometheus metrics: requests, latency by endpoint, errors, the model version served, and
+the live catalog (items kept beside the bundle, hidden bundle items, whether a retrain is due).
 
 Under gunicorn, ``services/gunicorn.conf.py`` sets ``PROMETHEUS_MULTIPROC_DIR`` so every
 worker's numbers are summed at scrape time (prometheus_client's multiprocess mode).
@@ -47,6 +48,30 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="liveall",
         )
+        self.live_items = Gauge(
+            "recsys_live_items",
+            "New or changed items a worker serves beside its bundle (the live catalog)",
+            registry=self.registry,
+            multiprocess_mode="liveall",
+        )
+        self.live_hidden = Gauge(
+            "recsys_live_hidden_items",
+            "Bundle items a worker leaves out: removed, out of stock or superseded",
+            registry=self.registry,
+            multiprocess_mode="liveall",
+        )
+        self.live_generation = Gauge(
+            "recsys_live_catalog_generation",
+            "The catalog's items generation a worker's live catalog is current to",
+            registry=self.registry,
+            multiprocess_mode="liveall",
+        )
+        self.retrain_due = Gauge(
+            "recsys_retrain_due",
+            "1 when a worker's live catalog is full (RECSYS_LIVE_MAX_ITEMS): run recsys train",
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
         self._version: str | None = None
 
     def model_loaded(self, version: str) -> None:
@@ -54,6 +79,13 @@ class Metrics:
             self.model.labels(self._version).set(0)
         self.model.labels(version).set(1)
         self._version = version
+
+    def live_changed(self, delta) -> None:
+        """After a follow step or a load: a ``recsys.model.delta.Delta``."""
+        self.live_items.set(delta.size)
+        self.live_hidden.set(delta.hides)
+        self.live_generation.set(delta.generation)
+        self.retrain_due.set(int(delta.retrain_due))
 
     def exposition(self) -> Response:
         registry = self.registry

@@ -103,11 +103,12 @@ def _operation(rule: str, contract: Contract, refs: dict, scope: str | None) -> 
         parameters += _query_parameters(contract.query)
     if parameters:
         operation["parameters"] = parameters
+    content = {}  # a body, a form, or either (services.contract)
     if contract.body is not None:
-        content = {JSON: {"schema": refs[contract.body, "validation"]}}
-        operation["requestBody"] = {"required": True, "content": content}
+        content[JSON] = {"schema": refs[contract.body, "validation"]}
     if contract.form is not None:
-        content = {"multipart/form-data": {"schema": refs[contract.form, "validation"]}}
+        content["multipart/form-data"] = {"schema": refs[contract.form, "validation"]}
+    if content:
         operation["requestBody"] = {"required": True, "content": content}
     operation["responses"] = _responses(contract, refs, scope)
     if scope is not None:

@@ -14,7 +14,7 @@ from services.context import context
 from services.contract import Raw, endpoint
 from services.errors import ApiError, message_of
 from services.openapi import openapi_document
-from services.schemas import Readiness, Reloaded, Status
+from services.schemas import LiveCatalog, Readiness, Reloaded, Status
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +31,31 @@ def healthz() -> Status:
 @bp.get("/readyz")
 @endpoint(responses={200: Readiness}, errors=(503,))
 def readyz() -> Readiness:
-    """Readiness: a model bundle is loaded and the catalog database answers"""
+    """Readiness: a model bundle is loaded and the catalog database answers
+
+    ``live`` says what the answering worker serves beside its bundle, and whether a retrain
+    is due (its live catalog is full); the service is still ready then."""
     ctx = context()
     _check_catalog(ctx.engine)
     if not ctx.holder.ready:
         raise ApiError(503, "model_not_ready", _model_problem(ctx.holder.last_error))
-    return Readiness(status="ready", model_version=ctx.holder.state.version)
+    return Readiness(
+        status="ready", model_version=ctx.holder.state.version, live=_live(ctx.holder.live)
+    )
+
+
+def _live(delta) -> LiveCatalog | None:
+    """What the live catalog adds to the bundle; still ready when a retrain is due."""
+    if delta is None:
+        return None
+    return LiveCatalog(
+        items=delta.size,
+        max_items=delta.max_items,
+        waiting=delta.pending,
+        hidden=delta.hides,
+        generation=delta.generation,
+        retrain_due=delta.retrain_due,
+    )
 
 
 def _check_catalog(engine) -> None:

@@ -34,6 +34,8 @@ MAX_PAGE = 100
 MAX_OFFSET = 10**9
 MAX_CANDIDATES = 1000
 MAX_EVENTS = 1000
+MAX_ATTRIBUTES = 200
+MAX_VALUES = 100
 
 
 def _explained(message: str) -> WrapValidator:
@@ -235,6 +237,46 @@ class ImageUpload(BaseModel):
     image: bytes = Field(description="The photo (PNG, JPEG, WebP or GIF), a multipart file")
 
 
+AttributeValue = Annotated[
+    StrictStr
+    | StrictInt
+    | StrictFloat
+    | StrictBool
+    | Annotated[list[StrictStr | StrictInt | StrictFloat], Field(max_length=MAX_VALUES)]
+    | None,
+    _explained("must be a string, a number, a boolean, a list of strings or numbers, or null"),
+]
+
+
+class ItemFields(BaseModel):
+    """An item's fields, as a row of an items file (README, "Data formats"): each value is
+    checked by the rules of ``recsys ingest items``. PUT: absent fields are empty (in stock
+    by default); PATCH: only the fields sent change."""
+
+    model_config = ConfigDict(extra="forbid")
+    title: StrictStr | None = Field(None, description="Display title")
+    in_stock: StrictBool = Field(None, description="In stock (PUT: true when absent)")
+    image: StrictStr | None = Field(
+        None,
+        max_length=4096,
+        description="The photo's path relative to the service's images root "
+        "(RECSYS_IMAGES_ROOT); or send the photo itself as the multipart part image",
+    )
+    attributes: dict[str, AttributeValue] = Field(
+        None,
+        max_length=MAX_ATTRIBUTES,
+        description="Tabular attributes by name (kinds inferred as at ingest; a|b or a list "
+        "is multi-valued); PATCH: only the names sent change, null removes one",
+    )
+
+
+class ItemUpload(BaseModel):
+    """An item write with its photo: multipart/form-data."""
+
+    item: bytes = Field(b"{}", description="The item's fields (ItemFields) as a JSON document")
+    image: bytes = Field(description="The photo (PNG, JPEG, WebP or GIF), a multipart file")
+
+
 # Responses.
 
 
@@ -333,6 +375,28 @@ class Recorded(BaseModel):
     users: list[str]
 
 
+_GENERATION_OF_WRITE = (
+    "The catalog's items generation after this write: a worker whose live catalog is at it "
+    "or later (/readyz live.generation) serves the change"
+)
+
+
+class ItemWritten(BaseModel):
+    """Stored in one transaction; every worker serves it within seconds"""
+
+    item: Item
+    created: bool = Field(description="A new item (false: an item replaced or changed)")
+    changed: bool = Field(description="false: the catalog already held exactly this")
+    generation: int = Field(description=_GENERATION_OF_WRITE)
+
+
+class ItemRemoved(BaseModel):
+    """Removed; every worker leaves it out within seconds"""
+
+    item_id: str
+    generation: int = Field(description=_GENERATION_OF_WRITE)
+
+
 class Reloaded(BaseModel):
     """Now serving the active bundle"""
 
@@ -346,10 +410,26 @@ class Status(BaseModel):
     status: str
 
 
+class LiveCatalog(BaseModel):
+    """What a worker serves beside its bundle: items new or changed since it was trained"""
+
+    items: int = Field(description="Live items (new or changed) kept beside the bundle")
+    max_items: int = Field(description="The most it keeps (RECSYS_LIVE_MAX_ITEMS)")
+    waiting: int = Field(description="New or changed items left out because it is full")
+    hidden: int = Field(description="Bundle items left out: removed, out of stock, changed")
+    generation: int = Field(description="The catalog's items generation it is current to")
+    retrain_due: bool = Field(
+        description="It is full: run `recsys train` (the service answers meanwhile)"
+    )
+
+
 class Readiness(Status):
     """Ready"""
 
     model_version: str
+    live: LiveCatalog | None = Field(
+        None, description="The live catalog of the worker that answered (null: none)"
+    )
 
 
 class ErrorDetail(BaseModel):

@@ -102,4 +102,6 @@ def service_app(shop: tuple[str, Path], **settings):
 
     url, artifacts = shop
     full = Settings(database_url=url, artifacts_dir=artifacts, admin_token=ADMIN_TOKEN, **settings)
-    return create_app(full, {"TESTING": True, "RELOAD_CHECK_SECONDS": 0})
+    # No background threads: a test that edits the catalog follows it itself (holder.follow).
+    config = {"TESTING": True, "RELOAD_CHECK_SECONDS": 0, "LIVE_CATALOG_SECONDS": 0}
+    return create_app(full, config)

@@ -170,3 +170,18 @@ class ApiKey(Base):
     scopes: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class ItemChange(Base):
+    """The item change log: one row per item inserted, updated or deleted, written by the
+    triggers that bump ``items_generation`` and stamped with the generation they set
+    (migration 0004). ``content``: the write changed what the item's vector is made of (title,
+    image, attributes), not only its stock. Workers follow it (``recsys.catalog.changes``)."""
+
+    __tablename__ = "item_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer, index=True)
+    external_id: Mapped[str] = mapped_column(String(255))
+    deleted: Mapped[bool] = mapped_column(Boolean)
+    content: Mapped[bool] = mapped_column(Boolean)

@@ -8,8 +8,9 @@ from the bundle's image encoder (whitening included), its collaborative and popu
 predicted from that content by the bundle's cold-item predictor, and the bundle's cold-item
 multipliers on top (``FusedModel.cold_item_vectors``).
 
-    live = LiveItems.load(bundle_dir)
+    live = LiveItems.load(bundle_dir)  # or LiveItems.of(recommender, bundle_dir)
     vectors = live.vectors(items)  # (n, dim) float32, rows in items' order
+    blocks = live.blocks(items)  # block -> (n, d), unweighted (recsys.model.delta uses both)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recsys.errors import InvalidBundle
 from recsys.model.content import image_rows
 from recsys.model.fusion import FusedModel
 from recsys.model.tabular import TabularEncoder
@@ -51,10 +53,36 @@ class LiveItems:
             image_encoder = ImageEncoder.load(directory / "image_encoder", device="cpu")
         return cls(fused, tabular, image_encoder)
 
+    @classmethod
+    def of(cls, recommender, directory: str | Path) -> LiveItems:
+        """The parts of a loaded ``Recommender`` (its fused model and image encoder, not a
+        second copy) and the tabular encoder of its bundle ``directory``."""
+        dims = recommender.fused.layout_.dims
+        tabular = TabularEncoder.load(directory) if "tabular" in dims else None
+        images = None
+        if "image" in dims:
+            try:
+                images = recommender.image_encoder
+            except InvalidBundle as exc:  # live items then get no image block
+                log.warning("live items of %s get no image vectors: %s", recommender.version, exc)
+        return cls(recommender.fused, tabular, images)
+
     def vectors(self, items: pd.DataFrame) -> np.ndarray:
         """(n, dim) fused vectors of ``items`` (the catalog's item columns: attributes,
         ``title``, ``image_path``), as a bundle trained with them but no interactions on them
         would hold them."""
+        content, tokens = self._content(items)
+        if not content:
+            return np.zeros((len(items), self.fused.layout_.dim), dtype=np.float32)
+        return self.fused.cold_item_vectors(content, tokens)
+
+    def blocks(self, items: pd.DataFrame) -> dict[str, np.ndarray]:
+        """The unweighted blocks behind ``vectors`` (block -> (n, d);
+        ``FusedModel.cold_item_blocks``); empty when the bundle has no content block."""
+        content, tokens = self._content(items)
+        return self.fused.cold_item_blocks(content, tokens) if content else {}
+
+    def _content(self, items: pd.DataFrame):
         content: dict[str, np.ndarray] = {}
         tokens = None
         if self.tabular is not None:
@@ -64,6 +92,4 @@ class LiveItems:
             paths = items.get("image_path", pd.Series([None] * len(items), dtype=object))
             width = self.fused.layout_.dims["image"]
             content["image"] = image_rows(self.image_encoder, paths, width)
-        if not content:
-            return np.zeros((len(items), self.fused.layout_.dim), dtype=np.float32)
-        return self.fused.cold_item_vectors(content, tokens)
+        return content, tokens

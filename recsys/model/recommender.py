@@ -19,6 +19,11 @@ first items without retraining.
 
 Filters: ``{"in_stock": True, "<attribute>": value or [values]}`` on categorical and multi
 attributes; an item passes an attribute filter when it has any of the values.
+
+Live catalog: with ``live`` set (a ``recsys.model.delta.Delta``, kept current by a
+``LiveCatalog``), answers leave out items removed from the catalog or out of stock (unless
+``in_stock=False`` asks for them), neighbour-table rows included, and rank in the items
+listed or changed since the bundle was trained.
 """
 
 from __future__ import annotations
@@ -225,6 +230,8 @@ class Recommender:
         self._item_gram: np.ndarray | None = None
         self._image_encoder = None
         self._image_index: VectorIndex | None = None
+        # The catalog's changes since this bundle (recsys.model.delta); None: the bundle alone.
+        self.live = None
 
     @property
     def version(self) -> str:
@@ -266,6 +273,10 @@ class Recommender:
         results.because = [
             self._feed_because(found[q], scores[q], row, None) for q, row in enumerate(rows)
         ]
+        if self.live is not None and self.fused.user_vectors_ is not None:
+            queries = self.fused.user_vectors_[np.maximum(rows, 0)]
+            skip = [None if row < 0 else () for row in rows.tolist()]
+            results = self._with_live(results, queries, k, candidates, filters, skip)
         return results
 
     def recommend_for_history(
@@ -315,6 +326,9 @@ class Recommender:
             )
             for u in range(len(found))
         ]
+        if self.live is not None:
+            skip = [None if none else () for none in empty.tolist()]
+            results = self._with_live(results, queries, k, candidates, filters, skip)
         return results
 
     def _with_tokens(self, profile, query, pool, allowed, seen):
@@ -385,6 +399,9 @@ class Recommender:
             )
         results = self._search(queries, k, self._allowed(None, filters), None, self._image_index)
         results.because = [explain.single("looks like your photo", s) for s in results.scores]
+        live = self.live
+        if live is not None:
+            results = live.merge_images(results, queries, k, live.mask(filters))
         return results
 
     @property
@@ -419,8 +436,14 @@ class Recommender:
         neighbour table (the same rows and scores the index search gives).
         """
         diversity = check_diversity(diversity)
-        rows = self.item_rows(item_ids)
         self.fused.check_surface(mode)
+        live = self.live
+        if live is not None and any(live.knows(str(i)) for i in np.atleast_1d(item_ids)):
+            return self._similar_to_live(np.atleast_1d(item_ids).astype(str), k, filters, mode)
+        rows = self.item_rows(item_ids)
+        if live is not None and live.removed[rows].any():
+            gone = self.item_ids[rows[live.removed[rows]][0]]
+            raise UnknownItem(f"item {gone!r} was removed from the catalog")
         found, scores = self._similar_pool(rows, pool_size(k, diversity, len(self.item_ids) - 1),
                                            filters, mode)  # fmt: skip
         found, scores = diversify(found, scores, self.fused.item_blocks_, k, diversity)
@@ -433,17 +456,54 @@ class Recommender:
                 explain.similar_reasons(shares, shared, q) for q in range(len(rows))
             )
         ]
+        if live is not None:
+            skip = [[item] for item in self.item_ids[rows].tolist()]
+            queries = self.fused.item_queries(rows, mode)
+            results = self._with_live(results, queries, k, None, filters, skip)
         return results
+
+    def _similar_to_live(self, item_ids: np.ndarray, k: int, filters, mode: str) -> Results:
+        """Similar items of queries some of which are live items (new or changed since the
+        bundle): their queries come from the delta, the bundle's index and the delta answer."""
+        live = self.live
+        queries = np.zeros((len(item_ids), self.fused.layout_.dim), dtype=np.float32)
+        is_live = np.array([live.knows(i) for i in item_ids.tolist()], dtype=bool)
+        queries[is_live] = live.item_queries(item_ids[is_live].tolist(), mode, self.fused)
+        if (~is_live).any():
+            queries[~is_live] = self.fused.item_queries(self.item_rows(item_ids[~is_live]), mode)
+        own = self.item_index.rows(item_ids)
+        results = self._search(queries, k, self._allowed(None, filters), own[:, None])
+        results.because = [explain.single("looks alike", s) for s in results.scores]
+        skip = [[item] for item in item_ids.tolist()]
+        return self._with_live(results, queries, k, None, filters, skip)
+
+    def _with_live(self, results: Results, queries, k: int, candidates, filters, skip):
+        """``results`` with the live items that pass ``filters`` and ``candidates`` ranked in
+        (``skip``: per query, ids to leave out, or None: add none)."""
+        live = self.live
+        return live.merge(results, queries, k, live.mask(filters, candidates), skip)
 
     def _similar_pool(self, rows: np.ndarray, width: int, filters, mode: str):
         """(rows (Q, width), scores (Q, width)) most like each query row, itself excluded."""
         table = self.neighbours
+        allowed = self._allowed(None, filters)
         if not filters and mode == "similar" and table is not None and width <= table[0].shape[1]:
-            found = np.asarray(table[0][rows, :width], dtype=np.int64)  # (Q, width)
-            if (found >= 0).all():
-                return found, np.array(table[1][rows, :width])
+            if allowed is None:
+                found = np.asarray(table[0][rows, :width], dtype=np.int64)  # (Q, width)
+                if (found >= 0).all():
+                    return found, np.array(table[1][rows, :width])
+            else:  # the live catalog hides some rows: the first width shown ones
+                found = np.asarray(table[0][rows], dtype=np.int64)  # (Q, W)
+                keep = (found >= 0) & allowed[np.maximum(found, 0)]
+                if (keep.sum(axis=1) >= width).all():
+                    first = np.argsort(~keep, axis=1, kind="stable")[:, :width]
+                    scores = np.asarray(table[1][rows])
+                    return (
+                        np.take_along_axis(found, first, axis=1),
+                        np.take_along_axis(scores, first, axis=1),
+                    )
         queries = self.fused.item_queries(rows, mode)
-        return self.index.search(queries, width, self._allowed(None, filters), rows[:, None])
+        return self.index.search(queries, width, allowed, rows[:, None])
 
     def compute_neighbours(self, width: int, batch: int = 4096) -> None:
         """Fill ``neighbours``: every item's unfiltered top-``width`` similar items (mode
@@ -474,12 +534,24 @@ class Recommender:
 
     # -- helpers -------------------------------------------------------------------------
     def _allowed(self, candidates, filters) -> np.ndarray | None:
+        live, shown = self.live, None
+        if live is not None:
+            shown, filters = live.visible(filters)
         mask = self.filters.mask(filters)
         if candidates is not None:
             only = np.zeros(len(self.item_ids), dtype=bool)
-            only[self.item_rows(candidates)] = True
+            only[self._candidate_rows(candidates)] = True
             mask = only if mask is None else mask & only
+        if shown is not None:
+            mask = shown if mask is None else mask & shown
         return mask
+
+    def _candidate_rows(self, candidates) -> np.ndarray:
+        """Bundle rows of ``candidates``; live items among them are ranked by the delta."""
+        live = self.live
+        if live is not None:
+            candidates = [c for c in candidates if not live.knows(str(c))]
+        return self.item_rows(candidates) if len(candidates) else np.zeros(0, dtype=np.int64)
 
     def _search(self, queries, k, allowed, exclude, index: VectorIndex | None = None) -> Results:
         found, scores = (index or self.index).search(queries, k, allowed, exclude)

@@ -1,0 +1,210 @@
+"""Item writes one at a time (the HTTP API's PUT, PATCH and DELETE ``/v1/items/<id>``), by the
+rules and the storage code of ``recsys ingest items``.
+
+Values go through the same column parsers as an ingest file's (``recsys.ingest.values``), and
+the row is written by ``ItemIngester.write`` (insert or update, attribute kinds recorded and
+widened) in one transaction, so a bad value is refused with the reason ingest gives, as an
+``InvalidInput`` whose message starts with the field (``attributes.price: ...``), and nothing
+is stored. An image path is relative to the images root and must stay inside it; an uploaded
+photo is stored under ``<images root>/uploads/`` by its SHA-256 (``save_photo``).
+
+Every write to ``items`` is logged by the catalog's triggers (``recsys.catalog.changes``), so
+serving workers pick it up within about a second, as they pick up an ingest file's rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+from PIL import Image
+from sqlalchemy import Connection, Engine, delete, select
+
+from recsys.catalog.models import CatalogState, Item
+from recsys.errors import InvalidInput, UnknownItem
+from recsys.ingest.bulk import write_transaction
+from recsys.ingest.items import KNOWN_COLUMNS, ItemIngester
+from recsys.ingest.report import IngestReport
+from recsys.ingest.values import (
+    BadValue,
+    Parsed,
+    attribute_column,
+    bool_column,
+    id_column,
+    image_column,
+    parse_id,
+    text_column,
+)
+
+UPLOADS = "uploads"
+COLUMNS = ("title", "image_path", "in_stock", "attributes")
+_GENERATION = select(CatalogState.items_generation).where(CatalogState.id == 1)
+
+
+@dataclass(frozen=True)
+class ItemWrite:
+    item_id: str
+    created: bool  # a new item
+    changed: bool  # False: the catalog already held exactly this
+    # The catalog's items generation after the write: a worker whose live catalog is at
+    # this generation or later serves it (/readyz, /metrics).
+    generation: int
+
+
+def put_item(
+    engine: Engine,
+    item_id: Any,
+    fields: dict[str, Any],
+    images_root: Path,
+    photo: Path | None = None,
+) -> ItemWrite:
+    """Create or replace an item: ``fields`` may hold ``title``, ``in_stock`` (default true),
+    ``image`` (a path relative to ``images_root``) and ``attributes`` (name -> value); absent
+    ones are empty. ``photo``: an already stored image (``save_photo``) instead of ``image``."""
+    values = parse_fields(item_id, fields, images_root)
+    row = {"title": None, "image_path": None, "in_stock": True, "attributes": {}}
+    row.update(values)
+    row["attributes"] = {k: v for k, v in row["attributes"].items() if v is not None}
+    if photo is not None:
+        row["image_path"] = str(photo)
+    return write_transaction(engine, lambda connection: _store(connection, row, images_root))
+
+
+def patch_item(
+    engine: Engine,
+    item_id: Any,
+    fields: dict[str, Any],
+    images_root: Path,
+    photo: Path | None = None,
+) -> ItemWrite:
+    """Change only the given ``fields`` of a stored item (``attributes``: only the names
+    given; a None value removes one); ``UnknownItem`` when it is not in the catalog."""
+    values = parse_fields(item_id, fields, images_root)
+    if photo is not None:
+        values["image_path"] = str(photo)
+
+    def work(connection: Connection) -> ItemWrite:
+        stored = connection.execute(
+            select(*[getattr(Item, name) for name in COLUMNS]).where(
+                Item.external_id == values["external_id"]
+            )
+        ).first()
+        if stored is None:
+            raise UnknownItem(f"item {values['external_id']!r} is not in the catalog")
+        row = dict(zip(COLUMNS, stored, strict=True))
+        attributes = {**(row["attributes"] or {}), **values.pop("attributes", {})}
+        row.update(values)
+        row["attributes"] = {k: v for k, v in attributes.items() if v is not None}
+        return _store(connection, row, images_root)
+
+    return write_transaction(engine, work)
+
+
+def delete_item(engine: Engine, item_id: Any) -> int:
+    """Remove an item (its interactions go with it) -> the items generation after it;
+    ``UnknownItem`` when there is none."""
+    external_id = _one(id_column, item_id, "item_id")
+
+    def work(connection: Connection) -> int | None:
+        found = connection.execute(delete(Item).where(Item.external_id == external_id)).rowcount
+        return _generation(connection) if found else None
+
+    generation = write_transaction(engine, work)
+    if generation is None:
+        raise UnknownItem(f"item {external_id!r} is not in the catalog")
+    return generation
+
+
+def parse_fields(item_id: Any, fields: dict[str, Any], images_root: Path) -> dict[str, Any]:
+    """The given fields, checked and normalised as ``recsys ingest items`` does a row's
+    cells: ``external_id`` always, ``title``, ``in_stock``, ``image_path`` (absolute) and
+    ``attributes`` when given. ``InvalidInput`` naming the first bad field."""
+    values: dict[str, Any] = {"external_id": _one(id_column, item_id, "item_id")}
+    unknown = set(fields) - {"title", "in_stock", "image", "attributes"}
+    if unknown:
+        raise InvalidInput(f"{sorted(unknown)[0]}: unknown field")
+    if "title" in fields:
+        values["title"] = _one(text_column, fields["title"], "title")
+    if "in_stock" in fields:
+        in_stock = _one(bool_column, fields["in_stock"], "in_stock")
+        values["in_stock"] = True if in_stock is None else in_stock
+    if "image" in fields:
+        values["image_path"] = _image(fields["image"], Path(images_root))
+    if "attributes" in fields:
+        values["attributes"] = _attributes(fields["attributes"] or {})
+    return values
+
+
+def save_photo(images_root: Path, data: bytes, suffix: str) -> Path:
+    """Store an uploaded photo as ``<images_root>/uploads/<sha256><suffix>`` (written to a
+    temporary file and renamed: a reader never sees half a photo) -> its absolute path."""
+    folder = (Path(images_root) / UPLOADS).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{hashlib.sha256(data).hexdigest()}{suffix}"
+    if not path.is_file():
+        handle, temporary = tempfile.mkstemp(dir=folder, suffix=".part")
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    return path
+
+
+def _store(connection: Connection, row: dict[str, Any], images_root: Path) -> ItemWrite:
+    """One row through ``ItemIngester.write``, the storage code of ingest files."""
+    frame = pd.DataFrame([{"row": 0, "external_id": row["external_id"]}])
+    for name in COLUMNS:
+        frame[name] = pd.Series([row[name]], dtype=object)
+    report = IngestReport(Path("<api>"))
+    ItemIngester(images_root).write(connection, frame, report)
+    changed = report.unchanged == 0
+    return ItemWrite(row["external_id"], report.inserted > 0, changed, _generation(connection))
+
+
+def _generation(connection: Connection) -> int:
+    return int(connection.scalar(_GENERATION) or 0)
+
+
+def _one(parser: Callable[..., Parsed], value: Any, name: str, field: str | None = None) -> Any:
+    """One value through an ingest column parser -> the normalised value (None: missing);
+    ``InvalidInput`` starting with ``field`` (default ``name``) and ingest's reason."""
+    parsed = parser([value], 1, name)
+    if parsed.errors:
+        raise InvalidInput(f"{field or name}: {parsed.errors[0]}")
+    found = parsed.values[0]
+    return found.as_py() if isinstance(found, pa.Scalar) else found
+
+
+def _image(value: Any, root: Path) -> str | None:
+    """An image path relative to ``root`` that names a file inside it -> absolute path."""
+    if value is None:
+        return None
+    root = root.resolve()
+    path = _one(lambda column, n, name: image_column(column, n, name, root), value, "image")
+    if path is not None and not Path(path).is_relative_to(root):
+        raise InvalidInput(f"image: {str(value)!r} is outside the images root; give a path in it")
+    if path is not None:
+        try:
+            Image.open(path).close()  # reads the header: is it an image at all
+        except (OSError, ValueError, Image.DecompressionBombError):
+            raise InvalidInput(f"image: {str(value)!r} is not a readable image") from None
+    return path
+
+
+def _attributes(given: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for name, value in given.items():
+        try:
+            name = parse_id(name, "attribute name")
+        except BadValue as exc:
+            raise InvalidInput(f"attributes: {exc}") from None
+        if name in KNOWN_COLUMNS:
+            raise InvalidInput(f"attributes.{name}: is a field of its own, not an attribute")
+        out[name] = _one(attribute_column, value, name, f"attributes.{name}")
+    return out

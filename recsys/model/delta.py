@@ -1,0 +1,415 @@
+"""The live catalog: what changed since a bundle was trained, kept beside its index.
+
+The catalog is the source of truth. Each serving worker follows its change log
+(``recsys.catalog.changes``: one primary-key read a second, and one indexed read of the new
+log rows when something changed) and keeps a small delta beside the bundle:
+
+- **live items**: new and changed items with their fused vectors, made from the bundle's own
+  fitted parts (``LiveItems``). A changed item that had interactions keeps its collaborative
+  and popularity blocks; only its content blocks are made anew.
+- **hidden bundle rows**: items removed from the catalog, out of stock, or superseded by a
+  live row. ``in_stock=false`` in a filter asks for the out-of-stock ones explicitly.
+
+``Recommender`` answers (similar items, feeds, visual search) merge the bundle's index or
+neighbour table with the live items, and leave hidden rows out everywhere, neighbour-table
+rows included. The delta holds at most ``DeltaConfig.max_items`` live items; past it answers
+go on (further new items wait, removals still apply) and ``Delta.retrain_due`` says so. The
+next ``recsys train`` reads the whole catalog, so the new bundle holds every live item.
+
+A restart rebuilds the delta from the catalog: items written after the bundle's data was read
+(``updated_at``) or unknown to it get live vectors, items missing or out of stock are hidden.
+
+    catalog = LiveCatalog(engine, recommender, LiveItems.of(recommender, bundle_dir), read_at)
+    catalog.rebuild()   # recommender.live is now the delta
+    catalog.follow()    # every second: apply what changed since
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine
+
+from recsys.catalog import changes
+from recsys.model import explain
+from recsys.model.fusion import fuse, normalize_rows
+from recsys.model.live import LiveItems
+from recsys.model.ranking import top_k_finite
+
+log = logging.getLogger(__name__)
+
+# Item rows read and embedded at once (a rebuild after a large ingest reads many).
+CHUNK = 2048
+LIVE_REASON = "new in the catalog"
+
+
+@dataclass(frozen=True)
+class DeltaConfig:
+    # Live items (new or changed since the bundle) a worker keeps beside its bundle. Each
+    # costs one vector per worker and one dot product per answer; past this many, answers go
+    # on without the newest items and /readyz and /metrics say a retrain is due.
+    max_items: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.max_items < 0:
+            raise ValueError(f"max_items must be >= 0, got {self.max_items}")
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One immutable state of the delta; a request reads ``recommender.live`` once."""
+
+    generation: int  # the catalog's items generation this state is current to
+    ids: np.ndarray  # (M,) str: live items
+    vectors: np.ndarray  # (M, D) fused item vectors, as the bundle's index holds its items'
+    blocks: dict[str, np.ndarray]  # block -> (M, d) unweighted (item queries, visual search)
+    in_stock: np.ndarray  # (M,) bool
+    has_image: np.ndarray  # (M,) bool
+    attributes: tuple[dict[str, Any], ...]  # (M,) for attribute filters
+    shown: np.ndarray  # (N,) bool: bundle rows in the catalog, in stock, not superseded
+    shown_out: np.ndarray  # (N,) bool: the same, out of stock (the in_stock=false filter)
+    removed: np.ndarray  # (N,) bool: bundle rows no longer in the catalog
+    pending: int  # new or changed items left out because the delta is full
+    max_items: int
+    positions: dict[str, int] = field(default_factory=dict)  # id -> live row
+
+    def __post_init__(self) -> None:
+        self.positions.update({item: k for k, item in enumerate(self.ids.tolist())})
+
+    @property
+    def size(self) -> int:
+        return len(self.ids)
+
+    @property
+    def retrain_due(self) -> bool:
+        """The delta is full: items listed from now on wait for the next ``recsys train``."""
+        return self.pending > 0 or (self.max_items > 0 and self.size >= self.max_items)
+
+    @property
+    def hides(self) -> int:
+        return int((~self.shown).sum())
+
+    def visible(self, filters: dict[str, Any] | None):
+        """(bundle rows an answer may list, or None for all; ``filters`` less ``in_stock``,
+        which this mask applies with the catalog's current stock)."""
+        filters = dict(filters or {})
+        wanted = filters.pop("in_stock", True)
+        return (self.shown if wanted else self.shown_out), filters
+
+    def knows(self, item_id: str) -> bool:
+        return item_id in self.positions
+
+    def mask(self, filters: dict[str, Any] | None, candidates=None) -> np.ndarray:
+        """(M,) bool: live items passing ``filters`` (stock and attributes) and, when given,
+        in ``candidates``. Attribute filters are matched item by item: M is small."""
+        filters = dict(filters or {})
+        wanted = bool(filters.pop("in_stock", True))
+        mask = self.in_stock == wanted
+        for name, value in filters.items():
+            allowed = {str(v) for v in np.atleast_1d(value).tolist()}
+            mask &= np.fromiter(
+                (_has_any(found.get(name), allowed) for found in self.attributes),
+                dtype=bool,
+                count=self.size,
+            )
+        if candidates is not None:
+            mask &= np.isin(self.ids, np.asarray(list(candidates), dtype=str))
+        return mask
+
+    def item_queries(self, item_ids, surface: str, fused) -> np.ndarray:
+        """(Q, D) "items like these" queries of live items, as ``FusedModel.item_queries``."""
+        rows = [self.positions[item] for item in item_ids]
+        blocks = {b: v[rows] for b, v in self.blocks.items() if b != "popularity"}
+        if "cf" in blocks:
+            blocks["cf"] = normalize_rows(blocks["cf"])
+        return fuse(blocks, fused.surface_weights_[surface], fused.layout_)
+
+    def merge(self, results, queries: np.ndarray, k: int, allowed: np.ndarray, skip=None):
+        """``results`` (per query, best first) with the live items ``allowed`` (M,) bool
+        ranked in by score (``queries @ vectors``); ``skip``: per query, ids never to add
+        (the query item, seen items) or None for a query that takes no live items."""
+        if not self.size or not allowed.any():
+            return results
+        return self._merge(results, np.asarray(queries) @ self.vectors.T, k, allowed, skip)
+
+    def merge_images(self, results, queries: np.ndarray, k: int, allowed: np.ndarray):
+        """Visual search: ``results`` with the live items that have a photo, by cosine of
+        their image vectors to the query photos'."""
+        allowed = allowed & self.has_image
+        if not self.size or "image" not in self.blocks or not allowed.any():
+            return results
+        scores = np.asarray(queries) @ self.blocks["image"].T
+        return self._merge(results, scores, k, allowed, None)
+
+    def _merge(self, results, scores: np.ndarray, k: int, allowed: np.ndarray, skip):
+        scores = np.where(allowed[None, :], scores, -np.inf).astype(np.float32)  # (Q, M)
+        for q in range(len(results.ids)):
+            if skip is not None and skip[q] is None:
+                continue
+            blocked = set(skip[q]) if skip is not None else set()
+            found = top_k_finite(scores[q : q + 1], k + len(blocked))[0]
+            found = [j for j in found[found >= 0].tolist() if self.ids[j] not in blocked][:k]
+            if found:
+                _insert(results, q, self.ids[found].tolist(), scores[q, found], k)
+        return results
+
+
+def _insert(results, q: int, ids: list[str], scores: np.ndarray, k: int) -> None:
+    """Query ``q`` of ``results`` with live ``ids`` added, the best k kept (a live id that
+    the bundle's part also lists, from a state a moment older, keeps its live place)."""
+    live = set(ids)
+    old_ids, old_scores = results.ids[q], np.asarray(results.scores[q])
+    keep = [j for j, item in enumerate(old_ids) if item not in live]
+    because = results.because[q] if results.because else None
+    all_ids = [old_ids[j] for j in keep] + ids
+    all_scores = np.concatenate([old_scores[keep], scores]).astype(np.float32)
+    order = np.argsort(-all_scores, kind="stable")[:k]
+    results.ids[q] = [all_ids[j] for j in order]
+    results.scores[q] = all_scores[order]
+    if because is not None:
+        reasons = [because[j] for j in keep] + explain.single(LIVE_REASON, scores)
+        results.because[q] = [reasons[j] for j in order]
+
+
+def _has_any(value: Any, allowed: set[str]) -> bool:
+    if value is None:
+        return False
+    values = value if isinstance(value, list) else [value]
+    return any(str(v) in allowed for v in values)
+
+
+@dataclass
+class _Live:
+    """The live items being built, by id (the follower's mutable side of ``Delta``)."""
+
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    blocks: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    in_stock: dict[str, bool] = field(default_factory=dict)
+    has_image: dict[str, bool] = field(default_factory=dict)
+    attributes: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def drop(self, item_id: str) -> None:
+        for part in (self.vectors, self.blocks, self.in_stock, self.has_image, self.attributes):
+            part.pop(item_id, None)
+
+
+class LiveCatalog:
+    """Builds one worker's ``Delta`` for one bundle and sets it as ``recommender.live``;
+    see the module docstring. ``rebuild`` and ``follow`` may be called from any thread (one
+    at a time runs); answers read the last state set."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        recommender,
+        items: LiveItems,
+        data_read_at: datetime,
+        config: DeltaConfig | None = None,
+    ):
+        self.engine, self.recommender, self.items = engine, recommender, items
+        self.data_read_at = data_read_at
+        self.config = config or DeltaConfig()
+        n = len(recommender.item_ids)
+        self._stock = np.array(recommender.filters.in_stock, dtype=bool)
+        self._removed = np.zeros(n, dtype=bool)
+        self._superseded = np.zeros(n, dtype=bool)
+        self._live = _Live()
+        self._pending: set[str] = set()
+        self._generation = 0
+        self._due = False
+        self._lock = threading.Lock()
+
+    @property
+    def delta(self) -> Delta | None:
+        return self.recommender.live
+
+    def rebuild(self) -> Delta:
+        """The delta from the whole catalog (a worker's start, a new bundle): items written
+        after the bundle's data was read or unknown to it get live vectors; items missing
+        or out of stock are hidden. Then ``follow`` goes on from the generation read here."""
+        with self._lock:
+            snapshot = changes.stock_snapshot(self.engine)
+            ids = self.recommender.item_ids
+            position = pd.Index(snapshot.item_ids).get_indexer(ids)  # (N,) -1: gone
+            self._removed = position < 0
+            self._stock = np.append(snapshot.in_stock, False)[position]  # gone: -1 -> False
+            rows = self.recommender.item_index.rows(snapshot.item_ids)
+            written = changes.written_after(snapshot, self.data_read_at) | (rows < 0)
+            self._write(snapshot.item_ids[written].tolist(), content=None)
+            self._generation = snapshot.generation
+            return self._publish()
+
+    def follow(self) -> Delta | None:
+        """Apply the catalog's changes since the last call; None when nothing changed (one
+        primary-key read)."""
+        with self._lock:
+            found = changes.changes_since(self.engine, self._generation)
+            if found.generation == self._generation:
+                return None
+            self._remove(found.removed)
+            self._write(found.written, content=found.content)
+            self._generation = found.generation
+            return self._publish()
+
+    # -- applying changes ----------------------------------------------------------------
+    def _remove(self, item_ids: list[str]) -> None:
+        rows = self.recommender.item_index.rows(item_ids) if item_ids else np.zeros(0, int)
+        self._removed[rows[rows >= 0]] = True
+        self._superseded[rows[rows >= 0]] = False
+        for item_id in item_ids:
+            self._live.drop(item_id)
+            self._pending.discard(item_id)
+
+    def _write(self, item_ids: list[str], content: set[str] | None) -> None:
+        """Items inserted or updated: stock always; vectors where their content changed
+        (``content`` None: wherever they could have) or they are new to this worker."""
+        for start in range(0, len(item_ids), CHUNK):
+            frame = changes.item_rows(self.engine, item_ids[start : start + CHUNK])
+            self._apply(frame, content)  # an id missing from it was deleted since: logged
+
+    def _apply(self, frame: pd.DataFrame, content: set[str] | None) -> None:
+        ids = frame["item_id"].to_numpy(dtype=str)
+        rows = self.recommender.item_index.rows(ids)
+        in_bundle = rows >= 0
+        stock = frame["in_stock"].to_numpy(dtype=bool)
+        self._stock[rows[in_bundle]] = stock[in_bundle]
+        self._removed[rows[in_bundle]] = False
+        for item_id, in_stock in zip(ids.tolist(), stock.tolist(), strict=True):
+            if item_id in self._live.in_stock:
+                self._live.in_stock[item_id] = in_stock
+        fresh = np.array(
+            [
+                (content is None or item_id in content)
+                or (row < 0 and item_id not in self._live.vectors)
+                for item_id, row in zip(ids.tolist(), rows.tolist(), strict=True)
+            ],
+            dtype=bool,
+        )
+        if fresh.any():
+            self._embed(frame[fresh].reset_index(drop=True), rows[fresh])
+
+    def _embed(self, frame: pd.DataFrame, rows: np.ndarray) -> None:
+        """Live vectors of these items (bundle ``rows``, -1 for new items); a bundle item
+        whose new vector equals its trained one stays a plain bundle row."""
+        vectors, blocks, made = self._vectors(frame, rows)
+        fused = self.recommender.fused
+        for k, item_id in enumerate(frame["item_id"].astype(str).tolist()):
+            row = int(rows[k])
+            if not made[k]:  # its values could not be encoded (logged): it stays as it was
+                continue
+            if row >= 0 and np.allclose(vectors[k], fused.item_vectors_[row], atol=1e-5):
+                self._superseded[row] = False
+                self._live.drop(item_id)
+                continue
+            if item_id not in self._live.vectors and not self._room():
+                self._pending.add(item_id)
+                continue
+            self._pending.discard(item_id)
+            if row >= 0:
+                self._superseded[row] = True
+            self._live.vectors[item_id] = vectors[k]
+            self._live.blocks[item_id] = {b: v[k] for b, v in blocks.items()}
+            self._live.in_stock[item_id] = bool(frame["in_stock"].iloc[k])
+            self._live.has_image[item_id] = frame["image_path"].iloc[k] is not None
+            self._live.attributes[item_id] = _attributes(frame.iloc[k])
+
+    def _room(self) -> bool:
+        limit = self.config.max_items
+        return limit > 0 and len(self._live.vectors) < limit
+
+    def _vectors(self, frame: pd.DataFrame, rows: np.ndarray):
+        """((n, D) fused vectors, block -> (n, d)) of these items: content from the bundle's
+        parts; items the bundle had interactions for keep their cf and popularity blocks
+        (weight 1, as trained), the others get them predicted (the cold-item multipliers)."""
+        fused = self.recommender.fused
+        blocks, made = self._blocks(frame)
+        if not blocks:
+            zero = np.zeros((len(frame), fused.layout_.dim), dtype=np.float32)
+            return zero, {}, made
+        warm = (rows >= 0) & ~fused.cold_[np.maximum(rows, 0)]
+        for name in ("cf", "popularity"):
+            if name in blocks and warm.any():
+                blocks[name][warm] = fused.item_blocks_[name][rows[warm]]
+        vectors = fuse(blocks, fused.cold_scale_, fused.layout_)
+        if warm.any():
+            ones = dict.fromkeys(fused.layout_.dims, 1.0)
+            vectors[warm] = fuse({b: v[warm] for b, v in blocks.items()}, ones, fused.layout_)
+        return vectors, blocks, made
+
+    def _blocks(self, frame: pd.DataFrame):
+        """(``LiveItems.blocks``, (n,) bool: made). A photo that cannot be read costs its
+        item the image block, values that cannot be encoded cost it its live vector; neither
+        stops the batch (nor the worker's following of the catalog)."""
+        try:
+            return self.items.blocks(frame), np.ones(len(frame), dtype=bool)
+        except Exception as exc:  # a file removed or broken since it was written, ...
+            log.warning("live items: embedding %d items failed (%s); one by one", len(frame), exc)
+        parts, made = [], np.ones(len(frame), dtype=bool)
+        for k in range(len(frame)):
+            one = frame.iloc[[k]].reset_index(drop=True)
+            parts.append(self._one_block(one))
+            made[k] = parts[-1] is not None
+        kept = [part for part in parts if part is not None]
+        if not kept:
+            return {}, made
+        zero = {b: np.zeros_like(v) for b, v in kept[0].items()}
+        blocks = {b: np.concatenate([(p or zero)[b] for p in parts]) for b in kept[0]}
+        return blocks, made
+
+    def _one_block(self, one: pd.DataFrame) -> dict[str, np.ndarray] | None:
+        item_id = one["item_id"][0]
+        for attempt in (one, one.assign(image_path=None)):
+            try:
+                return self.items.blocks(attempt)
+            except Exception as exc:
+                log.warning("live item %s: %s", item_id, exc)
+        return None
+
+    def _publish(self) -> Delta:
+        live, dim = self._live, self.recommender.fused.layout_.dim
+        ids = list(live.vectors)
+        names = list(next(iter(live.blocks.values()))) if live.blocks else []
+        delta = Delta(
+            generation=self._generation,
+            ids=np.asarray(ids, dtype=str),
+            vectors=np.stack([live.vectors[i] for i in ids])
+            if ids
+            else np.zeros((0, dim), dtype=np.float32),
+            blocks={b: np.stack([live.blocks[i][b] for i in ids]) for b in names} if ids else {},
+            in_stock=np.array([live.in_stock[i] for i in ids], dtype=bool),
+            has_image=np.array([live.has_image[i] for i in ids], dtype=bool),
+            attributes=tuple(live.attributes[i] for i in ids),
+            shown=~self._removed & ~self._superseded & self._stock,
+            shown_out=~self._removed & ~self._superseded & ~self._stock,
+            removed=self._removed.copy(),
+            pending=len(self._pending),
+            max_items=self.config.max_items,
+        )
+        self.recommender.live = delta
+        if delta.retrain_due and not self._due:
+            log.warning(
+                "live catalog: %d live items (the most kept), %d more waiting: retrain",
+                delta.size,
+                delta.pending,
+            )
+        self._due = delta.retrain_due
+        return delta
+
+
+def _attributes(row: pd.Series) -> dict[str, Any]:
+    skip = {"item_id", "title", "image_path", "in_stock"}
+    return {
+        name: value
+        for name, value in row.items()
+        if name not in skip and value is not None and not _is_nan(value)
+    }
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and np.isnan(value)

@@ -1,0 +1,324 @@
+"""The live catalog under load: item writes over HTTP while the service answers reads.
+
+Copies a served catalog (default: the workdir of scripts/bench_service.py, 100k items, and its
+active bundle) into --workdir, migrates it, starts gunicorn (--workers 3), drives reads with
+wrk at --rate (similar items 60%, feeds 40%, as bench_service.py does) and item writes at
+--write-rate from --writers threads. Writes cycle through: PUT a new listing, a near-twin of a
+catalog item, with a photo as a multipart part (twice), PATCH in_stock=false on an item that
+another item lists among its similar items, DELETE another such item.
+
+Visibility on every worker: each write's answer carries the catalog generation it made; a
+monitor scrapes /metrics every --poll seconds, where each worker reports the generation its
+live catalog is current to (recsys_live_catalog_generation{pid}); a write is served by a
+worker once that worker's generation reaches the write's. Answers are then checked: after
+a write is visible everywhere, one similar-items call of its twin (PUT) or of the item that
+listed it (PATCH, DELETE) must show (or no longer show) it.
+
+    .venv/bin/python scripts/bench_live_catalog.py --rate 300 --write-rate 20 --duration 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import requests
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import bench_service as service_bench  # noqa: E402  (its wrk driver and helpers)
+
+TOKEN = service_bench.TOKEN
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+GENERATION = re.compile(r'^recsys_live_catalog_generation\{pid="(\d+)"\} ([\d.e+]+)$', re.M)
+
+
+def copy_catalog(source: Path, workdir: Path) -> None:
+    """The source's catalog (a consistent copy, WAL included) and its active bundle, the
+    registry pointed at the copy."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    target = workdir / "catalog.db"
+    target.unlink(missing_ok=True)
+    with sqlite3.connect(source / "catalog.db") as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+        version, path = dst.execute(
+            "SELECT version, path FROM model_bundles WHERE is_active"
+        ).fetchone()
+        bundle = workdir / "artifacts" / "bundles" / version
+        if not bundle.is_dir():
+            shutil.copytree(path, bundle)
+        dst.execute("UPDATE model_bundles SET path = ? WHERE version = ?", (str(bundle), version))
+    shutil.copy(source / "ids.json", workdir / "ids.json")
+
+
+@dataclass
+class Write:
+    op: str  # put, stock, delete
+    item: str  # the item written
+    probe: str  # the item whose similar items should show (put) or drop (stock, delete) it
+    answered: float  # time.time() when the write's answer arrived
+    seconds: float  # the write's own latency
+    generation: int
+    status: int
+    checked: bool | None = None  # the answer check after it was visible everywhere
+
+
+@dataclass
+class Monitor:
+    """Each worker's live-catalog generation over time, from /metrics."""
+
+    url: str
+    poll: float
+    seen: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        session = requests.Session()
+        while not self.stop.is_set():
+            try:
+                text = session.get(self.url + "/metrics", timeout=5).text
+            except requests.RequestException:
+                continue
+            now = time.time()
+            for pid, value in GENERATION.findall(text):
+                history = self.seen.setdefault(pid, [])
+                if not history or history[-1][1] != int(float(value)):
+                    history.append((now, int(float(value))))
+            time.sleep(self.poll)
+
+    def everywhere(self, generation: int) -> float | None:
+        """When the last worker reached ``generation`` (None: one never did)."""
+        times = []
+        for history in self.seen.values():
+            reached = [t for t, g in history if g >= generation]
+            if not reached:
+                return None
+            times.append(reached[0])
+        return max(times) if times else None
+
+
+def photo(rng: np.random.Generator) -> bytes:
+    buffer = io.BytesIO()
+    pixels = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def similar(session: requests.Session, url: str, item: str, k: int = 10) -> list[str] | None:
+    response = session.get(f"{url}/v1/items/{item}/similar?k={k}", timeout=10)
+    if response.status_code != 200:
+        return None
+    return [row["item_id"] for row in response.json()["items"]]
+
+
+class Writer:
+    """One thread of item writes at a fixed mean rate (exponential pauses)."""
+
+    def __init__(self, number: int, url: str, rate: float, items: list[str], seconds: float):
+        self.number, self.url, self.rate, self.items = number, url, rate, items
+        self.seconds = seconds
+        self.rng = np.random.default_rng(1000 + number)
+        self.session = requests.Session()
+        self.writes: list[Write] = []
+        self.failed = 0
+        self.done: set[str] = set()
+
+    def run(self) -> None:
+        end = time.time() + self.seconds
+        step = 0
+        while time.time() < end:
+            started = time.time()
+            op = ("put", "put", "stock", "delete")[step % 4]
+            try:
+                getattr(self, op)()
+            except requests.RequestException:
+                self.failed += 1
+            step += 1
+            pause = self.rng.exponential(1 / self.rate) - (time.time() - started)
+            time.sleep(max(pause, 0))
+
+    def put(self) -> None:
+        twin = str(self.rng.choice(self.items))
+        card = self.session.get(f"{self.url}/v1/items/{twin}", timeout=10).json()
+        name = f"live-{self.number}-{len(self.writes)}"
+        fields = {"title": card["title"], "attributes": card["attributes"]}
+        files = {"item": (None, json.dumps(fields)), "image": ("p.png", photo(self.rng))}
+        self._send("put", name, twin, "put", files=files)
+
+    def stock(self) -> None:
+        self._remove("stock", "patch", json={"in_stock": False})
+
+    def delete(self) -> None:
+        self._remove("delete", "delete")
+
+    def _remove(self, op: str, method: str, **body) -> None:
+        probe = str(self.rng.choice(self.items))
+        listed = similar(self.session, self.url, probe) or []
+        targets = [i for i in listed if i not in self.done and not i.startswith("live-")]
+        if not targets:
+            return
+        self._send(op, targets[0], probe, method, **body)
+
+    def _send(self, op: str, item: str, probe: str, method: str, **body) -> None:
+        started = time.perf_counter()
+        response = self.session.request(
+            method, f"{self.url}/v1/items/{item}", headers=AUTH, timeout=30, **body
+        )
+        seconds = time.perf_counter() - started
+        if response.status_code != 200:
+            self.failed += 1
+            print(f"{method} {item}: {response.status_code} {response.text[:200]}", flush=True)
+            return
+        self.done.add(item)
+        generation = response.json()["generation"]
+        self.writes.append(
+            Write(op, item, probe, time.time(), seconds, generation, response.status_code)
+        )
+
+
+def check(url: str, writes: list[Write], monitor: Monitor, wait: float) -> None:
+    """After each write is visible everywhere, one similar-items call on its probe."""
+    session = requests.Session()
+    for write in writes:
+        deadline = time.time() + wait
+        while monitor.everywhere(write.generation) is None and time.time() < deadline:
+            time.sleep(0.05)
+        found = similar(session, url, write.probe, k=10)
+        if found is None:
+            write.checked = False
+        elif write.op == "put":
+            write.checked = write.item in found
+        else:
+            write.checked = write.item not in found
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 3) if values else None
+
+
+def summarize(writes: list[Write], monitor: Monitor, seconds: float) -> dict:
+    out = {"writes": len(writes), "writes_per_s": round(len(writes) / seconds, 2)}
+    for op in ("put", "stock", "delete"):
+        rows = [w for w in writes if w.op == op]
+        lags = []
+        never = 0
+        for write in rows:
+            at = monitor.everywhere(write.generation)
+            if at is None:
+                never += 1
+            else:
+                lags.append(max(at - write.answered, 0.0))
+        out[op] = {
+            "count": len(rows),
+            "visible_everywhere_p50_s": percentile(lags, 50),
+            "visible_everywhere_p99_s": percentile(lags, 99),
+            "visible_everywhere_max_s": round(max(lags), 3) if lags else None,
+            "never_visible": never,
+            "write_p50_ms": percentile([w.seconds * 1000 for w in rows], 50),
+            "write_p99_ms": percentile([w.seconds * 1000 for w in rows], 99),
+            "answer_check_passed": sum(bool(w.checked) for w in rows),
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", type=Path, default=Path("/tmp/bench-service"))
+    parser.add_argument("--workdir", type=Path, default=ROOT / "var" / "bench-live")
+    parser.add_argument("--rate", type=float, default=300, help="reads per second (wrk)")
+    parser.add_argument("--write-rate", type=float, default=20, help="item writes per second")
+    parser.add_argument("--writers", type=int, default=4, help="write threads")
+    parser.add_argument("--duration", type=int, default=60, help="seconds of load")
+    parser.add_argument("--warmup", type=int, default=15, help="seconds of reads first")
+    parser.add_argument("--workers", type=int, default=3, help="gunicorn workers")
+    parser.add_argument("--threads", type=int, default=2, help="threads per worker")
+    parser.add_argument("--poll", type=float, default=0.05, help="seconds between scrapes")
+    parser.add_argument("--port", type=int, default=8766)
+    parser.add_argument("--reuse", action="store_true", help="keep --workdir's catalog copy")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    workdir = args.workdir.resolve()
+    if not (args.reuse and (workdir / "catalog.db").exists()):
+        copy_catalog(args.source.resolve(), workdir)
+    env = {**os.environ, "RECSYS_DATABASE_URL": f"sqlite:///{workdir / 'catalog.db'}",
+           "RECSYS_ARTIFACTS_DIR": str(workdir / "artifacts"), "RECSYS_DEVICE": "cpu",
+           "RECSYS_ADMIN_TOKEN": TOKEN, "RECSYS_IMAGES_ROOT": str(workdir / "images"),
+           "RECSYS_WRITE_RATE_LIMIT": "100000/minute",
+           "RECSYS_WORKERS": str(args.workers), "RECSYS_THREADS": str(args.threads),
+           "RECSYS_BIND": f"127.0.0.1:{args.port}"}  # fmt: skip
+    service_bench.recsys(env, "db", "upgrade")
+    ids_path = workdir / "ids.json"
+    items = json.loads(ids_path.read_text())["items"]
+    url = f"http://127.0.0.1:{args.port}"
+    load_before = Path("/proc/loadavg").read_text().split()[:3]
+    with open(workdir / "gunicorn.log", "w") as server_log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "services/gunicorn.conf.py",
+             "services.app:create_app()"],
+            cwd=ROOT, env=env, stdout=server_log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            results = run(args, url, workdir, ids_path, items)
+        finally:
+            server.terminate()
+            server.wait(30)
+    results["loadavg_before"] = load_before
+    results["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
+    print(json.dumps(results, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+def run(args, url: str, workdir: Path, ids_path: Path, items: list[str]) -> dict:
+    service_bench.wait_ready(url)
+    ready = json.loads(urllib.request.urlopen(url + "/readyz").read())
+    warm = service_bench.run_wrk(args, ids_path, url, workdir, {}, args.warmup)
+    answer_ms = {name: row["mean_ms"] for name, row in warm.items()}
+    errors_before = service_bench.server_5xx(url)
+    monitor = Monitor(url, args.poll)
+    watcher = threading.Thread(target=monitor.run, daemon=True)
+    watcher.start()
+    writers = [  # --write-rate 0: the same reads without writes (a baseline)
+        Writer(n, url, args.write_rate / args.writers, items, args.duration)
+        for n in range(args.writers if args.write_rate > 0 else 0)
+    ]
+    threads = [threading.Thread(target=w.run) for w in writers]
+    for thread in threads:
+        thread.start()
+    reads = service_bench.run_wrk(args, ids_path, url, workdir, answer_ms, args.duration)
+    for thread in threads:
+        thread.join()
+    writes = sorted((w for writer in writers for w in writer.writes), key=lambda w: w.answered)
+    check(url, writes, monitor, wait=10.0)
+    monitor.stop.set()
+    watcher.join()
+    return {
+        "reads": reads,
+        "live": summarize(writes, monitor, args.duration),
+        "write_failures": sum(writer.failed for writer in writers),
+        "server_5xx": service_bench.server_5xx(url) - errors_before,
+        "workers_seen": len(monitor.seen),
+        "ready_at_start": ready,
+        "ready_at_end": json.loads(urllib.request.urlopen(url + "/readyz").read()),
+        "rate_target": args.rate,
+        "write_rate_target": args.write_rate,
+        "duration_s": args.duration,
+    }
+
+
+if __name__ == "__main__":
+    main()

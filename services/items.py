@@ -1,0 +1,124 @@
+"""Item writes under /v1 (the live catalog): PUT, PATCH and DELETE ``/v1/items/<id>``.
+
+They need an API key with scope ``catalog:write`` (or the admin token), check values by the
+rules of ``recsys ingest items`` and store each write in one transaction
+(``recsys.ingest.item_writes``). Every serving worker follows the catalog's change log and
+shows the change within about a second, without retraining (``recsys.model.delta``).
+
+A photo comes either as a path under the service's images root (JSON ``image``) or as the
+multipart part ``image`` beside a part ``item`` holding the JSON fields.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+from flask import Blueprint
+from PIL import Image
+
+from recsys.errors import InvalidInput, UnknownItem
+from recsys.ingest import item_writes
+from services.api import UPLOAD_FORMATS, _decode_image
+from services.context import card, context
+from services.contract import endpoint, validated
+from services.errors import ApiError, bad_parameter, message_of
+from services.schemas import Item, ItemFields, ItemRemoved, ItemUpload, ItemWritten, path_id
+
+bp = Blueprint("items", __name__, url_prefix="/v1")
+
+WRITE_ERRORS = (400, 404, 413, 415)
+SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "GIF": ".gif"}
+
+
+@bp.put("/items/<item_id>")
+@endpoint(
+    body=ItemFields,
+    form=ItemUpload,
+    responses={200: ItemWritten},
+    errors=(400, 413, 415),
+    scope="catalog:write",
+    rate_limit="write",
+)
+def put_item(
+    item_id: str, body: ItemFields | None = None, form: ItemUpload | None = None
+) -> ItemWritten:
+    """Create or replace an item (JSON, or multipart with its photo)"""
+    return _write(item_writes.put_item, item_id, body, form)
+
+
+@bp.patch("/items/<item_id>")
+@endpoint(
+    body=ItemFields,
+    form=ItemUpload,
+    responses={200: ItemWritten},
+    errors=WRITE_ERRORS,
+    scope="catalog:write",
+    rate_limit="write",
+)
+def patch_item(
+    item_id: str, body: ItemFields | None = None, form: ItemUpload | None = None
+) -> ItemWritten:
+    """Change some of an item's fields (stock, price, a new photo ...)"""
+    return _write(item_writes.patch_item, item_id, body, form)
+
+
+@bp.delete("/items/<item_id>")
+@endpoint(
+    responses={200: ItemRemoved},
+    errors=(400, 404),
+    scope="catalog:write",
+    rate_limit="write",
+)
+def delete_item(item_id: str) -> ItemRemoved:
+    """Remove an item from the catalog (and its events)"""
+    item_id = path_id("item_id", item_id)
+    try:
+        generation = item_writes.delete_item(context().engine, item_id)
+    except UnknownItem:
+        raise ApiError(404, "unknown_item", f"item {item_id!r} is not in the catalog") from None
+    return ItemRemoved(item_id=item_id, generation=generation)
+
+
+def _write(write, item_id: str, body: ItemFields | None, form: ItemUpload | None):
+    item_id = path_id("item_id", item_id)
+    ctx = context()
+    fields, photo = _fields(body, form)
+    root = ctx.settings.images_root
+    if photo is not None:
+        photo = item_writes.save_photo(root, photo, _suffix(photo, ctx.settings.max_image_pixels))
+    try:
+        written = write(ctx.engine, item_id, fields, root, photo)
+    except UnknownItem:
+        raise ApiError(404, "unknown_item", f"item {item_id!r} is not in the catalog") from None
+    except InvalidInput as exc:
+        raise ApiError(400, "invalid_parameter", message_of(exc)) from None
+    found = ctx.cards.cards([item_id]).get(item_id)
+    return ItemWritten(
+        item=Item(**card(item_id, found)),
+        created=written.created,
+        changed=written.changed,
+        generation=written.generation,
+    )
+
+
+def _fields(body: ItemFields | None, form: ItemUpload | None):
+    """(the fields sent, the uploaded photo's bytes or None)."""
+    if body is not None:
+        return body.model_dump(exclude_unset=True), None
+    try:
+        document = json.loads(form.item)
+    except (ValueError, RecursionError):
+        raise bad_parameter("item", "is not a JSON document of the item's fields") from None
+    fields = validated(ItemFields, document).model_dump(exclude_unset=True)
+    if "image" in fields:
+        raise bad_parameter("item.image", "send either a photo or an image path, not both")
+    return fields, form.image
+
+
+def _suffix(data: bytes, max_pixels: int) -> str:
+    """The stored photo's suffix, after the checks of a visual search upload (a 400 naming
+    the field ``image`` for anything but a PNG, JPEG, WebP or GIF within the pixel cap)."""
+    _decode_image(data, max_pixels)
+    with Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS) as image:
+        return SUFFIXES[image.format]

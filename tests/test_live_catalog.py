@@ -1,0 +1,246 @@
+"""The live catalog over HTTP: item writes (PUT, PATCH, DELETE /v1/items/<id>) show in every
+answer after a worker's follow step, without retraining; a restart rebuilds the delta; a full
+delta says a retrain is due."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from recsys.catalog import connect
+from recsys.catalog.keys import create_key
+from recsys.ingest.items import ingest_items
+from recsys.settings import Settings
+from services.app import create_app
+from tests.shop_fixture import ADMIN, ADMIN_TOKEN, build_shop, item_image
+
+# a1's own fields (tests/toy.py, tests/shop_fixture.py): a listing almost the same as a1
+TWIN = {
+    "title": "Comedy story 1",
+    "image": "a1.png",
+    "attributes": {"year": 1991, "genres": ["Comedy"], "brand": "a-brand"},
+}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return build_shop(tmp_path_factory.mktemp("live-shop"))
+
+
+@pytest.fixture
+def shop(built, tmp_path):
+    """A copy of the built shop's catalog (the bundle and images are shared, read-only)."""
+    url, artifacts = built
+    source = url.removeprefix("sqlite:///")
+    shutil.copy(source, tmp_path / "shop.db")
+    return f"sqlite:///{tmp_path / 'shop.db'}", artifacts, artifacts.parent / "images"
+
+
+def make_app(shop, **settings):
+    url, artifacts, images = shop
+    full = Settings(
+        database_url=url,
+        artifacts_dir=artifacts,
+        admin_token=ADMIN_TOKEN,
+        images_root=images,
+        write_rate_limit="10000/minute",
+        **settings,
+    )
+    config = {"TESTING": True, "RELOAD_CHECK_SECONDS": 0, "LIVE_CATALOG_SECONDS": 0}
+    return create_app(full, config)
+
+
+@pytest.fixture
+def app(shop):
+    return make_app(shop)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def follow(app) -> None:
+    """One follow step of the worker (the service runs one a second)."""
+    app.extensions["recsys"].holder.follow()
+
+
+def similar(client, item_id: str, query: str = "k=10") -> list[str]:
+    response = client.get(f"/v1/items/{item_id}/similar?{query}")
+    assert response.status_code == 200, response.get_json()
+    return [item["item_id"] for item in response.get_json()["items"]]
+
+
+def feed(client, user_id: str, k: int = 30) -> list[str]:
+    response = client.get(f"/v1/users/{user_id}/recommendations?k={k}")
+    assert response.status_code == 200, response.get_json()
+    return [item["item_id"] for item in response.get_json()["items"]]
+
+
+def error_of(response, status: int) -> str:
+    assert response.status_code == status, response.get_json()
+    return response.get_json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"in_stock": "maybe"}, "in_stock"),
+        ({"title": 12}, "title"),
+        ({"colour": "red"}, "colour"),
+        ({"attributes": {"year": "19\x0091"}}, "attributes.year"),
+        ({"attributes": {"title": "x"}}, "attributes.title"),
+        ({"attributes": {"year": {"nested": 1}}}, "attributes.year"),
+        ({"image": "missing.png"}, "image"),
+        ({"image": "../shop.db"}, "image"),
+        ({"image": "/etc/hostname"}, "image"),
+    ],
+)
+def test_bad_item_writes_are_400s_naming_the_field_and_store_nothing(client, body, field):
+    message = error_of(client.put("/v1/items/x-1", json=body, headers=ADMIN), 400)
+    assert message.startswith(field), message
+    assert client.get("/v1/items/x-1").status_code == 404
+
+
+def test_item_writes_need_the_catalog_write_scope(client, shop):
+    assert error_of(client.put("/v1/items/x-1", json={}), 401)
+    _, reader = create_key(connect(shop[0]), ["items:read"])
+    headers = {"Authorization": f"Bearer {reader}"}
+    assert "catalog:write" in error_of(client.delete("/v1/items/a1", headers=headers), 403)
+    _, writer = create_key(connect(shop[0]), ["catalog:write"])
+    headers = {"Authorization": f"Bearer {writer}"}
+    assert client.put("/v1/items/x-1", json={}, headers=headers).status_code == 200
+
+
+def test_a_put_item_shows_in_a_near_identical_items_similar_items(app, client):
+    assert "a-twin" not in similar(client, "a1")
+    written = client.put("/v1/items/a-twin", json=TWIN, headers=ADMIN).get_json()
+    assert written["created"] is True and written["item"]["image_url"] == "/images/a-twin"
+    assert client.get("/v1/items/a-twin").get_json()["in_model"] is False  # not followed yet
+    follow(app)
+    assert client.get("/v1/items/a-twin").get_json()["in_model"] is True
+    found = similar(client, "a1", "k=3")
+    assert "a-twin" in found, found
+    assert "a1" in similar(client, "a-twin", "k=3")  # and the new item has similar items
+    # the same PUT again changes nothing
+    again = client.put("/v1/items/a-twin", json=TWIN, headers=ADMIN).get_json()
+    assert again["created"] is False and again["changed"] is False
+
+
+def test_a_photo_can_come_as_a_multipart_part(app, client):
+    buffer = io.BytesIO()
+    Image.fromarray(item_image("a", 1)).save(buffer, format="PNG")
+    fields = {key: value for key, value in TWIN.items() if key != "image"}
+    data = {"item": json.dumps(fields), "image": (io.BytesIO(buffer.getvalue()), "a.png")}
+    response = client.put("/v1/items/a-photo", data=data, headers=ADMIN)
+    assert response.status_code == 200, response.get_json()
+    assert client.get("/images/a-photo").content_type == "image/png"
+    follow(app)
+    assert "a-photo" in similar(client, "a1", "k=3")
+    bad = {"item": "{}", "image": (io.BytesIO(b"not a photo"), "a.png")}
+    assert error_of(client.put("/v1/items/a-bad", data=bad, headers=ADMIN), 400).startswith("image")
+
+
+def test_deleted_and_out_of_stock_items_vanish_from_every_answer(app, client):
+    recommender = app.extensions["recsys"].holder.state.recommender
+    assert recommender.neighbours is not None  # similar items come from the neighbour table
+    before = similar(client, "a1", "k=5")
+    gone, sold_out = before[0], before[1]
+    users = ("u0", "u1", "stranger")
+    assert {gone, sold_out} <= {item for user in users for item in feed(client, user)}
+    assert client.delete(f"/v1/items/{gone}", headers=ADMIN).status_code == 200
+    patched = client.patch(f"/v1/items/{sold_out}", json={"in_stock": False}, headers=ADMIN)
+    assert patched.status_code == 200 and patched.get_json()["item"]["in_stock"] is False
+    assert similar(client, "a1", "k=5") == before  # workers see it at their next step
+    follow(app)
+    after = similar(client, "a1", "k=5")
+    assert gone not in after and sold_out not in after and len(after) == 5
+    assert after[:3] == [i for i in before if i not in (gone, sold_out)][:3]
+    for user in users:
+        assert not {gone, sold_out} & set(feed(client, user))
+    for item in [i for i in ("a0", "a2", "a4", "a-new") if i not in (gone, sold_out)]:
+        assert not {gone, sold_out} & set(similar(client, item, "k=20"))
+    assert sold_out in similar(client, "a1", "k=20&in_stock=false")  # asked for explicitly
+    assert client.get(f"/v1/items/{gone}/similar").status_code == 404
+    assert error_of(client.delete(f"/v1/items/{gone}", headers=ADMIN), 404)
+    # back in stock: back in the answers
+    client.patch(f"/v1/items/{sold_out}", json={"in_stock": True}, headers=ADMIN)
+    follow(app)
+    assert sold_out in similar(client, "a1", "k=5")
+
+
+def test_visual_search_leaves_out_removed_items_and_finds_new_ones(app, client):
+    buffer = io.BytesIO()
+    Image.fromarray(item_image("b", 5)).save(buffer, format="PNG")
+    photo = buffer.getvalue()
+
+    def search() -> dict[str, float]:
+        data = {"image": (io.BytesIO(photo), "q.png")}
+        response = client.post("/v1/search/image?k=40", data=data, headers=ADMIN)
+        assert response.status_code == 200, response.get_json()
+        return {item["item_id"]: item["score"] for item in response.get_json()["items"]}
+
+    first = next(item for item in search() if item != "b5")
+    client.delete(f"/v1/items/{first}", headers=ADMIN)
+    ring = {"title": "Drama story 5", "image": "b5.png", "attributes": {"brand": "b-brand"}}
+    client.put("/v1/items/b-ring", json=ring, headers=ADMIN)
+    follow(app)
+    found = search()
+    assert first not in found
+    assert found["b-ring"] == pytest.approx(found["b5"], abs=1e-5)  # b5's photo, b5's score
+
+
+def test_a_patch_changes_only_what_it_names(app, client):
+    client.patch("/v1/items/a2", json={"attributes": {"colour": "red"}}, headers=ADMIN)
+    item = client.get("/v1/items/a2").get_json()
+    assert item["attributes"]["colour"] == "red" and item["attributes"]["brand"] == "a-brand"
+    assert item["title"] == "Comedy story 2"
+    client.patch("/v1/items/a2", json={"attributes": {"colour": None}}, headers=ADMIN)
+    assert "colour" not in client.get("/v1/items/a2").get_json()["attributes"]
+    assert error_of(client.patch("/v1/items/nope", json={}, headers=ADMIN), 404)
+
+
+def test_ingest_files_take_the_same_live_path(app, client, shop, tmp_path):
+    path = tmp_path / "new.jsonl"
+    row = {"item_id": "a-file", "title": TWIN["title"], "image": "a1.png", **TWIN["attributes"]}
+    path.write_text(json.dumps(row) + "\n")
+    ingest_items(connect(shop[0]), path, images_root=shop[2])
+    follow(app)
+    assert "a-file" in similar(client, "a1", "k=3")
+
+
+def test_a_restart_rebuilds_the_delta_from_the_catalog(app, client, shop):
+    client.put("/v1/items/a-twin", json=TWIN, headers=ADMIN)
+    gone = similar(client, "a1", "k=5")[0]
+    client.delete(f"/v1/items/{gone}", headers=ADMIN)
+    restarted = make_app(shop).test_client()  # no follow step: the load rebuilds it
+    found = similar(restarted, "a1", "k=5")
+    assert "a-twin" in found and gone not in found
+    follow(app)
+    assert similar(client, "a1", "k=5") == found
+
+
+def test_a_full_delta_says_a_retrain_is_due_and_answers_go_on(shop):
+    app = make_app(shop, live_max_items=1)
+    client = app.test_client()
+    ready = client.get("/readyz").get_json()
+    assert ready["live"]["retrain_due"] is False and ready["live"]["max_items"] == 1
+    for name in ("a-twin", "a-twin2"):
+        client.put(f"/v1/items/{name}", json=TWIN, headers=ADMIN)
+    follow(app)
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    live = ready.get_json()["live"]
+    assert live == {**live, "items": 1, "waiting": 1, "retrain_due": True}
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert "recsys_retrain_due 1.0" in metrics and "recsys_live_items 1.0" in metrics
+    found = similar(client, "a1", "k=3")
+    assert len(found) == 3 and len({"a-twin", "a-twin2"} & set(found)) == 1
+    assert np.isfinite(
+        client.get("/v1/users/u0/recommendations?k=5").get_json()["items"][0]["score"]
+    )

@@ -1,0 +1,82 @@
+"""The live catalog in the library, on SQLite and PostgreSQL: the change log the triggers
+write, a worker's delta following it, and the next training folding it in."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from recsys.catalog import changes
+from recsys.catalog.models import Item
+from recsys.errors import InvalidInput, UnknownItem
+from recsys.ingest.item_writes import delete_item, patch_item, put_item
+from recsys.model.bundle import load_active
+from recsys.model.delta import DeltaConfig
+from recsys.model.training import train
+from recsys.serving import load_state
+from tests.shop_fixture import populate, train_config
+
+TWIN = {
+    "title": "Comedy story 1",
+    "attributes": {"year": 1991, "genres": ["Comedy"], "brand": "a-brand"},
+}
+
+
+def test_the_change_log_says_what_changed(engine, tmp_path):
+    populate(engine)
+    mark = changes.generation(engine)
+    assert changes.changes_since(engine, mark).written == []
+    put_item(engine, "n1", TWIN, tmp_path)
+    patch_item(engine, "a1", {"in_stock": False}, tmp_path)
+    patch_item(engine, "a2", {"title": "Renamed"}, tmp_path)
+    delete_item(engine, "a3")
+    with Session(engine) as session, session.begin():  # a hand-written UPDATE counts too
+        session.execute(update(Item).where(Item.external_id == "a4").values(in_stock=False))
+    found = changes.changes_since(engine, mark)
+    assert found.removed == ["a3"]
+    assert sorted(found.written) == ["a1", "a2", "a4", "n1"]
+    assert found.content == {"n1", "a2"}  # a1 and a4: their stock alone
+    assert changes.changes_since(engine, found.generation).written == []
+    delete_item(engine, "n1")
+    put_item(engine, "n1", TWIN, tmp_path)  # removed, then listed again: listed
+    again = changes.changes_since(engine, found.generation)
+    assert again.written == ["n1"] and again.removed == []
+
+
+def test_writes_are_checked_and_all_or_nothing(engine, tmp_path):
+    populate(engine)
+    with pytest.raises(InvalidInput, match=r"^attributes\.year"):
+        put_item(engine, "n1", {"attributes": {"year": float("inf")}}, tmp_path)
+    with pytest.raises(UnknownItem):
+        patch_item(engine, "nope", {"in_stock": False}, tmp_path)
+    with pytest.raises(UnknownItem):
+        delete_item(engine, "nope")
+    assert changes.item_rows(engine, ["n1"]).empty
+
+
+def test_a_worker_follows_the_catalog_and_the_next_training_folds_it_in(engine, tmp_path):
+    populate(engine)
+    train(engine, tmp_path / "artifacts", train_config())
+    state = load_state(engine, DeltaConfig(max_items=100))
+    recommender = state.recommender
+    assert recommender.live.size == 0 and recommender.live.hides == 2  # a3, b3: out of stock
+    before = recommender.similar_items(["a1"], k=5).ids[0]
+    put_item(engine, "a-twin", TWIN, tmp_path)
+    delete_item(engine, before[0])
+    patch_item(engine, before[1], {"in_stock": False}, tmp_path)
+    assert recommender.similar_items(["a1"], k=5).ids[0] == before  # until the follow step
+    assert state.catalog.follow() is not None and state.catalog.follow() is None
+    after = recommender.similar_items(["a1"], k=5).ids[0]
+    assert "a-twin" in after[:3] and not {before[0], before[1]} & set(after)
+    feeds = recommender.recommend(["u0", "u1", "stranger"], k=30).ids
+    assert all(not {before[0], before[1]} & set(ids) for ids in feeds)
+    with pytest.raises(UnknownItem):
+        recommender.similar_items([before[0]])
+    # the next training reads the whole catalog: the delta's changes are in the new bundle
+    train(engine, tmp_path / "artifacts", train_config())
+    retrained = load_active(engine)
+    assert retrained.fused.cold_[retrained.item_index["a-twin"]]
+    assert before[0] not in retrained.item_index
+    assert not retrained.filters.in_stock[retrained.item_index[before[1]]]
+    assert "a-twin" in retrained.similar_items(["a1"], k=3).ids[0]
