@@ -175,11 +175,65 @@ def test_no_pyspark_names_what_to_install(monkeypatch, tmp_path):
 
 
 # -- ALS on a local[2] session ----------------------------------------------------------------
+# Event weight 3 with a 2-day half-life: implicit weighs the toy's entries 0.27..3, below 1/2,
+# between 1/2 and 1 and above 1: each rule of MLlib's ratings (recsys.engines.spark).
+SPARK_CONFIG = CFConfig(
+    engine="spark",
+    factors=8,
+    iterations=5,
+    regularization=0.5,
+    event_weights={"click": 3.0},
+    half_life_days=2.0,
+    use_interaction_weight=True,
+)
+
+
 @pytest.fixture(scope="module")
-def spark_model(spark):
-    data = toy_catalog()
-    config = CFConfig(engine="spark", factors=8, iterations=5, regularization=0.5, alpha=2.0)
-    return CollaborativeModel(config).fit(data.interactions, data.items["item_id"])
+def toy_events(tmp_path_factory):
+    """The toy catalog's events as a Parquet file, with a repeated pair, an event without a
+    time, one of an item the catalog lacks and one without a user."""
+    extra = pd.DataFrame(
+        [
+            ("u3", "a9", "purchase", 2.5, pd.NaT),
+            ("u3", "gone", "click", 1.0, pd.Timestamp("2024-01-02")),
+            (None, "a1", "click", 1.0, pd.Timestamp("2024-01-02")),
+        ],
+        columns=["user_id", "item_id", "event", "weight", "timestamp"],
+    )
+    frame = pd.concat([toy_catalog().interactions, extra], ignore_index=True)
+    path = tmp_path_factory.mktemp("toy_events") / "events.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def spark_model(spark, toy_events):
+    items = toy_catalog().items["item_id"]
+    return CollaborativeModel(SPARK_CONFIG).fit_events(str(toy_events), items)
+
+
+def test_mllib_weighs_entries_nearest_implicit():
+    """MLlib weighs an observed entry 1 + |r| (alpha 1): as implicit's alpha * w from 1 up;
+    weight 1 at preference 1 for 1/2..1, and an unobserved pair (r = 0: preference 0 at
+    weight 1) below 1/2, nearest implicit's terms in the user step; dislikes keep their
+    sign."""
+    implicit = np.array([3.0, 1.5, 1.0, 0.6, 0.4, 0.01, -0.2, -2.0])
+    eps = spark_engine.EPSILON
+    ratings = spark_engine.mllib_ratings(implicit)
+    np.testing.assert_allclose(ratings, [2.0, 0.5, eps, eps, 0, 0, 0, -1.0], atol=1e-12)
+    confidence = spark_engine.mllib_confidence(implicit)
+    np.testing.assert_allclose(confidence, [3.0, 1.5, 1 + eps, 1 + eps, -1, -1, -1, -2.0])
+
+
+@needs_spark
+def test_spark_aggregates_the_confidences_the_driver_would(spark_model, toy_events):
+    items = toy_catalog().items["item_id"].to_numpy(dtype=str)
+    events = read_events(toy_events, items)
+    users = np.sort(events["user_id"].unique()).astype(str)
+    expected = confidence_matrix(events, users, items, SPARK_CONFIG)
+    np.testing.assert_array_equal(spark_model.user_ids_, users)
+    np.testing.assert_allclose(spark_model.user_items_.toarray(), expected.toarray(), rtol=1e-6)
+    assert expected.data.min() < spark_engine.KEEP < 1 < expected.data.max()  # all rules
 
 
 @needs_spark
@@ -197,8 +251,8 @@ def test_spark_als_learns_the_taste_clusters(spark_model):
 
 @needs_spark
 def test_fold_in_solves_mllibs_user_step(spark_model):
-    """MLlib's last step solves every user against the final item factors, with confidence
-    1 + alpha w and regularisation lambda' n_u: the mapping fold-in uses, so folding in a
+    """MLlib's last step solves every user against the final item factors, with the ratings
+    of the mapping and regularisation lambda' n_u: the step fold-in solves, so folding in a
     user's own row gives back that user's factors."""
     model = spark_model
     for user in ("u4", "u11"):

@@ -1,33 +1,53 @@
 """Implicit-feedback ALS on Apache Spark (MLlib), for event logs larger than one machine.
 
-``recsys train --cf-engine spark`` builds the user x item confidence matrix with the same code
-as the implicit path (``recsys.model.cf.confidence_matrix``: event weights, interaction
-weights, time decay) and hands its entries, one row per (user, item) pair, to MLlib's
-``ALS(implicitPrefs=True)``; the factors come back as the collaborative block of the bundle.
-The executors run JVM code only (no Python, no recsys package needed on the cluster).
+Two ways in, one fit:
 
-The two objectives [Hu, Koren, Volinsky 2008] differ in two places, mapped here once
-(``als_params``) and documented in the README ("Running on a cluster"):
+* ``fit_als(user_items, config)``: the user x item confidence matrix the implicit path builds
+  (``recsys.model.cf.confidence_matrix``) is handed to MLlib as (user, item, rating) rows;
+* ``fit_events(path, item_ids, config)``: Spark reads a Parquet event folder itself and
+  aggregates the confidences set-wise in Spark SQL (``event_confidences``: the same event
+  weights, interaction weights and time decay as ``interaction_weights``), so the driver never
+  holds the events; it gets back the aggregated (user, item, confidence) entries, which the
+  bundle keeps, and the factors.
 
-* **Confidence.** implicit weighs an observed entry ``alpha * r`` (it multiplies the matrix by
-  alpha; unobserved entries weigh 1); MLlib weighs it ``1 + alpha * r``, Hu et al.'s formula,
-  which ``CFConfig.alpha`` documents. Spark gets ``r`` and ``alpha`` unchanged, so observed
-  entries weigh exactly 1 more there than under implicit. (MLlib cannot weigh an observed
-  entry below 1, as implicit does for ``alpha * r < 1``: with the default alpha 1 and time
-  decay that is most entries. Ratings ``alpha * r - 1``, equal confidences wherever they can
-  be, measured worse on MovieLens: ALS alone, recall@10 0.126 against 0.134 for this mapping
-  and 0.138 for implicit; benchmarks/RESULTS.md.)
-* **Regularisation.** implicit adds ``lambda |x|^2`` to every user's and item's solve; MLlib
-  scales it by the row's number of ratings ("ALS-WR", Zhou et al. 2008): ``lambda' n_u |x|^2``.
-  ``regParam`` is chosen so that the total weight of the penalty over all factor rows is the
-  same: ``lambda' = lambda (users + items) / (2 entries)`` (each entry counts once for its
-  user and once for its item).
+Either way ``ALS(implicitPrefs=True)`` runs JVM code only on the executors (no Python, no
+recsys package needed on the cluster).
+
+The objectives [Hu, Koren, Volinsky 2008], per user u (items alike, roles swapped), with
+``p = 1`` on observed entries and ``0`` elsewhere, unobserved entries weighing 1:
+
+* implicit (``implicit.cpu._als``): ``sum_i c_ui (p_ui - x_u.y_i)^2 + lambda |x_u|^2`` with
+  ``c_ui = alpha * w_ui`` (it multiplies the matrix by alpha; ``c < 0`` means ``p = 0`` at
+  weight ``|c|``); its user step adds ``(c - 1) y y'`` to ``Y'Y + lambda I`` and ``c y`` to
+  ``Y'p``. Nothing keeps ``c`` above 1: an entry may weigh less than an unobserved pair, and
+  near 0 it drops out of the objective altogether.
+* MLlib (``ALS.computeFactors``): the same sum with ``c_ui = 1 + alpha' |r_ui|`` (``r <= 0``
+  means ``p = 0``; ``r = 0`` is an unobserved pair) and ``regParam * n_u |x_u|^2``, ``n_u``
+  the row's entries with ``r > 0`` ("ALS-WR", Zhou et al. 2008); its user step adds
+  ``alpha'|r| y y'`` and ``(1 + alpha' r) y`` (``r > 0``) or nothing (``r <= 0``) to ``Y'p``.
+  No rating weighs a pair below 1.
+
+So the two are the same objective exactly when every ``alpha * w >= 1``; an entry implicit
+weighs less cannot be written for MLlib, and neither can implicit's constant ``lambda``.
+Mapped here once (``mllib_ratings``, ``als_params``; README "Running on a cluster"):
+
+* **Confidence.** MLlib gets ``alpha' = 1`` and, per entry, the rating whose user-step terms
+  (the pair's addition to the normal equations, ``(A, b)``) are nearest implicit's
+  ``(c - 1, c)``: ``r = c - 1`` (exact) for ``c >= 1``; for ``KEEP <= c < 1`` weight 1 at
+  preference 1 (``r = EPSILON``, ``(0, 1)``); for ``0 <= c < KEEP`` an unobserved pair
+  (``r = 0``, ``(0, 0)``): ``(0, 0)`` is the nearer of the two exactly when ``c < 1/2``
+  (``(1 - c)^2 + c^2 < 2 (1 - c)^2``). Negative ``c``: ``r = -max(|c| - 1, 0)``.
+* **Regularisation.** No ``regParam`` gives every row implicit's ``lambda``; it is chosen so that
+  the total penalty weight over all factor rows is the same:
+  ``regParam = lambda (users + items) / (2 entries)``, ``entries`` the positive ratings (each
+  counts once for its user and once for its item).
 
 Rank, iterations and seed are passed as they are.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -40,7 +60,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys.errors import RecsysError
+from recsys.errors import InvalidInput, RecsysError
+from recsys.ingest.interactions import DEFAULT_EVENT
+from recsys.model.cf import SECONDS_PER_DAY
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +84,12 @@ class SparkUnavailable(RecsysError):
     """Spark was asked for, but pyspark or a Java runtime is missing, or the session failed."""
 
 
+# MLlib reads a rating <= 0 as "no preference"; this smallest rating stands for confidence 1.
+EPSILON = 1e-6
+# A positive entry implicit weighs below this is unobserved to MLlib (see the module docstring).
+KEEP = 0.5
+
+
 @dataclass(frozen=True)
 class SparkALSParams:
     """MLlib ALS's parameters for one ``CFConfig`` (see the module docstring)."""
@@ -75,15 +103,37 @@ class SparkALSParams:
 
 def als_params(config, users: int, items: int, entries: int) -> SparkALSParams:
     """MLlib's parameters for the implicit ALS ``config`` (a ``CFConfig``) on a matrix of
-    ``users`` x ``items`` rows with ``entries`` non-zero (user, item) pairs."""
+    ``users`` x ``items`` rows with ``entries`` positive MLlib ratings (``mllib_entries``); the
+    ratings come from ``mllib_ratings``, which takes ``config.alpha`` in."""
     reg = config.regularization * (users + items) / (2 * entries) if entries else 0.0
     return SparkALSParams(
         rank=config.factors,
         max_iter=config.iterations,
         reg_param=reg,
-        alpha=config.alpha,
+        alpha=1.0,
         seed=config.random_state,
     )
+
+
+def mllib_ratings(confidence: np.ndarray) -> np.ndarray:
+    """MLlib ratings (alpha 1, weight ``1 + |r|``, preference ``r > 0``) nearest implicit's
+    confidences ``c = alpha * w`` (see the module docstring): ``max(c - 1, EPSILON)`` for
+    ``c >= KEEP``, else ``-max(|c| - 1, 0)`` (0: the pair is unobserved to MLlib)."""
+    c = np.asarray(confidence, dtype=np.float64)
+    return np.where(c >= KEEP, np.maximum(c - 1.0, EPSILON), -np.maximum(np.abs(c) - 1.0, 0.0))
+
+
+def mllib_confidence(confidence: np.ndarray) -> np.ndarray:
+    """The confidences MLlib's user step uses for implicit's ``alpha * w``, signed as
+    implicit's (negative: preference 0): ``1 + r`` for ``r > 0``, else ``-(1 + |r|)``
+    (``-1``, preference 0 at weight 1, is an unobserved pair)."""
+    ratings = mllib_ratings(confidence)
+    return np.where(ratings > 0, 1.0 + ratings, -(1.0 + np.abs(ratings)))
+
+
+def mllib_entries(user_items: sp.csr_matrix, alpha: float) -> int:
+    """The number of positive MLlib ratings (``n`` of ``regParam * n``) of a confidence matrix."""
+    return int((mllib_ratings(alpha * user_items.data) > 0).sum())
 
 
 def require_spark() -> None:
@@ -128,23 +178,117 @@ def session(master: str | None = None, conf: dict[str, str] | None = None):
     return spark
 
 
+@dataclass(frozen=True)
+class SparkFit:
+    """What ``fit_events`` brings back to the driver."""
+
+    user_ids: np.ndarray  # (U,) sorted external ids, as CollaborativeModel.user_ids_
+    user_items: sp.csr_matrix  # (U, I) summed confidence weights (before alpha)
+    user_factors: np.ndarray  # (U, F) float32
+    item_factors: np.ndarray  # (I, F) float32; zero for items without entries
+
+
 def fit_als(user_items: sp.csr_matrix, config, spark=None) -> tuple[np.ndarray, np.ndarray]:
     """MLlib ALS on the confidence matrix ``user_items`` (U, I): (U, F) user and (I, F) item
     factors, float32; rows without any entry get zero factors."""
     spark = spark or session()
-    from pyspark.ml.recommendation import ALS
-
     coo = user_items.tocoo()
-    users, items = user_items.shape
-    params = als_params(config, users, int((user_items.getnnz(axis=0) > 0).sum()), coo.nnz)
     entries = pd.DataFrame(
         {
             "user": coo.row.astype(np.int32),
             "item": coo.col.astype(np.int32),
-            "rating": coo.data.astype(np.float32),  # MLlib: confidence 1 + alpha * rating
+            "confidence": coo.data.astype(np.float32),
         }
     )
+    with warnings.catch_warnings():  # pyspark's notice about pandas 3; Arrow does the work
+        warnings.filterwarnings("ignore", "PySpark does not yet", FutureWarning)
+        frame = spark.createDataFrame(entries)
+    return _fit(spark, frame, user_items, config)
+
+
+def fit_events(path: str, item_ids: np.ndarray, config, spark=None) -> SparkFit:
+    """MLlib ALS on the Parquet event folder ``path`` (``recsys.engines.events`` layout; any
+    path Spark reads: local, ``s3a://``, ``gs://``, ``hdfs://``), the confidences aggregated on
+    Spark (``event_confidences``); ``item_ids`` are the catalog's, in the model's row order
+    (events of other items are left out)."""
+    from pyspark.sql import functions as F
+
+    spark = spark or session()
+    item_ids = np.asarray(item_ids, dtype=str)
+    entries = event_confidences(spark, spark.read.parquet(str(path)), item_ids, config)
+    with _cached(entries):  # read and aggregated once, for the user ids and the entries
+        user_ids = np.sort(_column(entries.select("user_id").distinct(), "user_id"))
+        users = _frame(spark, {"user_id": user_ids, "user": np.arange(len(user_ids))})
+        indexed = entries.join(users, "user_id").select(
+            F.col("user").cast("int"), F.col("item").cast("int"), F.col("confidence")
+        )
+        with _cached(indexed):  # brought back, then fitted
+            table = _pandas(indexed)
+            user_items = sp.csr_matrix(
+                (
+                    table["confidence"].to_numpy(dtype=np.float32),
+                    (table["user"].to_numpy(), table["item"].to_numpy()),
+                ),
+                shape=(len(user_ids), len(item_ids)),
+            )
+            del table
+            user_factors, item_factors = _fit(spark, indexed, user_items, config)
+    return SparkFit(user_ids, user_items, user_factors, item_factors)
+
+
+def event_confidences(spark, events, item_ids: np.ndarray, config):
+    """(user_id, item, confidence): the summed confidence weights of a Spark frame of events
+    (``user_id``, ``item_id``; ``event``, ``weight``, ``timestamp`` optional), set-wise in Spark
+    SQL, as ``recsys.model.cf.confidence_matrix`` sums ``interaction_weights`` (event weight x
+    interaction weight x 0.5 ** (age / half-life), age from the user's latest event; events of
+    items outside ``item_ids`` and without a user or item are left out; ``item`` is the row in
+    ``item_ids``; pairs summing to 0 are dropped)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    names = set(events.columns)
+    missing = {"user_id", "item_id"} - names
+    if missing:
+        raise InvalidInput(f"events: no column {', '.join(sorted(missing))}")
+    items = _frame(spark, {"item_id": item_ids, "item": np.arange(len(item_ids))})
+    rows = events.select(
+        F.col("user_id").cast("string").alias("user_id"),
+        F.col("item_id").cast("string").alias("item_id"),
+        _optional(events, "event", "string", DEFAULT_EVENT).alias("event"),
+        _optional(events, "weight", "double", 1.0).alias("weight"),
+        _seconds(events).alias("seconds"),
+    ).where(F.col("user_id").isNotNull() & F.col("item_id").isNotNull())
+    rows = rows.join(F.broadcast(items), "item_id")
+    weight = _event_weight(config)
+    if config.use_interaction_weight:
+        weight = weight * F.col("weight")
+    if config.half_life_days:
+        latest = F.max("seconds").over(Window.partitionBy("user_id"))
+        age_days = (latest - F.col("seconds")) / SECONDS_PER_DAY
+        decay = F.pow(F.lit(0.5), age_days / float(config.half_life_days))
+        weight = weight * F.when(F.col("seconds").isNull(), 1.0).otherwise(decay)
+    summed = rows.withColumn("w", weight).groupBy("user_id", "item").agg(F.sum("w").alias("c"))
+    return summed.where(F.col("c") != 0).select(
+        "user_id", "item", F.col("c").cast("float").alias("confidence")
+    )
+
+
+def _fit(spark, entries, user_items: sp.csr_matrix, config) -> tuple[np.ndarray, np.ndarray]:
+    """MLlib ALS on a Spark frame of (user, item, confidence) rows, ``user_items`` the same
+    entries as a matrix (its shape and counts set regParam)."""
+    from pyspark.ml.recommendation import ALS
+    from pyspark.sql import functions as F
+
+    users, items = user_items.shape
+    warm = int((user_items.getnnz(axis=0) > 0).sum())
+    params = als_params(config, users, warm, mllib_entries(user_items, config.alpha))
+    c = F.col("confidence") * float(config.alpha)  # implicit's confidence, c = alpha * w
+    rating = F.when(c >= KEEP, F.greatest(c - 1.0, F.lit(EPSILON))).otherwise(
+        -F.greatest(F.abs(c) - 1.0, F.lit(0.0))
+    )  # = mllib_ratings(c)
     blocks = max(1, spark.sparkContext.defaultParallelism)
+    ratings = entries.select("user", "item", rating.cast("float").alias("rating"))
+    ratings = ratings.where(F.col("rating") != 0)  # unobserved to MLlib: nothing to send
     als = ALS(
         rank=params.rank,
         maxIter=params.max_iter,
@@ -158,18 +302,74 @@ def fit_als(user_items: sp.csr_matrix, config, spark=None) -> tuple[np.ndarray, 
         itemCol="item",
         ratingCol="rating",
     )
-    log.info("MLlib ALS on %d entries, %d blocks: %s", coo.nnz, blocks, params)
+    log.info("MLlib ALS on %d entries, %d blocks: %s", user_items.nnz, blocks, params)
+    model = als.fit(ratings.repartition(blocks))
+    return _factors(model.userFactors, users, params.rank), _factors(
+        model.itemFactors, items, params.rank
+    )
+
+
+@contextlib.contextmanager
+def _cached(frame):
+    frame.persist()
+    try:
+        yield frame
+    finally:
+        frame.unpersist()
+
+
+def _event_weight(config):
+    """Spark column: the event's weight (``CFConfig.event_weights``, else the default)."""
+    from pyspark.sql import functions as F
+
+    default = F.lit(float(config.default_event_weight))
+    if not config.event_weights:
+        return default
+    pairs = [F.lit(x) for k, v in config.event_weights.items() for x in (str(k), float(v))]
+    return F.coalesce(F.create_map(*pairs)[F.col("event")], default)
+
+
+def _optional(events, name: str, kind: str, default):
+    from pyspark.sql import functions as F
+
+    if name not in events.columns:
+        return F.lit(default).cast(kind)
+    return F.coalesce(F.col(name).cast(kind), F.lit(default).cast(kind))
+
+
+def _seconds(events):
+    """Spark column: the event's time in epoch seconds (null without one); naive times are
+    UTC (the session's time zone)."""
+    from pyspark.sql import functions as F
+
+    if "timestamp" not in events.columns:
+        return F.lit(None).cast("double")
+    return F.unix_micros(F.col("timestamp").cast("timestamp")) / 1e6
+
+
+def _frame(spark, columns: dict[str, np.ndarray]):
+    """A small Spark frame from driver arrays (ids and their row numbers, int32)."""
+    frame = pd.DataFrame(
+        {k: v.astype(np.int32) if v.dtype.kind == "i" else v for k, v in columns.items()}
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "PySpark does not yet", FutureWarning)
+        return spark.createDataFrame(frame)
+
+
+def _pandas(frame) -> pd.DataFrame:
     with warnings.catch_warnings():  # pyspark's notice about pandas 3; Arrow does the work
         warnings.filterwarnings("ignore", "PySpark does not yet", FutureWarning)
-        model = als.fit(spark.createDataFrame(entries).repartition(blocks))
-        user_factors = _factors(model.userFactors, users, params.rank)
-        item_factors = _factors(model.itemFactors, items, params.rank)
-    return user_factors, item_factors
+        return frame.toPandas()
+
+
+def _column(frame, name: str) -> np.ndarray:
+    return _pandas(frame)[name].to_numpy(dtype=str)
 
 
 def _factors(frame, rows: int, rank: int) -> np.ndarray:
     """A Spark factors frame (id, features) -> (rows, rank) float32, by id; zero where absent."""
-    table = frame.toPandas()
+    table = _pandas(frame)
     factors = np.zeros((rows, rank), dtype=np.float32)
     if len(table):
         factors[table["id"].to_numpy()] = np.stack(table["features"].to_numpy())

@@ -28,7 +28,8 @@ class CFConfig:
     # Latent dimensions; 16-32 suits catalogs of ~10k items and ~100k interactions.
     factors: int = 32
     regularization: float = 0.05
-    # ALS confidence scale: confidence = 1 + alpha * weight [Hu, Koren, Volinsky 2008].
+    # ALS confidence scale: an observed entry weighs alpha * weight (implicit's form of Hu, Koren,
+    # Volinsky 2008; unobserved entries weigh 1; recsys.engines.spark maps it to MLlib's).
     alpha: float = 1.0
     iterations: int = 15
     # BPR only.
@@ -107,11 +108,12 @@ class CollaborativeModel(BaseEstimator):
         self.config = config
         self.use_gpu = use_gpu
         self._yty: np.ndarray | None = None  # item factors' Gram matrix, for fold_in
+        self._mllib_reg: float | None = None  # MLlib's regParam, for a Spark model's fold_in
 
     # -- training ------------------------------------------------------------------------
     def fit(self, interactions: pd.DataFrame, item_ids=None, show_progress: bool = False):
         config = self.config or CFConfig()
-        self._yty = None
+        self._yty = self._mllib_reg = None
         if item_ids is None:
             item_ids = interactions["item_id"].unique()
         self.item_ids_ = np.asarray(item_ids, dtype=str)
@@ -129,6 +131,25 @@ class CollaborativeModel(BaseEstimator):
             model = model.to_cpu() if use_gpu else model
             self.model_, self.device_ = model, "cuda" if use_gpu else "cpu"
             user_factors, item_factors = model.user_factors, model.item_factors
+        return self._fitted(user_factors, item_factors)
+
+    def fit_events(self, path: str, item_ids):
+        """``CFConfig.engine`` "spark" only: fit on the Parquet event folder ``path`` read by
+        Spark, the confidences aggregated there (``recsys.engines.spark.fit_events``), so this
+        process never holds the events; the same model ``fit`` learns from them."""
+        config = self.config or CFConfig()
+        if config.engine != "spark":
+            raise ValueError("fit_events needs CFConfig.engine 'spark'; use fit(interactions)")
+        from recsys.engines.spark import fit_events
+
+        self._yty = self._mllib_reg = None
+        self.item_ids_ = np.asarray(item_ids, dtype=str)
+        fit = fit_events(path, self.item_ids_, config)
+        self.user_ids_, self.user_items_ = fit.user_ids, fit.user_items
+        self.model_, self.device_ = None, "spark"
+        return self._fitted(fit.user_factors, fit.item_factors)
+
+    def _fitted(self, user_factors: np.ndarray, item_factors: np.ndarray):
         self.user_factors_ = np.ascontiguousarray(user_factors, dtype=np.float32)
         self.item_factors_ = np.ascontiguousarray(item_factors, dtype=np.float32)
         self.warm_items_ = np.asarray(self.user_items_.getnnz(axis=0) > 0)
@@ -180,19 +201,20 @@ class CollaborativeModel(BaseEstimator):
 
     def _als_terms(self, history: sp.csr_matrix, config: CFConfig) -> tuple[np.ndarray, float]:
         """Confidences and regularisation of the ALS user step of the engine that fitted the
-        item factors: implicit's ``alpha * w`` and ``lambda``, or MLlib's ``1 + alpha * w``
-        and ``lambda' * (the user's entries)`` (``recsys.engines.spark.als_params``)."""
+        item factors: implicit's ``alpha * w`` and ``lambda``, or MLlib's (the mapping of
+        ``recsys.engines.spark.mllib_confidence``) and ``regParam`` times the user's positive
+        entries."""
         confidence = config.alpha * history.data.astype(np.float64)
         if config.engine != "spark":
             return confidence, config.regularization
-        from recsys.engines.spark import als_params
+        from recsys.engines.spark import als_params, mllib_confidence, mllib_entries
 
-        matrix = self.user_items_
-        warm = int(self.warm_items_.sum())
-        params = als_params(config, matrix.shape[0], warm, matrix.nnz)
-        # MLlib: preference 0 for w <= 0, confidence 1 + alpha |w| (negative = preference 0)
-        spark_confidence = np.sign(confidence) * (1.0 + np.abs(confidence))
-        return spark_confidence, params.reg_param * int((history.data > 0).sum())
+        if self._mllib_reg is None:
+            matrix, warm = self.user_items_, int(self.warm_items_.sum())
+            entries = mllib_entries(matrix, config.alpha)
+            self._mllib_reg = als_params(config, matrix.shape[0], warm, entries).reg_param
+        confidence = mllib_confidence(confidence)
+        return confidence, self._mllib_reg * int((confidence > 0).sum())
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, directory: str | Path, prefix: str = "cf") -> list[Path]:

@@ -125,9 +125,7 @@ def train(
         with stage("tabular"):
             tabular_block(content, data, config)
         with stage("cf"):
-            cf = build_collaborative(
-                data.interactions, _item_ids(data), config.cf, use_gpu, show_progress
-            )
+            cf = _collaborative(data, config, use_gpu, show_progress, events)
         with stage("weights"):
             choice = choose_weights(data, content, config, use_gpu)
         with stage("fuse"):
@@ -172,6 +170,16 @@ def fit_in_memory(
         cf = build_collaborative(data.interactions, _item_ids(data), config.cf, use_gpu)
         choice = choose_weights(data, content, config, use_gpu)
         return _fuse(data, content, cf, choice, config)
+
+
+def _collaborative(data: CatalogData, config: TrainConfig, use_gpu, show_progress, events):
+    """The cf stage. ALS on Spark over an event folder aggregates the confidences on Spark,
+    from the folder itself (``CollaborativeModel.fit_events``): the same entries as from
+    ``data.interactions``, computed where the events are."""
+    item_ids = _item_ids(data)
+    if events is not None and config.cf.engine == "spark" and not data.interactions.empty:
+        return CollaborativeModel(config.cf).fit_events(str(events), item_ids)
+    return build_collaborative(data.interactions, item_ids, config.cf, use_gpu, show_progress)
 
 
 def _fuse(data, content: Content, cf, choice: WeightChoice | None, config) -> Fitted:
