@@ -391,6 +391,8 @@ class LiveCatalog:
             pending=len(self._pending),
             max_items=self.config.max_items,
         )
+        for mask in (delta.shown, delta.shown_out, delta.removed):
+            mask.flags.writeable = False  # answers share them: none may write into one
         self.recommender.live = delta
         if delta.retrain_due and not self._due:
             log.warning(

@@ -273,7 +273,7 @@ class Recommender:
         results.because = [
             self._feed_because(found[q], scores[q], row, None) for q, row in enumerate(rows)
         ]
-        if self.live is not None and self.fused.user_vectors_ is not None:
+        if self.live is not None and self.live.size and self.fused.user_vectors_ is not None:
             queries = self.fused.user_vectors_[np.maximum(rows, 0)]
             skip = [None if row < 0 else () for row in rows.tolist()]
             results = self._with_live(results, queries, k, candidates, filters, skip)
@@ -456,7 +456,7 @@ class Recommender:
                 explain.similar_reasons(shares, shared, q) for q in range(len(rows))
             )
         ]
-        if live is not None:
+        if live is not None and live.size:
             skip = [[item] for item in self.item_ids[rows].tolist()]
             queries = self.fused.item_queries(rows, mode)
             results = self._with_live(results, queries, k, None, filters, skip)
