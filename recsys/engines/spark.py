@@ -208,9 +208,9 @@ def fit_als(user_items: sp.csr_matrix, config, spark=None) -> tuple[np.ndarray, 
 
 def fit_events(path: str, item_ids: np.ndarray, config, spark=None) -> SparkFit:
     """MLlib ALS on the Parquet event folder ``path`` (``recsys.engines.events`` layout; any
-    path Spark reads: local, ``s3a://``, ``gs://``, ``hdfs://``), the confidences aggregated on
-    Spark (``event_confidences``); ``item_ids`` are the catalog's, in the model's row order
-    (events of other items are left out)."""
+    path Spark reads: local, ``s3://`` as its cluster maps it, ``gs://``, ``hdfs://``), the
+    confidences aggregated on Spark (``event_confidences``); ``item_ids`` are the catalog's, in
+    the model's row order (events of other items are left out)."""
     from pyspark.sql import functions as F
 
     spark = spark or session()
