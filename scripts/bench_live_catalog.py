@@ -14,6 +14,11 @@ worker once that worker's generation reaches the write's. Answers are then check
 a write is visible everywhere, one similar-items call of its twin (PUT) or of the item that
 listed it (PATCH, DELETE) must show (or no longer show) it.
 
+The benchmark catalog's bundle has no image block, so its workers store the uploaded photos
+but embed none. ``--encoder DIR`` (a bundle's image_encoder folder, e.g. the demo shop's)
+then measures what a worker pays per photo: the run's uploads embedded in batches of
+``--embed-batch`` on one thread, as a follow step embeds the photos written in one second.
+
     .venv/bin/python scripts/bench_live_catalog.py --rate 300 --write-rate 20 --duration 60
 """
 
@@ -53,6 +58,7 @@ def copy_catalog(source: Path, workdir: Path) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     target = workdir / "catalog.db"
     target.unlink(missing_ok=True)
+    shutil.rmtree(workdir / "images", ignore_errors=True)  # the last run's uploads
     with sqlite3.connect(source / "catalog.db") as src, sqlite3.connect(target) as dst:
         src.backup(dst)
         version, path = dst.execute(
@@ -249,6 +255,8 @@ def main() -> None:
     parser.add_argument("--poll", type=float, default=0.05, help="seconds between scrapes")
     parser.add_argument("--port", type=int, default=8766)
     parser.add_argument("--reuse", action="store_true", help="keep --workdir's catalog copy")
+    parser.add_argument("--encoder", type=Path, help="an image_encoder folder to time (above)")
+    parser.add_argument("--embed-batch", type=int, default=20, help="photos per follow step")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     workdir = args.workdir.resolve()
@@ -278,9 +286,36 @@ def main() -> None:
             server.wait(30)
     results["loadavg_before"] = load_before
     results["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
+    if args.encoder is not None:
+        results["embedding"] = time_embedding(args.encoder, workdir / "images", args.embed_batch)
     print(json.dumps(results, indent=2))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+
+
+def time_embedding(encoder_dir: Path, images: Path, batch: int) -> dict:
+    """Photos per second one worker thread embeds, in follow-step batches."""
+    import torch
+
+    from recsys.vision import ImageEncoder
+
+    torch.set_num_threads(1)
+    encoder = ImageEncoder.load(encoder_dir, device="cpu")
+    paths = sorted(str(path) for path in images.rglob("*.png"))
+    if not paths:
+        return {"photos": 0}
+    encoder.transform(paths[:batch])  # warm
+    started = time.perf_counter()
+    for start in range(0, len(paths), batch):
+        encoder.transform(paths[start : start + batch])
+    seconds = time.perf_counter() - started
+    return {
+        "photos": len(paths),
+        "batch": batch,
+        "photos_per_s_one_thread": round(len(paths) / seconds, 1),
+        "ms_per_photo": round(seconds / len(paths) * 1000, 3),
+        "encoder": str(encoder_dir),
+    }
 
 
 def run(args, url: str, workdir: Path, ids_path: Path, items: list[str]) -> dict:
