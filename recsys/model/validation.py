@@ -4,14 +4,14 @@ Each user's latest ``validation_share`` of training interactions is held out (a 
 share when events have no timestamps), a collaborative model is fitted on the rest, and the
 candidates of ``TrainConfig.grid`` are scored, one block at a time, by the evaluation protocol
 (``recsys.model.protocol``) on a seeded sample of users: warm recall@10 plus cold-item
-recall@10. The choice is returned; the config is left as it was.
+recall@10. Then cold items' own block weights are chosen on the cold items alone
+(``_cold_search``). The choice is returned; the config is left as it was.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -61,8 +61,8 @@ def choose_weights(
     fused = FusedModel(config.fusion).fit(cf, content.blocks, len(item_ids), tokens=content.tokens)
     candidates = Candidates.of_users(fused, cf.user_ids_, task, config.validation_candidates)
 
-    def evaluate(weights: dict[str, float], cold_scale: dict[str, float]) -> Scored:
-        return _scored(candidates.rank(weights, cold_scale, K), task)
+    def evaluate(weights: dict[str, float], cold_scale: dict[str, float], k: int = K) -> Scored:
+        return _scored(candidates.rank(weights, cold_scale, k), task, k)
 
     blocks = {**fused.layout_.dims, **({TOKENS: 1} if fused.has_tokens else {})}
     choice = _grid_search(evaluate, blocks, config)
@@ -243,28 +243,37 @@ def _block_scores(fused: FusedModel, block: str, queries) -> np.ndarray:
 @dataclass(frozen=True)
 class Scored:
     """One candidate on the validation users: per user, warm recall@K plus cold-item recall@K
-    scaled so that the mean of ``per_user`` is the objective, and the reported means."""
+    scaled so that the mean of ``per_user`` is the objective, and the reported means.
+    ``warm`` is each user's all-items recall@K alone and ``cold`` the cold-item recall@K of
+    the users holding cold items out (the cold search's two objectives)."""
 
     per_user: np.ndarray  # (U,)
     metrics: dict[str, float]
+    warm: np.ndarray | None = None  # (U,)
+    cold: np.ndarray | None = None  # (H,) users holding cold items out
 
     @property
     def objective(self) -> float:
         return float(self.per_user.mean())
 
+    def on(self, part: str) -> Scored:
+        """The same candidate judged on ``warm`` or ``cold`` alone."""
+        return replace(self, per_user=getattr(self, part))
 
-def _scored(rankings, task) -> Scored:
+
+def _scored(rankings, task, k: int = K) -> Scored:
     held = task.heldout
-    warm = per_user_metrics(hit_matrix(rankings.all, held), held.getnnz(axis=1), (K,))
-    per_user = warm[f"recall@{K}"].copy()
-    metrics = {f"recall@{K}": float(per_user.mean())}
-    holding, cold_metrics = restricted_per_user(rankings.cold, task, task.cold, (K,))
+    warm = per_user_metrics(hit_matrix(rankings.all, held), held.getnnz(axis=1), (k,))
+    warm = warm[f"recall@{k}"]
+    per_user, cold = warm.copy(), np.zeros(0)
+    metrics = {f"recall@{k}": float(warm.mean())}
+    holding, cold_metrics = restricted_per_user(rankings.cold, task, task.cold, (k,))
     if holding.any():
-        cold = cold_metrics[f"recall@{K}"]
+        cold = cold_metrics[f"recall@{k}"]
         per_user[holding] += cold * len(per_user) / holding.sum()
-        metrics[f"cold_recall@{K}"] = float(cold.mean())
+        metrics[f"cold_recall@{k}"] = float(cold.mean())
         metrics["cold_users"] = int(holding.sum())
-    return Scored(per_user, metrics)
+    return Scored(per_user, metrics, warm, cold)
 
 
 def _ascend(evaluate, start: dict, options: dict, z: float, rounds: int, allowed=None):
@@ -301,7 +310,7 @@ def _better(found: Scored, current: Scored, z: float) -> bool:
 def _grid_search(evaluate, blocks: dict[str, int], config: TrainConfig) -> WeightChoice:
     """Block weights by coordinate ascent from cf alone (cf 1, cold items at the config's
     scale): per block, cf last, the best candidate replaces the current weight when it is
-    significantly better; then, with ``search_cold``, cold items' multipliers."""
+    significantly better; then, with ``search_cold``, cold items' own weights."""
     grid = config.grid
     options = {
         "tabular": grid.tabular,
@@ -316,15 +325,67 @@ def _grid_search(evaluate, blocks: dict[str, int], config: TrainConfig) -> Weigh
     weights, current = _ascend(
         lambda w: evaluate(w, cold_scale), start, options, grid.significance, grid.rounds
     )
-    if grid.search_cold and f"cold_recall@{K}" in current.metrics:
-        for cf, tab, pop in itertools.product(
-            grid.cold_cf, grid.cold_tabular, grid.cold_popularity
-        ):
-            candidate = {**cold_scale, "cf": cf, "tabular": tab, "popularity": pop}
-            found = evaluate(weights, candidate)
-            if _better(found, current, grid.significance):
-                cold_scale, current = candidate, found
+    if grid.search_cold:
+        weights, cold_scale, current = _cold_search(evaluate, weights, cold_scale, current, grid)
     report = {f"validation_{k}": v for k, v in current.metrics.items()}
     return WeightChoice(
         weights, cold_scale, {**report, "weights": weights, "cold_scale": cold_scale}
     )
+
+
+def _cold_search(evaluate, weights: dict, cold_scale: dict, current: Scored, grid):
+    """Cold items' own block weights (feed weight times cold multiplier) on the cold-only
+    objective (cold-item recall@``grid.cold_k`` of the users holding cold items out, cold
+    items ranked among themselves), one block at a time,
+    cf last; then one level for all of them on the users' all-items recall. The result
+    stands only when the all-items recall is not significantly below ``current``'s; with
+    fewer than ``grid.cold_min_users`` users holding cold items the defaults stay.
+    -> (weights, cold_scale, Scored)."""
+    if current.cold is None or len(current.cold) < max(grid.cold_min_users, 2):
+        return weights, cold_scale, current
+    floor = min((w for w in grid.tokens if w > 0), default=0.0)
+
+    def realize(cold_weights: dict) -> tuple[dict, dict]:
+        feed = dict(weights)
+        if cold_weights.get(TOKENS) and not feed.get(TOKENS):
+            feed[TOKENS] = floor  # the token term exists for cold items only through it
+        scale = {
+            b: round(cold_weights[b] / feed[b], 6) if feed.get(b) and b in cold_weights else s
+            for b, s in cold_scale.items()
+        }
+        return feed, scale
+
+    options = {
+        b: tuple(sorted({weights[b] * m for m in grid.cold_multipliers}))
+        for b in (TOKENS, "tabular", "image", "popularity", "cf")
+        if b in cold_scale and weights.get(b, 0.0) > 0
+    }
+    if TOKENS in cold_scale and not weights.get(TOKENS) and floor:
+        options = {TOKENS: (0.0, *(w for w in grid.tokens if w > 0)), **options}
+    start = {b: weights.get(b, 0.0) * cold_scale[b] for b in options}
+    chosen, _ = _ascend(
+        lambda c: evaluate(*realize(c), grid.cold_k).on("cold"),
+        start,
+        options,
+        grid.significance,
+        grid.rounds,
+    )
+    if chosen == start:
+        return weights, cold_scale, current
+
+    def leveled(level: float) -> dict:
+        return {b: level * c for b, c in chosen.items()}
+
+    level, _ = _ascend(
+        lambda v: evaluate(*realize(leveled(v["level"]))).on("warm"),
+        {"level": 1.0},
+        {"level": grid.cold_levels},
+        grid.significance,
+        1,
+    )
+    feed, scale = realize(leveled(level["level"]))
+    found = evaluate(feed, scale)
+    if _better(current.on("warm"), found.on("warm"), grid.significance):
+        log.info("cold weights %s cost all-items recall: defaults kept", chosen)
+        return weights, cold_scale, current
+    return feed, scale, found
