@@ -4,11 +4,12 @@ write, a worker's delta following it, and the next training folding it in."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
 from sqlalchemy.orm import Session
 
 from recsys.catalog import changes
 from recsys.catalog.models import Item
+from recsys.catalog.reads import CardCache
 from recsys.errors import InvalidInput, UnknownItem
 from recsys.ingest.item_writes import delete_item, patch_item, put_item
 from recsys.model.bundle import load_active
@@ -80,3 +81,17 @@ def test_a_worker_follows_the_catalog_and_the_next_training_folds_it_in(engine, 
     assert before[0] not in retrained.item_index
     assert not retrained.filters.in_stock[retrained.item_index[before[1]]]
     assert "a-twin" in retrained.similar_items(["a1"], k=3).ids[0]
+
+
+def test_the_card_cache_rereads_only_the_items_the_log_names(engine, tmp_path):
+    populate(engine)
+    cache = CardCache(engine, capacity=100)
+    assert cache.cards(["a1", "b2"])["a1"].title == "Comedy story 1"
+    patch_item(engine, "a1", {"title": "Renamed"}, tmp_path)
+    asked = []
+    listen = event.listens_for(engine, "before_cursor_execute")
+    listen(lambda _c, _k, sql, params, *rest: asked.append((sql, str(params))))
+    found = cache.cards(["a1", "b2"])
+    assert found["a1"].title == "Renamed" and found["b2"].title == "Drama story 2"
+    cards = [params for sql, params in asked if "FROM items" in sql and "IN (" in sql]
+    assert len(cards) == 1 and "a1" in cards[0] and "b2" not in cards[0]  # b2 from memory

@@ -6,9 +6,12 @@ row (similar items, feeds, visual search) read them from it, so a page and the r
 show the same title, stock and attributes, and a catalog edit shows everywhere on the next
 request, without a new bundle. The service reads them through a ``CardCache``: each request
 first reads the catalog's items generation (one primary-key read; database triggers bump it
-on every write to ``items``, whoever writes), and the cache keeps its cards only while that
-number stays the same. A request therefore never sees a card older than the catalog it
-started on, and costs one tiny query instead of reading and decoding every card on the page.
+on every write to ``items``, whoever writes), and when that number moved the cache drops the
+cards of the items the change log names for the new generations (``item_changes``), or all
+of its cards when the log cannot say (a TRUNCATE, a jump of more than ``LOG_STEP``). A
+request therefore never sees a card older than the catalog it started on, and costs one tiny
+query instead of reading and decoding every card on the page; item writes cost the cache only
+the written items' cards.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ from typing import Any
 from sqlalchemy import Engine, bindparam, func, select
 from sqlalchemy.engine import Row
 
-from recsys.catalog.models import CatalogState, Interaction, Item, User
+from recsys.catalog.models import CatalogState, Interaction, Item, ItemChange, User
 
 # Most recent events of a user that ``fresh_items`` returns.
 FRESH_LIMIT = 200
+# Item generations a card cache catches up on through the change log; past it, it starts afresh.
+LOG_STEP = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +63,9 @@ _CARD_COLUMNS = (Item.external_id, Item.title, Item.in_stock, Item.image_path, I
 # Built once: per call only the parameters change (SQLAlchemy caches the compiled form).
 _CARDS = select(*_CARD_COLUMNS).where(Item.external_id.in_(bindparam("ids", expanding=True)))
 _GENERATION = select(CatalogState.items_generation).where(CatalogState.id == 1)
+_CHANGED = select(ItemChange.external_id).where(
+    ItemChange.generation > bindparam("old"), ItemChange.generation <= bindparam("new")
+)
 _FRESH_ITEMS = (
     select(Item.external_id)
     .join(Interaction, Interaction.item_id == Item.id)
@@ -121,6 +129,7 @@ class CardCache:
         with self.engine.connect() as connection:
             generation = connection.scalar(_GENERATION)
             self._checked = now
+            self._catch_up(connection, generation)
             found = self._cached(generation, item_ids)
             missing = [item_id for item_id in dict.fromkeys(item_ids) if item_id not in found]
             if not missing:
@@ -129,6 +138,21 @@ class CardCache:
             read = {row[0]: _card(row) for row in rows}
         self._keep(generation, read)
         return found | read
+
+    def _catch_up(self, connection, generation: int | None) -> None:
+        """Drop only the cards of the items written since the cached generation (the change
+        log says which); when it cannot say, ``_cached`` drops them all."""
+        old = self._generation
+        if old is None or generation is None or not 0 < generation - old <= LOG_STEP:
+            return
+        changed = connection.execute(_CHANGED, {"old": old, "new": generation}).scalars().all()
+        if not changed:  # the generation moved with nothing logged: a TRUNCATE
+            return
+        with self._lock:
+            if self._generation == old:
+                for item_id in changed:
+                    self._cards.pop(item_id, None)
+                self._generation = generation
 
     def _cached(self, generation: int | None, item_ids: Sequence[str]) -> dict[str, ItemCard]:
         with self._lock:
