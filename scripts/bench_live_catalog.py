@@ -252,7 +252,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=15, help="seconds of reads first")
     parser.add_argument("--workers", type=int, default=3, help="gunicorn workers")
     parser.add_argument("--threads", type=int, default=2, help="threads per worker")
-    parser.add_argument("--poll", type=float, default=0.05, help="seconds between scrapes")
+    parser.add_argument("--poll", type=float, default=0.2, help="seconds between scrapes")
     parser.add_argument("--port", type=int, default=8766)
     parser.add_argument("--reuse", action="store_true", help="keep --workdir's catalog copy")
     parser.add_argument("--encoder", type=Path, help="an image_encoder folder to time (above)")
