@@ -354,27 +354,17 @@ class FusedModel(BaseEstimator):
 
     def token_scores(self, profiles: sp.csr_matrix | None, rows=None) -> np.ndarray | None:
         """(U, I) or (U, len(rows)) feed token terms of ``profiles`` (U, F): weight times
-        cold multiplier times cosine; None when the feed gives tokens no weight. The cosines
-        cost the postings of the profiles' tokens, or one pass over the items' tokens when
-        one profile's tokens are common enough to touch most of them."""
+        cold multiplier times cosine; None when the feed gives tokens no weight. Over all
+        items the cosines cost the postings of the profiles' tokens."""
         if profiles is None or not self.token_weight:
             return None
         profiles = sp.csr_matrix(profiles, dtype=np.float32)
-        if rows is not None:
-            cosine = (profiles @ self.item_tokens_[rows].T).toarray()
-        elif profiles.shape[0] == 1 and self._touches_most(profiles):
-            dense = profiles.toarray()[0]  # (F,)
-            cosine = (self.item_tokens_ @ dense)[None, :]  # (1, I)
-        else:
+        if rows is None:
             cosine = (profiles @ self.token_postings).toarray()
+        else:
+            cosine = (profiles @ self.item_tokens_[rows].T).toarray()
         scale = self.token_scale_ if rows is None else self.token_scale_[rows]
         return scale * np.asarray(cosine, dtype=np.float32)
-
-    def _touches_most(self, profile: sp.csr_matrix) -> bool:
-        """Whether the postings of a profile's tokens hold a third of all item tokens."""
-        postings, tokens = self.token_postings, profile.indices
-        touched = int((postings.indptr[tokens + 1] - postings.indptr[tokens]).sum())
-        return touched * 3 > postings.nnz
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:

@@ -350,7 +350,7 @@ class Recommender:
         extra = rows[keep][top_k(terms[keep], width)[0]]
         union = np.union1d(found[found >= 0], extra)
         total = np.asarray(self.fused.item_vectors_[union] @ query, dtype=np.float32)
-        total += token_terms_at(self.fused, profile, union)
+        total += self.fused.token_scores(profile, union)[0]
         best = top_k_finite(total[None, :], width)[0]
         rows = np.where(best >= 0, union[np.maximum(best, 0)], -1)
         return rows, np.where(best >= 0, total[np.maximum(best, 0)], -np.inf).astype(np.float32)
@@ -606,8 +606,8 @@ def token_candidates(fused: FusedModel, profile: sp.csr_matrix, budget: int):
     token terms, from the postings of its tokens. When those hold more than ``budget`` item
     tokens, only its rarest tokens' postings are read, up to the budget: the most common
     tokens add a little to very many items and pick out none, and the rows found are still
-    scored exactly (``token_terms_at``). So a feed reads at most ``budget`` postings, whatever
-    the catalog."""
+    scored exactly (``FusedModel.token_scores`` of those rows). So a feed reads at most
+    ``budget`` postings, whatever the catalog."""
     postings, tokens, weights = fused.token_postings, profile.indices, profile.data
     lengths = postings.indptr[tokens + 1] - postings.indptr[tokens]
     if lengths.sum() > budget:
@@ -617,10 +617,3 @@ def token_candidates(fused: FusedModel, profile: sp.csr_matrix, budget: int):
     cosine = postings[tokens].T @ weights  # (I,): the read postings, weighted and summed
     rows = np.flatnonzero(cosine)
     return rows, fused.token_scale_[rows] * np.asarray(cosine[rows], dtype=np.float32)
-
-
-def token_terms_at(fused: FusedModel, profile: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
-    """(len(rows),) the exact token terms one profile (1, F) gives the items ``rows``, as
-    ``FusedModel.token_scores`` gives them."""
-    cosine = (fused.item_tokens_[rows] @ profile.T).toarray()[:, 0]
-    return fused.token_scale_[rows] * np.asarray(cosine, dtype=np.float32)
