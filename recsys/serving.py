@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine
 
-from recsys.catalog.reads import fresh_items
+from recsys.catalog.reads import CardCache, fresh_items
 from recsys.errors import InvalidBundle, ModelNotTrained
 from recsys.model.bundle import active_bundle, active_version, load_recommender
 from recsys.model.delta import Delta, DeltaConfig, LiveCatalog
@@ -193,11 +193,17 @@ class ModelHolder:
         return delta
 
 
-def follow_catalog(holder: ModelHolder, seconds: float) -> None:
-    """Call ``holder.follow()`` every ``seconds``, forever (one daemon thread per process)."""
+def follow_catalog(holder: ModelHolder, seconds: float, cards: CardCache | None = None) -> None:
+    """Call ``holder.follow()`` (and ``cards.follow()``) every ``seconds``, forever (one daemon
+    thread per process): the model's delta and the item cards move together."""
     while True:
         started = time.monotonic()
         holder.follow()
+        if cards is not None and holder.ready:  # before that, requests read for themselves
+            try:
+                cards.follow()
+            except Exception:
+                log.exception("following the catalog's cards failed; requests read them")
         time.sleep(max(seconds - (time.monotonic() - started), 0.05))
 
 

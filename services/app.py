@@ -43,11 +43,13 @@ DEFAULTS = {
     # recsys.model.delta): one primary-key read when nothing changed; 0 = off.
     "LIVE_CATALOG_SECONDS": 1.0,
     "JSON_SORT_KEYS": False,
-    # Item cards each process keeps in memory (always current: see recsys.catalog.reads);
-    # 0 reads every card from the catalog on every request.
+    # Item cards each process keeps in memory (recsys.catalog.reads.CardCache): the catalog
+    # follower above keeps them as current as the model's delta (an edit shows within
+    # LIVE_CATALOG_SECONDS, on the product page and in every list at once); with the follower
+    # off, each request checks the catalog's items generation. 0 reads every card every time.
     "CARD_CACHE_ITEMS": 50_000,
-    # Seconds a worker answers cards from memory before it reads the catalog's items
-    # generation again; 0 reads it on every request, so an edit shows on the next one.
+    # With the follower off: seconds a worker answers cards from memory before it reads the
+    # items generation again; 0 reads it on every request, so an edit shows on the next one.
     "CARD_MAX_AGE_SECONDS": 0.0,
     # A worker that cannot reach the catalog at start retries after 0.5 s, 1 s, 2 s ... up to
     # this many seconds apart, serving 503s meanwhile, instead of failing to boot.
@@ -84,17 +86,17 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
         app.register_blueprint(blueprint)
     auth.init_app(app, settings, engine)
     limits.init_app(app, settings)
-    _start(app, engine, holder)
+    _start(app, engine, holder, cards)
     return app
 
 
-def _start(app: Flask, engine: Engine, holder: ModelHolder) -> None:
+def _start(app: Flask, engine: Engine, holder: ModelHolder, cards: CardCache) -> None:
     """Load the bundle and follow the registry, now if the catalog answers, else from a
     thread that waits for it (the worker boots either way; readyz says what is missing)."""
     load, watch = app.config["LOAD_MODEL"], bool(app.config["RELOAD_CHECK_SECONDS"])
     follow = float(app.config["LIVE_CATALOG_SECONDS"] or 0)
     if follow:
-        args = (holder, follow)
+        args = (holder, follow, cards)
         threading.Thread(
             target=follow_catalog, args=args, name="catalog-follower", daemon=True
         ).start()

@@ -95,3 +95,26 @@ def test_the_card_cache_rereads_only_the_items_the_log_names(engine, tmp_path):
     assert found["a1"].title == "Renamed" and found["b2"].title == "Drama story 2"
     cards = [params for sql, params in asked if "FROM items" in sql and "IN (" in sql]
     assert len(cards) == 1 and "a1" in cards[0] and "b2" not in cards[0]  # b2 from memory
+
+
+def test_a_followed_card_cache_answers_from_memory_and_moves_with_the_follower(engine, tmp_path):
+    populate(engine)
+    cache = CardCache(engine, capacity=100)
+    cache.follow()
+    assert cache.cards(["a1", "b2"])["a1"].title == "Comedy story 1"
+    patch_item(engine, "a1", {"title": "Renamed"}, tmp_path)
+    asked = []
+    listen = event.listens_for(engine, "before_cursor_execute")
+    listen(lambda _c, _k, sql, *rest: asked.append(sql))
+    # requests between two follow steps read nothing: the page and its lists stay as one
+    assert cache.cards(["a1", "b2"])["a1"].title == "Comedy story 1"
+    assert asked == []
+    cache.follow()  # the follower's step reads the log and drops a1's card only
+    found = cache.cards(["a1", "b2"])
+    assert found["a1"].title == "Renamed" and found["b2"].title == "Drama story 2"
+    # a follower that stopped: past stale_after, requests check the catalog themselves
+    stalled = CardCache(engine, capacity=100, stale_after=0.0)
+    stalled.follow()
+    assert stalled.cards(["a1"])["a1"].title == "Renamed"
+    patch_item(engine, "a1", {"title": "Renamed again"}, tmp_path)
+    assert stalled.cards(["a1"])["a1"].title == "Renamed again"

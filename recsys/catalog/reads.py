@@ -99,14 +99,27 @@ class CardCache:
     card is in memory: an edit then shows within ``max_age`` instead of on the next call.
     At most ``capacity`` cards are kept (least recently used go first); 0 keeps none, so
     every call reads the catalog. Safe to share between a worker's threads.
+
+    A process that calls ``follow`` every few seconds (the service's catalog follower, the
+    same loop that moves the model's live delta) spares its requests the generation read:
+    they answer from memory, as current as the last ``follow`` (so a product page and the
+    items around it change together), and read only the cards they miss. When ``follow``
+    has not run for ``stale_after`` seconds, requests read the generation themselves again.
     """
 
-    def __init__(self, engine: Engine, capacity: int, max_age: float = 0.0) -> None:
-        if capacity < 0 or max_age < 0:
-            raise ValueError(f"capacity and max_age must be >= 0, got {capacity}, {max_age}")
+    def __init__(
+        self, engine: Engine, capacity: int, max_age: float = 0.0, stale_after: float = 10.0
+    ) -> None:
+        if capacity < 0 or max_age < 0 or stale_after < 0:
+            raise ValueError(
+                f"capacity, max_age and stale_after must be >= 0, got {capacity}, {max_age}, "
+                f"{stale_after}"
+            )
         self.engine = engine
         self.capacity = capacity
         self.max_age = max_age
+        self.stale_after = stale_after
+        self._followed = -math.inf  # time.monotonic() of the last follow()
         self._cards: OrderedDict[str, ItemCard] = OrderedDict()
         self._generation: int | None = None
         self._checked = -math.inf  # time.monotonic() of the last generation read
@@ -122,10 +135,17 @@ class CardCache:
         if not self.capacity:
             return item_cards(self.engine, item_ids)
         now = time.monotonic()
-        if now - self._checked < self.max_age:
-            found = self._cached(self._generation, item_ids)
+        followed = now - self._followed < self.stale_after
+        if followed or now - self._checked < self.max_age:
+            generation = self._generation
+            found = self._cached(generation, item_ids)
             if len(found) == len(set(item_ids)):
                 return found
+            if followed:  # the follower keeps the generation: read only the missing cards
+                missing = [item_id for item_id in dict.fromkeys(item_ids) if item_id not in found]
+                read = item_cards(self.engine, missing)
+                self._keep(generation, read)
+                return found | read
         with self.engine.connect() as connection:
             generation = connection.scalar(_GENERATION)
             self._checked = now
@@ -138,6 +158,20 @@ class CardCache:
             read = {row[0]: _card(row) for row in rows}
         self._keep(generation, read)
         return found | read
+
+    def follow(self) -> None:
+        """Catch up with the catalog now: read its items generation and drop the cards of the
+        items written since (all of them when the change log cannot say which). Errors are
+        the caller's; until the next successful call, requests check for themselves once
+        ``stale_after`` has passed."""
+        if not self.capacity:
+            return
+        now = time.monotonic()
+        with self.engine.connect() as connection:
+            generation = connection.scalar(_GENERATION)
+            self._catch_up(connection, generation)
+        self._cached(generation, ())  # a move the log did not explain empties the cache
+        self._checked = self._followed = now
 
     def _catch_up(self, connection, generation: int | None) -> None:
         """Drop only the cards of the items written since the cached generation (the change

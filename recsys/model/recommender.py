@@ -51,9 +51,16 @@ log = logging.getLogger(__name__)
 
 FILTER_KINDS = ("categorical", "multi")
 PARTS = ("values", "offsets", "rows")  # of a saved Postings
-# Item tokens one feed reads, at most, to find its token candidates (about 1 ms of work):
+# Item tokens one feed reads, at most, to find its token candidates (scripts/
+# bench_token_candidates.py: as close to the exact ranking as 200,000 at a quarter the cost);
 # a profile whose tokens' postings hold more reads its rarest tokens' up to this.
-TOKEN_BUDGET = 200_000
+TOKEN_BUDGET = 20_000
+# token_candidates sorts (item, position) pairs packed in one int64: positions take this many bits
+_POSITION_BITS = 31
+_POSITION_MASK = (1 << _POSITION_BITS) - 1
+# A feed with the token term takes this many times its pool from the index and from the tokens
+# before ranking their union exactly (Recommender._reach).
+TOKEN_REACH = 2
 
 
 @dataclass
@@ -264,9 +271,9 @@ class Recommender:
                 continue
             seen = self.cf.user_items_[row].indices if exclude_seen else None
             query = self.fused.user_vectors_[row]
-            pool = self.index.search(query, width, allowed, [seen])
+            pool = self.index.search(query, self._reach(width), allowed, [seen])
             tokens = self.fused.user_tokens_[row] if self.fused.has_tokens else None
-            found[q], scores[q] = self._with_tokens(tokens, query, pool, allowed, seen)
+            found[q], scores[q] = self._with_tokens(tokens, query, pool, allowed, seen, width)
         found, scores = diversify(found, scores, self.fused.item_blocks_, k, diversity)
         results = self._results(found, scores)
         results.fallback = (rows < 0).tolist()
@@ -306,14 +313,15 @@ class Recommender:
         exclude = list(_rows(matrix)) if exclude_seen else None
         allowed = self._allowed(candidates, filters)
         width = pool_size(k, diversity, len(self.item_ids))
-        found, scores = self.index.search(queries, width, allowed, exclude)
+        pools = self.index.search(queries, self._reach(width), allowed, exclude)
+        found, scores = pools[0][:, :width].copy(), pools[1][:, :width].copy()
         profiles = self.fused.history_token_profiles(matrix)
         if profiles is not None and self.fused.token_weight:
             for u in range(len(found)):
-                pool = (found[u : u + 1], scores[u : u + 1])
+                pool = (pools[0][u : u + 1], pools[1][u : u + 1])
                 seen = exclude[u] if exclude is not None else None
                 found[u], scores[u] = self._with_tokens(
-                    profiles[u], queries[u], pool, allowed, seen
+                    profiles[u], queries[u], pool, allowed, seen, width
                 )
         for user in np.flatnonzero(empty):
             found[user], scores[user] = self._popular(width, allowed)
@@ -331,14 +339,20 @@ class Recommender:
             results = self._with_live(results, queries, k, candidates, filters, skip)
         return results
 
-    def _with_tokens(self, profile, query, pool, allowed, seen):
-        """One feed's (rows, scores) of the pool's width with the token term added: the
-        index's pool and the items the user's token profile ranks highest (allowed, not
-        ``seen``; ``token_candidates``), ranked together by the whole score, exactly. The
-        term's weight 0 (or no tokens) leaves the pool as the index gave it."""
+    def _reach(self, width: int) -> int:
+        """How many items each part of a feed (the index, the token term) brings for a pool
+        of ``width``: more than the pool when the token term counts, so that items second
+        best on both parts still reach the exact ranking of their union."""
+        return width * TOKEN_REACH if self.fused.token_weight else width
+
+    def _with_tokens(self, profile, query, pool, allowed, seen, width: int):
+        """One feed's (rows, scores) of ``width`` with the token term added: the index's pool
+        and the items the user's token profile ranks highest (allowed, not ``seen``;
+        ``token_candidates``), ranked together by the whole score, exactly. The term's weight
+        0 (or no tokens) leaves the pool as the index gave it."""
         found, scores = pool[0][0], pool[1][0]
         if profile is None or not self.fused.token_weight:
-            return found, scores
+            return found[:width], scores[:width]
         profile = sp.csr_matrix(profile, dtype=np.float32)
         rows, terms = token_candidates(self.fused, profile, self.token_budget)
         keep = np.ones(len(rows), dtype=bool) if allowed is None else allowed[rows]
@@ -346,8 +360,7 @@ class Recommender:
             seen = np.asarray(seen)
             at = np.minimum(np.searchsorted(rows, seen), max(len(rows) - 1, 0))
             keep[at[rows[at] == seen] if len(rows) else at[:0]] = False
-        width = len(found)
-        extra = rows[keep][top_k(terms[keep], width)[0]]
+        extra = rows[keep][top_k(terms[keep], len(found))[0]]
         union = np.union1d(found[found >= 0], extra)
         total = np.asarray(self.fused.item_vectors_[union] @ query, dtype=np.float32)
         total += self.fused.token_scores(profile, union)[0]
@@ -607,13 +620,26 @@ def token_candidates(fused: FusedModel, profile: sp.csr_matrix, budget: int):
     tokens, only its rarest tokens' postings are read, up to the budget: the most common
     tokens add a little to very many items and pick out none, and the rows found are still
     scored exactly (``FusedModel.token_scores`` of those rows). So a feed reads at most
-    ``budget`` postings, whatever the catalog."""
+    ``budget`` postings and sorts them, whatever the catalog: nothing here is per item."""
     postings, tokens, weights = fused.token_postings, profile.indices, profile.data
-    lengths = postings.indptr[tokens + 1] - postings.indptr[tokens]
+    starts = postings.indptr[tokens]
+    lengths = postings.indptr[tokens + 1] - starts
+    budget = min(budget, _POSITION_MASK)
     if lengths.sum() > budget:
         order = np.argsort(lengths, kind="stable")
         kept = order[np.cumsum(lengths[order]) <= budget]
-        tokens, weights = tokens[kept], weights[kept]
-    cosine = postings[tokens].T @ weights  # (I,): the read postings, weighted and summed
-    rows = np.flatnonzero(cosine)
-    return rows, fused.token_scale_[rows] * np.asarray(cosine[rows], dtype=np.float32)
+        starts, lengths, weights = starts[kept], lengths[kept], weights[kept]
+    total = int(lengths.sum())
+    if not total:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    # the read postings as one run of positions, each with its token's profile weight
+    owner = np.repeat(np.arange(len(lengths)), lengths)
+    at = np.arange(total) + np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+    values = postings.data[at] * weights[owner]
+    # summed by item: one sort of (item, position) keys, then a segmented sum
+    keys = np.sort((postings.indices[at].astype(np.int64) << _POSITION_BITS) | np.arange(total))
+    items = keys >> _POSITION_BITS
+    first = np.flatnonzero(np.r_[True, items[1:] != items[:-1]])
+    rows = items[first]
+    cosine = np.add.reduceat(values[keys & _POSITION_MASK], first)
+    return rows, fused.token_scale_[rows] * cosine.astype(np.float32)
