@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 from recsys.errors import UnknownItem
-from recsys.model.cf import CFConfig, CollaborativeModel, confidence_matrix, implicit_model
+from recsys.model.cf import (
+    CFConfig,
+    CollaborativeModel,
+    Confidence,
+    confidence_matrix,
+    implicit_model,
+)
 from recsys.model.data import IdIndex
 from recsys.model.index import VectorIndex
 from recsys.model.ranking import top_k
@@ -181,3 +189,52 @@ def test_id_index_answers_like_a_dict_and_refuses_look_alikes():
     with pytest.raises(KeyError):
         index["c"]
     assert IdIndex(np.array([], dtype=str)).rows(["a"]).tolist() == [-1]
+
+
+class TestALSHuConfidence(TestALS):
+    """ALS with Hu's confidence c = 1 + alpha * w (the weights stage may choose it)."""
+
+    @classmethod
+    def make(cls, data):
+        config = CFConfig(model="als", factors=8, iterations=15, regularization=0.5)
+        return CollaborativeModel(config).fit(
+            data.interactions, data.items["item_id"], confidence=Confidence("hu", 4.0)
+        )
+
+    def test_fold_in_is_implicits_exact_user_step(self, model, data):
+        history = sorted(self.seen(data, "u4"))
+        rows = model.item_rows(history)
+        weights = np.linspace(0.5, 2.0, len(rows))
+        matrix = sp.csr_matrix(  # implicit's confidences, c = 1 + 4 w, at its alpha 1
+            ((1 + 4 * weights).astype(np.float32), (np.zeros(len(rows), dtype=int), rows)),
+            shape=(1, len(model.item_ids_)),
+        )
+        solver = implicit_model(replace(model.config, alpha=1.0))
+        solver.user_factors = model.user_factors_.copy()
+        solver.item_factors = model.item_factors_.copy()
+        expected = solver.recalculate_user(0, matrix)
+        folded = model.fold_in(history, weights)
+        np.testing.assert_allclose(folded, expected, rtol=1e-4, atol=1e-5)
+
+    def test_save_load_round_trip(self, model, tmp_path):
+        super().test_save_load_round_trip(model, tmp_path)
+        assert CollaborativeModel.load(tmp_path).confidence == Confidence("hu", 4.0)
+
+    def test_the_form_changes_the_factors(self, model, data):
+        scaled = TestALS.make(data)
+        assert model.confidence_ == Confidence("hu", 4.0) and scaled.confidence_.form == "scaled"
+        assert not np.allclose(model.user_factors_, scaled.user_factors_, atol=1e-3)
+
+
+def test_confidence_forms_are_checked_and_the_spark_engine_refuses_another():
+    weights = np.array([0.5, 2.0, -1.0])
+    np.testing.assert_allclose(Confidence("scaled", 2.0).of(weights), [1.0, 4.0, -2.0])
+    np.testing.assert_allclose(Confidence("hu", 2.0).of(weights), [2.0, 5.0, -3.0])
+    with pytest.raises(ValueError, match=r"Confidence\.form 'log'"):
+        Confidence("log", 1.0)
+    with pytest.raises(ValueError, match=r"Confidence\.alpha"):
+        Confidence("hu", 0.0)
+    toy = toy_catalog()
+    spark = CollaborativeModel(CFConfig(engine="spark"))
+    with pytest.raises(ValueError, match=r"engine 'spark' takes CFConfig\.alpha's scaled"):
+        spark.fit(toy.interactions, toy.items["item_id"], confidence=Confidence("hu", 1.0))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +54,36 @@ class CFConfig:
             raise ValueError(f"CFConfig.engine {self.engine!r} must be 'implicit' or 'spark'")
         if self.engine == "spark" and self.model != "als":
             raise ValueError("CFConfig.engine 'spark' fits ALS only (MLlib has no BPR); use als")
+
+
+# How ALS turns an entry's summed weight w into its confidence c (``Confidence.form``).
+CONFIDENCE_FORMS = ("scaled", "hu")
+
+
+@dataclass(frozen=True)
+class Confidence:
+    """ALS's confidence of an entry with summed weight w: "scaled", ``c = alpha * w``
+    (implicit's form, ``CFConfig.alpha``'s), or "hu", ``c = 1 + alpha * w`` [Hu, Koren,
+    Volinsky 2008, eq. 2], under which one view already counts and more weight adds less in
+    proportion. Negative weights keep their sign (no preference, with ``|c|``). The weights
+    stage may choose one per catalog (``recsys.model.validation``); a fit keeps it as
+    ``CollaborativeModel.confidence_``."""
+
+    form: str = "scaled"
+    alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.form not in CONFIDENCE_FORMS:
+            forms = ", ".join(CONFIDENCE_FORMS)
+            raise ValueError(f"Confidence.form {self.form!r} must be one of {forms}")
+        if not self.alpha > 0:
+            raise ValueError(f"Confidence.alpha {self.alpha} must be above 0")
+
+    def of(self, weights: np.ndarray) -> np.ndarray:
+        """The confidences of summed weights ``weights`` (any shape)."""
+        if self.form == "scaled":
+            return self.alpha * weights
+        return np.sign(weights) * (1.0 + self.alpha * np.abs(weights))
 
 
 def interaction_weights(interactions: pd.DataFrame, config: CFConfig) -> np.ndarray:
@@ -111,8 +141,22 @@ class CollaborativeModel(BaseEstimator):
         self._mllib_reg: float | None = None  # MLlib's regParam, for a Spark model's fold_in
 
     # -- training ------------------------------------------------------------------------
-    def fit(self, interactions: pd.DataFrame, item_ids=None, show_progress: bool = False):
+    def fit(
+        self,
+        interactions: pd.DataFrame,
+        item_ids=None,
+        show_progress: bool = False,
+        confidence: Confidence | None = None,
+    ):
+        """``confidence``: ALS's confidence form (default: "scaled" with ``CFConfig.alpha``);
+        kept as ``confidence_``. The Spark engine takes the default only."""
         config = self.config or CFConfig()
+        self.confidence_ = confidence or Confidence("scaled", config.alpha)
+        if config.engine == "spark" and self.confidence_ != Confidence("scaled", config.alpha):
+            raise ValueError(
+                f"CFConfig.engine 'spark' takes CFConfig.alpha's scaled confidence only, not "
+                f"{self.confidence_}; fit on the implicit engine or leave confidence unset"
+            )
         self._yty = self._mllib_reg = None
         if item_ids is None:
             item_ids = interactions["item_id"].unique()
@@ -126,8 +170,12 @@ class CollaborativeModel(BaseEstimator):
             self.model_, self.device_ = None, "spark"
         else:
             use_gpu = self.use_gpu and _implicit_has_cuda()
-            model = implicit_model(config, use_gpu=use_gpu)
-            model.fit(self.user_items_, show_progress=show_progress)
+            matrix, alpha = self.user_items_, self.confidence_.alpha
+            if self.confidence_.form != "scaled":  # implicit takes c = alpha * data
+                matrix, alpha = matrix.copy(), 1.0
+                matrix.data = self.confidence_.of(matrix.data).astype(np.float32)
+            model = implicit_model(replace(config, alpha=alpha), use_gpu=use_gpu)
+            model.fit(matrix, show_progress=show_progress)
             model = model.to_cpu() if use_gpu else model
             self.model_, self.device_ = model, "cuda" if use_gpu else "cpu"
             user_factors, item_factors = model.user_factors, model.item_factors
@@ -143,6 +191,7 @@ class CollaborativeModel(BaseEstimator):
         from recsys.engines.spark import fit_events
 
         self._yty = self._mllib_reg = None
+        self.confidence_ = Confidence("scaled", config.alpha)
         self.item_ids_ = np.asarray(item_ids, dtype=str)
         fit = fit_events(path, self.item_ids_, config)
         self.user_ids_, self.user_items_ = fit.user_ids, fit.user_items
@@ -204,7 +253,7 @@ class CollaborativeModel(BaseEstimator):
         item factors: implicit's ``alpha * w`` and ``lambda``, or MLlib's (the mapping of
         ``recsys.engines.spark.mllib_confidence``) and ``regParam`` times the user's positive
         entries."""
-        confidence = config.alpha * history.data.astype(np.float64)
+        confidence = self.confidence.of(history.data.astype(np.float64))
         if config.engine != "spark":
             return confidence, config.regularization
         from recsys.engines.spark import als_params, mllib_confidence, mllib_entries
@@ -215,6 +264,13 @@ class CollaborativeModel(BaseEstimator):
             self._mllib_reg = als_params(config, matrix.shape[0], warm, entries).reg_param
         confidence = mllib_confidence(confidence)
         return confidence, self._mllib_reg * int((confidence > 0).sum())
+
+    @property
+    def confidence(self) -> Confidence:
+        """The confidence form the factors were fitted with (``CFConfig.alpha``'s scaled
+        form for a model fitted before the form could be chosen)."""
+        own = getattr(self, "confidence_", None)
+        return own or Confidence("scaled", (self.config or CFConfig()).alpha)
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, directory: str | Path, prefix: str = "cf") -> list[Path]:
@@ -237,6 +293,8 @@ class CollaborativeModel(BaseEstimator):
             np.save(paths[-1], getattr(matrix, part), allow_pickle=False)
         paths.append(directory / f"{prefix}_config.json")
         paths[-1].write_text(json.dumps(asdict(self.config or CFConfig()), indent=2))
+        paths.append(directory / f"{prefix}_confidence.json")
+        paths[-1].write_text(json.dumps(asdict(self.confidence)))
         return paths
 
     @classmethod
@@ -257,6 +315,9 @@ class CollaborativeModel(BaseEstimator):
         model.user_items_ = sp.csr_matrix(parts, shape=shape, copy=False)
         model.warm_items_ = np.asarray(model.user_items_.getnnz(axis=0) > 0)
         model.model_, model.device_ = None, "cpu"
+        chosen = directory / f"{prefix}_confidence.json"  # absent from older bundles
+        if chosen.exists():
+            model.confidence_ = Confidence(**json.loads(chosen.read_text()))
         model._index()
         return model
 
