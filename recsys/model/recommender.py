@@ -269,7 +269,7 @@ class Recommender:
             if row < 0:
                 found[q], scores[q] = self._popular(width, allowed)
                 continue
-            seen = self.cf.user_items_[row].indices if exclude_seen else None
+            seen = _row_indices(self.cf.user_items_, row) if exclude_seen else None
             query = self.fused.user_vectors_[row]
             pool = self.index.search(query, self._reach(width), allowed, [seen])
             tokens = self.fused.user_tokens_[row] if self.fused.has_tokens else None
@@ -353,7 +353,8 @@ class Recommender:
         found, scores = pool[0][0], pool[1][0]
         if profile is None or not self.fused.token_weight:
             return found[:width], scores[:width]
-        profile = sp.csr_matrix(profile, dtype=np.float32)
+        if not (sp.isspmatrix_csr(profile) and profile.dtype == np.float32):
+            profile = sp.csr_matrix(profile, dtype=np.float32)
         rows, terms = token_candidates(self.fused, profile, self.token_budget)
         keep = np.ones(len(rows), dtype=bool) if allowed is None else allowed[rows]
         if seen is not None and len(seen):
@@ -396,7 +397,7 @@ class Recommender:
         row = self.user_index.get(str(user_id), -1)
         if row < 0 or self.cf is None:
             return []
-        return self.item_ids[self.cf.user_items_[row].indices].tolist()
+        return self.item_ids[_row_indices(self.cf.user_items_, row)].tolist()
 
     def search_images(self, images, k: int = 10, filters=None) -> Results:
         """Catalog items that look most like each query image (file paths or uint8 arrays).
@@ -609,9 +610,14 @@ def _share_any(labels: sp.csr_matrix, rows: np.ndarray, values: np.ndarray) -> n
     return np.bincount(owner[hit], minlength=len(rows)) > 0
 
 
+def _row_indices(matrix: sp.csr_matrix, row: int) -> np.ndarray:
+    """One CSR row's column numbers (a view: no sparse matrix is built per request)."""
+    return matrix.indices[matrix.indptr[row] : matrix.indptr[row + 1]]
+
+
 def _rows(matrix: sp.csr_matrix):
     for user in range(matrix.shape[0]):
-        yield matrix.indices[matrix.indptr[user] : matrix.indptr[user + 1]]
+        yield _row_indices(matrix, user)
 
 
 def token_candidates(fused: FusedModel, profile: sp.csr_matrix, budget: int):
