@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -297,3 +299,53 @@ def test_a_collaborative_model_weaker_than_popularity_stops_diluting_it():
 
     assert fitted.fused.weights_["popularity"] >= 1.0
     assert recall(fused) >= recall(popular) - 0.005
+
+
+def _token_model(profile: str):
+    data = toy_catalog()
+    # purchases weigh 5 views, and older events less (the default half-life): confidences vary
+    data.interactions.loc[data.interactions.index % 3 == 0, "event"] = "purchase"
+    cf = CFConfig(factors=8, event_weights={"purchase": 5.0, "click": 1.0})
+    fusion = FusionConfig(token_profile=profile)
+    config = TrainConfig(cf=cf, fusion=fusion, validation_share=0)
+    fitted = fit_in_memory(data, config)
+    assert fitted.fused.has_tokens
+    return fitted.fused, fitted.cf
+
+
+@pytest.mark.parametrize("profile", ["binary", "confidence"])
+def test_token_profiles_count_each_item_once_or_by_its_confidence(profile, tmp_path):
+    fused, cf = _token_model(profile)
+    tokens = fused.item_tokens_.toarray()
+    expected = []  # slow reference: user by user, item by item
+    for user in range(cf.user_items_.shape[0]):
+        row = cf.user_items_[user]
+        total = sum(
+            (1.0 if profile == "binary" else c) * tokens[i]
+            for i, c in zip(row.indices, row.data, strict=True)
+        )
+        expected.append(total / np.linalg.norm(total))
+    np.testing.assert_allclose(fused.user_tokens_.toarray(), expected, rtol=1e-5, atol=1e-6)
+    # a history folded in later is profiled the same way, also after a save and load
+    fused.save(tmp_path)
+    loaded = FusedModel.load(tmp_path)
+    assert loaded.token_profile_ == profile
+    again = loaded.history_token_profiles(cf.user_items_).toarray()
+    np.testing.assert_allclose(again, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_binary_token_profiles_differ_from_confidence_weighted_ones(tmp_path):
+    binary, _ = _token_model("binary")
+    weighted, _ = _token_model("confidence")
+    assert abs(binary.user_tokens_ - weighted.user_tokens_).max() > 1e-3
+    # a bundle saved before the option existed was profiled by confidence, and loads so
+    weighted.save(tmp_path)
+    state = json.loads((tmp_path / "fusion.json").read_text())
+    del state["token_profile"]
+    (tmp_path / "fusion.json").write_text(json.dumps(state))
+    assert FusedModel.load(tmp_path).token_profile_ == "confidence"
+
+
+def test_an_unknown_token_profile_is_refused_by_name():
+    with pytest.raises(ValueError, match="token_profile 'tfidf'"):
+        FusionConfig(token_profile="tfidf")

@@ -7,7 +7,8 @@ layout (``recsys.model.fusion``), so it splits without approximation:
   "looks alike" (image), "same brand" (tabular, naming the filterable attributes whose
   values the two items share; "similar attributes" when none is), "popular" (popularity).
 - **Feeds**: one part per item of the user's history. A content block of the user vector is
-  ``normalize(sum_j c_j x_j)``, so item j adds ``w_b c_j <x_j, v_b> / |sum_j c_j x_j|``; the
+  ``normalize(sum_j c_j x_j)``, so item j adds ``w_b c_j <x_j, v_b> / |sum_j c_j x_j|`` (the
+  token profile counts each item by the sign of c_j by default, ``FusionConfig.token_profile``); the
   ALS user factor solves ``M u = sum_j a_j y_j`` (``recsys.model.cf._als_fold_in``), so item j
   adds ``w_cf a_j y_j' M^-1 v_cf`` [Hu, Koren, Volinsky 2008, section 5]; BPR's fold-in is a
   ridge solve of the same shape. The popularity bias is its own part, and what is left (a
@@ -145,9 +146,12 @@ def _profile_parts(x, history: History, items) -> np.ndarray:
 
 def _token_parts(fused, history: History, found: np.ndarray) -> np.ndarray:
     """(H, k): item j's part of the feed's token term, weight * scale_i *
-    <normalize(sum_j c_j t_j), t_i>, for the listed items ``found``."""
+    <normalize(sum_j c'_j t_j), t_i>, for the listed items ``found``; c'_j is what the
+    confidence c_j counts for in a token profile (its sign when profiles are binary,
+    ``FusedModel.token_profile_weights``)."""
     listed = np.maximum(found, 0)
-    parts = _profile_parts(fused.item_tokens_[history.rows], history, fused.item_tokens_[listed])
+    counted = History(history.rows, fused.token_profile_weights(history.weights))
+    parts = _profile_parts(fused.item_tokens_[history.rows], counted, fused.item_tokens_[listed])
     scale = np.where(fused.cold_[listed], fused.cold_scale_.get("tokens", 1.0), 1.0)
     return fused.token_weight * scale * parts
 
@@ -190,8 +194,8 @@ def _als_terms(cf, history: History) -> tuple[np.ndarray, float]:
         )
         confidence, regularization = own(matrix, config)
         return np.asarray(confidence, dtype=np.float64), float(regularization)
-    alpha = 1.0 if config is None else config.alpha
-    return alpha * history.weights, 0.05 if config is None else config.regularization
+    confidence = cf.confidence.of(history.weights)  # the form the factors were fitted with
+    return confidence, 0.05 if config is None else config.regularization
 
 
 def feed_reasons(

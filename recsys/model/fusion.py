@@ -51,6 +51,8 @@ TOKENS = "tokens"
 # Item-to-item surfaces, each with its own block weights: the product page's "more like
 # this" (the default) and "shoppers who viewed this also viewed".
 SURFACES = ("similar", "also")
+# How history items count in a user's token profile (``FusionConfig.token_profile``).
+TOKEN_PROFILES = ("binary", "confidence")
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,19 @@ class FusionConfig:
     # Ridge penalty of the content -> (cf factors, popularity) model (on unit-norm attribute
     # and title tokens: 10 suits MovieLens and the synthetic long-tail shop alike).
     content_alpha: float = 10.0
+    # How a user's items count in their token profile (``TOKEN_PROFILES``): "binary", each
+    # item once (the sign of its confidence), as the TF-IDF profile contender counts them;
+    # "confidence", times its ALS confidence, so a purchase counts many views and a fresh
+    # event many old ones. Binary ranked new items better on all three benchmark catalogs
+    # (benchmarks/RESULTS.md, session 8).
+    token_profile: str = "binary"
+
+    def __post_init__(self) -> None:
+        if self.token_profile not in TOKEN_PROFILES:
+            raise ValueError(
+                f"FusionConfig.token_profile {self.token_profile!r} must be one of "
+                f"{', '.join(TOKEN_PROFILES)}"
+            )
 
 
 def normalize_rows(matrix):
@@ -176,9 +191,10 @@ class FusedModel(BaseEstimator):
         item_blocks: dict[str, np.ndarray] = dict(content)
         user_blocks: dict[str, np.ndarray] = {}
         self.item_tokens_ = self.user_tokens_ = self.token_postings_ = None
+        self.token_profile_ = config.token_profile
         if tokens is not None and tokens.shape[1] and cf is not None:
             self.item_tokens_ = normalize_rows(tokens)  # (I, F) CSR, unit rows
-            self.user_tokens_ = normalize_rows(cf.user_items_ @ self.item_tokens_)  # (U, F)
+            self.user_tokens_ = self.history_token_profiles(cf.user_items_)  # (U, F)
         if cf is not None:
             self.cold_ = ~cf.warm_items_
             item_blocks["cf"], user_blocks["cf"] = self._cf_blocks(cf)
@@ -338,10 +354,20 @@ class FusedModel(BaseEstimator):
         return self.weights_.get(TOKENS, 0.0) if self.has_tokens else 0.0
 
     def history_token_profiles(self, histories: sp.csr_matrix) -> sp.csr_matrix | None:
-        """(U, F) token profiles of weighted item histories (U, I), as users' are made."""
+        """(U, F) token profiles of confidence-weighted item histories (U, I), as users' are
+        made: normalize(sum_j c'_j t_j), c'_j from ``token_profile_weights``."""
         if not self.has_tokens:
             return None
-        return normalize_rows(sp.csr_matrix(histories, dtype=np.float32) @ self.item_tokens_)
+        histories = sp.csr_matrix(histories, dtype=np.float32, copy=True)
+        histories.data = self.token_profile_weights(histories.data)
+        return normalize_rows(histories @ self.item_tokens_)
+
+    def token_profile_weights(self, confidences: np.ndarray) -> np.ndarray:
+        """What each history item's confidence counts for in a token profile: its sign
+        ("binary", each item once) or itself ("confidence"); ``FusionConfig.token_profile``."""
+        if getattr(self, "token_profile_", "confidence") == "binary":
+            return np.sign(confidences)
+        return confidences
 
     @property
     def token_postings(self) -> sp.csr_matrix:
@@ -394,6 +420,7 @@ class FusedModel(BaseEstimator):
             "user_blocks": list(self.user_blocks_),
             "has_cf": "cf" in self.user_blocks_,
             "has_tokens": self.has_tokens,
+            "token_profile": self.token_profile_,
         }
         (directory / "fusion.json").write_text(json.dumps(state, indent=2))
 
@@ -412,6 +439,8 @@ class FusedModel(BaseEstimator):
         fused.layout_ = Layout(dict(state["layout"]))
         fused.cold_ = np.load(directory / "cold_items.npy", allow_pickle=False)
         fused.cf_scales_ = tuple(state["cf_scales"])
+        # bundles from before the option weighed token profiles by confidence
+        fused.token_profile_ = state.get("token_profile", "confidence")
         fused.item_tokens_ = fused.user_tokens_ = fused.token_postings_ = None
         if state.get("has_tokens"):
             fused.item_tokens_ = _load_csr(directory / "item_tokens")
