@@ -58,6 +58,13 @@ class WeightGrid:
     # Then one factor on all cold weights (their ranking among cold items unchanged), chosen
     # on the users' all-items recall: how far cold items compete with warm ones.
     cold_levels: tuple[float, ...] = (0.03, 0.1, 0.3, 3.0)
+    # Before the weights: ALS's confidence form, CFConfig.alpha's c = alpha * w unless one of
+    # c = 1 + a * w for these a ranks the validation users' items significantly better with
+    # ALS alone (recsys.model.cf.Confidence; one more ALS fit on the validation part each).
+    # ALS alone, temporal split: MovieLens is best with alpha * w, the synthetic long-tail
+    # shop with 1 + 16 w (benchmarks/RESULTS.md, session 8), e.g. (1.0, 4.0, 16.0). Off (the
+    # config's form) until the fused model has been measured with it on every catalog.
+    confidence_hu: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from recsys.model.cf import CFConfig, CollaborativeModel
+from recsys.model.cf import CFConfig, CollaborativeModel, Confidence
 from recsys.model.config import TrainConfig
 from recsys.model.data import CatalogData
 from recsys.model.tabular import TabularEncoder
@@ -122,10 +122,12 @@ def build_collaborative(
     config: CFConfig,
     use_gpu: bool = False,
     show_progress: bool = False,
+    confidence: Confidence | None = None,
 ) -> CollaborativeModel | None:
-    """ALS or BPR over the interactions, one row per catalog item; None without interactions."""
+    """ALS or BPR over the interactions, one row per catalog item; None without interactions.
+    ``confidence``: ALS's confidence form (None: the config's)."""
     if interactions.empty:
         log.info("no interactions: training without a collaborative block")
         return None
     model = CollaborativeModel(config, use_gpu=use_gpu)
-    return model.fit(interactions, item_ids, show_progress=show_progress)
+    return model.fit(interactions, item_ids, show_progress=show_progress, confidence=confidence)

@@ -54,7 +54,8 @@ __all__ = ["ImageConfig", "TrainConfig", "TrainResult", "WeightGrid", "fit_in_me
 
 log = logging.getLogger(__name__)
 
-STAGES = ("read", "images", "tabular", "cf", "weights", "fuse", "index", "bundle", "register")
+# The weights stage comes before cf: it chooses ALS's confidence form, which cf fits with.
+STAGES = ("read", "images", "tabular", "weights", "cf", "fuse", "index", "bundle", "register")
 
 
 @dataclass
@@ -124,10 +125,10 @@ def train(
             image_block(content, data, config, device, show_progress, image_encoder_factory)
         with stage("tabular"):
             tabular_block(content, data, config)
-        with stage("cf"):
-            cf = _collaborative(data, config, use_gpu, show_progress, events)
         with stage("weights"):
             choice = choose_weights(data, content, config, use_gpu)
+        with stage("cf"):
+            cf = _collaborative(data, config, use_gpu, show_progress, events, choice)
         with stage("fuse"):
             fitted = _fuse(data, content, cf, choice, config)
         with stage("index"):
@@ -167,19 +168,31 @@ def fit_in_memory(
     use_gpu = _cuda_wanted(device)
     with threadpool_limits(1, "blas"):
         content = content or build_content(data, config, device, False, image_encoder_factory)
-        cf = build_collaborative(data.interactions, _item_ids(data), config.cf, use_gpu)
         choice = choose_weights(data, content, config, use_gpu)
+        cf = build_collaborative(
+            data.interactions, _item_ids(data), config.cf, use_gpu, confidence=_confidence(choice)
+        )
         return _fuse(data, content, cf, choice, config)
 
 
-def _collaborative(data: CatalogData, config: TrainConfig, use_gpu, show_progress, events):
-    """The cf stage. ALS on Spark over an event folder aggregates the confidences on Spark,
-    from the folder itself (``CollaborativeModel.fit_events``): the same entries as from
-    ``data.interactions``, computed where the events are."""
+def _collaborative(
+    data: CatalogData, config: TrainConfig, use_gpu, show_progress, events, choice=None
+):
+    """The cf stage, with the confidence form the weights stage chose. ALS on Spark over an
+    event folder aggregates the confidences on Spark, from the folder itself
+    (``CollaborativeModel.fit_events``): the same entries as from ``data.interactions``,
+    computed where the events are."""
     item_ids = _item_ids(data)
     if events is not None and config.cf.engine == "spark" and not data.interactions.empty:
         return CollaborativeModel(config.cf).fit_events(str(events), item_ids)
-    return build_collaborative(data.interactions, item_ids, config.cf, use_gpu, show_progress)
+    return build_collaborative(
+        data.interactions, item_ids, config.cf, use_gpu, show_progress, _confidence(choice)
+    )
+
+
+def _confidence(choice: WeightChoice | None):
+    """The confidence form the weights stage chose (None: the config's)."""
+    return choice.confidence if choice else None
 
 
 def _fuse(data, content: Content, cf, choice: WeightChoice | None, config) -> Fitted:

@@ -5,21 +5,24 @@ share when events have no timestamps), a collaborative model is fitted on the re
 candidates of ``TrainConfig.grid`` are scored, one block at a time, by the evaluation protocol
 (``recsys.model.protocol``) on a seeded sample of users: warm recall@10 plus cold-item
 recall@10. Then cold items' own block weights are chosen on the cold items alone
-(``_cold_search``). The choice is returned; the config is left as it was.
+(``_cold_search``). Before all that, ALS's confidence form (``recsys.model.cf.Confidence``)
+is chosen on the same users (``choose_confidence``), and the weights are searched on the
+chosen form's model. The choice is returned; the config is left as it was.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys.model.cf import CollaborativeModel, Confidence
 from recsys.model.config import TrainConfig
-from recsys.model.content import Content, build_collaborative
+from recsys.model.content import Content
 from recsys.model.data import CatalogData
 from recsys.model.fusion import CONTENT_BLOCKS, TOKENS, FusedModel
 from recsys.model.protocol import MAX_BATCH_CELLS, Rankings, build_task, restricted_per_user
@@ -41,6 +44,9 @@ class WeightChoice:
     metrics: dict[str, Any] = field(default_factory=dict)
     # Item-to-item surface -> block weights (recsys.model.fusion.SURFACES).
     surfaces: dict[str, dict[str, float]] = field(default_factory=dict)
+    # ALS's confidence form, for the collaborative model of the whole catalog (None: the
+    # config's, CFConfig.alpha's scaled form).
+    confidence: Confidence | None = None
 
 
 def choose_weights(
@@ -57,7 +63,7 @@ def choose_weights(
     if not len(task.user_ids):
         skipped = {"validation": "skipped: too few interactions per user to hold any out"}
         return WeightChoice(dict(config.fusion.weights), dict(config.fusion.cold_scale), skipped)
-    cf = build_collaborative(fit_part, item_ids, config.cf, use_gpu)
+    cf, confidence, report = choose_confidence(fit_part, item_ids, task, config, use_gpu)
     fused = FusedModel(config.fusion).fit(cf, content.blocks, len(item_ids), tokens=content.tokens)
     candidates = Candidates.of_users(fused, cf.user_ids_, task, config.validation_candidates)
 
@@ -69,10 +75,58 @@ def choose_weights(
     fused.set_weights(choice.weights, choice.cold_scale)
     pairs = next_item_pairs(fit_part, val_part, item_ids, config.validation_users)
     surfaces, hit_rates = _surface_search(fused, pairs, config)
-    metrics = {**choice.metrics, "surfaces": surfaces}
+    metrics = {**choice.metrics, **report, "surfaces": surfaces}
     metrics.update({f"validation_next_item_hit@{K}_{s}": v for s, v in hit_rates.items()})
     log.info("weights chosen on the validation slice: %s", metrics)
-    return WeightChoice(choice.weights, choice.cold_scale, metrics, surfaces)
+    return WeightChoice(choice.weights, choice.cold_scale, metrics, surfaces, confidence)
+
+
+def choose_confidence(
+    fit_part: pd.DataFrame, item_ids: np.ndarray, task, config: TrainConfig, use_gpu: bool
+) -> tuple[CollaborativeModel, Confidence, dict]:
+    """ALS's confidence form: the config's ("scaled", ``CFConfig.alpha``) unless the factors
+    of a form of ``grid.confidence_hu`` alone rank the validation users' held-out items
+    better (recall@K, ``grid.significance`` standard errors of the paired gain). Catalogs
+    differ: one purchase among views is worth more under one form on one catalog and less
+    on another (benchmarks/RESULTS.md, session 8). BPR and the Spark engine keep the
+    config's. -> (the chosen form's model fitted on ``fit_part``, the form, a report)."""
+    forms = [Confidence("scaled", config.cf.alpha)]
+    if config.cf.model == "als" and config.cf.engine == "implicit":
+        forms += [Confidence("hu", alpha) for alpha in config.grid.confidence_hu]
+    default = chosen = None  # (model, form, Scored)
+    recalls = {}
+    for form in forms:
+        cf = CollaborativeModel(config.cf, use_gpu=use_gpu)
+        cf.fit(fit_part, item_ids, confidence=form)
+        if len(forms) == 1:
+            return cf, form, {"confidence": asdict(form)}
+        scored = _factor_recall(cf, task)
+        recalls[f"{form.form} {form.alpha:g}"] = round(scored.objective, 6)
+        if default is None:
+            default = chosen = (cf, form, scored)
+        elif scored.objective > chosen[2].objective and _better(
+            scored, default[2], config.grid.significance
+        ):
+            chosen = (cf, form, scored)
+    report = {"confidence": asdict(chosen[1]), f"validation_als_recall@{K}": recalls}
+    return chosen[0], chosen[1], report
+
+
+def _factor_recall(cf: CollaborativeModel, task) -> Scored:
+    """ALS's factors alone on the task's users: per user, all-items recall@K."""
+    rows = pd.Index(cf.user_ids_).get_indexer(task.user_ids)
+    n_items = len(cf.item_ids_)
+    batch = max(1, MAX_BATCH_CELLS // max(n_items, 1))
+    found = []
+    for start in range(0, len(rows), batch):
+        part = slice(start, start + batch)
+        scores = cf.user_factors_[rows[part]] @ cf.item_factors_.T  # (b, I)
+        scores[task.seen[part].nonzero()] = -np.inf
+        found.append(top_k_finite(scores, K))
+    held = task.heldout
+    top = np.vstack(found) if found else np.zeros((0, K), dtype=np.int64)
+    recall = per_user_metrics(hit_matrix(top, held), held.getnnz(axis=1), (K,))[f"recall@{K}"]
+    return Scored(recall, {f"recall@{K}": float(recall.mean())})
 
 
 def next_item_pairs(
