@@ -1,19 +1,21 @@
-"""implicit ALS against MLlib ALS on Spark (`--cf-engine spark`): quality and fit time.
+"""implicit ALS against ALS on Spark (`--cf-engine spark`): quality and fit time.
 
     python scripts/bench_spark.py --movielens sqlite:////tmp/ml/ml.db --sizes S
     python scripts/bench_spark.py --movielens sqlite:////tmp/ml/ml.db --sizes S M --master local[2]
 
 1. **Quality parity** (``--movielens URL``: a catalog holding MovieLens, README "Offline
-   evaluation"): the temporal split of ``recsys evaluate`` (seed 0, holdout 0.2), the fused
-   model ``recsys train`` builds fitted twice on its training part, once with implicit ALS and
-   once with MLlib ALS (``CFConfig.engine`` "spark"), same seed and settings, scored side by
-   side: warm recall@10, cold-item recall@10, fit seconds, and the chosen block weights;
-   then ALS alone on the same split (implicit, MLlib, implicit given MLlib's confidences:
-   the objective MLlib minimises): where a difference comes from.
+   evaluation"): the temporal split of ``recsys evaluate`` (holdout 0.2), the fused model
+   ``recsys train`` builds fitted on its training part once per ``--engine``: implicit ALS,
+   Spark's solvers of implicit's objective (``CFConfig.engine`` "spark", ``spark_solver``
+   "cg", implicit's default steps, or "exact") and MLlib ALS ("mllib"), same seed and settings,
+   scored side by side: warm recall@10, cold-item recall@10, fit seconds, and the chosen
+   block weights; then ALS alone on the same split (the same engines, implicit's exact solver
+   ``use_cg=False``, implicit given MLlib's confidences: the objective MLlib minimises):
+   where a difference comes from.
 2. **Fit time and memory** (``--sizes``): the collaborative block alone on the synthetic
    long-tail shop of ``scripts/bench_scale.py`` (``WORKDIR/SIZE/shop/*.parquet``; prepared
    here when missing): Spark reading the Parquet events and aggregating the confidences itself
-   (``CollaborativeModel.fit_events``), implicit on the events read by
+   (``CollaborativeModel.fit_events``, ``--solver``), implicit on the events read by
    ``recsys.engines.events.read_events`` (``CollaborativeModel.fit``): seconds and peak
    resident memory of this process (the driver) and with its children (Spark's JVM).
 
@@ -39,7 +41,13 @@ import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = {"S": (100_000, 10_000, 1_000_000), "M": (1_000_000, 100_000, 20_000_000)}
-ENGINES = ("implicit", "spark")
+# The collaborative blocks compared: name -> CFConfig fields.
+ENGINES = {
+    "implicit": {"engine": "implicit"},
+    "spark cg": {"engine": "spark", "spark_solver": "cg"},
+    "spark exact": {"engine": "spark", "spark_solver": "exact"},
+    "spark mllib": {"engine": "spark", "spark_solver": "mllib"},
+}
 MB = 2**20
 
 
@@ -68,8 +76,8 @@ class PeakMemory:
         self._thread.join()
 
 
-def quality(database_url: str, seed: int) -> dict:
-    """Fused model with implicit ALS and with MLlib ALS on the temporal split."""
+def quality(database_url: str, seed: int, engines: list[str]) -> dict:
+    """The fused model with each of ``engines`` (``ENGINES``) as ALS, on the temporal split."""
     from sqlalchemy import create_engine
     from threadpoolctl import threadpool_limits
 
@@ -88,8 +96,8 @@ def quality(database_url: str, seed: int) -> dict:
     results = {}
     with threadpool_limits(1, "blas"):
         content.content(train)  # shared by both, built before the clocks start
-        for engine in ENGINES:
-            fused = replace(config.fused, cf=replace(config.fused.cf, engine=engine))
+        for engine in engines:
+            fused = replace(config.fused, cf=replace(config.fused.cf, **ENGINES[engine]))
             start = time.perf_counter()
             contender = Fused(fused, content).fit(train)
             seconds = time.perf_counter() - start
@@ -119,11 +127,12 @@ class FactorScores:
         return out
 
 
-def objectives(database_url: str, seed: int) -> dict:
-    """Where a gap comes from: ALS alone (no fusion) on the same split, warm recall@10 of
-    implicit, of MLlib ALS with the mapping of ``recsys.engines.spark``, and of implicit given
-    MLlib's confidences (``recsys.engines.spark.mllib_confidence``: the objective MLlib
-    minimises, but for the regularisation's per-row scaling)."""
+def objectives(database_url: str, seed: int, engines: list[str]) -> dict:
+    """Where a gap comes from: ALS alone (no fusion) on the same split, warm recall@10 of each
+    of ``engines``, of implicit's exact solver (``use_cg=False``, what Spark's exact solver
+    computes) and, with MLlib among them, of implicit given MLlib's confidences
+    (``recsys.engines.spark.mllib_confidence``: the objective MLlib minimises, but for the
+    regularisation's per-row scaling)."""
     from sqlalchemy import create_engine
     from threadpoolctl import threadpool_limits
 
@@ -139,12 +148,19 @@ def objectives(database_url: str, seed: int) -> dict:
     task = build_task(split.train, split.test, item_ids)
     results = {}
     with threadpool_limits(1, "blas"):
-        for engine in ENGINES:
-            config = CFConfig(engine=engine, random_state=seed)
+        for engine in engines:
+            config = CFConfig(random_state=seed, **ENGINES[engine])
             model = CollaborativeModel(config).fit(split.train, item_ids)
             contenders = [FactorScores(engine, model.user_ids_, model.user_factors_,
                                        model.item_factors_)]  # fmt: skip
             if engine == "implicit":
+                exact = implicit_model(config)
+                exact.use_cg = False
+                exact.fit(model.user_items_, show_progress=False)
+                items = exact.item_factors * model.warm_items_[:, None]
+                name = "implicit, exact (use_cg=False)"
+                contenders.append(FactorScores(name, model.user_ids_, exact.user_factors, items))
+            if engine == "implicit" and "spark mllib" in engines:
                 matrix = model.user_items_.copy()
                 for below in (0.9, 0.5):  # where MLlib's weight (1) differs from implicit's
                     share = float((config.alpha * matrix.data < below).mean())
@@ -174,7 +190,7 @@ def shop(workdir: Path, size: str) -> Path:
     return folder
 
 
-def fit_times(workdir: Path, size: str, iterations: int) -> dict:
+def fit_times(workdir: Path, size: str, iterations: int, solver: str) -> dict:
     """Seconds and peak memory of the collaborative block on the shop, per engine: Spark
     reads the Parquet events and aggregates them itself (``CollaborativeModel.fit_events``;
     run first, so the driver's figure holds no events), implicit gets them read by pyarrow."""
@@ -188,7 +204,7 @@ def fit_times(workdir: Path, size: str, iterations: int) -> dict:
     item_ids = pq.read_table(folder / "items.parquet", columns=["item_id"])["item_id"]
     item_ids = np.asarray(item_ids.to_pylist(), dtype=str)
     row: dict = {"events": pq.ParquetFile(events_path).metadata.num_rows, "items": len(item_ids)}
-    config = CFConfig(engine="spark", iterations=iterations)
+    config = CFConfig(engine="spark", spark_solver=solver, iterations=iterations)
     with PeakMemory() as memory, threadpool_limits(1, "blas"):
         start = time.perf_counter()
         model = CollaborativeModel(config).fit_events(str(events_path), item_ids)
@@ -217,17 +233,28 @@ def tables(report: dict) -> str:
             "| seed | ALS engine | warm recall@10 | cold recall@10 | fused fit (s) | weights |",
             "| --- | --- | ---: | ---: | ---: | --- |",
         ]
-        gaps = []
+        gaps: dict[str, list] = {}
         for seed, q in report["quality"].items():
-            for engine in ENGINES:
-                r = q[engine]
+            for engine, r in q.items():
+                if engine not in ENGINES:
+                    continue
                 lines.append(
                     f"| {seed} | {engine} | {r['recall@10']:.4f} | {r['cold_recall@10']:.4f} "
                     f"| {r['fit_seconds']} | {r['weights']} |"
                 )
-            gaps.append([q["spark"][m] - q["implicit"][m] for m in ("recall@10", "cold_recall@10")])
-        warm, cold = np.mean(gaps, axis=0)
-        lines += [f"\nspark - implicit, mean over seeds: warm {warm:+.4f}, cold {cold:+.4f}\n"]
+                if engine != "implicit" and "implicit" in q:
+                    metrics = ("recall@10", "cold_recall@10")
+                    gap = [r[m] - q["implicit"][m] for m in metrics]
+                    gaps.setdefault(engine, []).append(gap)
+        for engine, rows in gaps.items():
+            text = " / ".join(f"{w:+.4f}" for w, _ in rows)
+            cold = " / ".join(f"{c:+.4f}" for _, c in rows)
+            warm_mean, cold_mean = np.mean(rows, axis=0)
+            lines.append(
+                f"\n{engine} - implicit per seed: warm {text} (mean {warm_mean:+.4f}), "
+                f"cold {cold} (mean {cold_mean:+.4f})"
+            )
+        lines.append("")
     if "als_alone" in report:
         names = list(next(iter(report["als_alone"].values())))
         lines += [f"| ALS alone, warm recall@10 | {' | '.join(names)} |"]
@@ -274,9 +301,27 @@ def tables(report: dict) -> str:
     help="ALS (and fused model) seed of the quality runs; repeatable.",
 )
 @click.option("--iterations", default=15, show_default=True, help="ALS iterations (sizes).")
+@click.option(
+    "--engine",
+    "engines",
+    multiple=True,
+    type=click.Choice(list(ENGINES)),
+    default=list(ENGINES),
+    show_default=True,
+    help="ALS engines of the quality runs (implicit, Spark's solvers); repeatable.",
+)
+@click.option(
+    "--solver",
+    type=click.Choice(["cg", "exact", "mllib"]),
+    default="cg",
+    show_default=True,
+    help="Spark's solver of the fit-time runs (--sizes).",
+)
 @click.option("--fused/--no-fused", default=True, help="The fused models (else ALS alone).")
-def main(movielens, sizes, workdir, master, driver_memory, seeds, iterations, fused):
-    """implicit vs MLlib ALS: quality parity on MovieLens, fit time and memory at scale."""
+def main(
+    movielens, sizes, workdir, master, driver_memory, seeds, iterations, engines, solver, fused
+):
+    """implicit vs ALS on Spark: quality parity on MovieLens, fit time and memory at scale."""
     from recsys.engines.spark import session
 
     load_before = os.getloadavg()
@@ -284,9 +329,10 @@ def main(movielens, sizes, workdir, master, driver_memory, seeds, iterations, fu
     report: dict = {"master": spark.sparkContext.master, "spark": spark.version}
     if movielens:
         if fused:
-            report["quality"] = {f"seed {s}": quality(movielens, s) for s in seeds}
-        report["als_alone"] = {f"seed {s}": objectives(movielens, s) for s in seeds}
-    report["sizes"] = {size: fit_times(workdir, size, iterations) for size in sizes}
+            report["quality"] = {f"seed {s}": quality(movielens, s, engines) for s in seeds}
+        report["als_alone"] = {f"seed {s}": objectives(movielens, s, engines) for s in seeds}
+    report["sizes"] = {size: fit_times(workdir, size, iterations, solver) for size in sizes}
+    report["solver"] = solver
     report["load_average"] = {"before": load_before, "after": os.getloadavg()}
     print(json.dumps(report, indent=2))
     print(tables(report))

@@ -1,5 +1,6 @@
-"""Event logs as Parquet and ALS on Spark (issue 19): the export/read round trip, the mapping
-of implicit's hyperparameters to MLlib's, and a bundle trained on a local[2] Spark session."""
+"""Event logs as Parquet and ALS on Spark (issue 19): the export/read round trip, the exact
+solver (implicit's ALS on Spark), the mapping of implicit's hyperparameters to MLlib's, and a
+bundle trained on a local[2] Spark session."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import scipy.sparse as sp
 from click.testing import CliRunner
 
 from recsys.catalog import connect, migrate
 from recsys.cli import cli
 from recsys.engines import spark as spark_engine
+from recsys.engines import spark_als
 from recsys.engines.events import EXPORT_FILE, export_interactions, read_events
 from recsys.errors import InvalidInput
 from recsys.model.bundle import load_active
@@ -174,7 +177,138 @@ def test_no_pyspark_names_what_to_install(monkeypatch, tmp_path):
     assert bpr.exit_code == 2 and "MLlib has no BPR" in bpr.output
 
 
+# -- the exact solver's step -------------------------------------------------------------------
+def test_exact_step_solves_implicits_normal_equations():
+    """Every row of a block, solved at once, equals implicit's own (slow, per-row) reference
+    step ``implicit.cpu.als.user_factor``: confidences below 1, above 1 and negative (a
+    dislike), ids unsorted, one row longer than a chunk of outer products."""
+    from implicit.cpu.als import user_factor
+
+    rng = np.random.default_rng(0)
+    rows, cols, rank, reg = 6, 5_000, 4, 0.3
+    item_factors = rng.normal(size=(cols, rank))
+    matrix = sp.random(rows, cols, density=0.02, random_state=1, format="lil")
+    matrix[0, : spark_als.CHUNK + 10] = 0.7  # spans two chunks
+    matrix = matrix.tocsr()
+    matrix.data = rng.uniform(-1.0, 3.0, matrix.nnz)
+    coo = matrix.tocoo()
+    shuffle = rng.permutation(matrix.nnz)
+    gram = item_factors.T @ item_factors + reg * np.eye(rank)
+    ids, factors = spark_als.solve_rows(
+        coo.row[shuffle], coo.data[shuffle], item_factors[coo.col[shuffle]], gram
+    )
+    yty = item_factors.T @ item_factors
+    expected = [user_factor(item_factors, yty, matrix, u, reg, rank) for u in range(rows)]
+    np.testing.assert_array_equal(ids, np.arange(rows))
+    np.testing.assert_allclose(factors, expected, rtol=1e-8, atol=1e-10)
+
+
+def test_cg_step_is_implicits_conjugate_gradient():
+    """Three conjugate-gradient steps for every row at once, from the rows' previous factors:
+    implicit's own (slow, per-row) ``least_squares_cg``; a row already solved stays put."""
+    from implicit.cpu.als import least_squares_cg
+
+    rng = np.random.default_rng(1)
+    rows, cols, rank, reg = 7, 300, 5, 0.2
+    item_factors = rng.normal(size=(cols, rank))
+    matrix = sp.random(rows, cols, density=0.1, random_state=3, format="csr")
+    matrix.data = rng.uniform(-1.0, 3.0, matrix.nnz)
+    start = rng.normal(size=(rows, rank))
+    gram = item_factors.T @ item_factors + reg * np.eye(rank)
+    start[6] = spark_als.solve_rows(*_entries(matrix, item_factors, [6]), gram)[1][0]
+    expected = start.copy()
+    least_squares_cg(matrix, expected, item_factors, reg, cg_steps=3)
+    ids, factors = spark_als.cg_rows(*_entries(matrix, item_factors), gram, start, 3)
+    np.testing.assert_array_equal(ids, np.arange(rows))
+    np.testing.assert_allclose(factors, expected, rtol=1e-8, atol=1e-10)
+    assert np.abs(factors - start)[:6].max() > 0.1
+    np.testing.assert_allclose(factors[6], start[6], atol=1e-8)
+
+
+def _entries(matrix, item_factors, rows=None):
+    """(row ids, confidences, item factor rows) of a matrix's entries, shuffled."""
+    coo = matrix.tocoo()
+    keep = np.isin(coo.row, rows) if rows is not None else np.ones(coo.nnz, bool)
+    order = np.random.default_rng(0).permutation(np.flatnonzero(keep))
+    return coo.row[order], coo.data[order], item_factors[coo.col[order]]
+
+
 # -- ALS on a local[2] session ----------------------------------------------------------------
+@needs_spark
+def test_cg_solver_reproduces_implicits_default_als(spark):
+    """Spark's "cg" solver from the same seed: implicit's default fit (3 conjugate-gradient
+    steps per row, from implicit's initial user and item factors drawn on the executors)."""
+    from implicit.als import AlternatingLeastSquares
+
+    matrix = _toy_matrix()
+    config = CFConfig(engine="spark", spark_solver="cg", **TOY_ALS)
+    user_factors, item_factors = spark_engine.fit_als(matrix, config, spark)
+    als = AlternatingLeastSquares(**TOY_ALS)
+    als.fit(matrix, show_progress=False)
+    np.testing.assert_allclose(user_factors, als.user_factors, atol=1e-4)
+    np.testing.assert_allclose(item_factors, als.item_factors, atol=1e-4)
+
+
+TOY_ALS = {"factors": 5, "iterations": 3, "regularization": 0.3, "alpha": 1.5, "random_state": 7}
+
+
+def _toy_matrix():
+    """15 users x 12 items (15 x 5 factors: an odd count of draws before the items'), weights
+    0..3 (below and above 1) and a dislike."""
+    matrix = sp.random(15, 12, density=0.3, random_state=2, format="csr", dtype=np.float32)
+    matrix.data = (matrix.data * 3).astype(np.float32)
+    matrix.data[0] = -1.5
+    return matrix
+
+
+@needs_spark
+def test_exact_solver_reproduces_implicits_exact_als(spark):
+    """Spark's exact solver from the same seed: implicit's ``use_cg=False`` factors (its
+    initial item factors drawn on the executors), not its default's (3 CG steps); and
+    implicit's own fold-in (``recalculate_user``) of a Spark bundle's user."""
+    from implicit.als import AlternatingLeastSquares
+
+    matrix = _toy_matrix()
+    config = CFConfig(engine="spark", spark_solver="exact", **TOY_ALS)
+    user_factors, item_factors = spark_engine.fit_als(matrix, config, spark)
+    als = AlternatingLeastSquares(**TOY_ALS, use_cg=False)
+    als.fit(matrix, show_progress=False)
+    np.testing.assert_allclose(user_factors, als.user_factors, atol=1e-5)
+    np.testing.assert_allclose(item_factors, als.item_factors, atol=1e-5)
+    cg = AlternatingLeastSquares(**TOY_ALS)
+    cg.fit(matrix, show_progress=False)
+    assert np.abs(cg.item_factors - item_factors).max() > 1e-3  # 3 CG steps: not the same
+
+    model = CollaborativeModel(config)
+    model.item_ids_ = np.array([f"i{k}" for k in range(12)])
+    model.user_ids_ = np.array([f"u{k:02d}" for k in range(15)])
+    model.user_items_ = matrix
+    model._fitted(user_factors, item_factors)
+    for user in (0, 4):
+        row = matrix[user]
+        folded = model.fold_in(model.item_ids_[row.indices], row.data)
+        expected = als.recalculate_user(user, row)
+        np.testing.assert_allclose(folded, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_spark_bundle_saved_before_the_solvers_folds_in_as_mllib(tmp_path):
+    """Bundles saved without ``spark_solver`` were fitted by MLlib: they load as "mllib", so
+    fold-in keeps solving the step their factors came from; others keep theirs."""
+    data = toy_catalog()
+    model = CollaborativeModel(CFConfig(factors=4, iterations=2)).fit(data.interactions)
+    model.save(tmp_path)
+    path = tmp_path / "cf_config.json"
+    saved = json.loads(path.read_text())
+    assert CollaborativeModel.load(tmp_path).config.spark_solver == "cg"  # the default
+    saved.update(engine="spark")
+    path.write_text(json.dumps({k: v for k, v in saved.items() if k != "spark_solver"}))
+    assert CollaborativeModel.load(tmp_path).config.spark_solver == "mllib"
+    path.write_text(json.dumps(saved | {"spark_solver": "exact"}))
+    assert CollaborativeModel.load(tmp_path).config.spark_solver == "exact"
+    with pytest.raises(ValueError, match="spark_solver"):
+        CFConfig(spark_solver="newton")
+
+
 # Event weight 3 with a 2-day half-life: implicit weighs the toy's entries 0.27..3, below 1/2,
 # between 1/2 and 1 and above 1: each rule of MLlib's ratings (recsys.engines.spark).
 SPARK_CONFIG = CFConfig(
@@ -206,10 +340,11 @@ def toy_events(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def spark_model(spark, toy_events):
+@pytest.fixture(scope="module", params=["cg", "mllib"])
+def spark_model(request, spark, toy_events):
     items = toy_catalog().items["item_id"]
-    return CollaborativeModel(SPARK_CONFIG).fit_events(str(toy_events), items)
+    config = replace(SPARK_CONFIG, spark_solver=request.param)
+    return CollaborativeModel(config).fit_events(str(toy_events), items)
 
 
 def test_mllib_weighs_entries_nearest_implicit():
@@ -250,6 +385,7 @@ def test_spark_als_learns_the_taste_clusters(spark_model):
 
 
 @needs_spark
+@pytest.mark.parametrize("spark_model", ["mllib"], indirect=True)
 def test_fold_in_solves_mllibs_user_step(spark_model):
     """MLlib's last step solves every user against the final item factors, with the ratings
     of the mapping and regularisation lambda' n_u: the step fold-in solves, so folding in a

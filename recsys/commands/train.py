@@ -83,8 +83,17 @@ IMAGE_METHODS = ("simclr", "byol", "dino")
     type=click.Choice(["implicit", "spark"]),
     default="implicit",
     show_default=True,
-    help="Where ALS runs: implicit (this process) or spark (MLlib on RECSYS_SPARK_MASTER, "
-    'default local[*]; needs pip install -e ".[spark]" and Java 17).',
+    help="Where ALS runs: implicit (this process) or spark (RECSYS_SPARK_MASTER, default "
+    'local[*]; needs pip install -e ".[spark]" and Java 17).',
+)
+@click.option(
+    "--spark-solver",
+    type=click.Choice(["cg", "exact", "mllib"]),
+    default="cg",
+    show_default=True,
+    help="ALS solver of --cf-engine spark: cg (implicit's objective and default steps: 3 "
+    "conjugate-gradient steps per row, on the executors), exact (implicit's objective, each "
+    "step solved exactly) or mllib (MLlib's ALS: its own objective, implicit's settings mapped).",
 )
 @click.option("--no-activate", is_flag=True, help="Register the bundle without activating it.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -103,6 +112,7 @@ def train(
     neighbours,
     events,
     cf_engine,
+    spark_solver,
     no_activate,
     quiet,
 ):
@@ -121,6 +131,7 @@ def train(
         event_weights=_parse_event_weights(event_weights),
         half_life_days=half_life_days or None,
         engine=cf_engine,
+        spark_solver=spark_solver,
     )
     config = TrainConfig(
         cf=cf,

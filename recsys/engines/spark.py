@@ -1,17 +1,18 @@
-"""Implicit-feedback ALS on Apache Spark (MLlib), for event logs larger than one machine.
+"""Implicit-feedback ALS on Apache Spark, for event logs larger than one machine.
 
-Two ways in, one fit:
+Solvers (``CFConfig.spark_solver``): "cg" (the default) and "exact"
+(``recsys.engines.spark_als``) minimise implicit's own objective, its normal equations solved
+in numpy on the executors (implicit's default conjugate-gradient steps, or exactly); "mllib"
+fits MLlib's ``ALS(implicitPrefs=True)``, JVM code only, on implicit's settings mapped as
+below. Two ways in, one fit:
 
 * ``fit_als(user_items, config)``: the user x item confidence matrix the implicit path builds
-  (``recsys.model.cf.confidence_matrix``) is handed to MLlib as (user, item, rating) rows;
+  (``recsys.model.cf.confidence_matrix``) is handed to Spark as (user, item, confidence) rows;
 * ``fit_events(path, item_ids, config)``: Spark reads a Parquet event folder itself and
   aggregates the confidences set-wise in Spark SQL (``event_confidences``: the same event
   weights, interaction weights and time decay as ``interaction_weights``), so the driver never
   holds the events; it gets back the aggregated (user, item, confidence) entries, which the
   bundle keeps, and the factors.
-
-Either way ``ALS(implicitPrefs=True)`` runs JVM code only on the executors (no Python, no
-recsys package needed on the cluster).
 
 The objectives [Hu, Koren, Volinsky 2008], per user u (items alike, roles swapped), with
 ``p = 1`` on observed entries and ``0`` elsewhere, unobserved entries weighing 1:
@@ -28,8 +29,9 @@ The objectives [Hu, Koren, Volinsky 2008], per user u (items alike, roles swappe
   No rating weighs a pair below 1.
 
 So the two are the same objective exactly when every ``alpha * w >= 1``; an entry implicit
-weighs less cannot be written for MLlib, and neither can implicit's constant ``lambda``.
-Mapped here once (``mllib_ratings``, ``als_params``; README "Running on a cluster"):
+weighs less cannot be written for MLlib, and neither can implicit's constant ``lambda`` (hence
+the exact solver). For "mllib", mapped here once (``mllib_ratings``, ``als_params``; README
+"Running on a cluster"):
 
 * **Confidence.** MLlib gets ``alpha' = 1`` and, per entry, the rating whose user-step terms
   (the pair's addition to the normal equations, ``(A, b)``) are nearest implicit's
@@ -53,6 +55,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import warnings
 from dataclasses import dataclass
 
@@ -163,19 +166,29 @@ def session(master: str | None = None, conf: dict[str, str] | None = None):
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    builder = SparkSession.builder.master(master or DEFAULT_MASTER).appName("recsys")
+    master = master or DEFAULT_MASTER
+    builder = SparkSession.builder.master(master).appName("recsys")
+    _local_python(master)
     for key, value in {**SESSION_CONF, **(conf or {})}.items():
         builder = builder.config(key, value)
     try:
         spark = builder.getOrCreate()
     except Exception as exc:  # the JVM did not start: py4j/pyspark raise plain errors
         raise SparkUnavailable(
-            f"could not start Spark on master {master or DEFAULT_MASTER!r}: "
+            f"could not start Spark on master {master!r}: "
             f"{type(exc).__name__}: {exc}; check RECSYS_SPARK_MASTER and {INSTALL}"
         ) from exc
     spark.sparkContext.setLogLevel("WARN")
     log.info("Spark %s session on %s", spark.version, spark.sparkContext.master)
     return spark
+
+
+def _local_python(master: str) -> None:
+    """On a local master, Python workers (the exact solver's) run this interpreter (pyspark
+    reads ``PYSPARK_PYTHON``, default ``python3``) unless ``PYSPARK_PYTHON`` names another; a
+    cluster's executors keep their own setting."""
+    if master.startswith("local") and not os.environ.get("PYSPARK_PYTHON"):
+        os.environ["PYSPARK_PYTHON"] = sys.executable
 
 
 @dataclass(frozen=True)
@@ -274,6 +287,17 @@ def event_confidences(spark, events, item_ids: np.ndarray, config):
 
 
 def _fit(spark, entries, user_items: sp.csr_matrix, config) -> tuple[np.ndarray, np.ndarray]:
+    """ALS on a Spark frame of (user, item, confidence) rows with ``config.spark_solver``:
+    implicit's objective solved exactly (``recsys.engines.spark_als``), or MLlib's."""
+    if config.spark_solver == "mllib":
+        return _fit_mllib(spark, entries, user_items, config)
+    from recsys.engines import spark_als
+
+    steps = spark_als.CG_STEPS if config.spark_solver == "cg" else None
+    return spark_als.fit(spark, entries, *user_items.shape, config, cg_steps=steps)
+
+
+def _fit_mllib(spark, entries, user_items: sp.csr_matrix, config):
     """MLlib ALS on a Spark frame of (user, item, confidence) rows, ``user_items`` the same
     entries as a matrix (its shape and counts set regParam)."""
     from pyspark.ml.recommendation import ALS

@@ -43,15 +43,24 @@ class CFConfig:
     # latest event. None switches decay off.
     half_life_days: float | None = 180.0
     random_state: int = 0
-    # Where ALS runs: "implicit" (this process) or "spark" (MLlib ALS on the session of
-    # recsys.engines.spark; the same objective with its confidence and regularisation mapped).
+    # Where ALS runs: "implicit" (this process) or "spark" (the session of recsys.engines.spark).
     engine: str = "implicit"
+    # The Spark engine's solver (recsys.engines.spark_als): "cg" (implicit's objective and its
+    # default steps, 3 conjugate-gradient steps per row: implicit's factors from the same seed),
+    # "exact" (implicit's objective, each step solved exactly: implicit's use_cg=False) or
+    # "mllib" (MLlib's ALS: its own objective, implicit's confidence and regularisation mapped
+    # onto it as near as it allows).
+    spark_solver: str = "cg"
 
     def __post_init__(self) -> None:
         if self.model not in ("als", "bpr"):
             raise ValueError(f"CFConfig.model {self.model!r} must be 'als' or 'bpr'")
         if self.engine not in ("implicit", "spark"):
             raise ValueError(f"CFConfig.engine {self.engine!r} must be 'implicit' or 'spark'")
+        if self.spark_solver not in ("exact", "cg", "mllib"):
+            raise ValueError(
+                f"CFConfig.spark_solver {self.spark_solver!r} must be 'exact', 'cg' or 'mllib'"
+            )
         if self.engine == "spark" and self.model != "als":
             raise ValueError("CFConfig.engine 'spark' fits ALS only (MLlib has no BPR); use als")
 
@@ -249,12 +258,12 @@ class CollaborativeModel(BaseEstimator):
         return _ridge_fold_in(self.item_factors_, history, config.regularization)
 
     def _als_terms(self, history: sp.csr_matrix, config: CFConfig) -> tuple[np.ndarray, float]:
-        """Confidences and regularisation of the ALS user step of the engine that fitted the
-        item factors: implicit's ``alpha * w`` and ``lambda``, or MLlib's (the mapping of
-        ``recsys.engines.spark.mllib_confidence``) and ``regParam`` times the user's positive
-        entries."""
+        """Confidences and regularisation of the ALS user step of the solver that fitted the
+        item factors: implicit's ``alpha * w`` and ``lambda`` (implicit, or Spark's "cg" and
+        "exact" solvers), or MLlib's (the mapping of ``recsys.engines.spark.mllib_confidence``) and
+        ``regParam`` times the user's positive entries."""
         confidence = self.confidence.of(history.data.astype(np.float64))
-        if config.engine != "spark":
+        if config.engine != "spark" or config.spark_solver != "mllib":
             return confidence, config.regularization
         from recsys.engines.spark import als_params, mllib_confidence, mllib_entries
 
@@ -302,8 +311,10 @@ class CollaborativeModel(BaseEstimator):
         directory = Path(directory)
         from recsys.model.config import from_dict
 
-        config = from_dict(CFConfig, json.loads((directory / f"{prefix}_config.json").read_text()))
-        model = cls(config)
+        values = json.loads((directory / f"{prefix}_config.json").read_text())
+        if values.get("engine") == "spark":  # Spark bundles saved before the exact solver
+            values.setdefault("spark_solver", "mllib")
+        model = cls(from_dict(CFConfig, values))
 
         def arr(name):  # mapped read-only: the workers serving a bundle share the pages
             return mapped(directory / f"{prefix}_{name}.npy")
