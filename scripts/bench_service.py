@@ -305,7 +305,11 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=2, help="threads per worker (>1 means gthread)"
     )
-    parser.add_argument("--worker-class", default="gthread", help="gunicorn worker class")
+    parser.add_argument(
+        "--worker-class",
+        default="services.workers.BalancedThreadWorker",
+        help="gunicorn worker class (services/gunicorn.conf.py's default; gthread: gunicorn's own)",
+    )
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument(
         "--clients",

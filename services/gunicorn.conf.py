@@ -25,8 +25,9 @@ bind = os.environ.get("RECSYS_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("RECSYS_WORKERS", (os.cpu_count() or 1) + 1))
 # gthread workers keep connections alive and a slow client does not hold a whole worker; at
 # 300 req/s on 2 cores they matched sync workers' tail latency (benchmarks/RESULTS.md,
-# "HTTP service under load"). threads > 1 means gthread whatever worker_class says.
-worker_class = os.environ.get("RECSYS_WORKER_CLASS", "gthread")
+# "HTTP service under load"). BalancedThreadWorker is gthread that leaves each new connection
+# to the least busy worker (services/workers.py: plain gthread gives one worker them all).
+worker_class = os.environ.get("RECSYS_WORKER_CLASS", "services.workers.BalancedThreadWorker")
 threads = int(os.environ.get("RECSYS_THREADS", 2))
 # Workers heartbeat by touching a file per request; on a disk-backed /tmp that is a measurable
 # share of a request (5% in py-spy under load), in RAM it is not (gunicorn's own advice).
@@ -81,7 +82,8 @@ def child_exit(server, worker):
 # created in each worker after the fork.
 import gc  # noqa: E402
 
-import services.app  # noqa: E402,F401
+import services.app  # noqa: E402
+import services.workers  # noqa: E402,F401
 
 gc.collect()
 gc.freeze()  # the imported objects leave the collector's lists: collections do not touch them

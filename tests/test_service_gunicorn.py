@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.shop_fixture import build_shop
@@ -67,6 +69,44 @@ def server(tmp_path_factory):
     if proc.poll() is None:
         proc.kill()
     log.close()
+
+
+def test_kept_alive_connections_are_spread_over_the_workers(server):
+    # one busy gthread worker would take them all (services/workers.py): its requests queue
+    # on one core while the other worker idles
+    base, proc = server
+    version = json.loads(get(base + "/readyz")[1])["model_version"]
+    deadline = time.monotonic() + 60  # both workers polling (a booting one accepts nothing)
+    while serving_workers(base, version) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    port = int(base.rsplit(":", 1)[1])
+    workers = psutil.Process(proc.pid).children()
+    rounds = []
+    for _ in range(5):  # plain gthread gives one worker (nearly) all of them in some rounds
+        rounds.append(_connections_held(workers, port, 12))
+        time.sleep(0.5)  # the workers see the connections close
+    assert all(sum(held) == 12 and min(held) >= 4 for held in rounds), rounds
+
+
+def _connections_held(workers, port: int, n: int) -> list[int]:
+    """Open ``n`` kept-alive connections at once, one request each -> how many each worker
+    holds."""
+    connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(n)]
+    try:
+        for connection in connections:
+            connection.connect()
+        for connection in connections:
+            connection.request("GET", "/healthz")
+            assert connection.getresponse().read()
+        return [
+            sum(
+                c.laddr.port == port and c.status == "ESTABLISHED" for c in worker.net_connections()
+            )
+            for worker in workers
+        ]
+    finally:
+        for connection in connections:
+            connection.close()
 
 
 def serving_workers(base: str, version: str) -> int:

@@ -1,0 +1,74 @@
+"""A gunicorn worker that spreads kept-alive connections over the workers.
+
+Every gunicorn worker polls the one listening socket, and a new connection wakes them all; the
+first to run accepts it. A worker that is already busy is the one most often running, so
+under keep-alive load it takes nearly every connection: twelve connections opened at once
+landed 12/0/0 or 9/2/1 on three gthread workers (``tests/test_service_gunicorn.py``). A
+process runs Python on one core at a time, so that worker's requests queue behind each other
+while the other workers idle, and the tail latency is that queue.
+
+``BalancedThreadWorker`` is gunicorn's gthread worker that holds back from a new connection
+for ``ACCEPT_DELAY`` seconds per connection it already has open: a worker with none accepts
+at once, and each connection goes to the least busy worker that is awake (nginx's
+``accept_mutex`` and Envoy's connection balancing solve the same problem). A held-back
+connection is accepted by this worker once its delay has passed and no other took it, so a
+lone worker, or one whose peers are all busier, still accepts every connection. Requests on
+open connections are never delayed: only the accept is.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from gunicorn.workers.gthread import ThreadWorker
+
+# Seconds a worker waits, per connection it has open, before it accepts a new one.
+ACCEPT_DELAY = 0.005
+# The longest such wait (a worker with many open connections still accepts within this).
+MAX_ACCEPT_DELAY = 0.1
+
+
+class BalancedThreadWorker(ThreadWorker):
+    """gunicorn's ``gthread`` worker, leaving new connections to less busy workers."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._held_until = 0.0  # time.monotonic() until which this worker does not accept
+        self._held = False  # the last readiness was held back: accept at the next
+        self._waking = False  # a timer will wake the event loop when the hold ends
+
+    def accept(self, listener) -> None:
+        wait = min(ACCEPT_DELAY * self.nr_conns, MAX_ACCEPT_DELAY)
+        if self.cfg.workers > 1 and wait > 0 and not self._held:
+            self._held = True
+            self._hold(time.monotonic() + wait)
+            return
+        self._held = False
+        super().accept(listener)
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        # the event loop enables accepting on every turn while below worker_connections
+        if enabled and time.monotonic() < self._held_until:
+            self._wake_at(self._held_until)
+            enabled = False
+        super().set_accept_enabled(enabled)
+
+    def _hold(self, until: float) -> None:
+        """Stop polling the listener until ``until``, then wake the event loop, which polls
+        it again (and ``accept`` takes the connection if nobody else did)."""
+        self._held_until = until
+        super().set_accept_enabled(False)
+        self._wake_at(until)
+
+    def _wake_at(self, until: float) -> None:
+        if self._waking:
+            return
+        self._waking = True
+        timer = threading.Timer(max(until - time.monotonic(), 0.0) + 0.0005, self._wake)
+        timer.daemon = True
+        timer.start()
+
+    def _wake(self) -> None:
+        self._waking = False
+        self.method_queue.defer(lambda: None)  # the event loop's next turn re-enables accept
