@@ -14,6 +14,7 @@ from recsys.errors import InvalidInput, UnknownItem
 from recsys.ingest.item_writes import delete_item, patch_item, put_item
 from recsys.model.bundle import load_active
 from recsys.model.delta import DeltaConfig
+from recsys.model.fusion import TOKENS
 from recsys.model.training import train
 from recsys.serving import load_state
 from tests.shop_fixture import populate, train_config
@@ -118,3 +119,25 @@ def test_a_followed_card_cache_answers_from_memory_and_moves_with_the_follower(e
     assert stalled.cards(["a1"])["a1"].title == "Renamed"
     patch_item(engine, "a1", {"title": "Renamed again"}, tmp_path)
     assert stalled.cards(["a1"])["a1"].title == "Renamed again"
+
+
+def test_live_items_rank_in_feeds_with_their_token_term(engine, tmp_path):
+    populate(engine)
+    train(engine, tmp_path / "artifacts", train_config())
+    state = load_state(engine, DeltaConfig(max_items=100))
+    recommender, fused = state.recommender, state.recommender.fused
+    fused.set_weights({**fused.weights_, TOKENS: 3.0}, fused.cold_scale_, fused.surface_weights_)
+    put_item(engine, "a-twin", TWIN, tmp_path)  # a1's content: a1's tokens
+    state.catalog.follow()
+    live, a1 = recommender.live, recommender.item_index["a1"]
+    users = list(recommender.cf.user_ids_)
+    feeds = recommender.recommend(users, k=len(recommender.item_ids) + 1)
+    shared = 0
+    for user, ids, scores in zip(users, feeds.ids, feeds.scores, strict=True):
+        row = recommender.user_index[user]
+        cosine = (fused.user_tokens_[row] @ fused.item_tokens_[a1].T).toarray()[0, 0]
+        term = 3.0 * fused.cold_scale_.get(TOKENS, 1.0) * cosine  # a new item is cold
+        expected = live.vectors[0] @ fused.user_vectors_[row] + term
+        assert abs(scores[ids.index("a-twin")] - expected) < 1e-5, user
+        shared += cosine > 0
+    assert shared  # some users' tokens meet the twin's: the term moved their scores

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from sqlalchemy import Engine
 
 from recsys.catalog import changes
@@ -78,6 +79,10 @@ class Delta:
     pending: int  # new or changed items left out because the delta is full
     max_items: int
     positions: dict[str, int] = field(default_factory=dict)  # id -> live row
+    # (M, F) unit attribute and title tokens and (M,) their feed term's weight times cold
+    # multiplier, as FusedModel.item_tokens_ and token_scale_ (None: the feed has no token term)
+    tokens: sp.csr_matrix | None = None
+    token_scale: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.positions.update({item: k for k, item in enumerate(self.ids.tolist())})
@@ -130,13 +135,20 @@ class Delta:
             blocks["cf"] = normalize_rows(blocks["cf"])
         return fuse(blocks, fused.surface_weights_[surface], fused.layout_)
 
-    def merge(self, results, queries: np.ndarray, k: int, allowed: np.ndarray, skip=None):
+    def merge(
+        self, results, queries: np.ndarray, k: int, allowed: np.ndarray, skip=None, profiles=None
+    ):
         """``results`` (per query, best first) with the live items ``allowed`` (M,) bool
-        ranked in by score (``queries @ vectors``); ``skip``: per query, ids never to add
-        (the query item, seen items) or None for a query that takes no live items."""
+        ranked in by score (``queries @ vectors``, plus for feeds the token term of the users'
+        token ``profiles`` (Q, F), as ``FusedModel.token_scores`` gives bundle items); ``skip``:
+        per query, ids never to add (the query item, seen items) or None for a query that
+        takes no live items."""
         if not self.size or not allowed.any():
             return results
-        return self._merge(results, np.asarray(queries) @ self.vectors.T, k, allowed, skip)
+        scores = np.asarray(queries) @ self.vectors.T
+        if profiles is not None and self.tokens is not None:
+            scores = scores + (profiles @ self.tokens.T).toarray() * self.token_scale
+        return self._merge(results, scores, k, allowed, skip)
 
     def merge_images(self, results, queries: np.ndarray, k: int, allowed: np.ndarray):
         """Visual search: ``results`` with the live items that have a photo, by cosine of
@@ -193,9 +205,12 @@ class _Live:
     in_stock: dict[str, bool] = field(default_factory=dict)
     has_image: dict[str, bool] = field(default_factory=dict)
     attributes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tokens: dict[str, sp.csr_matrix] = field(default_factory=dict)  # (1, F) unit rows
+    token_scale: dict[str, float] = field(default_factory=dict)  # the feed term's weight
 
     def drop(self, item_id: str) -> None:
-        for part in (self.vectors, self.blocks, self.in_stock, self.has_image, self.attributes):
+        parts = (self.vectors, self.blocks, self.in_stock, self.has_image, self.attributes)
+        for part in (*parts, self.tokens, self.token_scale):
             part.pop(item_id, None)
 
 
@@ -299,6 +314,9 @@ class LiveCatalog:
         whose new vector equals its trained one stays a plain bundle row."""
         vectors, blocks, made = self._vectors(frame, rows)
         fused = self.recommender.fused
+        tokens = self._tokens(frame) if fused.token_weight else None
+        warm = (rows >= 0) & ~fused.cold_[np.maximum(rows, 0)]
+        cold_tokens = fused.cold_scale_.get("tokens", 1.0)
         for k, item_id in enumerate(frame["item_id"].astype(str).tolist()):
             row = int(rows[k])
             if not made[k]:  # its values could not be encoded (logged): it stays as it was
@@ -318,6 +336,26 @@ class LiveCatalog:
             self._live.in_stock[item_id] = bool(frame["in_stock"].iloc[k])
             self._live.has_image[item_id] = frame["image_path"].iloc[k] is not None
             self._live.attributes[item_id] = _attributes(frame.iloc[k])
+            if tokens is not None:
+                self._live.tokens[item_id] = tokens[k]
+                scale = 1.0 if warm[k] else cold_tokens
+                self._live.token_scale[item_id] = fused.token_weight * scale
+
+    def _tokens(self, frame: pd.DataFrame) -> sp.csr_matrix:
+        """(n, F) tokens of these items (``LiveItems.token_rows``); an item whose values
+        cannot be encoded gets none (its vector is left out anyway, see ``_blocks``)."""
+        try:
+            return self.items.token_rows(frame)
+        except Exception:
+            rows = []
+            for k in range(len(frame)):
+                try:
+                    rows.append(self.items.token_rows(frame.iloc[[k]].reset_index(drop=True)))
+                except Exception:
+                    rows.append(None)
+            width = self.recommender.fused.item_tokens_.shape[1]
+            empty = sp.csr_matrix((1, width), dtype=np.float32)
+            return sp.vstack([row if row is not None else empty for row in rows]).tocsr()
 
     def _room(self) -> bool:
         limit = self.config.max_items
@@ -390,6 +428,7 @@ class LiveCatalog:
             removed=self._removed.copy(),
             pending=len(self._pending),
             max_items=self.config.max_items,
+            **self._token_parts(ids),
         )
         for mask in (delta.shown, delta.shown_out, delta.removed):
             mask.flags.writeable = False  # answers share them: none may write into one
@@ -402,6 +441,15 @@ class LiveCatalog:
             )
         self._due = delta.retrain_due
         return delta
+
+    def _token_parts(self, ids: list[str]) -> dict[str, Any]:
+        fused, live = self.recommender.fused, self._live
+        if not fused.token_weight or not ids or any(i not in live.tokens for i in ids):
+            return {}
+        return {
+            "tokens": sp.vstack([live.tokens[i] for i in ids]).tocsr(),
+            "token_scale": np.array([live.token_scale[i] for i in ids], dtype=np.float32),
+        }
 
 
 def _attributes(row: pd.Series) -> dict[str, Any]:

@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from recsys.errors import InvalidBundle
 from recsys.model.content import image_rows
-from recsys.model.fusion import FusedModel
+from recsys.model.fusion import FusedModel, normalize_rows
 from recsys.model.tabular import TabularEncoder
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,13 @@ class LiveItems:
         ``FusedModel.cold_item_blocks``); empty when the bundle has no content block."""
         content, tokens = self._content(items)
         return self.fused.cold_item_blocks(content, tokens) if content else {}
+
+    def token_rows(self, items: pd.DataFrame) -> sp.csr_matrix | None:
+        """(n, F) unit-norm attribute and title tokens of ``items``, as the bundle's
+        ``FusedModel.item_tokens_`` holds its items' (None when it holds none)."""
+        if self.tabular is None or not self.fused.has_tokens:
+            return None
+        return normalize_rows(self.tabular.transform_sparse(items))
 
     def _content(self, items: pd.DataFrame):
         content: dict[str, np.ndarray] = {}

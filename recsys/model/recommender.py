@@ -283,7 +283,10 @@ class Recommender:
         if self.live is not None and self.live.size and self.fused.user_vectors_ is not None:
             queries = self.fused.user_vectors_[np.maximum(rows, 0)]
             skip = [None if row < 0 else () for row in rows.tolist()]
-            results = self._with_live(results, queries, k, candidates, filters, skip)
+            profiles = (
+                self.fused.user_tokens_[np.maximum(rows, 0)] if self.fused.has_tokens else None
+            )
+            results = self._with_live(results, queries, k, candidates, filters, skip, profiles)
         return results
 
     def recommend_for_history(
@@ -336,7 +339,7 @@ class Recommender:
         ]
         if self.live is not None:
             skip = [None if none else () for none in empty.tolist()]
-            results = self._with_live(results, queries, k, candidates, filters, skip)
+            results = self._with_live(results, queries, k, candidates, filters, skip, profiles)
         return results
 
     def _reach(self, width: int) -> int:
@@ -491,11 +494,12 @@ class Recommender:
         skip = [[item] for item in item_ids.tolist()]
         return self._with_live(results, queries, k, None, filters, skip)
 
-    def _with_live(self, results: Results, queries, k: int, candidates, filters, skip):
+    def _with_live(self, results: Results, queries, k, candidates, filters, skip, profiles=None):
         """``results`` with the live items that pass ``filters`` and ``candidates`` ranked in
-        (``skip``: per query, ids to leave out, or None: add none)."""
+        (``skip``: per query, ids to leave out, or None: add none; ``profiles``: feeds' user
+        token profiles, for the token term)."""
         live = self.live
-        return live.merge(results, queries, k, live.mask(filters, candidates), skip)
+        return live.merge(results, queries, k, live.mask(filters, candidates), skip, profiles)
 
     def _similar_pool(self, rows: np.ndarray, width: int, filters, mode: str):
         """(rows (Q, width), scores (Q, width)) most like each query row, itself excluded."""
