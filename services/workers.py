@@ -18,6 +18,7 @@ open connections are never delayed: only the accept is.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -71,4 +72,7 @@ class BalancedThreadWorker(ThreadWorker):
 
     def _wake(self) -> None:
         self._waking = False
-        self.method_queue.defer(lambda: None)  # the event loop's next turn re-enables accept
+        if not self.alive:  # shutting down: the loop no longer accepts
+            return
+        with contextlib.suppress(OSError):  # the queue closed as the worker stopped
+            self.method_queue.defer(lambda: None)  # the loop's next turn re-enables accept
