@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
+import pytest
 
 from recsys.model.bundle import load_recommender
 from recsys.model.cf import CFConfig
 from recsys.model.config import TrainConfig
 from recsys.model.data import CatalogData
-from recsys.model.fusion import TOKENS
+from recsys.model.fusion import TOKEN_PROFILES, TOKENS, FusionConfig
 from recsys.model.protocol import build_task, rank, score
 from recsys.model.ranking import top_k
 from recsys.model.recommender import token_candidates
@@ -25,11 +28,11 @@ def _with_token_weight(recommender, weight: float):
     return recommender
 
 
-def test_served_feeds_rank_by_the_index_score_plus_the_token_term(engine, tmp_path):
+@pytest.mark.parametrize("profile", TOKEN_PROFILES)
+def test_served_feeds_rank_by_the_index_score_plus_the_token_term(engine, tmp_path, profile):
     populate(engine)
-    recommender = _with_token_weight(
-        load_recommender(train(engine, tmp_path, train_config()).path), 3.0
-    )
+    config = replace(train_config(), fusion=FusionConfig(token_profile=profile))
+    recommender = _with_token_weight(load_recommender(train(engine, tmp_path, config).path), 3.0)
     fused = recommender.fused
     assert fused.has_tokens  # saved with the bundle and mapped back
     users = list(recommender.cf.user_ids_)

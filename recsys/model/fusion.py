@@ -73,12 +73,14 @@ class FusionConfig:
     # Ridge penalty of the content -> (cf factors, popularity) model (on unit-norm attribute
     # and title tokens: 10 suits MovieLens and the synthetic long-tail shop alike).
     content_alpha: float = 10.0
-    # How a user's items count in their token profile (``TOKEN_PROFILES``): "binary", each
-    # item once (the sign of its confidence), as the TF-IDF profile contender counts them;
-    # "confidence", times its ALS confidence, so a purchase counts many views and a fresh
-    # event many old ones. Binary ranked new items better on all three benchmark catalogs
-    # (benchmarks/RESULTS.md, session 8).
-    token_profile: str = "binary"
+    # How a user's items count in their token profile (``TOKEN_PROFILES``): "confidence",
+    # times its ALS confidence (summed events times the time decay), so a purchase counts as
+    # several views and a fresh event as several old ones; "binary", each item once (the sign
+    # of its confidence), as the TF-IDF profile contender counts them. Which ranks new items
+    # better depends on the catalog (benchmarks/RESULTS.md, session 8: binary gains 0.011
+    # cold recall@10 on the synthetic shop and loses 0.008 on MovieLens, whose confidences
+    # are the time decay alone), so the default is the one that changes nothing.
+    token_profile: str = "confidence"
 
     def __post_init__(self) -> None:
         if self.token_profile not in TOKEN_PROFILES:
