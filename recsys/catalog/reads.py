@@ -81,6 +81,11 @@ def _card(row: Row) -> ItemCard:
     return ItemCard(item_id, title, bool(in_stock), image_path is not None, attributes or {})
 
 
+def _missing(item_ids: Sequence[str], found: dict[str, ItemCard]) -> list[str]:
+    """The asked ids (once each, in order) that ``found`` lacks."""
+    return [item_id for item_id in dict.fromkeys(item_ids) if item_id not in found]
+
+
 def item_cards(engine: Engine, item_ids: Sequence[str]) -> dict[str, ItemCard]:
     """The cards of those ``item_ids`` the catalog has, by id (unknown ids are left out)."""
     if not item_ids:
@@ -142,8 +147,7 @@ class CardCache:
             if len(found) == len(set(item_ids)):
                 return found
             if followed:  # the follower keeps the generation: read only the missing cards
-                missing = [item_id for item_id in dict.fromkeys(item_ids) if item_id not in found]
-                read = item_cards(self.engine, missing)
+                read = item_cards(self.engine, _missing(item_ids, found))
                 self._keep(generation, read)
                 return found | read
         with self.engine.connect() as connection:
@@ -151,7 +155,7 @@ class CardCache:
             self._checked = now
             self._catch_up(connection, generation)
             found = self._cached(generation, item_ids)
-            missing = [item_id for item_id in dict.fromkeys(item_ids) if item_id not in found]
+            missing = _missing(item_ids, found)
             if not missing:
                 return found
             rows = connection.execute(_CARDS, {"ids": missing})

@@ -312,10 +312,9 @@ class LiveCatalog:
     def _embed(self, frame: pd.DataFrame, rows: np.ndarray) -> None:
         """Live vectors of these items (bundle ``rows``, -1 for new items); a bundle item
         whose new vector equals its trained one stays a plain bundle row."""
-        vectors, blocks, made = self._vectors(frame, rows)
         fused = self.recommender.fused
-        tokens = self._tokens(frame) if fused.token_weight else None
         warm = (rows >= 0) & ~fused.cold_[np.maximum(rows, 0)]
+        vectors, blocks, tokens, made = self._vectors(frame, rows, warm)
         cold_tokens = fused.cold_scale_.get("tokens", 1.0)
         for k, item_id in enumerate(frame["item_id"].astype(str).tolist()):
             row = int(rows[k])
@@ -336,41 +335,25 @@ class LiveCatalog:
             self._live.in_stock[item_id] = bool(frame["in_stock"].iloc[k])
             self._live.has_image[item_id] = frame["image_path"].iloc[k] is not None
             self._live.attributes[item_id] = _attributes(frame.iloc[k])
-            if tokens is not None:
+            if tokens is not None and fused.token_weight:
                 self._live.tokens[item_id] = tokens[k]
                 scale = 1.0 if warm[k] else cold_tokens
                 self._live.token_scale[item_id] = fused.token_weight * scale
-
-    def _tokens(self, frame: pd.DataFrame) -> sp.csr_matrix:
-        """(n, F) tokens of these items (``LiveItems.token_rows``); an item whose values
-        cannot be encoded gets none (its vector is left out anyway, see ``_blocks``)."""
-        try:
-            return self.items.token_rows(frame)
-        except Exception:
-            rows = []
-            for k in range(len(frame)):
-                try:
-                    rows.append(self.items.token_rows(frame.iloc[[k]].reset_index(drop=True)))
-                except Exception:
-                    rows.append(None)
-            width = self.recommender.fused.item_tokens_.shape[1]
-            empty = sp.csr_matrix((1, width), dtype=np.float32)
-            return sp.vstack([row if row is not None else empty for row in rows]).tocsr()
 
     def _room(self) -> bool:
         limit = self.config.max_items
         return limit > 0 and len(self._live.vectors) < limit
 
-    def _vectors(self, frame: pd.DataFrame, rows: np.ndarray):
-        """((n, D) fused vectors, block -> (n, d)) of these items: content from the bundle's
-        parts; items the bundle had interactions for keep their cf and popularity blocks
-        (weight 1, as trained), the others get them predicted (the cold-item multipliers)."""
+    def _vectors(self, frame: pd.DataFrame, rows: np.ndarray, warm: np.ndarray):
+        """((n, D) fused vectors, block -> (n, d), (n, F) tokens or None, (n,) made) of these
+        items: content from the bundle's parts; ``warm`` items (the bundle had interactions
+        for them) keep their cf and popularity blocks (weight 1, as trained), the others get
+        them predicted (the cold-item multipliers)."""
         fused = self.recommender.fused
-        blocks, made = self._blocks(frame)
+        blocks, tokens, made = self._blocks(frame)
         if not blocks:
             zero = np.zeros((len(frame), fused.layout_.dim), dtype=np.float32)
-            return zero, {}, made
-        warm = (rows >= 0) & ~fused.cold_[np.maximum(rows, 0)]
+            return zero, {}, tokens, made
         for name in ("cf", "popularity"):
             if name in blocks and warm.any():
                 blocks[name][warm] = fused.item_blocks_[name][rows[warm]]
@@ -378,29 +361,31 @@ class LiveCatalog:
         if warm.any():
             ones = dict.fromkeys(fused.layout_.dims, 1.0)
             vectors[warm] = fuse({b: v[warm] for b, v in blocks.items()}, ones, fused.layout_)
-        return vectors, blocks, made
+        return vectors, blocks, tokens, made
 
     def _blocks(self, frame: pd.DataFrame):
-        """(``LiveItems.blocks``, (n,) bool: made). A photo that cannot be read costs its
-        item the image block, values that cannot be encoded cost it its live vector; neither
-        stops the batch (nor the worker's following of the catalog)."""
+        """(``LiveItems.blocks``: blocks and tokens, (n,) bool: made). A photo that cannot be
+        read costs its item the image block, values that cannot be encoded cost it its live
+        vector; neither stops the batch (nor the worker's following of the catalog)."""
         try:
-            return self.items.blocks(frame), np.ones(len(frame), dtype=bool)
+            return *self.items.blocks(frame), np.ones(len(frame), dtype=bool)
         except Exception as exc:  # a file removed or broken since it was written, ...
             log.warning("live items: embedding %d items failed (%s); one by one", len(frame), exc)
-        parts, made = [], np.ones(len(frame), dtype=bool)
-        for k in range(len(frame)):
-            one = frame.iloc[[k]].reset_index(drop=True)
-            parts.append(self._one_block(one))
-            made[k] = parts[-1] is not None
+        parts = [self._one_block(frame.iloc[[k]].reset_index(drop=True)) for k in range(len(frame))]
+        made = np.array([part is not None for part in parts], dtype=bool)
         kept = [part for part in parts if part is not None]
         if not kept:
-            return {}, made
-        zero = {b: np.zeros_like(v) for b, v in kept[0].items()}
-        blocks = {b: np.concatenate([(p or zero)[b] for p in parts]) for b in kept[0]}
-        return blocks, made
+            return {}, None, made
+        zero = {b: np.zeros_like(v) for b, v in kept[0][0].items()}
+        blocks = {b: np.concatenate([(p[0] if p else zero)[b] for p in parts]) for b in zero}
+        if kept[0][1] is None:
+            return blocks, None, made
+        empty = sp.csr_matrix(kept[0][1].shape, dtype=kept[0][1].dtype)  # an item not made
+        tokens = sp.vstack([p[1] if p else empty for p in parts]).tocsr()
+        return blocks, tokens, made
 
-    def _one_block(self, one: pd.DataFrame) -> dict[str, np.ndarray] | None:
+    def _one_block(self, one: pd.DataFrame):
+        """``LiveItems.blocks`` of one item, without its photo if that fails; None if both do."""
         item_id = one["item_id"][0]
         for attempt in (one, one.assign(image_path=None)):
             try:

@@ -77,18 +77,16 @@ class LiveItems:
             return np.zeros((len(items), self.fused.layout_.dim), dtype=np.float32)
         return self.fused.cold_item_vectors(content, tokens)
 
-    def blocks(self, items: pd.DataFrame) -> dict[str, np.ndarray]:
+    def blocks(self, items: pd.DataFrame) -> tuple[dict[str, np.ndarray], sp.csr_matrix | None]:
         """The unweighted blocks behind ``vectors`` (block -> (n, d);
-        ``FusedModel.cold_item_blocks``); empty when the bundle has no content block."""
-        content, tokens = self._content(items)
-        return self.fused.cold_item_blocks(content, tokens) if content else {}
-
-    def token_rows(self, items: pd.DataFrame) -> sp.csr_matrix | None:
-        """(n, F) unit-norm attribute and title tokens of ``items``, as the bundle's
+        ``FusedModel.cold_item_blocks``; empty when the bundle has no content block) and the
+        items' unit-norm attribute and title tokens (n, F), as the bundle's
         ``FusedModel.item_tokens_`` holds its items' (None when it holds none)."""
-        if self.tabular is None or not self.fused.has_tokens:
-            return None
-        return normalize_rows(self.tabular.transform_sparse(items))
+        content, tokens = self._content(items)
+        blocks = self.fused.cold_item_blocks(content, tokens) if content else {}
+        if tokens is None or not self.fused.has_tokens:
+            return blocks, None
+        return blocks, normalize_rows(tokens)
 
     def _content(self, items: pd.DataFrame):
         content: dict[str, np.ndarray] = {}
