@@ -8,11 +8,12 @@ layout (``recsys.model.fusion``), so it splits without approximation:
   values the two items share; "similar attributes" when none is), "popular" (popularity).
 - **Feeds**: one part per item of the user's history. A content block of the user vector is
   ``normalize(sum_j c_j x_j)``, so item j adds ``w_b c_j <x_j, v_b> / |sum_j c_j x_j|`` (the
-  token profile counts each item by the sign of c_j by default, ``FusionConfig.token_profile``); the
-  ALS user factor solves ``M u = sum_j a_j y_j`` (``recsys.model.cf._als_fold_in``), so item j
-  adds ``w_cf a_j y_j' M^-1 v_cf`` [Hu, Koren, Volinsky 2008, section 5]; BPR's fold-in is a
-  ridge solve of the same shape. The popularity bias is its own part, and what is left (a
-  stored ALS/BPR user factor is not exactly the fold-in of the user's history) is
+  token profile counts each item by c_j, or by its sign with ``FusionConfig.token_profile``
+  "binary"); the ALS user factor solves ``M u = sum_j a_j y_j``
+  (``recsys.model.cf._als_fold_in``), so item j adds ``w_cf a_j y_j' M^-1 v_cf`` [Hu, Koren,
+  Volinsky 2008, section 5]; BPR's fold-in is a ridge solve of the same shape. The popularity
+  bias is its own part, and what is left (a stored ALS/BPR user factor is not exactly the
+  fold-in of the user's history) is
   "your overall taste", so the parts always sum to the score; for a feed folded in from a
   history (fresh events) that remainder is zero up to rounding.
 

@@ -367,7 +367,7 @@ class FusedModel(BaseEstimator):
     def token_profile_weights(self, confidences: np.ndarray) -> np.ndarray:
         """What each history item's confidence counts for in a token profile: its sign
         ("binary", each item once) or itself ("confidence"); ``FusionConfig.token_profile``."""
-        if getattr(self, "token_profile_", "confidence") == "binary":
+        if self.token_profile_ == "binary":
             return np.sign(confidences)
         return confidences
 
