@@ -25,7 +25,13 @@ from recsys.model.config import TrainConfig
 from recsys.model.content import Content
 from recsys.model.data import CatalogData
 from recsys.model.fusion import CONTENT_BLOCKS, TOKENS, FusedModel
-from recsys.model.protocol import MAX_BATCH_CELLS, Rankings, build_task, restricted_per_user
+from recsys.model.protocol import (
+    MAX_BATCH_CELLS,
+    Rankings,
+    build_task,
+    rank,
+    restricted_per_user,
+)
 from recsys.model.ranking import hit_matrix, per_user_metrics, top_k_finite
 from recsys.model.split import validation_split
 
@@ -112,19 +118,22 @@ def choose_confidence(
     return chosen[0], chosen[1], report
 
 
+@dataclass
+class _FactorsAlone:
+    """ALS's factors alone, as a contender of ``recsys.model.protocol.rank``."""
+
+    cf: CollaborativeModel
+    name: str = "als factors"
+
+    def scores(self, user_ids: np.ndarray) -> np.ndarray:
+        rows = pd.Index(self.cf.user_ids_).get_indexer(user_ids)
+        return self.cf.user_factors_[rows] @ self.cf.item_factors_.T  # (U, I)
+
+
 def _factor_recall(cf: CollaborativeModel, task) -> Scored:
     """ALS's factors alone on the task's users: per user, all-items recall@K."""
-    rows = pd.Index(cf.user_ids_).get_indexer(task.user_ids)
-    n_items = len(cf.item_ids_)
-    batch = max(1, MAX_BATCH_CELLS // max(n_items, 1))
-    found = []
-    for start in range(0, len(rows), batch):
-        part = slice(start, start + batch)
-        scores = cf.user_factors_[rows[part]] @ cf.item_factors_.T  # (b, I)
-        scores[task.seen[part].nonzero()] = -np.inf
-        found.append(top_k_finite(scores, K))
     held = task.heldout
-    top = np.vstack(found) if found else np.zeros((0, K), dtype=np.int64)
+    top = rank(_FactorsAlone(cf), task, K).all
     recall = per_user_metrics(hit_matrix(top, held), held.getnnz(axis=1), (K,))[f"recall@{K}"]
     return Scored(recall, {f"recall@{K}": float(recall.mean())})
 
