@@ -51,8 +51,10 @@ TOKENS = "tokens"
 # Item-to-item surfaces, each with its own block weights: the product page's "more like
 # this" (the default) and "shoppers who viewed this also viewed".
 SURFACES = ("similar", "also")
-# How history items count in a user's token profile (``FusionConfig.token_profile``).
-TOKEN_PROFILES = ("binary", "confidence")
+# How history items count in a user's token profile (``FusionConfig.token_profile``); the
+# first is the default the weights stage keeps unless another is significantly better.
+TOKEN_PROFILES = ("confidence", "binary", "capped")
+AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -74,20 +76,29 @@ class FusionConfig:
     # and title tokens: 10 suits MovieLens and the synthetic long-tail shop alike).
     content_alpha: float = 10.0
     # How a user's items count in their token profile (``TOKEN_PROFILES``): "confidence",
-    # times its ALS confidence (summed events times the time decay), so a purchase counts as
-    # several views and a fresh event as several old ones; "binary", each item once (the sign
-    # of its confidence), as the TF-IDF profile contender counts them. Which ranks new items
-    # better depends on the catalog (benchmarks/RESULTS.md, session 8: binary gains 0.011
-    # cold recall@10 on the synthetic shop and loses 0.008 on MovieLens, whose confidences
-    # are the time decay alone), so the default is the one that changes nothing.
-    token_profile: str = "confidence"
+    # times its ALS confidence weight (summed events times the time decay), so a purchase
+    # counts as several views and a fresh event as several old ones; "binary", each item once
+    # (the sign of its weight), as the TF-IDF profile contender counts them; "capped", at most
+    # once (min(w, 1): repeats add nothing, the decay stays). Which ranks new items better
+    # depends on the catalog (benchmarks/RESULTS.md, session 8: binary gains 0.011 cold
+    # recall@10 on the synthetic shop and loses 0.005 on MovieLens, whose weights are the
+    # time decay alone), so "auto" lets the weights stage of `recsys train` choose per
+    # catalog on its validation slice (``FusedModel.token_profile_`` holds the choice;
+    # "confidence" unless another is significantly better); any other value is used as given.
+    token_profile: str = AUTO
 
     def __post_init__(self) -> None:
-        if self.token_profile not in TOKEN_PROFILES:
+        if self.token_profile not in (AUTO, *TOKEN_PROFILES):
             raise ValueError(
                 f"FusionConfig.token_profile {self.token_profile!r} must be one of "
-                f"{', '.join(TOKEN_PROFILES)}"
+                f"{', '.join((AUTO, *TOKEN_PROFILES))}"
             )
+
+    @property
+    def token_profiles(self) -> tuple[str, ...]:
+        """The token profiles a fit may use: all of ``TOKEN_PROFILES`` under "auto" (the
+        first is the default), else the one given."""
+        return TOKEN_PROFILES if self.token_profile == AUTO else (self.token_profile,)
 
 
 def normalize_rows(matrix):
@@ -179,11 +190,13 @@ class FusedModel(BaseEstimator):
         cold_scale: dict[str, float] | None = None,
         tokens: sp.spmatrix | None = None,
         surfaces: dict[str, dict[str, float]] | None = None,
+        token_profile: str | None = None,
     ):
         """``cf``: a fitted CollaborativeModel or None; ``content``: block -> (n_items, d);
-        ``weights`` and ``cold_scale`` (e.g. chosen on a validation slice) override the
-        config's; ``tokens``: the items' sparse attribute and title tokens (n_items, F), which
-        predict cold items' collaborative blocks with every seller, brand and word kept."""
+        ``weights``, ``cold_scale`` and ``token_profile`` (e.g. chosen on a validation slice)
+        override the config's (under "auto", "confidence" unless one is given); ``tokens``:
+        the items' sparse attribute and title tokens (n_items, F), which predict cold items'
+        collaborative blocks with every seller, brand and word kept."""
         config = self.config or FusionConfig()
         content = {k: normalize_rows(v) for k, v in (content or {}).items() if v.shape[1]}
         n_items = len(cf.item_ids_) if cf is not None else n_items
@@ -193,7 +206,12 @@ class FusedModel(BaseEstimator):
         item_blocks: dict[str, np.ndarray] = dict(content)
         user_blocks: dict[str, np.ndarray] = {}
         self.item_tokens_ = self.user_tokens_ = self.token_postings_ = None
-        self.token_profile_ = config.token_profile
+        self.token_profile_ = token_profile or config.token_profiles[0]
+        if self.token_profile_ not in config.token_profiles:
+            raise ValueError(
+                f"token_profile {self.token_profile_!r} must be one of "
+                f"{', '.join(config.token_profiles)} (FusionConfig.token_profile)"
+            )
         if tokens is not None and tokens.shape[1] and cf is not None:
             self.item_tokens_ = normalize_rows(tokens)  # (I, F) CSR, unit rows
             self.user_tokens_ = self.history_token_profiles(cf.user_items_)  # (U, F)
@@ -365,10 +383,13 @@ class FusedModel(BaseEstimator):
         return normalize_rows(histories @ self.item_tokens_)
 
     def token_profile_weights(self, confidences: np.ndarray) -> np.ndarray:
-        """What each history item's confidence counts for in a token profile: its sign
-        ("binary", each item once) or itself ("confidence"); ``FusionConfig.token_profile``."""
+        """What each history item's confidence weight counts for in a token profile: its sign
+        ("binary", each item once), at most 1 ("capped") or itself ("confidence");
+        ``FusionConfig.token_profile``."""
         if self.token_profile_ == "binary":
             return np.sign(confidences)
+        if self.token_profile_ == "capped":
+            return np.minimum(confidences, 1.0)
         return confidences
 
     @property

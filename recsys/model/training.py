@@ -199,8 +199,9 @@ def _fuse(data, content: Content, cf, choice: WeightChoice | None, config) -> Fi
     weights = choice.weights if choice else None
     cold_scale = choice.cold_scale if choice else None
     surfaces = choice.surfaces if choice else None
+    profile = choice.token_profile if choice else None
     fused = FusedModel(config.fusion).fit(
-        cf, content.blocks, len(data.items), weights, cold_scale, content.tokens, surfaces
+        cf, content.blocks, len(data.items), weights, cold_scale, content.tokens, surfaces, profile
     )
     return Fitted(data, content, cf, fused, dict(choice.metrics) if choice else {})
 

@@ -7,7 +7,11 @@ candidates of ``TrainConfig.grid`` are scored, one block at a time, by the evalu
 recall@10. Then cold items' own block weights are chosen on the cold items alone
 (``_cold_search``). Before all that, ALS's confidence form (``recsys.model.cf.Confidence``)
 is chosen on the same users (``choose_confidence``), and the weights are searched on the
-chosen form's model. The choice is returned; the config is left as it was.
+chosen form's model. Under ``FusionConfig.token_profile`` "auto" the weights are searched
+once per token profile form (``choose_token_profile``) and the default form ("confidence")
+stays unless another is significantly better on the users' all-items recall or on the cold
+search's objective and significantly worse on neither. The choice is returned; the config is
+left as it was.
 """
 
 from __future__ import annotations
@@ -53,6 +57,9 @@ class WeightChoice:
     # ALS's confidence form, for the collaborative model of the whole catalog (None: the
     # config's, CFConfig.alpha's scaled form).
     confidence: Confidence | None = None
+    # How the feed's token profiles count history items (recsys.model.fusion.TOKEN_PROFILES;
+    # None: the config's, "confidence" under "auto").
+    token_profile: str | None = None
 
 
 def choose_weights(
@@ -71,20 +78,87 @@ def choose_weights(
         return WeightChoice(dict(config.fusion.weights), dict(config.fusion.cold_scale), skipped)
     cf, confidence, report = choose_confidence(fit_part, item_ids, task, config, use_gpu)
     fused = FusedModel(config.fusion).fit(cf, content.blocks, len(item_ids), tokens=content.tokens)
-    candidates = Candidates.of_users(fused, cf.user_ids_, task, config.validation_candidates)
-
-    def evaluate(weights: dict[str, float], cold_scale: dict[str, float], k: int = K) -> Scored:
-        return _scored(candidates.rank(weights, cold_scale, k), task, k)
-
+    profiles = _user_profiles(fused, cf.user_items_, config.fusion.token_profiles)
+    candidates = Candidates.of_users(
+        fused, cf.user_ids_, task, config.validation_candidates, profiles
+    )
     blocks = {**fused.layout_.dims, **({TOKENS: 1} if fused.has_tokens else {})}
-    choice = _grid_search(evaluate, blocks, config)
+    profile, choice = choose_token_profile(candidates, task, blocks, config, list(profiles))
     fused.set_weights(choice.weights, choice.cold_scale)
     pairs = next_item_pairs(fit_part, val_part, item_ids, config.validation_users)
     surfaces, hit_rates = _surface_search(fused, pairs, config)
     metrics = {**choice.metrics, **report, "surfaces": surfaces}
     metrics.update({f"validation_next_item_hit@{K}_{s}": v for s, v in hit_rates.items()})
     log.info("weights chosen on the validation slice: %s", metrics)
-    return WeightChoice(choice.weights, choice.cold_scale, metrics, surfaces, confidence)
+    return WeightChoice(choice.weights, choice.cold_scale, metrics, surfaces, confidence, profile)
+
+
+def _user_profiles(fused: FusedModel, user_items: sp.csr_matrix, forms: tuple[str, ...]) -> dict:
+    """Form -> (U, F) token profiles of the fitted users' ``user_items`` (U, I) under each
+    token profile form (none without tokens); one sparse product each."""
+    if not fused.has_tokens:
+        return {}
+    profiles = {}
+    for form in forms:
+        fused.token_profile_ = form
+        profiles[form] = fused.history_token_profiles(user_items)
+    fused.token_profile_ = forms[0]
+    return profiles
+
+
+def choose_token_profile(
+    candidates: Candidates, task, blocks: dict[str, int], config: TrainConfig, forms: list
+) -> tuple[str | None, WeightChoice]:
+    """The weights searched once per token profile form (``forms``, the default first; none
+    without tokens), on the same candidates with each form's token column. Each form is
+    judged at its own weights on the two objectives it moves: the users' all-items
+    recall@K, and the cold objective of the cold search (cold-item recall@``grid.cold_k``
+    of the users holding cold items out, among cold items; with fewer than
+    ``grid.cold_min_users`` of them, the first alone). Another form replaces the default
+    only when it beats it by ``grid.significance`` standard errors on one objective and
+    is not that much below it on the other; of several, the best on the weights search's
+    own objective. -> (the form, its weights)."""
+    grid = config.grid
+    found = {}  # form -> (WeightChoice, Scored at K, Scored at cold_k)
+    for form in forms or [None]:
+        view = candidates.with_profile(form)
+
+        def evaluate(weights, cold_scale, k: int = K, view=view) -> Scored:
+            return _scored(view.rank(weights, cold_scale, k), task, k)
+
+        choice, current = _grid_search(evaluate, blocks, config)
+        found[form] = (choice, current, evaluate(choice.weights, choice.cold_scale, grid.cold_k))
+    default = chosen = forms[0] if forms else None
+    cold_users = len(found[default][2].cold)
+    judged = (
+        (("warm", 1), ("cold", 2)) if cold_users >= max(grid.cold_min_users, 2) else (("warm", 1),)
+    )
+
+    def gains(form, over) -> tuple[bool, bool]:
+        new, old = found[form], found[over]
+        up = any(_better(new[i].on(p), old[i].on(p), grid.significance) for p, i in judged)
+        down = any(_better(old[i].on(p), new[i].on(p), grid.significance) for p, i in judged)
+        return up, down
+
+    for form in forms[1:]:
+        up, down = gains(form, default)
+        if up and not down and found[form][1].objective > found[chosen][1].objective:
+            chosen = form
+    choice = replace(
+        found[chosen][0], metrics={**found[chosen][0].metrics, "token_profile": chosen}
+    )
+    if len(forms) > 1:
+        cold_key = f"validation_cold_recall@{grid.cold_k}"
+        report = {
+            f: {f"validation_recall@{K}": _mean(w.warm), cold_key: _mean(c.cold)}
+            for f, (_, w, c) in found.items()
+        }
+        choice = replace(choice, metrics={**choice.metrics, "token_profiles": report})
+    return chosen, choice
+
+
+def _mean(values: np.ndarray | None) -> float | None:
+    return None if values is None or not len(values) else round(float(values.mean()), 6)
 
 
 def choose_confidence(
@@ -219,7 +293,8 @@ class Candidates:
     ) -> Candidates:
         """Candidates of the queries' unweighted ``queries`` blocks ((Q, d) each) against the
         fused model's item blocks; ``exclude`` (Q, I) marks items never ranked (seen ones)."""
-        blocks = tuple(b for b in (*fused.layout_.dims, TOKENS) if b in queries)
+        blocks = tuple(b for b in (*fused.layout_.dims, *queries) if b in queries)
+        blocks = tuple(dict.fromkeys(blocks))  # dense blocks first, then token columns
         n_queries, n_items = exclude.shape
         cold_cols = np.flatnonzero(cold)
         batch = max(1, MAX_BATCH_CELLS // max(n_items, 1))
@@ -240,31 +315,47 @@ class Candidates:
             items[q, : len(picked)] = picked
         scores = np.zeros((n_queries, width, len(blocks)), dtype=np.float32)
         step = max(1, MAX_BATCH_CELLS // max(width * max(fused.layout_.dims.values()), 1))
-        dense = [(j, b) for j, b in enumerate(blocks) if b != TOKENS]
+        dense = [(j, b) for j, b in enumerate(blocks) if not _is_tokens(b)]
         for start in range(0, n_queries, step):
             rows = slice(start, start + step)
             picked = np.maximum(items[rows], 0)
             for j, block in dense:
                 item_part = fused.item_blocks_[block][picked]  # (b, C, d)
                 scores[rows, :, j] = np.einsum("qd,qcd->qc", queries[block][rows], item_part)
-        if TOKENS in blocks:  # sparse: each batch's (b, I) cosines, then the candidates'
-            j = blocks.index(TOKENS)
+        for j in (j for j, b in enumerate(blocks) if _is_tokens(b)):
+            # sparse: each batch's (b, I) cosines, then the candidates'
             for start in range(0, n_queries, batch):
                 rows = slice(start, start + batch)
-                full = _block_scores(fused, TOKENS, queries[TOKENS][rows])
+                full = _block_scores(fused, TOKENS, queries[blocks[j]][rows])
                 scores[rows, :, j] = np.take_along_axis(full, np.maximum(items[rows], 0), 1)
         scores[items < 0] = 0.0
         log.info("validation candidates: %d queries x at most %d items", n_queries, width)
         return cls(items, scores, blocks, cold)
 
     @classmethod
-    def of_users(cls, fused: FusedModel, user_ids: np.ndarray, task, n: int) -> Candidates:
-        """The task's users (their fitted user blocks; training items excluded)."""
+    def of_users(
+        cls, fused: FusedModel, user_ids: np.ndarray, task, n: int, profiles: dict | None = None
+    ) -> Candidates:
+        """The task's users (their fitted user blocks; training items excluded). ``profiles``
+        (form -> (U, F) token profiles, e.g. ``_user_profiles``) gives one token column per
+        form, candidates found by each (``with_profile`` picks one); else the fitted ones."""
         rows = pd.Index(user_ids).get_indexer(task.user_ids)
         queries = {b: v[rows] for b, v in fused.user_blocks_.items()}
-        if fused.has_tokens:
+        if profiles:
+            queries.update({f"{TOKENS}:{form}": p[rows] for form, p in profiles.items()})
+        elif fused.has_tokens:
             queries[TOKENS] = fused.user_tokens_[rows]
         return cls.build(fused, queries, task.seen, task.cold, n)
+
+    def with_profile(self, form: str | None) -> Candidates:
+        """The same candidates with one token profile form's column as the token block
+        (the others dropped); ``None`` or a build without forms: as they are."""
+        key = f"{TOKENS}:{form}"
+        if form is None or key not in self.blocks:
+            return self
+        keep = [j for j, b in enumerate(self.blocks) if not _is_tokens(b) or b == key]
+        blocks = tuple(TOKENS if self.blocks[j] == key else self.blocks[j] for j in keep)
+        return replace(self, scores=self.scores[:, :, keep], blocks=blocks)
 
     @classmethod
     def of_items(cls, fused: FusedModel, pairs: np.ndarray, n: int) -> Candidates:
@@ -296,9 +387,14 @@ class Candidates:
         return np.where(best >= 0, np.take_along_axis(self.items, np.maximum(best, 0), 1), -1)
 
 
+def _is_tokens(block: str) -> bool:
+    """The token block, or one token profile form's column of it (``"tokens:binary"``)."""
+    return block == TOKENS or block.startswith(f"{TOKENS}:")
+
+
 def _block_scores(fused: FusedModel, block: str, queries) -> np.ndarray:
     """(Q, I) float32 unweighted similarities of ``queries`` to every item in one block."""
-    if block == TOKENS:
+    if _is_tokens(block):
         return np.asarray((queries @ fused.token_postings).toarray(), dtype=np.float32)
     return np.asarray(queries @ fused.item_blocks_[block].T).astype(np.float32, copy=False)
 
@@ -370,10 +466,11 @@ def _better(found: Scored, current: Scored, z: float) -> bool:
     return diff.mean() > margin
 
 
-def _grid_search(evaluate, blocks: dict[str, int], config: TrainConfig) -> WeightChoice:
+def _grid_search(evaluate, blocks: dict[str, int], config: TrainConfig):
     """Block weights by coordinate ascent from cf alone (cf 1, cold items at the config's
     scale): per block, cf last, the best candidate replaces the current weight when it is
-    significantly better; then, with ``search_cold``, cold items' own weights."""
+    significantly better; then, with ``search_cold``, cold items' own weights.
+    -> (the choice, its Scored)."""
     grid = config.grid
     options = {
         "tabular": grid.tabular,
@@ -391,9 +488,8 @@ def _grid_search(evaluate, blocks: dict[str, int], config: TrainConfig) -> Weigh
     if grid.search_cold:
         weights, cold_scale, current = _cold_search(evaluate, weights, cold_scale, current, grid)
     report = {f"validation_{k}": v for k, v in current.metrics.items()}
-    return WeightChoice(
-        weights, cold_scale, {**report, "weights": weights, "cold_scale": cold_scale}
-    )
+    metrics = {**report, "weights": weights, "cold_scale": cold_scale}
+    return WeightChoice(weights, cold_scale, metrics), current
 
 
 def _cold_search(evaluate, weights: dict, cold_scale: dict, current: Scored, grid):
