@@ -66,17 +66,21 @@ def ranked(cards: CardCache, results: Results, query: int = 0) -> list[RankedIte
     because = results.because[query] if results.because else [[] for _ in ids]
     mentioned = {r.item_id for reasons in because for r in reasons if r.item_id is not None}
     found = cards.cards(list(dict.fromkeys([*ids, *mentioned])))
+    titles = {item_id: found[item_id].title for item_id in mentioned if item_id in found}
     return [
         RankedItem(
             **card(item_id, found.get(item_id)),
             score=round(float(score), 6),
-            because=[_reason(r, found) for r in reasons],
+            because=[_reason(r, titles) for r in reasons],
         )
         for item_id, score, reasons in zip(ids, scores, because, strict=True)
     ]
 
 
-def _reason(reason, found: dict[str, ItemCard]) -> Reason:
-    item = found.get(reason.item_id) if reason.item_id is not None else None
-    title = item.title if item is not None else None
-    return Reason(**reason.to_json(), title=title)
+def _reason(reason, titles: dict[str, str | None]) -> Reason:
+    return Reason(
+        label=reason.label,
+        share=round(float(reason.share), 6),
+        item_id=reason.item_id,
+        title=titles.get(reason.item_id) if reason.item_id is not None else None,
+    )

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from recsys.model import sparse_rows
+
 BLOCK_LABELS = {
     "cf": "viewed together",
     "tabular": "similar attributes",
@@ -136,25 +138,27 @@ def history_parts(fused, cf, history: History, query: np.ndarray, found: np.ndar
 
 def _profile_parts(x, history: History, items) -> np.ndarray:
     """(H, k): history item j's part of <normalize(sum_j c_j x_j), v_i> for the listed items'
-    rows ``items`` (k, d) of one block, ``x`` (H, d) the history's rows (dense or sparse)."""
-    norm = np.linalg.norm(np.asarray(x.T @ history.weights, dtype=np.float64))
+    rows ``items`` (k, d) of one block, ``x`` (H, d) the history's rows."""
+    norm = np.linalg.norm(x.T @ history.weights)
     if norm < 1e-12:
         return np.zeros((len(history.rows), items.shape[0]))
-    products = x @ items.T
-    products = products.toarray() if sp.issparse(products) else products
-    return history.weights[:, None] * np.asarray(products, dtype=np.float64) / norm
+    return history.weights[:, None] * (x @ items.T) / norm
 
 
 def _token_parts(fused, history: History, found: np.ndarray) -> np.ndarray:
     """(H, k): item j's part of the feed's token term, weight * scale_i *
     <normalize(sum_j c'_j t_j), t_i>, for the listed items ``found``; c'_j is what the
     confidence c_j counts for in a token profile (its sign when profiles are binary,
-    ``FusedModel.token_profile_weights``)."""
+    ``FusedModel.token_profile_weights``). Read from the token matrix's CSR arrays
+    (``recsys.model.sparse_rows``): no sparse matrix is built per feed."""
     listed = np.maximum(found, 0)
-    counted = History(history.rows, fused.token_profile_weights(history.weights))
-    parts = _profile_parts(fused.item_tokens_[history.rows], counted, fused.item_tokens_[listed])
+    counted = np.asarray(fused.token_profile_weights(history.weights), dtype=np.float64)
+    norm = sparse_rows.norm_of_sum(fused.item_tokens_, history.rows, counted)
+    if norm < 1e-12:
+        return np.zeros((len(history.rows), len(found)))
+    products = sparse_rows.cross_dots(fused.item_tokens_, history.rows, listed)
     scale = np.where(fused.cold_[listed], fused.cold_scale_.get("tokens", 1.0), 1.0)
-    return fused.token_weight * scale * parts
+    return fused.token_weight * scale * (counted[:, None] * products / norm)
 
 
 def item_gram(cf) -> np.ndarray:

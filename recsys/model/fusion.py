@@ -38,6 +38,7 @@ from sklearn.base import BaseEstimator
 from sklearn.linear_model import Ridge
 from sklearn.utils.validation import check_is_fitted
 
+from recsys.model import sparse_rows
 from recsys.model.data import mapped
 
 log = logging.getLogger(__name__)
@@ -407,9 +408,14 @@ class FusedModel(BaseEstimator):
         items the cosines cost the postings of the profiles' tokens."""
         if profiles is None or not self.token_weight:
             return None
-        profiles = sp.csr_matrix(profiles, dtype=np.float32)
+        if not (sp.isspmatrix_csr(profiles) and profiles.dtype == np.float32):
+            profiles = sp.csr_matrix(profiles, dtype=np.float32)
         if rows is None:
             cosine = (profiles @ self.token_postings).toarray()
+        elif profiles.shape[0] == 1:  # one feed's few hundred rows: no sparse matrix built
+            profiles = profiles if profiles.has_sorted_indices else profiles.sorted_indices()
+            cosine = sparse_rows.row_dots(self.item_tokens_, rows, profiles.indices, profiles.data)
+            cosine = cosine[None, :]
         else:
             cosine = (profiles @ self.item_tokens_[rows].T).toarray()
         scale = self.token_scale_ if rows is None else self.token_scale_[rows]

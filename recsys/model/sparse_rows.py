@@ -1,0 +1,71 @@
+"""A few rows of a CSR matrix, worked on as plain arrays.
+
+A request touches tens of rows of the item-token matrix (a feed's candidates, a user's
+history). scipy builds a new sparse matrix for every slice, transpose and product, at tens
+of microseconds each whatever its size; these functions read the rows' slices of the CSR
+arrays directly, so their cost is the entries they touch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def gather(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(owner, columns, values) of the entries of ``rows``, row after row; ``owner`` is each
+    entry's place in ``rows`` (so repeated rows give repeated entries)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    starts = matrix.indptr[rows].astype(np.int64)
+    lengths = matrix.indptr[rows + 1] - starts
+    total = int(lengths.sum())
+    owner = np.repeat(np.arange(len(rows)), lengths)
+    at = np.arange(total) + np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+    return owner, matrix.indices[at], matrix.data[at]
+
+
+def row_dots(
+    matrix: sp.csr_matrix, rows: np.ndarray, indices: np.ndarray, values: np.ndarray
+) -> np.ndarray:
+    """(len(rows),) float64: each row's inner product with the sparse vector (``indices``
+    ascending and distinct, ``values``)."""
+    owner, columns, data = gather(matrix, rows)
+    return np.bincount(owner, weights=data * _lookup(indices, values, columns), minlength=len(rows))
+
+
+def norm_of_sum(matrix: sp.csr_matrix, rows: np.ndarray, weights: np.ndarray) -> float:
+    """``|sum_j weights_j * matrix[rows_j]|``, the Euclidean norm of a weighted sum of rows."""
+    owner, columns, data = gather(matrix, rows)
+    if not len(columns):
+        return 0.0
+    _, column = np.unique(columns, return_inverse=True)
+    summed = np.bincount(column, weights=data * np.asarray(weights, dtype=np.float64)[owner])
+    return float(np.sqrt(summed @ summed))
+
+
+def cross_dots(matrix: sp.csr_matrix, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """(len(left), len(right)) float64: the inner products of rows ``left`` with rows
+    ``right`` (each side a few hundred rows at most: a request's history and list)."""
+    out = np.zeros(len(left) * len(right))
+    r_owner, r_columns, r_data = gather(matrix, right)
+    if not len(r_columns):
+        return out.reshape(len(left), len(right))
+    shared, r_column = np.unique(r_columns, return_inverse=True)
+    dense = np.zeros((len(shared), len(right)))  # the right rows over their own columns
+    dense[r_column, r_owner] = r_data
+    l_owner, l_columns, l_data = gather(matrix, left)
+    at = np.minimum(np.searchsorted(shared, l_columns), len(shared) - 1)
+    hit = shared[at] == l_columns
+    l_owner, at, l_data = l_owner[hit], at[hit], l_data[hit]
+    products = l_data[:, None] * dense[at]  # (E, len(right)): one line per shared entry
+    slots = l_owner[:, None] * len(right) + np.arange(len(right))
+    out += np.bincount(slots.ravel(), weights=products.ravel(), minlength=len(out))
+    return out.reshape(len(left), len(right))
+
+
+def _lookup(indices: np.ndarray, values: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """The sparse vector's value at each of ``columns`` (0 where it has none)."""
+    if not len(indices):
+        return np.zeros(len(columns))
+    at = np.minimum(np.searchsorted(indices, columns), len(indices) - 1)
+    return np.where(indices[at] == columns, values[at], 0.0)
