@@ -24,6 +24,7 @@ the rest of the history, the popularity part and the remainder, each when non-ze
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -41,10 +42,9 @@ TOP_ITEMS = 3
 NEGLIGIBLE = 1e-7
 
 
-@dataclass(frozen=True)
-class Reason:
+class Reason(NamedTuple):
     """One part of a score: ``share`` of it, ``label`` in words; ``item_id``: the history
-    item it comes from (feeds)."""
+    item it comes from (feeds). A named tuple: a feed builds about a hundred per request."""
 
     label: str
     share: float
@@ -78,12 +78,13 @@ def block_shares(fused, query_rows: np.ndarray, found: np.ndarray, surface: str)
 def similar_reasons(shares: dict[str, np.ndarray], shared: list[list[list[str]]], q: int):
     """The reasons of query ``q``'s items (one list per item), largest part first;
     ``shared[q][j]``: the attributes item j shares with the query item."""
+    parts = {name: values[q].tolist() for name, values in shares.items()}  # Python floats
     out = []
     for j, names in enumerate(shared[q]):
         reasons = [
-            Reason(_block_label(name, names), float(values[q, j]))
-            for name, values in shares.items()
-            if abs(values[q, j]) > NEGLIGIBLE
+            Reason(_block_label(name, names), values[j])
+            for name, values in parts.items()
+            if abs(values[j]) > NEGLIGIBLE
         ]
         out.append(sorted(reasons, key=lambda r: -r.share))
     return out
@@ -212,19 +213,22 @@ def feed_reasons(
     listed = np.take_along_axis(per_item, order, axis=0)  # (top, k)
     rest = per_item.sum(axis=0) - np.where(listed > NEGLIGIBLE, listed, 0.0).sum(axis=0)
     names = item_ids[history.rows[order]] if len(history.rows) else order.astype(str)
+    labels = {
+        "other items you viewed": rest,
+        BLOCK_LABELS["popularity"]: popularity,
+        "your overall taste": remainder,
+    }
+    # Python floats and strings first: numpy scalars cost a conversion each
+    listed, names = listed.T.tolist(), names.T.tolist()  # (k, top)
+    extras = [[(label, v) for v in values.tolist()] for label, values in labels.items()]  # (3, k)
     out = []
-    for j in range(per_item.shape[1]):
+    for j, (shares, named) in enumerate(zip(listed, names, strict=True)):
         reasons = [
-            Reason("you viewed", float(listed[n, j]), str(names[n, j]))
-            for n in range(len(order))
-            if listed[n, j] > NEGLIGIBLE
+            Reason("you viewed", share, str(name))
+            for share, name in zip(shares, named, strict=True)
+            if share > NEGLIGIBLE
         ]
-        extra = (
-            ("other items you viewed", rest[j]),
-            (BLOCK_LABELS["popularity"], popularity[j]),
-            ("your overall taste", remainder[j]),
-        )
-        reasons += [Reason(label, float(v)) for label, v in extra if abs(v) > NEGLIGIBLE]
+        reasons += [Reason(*extra[j]) for extra in extras if abs(extra[j][1]) > NEGLIGIBLE]
         out.append(reasons)
     return out
 
