@@ -48,6 +48,10 @@ DEFAULTS = {
     # LIVE_CATALOG_SECONDS, on the product page and in every list at once); with the follower
     # off, each request checks the catalog's items generation. 0 reads every card every time.
     "CARD_CACHE_ITEMS": 50_000,
+    # The catalog follower also keeps every item's card as columns (CardSnapshot: about 30
+    # bytes per item plus titles and attributes), so lists of items no request showed before
+    # read no card from the database: only items written since are read.
+    "CARD_SNAPSHOT": True,
     # With the follower off: seconds a worker answers cards from memory before it reads the
     # items generation again; 0 reads it on every request, so an edit shows on the next one.
     "CARD_MAX_AGE_SECONDS": 0.0,
@@ -77,7 +81,10 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
         on_follow=metrics.live_changed,
     )
     cards = CardCache(
-        engine, int(app.config["CARD_CACHE_ITEMS"]), float(app.config["CARD_MAX_AGE_SECONDS"])
+        engine,
+        int(app.config["CARD_CACHE_ITEMS"]),
+        float(app.config["CARD_MAX_AGE_SECONDS"]),
+        snapshot=bool(app.config["CARD_SNAPSHOT"]),
     )
     app.extensions["recsys"] = ServiceContext(settings, engine, holder, metrics, cards)
     errors.init_app(app)

@@ -9,7 +9,7 @@ from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
 from recsys.catalog import reads
-from recsys.catalog.models import Interaction, Item, User
+from recsys.catalog.models import CatalogState, Interaction, Item, User
 from recsys.model.data import INTERACTION_COLUMNS, read_interactions
 from tests.shop_fixture import populate
 from tests.toy import toy_catalog
@@ -133,4 +133,45 @@ def test_card_cache_with_a_max_age_rereads_the_generation_only_when_due(engine):
         connection.execute(update(Item).where(Item.external_id == "a1").values(title="Renamed"))
     assert cache.cards(["a1"])["a1"].title == "Comedy story 1"  # from memory, within max_age
     # A card not in memory makes it read the catalog, generation included: all fresh again.
+    assert cache.cards(["a1", "b2"])["a1"].title == "Renamed"
+
+
+def test_a_followed_card_snapshot_answers_unseen_items_without_reading_cards(engine):
+    """With a snapshot, the follower reads every card once; lists of items never shown
+    before read no card, and an item written since is read afresh, on the next follow."""
+    populate(engine)
+    cache = reads.CardCache(engine, capacity=2, snapshot=True)
+    cache.follow()
+    statements = []
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    everything = [card.item_id for card in reads.list_items(engine, 0, 100).cards]
+    statements.clear()
+    cards = cache.cards(everything)
+    assert len(cards) == 32 and not statements  # read before, held as columns: no query
+    assert cards == reads.item_cards(engine, everything)  # every field as the catalog has it
+    with engine.begin() as connection:
+        connection.execute(update(Item).where(Item.external_id == "a1").values(title="Renamed"))
+    with Session(engine) as session, session.begin():
+        session.add(Item(external_id="new-1", title="Added later"))
+    cache.follow()
+    statements.clear()
+    found = cache.cards(["a1", "b2", "new-1"])
+    assert sum("FROM items" in sql for sql in statements) == 1  # the two written items only
+    assert found["a1"].title == "Renamed" and found["new-1"].title == "Added later"
+    assert found["b2"].title == reads.item_cards(engine, ["b2"])["b2"].title
+
+
+def test_a_card_snapshot_is_dropped_when_the_catalog_cannot_say_what_changed(engine):
+    populate(engine)
+    cache = reads.CardCache(engine, capacity=100, snapshot=True)
+    cache.follow()
+    with engine.begin() as connection:  # a jump the change log does not explain
+        connection.execute(
+            update(CatalogState).values(items_generation=CatalogState.items_generation + 5000)
+        )
+        connection.execute(update(Item).where(Item.external_id == "a1").values(title="Renamed"))
+    assert cache.cards(["a1"])["a1"].title == "Comedy story 1"  # followed: not yet checked
+    cache.follow()
+    assert cache.cards(["a1"])["a1"].title == "Renamed"
+    cache.follow()  # a new snapshot, current again
     assert cache.cards(["a1", "b2"])["a1"].title == "Renamed"

@@ -16,6 +16,7 @@ the written items' cards.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -25,10 +26,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, func, select
+import numpy as np
+import pyarrow as pa
+from sqlalchemy import Engine, Text, bindparam, cast, func, select
 from sqlalchemy.engine import Row
 
 from recsys.catalog.models import CatalogState, Interaction, Item, ItemChange, User
+from recsys.model.data import IdIndex
 
 # Most recent events of a user that ``fresh_items`` returns.
 FRESH_LIMIT = 200
@@ -76,6 +80,53 @@ _FRESH_ITEMS = (
 )
 
 
+class CardSnapshot:
+    """Every item's card at one items generation, held as columns: the ids in an ``IdIndex``,
+    titles and attribute documents (JSON text) as Arrow strings, stock and photo as bits, a
+    few dozen bytes per item where a dict of cards costs about 600. A ``CardCache`` answers
+    from it the items written neither since the snapshot nor ever asked again, so a request
+    reads no card from the database however many distinct items it shows."""
+
+    def __init__(self, generation: int, ids, titles, in_stock, has_image, attributes) -> None:
+        self.generation = generation
+        self.index = IdIndex(np.asarray(ids, dtype=str))
+        self.titles = pa.array(titles, type=pa.large_string())
+        self.attributes = pa.array(attributes, type=pa.large_string())
+        self.in_stock = np.asarray(in_stock, dtype=bool)
+        self.has_image = np.asarray(has_image, dtype=bool)
+
+    def __len__(self) -> int:
+        return len(self.in_stock)
+
+    @classmethod
+    def read(cls, engine: Engine) -> CardSnapshot:
+        """The generation, then every card (a write between the two reads is logged after
+        that generation, so the cache reads that item afresh)."""
+        photo, document = Item.image_path.is_not(None), cast(Item.attributes, Text)
+        columns = (Item.external_id, Item.title, Item.in_stock, photo, document)
+        with engine.connect() as connection:
+            generation = connection.scalar(_GENERATION)
+            rows = connection.execute(select(*columns)).all()
+        ids, titles, stock, image, attributes = zip(*rows, strict=True) if rows else [()] * 5
+        return cls(generation, ids, titles, stock, image, attributes)
+
+    def cards(self, item_ids: Sequence[str]) -> dict[str, ItemCard]:
+        """The cards of those ``item_ids`` the snapshot holds, by id."""
+        rows = self.index.rows(list(item_ids)) if item_ids else np.zeros(0, dtype=np.int64)
+        known = rows >= 0
+        ids = [item_id for item_id, ok in zip(item_ids, known.tolist(), strict=True) if ok]
+        rows = rows[known]
+        titles = self.titles.take(pa.array(rows)).to_pylist()
+        documents = self.attributes.take(pa.array(rows)).to_pylist()
+        stock, image = self.in_stock[rows].tolist(), self.has_image[rows].tolist()
+        return {
+            item_id: ItemCard(item_id, title, in_stock, has, json.loads(doc) if doc else {})
+            for item_id, title, in_stock, has, doc in zip(
+                ids, titles, stock, image, documents, strict=True
+            )
+        }
+
+
 def _card(row: Row) -> ItemCard:
     item_id, title, in_stock, image_path, attributes = row
     return ItemCard(item_id, title, bool(in_stock), image_path is not None, attributes or {})
@@ -110,10 +161,20 @@ class CardCache:
     they answer from memory, as current as the last ``follow`` (so a product page and the
     items around it change together), and read only the cards they miss. When ``follow``
     has not run for ``stale_after`` seconds, requests read the generation themselves again.
+
+    With ``snapshot``, ``follow`` also reads every card once into a ``CardSnapshot`` (after
+    that, on the next ``follow`` once the catalog could not say what changed), and requests
+    answer from it every item not written since, so the cards they miss are read from the
+    catalog only for items written since the snapshot.
     """
 
     def __init__(
-        self, engine: Engine, capacity: int, max_age: float = 0.0, stale_after: float = 10.0
+        self,
+        engine: Engine,
+        capacity: int,
+        max_age: float = 0.0,
+        stale_after: float = 10.0,
+        snapshot: bool = False,
     ) -> None:
         if capacity < 0 or max_age < 0 or stale_after < 0:
             raise ValueError(
@@ -129,6 +190,10 @@ class CardCache:
         self._generation: int | None = None
         self._checked = -math.inf  # time.monotonic() of the last generation read
         self._lock = threading.Lock()
+        self.snapshot = snapshot
+        self._snapshot: CardSnapshot | None = None  # current to self._generation but _stale
+        self._stale: set[str] = set()  # items written since the snapshot
+        self._unplaced: CardSnapshot | None = None  # read, waiting for a generation to match
 
     def __len__(self) -> int:
         return len(self._cards)
@@ -176,6 +241,28 @@ class CardCache:
             self._catch_up(connection, generation)
         self._cached(generation, ())  # a move the log did not explain empties the cache
         self._checked = self._followed = now
+        if self.snapshot and self._snapshot is None:
+            self._place(self._unplaced or CardSnapshot.read(self.engine))
+
+    def _place(self, snapshot: CardSnapshot) -> None:
+        """Answer from ``snapshot`` once it is brought up to the cache's generation through
+        the change log; kept for the next ``follow`` while the cache is at another one, and
+        dropped when the log cannot say what changed since it."""
+        with self.engine.connect() as connection:
+            now = connection.scalar(_GENERATION)
+            old = snapshot.generation
+            if now is None or old is None or not 0 <= now - old <= LOG_STEP:
+                self._unplaced = None
+                return
+            changed = connection.execute(_CHANGED, {"old": old, "new": now}).scalars().all()
+        if now != old and not changed:  # moved with nothing logged: a TRUNCATE
+            self._unplaced = None
+            return
+        with self._lock:
+            if self._generation != now:
+                self._unplaced = snapshot
+                return
+            self._snapshot, self._stale, self._unplaced = snapshot, set(changed), None
 
     def _catch_up(self, connection, generation: int | None) -> None:
         """Drop only the cards of the items written since the cached generation (the change
@@ -190,20 +277,33 @@ class CardCache:
             if self._generation == old:
                 for item_id in changed:
                     self._cards.pop(item_id, None)
+                if self._snapshot is not None:
+                    self._stale.update(changed)
                 self._generation = generation
 
     def _cached(self, generation: int | None, item_ids: Sequence[str]) -> dict[str, ItemCard]:
+        """The asked cards held in memory at ``generation`` (the cache's own, then the
+        snapshot's for items not written since); a cache at another generation starts
+        afresh, without its snapshot."""
         with self._lock:
             if generation is None or generation != self._generation:
                 self._cards.clear()
+                self._snapshot, self._stale = None, set()
                 self._generation = generation
                 return {}
-            found = {}
+            found, unseen = {}, []
             for item_id in item_ids:
                 if (card := self._cards.get(item_id)) is not None:
                     self._cards.move_to_end(item_id)
                     found[item_id] = card
+                elif item_id not in self._stale:
+                    unseen.append(item_id)
+            snapshot = self._snapshot
+        if snapshot is None or not unseen:
             return found
+        read = snapshot.cards(unseen)
+        self._keep(generation, read)  # the items a process shows again answer from the dict
+        return found | read
 
     def _keep(self, generation: int | None, read: dict[str, ItemCard]) -> None:
         """Keep cards read at ``generation`` unless another request saw a newer one since."""
