@@ -150,8 +150,13 @@ def choose_token_profile(
     if len(forms) > 1:
         cold_key = f"validation_cold_recall@{grid.cold_k}"
         report = {
-            f: {f"validation_recall@{K}": _mean(w.warm), cold_key: _mean(c.cold)}
-            for f, (_, w, c) in found.items()
+            f: {
+                f"validation_recall@{K}": _mean(w.warm),
+                cold_key: _mean(c.cold),
+                "weights": ch.weights,
+                "cold_scale": ch.cold_scale,
+            }
+            for f, (ch, w, c) in found.items()
         }
         choice = replace(choice, metrics={**choice.metrics, "token_profiles": report})
     return chosen, choice
