@@ -121,6 +121,7 @@ class ItemFilters:
         self.in_stock = np.asarray(in_stock, dtype=bool)
         self.postings = postings
         self._labels: dict[str, sp.csr_matrix] = {}
+        self._codes: dict[str, np.ndarray | None] = {}
 
     @classmethod
     def from_items(cls, items: pd.DataFrame, kinds: dict[str, str]) -> ItemFilters:
@@ -167,13 +168,35 @@ class ItemFilters:
         two items have a value in common (array lookups on the CSR parts, no sparse algebra:
         this runs on every similar-items request)."""
         out: list[list[list[str]]] = [[[] for _ in row] for row in found]
+        query_rows = np.asarray(query_rows)
         for name in self.postings:
             labels = self.labels(name)
-            for q, query in enumerate(np.asarray(query_rows).tolist()):
-                mine = labels.indices[labels.indptr[query] : labels.indptr[query + 1]]
-                for j in np.flatnonzero(_share_any(labels, found[q], mine)).tolist():
-                    out[q][j].append(name)
+            codes = self._single_codes(name, labels)
+            if codes is not None:  # one value per item at most: compare codes
+                mine = codes[query_rows][:, None]  # (Q, 1)
+                share = (codes[np.maximum(found, 0)] == mine) & (mine >= 0) & (found >= 0)
+            else:
+                share = np.stack(
+                    [
+                        _share_any(labels, found[q], _row_indices(labels, query))
+                        for q, query in enumerate(query_rows.tolist())
+                    ]
+                )
+            for q, j in zip(*(np.nonzero(share)[axis].tolist() for axis in (0, 1)), strict=True):
+                out[q][j].append(name)
         return out
+
+    def _single_codes(self, name: str, labels: sp.csr_matrix) -> np.ndarray | None:
+        """(items,) each item's one value of attribute ``name`` (-1: none), or None when an
+        item has several (a multi-valued attribute: genres); kept after the first call."""
+        if name not in self._codes:
+            counts = np.diff(labels.indptr)
+            codes = None
+            if counts.max(initial=0) <= 1:
+                codes = np.full(len(counts), -1, dtype=np.int64)
+                codes[counts == 1] = labels.indices[labels.indptr[:-1][counts == 1]]
+            self._codes[name] = codes
+        return self._codes[name]
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, directory: Path) -> None:
