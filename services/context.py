@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
 from flask import current_app
 from sqlalchemy import Engine
 
@@ -16,7 +17,6 @@ from recsys.model.recommender import Results
 from recsys.serving import ModelHolder
 from recsys.settings import Settings
 from services.metrics import Metrics
-from services.schemas import RankedItem, Reason
 
 
 @dataclass
@@ -59,28 +59,29 @@ def card(item_id: str, found: ItemCard | None) -> dict[str, Any]:
     }
 
 
-def ranked(cards: CardCache, results: Results, query: int = 0) -> list[RankedItem]:
+def ranked(cards: CardCache, results: Results, query: int = 0) -> list[dict[str, Any]]:
     """One query's results as cards with scores and reasons (history items titled), in the
-    order the model listed them."""
+    order the model listed them: the fields of ``RankedItem``, which the answer's model
+    validates in one pass (a feed holds about a hundred reasons)."""
     ids, scores = results.ids[query], results.scores[query]
     because = results.because[query] if results.because else [[] for _ in ids]
     mentioned = {r.item_id for reasons in because for r in reasons if r.item_id is not None}
     found = cards.cards(list(dict.fromkeys([*ids, *mentioned])))
     titles = {item_id: found[item_id].title for item_id in mentioned if item_id in found}
     return [
-        RankedItem(
+        {
             **card(item_id, found.get(item_id)),
-            score=round(float(score), 6),
-            because=[_reason(r, titles) for r in reasons],
-        )
-        for item_id, score, reasons in zip(ids, scores, because, strict=True)
+            "score": round(score, 6),
+            "because": [_reason(r, titles) for r in reasons],
+        }
+        for item_id, score, reasons in zip(ids, np.asarray(scores).tolist(), because, strict=True)
     ]
 
 
-def _reason(reason, titles: dict[str, str | None]) -> Reason:
-    return Reason(
-        label=reason.label,
-        share=round(float(reason.share), 6),
-        item_id=reason.item_id,
-        title=titles.get(reason.item_id) if reason.item_id is not None else None,
-    )
+def _reason(reason, titles: dict[str, str | None]) -> dict[str, Any]:
+    return {
+        "label": reason.label,
+        "share": round(float(reason.share), 6),
+        "item_id": reason.item_id,
+        "title": titles.get(reason.item_id) if reason.item_id is not None else None,
+    }
