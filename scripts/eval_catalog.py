@@ -10,7 +10,10 @@ pixels and a 64-bit perceptual hash (pHash: the sign of the 8x8 lowest DCT frequ
   nearest other item is its source. Pair F1: every item's nearest pair, scored by its
   similarity, positive when it is a (copy, source) pair; F1 at the best single threshold and
   at the label-free calibrated one. The copy descriptor
-  (``recsys.catalog_intel.copy_descriptor``) is scored here too.
+  (``recsys.catalog_intel.copy_descriptor``) is scored here too, alone and followed by
+  geometric verification of each item's 5 nearest (``recsys.catalog_intel.verification``:
+  each pair aligned by scale and offset, then scored by pixel correlation; row "copy
+  descriptor + verification", its time in ``duplicates_s``).
 * outliers: for each class c, the test images of the other 9 classes plus 1% (90) of class
   c's; AUROC of the outlier score (``OutlierScorer``), mean over the 10 choices of c.
 * clusters: k-means, k = 10, on the 60k train images; NMI and ARI against the classes.
@@ -19,6 +22,8 @@ pixels and a 64-bit perceptual hash (pHash: the sign of the 8x8 lowest DCT frequ
 
     .venv/bin/python scripts/eval_catalog.py --model-dir /tmp/ci16/model \\
         --json var/eval/catalog_cpu.json --plots var/eval/catalog_cpu
+    # the near-duplicate protocol only (no encoder, no outliers/clusters/few labels):
+    .venv/bin/python scripts/eval_catalog.py --duplicates-only --json var/eval/dups.json
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from pathlib import Path
 import click
 import faiss
 import numpy as np
+import torch
 
 from recsys.catalog_intel.copy_descriptor import center, copy_descriptors
 from recsys.catalog_intel.edits import realistic_edits
@@ -42,6 +48,7 @@ from recsys.catalog_intel.protocols import (
     few_label_accuracy,
     outlier_auroc,
     phash,
+    verified_copy_detection,
 )
 
 log = logging.getLogger("eval_catalog")
@@ -111,7 +118,16 @@ class CopyDescriptor:
 # --- tasks (recsys.catalog_intel.protocols) ---------------------------------------------
 
 
+class Verified:
+    """The copy descriptor's candidates, decided by geometric verification."""
+
+    def __init__(self, descriptor: CopyDescriptor):
+        self.descriptor = descriptor
+
+
 def duplicates(embed, data: Data) -> dict:
+    if isinstance(embed, Verified):
+        return verified_copy_detection(embed.descriptor, data.test_x, data.copies, data.sources)
     return copy_detection(embed, data.test_x, data.copies, data.sources)
 
 
@@ -134,7 +150,9 @@ def score_vectors(name: str, embed, data: Data, opts: dict, tasks: tuple[str, ..
     the linear probe, "propagation")."""
     row = {}
     if "duplicates" in tasks:
+        t0 = time.monotonic()
         row["duplicates"] = duplicates(embed, data)
+        row["duplicates_s"] = round(time.monotonic() - t0, 1)
         log.info("%s: duplicates %s", name, _short(row["duplicates"]))
     if "vectors" in tasks:
         t0 = time.monotonic()
@@ -160,6 +178,7 @@ def _short(section) -> str:
 
 
 COLUMNS = {
+    "dup. s": ("duplicates_s", None),
     "copy@1": ("duplicates", "copy@1"),
     "pair F1": ("duplicates", "pair_f1"),
     "F1 calib.": ("duplicates", "calibrated_f1"),
@@ -173,11 +192,14 @@ COLUMNS = {
 
 
 def table(rows: dict[str, dict]) -> str:
-    lines = [f"{'vectors':22s} " + " ".join(f"{h:>12s}" for h in COLUMNS)]
+    lines = [f"{'vectors':32s} " + " ".join(f"{h:>12s}" for h in COLUMNS)]
     for name, r in rows.items():
-        values = (r.get(section, {}).get(key) for section, key in COLUMNS.values())
+        values = (
+            r.get(section) if key is None else r.get(section, {}).get(key)
+            for section, key in COLUMNS.values()
+        )
         cells = (f"{v:12.4f}" if v is not None else f"{'-':>12s}" for v in values)
-        lines.append(f"{name:22s} " + " ".join(cells))
+        lines.append(f"{name:32s} " + " ".join(cells))
     return "\n".join(lines)
 
 
@@ -203,10 +225,14 @@ def plots(rows: dict[str, dict], out_dir: Path) -> list[Path]:
         xlabel="false-positive rate", ylabel="true-positive rate", title="outliers (tenth class: 0)"
     )
     pr.legend(fontsize=7)
-    roc.legend(fontsize=7)
+    if roc.lines:
+        roc.legend(fontsize=7)
     paths = [out_dir / "duplicates_and_outliers.png"]
     fig.savefig(paths[0], dpi=110, bbox_inches="tight")
     with_clusters = [n for n in rows if "clusters" in rows[n]]
+    if not with_clusters:  # --duplicates-only
+        plt.close("all")
+        return paths
     name = with_clusters[-1]  # the encoder when there is one
     fig, ax = plt.subplots(figsize=(5, 4.5))
     ax.imshow(np.asarray(rows[name]["clusters"]["confusion"]), cmap="Blues")
@@ -227,26 +253,44 @@ def plots(rows: dict[str, dict], out_dir: Path) -> list[Path]:
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--outlier-k", type=int, default=None, help="Default: OutlierScorer's (2%).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: all]."
+)
 @click.option("--limit", type=int, default=None, help="Smoke run: the first N train images.")
 @click.option("--baselines/--no-baselines", default=True, show_default=True)
+@click.option(
+    "--duplicates-only",
+    is_flag=True,
+    help="Only the near-duplicate protocol (skips outliers, clusters and few labels).",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
 @click.option("--plots", "plot_dir", type=click.Path(file_okay=False), default=None)
 def main(**opts) -> None:
     """Issue 16's four catalog protocols on Fashion-MNIST, ours beside the baselines."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     load_before = os.getloadavg()
-    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    threads = opts["threads"] or os.cpu_count() or 1
+    faiss.omp_set_num_threads(threads)
+    torch.set_num_threads(threads)
     data = load_data(opts["seed"], opts["data_dir"], opts["limit"])
-    both = ("duplicates", "vectors")
+    both = ("duplicates",) if opts["duplicates_only"] else ("duplicates", "vectors")
     runs = {}  # name -> (images -> vectors, tasks)
     if opts["baselines"]:
         runs["centred pixels"] = (Pixels(data), both)
         runs["pHash 64-bit"] = (phash, both)
-    runs["copy descriptor"] = (CopyDescriptor(data), ("duplicates",))
+    descriptor = CopyDescriptor(data)
+    runs["copy descriptor"] = (descriptor, ("duplicates",))
+    runs["copy descriptor + verification"] = (Verified(descriptor), ("duplicates",))
     if opts["model_dir"]:
-        runs["encoder"] = (Encoder(opts["model_dir"], opts["device"]), (*both, "propagation"))
+        extra = () if opts["duplicates_only"] else ("propagation",)
+        runs["encoder"] = (Encoder(opts["model_dir"], opts["device"]), (*both, *extra))
     rows = {name: score_vectors(name, f, data, opts, tasks) for name, (f, tasks) in runs.items()}
-    env = {"load_before": load_before, "load_after": os.getloadavg(), "cpus": os.cpu_count()}
+    env = {
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
+        "cpus": os.cpu_count(),
+        "threads": threads,
+    }
     click.echo(table(rows))
     click.echo(f"load average before {env['load_before']}, after {env['load_after']}")
     if opts["plot_dir"]:

@@ -14,6 +14,7 @@ from PIL import Image
 from recsys.catalog_intel.edits import realistic_edits
 from recsys.cli import cli
 from tests.test_catalog_intel import blobs, shapes
+from tests.test_catalog_verification import products
 
 
 def recsys(*args, expect_exit: int = 0):
@@ -65,10 +66,32 @@ def test_duplicates_from_photos_calibrate_their_own_threshold(tmp_path):
     out = tmp_path / "dups.json"
     recsys("catalog", "duplicates", "--images", tmp_path / "items.csv", "--out", out)
     doc = json.loads(out.read_text())
-    assert doc["calibration"]["threshold"] == doc["threshold"]
+    assert doc["calibration"]["threshold"] == doc["threshold"] and doc["score"] == "verified"
     found = {tuple(sorted(s)) for s in doc["sets"]}
     planted = {tuple(sorted((f"p{i}", f"p{300 + i}"))) for i in range(10)}
     assert len(found & planted) >= 7 and len(found - planted) <= 3
+
+
+def test_duplicates_from_photos_are_verified_so_lookalikes_stay_apart(tmp_path):
+    items, lookalikes = products(100, seed=9)
+    copies = realistic_edits(items[:20], seed=10)
+    rows = []
+    for n, pixels in enumerate(np.concatenate([items, lookalikes, copies])):
+        Image.fromarray(pixels).save(tmp_path / f"img{n}.png")
+        rows.append({"item_id": f"p{n}", "image": f"img{n}.png"})
+    pd.DataFrame(rows).to_csv(tmp_path / "items.csv", index=False)
+    planted = {(f"p{i}", f"p{200 + i}") for i in range(20)}
+    out = tmp_path / "dups.csv"
+    recsys("catalog", "duplicates", "--images", tmp_path / "items.csv", "--out", out,
+           "--no-progress")  # fmt: skip
+    verified = set(pd.read_csv(out)[["item_a", "item_b"]].itertuples(index=False, name=None))
+    assert len(verified & planted) >= 10 and len(verified - planted) <= 1
+    recsys("catalog", "duplicates", "--images", tmp_path / "items.csv", "--out", out,
+           "--no-verify", "--no-progress")  # fmt: skip
+    cosine = set(pd.read_csv(out)[["item_a", "item_b"]].itertuples(index=False, name=None))
+    # On cosine alone lookalikes pass and fewer copies do.
+    assert len(cosine - planted) > len(verified - planted)
+    assert len(cosine & planted) < len(verified & planted)
 
 
 def test_outliers_json_puts_the_odd_item_first(vectors, tmp_path):

@@ -1,11 +1,16 @@
 """Near-duplicate listings: pairs above a similarity threshold, grouped into duplicate sets.
 
     finder = DuplicateFinder().fit(vectors, copy_similarities=self_copy_sims)
-    finder.pairs_      # DuplicatePairs: rows i < j and their cosine, most similar first
+    finder.pairs_      # DuplicatePairs: rows i < j and their score, most similar first
     finder.set_of_     # (N,) duplicate-set number per item, -1 for items with no duplicate
 
-Pairs come from one FAISS range search (``recsys.catalog_intel.neighbours.pairs_above``);
-sets are the connected components of the pair graph. The threshold is either given or
+On vectors alone, pairs come from one FAISS range search
+(``recsys.catalog_intel.neighbours.pairs_above``) and are scored by cosine. Given the items'
+photos too (``fit(..., images=...)``), each item's ``VerifyConfig.candidates`` nearest items
+by vector are checked by geometric verification (``recsys.catalog_intel.verification``:
+align, then correlate pixels) and the pairs are scored by that verified score instead: an
+edited re-upload aligns, a lookalike product does not. Sets are the connected components of
+the pair graph. The threshold is either given or
 calibrated without labels (``calibrate_threshold``) from two samples the catalog itself
 provides: the similarity of items to an edited copy of themselves (``realistic_edits``; what
 a duplicate looks like) and every item's similarity to its nearest other item (mostly
@@ -23,6 +28,7 @@ from scipy.sparse.csgraph import connected_components
 from sklearn.base import BaseEstimator
 
 from recsys.catalog_intel.neighbours import as_unit_vectors, knn, pairs_above
+from recsys.catalog_intel.verification import VerifyConfig, verified_scores
 from recsys.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -30,36 +36,49 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DuplicateConfig:
-    # Cosine similarity from which a pair is a duplicate; None = calibrated (needs
-    # copy_similarities in fit).
+    # Score from which a pair is a duplicate (cosine, or the verified score when fit gets
+    # images); None = calibrated (needs copy_similarities in fit, on the same score).
     threshold: float | None = None
     # Calibration: share of edited self-copies the threshold must still catch.
     recall: float = 0.9
     # Calibration: at most this share of items may have their nearest neighbour above the
     # threshold (a catalog is mostly distinct products).
     max_flag_rate: float = 0.05
+    # The same cap for verified scores (fit with images); None = none: verification already
+    # keeps lookalikes below edited copies, and the cap would cut real copies wherever more
+    # than max_flag_rate of the items have a duplicate.
+    verified_max_flag_rate: float | None = None
 
 
 @dataclass(frozen=True)
 class Calibration:
     threshold: float
     copy_quantile: float  # the recall quantile of the self-copy similarities
-    neighbour_quantile: float  # the (1 - max_flag_rate) quantile of nearest-neighbour sims
+    # The (1 - max_flag_rate) quantile of nearest-neighbour scores; None when not capped.
+    neighbour_quantile: float | None
 
 
 def calibrate_threshold(
-    copy_similarities: np.ndarray, neighbour_similarities: np.ndarray, cfg: DuplicateConfig
+    copy_similarities: np.ndarray,
+    neighbour_similarities: np.ndarray,
+    cfg: DuplicateConfig,
+    verified: bool = False,
 ) -> Calibration:
     """A label-free threshold: the higher of "catches ``recall`` of the edited self-copies"
-    and "flags at most ``max_flag_rate`` of the items' nearest pairs".
+    and "flags at most ``max_flag_rate`` (``verified_max_flag_rate`` for verified scores)
+    of the items' nearest pairs".
 
     The second keeps lookalike products out where they are as close as edited copies; the
-    returned ``Calibration`` shows which of the two decided."""
+    returned ``Calibration`` shows which of the two decided (``neighbour_quantile`` is None
+    without a cap)."""
     copies = np.asarray(copy_similarities, np.float64)
     if copies.ndim != 1 or len(copies) < 10:
         raise InvalidInput("copy_similarities needs at least 10 values (edit a larger sample)")
     q_copy = float(np.quantile(copies, 1 - cfg.recall))
-    q_nn = float(np.quantile(neighbour_similarities, 1 - cfg.max_flag_rate))
+    rate = cfg.verified_max_flag_rate if verified else cfg.max_flag_rate
+    if rate is None:
+        return Calibration(q_copy, q_copy, None)
+    q_nn = float(np.quantile(neighbour_similarities, 1 - rate))
     return Calibration(max(q_copy, q_nn), q_copy, q_nn)
 
 
@@ -67,42 +86,86 @@ def calibrate_threshold(
 class DuplicatePairs:
     left: np.ndarray  # (P,) rows
     right: np.ndarray  # (P,) rows, left < right
-    similarity: np.ndarray  # (P,) cosine, descending
+    similarity: np.ndarray  # (P,) cosine or verified score, descending
 
 
 class DuplicateFinder(BaseEstimator):
     """Duplicate pairs and sets of a catalog's vectors (sklearn-style; ``fit`` returns self)."""
 
-    def __init__(self, config: DuplicateConfig | None = None, show_progress: bool = False):
+    def __init__(
+        self,
+        config: DuplicateConfig | None = None,
+        verify: VerifyConfig | None = None,
+        show_progress: bool = False,
+    ):
         self.config = config
+        self.verify = verify
         self.show_progress = show_progress
 
-    def fit(self, vectors, copy_similarities: np.ndarray | None = None) -> DuplicateFinder:
+    def fit(
+        self, vectors, copy_similarities: np.ndarray | None = None, images=None
+    ) -> DuplicateFinder:
+        """``copy_similarities``: scores of items against edited copies of themselves, on
+        the score the pairs get (``self_copy_similarities`` for cosine, and
+        ``verification.self_copy_scores`` with ``images``). ``images``: the items' photos,
+        uint8 (N, H, W[, C]) in the rows' order; the pairs are then verified."""
         cfg = self.config or DuplicateConfig()
         unit = as_unit_vectors(vectors)
-        self.calibration_ = None
-        if cfg.threshold is not None:
-            self.threshold_ = float(cfg.threshold)
-        elif copy_similarities is None:
+        if cfg.threshold is None and copy_similarities is None:
             raise InvalidInput(
-                "no duplicate threshold: pass copy_similarities (self_copy_similarities) "
-                "to calibrate one, or set DuplicateConfig(threshold=...) / --threshold"
+                "no duplicate threshold: pass copy_similarities (self_copy_similarities, or "
+                "verification.self_copy_scores with images) to calibrate one, or set "
+                "DuplicateConfig(threshold=...) / --threshold"
             )
+        if images is not None and len(images) != len(unit):
+            raise InvalidInput(f"images has {len(images)} rows but vectors {len(unit)}")
+        self.scored_by_ = "cosine" if images is None else "verified"
+        if images is None:
+            left, right, sims = self._cosine_pairs(unit, cfg, copy_similarities)
         else:
-            nn_sims, _ = knn(unit, 1, self.show_progress, "nearest neighbours")
-            self.calibration_ = calibrate_threshold(copy_similarities, nn_sims[:, 0], cfg)
-            self.threshold_ = self.calibration_.threshold
-        left, right, sims = pairs_above(unit, self.threshold_, self.show_progress)
+            left, right, sims = self._verified_pairs(unit, images, cfg, copy_similarities)
         order = np.argsort(-sims, kind="stable")
         self.pairs_ = DuplicatePairs(left[order], right[order], sims[order])
         self.set_of_ = duplicate_sets(len(unit), left, right)
         log.info(
-            "%d duplicate pairs in %d sets at cosine >= %.4f",
+            "%d duplicate pairs in %d sets at %s >= %.4f",
             len(sims),
             self.set_of_.max() + 1,
+            self.scored_by_,
             self.threshold_,
         )
         return self
+
+    def _threshold(self, cfg: DuplicateConfig, copy_similarities, nearest_scores) -> None:
+        self.calibration_ = None
+        if cfg.threshold is not None:
+            self.threshold_ = float(cfg.threshold)
+        else:
+            verified = self.scored_by_ == "verified"
+            self.calibration_ = calibrate_threshold(
+                copy_similarities, nearest_scores, cfg, verified
+            )
+            self.threshold_ = self.calibration_.threshold
+
+    def _cosine_pairs(self, unit, cfg, copy_similarities):
+        nearest = None
+        if cfg.threshold is None:
+            nn_sims, _ = knn(unit, 1, self.show_progress, "nearest neighbours")
+            nearest = nn_sims[:, 0]
+        self._threshold(cfg, copy_similarities, nearest)
+        return pairs_above(unit, self.threshold_, self.show_progress)
+
+    def _verified_pairs(self, unit, images, cfg, copy_similarities):
+        """Each item's candidates by vector, verified; the pairs at or above the threshold."""
+        vcfg = self.verify or VerifyConfig()
+        _, cand = knn(unit, vcfg.candidates, self.show_progress, "candidates")
+        scores = verified_scores(images, cand, vcfg, self.show_progress)  # (N, K)
+        self._threshold(cfg, copy_similarities, scores.max(axis=1))
+        rows = np.repeat(np.arange(len(unit)), cand.shape[1])
+        left, right = np.minimum(rows, cand.ravel()), np.maximum(rows, cand.ravel())
+        _, first = np.unique(left * len(unit) + right, return_index=True)
+        keep = first[scores.ravel()[first] >= self.threshold_]
+        return left[keep], right[keep], scores.ravel()[keep]
 
     def sets(self) -> list[np.ndarray]:
         """Rows of each duplicate set, largest set first."""

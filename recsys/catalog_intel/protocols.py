@@ -6,6 +6,8 @@ Labels only score; every estimator runs without them (few-label tagging sees its
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from scipy.fft import dctn
 from sklearn.metrics import (
@@ -24,6 +26,7 @@ from recsys.catalog_intel.duplicates import (
 from recsys.catalog_intel.neighbours import as_unit_vectors, knn
 from recsys.catalog_intel.outliers import OutlierConfig, OutlierScorer
 from recsys.catalog_intel.tagging import TagConfig, Tagger
+from recsys.catalog_intel.verification import VerifyConfig, self_copy_scores, verified_scores
 
 CURVE_POINTS = 400  # points kept of each curve (plots and JSON)
 
@@ -61,17 +64,54 @@ def copy_detection(embed, originals: np.ndarray, copies: np.ndarray, sources: np
     is a duplicate" over every item's nearest pair at the best threshold, and at the
     threshold calibrated without labels (``calibrate_threshold``)."""
     catalog = as_unit_vectors(embed(np.concatenate([originals, copies])))
-    n, total = len(originals), len(originals) + len(copies)
     sims, rows = knn(catalog, 1)
-    nearest, score = rows[:, 0], sims[:, 0]
+    copy_sims = self_copy_similarities(embed, originals, sample=1000, seed=7)
+    return _pair_metrics(rows[:, 0], sims[:, 0], len(originals), sources, copy_sims)
+
+
+def verified_copy_detection(
+    embed,
+    originals: np.ndarray,
+    copies: np.ndarray,
+    sources: np.ndarray,
+    cfg: VerifyConfig | None = None,
+) -> dict:
+    """``copy_detection`` with each item's nearest found among its ``cfg.candidates``
+    nearest by ``embed`` vectors after geometric verification, and scored by the verified
+    score; the calibration sample is verified self-copies (``self_copy_scores``)."""
+    images = np.concatenate([originals, copies])
+    catalog = as_unit_vectors(embed(images))
+    cfg = cfg or VerifyConfig()
+    _, cand = knn(catalog, cfg.candidates)
+    t0 = time.perf_counter()
+    scores = verified_scores(images, cand, cfg)  # (N, K)
+    verify_s = time.perf_counter() - t0
+    best = np.argmax(scores, axis=1)  # ties: the descriptor's order
+    nearest = np.take_along_axis(cand, best[:, None], 1)[:, 0]
+    score = np.take_along_axis(scores, best[:, None], 1)[:, 0]
+    copy_scores = self_copy_scores(originals, sample=1000, seed=7, cfg=cfg)
+    out = _pair_metrics(nearest, score, len(originals), sources, copy_scores, verified=True)
+    return {**out, "verify_s": round(verify_s, 1), "verified_items": len(images)}
+
+
+def _pair_metrics(
+    nearest: np.ndarray,
+    score: np.ndarray,
+    n: int,
+    sources: np.ndarray,
+    copy_scores: np.ndarray,
+    verified: bool = False,
+) -> dict:
+    """copy@1 and pair F1 (best and calibrated threshold) of every item's nearest pair;
+    rows >= n are the copies of ``sources``."""
+    total = len(nearest)
     left, right = np.minimum(np.arange(total), nearest), np.maximum(np.arange(total), nearest)
     _, first = np.unique(left * total + right, return_index=True)  # each pair once
     source_of_right = sources[np.clip(right[first] - n, 0, None)]
     is_copy = (right[first] >= n) & (left[first] == source_of_right)
-    curve = pr_curve(score[first], is_copy, len(copies))
+    curve = pr_curve(score[first], is_copy, len(sources))
     best = int(np.argmax(curve["f1"]))
-    copy_sims = self_copy_similarities(embed, originals, sample=1000, seed=7)
-    threshold = calibrate_threshold(copy_sims, score, DuplicateConfig()).threshold
+    threshold = calibrate_threshold(copy_scores, score, DuplicateConfig(), verified).threshold
     chosen = score[first] >= threshold
     tp = int((chosen & is_copy).sum())
     return {
@@ -79,7 +119,7 @@ def copy_detection(embed, originals: np.ndarray, copies: np.ndarray, sources: np
         "pair_f1": float(curve["f1"][best]),
         "best_threshold": float(curve["threshold"][best]),
         "calibrated_threshold": float(threshold),
-        "calibrated_f1": 2 * tp / max(int(chosen.sum()) + len(copies), 1),
+        "calibrated_f1": 2 * tp / max(int(chosen.sum()) + len(sources), 1),
         "curve": {k: _thin(v) for k, v in curve.items()},
     }
 

@@ -136,6 +136,13 @@ def command() -> None:
     help="With --images: an image encoder (train-images) instead of the copy descriptor.",
 )
 @click.option(
+    "--verify/--no-verify",
+    default=True,
+    show_default=True,
+    help="With --images: decide each item's nearest candidates by geometric verification "
+    "(align the photos, then correlate pixels); the score is then the verified one.",
+)
+@click.option(
     "--recall",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
     default=0.9,
@@ -147,24 +154,30 @@ def duplicates(settings: Settings, **opts) -> None:
     """Pairs of items above a similarity threshold, grouped into duplicate sets.
 
     One row per pair: set, item_a, item_b, similarity (most similar first). With --images the
-    items' photos are described by the copy-detection descriptor (or --encoder) and the
-    threshold is calibrated without labels, from each item's similarity to an edited copy of
-    its own photo (crop, JPEG, brightness, shift) and to its nearest other item.
+    items' photos are described by the copy-detection descriptor (or --encoder), each item's
+    nearest candidates are checked by geometric verification (--no-verify: cosine only), and
+    the threshold is calibrated without labels, from each item's score against an edited copy
+    of its own photo (crop, JPEG, brightness, shift) and against its nearest other item.
     """
     from recsys.catalog_intel import DuplicateConfig, DuplicateFinder
     from recsys.catalog_intel.duplicates import self_copy_similarities
+    from recsys.catalog_intel.verification import self_copy_scores
 
     cfg = DuplicateConfig(threshold=opts["threshold"], recall=opts["recall"])
-    copy_sims = None
+    copy_sims, verify_images = None, None
     if opts["images"] is not None:
         ids, images = _images(opts)
         embed = _embedder(opts, images)
         vectors = embed(images)
-        if cfg.threshold is None:
+        verify_images = images if opts["verify"] else None
+        if cfg.threshold is None and opts["verify"]:
+            copy_sims = self_copy_scores(images)
+        elif cfg.threshold is None:
             copy_sims = self_copy_similarities(embed, images)
     else:
         ids, vectors = load_vectors(settings, opts["vectors"], opts["items"])
-    finder = DuplicateFinder(cfg, show_progress=opts["progress"]).fit(vectors, copy_sims)
+    finder = DuplicateFinder(cfg, show_progress=opts["progress"])
+    finder.fit(vectors, copy_sims, images=verify_images)
     pairs = finder.pairs_
     table = pd.DataFrame(
         {
@@ -175,11 +188,13 @@ def duplicates(settings: Settings, **opts) -> None:
         }
     )
     sets = [ids[rows].tolist() for rows in finder.sets()]
-    extra = {"threshold": finder.threshold_, "sets": sets}
+    extra = {"threshold": finder.threshold_, "score": finder.scored_by_, "sets": sets}
     if finder.calibration_ is not None:
         extra["calibration"] = vars(finder.calibration_)
     click.echo(
-        f"{len(table)} pairs in {len(sets)} sets at cosine >= {finder.threshold_:.4f}", err=True
+        f"{len(table)} pairs in {len(sets)} sets at {finder.scored_by_} score >= "
+        f"{finder.threshold_:.4f}",
+        err=True,
     )
     emit(table, extra, opts["out"], opts["fmt"])
 
