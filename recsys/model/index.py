@@ -98,7 +98,8 @@ class VectorIndex:
         elif not (isinstance(exclude, np.ndarray) and exclude.ndim == 2):
             exclude = [np.asarray([] if e is None else e, dtype=np.int64) for e in exclude]
         n = len(self.vectors)
-        if allowed is not None and allowed.sum() <= max(k, self.config.exact_filter_share * n):
+        small = max(k, self.config.exact_filter_share * n)
+        if allowed is not None and np.count_nonzero(allowed) <= small:
             return self._exact(queries, k, np.flatnonzero(allowed), exclude)
         if allowed is None:  # one batched search; short answers are widened one by one below
             rows, scores = self._search_batch(queries, k, exclude)
@@ -135,7 +136,7 @@ class VectorIndex:
         n = len(self.vectors)
         fetch = k + len(blocked)
         if allowed is not None:
-            fetch = int(fetch * min(n / max(allowed.sum(), 1), 16)) + k
+            fetch = int(fetch * min(n / max(np.count_nonzero(allowed), 1), 16)) + k
         while True:
             fetch = min(fetch, n)
             found_scores, found = self._raw_search(query[None, :], fetch)
