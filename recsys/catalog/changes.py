@@ -4,22 +4,36 @@ since a mark, item rows as training reads them, and a snapshot of every item's s
 Triggers stamp every write to ``items`` with the items generation it set (``ItemChange``,
 migration 0004), in commit order, so "every change after generation g" is one indexed query,
 and "nothing changed" is one primary-key read (``generation``).
+
+The log is pruned (``prune_changes``, ``recsys db prune-changes``, and ``recsys train`` after
+it activates a bundle): rows older than a ``Retention`` go, and ``catalog_state`` records the
+highest generation pruned (``changes_pruned_through``). A reader whose mark is below it cannot
+know every change since its mark; ``changes_since`` then says ``complete=False`` and the
+reader starts afresh from the whole catalog, as at a worker's start.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, bindparam, select
+from sqlalchemy import Connection, Engine, bindparam, case, delete, func, select, update
 
-from recsys.catalog.models import AttributeKind, CatalogState, Item, ItemAttribute, ItemChange
+from recsys.catalog.models import (
+    AttributeKind,
+    CatalogState,
+    Item,
+    ItemAttribute,
+    ItemChange,
+    utcnow,
+)
 from recsys.model.data import items_frame
 
 _GENERATION = select(CatalogState.items_generation).where(CatalogState.id == 1)
+_PRUNED = select(CatalogState.changes_pruned_through).where(CatalogState.id == 1)
 _CHANGES = (
     select(ItemChange.external_id, ItemChange.deleted, ItemChange.content)
     .where(ItemChange.generation > bindparam("mark"))
@@ -36,6 +50,38 @@ class Changes:
     removed: list[str]  # items deleted (last change a delete)
     written: list[str]  # items inserted or updated
     content: set[str]  # of ``written``, those whose title, image or attributes changed
+    # False: the log was pruned past the mark, so it may lack changes since; start afresh
+    complete: bool = True
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How much of the change log ``prune_changes`` keeps: a row goes only when it is both
+    older than ``keep_days`` and more than ``keep_generations`` generations behind the
+    catalog. A worker follows the log every second and a restarted or swapped one rebuilds
+    from the catalog, so only a stalled reader needs old rows; one that falls behind what is
+    kept starts afresh (slower, never wrong)."""
+
+    keep_days: float = 7.0  # a week: a worker paused or cut off that long still catches up
+    keep_generations: int = 100_000  # about 5 MB of log; a quiet catalog keeps its history
+
+    def __post_init__(self) -> None:
+        if self.keep_days < 0 or self.keep_generations < 0:
+            raise ValueError(
+                "keep_days and keep_generations must be >= 0, got "
+                f"{self.keep_days} and {self.keep_generations}"
+            )
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What ``prune_changes`` did (or, in a dry run, would do)."""
+
+    generation: int  # the catalog's items generation when it read
+    previous: int  # the pruned-through mark before
+    through: int  # the pruned-through mark after (dry run: would be): rows up to it go
+    deleted: int  # log rows deleted (dry run: that would be)
+    kept: int  # log rows left
 
 
 @dataclass(frozen=True)
@@ -54,13 +100,22 @@ def generation(engine: Engine) -> int:
         return int(connection.scalar(_GENERATION) or 0)
 
 
+def pruned_through(connection: Connection) -> int:
+    """The highest generation whose log rows may be gone (read it after the rows it vouches
+    for: a prune between the two reads then shows, instead of going unnoticed)."""
+    return int(connection.scalar(_PRUNED) or 0)
+
+
 def changes_since(engine: Engine, mark: int) -> Changes:
-    """Every item change stamped after generation ``mark``, collapsed per item."""
+    """Every item change stamped after generation ``mark``, collapsed per item; when the log
+    was pruned past ``mark``, ``complete`` is False and the caller must start afresh."""
     with engine.connect() as connection:
         now = int(connection.scalar(_GENERATION) or 0)
         if now == mark:
             return Changes(mark, [], [], set())
         rows = connection.execute(_CHANGES, {"mark": mark}).all()
+        if mark < pruned_through(connection):
+            return Changes(now, [], [], set(), complete=False)
     last: dict[str, bool] = {}
     content: set[str] = set()
     for external_id, deleted, changed in rows:  # few rows per second: the log of writes
@@ -71,6 +126,45 @@ def changes_since(engine: Engine, mark: int) -> Changes:
     removed = [item for item, deleted in last.items() if deleted]
     written = [item for item, deleted in last.items() if not deleted]
     return Changes(now, removed, written, content & set(written))
+
+
+def prune_changes(
+    engine: Engine,
+    retention: Retention | None = None,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> Pruned:
+    """Delete the log rows past ``retention`` (one DELETE) and advance the pruned-through mark
+    in the same transaction; ``now`` (naive UTC) is the clock the age is measured by."""
+    with engine.begin() as connection:
+        generation, previous, through = _prune_point(connection, retention or Retention(), now)
+        old = ItemChange.generation <= through
+        if dry_run:
+            deleted = connection.scalar(select(func.count(ItemChange.id)).where(old)) or 0
+        else:
+            deleted = connection.execute(delete(ItemChange).where(old)).rowcount
+            mark = CatalogState.changes_pruned_through  # another prune may have gone further
+            connection.execute(
+                update(CatalogState)
+                .where(CatalogState.id == 1)
+                .values(changes_pruned_through=case((mark < through, through), else_=mark))
+            )
+        kept = connection.scalar(select(func.count(ItemChange.id))) or 0
+    return Pruned(generation, previous, through, deleted, kept - deleted if dry_run else kept)
+
+
+def _prune_point(
+    connection: Connection, retention: Retention, now: datetime | None
+) -> tuple[int, int, int]:
+    """The items generation, the pruned-through mark, and the generation to prune through:
+    below every row logged within ``keep_days`` and ``keep_generations`` of the catalog."""
+    state = select(CatalogState.items_generation, CatalogState.changes_pruned_through)
+    generation, previous = connection.execute(state.where(CatalogState.id == 1)).one()
+    cutoff = (now or utcnow()) - timedelta(days=retention.keep_days)
+    recent = select(func.min(ItemChange.generation)).where(ItemChange.changed_at >= cutoff)
+    first_recent = connection.scalar(recent)
+    by_age = generation if first_recent is None else first_recent - 1
+    return generation, previous, max(previous, min(generation - retention.keep_generations, by_age))
 
 
 def stock_snapshot(engine: Engine) -> StockSnapshot:

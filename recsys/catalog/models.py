@@ -123,12 +123,16 @@ class CatalogState(Base):
     Database triggers bump it (per statement on PostgreSQL, per row on SQLite), so every
     writer counts, an operator's hand-written UPDATE included; the service's card cache
     compares it per request to know its cards are current.
+
+    ``changes_pruned_through``: the highest generation whose ``item_changes`` rows may have
+    been pruned (migration 0005); a reader whose mark is below it starts afresh.
     """
 
     __tablename__ = "catalog_state"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     items_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    changes_pruned_through: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ModelBundle(Base):
@@ -176,7 +180,8 @@ class ItemChange(Base):
     """The item change log: one row per item inserted, updated or deleted, written by the
     triggers that bump ``items_generation`` and stamped with the generation they set
     (migration 0004). ``content``: the write changed what the item's vector is made of (title,
-    image, attributes), not only its stock. Workers follow it (``recsys.catalog.changes``)."""
+    image, attributes), not only its stock. ``changed_at``: when it was logged (naive UTC,
+    migration 0005), for pruning. Workers follow it (``recsys.catalog.changes``)."""
 
     __tablename__ = "item_changes"
 
@@ -185,3 +190,4 @@ class ItemChange(Base):
     external_id: Mapped[str] = mapped_column(String(255))
     deleted: Mapped[bool] = mapped_column(Boolean)
     content: Mapped[bool] = mapped_column(Boolean)
+    changed_at: Mapped[datetime | None] = mapped_column(DateTime)

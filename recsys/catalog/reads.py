@@ -8,10 +8,10 @@ request, without a new bundle. The service reads them through a ``CardCache``: e
 first reads the catalog's items generation (one primary-key read; database triggers bump it
 on every write to ``items``, whoever writes), and when that number moved the cache drops the
 cards of the items the change log names for the new generations (``item_changes``), or all
-of its cards when the log cannot say (a TRUNCATE, a jump of more than ``LOG_STEP``). A
-request therefore never sees a card older than the catalog it started on, and costs one tiny
-query instead of reading and decoding every card on the page; item writes cost the cache only
-the written items' cards.
+of its cards when the log cannot say (a TRUNCATE, a jump of more than ``LOG_STEP``, a log
+pruned past the cache's generation). A request therefore never sees a card older than the
+catalog it started on, and costs one tiny query instead of reading and decoding every card on
+the page; item writes cost the cache only the written items' cards.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import pyarrow as pa
 from sqlalchemy import Engine, Text, bindparam, cast, func, select
 from sqlalchemy.engine import Row
 
+from recsys.catalog import changes
 from recsys.catalog.models import CatalogState, Interaction, Item, ItemChange, User
 from recsys.model.data import IdIndex
 
@@ -255,7 +256,8 @@ class CardCache:
                 self._unplaced = None
                 return
             changed = connection.execute(_CHANGED, {"old": old, "new": now}).scalars().all()
-        if now != old and not changed:  # moved with nothing logged: a TRUNCATE
+            pruned = old < changes.pruned_through(connection)  # the log may lack some
+        if now != old and (pruned or not changed):  # moved with nothing logged: a TRUNCATE
             self._unplaced = None
             return
         with self._lock:
@@ -271,7 +273,7 @@ class CardCache:
         if old is None or generation is None or not 0 < generation - old <= LOG_STEP:
             return
         changed = connection.execute(_CHANGED, {"old": old, "new": generation}).scalars().all()
-        if not changed:  # the generation moved with nothing logged: a TRUNCATE
+        if not changed or old < changes.pruned_through(connection):  # a TRUNCATE, or pruned
             return
         with self._lock:
             if self._generation == old:

@@ -1,12 +1,15 @@
-"""`recsys db`: apply and inspect the catalog's Alembic migrations."""
+"""`recsys db`: apply and inspect the catalog's Alembic migrations; prune the change log."""
 
 from __future__ import annotations
 
 import logging
+import time
 
 import click
 
-from recsys.catalog import connect, migrate
+from recsys.catalog import changes, connect, migrate
+from recsys.catalog.changes import Retention
+from recsys.catalog.db import connect_current
 from recsys.settings import Settings
 
 
@@ -43,3 +46,52 @@ def current(settings: Settings) -> None:
     engine = connect(settings.database_url)
     click.echo(f"current: {migrate.current_revision(engine) or 'base'}")
     click.echo(f"head:    {migrate.head_revision()}")
+
+
+@command.command("prune-changes")
+@click.option(
+    "--keep-days",
+    type=click.FloatRange(min=0),
+    default=Retention.keep_days,
+    show_default=True,
+    help="Keep every change logged within this many days.",
+)
+@click.option(
+    "--keep-generations",
+    type=click.IntRange(min=0),
+    default=Retention.keep_generations,
+    show_default=True,
+    help="Keep every change within this many items generations of the catalog's.",
+)
+@click.option("--dry-run", is_flag=True, help="Say what would be deleted; change nothing.")
+@click.pass_obj
+def prune_changes(settings: Settings, keep_days: float, keep_generations: int, dry_run: bool):
+    """Delete old rows of the item change log (`item_changes`).
+
+    A row goes only when it is older than --keep-days AND more than --keep-generations
+    generations behind the catalog; the catalog records how far the log was pruned, in the
+    same transaction. Serving workers follow the log every second, so they only read its
+    newest rows. A reader whose mark is older than the pruned part (a worker stalled or cut
+    off for longer than the retention) notices it and starts afresh: its live delta is
+    rebuilt from the whole catalog, as at a worker's start, and its card cache drops its
+    cards and snapshot. Nothing is missed; that worker only pays a rebuild.
+    `recsys train` runs this with the defaults after it activates a bundle.
+    """
+    engine = connect_current(settings.database_url)
+    retention = Retention(keep_days=keep_days, keep_generations=keep_generations)
+    click.echo(
+        f"item change log: keeping {keep_days:g} days and {keep_generations:,} generations"
+        + (" (dry run)" if dry_run else "")
+    )
+    start = time.perf_counter()
+    pruned = changes.prune_changes(engine, retention, dry_run=dry_run)
+    click.echo(_summary(pruned, dry_run, time.perf_counter() - start))
+
+
+def _summary(pruned: changes.Pruned, dry_run: bool, seconds: float) -> str:
+    verb = "would delete" if dry_run else "deleted"
+    return (
+        f"{verb} {pruned.deleted:,} rows through generation {pruned.through:,} (was "
+        f"{pruned.previous:,}; catalog at {pruned.generation:,}); {pruned.kept:,} rows "
+        f"kept; {seconds:.2f} s"
+    )

@@ -157,6 +157,11 @@ def train(
     click.echo(f"bundle {result.version} written to {result.path}")
     for name, value in sorted(result.metrics.items()):
         click.echo(f"  {name}: {value}")
+    if not no_activate:  # workers rebuild their delta for the new bundle: a good time to prune
+        from recsys.catalog.changes import prune_changes
+
+        pruned = prune_changes(engine)
+        click.echo(f"item change log: {pruned.deleted:,} old rows pruned, {pruned.kept:,} kept")
 
 
 def _parse_event_weights(pairs) -> dict[str, float]:

@@ -249,24 +249,34 @@ class LiveCatalog:
         after the bundle's data was read or unknown to it get live vectors; items missing
         or out of stock are hidden. Then ``follow`` goes on from the generation read here."""
         with self._lock:
-            snapshot = changes.stock_snapshot(self.engine)
-            ids = self.recommender.item_ids
-            position = pd.Index(snapshot.item_ids).get_indexer(ids)  # (N,) -1: gone
-            self._removed = position < 0
-            self._stock = np.append(snapshot.in_stock, False)[position]  # gone: -1 -> False
-            rows = self.recommender.item_index.rows(snapshot.item_ids)
-            written = changes.written_after(snapshot, self.data_read_at) | (rows < 0)
-            self._write(snapshot.item_ids[written].tolist(), content=None)
-            self._generation = snapshot.generation
-            return self._publish()
+            return self._rebuild()
+
+    def _rebuild(self) -> Delta:
+        snapshot = changes.stock_snapshot(self.engine)
+        ids = self.recommender.item_ids
+        position = pd.Index(snapshot.item_ids).get_indexer(ids)  # (N,) -1: gone
+        self._removed = position < 0
+        self._stock = np.append(snapshot.in_stock, False)[position]  # gone: -1 -> False
+        self._superseded = np.zeros(len(ids), dtype=bool)
+        self._live, self._pending = _Live(), set()  # what a follow built is read afresh
+        rows = self.recommender.item_index.rows(snapshot.item_ids)
+        written = changes.written_after(snapshot, self.data_read_at) | (rows < 0)
+        self._write(snapshot.item_ids[written].tolist(), content=None)
+        self._generation = snapshot.generation
+        return self._publish()
 
     def follow(self) -> Delta | None:
         """Apply the catalog's changes since the last call; None when nothing changed (one
-        primary-key read)."""
+        primary-key read). When the log was pruned past this worker's mark, rebuild."""
         with self._lock:
             found = changes.changes_since(self.engine, self._generation)
             if found.generation == self._generation:
                 return None
+            if not found.complete:
+                log.warning(
+                    "live catalog: the change log was pruned past %d; rebuilding", self._generation
+                )
+                return self._rebuild()
             self._remove(found.removed)
             self._write(found.written, content=found.content)
             self._generation = found.generation
