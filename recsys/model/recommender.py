@@ -259,6 +259,7 @@ class Recommender:
         self.neighbours = neighbours
         self.image_encoder_dir = image_encoder_dir
         self._item_gram: np.ndarray | None = None
+        self._popular_order: np.ndarray | None = None
         self._image_encoder = None
         self._image_index: VectorIndex | None = None
         # The catalog's changes since this bundle (recsys.model.delta); None: the bundle alone.
@@ -609,10 +610,26 @@ class Recommender:
         return self.item_ids[rows[rows >= 0]].tolist()
 
     def _popular(self, k: int, allowed) -> tuple[np.ndarray, np.ndarray]:
-        """(rows (k,), scores (k,)) of the k most popular allowed items, -1 / -inf padded."""
-        scores = self.popularity if allowed is None else np.where(allowed, self.popularity, -np.inf)
-        order = top_k_finite(scores[None, :], k)[0]
-        return order, np.where(order >= 0, scores[np.maximum(order, 0)], -np.inf).astype(np.float32)
+        """(rows (k,), scores (k,)) of the k most popular allowed items, -1 / -inf padded:
+        the first allowed rows of the popularity order, read in growing blocks (a request
+        reads about k rows of it, not the catalog)."""
+        order, chosen, start, step = self.popular_order, [], 0, 4 * k
+        while sum(map(len, chosen)) < k and start < len(order):
+            block = order[start : start + step]
+            chosen.append(block if allowed is None else block[allowed[block]])
+            start, step = start + step, step * 4
+        rows = np.full(k, -1, dtype=np.int64)
+        found = np.concatenate([order[:0], *chosen])[:k]
+        rows[: len(found)] = found
+        scores = np.where(rows >= 0, self.popularity[np.maximum(rows, 0)], -np.inf)
+        return rows, scores.astype(np.float32)
+
+    @property
+    def popular_order(self) -> np.ndarray:
+        """Item rows by popularity, most popular first, ties in row order (sorted once)."""
+        if self._popular_order is None:
+            self._popular_order = np.argsort(-self.popularity, kind="stable")
+        return self._popular_order
 
     def _history_matrix(self, histories) -> sp.csr_matrix:
         rows, cols = [], []
