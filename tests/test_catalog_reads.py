@@ -142,6 +142,7 @@ def test_a_followed_card_snapshot_answers_unseen_items_without_reading_cards(eng
     populate(engine)
     cache = reads.CardCache(engine, capacity=2, snapshot=True)
     cache.follow()
+    assert cache.wait_for_snapshot(30)
     statements = []
     event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
     everything = [card.item_id for card in reads.list_items(engine, 0, 100).cards]
@@ -165,6 +166,7 @@ def test_a_card_snapshot_is_dropped_when_the_catalog_cannot_say_what_changed(eng
     populate(engine)
     cache = reads.CardCache(engine, capacity=100, snapshot=True)
     cache.follow()
+    assert cache.wait_for_snapshot(30)
     with engine.begin() as connection:  # a jump the change log does not explain
         connection.execute(
             update(CatalogState).values(items_generation=CatalogState.items_generation + 5000)
@@ -174,4 +176,5 @@ def test_a_card_snapshot_is_dropped_when_the_catalog_cannot_say_what_changed(eng
     cache.follow()
     assert cache.cards(["a1"])["a1"].title == "Renamed"
     cache.follow()  # a new snapshot, current again
+    assert cache.wait_for_snapshot(30)
     assert cache.cards(["a1", "b2"])["a1"].title == "Renamed"

@@ -17,6 +17,7 @@ the page; item writes cost the cache only the written items' cards.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 import time
@@ -34,6 +35,8 @@ from sqlalchemy.engine import Row
 from recsys.catalog import changes
 from recsys.catalog.models import CatalogState, Interaction, Item, ItemChange, User
 from recsys.model.data import IdIndex
+
+log = logging.getLogger(__name__)
 
 # Most recent events of a user that ``fresh_items`` returns.
 FRESH_LIMIT = 200
@@ -195,6 +198,7 @@ class CardCache:
         self._snapshot: CardSnapshot | None = None  # current to self._generation but _stale
         self._stale: set[str] = set()  # items written since the snapshot
         self._unplaced: CardSnapshot | None = None  # read, waiting for a generation to match
+        self._reader: threading.Thread | None = None  # reading a snapshot
 
     def __len__(self) -> int:
         return len(self._cards)
@@ -243,7 +247,27 @@ class CardCache:
         self._cached(generation, ())  # a move the log did not explain empties the cache
         self._checked = self._followed = now
         if self.snapshot and self._snapshot is None:
-            self._place(self._unplaced or CardSnapshot.read(self.engine))
+            if self._unplaced is not None:
+                self._place(self._unplaced)
+            elif self._reader is None or not self._reader.is_alive():
+                # read in its own thread: at 10^6 items it takes seconds, and the follower
+                # that calls this also moves the model's delta
+                self._reader = threading.Thread(
+                    target=self._read_snapshot, name="card-snapshot", daemon=True
+                )
+                self._reader.start()
+
+    def wait_for_snapshot(self, timeout: float | None = None) -> bool:
+        """Wait for a snapshot read that ``follow`` started; whether one is in use now."""
+        if self._reader is not None:
+            self._reader.join(timeout)
+        return self._snapshot is not None
+
+    def _read_snapshot(self) -> None:
+        try:
+            self._place(CardSnapshot.read(self.engine))
+        except Exception:  # requests read cards from the catalog meanwhile
+            log.exception("reading the card snapshot failed; the next follow tries again")
 
     def _place(self, snapshot: CardSnapshot) -> None:
         """Answer from ``snapshot`` once it is brought up to the cache's generation through
