@@ -160,3 +160,18 @@ def test_the_cli_dry_run_changes_nothing_and_the_prune_says_what_it_did(engine, 
     with engine.connect() as connection:  # the mark is in the catalog, not in this process
         assert connection.scalar(select(CatalogState.changes_pruned_through)) > 0
     assert "afresh" in run_cli("db", "prune-changes", "--help").output
+
+
+def test_training_prunes_the_log_after_it_activates_a_bundle(engine, run_cli, tmp_path):
+    populate(engine)
+    rows = len(log_generations(engine))
+    with engine.begin() as connection:  # a log as a busy catalog leaves it: old and long
+        connection.execute(update(ItemChange).values(changed_at=utcnow() - timedelta(days=10)))
+        more = CatalogState.items_generation + 200_000
+        connection.execute(update(CatalogState).values(items_generation=more))
+    artifacts = ("--artifacts-dir", tmp_path / "artifacts")
+    output = run_cli(*artifacts, "train", "--quiet", "--factors", "8", "--no-activate").output
+    assert "pruned" not in output and len(log_generations(engine)) == rows
+    output = run_cli(*artifacts, "train", "--quiet", "--factors", "8").output
+    assert f"item change log: {rows:,} old rows pruned" in output
+    assert log_generations(engine) == [] and pruned_through(engine) > 0

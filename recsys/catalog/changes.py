@@ -63,7 +63,7 @@ class Retention:
     kept starts afresh (slower, never wrong)."""
 
     keep_days: float = 7.0  # a week: a worker paused or cut off that long still catches up
-    keep_generations: int = 100_000  # about 5 MB of log; a quiet catalog keeps its history
+    keep_generations: int = 100_000  # ~7 MB of log on SQLite; a quiet catalog keeps its history
 
     def __post_init__(self) -> None:
         if self.keep_days < 0 or self.keep_generations < 0:
