@@ -78,12 +78,15 @@ def child_exit(server, worker):
 
 # Import the service's code and libraries once, in the master: workers are forked with those
 # pages shared (copy-on-write) instead of each importing its own copy (about 150 MB of a
-# worker's private memory). Only modules: the app itself, its threads and its connections are
+# worker's private memory). Only modules and the catalog's item cards (read through a
+# connection closed before the fork): the app itself, its threads and its connections are
 # created in each worker after the fork.
 import gc  # noqa: E402
 
 import services.app  # noqa: E402
-import services.workers  # noqa: E402,F401
+import services.workers  # noqa: E402
+
+services.app.preload_cards()  # read once here, the workers share its pages
 
 gc.collect()
 gc.freeze()  # the imported objects leave the collector's lists: collections do not touch them

@@ -178,3 +178,21 @@ def test_a_card_snapshot_is_dropped_when_the_catalog_cannot_say_what_changed(eng
     cache.follow()  # a new snapshot, current again
     assert cache.wait_for_snapshot(30)
     assert cache.cards(["a1", "b2"])["a1"].title == "Renamed"
+
+
+def test_a_preloaded_card_snapshot_is_placed_without_reading_every_card(engine):
+    """The gunicorn master reads the cards once before forking; a worker places that
+    snapshot through the change log, and an item written since the preload is read afresh."""
+    populate(engine)
+    preloaded = reads.CardSnapshot.read(engine)
+    with engine.begin() as connection:
+        connection.execute(update(Item).where(Item.external_id == "a1").values(title="Renamed"))
+    cache = reads.CardCache(engine, capacity=100, snapshot=True, preloaded=preloaded)
+    statements = []
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    cache.follow()
+    assert cache.wait_for_snapshot(0)  # placed by follow itself: nothing left to read
+    assert not any("FROM items" in sql for sql in statements)
+    assert cache.cards(["a1"])["a1"].title == "Renamed"
+    statements.clear()
+    assert cache.cards(["b2"])["b2"].item_id == "b2" and not statements

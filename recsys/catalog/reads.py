@@ -166,8 +166,9 @@ class CardCache:
     items around it change together), and read only the cards they miss. When ``follow``
     has not run for ``stale_after`` seconds, requests read the generation themselves again.
 
-    With ``snapshot``, ``follow`` also reads every card once into a ``CardSnapshot`` (after
-    that, on the next ``follow`` once the catalog could not say what changed), and requests
+    With ``snapshot``, ``follow`` also reads every card once into a ``CardSnapshot`` (or
+    places the ``preloaded`` one; after that, on the next ``follow`` once the catalog could
+    not say what changed), and requests
     answer from it every item not written since, so the cards they miss are read from the
     catalog only for items written since the snapshot.
     """
@@ -179,6 +180,7 @@ class CardCache:
         max_age: float = 0.0,
         stale_after: float = 10.0,
         snapshot: bool = False,
+        preloaded: CardSnapshot | None = None,
     ) -> None:
         if capacity < 0 or max_age < 0 or stale_after < 0:
             raise ValueError(
@@ -197,7 +199,8 @@ class CardCache:
         self.snapshot = snapshot
         self._snapshot: CardSnapshot | None = None  # current to self._generation but _stale
         self._stale: set[str] = set()  # items written since the snapshot
-        self._unplaced: CardSnapshot | None = None  # read, waiting for a generation to match
+        # read (or ``preloaded`` by the process that forked this one), waiting to be placed
+        self._unplaced: CardSnapshot | None = preloaded if snapshot else None
         self._reader: threading.Thread | None = None  # reading a snapshot
 
     def __len__(self) -> int:
