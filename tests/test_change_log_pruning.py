@@ -143,6 +143,7 @@ def test_a_card_snapshot_older_than_the_pruned_log_is_not_used(engine, tmp_path,
     monkeypatch.setattr(CardSnapshot, "read", classmethod(lambda cls, engine: old))
     cache = CardCache(engine, capacity=100, snapshot=True)
     cache.follow()  # the follower read its snapshot before the writes and the prune
+    assert not cache.wait_for_snapshot(30)  # it is dropped, not used
     found = cache.cards(["a1", "a3", "b2"])
     assert found["a1"].title == "Renamed" and "a3" not in found and not found["b2"].in_stock
 
