@@ -5,6 +5,13 @@ vectors (``recsys.catalog_intel``), and the page ``/catalog`` (``static/catalog.
 shows them with the items' photos. Each answer is computed once per (bundle version,
 parameters) in a process and kept, so re-opening the page costs nothing; a new bundle
 computes afresh.
+
+Duplicates: the pairs above the cosine threshold are candidates; when the catalog's items
+have photos, the candidates (the 2,000 most similar at most, so a request never decodes the
+whole catalog) are decided by geometric verification of their photos
+(``recsys.catalog_intel.photos``) at a verified-score threshold calibrated once per bundle
+from edited copies of 300 sampled photos; without photos (or ``verify=false``) cosine decides.
+The answer's ``score`` says which.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 from flask import Blueprint, current_app
@@ -25,11 +33,13 @@ from recsys.catalog_intel import (
     OutlierConfig,
     OutlierScorer,
 )
+from recsys.catalog_intel.duplicates import duplicate_sets
+from recsys.catalog_intel.photos import CatalogPhotos
 from recsys.scopes import ADMIN
 from services.context import card, context
 from services.contract import endpoint
 from services.errors import ApiError
-from services.schemas import Item, QueryFloat, QueryInt
+from services.schemas import Item, QueryBool, QueryFloat, QueryInt
 
 bp = Blueprint("catalog_health", __name__)
 
@@ -45,6 +55,16 @@ class DuplicatesQuery(BaseModel):
         0.95, ge=-1, le=1, description="Cosine of the served vectors from which items pair up"
     )
     limit: QueryInt = Field(50, ge=1, le=MAX_SETS, description="Largest sets shown")
+    verify: QueryBool = Field(
+        True, description="Decide the candidate pairs by their photos, when items have photos"
+    )
+    verified_threshold: QueryFloat = Field(
+        None,
+        ge=-1,
+        le=1,
+        description="Verified photo score from which a candidate pair is a duplicate; "
+        "default: calibrated on edited copies of the catalog's own photos",
+    )
 
 
 class OutliersQuery(BaseModel):
@@ -65,14 +85,22 @@ class ScoredItem(Item):
 
 class DuplicateSet(BaseModel):
     items: list[Item]
-    similarity: float = Field(description="Highest cosine between two of its items")
+    similarity: float = Field(description="Highest score (see score) between two of its items")
 
 
 class Duplicates(BaseModel):
     """Duplicate listings, largest set first"""
 
     model_version: str
-    threshold: float
+    threshold: float = Field(description="Cosine from which items are candidate pairs")
+    score: Literal["verified", "cosine"] = Field(
+        description="What decided the pairs: photo verification, or cosine alone (no photos)"
+    )
+    verified_threshold: float | None = Field(description="Verified score from which pairs count")
+    verified_pairs: int = Field(description="Candidate pairs whose photos were verified")
+    skipped_pairs: int = Field(
+        description="Candidate pairs left out unverified (a photo missing, or beyond the cap)"
+    )
     total_sets: int
     sets: list[DuplicateSet]
 
@@ -114,7 +142,7 @@ class _Results:
     """Answers by (model version, task, parameters); the few latest kept."""
 
     def __init__(self, size: int = 16):
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # an answer may ask for a kept part (photo threshold)
         self.size = size
         self.kept: OrderedDict[tuple, BaseModel] = OrderedDict()
 
@@ -158,24 +186,58 @@ def _cards(ids) -> list[Item]:
     scope=ADMIN,
 )
 def duplicates(query: DuplicatesQuery) -> Duplicates:
-    """Duplicate listings: sets of items whose vectors are above the threshold"""
+    """Duplicate listings: sets of items whose vectors are above the threshold, confirmed by
+    their photos when they have some"""
     version, ids, vectors = _served()
 
     def compute() -> Duplicates:
         finder = DuplicateFinder(DuplicateConfig(threshold=query.threshold)).fit(vectors)
-        pairs = finder.pairs_
-        best = np.zeros(len(ids), np.float32)
-        np.maximum.at(best, pairs.left, pairs.similarity)
-        sets = finder.sets()
+        left, right, score = finder.pairs_.left, finder.pairs_.right, finder.pairs_.similarity
+        photo = {"score": "cosine", "verified_threshold": None}
+        photo |= {"verified_pairs": 0, "skipped_pairs": 0}
+        if query.verify and len(left):
+            checked = _verified(version, ids, left, right, score, query.verified_threshold)
+            if checked is not None:
+                left, right, score = checked.left, checked.right, checked.score
+                photo = {"score": "verified", "verified_threshold": checked.threshold}
+                photo |= {"verified_pairs": checked.verified, "skipped_pairs": checked.skipped}
+        best = np.full(len(ids), -np.inf, np.float32)
+        np.maximum.at(best, np.r_[left, right], np.r_[score, score])
+        sets = _sets(len(ids), left, right)
         shown = [
             DuplicateSet(items=_cards(ids[rows]), similarity=round(float(best[rows].max()), 6))
             for rows in sets[: query.limit]
         ]
         return Duplicates(
-            model_version=version, threshold=finder.threshold_, total_sets=len(sets), sets=shown
+            model_version=version,
+            threshold=finder.threshold_,
+            total_sets=len(sets),
+            sets=shown,
+            **photo,
         )
 
-    return _results().get((version, "duplicates", query.threshold, query.limit), compute)
+    key = (version, "duplicates", query.threshold, query.limit, query.verify)
+    return _results().get((*key, query.verified_threshold), compute)
+
+
+def _verified(version, ids, left, right, score, threshold):
+    """The candidate pairs decided by their photos (``CatalogPhotos.verify``), or None when
+    the catalog has no photos: fewer than 10 among its sampled items, which also calibrate
+    the default threshold (once per bundle)."""
+    photos = CatalogPhotos(context().engine, ids)
+    calibrated = _results().get((version, "photo threshold"), photos.calibrate)
+    if calibrated is None:
+        return None
+    return photos.verify(left, right, score, calibrated if threshold is None else threshold)
+
+
+def _sets(n: int, left: np.ndarray, right: np.ndarray) -> list[np.ndarray]:
+    """Rows of each duplicate set (connected components of the pairs), largest first."""
+    set_of = duplicate_sets(n, left, right)
+    rows = np.flatnonzero(set_of >= 0)
+    rows = rows[np.argsort(set_of[rows], kind="stable")]
+    groups = np.split(rows, np.cumsum(np.bincount(set_of[rows]))[:-1]) if len(rows) else []
+    return sorted(groups, key=len, reverse=True)
 
 
 @bp.get("/v1/admin/catalog/outliers")

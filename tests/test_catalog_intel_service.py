@@ -6,10 +6,15 @@ from __future__ import annotations
 import shutil
 import threading
 
+import numpy as np
 import pytest
+from PIL import Image
 from werkzeug.serving import make_server
 
+from recsys.catalog_intel.edits import realistic_edits
 from tests.shop_fixture import ADMIN, ADMIN_TOKEN, build_shop, service_app
+from tests.test_catalog_verification import products
+from tests.toy import toy_catalog
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -34,18 +39,18 @@ def test_catalog_health_needs_an_admin_key(client, path):
 
 
 def test_the_closest_pair_is_a_duplicate_set_at_a_threshold_just_below_it(client):
-    everything = client.get("/v1/admin/catalog/duplicates?threshold=-1", headers=ADMIN).get_json()
+    url = "/v1/admin/catalog/duplicates?verify=false&threshold="
+    everything = client.get(url + "-1", headers=ADMIN).get_json()
     assert everything["total_sets"] == 1 and len(everything["sets"][0]["items"]) == 32
+    assert everything["score"] == "cosine" and everything["verified_threshold"] is None
     top = everything["sets"][0]["similarity"]
-    answer = client.get(
-        f"/v1/admin/catalog/duplicates?threshold={top - 1e-4}", headers=ADMIN
-    ).get_json()
+    answer = client.get(f"{url}{top - 1e-4}", headers=ADMIN).get_json()
     assert answer["total_sets"] == 1
     (pair,) = answer["sets"]
     ids = [item["item_id"] for item in pair["items"]]
     assert len(ids) == 2 and ids[0][0] == ids[1][0]  # two comedies or two dramas
     assert all(item["image_url"] == f"/images/{item['item_id']}" for item in pair["items"])
-    none = client.get("/v1/admin/catalog/duplicates?threshold=1", headers=ADMIN).get_json()
+    none = client.get(url + "1", headers=ADMIN).get_json()
     assert none["total_sets"] == 0 and none["sets"] == []
 
 
@@ -70,6 +75,62 @@ def test_clusters_split_comedies_from_dramas_and_map_every_item(client):
 def test_bad_parameters_name_the_field(client):
     response = client.get("/v1/admin/catalog/outliers?fpr=2", headers=ADMIN)
     assert response.status_code == 400 and "fpr" in response.get_json()["error"]["message"]
+    for bad in ("verified_threshold=1.5", "verify=maybe"):
+        response = client.get(f"/v1/admin/catalog/duplicates?{bad}", headers=ADMIN)
+        field = bad.split("=")[0]
+        assert response.status_code == 400 and field in response.get_json()["error"]["message"]
+
+
+@pytest.fixture(scope="module")
+def copies_shop(tmp_path_factory):
+    """The shop with its 32 photos replaced after training: 12 products, edited copies of
+    products 0-9 (a crop, JPEG, brightness and a shift) and lookalikes of products 0-9 (the
+    same product with one shape moved 2 px and one shaded 15% apart). All pairs are
+    candidates at threshold=-1, so the photos alone must tell copies from lookalikes."""
+    root = tmp_path_factory.mktemp("copies-shop")
+    shop = build_shop(root)
+    items, lookalikes = products(12, seed=11)
+    photos = np.concatenate([items, realistic_edits(items[:10], seed=12), lookalikes[:10]])
+    ids = toy_catalog().items["item_id"].tolist()
+    for item_id, pixels in zip(ids, photos, strict=True):
+        Image.fromarray(pixels).save(root / "images" / f"{item_id}.png")
+    planted = {tuple(sorted((ids[i], ids[12 + i]))) for i in range(10)}
+    return shop, root / "images", planted
+
+
+def _duplicate_sets(client, query: str) -> tuple[dict, set]:
+    answer = client.get(f"/v1/admin/catalog/duplicates?{query}", headers=ADMIN).get_json()
+    return answer, {tuple(sorted(i["item_id"] for i in s["items"])) for s in answer["sets"]}
+
+
+def test_verified_duplicates_are_the_edited_copies_not_the_lookalikes(copies_shop):
+    shop, _, planted = copies_shop
+    client = service_app(shop).test_client()
+    answer, found = _duplicate_sets(client, "threshold=-1")
+    assert answer["score"] == "verified" and answer["verified_pairs"] == 32 * 31 // 2
+    assert answer["skipped_pairs"] == 0 and answer["verified_threshold"] > 0.9
+    # Calibrated: half the copies or more (photos decoded at 32 px, as the CLI), no lookalike.
+    assert len(found & planted) >= 5 and found <= planted
+    answer, found = _duplicate_sets(client, "threshold=-1&verified_threshold=0.999")
+    assert answer["verified_threshold"] == 0.999 and found == planted
+    assert all(s["similarity"] >= 0.999 for s in answer["sets"])
+    # The served vectors alone cannot tell them apart.
+    answer, found = _duplicate_sets(client, "threshold=-1&verify=false")
+    assert answer["score"] == "cosine" and found != planted
+
+
+def test_without_photos_the_answer_is_the_cosine_one(copies_shop):
+    shop, images, _ = copies_shop
+    away = images.with_name("photos-gone")
+    images.rename(away)
+    try:
+        client = service_app(shop).test_client()
+        answer, found = _duplicate_sets(client, "threshold=0.5")
+        unverified, same = _duplicate_sets(client, "threshold=0.5&verify=false")
+    finally:
+        away.rename(images)
+    assert answer["score"] == "cosine" and answer["verified_pairs"] == 0
+    assert found == same and answer["total_sets"] == unverified["total_sets"]
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +199,7 @@ def test_catalog_health_shows_duplicates_outliers_and_a_browsable_cluster_map(pa
     page.locator("#threshold").press("Enter")
     pair = page.get_by_test_id("duplicate-set").first
     expect(pair).to_be_visible()
+    expect(page.get_by_test_id("duplicate-rule")).to_contain_text("confirmed by their photos")
     cards = pair.get_by_test_id("item-card")
     assert cards.count() >= 2
     assert all(cards.nth(i).locator("img").count() == 1 for i in range(cards.count()))

@@ -14,6 +14,7 @@ from recsys.catalog_intel.edits import realistic_edits
 from recsys.catalog_intel.protocols import copy_detection, verified_copy_detection
 from recsys.catalog_intel.verification import (
     VerifyConfig,
+    pair_scores,
     prepare,
     refine,
     self_copy_scores,
@@ -165,3 +166,15 @@ def test_the_protocol_scores_verification_above_the_descriptor_alone():
     verified = verified_copy_detection(embed, originals, copies, sources)
     assert verified["copy@1"] >= 0.9
     assert verified["pair_f1"] > plain["pair_f1"] and verified["pair_f1"] >= 0.8
+
+
+def test_pair_scores_verify_given_pairs_both_ways():
+    items, lookalikes = products(20, seed=12)
+    copies = realistic_edits(items, seed=13)
+    # A copy on the left (the zoomed-out side) scores as with the original on the left.
+    forward = pair_scores(items, copies)
+    np.testing.assert_allclose(pair_scores(copies, items), forward, atol=1e-6)
+    assert (forward > pair_scores(items, lookalikes)).mean() >= 0.95
+    assert pair_scores(items[:0], copies[:0]).shape == (0,)
+    with pytest.raises(InvalidInput, match="must match"):
+        pair_scores(items, copies[:-1])

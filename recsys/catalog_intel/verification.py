@@ -338,7 +338,18 @@ def self_copy_scores(
     images = np.asarray(images)
     rng = np.random.default_rng(seed)
     rows = rng.choice(len(images), size=min(sample, len(images)), replace=False)
-    pair = np.concatenate([images[rows], realistic_edits(images[rows], seed=seed)])
-    n = len(rows)
-    partner = np.r_[np.arange(n, 2 * n), np.arange(n)][:, None]  # (2n, 1)
-    return verified_scores(pair, partner, cfg)[:n, 0]
+    return pair_scores(images[rows], realistic_edits(images[rows], seed=seed), cfg)
+
+
+def pair_scores(left, right, cfg: VerifyConfig | None = None) -> np.ndarray:
+    """(P,) verified score of each photo in ``left`` against the same row of ``right`` (both
+    uint8 (P, H, W[, C])), each pair tried both ways: a given list of pairs, such as the
+    candidate pairs a caller already has, without any neighbour search."""
+    left, right = np.asarray(left), np.asarray(right)
+    if left.shape != right.shape:
+        raise InvalidInput(f"left {left.shape} and right {right.shape} photos must match")
+    n = len(left)
+    if n == 0:
+        return np.zeros(0, np.float32)
+    partner = np.r_[np.arange(n, 2 * n), np.arange(n)][:, None]  # (2P, 1)
+    return verified_scores(np.concatenate([left, right]), partner, cfg)[:n, 0]

@@ -39,19 +39,30 @@ function card(item, extra) {
   return link;
 }
 
+function duplicateRule(data) {
+  // What decided the pairs: their photos (verified score) or the vectors alone (cosine).
+  if (data.score === "verified") {
+    return `cosine ≥ ${data.threshold}, confirmed by their photos ` +
+      `(verified score ≥ ${data.verified_threshold.toFixed(4)}, ${data.verified_pairs} pair(s) checked)`;
+  }
+  return `cosine ≥ ${data.threshold} (no photos: vectors only)`;
+}
+
 function showDuplicates(data) {
   const box = document.getElementById("duplicates");
   box.replaceChildren();
+  const rule = el("p", { class: "muted", "data-testid": "duplicate-rule" });
+  box.append(rule);
   if (!data.sets.length) {
-    box.append(el("p", { class: "muted", text: `No duplicates at cosine ≥ ${data.threshold}.` }));
+    rule.textContent = `No duplicates at ${duplicateRule(data)}.`;
     return;
   }
-  box.append(el("p", { class: "muted",
-    text: `${data.total_sets} set(s) at cosine ≥ ${data.threshold}` }));
+  rule.textContent = `${data.total_sets} set(s) at ${duplicateRule(data)}`;
+  const label = data.score === "verified" ? "verified " : "cosine ";
   for (const set of data.sets) {
     const row = el("div", { class: "dup-set", "data-testid": "duplicate-set" });
     for (const item of set.items) row.append(card(item));
-    row.append(el("span", { class: "similarity", text: "similarity " + set.similarity.toFixed(3) }));
+    row.append(el("span", { class: "similarity", text: label + set.similarity.toFixed(4) }));
     box.append(row);
   }
 }
