@@ -26,8 +26,13 @@ def test_catalog_tasks_section_scores_the_four_tasks_beside_the_baselines(tmp_pa
     vectors = np.eye(2)[kind] + 0.05 * np.random.default_rng(0).normal(size=(150, 2))
 
     section = catalog_tasks.evaluate(ids, pd.Series(paths), vectors, labels, seed=0)
-    assert set(section["duplicates"]) == {"copy descriptor", "raw pixels", "pHash 64-bit"}
+    verified = "copy descriptor + verification"
+    assert set(section["duplicates"]) == {"copy descriptor", verified, "raw pixels", "pHash 64-bit"}
     assert section["duplicates"]["copy descriptor"]["copy@1"] >= 0.8
+    # The descriptor's candidates decided by their photos: every copy found, scored apart.
+    checked = section["duplicates"][verified]
+    assert checked["copy@1"] == 1.0 and checked["pair_f1"] == 1.0
+    assert checked["verified_items"] == 50 + 10 and checked["best_threshold"] > 0.99
     assert section["outliers"]["image vectors"]["auroc"] > 0.9
     assert section["clusters"]["image vectors"]["nmi"] > 0.9
     few = section["few_labels"]["image vectors"]
@@ -41,4 +46,5 @@ def test_catalog_tasks_section_scores_the_four_tasks_beside_the_baselines(tmp_pa
     catalog_tasks.render(doc, metrics, figures)
     markdown = to_markdown(doc, tmp_path)
     assert "## Catalog tasks" in markdown and "| copy descriptor |" in markdown
+    assert f"| {verified} | 1.0000 | 1.0000 |" in markdown
     assert catalog_tasks.figures({}, tmp_path) == {}
