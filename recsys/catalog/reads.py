@@ -131,6 +131,20 @@ class CardSnapshot:
         }
 
 
+def _logged(connection, old: int | None, new: int | None) -> list[str] | None:
+    """The items the change log names as written after generation ``old`` up to ``new``;
+    None when it cannot say: a generation unknown, a move back or of more than ``LOG_STEP``,
+    a move with nothing logged (a TRUNCATE), or a log pruned past ``old``."""
+    if old is None or new is None or not 0 <= new - old <= LOG_STEP:
+        return None
+    if new == old:
+        return []
+    changed = connection.execute(_CHANGED, {"old": old, "new": new}).scalars().all()
+    if not changed or old < changes.pruned_through(connection):
+        return None
+    return changed
+
+
 def _card(row: Row) -> ItemCard:
     item_id, title, in_stock, image_path, attributes = row
     return ItemCard(item_id, title, bool(in_stock), image_path is not None, attributes or {})
@@ -278,13 +292,8 @@ class CardCache:
         dropped when the log cannot say what changed since it."""
         with self.engine.connect() as connection:
             now = connection.scalar(_GENERATION)
-            old = snapshot.generation
-            if now is None or old is None or not 0 <= now - old <= LOG_STEP:
-                self._unplaced = None
-                return
-            changed = connection.execute(_CHANGED, {"old": old, "new": now}).scalars().all()
-            pruned = old < changes.pruned_through(connection)  # the log may lack some
-        if now != old and (pruned or not changed):  # moved with nothing logged: a TRUNCATE
+            changed = _logged(connection, snapshot.generation, now)
+        if changed is None:
             self._unplaced = None
             return
         with self._lock:
@@ -297,10 +306,8 @@ class CardCache:
         """Drop only the cards of the items written since the cached generation (the change
         log says which); when it cannot say, ``_cached`` drops them all."""
         old = self._generation
-        if old is None or generation is None or not 0 < generation - old <= LOG_STEP:
-            return
-        changed = connection.execute(_CHANGED, {"old": old, "new": generation}).scalars().all()
-        if not changed or old < changes.pruned_through(connection):  # a TRUNCATE, or pruned
+        changed = _logged(connection, old, generation)
+        if not changed:  # nothing moved, or the log cannot say what did
             return
         with self._lock:
             if self._generation == old:
