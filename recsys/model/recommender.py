@@ -39,7 +39,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys.errors import InvalidBundle, UnknownItem
-from recsys.model import explain
+from recsys.model import explain, sparse_rows
 from recsys.model.data import IdIndex, mapped
 from recsys.model.diversity import DEFAULT_DIVERSITY, check_diversity, diversify, pool_size
 from recsys.model.fusion import FusedModel
@@ -643,16 +643,12 @@ class Recommender:
 
 def _share_any(labels: sp.csr_matrix, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
     """(len(rows),) bool: whether each row (-1: none) has any of ``values`` in ``labels``."""
-    valid = rows >= 0
-    starts = labels.indptr[np.maximum(rows, 0)]
-    lengths = np.where(valid, labels.indptr[np.maximum(rows, 0) + 1] - starts, 0)  # (k,)
-    if not len(values) or not lengths.sum():
+    valid = np.flatnonzero(rows >= 0)
+    if not len(values) or not len(valid):
         return np.zeros(len(rows), dtype=bool)
-    owner = np.repeat(np.arange(len(rows)), lengths)
-    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    found = labels.indices[starts[owner] + offsets]  # (n,) the rows' values, row by row
+    owner, found, _ = sparse_rows.gather(labels, rows[valid])  # the rows' values, row by row
     hit = (found[:, None] == np.asarray(values)[None, :]).any(axis=1)  # few values: no sort
-    return np.bincount(owner[hit], minlength=len(rows)) > 0
+    return np.bincount(valid[owner[hit]], minlength=len(rows)) > 0
 
 
 def _row_indices(matrix: sp.csr_matrix, row: int) -> np.ndarray:
@@ -673,22 +669,19 @@ def token_candidates(fused: FusedModel, profile: sp.csr_matrix, budget: int):
     scored exactly (``FusedModel.token_scores`` of those rows). So a feed reads at most
     ``budget`` postings and sorts them, whatever the catalog: nothing here is per item."""
     postings, tokens, weights = fused.token_postings, profile.indices, profile.data
-    starts = postings.indptr[tokens]
-    lengths = postings.indptr[tokens + 1] - starts
+    lengths = postings.indptr[tokens + 1] - postings.indptr[tokens]
     budget = min(budget, _POSITION_MASK)
     if lengths.sum() > budget:
         order = np.argsort(lengths, kind="stable")
         kept = order[np.cumsum(lengths[order]) <= budget]
-        starts, lengths, weights = starts[kept], lengths[kept], weights[kept]
-    total = int(lengths.sum())
-    if not total:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        tokens, weights = tokens[kept], weights[kept]
     # the read postings as one run of positions, each with its token's profile weight
-    owner = np.repeat(np.arange(len(lengths)), lengths)
-    at = np.arange(total) + np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
-    values = postings.data[at] * weights[owner]
+    owner, items, data = sparse_rows.gather(postings, tokens)
+    if not len(items):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    values = data * weights[owner]
     # summed by item: one sort of (item, position) keys, then a segmented sum
-    keys = np.sort((postings.indices[at].astype(np.int64) << _POSITION_BITS) | np.arange(total))
+    keys = np.sort((items.astype(np.int64) << _POSITION_BITS) | np.arange(len(items)))
     items = keys >> _POSITION_BITS
     first = np.flatnonzero(np.r_[True, items[1:] != items[:-1]])
     rows = items[first]
