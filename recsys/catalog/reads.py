@@ -55,6 +55,24 @@ class ItemCard:
     attributes: dict[str, Any]
 
 
+# A card as a ``CardCache`` holds it: (title, in_stock, has_image, attributes as JSON text, ""
+# for none). A plain tuple of strings and bools leaves the garbage collector's lists after its
+# first collection, where a card object (and its attribute dict) would stay on them: with tens
+# of thousands of cards held, every full collection walked them all, a pause of 15-40 ms that
+# stalled the worker's requests.
+Packed = tuple[str | None, bool, bool, str]
+
+
+def _pack(card: ItemCard) -> Packed:
+    document = json.dumps(card.attributes) if card.attributes else ""
+    return card.title, card.in_stock, card.has_image, document
+
+
+def _unpack(item_id: str, packed: Packed) -> ItemCard:
+    title, in_stock, has_image, document = packed
+    return ItemCard(item_id, title, in_stock, has_image, json.loads(document) if document else {})
+
+
 @dataclass(frozen=True, slots=True)
 class ItemPage:
     cards: list[ItemCard]
@@ -116,19 +134,20 @@ class CardSnapshot:
 
     def cards(self, item_ids: Sequence[str]) -> dict[str, ItemCard]:
         """The cards of those ``item_ids`` the snapshot holds, by id."""
+        return {
+            item_id: _unpack(item_id, packed) for item_id, packed in self.packed(item_ids).items()
+        }
+
+    def packed(self, item_ids: Sequence[str]) -> dict[str, Packed]:
+        """``cards`` as a ``CardCache`` holds them (attributes left as JSON text)."""
         rows = self.index.rows(list(item_ids)) if item_ids else np.zeros(0, dtype=np.int64)
         known = rows >= 0
         ids = [item_id for item_id, ok in zip(item_ids, known.tolist(), strict=True) if ok]
         rows = rows[known]
         titles = self.titles.take(pa.array(rows)).to_pylist()
-        documents = self.attributes.take(pa.array(rows)).to_pylist()
+        documents = [doc or "" for doc in self.attributes.take(pa.array(rows)).to_pylist()]
         stock, image = self.in_stock[rows].tolist(), self.has_image[rows].tolist()
-        return {
-            item_id: ItemCard(item_id, title, in_stock, has, json.loads(doc) if doc else {})
-            for item_id, title, in_stock, has, doc in zip(
-                ids, titles, stock, image, documents, strict=True
-            )
-        }
+        return dict(zip(ids, zip(titles, stock, image, documents, strict=True), strict=True))
 
 
 def _logged(connection, old: int | None, new: int | None) -> list[str] | None:
@@ -206,7 +225,7 @@ class CardCache:
         self.max_age = max_age
         self.stale_after = stale_after
         self._followed = -math.inf  # time.monotonic() of the last follow()
-        self._cards: OrderedDict[str, ItemCard] = OrderedDict()
+        self._cards: OrderedDict[str, Packed] = OrderedDict()
         self._generation: int | None = None
         self._checked = -math.inf  # time.monotonic() of the last generation read
         self._lock = threading.Lock()
@@ -235,7 +254,7 @@ class CardCache:
                 return found
             if followed:  # the follower keeps the generation: read only the missing cards
                 read = item_cards(self.engine, _missing(item_ids, found))
-                self._keep(generation, read)
+                self._keep(generation, {item_id: _pack(card) for item_id, card in read.items()})
                 return found | read
         with self.engine.connect() as connection:
             generation = connection.scalar(_GENERATION)
@@ -247,7 +266,7 @@ class CardCache:
                 return found
             rows = connection.execute(_CARDS, {"ids": missing})
             read = {row[0]: _card(row) for row in rows}
-        self._keep(generation, read)
+        self._keep(generation, {item_id: _pack(card) for item_id, card in read.items()})
         return found | read
 
     def follow(self) -> None:
@@ -329,19 +348,19 @@ class CardCache:
                 return {}
             found, unseen = {}, []
             for item_id in item_ids:
-                if (card := self._cards.get(item_id)) is not None:
+                if (packed := self._cards.get(item_id)) is not None:
                     self._cards.move_to_end(item_id)
-                    found[item_id] = card
+                    found[item_id] = packed
                 elif item_id not in self._stale:
                     unseen.append(item_id)
             snapshot = self._snapshot
-        if snapshot is None or not unseen:
-            return found
-        read = snapshot.cards(unseen)
-        self._keep(generation, read)  # the items a process shows again answer from the dict
-        return found | read
+        if snapshot is not None and unseen:
+            read = snapshot.packed(unseen)
+            self._keep(generation, read)  # the items a process shows again answer from the dict
+            found |= read
+        return {item_id: _unpack(item_id, packed) for item_id, packed in found.items()}
 
-    def _keep(self, generation: int | None, read: dict[str, ItemCard]) -> None:
+    def _keep(self, generation: int | None, read: dict[str, Packed]) -> None:
         """Keep cards read at ``generation`` unless another request saw a newer one since."""
         with self._lock:
             if generation is None or generation != self._generation:
