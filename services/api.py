@@ -79,7 +79,7 @@ def get_item(item_id: str) -> ItemDetail:
 
 @bp.get("/items/<item_id>/similar")
 @endpoint(query=SimilarQuery, responses={200: Similar}, errors=(400, 404, 503), scope="items:read")
-def similar_items(item_id: str, query: SimilarQuery) -> Similar:
+def similar_items(item_id: str, query: SimilarQuery) -> dict:
     """Items similar to this one (product page)"""
     item_id = path_id("item_id", item_id)
     ctx = context()
@@ -95,7 +95,7 @@ def similar_items(item_id: str, query: SimilarQuery) -> Similar:
     except ValueError as exc:
         raise bad_parameter("filters", str(exc)) from None
     items = ranked(ctx.cards, results)
-    return Similar(item_id=item_id, model_version=state.version, items=items)
+    return {"item_id": item_id, "model_version": state.version, "items": items}  # a Similar
 
 
 @bp.get("/users")
@@ -109,20 +109,20 @@ def list_users(query: Page) -> UserPage:
 
 @bp.get("/users/<user_id>/recommendations")
 @endpoint(query=FeedQuery, responses={200: Feed}, errors=(400, 503), scope="feeds:read")
-def user_feed(user_id: str, query: FeedQuery) -> Feed:
+def user_feed(user_id: str, query: FeedQuery) -> dict:
     """A user's home feed"""
     return _feed(user_id, query.k, query.exclude_seen, None, query.filters, query.diversity)
 
 
 @bp.post("/users/<user_id>/recommendations")
 @endpoint(body=RankRequest, responses={200: Feed}, errors=(400, 413, 415, 503), scope="feeds:read")
-def rank_for_user(user_id: str, body: RankRequest) -> Feed:
+def rank_for_user(user_id: str, body: RankRequest) -> dict:
     """Rank a given candidate list (or the catalog) for a user"""
     filters = body.filters.model_dump(exclude_unset=True) if body.filters else {}
     return _feed(user_id, body.k, body.exclude_seen, body.candidates, filters, body.diversity)
 
 
-def _feed(user_id, k, exclude_seen, candidates, filters, diversity) -> Feed:
+def _feed(user_id, k, exclude_seen, candidates, filters, diversity) -> dict:
     user_id = path_id("user_id", user_id)
     ctx = context()
     state = ctx.holder.state
@@ -133,12 +133,12 @@ def _feed(user_id, k, exclude_seen, candidates, filters, diversity) -> Feed:
         raise bad_parameter("candidates", message_of(exc)) from None
     except ValueError as exc:
         raise bad_parameter("filters", str(exc)) from None
-    return Feed(
-        user_id=user_id,
-        model_version=state.version,
-        fallback=bool(results.fallback[0]),
-        items=ranked(ctx.cards, results),
-    )
+    return {  # a Feed
+        "user_id": user_id,
+        "model_version": state.version,
+        "fallback": bool(results.fallback[0]),
+        "items": ranked(ctx.cards, results),
+    }
 
 
 @bp.post("/search/image")

@@ -61,8 +61,8 @@ def card(item_id: str, found: ItemCard | None) -> dict[str, Any]:
 
 def ranked(cards: CardCache, results: Results, query: int = 0) -> list[dict[str, Any]]:
     """One query's results as cards with scores and reasons (history items titled), in the
-    order the model listed them: the fields of ``RankedItem``, which the answer's model
-    validates in one pass (a feed holds about a hundred reasons)."""
+    order the model listed them: ``RankedItem``s as plain data, which the view's answer is
+    serialized from as they are (``services.contract``; a feed holds about a hundred reasons)."""
     ids, scores = results.ids[query], results.scores[query]
     because = results.because[query] if results.because else [[] for _ in ids]
     mentioned = {r.item_id for reasons in because for r in reasons if r.item_id is not None}
@@ -72,16 +72,15 @@ def ranked(cards: CardCache, results: Results, query: int = 0) -> list[dict[str,
         {
             **card(item_id, found.get(item_id)),
             "score": round(score, 6),
-            "because": [_reason(r, titles) for r in reasons],
+            "because": [
+                {
+                    "label": label,
+                    "share": round(float(share), 6),
+                    "item_id": source,
+                    "title": titles.get(source),  # None for reasons without an item
+                }
+                for label, share, source in reasons
+            ],
         }
         for item_id, score, reasons in zip(ids, np.asarray(scores).tolist(), because, strict=True)
     ]
-
-
-def _reason(reason, titles: dict[str, str | None]) -> dict[str, Any]:
-    return {
-        "label": reason.label,
-        "share": round(float(reason.share), 6),
-        "item_id": reason.item_id,
-        "title": titles.get(reason.item_id) if reason.item_id is not None else None,
-    }

@@ -5,6 +5,12 @@ models to the view (``query=``, ``body=``, ``form=``), serializes the model the 
 and keeps the contract on the view, where ``services.openapi`` reads it to build
 ``/openapi.json``. One declaration therefore drives validation, the answer and the document.
 
+A view may return its answer as plain data (dicts and lists, in the declared model's shape)
+instead of a model: it is serialized as it is, without building the model again. The ranked
+lists do (a feed is a hundred rows and reasons; validating what the service itself built was
+a third of serializing it), and ``tests/test_service_fuzz.py`` checks every answer against
+the declared schema.
+
 Why pydantic v2 with this small decorator, not flask-openapi3, spectree or flask-smorest:
 pydantic is the schema library those integrations build on (and the one FastAPI uses), so the
 models are the same either way; what the integrations add is their own error bodies and query
@@ -22,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, get_args
 
+import pydantic_core
 from flask import Response, request
 from pydantic import BaseModel, ValidationError
 
@@ -85,6 +92,8 @@ def endpoint(
             answer = view(**path, **_inputs(contract))
             if isinstance(answer, BaseModel):
                 return Response(answer.model_dump_json(), status=status, mimetype=JSON)
+            if isinstance(answer, dict):
+                return Response(pydantic_core.to_json(answer), status=status, mimetype=JSON)
             return answer
 
         wrapper.contract = contract

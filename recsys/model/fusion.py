@@ -413,13 +413,17 @@ class FusedModel(BaseEstimator):
         if rows is None:
             cosine = (profiles @ self.token_postings).toarray()
         elif profiles.shape[0] == 1:  # one feed's few hundred rows: no sparse matrix built
-            profiles = profiles if profiles.has_sorted_indices else profiles.sorted_indices()
-            cosine = sparse_rows.row_dots(self.item_tokens_, rows, profiles.indices, profiles.data)
-            cosine = cosine[None, :]
+            return self.row_token_scores(sparse_rows.row(profiles, 0), rows)[None, :]
         else:
             cosine = (profiles @ self.item_tokens_[rows].T).toarray()
         scale = self.token_scale_ if rows is None else self.token_scale_[rows]
         return scale * np.asarray(cosine, dtype=np.float32)
+
+    def row_token_scores(self, profile: sparse_rows.Row, rows: np.ndarray) -> np.ndarray:
+        """(len(rows),) ``token_scores`` of one profile given as a ``sparse_rows.Row`` (a
+        request's: read from the CSR arrays, no sparse matrix built)."""
+        cosine = sparse_rows.row_dots(self.item_tokens_, rows, profile.indices, profile.data)
+        return self.token_scale_[rows] * np.asarray(cosine, dtype=np.float32)
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:

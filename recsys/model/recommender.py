@@ -297,7 +297,9 @@ class Recommender:
             seen = _row_indices(self.cf.user_items_, row) if exclude_seen else None
             query = self.fused.user_vectors_[row]
             pool = self.index.search(query, self._reach(width), allowed, [seen])
-            tokens = self.fused.user_tokens_[row] if self.fused.has_tokens else None
+            tokens = (
+                sparse_rows.row(self.fused.user_tokens_, row) if self.fused.has_tokens else None
+            )
             found[q], scores[q] = self._with_tokens(tokens, query, pool, allowed, seen, width)
         found, scores = diversify(found, scores, self.fused.item_blocks_, k, diversity)
         results = self._results(found, scores)
@@ -349,7 +351,7 @@ class Recommender:
                 pool = (pools[0][u : u + 1], pools[1][u : u + 1])
                 seen = exclude[u] if exclude is not None else None
                 found[u], scores[u] = self._with_tokens(
-                    profiles[u], queries[u], pool, allowed, seen, width
+                    sparse_rows.row(profiles, u), queries[u], pool, allowed, seen, width
                 )
         for user in np.flatnonzero(empty):
             found[user], scores[user] = self._popular(width, allowed)
@@ -376,13 +378,12 @@ class Recommender:
     def _with_tokens(self, profile, query, pool, allowed, seen, width: int):
         """One feed's (rows, scores) of ``width`` with the token term added: the index's pool
         and the items the user's token profile ranks highest (allowed, not ``seen``;
-        ``token_candidates``), ranked together by the whole score, exactly. The term's weight
-        0 (or no tokens) leaves the pool as the index gave it."""
+        ``token_candidates``), ranked together by the whole score, exactly; ``profile``: the
+        user's token profile (a ``sparse_rows.Row``). The term's weight 0 (or no tokens) leaves
+        the pool as the index gave it."""
         found, scores = pool[0][0], pool[1][0]
         if profile is None or not self.fused.token_weight:
             return found[:width], scores[:width]
-        if not (sp.isspmatrix_csr(profile) and profile.dtype == np.float32):
-            profile = sp.csr_matrix(profile, dtype=np.float32)
         rows, terms = token_candidates(self.fused, profile, self.token_budget)
         keep = np.ones(len(rows), dtype=bool) if allowed is None else allowed[rows]
         if seen is not None and len(seen):
@@ -392,7 +393,7 @@ class Recommender:
         extra = rows[keep][top_k(terms[keep], len(found))[0]]
         union = np.union1d(found[found >= 0], extra)
         total = np.asarray(self.fused.item_vectors_[union] @ query, dtype=np.float32)
-        total += self.fused.token_scores(profile, union)[0]
+        total += self.fused.row_token_scores(profile, union)
         best = top_k_finite(total[None, :], width)[0]
         rows = np.where(best >= 0, union[np.maximum(best, 0)], -1)
         return rows, np.where(best >= 0, total[np.maximum(best, 0)], -np.inf).astype(np.float32)
@@ -661,8 +662,9 @@ def _rows(matrix: sp.csr_matrix):
         yield _row_indices(matrix, user)
 
 
-def token_candidates(fused: FusedModel, profile: sp.csr_matrix, budget: int):
-    """(rows ascending, terms): the items sharing a token with one profile (1, F) and their
+def token_candidates(fused: FusedModel, profile: sparse_rows.Row | sp.csr_matrix, budget: int):
+    """(rows ascending, terms): the items sharing a token with one profile (a row, or a (1, F)
+    CSR matrix) and their
     token terms, from the postings of its tokens. When those hold more than ``budget`` item
     tokens, only its rarest tokens' postings are read, up to the budget: the most common
     tokens add a little to very many items and pick out none, and the rows found are still

@@ -8,8 +8,28 @@ arrays directly, so their cost is the entries they touch.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import scipy.sparse as sp
+
+
+class Row(NamedTuple):
+    """One row of a CSR matrix as its arrays: column numbers (ascending) and values."""
+
+    indices: np.ndarray
+    data: np.ndarray
+
+
+def row(matrix: sp.csr_matrix, r: int) -> Row:
+    """Row ``r`` of ``matrix`` as views of its arrays (sorted first when the matrix's column
+    numbers are not), where ``matrix[r]`` builds a new sparse matrix."""
+    start, end = matrix.indptr[r], matrix.indptr[r + 1]
+    indices, data = matrix.indices[start:end], matrix.data[start:end]
+    if not matrix.has_sorted_indices:
+        order = np.argsort(indices, kind="stable")
+        indices, data = indices[order], data[order]
+    return Row(indices, data)
 
 
 def gather(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
