@@ -219,15 +219,26 @@ class FeedRequest:
     diversity: float = DEFAULT_DIVERSITY
 
 
+def fresh_history(state: ServingState, engine: Engine, user_id: str) -> list[str]:
+    """The items of the user's events stored since the bundle's data was read that the bundle
+    knows, newest first: what a feed folds in beyond the bundle's own history."""
+    stored = fresh_items(engine, user_id, state.data_read_at)
+    known = state.recommender.item_index.rows(stored) >= 0
+    return [item for item, keep in zip(stored, known, strict=True) if keep]
+
+
 def home_feed(
-    state: ServingState, engine: Engine, user_id: str, request: FeedRequest | None = None
+    state: ServingState,
+    engine: Engine,
+    user_id: str,
+    request: FeedRequest | None = None,
+    fresh: list[str] | None = None,
 ) -> Results:
-    """One user's top-k with their fresh events folded in; unknown users fall back."""
+    """One user's top-k with their fresh events folded in (``fresh``: ``fresh_history``,
+    read here when not given); unknown users fall back."""
     request = request or FeedRequest()
     recommender = state.recommender
-    stored = fresh_items(engine, user_id, state.data_read_at)
-    known = recommender.item_index.rows(stored) >= 0
-    fresh = [item for item, keep in zip(stored, known, strict=True) if keep]
+    fresh = fresh_history(state, engine, user_id) if fresh is None else fresh
     options = (request.k, request.exclude_seen, request.candidates, request.filters)
     if not fresh:
         return recommender.recommend([user_id], *options, diversity=request.diversity)

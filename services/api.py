@@ -12,15 +12,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
-from flask import Blueprint
+import pydantic_core
+from flask import Blueprint, Response
 from PIL import Image, UnidentifiedImageError
 
 from recsys.catalog import reads
 from recsys.errors import UnknownItem
 from recsys.ingest.interactions import record_interactions
-from recsys.serving import FeedRequest, home_feed
-from services.context import card, context, ranked
-from services.contract import endpoint
+from recsys.serving import FeedRequest, fresh_history, home_feed
+from services.context import answer_key, card, context, ranked
+from services.contract import JSON, endpoint
 from services.errors import ApiError, bad_parameter, message_of
 from services.schemas import (
     Events,
@@ -79,11 +80,20 @@ def get_item(item_id: str) -> ItemDetail:
 
 @bp.get("/items/<item_id>/similar")
 @endpoint(query=SimilarQuery, responses={200: Similar}, errors=(400, 404, 503), scope="items:read")
-def similar_items(item_id: str, query: SimilarQuery) -> dict:
+def similar_items(item_id: str, query: SimilarQuery) -> Response:
     """Items similar to this one (product page)"""
     item_id = path_id("item_id", item_id)
     ctx = context()
     state = ctx.holder.state
+    key = answer_key(ctx, state)
+    body = ctx.answers.get(key)
+    if body is None:
+        body = pydantic_core.to_json(_similar(ctx, state, item_id, query))
+        ctx.answers.put(key, body)
+    return Response(body, mimetype=JSON)
+
+
+def _similar(ctx, state, item_id: str, query: SimilarQuery) -> dict:
     try:
         results = state.recommender.similar_items(
             [item_id], k=query.k, filters=query.filters, mode=query.mode, diversity=query.diversity
@@ -109,9 +119,19 @@ def list_users(query: Page) -> UserPage:
 
 @bp.get("/users/<user_id>/recommendations")
 @endpoint(query=FeedQuery, responses={200: Feed}, errors=(400, 503), scope="feeds:read")
-def user_feed(user_id: str, query: FeedQuery) -> dict:
+def user_feed(user_id: str, query: FeedQuery) -> Response:
     """A user's home feed"""
-    return _feed(user_id, query.k, query.exclude_seen, None, query.filters, query.diversity)
+    user_id = path_id("user_id", user_id)
+    ctx = context()
+    state = ctx.holder.state
+    fresh = fresh_history(state, ctx.engine, user_id)
+    key = answer_key(ctx, state, *fresh)
+    body = ctx.answers.get(key)
+    if body is None:
+        options = (query.k, query.exclude_seen, None, query.filters, query.diversity)
+        body = pydantic_core.to_json(_feed(user_id, *options, fresh=fresh))
+        ctx.answers.put(key, body)
+    return Response(body, mimetype=JSON)
 
 
 @bp.post("/users/<user_id>/recommendations")
@@ -122,13 +142,13 @@ def rank_for_user(user_id: str, body: RankRequest) -> dict:
     return _feed(user_id, body.k, body.exclude_seen, body.candidates, filters, body.diversity)
 
 
-def _feed(user_id, k, exclude_seen, candidates, filters, diversity) -> dict:
+def _feed(user_id, k, exclude_seen, candidates, filters, diversity, fresh=None) -> dict:
     user_id = path_id("user_id", user_id)
     ctx = context()
     state = ctx.holder.state
     request = FeedRequest(k, exclude_seen, candidates, filters, diversity)
     try:
-        results = home_feed(state, ctx.engine, user_id, request)
+        results = home_feed(state, ctx.engine, user_id, request, fresh)
     except UnknownItem as exc:
         raise bad_parameter("candidates", message_of(exc)) from None
     except ValueError as exc:

@@ -26,6 +26,7 @@ from recsys.model.delta import DeltaConfig
 from recsys.serving import ModelHolder, follow_catalog, load_state
 from recsys.settings import Settings
 from services import api, auth, catalog_health, errors, items, limits, ops, web
+from services.answers import AnswerCache
 from services.context import ServiceContext
 from services.metrics import Metrics
 from services.metrics import init_app as init_metrics
@@ -57,6 +58,10 @@ DEFAULTS = {
     # With the follower off: seconds a worker answers cards from memory before it reads the
     # items generation again; 0 reads it on every request, so an edit shows on the next one.
     "CARD_MAX_AGE_SECONDS": 0.0,
+    # Serialized similar-items and feed answers each process keeps, in MB (services.answers):
+    # a repeated request is answered from memory, exactly as it would be computed again (the
+    # key holds the bundle, the catalog generations and the user's new events). 0: none.
+    "ANSWER_CACHE_MB": 32,
     # A worker that cannot reach the catalog at start retries after 0.5 s, 1 s, 2 s ... up to
     # this many seconds apart, serving 503s meanwhile, instead of failing to boot.
     "CATALOG_RETRY_MAX_SECONDS": 30.0,
@@ -113,7 +118,8 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
         snapshot=bool(app.config["CARD_SNAPSHOT"]),
         preloaded=_preloaded_cards if app.config["CARD_SNAPSHOT"] else None,
     )
-    app.extensions["recsys"] = ServiceContext(settings, engine, holder, metrics, cards)
+    answers = AnswerCache(int(float(app.config["ANSWER_CACHE_MB"]) * 1e6))
+    app.extensions["recsys"] = ServiceContext(settings, engine, holder, metrics, cards, answers)
     errors.init_app(app)
     init_metrics(app, metrics)
     for blueprint in BLUEPRINTS:

@@ -9,13 +9,14 @@ from typing import Any
 from urllib.parse import quote
 
 import numpy as np
-from flask import current_app
+from flask import current_app, request
 from sqlalchemy import Engine
 
 from recsys.catalog.reads import CardCache, ItemCard
 from recsys.model.recommender import Results
-from recsys.serving import ModelHolder
+from recsys.serving import ModelHolder, ServingState
 from recsys.settings import Settings
+from services.answers import AnswerCache
 from services.metrics import Metrics
 
 
@@ -26,6 +27,7 @@ class ServiceContext:
     holder: ModelHolder
     metrics: Metrics
     cards: CardCache  # every card the API shows comes from here
+    answers: AnswerCache  # similar items and feeds already answered (services.answers)
     # Visual searches one process decodes and encodes at once: with 2 threads per worker,
     # one is always left for the other endpoints, and one decoded photo is in memory.
     image_slots: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(1))
@@ -33,6 +35,18 @@ class ServiceContext:
 
 def context() -> ServiceContext:
     return current_app.extensions["recsys"]
+
+
+def answer_key(ctx: ServiceContext, state: ServingState, *inputs: str) -> tuple | None:
+    """The key this request's answer is kept under (``services.answers``): its path and query
+    string, the bundle, the catalog generations of its live delta and of the item cards, and
+    ``inputs`` the answer also depends on; None when the cards' generation is not followed."""
+    cards = ctx.cards.followed_generation()
+    if cards is None:
+        return None
+    live = state.recommender.live
+    served = (state.version, -1 if live is None else live.generation, cards)
+    return (request.path, request.query_string, *served, *inputs)
 
 
 def image_url(item_id: str) -> str:

@@ -269,6 +269,13 @@ class CardCache:
         self._keep(generation, {item_id: _pack(card) for item_id, card in read.items()})
         return found | read
 
+    def followed_generation(self) -> int | None:
+        """The items generation every card this cache answers is current to, when ``follow``
+        keeps it (it ran within ``stale_after``); None when requests read it themselves."""
+        if not self.capacity or time.monotonic() - self._followed >= self.stale_after:
+            return None
+        return self._generation
+
     def follow(self) -> None:
         """Catch up with the catalog now: read its items generation and drop the cards of the
         items written since (all of them when the change log cannot say which). Errors are

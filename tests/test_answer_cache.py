@@ -1,0 +1,118 @@
+"""Answers kept by what they were computed from (services.answers): a repeated request is
+answered from memory, and an item write, a new event or a new bundle is never hidden by it."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from recsys.settings import Settings
+from services.answers import AnswerCache
+from services.app import create_app
+from tests.shop_fixture import ADMIN, ADMIN_TOKEN, build_shop
+
+
+def test_the_cache_keeps_recent_answers_within_its_byte_budget():
+    cache = AnswerCache(max_bytes=100)
+    cache.put("a", b"x" * 20)
+    cache.put("b", b"y" * 20)
+    assert cache.get("a") == b"x" * 20  # now the most recently used
+    for key in "cdef":
+        cache.put(key, b"z" * 20)
+    assert cache.size <= 100 and cache.get("b") is None and cache.get("a") == b"x" * 20
+    cache.put("big", b"w" * 26)  # over a quarter of the budget: not kept
+    assert cache.get("big") is None
+    cache.put(None, b"v")  # no key: nothing kept, nothing found
+    assert cache.get(None) is None
+    off = AnswerCache(max_bytes=0)
+    off.put("a", b"")
+    assert off.get("a") is None and len(off) == 0
+    with pytest.raises(ValueError, match="max_bytes"):
+        AnswerCache(-1)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return build_shop(tmp_path_factory.mktemp("answers-shop"))
+
+
+def make_app(built, tmp_path, **config):
+    url, artifacts = built
+    shutil.copy(url.removeprefix("sqlite:///"), tmp_path / "shop.db")
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'shop.db'}",
+        artifacts_dir=artifacts,
+        admin_token=ADMIN_TOKEN,
+        write_rate_limit="10000/minute",
+    )
+    base = {"TESTING": True, "RELOAD_CHECK_SECONDS": 0, "LIVE_CATALOG_SECONDS": 0}
+    return create_app(settings, {**base, **config})
+
+
+def follow(app) -> None:
+    """One step of the worker's catalog follower (the service runs one a second)."""
+    ctx = app.extensions["recsys"]
+    ctx.holder.follow()
+    ctx.cards.follow()
+
+
+def counting(app, method: str) -> list:
+    """Count the served recommender's calls of ``method`` (a list of their arguments)."""
+    recommender = app.extensions["recsys"].holder.state.recommender
+    calls, original = [], getattr(recommender, method)
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    setattr(recommender, method, counted)
+    return calls
+
+
+def test_a_repeated_product_page_is_answered_once_until_an_item_changes(built, tmp_path):
+    app = make_app(built, tmp_path)
+    client = app.test_client()
+    follow(app)
+    calls = counting(app, "similar_items")
+    first = client.get("/v1/items/a1/similar?k=5")
+    assert first.status_code == 200
+    again = client.get("/v1/items/a1/similar?k=5")
+    assert again.data == first.data and len(calls) == 1
+    assert client.get("/v1/items/a1/similar?k=4").status_code == 200  # another request
+    assert len(calls) == 2
+    shown = first.get_json()["items"][0]["item_id"]
+    edit = client.patch(f"/v1/items/{shown}", json={"title": "Renamed"}, headers=ADMIN)
+    assert edit.status_code == 200
+    follow(app)  # the worker's next follow step: new generations, new keys
+    after = client.get("/v1/items/a1/similar?k=5").get_json()
+    assert len(calls) == 3
+    assert {i["item_id"]: i["title"] for i in after["items"]}[shown] == "Renamed"
+
+
+def test_a_new_event_is_in_the_next_feed_though_the_last_one_was_kept(built, tmp_path):
+    app = make_app(built, tmp_path)
+    client = app.test_client()
+    follow(app)
+    calls = counting(app, "recommend")
+    before = client.get("/v1/users/u2/recommendations?k=5")
+    assert client.get("/v1/users/u2/recommendations?k=5").data == before.data
+    assert len(calls) == 1
+    events = [{"user_id": "u2", "item_id": f"b{k}", "event": "purchase"} for k in range(10)]
+    posted = client.post("/v1/interactions", json={"events": events}, headers=ADMIN)
+    assert posted.status_code == 201
+    after = client.get("/v1/users/u2/recommendations?k=5").get_json()
+    assert all(i["item_id"].startswith("a") for i in before.get_json()["items"])
+    assert sum(i["item_id"].startswith("b") for i in after["items"]) >= 3  # folded in at once
+
+
+@pytest.mark.parametrize("config", [{"ANSWER_CACHE_MB": 0}, {}])
+def test_answers_are_computed_each_time_when_off_or_not_following(built, tmp_path, config):
+    app = make_app(built, tmp_path, **config)
+    client = app.test_client()
+    if config:  # the cache is off; without a follow step there is no generation to key on
+        follow(app)
+    calls = counting(app, "similar_items")
+    for _ in range(3):
+        assert client.get("/v1/items/a1/similar?k=5").status_code == 200
+    assert len(calls) == 3 and len(app.extensions["recsys"].answers) == 0
