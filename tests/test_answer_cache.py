@@ -70,10 +70,16 @@ def counting(app, method: str) -> list:
     return calls
 
 
-def test_a_repeated_product_page_is_answered_once_until_an_item_changes(built, tmp_path):
+@pytest.fixture
+def app(built, tmp_path):
+    """The service over a copy of the shop, its follower one step in: answers are kept."""
     app = make_app(built, tmp_path)
-    client = app.test_client()
     follow(app)
+    return app
+
+
+def test_a_repeated_product_page_is_answered_once_until_an_item_changes(app):
+    client = app.test_client()
     calls = counting(app, "similar_items")
     first = client.get("/v1/items/a1/similar?k=5")
     assert first.status_code == 200
@@ -90,10 +96,8 @@ def test_a_repeated_product_page_is_answered_once_until_an_item_changes(built, t
     assert {i["item_id"]: i["title"] for i in after["items"]}[shown] == "Renamed"
 
 
-def test_a_new_event_is_in_the_next_feed_though_the_last_one_was_kept(built, tmp_path):
-    app = make_app(built, tmp_path)
+def test_a_new_event_is_in_the_next_feed_though_the_last_one_was_kept(app):
     client = app.test_client()
-    follow(app)
     calls = counting(app, "recommend")
     before = client.get("/v1/users/u2/recommendations?k=5")
     assert client.get("/v1/users/u2/recommendations?k=5").data == before.data
