@@ -500,8 +500,10 @@ def _grid_search(evaluate, blocks: dict[str, int], config: TrainConfig):
 def _cold_search(evaluate, weights: dict, cold_scale: dict, current: Scored, grid):
     """Cold items' own block weights (feed weight times cold multiplier) on the cold-only
     objective (cold-item recall@``grid.cold_k`` of the users holding cold items out, cold
-    items ranked among themselves), one block at a time,
-    cf last; then one level for all of them on the users' all-items recall. The result
+    items ranked among themselves), one block at a time, cf last, from the feed's weights and
+    (where it finds cold items) from the token term alone, as the content contender ranks
+    them, keeping the better end; then one level for all of them on the users' all-items
+    recall. The result
     stands only when the all-items recall is not significantly below ``current``'s; with
     fewer than ``grid.cold_min_users`` users holding cold items the defaults stay.
     -> (weights, cold_scale, Scored)."""
@@ -527,13 +529,27 @@ def _cold_search(evaluate, weights: dict, cold_scale: dict, current: Scored, gri
     if TOKENS in cold_scale and not weights.get(TOKENS) and floor:
         options = {TOKENS: (0.0, *(w for w in grid.tokens if w > 0)), **options}
     start = {b: weights.get(b, 0.0) * cold_scale[b] for b in options}
-    chosen, _ = _ascend(
-        lambda c: evaluate(*realize(c), grid.cold_k).on("cold"),
-        start,
-        options,
-        grid.significance,
-        grid.rounds,
-    )
+
+    def cold_objective(cold_weights: dict) -> Scored:
+        return evaluate(*realize(cold_weights), grid.cold_k).on("cold")
+
+    origins = [start]
+    if TOKENS in options:
+        # The content contender (TF-IDF profile) ranks new items by the token term alone.
+        # The feed's blend adds each block's prediction for them, which can drown the
+        # tokens (demo shop, benchmarks/RESULTS.md session 10), and one block at a time
+        # at 2 standard errors cannot leave it. So where the token term alone finds the
+        # validation's cold items (significantly better than no weights at all), the ascent
+        # also starts from it, every block earning its cold weight as before, and the
+        # better of the two ascents' ends is kept.
+        nothing = dict.fromkeys(options, 0.0)
+        alone = {**nothing, TOKENS: start[TOKENS] or floor}
+        if alone[TOKENS] > 0 and _better(
+            cold_objective(alone), cold_objective(nothing), grid.significance
+        ):
+            origins.append(alone)
+    ends = [_ascend(cold_objective, o, options, grid.significance, grid.rounds) for o in origins]
+    chosen = max(ends, key=lambda end: end[1].objective)[0]  # the blend's on a tie
     if chosen == start:
         return weights, cold_scale, current
 

@@ -1,0 +1,118 @@
+"""What ranks new items on the test split: the fused model's cold-item parts against the TF-IDF
+profile contender, paired per user.
+
+    .venv/bin/python scripts/cold_ranking_parts.py --database-url sqlite:///DB --seed N \
+        [--ratios 0.3,1,3,10]
+
+Fits the fused contender of `recsys evaluate --split temporal --seed N` without its weights
+stage (``validation_share`` 0: the fitted blocks are the same, only the weights are not
+chosen), then ranks the test users' cold items (items without training interactions, among
+themselves, as the evaluation's cold-item recall@10 does) by: the contender; the token term
+alone under each profile form; the collaborative block cold items get from their content
+(the ridge prediction) alone; and that block plus ``ratio`` times the token term, per form.
+Prints cold-item recall@10 of each and its mean paired difference to the contender with one
+standard error, and checks that the token term alone under "binary" profiles is the
+contender's ranking (same item tokens, profiles and users). Issue 13,
+benchmarks/RESULTS.md session 10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import create_engine
+
+from recsys.evaluation.contenders import ContentProfile, ItemContent
+from recsys.evaluation.run import EvaluationConfig
+from recsys.model.data import CatalogData, read_catalog
+from recsys.model.fusion import TOKEN_PROFILES, normalize_rows
+from recsys.model.protocol import build_task, rank, restricted_per_user
+from recsys.model.split import split_interactions
+from recsys.model.training import fit_in_memory
+
+K = 10
+
+
+class Ranker:
+    """A contender for ``protocol.rank`` from (U, I) scores of the fitted users' rows."""
+
+    name = "part"
+
+    def __init__(self, users: pd.Index, score):
+        self.users, self.score = users, score
+
+    def scores(self, user_ids: np.ndarray) -> np.ndarray:
+        rows = self.users.get_indexer(user_ids)
+        out = np.asarray(self.score(np.maximum(rows, 0)), dtype=np.float32)
+        out[rows < 0] = 0.0
+        return out
+
+
+def cold_recall(contender, task) -> np.ndarray:
+    """(H,) cold-item recall@K of the users holding cold items out."""
+    _, cold = restricted_per_user(rank(contender, task, K).cold, task, task.cold, (K,))
+    return cold[f"recall@{K}"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ratios", default="0.3,1,3,10")
+    args = parser.parse_args()
+    config = EvaluationConfig(seed=args.seed)
+    fitting = replace(config.fused, validation_share=0.0)
+    data = read_catalog(create_engine(args.database_url))
+    split = split_interactions(data.interactions, "temporal", config.holdout, args.seed)
+    train = CatalogData(data.items, data.kinds, split.train)
+    task = build_task(split.train, split.test, data.items["item_id"].to_numpy(dtype=str))
+    content = ItemContent(fitting).content(train)
+    fitted = fit_in_memory(train, fitting, content)
+    fused, users = fitted.fused, pd.Index(fitted.cf.user_ids_)
+    contender = ContentProfile("TF-IDF profile", content.tokens).fit(train)
+    profiles = {}
+    for form in TOKEN_PROFILES:
+        fused.token_profile_ = form
+        profiles[form] = fused.history_token_profiles(fitted.cf.user_items_)  # (U, F)
+    rows = contender._rows(users.to_numpy())  # the contender's row of each fitted user
+    checks = {
+        "item_tokens_max_diff": float(
+            abs(normalize_rows(content.tokens) - fused.item_tokens_).max()
+        ),
+        "users_unknown_to_contender": int((rows < 0).sum()),
+        "binary_profile_max_diff": float(abs(contender.profiles_[rows] - profiles["binary"]).max()),
+    }
+
+    def tokens(form):
+        return lambda rows: (profiles[form][rows] @ fused.item_tokens_.T).toarray()
+
+    def cf(rows):
+        return fused.user_blocks_["cf"][rows] @ fused.item_blocks_["cf"].T  # (b, I)
+
+    parts = {"TF-IDF profile": contender}
+    parts.update({f"tokens ({f})": Ranker(users, tokens(f)) for f in TOKEN_PROFILES})
+    parts["cf predicted from content"] = Ranker(users, cf)
+    for form in ("confidence", "binary"):
+        for ratio in (float(r) for r in args.ratios.split(",")):
+            blend = lambda rows, f=form, r=ratio: cf(rows) + r * tokens(f)(rows)  # noqa: E731
+            parts[f"cf + {ratio:g} x tokens ({form})"] = Ranker(users, blend)
+    recalls = {name: cold_recall(part, task) for name, part in parts.items()}
+    base = recalls["TF-IDF profile"]
+    results = {"checks": checks, "users": len(base), "cold_recall@10": {}}
+    for name, recall in recalls.items():
+        diff = recall - base
+        error = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
+        results["cold_recall@10"][name] = {
+            "recall": round(float(recall.mean()), 4),
+            "minus_contender": round(float(diff.mean()), 4),
+            "se": round(float(error), 4),
+        }
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
