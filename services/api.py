@@ -128,8 +128,8 @@ def user_feed(user_id: str, query: FeedQuery) -> Response:
     key = answer_key(ctx, state, *fresh)
     body = ctx.answers.get(key)
     if body is None:
-        options = (query.k, query.exclude_seen, None, query.filters, query.diversity)
-        body = pydantic_core.to_json(_feed(user_id, *options, fresh=fresh))
+        request = FeedRequest(query.k, query.exclude_seen, None, query.filters, query.diversity)
+        body = pydantic_core.to_json(_feed(ctx, state, user_id, request, fresh))
         ctx.answers.put(key, body)
     return Response(body, mimetype=JSON)
 
@@ -139,14 +139,13 @@ def user_feed(user_id: str, query: FeedQuery) -> Response:
 def rank_for_user(user_id: str, body: RankRequest) -> dict:
     """Rank a given candidate list (or the catalog) for a user"""
     filters = body.filters.model_dump(exclude_unset=True) if body.filters else {}
-    return _feed(user_id, body.k, body.exclude_seen, body.candidates, filters, body.diversity)
-
-
-def _feed(user_id, k, exclude_seen, candidates, filters, diversity, fresh=None) -> dict:
-    user_id = path_id("user_id", user_id)
+    request = FeedRequest(body.k, body.exclude_seen, body.candidates, filters, body.diversity)
     ctx = context()
-    state = ctx.holder.state
-    request = FeedRequest(k, exclude_seen, candidates, filters, diversity)
+    return _feed(ctx, ctx.holder.state, path_id("user_id", user_id), request)
+
+
+def _feed(ctx, state, user_id: str, request: FeedRequest, fresh=None) -> dict:
+    """The feed's answer from ``state`` (the one its key, if any, was made from)."""
     try:
         results = home_feed(state, ctx.engine, user_id, request, fresh)
     except UnknownItem as exc:
