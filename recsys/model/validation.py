@@ -530,8 +530,13 @@ def _cold_search(evaluate, weights: dict, cold_scale: dict, current: Scored, gri
         options = {TOKENS: (0.0, *(w for w in grid.tokens if w > 0)), **options}
     start = {b: weights.get(b, 0.0) * cold_scale[b] for b in options}
 
+    scored: dict[tuple, Scored] = {}  # both ascents and the check meet the same weights
+
     def cold_objective(cold_weights: dict) -> Scored:
-        return evaluate(*realize(cold_weights), grid.cold_k).on("cold")
+        key = tuple(sorted(cold_weights.items()))
+        if key not in scored:
+            scored[key] = evaluate(*realize(cold_weights), grid.cold_k).on("cold")
+        return scored[key]
 
     origins = [start]
     if TOKENS in options:
