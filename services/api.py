@@ -6,13 +6,13 @@ Each view's contract (query, body, answer) is declared with ``@endpoint`` from t
 
 from __future__ import annotations
 
+import functools
 import io
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
-import pydantic_core
 from flask import Blueprint, Response
 from PIL import Image, UnidentifiedImageError
 
@@ -20,8 +20,8 @@ from recsys.catalog import reads
 from recsys.errors import UnknownItem
 from recsys.ingest.interactions import record_interactions
 from recsys.serving import FeedRequest, fresh_history, home_feed
-from services.context import answer_key, card, context, ranked
-from services.contract import JSON, endpoint
+from services.context import answer_key, card, context, kept_answer, ranked
+from services.contract import endpoint
 from services.errors import ApiError, bad_parameter, message_of
 from services.schemas import (
     Events,
@@ -85,12 +85,7 @@ def similar_items(item_id: str, query: SimilarQuery) -> Response:
     item_id = path_id("item_id", item_id)
     ctx = context()
     state = ctx.holder.state
-    key = answer_key(ctx, state)
-    body = ctx.answers.get(key)
-    if body is None:
-        body = pydantic_core.to_json(_similar(ctx, state, item_id, query))
-        ctx.answers.put(key, body)
-    return Response(body, mimetype=JSON)
+    return kept_answer(ctx, answer_key(ctx, state), lambda: _similar(ctx, state, item_id, query))
 
 
 def _similar(ctx, state, item_id: str, query: SimilarQuery) -> dict:
@@ -125,13 +120,9 @@ def user_feed(user_id: str, query: FeedQuery) -> Response:
     ctx = context()
     state = ctx.holder.state
     fresh = fresh_history(state, ctx.engine, user_id)
-    key = answer_key(ctx, state, *fresh)
-    body = ctx.answers.get(key)
-    if body is None:
-        request = FeedRequest(query.k, query.exclude_seen, None, query.filters, query.diversity)
-        body = pydantic_core.to_json(_feed(ctx, state, user_id, request, fresh))
-        ctx.answers.put(key, body)
-    return Response(body, mimetype=JSON)
+    request = FeedRequest(query.k, query.exclude_seen, None, query.filters, query.diversity)
+    compute = functools.partial(_feed, ctx, state, user_id, request, fresh)
+    return kept_answer(ctx, answer_key(ctx, state, *fresh), compute)
 
 
 @bp.post("/users/<user_id>/recommendations")

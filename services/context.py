@@ -4,12 +4,14 @@ as the API shows them."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 import numpy as np
-from flask import current_app, request
+import pydantic_core
+from flask import Response, current_app, request
 from sqlalchemy import Engine
 
 from recsys.catalog.reads import CardCache, ItemCard
@@ -17,6 +19,7 @@ from recsys.model.recommender import Results
 from recsys.serving import ModelHolder, ServingState
 from recsys.settings import Settings
 from services.answers import AnswerCache
+from services.contract import JSON
 from services.metrics import Metrics
 
 
@@ -47,6 +50,16 @@ def answer_key(ctx: ServiceContext, state: ServingState, *inputs: str) -> tuple 
     live = state.recommender.live
     served = (state.version, -1 if live is None else live.generation, cards)
     return (request.path, request.query_string, *served, *inputs)
+
+
+def kept_answer(ctx: ServiceContext, key: tuple | None, compute: Callable[[], dict]) -> Response:
+    """The JSON answer kept under ``key`` (``answer_key``), or ``compute()``'s, serialized and
+    kept under it."""
+    body = ctx.answers.get(key)
+    if body is None:
+        body = pydantic_core.to_json(compute())
+        ctx.answers.put(key, body)
+    return Response(body, mimetype=JSON)
 
 
 def image_url(item_id: str) -> str:
