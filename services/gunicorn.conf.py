@@ -8,12 +8,15 @@ Every value can be overridden on the command line (``-w 8 -b 0.0.0.0:8000``) or 
 
 import json
 import os
+import shutil
 import tempfile
 
 from gunicorn import util
 
 # Prometheus multiprocess mode: each worker writes its metrics here; /metrics sums them.
 # Must be set before the app (and prometheus_client) is imported by a worker.
+# A folder made here is this server's alone and is removed when the master exits (on_exit).
+_own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
 _metrics_dir = os.environ.setdefault(
     "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="recsys-metrics-")
 )
@@ -98,3 +101,8 @@ def post_worker_init(worker):
     20,000: a pause of under 1 ms instead of 5-15 ms, in which the worker answers nothing)."""
     gc.collect()
     gc.freeze()
+
+
+def on_exit(server):
+    if _own_metrics_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)

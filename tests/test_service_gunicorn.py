@@ -48,10 +48,12 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("gunicorn")
     url, artifacts = build_shop(root)
     port = free_port()
+    # no PROMETHEUS_MULTIPROC_DIR: the server makes its own metrics folder under TMPDIR
     env = {**os.environ, "RECSYS_DATABASE_URL": url, "RECSYS_ARTIFACTS_DIR": str(artifacts),
            "RECSYS_DEVICE": "cpu", "RECSYS_WORKERS": "2", "RECSYS_BIND": f"127.0.0.1:{port}",
-           "PROMETHEUS_MULTIPROC_DIR": str(root / "metrics")}  # fmt: skip
-    (root / "metrics").mkdir()
+           "TMPDIR": str(root / "tmp")}  # fmt: skip
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    (root / "tmp").mkdir()
     log = open(root / "gunicorn.log", "w")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", "services/gunicorn.conf.py",
@@ -65,7 +67,7 @@ def server(tmp_path_factory):
             proc.kill()
             raise AssertionError((root / "gunicorn.log").read_text()[-3000:])
         time.sleep(0.5)
-    yield base, proc
+    yield base, proc, root / "tmp"
     if proc.poll() is None:
         proc.kill()
     log.close()
@@ -74,7 +76,7 @@ def server(tmp_path_factory):
 def test_kept_alive_connections_are_spread_over_the_workers(server):
     # one busy gthread worker would take them all (services/workers.py): its requests queue
     # on one core while the other worker idles
-    base, proc = server
+    base, proc, _ = server
     version = json.loads(get(base + "/readyz")[1])["model_version"]
     deadline = time.monotonic() + 60  # both workers polling (a booting one accepts nothing)
     while serving_workers(base, version) < 2 and time.monotonic() < deadline:
@@ -119,7 +121,7 @@ def serving_workers(base: str, version: str) -> int:
 
 
 def test_every_gunicorn_worker_serves_the_bundle_and_metrics_count_all_requests(server):
-    base, _ = server
+    base, _, _ = server
     version = json.loads(get(base + "/readyz")[1])["model_version"]
     deadline = time.monotonic() + 60  # workers load the bundle one after the other
     while serving_workers(base, version) < 2 and time.monotonic() < deadline:
@@ -166,7 +168,7 @@ def raw_request(base: str, request: bytes) -> tuple[int, str, dict]:
     ids=["long-request-line", "20kB-header", "malformed"],
 )  # fmt: skip
 def test_requests_gunicorn_refuses_get_the_json_error_shape(server, request_bytes, status, hint):
-    base, _ = server
+    base, _, _ = server
     answer_status, content_type, body = raw_request(base, request_bytes)
     assert (answer_status, content_type) == (status, "application/json")
     assert body["error"]["status"] == status and hint in body["error"]["message"]
@@ -174,6 +176,9 @@ def test_requests_gunicorn_refuses_get_the_json_error_shape(server, request_byte
 
 
 def test_gunicorn_stops_cleanly_on_sigterm(server):
-    _, proc = server
+    _, proc, tmp = server
+    made = [p for p in tmp.iterdir() if p.name.startswith("recsys-metrics-")]
+    assert len(made) == 1
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
+    assert not made[0].exists()  # the metrics folder it made goes with it
