@@ -1,0 +1,83 @@
+"""How long the service itself works on one request, without HTTP, sockets or other requests.
+
+    .venv/bin/python scripts/bench_service_time.py --workdir /tmp/bench-service [--requests 3000]
+
+Builds the app in this process (the same ``create_app`` gunicorn workers run) against a
+benchmark catalog made by ``scripts/bench_service.py``, and calls it as WSGI, one request
+after another, for the same kind of paths that benchmark asks for (items and users from its
+``ids.json``). It prints the percentiles of each endpoint's service time. Beside
+``bench_service.py``'s percentiles under load they separate the work a request needs from
+the time it waits (for a core, for its worker, for the load generator): a p99 under load far
+above the service time's p99 is queueing, not code.
+
+The answers cache is off unless ``--answers-cache-mb`` says otherwise, so that every request
+is computed; the first ``--warmup`` requests (new items and users touch pages for the first
+time) are not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+
+PATHS = {
+    "similar": ("items", "/v1/items/{}/similar", "k=10"),
+    "feed": ("users", "/v1/users/{}/recommendations", "k=20"),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, required=True, help="a bench_service.py workdir")
+    parser.add_argument("--requests", type=int, default=3000, help="counted requests per endpoint")
+    parser.add_argument("--warmup", type=int, default=300, help="uncounted requests first")
+    parser.add_argument("--answers-cache-mb", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    os.environ.update(
+        RECSYS_DATABASE_URL=f"sqlite:///{args.workdir / 'catalog.db'}",
+        RECSYS_ARTIFACTS_DIR=str(args.workdir / "artifacts"),
+        RECSYS_DEVICE="cpu",
+    )
+    from werkzeug.test import EnvironBuilder
+
+    from services.app import create_app
+
+    app = create_app(
+        test_config={
+            "RELOAD_CHECK_SECONDS": 0,
+            "LIVE_CATALOG_SECONDS": 1,
+            "ANSWER_CACHE_MB": args.answers_cache_mb,
+        }
+    )
+    time.sleep(2)  # the follower's first step (item cards) is done
+    ids = json.loads((args.workdir / "ids.json").read_text())
+    rng = random.Random(args.seed)
+    for name, (key, path, query) in PATHS.items():
+        environs = [
+            EnvironBuilder(path=path.format(rng.choice(ids[key])), query_string=query)
+            for _ in range(args.warmup + args.requests)
+        ]
+        environs = [builder.get_environ() for builder in environs]
+        took = []
+        for environ in environs:
+            started = time.perf_counter()
+            b"".join(app(environ, lambda status, headers: None))
+            took.append(time.perf_counter() - started)
+        ms = np.array(took[args.warmup :]) * 1e3
+        p50, p90, p99, p999 = np.percentile(ms, [50, 90, 99, 99.9])
+        print(
+            f"{name}: {len(ms)} requests, mean {ms.mean():.2f} ms, p50 {p50:.2f}, p90 {p90:.2f}, "
+            f"p99 {p99:.2f}, p99.9 {p999:.2f}, max {ms.max():.2f} ms",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
