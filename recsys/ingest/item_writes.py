@@ -158,9 +158,8 @@ def save_photo(images_root: Path, data: bytes, suffix: str) -> Path:
 
 def _store(connection: Connection, row: dict[str, Any], images_root: Path) -> ItemWrite:
     """One row through ``ItemIngester.write``, the storage code of ingest files."""
-    frame = pd.DataFrame([{"row": 0, "external_id": row["external_id"]}])
-    for name in COLUMNS:
-        frame[name] = pd.Series([row[name]], dtype=object)
+    values = [0, row["external_id"], *(row[name] for name in COLUMNS)]
+    frame = pd.DataFrame([values], columns=["row", "external_id", *COLUMNS], dtype=object)
     report = IngestReport(Path("<api>"))
     ItemIngester(images_root).write(connection, frame, report)
     changed = report.unchanged == 0
