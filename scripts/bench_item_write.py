@@ -1,0 +1,89 @@
+"""What one item write costs the service itself: PUT /v1/items/<id> with a photo, in-process.
+
+    .venv/bin/python scripts/bench_item_write.py --workdir /tmp/bench-service [--writes 200]
+
+Copies the catalog of a ``scripts/bench_service.py`` workdir to a scratch folder (the source
+is never written), builds the app the gunicorn workers run, and PUTs new listings one after
+another through Flask's test client: each a copy of an existing item's title and attributes
+with a random 64x64 PNG, as ``scripts/bench_live_catalog.py``'s writers send them. Prints
+the percentiles of the time per write (validation, photo, one transaction, no HTTP socket).
+The first ``--warmup`` writes are not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+TOKEN = "bench-item-write-" + "x" * 24
+
+
+def photo(rng: np.random.Generator) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, required=True, help="a bench_service.py workdir")
+    parser.add_argument("--writes", type=int, default=200, help="counted writes")
+    parser.add_argument("--warmup", type=int, default=20, help="uncounted writes first")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="bench-item-write-"))
+    try:
+        for file in args.workdir.glob("catalog.db*"):
+            shutil.copy(file, scratch / file.name)
+        (scratch / "images").mkdir()
+        os.environ.update(
+            RECSYS_DATABASE_URL=f"sqlite:///{scratch / 'catalog.db'}",
+            RECSYS_ARTIFACTS_DIR=str(args.workdir.resolve() / "artifacts"),
+            RECSYS_DEVICE="cpu",
+            RECSYS_ADMIN_TOKEN=TOKEN,
+            RECSYS_IMAGES_ROOT=str(scratch / "images"),
+            RECSYS_WRITE_RATE_LIMIT="100000/minute",
+            PROMETHEUS_MULTIPROC_DIR=str(scratch),
+        )
+        run(args)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def run(args) -> None:
+    from services.app import create_app
+
+    app = create_app(test_config={"RELOAD_CHECK_SECONDS": 0, "LIVE_CATALOG_SECONDS": 1})
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    rng = np.random.default_rng(args.seed)
+    items = json.loads((args.workdir / "ids.json").read_text())["items"]
+    took = []
+    for n in range(args.warmup + args.writes):
+        card = client.get(f"/v1/items/{items[n % len(items)]}").get_json()
+        fields = {"title": card["title"], "attributes": card["attributes"]}
+        body = {"item": json.dumps(fields), "image": (io.BytesIO(photo(rng)), "p.png")}
+        started = time.perf_counter()
+        response = client.put(f"/v1/items/bench-write-{n}", data=body, headers=headers)
+        took.append(time.perf_counter() - started)
+        if response.status_code != 200:
+            raise SystemExit(f"PUT answered {response.status_code}: {response.get_data()[:300]}")
+    ms = np.array(took[args.warmup :]) * 1e3
+    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+    print(
+        f"PUT with a photo: {len(ms)} writes, mean {ms.mean():.1f} ms, p50 {p50:.1f}, "
+        f"p90 {p90:.1f}, p99 {p99:.1f}, max {ms.max():.1f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
