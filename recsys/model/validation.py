@@ -469,10 +469,10 @@ def _pick_end(ends: list, at_headline, z: float) -> dict:
     cut-off (``at_headline``: cold weights -> Scored at K), the first's on a tie there too.
     recall@``cold_k`` is deep enough to judge each step at two standard errors, but two ends
     it cannot tell apart can still differ at the top of the list, the part a feed shows: on
-    the demo shop the blend and the token term alone are level at @50 (0.2206 against 0.2178)
-    and the blend is behind at @10 on validation (0.0553 against 0.0581) as on the test split
-    (0.0543 against 0.0622; benchmarks/RESULTS.md, session 11), while the raw @50 mean kept
-    the blend."""
+    the demo shop (seed 0) the blend and the token term alone are level at @50 (0.2206
+    against 0.2178) and the blend is behind at @10 on validation (0.0553 against 0.0581) as
+    on the test split (0.0543 against 0.0622; benchmarks/RESULTS.md, session 11), while the
+    raw @50 mean kept the blend."""
     first = ends[0]
     for end in ends[1:]:
         tied = not _better(first[1], end[1], z) and end[0] != first[0]
