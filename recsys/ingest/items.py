@@ -96,13 +96,13 @@ class ItemIngester:
         refuse(problems, rows["row"].to_numpy()[~first], Reason.DUPLICATE, details)
         records = _records(rows[first])
         stored = _existing(connection, [record["external_id"] for record in records])
-        new = [record for record in records if record["external_id"] not in stored]
-        changed = [
-            (stored[record["external_id"]][0], record)
-            for record in records
-            if record["external_id"] in stored
-            and _differs(record, stored[record["external_id"]][1])
-        ]
+        new, changed = [], []  # changed: (catalog id, record)
+        for record in records:
+            found = stored.get(record["external_id"])
+            if found is None:
+                new.append(record)
+            elif _differs(record, found[1]):
+                changed.append((found[0], record))
         _insert(connection, new)
         _update(connection, changed)
         report.inserted += len(new)
