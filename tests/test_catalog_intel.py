@@ -258,6 +258,24 @@ def test_confidence_is_lower_where_the_tag_is_wrong(method):
     assert tagger.confidence_[~right].mean() < tagger.confidence_[right].mean() - 0.05
 
 
+def test_linear_tagging_chooses_its_penalty_on_the_labelled_items():
+    # Families in a narrow cone (vectors that share a large common part, as embeddings do):
+    # at a fixed C = 1 the unit vectors differ too little and every confidence sits at chance.
+    rng = np.random.default_rng(0)
+    truth = np.repeat(np.arange(8), 200)
+    x = rng.normal(size=(8, 16))[truth] * 0.3 + rng.normal(size=(len(truth), 16)) * 0.2 + 6.0
+    labels = np.full(len(x), None, dtype=object)
+    given = np.concatenate([np.flatnonzero(truth == c)[:30] for c in range(8)])
+    labels[given] = truth[given].astype(str)
+    fixed = Tagger(TagConfig(c=1.0)).fit(x, labels)
+    chosen = Tagger(TagConfig()).fit(x, labels)
+    assert fixed.c_ == 1.0 and chosen.c_ in TagConfig().c_candidates and chosen.c_ > 1.0
+    assert (chosen.predictions_ == truth.astype(str)).mean() > 0.98
+    unlabelled = ~chosen.labelled_
+    assert np.median(fixed.confidence_[unlabelled]) < 0.2  # 1/8 is chance
+    assert np.median(chosen.confidence_[unlabelled]) > 0.25
+
+
 def test_tagging_needs_two_labels():
     x, _ = blobs()
     labels = np.full(len(x), None, dtype=object)

@@ -8,7 +8,9 @@
 ``labels`` has one entry per item: a label, or None / "" where unknown.
 
 * ``linear``: a multinomial logistic regression (the linear probe of the self-supervised
-  literature, e.g. SimCLR [Chen et al. 2020]) on the labelled items' vectors.
+  literature, e.g. SimCLR [Chen et al. 2020]) on the labelled items' vectors. Its inverse
+  regularisation C is chosen by stratified cross-validation on the labelled items alone
+  (``TagConfig.c_candidates``; kept as ``Tagger.c_``) unless ``TagConfig.c`` fixes it.
 * ``propagation``: label spreading [Zhou et al. 2004] over the k-nearest-neighbour graph of
   all items: F <- alpha S F + (1 - alpha) Y, S the symmetrically normalised affinity; uses
   the unlabelled items too. Confidence is the spread mass of the label, normalised.
@@ -22,6 +24,7 @@ import numpy as np
 from scipy import sparse
 from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
 from tqdm import tqdm
 
 from recsys.catalog_intel.neighbours import as_unit_vectors, knn, knn_graph
@@ -34,9 +37,18 @@ METHODS = ("linear", "propagation")
 class TagConfig:
     # linear (logistic regression) or propagation (label spreading on the kNN graph).
     method: str = "linear"
-    # Inverse regularisation of the logistic regression.
-    c: float = 1.0
+    # Inverse regularisation of the logistic regression; None: the candidate with the best
+    # cross-validated accuracy on the labelled items (``fallback_c`` when some label has
+    # fewer than 2 items, too few to hold one out).
+    c: float | None = None
+    c_candidates: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+    fallback_c: float = 1.0
+    # Folds of that cross-validation (fewer when a label has fewer items), and the most
+    # labelled items it runs on (a seeded sample beyond that; the final fit uses them all).
+    folds: int = 5
+    cv_items: int = 5000
     max_iter: int = 1000
+    seed: int = 0
     # Propagation: neighbours per item, how much a label spreads per step, steps.
     k: int = 10
     alpha: float = 0.9
@@ -86,7 +98,8 @@ class Tagger(BaseEstimator):
 
     def _linear(self, unit: np.ndarray, codes: np.ndarray, cfg: TagConfig) -> np.ndarray:
         known = codes >= 0
-        model = LogisticRegression(C=cfg.c, max_iter=cfg.max_iter)
+        self.c_ = cfg.c if cfg.c is not None else _choose_c(unit[known], codes[known], cfg)
+        model = LogisticRegression(C=self.c_, max_iter=cfg.max_iter)
         model.fit(unit[known], codes[known])
         proba = np.zeros((len(unit), len(self.classes_)))
         proba[:, model.classes_] = model.predict_proba(unit)  # a class may lack examples
@@ -106,3 +119,25 @@ class Tagger(BaseEstimator):
         total = f.sum(axis=1, keepdims=True)
         uniform = np.full_like(f, 1.0 / f.shape[1])  # items no label reached
         return np.where(total > 0, f / np.maximum(total, 1e-300), uniform)
+
+
+def _choose_c(x: np.ndarray, y: np.ndarray, cfg: TagConfig) -> float:
+    """The candidate C with the best mean accuracy over stratified folds of the labelled items
+    (the smaller C on a tie: the simpler model)."""
+    rng = np.random.default_rng(cfg.seed)
+    if len(y) > cfg.cv_items:
+        keep = rng.choice(len(y), cfg.cv_items, replace=False)
+        x, y = x[keep], y[keep]
+    counts = np.bincount(y)
+    folds = min(cfg.folds, int(counts[counts > 0].min()))
+    if folds < 2 or len(cfg.c_candidates) < 2:
+        return cfg.c_candidates[0] if len(cfg.c_candidates) == 1 else cfg.fallback_c
+    splits = list(StratifiedKFold(folds, shuffle=True, random_state=cfg.seed).split(x, y))
+    accuracy = {}
+    for c in cfg.c_candidates:
+        hits = 0
+        for fit, held in splits:
+            model = LogisticRegression(C=c, max_iter=cfg.max_iter).fit(x[fit], y[fit])
+            hits += int((model.predict(x[held]) == y[held]).sum())
+        accuracy[c] = hits / len(y)
+    return max(accuracy, key=lambda c: (accuracy[c], -c))

@@ -310,8 +310,9 @@ def clusters(settings: Settings, **opts) -> None:
     type=click.Choice(["linear", "propagation"]),
     default="linear",
     show_default=True,
-    help="linear: logistic regression on the labelled vectors; propagation: label spreading "
-    "over the nearest-neighbour graph of all items.",
+    help="linear: logistic regression on the labelled vectors, its penalty C chosen by "
+    "cross-validation on them; propagation: label spreading over the nearest-neighbour graph "
+    "of all items.",
 )
 @click.pass_obj
 def tag(settings: Settings, **opts) -> None:
@@ -340,5 +341,8 @@ def tag(settings: Settings, **opts) -> None:
             "given": tagger.labelled_,
         }
     )
-    emit(table, {"method": opts["method"], "labels": tagger.classes_.tolist()}, opts["out"],
-         opts["fmt"])  # fmt: skip
+    extra = {"method": opts["method"], "labels": tagger.classes_.tolist()}
+    if opts["method"] == "linear":  # the penalty cross-validation chose on the labelled items
+        extra["c"] = tagger.c_
+        click.echo(f"logistic regression C = {tagger.c_:g} (cross-validated)", err=True)
+    emit(table, extra, opts["out"], opts["fmt"])
