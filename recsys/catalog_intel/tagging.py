@@ -124,14 +124,15 @@ class Tagger(BaseEstimator):
 def _choose_c(x: np.ndarray, y: np.ndarray, cfg: TagConfig) -> float:
     """The candidate C with the best mean accuracy over stratified folds of the labelled items
     (the smaller C on a tie: the simpler model)."""
-    rng = np.random.default_rng(cfg.seed)
+    if len(cfg.c_candidates) == 1:
+        return cfg.c_candidates[0]
     if len(y) > cfg.cv_items:
-        keep = rng.choice(len(y), cfg.cv_items, replace=False)
+        keep = np.random.default_rng(cfg.seed).choice(len(y), cfg.cv_items, replace=False)
         x, y = x[keep], y[keep]
     counts = np.bincount(y)
     folds = min(cfg.folds, int(counts[counts > 0].min()))
-    if folds < 2 or len(cfg.c_candidates) < 2:
-        return cfg.c_candidates[0] if len(cfg.c_candidates) == 1 else cfg.fallback_c
+    if folds < 2:
+        return cfg.fallback_c
     splits = list(StratifiedKFold(folds, shuffle=True, random_state=cfg.seed).split(x, y))
     accuracy = {}
     for c in cfg.c_candidates:
