@@ -145,7 +145,16 @@ def encoder_scores(task: Task, enc: ImageEncoder, opts: dict) -> dict[str, dict]
     return {f"{name} (ours)": row, f"{name} (ours, no whitening)": plain}
 
 
-_TRAIN = ("epochs", "time_budget", "batch_size", "lr", "seed", "warmup", "weight_decay")
+_TRAIN = (
+    "epochs",
+    "time_budget",
+    "batch_size",
+    "lr",
+    "seed",
+    "warmup",
+    "weight_decay",
+    "precision",
+)
 _TOP = ("method", "backbone", "width", "input_size", "train_size", "whiten")
 _AUGMENT = ("erase_p", "hflip", "saturation", "grayscale")
 
@@ -192,6 +201,7 @@ def build_config(opts: dict) -> ImageEncoderConfig:
 @click.option("--grayscale", type=float, default=None, help="Probability of a gray view.")
 @click.option("--whiten", type=float, default=None, help="0 = off, 1 = full whitening.")
 @click.option("--seed", type=int, default=None)
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default=None)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--baselines/--no-baselines", default=True, show_default=True)
 @click.option("--model-dir", type=click.Path(file_okay=False), default=None)
@@ -208,7 +218,8 @@ def main(**opts) -> None:
     cfg = enc.resolved_config(task.gallery)
     click.echo(
         f"{task.name}: input {cfg.input_size} px, views {cfg.train_size} px, "
-        f"{cfg.channels} channel(s), {cfg.method} {cfg.backbone} on {device}"
+        f"{cfg.channels} channel(s), {cfg.method} {cfg.backbone} on {device}, "
+        f"{cfg.train.precision}"
     )
     rows: dict[str, dict] = {}
     if opts["baselines"]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from recsys.errors import InvalidInput
 from recsys.vision import ImageEncoder, ImageEncoderConfig, MethodConfig, TrainConfig
 from recsys.vision.recipe import (
     backbone_for,
@@ -16,6 +19,7 @@ from recsys.vision.recipe import (
     view_size_for,
     width_for,
 )
+from recsys.vision.train import precision_for
 
 
 def _colour_files(folder, n: int = 12, side: int = 96) -> list:
@@ -112,3 +116,32 @@ def test_recsys_train_image_stage_uses_the_same_rule():
     assert ImageConfig(input_size=32).encoder_config().input_size == 32
     with pytest.raises(ValueError, match="input_size"):
         ImageConfig(input_size=4)
+
+
+@pytest.mark.parametrize(
+    ("precision", "device", "amx", "expected"),
+    [("auto", "cuda", False, "bf16"), ("auto", "cpu", True, "bf16"),
+     ("auto", "cpu", False, "fp32"), ("fp32", "cuda", True, "fp32"),
+     ("bf16", "cpu", False, "bf16")],
+)  # fmt: skip
+def test_precision_is_bf16_on_cuda_and_on_cpus_with_amx(
+    precision, device, amx, expected, monkeypatch
+):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": amx})
+    assert precision_for(precision, device) == expected
+
+
+def test_an_unknown_precision_names_the_choices():
+    with pytest.raises(InvalidInput, match="auto, bf16, fp32"):
+        precision_for("fp16", "cpu")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_a_cpu_trains_in_either_precision_and_saves_the_one_it_used(precision, tmp_path):
+    cfg = _tiny(input_size=16)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=precision))
+    enc = ImageEncoder(cfg, device="cpu").fit(_colour_files(tmp_path / "img", side=20))
+    assert np.isfinite(enc.train_result_.loss)
+    assert np.isfinite(enc.transform(_colour_files(tmp_path / "img", side=20))).all()
+    saved = json.loads((enc.save(tmp_path / "m") / "config.json").read_text())
+    assert saved["train"]["precision"] == precision

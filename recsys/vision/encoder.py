@@ -41,7 +41,14 @@ from recsys.vision.recipe import (
     view_size_for,
     width_for,
 )
-from recsys.vision.train import Callback, TrainConfig, Trainer, TrainResult, save_atomic
+from recsys.vision.train import (
+    Callback,
+    TrainConfig,
+    Trainer,
+    TrainResult,
+    precision_for,
+    save_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +212,9 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
             input_size=input_size,
             train_size=cfg.train_size or view_size_for(input_size, backbone),
             channels=cfg.channels or survey.channels,
+            train=dataclasses.replace(
+                cfg.train, precision=precision_for(cfg.train.precision, device.type)
+            ),
         )
 
     def _images(self, images: ImageInput) -> torch.Tensor:
@@ -236,13 +246,14 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
         self.device_ = device.type
         self.config_ = cfg = self.resolved_config(images)
         log.info(
-            "image encoder on %s: %s %s, %d channel(s), input %d px, training views %d px",
+            "image encoder on %s: %s %s, %d channel(s), input %d px, training views %d px, %s",
             device.type,
             cfg.method,
             cfg.backbone,
             cfg.channels,
             cfg.input_size,
             cfg.train_size,
+            cfg.train.precision,
         )
         data = self._images(images)
         self.mean_, self.std_ = channel_stats(data)
