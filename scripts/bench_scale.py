@@ -115,7 +115,7 @@ def prepare(folder: Path, size: str, env: dict, reuse: bool) -> dict:
     return run_measured(command, env, folder / "prepare.log")
 
 
-def ingest(folder: Path, env: dict, reuse: bool) -> dict:
+def ingest(folder: Path, env: dict, reuse: bool, raw: bool = True) -> dict:
     done = folder / "ingest.json"
     if reuse and done.exists():
         return json.loads(done.read_text())
@@ -134,22 +134,25 @@ def ingest(folder: Path, env: dict, reuse: bool) -> dict:
         env,
         folder / "ingest_events.log",
     )
-    from bench_ingest import raw_sqlite
-
-    reference = folder / "raw.db"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{reference}{suffix}").unlink(missing_ok=True)
-    raw_seconds = raw_sqlite(env["RECSYS_DATABASE_URL"], f"sqlite:///{reference}", 50_000)
-    reference.unlink(missing_ok=True)
     n_events = _count(env["RECSYS_DATABASE_URL"], "interactions")
     result = {
         "items": items,
         "events": events,
         "events_stored": n_events,
         "events_per_s": round(n_events / events["seconds"]),
-        "raw_seconds": round(raw_seconds, 1),
-        "ratio_to_raw": round(events["seconds"] / raw_seconds, 2),
+        "raw_seconds": None,
+        "ratio_to_raw": None,
     }
+    if raw:
+        from bench_ingest import raw_sqlite
+
+        reference = folder / "raw.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{reference}{suffix}").unlink(missing_ok=True)
+        raw_seconds = raw_sqlite(env["RECSYS_DATABASE_URL"], f"sqlite:///{reference}", 50_000)
+        reference.unlink(missing_ok=True)
+        result["raw_seconds"] = round(raw_seconds, 1)
+        result["ratio_to_raw"] = round(events["seconds"] / raw_seconds, 2)
     done.write_text(json.dumps(result))
     return result
 
@@ -253,7 +256,7 @@ def markdown(results: dict) -> str:
         lines.append(
             f"| {size} | {items:,} / {events:,} | {r['prepare'].get('seconds')} s "
             f"| {ing['items']['seconds']} s | {ing['events']['seconds']} s "
-            f"({ing['events_per_s']:,}/s, {ing['ratio_to_raw']}×) "
+            f"({ing['events_per_s']:,}/s, {ing['ratio_to_raw'] or 'raw not run'}×) "
             f"| {r['train']['seconds']} s | {r['train']['peak_mb']:,} MB |"
         )
     stages = list(next(iter(results.values()))["train"]["stages"])
@@ -284,6 +287,12 @@ def markdown(results: dict) -> str:
 @click.option("--sizes", multiple=True, type=click.Choice(list(SIZES)), default=["S"])
 @click.option("--workdir", type=Path, default=ROOT / "var" / "bench-scale")
 @click.option("--reuse", is_flag=True, help="Keep prepared shops and ingested catalogs.")
+@click.option(
+    "--raw/--no-raw",
+    default=True,
+    show_default=True,
+    help="Time the raw-insert reference of the events (as long again as their ingest).",
+)
 @click.option("--port", type=int, default=8771)
 @click.option("--results", is_flag=True, help="Append the tables to benchmarks/RESULTS.md.")
 @click.option(
@@ -292,7 +301,9 @@ def markdown(results: dict) -> str:
     help="Only the serving figures (1 and 3 workers) of an existing folder holding catalog.db "
     "and artifacts/ with an active bundle (a size folder, or bench_service.py's workdir).",
 )
-def main(sizes, workdir: Path, reuse: bool, port: int, results: bool, serve_only) -> None:
+def main(
+    sizes, workdir: Path, reuse: bool, raw: bool, port: int, results: bool, serve_only
+) -> None:
     if serve_only is not None:
         folder = serve_only.resolve()
         env = {**os.environ, "RECSYS_DATABASE_URL": f"sqlite:///{folder / 'catalog.db'}",
@@ -310,7 +321,7 @@ def main(sizes, workdir: Path, reuse: bool, port: int, results: bool, serve_only
                "RECSYS_ARTIFACTS_DIR": str(folder / "artifacts"), "RECSYS_DEVICE": "cpu",
                "RECSYS_ADMIN_TOKEN": TOKEN}  # fmt: skip
         report = {"prepare": prepare(folder, size, env, reuse)}
-        report["ingest"] = ingest(folder, env, reuse)
+        report["ingest"] = ingest(folder, env, reuse, raw)
         report["train"] = train(folder, env)
         report["serve"] = [serve(folder, env, workers, port) for workers in (1, 3)]
         out[size] = report

@@ -20,6 +20,7 @@ from recsys.vision.backbones import BACKBONES
 from recsys.vision.data import read_items_csv
 from recsys.vision.encoder import resolve_device
 from recsys.vision.methods import METHODS
+from recsys.vision.train import PRECISIONS
 
 _DEVICE_HELP = "auto, cpu, cuda or cuda:N; overrides the global --device."
 _RAY_HELP = (
@@ -101,6 +102,7 @@ def _config(opts: dict) -> ImageEncoderConfig:
         batch_size=opts["batch_size"],
         lr=opts["lr"],
         seed=opts["seed"],
+        precision=opts["precision"],
     )
     return dataclasses.replace(
         ImageEncoderConfig(),
@@ -136,6 +138,13 @@ def _config(opts: dict) -> ImageEncoderConfig:
 )
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Backbone init.")
 @click.option("--device", help=_DEVICE_HELP)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="auto",
+    show_default=True,
+    help="Forward-pass precision; auto = bf16 on a GPU and on CPUs with AMX units, else fp32.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--cache-dir", type=click.Path(file_okay=False), help=_CACHE_HELP)
 @click.option("--progress/--no-progress", default=True, show_default=True)
@@ -171,7 +180,8 @@ def train_images(settings: Settings, **opts) -> None:
     colour = "colour" if cfg.channels == 3 else "grayscale"
     click.echo(
         f"{len(ids)} {colour} images: input {cfg.input_size} px, training views "
-        f"{cfg.train_size} px, {cfg.method} {cfg.backbone} on {resolve_device(encoder.device)}"
+        f"{cfg.train_size} px, {cfg.method} {cfg.backbone} on {resolve_device(encoder.device)}, "
+        f"{cfg.train.precision}"
     )
     encoder.fit(paths)
     encoder.save(opts["out"])
