@@ -7,7 +7,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
+from recsys.model import fusion
 from recsys.model.cf import CFConfig
 from recsys.model.fusion import FusedModel, FusionConfig, Layout, fuse, normalize_rows
 from recsys.model.index import VectorIndex
@@ -349,3 +351,20 @@ def test_binary_token_profiles_differ_from_confidence_weighted_ones(tmp_path):
 def test_an_unknown_token_profile_is_refused_by_name():
     with pytest.raises(ValueError, match="token_profile 'tfidf'"):
         FusionConfig(token_profile="tfidf")
+
+
+def test_profile_dots_equal_the_sparse_product_in_any_chunking(monkeypatch):
+    rng = np.random.default_rng(0)
+    postings = sp.random(300, 2_000, density=0.01, format="csr", dtype=np.float32, random_state=1)
+    profiles = sp.random(40, 300, density=0.05, format="csr", dtype=np.float32, random_state=2)
+    keep = np.ones(40, dtype=np.float32)
+    keep[rng.choice(40, 5, replace=False)] = 0  # users without a token
+    profiles = sp.csr_matrix(sp.diags(keep) @ profiles)
+    profiles.eliminate_zeros()
+    expected = (profiles @ postings).toarray()
+    for cells in (1 << 24, 64, 1):  # one chunk, several, one profile at a time
+        monkeypatch.setattr(fusion, "PROFILE_CELLS", cells)
+        got = fusion.profile_dots(profiles, postings)
+        assert got.shape == (40, 2_000) and got.dtype == np.float32
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+    assert fusion.profile_dots(profiles[:0], postings).shape == (0, 2_000)

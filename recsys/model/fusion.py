@@ -140,6 +140,34 @@ def fuse(blocks: dict[str, np.ndarray], scale: dict[str, float], layout: Layout)
     return out
 
 
+# Profiles x tokens cells densified at once by ``profile_dots`` (64 MiB of float32).
+PROFILE_CELLS = 1 << 24
+
+
+def profile_dots(profiles: sp.csr_matrix, postings: sp.csr_matrix) -> np.ndarray:
+    """(U, I) float32: each of ``profiles`` (U, F) dotted with every item of ``postings``
+    (F, I), the items holding each token.
+
+    Only the postings of tokens some profile holds are read, and they are accumulated into a
+    dense result (sparse (I, T) times dense (T, U)): a profile reaches most of a catalog, so
+    a sparse-by-sparse product spends its time building a sparse result that is dense anyway
+    (6.8x slower for 33 profiles at 10^6 items, benchmarks/RESULTS.md).
+    """
+    n_users, n_items = profiles.shape[0], postings.shape[1]
+    out = np.empty((n_users, n_items), dtype=np.float32)
+    if n_users == 0:
+        return out
+    width = max(1, len(np.unique(profiles.indices)))
+    step = max(1, PROFILE_CELLS // width)
+    for start in range(0, n_users, step):
+        part = profiles[start : start + step]
+        tokens = np.unique(part.indices)  # (T,)
+        dense = part[:, tokens].toarray().astype(np.float32, copy=False)  # (u, T)
+        product = postings[tokens].T @ dense.T  # (I, T) @ (T, u) -> (I, u)
+        out[start : start + step] = np.asarray(product, dtype=np.float32).T
+    return out
+
+
 def popularity_scores(user_items: sp.csr_matrix) -> np.ndarray:
     """log(1 + users per item), scaled to [0, 1]."""
     counts = np.log1p(user_items.getnnz(axis=0).astype(np.float64))
@@ -411,7 +439,7 @@ class FusedModel(BaseEstimator):
         if not (sp.isspmatrix_csr(profiles) and profiles.dtype == np.float32):
             profiles = sp.csr_matrix(profiles, dtype=np.float32)
         if rows is None:
-            cosine = (profiles @ self.token_postings).toarray()
+            cosine = profile_dots(profiles, self.token_postings)
         elif profiles.shape[0] == 1:  # one feed's few hundred rows: no sparse matrix built
             return self.row_token_scores(sparse_rows.row(profiles, 0), rows)[None, :]
         else:

@@ -28,7 +28,7 @@ from recsys.model.cf import CollaborativeModel, Confidence
 from recsys.model.config import TrainConfig
 from recsys.model.content import Content
 from recsys.model.data import CatalogData
-from recsys.model.fusion import CONTENT_BLOCKS, TOKENS, FusedModel
+from recsys.model.fusion import CONTENT_BLOCKS, TOKENS, FusedModel, profile_dots
 from recsys.model.protocol import (
     MAX_BATCH_CELLS,
     Rankings,
@@ -400,7 +400,7 @@ def _is_tokens(block: str) -> bool:
 def _block_scores(fused: FusedModel, block: str, queries) -> np.ndarray:
     """(Q, I) float32 unweighted similarities of ``queries`` to every item in one block."""
     if _is_tokens(block):
-        return np.asarray((queries @ fused.token_postings).toarray(), dtype=np.float32)
+        return profile_dots(sp.csr_matrix(queries, dtype=np.float32), fused.token_postings)
     return np.asarray(queries @ fused.item_blocks_[block].T).astype(np.float32, copy=False)
 
 
