@@ -48,3 +48,21 @@ def test_empty_rows_and_vectors_give_zeros(matrix):
     assert sparse_rows.cross_dots(m, np.array([1]), np.array([5])).tolist() == [[0.0]]
     assert sparse_rows.norm_of_sum(m, np.array([5]), np.ones(1)) == 0.0
     assert sparse_rows.cross_dots(m, empty, np.array([1, 2])).shape == (0, 2)
+
+
+def test_pair_dots_match_scipy_with_padding_and_any_batching(matrix, monkeypatch):
+    m, rng = matrix
+    vectors = sp.random(7, m.shape[1], density=0.4, format="csr", random_state=4)
+    keep = np.ones(7)
+    keep[2] = 0  # a query without entries
+    vectors = sp.csr_matrix(sp.diags(keep) @ vectors[:, ::-1])  # unsorted within rows
+    vectors.eliminate_zeros()
+    rows = rng.integers(0, m.shape[0], size=(7, 5))
+    rows[[0, 3], [1, 4]] = -1  # padding
+    full = (vectors @ m.T).toarray()  # (Q, I)
+    expected = np.where(rows >= 0, np.take_along_axis(full, np.maximum(rows, 0), 1), 0)
+    for entries in (1 << 23, 16, 1):  # one batch, several, one query at a time
+        monkeypatch.setattr(sparse_rows, "PAIR_ENTRIES", entries)
+        got = sparse_rows.pair_dots(m, rows, vectors)
+        assert got.shape == (7, 5) and got.dtype == np.float32
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)

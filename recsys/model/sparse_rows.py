@@ -53,6 +53,42 @@ def row_dots(
     return np.bincount(owner, weights=data * _lookup(indices, values, columns), minlength=len(rows))
 
 
+# Entries gathered at once by ``pair_dots`` (each costs about 40 bytes of temporaries).
+PAIR_ENTRIES = 1 << 23
+
+
+def pair_dots(matrix: sp.csr_matrix, rows: np.ndarray, vectors: sp.csr_matrix) -> np.ndarray:
+    """(Q, C) float32: ``matrix[rows[q, c]] . vectors[q]`` for each query ``q`` and each of its
+    candidate rows (-1: padding, scored 0). Set-wise: the candidates' entries are gathered
+    and each looked up among its query's entries; nothing is densified over the columns.
+    """
+    n_queries, width = rows.shape
+    out = np.zeros((n_queries, width), dtype=np.float32)
+    if n_queries == 0 or width == 0:
+        return out
+    vectors = sp.csr_matrix(vectors)
+    vectors.sort_indices()
+    per_row = max(1.0, matrix.nnz / max(matrix.shape[0], 1))
+    step = max(1, int(PAIR_ENTRIES // (width * per_row)))
+    n_columns = np.int64(vectors.shape[1])
+    for start in range(0, n_queries, step):
+        part = rows[start : start + step]  # (b, C)
+        flat = part.ravel()
+        owner, columns, data = gather(matrix, np.maximum(flat, 0))
+        query = vectors[start : start + step]
+        keys = np.repeat(np.arange(query.shape[0], dtype=np.int64), np.diff(query.indptr))
+        keys = keys * n_columns + query.indices  # ascending: rows in order, sorted within
+        wanted = (owner // width).astype(np.int64) * n_columns + columns
+        if len(keys):
+            at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+            values = np.where(keys[at] == wanted, query.data[at], 0.0)
+        else:
+            values = np.zeros(len(wanted))
+        dots = np.bincount(owner, weights=data * values, minlength=len(flat))
+        out[start : start + step] = np.where(flat >= 0, dots, 0.0).reshape(part.shape)
+    return out
+
+
 def norm_of_sum(matrix: sp.csr_matrix, rows: np.ndarray, weights: np.ndarray) -> float:
     """``|sum_j weights_j * matrix[rows_j]|``, the Euclidean norm of a weighted sum of rows."""
     owner, columns, data = gather(matrix, rows)

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys.model import sparse_rows
 from recsys.model.cf import CollaborativeModel, Confidence
 from recsys.model.config import TrainConfig
 from recsys.model.content import Content
@@ -328,11 +329,8 @@ class Candidates:
                 item_part = fused.item_blocks_[block][picked]  # (b, C, d)
                 scores[rows, :, j] = np.einsum("qd,qcd->qc", queries[block][rows], item_part)
         for j in (j for j, b in enumerate(blocks) if _is_tokens(b)):
-            # sparse: each batch's (b, I) cosines, then the candidates'
-            for start in range(0, n_queries, batch):
-                rows = slice(start, start + batch)
-                full = _block_scores(fused, TOKENS, queries[blocks[j]][rows])
-                scores[rows, :, j] = np.take_along_axis(full, np.maximum(items[rows], 0), 1)
+            # sparse: the candidates' token rows dotted with their query's profile
+            scores[:, :, j] = sparse_rows.pair_dots(fused.item_tokens_, items, queries[blocks[j]])
         scores[items < 0] = 0.0
         log.info("validation candidates: %d queries x at most %d items", n_queries, width)
         return cls(items, scores, blocks, cold)
