@@ -72,9 +72,9 @@ def precision_for(precision: str, device_type: str) -> str:
     """``bf16`` or ``fp32`` for ``precision`` on ``cpu`` or ``cuda``.
 
     ``auto`` is bf16 on CUDA, and on a CPU only where it has AMX bf16 tile units (Intel
-    Sapphire Rapids and later): there oneDNN's bf16 convolutions trained small_cnn 1.3x (20 px
-    grayscale views) to 2.2x (44 px colour) faster than fp32 on 2 cores (benchmarks/RESULTS.md);
-    without them bf16 is emulated and slower.
+    Sapphire Rapids and later): there SimCLR small_cnn trained 1.55x (Fashion-MNIST) to 1.64x
+    (OpenMoji) more images per second than in fp32 on 2 cores, and as well per epoch
+    (benchmarks/RESULTS.md, session 13); without them bf16 is emulated and slower.
     """
     if precision not in PRECISIONS:
         raise InvalidInput(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
