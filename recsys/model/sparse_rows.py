@@ -67,7 +67,8 @@ def pair_dots(matrix: sp.csr_matrix, rows: np.ndarray, vectors: sp.csr_matrix) -
     if n_queries == 0 or width == 0:
         return out
     vectors = sp.csr_matrix(vectors)
-    vectors.sort_indices()
+    if not vectors.has_sorted_indices:  # sorted on a copy: the caller's matrix stays as it is
+        vectors = vectors.sorted_indices()
     per_row = max(1.0, matrix.nnz / max(matrix.shape[0], 1))
     step = max(1, int(PAIR_ENTRIES // (width * per_row)))
     n_columns = np.int64(vectors.shape[1])
