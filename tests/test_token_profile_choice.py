@@ -15,6 +15,7 @@ from recsys.model.config import TrainConfig, WeightGrid
 from recsys.model.data import CatalogData
 from recsys.model.fusion import AUTO, FusedModel, FusionConfig, normalize_rows
 from recsys.model.training import fit_in_memory
+from recsys.model.validation import Scored, _choose_form
 from tests.test_token_term import _seller_shop
 
 CONFIG = TrainConfig(cf=CFConfig(factors=8, regularization=0.5))
@@ -89,3 +90,28 @@ def test_a_fit_refuses_a_profile_its_config_does_not_allow():
     config = FusionConfig(token_profile="confidence")
     with pytest.raises(ValueError, match="token_profile 'binary' must be one of confidence"):
         FusedModel(config).fit(n_items=3, content={"tabular": np.eye(3)}, token_profile="binary")
+
+
+def _judged(warm: np.ndarray, cold: np.ndarray):
+    """(Scored at K, Scored at the cold cut-off) of one form, as ``_choose_form`` reads them."""
+    return (Scored(warm, {}, warm, cold), Scored(warm, {}, warm, cold))
+
+
+def test_forms_level_on_validation_keep_the_one_ahead_on_new_items():
+    """No form significantly better: the best cold objective is kept, unless its all-items
+    recall is significantly below the default's."""
+    rng = np.random.default_rng(0)
+    warm = rng.random(400)
+    cold = (rng.random(100) < 0.1).astype(float)
+    ahead = cold.copy()
+    ahead[np.flatnonzero(cold == 0)[:2]] = 1.0  # two more hits: within noise
+    found = {"confidence": _judged(warm, cold), "binary": _judged(warm, ahead)}
+    assert _choose_form(found, cold_min_users=30, z=2.0) == "binary"
+    # The same cold gain at an all-items recall clearly below the default's: kept out.
+    found["binary"] = _judged(warm - 0.2, ahead)
+    assert _choose_form(found, cold_min_users=30, z=2.0) == "confidence"
+    # A tie, or too few users holding new items to judge them: the default.
+    found["binary"] = _judged(warm, cold)
+    assert _choose_form(found, cold_min_users=30, z=2.0) == "confidence"
+    found["binary"] = _judged(warm, ahead)
+    assert _choose_form(found, cold_min_users=500, z=2.0) == "confidence"

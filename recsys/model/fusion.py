@@ -53,7 +53,7 @@ TOKENS = "tokens"
 # this" (the default) and "shoppers who viewed this also viewed".
 SURFACES = ("similar", "also")
 # How history items count in a user's token profile (``FusionConfig.token_profile``); the
-# first is the default the weights stage keeps unless another is significantly better.
+# first is the default the weights stage starts from (``validation._choose_form``).
 TOKEN_PROFILES = ("confidence", "binary", "capped")
 AUTO = "auto"
 
@@ -85,7 +85,7 @@ class FusionConfig:
     # recall@10 on the synthetic shop and loses 0.005 on MovieLens, whose weights are the
     # time decay alone), so "auto" lets the weights stage of `recsys train` choose per
     # catalog on its validation slice (``FusedModel.token_profile_`` holds the choice;
-    # "confidence" unless another is significantly better); any other value is used as given.
+    # ``validation._choose_form`` says how); any other value is used as given.
     token_profile: str = AUTO
 
     def __post_init__(self) -> None:
