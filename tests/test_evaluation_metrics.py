@@ -263,3 +263,24 @@ def test_training_items_are_never_recommended_and_cold_lists_hold_cold_items():
         assert len(listed) == len(item_ids) - len(seen)
         assert all(task.cold[i] for i in rankings.cold[u].tolist() if i >= 0)
         assert not any(task.cold[i] for i in rankings.warm[u].tolist() if i >= 0)
+
+
+def test_top_k_on_catalog_wide_rows_matches_the_narrow_path_and_keeps_first_columns_at_ties():
+    from recsys.model import ranking
+
+    rng = np.random.default_rng(3)
+    scores = rng.standard_normal((4, ranking.WIDE_ROW + 5)).astype(np.float32)
+    scores[:, -5:] = -10.0  # never in a top 50: the two paths see the same candidates
+    scores[1, ::3] = -np.inf
+    scores[2] = -np.inf  # nothing rankable: still k columns, all -inf
+    wide = ranking.top_k(scores, 50)
+    narrow = ranking.top_k(scores[:, :-5], 50)  # below WIDE_ROW: argpartition
+    np.testing.assert_array_equal(wide[[0, 1, 3]], narrow[[0, 1, 3]])
+    assert wide[2].tolist() == list(range(50))
+    # Ties at the cut: the first columns of the tied score, best first then column order.
+    tied = np.zeros((1, ranking.WIDE_ROW), dtype=np.float32)
+    tied[0, [70_000 % ranking.WIDE_ROW, 9]] = [2.0, 1.0]
+    assert ranking.top_k(tied, 5).tolist() == [[70_000 % ranking.WIDE_ROW, 9, 0, 1, 2]]
+    # NaN anywhere: the argpartition path, NaN ranked last.
+    tied[0, 5] = np.nan
+    assert ranking.top_k(tied, 2).tolist() == [[70_000 % ranking.WIDE_ROW, 9]]

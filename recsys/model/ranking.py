@@ -25,16 +25,42 @@ import scipy.sparse as sp
 RANKING_METRICS = ("recall", "precision", "ndcg", "map", "mrr", "hit_rate")
 
 
+# Rows at least this wide are cut at their k-th largest score (``_top_k_wide``) instead of
+# argpartitioned: argpartition writes an int64 index per cell, and on a catalog's worth of
+# columns that costs more than the selection. 2^25 cells, k 200, one thread, best of 3
+# (scripts/bench_top_k.py, benchmarks/RESULTS.md session 14): 10^6 columns 0.87 s -> 0.23 s,
+# 10^5 0.51 s -> 0.23 s, 3 * 10^4 and 9,000 level; on narrow rows with many queries (3,000 x
+# 1,500, k 10-50) argpartition is as fast or faster.
+WIDE_ROW = 32_768
+
+
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """(Q, min(k, I)) column indices of each row's k largest scores, best first; equal scores
-    keep their column order."""
+    keep their column order (on rows of ``WIDE_ROW`` columns or more, also where the cut falls
+    among equal scores: the first columns are kept)."""
     scores = np.atleast_2d(scores)
     k = min(k, scores.shape[1])
     if k <= 0:
         return np.zeros((len(scores), 0), dtype=np.int64)
+    if scores.shape[1] >= WIDE_ROW and not np.isnan(scores.max()):  # max: NaN if any is
+        return _top_k_wide(scores, k)
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     order = np.take_along_axis(-scores, part, axis=1).argsort(axis=1, kind="stable")
     return np.take_along_axis(part, order, axis=1)
+
+
+def _top_k_wide(scores: np.ndarray, k: int) -> np.ndarray:
+    """``top_k`` from each row's k-th largest score: the columns above it and, in column
+    order, as many of those equal to it as the k places leave."""
+    n = scores.shape[1]
+    cut = np.partition(scores, n - k, axis=1)[:, n - k]  # (Q,)
+    out = np.empty((len(scores), k), dtype=np.int64)
+    for row, (values, at) in enumerate(zip(scores, cut, strict=True)):  # Q <= cells / I
+        above = np.flatnonzero(values > at)
+        level = np.flatnonzero(values == at)[: k - len(above)]
+        picked = np.concatenate([above, level])
+        out[row] = picked[np.argsort(-values[picked], kind="stable")]
+    return out
 
 
 def top_k_finite(scores: np.ndarray, k: int, columns: np.ndarray | None = None) -> np.ndarray:
