@@ -38,7 +38,7 @@ from recsys.model.protocol import (
     rank,
     restricted_per_user,
 )
-from recsys.model.ranking import hit_matrix, per_user_metrics, top_k_finite
+from recsys.model.ranking import WIDE_ROW, hit_matrix, per_user_metrics, top_k_finite
 from recsys.model.split import validation_split
 
 log = logging.getLogger(__name__)
@@ -327,14 +327,18 @@ class Candidates:
         n_queries, n_items = exclude.shape
         cold_cols = np.flatnonzero(cold)
         batch = max(1, MAX_BATCH_CELLS // max(n_items, 1))
+        orders = _rank_one_orders(fused, queries, blocks, cold)
         found = [[] for _ in range(n_queries)]
         for start in range(0, n_queries, batch):
             rows = np.arange(start, min(start + batch, n_queries))
-            excluded = exclude[rows].nonzero()
+            excluded = sp.csr_matrix(exclude[rows])
             for block in blocks:
-                scores = _block_scores(fused, block, queries[block][rows])
-                scores[excluded] = -np.inf
-                best = [top_k_finite(scores, n), top_k_finite(scores, n, cold_cols)]
+                if block in orders:
+                    best = [_first_unseen(order, excluded, n) for order in orders[block]]
+                else:
+                    scores = _block_scores(fused, block, queries[block][rows])
+                    scores[excluded.nonzero()] = -np.inf
+                    best = [top_k_finite(scores, n), top_k_finite(scores, n, cold_cols)]
                 for q, picked in zip(rows, np.hstack(best), strict=True):
                     found[q].append(picked[picked >= 0])
         union = [np.unique(np.concatenate(parts)) if parts else np.zeros(0, int) for parts in found]
@@ -410,6 +414,38 @@ class Candidates:
     def _top(self, scores: np.ndarray, k: int) -> np.ndarray:
         best = top_k_finite(scores, k)  # (U, k) candidate columns
         return np.where(best >= 0, np.take_along_axis(self.items, np.maximum(best, 0), 1), -1)
+
+
+def _rank_one_orders(fused: FusedModel, queries: dict, blocks: tuple, cold: np.ndarray) -> dict:
+    """Block -> (all items, cold items) in the order every query ranks them, for the dense
+    one-number blocks (popularity) whose queries are all positive, on catalogs of
+    ``ranking.WIDE_ROW`` items or more: each query's top items are then the first ones it
+    has not seen, with no pass over the catalog per query. The order is ``top_k``'s on such
+    rows: value, then column."""
+    if len(cold) < WIDE_ROW:
+        return {}
+    orders = {}
+    for block in blocks:
+        if _is_tokens(block) or fused.layout_.dims.get(block) != 1:
+            continue
+        values = fused.item_blocks_[block][:, 0]
+        if not (np.all(queries[block] > 0) and np.all(np.isfinite(values))):
+            continue
+        order = np.argsort(-values, kind="stable")
+        orders[block] = (order, order[cold[order]])
+    return orders
+
+
+def _first_unseen(order: np.ndarray, seen: sp.csr_matrix, n: int) -> np.ndarray:
+    """(Q, n) the first ``n`` items of ``order`` each query row of ``seen`` has not seen,
+    -1 past the end."""
+    out = np.full((seen.shape[0], n), -1, dtype=np.int64)
+    for row in range(seen.shape[0]):  # Q <= cells / I: per batch, not per item
+        skip = seen.indices[seen.indptr[row] : seen.indptr[row + 1]]
+        head = order[: n + len(skip)]
+        head = head[~np.isin(head, skip)][:n]
+        out[row, : len(head)] = head
+    return out
 
 
 # Candidates' token scores are looked up one by one (``sparse_rows.pair_dots``) when the
