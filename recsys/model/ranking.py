@@ -44,6 +44,12 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
         return np.zeros((len(scores), 0), dtype=np.int64)
     if scores.shape[1] >= WIDE_ROW and not np.isnan(scores.max()):  # max: NaN if any is
         return _top_k_wide(scores, k)
+    return _top_k_partitioned(scores, k)
+
+
+def _top_k_partitioned(scores: np.ndarray, k: int) -> np.ndarray:
+    """``top_k`` by argpartition, for 0 < k <= I: at the cut, equal scores fall in no set
+    order."""
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     order = np.take_along_axis(-scores, part, axis=1).argsort(axis=1, kind="stable")
     return np.take_along_axis(part, order, axis=1)

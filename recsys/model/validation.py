@@ -332,12 +332,13 @@ class Candidates:
         for start in range(0, n_queries, batch):
             rows = np.arange(start, min(start + batch, n_queries))
             excluded = sp.csr_matrix(exclude[rows])
+            excluded_cells = excluded.nonzero()
             for block in blocks:
                 if block in orders:
                     best = [_first_unseen(order, excluded, n) for order in orders[block]]
                 else:
                     scores = _block_scores(fused, block, queries[block][rows])
-                    scores[excluded.nonzero()] = -np.inf
+                    scores[excluded_cells] = -np.inf
                     best = [top_k_finite(scores, n), top_k_finite(scores, n, cold_cols)]
                 for q, picked in zip(rows, np.hstack(best), strict=True):
                     found[q].append(picked[picked >= 0])
