@@ -66,3 +66,22 @@ def test_pair_dots_match_scipy_with_padding_and_any_batching(matrix, monkeypatch
         got = sparse_rows.pair_dots(m, rows, vectors)
         assert got.shape == (7, 5) and got.dtype == np.float32
         np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_rarest_dots_are_the_product_or_within_a_budget_its_shortest_rows_part(matrix):
+    m, _ = matrix  # here: 60 postings rows over 40 columns
+    vector = sp.random(1, 60, density=0.3, random_state=6, format="csr", dtype=np.float32)
+    vector.sort_indices()
+    columns, dots = sparse_rows.rarest_dots(m, vector.indices, vector.data, budget=10**6)
+    full = (vector @ m).toarray().ravel()
+    assert columns.tolist() == sorted(set(m[vector.indices].indices))  # reached, ascending
+    np.testing.assert_allclose(dots, full[columns], rtol=1e-6)
+
+    lengths = np.diff(m.indptr)[vector.indices]
+    shortest = np.argsort(lengths, kind="stable")[:3]
+    budget = int(lengths[shortest].sum())  # exactly the three shortest rows fit
+    columns, dots = sparse_rows.rarest_dots(m, vector.indices, vector.data, budget)
+    part = (vector[:, vector.indices[shortest]] @ m[vector.indices[shortest]]).toarray().ravel()
+    assert columns.tolist() == np.flatnonzero(part).tolist()  # positive entries: none cancel
+    np.testing.assert_allclose(dots, part[columns], rtol=1e-6)
+    assert len(columns) <= budget

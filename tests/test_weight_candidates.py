@@ -52,3 +52,58 @@ def test_popularity_candidates_from_one_order_equal_a_pass_over_the_catalog(monk
     np.testing.assert_array_equal(one_order.items, every_pass.items)
     np.testing.assert_array_equal(one_order.scores, every_pass.scores)
     assert not np.isin(one_order.items[0], seen[0].indices).any()
+
+
+def _token_catalog(n_items: int, seed: int = 7):
+    rng = np.random.default_rng(seed)
+    item_tokens = sp.random(
+        n_items, 3000, density=0.002, format="csr", dtype=np.float32, random_state=seed
+    )
+    cf = rng.standard_normal((n_items, 3)).astype(np.float32)
+    fused = SimpleNamespace(
+        layout_=SimpleNamespace(dims={"cf": 3}),
+        item_blocks_={"cf": cf},
+        item_tokens_=item_tokens,
+        token_postings=sp.csr_matrix(item_tokens.T),
+    )
+    histories = sp.csr_matrix(
+        (np.ones(24, dtype=np.float32), (np.repeat(np.arange(6), 4), rng.choice(n_items, 24))),
+        shape=(6, n_items),
+    )
+    queries = {
+        "cf": rng.standard_normal((6, 3)).astype(np.float32),
+        "tokens": histories @ item_tokens,
+    }
+    return fused, queries, rng
+
+
+def test_wide_catalogs_find_token_candidates_as_a_feed_does(monkeypatch):
+    """On a catalog of WIDE_ROW items or more, token candidates come from each profile's
+    tokens' postings (the feed's budgeted lookup) instead of a pass over the catalog: the
+    same items while the budget covers the profile, only items reached by its rarest tokens
+    past it, and never a seen one."""
+    n_items = validation.WIDE_ROW + 300
+    fused, queries, rng = _token_catalog(n_items)
+    cold = rng.random(n_items) < 0.3
+    seen = sp.random(6, n_items, density=0.001, format="csr", random_state=8)
+    reached = queries["tokens"] @ fused.token_postings  # (6, I) what each profile reaches
+    best = reached[0].indices[np.argsort(-reached[0].data)[:10]]
+    seen[0, best] = 1.0  # the profile's best items are seen
+    seen = sp.csr_matrix(seen)
+
+    by_postings = validation.Candidates.build(fused, queries, seen, cold, n=20)
+    monkeypatch.setattr(validation, "WIDE_ROW", 10**9)
+    every_pass = validation.Candidates.build(fused, queries, seen, cold, n=20)
+    np.testing.assert_array_equal(by_postings.items, every_pass.items)
+    np.testing.assert_allclose(by_postings.scores, every_pass.scores, rtol=1e-6)
+    assert not np.isin(by_postings.items[0], seen[0].indices).any()
+
+    monkeypatch.setattr(validation, "WIDE_ROW", n_items)
+    monkeypatch.setattr(validation, "TOKEN_BUDGET", 120)  # a posting holds about 66 items
+    budgeted = validation.Candidates.build(fused, {"tokens": queries["tokens"]}, seen, cold, n=20)
+    lengths = []
+    for q in range(6):
+        found = budgeted.items[q][budgeted.items[q] >= 0]
+        assert set(found) <= set(reached[q].indices) - set(seen[q].indices)
+        lengths.append(len(found))
+    assert min(lengths) > 0 and max(lengths) <= 120 < reached.getnnz(axis=1).min()

@@ -42,7 +42,7 @@ from recsys.errors import InvalidBundle, UnknownItem
 from recsys.model import explain, sparse_rows
 from recsys.model.data import IdIndex, mapped
 from recsys.model.diversity import DEFAULT_DIVERSITY, check_diversity, diversify, pool_size
-from recsys.model.fusion import FusedModel
+from recsys.model.fusion import TOKEN_BUDGET, FusedModel
 from recsys.model.index import IndexConfig, VectorIndex
 from recsys.model.ranking import top_k, top_k_finite
 from recsys.model.tabular import label_pairs
@@ -51,14 +51,6 @@ log = logging.getLogger(__name__)
 
 FILTER_KINDS = ("categorical", "multi")
 PARTS = ("values", "offsets", "rows")  # of a saved Postings
-# Item tokens one feed reads, at most, to find its token candidates; a profile whose tokens'
-# postings hold more reads its rarest tokens' up to this (scripts/bench_token_candidates.py,
-# session 9: 0.870 of the exact top 20 on the 100k bench catalog against 0.874 at 20,000, all
-# of it on the synthetic shop at either, for 1.1 ms and 4.4 ms less per feed).
-TOKEN_BUDGET = 5_000
-# token_candidates sorts (item, position) pairs packed in one int64: positions take this many bits
-_POSITION_BITS = 31
-_POSITION_MASK = (1 << _POSITION_BITS) - 1
 # A feed with the token term takes this many times its pool from the index and from the tokens
 # before ranking their union exactly (Recommender._reach).
 TOKEN_REACH = 2
@@ -664,28 +656,12 @@ def _rows(matrix: sp.csr_matrix):
 
 def token_candidates(fused: FusedModel, profile: sparse_rows.Row | sp.csr_matrix, budget: int):
     """(rows ascending, terms): the items sharing a token with one profile (a row, or a (1, F)
-    CSR matrix) and their
-    token terms, from the postings of its tokens. When those hold more than ``budget`` item
-    tokens, only its rarest tokens' postings are read, up to the budget: the most common
-    tokens add a little to very many items and pick out none, and the rows found are still
-    scored exactly (``FusedModel.token_scores`` of those rows). So a feed reads at most
-    ``budget`` postings and sorts them, whatever the catalog: nothing here is per item."""
-    postings, tokens, weights = fused.token_postings, profile.indices, profile.data
-    lengths = postings.indptr[tokens + 1] - postings.indptr[tokens]
-    budget = min(budget, _POSITION_MASK)
-    if lengths.sum() > budget:
-        order = np.argsort(lengths, kind="stable")
-        kept = order[np.cumsum(lengths[order]) <= budget]
-        tokens, weights = tokens[kept], weights[kept]
-    # the read postings as one run of positions, each with its token's profile weight
-    owner, items, data = sparse_rows.gather(postings, tokens)
-    if not len(items):
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-    values = data * weights[owner]
-    # summed by item: one sort of (item, position) keys, then a segmented sum
-    keys = np.sort((items.astype(np.int64) << _POSITION_BITS) | np.arange(len(items)))
-    items = keys >> _POSITION_BITS
-    first = np.flatnonzero(np.r_[True, items[1:] != items[:-1]])
-    rows = items[first]
-    cosine = np.add.reduceat(values[keys & _POSITION_MASK], first)
-    return rows, fused.token_scale_[rows] * cosine.astype(np.float32)
+    CSR matrix) and their token terms, from the postings of its tokens; past ``budget`` item
+    tokens, of its rarest tokens' alone (``sparse_rows.rarest_dots``). The most common tokens
+    add a little to very many items and pick out none, and the rows found are still scored
+    exactly (``FusedModel.token_scores`` of those rows). So a feed reads at most ``budget``
+    postings and sorts them, whatever the catalog: nothing here is per item."""
+    rows, dots = sparse_rows.rarest_dots(
+        fused.token_postings, profile.indices, profile.data, budget
+    )
+    return rows, fused.token_scale_[rows] * dots

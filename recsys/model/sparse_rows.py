@@ -126,3 +126,35 @@ def _lookup(indices: np.ndarray, values: np.ndarray, columns: np.ndarray) -> np.
         return np.zeros(len(columns))
     at = np.minimum(np.searchsorted(indices, columns), len(indices) - 1)
     return np.where(indices[at] == columns, values[at], 0.0)
+
+
+# rarest_dots sorts (column, position) pairs packed in one int64: positions take this many bits
+_POSITION_BITS = 31
+_POSITION_MASK = (1 << _POSITION_BITS) - 1
+
+
+def rarest_dots(
+    postings: sp.csr_matrix, indices: np.ndarray, values: np.ndarray, budget: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(columns ascending, float32 dots): the sparse vector (``indices``, ``values``) times
+    ``postings`` (one row per index), over the columns its rows reach. When those rows hold
+    more than ``budget`` entries, only its shortest rows are read, up to the budget, and the
+    dots are those rows' part of the product: the cost is at most ``budget`` entries and
+    one sort of them, whatever the number of columns."""
+    lengths = postings.indptr[indices + 1] - postings.indptr[indices]
+    budget = min(budget, _POSITION_MASK)
+    if lengths.sum() > budget:
+        order = np.argsort(lengths, kind="stable")
+        kept = order[np.cumsum(lengths[order]) <= budget]
+        indices, values = indices[kept], values[kept]
+    # the read rows as one run of positions, each with its row's value
+    owner, columns, data = gather(postings, indices)
+    if not len(columns):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    products = data * values[owner]
+    # summed by column: one sort of (column, position) keys, then a segmented sum
+    keys = np.sort((columns.astype(np.int64) << _POSITION_BITS) | np.arange(len(columns)))
+    columns = keys >> _POSITION_BITS
+    first = np.flatnonzero(np.r_[True, columns[1:] != columns[:-1]])
+    dots = np.add.reduceat(products[keys & _POSITION_MASK], first)
+    return columns[first], dots.astype(np.float32)
