@@ -82,7 +82,7 @@ def validation_ends(train: CatalogData, content, config) -> tuple[dict, dict, ob
     counts["holding_cold_items"] = int(holding.sum())
     cf, confidence, _ = validation.choose_confidence(fit_part, item_ids, task, config, False)
     fused = FusedModel(config.fusion).fit(cf, content.blocks, len(item_ids), tokens=content.tokens)
-    profiles = validation._user_profiles(fused, cf.user_items_, config.fusion.token_profiles)
+    profiles = validation._user_profiles(fused, cf, task, config.fusion.token_profiles)
     candidates = validation.Candidates.of_users(
         fused, cf.user_ids_, task, config.validation_candidates, profiles
     )

@@ -86,7 +86,7 @@ def choose_weights(
         return WeightChoice(dict(config.fusion.weights), dict(config.fusion.cold_scale), skipped)
     cf, confidence, report = choose_confidence(fit_part, item_ids, task, config, use_gpu)
     fused = FusedModel(config.fusion).fit(cf, content.blocks, len(item_ids), tokens=content.tokens)
-    profiles = _user_profiles(fused, cf.user_items_, config.fusion.token_profiles)
+    profiles = _user_profiles(fused, cf, task, config.fusion.token_profiles)
     candidates = Candidates.of_users(
         fused, cf.user_ids_, task, config.validation_candidates, profiles
     )
@@ -101,11 +101,13 @@ def choose_weights(
     return WeightChoice(choice.weights, choice.cold_scale, metrics, surfaces, confidence, profile)
 
 
-def _user_profiles(fused: FusedModel, user_items: sp.csr_matrix, forms: tuple[str, ...]) -> dict:
-    """Form -> (U, F) token profiles of the fitted users' ``user_items`` (U, I) under each
-    token profile form (none without tokens); one sparse product each."""
+def _user_profiles(fused: FusedModel, cf: CollaborativeModel, task, forms: tuple) -> dict:
+    """Form -> (U, F) token profiles of the task's users (in its order) under each token
+    profile form (none without tokens): one sparse product of their histories each, not of
+    every fitted user's (11.5 s a form for 100k users at 10^6 items, 0.2 s for 3,000)."""
     if not fused.has_tokens:
         return {}
+    user_items = cf.user_items_[pd.Index(cf.user_ids_).get_indexer(task.user_ids)]
     profiles = {}
     for form in forms:
         fused.token_profile_ = form
@@ -377,12 +379,13 @@ class Candidates:
         cls, fused: FusedModel, user_ids: np.ndarray, task, n: int, profiles: dict | None = None
     ) -> Candidates:
         """The task's users (their fitted user blocks; training items excluded). ``profiles``
-        (form -> (U, F) token profiles, e.g. ``_user_profiles``) gives one token column per
-        form, candidates found by each (``with_profile`` picks one); else the fitted ones."""
+        (form -> the task's users' token profiles in its order, ``_user_profiles``) gives
+        one token column per form, candidates found by each (``with_profile`` picks one);
+        else the fitted ones."""
         rows = pd.Index(user_ids).get_indexer(task.user_ids)
         queries = {b: v[rows] for b, v in fused.user_blocks_.items()}
         if profiles:
-            queries.update({f"{TOKENS}:{form}": p[rows] for form, p in profiles.items()})
+            queries.update({f"{TOKENS}:{form}": p for form, p in profiles.items()})
         elif fused.has_tokens:
             queries[TOKENS] = fused.user_tokens_[rows]
         return cls.build(fused, queries, task.seen, task.cold, n)
