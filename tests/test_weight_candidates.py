@@ -107,3 +107,28 @@ def test_wide_catalogs_find_token_candidates_as_a_feed_does(monkeypatch):
         assert set(found) <= set(reached[q].indices) - set(seen[q].indices)
         lengths.append(len(found))
     assert min(lengths) > 0 and max(lengths) <= 120 < reached.getnnz(axis=1).min()
+
+
+def test_a_weighting_ranks_candidates_by_their_weighted_scores_cold_items_scaled():
+    """The weight search's ranking of candidates: the weighted sum of block scores, cold
+    items' blocks times their multipliers; warm and cold lists hold only their own items."""
+    rng = np.random.default_rng(9)
+    items = np.sort(rng.permutation(400)[:200].reshape(5, 40), axis=1)
+    items[2, 30:] = -1  # a short list
+    scores = rng.random((5, 40, 3), dtype=np.float32)
+    cold = rng.random(400) < 0.3
+    candidates = validation.Candidates(items, scores, ("cf", "tabular", "tokens"), cold)
+    weights, cold_scale = {"cf": 2.0, "tabular": 0.0, "tokens": 0.5}, {"cf": 0.25, "tokens": 1.0}
+    got = candidates.rank(weights, cold_scale, 5)
+    is_cold = cold[np.maximum(items, 0)]
+    total = 2.0 * np.where(is_cold, 0.25, 1.0) * scores[:, :, 0] + 0.5 * scores[:, :, 2]
+    total[items < 0] = -np.inf
+    for kind, keep in (("all", np.ones_like(is_cold)), ("warm", ~is_cold), ("cold", is_cold)):
+        masked = np.where(keep, total, -np.inf)
+        order = np.argsort(-masked, axis=1, kind="stable")[:, :5]
+        expected = np.where(
+            np.isfinite(np.take_along_axis(masked, order, 1)),
+            np.take_along_axis(items, order, 1),
+            -1,
+        )
+        np.testing.assert_array_equal(getattr(got, kind), expected)
