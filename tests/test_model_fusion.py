@@ -136,22 +136,26 @@ def test_a_catalog_with_nothing_to_learn_from_is_refused_clearly():
         fit_in_memory(data, TrainConfig(use_titles=False))
 
 
-def test_sparse_ridge_matches_sklearn_ridge():
-    """Slow reference: sklearn's Ridge on the same (densified) features."""
-    import scipy.sparse as sp
+@pytest.mark.parametrize("part_rows", [fusion.RIDGE_PART_ROWS, 37])  # one part / nine parts
+def test_sparse_ridge_matches_sklearn_ridge(part_rows, monkeypatch):
+    """Slow reference: sklearn's Ridge on the same (densified) features. In parts, on any
+    number of threads, the fit is the same to the bit."""
     from sklearn.linear_model import Ridge
 
-    from recsys.model.fusion import sparse_ridge
-
+    monkeypatch.setattr(fusion, "RIDGE_PART_ROWS", part_rows)
     rng = np.random.default_rng(0)
     features = sp.random(300, 80, density=0.05, random_state=0, format="csr", dtype=np.float32)
     targets = rng.normal(size=(300, 5)).astype(np.float32)
-    coef, intercept = sparse_ridge(features, targets, alpha=0.5)
+    coef, intercept = fusion.sparse_ridge(features, targets, alpha=0.5)
     # the same problem, solved densely: targets centred, no intercept column
     centred = targets - targets.mean(axis=0)
     reference = Ridge(alpha=0.5, fit_intercept=False).fit(features.toarray(), centred)
     np.testing.assert_allclose(coef, reference.coef_.T, atol=1e-4)
     np.testing.assert_allclose(intercept, targets.mean(axis=0), atol=1e-6)
+    for cpus in (1, 3):
+        monkeypatch.setattr(fusion, "_cpus", lambda cpus=cpus: cpus)
+        again, _ = fusion.sparse_ridge(features, targets, alpha=0.5)
+        np.testing.assert_array_equal(again, coef)
 
 
 class NoiseImageEncoder:
