@@ -42,7 +42,7 @@ def main() -> None:
     alpha = fusion.FusionConfig().content_alpha
     first = None
     for threads in (int(t) for t in args.threads.split(",")):
-        fusion._cpus = lambda threads=threads: threads
+        fusion.parallel.cpus = lambda threads=threads: threads
         start = time.perf_counter()
         coef, _ = fusion.sparse_ridge(features, targets, alpha)
         seconds = time.perf_counter() - start

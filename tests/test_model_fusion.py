@@ -153,7 +153,7 @@ def test_sparse_ridge_matches_sklearn_ridge(part_rows, monkeypatch):
     np.testing.assert_allclose(coef, reference.coef_.T, atol=1e-4)
     np.testing.assert_allclose(intercept, targets.mean(axis=0), atol=1e-6)
     for cpus in (1, 3):
-        monkeypatch.setattr(fusion, "_cpus", lambda cpus=cpus: cpus)
+        monkeypatch.setattr(fusion.parallel, "cpus", lambda cpus=cpus: cpus)
         again, _ = fusion.sparse_ridge(features, targets, alpha=0.5)
         np.testing.assert_array_equal(again, coef)
 

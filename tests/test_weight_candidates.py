@@ -132,3 +132,30 @@ def test_a_weighting_ranks_candidates_by_their_weighted_scores_cold_items_scaled
             -1,
         )
         np.testing.assert_array_equal(getattr(got, kind), expected)
+
+
+def test_candidates_are_the_same_on_any_number_of_cpus(monkeypatch):
+    """Query batches run side by side on the CPUs and are gathered in their order."""
+    from recsys.model import parallel
+
+    fused, queries, rng = _token_catalog(2000)
+    cold = rng.random(2000) < 0.3
+    seen = sp.csr_matrix(sp.random(6, 2000, density=0.01, random_state=3))
+    monkeypatch.setattr(validation, "MAX_BATCH_CELLS", 4000)  # two queries a batch
+    built = {}
+    for count in (1, 3):
+        monkeypatch.setattr(parallel, "cpus", lambda count=count: count)
+        built[count] = validation.Candidates.build(fused, queries, seen, cold, n=20)
+    np.testing.assert_array_equal(built[1].items, built[3].items)
+    np.testing.assert_array_equal(built[1].scores, built[3].scores)
+
+
+def test_cpus_keep_to_omp_num_threads(monkeypatch):
+    from recsys.model import parallel
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert parallel.cpus() == 1
+    assert list(parallel.map_in_order(lambda x: x * x, range(5))) == [0, 1, 4, 9, 16]
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert parallel.cpus() >= 1
+    assert list(parallel.map_in_order(lambda x: -x, range(40))) == [-x for x in range(40)]

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +39,7 @@ from sklearn.base import BaseEstimator
 from sklearn.linear_model import Ridge
 from sklearn.utils.validation import check_is_fitted
 
-from recsys.model import sparse_rows
+from recsys.model import parallel, sparse_rows
 from recsys.model.data import mapped
 
 log = logging.getLogger(__name__)
@@ -196,8 +195,9 @@ def sparse_ridge(
     """(coef (F, T), intercept (T,)) of ridge regression on sparse features, every target at
     once by conjugate gradients on (X'X + alpha I) W = X'(Y - mean Y) [Hestenes & Stiefel
     1952]: costs grow with the non-zeros, never with F x F. X'X W is summed over parts of
-    ``RIDGE_PART_ROWS`` rows on the process's CPUs (scipy's sparse products release the GIL;
-    1.76x on two cores at 10^6 items, scripts/bench_sparse_ridge.py)."""
+    ``RIDGE_PART_ROWS`` rows on the process's CPUs (``parallel.cpus``; scipy's sparse
+    products release the GIL; 1.76x on two cores at 10^6 items,
+    scripts/bench_sparse_ridge.py)."""
     intercept = targets.mean(axis=0)  # (T,)
     rhs = np.asarray(features.T @ (targets - intercept), dtype=np.float64)  # (F, T)
     coef = np.zeros_like(rhs)
@@ -207,7 +207,7 @@ def sparse_ridge(
     tolerance = 1e-10 * np.maximum(np.sum(rhs**2, axis=0), 1e-30)
     rows = features.shape[0]
     parts = [features[a : a + RIDGE_PART_ROWS] for a in range(0, rows, RIDGE_PART_ROWS)]
-    with ThreadPoolExecutor(max_workers=max(1, min(len(parts), _cpus()))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(len(parts), parallel.cpus()))) as pool:
 
         def apply(p: np.ndarray) -> np.ndarray:
             grams = pool.map(lambda part: np.asarray(part.T @ (part @ p)), parts)
@@ -224,13 +224,6 @@ def sparse_ridge(
             direction = residual + (new_norms / np.maximum(norms, 1e-30)) * direction
             norms = new_norms
     return coef.astype(np.float32), intercept.astype(np.float32)
-
-
-def _cpus() -> int:
-    """The CPUs this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 class FusedModel(BaseEstimator):

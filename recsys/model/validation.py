@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys.model import sparse_rows
+from recsys.model import parallel, sparse_rows
 from recsys.model.cf import CollaborativeModel, Confidence
 from recsys.model.config import TrainConfig
 from recsys.model.content import Content
@@ -339,11 +339,13 @@ class Candidates:
         cold_cols = np.flatnonzero(cold)
         batch = max(1, MAX_BATCH_CELLS // max(n_items, 1))
         orders = _rank_one_orders(fused, queries, blocks, cold)
-        found = [[] for _ in range(n_queries)]
-        for start in range(0, n_queries, batch):
+
+        def batch_best(start: int) -> tuple[np.ndarray, list[np.ndarray]]:
+            """(the batch's query rows, per block (b, 2n) its best and best cold items)."""
             rows = np.arange(start, min(start + batch, n_queries))
             excluded = sp.csr_matrix(exclude[rows])
             excluded_cells = excluded.nonzero()
+            per_block = []
             for block in blocks:
                 if block in orders:
                     best = [_first_unseen(order, excluded, n) for order in orders[block]]
@@ -353,7 +355,14 @@ class Candidates:
                     scores = _block_scores(fused, block, queries[block][rows])
                     scores[excluded_cells] = -np.inf
                     best = [top_k_finite(scores, n), top_k_finite(scores, n, cold_cols)]
-                for q, picked in zip(rows, np.hstack(best), strict=True):
+                per_block.append(np.hstack(best))
+            return rows, per_block
+
+        found = [[] for _ in range(n_queries)]
+        # batches side by side on the CPUs (``parallel``), gathered in their order
+        for rows, per_block in parallel.map_in_order(batch_best, range(0, n_queries, batch)):
+            for best in per_block:
+                for q, picked in zip(rows, best, strict=True):
                     found[q].append(picked[picked >= 0])
         union = [np.unique(np.concatenate(parts)) if parts else np.zeros(0, int) for parts in found]
         width = max((len(u) for u in union), default=0)
