@@ -196,7 +196,7 @@ def sparse_ridge(
     once by conjugate gradients on (X'X + alpha I) W = X'(Y - mean Y) [Hestenes & Stiefel
     1952]: costs grow with the non-zeros, never with F x F. X'X W is summed over parts of
     ``RIDGE_PART_ROWS`` rows on the process's CPUs (``parallel.cpus``; scipy's sparse
-    products release the GIL; 1.76x on two cores at 10^6 items,
+    products release the GIL; 1.8x on two cores at 10^6 items,
     scripts/bench_sparse_ridge.py)."""
     intercept = targets.mean(axis=0)  # (T,)
     rhs = np.asarray(features.T @ (targets - intercept), dtype=np.float64)  # (F, T)
