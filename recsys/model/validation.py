@@ -339,6 +339,8 @@ class Candidates:
         cold_cols = np.flatnonzero(cold)
         batch = max(1, MAX_BATCH_CELLS // max(n_items, 1))
         orders = _rank_one_orders(fused, queries, blocks, cold)
+        # the token postings, built here once rather than by every batch's thread at once
+        postings = fused.token_postings if any(_is_tokens(b) for b in blocks) else None
 
         def batch_best(start: int) -> tuple[np.ndarray, list[np.ndarray]]:
             """(the batch's query rows, per block (b, 2n) its best and best cold items)."""
@@ -350,7 +352,7 @@ class Candidates:
                 if block in orders:
                     best = [_first_unseen(order, excluded, n) for order in orders[block]]
                 elif _is_tokens(block) and n_items >= WIDE_ROW:
-                    best = _rarest_token_best(fused, queries[block][rows], excluded, cold, n)
+                    best = _rarest_token_best(postings, queries[block][rows], excluded, cold, n)
                 else:
                     scores = _block_scores(fused, block, queries[block][rows])
                     scores[excluded_cells] = -np.inf
@@ -491,20 +493,19 @@ def _first_unseen(order: np.ndarray, seen: sp.csr_matrix, n: int) -> np.ndarray:
 
 
 def _rarest_token_best(
-    fused: FusedModel, profiles: sp.csr_matrix, seen: sp.csr_matrix, cold: np.ndarray, n: int
+    postings: sp.csr_matrix, profiles: sp.csr_matrix, seen: sp.csr_matrix, cold: np.ndarray, n: int
 ) -> list[np.ndarray]:
-    """[(Q, n) all items, (Q, n) cold items]: each profile's best items not ``seen``, found as
-    a feed finds its token candidates (``sparse_rows.rarest_dots`` under ``TOKEN_BUDGET``),
-    -1 past the end. On wide catalogs: a profile scored against every item costs a pass over
-    the catalog's postings per batch and per form (72% of the weights stage's candidate
-    search at 10^6 items), this at most the budget's entries per profile."""
+    """[(Q, n) all items, (Q, n) cold items]: each profile's best items of ``postings`` (the
+    model's token postings) not ``seen``, found as a feed finds its token candidates
+    (``sparse_rows.rarest_dots`` under ``TOKEN_BUDGET``), -1 past the end. On wide catalogs:
+    a profile scored against every item costs a pass over the catalog's postings per batch
+    and per form (72% of the weights stage's candidate search at 10^6 items), this at most
+    the budget's entries per profile."""
     profiles = sp.csr_matrix(profiles, dtype=np.float32)
     best = [np.full((profiles.shape[0], n), -1, dtype=np.int64) for _ in range(2)]
     for q in range(profiles.shape[0]):  # Q <= cells / I: per batch, not per item
         profile = sparse_rows.row(profiles, q)
-        rows, dots = sparse_rows.rarest_dots(
-            fused.token_postings, profile.indices, profile.data, TOKEN_BUDGET
-        )
+        rows, dots = sparse_rows.rarest_dots(postings, profile.indices, profile.data, TOKEN_BUDGET)
         skip = seen.indices[seen.indptr[q] : seen.indptr[q + 1]]
         keep = ~np.isin(rows, skip)
         for out, part in zip(best, (keep, keep & cold[rows]), strict=True):
