@@ -2,7 +2,10 @@
 
 Queries are the item vectors of random catalog items (as for similar items), each item
 itself excluded; recall@10 is against exact inner-product search over the same vectors.
-One thread, one query at a time, as a service worker searches.
+One thread, one query at a time, as a service worker searches. Three searches are measured:
+the serving index (filtered similar items search it), the index the neighbour table is built
+in (`Recommender.neighbour_index`: built here, its build time printed) and, when the bundle
+has one, the neighbour table it holds (what unfiltered similar items return).
 
     .venv/bin/python scripts/bench_hnsw_recall.py \\
         --database sqlite:///var/bench-service/catalog.db --ef 128,96,64,48
@@ -27,6 +30,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=2000)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--build-threads", type=int, default=2, help="threads of the build")
     args = parser.parse_args()
     faiss.omp_set_num_threads(1)
     rec = load_active(connect(args.database))
@@ -42,17 +46,33 @@ def main() -> None:
     def top(found: np.ndarray, row: int) -> set[int]:
         return set(found[found != row][: args.k].tolist())
 
+    def recall(found) -> float:
+        pairs = zip(found, truth, rows, strict=True)
+        return float(np.mean([len(top(f, r) & top(t, r)) / args.k for f, t, r in pairs]))
+
     print(f"{len(vectors)} items x {vectors.shape[1]} dims, {args.queries} queries, k={args.k}")
+    started = time.perf_counter()
+    faiss.omp_set_num_threads(args.build_threads)
+    table_index, projection = rec.neighbour_index()
+    faiss.omp_set_num_threads(1)
+    built = time.perf_counter() - started
+    table_queries = queries if projection is None else projection.queries(queries)
+    dims = table_index.vectors.shape[1]
+    print(f"neighbour-table index: {table_index.kind}, {dims} dims, built in {built:.1f} s")
+    searches = {"serving index": (rec.index, queries), "table index": (table_index, table_queries)}
     for ef in map(int, args.ef.split(",")):
         params = faiss.SearchParametersHNSW(efSearch=ef)
-        started = time.perf_counter()
-        found = [
-            rec.index.index.search(q[None, :], args.k + 1, params=params)[1][0] for q in queries
-        ]
-        per_query = (time.perf_counter() - started) / len(queries)
-        pairs = zip(found, truth, rows, strict=True)
-        recall = np.mean([len(top(f, r) & top(t, r)) / args.k for f, t, r in pairs])
-        print(f"efSearch {ef:4d}: recall@{args.k} {recall:.4f}, {per_query * 1e3:.3f} ms/query")
+        for name, (index, asked) in searches.items():
+            started = time.perf_counter()
+            found = [index.index.search(q[None, :], args.k + 1, params=params)[1][0] for q in asked]
+            per_query = (time.perf_counter() - started) / len(queries)
+            print(
+                f"efSearch {ef:4d} {name:>13}: recall@{args.k} {recall(found):.4f}, "
+                f"{per_query * 1e3:.3f} ms/query"
+            )
+    if rec.neighbours is not None and rec.neighbours[0].shape[1] >= args.k:
+        stored = np.asarray(rec.neighbours[0][rows, : args.k], dtype=np.int64)
+        print(f"the bundle's neighbour table: recall@{args.k} {recall(stored):.4f}")
 
 
 if __name__ == "__main__":

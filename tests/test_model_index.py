@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from recsys.model.index import IndexConfig, VectorIndex, resolved_kind
+from recsys.model.index import IndexConfig, Projection, VectorIndex, resolved_kind
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +107,30 @@ def test_ivf_probes_as_many_lists_as_the_target_recall_needs(target, tmp_path):
     recall = np.mean([len(set(r) & set(t)) / 10 for r, t in zip(rows, truth, strict=True)])
     assert recall >= target - 0.03  # measured on other queries than the calibration's
     assert 1 <= found.index.nprobe < found.index.nlist  # fewer lists than all of them
+
+
+def test_a_projected_hnsw_graph_finds_what_queries_reading_one_block_look_for():
+    # Item vectors of two blocks: the one the queries read (unit, 16 dims) and one they
+    # never read, with 20x the norm. A graph laid out by both blocks misses the queries'
+    # exact top 10 far more often than one laid out by the block they read.
+    rng = np.random.default_rng(4)
+    read = rng.normal(size=(20_000, 16)).astype(np.float32)
+    read /= np.linalg.norm(read, axis=1, keepdims=True)
+    ignored = 20 * rng.normal(size=(20_000, 16)).astype(np.float32)
+    vectors = np.hstack([read, ignored])
+    queries = np.hstack([read[:300], np.zeros((300, 16), np.float32)])
+    truth = np.argsort(-(queries @ vectors.T), axis=1)[:, 1:11]  # itself first, left out
+    projection = Projection(np.arange(16), np.full(16, 2.0, np.float32))
+    config = IndexConfig(kind="hnsw", hnsw_m=16, ef_search=32)
+    full = VectorIndex.build(vectors, config)
+    projected = VectorIndex.build(projection.data(vectors), config)
+    own = np.arange(300)[:, None]
+
+    def recall(index, asked):
+        rows, scores = index.search(asked, 10, None, own)
+        exact = np.take_along_axis(queries @ vectors.T, rows, axis=1)
+        np.testing.assert_allclose(scores, exact, atol=1e-4)  # the same inner products
+        return np.mean([len(set(r) & set(t)) / 10 for r, t in zip(rows, truth, strict=True)])
+
+    assert recall(projected, projection.queries(queries)) >= 0.9
+    assert recall(full, queries) <= 0.5

@@ -16,6 +16,7 @@ from recsys.evaluation.contenders import Fused
 from recsys.model import training
 from recsys.model.bundle import load_active, load_recommender
 from recsys.model.data import read_catalog
+from recsys.model.index import IndexConfig
 from recsys.model.split import temporal_split
 from recsys.model.training import train
 from tests.shop_fixture import populate, train_config
@@ -135,3 +136,24 @@ def test_temporal_split_holds_out_each_users_latest_share():
         kept = train_part[train_part["user_id"] == user]
         assert held["timestamp"].min() >= kept["timestamp"].max()
         assert len(held) == int(0.2 * (len(held) + len(kept)))
+
+
+def test_an_hnsw_neighbour_table_is_searched_in_the_similar_surfaces_own_space():
+    config = replace(train_config(), index=IndexConfig(kind="hnsw"))
+    recommender = training._recommender(
+        training.fit_in_memory(toy_catalog(), config), config, False
+    )
+    fused = recommender.fused
+    read = [b for b, w in fused.surface_weights_["similar"].items() if w > 0]
+    index, projection = recommender.neighbour_index()
+    assert read and "popularity" not in read
+    assert index is not recommender.index
+    assert index.dim == len(projection.columns) == sum(fused.layout_.dims[b] for b in read)
+    exact = fused.item_queries(np.arange(32)) @ fused.item_vectors_.T  # (32, 32)
+    np.fill_diagonal(exact, -np.inf)
+    rows, scores = recommender.neighbours
+    np.testing.assert_allclose(scores, np.take_along_axis(exact, rows, axis=1), atol=1e-5)
+    np.testing.assert_allclose(scores, -np.sort(-exact, axis=1)[:, :31], atol=1e-5)
+    flat = replace(config, index=IndexConfig(kind="flat"))
+    recommender = training._recommender(training.fit_in_memory(toy_catalog(), flat), flat, False)
+    assert recommender.neighbour_index() == (recommender.index, None)

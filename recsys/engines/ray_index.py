@@ -2,10 +2,10 @@
 
 ``neighbour_table(recommender, width)`` returns what ``Recommender.compute_neighbours`` fills
 in: each item's unfiltered top-``width`` similar items (rows (N, W) int32, scores (N, W)
-float32). The index is serialised once into Ray's object store (with the item vectors, which
-its exact fallback reads); each task deserialises it, takes a contiguous run of items, and
-searches them in the same batches, with the same queries and the same self-exclusion, as the
-in-process loop, so the two tables are equal.
+float32). The index (``Recommender.neighbour_index``) is serialised once into Ray's object
+store (with the item vectors, which its exact fallback reads); each task deserialises it,
+takes a contiguous run of items, and searches them in the same batches, with the same queries
+and the same self-exclusion, as the in-process loop, so the two tables are equal.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from recsys.engines.ray_cluster import connect, require_ray
 from recsys.model.index import IndexConfig, VectorIndex
+from recsys.model.recommender import neighbour_queries
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def neighbour_table(
     width = min(width, max(n - 1, 1))
     if width <= 0:
         return None
-    index = recommender.index
+    index, projection = recommender.neighbour_index()
     cpu_index = faiss.index_gpu_to_cpu(index.index) if index.on_gpu else index.index
     shared = (ray.put(faiss.serialize_index(cpu_index)), ray.put(index.vectors), index.config)
     remote = ray.remote(num_cpus=1)(search_shard)
@@ -69,7 +70,8 @@ def neighbour_table(
     per_task = -(-batches // tasks) * batch  # items per task, a whole number of batches
     pending = {}
     for start in range(0, n, per_task):
-        queries = recommender.fused.item_queries(np.arange(start, min(start + per_task, n)))
+        own = np.arange(start, min(start + per_task, n))
+        queries = neighbour_queries(recommender.fused, own, projection)
         pending[remote.remote(*shared, queries, start, width, batch)] = start
     rows = np.full((n, width), -1, dtype=np.int32)
     scores = np.full((n, width), -np.inf, dtype=np.float32)

@@ -41,6 +41,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from recsys.model import parallel, sparse_rows
 from recsys.model.data import mapped
+from recsys.model.index import Projection
 
 log = logging.getLogger(__name__)
 
@@ -398,6 +399,24 @@ class FusedModel(BaseEstimator):
         row-normalised, no popularity term, the surface's block weights."""
         self.check_surface(surface)
         return fuse(self.item_query_blocks(rows), self.surface_weights_[surface], self.layout_)
+
+    def surface_projection(self, surface: str = "similar") -> Projection | None:
+        """The columns ``surface``'s item queries read (its blocks of positive weight, cf and
+        tabular, image: never popularity), each scaled by the root of its block's weight, so
+        items and queries share one geometry; None when a weight is negative or none is
+        positive."""
+        self.check_surface(surface)
+        weights = self.surface_weights_[surface]
+        if any(w < 0 for w in weights.values()):
+            return None
+        slices = self.layout_.slices()
+        read = [b for b, w in weights.items() if w > 0 and b != "popularity"]
+        if not read:
+            return None
+        every = np.arange(self.layout_.dim)
+        columns = np.concatenate([every[slices[b]] for b in read])
+        scale = np.concatenate([np.full(self.layout_.dims[b], weights[b] ** 0.5) for b in read])
+        return Projection(columns, scale.astype(np.float32))
 
     def item_query_blocks(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         """The unweighted blocks of ``item_queries``: cf row-normalised, no popularity."""

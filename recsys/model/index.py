@@ -45,6 +45,30 @@ class IndexConfig:
             )
 
 
+@dataclass(frozen=True)
+class Projection:
+    """The columns one kind of query reads, each with a scale s > 0.
+
+    ``data`` keeps those columns of the item vectors times s and ``queries`` keeps them
+    divided by s: the inner products are those of the full vectors (every such query is 0 in
+    the columns left out), while an index built on ``data`` is laid out in the space these
+    queries see, not in one that blocks they never read dominate.
+    """
+
+    columns: np.ndarray  # (K,) int64
+    scale: np.ndarray  # (K,) float32, > 0
+
+    def data(self, vectors: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(vectors[:, self.columns] * self.scale, dtype=np.float32)
+
+    def queries(self, queries: np.ndarray) -> np.ndarray:
+        queries = np.atleast_2d(queries)[:, self.columns] / self.scale
+        return np.ascontiguousarray(queries, dtype=np.float32)
+
+    def is_identity(self, dim: int) -> bool:
+        return len(self.columns) == dim and bool(np.all(self.scale == 1.0))
+
+
 # nprobe values tried, in order, when IndexConfig.nprobe is 0; queries and k of the check.
 NPROBE_STEPS = (8, 16, 32, 64, 128, 256, 512)
 RECALL_QUERIES = 1_000
@@ -78,6 +102,10 @@ class VectorIndex:
             calibrate_nprobe(index, vectors, config)
         log.info("built %s index over %d vectors of %d dims", kind, *vectors.shape)
         return cls(vectors, _maybe_gpu(index, kind, use_gpu), config)
+
+    @property
+    def dim(self) -> int:
+        return self.vectors.shape[1]
 
     @property
     def kind(self) -> str:
