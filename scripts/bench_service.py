@@ -228,7 +228,9 @@ def _ms(text: str) -> float:
 
 
 def parse_wrk(output: str) -> dict:
-    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.MULTILINE))
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", output, re.MULTILINE))
+    if set(percentiles) != {"50", "99"}:
+        raise SystemExit(f"wrk gave no latency distribution (no request answered?):\n{output}")
     thread_stats = re.search(r"^\s+Latency\s+(\S+)\s+(\S+)\s+(\S+)", output, re.MULTILINE)
     requests = int(re.search(r"(\d+) requests in", output).group(1))
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", output)

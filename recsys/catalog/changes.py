@@ -14,6 +14,7 @@ reader starts afresh from the whole catalog, as at a worker's start.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -82,6 +83,13 @@ class Pruned:
     through: int  # the pruned-through mark after (dry run: would be): rows up to it go
     deleted: int  # log rows deleted (dry run: that would be)
     kept: int  # log rows left
+
+
+# Items read per step of a stock snapshot. Each step's C work (the fetch, the arrays) holds
+# the GIL for milliseconds; 10^6 items read at once held it for seconds, and a service worker
+# building a new bundle's delta answered nothing meanwhile (p99 2-5 s during a reload at 10^6
+# items, scripts/bench_service.py --existing).
+SNAPSHOT_STEP = 10_000
 
 
 @dataclass(frozen=True)
@@ -169,17 +177,27 @@ def _prune_point(
 
 def stock_snapshot(engine: Engine) -> StockSnapshot:
     """The generation, then every item's stock and last write (so a write between the two
-    reads is seen twice, never missed)."""
+    reads is seen twice, never missed).
+
+    Read in steps of ``SNAPSHOT_STEP`` rows, letting other threads run between steps: a
+    service worker takes this snapshot for each new bundle while its request threads keep
+    answering from the old one.
+    """
+    query = select(Item.external_id, Item.in_stock, Item.updated_at)
+    ids, stock, updated = [], [], []
     with engine.connect() as connection:
         now = int(connection.scalar(_GENERATION) or 0)
-        rows = connection.execute(select(Item.external_id, Item.in_stock, Item.updated_at)).all()
-    ids, stock, updated = zip(*rows, strict=True) if rows else ((), (), ())
-    return StockSnapshot(
-        now,
-        np.asarray(ids, dtype=str),
-        np.asarray(stock, dtype=bool),
-        np.asarray(updated, dtype="datetime64[us]"),
-    )
+        result = connection.execution_options(yield_per=SNAPSHOT_STEP).execute(query)
+        for rows in result.partitions():
+            step_ids, step_stock, step_updated = zip(*rows, strict=True)
+            ids.append(np.asarray(step_ids, dtype=str))
+            stock.append(np.asarray(step_stock, dtype=bool))
+            updated.append(np.asarray(step_updated, dtype="datetime64[us]"))
+            time.sleep(0)  # the GIL to the request threads
+    if not ids:
+        return StockSnapshot(now, np.zeros(0, dtype=str), np.zeros(0, dtype=bool),
+                             np.zeros(0, dtype="datetime64[us]"))  # fmt: skip
+    return StockSnapshot(now, np.concatenate(ids), np.concatenate(stock), np.concatenate(updated))
 
 
 def item_rows(engine: Engine, item_ids: Sequence[str]) -> pd.DataFrame:
