@@ -401,10 +401,10 @@ class FusedModel(BaseEstimator):
         return fuse(self.item_query_blocks(rows), self.surface_weights_[surface], self.layout_)
 
     def surface_projection(self, surface: str = "similar") -> Projection | None:
-        """The columns ``surface``'s item queries read (its blocks of positive weight, cf and
-        tabular, image: never popularity), each scaled by the root of its block's weight, so
-        items and queries share one geometry; None when a weight is negative or none is
-        positive."""
+        """The columns ``surface``'s item queries read: its blocks of positive weight, but
+        popularity, which item queries never hold. Each is scaled by the root of its block's
+        weight, so items and queries share one geometry. None when a weight is negative or
+        none is positive."""
         self.check_surface(surface)
         weights = self.surface_weights_[surface]
         if any(w < 0 for w in weights.values()):
