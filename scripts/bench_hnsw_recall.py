@@ -21,6 +21,7 @@ import numpy as np
 
 from recsys.catalog import connect
 from recsys.model.bundle import load_active
+from recsys.model.recommender import neighbour_queries
 
 
 def main() -> None:
@@ -56,9 +57,10 @@ def main() -> None:
     table_index, projection = rec.neighbour_index()
     faiss.omp_set_num_threads(1)
     built = time.perf_counter() - started
-    table_queries = queries if projection is None else projection.queries(queries)
-    dims = table_index.vectors.shape[1]
-    print(f"neighbour-table index: {table_index.kind}, {dims} dims, built in {built:.1f} s")
+    table_queries = neighbour_queries(rec.fused, rows, projection)
+    print(
+        f"neighbour-table index: {table_index.kind}, {table_index.dim} dims, built in {built:.1f} s"
+    )
     searches = {"serving index": (rec.index, queries), "table index": (table_index, table_queries)}
     for ef in map(int, args.ef.split(",")):
         params = faiss.SearchParametersHNSW(efSearch=ef)
