@@ -284,3 +284,26 @@ def test_top_k_on_catalog_wide_rows_matches_the_narrow_path_and_keeps_first_colu
     # NaN anywhere: the argpartition path, NaN ranked last.
     tied[0, 5] = np.nan
     assert ranking.top_k(tied, 2).tolist() == [[70_000 % ranking.WIDE_ROW, 9]]
+
+
+@pytest.mark.parametrize("k", [1, 7, 50])
+def test_whole_row_lists_merged_from_warm_and_cold_parts_equal_a_pass_over_the_whole_row(
+    k, monkeypatch
+):
+    from recsys.model import ranking
+
+    monkeypatch.setattr(ranking, "WIDE_ROW", 16)  # the merge path on rows of 60 columns
+    rng = np.random.default_rng(k)
+    scores = rng.integers(0, 4, size=(30, 60)).astype(np.float32)  # ties everywhere
+    scores[rng.random(scores.shape) < 0.3] = -np.inf
+    scores[0] = -np.inf  # a user with nothing left to rank
+    cold = rng.random(60) < 0.4
+    parts = (np.flatnonzero(~cold), np.flatnonzero(cold))
+    whole, warm, cold_best = ranking.top_k_parts(scores, k, parts)
+    np.testing.assert_array_equal(whole, ranking.top_k_finite(scores, k))
+    for columns, best in zip(parts, (warm, cold_best), strict=True):
+        np.testing.assert_array_equal(best, ranking.top_k_finite(scores, k, columns))
+    # NaN anywhere: three passes, the same lists as three top_k_finite calls
+    scores[3, 2] = np.nan
+    whole, *_ = ranking.top_k_parts(scores, k, parts)
+    np.testing.assert_array_equal(whole, ranking.top_k_finite(scores, k))

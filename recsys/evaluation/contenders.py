@@ -25,7 +25,7 @@ from recsys.evaluation.neighbourhood import EASE, RP3beta
 from recsys.model.cf import CFConfig, implicit_model
 from recsys.model.content import Content, build_content
 from recsys.model.data import CatalogData
-from recsys.model.fusion import normalize_rows
+from recsys.model.fusion import normalize_rows, profile_dots
 from recsys.model.protocol import binary_matrix
 from recsys.model.ranking import top_k
 from recsys.model.training import TrainConfig, fit_in_memory
@@ -166,12 +166,17 @@ class ContentProfile(_UserRows):
         users, matrix = binary_matrix(train.interactions, _item_ids(train))
         self._index_users(users)
         self.profiles_ = normalize_rows(matrix @ self.item_vectors_)  # (U, D)
+        # sparse (token) vectors: the items per token, read by ``profile_dots``
+        self.postings_ = (
+            sp.csr_matrix(self.item_vectors_.T) if sp.issparse(self.item_vectors_) else None
+        )
         return self
 
     def scores(self, user_ids: np.ndarray) -> np.ndarray:
         def compute(rows):
-            product = self.profiles_[rows] @ self.item_vectors_.T  # (b, I)
-            return product.toarray() if sp.issparse(product) else product
+            if self.postings_ is not None:
+                return profile_dots(self.profiles_[rows], self.postings_)  # (b, I)
+            return self.profiles_[rows] @ self.item_vectors_.T  # (b, I)
 
         return _by_rows(self._rows(user_ids), compute, self.item_vectors_.shape[0])
 
@@ -189,6 +194,8 @@ class Fused(_UserRows):
     def fit(self, train: CatalogData) -> Fused:
         fitted = fit_in_memory(train, self.config, self.content.content(train))
         self.model_, self.validation_ = fitted.fused, fitted.metrics
+        if self.model_.has_tokens:  # built once here, not by each scoring thread
+            self.model_.token_postings  # noqa: B018
         self._index_users(fitted.cf.user_ids_ if fitted.cf is not None else [])
         return self
 

@@ -125,32 +125,84 @@ class RP3beta(ItemWeights):
         self.alpha, self.neighbours = alpha, neighbours
 
     def item_weights(self, matrix: sp.csr_matrix, param: float) -> sp.csr_matrix:
-        user_to_item = _row_normalised(matrix)  # (U, I)
-        item_to_user = _row_normalised(sp.csr_matrix(matrix.T))  # (I, U)
-        popularity = np.maximum(matrix.getnnz(axis=0), 1).astype(np.float32)
-        damp = popularity**-param  # (I,)
-        return _top_per_row(
-            lambda rows: (item_to_user[rows] @ user_to_item).toarray() ** self.alpha * damp,
-            matrix.shape[1],
-            self.neighbours,
-        )
+        # Only items with training interactions take part in the walk: the others' rows and
+        # columns are zero, so the walk runs on the warm columns and is spread back.
+        warm = np.flatnonzero(matrix.getnnz(axis=0))
+        sub = sp.csr_matrix(matrix[:, warm])
+        user_to_item = _row_normalised(sub)  # (U, W)
+        item_to_user = _row_normalised(sp.csr_matrix(sub.T))  # (W, U)
+        damp = sub.getnnz(axis=0).astype(np.float32) ** -param  # (W,)
+        # Upper bound of each row's nonzeros: the items of the users who took the item.
+        reach = sp.csr_matrix(sub.T) @ sub.getnnz(axis=1).astype(np.float64)
+
+        def walk(rows: np.ndarray) -> sp.csr_matrix:
+            product = sp.csr_matrix(item_to_user[rows] @ user_to_item)
+            product.data **= self.alpha
+            product.data *= damp[product.indices]
+            return product
+
+        weights = _top_per_row(walk, reach, self.neighbours)  # (W, W)
+        return _spread(weights, warm, matrix.shape[1])
 
 
-def _top_per_row(block: Callable[[np.ndarray], np.ndarray], n: int, k: int, batch: int = 1024):
-    """(n, n) CSR keeping the k largest positive entries of each row of ``block(rows)``,
-    computed ``batch`` rows at a time; the diagonal is left out."""
-    k = min(k, n - 1)
+# Rows of the walk computed at once: at most about this many nonzeros (~0.5 GiB at peak).
+WALK_CELLS = 1 << 23
+# Batches whose product fills more than this share of its cells are ranked densely.
+DENSE_SHARE = 0.1
+
+
+def _top_per_row(block: Callable[[np.ndarray], sp.csr_matrix], reach: np.ndarray, k: int):
+    """(n, n) CSR keeping the k largest positive entries of each row of the sparse
+    ``block(rows)``, ties to the lower column; the diagonal is left out. Rows go in
+    batches of about ``WALK_CELLS`` nonzeros by ``reach``, a bound of each row's."""
+    n = len(reach)
     parts = []
-    for start in range(0, n, batch):
-        rows = np.arange(start, min(start + batch, n))
-        dense = np.asarray(block(rows), dtype=np.float32)  # (b, n)
-        dense[np.arange(len(rows)), rows] = 0.0
-        top = np.argpartition(-dense, k - 1, axis=1)[:, :k] if k > 0 else np.zeros((len(rows), 0))
-        values = np.take_along_axis(dense, top, axis=1)
-        keep = values > 0
-        indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
-        parts.append(sp.csr_matrix((values[keep], top[keep], indptr), shape=(len(rows), n)))
+    for rows in _batches(np.minimum(reach, n), WALK_CELLS):
+        row, col, value = _candidates(block(rows), rows, k)
+        order = np.lexsort((col, -value, row))  # by row, best first, lower column first
+        row, col, value = row[order], col[order], value[order]
+        top = np.arange(len(row)) - np.searchsorted(row, row) < k
+        parts.append(sp.csr_matrix((value[top], (row[top], col[top])), shape=(len(rows), n)))
+    if not parts:
+        return sp.csr_matrix((0, 0), dtype=np.float32)
     return sp.vstack(parts, format="csr")
+
+
+def _candidates(product: sp.csr_matrix, rows: np.ndarray, k: int):
+    """(row, column, value) of the positive off-diagonal entries that may be among their
+    row's k largest: on dense batches, only those at least the row's k-th largest value."""
+    b, n = product.shape
+    if product.nnz <= DENSE_SHARE * b * n:
+        part = product.tocoo()
+        keep = (part.data > 0) & (part.col != rows[part.row])
+        return part.row[keep], part.col[keep], part.data[keep]
+    dense = product.toarray()
+    dense[np.arange(b), rows] = 0.0
+    if k < n:
+        kth = -np.partition(-dense, k - 1, axis=1)[:, k - 1]
+        dense[dense < kth[:, None]] = 0.0
+    row, col = np.nonzero(dense > 0)
+    return row, col, dense[row, col]
+
+
+def _batches(cost: np.ndarray, budget: float):
+    """Consecutive row ranges whose summed ``cost`` stays within ``budget`` (one row at
+    least), as arrays of row numbers."""
+    bounds = np.cumsum(cost)
+    start = 0
+    while start < len(cost):
+        before = bounds[start - 1] if start else 0.0
+        stop = max(int(np.searchsorted(bounds, before + budget, side="right")), start + 1)
+        yield np.arange(start, stop)
+        start = stop
+
+
+def _spread(weights: sp.csr_matrix, rows: np.ndarray, n: int) -> sp.csr_matrix:
+    """The (n, n) matrix holding ``weights`` at rows and columns ``rows`` (sorted)."""
+    counts = np.zeros(n, dtype=np.int64)
+    counts[rows] = np.diff(weights.indptr)
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    return sp.csr_matrix((weights.data, rows[weights.indices], indptr), shape=(n, n))
 
 
 def _row_normalised(matrix: sp.csr_matrix) -> sp.csr_matrix:

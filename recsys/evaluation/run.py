@@ -22,7 +22,7 @@ from recsys.evaluation import images as image_eval
 from recsys.evaluation.contenders import Fused, ItemContent, PeerConfig, build_contenders
 from recsys.evaluation.registry import record_in_active_bundle
 from recsys.evaluation.report import ReportInputs, write_report
-from recsys.model import diversity
+from recsys.model import diversity, parallel
 from recsys.model.data import CatalogData, read_catalog
 from recsys.model.protocol import MAX_BATCH_CELLS, build_task, rank, score
 from recsys.model.ranking import hit_matrix, per_user_metrics, top_k_finite
@@ -208,16 +208,24 @@ def _pools(fused: Fused, task, width: int, show_progress: bool):
     """(rows (U, width), scores (U, width)): each user's best items, training items left out."""
     n_users, n_items = task.heldout.shape
     batch = max(1, MAX_BATCH_CELLS // max(n_items, 1))
-    rows, scores = [], []
-    starts = range(0, n_users, batch)
-    for start in tqdm(starts, desc="  diversity pools", unit="batch", disable=not show_progress):
+
+    def batch_pool(start: int) -> tuple[np.ndarray, np.ndarray]:
         users = np.arange(start, min(start + batch, n_users))
         batch_scores = np.asarray(fused.scores(task.user_ids[users]), dtype=np.float32)  # (b, I)
         batch_scores[task.seen[users].nonzero()] = -np.inf
         top = top_k_finite(batch_scores, width)  # (b, width)
-        rows.append(top)
         picked = np.take_along_axis(batch_scores, np.maximum(top, 0), axis=1)
-        scores.append(np.where(top >= 0, picked, -np.inf).astype(np.float32))
+        return top, np.where(top >= 0, picked, -np.inf).astype(np.float32)
+
+    starts = range(0, n_users, batch)
+    pools = tqdm(
+        parallel.map_in_order(batch_pool, starts),  # batches side by side, in their order
+        desc="  diversity pools",
+        unit="batch",
+        total=len(starts),
+        disable=not show_progress,
+    )
+    rows, scores = zip(*pools, strict=True)
     return np.vstack(rows), np.vstack(scores)
 
 

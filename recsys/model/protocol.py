@@ -19,12 +19,13 @@ import pandas as pd
 import scipy.sparse as sp
 from tqdm import tqdm
 
+from recsys.model import parallel
 from recsys.model.ranking import (
     coverage,
     hit_matrix,
     mean_popularity,
     per_user_metrics,
-    top_k_finite,
+    top_k_parts,
 )
 
 log = logging.getLogger(__name__)
@@ -133,15 +134,27 @@ def rank(contender: Contender, task: Task, k: int, show_progress: bool = False) 
     batch = max(1, MAX_BATCH_CELLS // max(n_items, 1))
     warm_cols, cold_cols = np.flatnonzero(~task.cold), np.flatnonzero(task.cold)
     parts: dict[str, list[np.ndarray]] = {"all": [], "warm": [], "cold": []}
-    starts = range(0, n_users, batch)
-    bar = tqdm(starts, desc=f"  score {contender.name}", unit="batch", disable=not show_progress)
-    for start in bar:
+
+    def batch_top(start: int) -> tuple[np.ndarray, ...]:
         rows = np.arange(start, min(start + batch, n_users))
         scores = np.asarray(contender.scores(task.user_ids[rows]), dtype=np.float32)  # (b, I)
         scores[task.seen[rows].nonzero()] = -np.inf
-        parts["all"].append(top_k_finite(scores, k))
-        parts["warm"].append(top_k_finite(scores, k, warm_cols))
-        parts["cold"].append(top_k_finite(scores, k, cold_cols))
+        return top_k_parts(scores, k, (warm_cols, cold_cols))
+
+    starts = range(0, n_users, batch)
+    # batches side by side on the CPUs, gathered in their order
+    tops = parallel.map_in_order(batch_top, starts)
+    bar = tqdm(
+        tops,
+        desc=f"  score {contender.name}",
+        unit="batch",
+        total=len(starts),
+        disable=not show_progress,
+    )
+    for best_all, best_warm, best_cold in bar:
+        parts["all"].append(best_all)
+        parts["warm"].append(best_warm)
+        parts["cold"].append(best_cold)
     return Rankings(*(_stack(parts[name], n_users, k) for name in ("all", "warm", "cold")))
 
 
