@@ -2,6 +2,7 @@
 
     python scripts/bench_ingest.py --events 3000000 [--items 300000] [--users 150000]
         [--batch-size 50000] [--no-postgres] [--database-url postgresql+psycopg://...]
+    python scripts/bench_ingest.py --shop bench-scale/M/shop --no-sqlite   # an existing shop
 
 Writes a synthetic shop with `recsys datasets prepare synthetic-shop --no-images` into a
 temporary folder, then for each backend: ingests items, times `ingest_interactions` on a fresh
@@ -50,15 +51,21 @@ def write_shop(folder: Path, items: int, users: int, events: int) -> Path:
     return out
 
 
+def shop_file(shop: Path, name: str) -> Path:
+    """``shop/name.csv``, or ``shop/name.parquet`` (bench_scale.py's shops)."""
+    csv = shop / f"{name}.csv"
+    return csv if csv.exists() else shop / f"{name}.parquet"
+
+
 def bulk(url: str, shop: Path, batch_size: int) -> dict:
     engine = connect(url)
     migrate.upgrade(engine)
     options = IngestOptions(batch_size=batch_size, show_progress=False)
     started = time.perf_counter()
-    ingest_items(engine, shop / "items.csv", options=options)
+    ingest_items(engine, shop_file(shop, "items"), options=options)
     items_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    report = ingest_interactions(engine, shop / "interactions.csv", options)
+    report = ingest_interactions(engine, shop_file(shop, "interactions"), options)
     seconds = time.perf_counter() - started
     engine.dispose()
     return {"items_s": round(items_seconds, 1), "seconds": seconds, "inserted": report.inserted}
@@ -172,10 +179,16 @@ def postgres_databases(server_url: str) -> tuple[str, str]:
 @click.option("--sqlite/--no-sqlite", default=True)
 @click.option("--postgres/--no-postgres", default=True)
 @click.option("--database-url", help="A PostgreSQL server [default: a throwaway one].")
-def main(events, items, users, batch_size, sqlite, postgres, database_url) -> None:
+@click.option(
+    "--shop",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="An existing shop folder (items and interactions, .csv or .parquet, e.g. "
+    "bench_scale.py's SIZE/shop) instead of writing one; --events/--items/--users unused.",
+)
+def main(events, items, users, batch_size, sqlite, postgres, database_url, shop) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         folder = Path(tmp)
-        shop = write_shop(folder, items, users, events)
+        shop = shop or write_shop(folder, items, users, events)
         if sqlite:
             urls = (f"sqlite:///{folder}/bulk.db", f"sqlite:///{folder}/raw.db")
             click.echo(json.dumps(measure("sqlite", urls, shop, batch_size)))

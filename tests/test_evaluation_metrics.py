@@ -193,6 +193,21 @@ def test_user_sample_is_seeded():
     assert sample_users(frame, 100, 3) is frame
 
 
+def test_big_catalogs_are_evaluated_on_a_user_sample_that_bounds_the_ranked_cells(caplog):
+    from recsys.evaluation.run import EvaluationConfig, _sample_size
+    from recsys.model.data import CatalogData
+
+    frame = interactions(users=12)
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(40)]})
+    data = CatalogData(items, {}, frame)
+    assert _sample_size(data, EvaluationConfig(max_cells=12 * 40)) is None  # all fit
+    assert _sample_size(data, EvaluationConfig(max_cells=5 * 40 + 39)) == 5
+    assert "seeded sample of 5 users" in caplog.text
+    assert _sample_size(data, EvaluationConfig(users=7, max_cells=40)) == 7  # asked for
+    assert _sample_size(data, EvaluationConfig(max_cells=None)) is None  # --all-users
+    assert _sample_size(data, EvaluationConfig(max_cells=1)) == 1
+
+
 def test_segments_by_history_length():
     masks = segment_masks(np.array([1, 5, 6, 20, 21, 300]), (5, 20))
     assert list(masks) == ["1-5", "6-20", "21+"]
@@ -307,3 +322,23 @@ def test_whole_row_lists_merged_from_warm_and_cold_parts_equal_a_pass_over_the_w
     scores[3, 2] = np.nan
     whole, *_ = ranking.top_k_parts(scores, k, parts)
     np.testing.assert_array_equal(whole, ranking.top_k_finite(scores, k))
+
+
+def test_ranked_lists_with_their_scores_are_the_diversity_pools_on_wide_catalogs(monkeypatch):
+    from recsys.evaluation import run
+    from recsys.model import ranking
+
+    class TiedScores(RandomScores):
+        def scores(self, user_ids):
+            return np.round(super().scores(user_ids) * 4) / 4  # five values: ties at every cut
+
+    monkeypatch.setattr(ranking, "WIDE_ROW", 16)  # 45 items: a wide catalog
+    frame = interactions(users=10, per_user=20)
+    item_ids = np.array([f"i{i}" for i in range(45)])
+    task = build_task(*temporal_split(frame, 0.2), item_ids)
+    scorer = TiedScores(len(item_ids), seed=2)
+    ranked = rank(scorer, task, 20, scores=True)
+    rows, scores = run._pools(scorer, task, 12, show_progress=False)
+    np.testing.assert_array_equal(ranked.all[:, :12], rows)
+    np.testing.assert_array_equal(ranked.scores[:, :12], scores)
+    assert rank(scorer, task, 20).scores is None

@@ -213,3 +213,11 @@ def test_catalogs_with_images_add_an_image_contender_and_share_its_vectors():
         assert scores[2].any() == (contender.name == "popularity")  # unknown users: 0
     assert "image" in contenders[-1].model_.layout_.dims
     assert FakeImageEncoder.fits == 1  # the fused model reused the shared vectors
+
+
+def test_users_and_all_users_exclude_each_other(tmp_path):
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    result = CliRunner().invoke(
+        cli, ["--database-url", url, "evaluate", "--users", "5", "--all-users"]
+    )
+    assert result.exit_code == 2 and "--all-users" in result.output

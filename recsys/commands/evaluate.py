@@ -62,7 +62,13 @@ def _parse_ks(ctx, param, value: str) -> tuple[int, ...]:
     "--users",
     type=click.IntRange(min=1),
     metavar="N",
-    help="Evaluate a seeded sample of N users (their interactions only), for quick runs.",
+    help="Evaluate a seeded sample of N users (their interactions only), for quick runs "
+    "[default: all, or on big catalogs a sample of 5*10^9 / items users].",
+)
+@click.option(
+    "--all-users",
+    is_flag=True,
+    help="Evaluate every user however big the catalog (no automatic sample).",
 )
 @click.option(
     "--labels",
@@ -126,6 +132,8 @@ def evaluate(settings: Settings, split, holdout, cutoff, ks, seed, out_dir, user
 
     if cutoff and split != "time-cutoff":
         raise click.UsageError("--cutoff applies to --split time-cutoff only")
+    if users and options["all_users"]:
+        raise click.UsageError("--users N and --all-users exclude each other: give one")
     config = EvaluationConfig(
         split=split,
         holdout=holdout,
@@ -133,6 +141,7 @@ def evaluate(settings: Settings, split, holdout, cutoff, ks, seed, out_dir, user
         ks=ks,
         seed=seed,
         users=users,
+        max_cells=None if options["all_users"] else EvaluationConfig.max_cells,
         image_epochs=options["image_epochs"],
     )
     engine = connect_current(settings.database_url)
@@ -226,6 +235,8 @@ def _command(config, out_dir: Path, labels: Path | None) -> str:
     parts += [f"--k {','.join(map(str, config.ks))}", f"--seed {config.seed}", f"--out {out_dir}"]
     if config.users:
         parts.append(f"--users {config.users}")
+    elif config.max_cells is None:
+        parts.append("--all-users")
     if labels:
         parts.append(f"--labels {labels}")
     if config.image_epochs:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys.model import parallel
 from recsys.model.data import CatalogData
 from recsys.model.protocol import binary_matrix, build_task, rank, score
 from recsys.model.split import validation_split
@@ -156,13 +157,16 @@ def _top_per_row(block: Callable[[np.ndarray], sp.csr_matrix], reach: np.ndarray
     ``block(rows)``, ties to the lower column; the diagonal is left out. Rows go in
     batches of about ``WALK_CELLS`` nonzeros by ``reach``, a bound of each row's."""
     n = len(reach)
-    parts = []
-    for rows in _batches(np.minimum(reach, n), WALK_CELLS):
+
+    def best(rows: np.ndarray) -> sp.csr_matrix:
         row, col, value = _candidates(block(rows), rows, k)
         order = np.lexsort((col, -value, row))  # by row, best first, lower column first
         row, col, value = row[order], col[order], value[order]
         top = np.arange(len(row)) - np.searchsorted(row, row) < k
-        parts.append(sp.csr_matrix((value[top], (row[top], col[top])), shape=(len(rows), n)))
+        return sp.csr_matrix((value[top], (row[top], col[top])), shape=(len(rows), n))
+
+    # batches side by side on the CPUs, stacked in their order
+    parts = list(parallel.map_in_order(best, _batches(np.minimum(reach, n), WALK_CELLS)))
     if not parts:
         return sp.csr_matrix((0, 0), dtype=np.float32)
     return sp.vstack(parts, format="csr")

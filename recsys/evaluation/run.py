@@ -25,7 +25,7 @@ from recsys.evaluation.report import ReportInputs, write_report
 from recsys.model import diversity, parallel
 from recsys.model.data import CatalogData, read_catalog
 from recsys.model.protocol import MAX_BATCH_CELLS, build_task, rank, score
-from recsys.model.ranking import hit_matrix, per_user_metrics, top_k_finite
+from recsys.model.ranking import WIDE_ROW, hit_matrix, per_user_metrics, top_k_finite
 from recsys.model.recommender import ItemFilters
 from recsys.model.split import SPLITS, sample_users, split_interactions
 from recsys.model.training import TrainConfig
@@ -46,8 +46,14 @@ class EvaluationConfig:
     ks: tuple[int, ...] = (5, 10, 20, 50)
     # Seeds the random split, the user sample, ALS/BPR (peers and fused) and the examples.
     seed: int = 0
-    # Evaluate a seeded sample of this many users (their interactions only); None = all.
+    # Evaluate a seeded sample of this many users (their interactions only); None = all,
+    # unless all of them times the catalog's items is more than ``max_cells``: then a seeded
+    # sample of max_cells // items users (logged, and stated in the report).
     users: int | None = None
+    # Users x items every contender ranks, at most, when ``users`` is None (None: no bound).
+    # 5 * 10^9: the synthetic long-tail shop's 47k users x 100k items stay whole; at 10^6
+    # items 5,000 users are evaluated (benchmarks/RESULTS.md, session 17).
+    max_cells: int | None = 5 * 10**9
     # Upper bounds of the user segments by training history length: "1-5", "6-20", "21+".
     segments: tuple[int, ...] = (5, 20)
     # Epochs of the image encoder trained on the catalog's images; None = fused.image's.
@@ -106,7 +112,8 @@ def evaluate(
     """
     config = config or EvaluationConfig()
     with threadpool_limits(1, "blas"):
-        data = _read(engine, config)
+        data, users = _read(engine, config)
+        config = replace(config, users=users)  # the sample evaluated, when one was chosen
         content = ItemContent(config.fused, image_encoder_factory, device, show_progress)
         inputs = _evaluate(data, config, content, show_progress)
         if labels is not None:
@@ -118,14 +125,36 @@ def evaluate(
     return EvaluationResult(path, inputs.metrics, bundle)
 
 
-def _read(engine: Engine, config: EvaluationConfig) -> CatalogData:
+def _read(engine: Engine, config: EvaluationConfig) -> tuple[CatalogData, int | None]:
+    """The catalog, its interactions those of the evaluated sample of users, and its size."""
     data = read_catalog(engine)
     if data.items.empty:
         raise InvalidInput("the catalog has no items; run `recsys ingest items FILE` first")
-    if config.users is not None and not data.interactions.empty:
-        interactions = sample_users(data.interactions, config.users, config.seed)
+    users = config.users if data.interactions.empty else _sample_size(data, config)
+    if users is not None and not data.interactions.empty:
+        interactions = sample_users(data.interactions, users, config.seed)
         data = CatalogData(data.items, data.kinds, interactions)
-    return data
+    return data, users
+
+
+def _sample_size(data: CatalogData, config: EvaluationConfig) -> int | None:
+    """``config.users``, or when None the users that keep ``max_cells`` ranked cells (None:
+    all of them)."""
+    if config.users is not None or config.max_cells is None:
+        return config.users
+    n_users, n_items = data.interactions["user_id"].nunique(), len(data.items)
+    if n_users * n_items <= config.max_cells:
+        return None
+    sample = max(1, config.max_cells // n_items)
+    log.warning(
+        "%d users x %d items is more than %.0e cells for every contender to rank: evaluating "
+        "a seeded sample of %d users (--users N to choose, --all-users for all)",
+        n_users,
+        n_items,
+        config.max_cells,
+        sample,
+    )
+    return sample
 
 
 def _evaluate(data: CatalogData, config, content: ItemContent, show_progress: bool):
@@ -150,7 +179,9 @@ def _evaluate(data: CatalogData, config, content: ItemContent, show_progress: bo
     metrics["split"] = {**split.description, "train": len(split.train), "test": len(split.test)}
     metrics["task"] = task.info
     contenders = build_contenders(train, config.peers, content, config.fused)
-    metrics["contenders"], seconds = _score_all(contenders, train, task, config, show_progress)
+    metrics["contenders"], seconds, ranked = _score_all(
+        contenders, train, task, config, show_progress
+    )
     metrics["best"] = _best(metrics["contenders"], config.headline_k)
     fused = contenders[-1]
     metrics["fused"] = {
@@ -158,7 +189,9 @@ def _evaluate(data: CatalogData, config, content: ItemContent, show_progress: bo
         "cold_scale": fused.model_.cold_scale_,
         "validation": fused.validation_,
     }
-    metrics["diversity"] = diversity_sweep(fused, train, task, config.headline_k, show_progress)
+    metrics["diversity"] = diversity_sweep(
+        fused, train, task, config.headline_k, show_progress, ranked
+    )
     return _report_inputs(train, config, metrics, fused, seconds)
 
 
@@ -168,15 +201,28 @@ DISTINCT_ATTRIBUTES = 3
 SWEEP_CHUNK = 1024
 
 
-def diversity_sweep(fused: Fused, data: CatalogData, task, k: int, show_progress: bool) -> dict:
+def diversity_sweep(
+    fused: Fused, data: CatalogData, task, k: int, show_progress: bool, ranked=None
+) -> dict:
     """The fused model's lists re-ranked by MMR at each λ of ``diversity.SWEEP``, as served
     (the best ``pool_size`` items, training items left out): recall@k, intra-list diversity
-    and distinct attribute values per list, and the λ the default rule picks."""
+    and distinct attribute values per list, and the λ the default rule picks. ``ranked``:
+    the fused model's ``rank`` with scores, whose lists are the pools when long enough."""
     blocks = fused.model_.item_blocks_
     filters = ItemFilters.from_items(data.items, data.kinds)
     attributes = list(filters.postings)[:DISTINCT_ATTRIBUTES]
     width = diversity.pool_size(k, max(diversity.SWEEP), len(task.item_ids))
-    rows, scores = _pools(fused, task, width, show_progress)
+    # On catalogs of WIDE_ROW items or more, rank's lists are in top_k_finite's order (value,
+    # then column), so their first ``width`` items are the pools: no second scoring pass.
+    if (
+        ranked is not None
+        and ranked.scores is not None
+        and ranked.all.shape[1] >= width
+        and len(task.item_ids) >= WIDE_ROW
+    ):
+        rows, scores = ranked.all[:, :width], ranked.scores[:, :width]
+    else:
+        rows, scores = _pools(fused, task, width, show_progress)
     n_heldout = task.heldout.getnnz(axis=1)
     sweep = {}
     chunks = [slice(start, start + SWEEP_CHUNK) for start in range(0, len(rows), SWEEP_CHUNK)]
@@ -231,12 +277,14 @@ def _pools(fused: Fused, task, width: int, show_progress: bool):
 
 def _score_all(contenders: list, train: CatalogData, task, config, show_progress: bool):
     """(contender -> metrics, contender -> seconds), one progress step per contender."""
-    results, seconds = {}, {}
+    results, seconds, ranked = {}, {}, None
     for contender in tqdm(contenders, desc="evaluate", unit="model", disable=not show_progress):
-        results[contender.name], seconds[contender.name] = _run_one(
+        results[contender.name], seconds[contender.name], rankings = _run_one(
             contender, train, task, config, show_progress
         )
-    return results, seconds
+        if isinstance(contender, Fused):
+            ranked = rankings
+    return results, seconds, ranked
 
 
 def _run_one(contender, train: CatalogData, task, config: EvaluationConfig, show_progress):
@@ -244,13 +292,14 @@ def _run_one(contender, train: CatalogData, task, config: EvaluationConfig, show
     start = time.perf_counter()
     contender.fit(train)
     fitted = time.perf_counter()
-    rankings = rank(contender, task, max(config.ks), show_progress)
+    with_scores = isinstance(contender, Fused)  # its lists are the diversity sweep's pools
+    rankings = rank(contender, task, max(config.ks), show_progress, scores=with_scores)
     result = score(rankings, task, config.ks, config.segments)
     done = time.perf_counter()
     k = config.headline_k
     warm, cold = result["overall"][f"recall@{k}"], result["cold_items"].get(f"recall@{k}")
     log.info("%s: recall@%d %.4f, cold-item recall@%d %s", contender.name, k, warm, k, cold)
-    return result, {"fit": round(fitted - start, 2), "score": round(done - fitted, 2)}
+    return result, {"fit": round(fitted - start, 2), "score": round(done - fitted, 2)}, rankings
 
 
 def _best(results: dict, k: int) -> dict[str, str | None]:

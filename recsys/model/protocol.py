@@ -126,20 +126,30 @@ class Rankings:
     all: np.ndarray  # (U, K)
     warm: np.ndarray  # (U, K) warm items only
     cold: np.ndarray  # (U, K) cold items only
+    # (U, K) the scores of ``all``'s items (-inf past the end), when asked for
+    scores: np.ndarray | None = None
 
 
-def rank(contender: Contender, task: Task, k: int, show_progress: bool = False) -> Rankings:
-    """Score users in batches; training items are pushed to -inf and never listed."""
+def rank(
+    contender: Contender, task: Task, k: int, show_progress: bool = False, scores: bool = False
+) -> Rankings:
+    """Score users in batches; training items are pushed to -inf and never listed. With
+    ``scores``, the listed items' scores come too."""
     n_users, n_items = task.heldout.shape
     batch = max(1, MAX_BATCH_CELLS // max(n_items, 1))
     warm_cols, cold_cols = np.flatnonzero(~task.cold), np.flatnonzero(task.cold)
-    parts: dict[str, list[np.ndarray]] = {"all": [], "warm": [], "cold": []}
+    parts: dict[str, list[np.ndarray]] = {"all": [], "warm": [], "cold": [], "scores": []}
+    keep_scores = scores
 
     def batch_top(start: int) -> tuple[np.ndarray, ...]:
         rows = np.arange(start, min(start + batch, n_users))
         scores = np.asarray(contender.scores(task.user_ids[rows]), dtype=np.float32)  # (b, I)
         scores[task.seen[rows].nonzero()] = -np.inf
-        return top_k_parts(scores, k, (warm_cols, cold_cols))
+        best = top_k_parts(scores, k, (warm_cols, cold_cols))
+        if not keep_scores:
+            return *best, None
+        listed = np.take_along_axis(scores, np.maximum(best[0], 0), axis=1)
+        return *best, np.where(best[0] >= 0, listed, -np.inf).astype(np.float32)
 
     starts = range(0, n_users, batch)
     # batches side by side on the CPUs, gathered in their order
@@ -151,11 +161,12 @@ def rank(contender: Contender, task: Task, k: int, show_progress: bool = False) 
         total=len(starts),
         disable=not show_progress,
     )
-    for best_all, best_warm, best_cold in bar:
-        parts["all"].append(best_all)
-        parts["warm"].append(best_warm)
-        parts["cold"].append(best_cold)
-    return Rankings(*(_stack(parts[name], n_users, k) for name in ("all", "warm", "cold")))
+    for best in bar:
+        for name, part in zip(parts, best, strict=True):
+            parts[name].append(part)
+    lists = (_stack(parts[name], n_users, k) for name in ("all", "warm", "cold"))
+    listed = np.vstack(parts["scores"]) if scores and parts["scores"] else None
+    return Rankings(*lists, scores=listed)
 
 
 def _stack(parts: list[np.ndarray], n_users: int, k: int) -> np.ndarray:
