@@ -357,7 +357,7 @@ def test_an_unknown_token_profile_is_refused_by_name():
         FusionConfig(token_profile="tfidf")
 
 
-def test_profile_dots_equal_the_sparse_product():
+def test_profile_dots_equal_the_sparse_product_in_any_chunking(monkeypatch):
     rng = np.random.default_rng(0)
     postings = sp.random(300, 2_000, density=0.01, format="csr", dtype=np.float32, random_state=1)
     profiles = sp.random(40, 300, density=0.05, format="csr", dtype=np.float32, random_state=2)
@@ -366,17 +366,9 @@ def test_profile_dots_equal_the_sparse_product():
     profiles = sp.csr_matrix(sp.diags(keep) @ profiles)
     profiles.eliminate_zeros()
     expected = (profiles @ postings).toarray()
-    got = fusion.profile_dots(profiles, postings)
-    assert got.shape == (40, 2_000) and got.dtype == np.float32
-    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
-    # a profile holding a token twice, out of order: its weights are summed
-    twice = sp.csr_matrix(
-        (np.array([0.5, 0.25, 0.25], dtype=np.float32), np.array([7, 3, 7]), np.array([0, 3])),
-        shape=(1, 300),
-    )
-    np.testing.assert_allclose(
-        fusion.profile_dots(twice, postings)[0],
-        0.75 * postings[7].toarray()[0] + 0.25 * postings[3].toarray()[0],
-        rtol=1e-6,
-    )
+    for cells in (1 << 24, 64, 1):  # one chunk, several, one profile at a time
+        monkeypatch.setattr(fusion, "PROFILE_CELLS", cells)
+        got = fusion.profile_dots(profiles, postings)
+        assert got.shape == (40, 2_000) and got.dtype == np.float32
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
     assert fusion.profile_dots(profiles[:0], postings).shape == (0, 2_000)

@@ -150,27 +150,31 @@ def fuse(blocks: dict[str, np.ndarray], scale: dict[str, float], layout: Layout)
 # 4.4 ms less per feed).
 TOKEN_BUDGET = 5_000
 
+# Profiles x tokens cells densified at once by ``profile_dots`` (64 MiB of float32).
+PROFILE_CELLS = 1 << 24
+
 
 def profile_dots(profiles: sp.csr_matrix, postings: sp.csr_matrix) -> np.ndarray:
     """(U, I) float32: each of ``profiles`` (U, F) dotted with every item of ``postings``
     (F, I), the items holding each token.
 
-    Each profile reads the postings of its own tokens only, accumulated into its dense row
-    (sparse (I, T_u) times its T_u weights): a profile reaches most of a catalog, so a
-    sparse-by-sparse product spends its time building a sparse result that is dense anyway
-    (6.8x slower for 33 profiles at 10^6 items, benchmarks/RESULTS.md), and a product over a
-    batch's union of tokens makes every profile pay for the others' (1.9x slower for 32
-    profiles; the same sums in the same order, session 17).
+    Only the postings of tokens some profile holds are read, and they are accumulated into a
+    dense result (sparse (I, T) times dense (T, U)): a profile reaches most of a catalog, so
+    a sparse-by-sparse product spends its time building a sparse result that is dense anyway
+    (6.8x slower for 33 profiles at 10^6 items, benchmarks/RESULTS.md).
     """
     n_users, n_items = profiles.shape[0], postings.shape[1]
     out = np.empty((n_users, n_items), dtype=np.float32)
-    if not profiles.has_canonical_format:  # tokens in order, each once
-        profiles = sp.csr_matrix(profiles, copy=True)
-        profiles.sum_duplicates()
-    for u in range(n_users):
-        part = slice(profiles.indptr[u], profiles.indptr[u + 1])
-        weights = np.asarray(profiles.data[part], dtype=np.float32)
-        out[u] = postings[profiles.indices[part]].T @ weights  # (I, T_u) @ (T_u,)
+    if n_users == 0:
+        return out
+    width = max(1, len(np.unique(profiles.indices)))
+    step = max(1, PROFILE_CELLS // width)
+    for start in range(0, n_users, step):
+        part = profiles[start : start + step]
+        tokens = np.unique(part.indices)  # (T,)
+        dense = part[:, tokens].toarray().astype(np.float32, copy=False)  # (u, T)
+        product = postings[tokens].T @ dense.T  # (I, T) @ (T, u) -> (I, u)
+        out[start : start + step] = np.asarray(product, dtype=np.float32).T
     return out
 
 
