@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import numpy as np
+import pandas as pd
 from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
 from recsys.catalog import reads
 from recsys.catalog.models import CatalogState, Interaction, Item, User
-from recsys.model.data import INTERACTION_COLUMNS, read_interactions
+from recsys.model.data import INTERACTION_COLUMNS, count_users, read_interactions
+from recsys.model.split import sample_users
 from tests.shop_fixture import populate
 from tests.toy import toy_catalog
 
@@ -108,6 +110,18 @@ def test_training_reads_every_interaction_with_its_ids_in_any_chunking(engine):
         assert read["event"].tolist() == expected["event"].tolist()
         np.testing.assert_allclose(read["weight"], expected["weight"])
         assert (read["timestamp"].to_numpy() == expected["timestamp"].to_numpy()).all()
+
+
+def test_a_user_sample_read_in_sql_holds_the_rows_sampling_the_whole_read_keeps(engine):
+    populate(engine)
+    everything = read_interactions(engine)
+    n_users = everything["user_id"].nunique()
+    assert count_users(engine) == n_users
+    for n, seed in ((1, 0), (2, 3), (n_users - 1, 1), (n_users, 0), (n_users + 5, 0)):
+        expected = sample_users(everything, n, seed).reset_index(drop=True)
+        read = read_interactions(engine, user_sample=(n, seed))
+        pd.testing.assert_frame_equal(read, expected)
+        assert read["user_id"].nunique() == min(n, n_users)
 
 
 def test_title_search_takes_like_wildcards_literally(engine):

@@ -195,17 +195,13 @@ def test_user_sample_is_seeded():
 
 def test_big_catalogs_are_evaluated_on_a_user_sample_that_bounds_the_ranked_cells(caplog):
     from recsys.evaluation.run import EvaluationConfig, _sample_size
-    from recsys.model.data import CatalogData
 
-    frame = interactions(users=12)
-    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(40)]})
-    data = CatalogData(items, {}, frame)
-    assert _sample_size(data, EvaluationConfig(max_cells=12 * 40)) is None  # all fit
-    assert _sample_size(data, EvaluationConfig(max_cells=5 * 40 + 39)) == 5
+    assert _sample_size(12, 40, EvaluationConfig(max_cells=12 * 40)) is None  # all fit
+    assert _sample_size(12, 40, EvaluationConfig(max_cells=5 * 40 + 39)) == 5
     assert "seeded sample of 5 users" in caplog.text
-    assert _sample_size(data, EvaluationConfig(users=7, max_cells=40)) == 7  # asked for
-    assert _sample_size(data, EvaluationConfig(max_cells=None)) is None  # --all-users
-    assert _sample_size(data, EvaluationConfig(max_cells=1)) == 1
+    assert _sample_size(12, 40, EvaluationConfig(users=7, max_cells=40)) == 7  # asked for
+    assert _sample_size(12, 40, EvaluationConfig(max_cells=None)) is None  # --all-users
+    assert _sample_size(12, 40, EvaluationConfig(max_cells=1)) == 1
 
 
 def test_segments_by_history_length():

@@ -23,11 +23,11 @@ from recsys.evaluation.contenders import Fused, ItemContent, PeerConfig, build_c
 from recsys.evaluation.registry import record_in_active_bundle
 from recsys.evaluation.report import ReportInputs, write_report
 from recsys.model import diversity, parallel
-from recsys.model.data import CatalogData, read_catalog
+from recsys.model.data import CatalogData, count_items, count_users, read_catalog
 from recsys.model.protocol import MAX_BATCH_CELLS, build_task, rank, score
 from recsys.model.ranking import WIDE_ROW, hit_matrix, per_user_metrics, top_k_finite
 from recsys.model.recommender import ItemFilters
-from recsys.model.split import SPLITS, sample_users, split_interactions
+from recsys.model.split import SPLITS, split_interactions
 from recsys.model.training import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -126,23 +126,21 @@ def evaluate(
 
 
 def _read(engine: Engine, config: EvaluationConfig) -> tuple[CatalogData, int | None]:
-    """The catalog, its interactions those of the evaluated sample of users, and its size."""
-    data = read_catalog(engine)
-    if data.items.empty:
+    """The catalog with the interactions of the evaluated users (a sample read alone), and
+    the sample's size (None: every user)."""
+    n_items = count_items(engine)
+    if not n_items:
         raise InvalidInput("the catalog has no items; run `recsys ingest items FILE` first")
-    users = config.users if data.interactions.empty else _sample_size(data, config)
-    if users is not None and not data.interactions.empty:
-        interactions = sample_users(data.interactions, users, config.seed)
-        data = CatalogData(data.items, data.kinds, interactions)
-    return data, users
+    users = _sample_size(count_users(engine), n_items, config)
+    sample = None if users is None else (users, config.seed)
+    return read_catalog(engine, user_sample=sample), users
 
 
-def _sample_size(data: CatalogData, config: EvaluationConfig) -> int | None:
+def _sample_size(n_users: int, n_items: int, config: EvaluationConfig) -> int | None:
     """``config.users``, or when None the users that keep ``max_cells`` ranked cells (None:
     all of them)."""
     if config.users is not None or config.max_cells is None:
         return config.users
-    n_users, n_items = data.interactions["user_id"].nunique(), len(data.items)
     if n_users * n_items <= config.max_cells:
         return None
     sample = max(1, config.max_cells // n_items)

@@ -45,9 +45,13 @@ class CatalogData:
         }
 
 
-def read_catalog(engine: Engine, events: str | Path | None = None) -> CatalogData:
+def read_catalog(
+    engine: Engine, events: str | Path | None = None, user_sample: tuple[int, int] | None = None
+) -> CatalogData:
     """Everything training needs from the catalog: items, attribute kinds, interactions (with
-    ``events``, those of that Parquet event folder instead: ``recsys.engines.events``)."""
+    ``events``, those of that Parquet event folder instead: ``recsys.engines.events``).
+    ``user_sample`` (n, seed): only the interactions of ``split.sample_users``' seeded
+    sample of n users, the same rows, read alone from the catalog."""
     with Session(engine) as session:
         item_rows = session.execute(
             select(Item.external_id, Item.title, Item.image_path, Item.in_stock, Item.attributes)
@@ -56,26 +60,38 @@ def read_catalog(engine: Engine, events: str | Path | None = None) -> CatalogDat
     kinds = {name: AttributeKind(kind).value for name, kind in kind_rows}
     items = items_frame(item_rows, list(kinds))
     if events is None:
-        interactions = read_interactions(engine)
+        interactions = read_interactions(engine, user_sample=user_sample)
     else:
         from recsys.engines.events import read_events
 
         interactions = read_events(events, items["item_id"].to_numpy(dtype=str))
+        if user_sample is not None:
+            from recsys.model.split import sample_users
+
+            interactions = sample_users(interactions, *user_sample)
     log.info("read %d items, %d interactions", len(items), len(interactions))
     return CatalogData(items=items, kinds=kinds, interactions=interactions)
 
 
-def read_interactions(engine: Engine, chunk_rows: int = CHUNK_ROWS) -> pd.DataFrame:
+def read_interactions(
+    engine: Engine, chunk_rows: int = CHUNK_ROWS, user_sample: tuple[int, int] | None = None
+) -> pd.DataFrame:
     """The interactions frame (``INTERACTION_COLUMNS``), read set-wise in chunks of rows.
 
     The query returns the catalog's integer keys and raw column values (no per-row type
     processing); each chunk becomes arrays at once, and user and item ids are looked up in
     arrays of the external ids, so every row of one user shares one string object. Rows come
-    in insertion order (``interactions.id``).
+    in insertion order (``interactions.id``). ``user_sample`` (n, seed): only the rows of the
+    users ``split.sample_users`` would choose, selected in SQL.
     """
     with engine.connect() as connection:
         users = _external_ids(connection, "users")
         items = _external_ids(connection, "items")
+        where = ""
+        if user_sample is not None:
+            keys = _sampled_user_keys(connection, users, *user_sample)
+            if keys is not None:  # integer keys of the catalog, written into the query
+                where = f" WHERE user_id IN ({', '.join(map(str, keys.tolist()))})"
         # The driver's own cursor: rows stay plain tuples (no Row objects, no type processing);
         # on PostgreSQL a named (server-side) cursor streams them.
         dbapi = connection.connection
@@ -83,7 +99,8 @@ def read_interactions(engine: Engine, chunk_rows: int = CHUNK_ROWS) -> pd.DataFr
         cursor = dbapi.cursor(**named)
         try:
             cursor.execute(
-                "SELECT user_id, item_id, event, weight, timestamp FROM interactions ORDER BY id"
+                "SELECT user_id, item_id, event, weight, timestamp FROM interactions"
+                f"{where} ORDER BY id"
             )
             chunks = []
             while rows := cursor.fetchmany(chunk_rows):
@@ -115,6 +132,31 @@ def read_interactions(engine: Engine, chunk_rows: int = CHUNK_ROWS) -> pd.DataFr
         },
         columns=INTERACTION_COLUMNS,
     )
+
+
+def count_users(engine: Engine) -> int:
+    """Users with at least one interaction."""
+    with engine.connect() as connection:
+        query = "SELECT COUNT(DISTINCT user_id) FROM interactions"
+        return int(connection.exec_driver_sql(query).scalar() or 0)
+
+
+def count_items(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(connection.exec_driver_sql("SELECT COUNT(*) FROM items").scalar() or 0)
+
+
+def _sampled_user_keys(connection, external: np.ndarray, n: int, seed: int) -> np.ndarray | None:
+    """Catalog keys of ``split.sample_users``' choice of n users with interactions (the
+    same draw over their sorted external ids); None when n covers them all."""
+    rows = connection.exec_driver_sql("SELECT DISTINCT user_id FROM interactions").all()
+    keys = np.asarray([row[0] for row in rows], dtype=np.int64)
+    names = external[keys].astype(str)
+    order = np.argsort(names, kind="stable")
+    if n >= len(keys):
+        return None
+    chosen = np.random.default_rng(seed).choice(len(keys), size=n, replace=False)
+    return np.sort(keys[order][chosen])
 
 
 def _external_ids(connection, table: str) -> np.ndarray:
