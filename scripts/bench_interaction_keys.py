@@ -13,7 +13,9 @@ foreign keys checked unless --no-fk. Variants of the stored key:
 - ``text``: today's 32-character hex BLAKE2b digest;
 - ``blob``: the same 16 bytes as a BLOB;
 - ``blob_user``: the catalog user id (4 bytes, big-endian) and the digest's first 12 bytes, so
-  one user's events sit together in the unique index, as they do in the (user, time) index.
+  one user's events sit together in the unique index, as they do in the (user, time) index;
+- ``text_user``: today's hex digest, unique with the user: the index is on (user_id,
+  dedup_key), so the same keys sit together by user without changing a stored key.
 
 Prints one line: variant, batch, foreign keys, rows/s. The rows keep the catalog's order (the
 synthetic shop's file is sorted by user, then time).
@@ -29,7 +31,7 @@ import click
 
 INSERT = (
     "INSERT INTO interactions (user_id, item_id, event, weight, timestamp, dedup_key, "
-    "created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedup_key) DO UPDATE SET "
+    "created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT ({key}) DO UPDATE SET "
     "weight = excluded.weight WHERE weight != excluded.weight"
 )
 CACHE_KIB = 512 * 1024  # recsys.ingest.bulk.SQLITE_CACHE_KIB
@@ -37,7 +39,7 @@ CACHE_KIB = 512 * 1024  # recsys.ingest.bulk.SQLITE_CACHE_KIB
 
 def stored_key(variant: str):
     def key(user_id: int, hex_digest: str):
-        if variant == "text":
+        if variant.startswith("text"):
             return hex_digest
         digest = bytes.fromhex(hex_digest)
         if variant == "blob":
@@ -49,7 +51,9 @@ def stored_key(variant: str):
 
 @click.command(help=__doc__.split("\n\n")[0])
 @click.option("--catalog", type=click.Path(exists=True, path_type=Path), required=True)
-@click.option("--variant", type=click.Choice(["text", "blob", "blob_user"]), default="text")
+@click.option(
+    "--variant", type=click.Choice(["text", "blob", "blob_user", "text_user"]), default="text"
+)
 @click.option("--prefill", type=int, default=18_000_000, help="interactions already stored")
 @click.option("--rows", type=int, default=1_000_000, help="interactions inserted, timed")
 @click.option("--batch", type=int, default=50_000, help="rows per transaction")
@@ -69,7 +73,8 @@ def main(catalog: Path, variant: str, prefill: int, rows: int, batch: int, no_fk
     db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, external_id)")
     db.execute("INSERT INTO items SELECT id, external_id, title, attributes FROM source.items")
     db.execute("INSERT INTO users SELECT id, external_id FROM source.users")
-    key_type = "VARCHAR(32)" if variant == "text" else "BLOB"
+    key_type = "VARCHAR(32)" if variant.startswith("text") else "BLOB"
+    key = "user_id, dedup_key" if variant == "text_user" else "dedup_key"
     db.execute(
         "CREATE TABLE interactions (id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL "
         "REFERENCES users (id) ON DELETE CASCADE, item_id INTEGER NOT NULL REFERENCES items "
@@ -83,7 +88,7 @@ def main(catalog: Path, variant: str, prefill: int, rows: int, batch: int, no_fk
         "WHERE id <= ? ORDER BY id",
         (prefill,),
     )
-    db.execute("CREATE UNIQUE INDEX uq_interactions_dedup_key ON interactions (dedup_key)")
+    db.execute(f"CREATE UNIQUE INDEX uq_interactions_key ON interactions ({key})")
     db.execute("CREATE INDEX ix_interactions_item_id ON interactions (item_id)")
     db.execute("CREATE INDEX ix_interactions_user_time ON interactions (user_id, timestamp)")
     timed = db.execute(
@@ -97,7 +102,7 @@ def main(catalog: Path, variant: str, prefill: int, rows: int, batch: int, no_fk
     started = time.perf_counter()
     for start in range(0, len(timed), batch):
         db.execute("BEGIN IMMEDIATE")
-        db.executemany(INSERT, timed[start : start + batch])
+        db.executemany(INSERT.format(key=key), timed[start : start + batch])
         db.execute("COMMIT")
     seconds = time.perf_counter() - started
     db.close()

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from recsys.catalog import migrate
 from recsys.catalog.models import Interaction
 from recsys.errors import InvalidInput
 from recsys.ingest import IngestOptions, ingest_interactions, ingest_items
@@ -184,6 +185,24 @@ def test_rerun_changes_nothing_and_changed_weights_are_updated(catalog, tmp_path
     update = ingest_interactions(catalog, changed, options)
     assert update.inserted == 0 and update.updated > 0
     assert update.updated + update.unchanged == first.inserted
+
+
+def test_upgrade_to_the_per_user_key_keeps_events_and_idempotency(catalog, tmp_path):
+    """Migration 0006 makes events unique by (user, key): a catalog's events survive the way
+    down and up again, and the file that wrote them still changes nothing."""
+    path = tmp_path / "events.csv"
+    messy_csv(path, 300, 4)
+    options = IngestOptions(show_progress=False, batch_size=40)
+    first = ingest_interactions(catalog, path, options)
+    before = interaction_rows(catalog)
+
+    migrate.downgrade(catalog, "0005")
+    assert interaction_rows(catalog) == before
+    migrate.upgrade(catalog)
+
+    assert interaction_rows(catalog) == before
+    again = ingest_interactions(catalog, path, options)
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, first.inserted)
 
 
 def test_irregular_quotes_are_read_like_the_csv_module(catalog, tmp_path):

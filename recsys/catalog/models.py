@@ -18,6 +18,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
     false,
     text,
     true,
@@ -100,6 +101,9 @@ class Interaction(Base):
     __table_args__ = (
         # "A user's latest events" and per-user temporal splits.
         Index("ix_interactions_user_time", "user_id", "timestamp"),
+        # Re-ingesting a file is idempotent. Led by the user (the key already hashes it), so
+        # one user's new events share index pages instead of landing at random (0006).
+        UniqueConstraint("user_id", "dedup_key", name="uq_interactions_user_key"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -109,8 +113,8 @@ class Interaction(Base):
     weight: Mapped[float] = mapped_column(Float, default=1.0)
     # Naive UTC; NULL when the source had no timestamp.
     timestamp: Mapped[datetime | None] = mapped_column(DateTime)
-    # Hash of (user, item, event, timestamp): makes re-ingesting a file idempotent.
-    dedup_key: Mapped[str] = mapped_column(String(32), unique=True)
+    # Hash of (user, item, event, timestamp), unique per user.
+    dedup_key: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
     user: Mapped[User] = relationship()

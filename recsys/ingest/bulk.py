@@ -53,8 +53,11 @@ from recsys.catalog.models import Interaction, Item, User
 # The columns an ingest writes, in the table's order.
 INTERACTION_COLUMNS = ("user_id", "item_id", "event", "weight", "timestamp", "dedup_key")
 WRITTEN = (*INTERACTION_COLUMNS, "created_at")
-# SQLite page cache of an ingest connection: the unique dedup_key index takes random
-# inserts, and SQLite's default 2 MB cache turns most of them into page reads.
+# What makes an interaction the same one (uq_interactions_user_key).
+UNIQUE_KEY = ("user_id", "dedup_key")
+# SQLite page cache of an ingest connection: the item index takes inserts all over (and so
+# do the user-led ones when a log is in time order), and SQLite's default 2 MB cache turns
+# most of them into page reads.
 SQLITE_CACHE_KIB = 512 * 1024
 # Tries of a write transaction that lost a race with another writer, and the first pause
 # between tries in seconds (doubled each time, with jitter).
@@ -151,7 +154,7 @@ def ensure_users(connection: Connection, names: pa.Array, now: datetime) -> np.n
 
 
 def upsert_interactions(connection: Connection, rows: pa.Table) -> tuple[int, int]:
-    """Insert new interactions, update the weight of known ones (same ``dedup_key``).
+    """Insert new interactions, update the weight of known ones (same user and ``dedup_key``).
 
     ``rows`` has the ``WRITTEN`` columns. Returns (inserted, updated).
     """
@@ -168,12 +171,12 @@ def _copy_upsert(connection: Connection, rows: pa.Table) -> tuple[int, int]:
     copy_rows(connection, staging.name, rows)
     excluded = postgresql.insert(Interaction).excluded
     # In key order, so concurrent writers lock shared keys in the same order: no deadlock.
-    staged = select(*[staging.c[name] for name in WRITTEN]).order_by(staging.c.dedup_key)
+    staged = select(*[staging.c[name] for name in WRITTEN]).order_by(*UNIQUE_KEY)
     upsert = (
         postgresql.insert(Interaction)
         .from_select(list(WRITTEN), staged)
         .on_conflict_do_update(
-            index_elements=["dedup_key"],
+            index_elements=list(UNIQUE_KEY),
             set_={"weight": excluded.weight},
             where=Interaction.weight != excluded.weight,
         )
@@ -212,9 +215,14 @@ def copy_rows(connection: Connection, table: str, rows: pa.Table) -> None:
 
 def _executemany_upsert(connection: Connection, rows: pa.Table) -> tuple[int, int]:
     keys = rows["dedup_key"].combine_chunks()
-    values = values_table(connection, keys.to_pylist())
-    query = select(Interaction.dedup_key, Interaction.weight).where(
-        Interaction.dedup_key.in_(select(values))
+    # (user, key) pairs as one JSON parameter; the join probes the unique index per pair
+    pairs = json.dumps(list(zip(rows["user_id"].to_pylist(), keys.to_pylist(), strict=True)))
+    pair = func.json_each(pairs).table_valued("value").alias("pair")
+    query = select(Interaction.dedup_key, Interaction.weight).join_from(
+        pair,
+        Interaction,
+        (Interaction.user_id == func.json_extract(pair.c.value, "$[0]"))
+        & (Interaction.dedup_key == func.json_extract(pair.c.value, "$[1]")),
     )
     found = connection.execute(query).all()
     weights = np.array([weight for _, weight in found] + [np.nan])
@@ -224,7 +232,7 @@ def _executemany_upsert(connection: Connection, rows: pa.Table) -> tuple[int, in
     changed = exists & (weights[position] != rows["weight"].to_numpy())
     insert = sqlite.insert(Interaction)
     upsert = insert.on_conflict_do_update(
-        index_elements=["dedup_key"],
+        index_elements=list(UNIQUE_KEY),
         set_={"weight": insert.excluded.weight},
         where=Interaction.weight != insert.excluded.weight,
     )

@@ -13,6 +13,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from recsys.catalog.models import AttributeKind, Item, ItemAttribute
+from recsys.model.split import sample_positions, sample_users
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,6 @@ def read_catalog(
 
         interactions = read_events(events, items["item_id"].to_numpy(dtype=str))
         if user_sample is not None:
-            from recsys.model.split import sample_users
-
             interactions = sample_users(interactions, *user_sample)
     log.info("read %d items, %d interactions", len(items), len(interactions))
     return CatalogData(items=items, kinds=kinds, interactions=interactions)
@@ -151,11 +150,10 @@ def _sampled_user_keys(connection, external: np.ndarray, n: int, seed: int) -> n
     same draw over their sorted external ids); None when n covers them all."""
     rows = connection.exec_driver_sql("SELECT DISTINCT user_id FROM interactions").all()
     keys = np.asarray([row[0] for row in rows], dtype=np.int64)
-    names = external[keys].astype(str)
-    order = np.argsort(names, kind="stable")
-    if n >= len(keys):
+    chosen = sample_positions(len(keys), n, seed)
+    if chosen is None:
         return None
-    chosen = np.random.default_rng(seed).choice(len(keys), size=n, replace=False)
+    order = np.argsort(external[keys].astype(str), kind="stable")
     return np.sort(keys[order][chosen])
 
 

@@ -69,15 +69,18 @@ def _top_k_wide(scores: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def top_k_finite(scores: np.ndarray, k: int, columns: np.ndarray | None = None) -> np.ndarray:
+def top_k_finite(
+    scores: np.ndarray, k: int, columns: np.ndarray | None = None, *, ordered: bool = False
+) -> np.ndarray:
     """(Q, k) best of ``columns`` (all when None) as column numbers, -1 past the end and for
-    excluded (-inf) places."""
+    excluded (-inf) places. ``ordered``: equal scores keep their column order at any width
+    (``_top_k_wide``'s rule; rows without NaN)."""
     out = np.full((len(scores), k), -1, dtype=np.int64)
-    if (columns is not None and not len(columns)) or not scores.shape[1]:
+    if (columns is not None and not len(columns)) or not scores.shape[1] or k <= 0:
         return out
     # np.take, not scores[:, columns]: the latter is column-major and rows cost 5x as much
     sub = scores if columns is None else np.take(scores, columns, axis=1)  # (Q, C)
-    best = top_k(sub, k)  # (Q, min(k, C))
+    best = _top_k_wide(sub, min(k, sub.shape[1])) if ordered else top_k(sub, k)
     finite = np.isfinite(np.take_along_axis(sub, best, axis=1))
     out[:, : best.shape[1]] = np.where(finite, best if columns is None else columns[best], -1)
     return out
@@ -92,33 +95,14 @@ def top_k_parts(
     saves a pass over the catalog."""
     if scores.shape[1] < WIDE_ROW or np.isnan(scores.max()):
         return top_k_finite(scores, k), *(top_k_finite(scores, k, c) for c in parts)
-    best = [_top_k_columns(scores, k, columns) for columns in parts]  # each (Q, <= k)
-    columns = np.hstack(best)  # (Q, P * k)
+    best = [top_k_finite(scores, k, columns, ordered=True) for columns in parts]  # (Q, k)
+    columns = np.hstack(best)  # (Q, P * k), -1 where a part ran short
     values = np.take_along_axis(scores, np.maximum(columns, 0), axis=1)
     values[columns < 0] = -np.inf
     order = np.lexsort((columns, -values), axis=1)[:, :k]
     merged = np.take_along_axis(columns, order, axis=1)
     finite = np.isfinite(np.take_along_axis(values, order, axis=1))
-    whole = np.full((len(scores), k), -1, dtype=np.int64)
-    whole[:, : merged.shape[1]] = np.where(finite, merged, -1)
-    return whole, *(_pad_columns(b, k) for b in best)
-
-
-def _top_k_columns(scores: np.ndarray, k: int, columns: np.ndarray) -> np.ndarray:
-    """(Q, min(k, C)) best of ``columns`` by value, then column (``_top_k_wide``'s order at
-    any width), -1 for excluded (-inf) places."""
-    if not len(columns):
-        return np.zeros((len(scores), 0), dtype=np.int64)
-    sub = np.take(scores, columns, axis=1)  # row-major, unlike scores[:, columns]
-    best = _top_k_wide(sub, min(k, sub.shape[1]))
-    finite = np.isfinite(np.take_along_axis(sub, best, axis=1))
-    return np.where(finite, columns[best], -1)
-
-
-def _pad_columns(best: np.ndarray, k: int) -> np.ndarray:
-    out = np.full((len(best), k), -1, dtype=np.int64)
-    out[:, : best.shape[1]] = best
-    return out
+    return np.where(finite, merged, -1), *best
 
 
 def hit_matrix(top: np.ndarray, heldout: sp.spmatrix) -> np.ndarray:

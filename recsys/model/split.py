@@ -99,11 +99,21 @@ def _hold_latest(ordered: pd.DataFrame, share: float) -> tuple[pd.DataFrame, pd.
 
 def sample_users(interactions: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     """The interactions of a seeded sample of ``n`` users (all of them when fewer)."""
-    users = np.sort(interactions["user_id"].astype(str).unique())
-    if n >= len(users):
+    users = interactions["user_id"].astype(str).unique()
+    chosen = sample_positions(len(users), n, seed)
+    if chosen is None:
         return interactions
-    chosen = np.random.default_rng(seed).choice(users, size=n, replace=False)
+    chosen = np.sort(users)[chosen]
     return interactions[interactions["user_id"].astype(str).isin(chosen).to_numpy()]
+
+
+def sample_positions(count: int, n: int, seed: int) -> np.ndarray | None:
+    """``sample_users``' draw: positions of its ``n`` users among the ``count`` users' ids
+    sorted as strings; None when n covers them all. ``data.read_interactions`` draws the
+    same users in SQL through it."""
+    if n >= count:
+        return None
+    return np.random.default_rng(seed).choice(count, size=n, replace=False)
 
 
 def _require_timestamps(interactions: pd.DataFrame, name: str) -> None:
