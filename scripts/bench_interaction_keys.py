@@ -17,8 +17,9 @@ foreign keys checked unless --no-fk. Variants of the stored key:
 - ``text_user``: today's hex digest, unique with the user: the index is on (user_id,
   dedup_key), so the same keys sit together by user without changing a stored key.
 
-Prints one line: variant, batch, foreign keys, rows/s. The rows keep the catalog's order (the
-synthetic shop's file is sorted by user, then time).
+Prints one line: variant, batch, foreign keys, order, rows/s. The rows keep the catalog's
+order (the synthetic shop's file is sorted by user, then time), or with ``--order time`` the
+timed rows are inserted by timestamp, as a log exported in time order would be.
 """
 
 from __future__ import annotations
@@ -58,8 +59,16 @@ def stored_key(variant: str):
 @click.option("--rows", type=int, default=1_000_000, help="interactions inserted, timed")
 @click.option("--batch", type=int, default=50_000, help="rows per transaction")
 @click.option("--no-fk", is_flag=True, help="foreign keys off (ids resolved beforehand)")
+@click.option(
+    "--order",
+    type=click.Choice(["file", "time"]),
+    default="file",
+    help="the timed rows in the catalog's order, or by timestamp",
+)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("/tmp/bench-keys"))
-def main(catalog: Path, variant: str, prefill: int, rows: int, batch: int, no_fk: bool, out):
+def main(
+    catalog: Path, variant: str, prefill: int, rows: int, batch: int, no_fk: bool, order: str, out
+):
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{variant}.db"
     for suffix in ("", "-wal", "-shm"):
@@ -95,6 +104,8 @@ def main(catalog: Path, variant: str, prefill: int, rows: int, batch: int, no_fk
         f"SELECT {columns} FROM source.interactions WHERE id > ? ORDER BY id LIMIT ?",
         (prefill, rows),
     ).fetchall()
+    if order == "time":
+        timed.sort(key=lambda row: (row[4] or "", row[0]))
     db.execute("DETACH source")
     db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
     db.execute(f"PRAGMA foreign_keys = {'OFF' if no_fk else 'ON'}")
@@ -109,7 +120,7 @@ def main(catalog: Path, variant: str, prefill: int, rows: int, batch: int, no_fk
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     print(
-        f"{variant}: batch {batch}, foreign keys {'off' if no_fk else 'on'}, "
+        f"{variant}: batch {batch}, foreign keys {'off' if no_fk else 'on'}, {order} order, "
         f"{prefill} stored: {len(timed)} rows in {seconds:.1f} s = {len(timed) / seconds:,.0f}/s"
     )
 

@@ -287,6 +287,18 @@ def test_seen_keys_keeps_first_occurrences_across_batches():
     assert second.tolist() == [False, True, False]
 
 
+def test_seen_keys_agree_with_a_set_over_many_batches():
+    rng = np.random.default_rng(0)
+    seen, reference = SeenKeys(), set()
+    for size in rng.integers(0, 300, size=80):
+        hashes = rng.integers(0, 3_000, size=size).astype(np.uint64)
+        expected = []
+        for value in hashes.tolist():
+            expected.append(value not in reference)
+            reference.add(value)
+        assert seen.first_occurrences(hashes).tolist() == expected
+
+
 ODD_IDS = ["probe\x00", "a\x00b", "\x00", "x\x7f", "x\x85y", "a\u2028b", "\u202eabc", "ü 7"]
 ODD_IDS += ["👩\u200d💻", "\U0001f600" * 255]
 EDGE_TIMES = [

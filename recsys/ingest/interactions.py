@@ -57,7 +57,8 @@ class InteractionIngester:
         self.seen = SeenKeys()
 
     def parse(self, batch: Batch) -> tuple[pa.Table, Problems]:
-        """Valid rows (row, user, item, event, weight, timestamp) and the others' problems."""
+        """Valid rows (row, user, item, event, weight, timestamp, dedup_key, hash) and the
+        others' problems."""
         n, column = len(batch), batch.columns.get
         weight = weight_column(column("weight"), n, "weight")
         rating = weight_column(column("rating"), n, "rating")
@@ -86,7 +87,10 @@ class InteractionIngester:
                 "timestamp": moment.values,
             }
         )
-        return rows.filter(pa.array(accepted(n, problems))), problems
+        rows = rows.filter(pa.array(accepted(n, problems)))
+        keys, hashes = dedup_keys(rows)
+        rows = rows.append_column("dedup_key", keys).append_column("hash", pa.array(hashes))
+        return rows, problems
 
     def write(self, connection: Connection, rows: pa.Table, report: IngestReport) -> Problems:
         """Resolve ids, drop unknown items and repeats, upsert the rest: set-wise."""
@@ -99,12 +103,11 @@ class InteractionIngester:
         ]
         refuse(problems, rows["row"].filter(unknown).to_numpy(), Reason.UNKNOWN_ITEM, details)
         rows = rows.filter(pc.invert(unknown)).append_column("item_id", [item_ids[item_ids >= 0]])
-        keys, hashes = dedup_keys(rows)
-        first = pa.array(self.seen.first_occurrences(hashes))
+        first = pa.array(self.seen.first_occurrences(rows["hash"].to_numpy()))
         repeats = rows["row"].filter(pc.invert(first)).to_numpy()
         detail = "the same user, item, event and timestamp appear earlier in this file"
         refuse(problems, repeats, Reason.DUPLICATE, [detail] * len(repeats))
-        rows = rows.append_column("dedup_key", [keys]).filter(first)
+        rows = rows.filter(first)
         inserted, updated = upsert_interactions(connection, self._written(connection, rows))
         report.inserted += inserted
         report.updated += updated
@@ -197,10 +200,8 @@ def _stamped(event: dict[str, Any], stamp: str) -> dict[str, Any]:
 def conflicting_repeats(rows: pa.Table) -> Problems:
     """Rows with the same (user, item, event, timestamp) as an earlier row of the batch but
     another weight: storing either weight would silently drop the other."""
-    keys, _ = dedup_keys(rows)
-    frame = pd.DataFrame(
-        {"key": keys.to_numpy(zero_copy_only=False), "weight": rows["weight"].to_numpy()}
-    )
+    keys = rows["dedup_key"].to_numpy()
+    frame = pd.DataFrame({"key": keys, "weight": rows["weight"].to_numpy()})
     frame["row"] = rows["row"].to_numpy()
     first = frame.groupby("key", sort=False)[["weight", "row"]].transform("first")
     clash = (frame["weight"] != first["weight"]).to_numpy()

@@ -10,7 +10,8 @@ the job, because writes are upserts keyed on external ids (items) or on a hash o
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -78,14 +79,13 @@ def run_ingest(
             disable=not options.show_progress,
         )
         try:
-            for batch in source.batches(options.batch_size):
-                rows, problems = ingester.parse(batch)
+            for batch, (rows, problems), position in _parsed_ahead(source, options, ingester):
                 with engine.begin() as connection:
                     prepare(connection)
                     problems.update(ingester.write(connection, rows, report))
                 for reject in batch_rejects(batch, problems):
                     rejects.add(reject)
-                bar.update(source.position - bar.n)
+                bar.update(position - bar.n)
                 bar.set_postfix_str(
                     f"ok={report.accepted} rejected={report.total_rejected}", refresh=False
                 )
@@ -94,6 +94,25 @@ def run_ingest(
             rejects.close()
     log.debug("ingested %s: %s", path, report.as_dict())
     return report
+
+
+def _parsed_ahead(
+    source, options: IngestOptions, ingester: Ingester
+) -> Iterator[tuple[Batch, tuple[Any, Problems], int]]:
+    """(batch, ``ingester.parse(batch)``, the source's position after it), in file order. The
+    next batch is read and parsed on a second thread while the caller writes this one (Arrow,
+    numpy and SQLite leave the GIL for most of their work); parsing touches no database."""
+    batches = iter(source.batches(options.batch_size))
+
+    def step():
+        batch = next(batches, None)
+        return None if batch is None else (batch, ingester.parse(batch), source.position)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-parse") as pool:
+        ahead = pool.submit(step)
+        while (parsed := ahead.result()) is not None:
+            ahead = pool.submit(step)
+            yield parsed
 
 
 def check_columns(columns: Sequence[str], ingester: Ingester, path: Path) -> None:
@@ -156,11 +175,15 @@ def hash64(values: pa.Array) -> np.ndarray:
 class SeenKeys:
     """The keys accepted so far in one run, to reject duplicates within a file.
 
-    Holds 64 bits per key in a sorted array (40 MB for 5 million rows), never the rows.
+    Holds 64 bits per key (40 MB for 5 million rows), never the rows, in sorted runs whose
+    sizes shrink from the oldest to the newest: a batch's keys become a run, merged with the
+    newer runs no larger than itself (a binary counter). A key is merged O(log n) times and a
+    lookup searches O(log n) runs, where one sorted array copied every key seen so far into
+    each batch's insert (14% of an ingest's time at 10M rows).
     """
 
     def __init__(self) -> None:
-        self._sorted = np.empty(0, dtype=np.uint64)
+        self._runs: list[np.ndarray] = []
 
     def first_occurrences(self, hashes: np.ndarray) -> np.ndarray:
         """(B,) True where this run has not seen the key before (earlier rows first)."""
@@ -168,12 +191,17 @@ class SeenKeys:
         first = np.zeros(len(hashes), dtype=bool)
         first[np.unique(hashes, return_index=True)[1]] = True
         first &= ~self._contains(hashes)
-        new = np.sort(hashes[first])
-        self._sorted = np.insert(self._sorted, np.searchsorted(self._sorted, new), new)
+        run = np.sort(hashes[first])
+        if len(run):
+            while self._runs and len(self._runs[-1]) <= len(run):
+                # two sorted runs: the stable sort (timsort) merges them in linear time
+                run = np.sort(np.concatenate([self._runs.pop(), run]), kind="stable")
+            self._runs.append(run)
         return first
 
     def _contains(self, hashes: np.ndarray) -> np.ndarray:
-        if not len(self._sorted):
-            return np.zeros(len(hashes), dtype=bool)
-        positions = np.searchsorted(self._sorted, hashes).clip(max=len(self._sorted) - 1)
-        return self._sorted[positions] == hashes
+        found = np.zeros(len(hashes), dtype=bool)
+        for run in self._runs:
+            positions = np.searchsorted(run, hashes).clip(max=len(run) - 1)
+            found |= run[positions] == hashes
+        return found
