@@ -1,14 +1,15 @@
 """What an interactions insert costs at size M, and which part of the table's design costs it.
 
     python scripts/bench_interaction_keys.py --catalog /tmp/bench-scale/M/catalog.db \\
-        --variant text [--prefill 18000000] [--rows 1000000] [--batch 50000] [--no-fk]
+        --variant text [--prefill 18000000] [--rows 1000000] [--batch 50000] [--no-fk] \\
+        [--order file|time] [--cache-mib 512]
 
 Copies into a scratch SQLite file (next to --out) the catalog's users, items (id, external
 id, title, attributes) and its first --prefill interactions, builds the interactions table's
 three indexes (unique key, item, user and time) after the copy, then times inserting the next
 --rows interactions with `executemany` of the bulk ingest's `INSERT ... ON CONFLICT`, one
-transaction per --batch rows, WAL, `synchronous=FULL`, the ingest's 512 MiB page cache, and
-foreign keys checked unless --no-fk. Variants of the stored key:
+transaction per --batch rows, WAL, `synchronous=FULL`, the ingest's 512 MiB page cache (or
+--cache-mib), and foreign keys checked unless --no-fk. Variants of the stored key:
 
 - ``text``: today's 32-character hex BLAKE2b digest;
 - ``blob``: the same 16 bytes as a BLOB;
@@ -17,7 +18,7 @@ foreign keys checked unless --no-fk. Variants of the stored key:
 - ``text_user``: today's hex digest, unique with the user: the index is on (user_id,
   dedup_key), so the same keys sit together by user without changing a stored key.
 
-Prints one line: variant, batch, foreign keys, order, rows/s. The rows keep the catalog's
+Prints one line: variant, batch, foreign keys, order, cache, rows/s. The rows keep the catalog's
 order (the synthetic shop's file is sorted by user, then time), or with ``--order time`` the
 timed rows are inserted by timestamp, as a log exported in time order would be.
 """
@@ -65,9 +66,20 @@ def stored_key(variant: str):
     default="file",
     help="the timed rows in the catalog's order, or by timestamp",
 )
+@click.option(
+    "--cache-mib", type=int, default=CACHE_KIB // 1024, show_default=True, help="page cache"
+)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("/tmp/bench-keys"))
 def main(
-    catalog: Path, variant: str, prefill: int, rows: int, batch: int, no_fk: bool, order: str, out
+    catalog: Path,
+    variant: str,
+    prefill: int,
+    rows: int,
+    batch: int,
+    no_fk: bool,
+    order: str,
+    cache_mib: int,
+    out,
 ):
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{variant}.db"
@@ -107,7 +119,7 @@ def main(
     if order == "time":
         timed.sort(key=lambda row: (row[4] or "", row[0]))
     db.execute("DETACH source")
-    db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+    db.execute(f"PRAGMA cache_size = -{cache_mib * 1024}")
     db.execute(f"PRAGMA foreign_keys = {'OFF' if no_fk else 'ON'}")
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     started = time.perf_counter()
@@ -121,6 +133,7 @@ def main(
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     print(
         f"{variant}: batch {batch}, foreign keys {'off' if no_fk else 'on'}, {order} order, "
+        f"cache {cache_mib} MiB, "
         f"{prefill} stored: {len(timed)} rows in {seconds:.1f} s = {len(timed) / seconds:,.0f}/s"
     )
 

@@ -214,39 +214,32 @@ def copy_rows(connection: Connection, table: str, rows: pa.Table) -> None:
 
 
 def _executemany_upsert(connection: Connection, rows: pa.Table) -> tuple[int, int]:
-    keys = rows["dedup_key"].combine_chunks()
-    # (user, key) pairs as one JSON parameter; the join probes the unique index per pair
-    pairs = json.dumps(list(zip(rows["user_id"].to_pylist(), keys.to_pylist(), strict=True)))
-    pair = func.json_each(pairs).table_valued("value").alias("pair")
-    query = select(Interaction.dedup_key, Interaction.weight).join_from(
-        pair,
-        Interaction,
-        (Interaction.user_id == func.json_extract(pair.c.value, "$[0]"))
-        & (Interaction.dedup_key == func.json_extract(pair.c.value, "$[1]")),
-    )
-    found = connection.execute(query).all()
-    weights = np.array([weight for _, weight in found] + [np.nan])
-    known = pa.array([key for key, _ in found], pa.string())
-    position = pc.index_in(keys, value_set=known).fill_null(-1).to_numpy()
-    exists = position >= 0
-    changed = exists & (weights[position] != rows["weight"].to_numpy())
+    """One ``executemany`` of the upsert, counted afterwards instead of looked up per row
+    beforehand: SQLite numbers a new row one past the largest id (this transaction holds the
+    write lock, so no one else adds any), and the rows it wrote beyond those are updates (an
+    unchanged weight writes nothing)."""
+    largest = "SELECT coalesce(max(id), 0) FROM interactions"
+    before = connection.exec_driver_sql(largest).scalar()
     insert = sqlite.insert(Interaction)
     upsert = insert.on_conflict_do_update(
         index_elements=list(UNIQUE_KEY),
         set_={"weight": insert.excluded.weight},
         where=Interaction.weight != insert.excluded.weight,
     )
-    insert_rows(connection, upsert, rows.filter(pa.array(~exists | changed)))
-    return int(np.count_nonzero(~exists)), int(np.count_nonzero(changed))
+    written = insert_rows(connection, upsert, rows)
+    new = "SELECT count(*) FROM interactions WHERE id > ?"
+    inserted = connection.exec_driver_sql(new, (before,)).scalar()
+    return inserted, written - inserted
 
 
-def insert_rows(connection: Connection, statement, rows: pa.Table) -> None:
-    """SQLite: one ``executemany`` of plain tuples, no per-row work in SQLAlchemy."""
+def insert_rows(connection: Connection, statement, rows: pa.Table) -> int:
+    """SQLite: one ``executemany`` of plain tuples, no per-row work in SQLAlchemy. Returns
+    the rows it inserted or changed."""
     if not rows.num_rows:
-        return
+        return 0
     compiled = statement.compile(dialect=connection.dialect, column_keys=rows.column_names)
     rows = _sqlite_times(rows.select(list(compiled.positiontup)))
-    connection.exec_driver_sql(str(compiled), list(_tuples(rows)))
+    return connection.exec_driver_sql(str(compiled), list(_tuples(rows))).rowcount
 
 
 def _sqlite_times(rows: pa.Table) -> pa.Table:
