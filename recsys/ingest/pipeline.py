@@ -200,8 +200,14 @@ class SeenKeys:
         return first
 
     def _contains(self, hashes: np.ndarray) -> np.ndarray:
-        found = np.zeros(len(hashes), dtype=bool)
+        # Sorted needles: each search starts where the last one ended, and the runs are read
+        # front to back instead of at random.
+        order = np.argsort(hashes)
+        needles = hashes[order]
+        hit = np.zeros(len(hashes), dtype=bool)
         for run in self._runs:
-            positions = np.searchsorted(run, hashes).clip(max=len(run) - 1)
-            found |= run[positions] == hashes
+            positions = np.searchsorted(run, needles).clip(max=len(run) - 1)
+            hit |= run[positions] == needles
+        found = np.empty(len(hashes), dtype=bool)
+        found[order] = hit
         return found
