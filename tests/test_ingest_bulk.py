@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from recsys.catalog import migrate
+from recsys.catalog import connect, migrate
 from recsys.catalog.models import Interaction
 from recsys.errors import InvalidInput
 from recsys.ingest import IngestOptions, ingest_interactions, ingest_items
@@ -203,6 +203,22 @@ def test_upgrade_to_the_per_user_key_keeps_events_and_idempotency(catalog, tmp_p
     assert interaction_rows(catalog) == before
     again = ingest_interactions(catalog, path, options)
     assert (again.inserted, again.updated, again.unchanged) == (0, 0, first.inserted)
+
+
+def test_an_upgrade_killed_mid_copy_can_run_again(tmp_path):
+    """On SQLite, 0006 copies the interactions table; a kill during the copy leaves batch
+    mode's empty copy behind (created before the copy's transaction), and the next upgrade
+    still succeeds."""
+    engine = connect(f"sqlite:///{tmp_path / 'catalog.db'}")
+    migrate.upgrade(engine, "0005")
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE _alembic_tmp_interactions (id INTEGER)")
+
+    migrate.upgrade(engine)
+
+    assert migrate.current_revision(engine) == migrate.head_revision()
+    migrate.check(engine)
+    engine.dispose()
 
 
 def test_irregular_quotes_are_read_like_the_csv_module(catalog, tmp_path):

@@ -24,13 +24,23 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+def _clear_killed_copy() -> None:
+    """SQLite creates batch mode's copy of the table before the transaction that fills it
+    begins: an upgrade killed mid-copy leaves that copy, empty, beside the intact table, and
+    the next try must not trip on it."""
+    if op.get_bind().dialect.name == "sqlite":
+        op.execute("DROP TABLE IF EXISTS _alembic_tmp_interactions")
+
+
 def upgrade() -> None:
+    _clear_killed_copy()
     with op.batch_alter_table("interactions") as batch:
         batch.drop_constraint("uq_interactions_dedup_key", type_="unique")
         batch.create_unique_constraint("uq_interactions_user_key", ["user_id", "dedup_key"])
 
 
 def downgrade() -> None:
+    _clear_killed_copy()
     with op.batch_alter_table("interactions") as batch:
         batch.drop_constraint("uq_interactions_user_key", type_="unique")
         batch.create_unique_constraint(op.f("uq_interactions_dedup_key"), ["dedup_key"])
