@@ -171,7 +171,8 @@ def _copy_upsert(connection: Connection, rows: pa.Table) -> tuple[int, int]:
     copy_rows(connection, staging.name, rows)
     excluded = postgresql.insert(Interaction).excluded
     # In key order, so concurrent writers lock shared keys in the same order: no deadlock.
-    staged = select(*[staging.c[name] for name in WRITTEN]).order_by(*UNIQUE_KEY)
+    key = [staging.c[name] for name in UNIQUE_KEY]
+    staged = select(*[staging.c[name] for name in WRITTEN]).order_by(*key)
     upsert = (
         postgresql.insert(Interaction)
         .from_select(list(WRITTEN), staged)
