@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from recsys.catalog import connect, migrate
+from recsys.catalog import changes, connect, migrate
 from recsys.catalog.models import Interaction
 from recsys.errors import InvalidInput
 from recsys.ingest import IngestOptions, ingest_interactions, ingest_items
@@ -219,6 +219,22 @@ def test_an_upgrade_killed_mid_copy_can_run_again(tmp_path):
     assert migrate.current_revision(engine) == migrate.head_revision()
     migrate.check(engine)
     engine.dispose()
+
+
+def test_new_items_are_written_in_few_statements_on_postgresql(engine, tmp_path):
+    """PostgreSQL's item triggers fire once per statement, and each firing bumps the one
+    catalog_state row: a statement per item made a batch's write grow with the square of its
+    rows (137 s for 50,000 items). A batch of new items is now a handful of statements."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's item triggers fire per row")
+    items = tmp_path / "items.csv"
+    with open(items, "w", newline="") as file:
+        csv.writer(file).writerows([["item_id", "title"], *[[f"n{n}", "x"] for n in range(500)]])
+
+    report = ingest_items(engine, items, options=IngestOptions(show_progress=False))
+
+    assert report.inserted == 500
+    assert changes.generation(engine) <= 2  # one statement: its insert and update triggers
 
 
 def test_irregular_quotes_are_read_like_the_csv_module(catalog, tmp_path):

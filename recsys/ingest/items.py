@@ -14,7 +14,7 @@ import pyarrow as pa
 from sqlalchemy import Connection, Engine, bindparam, select, update
 
 from recsys.catalog.models import AttributeKind, Item, ItemAttribute, utcnow
-from recsys.ingest.bulk import dialect_insert, values_table
+from recsys.ingest.bulk import dialect_insert, is_postgresql, values_table
 from recsys.ingest.pipeline import (
     IngestOptions,
     Problems,
@@ -40,6 +40,11 @@ from recsys.ingest.values import (
 
 KNOWN_COLUMNS = ("item_id", "image", "title", "in_stock")
 FIELDS = ("title", "image_path", "in_stock", "attributes")
+
+
+# Rows per multi-row INSERT on PostgreSQL: its bound parameters (one per column, the two
+# times included) stay under the protocol's 65,535.
+ROWS_PER_STATEMENT = 65_535 // (len(FIELDS) + 3)
 
 
 class ItemIngester:
@@ -147,15 +152,28 @@ def _differs(record: dict[str, Any], stored: tuple) -> bool:
 
 
 def _insert(connection: Connection, new: list[dict[str, Any]]) -> None:
-    """Insert new items; one another writer added since the lookup is updated instead."""
+    """Insert new items; one another writer added since the lookup is updated instead.
+
+    PostgreSQL gets many rows per statement: its item triggers fire once per statement, and
+    each firing bumps the one ``catalog_state`` row, whose versions pile up within the
+    transaction. One statement per row (``executemany``) made a batch's cost grow with the
+    square of its rows: 137 s for 50,000 new items, against 20 s in batches of 5,000.
+    """
     if not new:
         return
     add = dialect_insert(connection, Item)
-    add = add.on_conflict_do_update(
-        index_elements=["external_id"],
-        set_={name: add.excluded[name] for name in FIELDS} | {"updated_at": utcnow()},
-    )
-    connection.execute(add, new)
+
+    def upsert(statement):
+        return statement.on_conflict_do_update(
+            index_elements=["external_id"],
+            set_={name: add.excluded[name] for name in FIELDS} | {"updated_at": utcnow()},
+        )
+
+    if not is_postgresql(connection):
+        connection.execute(upsert(add), new)
+        return
+    for start in range(0, len(new), ROWS_PER_STATEMENT):
+        connection.execute(upsert(add.values(new[start : start + ROWS_PER_STATEMENT])))
 
 
 def _update(connection: Connection, changed: list[tuple[int, dict[str, Any]]]) -> None:
