@@ -2,12 +2,13 @@
 
 The key is a digest of (user, item, event, timestamp), so the two constraints accept the same
 rows. But an index on the digest alone sits in random order, and every new event of a large
-catalog lands on a page of its own: at 20M stored events a SQLite insert was held at about
-20k rows/s by that index (benchmarks/RESULTS.md, session 13). Led by the user, one user's
-new events share pages, as they already do in the (user, time) index.
+catalog lands on a page of its own: at 18M stored events a SQLite insert was held at about
+20k rows/s by that index (benchmarks/RESULTS.md, sessions 16 and 18). Led by the user, one
+user's new events share pages, as they already do in the (user, time) index.
 
 SQLite cannot drop a constraint written into its table, so the table is copied once there
-(about a minute per 10M events); PostgreSQL alters it in place and builds one index.
+(6.5 minutes for 20M events on a 2-core machine, RESULTS session 18); PostgreSQL alters it in
+place and builds one index.
 
 Revision ID: 0006
 Revises: 0005
