@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from sqlalchemy import Connection, Engine, bindparam, select, update
+from sqlalchemy import Connection, Engine, bindparam, cast, column, select, update, values
 
 from recsys.catalog.models import AttributeKind, Item, ItemAttribute, utcnow
 from recsys.ingest.bulk import dialect_insert, is_postgresql, values_table
@@ -177,10 +177,22 @@ def _insert(connection: Connection, new: list[dict[str, Any]]) -> None:
 
 
 def _update(connection: Connection, changed: list[tuple[int, dict[str, Any]]]) -> None:
-    """Write the ``FIELDS`` of (catalog id, record) pairs."""
+    """Write the ``FIELDS`` of (catalog id, record) pairs.
+
+    PostgreSQL gets one ``UPDATE ... FROM (VALUES ...)`` per ``ROWS_PER_STATEMENT`` items, for
+    the reason ``_insert`` gives: a statement per item fired the statement triggers once per
+    item, and each firing bumped the one ``catalog_state`` row, so a batch of changed items
+    cost the square of its rows. SQLite's triggers fire per row either way.
+    """
     if not changed:
         return
     table = Item.__table__
+    if is_postgresql(connection):
+        for start in range(0, len(changed), ROWS_PER_STATEMENT):
+            connection.execute(
+                _update_from_values(table, changed[start : start + ROWS_PER_STATEMENT])
+            )
+        return
     statement = update(table).where(table.c.id == bindparam("item_id"))
     statement = statement.values({name: bindparam(f"new_{name}") for name in FIELDS})
     params = [
@@ -188,6 +200,15 @@ def _update(connection: Connection, changed: list[tuple[int, dict[str, Any]]]) -
         for id_, record in changed
     ]
     connection.execute(statement, params)
+
+
+def _update_from_values(table, changed: list[tuple[int, dict[str, Any]]]):
+    """One UPDATE of ``changed`` (catalog id, record) pairs from a VALUES list."""
+    names = ("id", *FIELDS)
+    rows = values(*[column(name, table.c[name].type) for name in names], name="changed")
+    rows = rows.data([(int(id_), *[record[name] for name in FIELDS]) for id_, record in changed])
+    assigned = {name: cast(rows.c[name], table.c[name].type) for name in FIELDS}
+    return update(table).where(table.c.id == rows.c.id).values(assigned)
 
 
 def record_attribute_kinds(connection: Connection, attributes: Sequence[dict[str, Any]]) -> None:
