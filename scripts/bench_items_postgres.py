@@ -4,9 +4,10 @@
 
 Writes a synthetic shop of --items items (no images) into a temporary folder, creates a fresh
 catalog on a throwaway PostgreSQL server (`scripts/pg_throwaway.sh`) unless --database-url
-names one where databases may be created, and times `ingest_items` of the file twice: new
-items, then the same file again (every item unchanged). Prints seconds, the report's counts
-and the catalog's items generation (how many times the triggers bumped it).
+names one where databases may be created, and times `ingest_items` three times: new items,
+the same file again (every item unchanged), then the file with every title changed. Prints
+seconds, the report's counts and the catalog's items generation (how many times the triggers
+bumped it).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import uuid
 from pathlib import Path
 
 import click
+import pandas as pd
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -57,13 +59,22 @@ def main(items: int, batch_size: int, database_url: str | None) -> None:
             engine = connect(url)
             migrate.upgrade(engine)
             options = IngestOptions(show_progress=False, batch_size=batch_size)
-            for label in ("new items", "the same file again"):
+            retitled = shop / "items_retitled.csv"
+            frame = pd.read_csv(shop / "items.csv", dtype=str, keep_default_na=False)
+            frame.assign(title=frame["title"] + " (new)").to_csv(retitled, index=False)
+            runs = [
+                ("new items", shop / "items.csv"),
+                ("the same file again", shop / "items.csv"),
+                ("every title changed", retitled),
+            ]
+            for label, path in runs:
                 started = time.perf_counter()
-                report = ingest_items(engine, shop / "items.csv", options=options)
+                report = ingest_items(engine, path, options=options)
                 seconds = time.perf_counter() - started
                 click.echo(
                     f"{label}: {seconds:.1f} s, batch {batch_size:,}, inserted {report.inserted:,}"
-                    f", unchanged {report.unchanged:,}, generation {changes.generation(engine):,}"
+                    f", updated {report.updated:,}, unchanged {report.unchanged:,}"
+                    f", generation {changes.generation(engine):,}"
                 )
             engine.dispose()
         finally:

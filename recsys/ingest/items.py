@@ -3,6 +3,7 @@ column is a tabular attribute whose kind is inferred and recorded in ``item_attr
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +12,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from sqlalchemy import Connection, Engine, bindparam, cast, column, select, update, values
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Connection,
+    DateTime,
+    Engine,
+    Text,
+    bindparam,
+    cast,
+    func,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql
 
 from recsys.catalog.models import AttributeKind, Item, ItemAttribute, utcnow
 from recsys.ingest.bulk import dialect_insert, is_postgresql, values_table
@@ -40,11 +55,6 @@ from recsys.ingest.values import (
 
 KNOWN_COLUMNS = ("item_id", "image", "title", "in_stock")
 FIELDS = ("title", "image_path", "in_stock", "attributes")
-
-
-# Rows per multi-row INSERT on PostgreSQL: its bound parameters (one per column, the two
-# times included) stay under the protocol's 65,535.
-ROWS_PER_STATEMENT = 65_535 // (len(FIELDS) + 3)
 
 
 class ItemIngester:
@@ -154,44 +164,44 @@ def _differs(record: dict[str, Any], stored: tuple) -> bool:
 def _insert(connection: Connection, new: list[dict[str, Any]]) -> None:
     """Insert new items; one another writer added since the lookup is updated instead.
 
-    PostgreSQL gets many rows per statement: its item triggers fire once per statement, and
-    each firing bumps the one ``catalog_state`` row, whose versions pile up within the
-    transaction. One statement per row (``executemany``) made a batch's cost grow with the
-    square of its rows: 137 s for 50,000 new items, against 20 s in batches of 5,000.
+    PostgreSQL gets the whole batch in one statement, each column one array parameter: its
+    item triggers fire once per statement, and each firing bumps the one ``catalog_state``
+    row, whose versions pile up within the transaction. One statement per row
+    (``executemany``) made a batch's cost grow with the square of its rows (137 s for 50,000
+    new items, benchmarks/RESULTS.md session 18).
     """
     if not new:
         return
     add = dialect_insert(connection, Item)
-
-    def upsert(statement):
-        return statement.on_conflict_do_update(
-            index_elements=["external_id"],
-            set_={name: add.excluded[name] for name in FIELDS} | {"updated_at": utcnow()},
-        )
-
-    if not is_postgresql(connection):
-        connection.execute(upsert(add), new)
-        return
-    for start in range(0, len(new), ROWS_PER_STATEMENT):
-        connection.execute(upsert(add.values(new[start : start + ROWS_PER_STATEMENT])))
+    if is_postgresql(connection):
+        rows = _unnested({"external_id": [r["external_id"] for r in new]}, new)
+        now = literal(utcnow(), DateTime())
+        columns = [rows.c.external_id, *[_typed(rows, name) for name in FIELDS], now, now]
+        names = ["external_id", *FIELDS, "created_at", "updated_at"]
+        add = add.from_select(names, select(*columns))
+    upsert = add.on_conflict_do_update(
+        index_elements=["external_id"],
+        set_={name: add.excluded[name] for name in FIELDS} | {"updated_at": utcnow()},
+    )
+    if is_postgresql(connection):
+        connection.execute(upsert)
+    else:
+        connection.execute(upsert, new)
 
 
 def _update(connection: Connection, changed: list[tuple[int, dict[str, Any]]]) -> None:
     """Write the ``FIELDS`` of (catalog id, record) pairs.
 
-    PostgreSQL gets one ``UPDATE ... FROM (VALUES ...)`` per ``ROWS_PER_STATEMENT`` items, for
-    the reason ``_insert`` gives: a statement per item fired the statement triggers once per
-    item, and each firing bumped the one ``catalog_state`` row, so a batch of changed items
-    cost the square of its rows. SQLite's triggers fire per row either way.
+    PostgreSQL gets one ``UPDATE ... FROM unnest(arrays)`` for the batch, for the reason
+    ``_insert`` gives. SQLite's triggers fire per row either way.
     """
     if not changed:
         return
     table = Item.__table__
     if is_postgresql(connection):
-        for start in range(0, len(changed), ROWS_PER_STATEMENT):
-            connection.execute(
-                _update_from_values(table, changed[start : start + ROWS_PER_STATEMENT])
-            )
+        rows = _unnested({"id": [int(id_) for id_, _ in changed]}, [r for _, r in changed])
+        assigned = {name: _typed(rows, name) for name in FIELDS}
+        connection.execute(update(table).where(table.c.id == rows.c.id).values(assigned))
         return
     statement = update(table).where(table.c.id == bindparam("item_id"))
     statement = statement.values({name: bindparam(f"new_{name}") for name in FIELDS})
@@ -202,13 +212,31 @@ def _update(connection: Connection, changed: list[tuple[int, dict[str, Any]]]) -
     connection.execute(statement, params)
 
 
-def _update_from_values(table, changed: list[tuple[int, dict[str, Any]]]):
-    """One UPDATE of ``changed`` (catalog id, record) pairs from a VALUES list."""
-    names = ("id", *FIELDS)
-    rows = values(*[column(name, table.c[name].type) for name in names], name="changed")
-    rows = rows.data([(int(id_), *[record[name] for name in FIELDS]) for id_, record in changed])
-    assigned = {name: cast(rows.c[name], table.c[name].type) for name in FIELDS}
-    return update(table).where(table.c.id == rows.c.id).values(assigned)
+_ARRAY_TYPES = {
+    "external_id": Text,
+    "id": BigInteger,
+    "title": Text,
+    "image_path": Text,
+    "in_stock": Boolean,
+    "attributes": Text,  # JSON text, cast back by ``_typed``
+}
+
+
+def _unnested(key: dict[str, list], records: list[dict[str, Any]]):
+    """PostgreSQL: the key column and the ``FIELDS`` of ``records`` as a table of rows, each
+    column sent as one array parameter (a few parameters for any number of rows)."""
+    columns = key | {name: [record[name] for record in records] for name in FIELDS}
+    columns["attributes"] = [json.dumps(document) for document in columns["attributes"]]
+    params = [
+        bindparam(None, values, type_=postgresql.ARRAY(_ARRAY_TYPES[name]))
+        for name, values in columns.items()
+    ]
+    return func.unnest(*params).table_valued(*columns).render_derived(name="rows")
+
+
+def _typed(rows, name: str):
+    """Column ``name`` of ``_unnested`` rows, cast to the items table's type."""
+    return cast(rows.c[name], Item.__table__.c[name].type)
 
 
 def record_attribute_kinds(connection: Connection, attributes: Sequence[dict[str, Any]]) -> None:
