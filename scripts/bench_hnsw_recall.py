@@ -5,7 +5,9 @@ itself excluded; recall@10 is against exact inner-product search over the same v
 One thread, one query at a time, as a service worker searches. Three searches are measured:
 the serving index (filtered similar items search it), the index the neighbour table is built
 in (`Recommender.neighbour_index`: built here, its build time printed) and, when the bundle
-has one, the neighbour table it holds (what unfiltered similar items return).
+has one, the neighbour table it holds (what unfiltered similar items return). With
+--in-stock, also what `similar_items` answers with an in-stock filter, against exact search
+over the in-stock items.
 
     .venv/bin/python scripts/bench_hnsw_recall.py \\
         --database sqlite:///var/bench-service/catalog.db --ef 128,96,64,48
@@ -32,6 +34,9 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--build-threads", type=int, default=2, help="threads of the build")
+    parser.add_argument(
+        "--in-stock", action="store_true", help="also similar items filtered to in-stock items"
+    )
     args = parser.parse_args()
     faiss.omp_set_num_threads(1)
     rec = load_active(connect(args.database))
@@ -75,6 +80,35 @@ def main() -> None:
     if rec.neighbours is not None and rec.neighbours[0].shape[1] >= args.k:
         stored = np.asarray(rec.neighbours[0][rows, : args.k], dtype=np.int64)
         print(f"the bundle's neighbour table: recall@{args.k} {recall(stored):.4f}")
+    if args.in_stock:
+        filtered_recall(rec, rows, queries, args.k)
+
+
+def filtered_recall(rec, rows: np.ndarray, queries: np.ndarray, k: int) -> None:
+    """Recall@k of ``similar_items(..., filters={"in_stock": True})`` against exact search
+    over the in-stock items, and its time per query (one query per call, as the service)."""
+    allowed = rec.filters.mask({"in_stock": True})
+    kept = np.flatnonzero(allowed)
+    exact = faiss.IndexFlatIP(rec.index.dim)
+    exact.add(np.ascontiguousarray(rec.index.vectors[kept]))
+    _, found = exact.search(queries, k + 1)
+    truth = [set(kept[f[kept[f] != row]][:k].tolist()) for f, row in zip(found, rows, strict=True)]
+    ids = rec.item_ids[rows].tolist()
+    table = rec.neighbours
+    for label, neighbours in (("table, then index", table), ("serving index alone", None)):
+        rec.neighbours = neighbours  # None: every query searches the index (before session 19)
+        started = time.perf_counter()
+        answers = [rec.similar_items([i], k=k, filters={"in_stock": True}).ids[0] for i in ids]
+        per_query = (time.perf_counter() - started) / len(ids)
+        hits = [
+            len(set(rec.item_index.rows(a).tolist()) & t) / k
+            for a, t in zip(answers, truth, strict=True)
+        ]
+        print(
+            f"similar items filtered to in-stock ({len(kept)} of {len(allowed)} items), "
+            f"{label}: recall@{k} {np.mean(hits):.4f}, {per_query * 1e3:.3f} ms/query"
+        )
+    rec.neighbours = table
 
 
 if __name__ == "__main__":

@@ -65,6 +65,33 @@ def test_precomputed_similar_items_equal_an_index_search(engine, tmp_path):
     assert len(recommender.similar_items(["b1"], k=40).ids[0]) == 31  # wider than the table
 
 
+def test_filtered_similar_items_come_from_the_table_when_enough_pass(engine, tmp_path, monkeypatch):
+    """At 10^6 items the serving graph found 0.70 of a filtered query's exact top 10 and the
+    table 0.995: a filter that leaves the table enough rows is answered from it, and only a
+    query it leaves short searches the index."""
+    populate(engine)
+    recommender = load_recommender(train(engine, tmp_path, train_config()).path)
+    recommender.neighbours, table = None, recommender.neighbours
+    expected = recommender.similar_items(["b1", "a1"], k=10, filters={"in_stock": True})
+    recommender.neighbours = table
+    searched = []
+    search = recommender.index.search
+    monkeypatch.setattr(
+        recommender.index,
+        "search",
+        lambda q, *a, **kw: searched.append(len(q)) or search(q, *a, **kw),
+    )
+
+    again = recommender.similar_items(["b1", "a1"], k=10, filters={"in_stock": True})
+    # half the 32 items are comedies: the 31-wide table holds fewer than 20 for either query
+    comedies = recommender.similar_items(["b1", "a1"], k=20, filters={"genres": "Comedy"})
+
+    assert again.ids == expected.ids
+    np.testing.assert_array_equal(np.array(again.scores), np.array(expected.scores))
+    assert searched == [2]  # only the selective filter's queries went to the index
+    assert all(item.startswith("a") for row in comedies.ids for item in row)
+
+
 def test_the_neighbour_table_width_is_a_training_option(engine, tmp_path):
     populate(engine)
     narrow = load_recommender(train(engine, tmp_path, replace(train_config(), neighbours=5)).path)

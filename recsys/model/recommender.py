@@ -466,9 +466,10 @@ class Recommender:
 
         ``mode``: ``similar`` ("more like this", content-led: the product page's default) or
         ``also`` ("shoppers who viewed this also viewed"), each with the block weights chosen
-        for it at training time. Without filters and for a pool (k, or 3k with diversity) up
-        to the bundle's precomputed width, a ``similar`` answer comes from a slice of the
-        neighbour table (the same rows and scores the index search gives).
+        for it at training time. For a pool (k, or 3k with diversity) up to the bundle's
+        precomputed width, a ``similar`` answer comes from the neighbour table wherever the
+        table holds that many items that pass the filters (the same rows and scores a search
+        of the table's graph gives); otherwise from the serving index.
         """
         diversity = check_diversity(diversity)
         self.fused.check_surface(mode)
@@ -520,26 +521,33 @@ class Recommender:
         return live.merge(results, queries, k, live.mask(filters, candidates), skip, profiles)
 
     def _similar_pool(self, rows: np.ndarray, width: int, filters, mode: str):
-        """(rows (Q, width), scores (Q, width)) most like each query row, itself excluded."""
+        """(rows (Q, width), scores (Q, width)) most like each query row, itself excluded.
+
+        ``similar`` queries are answered from the neighbour table where it holds ``width``
+        rows that pass the filters (and the live catalog): the first ``width`` of them are
+        exactly the top ``width`` of a filtered search over the table's graph. The other
+        queries search the index.
+        """
         table = self.neighbours
         allowed = self._allowed(None, filters)
-        if not filters and mode == "similar" and table is not None and width <= table[0].shape[1]:
-            if allowed is None:
-                found = np.asarray(table[0][rows, :width], dtype=np.int64)  # (Q, width)
-                if (found >= 0).all():
-                    return found, np.array(table[1][rows, :width])
-            else:  # the live catalog hides some rows: the first width shown ones
-                found = np.asarray(table[0][rows], dtype=np.int64)  # (Q, W)
-                keep = (found >= 0) & allowed[np.maximum(found, 0)]
-                if (keep.sum(axis=1) >= width).all():
-                    first = np.argsort(~keep, axis=1, kind="stable")[:, :width]
-                    scores = np.asarray(table[1][rows])
-                    return (
-                        np.take_along_axis(found, first, axis=1),
-                        np.take_along_axis(scores, first, axis=1),
-                    )
-        queries = self.fused.item_queries(rows, mode)
-        return self.index.search(queries, width, allowed, rows[:, None])
+        if mode != "similar" or table is None or width > table[0].shape[1]:
+            queries = self.fused.item_queries(rows, mode)
+            return self.index.search(queries, width, allowed, rows[:, None])
+        found = np.asarray(table[0][rows], dtype=np.int64)  # (Q, W)
+        scores = np.asarray(table[1][rows], dtype=np.float32)
+        keep = found >= 0
+        if allowed is not None:
+            keep &= allowed[np.maximum(found, 0)]
+        first = np.argsort(~keep, axis=1, kind="stable")[:, :width]  # kept places, in order
+        found = np.take_along_axis(found, first, axis=1)
+        scores = np.take_along_axis(scores, first, axis=1)
+        short = np.flatnonzero(keep.sum(axis=1) < width)
+        if len(short):
+            queries = self.fused.item_queries(rows[short], mode)
+            found[short], scores[short] = self.index.search(
+                queries, width, allowed, rows[short, None]
+            )
+        return found, scores
 
     def compute_neighbours(self, width: int, batch: int = 4096) -> None:
         """Fill ``neighbours``: every item's unfiltered top-``width`` similar items (mode
