@@ -12,6 +12,7 @@ import scipy.sparse as sp
 from recsys.model.protocol import build_task, rank, segment_masks
 from recsys.model.ranking import (
     coverage,
+    first_kept,
     hit_matrix,
     mean_popularity,
     per_user_metrics,
@@ -244,6 +245,23 @@ def test_top_k_matches_a_full_stable_sort(k):
         listed = best[best >= 0]
         assert np.isfinite(row[listed]).all()
         assert len(listed) == min(k, np.isfinite(row).sum())
+
+
+@pytest.mark.parametrize("k", [1, 4, 8, 12])
+def test_first_kept_takes_kept_entries_in_rank_order_and_pads(k):
+    rng = np.random.default_rng(k)
+    rows = rng.permutation(64).reshape(8, 8)
+    scores = -np.sort(rng.random((8, 8)), axis=1).astype(np.float32)
+    keep = rng.random((8, 8)) < 0.6
+    keep[0] = True  # one row with nothing to skip
+    found, found_scores = first_kept(rows, scores, keep, k)
+    assert found.shape == found_scores.shape == (8, k)
+    for r in range(8):
+        expected = rows[r][keep[r]][:k]
+        assert found[r, : len(expected)].tolist() == expected.tolist()
+        assert (found[r, len(expected) :] == -1).all()
+        assert np.isneginf(found_scores[r, len(expected) :]).all()
+        np.testing.assert_array_equal(found_scores[r, : len(expected)], scores[r][keep[r]][:k])
 
 
 def test_a_task_sample_is_seeded_and_keeps_rows_aligned():

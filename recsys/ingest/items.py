@@ -173,7 +173,8 @@ def _insert(connection: Connection, new: list[dict[str, Any]]) -> None:
     if not new:
         return
     add = dialect_insert(connection, Item)
-    if is_postgresql(connection):
+    unnested = is_postgresql(connection)
+    if unnested:
         rows = _unnested({"external_id": [r["external_id"] for r in new]}, new)
         now = literal(utcnow(), DateTime())
         columns = [rows.c.external_id, *[_typed(rows, name) for name in FIELDS], now, now]
@@ -183,10 +184,7 @@ def _insert(connection: Connection, new: list[dict[str, Any]]) -> None:
         index_elements=["external_id"],
         set_={name: add.excluded[name] for name in FIELDS} | {"updated_at": utcnow()},
     )
-    if is_postgresql(connection):
-        connection.execute(upsert)
-    else:
-        connection.execute(upsert, new)
+    connection.execute(upsert, None if unnested else new)
 
 
 def _update(connection: Connection, changed: list[tuple[int, dict[str, Any]]]) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from recsys.model.ranking import top_k_finite
+from recsys.model.ranking import first_kept, top_k_finite
 
 log = logging.getLogger(__name__)
 
@@ -149,16 +149,7 @@ class VectorIndex:
         else:
             for q, blocked in enumerate(exclude):
                 keep[q] &= ~_among(found[q], blocked)
-        first = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # kept places, in rank order
-        valid = np.take_along_axis(keep, first, axis=1)
-        rows = np.full((len(queries), k), -1, dtype=np.int64)
-        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
-        width = first.shape[1]
-        rows[:, :width] = np.where(valid, np.take_along_axis(found, first, axis=1), -1)
-        scores[:, :width] = np.where(
-            valid, np.take_along_axis(found_scores, first, axis=1), -np.inf
-        )
-        return rows, scores
+        return first_kept(found, found_scores, keep, k)
 
     def _search_one(self, query: np.ndarray, k: int, allowed, blocked: np.ndarray):
         n = len(self.vectors)

@@ -105,6 +105,24 @@ def top_k_parts(
     return np.where(finite, merged, -1), *best
 
 
+def first_kept(
+    rows: np.ndarray, scores: np.ndarray, keep: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rows (Q, k) int64, scores (Q, k) float32): the first ``k`` kept entries of each
+    ranked row of ``rows`` / ``scores`` (best first), in rank order; -1 and -inf where fewer
+    than ``k`` are kept."""
+    if k <= rows.shape[1] and keep[:, :k].all():  # nothing to skip: a plain slice
+        return rows[:, :k].astype(np.int64), scores[:, :k].astype(np.float32)
+    first = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # kept places, in rank order
+    valid = np.take_along_axis(keep, first, axis=1)
+    out_rows = np.full((len(rows), k), -1, dtype=np.int64)
+    out_scores = np.full((len(rows), k), -np.inf, dtype=np.float32)
+    width = first.shape[1]
+    out_rows[:, :width] = np.where(valid, np.take_along_axis(rows, first, axis=1), -1)
+    out_scores[:, :width] = np.where(valid, np.take_along_axis(scores, first, axis=1), -np.inf)
+    return out_rows, out_scores
+
+
 def hit_matrix(top: np.ndarray, heldout: sp.spmatrix) -> np.ndarray:
     """(U, K) bool: whether ``top[u, j]`` is one of user u's held-out items."""
     n_items = heldout.shape[1]

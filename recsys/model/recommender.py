@@ -44,7 +44,7 @@ from recsys.model.data import IdIndex, mapped
 from recsys.model.diversity import DEFAULT_DIVERSITY, check_diversity, diversify, pool_size
 from recsys.model.fusion import TOKEN_BUDGET, FusedModel
 from recsys.model.index import IndexConfig, Projection, VectorIndex
-from recsys.model.ranking import top_k, top_k_finite
+from recsys.model.ranking import first_kept, top_k, top_k_finite
 from recsys.model.tabular import label_pairs
 
 log = logging.getLogger(__name__)
@@ -533,15 +533,12 @@ class Recommender:
         if mode != "similar" or table is None or width > table[0].shape[1]:
             queries = self.fused.item_queries(rows, mode)
             return self.index.search(queries, width, allowed, rows[:, None])
-        found = np.asarray(table[0][rows], dtype=np.int64)  # (Q, W)
-        scores = np.asarray(table[1][rows], dtype=np.float32)
+        found, scores = table[0][rows], table[1][rows]  # (Q, W)
         keep = found >= 0
         if allowed is not None:
             keep &= allowed[np.maximum(found, 0)]
-        first = np.argsort(~keep, axis=1, kind="stable")[:, :width]  # kept places, in order
-        found = np.take_along_axis(found, first, axis=1)
-        scores = np.take_along_axis(scores, first, axis=1)
-        short = np.flatnonzero(keep.sum(axis=1) < width)
+        short = np.flatnonzero(np.count_nonzero(keep, axis=1) < width)
+        found, scores = first_kept(found, scores, keep, width)
         if len(short):
             queries = self.fused.item_queries(rows[short], mode)
             found[short], scores[short] = self.index.search(
