@@ -204,7 +204,8 @@ def run_locust(args, env: dict, ids: Path, url: str, workdir: Path, seconds: int
         [sys.executable, "-m", "locust", "-f", str(ROOT / "scripts" / "locustfile.py"),
          "--headless", "-u", str(users), "-r", str(users), "-t", f"{seconds}s",
          "--host", url, "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING"],
-        env={**env, "BENCH_IDS": str(ids), "BENCH_USER_RPS": str(args.rate / users)},
+        env={**env, "BENCH_IDS": str(ids), "BENCH_USER_RPS": str(args.rate / users),
+             "BENCH_DIVERSITY": "" if args.diversity is None else f"{args.diversity:g}"},
         check=False,
     )  # fmt: skip
     return summarize_locust(prefix)
@@ -261,6 +262,8 @@ def run_wrk(args, ids: Path, url: str, workdir: Path, answer_ms: dict, seconds: 
         per_connection = args.rate * share / WRK_CONNECTIONS  # requests/s
         pause = max(1000 / per_connection - answer_ms.get(name, 0.0), 1.0)
         paths = [template.format(urllib.request.quote(i, safe="")) for i in id_lists[key]]
+        if args.diversity is not None:
+            paths = [f"{path}&diversity={args.diversity:g}" for path in paths]
         script = wrk_script(workdir / f"wrk_{name}.lua", paths, pause)
         procs[name] = subprocess.Popen(
             ["wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{seconds}s", "--latency",
@@ -333,6 +336,12 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--diversity",
+        type=float,
+        default=None,
+        help="MMR λ sent with every request (default: none sent, the service's default)",
+    )
+    parser.add_argument(
         "--existing",
         action="store_true",
         help="serve the catalog already in --workdir (catalog.db and artifacts/ with an active "
@@ -387,6 +396,7 @@ def main() -> None:
         "reload": not args.no_reload,
         "workers": args.workers,
         "threads": args.threads,
+        "diversity": args.diversity,
         "worker_class": args.worker_class,
     }
     print(json.dumps(results["median"], indent=2))

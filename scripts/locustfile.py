@@ -15,6 +15,8 @@ from locust.contrib.fasthttp import FastHttpUser
 
 IDS = json.loads(Path(os.environ["BENCH_IDS"]).read_text())
 RATE = float(os.environ.get("BENCH_USER_RPS", "30"))
+# MMR λ sent with every request ($BENCH_DIVERSITY), or none: the service's default.
+EXTRA = f"&diversity={os.environ['BENCH_DIVERSITY']}" if os.environ.get("BENCH_DIVERSITY") else ""
 
 
 class Shopper(FastHttpUser):
@@ -23,9 +25,9 @@ class Shopper(FastHttpUser):
     @task(3)
     def similar_items(self):
         item = random.choice(IDS["items"])
-        self.client.get(f"/v1/items/{item}/similar?k=10", name="similar")
+        self.client.get(f"/v1/items/{item}/similar?k=10{EXTRA}", name="similar")
 
     @task(2)
     def home_feed(self):
         user = random.choice(IDS["users"])
-        self.client.get(f"/v1/users/{user}/recommendations?k=20", name="feed")
+        self.client.get(f"/v1/users/{user}/recommendations?k=20{EXTRA}", name="feed")
