@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pydantic_core
 from sqlalchemy import Engine, Text, bindparam, cast, func, select
 from sqlalchemy.engine import Row
 
@@ -70,7 +71,8 @@ def _pack(card: ItemCard) -> Packed:
 
 def _unpack(item_id: str, packed: Packed) -> ItemCard:
     title, in_stock, has_image, document = packed
-    return ItemCard(item_id, title, in_stock, has_image, json.loads(document) if document else {})
+    attributes = pydantic_core.from_json(document) if document else {}  # json.loads, 3x faster
+    return ItemCard(item_id, title, in_stock, has_image, attributes)
 
 
 @dataclass(frozen=True, slots=True)
