@@ -257,6 +257,12 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="keep --workdir's catalog copy")
     parser.add_argument("--encoder", type=Path, help="an image_encoder folder to time (above)")
     parser.add_argument("--embed-batch", type=int, default=20, help="photos per follow step")
+    parser.add_argument(
+        "--diversity",
+        type=float,
+        default=None,
+        help="MMR λ sent with every read (default: none sent, the service's default)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     workdir = args.workdir.resolve()
@@ -350,6 +356,7 @@ def run(args, url: str, workdir: Path, ids_path: Path, items: list[str]) -> dict
         "ready_at_start": ready,
         "ready_at_end": json.loads(urllib.request.urlopen(url + "/readyz").read()),
         "rate_target": args.rate,
+        "diversity": args.diversity,
         "write_rate_target": args.write_rate,
         "duration_s": args.duration,
     }
