@@ -1,7 +1,9 @@
 """Recall and speed of the HNSW index at several efSearch values, on a trained bundle.
 
 Queries are the item vectors of random catalog items (as for similar items), each item
-itself excluded; recall@10 is against exact inner-product search over the same vectors.
+itself excluded; recall@10 is against exact inner-product search over the vectors each index
+stands for: the serving index's, and for the neighbour table those the similar surface meets
+(`FusedModel.surface_item_vectors`: the same unless cold items' content is scaled).
 One thread, one query at a time, as a service worker searches. Three searches are measured:
 the serving index (filtered similar items search it), the index the neighbour table is built
 in (`Recommender.neighbour_index`: built here, its build time printed) and, when the bundle
@@ -45,14 +47,19 @@ def main() -> None:
     vectors = rec.index.vectors  # (N, D)
     rows = np.random.default_rng(args.seed).choice(len(vectors), args.queries, replace=False)
     queries = np.ascontiguousarray(rec.fused.item_queries(rows), dtype=np.float32)  # (Q, D)
-    exact = faiss.IndexFlatIP(vectors.shape[1])
-    exact.add(vectors)
-    _, truth = exact.search(queries, args.k + 1)
+    truths = {}
+    fused = rec.fused
+    surface = fused.surface_item_vectors(fused.item_blocks_, fused.cold_)
+    for name, data in (("serving index", vectors), ("table", surface)):
+        exact = faiss.IndexFlatIP(vectors.shape[1])
+        exact.add(np.ascontiguousarray(data, dtype=np.float32))
+        truths[name] = exact.search(queries, args.k + 1)[1]
+    del surface
 
     def top(found: np.ndarray, row: int) -> set[int]:
         return set(found[found != row][: args.k].tolist())
 
-    def recall(found) -> float:
+    def recall(found, truth) -> float:
         pairs = zip(found, truth, rows, strict=True)
         return float(np.mean([len(top(f, r) & top(t, r)) / args.k for f, t, r in pairs]))
 
@@ -66,20 +73,24 @@ def main() -> None:
     print(
         f"neighbour-table index: {table_index.kind}, {table_index.dim} dims, built in {built:.1f} s"
     )
-    searches = {"serving index": (rec.index, queries), "table index": (table_index, table_queries)}
+    searches = {  # name: (index, its queries, its truth)
+        "serving index": (rec.index, queries, truths["serving index"]),
+        "table index": (table_index, table_queries, truths["table"]),
+    }
     for ef in map(int, args.ef.split(",")):
         params = faiss.SearchParametersHNSW(efSearch=ef)
-        for name, (index, asked) in searches.items():
+        for name, (index, asked, truth) in searches.items():
             started = time.perf_counter()
             found = [index.index.search(q[None, :], args.k + 1, params=params)[1][0] for q in asked]
             per_query = (time.perf_counter() - started) / len(queries)
             print(
-                f"efSearch {ef:4d} {name:>13}: recall@{args.k} {recall(found):.4f}, "
+                f"efSearch {ef:4d} {name:>13}: recall@{args.k} {recall(found, truth):.4f}, "
                 f"{per_query * 1e3:.3f} ms/query"
             )
     if rec.neighbours is not None and rec.neighbours[0].shape[1] >= args.k:
         stored = np.asarray(rec.neighbours[0][rows, : args.k], dtype=np.int64)
-        print(f"the bundle's neighbour table: recall@{args.k} {recall(stored):.4f}")
+        table_recall = recall(stored, truths["table"])
+        print(f"the bundle's neighbour table: recall@{args.k} {table_recall:.4f}")
     if args.in_stock:
         filtered_recall(rec, rows, queries, args.k)
 

@@ -132,6 +132,18 @@ def test_a_put_item_shows_in_a_near_identical_items_similar_items(app, client):
     assert again["created"] is False and again["changed"] is False
 
 
+def test_a_put_item_shows_in_similar_items_where_feeds_rank_new_items_by_tokens_alone(app, client):
+    # The weights stage may give new items' content blocks no weight in feeds (a cold scale
+    # of 0: tokens alone rank them best there); similar items must still meet them by it.
+    fused = app.extensions["recsys"].holder.state.recommender.fused
+    cold_scale = {**fused.cold_scale_, "tabular": 0.0, "image": 0.0, "cf": 0.0}
+    fused.set_weights(fused.weights_, cold_scale, fused.surface_weights_)
+    client.put("/v1/items/a-twin", json=TWIN, headers=ADMIN)
+    follow(app)
+    found = similar(client, "a1", "k=3")
+    assert "a-twin" in found, found
+
+
 def test_a_photo_can_come_as_a_multipart_part(app, client):
     buffer = io.BytesIO()
     Image.fromarray(item_image("a", 1)).save(buffer, format="PNG")

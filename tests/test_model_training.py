@@ -165,6 +165,30 @@ def test_temporal_split_holds_out_each_users_latest_share():
         assert len(held) == int(0.2 * (len(held) + len(kept)))
 
 
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_cold_items_stay_in_similar_items_when_feeds_scale_their_content_to_zero(kind):
+    config = replace(train_config(), index=IndexConfig(kind=kind))
+    recommender = training._recommender(
+        training.fit_in_memory(toy_catalog(), config), config, False
+    )
+    fused = recommender.fused
+    # as the weights stage picks where new items rank best by their tokens alone
+    cold_scale = {**fused.cold_scale_, "tabular": 0.0, "cf": 0.0, "popularity": 0.0}
+    fused.set_weights(fused.weights_, cold_scale, fused.surface_weights_)
+    recommender.compute_neighbours(10)
+    cold = np.flatnonzero(fused.cold_)
+    assert len(cold) and not fused.item_vectors_[cold].any()  # the feed's view of them
+    surface = fused.surface_item_vectors(fused.item_blocks_, fused.cold_)
+    exact = fused.item_queries(np.arange(32)) @ surface.T  # (32, 32)
+    np.fill_diagonal(exact, -np.inf)
+    scores = recommender.neighbours[1]
+    np.testing.assert_allclose(scores, -np.sort(-exact, axis=1)[:, :10], atol=1e-5)
+    for item in cold:  # first on the product page of the item it is most like
+        fan = int(np.argmax(np.where(fused.cold_, -np.inf, exact[:, item])))
+        found = recommender.similar_items([recommender.item_ids[fan]], k=3).ids[0]
+        assert found[0] == recommender.item_ids[item], found
+
+
 def test_an_hnsw_neighbour_table_is_searched_in_the_similar_surfaces_own_space():
     config = replace(train_config(), index=IndexConfig(kind="hnsw"))
     recommender = training._recommender(

@@ -70,6 +70,9 @@ class Delta:
     generation: int  # the catalog's items generation this state is current to
     ids: np.ndarray  # (M,) str: live items
     vectors: np.ndarray  # (M, D) fused item vectors, as the bundle's index holds its items'
+    # (M, D) the items as similar-items queries meet them (FusedModel.surface_item_vectors:
+    # as ``vectors``, but a new item's content is not scaled down by the feed's cold scale)
+    surface: np.ndarray
     blocks: dict[str, np.ndarray]  # block -> (M, d) unweighted (item queries, visual search)
     in_stock: np.ndarray  # (M,) bool
     has_image: np.ndarray  # (M,) bool
@@ -137,16 +140,23 @@ class Delta:
         return fuse(blocks, fused.surface_weights_[surface], fused.layout_)
 
     def merge(
-        self, results, queries: np.ndarray, k: int, allowed: np.ndarray, skip=None, profiles=None
+        self,
+        results,
+        queries: np.ndarray,
+        k: int,
+        allowed: np.ndarray,
+        skip=None,
+        profiles=None,
+        surface: bool = False,
     ):
         """``results`` (per query, best first) with the live items ``allowed`` (M,) bool
-        ranked in by score (``queries @ vectors``, plus for feeds the token term of the users'
-        token ``profiles`` (Q, F), as ``FusedModel.token_scores`` gives bundle items); ``skip``:
-        per query, ids never to add (the query item, seen items) or None for a query that
-        takes no live items."""
+        ranked in by score (``queries @ vectors``, or ``queries @ surface`` for similar-items
+        queries, plus for feeds the token term of the users' token ``profiles`` (Q, F), as
+        ``FusedModel.token_scores`` gives bundle items); ``skip``: per query, ids never to add
+        (the query item, seen items) or None for a query that takes no live items."""
         if not self.size or not allowed.any():
             return results
-        scores = np.asarray(queries) @ self.vectors.T
+        scores = np.asarray(queries) @ (self.surface if surface else self.vectors).T
         if profiles is not None and self.tokens is not None:
             scores = scores + (profiles @ self.tokens.T).toarray() * self.token_scale
         return self._merge(results, scores, k, allowed, skip)
@@ -208,10 +218,11 @@ class _Live:
     attributes: dict[str, dict[str, Any]] = field(default_factory=dict)
     tokens: dict[str, sp.csr_matrix] = field(default_factory=dict)  # (1, F) unit rows
     token_scale: dict[str, float] = field(default_factory=dict)  # the feed term's weight
+    cold: dict[str, bool] = field(default_factory=dict)  # no interactions in the bundle
 
     def drop(self, item_id: str) -> None:
         parts = (self.vectors, self.blocks, self.in_stock, self.has_image, self.attributes)
-        for part in (*parts, self.tokens, self.token_scale):
+        for part in (*parts, self.tokens, self.token_scale, self.cold):
             part.pop(item_id, None)
 
 
@@ -344,6 +355,7 @@ class LiveCatalog:
             if row >= 0:
                 self._superseded[row] = True
             self._live.vectors[item_id] = vectors[k]
+            self._live.cold[item_id] = not warm[k]
             self._live.blocks[item_id] = {b: v[k] for b, v in blocks.items()}
             self._live.in_stock[item_id] = bool(frame["in_stock"].iloc[k])
             self._live.has_image[item_id] = frame["image_path"].iloc[k] is not None
@@ -408,16 +420,22 @@ class LiveCatalog:
         return None
 
     def _publish(self) -> Delta:
-        live, dim = self._live, self.recommender.fused.layout_.dim
+        live, fused = self._live, self.recommender.fused
         ids = list(live.vectors)
         names = list(next(iter(live.blocks.values()))) if live.blocks else []
+        blocks = {b: np.stack([live.blocks[i][b] for i in ids]) for b in names} if ids else {}
+        vectors = np.zeros((0, fused.layout_.dim), dtype=np.float32)
+        surface = vectors
+        if ids:
+            vectors = np.stack([live.vectors[i] for i in ids])
+            cold = np.array([live.cold[i] for i in ids], dtype=bool)
+            surface = fused.surface_item_vectors(blocks, cold) if blocks else vectors
         delta = Delta(
             generation=self._generation,
             ids=np.asarray(ids, dtype=str),
-            vectors=np.stack([live.vectors[i] for i in ids])
-            if ids
-            else np.zeros((0, dim), dtype=np.float32),
-            blocks={b: np.stack([live.blocks[i][b] for i in ids]) for b in names} if ids else {},
+            vectors=vectors,
+            surface=surface,
+            blocks=blocks,
             in_stock=np.array([live.in_stock[i] for i in ids], dtype=bool),
             has_image=np.array([live.has_image[i] for i in ids], dtype=bool),
             attributes=tuple(live.attributes[i] for i in ids),

@@ -388,6 +388,31 @@ class FusedModel(BaseEstimator):
         for name, part in self.layout_.slices().items():
             self.item_vectors_[self.cold_, part] *= cold_scale[name]
 
+    @property
+    def content_cold_scaled(self) -> bool:
+        """Whether some cold item's content blocks are scaled in ``item_vectors_`` (then the
+        item-to-item surfaces meet items in ``surface_item_vectors``, not those)."""
+        dims = self.layout_.dims
+        scaled = any(self.cold_scale_.get(b, 1.0) != 1.0 for b in CONTENT_BLOCKS if b in dims)
+        return scaled and bool(np.any(self.cold_))
+
+    def surface_item_vectors(self, blocks: dict[str, np.ndarray], cold: np.ndarray) -> np.ndarray:
+        """(n, dim) items as the item-to-item surfaces' queries meet them: unweighted
+        ``blocks`` (block -> (n, d), as ``item_blocks_``), where the ``cold`` (n,) items'
+        cf and popularity take ``cold_scale_`` as in ``item_vectors_`` but their content
+        blocks do not. The cold scale is how far a feed trusts a new item's blocks for a
+        user's taste; on a "more like this" row an item's photo and attributes describe it
+        whether or not anyone has interacted with it (a content scale of 0, which the
+        weights stage picks where new items rank best by their tokens alone, left every
+        new item out of every similar-items row)."""
+        out = fuse(blocks, dict.fromkeys(self.layout_.dims, 1.0), self.layout_)
+        cold = np.asarray(cold, dtype=bool)
+        if cold.any():
+            for name, part in self.layout_.slices().items():
+                if name not in CONTENT_BLOCKS:
+                    out[cold, part] *= self.cold_scale_.get(name, 1.0)
+        return out
+
     @staticmethod
     def check_surface(surface: str) -> None:
         """``ValueError`` naming the surfaces when ``surface`` is not one of ``SURFACES``."""

@@ -495,7 +495,7 @@ class Recommender:
         if live is not None and live.size:
             skip = [[item] for item in self.item_ids[rows].tolist()]
             queries = self.fused.item_queries(rows, mode)
-            results = self._with_live(results, queries, k, None, filters, skip)
+            results = self._with_live(results, queries, k, None, filters, skip, mode=mode)
         return results
 
     def _similar_to_live(self, item_ids: np.ndarray, k: int, filters, mode: str) -> Results:
@@ -511,14 +511,19 @@ class Recommender:
         results = self._search(queries, k, self._allowed(None, filters), own[:, None])
         results.because = [explain.single("looks alike", s) for s in results.scores]
         skip = [[item] for item in item_ids.tolist()]
-        return self._with_live(results, queries, k, None, filters, skip)
+        return self._with_live(results, queries, k, None, filters, skip, mode=mode)
 
-    def _with_live(self, results: Results, queries, k, candidates, filters, skip, profiles=None):
+    def _with_live(
+        self, results: Results, queries, k, candidates, filters, skip, profiles=None, mode=None
+    ):
         """``results`` with the live items that pass ``filters`` and ``candidates`` ranked in
         (``skip``: per query, ids to leave out, or None: add none; ``profiles``: feeds' user
-        token profiles, for the token term)."""
+        token profiles, for the token term; ``mode``: the item-to-item surface, None for
+        feeds)."""
         live = self.live
-        return live.merge(results, queries, k, live.mask(filters, candidates), skip, profiles)
+        allowed = live.mask(filters, candidates)
+        surface = mode == "similar"  # met as the neighbour table meets bundle items
+        return live.merge(results, queries, k, allowed, skip, profiles, surface)
 
     def _similar_pool(self, rows: np.ndarray, width: int, filters, mode: str):
         """(rows (Q, width), scores (Q, width)) most like each query row, itself excluded.
@@ -573,12 +578,21 @@ class Recommender:
         surface reads: recall@10 0.70 against exact search at any efSearch). Then an HNSW
         graph of the surface's own ``FusedModel.surface_projection`` is built for the table
         alone (same inner products, so the same scores up to rounding) and dropped after.
+        Where the serving index holds cold items with scaled content blocks
+        (``FusedModel.content_cold_scaled``), the table's index (of the serving kind) holds
+        ``FusedModel.surface_item_vectors`` instead, so that new items stay in similar items.
         """
-        projection = self.fused.surface_projection("similar")
-        index = self.index
-        if index.kind != "hnsw" or projection is None or projection.is_identity(index.dim):
+        fused, index = self.fused, self.index
+        projection = fused.surface_projection("similar")
+        if fused.content_cold_scaled:  # the table meets cold items by their whole content
+            vectors = fused.surface_item_vectors(fused.item_blocks_, fused.cold_)
+        elif index.kind != "hnsw" or projection is None or projection.is_identity(index.dim):
             return index, None
-        return VectorIndex.build(projection.data(index.vectors), index.config), projection
+        else:
+            vectors = index.vectors
+        data = vectors if projection is None else projection.data(vectors)
+        del vectors
+        return VectorIndex.build(data, index.config), projection
 
     def item_rows(self, item_ids) -> np.ndarray:
         ids = np.atleast_1d(np.asarray(item_ids, dtype=object))
