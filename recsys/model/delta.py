@@ -26,6 +26,7 @@ A restart rebuilds the delta from the catalog: items written after the bundle's 
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -90,6 +91,12 @@ class Delta:
 
     def __post_init__(self) -> None:
         self.positions.update({item: k for k, item in enumerate(self.ids.tolist())})
+
+    @functools.cached_property
+    def tokens_by_token(self) -> sp.csr_matrix | None:
+        """(F, M) CSR ``tokens`` transposed, once per state: a feed's profile times it is a
+        third of the time of a product with ``tokens.T`` (which scipy converts per call)."""
+        return None if self.tokens is None else self.tokens.T.tocsr()
 
     @property
     def size(self) -> int:
@@ -158,7 +165,7 @@ class Delta:
             return results
         scores = np.asarray(queries) @ (self.surface if surface else self.vectors).T
         if profiles is not None and self.tokens is not None:
-            scores = scores + (profiles @ self.tokens.T).toarray() * self.token_scale
+            scores = scores + (profiles @ self.tokens_by_token).toarray() * self.token_scale
         return self._merge(results, scores, k, allowed, skip)
 
     def merge_images(self, results, queries: np.ndarray, k: int, allowed: np.ndarray):
