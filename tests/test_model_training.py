@@ -16,7 +16,7 @@ from recsys.evaluation.contenders import Fused
 from recsys.model import training
 from recsys.model.bundle import load_active, load_recommender
 from recsys.model.data import read_catalog
-from recsys.model.index import IndexConfig
+from recsys.model.index import IndexConfig, VectorIndex
 from recsys.model.split import temporal_split
 from recsys.model.training import train
 from tests.shop_fixture import populate, train_config
@@ -175,6 +175,7 @@ def test_cold_items_stay_in_similar_items_when_feeds_scale_their_content_to_zero
     # as the weights stage picks where new items rank best by their tokens alone
     cold_scale = {**fused.cold_scale_, "tabular": 0.0, "cf": 0.0, "popularity": 0.0}
     fused.set_weights(fused.weights_, cold_scale, fused.surface_weights_)
+    recommender.index = VectorIndex.build(fused.item_vectors_, config.index)  # as training
     recommender.compute_neighbours(10)
     cold = np.flatnonzero(fused.cold_)
     assert len(cold) and not fused.item_vectors_[cold].any()  # the feed's view of them
@@ -187,6 +188,15 @@ def test_cold_items_stay_in_similar_items_when_feeds_scale_their_content_to_zero
         fan = int(np.argmax(np.where(fused.cold_, -np.inf, exact[:, item])))
         found = recommender.similar_items([recommender.item_ids[fan]], k=3).ids[0]
         assert found[0] == recommender.item_ids[item], found
+    # wider than the table and filtered: the serving index, with the cold items put back
+    a1, new = (int(np.flatnonzero(recommender.item_ids == i)[0]) for i in ("a1", "a-new"))
+    allowed = recommender.filters.mask({"brand": "a-brand"})
+    ranked = np.argsort(-np.where(allowed, exact[a1], -np.inf), kind="stable")
+    k = max(int(np.flatnonzero(ranked == new)[0]) + 3, 12)  # a-new well inside the list
+    answer = recommender.similar_items(["a1"], k=k, filters={"brand": "a-brand"})
+    assert "a-new" in answer.ids[0]
+    best = -np.sort(-np.where(allowed, exact[a1], -np.inf))[:k]
+    np.testing.assert_allclose(answer.scores[0], best, atol=1e-5)
 
 
 def test_an_hnsw_neighbour_table_is_searched_in_the_similar_surfaces_own_space():

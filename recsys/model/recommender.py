@@ -537,7 +537,10 @@ class Recommender:
         allowed = self._allowed(None, filters)
         if mode != "similar" or table is None or width > table[0].shape[1]:
             queries = self.fused.item_queries(rows, mode)
-            return self.index.search(queries, width, allowed, rows[:, None])
+            found, scores = self.index.search(queries, width, allowed, rows[:, None])
+            if mode == "similar":
+                found, scores = self._with_cold_content(queries, found, scores, allowed, rows)
+            return found, scores
         found, scores = table[0][rows], table[1][rows]  # (Q, W)
         keep = found >= 0
         if allowed is not None:
@@ -546,10 +549,41 @@ class Recommender:
         found, scores = first_kept(found, scores, keep, width)
         if len(short):
             queries = self.fused.item_queries(rows[short], mode)
-            found[short], scores[short] = self.index.search(
-                queries, width, allowed, rows[short, None]
+            searched = self.index.search(queries, width, allowed, rows[short, None])
+            found[short], scores[short] = self._with_cold_content(
+                queries, *searched, allowed, rows[short]
             )
         return found, scores
+
+    def _with_cold_content(self, queries, found, scores, allowed, rows):
+        """``similar`` answers of the serving index (``found``, ``scores``: (Q, W)) with the
+        cold items it holds as feeds see them, scaled down (``FusedModel.content_cold_scaled``),
+        scored instead as the neighbour table meets them (``surface_item_vectors``): exactly,
+        where the allowed cold items are few enough (the index's exact-search share of the
+        catalog); beyond that they stay as the index holds them."""
+        fused = self.fused
+        if not fused.content_cold_scaled:
+            return found, scores
+        cold = np.asarray(fused.cold_, dtype=bool)
+        candidates = np.flatnonzero(cold if allowed is None else cold & allowed)
+        width = found.shape[1]
+        if not len(candidates) or len(candidates) > max(
+            width, self.index.config.exact_filter_share * len(cold)
+        ):
+            return found, scores
+        blocks = {b: np.asarray(v[candidates]) for b, v in fused.item_blocks_.items()}
+        vectors = fused.surface_item_vectors(blocks, np.ones(len(candidates), dtype=bool))
+        extra = np.asarray(queries @ vectors.T, dtype=np.float32)  # (Q, C)
+        extra[candidates[None, :] == np.asarray(rows)[:, None]] = -np.inf  # the item itself
+        held = (found >= 0) & cold[np.maximum(found, 0)]  # cold, as the index scaled them
+        every = np.hstack([found, np.broadcast_to(candidates, extra.shape)])
+        every_scores = np.hstack([np.where(held, -np.inf, scores), extra])
+        best = top_k_finite(every_scores, width)  # (Q, W) columns, -1 where none is left
+        valid = best >= 0
+        at = np.maximum(best, 0)
+        found = np.where(valid, np.take_along_axis(every, at, axis=1), -1)
+        scores = np.where(valid, np.take_along_axis(every_scores, at, axis=1), -np.inf)
+        return found.astype(np.int64), scores.astype(np.float32)
 
     def compute_neighbours(self, width: int, batch: int = 4096) -> None:
         """Fill ``neighbours``: every item's unfiltered top-``width`` similar items (mode
