@@ -210,9 +210,13 @@ class Fused(_UserRows):
         return _by_rows(self._rows(user_ids), compute, len(model.item_vectors_))
 
     def similar(self, rows: np.ndarray, k: int) -> np.ndarray:
-        """(Q, k) item rows most like each query row, the query itself excluded."""
+        """(Q, k) item rows most like each query row, the query itself excluded (cold items
+        met by their whole content, as the served neighbour table meets them)."""
         model = self.model_
-        scores = model.item_queries(rows) @ model.item_vectors_.T  # (Q, I)
+        items = model.item_vectors_
+        if model.content_cold_scaled:
+            items = model.surface_item_vectors(model.item_blocks_, model.cold_)
+        scores = model.item_queries(rows) @ items.T  # (Q, I)
         scores[np.arange(len(rows)), rows] = -np.inf
         return top_k(scores, k)
 
