@@ -54,7 +54,6 @@ def main() -> None:
         exact = faiss.IndexFlatIP(vectors.shape[1])
         exact.add(np.ascontiguousarray(data, dtype=np.float32))
         truths[name] = exact.search(queries, args.k + 1)[1]
-    del surface
 
     def top(found: np.ndarray, row: int) -> set[int]:
         return set(found[found != row][: args.k].tolist())
@@ -92,16 +91,17 @@ def main() -> None:
         table_recall = recall(stored, truths["table"])
         print(f"the bundle's neighbour table: recall@{args.k} {table_recall:.4f}")
     if args.in_stock:
-        filtered_recall(rec, rows, queries, args.k)
+        filtered_recall(rec, rows, queries, surface, args.k)
 
 
-def filtered_recall(rec, rows: np.ndarray, queries: np.ndarray, k: int) -> None:
+def filtered_recall(rec, rows: np.ndarray, queries: np.ndarray, surface, k: int) -> None:
     """Recall@k of ``similar_items(..., filters={"in_stock": True})`` against exact search
-    over the in-stock items, and its time per query (one query per call, as the service)."""
+    over the in-stock items as the similar surface meets them (``surface``), and its time per
+    query (one query per call, as the service)."""
     allowed = rec.filters.mask({"in_stock": True})
     kept = np.flatnonzero(allowed)
     exact = faiss.IndexFlatIP(rec.index.dim)
-    exact.add(np.ascontiguousarray(rec.index.vectors[kept]))
+    exact.add(np.ascontiguousarray(surface[kept], dtype=np.float32))
     _, found = exact.search(queries, k + 1)
     truth = [set(kept[f[kept[f] != row]][:k].tolist()) for f, row in zip(found, rows, strict=True)]
     ids = rec.item_ids[rows].tolist()
