@@ -15,16 +15,12 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
-import json
-import os
-import random
+import sys
 import time
 from pathlib import Path
 
-PATHS = {  # as bench_service.py asks
-    "similar": ("items", "/v1/items/{}/similar", "k=10"),
-    "feed": ("users", "/v1/users/{}/recommendations", "k=20"),
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_service_time as service_time  # its in-process app and requests
 
 
 def timed(owner, name: str, totals: dict, calls: collections.Counter) -> None:
@@ -51,17 +47,10 @@ def main() -> None:
     parser.add_argument("--wait", type=float, default=2.0, help="seconds for the first follow")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    os.environ.update(
-        RECSYS_DATABASE_URL=f"sqlite:///{args.workdir / 'catalog.db'}",
-        RECSYS_ARTIFACTS_DIR=str(args.workdir / "artifacts"),
-        RECSYS_DEVICE="cpu",
-    )
-    from werkzeug.test import EnvironBuilder
-
+    app = service_time.in_process_app(args.workdir, wait=args.wait)  # answers cache off
     from recsys.catalog import reads
     from recsys.model import data, delta, explain, index, recommender
     from services import contract
-    from services.app import create_app
 
     totals: dict[str, float] = collections.defaultdict(float)
     calls: collections.Counter = collections.Counter()
@@ -85,25 +74,15 @@ def main() -> None:
         (contract, "_inputs"),
     ]:
         timed(owner, name, totals, calls)
-    app = create_app(
-        test_config={"RELOAD_CHECK_SECONDS": 0, "LIVE_CATALOG_SECONDS": 1, "ANSWER_CACHE_MB": 0}
-    )
-    time.sleep(args.wait)  # the follower's first step (item cards, the live catalog)
-    ids = json.loads((args.workdir / "ids.json").read_text())
-    rng = random.Random(args.seed)
-    for endpoint, (key, path, query) in PATHS.items():
-        environs = [
-            EnvironBuilder(path=path.format(rng.choice(ids[key])), query_string=query)
-            for _ in range(args.warmup + args.requests)
-        ]
-        environs = [builder.get_environ() for builder in environs]
+    requests = service_time.endpoint_environs(args.workdir, args.warmup + args.requests, args.seed)
+    for endpoint, environs in requests.items():
         for environ in environs[: args.warmup]:
-            b"".join(app(environ, lambda status, headers: None))
+            service_time.call(app, environ)
         totals.clear()
         calls.clear()
         started = time.perf_counter()
         for environ in environs[args.warmup :]:
-            b"".join(app(environ, lambda status, headers: None))
+            service_time.call(app, environ)
         per_request = (time.perf_counter() - started) / args.requests
         print(f"{endpoint}: {per_request * 1e3:.3f} ms per request", flush=True)
         for label, seconds in sorted(totals.items(), key=lambda item: -item[1]):

@@ -32,6 +32,47 @@ PATHS = {
 }
 
 
+def in_process_app(workdir: Path, answers_cache_mb: float = 0.0, wait: float = 2.0):
+    """The app gunicorn workers run, built in this process against a bench_service.py
+    workdir, once its follower's first step (item cards, the live catalog) had ``wait`` s."""
+    os.environ.update(
+        RECSYS_DATABASE_URL=f"sqlite:///{workdir / 'catalog.db'}",
+        RECSYS_ARTIFACTS_DIR=str(workdir / "artifacts"),
+        RECSYS_DEVICE="cpu",
+    )
+    from services.app import create_app
+
+    app = create_app(
+        test_config={
+            "RELOAD_CHECK_SECONDS": 0,
+            "LIVE_CATALOG_SECONDS": 1,
+            "ANSWER_CACHE_MB": answers_cache_mb,
+        }
+    )
+    time.sleep(wait)
+    return app
+
+
+def endpoint_environs(workdir: Path, count: int, seed: int) -> dict[str, list[dict]]:
+    """Per endpoint of ``PATHS``, ``count`` WSGI environs for ids drawn from ``ids.json``."""
+    from werkzeug.test import EnvironBuilder
+
+    ids = json.loads((workdir / "ids.json").read_text())
+    rng = random.Random(seed)
+    return {
+        name: [
+            EnvironBuilder(path=path.format(rng.choice(ids[key])), query_string=query).get_environ()
+            for _ in range(count)
+        ]
+        for name, (key, path, query) in PATHS.items()
+    }
+
+
+def call(app, environ: dict) -> None:
+    """One request through the WSGI app, its answer read whole."""
+    b"".join(app(environ, lambda status, headers: None))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, required=True, help="a bench_service.py workdir")
@@ -40,35 +81,13 @@ def main() -> None:
     parser.add_argument("--answers-cache-mb", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    os.environ.update(
-        RECSYS_DATABASE_URL=f"sqlite:///{args.workdir / 'catalog.db'}",
-        RECSYS_ARTIFACTS_DIR=str(args.workdir / "artifacts"),
-        RECSYS_DEVICE="cpu",
-    )
-    from werkzeug.test import EnvironBuilder
-
-    from services.app import create_app
-
-    app = create_app(
-        test_config={
-            "RELOAD_CHECK_SECONDS": 0,
-            "LIVE_CATALOG_SECONDS": 1,
-            "ANSWER_CACHE_MB": args.answers_cache_mb,
-        }
-    )
-    time.sleep(2)  # the follower's first step (item cards) is done
-    ids = json.loads((args.workdir / "ids.json").read_text())
-    rng = random.Random(args.seed)
-    for name, (key, path, query) in PATHS.items():
-        environs = [
-            EnvironBuilder(path=path.format(rng.choice(ids[key])), query_string=query)
-            for _ in range(args.warmup + args.requests)
-        ]
-        environs = [builder.get_environ() for builder in environs]
+    app = in_process_app(args.workdir, args.answers_cache_mb)
+    count = args.warmup + args.requests
+    for name, environs in endpoint_environs(args.workdir, count, args.seed).items():
         took = []
         for environ in environs:
             started = time.perf_counter()
-            b"".join(app(environ, lambda status, headers: None))
+            call(app, environ)
             took.append(time.perf_counter() - started)
         ms = np.array(took[args.warmup :]) * 1e3
         p50, p90, p99, p999 = np.percentile(ms, [50, 90, 99, 99.9])
