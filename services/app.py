@@ -104,9 +104,12 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     app.json.sort_keys = False
     engine = connect(settings.database_url)
     metrics = Metrics()
+    # The workers of this host (of every host sharing the artifacts) make each live item's
+    # blocks once between them (recsys.model.live_share).
+    live = DeltaConfig(settings.live_max_items, settings.artifacts_dir / "live-blocks")
     holder = ModelHolder(
         engine,
-        loader=functools.partial(load_state, live=DeltaConfig(settings.live_max_items)),
+        loader=functools.partial(load_state, live=live),
         check_interval=float(app.config["RELOAD_CHECK_SECONDS"] or 0),
         on_swap=lambda state: metrics.model_loaded(state.version),
         on_follow=metrics.live_changed,

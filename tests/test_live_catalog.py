@@ -256,3 +256,26 @@ def test_a_full_delta_says_a_retrain_is_due_and_answers_go_on(shop):
     assert np.isfinite(
         client.get("/v1/users/u0/recommendations?k=5").get_json()["items"][0]["score"]
     )
+
+
+def test_workers_make_a_written_items_blocks_once_between_them(shop):
+    """Two workers of one host: the second reads the blocks the first made for a new item
+    (its photo and its values encoded once) and serves the same vector."""
+    first, second = make_app(shop), make_app(shop)
+    buffer = io.BytesIO()
+    Image.fromarray(item_image("a", 2)).save(buffer, format="PNG")
+    fields = {key: value for key, value in TWIN.items() if key != "image"}
+    data = {"item": json.dumps(fields), "image": (io.BytesIO(buffer.getvalue()), "a.png")}
+    client = first.test_client()
+    assert client.put("/v1/items/a-shared", data=data, headers=ADMIN).status_code == 200
+    follow(first)
+    catalog = second.extensions["recsys"].holder.state.catalog
+    assert catalog.shared is not None and "image" in catalog.items.parts
+    made, make = [], catalog.items.blocks
+    catalog.items.blocks = lambda frame: made.append(frame["item_id"].tolist()) or make(frame)
+    follow(second)
+    assert made == []
+    deltas = [app.extensions["recsys"].holder.live for app in (first, second)]
+    rows = [list(delta.ids).index("a-shared") for delta in deltas]
+    np.testing.assert_allclose(deltas[1].vectors[rows[1]], deltas[0].vectors[rows[0]], atol=1e-6)
+    assert "a-shared" in similar(second.test_client(), "a1", "k=3")

@@ -32,6 +32,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,7 @@ from recsys.catalog import changes
 from recsys.model import explain
 from recsys.model.fusion import fuse, normalize_rows
 from recsys.model.live import LiveItems
+from recsys.model.live_share import SharedBlocks
 from recsys.model.ranking import top_k_finite
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,10 @@ class DeltaConfig:
     # costs one vector per worker and one dot product per answer; past this many, answers go
     # on without the newest items and /readyz and /metrics say a retrain is due.
     max_items: int = 10_000
+    # Where the workers of one host (or of one shared artifacts store) leave the blocks they
+    # made for live items, one folder per bundle version (``recsys.model.live_share``); None:
+    # each worker makes every live item's blocks itself.
+    shared_root: Path | None = None
 
     def __post_init__(self) -> None:
         if self.max_items < 0:
@@ -258,6 +264,10 @@ class LiveCatalog:
         self._generation = 0
         self._due = False
         self._lock = threading.Lock()
+        root = self.config.shared_root
+        self.shared = None
+        if root is not None and items.parts != "none":
+            self.shared = SharedBlocks(root, recommender.version, items.parts)
 
     @property
     def delta(self) -> Delta | None:
@@ -271,6 +281,8 @@ class LiveCatalog:
             return self._rebuild()
 
     def _rebuild(self) -> Delta:
+        if self.shared is not None:
+            self.shared.prune_others()
         snapshot = changes.stock_snapshot(self.engine)
         n = len(self.recommender.item_ids)
         rows = _rows_in_steps(self.recommender.item_index, snapshot.item_ids)  # (S,) -1: new
@@ -396,25 +408,50 @@ class LiveCatalog:
         return vectors, blocks, tokens, made
 
     def _blocks(self, frame: pd.DataFrame):
-        """(``LiveItems.blocks``: blocks and tokens, (n,) bool: made). A photo that cannot be
-        read costs its item the image block, values that cannot be encoded cost it its live
-        vector; neither stops the batch (nor the worker's following of the catalog)."""
+        """(``LiveItems.blocks``: blocks and tokens, (n,) bool: made), read where another
+        worker left them (``self.shared``) and made for the rest, which are left in turn."""
+        if self.shared is None:
+            return self._made(frame)[:3]
+        digests = self.shared.digests(frame)
+        found = self.shared.read(frame["item_id"].astype(str).tolist(), digests)
+        todo = np.array([one is None for one in found], dtype=bool)
+        made = np.ones(len(frame), dtype=bool)
+        blocks, tokens = {}, None
+        if todo.any():
+            rest = frame[todo].reset_index(drop=True)
+            blocks, tokens, made[todo], whole = self._made(rest)
+            if whole and blocks:
+                kept = [digest for digest, t in zip(digests, todo.tolist(), strict=True) if t]
+                self.shared.write(rest["item_id"].astype(str).tolist(), kept, blocks, tokens)
+            if todo.all():
+                return blocks, tokens, made
+        joined = _joined(found, todo, blocks, tokens)
+        if joined is None:  # files unlike what this worker makes: it makes them all
+            log.warning("live items: shared blocks in %s do not fit; made here", self.shared.folder)
+            return self._made(frame)[:3]
+        return *joined, made
+
+    def _made(self, frame: pd.DataFrame):
+        """(``LiveItems.blocks``: blocks and tokens, (n,) bool: made, whether the batch was
+        made whole). A photo that cannot be read costs its item the image block, values that
+        cannot be encoded cost it its live vector; neither stops the batch (nor the worker's
+        following of the catalog)."""
         try:
-            return *self.items.blocks(frame), np.ones(len(frame), dtype=bool)
+            return *self.items.blocks(frame), np.ones(len(frame), dtype=bool), True
         except Exception as exc:  # a file removed or broken since it was written, ...
             log.warning("live items: embedding %d items failed (%s); one by one", len(frame), exc)
         parts = [self._one_block(frame.iloc[[k]].reset_index(drop=True)) for k in range(len(frame))]
         made = np.array([part is not None for part in parts], dtype=bool)
         kept = [part for part in parts if part is not None]
         if not kept:
-            return {}, None, made
+            return {}, None, made, False
         zero = {b: np.zeros_like(v) for b, v in kept[0][0].items()}
         blocks = {b: np.concatenate([(p[0] if p else zero)[b] for p in parts]) for b in zero}
         if kept[0][1] is None:
-            return blocks, None, made
+            return blocks, None, made, False
         empty = sp.csr_matrix(kept[0][1].shape, dtype=kept[0][1].dtype)  # an item not made
         tokens = sp.vstack([p[1] if p else empty for p in parts]).tocsr()
-        return blocks, tokens, made
+        return blocks, tokens, made, False
 
     def _one_block(self, one: pd.DataFrame):
         """``LiveItems.blocks`` of one item, without its photo if that fails; None if both do."""
@@ -482,6 +519,43 @@ class LiveCatalog:
         )
         scale = np.array([live.token_scale[i] for i in ids], dtype=np.float32)
         return {"tokens": tokens, "token_scale": scale}
+
+
+def _joined(found: list, todo: np.ndarray, blocks: dict, tokens):
+    """The blocks and tokens of a batch whose rows were read (``found``: (blocks, tokens) of
+    one item, None where ``todo``) or made (``blocks``, ``tokens``: the ``todo`` rows in order;
+    empty when none could be made, which stay zero); None when they do not fit together."""
+    read = [one for one in found if one is not None]
+    widths = {name: values.shape for name, values in read[0][0].items()}
+    token_width = None if read[0][1] is None else read[0][1].shape[1]
+
+    def fits(shapes: dict, width) -> bool:
+        return shapes == widths and width == token_width
+
+    made_width = None if tokens is None else tokens.shape[1]
+    if blocks and not fits({b: v.shape[1:] for b, v in blocks.items()}, made_width):
+        return None
+    if not all(fits({b: v.shape for b, v in one.items()}, _width(t)) for one, t in read):
+        return None
+    n, at = len(found), np.flatnonzero(~todo)
+    joined = {}
+    for name, shape in widths.items():
+        joined[name] = np.zeros((n, *shape), dtype=read[0][0][name].dtype)
+        joined[name][at] = np.stack([one[name] for one, _ in read])
+        if blocks:
+            joined[name][todo] = blocks[name]
+    if token_width is None:
+        return joined, None
+    rows = [t for _, t in read]
+    empty = sp.csr_matrix((1, token_width), dtype=rows[0].dtype)
+    made_rows = iter(tokens if tokens is not None else [empty] * int(todo.sum()))
+    read_rows = iter(rows)
+    ordered = [next(made_rows) if t else next(read_rows) for t in todo.tolist()]
+    return joined, sp.vstack(ordered).tocsr()
+
+
+def _width(tokens) -> int | None:
+    return None if tokens is None else tokens.shape[1]
 
 
 def _attributes(row: pd.Series) -> dict[str, Any]:

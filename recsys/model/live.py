@@ -68,6 +68,18 @@ class LiveItems:
                 log.warning("live items of %s get no image vectors: %s", recommender.version, exc)
         return cls(recommender.fused, tabular, images)
 
+    @property
+    def parts(self) -> str:
+        """The parts that make these items' content blocks, e.g. "tabular+image"."""
+        return (
+            "+".join(
+                name
+                for name, part in (("tabular", self.tabular), ("image", self.image_encoder))
+                if part is not None
+            )
+            or "none"
+        )
+
     def vectors(self, items: pd.DataFrame) -> np.ndarray:
         """(n, dim) fused vectors of ``items`` (the catalog's item columns: attributes,
         ``title``, ``image_path``), as a bundle trained with them but no interactions on them

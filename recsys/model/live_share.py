@@ -1,0 +1,154 @@
+"""Live items' blocks, made once per host and read by every worker that serves the bundle.
+
+Every worker follows the catalog and needs the blocks of each written item (``LiveItems.blocks``:
+the tabular transform, and a photo decoded and run through the image encoder, 3-4 ms each on
+a CPU). Made by each worker, a write costs its host that work once per worker. Here the first
+worker to follow a write makes them and leaves them in a file; the others, following the same
+write a moment later, read the file instead.
+
+A file is named after the item and a digest of everything its blocks are made of (title,
+attributes, the photo's path, size and modification time), under a folder per bundle version:
+an edited item, or a photo replaced under the same path, gets a new name, so a file is never
+stale. Within it, a folder per set of parts the worker made them with (``LiveItems.parts``): a
+worker that could not load the bundle's image encoder shares nothing with one that did.
+
+Files are written whole (to a temporary name, then renamed) and read without pickle; one that
+cannot be read is made again, and a worker that cannot write goes on with what it made.
+
+    shared = SharedBlocks(root, version, "tabular+image")
+    digests = shared.digests(frame)
+    found = shared.read(frame["item_id"], digests)  # per item: (blocks, tokens) or None
+    shared.write(item_ids, digests, blocks, tokens)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+log = logging.getLogger(__name__)
+
+Made = tuple[dict[str, np.ndarray], sp.csr_matrix | None]  # one item: block -> (d,), (1, F)
+_NOT_CONTENT = {"item_id", "in_stock"}
+
+
+class SharedBlocks:
+    """Live items' blocks of bundle ``version`` made with ``parts``, under ``root`` (see the
+    module docstring)."""
+
+    def __init__(self, root: str | Path, version: str, parts: str) -> None:
+        self.root = Path(root)
+        self.version = version
+        self.folder = self.root / version / parts
+        self._warned = False  # a folder that cannot be written is logged once
+
+    def digests(self, frame: pd.DataFrame) -> list[str]:
+        """One digest per row of ``frame`` (``recsys.catalog.changes.item_rows``' columns)."""
+        columns = [c for c in frame.columns if c not in _NOT_CONTENT]
+        out = []
+        for values in frame[columns].itertuples(index=False, name=None):
+            content = {c: v for c, v in zip(columns, values, strict=True) if not _missing(v)}
+            content["photo"] = _photo_stamp(content.get("image_path"))
+            text = json.dumps(content, sort_keys=True, default=str)
+            out.append(hashlib.sha256(text.encode()).hexdigest())
+        return out
+
+    def read(self, item_ids, digests: list[str]) -> list[Made | None]:
+        """Each item's shared blocks, or None where none were left (or they cannot be read)."""
+        return [self._read(self._path(i, d)) for i, d in zip(item_ids, digests, strict=True)]
+
+    def write(
+        self,
+        item_ids,
+        digests: list[str],
+        blocks: dict[str, np.ndarray],
+        tokens: sp.csr_matrix | None,
+    ) -> None:
+        """Leave the blocks of these items (``blocks``: name -> (n, d); ``tokens``: (n, F) or
+        None) for the other workers. Failures are logged: each worker can make its own."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            for k, (item_id, digest) in enumerate(zip(item_ids, digests, strict=True)):
+                arrays = {f"block_{name}": values[k] for name, values in blocks.items()}
+                if tokens is not None:
+                    row = tokens[k]
+                    arrays |= {"token_indices": row.indices, "token_data": row.data}
+                    arrays["token_width"] = np.array([tokens.shape[1]])
+                self._write(self._path(item_id, digest), arrays)
+        except OSError as exc:
+            if not self._warned:
+                log.warning("live items: cannot share blocks in %s: %s", self.folder, exc)
+            self._warned = True
+
+    def prune_others(self) -> None:
+        """Remove the folders of other bundle versions (a worker that still serves one of
+        them makes its items' blocks itself)."""
+        if not self.root.is_dir():
+            return
+        for other in self.root.iterdir():
+            if other.is_dir() and other.name != self.version:
+                shutil.rmtree(other, ignore_errors=True)
+
+    def _path(self, item_id: str, digest: str) -> Path:
+        name = hashlib.sha256(f"{item_id}\0{digest}".encode()).hexdigest()[:40]
+        return self.folder / name[:2] / f"{name}.npz"
+
+    @staticmethod
+    def _write(path: Path, arrays: dict[str, np.ndarray]) -> None:
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        path.parent.mkdir(exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.part")
+        partial.write_bytes(buffer.getvalue())
+        os.replace(partial, path)
+
+    @staticmethod
+    def _read(path: Path) -> Made | None:
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+                blocks = {
+                    name.removeprefix("block_"): arrays[name]
+                    for name in arrays.files
+                    if name.startswith("block_")
+                }
+                tokens = None
+                if "token_width" in arrays.files:
+                    indices, values = arrays["token_indices"], arrays["token_data"]
+                    width = int(arrays["token_width"][0])
+                    tokens = sp.csr_matrix(
+                        (values, indices, np.array([0, len(indices)])), shape=(1, width)
+                    )
+        except (ValueError, KeyError, OSError) as exc:  # a damaged file: made again
+            log.warning("live items: unreadable shared blocks %s: %s", path, exc)
+            return None
+        return blocks, tokens
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def _photo_stamp(path: Any) -> list[int] | None:
+    """The photo's size and modification time: a file replaced under the same path differs."""
+    if not isinstance(path, str):
+        return None
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns]

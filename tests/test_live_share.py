@@ -1,0 +1,72 @@
+"""Live items' blocks shared between workers (recsys.model.live_share): what one worker made
+reads back the same, an edit or a replaced photo is never served from an old file, and a
+damaged file is made again."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from PIL import Image
+
+from recsys.model.live_share import SharedBlocks
+
+
+@pytest.fixture
+def shared(tmp_path):
+    return SharedBlocks(tmp_path / "live-blocks", "v1", "tabular+image")
+
+
+def frame(title: str = "Red shoe", photo: str | None = None, in_stock: bool = True):
+    return pd.DataFrame(
+        {
+            "item_id": ["s1"],
+            "title": [title],
+            "image_path": [photo],
+            "in_stock": [in_stock],
+            "brand": ["acme"],
+            "price": [np.nan],
+        }
+    )
+
+
+def test_blocks_read_back_as_they_were_written(shared):
+    blocks = {"tabular": np.array([[0.6, 0.8]], np.float32), "cf": np.ones((1, 3), np.float32)}
+    tokens = sp.csr_matrix(np.array([[0, 0.5, 0, 0.5]], np.float32))
+    digests = shared.digests(frame())
+    assert shared.read(["s1"], digests) == [None]
+    shared.write(["s1"], digests, blocks, tokens)
+    [(read, read_tokens)] = shared.read(["s1"], digests)
+    assert read.keys() == blocks.keys()
+    for name in blocks:
+        np.testing.assert_array_equal(read[name], blocks[name][0])
+    np.testing.assert_array_equal(read_tokens.toarray(), tokens.toarray())
+
+
+def test_an_edit_or_a_replaced_photo_changes_the_digest_a_stock_change_does_not(shared, tmp_path):
+    photo = tmp_path / "p.png"
+    Image.new("L", (8, 8), 10).save(photo)
+    before = shared.digests(frame(photo=str(photo)))
+    assert shared.digests(frame(photo=str(photo), in_stock=False)) == before
+    assert shared.digests(frame("Blue shoe", photo=str(photo))) != before
+    Image.new("L", (9, 9), 200).save(photo)  # another photo under the same path
+    assert shared.digests(frame(photo=str(photo))) != before
+
+
+def test_a_damaged_file_reads_as_missing(shared):
+    digests = shared.digests(frame())
+    shared.write(["s1"], digests, {"tabular": np.ones((1, 2), np.float32)}, None)
+    [path] = shared.folder.rglob("*.npz")
+    path.write_bytes(b"not an npz")
+    assert shared.read(["s1"], digests) == [None]
+
+
+def test_pruning_keeps_only_this_bundles_folder(tmp_path):
+    old = SharedBlocks(tmp_path, "v0", "tabular")
+    new = SharedBlocks(tmp_path, "v1", "tabular")
+    for one in (old, new):
+        one.write(["s1"], one.digests(frame()), {"tabular": np.ones((1, 2), np.float32)}, None)
+    new.prune_others()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v1"]
+    assert new.read(["s1"], new.digests(frame()))[0] is not None
