@@ -14,9 +14,13 @@ worker once that worker's generation reaches the write's. Answers are then check
 a write is visible everywhere, one similar-items call of its twin (PUT) or of the item that
 listed it (PATCH, DELETE) must show (or no longer show) it.
 
-The benchmark catalog's bundle has no image block, so its workers store the uploaded photos
-but embed none. ``--encoder DIR`` (a bundle's image_encoder folder, e.g. the demo shop's)
-then measures what a worker pays per photo: the run's uploads embedded in batches of
+A PUT uploads its twin's own photo when the catalog has one (a re-listing of the same
+product), a random one otherwise. With a bundle that has an image block (a catalog with photos,
+e.g. ``recsys datasets prepare synthetic-shop``, served with ``--source`` after ``recsys train``
+and ``scripts/bench_service.py --existing`` wrote its ids.json) the workers embed each upload;
+the benchmark catalog's bundle has none, so its workers store the photos but embed none.
+``--encoder DIR`` (a bundle's image_encoder folder, e.g. the demo shop's) then measures what
+a worker pays per photo: the run's uploads embedded in batches of
 ``--embed-batch`` on one thread, as a follow step embeds the photos written in one second.
 
     .venv/bin/python scripts/bench_live_catalog.py --rate 300 --write-rate 20 --duration 60
@@ -124,6 +128,14 @@ def photo(rng: np.random.Generator) -> bytes:
     return buffer.getvalue()
 
 
+def item_photos(workdir: Path, items: list[str]) -> dict[str, str]:
+    """The photo path of each of ``items`` that has one on this machine."""
+    with sqlite3.connect(workdir / "catalog.db") as db:
+        rows = db.execute("SELECT external_id, image_path FROM items WHERE image_path IS NOT NULL")
+        wanted = set(items)
+        return {item: path for item, path in rows if item in wanted and Path(path).is_file()}
+
+
 def similar(session: requests.Session, url: str, item: str, k: int = 10) -> list[str] | None:
     response = session.get(f"{url}/v1/items/{item}/similar?k={k}", timeout=10)
     if response.status_code != 200:
@@ -134,8 +146,17 @@ def similar(session: requests.Session, url: str, item: str, k: int = 10) -> list
 class Writer:
     """One thread of item writes at a fixed mean rate (exponential pauses)."""
 
-    def __init__(self, number: int, url: str, rate: float, items: list[str], seconds: float):
+    def __init__(
+        self,
+        number: int,
+        url: str,
+        rate: float,
+        items: list[str],
+        seconds: float,
+        photos: dict[str, str],
+    ):
         self.number, self.url, self.rate, self.items = number, url, rate, items
+        self.photos = photos  # item -> its photo's path, where it has one
         self.seconds = seconds
         self.rng = np.random.default_rng(1000 + number)
         self.session = requests.Session()
@@ -162,7 +183,9 @@ class Writer:
         card = self.session.get(f"{self.url}/v1/items/{twin}", timeout=10).json()
         name = f"live-{self.number}-{len(self.writes)}"
         fields = {"title": card["title"], "attributes": card["attributes"]}
-        files = {"item": (None, json.dumps(fields)), "image": ("p.png", photo(self.rng))}
+        own = self.photos.get(twin)
+        image = (Path(own).name, Path(own).read_bytes()) if own else ("p.png", photo(self.rng))
+        files = {"item": (None, json.dumps(fields)), "image": image}
         self._send("put", name, twin, "put", files=files)
 
     def stock(self) -> None:
@@ -330,11 +353,12 @@ def run(args, url: str, workdir: Path, ids_path: Path, items: list[str]) -> dict
     warm = service_bench.run_wrk(args, ids_path, url, workdir, {}, args.warmup)
     answer_ms = {name: row["mean_ms"] for name, row in warm.items()}
     errors_before = service_bench.server_5xx(url)
+    photos = item_photos(workdir, items)
     monitor = Monitor(url, args.poll)
     watcher = threading.Thread(target=monitor.run, daemon=True)
     watcher.start()
     writers = [  # --write-rate 0: the same reads without writes (a baseline)
-        Writer(n, url, args.write_rate / args.writers, items, args.duration)
+        Writer(n, url, args.write_rate / args.writers, items, args.duration, photos)
         for n in range(args.writers if args.write_rate > 0 else 0)
     ]
     threads = [threading.Thread(target=w.run) for w in writers]
