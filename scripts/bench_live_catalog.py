@@ -63,6 +63,7 @@ def copy_catalog(source: Path, workdir: Path) -> None:
     target = workdir / "catalog.db"
     target.unlink(missing_ok=True)
     shutil.rmtree(workdir / "images", ignore_errors=True)  # the last run's uploads
+    shutil.rmtree(workdir / "artifacts" / "live-blocks", ignore_errors=True)  # and their blocks
     with sqlite3.connect(source / "catalog.db") as src, sqlite3.connect(target) as dst:
         src.backup(dst)
         version, path = dst.execute(
