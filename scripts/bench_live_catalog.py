@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import psutil
 import requests
 from PIL import Image
 
@@ -310,7 +311,7 @@ def main() -> None:
             cwd=ROOT, env=env, stdout=server_log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:
-            results = run(args, url, workdir, ids_path, items)
+            results = run(args, url, workdir, ids_path, items, server.pid)
         finally:
             server.terminate()
             server.wait(30)
@@ -348,7 +349,20 @@ def time_embedding(encoder_dir: Path, images: Path, batch: int) -> dict:
     }
 
 
-def run(args, url: str, workdir: Path, ids_path: Path, items: list[str]) -> dict:
+def server_cpu(pid: int) -> float:
+    """CPU seconds the server (its master and workers) has used so far."""
+    master = psutil.Process(pid)
+    total = 0.0
+    for process in [master, *master.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:  # a worker gone meanwhile
+            continue
+        total += times.user + times.system
+    return total
+
+
+def run(args, url: str, workdir: Path, ids_path: Path, items: list[str], server_pid: int) -> dict:
     service_bench.wait_ready(url)
     ready = json.loads(urllib.request.urlopen(url + "/readyz").read())
     warm = service_bench.run_wrk(args, ids_path, url, workdir, {}, args.warmup)
@@ -363,11 +377,13 @@ def run(args, url: str, workdir: Path, ids_path: Path, items: list[str]) -> dict
         for n in range(args.writers if args.write_rate > 0 else 0)
     ]
     threads = [threading.Thread(target=w.run) for w in writers]
+    cpu_before, started = server_cpu(server_pid), time.perf_counter()
     for thread in threads:
         thread.start()
     reads = service_bench.run_wrk(args, ids_path, url, workdir, answer_ms, args.duration)
     for thread in threads:
         thread.join()
+    cpu = (server_cpu(server_pid) - cpu_before) / (time.perf_counter() - started)
     writes = sorted((w for writer in writers for w in writer.writes), key=lambda w: w.answered)
     check(url, writes, monitor, wait=10.0)
     monitor.stop.set()
@@ -384,6 +400,7 @@ def run(args, url: str, workdir: Path, ids_path: Path, items: list[str]) -> dict
         "diversity": args.diversity,
         "write_rate_target": args.write_rate,
         "duration_s": args.duration,
+        "server_cpu_cores": round(cpu, 3),  # the server's CPU while writers and reads ran
     }
 
 
