@@ -86,7 +86,8 @@ class Write:
     seconds: float  # the write's own latency
     generation: int
     status: int
-    checked: bool | None = None  # the answer check after it was visible everywhere
+    checked: bool | None = None  # the answer check after it was visible everywhere (None:
+    # not made, its probe had been deleted)
 
 
 @dataclass
@@ -228,8 +229,11 @@ def check(url: str, writes: list[Write], monitor: Monitor, wait: float) -> None:
         deadline = time.time() + wait
         while monitor.everywhere(write.generation) is None and time.time() < deadline:
             time.sleep(0.05)
-        found = similar(session, url, write.probe, k=10)
-        if found is None:
+        response = session.get(f"{url}/v1/items/{write.probe}/similar?k=10", timeout=10)
+        found = [row["item_id"] for row in response.json().get("items", [])]
+        if response.status_code == 404:  # the probe was deleted since by another writer
+            write.checked = None
+        elif response.status_code != 200:
             write.checked = False
         elif write.op == "put":
             write.checked = write.item in found
@@ -261,7 +265,9 @@ def summarize(writes: list[Write], monitor: Monitor, seconds: float) -> dict:
             "never_visible": never,
             "write_p50_ms": percentile([w.seconds * 1000 for w in rows], 50),
             "write_p99_ms": percentile([w.seconds * 1000 for w in rows], 99),
-            "answer_check_passed": sum(bool(w.checked) for w in rows),
+            "answer_check_passed": sum(w.checked is True for w in rows),
+            "answer_check_failed": sum(w.checked is False for w in rows),
+            "answer_check_probe_gone": sum(w.checked is None for w in rows),
         }
     return out
 

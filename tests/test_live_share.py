@@ -57,7 +57,7 @@ def test_an_edit_or_a_replaced_photo_changes_the_digest_a_stock_change_does_not(
 def test_a_damaged_file_reads_as_missing(shared):
     digests = shared.digests(frame())
     shared.write(["s1"], digests, {"tabular": np.ones((1, 2), np.float32)}, None)
-    [path] = shared.folder.rglob("*.npz")
+    [path] = shared.folder.rglob("*.blocks")
     path.write_bytes(b"not an npz")
     assert shared.read(["s1"], digests) == [None]
 
