@@ -33,6 +33,7 @@ import io
 import json
 import os
 import re
+import resource
 import shutil
 import sqlite3
 import subprocess
@@ -355,6 +356,13 @@ def time_embedding(encoder_dir: Path, images: Path, batch: int) -> dict:
     }
 
 
+CHILDREN = resource.RUSAGE_CHILDREN  # wrk's runs, once each has ended
+
+
+def _cpu(usage) -> float:
+    return usage.ru_utime + usage.ru_stime
+
+
 def server_cpu(pid: int) -> float:
     """CPU seconds the server (its master and workers) has used so far."""
     master = psutil.Process(pid)
@@ -384,12 +392,18 @@ def run(args, url: str, workdir: Path, ids_path: Path, items: list[str], server_
     ]
     threads = [threading.Thread(target=w.run) for w in writers]
     cpu_before, started = server_cpu(server_pid), time.perf_counter()
+    own_before = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, CHILDREN)]
     for thread in threads:
         thread.start()
     reads = service_bench.run_wrk(args, ids_path, url, workdir, answer_ms, args.duration)
     for thread in threads:
         thread.join()
-    cpu = (server_cpu(server_pid) - cpu_before) / (time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    cpu = (server_cpu(server_pid) - cpu_before) / seconds
+    own = [
+        (_cpu(resource.getrusage(who)) - _cpu(before)) / seconds
+        for who, before in zip((resource.RUSAGE_SELF, CHILDREN), own_before, strict=True)
+    ]
     writes = sorted((w for writer in writers for w in writer.writes), key=lambda w: w.answered)
     check(url, writes, monitor, wait=10.0)
     monitor.stop.set()
@@ -406,7 +420,11 @@ def run(args, url: str, workdir: Path, ids_path: Path, items: list[str], server_
         "diversity": args.diversity,
         "write_rate_target": args.write_rate,
         "duration_s": args.duration,
-        "server_cpu_cores": round(cpu, 3),  # the server's CPU while writers and reads ran
+        # CPU (cores) while writers and reads ran: the server's, this script's (writers,
+        # monitor) and wrk's, all on one machine
+        "server_cpu_cores": round(cpu, 3),
+        "writers_cpu_cores": round(own[0], 3),
+        "wrk_cpu_cores": round(own[1], 3),
     }
 
 
