@@ -5,7 +5,9 @@ must hold items written since its bundle, e.g. the --workdir of a scripts/bench_
 run), grows its live items to each size in --sizes by copies of one of them, and times
 ``LiveCatalog._publish``: the step that turns the follower's per-item state into the immutable
 ``Delta`` the requests read. It runs on every follow step that changed something, once a
-second per worker under writes, holding the GIL for most of its time.
+second per worker under writes, holding the GIL for most of its time. Two kinds of step:
+--batch new items listed (their rows appended to the last publish's arrays), and a step that
+removed a live item (every row restacked).
 
     .venv/bin/python scripts/bench_delta_publish.py \\
         --database sqlite:///var/bench-live/catalog.db --sizes 1000,5000,10000
@@ -27,6 +29,7 @@ def main() -> None:
     parser.add_argument("--database", required=True, help="the served catalog's URL")
     parser.add_argument("--sizes", default="1000,5000,10000", help="live items to time at")
     parser.add_argument("--repeat", type=int, default=7, help="publishes timed per size")
+    parser.add_argument("--batch", type=int, default=20, help="new items in an appending step")
     args = parser.parse_args()
     catalog = load_state(connect(args.database)).catalog
     live = catalog._live
@@ -34,21 +37,33 @@ def main() -> None:
         raise SystemExit("no live items in this catalog: write some first (bench_live_catalog.py)")
     source = next(iter(live.vectors))
     parts = [p for p in vars(live).values() if isinstance(p, dict)]
-    rows = []
-    for size in [int(s) for s in args.sizes.split(",")]:
-        for n in range(len(live.vectors), size):
+    made = 0
+
+    def copy(count: int) -> None:
+        nonlocal made
+        for _ in range(count):
+            item = f"copy-{made}"
+            made += 1
             for part in parts:
                 if source in part:
-                    part[f"copy-{n}"] = part[source]
+                    part[item] = part[source]
+            catalog._written.add(item)
+
+    for size in [int(s) for s in args.sizes.split(",")]:
+        copy(max(size - len(live.vectors), 0))
         catalog._publish()  # warm
-        seconds = []
+        times = {"append": [], "restack": []}
         for _ in range(args.repeat):
+            copy(args.batch)
             started = time.perf_counter()
             catalog._publish()
-            seconds.append(time.perf_counter() - started)
-        median = statistics.median(seconds) * 1000
-        row = {"live_items": len(live.vectors), "publish_ms_median": round(median, 2)}
-        rows.append(row)
+            times["append"].append(time.perf_counter() - started)
+            catalog._restack = True  # as after a removal
+            started = time.perf_counter()
+            catalog._publish()
+            times["restack"].append(time.perf_counter() - started)
+        row = {"live_items": len(live.vectors), "batch": args.batch}
+        row |= {f"{k}_ms_median": round(statistics.median(v) * 1000, 2) for k, v in times.items()}
         print(json.dumps(row), flush=True)
 
 

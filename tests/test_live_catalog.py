@@ -279,3 +279,46 @@ def test_workers_make_a_written_items_blocks_once_between_them(shop):
     rows = [list(delta.ids).index("a-shared") for delta in deltas]
     np.testing.assert_allclose(deltas[1].vectors[rows[1]], deltas[0].vectors[rows[0]], atol=1e-6)
     assert "a-shared" in similar(second.test_client(), "a1", "k=3")
+
+
+def test_a_publish_adds_the_rows_a_step_wrote_and_equals_a_full_restack(app, client):
+    """A step of new listings stacks their rows only; after appends, edits of live items and
+    removals alike, the published delta holds what stacking every live item afresh gives."""
+    catalog = app.extensions["recsys"].holder.state.catalog
+    stacked, stack = [], catalog._stack
+    catalog._stack = lambda ids: stacked.append(list(ids)) or stack(ids)
+
+    def publish_and_check() -> None:
+        stacked.clear()
+        follow(app)
+        delta = app.extensions["recsys"].holder.live
+        full = stack(list(catalog._live.vectors))
+        assert delta.ids.tolist() == full.order
+        np.testing.assert_array_equal(delta.vectors, full.vectors)
+        np.testing.assert_array_equal(delta.surface, full.surface)
+        assert delta.blocks.keys() == full.blocks.keys()
+        for name, values in full.blocks.items():
+            np.testing.assert_array_equal(delta.blocks[name], values)
+        assert (delta.tokens is None) == (not full.tokens)
+        if full.tokens:
+            assert (delta.tokens != full.tokens["tokens"]).nnz == 0
+            np.testing.assert_array_equal(delta.token_scale, full.tokens["token_scale"])
+
+    def put(item_id: str, title: str) -> None:
+        body = {**TWIN, "title": title}
+        assert client.put(f"/v1/items/{item_id}", json=body, headers=ADMIN).status_code == 200
+
+    put("a-one", "Comedy story one")
+    publish_and_check()
+    put("a-two", "Comedy story two")
+    publish_and_check()
+    assert stacked == [["a-two"]]  # the new row only
+    put("a-one", "Comedy story one, edited")
+    put("a-three", "Comedy story three")
+    publish_and_check()
+    assert sorted(map(tuple, stacked)) == [("a-one",), ("a-three",)]
+    assert client.delete("/v1/items/a-two", headers=ADMIN).status_code == 200
+    publish_and_check()
+    put("a-four", "Comedy story four")
+    publish_and_check()
+    assert "a-four" in similar(client, "a1", "k=5") or "a-four" in similar(client, "a-one", "k=5")

@@ -239,6 +239,18 @@ class _Live:
             part.pop(item_id, None)
 
 
+@dataclass(frozen=True)
+class _Rows:
+    """The live items' stacked arrays of one publish (shared with its ``Delta``: read only)."""
+
+    order: list[str]
+    ids: np.ndarray
+    vectors: np.ndarray
+    surface: np.ndarray
+    blocks: dict[str, np.ndarray]
+    tokens: dict[str, Any]  # {} or Delta's tokens and token_scale
+
+
 class LiveCatalog:
     """Builds one worker's ``Delta`` for one bundle and sets it as ``recommender.live``;
     see the module docstring. ``rebuild`` and ``follow`` may be called from any thread (one
@@ -264,6 +276,10 @@ class LiveCatalog:
         self._generation = 0
         self._due = False
         self._lock = threading.Lock()
+        # the last publish's arrays; the live items written since it; whether one left since
+        self._stacked: _Rows | None = None
+        self._written: set[str] = set()
+        self._restack = False
         root = self.config.shared_root
         self.shared = None
         if root is not None and items.parts != "none":
@@ -293,6 +309,7 @@ class LiveCatalog:
         self._stock = np.append(snapshot.in_stock, False)[position]  # gone: -1 -> False
         self._superseded = np.zeros(n, dtype=bool)
         self._live, self._pending = _Live(), set()  # what a follow built is read afresh
+        self._stacked = None
         written = changes.written_after(snapshot, self.data_read_at) | (rows < 0)
         self._write(snapshot.item_ids[written].tolist(), content=None)
         self._generation = snapshot.generation
@@ -321,7 +338,7 @@ class LiveCatalog:
         self._removed[rows[rows >= 0]] = True
         self._superseded[rows[rows >= 0]] = False
         for item_id in item_ids:
-            self._live.drop(item_id)
+            self._drop(item_id)
             self._pending.discard(item_id)
 
     def _write(self, item_ids: list[str], content: set[str] | None) -> None:
@@ -365,7 +382,7 @@ class LiveCatalog:
                 continue
             if row >= 0 and np.allclose(vectors[k], fused.item_vectors_[row], atol=1e-5):
                 self._superseded[row] = False
-                self._live.drop(item_id)
+                self._drop(item_id)
                 continue
             if item_id not in self._live.vectors and not self._room():
                 self._pending.add(item_id)
@@ -374,6 +391,7 @@ class LiveCatalog:
             if row >= 0:
                 self._superseded[row] = True
             self._live.vectors[item_id] = vectors[k]
+            self._written.add(item_id)
             self._live.cold[item_id] = not warm[k]
             self._live.blocks[item_id] = {b: v[k] for b, v in blocks.items()}
             self._live.in_stock[item_id] = bool(frame["in_stock"].iloc[k])
@@ -383,6 +401,11 @@ class LiveCatalog:
                 self._live.tokens[item_id] = tokens[k]
                 scale = 1.0 if warm[k] else cold_tokens
                 self._live.token_scale[item_id] = fused.token_weight * scale
+
+    def _drop(self, item_id: str) -> None:
+        if item_id in self._live.vectors:
+            self._restack = True  # rows leave the middle: the next publish restacks them all
+        self._live.drop(item_id)
 
     def _room(self) -> bool:
         limit = self.config.max_items
@@ -464,22 +487,16 @@ class LiveCatalog:
         return None
 
     def _publish(self) -> Delta:
-        live, fused = self._live, self.recommender.fused
+        live = self._live
         ids = list(live.vectors)
-        names = list(next(iter(live.blocks.values()))) if live.blocks else []
-        blocks = {b: np.stack([live.blocks[i][b] for i in ids]) for b in names} if ids else {}
-        vectors = np.zeros((0, fused.layout_.dim), dtype=np.float32)
-        surface = vectors
-        if ids:
-            vectors = np.stack([live.vectors[i] for i in ids])
-            cold = np.array([live.cold[i] for i in ids], dtype=bool)
-            surface = fused.surface_item_vectors(blocks, cold) if blocks else vectors
+        rows = self._rows(ids)
+        self._stacked, self._written, self._restack = rows, set(), False
         delta = Delta(
             generation=self._generation,
-            ids=np.asarray(ids, dtype=str),
-            vectors=vectors,
-            surface=surface,
-            blocks=blocks,
+            ids=rows.ids,
+            vectors=rows.vectors,
+            surface=rows.surface,
+            blocks=rows.blocks,
             in_stock=np.array([live.in_stock[i] for i in ids], dtype=bool),
             has_image=np.array([live.has_image[i] for i in ids], dtype=bool),
             attributes=tuple(live.attributes[i] for i in ids),
@@ -488,7 +505,7 @@ class LiveCatalog:
             removed=self._removed.copy(),
             pending=len(self._pending),
             max_items=self.config.max_items,
-            **self._token_parts(ids),
+            **rows.tokens,
         )
         for mask in (delta.shown, delta.shown_out, delta.removed):
             mask.flags.writeable = False  # answers share them: none may write into one
@@ -501,6 +518,64 @@ class LiveCatalog:
             )
         self._due = delta.retrain_due
         return delta
+
+    def _rows(self, ids: list[str]) -> _Rows:
+        """The live items' arrays in ``ids``' order: the last publish's, with the items
+        written since appended or replaced, when no item left the live set since (a step of
+        new listings then costs their rows, not the whole delta's: the whole took 43 ms at
+        10,000 live items, scripts/bench_delta_publish.py); all restacked otherwise."""
+        last = self._stacked
+        n = 0 if last is None else len(last.order)
+        if last is None or self._restack or not n or ids[:n] != last.order:
+            return self._stack(ids)
+        tail_ids = ids[n:]
+        appended = set(tail_ids)
+        changed = [i for i in self._written if i in self._live.vectors and i not in appended]
+        if not tail_ids and not changed:
+            return last
+        tail = self._stack(tail_ids) if tail_ids else None
+        if tail is not None and tail.blocks.keys() != last.blocks.keys():
+            return self._stack(ids)
+
+        def join(old: np.ndarray, part: str, block: str = "") -> np.ndarray:
+            if tail is None:
+                return old.copy()
+            new = tail.blocks[block] if block else getattr(tail, part)
+            return np.concatenate([old, new])
+
+        vectors, surface = join(last.vectors, "vectors"), join(last.surface, "surface")
+        blocks = {b: join(v, "blocks", b) for b, v in last.blocks.items()}
+        if changed:  # rows of the copies above, never of the arrays the last delta holds
+            at = np.array([last.order.index(i) for i in changed])
+            now = self._stack(changed)
+            vectors[at], surface[at] = now.vectors, now.surface
+            for name, values in blocks.items():
+                values[at] = now.blocks[name]
+        if changed or not last.tokens or (tail is not None and not tail.tokens):
+            tokens = self._token_parts(ids)
+        elif tail is None:
+            tokens = last.tokens
+        else:
+            tokens = {
+                "tokens": sp.vstack([last.tokens["tokens"], tail.tokens["tokens"]], format="csr"),
+                "token_scale": np.concatenate(
+                    [last.tokens["token_scale"], tail.tokens["token_scale"]]
+                ),
+            }
+        return _Rows(ids, np.asarray(ids, dtype=str), vectors, surface, blocks, tokens)
+
+    def _stack(self, ids: list[str]) -> _Rows:
+        live, fused = self._live, self.recommender.fused
+        names = list(next(iter(live.blocks.values()))) if live.blocks else []
+        blocks = {b: np.stack([live.blocks[i][b] for i in ids]) for b in names} if ids else {}
+        vectors = np.zeros((0, fused.layout_.dim), dtype=np.float32)
+        surface = vectors
+        if ids:
+            vectors = np.stack([live.vectors[i] for i in ids])
+            cold = np.array([live.cold[i] for i in ids], dtype=bool)
+            surface = fused.surface_item_vectors(blocks, cold) if blocks else vectors
+        ordered = np.asarray(ids, dtype=str)
+        return _Rows(list(ids), ordered, vectors, surface, blocks, self._token_parts(ids))
 
     def _token_parts(self, ids: list[str]) -> dict[str, Any]:
         fused, live = self.recommender.fused, self._live
