@@ -283,15 +283,24 @@ def test_workers_make_a_written_items_blocks_once_between_them(shop):
 
 def test_a_publish_adds_the_rows_a_step_wrote_and_equals_a_full_restack(app, client):
     """A step of new listings stacks their rows only; after appends, edits of live items and
-    removals alike, the published delta holds what stacking every live item afresh gives."""
+    removals alike, the published delta holds what stacking every live item afresh gives, and
+    no earlier delta (which requests may still read) sees a row change."""
     catalog = app.extensions["recsys"].holder.state.catalog
     stacked, stack = [], catalog._stack
     catalog._stack = lambda ids: stacked.append(list(ids)) or stack(ids)
+    earlier = []  # (delta, copies of its arrays when it was published)
 
     def publish_and_check() -> None:
         stacked.clear()
         follow(app)
         delta = app.extensions["recsys"].holder.live
+        for old, arrays in earlier:
+            np.testing.assert_array_equal(old.vectors, arrays[0])
+            np.testing.assert_array_equal(old.surface, arrays[1])
+            for name, values in old.blocks.items():
+                np.testing.assert_array_equal(values, arrays[2][name])
+        copies = {name: values.copy() for name, values in delta.blocks.items()}
+        earlier.append((delta, (delta.vectors.copy(), delta.surface.copy(), copies)))
         full = stack(list(catalog._live.vectors))
         assert delta.ids.tolist() == full.order
         np.testing.assert_array_equal(delta.vectors, full.vectors)
@@ -320,5 +329,10 @@ def test_a_publish_adds_the_rows_a_step_wrote_and_equals_a_full_restack(app, cli
     assert client.delete("/v1/items/a-two", headers=ADMIN).status_code == 200
     publish_and_check()
     put("a-four", "Comedy story four")
+    publish_and_check()
+    put("a-five", "Comedy story five")
+    put("a-four", "Comedy story four, edited")
+    publish_and_check()
+    put("a-six", "Comedy story six")
     publish_and_check()
     assert "a-four" in similar(client, "a1", "k=5") or "a-four" in similar(client, "a-one", "k=5")

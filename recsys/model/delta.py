@@ -241,7 +241,10 @@ class _Live:
 
 @dataclass(frozen=True)
 class _Rows:
-    """The live items' stacked arrays of one publish (shared with its ``Delta``: read only)."""
+    """The live items' stacked arrays of one publish, shared with its ``Delta``: its rows are
+    never written again. ``vectors``, ``surface`` and ``blocks`` are the first rows of
+    ``room``'s arrays (by the same names, blocks as "block:<name>"), whose spare rows the next
+    publish may fill: no delta sees rows past its own."""
 
     order: list[str]
     ids: np.ndarray
@@ -249,6 +252,7 @@ class _Rows:
     surface: np.ndarray
     blocks: dict[str, np.ndarray]
     tokens: dict[str, Any]  # {} or Delta's tokens and token_scale
+    room: dict[str, np.ndarray]
 
 
 class LiveCatalog:
@@ -521,9 +525,10 @@ class LiveCatalog:
 
     def _rows(self, ids: list[str]) -> _Rows:
         """The live items' arrays in ``ids``' order: the last publish's, with the items
-        written since appended or replaced, when no item left the live set since (a step of
-        new listings then costs their rows, not the whole delta's: the whole took 43 ms at
-        10,000 live items, scripts/bench_delta_publish.py); all restacked otherwise."""
+        written since appended into their spare rows (``_Rows.room``, a quarter more than
+        held, up to ``max_items``) or replaced in a copy, when no item left the live set
+        since; all restacked otherwise. At 9,000 live items a step of 20 new ones takes 4 ms
+        and a restack 40 (scripts/bench_delta_publish.py)."""
         last = self._stacked
         n = 0 if last is None else len(last.order)
         if last is None or self._restack or not n or ids[:n] != last.order:
@@ -536,21 +541,25 @@ class LiveCatalog:
         tail = self._stack(tail_ids) if tail_ids else None
         if tail is not None and tail.blocks.keys() != last.blocks.keys():
             return self._stack(ids)
-
-        def join(old: np.ndarray, part: str, block: str = "") -> np.ndarray:
-            if tail is None:
-                return old.copy()
-            new = tail.blocks[block] if block else getattr(tail, part)
-            return np.concatenate([old, new])
-
-        vectors, surface = join(last.vectors, "vectors"), join(last.surface, "surface")
-        blocks = {b: join(v, "blocks", b) for b, v in last.blocks.items()}
-        if changed:  # rows of the copies above, never of the arrays the last delta holds
+        size = len(ids)
+        capacity = max(size + size // 4, size + 64)
+        if self.config.max_items > 0:
+            capacity = max(min(capacity, self.config.max_items), size)
+        new_rows = {} if tail is None else _named(tail.vectors, tail.surface, tail.blocks)
+        room = {}
+        for name, buffer in last.room.items():
+            if changed or size > len(buffer):  # edits must not touch the last delta's rows
+                buffer = _copied(buffer[:n], capacity)
+            if name in new_rows:
+                buffer[n:size] = new_rows[name]
+            room[name] = buffer
+        if changed:
             at = np.array([last.order.index(i) for i in changed])
-            now = self._stack(changed)
-            vectors[at], surface[at] = now.vectors, now.surface
-            for name, values in blocks.items():
-                values[at] = now.blocks[name]
+            edited = self._stack(changed)
+            for name, values in _named(edited.vectors, edited.surface, edited.blocks).items():
+                room[name][at] = values
+        vectors, surface = room["vectors"][:size], room["surface"][:size]
+        blocks = {b: room[f"block:{b}"][:size] for b in last.blocks}
         if changed or not last.tokens or (tail is not None and not tail.tokens):
             tokens = self._token_parts(ids)
         elif tail is None:
@@ -562,7 +571,7 @@ class LiveCatalog:
                     [last.tokens["token_scale"], tail.tokens["token_scale"]]
                 ),
             }
-        return _Rows(ids, np.asarray(ids, dtype=str), vectors, surface, blocks, tokens)
+        return _Rows(ids, np.asarray(ids, dtype=str), vectors, surface, blocks, tokens, room)
 
     def _stack(self, ids: list[str]) -> _Rows:
         live, fused = self._live, self.recommender.fused
@@ -575,7 +584,8 @@ class LiveCatalog:
             cold = np.array([live.cold[i] for i in ids], dtype=bool)
             surface = fused.surface_item_vectors(blocks, cold) if blocks else vectors
         ordered = np.asarray(ids, dtype=str)
-        return _Rows(list(ids), ordered, vectors, surface, blocks, self._token_parts(ids))
+        room = _named(vectors, surface, blocks)
+        return _Rows(list(ids), ordered, vectors, surface, blocks, self._token_parts(ids), room)
 
     def _token_parts(self, ids: list[str]) -> dict[str, Any]:
         fused, live = self.recommender.fused, self._live
@@ -594,6 +604,17 @@ class LiveCatalog:
         )
         scale = np.array([live.token_scale[i] for i in ids], dtype=np.float32)
         return {"tokens": tokens, "token_scale": scale}
+
+
+def _named(vectors: np.ndarray, surface: np.ndarray, blocks: dict) -> dict[str, np.ndarray]:
+    return {"vectors": vectors, "surface": surface} | {f"block:{b}": v for b, v in blocks.items()}
+
+
+def _copied(rows: np.ndarray, capacity: int) -> np.ndarray:
+    """``rows`` copied into the first rows of a new array of ``capacity`` rows."""
+    out = np.empty((capacity, *rows.shape[1:]), dtype=rows.dtype)
+    out[: len(rows)] = rows
+    return out
 
 
 def _joined(found: list, todo: np.ndarray, blocks: dict, tokens):
