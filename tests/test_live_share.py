@@ -70,3 +70,14 @@ def test_pruning_keeps_only_this_bundles_folder(tmp_path):
     new.prune_others()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v1"]
     assert new.read(["s1"], new.digests(frame()))[0] is not None
+
+
+def test_a_folder_that_cannot_be_written_costs_only_the_sharing(tmp_path, caplog):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    shared = SharedBlocks(blocked, "v1", "tabular")  # its folder would be under a file
+    blocks = {"tabular": np.ones((1, 2), np.float32)}
+    for _ in range(3):
+        shared.write(["s1"], shared.digests(frame()), blocks, None)
+    assert shared.read(["s1"], shared.digests(frame())) == [None]
+    assert sum("cannot share blocks" in r.message for r in caplog.records) == 1
