@@ -279,6 +279,17 @@ def test_workers_make_a_written_items_blocks_once_between_them(shop):
     rows = [list(delta.ids).index("a-shared") for delta in deltas]
     np.testing.assert_allclose(deltas[1].vectors[rows[1]], deltas[0].vectors[rows[0]], atol=1e-6)
     assert "a-shared" in similar(second.test_client(), "a1", "k=3")
+    # one step that reads one item's blocks and makes another's: both as the first worker has
+    assert client.put("/v1/items/a-read", json=TWIN, headers=ADMIN).status_code == 200
+    follow(first)
+    assert client.put("/v1/items/a-made", json=TWIN, headers=ADMIN).status_code == 200
+    follow(second)
+    assert made == [["a-made"]]
+    follow(first)
+    deltas = [app.extensions["recsys"].holder.live for app in (first, second)]
+    for item in ("a-read", "a-made"):
+        by_first, by_second = (delta.vectors[list(delta.ids).index(item)] for delta in deltas)
+        np.testing.assert_allclose(by_second, by_first, atol=1e-6)
 
 
 def test_a_publish_adds_the_rows_a_step_wrote_and_equals_a_full_restack(app, client):

@@ -623,13 +623,12 @@ def _joined(found: list, todo: np.ndarray, blocks: dict, tokens):
     empty when none could be made, which stay zero); None when they do not fit together."""
     read = [one for one in found if one is not None]
     widths = {name: values.shape for name, values in read[0][0].items()}
-    token_width = None if read[0][1] is None else read[0][1].shape[1]
+    token_width = _width(read[0][1])
 
     def fits(shapes: dict, width) -> bool:
         return shapes == widths and width == token_width
 
-    made_width = None if tokens is None else tokens.shape[1]
-    if blocks and not fits({b: v.shape[1:] for b, v in blocks.items()}, made_width):
+    if blocks and not fits({b: v.shape[1:] for b, v in blocks.items()}, _width(tokens)):
         return None
     if not all(fits({b: v.shape for b, v in one.items()}, _width(t)) for one, t in read):
         return None
