@@ -10,6 +10,11 @@ lookup instead of a search, its reasons and its cards. A new bundle, an item wri
 event gives new keys; the answers under the old ones age out of the LRU, which holds at most
 ``max_bytes`` of serialized answers per worker.
 
+A similar-items answer is also kept across the follow steps that cannot have changed it
+(``Carried``: its generation, the items it lists and its lowest score, checked by
+``Recommender.similar_unchanged``): under a shop's item writes every step moves the
+generations, and without this no product page would be answered twice.
+
 Answers are kept only while the worker's catalog follower keeps the item cards current
 (``CardCache.followed_generation``): a worker that reads the generation on each request has
 no generation to key on without reading it, so it computes every answer.
@@ -20,18 +25,36 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
+from typing import NamedTuple
+
+
+class Carried(NamedTuple):
+    """An answer kept across follow steps: its body, the catalog generation it is current
+    to, the items it lists (its query first) and its lowest score (-inf: fewer than asked)."""
+
+    body: bytes
+    generation: int
+    listed: tuple[str, ...]
+    floor: float
+
+
+def _size(value: bytes | tuple) -> int:
+    """About the bytes an answer holds (a listed id and its tuple slot cost about 60)."""
+    if isinstance(value, bytes):
+        return len(value)
+    return len(value[0]) + sum(60 + len(item) for item in value[2])
 
 
 class AnswerCache:
-    """Serialized answers by key, least recently used dropped past ``max_bytes`` (0: none
-    kept). Keys and values are tuples of strings and bytes: the garbage collector does not
-    walk them. Safe to share between a worker's threads."""
+    """Serialized answers (bytes, or ``Carried``) by key, least recently used dropped past
+    ``max_bytes`` (0: none kept). Keys and values are tuples of strings, numbers and bytes:
+    the garbage collector does not walk them. Safe to share between a worker's threads."""
 
     def __init__(self, max_bytes: int) -> None:
         if max_bytes < 0:
             raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
         self.max_bytes = max_bytes
-        self._answers: OrderedDict[Hashable, bytes] = OrderedDict()
+        self._answers: OrderedDict[Hashable, bytes | tuple] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
@@ -43,25 +66,27 @@ class AnswerCache:
         """Bytes of answers held."""
         return self._bytes
 
-    def get(self, key: Hashable | None) -> bytes | None:
+    def get(self, key: Hashable | None) -> bytes | Carried | None:
         """The answer kept under ``key``; None when there is none (or ``key`` is None)."""
         if key is None or not self.max_bytes:
             return None
         with self._lock:
-            body = self._answers.get(key)
-            if body is not None:
+            answer = self._answers.get(key)
+            if answer is not None:
                 self._answers.move_to_end(key)
-            return body
+        return answer if answer is None or isinstance(answer, bytes) else Carried(*answer)
 
-    def put(self, key: Hashable | None, body: bytes) -> None:
-        """Keep ``body`` under ``key`` (nothing when ``key`` is None, or the answer alone is
+    def put(self, key: Hashable | None, answer: bytes | Carried) -> None:
+        """Keep ``answer`` under ``key`` (nothing when ``key`` is None, or the answer alone is
         over a quarter of the budget)."""
-        if key is None or not self.max_bytes or len(body) > self.max_bytes // 4:
+        answer = answer if isinstance(answer, bytes) else tuple(answer)  # not walked by the gc
+        size = _size(answer)
+        if key is None or not self.max_bytes or size > self.max_bytes // 4:
             return
         with self._lock:
             old = self._answers.pop(key, None)
-            self._bytes += len(body) - (len(old) if old is not None else 0)
-            self._answers[key] = body
+            self._bytes += size - (_size(old) if old is not None else 0)
+            self._answers[key] = answer
             while self._bytes > self.max_bytes:
                 _, dropped = self._answers.popitem(last=False)
-                self._bytes -= len(dropped)
+                self._bytes -= _size(dropped)

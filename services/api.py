@@ -20,7 +20,7 @@ from recsys.catalog import reads
 from recsys.errors import UnknownItem
 from recsys.ingest.interactions import record_interactions
 from recsys.serving import FeedRequest, fresh_history, home_feed
-from services.context import answer_key, card, context, kept_answer, ranked
+from services.context import answer_key, card, carried_answer, context, kept_answer, ranked
 from services.contract import endpoint
 from services.errors import ApiError, bad_parameter, message_of
 from services.schemas import (
@@ -85,10 +85,20 @@ def similar_items(item_id: str, query: SimilarQuery) -> Response:
     item_id = path_id("item_id", item_id)
     ctx = context()
     state = ctx.holder.state
-    return kept_answer(ctx, answer_key(ctx, state), lambda: _similar(ctx, state, item_id, query))
+    args = (query.k, query.filters, query.mode, query.diversity)
+
+    def unchanged(live, kept) -> bool:
+        recommender = state.recommender
+        return recommender.similar_unchanged(live, kept.generation, item_id, kept.listed,
+                                             kept.floor, *args)  # fmt: skip
+
+    compute = functools.partial(_similar, ctx, state, item_id, query)
+    return carried_answer(ctx, state, compute, unchanged)
 
 
-def _similar(ctx, state, item_id: str, query: SimilarQuery) -> dict:
+def _similar(ctx, state, item_id: str, query: SimilarQuery) -> tuple[dict, list[str], float]:
+    """(the answer, the items it lists with ``item_id`` first, its lowest score or -inf
+    when it lists fewer than asked): what ``carried_answer`` keeps."""
     try:
         results = state.recommender.similar_items(
             [item_id], k=query.k, filters=query.filters, mode=query.mode, diversity=query.diversity
@@ -100,7 +110,10 @@ def _similar(ctx, state, item_id: str, query: SimilarQuery) -> dict:
     except ValueError as exc:
         raise bad_parameter("filters", str(exc)) from None
     items = ranked(ctx.cards, results)
-    return {"item_id": item_id, "model_version": state.version, "items": items}  # a Similar
+    answer = {"item_id": item_id, "model_version": state.version, "items": items}  # a Similar
+    listed, scores = results.ids[0], results.scores[0]
+    floor = float(np.min(scores)) if len(listed) >= query.k else -np.inf
+    return answer, [item_id, *listed], floor
 
 
 @bp.get("/users")

@@ -4,7 +4,7 @@ as the API shows them."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -18,7 +18,7 @@ from recsys.catalog.reads import CardCache, ItemCard
 from recsys.model.recommender import Results
 from recsys.serving import ModelHolder, ServingState
 from recsys.settings import Settings
-from services.answers import AnswerCache
+from services.answers import AnswerCache, Carried
 from services.contract import JSON
 from services.metrics import Metrics
 
@@ -59,6 +59,33 @@ def kept_answer(ctx: ServiceContext, key: tuple | None, compute: Callable[[], di
     if body is None:
         body = pydantic_core.to_json(compute())
         ctx.answers.put(key, body)
+    return Response(body, mimetype=JSON)
+
+
+def carried_answer(
+    ctx: ServiceContext,
+    state: ServingState,
+    compute: Callable[[], tuple[dict, Sequence[str], float]],
+    unchanged: Callable[[Any, Carried], bool],
+) -> Response:
+    """A similar-items answer kept across follow steps (``services.answers``): the one kept
+    under this request is served while the delta and the cards are at its generation, or
+    ``unchanged(delta, kept)`` says no step since could have changed it (it is then kept at
+    the new generation). ``compute()`` gives (the answer, the items it lists with its query
+    first, its lowest score or -inf). Without a followed generation both share, it is kept
+    by the exact generations (``answer_key``)."""
+    live = state.recommender.live
+    if live is None or ctx.cards.followed_generation() != live.generation:
+        return kept_answer(ctx, answer_key(ctx, state), lambda: compute()[0])
+    key = (request.path, request.query_string, state.version)
+    kept = ctx.answers.get(key)
+    if isinstance(kept, Carried) and (kept.generation == live.generation or unchanged(live, kept)):
+        if kept.generation != live.generation:
+            ctx.answers.put(key, kept._replace(generation=live.generation))
+        return Response(kept.body, mimetype=JSON)
+    answer, listed, floor = compute()
+    body = pydantic_core.to_json(answer)
+    ctx.answers.put(key, Carried(body, live.generation, tuple(listed), floor))
     return Response(body, mimetype=JSON)
 
 

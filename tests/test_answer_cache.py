@@ -1,5 +1,6 @@
 """Answers kept by what they were computed from (services.answers): a repeated request is
-answered from memory, and an item write, a new event or a new bundle is never hidden by it."""
+answered from memory, and an item write, a new event or a new bundle is never hidden by it;
+a product page is kept across the catalog's follow steps that cannot have changed it."""
 
 from __future__ import annotations
 
@@ -37,12 +38,14 @@ def built(tmp_path_factory):
     return build_shop(tmp_path_factory.mktemp("answers-shop"))
 
 
-def make_app(built, tmp_path, **config):
+def make_app(built, tmp_path, copy: bool = True, **config):
     url, artifacts = built
-    shutil.copy(url.removeprefix("sqlite:///"), tmp_path / "shop.db")
+    if copy:
+        shutil.copy(url.removeprefix("sqlite:///"), tmp_path / "shop.db")
     settings = Settings(
         database_url=f"sqlite:///{tmp_path / 'shop.db'}",
         artifacts_dir=artifacts,
+        images_root=artifacts.parent / "images",
         admin_token=ADMIN_TOKEN,
         write_rate_limit="10000/minute",
     )
@@ -120,3 +123,49 @@ def test_answers_are_computed_each_time_when_off_or_not_following(built, tmp_pat
     for _ in range(3):
         assert client.get("/v1/items/a1/similar?k=5").status_code == 200
     assert len(calls) == 3 and len(app.extensions["recsys"].answers) == 0
+
+
+def test_product_pages_are_kept_across_steps_that_cannot_change_them(built, tmp_path):
+    """Through new, edited, sold-out, restocked and deleted items, every product page served
+    from the kept answers equals the one computed afresh, and a step that wrote an item far
+    from a page keeps the page."""
+    kept = make_app(built, tmp_path)
+    fresh = make_app(built, tmp_path, copy=False, ANSWER_CACHE_MB=0)
+    pages = [f"/v1/items/{group}{k}/similar?k=5" for group in "ab" for k in range(15)]
+    pages += ["/v1/items/a1/similar?k=3&diversity=0.5", "/v1/items/b4/similar?k=4&mode=also"]
+    pages += ["/v1/items/a2/similar?k=4&brand=a-brand", "/v1/items/b6/similar?k=4&in_stock=false"]
+    client, fresh_client = kept.test_client(), fresh.test_client()
+    calls = counting(kept, "similar_items")
+
+    def step() -> int:
+        """Follow in both workers; the pages computed afresh by the one keeping answers."""
+        for app in (kept, fresh):
+            follow(app)
+        calls.clear()
+        for page in pages:
+            answer, expected = client.get(page), fresh_client.get(page)
+            assert (answer.status_code, answer.data) == (expected.status_code, expected.data)
+        return len(calls)
+
+    def write(method: str, item_id: str, body=None) -> None:
+        response = getattr(client, method)(f"/v1/items/{item_id}", json=body, headers=ADMIN)
+        assert response.status_code == 200, response.get_json()
+
+    assert step() == len(pages)
+    assert step() == 0  # nothing written: every page kept
+    far = {"title": "Garden hose", "attributes": {"year": 1950, "brand": "z-brand"}}
+    write("put", "z-far", far)
+    assert step() <= 4  # far from every page: only the pages the steps cannot tell are computed
+    twin = {"title": "Comedy story 1", "image": "a1.png", "attributes": {"year": 1991}}
+    write("put", "a-twin", twin | {"attributes": {"genres": ["Comedy"], "brand": "a-brand"}})
+    assert step() > 4  # a near-twin of a1 outscores its pages' last items
+    write("patch", "a5", {"title": "Comedy story five"})
+    write("patch", "b2", {"in_stock": False})
+    step()
+    write("delete", "a7")
+    write("patch", "z-far", {"title": "Garden hose, green"})
+    step()
+    write("patch", "b2", {"in_stock": True})  # shown again
+    step()
+    write("delete", "a-twin")
+    step()

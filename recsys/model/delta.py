@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 # Item rows read and embedded at once (a rebuild after a large ingest reads many).
 CHUNK = 2048
 LIVE_REASON = "new in the catalog"
+# Follow steps a delta remembers (``Delta.steps``): about a minute of them at one a second.
+STEPS_KEPT = 64
 
 
 @dataclass(frozen=True)
@@ -94,9 +96,26 @@ class Delta:
     # multiplier, as FusedModel.item_tokens_ and token_scale_ (None: the feed has no token term)
     tokens: sp.csr_matrix | None = None
     token_scale: np.ndarray | None = None
+    # The follow steps that led here, oldest first (at most STEPS_KEPT): each step's first
+    # generation and the items it wrote or removed. They start afresh at a rebuild.
+    steps: tuple[tuple[int, frozenset[str]], ...] = ()
 
     def __post_init__(self) -> None:
         self.positions.update({item: k for k, item in enumerate(self.ids.tolist())})
+
+    def written_since(self, generation: int) -> frozenset[str] | None:
+        """The items written or removed after ``generation`` (empty: this state is at it);
+        None when the steps since it are not all known."""
+        if generation == self.generation:
+            return frozenset()
+        items: set[str] = set()
+        for start, written in reversed(self.steps):
+            items |= written
+            if start == generation:
+                return frozenset(items)
+            if start < generation:
+                break
+        return None
 
     @functools.cached_property
     def tokens_by_token(self) -> sp.csr_matrix | None:
@@ -189,7 +208,8 @@ class Delta:
             if skip is not None and skip[q] is None:
                 continue
             blocked = set(skip[q]) if skip is not None else set()
-            found = top_k_finite(scores[q : q + 1], k + len(blocked))[0]
+            # equal scores in row order: an answer lists its tied items in one order
+            found = top_k_finite(scores[q : q + 1], k + len(blocked), ordered=True)[0]
             found = [j for j in found[found >= 0].tolist() if self.ids[j] not in blocked][:k]
             if found:
                 _insert(results, q, self.ids[found].tolist(), scores[q, found], k)
@@ -284,6 +304,7 @@ class LiveCatalog:
         self._stacked: _Rows | None = None
         self._written: set[str] = set()
         self._restack = False
+        self._steps: tuple[tuple[int, frozenset[str]], ...] = ()  # the last publish's
         root = self.config.shared_root
         self.shared = None
         if root is not None and items.parts != "none":
@@ -317,7 +338,7 @@ class LiveCatalog:
         written = changes.written_after(snapshot, self.data_read_at) | (rows < 0)
         self._write(snapshot.item_ids[written].tolist(), content=None)
         self._generation = snapshot.generation
-        return self._publish()
+        return self._publish(step=None)
 
     def follow(self) -> Delta | None:
         """Apply the catalog's changes since the last call; None when nothing changed (one
@@ -333,8 +354,9 @@ class LiveCatalog:
                 return self._rebuild()
             self._remove(found.removed)
             self._write(found.written, content=found.content)
+            step = (self._generation, frozenset([*found.removed, *found.written]))
             self._generation = found.generation
-            return self._publish()
+            return self._publish(step)
 
     # -- applying changes ----------------------------------------------------------------
     def _remove(self, item_ids: list[str]) -> None:
@@ -490,11 +512,15 @@ class LiveCatalog:
                 log.warning("live item %s: %s", item_id, exc)
         return None
 
-    def _publish(self) -> Delta:
+    def _publish(self, step: tuple[int, frozenset[str]] | None) -> Delta:
+        """Set the delta of the live items and hidden rows as they are now; ``step``: the
+        follow step that led here (its first generation and the items it wrote or removed),
+        None for a rebuild."""
         live = self._live
         ids = list(live.vectors)
         rows = self._rows(ids)
         self._stacked, self._written, self._restack = rows, set(), False
+        self._steps = () if step is None else (*self._steps, step)[-STEPS_KEPT:]
         delta = Delta(
             generation=self._generation,
             ids=rows.ids,
@@ -509,6 +535,7 @@ class LiveCatalog:
             removed=self._removed.copy(),
             pending=len(self._pending),
             max_items=self.config.max_items,
+            steps=self._steps,
             **rows.tokens,
         )
         for mask in (delta.shown, delta.shown_out, delta.removed):

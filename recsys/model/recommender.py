@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -497,6 +498,58 @@ class Recommender:
             queries = self.fused.item_queries(rows, mode)
             results = self._with_live(results, queries, k, None, filters, skip, mode=mode)
         return results
+
+    def similar_unchanged(
+        self,
+        live,
+        since: int,
+        item_id: str,
+        listed: Sequence[str],
+        floor: float,
+        k: int = 10,
+        filters=None,
+        mode: str = "similar",
+        diversity: float = DEFAULT_DIVERSITY,
+    ) -> bool:
+        """Whether ``similar_items([item_id], k, filters, mode, diversity)``, which listed
+        ``listed`` (lowest score ``floor``; -inf when it listed fewer than k) with the live
+        delta at generation ``since``, gives that answer with ``live`` too.
+
+        It does when the item's answer came from the neighbour table and no item written or
+        removed since is the item, one it listed, one in its table row, or a live item that
+        would score ``floor`` or more against it: then its table row, the rows that pass and
+        the live items it could list are those it had. Other answers (searched, filtered by
+        attribute or for out-of-stock items, ``also``, a live query) are not told: False.
+        """
+        written = live.written_since(since)
+        if written is None or mode != "similar" or not self._stock_filter_only(filters):
+            return False
+        if not written:
+            return True
+        if item_id in written or not written.isdisjoint(listed) or live.knows(item_id):
+            return False
+        table = self.neighbours
+        width = pool_size(k, diversity, len(self.item_ids) - 1)
+        row = self.item_index.rows([item_id])
+        if table is None or width > table[0].shape[1] or row[0] < 0:
+            return False
+        neighbours = table[0][row[0]]
+        rows = self.item_index.rows(list(written))
+        if np.isin(neighbours, rows[rows >= 0]).any():
+            return False
+        if np.count_nonzero(live.shown[neighbours[neighbours >= 0]]) < width:
+            return False  # short of rows that pass: the answer was searched
+        new = [live.positions[i] for i in written if i in live.positions]
+        if not new:
+            return True
+        query = self.fused.item_queries(row, mode)
+        # a margin for the last bits a matrix-vector product may round differently in
+        return bool((live.surface[new] @ query[0]).max() < floor - 1e-5)
+
+    @staticmethod
+    def _stock_filter_only(filters) -> bool:
+        """``filters`` ask for nothing but items in stock (the default)."""
+        return all(name == "in_stock" and bool(value) for name, value in (filters or {}).items())
 
     def _similar_to_live(self, item_ids: np.ndarray, k: int, filters, mode: str) -> Results:
         """Similar items of queries some of which are live items (new or changed since the
