@@ -125,6 +125,27 @@ class Monitor:
         return max(times) if times else None
 
 
+ANSWERS = re.compile(r'^recsys_answers_total\{endpoint="(\w+)",source="(\w+)"\} (\S+)$', re.M)
+
+
+def answer_counts(url: str) -> dict[tuple[str, str], float]:
+    """The service's read answers so far, by endpoint and where they came from (all workers)."""
+    text = requests.get(url + "/metrics", timeout=10).text
+    return {(endpoint, source): float(value) for endpoint, source, value in ANSWERS.findall(text)}
+
+
+def answer_shares(before: dict, after: dict) -> dict:
+    """Per endpoint, the answers between two ``answer_counts`` by source, and their shares."""
+    out: dict[str, dict] = {}
+    for (endpoint, source), value in after.items():
+        out.setdefault(endpoint, {})[source] = int(value - before.get((endpoint, source), 0))
+    for counts in out.values():
+        total = sum(counts.values())
+        for source in list(counts):
+            counts[f"{source}_share"] = round(counts[source] / total, 3) if total else None
+    return out
+
+
 def photo(rng: np.random.Generator) -> bytes:
     buffer = io.BytesIO()
     pixels = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
@@ -391,6 +412,7 @@ def run(args, url: str, workdir: Path, ids_path: Path, items: list[str], server_
         for n in range(args.writers if args.write_rate > 0 else 0)
     ]
     threads = [threading.Thread(target=w.run) for w in writers]
+    answers_before = answer_counts(url)
     cpu_before, started = server_cpu(server_pid), time.perf_counter()
     own_before = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, CHILDREN)]
     for thread in threads:
@@ -400,6 +422,7 @@ def run(args, url: str, workdir: Path, ids_path: Path, items: list[str], server_
         thread.join()
     seconds = time.perf_counter() - started
     cpu = (server_cpu(server_pid) - cpu_before) / seconds
+    answers = answer_shares(answers_before, answer_counts(url))
     own = [
         (_cpu(resource.getrusage(who)) - _cpu(before)) / seconds
         for who, before in zip((resource.RUSAGE_SELF, CHILDREN), own_before, strict=True)
@@ -425,6 +448,9 @@ def run(args, url: str, workdir: Path, ids_path: Path, items: list[str], server_
         "server_cpu_cores": round(cpu, 3),
         "writers_cpu_cores": round(own[0], 3),
         "wrk_cpu_cores": round(own[1], 3),
+        # the read answers of the measured minute (wrk's and the writers'), by where they came
+        # from: kept at their generations, carried across follow steps, or computed
+        "answers": answers,
     }
 
 

@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 class Carried(NamedTuple):
     """An answer kept across follow steps: its body, the catalog generation it is current
-    to, the items it lists (its query first) and its lowest score (-inf: fewer than asked)."""
+    to, the items it lists and its lowest score (-inf: it lists fewer than asked)."""
 
     body: bytes
     generation: int

@@ -97,8 +97,8 @@ def similar_items(item_id: str, query: SimilarQuery) -> Response:
 
 
 def _similar(ctx, state, item_id: str, query: SimilarQuery) -> tuple[dict, list[str], float]:
-    """(the answer, the items it lists with ``item_id`` first, its lowest score or -inf
-    when it lists fewer than asked): what ``carried_answer`` keeps."""
+    """(the answer, the items it lists, its lowest score or -inf when it lists fewer than
+    asked): what ``carried_answer`` keeps."""
     try:
         results = state.recommender.similar_items(
             [item_id], k=query.k, filters=query.filters, mode=query.mode, diversity=query.diversity
@@ -113,7 +113,7 @@ def _similar(ctx, state, item_id: str, query: SimilarQuery) -> tuple[dict, list[
     answer = {"item_id": item_id, "model_version": state.version, "items": items}  # a Similar
     listed, scores = results.ids[0], results.scores[0]
     floor = float(np.min(scores)) if len(listed) >= query.k else -np.inf
-    return answer, [item_id, *listed], floor
+    return answer, listed, floor
 
 
 @bp.get("/users")
@@ -135,7 +135,7 @@ def user_feed(user_id: str, query: FeedQuery) -> Response:
     fresh = fresh_history(state, ctx.engine, user_id)
     request = FeedRequest(query.k, query.exclude_seen, None, query.filters, query.diversity)
     compute = functools.partial(_feed, ctx, state, user_id, request, fresh)
-    return kept_answer(ctx, answer_key(ctx, state, *fresh), compute)
+    return kept_answer(ctx, answer_key(ctx, state, *fresh), compute, "feed")
 
 
 @bp.post("/users/<user_id>/recommendations")

@@ -52,13 +52,17 @@ def answer_key(ctx: ServiceContext, state: ServingState, *inputs: str) -> tuple 
     return (request.path, request.query_string, *served, *inputs)
 
 
-def kept_answer(ctx: ServiceContext, key: tuple | None, compute: Callable[[], dict]) -> Response:
+def kept_answer(
+    ctx: ServiceContext, key: tuple | None, compute: Callable[[], dict], endpoint: str
+) -> Response:
     """The JSON answer kept under ``key`` (``answer_key``), or ``compute()``'s, serialized and
-    kept under it."""
+    kept under it; counted by ``endpoint`` and where it came from."""
     body = ctx.answers.get(key)
+    source = "kept"
     if body is None:
-        body = pydantic_core.to_json(compute())
+        body, source = pydantic_core.to_json(compute()), "computed"
         ctx.answers.put(key, body)
+    ctx.metrics.answers.labels(endpoint, source).inc()
     return Response(body, mimetype=JSON)
 
 
@@ -71,21 +75,26 @@ def carried_answer(
     """A similar-items answer kept across follow steps (``services.answers``): the one kept
     under this request is served while the delta and the cards are at its generation, or
     ``unchanged(delta, kept)`` says no step since could have changed it (it is then kept at
-    the new generation). ``compute()`` gives (the answer, the items it lists with its query
-    first, its lowest score or -inf). Without a followed generation both share, it is kept
+    the new generation). ``compute()`` gives (the answer, the items it lists, its lowest
+    score or -inf). Without a followed generation both share, it is kept
     by the exact generations (``answer_key``)."""
     live = state.recommender.live
     if live is None or ctx.cards.followed_generation() != live.generation:
-        return kept_answer(ctx, answer_key(ctx, state), lambda: compute()[0])
+        return kept_answer(ctx, answer_key(ctx, state), lambda: compute()[0], "similar")
     key = (request.path, request.query_string, state.version)
     kept = ctx.answers.get(key)
-    if isinstance(kept, Carried) and (kept.generation == live.generation or unchanged(live, kept)):
-        if kept.generation != live.generation:
-            ctx.answers.put(key, kept._replace(generation=live.generation))
+    counted = ctx.metrics.answers.labels
+    if isinstance(kept, Carried) and kept.generation == live.generation:
+        counted("similar", "kept").inc()
+        return Response(kept.body, mimetype=JSON)
+    if isinstance(kept, Carried) and unchanged(live, kept):
+        ctx.answers.put(key, kept._replace(generation=live.generation))
+        counted("similar", "carried").inc()
         return Response(kept.body, mimetype=JSON)
     answer, listed, floor = compute()
     body = pydantic_core.to_json(answer)
     ctx.answers.put(key, Carried(body, live.generation, tuple(listed), floor))
+    counted("similar", "computed").inc()
     return Response(body, mimetype=JSON)
 
 

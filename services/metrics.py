@@ -1,5 +1,6 @@
-"""Prometheus metrics: requests, latency by endpoint, errors, the model version served, and
-the live catalog (items kept beside the bundle, hidden bundle items, whether a retrain is due).
+"""Prometheus metrics: requests, latency by endpoint, errors, the model version served,
+where read answers came from (``services.answers``), and the live catalog (items kept beside
+the bundle, hidden bundle items, whether a retrain is due).
 
 Under gunicorn, ``services/gunicorn.conf.py`` sets ``PROMETHEUS_MULTIPROC_DIR`` so every
 worker's numbers are summed at scrape time (prometheus_client's multiprocess mode).
@@ -71,6 +72,13 @@ class Metrics:
             "1 when a worker's live catalog is full (RECSYS_LIVE_MAX_ITEMS): run recsys train",
             registry=self.registry,
             multiprocess_mode="max",
+        )
+        self.answers = Counter(
+            "recsys_answers",
+            "Read answers by where they came from: kept (at the generations they were computed"
+            " at), carried (kept across follow steps that could not change them) or computed",
+            ("endpoint", "source"),
+            registry=self.registry,
         )
         self._version: str | None = None
 

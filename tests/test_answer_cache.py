@@ -4,6 +4,7 @@ a product page is kept across the catalog's follow steps that cannot have change
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -169,3 +170,45 @@ def test_product_pages_are_kept_across_steps_that_cannot_change_them(built, tmp_
     step()
     write("delete", "a-twin")
     step()
+    metrics = client.get("/metrics").get_data(as_text=True)
+    counts = dict(
+        re.findall(r'recsys_answers_total\{endpoint="similar",source="(\w+)"\} (\S+)', metrics)
+    )
+    assert float(counts["carried"]) > 0 and float(counts["computed"]) > 0
+
+
+def test_a_write_outside_a_pages_neighbour_row_keeps_the_page(built, tmp_path):
+    """With neighbour rows narrower than the catalog (as in any real shop), an edit, a sale
+    and a removal of items outside a page's row keep the page, which equals the one computed
+    afresh; a write inside the row does not."""
+    kept = make_app(built, tmp_path)
+    fresh = make_app(built, tmp_path, copy=False, ANSWER_CACHE_MB=0)
+    for app in (kept, fresh):
+        recommender = app.extensions["recsys"].holder.state.recommender
+        rows, scores = recommender.neighbours
+        recommender.neighbours = (rows[:, :8].copy(), scores[:, :8].copy())
+    row = recommender.item_index.rows(["a1"])[0]
+    table_row = recommender.neighbours[0][row]
+    inside = set(recommender.item_ids[table_row[table_row >= 0]].tolist())
+    outside = [i for i in recommender.item_ids.tolist() if i not in inside and i != "a1"]
+    client, fresh_client = kept.test_client(), fresh.test_client()
+    calls = counting(kept, "similar_items")
+
+    def page_after(method: str, item_id: str, body) -> int:
+        response = getattr(client, method)(f"/v1/items/{item_id}", json=body, headers=ADMIN)
+        assert response.status_code == 200
+        for app in (kept, fresh):
+            follow(app)
+        calls.clear()
+        answer = client.get("/v1/items/a1/similar?k=5")
+        assert answer.data == fresh_client.get("/v1/items/a1/similar?k=5").data
+        return len(calls)
+
+    for app in (kept, fresh):
+        follow(app)
+    assert client.get("/v1/items/a1/similar?k=5").status_code == 200
+    assert page_after("patch", outside[0], {"title": "Renamed far away"}) == 0
+    assert page_after("patch", outside[1], {"in_stock": False}) == 0
+    assert page_after("delete", outside[2], None) == 0
+    assert page_after("patch", outside[1], {"in_stock": True}) == 0
+    assert page_after("patch", sorted(inside)[0], {"in_stock": False}) == 1

@@ -52,8 +52,6 @@ log = logging.getLogger(__name__)
 # Item rows read and embedded at once (a rebuild after a large ingest reads many).
 CHUNK = 2048
 LIVE_REASON = "new in the catalog"
-# Follow steps a delta remembers (``Delta.steps``): about a minute of them at one a second.
-STEPS_KEPT = 64
 
 
 @dataclass(frozen=True)
@@ -96,26 +94,15 @@ class Delta:
     # multiplier, as FusedModel.item_tokens_ and token_scale_ (None: the feed has no token term)
     tokens: sp.csr_matrix | None = None
     token_scale: np.ndarray | None = None
-    # The follow steps that led here, oldest first (at most STEPS_KEPT): each step's first
-    # generation and the items it wrote or removed. They start afresh at a rebuild.
-    steps: tuple[tuple[int, frozenset[str]], ...] = ()
+    # (N,) the generation of each bundle row's last write or removal (the rebuild's for rows
+    # not written since). Shared by the deltas of one rebuild and raised in place by the
+    # follower before it publishes a step, so a reader of an older delta may see a later
+    # write's mark but never misses one its own delta reflects.
+    written_at: np.ndarray | None = None
+    live_written_at: np.ndarray | None = None  # (M,) the same for the live items
 
     def __post_init__(self) -> None:
         self.positions.update({item: k for k, item in enumerate(self.ids.tolist())})
-
-    def written_since(self, generation: int) -> frozenset[str] | None:
-        """The items written or removed after ``generation`` (empty: this state is at it);
-        None when the steps since it are not all known."""
-        if generation == self.generation:
-            return frozenset()
-        items: set[str] = set()
-        for start, written in reversed(self.steps):
-            items |= written
-            if start == generation:
-                return frozenset(items)
-            if start < generation:
-                break
-        return None
 
     @functools.cached_property
     def tokens_by_token(self) -> sp.csr_matrix | None:
@@ -252,10 +239,11 @@ class _Live:
     tokens: dict[str, sp.csr_matrix] = field(default_factory=dict)  # (1, F) unit rows
     token_scale: dict[str, float] = field(default_factory=dict)  # the feed term's weight
     cold: dict[str, bool] = field(default_factory=dict)  # no interactions in the bundle
+    written_at: dict[str, int] = field(default_factory=dict)  # the generation of its last write
 
     def drop(self, item_id: str) -> None:
         parts = (self.vectors, self.blocks, self.in_stock, self.has_image, self.attributes)
-        for part in (*parts, self.tokens, self.token_scale, self.cold):
+        for part in (*parts, self.tokens, self.token_scale, self.cold, self.written_at):
             part.pop(item_id, None)
 
 
@@ -304,7 +292,7 @@ class LiveCatalog:
         self._stacked: _Rows | None = None
         self._written: set[str] = set()
         self._restack = False
-        self._steps: tuple[tuple[int, frozenset[str]], ...] = ()  # the last publish's
+        self._written_at = np.zeros(n, dtype=np.int64)  # Delta.written_at
         root = self.config.shared_root
         self.shared = None
         if root is not None and items.parts != "none":
@@ -338,7 +326,10 @@ class LiveCatalog:
         written = changes.written_after(snapshot, self.data_read_at) | (rows < 0)
         self._write(snapshot.item_ids[written].tolist(), content=None)
         self._generation = snapshot.generation
-        return self._publish(step=None)
+        # a new array: the deltas before this rebuild keep theirs
+        self._written_at = np.full(n, snapshot.generation, dtype=np.int64)
+        self._live.written_at = dict.fromkeys(self._live.vectors, snapshot.generation)
+        return self._publish()
 
     def follow(self) -> Delta | None:
         """Apply the catalog's changes since the last call; None when nothing changed (one
@@ -354,11 +345,21 @@ class LiveCatalog:
                 return self._rebuild()
             self._remove(found.removed)
             self._write(found.written, content=found.content)
-            step = (self._generation, frozenset([*found.removed, *found.written]))
             self._generation = found.generation
-            return self._publish(step)
+            self._mark([*found.removed, *found.written])
+            return self._publish()
 
     # -- applying changes ----------------------------------------------------------------
+    def _mark(self, item_ids: list[str]) -> None:
+        """Stamp these items, written or removed, with the generation of this step: bundle
+        rows in place (``Delta.written_at``), live items for the next publish."""
+        rows = self.recommender.item_index.rows(item_ids)
+        self._written_at[rows[rows >= 0]] = self._generation
+        marks = self._live.written_at
+        for item_id in item_ids:
+            if item_id in self._live.vectors:
+                marks[item_id] = self._generation
+
     def _remove(self, item_ids: list[str]) -> None:
         rows = self.recommender.item_index.rows(item_ids) if item_ids else np.zeros(0, int)
         self._removed[rows[rows >= 0]] = True
@@ -512,15 +513,11 @@ class LiveCatalog:
                 log.warning("live item %s: %s", item_id, exc)
         return None
 
-    def _publish(self, step: tuple[int, frozenset[str]] | None) -> Delta:
-        """Set the delta of the live items and hidden rows as they are now; ``step``: the
-        follow step that led here (its first generation and the items it wrote or removed),
-        None for a rebuild."""
+    def _publish(self) -> Delta:
         live = self._live
         ids = list(live.vectors)
         rows = self._rows(ids)
         self._stacked, self._written, self._restack = rows, set(), False
-        self._steps = () if step is None else (*self._steps, step)[-STEPS_KEPT:]
         delta = Delta(
             generation=self._generation,
             ids=rows.ids,
@@ -535,7 +532,10 @@ class LiveCatalog:
             removed=self._removed.copy(),
             pending=len(self._pending),
             max_items=self.config.max_items,
-            steps=self._steps,
+            written_at=self._written_at,
+            live_written_at=np.array(
+                [live.written_at.get(i, self._generation) for i in ids], dtype=np.int64
+            ),
             **rows.tokens,
         )
         for mask in (delta.shown, delta.shown_out, delta.removed):

@@ -521,28 +521,34 @@ class Recommender:
         the live items it could list are those it had. Other answers (searched, filtered by
         attribute or for out-of-stock items, ``also``, a live query) are not told: False.
         """
-        written = live.written_since(since)
-        if written is None or mode != "similar" or not self._stock_filter_only(filters):
-            return False
-        if not written:
-            return True
-        if item_id in written or not written.isdisjoint(listed) or live.knows(item_id):
-            return False
         table = self.neighbours
+        if (
+            live.written_at is None
+            or table is None
+            or mode != "similar"
+            or not self._stock_filter_only(filters)
+            or live.knows(item_id)
+        ):
+            return False
         width = pool_size(k, diversity, len(self.item_ids) - 1)
-        row = self.item_index.rows([item_id])
-        if table is None or width > table[0].shape[1] or row[0] < 0:
+        rows = self.item_index.rows([item_id, *listed])
+        if width > table[0].shape[1] or rows[0] < 0:
             return False
-        neighbours = table[0][row[0]]
-        rows = self.item_index.rows(list(written))
-        if np.isin(neighbours, rows[rows >= 0]).any():
+        for item, row in zip(listed, rows[1:].tolist(), strict=True):
+            at = live.positions.get(item) if row < 0 else None
+            if row < 0 and (at is None or live.live_written_at[at] > since):
+                return False  # a live item written or removed since
+        neighbours = table[0][rows[0]]
+        neighbours = neighbours[neighbours >= 0]
+        written_at = live.written_at
+        if max(written_at[rows[rows >= 0]].max(), written_at[neighbours].max(initial=0)) > since:
             return False
-        if np.count_nonzero(live.shown[neighbours[neighbours >= 0]]) < width:
+        if np.count_nonzero(live.shown[neighbours]) < width:
             return False  # short of rows that pass: the answer was searched
-        new = [live.positions[i] for i in written if i in live.positions]
-        if not new:
+        new = np.flatnonzero(live.live_written_at > since)
+        if not new.size:
             return True
-        query = self.fused.item_queries(row, mode)
+        query = self.fused.item_queries(rows[:1], mode)
         # a margin for the last bits a matrix-vector product may round differently in
         return bool((live.surface[new] @ query[0]).max() < floor - 1e-5)
 
