@@ -15,6 +15,7 @@ from PIL import Image
 from recsys.catalog import connect
 from recsys.catalog.keys import create_key
 from recsys.ingest.items import ingest_items
+from recsys.model.delta import Delta
 from recsys.settings import Settings
 from services.app import create_app
 from tests.shop_fixture import ADMIN, ADMIN_TOKEN, build_shop, item_image
@@ -347,3 +348,23 @@ def test_a_publish_adds_the_rows_a_step_wrote_and_equals_a_full_restack(app, cli
     put("a-six", "Comedy story six")
     publish_and_check()
     assert "a-four" in similar(client, "a1", "k=5") or "a-four" in similar(client, "a-one", "k=5")
+
+
+def test_answers_skip_the_live_ranking_only_where_it_changes_nothing(app, client, monkeypatch):
+    """An answer no live item can enter skips ranking the live items (``Delta._none_enter``):
+    every product page and feed equals the one ranked in full, and some skipped it."""
+    far = {"title": "Garden hose", "attributes": {"year": 1950, "brand": "z-brand"}}
+    for item_id, body in (("a-twin", TWIN), ("z-far", far), ("b-twin", {**TWIN, "title": "x"})):
+        assert client.put(f"/v1/items/{item_id}", json=body, headers=ADMIN).status_code == 200
+    follow(app)
+    pages = [f"/v1/items/{group}{k}/similar?k=4" for group in "ab" for k in range(15)]
+    pages += [f"/v1/users/u{u}/recommendations?k=5" for u in range(16)] + ["/v1/items/a1/similar"]
+    skipped = []
+    none_enter = Delta._none_enter
+    monkeypatch.setattr(
+        Delta, "_none_enter", lambda *args: skipped.append(none_enter(*args)) or skipped[-1]
+    )
+    answers = [client.get(page).data for page in pages]
+    assert any(skipped) and not all(skipped)
+    monkeypatch.setattr(Delta, "_none_enter", lambda *args: False)
+    assert [client.get(page).data for page in pages] == answers

@@ -190,9 +190,12 @@ class Delta:
         return self._merge(results, scores, k, allowed, None)
 
     def _merge(self, results, scores: np.ndarray, k: int, allowed: np.ndarray, skip):
-        scores = np.where(allowed[None, :], scores, -np.inf).astype(np.float32)  # (Q, M)
+        scores = np.where(allowed[None, :], scores, -np.inf).astype(np.float32, copy=False)
+        best = scores.max(axis=1)  # (Q,)
         for q in range(len(results.ids)):
             if skip is not None and skip[q] is None:
+                continue
+            if self._none_enter(results, q, k, best[q]):
                 continue
             blocked = set(skip[q]) if skip is not None else set()
             # equal scores in row order: an answer lists its tied items in one order
@@ -201,6 +204,17 @@ class Delta:
             if found:
                 _insert(results, q, self.ids[found].tolist(), scores[q, found], k)
         return results
+
+    def _none_enter(self, results, q: int, k: int, best: float) -> bool:
+        """No live item can change query ``q``'s answer: it lists k items, none of them live,
+        and the last scores at least ``best``, the best live score (``_insert`` keeps the
+        answer's items on equal scores). Most answers are such, and skip the ranking."""
+        listed = results.ids[q]
+        return (
+            len(listed) >= k
+            and best <= np.min(results.scores[q])
+            and not any(item in self.positions for item in listed)
+        )
 
 
 def _insert(results, q: int, ids: list[str], scores: np.ndarray, k: int) -> None:
