@@ -524,6 +524,7 @@ class Recommender:
         table = self.neighbours
         if (
             live.written_at is None
+            or since > live.generation  # a catalog moved back (restored): nothing is known
             or table is None
             or mode != "similar"
             or not self._stock_filter_only(filters)
