@@ -58,7 +58,7 @@ def main(bundle: Path, n_users: int, k: int, budgets: str, reaches: str) -> None
                 profile = sp.csr_matrix(profiles[user], dtype=np.float32)
                 start = time.perf_counter()
                 pool = recommender.index.search(query, recommender._reach(k), None, [mine])
-                rows, _ = recommender._with_tokens(profile, query, pool, None, mine, k)
+                rows, _, _ = recommender._with_tokens(profile, query, pool, None, mine, k)
                 seconds += time.perf_counter() - start
                 found += len(best & set(rows.tolist()))
             print(f"budget {budget:>9,} reach {reach}: {found / (k * len(users)):.4f} of the "

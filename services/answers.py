@@ -10,10 +10,11 @@ lookup instead of a search, its reasons and its cards. A new bundle, an item wri
 event gives new keys; the answers under the old ones age out of the LRU, which holds at most
 ``max_bytes`` of serialized answers per worker.
 
-A similar-items answer is also kept across the follow steps that cannot have changed it
-(``Carried``: its generation, the items it lists and its lowest score, checked by
-``Recommender.similar_unchanged``): under a shop's item writes every step moves the
-generations, and without this no product page would be answered twice.
+A similar-items answer, and the feed of a user without fresh events, is also kept across the
+follow steps that cannot have changed it (``Carried``: its generation, the items it lists,
+its lowest score and what else the check needs, checked by ``Recommender.similar_unchanged``
+and ``Recommender.feed_unchanged``): under a shop's item writes every step moves the
+generations, and without this no answer would be given twice.
 
 Answers are kept only while the worker's catalog follower keeps the item cards current
 (``CardCache.followed_generation``): a worker that reads the generation on each request has
@@ -30,19 +31,22 @@ from typing import NamedTuple
 
 class Carried(NamedTuple):
     """An answer kept across follow steps: its body, the catalog generation it is current
-    to, the items it lists and its lowest score (-inf: it lists fewer than asked)."""
+    to, the items it shows a card or a title of (those it lists first), its lowest score
+    (-inf: it lists fewer than asked) and, for a feed, the bundle rows it was ranked among
+    (``Results.considered``)."""
 
     body: bytes
     generation: int
     listed: tuple[str, ...]
     floor: float
+    considered: bytes = b""
 
 
 def _size(value: bytes | tuple) -> int:
     """About the bytes an answer holds (a listed id and its tuple slot cost about 60)."""
     if isinstance(value, bytes):
         return len(value)
-    return len(value[0]) + sum(60 + len(item) for item in value[2])
+    return len(value[0]) + sum(60 + len(item) for item in value[2]) + len(value[4])
 
 
 class AnswerCache:

@@ -93,12 +93,12 @@ def similar_items(item_id: str, query: SimilarQuery) -> Response:
                                              kept.floor, *args)  # fmt: skip
 
     compute = functools.partial(_similar, ctx, state, item_id, query)
-    return carried_answer(ctx, state, compute, unchanged)
+    return carried_answer(ctx, state, "similar", compute, unchanged)
 
 
-def _similar(ctx, state, item_id: str, query: SimilarQuery) -> tuple[dict, list[str], float]:
+def _similar(ctx, state, item_id: str, query: SimilarQuery):
     """(the answer, the items it lists, its lowest score or -inf when it lists fewer than
-    asked): what ``carried_answer`` keeps."""
+    asked, b""): what ``carried_answer`` keeps."""
     try:
         results = state.recommender.similar_items(
             [item_id], k=query.k, filters=query.filters, mode=query.mode, diversity=query.diversity
@@ -111,9 +111,19 @@ def _similar(ctx, state, item_id: str, query: SimilarQuery) -> tuple[dict, list[
         raise bad_parameter("filters", str(exc)) from None
     items = ranked(ctx.cards, results)
     answer = {"item_id": item_id, "model_version": state.version, "items": items}  # a Similar
+    return answer, *_kept(results, query.k)
+
+
+def _kept(results, k: int) -> tuple[list[str], float, bytes]:
+    """(the items an answer shows a card or a title of: those it lists and those its reasons
+    name; its lowest score or -inf when it lists fewer than ``k``; the bundle rows it was
+    ranked among or b""): what ``carried_answer`` keeps besides it."""
     listed, scores = results.ids[0], results.scores[0]
-    floor = float(np.min(scores)) if len(listed) >= query.k else -np.inf
-    return answer, listed, floor
+    because = results.because[0] if results.because else []
+    named = {r.item_id for reasons in because for r in reasons if r.item_id is not None}
+    floor = float(np.min(scores)) if len(listed) >= k else -np.inf
+    considered = results.considered[0] if results.considered else None
+    return [*listed, *sorted(named - set(listed))], floor, considered or b""
 
 
 @bp.get("/users")
@@ -134,8 +144,21 @@ def user_feed(user_id: str, query: FeedQuery) -> Response:
     state = ctx.holder.state
     fresh = fresh_history(state, ctx.engine, user_id)
     request = FeedRequest(query.k, query.exclude_seen, None, query.filters, query.diversity)
-    compute = functools.partial(_feed, ctx, state, user_id, request, fresh)
-    return kept_answer(ctx, answer_key(ctx, state, *fresh), compute, "feed")
+    if fresh:  # folded in per request: kept by the exact generations and the events
+        compute = functools.partial(_feed, ctx, state, user_id, request, fresh)
+        return kept_answer(ctx, answer_key(ctx, state, *fresh), compute, "feed")
+    args = (query.k, query.exclude_seen, query.filters, query.diversity)
+
+    def unchanged(live, kept) -> bool:
+        recommender = state.recommender
+        return recommender.feed_unchanged(live, kept.generation, user_id, kept.listed,
+                                          kept.floor, kept.considered, *args)  # fmt: skip
+
+    def compute():
+        answer, results = _feed_results(ctx, state, user_id, request, fresh)
+        return answer, *_kept(results, query.k)
+
+    return carried_answer(ctx, state, "feed", compute, unchanged)
 
 
 @bp.post("/users/<user_id>/recommendations")
@@ -150,18 +173,24 @@ def rank_for_user(user_id: str, body: RankRequest) -> dict:
 
 def _feed(ctx, state, user_id: str, request: FeedRequest, fresh=None) -> dict:
     """The feed's answer from ``state`` (the one its key, if any, was made from)."""
+    return _feed_results(ctx, state, user_id, request, fresh)[0]
+
+
+def _feed_results(ctx, state, user_id: str, request: FeedRequest, fresh=None):
+    """(the feed's answer, the ``Results`` it was made from)."""
     try:
         results = home_feed(state, ctx.engine, user_id, request, fresh)
     except UnknownItem as exc:
         raise bad_parameter("candidates", message_of(exc)) from None
     except ValueError as exc:
         raise bad_parameter("filters", str(exc)) from None
-    return {  # a Feed
+    answer = {  # a Feed
         "user_id": user_id,
         "model_version": state.version,
         "fallback": bool(results.fallback[0]),
         "items": ranked(ctx.cards, results),
     }
+    return answer, results
 
 
 @bp.post("/search/image")

@@ -69,32 +69,36 @@ def kept_answer(
 def carried_answer(
     ctx: ServiceContext,
     state: ServingState,
-    compute: Callable[[], tuple[dict, Sequence[str], float]],
+    endpoint: str,
+    compute: Callable[[], tuple[dict, Sequence[str], float, bytes]],
     unchanged: Callable[[Any, Carried], bool],
+    *inputs: str,
 ) -> Response:
-    """A similar-items answer kept across follow steps (``services.answers``): the one kept
-    under this request is served while the delta and the cards are at its generation, or
+    """An answer kept across follow steps (``services.answers``): the one kept under this
+    request is served while the delta and the cards are at its generation, or when
     ``unchanged(delta, kept)`` says no step since could have changed it (it is then kept at
     the new generation). ``compute()`` gives (the answer, the items it lists, its lowest
-    score or -inf). Without a followed generation both share, it is kept
-    by the exact generations (``answer_key``)."""
+    score or -inf, what else ``unchanged`` reads); ``inputs``: what else the answer depends
+    on. Without a followed generation both share, it is kept by the exact generations
+    (``answer_key``)."""
     live = state.recommender.live
     if live is None or ctx.cards.followed_generation() != live.generation:
-        return kept_answer(ctx, answer_key(ctx, state), lambda: compute()[0], "similar")
-    key = (request.path, request.query_string, state.version)
+        key = answer_key(ctx, state, *inputs)
+        return kept_answer(ctx, key, lambda: compute()[0], endpoint)
+    key = (request.path, request.query_string, state.version, *inputs)
     kept = ctx.answers.get(key)
     counted = ctx.metrics.answers.labels
     if isinstance(kept, Carried) and kept.generation == live.generation:
-        counted("similar", "kept").inc()
+        counted(endpoint, "kept").inc()
         return Response(kept.body, mimetype=JSON)
     if isinstance(kept, Carried) and unchanged(live, kept):
         ctx.answers.put(key, kept._replace(generation=live.generation))
-        counted("similar", "carried").inc()
+        counted(endpoint, "carried").inc()
         return Response(kept.body, mimetype=JSON)
-    answer, listed, floor = compute()
+    answer, listed, floor, considered = compute()
     body = pydantic_core.to_json(answer)
-    ctx.answers.put(key, Carried(body, live.generation, tuple(listed), floor))
-    counted("similar", "computed").inc()
+    ctx.answers.put(key, Carried(body, live.generation, tuple(listed), floor, considered))
+    counted(endpoint, "computed").inc()
     return Response(body, mimetype=JSON)
 
 

@@ -135,15 +135,19 @@ def test_product_pages_are_kept_across_steps_that_cannot_change_them(built, tmp_
     pages = [f"/v1/items/{group}{k}/similar?k=5" for group in "ab" for k in range(15)]
     pages += ["/v1/items/a1/similar?k=3&diversity=0.5", "/v1/items/b4/similar?k=4&mode=also"]
     pages += ["/v1/items/a2/similar?k=4&brand=a-brand", "/v1/items/b6/similar?k=4&in_stock=false"]
+    feeds = [f"/v1/users/u{n}/recommendations?k=5" for n in range(16)]
+    feeds += ["/v1/users/visitor/recommendations", "/v1/users/u3/recommendations?diversity=0.5"]
+    feeds += ["/v1/users/u9/recommendations?exclude_seen=false&k=8"]
     client, fresh_client = kept.test_client(), fresh.test_client()
     calls = counting(kept, "similar_items")
 
     def step() -> int:
-        """Follow in both workers; the pages computed afresh by the one keeping answers."""
+        """Follow in both workers; the product pages computed afresh by the one keeping
+        answers (every page and feed equal to the other worker's)."""
         for app in (kept, fresh):
             follow(app)
         calls.clear()
-        for page in pages:
+        for page in pages + feeds:
             answer, expected = client.get(page), fresh_client.get(page)
             assert (answer.status_code, answer.data) == (expected.status_code, expected.data)
         return len(calls)
@@ -171,10 +175,10 @@ def test_product_pages_are_kept_across_steps_that_cannot_change_them(built, tmp_
     write("delete", "a-twin")
     step()
     metrics = client.get("/metrics").get_data(as_text=True)
-    counts = dict(
-        re.findall(r'recsys_answers_total\{endpoint="similar",source="(\w+)"\} (\S+)', metrics)
-    )
-    assert float(counts["carried"]) > 0 and float(counts["computed"]) > 0
+    for endpoint in ("similar", "feed"):
+        pattern = rf'recsys_answers_total\{{endpoint="{endpoint}",source="(\w+)"\}} (\S+)'
+        counts = dict(re.findall(pattern, metrics))
+        assert float(counts["carried"]) > 0 and float(counts["computed"]) > 0, endpoint
 
 
 def test_a_write_outside_a_pages_neighbour_row_keeps_the_page(built, tmp_path):

@@ -66,6 +66,8 @@ class Results:
     scores: list[np.ndarray]
     fallback: list[bool] = field(default_factory=list)
     because: list[list[list[explain.Reason]]] = field(default_factory=list)
+    # feeds of stored users: the bundle rows each was ranked among (``Recommender.feed_unchanged``)
+    considered: list[bytes | None] = field(default_factory=list)
 
     def to_json(self) -> list[dict[str, Any]]:
         fallback = self.fallback or [False] * len(self.ids)
@@ -283,20 +285,18 @@ class Recommender:
         width = pool_size(k, diversity, len(self.item_ids))
         found = np.full((len(rows), width), -1, dtype=np.int64)
         scores = np.full((len(rows), width), -np.inf, dtype=np.float32)
+        considered: list[bytes | None] = [None] * len(rows)
         for q, row in enumerate(rows.tolist()):
             if row < 0:
                 found[q], scores[q] = self._popular(width, allowed)
                 continue
-            seen = _row_indices(self.cf.user_items_, row) if exclude_seen else None
-            query = self.fused.user_vectors_[row]
-            pool = self.index.search(query, self._reach(width), allowed, [seen])
-            tokens = (
-                sparse_rows.row(self.fused.user_tokens_, row) if self.fused.has_tokens else None
+            found[q], scores[q], considered[q] = self._stored_feed(
+                row, width, allowed, exclude_seen
             )
-            found[q], scores[q] = self._with_tokens(tokens, query, pool, allowed, seen, width)
         found, scores = diversify(found, scores, self.fused.item_blocks_, k, diversity)
         results = self._results(found, scores)
         results.fallback = (rows < 0).tolist()
+        results.considered = considered
         results.because = [
             self._feed_because(found[q], scores[q], row, None) for q, row in enumerate(rows)
         ]
@@ -343,7 +343,7 @@ class Recommender:
             for u in range(len(found)):
                 pool = (pools[0][u : u + 1], pools[1][u : u + 1])
                 seen = exclude[u] if exclude is not None else None
-                found[u], scores[u] = self._with_tokens(
+                found[u], scores[u], _ = self._with_tokens(
                     sparse_rows.row(profiles, u), queries[u], pool, allowed, seen, width
                 )
         for user in np.flatnonzero(empty):
@@ -362,6 +362,76 @@ class Recommender:
             results = self._with_live(results, queries, k, candidates, filters, skip, profiles)
         return results
 
+    def _stored_feed(self, row: int, width: int, allowed, exclude_seen: bool):
+        """(rows (width,), scores (width,), the rows it ranked among) of a stored user's feed
+        from the bundle: the index's pool with the token candidates (``_with_tokens``)."""
+        seen = _row_indices(self.cf.user_items_, row) if exclude_seen else None
+        query = self.fused.user_vectors_[row]
+        pool = self.index.search(query, self._reach(width), allowed, [seen])
+        tokens = sparse_rows.row(self.fused.user_tokens_, row) if self.fused.has_tokens else None
+        return self._with_tokens(tokens, query, pool, allowed, seen, width)
+
+    def feed_unchanged(
+        self,
+        live,
+        since: int,
+        user_id: str,
+        listed: Sequence[str],
+        floor: float,
+        considered: bytes,
+        k: int = 10,
+        exclude_seen: bool = True,
+        filters=None,
+        diversity: float = DEFAULT_DIVERSITY,
+    ) -> bool:
+        """Whether ``recommend([user_id], k, exclude_seen, None, filters, diversity)``, which
+        listed ``listed`` (lowest score ``floor``; -inf when fewer than k) among the bundle
+        rows ``considered`` (``Results.considered``) with the live delta at generation
+        ``since``, gives that answer with ``live`` too.
+
+        The bundle rows a feed ranks among (the index's pool and the token candidates, both
+        of the rows that pass now) are found again, which is a fraction of the feed's cost;
+        when they are the same, the bundle's part of the answer is. It then holds when no
+        item it lists was written or removed since, and no live item written since scores
+        ``floor`` or more for the user. An unknown user's feed, or one filtered by
+        attribute or for out-of-stock items, is not told: False.
+        """
+        if (
+            not considered
+            or live.written_at is None
+            or since > live.generation  # a catalog moved back (restored): nothing is known
+            or not self._stock_filter_only(filters)
+        ):
+            return False
+        row = int(self.user_index.rows([user_id])[0])
+        if row < 0 or not self._listed_unwritten(live, since, listed):
+            return False
+        width = pool_size(k, diversity, len(self.item_ids))
+        allowed = self._allowed(None, filters)
+        if self._stored_feed(row, width, allowed, exclude_seen)[2] != considered:
+            return False
+        new = np.flatnonzero(live.live_written_at > since)
+        if not new.size:
+            return True
+        scores = live.vectors[new] @ self.fused.user_vectors_[row]
+        if self.fused.has_tokens and live.tokens is not None:
+            profile = self.fused.user_tokens_[[row]]  # (1, F)
+            terms = (live.tokens[new] @ profile.T).toarray()[:, 0]
+            scores = scores + terms * live.token_scale[new]
+        # a margin for the last bits another order of the same sums may round differently in
+        return bool(scores.max() < floor - 1e-5)
+
+    def _listed_unwritten(self, live, since: int, listed: Sequence[str]) -> bool:
+        """No item of ``listed`` (bundle or live) was written or removed after ``since``; a
+        listed id neither in the bundle nor live now was (a live item removed since)."""
+        rows = self.item_index.rows(listed) if len(listed) else np.zeros(0, dtype=np.int64)
+        for item, row in zip(listed, rows.tolist(), strict=True):
+            at = live.positions.get(item) if row < 0 else None
+            if row < 0 and (at is None or live.live_written_at[at] > since):
+                return False
+        bundle = rows[rows >= 0]
+        return not bundle.size or live.written_at[bundle].max() <= since
+
     def _reach(self, width: int) -> int:
         """How many items each part of a feed (the index, the token term) brings for a pool
         of ``width``: more than the pool when the token term counts, so that items second
@@ -369,14 +439,15 @@ class Recommender:
         return width * TOKEN_REACH if self.fused.token_weight else width
 
     def _with_tokens(self, profile, query, pool, allowed, seen, width: int):
-        """One feed's (rows, scores) of ``width`` with the token term added: the index's pool
-        and the items the user's token profile ranks highest (allowed, not ``seen``;
-        ``token_candidates``), ranked together by the whole score, exactly; ``profile``: the
-        user's token profile (a ``sparse_rows.Row``). The term's weight 0 (or no tokens) leaves
-        the pool as the index gave it."""
+        """One feed's (rows, scores) of ``width`` with the token term added, and the rows it
+        ranked among (as bytes): the index's pool and the items the user's token profile
+        ranks highest (allowed, not ``seen``; ``token_candidates``), ranked together by the
+        whole score, exactly; ``profile``: the user's token profile (a ``sparse_rows.Row``).
+        The term's weight 0 (or no tokens) leaves the pool as the index gave it."""
         found, scores = pool[0][0], pool[1][0]
         if profile is None or not self.fused.token_weight:
-            return found[:width], scores[:width]
+            found, scores = found[:width], scores[:width]
+            return found, scores, found.astype(np.int64).tobytes() + scores.tobytes()
         rows, terms = token_candidates(self.fused, profile, self.token_budget)
         keep = np.ones(len(rows), dtype=bool) if allowed is None else allowed[rows]
         if seen is not None and len(seen):
@@ -389,7 +460,8 @@ class Recommender:
         total += self.fused.row_token_scores(profile, union)
         best = top_k_finite(total[None, :], width)[0]
         rows = np.where(best >= 0, union[np.maximum(best, 0)], -1)
-        return rows, np.where(best >= 0, total[np.maximum(best, 0)], -np.inf).astype(np.float32)
+        scores = np.where(best >= 0, total[np.maximum(best, 0)], -np.inf).astype(np.float32)
+        return rows, scores, union.astype(np.int64).tobytes()
 
     def _feed_because(self, found, scores, user_row, folded) -> list[list[explain.Reason]]:
         """Reasons of one feed: ``user_row`` < 0 (fallback): popularity; else the stored
@@ -532,17 +604,14 @@ class Recommender:
         ):
             return False
         width = pool_size(k, diversity, len(self.item_ids) - 1)
-        rows = self.item_index.rows([item_id, *listed])
+        rows = self.item_index.rows([item_id])
         if width > table[0].shape[1] or rows[0] < 0:
             return False
-        for item, row in zip(listed, rows[1:].tolist(), strict=True):
-            at = live.positions.get(item) if row < 0 else None
-            if row < 0 and (at is None or live.live_written_at[at] > since):
-                return False  # a live item written or removed since
+        if not self._listed_unwritten(live, since, [item_id, *listed]):
+            return False
         neighbours = table[0][rows[0]]
         neighbours = neighbours[neighbours >= 0]
-        written_at = live.written_at
-        if max(written_at[rows[rows >= 0]].max(), written_at[neighbours].max(initial=0)) > since:
+        if live.written_at[neighbours].max(initial=0) > since:
             return False
         if np.count_nonzero(live.shown[neighbours]) < width:
             return False  # short of rows that pass: the answer was searched
