@@ -134,3 +134,28 @@ def test_a_projected_hnsw_graph_finds_what_queries_reading_one_block_look_for():
 
     assert recall(projected, projection.queries(queries)) >= 0.9
     assert recall(full, queries) <= 0.5
+
+
+def test_a_few_rows_hidden_outside_a_filtered_answer_leave_it_as_it_was(vectors):
+    """Selling out a few items that an HNSW answer does not list changes nothing in it: the
+    search's breadth (HNSW's efSearch grows with it) follows the share of rows that pass in
+    steps, not row by row (kept feeds rely on it, ``Recommender.feed_unchanged``)."""
+    rng = np.random.default_rng(5)
+    index = VectorIndex.build(vectors, IndexConfig(kind="hnsw"))
+    breadths, raw_search = [], index._raw_search
+    index._raw_search = lambda q, fetch: breadths.append(fetch) or raw_search(q, fetch)
+    query = rng.normal(size=16).astype(np.float32)
+    seen = [rng.choice(len(vectors), 400, replace=False)]
+    allowed = np.ones(len(vectors), dtype=bool)
+    allowed[:2] = False
+    rows, scores = index.search(query, 20, allowed, seen)
+    first = breadths[-1]
+    outside = np.setdiff1d(np.arange(len(vectors)), np.r_[rows.ravel(), seen[0]])
+    for hidden in (3, 7, 15, 40):
+        fewer = allowed.copy()
+        fewer[outside[:hidden]] = False
+        again = index.search(query, 20, fewer, seen)
+        assert breadths[-1] == first, hidden
+        np.testing.assert_array_equal(again[0], rows)
+        np.testing.assert_array_equal(again[1], scores)
+    assert first >= (20 + 400) * len(vectors) / allowed.sum() + 20  # never narrower than before

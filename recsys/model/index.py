@@ -155,7 +155,7 @@ class VectorIndex:
         n = len(self.vectors)
         fetch = k + len(blocked)
         if allowed is not None:
-            fetch = int(fetch * min(n / max(np.count_nonzero(allowed), 1), 16)) + k
+            fetch = int(fetch * _over_fetch(n / max(np.count_nonzero(allowed), 1))) + k
         while True:
             fetch = min(fetch, n)
             found_scores, found = self._raw_search(query[None, :], fetch)
@@ -294,6 +294,13 @@ def _maybe_gpu(index: faiss.Index, kind: str, use_gpu: bool) -> faiss.Index:
 
 def _is_gpu(index: faiss.Index) -> bool:
     return "Gpu" in type(index).__name__
+
+
+def _over_fetch(ratio: float) -> float:
+    """``ratio`` (rows over rows that pass, at most 16) rounded up to an eighth of an octave:
+    a few rows sold out or back in stock leave a search's breadth, and so its answer, as it
+    was (``Recommender.feed_unchanged`` relies on that), at most 9% wider than the ratio."""
+    return float(2.0 ** (np.ceil(np.log2(min(max(ratio, 1.0), 16.0)) * 8 - 1e-9) / 8))
 
 
 def _among(values: np.ndarray, rows: np.ndarray) -> np.ndarray:

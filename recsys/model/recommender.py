@@ -45,7 +45,7 @@ from recsys.model.data import IdIndex, mapped
 from recsys.model.diversity import DEFAULT_DIVERSITY, check_diversity, diversify, pool_size
 from recsys.model.fusion import TOKEN_BUDGET, FusedModel
 from recsys.model.index import IndexConfig, Projection, VectorIndex
-from recsys.model.ranking import first_kept, top_k, top_k_finite
+from recsys.model.ranking import first_kept, top_k_finite
 from recsys.model.tabular import label_pairs
 
 log = logging.getLogger(__name__)
@@ -454,7 +454,9 @@ class Recommender:
             seen = np.asarray(seen)
             at = np.minimum(np.searchsorted(rows, seen), max(len(rows) - 1, 0))
             keep[at[rows[at] == seen] if len(rows) else at[:0]] = False
-        extra = rows[keep][top_k(terms[keep], len(found))[0]]
+        # equal terms in row order: the same candidates whatever else left the list
+        best = top_k_finite(terms[keep][None, :], len(found), ordered=True)[0]
+        extra = rows[keep][best[best >= 0]]
         union = np.union1d(found[found >= 0], extra)
         total = np.asarray(self.fused.item_vectors_[union] @ query, dtype=np.float32)
         total += self.fused.row_token_scores(profile, union)
