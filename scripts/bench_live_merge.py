@@ -9,6 +9,9 @@ first --items items and --users users of ids.json, two ways, side by side in one
 - ``full``: every answer ranks the live items in (as before ``Delta._none_enter``);
 - ``skip``: an answer no live item can enter skips that ranking (the code as it is).
 
+It also times what keeping a feed across follow steps costs (``Recommender.feed_unchanged``:
+the feed's candidates found again and compared) against computing the feed.
+
     .venv/bin/python scripts/bench_live_merge.py --workdir var/bench-live
 """
 
@@ -54,6 +57,17 @@ def main() -> None:
                 recommender.recommend([user], k=20)
             times[way]["feed"].append((time.perf_counter() - started) / len(users) * 1e3)
     Delta._none_enter = ways["skip"]
+    kept = []
+    for user in users:
+        found = recommender.recommend([user], k=20)
+        if found.considered and found.considered[0]:
+            floor = float(found.scores[0].min()) if len(found.ids[0]) >= 20 else float("-inf")
+            kept.append((user, found.ids[0], floor, found.considered[0]))
+    checks = []
+    for _ in range(args.rounds):
+        started = time.perf_counter()
+        held = sum(recommender.feed_unchanged(live, live.generation, *one, k=20) for one in kept)
+        checks.append((time.perf_counter() - started) / max(len(kept), 1) * 1e3)
     result = {
         "live_items": live.size,
         "items": len(items),
@@ -62,6 +76,9 @@ def main() -> None:
             way: {name: round(statistics.median(v), 4) for name, v in parts.items()}
             for way, parts in times.items()
         },
+        "feed_unchanged_ms_median": round(statistics.median(checks), 4),
+        "feeds_checked": len(kept),
+        "feeds_unchanged": int(held),
     }
     print(json.dumps(result, indent=2))
 

@@ -406,20 +406,20 @@ class Recommender:
         row = int(self.user_index.rows([user_id])[0])
         if row < 0 or not self._listed_unwritten(live, since, listed):
             return False
+        new = np.flatnonzero(live.live_written_at > since)
+        if new.size:
+            scores = live.vectors[new] @ self.fused.user_vectors_[row]
+            if self.fused.has_tokens and live.tokens is not None:
+                profile = self.fused.user_tokens_[[row]]  # (1, F)
+                terms = (live.tokens[new] @ profile.T).toarray()[:, 0]
+                scores = scores + terms * live.token_scale[new]
+            # a margin for the last bits another order of the same sums may round differently
+            if scores.max() >= floor - 1e-5:
+                return False
+        # last, as the dearest: the candidates found again
         width = pool_size(k, diversity, len(self.item_ids))
         allowed = self._allowed(None, filters)
-        if self._stored_feed(row, width, allowed, exclude_seen)[2] != considered:
-            return False
-        new = np.flatnonzero(live.live_written_at > since)
-        if not new.size:
-            return True
-        scores = live.vectors[new] @ self.fused.user_vectors_[row]
-        if self.fused.has_tokens and live.tokens is not None:
-            profile = self.fused.user_tokens_[[row]]  # (1, F)
-            terms = (live.tokens[new] @ profile.T).toarray()[:, 0]
-            scores = scores + terms * live.token_scale[new]
-        # a margin for the last bits another order of the same sums may round differently in
-        return bool(scores.max() < floor - 1e-5)
+        return self._stored_feed(row, width, allowed, exclude_seen)[2] == considered
 
     def _listed_unwritten(self, live, since: int, listed: Sequence[str]) -> bool:
         """No item of ``listed`` (bundle or live) was written or removed after ``since``; a
