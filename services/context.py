@@ -72,20 +72,17 @@ def carried_answer(
     endpoint: str,
     compute: Callable[[], tuple[dict, Sequence[str], float, bytes]],
     unchanged: Callable[[Any, Carried], bool],
-    *inputs: str,
 ) -> Response:
     """An answer kept across follow steps (``services.answers``): the one kept under this
     request is served while the delta and the cards are at its generation, or when
     ``unchanged(delta, kept)`` says no step since could have changed it (it is then kept at
     the new generation). ``compute()`` gives (the answer, the items it lists, its lowest
-    score or -inf, what else ``unchanged`` reads); ``inputs``: what else the answer depends
-    on. Without a followed generation both share, it is kept by the exact generations
-    (``answer_key``)."""
+    score or -inf, what else ``unchanged`` reads). Without a followed generation both share,
+    it is kept by the exact generations (``answer_key``)."""
     live = state.recommender.live
     if live is None or ctx.cards.followed_generation() != live.generation:
-        key = answer_key(ctx, state, *inputs)
-        return kept_answer(ctx, key, lambda: compute()[0], endpoint)
-    key = (request.path, request.query_string, state.version, *inputs)
+        return kept_answer(ctx, answer_key(ctx, state), lambda: compute()[0], endpoint)
+    key = (request.path, request.query_string, state.version)
     kept = ctx.answers.get(key)
     counted = ctx.metrics.answers.labels
     if isinstance(kept, Carried) and kept.generation == live.generation:
