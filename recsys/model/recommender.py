@@ -55,6 +55,11 @@ PARTS = ("values", "offsets", "rows")  # of a saved Postings
 # A feed with the token term takes this many times its pool from the index and from the tokens
 # before ranking their union exactly (Recommender._reach).
 TOKEN_REACH = 2
+# How far below a kept answer's last score a live item written since must score for the
+# answer to stand (``similar_unchanged``, ``feed_unchanged``): the live ranking computes the
+# same sums in another order (a matrix product, not a matrix-vector one), so the last bits
+# may differ.
+FLOOR_MARGIN = 1e-5
 
 
 @dataclass
@@ -413,8 +418,7 @@ class Recommender:
                 profile = self.fused.user_tokens_[[row]]  # (1, F)
                 terms = (live.tokens[new] @ profile.T).toarray()[:, 0]
                 scores = scores + terms * live.token_scale[new]
-            # a margin for the last bits another order of the same sums may round differently
-            if scores.max() >= floor - 1e-5:
+            if scores.max() >= floor - FLOOR_MARGIN:
                 return False
         # last, as the dearest: the candidates found again
         width = pool_size(k, diversity, len(self.item_ids))
@@ -621,8 +625,7 @@ class Recommender:
         if not new.size:
             return True
         query = self.fused.item_queries(rows[:1], mode)
-        # a margin for the last bits a matrix-vector product may round differently in
-        return bool((live.surface[new] @ query[0]).max() < floor - 1e-5)
+        return bool((live.surface[new] @ query[0]).max() < floor - FLOOR_MARGIN)
 
     @staticmethod
     def _stock_filter_only(filters) -> bool:
