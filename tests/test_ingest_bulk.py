@@ -20,8 +20,11 @@ from recsys.catalog import changes, connect, migrate
 from recsys.catalog.models import Interaction, Item
 from recsys.errors import InvalidInput
 from recsys.ingest import IngestOptions, ingest_interactions, ingest_items
-from recsys.ingest.interactions import dedup_keys, record_interactions
+from recsys.ingest.bulk import prepare
+from recsys.ingest.interactions import InteractionIngester, dedup_keys, record_interactions
 from recsys.ingest.pipeline import SeenKeys
+from recsys.ingest.readers import Record, batch_from_records
+from recsys.ingest.report import IngestReport
 from recsys.ingest.values import (
     BadValue,
     bool_column,
@@ -337,6 +340,33 @@ def test_api_batch_is_all_or_nothing(catalog):
     recorded = record_interactions(catalog, [events[0], {**events[0], "item_id": "i2"}])
 
     assert (recorded.inserted, recorded.users) == (2, ["a"])
+
+
+def test_ids_not_found_when_read_ahead_are_looked_up_again_in_the_write(catalog, tmp_path):
+    """The parse thread reads a batch's ids before the previous batch commits: an item added
+    in between is found by the write, not refused, and a user is stored once."""
+    ingester = InteractionIngester()
+    events = [{"user_id": "late-user", "item_id": "late-item"}, {"user_id": "u1", "item_id": "i1"}]
+    rows, problems = ingester.parse(
+        batch_from_records([Record(n, e) for n, e in enumerate(events)])
+    )
+    with catalog.connect() as reader:
+        rows = ingester.look_up(reader, rows)
+    assert (problems, rows["item_id"][0].as_py(), rows["user_id"][0].as_py()) == ({}, -1, -1)
+    items = tmp_path / "late.csv"
+    items.write_text("item_id\nlate-item\n")
+    ingest_items(catalog, items, options=IngestOptions(show_progress=False))
+    report = IngestReport(tmp_path / "events.csv")
+
+    with catalog.begin() as connection:
+        prepare(connection)
+        problems = ingester.write(connection, rows, report)
+
+    assert (problems, report.inserted) == ({}, 2)
+    assert {(u, i) for u, i, *_ in interaction_rows(catalog)} == {
+        ("late-user", "late-item"),
+        ("u1", "i1"),
+    }
 
 
 def key_hash(key: str) -> str:

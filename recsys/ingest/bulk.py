@@ -127,8 +127,23 @@ def values_table(connection: Connection, values: list[str]) -> FromClause:
     return func.json_each(json.dumps(values)).table_valued("value")
 
 
-def lookup_ids(connection: Connection, model: type[Item] | type[User], names: pa.Array):
-    """(B,) catalog ids of these external ids, -1 where the catalog has none."""
+def lookup_ids(
+    connection: Connection,
+    model: type[Item] | type[User],
+    names: pa.Array,
+    known: np.ndarray | None = None,
+) -> np.ndarray:
+    """(B,) catalog ids of these external ids, -1 where the catalog has none.
+
+    ``known`` (B,): ids read earlier (say, ahead of the write's transaction), -1 where none
+    was found then; only those are looked up again.
+    """
+    if known is not None:
+        missing = known < 0
+        ids = known.copy()
+        if missing.any():
+            ids[missing] = lookup_ids(connection, model, names.filter(pa.array(missing)))
+        return ids
     distinct = pc.unique(names)
     values = values_table(connection, distinct.to_pylist())
     query = select(model.external_id, model.id).where(model.external_id.in_(select(values)))
@@ -138,9 +153,12 @@ def lookup_ids(connection: Connection, model: type[Item] | type[User], names: pa
     return ids[pc.index_in(names, value_set=known).fill_null(-1).to_numpy()]
 
 
-def ensure_users(connection: Connection, names: pa.Array, now: datetime) -> np.ndarray:
-    """(B,) ids of these users, adding the ones the catalog does not have yet."""
-    ids = lookup_ids(connection, User, names)
+def ensure_users(
+    connection: Connection, names: pa.Array, now: datetime, known: np.ndarray | None = None
+) -> np.ndarray:
+    """(B,) ids of these users, adding the ones the catalog does not have yet (``known``:
+    as for ``lookup_ids``)."""
+    ids = lookup_ids(connection, User, names, known)
     missing = pc.unique(names.filter(pa.array(ids < 0))).sort()
     if not len(missing):
         return ids

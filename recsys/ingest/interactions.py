@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Connection, Engine
 
-from recsys.catalog.models import Item, utcnow
+from recsys.catalog.models import Item, User, utcnow
 from recsys.errors import InvalidInput
 from recsys.ingest.bulk import (
     WRITTEN,
@@ -92,17 +92,27 @@ class InteractionIngester:
         rows = rows.append_column("dedup_key", keys).append_column("hash", pa.array(hashes))
         return rows, problems
 
+    def look_up(self, reader: Connection, rows: pa.Table) -> pa.Table:
+        """``rows`` with the ids the catalog has for their items and users (-1 for none),
+        read on a connection of their own ahead of the write's transaction (the pipeline's
+        parse thread); ``write`` looks up again, in its transaction, only what was not found."""
+        for column, model, name in (("item_id", Item, "item"), ("user_id", User, "user")):
+            ids = lookup_ids(reader, model, rows[name].combine_chunks())
+            rows = rows.append_column(column, pa.array(ids))
+        return rows
+
     def write(self, connection: Connection, rows: pa.Table, report: IngestReport) -> Problems:
         """Resolve ids, drop unknown items and repeats, upsert the rest: set-wise."""
         problems: Problems = {}
-        item_ids = lookup_ids(connection, Item, rows["item"].combine_chunks())
+        known = _read_ahead(rows, "item_id")
+        item_ids = lookup_ids(connection, Item, rows["item"].combine_chunks(), known)
         unknown = pa.array(item_ids < 0)
         details = [
             f"item_id {item!r} is not in the catalog; ingest the item first"
             for item in rows["item"].filter(unknown).to_pylist()
         ]
         refuse(problems, rows["row"].filter(unknown).to_numpy(), Reason.UNKNOWN_ITEM, details)
-        rows = rows.filter(pc.invert(unknown)).append_column("item_id", [item_ids[item_ids >= 0]])
+        rows = _with_ids(rows.filter(pc.invert(unknown)), "item_id", item_ids[item_ids >= 0])
         first = pa.array(self.seen.first_occurrences(rows["hash"].to_numpy()))
         repeats = rows["row"].filter(pc.invert(first)).to_numpy()
         detail = "the same user, item, event and timestamp appear earlier in this file"
@@ -116,10 +126,22 @@ class InteractionIngester:
 
     def _written(self, connection: Connection, rows: pa.Table) -> pa.Table:
         now = utcnow()
-        user_ids = ensure_users(connection, rows["user"].combine_chunks(), now)
-        rows = rows.append_column("user_id", [user_ids])
+        known = _read_ahead(rows, "user_id")
+        user_ids = ensure_users(connection, rows["user"].combine_chunks(), now, known)
+        rows = _with_ids(rows, "user_id", user_ids)
         created = pa.array(np.full(rows.num_rows, np.datetime64(now, "us")))
         return rows.append_column("created_at", [created]).select(list(WRITTEN))
+
+
+def _read_ahead(rows: pa.Table, column: str) -> np.ndarray | None:
+    """(B,) the ids ``look_up`` read, or None when it did not run (e.g. ``record_interactions``)."""
+    return rows[column].to_numpy() if column in rows.column_names else None
+
+
+def _with_ids(rows: pa.Table, column: str, ids: np.ndarray) -> pa.Table:
+    if column in rows.column_names:
+        return rows.set_column(rows.column_names.index(column), column, pa.array(ids))
+    return rows.append_column(column, pa.array(ids))
 
 
 def dedup_keys(rows: pa.Table) -> tuple[pa.Array, np.ndarray]:

@@ -101,6 +101,11 @@ class ItemIngester:
         rows["attributes"] = documents(kept, len(rows))
         return rows.reset_index(drop=True), problems
 
+    def look_up(self, reader: Connection, rows: pd.DataFrame) -> pd.DataFrame:
+        """Nothing read ahead: a write compares rows with the stored items in its own
+        transaction, where no other writer can change them."""
+        return rows
+
     def write(self, connection: Connection, rows: pd.DataFrame, report: IngestReport) -> Problems:
         """Drop repeats, insert new items, update changed ones. Past the repeats the rows are
         plain records: a write of one item over HTTP costs a few pandas calls, not dozens."""

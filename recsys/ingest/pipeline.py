@@ -58,6 +58,10 @@ class Ingester(Protocol):
         """The batch's valid rows ready to write (with their ``row`` in the batch), and the
         problems of the others."""
 
+    def look_up(self, reader: Connection, rows: Any) -> Any:
+        """The parsed rows with what can be read ahead of the write's transaction, on a
+        connection of its own (the parse thread's); ``write`` must not rely on it."""
+
     def write(self, connection: Connection, rows: Any, report: IngestReport) -> Problems:
         """Write the rows in the open transaction; return the rows refused on the way."""
 
@@ -79,7 +83,9 @@ def run_ingest(
             disable=not options.show_progress,
         )
         try:
-            for batch, (rows, problems), position in _parsed_ahead(source, options, ingester):
+            for batch, (rows, problems), position in _parsed_ahead(
+                source, options, ingester, engine
+            ):
                 with engine.begin() as connection:
                     prepare(connection)
                     problems.update(ingester.write(connection, rows, report))
@@ -97,18 +103,31 @@ def run_ingest(
 
 
 def _parsed_ahead(
-    source, options: IngestOptions, ingester: Ingester
+    source, options: IngestOptions, ingester: Ingester, engine: Engine
 ) -> Iterator[tuple[Batch, tuple[Any, Problems], int]]:
-    """(batch, ``ingester.parse(batch)``, the source's position after it), in file order. The
-    next batch is read and parsed on a second thread while the caller writes this one (Arrow,
-    numpy and SQLite leave the GIL for most of their work); parsing touches no database."""
+    """(batch, ``ingester.parse(batch)`` with its ``look_up``, the source's position after
+    it), in file order. The next batch is read, parsed and looked up on a second thread while
+    the caller writes this one (Arrow, numpy and SQLite leave the GIL for most of their work).
+
+    The look-ups hold one connection for the whole run, so that every write gets the same
+    other one: a SQLite connection's page cache stays warm only while no other connection
+    writes between its transactions.
+    """
     batches = iter(source.batches(options.batch_size))
 
     def step():
         batch = next(batches, None)
-        return None if batch is None else (batch, ingester.parse(batch), source.position)
+        if batch is None:
+            return None
+        rows, problems = ingester.parse(batch)
+        rows = ingester.look_up(reader, rows)
+        reader.rollback()  # no read transaction kept open between batches
+        return batch, (rows, problems), source.position
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-parse") as pool:
+    with (
+        engine.connect() as reader,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-parse") as pool,
+    ):
         ahead = pool.submit(step)
         while (parsed := ahead.result()) is not None:
             ahead = pool.submit(step)
