@@ -3,6 +3,7 @@ memory of the workers, reload), at sizes S, M and L of the synthetic long-tail s
 
     python scripts/bench_scale.py --sizes S            # 100k items, 1M events
     python scripts/bench_scale.py --sizes S M --results  # ... and append the tables to RESULTS.md
+    python scripts/bench_scale.py --sizes L --no-raw --train-limit 3600  # as far as it goes
 
 For each size, in --workdir/SIZE (kept, so a later run can skip what is done with --reuse):
 
@@ -11,7 +12,9 @@ For each size, in --workdir/SIZE (kept, so a later run can skip what is done wit
    (timed, rows/s), then the raw reference of bench_ingest.py: the same interaction rows
    inserted into the same tables of another fresh catalog with plain ``executemany``;
 3. ``recsys train --quiet``: the seconds of each stage (from its log lines) and the peak
-   resident memory of the process up to the end of each stage (polled every 0.2 s);
+   resident memory of the process up to the end of each stage (polled every 0.2 s). When
+   it fails (say, killed for memory) or passes --train-limit, the tables say in which stage
+   and why, and the size is not served;
 4. gunicorn with 1 and then 3 gthread workers on that bundle: seconds until ready, each
    worker's RSS, PSS and USS (``/proc/PID/smaps_rollup``), and the seconds of a reload
    (``POST /v1/admin/reload``) answered by one worker.
@@ -54,10 +57,16 @@ def recsys_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "recsys", *args]
 
 
-def run_measured(command: list[str], env: dict, log_path: Path) -> dict:
+def run_measured(
+    command: list[str], env: dict, log_path: Path, limit: float | None = None, check=True
+) -> dict:
     """Run ``command``; seconds and peak RSS (MB) in all and per training stage (from its
-    ``stage NAME ...`` log lines: the peak up to the end of each stage)."""
+    ``stage NAME ...`` log lines: the peak up to the end of each stage).
+
+    Stopped (SIGTERM) after ``limit`` seconds. With ``check`` a failed command ends the
+    benchmark; without, the result says where it stopped and why (``stopped``)."""
     started = time.perf_counter()
+    timed_out = False
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.PIPE, text=True
@@ -77,6 +86,9 @@ def run_measured(command: list[str], env: dict, log_path: Path) -> dict:
         peak = 0.0
         watched = psutil.Process(process.pid)
         while process.poll() is None:
+            if limit is not None and not timed_out and time.perf_counter() - started > limit:
+                process.terminate()
+                timed_out = True
             rss = _tree_rss(watched)
             peak = max(peak, rss)
             with lock:
@@ -85,7 +97,8 @@ def run_measured(command: list[str], env: dict, log_path: Path) -> dict:
             time.sleep(0.2)
         reader.join()
     ended = time.perf_counter()
-    if process.returncode not in (0, 1):  # ingest exits 1 when some rows were rejected
+    failed = process.returncode not in (0, 1)  # ingest exits 1 when some rows were rejected
+    if failed and check:
         raise SystemExit(f"{' '.join(command)} failed ({process.returncode}); see {log_path}")
     per_stage = {}
     running_peak = 0.0
@@ -93,7 +106,21 @@ def run_measured(command: list[str], env: dict, log_path: Path) -> dict:
         end = stages[i + 1][1] if i + 1 < len(stages) else ended
         running_peak = max(running_peak, stage_peak)
         per_stage[name] = {"seconds": round(end - start, 1), "peak_mb": round(running_peak)}
-    return {"seconds": round(ended - started, 1), "peak_mb": round(peak), "stages": per_stage}
+    result = {"seconds": round(ended - started, 1), "peak_mb": round(peak), "stages": per_stage}
+    if failed or timed_out:
+        stage = stages[-1][0] if stages else "start-up"
+        result["stopped"] = f"in {stage}: {_why(process.returncode, timed_out, limit)}"
+    return result
+
+
+def _why(returncode: int, timed_out: bool, limit: float | None) -> str:
+    if timed_out:
+        return f"time limit of {limit:g} s"
+    if returncode == -signal.SIGKILL:
+        return "killed (SIGKILL: the kernel's out-of-memory killer, unless someone else)"
+    if returncode < 0:
+        return f"killed by {signal.Signals(-returncode).name}"
+    return f"exit status {returncode} (its log says why)"
 
 
 def _tree_rss(process: psutil.Process) -> float:
@@ -169,9 +196,11 @@ def _count(url: str, table: str) -> int:
     return int(count)
 
 
-def train(folder: Path, env: dict) -> dict:
+def train(folder: Path, env: dict, limit: float | None = None) -> dict:
+    """``recsys train``'s figures; where it stopped when it fails or passes ``limit``."""
     subprocess.run(recsys_command("db", "upgrade"), env=env, cwd=ROOT, check=True)
-    return run_measured(recsys_command("train", "--quiet"), env, folder / "train.log")
+    command = recsys_command("train", "--quiet")
+    return run_measured(command, env, folder / "train.log", limit=limit, check=False)
 
 
 def serve(folder: Path, env: dict, workers: int, port: int) -> dict:
@@ -244,6 +273,12 @@ def _memory(process: psutil.Process) -> dict:
     return {name: round(getattr(info, name) / MB) for name in ("rss", "pss", "uss")}
 
 
+def _trained(train: dict) -> str:
+    if "stopped" in train:
+        return f"stopped after {train['seconds']} s {train['stopped']}"
+    return f"{train['seconds']} s"
+
+
 def markdown(results: dict) -> str:
     lines = [
         "| size | items / events | prepare | ingest items | ingest events (events/s, × raw) "
@@ -257,9 +292,9 @@ def markdown(results: dict) -> str:
             f"| {size} | {items:,} / {events:,} | {r['prepare'].get('seconds')} s "
             f"| {ing['items']['seconds']} s | {ing['events']['seconds']} s "
             f"({ing['events_per_s']:,}/s, {ing['ratio_to_raw'] or 'raw not run'}×) "
-            f"| {r['train']['seconds']} s | {r['train']['peak_mb']:,} MB |"
+            f"| {_trained(r['train'])} | {r['train']['peak_mb']:,} MB |"
         )
-    stages = list(next(iter(results.values()))["train"]["stages"])
+    stages = list(dict.fromkeys(s for r in results.values() for s in r["train"]["stages"]))
     lines += ["", "| stage | " + " | ".join(f"{s} s / peak MB" for s in results) + " |"]
     lines.append("| --- |" + " ---: |" * len(results))
     for stage in stages:
@@ -293,6 +328,12 @@ def markdown(results: dict) -> str:
     show_default=True,
     help="Time the raw-insert reference of the events (as long again as their ingest).",
 )
+@click.option(
+    "--train-limit",
+    type=float,
+    help="Stop `recsys train` after this many seconds and report the stage it was in "
+    "(for L, where the machine may not finish it).",
+)
 @click.option("--port", type=int, default=8771)
 @click.option("--results", is_flag=True, help="Append the tables to benchmarks/RESULTS.md.")
 @click.option(
@@ -302,7 +343,14 @@ def markdown(results: dict) -> str:
     "and artifacts/ with an active bundle (a size folder, or bench_service.py's workdir).",
 )
 def main(
-    sizes, workdir: Path, reuse: bool, raw: bool, port: int, results: bool, serve_only
+    sizes,
+    workdir: Path,
+    reuse: bool,
+    raw: bool,
+    train_limit: float | None,
+    port: int,
+    results: bool,
+    serve_only,
 ) -> None:
     if serve_only is not None:
         folder = serve_only.resolve()
@@ -322,8 +370,11 @@ def main(
                "RECSYS_ADMIN_TOKEN": TOKEN}  # fmt: skip
         report = {"prepare": prepare(folder, size, env, reuse)}
         report["ingest"] = ingest(folder, env, reuse, raw)
-        report["train"] = train(folder, env)
-        report["serve"] = [serve(folder, env, workers, port) for workers in (1, 3)]
+        report["train"] = train(folder, env, train_limit)
+        if "stopped" in report["train"]:  # no bundle to serve
+            report["serve"] = []
+        else:
+            report["serve"] = [serve(folder, env, workers, port) for workers in (1, 3)]
         out[size] = report
         print(json.dumps({size: report}), flush=True)
     table = markdown(out)
