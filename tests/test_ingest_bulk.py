@@ -22,6 +22,7 @@ from recsys.errors import InvalidInput
 from recsys.ingest import IngestOptions, ingest_interactions, ingest_items
 from recsys.ingest.bulk import prepare
 from recsys.ingest.interactions import InteractionIngester, dedup_keys, record_interactions
+from recsys.ingest.item_writes import delete_item
 from recsys.ingest.pipeline import SeenKeys
 from recsys.ingest.readers import Record, batch_from_records
 from recsys.ingest.report import IngestReport
@@ -342,29 +343,38 @@ def test_api_batch_is_all_or_nothing(catalog):
     assert (recorded.inserted, recorded.users) == (2, ["a"])
 
 
-def test_ids_not_found_when_read_ahead_are_looked_up_again_in_the_write(catalog, tmp_path):
+def test_items_written_between_the_read_ahead_and_the_write_are_looked_up_again(catalog, tmp_path):
     """The parse thread reads a batch's ids before the previous batch commits: an item added
-    in between is found by the write, not refused, and a user is stored once."""
+    in between is found by the write, one deleted in between is refused (never written to),
+    and a user first seen in between is stored once."""
     ingester = InteractionIngester()
-    events = [{"user_id": "late-user", "item_id": "late-item"}, {"user_id": "u1", "item_id": "i1"}]
+    events = [
+        {"user_id": "late-user", "item_id": "late-item"},
+        {"user_id": "u1", "item_id": "i1"},
+        {"user_id": "u1", "item_id": "i2"},
+    ]
     rows, problems = ingester.parse(
         batch_from_records([Record(n, e) for n, e in enumerate(events)])
     )
     with catalog.connect() as reader:
-        rows = ingester.look_up(reader, rows)
-    assert (problems, rows["item_id"][0].as_py(), rows["user_id"][0].as_py()) == ({}, -1, -1)
+        ahead = ingester.look_up(reader, rows)
+    assert (ahead.item_ids[0], ahead.user_ids[0]) == (-1, -1) and min(ahead.item_ids[1:]) > 0
     items = tmp_path / "late.csv"
     items.write_text("item_id\nlate-item\n")
     ingest_items(catalog, items, options=IngestOptions(show_progress=False))
+    delete_item(catalog, "i2")
+    record_interactions(catalog, [{"user_id": "late-user", "item_id": "i1"}])
     report = IngestReport(tmp_path / "events.csv")
 
     with catalog.begin() as connection:
         prepare(connection)
-        problems = ingester.write(connection, rows, report)
+        problems = ingester.write(connection, ahead, report)
 
-    assert (problems, report.inserted) == ({}, 2)
+    assert {row: reason for row, (reason, _) in problems.items()} == {2: "unknown_item"}
+    assert report.inserted == 2
     assert {(u, i) for u, i, *_ in interaction_rows(catalog)} == {
         ("late-user", "late-item"),
+        ("late-user", "i1"),
         ("u1", "i1"),
     }
 

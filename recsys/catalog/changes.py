@@ -105,7 +105,13 @@ class StockSnapshot:
 def generation(engine: Engine) -> int:
     """The items generation (one primary-key read)."""
     with engine.connect() as connection:
-        return int(connection.scalar(_GENERATION) or 0)
+        return items_generation(connection)
+
+
+def items_generation(connection: Connection) -> int:
+    """The items generation as ``connection`` sees it: it moves with every item written,
+    changed or deleted (in the same transaction)."""
+    return int(connection.scalar(_GENERATION) or 0)
 
 
 def pruned_through(connection: Connection) -> int:
@@ -118,7 +124,7 @@ def changes_since(engine: Engine, mark: int) -> Changes:
     """Every item change stamped after generation ``mark``, collapsed per item; when the log
     was pruned past ``mark``, ``complete`` is False and the caller must start afresh."""
     with engine.connect() as connection:
-        now = int(connection.scalar(_GENERATION) or 0)
+        now = items_generation(connection)
         if now == mark:
             return Changes(mark, [], [], set())
         rows = connection.execute(_CHANGES, {"mark": mark}).all()
@@ -186,7 +192,7 @@ def stock_snapshot(engine: Engine) -> StockSnapshot:
     query = select(Item.external_id, Item.in_stock, Item.updated_at)
     ids, stock, updated = [], [], []
     with engine.connect() as connection:
-        now = int(connection.scalar(_GENERATION) or 0)
+        now = items_generation(connection)
         result = connection.execution_options(yield_per=SNAPSHOT_STEP).execute(query)
         for rows in result.partitions():
             step_ids, step_stock, step_updated = zip(*rows, strict=True)

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Connection, Engine
 
+from recsys.catalog.changes import items_generation
 from recsys.catalog.models import Item, User, utcnow
 from recsys.errors import InvalidInput
 from recsys.ingest.bulk import (
@@ -92,27 +93,29 @@ class InteractionIngester:
         rows = rows.append_column("dedup_key", keys).append_column("hash", pa.array(hashes))
         return rows, problems
 
-    def look_up(self, reader: Connection, rows: pa.Table) -> pa.Table:
-        """``rows`` with the ids the catalog has for their items and users (-1 for none),
-        read on a connection of their own ahead of the write's transaction (the pipeline's
-        parse thread); ``write`` looks up again, in its transaction, only what was not found."""
-        for column, model, name in (("item_id", Item, "item"), ("user_id", User, "user")):
-            ids = lookup_ids(reader, model, rows[name].combine_chunks())
-            rows = rows.append_column(column, pa.array(ids))
-        return rows
+    def look_up(self, reader: Connection, rows: pa.Table) -> ReadAhead:
+        """The ids the catalog has for the rows' items and users, read on a connection of
+        their own ahead of the write's transaction (the pipeline's parse thread)."""
+        generation = items_generation(reader)  # first: an item write after it then shows
+        items = lookup_ids(reader, Item, rows["item"].combine_chunks())
+        users = lookup_ids(reader, User, rows["user"].combine_chunks())
+        return ReadAhead(rows, items, users, generation)
 
-    def write(self, connection: Connection, rows: pa.Table, report: IngestReport) -> Problems:
+    def write(
+        self, connection: Connection, batch: pa.Table | ReadAhead, report: IngestReport
+    ) -> Problems:
         """Resolve ids, drop unknown items and repeats, upsert the rest: set-wise."""
-        problems: Problems = {}
-        known = _read_ahead(rows, "item_id")
-        item_ids = lookup_ids(connection, Item, rows["item"].combine_chunks(), known)
+        rows, known_items, known_users = _known_ids(connection, batch)
+        item_ids = lookup_ids(connection, Item, rows["item"].combine_chunks(), known_items)
         unknown = pa.array(item_ids < 0)
         details = [
             f"item_id {item!r} is not in the catalog; ingest the item first"
             for item in rows["item"].filter(unknown).to_pylist()
         ]
+        problems: Problems = {}
         refuse(problems, rows["row"].filter(unknown).to_numpy(), Reason.UNKNOWN_ITEM, details)
-        rows = _with_ids(rows.filter(pc.invert(unknown)), "item_id", item_ids[item_ids >= 0])
+        rows = rows.append_column("item_id", pa.array(item_ids))
+        rows = rows.append_column("user_id", pa.array(known_users)).filter(pc.invert(unknown))
         first = pa.array(self.seen.first_occurrences(rows["hash"].to_numpy()))
         repeats = rows["row"].filter(pc.invert(first)).to_numpy()
         detail = "the same user, item, event and timestamp appear earlier in this file"
@@ -126,22 +129,36 @@ class InteractionIngester:
 
     def _written(self, connection: Connection, rows: pa.Table) -> pa.Table:
         now = utcnow()
-        known = _read_ahead(rows, "user_id")
-        user_ids = ensure_users(connection, rows["user"].combine_chunks(), now, known)
-        rows = _with_ids(rows, "user_id", user_ids)
+        names, known = rows["user"].combine_chunks(), rows["user_id"].to_numpy()
+        user_ids = pa.array(ensure_users(connection, names, now, known))
+        rows = rows.set_column(rows.column_names.index("user_id"), "user_id", user_ids)
         created = pa.array(np.full(rows.num_rows, np.datetime64(now, "us")))
         return rows.append_column("created_at", [created]).select(list(WRITTEN))
 
 
-def _read_ahead(rows: pa.Table, column: str) -> np.ndarray | None:
-    """(B,) the ids ``look_up`` read, or None when it did not run (e.g. ``record_interactions``)."""
-    return rows[column].to_numpy() if column in rows.column_names else None
+@dataclass(frozen=True)
+class ReadAhead:
+    """Parsed rows with the ids ``look_up`` read for them ahead of their write (-1: none then).
+
+    The item ids hold while the items generation is still ``generation``; after any item
+    write the write looks them all up again (an item deleted in between must not be written
+    to). Users are never deleted, so the user ids found hold.
+    """
+
+    rows: pa.Table
+    item_ids: np.ndarray  # (B,)
+    user_ids: np.ndarray  # (B,)
+    generation: int
 
 
-def _with_ids(rows: pa.Table, column: str, ids: np.ndarray) -> pa.Table:
-    if column in rows.column_names:
-        return rows.set_column(rows.column_names.index(column), column, pa.array(ids))
-    return rows.append_column(column, pa.array(ids))
+def _known_ids(
+    connection: Connection, batch: pa.Table | ReadAhead
+) -> tuple[pa.Table, np.ndarray | None, np.ndarray]:
+    """(rows, item ids to trust or None, user ids to trust: -1 where to look up)."""
+    if not isinstance(batch, ReadAhead):
+        return batch, None, np.full(batch.num_rows, -1, np.int64)
+    current = items_generation(connection) == batch.generation
+    return batch.rows, batch.item_ids if current else None, batch.user_ids
 
 
 def dedup_keys(rows: pa.Table) -> tuple[pa.Array, np.ndarray]:

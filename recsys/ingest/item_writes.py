@@ -27,7 +27,8 @@ import pyarrow as pa
 from PIL import Image
 from sqlalchemy import Connection, Engine, delete, select
 
-from recsys.catalog.models import CatalogState, Item
+from recsys.catalog.changes import items_generation
+from recsys.catalog.models import Item
 from recsys.errors import InvalidInput, UnknownItem
 from recsys.ingest.bulk import write_transaction
 from recsys.ingest.items import KNOWN_COLUMNS, ItemIngester
@@ -45,7 +46,6 @@ from recsys.ingest.values import (
 
 UPLOADS = "uploads"
 COLUMNS = ("title", "image_path", "in_stock", "attributes")
-_GENERATION = select(CatalogState.items_generation).where(CatalogState.id == 1)
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def delete_item(engine: Engine, item_id: Any) -> int:
 
     def work(connection: Connection) -> int | None:
         found = connection.execute(delete(Item).where(Item.external_id == external_id)).rowcount
-        return _generation(connection) if found else None
+        return items_generation(connection) if found else None
 
     generation = write_transaction(engine, work)
     if generation is None:
@@ -163,11 +163,7 @@ def _store(connection: Connection, row: dict[str, Any], images_root: Path) -> It
     report = IngestReport(Path("<api>"))
     ItemIngester(images_root).write(connection, frame, report)
     changed = report.unchanged == 0
-    return ItemWrite(row["external_id"], report.inserted > 0, changed, _generation(connection))
-
-
-def _generation(connection: Connection) -> int:
-    return int(connection.scalar(_GENERATION) or 0)
+    return ItemWrite(row["external_id"], report.inserted > 0, changed, items_generation(connection))
 
 
 def _one(parser: Callable[..., Parsed], value: Any, name: str, field: str | None = None) -> Any:
