@@ -19,7 +19,8 @@ For each size, in --workdir/SIZE (kept, so a later run can skip what is done wit
    worker's RSS, PSS and USS (``/proc/PID/smaps_rollup``), and the seconds of a reload
    (``POST /v1/admin/reload``) answered by one worker.
 
-Prints one JSON document per size and Markdown tables; --results appends the tables, the
+Prints one JSON document per size and Markdown tables, with the training stage whose time
+grows fastest with the events (given two sizes or more); --results appends the tables, the
 machine and the load average to benchmarks/RESULTS.md. Sizes: S = 100k items / 10k users /
 1M events, M = 1M / 100k / 20M, L = 3M / 300k / 100M (as far as the machine allows).
 """
@@ -27,6 +28,7 @@ machine and the load average to benchmarks/RESULTS.md. Sizes: S = 100k items / 1
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import re
@@ -273,6 +275,36 @@ def _memory(process: psutil.Process) -> dict:
     return {name: round(getattr(info, name) / MB) for name in ("rss", "pss", "uss")}
 
 
+def fastest_growing(results: dict) -> str | None:
+    """A line naming the training stage whose time grows fastest with the events, between
+    the smallest and the largest size of this run that finished it: the exponent b of
+    seconds ∝ events^b (1 is linear). None with fewer than two sizes."""
+    growth = {}
+    for stage in {s for r in results.values() for s in r["train"]["stages"]}:
+        done = [
+            (SIZES[size][2], r["train"]["stages"][stage]["seconds"])
+            for size, r in results.items()
+            if stage in r["train"]["stages"] and not _stopped_in(r["train"], stage)
+        ]
+        if len(done) >= 2:
+            (small, t_small), (large, t_large) = min(done), max(done)
+            growth[stage] = math.log(max(t_large, 0.1) / max(t_small, 0.1)) / math.log(
+                large / small
+            )
+    if not growth:
+        return None
+    ranked = sorted(growth.items(), key=lambda item: -item[1])
+    named = ", ".join(f"{stage} {b:.2f}" for stage, b in ranked)
+    return (
+        f"Training time ∝ events^b per stage, smallest to largest size: {named}. "
+        f"Fastest growing: **{ranked[0][0]}**."
+    )
+
+
+def _stopped_in(train: dict, stage: str) -> bool:
+    return train.get("stopped", "").startswith(f"in {stage}:")
+
+
 def _trained(train: dict) -> str:
     if "stopped" in train:
         return f"stopped after {train['seconds']} s {train['stopped']}"
@@ -303,6 +335,8 @@ def markdown(results: dict) -> str:
             found = r["train"]["stages"].get(stage, {})
             cells.append(f"{found.get('seconds', '–')} / {found.get('peak_mb', '–')}")
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    if fastest := fastest_growing(results):
+        lines += ["", fastest]
     lines += [
         "",
         "| size | workers | startup | reload (one worker) | RSS per worker | sum PSS | sum USS |",
