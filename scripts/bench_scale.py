@@ -66,7 +66,7 @@ def run_measured(
     ``stage NAME ...`` log lines: the peak up to the end of each stage).
 
     Stopped (SIGTERM) after ``limit`` seconds. With ``check`` a failed command ends the
-    benchmark; without, the result says where it stopped and why (``stopped``)."""
+    benchmark; without, the result says where it stopped and why (``stopped``: stage, why)."""
     started = time.perf_counter()
     timed_out = False
     with open(log_path, "w") as log:
@@ -111,7 +111,7 @@ def run_measured(
     result = {"seconds": round(ended - started, 1), "peak_mb": round(peak), "stages": per_stage}
     if failed or timed_out:
         stage = stages[-1][0] if stages else "start-up"
-        result["stopped"] = f"in {stage}: {_why(process.returncode, timed_out, limit)}"
+        result["stopped"] = {"stage": stage, "why": _why(process.returncode, timed_out, limit)}
     return result
 
 
@@ -284,7 +284,7 @@ def fastest_growing(results: dict) -> str | None:
         done = [
             (SIZES[size][2], r["train"]["stages"][stage]["seconds"])
             for size, r in results.items()
-            if stage in r["train"]["stages"] and not _stopped_in(r["train"], stage)
+            if stage in r["train"]["stages"] and _stopped_stage(r["train"]) != stage
         ]
         if len(done) >= 2:
             (small, t_small), (large, t_large) = min(done), max(done)
@@ -301,13 +301,13 @@ def fastest_growing(results: dict) -> str | None:
     )
 
 
-def _stopped_in(train: dict, stage: str) -> bool:
-    return train.get("stopped", "").startswith(f"in {stage}:")
+def _stopped_stage(train: dict) -> str | None:
+    return train["stopped"]["stage"] if "stopped" in train else None
 
 
 def _trained(train: dict) -> str:
-    if "stopped" in train:
-        return f"stopped after {train['seconds']} s {train['stopped']}"
+    if stopped := train.get("stopped"):
+        return f"stopped after {train['seconds']} s in {stopped['stage']}: {stopped['why']}"
     return f"{train['seconds']} s"
 
 
