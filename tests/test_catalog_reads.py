@@ -10,8 +10,21 @@ from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
 from recsys.catalog import reads
-from recsys.catalog.models import CatalogState, Interaction, Item, User
-from recsys.model.data import INTERACTION_COLUMNS, count_users, read_interactions
+from recsys.catalog.models import (
+    AttributeKind,
+    CatalogState,
+    Interaction,
+    Item,
+    ItemAttribute,
+    User,
+)
+from recsys.model.data import (
+    INTERACTION_COLUMNS,
+    count_users,
+    items_frame,
+    read_interactions,
+    read_items,
+)
 from recsys.model.split import sample_users
 from tests.shop_fixture import populate
 from tests.toy import toy_catalog
@@ -210,3 +223,29 @@ def test_a_preloaded_card_snapshot_is_placed_without_reading_every_card(engine):
     assert cache.cards(["a1"])["a1"].title == "Renamed"
     statements.clear()
     assert cache.cards(["b2"])["b2"].item_id == "b2" and not statements
+
+
+def test_items_read_in_chunks_are_the_frame_of_all_rows_at_once(engine):
+    """Chunks whose columns type differently (a price missing from a whole chunk, a colour
+    only in the last items) join into the frame one read of every row gives."""
+    rows = [
+        (f"i{n}", f"Item {n}", None, n % 3 != 0,
+         {"brand": f"b{n % 4}", **({"price": n * 1.5} if n >= 4 else {}),
+          **({"colour": "red"} if n >= 9 else {})})
+        for n in range(11)
+    ]  # fmt: skip
+    kinds = {"brand": "categorical", "price": "numeric", "colour": "categorical"}
+    with Session(engine) as session, session.begin():
+        session.add_all(
+            Item(external_id=i, title=t, image_path=p, in_stock=s, attributes=a)
+            for i, t, p, s, a in rows
+        )
+        session.add_all(
+            ItemAttribute(name=name, kind=AttributeKind(kind)) for name, kind in kinds.items()
+        )
+    expected = items_frame(rows, list(kinds))
+    assert expected["price"].dtype == np.float64
+    for chunk_rows in (4, 3, 100):
+        read, read_kinds = read_items(engine, chunk_rows=chunk_rows)
+        assert read_kinds == kinds
+        pd.testing.assert_frame_equal(read, expected)

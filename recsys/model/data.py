@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pandas.api.types import union_categoricals
 from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session
 
 from recsys.catalog.models import AttributeKind, Item, ItemAttribute
 from recsys.model.split import sample_positions, sample_users
@@ -20,6 +23,10 @@ log = logging.getLogger(__name__)
 INTERACTION_COLUMNS = ["user_id", "item_id", "event", "weight", "timestamp"]
 # Interaction rows fetched per round trip by ``read_interactions``.
 CHUNK_ROWS = 500_000
+# Item rows fetched and framed at a time by ``read_items``.
+ITEM_CHUNK_ROWS = 50_000
+# pandas' string dtype, as a frame built from Python strings holds them.
+STR = pd.Series([""]).dtype
 
 
 @dataclass
@@ -53,13 +60,7 @@ def read_catalog(
     ``events``, those of that Parquet event folder instead: ``recsys.engines.events``).
     ``user_sample`` (n, seed): only the interactions of ``split.sample_users``' seeded
     sample of n users, the same rows, read alone from the catalog."""
-    with Session(engine) as session:
-        item_rows = session.execute(
-            select(Item.external_id, Item.title, Item.image_path, Item.in_stock, Item.attributes)
-        ).all()
-        kind_rows = session.execute(select(ItemAttribute.name, ItemAttribute.kind)).all()
-    kinds = {name: AttributeKind(kind).value for name, kind in kind_rows}
-    items = items_frame(item_rows, list(kinds))
+    items, kinds = read_items(engine)
     if events is None:
         interactions = read_interactions(engine, user_sample=user_sample)
     else:
@@ -70,6 +71,40 @@ def read_catalog(
             interactions = sample_users(interactions, *user_sample)
     log.info("read %d items, %d interactions", len(items), len(interactions))
     return CatalogData(items=items, kinds=kinds, interactions=interactions)
+
+
+def read_items(engine: Engine, chunk_rows: int = ITEM_CHUNK_ROWS) -> tuple[pd.DataFrame, dict]:
+    """The items frame (``items_frame``, in catalog key order) and the attribute kinds.
+
+    Rows are fetched and framed ``chunk_rows`` at a time, so the Python objects of the rows
+    as fetched (a dict of attributes per item, about 1.5 kB) are held for one chunk rather than
+    for the whole catalog; the chunks' frames are then joined column by column, as one frame
+    of all the rows would have typed them."""
+    query = select(Item.external_id, Item.title, Item.image_path, Item.in_stock, Item.attributes)
+    with engine.connect() as connection:
+        kind_rows = connection.execute(select(ItemAttribute.name, ItemAttribute.kind)).all()
+        kinds = {name: AttributeKind(kind).value for name, kind in kind_rows}
+        result = connection.execution_options(yield_per=chunk_rows).execute(query.order_by(Item.id))
+        frames = [items_frame(rows, list(kinds)) for rows in result.partitions()]
+    if not frames:
+        return items_frame([], list(kinds)), kinds
+    items = _concat_rows(frames)
+    trim_heap()
+    return items, kinds
+
+
+def _concat_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Frames of the same columns, one after the other. A column whose chunks were typed
+    differently (all missing in one chunk, numbers in another) is typed again as a whole."""
+    columns = {}
+    for name in frames[0].columns:
+        parts = [frame.pop(name) for frame in frames]
+        if len({part.dtype for part in parts}) == 1:
+            columns[name] = pd.concat(parts, ignore_index=True)
+        else:
+            values = np.concatenate([part.to_numpy(dtype=object) for part in parts])
+            columns[name] = pd.Series(values, name=name).infer_objects()
+    return pd.DataFrame(columns, copy=False)
 
 
 def read_interactions(
@@ -101,36 +136,57 @@ def read_interactions(
                 "SELECT user_id, item_id, event, weight, timestamp FROM interactions"
                 f"{where} ORDER BY id"
             )
-            chunks = []
+            parts = {name: [] for name in INTERACTION_COLUMNS}
             while rows := cursor.fetchmany(chunk_rows):
                 user, item, event, weight, timestamp = zip(*rows, strict=True)
-                chunks.append(
-                    (
-                        np.asarray(user, dtype=np.int64),
-                        np.asarray(item, dtype=np.int64),
-                        pd.Categorical(event),
-                        np.asarray(weight, dtype=np.float64),
-                        pd.to_datetime(pd.Series(timestamp, dtype=object), format="ISO8601"),
-                    )
-                )
+                del rows
+                parts["user_id"].append(np.asarray(user, dtype=np.int32))  # catalog keys
+                parts["item_id"].append(np.asarray(item, dtype=np.int32))
+                parts["event"].append(pd.Categorical(event))
+                parts["weight"].append(np.asarray(weight, dtype=np.float64))
+                stamps = pd.to_datetime(pd.Series(timestamp, dtype=object), format="ISO8601")
+                parts["timestamp"].append(stamps)
         finally:
             cursor.close()
-    if not chunks:
+    if not parts["user_id"]:
         frame = pd.DataFrame(columns=INTERACTION_COLUMNS)
         frame["timestamp"] = pd.to_datetime(frame["timestamp"])
         frame["weight"] = frame["weight"].astype(float)
         return frame
-    user, item, event, weight, timestamp = zip(*chunks, strict=True)
-    return pd.DataFrame(
-        {
-            "user_id": users[np.concatenate(user)],
-            "item_id": items[np.concatenate(item)],
-            "event": np.asarray(union_categoricals(list(event)), dtype=object),
-            "weight": np.concatenate(weight),
-            "timestamp": pd.concat(timestamp, ignore_index=True).to_numpy(),
-        },
-        columns=INTERACTION_COLUMNS,
-    )
+    # Column by column, each column's chunks let go once it is whole: at most one column is
+    # held twice. Ids and events go from keys to strings in Arrow, with no object per row.
+    columns = {}
+    columns["user_id"] = _strings(users, parts.pop("user_id"))
+    columns["item_id"] = _strings(items, parts.pop("item_id"))
+    events = union_categoricals(parts.pop("event"))
+    columns["event"] = _strings(events.categories.to_numpy(dtype=object), [events.codes])
+    del events
+    columns["weight"] = np.concatenate(parts.pop("weight"))
+    columns["timestamp"] = pd.concat(parts.pop("timestamp"), ignore_index=True).to_numpy()
+    frame = pd.DataFrame(columns, columns=INTERACTION_COLUMNS, copy=False)
+    trim_heap()
+    return frame
+
+
+def _strings(lookup: np.ndarray, keys: list[np.ndarray]) -> pd.Series:
+    """A str column of ``lookup`` (object array: key -> string) at the chunks' ``keys``,
+    taken in Arrow: the strings are copied into one buffer, not held as a pointer per row."""
+    taken = pc.take(pa.array(lookup, type=pa.large_string()), pa.chunked_array(keys))
+    keys.clear()
+    return pd.Series(pd.array(taken, dtype=STR), copy=False)
+
+
+def trim_heap() -> None:
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``; nothing
+    elsewhere). A read frees its chunks' many mid-sized arrays in the middle of the heap,
+    where glibc keeps them for later allocations: 0.5 GB at 2x10^7 interactions, held through
+    every later stage of a training."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
 
 
 def count_users(engine: Engine) -> int:
