@@ -173,14 +173,16 @@ def _strings(lookup: np.ndarray, keys: list[np.ndarray]) -> pd.Series:
     taken in Arrow: the strings are copied into one buffer, not held as a pointer per row."""
     taken = pc.take(pa.array(lookup, type=pa.large_string()), pa.chunked_array(keys))
     keys.clear()
-    return pd.Series(pd.array(taken, dtype=STR), copy=False)
+    # one chunk, as a column built from Python strings has: later stages see the same layout
+    return pd.Series(pd.array(taken.combine_chunks(), dtype=STR), copy=False)
 
 
 def trim_heap() -> None:
-    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``; nothing
-    elsewhere). A read frees its chunks' many mid-sized arrays in the middle of the heap,
-    where glibc keeps them for later allocations: 0.5 GB at 2x10^7 interactions, held through
-    every later stage of a training."""
+    """Give freed memory back to the system: Arrow's allocator's, then the C heap's (glibc's
+    ``malloc_trim``, where there is one). A read frees its chunks' many mid-sized arrays in
+    the middle of the heap, where glibc keeps them for later allocations: 0.5 GB at 2x10^7
+    interactions, held through every later stage of a training otherwise."""
+    pa.default_memory_pool().release_unused()
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         trim = libc.malloc_trim
