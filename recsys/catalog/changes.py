@@ -24,14 +24,12 @@ import pandas as pd
 from sqlalchemy import Connection, Engine, bindparam, case, delete, func, select, update
 
 from recsys.catalog.models import (
-    AttributeKind,
     CatalogState,
     Item,
-    ItemAttribute,
     ItemChange,
     utcnow,
 )
-from recsys.model.data import items_frame
+from recsys.model.data import ITEM_ROWS, attribute_kinds, items_frame
 
 _GENERATION = select(CatalogState.items_generation).where(CatalogState.id == 1)
 _PRUNED = select(CatalogState.changes_pruned_through).where(CatalogState.id == 1)
@@ -40,7 +38,6 @@ _CHANGES = (
     .where(ItemChange.generation > bindparam("mark"))
     .order_by(ItemChange.generation, ItemChange.id)
 )
-_ROWS = select(Item.external_id, Item.title, Item.image_path, Item.in_stock, Item.attributes)
 
 
 @dataclass(frozen=True)
@@ -210,17 +207,12 @@ def item_rows(engine: Engine, item_ids: Sequence[str]) -> pd.DataFrame:
     """The catalog rows of those ``item_ids`` it has, as ``recsys.model.data.read_catalog``
     frames them (item_id, title, image_path, in_stock and one column per attribute)."""
     with engine.connect() as connection:
-        kinds = _kinds(connection)
+        kinds = attribute_kinds(connection)
         rows = connection.execute(
-            _ROWS.where(Item.external_id.in_(bindparam("ids", expanding=True))),
+            ITEM_ROWS.where(Item.external_id.in_(bindparam("ids", expanding=True))),
             {"ids": list(item_ids)},
         ).all()
     return items_frame(rows, list(kinds))
-
-
-def _kinds(connection: Connection) -> dict[str, str]:
-    rows = connection.execute(select(ItemAttribute.name, ItemAttribute.kind)).all()
-    return {name: AttributeKind(kind).value for name, kind in rows}
 
 
 def written_after(snapshot: StockSnapshot, moment: datetime) -> np.ndarray:

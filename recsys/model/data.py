@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from pandas.api.types import union_categoricals
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from recsys.catalog.models import AttributeKind, Item, ItemAttribute
 from recsys.model.split import sample_positions, sample_users
@@ -27,6 +27,8 @@ CHUNK_ROWS = 500_000
 ITEM_CHUNK_ROWS = 50_000
 # pandas' string dtype, as a frame built from Python strings holds them.
 STR = pd.Series([""]).dtype
+# The item columns ``items_frame`` frames, as the catalog stores them.
+ITEM_ROWS = select(Item.external_id, Item.title, Item.image_path, Item.in_stock, Item.attributes)
 
 
 @dataclass
@@ -80,17 +82,23 @@ def read_items(engine: Engine, chunk_rows: int = ITEM_CHUNK_ROWS) -> tuple[pd.Da
     as fetched (a dict of attributes per item, about 1.5 kB) are held for one chunk rather than
     for the whole catalog; the chunks' frames are then joined column by column, as one frame
     of all the rows would have typed them."""
-    query = select(Item.external_id, Item.title, Item.image_path, Item.in_stock, Item.attributes)
     with engine.connect() as connection:
-        kind_rows = connection.execute(select(ItemAttribute.name, ItemAttribute.kind)).all()
-        kinds = {name: AttributeKind(kind).value for name, kind in kind_rows}
-        result = connection.execution_options(yield_per=chunk_rows).execute(query.order_by(Item.id))
+        kinds = attribute_kinds(connection)
+        result = connection.execution_options(yield_per=chunk_rows).execute(
+            ITEM_ROWS.order_by(Item.id)
+        )
         frames = [items_frame(rows, list(kinds)) for rows in result.partitions()]
     if not frames:
         return items_frame([], list(kinds)), kinds
     items = _concat_rows(frames)
     trim_heap()
     return items, kinds
+
+
+def attribute_kinds(connection: Connection) -> dict[str, str]:
+    """Attribute column name -> the kind recorded at ingest."""
+    rows = connection.execute(select(ItemAttribute.name, ItemAttribute.kind)).all()
+    return {name: AttributeKind(kind).value for name, kind in rows}
 
 
 def _concat_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -172,7 +180,7 @@ def _strings(lookup: np.ndarray, keys: list[np.ndarray]) -> pd.Series:
     """A str column of ``lookup`` (object array: key -> string) at the chunks' ``keys``,
     taken in Arrow: the strings are copied into one buffer, not held as a pointer per row."""
     taken = pc.take(pa.array(lookup, type=pa.large_string()), pa.chunked_array(keys))
-    keys.clear()
+    keys.clear()  # the caller's chunks go before the column is combined: one copy less at peak
     # one chunk, as a column built from Python strings has: later stages see the same layout
     return pd.Series(pd.array(taken.combine_chunks(), dtype=STR), copy=False)
 
