@@ -16,9 +16,11 @@ pixels and a 64-bit perceptual hash (pHash: the sign of the 8x8 lowest DCT frequ
   descriptor + verification", its time in ``duplicates_s``).
 * outliers: for each class c, the test images of the other 9 classes plus 1% (90) of class
   c's; AUROC of the outlier score (``OutlierScorer``), mean over the 10 choices of c.
-* clusters: k-means, k = 10, on the 60k train images; NMI and ARI against the classes.
-* few labels: 60 labels per class from the train images (1%); logistic regression, accuracy
-  on the 10k test images; and label propagation over train + test.
+* clusters: k-means, k = 10, on the 60k train images (``Clusterer``'s defaults: each vector
+  averaged over its neighbours twice, 10 restarts); NMI and ARI against the classes.
+* few labels: 60 labels per class from the train images (1%) in a catalog of train + test;
+  logistic regression (on vectors smoothed over all items as cross-validation on the
+  labelled ones chooses), accuracy on the 10k test images; and label propagation.
 
     .venv/bin/python scripts/eval_catalog.py --model-dir /tmp/ci16/model \\
         --json var/eval/catalog_cpu.json --plots var/eval/catalog_cpu

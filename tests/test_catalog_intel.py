@@ -27,7 +27,7 @@ from recsys.catalog_intel.duplicates import (
     self_copy_similarities,
 )
 from recsys.catalog_intel.edits import realistic_edits
-from recsys.catalog_intel.neighbours import as_unit_vectors, knn, pairs_above
+from recsys.catalog_intel.neighbours import as_unit_vectors, knn, pairs_above, smoothed
 from recsys.errors import InvalidInput
 
 
@@ -212,7 +212,7 @@ def test_outlier_score_matches_the_reference():
 
 def test_kmeans_recovers_product_families_and_medoids_are_members_near_the_centre():
     x, labels = blobs()
-    fitted = Clusterer(ClusterConfig(k=5)).fit(x)
+    fitted = Clusterer(ClusterConfig(k=5, smoothing=0)).fit(x)
     assert normalized_mutual_info_score(labels, fitted.labels_) > 0.99
     assert sorted(fitted.sizes_.tolist()) == [60] * 5
     unit = as_unit_vectors(x)
@@ -220,6 +220,38 @@ def test_kmeans_recovers_product_families_and_medoids_are_members_near_the_centr
         members = np.flatnonzero(fitted.labels_ == c)
         assert m in members
         sims = unit[members] @ fitted.centroids_[c]
+        assert unit[m] @ fitted.centroids_[c] == pytest.approx(sims.max(), abs=1e-6)
+
+
+def test_smoothed_vectors_are_the_neighbour_graph_average_of_a_dense_reference():
+    x = np.random.default_rng(2).normal(size=(80, 6))
+    unit = as_unit_vectors(x)
+    views = smoothed(unit, 4, 2, max_items=1000)
+    sims = unit @ unit.T
+    np.fill_diagonal(sims, -np.inf)
+    w = np.zeros_like(sims)
+    for i, row in enumerate(np.argsort(-sims, axis=1)[:, :4]):
+        w[i, row] = np.clip(sims[i, row], 0, None)
+    w = np.maximum(w, w.T) + np.eye(len(x))
+    s = w / np.sqrt(np.outer(w.sum(axis=1), w.sum(axis=1)))
+    expected = [unit, s @ unit, s @ s @ unit]
+    assert len(views) == 3
+    for got, want in zip(views, expected, strict=True):
+        np.testing.assert_allclose(
+            got, want / np.linalg.norm(want, axis=1, keepdims=True), atol=1e-5
+        )
+    assert len(smoothed(unit, 4, 2, max_items=79)) == 1  # over the bound: as they are
+
+
+def test_smoothed_clusters_keep_families_and_their_medoids_in_the_space_they_were_found():
+    x, labels = blobs()
+    fitted = Clusterer(ClusterConfig(k=5)).fit(x)
+    assert fitted.smoothing_ == ClusterConfig().smoothing == 2
+    assert normalized_mutual_info_score(labels, fitted.labels_) > 0.99
+    unit = smoothed(as_unit_vectors(x), 10, 2, max_items=10_000)[-1]
+    for c, m in enumerate(fitted.medoids_):
+        sims = unit[fitted.labels_ == c] @ fitted.centroids_[c]
+        assert fitted.labels_[m] == c
         assert unit[m] @ fitted.centroids_[c] == pytest.approx(sims.max(), abs=1e-6)
 
 
@@ -274,6 +306,28 @@ def test_linear_tagging_chooses_its_penalty_on_the_labelled_items():
     unlabelled = ~chosen.labelled_
     assert np.median(fixed.confidence_[unlabelled]) < 0.2  # 1/8 is chance
     assert np.median(chosen.confidence_[unlabelled]) > 0.25
+
+
+def test_smoothing_over_the_unlabelled_items_tags_noisy_families_better():
+    # Families whose members scatter widely (noise 0.3 a dimension on centres of length 1):
+    # two labels a family leave a plain probe at 0.72; each item averaged over its
+    # neighbours first, the probe reaches 0.9, and cross-validation finds that on its own.
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(5, 64))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    truth = np.repeat(np.arange(5), 80)
+    x = centres[truth] + rng.normal(scale=0.3, size=(len(truth), 64))
+    labels = np.full(len(x), None, dtype=object)
+    given = np.concatenate([np.flatnonzero(truth == c)[:2] for c in range(5)])
+    labels[given] = truth[given].astype(str)
+
+    def accuracy(tagger):
+        return (tagger.predictions_ == truth.astype(str)).mean()
+
+    plain = Tagger(TagConfig(smoothing=0)).fit(x, labels)
+    chosen = Tagger(TagConfig()).fit(x, labels)
+    assert plain.smoothing_ == 0 and accuracy(plain) < 0.8
+    assert chosen.smoothing_ > 0 and accuracy(chosen) > 0.88
 
 
 def test_tagging_needs_two_labels():

@@ -1,10 +1,14 @@
-"""Exact cosine neighbours of item vectors with FAISS, in batched calls.
+"""Exact cosine neighbours of item vectors with FAISS, in batched calls, and vectors smoothed
+over the neighbour graph.
 
 Vectors are L2-normalised copies (cosine = inner product); a catalog of 10^5 items is searched
-in blocks of ``BLOCK`` queries, each one ``index.search``, with a progress bar per block.
+in blocks of ``BLOCK`` queries, each one ``index.search``, with a progress bar per block. An
+exact search costs items^2 x dimensions: about 10 s for 60k items of 128 dimensions on 2 cores.
 """
 
 from __future__ import annotations
+
+import logging
 
 import faiss
 import numpy as np
@@ -12,6 +16,8 @@ from scipy import sparse
 from tqdm import tqdm
 
 from recsys.errors import InvalidInput
+
+log = logging.getLogger(__name__)
 
 BLOCK = 4096  # queries per FAISS call
 
@@ -84,3 +90,36 @@ def knn_graph(sims: np.ndarray, rows: np.ndarray, n: int) -> sparse.csr_matrix:
     i = np.repeat(np.arange(n), rows.shape[1])
     w = sparse.csr_matrix((np.clip(sims.ravel(), 0, None), (i, rows.ravel())), shape=(n, n))
     return w.maximum(w.T).tocsr()
+
+
+def smoothed(
+    unit: np.ndarray, k: int, steps: int, max_items: int, show_progress: bool = False
+) -> list[np.ndarray]:
+    """``unit`` after 0, 1, ..., ``steps`` rounds of averaging over the neighbour graph, each
+    with unit rows: X <- S X, S = D^-1/2 (W + I) D^-1/2, W the symmetric ``k``-nearest-
+    neighbour affinity of ``knn_graph`` (the propagation of simplified graph convolution,
+    Wu et al. 2019, without labels). An item moves towards the items around it, so a
+    neighbourhood that agrees pulls its members together and a stray edge counts little:
+    k-means and a linear probe on few labels then see the catalog's neighbourhoods as well
+    as its directions. One exact ``knn`` of the items, then sparse products; above
+    ``max_items`` items that search would take too long and ``[unit]`` alone is returned."""
+    out = [unit]
+    if steps < 1:
+        return out
+    if len(unit) > max_items:
+        log.warning(
+            "%d items: over the %d that graph smoothing searches exhaustively; vectors "
+            "used as they are",
+            len(unit),
+            max_items,
+        )
+        return out
+    sims, rows = knn(unit, k, show_progress, "smoothing graph")
+    w = knn_graph(sims, rows, len(unit)) + sparse.identity(len(unit), np.float32, "csr")
+    inv = sparse.diags(1.0 / np.sqrt(np.asarray(w.sum(axis=1)).ravel()))
+    s = (inv @ w @ inv).astype(np.float32).tocsr()
+    spread = unit
+    for _ in range(steps):
+        spread = s @ spread
+        out.append(as_unit_vectors(spread))
+    return out

@@ -165,8 +165,11 @@ def few_label_accuracy(
     seed: int,
     propagate: bool = True,
 ) -> dict:
-    """Test accuracy from ``per_class`` labels of each class among the train vectors: the
-    linear probe sees the labelled vectors only; propagation spreads over train + test."""
+    """Test accuracy from ``per_class`` labels of each class among the train vectors. The
+    catalog is train + test, as for ``recsys catalog tag`` on a shop's whole catalog with a
+    few items labelled: the linear probe is fitted on the labelled vectors (after the
+    smoothing over all items that cross-validation on them chooses), propagation spreads the
+    labels over all items. Neither sees a test label."""
     rng = np.random.default_rng(seed)
     chosen = np.concatenate(
         [
@@ -174,21 +177,15 @@ def few_label_accuracy(
             for rows in (np.flatnonzero(train_y == c) for c in np.unique(train_y))
         ]
     )
-    given = np.asarray(train_y)[chosen].astype(str)
-    unknown = np.full(len(test), None, dtype=object)
+    labels = np.full(len(train) + len(test), None, dtype=object)
+    labels[chosen] = np.asarray(train_y)[chosen].astype(str)
     truth = np.asarray(test_y).astype(str)
-    fitted = {
-        "linear": Tagger(TagConfig(method="linear")).fit(
-            np.concatenate([train[chosen], test]), np.r_[given, unknown]
-        )
-    }
-    if propagate:
-        everything = np.full(len(train), None, dtype=object)
-        everything[chosen] = given
-        fitted["propagation"] = Tagger(TagConfig(method="propagation")).fit(
-            np.concatenate([train, test]), np.r_[everything, unknown]
-        )
+    catalog = np.concatenate([train, test])
+    methods = ("linear", "propagation") if propagate else ("linear",)
+    fitted = {m: Tagger(TagConfig(method=m)).fit(catalog, labels) for m in methods}
     out = {f"{name}_accuracy": float((t.predictions_[-len(test) :] == truth).mean())
            for name, t in fitted.items()}  # fmt: skip
     out["labels"] = len(chosen)
+    out["smoothing"] = fitted["linear"].smoothing_
+    out["c"] = fitted["linear"].c_
     return out

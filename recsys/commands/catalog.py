@@ -270,6 +270,14 @@ def outliers(settings: Settings, **opts) -> None:
     help="Number of clusters [default: the best silhouette among 4..32].",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--smoothing",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Rounds of averaging each vector over its 10 nearest items before k-means "
+    "(0: the vectors as they are; skipped above 200,000 items).",
+)
 @click.pass_obj
 def clusters(settings: Settings, **opts) -> None:
     """K-means clusters of the catalog; each cluster's medoid (its most typical item).
@@ -279,13 +287,14 @@ def clusters(settings: Settings, **opts) -> None:
     from recsys.catalog_intel import ClusterConfig, Clusterer
 
     ids, vectors = load_vectors(settings, opts["vectors"], opts["items"])
-    cfg = ClusterConfig(k=opts["k"], seed=opts["seed"])
+    cfg = ClusterConfig(k=opts["k"], seed=opts["seed"], smoothing=opts["smoothing"])
     fitted = Clusterer(cfg, show_progress=opts["progress"]).fit(vectors)
     is_medoid = np.zeros(len(ids), bool)
     is_medoid[fitted.medoids_[fitted.medoids_ >= 0]] = True
     table = pd.DataFrame({"item_id": ids, "cluster": fitted.labels_, "medoid": is_medoid})
     extra = {
         "k": fitted.k_,
+        "smoothing": fitted.smoothing_,
         "silhouette_by_k": {str(k): v for k, v in fitted.k_scores_.items()},
         "clusters": [
             {"cluster": c, "size": int(fitted.sizes_[c]), "medoid": str(ids[m])}
@@ -310,9 +319,16 @@ def clusters(settings: Settings, **opts) -> None:
     type=click.Choice(["linear", "propagation"]),
     default="linear",
     show_default=True,
-    help="linear: logistic regression on the labelled vectors, its penalty C chosen by "
-    "cross-validation on them; propagation: label spreading over the nearest-neighbour graph "
-    "of all items.",
+    help="linear: logistic regression on the labelled items' vectors, averaged over their "
+    "nearest items first, the rounds and the penalty C chosen by cross-validation on them; "
+    "propagation: label spreading over the nearest-neighbour graph of all items.",
+)
+@click.option(
+    "--smoothing",
+    type=click.IntRange(min=0),
+    default=None,
+    help="linear: rounds of averaging every vector over its 10 nearest items before the "
+    "probe [default: 0, 1 or 2, cross-validated with C].",
 )
 @click.pass_obj
 def tag(settings: Settings, **opts) -> None:
@@ -331,7 +347,8 @@ def tag(settings: Settings, **opts) -> None:
     unknown = len(known) - int(pd.notna(per_item).sum())
     if unknown:
         click.echo(f"{unknown} labelled item ids are not among the vectors' items", err=True)
-    tagger = Tagger(TagConfig(method=opts["method"]), show_progress=opts["progress"])
+    config = TagConfig(method=opts["method"], smoothing=opts["smoothing"])
+    tagger = Tagger(config, show_progress=opts["progress"])
     tagger.fit(vectors, per_item)
     table = pd.DataFrame(
         {
@@ -342,7 +359,11 @@ def tag(settings: Settings, **opts) -> None:
         }
     )
     extra = {"method": opts["method"], "labels": tagger.classes_.tolist()}
-    if opts["method"] == "linear":  # the penalty cross-validation chose on the labelled items
-        extra["c"] = tagger.c_
-        click.echo(f"logistic regression C = {tagger.c_:g} (cross-validated)", err=True)
+    if opts["method"] == "linear":  # what cross-validation chose on the labelled items
+        extra.update(c=tagger.c_, smoothing=tagger.smoothing_)
+        click.echo(
+            f"logistic regression C = {tagger.c_:g}, smoothing rounds {tagger.smoothing_} "
+            "(cross-validated)",
+            err=True,
+        )
     emit(table, extra, opts["out"], opts["fmt"])
