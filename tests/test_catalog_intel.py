@@ -299,8 +299,8 @@ def test_linear_tagging_chooses_its_penalty_on_the_labelled_items():
     labels = np.full(len(x), None, dtype=object)
     given = np.concatenate([np.flatnonzero(truth == c)[:30] for c in range(8)])
     labels[given] = truth[given].astype(str)
-    fixed = Tagger(TagConfig(c=1.0)).fit(x, labels)
-    chosen = Tagger(TagConfig()).fit(x, labels)
+    fixed = Tagger(TagConfig(c=1.0, smoothing=0)).fit(x, labels)
+    chosen = Tagger(TagConfig(smoothing=0)).fit(x, labels)
     assert fixed.c_ == 1.0 and chosen.c_ in TagConfig().c_candidates and chosen.c_ > 1.0
     assert (chosen.predictions_ == truth.astype(str)).mean() > 0.98
     unlabelled = ~chosen.labelled_
@@ -311,7 +311,7 @@ def test_linear_tagging_chooses_its_penalty_on_the_labelled_items():
 def test_smoothing_over_the_unlabelled_items_tags_noisy_families_better():
     # Families whose members scatter widely (noise 0.3 a dimension on centres of length 1):
     # two labels a family leave a plain probe at 0.72; each item averaged over its
-    # neighbours first, the probe reaches 0.9, and cross-validation finds that on its own.
+    # neighbours first (the default, or rounds cross-validated with C), it reaches 0.9.
     rng = np.random.default_rng(3)
     centres = rng.normal(size=(5, 64))
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
@@ -325,8 +325,10 @@ def test_smoothing_over_the_unlabelled_items_tags_noisy_families_better():
         return (tagger.predictions_ == truth.astype(str)).mean()
 
     plain = Tagger(TagConfig(smoothing=0)).fit(x, labels)
-    chosen = Tagger(TagConfig()).fit(x, labels)
+    default = Tagger(TagConfig()).fit(x, labels)
+    chosen = Tagger(TagConfig(smoothing=None)).fit(x, labels)
     assert plain.smoothing_ == 0 and accuracy(plain) < 0.8
+    assert default.smoothing_ == 2 and accuracy(default) > 0.88
     assert chosen.smoothing_ > 0 and accuracy(chosen) > 0.88
 
 

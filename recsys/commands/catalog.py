@@ -319,16 +319,17 @@ def clusters(settings: Settings, **opts) -> None:
     type=click.Choice(["linear", "propagation"]),
     default="linear",
     show_default=True,
-    help="linear: logistic regression on the labelled items' vectors, averaged over their "
-    "nearest items first, the rounds and the penalty C chosen by cross-validation on them; "
+    help="linear: logistic regression on the labelled items' vectors, each averaged over "
+    "its nearest items first, the penalty C chosen by cross-validation on them; "
     "propagation: label spreading over the nearest-neighbour graph of all items.",
 )
 @click.option(
     "--smoothing",
     type=click.IntRange(min=0),
-    default=None,
+    default=2,
+    show_default=True,
     help="linear: rounds of averaging every vector over its 10 nearest items before the "
-    "probe [default: 0, 1 or 2, cross-validated with C].",
+    "probe (0: the vectors as they are; skipped above 200,000 items).",
 )
 @click.pass_obj
 def tag(settings: Settings, **opts) -> None:
@@ -362,8 +363,8 @@ def tag(settings: Settings, **opts) -> None:
     if opts["method"] == "linear":  # what cross-validation chose on the labelled items
         extra.update(c=tagger.c_, smoothing=tagger.smoothing_)
         click.echo(
-            f"logistic regression C = {tagger.c_:g}, smoothing rounds {tagger.smoothing_} "
-            "(cross-validated)",
+            f"logistic regression C = {tagger.c_:g} (cross-validated), smoothing rounds "
+            f"{tagger.smoothing_}",
             err=True,
         )
     emit(table, extra, opts["out"], opts["fmt"])
