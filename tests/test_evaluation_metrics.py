@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from recsys.model.data import positions
 from recsys.model.protocol import build_task, rank, segment_masks
 from recsys.model.ranking import (
     coverage,
@@ -151,6 +152,57 @@ def test_temporal_split_holds_out_each_users_latest_share():
         train = split.train[split.train["user_id"] == user]
         assert len(test) == math.floor(0.3 * len(own))
         assert test["timestamp"].min() >= train["timestamp"].max()
+
+
+def test_splits_order_rows_as_a_stable_pandas_sort_even_on_ties_and_unknown_times():
+    # The splits sort in Arrow; the reference sorts the frame itself. Equal frames, rows in
+    # the same order (later steps read a user's last row as their latest), on tied times,
+    # missing times and ids that are not ASCII.
+    rng = np.random.default_rng(0)
+    n = 3000
+    users = np.array([f"u{i}" for i in range(40)] + ["é", "Z", "a b"], dtype=object)
+    stamps = pd.to_datetime(rng.integers(0, 20, n), unit="s")
+    frame = pd.DataFrame(
+        {
+            "user_id": pd.array(users[rng.integers(0, len(users), n)], dtype=pd.StringDtype()),
+            "item_id": [f"i{i}" for i in rng.integers(0, 30, n)],
+            "event": "view",
+            "weight": rng.random(n),
+            "timestamp": stamps,
+        }
+    ).iloc[rng.permutation(n)[:-5]]
+
+    def hold(ordered, share):
+        position = ordered.groupby("user_id").cumcount()
+        size = ordered.groupby("user_id")["item_id"].transform("size")
+        held = position >= size - np.floor(size * share)
+        return ordered[~held], ordered[held]
+
+    keys = ["user_id", "timestamp", "item_id"]
+    expected = hold(frame.sort_values(keys, kind="stable"), 0.3)
+    for got, want in zip(temporal_split(frame, 0.3), expected, strict=True):
+        pd.testing.assert_frame_equal(got, want)
+    frame["timestamp"] = frame["timestamp"].where(rng.random(len(frame)) > 0.3)
+    ordered = frame.sort_values(["user_id", "item_id", "timestamp"], kind="stable")
+    draw = np.random.default_rng(4).random(len(ordered))
+    ordered = ordered.iloc[np.lexsort((draw, ordered["user_id"].to_numpy()))]
+    for got, want in zip(random_split(frame, 0.3, 4), hold(ordered, 0.3), strict=True):
+        pd.testing.assert_frame_equal(got, want)
+
+
+def test_positions_look_ids_up_as_get_indexer_does():
+    ids = np.array(["a", "b", "c", "é", "x y"])
+    columns = [
+        pd.Series(["b", "zz", "é", None, "a"], dtype=pd.StringDtype()),
+        pd.Series(["x y", "a"], dtype=object),
+        np.array(["c", "q"]),
+        pd.Categorical(["a", "c", "c", "nope"]),
+        pd.Series([], dtype=pd.StringDtype()),
+    ]
+    for column in columns:
+        want = pd.Index(ids).get_indexer(pd.Series(column, dtype=object))
+        np.testing.assert_array_equal(positions(column, ids), want)
+    np.testing.assert_array_equal(positions(pd.Series([2, 1, 3]), np.array(["1", "2"])), [1, 0, -1])
 
 
 def test_time_cutoff_split_is_one_global_time():

@@ -14,7 +14,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from recsys.errors import UnknownItem
-from recsys.model.data import IdIndex, mapped
+from recsys.model.data import IdIndex, mapped, positions
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +123,8 @@ def confidence_matrix(
     interactions: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray, config: CFConfig
 ) -> sp.csr_matrix:
     """(users, items) CSR of summed confidence weights; rows/cols follow the id arrays."""
-    rows = pd.Index(np.asarray(user_ids, dtype=str)).get_indexer(interactions["user_id"])
-    cols = pd.Index(np.asarray(item_ids, dtype=str)).get_indexer(interactions["item_id"])
+    rows = positions(interactions["user_id"], user_ids)
+    cols = positions(interactions["item_id"], item_ids)
     weights = interaction_weights(interactions, config)
     matrix = sp.csr_matrix(
         (weights, (rows, cols)), shape=(len(user_ids), len(item_ids)), dtype=np.float32

@@ -305,6 +305,25 @@ class IdIndex:
         return row
 
 
+def positions(values, ids) -> np.ndarray:
+    """(n,) int64: the row of each of ``values`` (a column of ids: a str Series, or any array)
+    among ``ids`` (unique), -1 where absent; ``pd.Index(ids).get_indexer(values)`` on
+    strings. The look-up runs in Arrow: ``get_indexer`` on a str column makes a Python string
+    per row first (7.8 s and 1.5 GB more memory for 2x10^7 rows, against 0.6 s and
+    nothing)."""
+    if isinstance(values, pd.Series | pd.Index):
+        values = values.array
+    if hasattr(values, "__arrow_array__"):
+        column = pa.array(values)
+    else:
+        column = pa.array(np.asarray(values, dtype=str).astype(object), type=pa.large_string())
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        column = column.cast(pa.large_string())
+    value_set = pa.array(np.asarray(ids, dtype=str).astype(object), type=column.type)
+    found = pc.fill_null(pc.index_in(column, value_set=value_set), -1)
+    return np.asarray(found.to_numpy(), dtype=np.int64)
+
+
 def index_of(ids: np.ndarray) -> dict[str, int]:
     """External id -> row number."""
     return {key: row for row, key in enumerate(ids.tolist())}

@@ -20,6 +20,7 @@ import scipy.sparse as sp
 from tqdm import tqdm
 
 from recsys.model import parallel
+from recsys.model.data import positions
 from recsys.model.ranking import (
     coverage,
     hit_matrix,
@@ -109,8 +110,8 @@ def binary_matrix(interactions: pd.DataFrame, item_ids: np.ndarray):
 
 def _matrix(frame: pd.DataFrame, users: pd.Index, items: pd.Index) -> sp.csr_matrix:
     """Binary (users, items) matrix of the frame's pairs; unknown users or items dropped."""
-    u = users.get_indexer(frame["user_id"].astype(str))
-    i = items.get_indexer(frame["item_id"].astype(str))
+    u = positions(frame["user_id"], users)
+    i = positions(frame["item_id"], items)
     keep = (u >= 0) & (i >= 0)
     ones = np.ones(int(keep.sum()), dtype=np.float32)
     matrix = sp.csr_matrix((ones, (u[keep], i[keep])), shape=(len(users), len(items)))

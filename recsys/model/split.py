@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from recsys.errors import InvalidInput
 
@@ -61,8 +63,8 @@ def validation_split(
 
 def temporal_split(interactions: pd.DataFrame, share: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Hold out each user's latest ``floor(share * n_user)`` interactions by timestamp."""
-    ordered = interactions.sort_values(["user_id", "timestamp", "item_id"], kind="stable")
-    return _hold_latest(ordered, share)
+    order = sorted_positions(interactions, ["user_id", "timestamp", "item_id"])
+    return _hold_latest(interactions, order, share)
 
 
 def time_cutoff_split(
@@ -83,18 +85,43 @@ def random_split(
     interactions: pd.DataFrame, share: float, seed: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Hold out ``floor(share * n_user)`` random interactions per user; same seed, same split."""
-    ordered = interactions.sort_values(["user_id", "item_id", "timestamp"], kind="stable")
-    draw = np.random.default_rng(seed).random(len(ordered))
-    ordered = ordered.iloc[np.lexsort((draw, ordered["user_id"].to_numpy()))]
-    return _hold_latest(ordered, share)
+    order = sorted_positions(interactions, ["user_id", "item_id", "timestamp"])
+    draw = np.random.default_rng(seed).random(len(order))
+    order = order[np.lexsort((draw, _user_groups(interactions, order)[0]))]
+    return _hold_latest(interactions, order, share)
 
 
-def _hold_latest(ordered: pd.DataFrame, share: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(kept, held): the last ``floor(share * n_user)`` rows of each user in this order."""
-    position = ordered.groupby("user_id").cumcount()
-    size = ordered.groupby("user_id")["item_id"].transform("size")
+def sorted_positions(frame: pd.DataFrame, keys: list[str]) -> np.ndarray:
+    """(n,) positions that order ``frame`` by ``keys`` as ``frame.sort_values(keys,
+    kind="stable")`` does (missing values last), found in Arrow: neither a sorted copy of
+    the frame nor a Python object per row (2x10^7 interactions: a copy of 1.2 GB before)."""
+    table = pa.table({key: pa.Array.from_pandas(frame[key]) for key in keys})
+    order = pc.sort_indices(table, sort_keys=[(key, "ascending") for key in keys])
+    return np.asarray(order.to_numpy(), dtype=np.int64)
+
+
+def _user_groups(frame: pd.DataFrame, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(group (n,) of each position of ``order``, whose users come in runs; runs' sizes)."""
+    if not len(order):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    users = pc.take(pa.Array.from_pandas(frame["user_id"]), pa.array(order))
+    change = pc.not_equal(users[1:], users[:-1]).to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(np.r_[True, change])
+    sizes = np.diff(np.r_[starts, len(order)])
+    return np.repeat(np.arange(len(starts)), sizes), sizes
+
+
+def _hold_latest(
+    frame: pd.DataFrame, order: np.ndarray, share: float
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(kept, held), each in ``order`` (positions that keep each user's rows together): the
+    last ``floor(share * n_user)`` rows of each user in this order are held."""
+    group, sizes = _user_groups(frame, order)
+    starts = np.cumsum(sizes) - sizes
+    position = np.arange(len(order)) - starts[group]
+    size = sizes[group]
     held = position >= size - np.floor(size * share)
-    return ordered[~held], ordered[held]
+    return frame.take(order[~held]), frame.take(order[held])
 
 
 def sample_users(interactions: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
