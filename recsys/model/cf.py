@@ -97,9 +97,11 @@ class Confidence:
 
 def interaction_weights(interactions: pd.DataFrame, config: CFConfig) -> np.ndarray:
     """Per-row confidence weight: event weight x (interaction weight) x (time decay)."""
-    events = interactions["event"].astype(str)
-    weights = events.map(config.event_weights).fillna(config.default_event_weight).to_numpy()
-    weights = weights.astype(np.float64)
+    # Per distinct event type, then spread by codes: no Python object per row.
+    codes, types = pd.factorize(interactions["event"].astype(str))
+    per_type = [config.event_weights.get(t, config.default_event_weight) for t in types]
+    per_type = np.asarray([*per_type, config.default_event_weight], dtype=np.float64)
+    weights = per_type[codes]  # code -1 (no type): the last entry, the default
     if config.use_interaction_weight:
         weights *= interactions["weight"].to_numpy(dtype=np.float64)
     if config.half_life_days:
@@ -112,9 +114,8 @@ def _decay(interactions: pd.DataFrame, half_life_days: float) -> np.ndarray:
     stamps = pd.to_datetime(interactions["timestamp"]).to_numpy(dtype="datetime64[ns]")
     seconds = stamps.astype("int64") / 1e9  # any datetime unit -> epoch seconds
     known = interactions["timestamp"].notna().to_numpy()
-    latest = pd.Series(np.where(known, seconds, -np.inf)).groupby(
-        interactions["user_id"].to_numpy()
-    )
+    users = pd.factorize(interactions["user_id"])[0]  # codes, not a Python string per row
+    latest = pd.Series(np.where(known, seconds, -np.inf)).groupby(users)
     age_days = (latest.transform("max").to_numpy() - seconds) / SECONDS_PER_DAY
     return np.where(known, 0.5 ** (age_days / half_life_days), 1.0)
 

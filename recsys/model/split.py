@@ -104,11 +104,10 @@ def _user_groups(frame: pd.DataFrame, order: np.ndarray) -> tuple[np.ndarray, np
     """(group (n,) of each position of ``order``, whose users come in runs; runs' sizes)."""
     if not len(order):
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    users = pc.take(pa.Array.from_pandas(frame["user_id"]), pa.array(order))
-    change = pc.not_equal(users[1:], users[:-1]).to_numpy(zero_copy_only=False)
-    starts = np.flatnonzero(np.r_[True, change])
+    users = pd.factorize(frame["user_id"])[0][order]  # codes: no copy of the strings
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
     sizes = np.diff(np.r_[starts, len(order)])
-    return np.repeat(np.arange(len(starts)), sizes), sizes
+    return np.repeat(np.arange(len(starts), dtype=np.int32), sizes), sizes
 
 
 def _hold_latest(
@@ -117,10 +116,9 @@ def _hold_latest(
     """(kept, held), each in ``order`` (positions that keep each user's rows together): the
     last ``floor(share * n_user)`` rows of each user in this order are held."""
     group, sizes = _user_groups(frame, order)
-    starts = np.cumsum(sizes) - sizes
-    position = np.arange(len(order)) - starts[group]
-    size = sizes[group]
-    held = position >= size - np.floor(size * share)
+    first_held = np.cumsum(sizes) - np.floor(sizes * share)  # per user: its first held place
+    held = np.arange(len(order)) >= first_held[group]
+    del group
     return frame.take(order[~held]), frame.take(order[held])
 
 
