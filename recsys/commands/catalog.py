@@ -63,6 +63,18 @@ def read_ids(path: Path) -> np.ndarray:
     return np.array([line.strip() for line in path.read_text().splitlines() if line.strip()])
 
 
+def _smoothing_option(what: str):
+    """``--smoothing``: rounds of ``recsys.catalog_intel.neighbours.smoothed`` (``what`` they
+    are for)."""
+    return click.option(
+        "--smoothing",
+        type=click.IntRange(min=0),
+        default=2,
+        show_default=True,
+        help=f"{what} (0: the vectors as they are; skipped above 200,000 items).",
+    )
+
+
 def load_vectors(settings: Settings, vectors: Path | None, items: Path | None):
     """(item ids (N,), vectors (N, D)) from --vectors/--items or the active bundle."""
     if vectors is None:
@@ -270,14 +282,7 @@ def outliers(settings: Settings, **opts) -> None:
     help="Number of clusters [default: the best silhouette among 4..32].",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option(
-    "--smoothing",
-    type=click.IntRange(min=0),
-    default=2,
-    show_default=True,
-    help="Rounds of averaging each vector over its 10 nearest items before k-means "
-    "(0: the vectors as they are; skipped above 200,000 items).",
-)
+@_smoothing_option("Rounds of averaging each vector over its 10 nearest items before k-means")
 @click.pass_obj
 def clusters(settings: Settings, **opts) -> None:
     """K-means clusters of the catalog; each cluster's medoid (its most typical item).
@@ -323,14 +328,7 @@ def clusters(settings: Settings, **opts) -> None:
     "its nearest items first, the penalty C chosen by cross-validation on them; "
     "propagation: label spreading over the nearest-neighbour graph of all items.",
 )
-@click.option(
-    "--smoothing",
-    type=click.IntRange(min=0),
-    default=2,
-    show_default=True,
-    help="linear: rounds of averaging every vector over its 10 nearest items before the "
-    "probe (0: the vectors as they are; skipped above 200,000 items).",
-)
+@_smoothing_option("linear: rounds of averaging each vector over its 10 nearest items first")
 @click.pass_obj
 def tag(settings: Settings, **opts) -> None:
     """Predict a label for every item from a few labelled ones, with a confidence each.
