@@ -92,6 +92,21 @@ def knn_graph(sims: np.ndarray, rows: np.ndarray, n: int) -> sparse.csr_matrix:
     return w.maximum(w.T).tocsr()
 
 
+def normalised_graph(
+    unit: np.ndarray, k: int, self_loops: bool, show_progress: bool = False, desc: str = "graph"
+) -> sparse.csr_matrix:
+    """D^-1/2 W D^-1/2, W the symmetric ``k``-nearest-neighbour affinity of ``knn_graph``
+    (plus the identity with ``self_loops``), D its row sums: the operator label spreading
+    and ``smoothed`` multiply by."""
+    sims, rows = knn(unit, k, show_progress, desc)
+    w = knn_graph(sims, rows, len(unit))
+    if self_loops:
+        w = w + sparse.identity(len(unit), np.float32, "csr")
+    d = np.asarray(w.sum(axis=1)).ravel()
+    inv = sparse.diags(1.0 / np.sqrt(np.maximum(d, 1e-12)))
+    return (inv @ w @ inv).tocsr()
+
+
 def smoothed(
     unit: np.ndarray, k: int, steps: int, max_items: int, show_progress: bool = False
 ) -> list[np.ndarray]:
@@ -114,10 +129,7 @@ def smoothed(
             max_items,
         )
         return out
-    sims, rows = knn(unit, k, show_progress, "smoothing graph")
-    w = knn_graph(sims, rows, len(unit)) + sparse.identity(len(unit), np.float32, "csr")
-    inv = sparse.diags(1.0 / np.sqrt(np.asarray(w.sum(axis=1)).ravel()))
-    s = (inv @ w @ inv).astype(np.float32).tocsr()
+    s = normalised_graph(unit, k, True, show_progress, "smoothing graph").astype(np.float32)
     spread = unit
     for _ in range(steps):
         spread = s @ spread

@@ -31,13 +31,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse
 from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from tqdm import tqdm
 
-from recsys.catalog_intel.neighbours import as_unit_vectors, knn, knn_graph, smoothed
+from recsys.catalog_intel.neighbours import as_unit_vectors, normalised_graph, smoothed
 from recsys.errors import InvalidInput
 
 METHODS = ("linear", "propagation")
@@ -130,11 +129,7 @@ class Tagger(BaseEstimator):
         return proba
 
     def _propagate(self, unit: np.ndarray, codes: np.ndarray, cfg: TagConfig) -> np.ndarray:
-        sims, rows = knn(unit, cfg.k, self.show_progress, "label graph")
-        w = knn_graph(sims, rows, len(unit))
-        d = np.asarray(w.sum(axis=1)).ravel()
-        inv = sparse.diags(1.0 / np.sqrt(np.maximum(d, 1e-12)))
-        s = (inv @ w @ inv).tocsr()  # D^-1/2 W D^-1/2
+        s = normalised_graph(unit, cfg.k, False, self.show_progress, "label graph")
         y = np.zeros((len(unit), len(self.classes_)))
         y[codes >= 0, codes[codes >= 0]] = 1.0
         f = y.copy()
