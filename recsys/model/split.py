@@ -64,7 +64,7 @@ def validation_split(
 def temporal_split(interactions: pd.DataFrame, share: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Hold out each user's latest ``floor(share * n_user)`` interactions by timestamp."""
     order = sorted_positions(interactions, ["user_id", "timestamp", "item_id"])
-    return _hold_latest(interactions, order, share)
+    return _hold_latest(interactions, order, *_user_groups(interactions, order), share)
 
 
 def time_cutoff_split(
@@ -87,8 +87,10 @@ def random_split(
     """Hold out ``floor(share * n_user)`` random interactions per user; same seed, same split."""
     order = sorted_positions(interactions, ["user_id", "item_id", "timestamp"])
     draw = np.random.default_rng(seed).random(len(order))
-    order = order[np.lexsort((draw, _user_groups(interactions, order)[0]))]
-    return _hold_latest(interactions, order, share)
+    group, sizes = _user_groups(interactions, order)
+    # shuffled within each user's run: the runs, and so the groups, stay where they were
+    order = order[np.lexsort((draw, group))]
+    return _hold_latest(interactions, order, group, sizes, share)
 
 
 def sorted_positions(frame: pd.DataFrame, keys: list[str]) -> np.ndarray:
@@ -111,14 +113,13 @@ def _user_groups(frame: pd.DataFrame, order: np.ndarray) -> tuple[np.ndarray, np
 
 
 def _hold_latest(
-    frame: pd.DataFrame, order: np.ndarray, share: float
+    frame: pd.DataFrame, order: np.ndarray, group: np.ndarray, sizes: np.ndarray, share: float
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(kept, held), each in ``order`` (positions that keep each user's rows together): the
-    last ``floor(share * n_user)`` rows of each user in this order are held."""
-    group, sizes = _user_groups(frame, order)
+    """(kept, held), each in ``order`` (positions that keep each user's rows together, in
+    runs ``group`` of ``sizes``: ``_user_groups``): the last ``floor(share * n_user)`` rows
+    of each user in this order are held."""
     first_held = np.cumsum(sizes) - np.floor(sizes * share)  # per user: its first held place
     held = np.arange(len(order)) >= first_held[group]
-    del group
     return frame.take(order[~held]), frame.take(order[held])
 
 
