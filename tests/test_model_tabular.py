@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from recsys.model.tabular import TabularConfig, TabularEncoder
+from recsys.model.tabular import TabularConfig, TabularEncoder, view_lift
 
 KINDS = {
     "price": "numeric",
@@ -120,3 +121,86 @@ def test_fit_transform_sparse_equals_fit_then_transform():
     twice = TabularEncoder(kinds, config).fit(items)
     assert (tokens != twice.transform_sparse(items)).nnz == 0
     np.testing.assert_allclose(once.projection_, twice.projection_, atol=1e-6)
+
+
+def test_view_lift_is_the_mean_pair_cosine_above_random_pairs_of_a_dense_reference():
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(40, 6)) * (rng.random((40, 6)) < 0.4)  # signed, sparse
+    encoded = sp.csr_matrix(values)
+    view = rng.normal(size=(40, 5))
+    unit = view / np.linalg.norm(view, axis=1, keepdims=True)
+    cosine = unit @ unit.T
+    off = ~np.eye(40, dtype=bool)
+    base = cosine[off].mean()
+    lift = view_lift(encoded, view)
+    for f in range(6):
+        a = np.abs(encoded[:, f].toarray().ravel())
+        pairs = np.outer(a, a) * off
+        expected = ((pairs * cosine).sum() / pairs.sum() - base) / (1 - base)
+        assert lift[f] == pytest.approx(float(np.clip(expected, 0, 1)), abs=1e-9)
+
+
+def _kinds_and_brands(seed: int = 0, n: int = 600):
+    """Items whose product word fixes what they look like (the view: one of 6 looks plus
+    noise) and whose brand and tone span every look; titles read "brand word tone"."""
+    rng = np.random.default_rng(seed)
+    look = rng.integers(0, 6, n)
+    words = np.array(["tee", "coat", "boots", "bag", "dress", "jeans"])
+    brands = np.array([f"brand{b}" for b in range(8)])[rng.integers(0, 8, n)]
+    tones = np.array(["light", "mid", "dark"])[rng.integers(0, 3, n)]
+    items = pd.DataFrame(
+        {
+            "title": [f"{b} {w} {t}" for b, w, t in zip(brands, words[look], tones, strict=True)],
+            "brand": brands,
+            "tone": tones,
+        }
+    )
+    centres = rng.normal(size=(6, 16))
+    view = centres[look] + 1.5 * rng.normal(size=(n, 16))
+    return items, look, view
+
+
+def _same_look_at_10(block: np.ndarray, look: np.ndarray) -> float:
+    unit = block / np.linalg.norm(block, axis=1, keepdims=True)
+    scores = unit @ unit.T
+    np.fill_diagonal(scores, -np.inf)
+    top = np.argsort(-scores, axis=1)[:, :10]
+    return float((look[top] == look[:, None]).mean())
+
+
+def test_a_view_weights_the_block_towards_what_items_look_like_and_a_noise_view_does_not():
+    items, look, view = _kinds_and_brands()
+    kinds = {"title": "text", "brand": "categorical", "tone": "categorical"}
+    config = TabularConfig(max_dims=8)
+    plain = TabularEncoder(kinds, config).fit(items).transform(items)
+    weighted = TabularEncoder(kinds, config).fit(items, view=view).transform(items)
+    # brand and tone words outweigh the one product word until the view says otherwise
+    assert _same_look_at_10(plain, look) < 0.6
+    assert _same_look_at_10(weighted, look) > 0.95
+    shuffled = view[np.random.default_rng(1).permutation(len(view))]
+    noise = TabularEncoder(kinds, config).fit(items, view=shuffled)
+    assert noise.view_weights_.max() < 1.5
+    unchanged = _same_look_at_10(noise.transform(items), look) - _same_look_at_10(plain, look)
+    assert abs(unchanged) < 0.03
+    off = TabularEncoder(kinds, TabularConfig(max_dims=8, view_weight=0)).fit(items, view=view)
+    assert off.view_weights_ is None
+    np.testing.assert_allclose(off.transform(items), plain, atol=1e-6)
+
+
+def test_view_weights_survive_save_and_load_also_without_a_projection(tmp_path):
+    items, _, view = _kinds_and_brands(n=200)
+    kinds = {"title": "text", "brand": "categorical"}
+    for max_dims in (8, 0):
+        encoder = TabularEncoder(kinds, TabularConfig(max_dims=max_dims)).fit(items, view=view)
+        assert encoder.view_weights_.max() > 2
+        (tmp_path / str(max_dims)).mkdir()
+        encoder.save(tmp_path / str(max_dims))
+        restored = TabularEncoder.load(tmp_path / str(max_dims))
+        np.testing.assert_allclose(restored.transform(items), encoder.transform(items), atol=1e-6)
+        assert restored.dim_ == encoder.dim_
+
+
+def test_a_view_of_the_wrong_length_is_refused():
+    items, _, view = _kinds_and_brands(n=50)
+    with pytest.raises(ValueError, match="view has 49 rows for 50 items"):
+        TabularEncoder({"title": "text"}).fit(items, view=view[:49])

@@ -102,7 +102,9 @@ def _torch_threads() -> int:
 
 
 def tabular_block(content: Content, data: CatalogData, config: TrainConfig) -> None:
-    """The ``tabular`` block: the catalog's attributes, plus the title as text."""
+    """The ``tabular`` block: the catalog's attributes, plus the title as text, its features
+    weighted by how alike their items' images are when the image block is built
+    (``TabularConfig.view_weight``)."""
     kinds = dict(data.kinds)
     if config.use_titles and data.items["title"].notna().any() and "title" not in kinds:
         kinds["title"] = "text"
@@ -110,7 +112,7 @@ def tabular_block(content: Content, data: CatalogData, config: TrainConfig) -> N
         log.info("no item attributes: training without a tabular block")
         return
     encoder = TabularEncoder(kinds, config.tabular)
-    tokens = encoder.fit_transform_sparse(data.items)
+    tokens = encoder.fit_transform_sparse(data.items, view=content.blocks.get("image"))
     if encoder.dim_:
         content.tabular, content.tokens = encoder, tokens
         content.blocks["tabular"] = encoder.project(tokens)
