@@ -84,6 +84,14 @@ def test_evaluate_writes_the_report_and_fused_beats_popularity(movielens_db, tmp
     assert "recsys evaluate --split temporal" in markdown
     assert 'src="data:image/png;base64,' in (report / "report.html").read_text()
     assert "fused" in first and "report:" in first
+    pages = metrics["item_to_item"]
+    assert list(pages["rankers"]) == ["fused also", "fused similar", "ALS item-item"]
+    assert pages["pairs"] > 50
+    # co-viewing finds where shoppers go next far better than "looks and reads alike"
+    rates = {name: row["hit_rate@10"] for name, row in pages["rankers"].items()}
+    assert rates["fused also"] > rates["fused similar"]
+    assert "## Item-to-item: next-item hit rate@10" in markdown
+    assert "next-item hit_rate@10" in first
 
     recsys(url, "evaluate", "--k", "5,10,20", "--out", tmp_path / "b", "--quiet")
     again = only_report(tmp_path / "b")

@@ -252,6 +252,10 @@ def _echo(result, k: int) -> None:
         warm = metrics["overall"].get(f"recall@{k}", float("nan"))
         cold = metrics["cold_items"].get(f"recall@{k}", float("nan"))
         click.echo(f"{name:20s} {warm:10.4f} {cold:20.4f}")
+    pages = result.metrics.get("item_to_item", {})
+    for name, row in pages.get("rankers", {}).items():
+        metric = f"hit_rate@{pages['k']}"
+        click.echo(f"{name:20s} next-item {metric} {row[metric]:.4f}")
     images = result.metrics.get("images")
     if images:
         for name in ("image vectors", "raw pixels"):

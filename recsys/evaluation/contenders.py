@@ -209,14 +209,15 @@ class Fused(_UserRows):
 
         return _by_rows(self._rows(user_ids), compute, len(model.item_vectors_))
 
-    def similar(self, rows: np.ndarray, k: int) -> np.ndarray:
-        """(Q, k) item rows most like each query row, the query itself excluded (cold items
-        met by their whole content, as the served neighbour table meets them)."""
+    def similar(self, rows: np.ndarray, k: int, surface: str = "similar") -> np.ndarray:
+        """(Q, k) item rows most like each query row on ``surface``, the query itself
+        excluded (cold items met by their whole content, as the served neighbour table meets
+        them)."""
         model = self.model_
         items = model.item_vectors_
         if model.content_cold_scaled:
             items = model.surface_item_vectors(model.item_blocks_, model.cold_)
-        scores = model.item_queries(rows) @ items.T  # (Q, I)
+        scores = model.item_queries(rows, surface) @ items.T  # (Q, I)
         scores[np.arange(len(rows)), rows] = -np.inf
         return top_k(scores, k)
 

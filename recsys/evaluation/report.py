@@ -197,6 +197,8 @@ def _document(inputs: ReportInputs, figures: dict[str, Path], stamp: str) -> Doc
         _segments(doc, inputs, figures)
     if "diversity" in metrics:
         _diversity(doc, metrics["diversity"], figures)
+    if metrics.get("item_to_item", {}).get("rankers"):
+        _item_to_item(doc, metrics["item_to_item"])
     if "images" in metrics:
         _images(doc, metrics["images"])
     catalog_tasks.render(doc, metrics, figures)
@@ -392,6 +394,23 @@ def _diversity(doc: Document, section: dict, figures) -> None:
         f"image cosines) among the top {k}; distinct values: per list, averaged over users."
     )
     doc.image(figures["diversity"], "recall against variety at each λ")
+
+
+def _item_to_item(doc: Document, section: dict) -> None:
+    k = section["k"]
+    doc.heading(f"Item-to-item: next-item hit rate@{k}")
+    rows = [
+        [name, _fmt(row[f"hit_rate@{k}"]), _fmt(row["stderr"])]
+        for name, row in section["rankers"].items()
+    ]
+    doc.table(["ranker", f"hit rate@{k}", "standard error"], rows)
+    doc.paragraph(
+        f"{section['pairs']:,} pairs: an evaluated shopper's last training item (the product "
+        "page they were on) and their first held-out item other than it (where they went "
+        f"next). A hit: the next item among the page item's {k} most similar, the item itself "
+        "excluded. fused also / similar: the model's two product-page surfaces as served; ALS "
+        "item-item: the cosine of the ALS contender's item factors."
+    )
 
 
 def _relative(value: float, base: float) -> str:

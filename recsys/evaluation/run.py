@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from recsys.errors import InvalidInput
 from recsys.evaluation import catalog_tasks
 from recsys.evaluation import images as image_eval
 from recsys.evaluation.contenders import Fused, ItemContent, PeerConfig, build_contenders
+from recsys.evaluation.item_to_item import cosine_ranker, next_item_hits
 from recsys.evaluation.registry import record_in_active_bundle
 from recsys.evaluation.report import ReportInputs, write_report
 from recsys.model import diversity, parallel
@@ -190,7 +192,21 @@ def _evaluate(data: CatalogData, config, content: ItemContent, show_progress: bo
     metrics["diversity"] = diversity_sweep(
         fused, train, task, config.headline_k, show_progress, ranked
     )
+    metrics["item_to_item"] = _item_to_item(contenders, split, item_ids, config.headline_k)
     return _report_inputs(train, config, metrics, fused, seconds)
+
+
+def _item_to_item(contenders: list, split, item_ids: np.ndarray, k: int) -> dict:
+    """Next-item hit rate@k of the fused surfaces beside pure ALS item-item."""
+    fused = contenders[-1]
+    rankers = {f"fused {s}": partial(fused.similar, surface=s) for s in ("also", "similar")}
+    als = next((c for c in contenders if c.name == "ALS"), None)
+    if als is not None:
+        rankers["ALS item-item"] = cosine_ranker(als.item_factors_)
+    section = next_item_hits(rankers, split.train, split.test, item_ids, k)
+    for name, row in section["rankers"].items():
+        log.info("%s: next-item hit rate@%d %.4f", name, k, row[f"hit_rate@{k}"])
+    return section
 
 
 # Filterable attributes whose distinct values per list the diversity table counts.
