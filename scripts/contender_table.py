@@ -1,5 +1,6 @@
 """Side-by-side table of `recsys evaluate` reports: recall@10 and cold-item recall@10 of every
-contender, per report (e.g. one per seed) and their mean, as Markdown.
+contender, per report (e.g. one per seed) and their mean, as Markdown; then, where the reports
+have one, the product-page rankers' next-item hit rate.
 
     .venv/bin/python scripts/contender_table.py reports/20261130T0*/ [--k 10]
 """
@@ -25,6 +26,17 @@ def main() -> None:
     for name in runs[0]["contenders"]:
         cells = [_cell(runs, name, part, args.k) for part in ("overall", "cold_items")]
         print(f"| {name} | {cells[0]} | {cells[1]} |")
+    pages = [run.get("item_to_item", {}) for run in runs]
+    if all(page.get("rankers") for page in pages):
+        k = pages[0]["k"]
+        pairs = " / ".join(str(page["pairs"]) for page in pages)
+        print(f"\n| product-page ranker | next-item hit rate@{k} ({seeds}, mean; {pairs} pairs) |")
+        print("| --- | --- |")
+        for name in pages[0]["rankers"]:
+            values = [page["rankers"][name][f"hit_rate@{k}"] for page in pages]
+            shown = " / ".join(f"{v:.4f}" for v in values)
+            mean = "" if len(values) == 1 else f", **{np.mean(values):.4f}**"
+            print(f"| {name} | {shown}{mean} |")
 
 
 def _cell(runs: list[dict], name: str, part: str, k: int) -> str:
