@@ -275,9 +275,7 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
             self.view_weights_ = self._view_weights(encoded, rows, config)
             encoded = encoded @ sp.diags(self.view_weights_)
         weights = self.view_weights_
-        if not project:
-            return None if weights is None else np.diag(weights).astype(np.float32)
-        dims = min(config.max_dims, encoded.shape[0] - 1)
+        dims = min(config.max_dims, encoded.shape[0] - 1) if project else 0
         if dims < 1:
             return None if weights is None else np.diag(weights).astype(np.float32)
         svd = TruncatedSVD(dims, random_state=config.random_state).fit(encoded)
