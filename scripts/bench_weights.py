@@ -1,16 +1,20 @@
-"""The weights stage of `recsys train` alone on a catalog: seconds, chosen weights, metrics.
+"""The weights stage of `recsys train` alone on a catalog: seconds, peak memory, chosen
+weights, metrics.
 
     python scripts/bench_weights.py sqlite:///var/movielens/catalog.db
 
 Reads the catalog, builds the content blocks as `recsys train` does (default TrainConfig),
 then times ``choose_weights``. To compare two versions of the code side by side, run it from
 two checkouts (e.g. ``git worktree add /tmp/old HEAD~1`` and ``PYTHONPATH=/tmp/old``).
+Memory (Linux): the resident set before the stage ("held_mb": the catalog and content blocks)
+and the stage's peak ("peak_mb", the kernel's high-water mark, reset as the stage starts).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import click
 
@@ -27,12 +31,23 @@ def main(database_url: str) -> None:
     data = read_catalog(connect(database_url))
     config = TrainConfig()
     content = build_content(data, config)
+    held = _status_mb("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # restart the high-water mark here
     started = time.perf_counter()
     choice = choose_weights(data, content, config)
     seconds = time.perf_counter() - started
+    memory = {"held_mb": held, "peak_mb": _status_mb("VmHWM")}
     metrics = {k: v for k, v in choice.metrics.items() if k.startswith("validation")}
     chosen = {"weights": choice.weights, "cold": choice.cold_scale, "surfaces": choice.surfaces}
-    print(json.dumps({"seconds": round(seconds, 1), **chosen, "metrics": metrics}))
+    print(json.dumps({"seconds": round(seconds, 1), **memory, **chosen, "metrics": metrics}))
+
+
+def _status_mb(field: str) -> int:
+    """A /proc/self/status memory field (kB there) in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) // 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 if __name__ == "__main__":

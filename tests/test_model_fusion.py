@@ -372,3 +372,23 @@ def test_profile_dots_equal_the_sparse_product_in_any_chunking(monkeypatch):
         assert got.shape == (40, 2_000) and got.dtype == np.float32
         np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
     assert fusion.profile_dots(profiles[:0], postings).shape == (0, 2_000)
+
+
+def test_a_blocks_only_fit_holds_the_same_blocks_and_no_vectors():
+    data = toy_catalog()
+    config = TrainConfig(cf=CFConfig(factors=8, regularization=0.5), validation_share=0)
+    fitted = fit_in_memory(data, config)
+    full, cf, content = fitted.fused, fitted.cf, fitted.content
+    lean = FusedModel(config.fusion).fit(
+        cf, content.blocks, len(data.items), tokens=content.tokens, blocks_only=True
+    )
+    lean.set_weights(full.weights_, {**full.cold_scale_, "cf": 0.5}, full.surface_weights_)
+    assert lean.item_vectors_ is None and lean.user_vectors_ is None
+    assert lean.user_tokens_ is None and full.user_tokens_ is not None
+    assert lean.cold_scale_["cf"] == 0.5
+    for name, block in full.item_blocks_.items():
+        np.testing.assert_array_equal(lean.item_blocks_[name], block)
+    for name, block in full.user_blocks_.items():
+        np.testing.assert_array_equal(lean.user_blocks_[name], block)
+    rows = np.arange(4)
+    np.testing.assert_array_equal(lean.item_queries(rows, "also"), full.item_queries(rows, "also"))

@@ -243,13 +243,18 @@ class FusedModel(BaseEstimator):
         tokens: sp.spmatrix | None = None,
         surfaces: dict[str, dict[str, float]] | None = None,
         token_profile: str | None = None,
+        blocks_only: bool = False,
     ):
         """``cf``: a fitted CollaborativeModel or None; ``content``: block -> (n_items, d);
         ``weights``, ``cold_scale`` and ``token_profile`` (e.g. chosen on a validation slice)
         override the config's (under "auto", "confidence" unless one is given); ``tokens``:
         the items' sparse attribute and title tokens (n_items, F), which predict cold items'
-        collaborative blocks with every seller, brand and word kept."""
+        collaborative blocks with every seller, brand and word kept. ``blocks_only``: the
+        blocks, weights and cold predictions alone, as the weights stage's search reads them:
+        no fused item or user vectors and no token profile of every user (at 10^6 items they
+        are held 1 GB it never reads)."""
         config = self.config or FusionConfig()
+        self.blocks_only_ = blocks_only
         content = {k: normalize_rows(v) for k, v in (content or {}).items() if v.shape[1]}
         n_items = len(cf.item_ids_) if cf is not None else n_items
         self.cold_ = np.ones(n_items, dtype=bool)
@@ -266,7 +271,8 @@ class FusedModel(BaseEstimator):
             )
         if tokens is not None and tokens.shape[1] and cf is not None:
             self.item_tokens_ = normalize_rows(tokens)  # (I, F) CSR, unit rows
-            self.user_tokens_ = self.history_token_profiles(cf.user_items_)  # (U, F)
+            if not blocks_only:
+                self.user_tokens_ = self.history_token_profiles(cf.user_items_)  # (U, F)
         if cf is not None:
             self.cold_ = ~cf.warm_items_
             item_blocks["cf"], user_blocks["cf"] = self._cf_blocks(cf)
@@ -363,7 +369,9 @@ class FusedModel(BaseEstimator):
         names = [*dims, TOKENS] if self.has_tokens else list(dims)
         self.weights_ = {b: float(weights.get(b, 0.0)) for b in names}
         cold_scale = {b: float((cold_scale or {}).get(b, 1.0)) for b in names}
-        if self.item_vectors_ is None or cold_scale != self.cold_scale_:
+        if self.blocks_only_:
+            self.cold_scale_ = cold_scale
+        elif self.item_vectors_ is None or cold_scale != self.cold_scale_:
             # Items hold unweighted blocks: only a new cold scale changes them (the weights
             # stage re-weights dozens of times; each item re-fuse costs items x dims).
             self._fuse_items(cold_scale)
@@ -373,9 +381,9 @@ class FusedModel(BaseEstimator):
             name: {b: float(surfaces.get(name, default).get(b, 0.0)) for b in dims}
             for name in SURFACES
         }
-        self.user_vectors_ = (
-            fuse(self.user_blocks_, self.weights_, self.layout_) if self.user_blocks_ else None
-        )
+        self.user_vectors_ = None
+        if self.user_blocks_ and not self.blocks_only_:
+            self.user_vectors_ = fuse(self.user_blocks_, self.weights_, self.layout_)
         # (I,) the feed token term's weight times each item's cold multiplier
         token_scale = np.where(self.cold_, cold_scale.get(TOKENS, 1.0), 1.0) * self.token_weight
         self.token_scale_ = token_scale.astype(np.float32)
@@ -563,6 +571,7 @@ class FusedModel(BaseEstimator):
             }
 
         fused = cls()
+        fused.blocks_only_ = False
         fused.layout_ = Layout(dict(state["layout"]))
         fused.cold_ = np.load(directory / "cold_items.npy", allow_pickle=False)
         fused.cf_scales_ = tuple(state["cf_scales"])

@@ -86,7 +86,9 @@ def choose_weights(
         skipped = {"validation": "skipped: too few interactions per user to hold any out"}
         return WeightChoice(dict(config.fusion.weights), dict(config.fusion.cold_scale), skipped)
     cf, confidence, report = choose_confidence(fit_part, item_ids, task, config, use_gpu)
-    fused = FusedModel(config.fusion).fit(cf, content.blocks, len(item_ids), tokens=content.tokens)
+    fused = FusedModel(config.fusion).fit(
+        cf, content.blocks, len(item_ids), tokens=content.tokens, blocks_only=True
+    )
     profiles = _user_profiles(fused, cf, task, config.fusion.token_profiles)
     candidates = Candidates.of_users(
         fused, cf.user_ids_, task, config.validation_candidates, profiles
