@@ -374,7 +374,7 @@ def test_profile_dots_equal_the_sparse_product_in_any_chunking(monkeypatch):
     assert fusion.profile_dots(profiles[:0], postings).shape == (0, 2_000)
 
 
-def test_a_blocks_only_fit_holds_the_same_blocks_and_no_vectors():
+def test_a_blocks_only_fit_holds_the_same_blocks_and_no_vectors(tmp_path):
     data = toy_catalog()
     config = TrainConfig(cf=CFConfig(factors=8, regularization=0.5), validation_share=0)
     fitted = fit_in_memory(data, config)
@@ -392,3 +392,5 @@ def test_a_blocks_only_fit_holds_the_same_blocks_and_no_vectors():
         np.testing.assert_array_equal(lean.user_blocks_[name], block)
     rows = np.arange(4)
     np.testing.assert_array_equal(lean.item_queries(rows, "also"), full.item_queries(rows, "also"))
+    with pytest.raises(ValueError, match="blocks-only"):
+        lean.save(tmp_path)

@@ -251,8 +251,8 @@ class FusedModel(BaseEstimator):
         the items' sparse attribute and title tokens (n_items, F), which predict cold items'
         collaborative blocks with every seller, brand and word kept. ``blocks_only``: the
         blocks, weights and cold predictions alone, as the weights stage's search reads them:
-        no fused item or user vectors and no token profile of every user (at 10^6 items they
-        are held 1 GB it never reads)."""
+        no fused item or user vectors and no token profile of every user (at 10^6 items, about
+        0.9 GB of peak memory it never reads), so it cannot be saved."""
         config = self.config or FusionConfig()
         self.blocks_only_ = blocks_only
         content = {k: normalize_rows(v) for k, v in (content or {}).items() if v.shape[1]}
@@ -532,6 +532,8 @@ class FusedModel(BaseEstimator):
         """``fusion.json`` (layout, weights, scales), ``cold_items.npy`` and one ``.npy`` per
         item and user block; the fused vectors are recomputed from them on ``load``."""
         check_is_fitted(self, "layout_")
+        if self.blocks_only_:
+            raise ValueError("a blocks-only fit (the weights stage's) cannot serve; fit again")
         directory = Path(directory)
         np.save(directory / "cold_items.npy", self.cold_, allow_pickle=False)
         if self.has_tokens:
