@@ -196,6 +196,12 @@ class Fused(_UserRows):
         self.model_, self.validation_ = fitted.fused, fitted.metrics
         if self.model_.has_tokens:  # built once here, not by each scoring thread
             self.model_.token_postings  # noqa: B018
+        # items as item-to-item queries meet them: cold items by their whole content
+        self.page_items_ = self.model_.item_vectors_
+        if self.model_.content_cold_scaled:
+            self.page_items_ = self.model_.surface_item_vectors(
+                self.model_.item_blocks_, self.model_.cold_
+            )
         self._index_users(fitted.cf.user_ids_ if fitted.cf is not None else [])
         return self
 
@@ -213,11 +219,7 @@ class Fused(_UserRows):
         """(Q, k) item rows most like each query row on ``surface``, the query itself
         excluded (cold items met by their whole content, as the served neighbour table meets
         them)."""
-        model = self.model_
-        items = model.item_vectors_
-        if model.content_cold_scaled:
-            items = model.surface_item_vectors(model.item_blocks_, model.cold_)
-        scores = model.item_queries(rows, surface) @ items.T  # (Q, I)
+        scores = self.model_.item_queries(rows, surface) @ self.page_items_.T  # (Q, I)
         scores[np.arange(len(rows)), rows] = -np.inf
         return top_k(scores, k)
 
