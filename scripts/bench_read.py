@@ -25,7 +25,7 @@ import click
 PARTS = ("items", "interactions")
 
 
-def _rss_mb(field: str) -> float:
+def status_mb(field: str) -> float:
     """A ``/proc/self/status`` memory field (VmRSS, VmHWM) in MB."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -33,7 +33,7 @@ def _rss_mb(field: str) -> float:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def _reset_peak() -> None:
+def reset_peak() -> None:
     """Start the high-water mark from the current resident size (Linux ≥ 4.0)."""
     Path("/proc/self/clear_refs").write_text("5")
 
@@ -65,14 +65,14 @@ def child(database_url: str, part: str) -> dict:
 
     engine = connect(database_url)
     gc.collect()
-    baseline = _rss_mb("VmRSS")
-    _reset_peak()
+    baseline = status_mb("VmRSS")
+    reset_peak()
     started = time.perf_counter()
     frame = _read_items(engine) if part == "items" else read_interactions(engine)
     seconds = time.perf_counter() - started
-    peak = _rss_mb("VmHWM")
+    peak = status_mb("VmHWM")
     gc.collect()
-    held = _rss_mb("VmRSS")
+    held = status_mb("VmRSS")
     return {
         "part": part,
         "rows": len(frame),

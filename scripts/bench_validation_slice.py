@@ -23,6 +23,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+from bench_read import status_mb  # this folder's script
 from sqlalchemy import create_engine
 
 from recsys.model.cf import confidence_matrix
@@ -33,11 +34,7 @@ from recsys.model.split import validation_split
 
 
 def rss_mb() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) // 1024
-    return 0
+    return int(status_mb("VmRSS"))
 
 
 class Meter:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import click
+from bench_read import reset_peak, status_mb  # this folder's script
 
 from recsys.catalog import connect
 from recsys.model.config import TrainConfig
@@ -31,23 +31,15 @@ def main(database_url: str) -> None:
     data = read_catalog(connect(database_url))
     config = TrainConfig()
     content = build_content(data, config)
-    held = _status_mb("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # restart the high-water mark here
+    held = int(status_mb("VmRSS"))
+    reset_peak()  # the high-water mark restarts here
     started = time.perf_counter()
     choice = choose_weights(data, content, config)
     seconds = time.perf_counter() - started
-    memory = {"held_mb": held, "peak_mb": _status_mb("VmHWM")}
+    memory = {"held_mb": held, "peak_mb": int(status_mb("VmHWM"))}
     metrics = {k: v for k, v in choice.metrics.items() if k.startswith("validation")}
     chosen = {"weights": choice.weights, "cold": choice.cold_scale, "surfaces": choice.surfaces}
     print(json.dumps({"seconds": round(seconds, 1), **memory, **chosen, "metrics": metrics}))
-
-
-def _status_mb(field: str) -> int:
-    """A /proc/self/status memory field (kB there) in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) // 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 if __name__ == "__main__":
