@@ -33,16 +33,16 @@ def main() -> None:
         print(f"\n| product-page ranker | next-item hit rate@{k} ({seeds}, mean; {pairs} pairs) |")
         print("| --- | --- |")
         for name in pages[0]["rankers"]:
-            values = [page["rankers"][name][f"hit_rate@{k}"] for page in pages]
-            shown = " / ".join(f"{v:.4f}" for v in values)
-            mean = "" if len(values) == 1 else f", **{np.mean(values):.4f}**"
-            print(f"| {name} | {shown}{mean} |")
+            print(f"| {name} | {_series([p['rankers'][name][f'hit_rate@{k}'] for p in pages])} |")
 
 
 def _cell(runs: list[dict], name: str, part: str, k: int) -> str:
     values = [run["contenders"].get(name, {}).get(part, {}).get(f"recall@{k}") for run in runs]
-    if any(v is None for v in values):
-        return "–"
+    return "–" if any(v is None for v in values) else _series(values)
+
+
+def _series(values: list[float]) -> str:
+    """Each run's value, then their mean in bold when there are several."""
     shown = " / ".join(f"{v:.4f}" for v in values)
     return shown if len(values) == 1 else f"{shown}, **{np.mean(values):.4f}**"
 
