@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import delete, insert, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from recsys.catalog import ModelBundle, connect, migrate, require_current_schema
-from recsys.catalog.models import Base
+from recsys.catalog.models import Base, Interaction, Item, User
 from recsys.errors import CatalogNotReady
 
 
@@ -52,6 +54,83 @@ def test_at_most_one_active_bundle(engine):
         session.get(ModelBundle, 2).is_active = True
         with pytest.raises(IntegrityError):
             session.commit()
+
+
+def _catalog_with_events(engine) -> None:
+    """Users u1, u2; items a, b; events (u1, a), (u1, b), (u2, b)."""
+    with Session(engine) as session:
+        users = [User(external_id="u1"), User(external_id="u2")]
+        items = [Item(external_id=name, attributes={}) for name in "ab"]
+        session.add_all([*users, *items])
+        session.flush()
+        pairs = [(users[0], items[0]), (users[0], items[1]), (users[1], items[1])]
+        session.add_all(
+            Interaction(user_id=u.id, item_id=i.id, event="view", dedup_key=str(k))
+            for k, (u, i) in enumerate(pairs)
+        )
+        session.commit()
+
+
+def _events(engine) -> list[tuple[int, int]]:
+    with engine.connect() as connection:
+        query = select(Interaction.user_id, Interaction.item_id).order_by(Interaction.id)
+        return [tuple(row) for row in connection.execute(query)]
+
+
+@pytest.mark.parametrize("column", ["user_id", "item_id"])
+def test_an_event_of_an_unknown_user_or_item_is_refused(engine, column):
+    _catalog_with_events(engine)
+    event = {"user_id": 1, "item_id": 1, "event": "view", "weight": 1.0, "dedup_key": "new"}
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        connection.execute(insert(Interaction).values({**event, column: 99}))
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        connection.execute(update(Interaction).values({column: 99}))
+    assert _events(engine) == [(1, 1), (1, 2), (2, 2)]
+
+
+def test_removing_users_or_items_removes_their_events(engine):
+    _catalog_with_events(engine)
+    with engine.begin() as connection:
+        connection.execute(delete(Item).where(Item.external_id == "b"))
+    assert _events(engine) == [(1, 1)]
+    with engine.begin() as connection:
+        connection.execute(delete(User).where(User.external_id == "u1"))
+    assert _events(engine) == []
+
+
+def test_truncating_items_on_postgresql_truncates_their_events(engine):
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no TRUNCATE")
+    _catalog_with_events(engine)
+    with engine.begin() as connection:
+        connection.execute(text("TRUNCATE items"))
+    assert _events(engine) == []
+
+
+def test_an_item_removed_while_its_events_are_written_takes_them_along(engine):
+    """PostgreSQL checks references once per statement (migration 0008): the check must
+    lock the items it found, as a foreign key does, or a concurrent removal leaves events
+    of an item that no longer exists."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite allows one writer at a time")
+    _catalog_with_events(engine)
+    event = {"user_id": 2, "item_id": 1, "event": "view", "weight": 1.0, "dedup_key": "late"}
+    removed = threading.Event()
+    with engine.connect() as writer:
+        writer.execute(insert(Interaction).values(event))  # not committed yet
+
+        def remove():
+            with engine.begin() as connection:
+                connection.execute(delete(Item).where(Item.external_id == "a"))
+            removed.set()
+
+        remover = threading.Thread(target=remove)
+        remover.start()
+        assert not removed.wait(1.0), "the removal must wait for the writer's transaction"
+        writer.commit()
+        remover.join(10)
+    assert removed.is_set()
+    assert _events(engine) == [(1, 2), (2, 2)]  # no event of item a is left
 
 
 def test_cli_db_commands(run_cli):

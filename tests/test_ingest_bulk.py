@@ -191,6 +191,25 @@ def test_rerun_changes_nothing_and_changed_weights_are_updated(catalog, tmp_path
     assert update.updated + update.unchanged == first.inserted
 
 
+def test_a_file_of_stored_and_new_events_adds_the_new_ones(catalog, tmp_path):
+    """On PostgreSQL a batch is first copied straight into the table; a batch that holds a
+    stored event must fall back whole, storing its new events and counting the others."""
+    path = tmp_path / "events.csv"
+    messy_csv(path, 400, 4)
+    lines = path.read_text().splitlines(keepends=True)
+    head = tmp_path / "head.csv"
+    head.write_text("".join(lines[: len(lines) // 2]))
+    expected_rows, _ = reference(path, set(ITEMS))
+    options = IngestOptions(show_progress=False, batch_size=64)
+    first = ingest_interactions(catalog, head, options)
+
+    whole = ingest_interactions(catalog, path, options)
+
+    assert interaction_rows(catalog) == expected_rows
+    assert whole.inserted == len(expected_rows) - first.inserted > 0
+    assert (whole.updated, whole.unchanged) == (0, first.inserted)
+
+
 def test_upgrade_to_the_per_user_key_keeps_events_and_idempotency(catalog, tmp_path):
     """Migration 0006 makes events unique by (user, key): a catalog's events survive the way
     down and up again, and the file that wrote them still changes nothing."""

@@ -2,9 +2,12 @@
 
 Ids are resolved with one query per batch: the batch's distinct external ids travel as one
 parameter (a PostgreSQL array, or a JSON array that SQLite's ``json_each`` unpacks), never as
-one bound parameter per id. Interactions are written with ``COPY`` into a temporary staging
-table and one ``INSERT … ON CONFLICT`` on PostgreSQL, and with one ``executemany`` of
-``INSERT … ON CONFLICT`` on SQLite.
+one bound parameter per id. On PostgreSQL a batch of interactions is first copied straight
+into the table (``COPY``, inside a savepoint): a batch of new events, the usual case, is then
+written as fast as the table takes rows. When one of its rows is already stored, the copy
+fails at that row, rolls back to the savepoint, and the batch goes through a temporary
+staging table and one ``INSERT … ON CONFLICT``. SQLite takes one ``executemany`` of
+``INSERT … ON CONFLICT``.
 
 Concurrent writers: every insert of a user, an item or an event is an upsert on its unique
 key, so two writers that add the same row at once leave exactly one and neither fails. On
@@ -65,7 +68,8 @@ WRITE_ATTEMPTS = 5
 RETRY_PAUSE = 0.02
 # Errors of a transaction that lost a race: PostgreSQL serialization failure, deadlock,
 # unique violation (a row another writer added first), SQLite's busy file.
-_RACE_SQLSTATES = {"40001", "40P01", "23505"}
+UNIQUE_VIOLATION = "23505"
+_RACE_SQLSTATES = {"40001", "40P01", UNIQUE_VIOLATION}
 _RACE_MESSAGES = ("database is locked", "database is busy", "UNIQUE constraint failed")
 
 log = logging.getLogger(__name__)
@@ -184,11 +188,15 @@ def upsert_interactions(connection: Connection, rows: pa.Table) -> tuple[int, in
 
 
 def _copy_upsert(connection: Connection, rows: pa.Table) -> tuple[int, int]:
+    # In key order, so concurrent writers lock shared keys in the same order (no deadlock),
+    # and one user's rows meet the user-led indexes together.
+    rows = rows.sort_by([(name, "ascending") for name in UNIQUE_KEY])
+    if _copy_new(connection, rows):
+        return rows.num_rows, 0
     staging = _staging_table()
     staging.create(connection)
     copy_rows(connection, staging.name, rows)
     excluded = postgresql.insert(Interaction).excluded
-    # In key order, so concurrent writers lock shared keys in the same order: no deadlock.
     key = [staging.c[name] for name in UNIQUE_KEY]
     staged = select(*[staging.c[name] for name in WRITTEN]).order_by(*key)
     upsert = (
@@ -206,6 +214,21 @@ def _copy_upsert(connection: Connection, rows: pa.Table) -> tuple[int, int]:
         select(func.count(), func.count().filter(upsert.c.inserted))
     ).one()
     return inserted, written - inserted
+
+
+def _copy_new(connection: Connection, rows: pa.Table) -> bool:
+    """``COPY`` ``rows`` into the interactions table if none of them is stored yet; False,
+    with nothing written, when one is (the unique key's violation ends the copy there)."""
+    savepoint = connection.begin_nested()
+    try:
+        copy_rows(connection, Interaction.__tablename__, rows)
+    except Exception as exc:  # the driver's own error: the copy runs on its cursor
+        if getattr(exc, "sqlstate", None) != UNIQUE_VIOLATION:
+            raise
+        savepoint.rollback()
+        return False
+    savepoint.commit()
+    return True
 
 
 def _staging_table() -> Table:
