@@ -3,6 +3,8 @@
     python scripts/bench_ingest.py --events 3000000 [--items 300000] [--users 150000]
         [--batch-size 50000] [--no-postgres] [--database-url postgresql+psycopg://...]
     python scripts/bench_ingest.py --shop bench-scale/M/shop --no-sqlite   # an existing shop
+    python scripts/bench_ingest.py --shop M/shop --no-sqlite \
+        --pg-setting shared_buffers=6GB --pg-setting max_wal_size=8GB   # a production-like server
 
 Writes a synthetic shop with `recsys datasets prepare synthetic-shop --no-images` into a
 temporary folder, then for each backend: ingests items, times `ingest_interactions` on a fresh
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -185,7 +188,17 @@ def postgres_databases(server_url: str) -> tuple[str, str]:
     help="An existing shop folder (items and interactions, .csv or .parquet, e.g. "
     "bench_scale.py's SIZE/shop) instead of writing one; --events/--items/--users unused.",
 )
-def main(events, items, users, batch_size, sqlite, postgres, database_url, shop) -> None:
+@click.option(
+    "--pg-setting",
+    "pg_settings",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A setting of the throwaway PostgreSQL server, e.g. shared_buffers=6GB (repeatable; "
+    "default: PostgreSQL's own, with fsync off).",
+)
+def main(events, items, users, batch_size, sqlite, postgres, database_url, shop, pg_settings):
+    if pg_settings and database_url:
+        raise click.UsageError("--pg-setting configures the throwaway server, not --database-url")
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         folder = Path(tmp)
         shop = shop or write_shop(folder, items, users, events)
@@ -196,7 +209,7 @@ def main(events, items, users, batch_size, sqlite, postgres, database_url, shop)
                 path.unlink()
         if postgres:
             pg_folder = Path(tempfile.mkdtemp(prefix="bench-ingest-pg-"))  # the server's user
-            server = database_url or _throwaway(pg_folder, "start")  # must reach it
+            server = database_url or _throwaway(pg_folder, "start", pg_settings)
             try:
                 urls = postgres_databases(server)
                 click.echo(json.dumps(measure("postgresql", urls, shop, batch_size)))
@@ -205,9 +218,12 @@ def main(events, items, users, batch_size, sqlite, postgres, database_url, shop)
                     _throwaway(pg_folder, "stop")
 
 
-def _throwaway(folder: Path, action: str) -> str:
+def _throwaway(folder: Path, action: str, settings: tuple[str, ...] = ()) -> str:
     script = ROOT / "scripts" / "pg_throwaway.sh"
-    done = subprocess.run([script, action, folder], check=True, capture_output=True, text=True)
+    env = {**os.environ, "PG_THROWAWAY_SETTINGS": " ".join(settings)}
+    done = subprocess.run(
+        [script, action, folder], check=True, capture_output=True, text=True, env=env
+    )
     return done.stdout.strip()
 
 

@@ -2,6 +2,7 @@
 # Start or stop a throwaway PostgreSQL server on loopback for the tests.
 #   scripts/pg_throwaway.sh start DIR   -> prints the URL (postgresql+psycopg://...) on stdout
 #   scripts/pg_throwaway.sh stop DIR
+# PG_THROWAWAY_SETTINGS="name=value ..." adds server settings (e.g. shared_buffers=6GB).
 # initdb refuses to run as root, so as root the server runs as the unprivileged user `nobody`.
 set -euo pipefail
 action=${1:?usage: pg_throwaway.sh start|stop DIR}
@@ -26,8 +27,10 @@ case "$action" in
     [ "$(id -u)" = 0 ] && chown nobody "$dir"
     port=${PGPORT_THROWAWAY:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
     as_owner "$bin/initdb" -D "$dir/data" -U postgres --auth=trust --no-sync >"$dir/initdb.log" 2>&1
+    settings=""
+    for setting in ${PG_THROWAWAY_SETTINGS:-}; do settings="$settings -c $setting"; done
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
-      -o "-h 127.0.0.1 -p $port -k $dir -F -c fsync=off -c full_page_writes=off" start >/dev/null
+      -o "-h 127.0.0.1 -p $port -k $dir -F -c fsync=off -c full_page_writes=off$settings" start >/dev/null
     echo "postgresql+psycopg://postgres@127.0.0.1:$port/postgres"
     ;;
   stop)
