@@ -112,10 +112,15 @@ def write_transaction(
 
 def lost_race(exc: DBAPIError) -> bool:
     """True for errors that running the transaction again can cure."""
-    state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    state = sqlstate(exc.orig)
     if state:
         return state in _RACE_SQLSTATES
     return any(message in str(exc.orig) for message in _RACE_MESSAGES)
+
+
+def sqlstate(error: BaseException) -> str | None:
+    """The SQLSTATE of a driver's error (psycopg 3 or psycopg2), None on SQLite."""
+    return getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
 
 
 def dialect_insert(connection: Connection, model) -> postgresql.Insert | sqlite.Insert:
@@ -191,11 +196,12 @@ def _copy_upsert(connection: Connection, rows: pa.Table) -> tuple[int, int]:
     # In key order, so concurrent writers lock shared keys in the same order (no deadlock),
     # and one user's rows meet the user-led indexes together.
     rows = rows.sort_by([(name, "ascending") for name in UNIQUE_KEY])
-    if _copy_new(connection, rows):
+    csv = csv_rows(rows)  # encoded once for both tries
+    if _copy_new(connection, csv):
         return rows.num_rows, 0
     staging = _staging_table()
     staging.create(connection)
-    copy_rows(connection, staging.name, rows)
+    copy_rows(connection, staging.name, csv)
     excluded = postgresql.insert(Interaction).excluded
     key = [staging.c[name] for name in UNIQUE_KEY]
     staged = select(*[staging.c[name] for name in WRITTEN]).order_by(*key)
@@ -216,14 +222,14 @@ def _copy_upsert(connection: Connection, rows: pa.Table) -> tuple[int, int]:
     return inserted, written - inserted
 
 
-def _copy_new(connection: Connection, rows: pa.Table) -> bool:
-    """``COPY`` ``rows`` into the interactions table if none of them is stored yet; False,
+def _copy_new(connection: Connection, csv: tuple[str, memoryview]) -> bool:
+    """``COPY`` the rows into the interactions table if none of them is stored yet; False,
     with nothing written, when one is (the unique key's violation ends the copy there)."""
     savepoint = connection.begin_nested()
     try:
-        copy_rows(connection, Interaction.__tablename__, rows)
+        copy_rows(connection, Interaction.__tablename__, csv)
     except Exception as exc:  # the driver's own error: the copy runs on its cursor
-        if getattr(exc, "sqlstate", None) != UNIQUE_VIOLATION:
+        if sqlstate(exc) != UNIQUE_VIOLATION:
             raise
         savepoint.rollback()
         return False
@@ -242,17 +248,22 @@ def _staging_table() -> Table:
     )
 
 
-def copy_rows(connection: Connection, table: str, rows: pa.Table) -> None:
-    """``COPY table FROM STDIN`` with ``rows`` written as CSV by Arrow."""
+def csv_rows(rows: pa.Table) -> tuple[str, memoryview]:
+    """``rows`` as ``COPY`` takes them: the column list, and the rows written as CSV by Arrow."""
     data = io.BytesIO()
     pa_csv.write_csv(rows, data, pa_csv.WriteOptions(include_header=False))
-    names = ", ".join(rows.column_names)
+    return ", ".join(rows.column_names), data.getbuffer()
+
+
+def copy_rows(connection: Connection, table: str, csv: tuple[str, memoryview]) -> None:
+    """``COPY table FROM STDIN`` of ``csv_rows``' output."""
+    names, data = csv
     driver = connection.connection.driver_connection
     with (
         driver.cursor() as cursor,
         cursor.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT csv)") as copy,
     ):
-        copy.write(data.getbuffer())
+        copy.write(data)
 
 
 def _executemany_upsert(connection: Connection, rows: pa.Table) -> tuple[int, int]:
