@@ -92,6 +92,17 @@ def test_evaluate_writes_the_report_and_fused_beats_popularity(movielens_db, tmp
     assert rates["fused also"] > rates["fused similar"]
     assert "## Item-to-item: next-item hit rate@10" in markdown
     assert "next-item hit_rate@10" in first
+    # the fused model against its best collaborative and best content part, paired per user
+    compared = metrics["against_parts"]
+    warm, cold = compared["warm"], compared["cold"]
+    best_warm = max(("popularity", "item-kNN", "ALS", "BPR", "EASE", "RP3beta"),
+                    key=lambda n: results[n]["overall"]["recall@10"])  # fmt: skip
+    assert warm["part"] == best_warm and cold["part"] in ("TF-IDF profile", "content (tabular)")
+    assert warm["fused"] == pytest.approx(fused["overall"]["recall@10"])
+    assert cold["other"] == pytest.approx(results[cold["part"]]["cold_items"]["recall@10"])
+    assert warm["difference"] == pytest.approx(warm["fused"] - warm["other"])
+    assert warm["users"] == metrics["task"]["evaluated_users"] and warm["stderr"] > 0
+    assert "### The fused model against its parts" in markdown
 
     recsys(url, "evaluate", "--k", "5,10,20", "--out", tmp_path / "b", "--quiet")
     again = only_report(tmp_path / "b")

@@ -254,6 +254,43 @@ def _glance(doc: Document, inputs: ReportInputs, figures) -> None:
     ]
     doc.table(header, rows)
     doc.image(figures["headline"], "recall and cold-item recall per contender")
+    if inputs.metrics.get("against_parts"):
+        _against_parts(doc, inputs.metrics["against_parts"])
+
+
+def _against_parts(doc: Document, section: dict) -> None:
+    """The fused model against its best collaborative and best content contender, paired."""
+    k, rows = section["k"], []
+    for key, label, kind in (
+        ("warm", f"recall@{k}", "collaborative"),
+        ("cold", f"cold-item recall@{k}", "content"),
+    ):
+        found = section.get(key)
+        if not found:
+            continue
+        within = "beyond" if found["significant"] else "within"
+        rows.append(
+            [
+                label,
+                f"{found['part']} ({kind})",
+                _fmt(found["fused"]),
+                _fmt(found["other"]),
+                f"{found['difference']:+.4f}",
+                _fmt(found["stderr"]),
+                f"{found['users']:,}",
+                f"{found['verdict']} ({within} {section['z']:g} standard errors)",
+            ]
+        )
+    if not rows:
+        return
+    doc.heading("The fused model against its parts", 3)
+    doc.paragraph(
+        "Paired per user on this split: the difference is fused minus the best part, its "
+        "standard error that of the per-user differences. Within "
+        f"{section['level']:g} below the part counts as level."
+    )
+    header = ["figure", "best part", "fused", "part", "difference", "standard error"]
+    doc.table([*header, "users", "verdict"], rows)
 
 
 def _verdict(results: dict, k: int) -> str:

@@ -18,15 +18,21 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from recsys.errors import InvalidInput
-from recsys.evaluation import catalog_tasks
+from recsys.evaluation import catalog_tasks, parts
 from recsys.evaluation import images as image_eval
-from recsys.evaluation.contenders import Fused, ItemContent, PeerConfig, build_contenders
+from recsys.evaluation.contenders import (
+    ContentProfile,
+    Fused,
+    ItemContent,
+    PeerConfig,
+    build_contenders,
+)
 from recsys.evaluation.item_to_item import cosine_ranker, next_item_hits
 from recsys.evaluation.registry import record_in_active_bundle
 from recsys.evaluation.report import ReportInputs, write_report
 from recsys.model import diversity, parallel
 from recsys.model.data import CatalogData, count_items, count_users, read_catalog
-from recsys.model.protocol import MAX_BATCH_CELLS, build_task, rank, score
+from recsys.model.protocol import MAX_BATCH_CELLS, build_task, rank, recall_per_user, score
 from recsys.model.ranking import WIDE_ROW, hit_matrix, per_user_metrics, top_k_finite
 from recsys.model.recommender import ItemFilters
 from recsys.model.split import SPLITS, split_interactions
@@ -179,7 +185,7 @@ def _evaluate(data: CatalogData, config, content: ItemContent, show_progress: bo
     metrics["split"] = {**split.description, "train": len(split.train), "test": len(split.test)}
     metrics["task"] = task.info
     contenders = build_contenders(train, config.peers, content, config.fused)
-    metrics["contenders"], seconds, ranked = _score_all(
+    metrics["contenders"], seconds, ranked, metrics["against_parts"] = _score_all(
         contenders, train, task, config, show_progress
     )
     metrics["best"] = _best(metrics["contenders"], config.headline_k)
@@ -290,15 +296,26 @@ def _pools(fused: Fused, task, width: int, show_progress: bool):
 
 
 def _score_all(contenders: list, train: CatalogData, task, config, show_progress: bool):
-    """(contender -> metrics, contender -> seconds), one progress step per contender."""
+    """(contender -> metrics, contender -> seconds, the fused model's rankings, the fused
+    model against its parts), one progress step per contender."""
     results, seconds, ranked = {}, {}, None
+    per_user, kinds = {}, {}
     for contender in tqdm(contenders, desc="evaluate", unit="model", disable=not show_progress):
         results[contender.name], seconds[contender.name], rankings = _run_one(
             contender, train, task, config, show_progress
         )
+        warm, _, cold = recall_per_user(rankings, task, config.headline_k)
+        per_user[contender.name], kinds[contender.name] = (warm, cold), _kind(contender)
         if isinstance(contender, Fused):
             ranked = rankings
-    return results, seconds, ranked
+    compared = parts.against_parts(per_user, kinds, config.headline_k)
+    return results, seconds, ranked, compared
+
+
+def _kind(contender) -> str:
+    if isinstance(contender, Fused):
+        return parts.FUSED
+    return parts.CONTENT if isinstance(contender, ContentProfile) else parts.COLLABORATIVE
 
 
 def _run_one(contender, train: CatalogData, task, config: EvaluationConfig, show_progress):

@@ -217,6 +217,18 @@ def restricted_per_user(top: np.ndarray, task: Task, columns: np.ndarray, ks):
     return users, per_user_metrics(hit_matrix(top[users], held[users]), n_held[users], ks)
 
 
+def recall_per_user(rankings: Rankings, task: Task, k: int) -> tuple[np.ndarray, ...]:
+    """The two headline figures per user, as the weights stage and the fused model's paired
+    comparisons read them: (warm (U,), each user's all-items recall@k; holding (U,) bool,
+    the users holding cold items out; cold (H,), their cold-item recall@k, empty when none
+    does)."""
+    held = task.heldout
+    warm = per_user_metrics(hit_matrix(rankings.all, held), held.getnnz(axis=1), (k,))
+    holding, cold = restricted_per_user(rankings.cold, task, task.cold, (k,))
+    cold_recall = cold[f"recall@{k}"] if holding.any() else np.zeros(0)
+    return warm[f"recall@{k}"], holding, cold_recall
+
+
 def _restricted(top: np.ndarray, task: Task, columns: np.ndarray, ks) -> dict:
     """Ranking metrics against the held-out items among ``columns``, for users holding some."""
     users, per_user = restricted_per_user(top, task, columns, ks)

@@ -43,7 +43,7 @@ from recsys.model.protocol import (
     Rankings,
     build_task,
     rank,
-    restricted_per_user,
+    recall_per_user,
 )
 from recsys.model.ranking import WIDE_ROW, hit_matrix, per_user_metrics, top_k, top_k_finite
 from recsys.model.split import validation_split
@@ -573,14 +573,10 @@ class Scored:
 
 
 def _scored(rankings, task, k: int = K) -> Scored:
-    held = task.heldout
-    warm = per_user_metrics(hit_matrix(rankings.all, held), held.getnnz(axis=1), (k,))
-    warm = warm[f"recall@{k}"]
-    per_user, cold = warm.copy(), np.zeros(0)
+    warm, holding, cold = recall_per_user(rankings, task, k)
+    per_user = warm.copy()
     metrics = {f"recall@{k}": float(warm.mean())}
-    holding, cold_metrics = restricted_per_user(rankings.cold, task, task.cold, (k,))
-    if holding.any():
-        cold = cold_metrics[f"recall@{k}"]
+    if len(cold):
         per_user[holding] += cold * len(per_user) / holding.sum()
         metrics[f"cold_recall@{k}"] = float(cold.mean())
         metrics["cold_users"] = int(holding.sum())
