@@ -268,7 +268,7 @@ def _against_parts(doc: Document, section: dict) -> None:
         found = section.get(key)
         if not found:
             continue
-        within = "beyond" if found["significant"] else "within"
+        noise = "significant" if found["significant"] else "not significant"
         rows.append(
             [
                 label,
@@ -278,7 +278,7 @@ def _against_parts(doc: Document, section: dict) -> None:
                 f"{found['difference']:+.4f}",
                 _fmt(found["stderr"]),
                 f"{found['users']:,}",
-                f"{found['verdict']} ({within} {section['z']:g} standard errors)",
+                f"{found['verdict']} ({noise} at {section['z']:g} standard errors)",
             ]
         )
     if not rows:
