@@ -1,6 +1,7 @@
 """Side-by-side table of `recsys evaluate` reports: recall@10 and cold-item recall@10 of every
 contender, per report (e.g. one per seed) and their mean, as Markdown; then, where the reports
-have one, the product-page rankers' next-item hit rate.
+have them, the fused model against its best parts (paired differences per user) and the
+product-page rankers' next-item hit rate.
 
     .venv/bin/python scripts/contender_table.py reports/20261130T0*/ [--k 10]
 """
@@ -26,6 +27,7 @@ def main() -> None:
     for name in runs[0]["contenders"]:
         cells = [_cell(runs, name, part, args.k) for part in ("overall", "cold_items")]
         print(f"| {name} | {cells[0]} | {cells[1]} |")
+    _against_parts(runs, seeds)
     pages = [run.get("item_to_item", {}) for run in runs]
     if all(page.get("rankers") for page in pages):
         k = pages[0]["k"]
@@ -34,6 +36,32 @@ def main() -> None:
         print("| --- | --- |")
         for name in pages[0]["rankers"]:
             print(f"| {name} | {_series([p['rankers'][name][f'hit_rate@{k}'] for p in pages])} |")
+
+
+def _against_parts(runs: list[dict], seeds: str) -> None:
+    """The fused model against its best part, paired per user (``recsys evaluate``'s
+    against_parts), per report and the mean difference, with the level rule on the mean."""
+    sections = [run.get("against_parts") for run in runs]
+    if not all(sections):
+        return
+    level = sections[0]["level"]
+    print(
+        f"\n| fused against (per report) | difference ({seeds}, mean) | standard error | verdict |"
+    )
+    print("| --- | --- | --- | --- |")
+    for key, label in (("warm", "recall"), ("cold", "cold-item recall")):
+        found = [section[key] for section in sections]
+        if not all(found):
+            continue
+        parts = " / ".join(dict.fromkeys(f["part"] for f in found))
+        differences = [f["difference"] for f in found]
+        mean = float(np.mean(differences))
+        verdict = "ahead" if mean > level else "behind" if mean < -level else "level"
+        shown = " / ".join(f"{d:+.4f}" for d in differences)
+        shown = shown if len(found) == 1 else f"{shown}, **{mean:+.4f}**"
+        errors = " / ".join(f"{f['stderr']:.4f}" for f in found)
+        k = sections[0]["k"]
+        print(f"| {label}@{k}: {parts} | {shown} | {errors} | {verdict} (by the mean) |")
 
 
 def _cell(runs: list[dict], name: str, part: str, k: int) -> str:
