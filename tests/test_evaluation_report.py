@@ -103,6 +103,7 @@ def test_evaluate_writes_the_report_and_fused_beats_popularity(movielens_db, tmp
     assert warm["difference"] == pytest.approx(warm["fused"] - warm["other"])
     assert warm["users"] == metrics["task"]["evaluated_users"] and warm["stderr"] > 0
     assert "### The fused model against its parts" in markdown
+    assert f"fused against {best_warm}: recall@10 {warm['difference']:+.4f}" in first
 
     recsys(url, "evaluate", "--k", "5,10,20", "--out", tmp_path / "b", "--quiet")
     again = only_report(tmp_path / "b")

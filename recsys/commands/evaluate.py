@@ -252,6 +252,14 @@ def _echo(result, k: int) -> None:
         warm = metrics["overall"].get(f"recall@{k}", float("nan"))
         cold = metrics["cold_items"].get(f"recall@{k}", float("nan"))
         click.echo(f"{name:20s} {warm:10.4f} {cold:20.4f}")
+    compared = result.metrics.get("against_parts") or {}
+    for key, label in (("warm", f"recall@{k}"), ("cold", f"cold-item recall@{k}")):
+        if found := compared.get(key):
+            click.echo(
+                f"fused against {found['part']}: {label} {found['difference']:+.4f} "
+                f"(standard error {found['stderr']:.4f}, {found['users']} users): "
+                f"{found['verdict']}"
+            )
     pages = result.metrics.get("item_to_item", {})
     for name, row in pages.get("rankers", {}).items():
         metric = f"hit_rate@{pages['k']}"
