@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys.evaluation.parts import verdict
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -44,7 +46,7 @@ def _against_parts(runs: list[dict], seeds: str) -> None:
     sections = [run.get("against_parts") for run in runs]
     if not all(sections):
         return
-    level = sections[0]["level"]
+    level, k = sections[0]["level"], sections[0]["k"]
     print(
         f"\n| fused against (per report) | difference ({seeds}, mean) | standard error | verdict |"
     )
@@ -56,12 +58,11 @@ def _against_parts(runs: list[dict], seeds: str) -> None:
         parts = " / ".join(dict.fromkeys(f["part"] for f in found))
         differences = [f["difference"] for f in found]
         mean = float(np.mean(differences))
-        verdict = "ahead" if mean > level else "behind" if mean < -level else "level"
         shown = " / ".join(f"{d:+.4f}" for d in differences)
         shown = shown if len(found) == 1 else f"{shown}, **{mean:+.4f}**"
         errors = " / ".join(f"{f['stderr']:.4f}" for f in found)
-        k = sections[0]["k"]
-        print(f"| {label}@{k}: {parts} | {shown} | {errors} | {verdict} (by the mean) |")
+        judged = verdict(mean, level)
+        print(f"| {label}@{k}: {parts} | {shown} | {errors} | {judged} (by the mean) |")
 
 
 def _cell(runs: list[dict], name: str, part: str, k: int) -> str:

@@ -35,13 +35,18 @@ class Comparison:
     significant: bool  # |difference| > Z standard errors
 
 
+def verdict(difference: float, level: float = LEVEL) -> str:
+    """The verdict on ``difference`` (fused minus part): "ahead" past ``level`` above,
+    "behind" past ``level`` below, else "level"."""
+    return "ahead" if difference > level else "behind" if difference < -level else "level"
+
+
 def paired(name: str, fused: np.ndarray, other: np.ndarray) -> Comparison:
     """``fused`` against ``other``: (n,) per-user values of one figure, the same users."""
     diff = np.asarray(fused, dtype=np.float64) - np.asarray(other, dtype=np.float64)
     n = len(diff)
     mean = float(diff.mean()) if n else 0.0
     stderr = float(diff.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
-    verdict = "ahead" if mean > LEVEL else "behind" if mean < -LEVEL else "level"
     return Comparison(
         part=name,
         fused=float(np.mean(fused)) if n else 0.0,
@@ -49,7 +54,7 @@ def paired(name: str, fused: np.ndarray, other: np.ndarray) -> Comparison:
         difference=mean,
         stderr=stderr,
         users=n,
-        verdict=verdict,
+        verdict=verdict(mean),
         significant=abs(mean) > Z * stderr,
     )
 
