@@ -111,7 +111,7 @@ def main(
     )
     db.execute(f"CREATE UNIQUE INDEX uq_interactions_key ON interactions ({key})")
     db.execute("CREATE INDEX ix_interactions_item_id ON interactions (item_id)")
-    db.execute("CREATE INDEX ix_interactions_user_time ON interactions (user_id, timestamp)")
+    db.execute("CREATE INDEX ix_interactions_user_arrival ON interactions (user_id, created_at)")
     timed = db.execute(
         f"SELECT {columns} FROM source.interactions WHERE id > ? ORDER BY id LIMIT ?",
         (prefill, rows),

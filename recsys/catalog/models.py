@@ -99,8 +99,8 @@ class User(Base):
 class Interaction(Base):
     __tablename__ = "interactions"
     __table_args__ = (
-        # "A user's latest events" and per-user temporal splits.
-        Index("ix_interactions_user_time", "user_id", "timestamp"),
+        # A user's events stored since a time: what every home feed folds in (0009).
+        Index("ix_interactions_user_arrival", "user_id", "created_at"),
         # Re-ingesting a file is idempotent. Led by the user (the key already hashes it), so
         # one user's new events share index pages instead of landing at random (0006).
         UniqueConstraint("user_id", "dedup_key", name="uq_interactions_user_key"),
