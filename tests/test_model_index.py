@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from recsys.model.index import IndexConfig, Projection, VectorIndex, resolved_kind
+from recsys.model.index import SKIP_REACH, IndexConfig, Projection, VectorIndex, resolved_kind
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +42,30 @@ def test_flat_search_matches_brute_force_with_filters(vectors):
     scores[~allowed] = -np.inf
     scores[[5, 6]] = -np.inf
     assert rows[0].tolist() == np.argsort(-scores)[:10].tolist()
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+@pytest.mark.parametrize("filtered", [False, True])
+def test_a_shopper_who_saw_the_whole_top_gets_the_next_k_items(vectors, kind, filtered):
+    """A heavy shopper's seen items can fill the top of the list many times over k: the
+    search starts narrower than k plus all of them and widens until k unseen rows remain."""
+    rng = np.random.default_rng(5)
+    index = VectorIndex.build(vectors, IndexConfig(kind=kind, ef_search=64))
+    queries = rng.normal(size=(3, 16)).astype(np.float32)
+    allowed = rng.random(len(vectors)) < 0.8 if filtered else None
+    exact = queries @ vectors.T
+    if allowed is not None:
+        exact[:, ~allowed] = -np.inf
+    order = np.argsort(-exact, axis=1)
+    seen = [order[0, :300], order[1, :300:2], rng.choice(len(vectors), 900, replace=False)]
+    rows, _ = index.search(queries, 10, allowed, seen)
+    for q, skipped in enumerate(seen):
+        left = exact[q].copy()
+        left[skipped] = -np.inf
+        wanted = np.argsort(-left)[:10]
+        found = set(rows[q].tolist())
+        assert not found & set(skipped.tolist()) and -1 not in found
+        assert len(found & set(wanted.tolist())) >= (10 if kind == "flat" else 9)
 
 
 def test_fewer_allowed_than_k_pads(vectors):
@@ -158,4 +182,5 @@ def test_a_few_rows_hidden_outside_a_filtered_answer_leave_it_as_it_was(vectors)
         assert breadths[-1] == first, hidden
         np.testing.assert_array_equal(again[0], rows)
         np.testing.assert_array_equal(again[1], scores)
-    assert first >= (20 + 400) * len(vectors) / allowed.sum() + 20  # never narrower than before
+    skip = min(400, SKIP_REACH * 20)  # the seen rows the first breadth makes room for
+    assert first >= (20 + skip) * len(vectors) / allowed.sum() + 20  # rounded up, never down

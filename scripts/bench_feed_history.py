@@ -1,0 +1,125 @@
+"""How a home feed's cost grows with its user's history: the heaviest shoppers against typical ones.
+
+    .venv/bin/python scripts/bench_feed_history.py --database-url sqlite:///CATALOG.db \\
+        --artifacts-dir ARTIFACTS [--users 50] [--rounds 3] [--json OUT.json]
+
+Builds the service's app in this process against a catalog with an active bundle (answers
+cache off, so every request is computed), then asks for the feeds (``GET
+/v1/users/<id>/recommendations?k=20``) of three groups of users: the ``--users`` with the most
+events, those around the 99th percentile of events per user, and those around the median.
+Each group's feeds run ``--rounds`` times (the first round is not counted). Prints, per
+group, its users' events (min to max), milliseconds per feed, and milliseconds of the feed's
+one catalog read (``recsys.catalog.reads.fresh_items``: the user's events stored since the
+bundle) on its own. A feed that costs the same for every group does not grow with history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import create_engine, text
+
+FEED = "/v1/users/{}/recommendations"
+
+_EVENTS_PER_USER = text(
+    "SELECT u.external_id, count(*) FROM interactions i JOIN users u ON u.id = i.user_id "
+    "GROUP BY u.external_id ORDER BY count(*), u.external_id"
+)
+
+
+def groups(database_url: str, size: int) -> dict[str, list[tuple[str, int]]]:
+    """Group name -> [(user id, events)]: the heaviest, around p99, around the median."""
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        counted = [(user, int(events)) for user, events in connection.execute(_EVENTS_PER_USER)]
+    engine.dispose()
+    if len(counted) < 3 * size:
+        raise SystemExit(f"the catalog has {len(counted)} users with events; need {3 * size}")
+
+    def around(quantile: float) -> list[tuple[str, int]]:
+        middle = min(int(quantile * len(counted)), len(counted) - size // 2 - 1)
+        start = max(middle - size // 2, 0)
+        return counted[start : start + size]
+
+    return {"heaviest": counted[-size:], "p99": around(0.99), "median": around(0.5)}
+
+
+def call(app, environ: dict) -> str:
+    """One request through the WSGI app, its answer read whole; its status line."""
+    status = []
+    b"".join(app(environ, lambda code, headers: status.append(code)))
+    return status[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--artifacts-dir", type=Path, required=True)
+    parser.add_argument("--users", type=int, default=50, help="users per group")
+    parser.add_argument("--rounds", type=int, default=3, help="passes over each group")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    if args.rounds < 2:
+        parser.error("--rounds must be at least 2 (the first is not counted)")
+    os.environ.update(
+        RECSYS_DATABASE_URL=args.database_url,
+        RECSYS_ARTIFACTS_DIR=str(args.artifacts_dir),
+        RECSYS_DEVICE="cpu",
+    )
+    from werkzeug.test import EnvironBuilder
+
+    from recsys.catalog import reads
+    from services.app import create_app
+
+    chosen = groups(args.database_url, args.users)
+    config = {"RELOAD_CHECK_SECONDS": 0, "LIVE_CATALOG_SECONDS": 1, "ANSWER_CACHE_MB": 0.0}
+    app = create_app(test_config=config)
+    time.sleep(2.0)  # the follower's first step (item cards, the live catalog)
+    engine = create_engine(args.database_url)
+    since = datetime.now()  # nothing is fresher: the read finds no row, as for most feeds
+    figures = {}
+    for name, users in chosen.items():
+        environs = [
+            EnvironBuilder(path=FEED.format(user), query_string="k=20").get_environ()
+            for user, _ in users
+        ]
+        feed_ms, read_ms = [], []
+        for round_ in range(args.rounds):
+            for environ, (user, _) in zip(environs, users, strict=True):
+                started = time.perf_counter()
+                status = call(app, environ)
+                took = time.perf_counter() - started
+                if not status.startswith("200"):
+                    raise SystemExit(f"feed of {user!r} answered {status}")
+                started = time.perf_counter()
+                reads.fresh_items(engine, user, since)
+                if round_:
+                    feed_ms.append(took * 1e3)
+                    read_ms.append((time.perf_counter() - started) * 1e3)
+        events = [count for _, count in users]
+        figures[name] = {
+            "events_min": min(events),
+            "events_max": max(events),
+            "feed_ms_mean": round(float(np.mean(feed_ms)), 3),
+            "feed_ms_p50": round(float(np.median(feed_ms)), 3),
+            "fresh_read_ms_mean": round(float(np.mean(read_ms)), 3),
+        }
+        shown = figures[name]
+        print(
+            f"{name:>8}: {shown['events_min']}-{shown['events_max']} events, feed "
+            f"{shown['feed_ms_mean']:.2f} ms (p50 {shown['feed_ms_p50']:.2f}), its fresh read "
+            f"{shown['fresh_read_ms_mean']:.3f} ms",
+            flush=True,
+        )
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
