@@ -8,9 +8,13 @@ cache off, so every request is computed), then asks for the feeds (``GET
 /v1/users/<id>/recommendations?k=20``) of three groups of users: the ``--users`` with the most
 events, those around the 99th percentile of events per user, and those around the median.
 Each group's feeds run ``--rounds`` times (the first round is not counted). Prints, per
-group, its users' events (min to max), milliseconds per feed, and milliseconds of the feed's
-one catalog read (``recsys.catalog.reads.fresh_items``: the user's events stored since the
-bundle) on its own. A feed that costs the same for every group does not grow with history.
+group, its users' events (min to max), milliseconds per feed, and three of its parts on their
+own: the feed's one catalog read (``recsys.catalog.reads.fresh_items``: the user's events
+stored since the bundle), its index search (the pool skipping the user's seen items) at the
+served breadth and, side by side, at the breadth it had before session 29 (room for every
+seen item: ``recsys.model.index.SKIP_REACH`` lifted), and its reasons
+(``Recommender._feed_because``). A part that costs the same for every group does not grow
+with the user's history.
 """
 
 from __future__ import annotations
@@ -57,6 +61,42 @@ def call(app, environ: dict) -> str:
     return status[0]
 
 
+def feed_parts(recommender, users: list[str], rounds: int) -> dict[str, float]:
+    """Milliseconds per feed of its index search (as served, and with room for every seen
+    item), and of its reasons; the first of ``rounds`` is not counted."""
+    from recsys.model import index as index_module
+
+    served = index_module.SKIP_REACH
+    rows = recommender.user_index.rows(users)
+    if (rows < 0).any():
+        raise SystemExit("some users' events came after the bundle: train again, then measure")
+    user_items = recommender.cf.user_items_
+    seen = [user_items.indices[user_items.indptr[r] : user_items.indptr[r + 1]] for r in rows]
+    allowed = recommender._allowed(None, None)
+    reach = recommender._reach(20)
+    took = {"search": [], "search_every_seen": [], "reasons": []}
+    for round_ in range(rounds):
+        for part, skip_reach in (
+            ("search", served),
+            ("search_every_seen", len(recommender.item_ids)),
+        ):
+            index_module.SKIP_REACH = skip_reach
+            started = time.perf_counter()
+            for row, skipped in zip(rows, seen, strict=True):
+                query = recommender.fused.user_vectors_[row]
+                recommender.index.search(query, reach, allowed, [skipped])
+            if round_:
+                took[part].append((time.perf_counter() - started) / len(rows))
+        index_module.SKIP_REACH = served
+        pools = [recommender._stored_feed(row, 20, allowed, True) for row in rows]
+        started = time.perf_counter()
+        for row, (found, scores, _) in zip(rows, pools, strict=True):
+            recommender._feed_because(found, scores, row, None)
+        if round_:
+            took["reasons"].append((time.perf_counter() - started) / len(rows))
+    return {part: float(np.mean(seconds)) * 1e3 for part, seconds in took.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", required=True)
@@ -76,11 +116,14 @@ def main() -> None:
 
     from recsys.catalog import reads
     from services.app import create_app
+    from services.context import context
 
     chosen = groups(args.database_url, args.users)
     config = {"RELOAD_CHECK_SECONDS": 0, "LIVE_CATALOG_SECONDS": 1, "ANSWER_CACHE_MB": 0.0}
     app = create_app(test_config=config)
     time.sleep(2.0)  # the follower's first step (item cards, the live catalog)
+    with app.app_context():
+        recommender = context().holder.state.recommender
     engine = create_engine(args.database_url)
     since = datetime.now()  # nothing is fresher: the read finds no row, as for most feeds
     figures = {}
@@ -103,18 +146,20 @@ def main() -> None:
                     feed_ms.append(took * 1e3)
                     read_ms.append((time.perf_counter() - started) * 1e3)
         events = [count for _, count in users]
+        parts = feed_parts(recommender, [user for user, _ in users], args.rounds)
         figures[name] = {
             "events_min": min(events),
             "events_max": max(events),
             "feed_ms_mean": round(float(np.mean(feed_ms)), 3),
-            "feed_ms_p50": round(float(np.median(feed_ms)), 3),
             "fresh_read_ms_mean": round(float(np.mean(read_ms)), 3),
+            **{f"{part}_ms_mean": round(ms, 3) for part, ms in parts.items()},
         }
         shown = figures[name]
         print(
             f"{name:>8}: {shown['events_min']}-{shown['events_max']} events, feed "
-            f"{shown['feed_ms_mean']:.2f} ms (p50 {shown['feed_ms_p50']:.2f}), its fresh read "
-            f"{shown['fresh_read_ms_mean']:.3f} ms",
+            f"{shown['feed_ms_mean']:.2f} ms; its fresh read {shown['fresh_read_ms_mean']:.3f}, "
+            f"search {shown['search_ms_mean']:.3f} (room for every seen item: "
+            f"{shown['search_every_seen_ms_mean']:.3f}), reasons {shown['reasons_ms_mean']:.3f} ms",
             flush=True,
         )
     if args.json:
