@@ -85,3 +85,17 @@ def test_api_answers_carry_reasons_that_sum_to_the_score(shop):
         assert sum(r["share"] for r in item["because"]) == pytest.approx(item["score"], abs=1e-4)
     viewed = [r for r in feed[0]["because"] if r.get("item_id")]
     assert viewed and all(r["title"].startswith("Drama story") for r in viewed)
+
+
+@pytest.mark.parametrize("history", [5, 40, 3000])
+def test_a_heavy_shoppers_reasons_name_the_items_a_full_sort_names(history):
+    """Only the history items that can be among a listed item's top few are sorted; with
+    many equal shares (ties go to the earlier history item) the named items stay the same."""
+    from recsys.model.explain import TOP_ITEMS, _top_rows
+
+    rng = np.random.default_rng(history)
+    shares = rng.integers(0, 6, size=(history, 20)).astype(np.float64)  # ties everywhere
+    shares[:, 3] = 0.0  # a listed item no history item explains
+    shares[-1, 5] = 9.0  # the last history item alone on top
+    expected = np.argsort(-shares, axis=0, kind="stable")[:TOP_ITEMS]
+    np.testing.assert_array_equal(_top_rows(shares, TOP_ITEMS), expected)

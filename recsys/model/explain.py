@@ -209,7 +209,7 @@ def feed_reasons(
 ) -> list[list[Reason]]:
     """Per listed item: its top history items, then the rest, popularity and remainder."""
     per_item, popularity, remainder = parts
-    order = np.argsort(-per_item, axis=0, kind="stable")[:top]  # (top, k) history places
+    order = _top_rows(per_item, top)  # (top, k) history places
     listed = np.take_along_axis(per_item, order, axis=0)  # (top, k)
     rest = per_item.sum(axis=0) - np.where(listed > NEGLIGIBLE, listed, 0.0).sum(axis=0)
     names = item_ids[history.rows[order]] if len(history.rows) else order.astype(str)
@@ -231,6 +231,18 @@ def feed_reasons(
         reasons += [Reason(*extra[j]) for extra in extras if abs(extra[j][1]) > NEGLIGIBLE]
         out.append(reasons)
     return out
+
+
+def _top_rows(values: np.ndarray, top: int) -> np.ndarray:
+    """(min(top, H), k): the first ``top`` rows of each column of ``values`` (H, k) in a stable
+    descending sort, without sorting all H rows of a heavy shopper's history: only the rows at
+    or above some column's top-th largest value are sorted, and every row a column's first
+    ``top`` hold is among them, in the order the full sort gives."""
+    if len(values) <= 4 * top:
+        return np.argsort(-values, axis=0, kind="stable")[:top]
+    kth = -np.partition(-values, top - 1, axis=0)[top - 1]  # (k,) each column's top-th largest
+    rows = np.flatnonzero((values >= kth).any(axis=1))
+    return rows[np.argsort(-values[rows], axis=0, kind="stable")[:top]]
 
 
 def history_of(matrix: sp.csr_matrix, user: int) -> History:
