@@ -24,7 +24,7 @@ import argparse
 import json
 import os
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -101,8 +101,8 @@ def feed_parts(recommender, users: list[str], rounds: int) -> dict[str, float]:
         index_module.SKIP_REACH = served
         pools = [recommender._stored_feed(row, 20, allowed, True) for row in rows]
         started = time.perf_counter()
-        for row, (found, scores, _) in zip(rows, pools, strict=True):
-            recommender._feed_because(found, scores, row, None)
+        for row, (pool_rows, pool_scores, _) in zip(rows, pools, strict=True):
+            recommender._feed_because(pool_rows, pool_scores, row, None)
         if round_:
             took["reasons"].append((time.perf_counter() - started) / len(rows))
     return {**{f"{part}_ms": float(np.mean(t)) * 1e3 for part, t in took.items()}, **recall}
@@ -146,7 +146,9 @@ def main() -> None:
     with app.app_context():
         recommender = context().holder.state.recommender
     engine = create_engine(args.database_url)
-    since = datetime.now()  # nothing is fresher: the read finds no row, as for most feeds
+    # naive UTC, as the catalog stores times; nothing is fresher, so the read finds no row, as
+    # for most feeds
+    since = datetime.now(UTC).replace(tzinfo=None)
     figures = {}
     for name, users in chosen.items():
         environs = [
