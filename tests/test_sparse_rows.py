@@ -41,6 +41,21 @@ def test_row_dots_cross_dots_and_norm_match_scipy(matrix):
     assert sparse_rows.norm_of_sum(m, left, weights) == pytest.approx(expected, rel=1e-6)
 
 
+def test_a_long_history_gets_the_same_cross_dots_from_either_product(matrix, monkeypatch):
+    """A heavy shopper's history goes through scipy's product, a light one's through numpy
+    arrays: the same sums in the same order, so the same bits (reasons are compared byte
+    for byte when a kept answer is checked)."""
+    m, rng = matrix
+    left = np.r_[rng.choice(60, 500), 5]  # repeats and an empty row
+    right = np.array([5, *rng.choice(60, 20)])
+    expected = (m[left] @ m[right].T).toarray()
+    through_scipy = sparse_rows.cross_dots(m, left, right)
+    monkeypatch.setattr(sparse_rows, "CROSS_DENSE_PRODUCTS", 10**12)
+    through_numpy = sparse_rows.cross_dots(m, left, right)
+    np.testing.assert_allclose(through_scipy, expected, rtol=1e-6)
+    np.testing.assert_array_equal(through_scipy, through_numpy)
+
+
 def test_empty_rows_and_vectors_give_zeros(matrix):
     m, _ = matrix
     empty = np.zeros(0, dtype=np.int64)
