@@ -102,7 +102,8 @@ def norm_of_sum(matrix: sp.csr_matrix, rows: np.ndarray, weights: np.ndarray) ->
 
 # Above this many (shared entry, right row) products, ``cross_dots`` hands them to scipy's
 # sparse-dense product instead of laying them out as numpy arrays: the same sums in the same
-# order, without the temporaries (a heavy shopper's 10^4 history rows: 17 -> 8 ms).
+# order, without the temporaries (a feed's reasons for shoppers with 3,677-17,553 events:
+# 8.6-10.9 -> 6.2-6.8 ms; benchmarks/RESULTS.md, session 29).
 CROSS_DENSE_PRODUCTS = 1 << 14
 
 
