@@ -58,7 +58,11 @@ def test_a_shopper_who_saw_the_whole_top_gets_the_next_k_items(vectors, kind, fi
         exact[:, ~allowed] = -np.inf
     order = np.argsort(-exact, axis=1)
     seen = [order[0, :300], order[1, :300:2], rng.choice(len(vectors), 900, replace=False)]
+    breadths, raw_search = [], index._raw_search
+    index._raw_search = lambda q, fetch: breadths.append(fetch) or raw_search(q, fetch)
     rows, _ = index.search(queries, 10, allowed, seen)
+    if not filtered:  # a short answer widens from the batched search's breadth, not again at it
+        assert breadths[0] == 10 + SKIP_REACH * 10 and breadths[0] not in breadths[1:]
     for q, skipped in enumerate(seen):
         left = exact[q].copy()
         left[skipped] = -np.inf

@@ -137,20 +137,21 @@ class VectorIndex:
         small = max(k, self.config.exact_filter_share * n)
         if allowed is not None and np.count_nonzero(allowed) <= small:
             return self._exact(queries, k, np.flatnonzero(allowed), exclude)
+        searched = 0  # the breadth the batched search found short answers at
         if allowed is None:  # one batched search; short answers are widened one by one below
-            rows, scores = self._search_batch(queries, k, exclude)
+            longest = max((len(e) for e in exclude), default=0)
+            searched = min(k + min(longest, SKIP_REACH * k), n)
+            rows, scores = self._search_batch(queries, k, exclude, searched)
         else:
             rows = np.full((len(queries), k), -1, dtype=np.int64)
             scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         for q in np.flatnonzero((rows < 0).any(axis=1)):
-            rows[q], scores[q] = self._search_one(queries[q], k, allowed, exclude[q])
+            rows[q], scores[q] = self._search_one(queries[q], k, allowed, exclude[q], searched)
         return rows, scores
 
-    def _search_batch(self, queries: np.ndarray, k: int, exclude):
-        """(rows (Q, k), scores (Q, k)) from one search fetching k plus the longest exclusion
-        list (at most ``SKIP_REACH`` k more); -1 where too few rows were left."""
-        longest = max((len(e) for e in exclude), default=0)
-        fetch = min(k + min(longest, SKIP_REACH * k), len(self.vectors))
+    def _search_batch(self, queries: np.ndarray, k: int, exclude, fetch: int):
+        """(rows (Q, k), scores (Q, k)) from one search fetching ``fetch`` rows (k plus the
+        longest exclusion list, at most ``SKIP_REACH`` k more); -1 where too few were left."""
         found_scores, found = self._raw_search(queries, fetch)  # (Q, fetch)
         keep = found >= 0
         if isinstance(exclude, np.ndarray):
@@ -160,13 +161,19 @@ class VectorIndex:
                 keep[q] &= ~_among(found[q], blocked)
         return first_kept(found, found_scores, keep, k)
 
-    def _search_one(self, query: np.ndarray, k: int, allowed, blocked: np.ndarray):
+    def _search_one(self, query, k: int, allowed, blocked: np.ndarray, searched: int = 0):
+        """(rows (k,), scores (k,)) of one query, widening 4x at a time until k rows pass;
+        ``searched``: a breadth the batched search already found this query short at (not
+        searched again: the same search gives the same answer)."""
         n = len(self.vectors)
         fetch = k + min(len(blocked), SKIP_REACH * k)
         if allowed is not None:
             fetch = int(fetch * _over_fetch(n / max(np.count_nonzero(allowed), 1))) + k
         while True:
             fetch = min(fetch, n)
+            if fetch == searched and fetch < n:
+                fetch *= 4
+                continue
             found_scores, found = self._raw_search(query[None, :], fetch)
             found_scores, found = found_scores[0], found[0]
             keep = found >= 0

@@ -110,10 +110,9 @@ CROSS_DENSE_PRODUCTS = 1 << 14
 def cross_dots(matrix: sp.csr_matrix, left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """(len(left), len(right)) float64: the inner products of rows ``left`` (a request's
     history, any length) with rows ``right`` (its list, a few dozen rows)."""
-    out = np.zeros(len(left) * len(right))
     r_owner, r_columns, r_data = gather(matrix, right)
     if not len(r_columns):
-        return out.reshape(len(left), len(right))
+        return np.zeros((len(left), len(right)))
     shared, r_column = np.unique(r_columns, return_inverse=True)
     dense = np.zeros((len(shared), len(right)))  # the right rows over their own columns
     dense[r_column, r_owner] = r_data
@@ -128,7 +127,7 @@ def cross_dots(matrix: sp.csr_matrix, left: np.ndarray, right: np.ndarray) -> np
         return np.asarray(hits @ dense)
     products = l_data[:, None] * dense[at]  # (E, len(right)): one line per shared entry
     slots = l_owner[:, None] * len(right) + np.arange(len(right))
-    out += np.bincount(slots.ravel(), weights=products.ravel(), minlength=len(out))
+    out = np.bincount(slots.ravel(), weights=products.ravel(), minlength=len(left) * len(right))
     return out.reshape(len(left), len(right))
 
 
