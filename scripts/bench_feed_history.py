@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 from sqlalchemy import create_engine, text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_service_time as service_time  # its in-process app and WSGI call
 
 FEED = "/v1/users/{}/recommendations"
 
@@ -55,26 +58,19 @@ def groups(database_url: str, size: int) -> dict[str, list[tuple[str, int]]]:
     return {"heaviest": counted[-size:], "p99": around(0.99), "median": around(0.5)}
 
 
-def call(app, environ: dict) -> str:
-    """One request through the WSGI app, its answer read whole; its status line."""
-    status = []
-    b"".join(app(environ, lambda code, headers: status.append(code)))
-    return status[0]
-
-
 def feed_parts(recommender, users: list[str], rounds: int) -> dict[str, float]:
     """Milliseconds per feed (``<part>_ms``) of its index search as served ("search"), with
     room for every seen item ("search_every_seen") and of its reasons ("reasons"), the first
     of ``rounds`` not counted; and each search's recall of the exact pool (``<part>_recall``)."""
     from recsys.model import index as index_module
+    from recsys.model.explain import history_of
 
     # code from before session 29 has no cap: its searches make room for every seen item
     served = getattr(index_module, "SKIP_REACH", len(recommender.item_ids))
     rows = recommender.user_index.rows(users)
     if (rows < 0).any():
         raise SystemExit("some users' events came after the bundle: train again, then measure")
-    user_items = recommender.cf.user_items_
-    seen = [user_items.indices[user_items.indptr[r] : user_items.indptr[r + 1]] for r in rows]
+    seen = [history_of(recommender.cf.user_items_, row).rows for row in rows]
     allowed = recommender._allowed(None, None)
     reach = recommender._reach(20)
     took = {"search": [], "search_every_seen": [], "reasons": []}
@@ -128,21 +124,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds < 2:
         parser.error("--rounds must be at least 2 (the first is not counted)")
-    os.environ.update(
-        RECSYS_DATABASE_URL=args.database_url,
-        RECSYS_ARTIFACTS_DIR=str(args.artifacts_dir),
-        RECSYS_DEVICE="cpu",
-    )
+    chosen = groups(args.database_url, args.users)
+    app = service_time.app_for(args.database_url, args.artifacts_dir, 0.0, wait=2.0)
     from werkzeug.test import EnvironBuilder
 
     from recsys.catalog import reads
-    from services.app import create_app
     from services.context import context
 
-    chosen = groups(args.database_url, args.users)
-    config = {"RELOAD_CHECK_SECONDS": 0, "LIVE_CATALOG_SECONDS": 1, "ANSWER_CACHE_MB": 0.0}
-    app = create_app(test_config=config)
-    time.sleep(2.0)  # the follower's first step (item cards, the live catalog)
     with app.app_context():
         recommender = context().holder.state.recommender
     engine = create_engine(args.database_url)
@@ -159,7 +147,7 @@ def main() -> None:
         for round_ in range(args.rounds):
             for environ, (user, _) in zip(environs, users, strict=True):
                 started = time.perf_counter()
-                status = call(app, environ)
+                status = service_time.call(app, environ)
                 took = time.perf_counter() - started
                 if not status.startswith("200"):
                     raise SystemExit(f"feed of {user!r} answered {status}")

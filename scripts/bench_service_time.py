@@ -35,9 +35,15 @@ PATHS = {
 def in_process_app(workdir: Path, answers_cache_mb: float = 0.0, wait: float = 2.0):
     """The app gunicorn workers run, built in this process against a bench_service.py
     workdir, once its follower's first step (item cards, the live catalog) had ``wait`` s."""
+    database_url = f"sqlite:///{workdir / 'catalog.db'}"
+    return app_for(database_url, workdir / "artifacts", answers_cache_mb, wait)
+
+
+def app_for(database_url: str, artifacts_dir: Path, answers_cache_mb: float, wait: float):
+    """``in_process_app`` for any catalog with an active bundle."""
     os.environ.update(
-        RECSYS_DATABASE_URL=f"sqlite:///{workdir / 'catalog.db'}",
-        RECSYS_ARTIFACTS_DIR=str(workdir / "artifacts"),
+        RECSYS_DATABASE_URL=database_url,
+        RECSYS_ARTIFACTS_DIR=str(artifacts_dir),
         RECSYS_DEVICE="cpu",
     )
     from services.app import create_app
@@ -68,9 +74,11 @@ def endpoint_environs(workdir: Path, count: int, seed: int) -> dict[str, list[di
     }
 
 
-def call(app, environ: dict) -> None:
-    """One request through the WSGI app, its answer read whole."""
-    b"".join(app(environ, lambda status, headers: None))
+def call(app, environ: dict) -> str:
+    """One request through the WSGI app, its answer read whole; its status line."""
+    status = []
+    b"".join(app(environ, lambda code, headers: status.append(code)))
+    return status[0]
 
 
 def main() -> None:

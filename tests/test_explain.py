@@ -8,6 +8,7 @@ import pytest
 
 from recsys.catalog import connect
 from recsys.model.bundle import load_active
+from recsys.model.explain import TOP_ITEMS, _top_rows
 from tests.shop_fixture import build_shop, service_app
 
 
@@ -91,8 +92,6 @@ def test_api_answers_carry_reasons_that_sum_to_the_score(shop):
 def test_a_heavy_shoppers_reasons_name_the_items_a_full_sort_names(history):
     """Only the history items that can be among a listed item's top few are sorted; with
     many equal shares (ties go to the earlier history item) the named items stay the same."""
-    from recsys.model.explain import TOP_ITEMS, _top_rows
-
     rng = np.random.default_rng(history)
     shares = rng.integers(0, 6, size=(history, 20)).astype(np.float64)  # ties everywhere
     shares[:, 3] = 0.0  # a listed item no history item explains
