@@ -26,8 +26,10 @@ $(VENV)/.installed: pyproject.toml
 # The README's main command: a fresh machine to a running shop with recommendations.
 demo: shop serve
 
-# Serve the demo shop with gunicorn (production settings, services/gunicorn.conf.py).
+# Serve the demo shop with gunicorn (production settings, services/gunicorn.conf.py), its
+# catalog first brought to the code's migrations (a shop built by older code would not serve).
 serve: setup
+	$(SHOP) db upgrade
 	@echo "demo shop: http://127.0.0.1:$(PORT)/  (API: /v1, docs: /openapi.json; Ctrl-C stops)"
 	RECSYS_DATABASE_URL=$(SHOP_DATABASE_URL) RECSYS_BIND=127.0.0.1:$(PORT) \
 		$(BIN)/gunicorn -c services/gunicorn.conf.py "services.app:create_app()"
