@@ -186,6 +186,9 @@ def test_id_index_answers_like_a_dict_and_refuses_look_alikes():
     assert "sku-1" in index and "sku-" not in index and "a\x00" not in index and 7 not in index
     assert index.get("zzz", -5) == -5
     assert index.rows(["sku-10", "nope", "b"]).tolist() == [2, -1, 0]
+    # keys longer than every id, and ids ending in NUL, are not cut down to a stored id
+    assert index.rows(["sku-100", "sku-1\x00", "Ünïcode", "a"]).tolist() == [-1, -1, -1, 1]
+    assert index.rows(np.array(["a", "b"], dtype=object)).tolist() == [1, 0]
     with pytest.raises(KeyError):
         index["c"]
     assert IdIndex(np.array([], dtype=str)).rows(["a"]).tolist() == [-1]

@@ -146,8 +146,8 @@ class CardSnapshot:
         known = rows >= 0
         ids = [item_id for item_id, ok in zip(item_ids, known.tolist(), strict=True) if ok]
         rows = rows[known]
-        titles = self.titles.take(pa.array(rows)).to_pylist()
-        documents = [doc or "" for doc in self.attributes.take(pa.array(rows)).to_pylist()]
+        titles = self.titles.take(rows).to_pylist()
+        documents = [doc or "" for doc in self.attributes.take(rows).to_pylist()]
         stock, image = self.in_stock[rows].tolist(), self.has_image[rows].tolist()
         return dict(zip(ids, zip(titles, stock, image, documents, strict=True), strict=True))
 

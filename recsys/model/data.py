@@ -279,17 +279,20 @@ class IdIndex:
 
     def rows(self, keys) -> np.ndarray:
         """(n,) rows of ``keys``, -1 for unknown ones."""
-        keys = [str(key) for key in np.atleast_1d(np.asarray(keys, dtype=object)).tolist()]
-        if not keys or not len(self._sorted):
+        if not isinstance(keys, list):
+            keys = np.atleast_1d(np.asarray(keys, dtype=object)).tolist()
+        keys = [key if type(key) is str else str(key) for key in keys]
+        n = len(self._sorted)
+        if not keys or not n:
             return np.full(len(keys), -1, dtype=np.int64)
-        places = np.minimum(np.searchsorted(self._sorted, keys), len(self._sorted) - 1)
-        # Compared as Python strings: numpy's fixed-width strings drop trailing NULs.
-        found = np.fromiter(
-            (str(self._sorted[p]) == key for p, key in zip(places, keys, strict=True)),
-            dtype=bool,
-            count=len(keys),
-        )
-        return np.where(found, self._order[places], -1).astype(np.int64)
+        asked = np.array(keys, dtype=str)  # as wide as the longest key: none is cut
+        places = np.searchsorted(self._sorted, asked)
+        np.minimum(places, n - 1, out=places)
+        found = self._sorted[places] == asked
+        if any(key.endswith("\0") for key in keys):  # numpy's strings drop trailing NULs
+            same = [str(self._sorted[p]) == key for p, key in zip(places, keys, strict=True)]
+            found &= np.array(same, dtype=bool)
+        return np.where(found, self._order[places], -1).astype(np.int64, copy=False)
 
     def get(self, key: str, default: int = -1) -> int:
         row = int(self.rows([key])[0]) if isinstance(key, str) else -1

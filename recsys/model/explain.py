@@ -64,14 +64,15 @@ def block_shares(fused, query_rows: np.ndarray, found: np.ndarray, surface: str)
     """block -> (Q, k) parts of each score ``found`` (rows, -1 padded) got for the query
     items ``query_rows`` on ``surface``; they sum over blocks to the scores."""
     weights = fused.surface_weights_[surface]
-    queries = fused.item_query_blocks(query_rows)  # block -> (Q, d_b)
+    weighted = [name for name, weight in weights.items() if weight != 0.0]
+    queries = fused.item_query_blocks(query_rows, weighted)  # block -> (Q, d_b)
     items = np.asarray(fused.item_vectors_[np.maximum(found, 0)])  # (Q, k, D)
+    listed = found >= 0
     shares = {}
     for name, part in fused.layout_.slices().items():
-        if weights.get(name, 0.0) == 0.0 or name not in queries:
-            continue
-        dots = np.einsum("qd,qkd->qk", queries[name], items[:, :, part])  # (Q, k)
-        shares[name] = np.where(found >= 0, weights[name] * dots, 0.0)
+        if name in queries:
+            dots = np.einsum("qd,qkd->qk", queries[name], items[:, :, part])  # (Q, k)
+            shares[name] = np.where(listed, weights[name] * dots, 0.0)
     return shares
 
 

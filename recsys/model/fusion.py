@@ -451,9 +451,14 @@ class FusedModel(BaseEstimator):
         scale = np.concatenate([np.full(self.layout_.dims[b], weights[b] ** 0.5) for b in read])
         return Projection(columns, scale.astype(np.float32))
 
-    def item_query_blocks(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """The unweighted blocks of ``item_queries``: cf row-normalised, no popularity."""
-        blocks = {b: v[rows] for b, v in self.item_blocks_.items() if b != "popularity"}
+    def item_query_blocks(self, rows: np.ndarray, only=None) -> dict[str, np.ndarray]:
+        """The unweighted blocks of ``item_queries``: cf row-normalised, no popularity;
+        ``only``: those of these names."""
+        blocks = {
+            b: v[rows]
+            for b, v in self.item_blocks_.items()
+            if b != "popularity" and (only is None or b in only)
+        }
         if "cf" in blocks:
             blocks["cf"] = normalize_rows(blocks["cf"])
         return blocks

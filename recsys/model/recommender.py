@@ -183,7 +183,8 @@ class ItemFilters:
                         for q, query in enumerate(query_rows.tolist())
                     ]
                 )
-            for q, j in zip(*(np.nonzero(share)[axis].tolist() for axis in (0, 1)), strict=True):
+            queries, places = np.nonzero(share)
+            for q, j in zip(queries.tolist(), places.tolist(), strict=True):
                 out[q][j].append(name)
         return out
 
@@ -679,7 +680,7 @@ class Recommender:
         keep = found >= 0
         if allowed is not None:
             keep &= allowed[np.maximum(found, 0)]
-        short = np.flatnonzero(np.count_nonzero(keep, axis=1) < width)
+        short = np.flatnonzero(keep.sum(axis=1) < width)  # count_nonzero(axis) is 10x slower
         found, scores = first_kept(found, scores, keep, width)
         if len(short):
             queries = self.fused.item_queries(rows[short], mode)
