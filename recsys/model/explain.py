@@ -211,7 +211,7 @@ def feed_reasons(
     """Per listed item: its top history items, then the rest, popularity and remainder."""
     per_item, popularity, remainder = parts
     order = _top_rows(per_item, top)  # (top, k) history places
-    listed = np.take_along_axis(per_item, order, axis=0)  # (top, k)
+    listed = per_item[order, np.arange(per_item.shape[1])]  # (top, k)
     rest = per_item.sum(axis=0) - np.where(listed > NEGLIGIBLE, listed, 0.0).sum(axis=0)
     names = item_ids[history.rows[order]] if len(history.rows) else order.astype(str)
     labels = {

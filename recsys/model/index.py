@@ -9,7 +9,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from recsys.model.ranking import first_kept, top_k_finite
+from recsys.model.ranking import along, first_kept, top_k_finite
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,8 @@ class VectorIndex:
             exclude = [np.asarray([] if e is None else e, dtype=np.int64) for e in exclude]
         n = len(self.vectors)
         small = max(k, self.config.exact_filter_share * n)
-        if allowed is not None and np.count_nonzero(allowed) <= small:
+        passing = n if allowed is None else np.count_nonzero(allowed)  # once: a catalog's pass
+        if allowed is not None and passing <= small:
             return self._exact(queries, k, np.flatnonzero(allowed), exclude)
         searched = 0  # the breadth the batched search found short answers at
         if allowed is None:  # one batched search; short answers are widened one by one below
@@ -146,7 +147,9 @@ class VectorIndex:
             rows = np.full((len(queries), k), -1, dtype=np.int64)
             scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         for q in np.flatnonzero((rows < 0).any(axis=1)):
-            rows[q], scores[q] = self._search_one(queries[q], k, allowed, exclude[q], searched)
+            rows[q], scores[q] = self._search_one(
+                queries[q], k, allowed, exclude[q], searched, passing
+            )
         return rows, scores
 
     def _search_batch(self, queries: np.ndarray, k: int, exclude, fetch: int):
@@ -161,14 +164,15 @@ class VectorIndex:
                 keep[q] &= ~_among(found[q], blocked)
         return first_kept(found, found_scores, keep, k)
 
-    def _search_one(self, query, k: int, allowed, blocked: np.ndarray, searched: int = 0):
+    def _search_one(self, query, k: int, allowed, blocked: np.ndarray, searched: int, passing: int):
         """(rows (k,), scores (k,)) of one query, widening 4x at a time until k rows pass;
         ``searched``: a breadth the batched search already found this query short at (not
-        searched again: the same search gives the same answer)."""
+        searched again: the same search gives the same answer); ``passing``: how many rows
+        ``allowed`` holds."""
         n = len(self.vectors)
         fetch = k + min(len(blocked), SKIP_REACH * k)
         if allowed is not None:
-            fetch = int(fetch * _over_fetch(n / max(np.count_nonzero(allowed), 1))) + k
+            fetch = int(fetch * _over_fetch(n / max(passing, 1))) + k
         while True:
             fetch = min(fetch, n)
             if fetch == searched and fetch < n:
@@ -209,9 +213,7 @@ class VectorIndex:
         best = top_k_finite(scores, k)  # (Q, k) columns of scores, -1 where none is left
         valid = best >= 0
         out_rows = np.where(valid, rows[np.maximum(best, 0)], -1)
-        out_scores = np.where(
-            valid, np.take_along_axis(scores, np.maximum(best, 0), axis=1), -np.inf
-        )
+        out_scores = np.where(valid, along(scores, np.maximum(best, 0)), -np.inf)
         return out_rows.astype(np.int64), out_scores.astype(np.float32)
 
     def save(self, path: str | Path) -> Path:
