@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -55,3 +58,13 @@ def test_resnet_keeps_the_imagenet_stem_for_large_inputs_only():
     gray = build_backbone("resnet18", 1, 224).eval()
     with torch.no_grad():
         assert gray(torch.randn(1, 1, 160, 160)).shape == (1, 512)
+
+
+def test_a_small_cnn_process_never_imports_torchvision():
+    """A Ray worker or CLI call training small_cnn is spared torchvision's 1.5 s import."""
+    code = (
+        "import sys; from recsys.engines import ray_train; from recsys.vision import backbones; "
+        "backbones.build_backbone('small_cnn', 3, 16); print('torchvision' in sys.modules)"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "False"

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -44,6 +45,11 @@ log = logging.getLogger(__name__)
 
 # Steps between Ray Train checkpoints, in epochs (decided by step count so all ranks agree).
 CHECKPOINT_EPOCHS = 1.0
+# Seconds between the Train controller's polls of its workers, unless the environment sets
+# RAY_TRAIN_HEALTH_CHECK_INTERVAL_S: Ray's 2 s default made every run end about 5 s after its
+# workers had finished (1 s at this value; benchmarks/RESULTS.md, session 30). A poll is one
+# small call per worker.
+HEALTH_CHECK_S = 0.25
 
 
 def scaled_config(cfg: ImageEncoderConfig, workers: int) -> ImageEncoderConfig:
@@ -111,6 +117,8 @@ class RayImageEncoder(ImageEncoder):
         from ray.train import CheckpointConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
 
+        # read by the driver when the run starts and handed to its controller
+        os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(HEALTH_CHECK_S))
         threads = res.cpus()
         per_worker = {"CPU": threads, "GPU": res.gpus_per_worker}
         loop_config = {

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models import resnet18, resnet50
-from torchvision.models.vision_transformer import VisionTransformer
 
 from recsys.errors import InvalidInput, InvalidSettings
 
@@ -82,6 +80,8 @@ class _ViT(nn.Module):
         super().__init__()
         if input_size % 4:
             raise InvalidSettings(f"vit_tiny needs an input_size divisible by 4, got {input_size}")
+        from torchvision.models.vision_transformer import VisionTransformer  # see build_backbone
+
         net = VisionTransformer(input_size, 4, 6, 3, 192, 768)
         net.conv_proj = nn.Conv2d(in_channels, 192, 4, stride=4)
         net.heads = nn.Identity()
@@ -93,9 +93,14 @@ class _ViT(nn.Module):
 
 
 def build_backbone(name: str, in_channels: int, input_size: int, width: int = 32) -> nn.Module:
-    """A randomly initialised backbone by name (see ``BACKBONES``)."""
+    """A randomly initialised backbone by name (see ``BACKBONES``).
+
+    torchvision is imported only for its own backbones: it takes a process 1.5 s to import
+    (it pulls in torch._dynamo), which a Ray worker or a CLI call on small_cnn need not pay."""
     if name == "small_cnn":
         return SmallCNN(in_channels, width)
+    from torchvision.models import resnet18, resnet50
+
     if name == "resnet18":
         return _TorchvisionResNet(resnet18(weights=None), in_channels, input_size)
     if name == "resnet50":
