@@ -22,6 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.errors import InvalidInput
+from recsys.model.ranking import along
 
 # λ of a request that does not give one (see the module docstring and benchmarks/RESULTS.md).
 DEFAULT_DIVERSITY = 0.0
@@ -108,8 +109,8 @@ def diversify(
     relevance = np.where(rows >= 0, scores, -np.inf)
     order = mmr(relevance, content_vectors(item_blocks, rows), k, diversity)  # (Q, k)
     safe = np.maximum(order, 0)
-    picked = np.where(order >= 0, np.take_along_axis(rows, safe, axis=1), -1)
-    kept = np.where(order >= 0, np.take_along_axis(scores, safe, axis=1), -np.inf)
+    picked = np.where(order >= 0, along(rows, safe), -1)
+    kept = np.where(order >= 0, along(scores, safe), -np.inf)
     return picked, kept.astype(np.float32)
 
 

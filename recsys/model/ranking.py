@@ -36,8 +36,8 @@ WIDE_ROW = 32_768
 
 def along(values: np.ndarray, columns: np.ndarray) -> np.ndarray:
     """``values[q, columns[q, j]]`` for each row q: ``np.take_along_axis(values, columns,
-    axis=1)`` for 2-d arrays, without its index grids (a third of its cost on a request's
-    few rows)."""
+    axis=1)`` for 2-d arrays, without its index grids (about 40% of its time on a
+    request's few rows)."""
     return values[np.arange(len(values))[:, None], columns]
 
 
@@ -124,8 +124,9 @@ def first_kept(
     out_scores = np.full((len(rows), k), -np.inf, dtype=np.float32)
     place = np.cumsum(keep, axis=1)  # 1-based place of each kept entry in its row's answer
     q, j = np.nonzero(keep & (place <= k))
-    out_rows[q, place[q, j] - 1] = rows[q, j]
-    out_scores[q, place[q, j] - 1] = scores[q, j]
+    at = place[q, j] - 1
+    out_rows[q, at] = rows[q, j]
+    out_scores[q, at] = scores[q, j]
     return out_rows, out_scores
 
 

@@ -45,7 +45,7 @@ from recsys.model.data import IdIndex, mapped
 from recsys.model.diversity import DEFAULT_DIVERSITY, check_diversity, diversify, pool_size
 from recsys.model.fusion import TOKEN_BUDGET, FusedModel
 from recsys.model.index import IndexConfig, Projection, VectorIndex
-from recsys.model.ranking import first_kept, top_k_finite
+from recsys.model.ranking import along, first_kept, top_k_finite
 from recsys.model.tabular import label_pairs
 
 log = logging.getLogger(__name__)
@@ -680,7 +680,7 @@ class Recommender:
         keep = found >= 0
         if allowed is not None:
             keep &= allowed[np.maximum(found, 0)]
-        short = np.flatnonzero(keep.sum(axis=1) < width)  # count_nonzero(axis) is 10x slower
+        short = np.flatnonzero(keep.sum(axis=1) < width)  # count_nonzero(axis) costs 2x as much
         found, scores = first_kept(found, scores, keep, width)
         if len(short):
             queries = self.fused.item_queries(rows[short], mode)
@@ -716,8 +716,8 @@ class Recommender:
         best = top_k_finite(every_scores, width)  # (Q, W) columns, -1 where none is left
         valid = best >= 0
         at = np.maximum(best, 0)
-        found = np.where(valid, np.take_along_axis(every, at, axis=1), -1)
-        scores = np.where(valid, np.take_along_axis(every_scores, at, axis=1), -np.inf)
+        found = np.where(valid, along(every, at), -1)
+        scores = np.where(valid, along(every_scores, at), -np.inf)
         return found.astype(np.int64), scores.astype(np.float32)
 
     def compute_neighbours(self, width: int, batch: int = 4096) -> None:
