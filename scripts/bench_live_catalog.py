@@ -402,7 +402,7 @@ def run(args, url: str, workdir: Path, ids_path: Path, items: list[str], server_
     ready = json.loads(urllib.request.urlopen(url + "/readyz").read())
     warm = service_bench.run_wrk(args, ids_path, url, workdir, {}, args.warmup)
     answer_ms = {name: row["mean_ms"] for name, row in warm.items()}
-    errors_before = service_bench.server_5xx(url)
+    errors_before = service_bench.server_errors(url)
     photos = item_photos(workdir, items)
     monitor = Monitor(url, args.poll)
     watcher = threading.Thread(target=monitor.run, daemon=True)
@@ -429,13 +429,17 @@ def run(args, url: str, workdir: Path, ids_path: Path, items: list[str], server_
     ]
     writes = sorted((w for writer in writers for w in writer.writes), key=lambda w: w.answered)
     check(url, writes, monitor, wait=10.0)
+    errors = service_bench.errors_since(errors_before, service_bench.server_errors(url))
     monitor.stop.set()
     watcher.join()
     return {
         "reads": reads,
         "live": summarize(writes, monitor, args.duration),
         "write_failures": sum(writer.failed for writer in writers),
-        "server_5xx": service_bench.server_5xx(url) - errors_before,
+        "server_5xx": service_bench.server_5xx(errors),
+        # the app's 4xx and 5xx answers from the load's start to the answer checks' end (wrk's
+        # reads, the writers', the monitor's and the checks' calls), by "METHOD endpoint status"
+        "errors": errors,
         "workers_seen": len(monitor.seen),
         "ready_at_start": ready,
         "ready_at_end": json.loads(urllib.request.urlopen(url + "/readyz").read()),

@@ -273,14 +273,33 @@ def run_wrk(args, ids: Path, url: str, workdir: Path, answer_ms: dict, seconds: 
     return {name: parse_wrk(proc.communicate()[0]) for name, proc in procs.items()}
 
 
-def server_5xx(url: str) -> float:
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def server_errors(url: str) -> dict[str, int]:
+    """The app's answers with status >= 400 so far, summed over workers, by "METHOD endpoint
+    status" (the service's ``recsys_http_errors_total``; gunicorn's own refusals are not in it)."""
     with urllib.request.urlopen(url + "/metrics") as response:
         metrics = response.read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in metrics.splitlines()
-        if line.startswith("recsys_http_errors_total") and 'status="5' in line
-    )
+    counts: dict[str, int] = {}
+    for line in metrics.splitlines():
+        if line.startswith("recsys_http_errors_total{"):
+            labels, value = line.rsplit(" ", 1)
+            named = dict(_LABEL.findall(labels))
+            key = f"{named['method']} {named['endpoint']} {named['status']}"
+            counts[key] = counts.get(key, 0) + round(float(value))
+    return counts
+
+
+def errors_since(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """What ``server_errors`` counted between two reads (the keys that moved)."""
+    moved = {key: n - before.get(key, 0) for key, n in sorted(after.items())}
+    return {key: n for key, n in moved.items() if n}
+
+
+def server_5xx(errors: dict[str, int]) -> int:
+    """How many of ``errors`` (a ``server_errors`` count) are server errors."""
+    return sum(n for key, n in errors.items() if key.rsplit(" ", 1)[1].startswith("5"))
 
 
 def median_summary(runs: list[dict]) -> dict:
@@ -423,7 +442,7 @@ def run_load(args, env, ids: Path, url: str, workdir: Path, swap_to: str, answer
             target=hot_reload, args=(url, env, swap_to, args.duration / 2, reload_log)
         )
         reloader.start()
-    errors_before = server_5xx(url)
+    errors_before = server_errors(url)
     if args.tool == "wrk":
         endpoints = run_wrk(args, ids, url, workdir, answer_ms, args.duration)
     else:
@@ -431,7 +450,9 @@ def run_load(args, env, ids: Path, url: str, workdir: Path, swap_to: str, answer
     if reloader is not None:
         reloader.join()
     time.sleep(1)
-    return {"endpoints": endpoints, "server_5xx": server_5xx(url) - errors_before,
+    errors = errors_since(errors_before, server_errors(url))
+    # errors: the app's 4xx and 5xx answers of the run, by "METHOD endpoint status"
+    return {"endpoints": endpoints, "server_5xx": server_5xx(errors), "errors": errors,
             "reload": reload_log}  # fmt: skip
 
 
