@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
@@ -15,6 +16,7 @@ from recsys.model.cf import (
     Confidence,
     confidence_matrix,
     implicit_model,
+    recency_decay,
 )
 from recsys.model.data import IdIndex
 from recsys.model.index import VectorIndex
@@ -177,6 +179,41 @@ def test_confidence_matrix_applies_event_weights_and_decay():
     matrix = confidence_matrix(frame, users, items, config).toarray()[0]
     # Events on days 0, 1, 2: ages 2, 1, 0 days before the latest.
     np.testing.assert_allclose(matrix, [0.25, 4 * 0.5, 1.0], rtol=1e-6)
+
+
+def test_recency_halves_per_later_event_of_the_same_user():
+    frame = pd.DataFrame(
+        {
+            "user_id": ["u1", "u2", "u1", "u1", "u2", "u1"],
+            "timestamp": pd.to_datetime(
+                ["2024-01-03", "2024-05-01", "2024-01-01", "2024-01-02", "2024-01-01", "2024-01-02"]
+            ),
+        }
+    )
+    # u1: Jan 1 (3 events after it), Jan 2 twice (the later row in the file counts as later),
+    # Jan 3 (latest); u2: Jan 1, then May 1 (latest), however many days apart
+    np.testing.assert_allclose(recency_decay(frame, 1.0), [1, 1, 1 / 8, 1 / 4, 1 / 2, 1 / 2])
+    np.testing.assert_allclose(
+        recency_decay(frame, 2.0), np.sqrt([1, 1, 1 / 8, 1 / 4, 1 / 2, 1 / 2])
+    )
+
+
+def test_recency_solves_the_users_factors_again_and_is_saved(tmp_path):
+    toy = toy_catalog()
+    config = CFConfig(factors=8, regularization=0.5)
+    plain = CollaborativeModel(config).fit(toy.interactions)
+    recent = CollaborativeModel(config).fit(toy.interactions, recency=2.0)
+    np.testing.assert_array_equal(recent.item_factors_, plain.item_factors_)  # items as fitted
+    assert not np.allclose(recent.user_factors_, plain.user_factors_)
+    # each user's factors: ALS's exact user step on the recency-weighted confidences
+    weighted = confidence_matrix(toy.interactions, recent.user_ids_, recent.item_ids_, config, 2.0)
+    expected = plain.model_.recalculate_user(np.arange(weighted.shape[0]), weighted)
+    np.testing.assert_allclose(recent.user_factors_, expected, rtol=1e-4, atol=1e-5)
+    assert (plain.recency_, recent.recency_) == (None, 2.0)
+    recent.save(tmp_path)
+    assert CollaborativeModel.load(tmp_path).recency_ == 2.0
+    with pytest.raises(ValueError, match="needs ALS on the implicit engine"):
+        CollaborativeModel(CFConfig(model="bpr")).fit(toy.interactions, recency=2.0)
 
 
 def test_id_index_answers_like_a_dict_and_refuses_look_alikes():

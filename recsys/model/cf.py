@@ -120,13 +120,36 @@ def _decay(interactions: pd.DataFrame, half_life_days: float) -> np.ndarray:
     return np.where(known, 0.5 ** (age_days / half_life_days), 1.0)
 
 
+def recency_decay(interactions: pd.DataFrame, half_life_events: float) -> np.ndarray:
+    """0.5 ** (n / half-life) per row, n the number of the same user's events after it (by
+    timestamp; rows of one moment in file order): a user's latest events say most about
+    what they want next, however many days their history spans."""
+    users = pd.factorize(interactions["user_id"])[0]
+    stamps = pd.to_datetime(interactions["timestamp"]).to_numpy(dtype="datetime64[ns]")
+    order = np.lexsort((np.arange(len(users)), stamps.astype("int64"), users))
+    grouped = users[order]
+    starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]]) if len(order) else []
+    sizes = np.diff(np.r_[starts, len(order)])
+    ends = np.repeat(np.r_[starts, len(order)][1:], sizes)  # (n,) one past each user's run
+    after = np.empty(len(order), dtype=np.float64)
+    after[order] = ends - 1 - np.arange(len(order))  # later events of the same user
+    return 0.5 ** (after / half_life_events)
+
+
 def confidence_matrix(
-    interactions: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray, config: CFConfig
+    interactions: pd.DataFrame,
+    user_ids: np.ndarray,
+    item_ids: np.ndarray,
+    config: CFConfig,
+    recency: float | None = None,
 ) -> sp.csr_matrix:
-    """(users, items) CSR of summed confidence weights; rows/cols follow the id arrays."""
+    """(users, items) CSR of summed confidence weights; rows/cols follow the id arrays.
+    ``recency``: each event also weighs ``recency_decay`` with that half-life (in events)."""
     rows = positions(interactions["user_id"], user_ids)
     cols = positions(interactions["item_id"], item_ids)
     weights = interaction_weights(interactions, config)
+    if recency:
+        weights = weights * recency_decay(interactions, recency)
     matrix = sp.csr_matrix(
         (weights, (rows, cols)), shape=(len(user_ids), len(item_ids)), dtype=np.float32
     )
@@ -157,9 +180,13 @@ class CollaborativeModel(BaseEstimator):
         item_ids=None,
         show_progress: bool = False,
         confidence: Confidence | None = None,
+        recency: float | None = None,
     ):
         """``confidence``: ALS's confidence form (default: "scaled" with ``CFConfig.alpha``);
-        kept as ``confidence_``. The Spark engine takes the default only."""
+        kept as ``confidence_``. The Spark engine takes the default only. ``recency``: the
+        users' factors are then solved again from their confidences times ``recency_decay``
+        with that half-life in events (``refold_users``), the items' stay fitted on the
+        undecayed ones; kept as ``recency_`` (ALS on the implicit engine only)."""
         config = self.config or CFConfig()
         self.confidence_ = confidence or Confidence("scaled", config.alpha)
         if config.engine == "spark" and self.confidence_ != Confidence("scaled", config.alpha):
@@ -167,6 +194,12 @@ class CollaborativeModel(BaseEstimator):
                 f"CFConfig.engine 'spark' takes CFConfig.alpha's scaled confidence only, not "
                 f"{self.confidence_}; fit on the implicit engine or leave confidence unset"
             )
+        if recency is not None and (config.model != "als" or config.engine != "implicit"):
+            raise ValueError(
+                f"recency {recency} needs ALS on the implicit engine, not {config.model} on "
+                f"{config.engine}; leave recency unset"
+            )
+        self.recency_ = None
         self._yty = self._mllib_reg = None
         if item_ids is None:
             item_ids = interactions["item_id"].unique()
@@ -189,7 +222,25 @@ class CollaborativeModel(BaseEstimator):
             model = model.to_cpu() if use_gpu else model
             self.model_, self.device_ = model, "cuda" if use_gpu else "cpu"
             user_factors, item_factors = model.user_factors, model.item_factors
-        return self._fitted(user_factors, item_factors)
+        self._fitted(user_factors, item_factors)
+        if recency is not None:
+            self.user_factors_, self.recency_ = self.refold_users(interactions, recency), recency
+        return self
+
+    def refold_users(self, interactions: pd.DataFrame, recency: float) -> np.ndarray:
+        """(users, F) every fitted user's factors solved exactly (implicit's batched
+        ``recalculate_user``) against the fitted item factors, from confidences that also
+        weigh ``recency_decay(interactions, recency)``: ``interactions`` are the fit's."""
+        check_is_fitted(self, "model_")
+        if self.model_ is None or not hasattr(self.model_, "recalculate_user"):
+            raise ValueError("refold_users needs a model fitted in this process by implicit ALS")
+        config = self.config or CFConfig()
+        matrix = confidence_matrix(interactions, self.user_ids_, self.item_ids_, config, recency)
+        if self.confidence_.form != "scaled":  # as fit hands it to implicit (alpha 1)
+            matrix.data = self.confidence_.of(matrix.data).astype(np.float32)
+        users = np.arange(matrix.shape[0])
+        factors = self.model_.recalculate_user(users, matrix)
+        return np.ascontiguousarray(factors, dtype=np.float32)
 
     def fit_events(self, path: str, item_ids):
         """``CFConfig.engine`` "spark" only: fit on the Parquet event folder ``path`` read by
@@ -201,7 +252,7 @@ class CollaborativeModel(BaseEstimator):
         from recsys.engines.spark import fit_events
 
         self._yty = self._mllib_reg = None
-        self.confidence_ = Confidence("scaled", config.alpha)
+        self.confidence_, self.recency_ = Confidence("scaled", config.alpha), None
         self.item_ids_ = np.asarray(item_ids, dtype=str)
         fit = fit_events(path, self.item_ids_, config)
         self.user_ids_, self.user_items_ = fit.user_ids, fit.user_items
@@ -305,6 +356,8 @@ class CollaborativeModel(BaseEstimator):
         paths[-1].write_text(json.dumps(asdict(self.config or CFConfig()), indent=2))
         paths.append(directory / f"{prefix}_confidence.json")
         paths[-1].write_text(json.dumps(asdict(self.confidence)))
+        paths.append(directory / f"{prefix}_recency.json")
+        paths[-1].write_text(json.dumps({"half_life_events": self.recency_}))
         return paths
 
     @classmethod
@@ -330,6 +383,10 @@ class CollaborativeModel(BaseEstimator):
         chosen = directory / f"{prefix}_confidence.json"  # absent from older bundles
         if chosen.exists():
             model.confidence_ = Confidence(**json.loads(chosen.read_text()))
+        recency = directory / f"{prefix}_recency.json"  # absent from older bundles
+        model.recency_ = None
+        if recency.exists():
+            model.recency_ = json.loads(recency.read_text())["half_life_events"]
         model._index()
         return model
 

@@ -65,6 +65,13 @@ class WeightGrid:
     # shop with 1 + 16 w (benchmarks/RESULTS.md, session 8), e.g. (1.0, 4.0, 16.0). Off (the
     # config's form) until the fused model has been measured with it on every catalog.
     confidence_hu: tuple[float, ...] = ()
+    # Then the users' side of ALS: their factors solved again with each event also weighing
+    # 0.5 ** (later events of the user / half-life), for these half-lives in events, and kept
+    # only when ALS alone then ranks the validation users' latest items significantly better
+    # (recsys.model.validation.choose_recency; the items' factors are left as fitted).
+    # MovieLens's users watch in runs, so their latest items say most about the next; the
+    # simulated shops' shoppers keep one taste (benchmarks/RESULTS.md, session 32).
+    recency: tuple[float, ...] = (5.0, 10.0, 20.0)
 
 
 @dataclass(frozen=True)

@@ -125,11 +125,13 @@ def build_collaborative(
     use_gpu: bool = False,
     show_progress: bool = False,
     confidence: Confidence | None = None,
+    recency: float | None = None,
 ) -> CollaborativeModel | None:
     """ALS or BPR over the interactions, one row per catalog item; None without interactions.
-    ``confidence``: ALS's confidence form (None: the config's)."""
+    ``confidence``: ALS's confidence form (None: the config's); ``recency``: the half-life in
+    events of the users' recency weights (``CollaborativeModel.fit``; None: none)."""
     if interactions.empty:
         log.info("no interactions: training without a collaborative block")
         return None
     model = CollaborativeModel(config, use_gpu=use_gpu)
-    return model.fit(interactions, item_ids, show_progress=show_progress, confidence=confidence)
+    return model.fit(interactions, item_ids, show_progress, confidence, recency)

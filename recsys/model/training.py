@@ -170,7 +170,7 @@ def fit_in_memory(
         content = content or build_content(data, config, device, False, image_encoder_factory)
         choice = choose_weights(data, content, config, use_gpu)
         cf = build_collaborative(
-            data.interactions, _item_ids(data), config.cf, use_gpu, confidence=_confidence(choice)
+            data.interactions, _item_ids(data), config.cf, use_gpu, False, *_chosen_cf(choice)
         )
         return _fuse(data, content, cf, choice, config)
 
@@ -186,13 +186,14 @@ def _collaborative(
     if events is not None and config.cf.engine == "spark" and not data.interactions.empty:
         return CollaborativeModel(config.cf).fit_events(str(events), item_ids)
     return build_collaborative(
-        data.interactions, item_ids, config.cf, use_gpu, show_progress, _confidence(choice)
+        data.interactions, item_ids, config.cf, use_gpu, show_progress, *_chosen_cf(choice)
     )
 
 
-def _confidence(choice: WeightChoice | None):
-    """The confidence form the weights stage chose (None: the config's)."""
-    return choice.confidence if choice else None
+def _chosen_cf(choice: WeightChoice | None) -> tuple:
+    """(confidence form, recency half-life) the weights stage chose (None, None: the
+    config's form, no recency)."""
+    return (choice.confidence, choice.recency) if choice else (None, None)
 
 
 def _fuse(data, content: Content, cf, choice: WeightChoice | None, config) -> Fitted:

@@ -69,6 +69,9 @@ class WeightChoice:
     # How the feed's token profiles count history items (recsys.model.fusion.TOKEN_PROFILES;
     # None: the config's, "confidence" under "auto").
     token_profile: str | None = None
+    # The half-life in events of the recency weights the users' ALS factors are solved with
+    # (CollaborativeModel.fit's ``recency``; None: none).
+    recency: float | None = None
 
 
 def choose_weights(
@@ -86,6 +89,8 @@ def choose_weights(
         skipped = {"validation": "skipped: too few interactions per user to hold any out"}
         return WeightChoice(dict(config.fusion.weights), dict(config.fusion.cold_scale), skipped)
     cf, confidence, report = choose_confidence(fit_part, item_ids, task, config, use_gpu)
+    recency, recency_report = choose_recency(cf, fit_part, task, config)
+    report.update(recency_report)
     fused = FusedModel(config.fusion).fit(
         cf, content.blocks, len(item_ids), tokens=content.tokens, blocks_only=True
     )
@@ -101,7 +106,9 @@ def choose_weights(
     metrics = {**choice.metrics, **report, "surfaces": surfaces}
     metrics.update({f"validation_next_item_hit@{K}_{s}": v for s, v in hit_rates.items()})
     log.info("weights chosen on the validation slice: %s", metrics)
-    return WeightChoice(choice.weights, choice.cold_scale, metrics, surfaces, confidence, profile)
+    return WeightChoice(
+        choice.weights, choice.cold_scale, metrics, surfaces, confidence, profile, recency
+    )
 
 
 def _user_profiles(fused: FusedModel, cf: CollaborativeModel, task, forms: tuple) -> dict:
@@ -232,22 +239,60 @@ def choose_confidence(
     return chosen[0], chosen[1], report
 
 
+def choose_recency(
+    cf: CollaborativeModel, fit_part: pd.DataFrame, task, config: TrainConfig
+) -> tuple[float | None, dict]:
+    """The half-life (in events) of the recency weights the users' ALS factors are solved
+    with (``CollaborativeModel.refold_users``): none unless the factors solved with one of
+    ``grid.recency`` rank the validation users' held-out items better (recall@K,
+    ``grid.significance`` standard errors of the paired gain over none). The held-out
+    events are each user's latest, so the slice asks the question a feed answers: what
+    comes next. Only for ALS on the implicit engine, and only when every event has a time.
+    ``cf`` (fitted on ``fit_part``) keeps the chosen factors. -> (half-life or None, report)"""
+    grid = config.grid.recency
+    if (
+        not grid
+        or config.cf.model != "als"
+        or config.cf.engine != "implicit"
+        or not fit_part["timestamp"].notna().all()
+    ):
+        return None, {}
+    plain = _users_recall(cf, cf.user_factors_, task)
+    chosen, best, factors = None, plain, cf.user_factors_
+    recalls = {"none": round(plain.objective, 6)}
+    for half_life in grid:
+        refolded = cf.refold_users(fit_part, half_life)
+        scored = _users_recall(cf, refolded, task)
+        recalls[f"{half_life:g}"] = round(scored.objective, 6)
+        if scored.objective > best.objective and _better(scored, plain, config.grid.significance):
+            chosen, best, factors = half_life, scored, refolded
+    cf.user_factors_, cf.recency_ = factors, chosen
+    return chosen, {"recency": chosen, f"validation_als_recall@{K}_recency": recalls}
+
+
 @dataclass
 class _FactorsAlone:
     """ALS's factors alone, as a contender of ``recsys.model.protocol.rank``."""
 
     cf: CollaborativeModel
+    user_factors: np.ndarray | None = None  # None: the model's own
     name: str = "als factors"
 
     def scores(self, user_ids: np.ndarray) -> np.ndarray:
         rows = pd.Index(self.cf.user_ids_).get_indexer(user_ids)
-        return self.cf.user_factors_[rows] @ self.cf.item_factors_.T  # (U, I)
+        users = self.cf.user_factors_ if self.user_factors is None else self.user_factors
+        return users[rows] @ self.cf.item_factors_.T  # (U, I)
 
 
 def _factor_recall(cf: CollaborativeModel, task) -> Scored:
     """ALS's factors alone on the task's users: per user, all-items recall@K."""
+    return _users_recall(cf, cf.user_factors_, task)
+
+
+def _users_recall(cf: CollaborativeModel, user_factors: np.ndarray, task) -> Scored:
+    """``_factor_recall`` with ``user_factors`` in place of the model's own."""
     held = task.heldout
-    top = rank(_FactorsAlone(cf), task, K).all
+    top = rank(_FactorsAlone(cf, user_factors), task, K).all
     recall = per_user_metrics(hit_matrix(top, held), held.getnnz(axis=1), (K,))[f"recall@{K}"]
     return Scored(recall, {f"recall@{K}": float(recall.mean())})
 

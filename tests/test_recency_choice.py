@@ -1,0 +1,88 @@
+"""The weights stage's choice of recency for the users' ALS factors (issue 13): per catalog,
+on the validation users' latest items, kept only when it measurably helps, and used by the
+catalog's own fit."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys.model import validation
+from recsys.model.cf import CFConfig
+from recsys.model.config import TrainConfig
+from recsys.model.data import CatalogData
+from recsys.model.training import fit_in_memory
+from tests.toy import toy_catalog
+
+CONFIG = TrainConfig(cf=CFConfig(factors=8, regularization=0.5))
+
+
+def changing_tastes(users: int = 200, clusters: int = 4, size: int = 30, seed: int = 0):
+    """Shoppers who browse a dozen items of one cluster, then a dozen of another: what they
+    take next is in the second, which a model of their whole history only half follows."""
+    rng = np.random.default_rng(seed)
+    items = [f"c{c}-{k}" for c in range(clusters) for k in range(size)]
+    rows = []
+    for user in range(users):
+        first, then = rng.choice(clusters, 2, replace=False)
+        for step, cluster in enumerate([first] * 12 + [then] * 12):
+            item = f"c{cluster}-{rng.integers(size)}"
+            rows.append(
+                (
+                    f"u{user}",
+                    item,
+                    "click",
+                    1.0,
+                    pd.Timestamp("2024-01-01") + pd.Timedelta(hours=step),
+                )
+            )
+    interactions = pd.DataFrame(
+        rows, columns=["user_id", "item_id", "event", "weight", "timestamp"]
+    )
+    frame = pd.DataFrame({"item_id": items, "title": items, "image_path": None, "in_stock": True})
+    return CatalogData(items=frame, kinds={}, interactions=interactions)
+
+
+def test_where_the_latest_items_tell_what_comes_next_recency_is_chosen():
+    result = fit_in_memory(changing_tastes(), CONFIG)
+    recalls = result.metrics["validation_als_recall@10_recency"]
+    assert set(recalls) == {"none", "5", "10", "20"}
+    chosen = result.metrics["recency"]
+    assert chosen in (5.0, 10.0, 20.0)
+    assert recalls[f"{chosen:g}"] > recalls["none"] + 0.05
+    assert result.cf.recency_ == chosen  # the whole catalog's model is solved with it
+    assert CONFIG.grid.recency == (5.0, 10.0, 20.0)  # the config is left as it was
+
+
+def test_a_gain_within_noise_keeps_the_fitted_factors(monkeypatch):
+    def level(cf, user_factors, task):  # every candidate ranks alike
+        per_user = np.full(len(task.user_ids), 0.2)
+        return validation.Scored(per_user, {"recall@10": 0.2})
+
+    monkeypatch.setattr(validation, "_users_recall", level)
+    result = fit_in_memory(changing_tastes(), CONFIG)
+    assert result.metrics["recency"] is None
+    assert result.cf.recency_ is None
+
+
+@pytest.mark.parametrize(
+    "catalog, config",
+    [
+        (lambda: _without_times(toy_catalog()), CONFIG),
+        (toy_catalog, replace(CONFIG, cf=CFConfig(model="bpr", factors=8, iterations=20))),
+        (toy_catalog, replace(CONFIG, grid=replace(CONFIG.grid, recency=()))),
+    ],
+    ids=["no timestamps", "bpr", "no candidates"],
+)
+def test_without_times_als_or_candidates_no_recency_is_tried(catalog, config):
+    result = fit_in_memory(catalog(), config)
+    assert "recency" not in result.metrics
+    assert result.cf.recency_ is None
+
+
+def _without_times(catalog: CatalogData) -> CatalogData:
+    interactions = catalog.interactions.assign(timestamp=pd.NaT)
+    return CatalogData(items=catalog.items, kinds=catalog.kinds, interactions=interactions)
