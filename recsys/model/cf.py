@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -120,10 +121,9 @@ def _decay(interactions: pd.DataFrame, half_life_days: float) -> np.ndarray:
     return np.where(known, 0.5 ** (age_days / half_life_days), 1.0)
 
 
-def recency_decay(interactions: pd.DataFrame, half_life_events: float) -> np.ndarray:
-    """0.5 ** (n / half-life) per row, n the number of the same user's events after it (by
-    timestamp; rows of one moment in file order): a user's latest events say most about
-    what they want next, however many days their history spans."""
+def events_after(interactions: pd.DataFrame) -> np.ndarray:
+    """(n,) per row, how many of the same user's events come after it (by timestamp; rows of
+    one moment in file order)."""
     users = pd.factorize(interactions["user_id"])[0]
     stamps = pd.to_datetime(interactions["timestamp"]).to_numpy(dtype="datetime64[ns]")
     order = np.lexsort((np.arange(len(users)), stamps.astype("int64"), users))
@@ -132,8 +132,14 @@ def recency_decay(interactions: pd.DataFrame, half_life_events: float) -> np.nda
     sizes = np.diff(np.r_[starts, len(order)])
     ends = np.repeat(np.r_[starts, len(order)][1:], sizes)  # (n,) one past each user's run
     after = np.empty(len(order), dtype=np.float64)
-    after[order] = ends - 1 - np.arange(len(order))  # later events of the same user
-    return 0.5 ** (after / half_life_events)
+    after[order] = ends - 1 - np.arange(len(order))
+    return after
+
+
+def recency_decay(interactions: pd.DataFrame, half_life_events: float) -> np.ndarray:
+    """0.5 ** (``events_after`` / half-life) per row: a user's latest events say most about
+    what they want next, however many days their history spans."""
+    return 0.5 ** (events_after(interactions) / half_life_events)
 
 
 def confidence_matrix(
@@ -150,9 +156,12 @@ def confidence_matrix(
     weights = interaction_weights(interactions, config)
     if recency:
         weights = weights * recency_decay(interactions, recency)
-    matrix = sp.csr_matrix(
-        (weights, (rows, cols)), shape=(len(user_ids), len(item_ids)), dtype=np.float32
-    )
+    return _summed(rows, cols, weights, (len(user_ids), len(item_ids)))
+
+
+def _summed(rows: np.ndarray, cols: np.ndarray, weights: np.ndarray, shape) -> sp.csr_matrix:
+    """CSR of ``weights`` summed per (row, col), zeros dropped."""
+    matrix = sp.csr_matrix((weights, (rows, cols)), shape=shape, dtype=np.float32)
     matrix.sum_duplicates()
     matrix.eliminate_zeros()
     return matrix
@@ -224,23 +233,31 @@ class CollaborativeModel(BaseEstimator):
             user_factors, item_factors = model.user_factors, model.item_factors
         self._fitted(user_factors, item_factors)
         if recency is not None:
-            self.user_factors_, self.recency_ = self.refold_users(interactions, recency), recency
+            self.user_factors_ = self.refold_users(interactions, [recency])[0]
+            self.recency_ = recency
         return self
 
-    def refold_users(self, interactions: pd.DataFrame, recency: float) -> np.ndarray:
-        """(users, F) every fitted user's factors solved exactly (implicit's batched
-        ``recalculate_user``) against the fitted item factors, from confidences that also
-        weigh ``recency_decay(interactions, recency)``: ``interactions`` are the fit's."""
+    def refold_users(self, interactions: pd.DataFrame, half_lives: Sequence[float]) -> list:
+        """Per half-life (in events), (users, F) every fitted user's factors solved exactly
+        (implicit's batched ``recalculate_user``) against the fitted item factors, from
+        confidences that also weigh ``recency_decay`` with it; ``interactions`` are the fit's.
+        The events' places, weights and later-event counts are found once for all."""
         check_is_fitted(self, "model_")
         if self.model_ is None or not hasattr(self.model_, "recalculate_user"):
             raise ValueError("refold_users needs a model fitted in this process by implicit ALS")
         config = self.config or CFConfig()
-        matrix = confidence_matrix(interactions, self.user_ids_, self.item_ids_, config, recency)
-        if self.confidence_.form != "scaled":  # as fit hands it to implicit (alpha 1)
-            matrix.data = self.confidence_.of(matrix.data).astype(np.float32)
-        users = np.arange(matrix.shape[0])
-        factors = self.model_.recalculate_user(users, matrix)
-        return np.ascontiguousarray(factors, dtype=np.float32)
+        rows = positions(interactions["user_id"], self.user_ids_)
+        cols = positions(interactions["item_id"], self.item_ids_)
+        weights, after = interaction_weights(interactions, config), events_after(interactions)
+        shape, users = (len(self.user_ids_), len(self.item_ids_)), np.arange(len(self.user_ids_))
+        out = []
+        for half_life in half_lives:
+            matrix = _summed(rows, cols, weights * 0.5 ** (after / half_life), shape)
+            if self.confidence_.form != "scaled":  # as fit hands it to implicit (alpha 1)
+                matrix.data = self.confidence_.of(matrix.data).astype(np.float32)
+            factors = self.model_.recalculate_user(users, matrix)
+            out.append(np.ascontiguousarray(factors, dtype=np.float32))
+        return out
 
     def fit_events(self, path: str, item_ids):
         """``CFConfig.engine`` "spark" only: fit on the Parquet event folder ``path`` read by

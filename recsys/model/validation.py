@@ -260,8 +260,7 @@ def choose_recency(
     plain = _users_recall(cf, cf.user_factors_, task)
     chosen, best, factors = None, plain, cf.user_factors_
     recalls = {"none": round(plain.objective, 6)}
-    for half_life in grid:
-        refolded = cf.refold_users(fit_part, half_life)
+    for half_life, refolded in zip(grid, cf.refold_users(fit_part, grid), strict=True):
         scored = _users_recall(cf, refolded, task)
         recalls[f"{half_life:g}"] = round(scored.objective, 6)
         if scored.objective > best.objective and _better(scored, plain, config.grid.significance):
