@@ -242,5 +242,10 @@ def home_feed(
     options = (request.k, request.exclude_seen, request.candidates, request.filters)
     if not fresh:
         return recommender.recommend([user_id], *options, diversity=request.diversity)
-    history = list(dict.fromkeys(recommender.seen_items(user_id) + fresh))
-    return recommender.recommend_for_history([history], *options, diversity=request.diversity)
+    history, weights = recommender.history_with(user_id, fresh)
+    return recommender.recommend_for_history(
+        [history],
+        *options,
+        diversity=request.diversity,
+        weights=None if weights is None else [weights],
+    )

@@ -210,8 +210,19 @@ def test_recency_solves_the_users_factors_again_and_is_saved(tmp_path):
     expected = plain.model_.recalculate_user(np.arange(weighted.shape[0]), weighted)
     np.testing.assert_allclose(recent.user_factors_, expected, rtol=1e-4, atol=1e-5)
     assert (plain.recency_, recent.recency_) == (None, 2.0)
+    # the confidences they were solved from, on the stored entries: folding a user's stored
+    # history in with them gives back the stored factors (the serving path's fold-in)
+    np.testing.assert_allclose(recent.user_recent_, weighted.data, rtol=1e-6)
+    for row in (0, 9):
+        part = slice(recent.user_items_.indptr[row], recent.user_items_.indptr[row + 1])
+        items = recent.item_ids_[recent.user_items_.indices[part]]
+        folded = recent.fold_in(items, recent.user_recent_[part])
+        np.testing.assert_allclose(folded, recent.user_factors_[row], rtol=1e-3, atol=1e-4)
     recent.save(tmp_path)
-    assert CollaborativeModel.load(tmp_path).recency_ == 2.0
+    loaded = CollaborativeModel.load(tmp_path)
+    assert loaded.recency_ == 2.0
+    np.testing.assert_array_equal(loaded.user_recent_, recent.user_recent_)
+    assert plain.user_recent_ is None
     with pytest.raises(ValueError, match="needs ALS on the implicit engine"):
         CollaborativeModel(CFConfig(model="bpr")).fit(toy.interactions, recency=2.0)
 

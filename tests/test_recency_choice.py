@@ -4,6 +4,7 @@ catalog's own fit."""
 
 from __future__ import annotations
 
+from copy import copy
 from dataclasses import replace
 
 import numpy as np
@@ -14,6 +15,8 @@ from recsys.model import validation
 from recsys.model.cf import CFConfig
 from recsys.model.config import TrainConfig
 from recsys.model.data import CatalogData
+from recsys.model.index import VectorIndex
+from recsys.model.recommender import ItemFilters, Recommender
 from recsys.model.training import fit_in_memory
 from tests.toy import toy_catalog
 
@@ -86,3 +89,41 @@ def test_without_times_als_or_candidates_no_recency_is_tried(catalog, config):
 def _without_times(catalog: CatalogData) -> CatalogData:
     interactions = catalog.interactions.assign(timestamp=pd.NaT)
     return CatalogData(items=catalog.items, kinds=catalog.kinds, interactions=interactions)
+
+
+def test_a_feed_with_fresh_events_weighs_them_as_training_would():
+    catalog = changing_tastes(users=60)
+    fitted = fit_in_memory(catalog, CONFIG)
+    cf = fitted.cf
+    assert cf.recency_ is not None
+    filters = ItemFilters.from_items(catalog.items, catalog.kinds)
+    index = VectorIndex.build(fitted.fused.item_vectors_)
+    recommender = Recommender(fitted.fused, cf, catalog.items["item_id"], filters, index, {})
+    # no fresh events: the stored confidences, and the fold-in gives the stored factors back
+    history, weights = recommender.history_with("u3", [])
+    assert history == recommender.seen_items("u3")
+    row = recommender.user_index.get("u3")
+    np.testing.assert_allclose(
+        cf.fold_in(history, weights), cf.user_factors_[row], rtol=1e-3, atol=1e-4
+    )
+    # two fresh events: the newest weighs 1, the one before 0.5 ** (1 / half-life), and every
+    # stored entry is halved once more per half-life of fresh events
+    seen = recommender.seen_items("u3")
+    new = [item for item in catalog.items["item_id"] if item not in seen][:2]
+    history, weights = recommender.history_with("u3", new)
+    assert history == [*seen, *new]
+    half = cf.recency_
+    _, stored = recommender.history_with("u3", [])
+    np.testing.assert_allclose(weights[: len(seen)], np.multiply(stored, 0.5 ** (2 / half)))
+    np.testing.assert_allclose(weights[len(seen) :], [1.0, 0.5 ** (1 / half)])
+    # a model without recency: every item once, as before
+    plain = Recommender(
+        fitted.fused, _without_recency(cf), catalog.items["item_id"], filters, index, {}
+    )
+    assert plain.history_with("u3", new) == ([*seen, *new], None)
+
+
+def _without_recency(cf):
+    other = copy(cf)
+    other.recency_ = other.user_recent_ = None
+    return other

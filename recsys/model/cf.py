@@ -159,11 +159,14 @@ def confidence_matrix(
     return _summed(rows, cols, weights, (len(user_ids), len(item_ids)))
 
 
-def _summed(rows: np.ndarray, cols: np.ndarray, weights: np.ndarray, shape) -> sp.csr_matrix:
-    """CSR of ``weights`` summed per (row, col), zeros dropped."""
+def _summed(rows, cols, weights: np.ndarray, shape, drop_zeros: bool = True) -> sp.csr_matrix:
+    """CSR of ``weights`` summed per (row, col), zero sums dropped unless ``drop_zeros`` is
+    False (then the entries are every (row, col) given, in the same order whatever the
+    weights)."""
     matrix = sp.csr_matrix((weights, (rows, cols)), shape=shape, dtype=np.float32)
     matrix.sum_duplicates()
-    matrix.eliminate_zeros()
+    if drop_zeros:
+        matrix.eliminate_zeros()
     return matrix
 
 
@@ -195,7 +198,8 @@ class CollaborativeModel(BaseEstimator):
         kept as ``confidence_``. The Spark engine takes the default only. ``recency``: the
         users' factors are then solved again from their confidences times ``recency_decay``
         with that half-life in events (``refold_users``), the items' stay fitted on the
-        undecayed ones; kept as ``recency_`` (ALS on the implicit engine only)."""
+        undecayed ones; kept as ``recency_``, and those confidences on ``user_items_``'s
+        entries as ``user_recent_`` (ALS on the implicit engine only)."""
         config = self.config or CFConfig()
         self.confidence_ = confidence or Confidence("scaled", config.alpha)
         if config.engine == "spark" and self.confidence_ != Confidence("scaled", config.alpha):
@@ -208,7 +212,7 @@ class CollaborativeModel(BaseEstimator):
                 f"recency {recency} needs ALS on the implicit engine, not {config.model} on "
                 f"{config.engine}; leave recency unset"
             )
-        self.recency_ = None
+        self.recency_ = self.user_recent_ = None
         self._yty = self._mllib_reg = None
         if item_ids is None:
             item_ids = interactions["item_id"].unique()
@@ -233,15 +237,16 @@ class CollaborativeModel(BaseEstimator):
             user_factors, item_factors = model.user_factors, model.item_factors
         self._fitted(user_factors, item_factors)
         if recency is not None:
-            self.user_factors_ = self.refold_users(interactions, [recency])[0]
+            (self.user_factors_, self.user_recent_), *_ = self.refold_users(interactions, [recency])
             self.recency_ = recency
         return self
 
     def refold_users(self, interactions: pd.DataFrame, half_lives: Sequence[float]) -> list:
-        """Per half-life (in events), (users, F) every fitted user's factors solved exactly
-        (implicit's batched ``recalculate_user``) against the fitted item factors, from
-        confidences that also weigh ``recency_decay`` with it; ``interactions`` are the fit's.
-        The events' places, weights and later-event counts are found once for all."""
+        """Per half-life (in events): ((users, F) every fitted user's factors solved exactly,
+        implicit's batched ``recalculate_user``, against the fitted item factors; (nnz,) the
+        confidences they were solved from, on ``user_items_``'s entries), the confidences
+        also weighing ``recency_decay`` with it; ``interactions`` are the fit's. The events'
+        places, weights and later-event counts are found once for all half-lives."""
         check_is_fitted(self, "model_")
         if self.model_ is None or not hasattr(self.model_, "recalculate_user"):
             raise ValueError("refold_users needs a model fitted in this process by implicit ALS")
@@ -249,14 +254,19 @@ class CollaborativeModel(BaseEstimator):
         rows = positions(interactions["user_id"], self.user_ids_)
         cols = positions(interactions["item_id"], self.item_ids_)
         weights, after = interaction_weights(interactions, config), events_after(interactions)
-        shape, users = (len(self.user_ids_), len(self.item_ids_)), np.arange(len(self.user_ids_))
+        stored = self.user_items_
+        kept = _summed(rows, cols, weights, stored.shape, drop_zeros=False).data != 0
+        users = np.arange(stored.shape[0])
         out = []
         for half_life in half_lives:
-            matrix = _summed(rows, cols, weights * 0.5 ** (after / half_life), shape)
+            decayed = weights * 0.5 ** (after / half_life)
+            entries = _summed(rows, cols, decayed, stored.shape, drop_zeros=False).data[kept]
+            matrix = sp.csr_matrix((entries, stored.indices, stored.indptr), stored.shape)
+            matrix.eliminate_zeros()  # a decay below float32's range: no longer an entry
             if self.confidence_.form != "scaled":  # as fit hands it to implicit (alpha 1)
                 matrix.data = self.confidence_.of(matrix.data).astype(np.float32)
             factors = self.model_.recalculate_user(users, matrix)
-            out.append(np.ascontiguousarray(factors, dtype=np.float32))
+            out.append((np.ascontiguousarray(factors, dtype=np.float32), entries))
         return out
 
     def fit_events(self, path: str, item_ids):
@@ -270,6 +280,7 @@ class CollaborativeModel(BaseEstimator):
 
         self._yty = self._mllib_reg = None
         self.confidence_, self.recency_ = Confidence("scaled", config.alpha), None
+        self.user_recent_ = None
         self.item_ids_ = np.asarray(item_ids, dtype=str)
         fit = fit_events(path, self.item_ids_, config)
         self.user_ids_, self.user_items_ = fit.user_ids, fit.user_items
@@ -375,6 +386,9 @@ class CollaborativeModel(BaseEstimator):
         paths[-1].write_text(json.dumps(asdict(self.confidence)))
         paths.append(directory / f"{prefix}_recency.json")
         paths[-1].write_text(json.dumps({"half_life_events": self.recency_}))
+        if self.user_recent_ is not None:  # on user_items_'s entries, for a fold-in's weights
+            paths.append(directory / f"{prefix}_user_recent.npy")
+            np.save(paths[-1], self.user_recent_, allow_pickle=False)
         return paths
 
     @classmethod
@@ -401,9 +415,11 @@ class CollaborativeModel(BaseEstimator):
         if chosen.exists():
             model.confidence_ = Confidence(**json.loads(chosen.read_text()))
         recency = directory / f"{prefix}_recency.json"  # absent from older bundles
-        model.recency_ = None
+        model.recency_ = model.user_recent_ = None
         if recency.exists():
             model.recency_ = json.loads(recency.read_text())["half_life_events"]
+        if model.recency_ is not None:
+            model.user_recent_ = arr("user_recent")
         model._index()
         return model
 

@@ -323,20 +323,24 @@ class Recommender:
         candidates=None,
         filters=None,
         diversity: float = DEFAULT_DIVERSITY,
+        weights=None,
     ) -> Results:
         """Top-k for users given only their item histories (lists of item ids), no retraining.
 
         The user vector is folded in from the history (ALS ``recalculate_user`` or a ridge
         solve) plus a content profile of those items, as ``recommend`` would have it after
-        retraining. An empty history gets the popularity fallback.
+        retraining. An empty history gets the popularity fallback. ``weights``: per history,
+        one weight per item for the collaborative fold-in (``history_with``); the content
+        profiles count each item once either way.
         """
         diversity = check_diversity(diversity)
         matrix = self._history_matrix(histories)
         empty = matrix.getnnz(axis=1) == 0
         cf_vectors = None
         if self.cf is not None:
+            folded = matrix if weights is None else self._history_matrix(histories, weights)
             cf_vectors = np.stack(
-                [self.cf.fold_in(self.item_ids[r]) for r in _rows(matrix)]
+                [self.cf.fold_in(self.item_ids[r], w) for r, w in _entries(folded)]
             ).astype(np.float32)
         queries = self.fused.history_queries(cf_vectors, matrix)
         exclude = list(_rows(matrix)) if exclude_seen else None
@@ -492,6 +496,30 @@ class Recommender:
         if self._item_gram is None and self.cf is not None:
             self._item_gram = explain.item_gram(self.cf)
         return self._item_gram
+
+    def history_with(self, user_id: str, fresh: Sequence[str]) -> tuple[list[str], list | None]:
+        """A user's training items, then the ``fresh`` items of events stored since (newest
+        first), once each, as ``recommend_for_history`` takes them; and, when the users'
+        factors were solved with recency (``CollaborativeModel.recency_``), each item's
+        fold-in weight, as training would weigh it had the fresh events been in its data:
+        a training entry's recency-weighted confidence, halved once more per half-life of
+        fresh events, and the i-th newest fresh event 0.5 ** (i / half-life) (summed when
+        an item is both). None: every item counts once, as without recency."""
+        seen = self.seen_items(user_id)
+        history = list(dict.fromkeys([*seen, *fresh]))
+        cf = self.cf
+        if cf is None or cf.recency_ is None:
+            return history, None
+        weight = dict.fromkeys(history, 0.0)
+        row = self.user_index.get(str(user_id), -1)
+        if row >= 0:
+            part = slice(cf.user_items_.indptr[row], cf.user_items_.indptr[row + 1])
+            stored = cf.user_recent_[part] * 0.5 ** (len(fresh) / cf.recency_)
+            for item, value in zip(seen, stored.tolist(), strict=True):
+                weight[item] += value
+        for place, item in enumerate(fresh):
+            weight[item] += 0.5 ** (place / cf.recency_)
+        return history, [weight[item] for item in history]
 
     def seen_items(self, user_id: str) -> list[str]:
         """Item ids the user interacted with in the training data ([] for unknown users)."""
@@ -829,13 +857,18 @@ class Recommender:
             self._popular_order = np.argsort(-self.popularity, kind="stable")
         return self._popular_order
 
-    def _history_matrix(self, histories) -> sp.csr_matrix:
+    def _history_matrix(self, histories, weights=None) -> sp.csr_matrix:
+        """(histories, items) CSR: 1 per listed item, or its entry of ``weights`` (summed)."""
         rows, cols = [], []
         for user, history in enumerate(histories):
             found = self.item_rows(history) if len(history) else np.zeros(0, dtype=np.int64)
             rows += [user] * len(found)
             cols += found.tolist()
         data = np.ones(len(rows), dtype=np.float32)
+        if weights is not None:
+            if [len(w) for w in weights] != [len(h) for h in histories]:
+                raise ValueError("weights must hold one weight per item of each history")
+            data = np.concatenate([np.zeros(0), *weights]).astype(np.float32)
         return sp.csr_matrix((data, (rows, cols)), shape=(len(histories), len(self.item_ids)))
 
 
@@ -857,6 +890,13 @@ def _row_indices(matrix: sp.csr_matrix, row: int) -> np.ndarray:
 def _rows(matrix: sp.csr_matrix):
     for user in range(matrix.shape[0]):
         yield _row_indices(matrix, user)
+
+
+def _entries(matrix: sp.csr_matrix):
+    """Per CSR row: (its column numbers, its values)."""
+    for user in range(matrix.shape[0]):
+        part = slice(matrix.indptr[user], matrix.indptr[user + 1])
+        yield matrix.indices[part], matrix.data[part]
 
 
 def token_candidates(fused: FusedModel, profile: sparse_rows.Row | sp.csr_matrix, budget: int):

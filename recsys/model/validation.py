@@ -258,14 +258,14 @@ def choose_recency(
     ):
         return None, {}
     plain = _users_recall(cf, cf.user_factors_, task)
-    chosen, best, factors = None, plain, cf.user_factors_
+    chosen, best, solved = None, plain, (cf.user_factors_, None)
     recalls = {"none": round(plain.objective, 6)}
     for half_life, refolded in zip(grid, cf.refold_users(fit_part, grid), strict=True):
-        scored = _users_recall(cf, refolded, task)
+        scored = _users_recall(cf, refolded[0], task)
         recalls[f"{half_life:g}"] = round(scored.objective, 6)
         if scored.objective > best.objective and _better(scored, plain, config.grid.significance):
-            chosen, best, factors = half_life, scored, refolded
-    cf.user_factors_, cf.recency_ = factors, chosen
+            chosen, best, solved = half_life, scored, refolded
+    (cf.user_factors_, cf.user_recent_), cf.recency_ = solved, chosen
     return chosen, {"recency": chosen, f"validation_als_recall@{K}_recency": recalls}
 
 
