@@ -204,6 +204,7 @@ def test_recency_solves_the_users_factors_again_and_is_saved(tmp_path):
     plain = CollaborativeModel(config).fit(toy.interactions)
     recent = CollaborativeModel(config).fit(toy.interactions, recency=2.0)
     np.testing.assert_array_equal(recent.item_factors_, plain.item_factors_)  # items as fitted
+    np.testing.assert_array_equal(recent.user_items_.indptr, plain.user_items_.indptr)
     assert not np.allclose(recent.user_factors_, plain.user_factors_)
     # each user's factors: ALS's exact user step on the recency-weighted confidences
     weighted = confidence_matrix(toy.interactions, recent.user_ids_, recent.item_ids_, config, 2.0)
@@ -225,6 +226,33 @@ def test_recency_solves_the_users_factors_again_and_is_saved(tmp_path):
     assert plain.user_recent_ is None
     with pytest.raises(ValueError, match="needs ALS on the implicit engine"):
         CollaborativeModel(CFConfig(model="bpr")).fit(toy.interactions, recency=2.0)
+
+
+def test_recency_past_float32s_range_leaves_the_stored_entries_whole():
+    # a shopper with 300 events on comedies, then 200 on dramas: at a half-life of 1 event
+    # every comedy's entry weighs at most 0.5 ** 200, zero in float32; they drop out of the
+    # solve, not out of the model's history
+    toy = toy_catalog()
+    heavy = pd.DataFrame(
+        {
+            "user_id": "heavy",
+            "item_id": [f"a{k % 15}" for k in range(300)] + [f"b{k % 15}" for k in range(200)],
+            "event": "click",
+            "weight": 1.0,
+            "timestamp": pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(500), "min"),
+        }
+    )
+    events = pd.concat([toy.interactions, heavy], ignore_index=True)
+    config = CFConfig(factors=8, regularization=0.5)
+    plain = CollaborativeModel(config).fit(events)
+    recent = CollaborativeModel(config).fit(events, recency=1.0)
+    for part in ("data", "indices", "indptr"):
+        np.testing.assert_array_equal(
+            getattr(recent.user_items_, part), getattr(plain.user_items_, part)
+        )
+    assert len(recent.user_recent_) == recent.user_items_.nnz
+    assert (recent.user_recent_ == 0).sum() == 15  # the comedies' entries
+    assert np.isfinite(recent.user_factors_).all()
 
 
 def test_id_index_answers_like_a_dict_and_refuses_look_alikes():

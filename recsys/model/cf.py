@@ -159,15 +159,27 @@ def confidence_matrix(
     return _summed(rows, cols, weights, (len(user_ids), len(item_ids)))
 
 
-def _summed(rows, cols, weights: np.ndarray, shape, drop_zeros: bool = True) -> sp.csr_matrix:
-    """CSR of ``weights`` summed per (row, col), zero sums dropped unless ``drop_zeros`` is
-    False (then the entries are every (row, col) given, in the same order whatever the
-    weights)."""
+def _summed(rows: np.ndarray, cols: np.ndarray, weights: np.ndarray, shape) -> sp.csr_matrix:
+    """CSR of ``weights`` summed per (row, col), zeros dropped, indices sorted."""
     matrix = sp.csr_matrix((weights, (rows, cols)), shape=shape, dtype=np.float32)
     matrix.sum_duplicates()
-    if drop_zeros:
-        matrix.eliminate_zeros()
+    matrix.eliminate_zeros()
     return matrix
+
+
+def _values_at(matrix: sp.csr_matrix, entries: sp.csr_matrix) -> np.ndarray:
+    """(entries.nnz,) ``matrix``'s values at the entries of ``entries`` (same shape, both
+    with sorted indices), 0 where ``matrix`` has none: one sorted search, no Python loop."""
+
+    def keys(m: sp.csr_matrix) -> np.ndarray:  # row-major place of each entry, ascending
+        rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
+        return rows * m.shape[1] + m.indices
+
+    have, want = keys(matrix), keys(entries)
+    if not len(have):
+        return np.zeros(len(want), dtype=np.float32)
+    at = np.minimum(np.searchsorted(have, want), len(have) - 1)
+    return np.where(have[at] == want, matrix.data[at], 0.0).astype(np.float32)
 
 
 class CollaborativeModel(BaseEstimator):
@@ -254,15 +266,12 @@ class CollaborativeModel(BaseEstimator):
         rows = positions(interactions["user_id"], self.user_ids_)
         cols = positions(interactions["item_id"], self.item_ids_)
         weights, after = interaction_weights(interactions, config), events_after(interactions)
-        stored = self.user_items_
-        kept = _summed(rows, cols, weights, stored.shape, drop_zeros=False).data != 0
-        users = np.arange(stored.shape[0])
+        stored, users = self.user_items_, np.arange(len(self.user_ids_))
         out = []
         for half_life in half_lives:
             decayed = weights * 0.5 ** (after / half_life)
-            entries = _summed(rows, cols, decayed, stored.shape, drop_zeros=False).data[kept]
-            matrix = sp.csr_matrix((entries, stored.indices, stored.indptr), stored.shape)
-            matrix.eliminate_zeros()  # a decay below float32's range: no longer an entry
+            matrix = _summed(rows, cols, decayed, stored.shape)  # a decay below float32: gone
+            entries = _values_at(matrix, stored)
             if self.confidence_.form != "scaled":  # as fit hands it to implicit (alpha 1)
                 matrix.data = self.confidence_.of(matrix.data).astype(np.float32)
             factors = self.model_.recalculate_user(users, matrix)
