@@ -69,8 +69,8 @@ class WeightGrid:
     # 0.5 ** (later events of the user / half-life), for these half-lives in events, and kept
     # only when ALS alone then ranks the validation users' latest items significantly better
     # (recsys.model.validation.choose_recency; the items' factors are left as fitted).
-    # MovieLens's users watch in runs, so their latest items say most about the next; the
-    # simulated shops' shoppers keep one taste (benchmarks/RESULTS.md, session 32).
+    # MovieLens chooses 5 events; the simulated shops, whose shoppers' tastes do not change
+    # over the log, none (benchmarks/RESULTS.md, session 32).
     recency: tuple[float, ...] = (5.0, 10.0, 20.0)
 
 
