@@ -226,6 +226,8 @@ def test_recency_solves_the_users_factors_again_and_is_saved(tmp_path):
     assert plain.user_recent_ is None
     with pytest.raises(ValueError, match="needs ALS on the implicit engine"):
         CollaborativeModel(CFConfig(model="bpr")).fit(toy.interactions, recency=2.0)
+    with pytest.raises(ValueError, match="positive numbers of events"):
+        CollaborativeModel(config).fit(toy.interactions, recency=0.0)
 
 
 def test_recency_past_float32s_range_leaves_the_stored_entries_whole():

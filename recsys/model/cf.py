@@ -159,6 +159,12 @@ def confidence_matrix(
     return _summed(rows, cols, weights, (len(user_ids), len(item_ids)))
 
 
+def _check_half_lives(half_lives: Sequence[float]) -> None:
+    bad = [h for h in half_lives if not (isinstance(h, int | float) and 0 < h < np.inf)]
+    if bad:
+        raise ValueError(f"recency half-lives must be positive numbers of events, not {bad}")
+
+
 def _summed(rows: np.ndarray, cols: np.ndarray, weights: np.ndarray, shape) -> sp.csr_matrix:
     """CSR of ``weights`` summed per (row, col), zeros dropped, indices sorted."""
     matrix = sp.csr_matrix((weights, (rows, cols)), shape=shape, dtype=np.float32)
@@ -224,6 +230,8 @@ class CollaborativeModel(BaseEstimator):
                 f"recency {recency} needs ALS on the implicit engine, not {config.model} on "
                 f"{config.engine}; leave recency unset"
             )
+        if recency is not None:
+            _check_half_lives([recency])
         self.recency_ = self.user_recent_ = None
         self._yty = self._mllib_reg = None
         if item_ids is None:
@@ -262,6 +270,7 @@ class CollaborativeModel(BaseEstimator):
         check_is_fitted(self, "model_")
         if self.model_ is None or not hasattr(self.model_, "recalculate_user"):
             raise ValueError("refold_users needs a model fitted in this process by implicit ALS")
+        _check_half_lives(half_lives)
         config = self.config or CFConfig()
         rows = positions(interactions["user_id"], self.user_ids_)
         cols = positions(interactions["item_id"], self.item_ids_)
