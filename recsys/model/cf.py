@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import numbers
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -160,7 +161,7 @@ def confidence_matrix(
 
 
 def _check_half_lives(half_lives: Sequence[float]) -> None:
-    bad = [h for h in half_lives if not (isinstance(h, int | float) and 0 < h < np.inf)]
+    bad = [h for h in half_lives if not (isinstance(h, numbers.Real) and 0 < h < np.inf)]
     if bad:
         raise ValueError(f"recency half-lives must be positive numbers of events, not {bad}")
 
