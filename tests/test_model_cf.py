@@ -15,8 +15,8 @@ from recsys.model.cf import (
     CollaborativeModel,
     Confidence,
     confidence_matrix,
+    events_after,
     implicit_model,
-    recency_decay,
 )
 from recsys.model.data import IdIndex
 from recsys.model.index import VectorIndex
@@ -181,7 +181,7 @@ def test_confidence_matrix_applies_event_weights_and_decay():
     np.testing.assert_allclose(matrix, [0.25, 4 * 0.5, 1.0], rtol=1e-6)
 
 
-def test_recency_halves_per_later_event_of_the_same_user():
+def test_later_events_are_counted_per_user_in_time_order():
     frame = pd.DataFrame(
         {
             "user_id": ["u1", "u2", "u1", "u1", "u2", "u1"],
@@ -192,10 +192,7 @@ def test_recency_halves_per_later_event_of_the_same_user():
     )
     # u1: Jan 1 (3 events after it), Jan 2 twice (the later row in the file counts as later),
     # Jan 3 (latest); u2: Jan 1, then May 1 (latest), however many days apart
-    np.testing.assert_allclose(recency_decay(frame, 1.0), [1, 1, 1 / 8, 1 / 4, 1 / 2, 1 / 2])
-    np.testing.assert_allclose(
-        recency_decay(frame, 2.0), np.sqrt([1, 1, 1 / 8, 1 / 4, 1 / 2, 1 / 2])
-    )
+    np.testing.assert_array_equal(events_after(frame), [0, 0, 3, 2, 1, 1])
 
 
 def test_recency_solves_the_users_factors_again_and_is_saved(tmp_path):
@@ -207,7 +204,10 @@ def test_recency_solves_the_users_factors_again_and_is_saved(tmp_path):
     np.testing.assert_array_equal(recent.user_items_.indptr, plain.user_items_.indptr)
     assert not np.allclose(recent.user_factors_, plain.user_factors_)
     # each user's factors: ALS's exact user step on the recency-weighted confidences
-    weighted = confidence_matrix(toy.interactions, recent.user_ids_, recent.item_ids_, config, 2.0)
+    decayed = toy.interactions.assign(weight=0.5 ** (events_after(toy.interactions) / 2.0))
+    weighted = confidence_matrix(
+        decayed, recent.user_ids_, recent.item_ids_, replace(config, use_interaction_weight=True)
+    )
     expected = plain.model_.recalculate_user(np.arange(weighted.shape[0]), weighted)
     np.testing.assert_allclose(recent.user_factors_, expected, rtol=1e-4, atol=1e-5)
     assert (plain.recency_, recent.recency_) == (None, 2.0)

@@ -137,26 +137,13 @@ def events_after(interactions: pd.DataFrame) -> np.ndarray:
     return after
 
 
-def recency_decay(interactions: pd.DataFrame, half_life_events: float) -> np.ndarray:
-    """0.5 ** (``events_after`` / half-life) per row: a user's latest events say most about
-    what they want next, however many days their history spans."""
-    return 0.5 ** (events_after(interactions) / half_life_events)
-
-
 def confidence_matrix(
-    interactions: pd.DataFrame,
-    user_ids: np.ndarray,
-    item_ids: np.ndarray,
-    config: CFConfig,
-    recency: float | None = None,
+    interactions: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray, config: CFConfig
 ) -> sp.csr_matrix:
-    """(users, items) CSR of summed confidence weights; rows/cols follow the id arrays.
-    ``recency``: each event also weighs ``recency_decay`` with that half-life (in events)."""
+    """(users, items) CSR of summed confidence weights; rows/cols follow the id arrays."""
     rows = positions(interactions["user_id"], user_ids)
     cols = positions(interactions["item_id"], item_ids)
     weights = interaction_weights(interactions, config)
-    if recency:
-        weights = weights * recency_decay(interactions, recency)
     return _summed(rows, cols, weights, (len(user_ids), len(item_ids)))
 
 
@@ -215,8 +202,8 @@ class CollaborativeModel(BaseEstimator):
     ):
         """``confidence``: ALS's confidence form (default: "scaled" with ``CFConfig.alpha``);
         kept as ``confidence_``. The Spark engine takes the default only. ``recency``: the
-        users' factors are then solved again from their confidences times ``recency_decay``
-        with that half-life in events (``refold_users``), the items' stay fitted on the
+        users' factors are then solved again with each event also weighing ``0.5 **
+        (events_after / recency)`` (``refold_users``), the items' stay fitted on the
         undecayed ones; kept as ``recency_``, and those confidences on ``user_items_``'s
         entries as ``user_recent_`` (ALS on the implicit engine only)."""
         config = self.config or CFConfig()
@@ -226,12 +213,12 @@ class CollaborativeModel(BaseEstimator):
                 f"CFConfig.engine 'spark' takes CFConfig.alpha's scaled confidence only, not "
                 f"{self.confidence_}; fit on the implicit engine or leave confidence unset"
             )
-        if recency is not None and (config.model != "als" or config.engine != "implicit"):
-            raise ValueError(
-                f"recency {recency} needs ALS on the implicit engine, not {config.model} on "
-                f"{config.engine}; leave recency unset"
-            )
         if recency is not None:
+            if config.model != "als" or config.engine != "implicit":
+                raise ValueError(
+                    f"recency {recency} needs ALS on the implicit engine, not {config.model} on "
+                    f"{config.engine}; leave recency unset"
+                )
             _check_half_lives([recency])
         self.recency_ = self.user_recent_ = None
         self._yty = self._mllib_reg = None
@@ -265,9 +252,10 @@ class CollaborativeModel(BaseEstimator):
     def refold_users(self, interactions: pd.DataFrame, half_lives: Sequence[float]) -> list:
         """Per half-life (in events): ((users, F) every fitted user's factors solved exactly,
         implicit's batched ``recalculate_user``, against the fitted item factors; (nnz,) the
-        confidences they were solved from, on ``user_items_``'s entries), the confidences
-        also weighing ``recency_decay`` with it; ``interactions`` are the fit's. The events'
-        places, weights and later-event counts are found once for all half-lives."""
+        confidences they were solved from, on ``user_items_``'s entries), each event also
+        weighing ``0.5 ** (events_after / half-life)``: a user's latest events say most about
+        what they want next, however many days their history spans. ``interactions`` are the
+        fit's; their places, weights and later-event counts are found once for all."""
         check_is_fitted(self, "model_")
         if self.model_ is None or not hasattr(self.model_, "recalculate_user"):
             raise ValueError("refold_users needs a model fitted in this process by implicit ALS")

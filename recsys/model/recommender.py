@@ -334,11 +334,12 @@ class Recommender:
         profiles count each item once either way.
         """
         diversity = check_diversity(diversity)
-        matrix = self._history_matrix(histories)
+        places = self._history_places(histories)
+        matrix = self._history_matrix(histories, places)
         empty = matrix.getnnz(axis=1) == 0
         cf_vectors = None
         if self.cf is not None:
-            folded = matrix if weights is None else self._history_matrix(histories, weights)
+            folded = matrix if weights is None else self._history_matrix(histories, places, weights)
             cf_vectors = np.stack(
                 [self.cf.fold_in(self.item_ids[r], w) for r, w in _entries(folded)]
             ).astype(np.float32)
@@ -857,13 +858,19 @@ class Recommender:
             self._popular_order = np.argsort(-self.popularity, kind="stable")
         return self._popular_order
 
-    def _history_matrix(self, histories, weights=None) -> sp.csr_matrix:
-        """(histories, items) CSR: 1 per listed item, or its entry of ``weights`` (summed)."""
+    def _history_places(self, histories) -> tuple[list[int], list[int]]:
+        """(history number, item row) of every listed item, in the histories' order."""
         rows, cols = [], []
         for user, history in enumerate(histories):
             found = self.item_rows(history) if len(history) else np.zeros(0, dtype=np.int64)
             rows += [user] * len(found)
             cols += found.tolist()
+        return rows, cols
+
+    def _history_matrix(self, histories, places, weights=None) -> sp.csr_matrix:
+        """(histories, items) CSR at ``_history_places``: 1 per listed item, or its entry of
+        ``weights`` (summed)."""
+        rows, cols = places
         data = np.ones(len(rows), dtype=np.float32)
         if weights is not None:
             if [len(w) for w in weights] != [len(h) for h in histories]:

@@ -169,8 +169,14 @@ def fit_in_memory(
     with threadpool_limits(1, "blas"):
         content = content or build_content(data, config, device, False, image_encoder_factory)
         choice = choose_weights(data, content, config, use_gpu)
+        confidence, recency = _chosen_cf(choice)
         cf = build_collaborative(
-            data.interactions, _item_ids(data), config.cf, use_gpu, False, *_chosen_cf(choice)
+            data.interactions,
+            _item_ids(data),
+            config.cf,
+            use_gpu,
+            confidence=confidence,
+            recency=recency,
         )
         return _fuse(data, content, cf, choice, config)
 
