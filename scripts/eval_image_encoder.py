@@ -40,7 +40,7 @@ from recsys.vision import ImageEncoder, ImageEncoderConfig
 from recsys.vision.backbones import build_backbone
 from recsys.vision.cache import decoded_images
 from recsys.vision.data import as_image_tensor, channel_stats
-from recsys.vision.encoder import embed_tensor, resolve_device
+from recsys.vision.encoder import apply_whitening, embed_tensor, fit_whitening, resolve_device
 from recsys.vision.evaluate import knn_accuracy, precision_at_k
 
 log = logging.getLogger("eval_image_encoder")
@@ -119,30 +119,43 @@ def random_init_scores(task: Task, cfg: ImageEncoderConfig, device) -> dict:
 
 
 def encoder_scores(task: Task, enc: ImageEncoder, opts: dict) -> dict[str, dict]:
-    """Train, then score with and without the whitening."""
+    """Train (unless ``--load`` gave a fitted encoder), then score with the model's
+    whitening, without it, and refitted at each ``--whiten-also`` power (on the gallery's
+    vectors, as ``fit`` fits it)."""
+    row = {}
+    if not opts["load_dir"]:
+        t0 = time.monotonic()
+        enc.fit(task.gallery)
+        fit_s = time.monotonic() - t0
+        if opts["model_dir"]:
+            enc.save(opts["model_dir"])
+        r = enc.train_result_
+        row = dict(
+            train_s=round(r.elapsed, 1),
+            fit_wall_s=round(fit_s, 1),
+            epochs=round(r.epochs, 2),
+            images_per_s=round(r.images_per_s, 1),
+            final_loss=round(r.loss, 4),
+        )
     t0 = time.monotonic()
-    enc.fit(task.gallery)
-    fit_s = time.monotonic() - t0
-    if opts["model_dir"]:
-        enc.save(opts["model_dir"])
-    t0 = time.monotonic()
+    own, enc.whitening_ = enc.whitening_, None  # the vectors whitening is fitted on
+    gallery = enc.transform(task.gallery)
     queries = None if task.queries is None else enc.transform(task.queries)
-    row = scores(task, enc.transform(task.gallery), queries)
-    r = enc.train_result_
-    row.update(
-        train_s=round(r.elapsed, 1),
-        fit_wall_s=round(fit_s, 1),
-        embed_s=round(time.monotonic() - t0, 1),
-        epochs=round(r.epochs, 2),
-        images_per_s=round(r.images_per_s, 1),
-        final_loss=round(r.loss, 4),
-    )
-    enc.whitening_ = None
-    queries = None if task.queries is None else enc.transform(task.queries)
-    plain = scores(task, enc.transform(task.gallery), queries)
+    enc.whitening_ = own
+    row["embed_s"] = round(time.monotonic() - t0, 1)
     cfg = enc.config_
     name = f"{cfg.method} {cfg.backbone}"
-    return {f"{name} (ours)": row, f"{name} (ours, no whitening)": plain}
+
+    def whitened(whitening) -> dict:
+        q = None if queries is None else apply_whitening(queries, whitening)
+        return scores(task, apply_whitening(gallery, whitening), q)
+
+    rows = {f"{name} (ours)": whitened(own) | row}
+    rows[f"{name} (ours, no whitening)"] = whitened(None)
+    for power in opts["whiten_also"]:
+        refit = fit_whitening(gallery, power, cfg.whiten_shrink)
+        rows[f"{name} (ours, whitening {power:g})"] = whitened(refit)
+    return rows
 
 
 _TRAIN = (
@@ -205,6 +218,19 @@ def build_config(opts: dict) -> ImageEncoderConfig:
 @click.option("--device", default="auto", show_default=True)
 @click.option("--baselines/--no-baselines", default=True, show_default=True)
 @click.option("--model-dir", type=click.Path(file_okay=False), default=None)
+@click.option(
+    "--load",
+    "load_dir",
+    type=click.Path(file_okay=False, exists=True),
+    default=None,
+    help="Score the model an earlier run saved with --model-dir instead of training one.",
+)
+@click.option(
+    "--whiten-also",
+    type=float,
+    multiple=True,
+    help="Also score with the whitening refitted at this power (repeatable; 0 = none).",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
 @click.option("--progress/--no-progress", default=True)
 def main(**opts) -> None:
@@ -214,8 +240,12 @@ def main(**opts) -> None:
     device = resolve_device(opts["device"])
     loader = {"fashion-mnist": fashion_mnist_task, "openmoji": openmoji_task}[opts["dataset"]]
     task = loader(opts["data_dir"])
-    enc = ImageEncoder(build_config(opts), device=str(device), show_progress=opts["progress"])
-    cfg = enc.resolved_config(task.gallery)
+    if opts["load_dir"]:
+        enc = ImageEncoder.load(opts["load_dir"], device=str(device))
+        cfg = enc.config_
+    else:
+        enc = ImageEncoder(build_config(opts), str(device), show_progress=opts["progress"])
+        cfg = enc.resolved_config(task.gallery)
     click.echo(
         f"{task.name}: input {cfg.input_size} px, views {cfg.train_size} px, "
         f"{cfg.channels} channel(s), {cfg.method} {cfg.backbone} on {device}, "
