@@ -241,6 +241,7 @@ def main(**opts) -> None:
     loader = {"fashion-mnist": fashion_mnist_task, "openmoji": openmoji_task}[opts["dataset"]]
     task = loader(opts["data_dir"])
     if opts["load_dir"]:
+        _check_load(opts)
         enc = ImageEncoder.load(opts["load_dir"], device=str(device))
         cfg = enc.config_
     else:
@@ -265,6 +266,18 @@ def main(**opts) -> None:
         "config": enc.config_.to_dict(),
     }
     report(task, rows, opts, env)
+
+
+def _check_load(opts: dict) -> None:
+    """``--load`` scores a trained model: refuse the options that only shape training."""
+    if opts["model_dir"] is not None:
+        raise click.UsageError("--model-dir keeps a model this run trains; --load trains none")
+    shaping = (*_TRAIN, *_TOP, *_AUGMENT, "min_scale", "jitter", "temperature", "proj_dim")
+    given = [name for name in shaping if opts[name] is not None]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        hint = " (use --whiten-also)" if given[0] == "whiten" else ""
+        raise click.UsageError(f"{flag} shapes training; --load scores a trained model{hint}")
 
 
 def report(task: Task, rows: dict[str, dict], opts: dict, env: dict) -> None:
