@@ -17,6 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from recsys.errors import UnknownItem
 from recsys.model.data import IdIndex, mapped, positions
+from recsys.model.sparse_rows import entry_keys, lookup
 
 log = logging.getLogger(__name__)
 
@@ -161,21 +162,6 @@ def _summed(rows: np.ndarray, cols: np.ndarray, weights: np.ndarray, shape) -> s
     return matrix
 
 
-def _values_at(matrix: sp.csr_matrix, entries: sp.csr_matrix) -> np.ndarray:
-    """(entries.nnz,) ``matrix``'s values at the entries of ``entries`` (same shape, both
-    with sorted indices), 0 where ``matrix`` has none: one sorted search, no Python loop."""
-
-    def keys(m: sp.csr_matrix) -> np.ndarray:  # row-major place of each entry, ascending
-        rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
-        return rows * m.shape[1] + m.indices
-
-    have, want = keys(matrix), keys(entries)
-    if not len(have):
-        return np.zeros(len(want), dtype=np.float32)
-    at = np.minimum(np.searchsorted(have, want), len(have) - 1)
-    return np.where(have[at] == want, matrix.data[at], 0.0).astype(np.float32)
-
-
 class CollaborativeModel(BaseEstimator):
     """ALS/BPR factors with external-id mapping both ways.
 
@@ -265,11 +251,12 @@ class CollaborativeModel(BaseEstimator):
         cols = positions(interactions["item_id"], self.item_ids_)
         weights, after = interaction_weights(interactions, config), events_after(interactions)
         stored, users = self.user_items_, np.arange(len(self.user_ids_))
+        stored_keys = entry_keys(stored)
         out = []
         for half_life in half_lives:
             decayed = weights * 0.5 ** (after / half_life)
             matrix = _summed(rows, cols, decayed, stored.shape)  # a decay below float32: gone
-            entries = _values_at(matrix, stored)
+            entries = lookup(entry_keys(matrix), matrix.data, stored_keys).astype(np.float32)
             if self.confidence_.form != "scaled":  # as fit hands it to implicit (alpha 1)
                 matrix.data = self.confidence_.of(matrix.data).astype(np.float32)
             factors = self.model_.recalculate_user(users, matrix)

@@ -50,7 +50,7 @@ def row_dots(
     """(len(rows),) float64: each row's inner product with the sparse vector (``indices``
     ascending and distinct, ``values``)."""
     owner, columns, data = gather(matrix, rows)
-    return np.bincount(owner, weights=data * _lookup(indices, values, columns), minlength=len(rows))
+    return np.bincount(owner, weights=data * lookup(indices, values, columns), minlength=len(rows))
 
 
 # Entries gathered at once by ``pair_dots`` (each costs about 40 bytes of temporaries).
@@ -77,14 +77,8 @@ def pair_dots(matrix: sp.csr_matrix, rows: np.ndarray, vectors: sp.csr_matrix) -
         flat = part.ravel()
         owner, columns, data = gather(matrix, np.maximum(flat, 0))
         query = vectors[start : start + step]
-        keys = np.repeat(np.arange(query.shape[0], dtype=np.int64), np.diff(query.indptr))
-        keys = keys * n_columns + query.indices  # ascending: rows in order, sorted within
         wanted = (owner // width).astype(np.int64) * n_columns + columns
-        if len(keys):
-            at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-            values = np.where(keys[at] == wanted, query.data[at], 0.0)
-        else:
-            values = np.zeros(len(wanted))
+        values = lookup(entry_keys(query), query.data, wanted)
         dots = np.bincount(owner, weights=data * values, minlength=len(flat))
         out[start : start + step] = np.where(flat >= 0, dots, 0.0).reshape(part.shape)
     return out
@@ -131,8 +125,16 @@ def cross_dots(matrix: sp.csr_matrix, left: np.ndarray, right: np.ndarray) -> np
     return out.reshape(len(left), len(right))
 
 
-def _lookup(indices: np.ndarray, values: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """The sparse vector's value at each of ``columns`` (0 where it has none)."""
+def entry_keys(matrix: sp.csr_matrix) -> np.ndarray:
+    """(nnz,) int64: each stored entry's row-major place, ``row * columns + column``;
+    ascending when the matrix's indices are sorted, so ``lookup`` can search them."""
+    rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
+    return rows * np.int64(matrix.shape[1]) + matrix.indices
+
+
+def lookup(indices: np.ndarray, values: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """The sparse vector's value at each of ``columns`` (0 where it has none); ``indices``
+    ascending (a row's sorted indices, or ``entry_keys`` of a whole matrix)."""
     if not len(indices):
         return np.zeros(len(columns))
     at = np.minimum(np.searchsorted(indices, columns), len(indices) - 1)
