@@ -136,12 +136,19 @@ class _Categorical:
         counts = pairs["label"].value_counts()  # items holding each value
         min_df = min(config.min_df, max(1, len(values) // 2))
         kept = counts[counts >= min_df].index[: config.max_features]
-        self.categories = [str(c) for c in kept]
+        return self.using([str(c) for c in kept])
+
+    def using(self, categories: list[str]) -> _Categorical:
+        """This encoder with these columns (fitted or restored)."""
+        self.categories = categories
+        # Value -> column, hashed once here: encoding a few rows (a live item, every second)
+        # then costs those rows, where a fresh index per call hashed every kept value.
+        self._columns = pd.Index(categories)
         return self
 
     def transform(self, kind: str, values: pd.Series) -> sp.csr_matrix:
         rows, labels = label_pairs(kind, values)
-        cols = pd.Index(self.categories).get_indexer(labels.to_numpy())
+        cols = self._columns.get_indexer(labels.to_numpy())
         known = cols >= 0
         ones = np.ones(int(known.sum()), dtype=np.float32)
         shape = (len(values), len(self.categories))
@@ -169,18 +176,26 @@ class _Text:
         try:
             tfidf.fit(values)
         except ValueError:  # empty vocabulary
-            self.vocabulary, self.idf = {}, np.zeros(0, dtype=np.float32)
-            return self
-        self.vocabulary = {w: int(k) for w, k in tfidf.vocabulary_.items()}
-        self.idf = tfidf.idf_.astype(np.float32)
+            return self.using({}, np.zeros(0, dtype=np.float32))
+        vocabulary = {w: int(k) for w, k in tfidf.vocabulary_.items()}
+        return self.using(vocabulary, tfidf.idf_.astype(np.float32))
+
+    def using(self, vocabulary: dict[str, int], idf: np.ndarray) -> _Text:
+        """This encoder with this vocabulary and these weights (fitted or restored)."""
+        self.vocabulary, self.idf = vocabulary, idf
+        # One counter, already holding the vocabulary as its fitted one: a counter made per
+        # call checked and copied the whole vocabulary before counting, so encoding a few
+        # rows (a live item, every second) cost time in proportion to it.
+        self._counter = CountVectorizer(vocabulary=vocabulary, dtype=np.float32)
+        self._counter.vocabulary_, self._counter.fixed_vocabulary_ = vocabulary, True
         return self
 
     def transform(self, values: list[str]) -> sp.csr_matrix:
         if not self.vocabulary:
             return sp.csr_matrix((len(values), 0), dtype=np.float32)
-        counts = CountVectorizer(vocabulary=self.vocabulary, dtype=np.float32).transform(values)
-        counts.data = 1.0 + np.log(counts.data)  # sublinear tf, as TfidfVectorizer
-        return sp.csr_matrix(counts.multiply(self.idf[None, :]), dtype=np.float32)
+        counts = sp.csr_matrix(self._counter.transform(values), dtype=np.float32)
+        counts.data = (1.0 + np.log(counts.data)) * self.idf[counts.indices]  # sublinear tf-idf
+        return counts
 
     @property
     def width(self) -> int:
@@ -422,10 +437,8 @@ def _restore(column: dict, directory: Path, stem: str):
         encoder.center, encoder.scale = column["center"], column["scale"]
         encoder.edges = column["edges"]
     elif kind == "text":
-        encoder = _Text()
-        encoder.vocabulary = column["vocabulary"]
-        encoder.idf = np.load(directory / f"{stem}_idf.npy", allow_pickle=False)
+        idf = np.load(directory / f"{stem}_idf.npy", allow_pickle=False)
+        encoder = _Text().using(column["vocabulary"], idf)
     else:
-        encoder = _Categorical()
-        encoder.categories = column["categories"]
+        encoder = _Categorical().using(column["categories"])
     return encoder
