@@ -119,15 +119,17 @@ def test_recsys_train_image_stage_uses_the_same_rule():
 
 
 @pytest.mark.parametrize(
-    ("precision", "device", "amx", "expected"),
-    [("auto", "cuda", False, "bf16"), ("auto", "cpu", True, "bf16"),
-     ("auto", "cpu", False, "fp32"), ("fp32", "cuda", True, "fp32"),
-     ("bf16", "cpu", False, "bf16")],
+    ("precision", "device", "cpu_bf16", "expected"),
+    [("auto", "cuda", {}, "bf16"), ("auto", "cpu", {"amx_bf16": True}, "bf16"),
+     ("auto", "cpu", {"amx_bf16": False, "avx512_bf16": True}, "bf16"),
+     ("auto", "cpu", {"amx_bf16": False, "avx512_bf16": False}, "fp32"),
+     ("auto", "cpu", {}, "fp32"), ("fp32", "cuda", {"amx_bf16": True}, "fp32"),
+     ("bf16", "cpu", {}, "bf16")],
 )  # fmt: skip
-def test_precision_is_bf16_on_cuda_and_on_cpus_with_amx(
-    precision, device, amx, expected, monkeypatch
+def test_precision_is_bf16_on_cuda_and_on_cpus_with_bf16_in_hardware(
+    precision, device, cpu_bf16, expected, monkeypatch
 ):
-    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": amx})
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: cpu_bf16)
     assert precision_for(precision, device) == expected
 
 

@@ -51,8 +51,8 @@ class TrainConfig:
     # Seconds between checkpoints (and one at the end).
     checkpoint_every: float = 60.0
     # Forward-pass precision: bf16 (autocast; weights, gradients and the optimiser stay fp32),
-    # fp32, or auto = bf16 on CUDA and on CPUs with AMX bf16 units, fp32 elsewhere
-    # (``precision_for``).
+    # fp32, or auto = bf16 on CUDA and on CPUs with bf16 in hardware (AMX, AVX-512 BF16),
+    # fp32 elsewhere (``precision_for``).
     precision: str = "auto"
 
 
@@ -71,10 +71,12 @@ PRECISIONS = ("auto", "bf16", "fp32")
 def precision_for(precision: str, device_type: str) -> str:
     """``bf16`` or ``fp32`` for ``precision`` on ``cpu`` or ``cuda``.
 
-    ``auto`` is bf16 on CUDA, and on a CPU only where it has AMX bf16 tile units (Intel
-    Sapphire Rapids and later): there SimCLR small_cnn trained 1.55x (Fashion-MNIST) to 1.64x
-    (OpenMoji) more images per second than in fp32 on 2 cores, and as well per epoch
-    (benchmarks/RESULTS.md, session 13); without them bf16 is emulated and slower.
+    ``auto`` is bf16 on CUDA, and on a CPU only where it computes bf16 products in hardware:
+    AMX tile units (Intel Sapphire Rapids and later) or AVX-512 BF16 instructions (AMD Zen 4
+    and later, Intel Cooper Lake). With AMX SimCLR small_cnn trained 1.55x (Fashion-MNIST) to
+    1.64x (OpenMoji) more images per second than in fp32 on 2 cores, and as well per epoch
+    (benchmarks/RESULTS.md, session 13); with AVX-512 BF16 on a Zen 4 EPYC, 1.58x on
+    Fashion-MNIST (session 34). Without either, bf16 is emulated and slower.
     """
     if precision not in PRECISIONS:
         raise InvalidInput(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
@@ -83,7 +85,8 @@ def precision_for(precision: str, device_type: str) -> str:
     if device_type == "cuda":
         return "bf16"
     capabilities = getattr(torch.cpu, "get_capabilities", dict)()
-    return "bf16" if device_type == "cpu" and capabilities.get("amx_bf16") else "fp32"
+    native = capabilities.get("amx_bf16") or capabilities.get("avx512_bf16")
+    return "bf16" if device_type == "cpu" and native else "fp32"
 
 
 def lr_factor(progress: float, cfg: TrainConfig) -> float:
