@@ -169,7 +169,7 @@ _TRAIN = (
     "precision",
 )
 _TOP = ("method", "backbone", "width", "input_size", "train_size", "whiten")
-_AUGMENT = ("erase_p", "hflip", "saturation", "grayscale")
+_AUGMENT = ("erase_p", "hflip", "saturation", "grayscale", "n_local", "local_size")
 
 
 def _given(opts: dict, names) -> dict:
@@ -208,6 +208,8 @@ def build_config(opts: dict) -> ImageEncoderConfig:
 @click.option("--proj-dim", type=int, default=None)
 @click.option("--min-scale", type=float, default=None, help="Crop area range (min, 1).")
 @click.option("--erase-p", type=float, default=None)
+@click.option("--n-local", type=int, default=None, help="Local views per image (multi-crop).")
+@click.option("--local-size", type=int, default=None, help="Side of a local view, px.")
 @click.option("--jitter", type=float, default=None, help="Brightness/contrast jitter.")
 @click.option("--hflip", type=float, default=None)
 @click.option("--saturation", type=float, default=None, help="Saturation jitter (colour).")

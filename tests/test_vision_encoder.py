@@ -166,3 +166,28 @@ def test_encoder_whitens_with_enough_images_and_keeps_it_on_save(tmp_path):
     np.testing.assert_array_equal(loaded.transform(images), vectors)
     off = ImageEncoderConfig(**{**tiny_config(epochs=1).__dict__, "whiten": 0.0})
     assert ImageEncoder(off, device="cpu").fit(images).whitening_ is None
+
+
+def test_simclr_contrasts_local_views_with_both_global_views():
+    """With multi-crop views, SimCLR's loss is the mean NT-Xent of the global pair and of
+    every (global, local) pair (it once dropped the local views); with two views it is the
+    plain pair's."""
+    from recsys.vision.losses import nt_xent_loss
+
+    torch.manual_seed(0)
+    method = build_method("simclr", build_backbone("small_cnn", 1, 12, width=4), TINY_HEADS).eval()
+    views = [torch.randn(6, 1, s, s) for s in (12, 12, 8, 8)]
+    with torch.no_grad():
+        z = [method.projector(method.backbone(v)) for v in views]
+        plain = nt_xent_loss(z[0], z[1], method.cfg.temperature)
+        pairs = [(0, 1), (0, 2), (1, 2), (0, 3), (1, 3)]
+        mean = torch.stack([nt_xent_loss(z[a], z[b], method.cfg.temperature) for a, b in pairs])
+        assert float(method(views[:2])) == pytest.approx(float(plain), rel=1e-5)
+        assert float(method(views)) == pytest.approx(float(mean.mean()), rel=1e-6)
+        assert float(mean.mean()) != pytest.approx(float(plain), rel=1e-6)  # the test can tell
+
+
+def test_simclr_trains_with_local_crops(images):
+    cfg = tiny_config("simclr")
+    cfg = ImageEncoderConfig(**{**cfg.__dict__, "augment": AugmentConfig(n_local=2, local_size=8)})
+    assert ImageEncoder(cfg, device="cpu").fit(images).transform(images[:3]).shape == (3, 32)

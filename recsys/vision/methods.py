@@ -82,9 +82,14 @@ class SimCLR(nn.Module):
         return self.backbone
 
     def forward(self, views: list[torch.Tensor]) -> torch.Tensor:
-        z = self.projector(self.backbone(torch.cat(views[:2])))  # (2B, P)
-        z1, z2 = z.chunk(2)
-        return nt_xent_loss(z1, z2, self.cfg.temperature)
+        """NT-Xent of the two global views; with local views (multi-crop [Caron et al.
+        2020]), also of each local view against each global view, all pairs weighed alike."""
+        z1, z2 = self.projector(self.backbone(torch.cat(views[:2]))).chunk(2)  # (B, P) each
+        if len(views) == 2:
+            return nt_xent_loss(z1, z2, self.cfg.temperature)
+        local = self.projector(self.backbone(torch.cat(views[2:]))).chunk(len(views) - 2)
+        pairs = [(z1, z2), *((g, z) for z in local for g in (z1, z2))]
+        return torch.stack([nt_xent_loss(a, b, self.cfg.temperature) for a, b in pairs]).mean()
 
     def step_end(self, progress: float) -> None:
         """SimCLR has no target network."""
