@@ -143,7 +143,8 @@ def _config(opts: dict) -> ImageEncoderConfig:
     type=click.Choice(PRECISIONS),
     default="auto",
     show_default=True,
-    help="Forward-pass precision; auto = bf16 on a GPU and on CPUs with AMX units, else fp32.",
+    help="Forward-pass precision; auto = bf16 on a GPU and on CPUs with bf16 in hardware "
+    "(AMX, AVX-512 BF16), else fp32.",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--cache-dir", type=click.Path(file_okay=False), help=_CACHE_HELP)
