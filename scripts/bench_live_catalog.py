@@ -5,7 +5,8 @@ active bundle) into --workdir, migrates it, starts gunicorn (--workers 3), drive
 wrk at --rate (similar items 60%, feeds 40%, as bench_service.py does) and item writes at
 --write-rate from --writers threads. Writes cycle through: PUT a new listing, a near-twin of a
 catalog item, with a photo as a multipart part (twice), PATCH in_stock=false on an item that
-another item lists among its similar items, DELETE another such item.
+another item lists among its similar items, DELETE another such item (one
+wrk never reads, so that its failed reads count only the service's failures).
 
 Visibility on every worker: each write's answer carries the catalog generation it made; a
 monitor scrapes /metrics every --poll seconds, where each worker reports the generation its
@@ -188,6 +189,9 @@ class Writer:
         self.writes: list[Write] = []
         self.failed = 0
         self.done: set[str] = set()
+        # The items wrk reads (ids.json): a DELETE never picks one, so a product page wrk asks
+        # for is never a correct 404, and wrk's failed reads count only the service's failures.
+        self.read = frozenset(items)
 
     def run(self) -> None:
         end = time.time() + self.seconds
@@ -223,6 +227,8 @@ class Writer:
         probe = str(self.rng.choice(self.items))
         listed = similar(self.session, self.url, probe) or []
         targets = [i for i in listed if i not in self.done and not i.startswith("live-")]
+        if op == "delete":
+            targets = [i for i in targets if i not in self.read]
         if not targets:
             return
         self._send(op, targets[0], probe, method, **body)
