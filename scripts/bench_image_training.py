@@ -40,7 +40,7 @@ from torchvision import transforms
 
 from recsys.vision.augment import AugmentConfig, BatchAugment
 from recsys.vision.backbones import build_backbone
-from recsys.vision.encoder import ImageEncoder, embed_tensor, resolve_device
+from recsys.vision.encoder import ImageEncoder, embed_tensor, embedding_batch, resolve_device
 from recsys.vision.methods import MethodConfig, build_method
 from recsys.vision.train import TrainConfig, Trainer, make_optimizer
 
@@ -203,8 +203,9 @@ def forward_rates(opts: dict, device: torch.device) -> list[dict]:
     """Images/s of embedding (``embed_tensor``: uint8 host batches to L2-normalised vectors,
     the path ``ImageEncoder.transform`` takes after decoding) and of the backbone's pure forward
     pass on ready device tensors, per backbone at ``--size`` px and ``--channels``."""
-    n, size, channels, bs = opts["forward_images"], opts["size"], opts["channels"], 1024
+    n, size, channels = opts["forward_images"], opts["size"], opts["channels"]
     data = torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8)
+    bs = embedding_batch(1024, data.shape[1:], device)  # what embedding runs; pure runs the same
     rows = []
     for name in opts["backbones"].split(","):
         backbone = build_backbone(name, channels, size, opts["width"]).to(device).eval()
@@ -224,7 +225,7 @@ def forward_rates(opts: dict, device: torch.device) -> list[dict]:
                 backbone(x)
 
         pure = bs / _timed(forward, device, opts["warmup"], opts["steps"])
-        rows.append({"backbone": name, "size": size, "channels": channels,
+        rows.append({"backbone": name, "size": size, "channels": channels, "batch": bs,
                      "embed_img_s": embed, "pure_forward_img_s": pure,
                      "embed_share_of_pure": embed / pure})  # fmt: skip
         click.echo(f"{name:10s} {size} px x{channels}: embed {embed:9.0f} img/s, "

@@ -53,3 +53,21 @@ def test_colour_photos_get_gpu_sizes_and_train_on_cuda(tmp_path):
     enc = ImageEncoder(cfg, device="cuda").fit(paths)
     assert (enc.config_.input_size, enc.config_.train_size, enc.config_.channels) == (224, 156, 3)
     assert enc.transform(paths).shape == (16, 512)
+
+
+@pytest.mark.parametrize("held_floats", [64 * 2**20, 100])
+def test_cuda_embedding_keeps_order_through_pinned_double_buffers(monkeypatch, held_floats):
+    from recsys.vision import encoder
+    from recsys.vision.backbones import build_backbone
+
+    monkeypatch.setattr(encoder, "_HELD_FLOATS", held_floats)  # 100: copied back every batch
+    images = torch.from_numpy(
+        np.random.default_rng(0).integers(0, 256, size=(203, 3, 24, 24), dtype=np.uint8)
+    )
+    backbone = build_backbone("small_cnn", 3, 24, 16)
+    args = ([0.5] * 3, [0.25] * 3)
+    on_gpu = encoder.embed_tensor(backbone, images, *args, torch.device("cuda"), batch_size=32)
+    on_cpu = encoder.embed_tensor(backbone, images, *args, torch.device("cpu"), batch_size=32)
+    assert on_gpu.shape == on_cpu.shape == (203, on_cpu.shape[1])
+    cosine = (on_gpu * on_cpu).sum(axis=1)  # bf16 on the GPU, fp32 on the CPU
+    assert cosine.min() > 0.99

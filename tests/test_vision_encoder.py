@@ -191,3 +191,13 @@ def test_simclr_trains_with_local_crops(images):
     cfg = tiny_config("simclr")
     cfg = ImageEncoderConfig(**{**cfg.__dict__, "augment": AugmentConfig(n_local=2, local_size=8)})
     assert ImageEncoder(cfg, device="cpu").fit(images).transform(images[:3]).shape == (3, 32)
+
+
+def test_cuda_embedding_batches_hold_about_16_mb_of_small_images():
+    from recsys.vision.encoder import embedding_batch
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert embedding_batch(1024, (1, 28, 28), cuda) == 8192  # capped
+    assert embedding_batch(1024, (3, 72, 72), cuda) == 1078  # 16 MB of 72 px colour
+    assert embedding_batch(1024, (3, 224, 224), cuda) == 1024  # never below the caller's
+    assert embedding_batch(1024, (1, 28, 28), cpu) == 1024  # the CPU keeps the caller's

@@ -125,26 +125,138 @@ def embed_tensor(
 ) -> np.ndarray:
     """L2-normalised float32 features of uint8 (N, C, S, S) images, in batches, no grad.
 
-    With ``flip`` each vector is the mean of the image's and its mirror image's features.
+    With ``flip`` each vector is the mean of the image's and its mirror image's features. On
+    CUDA, batches of small images grow to about 16 MB (``embedding_batch``), travel through
+    pinned memory on a side stream while the previous batch computes, and vectors stay on the
+    device until a few hundred MB have gathered.
     """
+    batch_size = embedding_batch(batch_size, data.shape[1:], device)
     backbone = backbone.to(device).eval()
     layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     backbone = backbone.to(memory_format=layout)  # cuDNN's bf16 convolutions want NHWC
     mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
-    out = []
+    sink = _HostVectors(len(data), device)
     bar = tqdm(total=len(data), desc="embedding", unit="img", disable=not show_progress)
-    for chunk in data.split(batch_size):
-        x = (chunk.to(device).float() / 255 - mean_t) / std_t  # (b, C, S, S)
+    for chunk in _device_batches(data, batch_size, device):
+        x = (chunk.float() / 255 - mean_t) / std_t  # (b, C, S, S)
         x = x.contiguous(memory_format=layout)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             h = backbone(x)  # (b, D)
             if flip:
                 h = (h + backbone(x.flip(-1))) / 2
-        out.append(F.normalize(h.float(), dim=1).cpu())
+        sink.add(F.normalize(h.float(), dim=1))
         bar.update(len(chunk))
     bar.close()
-    return torch.cat(out).numpy().astype(np.float32, copy=False)
+    return sink.result()
+
+
+_HELD_FLOATS = 16 * 2**20  # vectors gathered on the GPU per copy back: 64 MB of float32
+_BATCH_BYTES = 16 * 2**20  # uint8 images per CUDA batch, so small images are not launch-bound
+_MAX_BATCH = 8192
+
+
+def embedding_batch(batch_size: int, image_shape, device: torch.device) -> int:
+    """Images per embedding batch: ``batch_size``, or on CUDA up to 16 MB of uint8 images
+    (at most 8,192): 28 px gray images go 8,192 at a time, 224 px colour ones ``batch_size``."""
+    if device.type != "cuda":
+        return batch_size
+    fits = _BATCH_BYTES // max(int(np.prod(image_shape)), 1)
+    return max(batch_size, min(fits, _MAX_BATCH))
+
+
+class _HostVectors:
+    """(b, D) vector batches, in order, into one (N, D) float32 host array. On CUDA they gather
+    on the device into 64 MB blocks; each block travels into one of two pinned buffers on a side
+    stream while later batches compute, and is copied into the array at the next block."""
+
+    def __init__(self, n: int, device: torch.device) -> None:
+        self.n, self.out, self.rows = n, None, 0  # rows: sent to the host so far
+        self.held: list[torch.Tensor] = []
+        self.held_floats = 0
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.pinned: list[torch.Tensor] = []
+        self.turn = 0  # the pinned buffer the next block travels into
+        self.pending: tuple[torch.cuda.Event, torch.Tensor, int] | None = None
+
+    def add(self, h: torch.Tensor) -> None:
+        if self.out is None:
+            self.out = np.empty((self.n, h.shape[1]), np.float32)
+        if self.stream is None:
+            self.out[self.rows : self.rows + len(h)] = h.numpy()
+            self.rows += len(h)
+            return
+        self.held.append(h)
+        self.held_floats += h.numel()
+        if self.held_floats >= _HELD_FLOATS:
+            self._send()
+
+    def _send(self) -> None:
+        block = torch.cat(self.held)  # (m, D) on the device
+        self.held, self.held_floats = [], 0
+        if not self.pinned or self.pinned[0].numel() < block.numel():
+            self._receive()  # the pending block sits in the old buffers
+            self.pinned = [torch.empty(block.numel(), pin_memory=True) for _ in range(2)]
+        computed = torch.cuda.Event()
+        computed.record()
+        buffer = self.pinned[self.turn][: block.numel()].view(block.shape)
+        self.turn ^= 1  # the other buffer holds the pending block
+        with torch.cuda.stream(self.stream):
+            self.stream.wait_event(computed)
+            buffer.copy_(block, non_blocking=True)
+            block.record_stream(self.stream)
+            arrived = torch.cuda.Event()
+            arrived.record(self.stream)
+        self._receive()  # the previous block, while this one travels
+        self.pending = (arrived, buffer, self.rows)
+        self.rows += len(block)
+
+    def _receive(self) -> None:
+        if self.pending is not None:
+            arrived, buffer, start = self.pending
+            arrived.synchronize()
+            self.out[start : start + len(buffer)] = buffer.numpy()
+            self.pending = None
+
+    def result(self) -> np.ndarray:
+        if self.held:
+            self._send()
+        self._receive()
+        return self.out if self.out is not None else np.zeros((0, 0), np.float32)
+
+
+def _device_batches(data: torch.Tensor, batch_size: int, device: torch.device):
+    """``data``'s batches on ``device``, in order. On CUDA, batch i + 1 is copied into one of
+    two pinned buffers and sent on a side stream while the caller computes batch i."""
+    chunks = data.split(batch_size)
+    if device.type != "cuda":
+        yield from (chunk.to(device) for chunk in chunks)
+        return
+    stream = torch.cuda.Stream(device)
+    shape = (min(batch_size, len(data)), *data.shape[1:])
+    pinned = [torch.empty(shape, dtype=data.dtype, pin_memory=True) for _ in range(2)]
+    sent: list[torch.cuda.Event | None] = [None, None]  # each buffer's last upload
+
+    def upload(i: int) -> tuple[torch.Tensor, torch.cuda.Event]:
+        if sent[i % 2] is not None:
+            sent[i % 2].synchronize()  # the buffer's previous upload has left it
+        buffer = pinned[i % 2][: len(chunks[i])]
+        buffer.copy_(chunks[i])
+        with torch.cuda.stream(stream):
+            batch = buffer.to(device, non_blocking=True)
+            sent[i % 2] = torch.cuda.Event()
+            sent[i % 2].record(stream)
+        return batch, sent[i % 2]
+
+    following = upload(0) if chunks else None
+    compute = torch.cuda.current_stream(device)
+    for i in range(len(chunks)):
+        batch, arrived = following
+        if i + 1 < len(chunks):
+            following = upload(i + 1)
+        compute.wait_event(arrived)
+        batch.record_stream(compute)  # allocated on the side stream, used on this one
+        yield batch
 
 
 Whitening = tuple[np.ndarray, np.ndarray]  # mean (D,), projection (D, D)
