@@ -83,11 +83,7 @@ class SQLiteStorage(Storage):
     def _db(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
         if connection is None:
-            connection = sqlite3.connect(self.path, timeout=5, isolation_level=None)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=OFF")  # counters, not records
-            connection.execute(_SCHEMA)
-            self._local.connection = connection
+            connection = self._local.connection = _open(self.path)
         return connection
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
@@ -121,6 +117,29 @@ class SQLiteStorage(Storage):
 
     def clear(self, key: str) -> None:
         self._db().execute("DELETE FROM counters WHERE key = ?", (key,))
+
+
+def _open(path: str, patience: float = 5.0) -> sqlite3.Connection:
+    """A connection to the counters file, in WAL mode with the table made.
+
+    Workers that boot together race to switch a new file to WAL and create the table; SQLite
+    answers the losers "database is locked" at once for the switch, without waiting on its busy
+    timeout. They try again (up to ``patience`` seconds) rather than fail their first request.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        connection = sqlite3.connect(path, timeout=patience, isolation_level=None)
+        try:
+            if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=OFF")  # counters, not records
+            connection.execute(_SCHEMA)
+            return connection
+        except sqlite3.OperationalError as exc:
+            connection.close()
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
 
 
 def default_storage_uri(database_url: str) -> str:

@@ -83,6 +83,39 @@ def test_the_counters_file_is_shared_between_processes(tmp_path):
     assert storage.get("other") == 0
 
 
+@pytest.mark.parametrize("error", ["database is locked", "disk I/O error"])
+def test_a_worker_that_loses_the_race_to_set_up_the_counters_file_tries_again(
+    tmp_path, monkeypatch, error
+):
+    """Workers booting together race to switch a new counters file to WAL; SQLite answers the
+    losers "database is locked" at once. They retry; other errors still surface."""
+    import sqlite3
+
+    connect, losses = sqlite3.connect, [1, 2]
+
+    class Racing:  # a connection whose first two switches to WAL lose the race
+        def __init__(self, *args, **kwargs):
+            self.connection = connect(*args, **kwargs)
+
+        def execute(self, sql, *args):
+            if sql == "PRAGMA journal_mode=WAL" and losses:
+                losses.pop()
+                raise sqlite3.OperationalError(error)
+            return self.connection.execute(sql, *args)
+
+        def close(self):
+            self.connection.close()
+
+    monkeypatch.setattr(sqlite3, "connect", Racing)
+    storage = SQLiteStorage(f"sqlite://{tmp_path / 'limits.db'}")
+    if error != "database is locked":
+        with pytest.raises(sqlite3.OperationalError, match=error):
+            storage.incr("k", 60)
+        return
+    assert storage.incr("k", 60) == 1 and not losses
+    assert connect(tmp_path / "limits.db").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
 def png_header_only(width: int, height: int) -> bytes:
     """A small PNG file whose header says ``width`` x ``height`` RGBA (a decompression bomb's
     first bytes: a decoder would allocate width * height * 4 bytes)."""
