@@ -68,6 +68,8 @@ def test_cuda_embedding_keeps_order_through_pinned_double_buffers(monkeypatch, h
     args = ([0.5] * 3, [0.25] * 3)
     on_gpu = encoder.embed_tensor(backbone, images, *args, torch.device("cuda"), batch_size=32)
     on_cpu = encoder.embed_tensor(backbone, images, *args, torch.device("cpu"), batch_size=32)
+    resident = encoder.embed_tensor(backbone, images.cuda(), *args, torch.device("cuda"), 32)
+    assert (resident * on_gpu).sum(axis=1).min() > 0.999  # images already on the GPU
     assert on_gpu.shape == on_cpu.shape == (203, on_cpu.shape[1])
     cosine = (on_gpu * on_cpu).sum(axis=1)  # bf16 on the GPU, fp32 on the CPU
     assert cosine.min() > 0.99

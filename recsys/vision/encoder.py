@@ -229,7 +229,7 @@ def _device_batches(data: torch.Tensor, batch_size: int, device: torch.device):
     """``data``'s batches on ``device``, in order. On CUDA, batch i + 1 is copied into one of
     two pinned buffers and sent on a side stream while the caller computes batch i."""
     chunks = data.split(batch_size)
-    if device.type != "cuda":
+    if device.type != "cuda" or data.device.type != "cpu":
         yield from (chunk.to(device) for chunk in chunks)
         return
     stream = torch.cuda.Stream(device)
