@@ -155,7 +155,22 @@ def encoder_scores(task: Task, enc: ImageEncoder, opts: dict) -> dict[str, dict]
     for power in opts["whiten_also"]:
         refit = fit_whitening(gallery, power, cfg.whiten_shrink)
         rows[f"{name} (ours, whitening {power:g})"] = whitened(refit)
+    if opts["also_flip"] and not cfg.embed_flip:
+        rows[f"{name} (ours, flip-averaged)"] = flip_scores(task, enc)
     return rows
+
+
+def flip_scores(task: Task, enc: ImageEncoder) -> dict:
+    """Scores of flip-averaged vectors (``embed_flip``: each image's and its mirror image's
+    features averaged), whitened as ``fit`` would whiten them: refitted on the gallery's own."""
+    cfg, own = enc.config_, enc.whitening_
+    enc.config_, enc.whitening_ = dataclasses.replace(cfg, embed_flip=True), None
+    gallery = enc.transform(task.gallery)
+    queries = None if task.queries is None else enc.transform(task.queries)
+    enc.config_, enc.whitening_ = cfg, own
+    whitening = fit_whitening(gallery, cfg.whiten, cfg.whiten_shrink)
+    q = None if queries is None else apply_whitening(queries, whitening)
+    return scores(task, apply_whitening(gallery, whitening), q)
 
 
 _TRAIN = (
@@ -232,6 +247,11 @@ def build_config(opts: dict) -> ImageEncoderConfig:
     type=float,
     multiple=True,
     help="Also score with the whitening refitted at this power (repeatable; 0 = none).",
+)
+@click.option(
+    "--also-flip",
+    is_flag=True,
+    help="Also score flip-averaged vectors (embed_flip), whitening refitted on them.",
 )
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
 @click.option("--progress/--no-progress", default=True)
