@@ -127,8 +127,8 @@ def embed_tensor(
 
     With ``flip`` each vector is the mean of the image's and its mirror image's features. On
     CUDA, batches of small images grow to about 16 MB (``embedding_batch``), travel through
-    pinned memory on a side stream while the previous batch computes, and vectors stay on the
-    device until a few hundred MB have gathered.
+    pinned memory on a side stream while the previous batch computes, and vectors come back in
+    64 MB blocks while later batches compute (``_HostVectors``).
     """
     batch_size = embedding_batch(batch_size, data.shape[1:], device)
     backbone = backbone.to(device).eval()
@@ -172,6 +172,7 @@ class _HostVectors:
 
     def __init__(self, n: int, device: torch.device) -> None:
         self.n, self.out, self.rows = n, None, 0  # rows: sent to the host so far
+        self.device = device
         self.held: list[torch.Tensor] = []
         self.held_floats = 0
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
@@ -198,7 +199,7 @@ class _HostVectors:
             self._receive()  # the pending block sits in the old buffers
             self.pinned = [torch.empty(block.numel(), pin_memory=True) for _ in range(2)]
         computed = torch.cuda.Event()
-        computed.record()
+        computed.record(torch.cuda.current_stream(self.device))
         buffer = self.pinned[self.turn][: block.numel()].view(block.shape)
         self.turn ^= 1  # the other buffer holds the pending block
         with torch.cuda.stream(self.stream):
