@@ -4,6 +4,8 @@ damaged file is made again."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -70,6 +72,14 @@ def test_pruning_keeps_only_this_bundles_folder(tmp_path):
     new.prune_others()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v1"]
     assert new.read(["s1"], new.digests(frame()))[0] is not None
+
+
+def test_a_folder_removed_under_a_running_worker_is_made_again(shared):
+    blocks = {"tabular": np.ones((1, 2), np.float32)}
+    shared.write(["s1"], shared.digests(frame()), blocks, None)
+    shutil.rmtree(shared.root)  # e.g. /dev/shm cleaned while the service runs
+    shared.write(["s1"], shared.digests(frame("Blue shoe")), blocks, None)
+    assert shared.read(["s1"], shared.digests(frame("Blue shoe")))[0] is not None
 
 
 def test_a_folder_that_cannot_be_written_costs_only_the_sharing(tmp_path, caplog):
