@@ -138,17 +138,13 @@ def encoder_scores(task: Task, enc: ImageEncoder, opts: dict) -> dict[str, dict]
             final_loss=round(r.loss, 4),
         )
     t0 = time.monotonic()
-    own, enc.whitening_ = enc.whitening_, None  # the vectors whitening is fitted on
-    gallery = enc.transform(task.gallery)
-    queries = None if task.queries is None else enc.transform(task.queries)
-    enc.whitening_ = own
+    gallery, queries = unwhitened(task, enc)
     row["embed_s"] = round(time.monotonic() - t0, 1)
-    cfg = enc.config_
+    cfg, own = enc.config_, enc.whitening_
     name = f"{cfg.method} {cfg.backbone}"
 
     def whitened(whitening) -> dict:
-        q = None if queries is None else apply_whitening(queries, whitening)
-        return scores(task, apply_whitening(gallery, whitening), q)
+        return whitened_scores(task, gallery, queries, whitening)
 
     rows = {f"{name} (ours)": whitened(own) | row}
     rows[f"{name} (ours, no whitening)"] = whitened(None)
@@ -163,12 +159,30 @@ def encoder_scores(task: Task, enc: ImageEncoder, opts: dict) -> dict[str, dict]
 def flip_scores(task: Task, enc: ImageEncoder) -> dict:
     """Scores of flip-averaged vectors (``embed_flip``: each image's and its mirror image's
     features averaged), whitened as ``fit`` would whiten them: refitted on the gallery's own."""
-    cfg, own = enc.config_, enc.whitening_
-    enc.config_, enc.whitening_ = dataclasses.replace(cfg, embed_flip=True), None
-    gallery = enc.transform(task.gallery)
-    queries = None if task.queries is None else enc.transform(task.queries)
-    enc.config_, enc.whitening_ = cfg, own
+    cfg = enc.config_
+    enc.config_ = dataclasses.replace(cfg, embed_flip=True)
+    try:
+        gallery, queries = unwhitened(task, enc)
+    finally:
+        enc.config_ = cfg
     whitening = fit_whitening(gallery, cfg.whiten, cfg.whiten_shrink)
+    return whitened_scores(task, gallery, queries, whitening)
+
+
+def unwhitened(task: Task, enc: ImageEncoder) -> tuple[np.ndarray, np.ndarray | None]:
+    """The gallery's and the queries' vectors before the model's whitening (what it is fitted
+    on)."""
+    own, enc.whitening_ = enc.whitening_, None
+    try:
+        gallery = enc.transform(task.gallery)
+        queries = None if task.queries is None else enc.transform(task.queries)
+    finally:
+        enc.whitening_ = own
+    return gallery, queries
+
+
+def whitened_scores(task: Task, gallery: np.ndarray, queries, whitening) -> dict:
+    """Scores of the gallery and queries under ``whitening`` (None: as they are)."""
     q = None if queries is None else apply_whitening(queries, whitening)
     return scores(task, apply_whitening(gallery, whitening), q)
 

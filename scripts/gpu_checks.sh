@@ -42,9 +42,7 @@ PY=${PY:-python3}
 stamp "unpacking inputs"
 mkdir -p /tmp/fmnist /tmp/faissgpu
 for f in .device/fmnist/*.xz; do xz -dc "$f" | gzip -1 >"/tmp/fmnist/$(basename "$f" .xz).gz"; done
-for f in .device/faissgpu-sm90.tar.xz .device/faissgpu.tar.xz; do
-  [[ -f $f ]] && { tar -xJf "$f" -C /tmp/faissgpu; break; }
-done
+[[ -f .device/faissgpu-sm90.tar.xz ]] && tar -xJf .device/faissgpu-sm90.tar.xz -C /tmp/faissgpu
 nvidia-smi >"$GC/nvidia-smi.txt" 2>&1
 $PY -c "import torch; print(torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(0))" \
   | tee "$GC/torch.txt"
