@@ -9,6 +9,7 @@ Every value can be overridden on the command line (``-w 8 -b 0.0.0.0:8000``) or 
 import json
 import os
 import shutil
+import sys
 import tempfile
 
 from gunicorn import util
@@ -88,6 +89,7 @@ import gc  # noqa: E402
 
 import services.app  # noqa: E402
 import services.workers  # noqa: E402
+from recsys.settings import Settings  # noqa: E402
 
 services.app.preload_cards()  # read once here, the workers share its pages
 
@@ -101,6 +103,8 @@ def post_worker_init(worker):
     20,000: a pause of under 1 ms instead of 5-15 ms, in which the worker answers nothing)."""
     gc.collect()
     gc.freeze()
+    # a request waits at most this long for a thread that computes (recsys.settings)
+    sys.setswitchinterval(Settings.load().switch_interval)
 
 
 def on_exit(server):
