@@ -89,9 +89,15 @@ import gc  # noqa: E402
 
 import services.app  # noqa: E402
 import services.workers  # noqa: E402
+from recsys.errors import InvalidSettings  # noqa: E402
 from recsys.settings import Settings  # noqa: E402
 
-services.app.preload_cards()  # read once here, the workers share its pages
+try:  # every RECSYS_* setting, checked before anything starts: one line, not a traceback
+    _settings = Settings.load()
+except InvalidSettings as exc:
+    raise SystemExit(f"recsys: {exc} (RECSYS_* environment)") from None
+
+services.app.preload_cards(_settings)  # read once here, the workers share its pages
 
 gc.collect()
 gc.freeze()  # the imported objects leave the collector's lists: collections do not touch them
@@ -104,7 +110,7 @@ def post_worker_init(worker):
     gc.collect()
     gc.freeze()
     # a request waits at most this long for a thread that computes (recsys.settings)
-    sys.setswitchinterval(Settings.load().switch_interval)
+    sys.setswitchinterval(_settings.switch_interval)
 
 
 def on_exit(server):

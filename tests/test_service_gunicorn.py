@@ -20,6 +20,9 @@ import pytest
 from tests.shop_fixture import build_shop
 
 ROOT = Path(__file__).resolve().parent.parent
+# the README's production command
+GUNICORN = [sys.executable, "-m", "gunicorn", "-c", "services/gunicorn.conf.py"]
+APP = "services.app:create_app()"
 
 
 def free_port() -> int:
@@ -56,10 +59,8 @@ def server(tmp_path_factory):
     (root / "tmp").mkdir()
     log = open(root / "gunicorn.log", "w")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "services/gunicorn.conf.py",
-         "services.app:create_app()"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [*GUNICORN, APP], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while get_or_none(base + "/readyz") != 200:
@@ -182,3 +183,20 @@ def test_gunicorn_stops_cleanly_on_sigterm(server):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
     assert not made[0].exists()  # the metrics folder it made goes with it
+
+
+def test_a_bad_setting_stops_gunicorn_with_one_line_naming_it(tmp_path):
+    env = {
+        **os.environ,
+        "RECSYS_DATABASE_URL": f"sqlite:///{tmp_path / 'none.db'}",
+        "RECSYS_SWITCH_INTERVAL": "5ms",
+        "RECSYS_BIND": f"127.0.0.1:{free_port()}",
+        "TMPDIR": str(tmp_path),
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    done = subprocess.run(
+        [*GUNICORN, APP], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode != 0
+    assert "switch_interval '5ms' is not a number of seconds" in done.stderr
+    assert "Traceback" not in done.stderr
