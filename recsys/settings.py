@@ -5,7 +5,6 @@ Precedence: explicit overrides (CLI flags) > environment (``RECSYS_*``) > defaul
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Mapping
@@ -60,13 +59,6 @@ class Settings:
     # local[*] = every core of this machine; spark://host:7077, yarn or k8s://https://host:443
     # for a cluster (README, "Running on a cluster").
     spark_master: str = "local[*]"
-    # Seconds a service thread that wants the interpreter waits for the one holding it
-    # (`sys.setswitchinterval`, set in each gunicorn worker). Python's 5 ms let a request wait
-    # that long, again and again, behind the live catalog's follow step or another request on
-    # its worker. 1 ms: read p50 and p99 under item writes a little lower in most paired runs
-    # (medians of 7: p99 similar 22.95 -> 20.73 ms, feeds 32.65 -> 30.82), level without
-    # writes (benchmarks/RESULTS.md, session 36).
-    switch_interval: float = 0.001
 
     def __post_init__(self) -> None:
         if not self.database_url or "://" not in self.database_url:
@@ -93,7 +85,6 @@ class Settings:
         for name in ("write_rate_limit", "search_rate_limit"):
             _check_rate_limit(name, getattr(self, name))
         object.__setattr__(self, "max_image_pixels", _positive_int(self.max_image_pixels))
-        object.__setattr__(self, "switch_interval", _seconds(self.switch_interval))
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -139,17 +130,4 @@ def _count(value: object, name: str) -> int:
         number = -1
     if number < 0:
         raise InvalidSettings(f"{name} {value!r} is not a whole number >= 0")
-    return number
-
-
-def _seconds(value: object) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if not 1e-6 <= number <= 1.0:  # also false for nan
-        raise InvalidSettings(
-            f"switch_interval {value!r} is not a number of seconds from 0.000001 to 1 "
-            "(e.g. 0.001; Python's own default is 0.005)"
-        )
     return number

@@ -9,7 +9,6 @@ Every value can be overridden on the command line (``-w 8 -b 0.0.0.0:8000``) or 
 import json
 import os
 import shutil
-import sys
 import tempfile
 
 from gunicorn import util
@@ -109,8 +108,6 @@ def post_worker_init(worker):
     20,000: a pause of under 1 ms instead of 5-15 ms, in which the worker answers nothing)."""
     gc.collect()
     gc.freeze()
-    # a request waits at most this long for a thread that computes (recsys.settings)
-    sys.setswitchinterval(_settings.switch_interval)
 
 
 def on_exit(server):

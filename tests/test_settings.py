@@ -26,9 +26,6 @@ def test_flags_beat_environment_beat_defaults():
     [
         ("device", "gpu", "device 'gpu' is not one of"),
         ("database_url", "recsys.db", "not a SQLAlchemy URL"),
-        ("switch_interval", "5ms", "switch_interval '5ms' is not a number of seconds"),
-        ("switch_interval", "0", "switch_interval '0' is not a number of seconds"),
-        ("switch_interval", "nan", "switch_interval 'nan' is not a number of seconds"),
     ],
 )
 def test_bad_values_name_the_setting(field, value, message):
@@ -40,8 +37,3 @@ def test_bad_environment_value_is_a_usage_error(run_cli, monkeypatch):
     monkeypatch.setenv("RECSYS_DEVICE", "tpu")
     result = run_cli("stats", expect_exit=2)
     assert "device 'tpu' is not one of auto, cpu, cuda, cuda:N" in result.output
-
-
-def test_switch_interval_from_the_environment_in_seconds():
-    assert Settings.load(environ={}).switch_interval == 0.001
-    assert Settings.load(environ={"RECSYS_SWITCH_INTERVAL": "0.0005"}).switch_interval == 0.0005
