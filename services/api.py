@@ -89,8 +89,9 @@ def similar_items(item_id: str, query: SimilarQuery) -> Response:
 
     def unchanged(live, kept) -> bool:
         recommender = state.recommender
-        return recommender.similar_unchanged(live, kept.generation, item_id, kept.listed,
-                                             kept.floor, *args)  # fmt: skip
+        return recommender.similar_unchanged(
+            live, kept.generation, item_id, kept.listed, kept.floor, *args
+        )
 
     compute = functools.partial(_similar, ctx, state, item_id, query)
     return carried_answer(ctx, state, "similar", compute, unchanged)
@@ -151,8 +152,9 @@ def user_feed(user_id: str, query: FeedQuery) -> Response:
 
     def unchanged(live, kept) -> bool:
         recommender = state.recommender
-        return recommender.feed_unchanged(live, kept.generation, user_id, kept.listed,
-                                          kept.floor, kept.considered, *args)  # fmt: skip
+        return recommender.feed_unchanged(
+            live, kept.generation, user_id, kept.listed, kept.floor, kept.considered, *args
+        )
 
     def compute():
         answer, results = _feed_results(ctx, state, user_id, request, fresh)

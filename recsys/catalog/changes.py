@@ -198,8 +198,12 @@ def stock_snapshot(engine: Engine) -> StockSnapshot:
             updated.append(np.asarray(step_updated, dtype="datetime64[us]"))
             time.sleep(0)  # the GIL to the request threads
     if not ids:
-        return StockSnapshot(now, np.zeros(0, dtype=str), np.zeros(0, dtype=bool),
-                             np.zeros(0, dtype="datetime64[us]"))  # fmt: skip
+        return StockSnapshot(
+            now,
+            np.zeros(0, dtype=str),
+            np.zeros(0, dtype=bool),
+            np.zeros(0, dtype="datetime64[us]"),
+        )
     return StockSnapshot(now, np.concatenate(ids), np.concatenate(stock), np.concatenate(updated))
 
 

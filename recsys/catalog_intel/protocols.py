@@ -183,8 +183,10 @@ def few_label_accuracy(
     catalog = np.concatenate([train, test])
     methods = ("linear", "propagation") if propagate else ("linear",)
     fitted = {m: Tagger(TagConfig(method=m)).fit(catalog, labels) for m in methods}
-    out = {f"{name}_accuracy": float((t.predictions_[-len(test) :] == truth).mean())
-           for name, t in fitted.items()}  # fmt: skip
+    out = {
+        f"{name}_accuracy": float((t.predictions_[-len(test) :] == truth).mean())
+        for name, t in fitted.items()
+    }
     out["labels"] = len(chosen)
     out["smoothing"] = fitted["linear"].smoothing_
     out["c"] = fitted["linear"].c_

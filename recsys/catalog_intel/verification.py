@@ -265,8 +265,9 @@ def refine(
     target_flat = x.view(len(x), -1)
     with_grad = _with_gradients(x)  # (N, 3, H, W)
     parts = []
-    for start in tqdm(range(0, len(source), cfg.batch), desc="refinement",
-                      disable=not show_progress):  # fmt: skip
+    for start in tqdm(
+        range(0, len(source), cfg.batch), desc="refinement", disable=not show_progress
+    ):
         sl = slice(start, start + cfg.batch)
         src, tgt = torch.as_tensor(source[sl]), torch.as_tensor(target[sl])
         parts.append(_refine_batch(with_grad[src], target_flat[tgt],

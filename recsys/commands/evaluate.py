@@ -192,9 +192,15 @@ def _replay(engine, config, out_dir: Path, options: dict, show_progress: bool) -
     )
     command = _replay_command(config, out_dir, options)
     result = replay_report(
-        engine, options["service"], options["events"], config, replay_config, out_dir,
-        command, show_progress,
-    )  # fmt: skip
+        engine,
+        options["service"],
+        options["events"],
+        config,
+        replay_config,
+        out_dir,
+        command,
+        show_progress,
+    )
     section = result.metrics["replay"]
     k = section["k"]
     for name in ("offline", "feeds", "posting"):

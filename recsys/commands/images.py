@@ -210,8 +210,9 @@ def _train_encoder(settings: Settings, opts: dict, ray) -> ImageEncoder:
 
     address, resources = ray
     storage = opts["ray_storage"]
-    return RayImageEncoder(_config(opts), **kwargs, address=address, resources=resources,
-                           storage=storage)  # fmt: skip
+    return RayImageEncoder(
+        _config(opts), **kwargs, address=address, resources=resources, storage=storage
+    )
 
 
 @click.command("embed-images")

@@ -161,8 +161,13 @@ def ray_image_factory(image, address: str, storage: Path, show_progress: bool = 
     go to a new run under ``storage`` (the artifacts folder's ``ray``)."""
 
     def factory() -> RayImageEncoder:
-        return RayImageEncoder(image.encoder_config(), "cpu", show_progress=show_progress,
-                               address=address, storage=str(storage))  # fmt: skip
+        return RayImageEncoder(
+            image.encoder_config(),
+            "cpu",
+            show_progress=show_progress,
+            address=address,
+            storage=str(storage),
+        )
 
     return factory
 

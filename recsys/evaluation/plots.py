@@ -181,8 +181,13 @@ def diversity(section: dict, path: Path) -> Path:
         axes.plot(x, y, marker="o", color="black")
         for lam, xi, yi in zip(lambdas, x, y, strict=True):
             chosen = float(lam) == section["chosen"]
-            axes.annotate(f"λ={lam}" + (" (rule)" if chosen else ""), (xi, yi), fontsize=8,
-                          xytext=(4, 4), textcoords="offset points")  # fmt: skip
+            axes.annotate(
+                f"λ={lam}" + (" (rule)" if chosen else ""),
+                (xi, yi),
+                fontsize=8,
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
             if chosen:
                 axes.scatter([xi], [yi], s=160, facecolors="none", edgecolors="tab:red")
         axes.set(xlabel=label, ylabel=f"recall@{k}", title=f"MMR re-ranking: recall@{k} vs variety")

@@ -218,8 +218,11 @@ def _similar_rank(client: ServiceClient, previous: str, item: str, k: int, extra
 
 
 def _post(client: ServiceClient, event) -> None:
-    body = {"user_id": str(event.user_id), "item_id": str(event.item_id),
-            "timestamp": event.timestamp.isoformat()}  # fmt: skip
+    body = {
+        "user_id": str(event.user_id),
+        "item_id": str(event.item_id),
+        "timestamp": event.timestamp.isoformat(),
+    }
     for name in ("event", "weight"):
         value = getattr(event, name, None)
         if value is not None and not pd.isna(value):

@@ -589,8 +589,9 @@ class Recommender:
         if live is not None and live.removed[rows].any():
             gone = self.item_ids[rows[live.removed[rows]][0]]
             raise UnknownItem(f"item {gone!r} was removed from the catalog")
-        found, scores = self._similar_pool(rows, pool_size(k, diversity, len(self.item_ids) - 1),
-                                           filters, mode)  # fmt: skip
+        found, scores = self._similar_pool(
+            rows, pool_size(k, diversity, len(self.item_ids) - 1), filters, mode
+        )
         found, scores = diversify(found, scores, self.fused.item_blocks_, k, diversity)
         results = self._results(found, scores)
         shares = explain.block_shares(self.fused, rows, found, mode)

@@ -249,8 +249,10 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
         self.dim_ = self.features_ if self.projection_ is None else self.projection_.shape[1]
         log.info(
             "tabular encoder: %d columns, %d sparse features, %d dense dimensions",
-            len(self.columns_), self.features_, self.dim_,
-        )  # fmt: skip
+            len(self.columns_),
+            self.features_,
+            self.dim_,
+        )
         return encoded
 
     def _fit_column(self, kind: str, values: pd.Series, config: TabularConfig):
@@ -296,8 +298,10 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
         svd = TruncatedSVD(dims, random_state=config.random_state).fit(encoded)
         log.info(
             "tabular block projected from %d to %d dimensions (%.0f%% of the variance kept)",
-            self.features_, dims, 100 * svd.explained_variance_ratio_.sum(),
-        )  # fmt: skip
+            self.features_,
+            dims,
+            100 * svd.explained_variance_ratio_.sum(),
+        )
         basis = svd.components_.T  # (features_, dims)
         if weights is not None:
             basis = basis * weights[:, None]
