@@ -108,9 +108,9 @@ def test_truncating_items_on_postgresql_truncates_their_events(engine):
 
 
 def test_an_item_removed_while_its_events_are_written_takes_them_along(engine):
-    """PostgreSQL checks references once per statement (migration 0008): the check must
-    lock the items it found, as a foreign key does, or a concurrent removal leaves events
-    of an item that no longer exists."""
+    """PostgreSQL checks references once per statement without locking the items it found
+    (migrations 0008, 0010): the removal must wait for the writer, or it leaves events of an
+    item that no longer exists."""
     if engine.dialect.name != "postgresql":
         pytest.skip("SQLite allows one writer at a time")
     _catalog_with_events(engine)
@@ -131,6 +131,49 @@ def test_an_item_removed_while_its_events_are_written_takes_them_along(engine):
         remover.join(10)
     assert removed.is_set()
     assert _events(engine) == [(1, 2), (2, 2)]  # no event of item a is left
+
+
+def test_an_event_written_while_its_item_is_removed_waits_and_is_refused(engine):
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite allows one writer at a time")
+    _catalog_with_events(engine)
+    event = {"user_id": 2, "item_id": 1, "event": "view", "weight": 1.0, "dedup_key": "late"}
+    outcome = []
+    with engine.connect() as remover:
+        remover.execute(delete(Item).where(Item.external_id == "a"))  # not committed yet
+
+        def write():
+            try:
+                with engine.begin() as connection:
+                    connection.execute(insert(Interaction).values(event))
+                outcome.append("written")
+            except IntegrityError:
+                outcome.append("refused")
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        writer.join(1.0)
+        assert not outcome, "the writer must wait for the removal's transaction"
+        remover.commit()
+        writer.join(10)
+    assert outcome == ["refused"]
+    assert _events(engine) == [(1, 2), (2, 2)]
+
+
+def test_writing_events_leaves_their_items_unlocked(engine):
+    """A row lock is a write to the row: 0010 checks references without one, so a batch of
+    events naming 10^4 items does not rewrite their rows."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no row locks")
+    _catalog_with_events(engine)
+    event = {"user_id": 2, "item_id": 1, "event": "view", "weight": 1.0, "dedup_key": "late"}
+    with engine.connect() as writer, engine.connect() as other:
+        writer.execute(insert(Interaction).values(event))  # not committed yet
+        locked = text("SELECT id FROM items WHERE id = 1 FOR UPDATE NOWAIT")
+        assert other.execute(locked).all() == [(1,)]
+        other.rollback()
+        writer.commit()
+    assert (2, 1) in _events(engine)
 
 
 def test_cli_db_commands(run_cli):
