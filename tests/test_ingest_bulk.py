@@ -17,12 +17,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from recsys.catalog import changes, connect, migrate
-from recsys.catalog.models import Interaction, Item
+from recsys.catalog.models import Interaction, Item, User
 from recsys.errors import InvalidInput
 from recsys.ingest import IngestOptions, ingest_interactions, ingest_items
-from recsys.ingest.bulk import prepare
+from recsys.ingest.bulk import lookup_ids, prepare
 from recsys.ingest.interactions import InteractionIngester, dedup_keys, record_interactions
 from recsys.ingest.item_writes import delete_item
+from recsys.ingest.known import KNOWN_KEYS_LIMIT, KnownKeys
 from recsys.ingest.pipeline import SeenKeys
 from recsys.ingest.readers import Record, batch_from_records
 from recsys.ingest.report import IngestReport
@@ -396,6 +397,66 @@ def test_items_written_between_the_read_ahead_and_the_write_are_looked_up_again(
         ("late-user", "i1"),
         ("u1", "i1"),
     }
+
+
+def known_batch(ingester: InteractionIngester, events: list[dict]):
+    rows, _ = ingester.parse(batch_from_records([Record(n, e) for n, e in enumerate(events)]))
+    return rows
+
+
+def catalog_keys(engine, model, names: list[str]) -> list[int]:
+    with engine.connect() as connection:
+        return lookup_ids(connection, model, pa.array(names)).tolist()
+
+
+@pytest.mark.parametrize("limit", [KNOWN_KEYS_LIMIT, 1])
+def test_one_ingest_keeps_the_keys_it_read_until_items_change(catalog, tmp_path, limit):
+    """A file's batches are resolved from the keys its ingest read (or per batch, past the
+    limit): users added by an earlier batch are found, and an item deleted or added between
+    two batches is refused or found, never taken from what was read before."""
+    ingester = InteractionIngester()
+    ingester.known_items, ingester.known_users = KnownKeys(Item, limit), KnownKeys(User, limit)
+    first = known_batch(ingester, [{"user_id": "u1", "item_id": "i1"}])
+    with catalog.connect() as reader:
+        ahead = ingester.look_up(reader, first)
+    with catalog.begin() as connection:
+        ingester.write(connection, ahead, IngestReport(tmp_path / "a.csv"))
+    delete_item(catalog, "i2")
+    items = tmp_path / "late.csv"
+    items.write_text("item_id\nlate-item\n")
+    ingest_items(catalog, items, options=IngestOptions(show_progress=False))
+
+    names = ["i1", "i2", "late-item", "i3", "nope"]
+    second = known_batch(
+        ingester, [{"user_id": f"u{n % 2 + 1}", "item_id": i} for n, i in enumerate(names)]
+    )
+    with catalog.connect() as reader:
+        ahead = ingester.look_up(reader, second)
+        assert ahead.generation == changes.items_generation(reader)
+
+    assert ahead.item_ids.tolist() == catalog_keys(catalog, Item, names)
+    assert ahead.item_ids[1] == -1 and ahead.item_ids[2] > 0 and ahead.item_ids[4] == -1
+    users = [f"u{n % 2 + 1}" for n in range(len(names))]
+    assert ahead.user_ids.tolist() == catalog_keys(catalog, User, users)  # u2: -1, not yet
+    assert ahead.user_ids[0] > 0 and ahead.user_ids[1] == -1
+
+
+def test_the_keys_are_read_again_when_the_change_log_was_pruned_past_them(catalog, tmp_path):
+    ingester = InteractionIngester()
+    rows = known_batch(ingester, [{"user_id": "u1", "item_id": "i5"}])
+    with catalog.connect() as reader:
+        before = ingester.look_up(reader, rows).item_ids
+    delete_item(catalog, "i5")
+    items = tmp_path / "again.csv"
+    items.write_text("item_id\ni5\n")  # the same id again, under a new key
+    ingest_items(catalog, items, options=IngestOptions(show_progress=False))
+    pruned = changes.prune_changes(catalog, changes.Retention(keep_days=0, keep_generations=0))
+    assert pruned.deleted > 0
+
+    with catalog.connect() as reader:
+        after = ingester.look_up(reader, rows).item_ids
+
+    assert after.tolist() == catalog_keys(catalog, Item, ["i5"]) and after[0] != before[0]
 
 
 def key_hash(key: str) -> str:

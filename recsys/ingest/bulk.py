@@ -165,19 +165,35 @@ def lookup_ids(
 def ensure_users(
     connection: Connection, names: pa.Array, now: datetime, known: np.ndarray | None = None
 ) -> np.ndarray:
-    """(B,) ids of these users, adding the ones the catalog does not have yet (``known``:
-    as for ``lookup_ids``)."""
-    ids = lookup_ids(connection, User, names, known)
+    """(B,) ids of these users, adding the ones the catalog does not have yet.
+
+    ``known`` (B,): ids read earlier (say, ahead of the write's transaction), -1 where none
+    was found then. Users are never deleted, so the ids found hold, and the others are added
+    without looking them up again: the insert returns the ids of the users it added, and only
+    users another writer added meanwhile (the insert skips them) are looked up.
+    """
+    ids = known.copy() if known is not None else lookup_ids(connection, User, names)
     missing = pc.unique(names.filter(pa.array(ids < 0))).sort()
     if not len(missing):
         return ids
     values = values_table(connection, missing.to_pylist())
     rows = select(values.c.value, literal(now, DateTime())).where(true())
-    add = dialect_insert(connection, User).from_select(["external_id", "created_at"], rows)
-    connection.execute(add.on_conflict_do_nothing(index_elements=["external_id"]))
-    added = lookup_ids(connection, User, missing)
+    add = (
+        dialect_insert(connection, User)
+        .from_select(["external_id", "created_at"], rows)
+        .on_conflict_do_nothing(index_elements=["external_id"])
+        .returning(User.external_id, User.id)
+    )
+    added = connection.execute(add).all()
+    keys = np.full(len(missing), -1, dtype=np.int64)
+    if added:
+        found = pa.array([name for name, _ in added], pa.string())
+        keys[pc.index_in(found, value_set=missing).to_numpy()] = [key for _, key in added]
+    if (keys < 0).any():  # added by another writer since ``known`` was read
+        elsewhere = keys < 0
+        keys[elsewhere] = lookup_ids(connection, User, missing.filter(pa.array(elsewhere)))
     position = pc.index_in(names, value_set=missing).fill_null(0).to_numpy()
-    return np.where(ids < 0, added[position], ids)
+    return np.where(ids < 0, keys[position], ids)
 
 
 def upsert_interactions(connection: Connection, rows: pa.Table) -> tuple[int, int]:

@@ -27,6 +27,7 @@ from recsys.ingest.bulk import (
     upsert_interactions,
     write_transaction,
 )
+from recsys.ingest.known import KnownKeys
 from recsys.ingest.pipeline import (
     IngestOptions,
     Problems,
@@ -56,6 +57,8 @@ class InteractionIngester:
 
     def __init__(self) -> None:
         self.seen = SeenKeys()
+        # read by ``look_up`` only: a whole file's batches, not one request's events
+        self.known_items, self.known_users = KnownKeys(Item), KnownKeys(User)
 
     def parse(self, batch: Batch) -> tuple[pa.Table, Problems]:
         """Valid rows (row, user, item, event, weight, timestamp, dedup_key, hash) and the
@@ -97,8 +100,8 @@ class InteractionIngester:
         """The ids the catalog has for the rows' items and users, read on a connection of
         their own ahead of the write's transaction (the pipeline's parse thread)."""
         generation = items_generation(reader)  # first: an item write after it then shows
-        items = lookup_ids(reader, Item, rows["item"].combine_chunks())
-        users = lookup_ids(reader, User, rows["user"].combine_chunks())
+        items = self.known_items.find(reader, rows["item"].combine_chunks(), generation)
+        users = self.known_users.find(reader, rows["user"].combine_chunks())
         return ReadAhead(rows, items, users, generation)
 
     def write(
