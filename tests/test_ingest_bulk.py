@@ -399,6 +399,36 @@ def test_items_written_between_the_read_ahead_and_the_write_are_looked_up_again(
     }
 
 
+def test_a_batch_that_fails_to_write_leaves_the_batches_before_it_and_none_after(
+    catalog, tmp_path, monkeypatch
+):
+    """On PostgreSQL a batch's events are written while the next batch is staged in its own
+    transaction (its new users added): when the write fails, the batches before it stay
+    whole, and neither it nor the batch staged beside it leaves anything."""
+    path = tmp_path / "events.csv"
+    events = [(f"u{n // 3}", ITEMS[n % 7]) for n in range(50)]  # users span batches
+    path.write_text("user_id,item_id\n" + "".join(f"{u},{i}\n" for u, i in events))
+    writes = []
+    original = InteractionIngester.write_staged
+
+    def failing(self, connection, staged):
+        writes.append(staged.rows.num_rows)
+        if len(writes) == 3:
+            raise RuntimeError("the server went away")
+        return original(self, connection, staged)
+
+    monkeypatch.setattr(InteractionIngester, "write_staged", failing)
+    options = IngestOptions(show_progress=False, batch_size=10)
+    with pytest.raises(RuntimeError, match="went away"):
+        ingest_interactions(catalog, path, options)
+
+    stored = interaction_rows(catalog)
+    assert sorted((u, i) for u, i, *_ in stored) == sorted(events[:20])
+    with Session(catalog) as session:
+        users = set(session.scalars(select(User.external_id)))
+    assert users == {u for u, _ in events[:20]}
+
+
 def known_batch(ingester: InteractionIngester, events: list[dict]):
     rows, _ = ingester.parse(batch_from_records([Record(n, e) for n, e in enumerate(events)]))
     return rows

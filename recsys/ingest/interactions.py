@@ -108,6 +108,17 @@ class InteractionIngester:
         self, connection: Connection, batch: pa.Table | ReadAhead, report: IngestReport
     ) -> Problems:
         """Resolve ids, drop unknown items and repeats, upsert the rest: set-wise."""
+        staged = self.stage(connection, batch)
+        staged.count(report, *self.write_staged(connection, staged))
+        return staged.problems
+
+    def stage(
+        self, connection: Connection, batch: pa.Table | ReadAhead, pending: dict | None = None
+    ) -> Staged:
+        """``write`` but the events' own write (``write_staged``): ids resolved, unknown
+        items and repeats refused, new users added. ``pending``: name -> id of users added
+        by a transaction that commits before this one writes its events (the previous
+        batch's, when the pipeline overlaps batches), taken as found."""
         rows, known_items, known_users = _known_ids(connection, batch)
         item_ids = lookup_ids(connection, Item, rows["item"].combine_chunks(), known_items)
         unknown = pa.array(item_ids < 0)
@@ -123,20 +134,42 @@ class InteractionIngester:
         repeats = rows["row"].filter(pc.invert(first)).to_numpy()
         detail = "the same user, item, event and timestamp appear earlier in this file"
         refuse(problems, repeats, Reason.DUPLICATE, [detail] * len(repeats))
-        rows = rows.filter(first)
-        inserted, updated = upsert_interactions(connection, self._written(connection, rows))
+        return self._written(connection, rows.filter(first), problems, pending or {})
+
+    def write_staged(self, connection: Connection, staged: Staged) -> tuple[int, int]:
+        """Upsert the staged events in ``stage``'s transaction -> (inserted, updated)."""
+        return upsert_interactions(connection, staged.rows)
+
+    def _written(
+        self, connection: Connection, rows: pa.Table, problems: Problems, pending: dict
+    ) -> Staged:
+        now = utcnow()
+        names, known = rows["user"].combine_chunks(), rows["user_id"].to_numpy().copy()
+        values = names.to_numpy(zero_copy_only=False)
+        missing = np.flatnonzero(known < 0)
+        if pending and len(missing):
+            known[missing] = [pending.get(name, -1) for name in values[missing]]
+            missing = missing[known[missing] < 0]
+        user_ids = ensure_users(connection, names, now, known)
+        added = dict(zip(values[missing].tolist(), user_ids[missing].tolist(), strict=True))
+        rows = rows.set_column(rows.column_names.index("user_id"), "user_id", pa.array(user_ids))
+        created = pa.array(np.full(rows.num_rows, np.datetime64(now, "us")))
+        rows = rows.append_column("created_at", [created]).select(list(WRITTEN))
+        return Staged(rows, problems, added)
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A batch ready for its events' write, in its open transaction (``stage``)."""
+
+    rows: pa.Table  # the ``WRITTEN`` columns
+    problems: Problems
+    users: dict[str, int]  # new users of the batch (name -> id), added or found now
+
+    def count(self, report: IngestReport, inserted: int, updated: int) -> None:
         report.inserted += inserted
         report.updated += updated
-        report.unchanged += rows.num_rows - inserted - updated
-        return problems
-
-    def _written(self, connection: Connection, rows: pa.Table) -> pa.Table:
-        now = utcnow()
-        names, known = rows["user"].combine_chunks(), rows["user_id"].to_numpy()
-        user_ids = pa.array(ensure_users(connection, names, now, known))
-        rows = rows.set_column(rows.column_names.index("user_id"), "user_id", user_ids)
-        created = pa.array(np.full(rows.num_rows, np.datetime64(now, "us")))
-        return rows.append_column("created_at", [created]).select(list(WRITTEN))
+        report.unchanged += self.rows.num_rows - inserted - updated
 
 
 @dataclass(frozen=True)

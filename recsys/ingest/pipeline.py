@@ -82,24 +82,78 @@ def run_ingest(
             unit_scale=True,
             disable=not options.show_progress,
         )
+
+        def done(batch: Batch, problems: Problems, position: int) -> None:
+            for reject in batch_rejects(batch, problems):
+                rejects.add(reject)
+            bar.update(position - bar.n)
+            bar.set_postfix_str(
+                f"ok={report.accepted} rejected={report.total_rejected}", refresh=False
+            )
+
+        parsed = _parsed_ahead(source, options, ingester, engine)
         try:
-            for batch, (rows, problems), position in _parsed_ahead(
-                source, options, ingester, engine
-            ):
-                with engine.begin() as connection:
-                    prepare(connection)
-                    problems.update(ingester.write(connection, rows, report))
-                for reject in batch_rejects(batch, problems):
-                    rejects.add(reject)
-                bar.update(position - bar.n)
-                bar.set_postfix_str(
-                    f"ok={report.accepted} rejected={report.total_rejected}", refresh=False
-                )
+            if hasattr(ingester, "stage") and engine.dialect.name == "postgresql":
+                _overlapped_writes(engine, parsed, ingester, report, done)
+            else:
+                for batch, (rows, problems), position in parsed:
+                    with engine.begin() as connection:
+                        prepare(connection)
+                        problems.update(ingester.write(connection, rows, report))
+                    done(batch, problems, position)
         finally:
+            parsed.close()  # the read-ahead thread and its connection, also after a failure
             bar.close()
             rejects.close()
     log.debug("ingested %s: %s", path, report.as_dict())
     return report
+
+
+def _overlapped_writes(engine: Engine, parsed, ingester, report: IngestReport, done) -> None:
+    """PostgreSQL: each batch's events are written and committed on a second thread while
+    the next batch's transaction is opened and staged beside it (``ingester.stage``: ids,
+    checks, new users), so the server copies one batch while this process prepares the next.
+    Each batch is still one transaction, and they commit in file order: a batch's events are
+    written only once the previous batch has committed, so the new users it took from that
+    batch (``pending``) are stored by then. When a batch fails, the next one is rolled back."""
+    inflight = None  # (future, batch, problems, position, staged) of the batch being written
+    pending: dict[str, int] = {}
+
+    def finish() -> None:
+        nonlocal inflight
+        (future, batch, problems, position, staged), inflight = inflight, None
+        staged.count(report, *future.result())
+        done(batch, problems, position)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-write") as pool:
+        try:
+            for batch, (rows, problems), position in parsed:
+                connection = engine.connect()
+                try:
+                    transaction = connection.begin()
+                    prepare(connection)
+                    staged = ingester.stage(connection, rows, pending)
+                    if inflight is not None:
+                        finish()
+                except BaseException:
+                    connection.close()  # rolls the staged batch back
+                    raise
+                pending = staged.users
+                problems.update(staged.problems)
+                future = pool.submit(_write_staged, ingester, connection, transaction, staged)
+                inflight = (future, batch, problems, position, staged)
+        finally:
+            if inflight is not None:  # the last batch, or one committed before a failure
+                finish()
+
+
+def _write_staged(ingester, connection: Connection, transaction, staged) -> tuple[int, int]:
+    try:
+        counts = ingester.write_staged(connection, staged)
+        transaction.commit()
+        return counts
+    finally:
+        connection.close()
 
 
 def _parsed_ahead(
