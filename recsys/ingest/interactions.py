@@ -113,7 +113,10 @@ class InteractionIngester:
         return staged.problems
 
     def stage(
-        self, connection: Connection, batch: pa.Table | ReadAhead, pending: dict | None = None
+        self,
+        connection: Connection,
+        batch: pa.Table | ReadAhead,
+        pending: pd.Series | None = None,
     ) -> Staged:
         """``write`` but the events' own write (``write_staged``): ids resolved, unknown
         items and repeats refused, new users added. ``pending``: name -> id of users added
@@ -134,24 +137,25 @@ class InteractionIngester:
         repeats = rows["row"].filter(pc.invert(first)).to_numpy()
         detail = "the same user, item, event and timestamp appear earlier in this file"
         refuse(problems, repeats, Reason.DUPLICATE, [detail] * len(repeats))
-        return self._written(connection, rows.filter(first), problems, pending or {})
+        return self._written(connection, rows.filter(first), problems, pending)
 
     def write_staged(self, connection: Connection, staged: Staged) -> tuple[int, int]:
         """Upsert the staged events in ``stage``'s transaction -> (inserted, updated)."""
         return upsert_interactions(connection, staged.rows)
 
     def _written(
-        self, connection: Connection, rows: pa.Table, problems: Problems, pending: dict
+        self, connection: Connection, rows: pa.Table, problems: Problems, pending: pd.Series | None
     ) -> Staged:
         now = utcnow()
         names, known = rows["user"].combine_chunks(), rows["user_id"].to_numpy().copy()
         values = names.to_numpy(zero_copy_only=False)
         missing = np.flatnonzero(known < 0)
-        if pending and len(missing):
-            known[missing] = [pending.get(name, -1) for name in values[missing]]
+        if pending is not None and len(pending) and len(missing):
+            known[missing] = pending.reindex(values[missing]).fillna(-1).to_numpy(np.int64)
             missing = missing[known[missing] < 0]
         user_ids = ensure_users(connection, names, now, known)
-        added = dict(zip(values[missing].tolist(), user_ids[missing].tolist(), strict=True))
+        added = pd.Series(user_ids[missing], index=values[missing], dtype=np.int64)
+        added = added[~added.index.duplicated()]
         rows = rows.set_column(rows.column_names.index("user_id"), "user_id", pa.array(user_ids))
         created = pa.array(np.full(rows.num_rows, np.datetime64(now, "us")))
         rows = rows.append_column("created_at", [created]).select(list(WRITTEN))
@@ -164,7 +168,7 @@ class Staged:
 
     rows: pa.Table  # the ``WRITTEN`` columns
     problems: Problems
-    users: dict[str, int]  # new users of the batch (name -> id), added or found now
+    users: pd.Series  # new users of the batch (name -> id), added or found now
 
     def count(self, report: IngestReport, inserted: int, updated: int) -> None:
         report.inserted += inserted

@@ -117,7 +117,7 @@ def _overlapped_writes(engine: Engine, parsed, ingester, report: IngestReport, d
     written only once the previous batch has committed, so the new users it took from that
     batch (``pending``) are stored by then. When a batch fails, the next one is rolled back."""
     inflight = None  # (future, batch, problems, position, staged) of the batch being written
-    pending: dict[str, int] = {}
+    pending = None  # the users the batch being written added (``Staged.users``)
 
     def finish() -> None:
         nonlocal inflight
