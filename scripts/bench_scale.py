@@ -2,7 +2,7 @@
 memory of the workers, reload), at sizes S, M and L of the synthetic long-tail shop.
 
     python scripts/bench_scale.py --sizes S            # 100k items, 1M events
-    python scripts/bench_scale.py --sizes S M --results  # ... and append the tables to RESULTS.md
+    python scripts/bench_scale.py --sizes S --sizes M --results  # ... tables into RESULTS.md
     python scripts/bench_scale.py --sizes L --no-raw --train-limit 3600  # as far as it goes
 
 For each size, in --workdir/SIZE (kept, so a later run can skip what is done with --reuse):
@@ -353,7 +353,14 @@ def markdown(results: dict) -> str:
 
 
 @click.command()
-@click.option("--sizes", multiple=True, type=click.Choice(list(SIZES)), default=["S"])
+@click.option(
+    "--sizes",
+    multiple=True,
+    type=click.Choice(list(SIZES)),
+    default=["S"],
+    show_default=True,
+    help="A size to run (repeatable: --sizes S --sizes M).",
+)
 @click.option("--workdir", type=Path, default=ROOT / "var" / "bench-scale")
 @click.option("--reuse", is_flag=True, help="Keep prepared shops and ingested catalogs.")
 @click.option(
@@ -419,7 +426,7 @@ def main(
             f"{psutil.virtual_memory().total / 2**30:.0f} GiB; load average before "
             f"{load_before[0]:.1f}, after {os.getloadavg()[0]:.1f}"
         )
-        command = "python scripts/bench_scale.py --sizes " + " ".join(sizes)
+        command = "python scripts/bench_scale.py" + "".join(f" --sizes {size}" for size in sizes)
         with open(ROOT / "benchmarks" / "RESULTS.md", "a") as handle:
             handle.write(f"\n\n### bench_scale ({time.strftime('%Y-%m-%d')}, {machine})\n\n")
             handle.write(f"```\n{command}\n```\n\n{table}\n")
