@@ -17,7 +17,11 @@ For each size, in --workdir/SIZE (kept, so a later run can skip what is done wit
    and why, and the size is not served;
 4. gunicorn with 1 and then 3 gthread workers on that bundle: seconds until ready, each
    worker's RSS, PSS and USS (``/proc/PID/smaps_rollup``), and the seconds of a reload
-   (``POST /v1/admin/reload``) answered by one worker.
+   (``POST /v1/admin/reload``) answered by one worker;
+5. with --load (the default), ``scripts/bench_service.py --existing`` on that bundle: 3
+   workers under 300 req/s of similar items and feeds, --load-repeat runs of 60 s with a
+   hot reload halfway through each, then as many without one (steady latency); p50/p99
+   per endpoint (median of the runs), failed requests and 5xx. Needs ``wrk``.
 
 Prints one JSON document per size and Markdown tables, with the training stage whose time
 grows fastest with the events (given two sizes or more); --results appends the tables, the
@@ -32,6 +36,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -250,6 +255,23 @@ def serve(folder: Path, env: dict, workers: int, port: int) -> dict:
     }
 
 
+def load(folder: Path, env: dict, repeat: int, port: int) -> dict:
+    """``bench_service.py --existing``'s medians on this size's bundle, with a hot reload
+    halfway through each run and without one (``reload`` and ``steady``)."""
+    out = {}
+    for name, flags in (("reload", []), ("steady", ["--no-reload"])):
+        report = folder / f"load_{name}.json"
+        command = [sys.executable, str(ROOT / "scripts" / "bench_service.py"), "--existing",
+                   "--workdir", str(folder), "--repeat", str(repeat), "--port", str(port),
+                   "--json", str(report), *flags]  # fmt: skip
+        with open(folder / f"load_{name}.log", "w") as log:
+            subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                           check=True)  # fmt: skip
+        found = json.loads(report.read_text())
+        out[name] = {"median": found["median"], "server_5xx": found["server_5xx"]}
+    return out
+
+
 def _wait_all_ready(url: str, master: psutil.Process, workers: int, timeout=1800) -> None:
     """Until every worker has loaded the bundle (each answers /readyz once loaded)."""
     deadline = time.time() + timeout
@@ -349,6 +371,27 @@ def markdown(results: dict) -> str:
                 f"| {size} | {s['workers']} | {s['startup_s']} s | {s['reload_s']} s "
                 f"| {rss} MB | {s['sum_pss_mb']:,} MB | {s['sum_uss_mb']:,} MB |"
             )
+    loaded = [(size, r["load"]) for size, r in results.items() if r.get("load")]
+    if loaded:
+        lines += [
+            "",
+            "| size | 300 req/s, 3 workers | similar p50 / p99 (range) | feed p50 / p99 (range) "
+            "| rate | failed | 5xx |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+    for size, runs in loaded:
+        for name, run in runs.items():
+            cells = []
+            for endpoint in ("similar", "feed"):
+                e = run["median"][endpoint]
+                low, high = e["p99_ms_range"]
+                cells.append(f"{e['p50_ms_median']} / {e['p99_ms_median']} ({low}–{high}) ms")
+            rate = sum(e["rps_median"] for e in run["median"].values())
+            failed = sum(e["failures"] for e in run["median"].values())
+            lines.append(
+                f"| {size} | {'a reload in each run' if name == 'reload' else 'no reload'} "
+                f"| {' | '.join(cells)} | {rate:.0f}/s | {failed} | {run['server_5xx']} |"
+            )
     return "\n".join(lines)
 
 
@@ -375,6 +418,20 @@ def markdown(results: dict) -> str:
     help="Stop `recsys train` after this many seconds and report the stage it was in "
     "(for L, where the machine may not finish it).",
 )
+@click.option(
+    "--load/--no-load",
+    "with_load",
+    default=True,
+    show_default=True,
+    help="Also measure latency under 300 req/s with scripts/bench_service.py (needs wrk).",
+)
+@click.option(
+    "--load-repeat",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Load runs of 60 s with a reload, and as many without.",
+)
 @click.option("--port", type=int, default=8771)
 @click.option("--results", is_flag=True, help="Append the tables to benchmarks/RESULTS.md.")
 @click.option(
@@ -389,10 +446,16 @@ def main(
     reuse: bool,
     raw: bool,
     train_limit: float | None,
+    with_load: bool,
+    load_repeat: int,
     port: int,
     results: bool,
     serve_only,
 ) -> None:
+    if with_load and shutil.which("wrk") is None:
+        raise click.UsageError(
+            "--load drives the service with wrk: apt-get install wrk, or --no-load"
+        )
     if serve_only is not None:
         folder = serve_only.resolve()
         env = {**os.environ, "RECSYS_DATABASE_URL": f"sqlite:///{folder / 'catalog.db'}",
@@ -400,6 +463,8 @@ def main(
                "RECSYS_ADMIN_TOKEN": TOKEN}  # fmt: skip
         for workers in (1, 3):
             print(json.dumps(serve(folder, env, workers, port)), flush=True)
+        if with_load:
+            print(json.dumps(load(folder, env, load_repeat, port)), flush=True)
         return
     out = {}
     load_before = os.getloadavg()
@@ -416,6 +481,8 @@ def main(
             report["serve"] = []
         else:
             report["serve"] = [serve(folder, env, workers, port) for workers in (1, 3)]
+            if with_load:
+                report["load"] = load(folder, env, load_repeat, port)
         out[size] = report
         print(json.dumps({size: report}), flush=True)
     table = markdown(out)
