@@ -19,6 +19,7 @@ from recsys.model.ranking import (
     per_user_metrics,
     top_k,
     top_k_finite,
+    top_k_inner,
 )
 from recsys.model.split import (
     default_cutoff,
@@ -297,6 +298,31 @@ def test_top_k_matches_a_full_stable_sort(k):
         listed = best[best >= 0]
         assert np.isfinite(row[listed]).all()
         assert len(listed) == min(k, np.isfinite(row).sum())
+
+
+@pytest.mark.parametrize("k", [1, 6, 30])
+def test_top_k_inner_lists_the_best_scores_in_order_and_never_the_skipped_row(k):
+    # integer-valued vectors: exact sums in any order, and many equal scores
+    rng = np.random.default_rng(k)
+    items = rng.integers(-2, 3, size=(400, 8)).astype(np.float32)
+    items[100:140] = items[7]  # 41 copies of one item: ties across the whole list
+    rows = np.array([7, 120, 3, 399, 0])
+    queries = items[rows]
+    for skip in (None, rows):
+        scores = queries @ items.T
+        if skip is not None:
+            scores[np.arange(len(rows)), rows] = -np.inf
+        found = top_k_inner(queries, items, k, skip=skip)
+        assert found.shape == (len(rows), k)
+        for row, listed in zip(scores, found, strict=True):
+            assert len(set(listed.tolist())) == k and np.isfinite(row[listed]).all()
+            cut = np.sort(row)[::-1][k - 1]
+            np.testing.assert_array_equal(row[listed], np.sort(row)[::-1][:k])  # best first
+            assert set(np.flatnonzero(row > cut)) <= set(listed.tolist())
+            tied = listed[row[listed] == row[listed][0]]
+            assert (np.diff(tied) > 0).all()  # equal scores listed in row order
+        assert top_k_inner(queries, items, k, skip=skip).tolist() == found.tolist()  # reruns
+    assert top_k_inner(queries, items[:3], 10, skip=rows).shape == (5, 2)  # all but its own
 
 
 @pytest.mark.parametrize("k", [1, 4, 8, 12])

@@ -27,7 +27,7 @@ from recsys.model.content import Content, build_content
 from recsys.model.data import CatalogData
 from recsys.model.fusion import normalize_rows, profile_dots
 from recsys.model.protocol import binary_matrix
-from recsys.model.ranking import top_k
+from recsys.model.ranking import top_k_inner
 from recsys.model.training import TrainConfig, fit_in_memory
 
 log = logging.getLogger(__name__)
@@ -219,9 +219,7 @@ class Fused(_UserRows):
         """(Q, k) item rows most like each query row on ``surface``, the query itself
         excluded (cold items met by their whole content, as the served neighbour table meets
         them)."""
-        scores = self.model_.item_queries(rows, surface) @ self.page_items_.T  # (Q, I)
-        scores[np.arange(len(rows)), rows] = -np.inf
-        return top_k(scores, k)
+        return top_k_inner(self.model_.item_queries(rows, surface), self.page_items_, k, rows)
 
 
 def _item_ids(data: CatalogData) -> np.ndarray:

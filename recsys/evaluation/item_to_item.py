@@ -20,13 +20,14 @@ import numpy as np
 import pandas as pd
 
 from recsys.model.fusion import normalize_rows
-from recsys.model.protocol import MAX_BATCH_CELLS
-from recsys.model.ranking import top_k
+from recsys.model.ranking import top_k_inner
 from recsys.model.validation import next_item_pairs
 
 PAIRS = 5_000  # pairs scored at most (a seeded sample), so the cost stays flat with users
 
-Ranker = Callable[[np.ndarray, int], np.ndarray]  # (query rows, k) -> (Q, k) item rows
+# (query rows, k) -> (Q, k) item rows; called once with every pair's page item, so a ranker
+# over a large catalog searches (``top_k_inner``) rather than scoring every item at once
+Ranker = Callable[[np.ndarray, int], np.ndarray]
 
 
 def cosine_ranker(factors: np.ndarray) -> Ranker:
@@ -34,9 +35,7 @@ def cosine_ranker(factors: np.ndarray) -> Ranker:
     unit = normalize_rows(np.asarray(factors, dtype=np.float32))
 
     def rank(rows: np.ndarray, k: int) -> np.ndarray:
-        scores = unit[rows] @ unit.T  # (Q, I)
-        scores[np.arange(len(rows)), rows] = -np.inf
-        return top_k(scores, k)
+        return top_k_inner(unit[rows], unit, k, skip=rows)
 
     return rank
 
@@ -54,14 +53,8 @@ def next_item_hits(
     section = {"k": k, "pairs": len(pairs), "rankers": {}}
     if not len(pairs):
         return section
-    batch = max(1, MAX_BATCH_CELLS // max(len(item_ids), 1))
     for name, rank in rankers.items():
-        hits = np.concatenate(
-            [
-                (rank(chunk[:, 0], k) == chunk[:, 1:]).any(axis=1)
-                for chunk in np.array_split(pairs, -(-len(pairs) // batch))
-            ]
-        )
+        hits = (rank(pairs[:, 0], k) == pairs[:, 1:]).any(axis=1)
         section["rankers"][name] = {
             f"hit_rate@{k}": float(hits.mean()),
             "stderr": float(hits.std(ddof=1) / np.sqrt(len(hits))) if len(hits) > 1 else 0.0,

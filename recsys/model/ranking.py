@@ -76,6 +76,34 @@ def _top_k_wide(scores: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def top_k_inner(
+    queries: np.ndarray, items: np.ndarray, k: int, skip: np.ndarray | None = None
+) -> np.ndarray:
+    """(Q, min(k, I)) rows of ``items`` (I, D) with the largest inner products with each of
+    ``queries`` (Q, D), best first: ``top_k(queries @ items.T, k)`` without the (Q, I)
+    scores. FAISS's exact search reads the items in blocks on every core and keeps each
+    query's best k, so a catalog of 10^6 items costs (Q, k) of memory, not (Q, 10^6), and no
+    selection pass over every score. ``skip``: (Q,) one row each query leaves out (say, the
+    query's own item). As with ``top_k``'s narrow rows, which of several equal scores at the
+    cut are kept is FAISS's choice (the same on every run); the list is ordered by score,
+    then row. The scores are float32 sums in FAISS's order, so items whose scores differ
+    only in their last bits may trade places with ``top_k``'s."""
+    queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+    items = np.ascontiguousarray(items, dtype=np.float32)
+    k = min(k, len(items) - (skip is not None))
+    if k <= 0 or not len(queries):
+        return np.zeros((len(queries), max(k, 0)), dtype=np.int64)
+    import faiss  # the search only; the rest of this module is numpy
+
+    reach = k + (skip is not None)  # one more, in case a query's skipped row is among them
+    scores, found = faiss.knn(queries, items, reach, metric=faiss.METRIC_INNER_PRODUCT)
+    if skip is not None:
+        scores[found == np.asarray(skip, dtype=np.int64)[:, None]] = -np.inf
+    # FAISS lists equal scores in no set order: by score, then row
+    order = np.lexsort((found, -scores), axis=1)[:, :k]
+    return along(found, order)
+
+
 def top_k_finite(
     scores: np.ndarray, k: int, columns: np.ndarray | None = None, *, ordered: bool = False
 ) -> np.ndarray:
