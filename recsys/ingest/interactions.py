@@ -148,13 +148,15 @@ class InteractionIngester:
     ) -> Staged:
         now = utcnow()
         names, known = rows["user"].combine_chunks(), rows["user_id"].to_numpy().copy()
-        values = names.to_numpy(zero_copy_only=False)
         missing = np.flatnonzero(known < 0)
+        # Python strings only for the rows of users not found (most rows are known users)
+        new_names = names.take(pa.array(missing)).to_numpy(zero_copy_only=False)
         if pending is not None and len(pending) and len(missing):
-            known[missing] = pending.reindex(values[missing]).fillna(-1).to_numpy(np.int64)
-            missing = missing[known[missing] < 0]
+            known[missing] = pending.reindex(new_names).fillna(-1).to_numpy(np.int64)
+            still = known[missing] < 0
+            missing, new_names = missing[still], new_names[still]
         user_ids = ensure_users(connection, names, now, known)
-        added = pd.Series(user_ids[missing], index=values[missing], dtype=np.int64)
+        added = pd.Series(user_ids[missing], index=new_names, dtype=np.int64)
         added = added[~added.index.duplicated()]
         rows = rows.set_column(rows.column_names.index("user_id"), "user_id", pa.array(user_ids))
         created = pa.array(np.full(rows.num_rows, np.datetime64(now, "us")))
