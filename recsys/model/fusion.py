@@ -307,16 +307,8 @@ class FusedModel(BaseEstimator):
         if not content or warm.sum() < 2:
             return
         targets = np.hstack([item_blocks["cf"], item_blocks["popularity"]])
-        features = _cold_features(content, tokens)
-        if tokens is None:
-            ridge = Ridge(alpha=config.content_alpha).fit(features[warm], targets[warm])
-            coef, intercept = ridge.coef_.T, ridge.intercept_
-        else:
-            # Fitted on centred targets, predicted without the mean: an item its tokens say
-            # little about sits near 0 (it waits for interactions), not at the mean item, which
-            # every user's feed would rank high; among cold items the order is the same.
-            coef, _ = sparse_ridge(features[warm], targets[warm], config.content_alpha)
-            intercept = np.zeros(targets.shape[1])
+        features = cold_features(content, tokens)
+        coef, intercept = fit_cold_predictor(features[warm], targets[warm], config.content_alpha)
         self.cold_predictor_ = (coef.astype(np.float32), intercept.astype(np.float32))
         if self.cold_.any():
             predicted = self._predict(features[self.cold_])
@@ -346,7 +338,7 @@ class FusedModel(BaseEstimator):
             predictor = getattr(self, "cold_predictor_", None)
             predicted = np.zeros((n, dims["cf"] + 1), dtype=np.float32)
             if predictor is not None and content:
-                predicted = self._predict(_cold_features(content, tokens))
+                predicted = self._predict(cold_features(content, tokens))
             blocks["cf"] = predicted[:, :-1]
             blocks["popularity"] = np.clip(predicted[:, -1:], 0.0, 1.0)
         return blocks
@@ -622,7 +614,20 @@ def _load_csr(prefix: Path) -> sp.csr_matrix:
     return sp.csr_matrix(tuple(parts), shape=shape, copy=False)
 
 
-def _cold_features(content: dict[str, np.ndarray], tokens: sp.spmatrix | None):
+def fit_cold_predictor(features, targets: np.ndarray, alpha: float) -> tuple[np.ndarray, ...]:
+    """(coef (F, T), intercept (T,)) of the ridge map from warm items' ``cold_features`` to
+    their unweighted [cf | popularity] blocks ``targets``, penalty ``alpha``. On sparse
+    tokens it is fitted on centred targets and predicts without the mean: an item its tokens
+    say little about sits near 0 (it waits for interactions), not at the mean item, which
+    every user's feed would rank high; among cold items the order is the same."""
+    if not sp.issparse(features):
+        ridge = Ridge(alpha=alpha).fit(features, targets)
+        return ridge.coef_.T, ridge.intercept_
+    coef, _ = sparse_ridge(features, targets, alpha)
+    return coef, np.zeros(targets.shape[1], dtype=np.float32)
+
+
+def cold_features(content: dict[str, np.ndarray], tokens: sp.spmatrix | None):
     """What cold items' blocks are predicted from: the sparse tokens (standing for the
     tabular block) beside the other content blocks, or the dense content blocks."""
     if tokens is None:
