@@ -77,12 +77,10 @@ class Both:
         return self.first.scores(user_ids) + self.ratio * self.second.scores(user_ids)
 
 
-def predicted_cf(fused, content, alpha: float):
-    """Scores by the collaborative block cold items get from their content with the ridge
-    map refitted at ``alpha`` (warm items keep their fitted block)."""
-    features = cold_features(
-        {b: normalize_rows(v) for b, v in content.blocks.items() if v.shape[1]}, content.tokens
-    )
+def predicted_cf(fused, features, alpha: float):
+    """Scores by the collaborative block cold items get from their content ``features``
+    (``cold_features``, as the fit made them) with the ridge map refitted at ``alpha`` (warm
+    items keep their fitted block)."""
     warm, cold = ~fused.cold_, fused.cold_
     targets = np.hstack([fused.item_blocks_["cf"], fused.item_blocks_["popularity"]])
     coef, intercept = fit_cold_predictor(features[warm], targets[warm], alpha)
@@ -139,9 +137,12 @@ def main() -> None:
         for ratio in floats(args.ratios):
             blend = lambda rows, f=form, r=ratio: cf(rows) + r * tokens(f)(rows)  # noqa: E731
             parts[f"cf + {ratio:g} x tokens ({form})"] = Ranker(users, blend)
+    features = cold_features(
+        {b: normalize_rows(v) for b, v in content.blocks.items() if v.shape[1]}, content.tokens
+    )
     parts.update(
         {
-            f"cf predicted, alpha {a:g}": Ranker(users, predicted_cf(fused, content, a))
+            f"cf predicted, alpha {a:g}": Ranker(users, predicted_cf(fused, features, a))
             for a in floats(args.alphas)
         }
     )
