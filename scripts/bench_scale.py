@@ -257,16 +257,24 @@ def serve(folder: Path, env: dict, workers: int, port: int) -> dict:
 
 def load(folder: Path, env: dict, repeat: int, port: int) -> dict:
     """``bench_service.py --existing``'s medians on this size's bundle, with a hot reload
-    halfway through each run and without one (``reload`` and ``steady``)."""
+    halfway through each run and without one (``reload`` and ``steady``). A run that fails
+    is reported as ``{"failed": why}`` (its log says more) and the next one still runs, so
+    what the size measured before it is still printed and tabled."""
     out = {}
     for name, flags in (("reload", []), ("steady", ["--no-reload"])):
         report = folder / f"load_{name}.json"
+        report.unlink(missing_ok=True)  # a report left by an earlier run is not this one's
         command = [sys.executable, str(ROOT / "scripts" / "bench_service.py"), "--existing",
                    "--workdir", str(folder), "--repeat", str(repeat), "--port", str(port),
                    "--json", str(report), *flags]  # fmt: skip
-        with open(folder / f"load_{name}.log", "w") as log:
-            subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                           check=True)  # fmt: skip
+        log_path = folder / f"load_{name}.log"
+        with open(log_path, "w") as log:
+            done = subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        if done.returncode != 0 or not report.is_file():
+            why = f"bench_service.py exited with status {done.returncode}; see {log_path}"
+            print(f"{folder.name}, {name} load run failed: {why}", file=sys.stderr, flush=True)
+            out[name] = {"failed": why}
+            continue
         found = json.loads(report.read_text())
         out[name] = {"median": found["median"], "server_5xx": found["server_5xx"]}
     return out
@@ -381,6 +389,9 @@ def markdown(results: dict) -> str:
         ]
     for size, runs in loaded:
         for name, run in runs.items():
+            if "failed" in run:
+                lines.append(f"| {size} | {_load_name(name)} | failed: {run['failed']} | | | | |")
+                continue
             cells = []
             for endpoint in ("similar", "feed"):
                 e = run["median"][endpoint]
@@ -389,10 +400,14 @@ def markdown(results: dict) -> str:
             rate = sum(e["rps_median"] for e in run["median"].values())
             failed = sum(e["failures"] for e in run["median"].values())
             lines.append(
-                f"| {size} | {'a reload in each run' if name == 'reload' else 'no reload'} "
+                f"| {size} | {_load_name(name)} "
                 f"| {' | '.join(cells)} | {rate:.0f}/s | {failed} | {run['server_5xx']} |"
             )
     return "\n".join(lines)
+
+
+def _load_name(name: str) -> str:
+    return "a reload in each run" if name == "reload" else "no reload"
 
 
 @click.command()
