@@ -18,6 +18,7 @@ time) are not counted.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import random
@@ -92,11 +93,16 @@ def main() -> None:
     app = in_process_app(args.workdir, args.answers_cache_mb)
     count = args.warmup + args.requests
     for name, environs in endpoint_environs(args.workdir, count, args.seed).items():
-        took = []
+        took, statuses = [], collections.Counter()
         for environ in environs:
             started = time.perf_counter()
-            call(app, environ)
+            statuses[call(app, environ)] += 1
             took.append(time.perf_counter() - started)
+        if set(statuses) != {"200 OK"}:  # the times would be those of errors, not answers
+            raise SystemExit(
+                f"{name}: the app answered {dict(statuses)}, not only 200 OK; check the "
+                "catalog (recsys db upgrade) and its active bundle"
+            )
         ms = np.array(took[args.warmup :]) * 1e3
         p50, p90, p99, p999 = np.percentile(ms, [50, 90, 99, 99.9])
         print(
