@@ -208,6 +208,21 @@ def test_visual_search_leaves_out_removed_items_and_finds_new_ones(app, client):
     assert found["b-ring"] == pytest.approx(found["b5"], abs=1e-5)  # b5's photo, b5's score
 
 
+def test_visual_search_never_finds_a_live_item_without_a_photo(app, client):
+    buffer = io.BytesIO()
+    Image.fromarray(item_image("b", 5)).save(buffer, format="PNG")
+    fields = {key: value for key, value in TWIN.items() if key != "image"}
+    client.put("/v1/items/no-photo", json=fields, headers=ADMIN)
+    client.put("/v1/items/a-photo", json=TWIN, headers=ADMIN)  # followed in the same step
+    follow(app)
+    assert similar(client, "no-photo", "k=3")  # served: it has a live vector
+    data = {"image": (io.BytesIO(buffer.getvalue()), "q.png")}
+    response = client.post("/v1/search/image?k=100", data=data, headers=ADMIN)  # every item
+    assert response.status_code == 200, response.get_json()
+    found = [item["item_id"] for item in response.get_json()["items"]]
+    assert found and "no-photo" not in found
+
+
 def test_a_patch_changes_only_what_it_names(app, client):
     client.patch("/v1/items/a2", json={"attributes": {"colour": "red"}}, headers=ADMIN)
     item = client.get("/v1/items/a2").get_json()

@@ -8,6 +8,7 @@ import pytest
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from recsys.model import tabular
 from recsys.model.tabular import TabularConfig, TabularEncoder, view_lift
 
 KINDS = {
@@ -204,3 +205,39 @@ def test_a_view_of_the_wrong_length_is_refused():
     items, _, view = _kinds_and_brands(n=50)
     with pytest.raises(ValueError, match="view has 49 rows for 50 items"):
         TabularEncoder({"title": "text"}).fit(items, view=view[:49])
+
+
+@pytest.mark.parametrize("kind", ["categorical", "multi"])
+def test_a_few_values_read_one_by_one_give_the_pairs_pandas_gives(kind, monkeypatch):
+    # A live item's few rows take the one-by-one reading; a catalog takes pandas' set-wise
+    # steps. Both must label every value alike, or a live item's vector would differ from
+    # the same item's at training time.
+    values = [
+        "red", " red ", "a|b", "a| b |", "|", "", "  ", None, np.nan, 3, 2.5, True,
+        "nan", np.float64(1.5),
+    ]  # fmt: skip
+    if kind == "multi":
+        values += [["x", "y|z", None, 7, ""], []]
+    for series in (pd.Series(values, dtype=object), pd.Series([" s", None, "t|u"], dtype="str")):
+        assert tabular._few_label_pairs(kind, series.tolist()) is not None  # read one by one
+        few_rows, few_labels = tabular.label_pairs(kind, series)
+        monkeypatch.setattr(tabular, "FEW_VALUES", 0)  # pandas' steps
+        rows, labels = tabular.label_pairs(kind, series)
+        monkeypatch.undo()
+        assert few_rows.tolist() == rows.tolist()
+        assert few_labels.tolist() == labels.tolist()
+
+
+def test_a_live_items_categorical_encoding_equals_its_rows_in_the_whole_catalog():
+    rng = np.random.default_rng(0)
+    brands = [f"brand-{k}" for k in range(40)]
+    catalog = pd.DataFrame(
+        {
+            "brand": [brands[k] for k in rng.integers(0, 40, 500)],
+            "tags": ["|".join(rng.choice(brands, 3)) for _ in range(500)],
+        }
+    )
+    encoder = TabularEncoder({"brand": "categorical", "tags": "multi"}, TabularConfig())
+    whole = encoder.fit(catalog).transform_sparse(catalog)  # 500 rows: pandas' steps
+    few = encoder.transform_sparse(catalog.iloc[100:110])  # 10 rows: one by one
+    assert (abs(few - whole[100:110]) > 1e-6).nnz == 0

@@ -417,11 +417,20 @@ class LiveCatalog:
         warm = (rows >= 0) & ~fused.cold_[np.maximum(rows, 0)]
         vectors, blocks, tokens, made = self._vectors(frame, rows, warm)
         cold_tokens = fused.cold_scale_.get("tokens", 1.0)
+        bundle = rows >= 0
+        as_trained = np.zeros(len(rows), dtype=bool)  # its vector is the bundle's own
+        as_trained[bundle] = np.isclose(
+            vectors[bundle], fused.item_vectors_[rows[bundle]], atol=1e-5
+        ).all(axis=1)
+        # the columns read once, not a pandas row per item
+        in_stock = frame["in_stock"].to_numpy(dtype=bool).tolist()
+        has_image = frame["image_path"].notna().to_numpy().tolist()  # missing: None or NaN
+        attributes = _attributes(frame)
         for k, item_id in enumerate(frame["item_id"].astype(str).tolist()):
             row = int(rows[k])
             if not made[k]:  # its values could not be encoded (logged): it stays as it was
                 continue
-            if row >= 0 and np.allclose(vectors[k], fused.item_vectors_[row], atol=1e-5):
+            if as_trained[k]:
                 self._superseded[row] = False
                 self._drop(item_id)
                 continue
@@ -435,11 +444,11 @@ class LiveCatalog:
             self._written.add(item_id)
             self._live.cold[item_id] = not warm[k]
             self._live.blocks[item_id] = {b: v[k] for b, v in blocks.items()}
-            self._live.in_stock[item_id] = bool(frame["in_stock"].iloc[k])
-            self._live.has_image[item_id] = frame["image_path"].iloc[k] is not None
-            self._live.attributes[item_id] = _attributes(frame.iloc[k])
+            self._live.in_stock[item_id] = in_stock[k]
+            self._live.has_image[item_id] = has_image[k]
+            self._live.attributes[item_id] = attributes[k]
             if tokens is not None and fused.token_weight:
-                self._live.tokens[item_id] = tokens[k]
+                self._live.tokens[item_id] = _csr_row(tokens, k)
                 scale = 1.0 if warm[k] else cold_tokens
                 self._live.token_scale[item_id] = fused.token_weight * scale
 
@@ -694,13 +703,29 @@ def _width(tokens) -> int | None:
     return None if tokens is None else tokens.shape[1]
 
 
-def _attributes(row: pd.Series) -> dict[str, Any]:
+def _attributes(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per row of ``frame``, its attributes that have a value (by column name)."""
     skip = {"item_id", "title", "image_path", "in_stock"}
-    return {
-        name: value
-        for name, value in row.items()
-        if name not in skip and value is not None and not _is_nan(value)
-    }
+    names = [name for name in frame.columns if name not in skip]
+    columns = [frame[name].tolist() for name in names]
+    return [
+        {
+            name: value
+            for name, value in zip(names, values, strict=True)
+            if value is not None and not _is_nan(value)
+        }
+        for values in zip(*columns, strict=True)
+    ] or [{} for _ in range(len(frame))]
+
+
+def _csr_row(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
+    """Row ``k`` of ``matrix`` as a (1, F) CSR matrix of copies of its arrays (``matrix[k]``
+    goes through scipy's general indexing, several times slower)."""
+    start, end = matrix.indptr[k], matrix.indptr[k + 1]
+    return sp.csr_matrix(
+        (matrix.data[start:end].copy(), matrix.indices[start:end].copy(), [0, end - start]),
+        shape=(1, matrix.shape[1]),
+    )
 
 
 def _is_nan(value: Any) -> bool:

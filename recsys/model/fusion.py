@@ -108,8 +108,17 @@ def normalize_rows(matrix):
     """Rows scaled to unit L2 norm, float32, dense or sparse CSR; all-zero rows stay zero."""
     if sp.issparse(matrix):
         matrix = sp.csr_matrix(matrix, dtype=np.float32)
-        norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
-        return sp.csr_matrix(sp.diags(1.0 / np.maximum(norms, 1e-12)) @ matrix, dtype=np.float32)
+        if not matrix.has_canonical_format:  # duplicates summed, in a copy: not the caller's
+            matrix = matrix.copy()
+            matrix.sum_duplicates()
+        # on the CSR arrays: a few row-sized steps, where sparse products build matrices
+        rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+        squares = np.square(matrix.data, dtype=np.float64)
+        norms = np.sqrt(np.bincount(rows, weights=squares, minlength=matrix.shape[0]))
+        data = (matrix.data / np.maximum(norms, 1e-12)[rows]).astype(np.float32)
+        return sp.csr_matrix(
+            (data, matrix.indices.copy(), matrix.indptr.copy()), shape=matrix.shape
+        )
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
 

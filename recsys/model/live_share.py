@@ -80,8 +80,7 @@ class SharedBlocks:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             for k, (item_id, digest) in enumerate(zip(item_ids, digests, strict=True)):
-                row = None if tokens is None else tokens[k]
-                self._write(self._path(item_id, digest), _packed(blocks, k, row))
+                self._write(self._path(item_id, digest), _packed(blocks, k, tokens))
         except OSError as exc:
             if not self._warned:
                 log.warning("live items: cannot share blocks in %s: %s", self.folder, exc)
@@ -121,14 +120,19 @@ class SharedBlocks:
 
 
 def _packed(blocks: dict[str, np.ndarray], k: int, tokens: sp.csr_matrix | None) -> bytes:
-    """Item ``k``'s blocks and its (1, F) ``tokens`` row as one line of JSON (names and
-    sizes) and the arrays' float32 / int32 bytes after it: read back in microseconds."""
+    """Item ``k``'s blocks and its row of ``tokens`` ((n, F), canonical CSR) as one line of
+    JSON (names and sizes) and the arrays' float32 / int32 bytes after it: read back in
+    microseconds."""
     parts = [np.asarray(values[k], dtype=np.float32) for values in blocks.values()]
     sizes = [[name, len(part)] for name, part in zip(blocks, parts, strict=True)]
     head: dict[str, Any] = {"blocks": sizes}
     if tokens is not None:
-        head["tokens"] = [tokens.shape[1], tokens.nnz]
-        parts += [tokens.indices.astype(np.int32), tokens.data.astype(np.float32)]
+        start, end = tokens.indptr[k], tokens.indptr[k + 1]  # the row's slice of the arrays
+        head["tokens"] = [tokens.shape[1], int(end - start)]
+        parts += [
+            tokens.indices[start:end].astype(np.int32),
+            tokens.data[start:end].astype(np.float32),
+        ]
     return json.dumps(head).encode() + b"\n" + b"".join(part.tobytes() for part in parts)
 
 

@@ -101,8 +101,8 @@ class Postings:
     rows: np.ndarray  # (P,) int64
 
     @classmethod
-    def build(cls, rows: np.ndarray, labels: pd.Series) -> Postings:
-        codes, values = pd.factorize(labels.to_numpy(dtype=str), sort=True)
+    def build(cls, rows: np.ndarray, labels: np.ndarray) -> Postings:
+        codes, values = pd.factorize(np.asarray(labels, dtype=str), sort=True)
         order = np.argsort(codes, kind="stable")
         counts = np.bincount(codes, minlength=len(values))
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)

@@ -80,9 +80,21 @@ def split_multi(value: Any) -> list[str]:
     return [str(part) for part in value]
 
 
-def label_pairs(kind: str, values: pd.Series) -> tuple[np.ndarray, pd.Series]:
-    """(row positions, labels) of every value of a categorical or multi column, set-wise:
-    ``"a|b"`` strings and lists are split for multi; missing values give no pair."""
+# Up to this many values, ``label_pairs`` reads them one by one: a live item's few rows
+# then cost microseconds, where each of pandas' set-wise steps costs tens whatever the size.
+FEW_VALUES = 64
+
+
+def label_pairs(kind: str, values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(row positions, labels as str objects) of every value of a categorical or multi
+    column, set-wise: ``"a|b"`` strings and lists are split for multi (each part stripped);
+    missing values and empty labels give no pair."""
+    if len(values) <= FEW_VALUES and (
+        values.dtype == object or isinstance(values.dtype, pd.StringDtype)
+    ):
+        few = _few_label_pairs(kind, values.tolist())
+        if few is not None:
+            return few
     values = values.reset_index(drop=True)
     if kind == "multi":
         values = values.explode()
@@ -90,7 +102,29 @@ def label_pairs(kind: str, values: pd.Series) -> tuple[np.ndarray, pd.Series]:
     if kind == "multi":
         values = values.str.split("|").explode().str.strip()
     values = values[values != ""]
-    return values.index.to_numpy(dtype=np.int64), values
+    return values.index.to_numpy(dtype=np.int64), values.to_numpy(dtype=object)
+
+
+def _few_label_pairs(kind: str, values: list) -> tuple[np.ndarray, np.ndarray] | None:
+    """``label_pairs`` of a few values, read one by one with the same rules; None when a
+    value is of a type those rules leave to pandas (anything but None, str, numbers, bools
+    and, for multi, lists of those)."""
+    rows, labels = [], []
+    for row, value in enumerate(values):
+        parts = value if kind == "multi" and isinstance(value, list) else (value,)
+        for part in parts:
+            if part is None or (isinstance(part, float) and part != part):  # missing
+                continue
+            if not isinstance(part, str | int | float | bool):
+                return None
+            text = str(part)
+            for label in (
+                (piece.strip() for piece in text.split("|")) if kind == "multi" else (text,)
+            ):
+                if label:
+                    rows.append(row)
+                    labels.append(label)
+    return np.array(rows, dtype=np.int64), np.array(labels, dtype=object)
 
 
 class _Numeric:
@@ -132,7 +166,7 @@ class _Categorical:
 
     def fit(self, kind: str, values: pd.Series, config: TabularConfig) -> _Categorical:
         rows, labels = label_pairs(kind, values)
-        pairs = pd.DataFrame({"row": rows, "label": labels.to_numpy()}).drop_duplicates()
+        pairs = pd.DataFrame({"row": rows, "label": labels}).drop_duplicates()
         counts = pairs["label"].value_counts()  # items holding each value
         min_df = min(config.min_df, max(1, len(values) // 2))
         kept = counts[counts >= min_df].index[: config.max_features]
@@ -148,14 +182,15 @@ class _Categorical:
 
     def transform(self, kind: str, values: pd.Series) -> sp.csr_matrix:
         rows, labels = label_pairs(kind, values)
-        cols = self._columns.get_indexer(labels.to_numpy())
+        cols = self._columns.get_indexer(labels)
         known = cols >= 0
-        ones = np.ones(int(known.sum()), dtype=np.float32)
-        shape = (len(values), len(self.categories))
-        out = sp.csr_matrix((ones, (rows[known], cols[known])), shape=shape)
-        out.sum_duplicates()
-        out.data[:] = 1.0
-        return out
+        width = len(self.categories)
+        # each (row, column) once, in row then column order: the CSR arrays themselves
+        cells = np.unique(rows[known] * width + cols[known])
+        rows, cols = np.divmod(cells, max(width, 1))
+        indptr = np.searchsorted(rows, np.arange(len(values) + 1))
+        ones = np.ones(len(cells), dtype=np.float32)
+        return sp.csr_matrix((ones, cols, indptr), shape=(len(values), width))
 
     @property
     def width(self) -> int:
@@ -335,8 +370,9 @@ class TabularEncoder(TransformerMixin, BaseEstimator):
                 block = encoder.transform(self._texts(values))
             else:
                 block = encoder.transform(kind, values)
-            weight = np.sqrt(config.column_weights.get(name, 1.0))
-            blocks.append(normalize_rows(block) * weight)
+            block = normalize_rows(block)  # a new matrix: weighted in place
+            block.data *= np.float32(np.sqrt(config.column_weights.get(name, 1.0)))
+            blocks.append(block)
         return sp.hstack(blocks, format="csr", dtype=np.float32)
 
     def transform(self, items: pd.DataFrame) -> np.ndarray:
