@@ -394,3 +394,18 @@ def test_a_blocks_only_fit_holds_the_same_blocks_and_no_vectors(tmp_path):
     np.testing.assert_array_equal(lean.item_queries(rows, "also"), full.item_queries(rows, "also"))
     with pytest.raises(ValueError, match="blocks-only"):
         lean.save(tmp_path)
+
+
+def test_sparse_rows_are_scaled_to_unit_norm_as_their_dense_rows_are():
+    # rows with duplicate entries (summed first), an empty row between held ones, a last
+    # empty row: the sparse result equals the dense one's, and the caller's matrix is kept
+    data = np.array([3.0, 4.0, 1.0, 1.0, 2.0, -2.0], dtype=np.float32)
+    indices = np.array([0, 2, 1, 1, 0, 3])
+    matrix = sp.csr_matrix((data, indices, [0, 2, 2, 4, 6, 6]), shape=(5, 4))
+    before = matrix.data.copy(), matrix.indices.copy()
+    unit = normalize_rows(matrix)
+    np.testing.assert_allclose(unit.toarray(), normalize_rows(matrix.toarray()), atol=1e-7)
+    np.testing.assert_allclose(np.linalg.norm(unit.toarray(), axis=1), [1, 0, 1, 1, 0], atol=1e-6)
+    assert unit.dtype == np.float32
+    np.testing.assert_array_equal(matrix.data, before[0])
+    np.testing.assert_array_equal(matrix.indices, before[1])

@@ -111,11 +111,14 @@ def normalize_rows(matrix):
         if not matrix.has_canonical_format:  # duplicates summed, in a copy: not the caller's
             matrix = matrix.copy()
             matrix.sum_duplicates()
-        # on the CSR arrays: a few row-sized steps, where sparse products build matrices
-        rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
-        squares = np.square(matrix.data, dtype=np.float64)
-        norms = np.sqrt(np.bincount(rows, weights=squares, minlength=matrix.shape[0]))
-        data = (matrix.data / np.maximum(norms, 1e-12)[rows]).astype(np.float32)
+        # on the CSR arrays, where sparse products build whole matrices (slow for a few rows)
+        lengths = np.diff(matrix.indptr)
+        sums = np.zeros(matrix.shape[0], dtype=np.float32)
+        held = lengths > 0  # each row's entries run from its start to the next held row's
+        if held.any():
+            sums[held] = np.add.reduceat(matrix.data * matrix.data, matrix.indptr[:-1][held])
+        scale = (1.0 / np.maximum(np.sqrt(sums), 1e-12)).astype(np.float32)
+        data = matrix.data * np.repeat(scale, lengths)
         return sp.csr_matrix(
             (data, matrix.indices.copy(), matrix.indptr.copy()), shape=matrix.shape
         )
