@@ -11,9 +11,14 @@ wrk never reads, so that its failed reads count only the service's failures).
 Visibility on every worker: each write's answer carries the catalog generation it made; a
 monitor scrapes /metrics every --poll seconds, where each worker reports the generation its
 live catalog is current to (recsys_live_catalog_generation{pid}); a write is served by a
-worker once that worker's generation reaches the write's. Answers are then checked: after
-a write is visible everywhere, one similar-items call of its twin (PUT) or of the item that
-listed it (PATCH, DELETE) must show (or no longer show) it.
+worker once that worker's generation reaches the write's. ``--monitor files`` reads the same
+gauges from the workers' metric files instead (the benchmark sets the server's
+PROMETHEUS_MULTIPROC_DIR): each scrape is a request the workers answer by merging every
+worker's metric files, a few milliseconds of one of them five times a second, which the
+reads under test then wait behind; a Prometheus server scrapes every 15 s or more.
+
+Answers are then checked: after a write is visible everywhere, one similar-items call of its
+twin (PUT) or of the item that listed it (PATCH, DELETE) must show (or no longer show) it.
 
 A PUT uploads its twin's own photo when the catalog has one (a re-listing of the same
 product), a random one otherwise. With a bundle that has an image block (a catalog with photos,
@@ -94,10 +99,15 @@ class Write:
 
 @dataclass
 class Monitor:
-    """Each worker's live-catalog generation over time, from /metrics."""
+    """Each worker's live-catalog generation over time: scraped from /metrics, or, with
+    ``folder`` (the server's PROMETHEUS_MULTIPROC_DIR), read from the gauge files the
+    workers write there. A scrape is a request a worker answers by merging every worker's
+    metric files (milliseconds of its interpreter, several times a second); reading the
+    gauge files costs the workers nothing."""
 
     url: str
     poll: float
+    folder: Path | None = None
     seen: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -105,15 +115,30 @@ class Monitor:
         session = requests.Session()
         while not self.stop.is_set():
             try:
-                text = session.get(self.url + "/metrics", timeout=5).text
-            except requests.RequestException:
+                found = self._generations(session)
+            except (requests.RequestException, OSError):
                 continue
             now = time.time()
-            for pid, value in GENERATION.findall(text):
+            for pid, value in found:
                 history = self.seen.setdefault(pid, [])
-                if not history or history[-1][1] != int(float(value)):
-                    history.append((now, int(float(value))))
+                if not history or history[-1][1] != value:
+                    history.append((now, value))
             time.sleep(self.poll)
+
+    def _generations(self, session: requests.Session) -> list[tuple[str, int]]:
+        """(worker pid, its live catalog's generation) of every worker reporting one."""
+        if self.folder is None:
+            text = session.get(self.url + "/metrics", timeout=5).text
+            return [(pid, int(float(value))) for pid, value in GENERATION.findall(text)]
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        files = [str(path) for path in self.folder.glob("gauge_liveall_*.db")]
+        return [
+            (sample.labels["pid"], int(sample.value))
+            for metric in MultiProcessCollector.merge(files, accumulate=False)
+            if metric.name == "recsys_live_catalog_generation"
+            for sample in metric.samples
+        ]
 
     def everywhere(self, generation: int) -> float | None:
         """When the last worker reached ``generation`` (None: one never did)."""
@@ -312,6 +337,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=3, help="gunicorn workers")
     parser.add_argument("--threads", type=int, default=2, help="threads per worker")
     parser.add_argument("--poll", type=float, default=0.2, help="seconds between scrapes")
+    parser.add_argument(
+        "--monitor",
+        choices=("http", "files"),
+        default="http",
+        help="how the workers' generations are watched: GET /metrics every --poll seconds "
+        "(each a request the workers answer), or their metric files read beside the server",
+    )
     parser.add_argument("--port", type=int, default=8766)
     parser.add_argument("--reuse", action="store_true", help="keep --workdir's catalog copy")
     parser.add_argument("--encoder", type=Path, help="an image_encoder folder to time (above)")
@@ -333,6 +365,10 @@ def main() -> None:
            "RECSYS_WRITE_RATE_LIMIT": "100000/minute",
            "RECSYS_WORKERS": str(args.workers), "RECSYS_THREADS": str(args.threads),
            "RECSYS_BIND": f"127.0.0.1:{args.port}"}  # fmt: skip
+    if args.monitor == "files":  # the workers' metric files, where the monitor reads them
+        shutil.rmtree(workdir / "metrics", ignore_errors=True)
+        (workdir / "metrics").mkdir()
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(workdir / "metrics")
     service_bench.recsys(env, "db", "upgrade")
     ids_path = workdir / "ids.json"
     items = json.loads(ids_path.read_text())["items"]
@@ -410,7 +446,7 @@ def run(args, url: str, workdir: Path, ids_path: Path, items: list[str], server_
     answer_ms = {name: row["mean_ms"] for name, row in warm.items()}
     errors_before = service_bench.server_errors(url)
     photos = item_photos(workdir, items)
-    monitor = Monitor(url, args.poll)
+    monitor = Monitor(url, args.poll, workdir / "metrics" if args.monitor == "files" else None)
     watcher = threading.Thread(target=monitor.run, daemon=True)
     watcher.start()
     writers = [  # --write-rate 0: the same reads without writes (a baseline)
@@ -450,6 +486,7 @@ def run(args, url: str, workdir: Path, ids_path: Path, items: list[str], server_
         "ready_at_start": ready,
         "ready_at_end": json.loads(urllib.request.urlopen(url + "/readyz").read()),
         "rate_target": args.rate,
+        "monitor": args.monitor,
         "diversity": args.diversity,
         "write_rate_target": args.write_rate,
         "duration_s": args.duration,
