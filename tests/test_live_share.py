@@ -46,6 +46,18 @@ def test_blocks_read_back_as_they_were_written(shared):
     np.testing.assert_array_equal(read_tokens.toarray(), tokens.toarray())
 
 
+def test_each_item_of_a_batch_reads_back_its_own_rows(shared):
+    items = pd.concat([frame("Red shoe"), frame("Blue hat"), frame("Green bag")])
+    items["item_id"] = ["s1", "s2", "s3"]
+    blocks = {"tabular": np.arange(6, dtype=np.float32).reshape(3, 2)}
+    tokens = sp.csr_matrix(np.array([[0, 1, 0], [0, 0, 0], [2, 0, 3]], np.float32))
+    digests = shared.digests(items)
+    shared.write(["s1", "s2", "s3"], digests, blocks, tokens)
+    for k, (read, read_tokens) in enumerate(shared.read(["s1", "s2", "s3"], digests)):
+        np.testing.assert_array_equal(read["tabular"], blocks["tabular"][k])
+        np.testing.assert_array_equal(read_tokens.toarray(), tokens[k].toarray())
+
+
 def test_an_edit_or_a_replaced_photo_changes_the_digest_a_stock_change_does_not(shared, tmp_path):
     photo = tmp_path / "p.png"
     Image.new("L", (8, 8), 10).save(photo)

@@ -100,3 +100,12 @@ def test_rarest_dots_are_the_product_or_within_a_budget_its_shortest_rows_part(m
     assert columns.tolist() == np.flatnonzero(part).tolist()  # positive entries: none cancel
     np.testing.assert_allclose(dots, part[columns], rtol=1e-6)
     assert len(columns) <= budget
+
+
+def test_a_row_matrix_is_the_row_scipy_gives_and_shares_nothing_with_the_matrix(matrix):
+    matrix, _ = matrix
+    for r in range(matrix.shape[0]):
+        one = sparse_rows.row_matrix(matrix, r)
+        assert one.shape == (1, matrix.shape[1])
+        np.testing.assert_array_equal(one.toarray(), matrix[r].toarray())
+        assert not np.shares_memory(one.data, matrix.data)

@@ -41,7 +41,7 @@ import scipy.sparse as sp
 from sqlalchemy import Engine
 
 from recsys.catalog import changes
-from recsys.model import explain
+from recsys.model import explain, sparse_rows
 from recsys.model.fusion import fuse, normalize_rows
 from recsys.model.live import LiveItems
 from recsys.model.live_share import SharedBlocks
@@ -448,7 +448,7 @@ class LiveCatalog:
             self._live.has_image[item_id] = has_image[k]
             self._live.attributes[item_id] = attributes[k]
             if tokens is not None and fused.token_weight:
-                self._live.tokens[item_id] = _csr_row(tokens, k)
+                self._live.tokens[item_id] = sparse_rows.row_matrix(tokens, k)
                 scale = 1.0 if warm[k] else cold_tokens
                 self._live.token_scale[item_id] = fused.token_weight * scale
 
@@ -707,6 +707,8 @@ def _attributes(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Per row of ``frame``, its attributes that have a value (by column name)."""
     skip = {"item_id", "title", "image_path", "in_stock"}
     names = [name for name in frame.columns if name not in skip]
+    if not names:
+        return [{} for _ in range(len(frame))]
     columns = [frame[name].tolist() for name in names]
     return [
         {
@@ -715,17 +717,7 @@ def _attributes(frame: pd.DataFrame) -> list[dict[str, Any]]:
             if value is not None and not _is_nan(value)
         }
         for values in zip(*columns, strict=True)
-    ] or [{} for _ in range(len(frame))]
-
-
-def _csr_row(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
-    """Row ``k`` of ``matrix`` as a (1, F) CSR matrix of copies of its arrays (``matrix[k]``
-    goes through scipy's general indexing, several times slower)."""
-    start, end = matrix.indptr[k], matrix.indptr[k + 1]
-    return sp.csr_matrix(
-        (matrix.data[start:end].copy(), matrix.indices[start:end].copy(), [0, end - start]),
-        shape=(1, matrix.shape[1]),
-    )
+    ]
 
 
 def _is_nan(value: Any) -> bool:

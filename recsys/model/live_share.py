@@ -37,6 +37,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys.model import sparse_rows
+
 log = logging.getLogger(__name__)
 
 Made = tuple[dict[str, np.ndarray], sp.csr_matrix | None]  # one item: block -> (d,), (1, F)
@@ -120,19 +122,15 @@ class SharedBlocks:
 
 
 def _packed(blocks: dict[str, np.ndarray], k: int, tokens: sp.csr_matrix | None) -> bytes:
-    """Item ``k``'s blocks and its row of ``tokens`` ((n, F), canonical CSR) as one line of
-    JSON (names and sizes) and the arrays' float32 / int32 bytes after it: read back in
-    microseconds."""
+    """Item ``k``'s blocks and its row of ``tokens`` ((n, F) CSR) as one line of JSON (names
+    and sizes) and the arrays' float32 / int32 bytes after it: read back in microseconds."""
     parts = [np.asarray(values[k], dtype=np.float32) for values in blocks.values()]
     sizes = [[name, len(part)] for name, part in zip(blocks, parts, strict=True)]
     head: dict[str, Any] = {"blocks": sizes}
     if tokens is not None:
-        start, end = tokens.indptr[k], tokens.indptr[k + 1]  # the row's slice of the arrays
-        head["tokens"] = [tokens.shape[1], int(end - start)]
-        parts += [
-            tokens.indices[start:end].astype(np.int32),
-            tokens.data[start:end].astype(np.float32),
-        ]
+        indices, data = sparse_rows.row(tokens, k)
+        head["tokens"] = [tokens.shape[1], len(indices)]
+        parts += [indices.astype(np.int32), data.astype(np.float32)]
     return json.dumps(head).encode() + b"\n" + b"".join(part.tobytes() for part in parts)
 
 

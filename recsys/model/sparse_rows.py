@@ -32,6 +32,16 @@ def row(matrix: sp.csr_matrix, r: int) -> Row:
     return Row(indices, data)
 
 
+def row_matrix(matrix: sp.csr_matrix, r: int) -> sp.csr_matrix:
+    """Row ``r`` of ``matrix`` as a (1, F) CSR matrix holding copies of its arrays (``row``'s,
+    so nothing keeps the whole matrix alive); ``matrix[r]`` goes through scipy's general
+    indexing, several times slower."""
+    indices, data = row(matrix, r)
+    return sp.csr_matrix(
+        (data.copy(), indices.copy(), [0, len(indices)]), shape=(1, matrix.shape[1])
+    )
+
+
 def gather(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(owner, columns, values) of the entries of ``rows``, row after row; ``owner`` is each
     entry's place in ``rows`` (so repeated rows give repeated entries)."""
