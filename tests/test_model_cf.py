@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from dataclasses import replace
 
 import numpy as np
@@ -21,7 +22,7 @@ from recsys.model.cf import (
 from recsys.model.data import IdIndex
 from recsys.model.index import VectorIndex
 from recsys.model.ranking import top_k
-from recsys.model.recommender import ItemFilters, Recommender
+from recsys.model.recommender import ItemFilters, Postings, Recommender
 from recsys.model.training import TrainConfig, fit_in_memory
 from tests.toy import toy_catalog
 
@@ -270,6 +271,27 @@ def test_id_index_answers_like_a_dict_and_refuses_look_alikes():
     with pytest.raises(KeyError):
         index["c"]
     assert IdIndex(np.array([], dtype=str)).rows(["a"]).tolist() == [-1]
+
+
+def test_a_long_unknown_id_costs_no_copy_of_the_index():
+    """A live item's id, or a hostile client's, longer than every id of the bundle: numpy
+    would search for it by widening all the held ids to its length first (1.3 ms and 4.8 MB
+    per look-up at 10^5 ids). It is answered unknown without that copy, and the shorter
+    keys asked beside it are still found."""
+    ids = np.array([f"sku-{i:06d}" for i in range(100_000)])
+    index = IdIndex(ids)
+    keys = ["sku-000042", "live-item-" + "x" * 40, "sku-099999"]
+    tracemalloc.start()
+    try:
+        rows = index.rows(keys)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert rows.tolist() == [42, -1, 99_999]
+    assert peak < 100_000  # bytes: the asked keys' arrays, not the index's 4 MB
+    postings = Postings.build(np.arange(len(ids)), ids)
+    assert postings.rows_of("sku-000007").tolist() == [7]
+    assert postings.rows_of("sku-0000070").tolist() == []
 
 
 class TestALSHuConfidence(TestALS):
