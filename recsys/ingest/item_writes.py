@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
 from PIL import Image
 from sqlalchemy import Connection, Engine, delete, select
@@ -157,11 +156,10 @@ def save_photo(images_root: Path, data: bytes, suffix: str) -> Path:
 
 
 def _store(connection: Connection, row: dict[str, Any], images_root: Path) -> ItemWrite:
-    """One row through ``ItemIngester.write``, the storage code of ingest files."""
-    values = [0, row["external_id"], *(row[name] for name in COLUMNS)]
-    frame = pd.DataFrame([values], columns=["row", "external_id", *COLUMNS], dtype=object)
+    """One checked row through ``ItemIngester.store``, the storage code of ingest files."""
+    record = {"external_id": row["external_id"], **{name: row[name] for name in COLUMNS}}
     report = IngestReport(Path("<api>"))
-    ItemIngester(images_root).write(connection, frame, report)
+    ItemIngester(images_root).store(connection, [record], report)
     changed = report.unchanged == 0
     return ItemWrite(row["external_id"], report.inserted > 0, changed, items_generation(connection))
 

@@ -107,14 +107,21 @@ class ItemIngester:
         return rows
 
     def write(self, connection: Connection, rows: pd.DataFrame, report: IngestReport) -> Problems:
-        """Drop repeats, insert new items, update changed ones. Past the repeats the rows are
-        plain records: a write of one item over HTTP costs a few pandas calls, not dozens."""
+        """Drop repeats, then ``store`` the rows as plain records."""
         problems: Problems = {}
         names = rows["external_id"].to_numpy(dtype=object)
         first = self.seen.first_occurrences(hash64(pa.array(names, pa.string())))
         details = [f"item_id {name!r} appears earlier in this file" for name in names[~first]]
         refuse(problems, rows["row"].to_numpy()[~first], Reason.DUPLICATE, details)
-        records = _records(rows[first])
+        self.store(connection, _records(rows[first]), report)
+        return problems
+
+    def store(
+        self, connection: Connection, records: list[dict[str, Any]], report: IngestReport
+    ) -> None:
+        """Insert the new items of ``records`` and update the changed ones; one record per
+        item, its ``external_id`` and ``FIELDS`` checked and None where missing (as ``write``
+        makes them of a file's rows, and an HTTP write of one item of its fields)."""
         stored = _existing(connection, [record["external_id"] for record in records])
         new, changed = [], []  # changed: (catalog id, record)
         for record in records:
@@ -129,7 +136,6 @@ class ItemIngester:
         report.updated += len(changed)
         report.unchanged += len(records) - len(new) - len(changed)
         record_attribute_kinds(connection, [record["attributes"] for record in records])
-        return problems
 
 
 def documents(attributes: dict[str, np.ndarray], length: int) -> list[dict[str, Any]]:
