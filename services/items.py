@@ -93,9 +93,8 @@ def _write(write, item_id: str, body: ItemFields | None, form: ItemUpload | None
         raise ApiError(404, "unknown_item", f"item {item_id!r} is not in the catalog") from None
     except InvalidInput as exc:
         raise ApiError(400, "invalid_parameter", message_of(exc)) from None
-    found = ctx.cards.cards([item_id]).get(item_id)
     return ItemWritten(
-        item=Item(**card(item_id, found)),
+        item=Item(**card(item_id, written.card)),
         created=written.created,
         changed=written.changed,
         generation=written.generation,

@@ -133,6 +133,22 @@ def test_a_put_item_shows_in_a_near_identical_items_similar_items(app, client):
     assert again["created"] is False and again["changed"] is False
 
 
+def test_a_write_answers_the_item_as_the_catalog_shows_it_since(client):
+    # the answer's card is the row the write stored, not read back: it must be the same card
+    for method, body in [
+        ("put", {**TWIN, "attributes": {**TWIN["attributes"], "price": 9.5, "size": None}}),
+        ("patch", {"in_stock": False, "title": "  Comedy story 1, again ", "attributes": {}}),
+        ("patch", {"attributes": {"year": None, "colour": "red"}}),
+    ]:
+        written = getattr(client, method)("/v1/items/a-card", json=body, headers=ADMIN)
+        assert written.status_code == 200, written.get_json()
+        shown = client.get("/v1/items/a-card").get_json()
+        assert written.get_json()["item"] == {k: v for k, v in shown.items() if k != "in_model"}
+    expected = {"genres": ["Comedy"], "brand": "a-brand", "price": 9.5, "colour": "red"}
+    assert shown["attributes"] == expected
+    assert shown["in_stock"] is False and shown["image_url"] == "/images/a-card"
+
+
 def test_a_put_item_shows_in_similar_items_where_feeds_rank_new_items_by_tokens_alone(app, client):
     # The weights stage may give new items' content blocks no weight in feeds (a cold scale
     # of 0: tokens alone rank them best there); similar items must still meet them by it.

@@ -28,6 +28,7 @@ from sqlalchemy import Connection, Engine, delete, select
 
 from recsys.catalog.changes import items_generation
 from recsys.catalog.models import Item
+from recsys.catalog.reads import ItemCard
 from recsys.errors import InvalidInput, UnknownItem
 from recsys.ingest.bulk import write_transaction
 from recsys.ingest.items import KNOWN_COLUMNS, ItemIngester
@@ -55,6 +56,7 @@ class ItemWrite:
     # The catalog's items generation after the write: a worker whose live catalog is at
     # this generation or later serves it (/readyz, /metrics).
     generation: int
+    card: ItemCard  # the item as this write stored it
 
 
 def put_item(
@@ -161,7 +163,15 @@ def _store(connection: Connection, row: dict[str, Any], images_root: Path) -> It
     report = IngestReport(Path("<api>"))
     ItemIngester(images_root).store(connection, [record], report)
     changed = report.unchanged == 0
-    return ItemWrite(row["external_id"], report.inserted > 0, changed, items_generation(connection))
+    generation = items_generation(connection)
+    card = ItemCard(
+        row["external_id"],
+        row["title"],
+        row["in_stock"],
+        row["image_path"] is not None,
+        row["attributes"],
+    )
+    return ItemWrite(row["external_id"], report.inserted > 0, changed, generation, card)
 
 
 def _one(parser: Callable[..., Parsed], value: Any, name: str, field: str | None = None) -> Any:
