@@ -8,6 +8,11 @@ another through Flask's test client: each a copy of an existing item's title and
 with a random 64x64 PNG, as ``scripts/bench_live_catalog.py``'s writers send them. Prints
 the percentiles of the time per write (validation, photo, one transaction, no HTTP socket).
 The first ``--warmup`` writes are not counted.
+
+The new items are named ``bench-write-<n>``, longer than the benchmark catalog's ids (and an
+id longer than every id of the bundle once cost a copy of its id index per look-up);
+``--id-width W`` names them ``live-<n>`` padded with x to W characters (0: unpadded), to time
+ids no longer than the bundle's, or longer.
 """
 
 from __future__ import annotations
@@ -38,6 +43,11 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, required=True, help="a bench_service.py workdir")
     parser.add_argument("--writes", type=int, default=200, help="counted writes")
     parser.add_argument("--warmup", type=int, default=20, help="uncounted writes first")
+    parser.add_argument(
+        "--id-width",
+        type=int,
+        help="new ids live-<n> padded to this length (default: bench-write-<n>)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="bench-item-write-"))
@@ -73,7 +83,10 @@ def run(args) -> None:
         fields = {"title": card["title"], "attributes": card["attributes"]}
         body = {"item": json.dumps(fields), "image": (io.BytesIO(photo(rng)), "p.png")}
         started = time.perf_counter()
-        response = client.put(f"/v1/items/bench-write-{n}", data=body, headers=headers)
+        item_id = (
+            f"bench-write-{n}" if args.id_width is None else f"live-{n}".ljust(args.id_width, "x")
+        )
+        response = client.put(f"/v1/items/{item_id}", data=body, headers=headers)
         took.append(time.perf_counter() - started)
         if response.status_code != 200:
             raise SystemExit(f"PUT answered {response.status_code}: {response.get_data()[:300]}")
