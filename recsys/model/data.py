@@ -291,7 +291,8 @@ class IdIndex:
             # numpy would widen every held id to the asked width first, a copy of the whole
             # index per call (1.3 ms at 10^5 ids): a key longer than every id is unknown, the
             # others are searched at the ids' own width
-            fits = np.strings.str_len(asked) <= str_width(self._sorted)
+            width = str_width(self._sorted)
+            fits = np.fromiter((len(key) <= width for key in keys), bool, len(keys))
             asked = asked.astype(self._sorted.dtype)  # cuts only the keys ``fits`` drops
         places = np.searchsorted(self._sorted, asked)
         np.minimum(places, n - 1, out=places)
