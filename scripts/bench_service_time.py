@@ -13,6 +13,9 @@ above the service time's p99 is queueing, not code.
 The answers cache is off unless ``--answers-cache-mb`` says otherwise, so that every request
 is computed; the first ``--warmup`` requests (new items and users touch pages for the first
 time) are not counted.
+
+``--unknown-id-length N`` also times similar items for ids of N characters the catalog does
+not have (the 404s a client that guesses ids gets, each id different).
 """
 
 from __future__ import annotations
@@ -60,18 +63,24 @@ def app_for(database_url: str, artifacts_dir: Path, answers_cache_mb: float, wai
     return app
 
 
-def endpoint_environs(workdir: Path, count: int, seed: int) -> dict[str, list[dict]]:
-    """Per endpoint of ``PATHS``, ``count`` WSGI environs for ids drawn from ``ids.json``."""
+def endpoint_environs(
+    workdir: Path, count: int, seed: int, unknown_length: int = 0
+) -> dict[str, list[dict]]:
+    """Per endpoint of ``PATHS``, ``count`` WSGI environs for ids drawn from ``ids.json``;
+    with ``unknown_length``, also "unknown": similar items of ids that long, none known."""
     from werkzeug.test import EnvironBuilder
 
     ids = json.loads((workdir / "ids.json").read_text())
     rng = random.Random(seed)
+    if unknown_length:
+        ids["unknown"] = [f"unknown-{n}".ljust(unknown_length, "x") for n in range(count)]
+    paths = PATHS | ({"unknown": ("unknown", *PATHS["similar"][1:])} if unknown_length else {})
     return {
         name: [
             EnvironBuilder(path=path.format(rng.choice(ids[key])), query_string=query).get_environ()
             for _ in range(count)
         ]
-        for name, (key, path, query) in PATHS.items()
+        for name, (key, path, query) in paths.items()
     }
 
 
@@ -89,18 +98,23 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=300, help="uncounted requests first")
     parser.add_argument("--answers-cache-mb", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--unknown-id-length", type=int, default=0, help="also time 404s for ids this long"
+    )
     args = parser.parse_args()
     app = in_process_app(args.workdir, args.answers_cache_mb)
     count = args.warmup + args.requests
-    for name, environs in endpoint_environs(args.workdir, count, args.seed).items():
+    environs_of = endpoint_environs(args.workdir, count, args.seed, args.unknown_id_length)
+    for name, environs in environs_of.items():
+        expected = "404 NOT FOUND" if name == "unknown" else "200 OK"
         took, statuses = [], collections.Counter()
         for environ in environs:
             started = time.perf_counter()
             statuses[call(app, environ)] += 1
             took.append(time.perf_counter() - started)
-        if set(statuses) != {"200 OK"}:  # the times would be those of errors, not answers
+        if set(statuses) != {expected}:  # the times would be those of errors, not answers
             raise SystemExit(
-                f"{name}: the app answered {dict(statuses)}, not only 200 OK; check the "
+                f"{name}: the app answered {dict(statuses)}, not only {expected}; check the "
                 "catalog (recsys db upgrade) and its active bundle"
             )
         ms = np.array(took[args.warmup :]) * 1e3
