@@ -31,7 +31,7 @@ from recsys.catalog.models import Item
 from recsys.catalog.reads import ItemCard
 from recsys.errors import InvalidInput, UnknownItem
 from recsys.ingest.bulk import write_transaction
-from recsys.ingest.items import KNOWN_COLUMNS, ItemIngester
+from recsys.ingest.items import FIELDS, KNOWN_COLUMNS, ItemIngester
 from recsys.ingest.report import IngestReport
 from recsys.ingest.values import (
     BadValue,
@@ -45,7 +45,6 @@ from recsys.ingest.values import (
 )
 
 UPLOADS = "uploads"
-COLUMNS = ("title", "image_path", "in_stock", "attributes")
 
 
 @dataclass(frozen=True)
@@ -93,13 +92,13 @@ def patch_item(
 
     def work(connection: Connection) -> ItemWrite:
         stored = connection.execute(
-            select(*[getattr(Item, name) for name in COLUMNS]).where(
+            select(*[getattr(Item, name) for name in FIELDS]).where(
                 Item.external_id == values["external_id"]
             )
         ).first()
         if stored is None:
             raise UnknownItem(f"item {values['external_id']!r} is not in the catalog")
-        row = dict(zip(COLUMNS, stored, strict=True))
+        row = dict(zip(FIELDS, stored, strict=True))
         attributes = {**(row["attributes"] or {}), **values.pop("attributes", {})}
         row.update(values)
         row["attributes"] = {k: v for k, v in attributes.items() if v is not None}
@@ -159,7 +158,7 @@ def save_photo(images_root: Path, data: bytes, suffix: str) -> Path:
 
 def _store(connection: Connection, row: dict[str, Any], images_root: Path) -> ItemWrite:
     """One checked row through ``ItemIngester.store``, the storage code of ingest files."""
-    record = {"external_id": row["external_id"], **{name: row[name] for name in COLUMNS}}
+    record = {"external_id": row["external_id"], **{name: row[name] for name in FIELDS}}
     report = IngestReport(Path("<api>"))
     ItemIngester(images_root).store(connection, [record], report)
     changed = report.unchanged == 0

@@ -41,7 +41,7 @@ import scipy.sparse as sp
 
 from recsys.errors import InvalidBundle, UnknownItem
 from recsys.model import explain, sparse_rows
-from recsys.model.data import IdIndex, mapped, str_width
+from recsys.model.data import IdIndex, mapped, sorted_places
 from recsys.model.diversity import DEFAULT_DIVERSITY, check_diversity, diversify, pool_size
 from recsys.model.fusion import TOKEN_BUDGET, FusedModel
 from recsys.model.index import IndexConfig, Projection, VectorIndex
@@ -109,11 +109,10 @@ class Postings:
         return cls(np.asarray(values, dtype=str), offsets, rows[order].astype(np.int64))
 
     def rows_of(self, value: str) -> np.ndarray:
-        if len(value) > str_width(self.values):  # searched as it is, it would widen ``values``
+        places, found = sorted_places(self.values, [value])
+        if not found[0]:
             return self.rows[:0]
-        j = int(np.searchsorted(self.values, value))
-        if j == len(self.values) or self.values[j] != value:
-            return self.rows[:0]
+        j = int(places[0])
         return self.rows[self.offsets[j] : self.offsets[j + 1]]
 
 
