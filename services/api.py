@@ -57,9 +57,15 @@ IMAGE_WAIT_SECONDS = 5.0
 @endpoint(query=ItemSearch, responses={200: ItemPage}, errors=(400,), scope="items:read")
 def list_items(query: ItemSearch) -> ItemPage:
     """Browse the catalog (optionally the items whose title contains q)"""
-    page = reads.list_items(context().engine, query.offset, query.limit, query.q.strip())
+    page = reads.list_items(context().engine, query.offset, query.limit, query.q)
     items = [Item(**card(found.item_id, found)) for found in page.cards]
-    return ItemPage(items=items, total=page.total, offset=query.offset, limit=query.limit)
+    return ItemPage(
+        items=items,
+        total=page.total,
+        total_exact=page.exact,
+        offset=query.offset,
+        limit=query.limit,
+    )
 
 
 @bp.get("/items/<item_id>")

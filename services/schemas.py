@@ -25,7 +25,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from recsys.ingest.values import BadValue, parse_id
+from recsys.catalog.reads import COUNT_LIMIT
+from recsys.ingest.values import MIN_SEARCH, BadValue, parse_id, parse_search
 from recsys.model.diversity import DEFAULT_DIVERSITY
 from services.errors import ApiError
 
@@ -120,8 +121,19 @@ class Page(BaseModel):
     limit: QueryInt = Field(24, ge=1, le=MAX_PAGE, description="Page size")
 
 
+def _search(value: str) -> str:
+    try:
+        return parse_search(value, "q")
+    except BadValue as exc:
+        raise PydanticCustomError("invalid_search", str(exc)) from None
+
+
 class ItemSearch(Page):
-    q: str = Field("", description="Only items whose title contains this text (any case)")
+    q: Annotated[str, AfterValidator(_search)] = Field(
+        "",
+        description="Only items whose title contains this text (any case; at least "
+        f"{MIN_SEARCH} characters, or none)",
+    )
 
 
 class Filtered(BaseModel):
@@ -348,7 +360,11 @@ class ItemPage(BaseModel):
     """A page of items"""
 
     items: list[Item]
-    total: int = Field(description="Items matching the search, all pages together")
+    total: int = Field(
+        description="Items matching the search, all pages together, counted up to "
+        f"{COUNT_LIMIT:,} (total_exact false: more match)"
+    )
+    total_exact: bool = Field(description="Whether total counts every match")
     offset: int
     limit: int
 

@@ -7,10 +7,11 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import event, select, update
+import pytest
+from sqlalchemy import delete, event, select, update
 from sqlalchemy.orm import Session
 
-from recsys.catalog import reads
+from recsys.catalog import migrate, reads
 from recsys.catalog.models import (
     AttributeKind,
     CatalogState,
@@ -19,6 +20,7 @@ from recsys.catalog.models import (
     ItemAttribute,
     User,
 )
+from recsys.ingest.values import BadValue
 from recsys.model.data import (
     INTERACTION_COLUMNS,
     count_users,
@@ -172,13 +174,85 @@ def test_title_search_takes_like_wildcards_literally(engine):
         session.add(Item(external_id="pct", title="100% cotton tee"))
         session.add(Item(external_id="under", title="snake_case mug"))
         session.add(Item(external_id="slash", title="a/b test"))
+        session.add(Item(external_id="quote", title='the "best" mug'))
+    texts = ("00%", "% c", "0% c", "e_c", "a/b", '"best"', "comedy story 1")
     found = {text: [c.item_id for c in reads.list_items(engine, 0, 100, text).cards]
-             for text in ("%", "_", "0% c", "e_c", "/", "comedy story 1")}  # fmt: skip
-    assert found["%"] == ["pct"] and found["0% c"] == ["pct"]
-    assert found["_"] == ["under"] and found["e_c"] == ["under"]
-    assert found["/"] == ["slash"]  # the escape character itself
-    assert reads.list_items(engine, 0, 100, "%").total == 1
+             for text in texts}  # fmt: skip
+    assert found["00%"] == found["% c"] == found["0% c"] == ["pct"]
+    assert found["e_c"] == ["under"]
+    assert found["a/b"] == ["slash"]  # the escape character itself
+    assert found['"best"'] == ["quote"]  # the index's own quote character
+    assert reads.list_items(engine, 0, 100, "00%").total == 1
     assert len(found["comedy story 1"]) == 6  # 1, 10 to 14: plain search still matches
+
+
+def test_title_search_needs_three_characters(engine):
+    populate(engine)
+    for text in ("a", "%", " dr ", "é"):
+        with pytest.raises(BadValue, match="at least 3 characters"):
+            reads.list_items(engine, 0, 10, text)
+    assert reads.list_items(engine, 0, 100, "  ").total == 32  # blank: every item
+
+
+def test_title_search_follows_every_write(engine):
+    """The title index (migration 0011) sees new, renamed and removed items, and a search
+    finds exactly the titles holding the text (ASCII case folded, as LIKE does)."""
+    populate(engine)
+    search = lambda text: sorted(c.item_id for c in reads.list_items(engine, 0, 100, text).cards)  # noqa: E731
+    with Session(engine) as session, session.begin():
+        session.add(Item(external_id="n1", title="Velvet Lamp"))
+        session.add(Item(external_id="n2", title="velvet LAMPshade"))
+        session.add(Item(external_id="n3", title="Éclair plate"))
+        session.add(Item(external_id="n4", title=None))
+    assert search("velvet lamp") == ["n1", "n2"] and search("LAMPSH") == ["n2"]
+    assert search("Éclair") == ["n3"]
+    with engine.begin() as connection:
+        connection.execute(update(Item).where(Item.external_id == "n1").values(title="Oak desk"))
+        connection.execute(update(Item).where(Item.external_id == "n2").values(in_stock=False))
+        connection.execute(update(Item).where(Item.external_id == "n4").values(title="Oak bed"))
+        connection.execute(delete(Item).where(Item.external_id == "n3"))
+    assert search("velvet") == ["n2"] and search("oak ") == ["n1", "n4"]
+    assert search("Éclair") == []
+    with Session(engine) as session:
+        titles = dict(session.execute(select(Item.external_id, Item.title)).all())
+    for text in ("comedy", "story 1", "oak", "ama s", "zzz"):
+        expected = sorted(i for i, t in titles.items() if t and text.lower() in t.lower())
+        assert search(text) == expected, text
+
+
+def test_the_title_index_migration_indexes_the_items_already_there(engine):
+    migrate.downgrade(engine, "0010")  # the catalog before the index
+    populate(engine)
+    migrate.upgrade(engine)
+    assert len(reads.list_items(engine, 0, 100, "drama").cards) == 16
+
+
+def test_title_search_reads_the_title_index(engine):
+    """The search's query looks its text up in migration 0011's index (a plan that read
+    every title would pass every other test)."""
+    populate(engine)
+    query = reads._title_search(select(Item.id).order_by(Item.id), engine.dialect.name, "drama")
+    compiled = query.compile(dialect=engine.dialect)
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            params = tuple(compiled.params[name] for name in compiled.positiontup)
+            plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", params).all()
+            assert "SCAN item_search VIRTUAL TABLE" in plan[0][3]
+        else:
+            connection.exec_driver_sql("SET enable_seqscan = off")  # 32 items: any plan
+            plan = connection.exec_driver_sql(f"EXPLAIN {compiled}", compiled.params).all()
+            assert "ix_items_title_trigrams" in " ".join(row[0] for row in plan)
+
+
+def test_item_pages_count_up_to_a_limit(engine, monkeypatch):
+    populate(engine)
+    monkeypatch.setattr(reads, "COUNT_LIMIT", 10)
+    every = reads.list_items(engine, 0, 100)
+    assert (every.total, every.exact, len(every.cards)) == (10, False, 32)
+    drama = reads.list_items(engine, 12, 100, "drama")
+    assert (drama.total, drama.exact, len(drama.cards)) == (10, False, 4)  # 16 dramas
+    few = reads.list_items(engine, 0, 100, "comedy story 1")
+    assert (few.total, few.exact) == (6, True)
 
 
 def test_card_cache_with_a_max_age_rereads_the_generation_only_when_due(engine):

@@ -163,7 +163,8 @@ def test_images_and_items_are_served(client):
     item = client.get("/v1/items/a-new").get_json()
     assert item["in_model"] is True and item["image_url"] == "/images/a-new"
     page = client.get("/v1/items?limit=5&q=Drama").get_json()
-    assert page["total"] == 16 and len(page["items"]) == 5
+    assert page["total"] == 16 and page["total_exact"] and len(page["items"]) == 5
+    assert_error(client.get("/v1/items?q=Dr"), 400, "at least 3 characters")
     users = client.get("/v1/users?limit=3", headers=ADMIN).get_json()["users"]
     assert len(users) == 3 and all(u["interactions"] > 0 for u in users)
 

@@ -30,17 +30,25 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pydantic_core
-from sqlalchemy import Engine, Text, bindparam, cast, func, select
+from sqlalchemy import Engine, Select, Text, bindparam, cast, column, func, select, table
 from sqlalchemy.engine import Row
 
 from recsys.catalog import changes
 from recsys.catalog.models import CatalogState, Interaction, Item, ItemChange, User
+from recsys.ingest.values import parse_search
 from recsys.model.data import IdIndex
 
 log = logging.getLogger(__name__)
 
 # Most recent events of a user that ``fresh_items`` returns.
 FRESH_LIMIT = 200
+# Matches a page of items counts before it stops (``ItemPage.exact`` False: there are more):
+# the whole count of a catalog of 10^7 items, or of every title holding a common word, would
+# cost each page a scan of them.
+COUNT_LIMIT = 1_000
+# SQLite's trigram index of titles (migration 0011); its hidden column of the same name
+# takes the MATCH.
+_TITLES = table("item_search", column("rowid"), column("item_search"))
 # Item generations a card cache catches up on through the change log; past it, it starts afresh.
 LOG_STEP = 1000
 
@@ -78,7 +86,8 @@ def _unpack(item_id: str, packed: Packed) -> ItemCard:
 @dataclass(frozen=True, slots=True)
 class ItemPage:
     cards: list[ItemCard]
-    total: int  # items matching the search, all pages together
+    total: int  # items matching the search, all pages together, counted to COUNT_LIMIT
+    exact: bool = True  # False: more than COUNT_LIMIT match
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,29 +389,49 @@ class CardCache:
 
 
 def list_items(engine: Engine, offset: int, limit: int, text: str = "") -> ItemPage:
-    """A page of cards in catalog order; with ``text``, only titles containing it (any case).
-    ``%`` and ``_`` in ``text`` are themselves, not LIKE wildcards."""
+    """A page of cards in catalog order; with ``text`` (``values.parse_search``: three
+    characters or more), only titles containing it (any case). ``%`` and ``_`` in ``text``
+    are themselves, not LIKE wildcards. The total counts up to ``COUNT_LIMIT`` items."""
+    text = parse_search(text, "text")
     query = select(*_CARD_COLUMNS).order_by(Item.id)
-    count = select(func.count(Item.id))
     if text:
-        matches = Item.title.icontains(text, autoescape=True)
-        query, count = query.where(matches), count.where(matches)
+        query = _title_search(query, engine.dialect.name, text)
+    counted = query.with_only_columns(Item.id).order_by(None).limit(COUNT_LIMIT + 1)
     with engine.connect() as connection:
-        total = connection.scalar(count)
+        total = connection.scalar(select(func.count()).select_from(counted.subquery())) or 0
         rows = connection.execute(query.offset(offset).limit(limit))
-        return ItemPage([_card(row) for row in rows], total or 0)
+        cards = [_card(row) for row in rows]
+    return ItemPage(cards, min(total, COUNT_LIMIT), total <= COUNT_LIMIT)
+
+
+def _title_search(query: Select, dialect: str, text: str) -> Select:
+    """``query`` (of items, in catalog order) cut to titles containing ``text`` (any case):
+    ``title ILIKE``, which PostgreSQL's trigram index serves (migration 0011). SQLite's
+    FTS5 trigram index (the same migration) leads instead: it lists, in catalog order, the
+    items whose titles hold the text's trigrams in a row (its case folding finds a superset of
+    the LIKE's matches, which then decides), so that a page of a common word stops after its
+    items instead of listing every match first."""
+    query = query.where(Item.title.icontains(text, autoescape=True))
+    if dialect != "sqlite":
+        return query
+    phrase = '"' + text.replace('"', '""') + '"'  # an FTS5 string: every character literal
+    indexed = _TITLES.join(Item, Item.id == _TITLES.c.rowid)
+    return (
+        query.select_from(indexed)
+        .where(_TITLES.c.item_search.match(phrase))
+        .order_by(None)
+        .order_by(_TITLES.c.rowid)  # the index's own order (the item's id): no sort
+    )
 
 
 def list_users(engine: Engine, offset: int, limit: int) -> list[UserActivity]:
-    """A page of users in catalog order with their number of events."""
-    query = (
-        select(User.external_id, func.count(Interaction.id))
-        .outerjoin(Interaction, Interaction.user_id == User.id)
-        .group_by(User.id, User.external_id)
-        .order_by(User.id)
-        .offset(offset)
-        .limit(limit)
-    )
+    """A page of users in catalog order with their number of events: the page's users first,
+    then each one's events counted on the (user, arrival) index, so that a page costs its
+    users' events, not the catalog's."""
+    page = select(User.id, User.external_id).order_by(User.id).offset(offset).limit(limit)
+    page = page.subquery()
+    events = select(func.count()).where(Interaction.user_id == page.c.id).scalar_subquery()
+    query = select(page.c.external_id, events).order_by(page.c.id)
     with engine.connect() as connection:
         return [UserActivity(user_id, count) for user_id, count in connection.execute(query)]
 

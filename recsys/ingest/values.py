@@ -36,6 +36,9 @@ from recsys.catalog.models import AttributeKind
 from recsys.ingest.report import Reason
 
 MAX_ID_LENGTH = 255
+# The shortest title search: a trigram (three characters) is what the catalog's title index
+# looks up.
+MIN_SEARCH = 3
 # Weights and ratings above this are a unit mistake, and training's float32 confidences
 # (weight x event multiplier x alpha, summed) must stay finite.
 MAX_WEIGHT = 1_000_000
@@ -116,6 +119,19 @@ def parse_id(value: Any, column: str) -> str:
 def parse_text(value: Any, column: str) -> str:
     text = str(value).strip()
     _check_characters(text, column, _TEXT_BAD)
+    return text
+
+
+def parse_search(value: Any, column: str) -> str:
+    """A title search: the text stripped, "" (no search) or ``MIN_SEARCH`` characters or
+    more, which the catalog's trigram index can look up (shorter text would read every
+    title: migration 0011)."""
+    text = parse_text(value, column)
+    if 0 < len(text) < MIN_SEARCH:
+        raise BadValue(
+            f"{column} {shown(text)} is too short to search: a title search needs at least "
+            f"{MIN_SEARCH} characters (or none, to list every item)"
+        )
     return text
 
 

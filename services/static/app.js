@@ -74,8 +74,11 @@ async function browse(params) {
   const pager = el("div", { class: "pager" });
   const base = "#/?q=" + encodeURIComponent(q) + "&offset=";
   if (offset > 0) pager.append(el("a", { href: base + Math.max(0, offset - PAGE), text: "← previous" }));
-  if (offset + PAGE < page.total) pager.append(el("a", { href: base + (offset + PAGE), text: "next →" }));
-  const title = q ? `Items matching “${q}” (${page.total})` : `Catalog (${page.total} items)`;
+  // total counts up to a limit; past it (total_exact false) a full page says whether more follow
+  const more = page.total_exact ? offset + PAGE < page.total : page.items.length === PAGE;
+  if (more) pager.append(el("a", { href: base + (offset + PAGE), text: "next →" }));
+  const count = page.total.toLocaleString("en-US") + (page.total_exact ? "" : "+");
+  const title = q ? `Items matching “${q}” (${count})` : `Catalog (${count} items)`;
   view.replaceChildren(el("h1", { text: title }), grid(page.items, "catalog"), pager);
 }
 
