@@ -111,6 +111,17 @@ def test_product_to_similar_item_to_a_feed(page, base_url):
     assert page.get_by_test_id("fallback").count() == 0
 
 
+def test_title_search_from_the_header(page, base_url):
+    page.goto(base_url + "/")
+    page.locator("#search-text").fill("drama")
+    page.locator("#search-text").press("Enter")
+    sync_api.expect(page.locator("h1")).to_have_text("Items matching “drama” (16)")
+    found = card_ids(page, "catalog")
+    assert len(found) == 16 and all(item.startswith("b") for item in found)
+    page.goto(base_url + "/#/?q=dr")  # too short to look up: the service's reason is shown
+    sync_api.expect(page.get_by_test_id("error")).to_contain_text("at least 3 characters")
+
+
 def test_unknown_shopper_sees_the_popular_items_notice(page, base_url):
     page.goto(base_url + "/#/user/someone-new")
     sync_api.expect(page.get_by_test_id("fallback")).to_be_visible()
