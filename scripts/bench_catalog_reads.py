@@ -11,11 +11,13 @@ calls, and prints the items and events ingested per second. PostgreSQL then gets
 ANALYZE``, the state autovacuum leaves it in, so that the reads are not timed beside it. Then
 it times each read (``--repeat`` times after one unmeasured call; median and worst, in ms):
 
-- browse: the first page, and a page half way through the catalog;
+- browse: the first page, and a page half way through the catalog, by offset and by key
+  (``after``);
 - title search: the most common title word, a brand (a few dozen items in a shop of 10^6), a
   word of ten titles or fewer, and a word no title holds (every title read when nothing
   narrows the search);
-- users: the first page of users with their event counts, and one half way through.
+- users: the first page of users with their event counts, and one half way through (by
+  offset and by key).
 
 A workdir that already holds its SQLite catalog (``catalog.done``) is reused, without ingesting.
 Run it with ``PYTHONPATH`` set to another checkout (and its own workdir) to time that code.
@@ -129,6 +131,7 @@ def main(items, users, events, workdir, database_url, postgres, repeat, json_out
         reads_to_time = {
             "browse, first page": lambda: reads.list_items(engine, 0, PAGE),
             f"browse, offset {half:,}": lambda: reads.list_items(engine, half, PAGE),
+            f"browse, after key {half:,}": lambda: reads.list_items(engine, 0, PAGE, after=half),
         }
         for label, term in search_terms(workdir / "shop").items():
             reads_to_time[f"search {label} {term!r}"] = lambda term=term: reads.list_items(
@@ -137,6 +140,9 @@ def main(items, users, events, workdir, database_url, postgres, repeat, json_out
         reads_to_time["users, first page"] = lambda: reads.list_users(engine, 0, PAGE)
         reads_to_time[f"users, offset {users // 2:,}"] = lambda: reads.list_users(
             engine, users // 2, PAGE
+        )
+        reads_to_time[f"users, after key {users // 2:,}"] = lambda: reads.list_users(
+            engine, 0, PAGE, after=users // 2
         )
         results = {}
         for label, call in reads_to_time.items():

@@ -57,7 +57,7 @@ IMAGE_WAIT_SECONDS = 5.0
 @endpoint(query=ItemSearch, responses={200: ItemPage}, errors=(400,), scope="items:read")
 def list_items(query: ItemSearch) -> ItemPage:
     """Browse the catalog (optionally the items whose title contains q)"""
-    page = reads.list_items(context().engine, query.offset, query.limit, query.q)
+    page = reads.list_items(context().engine, query.offset, query.limit, query.q, query.after)
     items = [Item(**card(found.item_id, found)) for found in page.cards]
     return ItemPage(
         items=items,
@@ -65,6 +65,7 @@ def list_items(query: ItemSearch) -> ItemPage:
         total_exact=page.exact,
         offset=query.offset,
         limit=query.limit,
+        next=page.next,
     )
 
 
@@ -137,9 +138,9 @@ def _kept(results, k: int) -> tuple[list[str], float, bytes]:
 @endpoint(query=Page, responses={200: UserPage}, errors=(400,), scope="users:read")
 def list_users(query: Page) -> UserPage:
     """Browse users, with their number of events (for browsing feeds)"""
-    users = reads.list_users(context().engine, query.offset, query.limit)
-    summaries = [UserSummary(user_id=u.user_id, interactions=u.interactions) for u in users]
-    return UserPage(users=summaries, offset=query.offset, limit=query.limit)
+    page = reads.list_users(context().engine, query.offset, query.limit, query.after)
+    summaries = [UserSummary(user_id=u.user_id, interactions=u.interactions) for u in page.users]
+    return UserPage(users=summaries, offset=query.offset, limit=query.limit, next=page.next)
 
 
 @bp.get("/users/<user_id>/recommendations")

@@ -32,7 +32,10 @@ from services.errors import ApiError
 
 MAX_K = 100
 MAX_PAGE = 100
-MAX_OFFSET = 10**9
+# Rows skipped one by one: a deeper page takes the key of the page before (``after``), whose
+# cost does not grow with its depth.
+MAX_OFFSET = 10_000
+MAX_KEY = 2**63 - 1
 MAX_CANDIDATES = 1000
 MAX_EVENTS = 1000
 MAX_ATTRIBUTES = 200
@@ -117,8 +120,16 @@ EventValue = Annotated[
 
 
 class Page(BaseModel):
-    offset: QueryInt = Field(0, ge=0, le=MAX_OFFSET, description="Entries to skip")
+    offset: QueryInt = Field(
+        0,
+        ge=0,
+        le=MAX_OFFSET,
+        description=f"Entries to skip, at most {MAX_OFFSET:,}; deeper pages use after",
+    )
     limit: QueryInt = Field(24, ge=1, le=MAX_PAGE, description="Page size")
+    after: QueryInt | None = Field(
+        None, ge=0, le=MAX_KEY, description="Start after this key: the next of the page before"
+    )
 
 
 def _search(value: str) -> str:
@@ -356,6 +367,9 @@ class VisualSearch(BaseModel):
     items: list[RankedItem]
 
 
+_NEXT = "The after of the page that follows (null: this page is the last)"
+
+
 class ItemPage(BaseModel):
     """A page of items"""
 
@@ -367,6 +381,7 @@ class ItemPage(BaseModel):
     total_exact: bool = Field(description="Whether total counts every match")
     offset: int
     limit: int
+    next: int | None = Field(description=_NEXT)
 
 
 class UserSummary(BaseModel):
@@ -380,6 +395,7 @@ class UserPage(BaseModel):
     users: list[UserSummary]
     offset: int
     limit: int
+    next: int | None = Field(description=_NEXT)
 
 
 class Recorded(BaseModel):

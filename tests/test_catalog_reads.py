@@ -64,10 +64,10 @@ def test_user_pages_count_events(engine):
     with Session(engine) as session:
         u0 = session.scalar(select(User).where(User.external_id == "u0"))
         u0_events = session.query(Interaction).filter(Interaction.user_id == u0.id).count()
-    users = reads.list_users(engine, offset=0, limit=1000)
+    users = reads.list_users(engine, offset=0, limit=1000).users
     assert users[0].user_id == "u0" and users[0].interactions == u0_events > 0
     assert users[-1].user_id == "zz-no-events" and users[-1].interactions == 0
-    assert reads.list_users(engine, offset=1, limit=2) == users[1:3]
+    assert reads.list_users(engine, offset=1, limit=2).users == users[1:3]
 
 
 def test_fresh_items_are_the_users_events_after_a_moment(engine):
@@ -231,7 +231,7 @@ def test_title_search_reads_the_title_index(engine):
     """The search's query looks its text up in migration 0011's index (a plan that read
     every title would pass every other test)."""
     populate(engine)
-    query = reads._title_search(select(Item.id).order_by(Item.id), engine.dialect.name, "drama")
+    query, _ = reads._title_search(select(Item.id).order_by(Item.id), engine.dialect.name, "drama")
     compiled = query.compile(dialect=engine.dialect)
     with engine.connect() as connection:
         if engine.dialect.name == "sqlite":
@@ -242,6 +242,25 @@ def test_title_search_reads_the_title_index(engine):
             connection.exec_driver_sql("SET enable_seqscan = off")  # 32 items: any plan
             plan = connection.exec_driver_sql(f"EXPLAIN {compiled}", compiled.params).all()
             assert "ix_items_title_trigrams" in " ".join(row[0] for row in plan)
+
+
+def test_pages_follow_one_another_by_key(engine):
+    """``next`` starts the following page where this one ended, for items (searched or not)
+    and users, whatever offset the first page took; a short page has none."""
+    populate(engine)
+    for text in ("", "story"):
+        every = [c.item_id for c in reads.list_items(engine, 0, 100, text).cards]
+        page, pages = reads.list_items(engine, 2, 5, text), []
+        while True:
+            pages += [c.item_id for c in page.cards]
+            if page.next is None:
+                break
+            page = reads.list_items(engine, 0, 5, text, after=page.next)
+        assert pages == every[2:] and len(every) > 10
+    users = reads.list_users(engine, 0, 1000).users
+    first = reads.list_users(engine, 0, 3)
+    assert reads.list_users(engine, 0, 3, after=first.next).users == users[3:6]
+    assert reads.list_users(engine, 0, 1000).next is None
 
 
 def test_item_pages_count_up_to_a_limit(engine, monkeypatch):

@@ -165,8 +165,17 @@ def test_images_and_items_are_served(client):
     page = client.get("/v1/items?limit=5&q=Drama").get_json()
     assert page["total"] == 16 and page["total_exact"] and len(page["items"]) == 5
     assert_error(client.get("/v1/items?q=Dr"), 400, "at least 3 characters")
-    users = client.get("/v1/users?limit=3", headers=ADMIN).get_json()["users"]
-    assert len(users) == 3 and all(u["interactions"] > 0 for u in users)
+    every = [item["item_id"] for item in client.get("/v1/items?limit=100").get_json()["items"]]
+    first = client.get("/v1/items?limit=5").get_json()
+    after = client.get(f"/v1/items?limit=5&after={first['next']}").get_json()
+    assert [item["item_id"] for item in after["items"]] == every[5:10]
+    assert client.get("/v1/items?limit=100").get_json()["next"] is None
+    for bad in ("offset=10001", "after=-1", "after=x", "after=1.5"):
+        assert_error(client.get(f"/v1/items?{bad}"), 400, bad.split("=")[0])
+    users = client.get("/v1/users?limit=3", headers=ADMIN).get_json()
+    assert len(users["users"]) == 3 and all(u["interactions"] > 0 for u in users["users"])
+    following = client.get(f"/v1/users?limit=3&after={users['next']}", headers=ADMIN).get_json()
+    assert not {u["user_id"] for u in users["users"]} & {u["user_id"] for u in following["users"]}
 
 
 def test_product_page_and_ranked_rows_read_the_same_card(client, shop):

@@ -122,6 +122,22 @@ def test_title_search_from_the_header(page, base_url):
     sync_api.expect(page.get_by_test_id("error")).to_contain_text("at least 3 characters")
 
 
+def test_catalog_pages_next_and_back(page, base_url):
+    page.goto(base_url + "/")
+    first = card_ids(page, "catalog")
+    page.get_by_test_id("next-page").click()
+    sync_api.expect(
+        page.locator('[data-testid="catalog"] [data-testid="item-card"]')
+    ).to_have_count(8)
+    second = card_ids(page, "catalog")
+    assert len(first) == 24 and not set(first) & set(second)  # 32 items, pages of 24
+    assert page.get_by_test_id("next-page").count() == 0
+    page.get_by_text("← previous").click()
+    sync_api.expect(
+        page.locator('[data-testid="catalog"] [data-testid="item-card"]')
+    ).to_have_count(24)
+
+
 def test_unknown_shopper_sees_the_popular_items_notice(page, base_url):
     page.goto(base_url + "/#/user/someone-new")
     sync_api.expect(page.get_by_test_id("fallback")).to_be_visible()

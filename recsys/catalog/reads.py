@@ -88,12 +88,19 @@ class ItemPage:
     cards: list[ItemCard]
     total: int  # items matching the search, all pages together, counted to COUNT_LIMIT
     exact: bool = True  # False: more than COUNT_LIMIT match
+    next: int | None = None  # the ``after`` of the page that follows; None: this one is short
 
 
 @dataclass(frozen=True, slots=True)
 class UserActivity:
     user_id: str
     interactions: int
+
+
+@dataclass(frozen=True, slots=True)
+class UserPage:
+    users: list[UserActivity]
+    next: int | None = None  # the ``after`` of the page that follows; None: this one is short
 
 
 _CARD_COLUMNS = (Item.external_id, Item.title, Item.in_stock, Item.image_path, Item.attributes)
@@ -388,52 +395,65 @@ class CardCache:
                 self._cards.popitem(last=False)
 
 
-def list_items(engine: Engine, offset: int, limit: int, text: str = "") -> ItemPage:
+def list_items(
+    engine: Engine, offset: int, limit: int, text: str = "", after: int | None = None
+) -> ItemPage:
     """A page of cards in catalog order; with ``text`` (``values.parse_search``: three
     characters or more), only titles containing it (any case). ``%`` and ``_`` in ``text``
-    are themselves, not LIKE wildcards. The total counts up to ``COUNT_LIMIT`` items."""
+    are themselves, not LIKE wildcards. The total counts up to ``COUNT_LIMIT`` items.
+
+    ``after``: the ``next`` of the page before, to start after its last item (a key, so a
+    page deep in the catalog costs what the first does; ``offset`` skips rows one by one)."""
     text = parse_search(text, "text")
-    query = select(*_CARD_COLUMNS).order_by(Item.id)
+    query, key = select(*_CARD_COLUMNS).order_by(Item.id), Item.id
     if text:
-        query = _title_search(query, engine.dialect.name, text)
+        query, key = _title_search(query, engine.dialect.name, text)
     counted = query.with_only_columns(Item.id).order_by(None).limit(COUNT_LIMIT + 1)
+    if after is not None:
+        query = query.where(key > after)
+    page = query.add_columns(Item.id).offset(offset).limit(limit)
     with engine.connect() as connection:
         total = connection.scalar(select(func.count()).select_from(counted.subquery())) or 0
-        rows = connection.execute(query.offset(offset).limit(limit))
-        cards = [_card(row) for row in rows]
-    return ItemPage(cards, min(total, COUNT_LIMIT), total <= COUNT_LIMIT)
+        rows = connection.execute(page).all()
+    cards = [_card(row[:-1]) for row in rows]
+    following = rows[-1][-1] if rows and len(rows) == limit else None
+    return ItemPage(cards, min(total, COUNT_LIMIT), total <= COUNT_LIMIT, following)
 
 
-def _title_search(query: Select, dialect: str, text: str) -> Select:
-    """``query`` (of items, in catalog order) cut to titles containing ``text`` (any case):
-    ``title ILIKE``, which PostgreSQL's trigram index serves (migration 0011). SQLite's
-    FTS5 trigram index (the same migration) leads instead: it lists, in catalog order, the
-    items whose titles hold the text's trigrams in a row (its case folding finds a superset of
-    the LIKE's matches, which then decides), so that a page of a common word stops after its
-    items instead of listing every match first."""
+def _title_search(query: Select, dialect: str, text: str) -> tuple[Select, Any]:
+    """``query`` (of items, in catalog order) cut to titles containing ``text`` (any case),
+    and the column it is then ordered by.
+
+    The test is ``title ILIKE``, which PostgreSQL's trigram index serves (migration 0011);
+    the order stays the item's id. On SQLite the FTS5 trigram index (the same migration)
+    leads instead: it lists, in catalog order, the items whose titles hold the text's trigrams
+    in a row (its case folding finds a superset of the LIKE's matches, which then decides), so
+    that a page of a common word stops after its items instead of listing every match first.
+    The order is then the index's row (the same id), whose own range an ``after`` reads."""
     query = query.where(Item.title.icontains(text, autoescape=True))
     if dialect != "sqlite":
-        return query
+        return query, Item.id
     phrase = '"' + text.replace('"', '""') + '"'  # an FTS5 string: every character literal
     indexed = _TITLES.join(Item, Item.id == _TITLES.c.rowid)
-    return (
-        query.select_from(indexed)
-        .where(_TITLES.c.item_search.match(phrase))
-        .order_by(None)
-        .order_by(_TITLES.c.rowid)  # the index's own order (the item's id): no sort
-    )
+    query = query.select_from(indexed).where(_TITLES.c.item_search.match(phrase))
+    # the index's own order (the item's id): no sort
+    return query.order_by(None).order_by(_TITLES.c.rowid), _TITLES.c.rowid
 
 
-def list_users(engine: Engine, offset: int, limit: int) -> list[UserActivity]:
+def list_users(engine: Engine, offset: int, limit: int, after: int | None = None) -> UserPage:
     """A page of users in catalog order with their number of events: the page's users first,
     then each one's events counted on the (user, arrival) index, so that a page costs its
-    users' events, not the catalog's."""
-    page = select(User.id, User.external_id).order_by(User.id).offset(offset).limit(limit)
-    page = page.subquery()
+    users' events, not the catalog's. ``after``: as for ``list_items``."""
+    page = select(User.id, User.external_id).order_by(User.id)
+    if after is not None:
+        page = page.where(User.id > after)
+    page = page.offset(offset).limit(limit).subquery()
     events = select(func.count()).where(Interaction.user_id == page.c.id).scalar_subquery()
-    query = select(page.c.external_id, events).order_by(page.c.id)
+    query = select(page.c.id, page.c.external_id, events).order_by(page.c.id)
     with engine.connect() as connection:
-        return [UserActivity(user_id, count) for user_id, count in connection.execute(query)]
+        rows = connection.execute(query).all()
+    users = [UserActivity(user_id, count) for _, user_id, count in rows]
+    return UserPage(users, rows[-1][0] if rows and len(rows) == limit else None)
 
 
 def image_path(engine: Engine, item_id: str) -> str | None:

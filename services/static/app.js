@@ -68,15 +68,22 @@ function fail(error) {
 }
 
 async function browse(params) {
-  const offset = Number(params.get("offset") || 0);
+  // pages follow one another by key (after: the next of the page before), as deep as the catalog
+  const after = params.get("after");
   const q = params.get("q") || "";
-  const page = await api(`/v1/items?limit=${PAGE}&offset=${offset}&q=${encodeURIComponent(q)}`);
+  const key = after === null ? "" : `&after=${encodeURIComponent(after)}`;
+  const page = await api(`/v1/items?limit=${PAGE}&q=${encodeURIComponent(q)}${key}`);
   const pager = el("div", { class: "pager" });
-  const base = "#/?q=" + encodeURIComponent(q) + "&offset=";
-  if (offset > 0) pager.append(el("a", { href: base + Math.max(0, offset - PAGE), text: "← previous" }));
-  // total counts up to a limit; past it (total_exact false) a full page says whether more follow
-  const more = page.total_exact ? offset + PAGE < page.total : page.items.length === PAGE;
-  if (more) pager.append(el("a", { href: base + (offset + PAGE), text: "next →" }));
+  if (after !== null) {
+    const back = el("a", { href: "#", text: "← previous" });
+    back.addEventListener("click", (event) => { event.preventDefault(); history.back(); });
+    pager.append(back);
+  }
+  if (page.next !== null) {
+    const next = "#/?q=" + encodeURIComponent(q) + "&after=" + page.next;
+    pager.append(el("a", { href: next, text: "next →", "data-testid": "next-page" }));
+  }
+  // total counts up to a limit; past it (total_exact false) there are more
   const count = page.total.toLocaleString("en-US") + (page.total_exact ? "" : "+");
   const title = q ? `Items matching “${q}” (${count})` : `Catalog (${count} items)`;
   view.replaceChildren(el("h1", { text: title }), grid(page.items, "catalog"), pager);
