@@ -491,7 +491,7 @@ def all_ready(server: Server, in_a_row: int, timeout: float) -> bool:
 
 def like_wildcards(attack: Attack) -> tuple[bool, str]:
     shown, ok = [], True
-    for q, encoded in (("%", "%25"), ("_", "_")):
+    for q, encoded in (("%%%", "%25%25%25"), ("___", "___")):  # a search takes 3 characters
         response = attack.server.get(f"/v1/items?q={encoded}&limit=100")
         if status(response) != 200:
             ok &= is_4xx(response)
