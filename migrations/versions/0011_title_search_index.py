@@ -68,23 +68,30 @@ def upgrade() -> None:
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute(f"DROP INDEX IF EXISTS {TRIGRAM_INDEX}")
-        return  # pg_trgm stays: other databases' objects may use it
+        return  # pg_trgm stays: other objects may use it
     for event in SQLITE_TRIGGERS:
         op.execute(f"DROP TRIGGER {SEARCH_TABLE}_{event}")
     op.execute(f"DROP TABLE {SEARCH_TABLE}")
 
 
 def _postgres_index() -> None:
+    """The extension, then the index, each outside the migration's transaction: a refused
+    extension ends nothing, and the index is built ``CONCURRENTLY``, so that item writes go
+    on while a large catalog's titles are indexed (minutes at 10^7 items)."""
     bind = op.get_bind()
-    try:
-        with bind.begin_nested():  # a refusal must not end the migration's transaction
+    with op.get_context().autocommit_block():
+        try:
             bind.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm")
-    except DBAPIError as exc:
-        log.warning(
-            "pg_trgm could not be created (%s): title searches will read every title. "
-            "A superuser can run CREATE EXTENSION pg_trgm in this database, then "
-            "`recsys db downgrade 0010` and `recsys db upgrade` build the index.",
-            str(exc.orig).strip().splitlines()[0],
+        except DBAPIError as exc:
+            log.warning(
+                "pg_trgm could not be created (%s): title searches will read every title. "
+                "A superuser can run CREATE EXTENSION pg_trgm in this database, then "
+                "`recsys db downgrade 0010` and `recsys db upgrade` build the index.",
+                str(exc.orig).strip().splitlines()[0],
+            )
+            return
+        # an index a failed build left INVALID is dropped first: IF NOT EXISTS would keep it
+        op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {TRIGRAM_INDEX}")
+        op.execute(
+            f"CREATE INDEX CONCURRENTLY {TRIGRAM_INDEX} ON items USING gin (title gin_trgm_ops)"
         )
-        return
-    op.execute(f"CREATE INDEX {TRIGRAM_INDEX} ON items USING gin (title gin_trgm_ops)")
