@@ -13,6 +13,7 @@ from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from recsys.catalog import reads
 from recsys.catalog.models import AttributeKind, Interaction, Item, ItemAttribute, User
 from recsys.ingest import IngestOptions, ingest_interactions, ingest_items
 
@@ -158,6 +159,9 @@ def test_changed_rows_are_updated(engine, tmp_path):
     with Session(engine) as session:
         x = session.scalar(select(Item).where(Item.external_id == "x"))
         assert (x.title, x.attributes) == ("New", {"price": 1.5, "colour": "red"})
+    searched = {text: [c.item_id for c in reads.list_items(engine, 0, 10, text).cards]
+                for text in ("new", "old", "same")}  # fmt: skip
+    assert searched == {"new": ["x"], "old": [], "same": ["y"]}  # the title index followed
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet", "csv.gz"])
