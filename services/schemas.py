@@ -26,7 +26,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from recsys.catalog.reads import COUNT_LIMIT
-from recsys.ingest.values import MIN_SEARCH, BadValue, parse_id, parse_search
+from recsys.ingest.values import MAX_SEARCH, MIN_SEARCH, BadValue, parse_id, parse_search
 from recsys.model.diversity import DEFAULT_DIVERSITY
 from services.errors import ApiError
 
@@ -142,8 +142,8 @@ def _search(value: str) -> str:
 class ItemSearch(Page):
     q: Annotated[str, AfterValidator(_search)] = Field(
         "",
-        description="Only items whose title contains this text (any case; at least "
-        f"{MIN_SEARCH} characters, or none)",
+        description="Only items whose title contains this text (any case; "
+        f"{MIN_SEARCH} to {MAX_SEARCH} characters, or none)",
     )
 
 

@@ -186,12 +186,27 @@ def test_title_search_takes_like_wildcards_literally(engine):
     assert len(found["comedy story 1"]) == 6  # 1, 10 to 14: plain search still matches
 
 
-def test_title_search_needs_three_characters(engine):
+def test_title_search_takes_3_to_200_characters(engine):
     populate(engine)
     for text in ("a", "%", " dr ", "é"):
         with pytest.raises(BadValue, match="at least 3 characters"):
             reads.list_items(engine, 0, 10, text)
+    with pytest.raises(BadValue, match="at most 200"):
+        reads.list_items(engine, 0, 10, "drama " * 34)
     assert reads.list_items(engine, 0, 100, "  ").total == 32  # blank: every item
+
+
+def test_a_search_that_repeats_itself_matches_whole(engine):
+    """The index looks up the shortest part of the text that holds all its trigrams
+    ("la la" for "la la la la"); the whole text decides."""
+    populate(engine)
+    with Session(engine) as session, session.begin():
+        session.add(Item(external_id="song", title="la la land"))
+        session.add(Item(external_id="chorus", title="La la la la la"))
+    search = lambda text: sorted(c.item_id for c in reads.list_items(engine, 0, 100, text).cards)  # noqa: E731
+    assert search("la la la la") == ["chorus"]  # "la la", what the index looks up, is in both
+    assert search("LA LA L") == ["chorus", "song"]
+    assert reads._indexed_part("la la la la") == "la la"
 
 
 def test_title_search_follows_every_write(engine):

@@ -37,8 +37,10 @@ from recsys.ingest.report import Reason
 
 MAX_ID_LENGTH = 255
 # The shortest title search: a trigram (three characters) is what the catalog's title index
-# looks up.
+# looks up. The longest: a search costs the index its length in every title that holds its
+# trigrams, and no product title is longer.
 MIN_SEARCH = 3
+MAX_SEARCH = 200
 # Weights and ratings above this are a unit mistake, and training's float32 confidences
 # (weight x event multiplier x alpha, summed) must stay finite.
 MAX_WEIGHT = 1_000_000
@@ -123,14 +125,18 @@ def parse_text(value: Any, column: str) -> str:
 
 
 def parse_search(value: Any, column: str) -> str:
-    """A title search: the text stripped, "" (no search) or ``MIN_SEARCH`` characters or
-    more, which the catalog's trigram index can look up (shorter text would read every
+    """A title search: the text stripped, "" (no search) or ``MIN_SEARCH`` to ``MAX_SEARCH``
+    characters, which the catalog's trigram index can look up (shorter text would read every
     title: migration 0011)."""
     text = parse_text(value, column)
     if 0 < len(text) < MIN_SEARCH:
         raise BadValue(
             f"{column} {shown(text)} is too short to search: a title search needs at least "
             f"{MIN_SEARCH} characters (or none, to list every item)"
+        )
+    if len(text) > MAX_SEARCH:
+        raise BadValue(
+            f"{column} is {len(text)} characters long; a title search takes at most {MAX_SEARCH}"
         )
     return text
 
