@@ -24,6 +24,10 @@ class UnknownItem(RecsysError, KeyError):
         return str(self.args[0]) if self.args else "unknown item"
 
 
+class SearchTooBroad(RecsysError):
+    """A title search that would read more of the catalog than its time allows."""
+
+
 class ModelNotTrained(RecsysError):
     """No trained model bundle is available (run `recsys train`)."""
 

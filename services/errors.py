@@ -19,6 +19,7 @@ from recsys.errors import (
     InvalidInput,
     ModelNotTrained,
     RecsysError,
+    SearchTooBroad,
     UnknownItem,
 )
 
@@ -32,6 +33,7 @@ _KEPT_HEADERS = {"allow", "retry-after", "www-authenticate"}
 _RECSYS_STATUS = (
     (UnknownItem, 404, "unknown_item"),
     (InvalidInput, 400, "invalid_input"),
+    (SearchTooBroad, 400, "search_too_broad"),
     (ModelNotTrained, 503, "model_not_ready"),
     (CatalogNotReady, 503, "catalog_not_ready"),
     (InvalidBundle, 503, "model_not_ready"),

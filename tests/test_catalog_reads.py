@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from datetime import datetime, timedelta
 
@@ -20,6 +21,7 @@ from recsys.catalog.models import (
     ItemAttribute,
     User,
 )
+from recsys.errors import SearchTooBroad
 from recsys.ingest.values import BadValue
 from recsys.model.data import (
     INTERACTION_COLUMNS,
@@ -276,6 +278,29 @@ def test_pages_follow_one_another_by_key(engine):
     first = reads.list_users(engine, 0, 3)
     assert reads.list_users(engine, 0, 3, after=first.next).users == users[3:6]
     assert reads.list_users(engine, 0, 1000).next is None
+
+
+def test_a_search_past_its_time_is_refused(engine, monkeypatch):
+    """A search whose queries outlast ``SEARCH_SECONDS`` is stopped with a reason (SQLite's
+    progress handler; PostgreSQL's statement_timeout, for that search's transaction only)."""
+    populate(engine)
+    with Session(engine) as session, session.begin():
+        session.add_all(Item(external_id=f"n{k}", title=f"plain mug {k}") for k in range(3000))
+    statements = []
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    monkeypatch.setattr(reads, "SEARCH_SECONDS", 1e-9)
+    if engine.dialect.name == "sqlite":
+        with pytest.raises(SearchTooBroad, match="search a rarer word"):
+            reads.list_items(engine, 0, 10, "plain mug 29")
+    else:  # PostgreSQL's smallest limit, 1 ms, may or may not stop 3,000 titles: it is set
+        with contextlib.suppress(SearchTooBroad):
+            reads.list_items(engine, 0, 10, "plain mug 29")
+        assert "SET LOCAL statement_timeout = 1" in statements
+    monkeypatch.setattr(reads, "SEARCH_SECONDS", 1.0)
+    assert reads.list_items(engine, 0, 10, "plain mug 29").total == 111  # 29, 29x, 29xx
+    statements.clear()
+    assert len(reads.list_items(engine, 0, 10).cards) == 10
+    assert not any("statement_timeout" in s for s in statements)  # browsing has no limit
 
 
 def test_item_pages_count_up_to_a_limit(engine, monkeypatch):
