@@ -10,7 +10,9 @@ least three characters (``recsys.catalog.reads.MIN_SEARCH``).
   no copy of them (``content='items'``) nor their sizes (``columnsize=0``: nothing is ranked,
   and a new title costs 9% less), kept by triggers on ``items``: a new item is
   indexed, a removed one dropped, and an update reindexes the item only when its title
-  changed (not for stock or price). Existing titles are indexed here once.
+  changed (not for stock or price). Existing titles are indexed here once. A later
+  migration that rebuilds ``items`` in batch mode (copy, drop, rename) drops these triggers
+  with the old table, as it would 0004's: it must create them again.
 - PostgreSQL: a GIN index of ``title`` with ``pg_trgm``'s operator class, which serves the
   ``title ILIKE '%...%'`` the search already is. ``pg_trgm`` ships with
   PostgreSQL (contrib) and is a trusted extension since PostgreSQL 13: a database owner may
