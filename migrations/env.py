@@ -3,7 +3,7 @@
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from recsys.catalog.models import Base
+from recsys.catalog.models import TITLE_SEARCH_TABLE, TITLE_TRIGRAM_INDEX, Base
 from recsys.settings import Settings
 
 config = context.config
@@ -13,19 +13,15 @@ target_metadata = Base.metadata
 # PostgreSQL checks interactions' references to users and items with statement triggers
 # (migration 0008) in place of the foreign keys the models declare for both databases.
 TRIGGER_CHECKED = {"fk_interactions_user_id_users", "fk_interactions_item_id_items"}
-# The title search index (migration 0011) is the database's own: an FTS5 table and its
-# shadow tables on SQLite, a pg_trgm index on PostgreSQL. The models do not declare them.
-SEARCH_TABLE = "item_search"
-TRIGRAM_INDEX = "ix_items_title_trigrams"
 
 
 def include_object(obj, name, type_, reflected, compare_to) -> bool:
     """Leave PostgreSQL's trigger-checked foreign keys and the title search index out of the
     model comparison."""
     dialect = context.get_context().dialect.name
-    if type_ == "table" and reflected and name.startswith(SEARCH_TABLE):
+    if type_ == "table" and reflected and name.startswith(TITLE_SEARCH_TABLE):
         return False
-    if type_ == "index" and name == TRIGRAM_INDEX:
+    if type_ == "index" and name == TITLE_TRIGRAM_INDEX:
         return False
     return not (
         type_ == "foreign_key_constraint" and name in TRIGGER_CHECKED and dialect == "postgresql"

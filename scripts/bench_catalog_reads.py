@@ -42,6 +42,7 @@ from sqlalchemy import create_engine, text
 
 from recsys.catalog import connect, migrate, reads
 from recsys.ingest import IngestOptions, ingest_interactions, ingest_items
+from recsys.ingest.values import MAX_SEARCH
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = 24
@@ -67,13 +68,13 @@ def build(workdir: Path, url: str, items: int, users: int, events: int) -> dict[
     if url.startswith("postgresql"):  # as autovacuum leaves it, without racing it while timing
         with create_engine(url, isolation_level="AUTOCOMMIT").connect() as connection:
             connection.execute(text("VACUUM ANALYZE"))
-    rates = {"items_per_s": items / item_seconds, "events_per_s": events / event_seconds}
-    return rates
+    return {"items_per_s": items / item_seconds, "events_per_s": events / event_seconds}
 
 
 def search_terms(shop: Path) -> dict[str, str]:
     """The most common title word, a brand, a rare title word, a word in no title, and the
-    common word repeated to 200 characters (the longest search), which no title holds."""
+    common word repeated to ``MAX_SEARCH`` characters (the longest search), which no title
+    holds."""
     frame = pd.read_csv(shop / "items.csv", usecols=["title", "brand"], dtype=str)
     words = collections.Counter(frame["title"].str.lower().str.split().explode())
     brands = frame["brand"].value_counts()
@@ -83,7 +84,7 @@ def search_terms(shop: Path) -> dict[str, str]:
         "brand": brands.index[len(brands) // 2],
         "rare word": next(w for w in ranked if words[w] <= 10),
         "absent": "zqxjv",
-        "common word x 200 chars": ((ranked[0] + " ") * 200)[:200].strip(),
+        f"common word x {MAX_SEARCH} chars": ((ranked[0] + " ") * MAX_SEARCH)[:MAX_SEARCH].strip(),
     }
 
 

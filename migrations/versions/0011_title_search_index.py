@@ -37,9 +37,9 @@ depends_on: str | Sequence[str] | None = None
 
 log = logging.getLogger("alembic.runtime.migration")
 
-# The SQLite FTS5 table; the models leave it (and its shadow tables) out, migrations/env.py.
+# The SQLite FTS5 table and the PostgreSQL index, as this revision made them (the code's names
+# are models.TITLE_SEARCH_TABLE and TITLE_TRIGRAM_INDEX; a migration keeps its own).
 SEARCH_TABLE = "item_search"
-# The PostgreSQL index; the models leave it out too.
 TRIGRAM_INDEX = "ix_items_title_trigrams"
 FORGET = (
     f"INSERT INTO {SEARCH_TABLE} ({SEARCH_TABLE}, rowid, title) "

@@ -76,6 +76,13 @@ class Item(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
 
+# The title search index (migration 0011), which the models do not declare: an FTS5 table of
+# this name (and its shadow tables) on SQLite, a pg_trgm GIN index of this name on PostgreSQL.
+# The reads use the one, migrations/env.py leaves both out of the model comparison.
+TITLE_SEARCH_TABLE = "item_search"
+TITLE_TRIGRAM_INDEX = "ix_items_title_trigrams"
+
+
 class ItemAttribute(Base):
     """The inferred kind of each tabular attribute column seen at ingest."""
 

@@ -47,7 +47,14 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import OperationalError
 
 from recsys.catalog import changes
-from recsys.catalog.models import CatalogState, Interaction, Item, ItemChange, User
+from recsys.catalog.models import (
+    TITLE_SEARCH_TABLE,
+    CatalogState,
+    Interaction,
+    Item,
+    ItemChange,
+    User,
+)
 from recsys.errors import SearchTooBroad
 from recsys.ingest.values import parse_search
 from recsys.model.data import IdIndex
@@ -67,7 +74,7 @@ COUNT_LIMIT = 1_000
 SEARCH_SECONDS = 1.0
 # SQLite's trigram index of titles (migration 0011); its hidden column of the same name
 # takes the MATCH.
-_TITLES = table("item_search", column("rowid"), column("item_search"))
+_TITLES = table(TITLE_SEARCH_TABLE, column("rowid"), column(TITLE_SEARCH_TABLE))
 # Item generations a card cache catches up on through the change log; past it, it starts afresh.
 LOG_STEP = 1000
 
@@ -489,7 +496,7 @@ def _title_search(query: Select, dialect: str, text: str) -> tuple[Select, Any]:
         return query, Item.id
     phrase = '"' + _indexed_part(text).replace('"', '""') + '"'  # an FTS5 string: literal
     indexed = _TITLES.join(Item, Item.id == _TITLES.c.rowid)
-    query = query.select_from(indexed).where(_TITLES.c.item_search.match(phrase))
+    query = query.select_from(indexed).where(_TITLES.c[TITLE_SEARCH_TABLE].match(phrase))
     # the index's own order (the item's id): no sort
     return query.order_by(None).order_by(_TITLES.c.rowid), _TITLES.c.rowid
 
