@@ -439,6 +439,17 @@ def server_cpu(pid: int) -> float:
     return total
 
 
+def worker_rss_mb(pid: int) -> list[float]:
+    """Resident memory (MB) of each of the server's workers, largest first."""
+    sizes = []
+    for process in psutil.Process(pid).children(recursive=True):
+        try:
+            sizes.append(round(process.memory_info().rss / 2**20, 1))
+        except psutil.Error:  # a worker gone meanwhile
+            continue
+    return sorted(sizes, reverse=True)
+
+
 def run(args, url: str, workdir: Path, ids_path: Path, items: list[str], server_pid: int) -> dict:
     service_bench.wait_ready(url)
     ready = json.loads(urllib.request.urlopen(url + "/readyz").read())
@@ -495,6 +506,8 @@ def run(args, url: str, workdir: Path, ids_path: Path, items: list[str], server_
         "server_cpu_cores": round(cpu, 3),
         "writers_cpu_cores": round(own[0], 3),
         "wrk_cpu_cores": round(own[1], 3),
+        # each worker's resident memory once the answers were checked, largest first
+        "worker_rss_mb": worker_rss_mb(server_pid),
         # the read answers of the measured minute (wrk's and the writers'), by where they came
         # from: kept at their generations, carried across follow steps, or computed
         "answers": answers,

@@ -20,9 +20,9 @@ from recsys.catalog import changes, connect, migrate
 from recsys.catalog.models import Interaction, Item, User
 from recsys.errors import InvalidInput
 from recsys.ingest import IngestOptions, ingest_interactions, ingest_items
-from recsys.ingest.bulk import lookup_ids, prepare
+from recsys.ingest.bulk import SQLITE_CACHE_KIB, lookup_ids, prepare
 from recsys.ingest.interactions import InteractionIngester, dedup_keys, record_interactions
-from recsys.ingest.item_writes import delete_item
+from recsys.ingest.item_writes import delete_item, put_item
 from recsys.ingest.known import KNOWN_KEYS_LIMIT, KnownKeys
 from recsys.ingest.pipeline import SeenKeys
 from recsys.ingest.readers import Record, batch_from_records
@@ -361,6 +361,26 @@ def test_api_batch_is_all_or_nothing(catalog):
     recorded = record_interactions(catalog, [events[0], {**events[0], "item_id": "i2"}])
 
     assert (recorded.inserted, recorded.users) == (2, ["a"])
+
+
+def test_the_service_writes_leave_a_pooled_connection_with_its_own_page_cache(catalog, tmp_path):
+    """An event or item write of a long-lived process (the service) must not leave the bulk
+    ingest's 512 MiB page cache on the pooled connection: every page its later reads touched
+    would stay in the worker's memory."""
+    if catalog.dialect.name != "sqlite":
+        pytest.skip("SQLite's page cache")
+    catalog.pool.dispose()  # one pooled connection, opened fresh
+    with catalog.connect() as connection:
+        default = connection.exec_driver_sql("PRAGMA cache_size").scalar()
+
+    record_interactions(catalog, [{"user_id": "a", "item_id": "i1"}])
+    put_item(catalog, "new-item", {"title": "a new item"}, tmp_path)
+    delete_item(catalog, "new-item")
+
+    with catalog.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA cache_size").scalar() == default
+        prepare(connection)  # the file ingest's batches do keep the large cache
+        assert connection.exec_driver_sql("PRAGMA cache_size").scalar() == -SQLITE_CACHE_KIB
 
 
 def test_items_written_between_the_read_ahead_and_the_write_are_looked_up_again(catalog, tmp_path):

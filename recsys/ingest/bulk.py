@@ -81,26 +81,40 @@ def is_postgresql(connection: Connection) -> bool:
 
 
 def prepare(connection: Connection) -> None:
-    """Settings of a connection that writes a batch; call it first in the transaction.
+    """Settings of a connection that writes a file's batches; call it first in the transaction.
 
-    SQLite: a larger page cache, and the write lock taken now (``BEGIN IMMEDIATE``), so the
-    batch's reads and writes form one serial step among concurrent writers.
+    SQLite: a larger page cache, kept by the connection for the batches after this one, and
+    the write lock taken now (``take_write_lock``).
     """
     if connection.dialect.name == "sqlite":
         connection.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
+    take_write_lock(connection)
+
+
+def take_write_lock(connection: Connection) -> None:
+    """SQLite: take the write lock when the transaction begins (``BEGIN IMMEDIATE``), so its
+    reads and writes form one serial step among concurrent writers. Call it first."""
+    if connection.dialect.name == "sqlite":
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def write_transaction(
     engine: Engine, work: Callable[[Connection], T], attempts: int = WRITE_ATTEMPTS
 ) -> T:
-    """``work(connection)`` in one ``prepare``d transaction, run again from the start (up to
-    ``attempts`` times) when it lost a race with another writer; other errors propagate."""
+    """``work(connection)`` in one transaction that takes the write lock first, run again from
+    the start (up to ``attempts`` times) when it lost a race with another writer; other errors
+    propagate.
+
+    For the small writes of a long-lived process (the service's item and event writes): the
+    connection keeps SQLite's default page cache. ``prepare``'s cache would stay with the
+    pooled connection after the write and grow with every page its later reads touch, up to
+    ``SQLITE_CACHE_KIB`` per connection of every worker.
+    """
     attempt = 1
     while True:
         try:
             with engine.begin() as connection:
-                prepare(connection)
+                take_write_lock(connection)
                 return work(connection)
         except DBAPIError as exc:
             if attempt >= attempts or not lost_race(exc):
