@@ -18,7 +18,6 @@ import argparse
 import cProfile
 import io
 import json
-import os
 import pstats
 import shutil
 import sys
@@ -30,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_item_write import TOKEN, photo
-from bench_live_catalog import copy_catalog
+from bench_live_catalog import scratch_app
 
 MIX = ("put", "put", "stock", "delete")
 
@@ -46,20 +45,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-follow-"))
     try:
-        copy_catalog(args.workdir, work)
-        (work / "images").mkdir(exist_ok=True)
-        os.environ.update(
-            RECSYS_DATABASE_URL=f"sqlite:///{work / 'catalog.db'}",
-            RECSYS_ARTIFACTS_DIR=str(work / "artifacts"),
-            RECSYS_DEVICE="cpu",
-            RECSYS_ADMIN_TOKEN=TOKEN,
-            RECSYS_IMAGES_ROOT=str(work / "images"),
-            RECSYS_WRITE_RATE_LIMIT="1000000/minute",
-            PROMETHEUS_MULTIPROC_DIR=str(work),
-        )
-        from services.app import create_app
-
-        app = create_app(test_config={"RELOAD_CHECK_SECONDS": 0, "LIVE_CATALOG_SECONDS": 0})
+        app = scratch_app(args.workdir, work, TOKEN)
         steps = follow_steps(app, work, args)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -84,6 +84,27 @@ def copy_catalog(source: Path, workdir: Path) -> None:
     shutil.copy(source / "ids.json", workdir / "ids.json")
 
 
+def scratch_app(source: Path, work: Path, token: str):
+    """The app a gunicorn worker runs, built in this process on a copy of ``source``'s catalog
+    and bundle in ``work`` (``copy_catalog``), with its follower thread and reload checks off,
+    ``token`` as its admin token and no rate limits that a benchmark's calls would reach."""
+    copy_catalog(source, work)
+    (work / "images").mkdir(exist_ok=True)
+    os.environ.update(
+        RECSYS_DATABASE_URL=f"sqlite:///{work / 'catalog.db'}",
+        RECSYS_ARTIFACTS_DIR=str(work / "artifacts"),
+        RECSYS_DEVICE="cpu",
+        RECSYS_ADMIN_TOKEN=token,
+        RECSYS_IMAGES_ROOT=str(work / "images"),
+        RECSYS_WRITE_RATE_LIMIT="1000000/minute",
+        RECSYS_READ_RATE_LIMIT="1000000000/minute",
+        PROMETHEUS_MULTIPROC_DIR=str(work),
+    )
+    from services.app import create_app
+
+    return create_app(test_config={"RELOAD_CHECK_SECONDS": 0, "LIVE_CATALOG_SECONDS": 0})
+
+
 @dataclass
 class Write:
     op: str  # put, stock, delete

@@ -21,14 +21,13 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 from bench_item_write import TOKEN, photo
-from bench_live_catalog import copy_catalog
+from bench_live_catalog import scratch_app
 
 
 def rss_mb() -> float:
@@ -48,21 +47,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-memory-"))
     try:
-        copy_catalog(args.workdir, work)
-        (work / "images").mkdir(exist_ok=True)
-        os.environ.update(
-            RECSYS_DATABASE_URL=f"sqlite:///{work / 'catalog.db'}",
-            RECSYS_ARTIFACTS_DIR=str(work / "artifacts"),
-            RECSYS_DEVICE="cpu",
-            RECSYS_ADMIN_TOKEN=TOKEN,
-            RECSYS_IMAGES_ROOT=str(work / "images"),
-            RECSYS_WRITE_RATE_LIMIT="1000000/minute",
-            RECSYS_READ_RATE_LIMIT="1000000000/minute",
-            PROMETHEUS_MULTIPROC_DIR=str(work),
-        )
-        from services.app import create_app
-
-        app = create_app(test_config={"RELOAD_CHECK_SECONDS": 0, "LIVE_CATALOG_SECONDS": 0})
+        app = scratch_app(args.workdir, work, TOKEN)
         items = json.loads((work / "ids.json").read_text())["items"]
         result = measure(app, items, args)
     finally:
