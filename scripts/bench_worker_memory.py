@@ -28,13 +28,7 @@ from pathlib import Path
 import numpy as np
 from bench_item_write import TOKEN, photo
 from bench_live_catalog import scratch_app
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+from bench_read import status_mb
 
 
 def main() -> None:
@@ -64,7 +58,7 @@ def measure(app, items: list[str], args) -> dict:
     ctx.cards.wait_for_snapshot(60)
     client, auth = app.test_client(), {"Authorization": f"Bearer {TOKEN}"}
     rng = np.random.default_rng(0)
-    result = {"rss_start_mb": rss_mb()}
+    result = {"rss_start_mb": status_mb("VmRSS")}
     for n in range(args.writes):
         twin = str(rng.choice(items))
         card = client.get(f"/v1/items/{twin}").get_json()
@@ -81,17 +75,17 @@ def measure(app, items: list[str], args) -> dict:
         for answer in answers:
             if answer.status_code not in (200, 201):
                 raise SystemExit(f"a write answered {answer.status_code}: {answer.get_data()!r}")
-    result["rss_after_writes_mb"] = rss_mb()
+    result["rss_after_writes_mb"] = status_mb("VmRSS")
     for kind in ("items", "users"):
         after, pages = "", 0
         while True:
             page = client.get(f"/v1/{kind}?limit={args.page}{after}", headers=auth).get_json()
             pages += 1
-            if not page.get("next"):
+            if page.get("next") is None:
                 break
             after = f"&after={page['next']}"
         result[f"{kind}_pages"] = pages
-    result["rss_after_crawl_mb"] = rss_mb()
+    result["rss_after_crawl_mb"] = status_mb("VmRSS")
     return {key: round(value, 1) for key, value in result.items()}
 
 
