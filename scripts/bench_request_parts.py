@@ -49,8 +49,8 @@ def main() -> None:
     args = parser.parse_args()
     app = service_time.in_process_app(args.workdir, wait=args.wait)  # answers cache off
     from recsys.catalog import reads
-    from recsys.model import data, delta, explain, index, recommender
-    from services import contract
+    from recsys.model import data, delta, explain, fusion, index, recommender
+    from services import api, contract
 
     totals: dict[str, float] = collections.defaultdict(float)
     calls: collections.Counter = collections.Counter()
@@ -60,14 +60,22 @@ def main() -> None:
         (rec, "_similar_pool"),
         (rec, "item_rows"),
         (rec, "recommend"),
+        (rec, "_stored_feed"),
         (rec, "_feed_because"),
         (rec, "_with_tokens"),
+        (recommender, "token_candidates"),
+        (fusion.FusedModel, "row_token_scores"),
+        (explain, "history_parts"),
+        (explain, "feed_reasons"),
+        (api, "fresh_history"),
+        (api, "home_feed"),
         (rec, "_with_live"),
         (recommender.ItemFilters, "shared"),
         (explain, "block_shares"),
         (explain, "similar_reasons"),
         (index.VectorIndex, "search"),
         (delta.Delta, "merge"),
+        (api, "ranked"),
         (reads.CardCache, "cards"),
         (reads.CardSnapshot, "packed"),
         (data.IdIndex, "rows"),

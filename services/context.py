@@ -62,7 +62,7 @@ def kept_answer(
     if body is None:
         body, source = pydantic_core.to_json(compute()), "computed"
         ctx.answers.put(key, body)
-    ctx.metrics.answers.labels(endpoint, source).inc()
+    ctx.metrics.child(ctx.metrics.answers, endpoint, source).inc()
     return Response(body, mimetype=JSON)
 
 
@@ -84,7 +84,10 @@ def carried_answer(
         return kept_answer(ctx, answer_key(ctx, state), lambda: compute()[0], endpoint)
     key = (request.path, request.query_string, state.version)
     kept = ctx.answers.get(key)
-    counted = ctx.metrics.answers.labels
+
+    def counted(*labels: str):
+        return ctx.metrics.child(ctx.metrics.answers, *labels)
+
     if isinstance(kept, Carried) and kept.generation == live.generation:
         counted(endpoint, "kept").inc()
         return Response(kept.body, mimetype=JSON)

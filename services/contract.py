@@ -112,6 +112,8 @@ def _inputs(contract: Contract) -> dict[str, BaseModel]:
     inputs = {}
     if contract.query is not None:
         inputs["query"] = validated(contract.query, _query_values(contract.query))
+    if contract.body is None and contract.form is None:
+        return inputs
     multipart = request.mimetype == "multipart/form-data"
     if contract.body is not None and not (contract.form is not None and multipart):
         inputs["body"] = validated(contract.body, _json_body())
@@ -125,10 +127,10 @@ def _inputs(contract: Contract) -> dict[str, BaseModel]:
 def _query_values(model: type[BaseModel]) -> dict[str, Any]:
     """Declared parameters (first value); with ``extra="allow"``, every other one too
     (a list when repeated: an attribute filter with several values)."""
-    declared = model.model_fields
-    values = {name: request.args[name] for name in declared if name in request.args}
+    declared, args = model.model_fields, request.args  # the proxy looked up once
+    values = {name: args[name] for name in declared if name in args}
     if model.model_config.get("extra") == "allow":
-        for name, given in request.args.lists():
+        for name, given in args.lists():
             if name not in declared:
                 values[name] = given if len(given) > 1 else given[0]
     return values

@@ -260,6 +260,14 @@ def test_health_readiness_metrics_and_openapi(client):
     assert spec["openapi"].startswith("3.") and "/v1/items/{item_id}/similar" in spec["paths"]
 
 
+def test_made_up_methods_share_one_metrics_series(client):
+    for method in ("AAAA", "AAAB", "BREW"):
+        assert client.open("/v1/items/a1/similar", method=method).status_code == 405
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'method="AAAA"' not in text and 'method="BREW"' not in text
+    assert 'recsys_http_errors_total{endpoint="unmatched",method="other",status="405"} 3.0' in text
+
+
 def test_service_without_a_model_is_live_but_not_ready(tmp_path):
     from recsys.catalog import migrate
 
