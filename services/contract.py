@@ -173,9 +173,11 @@ def _explain(model: type[BaseModel], data: Any, error: dict) -> tuple[str, str]:
         return _name(path), "is required" + (f" ({described})" if described else "")
     if error["type"] in {"model_type", "model_attributes_type", "dict_type"}:
         return _name(path), "must be a JSON object"
-    given = repr(error.get("input")) if _scalar(error.get("input")) else ""
-    shown = f", got {given}" if given and len(given) <= 60 else ""
-    return _name(path), error["msg"] + shown
+    message, given = error["msg"], repr(error.get("input")) if _scalar(error.get("input")) else ""
+    if isinstance(field, str) and message.startswith(f"{field} "):
+        message = message[len(field) + 1 :]  # our own rules name the field; the frame does
+    shown = f", got {given}" if given and len(given) <= 60 and given not in message else ""
+    return _name(path), message + shown
 
 
 def _scalar(value: Any) -> bool:

@@ -165,6 +165,8 @@ def test_images_and_items_are_served(client):
     page = client.get("/v1/items?limit=5&q=Drama").get_json()
     assert page["total"] == 16 and page["total_exact"] and len(page["items"]) == 5
     assert_error(client.get("/v1/items?q=Dr"), 400, "at least 3 characters")
+    message = client.get("/v1/items?q=Dr").get_json()["error"]["message"]
+    assert message.startswith("q: 'Dr' is too short") and message.count("'Dr'") == 1
     assert_error(client.get("/v1/items?q=" + "d" * 201), 400, "at most 200")
     every = [item["item_id"] for item in client.get("/v1/items?limit=100").get_json()["items"]]
     first = client.get("/v1/items?limit=5").get_json()
