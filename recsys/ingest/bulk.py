@@ -18,6 +18,7 @@ it lost a race anyway (a PostgreSQL deadlock or serialization failure, a busy SQ
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -42,17 +43,19 @@ from sqlalchemy import (
     Table,
     bindparam,
     func,
-    literal,
     literal_column,
     select,
     true,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql import FromClause
+from sqlalchemy.sql import FromClause, Select
+from sqlalchemy.sql.dml import Insert
 
 from recsys.catalog.models import Interaction, Item, User
 
+# The bind parameter of ``values_table``: a list of strings (``values_of``).
+VALUES = "values"
 # The columns an ingest writes, in the table's order.
 INTERACTION_COLUMNS = ("user_id", "item_id", "event", "weight", "timestamp", "dedup_key")
 WRITTEN = (*INTERACTION_COLUMNS, "created_at")
@@ -142,12 +145,40 @@ def dialect_insert(connection: Connection, model) -> postgresql.Insert | sqlite.
     return (postgresql if is_postgresql(connection) else sqlite).insert(model)
 
 
-def values_table(connection: Connection, values: list[str]) -> FromClause:
-    """``values`` as a one-column table ``value``, sent as a single parameter."""
-    if is_postgresql(connection):
-        array = bindparam(None, values, type_=postgresql.ARRAY(String))
+def values_table(postgres: bool) -> FromClause:
+    """A one-column table ``value`` of the list bound as ``VALUES`` when a statement built on
+    it runs (``values_of``): one parameter for any number of values, so the statement itself
+    is built once (``functools.cache``) and SQLAlchemy keys its compiled form only once."""
+    if postgres:
+        array = bindparam(VALUES, type_=postgresql.ARRAY(String))
         return func.unnest(array).table_valued("value").render_derived()
-    return func.json_each(json.dumps(values)).table_valued("value")
+    return func.json_each(bindparam(VALUES, type_=String)).table_valued("value")
+
+
+def values_of(connection: Connection, values: list[str]) -> dict[str, str | list[str]]:
+    """The parameters of a statement on ``values_table``: an array, or JSON text on SQLite."""
+    return {VALUES: values if is_postgresql(connection) else json.dumps(values)}
+
+
+@functools.cache
+def _lookup(model: type[Item] | type[User], postgres: bool) -> Select:
+    """external_id, id of ``model``'s rows whose external ids are among ``VALUES``."""
+    values = select(values_table(postgres))
+    return select(model.external_id, model.id).where(model.external_id.in_(values))
+
+
+@functools.cache
+def _add_users(postgres: bool) -> Insert:
+    """Add the users named in ``VALUES``, created at ``now``; the ids of those it added."""
+    values = values_table(postgres)
+    rows = select(values.c.value, bindparam("now", type_=DateTime())).where(true())
+    return (
+        (postgresql if postgres else sqlite)
+        .insert(User)
+        .from_select(["external_id", "created_at"], rows)
+        .on_conflict_do_nothing(index_elements=["external_id"])
+        .returning(User.external_id, User.id)
+    )
 
 
 def lookup_ids(
@@ -167,10 +198,9 @@ def lookup_ids(
         if missing.any():
             ids[missing] = lookup_ids(connection, model, names.filter(pa.array(missing)))
         return ids
-    distinct = pc.unique(names)
-    values = values_table(connection, distinct.to_pylist())
-    query = select(model.external_id, model.id).where(model.external_id.in_(select(values)))
-    found = connection.execute(query).all()
+    distinct = pc.unique(names).to_pylist()
+    query = _lookup(model, is_postgresql(connection))
+    found = connection.execute(query, values_of(connection, distinct)).all()
     known = pa.array([name for name, _ in found], pa.string())
     ids = np.array([id_ for _, id_ in found] + [-1], dtype=np.int64)  # ids[-1] == -1
     return ids[pc.index_in(names, value_set=known).fill_null(-1).to_numpy()]
@@ -190,15 +220,8 @@ def ensure_users(
     missing = pc.unique(names.filter(pa.array(ids < 0))).sort()
     if not len(missing):
         return ids
-    values = values_table(connection, missing.to_pylist())
-    rows = select(values.c.value, literal(now, DateTime())).where(true())
-    add = (
-        dialect_insert(connection, User)
-        .from_select(["external_id", "created_at"], rows)
-        .on_conflict_do_nothing(index_elements=["external_id"])
-        .returning(User.external_id, User.id)
-    )
-    added = connection.execute(add).all()
+    add = _add_users(is_postgresql(connection))
+    added = connection.execute(add, values_of(connection, missing.to_pylist()) | {"now": now}).all()
     keys = np.full(len(missing), -1, dtype=np.int64)
     if added:
         found = pa.array([name for name, _ in added], pa.string())

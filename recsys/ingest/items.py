@@ -3,6 +3,7 @@ column is a tabular attribute whose kind is inferred and recorded in ``item_attr
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from collections.abc import Sequence
@@ -22,14 +23,15 @@ from sqlalchemy import (
     bindparam,
     cast,
     func,
-    literal,
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql import Select
+from sqlalchemy.sql.dml import Insert, Update
 
 from recsys.catalog.models import AttributeKind, Item, ItemAttribute, utcnow
-from recsys.ingest.bulk import dialect_insert, is_postgresql, values_table
+from recsys.ingest.bulk import is_postgresql, values_of, values_table
 from recsys.ingest.pipeline import (
     IngestOptions,
     Problems,
@@ -163,9 +165,15 @@ def _existing(connection: Connection, names: list[str]) -> dict[str, tuple[int, 
     """external id -> (catalog id, stored ``FIELDS``) of the items the catalog has."""
     if not names:
         return {}
+    query = _existing_query(is_postgresql(connection))
+    rows = connection.execute(query, values_of(connection, names))
+    return {name: (id_, tuple(fields)) for name, id_, *fields in rows}
+
+
+@functools.cache
+def _existing_query(postgres: bool) -> Select:
     columns = [Item.external_id, Item.id, *[getattr(Item, name) for name in FIELDS]]
-    query = select(*columns).where(Item.external_id.in_(select(values_table(connection, names))))
-    return {name: (id_, tuple(fields)) for name, id_, *fields in connection.execute(query)}
+    return select(*columns).where(Item.external_id.in_(select(values_table(postgres))))
 
 
 def _differs(record: dict[str, Any], stored: tuple) -> bool:
@@ -183,19 +191,31 @@ def _insert(connection: Connection, new: list[dict[str, Any]]) -> None:
     """
     if not new:
         return
-    add = dialect_insert(connection, Item)
-    unnested = is_postgresql(connection)
-    if unnested:
-        rows = _unnested({"external_id": [r["external_id"] for r in new]}, new)
-        now = literal(utcnow(), DateTime())
+    now = utcnow()
+    if is_postgresql(connection):
+        arrays = _arrays({"external_id": [r["external_id"] for r in new]}, new)
+        connection.execute(_upsert(True), arrays | {"now": now})
+    else:  # one row of parameters per item (executemany)
+        connection.execute(_upsert(False), [record | {"now": now} for record in new])
+
+
+@functools.cache
+def _upsert(postgres: bool) -> Insert:
+    """The items insert of ``_insert``, built once: PostgreSQL's from the arrays of
+    ``_arrays``, SQLite's from one row of parameters per item; both stamped ``now``."""
+    now = bindparam("now", type_=DateTime())
+    add = (postgresql if postgres else sqlite).insert(Item)
+    if postgres:
+        rows = _unnested(("external_id", *FIELDS))
         columns = [rows.c.external_id, *[_typed(rows, name) for name in FIELDS], now, now]
         names = ["external_id", *FIELDS, "created_at", "updated_at"]
         add = add.from_select(names, select(*columns))
-    upsert = add.on_conflict_do_update(
+    else:
+        add = add.values({"created_at": now, "updated_at": now})
+    return add.on_conflict_do_update(
         index_elements=["external_id"],
-        set_={name: add.excluded[name] for name in FIELDS} | {"updated_at": utcnow()},
+        set_={name: add.excluded[name] for name in FIELDS} | {"updated_at": now},
     )
-    connection.execute(upsert, None if unnested else new)
 
 
 def _update(connection: Connection, changed: list[tuple[int, dict[str, Any]]]) -> None:
@@ -206,19 +226,27 @@ def _update(connection: Connection, changed: list[tuple[int, dict[str, Any]]]) -
     """
     if not changed:
         return
-    table = Item.__table__
     if is_postgresql(connection):
-        rows = _unnested({"id": [int(id_) for id_, _ in changed]}, [r for _, r in changed])
-        assigned = {name: _typed(rows, name) for name in FIELDS}
-        connection.execute(update(table).where(table.c.id == rows.c.id).values(assigned))
+        arrays = _arrays({"id": [int(id_) for id_, _ in changed]}, [r for _, r in changed])
+        connection.execute(_change(True), arrays)
         return
-    statement = update(table).where(table.c.id == bindparam("item_id"))
-    statement = statement.values({name: bindparam(f"new_{name}") for name in FIELDS})
     params = [
         {"item_id": int(id_), **{f"new_{name}": record[name] for name in FIELDS}}
         for id_, record in changed
     ]
-    connection.execute(statement, params)
+    connection.execute(_change(False), params)
+
+
+@functools.cache
+def _change(postgres: bool) -> Update:
+    """The items update of ``_update``, built once (parameters as ``_insert``'s)."""
+    table = Item.__table__
+    if postgres:
+        rows = _unnested(("id", *FIELDS))
+        assigned = {name: _typed(rows, name) for name in FIELDS}
+        return update(table).where(table.c.id == rows.c.id).values(assigned)
+    statement = update(table).where(table.c.id == bindparam("item_id"))
+    return statement.values({name: bindparam(f"new_{name}") for name in FIELDS})
 
 
 _ARRAY_TYPES = {
@@ -231,16 +259,21 @@ _ARRAY_TYPES = {
 }
 
 
-def _unnested(key: dict[str, list], records: list[dict[str, Any]]):
-    """PostgreSQL: the key column and the ``FIELDS`` of ``records`` as a table of rows, each
-    column sent as one array parameter (a few parameters for any number of rows)."""
+def _unnested(names: tuple[str, ...]):
+    """PostgreSQL: columns ``names`` as a table of rows, each column bound as one array
+    parameter ``array_<name>`` (``_arrays``): a few parameters for any number of rows."""
+    params = [
+        bindparam(f"array_{name}", type_=postgresql.ARRAY(_ARRAY_TYPES[name])) for name in names
+    ]
+    return func.unnest(*params).table_valued(*names).render_derived(name="rows")
+
+
+def _arrays(key: dict[str, list], records: list[dict[str, Any]]) -> dict[str, list]:
+    """The parameters of ``_unnested`` for the ``key`` column and the ``FIELDS``: the key, then
+    the ``FIELDS`` of ``records`` (attribute documents as JSON text)."""
     columns = key | {name: [record[name] for record in records] for name in FIELDS}
     columns["attributes"] = [json.dumps(document) for document in columns["attributes"]]
-    params = [
-        bindparam(None, values, type_=postgresql.ARRAY(_ARRAY_TYPES[name]))
-        for name, values in columns.items()
-    ]
-    return func.unnest(*params).table_valued(*columns).render_derived(name="rows")
+    return {f"array_{name}": values for name, values in columns.items()}
 
 
 def _typed(rows, name: str):
@@ -256,20 +289,34 @@ def record_attribute_kinds(connection: Connection, attributes: Sequence[dict[str
             counts.setdefault(name, Counter())[value_kind(value)] += 1
     if not counts:
         return
-    table = ItemAttribute.__table__
     kinds = {name: kind_of_counts(counted) for name, counted in counts.items()}
+    add, recorded_kinds, widen = _kind_statements(is_postgresql(connection))
     # Record new names (a name already recorded, maybe just now by another writer, stays) ...
-    add = dialect_insert(connection, ItemAttribute).on_conflict_do_nothing(index_elements=["name"])
     connection.execute(
         add,
         [{"name": name, "kind": kind or AttributeKind.CATEGORICAL} for name, kind in kinds.items()],
     )
     # ... then widen each recorded kind that this batch widens.
-    query = select(table.c.name, table.c.kind).where(table.c.name.in_(kinds))
-    for name, recorded in connection.execute(query).all():
+    for name, recorded in connection.execute(recorded_kinds, {"names": list(kinds)}).all():
         if (widened := merge_kinds(recorded, kinds[name])) != recorded:
-            change = update(table).where(table.c.name == name)
-            connection.execute(change.values(kind=widened, updated_at=utcnow()))
+            connection.execute(widen, {"old_name": name, "new_kind": widened, "now": utcnow()})
+
+
+@functools.cache
+def _kind_statements(postgres: bool) -> tuple[Insert, Select, Update]:
+    """``record_attribute_kinds``'s statements, built once: add a name unless recorded; the
+    recorded kinds of ``names``; set the kind of ``old_name`` to ``new_kind`` at ``now``."""
+    table = ItemAttribute.__table__
+    add = (postgresql if postgres else sqlite).insert(ItemAttribute)
+    recorded = select(table.c.name, table.c.kind).where(
+        table.c.name.in_(bindparam("names", expanding=True))
+    )
+    widen = (
+        update(table)
+        .where(table.c.name == bindparam("old_name"))
+        .values(kind=bindparam("new_kind"), updated_at=bindparam("now", type_=DateTime()))
+    )
+    return add.on_conflict_do_nothing(index_elements=["name"]), recorded, widen
 
 
 def ingest_items(
