@@ -9,6 +9,9 @@ with a random 64x64 PNG, as ``scripts/bench_live_catalog.py``'s writers send the
 the percentiles of the time per write (validation, photo, one transaction, no HTTP socket).
 The first ``--warmup`` writes are not counted.
 
+``--events N`` then also times N ``POST /v1/interactions`` of one event each (a view of a
+catalog item by a benchmark user), the service's other write.
+
 The new items are named ``bench-write-<n>``, longer than the benchmark catalog's ids (and an
 id longer than every id of the bundle once cost a copy of its id index per look-up);
 ``--id-width W`` names them ``live-<n>`` padded with x to W characters (0: unpadded), to time
@@ -47,6 +50,12 @@ def main() -> None:
         "--id-width",
         type=int,
         help="new ids live-<n> padded to this length (default: bench-write-<n>)",
+    )
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=0,
+        help="then also time this many POST /v1/interactions of one event each (after --warmup)",
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -90,10 +99,32 @@ def run(args) -> None:
         took.append(time.perf_counter() - started)
         if response.status_code != 200:
             raise SystemExit(f"PUT answered {response.status_code}: {response.get_data()[:300]}")
-    ms = np.array(took[args.warmup :]) * 1e3
+    report("PUT with a photo", took[args.warmup :])
+    if args.events:
+        report("POST /v1/interactions, one event", events(client, headers, args, items))
+
+
+def events(client, headers: dict, args, items: list[str]) -> list[float]:
+    """Seconds of each of ``--warmup`` + ``--events`` event writes: a view by a benchmark
+    user of a catalog item, each a new event; the first ``--warmup`` left out."""
+    users = json.loads((args.workdir / "ids.json").read_text())["users"]
+    took = []
+    for n in range(args.warmup + args.events):
+        event = {"user_id": users[n % len(users)], "item_id": items[n % len(items)]}
+        event |= {"event": "view", "timestamp": f"2031-01-01T00:{n // 60 % 60:02d}:{n % 60:02d}"}
+        started = time.perf_counter()
+        response = client.post("/v1/interactions", json={"events": [event]}, headers=headers)
+        took.append(time.perf_counter() - started)
+        if response.status_code not in (200, 201):
+            raise SystemExit(f"POST answered {response.status_code}: {response.get_data()[:300]}")
+    return took[args.warmup :]
+
+
+def report(what: str, took: list[float]) -> None:
+    ms = np.array(took) * 1e3
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
     print(
-        f"PUT with a photo: {len(ms)} writes, mean {ms.mean():.1f} ms, p50 {p50:.1f}, "
+        f"{what}: {len(ms)} writes, mean {ms.mean():.1f} ms, p50 {p50:.1f}, "
         f"p90 {p90:.1f}, p99 {p99:.1f}, max {ms.max():.1f} ms"
     )
 

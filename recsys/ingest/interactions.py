@@ -156,8 +156,10 @@ class InteractionIngester:
             still = known[missing] < 0
             missing, new_names = missing[still], new_names[still]
         user_ids = ensure_users(connection, names, now, known)
-        added = pd.Series(user_ids[missing], index=new_names, dtype=np.int64)
-        added = added[~added.index.duplicated()]
+        added = None  # most batches (an HTTP event of a known user) add none
+        if len(missing):
+            added = pd.Series(user_ids[missing], index=new_names, dtype=np.int64)
+            added = added[~added.index.duplicated()]
         rows = rows.set_column(rows.column_names.index("user_id"), "user_id", pa.array(user_ids))
         created = pa.array(np.full(rows.num_rows, np.datetime64(now, "us")))
         rows = rows.append_column("created_at", [created]).select(list(WRITTEN))
@@ -170,7 +172,7 @@ class Staged:
 
     rows: pa.Table  # the ``WRITTEN`` columns
     problems: Problems
-    users: pd.Series  # new users of the batch (name -> id), added or found now
+    users: pd.Series | None  # new users of the batch (name -> id), added or found now; None: none
 
     def count(self, report: IngestReport, inserted: int, updated: int) -> None:
         report.inserted += inserted
@@ -281,20 +283,24 @@ def _stamped(event: dict[str, Any], stamp: str) -> dict[str, Any]:
 def conflicting_repeats(rows: pa.Table) -> Problems:
     """Rows with the same (user, item, event, timestamp) as an earlier row of the batch but
     another weight: storing either weight would silently drop the other."""
-    keys = rows["dedup_key"].to_numpy()
-    frame = pd.DataFrame({"key": keys, "weight": rows["weight"].to_numpy()})
-    frame["row"] = rows["row"].to_numpy()
-    first = frame.groupby("key", sort=False)[["weight", "row"]].transform("first")
-    clash = (frame["weight"] != first["weight"]).to_numpy()
+    weights, positions = rows["weight"].to_numpy(), rows["row"].to_numpy()
+    # the first row of each key (a stable sort keeps the earliest of equal keys first)
+    keys = rows["dedup_key"].to_numpy(zero_copy_only=False)
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    earliest = first[inverse]  # per row, the first row with its key
+    clash = np.flatnonzero(weights != weights[earliest])
     details = [
         f"the same user, item, event and timestamp as events[{earlier}] with another weight "
         f"({weight:g}, not {earlier_weight:g}); send one of them"
         for weight, earlier, earlier_weight in zip(
-            frame["weight"][clash], first["row"][clash], first["weight"][clash], strict=True
+            weights[clash].tolist(),
+            positions[earliest[clash]].tolist(),
+            weights[earliest[clash]].tolist(),
+            strict=True,
         )
     ]
     problems: Problems = {}
-    refuse(problems, frame["row"].to_numpy()[clash], Reason.DUPLICATE, details)
+    refuse(problems, positions[clash], Reason.DUPLICATE, details)
     return problems
 
 
