@@ -24,7 +24,7 @@ from typing import Any
 
 import pyarrow as pa
 from PIL import Image
-from sqlalchemy import Connection, Engine, delete, select
+from sqlalchemy import Connection, Engine, bindparam, delete, select
 
 from recsys.catalog.changes import items_generation
 from recsys.catalog.models import Item
@@ -77,6 +77,13 @@ def put_item(
     return write_transaction(engine, lambda connection: _store(connection, row, images_root))
 
 
+# Built once: a write binds its id (SQLAlchemy then keys the compiled form only once).
+_STORED = select(*[getattr(Item, name) for name in FIELDS]).where(
+    Item.external_id == bindparam("external_id")
+)
+_DELETE = delete(Item).where(Item.external_id == bindparam("external_id"))
+
+
 def patch_item(
     engine: Engine,
     item_id: Any,
@@ -91,11 +98,7 @@ def patch_item(
         values["image_path"] = str(photo)
 
     def work(connection: Connection) -> ItemWrite:
-        stored = connection.execute(
-            select(*[getattr(Item, name) for name in FIELDS]).where(
-                Item.external_id == values["external_id"]
-            )
-        ).first()
+        stored = connection.execute(_STORED, {"external_id": values["external_id"]}).first()
         if stored is None:
             raise UnknownItem(f"item {values['external_id']!r} is not in the catalog")
         row = dict(zip(FIELDS, stored, strict=True))
@@ -113,7 +116,7 @@ def delete_item(engine: Engine, item_id: Any) -> int:
     external_id = _one(id_column, item_id, "item_id")
 
     def work(connection: Connection) -> int | None:
-        found = connection.execute(delete(Item).where(Item.external_id == external_id)).rowcount
+        found = connection.execute(_DELETE, {"external_id": external_id}).rowcount
         return items_generation(connection) if found else None
 
     generation = write_transaction(engine, work)
