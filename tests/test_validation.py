@@ -273,6 +273,18 @@ def test_library_refuses_one_event_twice_with_two_weights(engine, tmp_path):
         record_interactions(engine, clash)
     assert len(interaction_rows(engine)) == 2
 
+    # each repeat is held against the first of its key: only the ones that differ from it
+    other = {**event, "item_id": "i2", "timestamp": "2024-03-01"}
+    repeats = [{**other, "weight": 3}, {**event, "weight": 1}, {**other, "weight": 3}]
+    repeats += [{**other, "weight": 4}, {**event, "weight": 5}, {**event, "weight": 1}]
+    with pytest.raises(InvalidInput) as refused:
+        record_interactions(engine, repeats)
+    message = str(refused.value)
+    assert "events[3]: " in message and "as events[0] with another weight (4, not 3)" in message
+    assert "events[4]: " in message and "as events[1] with another weight (5, not 1)" in message
+    assert "events[2]" not in message and "events[5]" not in message
+    assert len(interaction_rows(engine)) == 2
+
 
 def test_accepted_odd_ids_and_values_train_and_come_back_in_the_bundle(engine, tmp_path):
     """Every door takes odd-but-valid rows, and `recsys train` on them neither crashes nor
