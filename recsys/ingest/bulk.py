@@ -140,11 +140,6 @@ def sqlstate(error: BaseException) -> str | None:
     return getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
 
 
-def dialect_insert(connection: Connection, model) -> postgresql.Insert | sqlite.Insert:
-    """An ``INSERT`` into ``model``'s table that can take ``ON CONFLICT`` on this database."""
-    return (postgresql if is_postgresql(connection) else sqlite).insert(model)
-
-
 def values_table(postgres: bool) -> FromClause:
     """A one-column table ``value`` of the list bound as ``VALUES`` when a statement built on
     it runs (``values_of``): one parameter for any number of values, so the statement itself
