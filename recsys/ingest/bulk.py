@@ -140,6 +140,11 @@ def sqlstate(error: BaseException) -> str | None:
     return getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
 
 
+def dialect_insert(postgres: bool, model) -> postgresql.Insert | sqlite.Insert:
+    """An ``INSERT`` into ``model``'s table that can take ``ON CONFLICT`` on that database."""
+    return (postgresql if postgres else sqlite).insert(model)
+
+
 def values_table(postgres: bool) -> FromClause:
     """A one-column table ``value`` of the list bound as ``VALUES`` when a statement built on
     it runs (``values_of``): one parameter for any number of values, so the statement itself
@@ -168,8 +173,7 @@ def _add_users(postgres: bool) -> Insert:
     values = values_table(postgres)
     rows = select(values.c.value, bindparam("now", type_=DateTime())).where(true())
     return (
-        (postgresql if postgres else sqlite)
-        .insert(User)
+        dialect_insert(postgres, User)
         .from_select(["external_id", "created_at"], rows)
         .on_conflict_do_nothing(index_elements=["external_id"])
         .returning(User.external_id, User.id)

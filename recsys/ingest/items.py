@@ -26,12 +26,12 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.dml import Insert, Update
 
 from recsys.catalog.models import AttributeKind, Item, ItemAttribute, utcnow
-from recsys.ingest.bulk import is_postgresql, values_of, values_table
+from recsys.ingest.bulk import dialect_insert, is_postgresql, values_of, values_table
 from recsys.ingest.pipeline import (
     IngestOptions,
     Problems,
@@ -191,30 +191,28 @@ def _insert(connection: Connection, new: list[dict[str, Any]]) -> None:
     """
     if not new:
         return
-    now = utcnow()
     if is_postgresql(connection):
         arrays = _arrays({"external_id": [r["external_id"] for r in new]}, new)
-        connection.execute(_upsert(True), arrays | {"now": now})
-    else:  # one row of parameters per item (executemany)
-        connection.execute(_upsert(False), [record | {"now": now} for record in new])
+        connection.execute(_upsert(True), arrays | {"now": utcnow()})
+    else:  # one row of parameters per item (executemany), stamped by the columns' defaults
+        connection.execute(_upsert(False), new)
 
 
 @functools.cache
 def _upsert(postgres: bool) -> Insert:
     """The items insert of ``_insert``, built once: PostgreSQL's from the arrays of
-    ``_arrays``, SQLite's from one row of parameters per item; both stamped ``now``."""
-    now = bindparam("now", type_=DateTime())
-    add = (postgresql if postgres else sqlite).insert(Item)
+    ``_arrays``, stamped ``now``; SQLite's from one row of parameters per item. A row that
+    updates a stored item takes the update time its insert would have had."""
+    add = dialect_insert(postgres, Item)
     if postgres:
+        now = bindparam("now", type_=DateTime())
         rows = _unnested(("external_id", *FIELDS))
         columns = [rows.c.external_id, *[_typed(rows, name) for name in FIELDS], now, now]
         names = ["external_id", *FIELDS, "created_at", "updated_at"]
         add = add.from_select(names, select(*columns))
-    else:
-        add = add.values({"created_at": now, "updated_at": now})
     return add.on_conflict_do_update(
         index_elements=["external_id"],
-        set_={name: add.excluded[name] for name in FIELDS} | {"updated_at": now},
+        set_={name: add.excluded[name] for name in (*FIELDS, "updated_at")},
     )
 
 
@@ -307,7 +305,7 @@ def _kind_statements(postgres: bool) -> tuple[Insert, Select, Update]:
     """``record_attribute_kinds``'s statements, built once: add a name unless recorded; the
     recorded kinds of ``names``; set the kind of ``old_name`` to ``new_kind`` at ``now``."""
     table = ItemAttribute.__table__
-    add = (postgresql if postgres else sqlite).insert(ItemAttribute)
+    add = dialect_insert(postgres, ItemAttribute)
     recorded = select(table.c.name, table.c.kind).where(
         table.c.name.in_(bindparam("names", expanding=True))
     )
