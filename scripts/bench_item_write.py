@@ -23,13 +23,13 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from bench_live_catalog import scratch_app
 from PIL import Image
 
 TOKEN = "bench-item-write-" + "x" * 24
@@ -61,27 +61,12 @@ def main() -> None:
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="bench-item-write-"))
     try:
-        for file in args.workdir.glob("catalog.db*"):
-            shutil.copy(file, scratch / file.name)
-        (scratch / "images").mkdir()
-        os.environ.update(
-            RECSYS_DATABASE_URL=f"sqlite:///{scratch / 'catalog.db'}",
-            RECSYS_ARTIFACTS_DIR=str(args.workdir.resolve() / "artifacts"),
-            RECSYS_DEVICE="cpu",
-            RECSYS_ADMIN_TOKEN=TOKEN,
-            RECSYS_IMAGES_ROOT=str(scratch / "images"),
-            RECSYS_WRITE_RATE_LIMIT="100000/minute",
-            PROMETHEUS_MULTIPROC_DIR=str(scratch),
-        )
-        run(args)
+        run(args, scratch_app(args.workdir, scratch, TOKEN, follow_seconds=1))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def run(args) -> None:
-    from services.app import create_app
-
-    app = create_app(test_config={"RELOAD_CHECK_SECONDS": 0, "LIVE_CATALOG_SECONDS": 1})
+def run(args, app) -> None:
     client = app.test_client()
     headers = {"Authorization": f"Bearer {TOKEN}"}
     rng = np.random.default_rng(args.seed)

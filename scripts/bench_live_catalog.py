@@ -84,10 +84,11 @@ def copy_catalog(source: Path, workdir: Path) -> None:
     shutil.copy(source / "ids.json", workdir / "ids.json")
 
 
-def scratch_app(source: Path, work: Path, token: str):
+def scratch_app(source: Path, work: Path, token: str, follow_seconds: float = 0):
     """The app a gunicorn worker runs, built in this process on a copy of ``source``'s catalog
-    and bundle in ``work`` (``copy_catalog``), with its follower thread and reload checks off,
-    ``token`` as its admin token and no rate limits that a benchmark's calls would reach."""
+    and bundle in ``work`` (``copy_catalog``), with reload checks off, its follower thread
+    stepping every ``follow_seconds`` (0: off), ``token`` as its admin token and no rate
+    limits that a benchmark's calls would reach."""
     copy_catalog(source, work)
     (work / "images").mkdir(exist_ok=True)
     os.environ.update(
@@ -102,7 +103,9 @@ def scratch_app(source: Path, work: Path, token: str):
     )
     from services.app import create_app
 
-    return create_app(test_config={"RELOAD_CHECK_SECONDS": 0, "LIVE_CATALOG_SECONDS": 0})
+    return create_app(
+        test_config={"RELOAD_CHECK_SECONDS": 0, "LIVE_CATALOG_SECONDS": follow_seconds}
+    )
 
 
 @dataclass
