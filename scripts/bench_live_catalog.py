@@ -58,6 +58,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 import bench_service as service_bench  # noqa: E402  (its wrk driver and helpers)
+import bench_service_time as service_time  # noqa: E402  (its worker-like app)
 
 TOKEN = service_bench.TOKEN
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -86,9 +87,10 @@ def copy_catalog(source: Path, workdir: Path) -> None:
 
 def scratch_app(source: Path, work: Path, token: str, follow_seconds: float = 0):
     """The app a gunicorn worker runs, built in this process on a copy of ``source``'s catalog
-    and bundle in ``work`` (``copy_catalog``), with reload checks off, its follower thread
-    stepping every ``follow_seconds`` (0: off), ``token`` as its admin token and no rate
-    limits that a benchmark's calls would reach."""
+    and bundle in ``work`` (``copy_catalog``) and frozen as a worker freezes its own
+    (``bench_service_time.as_a_worker``), with reload checks off, its follower thread stepping
+    every ``follow_seconds`` (0: off), ``token`` as its admin token and no rate limits that a
+    benchmark's calls would reach."""
     copy_catalog(source, work)
     (work / "images").mkdir(exist_ok=True)
     os.environ.update(
@@ -103,9 +105,10 @@ def scratch_app(source: Path, work: Path, token: str, follow_seconds: float = 0)
     )
     from services.app import create_app
 
-    return create_app(
+    app = create_app(
         test_config={"RELOAD_CHECK_SECONDS": 0, "LIVE_CATALOG_SECONDS": follow_seconds}
     )
+    return service_time.as_a_worker(app)
 
 
 @dataclass
