@@ -135,6 +135,8 @@ def test_cli_train_recommend_similar(engine, run_cli, tmp_path):
     assert len(rows[0]["ids"]) == 3 and rows[0]["fallback"] is False
     rows = json.loads(run_cli("similar", "--item", "a-new", "--json").output)
     assert rows[0]["item"] == "a-new" and len(rows[0]["ids"]) == 10
+    rows = json.loads(run_cli("similar", "--item", "a-new", "--k", "4", "--json").output)
+    assert len(rows[0]["ids"]) == 4  # the HTTP API's name for it works too
     failed = run_cli("similar", "--item", "missing", expect_exit=2)
     assert "item 'missing' is not in model bundle" in failed.output
 

@@ -191,9 +191,21 @@ def _diversity_option(command):
     )(command)
 
 
+def _k_option(command):
+    """-k, also spelt --k as the HTTP API's query parameter is."""
+    return click.option(
+        "-k",
+        "--k",
+        type=click.IntRange(1, 1000),
+        default=10,
+        show_default=True,
+        help="How many items (the HTTP API's k).",
+    )(command)
+
+
 @click.command("recommend")
 @click.option("--user", "user_ids", multiple=True, required=True, help="User id (repeatable).")
-@click.option("-k", type=click.IntRange(1, 1000), default=10, show_default=True)
+@_k_option
 @_diversity_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with each item's reasons).")
 @click.pass_obj
@@ -208,7 +220,7 @@ def recommend(settings: Settings, user_ids, k, diversity, as_json):
 
 @click.command("similar")
 @click.option("--item", "item_ids", multiple=True, required=True, help="Item id (repeatable).")
-@click.option("-k", type=click.IntRange(1, 1000), default=10, show_default=True)
+@_k_option
 @click.option(
     "--mode",
     type=click.Choice(["similar", "also"]),
