@@ -51,7 +51,8 @@ def test_duplicates_csv_lists_the_reupload_pair(vectors, tmp_path):
 def test_duplicates_without_a_threshold_or_photos_say_how_to_fix_it(vectors):
     path, _ = vectors
     result = recsys("catalog", "duplicates", "--vectors", path, expect_exit=2)
-    assert "--threshold" in result.output
+    assert "--threshold" in result.output and "--images" in result.output
+    assert "copy_similarities" not in result.output  # the library's words, not the CLI's
 
 
 def test_duplicates_from_photos_calibrate_their_own_threshold(tmp_path):

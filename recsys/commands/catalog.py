@@ -175,6 +175,12 @@ def duplicates(settings: Settings, **opts) -> None:
     from recsys.catalog_intel.duplicates import self_copy_similarities
     from recsys.catalog_intel.verification import self_copy_scores
 
+    if opts["threshold"] is None and opts["images"] is None:
+        raise click.UsageError(
+            "no threshold to call a pair a duplicate: pass --threshold (a cosine, e.g. 0.95), "
+            "or --images ITEMS.csv (item_id,image) to calibrate one on edited copies of the "
+            "items' photos"
+        )
     cfg = DuplicateConfig(threshold=opts["threshold"], recall=opts["recall"])
     copy_sims, verify_images = None, None
     if opts["images"] is not None:
