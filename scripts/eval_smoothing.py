@@ -78,14 +78,29 @@ def openmoji(opts) -> dict:
 def bundle(opts) -> dict:
     folder = Path(opts["bundle"])
     ids = np.load(folder / "item_ids.npy", allow_pickle=False).astype(str)
-    name = "item_vectors.npy" if opts["block"] == "fused" else f"item_block_{opts['block']}.npy"
-    vectors = np.load(folder / name, allow_pickle=False)
+    if opts["block"] == "similar":
+        vectors = similar_surface_vectors(folder)
+    else:
+        name = "item_vectors.npy" if opts["block"] == "fused" else f"item_block_{opts['block']}.npy"
+        vectors = np.load(folder / name, allow_pickle=False)
     table = pd.read_csv(opts["labels"], dtype=str).drop_duplicates("item_id")
     labels = table.set_index("item_id")["label"].reindex(ids)
     known = labels.notna().to_numpy()
     vectors, classes = vectors[known], pd.factorize(labels[known])[0]
     every = np.arange(len(vectors))
     return {"clusters": [("label", vectors, classes)], "tags": (vectors, classes, every, None)}
+
+
+def similar_surface_vectors(folder: Path) -> np.ndarray:
+    """Every item of the bundle in the geometry of its "similar" surface: the neighbour
+    table's queries (``recsys.model.recommender.neighbour_queries``)."""
+    from recsys.model.bundle import load_recommender
+    from recsys.model.recommender import neighbour_queries
+
+    recommender = load_recommender(folder)
+    _, projection = recommender.neighbour_index()
+    rows = np.arange(len(recommender.item_ids))
+    return neighbour_queries(recommender.fused, rows, projection)
 
 
 def cluster_rows(sets, seeds: int) -> list[dict]:
@@ -149,7 +164,12 @@ def _line(row: dict) -> str:
 @click.option("--model-dir", type=click.Path(exists=True, file_okay=False), default=None)
 @click.option("--data-dir", default=None, help="OpenMoji folder (recsys datasets prepare).")
 @click.option("--bundle", type=click.Path(exists=True, file_okay=False), default=None)
-@click.option("--block", default="fused", show_default=True, help="bundle: fused, image, ...")
+@click.option(
+    "--block",
+    default="fused",
+    show_default=True,
+    help="bundle: fused, image, tabular, ..., or similar (the similar-items surface)",
+)
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option(
