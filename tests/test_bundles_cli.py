@@ -17,7 +17,7 @@ def test_activate_an_older_bundle_and_refuse_bad_ones(engine, run_cli, tmp_path)
     run_cli("bundles", "activate", old.version)
     assert load_active(engine).version == old.version
     missing = run_cli("bundles", "activate", "no-such-version", expect_exit=2)
-    assert "no-such-version" in missing.output
+    assert "no-such-version" in missing.output and "recsys bundles list" in missing.output
     (new.path / "item_ids.npy").write_bytes(b"corrupt")
     corrupt = run_cli("bundles", "activate", new.version, expect_exit=2)
     assert "checksum" in corrupt.output

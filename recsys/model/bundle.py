@@ -209,7 +209,9 @@ def activate_bundle(engine: Engine, version: str) -> None:
     """
     with Session(engine) as session, session.begin():
         if session.scalar(select(ModelBundle.id).where(ModelBundle.version == version)) is None:
-            raise InvalidBundle(f"no bundle {version!r} in the registry; see `recsys train`")
+            raise InvalidBundle(
+                f"no bundle {version!r} in the registry; `recsys bundles list` lists them"
+            )
         session.execute(update(ModelBundle).values(is_active=False))
         session.flush()
         session.execute(
