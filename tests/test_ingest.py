@@ -216,6 +216,24 @@ def test_missing_required_column_fails_before_writing(run_cli, engine, tmp_path)
     assert not (tmp_path / "interactions.csv.rejects.csv").exists()
 
 
+@pytest.mark.parametrize(
+    ("name", "header", "fix"),
+    [
+        ("items.csv", "item_id;title;price", "separated by ';': save the file comma-separated"),
+        ("items.csv", "item_id\ttitle\tprice", "separated by tabs: name the file .tsv"),
+    ],
+)
+def test_a_header_joined_by_another_separator_says_so(run_cli, engine, tmp_path, name, header, fix):
+    path = tmp_path / name
+    path.write_text(f"{header}\na1{header[7]}Shirt{header[7]}10\n")
+
+    result = run_cli("ingest", "items", str(path), expect_exit=2)
+
+    assert "no 'item_id' column" in result.output and fix in result.output
+    with Session(engine) as session:
+        assert session.scalar(select(Item.id)) is None  # nothing written
+
+
 def test_cli_reports_rejects_and_exits_nonzero(run_cli, engine, shop):
     result = run_cli("ingest", "items", str(shop / "items.csv"), "-q", expect_exit=1)
 

@@ -190,19 +190,34 @@ def _parsed_ahead(
 
 def check_columns(columns: Sequence[str], ingester: Ingester, path: Path) -> None:
     """Fail fast, before anything is written, when a required column is absent or a column
-    name could not be an id (attribute names are stored like ids)."""
-    for position, name in enumerate(columns, start=1):
-        try:
-            parse_id(name, f"column {position}'s name")
-        except BadValue as exc:
-            raise InvalidInput(f"{path.name}: {exc}") from None
+    name could not be an id (attribute names are stored like ids). A header whose names
+    another separator joins (a ';' spreadsheet export) says so first."""
     missing = [name for name in ingester.required if name not in columns]
+    hint = _separator_hint(columns, missing) if missing else ""
+    if not hint:
+        for position, name in enumerate(columns, start=1):
+            try:
+                parse_id(name, f"column {position}'s name")
+            except BadValue as exc:
+                raise InvalidInput(f"{path.name}: {exc}") from None
     if missing:
         raise InvalidInput(
             f"{path.name} has no {', '.join(repr(m) for m in missing)} column "
             f"(found: {', '.join(columns) or 'none'}); {ingester.name} files need "
-            f"{', '.join(ingester.required)}"
+            f"{', '.join(ingester.required)}{hint}"
         )
+
+
+def _separator_hint(columns: Sequence[str], missing: Sequence[str]) -> str:
+    """What to do when the header holds the missing names joined by another separator
+    (a ';' CSV from a spreadsheet, tabs in a .csv): '' when it does not."""
+    comma = "save the file comma-separated"
+    for separator, fix in ((";", comma), ("\t", "name the file .tsv"), ("|", comma)):
+        names = {part.strip() for column in columns for part in column.split(separator)}
+        if len(names) > len(columns) and set(missing) <= names:
+            shown = "tabs" if separator == "\t" else repr(separator)
+            return f"; its header looks separated by {shown}: {fix}"
+    return ""
 
 
 def first_problems(checks: Sequence[tuple[str, Parsed, bool]]) -> Problems:
