@@ -250,7 +250,7 @@ def test_attribute_filters_survive_a_save_and_match_any_wanted_value(tmp_path):
     assert rows({"tags": ["green", "blue"]}) == [0, 1, 3]
     assert rows({"tags": "red", "in_stock": True}) == [0, 3]
     assert rows({"brand": "unknown"}) == []
-    with pytest.raises(ValueError, match="filterable: in_stock, \\['brand', 'tags'\\]"):
+    with pytest.raises(ValueError, match=r"filterable: in_stock, brand, tags$"):
         filters.mask({"colour": "red"})
 
 

@@ -143,9 +143,8 @@ class ItemFilters:
                 mask &= self.in_stock if wanted else ~self.in_stock
                 continue
             if name not in self.postings:
-                raise ValueError(
-                    f"cannot filter on {name!r}; filterable: in_stock, {sorted(self.postings)}"
-                )
+                filterable = ", ".join(["in_stock", *sorted(self.postings)])
+                raise ValueError(f"cannot filter on {name!r}; filterable: {filterable}")
             allowed = np.zeros(len(mask), dtype=bool)
             for value in np.atleast_1d(wanted).tolist():
                 allowed[self.postings[name].rows_of(str(value))] = True
