@@ -6,9 +6,11 @@ shows them with the items' photos. Each answer is computed once per (bundle vers
 parameters) in a process and kept, so re-opening the page costs nothing; a new bundle
 computes afresh.
 
-Duplicates: the pairs above the cosine threshold are candidates; when the catalog's items
-have photos, the candidates (the 2,000 most similar at most, so a request never decodes the
-whole catalog) are decided by geometric verification of their photos
+Duplicates: the pairs above the cosine threshold of the items' listing vectors
+(``FusedModel.listing_vectors``: as the "similar" surface compares items, so that a re-listed
+item meets its source although only the source has events) are candidates; when the
+catalog's items have photos, the candidates (the 2,000 most similar at most, so a request
+never decodes the whole catalog) are decided by geometric verification of their photos
 (``recsys.catalog_intel.photos``) at a verified-score threshold calibrated once per bundle
 from edited copies of 300 sampled photos; without photos (or ``verify=false``) cosine decides.
 The answer's ``score`` says which.
@@ -161,7 +163,7 @@ def _results() -> _Results:
 
 
 def _served():
-    """(version, item ids (N,), item vectors (N, D)) of the served bundle, or a 503."""
+    """(version, item ids (N,), fused model) of the served bundle, or a 503."""
     holder = context().holder
     if not holder.ready:
         raise ApiError(503, "model_not_ready", "no model bundle loaded; run `recsys train`")
@@ -169,7 +171,7 @@ def _served():
     recommender = state.recommender
     if len(recommender.item_ids) < 3:
         raise ApiError(409, "too_few_items", "catalog health needs at least 3 items")
-    return state.version, recommender.item_ids, recommender.fused.item_vectors_
+    return state.version, recommender.item_ids, recommender.fused
 
 
 def _cards(ids) -> list[Item]:
@@ -188,9 +190,10 @@ def _cards(ids) -> list[Item]:
 def duplicates(query: DuplicatesQuery) -> Duplicates:
     """Duplicate listings: sets of items whose vectors are above the threshold, confirmed by
     their photos when they have some"""
-    version, ids, vectors = _served()
+    version, ids, fused = _served()
 
     def compute() -> Duplicates:
+        vectors = fused.listing_vectors()
         finder = DuplicateFinder(DuplicateConfig(threshold=query.threshold)).fit(vectors)
         left, right, score = finder.pairs_.left, finder.pairs_.right, finder.pairs_.similarity
         photo = {"score": "cosine", "verified_threshold": None}
@@ -246,7 +249,8 @@ def _sets(n: int, left: np.ndarray, right: np.ndarray) -> list[np.ndarray]:
 )
 def outliers(query: OutliersQuery) -> Outliers:
     """Outliers: the items least like the others (a wrong photo, an odd product)"""
-    version, ids, vectors = _served()
+    version, ids, fused = _served()
+    vectors = fused.item_vectors_
 
     def compute() -> Outliers:
         k = min(max(10, round(0.02 * len(ids))), MAX_OUTLIER_K, len(ids) - 1)
@@ -273,7 +277,8 @@ def outliers(query: OutliersQuery) -> Outliers:
 )
 def clusters(query: ClustersQuery) -> Clusters:
     """Clusters: k-means groups of the catalog, their medoids and a map of the items"""
-    version, ids, vectors = _served()
+    version, ids, fused = _served()
+    vectors = fused.item_vectors_
 
     def compute() -> Clusters:
         k = query.k if query.k is None else min(query.k, len(ids))

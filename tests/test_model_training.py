@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from recsys.catalog.models import ModelBundle
+from recsys.catalog.models import Item, ModelBundle
 from recsys.errors import InvalidBundle, TrainingFailed
 from recsys.evaluation.contenders import Fused
 from recsys.model import training
@@ -139,6 +139,20 @@ def test_cli_train_recommend_similar(engine, run_cli, tmp_path):
     assert len(rows[0]["ids"]) == 4  # the HTTP API's name for it works too
     failed = run_cli("similar", "--item", "missing", expect_exit=2)
     assert "item 'missing' is not in model bundle" in failed.output
+
+
+def test_a_relisted_item_is_a_duplicate_of_its_source(engine, run_cli, tmp_path):
+    # a seller lists a1 again: same title and attributes, a new id, no events yet
+    populate(engine)
+    with Session(engine) as session, session.begin():
+        source = session.scalar(select(Item).where(Item.external_id == "a1"))
+        session.add(Item(external_id="a1-again", title=source.title,
+                         attributes=dict(source.attributes), in_stock=True))  # fmt: skip
+    run_cli("--artifacts-dir", tmp_path, "train", "--factors", "8", "--quiet")
+    out = tmp_path / "duplicates.json"
+    run_cli("catalog", "duplicates", "--threshold", "0.99", "--out", out, "--no-progress")
+    pairs = {(r["item_a"], r["item_b"]) for r in json.loads(out.read_text())["rows"]}
+    assert ("a1", "a1-again") in pairs or ("a1-again", "a1") in pairs
 
 
 def test_train_on_an_empty_catalog_says_which_stage_failed(engine, tmp_path):

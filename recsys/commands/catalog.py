@@ -1,8 +1,10 @@
 """`recsys catalog`: catalog health from item vectors (duplicates, outliers, clusters, tags).
 
-Vectors are the active bundle's item vectors, or ``--vectors FILE.npy`` with its item ids
-(``--items``: a CSV with an item_id column or one id per line; default: the FILE.ids.txt that
-`recsys embed-images` writes beside it). Results go to stdout or ``--out`` as CSV or JSON.
+Vectors are the active bundle's item vectors (for duplicates, its items as the "similar"
+surface compares them: ``FusedModel.listing_vectors``), or ``--vectors FILE.npy`` with its
+item ids (``--items``: a CSV with an item_id column or one id per line; default: the
+FILE.ids.txt that `recsys embed-images` writes beside it). Results go to stdout or ``--out``
+as CSV or JSON.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ def _source_options(command):
         click.option(
             "--vectors",
             type=click.Path(exists=True, dir_okay=False, path_type=Path),
-            help="Item vectors, .npy (N, D) [default: the active bundle's item vectors].",
+            help="Item vectors, .npy (N, D) [default: the active bundle's item vectors; for "
+            "duplicates, its listing vectors].",
         ),
         click.option(
             "--items",
@@ -95,6 +98,18 @@ def load_vectors(settings: Settings, vectors: Path | None, items: Path | None):
             "give the ids file written with these vectors"
         )
     return ids, matrix
+
+
+def _listing_vectors(settings: Settings):
+    """(item ids, vectors) of the active bundle's items as near-duplicate search compares
+    them (``FusedModel.listing_vectors``)."""
+    from recsys.catalog.db import connect_current
+    from recsys.model.bundle import active_bundle
+    from recsys.model.fusion import FusedModel
+
+    folder = Path(active_bundle(connect_current(settings.database_url)).path)
+    ids = np.load(folder / "item_ids.npy", allow_pickle=False).astype(str)
+    return ids, FusedModel.load(folder).listing_vectors()
 
 
 def emit(table: pd.DataFrame, extra: dict, out: Path | None, fmt: str | None) -> None:
@@ -165,11 +180,14 @@ def command() -> None:
 def duplicates(settings: Settings, **opts) -> None:
     """Pairs of items above a similarity threshold, grouped into duplicate sets.
 
-    One row per pair: set, item_a, item_b, similarity (most similar first). With --images the
-    items' photos are described by the copy-detection descriptor (or --encoder), each item's
-    nearest candidates are checked by geometric verification (--no-verify: cosine only), and
-    the threshold is calibrated without labels, from each item's score against an edited copy
-    of its own photo (crop, JPEG, brightness, shift) and against its nearest other item.
+    One row per pair: set, item_a, item_b, similarity (most similar first). The active
+    bundle's items are compared by their listing vectors (attributes and photos at the
+    weights of the similar-items surface), so a re-listed item meets its source whether or
+    not shoppers found either. With --images the items' photos are described by the
+    copy-detection descriptor (or --encoder), each item's nearest candidates are checked by
+    geometric verification (--no-verify: cosine only), and the threshold is calibrated
+    without labels, from each item's score against an edited copy of its own photo (crop,
+    JPEG, brightness, shift) and against its nearest other item.
     """
     from recsys.catalog_intel import DuplicateConfig, DuplicateFinder
     from recsys.catalog_intel.duplicates import self_copy_similarities
@@ -192,6 +210,8 @@ def duplicates(settings: Settings, **opts) -> None:
             copy_sims = self_copy_scores(images)
         elif cfg.threshold is None:
             copy_sims = self_copy_similarities(embed, images)
+    elif opts["vectors"] is None:
+        ids, vectors = _listing_vectors(settings)
     else:
         ids, vectors = load_vectors(settings, opts["vectors"], opts["items"])
     finder = DuplicateFinder(cfg, show_progress=opts["progress"])

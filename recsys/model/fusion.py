@@ -437,6 +437,26 @@ class FusedModel(BaseEstimator):
         self.check_surface(surface)
         return fuse(self.item_query_blocks(rows), self.surface_weights_[surface], self.layout_)
 
+    def listing_vectors(self, batch: int = 65_536) -> np.ndarray:
+        """(items, d) float32: every item as the "similar" surface compares listings, the
+        space near-duplicate search reads (``recsys catalog duplicates``, the admin
+        endpoint). Each block the surface weighs (cf row-normalised, never popularity) times
+        the root of its weight, content blocks as the item has them whether or not it has
+        events: a cosine of two rows compares the listings themselves, so a re-listed item
+        meets its source although only the source has shoppers' events (in the fused item
+        vectors the cf block's norm, or a new item's cold scale, kept them apart). The fused
+        item vectors where the surface weighs no block, or one negatively."""
+        check_is_fitted(self, "item_vectors_")
+        projection = self.surface_projection("similar")
+        if projection is None:
+            return self.item_vectors_
+        n = len(self.item_vectors_)
+        out = np.empty((n, len(projection.columns)), dtype=np.float32)
+        for start in range(0, n, batch):
+            rows = np.arange(start, min(start + batch, n))
+            out[rows] = projection.queries(self.item_queries(rows))
+        return out
+
     def surface_projection(self, surface: str = "similar") -> Projection | None:
         """The columns ``surface``'s item queries read: its blocks of positive weight, but
         popularity, which item queries never hold. Each is scaled by the root of its block's

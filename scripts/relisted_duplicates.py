@@ -1,0 +1,110 @@
+"""Does near-duplicate search find re-listed items? Plants re-listings in a copy of a catalog.
+
+Copies a SQLite catalog (the source is never written), lists ``--relist`` of its items with
+events again (a new id ``relisted-<id>``, the same title, attributes and photo, no events: a
+seller's second listing of one product), trains a bundle at `recsys train`'s defaults, and
+scores the two spaces near-duplicate search could read, side by side: the fused item vectors
+(what `recsys catalog duplicates` and the admin endpoint read before session 45) and
+``FusedModel.listing_vectors`` (what they read now). For each: the cosine of each
+re-listing to its source, for how many the source is the nearest item, and at each
+``--threshold`` how many re-listings meet their source and how many other pairs reach it.
+
+    .venv/bin/python scripts/relisted_duplicates.py --source DEMO/catalog.db --workdir /tmp/relist
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from recsys.catalog import connect
+from recsys.catalog.models import Interaction, Item
+from recsys.model.bundle import load_active
+from recsys.model.training import train
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", type=Path, required=True, help="a SQLite catalog file")
+    parser.add_argument("--workdir", type=Path, required=True, help="replaced whole")
+    parser.add_argument("--relist", type=int, default=50, help="items listed again")
+    parser.add_argument("--min-events", type=int, default=5, help="of each relisted item")
+    parser.add_argument("--threshold", type=float, nargs="+", default=[0.95, 0.99])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    args.workdir.mkdir(parents=True)
+    with sqlite3.connect(args.source) as src, sqlite3.connect(args.workdir / "c.db") as dst:
+        src.backup(dst)
+    engine = connect(f"sqlite:///{args.workdir / 'c.db'}")
+    pairs = relist(engine, args.relist, args.min_events, args.seed)
+    train(engine, args.workdir / "artifacts", device="cpu")
+    recommender = load_active(engine)
+    fused = recommender.fused
+    sources = recommender.item_rows([source for source, _ in pairs])
+    copies = recommender.item_rows([copy for _, copy in pairs])
+    spaces = {"fused item vectors": fused.item_vectors_, "listing vectors": fused.listing_vectors()}
+    report = {name: scored(v, sources, copies, args.threshold) for name, v in spaces.items()}
+    print(json.dumps({"relisted": len(pairs), **report}, indent=1))
+
+
+def relist(engine, n: int, min_events: int, seed: int) -> list[tuple[str, str]]:
+    """List ``n`` seeded items with at least ``min_events`` events again -> (source, copy)."""
+    with Session(engine) as session, session.begin():
+        counted = (
+            select(Interaction.item_id)
+            .group_by(Interaction.item_id)
+            .having(func.count() >= min_events)
+        )
+        rows = np.sort(np.array(session.scalars(counted).all()))
+        picked = np.random.default_rng(seed).choice(rows, min(n, len(rows)), replace=False)
+        pairs = []
+        for item in session.scalars(select(Item).where(Item.id.in_(picked.tolist()))):
+            copy = f"relisted-{item.external_id}"
+            session.add(
+                Item(
+                    external_id=copy,
+                    title=item.title,
+                    attributes=dict(item.attributes or {}),
+                    image_path=item.image_path,
+                    in_stock=True,
+                )
+            )
+            pairs.append((item.external_id, copy))
+    return pairs
+
+
+def scored(vectors, sources: np.ndarray, copies: np.ndarray, thresholds: list[float]) -> dict:
+    unit = np.asarray(vectors, dtype=np.float32)
+    unit = unit / np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+    pair = np.einsum("nd,nd->n", unit[sources], unit[copies])
+    nearest, above, columns = 0, np.zeros(len(thresholds), dtype=np.int64), np.arange(len(unit))
+    for start in range(0, len(unit), 4096):  # every pair (i < j) above each threshold
+        rows = np.arange(start, min(start + 4096, len(unit)))
+        block = unit[rows] @ unit.T
+        upper = block[columns[None, :] > rows[:, None]]
+        above += [int((upper >= threshold).sum()) for threshold in thresholds]
+    for copy, value in zip(copies.tolist(), pair.tolist(), strict=True):
+        scores = unit @ unit[copy]
+        scores[copy] = -2.0
+        nearest += int(scores.max() <= value + 1e-6)
+    out = {
+        "source cosine, median": round(float(np.median(pair)), 4),
+        "source cosine, min": round(float(pair.min()), 4),
+        "source is the nearest item": nearest,
+    }
+    for threshold, count in zip(thresholds, above.tolist(), strict=True):
+        met = int((pair >= threshold).sum())
+        out[f"at >= {threshold}: re-listings, other pairs"] = [met, count - met]
+    return out
+
+
+if __name__ == "__main__":
+    main()
