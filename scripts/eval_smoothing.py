@@ -78,8 +78,10 @@ def openmoji(opts) -> dict:
 def bundle(opts) -> dict:
     folder = Path(opts["bundle"])
     ids = np.load(folder / "item_ids.npy", allow_pickle=False).astype(str)
-    if opts["block"] == "similar":
-        vectors = similar_surface_vectors(folder)
+    if opts["block"] == "similar":  # the listing vectors (duplicates' space)
+        from recsys.model.fusion import FusedModel
+
+        vectors = FusedModel.load(folder).listing_vectors()
     else:
         name = "item_vectors.npy" if opts["block"] == "fused" else f"item_block_{opts['block']}.npy"
         vectors = np.load(folder / name, allow_pickle=False)
@@ -89,18 +91,6 @@ def bundle(opts) -> dict:
     vectors, classes = vectors[known], pd.factorize(labels[known])[0]
     every = np.arange(len(vectors))
     return {"clusters": [("label", vectors, classes)], "tags": (vectors, classes, every, None)}
-
-
-def similar_surface_vectors(folder: Path) -> np.ndarray:
-    """Every item of the bundle in the geometry of its "similar" surface: the neighbour
-    table's queries (``recsys.model.recommender.neighbour_queries``)."""
-    from recsys.model.bundle import load_recommender
-    from recsys.model.recommender import neighbour_queries
-
-    recommender = load_recommender(folder)
-    _, projection = recommender.neighbour_index()
-    rows = np.arange(len(recommender.item_ids))
-    return neighbour_queries(recommender.fused, rows, projection)
 
 
 def cluster_rows(sets, seeds: int) -> list[dict]:
@@ -168,7 +158,8 @@ def _line(row: dict) -> str:
     "--block",
     default="fused",
     show_default=True,
-    help="bundle: fused, image, tabular, ..., or similar (the similar-items surface)",
+    help="bundle: fused, image, tabular, ..., or similar (the listing vectors: the items as "
+    "similar items compares them)",
 )
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True)
