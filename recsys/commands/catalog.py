@@ -81,11 +81,7 @@ def _smoothing_option(what: str):
 def load_vectors(settings: Settings, vectors: Path | None, items: Path | None):
     """(item ids (N,), vectors (N, D)) from --vectors/--items or the active bundle."""
     if vectors is None:
-        from recsys.catalog.db import connect_current
-        from recsys.model.bundle import active_bundle
-
-        folder = Path(active_bundle(connect_current(settings.database_url)).path)
-        ids = np.load(folder / "item_ids.npy", allow_pickle=False).astype(str)
+        folder, ids = _active_bundle(settings)
         return ids, np.load(folder / "item_vectors.npy", allow_pickle=False)
     matrix = np.load(vectors, allow_pickle=False)
     items = items or vectors.with_suffix(".ids.txt")
@@ -103,13 +99,19 @@ def load_vectors(settings: Settings, vectors: Path | None, items: Path | None):
 def _listing_vectors(settings: Settings):
     """(item ids, vectors) of the active bundle's items as near-duplicate search compares
     them (``FusedModel.listing_vectors``)."""
-    from recsys.catalog.db import connect_current
-    from recsys.model.bundle import active_bundle
     from recsys.model.fusion import FusedModel
 
-    folder = Path(active_bundle(connect_current(settings.database_url)).path)
-    ids = np.load(folder / "item_ids.npy", allow_pickle=False).astype(str)
+    folder, ids = _active_bundle(settings)
     return ids, FusedModel.load(folder).listing_vectors()
+
+
+def _active_bundle(settings: Settings) -> tuple[Path, np.ndarray]:
+    """(folder, item ids) of the catalog's active bundle."""
+    from recsys.catalog.db import connect_current
+    from recsys.model.bundle import active_bundle
+
+    folder = Path(active_bundle(connect_current(settings.database_url)).path)
+    return folder, np.load(folder / "item_ids.npy", allow_pickle=False).astype(str)
 
 
 def emit(table: pd.DataFrame, extra: dict, out: Path | None, fmt: str | None) -> None:
