@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from recsys.catalog import connect
 from recsys.catalog.models import Interaction, Item
+from recsys.catalog_intel.neighbours import as_unit_vectors
 from recsys.model.bundle import load_active
 from recsys.model.training import train
 
@@ -82,19 +83,17 @@ def relist(engine, n: int, min_events: int, seed: int) -> list[tuple[str, str]]:
 
 
 def scored(vectors, sources: np.ndarray, copies: np.ndarray, thresholds: list[float]) -> dict:
-    unit = np.asarray(vectors, dtype=np.float32)
-    unit = unit / np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+    unit = as_unit_vectors(vectors)
     pair = np.einsum("nd,nd->n", unit[sources], unit[copies])
-    nearest, above, columns = 0, np.zeros(len(thresholds), dtype=np.int64), np.arange(len(unit))
+    above, columns = np.zeros(len(thresholds), dtype=np.int64), np.arange(len(unit))
     for start in range(0, len(unit), 4096):  # every pair (i < j) above each threshold
         rows = np.arange(start, min(start + 4096, len(unit)))
         block = unit[rows] @ unit.T
         upper = block[columns[None, :] > rows[:, None]]
         above += [int((upper >= threshold).sum()) for threshold in thresholds]
-    for copy, value in zip(copies.tolist(), pair.tolist(), strict=True):
-        scores = unit @ unit[copy]
-        scores[copy] = -2.0
-        nearest += int(scores.max() <= value + 1e-6)
+    others = unit[copies] @ unit.T  # (copies, items): each copy's best other item
+    others[np.arange(len(copies)), copies] = -2.0
+    nearest = int((others.max(axis=1) <= pair + 1e-6).sum())
     out = {
         "source cosine, median": round(float(np.median(pair)), 4),
         "source cosine, min": round(float(pair.min()), 4),
