@@ -6,10 +6,12 @@ similar items have something to find; ``a-new``/``b-new`` have no interactions (
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from recsys.catalog import connect, migrate
@@ -67,6 +69,22 @@ def populate(engine, images_dir: Path | None = None) -> None:
             )  # fmt: skip
 
 
+def relist(engine, item_id: str, copy_id: str) -> None:
+    """A seller lists ``item_id`` again as ``copy_id``: same title, attributes and photo, no
+    events."""
+    with Session(engine) as session, session.begin():
+        source = session.scalar(select(Item).where(Item.external_id == item_id))
+        session.add(
+            Item(
+                external_id=copy_id,
+                title=source.title,
+                attributes=dict(source.attributes),
+                image_path=source.image_path,
+                in_stock=True,
+            )
+        )
+
+
 def tiny_encoder() -> ImageEncoder:
     config = ImageEncoderConfig(
         backbone="small_cnn", width=4, train=ImageTrainConfig(epochs=2, batch_size=8, seed=0)
@@ -78,12 +96,17 @@ def train_config() -> TrainConfig:
     return TrainConfig(cf=CFConfig(factors=8, regularization=0.5), validation_share=0.25)
 
 
-def build_shop(root: Path, database_url: str | None = None) -> tuple[str, Path]:
-    """Migrate, populate and train under ``root`` -> (database URL, artifacts dir)."""
+def build_shop(
+    root: Path, database_url: str | None = None, prepare: Callable | None = None
+) -> tuple[str, Path]:
+    """Migrate, populate and train under ``root`` -> (database URL, artifacts dir);
+    ``prepare(engine)`` edits the catalog before the training."""
     url = database_url or f"sqlite:///{root / 'shop.db'}"
     engine = connect(url)
     migrate.upgrade(engine)
     populate(engine, root / "images")
+    if prepare is not None:
+        prepare(engine)
     train(engine, root / "artifacts", train_config(), "cpu", image_encoder_factory=tiny_encoder)
     engine.dispose()
     return url, root / "artifacts"

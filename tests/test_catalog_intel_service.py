@@ -9,23 +9,10 @@ import threading
 import numpy as np
 import pytest
 from PIL import Image
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 
-from recsys.catalog import connect, migrate
-from recsys.catalog.models import Item as CatalogItem
 from recsys.catalog_intel.edits import realistic_edits
-from recsys.model.training import train
-from tests.shop_fixture import (
-    ADMIN,
-    ADMIN_TOKEN,
-    build_shop,
-    populate,
-    service_app,
-    tiny_encoder,
-    train_config,
-)
+from tests.shop_fixture import ADMIN, ADMIN_TOKEN, build_shop, relist, service_app
 from tests.test_catalog_verification import products
 from tests.toy import toy_catalog
 
@@ -70,18 +57,8 @@ def test_the_closest_pair_is_a_duplicate_set_at_a_threshold_just_below_it(client
 def test_a_relisted_item_and_its_source_are_a_duplicate_set(tmp_path):
     # a seller lists a1 again (same title, attributes and photo, no events): the pair is
     # found although only a1 has shoppers' events
-    url = f"sqlite:///{tmp_path / 'shop.db'}"
-    engine = connect(url)
-    migrate.upgrade(engine)
-    populate(engine, tmp_path / "images")
-    with Session(engine) as session, session.begin():
-        source = session.scalar(select(CatalogItem).where(CatalogItem.external_id == "a1"))
-        session.add(CatalogItem(external_id="a1-again", title=source.title,
-                                attributes=dict(source.attributes), in_stock=True,
-                                image_path=source.image_path))  # fmt: skip
-    train(engine, tmp_path / "artifacts", train_config(), "cpu", image_encoder_factory=tiny_encoder)
-    engine.dispose()
-    client = service_app((url, tmp_path / "artifacts")).test_client()
+    shop = build_shop(tmp_path, prepare=lambda engine: relist(engine, "a1", "a1-again"))
+    client = service_app(shop).test_client()
     path = "/v1/admin/catalog/duplicates?verify=false&threshold=0.99"
     answer = client.get(path, headers=ADMIN).get_json()
     sets = [sorted(item["item_id"] for item in found["items"]) for found in answer["sets"]]

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from recsys.catalog.models import Item, ModelBundle
+from recsys.catalog.models import ModelBundle
 from recsys.errors import InvalidBundle, TrainingFailed
 from recsys.evaluation.contenders import Fused
 from recsys.model import training
@@ -19,7 +19,7 @@ from recsys.model.data import read_catalog
 from recsys.model.index import IndexConfig, VectorIndex
 from recsys.model.split import temporal_split
 from recsys.model.training import train
-from tests.shop_fixture import populate, train_config
+from tests.shop_fixture import populate, relist, train_config
 from tests.toy import toy_catalog
 
 
@@ -144,10 +144,7 @@ def test_cli_train_recommend_similar(engine, run_cli, tmp_path):
 def test_a_relisted_item_is_a_duplicate_of_its_source(engine, run_cli, tmp_path):
     # a seller lists a1 again: same title and attributes, a new id, no events yet
     populate(engine)
-    with Session(engine) as session, session.begin():
-        source = session.scalar(select(Item).where(Item.external_id == "a1"))
-        session.add(Item(external_id="a1-again", title=source.title,
-                         attributes=dict(source.attributes), in_stock=True))  # fmt: skip
+    relist(engine, "a1", "a1-again")
     run_cli("--artifacts-dir", tmp_path, "train", "--factors", "8", "--quiet")
     out = tmp_path / "duplicates.json"
     run_cli("catalog", "duplicates", "--threshold", "0.99", "--out", out, "--no-progress")
