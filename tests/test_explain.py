@@ -66,6 +66,14 @@ def test_feeds_split_into_history_items_that_sum_to_the_score(recommender):
     assert all(r[0].label == "popular with shoppers" for r in results.because[2])
 
 
+def test_a_fallback_feed_does_not_call_an_item_without_events_popular(recommender):
+    everything = len(recommender.item_ids)
+    results = recommender.recommend(["someone-new"], k=everything)
+    labels = dict(zip(results.ids[0], (r[0].label for r in results.because[0]), strict=True))
+    assert labels["a-new"] == labels["b-new"] == "new in the catalog"
+    assert labels["a1"] == "popular with shoppers"
+
+
 def test_a_folded_in_history_is_explained_exactly(recommender):
     """For a feed folded in from a history, the history items' parts (ALS's user step split
     per item, the content profiles' terms) leave no remainder."""

@@ -95,6 +95,8 @@ def test_catalog_without_interactions_uses_content_only():
     assert recommender.similar_items(["b1"], k=3).ids[0][0].startswith("b")
     results = recommender.recommend(["u0"], k=3)
     assert results.fallback == [True] and len(results.ids[0]) == 3
+    # nothing is popular where nobody viewed anything
+    assert [r[0].label for r in results.because[0]] == ["new in the catalog"] * 3
 
 
 def test_fused_model_without_content_is_plain_cf():

@@ -256,7 +256,15 @@ def _show(queries, results, as_json: bool, key: str) -> None:
 def _reasons(reasons: list[dict]) -> str:
     """ "because" in one line: each reason's label (and item) with its share of the score."""
     parts = [
-        f"{r['label']}{' ' + r['item_id'] if 'item_id' in r else ''} {r['share']:+.3f}"
+        f"{r['label']}{' ' + r['item_id'] if 'item_id' in r else ''}{_share(r['share'])}"
         for r in reasons
     ]
     return "because " + "; ".join(parts) if parts else ""
+
+
+def _share(share: float) -> str:
+    """A reason's share as the CLI prints it: none when it is 0 (a fallback item without
+    events), 3 decimals, or 2 significant digits when that would print 0."""
+    if share == 0:
+        return ""
+    return f" {share:+.3f}" if abs(share) >= 5e-4 else f" {share:+.1e}"

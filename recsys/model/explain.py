@@ -255,6 +255,14 @@ def history_of(matrix: sp.csr_matrix, user: int) -> History:
     )
 
 
+def fallback(cold: np.ndarray, scores: np.ndarray) -> list[list[Reason]]:
+    """One reason per item of a feed that knows nothing of its user (the popularity
+    fallback): "popular with shoppers", or, for an item with no events in the training
+    data (``cold``; every item of a catalog without events), "new in the catalog"."""
+    labels = np.where(cold, "new in the catalog", "popular with shoppers").tolist()
+    return [[Reason(label, float(s))] for label, s in zip(labels, scores.tolist(), strict=True)]
+
+
 def single(label: str, scores: np.ndarray) -> list[list[Reason]]:
     """One reason per item holding its whole score (popular items, visual search)."""
     return [[Reason(label, float(score))] for score in scores]

@@ -480,7 +480,7 @@ class Recommender:
         user's history (``folded`` None) or (history matrix, its row, query) of a fold-in."""
         valid = found >= 0
         if user_row is not None and user_row < 0:
-            return explain.single("popular with shoppers", scores[valid])
+            return explain.fallback(self.fused.cold_[found[valid]], scores[valid])
         if folded is None:
             history = explain.history_of(self.cf.user_items_, user_row)
             query = self.fused.user_vectors_[user_row]
@@ -849,7 +849,8 @@ class Recommender:
         rows = np.full(k, -1, dtype=np.int64)
         found = np.concatenate([order[:0], *chosen])[:k]
         rows[: len(found)] = found
-        scores = np.where(rows >= 0, self.popularity[np.maximum(rows, 0)], -np.inf)
+        # an item without events is listed last (popularity -1) with its popularity, 0
+        scores = np.where(rows >= 0, np.maximum(self.popularity[np.maximum(rows, 0)], 0), -np.inf)
         return rows, scores.astype(np.float32)
 
     @property
