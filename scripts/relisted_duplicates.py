@@ -2,12 +2,15 @@
 
 Copies a SQLite catalog (the source is never written), lists ``--relist`` of its items with
 events again (a new id ``relisted-<id>``, the same title, attributes and photo, no events: a
-seller's second listing of one product), trains a bundle at `recsys train`'s defaults, and
-scores the two spaces near-duplicate search could read, side by side: the fused item vectors
-(what `recsys catalog duplicates` and the admin endpoint read before session 45) and
-``FusedModel.listing_vectors`` (what they read now). For each: the cosine of each
-re-listing to its source, for how many the source is the nearest item, and at each
-``--threshold`` how many re-listings meet their source and how many other pairs reach it.
+seller's second listing of one product; ``--title-suffix`` adds words to the copy's title),
+trains a bundle at `recsys train`'s defaults, and scores the spaces near-duplicate search
+could read, side by side: the fused item vectors (what `recsys catalog duplicates` and the
+admin endpoint read before session 45), ``FusedModel.listing_vectors`` (what they read
+since), and those with each pair's score capped by the share of the shorter title's words
+the other has (``duplicates.title_checked``: what they do now where no photo verifies a
+pair). For each: the score of each re-listing with its source, for how many the source is
+the nearest item by vector, and at each ``--threshold`` how many re-listings meet their
+source and how many other pairs reach it.
 
     .venv/bin/python scripts/relisted_duplicates.py --source DEMO/catalog.db --workdir /tmp/relist
 """
@@ -26,7 +29,9 @@ from sqlalchemy.orm import Session
 
 from recsys.catalog import connect
 from recsys.catalog.models import Interaction, Item
-from recsys.catalog_intel.neighbours import as_unit_vectors
+from recsys.catalog.reads import item_titles
+from recsys.catalog_intel.duplicates import title_checked
+from recsys.catalog_intel.neighbours import as_unit_vectors, pairs_above
 from recsys.model.bundle import load_active
 from recsys.model.training import train
 
@@ -39,25 +44,34 @@ def main() -> None:
     parser.add_argument("--min-events", type=int, default=5, help="of each relisted item")
     parser.add_argument("--threshold", type=float, nargs="+", default=[0.95, 0.99])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--title-suffix", default="", help="added to each copy's title, e.g. ' - new'"
+    )
     args = parser.parse_args()
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
     with sqlite3.connect(args.source) as src, sqlite3.connect(args.workdir / "c.db") as dst:
         src.backup(dst)
     engine = connect(f"sqlite:///{args.workdir / 'c.db'}")
-    pairs = relist(engine, args.relist, args.min_events, args.seed)
+    pairs = relist(engine, args.relist, args.min_events, args.seed, args.title_suffix)
     train(engine, args.workdir / "artifacts", device="cpu")
     recommender = load_active(engine)
     fused = recommender.fused
+    titles = item_titles(engine, recommender.item_ids.tolist())
     sources = recommender.item_rows([source for source, _ in pairs])
     copies = recommender.item_rows([copy for _, copy in pairs])
-    spaces = {"fused item vectors": fused.item_vectors_, "listing vectors": fused.listing_vectors()}
-    report = {name: scored(v, sources, copies, args.threshold) for name, v in spaces.items()}
+    listing = fused.listing_vectors()
+    report = {
+        "fused item vectors": scored(fused.item_vectors_, sources, copies, args.threshold),
+        "listing vectors": scored(listing, sources, copies, args.threshold),
+        "listing vectors, titles checked": scored(listing, sources, copies, args.threshold, titles),
+    }
     print(json.dumps({"relisted": len(pairs), **report}, indent=1))
 
 
-def relist(engine, n: int, min_events: int, seed: int) -> list[tuple[str, str]]:
-    """List ``n`` seeded items with at least ``min_events`` events again -> (source, copy)."""
+def relist(engine, n: int, min_events: int, seed: int, suffix: str) -> list[tuple[str, str]]:
+    """List ``n`` seeded items with at least ``min_events`` events again, ``suffix`` added to
+    their titles -> (source, copy)."""
     with Session(engine) as session, session.begin():
         counted = (
             select(Interaction.item_id)
@@ -72,7 +86,7 @@ def relist(engine, n: int, min_events: int, seed: int) -> list[tuple[str, str]]:
             session.add(
                 Item(
                     external_id=copy,
-                    title=item.title,
+                    title=f"{item.title or ''}{suffix}" if suffix else item.title,
                     attributes=dict(item.attributes or {}),
                     image_path=item.image_path,
                     in_stock=True,
@@ -82,26 +96,29 @@ def relist(engine, n: int, min_events: int, seed: int) -> list[tuple[str, str]]:
     return pairs
 
 
-def scored(vectors, sources: np.ndarray, copies: np.ndarray, thresholds: list[float]) -> dict:
+def scored(vectors, sources, copies, thresholds: list[float], titles=None) -> dict:
+    """How ``vectors`` (``titles``: and the titles' check of the pairs, ``title_checked``)
+    pair each copy with its source, and how many other pairs reach each threshold."""
     unit = as_unit_vectors(vectors)
     pair = np.einsum("nd,nd->n", unit[sources], unit[copies])
-    above, columns = np.zeros(len(thresholds), dtype=np.int64), np.arange(len(unit))
-    for start in range(0, len(unit), 4096):  # every pair (i < j) above each threshold
-        rows = np.arange(start, min(start + 4096, len(unit)))
-        block = unit[rows] @ unit.T
-        upper = block[columns[None, :] > rows[:, None]]
-        above += [int((upper >= threshold).sum()) for threshold in thresholds]
-    others = unit[copies] @ unit.T  # (copies, items): each copy's best other item
+    left, right, score = pairs_above(unit, min(thresholds))
+    if titles is not None:
+        pair = title_checked(titles, sources, copies, pair, -np.inf)[2]
+        left, right, score = title_checked(titles, left, right, score, min(thresholds))
+    others = unit[copies] @ unit.T  # (copies, items): each copy's best other item by vector
     others[np.arange(len(copies)), copies] = -2.0
     nearest = int((others.max(axis=1) <= pair + 1e-6).sum())
     out = {
-        "source cosine, median": round(float(np.median(pair)), 4),
-        "source cosine, min": round(float(pair.min()), 4),
+        "source score, median": round(float(np.median(pair)), 4),
+        "source score, min": round(float(pair.min()), 4),
         "source is the nearest item": nearest,
     }
-    for threshold, count in zip(thresholds, above.tolist(), strict=True):
+    for threshold in thresholds:
         met = int((pair >= threshold).sum())
-        out[f"at >= {threshold}: re-listings, other pairs"] = [met, count - met]
+        out[f"at >= {threshold}: re-listings, other pairs"] = [
+            met,
+            int((score >= threshold).sum()) - met,
+        ]
     return out
 
 

@@ -7,8 +7,9 @@ parameters) in a process and kept, so re-opening the page costs nothing; a new b
 computes afresh.
 
 Duplicates: the pairs above the cosine threshold of the items' listing vectors
-(``FusedModel.listing_vectors``: as the "similar" surface compares items, so that a re-listed
-item meets its source although only the source has events) are candidates; when the
+(``FusedModel.listing_vectors``: attributes and photo as the "similar" surface compares
+items, so that a re-listed item meets its source although only the source has events, and
+the items' words) are candidates; when the
 catalog's items have photos, the candidates (the 2,000 most similar at most, so a request
 never decodes the whole catalog) are decided by geometric verification of their photos
 (``recsys.catalog_intel.photos``) at a verified-score threshold calibrated once per bundle
@@ -27,6 +28,7 @@ import numpy as np
 from flask import Blueprint, current_app
 from pydantic import BaseModel, Field
 
+from recsys.catalog.reads import item_titles
 from recsys.catalog_intel import (
     ClusterConfig,
     Clusterer,
@@ -35,7 +37,7 @@ from recsys.catalog_intel import (
     OutlierConfig,
     OutlierScorer,
 )
-from recsys.catalog_intel.duplicates import duplicate_sets
+from recsys.catalog_intel.duplicates import duplicate_sets, title_checked
 from recsys.catalog_intel.photos import CatalogPhotos
 from recsys.scopes import ADMIN
 from services.context import card, context
@@ -58,7 +60,9 @@ class DuplicatesQuery(BaseModel):
     )
     limit: QueryInt = Field(50, ge=1, le=MAX_SETS, description="Largest sets shown")
     verify: QueryBool = Field(
-        True, description="Decide the candidate pairs by their photos, when items have photos"
+        True,
+        description="Decide the candidate pairs by their photos, when items have photos; "
+        "else check them by their titles' words",
     )
     verified_threshold: QueryFloat = Field(
         None,
@@ -95,8 +99,10 @@ class Duplicates(BaseModel):
 
     model_version: str
     threshold: float = Field(description="Cosine from which items are candidate pairs")
-    score: Literal["verified", "cosine"] = Field(
-        description="What decided the pairs: photo verification, or cosine alone (no photos)"
+    score: Literal["verified", "cosine and titles", "cosine"] = Field(
+        description="What decided the pairs: photo verification; without photos, the "
+        "cosine capped by the share of the shorter title's words the other title has; or "
+        "cosine alone (verify=false)"
     )
     verified_threshold: float | None = Field(description="Verified score from which pairs count")
     verified_pairs: int = Field(description="Candidate pairs whose photos were verified")
@@ -204,6 +210,10 @@ def duplicates(query: DuplicatesQuery) -> Duplicates:
                 left, right, score = checked.left, checked.right, checked.score
                 photo = {"score": "verified", "verified_threshold": checked.threshold}
                 photo |= {"verified_pairs": checked.verified, "skipped_pairs": checked.skipped}
+            else:  # no photos: the titles' words check the pairs
+                titles = item_titles(context().engine, ids.tolist())
+                left, right, score = title_checked(titles, left, right, score, finder.threshold_)
+                photo["score"] = "cosine and titles"
         best = np.full(len(ids), -np.inf, np.float32)
         np.maximum.at(best, np.r_[left, right], np.r_[score, score])
         sets = _sets(len(ids), left, right)

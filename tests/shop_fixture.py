@@ -69,15 +69,15 @@ def populate(engine, images_dir: Path | None = None) -> None:
             )  # fmt: skip
 
 
-def relist(engine, item_id: str, copy_id: str) -> None:
-    """A seller lists ``item_id`` again as ``copy_id``: same title, attributes and photo, no
-    events."""
+def relist(engine, item_id: str, copy_id: str, title: str | None = None) -> None:
+    """A seller lists ``item_id`` again as ``copy_id``: same title (or ``title``),
+    attributes and photo, no events."""
     with Session(engine) as session, session.begin():
         source = session.scalar(select(Item).where(Item.external_id == item_id))
         session.add(
             Item(
                 external_id=copy_id,
-                title=source.title,
+                title=source.title if title is None else title,
                 attributes=dict(source.attributes),
                 image_path=source.image_path,
                 in_stock=True,

@@ -95,6 +95,21 @@ def test_planted_reuploads_form_duplicate_sets_and_lookalikes_do_not():
     assert (np.diff(finder.pairs_.similarity) <= 0).all()  # most similar first
 
 
+def test_titles_keep_a_relisting_and_part_items_that_only_their_vectors_pair():
+    # rows 0-2 meet by vector (one year and genre, say), as rows 3-4 and 5-6 do; only 0 and
+    # 1 share their title; row 3 has none, so the vectors decide for 3-4
+    vectors = np.array([[1, 0, 0]] * 3 + [[0, 1, 0]] * 2 + [[0, 0, 1]] * 2, dtype=np.float32)
+    titles = ["Harbour Lights", "harbour lights", "The Quiet Orchard", None, "Anything"]
+    titles += ["iPhone 7, 64 GB", "iPhone 8, 64 GB"]
+    config = DuplicateConfig(threshold=0.95)
+    finder = DuplicateFinder(config).fit(vectors, titles=titles)
+    pairs = set(zip(finder.pairs_.left.tolist(), finder.pairs_.right.tolist(), strict=True))
+    assert pairs == {(0, 1), (3, 4)} and finder.scored_by_ == "cosine and titles"
+    assert len(DuplicateFinder(config).fit(vectors).pairs_.left) == 5  # by vector alone
+    with pytest.raises(InvalidInput, match="titles has 2 rows"):
+        DuplicateFinder(config).fit(vectors, titles=titles[:2])
+
+
 def test_a_catalog_without_duplicates_has_no_sets():
     x, _ = blobs()
     finder = DuplicateFinder(DuplicateConfig(threshold=0.9999)).fit(x)

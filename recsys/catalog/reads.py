@@ -536,6 +536,17 @@ def image_path(engine: Engine, item_id: str) -> str | None:
         return connection.scalar(select(Item.image_path).where(Item.external_id == item_id))
 
 
+def item_titles(engine: Engine, item_ids: Sequence[str]) -> list[str | None]:
+    """The title of each of ``item_ids`` (None: no title, or an item the catalog no longer
+    has), in their order: one scan of the items table, matched to the ids by an index, so a
+    catalog of 10^6 items costs a read of its titles, not a query per item."""
+    with engine.connect() as connection:
+        rows = connection.execute(select(Item.external_id, Item.title)).all()
+    known, titles = zip(*rows, strict=True) if rows else ((), ())
+    places = IdIndex(np.asarray(known, dtype=str)).rows(list(item_ids))
+    return [titles[p] if p >= 0 else None for p in places.tolist()]
+
+
 def fresh_items(engine: Engine, user_id: str, since: datetime) -> list[str]:
     """Items of the user's events stored after ``since``, newest first (at most FRESH_LIMIT)."""
     with engine.connect() as connection:

@@ -6,6 +6,10 @@
 
 On vectors alone, pairs come from one FAISS range search
 (``recsys.catalog_intel.neighbours.pairs_above``) and are scored by cosine. Given the items'
+titles (``fit(..., titles=...)``), a pair of items that both have a title scores at most the
+share of the shorter title's words the other has (``title_checked``): vectors of listings
+whose attributes say little (a year and a genre) meet for many distinct items, whose titles
+do not. Given the items'
 photos too (``fit(..., images=...)``), each item's ``VerifyConfig.candidates`` nearest items
 by vector are checked by geometric verification (``recsys.catalog_intel.verification``:
 align, then correlate pixels) and the pairs are scored by that verified score instead: an
@@ -103,12 +107,14 @@ class DuplicateFinder(BaseEstimator):
         self.show_progress = show_progress
 
     def fit(
-        self, vectors, copy_similarities: np.ndarray | None = None, images=None
+        self, vectors, copy_similarities: np.ndarray | None = None, images=None, titles=None
     ) -> DuplicateFinder:
         """``copy_similarities``: scores of items against edited copies of themselves, on
         the score the pairs get (``self_copy_similarities`` for cosine, and
         ``verification.self_copy_scores`` with ``images``). ``images``: the items' photos,
-        uint8 (N, H, W[, C]) in the rows' order; the pairs are then verified."""
+        uint8 (N, H, W[, C]) in the rows' order; the pairs are then verified. ``titles``:
+        the items' titles (str or None) in the rows' order; a pair's score is then at most
+        the share of its shorter title's words the other title has (``title_checked``)."""
         cfg = self.config or DuplicateConfig()
         unit = as_unit_vectors(vectors)
         if cfg.threshold is None and copy_similarities is None:
@@ -119,11 +125,16 @@ class DuplicateFinder(BaseEstimator):
             )
         if images is not None and len(images) != len(unit):
             raise InvalidInput(f"images has {len(images)} rows but vectors {len(unit)}")
+        if titles is not None and len(titles) != len(unit):
+            raise InvalidInput(f"titles has {len(titles)} rows but vectors {len(unit)}")
         self.scored_by_ = "cosine" if images is None else "verified"
         if images is None:
             left, right, sims = self._cosine_pairs(unit, cfg, copy_similarities)
         else:
             left, right, sims = self._verified_pairs(unit, images, cfg, copy_similarities)
+        if titles is not None:
+            left, right, sims = title_checked(titles, left, right, sims, self.threshold_)
+            self.scored_by_ += " and titles"
         order = np.argsort(-sims, kind="stable")
         self.pairs_ = DuplicatePairs(left[order], right[order], sims[order])
         self.set_of_ = duplicate_sets(len(unit), left, right)
@@ -179,6 +190,39 @@ class DuplicateFinder(BaseEstimator):
 def _bounds(finder: DuplicateFinder) -> np.ndarray:
     counts = np.bincount(finder.set_of_[finder.set_of_ >= 0])
     return np.cumsum(counts)[:-1]
+
+
+def title_words(titles) -> sparse.csr_matrix:
+    """(len(titles), 2^20) 0/1: the words each title has (none for no title), lower-cased,
+    a lone digit or letter included ("iPhone 7" is not "iPhone 8"), hashed: no vocabulary
+    to fit, so a word only one title has counts as much as any."""
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    hashing = HashingVectorizer(
+        token_pattern=r"(?u)\b\w+\b", binary=True, norm=None, alternate_sign=False
+    )
+    return hashing.transform(["" if title is None else str(title) for title in titles])
+
+
+def title_checked(titles, left: np.ndarray, right: np.ndarray, score: np.ndarray, threshold):
+    """(left, right, score) of the pairs still at or above ``threshold`` once each pair of
+    items that both have a title's words scores at most the share of the shorter title's
+    words that the other title has too; a pair where either has none keeps its score. A
+    re-listing under its source's title, or with words added ("- new"), loses nothing;
+    two films of one year and genre under their own titles, or "iPhone 7" and "iPhone 8",
+    do not stay a pair."""
+    if not len(left):
+        return left, right, score
+    rows = np.unique(np.r_[left, right])
+    words = title_words([titles[r] for r in rows.tolist()])
+    at_left, at_right = np.searchsorted(rows, left), np.searchsorted(rows, right)
+    shared = np.asarray(words[at_left].multiply(words[at_right]).sum(axis=1)).ravel()
+    counts = np.diff(words.indptr)
+    shorter = np.minimum(counts[at_left], counts[at_right])
+    share = shared / np.maximum(shorter, 1)
+    checked = np.where(shorter > 0, np.minimum(score, share), score).astype(score.dtype)
+    keep = checked >= threshold
+    return left[keep], right[keep], checked[keep]
 
 
 def duplicate_sets(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:

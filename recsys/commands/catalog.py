@@ -1,10 +1,10 @@
 """`recsys catalog`: catalog health from item vectors (duplicates, outliers, clusters, tags).
 
 Vectors are the active bundle's item vectors (for duplicates, its items as the "similar"
-surface compares them: ``FusedModel.listing_vectors``), or ``--vectors FILE.npy`` with its
-item ids (``--items``: a CSV with an item_id column or one id per line; default: the
-FILE.ids.txt that `recsys embed-images` writes beside it). Results go to stdout or ``--out``
-as CSV or JSON.
+surface compares them, ``FusedModel.listing_vectors``, pairs checked by their titles), or
+``--vectors FILE.npy`` with its item ids (``--items``: a CSV with an item_id column or one
+id per line; default: the FILE.ids.txt that `recsys embed-images` writes beside it).
+Results go to stdout or ``--out`` as CSV or JSON.
 """
 
 from __future__ import annotations
@@ -97,12 +97,15 @@ def load_vectors(settings: Settings, vectors: Path | None, items: Path | None):
 
 
 def _listing_vectors(settings: Settings):
-    """(item ids, vectors) of the active bundle's items as near-duplicate search compares
-    them (``FusedModel.listing_vectors``)."""
+    """(item ids, vectors, titles) of the active bundle's items as near-duplicate search
+    compares them: ``FusedModel.listing_vectors``, and the catalog's titles."""
+    from recsys.catalog.db import connect_current
+    from recsys.catalog.reads import item_titles
     from recsys.model.fusion import FusedModel
 
     folder, ids = _active_bundle(settings)
-    return ids, FusedModel.load(folder).listing_vectors()
+    titles = item_titles(connect_current(settings.database_url), ids.tolist())
+    return ids, FusedModel.load(folder).listing_vectors(), titles
 
 
 def _active_bundle(settings: Settings) -> tuple[Path, np.ndarray]:
@@ -169,7 +172,9 @@ def command() -> None:
     default=True,
     show_default=True,
     help="With --images: decide each item's nearest candidates by geometric verification "
-    "(align the photos, then correlate pixels); the score is then the verified one.",
+    "(align the photos, then correlate pixels); the score is then the verified one. On the "
+    "bundle's listing vectors: a pair of items with titles scores at most the share of the "
+    "shorter title's words that the other title has.",
 )
 @click.option(
     "--recall",
@@ -185,11 +190,13 @@ def duplicates(settings: Settings, **opts) -> None:
     One row per pair: set, item_a, item_b, similarity (most similar first). The active
     bundle's items are compared by their listing vectors (attributes and photos at the
     weights of the similar-items surface), so a re-listed item meets its source whether or
-    not shoppers found either. With --images the items' photos are described by the
-    copy-detection descriptor (or --encoder), each item's nearest candidates are checked by
-    geometric verification (--no-verify: cosine only), and the threshold is calibrated
-    without labels, from each item's score against an edited copy of its own photo (crop,
-    JPEG, brightness, shift) and against its nearest other item.
+    not shoppers found either; two items with titles score at most the share of the shorter
+    title's words the other has (--no-verify: the vectors' cosine alone). With --images the
+    items' photos are described by the copy-detection descriptor (or --encoder), each
+    item's nearest candidates are checked by geometric verification (--no-verify: cosine
+    only), and the threshold is calibrated without labels, from each item's score against
+    an edited copy of its own photo (crop, JPEG, brightness, shift) and against its nearest
+    other item.
     """
     from recsys.catalog_intel import DuplicateConfig, DuplicateFinder
     from recsys.catalog_intel.duplicates import self_copy_similarities
@@ -202,7 +209,7 @@ def duplicates(settings: Settings, **opts) -> None:
             "items' photos"
         )
     cfg = DuplicateConfig(threshold=opts["threshold"], recall=opts["recall"])
-    copy_sims, verify_images = None, None
+    copy_sims, verify_images, titles = None, None, None
     if opts["images"] is not None:
         ids, images = _images(opts)
         embed = _embedder(opts, images)
@@ -213,11 +220,11 @@ def duplicates(settings: Settings, **opts) -> None:
         elif cfg.threshold is None:
             copy_sims = self_copy_similarities(embed, images)
     elif opts["vectors"] is None:
-        ids, vectors = _listing_vectors(settings)
+        ids, vectors, titles = _listing_vectors(settings)
     else:
         ids, vectors = load_vectors(settings, opts["vectors"], opts["items"])
     finder = DuplicateFinder(cfg, show_progress=opts["progress"])
-    finder.fit(vectors, copy_sims, images=verify_images)
+    finder.fit(vectors, copy_sims, images=verify_images, titles=titles if opts["verify"] else None)
     pairs = finder.pairs_
     table = pd.DataFrame(
         {

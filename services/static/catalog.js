@@ -40,12 +40,16 @@ function card(item, extra) {
 }
 
 function duplicateRule(data) {
-  // What decided the pairs: their photos (verified score) or the vectors alone (cosine).
+  // What decided the pairs: their photos (verified score), the vectors' cosine capped by the
+  // titles' (no photos), or the vectors alone (cosine).
   if (data.score === "verified") {
     return `cosine ≥ ${data.threshold}, confirmed by their photos ` +
       `(verified score ≥ ${data.verified_threshold.toFixed(4)}, ${data.verified_pairs} pair(s) checked)`;
   }
-  return `cosine ≥ ${data.threshold} (no photos: vectors only)`;
+  if (data.score === "cosine and titles") {
+    return `cosine ≥ ${data.threshold}, titles' words included (no photos)`;
+  }
+  return `cosine ≥ ${data.threshold} (vectors only)`;
 }
 
 function showDuplicates(data) {
