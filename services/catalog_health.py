@@ -7,13 +7,13 @@ parameters) in a process and kept, so re-opening the page costs nothing; a new b
 computes afresh.
 
 Duplicates: the pairs above the cosine threshold of the items' listing vectors
-(``FusedModel.listing_vectors``: attributes and photo as the "similar" surface compares
-items, so that a re-listed item meets its source although only the source has events, and
-the items' words) are candidates; when the
+(``FusedModel.listing_vectors``: as the "similar" surface compares items, so that a re-listed
+item meets its source although only the source has events) are candidates; when the
 catalog's items have photos, the candidates (the 2,000 most similar at most, so a request
 never decodes the whole catalog) are decided by geometric verification of their photos
 (``recsys.catalog_intel.photos``) at a verified-score threshold calibrated once per bundle
-from edited copies of 300 sampled photos; without photos (or ``verify=false``) cosine decides.
+from edited copies of 300 sampled photos; without photos their titles check them
+(``duplicates.title_checked``), and with ``verify=false`` cosine decides.
 The answer's ``score`` says which.
 """
 
@@ -211,7 +211,11 @@ def duplicates(query: DuplicatesQuery) -> Duplicates:
                 photo = {"score": "verified", "verified_threshold": checked.threshold}
                 photo |= {"verified_pairs": checked.verified, "skipped_pairs": checked.skipped}
             else:  # no photos: the titles' words check the pairs
-                titles = item_titles(context().engine, ids.tolist())
+                engine = context().engine
+
+                def titles(rows: np.ndarray) -> list[str | None]:
+                    return item_titles(engine, ids[rows].tolist())
+
                 left, right, score = title_checked(titles, left, right, score, finder.threshold_)
                 photo["score"] = "cosine and titles"
         best = np.full(len(ids), -np.inf, np.float32)

@@ -47,6 +47,14 @@ def test_item_cards_are_read_by_id_and_unknown_ids_left_out(engine, tmp_path):
     assert reads.image_path(engine, "nope") is None
 
 
+def test_item_titles_come_in_the_order_asked_in_batches(engine, monkeypatch):
+    populate(engine)
+    monkeypatch.setattr(reads, "TITLE_BATCH", 2)  # three queries for these five ids
+    titles = reads.item_titles(engine, ["b2", "nope", "a1", "b2", "a2"])
+    assert titles == ["Drama story 2", None, "Comedy story 1", "Drama story 2", "Comedy story 2"]
+    assert reads.item_titles(engine, []) == []
+
+
 def test_item_pages_and_title_search(engine):
     populate(engine)
     everything = reads.list_items(engine, offset=0, limit=100)

@@ -75,6 +75,8 @@ SEARCH_SECONDS = 1.0
 # SQLite's trigram index of titles (migration 0011); its hidden column of the same name
 # takes the MATCH.
 _TITLES = table(TITLE_SEARCH_TABLE, column("rowid"), column(TITLE_SEARCH_TABLE))
+# Ids whose titles ``item_titles`` reads a query (SQLite binds at most 32,766 values).
+TITLE_BATCH = 10_000
 # Item generations a card cache catches up on through the change log; past it, it starts afresh.
 LOG_STEP = 1000
 
@@ -132,6 +134,9 @@ class UserPage:
 _CARD_COLUMNS = (Item.external_id, Item.title, Item.in_stock, Item.image_path, Item.attributes)
 # Built once: per call only the parameters change (SQLAlchemy caches the compiled form).
 _CARDS = select(*_CARD_COLUMNS).where(Item.external_id.in_(bindparam("ids", expanding=True)))
+_TITLES_OF = select(Item.external_id, Item.title).where(
+    Item.external_id.in_(bindparam("ids", expanding=True))
+)
 _GENERATION = select(CatalogState.items_generation).where(CatalogState.id == 1)
 _CHANGED = select(ItemChange.external_id).where(
     ItemChange.generation > bindparam("old"), ItemChange.generation <= bindparam("new")
@@ -537,14 +542,15 @@ def image_path(engine: Engine, item_id: str) -> str | None:
 
 
 def item_titles(engine: Engine, item_ids: Sequence[str]) -> list[str | None]:
-    """The title of each of ``item_ids`` (None: no title, or an item the catalog no longer
-    has), in their order: one scan of the items table, matched to the ids by an index, so a
-    catalog of 10^6 items costs a read of its titles, not a query per item."""
+    """The title of each of ``item_ids`` (None: no title, or an item the catalog does not
+    have), in their order; read ``TITLE_BATCH`` ids a query."""
+    found: dict[str, str | None] = {}
+    ids = list(dict.fromkeys(item_ids))
     with engine.connect() as connection:
-        rows = connection.execute(select(Item.external_id, Item.title)).all()
-    known, titles = zip(*rows, strict=True) if rows else ((), ())
-    places = IdIndex(np.asarray(known, dtype=str)).rows(list(item_ids))
-    return [titles[p] if p >= 0 else None for p in places.tolist()]
+        for start in range(0, len(ids), TITLE_BATCH):
+            batch = ids[start : start + TITLE_BATCH]
+            found |= {row[0]: row[1] for row in connection.execute(_TITLES_OF, {"ids": batch})}
+    return [found.get(item_id) for item_id in item_ids]
 
 
 def fresh_items(engine: Engine, user_id: str, since: datetime) -> list[str]:

@@ -6,15 +6,14 @@
 
 On vectors alone, pairs come from one FAISS range search
 (``recsys.catalog_intel.neighbours.pairs_above``) and are scored by cosine. Given the items'
-titles (``fit(..., titles=...)``), a pair of items that both have a title scores at most the
-share of the shorter title's words the other has (``title_checked``): vectors of listings
-whose attributes say little (a year and a genre) meet for many distinct items, whose titles
-do not. Given the items'
 photos too (``fit(..., images=...)``), each item's ``VerifyConfig.candidates`` nearest items
 by vector are checked by geometric verification (``recsys.catalog_intel.verification``:
 align, then correlate pixels) and the pairs are scored by that verified score instead: an
-edited re-upload aligns, a lookalike product does not. Sets are the connected components of
-the pair graph. The threshold is either given or
+edited re-upload aligns, a lookalike product does not. Given the items' titles
+(``fit(..., titles=...)``), a pair of items that both have one scores at most the share of
+the shorter title's words the other has (``title_checked``): the vectors of listings whose
+attributes say little (a year and a genre) meet for many distinct items, whose titles do
+not. Sets are the connected components of the pair graph. The threshold is either given or
 calibrated without labels (``calibrate_threshold``) from two samples the catalog itself
 provides: the similarity of items to an edited copy of themselves (``realistic_edits``; what
 a duplicate looks like) and every item's similarity to its nearest other item (mostly
@@ -113,8 +112,10 @@ class DuplicateFinder(BaseEstimator):
         the score the pairs get (``self_copy_similarities`` for cosine, and
         ``verification.self_copy_scores`` with ``images``). ``images``: the items' photos,
         uint8 (N, H, W[, C]) in the rows' order; the pairs are then verified. ``titles``:
-        the items' titles (str or None) in the rows' order; a pair's score is then at most
-        the share of its shorter title's words the other title has (``title_checked``)."""
+        the items' titles (str or None) in the rows' order, or a callable giving those of
+        some rows (an array of rows -> their titles), which reads only the pairs' titles; a
+        pair's score is then at most the share of its shorter title's words the other title
+        has (``title_checked``)."""
         cfg = self.config or DuplicateConfig()
         unit = as_unit_vectors(vectors)
         if cfg.threshold is None and copy_similarities is None:
@@ -125,7 +126,7 @@ class DuplicateFinder(BaseEstimator):
             )
         if images is not None and len(images) != len(unit):
             raise InvalidInput(f"images has {len(images)} rows but vectors {len(unit)}")
-        if titles is not None and len(titles) != len(unit):
+        if titles is not None and not callable(titles) and len(titles) != len(unit):
             raise InvalidInput(f"titles has {len(titles)} rows but vectors {len(unit)}")
         self.scored_by_ = "cosine" if images is None else "verified"
         if images is None:
@@ -210,11 +211,13 @@ def title_checked(titles, left: np.ndarray, right: np.ndarray, score: np.ndarray
     words that the other title has too; a pair where either has none keeps its score. A
     re-listing under its source's title, or with words added ("- new"), loses nothing;
     two films of one year and genre under their own titles, or "iPhone 7" and "iPhone 8",
-    do not stay a pair."""
+    do not stay a pair. ``titles``: a title per row, or a callable (rows -> their
+    titles)."""
     if not len(left):
         return left, right, score
     rows = np.unique(np.r_[left, right])
-    words = title_words([titles[r] for r in rows.tolist()])
+    named = titles(rows) if callable(titles) else [titles[r] for r in rows.tolist()]
+    words = title_words(named)
     at_left, at_right = np.searchsorted(rows, left), np.searchsorted(rows, right)
     shared = np.asarray(words[at_left].multiply(words[at_right]).sum(axis=1)).ravel()
     counts = np.diff(words.indptr)

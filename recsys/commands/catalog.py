@@ -98,13 +98,17 @@ def load_vectors(settings: Settings, vectors: Path | None, items: Path | None):
 
 def _listing_vectors(settings: Settings):
     """(item ids, vectors, titles) of the active bundle's items as near-duplicate search
-    compares them: ``FusedModel.listing_vectors``, and the catalog's titles."""
+    compares them: ``FusedModel.listing_vectors``, and rows -> the catalog's titles."""
     from recsys.catalog.db import connect_current
     from recsys.catalog.reads import item_titles
     from recsys.model.fusion import FusedModel
 
     folder, ids = _active_bundle(settings)
-    titles = item_titles(connect_current(settings.database_url), ids.tolist())
+    engine = connect_current(settings.database_url)
+
+    def titles(rows: np.ndarray) -> list[str | None]:
+        return item_titles(engine, ids[rows].tolist())
+
     return ids, FusedModel.load(folder).listing_vectors(), titles
 
 
