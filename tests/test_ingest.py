@@ -240,6 +240,21 @@ def test_cli_reports_rejects_and_exits_nonzero(run_cli, engine, shop):
     assert "items.csv: line 4: missing_image: image 'img/missing.png' not found" in result.output
     assert "3 accepted (3 new, 0 updated, 0 unchanged), 5 rejected" in result.output
     assert "malformed_row: 1" in result.output
+    assert "--images-root" not in result.output  # one photo of eight was missing
+
+
+def test_images_missing_everywhere_point_to_images_root(run_cli, engine, tmp_path):
+    photos = tmp_path / "photos"
+    (photos / "img").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(photos / "img" / "x.png")
+    path = tmp_path / "files" / "items.csv"
+    path.parent.mkdir()
+    path.write_text("item_id,image\nx,img/x.png\n")
+
+    result = run_cli("ingest", "items", str(path), "-q", expect_exit=1)
+    assert f"not found under {path.parent.resolve()}" in result.output
+    assert "pass --images-root DIR" in result.output
+    run_cli("ingest", "items", str(path), "-q", "--images-root", str(photos))
 
 
 def test_cli_json_summary_and_clean_exit(run_cli, engine, tmp_path):

@@ -61,7 +61,19 @@ def items(settings: Settings, file: Path, images_root, batch_size, rejects, as_j
     """
     options = IngestOptions(batch_size=batch_size, rejects_path=rejects, show_progress=not quiet)
     report = ingest_items(connect(settings.database_url), file, images_root, options)
-    _finish(report, as_json)
+    _finish(report, as_json, _images_root_hint(report, images_root or file.parent))
+
+
+def _images_root_hint(report: IngestReport, root: Path) -> str | None:
+    """When most rows' images were not found: where they were looked for, and the option
+    that says where they are."""
+    missing = report.rejected.get("missing_image", 0)
+    if not missing or missing < report.accepted:
+        return None
+    return (
+        f"hint: {missing} rows' images were not found under {root.resolve()}; if the `image` "
+        "paths are relative to another folder, pass --images-root DIR"
+    )
 
 
 @command.command("interactions")
@@ -80,7 +92,7 @@ def interactions(settings: Settings, file: Path, batch_size, rejects, as_json, q
     _finish(report, as_json)
 
 
-def _finish(report: IngestReport, as_json: bool) -> None:
+def _finish(report: IngestReport, as_json: bool, hint: str | None = None) -> None:
     for reject in report.first_rejects:
         click.echo(f"{report.path.name}: {reject}", err=True)
     hidden = report.total_rejected - len(report.first_rejects)
@@ -98,5 +110,7 @@ def _finish(report: IngestReport, as_json: bool) -> None:
             click.echo(f"  {reason}: {count}")
         if report.rejects_path:
             click.echo(f"rejected rows written to {report.rejects_path}")
+    if hint:
+        click.echo(hint, err=True)
     if report.total_rejected:
         raise SystemExit(1)
