@@ -141,7 +141,8 @@ def train(
                 path = write_bundle(bundles, version, writer, manifest, catalog_identity(engine))
             with stage("register"):
                 register_bundle(engine, version, path.resolve(), fitted.metrics, config.activate)
-    log.info("trained bundle %s in %.1fs: %s", version, sum(seconds.values()), fitted.metrics)
+    metrics = fitted.metrics or "the weights are the defaults (no validation slice to choose on)"
+    log.info("trained bundle %s in %.1fs: %s", version, sum(seconds.values()), metrics)
     fused = fitted.fused
     return TrainResult(
         version,
