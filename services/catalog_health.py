@@ -13,7 +13,8 @@ catalog's items have photos, the candidates (the 2,000 most similar at most, so 
 never decodes the whole catalog) are decided by geometric verification of their photos
 (``recsys.catalog_intel.photos``) at a verified-score threshold calibrated once per bundle
 from edited copies of 300 sampled photos; without photos their titles check them
-(``duplicates.title_checked``), and with ``verify=false`` cosine decides.
+(``duplicates.title_checked``), and with ``verify=false`` cosine decides. Outliers read the
+listing vectors too; clusters read the fused item vectors.
 The answer's ``score`` says which.
 """
 
@@ -264,9 +265,11 @@ def _sets(n: int, left: np.ndarray, right: np.ndarray) -> list[np.ndarray]:
 def outliers(query: OutliersQuery) -> Outliers:
     """Outliers: the items least like the others (a wrong photo, an odd product)"""
     version, ids, fused = _served()
-    vectors = fused.item_vectors_
 
     def compute() -> Outliers:
+        # listings, not engagement: in the fused vectors the cf block's norm made the most
+        # viewed items outliers (scripts/planted_outliers.py)
+        vectors = fused.listing_vectors()
         k = min(max(10, round(0.02 * len(ids))), MAX_OUTLIER_K, len(ids) - 1)
         scorer = OutlierScorer(OutlierConfig(k=k, false_positive_rate=query.fpr)).fit(vectors)
         top = scorer.top(query.top)

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import shutil
 import threading
+from datetime import datetime
 
 import numpy as np
 import pytest
 from PIL import Image
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 
-from recsys.catalog.models import Item
+from recsys.catalog.models import Interaction, Item, User
 from recsys.catalog_intel.edits import realistic_edits
 from tests.shop_fixture import ADMIN, ADMIN_TOKEN, build_shop, relist, service_app
 from tests.test_catalog_verification import products
@@ -97,6 +99,22 @@ def test_outliers_are_scored_most_unusual_first(client):
     assert len(scores) == 5 and scores == sorted(scores, reverse=True)
     assert abs(answer["flagged"] - 0.1 * 32) <= 1  # the stated share of the catalog
     assert answer["k"] == 10 and scores[0] >= answer["threshold"]
+
+
+def test_the_most_viewed_item_is_not_an_outlier_for_being_viewed(tmp_path):
+    def prepare(engine):  # 200 more shoppers, each of whom viewed a1 on the first day
+        with Session(engine) as session, session.begin():
+            a1 = session.scalar(select(Item).where(Item.external_id == "a1"))
+            for k in range(200):
+                fan, day = User(external_id=f"fan-{k}"), datetime(2024, 1, 1)
+                viewed = Interaction(
+                    user=fan, item=a1, event="view", timestamp=day, dedup_key=f"fan-{k}"
+                )
+                session.add(viewed)
+
+    client = service_app(build_shop(tmp_path, prepare=prepare)).test_client()
+    answer = client.get("/v1/admin/catalog/outliers?top=3&fpr=0.1", headers=ADMIN).get_json()
+    assert "a1" not in [item["item_id"] for item in answer["items"]]
 
 
 def test_clusters_split_comedies_from_dramas_and_map_every_item(client):

@@ -1,7 +1,8 @@
 """`recsys catalog`: catalog health from item vectors (duplicates, outliers, clusters, tags).
 
-Vectors are the active bundle's item vectors (for duplicates, its items as the "similar"
-surface compares them, ``FusedModel.listing_vectors``, pairs checked by their titles), or
+Vectors are the active bundle's item vectors (for duplicates and outliers, its items as
+the "similar" surface compares them, ``FusedModel.listing_vectors``; duplicate pairs are
+checked by their titles), or
 ``--vectors FILE.npy`` with its item ids (``--items``: a CSV with an item_id column or one
 id per line; default: the FILE.ids.txt that `recsys embed-images` writes beside it).
 Results go to stdout or ``--out`` as CSV or JSON.
@@ -295,10 +296,15 @@ def outliers(settings: Settings, **opts) -> None:
     """Each item's outlier score (1 - cosine to its k-th nearest item), most unusual first.
 
     Columns: item_id, score, flagged (score above the (1 - fpr) quantile of all scores).
+    The active bundle's items are compared as listings (their attributes and photos, as
+    duplicates compares them), so an item is not unusual for how often shoppers view it.
     """
     from recsys.catalog_intel import OutlierConfig, OutlierScorer
 
-    ids, vectors = load_vectors(settings, opts["vectors"], opts["items"])
+    if opts["vectors"] is None:
+        ids, vectors, _ = _listing_vectors(settings)
+    else:
+        ids, vectors = load_vectors(settings, opts["vectors"], opts["items"])
     cfg = OutlierConfig(k=opts["k"], false_positive_rate=opts["fpr"])
     scorer = OutlierScorer(cfg, show_progress=opts["progress"]).fit(vectors)
     order = scorer.top(opts["top"] or len(ids))

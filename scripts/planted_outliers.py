@@ -1,0 +1,120 @@
+"""Does outlier search find listings with a wrong photo? Plants them in a copy of a catalog.
+
+Copies a SQLite catalog (the source is never written), gives ``--plant`` seeded items the
+photo of another item whose ``--attribute`` differs (a seller's wrong upload: a sneaker's
+listing showing a blouse), trains a bundle at `recsys train`'s defaults, and scores the
+spaces outlier search could read with ``OutlierScorer``'s defaults, side by side: the fused
+item vectors (what `recsys catalog outliers` and the admin endpoint read) and
+``FusedModel.listing_vectors`` (the attributes and photo as the "similar" surface compares
+them, what duplicates read). For each: the ROC AUC of the planted items' scores against
+the rest, and how many planted items are flagged at each ``--fpr``; and, as session 45
+noticed, the share of the most-viewed and never-viewed items flagged (``--plant 0``: that
+alone, for a catalog without photos).
+
+    .venv/bin/python scripts/planted_outliers.py --source DEMO/catalog.db --workdir /tmp/odd \
+        --attribute department
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from recsys.catalog import connect
+from recsys.catalog.models import Interaction, Item
+from recsys.catalog_intel import OutlierConfig, OutlierScorer
+from recsys.model.bundle import load_active
+from recsys.model.training import train
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", type=Path, required=True, help="a SQLite catalog file")
+    parser.add_argument("--workdir", type=Path, required=True, help="replaced whole")
+    parser.add_argument("--attribute", help="whose value the wrong photo's differs")
+    parser.add_argument("--plant", type=int, default=50, help="items given a wrong photo")
+    parser.add_argument("--fpr", type=float, nargs="+", default=[0.01, 0.05])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    args.workdir.mkdir(parents=True)
+    with sqlite3.connect(args.source) as src, sqlite3.connect(args.workdir / "c.db") as dst:
+        src.backup(dst)
+    engine = connect(f"sqlite:///{args.workdir / 'c.db'}")
+    if args.plant and not args.attribute:
+        parser.error("--attribute is needed to plant wrong photos (or --plant 0)")
+    planted = plant(engine, args.attribute, args.plant, args.seed)
+    train(engine, args.workdir / "artifacts", device="cpu")
+    recommender = load_active(engine)
+    fused = recommender.fused
+    rows = recommender.item_rows(planted) if planted else np.zeros(0, dtype=np.int64)
+    events = event_counts(engine, recommender.item_ids)
+    spaces = {"fused item vectors": fused.item_vectors_, "listing vectors": fused.listing_vectors()}
+    report = {name: scored(v, rows, events, args.fpr) for name, v in spaces.items()}
+    print(json.dumps({"planted": len(planted), **report}, indent=1))
+
+
+def plant(engine, attribute: str, n: int, seed: int) -> list[str]:
+    """Give ``n`` seeded items with a photo the photo of an item whose ``attribute`` differs
+    -> the planted items' ids."""
+    rng = np.random.default_rng(seed)
+    if n == 0:
+        return []
+    with Session(engine) as session, session.begin():
+        items = session.scalars(
+            select(Item).where(Item.image_path.is_not(None)).order_by(Item.id)
+        ).all()
+        values = np.array([str((i.attributes or {}).get(attribute)) for i in items])
+        if len(set(values.tolist())) < 2:
+            raise SystemExit(f"--attribute {attribute!r} has fewer than 2 values among the items")
+        paths = [i.image_path for i in items]
+        chosen = rng.choice(len(items), min(n, len(items)), replace=False)
+        for place in chosen.tolist():
+            others = np.flatnonzero(values != values[place])
+            items[place].image_path = paths[int(rng.choice(others))]
+        return [items[place].external_id for place in chosen.tolist()]
+
+
+def event_counts(engine, item_ids: np.ndarray) -> np.ndarray:
+    """Events per item, in ``item_ids``' order."""
+    with Session(engine) as session:
+        counted = (
+            select(Item.external_id, func.count(Interaction.id))
+            .join(Interaction, Interaction.item_id == Item.id)
+            .group_by(Item.external_id)
+        )
+        found = dict(session.execute(counted).all())
+    return np.array([found.get(i, 0) for i in item_ids.tolist()])
+
+
+def scored(vectors, planted: np.ndarray, events: np.ndarray, fprs: list[float]) -> dict:
+    is_planted = np.zeros(len(vectors), dtype=bool)
+    is_planted[planted] = True
+    top = events >= np.quantile(events, 0.99)
+    never = events == 0
+    out: dict = {}
+    for fpr in fprs:
+        scorer = OutlierScorer(OutlierConfig(false_positive_rate=fpr)).fit(vectors)
+        flagged = scorer.flagged_
+        if is_planted.any():
+            auc = roc_auc_score(is_planted, scorer.scores_)
+            out.setdefault("planted ROC AUC", round(float(auc), 4))
+        out[f"fpr {fpr}: planted flagged"] = int(flagged[is_planted].sum())
+        out[f"fpr {fpr}: most-viewed 1% / never viewed / the rest flagged, share"] = [
+            round(float(flagged[top & ~is_planted].mean()), 4),
+            round(float(flagged[never & ~is_planted].mean()), 4) if never.any() else None,
+            round(float(flagged[~top & ~never & ~is_planted].mean()), 4),
+        ]
+    return out
+
+
+if __name__ == "__main__":
+    main()
