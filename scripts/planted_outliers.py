@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import sqlite3
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +27,13 @@ from sklearn.metrics import roc_auc_score
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from recsys.catalog import connect
 from recsys.catalog.models import Interaction, Item
 from recsys.catalog_intel import OutlierConfig, OutlierScorer
 from recsys.model.bundle import load_active
 from recsys.model.training import train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from relisted_duplicates import copied_catalog  # a script beside this one
 
 
 def main() -> None:
@@ -44,13 +45,9 @@ def main() -> None:
     parser.add_argument("--fpr", type=float, nargs="+", default=[0.01, 0.05])
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    shutil.rmtree(args.workdir, ignore_errors=True)
-    args.workdir.mkdir(parents=True)
-    with sqlite3.connect(args.source) as src, sqlite3.connect(args.workdir / "c.db") as dst:
-        src.backup(dst)
-    engine = connect(f"sqlite:///{args.workdir / 'c.db'}")
     if args.plant and not args.attribute:
         parser.error("--attribute is needed to plant wrong photos (or --plant 0)")
+    engine = copied_catalog(args.source, args.workdir)
     planted = plant(engine, args.attribute, args.plant, args.seed)
     train(engine, args.workdir / "artifacts", device="cpu")
     recommender = load_active(engine)

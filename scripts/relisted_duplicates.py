@@ -48,11 +48,7 @@ def main() -> None:
         "--title-suffix", default="", help="added to each copy's title, e.g. ' - new'"
     )
     args = parser.parse_args()
-    shutil.rmtree(args.workdir, ignore_errors=True)
-    args.workdir.mkdir(parents=True)
-    with sqlite3.connect(args.source) as src, sqlite3.connect(args.workdir / "c.db") as dst:
-        src.backup(dst)
-    engine = connect(f"sqlite:///{args.workdir / 'c.db'}")
+    engine = copied_catalog(args.source, args.workdir)
     pairs = relist(engine, args.relist, args.min_events, args.seed, args.title_suffix)
     train(engine, args.workdir / "artifacts", device="cpu")
     recommender = load_active(engine)
@@ -67,6 +63,15 @@ def main() -> None:
         "listing vectors, titles checked": scored(listing, sources, copies, args.threshold, titles),
     }
     print(json.dumps({"relisted": len(pairs), **report}, indent=1))
+
+
+def copied_catalog(source: Path, workdir: Path):
+    """An engine on a copy of the SQLite catalog ``source`` in ``workdir`` (replaced whole)."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    with sqlite3.connect(source) as src, sqlite3.connect(workdir / "c.db") as dst:
+        src.backup(dst)
+    return connect(f"sqlite:///{workdir / 'c.db'}")
 
 
 def relist(engine, n: int, min_events: int, seed: int, suffix: str) -> list[tuple[str, str]]:
