@@ -2,10 +2,9 @@
 
 Vectors are the active bundle's item vectors (for duplicates and outliers, its items as
 the "similar" surface compares them, ``FusedModel.listing_vectors``; duplicate pairs are
-checked by their titles), or
-``--vectors FILE.npy`` with its item ids (``--items``: a CSV with an item_id column or one
-id per line; default: the FILE.ids.txt that `recsys embed-images` writes beside it).
-Results go to stdout or ``--out`` as CSV or JSON.
+checked by their titles), or ``--vectors FILE.npy`` with its item ids (``--items``: a CSV
+with an item_id column or one id per line; default: the FILE.ids.txt that `recsys
+embed-images` writes beside it). Results go to stdout or ``--out`` as CSV or JSON.
 """
 
 from __future__ import annotations
@@ -98,8 +97,9 @@ def load_vectors(settings: Settings, vectors: Path | None, items: Path | None):
 
 
 def _listing_vectors(settings: Settings):
-    """(item ids, vectors, titles) of the active bundle's items as near-duplicate search
-    compares them: ``FusedModel.listing_vectors``, and rows -> the catalog's titles."""
+    """(item ids, vectors, titles) of the active bundle's items as listings, the way
+    duplicates and outliers compare them: ``FusedModel.listing_vectors``, and rows -> their
+    titles in the catalog."""
     from recsys.catalog.db import connect_current
     from recsys.catalog.reads import item_titles
     from recsys.model.fusion import FusedModel

@@ -439,13 +439,14 @@ class FusedModel(BaseEstimator):
 
     def listing_vectors(self, batch: int = 65_536) -> np.ndarray:
         """(items, d) float32: every item as the "similar" surface compares listings, the
-        space near-duplicate search reads (``recsys catalog duplicates``, the admin
-        endpoint). Each block the surface weighs (cf row-normalised, never popularity) times
-        the root of its weight, content blocks as the item has them whether or not it has
-        events: a cosine of two rows compares the listings themselves, so a re-listed item
-        meets its source although only the source has shoppers' events (in the fused item
-        vectors the cf block's norm, or a new item's cold scale, kept them apart). The fused
-        item vectors where the surface weighs no block, or one negatively."""
+        space near-duplicate and outlier search read (``recsys catalog duplicates|outliers``,
+        the admin endpoints). Each block the surface weighs (cf row-normalised, never
+        popularity) times the root of its weight, content blocks as the item has them
+        whether or not it has events: a cosine of two rows compares the listings themselves,
+        so a re-listed item meets its source although only the source has shoppers' events
+        (in the fused item vectors the cf block's norm, or a new item's cold scale, kept them
+        apart), and the most viewed items are not outliers for it. The fused item vectors
+        where the surface weighs no block, or one negatively."""
         check_is_fitted(self, "item_vectors_")
         projection = self.surface_projection("similar")
         if projection is None:
