@@ -29,7 +29,7 @@ import numpy as np
 from flask import Blueprint, current_app
 from pydantic import BaseModel, Field
 
-from recsys.catalog.reads import item_titles
+from recsys.catalog.reads import titles_by_row
 from recsys.catalog_intel import (
     ClusterConfig,
     Clusterer,
@@ -212,11 +212,7 @@ def duplicates(query: DuplicatesQuery) -> Duplicates:
                 photo = {"score": "verified", "verified_threshold": checked.threshold}
                 photo |= {"verified_pairs": checked.verified, "skipped_pairs": checked.skipped}
             else:  # no photos: the titles' words check the pairs
-                engine = context().engine
-
-                def titles(rows: np.ndarray) -> list[str | None]:
-                    return item_titles(engine, ids[rows].tolist())
-
+                titles = titles_by_row(context().engine, ids)
                 left, right, score = title_checked(titles, left, right, score, finder.threshold_)
                 photo["score"] = "cosine and titles"
         best = np.full(len(ids), -np.inf, np.float32)

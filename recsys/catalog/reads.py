@@ -22,7 +22,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -551,6 +551,12 @@ def item_titles(engine: Engine, item_ids: Sequence[str]) -> list[str | None]:
             batch = ids[start : start + TITLE_BATCH]
             found |= {row[0]: row[1] for row in connection.execute(_TITLES_OF, {"ids": batch})}
     return [found.get(item_id) for item_id in item_ids]
+
+
+def titles_by_row(engine: Engine, item_ids: np.ndarray) -> Callable[[np.ndarray], list]:
+    """rows -> the titles of ``item_ids[rows]`` (``item_titles``), read when asked: what
+    ``duplicates.title_checked`` takes, so that only the candidate pairs' titles are read."""
+    return lambda rows: item_titles(engine, item_ids[rows].tolist())
 
 
 def fresh_items(engine: Engine, user_id: str, since: datetime) -> list[str]:

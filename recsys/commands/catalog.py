@@ -81,7 +81,9 @@ def _smoothing_option(what: str):
 def load_vectors(settings: Settings, vectors: Path | None, items: Path | None):
     """(item ids (N,), vectors (N, D)) from --vectors/--items or the active bundle."""
     if vectors is None:
-        folder, ids = _active_bundle(settings)
+        from recsys.catalog.db import connect_current
+
+        folder, ids = _active_bundle(connect_current(settings.database_url))
         return ids, np.load(folder / "item_vectors.npy", allow_pickle=False)
     matrix = np.load(vectors, allow_pickle=False)
     items = items or vectors.with_suffix(".ids.txt")
@@ -101,24 +103,19 @@ def _listing_vectors(settings: Settings):
     duplicates and outliers compare them: ``FusedModel.listing_vectors``, and rows -> their
     titles in the catalog."""
     from recsys.catalog.db import connect_current
-    from recsys.catalog.reads import item_titles
+    from recsys.catalog.reads import titles_by_row
     from recsys.model.fusion import FusedModel
 
-    folder, ids = _active_bundle(settings)
     engine = connect_current(settings.database_url)
-
-    def titles(rows: np.ndarray) -> list[str | None]:
-        return item_titles(engine, ids[rows].tolist())
-
-    return ids, FusedModel.load(folder).listing_vectors(), titles
+    folder, ids = _active_bundle(engine)
+    return ids, FusedModel.load(folder).listing_vectors(), titles_by_row(engine, ids)
 
 
-def _active_bundle(settings: Settings) -> tuple[Path, np.ndarray]:
+def _active_bundle(engine) -> tuple[Path, np.ndarray]:
     """(folder, item ids) of the catalog's active bundle."""
-    from recsys.catalog.db import connect_current
     from recsys.model.bundle import active_bundle
 
-    folder = Path(active_bundle(connect_current(settings.database_url)).path)
+    folder = Path(active_bundle(engine).path)
     return folder, np.load(folder / "item_ids.npy", allow_pickle=False).astype(str)
 
 
