@@ -52,7 +52,7 @@ def main() -> None:
     train(engine, args.workdir / "artifacts", device="cpu")
     recommender = load_active(engine)
     fused = recommender.fused
-    rows = recommender.item_rows(planted) if planted else np.zeros(0, dtype=np.int64)
+    rows = recommender.item_rows(planted)
     events = event_counts(engine, recommender.item_ids)
     spaces = {"fused item vectors": fused.item_vectors_, "listing vectors": fused.listing_vectors()}
     report = {name: scored(v, rows, events, args.fpr) for name, v in spaces.items()}
