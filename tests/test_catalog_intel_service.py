@@ -63,10 +63,8 @@ def test_a_relisted_item_and_its_source_are_a_duplicate_set(tmp_path):
     # found although only a1 has shoppers' events
     shop = build_shop(tmp_path, prepare=lambda engine: relist(engine, "a1", "a1-again"))
     client = service_app(shop).test_client()
-    path = "/v1/admin/catalog/duplicates?verify=false&threshold=0.99"
-    answer = client.get(path, headers=ADMIN).get_json()
-    sets = [sorted(item["item_id"] for item in found["items"]) for found in answer["sets"]]
-    assert ["a1", "a1-again"] in sets
+    _, sets = _duplicate_sets(client, "verify=false&threshold=0.99")
+    assert ("a1", "a1-again") in sets
 
 
 def test_without_photos_the_titles_check_the_pairs(tmp_path):
@@ -80,17 +78,12 @@ def test_without_photos_the_titles_check_the_pairs(tmp_path):
         relist(engine, "a1", "a1-twin", title=title.rsplit(" ", 1)[0] + " 9")
 
     client = service_app(build_shop(tmp_path, prepare=prepare)).test_client()
-    path = "/v1/admin/catalog/duplicates?threshold=0.99"
-    checked = client.get(path, headers=ADMIN).get_json()
-    unchecked = client.get(path + "&verify=false", headers=ADMIN).get_json()
+    checked, checked_sets = _duplicate_sets(client, "threshold=0.99")
+    unchecked, unchecked_sets = _duplicate_sets(client, "threshold=0.99&verify=false")
     assert checked["score"] == "cosine and titles" and unchecked["score"] == "cosine"
-
-    def sets(answer):
-        return [sorted(item["item_id"] for item in found["items"]) for found in answer["sets"]]
-
-    assert ["a1", "a1-again"] in sets(checked)
-    assert not any("a1-twin" in found for found in sets(checked))
-    assert any("a1-twin" in found for found in sets(unchecked))
+    assert ("a1", "a1-again") in checked_sets
+    assert not any("a1-twin" in found for found in checked_sets)
+    assert any("a1-twin" in found for found in unchecked_sets)
 
 
 def test_outliers_are_scored_most_unusual_first(client):
