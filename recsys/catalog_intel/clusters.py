@@ -90,6 +90,8 @@ class Clusterer(BaseEstimator):
     def fit(self, vectors) -> Clusterer:
         cfg = self.config or ClusterConfig()
         unit = as_unit_vectors(vectors)
+        if cfg.k is not None and not 1 <= cfg.k <= len(unit):  # before the smoothing's work
+            raise InvalidInput(f"k must be between 1 and the {len(unit)} items, got {cfg.k}")
         views = smoothed(
             unit, cfg.smoothing_k, cfg.smoothing, cfg.smoothing_max_items, self.show_progress
         )
@@ -97,8 +99,6 @@ class Clusterer(BaseEstimator):
         self.smoothing_ = len(views) - 1  # rounds applied
         self.k_scores_ = {} if cfg.k is not None else self._score_ks(unit, cfg)
         k = cfg.k if cfg.k is not None else max(self.k_scores_, key=self.k_scores_.get)
-        if not 1 <= k <= len(unit):
-            raise InvalidInput(f"k must be between 1 and the {len(unit)} items, got {k}")
         self.k_ = int(k)
         self.centroids_, self.labels_ = _kmeans(unit, self.k_, cfg)
         self.sizes_ = np.bincount(self.labels_, minlength=self.k_)
