@@ -276,7 +276,6 @@ def test_k_is_chosen_by_silhouette_when_not_given():
     assert fitted.k_ == 6 and max(fitted.k_scores_, key=fitted.k_scores_.get) == 6
 
 
-
 def test_a_k_above_the_items_is_refused_before_the_smoothing_work(monkeypatch):
     from recsys.catalog_intel import clusters
 
@@ -287,6 +286,7 @@ def test_a_k_above_the_items_is_refused_before_the_smoothing_work(monkeypatch):
     x, _ = blobs(n_per=4, k=3)
     with pytest.raises(InvalidInput, match="k must be between 1 and the 12 items, got 13"):
         Clusterer(ClusterConfig(k=13)).fit(x)
+
 
 # --- few-label tagging --------------------------------------------------------------------
 
