@@ -144,6 +144,13 @@ def test_cli_train_recommend_similar(engine, run_cli, tmp_path):
     listed = run_cli("recommend", "--user", "nobody", "-k", "100").output
     assert "because popular with shoppers +0." in listed
     assert re.search(r"a-new  0\.0000  because new in the catalog$", listed, re.MULTILINE)
+    # ids follow the rule ingest and the HTTP API apply: stripped, checked, named in the error
+    rows = json.loads(run_cli("similar", "--item", " a-new ", "-k", "2", "--json").output)
+    assert rows[0]["item"] == "a-new" and len(rows[0]["ids"]) == 2
+    failed = run_cli("similar", "--item", "x" * 300, expect_exit=2)
+    assert "the id is 300 characters long, the limit is 255" in failed.output
+    failed = run_cli("recommend", "--user", "u\t9", expect_exit=2)
+    assert "control character U+0009" in failed.output
 
 
 def test_a_relisted_item_is_a_duplicate_of_its_source(engine, run_cli, tmp_path):

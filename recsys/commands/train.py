@@ -13,6 +13,17 @@ from recsys.settings import Settings
 IMAGE_METHODS = ("simclr", "byol", "dino")
 
 
+def _ids(_ctx, _param, values) -> tuple[str, ...]:
+    """The ids of a repeatable option, each checked by the id rule ingest and the HTTP API
+    apply (``parse_id``: stripped, 1 to 255 characters, no control characters)."""
+    from recsys.ingest.values import BadValue, parse_id
+
+    try:
+        return tuple(parse_id(value, "the id") for value in values)
+    except BadValue as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @click.command("train")
 @click.option(
     "--model",
@@ -204,7 +215,9 @@ def _k_option(command):
 
 
 @click.command("recommend")
-@click.option("--user", "user_ids", multiple=True, required=True, help="User id (repeatable).")
+@click.option(
+    "--user", "user_ids", multiple=True, required=True, callback=_ids, help="User id (repeatable)."
+)
 @_k_option
 @_diversity_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with each item's reasons).")
@@ -219,7 +232,9 @@ def recommend(settings: Settings, user_ids, k, diversity, as_json):
 
 
 @click.command("similar")
-@click.option("--item", "item_ids", multiple=True, required=True, help="Item id (repeatable).")
+@click.option(
+    "--item", "item_ids", multiple=True, required=True, callback=_ids, help="Item id (repeatable)."
+)
 @_k_option
 @click.option(
     "--mode",
