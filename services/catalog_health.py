@@ -39,7 +39,7 @@ from recsys.catalog_intel import (
     OutlierScorer,
 )
 from recsys.catalog_intel.duplicates import duplicate_sets, title_checked
-from recsys.catalog_intel.photos import CatalogPhotos
+from recsys.catalog_intel.photos import CatalogPhotos, VerifiedPairs
 from recsys.scopes import ADMIN
 from services.context import card, context
 from services.contract import endpoint
@@ -205,7 +205,7 @@ def duplicates(query: DuplicatesQuery) -> Duplicates:
         left, right, score = finder.pairs_.left, finder.pairs_.right, finder.pairs_.similarity
         photo = {"score": "cosine", "verified_threshold": None}
         photo |= {"verified_pairs": 0, "skipped_pairs": 0}
-        if query.verify and len(left):
+        if query.verify:  # said also when no pair reaches the threshold
             checked = _verified(version, ids, left, right, score, query.verified_threshold)
             if checked is not None:
                 left, right, score = checked.left, checked.right, checked.score
@@ -242,7 +242,10 @@ def _verified(version, ids, left, right, score, threshold):
     calibrated = _results().get((version, "photo threshold"), photos.calibrate)
     if calibrated is None:
         return None
-    return photos.verify(left, right, score, calibrated if threshold is None else threshold)
+    threshold = calibrated if threshold is None else threshold
+    if not len(left):  # no candidate: nothing to decode
+        return VerifiedPairs(left, right, score, float(threshold), verified=0, skipped=0)
+    return photos.verify(left, right, score, threshold)
 
 
 def _sets(n: int, left: np.ndarray, right: np.ndarray) -> list[np.ndarray]:

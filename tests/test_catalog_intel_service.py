@@ -84,6 +84,9 @@ def test_without_photos_the_titles_check_the_pairs(tmp_path):
     assert ("a1", "a1-again") in checked_sets
     assert not any("a1-twin" in found for found in checked_sets)
     assert any("a1-twin" in found for found in unchecked_sets)
+    # no pair above the threshold: the answer still says what would have decided
+    none, _ = _duplicate_sets(client, "threshold=1")
+    assert none["total_sets"] == 0 and none["score"] == "cosine and titles"
 
 
 def test_outliers_are_scored_most_unusual_first(client):
@@ -165,6 +168,9 @@ def test_verified_duplicates_are_the_edited_copies_not_the_lookalikes(copies_sho
     # The served vectors alone cannot tell them apart.
     answer, found = _duplicate_sets(client, "threshold=-1&verify=false")
     assert answer["score"] == "cosine" and found != planted
+    # no candidate pair: nothing decoded, and still said to be the photos' answer
+    answer, found = _duplicate_sets(client, "threshold=1")
+    assert answer["score"] == "verified" and answer["verified_pairs"] == 0 and not found
 
 
 def test_without_photos_the_answer_is_the_cosine_one_checked_by_titles(copies_shop):
