@@ -13,6 +13,11 @@ the nearest item by vector, and at each ``--threshold`` how many re-listings mee
 source and how many other pairs reach it.
 
     .venv/bin/python scripts/relisted_duplicates.py --source DEMO/catalog.db --workdir /tmp/relist
+    .venv/bin/python scripts/relisted_duplicates.py --workdir /tmp/relist --existing   # score again
+
+``--existing`` scores a workdir an earlier run planted and trained, as it is (another
+version of the code on the same bundle); ``--show N`` lists the N best other pairs the
+titles' check keeps, with their titles.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from recsys.model.training import train
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, required=True, help="a SQLite catalog file")
+    parser.add_argument("--source", type=Path, help="a SQLite catalog file (not --existing)")
     parser.add_argument("--workdir", type=Path, required=True, help="replaced whole")
     parser.add_argument("--relist", type=int, default=50, help="items listed again")
     parser.add_argument("--min-events", type=int, default=5, help="of each relisted item")
@@ -47,10 +52,18 @@ def main() -> None:
     parser.add_argument(
         "--title-suffix", default="", help="added to each copy's title, e.g. ' - new'"
     )
+    parser.add_argument("--existing", action="store_true", help="the workdir as it is")
+    parser.add_argument("--show", type=int, default=0, help="other pairs listed, best first")
     args = parser.parse_args()
-    engine = copied_catalog(args.source, args.workdir)
-    pairs = relist(engine, args.relist, args.min_events, args.seed, args.title_suffix)
-    train(engine, args.workdir / "artifacts", device="cpu")
+    if args.existing:
+        engine = connect(f"sqlite:///{args.workdir / 'c.db'}")
+        pairs = planted(engine)
+    elif args.source is None:
+        parser.error("--source is needed unless --existing")
+    else:
+        engine = copied_catalog(args.source, args.workdir)
+        pairs = relist(engine, args.relist, args.min_events, args.seed, args.title_suffix)
+        train(engine, args.workdir / "artifacts", device="cpu")
     recommender = load_active(engine)
     fused = recommender.fused
     titles = item_titles(engine, recommender.item_ids.tolist())
@@ -62,7 +75,34 @@ def main() -> None:
         "listing vectors": scored(listing, sources, copies, args.threshold),
         "listing vectors, titles checked": scored(listing, sources, copies, args.threshold, titles),
     }
+    if args.show:
+        report["other pairs kept by the titles' check, best first"] = others(
+            listing, titles, copies, min(args.threshold), args.show
+        )
     print(json.dumps({"relisted": len(pairs), **report}, indent=1))
+
+
+def planted(engine) -> list[tuple[str, str]]:
+    """(source, copy) of the re-listings an earlier run planted in this catalog."""
+    with Session(engine) as session:
+        copies = session.scalars(
+            select(Item.external_id).where(Item.external_id.like("relisted-%"))
+        ).all()
+    return [(copy.removeprefix("relisted-"), copy) for copy in sorted(copies)]
+
+
+def others(vectors, titles, copies, threshold: float, n: int) -> list:
+    """The ``n`` best pairs at ``threshold`` or above, titles checked, that are not a planted
+    re-listing: [score, title, title]."""
+    left, right, score = pairs_above(as_unit_vectors(vectors), threshold)
+    left, right, score = title_checked(titles, left, right, score, threshold)
+    keep = ~(np.isin(left, copies) | np.isin(right, copies))
+    order = np.argsort(-score[keep], kind="stable")[:n]
+    left, right, score = left[keep][order], right[keep][order], score[keep][order]
+    return [
+        [round(float(s), 4), titles[a], titles[b]]
+        for a, b, s in zip(left.tolist(), right.tolist(), score.tolist(), strict=True)
+    ]
 
 
 def copied_catalog(source: Path, workdir: Path):

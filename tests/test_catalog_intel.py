@@ -110,6 +110,16 @@ def test_titles_keep_a_relisting_and_part_items_that_only_their_vectors_pair():
         DuplicateFinder(config).fit(vectors, titles=titles[:2])
 
 
+def test_a_one_word_title_pairs_only_with_that_word_alone():
+    # each two rows meet by vector; a word added to a two-word title keeps the pair, a word
+    # added to a one-word title is another item named by it
+    titles = ["Ninja", "Ninja Assassin", "Heat", "HEAT", "Desert Boots", "Desert Boots - new"]
+    vectors = np.repeat(np.eye(3, dtype=np.float32), 2, axis=0)
+    finder = DuplicateFinder(DuplicateConfig(threshold=0.95)).fit(vectors, titles=titles)
+    pairs = set(zip(finder.pairs_.left.tolist(), finder.pairs_.right.tolist(), strict=True))
+    assert pairs == {(2, 3), (4, 5)}
+
+
 def test_a_catalog_without_duplicates_has_no_sets():
     x, _ = blobs()
     finder = DuplicateFinder(DuplicateConfig(threshold=0.9999)).fit(x)

@@ -211,8 +211,11 @@ def title_checked(titles, left: np.ndarray, right: np.ndarray, score: np.ndarray
     words that the other title has too; a pair where either has none keeps its score. A
     re-listing under its source's title, or with words added ("- new"), loses nothing;
     two films of one year and genre under their own titles, or "iPhone 7" and "iPhone 8",
-    do not stay a pair. ``titles``: a title per row, or a callable (rows -> their
-    titles)."""
+    do not stay a pair. A one-word title counts as two words beside a longer one: one
+    shared word is too little to tell a re-listing with words added from another item
+    named by one of its words ("Ninja" and "Ninja Assassin"), so that pair scores at most
+    0.5 and only the same one word scores 1. ``titles``: a title per row, or a callable
+    (rows -> their titles)."""
     if not len(left):
         return left, right, score
     rows = np.unique(np.r_[left, right])
@@ -222,7 +225,8 @@ def title_checked(titles, left: np.ndarray, right: np.ndarray, score: np.ndarray
     shared = np.asarray(words[at_left].multiply(words[at_right]).sum(axis=1)).ravel()
     counts = np.diff(words.indptr)
     shorter = np.minimum(counts[at_left], counts[at_right])
-    share = shared / np.maximum(shorter, 1)
+    longer = np.maximum(counts[at_left], counts[at_right])
+    share = shared / np.maximum(shorter, np.minimum(longer, 2))
     checked = np.where(shorter > 0, np.minimum(score, share), score).astype(score.dtype)
     keep = checked >= threshold
     return left[keep], right[keep], checked[keep]
