@@ -49,7 +49,8 @@ function card(item) {
 function because(item) {
   const reasons = item.because || [];
   const viewed = reasons.filter((r) => r.item_id).map((r) => r.title || r.item_id);
-  if (viewed.length) return "because you viewed " + viewed.join(", ");
+  // titles hold commas ("Corvo ankle boots, mid"): a comma between them would run them together
+  if (viewed.length) return "because you viewed " + viewed.join(" · ");
   const positive = reasons.filter((r) => r.share > 0);
   const total = positive.reduce((sum, r) => sum + r.share, 0);
   if (!positive.length) return "";
