@@ -28,6 +28,7 @@ _RAY_HELP = (
     "{what} [default: in-process; with --ray-address: one per GPU, else one per node]."
 )
 _CPUS_HELP = "CPUs per Ray worker [default: the cluster's CPUs shared among the workers]."
+_PROGRESS_HELP = "Show a progress bar."
 _CACHE_HELP = (
     "Folder of decoded images, reused while the files are unchanged "
     "[default: <artifacts-dir>/image-cache]."
@@ -116,15 +117,51 @@ def _config(opts: dict) -> ImageEncoderConfig:
 
 
 @click.command("train-images")
-@click.option("--items", type=click.Path(exists=True, dir_okay=False), help="CSV: item_id, image.")
-@click.option("--images-root", type=click.Path(exists=True, file_okay=False))
-@click.option("--method", type=click.Choice(METHODS), default="simclr", show_default=True)
-@click.option("--backbone", type=click.Choice(("auto", *BACKBONES)), default="auto")
+@click.option(
+    "--items",
+    type=click.Path(exists=True, dir_okay=False),
+    help="CSV with item_id and image columns [default: the catalog's items with an image].",
+)
+@click.option(
+    "--images-root",
+    type=click.Path(exists=True, file_okay=False),
+    help="Folder the image paths of --items are relative to [default: the CSV's folder].",
+)
+@click.option(
+    "--method",
+    type=click.Choice(METHODS),
+    default="simclr",
+    show_default=True,
+    help="Self-supervised method: SimCLR (contrastive), BYOL or DINO (teacher-student).",
+)
+@click.option(
+    "--backbone",
+    type=click.Choice(("auto", *BACKBONES)),
+    default="auto",
+    show_default=True,
+    help="auto: small_cnn on a CPU; on a GPU resnet18 from 64 px inputs up, small_cnn below.",
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Model folder.")
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), help="Seconds.")
-@click.option("--batch-size", type=click.IntRange(min=2), default=256, show_default=True)
-@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Passes over the images (--time-budget replaces it).",
+)
+@click.option(
+    "--time-budget",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Train for this many seconds instead of --epochs.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=2),
+    default=256,
+    show_default=True,
+    help="Images per step (each gives two views).",
+)
+@click.option("--lr", type=float, default=2e-3, show_default=True, help="Peak learning rate.")
 @click.option(
     "--input-size",
     type=click.IntRange(min=8),
@@ -136,7 +173,11 @@ def _config(opts: dict) -> ImageEncoderConfig:
     type=click.IntRange(min=8),
     help="Side of the training views [default: 0.7 x the input size].",
 )
-@click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Backbone init.")
+@click.option(
+    "--weights",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A local checkpoint to start the backbone from (nothing is downloaded).",
+)
 @click.option("--device", help=_DEVICE_HELP)
 @click.option(
     "--precision",
@@ -146,9 +187,15 @@ def _config(opts: dict) -> ImageEncoderConfig:
     help="Forward-pass precision; auto = bf16 on a GPU and on CPUs with bf16 in hardware "
     "(AMX, AVX-512 BF16), else fp32.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the initial weights and the augmentations.",
+)
 @click.option("--cache-dir", type=click.Path(file_okay=False), help=_CACHE_HELP)
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True, help=_PROGRESS_HELP)
 @ray_options("DDP workers (Ray Train)")
 @click.option(
     "--ray-storage",
@@ -216,14 +263,33 @@ def _train_encoder(settings: Settings, opts: dict, ray) -> ImageEncoder:
 
 
 @click.command("embed-images")
-@click.option("--model", required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--items", type=click.Path(exists=True, dir_okay=False), help="CSV: item_id, image.")
-@click.option("--images-root", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--model",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="A folder `recsys train-images --out` wrote.",
+)
+@click.option(
+    "--items",
+    type=click.Path(exists=True, dir_okay=False),
+    help="CSV with item_id and image columns [default: the catalog's items with an image].",
+)
+@click.option(
+    "--images-root",
+    type=click.Path(exists=True, file_okay=False),
+    help="Folder the image paths of --items are relative to [default: the CSV's folder].",
+)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Vectors, .npy.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    help="Images per forward pass (on a GPU, small images are batched up to about 16 MB).",
+)
 @click.option("--device", help=_DEVICE_HELP)
 @click.option("--cache-dir", type=click.Path(file_okay=False), help=_CACHE_HELP)
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True, help=_PROGRESS_HELP)
 @ray_options("encoder actors (Ray Data)")
 @click.pass_obj
 def embed_images(settings: Settings, **opts) -> None:
