@@ -49,7 +49,9 @@ def _source_options(command):
             type=click.Choice(_FORMATS),
             help="Output format [default: from --out's suffix, else csv].",
         ),
-        click.option("--progress/--no-progress", default=True, show_default=True),
+        click.option(
+            "--progress/--no-progress", default=True, show_default=True, help="Show progress bars."
+        ),
     ]
     for option in reversed(options):
         command = option(command)
