@@ -325,7 +325,13 @@ def outliers(settings: Settings, **opts) -> None:
     type=click.IntRange(min=2),
     help="Number of clusters [default: the best silhouette among 4..32].",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the k-means restarts (and of the sample that chooses k).",
+)
 @_smoothing_option("Rounds of averaging each vector over its 10 nearest items before k-means")
 @click.pass_obj
 def clusters(settings: Settings, **opts) -> None:
