@@ -22,6 +22,13 @@ def test_every_command_has_help(path):
     # A help text that says what the command does, not just its options.
     description = result.output.split("\n\n")[1].strip()
     assert len(description) > 20, result.output
+    # and every option says what it is for
+    ctx = click.Context(cli)
+    command = cli
+    for name in path:
+        command = command.get_command(ctx, name)
+    bare = [p.opts[0] for p in command.params if isinstance(p, click.Option) and not p.help]
+    assert not bare, f"options without a help text: {bare}"
 
 
 def test_stats_json_on_an_empty_catalog(run_cli, engine):
