@@ -52,6 +52,20 @@ def item_images(settings: Settings, items: str | None, images_root: str | None):
     return read_items_csv(items, images_root or Path(items).parent)
 
 
+def _image_source(command):
+    """--items and --images-root: where the images come from (``item_images``)."""
+    command = click.option(
+        "--images-root",
+        type=click.Path(exists=True, file_okay=False),
+        help="Folder the image paths of --items are relative to [default: the CSV's folder].",
+    )(command)
+    return click.option(
+        "--items",
+        type=click.Path(exists=True, dir_okay=False),
+        help="CSV with item_id and image columns [default: the catalog's items with an image].",
+    )(command)
+
+
 def ray_options(what: str):
     """--workers, --cpus-per-worker and --gpus-per-worker (Ray workers or actors)."""
 
@@ -117,16 +131,7 @@ def _config(opts: dict) -> ImageEncoderConfig:
 
 
 @click.command("train-images")
-@click.option(
-    "--items",
-    type=click.Path(exists=True, dir_okay=False),
-    help="CSV with item_id and image columns [default: the catalog's items with an image].",
-)
-@click.option(
-    "--images-root",
-    type=click.Path(exists=True, file_okay=False),
-    help="Folder the image paths of --items are relative to [default: the CSV's folder].",
-)
+@_image_source
 @click.option(
     "--method",
     type=click.Choice(METHODS),
@@ -269,16 +274,7 @@ def _train_encoder(settings: Settings, opts: dict, ray) -> ImageEncoder:
     type=click.Path(exists=True, file_okay=False),
     help="A folder `recsys train-images --out` wrote.",
 )
-@click.option(
-    "--items",
-    type=click.Path(exists=True, dir_okay=False),
-    help="CSV with item_id and image columns [default: the catalog's items with an image].",
-)
-@click.option(
-    "--images-root",
-    type=click.Path(exists=True, file_okay=False),
-    help="Folder the image paths of --items are relative to [default: the CSV's folder].",
-)
+@_image_source
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Vectors, .npy.")
 @click.option(
     "--batch-size",
