@@ -59,6 +59,19 @@ def test_nt_xent_matches_reference(temperature):
     assert float(fast) == pytest.approx(nt_xent_reference(z1, z2, temperature), rel=1e-5)
 
 
+def test_nt_xent_trains_under_bf16_autocast():
+    # the training loop's bf16 forward: the loss is the fp32 one, to bf16's precision
+    generator = torch.Generator().manual_seed(0)
+    w = torch.randn(16, 16, generator=generator, requires_grad=True)
+    x1, x2 = torch.randn(32, 16, generator=generator), torch.randn(32, 16, generator=generator)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = nt_xent_loss(x1 @ w, x2 @ w, 0.2)
+    loss.backward()
+    exact = nt_xent_loss(x1 @ w.detach(), x2 @ w.detach(), 0.2)
+    assert float(loss.detach()) == pytest.approx(float(exact.detach()), rel=0.02)
+    assert w.grad is not None and float(w.grad.abs().sum()) > 0
+
+
 def test_nt_xent_is_low_for_identical_views_and_high_for_unrelated():
     z = torch.randn(32, 16)
     assert nt_xent_loss(z, z, 0.1) < nt_xent_loss(z, torch.randn(32, 16), 0.1)
