@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -63,6 +64,9 @@ def main() -> None:
     try:
         run(args, scratch_app(args.workdir, scratch, TOKEN, follow_seconds=1))
     finally:
+        # the app's follower thread runs on until the process ends: quiet, it would log the
+        # scratch catalog removed under it as an error
+        logging.getLogger("recsys").setLevel(logging.CRITICAL)
         shutil.rmtree(scratch, ignore_errors=True)
 
 
