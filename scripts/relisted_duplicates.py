@@ -44,7 +44,9 @@ from recsys.model.training import train
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, help="a SQLite catalog file (not --existing)")
-    parser.add_argument("--workdir", type=Path, required=True, help="replaced whole")
+    parser.add_argument(
+        "--workdir", type=Path, required=True, help="replaced whole (read as it is: --existing)"
+    )
     parser.add_argument("--relist", type=int, default=50, help="items listed again")
     parser.add_argument("--min-events", type=int, default=5, help="of each relisted item")
     parser.add_argument("--threshold", type=float, nargs="+", default=[0.95, 0.99])
