@@ -38,7 +38,7 @@ from recsys.catalog_intel import (
     OutlierConfig,
     OutlierScorer,
 )
-from recsys.catalog_intel.duplicates import duplicate_sets, title_checked
+from recsys.catalog_intel.duplicates import LISTING_THRESHOLD, duplicate_sets, title_checked
 from recsys.catalog_intel.photos import CatalogPhotos, VerifiedPairs
 from recsys.scopes import ADMIN
 from services.context import card, context
@@ -57,7 +57,10 @@ MAX_OUTLIER_K = 100
 
 class DuplicatesQuery(BaseModel):
     threshold: QueryFloat = Field(
-        0.95, ge=-1, le=1, description="Cosine of the served vectors from which items pair up"
+        LISTING_THRESHOLD,
+        ge=-1,
+        le=1,
+        description="Cosine of the served vectors from which items pair up",
     )
     limit: QueryInt = Field(50, ge=1, le=MAX_SETS, description="Largest sets shown")
     verify: QueryBool = Field(

@@ -172,6 +172,12 @@ def test_a_relisted_item_is_a_duplicate_of_its_source(engine, run_cli, tmp_path)
     assert {"a1", "a1-again"} in pairs()
     assert not any("a1-twin" in pair for pair in pairs())  # the titles tell them apart
     assert {"a1", "a1-twin"} in pairs("--no-verify")  # the vectors alone do not
+    # on the bundle the threshold defaults to the service's (0.95), which the JSON states
+    out = tmp_path / "default.json"
+    run_cli("catalog", "duplicates", "--out", out)
+    answer = json.loads(out.read_text())
+    assert answer["threshold"] == 0.95 and answer["score"] == "cosine and titles"
+    assert ["a1", "a1-again"] in [sorted(found) for found in answer["sets"]]
 
 
 def test_train_on_an_empty_catalog_says_which_stage_failed(engine, tmp_path):

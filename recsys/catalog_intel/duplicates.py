@@ -36,6 +36,11 @@ from recsys.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
+# Cosine of two items' listing vectors (``FusedModel.listing_vectors``) from which they are a
+# candidate pair, unless told otherwise: `recsys catalog duplicates` on the bundle and
+# ``/v1/admin/catalog/duplicates`` alike. Titles or photos then decide the candidates.
+LISTING_THRESHOLD = 0.95
+
 
 @dataclass(frozen=True)
 class DuplicateConfig:

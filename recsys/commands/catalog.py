@@ -156,8 +156,9 @@ def command() -> None:
 @click.option(
     "--threshold",
     type=click.FloatRange(-1, 1),
-    help="Cosine from which a pair is a duplicate [default: calibrated from edited copies of "
-    "the items' images; needs --images].",
+    help="Cosine from which a pair is a duplicate [default: on the bundle, 0.95 (as the "
+    "service); with --images, calibrated from edited copies of the items' images; with "
+    "--vectors, none: pass one].",
 )
 @click.option(
     "--images",
@@ -203,9 +204,11 @@ def duplicates(settings: Settings, **opts) -> None:
     other item.
     """
     from recsys.catalog_intel import DuplicateConfig, DuplicateFinder
-    from recsys.catalog_intel.duplicates import self_copy_similarities
+    from recsys.catalog_intel.duplicates import LISTING_THRESHOLD, self_copy_similarities
     from recsys.catalog_intel.verification import self_copy_scores
 
+    if opts["threshold"] is None and opts["images"] is None and opts["vectors"] is None:
+        opts["threshold"] = LISTING_THRESHOLD  # the bundle's listing vectors, as the service
     if opts["threshold"] is None and opts["images"] is None:
         raise click.UsageError(
             "no threshold to call a pair a duplicate: pass --threshold (a cosine, e.g. 0.95), "
