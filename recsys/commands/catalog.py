@@ -207,15 +207,16 @@ def duplicates(settings: Settings, **opts) -> None:
     from recsys.catalog_intel.duplicates import LISTING_THRESHOLD, self_copy_similarities
     from recsys.catalog_intel.verification import self_copy_scores
 
-    if opts["threshold"] is None and opts["images"] is None and opts["vectors"] is None:
-        opts["threshold"] = LISTING_THRESHOLD  # the bundle's listing vectors, as the service
-    if opts["threshold"] is None and opts["images"] is None:
-        raise click.UsageError(
-            "no threshold to call a pair a duplicate: pass --threshold (a cosine, e.g. 0.95), "
-            "or --images ITEMS.csv (item_id,image) to calibrate one on edited copies of the "
-            "items' photos"
-        )
-    cfg = DuplicateConfig(threshold=opts["threshold"], recall=opts["recall"])
+    threshold = opts["threshold"]
+    if threshold is None and opts["images"] is None:
+        if opts["vectors"] is not None:
+            raise click.UsageError(
+                "no threshold to call a pair a duplicate: pass --threshold (a cosine, e.g. "
+                "0.95), or --images ITEMS.csv (item_id,image) to calibrate one on edited "
+                "copies of the items' photos"
+            )
+        threshold = LISTING_THRESHOLD  # the bundle's listing vectors, as the service
+    cfg = DuplicateConfig(threshold=threshold, recall=opts["recall"])
     copy_sims, verify_images, titles = None, None, None
     if opts["images"] is not None:
         ids, images = _images(opts)

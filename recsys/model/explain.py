@@ -264,5 +264,5 @@ def fallback(cold: np.ndarray, scores: np.ndarray) -> list[list[Reason]]:
 
 
 def single(label: str, scores: np.ndarray) -> list[list[Reason]]:
-    """One reason per item holding its whole score (popular items, visual search)."""
+    """One reason per item holding its whole score (visual search, live items)."""
     return [[Reason(label, float(score))] for score in scores]
