@@ -11,6 +11,8 @@ SHOP_DATABASE_URL ?= sqlite:///var/shop.db
 SHOP := $(BIN)/recsys --database-url $(SHOP_DATABASE_URL)
 
 PORT ?= 8000
+# The demo shop's prices are made up in euros (the page shows them in RECSYS_CURRENCY).
+CURRENCY ?= EUR
 SHOP_TRAINED := var/shop.trained
 
 .PHONY: setup demo shop serve movielens test lint format clean
@@ -31,7 +33,7 @@ demo: shop serve
 serve: setup
 	$(SHOP) db upgrade
 	@echo "demo shop: http://127.0.0.1:$(PORT)/  (API: /v1, docs: /openapi.json; Ctrl-C stops)"
-	RECSYS_DATABASE_URL=$(SHOP_DATABASE_URL) RECSYS_BIND=127.0.0.1:$(PORT) \
+	RECSYS_DATABASE_URL=$(SHOP_DATABASE_URL) RECSYS_BIND=127.0.0.1:$(PORT) RECSYS_CURRENCY=$(CURRENCY) \
 		$(BIN)/gunicorn -c services/gunicorn.conf.py "services.app:create_app()"
 
 movielens: setup

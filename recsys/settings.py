@@ -16,6 +16,7 @@ from recsys.scopes import DEFAULT_PUBLIC, parse_scopes
 
 ENV_PREFIX = "RECSYS_"
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+_CURRENCY = re.compile(r"[A-Z]{3}|")
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,9 @@ class Settings:
     # local[*] = every core of this machine; spark://host:7077, yarn or k8s://https://host:443
     # for a cluster (README, "Running on a cluster").
     spark_master: str = "local[*]"
+    # The currency the web page shows item prices in (the "price" attribute), as an ISO 4217
+    # code such as EUR or USD; empty shows the number alone.
+    currency: str = ""
 
     def __post_init__(self) -> None:
         if not self.database_url or "://" not in self.database_url:
@@ -72,6 +76,11 @@ class Settings:
             raise InvalidSettings(
                 "admin_token is shorter than 16 characters; use a long random secret, e.g. "
                 "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        if not _CURRENCY.fullmatch(self.currency):
+            raise InvalidSettings(
+                f"currency {self.currency!r} is not an ISO 4217 code; write e.g. EUR, USD or GBP "
+                "(three capital letters), or leave it empty for prices without a currency"
             )
         object.__setattr__(self, "artifacts_dir", Path(self.artifacts_dir))
         object.__setattr__(self, "images_root", Path(self.images_root))

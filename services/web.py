@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app
+from pathlib import Path
+
+from flask import Blueprint, Response, current_app
+from markupsafe import escape
+
+from services.context import context
 
 bp = Blueprint("web", __name__)
 
 
 @bp.get("/")
-def index():
-    return current_app.send_static_file("index.html")
+def index() -> Response:
+    """The page, told the shop's currency (``RECSYS_CURRENCY``) on its ``<html>`` element."""
+    page = Path(current_app.static_folder, "index.html").read_text(encoding="utf-8")
+    currency = escape(context().settings.currency)
+    page = page.replace("<html ", f'<html data-currency="{currency}" ', 1)
+    return Response(page, mimetype="text/html")

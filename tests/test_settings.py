@@ -26,6 +26,9 @@ def test_flags_beat_environment_beat_defaults():
     [
         ("device", "gpu", "device 'gpu' is not one of"),
         ("database_url", "recsys.db", "not a SQLAlchemy URL"),
+        ("currency", "euro", "currency 'euro' is not an ISO 4217 code; write e.g. EUR"),
+        ("currency", "eur", "currency 'eur' is not an ISO 4217 code"),
+        ("currency", "EUR\n", "is not an ISO 4217 code"),
     ],
 )
 def test_bad_values_name_the_setting(field, value, message):

@@ -160,6 +160,20 @@ def test_bad_item_shows_the_api_error(page, base_url):
     sync_api.expect(page.get_by_test_id("error")).to_contain_text("no-such-item")
 
 
+def test_prices_show_the_shops_currency(page, base_url, shop):
+    # the demo's settings name no currency: a price is the number alone
+    page.goto(base_url + "/")
+    assert page.evaluate("[money(29.9), money('12'), money(null), money('n/a')]") == [
+        "29.90", "12.00", "", "n/a",
+    ]  # fmt: skip
+    base, server = serve(shop, currency="USD")
+    try:
+        page.goto(base + "/")
+        assert page.evaluate("[money(29.9), money(1234.5)]") == ["$29.90", "$1,234.50"]
+    finally:
+        server.shutdown()
+
+
 def test_shoppers_are_listed_where_the_server_makes_the_list_public(page, open_base_url):
     page.goto(open_base_url + "/")
     page.get_by_test_id("user-link").filter(has_text="u9 (").click()

@@ -3,6 +3,18 @@
 
 const view = document.getElementById("view");
 const PAGE = 24;
+// the shop's currency (RECSYS_CURRENCY, ISO 4217), or "" for prices shown as numbers alone
+const CURRENCY = document.documentElement.dataset.currency || "";
+
+// A price as the shop writes it: "€29.90" with a currency, "29.90" without; no price is "",
+// and anything that is not a number is shown as it is.
+function money(value) {
+  if (value === null || value === undefined || value === "") return "";
+  const number = Number(value);
+  if (!Number.isFinite(number)) return String(value);
+  if (!CURRENCY) return number.toFixed(2);
+  return new Intl.NumberFormat("en", { style: "currency", currency: CURRENCY }).format(number);
+}
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -36,7 +48,7 @@ function card(item) {
   if (item.image_url) link.append(el("img", { src: item.image_url, alt: item.title || item.item_id }));
   link.append(el("div", { class: "title", text: item.title || item.item_id }));
   const price = item.attributes && item.attributes.price;
-  const extra = [price !== undefined ? "€" + Number(price).toFixed(2) : null,
+  const extra = [money(price),
                  item.score !== undefined ? "score " + item.score.toFixed(3) : null];
   link.append(el("div", { class: "score", text: extra.filter(Boolean).join(" · ") }));
   const why = because(item);
@@ -98,8 +110,8 @@ async function product(itemId) {
   showModel(similar.model_version);
   const rows = el("table", { "data-testid": "attributes" });
   for (const [name, value] of Object.entries(item.attributes)) {
-    rows.append(el("tr", {}, el("td", { class: "muted", text: name }),
-                   el("td", { text: Array.isArray(value) ? value.join(", ") : String(value) })));
+    const shown = name === "price" ? money(value) : Array.isArray(value) ? value.join(", ") : String(value);
+    rows.append(el("tr", {}, el("td", { class: "muted", text: name }), el("td", { text: shown })));
   }
   rows.append(el("tr", {}, el("td", { class: "muted", text: "in stock" }),
                  el("td", { text: item.in_stock ? "yes" : "no" })));
