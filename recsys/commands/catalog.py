@@ -327,7 +327,7 @@ def outliers(settings: Settings, **opts) -> None:
 @click.option(
     "--k",
     type=click.IntRange(min=2),
-    help="Number of clusters [default: the best silhouette among 4..32].",
+    help="Number of clusters [default: the best silhouette among 2..32].",
 )
 @click.option(
     "--seed",

@@ -115,7 +115,8 @@ def _parse_ks(ctx, param, value: str) -> tuple[int, ...]:
 )
 @click.pass_obj
 def evaluate(settings: Settings, split, holdout, cutoff, ks, seed, out_dir, users, **options):
-    """Compare the fused model with popularity, item-kNN, ALS, BPR and content-only models.
+    """Compare the fused model with popularity, item-kNN, ALS, BPR, EASE^R, RP3beta and
+    content-only models (TF-IDF profile, tabular, image).
 
     Splits the catalog's interactions, trains every contender on the training part, scores
     them side by side and writes OUT/<timestamp>/ with report.md, report.html, metrics.json
