@@ -8,7 +8,7 @@ import pytest
 
 from recsys.catalog import connect
 from recsys.model.bundle import load_active
-from recsys.model.explain import TOP_ITEMS, _top_rows
+from recsys.model.explain import TOP_ITEMS, _top_rows, similar_reasons
 from tests.shop_fixture import build_shop, service_app
 
 
@@ -53,6 +53,19 @@ def test_similar_items_by_hand(recommender):
             if name in query and weights[name]
         }
         assert sorted(r.share for r in reasons) == pytest.approx(sorted(by_hand.values()), abs=1e-5)
+
+
+def test_shared_attributes_read_as_a_list():
+    """The page shows the label as it is: column names in a sentence, not "a and b and c"."""
+    shares = {"tabular": np.array([[0.5, 0.4, 0.3]]), "image": np.array([[0.2, 0.2, 0.2]])}
+    shared = [[["brand", "department", "colour_tone"], ["brand", "price_band"], ["brand"]]]
+    labels = [[r.label for r in reasons] for reasons in similar_reasons(shares, shared, 0)]
+    assert [first for first, _ in labels] == [
+        "same brand, department and colour tone",
+        "same brand and price band",
+        "same brand",
+    ]
+    assert all(second == "looks alike" for _, second in labels)
 
 
 def test_feeds_split_into_history_items_that_sum_to_the_score(recommender):

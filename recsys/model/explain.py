@@ -92,8 +92,12 @@ def similar_reasons(shares: dict[str, np.ndarray], shared: list[list[list[str]]]
 
 
 def _block_label(block: str, shared: list[str]) -> str:
+    """The label of a block's part: for the attributes two items share, their column names
+    as a sentence, "_" read as a space ("same brand, department and colour tone")."""
     if block == "tabular" and shared:
-        return "same " + " and ".join(shared)
+        names = [name.replace("_", " ") for name in shared]
+        listed = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+        return "same " + listed
     return BLOCK_LABELS.get(block, block)
 
 

@@ -111,7 +111,8 @@ async function product(itemId) {
   const rows = el("table", { "data-testid": "attributes" });
   for (const [name, value] of Object.entries(item.attributes)) {
     const shown = name === "price" ? money(value) : Array.isArray(value) ? value.join(", ") : String(value);
-    rows.append(el("tr", {}, el("td", { class: "muted", text: name }), el("td", { text: shown })));
+    const label = name.replaceAll("_", " ");  // a column name: colour_tone reads "colour tone"
+    rows.append(el("tr", {}, el("td", { class: "muted", text: label }), el("td", { text: shown })));
   }
   rows.append(el("tr", {}, el("td", { class: "muted", text: "in stock" }),
                  el("td", { text: item.in_stock ? "yes" : "no" })));
