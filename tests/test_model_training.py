@@ -128,14 +128,27 @@ def test_a_bundle_with_a_bad_checksum_is_refused(engine, tmp_path):
         load_recommender(result.path)
 
 
+def toy_title(item_id: str) -> str:
+    """The toy catalog's title of an item: a1 is "Comedy story 1", b-new "Drama story new"."""
+    return f"{'Comedy' if item_id[0] == 'a' else 'Drama'} story {item_id[1:].lstrip('-')}"
+
+
 def test_cli_train_recommend_similar(engine, run_cli, tmp_path):
     populate(engine)
     out = run_cli("--artifacts-dir", tmp_path, "train", "--factors", "8", "--quiet")
     assert "written to" in out.output
     rows = json.loads(run_cli("recommend", "--user", "u9", "-k", "3", "--json").output)
     assert len(rows[0]["ids"]) == 3 and rows[0]["fallback"] is False
+    # titles from the catalog beside the ids, and beside the history items the reasons name
+    assert rows[0]["titles"] == [toy_title(item) for item in rows[0]["ids"]]
+    viewed = [r for reasons in rows[0]["because"] for r in reasons if "item_id" in r]
+    assert viewed and all(r["title"] == toy_title(r["item_id"]) for r in viewed)
     rows = json.loads(run_cli("similar", "--item", "a-new", "--json").output)
     assert rows[0]["item"] == "a-new" and len(rows[0]["ids"]) == 10
+    assert rows[0]["title"] == "Comedy story new"
+    shown = run_cli("similar", "--item", "a1", "-k", "1").output.splitlines()
+    assert shown[0] == 'item a1 "Comedy story 1"'
+    assert re.fullmatch(r'  +1\. a\d+  \d\.\d{4}  "Comedy story \d+"  because .+', shown[1])
     rows = json.loads(run_cli("similar", "--item", "a-new", "--k", "4", "--json").output)
     assert len(rows[0]["ids"]) == 4  # the HTTP API's name for it works too
     failed = run_cli("similar", "--item", "missing", expect_exit=2)
@@ -143,7 +156,9 @@ def test_cli_train_recommend_similar(engine, run_cli, tmp_path):
     # an unknown user's feed down to the items nobody viewed: no "+0.000" nor "-1.000"
     listed = run_cli("recommend", "--user", "nobody", "-k", "100").output
     assert "because popular with shoppers +0." in listed
-    assert re.search(r"a-new  0\.0000  because new in the catalog$", listed, re.MULTILINE)
+    assert re.search(
+        r'a-new  0\.0000  "Comedy story new"  because new in the catalog$', listed, re.MULTILINE
+    )
     # ids follow the rule ingest and the HTTP API apply: stripped, checked, named in the error
     rows = json.loads(run_cli("similar", "--item", " a-new ", "-k", "2", "--json").output)
     assert rows[0]["item"] == "a-new" and len(rows[0]["ids"]) == 2

@@ -226,9 +226,9 @@ def recommend(settings: Settings, user_ids, k, diversity, as_json):
     """Top-k items for users, from the active bundle."""
     from recsys.model.bundle import load_active
 
-    recommender = load_active(connect_current(settings.database_url))
-    results = recommender.recommend(list(user_ids), k=k, diversity=diversity)
-    _show(list(user_ids), results, as_json, "user")
+    engine = connect_current(settings.database_url)
+    results = load_active(engine).recommend(list(user_ids), k=k, diversity=diversity)
+    _show(engine, list(user_ids), results, as_json, "user")
 
 
 @click.command("similar")
@@ -250,28 +250,51 @@ def similar(settings: Settings, item_ids, k, mode, diversity, as_json):
     """Items most like the given items, from the active bundle."""
     from recsys.model.bundle import load_active
 
-    recommender = load_active(connect_current(settings.database_url))
-    results = recommender.similar_items(list(item_ids), k=k, mode=mode, diversity=diversity)
-    _show(list(item_ids), results, as_json, "item")
+    engine = connect_current(settings.database_url)
+    results = load_active(engine).similar_items(list(item_ids), k=k, mode=mode, diversity=diversity)
+    _show(engine, list(item_ids), results, as_json, "item")
 
 
-def _show(queries, results, as_json: bool, key: str) -> None:
-    rows = [{key: q, **r} for q, r in zip(queries, results.to_json(), strict=True)]
+def _show(engine, queries, results, as_json: bool, key: str) -> None:
+    """Each query's items with their titles from the catalog (JSON: ``titles`` beside
+    ``ids``, and a ``title`` beside each reason's ``item_id``, as the HTTP API gives them)."""
+    from recsys.catalog.reads import item_titles
+
+    answers = results.to_json()
+    named = [r["item_id"] for a in answers for item in a["because"] for r in item if "item_id" in r]
+    asked = queries if key == "item" else []
+    ids = list(dict.fromkeys([*asked, *(i for a in answers for i in a["ids"]), *named]))
+    titles = dict(zip(ids, item_titles(engine, ids), strict=True))
+    rows = []
+    for query, answer in zip(queries, answers, strict=True):
+        for reason in (r for item in answer["because"] for r in item if "item_id" in r):
+            reason["title"] = titles[reason["item_id"]]
+        head = {key: query, "title": titles[query]} if key == "item" else {key: query}
+        rows.append({**head, "ids": answer["ids"], "titles": [titles[i] for i in answer["ids"]]})
+        rows[-1].update(answer)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
         note = "  (popularity fallback: unknown user)" if row["fallback"] else ""
-        click.echo(f"{key} {row[key]}{note}")
-        ranked = zip(row["ids"], row["scores"], row["because"], strict=True)
-        for rank, (item, score, reasons) in enumerate(ranked, 1):
-            click.echo(f"  {rank:3d}. {item}  {score:.4f}  {_reasons(reasons)}")
+        click.echo(" ".join(filter(None, [key, row[key], _quoted(row.get("title"))])) + note)
+        ranked = zip(row["ids"], row["titles"], row["scores"], row["because"], strict=True)
+        for rank, (item, title, score, reasons) in enumerate(ranked, 1):
+            parts = [f"{rank:3d}. {item}", f"{score:.4f}", _quoted(title), _reasons(reasons)]
+            click.echo("  " + "  ".join(filter(None, parts)))
+
+
+def _quoted(title: str | None) -> str:
+    """'"title"', or "" for an item without one."""
+    return f'"{title}"' if title else ""
 
 
 def _reasons(reasons: list[dict]) -> str:
-    """ "because" in one line: each reason's label (and item) with its share of the score."""
+    """ "because" in one line: each reason's label (and item, with its title) with its share
+    of the score."""
     parts = [
-        f"{r['label']}{' ' + r['item_id'] if 'item_id' in r else ''}{_share(r['share'])}"
+        " ".join(filter(None, [r["label"], r.get("item_id"), _quoted(r.get("title"))]))
+        + _share(r["share"])
         for r in reasons
     ]
     return "because " + "; ".join(parts) if parts else ""
