@@ -161,7 +161,7 @@ def test_bad_item_shows_the_api_error(page, base_url):
 
 
 def test_prices_show_the_shops_currency(page, base_url, shop):
-    # the demo's settings name no currency: a price is the number alone
+    # the default settings name no currency: a price is the number alone
     page.goto(base_url + "/")
     assert page.evaluate("[money(29.9), money('12'), money(null), money('n/a')]") == [
         "29.90", "12.00", "", "n/a",
