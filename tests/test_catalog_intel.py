@@ -110,6 +110,15 @@ def test_titles_keep_a_relisting_and_part_items_that_only_their_vectors_pair():
         DuplicateFinder(config).fit(vectors, titles=titles[:2])
 
 
+@pytest.mark.filterwarnings("error")  # the command line would print a RuntimeWarning
+def test_two_untitled_items_keep_their_cosine_without_a_warning():
+    titles = [None, "", "Harbour Lights", "Harbour Lights"]
+    vectors = np.repeat(np.eye(2, dtype=np.float32), 2, axis=0)
+    finder = DuplicateFinder(DuplicateConfig(threshold=0.95)).fit(vectors, titles=titles)
+    pairs = set(zip(finder.pairs_.left.tolist(), finder.pairs_.right.tolist(), strict=True))
+    assert pairs == {(0, 1), (2, 3)}
+
+
 def test_a_one_word_title_pairs_only_with_that_word_alone():
     # each two rows meet by vector; a word added to a two-word title keeps the pair, a word
     # added to a one-word title is another item named by it

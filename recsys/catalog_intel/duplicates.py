@@ -231,7 +231,8 @@ def title_checked(titles, left: np.ndarray, right: np.ndarray, score: np.ndarray
     counts = np.diff(words.indptr)
     shorter = np.minimum(counts[at_left], counts[at_right])
     longer = np.maximum(counts[at_left], counts[at_right])
-    share = shared / np.maximum(shorter, np.minimum(longer, 2))
+    # (a pair where a title has no words keeps its score; 1 keeps its 0 / 0 from warning)
+    share = shared / np.maximum(np.maximum(shorter, np.minimum(longer, 2)), 1)
     checked = np.where(shorter > 0, np.minimum(score, share), score).astype(score.dtype)
     keep = checked >= threshold
     return left[keep], right[keep], checked[keep]
