@@ -148,3 +148,5 @@ def test_the_active_bundle_is_the_default_source(run_cli, engine, tmp_path):
     doc = json.loads(result.stdout)
     bundle_items = {r["item_id"] for r in doc["rows"]}
     assert {"a0", "b0"} <= bundle_items and len(bundle_items) == len(doc["rows"])
+    titles = {r["item_id"]: r["title"] for r in doc["rows"]}
+    assert titles["a0"] == "Comedy story 0" and titles["b0"] == "Drama story 0"

@@ -193,6 +193,9 @@ def test_a_relisted_item_is_a_duplicate_of_its_source(engine, run_cli, tmp_path)
     answer = json.loads(out.read_text())
     assert answer["threshold"] == 0.95 and answer["score"] == "cosine and titles"
     assert ["a1", "a1-again"] in [sorted(found) for found in answer["sets"]]
+    # each pair with the two titles a person checks it by
+    pair = next(r for r in answer["rows"] if {r["item_a"], r["item_b"]} == {"a1", "a1-again"})
+    assert pair["title_a"] == pair["title_b"] == title
 
 
 def test_train_on_an_empty_catalog_says_which_stage_failed(engine, tmp_path):

@@ -192,16 +192,16 @@ def command() -> None:
 def duplicates(settings: Settings, **opts) -> None:
     """Pairs of items above a similarity threshold, grouped into duplicate sets.
 
-    One row per pair: set, item_a, item_b, similarity (most similar first). The active
-    bundle's items are compared by their listing vectors (attributes and photos at the
-    weights of the similar-items surface), so a re-listed item meets its source whether or
-    not shoppers found either; two items with titles score at most the share of the shorter
-    title's words the other has (--no-verify: the vectors' cosine alone). With --images the
-    items' photos are described by the copy-detection descriptor (or --encoder), each
-    item's nearest candidates are checked by geometric verification (--no-verify: cosine
-    only), and the threshold is calibrated without labels, from each item's score against
-    an edited copy of its own photo (crop, JPEG, brightness, shift) and against its nearest
-    other item.
+    One row per pair: set, item_a, item_b, similarity (most similar first); on the bundle, also
+    title_a and title_b from the catalog. The active bundle's items are compared by their
+    listing vectors (attributes and photos at the weights of the similar-items surface), so a
+    re-listed item meets its source whether or not shoppers found either; two items with titles
+    score at most the share of the shorter title's words the other has (--no-verify: the
+    vectors' cosine alone). With --images the items' photos are described by the copy-detection
+    descriptor (or --encoder), each item's nearest candidates are checked by geometric
+    verification (--no-verify: cosine only), and the threshold is calibrated without labels,
+    from each item's score against an edited copy of its own photo (crop, JPEG, brightness,
+    shift) and against its nearest other item.
     """
     from recsys.catalog_intel import DuplicateConfig, DuplicateFinder
     from recsys.catalog_intel.duplicates import LISTING_THRESHOLD, self_copy_similarities
@@ -242,6 +242,8 @@ def duplicates(settings: Settings, **opts) -> None:
             "similarity": np.round(pairs.similarity, 6),
         }
     )
+    if titles is not None:  # the bundle's items: what a person checks a pair by
+        table["title_a"], table["title_b"] = titles(pairs.left), titles(pairs.right)
     sets = [ids[rows].tolist() for rows in finder.sets()]
     extra = {"threshold": finder.threshold_, "score": finder.scored_by_, "sets": sets}
     if finder.calibration_ is not None:
@@ -298,14 +300,16 @@ def _embedder(opts: dict, images: np.ndarray):
 def outliers(settings: Settings, **opts) -> None:
     """Each item's outlier score (1 - cosine to its k-th nearest item), most unusual first.
 
-    Columns: item_id, score, flagged (score above the (1 - fpr) quantile of all scores).
-    The active bundle's items are compared as listings (their attributes and photos, as
-    duplicates compares them), so an item is not unusual for how often shoppers view it.
+    Columns: item_id, score, flagged (score above the (1 - fpr) quantile of all scores); on the
+    bundle, also title from the catalog. The active bundle's items are compared as listings
+    (their attributes and photos, as duplicates compares them), so an item is not unusual for
+    how often shoppers view it.
     """
     from recsys.catalog_intel import OutlierConfig, OutlierScorer
 
+    titles = None
     if opts["vectors"] is None:
-        ids, vectors, _ = _listing_vectors(settings)
+        ids, vectors, titles = _listing_vectors(settings)
     else:
         ids, vectors = load_vectors(settings, opts["vectors"], opts["items"])
     cfg = OutlierConfig(k=opts["k"], false_positive_rate=opts["fpr"])
@@ -318,6 +322,8 @@ def outliers(settings: Settings, **opts) -> None:
             "flagged": scorer.flagged_[order],
         }
     )
+    if titles is not None:
+        table["title"] = titles(order)
     extra = {"k": scorer.k_, "threshold": scorer.threshold_, "fpr": opts["fpr"]}
     emit(table, extra, opts["out"], opts["fmt"])
 
