@@ -17,6 +17,7 @@ import click
 import numpy as np
 import pandas as pd
 
+from recsys.commands import progress_option
 from recsys.errors import InvalidInput
 from recsys.settings import Settings
 
@@ -49,9 +50,7 @@ def _source_options(command):
             type=click.Choice(_FORMATS),
             help="Output format [default: from --out's suffix, else csv].",
         ),
-        click.option(
-            "--progress/--no-progress", default=True, show_default=True, help="Show progress bars."
-        ),
+        progress_option,
     ]
     for option in reversed(options):
         command = option(command)

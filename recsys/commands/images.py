@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from recsys.catalog import Item
 from recsys.catalog.db import connect_current
+from recsys.commands import progress_option
 from recsys.errors import InvalidInput
 from recsys.settings import Settings
 from recsys.vision import ImageEncoder, ImageEncoderConfig, TrainConfig
@@ -28,7 +29,6 @@ _RAY_HELP = (
     "{what} [default: in-process; with --ray-address: one per GPU, else one per node]."
 )
 _CPUS_HELP = "CPUs per Ray worker [default: the cluster's CPUs shared among the workers]."
-_PROGRESS_HELP = "Show a progress bar."
 _CACHE_HELP = (
     "Folder of decoded images, reused while the files are unchanged "
     "[default: <artifacts-dir>/image-cache]."
@@ -200,7 +200,7 @@ def _config(opts: dict) -> ImageEncoderConfig:
     help="Seed of the initial weights and the augmentations.",
 )
 @click.option("--cache-dir", type=click.Path(file_okay=False), help=_CACHE_HELP)
-@click.option("--progress/--no-progress", default=True, show_default=True, help=_PROGRESS_HELP)
+@progress_option
 @ray_options("DDP workers (Ray Train)")
 @click.option(
     "--ray-storage",
@@ -285,7 +285,7 @@ def _train_encoder(settings: Settings, opts: dict, ray) -> ImageEncoder:
 )
 @click.option("--device", help=_DEVICE_HELP)
 @click.option("--cache-dir", type=click.Path(file_okay=False), help=_CACHE_HELP)
-@click.option("--progress/--no-progress", default=True, show_default=True, help=_PROGRESS_HELP)
+@progress_option
 @ray_options("encoder actors (Ray Data)")
 @click.pass_obj
 def embed_images(settings: Settings, **opts) -> None:
