@@ -295,6 +295,23 @@ def test_k_is_chosen_by_silhouette_when_not_given():
     assert fitted.k_ == 6 and max(fitted.k_scores_, key=fitted.k_scores_.get) == 6
 
 
+def test_above_k_choice_items_the_candidates_are_fitted_on_a_sample_and_k_on_all(monkeypatch):
+    from recsys.catalog_intel import clusters
+
+    x, truth = blobs(n_per=400, k=6, noise=0.15)
+    fitted_on = []
+    kmeans = clusters._kmeans
+    monkeypatch.setattr(
+        clusters,
+        "_kmeans",
+        lambda unit, k, cfg: (fitted_on.append(len(unit)), kmeans(unit, k, cfg))[1],
+    )
+    config = ClusterConfig(k_candidates=(3, 4, 6, 8), silhouette_sample=500, k_choice_items=1000)
+    fitted = Clusterer(config).fit(x)
+    assert fitted_on == [1000, 1000, 1000, 1000, 2400]  # each candidate on 1000, k on all
+    assert fitted.k_ == 6 and normalized_mutual_info_score(truth, fitted.labels_) > 0.99
+
+
 def test_a_k_above_the_items_is_refused_before_the_smoothing_work(monkeypatch):
     from recsys.catalog_intel import clusters
 
