@@ -119,11 +119,10 @@ class Clusterer(BaseEstimator):
         candidates = [k for k in cfg.k_candidates if 2 <= k < len(sample)]
         if not candidates:
             raise InvalidInput("too few items to choose k; pass k (--k) explicitly")
-        fit = np.arange(len(unit))
-        if len(unit) > max(cfg.k_choice_items, len(sample)):
+        fit, size = np.arange(len(unit)), max(cfg.k_choice_items, len(sample))
+        if len(unit) > size:
             others = np.setdiff1d(fit, sample, assume_unique=True)
-            extra = rng.choice(others, cfg.k_choice_items - len(sample), replace=False)
-            fit = np.sort(np.r_[sample, extra])
+            fit = np.sort(np.r_[sample, rng.choice(others, size - len(sample), replace=False)])
         fitted_on = unit if len(fit) == len(unit) else unit[fit]
         at = np.searchsorted(fit, sample)  # the silhouette's items among those fitted
         scores = {}
