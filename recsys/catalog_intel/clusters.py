@@ -9,9 +9,9 @@ Spherical k-means (unit vectors, cosine) with FAISS, ``n_init`` restarts, the lo
 inertia kept. Without a given k, each k of ``k_candidates`` is fitted and scored by the
 silhouette [Rousseeuw 1987] of a random sample; the best one is refitted on everything.
 Above ``k_choice_items`` items the candidates are fitted on a seeded sample of that many
-(the silhouette's among them), so choosing k costs the same at 10^5 and 10^7 items: fitting
-the twelve candidates on all 100k items of the benchmark catalog took 42 s (benchmarks/
-RESULTS.md, session 49), and would grow with the catalog.
+(the silhouette's among them), so choosing k costs the same at 10^5 and 10^7 items: on all
+items it took 43.5 s at 10^5 and 462 s at 10^6, now 22.5 s and 19.1 s
+(``scripts/bench_clusters.py``; benchmarks/RESULTS.md, session 49).
 
 Before k-means, each vector is averaged over its neighbours ``smoothing`` times
 (``neighbours.smoothed``), so items that sit among the same neighbours fall into the same
