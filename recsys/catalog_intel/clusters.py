@@ -119,15 +119,15 @@ class Clusterer(BaseEstimator):
         candidates = [k for k in cfg.k_candidates if 2 <= k < len(sample)]
         if not candidates:
             raise InvalidInput("too few items to choose k; pass k (--k) explicitly")
-        fit, size = np.arange(len(unit)), max(cfg.k_choice_items, len(sample))
+        fitted_on, at = unit, sample  # at: the silhouette's items among those fitted
+        size = max(cfg.k_choice_items, len(sample))
         if len(unit) > size:
-            others = np.setdiff1d(fit, sample, assume_unique=True)
+            others = np.setdiff1d(np.arange(len(unit)), sample, assume_unique=True)
             fit = np.sort(np.r_[sample, rng.choice(others, size - len(sample), replace=False)])
-        fitted_on = unit if len(fit) == len(unit) else unit[fit]
-        at = np.searchsorted(fit, sample)  # the silhouette's items among those fitted
-        scores = {}
+            fitted_on, at = unit[fit], np.searchsorted(fit, sample)
+        scored, scores = unit[sample], {}
         for k in tqdm(candidates, desc="choosing k", disable=not self.show_progress):
             _, labels = _kmeans(fitted_on, k, cfg)
-            scores[k] = float(silhouette_score(unit[sample], labels[at], metric="cosine"))
+            scores[k] = float(silhouette_score(scored, labels[at], metric="cosine"))
         log.info("silhouette by k: %s", {k: round(s, 4) for k, s in scores.items()})
         return scores
