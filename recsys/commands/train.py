@@ -261,17 +261,17 @@ def _show(engine, queries, results, as_json: bool, key: str) -> None:
     from recsys.catalog.reads import item_titles
 
     answers = results.to_json()
-    named = [r["item_id"] for a in answers for item in a["because"] for r in item if "item_id" in r]
+    named = [r["item_id"] for a in answers for r in _naming_an_item(a)]
     asked = queries if key == "item" else []
     ids = list(dict.fromkeys([*asked, *(i for a in answers for i in a["ids"]), *named]))
     titles = dict(zip(ids, item_titles(engine, ids), strict=True))
     rows = []
     for query, answer in zip(queries, answers, strict=True):
-        for reason in (r for item in answer["because"] for r in item if "item_id" in r):
+        for reason in _naming_an_item(answer):
             reason["title"] = titles[reason["item_id"]]
         head = {key: query, "title": titles[query]} if key == "item" else {key: query}
-        rows.append({**head, "ids": answer["ids"], "titles": [titles[i] for i in answer["ids"]]})
-        rows[-1].update(answer)
+        listed = {"ids": answer["ids"], "titles": [titles[i] for i in answer["ids"]]}
+        rows.append({**head, **listed, **answer})  # ids and titles side by side
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -282,6 +282,11 @@ def _show(engine, queries, results, as_json: bool, key: str) -> None:
         for rank, (item, title, score, reasons) in enumerate(ranked, 1):
             parts = [f"{rank:3d}. {item}", f"{score:.4f}", _quoted(title), _reasons(reasons)]
             click.echo("  " + "  ".join(filter(None, parts)))
+
+
+def _naming_an_item(answer: dict):
+    """The reasons of one query's answer that name an item (a history item: "item_id")."""
+    return (r for reasons in answer["because"] for r in reasons if "item_id" in r)
 
 
 def _quoted(title: str | None) -> str:
