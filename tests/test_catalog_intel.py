@@ -70,6 +70,85 @@ def test_pairs_above_is_every_pair_over_the_threshold_once():
     np.testing.assert_allclose(sims, full[left, right], atol=1e-5)
 
 
+def shared_vectors(seed: int = 4):
+    """Unit rows of which many share a vector: 80 distinct ones held by 1-4 rows each, one
+    by 15 (more than the neighbours asked for), shuffled."""
+    rng = np.random.default_rng(seed)
+    distinct = as_unit_vectors(rng.normal(size=(80, 6)))
+    held = np.repeat(np.arange(80), np.r_[15, rng.integers(1, 5, 79)])
+    return distinct[rng.permutation(held)], held
+
+
+def test_items_sharing_a_vector_are_searched_once_and_answered_as_by_brute_force(monkeypatch):
+    from recsys.catalog_intel import neighbours
+
+    x, _ = shared_vectors()
+    searched = []
+    real = neighbours.search_index
+    monkeypatch.setattr(
+        neighbours, "search_index", lambda u, *hits: searched.append(len(u)) or real(u, *hits)
+    )
+    sims, rows = knn(x, 5)
+    assert searched == [80]  # the distinct vectors, not the rows
+    full = x @ x.T
+    np.fill_diagonal(full, -np.inf)
+    assert (rows != np.arange(len(x))[:, None]).all()
+    assert all(len(set(r)) == 5 for r in rows.tolist())
+    np.testing.assert_allclose(sims, np.take_along_axis(full, rows, 1), atol=1e-5)
+    np.testing.assert_allclose(sims, -np.sort(-full, axis=1)[:, :5], atol=1e-5)
+
+    left, right, score = pairs_above(x, 0.9)
+    assert searched == [80, 80]
+    i, j = np.nonzero(np.triu(full >= 0.9, k=1))
+    assert sorted(zip(left.tolist(), right.tolist(), strict=True)) == sorted(
+        zip(i.tolist(), j.tolist(), strict=True)
+    )
+    np.testing.assert_allclose(score, full[left, right], atol=1e-5)
+
+
+def test_above_exact_max_an_ivf_finds_nearly_every_neighbour_and_pair(monkeypatch):
+    from recsys.catalog_intel import neighbours
+
+    monkeypatch.setattr(neighbours, "EXACT_MAX", 100)
+    built = []
+    real = neighbours.search_index
+    monkeypatch.setattr(neighbours, "search_index", lambda *a: built.append(real(*a)) or built[-1])
+    x, _ = blobs(n_per=400, k=5, dim=16, noise=0.6)
+    x = as_unit_vectors(x)
+    x[1::50] = x[::50] + 0.02 * np.random.default_rng(5).normal(size=x[::50].shape)
+    x = as_unit_vectors(x)
+    full = x @ x.T
+    np.fill_diagonal(full, -np.inf)
+    sims, rows = knn(x, 10)
+    assert (rows != np.arange(len(x))[:, None]).all()
+    np.testing.assert_allclose(sims, np.take_along_axis(full, rows, 1), atol=1e-5)
+    kth = -np.sort(-full, axis=1)[:, 9]
+    assert (sims >= kth[:, None] - 1e-5).mean() > 0.9  # recall@10
+
+    left, right, _ = pairs_above(x, 0.95)
+    assert (full[left, right] >= 0.95 - 1e-5).all() and (left < right).all()
+    truth = set(zip(*np.nonzero(np.triu(full >= 0.95, k=1)), strict=True))
+    found = set(zip(left.tolist(), right.tolist(), strict=True))
+    assert len(truth) >= 40 and len(truth & found) >= 0.95 * len(truth)
+    assert [type(index).__name__ for index in built] == ["IndexIVFFlat"] * 2
+
+
+def test_queries_an_ivf_cannot_fill_are_searched_again_exhaustively():
+    import faiss
+
+    from recsys.catalog_intel.neighbours import _search
+
+    x = as_unit_vectors(np.random.default_rng(6).normal(size=(500, 8)))
+    index = faiss.index_factory(8, "IVF50,Flat", faiss.METRIC_INNER_PRODUCT)
+    index.train(x)
+    index.add(x)
+    index.nprobe = 1  # one list of about 10 vectors: short of 30 hits
+    assert (index.search(x, 30)[1] < 0).any()
+    sims, rows = _search(index, x, 30, x)
+    assert (rows >= 0).all()
+    np.testing.assert_allclose(sims, -np.sort(-(x @ x.T), axis=1)[:, :30], atol=1e-5)
+
+
 def test_vectors_must_be_a_finite_matrix():
     with pytest.raises(InvalidInput, match="vectors must be an"):
         OutlierScorer().fit(np.ones(5))

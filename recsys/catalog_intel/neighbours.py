@@ -1,14 +1,21 @@
-"""Exact cosine neighbours of item vectors with FAISS, in batched calls, and vectors smoothed
-over the neighbour graph.
+"""Cosine neighbours of item vectors with FAISS, in batched calls, and vectors smoothed over
+the neighbour graph.
 
-Vectors are L2-normalised copies (cosine = inner product); a catalog of 10^5 items is searched
-in blocks of ``BLOCK`` queries, each one ``index.search``, with a progress bar per block. An
-exact search costs items^2 x dimensions: about 10 s for 60k items of 128 dimensions on 2 cores.
+Vectors are L2-normalised copies (cosine = inner product). Identical vectors (listings with
+the same attributes and no photo, re-uploads) are searched once: the search runs over the
+distinct vectors, and each item's answer is its vector's, spelt out over the items that
+share it. Up to ``EXACT_MAX`` distinct vectors the search is exact (``IndexFlatIP``, items^2 x
+dimensions: about 24 s for 10^5 items of 128 dimensions on 2 cores, so 40 min at 10^6); above
+it, an inverted-file index (``IndexIVFFlat``, ``ivf_lists`` lists, ``NPROBE`` of them read per
+query) reads about ``NPROBE / ivf_lists`` of the vectors per query, and finds most, not all,
+true neighbours (``scripts/bench_neighbours.py`` measures both). Queries go in blocks of
+``BLOCK``, each one ``index.search``, with a progress bar per block.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import faiss
 import numpy as np
@@ -20,6 +27,16 @@ from recsys.errors import InvalidInput
 log = logging.getLogger(__name__)
 
 BLOCK = 4096  # queries per FAISS call
+# Distinct vectors up to which every search is exhaustive; above, an IVF index is searched.
+EXACT_MAX = 100_000
+NPROBE = 32  # inverted lists read per query (of ivf_lists(M))
+IVF_SEED = 0  # the IVF's k-means: its training sample and initialisation
+
+
+def ivf_lists(m: int) -> int:
+    """Inverted lists for ``m`` distinct vectors: 4 sqrt(m) (FAISS's guideline 4-16 sqrt),
+    so a query reads ``NPROBE`` lists of about sqrt(m) / 4 vectors each."""
+    return int(4 * np.sqrt(m))
 
 
 def as_unit_vectors(vectors, name: str = "vectors") -> np.ndarray:
@@ -40,49 +57,153 @@ def flat_index(unit: np.ndarray) -> faiss.Index:
     return index
 
 
+def search_index(unit: np.ndarray, hits: int = 1) -> faiss.Index:
+    """An inner-product index of ``unit``'s rows for searches of ``hits`` results a query:
+    exhaustive up to ``EXACT_MAX`` rows, else an IVF of ``ivf_lists`` lists trained on a
+    seeded sample (40 vectors a list, 10 rounds). Exhaustive too where the ``NPROBE`` lists a
+    query reads hold fewer than 4 x ``hits`` vectors on average: so deep a search (an outlier
+    score's k in the thousands) would read most of the catalog anyway, and miss more."""
+    m, d = unit.shape
+    if m <= EXACT_MAX or NPROBE * m / ivf_lists(m) < 4 * hits:
+        return flat_index(unit)
+    lists = ivf_lists(m)
+    index = faiss.index_factory(d, f"IVF{lists},Flat", faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed, index.cp.niter = IVF_SEED, 10
+    sample = np.random.default_rng(IVF_SEED).choice(m, min(m, 40 * lists), replace=False)
+    index.train(unit[np.sort(sample)])
+    index.add(unit)
+    index.nprobe = NPROBE
+    return index
+
+
+@dataclass(frozen=True)
+class Distinct:
+    """The distinct rows of an (N, D) matrix, numbered by their first row: ``rows`` (M,) the
+    first row of each, ascending; ``group`` (N,) each row's number; ``members`` (N,) the rows
+    by number, in row order within one; ``start`` (M + 1,) each number's offset in
+    ``members``."""
+
+    rows: np.ndarray
+    group: np.ndarray
+    members: np.ndarray
+    start: np.ndarray
+
+    @classmethod
+    def of(cls, unit: np.ndarray) -> Distinct:
+        keys = np.ascontiguousarray(unit).view(np.dtype((np.void, unit[0].nbytes))).ravel()
+        _, first, group = np.unique(keys, return_index=True, return_inverse=True)
+        order = np.argsort(first)  # number the vectors by their first row
+        number = np.empty_like(order)
+        number[order] = np.arange(len(order))
+        group = number[group.ravel()]
+        start = np.r_[0, np.cumsum(np.bincount(group, minlength=len(order)))]
+        return cls(first[order], group, np.argsort(group, kind="stable"), start)
+
+    @property
+    def merged(self) -> bool:
+        """True when some rows share a vector."""
+        return len(self.rows) < len(self.group)
+
+    def spelt_out(self, sims: np.ndarray, found: np.ndarray, width: int):
+        """(sims, rows), each (Q, width): each query's ``found`` distinct vectors (Q, h),
+        best first, replaced by the rows that hold them until ``width`` rows."""
+        sizes = np.diff(self.start)[found]  # (Q, h)
+        before = np.cumsum(sizes, axis=1) - sizes
+        take = np.clip(width - before, 0, sizes).ravel()
+        ends = np.cumsum(take)
+        offset = np.arange(ends[-1]) - np.repeat(ends - take, take)
+        rows = self.members[np.repeat(self.start[found.ravel()], take) + offset]
+        return np.repeat(sims.ravel(), take).reshape(-1, width), rows.reshape(-1, width)
+
+    def pairs(self, left: np.ndarray, right: np.ndarray, sims: np.ndarray):
+        """Pairs of distinct vectors (``left`` <= ``right``; equal: the vector with itself)
+        as the pairs of rows i < j that hold them, each once."""
+        sizes = np.diff(self.start)
+        ls, rs = sizes[left], sizes[right]
+        count = ls * rs
+        ends = np.cumsum(count)
+        pair = np.repeat(np.arange(len(left)), count)
+        offset = np.arange(ends[-1] if len(ends) else 0) - np.repeat(ends - count, count)
+        i = self.members[self.start[left][pair] + offset // rs[pair]]
+        j = self.members[self.start[right][pair] + offset % rs[pair]]
+        keep = i != j  # a vector with itself: its rows' ordered pairs, each pair twice
+        keep &= (left[pair] != right[pair]) | (i < j)
+        i, j = i[keep], j[keep]
+        return np.minimum(i, j), np.maximum(i, j), sims[pair][keep]
+
+
+def _search(index: faiss.Index, queries: np.ndarray, k: int, everything: np.ndarray):
+    """``index.search`` of ``queries`` for ``k`` hits; rows the index did not fill (an IVF
+    whose probed lists hold fewer than ``k`` vectors) searched again in ``everything``."""
+    sims, found = index.search(queries, k)
+    short = (found < 0).any(axis=1)
+    if short.any():
+        sims[short], found[short] = faiss.knn(
+            queries[short], everything, k, metric=faiss.METRIC_INNER_PRODUCT
+        )
+    return sims, found
+
+
 def knn(
     unit: np.ndarray, k: int, show_progress: bool = False, desc: str = "neighbours"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(similarities, rows), each (N, k): every item's ``k`` nearest other items, best first.
+    """(similarities, rows), each (N, k): every item's ``k`` nearest other items, best first
+    (exact up to ``EXACT_MAX`` distinct vectors, approximate above).
 
-    The item itself is left out (also when an exact duplicate ties with it).
+    The item itself is left out (also when an exact duplicate ties with it); items that
+    share its vector come first.
     """
     k = min(k, len(unit) - 1)
-    index = flat_index(unit)
+    distinct = Distinct.of(unit)
+    vectors = unit[distinct.rows] if distinct.merged else unit
+    hits = min(k + 1, len(vectors))
+    index = search_index(vectors, hits)
     sims = np.empty((len(unit), k), np.float32)
     rows = np.empty((len(unit), k), np.int64)
-    for start in tqdm(range(0, len(unit), BLOCK), desc=desc, disable=not show_progress):
-        block = unit[start : start + BLOCK]  # (b, D)
-        s, i = index.search(block, k + 1)  # (b, k + 1)
-        own = i == np.arange(start, start + len(block))[:, None]
+    for start in tqdm(range(0, len(vectors), BLOCK), desc=desc, disable=not show_progress):
+        stop = min(start + BLOCK, len(vectors))
+        s, i = _search(index, vectors[start:stop], hits, vectors)  # (b, hits)
+        items = np.arange(start, stop)
+        if distinct.merged:
+            s, i = distinct.spelt_out(s, i, k + 1)
+            items = distinct.members[distinct.start[start] : distinct.start[stop]]
+            s, i = s[distinct.group[items] - start], i[distinct.group[items] - start]
+        own = i == items[:, None]
         # Drop the item itself, or the last column where it was not found (a tie).
         drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
         keep = np.ones_like(own)
-        keep[np.arange(len(block)), drop] = False
-        sims[start : start + len(block)] = s[keep].reshape(len(block), k)
-        rows[start : start + len(block)] = i[keep].reshape(len(block), k)
+        keep[np.arange(len(items)), drop] = False
+        sims[items] = s[keep].reshape(len(items), k)
+        rows[items] = i[keep].reshape(len(items), k)
     return sims, rows
 
 
 def pairs_above(
     unit: np.ndarray, threshold: float, show_progress: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every pair i < j with cosine >= ``threshold``: rows (P,), rows (P,), similarities (P,).
+    """Every pair i < j with cosine >= ``threshold``: rows (P,), rows (P,), similarities (P,)
+    (all of them up to ``EXACT_MAX`` distinct vectors, most above).
 
-    One FAISS ``range_search`` per block of queries.
+    One FAISS ``range_search`` per block of queries, over the distinct vectors.
     """
-    index = flat_index(unit)
+    distinct = Distinct.of(unit)
+    vectors = unit[distinct.rows] if distinct.merged else unit
+    index = search_index(vectors)
+    # range_search keeps similarities > radius; nudge down so ">= threshold" holds.
+    radius = float(np.nextafter(threshold, -np.inf))
     left, right, sims = [], [], []
-    for start in tqdm(range(0, len(unit), BLOCK), desc="range search", disable=not show_progress):
-        block = unit[start : start + BLOCK]
-        # range_search keeps similarities > radius; nudge down so ">= threshold" holds.
-        lims, s, j = index.range_search(block, float(np.nextafter(threshold, -np.inf)))
-        i = start + np.repeat(np.arange(len(block)), np.diff(lims.astype(np.int64)))
-        keep = i < j
+    bar = tqdm(range(0, len(vectors), BLOCK), desc="range search", disable=not show_progress)
+    for start in bar:
+        lims, s, j = index.range_search(vectors[start : start + BLOCK], radius)
+        i = start + np.repeat(np.arange(len(lims) - 1), np.diff(lims.astype(np.int64)))
+        keep = i <= j if distinct.merged else i < j  # i == j: the vector's own rows pair up
         left.append(i[keep])
         right.append(j[keep])
         sims.append(s[keep])
-    return np.concatenate(left), np.concatenate(right), np.concatenate(sims)
+    left, right, sims = np.concatenate(left), np.concatenate(right), np.concatenate(sims)
+    if distinct.merged:
+        return distinct.pairs(left, right, sims)
+    return left, right, sims
 
 
 def knn_graph(sims: np.ndarray, rows: np.ndarray, n: int) -> sparse.csr_matrix:
