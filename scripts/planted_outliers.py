@@ -3,13 +3,13 @@
 Copies a SQLite catalog (the source is never written), gives ``--plant`` seeded items the
 photo of another item whose ``--attribute`` differs (a seller's wrong upload: a sneaker's
 listing showing a blouse), trains a bundle at `recsys train`'s defaults, and scores the
-spaces outlier search could read with ``OutlierScorer``'s defaults, side by side: the fused
-item vectors (what `recsys catalog outliers` and the admin endpoint read) and
-``FusedModel.listing_vectors`` (the attributes and photo as the "similar" surface compares
-them, what duplicates read). For each: the ROC AUC of the planted items' scores against
-the rest, and how many planted items are flagged at each ``--fpr``; and, as session 45
-noticed, the share of the most-viewed and never-viewed items flagged (``--plant 0``: that
-alone, for a catalog without photos).
+spaces outlier search could read with ``OutlierScorer``, side by side: the fused item
+vectors and ``FusedModel.listing_vectors`` (the attributes and photo as the "similar"
+surface compares them, what duplicates, `recsys catalog outliers` and the admin endpoint
+read), at each neighbour rank ``--k`` (default: the scorer's own). For each: the ROC AUC of
+the planted items' scores against the rest, and how many planted items are flagged at each
+``--fpr``; and, as session 45 noticed, the share of the most-viewed and never-viewed items
+flagged (``--plant 0``: that alone, for a catalog without photos).
 
     .venv/bin/python scripts/planted_outliers.py --source DEMO/catalog.db --workdir /tmp/odd \
         --attribute department
@@ -44,6 +44,13 @@ def main() -> None:
     parser.add_argument("--plant", type=int, default=50, help="items given a wrong photo")
     parser.add_argument("--fpr", type=float, nargs="+", default=[0.01, 0.05])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--k",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="neighbour ranks scored side by side (0: OutlierScorer's default)",
+    )
     args = parser.parse_args()
     if args.plant and not args.attribute:
         parser.error("--attribute is needed to plant wrong photos (or --plant 0)")
@@ -55,7 +62,11 @@ def main() -> None:
     rows = recommender.item_rows(planted)
     events = event_counts(engine, recommender.item_ids)
     spaces = {"fused item vectors": fused.item_vectors_, "listing vectors": fused.listing_vectors()}
-    report = {name: scored(v, rows, events, args.fpr) for name, v in spaces.items()}
+    report = {
+        f"{name}, k {k or 'default'}": scored(v, rows, events, args.fpr, k or None)
+        for name, v in spaces.items()
+        for k in args.k
+    }
     print(json.dumps({"planted": len(planted), **report}, indent=1))
 
 
@@ -92,15 +103,16 @@ def event_counts(engine, item_ids: np.ndarray) -> np.ndarray:
     return np.array([found.get(i, 0) for i in item_ids.tolist()])
 
 
-def scored(vectors, planted: np.ndarray, events: np.ndarray, fprs: list[float]) -> dict:
+def scored(vectors, planted: np.ndarray, events: np.ndarray, fprs: list[float], k) -> dict:
     is_planted = np.zeros(len(vectors), dtype=bool)
     is_planted[planted] = True
     top = events >= np.quantile(events, 0.99)
     never = events == 0
     out: dict = {}
     for fpr in fprs:
-        scorer = OutlierScorer(OutlierConfig(false_positive_rate=fpr)).fit(vectors)
+        scorer = OutlierScorer(OutlierConfig(k=k, false_positive_rate=fpr)).fit(vectors)
         flagged = scorer.flagged_
+        out["k"] = scorer.k_
         if is_planted.any():
             auc = roc_auc_score(is_planted, scorer.scores_)
             out.setdefault("planted ROC AUC", round(float(auc), 4))

@@ -51,8 +51,6 @@ bp = Blueprint("catalog_health", __name__)
 MAX_SETS = 200
 MAX_OUTLIERS = 200
 MAX_MAP_POINTS = 2000
-# The outlier score's neighbour rank is capped here so a large catalog answers in seconds.
-MAX_OUTLIER_K = 100
 
 
 class DuplicatesQuery(BaseModel):
@@ -272,8 +270,7 @@ def outliers(query: OutliersQuery) -> Outliers:
         # listings, not engagement: in the fused vectors the cf block's norm made the most
         # viewed items outliers (scripts/planted_outliers.py)
         vectors = fused.listing_vectors()
-        k = min(max(10, round(0.02 * len(ids))), MAX_OUTLIER_K, len(ids) - 1)
-        scorer = OutlierScorer(OutlierConfig(k=k, false_positive_rate=query.fpr)).fit(vectors)
+        scorer = OutlierScorer(OutlierConfig(false_positive_rate=query.fpr)).fit(vectors)
         top = scorer.top(query.top)
         items = [
             ScoredItem(**item.model_dump(), score=round(float(scorer.scores_[row]), 6))

@@ -307,6 +307,13 @@ def test_a_batch_of_identical_odd_items_is_found_with_the_default_k_not_with_k_1
     assert not set(near.top(6)) & set(range(500, 506))
 
 
+def test_the_default_k_is_two_percent_of_the_items_at_most_100():
+    x, _ = blobs(n_per=1200, k=5, dim=8)  # 6,000 items: 2% would be 120
+    assert OutlierScorer().fit(x).k_ == 100
+    assert OutlierScorer().fit(x[:4000]).k_ == 80
+    assert OutlierScorer(OutlierConfig(k=150)).fit(x).k_ == 150  # asked for: as asked
+
+
 def outlier_reference(x: np.ndarray, k: int) -> np.ndarray:
     unit = x / np.linalg.norm(x, axis=1, keepdims=True)
     sims = unit @ unit.T

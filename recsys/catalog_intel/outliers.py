@@ -10,9 +10,13 @@ catalog are true outliers and the score ranks them first, the share of ordinary 
 flagged is (fpr - c) / (1 - c) <= fpr; it reaches fpr only when the score misses every
 outlier. No labels are needed, and none are assumed.
 
-k defaults to 2% of the catalog (at least 10): a wrong photo uploaded for a whole batch of
-listings makes a small group of near-identical odd items, which a small k would call
-ordinary (they are each other's neighbours); with k above the group's size they stand out.
+k defaults to 2% of the catalog, at least 10 and at most 100: a wrong photo uploaded for a
+whole batch of listings makes a small group of near-identical odd items, which a small k would
+call ordinary (they are each other's neighbours); with k above the group's size they stand
+out. The cap keeps a large catalog's search shallow (2% of 10^6 items would be 20,000
+neighbours an item, 240 GB of them) and lets it use the approximate index above
+``neighbours.EXACT_MAX`` distinct vectors; a batch of more than 100 identical odd listings is
+a group of its own, which clusters show.
 """
 
 from __future__ import annotations
@@ -28,9 +32,10 @@ from recsys.errors import InvalidInput
 
 @dataclass(frozen=True)
 class OutlierConfig:
-    # Neighbour rank the score reads; None = max(10, k_share x N).
+    # Neighbour rank the score reads; None = k_share x N, at least 10 and at most k_max.
     k: int | None = None
     k_share: float = 0.02
+    k_max: int = 100
     # Share of the catalog flagged (see the module docstring for what it means).
     false_positive_rate: float = 0.01
 
@@ -49,7 +54,7 @@ class OutlierScorer(BaseEstimator):
                 f"false_positive_rate must be in (0, 1), got {cfg.false_positive_rate}"
             )
         unit = as_unit_vectors(vectors)
-        k = cfg.k or max(10, round(cfg.k_share * len(unit)))
+        k = cfg.k or min(max(10, round(cfg.k_share * len(unit))), cfg.k_max)
         if k < 1:
             raise InvalidInput(f"k must be >= 1, got {k}")
         self.k_ = min(k, len(unit) - 1)

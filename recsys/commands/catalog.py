@@ -292,7 +292,7 @@ def _embedder(opts: dict, images: np.ndarray):
 @click.option(
     "--k",
     type=click.IntRange(min=1),
-    help="Neighbour rank of the score [default: 2% of the items, at least 10].",
+    help="Neighbour rank of the score [default: 2% of the items, from 10 to 100].",
 )
 @click.option("--top", type=click.IntRange(min=1), help="Only the N most unusual items.")
 @click.pass_obj
