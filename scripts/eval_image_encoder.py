@@ -75,6 +75,26 @@ def openmoji_task(data_dir: str | None) -> Task:
     return Task("openmoji", [root / p for p in items["image"]], labels)
 
 
+TASKS = {"fashion-mnist": fashion_mnist_task, "openmoji": openmoji_task}
+
+
+def saved_model_options(command):
+    """``--dataset``, ``--data-dir`` and ``--load``: for scripts that score a model this
+    script saved (``--model-dir``); ``saved_model`` reads them."""
+    command = click.option(
+        "--load", "load_dir", required=True, help="A model eval_image_encoder.py saved."
+    )(command)
+    command = click.option(
+        "--data-dir", default=None, help="The data set's folder (openmoji: required)."
+    )(command)
+    return click.option("--dataset", type=click.Choice(list(TASKS)), required=True)(command)
+
+
+def saved_model(dataset: str, data_dir: str | None, load_dir: str) -> tuple[Task, ImageEncoder]:
+    """The data set's task and the saved model, on the CPU."""
+    return TASKS[dataset](data_dir), ImageEncoder.load(load_dir, device="cpu")
+
+
 def scores(task: Task, gallery_vec: np.ndarray, query_vec: np.ndarray | None) -> dict:
     """P@10 per label (leave-one-out without queries), and kNN accuracy with queries."""
     out = {}
@@ -274,8 +294,7 @@ def main(**opts) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     load_before = os.getloadavg()
     device = resolve_device(opts["device"])
-    loader = {"fashion-mnist": fashion_mnist_task, "openmoji": openmoji_task}[opts["dataset"]]
-    task = loader(opts["data_dir"])
+    task = TASKS[opts["dataset"]](opts["data_dir"])
     if opts["load_dir"]:
         _check_load(opts)
         enc = ImageEncoder.load(opts["load_dir"], device=str(device))

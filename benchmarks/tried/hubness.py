@@ -21,8 +21,6 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import eval_image_encoder
 
-from recsys.vision.encoder import ImageEncoder
-
 
 def _top(queries, gallery, k: int, leave_one_out: bool, penalty=None):
     """(cosines, gallery indices) of each query's ``k`` best by cosine - ``penalty``."""
@@ -40,15 +38,10 @@ def _top(queries, gallery, k: int, leave_one_out: bool, penalty=None):
 
 
 @click.command()
-@click.option("--dataset", type=click.Choice(["fashion-mnist", "openmoji"]), required=True)
-@click.option("--data-dir", default=None, help="The data set's folder (openmoji: required).")
-@click.option("--load", "load_dir", required=True, help="A model eval_image_encoder.py saved.")
+@eval_image_encoder.saved_model_options
 def main(dataset: str, data_dir: str | None, load_dir: str) -> None:
     """P@10 (and kNN accuracy with queries) at each beta and neighbourhood size kr."""
-    loader = {"fashion-mnist": eval_image_encoder.fashion_mnist_task}
-    loader["openmoji"] = eval_image_encoder.openmoji_task
-    task = loader[dataset](data_dir)
-    enc = ImageEncoder.load(load_dir, device="cpu")
+    task, enc = eval_image_encoder.saved_model(dataset, data_dir, load_dir)
     gallery = F.normalize(torch.as_tensor(enc.transform(task.gallery)), dim=1)
     leave_one_out = task.queries is None
     queries = gallery
