@@ -75,8 +75,8 @@ def shared_vectors(seed: int = 4):
     by 15 (more than the neighbours asked for), shuffled."""
     rng = np.random.default_rng(seed)
     distinct = as_unit_vectors(rng.normal(size=(80, 6)))
-    held = np.repeat(np.arange(80), np.r_[15, rng.integers(1, 5, 79)])
-    return distinct[rng.permutation(held)], held
+    held = rng.permutation(np.repeat(np.arange(80), np.r_[15, rng.integers(1, 5, 79)]))
+    return distinct[held], held
 
 
 def test_items_sharing_a_vector_are_searched_once_and_answered_as_by_brute_force(monkeypatch):
@@ -104,6 +104,31 @@ def test_items_sharing_a_vector_are_searched_once_and_answered_as_by_brute_force
         zip(i.tolist(), j.tolist(), strict=True)
     )
     np.testing.assert_allclose(score, full[left, right], atol=1e-5)
+
+
+def test_items_of_a_vector_held_very_often_pair_with_its_first_item_only(monkeypatch):
+    from scipy.sparse.csgraph import connected_components
+
+    from recsys.catalog_intel import neighbours
+
+    monkeypatch.setattr(neighbours, "STAR_FROM", 3)
+    x, held = shared_vectors()
+    full = x @ x.T
+    np.fill_diagonal(full, -np.inf)
+    left, right, _ = pairs_above(x, 0.9)
+    assert (left < right).all() and (full[left, right] >= 0.9 - 1e-5).all()
+    own = np.flatnonzero(held == 0)  # the 15 rows of one vector: 14 pairs, not 105
+    assert ((held[left] == 0) & (held[right] == 0)).sum() == 14
+    assert set(left[np.isin(right, own) & np.isin(left, own)]) == {own[0]}
+    i, j = np.nonzero(np.triu(full >= 0.9, k=1))
+    assert len(left) < len(i)
+
+    def sets(a, b):
+        graph = np.zeros((len(x), len(x)), bool)
+        graph[a, b] = True
+        return connected_components(graph, directed=False)[1]
+
+    assert normalized_mutual_info_score(sets(i, j), sets(left, right)) == 1.0
 
 
 def test_above_exact_max_an_ivf_finds_nearly_every_neighbour_and_pair(monkeypatch):

@@ -31,6 +31,9 @@ BLOCK = 4096  # queries per FAISS call
 EXACT_MAX = 100_000
 NPROBE = 32  # inverted lists read per query (of ivf_lists(M))
 IVF_SEED = 0  # the IVF's k-means: its training sample and initialisation
+# Items sharing one vector from which pairs_above pairs them with the first only (a star, not
+# every pair: 1,000 identical listings are 499,500 pairs, 10^5 of them 5 x 10^9).
+STAR_FROM = 1_000
 
 
 def ivf_lists(m: int) -> int:
@@ -117,8 +120,21 @@ class Distinct:
 
     def pairs(self, left: np.ndarray, right: np.ndarray, sims: np.ndarray):
         """Pairs of distinct vectors (``left`` <= ``right``; equal: the vector with itself)
-        as the pairs of rows i < j that hold them, each once."""
+        as the pairs of rows i < j that hold them, each once. A vector held by more than
+        ``STAR_FROM`` rows pairs its rows with its first row only, and only that row with
+        the rows of other vectors: the same sets (connected rows), without the square of
+        its rows."""
         sizes = np.diff(self.start)
+        large = sizes > STAR_FROM
+        if large.any():
+            log.warning(
+                "%d vectors are each held by more than %d items (at most %d): their items "
+                "are paired with the first of them only",
+                large.sum(),
+                STAR_FROM,
+                sizes.max(),
+            )
+        sizes = np.where(large, 1, sizes)  # a large vector: its first row stands for it
         ls, rs = sizes[left], sizes[right]
         count = ls * rs
         ends = np.cumsum(count)
@@ -128,8 +144,15 @@ class Distinct:
         j = self.members[self.start[right][pair] + offset % rs[pair]]
         keep = i != j  # a vector with itself: its rows' ordered pairs, each pair twice
         keep &= (left[pair] != right[pair]) | (i < j)
-        i, j = i[keep], j[keep]
-        return np.minimum(i, j), np.maximum(i, j), sims[pair][keep]
+        i, j, s = [i[keep]], [j[keep]], [sims[pair][keep]]
+        own = large[left] & (left == right)  # a large vector with itself
+        for vector, sim in zip(left[own], sims[own], strict=True):
+            rows = self.members[self.start[vector] : self.start[vector + 1]]  # > STAR_FROM
+            i.append(np.full(len(rows) - 1, rows[0]))
+            j.append(rows[1:])
+            s.append(np.full(len(rows) - 1, sim, sims.dtype))
+        i, j, s = np.concatenate(i), np.concatenate(j), np.concatenate(s)
+        return np.minimum(i, j), np.maximum(i, j), s
 
 
 def _search(index: faiss.Index, queries: np.ndarray, k: int, everything: np.ndarray):
