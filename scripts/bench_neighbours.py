@@ -8,14 +8,16 @@ distinct-vector grouping, ``knn`` (``--k`` neighbours, as outliers and smoothing
 ``pairs_above`` (``--threshold``, as duplicates). Then it checks them on a seeded sample of
 ``--sample`` items against an exhaustive search of every item: recall@k of ``knn`` (a
 neighbour counts when its cosine reaches the exact k-th's) and the share of the sample's
-exact pairs above the threshold that ``pairs_above`` found.
+exact pairs above the threshold that ``pairs_above`` found, and that it put in one duplicate
+set (a vector held by more than ``STAR_FROM`` items lists fewer pairs, the same sets).
 
 ``--random N`` draws N seeded vectors around 20 centres (as ``bench_clusters.py``); ``--npy
 FILE`` reads vectors saved with ``np.save`` (an image encoder's, say). Of those, ``--copies``
 are made exact copies of another item (a re-listing with the same attributes) and ``--near``
-near copies (cosine 0.93-0.995 to their source). ``--bundle`` reads a bundle's listing
-vectors as they are, as the catalog page's duplicates and outliers do. ``--exact-max`` sets
-``EXACT_MAX`` (0: always the approximate index) to compare the two searches on one catalog.
+near copies (cosine 0.93-0.995 to their source), and ``--same`` share one vector (items
+with no attributes and no photo). ``--bundle`` reads a bundle's listing vectors as they
+are, as the catalog page's duplicates and outliers do. ``--exact-max`` sets ``EXACT_MAX`` (0:
+always the approximate index) to compare the two searches on one catalog.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import time
 
 import faiss
 import numpy as np
+from scipy import sparse
+from scipy.sparse.csgraph import connected_components
 
 from recsys.catalog_intel import neighbours
 from recsys.catalog_intel.neighbours import Distinct, as_unit_vectors, knn, pairs_above
@@ -52,6 +56,8 @@ def vectors(args) -> np.ndarray:
     # noise of relative size s gives a cosine of about 1 / sqrt(1 + s^2): 0.995 to 0.93
     s = rng.uniform(0.1, 0.4, (len(near), 1)).astype(np.float32)
     x[near] = sources + s * noise * np.linalg.norm(sources, axis=1, keepdims=True) / np.sqrt(d)
+    same = rows[len(copies) + len(near) : len(copies) + len(near) + args.same]
+    x[same] = x[same[:1]]
     return x
 
 
@@ -71,6 +77,9 @@ def main() -> None:
     parser.add_argument("--dims", type=int, default=128, help="with --random")
     parser.add_argument("--copies", type=float, default=0.1, help="share of exact copies")
     parser.add_argument("--near", type=float, default=0.05, help="share of near copies")
+    parser.add_argument(
+        "--same", type=int, default=0, help="this many more items given one vector (no attributes)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--k", type=int, default=10, help="neighbours per item")
     parser.add_argument("--threshold", type=float, default=0.95, help="pairs from this cosine")
@@ -109,6 +118,10 @@ def main() -> None:
     if truth:
         share = len(truth & found) / len(truth)
         print(f"pairs with a sampled item: {len(truth):,} exact, {share:.4f} of them found")
+        graph = sparse.csr_matrix((np.ones(len(left)), (left, right)), shape=(n, n))
+        sets = connected_components(graph, directed=False)[1]
+        a, b = np.array(list(truth)).T
+        print(f"  {(sets[a] == sets[b]).mean():.4f} of them in one duplicate set")
 
 
 if __name__ == "__main__":
