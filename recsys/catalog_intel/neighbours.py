@@ -23,6 +23,7 @@ from scipy import sparse
 from tqdm import tqdm
 
 from recsys.errors import InvalidInput
+from recsys.model.sparse_rows import ranges
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +114,7 @@ class Distinct:
         sizes = np.diff(self.start)[found]  # (Q, h)
         before = np.cumsum(sizes, axis=1) - sizes
         take = np.clip(width - before, 0, sizes).ravel()
-        ends = np.cumsum(take)
-        offset = np.arange(ends[-1]) - np.repeat(ends - take, take)
-        rows = self.members[np.repeat(self.start[found.ravel()], take) + offset]
+        rows = self.members[ranges(self.start[found.ravel()], take)]
         return np.repeat(sims.ravel(), take).reshape(-1, width), rows.reshape(-1, width)
 
     def pairs(self, left: np.ndarray, right: np.ndarray, sims: np.ndarray):
@@ -137,9 +136,8 @@ class Distinct:
         sizes = np.where(large, 1, sizes)  # a large vector: its first row stands for it
         ls, rs = sizes[left], sizes[right]
         count = ls * rs
-        ends = np.cumsum(count)
         pair = np.repeat(np.arange(len(left)), count)
-        offset = np.arange(ends[-1] if len(ends) else 0) - np.repeat(ends - count, count)
+        offset = ranges(0, count)  # each pair's place among its vectors' count pairs of rows
         i = self.members[self.start[left][pair] + offset // rs[pair]]
         j = self.members[self.start[right][pair] + offset % rs[pair]]
         keep = i != j  # a vector with itself: its rows' ordered pairs, each pair twice
@@ -190,7 +188,8 @@ def knn(
         if distinct.merged:
             s, i = distinct.spelt_out(s, i, k + 1)
             items = distinct.members[distinct.start[start] : distinct.start[stop]]
-            s, i = s[distinct.group[items] - start], i[distinct.group[items] - start]
+            at = distinct.group[items] - start  # each item's vector among the block's
+            s, i = s[at], i[at]
         own = i == items[:, None]
         # Drop the item itself, or the last column where it was not found (a tie).
         drop = np.where(own.any(axis=1), own.argmax(axis=1), k)

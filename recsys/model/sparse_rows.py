@@ -48,10 +48,18 @@ def gather(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndar
     rows = np.asarray(rows, dtype=np.int64)
     starts = matrix.indptr[rows].astype(np.int64)
     lengths = matrix.indptr[rows + 1] - starts
-    total = int(lengths.sum())
     owner = np.repeat(np.arange(len(rows)), lengths)
-    at = np.arange(total) + np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+    at = ranges(starts, lengths)
     return owner, matrix.indices[at], matrix.data[at]
+
+
+def ranges(starts, lengths: np.ndarray) -> np.ndarray:
+    """start, start + 1, ..., start + length - 1 for each (start, length), one range after the
+    other (``starts`` may be one number for all): the places of CSR rows' entries, set-wise."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    before = np.cumsum(lengths) - lengths  # each range's place in the output
+    total = int(before[-1] + lengths[-1]) if len(lengths) else 0
+    return np.arange(total) + np.repeat(np.asarray(starts, dtype=np.int64) - before, lengths)
 
 
 def row_dots(
