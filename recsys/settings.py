@@ -63,6 +63,10 @@ class Settings:
     # The currency the web page shows item prices in (the "price" attribute), as an ISO 4217
     # code such as EUR or USD; empty shows the number alone.
     currency: str = ""
+    # A folder the workers of one server share, for what one of them computes for all (the
+    # catalog-health fits); services/gunicorn.conf.py makes one per server and removes it on
+    # exit. Empty: each worker computes its own.
+    shared_dir: str = ""
 
     def __post_init__(self) -> None:
         if not self.database_url or "://" not in self.database_url:

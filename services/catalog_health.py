@@ -2,9 +2,19 @@
 
 Admin-scoped JSON endpoints under ``/v1/admin/catalog/`` over the served bundle's item
 vectors (``recsys.catalog_intel``), and the page ``/catalog`` (``static/catalog.html``) that
-shows them with the items' photos. Each answer is computed once per (bundle version,
-parameters) in a process and kept, so re-opening the page costs nothing; a new bundle
-computes afresh.
+shows them with the items' photos.
+
+What each answer is drawn from (a fit: the duplicate sets at a threshold, every item's outlier
+score, the clusters at a k) is computed once per bundle and kept (``_Fits``). It runs in a
+background thread, one fit at a time per worker; a request waits for it at most
+``CATALOG_HEALTH_WAIT_SECONDS`` (1 s, for a waiting request holds one of its worker's
+threads) and is otherwise answered 202 with a Retry-After (the page asks again), instead of
+holding a thread for the minutes a fit takes at 10^6 items. Under gunicorn the workers share
+their fits through files in the server's ``shared_dir`` (``RECSYS_SHARED_DIR``, made per
+server by services/gunicorn.conf.py): the first worker to take a fit's lock computes and
+writes it, the others wait and read it (``scripts/bench_catalog_health.py``). A restart
+computes afresh. The answers' sizes (``limit``, ``top``, ``members``) and the outliers'
+``fpr`` are cut from a fit per request.
 
 Duplicates: the pairs above the cosine threshold of the items' listing vectors
 (``FusedModel.listing_vectors``: as the "similar" surface compares items, so that a re-listed
@@ -20,13 +30,21 @@ The answer's ``score`` says which.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import queue
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from flask import Blueprint, current_app
+from flask import Blueprint, Response, current_app
 from pydantic import BaseModel, Field
 
 from recsys.catalog.reads import titles_by_row
@@ -35,22 +53,27 @@ from recsys.catalog_intel import (
     Clusterer,
     DuplicateConfig,
     DuplicateFinder,
-    OutlierConfig,
     OutlierScorer,
 )
 from recsys.catalog_intel.duplicates import LISTING_THRESHOLD, duplicate_sets, title_checked
+from recsys.catalog_intel.outliers import threshold_at, top_rows
 from recsys.catalog_intel.photos import CatalogPhotos, VerifiedPairs
 from recsys.scopes import ADMIN
 from services.context import card, context
-from services.contract import endpoint
+from services.contract import JSON, endpoint
 from services.errors import ApiError
 from services.schemas import Item, QueryBool, QueryFloat, QueryInt
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("catalog_health", __name__)
 
 MAX_SETS = 200
 MAX_OUTLIERS = 200
+MAX_MEMBERS = 48
 MAX_MAP_POINTS = 2000
+WAIT_SECONDS = 1  # a request waits this long for its fit, then gets a 202
+RETRY_AFTER = 2  # seconds, in a 202's Retry-After
 
 
 class DuplicatesQuery(BaseModel):
@@ -84,7 +107,7 @@ class OutliersQuery(BaseModel):
 
 class ClustersQuery(BaseModel):
     k: QueryInt = Field(None, ge=2, le=64, description="Clusters; default: best silhouette")
-    members: QueryInt = Field(12, ge=1, le=48, description="Items listed per cluster")
+    members: QueryInt = Field(12, ge=1, le=MAX_MEMBERS, description="Items listed per cluster")
 
 
 class ScoredItem(Item):
@@ -148,26 +171,145 @@ class Clusters(BaseModel):
     points: list[MapPoint] = Field(description="A sample of items on the vectors' 2 main axes")
 
 
-class _Results:
-    """Answers by (model version, task, parameters); the few latest kept."""
+class Computing(BaseModel):
+    """Still computing (minutes on a large catalog): ask again after the Retry-After"""
+
+    model_version: str
+    status: Literal["computing"] = "computing"
+    retry_after: int = Field(description="Seconds to wait before asking again")
+
+
+Fit = dict[str, np.ndarray]  # arrays only (scalars 0-d), so that a file of it loads unpickled
+
+
+class _Fits:
+    """This process's fits by (bundle version, task, parameters), the latest ``size`` kept.
+
+    Fits run in one background thread (one at a time: a worker's other threads keep serving),
+    each read from or written to its file in ``folder`` when one is given (``_shared``).
+    """
 
     def __init__(self, size: int = 16):
-        self.lock = threading.RLock()  # an answer may ask for a kept part (photo threshold)
+        self.lock = threading.Lock()
         self.size = size
-        self.kept: OrderedDict[tuple, BaseModel] = OrderedDict()
+        self.futures: OrderedDict[tuple, Future] = OrderedDict()
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.runner: threading.Thread | None = None
 
-    def get(self, key: tuple, compute: Callable[[], BaseModel]) -> BaseModel:
-        with self.lock:  # one computation at a time per process; they are minutes at most
-            if key not in self.kept:
-                self.kept[key] = compute()
-                while len(self.kept) > self.size:
-                    self.kept.popitem(last=False)
-            self.kept.move_to_end(key)
-            return self.kept[key]
+    def get(
+        self, key: tuple, folder: Path | None, compute: Callable[[], Fit], wait: float
+    ) -> Fit | None:
+        """The fit of ``key``, or None when it is not done within ``wait`` seconds (it goes
+        on). A fit that failed raises here, and the next call computes it again."""
+        with self.lock:
+            future = self.futures.get(key)
+            if future is None or (future.done() and future.exception() is not None):
+                future = self.futures[key] = Future()
+                self.jobs.put((future, key, folder, compute))
+                self._start()
+                self._trim()
+            self.futures.move_to_end(key)
+        try:
+            return future.result(timeout=wait)
+        except TimeoutError:
+            return None
+
+    def now(self, key: tuple, folder: Path | None, compute: Callable[[], Fit]) -> Fit:
+        """The fit of ``key``, computed in this thread if need be: a part that several fits
+        read (the photo score's calibration), asked for from the background thread."""
+        with self.lock:
+            kept = self.futures.get(key)
+        if kept is not None and kept.done() and kept.exception() is None:
+            return kept.result()
+        fit = _shared(key, folder, compute)
+        done = Future()
+        done.set_result(fit)
+        with self.lock:
+            self.futures[key] = done
+            self._trim()
+        return fit
+
+    def _start(self) -> None:
+        if self.runner is None or not self.runner.is_alive():
+            self.runner = threading.Thread(target=self._run, name="catalog-health", daemon=True)
+            self.runner.start()
+
+    def _trim(self) -> None:
+        done = [key for key, future in self.futures.items() if future.done()]
+        for key in done[: max(0, len(self.futures) - self.size)]:
+            del self.futures[key]
+
+    def _run(self) -> None:
+        while True:
+            future, key, folder, compute = self.jobs.get()
+            try:
+                future.set_result(_shared(key, folder, compute))
+            except BaseException as exc:  # handed to the requests that wait for it
+                log.exception("catalog health: %s failed", key[1])
+                future.set_exception(exc)
 
 
-def _results() -> _Results:
-    return current_app.extensions.setdefault("catalog_health", _Results())
+def _shared(key: tuple, folder: Path | None, compute: Callable[[], Fit]) -> Fit:
+    """``compute()``, or the fit another worker of this host wrote to ``folder``: the first
+    worker to take the file's lock computes and writes it, the others wait and read it. An
+    unwritable folder (a read-only bundle) computes here, as an unreadable file does."""
+    if folder is None:
+        return compute()
+    name = hashlib.sha256(json.dumps(key[1:], default=str).encode()).hexdigest()[:20]
+    path = folder / f"{key[1].replace(' ', '-')}-{name}.npz"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(path.with_suffix(".lock"), "a")  # noqa: SIM115  (closed below)
+    except OSError as exc:
+        log.warning(
+            "catalog health: %s is not writable (%s); computing in this worker", folder, exc
+        )
+        return compute()
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the handle closes
+        if path.is_file():
+            try:
+                with np.load(path, allow_pickle=False) as stored:
+                    return {name: stored[name] for name in stored.files}
+            except (OSError, ValueError) as exc:
+                log.warning("catalog health: %s is unreadable (%s); computing it again", path, exc)
+        fit = compute()
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        try:
+            with open(partial, "wb") as out:
+                np.savez(out, **fit)
+            os.replace(partial, path)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            log.warning("catalog health: %s not written (%s)", path, exc)
+        return fit
+
+
+def _fits() -> _Fits:
+    return current_app.extensions.setdefault("catalog_health", _Fits())
+
+
+def _folder() -> Path | None:
+    """Where the served bundle's fits are kept for every worker of this server."""
+    shared = context().settings.shared_dir
+    return Path(shared, "catalog-health", context().holder.state.version) if shared else None
+
+
+def _fit(task: str, compute: Callable[[], Fit], *params) -> Fit | Response:
+    """The served bundle's fit of ``task`` at ``params``, or a 202 telling the client to come
+    back (``_Fits.get``)."""
+    state = context().holder.state
+    wait = current_app.config.get("CATALOG_HEALTH_WAIT_SECONDS", WAIT_SECONDS)
+    fit = _fits().get((state.version, task, *params), _folder(), compute, wait)
+    if fit is not None:
+        return fit
+    computing = Computing(model_version=state.version, retry_after=RETRY_AFTER)
+    return Response(
+        computing.model_dump_json(),
+        status=202,
+        mimetype=JSON,
+        headers={"Retry-After": str(RETRY_AFTER)},
+    )
 
 
 def _served():
@@ -191,138 +333,199 @@ def _cards(ids) -> list[Item]:
 @bp.get("/v1/admin/catalog/duplicates")
 @endpoint(
     query=DuplicatesQuery,
-    responses={200: Duplicates},
+    responses={200: Duplicates, 202: Computing},
     errors=(400, 401, 403, 409, 503),
     scope=ADMIN,
 )
-def duplicates(query: DuplicatesQuery) -> Duplicates:
+def duplicates(query: DuplicatesQuery) -> Duplicates | Response:
     """Duplicate listings: sets of items whose vectors are above the threshold, confirmed by
     their photos when they have some"""
     version, ids, fused = _served()
+    engine, fits, folder = context().engine, _fits(), _folder()  # the fit runs elsewhere
+    params = (query.threshold, query.verify, query.verified_threshold)
 
-    def compute() -> Duplicates:
+    def calibrated() -> float | None:
+        """The verified score's default threshold (None: no photos), once per bundle."""
+        fit = fits.now((version, "photo threshold"), folder, lambda: _calibrate(engine, ids))
+        threshold = float(fit["threshold"])
+        return None if np.isnan(threshold) else threshold
+
+    def compute() -> Fit:
         vectors = fused.listing_vectors()
         finder = DuplicateFinder(DuplicateConfig(threshold=query.threshold)).fit(vectors)
         left, right, score = finder.pairs_.left, finder.pairs_.right, finder.pairs_.similarity
-        photo = {"score": "cosine", "verified_threshold": None}
+        photo = {"score": "cosine", "verified_threshold": np.nan}
         photo |= {"verified_pairs": 0, "skipped_pairs": 0}
         if query.verify:  # said also when no pair reaches the threshold
-            checked = _verified(version, ids, left, right, score, query.verified_threshold)
+            checked = _verified(
+                engine, ids, left, right, score, query.verified_threshold, calibrated
+            )
             if checked is not None:
                 left, right, score = checked.left, checked.right, checked.score
                 photo = {"score": "verified", "verified_threshold": checked.threshold}
                 photo |= {"verified_pairs": checked.verified, "skipped_pairs": checked.skipped}
             else:  # no photos: the titles' words check the pairs
-                titles = titles_by_row(context().engine, ids)
+                titles = titles_by_row(engine, ids)
                 left, right, score = title_checked(titles, left, right, score, finder.threshold_)
                 photo["score"] = "cosine and titles"
         best = np.full(len(ids), -np.inf, np.float32)
         np.maximum.at(best, np.r_[left, right], np.r_[score, score])
-        sets = _sets(len(ids), left, right)
-        shown = [
-            DuplicateSet(items=_cards(ids[rows]), similarity=round(float(best[rows].max()), 6))
-            for rows in sets[: query.limit]
-        ]
-        return Duplicates(
-            model_version=version,
-            threshold=finder.threshold_,
-            total_sets=len(sets),
-            sets=shown,
-            **photo,
-        )
+        rows, sizes = _sets(len(ids), left, right)
+        fit = {"rows": rows, "sizes": sizes, "best": best[rows], "threshold": finder.threshold_}
+        return {name: np.asarray(value) for name, value in (fit | photo).items()}
 
-    key = (version, "duplicates", query.threshold, query.limit, query.verify)
-    return _results().get((*key, query.verified_threshold), compute)
+    fit = _fit("duplicates", compute, *params)
+    if isinstance(fit, Response):
+        return fit
+    shown, verified_threshold = [], float(fit["verified_threshold"])
+    for rows, best in zip(*_split(fit, query.limit), strict=True):
+        shown.append(DuplicateSet(items=_cards(ids[rows]), similarity=round(float(best.max()), 6)))
+    return Duplicates(
+        model_version=version,
+        threshold=float(fit["threshold"]),
+        score=str(fit["score"]),
+        verified_threshold=None if np.isnan(verified_threshold) else verified_threshold,
+        verified_pairs=int(fit["verified_pairs"]),
+        skipped_pairs=int(fit["skipped_pairs"]),
+        total_sets=len(fit["sizes"]),
+        sets=shown,
+    )
 
 
-def _verified(version, ids, left, right, score, threshold):
+def _verified(engine, ids, left, right, score, threshold, calibrated: Callable):
     """The candidate pairs decided by their photos (``CatalogPhotos.verify``), or None when
     the catalog has no photos: fewer than 10 among its sampled items, which also calibrate
-    the default threshold (once per bundle)."""
-    photos = CatalogPhotos(context().engine, ids)
-    calibrated = _results().get((version, "photo threshold"), photos.calibrate)
-    if calibrated is None:
+    the default threshold (``calibrated()``)."""
+    default = calibrated()
+    if default is None:
         return None
-    threshold = calibrated if threshold is None else threshold
+    threshold = default if threshold is None else threshold
     if not len(left):  # no candidate: nothing to decode
         return VerifiedPairs(left, right, score, float(threshold), verified=0, skipped=0)
-    return photos.verify(left, right, score, threshold)
+    return CatalogPhotos(engine, ids).verify(left, right, score, threshold)
 
 
-def _sets(n: int, left: np.ndarray, right: np.ndarray) -> list[np.ndarray]:
-    """Rows of each duplicate set (connected components of the pairs), largest first."""
+def _calibrate(engine, ids) -> Fit:
+    threshold = CatalogPhotos(engine, ids).calibrate()
+    return {"threshold": np.asarray(np.nan if threshold is None else threshold)}
+
+
+def _sets(n: int, left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows of every duplicate set, set after set, largest set first; their sizes): the
+    connected components of the pairs."""
     set_of = duplicate_sets(n, left, right)
     rows = np.flatnonzero(set_of >= 0)
-    rows = rows[np.argsort(set_of[rows], kind="stable")]
-    groups = np.split(rows, np.cumsum(np.bincount(set_of[rows]))[:-1]) if len(rows) else []
-    return sorted(groups, key=len, reverse=True)
+    sizes = np.bincount(set_of[rows])
+    order = np.argsort(-sizes, kind="stable")  # sets by size, then by first row
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    rows = rows[np.argsort(rank[set_of[rows]], kind="stable")]
+    return rows, sizes[order]
+
+
+def _split(fit: Fit, limit: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The rows of the first ``limit`` sets of a duplicates fit, and their best scores."""
+    ends = np.cumsum(fit["sizes"][:limit])
+    if not len(ends):
+        return [], []
+    cut = int(ends[-1])
+    return np.split(fit["rows"][:cut], ends[:-1]), np.split(fit["best"][:cut], ends[:-1])
 
 
 @bp.get("/v1/admin/catalog/outliers")
 @endpoint(
-    query=OutliersQuery, responses={200: Outliers}, errors=(400, 401, 403, 409, 503), scope=ADMIN
+    query=OutliersQuery,
+    responses={200: Outliers, 202: Computing},
+    errors=(400, 401, 403, 409, 503),
+    scope=ADMIN,
 )
-def outliers(query: OutliersQuery) -> Outliers:
+def outliers(query: OutliersQuery) -> Outliers | Response:
     """Outliers: the items least like the others (a wrong photo, an odd product)"""
     version, ids, fused = _served()
 
-    def compute() -> Outliers:
+    def compute() -> Fit:
         # listings, not engagement: in the fused vectors the cf block's norm made the most
         # viewed items outliers (scripts/planted_outliers.py)
-        vectors = fused.listing_vectors()
-        scorer = OutlierScorer(OutlierConfig(false_positive_rate=query.fpr)).fit(vectors)
-        top = scorer.top(query.top)
-        items = [
-            ScoredItem(**item.model_dump(), score=round(float(scorer.scores_[row]), 6))
-            for item, row in zip(_cards(ids[top]), top, strict=True)
-        ]
-        return Outliers(
-            model_version=version,
-            k=scorer.k_,
-            threshold=scorer.threshold_,
-            flagged=int(scorer.flagged_.sum()),
-            items=items,
-        )
+        scorer = OutlierScorer().fit(fused.listing_vectors())
+        return {"scores": scorer.scores_, "k": np.asarray(scorer.k_)}
 
-    return _results().get((version, "outliers", query.top, query.fpr), compute)
+    fit = _fit("outliers", compute)
+    if isinstance(fit, Response):
+        return fit
+    scores = fit["scores"]
+    threshold, top = threshold_at(scores, query.fpr), top_rows(scores, query.top)
+    items = [
+        ScoredItem(**item.model_dump(), score=round(float(scores[row]), 6))
+        for item, row in zip(_cards(ids[top]), top, strict=True)
+    ]
+    return Outliers(
+        model_version=version,
+        k=int(fit["k"]),
+        threshold=threshold,
+        flagged=int((scores > threshold).sum()),
+        items=items,
+    )
 
 
 @bp.get("/v1/admin/catalog/clusters")
 @endpoint(
-    query=ClustersQuery, responses={200: Clusters}, errors=(400, 401, 403, 409, 503), scope=ADMIN
+    query=ClustersQuery,
+    responses={200: Clusters, 202: Computing},
+    errors=(400, 401, 403, 409, 503),
+    scope=ADMIN,
 )
-def clusters(query: ClustersQuery) -> Clusters:
+def clusters(query: ClustersQuery) -> Clusters | Response:
     """Clusters: k-means groups of the catalog, their medoids and a map of the items"""
     version, ids, fused = _served()
-    vectors = fused.item_vectors_
 
-    def compute() -> Clusters:
+    def compute() -> Fit:
+        vectors = fused.item_vectors_
         k = query.k if query.k is None else min(query.k, len(ids))
         fitted = Clusterer(ClusterConfig(k=k)).fit(vectors)
-        groups = []
-        for c, medoid in enumerate(fitted.medoids_):
-            if medoid < 0:
-                continue
-            members = np.flatnonzero(fitted.labels_ == c)[: query.members]
-            medoid_card, *member_cards = _cards([ids[medoid], *ids[members]])
-            groups.append(
-                Cluster(
-                    cluster=c, size=int(fitted.sizes_[c]), medoid=medoid_card, members=member_cards
-                )
-            )
-        return Clusters(
-            model_version=version,
-            k=fitted.k_,
-            clusters=groups,
-            points=_map(ids, vectors, fitted.labels_),
-        )
+        rows, xy = _map(vectors)
+        return {
+            "k": np.asarray(fitted.k_),
+            "medoids": fitted.medoids_,
+            "sizes": fitted.sizes_,
+            "members": _first_members(fitted.labels_, fitted.k_, MAX_MEMBERS),
+            "map_rows": rows,
+            "map_xy": xy,
+            "map_labels": fitted.labels_[rows],
+        }
 
-    return _results().get((version, "clusters", query.k, query.members), compute)
+    fit = _fit("clusters", compute, query.k)
+    if isinstance(fit, Response):
+        return fit
+    groups = []
+    for c, medoid in enumerate(fit["medoids"]):
+        if medoid < 0:
+            continue
+        members = fit["members"][c, : query.members]
+        medoid_card, *member_cards = _cards([ids[medoid], *ids[members[members >= 0]]])
+        size = int(fit["sizes"][c])
+        groups.append(Cluster(cluster=c, size=size, medoid=medoid_card, members=member_cards))
+    points = [
+        MapPoint(item_id=str(ids[r]), x=round(float(x), 4), y=round(float(y), 4), cluster=int(c))
+        for r, (x, y), c in zip(fit["map_rows"], fit["map_xy"], fit["map_labels"], strict=True)
+    ]
+    return Clusters(model_version=version, k=int(fit["k"]), clusters=groups, points=points)
 
 
-def _map(ids: np.ndarray, vectors: np.ndarray, labels: np.ndarray) -> list[MapPoint]:
-    """A seeded sample of items at their coordinates on the vectors' two principal axes."""
-    rows = np.arange(len(ids))
+def _first_members(labels: np.ndarray, k: int, most: int) -> np.ndarray:
+    """(k, most) the first ``most`` rows of each cluster, -1 past its size."""
+    rows = np.argsort(labels, kind="stable")
+    starts = np.searchsorted(labels[rows], np.arange(k))
+    place = np.arange(len(rows)) - starts[labels[rows]]
+    members = np.full((k, most), -1, np.int64)
+    kept = place < most
+    members[labels[rows][kept], place[kept]] = rows[kept]
+    return members
+
+
+def _map(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded sample of rows and their coordinates (in [-1, 1]) on the vectors' two
+    principal axes."""
+    rows = np.arange(len(vectors))
     if len(rows) > MAX_MAP_POINTS:
         rows = np.sort(np.random.default_rng(0).choice(rows, MAX_MAP_POINTS, replace=False))
     x = np.asarray(vectors[rows], np.float64)
@@ -330,15 +533,7 @@ def _map(ids: np.ndarray, vectors: np.ndarray, labels: np.ndarray) -> list[MapPo
     _, _, axes = np.linalg.svd(x, full_matrices=False)  # (D', D)
     xy = x @ axes[:2].T if len(axes) >= 2 else np.c_[x @ axes[:1].T, np.zeros(len(x))]
     xy /= max(float(np.abs(xy).max()), 1e-12)
-    return [
-        MapPoint(
-            item_id=str(ids[r]),
-            x=round(float(p[0]), 4),
-            y=round(float(p[1]), 4),
-            cluster=int(labels[r]),
-        )
-        for r, p in zip(rows, xy, strict=True)
-    ]
+    return rows, xy
 
 
 @bp.get("/catalog")

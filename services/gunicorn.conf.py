@@ -20,6 +20,10 @@ _own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
 _metrics_dir = os.environ.setdefault(
     "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="recsys-metrics-")
 )
+# What one worker computes for all (catalog-health fits, services/catalog_health.py): a
+# folder of this server's alone, removed when the master exits, as the metrics' one.
+_own_shared_dir = "RECSYS_SHARED_DIR" not in os.environ
+_shared_dir = os.environ.setdefault("RECSYS_SHARED_DIR", tempfile.mkdtemp(prefix="recsys-shared-"))
 # One BLAS/OpenMP thread per worker: workers are the parallelism, threads would fight them.
 for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, "1")
@@ -113,3 +117,5 @@ def post_worker_init(worker):
 def on_exit(server):
     if _own_metrics_dir:
         shutil.rmtree(_metrics_dir, ignore_errors=True)
+    if _own_shared_dir:
+        shutil.rmtree(_shared_dir, ignore_errors=True)

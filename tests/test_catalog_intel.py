@@ -28,6 +28,7 @@ from recsys.catalog_intel.duplicates import (
 )
 from recsys.catalog_intel.edits import realistic_edits
 from recsys.catalog_intel.neighbours import as_unit_vectors, knn, pairs_above, smoothed
+from recsys.catalog_intel.outliers import top_rows
 from recsys.errors import InvalidInput
 
 
@@ -350,6 +351,15 @@ def test_outlier_score_matches_the_reference():
     x = np.random.default_rng(8).normal(size=(120, 6))
     scorer = OutlierScorer(OutlierConfig(k=7)).fit(x)
     np.testing.assert_allclose(scorer.scores_, outlier_reference(x, 7), atol=1e-5)
+
+
+def test_the_top_outliers_are_the_highest_scores_ties_by_row():
+    rng = np.random.default_rng(3)
+    for _ in range(200):  # scores of few values: ties at the cut, n past the end
+        scores = rng.integers(0, 4, rng.integers(1, 40)).astype(np.float32)
+        n = int(rng.integers(0, len(scores) + 3))
+        expected = np.argsort(-scores, kind="stable")[:n]
+        np.testing.assert_array_equal(top_rows(scores, n), expected)
 
 
 # --- clusters -----------------------------------------------------------------------------

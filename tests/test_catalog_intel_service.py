@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from datetime import datetime
 
 import numpy as np
@@ -16,6 +17,7 @@ from werkzeug.serving import make_server
 
 from recsys.catalog.models import Interaction, Item, User
 from recsys.catalog_intel.edits import realistic_edits
+from services import catalog_health
 from tests.shop_fixture import ADMIN, ADMIN_TOKEN, build_shop, relist, service_app
 from tests.test_catalog_verification import products
 from tests.toy import toy_catalog
@@ -26,13 +28,29 @@ PATHS = ("duplicates", "outliers", "clusters")
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    return service_app(build_shop(tmp_path_factory.mktemp("health-shop")))
+def shop(tmp_path_factory):
+    return build_shop(tmp_path_factory.mktemp("health-shop"))
+
+
+@pytest.fixture(scope="module")
+def app(shop):
+    return service_app(shop)
 
 
 @pytest.fixture(scope="module")
 def client(app):
     return app.test_client()
+
+
+def _answered(client, url: str, polls: list | None = None):
+    """The answer of ``url``, asked again while it is 202 (still computing), as the page does."""
+    response = client.get(url, headers=ADMIN)
+    while response.status_code == 202:
+        if polls is not None:
+            polls.append(response)
+        time.sleep(0.05)
+        response = client.get(url, headers=ADMIN)
+    return response
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -44,17 +62,17 @@ def test_catalog_health_needs_an_admin_key(client, path):
 
 def test_the_closest_pair_is_a_duplicate_set_at_a_threshold_just_below_it(client):
     url = "/v1/admin/catalog/duplicates?verify=false&threshold="
-    everything = client.get(url + "-1", headers=ADMIN).get_json()
+    everything = _answered(client, url + "-1").get_json()
     assert everything["total_sets"] == 1 and len(everything["sets"][0]["items"]) == 32
     assert everything["score"] == "cosine" and everything["verified_threshold"] is None
     top = everything["sets"][0]["similarity"]
-    answer = client.get(f"{url}{top - 1e-4}", headers=ADMIN).get_json()
+    answer = _answered(client, f"{url}{top - 1e-4}").get_json()
     assert answer["total_sets"] == 1
     (pair,) = answer["sets"]
     ids = [item["item_id"] for item in pair["items"]]
     assert len(ids) == 2 and ids[0][0] == ids[1][0]  # two comedies or two dramas
     assert all(item["image_url"] == f"/images/{item['item_id']}" for item in pair["items"])
-    none = client.get(url + "1", headers=ADMIN).get_json()
+    none = _answered(client, url + "1").get_json()
     assert none["total_sets"] == 0 and none["sets"] == []
 
 
@@ -90,7 +108,7 @@ def test_without_photos_the_titles_check_the_pairs(tmp_path):
 
 
 def test_outliers_are_scored_most_unusual_first(client):
-    answer = client.get("/v1/admin/catalog/outliers?top=5&fpr=0.1", headers=ADMIN).get_json()
+    answer = _answered(client, "/v1/admin/catalog/outliers?top=5&fpr=0.1").get_json()
     scores = [item["score"] for item in answer["items"]]
     assert len(scores) == 5 and scores == sorted(scores, reverse=True)
     assert abs(answer["flagged"] - 0.1 * 32) <= 1  # the stated share of the catalog
@@ -109,12 +127,12 @@ def test_the_most_viewed_item_is_not_an_outlier_for_being_viewed(tmp_path):
                 session.add(viewed)
 
     client = service_app(build_shop(tmp_path, prepare=prepare)).test_client()
-    answer = client.get("/v1/admin/catalog/outliers?top=3&fpr=0.1", headers=ADMIN).get_json()
+    answer = _answered(client, "/v1/admin/catalog/outliers?top=3&fpr=0.1").get_json()
     assert "a1" not in [item["item_id"] for item in answer["items"]]
 
 
 def test_clusters_split_comedies_from_dramas_and_map_every_item(client):
-    answer = client.get("/v1/admin/catalog/clusters?k=2&members=48", headers=ADMIN).get_json()
+    answer = _answered(client, "/v1/admin/catalog/clusters?k=2&members=48").get_json()
     assert answer["k"] == 2 and len(answer["points"]) == 32
     for cluster in answer["clusters"]:
         kinds = {item["item_id"][0] for item in cluster["members"]}
@@ -130,6 +148,59 @@ def test_bad_parameters_name_the_field(client):
         response = client.get(f"/v1/admin/catalog/duplicates?{bad}", headers=ADMIN)
         field = bad.split("=")[0]
         assert response.status_code == 400 and field in response.get_json()["error"]["message"]
+
+
+def test_a_fit_not_done_in_time_is_a_202_then_the_same_answer(client, shop):
+    waiting = service_app(shop)
+    waiting.config["CATALOG_HEALTH_WAIT_SECONDS"] = 0  # every fit outlasts the wait
+    url = "/v1/admin/catalog/clusters?k=2&members=48"
+    polls: list = []
+    answer = _answered(waiting.test_client(), url, polls)
+    assert polls, "a fit that outlasts the wait is answered 202"
+    body = polls[0].get_json()
+    assert body["status"] == "computing" and body["retry_after"] >= 1
+    assert polls[0].headers["Retry-After"] == str(body["retry_after"])
+    assert answer.status_code == 200
+    assert answer.get_json() == _answered(client, url).get_json()
+
+
+def test_the_workers_of_one_server_share_a_fit(shop, tmp_path, monkeypatch):
+    first = service_app(shop, shared_dir=str(tmp_path)).test_client()
+    url = "/v1/admin/catalog/outliers?top=5&fpr=0.1"
+    computed = _answered(first, url).get_json()
+    assert list(tmp_path.rglob("outliers-*.npz")), "the fit is kept in the shared folder"
+
+    def no_second_fit(self, vectors):
+        raise AssertionError("a second worker computed the fit again")
+
+    monkeypatch.setattr(catalog_health.OutlierScorer, "fit", no_second_fit)
+    second = service_app(shop, shared_dir=str(tmp_path)).test_client()
+    assert _answered(second, url).get_json() == computed
+    # another size of the same fit is cut from it, not computed
+    assert len(_answered(second, "/v1/admin/catalog/outliers?top=9").get_json()["items"]) == 9
+
+
+def test_a_failed_fit_is_an_error_and_is_tried_again(shop, monkeypatch):
+    fit = catalog_health.OutlierScorer.fit
+    failures = iter([RuntimeError("disk full")])
+
+    def fails_once(self, vectors):
+        for exc in failures:
+            raise exc
+        return fit(self, vectors)
+
+    monkeypatch.setattr(catalog_health.OutlierScorer, "fit", fails_once)
+    client = service_app(shop).test_client()
+    failed = _answered(client, "/v1/admin/catalog/outliers")
+    assert failed.status_code == 500 and failed.get_json()["error"]["code"] == "internal_error"
+    assert _answered(client, "/v1/admin/catalog/outliers").status_code == 200
+
+
+def test_an_unwritable_shared_folder_computes_in_the_worker(shop, tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    client = service_app(shop, shared_dir=str(blocked)).test_client()
+    assert _answered(client, "/v1/admin/catalog/outliers").status_code == 200
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +221,7 @@ def copies_shop(tmp_path_factory):
 
 
 def _duplicate_sets(client, query: str) -> tuple[dict, set]:
-    answer = client.get(f"/v1/admin/catalog/duplicates?{query}", headers=ADMIN).get_json()
+    answer = _answered(client, f"/v1/admin/catalog/duplicates?{query}").get_json()
     return answer, {tuple(sorted(i["item_id"] for i in s["items"])) for s in answer["sets"]}
 
 
@@ -190,11 +261,14 @@ def test_without_photos_the_answer_is_the_cosine_one_checked_by_titles(copies_sh
 
 
 @pytest.fixture(scope="module")
-def page(app):
-    """Chromium on the /catalog page of the shop served on a free port."""
+def page(shop):
+    """Chromium on the /catalog page of the shop served on a free port, every answer first a
+    202 (still computing) that the page asks again."""
     if not CHROMIUM:
         pytest.skip("chromium not installed (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api")
+    app = service_app(shop)
+    app.config["CATALOG_HEALTH_WAIT_SECONDS"] = 0
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     with sync_api.sync_playwright() as playwright:

@@ -60,10 +60,29 @@ class OutlierScorer(BaseEstimator):
         self.k_ = min(k, len(unit) - 1)
         sims, _ = knn(unit, self.k_, self.show_progress, "outlier scores")
         self.scores_ = (1.0 - sims[:, -1]).astype(np.float32)  # (N,)
-        self.threshold_ = float(np.quantile(self.scores_, 1 - cfg.false_positive_rate))
+        self.threshold_ = threshold_at(self.scores_, cfg.false_positive_rate)
         self.flagged_ = self.scores_ > self.threshold_
         return self
 
     def top(self, n: int) -> np.ndarray:
         """Rows of the ``n`` highest scores, highest first."""
-        return np.argsort(-self.scores_, kind="stable")[:n]
+        return top_rows(self.scores_, n)
+
+
+def threshold_at(scores: np.ndarray, false_positive_rate: float) -> float:
+    """The score above which ``false_positive_rate`` of the items lie."""
+    return float(np.quantile(scores, 1 - false_positive_rate))
+
+
+def top_rows(scores: np.ndarray, n: int) -> np.ndarray:
+    """Rows of the ``n`` highest scores, highest first (ties: lower row first), without
+    sorting the whole catalog."""
+    n = min(n, len(scores))
+    if n == 0:
+        return np.zeros(0, np.int64)
+    rows = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
+    kept = scores[rows]
+    # argpartition cuts ties at the n-th score anywhere: take the lowest rows among them
+    tied = np.flatnonzero(scores == kept.min())
+    rows = np.union1d(rows[kept > kept.min()], tied[: n - int((kept > kept.min()).sum())])
+    return rows[np.lexsort((rows, -scores[rows]))]

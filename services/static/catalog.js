@@ -22,12 +22,20 @@ function el(tag, attrs = {}, ...children) {
 
 function colour(cluster) { return COLOURS[cluster % COLOURS.length]; }
 
+// An admin endpoint's answer; a 202 (still computing, minutes on a large catalog) is asked
+// again after its Retry-After.
 async function admin(path) {
-  const response = await fetch(path, {
-    headers: { Authorization: "Bearer " + sessionStorage.getItem(KEY) } });
-  const body = await response.json();
-  if (!response.ok) throw new Error(body.error ? body.error.message : response.statusText);
-  return body;
+  for (;;) {
+    const response = await fetch(path, {
+      headers: { Authorization: "Bearer " + sessionStorage.getItem(KEY) } });
+    const body = await response.json();
+    if (!response.ok) throw new Error(body.error ? body.error.message : response.statusText);
+    if (response.status !== 202) return body;
+    const status = document.getElementById("status");
+    status.className = "notice";
+    status.textContent = "Computing… (a large catalog takes minutes; this page asks again)";
+    await new Promise((done) => setTimeout(done, 1000 * (body.retry_after || 2)));
+  }
 }
 
 function card(item, extra) {
