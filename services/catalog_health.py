@@ -13,8 +13,9 @@ holding a thread for the minutes a fit takes at 10^6 items. Under gunicorn the w
 their fits through files in the server's ``shared_dir`` (``RECSYS_SHARED_DIR``, made per
 server by services/gunicorn.conf.py): the first worker to take a fit's lock computes and
 writes it, the others wait and read it (``scripts/bench_catalog_health.py``). A restart
-computes afresh. The answers' sizes (``limit``, ``top``, ``members``) and the outliers'
-``fpr`` are cut from a fit per request.
+computes afresh. A worker queues ``MAX_PENDING`` fits at most (a fifth different one is a
+503). The answers' sizes (``limit``, ``top``, ``members``) and the outliers' ``fpr`` are cut
+from a fit per request.
 
 Duplicates: the pairs above the cosine threshold of the items' listing vectors
 (``FusedModel.listing_vectors``: as the "similar" surface compares items, so that a re-listed
@@ -74,6 +75,7 @@ MAX_MEMBERS = 48
 MAX_MAP_POINTS = 2000
 WAIT_SECONDS = 1  # a request waits this long for its fit, then gets a 202
 RETRY_AFTER = 2  # seconds, in a 202's Retry-After
+MAX_PENDING = 4  # fits queued or running per worker; past it a new one is a 503
 
 
 class DuplicatesQuery(BaseModel):
@@ -204,6 +206,15 @@ class _Fits:
         with self.lock:
             future = self.futures.get(key)
             if future is None or (future.done() and future.exception() is not None):
+                pending = sum(not kept.done() for kept in self.futures.values())
+                if pending >= MAX_PENDING:
+                    raise ApiError(
+                        503,
+                        "catalog_health_busy",
+                        f"{pending} catalog-health computations are under way in this worker; "
+                        "ask again when they are done (a fit asked for again is not repeated)",
+                        headers={"Retry-After": str(RETRY_AFTER * 5)},
+                    )
                 future = self.futures[key] = Future()
                 self.jobs.put((future, key, folder, compute))
                 self._start()

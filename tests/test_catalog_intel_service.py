@@ -196,6 +196,28 @@ def test_a_failed_fit_is_an_error_and_is_tried_again(shop, monkeypatch):
     assert _answered(client, "/v1/admin/catalog/outliers").status_code == 200
 
 
+def test_a_worker_queues_a_bounded_number_of_fits(shop, monkeypatch):
+    fit, release = catalog_health.Clusterer.fit, threading.Event()
+
+    def slow(self, vectors):
+        release.wait(30)
+        return fit(self, vectors)
+
+    monkeypatch.setattr(catalog_health.Clusterer, "fit", slow)
+    app = service_app(shop)
+    app.config["CATALOG_HEALTH_WAIT_SECONDS"] = 0
+    client = app.test_client()
+    urls = [f"/v1/admin/catalog/clusters?k={k}" for k in range(2, 8)]
+    queued = [client.get(url, headers=ADMIN).status_code for url in urls]
+    limit = catalog_health.MAX_PENDING
+    assert queued == [202] * limit + [503] * (len(urls) - limit)
+    busy = client.get(urls[-1], headers=ADMIN)
+    assert busy.get_json()["error"]["code"] == "catalog_health_busy" and busy.headers["Retry-After"]
+    assert client.get(urls[0], headers=ADMIN).status_code == 202  # asked again: still queued
+    release.set()
+    assert all(_answered(client, url).status_code == 200 for url in urls)
+
+
 def test_an_unwritable_shared_folder_computes_in_the_worker(shop, tmp_path):
     blocked = tmp_path / "a-file"
     blocked.write_text("not a folder")
