@@ -11,11 +11,11 @@ background thread, one fit at a time per worker; a request waits for it at most
 threads) and is otherwise answered 202 with a Retry-After (the page asks again), instead of
 holding a thread for the minutes a fit takes at 10^6 items. Under gunicorn the workers share
 their fits through files in the server's ``shared_dir`` (``RECSYS_SHARED_DIR``, made per
-server by services/gunicorn.conf.py): the first worker to take a fit's lock computes and
-writes it, the others wait and read it (``scripts/bench_catalog_health.py``). A restart
-computes afresh. A worker queues ``MAX_PENDING`` fits at most (a fifth different one is a
-503). The answers' sizes (``limit``, ``top``, ``members``) and the outliers' ``fpr`` are cut
-from a fit per request.
+server by services/gunicorn.conf.py): one worker computes and writes a fit, the others read
+it, and the server computes one fit at a time (``_shared``;
+``scripts/bench_catalog_health.py``). A restart computes afresh. A worker queues
+``MAX_PENDING`` fits at most (a fifth different one is a 503). The answers' sizes
+(``limit``, ``top``, ``members``) and the outliers' ``fpr`` are cut from a fit per request.
 
 Duplicates: the pairs above the cosine threshold of the items' listing vectors
 (``FusedModel.listing_vectors``: as the "similar" surface compares items, so that a re-listed
@@ -31,6 +31,7 @@ The answer's ``score`` says which.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -232,7 +233,7 @@ class _Fits:
             kept = self.futures.get(key)
         if kept is not None and kept.done() and kept.exception() is None:
             return kept.result()
-        fit = _shared(key, folder, compute)
+        fit = _shared(key, folder, compute, nested=True)
         done = Future()
         done.set_result(fit)
         with self.lock:
@@ -260,30 +261,36 @@ class _Fits:
                 future.set_exception(exc)
 
 
-def _shared(key: tuple, folder: Path | None, compute: Callable[[], Fit]) -> Fit:
-    """``compute()``, or the fit another worker of this host wrote to ``folder``: the first
-    worker to take the file's lock computes and writes it, the others wait and read it. An
-    unwritable folder (a read-only bundle) computes here, as an unreadable file does."""
+def _shared(
+    key: tuple, folder: Path | None, compute: Callable[[], Fit], nested: bool = False
+) -> Fit:
+    """``compute()``, or the fit another worker of this server wrote to ``folder``.
+
+    The server computes one fit at a time (a lock beside the bundles' folders): a fit at 10^6
+    items holds gigabytes and a core, and three workers each running one would hold three. A
+    worker that gets the lock finds the fit written if another computed it meanwhile; one
+    already written is read without the lock (it appears whole, by a rename). ``nested``: a
+    part of the fit this thread computes under the lock. An unwritable folder computes here, as
+    an unreadable file does again."""
     if folder is None:
         return compute()
     name = hashlib.sha256(json.dumps(key[1:], default=str).encode()).hexdigest()[:20]
     path = folder / f"{key[1].replace(' ', '-')}-{name}.npz"
+    if (fit := _read(path)) is not None:
+        return fit
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        handle = open(path.with_suffix(".lock"), "a")  # noqa: SIM115  (closed below)
+        lock = None if nested else open(folder.parent / "one-at-a-time.lock", "a")  # noqa: SIM115
     except OSError as exc:
         log.warning(
             "catalog health: %s is not writable (%s); computing in this worker", folder, exc
         )
         return compute()
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the handle closes
-        if path.is_file():
-            try:
-                with np.load(path, allow_pickle=False) as stored:
-                    return {name: stored[name] for name in stored.files}
-            except (OSError, ValueError) as exc:
-                log.warning("catalog health: %s is unreadable (%s); computing it again", path, exc)
+    with lock or contextlib.nullcontext():
+        if lock is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            if (fit := _read(path)) is not None:
+                return fit
         fit = compute()
         partial = path.with_suffix(f".{os.getpid()}.tmp")
         try:
@@ -294,6 +301,18 @@ def _shared(key: tuple, folder: Path | None, compute: Callable[[], Fit]) -> Fit:
             partial.unlink(missing_ok=True)
             log.warning("catalog health: %s not written (%s)", path, exc)
         return fit
+
+
+def _read(path: Path) -> Fit | None:
+    """The fit written at ``path``, or None (none yet, or unreadable: computed again)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            return {name: stored[name] for name in stored.files}
+    except (OSError, ValueError) as exc:
+        log.warning("catalog health: %s is unreadable (%s); computing it again", path, exc)
+        return None
 
 
 def _fits() -> _Fits:
