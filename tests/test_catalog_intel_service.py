@@ -180,6 +180,37 @@ def test_the_workers_of_one_server_share_a_fit(shop, tmp_path, monkeypatch):
     assert len(_answered(second, "/v1/admin/catalog/outliers?top=9").get_json()["items"]) == 9
 
 
+def test_a_server_computes_one_fit_at_a_time(shop, tmp_path, monkeypatch):
+    running, most, lock = [0], [0], threading.Lock()
+
+    def one_at_a_time(fit):
+        def counted(self, vectors):
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            time.sleep(0.3)
+            try:
+                return fit(self, vectors)
+            finally:
+                with lock:
+                    running[0] -= 1
+
+        return counted
+
+    for name in ("OutlierScorer", "Clusterer"):
+        fitter = getattr(catalog_health, name)
+        monkeypatch.setattr(fitter, "fit", one_at_a_time(fitter.fit))
+    workers = [service_app(shop, shared_dir=str(tmp_path)) for _ in range(2)]
+    for worker in workers:
+        worker.config["CATALOG_HEALTH_WAIT_SECONDS"] = 0
+    first, second = (worker.test_client() for worker in workers)
+    assert first.get("/v1/admin/catalog/outliers", headers=ADMIN).status_code == 202
+    assert second.get("/v1/admin/catalog/clusters", headers=ADMIN).status_code == 202
+    assert _answered(first, "/v1/admin/catalog/outliers").status_code == 200
+    assert _answered(second, "/v1/admin/catalog/clusters").status_code == 200
+    assert most[0] == 1
+
+
 def test_a_failed_fit_is_an_error_and_is_tried_again(shop, monkeypatch):
     fit = catalog_health.OutlierScorer.fit
     failures = iter([RuntimeError("disk full")])
