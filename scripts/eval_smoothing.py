@@ -37,7 +37,7 @@ from sklearn.metrics import normalized_mutual_info_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from recsys.catalog_intel import ClusterConfig, Clusterer, TagConfig, Tagger
+from recsys.catalog_intel import ClusterConfig, Clusterer, TagConfig, Tagger, neighbours
 from recsys.catalog_intel.neighbours import as_unit_vectors, smoothed
 
 ROUNDS = (0, 1, 2)
@@ -169,9 +169,18 @@ def _line(row: dict) -> str:
     default=None,
     help="Labelled items per class for the tags [default: 60 on Fashion-MNIST, else 5].",
 )
+@click.option(
+    "--exact-max",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Distinct vectors searched exhaustively (neighbours.EXACT_MAX; 0: the smoothing's "
+    "graph from the approximate index whatever the catalog's size).",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
 def main(**opts) -> None:
     """NMI of k-means and few-label probe accuracy, with and without neighbour smoothing."""
+    if opts["exact_max"] is not None:
+        neighbours.EXACT_MAX = opts["exact_max"]
     if opts["source"] != "bundle" and not opts["model_dir"]:
         raise click.UsageError(f"--source {opts['source']} needs --model-dir")
     if opts["source"] == "bundle" and not (opts["bundle"] and opts["labels"]):

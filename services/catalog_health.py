@@ -253,12 +253,16 @@ class _Fits:
 
     def _run(self) -> None:
         while True:
-            future, key, folder, compute = self.jobs.get()
-            try:
-                future.set_result(_shared(key, folder, compute))
-            except BaseException as exc:  # handed to the requests that wait for it
-                log.exception("catalog health: %s failed", key[1])
-                future.set_exception(exc)
+            self._do(*self.jobs.get())  # a job's closure (a bundle's model) is let go after it
+
+    @staticmethod
+    def _do(future: Future, key: tuple, folder: Path | None, compute: Callable[[], Fit]) -> None:
+        try:
+            future.set_result(_shared(key, folder, compute))
+        except BaseException as exc:  # handed to the requests that wait for it
+            log.exception("catalog health: %s failed", key[1])
+            # its frames would keep what the fit read (the model, the catalog's connections)
+            future.set_exception(exc.with_traceback(None))
 
 
 def _shared(

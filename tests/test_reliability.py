@@ -4,7 +4,7 @@ killed (SIGKILL) at each of its stages. Longer attacks: scripts/attack.py."""
 from __future__ import annotations
 
 import os
-import select
+import selectors
 import shutil
 import signal
 import subprocess
@@ -185,13 +185,16 @@ def killed(tmp_path_factory):
             cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True,
         )  # fmt: skip
     stopped = {}
+    waiting = selectors.DefaultSelector()  # select.select refuses descriptors past 1023
+    waiting.register(driver.stdout, selectors.EVENT_READ)
     try:
         while len(stopped) < len(STAGES):
-            ready, _, _ = select.select([driver.stdout], [], [], 180)
+            ready = waiting.select(180)
             words = (driver.stdout.readline() if ready else "").split()
             assert words[:2] == ["stopped", "in"], log.read_text()[-3000:]
             stopped[words[2]] = int(words[3])
     finally:
+        waiting.close()
         for pid in stopped.values():
             os.kill(pid, signal.SIGKILL)
         driver.kill()
