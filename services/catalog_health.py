@@ -7,7 +7,7 @@ shows them with the items' photos.
 What each answer is drawn from (a fit: the duplicate sets at a threshold, every item's outlier
 score, the clusters at a k) is computed once per bundle and kept (``_Fits``). It runs in a
 background thread, one fit at a time per worker; a request waits for it at most
-``CATALOG_HEALTH_WAIT_SECONDS`` (1 s, for a waiting request holds one of its worker's
+``CATALOG_HEALTH_WAIT_SECONDS`` (0.25 s, for a waiting request holds one of its worker's
 threads) and is otherwise answered 202 with a Retry-After (the page asks again), instead of
 holding a thread for the minutes a fit takes at 10^6 items. Under gunicorn the workers share
 their fits through files in the server's ``shared_dir`` (``RECSYS_SHARED_DIR``, made per
@@ -74,7 +74,7 @@ MAX_SETS = 200
 MAX_OUTLIERS = 200
 MAX_MEMBERS = 48
 MAX_MAP_POINTS = 2000
-WAIT_SECONDS = 1  # a request waits this long for its fit, then gets a 202
+WAIT_SECONDS = 0.25  # a request waits this long for its fit, then gets a 202
 RETRY_AFTER = 2  # seconds, in a 202's Retry-After
 MAX_PENDING = 4  # fits queued or running per worker; past it a new one is a 503
 
