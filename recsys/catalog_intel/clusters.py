@@ -56,11 +56,12 @@ class ClusterConfig:
     iterations: int = 25
     seed: int = 0
     # Rounds of averaging each vector over its smoothing_k nearest neighbours before k-means
-    # (0: none); skipped above smoothing_max_items items, whose exhaustive neighbour search
-    # grows with items squared (60k items of 128 dimensions: about 10 s on 2 cores).
+    # (0: none); skipped above smoothing_max_items items. The neighbour search is exhaustive
+    # up to neighbours.EXACT_MAX distinct vectors and approximate above (10^6 items: about
+    # 3 minutes on 2 cores, benchmarks/RESULTS.md, session 51).
     smoothing: int = 2
     smoothing_k: int = 10
-    smoothing_max_items: int = 200_000
+    smoothing_max_items: int = 2_000_000
 
 
 def _kmeans(unit: np.ndarray, k: int, cfg: ClusterConfig) -> tuple[np.ndarray, np.ndarray]:

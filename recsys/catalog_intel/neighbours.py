@@ -259,15 +259,14 @@ def smoothed(
     Wu et al. 2019, without labels). An item moves towards the items around it, so a
     neighbourhood that agrees pulls its members together and a stray edge counts little:
     k-means and a linear probe on few labels then see the catalog's neighbourhoods as well
-    as its directions. One exact ``knn`` of the items, then sparse products; above
-    ``max_items`` items that search would take too long and ``[unit]`` alone is returned."""
+    as its directions. One ``knn`` of the items (exact up to ``EXACT_MAX`` distinct vectors),
+    then sparse products; above ``max_items`` items ``[unit]`` alone is returned."""
     out = [unit]
     if steps < 1:
         return out
     if len(unit) > max_items:
         log.warning(
-            "%d items: over the %d that graph smoothing searches exhaustively; vectors "
-            "used as they are",
+            "%d items: over the %d that graph smoothing searches; vectors used as they are",
             len(unit),
             max_items,
         )

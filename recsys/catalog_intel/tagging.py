@@ -54,11 +54,11 @@ class TagConfig:
     fallback_c: float = 1.0
     # Rounds of averaging over the smoothing_k-nearest-neighbour graph of all items before
     # the probe; None: chosen with C among smoothing_candidates (the first when C falls back).
-    # Skipped above smoothing_max_items items (an exhaustive neighbour search).
+    # Skipped above smoothing_max_items items (ClusterConfig says what the search costs).
     smoothing: int | None = 2
     smoothing_candidates: tuple[int, ...] = (0, 1, 2)
     smoothing_k: int = 10
-    smoothing_max_items: int = 200_000
+    smoothing_max_items: int = 2_000_000
     # Folds of that cross-validation (fewer when a label has fewer items), and the most
     # labelled items it runs on (a seeded sample beyond that; the final fit uses them all).
     folds: int = 5

@@ -75,7 +75,7 @@ def _smoothing_option(what: str):
         type=click.IntRange(min=0),
         default=2,
         show_default=True,
-        help=f"{what} (0: the vectors as they are; skipped above 200,000 items).",
+        help=f"{what} (0: the vectors as they are; skipped above 2,000,000 items).",
     )
 
 
