@@ -68,8 +68,8 @@ def timed(label: str, call):
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def vector_options(parser: argparse.ArgumentParser) -> None:
+    """The options ``vectors`` reads."""
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--bundle", help="a model bundle's folder: its listing vectors")
     source.add_argument("--random", type=int, help="this many seeded random vectors")
@@ -81,6 +81,11 @@ def main() -> None:
         "--same", type=int, default=0, help="this many more items given one vector (no attributes)"
     )
     parser.add_argument("--seed", type=int, default=0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    vector_options(parser)
     parser.add_argument("--k", type=int, default=10, help="neighbours per item")
     parser.add_argument("--threshold", type=float, default=0.95, help="pairs from this cosine")
     parser.add_argument("--sample", type=int, default=2000, help="items checked exhaustively")

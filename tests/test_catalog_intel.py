@@ -159,6 +159,18 @@ def test_above_exact_max_an_ivf_finds_nearly_every_neighbour_and_pair(monkeypatc
     assert [type(index).__name__ for index in built] == ["IndexIVFFlat"] * 2
 
 
+@pytest.mark.parametrize("exact_max", [100, 100_000])
+def test_the_kth_similarity_is_the_last_column_of_knn(monkeypatch, exact_max):
+    from recsys.catalog_intel import neighbours
+
+    monkeypatch.setattr(neighbours, "EXACT_MAX", exact_max)  # the IVF, and the exact search
+    x, _ = blobs(n_per=100, k=5, dim=16, noise=0.6)
+    x[1::7] = x[::7][: len(x[1::7])]  # items that share a vector
+    x = as_unit_vectors(x)
+    sims, _ = knn(x, 10)
+    np.testing.assert_array_equal(neighbours.kth_similarity(x, 10), sims[:, -1])
+
+
 def test_queries_an_ivf_cannot_fill_are_searched_again_exhaustively():
     import faiss
 

@@ -175,12 +175,32 @@ def knn(
     share its vector come first.
     """
     k = min(k, len(unit) - 1)
+    sims = np.empty((len(unit), k), np.float32)
+    rows = np.empty((len(unit), k), np.int64)
+    for items, s, i in _neighbour_blocks(unit, k, show_progress, desc):
+        sims[items], rows[items] = s, i
+    return sims, rows
+
+
+def kth_similarity(
+    unit: np.ndarray, k: int, show_progress: bool = False, desc: str = "neighbours"
+) -> np.ndarray:
+    """(N,) each item's similarity to its ``k``-th nearest other item: ``knn``'s last column,
+    without holding every item's ``k`` neighbours (10^6 items at k = 100: 1.2 GB)."""
+    k = min(k, len(unit) - 1)
+    kth = np.empty(len(unit), np.float32)
+    for items, s, _ in _neighbour_blocks(unit, k, show_progress, desc):
+        kth[items] = s[:, -1]
+    return kth
+
+
+def _neighbour_blocks(unit: np.ndarray, k: int, show_progress: bool, desc: str):
+    """Per block of ``BLOCK`` distinct vectors: (items (b,), similarities (b, k), rows (b, k))
+    of the items that hold them, as ``knn`` answers."""
     distinct = Distinct.of(unit)
     vectors = unit[distinct.rows] if distinct.merged else unit
     hits = min(k + 1, len(vectors))
     index = search_index(vectors, hits)
-    sims = np.empty((len(unit), k), np.float32)
-    rows = np.empty((len(unit), k), np.int64)
     for start in tqdm(range(0, len(vectors), BLOCK), desc=desc, disable=not show_progress):
         stop = min(start + BLOCK, len(vectors))
         s, i = _search(index, vectors[start:stop], hits, vectors)  # (b, hits)
@@ -195,9 +215,7 @@ def knn(
         drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
         keep = np.ones_like(own)
         keep[np.arange(len(items)), drop] = False
-        sims[items] = s[keep].reshape(len(items), k)
-        rows[items] = i[keep].reshape(len(items), k)
-    return sims, rows
+        yield items, s[keep].reshape(len(items), k), i[keep].reshape(len(items), k)
 
 
 def pairs_above(

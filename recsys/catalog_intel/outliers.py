@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from recsys.catalog_intel.neighbours import as_unit_vectors, knn
+from recsys.catalog_intel.neighbours import as_unit_vectors, kth_similarity
 from recsys.errors import InvalidInput
 
 
@@ -58,8 +58,8 @@ class OutlierScorer(BaseEstimator):
         if k < 1:
             raise InvalidInput(f"k must be >= 1, got {k}")
         self.k_ = min(k, len(unit) - 1)
-        sims, _ = knn(unit, self.k_, self.show_progress, "outlier scores")
-        self.scores_ = (1.0 - sims[:, -1]).astype(np.float32)  # (N,)
+        kth = kth_similarity(unit, self.k_, self.show_progress, "outlier scores")
+        self.scores_ = (1.0 - kth).astype(np.float32)  # (N,)
         self.threshold_ = threshold_at(self.scores_, cfg.false_positive_rate)
         self.flagged_ = self.scores_ > self.threshold_
         return self
