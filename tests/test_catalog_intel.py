@@ -159,6 +159,23 @@ def test_above_exact_max_an_ivf_finds_nearly_every_neighbour_and_pair(monkeypatc
     assert [type(index).__name__ for index in built] == ["IndexIVFFlat"] * 2
 
 
+@pytest.mark.parametrize("collide", [False, True])
+def test_distinct_vectors_are_the_distinct_rows_even_when_hashes_collide(monkeypatch, collide):
+    from recsys.catalog_intel import neighbours
+
+    if collide:  # every row one hash: the rows' bits decide
+        monkeypatch.setattr(neighbours, "_row_hashes", lambda words: np.zeros(len(words), "u8"))
+    x = np.random.default_rng(4).normal(size=(300, 6)).astype(np.float32)
+    x[1::4] = x[::4][: len(x[1::4])]
+    x[5::9] = x[2]
+    distinct = neighbours.Distinct.of(x)
+    _, first, group = np.unique(x, axis=0, return_index=True, return_inverse=True)
+    assert sorted(distinct.rows.tolist()) == sorted(first.tolist())
+    same = group.ravel()[:, None] == group.ravel()[None, :]
+    np.testing.assert_array_equal(distinct.group[:, None] == distinct.group[None, :], same)
+    assert (distinct.rows[distinct.group] <= np.arange(len(x))).all()  # numbered by first row
+
+
 @pytest.mark.parametrize("exact_max", [100, 100_000])
 def test_the_kth_similarity_is_the_last_column_of_knn(monkeypatch, exact_max):
     from recsys.catalog_intel import neighbours

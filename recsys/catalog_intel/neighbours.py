@@ -80,6 +80,24 @@ def search_index(unit: np.ndarray, hits: int = 1) -> faiss.Index:
     return index
 
 
+def _row_hashes(words: np.ndarray, block: int = 65_536) -> np.ndarray:
+    """(N,) uint64: each row's 32-bit words times seeded odd 64-bit weights, summed (mod
+    2^64); rows of equal bits hash alike. In blocks: a block's uint64 copy, not the matrix's."""
+    weights = np.random.default_rng(0).integers(1, 2**63, words.shape[1], dtype=np.uint64)
+    weights |= np.uint64(1)
+    return np.concatenate(
+        [words[i : i + block].astype(np.uint64) @ weights for i in range(0, len(words), block)]
+    )
+
+
+def _rows_equal(words: np.ndarray, of: np.ndarray, block: int = 65_536) -> bool:
+    """Whether every row's bits equal those of row ``of[row]``."""
+    return all(
+        np.array_equal(words[i : i + block], words[of[i : i + block]])
+        for i in range(0, len(words), block)
+    )
+
+
 @dataclass(frozen=True)
 class Distinct:
     """The distinct rows of an (N, D) matrix, numbered by their first row: ``rows`` (M,) the
@@ -94,8 +112,12 @@ class Distinct:
 
     @classmethod
     def of(cls, unit: np.ndarray) -> Distinct:
-        keys = np.ascontiguousarray(unit).view(np.dtype((np.void, unit[0].nbytes))).ravel()
-        _, first, group = np.unique(keys, return_index=True, return_inverse=True)
+        words = np.ascontiguousarray(unit).view(np.uint32)  # each row's bits
+        _, first, group = np.unique(_row_hashes(words), return_index=True, return_inverse=True)
+        group = group.ravel()
+        if not _rows_equal(words, first[group]):  # two vectors of one hash: 1 in ~10^10
+            keys = words.view(np.dtype((np.void, words[0].nbytes))).ravel()
+            _, first, group = np.unique(keys, return_index=True, return_inverse=True)
         order = np.argsort(first)  # number the vectors by their first row
         number = np.empty_like(order)
         number[order] = np.arange(len(order))
