@@ -14,7 +14,7 @@ their fits through files in the server's ``shared_dir`` (``RECSYS_SHARED_DIR``, 
 server by services/gunicorn.conf.py): one worker computes and writes a fit, the others read
 it, and the server computes one fit at a time (``_shared``;
 ``scripts/bench_catalog_health.py``). A restart computes afresh. A worker queues
-``MAX_PENDING`` fits at most (a fifth different one is a 503). The answers' sizes
+``MAX_PENDING`` fits at most (a fifth different one is a 429). The answers' sizes
 (``limit``, ``top``, ``members``) and the outliers' ``fpr`` are cut from a fit per request.
 
 Duplicates: the pairs above the cosine threshold of the items' listing vectors
@@ -37,9 +37,8 @@ import hashlib
 import json
 import logging
 import os
-import queue
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
@@ -76,7 +75,7 @@ MAX_MEMBERS = 48
 MAX_MAP_POINTS = 2000
 WAIT_SECONDS = 0.25  # a request waits this long for its fit, then gets a 202
 RETRY_AFTER = 2  # seconds, in a 202's Retry-After
-MAX_PENDING = 4  # fits queued or running per worker; past it a new one is a 503
+MAX_PENDING = 4  # fits queued or running per worker; past it a new one is a 429
 
 
 class DuplicatesQuery(BaseModel):
@@ -188,15 +187,16 @@ Fit = dict[str, np.ndarray]  # arrays only (scalars 0-d), so that a file of it l
 class _Fits:
     """This process's fits by (bundle version, task, parameters), the latest ``size`` kept.
 
-    Fits run in one background thread (one at a time: a worker's other threads keep serving),
-    each read from or written to its file in ``folder`` when one is given (``_shared``).
+    Fits run in a background thread while there are some (one at a time: a worker's other
+    threads keep serving), each read from or written to its file in ``folder`` when one is
+    given (``_shared``).
     """
 
     def __init__(self, size: int = 16):
         self.lock = threading.Lock()
         self.size = size
         self.futures: OrderedDict[tuple, Future] = OrderedDict()
-        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.jobs: deque = deque()
         self.runner: threading.Thread | None = None
 
     def get(
@@ -210,14 +210,14 @@ class _Fits:
                 pending = sum(not kept.done() for kept in self.futures.values())
                 if pending >= MAX_PENDING:
                     raise ApiError(
-                        503,
+                        429,
                         "catalog_health_busy",
                         f"{pending} catalog-health computations are under way in this worker; "
                         "ask again when they are done (a fit asked for again is not repeated)",
                         headers={"Retry-After": str(RETRY_AFTER * 5)},
                     )
                 future = self.futures[key] = Future()
-                self.jobs.put((future, key, folder, compute))
+                self.jobs.append((future, key, folder, compute))
                 self._start()
                 self._trim()
             self.futures.move_to_end(key)
@@ -242,8 +242,12 @@ class _Fits:
         return fit
 
     def _start(self) -> None:
-        if self.runner is None or not self.runner.is_alive():
-            self.runner = threading.Thread(target=self._run, name="catalog-health", daemon=True)
+        """A runner for the queued jobs, unless one is running (under ``self.lock``). It is
+        no daemon: a process that exits waits for its fits, rather than stopping a thread
+        inside torch or FAISS, which aborts the interpreter; gunicorn kills a worker that
+        takes longer than its graceful timeout."""
+        if self.runner is None:
+            self.runner = threading.Thread(target=self._run, name="catalog-health")
             self.runner.start()
 
     def _trim(self) -> None:
@@ -252,8 +256,15 @@ class _Fits:
             del self.futures[key]
 
     def _run(self) -> None:
+        """Run the queued jobs, then end (a new job starts a new runner)."""
         while True:
-            self._do(*self.jobs.get())  # a job's closure (a bundle's model) is let go after it
+            with self.lock:
+                if not self.jobs:
+                    self.runner = None
+                    return
+                job = self.jobs.popleft()
+            self._do(*job)
+            del job  # its closure (a bundle's model) is let go before the next waits
 
     @staticmethod
     def _do(future: Future, key: tuple, folder: Path | None, compute: Callable[[], Fit]) -> None:
@@ -368,7 +379,7 @@ def _cards(ids) -> list[Item]:
 @endpoint(
     query=DuplicatesQuery,
     responses={200: Duplicates, 202: Computing},
-    errors=(400, 401, 403, 409, 503),
+    errors=(400, 401, 403, 409, 429, 503),
     scope=ADMIN,
 )
 def duplicates(query: DuplicatesQuery) -> Duplicates | Response:
@@ -470,7 +481,7 @@ def _split(fit: Fit, limit: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
 @endpoint(
     query=OutliersQuery,
     responses={200: Outliers, 202: Computing},
-    errors=(400, 401, 403, 409, 503),
+    errors=(400, 401, 403, 409, 429, 503),
     scope=ADMIN,
 )
 def outliers(query: OutliersQuery) -> Outliers | Response:
@@ -505,7 +516,7 @@ def outliers(query: OutliersQuery) -> Outliers | Response:
 @endpoint(
     query=ClustersQuery,
     responses={200: Clusters, 202: Computing},
-    errors=(400, 401, 403, 409, 503),
+    errors=(400, 401, 403, 409, 429, 503),
     scope=ADMIN,
 )
 def clusters(query: ClustersQuery) -> Clusters | Response:

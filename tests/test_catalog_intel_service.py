@@ -241,7 +241,7 @@ def test_a_worker_queues_a_bounded_number_of_fits(shop, monkeypatch):
     urls = [f"/v1/admin/catalog/clusters?k={k}" for k in range(2, 8)]
     queued = [client.get(url, headers=ADMIN).status_code for url in urls]
     limit = catalog_health.MAX_PENDING
-    assert queued == [202] * limit + [503] * (len(urls) - limit)
+    assert queued == [202] * limit + [429] * (len(urls) - limit)
     busy = client.get(urls[-1], headers=ADMIN)
     assert busy.get_json()["error"]["code"] == "catalog_health_busy" and busy.headers["Retry-After"]
     assert client.get(urls[0], headers=ADMIN).status_code == 202  # asked again: still queued
