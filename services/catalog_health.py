@@ -256,10 +256,14 @@ class _Fits:
             del self.futures[key]
 
     def _run(self) -> None:
-        """Run the queued jobs, then end (a new job starts a new runner)."""
+        """Run the queued jobs, then end (a new job starts a new runner). Once the main thread
+        has ended (the process exits) the jobs not started are dropped."""
         while True:
             with self.lock:
-                if not self.jobs:
+                if not self.jobs or not threading.main_thread().is_alive():
+                    for future, *_ in self.jobs:
+                        future.cancel()
+                    self.jobs.clear()
                     self.runner = None
                     return
                 job = self.jobs.popleft()
@@ -334,21 +338,21 @@ def _fits() -> _Fits:
     return current_app.extensions.setdefault("catalog_health", _Fits())
 
 
-def _folder() -> Path | None:
-    """Where the served bundle's fits are kept for every worker of this server."""
+def _folder(version: str) -> Path | None:
+    """Where bundle ``version``'s fits are kept for every worker of this server."""
     shared = context().settings.shared_dir
-    return Path(shared, "catalog-health", context().holder.state.version) if shared else None
+    return Path(shared, "catalog-health", version) if shared else None
 
 
-def _fit(task: str, compute: Callable[[], Fit], *params) -> Fit | Response:
-    """The served bundle's fit of ``task`` at ``params``, or a 202 telling the client to come
-    back (``_Fits.get``)."""
-    state = context().holder.state
+def _fit(version: str, task: str, compute: Callable[[], Fit], *params) -> Fit | Response:
+    """Bundle ``version``'s fit of ``task`` at ``params`` (``compute`` reads that bundle, as
+    ``_served`` gave it: a model swap meanwhile does not mix two), or a 202 telling the client
+    to come back (``_Fits.get``)."""
     wait = current_app.config.get("CATALOG_HEALTH_WAIT_SECONDS", WAIT_SECONDS)
-    fit = _fits().get((state.version, task, *params), _folder(), compute, wait)
+    fit = _fits().get((version, task, *params), _folder(version), compute, wait)
     if fit is not None:
         return fit
-    computing = Computing(model_version=state.version, retry_after=RETRY_AFTER)
+    computing = Computing(model_version=version, retry_after=RETRY_AFTER)
     return Response(
         computing.model_dump_json(),
         status=202,
@@ -386,7 +390,7 @@ def duplicates(query: DuplicatesQuery) -> Duplicates | Response:
     """Duplicate listings: sets of items whose vectors are above the threshold, confirmed by
     their photos when they have some"""
     version, ids, fused = _served()
-    engine, fits, folder = context().engine, _fits(), _folder()  # the fit runs elsewhere
+    engine, fits, folder = context().engine, _fits(), _folder(version)  # the fit runs elsewhere
     params = (query.threshold, query.verify, query.verified_threshold)
 
     def calibrated() -> float | None:
@@ -419,7 +423,7 @@ def duplicates(query: DuplicatesQuery) -> Duplicates | Response:
         fit = {"rows": rows, "sizes": sizes, "best": best[rows], "threshold": finder.threshold_}
         return {name: np.asarray(value) for name, value in (fit | photo).items()}
 
-    fit = _fit("duplicates", compute, *params)
+    fit = _fit(version, "duplicates", compute, *params)
     if isinstance(fit, Response):
         return fit
     shown, verified_threshold = [], float(fit["verified_threshold"])
@@ -494,7 +498,7 @@ def outliers(query: OutliersQuery) -> Outliers | Response:
         scorer = OutlierScorer().fit(fused.listing_vectors())
         return {"scores": scorer.scores_, "k": np.asarray(scorer.k_)}
 
-    fit = _fit("outliers", compute)
+    fit = _fit(version, "outliers", compute)
     if isinstance(fit, Response):
         return fit
     scores = fit["scores"]
@@ -538,7 +542,7 @@ def clusters(query: ClustersQuery) -> Clusters | Response:
             "map_labels": fitted.labels_[rows],
         }
 
-    fit = _fit("clusters", compute, query.k)
+    fit = _fit(version, "clusters", compute, query.k)
     if isinstance(fit, Response):
         return fit
     groups = []
