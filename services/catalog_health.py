@@ -56,7 +56,12 @@ from recsys.catalog_intel import (
     DuplicateFinder,
     OutlierScorer,
 )
-from recsys.catalog_intel.duplicates import LISTING_THRESHOLD, duplicate_sets, title_checked
+from recsys.catalog_intel.duplicates import (
+    LISTING_THRESHOLD,
+    duplicate_sets,
+    set_rows,
+    title_checked,
+)
 from recsys.catalog_intel.outliers import threshold_at, top_rows
 from recsys.catalog_intel.photos import CatalogPhotos, VerifiedPairs
 from recsys.scopes import ADMIN
@@ -419,7 +424,7 @@ def duplicates(query: DuplicatesQuery) -> Duplicates | Response:
                 photo["score"] = "cosine and titles"
         best = np.full(len(ids), -np.inf, np.float32)
         np.maximum.at(best, np.r_[left, right], np.r_[score, score])
-        rows, sizes = _sets(len(ids), left, right)
+        rows, sizes = set_rows(duplicate_sets(len(ids), left, right))
         fit = {"rows": rows, "sizes": sizes, "best": best[rows], "threshold": finder.threshold_}
         return {name: np.asarray(value) for name, value in (fit | photo).items()}
 
@@ -457,19 +462,6 @@ def _verified(engine, ids, left, right, score, threshold, calibrated: Callable):
 def _calibrate(engine, ids) -> Fit:
     threshold = CatalogPhotos(engine, ids).calibrate()
     return {"threshold": np.asarray(np.nan if threshold is None else threshold)}
-
-
-def _sets(n: int, left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(rows of every duplicate set, set after set, largest set first; their sizes): the
-    connected components of the pairs."""
-    set_of = duplicate_sets(n, left, right)
-    rows = np.flatnonzero(set_of >= 0)
-    sizes = np.bincount(set_of[rows])
-    order = np.argsort(-sizes, kind="stable")  # sets by size, then by first row
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    rows = rows[np.argsort(rank[set_of[rows]], kind="stable")]
-    return rows, sizes[order]
 
 
 def _split(fit: Fit, limit: int) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -186,16 +186,8 @@ class DuplicateFinder(BaseEstimator):
 
     def sets(self) -> list[np.ndarray]:
         """Rows of each duplicate set, largest set first."""
-        rows = np.flatnonzero(self.set_of_ >= 0)
-        if len(rows) == 0:
-            return []
-        groups = np.split(rows[np.argsort(self.set_of_[rows], kind="stable")], _bounds(self))
-        return sorted(groups, key=len, reverse=True)
-
-
-def _bounds(finder: DuplicateFinder) -> np.ndarray:
-    counts = np.bincount(finder.set_of_[finder.set_of_ >= 0])
-    return np.cumsum(counts)[:-1]
+        rows, sizes = set_rows(self.set_of_)
+        return np.split(rows, np.cumsum(sizes)[:-1]) if len(sizes) else []
 
 
 def title_words(titles) -> sparse.csr_matrix:
@@ -247,6 +239,17 @@ def duplicate_sets(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
     out = np.full(n, -1, np.int64)
     out[in_set] = np.unique(component[in_set], return_inverse=True)[1]
     return out
+
+
+def set_rows(set_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows of every set of ``duplicate_sets``, set after set, largest set first (ties: the
+    lower set number), rows ascending within one; (S,) the sets' sizes in that order)."""
+    rows = np.flatnonzero(set_of >= 0)
+    sizes = np.bincount(set_of[rows])
+    order = np.argsort(-sizes, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return rows[np.argsort(rank[set_of[rows]], kind="stable")], sizes[order]
 
 
 def self_copy_similarities(
