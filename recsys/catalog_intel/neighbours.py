@@ -125,6 +125,12 @@ class Distinct:
         start = np.r_[0, np.cumsum(np.bincount(group, minlength=len(order)))]
         return cls(first[order], group, np.argsort(group, kind="stable"), start)
 
+    @classmethod
+    def split(cls, unit: np.ndarray) -> tuple[Distinct, np.ndarray]:
+        """(``Distinct.of(unit)``, its distinct vectors: ``unit`` itself when none repeats)."""
+        distinct = cls.of(unit)
+        return distinct, unit[distinct.rows] if distinct.merged else unit
+
     @property
     def merged(self) -> bool:
         """True when some rows share a vector."""
@@ -219,8 +225,7 @@ def kth_similarity(
 def _neighbour_blocks(unit: np.ndarray, k: int, show_progress: bool, desc: str):
     """Per block of ``BLOCK`` distinct vectors: (items (b,), similarities (b, k), rows (b, k))
     of the items that hold them, as ``knn`` answers."""
-    distinct = Distinct.of(unit)
-    vectors = unit[distinct.rows] if distinct.merged else unit
+    distinct, vectors = Distinct.split(unit)
     hits = min(k + 1, len(vectors))
     index = search_index(vectors, hits)
     for start in tqdm(range(0, len(vectors), BLOCK), desc=desc, disable=not show_progress):
@@ -248,8 +253,7 @@ def pairs_above(
 
     One FAISS ``range_search`` per block of queries, over the distinct vectors.
     """
-    distinct = Distinct.of(unit)
-    vectors = unit[distinct.rows] if distinct.merged else unit
+    distinct, vectors = Distinct.split(unit)
     index = search_index(vectors)
     # range_search keeps similarities > radius; nudge down so ">= threshold" holds.
     radius = float(np.nextafter(threshold, -np.inf))
