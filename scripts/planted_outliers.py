@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from recsys.catalog.models import Interaction, Item
 from recsys.catalog_intel import OutlierConfig, OutlierScorer
+from recsys.catalog_intel.outliers import threshold_at
 from recsys.model.bundle import load_active
 from recsys.model.training import train
 
@@ -108,14 +109,12 @@ def scored(vectors, planted: np.ndarray, events: np.ndarray, fprs: list[float], 
     is_planted[planted] = True
     top = events >= np.quantile(events, 0.99)
     never = events == 0
-    out: dict = {}
+    scorer = OutlierScorer(OutlierConfig(k=k)).fit(vectors)  # the scores: one search
+    out: dict = {"k": scorer.k_}
+    if is_planted.any():
+        out["planted ROC AUC"] = round(float(roc_auc_score(is_planted, scorer.scores_)), 4)
     for fpr in fprs:
-        scorer = OutlierScorer(OutlierConfig(k=k, false_positive_rate=fpr)).fit(vectors)
-        flagged = scorer.flagged_
-        out["k"] = scorer.k_
-        if is_planted.any():
-            auc = roc_auc_score(is_planted, scorer.scores_)
-            out.setdefault("planted ROC AUC", round(float(auc), 4))
+        flagged = scorer.scores_ > threshold_at(scorer.scores_, fpr)
         out[f"fpr {fpr}: planted flagged"] = int(flagged[is_planted].sum())
         out[f"fpr {fpr}: most-viewed 1% / never viewed / the rest flagged, share"] = [
             round(float(flagged[top & ~is_planted].mean()), 4),
