@@ -38,6 +38,7 @@ import numpy as np
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_live_catalog as live_bench  # its catalog copy
 import bench_service as service_bench  # its readiness wait and token
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,22 +51,13 @@ PAGE = (
 
 
 def copy_catalog(source: Path, workdir: Path) -> str:
-    """A consistent copy of the source's catalog and a fresh copy of its active bundle, the
-    registry pointed at it -> an item id of the bundle."""
+    """A fresh ``workdir`` with a copy of the source's catalog and active bundle
+    (``bench_live_catalog.copy_catalog``), so that nothing an earlier run computed is kept ->
+    an item id of the catalog."""
     shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
-    with (
-        sqlite3.connect(source / "catalog.db") as src,
-        sqlite3.connect(workdir / "catalog.db") as dst,
-    ):
-        src.backup(dst)
-        version, path = dst.execute(
-            "SELECT version, path FROM model_bundles WHERE is_active"
-        ).fetchone()
-        bundle = workdir / "artifacts" / "bundles" / version
-        shutil.copytree(path, bundle)
-        dst.execute("UPDATE model_bundles SET path = ? WHERE version = ?", (str(bundle), version))
-        return dst.execute("SELECT external_id FROM items ORDER BY id LIMIT 1").fetchone()[0]
+    live_bench.copy_catalog(source, workdir)
+    with sqlite3.connect(workdir / "catalog.db") as catalog:
+        return catalog.execute("SELECT external_id FROM items ORDER BY id LIMIT 1").fetchone()[0]
 
 
 def get(url: str, headers: dict | None = None, timeout: float = 3600) -> tuple[int, dict, bytes]:

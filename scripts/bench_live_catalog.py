@@ -67,7 +67,7 @@ GENERATION = re.compile(r'^recsys_live_catalog_generation\{pid="(\d+)"\} ([\d.e+
 
 def copy_catalog(source: Path, workdir: Path) -> None:
     """The source's catalog (a consistent copy, WAL included) and its active bundle, the
-    registry pointed at the copy."""
+    registry pointed at the copy; its ids.json (the items wrk reads) when it has one."""
     workdir.mkdir(parents=True, exist_ok=True)
     target = workdir / "catalog.db"
     target.unlink(missing_ok=True)
@@ -82,7 +82,8 @@ def copy_catalog(source: Path, workdir: Path) -> None:
         if not bundle.is_dir():
             shutil.copytree(path, bundle)
         dst.execute("UPDATE model_bundles SET path = ? WHERE version = ?", (str(bundle), version))
-    shutil.copy(source / "ids.json", workdir / "ids.json")
+    if (source / "ids.json").is_file():
+        shutil.copy(source / "ids.json", workdir / "ids.json")
 
 
 def scratch_app(source: Path, work: Path, token: str, follow_seconds: float = 0):
