@@ -395,6 +395,24 @@ def test_a_preloaded_card_snapshot_is_placed_without_reading_every_card(engine):
     assert cache.cards(["b2"])["b2"].item_id == "b2" and not statements
 
 
+def test_a_card_snapshot_shows_each_card_as_the_catalog_has_it(engine, tmp_path):
+    """Cards from a snapshot equal those read by id: a title missing or in any script, no
+    attributes, in the order asked, unknown ids left out."""
+    populate(engine, tmp_path / "images")
+    with engine.begin() as connection:
+        connection.execute(update(Item).where(Item.external_id == "a1").values(title=None))
+        connection.execute(update(Item).where(Item.external_id == "b2").values(title="Été 🌞 靴"))
+        connection.execute(update(Item).where(Item.external_id == "a2").values(attributes=None))
+    snapshot = reads.CardSnapshot.read(engine)
+    asked = ["b2", "nope", "a1", "a2", "b1"]
+    cards = snapshot.cards(asked)
+    assert list(cards) == ["b2", "a1", "a2", "b1"]
+    assert cards == reads.item_cards(engine, asked)
+    assert cards["a1"].title is None and cards["b2"].title == "Été 🌞 靴"
+    assert cards["a2"].attributes == {} and cards["b1"].attributes["brand"]
+    assert snapshot.cards([]) == {}
+
+
 def test_items_read_in_chunks_are_the_frame_of_all_rows_at_once(engine):
     """Chunks whose columns type differently (a price missing from a whole chunk, a colour
     only in the last items) join into the frame one read of every row gives."""

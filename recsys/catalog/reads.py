@@ -107,7 +107,9 @@ def _pack(card: ItemCard) -> Packed:
 
 def _unpack(item_id: str, packed: Packed) -> ItemCard:
     title, in_stock, has_image, document = packed
-    attributes = pydantic_core.from_json(document) if document else {}  # json.loads, in Rust
+    # json.loads, in Rust; a JSON null (an item stored without attributes) is none, as
+    # ``item_cards`` reads it
+    attributes = (pydantic_core.from_json(document) if document else None) or {}
     return ItemCard(item_id, title, in_stock, has_image, attributes)
 
 
@@ -151,9 +153,37 @@ _FRESH_ITEMS = (
 )
 
 
+class Texts:
+    """A column of strings (None allowed) as Arrow lays it out: one UTF-8 buffer and each
+    string's offsets in it, a few bytes per string beyond its text where a list of Python
+    strings costs about 50. ``take`` slices the buffer for the asked rows: Arrow's own
+    ``take`` builds a new array per call, several times the cost for a card's few rows."""
+
+    def __init__(self, values) -> None:
+        array = pa.array(values, type=pa.large_string())
+        _, offsets, data = array.buffers()
+        self._offsets = np.frombuffer(offsets, dtype=np.int64)[: len(array) + 1]
+        self._data = memoryview(data) if data is not None else memoryview(b"")
+        valid = array.is_valid().to_numpy(zero_copy_only=False) if array.null_count else None
+        self._valid = valid
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def take(self, rows: np.ndarray) -> list[str | None]:
+        """The strings at ``rows`` (an int array), in order."""
+        data, starts, ends = self._data, self._offsets[rows], self._offsets[rows + 1]
+        spans = zip(starts.tolist(), ends.tolist(), strict=True)
+        texts = [str(data[start:end], "utf-8") for start, end in spans]
+        if self._valid is None:
+            return texts
+        valid = self._valid[rows].tolist()
+        return [text if ok else None for text, ok in zip(texts, valid, strict=True)]
+
+
 class CardSnapshot:
     """Every item's card at one items generation, held as columns: the ids in an ``IdIndex``,
-    titles and attribute documents (JSON text) as Arrow strings, stock and photo as bits, a
+    titles and attribute documents (JSON text) as ``Texts``, stock and photo as bits, a
     few dozen bytes per item where a dict of cards costs about 600. A ``CardCache`` answers
     from it the items written neither since the snapshot nor ever asked again, so a request
     reads no card from the database however many distinct items it shows."""
@@ -161,8 +191,8 @@ class CardSnapshot:
     def __init__(self, generation: int, ids, titles, in_stock, has_image, attributes) -> None:
         self.generation = generation
         self.index = IdIndex(np.asarray(ids, dtype=str))
-        self.titles = pa.array(titles, type=pa.large_string())
-        self.attributes = pa.array(attributes, type=pa.large_string())
+        self.titles = Texts(titles)
+        self.attributes = Texts(attributes)
         self.in_stock = np.asarray(in_stock, dtype=bool)
         self.has_image = np.asarray(has_image, dtype=bool)
 
@@ -193,8 +223,8 @@ class CardSnapshot:
         known = rows >= 0
         ids = [item_id for item_id, ok in zip(item_ids, known.tolist(), strict=True) if ok]
         rows = rows[known]
-        titles = self.titles.take(rows).to_pylist()
-        documents = [doc or "" for doc in self.attributes.take(rows).to_pylist()]
+        titles = self.titles.take(rows)
+        documents = [doc or "" for doc in self.attributes.take(rows)]
         stock, image = self.in_stock[rows].tolist(), self.has_image[rows].tolist()
         return dict(zip(ids, zip(titles, stock, image, documents, strict=True), strict=True))
 
