@@ -229,7 +229,9 @@ def build_config(opts: dict) -> ImageEncoderConfig:
     """``ImageEncoderConfig()``, the CLI's recipe, with only the options given here changed."""
     base = ImageEncoderConfig()
     train = dataclasses.replace(base.train, **_given(opts, _TRAIN))
-    heads = dataclasses.replace(base.heads, **_given(opts, ("temperature", "proj_dim")))
+    heads = dataclasses.replace(
+        base.heads, **_given(opts, ("temperature", "hidden_dim", "proj_dim"))
+    )
     augment = dataclasses.replace(base.augment, **_given(opts, _AUGMENT))
     if opts["min_scale"] is not None:
         augment = dataclasses.replace(augment, scale=(opts["min_scale"], 1.0))
@@ -254,7 +256,8 @@ def build_config(opts: dict) -> ImageEncoderConfig:
 @click.option("--warmup", type=float, default=None)
 @click.option("--weight-decay", type=float, default=None)
 @click.option("--temperature", type=float, default=None)
-@click.option("--proj-dim", type=int, default=None)
+@click.option("--hidden-dim", type=int, default=None, help="Projection head's hidden width.")
+@click.option("--proj-dim", type=int, default=None, help="Projection head's output width.")
 @click.option("--min-scale", type=float, default=None, help="Crop area range (min, 1).")
 @click.option("--erase-p", type=float, default=None)
 @click.option("--n-local", type=int, default=None, help="Local views per image (multi-crop).")
@@ -327,7 +330,8 @@ def _check_load(opts: dict) -> None:
     """``--load`` scores a trained model: refuse the options that only shape training."""
     if opts["model_dir"] is not None:
         raise click.UsageError("--model-dir keeps a model this run trains; --load trains none")
-    shaping = (*_TRAIN, *_TOP, *_AUGMENT, "min_scale", "jitter", "temperature", "proj_dim")
+    heads = ("temperature", "hidden_dim", "proj_dim")
+    shaping = (*_TRAIN, *_TOP, *_AUGMENT, "min_scale", "jitter", *heads)
     given = [name for name in shaping if opts[name] is not None]
     if given:
         flag = "--" + given[0].replace("_", "-")
