@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
+import psycopg
 import pytest
 from sqlalchemy import delete, event, select, update
 from sqlalchemy.orm import Session
@@ -411,6 +412,36 @@ def test_a_card_snapshot_shows_each_card_as_the_catalog_has_it(engine, tmp_path)
     assert cards["a1"].title is None and cards["b2"].title == "Été 🌞 靴"
     assert cards["a2"].attributes == {} and cards["b1"].attributes["brand"]
     assert snapshot.cards([]) == {}
+
+
+def test_catalog_reads_leave_no_transaction_open_on_postgresql(engine):
+    """The service's per-request reads (fresh events, cards, titles, pages of users, the
+    readiness ping, the cards' follower) run in autocommit on PostgreSQL: a transaction
+    left open after a statement costs a BEGIN before it and a ROLLBACK when the connection
+    goes back to the pool, two round trips of every feed. The title search keeps its
+    transaction, which holds its statement time limit."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite reads begin no transaction")
+    populate(engine)
+    left_open = []
+
+    def after(connection, cursor, statement, *args) -> None:
+        status = connection.connection.driver_connection.info.transaction_status
+        left_open.append(status != psycopg.pq.TransactionStatus.IDLE)
+
+    cache = reads.CardCache(engine, capacity=100, snapshot=True)
+    event.listen(engine, "after_cursor_execute", after)
+    reads.fresh_items(engine, "u1", datetime(2000, 1, 1))
+    reads.item_cards(engine, ["a1", "b2"])
+    reads.item_titles(engine, ["a1"])
+    reads.image_path(engine, "a1")
+    reads.list_users(engine, 0, 10)
+    reads.ping(engine)
+    cache.follow()
+    assert cache.wait_for_snapshot(30) and cache.cards(["a1"])["a1"].title
+    assert len(left_open) >= 8 and not any(left_open)
+    reads.list_items(engine, 0, 10, "story")
+    assert left_open[-1]  # SET LOCAL statement_timeout lives as long as the transaction
 
 
 def test_items_read_in_chunks_are_the_frame_of_all_rows_at_once(engine):

@@ -153,6 +153,20 @@ _FRESH_ITEMS = (
 )
 
 
+def _reading(engine: Engine) -> Connection:
+    """A connection for reads. On PostgreSQL in autocommit: each statement reads what is
+    committed when it starts, as inside a READ COMMITTED transaction, but the server is not
+    sent a BEGIN before the first statement and a ROLLBACK when the connection goes back to
+    the pool, two round trips a checkout (a feed's fresh-events read on loopback: 0.65 ->
+    0.35 ms, benchmarks/RESULTS.md, session 52). SQLite reads begin no transaction anyway,
+    and switching its connection's mode costs more than the read. Not for reads that set a
+    transaction-local limit (``_time_limit``)."""
+    connection = engine.connect()
+    if engine.dialect.name == "sqlite":
+        return connection
+    return connection.execution_options(isolation_level="AUTOCOMMIT")
+
+
 class Texts:
     """A column of strings (None allowed) as Arrow lays it out: one UTF-8 buffer and each
     string's offsets in it, a few bytes per string beyond its text where a list of Python
@@ -205,7 +219,7 @@ class CardSnapshot:
         that generation, so the cache reads that item afresh)."""
         photo, document = Item.image_path.is_not(None), cast(Item.attributes, Text)
         columns = (Item.external_id, Item.title, Item.in_stock, photo, document)
-        with engine.connect() as connection:
+        with _reading(engine) as connection:
             generation = connection.scalar(_GENERATION)
             rows = connection.execute(select(*columns)).all()
         ids, titles, stock, image, attributes = zip(*rows, strict=True) if rows else [()] * 5
@@ -257,7 +271,7 @@ def item_cards(engine: Engine, item_ids: Sequence[str]) -> dict[str, ItemCard]:
     """The cards of those ``item_ids`` the catalog has, by id (unknown ids are left out)."""
     if not item_ids:
         return {}
-    with engine.connect() as connection:
+    with _reading(engine) as connection:
         rows = connection.execute(_CARDS, {"ids": list(item_ids)})
         return {row[0]: _card(row) for row in rows}
 
@@ -335,7 +349,7 @@ class CardCache:
                 read = item_cards(self.engine, _missing(item_ids, found))
                 self._keep(generation, {item_id: _pack(card) for item_id, card in read.items()})
                 return found | read
-        with self.engine.connect() as connection:
+        with _reading(self.engine) as connection:
             generation = connection.scalar(_GENERATION)
             self._checked = now
             self._catch_up(connection, generation)
@@ -363,7 +377,7 @@ class CardCache:
         if not self.capacity:
             return
         now = time.monotonic()
-        with self.engine.connect() as connection:
+        with _reading(self.engine) as connection:
             generation = connection.scalar(_GENERATION)
             self._catch_up(connection, generation)
         self._cached(generation, ())  # a move the log did not explain empties the cache
@@ -395,7 +409,7 @@ class CardCache:
         """Answer from ``snapshot`` once it is brought up to the cache's generation through
         the change log; kept for the next ``follow`` while the cache is at another one, and
         dropped when the log cannot say what changed since it."""
-        with self.engine.connect() as connection:
+        with _reading(self.engine) as connection:
             now = connection.scalar(_GENERATION)
             changed = _logged(connection, snapshot.generation, now)
         if changed is None:
@@ -559,7 +573,7 @@ def list_users(engine: Engine, offset: int, limit: int, after: int | None = None
     page = page.offset(offset).limit(limit).subquery()
     events = select(func.count()).where(Interaction.user_id == page.c.id).scalar_subquery()
     query = select(page.c.id, page.c.external_id, events).order_by(page.c.id)
-    with engine.connect() as connection:
+    with _reading(engine) as connection:
         rows = connection.execute(query).all()
     users = [UserActivity(user_id, count) for _, user_id, count in rows]
     return UserPage(users, rows[-1][0] if rows and len(rows) == limit else None)
@@ -567,7 +581,7 @@ def list_users(engine: Engine, offset: int, limit: int, after: int | None = None
 
 def image_path(engine: Engine, item_id: str) -> str | None:
     """The stored path of the item's image, or None (no such item, or no image)."""
-    with engine.connect() as connection:
+    with _reading(engine) as connection:
         return connection.scalar(select(Item.image_path).where(Item.external_id == item_id))
 
 
@@ -576,7 +590,7 @@ def item_titles(engine: Engine, item_ids: Sequence[str]) -> list[str | None]:
     have), in their order; read ``TITLE_BATCH`` ids a query."""
     found: dict[str, str | None] = {}
     ids = list(dict.fromkeys(item_ids))
-    with engine.connect() as connection:
+    with _reading(engine) as connection:
         for start in range(0, len(ids), TITLE_BATCH):
             batch = ids[start : start + TITLE_BATCH]
             found |= {row[0]: row[1] for row in connection.execute(_TITLES_OF, {"ids": batch})}
@@ -591,12 +605,12 @@ def titles_by_row(engine: Engine, item_ids: np.ndarray) -> Callable[[np.ndarray]
 
 def fresh_items(engine: Engine, user_id: str, since: datetime) -> list[str]:
     """Items of the user's events stored after ``since``, newest first (at most FRESH_LIMIT)."""
-    with engine.connect() as connection:
+    with _reading(engine) as connection:
         rows = connection.execute(_FRESH_ITEMS, {"user_id": user_id, "since": since})
         return list(rows.scalars())
 
 
 def ping(engine: Engine) -> None:
     """Raise (the driver's error) unless the catalog database answers a query."""
-    with engine.connect() as connection:
+    with _reading(engine) as connection:
         connection.execute(select(1))
