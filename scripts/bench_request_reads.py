@@ -6,10 +6,11 @@ On a catalog with items, users and events (any ingested shop), times the reads a
 makes, one after another from this process: a feed's fresh events (``reads.fresh_items``
 for a user with none since the bundle, as for most feeds), the cards of 20 items
 (``reads.item_cards``) and the readiness ping (``reads.ping``). Each read is timed as
-``recsys.catalog.reads`` makes it, and again on a plain ``engine.connect()`` connection,
-inside the transaction the driver begins (what the reads did before session 52), rounds
-alternated. On PostgreSQL the transaction costs a BEGIN and a ROLLBACK, two round trips;
-SQLite reads begin none, and the two columns measure the same thing.
+``recsys.catalog.reads`` makes it, and again with its connection a plain
+``engine.connect()``, inside the transaction the driver begins (what the reads did before
+session 52), rounds alternated. On PostgreSQL that transaction costs a BEGIN and a
+ROLLBACK, two round trips; SQLite reads begin none, and the two columns measure the same
+thing.
 """
 
 from __future__ import annotations
@@ -30,34 +31,18 @@ from recsys.catalog.models import Item, User
 NOTHING_FRESH = datetime(2100, 1, 1)  # no event is stored after this
 
 
-def in_transaction(engine) -> dict[str, Callable]:
-    """The reads of ``reads`` on a plain connection (a transaction on PostgreSQL)."""
-
-    def fresh_items(user_id: str, _items) -> list:
-        with engine.connect() as connection:
-            query = connection.execute(
-                reads._FRESH_ITEMS, {"user_id": user_id, "since": NOTHING_FRESH}
-            )
-            return list(query.scalars())
-
-    def item_cards(_user, item_ids) -> dict:
-        with engine.connect() as connection:
-            rows = connection.execute(reads._CARDS, {"ids": item_ids})
-            return {row[0]: reads._card(row) for row in rows}
-
-    def ping(_user, _items) -> None:
-        with engine.connect() as connection:
-            connection.execute(select(1))
-
-    return {"fresh events": fresh_items, "20 cards": item_cards, "ping": ping}
-
-
-def as_served(engine) -> dict[str, Callable]:
+def the_reads(engine) -> dict[str, Callable]:
+    """The reads a request makes, as ``recsys.catalog.reads`` makes them."""
     return {
         "fresh events": lambda user, _: reads.fresh_items(engine, user, NOTHING_FRESH),
         "20 cards": lambda _, items: reads.item_cards(engine, items),
         "ping": lambda *_: reads.ping(engine),
     }
+
+
+# How the reads get their connection: a plain one (a transaction on PostgreSQL, what they did
+# before session 52), or as they do now.
+CONNECTIONS = {"in a transaction": lambda engine: engine.connect(), "as served": reads._reading}
 
 
 def timed(read: Callable, users: list[str], items: list[str], count: int, rng) -> np.ndarray:
@@ -85,24 +70,26 @@ def main() -> None:
         items = list(connection.scalars(select(Item.external_id).limit(5000)))
     if not users or len(items) < 20:
         raise SystemExit("the catalog needs users and at least 20 items (ingest a shop first)")
-    ways = {"in a transaction": in_transaction(engine), "as served": as_served(engine)}
     means: dict[tuple[str, str], list[float]] = {}
     p99s: dict[tuple[str, str], list[float]] = {}
     rng = random.Random(args.seed)
-    for way in ways.values():  # warm the pool and the server's caches
-        for read in way.values():
-            timed(read, users, items, 200, rng)
-    for _ in range(args.rounds):
-        for name, way in ways.items():
-            for read_name, read in way.items():
-                ms = timed(read, users, items, args.reads, rng)
-                means.setdefault((read_name, name), []).append(float(ms.mean()))
-                p99s.setdefault((read_name, name), []).append(float(np.percentile(ms, 99)))
+    served = reads._reading
+    try:
+        for round_ in range(args.rounds + 1):  # the first warms the pool and the server's caches
+            for name, connection in CONNECTIONS.items():
+                reads._reading = connection
+                for read_name, read in the_reads(engine).items():
+                    ms = timed(read, users, items, args.reads if round_ else 200, rng)
+                    if round_:
+                        means.setdefault((read_name, name), []).append(float(ms.mean()))
+                        p99s.setdefault((read_name, name), []).append(float(np.percentile(ms, 99)))
+    finally:
+        reads._reading = served
     print(f"{engine.dialect.name}, {args.rounds} rounds of {args.reads} calls (mean, p99 in ms)")
     print(f"{'read':14s} {'in a transaction':>24s} {'as served':>24s}")
-    for read_name in ways["as served"]:
+    for read_name in the_reads(engine):
         cells = []
-        for name in ways:
+        for name in CONNECTIONS:
             mean = statistics.median(means[(read_name, name)])
             p99 = statistics.median(p99s[(read_name, name)])
             cells.append(f"{mean:.3f}, {p99:.3f}")

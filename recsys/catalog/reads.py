@@ -157,10 +157,10 @@ def _reading(engine: Engine) -> Connection:
     """A connection for reads. On PostgreSQL in autocommit: each statement reads what is
     committed when it starts, as inside a READ COMMITTED transaction, but the server is not
     sent a BEGIN before the first statement and a ROLLBACK when the connection goes back to
-    the pool, two round trips a checkout (a feed's fresh-events read on loopback: 0.65 ->
-    0.35 ms, benchmarks/RESULTS.md, session 52). SQLite reads begin no transaction anyway,
-    and switching its connection's mode costs more than the read. Not for reads that set a
-    transaction-local limit (``_time_limit``)."""
+    the pool, two round trips a checkout (``scripts/bench_request_reads.py``; RESULTS,
+    session 52). SQLite reads begin no transaction anyway, and switching its connection's
+    mode costs more than the read. Not for reads that set a transaction-local limit
+    (``_time_limit``)."""
     connection = engine.connect()
     if engine.dialect.name == "sqlite":
         return connection
