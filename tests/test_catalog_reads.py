@@ -8,7 +8,6 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
-import psycopg
 import pytest
 from sqlalchemy import delete, event, select, update
 from sqlalchemy.orm import Session
@@ -422,6 +421,8 @@ def test_catalog_reads_leave_no_transaction_open_on_postgresql(engine):
     transaction, which holds its statement time limit."""
     if engine.dialect.name != "postgresql":
         pytest.skip("SQLite reads begin no transaction")
+    import psycopg  # the PostgreSQL driver, there when this runs on PostgreSQL
+
     populate(engine)
     left_open = []
 

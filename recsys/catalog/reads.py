@@ -178,11 +178,7 @@ class Texts:
         _, offsets, data = array.buffers()
         self._offsets = np.frombuffer(offsets, dtype=np.int64)[: len(array) + 1]
         self._data = memoryview(data) if data is not None else memoryview(b"")
-        valid = array.is_valid().to_numpy(zero_copy_only=False) if array.null_count else None
-        self._valid = valid
-
-    def __len__(self) -> int:
-        return len(self._offsets) - 1
+        self._valid = array.is_valid().to_numpy(zero_copy_only=False) if array.null_count else None
 
     def take(self, rows: np.ndarray) -> list[str | None]:
         """The strings at ``rows`` (an int array), in order."""
