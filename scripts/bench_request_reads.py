@@ -1,15 +1,20 @@
-"""What the service's per-request catalog reads cost, each in a transaction and without one.
+"""What the service's per-request catalog reads cost, as served and as they were served before.
 
     .venv/bin/python scripts/bench_request_reads.py --database-url URL [--reads 3000]
 
 On a catalog with items, users and events (any ingested shop), times the reads a request
 makes, one after another from this process: a feed's fresh events (``reads.fresh_items``
 for a user with none since the bundle, as for most feeds), the cards of 20 items
-(``reads.item_cards``) and the readiness ping (``reads.ping``). Each read is timed as
-``recsys.catalog.reads`` makes it, and again with its connection a plain
-``engine.connect()``, inside the transaction the driver begins (what the reads did before
-session 52), rounds alternated. On PostgreSQL that transaction costs a BEGIN and a
-ROLLBACK, two round trips; SQLite reads begin none, and the two columns measure the same
+(``reads.item_cards``) and the readiness ping (``reads.ping``), rounds alternated, three ways:
+
+- in a transaction the driver begins, each checkout pinged (the reads before session 52): on
+  PostgreSQL a BEGIN and a ROLLBACK around the read, and SQLAlchemy's ``pool_pre_ping``
+  round trip before it;
+- in autocommit, each checkout pinged (session 52);
+- as served now: in autocommit, a connection pinged only after a second idle in the pool
+  (``recsys.catalog.db.IdlePing``).
+
+SQLite reads begin no transaction and are never pinged: there the columns measure the same
 thing.
 """
 
@@ -23,7 +28,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select
 
 from recsys.catalog import connect, reads
 from recsys.catalog.models import Item, User
@@ -40,9 +45,13 @@ def the_reads(engine) -> dict[str, Callable]:
     }
 
 
-# How the reads get their connection: a plain one (a transaction on PostgreSQL, what they did
-# before session 52), or as they do now.
-CONNECTIONS = {"in a transaction": lambda engine: engine.connect(), "as served": reads._reading}
+# Each way: (pinged at every checkout, how the reads get their connection: a plain one is a
+# transaction on PostgreSQL).
+WAYS = {
+    "transaction, pinged": (True, lambda engine: engine.connect()),
+    "autocommit, pinged": (True, reads._reading),
+    "as served": (False, reads._reading),
+}
 
 
 def timed(read: Callable, users: list[str], items: list[str], count: int, rng) -> np.ndarray:
@@ -60,7 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", required=True, help="an ingested catalog")
     parser.add_argument("--reads", type=int, default=3000, help="timed calls per read, per round")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds, the two ways alternated")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds, the three ways alternated")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     engine = connect(args.database_url)
@@ -70,15 +79,18 @@ def main() -> None:
         items = list(connection.scalars(select(Item.external_id).limit(5000)))
     if not users or len(items) < 20:
         raise SystemExit("the catalog needs users and at least 20 items (ingest a shop first)")
+    pinged = engine  # SQLite: nothing to ping
+    if engine.dialect.name != "sqlite":
+        pinged = create_engine(engine.url, pool_pre_ping=True)
     means: dict[tuple[str, str], list[float]] = {}
     p99s: dict[tuple[str, str], list[float]] = {}
     rng = random.Random(args.seed)
     served = reads._reading
     try:
         for round_ in range(args.rounds + 1):  # the first warms the pool and the server's caches
-            for name, connection in CONNECTIONS.items():
+            for name, (ping_each, connection) in WAYS.items():
                 reads._reading = connection
-                for read_name, read in the_reads(engine).items():
+                for read_name, read in the_reads(pinged if ping_each else engine).items():
                     ms = timed(read, users, items, args.reads if round_ else 200, rng)
                     if round_:
                         means.setdefault((read_name, name), []).append(float(ms.mean()))
@@ -86,14 +98,14 @@ def main() -> None:
     finally:
         reads._reading = served
     print(f"{engine.dialect.name}, {args.rounds} rounds of {args.reads} calls (mean, p99 in ms)")
-    print(f"{'read':14s} {'in a transaction':>24s} {'as served':>24s}")
+    print(f"{'read':14s}" + "".join(f"{name:>24s}" for name in WAYS))
     for read_name in the_reads(engine):
         cells = []
-        for name in CONNECTIONS:
+        for name in WAYS:
             mean = statistics.median(means[(read_name, name)])
             p99 = statistics.median(p99s[(read_name, name)])
             cells.append(f"{mean:.3f}, {p99:.3f}")
-        print(f"{read_name:14s} {cells[0]:>24s} {cells[1]:>24s}")
+        print(f"{read_name:14s}" + "".join(f"{cell:>24s}" for cell in cells))
 
 
 if __name__ == "__main__":

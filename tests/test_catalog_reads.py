@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from sqlalchemy import delete, event, select, update
 from sqlalchemy.orm import Session
 
-from recsys.catalog import migrate, reads
+from recsys.catalog import connect, db, migrate, reads
 from recsys.catalog.models import (
     AttributeKind,
     CatalogState,
@@ -443,6 +444,54 @@ def test_catalog_reads_leave_no_transaction_open_on_postgresql(engine):
     assert len(left_open) >= 8 and not any(left_open)
     reads.list_items(engine, 0, 10, "story")
     assert left_open[-1]  # SET LOCAL statement_timeout lives as long as the transaction
+
+
+def test_reads_outlive_a_dropped_connection_and_busy_ones_are_not_pinged_on_postgresql(
+    engine, db_url, caplog, monkeypatch
+):
+    """On PostgreSQL a connection that goes back to the pool and out again within a second
+    is not pinged (a ping is a round trip before every request's read); when the server
+    dropped it meanwhile (a restart), each read runs again on a fresh connection and answers
+    as before. A connection idle for longer is pinged at checkout and replaced if dead, so
+    writes do not meet it either."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite connections are files, not links")
+    populate(engine)
+    served = connect(db_url)
+    pings = []
+    ping = served.dialect.do_ping
+    monkeypatch.setattr(served.dialect, "do_ping", lambda c: pings.append(1) or ping(c))
+
+    def drop_pooled() -> None:  # the server ends the pool's one connection
+        with served.connect() as connection:
+            pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with engine.connect() as connection:
+            connection.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+
+    before = {
+        "cards": lambda: reads.item_cards(served, ["a1", "b2"]),
+        "fresh events": lambda: reads.fresh_items(served, "u1", datetime(2000, 1, 1)),
+        "titles": lambda: reads.item_titles(served, ["a1", "zz"]),
+        "image": lambda: reads.image_path(served, "a1"),
+        "users": lambda: reads.list_users(served, 0, 10),
+        "items": lambda: reads.list_items(served, 0, 10, "story"),
+        "ping": lambda: reads.ping(served),
+    }
+    answers = {name: read() for name, read in before.items()}
+    assert answers["cards"] and answers["fresh events"] and answers["users"].users
+    assert not pings  # each checkout came within a second of the last checkin
+    for name, read in before.items():
+        drop_pooled()
+        caplog.clear()
+        assert read() == answers[name], name
+        assert "reading again" in caplog.text, name  # it met the dead connection
+    drop_pooled()
+    time.sleep(db.PING_AFTER_IDLE_SECONDS + 0.2)
+    caplog.clear()
+    with served.begin() as connection:  # a write's checkout: pinged, replaced
+        assert connection.exec_driver_sql("SELECT 1").scalar() == 1
+    assert pings and "reading again" not in caplog.text
+    served.dispose()
 
 
 def test_items_read_in_chunks_are_the_frame_of_all_rows_at_once(engine):

@@ -7,12 +7,20 @@ file is still the one at the configured path: a file moved away or replaced whil
 noticed at the next checkout, and the engine never creates a new, empty catalog in its place
 once it has opened one (nor beside a WAL file left behind, whose commits SQLite would otherwise
 replay into the new file and then delete).
+
+A PostgreSQL connection is pinged when the pool hands it out only after it sat idle for
+``PING_AFTER_IDLE_SECONDS`` (``IdlePing``), not at every checkout: a busy worker's connections
+go back and out many times a second, and a ping is a round trip before each request's read.
+A connection that died within that second (the server restarted) fails its next statement
+instead; the pool then replaces every connection older than the failure, and the service's
+reads run once more on a fresh one (``recsys.catalog.reads``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -31,7 +39,9 @@ def connect(database_url: str) -> Engine:
     except Exception as exc:  # SQLAlchemy raises ArgumentError with a terse message
         raise InvalidSettings(f"database_url {database_url!r} is not a valid URL: {exc}") from exc
     if url.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url)
+        IdlePing().watch(engine)
+        return engine
     engine = create_engine(url, connect_args={"timeout": 30})
     event.listen(engine, "connect", _sqlite_pragmas)
     if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
@@ -46,6 +56,39 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the ingest writer
     cursor.execute("PRAGMA synchronous=FULL")  # durable once committed (module docstring)
     cursor.close()
+
+
+# A pooled connection idle for longer than this is pinged before the pool hands it out.
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+class IdlePing:
+    """Pings a pooled connection at checkout when it has been idle for longer than
+    ``PING_AFTER_IDLE_SECONDS`` (SQLAlchemy's ``pool_pre_ping`` pings every checkout), so a
+    link dropped while it waited (a server restart, an idle timeout of the server or a
+    firewall) is replaced before a request uses it. See the module docstring."""
+
+    def __init__(self, idle_seconds: float = PING_AFTER_IDLE_SECONDS) -> None:
+        self.idle_seconds = idle_seconds
+        self.dialect = None
+
+    def watch(self, engine: Engine) -> None:
+        self.dialect = engine.dialect
+        event.listen(engine, "checkin", self._checked_in)
+        event.listen(engine, "checkout", self._check)
+
+    def _checked_in(self, _dbapi_connection, record) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    def _check(self, dbapi_connection, record, _proxy) -> None:
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since <= self.idle_seconds:
+            return
+        try:
+            self.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # the driver's error: the link is gone
+            # the pool drops this connection and hands out a new one
+            raise DisconnectionError(f"a pooled connection was dead: {exc}") from exc
 
 
 class SqliteFile:

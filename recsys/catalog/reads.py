@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -44,7 +44,7 @@ from sqlalchemy import (
     table,
 )
 from sqlalchemy.engine import Row
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from recsys.catalog import changes
 from recsys.catalog.models import (
@@ -60,6 +60,7 @@ from recsys.ingest.values import parse_search
 from recsys.model.data import IdIndex
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Most recent events of a user that ``fresh_items`` returns.
 FRESH_LIMIT = 200
@@ -167,6 +168,24 @@ def _reading(engine: Engine) -> Connection:
     return connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
+def _read(engine: Engine, work: Callable[[Connection], T], transaction: bool = False) -> T:
+    """``work(connection)`` on a ``_reading`` connection (with ``transaction``, a plain one),
+    run once more on a fresh connection when the first finds the pooled one dead
+    (``connection_invalidated``: the server restarted or the link dropped since its last use,
+    within the pool's ping interval, ``recsys.catalog.db``). Reads change nothing, so running
+    one again is safe."""
+    connect = engine.connect if transaction else lambda: _reading(engine)
+    try:
+        with connect() as connection:
+            return work(connection)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        log.warning("a pooled catalog connection was dead (%s); reading again", exc.orig)
+    with connect() as connection:
+        return work(connection)
+
+
 class Texts:
     """A column of strings (None allowed) as Arrow lays it out: one UTF-8 buffer and each
     string's offsets in it, a few bytes per string beyond its text where a list of Python
@@ -215,9 +234,11 @@ class CardSnapshot:
         that generation, so the cache reads that item afresh)."""
         photo, document = Item.image_path.is_not(None), cast(Item.attributes, Text)
         columns = (Item.external_id, Item.title, Item.in_stock, photo, document)
-        with _reading(engine) as connection:
-            generation = connection.scalar(_GENERATION)
-            rows = connection.execute(select(*columns)).all()
+
+        def snapshot(connection: Connection) -> tuple:
+            return connection.scalar(_GENERATION), connection.execute(select(*columns)).all()
+
+        generation, rows = _read(engine, snapshot)
         ids, titles, stock, image, attributes = zip(*rows, strict=True) if rows else [()] * 5
         return cls(generation, ids, titles, stock, image, attributes)
 
@@ -267,9 +288,8 @@ def item_cards(engine: Engine, item_ids: Sequence[str]) -> dict[str, ItemCard]:
     """The cards of those ``item_ids`` the catalog has, by id (unknown ids are left out)."""
     if not item_ids:
         return {}
-    with _reading(engine) as connection:
-        rows = connection.execute(_CARDS, {"ids": list(item_ids)})
-        return {row[0]: _card(row) for row in rows}
+    rows = _read(engine, lambda c: c.execute(_CARDS, {"ids": list(item_ids)}).all())
+    return {row[0]: _card(row) for row in rows}
 
 
 class CardCache:
@@ -345,16 +365,20 @@ class CardCache:
                 read = item_cards(self.engine, _missing(item_ids, found))
                 self._keep(generation, {item_id: _pack(card) for item_id, card in read.items()})
                 return found | read
-        with _reading(self.engine) as connection:
+
+        def checked(connection: Connection) -> tuple:
             generation = connection.scalar(_GENERATION)
-            self._checked = now
             self._catch_up(connection, generation)
             found = self._cached(generation, item_ids)
             missing = _missing(item_ids, found)
-            if not missing:
-                return found
-            rows = connection.execute(_CARDS, {"ids": missing})
-            read = {row[0]: _card(row) for row in rows}
+            rows = connection.execute(_CARDS, {"ids": missing}).all() if missing else []
+            return generation, found, rows
+
+        generation, found, rows = _read(self.engine, checked)
+        self._checked = now
+        if not rows:
+            return found
+        read = {row[0]: _card(row) for row in rows}
         self._keep(generation, {item_id: _pack(card) for item_id, card in read.items()})
         return found | read
 
@@ -373,9 +397,13 @@ class CardCache:
         if not self.capacity:
             return
         now = time.monotonic()
-        with _reading(self.engine) as connection:
+
+        def caught_up(connection: Connection) -> int | None:
             generation = connection.scalar(_GENERATION)
             self._catch_up(connection, generation)
+            return generation
+
+        generation = _read(self.engine, caught_up)
         self._cached(generation, ())  # a move the log did not explain empties the cache
         self._checked = self._followed = now
         if self.snapshot and self._snapshot is None:
@@ -405,9 +433,12 @@ class CardCache:
         """Answer from ``snapshot`` once it is brought up to the cache's generation through
         the change log; kept for the next ``follow`` while the cache is at another one, and
         dropped when the log cannot say what changed since it."""
-        with _reading(self.engine) as connection:
+
+        def logged(connection: Connection) -> tuple:
             now = connection.scalar(_GENERATION)
-            changed = _logged(connection, snapshot.generation, now)
+            return now, _logged(connection, snapshot.generation, now)
+
+        now, changed = _read(self.engine, logged)
         if changed is None:
             self._unplaced = None
             return
@@ -483,9 +514,13 @@ def list_items(
     if after is not None:
         query = query.where(key > after)
     page = query.add_columns(Item.id).offset(offset).limit(limit)
-    with engine.connect() as connection, _time_limit(connection, SEARCH_SECONDS if text else 0):
-        total = connection.scalar(select(func.count()).select_from(counted.subquery())) or 0
-        rows = connection.execute(page).all()
+
+    def total_and_rows(connection: Connection) -> tuple:
+        with _time_limit(connection, SEARCH_SECONDS if text else 0):
+            total = connection.scalar(select(func.count()).select_from(counted.subquery()))
+            return total or 0, connection.execute(page).all()
+
+    total, rows = _read(engine, total_and_rows, transaction=True)  # for its SET LOCAL
     cards = [_card(row[:-1]) for row in rows]
     following = rows[-1][-1] if rows and len(rows) == limit else None
     return ItemPage(cards, min(total, COUNT_LIMIT), total <= COUNT_LIMIT, following)
@@ -569,16 +604,15 @@ def list_users(engine: Engine, offset: int, limit: int, after: int | None = None
     page = page.offset(offset).limit(limit).subquery()
     events = select(func.count()).where(Interaction.user_id == page.c.id).scalar_subquery()
     query = select(page.c.id, page.c.external_id, events).order_by(page.c.id)
-    with _reading(engine) as connection:
-        rows = connection.execute(query).all()
+    rows = _read(engine, lambda c: c.execute(query).all())
     users = [UserActivity(user_id, count) for _, user_id, count in rows]
     return UserPage(users, rows[-1][0] if rows and len(rows) == limit else None)
 
 
 def image_path(engine: Engine, item_id: str) -> str | None:
     """The stored path of the item's image, or None (no such item, or no image)."""
-    with _reading(engine) as connection:
-        return connection.scalar(select(Item.image_path).where(Item.external_id == item_id))
+    query = select(Item.image_path).where(Item.external_id == item_id)
+    return _read(engine, lambda c: c.scalar(query))
 
 
 def item_titles(engine: Engine, item_ids: Sequence[str]) -> list[str | None]:
@@ -586,10 +620,13 @@ def item_titles(engine: Engine, item_ids: Sequence[str]) -> list[str | None]:
     have), in their order; read ``TITLE_BATCH`` ids a query."""
     found: dict[str, str | None] = {}
     ids = list(dict.fromkeys(item_ids))
-    with _reading(engine) as connection:
+
+    def titles(connection: Connection) -> None:
         for start in range(0, len(ids), TITLE_BATCH):
             batch = ids[start : start + TITLE_BATCH]
-            found |= {row[0]: row[1] for row in connection.execute(_TITLES_OF, {"ids": batch})}
+            found.update((row[0], row[1]) for row in connection.execute(_TITLES_OF, {"ids": batch}))
+
+    _read(engine, titles)
     return [found.get(item_id) for item_id in item_ids]
 
 
@@ -601,12 +638,10 @@ def titles_by_row(engine: Engine, item_ids: np.ndarray) -> Callable[[np.ndarray]
 
 def fresh_items(engine: Engine, user_id: str, since: datetime) -> list[str]:
     """Items of the user's events stored after ``since``, newest first (at most FRESH_LIMIT)."""
-    with _reading(engine) as connection:
-        rows = connection.execute(_FRESH_ITEMS, {"user_id": user_id, "since": since})
-        return list(rows.scalars())
+    parameters = {"user_id": user_id, "since": since}
+    return _read(engine, lambda c: list(c.execute(_FRESH_ITEMS, parameters).scalars()))
 
 
 def ping(engine: Engine) -> None:
     """Raise (the driver's error) unless the catalog database answers a query."""
-    with _reading(engine) as connection:
-        connection.execute(select(1))
+    _read(engine, lambda c: c.execute(select(1)))
