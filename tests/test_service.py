@@ -86,6 +86,25 @@ def test_home_feed_excludes_seen_items_and_applies_filters(client, shop):
     assert not {i["item_id"] for i in unfiltered} & seen
 
 
+def test_filters_that_pass_no_item_give_an_empty_list_not_an_error(client):
+    """A filter value no item has (a misspelt brand, an empty value), or candidates that all
+    fail the filters, is an empty answer, as for an unknown user."""
+    asked = [
+        client.get("/v1/items/a1/similar?k=3&brand=nobody"),
+        client.get("/v1/items/a1/similar?k=3&brand="),
+        client.get("/v1/items/a1/similar?k=3&mode=also&brand=nobody"),
+        client.get("/v1/users/u1/recommendations?k=3&brand=nobody"),
+        client.post("/v1/users/u1/recommendations", json={"filters": {"brand": ["nobody"]}}),
+        client.post(
+            "/v1/users/u1/recommendations",
+            json={"candidates": ["a4", "b6"], "filters": {"brand": "nobody"}},
+        ),
+    ]
+    for response in asked:
+        assert response.status_code == 200, response.get_json()
+        assert response.get_json()["items"] == []
+
+
 def seen_items(engine, user_id: str) -> set[str]:
     """External ids of the items the user has events for, read from the catalog."""
     query = (

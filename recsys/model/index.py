@@ -206,6 +206,9 @@ class VectorIndex:
 
     def _exact(self, queries: np.ndarray, k: int, rows: np.ndarray, exclude):
         """Brute-force scores over a row subset (numpy): small candidate lists, fallbacks."""
+        if not len(rows):  # the filters pass no row
+            shape = (len(queries), k)
+            return np.full(shape, -1, dtype=np.int64), np.full(shape, -np.inf, dtype=np.float32)
         scores = queries @ self.vectors[rows].T  # (Q, R)
         for q, blocked in enumerate(exclude):
             if len(blocked):
