@@ -35,7 +35,7 @@ MAX_PAGE = 100
 # Rows skipped one by one: a deeper page takes the key of the page before (``after``), whose
 # cost does not grow with its depth.
 MAX_OFFSET = 10_000
-MAX_KEY = 2**63 - 1
+MAX_KEY = 10**18 - 1  # the most a query's whole number may have: 18 digits
 MAX_CANDIDATES = 1000
 MAX_EVENTS = 1000
 MAX_ATTRIBUTES = 200
@@ -90,14 +90,17 @@ def _query_float(value: Any) -> Any:
 QueryBool = Annotated[bool, BeforeValidator(_query_bool)]
 QueryInt = Annotated[int, BeforeValidator(_query_int)]
 QueryFloat = Annotated[float, BeforeValidator(_query_float)]
+# The bounds before the parsing: after it (or on the optional), pydantic writes them into the
+# document as ge / le, which are no JSON Schema keywords.
+QueryKey = Annotated[int, Field(ge=0, le=MAX_KEY), BeforeValidator(_query_int)]
 _DIVERSITY = (
     "MMR re-ranking, 0 to 1: 0 is the plain ranking, higher trades relevance for variety "
     "(content vectors: attributes and images)"
 )
 Scalar = StrictStr | StrictInt | StrictFloat | StrictBool
 FilterValue = Annotated[
-    Scalar | Annotated[list[Scalar], Field(min_length=1)],
-    _explained("must be a value or a non-empty list of values"),
+    Scalar | Annotated[list[Scalar], Field(min_length=1, max_length=MAX_VALUES)],
+    _explained(f"must be a value or a list of 1 to {MAX_VALUES} values"),
 ]
 
 
@@ -127,8 +130,8 @@ class Page(BaseModel):
         description=f"Entries to skip, at most {MAX_OFFSET:,}; deeper pages use after",
     )
     limit: QueryInt = Field(24, ge=1, le=MAX_PAGE, description="Page size")
-    after: QueryInt | None = Field(
-        None, ge=0, le=MAX_KEY, description="Start after this key: the next of the page before"
+    after: QueryKey | None = Field(
+        None, description="Start after this key: the next of the page before"
     )
 
 
@@ -147,13 +150,19 @@ class ItemSearch(Page):
     )
 
 
+QueryFilter = Annotated[
+    str | Annotated[list[str], Field(max_length=MAX_VALUES)],
+    _explained(f"a filter takes at most {MAX_VALUES} values (the name repeated)"),
+]
+
+
 class Filtered(BaseModel):
     """Attribute filters: every query parameter not declared here is one, e.g.
     ?department=tops&brand=A&brand=B (categorical and multi-valued attributes; repeat a name
     for any of several values). An attribute the model cannot filter on is a 400."""
 
     model_config = ConfigDict(extra="allow")
-    __pydantic_extra__: dict[str, str | list[str]]
+    __pydantic_extra__: dict[str, QueryFilter]
     # None (absent): no stock filter.
     in_stock: QueryBool = Field(None, description="Only items in stock (true) or out (false)")
 
@@ -218,9 +227,9 @@ class RankRequest(BaseModel):
         None, min_length=1, max_length=MAX_CANDIDATES, description="Rank only these item ids"
     )
     filters: Filters | None = None
-    diversity: StrictInt | StrictFloat = Field(
-        DEFAULT_DIVERSITY, ge=0, le=1, description=_DIVERSITY
-    )
+    # StrictFloat takes whole numbers too (never strings or booleans), and its bounds are in
+    # the document as minimum / maximum
+    diversity: StrictFloat = Field(DEFAULT_DIVERSITY, ge=0, le=1, description=_DIVERSITY)
 
 
 _ID_RULE = (

@@ -103,6 +103,8 @@ def test_filters_that_pass_no_item_give_an_empty_list_not_an_error(client):
     for response in asked:
         assert response.status_code == 200, response.get_json()
         assert response.get_json()["items"] == []
+    many = "&".join(f"brand=b{n}" for n in range(101))
+    assert_error(client.get(f"/v1/items/a1/similar?{many}"), 400, "brand")
 
 
 def seen_items(engine, user_id: str) -> set[str]:
@@ -155,6 +157,9 @@ def test_bad_requests_get_one_error_shape(client, path, status, mentions):
         ({"candidates": "a1"}, "candidates"),
         ({"candidates": ["zzz"]}, "candidates"),
         ({"filters": {"genres": {"x": 1}}}, "filters.genres"),
+        ({"filters": {"genres": [f"g{n}" for n in range(101)]}}, "filters.genres: must be"),
+        ({"diversity": 1.5}, "diversity"),
+        ({"diversity": "0.5"}, "diversity"),
         ({"surprise": 1}, "surprise"),
         ([1, 2], "body"),
     ],

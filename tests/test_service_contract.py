@@ -10,7 +10,7 @@ from services import errors
 from services.app import BLUEPRINTS
 from services.contract import endpoint
 from services.openapi import openapi_document
-from services.schemas import MAX_K, RankRequest, Status
+from services.schemas import MAX_K, Page, RankRequest, Status
 
 
 class Probe(BaseModel):
@@ -75,3 +75,31 @@ def test_the_service_document_comes_from_its_models():
     health = document["paths"]["/healthz"]["get"]["responses"]["200"]
     assert health["content"]["application/json"]["schema"]["$ref"].endswith(f"/{Status.__name__}")
     assert "/openapi.json" not in document["paths"] and "/" not in document["paths"]
+
+
+def test_every_bound_in_the_service_document_is_a_json_schema_bound_the_service_keeps():
+    """Bounds show as minimum / maximum (a bare ``ge`` is no JSON Schema keyword, so a client
+    generated from the document would not know it), and a value at a declared maximum is
+    accepted."""
+    routes = Flask(__name__)
+    for blueprint in BLUEPRINTS:
+        routes.register_blueprint(blueprint)
+    document = openapi_document(routes)
+    stray = []
+
+    def walk(node, where: str) -> None:
+        if isinstance(node, dict):
+            if "properties" not in where.rsplit("/", 1)[-1]:
+                stray.extend(f"{where}/{key}" for key in ("ge", "le", "gt", "lt") if key in node)
+            for key, value in node.items():
+                walk(value, f"{where}/{key}")
+        elif isinstance(node, list):
+            for n, value in enumerate(node):
+                walk(value, f"{where}/{n}")
+
+    walk(document, "")
+    assert not stray
+    diversity = document["components"]["schemas"]["RankRequest"]["properties"]["diversity"]
+    assert (diversity["minimum"], diversity["maximum"]) == (0, 1)
+    after = parameter(document, "/v1/items", "get", "after")["schema"]["anyOf"][0]["maximum"]
+    assert Page.model_validate({"after": str(after)}).after == after
