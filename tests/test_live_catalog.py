@@ -399,3 +399,66 @@ def test_answers_skip_the_live_ranking_only_where_it_changes_nothing(app, client
     assert any(skipped) and not all(skipped)
     monkeypatch.setattr(Delta, "_none_enter", lambda *args: False)
     assert [client.get(page).data for page in pages] == answers
+
+
+def reasons_of(client, item_id: str, query: str) -> dict[str, list[dict]]:
+    response = client.get(f"/v1/items/{item_id}/similar?{query}")
+    assert response.status_code == 200, response.get_json()
+    return {item["item_id"]: item for item in response.get_json()["items"]}
+
+
+def test_an_edited_item_is_explained_and_diversified_as_before_its_edit(app, client):
+    """A write to an item that has events (a price change) leaves its answers explained by
+    their parts and diversified as before, and other items' rows do not call it new."""
+    plain = reasons_of(client, "a1", "k=5&mode=also")
+    assert any(r["label"] == "viewed together" for r in next(iter(plain.values()))["because"])
+    undiversified = similar(client, "a1", "k=5&diversity=0")
+    diversified = similar(client, "a1", "k=5&diversity=1")
+    assert diversified != undiversified  # the check below is not vacuous
+    edit = {"attributes": {"year": 1992, "genres": ["Comedy"], "brand": "a-brand"}}
+    assert client.patch("/v1/items/a1", json=edit, headers=ADMIN).status_code == 200
+    follow(app)
+    assert similar(client, "a1", "k=5&diversity=1") != similar(client, "a1", "k=5&diversity=0")
+    edited = reasons_of(client, "a1", "k=5&mode=also")
+    assert any(r["label"] == "viewed together" for r in next(iter(edited.values()))["because"])
+    for item in reasons_of(client, "a1", "k=5").values():
+        assert sum(r["share"] for r in item["because"]) == pytest.approx(item["score"], abs=1e-4)
+        assert any(r["label"].startswith("same") for r in item["because"]), item
+    listing_a1 = [
+        item
+        for other in ("a2", "a3", "a4")
+        for i, item in reasons_of(client, other, "k=10").items()
+        if i == "a1"
+    ]
+    assert listing_a1  # a1 is still in its neighbours' rows
+    for item in listing_a1:
+        labels = [r["label"] for r in item["because"]]
+        assert "new in the catalog" not in labels and labels[0] != "looks alike", labels
+        assert sum(r["share"] for r in item["because"]) == pytest.approx(item["score"], abs=1e-4)
+
+
+def test_a_visitor_without_history_still_sees_edited_items_and_new_candidates(app, client):
+    """The popularity fallback keeps an item whose listing was edited (its events stay) at
+    its score, and ranks a new item given as a candidate (at 0, "new in the catalog")."""
+
+    def fallback(query: str = "k=5") -> dict[str, dict]:
+        items = client.get(f"/v1/users/stranger/recommendations?{query}").get_json()["items"]
+        return {item["item_id"]: item for item in items}
+
+    before = fallback()
+    top = next(iter(before))
+    edit = client.patch(f"/v1/items/{top}", json={"title": "Renamed"}, headers=ADMIN)
+    assert edit.status_code == 200
+    assert client.put("/v1/items/x-new", json=TWIN, headers=ADMIN).status_code == 200
+    follow(app)
+    after = fallback()
+    assert {i: item["score"] for i, item in after.items()} == {
+        i: item["score"] for i, item in before.items()
+    }
+    assert after[top]["title"] == "Renamed"
+    assert after[top]["because"][0]["label"] == "popular with shoppers"
+    body = {"candidates": ["x-new", top], "k": 5}
+    ranked = client.post("/v1/users/stranger/recommendations", json=body).get_json()["items"]
+    assert [i["item_id"] for i in ranked] == [top, "x-new"]
+    assert [r["label"] for r in ranked[1]["because"]] == ["new in the catalog"]
+    assert ranked[1]["score"] == 0

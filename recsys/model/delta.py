@@ -30,6 +30,7 @@ import functools
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -51,7 +52,11 @@ log = logging.getLogger(__name__)
 
 # Item rows read and embedded at once (a rebuild after a large ingest reads many).
 CHUNK = 2048
-LIVE_REASON = "new in the catalog"
+LIVE_REASON = explain.NEW_REASON
+# A bundle item written since (its listing changed) in a feed, scored as it is now.
+UPDATED_REASON = "updated in the catalog"
+# (query, the live rows added (n,), their scores (n,)) -> their reasons
+Because = Callable[[int, np.ndarray, np.ndarray], list[list[explain.Reason]]]
 
 
 @dataclass(frozen=True)
@@ -150,6 +155,21 @@ class Delta:
             mask &= np.isin(self.ids, np.asarray(list(candidates), dtype=str))
         return mask
 
+    def values_of(self, row: int, names) -> dict[str, set[str]]:
+        """Live item ``row``'s values of the attributes ``names`` (those it has), as
+        ``ItemFilters.values_of`` gives a bundle row's."""
+        attributes, out = self.attributes[row], {}
+        for name in names:
+            value = attributes.get(name)
+            if value is not None:
+                out[name] = {str(v) for v in (value if isinstance(value, list) else [value])}
+        return out
+
+    def shared(self, row: int, values: dict[str, set[str]]) -> list[str]:
+        """The attributes of which live item ``row`` has one of ``values``."""
+        attributes = self.attributes[row]
+        return [name for name, wanted in values.items() if _has_any(attributes.get(name), wanted)]
+
     def item_queries(self, item_ids, surface: str, fused) -> np.ndarray:
         """(Q, D) "items like these" queries of live items, as ``FusedModel.item_queries``."""
         rows = [self.positions[item] for item in item_ids]
@@ -167,18 +187,26 @@ class Delta:
         skip=None,
         profiles=None,
         surface: bool = False,
+        because: Because | None = None,
     ):
         """``results`` (per query, best first) with the live items ``allowed`` (M,) bool
         ranked in by score (``queries @ vectors``, or ``queries @ surface`` for similar-items
         queries, plus for feeds the token term of the users' token ``profiles`` (Q, F), as
         ``FusedModel.token_scores`` gives bundle items); ``skip``: per query, ids never to add
-        (the query item, seen items) or None for a query that takes no live items."""
+        (the query item, seen items) or None for a query that takes no live items;
+        ``because``: the added items' reasons (by default ``LIVE_REASON``, the whole score)."""
         if not self.size or not allowed.any():
             return results
         scores = np.asarray(queries) @ (self.surface if surface else self.vectors).T
         if profiles is not None and self.tokens is not None:
             scores = scores + (profiles @ self.tokens_by_token).toarray() * self.token_scale
-        return self._merge(results, scores, k, allowed, skip)
+        return self._merge(results, scores, k, allowed, skip, because)
+
+    def merge_scored(self, results, scores: np.ndarray, k: int, allowed, skip, because=None):
+        """``merge`` with the live items' scores given: (Q, M)."""
+        if not self.size or not allowed.any():
+            return results
+        return self._merge(results, scores, k, allowed, skip, because)
 
     def merge_images(self, results, queries: np.ndarray, k: int, allowed: np.ndarray):
         """Visual search: ``results`` with the live items that have a photo, by cosine of
@@ -187,9 +215,10 @@ class Delta:
         if not self.size or "image" not in self.blocks or not allowed.any():
             return results
         scores = np.asarray(queries) @ self.blocks["image"].T
-        return self._merge(results, scores, k, allowed, None)
+        because = lambda _q, _rows, found: explain.single(explain.PHOTO_REASON, found)  # noqa: E731
+        return self._merge(results, scores, k, allowed, None, because)
 
-    def _merge(self, results, scores: np.ndarray, k: int, allowed: np.ndarray, skip):
+    def _merge(self, results, scores: np.ndarray, k: int, allowed: np.ndarray, skip, because):
         scores = np.where(allowed[None, :], scores, -np.inf).astype(np.float32, copy=False)
         best = scores.max(axis=1)  # (Q,)
         for q in range(len(results.ids)):
@@ -202,7 +231,11 @@ class Delta:
             found = top_k_finite(scores[q : q + 1], k + len(blocked), ordered=True)[0]
             found = [j for j in found[found >= 0].tolist() if self.ids[j] not in blocked][:k]
             if found:
-                _insert(results, q, self.ids[found].tolist(), scores[q, found], k)
+                reasons = None
+                if results.because:
+                    rows = np.asarray(found, dtype=np.int64)
+                    reasons = (because or _whole)(q, rows, scores[q, rows])
+                _insert(results, q, self.ids[found].tolist(), scores[q, found], k, reasons)
         return results
 
     def _none_enter(self, results, q: int, k: int, best: float) -> bool:
@@ -217,9 +250,14 @@ class Delta:
         )
 
 
-def _insert(results, q: int, ids: list[str], scores: np.ndarray, k: int) -> None:
+def _whole(_q: int, _rows: np.ndarray, scores: np.ndarray) -> list[list[explain.Reason]]:
+    return explain.single(LIVE_REASON, scores)
+
+
+def _insert(results, q: int, ids: list[str], scores: np.ndarray, k: int, added=None) -> None:
     """Query ``q`` of ``results`` with live ``ids`` added, the best k kept (a live id that
-    the bundle's part also lists, from a state a moment older, keeps its live place)."""
+    the bundle's part also lists, from a state a moment older, keeps its live place);
+    ``added``: their reasons."""
     live = set(ids)
     old_ids, old_scores = results.ids[q], np.asarray(results.scores[q])
     keep = [j for j, item in enumerate(old_ids) if item not in live]
@@ -230,7 +268,7 @@ def _insert(results, q: int, ids: list[str], scores: np.ndarray, k: int) -> None
     results.ids[q] = [all_ids[j] for j in order]
     results.scores[q] = all_scores[order]
     if because is not None:
-        reasons = [because[j] for j in keep] + explain.single(LIVE_REASON, scores)
+        reasons = [because[j] for j in keep] + added
         results.because[q] = [reasons[j] for j in order]
 
 

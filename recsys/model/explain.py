@@ -38,6 +38,8 @@ BLOCK_LABELS = {
     "popularity": "popular",
 }
 TOP_ITEMS = 3
+NEW_REASON = "new in the catalog"
+PHOTO_REASON = "looks like your photo"  # visual search: the whole score
 # Parts smaller than this (absolute) are left out of a list of reasons (they sum to ~0).
 NEGLIGIBLE = 1e-7
 
@@ -74,6 +76,18 @@ def block_shares(fused, query_rows: np.ndarray, found: np.ndarray, surface: str)
             dots = np.einsum("qd,qkd->qk", queries[name], items[:, :, part])  # (Q, k)
             shares[name] = np.where(listed, weights[name] * dots, 0.0)
     return shares
+
+
+def query_shares(fused, queries: np.ndarray, items: np.ndarray, surface: str):
+    """block -> (Q, k) parts of the scores of ``items`` (Q, k, D) for the fused item
+    ``queries`` (Q, D) of ``surface`` (``item_queries``: each block already weighted), for
+    queries and items that are not bundle rows (live items); they sum to ``queries . items``."""
+    weights = fused.surface_weights_[surface]
+    return {
+        name: np.einsum("qd,qkd->qk", queries[:, part], items[:, :, part])
+        for name, part in fused.layout_.slices().items()
+        if weights.get(name, 0.0) != 0.0
+    }
 
 
 def similar_reasons(shares: dict[str, np.ndarray], shared: list[list[list[str]]], q: int):
@@ -263,7 +277,7 @@ def fallback(cold: np.ndarray, scores: np.ndarray) -> list[list[Reason]]:
     """One reason per item of a feed that knows nothing of its user (the popularity
     fallback): "popular with shoppers", or, for an item with no events in the training
     data (``cold``; every item of a catalog without events), "new in the catalog"."""
-    labels = np.where(cold, "new in the catalog", "popular with shoppers").tolist()
+    labels = np.where(cold, NEW_REASON, "popular with shoppers").tolist()
     return [[Reason(label, float(s))] for label, s in zip(labels, scores.tolist(), strict=True)]
 
 

@@ -42,6 +42,7 @@ import scipy.sparse as sp
 from recsys.errors import InvalidBundle, UnknownItem
 from recsys.model import explain, sparse_rows
 from recsys.model.data import IdIndex, mapped, sorted_places
+from recsys.model.delta import LIVE_REASON, UPDATED_REASON
 from recsys.model.diversity import DEFAULT_DIVERSITY, check_diversity, diversify, pool_size
 from recsys.model.fusion import TOKEN_BUDGET, FusedModel
 from recsys.model.index import IndexConfig, Projection, VectorIndex
@@ -188,6 +189,30 @@ class ItemFilters:
                 out[q][j].append(name)
         return out
 
+    def values_of(self, row: int) -> dict[str, set[str]]:
+        """The filterable attributes' values of bundle row ``row`` (names without one left
+        out): what ``shared_with`` compares, for a query that is not a bundle row."""
+        out = {}
+        for name, postings in self.postings.items():
+            codes = _row_indices(self.labels(name), row)
+            if len(codes):
+                out[name] = set(postings.values[codes].tolist())
+        return out
+
+    def shared_with(self, values: dict[str, set[str]], found: np.ndarray) -> list[list[str]]:
+        """Per found bundle row (k,) (-1: none), the attributes of which it has one of
+        ``values`` (name -> values, as ``values_of`` or a live item's attributes give)."""
+        out: list[list[str]] = [[] for _ in found]
+        for name, wanted in values.items():
+            postings = self.postings.get(name)
+            if postings is None or not wanted:
+                continue
+            places, known = sorted_places(postings.values, sorted(wanted))
+            share = _share_any(self.labels(name), np.asarray(found), places[known])
+            for j in np.flatnonzero(share).tolist():
+                out[j].append(name)
+        return out
+
     def _single_codes(self, name: str, labels: sp.csr_matrix) -> np.ndarray | None:
         """(items,) each item's one value of attribute ``name`` (-1: none), or None when an
         item has several (a multi-valued attribute: genres); kept after the first call."""
@@ -265,6 +290,7 @@ class Recommender:
         self._image_index: VectorIndex | None = None
         # The catalog's changes since this bundle (recsys.model.delta); None: the bundle alone.
         self.live = None
+        self._live_popularity = None  # (the delta, its items' popularity) for fallback feeds
 
     @property
     def version(self) -> str:
@@ -312,8 +338,10 @@ class Recommender:
             profiles = (
                 self.fused.user_tokens_[np.maximum(rows, 0)] if self.fused.has_tokens else None
             )
-            results = self._with_live(results, queries, k, candidates, filters, skip, profiles)
-        return results
+            results = self._with_live(
+                results, queries, k, candidates, filters, skip, profiles=profiles
+            )
+        return self._live_fallback(results, k, candidates, filters)
 
     def recommend_for_history(
         self,
@@ -370,8 +398,10 @@ class Recommender:
         ]
         if self.live is not None:
             skip = [None if none else () for none in empty.tolist()]
-            results = self._with_live(results, queries, k, candidates, filters, skip, profiles)
-        return results
+            results = self._with_live(
+                results, queries, k, candidates, filters, skip, profiles=profiles
+            )
+        return self._live_fallback(results, k, candidates, filters)
 
     def _stored_feed(self, row: int, width: int, allowed, exclude_seen: bool):
         """(rows (width,), scores (width,), the rows it ranked among) of a stored user's feed
@@ -542,7 +572,7 @@ class Recommender:
                 self.fused.item_blocks_["image"], IndexConfig(kind="flat")
             )
         results = self._search(queries, k, self._allowed(None, filters), None, self._image_index)
-        results.because = [explain.single("looks like your photo", s) for s in results.scores]
+        results.because = [explain.single(explain.PHOTO_REASON, s) for s in results.scores]
         live = self.live
         if live is not None:
             results = live.merge_images(results, queries, k, live.mask(filters))
@@ -584,7 +614,8 @@ class Recommender:
         self.fused.check_surface(mode)
         live = self.live
         if live is not None and any(live.knows(str(i)) for i in np.atleast_1d(item_ids)):
-            return self._similar_to_live(np.atleast_1d(item_ids).astype(str), k, filters, mode)
+            item_ids = np.atleast_1d(item_ids).astype(str)
+            return self._similar_to_live(item_ids, k, filters, mode, diversity)
         rows = self.item_rows(item_ids)
         if live is not None and live.removed[rows].any():
             gone = self.item_ids[rows[live.removed[rows]][0]]
@@ -603,9 +634,10 @@ class Recommender:
             )
         ]
         if live is not None and live.size:
-            skip = [[item] for item in self.item_ids[rows].tolist()]
+            asked = self.item_ids[rows].tolist()
             queries = self.fused.item_queries(rows, mode)
-            results = self._with_live(results, queries, k, None, filters, skip, mode=mode)
+            skip = [[item] for item in asked]
+            results = self._with_live(results, queries, k, None, filters, skip, mode, asked)
         return results
 
     def similar_unchanged(
@@ -663,9 +695,12 @@ class Recommender:
         """``filters`` ask for nothing but items in stock (the default)."""
         return all(name == "in_stock" and bool(value) for name, value in (filters or {}).items())
 
-    def _similar_to_live(self, item_ids: np.ndarray, k: int, filters, mode: str) -> Results:
+    def _similar_to_live(
+        self, item_ids: np.ndarray, k: int, filters, mode: str, diversity: float
+    ) -> Results:
         """Similar items of queries some of which are live items (new or changed since the
-        bundle): their queries come from the delta, the bundle's index and the delta answer."""
+        bundle): their queries come from the delta, the bundle's index and the delta answer,
+        diversified and explained as the bundle's items' answers are."""
         live = self.live
         queries = np.zeros((len(item_ids), self.fused.layout_.dim), dtype=np.float32)
         is_live = np.array([live.knows(i) for i in item_ids.tolist()], dtype=bool)
@@ -673,22 +708,114 @@ class Recommender:
         if (~is_live).any():
             queries[~is_live] = self.fused.item_queries(self.item_rows(item_ids[~is_live]), mode)
         own = self.item_index.rows(item_ids)
-        results = self._search(queries, k, self._allowed(None, filters), own[:, None])
-        results.because = [explain.single("looks alike", s) for s in results.scores]
+        width = pool_size(k, diversity, len(self.item_ids) - 1)
+        allowed = self._allowed(None, filters)
+        found, scores = self.index.search(queries, width, allowed, own[:, None])
+        found, scores = diversify(found, scores, self.fused.item_blocks_, k, diversity)
+        results = self._results(found, scores)
+        items = np.asarray(self.fused.item_vectors_[np.maximum(found, 0)])  # (Q, k, D)
+        shares = explain.query_shares(self.fused, queries, items, mode)
+        shares = {name: np.where(found >= 0, part, 0.0) for name, part in shares.items()}
+        values = self._query_values(item_ids.tolist())
+        shared = [self.filters.shared_with(v, row) for v, row in zip(values, found, strict=True)]
+        results.because = [
+            [r for r, ok in zip(reasons, found[q] >= 0, strict=True) if ok]
+            for q, reasons in enumerate(
+                explain.similar_reasons(shares, shared, q) for q in range(len(item_ids))
+            )
+        ]
         skip = [[item] for item in item_ids.tolist()]
-        return self._with_live(results, queries, k, None, filters, skip, mode=mode)
+        asked = item_ids.tolist()
+        return self._with_live(results, queries, k, None, filters, skip, mode, asked)
+
+    def _query_values(self, item_ids: list[str]) -> list[dict[str, set[str]]]:
+        """Each query item's filterable attributes' values: a live item's as the catalog has
+        it now, a bundle item's as the bundle has it."""
+        live, names = self.live, list(self.filters.postings)
+        return [
+            live.values_of(live.positions[item], names)
+            if live is not None and live.knows(item)
+            else self.filters.values_of(int(self.item_index.rows([item])[0]))
+            for item in item_ids
+        ]
 
     def _with_live(
-        self, results: Results, queries, k, candidates, filters, skip, profiles=None, mode=None
+        self,
+        results: Results,
+        queries,
+        k,
+        candidates,
+        filters,
+        skip,
+        mode=None,
+        asked=None,
+        profiles=None,
     ):
         """``results`` with the live items that pass ``filters`` and ``candidates`` ranked in
-        (``skip``: per query, ids to leave out, or None: add none; ``profiles``: feeds' user
-        token profiles, for the token term; ``mode``: the item-to-item surface, None for
-        feeds)."""
+        (``skip``: per query, ids to leave out, or None: add none; ``mode``: the item-to-item
+        surface, None for feeds; ``asked``: its query items; ``profiles``: feeds' user token
+        profiles, for the token term). Item-to-item answers explain a live item by its score's
+        parts, as a bundle item's; feeds say whether it is new or was changed since."""
         live = self.live
         allowed = live.mask(filters, candidates)
         surface = mode == "similar"  # met as the neighbour table meets bundle items
-        return live.merge(results, queries, k, allowed, skip, profiles, surface)
+        if mode is None:
+            because = self._live_feed_reasons(live)
+        else:
+            because = self._live_item_reasons(live, queries, mode, asked)
+        return live.merge(results, queries, k, allowed, skip, profiles, surface, because)
+
+    def _live_fallback(self, results: Results, k: int, candidates, filters) -> Results:
+        """The popularity fallback's answers (``results.fallback``) with the live items that
+        pass ``filters`` and ``candidates`` ranked in by popularity, as the bundle's items
+        are: a changed item by its events (a write keeps them), a new one at 0, after every
+        item with events."""
+        live = self.live
+        if live is None or not live.size or not any(results.fallback):
+            return results
+        if self._live_popularity is None or self._live_popularity[0] is not live:
+            rows = self.item_index.rows(live.ids.tolist())
+            known = np.maximum(self.popularity[np.maximum(rows, 0)], 0)
+            self._live_popularity = (live, np.where(rows >= 0, known, 0.0).astype(np.float32))
+        popularity = self._live_popularity[1]
+        scores = np.broadcast_to(popularity, (len(results.ids), live.size))
+        skip = [() if fallback else None for fallback in results.fallback]
+
+        def because(_q: int, rows: np.ndarray, found: np.ndarray) -> list[list[explain.Reason]]:
+            return explain.fallback(popularity[rows] <= 0, found)
+
+        allowed = live.mask(filters, candidates)
+        return live.merge_scored(results, scores, k, allowed, skip, because)
+
+    def _live_item_reasons(self, live, queries: np.ndarray, mode: str, asked: list[str]):
+        """``Delta.merge``'s reasons of live items added to item-to-item answers: their
+        scores split by block, the attributes they share with the query item named."""
+        vectors = live.surface if mode == "similar" else live.vectors
+        values: dict[int, dict[str, set[str]]] = {}
+
+        def because(q: int, rows: np.ndarray, scores: np.ndarray) -> list[list[explain.Reason]]:
+            if q not in values:
+                values[q] = self._query_values([asked[q]])[0]
+            items = np.asarray(vectors[rows])[None]  # (1, n, D)
+            shares = explain.query_shares(self.fused, queries[q : q + 1], items, mode)
+            shared = [[live.shared(j, values[q]) for j in rows.tolist()]]
+            return explain.similar_reasons(shares, shared, 0)
+
+        return because
+
+    def _live_feed_reasons(self, live):
+        """``Delta.merge``'s reasons of live items added to feeds: the whole score, "new in
+        the catalog" for an item the bundle does not hold, "updated in the catalog" for one
+        changed since."""
+
+        def because(_q: int, rows: np.ndarray, scores: np.ndarray) -> list[list[explain.Reason]]:
+            known = self.item_index.rows(live.ids[rows].tolist()) >= 0
+            return [
+                [explain.Reason(UPDATED_REASON if old else LIVE_REASON, float(score))]
+                for old, score in zip(known.tolist(), scores.tolist(), strict=True)
+            ]
+
+        return because
 
     def _similar_pool(self, rows: np.ndarray, width: int, filters, mode: str):
         """(rows (Q, width), scores (Q, width)) most like each query row, itself excluded.
