@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 
 from recsys.catalog.models import Interaction, Item, User
+from recsys.catalog_intel import neighbours
 from recsys.catalog_intel.edits import realistic_edits
 from services import catalog_health
 from tests.shop_fixture import ADMIN, ADMIN_TOKEN, build_shop, relist, service_app
@@ -148,6 +149,18 @@ def test_bad_parameters_name_the_field(client):
         response = client.get(f"/v1/admin/catalog/duplicates?{bad}", headers=ADMIN)
         field = bad.split("=")[0]
         assert response.status_code == 400 and field in response.get_json()["error"]["message"]
+
+
+def test_a_threshold_that_pairs_most_of_the_catalog_is_refused(shop, monkeypatch):
+    """A threshold so low that items pair with most others is a 400 naming it, not minutes
+    of search and gigabytes of pairs (the cap is lowered here to the toy shop's size)."""
+    monkeypatch.setattr(neighbours, "PAIRS_FLOOR", 10)
+    monkeypatch.setattr(neighbours, "PAIRS_PER_ITEM", 1)
+    client = service_app(shop).test_client()
+    for url in ("threshold=0&verify=false", "threshold=-0.5"):
+        response = _answered(client, f"/v1/admin/catalog/duplicates?{url}")
+        assert response.status_code == 400, response.get_json()
+        assert response.get_json()["error"]["message"].startswith("threshold")
 
 
 def test_a_fit_not_done_in_time_is_a_202_then_the_same_answer(client, shop):

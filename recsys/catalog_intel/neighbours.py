@@ -245,11 +245,19 @@ def _neighbour_blocks(unit: np.ndarray, k: int, show_progress: bool, desc: str):
         yield items, s[keep].reshape(len(items), k), i[keep].reshape(len(items), k)
 
 
+# Pairs ``pairs_above`` finds per distinct vector, at most (and PAIRS_FLOOR in all): a
+# threshold low enough to pair most of a catalog with most of it (a cosine of 0.5 on a shop
+# of similar products) would otherwise hold N^2 pairs, minutes and gigabytes at 10^4 items.
+PAIRS_PER_ITEM = 20
+PAIRS_FLOOR = 100_000
+
+
 def pairs_above(
     unit: np.ndarray, threshold: float, show_progress: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every pair i < j with cosine >= ``threshold``: rows (P,), rows (P,), similarities (P,)
-    (all of them up to ``EXACT_MAX`` distinct vectors, most above).
+    (all of them up to ``EXACT_MAX`` distinct vectors, most above). ``InvalidInput`` naming
+    the threshold when the distinct vectors hold more than ``PAIRS_PER_ITEM`` pairs each.
 
     One FAISS ``range_search`` per block of queries, over the distinct vectors.
     """
@@ -257,12 +265,19 @@ def pairs_above(
     index = search_index(vectors)
     # range_search keeps similarities > radius; nudge down so ">= threshold" holds.
     radius = float(np.nextafter(threshold, -np.inf))
-    left, right, sims = [], [], []
+    budget = max(PAIRS_FLOOR, PAIRS_PER_ITEM * len(vectors))
+    left, right, sims, held = [], [], [], 0
     bar = tqdm(range(0, len(vectors), BLOCK), desc="range search", disable=not show_progress)
     for start in bar:
         lims, s, j = index.range_search(vectors[start : start + BLOCK], radius)
         i = start + np.repeat(np.arange(len(lims) - 1), np.diff(lims.astype(np.int64)))
         keep = i <= j if distinct.merged else i < j  # i == j: the vector's own rows pair up
+        held += int(np.count_nonzero(keep))
+        if held > budget:
+            raise InvalidInput(
+                f"threshold {threshold:g}: more than {budget:,} pairs of {len(vectors):,} "
+                "items are that similar, which is not a duplicate; raise the threshold"
+            )
         left.append(i[keep])
         right.append(j[keep])
         sims.append(s[keep])
