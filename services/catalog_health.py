@@ -122,7 +122,8 @@ class ScoredItem(Item):
 
 
 class DuplicateSet(BaseModel):
-    items: list[Item]
+    size: int = Field(description="Items in the set")
+    items: list[Item] = Field(description=f"Its first {MAX_MEMBERS} items")
     similarity: float = Field(description="Highest score (see score) between two of its items")
 
 
@@ -433,7 +434,8 @@ def duplicates(query: DuplicatesQuery) -> Duplicates | Response:
         return fit
     shown, verified_threshold = [], float(fit["verified_threshold"])
     for rows, best in zip(*_split(fit, query.limit), strict=True):
-        shown.append(DuplicateSet(items=_cards(ids[rows]), similarity=round(float(best.max()), 6)))
+        cards, similarity = _cards(ids[rows[:MAX_MEMBERS]]), round(float(best.max()), 6)
+        shown.append(DuplicateSet(size=len(rows), items=cards, similarity=similarity))
     return Duplicates(
         model_version=version,
         threshold=float(fit["threshold"]),

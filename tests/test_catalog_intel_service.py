@@ -64,7 +64,8 @@ def test_catalog_health_needs_an_admin_key(client, path):
 def test_the_closest_pair_is_a_duplicate_set_at_a_threshold_just_below_it(client):
     url = "/v1/admin/catalog/duplicates?verify=false&threshold="
     everything = _answered(client, url + "-1").get_json()
-    assert everything["total_sets"] == 1 and len(everything["sets"][0]["items"]) == 32
+    assert everything["total_sets"] == 1 and everything["sets"][0]["size"] == 32
+    assert len(everything["sets"][0]["items"]) == min(32, catalog_health.MAX_MEMBERS)
     assert everything["score"] == "cosine" and everything["verified_threshold"] is None
     top = everything["sets"][0]["similarity"]
     answer = _answered(client, f"{url}{top - 1e-4}").get_json()
@@ -161,6 +162,13 @@ def test_a_threshold_that_pairs_most_of_the_catalog_is_refused(shop, monkeypatch
         response = _answered(client, f"/v1/admin/catalog/duplicates?{url}")
         assert response.status_code == 400, response.get_json()
         assert response.get_json()["error"]["message"].startswith("threshold")
+
+
+def test_a_large_duplicate_set_lists_its_first_items_and_says_its_size(client, monkeypatch):
+    monkeypatch.setattr(catalog_health, "MAX_MEMBERS", 5)
+    answer = _answered(client, "/v1/admin/catalog/duplicates?verify=false&threshold=-1")
+    (whole,) = answer.get_json()["sets"]
+    assert whole["size"] == 32 and len(whole["items"]) == 5
 
 
 def test_a_fit_not_done_in_time_is_a_202_then_the_same_answer(client, shop):

@@ -74,6 +74,9 @@ function showDuplicates(data) {
   for (const set of data.sets) {
     const row = el("div", { class: "dup-set", "data-testid": "duplicate-set" });
     for (const item of set.items) row.append(card(item));
+    if (set.size > set.items.length) {
+      row.append(el("span", { class: "muted", text: `and ${set.size - set.items.length} more` }));
+    }
     row.append(el("span", { class: "similarity", text: label + set.similarity.toFixed(4) }));
     box.append(row);
   }
