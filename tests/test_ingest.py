@@ -234,6 +234,20 @@ def test_a_header_joined_by_another_separator_says_so(run_cli, engine, tmp_path,
         assert session.scalar(select(Item.id)) is None  # nothing written
 
 
+def test_an_attribute_named_as_a_query_parameter_fails_before_writing(run_cli, engine, tmp_path):
+    """A column named k, mode or diversity could not be filtered on (?k= is the number of
+    results): the file is refused before anything is written, naming the column."""
+    path = tmp_path / "items.csv"
+    path.write_text("item_id,title,mode\na1,Shirt,casual\n")
+
+    result = run_cli("ingest", "items", str(path), expect_exit=2)
+
+    assert "column 3, 'mode' is a query parameter" in result.output
+    assert "rename the attribute" in result.output
+    with Session(engine) as session:
+        assert session.scalar(select(Item.id)) is None
+
+
 def test_cli_reports_rejects_and_exits_nonzero(run_cli, engine, shop):
     result = run_cli("ingest", "items", str(shop / "items.csv"), "-q", expect_exit=1)
 

@@ -97,6 +97,9 @@ def error_of(response, status: int) -> str:
         ({"attributes": {"year": "19\x0091"}}, "attributes.year"),
         ({"attributes": {"title": "x"}}, "attributes.title"),
         ({"attributes": {"year": {"nested": 1}}}, "attributes.year"),
+        ({"attributes": {"year": "not a year"}}, "attributes.year: must be a number"),
+        ({"attributes": {"brand": ["a-brand", "b-brand"]}}, "attributes.brand: takes one"),
+        ({"attributes": {"k": "big"}}, "attributes.k"),
         ({"image": "missing.png"}, "image"),
         ({"image": "../shop.db"}, "image"),
         ({"image": "/etc/hostname"}, "image"),
@@ -462,3 +465,17 @@ def test_a_visitor_without_history_still_sees_edited_items_and_new_candidates(ap
     assert [i["item_id"] for i in ranked] == [top, "x-new"]
     assert [r["label"] for r in ranked[1]["because"]] == ["new in the catalog"]
     assert ranked[1]["score"] == 0
+
+
+def test_an_item_write_never_re_types_an_attribute_of_the_catalog(client, shop):
+    """One item's odd value (a brand of many words, which a file of them would make a text
+    attribute) is stored as it is, and the attribute keeps its kind, so the next training
+    still filters on it."""
+    long_brand = {"title": "x", "attributes": {"brand": "Maison de la Mode de Paris et Lyon"}}
+    assert client.put("/v1/items/x-1", json=long_brand, headers=ADMIN).status_code == 200
+    patch = {"attributes": {"genres": "one long free text genre of many words"}}
+    assert client.patch("/v1/items/x-1", json=patch, headers=ADMIN).status_code == 200
+    with connect(shop[0]).connect() as connection:
+        kinds = dict(connection.exec_driver_sql("SELECT name, kind FROM item_attributes").all())
+    assert kinds["brand"] == "categorical" and kinds["genres"] == "multi"
+    assert kinds["year"] == "numeric"

@@ -54,6 +54,8 @@ RATING_EVENT = "rating"
 class InteractionIngester:
     name = "interactions"
     required = ("user_id", "item_id")
+    known = ()
+    attributes = False
 
     def __init__(self) -> None:
         self.seen = SeenKeys()

@@ -31,15 +31,17 @@ from recsys.catalog.models import Item
 from recsys.catalog.reads import ItemCard
 from recsys.errors import InvalidInput, UnknownItem
 from recsys.ingest.bulk import write_transaction
-from recsys.ingest.items import FIELDS, KNOWN_COLUMNS, ItemIngester
+from recsys.ingest.items import FIELDS, KNOWN_COLUMNS, ItemIngester, recorded_kinds
 from recsys.ingest.report import IngestReport
 from recsys.ingest.values import (
     BadValue,
     Parsed,
     attribute_column,
     bool_column,
+    check_attribute_name,
     id_column,
     image_column,
+    misfit,
     parse_id,
     text_column,
 )
@@ -74,7 +76,12 @@ def put_item(
     row["attributes"] = {k: v for k, v in row["attributes"].items() if v is not None}
     if photo is not None:
         row["image_path"] = str(photo)
-    return write_transaction(engine, lambda connection: _store(connection, row, images_root))
+
+    def work(connection: Connection) -> ItemWrite:
+        _check_kinds(connection, row["attributes"])
+        return _store(connection, row, images_root)
+
+    return write_transaction(engine, work)
 
 
 # Built once: a write binds its id (SQLAlchemy then keys the compiled form only once).
@@ -102,7 +109,9 @@ def patch_item(
         if stored is None:
             raise UnknownItem(f"item {values['external_id']!r} is not in the catalog")
         row = dict(zip(FIELDS, stored, strict=True))
-        attributes = {**(row["attributes"] or {}), **values.pop("attributes", {})}
+        given = values.pop("attributes", {})
+        _check_kinds(connection, {k: v for k, v in given.items() if v is not None})
+        attributes = {**(row["attributes"] or {}), **given}
         row.update(values)
         row["attributes"] = {k: v for k, v in attributes.items() if v is not None}
         return _store(connection, row, images_root)
@@ -163,7 +172,7 @@ def _store(connection: Connection, row: dict[str, Any], images_root: Path) -> It
     """One checked row through ``ItemIngester.store``, the storage code of ingest files."""
     record = {"external_id": row["external_id"], **{name: row[name] for name in FIELDS}}
     report = IngestReport(Path("<api>"))
-    ItemIngester(images_root).store(connection, [record], report)
+    ItemIngester(images_root).store(connection, [record], report, widen=False)
     changed = report.unchanged == 0
     generation = items_generation(connection)
     card = ItemCard(
@@ -174,6 +183,18 @@ def _store(connection: Connection, row: dict[str, Any], images_root: Path) -> It
         row["attributes"],
     )
     return ItemWrite(row["external_id"], report.inserted > 0, changed, generation, card)
+
+
+def _check_kinds(connection: Connection, attributes: dict[str, Any]) -> None:
+    """``InvalidInput`` naming the first attribute whose value does not fit the kind the
+    catalog records for it (``values.misfit``): one item's write never re-types an attribute
+    of the whole catalog, which the next training would then encode and filter otherwise."""
+    for name, kind in recorded_kinds(connection, attributes).items():
+        if (wanted := misfit(kind, attributes[name])) is not None:
+            raise InvalidInput(
+                f"attributes.{name}: {wanted}, as the catalog's {name} is {kind.value} "
+                f"(got {attributes[name]!r}); an ingest file can change an attribute's kind"
+            )
 
 
 def _one(parser: Callable[..., Parsed], value: Any, name: str, field: str | None = None) -> Any:
@@ -211,5 +232,9 @@ def _attributes(given: dict[str, Any]) -> dict[str, Any]:
             raise InvalidInput(f"attributes: {exc}") from None
         if name in KNOWN_COLUMNS:
             raise InvalidInput(f"attributes.{name}: is a field of its own, not an attribute")
+        try:
+            check_attribute_name(name)
+        except BadValue as exc:
+            raise InvalidInput(f"attributes.{name}: {exc}") from None
         out[name] = _one(attribute_column, value, name, f"attributes.{name}")
     return out

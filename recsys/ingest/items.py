@@ -62,6 +62,8 @@ FIELDS = ("title", "image_path", "in_stock", "attributes")
 class ItemIngester:
     name = "items"
     required = ("item_id",)
+    known = KNOWN_COLUMNS
+    attributes = True
 
     def __init__(self, images_root: Path):
         self.images_root = Path(images_root).resolve()
@@ -119,11 +121,16 @@ class ItemIngester:
         return problems
 
     def store(
-        self, connection: Connection, records: list[dict[str, Any]], report: IngestReport
+        self,
+        connection: Connection,
+        records: list[dict[str, Any]],
+        report: IngestReport,
+        widen: bool = True,
     ) -> None:
         """Insert the new items of ``records`` and update the changed ones; one record per
         item, its ``external_id`` and ``FIELDS`` checked and None where missing (as ``write``
-        makes them of a file's rows, and an HTTP write of one item of its fields)."""
+        makes them of a file's rows, and an HTTP write of one item of its fields); ``widen``:
+        whether these records may widen the attributes' recorded kinds."""
         stored = _existing(connection, [record["external_id"] for record in records])
         new, changed = [], []  # changed: (catalog id, record)
         for record in records:
@@ -137,7 +144,7 @@ class ItemIngester:
         report.inserted += len(new)
         report.updated += len(changed)
         report.unchanged += len(records) - len(new) - len(changed)
-        record_attribute_kinds(connection, [record["attributes"] for record in records])
+        record_attribute_kinds(connection, [record["attributes"] for record in records], widen)
 
 
 def documents(attributes: dict[str, np.ndarray], length: int) -> list[dict[str, Any]]:
@@ -279,8 +286,17 @@ def _typed(rows, name: str):
     return cast(rows.c[name], Item.__table__.c[name].type)
 
 
-def record_attribute_kinds(connection: Connection, attributes: Sequence[dict[str, Any]]) -> None:
-    """Infer each attribute column's kind in this batch and widen the recorded kind."""
+def recorded_kinds(connection: Connection, names) -> dict[str, AttributeKind]:
+    """The kinds the catalog records for those of ``names`` it has."""
+    _, recorded, _ = _kind_statements(is_postgresql(connection))
+    return {name: kind for name, kind in connection.execute(recorded, {"names": list(names)})}
+
+
+def record_attribute_kinds(
+    connection: Connection, attributes: Sequence[dict[str, Any]], widen: bool = True
+) -> None:
+    """Infer each attribute column's kind in this batch and widen the recorded kind (with
+    ``widen`` False, only record new names' kinds)."""
     counts: dict[str, Counter] = {}
     for document in attributes:
         for name, value in document.items():
@@ -288,16 +304,18 @@ def record_attribute_kinds(connection: Connection, attributes: Sequence[dict[str
     if not counts:
         return
     kinds = {name: kind_of_counts(counted) for name, counted in counts.items()}
-    add, recorded_kinds, widen = _kind_statements(is_postgresql(connection))
+    add, recorded_of, set_kind = _kind_statements(is_postgresql(connection))
     # Record new names (a name already recorded, maybe just now by another writer, stays) ...
     connection.execute(
         add,
         [{"name": name, "kind": kind or AttributeKind.CATEGORICAL} for name, kind in kinds.items()],
     )
+    if not widen:
+        return
     # ... then widen each recorded kind that this batch widens.
-    for name, recorded in connection.execute(recorded_kinds, {"names": list(kinds)}).all():
+    for name, recorded in connection.execute(recorded_of, {"names": list(kinds)}).all():
         if (widened := merge_kinds(recorded, kinds[name])) != recorded:
-            connection.execute(widen, {"old_name": name, "new_kind": widened, "now": utcnow()})
+            connection.execute(set_kind, {"old_name": name, "new_kind": widened, "now": utcnow()})
 
 
 @functools.cache

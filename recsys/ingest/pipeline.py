@@ -27,7 +27,7 @@ from recsys.errors import InvalidInput
 from recsys.ingest.bulk import prepare
 from recsys.ingest.readers import Batch, open_records
 from recsys.ingest.report import IngestReport, Reason, Reject, RejectsWriter, default_rejects_path
-from recsys.ingest.values import BadValue, Parsed, parse_id
+from recsys.ingest.values import BadValue, Parsed, check_attribute_name, parse_id
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,9 @@ class Ingester(Protocol):
 
     name: str
     required: tuple[str, ...]
+    # Columns of their own; with ``attributes``, every other column is an item attribute.
+    known: tuple[str, ...]
+    attributes: bool
 
     def parse(self, batch: Batch) -> tuple[Any, Problems]:
         """The batch's valid rows ready to write (with their ``row`` in the batch), and the
@@ -200,6 +203,11 @@ def check_columns(columns: Sequence[str], ingester: Ingester, path: Path) -> Non
                 parse_id(name, f"column {position}'s name")
             except BadValue as exc:
                 raise InvalidInput(f"{path.name}: {exc}") from None
+            try:
+                if ingester.attributes and name not in ingester.known:
+                    check_attribute_name(name)
+            except BadValue as exc:
+                raise InvalidInput(f"{path.name}: column {position}, {exc}") from None
     if missing:
         raise InvalidInput(
             f"{path.name} has no {', '.join(repr(m) for m in missing)} column "

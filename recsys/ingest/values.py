@@ -305,6 +305,36 @@ def value_kind(value: Any) -> AttributeKind:
     return AttributeKind.CATEGORICAL
 
 
+# Query parameters of the service's similar-items and feed endpoints: an attribute of one of
+# these names could not be filtered on by name (``?k=...`` is the number of results).
+RESERVED_ATTRIBUTES = frozenset({"k", "mode", "diversity"})
+
+
+def check_attribute_name(name: str) -> None:
+    """``BadValue`` for an attribute name the service's query parameters take."""
+    if name in RESERVED_ATTRIBUTES:
+        taken = ", ".join(sorted(RESERVED_ATTRIBUTES))
+        raise BadValue(
+            f"{name!r} is a query parameter of the service ({taken}), so it could not be "
+            "filtered on; rename the attribute"
+        )
+
+
+def misfit(recorded: AttributeKind, value: Any) -> str | None:
+    """What a single value must be to fit an attribute of the ``recorded`` kind without
+    changing it (None: it fits). An item written alone (the HTTP API) never re-types an
+    attribute the catalog holds: a numeric or date attribute takes numbers or dates, a
+    categorical one a single value; text and multi-valued ones take any value."""
+    kind = value_kind(value)
+    if recorded == AttributeKind.NUMERIC and kind != AttributeKind.NUMERIC:
+        return "must be a number"
+    if recorded == AttributeKind.DATE and kind != AttributeKind.DATE:
+        return "must be a date (ISO 8601, such as 2025-11-01)"
+    if recorded == AttributeKind.CATEGORICAL and kind == AttributeKind.MULTI:
+        return "takes one value, not a list"
+    return None
+
+
 def column_kind(values: list[Any]) -> AttributeKind | None:
     """The kind of a column from its non-missing normalised values (None if all missing)."""
     return kind_of_counts(Counter(value_kind(v) for v in values if v is not None))
