@@ -102,7 +102,9 @@ def item_image(item_id: str):
     path = reads.image_path(context().engine, item_id)
     if path is None or not Path(path).is_file():
         raise ApiError(404, "no_image", f"item {item_id!r} has no image")
-    return send_file(path, max_age=86400)
+    # The URL stays when an item's photo is replaced: clients revalidate (a 304 while the
+    # ETag, of the file's path, size and time, holds) instead of keeping an old photo a day.
+    return send_file(path, max_age=0)
 
 
 @bp.post("/v1/admin/reload")

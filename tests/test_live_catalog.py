@@ -479,3 +479,23 @@ def test_an_item_write_never_re_types_an_attribute_of_the_catalog(client, shop):
         kinds = dict(connection.exec_driver_sql("SELECT name, kind FROM item_attributes").all())
     assert kinds["brand"] == "categorical" and kinds["genres"] == "multi"
     assert kinds["year"] == "numeric"
+
+
+def test_a_replaced_photo_is_not_kept_by_caches_under_its_unchanged_url(client):
+    """The photo's URL stays /images/<id> when the photo is replaced, so its answer makes
+    clients revalidate, and the old photo's ETag no longer matches."""
+
+    def put(kind: str) -> None:
+        buffer = io.BytesIO()
+        Image.fromarray(item_image(kind, 1)).save(buffer, format="PNG")
+        data = {"item": "{}", "image": (io.BytesIO(buffer.getvalue()), "p.png")}
+        assert client.put("/v1/items/p-1", data=data, headers=ADMIN).status_code == 200
+
+    put("a")
+    first = client.get("/images/p-1")
+    assert "no-cache" in first.headers["Cache-Control"] and first.headers["ETag"]
+    again = client.get("/images/p-1", headers={"If-None-Match": first.headers["ETag"]})
+    assert again.status_code == 304
+    put("b")
+    replaced = client.get("/images/p-1", headers={"If-None-Match": first.headers["ETag"]})
+    assert replaced.status_code == 200 and replaced.data != first.data
