@@ -103,6 +103,16 @@ def test_public_reads_need_no_key_and_read_none(shop):
         assert client.get(path, headers=garbage).status_code == 200, path
 
 
+def test_an_options_request_says_the_methods_of_any_path_without_a_key(shop):
+    """OPTIONS (a browser's preflight carries no credentials) is answered alike on guarded
+    and public paths: the methods, no data."""
+    client = service(shop)
+    for path in ("/v1/interactions", "/v1/users", "/v1/items/a1", "/v1/admin/reload"):
+        response = client.options(path)
+        assert response.status_code == 200, path
+        assert response.headers["Allow"] and not response.data, path
+
+
 def test_which_reads_are_public_is_a_setting(shop):
     client = service(shop, public_scopes="items:read,users:read")
     assert client.get("/v1/users").status_code == 200
