@@ -248,6 +248,20 @@ def test_an_attribute_named_as_a_query_parameter_fails_before_writing(run_cli, e
         assert session.scalar(select(Item.id)) is None
 
 
+def test_a_row_with_both_weight_and_rating_is_rejected_saying_to_send_one(engine, tmp_path):
+    path = tmp_path / "interactions.csv"
+    items = tmp_path / "items.csv"
+    items.write_text("item_id\na1\n")
+    ingest_items(engine, items, options=IngestOptions(show_progress=False))
+    path.write_text("user_id,item_id,weight,rating\nu1,a1,2,\nu2,a1,,4\nu3,a1,2,4\n")
+
+    report = ingest_interactions(engine, path, options=IngestOptions(show_progress=False))
+
+    assert report.inserted == 2
+    rejects = read_rejects(report.rejects_path)
+    assert list(rejects) == [4] and rejects[4] == "invalid_value"
+
+
 def test_cli_reports_rejects_and_exits_nonzero(run_cli, engine, shop):
     result = run_cli("ingest", "items", str(shop / "items.csv"), "-q", expect_exit=1)
 

@@ -254,6 +254,7 @@ def test_posted_events_change_the_next_feed_without_retraining(client):
         ([{"user_id": "u1", "item_id": "nope"}], "events[0]"),
         ([{"user_id": "u1", "item_id": "a1"}, {"user_id": "u1"}], "events[1]"),
         ([{"user_id": "u1", "item_id": "a1", "weight": -2}], "events[0]"),
+        ([{"user_id": "u1", "item_id": "a1", "weight": 2, "rating": 3}], "weight and rating"),
         ([{"user_id": "u1", "item_id": "a1", "colour": "red"}], "events[0].colour"),
         ([{"user_id": {"x": 1}, "item_id": "a1"}], "events[0].user_id"),
         ([], "events"),

@@ -82,6 +82,15 @@ class InteractionIngester:
                 ("timestamp", moment, False),
             ]
         )
+        for row in np.flatnonzero(~weight.missing & ~rating.missing).tolist():
+            problems.setdefault(
+                row,
+                (
+                    Reason.INVALID_VALUE,
+                    "weight and rating both given: send one (a rating is the weight of a "
+                    "rating event)",
+                ),
+            )
         default = np.where(weight.missing & ~rating.missing, RATING_EVENT, DEFAULT_EVENT)
         rows = pa.table(
             {
