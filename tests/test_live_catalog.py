@@ -100,6 +100,8 @@ def error_of(response, status: int) -> str:
         ({"attributes": {"year": "not a year"}}, "attributes.year: must be a number"),
         ({"attributes": {"brand": ["a-brand", "b-brand"]}}, "attributes.brand: takes one"),
         ({"attributes": {"k": "big"}}, "attributes.k"),
+        ({"title": "x" * 10_001}, "title: title is 10,001 characters long"),
+        ({"attributes": {"brand": "b" * 20_000}}, "attributes.brand"),
         ({"image": "missing.png"}, "image"),
         ({"image": "../shop.db"}, "image"),
         ({"image": "/etc/hostname"}, "image"),

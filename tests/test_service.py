@@ -255,6 +255,7 @@ def test_posted_events_change_the_next_feed_without_retraining(client):
         ([{"user_id": "u1", "item_id": "a1"}, {"user_id": "u1"}], "events[1]"),
         ([{"user_id": "u1", "item_id": "a1", "weight": -2}], "events[0]"),
         ([{"user_id": "u1", "item_id": "a1", "weight": 2, "rating": 3}], "weight and rating"),
+        ([{"user_id": "u1", "item_id": "a1", "event": "v" * 100_000}], "events[0]"),
         ([{"user_id": "u1", "item_id": "a1", "colour": "red"}], "events[0].colour"),
         ([{"user_id": {"x": 1}, "item_id": "a1"}], "events[0].user_id"),
         ([], "events"),
@@ -266,6 +267,7 @@ def test_bad_events_store_nothing(client, shop, events, mentions):
         before = session.query(Interaction).count()
     response = client.post("/v1/interactions", json={"events": events}, headers=ADMIN)
     assert_error(response, 400, mentions)
+    assert len(response.get_json()["error"]["message"]) < 1000  # a bad value is not echoed whole
     with Session(engine) as session:
         assert session.query(Interaction).count() == before
 

@@ -5,7 +5,7 @@ The rules, as the README states them: an id is 1 to ``MAX_ID_LENGTH`` characters
 separators, bidirectional controls, U+FFFD or unpaired surrogates; a number is finite (NaN
 and infinities are refused, never read as "missing"), a weight or rating from 0 to
 ``MAX_WEIGHT``; a timestamp lies in ``[EARLIEST, LATEST)``, UTC. A missing value is None or
-empty/blank text.
+empty/blank text; a title or an attribute's text is at most ``MAX_TEXT_LENGTH`` characters.
 
 Every scalar parser takes the raw value (str from CSV, typed from Parquet/JSON) and either
 returns the normalised value or raises ``BadValue`` with a message that names the problem.
@@ -41,6 +41,9 @@ MAX_ID_LENGTH = 255
 # trigrams, and no product title is longer.
 MIN_SEARCH = 3
 MAX_SEARCH = 200
+# Characters of a title or of an attribute's text value (a product description fits): a
+# megabyte "title" would be stored, sent in every card and tokenised at every training.
+MAX_TEXT_LENGTH = 10_000
 # Weights and ratings above this are a unit mistake, and training's float32 confidences
 # (weight x event multiplier x alpha, summed) must stay finite.
 MAX_WEIGHT = 1_000_000
@@ -120,6 +123,10 @@ def parse_id(value: Any, column: str) -> str:
 
 def parse_text(value: Any, column: str) -> str:
     text = str(value).strip()
+    if len(text) > MAX_TEXT_LENGTH:
+        raise BadValue(
+            f"{column} is {len(text):,} characters long, the limit is {MAX_TEXT_LENGTH:,}"
+        )
     _check_characters(text, column, _TEXT_BAD)
     return text
 
@@ -191,7 +198,7 @@ def parse_bool(value: Any, column: str) -> bool:
         return True
     if text in _FALSE:
         return False
-    raise BadValue(f"{column} {value!r} is not a boolean; use true/false, yes/no or 1/0")
+    raise BadValue(f"{column} {shown(value)} is not a boolean; use true/false, yes/no or 1/0")
 
 
 def parse_timestamp(value: Any, column: str = "timestamp") -> datetime:
@@ -240,7 +247,7 @@ def parse_event(value: Any, column: str = "event") -> str:
     text = str(value).strip().lower()
     if not _EVENT.match(text):
         raise BadValue(
-            f"event {value!r} must be a short name: a letter, then up to 31 letters, "
+            f"event {shown(value)} must be a short name: a letter, then up to 31 letters, "
             "digits, '_' or '-' (e.g. view, click, cart, purchase)"
         )
     return text
@@ -565,7 +572,7 @@ def id_column(column: Column | None, length: int, name: str) -> Parsed:
 
 
 def text_column(column: Column | None, length: int, name: str) -> Parsed:
-    fast = lambda c: _fast_text(c, _TEXT_BAD_RE2)  # noqa: E731
+    fast = lambda c: _fast_text(c, _TEXT_BAD_RE2, MAX_TEXT_LENGTH)  # noqa: E731
     return parse_column(column, length, name, parse_text, pa.string(), fast)
 
 
