@@ -14,7 +14,7 @@ from services.context import context
 from services.contract import Raw, endpoint
 from services.errors import ApiError, message_of
 from services.openapi import openapi_document
-from services.schemas import LiveCatalog, Readiness, Reloaded, Status
+from services.schemas import LiveCatalog, Readiness, Reloaded, Status, path_id
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +96,10 @@ def openapi():
 
 
 @bp.get("/images/<item_id>")
-@endpoint(responses={200: Raw("image/*", "The image file")}, errors=(404,))
+@endpoint(responses={200: Raw("image/*", "The image file")}, errors=(400, 404))
 def item_image(item_id: str):
     """An item's image"""
+    item_id = path_id("item_id", item_id)  # as every path that names an item reads it
     path = reads.image_path(context().engine, item_id)
     if path is None or not Path(path).is_file():
         raise ApiError(404, "no_image", f"item {item_id!r} has no image")

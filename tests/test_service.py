@@ -143,6 +143,8 @@ def test_post_ranks_only_the_given_candidates(client):
         ("/v1/users/u1/recommendations?colour=red", 400, "colour"),
         ("/v1/nowhere", 404, ""),
         ("/images/nope", 404, "nope"),
+        ("/images/%00", 400, "item_id"),  # the id rule of every path that names an item
+        ("/v1/items/%00", 400, "item_id"),
     ],
 )
 def test_bad_requests_get_one_error_shape(client, path, status, mentions):
