@@ -8,6 +8,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 from sqlalchemy import select
@@ -260,6 +262,20 @@ def test_a_row_with_both_weight_and_rating_is_rejected_saying_to_send_one(engine
     assert report.inserted == 2
     rejects = read_rejects(report.rejects_path)
     assert list(rejects) == [4] and rejects[4] == "invalid_value"
+
+
+def test_a_null_id_in_parquet_is_a_missing_value_and_the_other_rows_land(engine, tmp_path):
+    items = tmp_path / "items.parquet"
+    pq.write_table(pa.table({"item_id": ["a1", None, "a2"]}), items)
+    events = tmp_path / "interactions.parquet"
+    pq.write_table(pa.table({"user_id": ["u1", None], "item_id": ["a1", "a2"]}), events)
+    options = IngestOptions(show_progress=False)
+
+    assert ingest_items(engine, items, options=options).inserted == 2
+    report = ingest_interactions(engine, events, options=options)
+
+    assert report.inserted == 1
+    assert list(read_rejects(report.rejects_path).values()) == ["missing_value"]
 
 
 def test_cli_reports_rejects_and_exits_nonzero(run_cli, engine, shop):

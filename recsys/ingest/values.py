@@ -484,7 +484,7 @@ def _each(values: list, name: str, rule: Rule, type_) -> Parsed:
 def _null_or_empty(column: pa.Array) -> np.ndarray:
     missing = column.is_null()
     if pa.types.is_string(column.type):
-        missing = pc.or_(missing, pc.equal(column, ""))
+        missing = pc.or_(missing, pc.equal(column, "").fill_null(False))
     return missing.to_numpy(zero_copy_only=False).copy()
 
 
