@@ -36,3 +36,21 @@ def test_stats_json_on_an_empty_catalog(run_cli, engine):
 
     stats = json.loads(run_cli("stats", "--json").output)
     assert stats["items"] == 0 and stats["interactions"] == 0 and stats["active_bundle"] is None
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "mentions"),
+    [
+        ("--factors", "0", "--factors"),
+        ("--iterations", "0", "--iterations"),
+        ("--half-life-days", "-5", "--half-life-days"),
+        ("--event-weight", "purchase=-3", "purchase=-3"),
+        ("--event-weight", "purchase=nan", "purchase=nan"),
+        ("--event-weight", "=4", "=4"),
+    ],
+)
+def test_train_refuses_settings_that_would_make_a_broken_model(run_cli, option, value, mentions):
+    """Refused before any work, naming the option: not a bundle of untrained factors, a
+    BLAS error, or old events counting exponentially more."""
+    result = run_cli("train", option, value, expect_exit=2)
+    assert mentions in result.output

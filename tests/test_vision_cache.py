@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from recsys.errors import InvalidInput
 from recsys.vision import ImageEncoder, ImageEncoderConfig, MethodConfig, TrainConfig
 from recsys.vision import cache as cache_module
 from recsys.vision.cache import decoded_images
@@ -82,3 +83,26 @@ def test_fit_then_transform_decodes_the_files_once(photos, monkeypatch):
     enc = ImageEncoder(cfg, device="cpu").fit(photos)
     assert enc.transform(photos).shape == (9, 32)
     assert len(calls) == 1
+
+
+def test_an_unreadable_photo_is_named_or_left_out_as_asked(photos, tmp_path):
+    """Strict decoding names the file; a catalog's training leaves it out (a black row, a
+    zero vector) and goes on, with or without the cache, which remembers it."""
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(photos[-1].read_bytes()[:60])  # a truncated file
+    paths = [*photos, broken]
+    with pytest.raises(InvalidInput, match=r"broken\.png"):
+        decoded_images(paths, 16, 3)
+    for cache_dir in (None, tmp_path / "cache", tmp_path / "cache"):  # decoded, then cached
+        left_out: list[int] = []
+        data = decoded_images(paths, 16, 3, cache_dir, unreadable=left_out)
+        assert left_out == [len(photos)] and not data[-1].any()
+        assert torch.equal(data[:-1], load_image_files(photos, 16, 3))
+    with pytest.raises(InvalidInput, match=r"broken\.png"):  # strict, from the cache too
+        decoded_images(paths, 16, 3, tmp_path / "cache")
+    config = ImageEncoderConfig(
+        input_size=16, channels=3, width=8, train=TrainConfig(epochs=1, batch_size=4)
+    )
+    encoder = ImageEncoder(config, device="cpu", skip_unreadable=True).fit(paths)
+    vectors = encoder.transform(paths)
+    assert not vectors[-1].any() and np.linalg.norm(vectors[:-1], axis=1) == pytest.approx(1)

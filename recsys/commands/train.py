@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import click
 
@@ -32,8 +33,16 @@ def _ids(_ctx, _param, values) -> tuple[str, ...]:
     show_default=True,
     help="Collaborative model.",
 )
-@click.option("--factors", type=int, default=32, show_default=True, help="CF latent factors.")
-@click.option("--iterations", type=int, default=15, show_default=True, help="CF iterations.")
+@click.option(
+    "--factors",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="CF latent factors.",
+)
+@click.option(
+    "--iterations", type=click.IntRange(min=1), default=15, show_default=True, help="CF iterations."
+)
 @click.option(
     "--index",
     "index_kind",
@@ -51,7 +60,7 @@ def _ids(_ctx, _param, values) -> tuple[str, ...]:
 )
 @click.option(
     "--half-life-days",
-    type=float,
+    type=click.FloatRange(min=0),
     default=180.0,
     show_default=True,
     help="Older events of a user count half every this many days; 0 = no decay.",
@@ -180,11 +189,15 @@ def _parse_event_weights(pairs) -> dict[str, float]:
     for pair in pairs:
         event, _, value = pair.partition("=")
         try:
-            weights[event.strip()] = float(value)
+            weight = float(value)
         except ValueError:
+            weight = math.nan
+        if not event.strip() or not (math.isfinite(weight) and weight >= 0):
             raise click.BadParameter(
-                f"{pair!r} is not EVENT=NUMBER, e.g. purchase=4", param_hint="--event-weight"
+                f"{pair!r} is not EVENT=NUMBER with a number >= 0, e.g. purchase=4",
+                param_hint="--event-weight",
             ) from None
+        weights[event.strip()] = weight
     return weights
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import numbers
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -66,6 +67,25 @@ class CFConfig:
             )
         if self.engine == "spark" and self.model != "als":
             raise ValueError("CFConfig.engine 'spark' fits ALS only (MLlib has no BPR); use als")
+        for name in ("factors", "iterations"):
+            if not isinstance(getattr(self, name), numbers.Integral) or getattr(self, name) < 1:
+                raise ValueError(f"CFConfig.{name} must be a whole number >= 1")
+        for name in ("alpha", "learning_rate"):
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
+                raise ValueError(f"CFConfig.{name} must be a finite number > 0")
+        if not math.isfinite(self.regularization) or self.regularization < 0:
+            raise ValueError("CFConfig.regularization must be a finite number >= 0")
+        if self.half_life_days is not None and not (
+            math.isfinite(self.half_life_days) and self.half_life_days >= 0
+        ):
+            raise ValueError("CFConfig.half_life_days must be a finite number >= 0 (0: no decay)")
+        weights = {**self.event_weights, "(default)": self.default_event_weight}
+        for event, weight in weights.items():
+            if not (math.isfinite(weight) and weight >= 0):
+                raise ValueError(
+                    f"event weight {event}={weight!r} must be a finite number >= 0 "
+                    "(0 leaves that event out)"
+                )
 
 
 # How ALS turns an entry's summed weight w into its confidence c (``Confidence.form``).

@@ -90,7 +90,10 @@ def _default_image_encoder(config: TrainConfig, device: str, show_progress: bool
     from recsys.vision import ImageEncoder
 
     def factory():
-        return ImageEncoder(config.image.encoder_config(), device, show_progress=show_progress)
+        # one unreadable photo must not stop a catalog's training: it is left out (a warning
+        # names it) and its item has no image vector, as an item without a photo
+        config_ = config.image.encoder_config()
+        return ImageEncoder(config_, device, show_progress=show_progress, skip_unreadable=True)
 
     return factory
 

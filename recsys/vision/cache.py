@@ -11,6 +11,7 @@ is held in memory, or in an anonymous memory-mapped temporary file when it is la
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -60,35 +61,61 @@ def decoded_images(
     channels: int,
     cache_dir: str | Path | None = None,
     show_progress: bool = False,
+    unreadable: list[int] | None = None,
 ) -> torch.Tensor:
     """Image files as a (N, channels, size, size) uint8 tensor, decoded at most once.
 
     With ``cache_dir`` the array is read from (or written to) a ``.npy`` file there and
-    memory-mapped; without, it is decoded now (see the module docstring).
+    memory-mapped; without, it is decoded now (see the module docstring). A file that cannot
+    be decoded raises ``InvalidInput``; with ``unreadable`` (a list) its row is black and its
+    number is added, in order (the cache keeps them beside its array).
     """
     paths = [Path(p) for p in paths]
     shape = (len(paths), channels, size, size)
+    failed: list[int] | None = None if unreadable is None else []  # None: the first raises
     if cache_dir is None:
-        return torch.from_numpy(decode_into(_scratch(shape), paths, show_progress))
-    folder = Path(cache_dir)
-    path = folder / f"images-{size}px-{channels}ch-{cache_key(paths, size, channels)}.npy"
-    if path.is_file():
-        log.info("decoded images from the cache %s", path)
-        return _open(path)
-    folder.mkdir(parents=True, exist_ok=True)
-    _write(path, paths, shape, show_progress)
-    log.info("decoded %d images into the cache %s", len(paths), path)
-    return _open(path)
+        data = torch.from_numpy(decode_into(_scratch(shape), paths, show_progress, failed))
+    else:
+        folder = Path(cache_dir)
+        path = folder / f"images-{size}px-{channels}ch-{cache_key(paths, size, channels)}.npy"
+        sidecar = path.with_suffix(".unreadable.json")
+        if path.is_file():
+            log.info("decoded images from the cache %s", path)
+            if sidecar.is_file():
+                failed = json.loads(sidecar.read_text())
+                if unreadable is None:
+                    raise InvalidInput(
+                        f"cannot read image {paths[failed[0]]}: it could not be decoded "
+                        f"({len(failed)} files in all)"
+                    )
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            _write(path, paths, shape, show_progress, failed, sidecar)
+            log.info("decoded %d images into the cache %s", len(paths), path)
+        data = _open(path)
+    if unreadable is not None:
+        unreadable.extend(sorted(failed))
+    return data
 
 
-def _write(path: Path, paths: list[Path], shape: tuple[int, ...], show_progress: bool) -> None:
-    """Decode into a temporary ``.npy`` beside ``path``, then rename it to ``path``."""
+def _write(
+    path: Path,
+    paths: list[Path],
+    shape: tuple[int, ...],
+    show_progress: bool,
+    unreadable: list[int] | None,
+    sidecar: Path,
+) -> None:
+    """Decode into a temporary ``.npy`` beside ``path``, then rename it to ``path`` (the
+    numbers of the ``unreadable`` files written first, to ``sidecar``)."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-        decode_into(out, paths, show_progress)
+        decode_into(out, paths, show_progress, unreadable)
         out.flush()
         del out
+        if unreadable:  # None (strict) or empty: none
+            sidecar.write_text(json.dumps(sorted(unreadable)))
         os.replace(tmp, path)  # a reader never sees half a file
     finally:
         tmp.unlink(missing_ok=True)

@@ -68,14 +68,27 @@ def _load_one(path: Path, size: int, mode: str) -> np.ndarray:
 
 
 def decode_into(
-    out: np.ndarray, paths: Sequence[str | Path], show_progress: bool = False
+    out: np.ndarray,
+    paths: Sequence[str | Path],
+    show_progress: bool = False,
+    unreadable: list[int] | None = None,
 ) -> np.ndarray:
-    """Decode ``paths`` into ``out`` (N, C, S, S) uint8, in threads (PIL releases the GIL)."""
+    """Decode ``paths`` into ``out`` (N, C, S, S) uint8, in threads (PIL releases the GIL).
+    A file that cannot be decoded raises ``InvalidInput`` naming it; with ``unreadable`` (a
+    list) its row is left black and its number appended instead."""
     n, channels, size, _ = out.shape
     mode = "L" if channels == 1 else "RGB"
 
     def load(i: int) -> None:
-        pixels = _load_one(Path(paths[i]), size, mode).reshape(size, size, channels)
+        try:
+            pixels = _load_one(Path(paths[i]), size, mode).reshape(size, size, channels)
+        except InvalidInput as exc:
+            if unreadable is None:
+                raise
+            log.warning("%s; left out", exc)
+            unreadable.append(i)
+            out[i] = 0
+            return
         out[i] = pixels.transpose(2, 0, 1)  # (C, S, S)
 
     desc = f"decoding images to {size}px"

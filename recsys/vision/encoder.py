@@ -298,6 +298,7 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
         show_progress: bool = False,
         callback: Callback | None = None,
         cache_dir: str | Path | None = None,
+        skip_unreadable: bool = False,
     ) -> None:
         self.config = config
         self.device = device
@@ -305,6 +306,9 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
         self.show_progress = show_progress
         self.callback = callback
         self.cache_dir = cache_dir
+        # A file that cannot be decoded: False raises InvalidInput naming it; True trains on
+        # it as a black image and gives it a zero vector (a catalog's training goes on).
+        self.skip_unreadable = skip_unreadable
 
     def resolved_config(self, images: ImageInput) -> ImageEncoderConfig:
         """The config ``fit`` uses for ``images`` on this device: backbone, input and view
@@ -313,7 +317,7 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
         device = resolve_device(self.device)
         survey = None
         if cfg.input_size is None or cfg.channels is None:
-            survey = survey_images(images)
+            survey = survey_images(images, skip_unreadable=self.skip_unreadable)
         input_size = cfg.input_size or input_size_for(survey.side, device.type)
         backbone = cfg.backbone
         if backbone == "auto":
@@ -333,17 +337,28 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
     def _images(self, images: ImageInput) -> torch.Tensor:
         """``images`` as (N, C, S, S) uint8 at the input size; files decoded at most once."""
         cfg = self.config_
+        self._left_out = np.zeros(0, dtype=np.int64)  # rows of files that could not be read
         if isinstance(images, np.ndarray | torch.Tensor):
             return as_image_tensor(images, cfg.input_size, cfg.channels)
         paths = list(images)
         key = cache_key(paths, cfg.input_size, cfg.channels)
         last = getattr(self, "_decoded", None)
         if last is not None and last[0] == key:
+            self._left_out = last[2]
             return last[1]
+        unreadable = [] if self.skip_unreadable else None
         data = decoded_images(
-            paths, cfg.input_size, cfg.channels, self.cache_dir, self.show_progress
+            paths, cfg.input_size, cfg.channels, self.cache_dir, self.show_progress, unreadable
         )
-        self._decoded = (key, data)
+        if unreadable:
+            log.warning(
+                "%d of %d images could not be decoded (first: %s); they get zero vectors",
+                len(unreadable),
+                len(paths),
+                paths[unreadable[0]],
+            )
+        self._left_out = np.asarray(unreadable or [], dtype=np.int64)
+        self._decoded = (key, data, self._left_out)
         return data
 
     def _build_backbone(self) -> nn.Module:
@@ -403,7 +418,9 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
     def transform(self, images: ImageInput, batch_size: int = 1024) -> np.ndarray:
         """(N, D) float32 L2-normalised vectors, one row per image, in input order."""
         check_is_fitted(self, "backbone_")
-        return apply_whitening(self._embed(self._images(images), batch_size), self.whitening_)
+        vectors = apply_whitening(self._embed(self._images(images), batch_size), self.whitening_)
+        vectors[self._left_out] = 0.0  # no photo, as an item without one
+        return vectors
 
     def save(self, model_dir: str | Path) -> Path:
         """Write ``model.pt`` and ``config.json`` into ``model_dir`` (each atomically)."""

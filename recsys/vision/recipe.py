@@ -62,14 +62,21 @@ def _header(path) -> tuple[int, bool]:
         raise InvalidInput(f"cannot read image {path}: {exc}") from exc
 
 
-def survey_images(images, sample: int = 256) -> ImageSurvey:
-    """Median short side and colour of ``images`` (file paths or a uint8 array)."""
+def survey_images(images, sample: int = 256, skip_unreadable: bool = False) -> ImageSurvey:
+    """Median short side and colour of ``images`` (file paths or a uint8 array); with
+    ``skip_unreadable``, of the sampled files whose headers can be read."""
     if isinstance(images, np.ndarray | torch.Tensor):
         shape = tuple(images.shape)
         colour = len(shape) == 4 and 3 in (shape[1], shape[3])
         spatial = shape[1:3] if len(shape) == 3 or shape[3] in (1, 3) else shape[2:4]
         return ImageSurvey(int(min(spatial)), 3 if colour else 1, shape[0])
-    headers = [_header(Path(p)) for p in _sample(list(images), sample)]
+    headers = []
+    for path in _sample(list(images), sample):
+        try:
+            headers.append(_header(Path(path)))
+        except InvalidInput:
+            if not skip_unreadable:
+                raise
     if not headers:
         raise InvalidInput("no images given; the catalog needs at least 2 images to train on")
     sides = [side for side, _ in headers]
