@@ -56,10 +56,21 @@ class RecsysGroup(click.Group):
             formatter.write_dl([(name, COMMANDS[name][1]) for name in self.list_commands(ctx)])
 
     def invoke(self, ctx: click.Context):
+        from sqlalchemy.exc import OperationalError
+
         try:
             return super().invoke(ctx)
         except RecsysError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
+            ctx.exit(2)
+        except OperationalError as exc:  # the server is down, refuses us, or the file is locked
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            click.secho(
+                f"error: the catalog database did not answer: {reason}; check --database-url "
+                "(or RECSYS_DATABASE_URL) and that its server is running",
+                fg="red",
+                err=True,
+            )
             ctx.exit(2)
 
 

@@ -1,4 +1,5 @@
 import click
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -54,3 +55,51 @@ def test_train_refuses_settings_that_would_make_a_broken_model(run_cli, option, 
     BLAS error, or old events counting exponentially more."""
     result = run_cli("train", option, value, expect_exit=2)
     assert mentions in result.output
+
+
+def test_bad_settings_and_files_are_one_line_naming_the_fix(run_cli, engine, tmp_path):
+    """What a user mistypes gets an error naming it and what to do, not a traceback."""
+    runner = CliRunner()
+    for url, says in [
+        ("foo://bar", "use sqlite:///PATH or postgresql+psycopg"),
+        ("postgresql+psycopg://u@127.0.0.1:1/db", "did not answer"),
+    ]:
+        result = runner.invoke(cli, ["--database-url", url, "stats"])
+        assert result.exit_code == 2 and says in result.output, result.output
+    assert "is not one of the catalog's" in run_cli("db", "upgrade", "9999", expect_exit=2).output
+    cutoff = run_cli("evaluate", "--split", "time-cutoff", "--cutoff", "soon", expect_exit=2)
+    assert "ISO time" in cutoff.output
+    fake = tmp_path / "items.csv.gz"
+    fake.write_text("item_id\na1\n")
+    assert "not gzip-compressed" in run_cli("ingest", "items", fake, expect_exit=2).output
+    plain = tmp_path / "items.csv"
+    plain.write_text("item_id\na1\n")
+    nowhere = run_cli(
+        "ingest", "items", plain, "--rejects", tmp_path / "no" / "r.csv", expect_exit=2
+    )
+    assert "does not exist" in nowhere.output
+    assert "0 accepted" not in nowhere.output and "1 accepted" not in nowhere.output
+    pickled = tmp_path / "v.npy"
+    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    (tmp_path / "v.ids.txt").write_text("a1\n")
+    vectors = run_cli("catalog", "outliers", "--vectors", pickled, expect_exit=2)
+    assert "not a .npy array of numbers" in vectors.output
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("", "is empty"),
+        ("item_id,label\na1,x,y\n", "line 2 has 3 fields"),
+        ("item_id,label\na1,\n", "line 2 has no item_id or no label"),
+        ("item_id,label\na1,x\na1,y\n", "'a1' is labelled x and y"),
+    ],
+)
+def test_a_labels_file_that_cannot_be_read_as_meant_says_where(tmp_path, text, says):
+    from recsys.commands.catalog import read_labels
+    from recsys.errors import InvalidInput
+
+    path = tmp_path / "labels.csv"
+    path.write_text(text)
+    with pytest.raises(InvalidInput, match=says):
+        read_labels(path)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DisconnectionError, NoSuchModuleError
 
 from recsys.errors import CatalogNotReady, InvalidSettings
 
@@ -39,7 +39,13 @@ def connect(database_url: str) -> Engine:
     except Exception as exc:  # SQLAlchemy raises ArgumentError with a terse message
         raise InvalidSettings(f"database_url {database_url!r} is not a valid URL: {exc}") from exc
     if url.get_backend_name() != "sqlite":
-        engine = create_engine(url)
+        try:
+            engine = create_engine(url)
+        except (NoSuchModuleError, ImportError) as exc:  # an unknown scheme, a missing driver
+            raise InvalidSettings(
+                f"database_url {url.render_as_string(hide_password=True)!r}: {exc}; use "
+                "sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+            ) from exc
         IdlePing().watch(engine)
         return engine
     engine = create_engine(url, connect_args={"timeout": 30})

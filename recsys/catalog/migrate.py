@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy import Engine
 
-from recsys.errors import CatalogNotReady
+from recsys.errors import CatalogNotReady, InvalidInput
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -30,11 +32,28 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    command.upgrade(alembic_config(engine), revision)
+    with _known_revision(revision):
+        command.upgrade(alembic_config(engine), revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
-    command.downgrade(alembic_config(engine), revision)
+    with _known_revision(revision):
+        command.downgrade(alembic_config(engine), revision)
+
+
+@contextlib.contextmanager
+def _known_revision(revision: str):
+    """``InvalidInput`` naming the revisions the code has when ``revision`` is not one."""
+    try:
+        yield
+    except CommandError as exc:
+        if "Can't locate revision" not in str(exc) and "No such revision" not in str(exc):
+            raise
+        script = ScriptDirectory(str(MIGRATIONS_DIR))
+        known = [rev.revision for rev in reversed(list(script.walk_revisions()))]
+        raise InvalidInput(
+            f"revision {revision!r} is not one of the catalog's: base, {', '.join(known)} (or head)"
+        ) from None
 
 
 def check(engine: Engine) -> None:

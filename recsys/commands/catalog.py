@@ -9,6 +9,7 @@ embed-images` writes beside it). Results go to stdout or ``--out`` as CSV or JSO
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from pathlib import Path
@@ -67,6 +68,37 @@ def read_ids(path: Path) -> np.ndarray:
     return np.array([line.strip() for line in path.read_text().splitlines() if line.strip()])
 
 
+def read_labels(path: Path) -> pd.Series:
+    """item id -> label from a CSV with item_id and label columns: ``InvalidInput`` naming
+    the line for a row of another width or without a label, and the item for one labelled
+    twice differently."""
+    with open(path, newline="", encoding="utf-8-sig") as f:  # a few labels: read whole
+        rows = [row for row in csv.reader(f) if row]
+    if not rows:
+        raise InvalidInput(f"--labels {path} is empty; give a CSV with item_id,label")
+    header, *rows = rows
+    for line, row in enumerate(rows, start=2):
+        if len(row) != len(header):
+            raise InvalidInput(
+                f"--labels {path}: line {line} has {len(row)} fields, the header "
+                f"{len(header)}; quote a label that holds a comma"
+            )
+    table = pd.DataFrame(rows, columns=header, dtype=str)
+    if not {"item_id", "label"} <= set(table.columns):
+        raise InvalidInput(f"--labels {path} needs columns item_id,label")
+    table = table.assign(item_id=table["item_id"].str.strip(), label=table["label"].str.strip())
+    empty = np.flatnonzero((table["item_id"] == "").to_numpy() | (table["label"] == "").to_numpy())
+    if len(empty):
+        raise InvalidInput(f"--labels {path}: line {empty[0] + 2} has no item_id or no label")
+    labels = table.drop_duplicates(["item_id", "label"])
+    twice = labels["item_id"].duplicated(keep=False).to_numpy()
+    if twice.any():
+        item = labels["item_id"].to_numpy()[twice][0]
+        given = labels.loc[labels["item_id"] == item, "label"].tolist()
+        raise InvalidInput(f"--labels {path}: item {item!r} is labelled {' and '.join(given)}")
+    return labels.set_index("item_id")["label"]
+
+
 def _smoothing_option(what: str):
     """``--smoothing``: rounds of ``recsys.catalog_intel.neighbours.smoothed`` (``what`` they
     are for)."""
@@ -86,12 +118,23 @@ def load_vectors(settings: Settings, vectors: Path | None, items: Path | None):
 
         folder, ids = _active_bundle(connect_current(settings.database_url))
         return ids, np.load(folder / "item_vectors.npy", allow_pickle=False)
-    matrix = np.load(vectors, allow_pickle=False)
+    try:
+        matrix = np.load(vectors, allow_pickle=False)
+    except (OSError, ValueError) as exc:  # not a .npy file, or one of Python objects
+        raise InvalidInput(
+            f"--vectors {vectors} is not a .npy array of numbers ({exc}); write one with "
+            "numpy.save or `recsys embed-images`"
+        ) from None
     items = items or vectors.with_suffix(".ids.txt")
     if not items.is_file():
         raise InvalidInput(f"--vectors {vectors} needs --items (no {items.name} beside it)")
     ids = read_ids(items)
-    if matrix.ndim != 2 or len(ids) != len(matrix):
+    if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.number):
+        raise InvalidInput(
+            f"--vectors has shape {matrix.shape} and type {matrix.dtype}: give an (items, "
+            "dimensions) array of numbers"
+        )
+    if len(ids) != len(matrix):
         raise InvalidInput(
             f"--vectors has shape {matrix.shape} but --items names {len(ids)} items; "
             "give the ids file written with these vectors"
@@ -397,10 +440,7 @@ def tag(settings: Settings, **opts) -> None:
     from recsys.catalog_intel import TagConfig, Tagger
 
     ids, vectors = load_vectors(settings, opts["vectors"], opts["items"])
-    labels = pd.read_csv(opts["labels"], dtype=str)
-    if not {"item_id", "label"} <= set(labels.columns):
-        raise InvalidInput(f"--labels {opts['labels']} needs columns item_id,label")
-    known = labels.drop_duplicates("item_id").set_index("item_id")["label"]
+    known = read_labels(opts["labels"])
     per_item = known.reindex(ids).to_numpy(dtype=object)
     unknown = len(known) - int(pd.notna(per_item).sum())
     if unknown:

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 COPIES = 500
 VERIFIED = "copy descriptor + verification"
 LABEL_SHARE = 0.01
+# Held-out labelled items the tasks need at the least (the duplicate threshold's calibration
+# edits 10 of them; fewer make every task's figure one item's luck).
+MIN_QUERIES = 20
 SIDE = 28  # images are compared at this side, grayscale (as raw_pixels does)
 
 
@@ -43,6 +46,15 @@ def evaluate(
     from recsys.vision.cache import decoded_images
 
     rows, codes, queries = image_eval._labelled_rows(item_ids, image_paths, labels, seed)
+    if queries.sum() < MIN_QUERIES:
+        log.warning(
+            "catalog tasks skipped: %d labelled items with images give %d queries; they "
+            "need %d (label more items)",
+            len(rows),
+            queries.sum(),
+            MIN_QUERIES,
+        )
+        return {"skipped": f"{len(rows)} labelled items with images; label more items"}
     paths = image_paths.iloc[rows].tolist()
     images = decoded_images(paths, SIDE, 1)[:, 0].numpy()  # (N, S, S) uint8
     pixels = images.reshape(len(images), -1).astype(np.float32) / 255
@@ -96,7 +108,7 @@ def figures(metrics: dict, directory: Path) -> dict[str, Path]:
     """Duplicate precision/recall, outlier ROC (the first label as the odd one) and the
     image vectors' cluster confusion, when the report has catalog tasks."""
     section = metrics.get("images", {}).get("catalog_tasks")
-    if not section:
+    if not section or "skipped" in section:
         return {}
     import matplotlib
 
@@ -130,6 +142,9 @@ def render(doc, metrics: dict, figures: dict[str, Path]) -> None:
     if not section:
         return
     doc.heading("Catalog tasks")
+    if "skipped" in section:
+        doc.paragraph(f"Not run: {section['skipped']}.")
+        return
     doc.paragraph(
         "Near-duplicates (500 queries re-listed after a crop, JPEG, brightness and 1-pixel "
         "edit: copy@1 and the F1 of every item's nearest pair at the best threshold and at the "

@@ -81,6 +81,13 @@ class EvaluationConfig:
             raise ValueError(f"EvaluationConfig.holdout {self.holdout} must be in (0, 1)")
         if not self.ks or min(self.ks) < 1:
             raise ValueError(f"EvaluationConfig.ks {self.ks} must be positive cut-offs")
+        if self.cutoff is not None:
+            try:
+                pd.Timestamp(self.cutoff)
+            except ValueError:
+                raise InvalidInput(
+                    f"cutoff {self.cutoff!r} is not a time; give an ISO time such as 2015-01-01"
+                ) from None
         # Normalised copies of the fields (a frozen dataclass sets them this way once); the
         # caller's nested configs are left as they were.
         fused = self.fused

@@ -148,6 +148,12 @@ def open_records(path: str | Path) -> RecordSource:
         if compressed:
             raise InvalidInput(f"{path.name}: Parquet is compressed internally; drop the .gz")
         return ParquetSource(path)
+    if compressed:
+        with open(path, "rb") as f:
+            if f.read(2) != b"\x1f\x8b":
+                raise InvalidInput(
+                    f"{path.name} is not gzip-compressed; drop the .gz from its name"
+                )
     if kind == "jsonl":
         return JsonLinesSource(path, compressed)
     return CsvSource(path, compressed, delimiter="\t" if kind == "tsv" else ",")

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recsys.errors import InvalidInput
+
 
 class Reason:
     """Why a row was rejected (the ``reason`` column of the rejects file)."""
@@ -79,6 +81,14 @@ class RejectsWriter:
     COLUMNS = ("line", "reason", "detail", "record")
 
     def __init__(self, path: Path, report: IngestReport, keep: int = 20):
+        folder = Path(path).parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            # before any row is stored: the rejects of a finished ingest cannot be lost
+            raise InvalidInput(
+                f"cannot write the rejects file {path}: its folder {folder} "
+                f"{'is not writable' if folder.is_dir() else 'does not exist'}; "
+                "give --rejects a path in a folder that exists"
+            )
         self.path, self.report, self.keep = path, report, keep
         self._tmp = path.with_name(path.name + ".tmp")
         self._file = None
