@@ -17,7 +17,7 @@ from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session
 
 from recsys.catalog import connect, migrate
-from recsys.catalog.db import require_current_schema
+from recsys.catalog.db import creating, require_current_schema
 from recsys.catalog.models import Interaction
 from recsys.errors import CatalogNotReady
 from recsys.model.bundle import UNREGISTERED, active_version
@@ -101,7 +101,7 @@ def test_a_catalog_file_replaced_by_another_is_followed_not_the_old_handle(tmp_p
     path, other = tmp_path / "catalog.db", tmp_path / "restored.db"
     for target, n in ((path, 1), (other, 2)):
         engine = connect(f"sqlite:///{target}")
-        with engine.begin() as connection:
+        with creating(engine), engine.begin() as connection:  # as `recsys db upgrade` does
             connection.execute(text("CREATE TABLE t (x INTEGER)"))
             connection.execute(text("INSERT INTO t VALUES (:n)"), {"n": n})
         if target == path:

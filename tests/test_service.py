@@ -339,6 +339,10 @@ def test_a_worker_waits_for_a_missing_catalog_instead_of_failing_to_boot(tmp_pat
     client = app.test_client()
     assert client.get("/healthz").status_code == 200
     assert_error(client.get("/v1/items/a1/similar"), 503, "waiting for the catalog")
+    ready = client.get("/readyz").get_data(as_text=True)
+    assert "recsys db upgrade" in ready and "recsys train" not in ready
+    assert str(tmp_path) not in ready
+    assert not later.exists()  # waiting creates no empty catalog in its place
     source = sqlite3.connect(url.removeprefix("sqlite:///"))
     with sqlite3.connect(later) as target:
         source.backup(target)  # the catalog file comes (back)

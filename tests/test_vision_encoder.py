@@ -201,3 +201,12 @@ def test_cuda_embedding_batches_hold_about_16_mb_of_small_images():
     assert embedding_batch(1024, (3, 72, 72), cuda) == 1078  # 16 MB of 72 px colour
     assert embedding_batch(1024, (3, 224, 224), cuda) == 1024  # never below the caller's
     assert embedding_batch(1024, (1, 28, 28), cpu) == 1024  # the CPU keeps the caller's
+
+
+def test_epochs_count_images_when_the_catalog_is_not_a_whole_number_of_batches():
+    """30 images in batches of 16 (one whole batch a pass): --epochs 4 sees each image about
+    4 times, not 2."""
+    images = np.random.default_rng(0).integers(0, 256, size=(30, 16, 16), dtype=np.uint8)
+    config = ImageEncoderConfig(width=8, train=TrainConfig(epochs=4, batch_size=16))
+    result = ImageEncoder(config, device="cpu").fit(images).train_result_
+    assert result.steps == 8 and 4 <= result.epochs < 4.5

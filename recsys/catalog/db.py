@@ -6,7 +6,8 @@ the last commits on a power cut). Each connection stays on the file it opened on
 file is still the one at the configured path: a file moved away or replaced while serving is
 noticed at the next checkout, and the engine never creates a new, empty catalog in its place
 once it has opened one (nor beside a WAL file left behind, whose commits SQLite would otherwise
-replay into the new file and then delete).
+replay into the new file and then delete), and only ``recsys db upgrade`` creates a catalog
+where there is none (``creating``).
 
 A PostgreSQL connection is pinged when the pool hands it out only after it sat idle for
 ``PING_AFTER_IDLE_SECONDS`` (``IdlePing``), not at every checkout: a busy worker's connections
@@ -18,9 +19,11 @@ reads run once more on a fresh one (``recsys.catalog.reads``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
+import weakref
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -97,14 +100,35 @@ class IdlePing:
             raise DisconnectionError(f"a pooled connection was dead: {exc}") from exc
 
 
+# The SqliteFile of each engine of a SQLite file (``creating`` finds it).
+_FILES: weakref.WeakKeyDictionary[Engine, SqliteFile] = weakref.WeakKeyDictionary()
+
+
+@contextlib.contextmanager
+def creating(engine: Engine):
+    """Let ``engine`` create its SQLite file if there is none yet, for the block: only
+    ``recsys db upgrade`` (``migrate.upgrade``) makes a new catalog. Nothing for others."""
+    watched = _FILES.get(engine)
+    if watched is None:
+        yield
+        return
+    watched.may_create = True
+    try:
+        yield
+    finally:
+        watched.may_create = False
+
+
 class SqliteFile:
     """Ties an engine's connections to the file at one path (see the module docstring)."""
 
     def __init__(self, path: str):
         self.path = os.path.abspath(path)
         self.opened = False  # this engine has opened the file at least once
+        self.may_create = False  # within ``creating``
 
     def watch(self, engine: Engine) -> None:
+        _FILES[engine] = self
         event.listen(engine, "do_connect", self._before_connect)
         event.listen(engine, "connect", self._remember)
         event.listen(engine, "checkout", self._check)
@@ -130,6 +154,11 @@ class SqliteFile:
             raise CatalogNotReady(
                 "the catalog database file is gone (moved or deleted while in use); put it "
                 "back, or point RECSYS_DATABASE_URL at it"
+            )
+        if not self.may_create:  # the message names no path: the service shows it
+            raise CatalogNotReady(
+                "there is no catalog database file at the configured path (--database-url "
+                "or RECSYS_DATABASE_URL); to create one, run `recsys db upgrade` first"
             )
 
     def _remember(self, _dbapi_connection, record) -> None:

@@ -12,6 +12,7 @@ from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import Engine
 
+from recsys.catalog.db import creating
 from recsys.errors import CatalogNotReady, InvalidInput
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
@@ -32,7 +33,8 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    with _known_revision(revision):
+    """Migrate the catalog to ``revision``; a SQLite catalog that does not exist is made."""
+    with _known_revision(revision), creating(engine):
         command.upgrade(alembic_config(engine), revision)
 
 

@@ -160,7 +160,12 @@ class Trainer:
         self.rank, self.world, self.forward = 0, 1, self.method
 
     def total_steps(self, n: int) -> int | None:
-        return None if self.cfg.time_budget else self.cfg.epochs * (n // self.global_batch(n))
+        """Steps of ``cfg.epochs`` passes' worth of images (None: a time budget). Counted in
+        images, not in whole batches per permutation: 500 images in batches of 256 are one
+        batch a permutation, and ``epochs`` of those would see each image half as often."""
+        if self.cfg.time_budget:
+            return None
+        return max(1, math.ceil(self.cfg.epochs * n / self.global_batch(n)))
 
     def batch_size(self, n: int) -> int:
         """Images per step on this worker."""
