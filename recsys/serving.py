@@ -60,13 +60,15 @@ class ServingState:
         return self.recommender.version
 
 
-def load_state(engine: Engine, live: DeltaConfig | None = LIVE) -> ServingState:
-    """The registry's active bundle, verified, its image encoder loaded; with ``live``, its
-    delta rebuilt from the catalog (``recsys.model.delta``)."""
+def load_state(engine: Engine, live: DeltaConfig | None = LIVE, warm: bool = True) -> ServingState:
+    """The registry's active bundle, verified, its image encoder loaded (with ``warm``, and
+    what explanations read built); with ``live``, its delta rebuilt from the catalog
+    (``recsys.model.delta``)."""
     directory = active_bundle(engine).path
     recommender = load_recommender(directory)
-    warm_images(recommender)
-    warm_explanations(recommender)
+    if warm:
+        warm_images(recommender)
+        warm_explanations(recommender)
     manifest = recommender.manifest
     read_at = manifest.get("data_read_at") or manifest["created_at"]
     read_at = datetime.fromisoformat(read_at).replace(tzinfo=None)

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from recsys.catalog.models import Item, ModelBundle
@@ -166,6 +166,13 @@ def test_cli_train_recommend_similar(engine, run_cli, tmp_path):
     assert "the id is 300 characters long, the limit is 255" in failed.output
     failed = run_cli("recommend", "--user", "u\t9", expect_exit=2)
     assert "control character U+0009" in failed.output
+    # as the service answers: the catalog's writes since the bundle count (no sold-out item)
+    first = json.loads(run_cli("similar", "--item", "a1", "-k", "1", "--json").output)
+    gone = first[0]["ids"][0]
+    with Session(engine) as session, session.begin():
+        session.execute(update(Item).where(Item.external_id == gone).values(in_stock=False))
+    rows = json.loads(run_cli("similar", "--item", "a1", "-k", "20", "--json").output)
+    assert gone not in rows[0]["ids"]
 
 
 def test_a_relisted_item_is_a_duplicate_of_its_source(engine, run_cli, tmp_path):

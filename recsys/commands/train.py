@@ -236,12 +236,18 @@ def _k_option(command):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with each item's reasons).")
 @click.pass_obj
 def recommend(settings: Settings, user_ids, k, diversity, as_json):
-    """Top-k items for users, from the active bundle."""
-    from recsys.model.bundle import load_active
-
+    """Top-k items for users, as the service answers them: from the active bundle and the
+    catalog's item writes since (stock, removals, new and changed items)."""
     engine = connect_current(settings.database_url)
-    results = load_active(engine).recommend(list(user_ids), k=k, diversity=diversity)
+    results = _served(engine).recommend(list(user_ids), k=k, diversity=diversity)
     _show(engine, list(user_ids), results, as_json, "user")
+
+
+def _served(engine):
+    """The active bundle's recommender with the catalog's live delta, as a worker has it."""
+    from recsys.serving import load_state
+
+    return load_state(engine, warm=False).recommender
 
 
 @click.command("similar")
@@ -260,11 +266,10 @@ def recommend(settings: Settings, user_ids, k, diversity, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with each item's reasons).")
 @click.pass_obj
 def similar(settings: Settings, item_ids, k, mode, diversity, as_json):
-    """Items most like the given items, from the active bundle."""
-    from recsys.model.bundle import load_active
-
+    """Items most like the given items, as the service answers them: from the active bundle
+    and the catalog's item writes since (stock, removals, new and changed items)."""
     engine = connect_current(settings.database_url)
-    results = load_active(engine).similar_items(list(item_ids), k=k, mode=mode, diversity=diversity)
+    results = _served(engine).similar_items(list(item_ids), k=k, mode=mode, diversity=diversity)
     _show(engine, list(item_ids), results, as_json, "item")
 
 
