@@ -31,8 +31,8 @@ def _source_options(command):
         click.option(
             "--vectors",
             type=click.Path(exists=True, dir_okay=False, path_type=Path),
-            help="Item vectors, .npy (N, D) [default: the active bundle's item vectors; for "
-            "duplicates, its listing vectors].",
+            help="Item vectors, .npy (N, D) [default: the active bundle's; its listing vectors "
+            "for duplicates and outliers, its item vectors for clusters and tags].",
         ),
         click.option(
             "--items",

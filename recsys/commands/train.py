@@ -223,7 +223,7 @@ def _k_option(command):
         type=click.IntRange(1, 1000),
         default=10,
         show_default=True,
-        help="How many items (the HTTP API's k).",
+        help="How many items (the HTTP API's k, which takes 1-100; 1-1,000 here).",
     )(command)
 
 
