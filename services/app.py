@@ -153,7 +153,7 @@ def _start(app: Flask, engine: Engine, holder: ModelHolder, cards: CardCache) ->
             ).start()
         return
     log.error("catalog not available at start, retrying in the background: %s", problem)
-    holder.last_error = f"waiting for the catalog: {problem}"
+    holder.last_error = f"{ops.WAITING}: {problem}"
     retry_max = float(app.config["CATALOG_RETRY_MAX_SECONDS"])
     args = (engine, holder, load, watch, retry_max)
     threading.Thread(target=_wait_for_catalog, args=args, name="catalog-wait", daemon=True).start()
@@ -172,7 +172,7 @@ def _wait_for_catalog(engine, holder, load: bool, watch: bool, retry_max: float)
     delay = 0.5
     while (problem := _catalog_problem(engine)) is not None:
         engine.dispose()  # the next try opens fresh connections (a SQLite file may be back)
-        holder.last_error = f"waiting for the catalog: {problem}"
+        holder.last_error = f"{ops.WAITING}: {problem}"
         log.warning("catalog still not available, next try in %.1f s: %s", delay, problem)
         time.sleep(delay)
         delay = min(2 * delay, retry_max)

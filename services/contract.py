@@ -24,6 +24,7 @@ the glue needed to bend an integration to that.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, get_args
@@ -146,8 +147,21 @@ def _json_body() -> Any:
     except RecursionError:  # the JSON decoder gives up near 1,000 levels
         raise bad_parameter("body", "is nested too deeply (send at most a few levels)") from None
     if body is None:
-        raise bad_parameter("body", "is not valid JSON")
+        raise bad_parameter("body", _not_json(request.get_data(cache=True)))
     return body
+
+
+def _not_json(data: bytes) -> str:
+    """What is wrong with a body Flask could not read as JSON."""
+    try:
+        json.loads(data)
+    except ValueError as exc:
+        if "digits" in str(exc):  # Python reads at most 4,300 digits of an integer
+            return "holds a number too long to read (thousands of digits)"
+        if isinstance(exc, json.JSONDecodeError):
+            return f"is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+        return "is not valid JSON"
+    return "must be a JSON object, not null"
 
 
 def validated(model: type[BaseModel], data: Any) -> BaseModel:

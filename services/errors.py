@@ -80,7 +80,13 @@ def init_app(app: Flask) -> None:
     def _http_error(exc: HTTPException):
         code = (exc.name or "error").lower().replace(" ", "_")
         headers = {k: v for k, v in exc.get_headers() if k.lower() in _KEPT_HEADERS}
-        return error_response(exc.code or 500, code, exc.description or exc.name, headers)
+        message = exc.description or exc.name
+        if exc.code == 413 and (limit := app.config.get("MAX_CONTENT_LENGTH")):
+            message = (
+                f"the request body is larger than {limit:,} bytes, the limit "
+                "(RECSYS_FLASK_MAX_CONTENT_LENGTH)"
+            )
+        return error_response(exc.code or 500, code, message, headers)
 
     @app.errorhandler(RecsysError)
     def _recsys_error(exc: RecsysError):

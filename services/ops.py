@@ -72,11 +72,21 @@ def _check_catalog(engine) -> None:
         raise ApiError(503, "database_unavailable", "the catalog database does not answer") from exc
 
 
+# How a worker's ``last_error`` starts while the catalog database is not ready for it.
+WAITING = "waiting for the catalog"
+
+
 def _model_problem(last_error: str | None) -> str:
     """Why no bundle is loaded, without the bundle's path (the server log has the details)."""
     kind, _, message = (last_error or "").partition(": ")
     if kind in ("", "ModelNotTrained"):  # nothing trained: that message names no path
         return message or "no model bundle loaded; run `recsys train`"
+    if kind == WAITING:  # the catalog, not the bundle (its message may name a path or host)
+        fix = "run `recsys db upgrade`" if "recsys db upgrade" in message else "check it answers"
+        return (
+            f"the catalog database is not ready (the server log says why): {fix}, and check "
+            "RECSYS_DATABASE_URL"
+        )
     return (
         f"the active model bundle could not be loaded ({kind}; the server log says why); "
         "retrain with `recsys train` or roll back with `recsys bundles activate VERSION`"

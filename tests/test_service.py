@@ -181,7 +181,7 @@ def test_visual_search_finds_look_alikes_and_refuses_non_images(client, app):
     assert_error(client.post("/v1/search/image", data={}), 400, "image")
     app.config["MAX_CONTENT_LENGTH"] = 1000
     big = {"image": (io.BytesIO(b"x" * 5000), "big.png")}
-    assert_error(client.post("/v1/search/image", data=big), 413)
+    assert_error(client.post("/v1/search/image", data=big), 413, "larger than 1,000 bytes")
 
 
 def test_images_and_items_are_served(client):
@@ -308,6 +308,21 @@ def test_service_without_a_model_is_live_but_not_ready(tmp_path):
     assert client.get("/healthz").status_code == 200
     assert_error(client.get("/readyz"), 503, "recsys train")
     assert_error(client.get("/v1/items/a1/similar"), 503)
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ('{"k": 1' + "0" * 5000 + "}", "a number too long"),
+        ('{"k": 3,}', "not valid JSON (Expecting property name"),
+        ("null", "must be a JSON object"),
+    ],
+)
+def test_a_body_that_is_not_a_json_object_says_what_is_wrong(client, body, says):
+    response = client.post(
+        "/v1/users/u1/recommendations", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert_error(response, 400, says)
 
 
 @pytest.mark.parametrize("depth", [1_000, 100_000])
