@@ -109,7 +109,12 @@ def _fields(body: ItemFields | None, form: ItemUpload | None):
         document = json.loads(form.item)
     except (ValueError, RecursionError):
         raise bad_parameter("item", "is not a JSON document of the item's fields") from None
-    fields = validated(ItemFields, document).model_dump(exclude_unset=True)
+    if not isinstance(document, dict):
+        raise bad_parameter("item", "must be a JSON object of the item's fields")
+    try:
+        fields = validated(ItemFields, document).model_dump(exclude_unset=True)
+    except ApiError as exc:  # the fields are inside the part named item
+        raise ApiError(exc.status, exc.code, f"item.{exc.message}", exc.headers) from None
     if "image" in fields:
         raise bad_parameter("item.image", "send either a photo or an image path, not both")
     return fields, form.image

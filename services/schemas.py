@@ -266,6 +266,7 @@ class Events(BaseModel):
 
 
 class ImageUpload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     image: bytes = Field(description="The photo (PNG, JPEG, WebP or GIF), a multipart file")
 
 
@@ -304,6 +305,8 @@ class ItemFields(BaseModel):
 
 class ItemUpload(BaseModel):
     """An item write with its photo: multipart/form-data."""
+
+    model_config = ConfigDict(extra="forbid")
 
     item: bytes = Field(b"{}", description="The item's fields (ItemFields) as a JSON document")
     image: bytes = Field(description="The photo (PNG, JPEG, WebP or GIF), a multipart file")

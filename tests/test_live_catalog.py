@@ -501,3 +501,19 @@ def test_a_replaced_photo_is_not_kept_by_caches_under_its_unchanged_url(client):
     put("b")
     replaced = client.get("/images/p-1", headers={"If-None-Match": first.headers["ETag"]})
     assert replaced.status_code == 200 and replaced.data != first.data
+
+
+@pytest.mark.parametrize(
+    ("form", "says"),
+    [
+        ({"item": "[1, 2]"}, "item: must be a JSON object"),
+        ({"item": '{"title": 5}'}, "item.title: "),
+        ({"item": "{}", "other": "1"}, "other: unknown field"),
+    ],
+)
+def test_a_bad_multipart_item_write_names_the_part(client, form, says):
+    buffer = io.BytesIO()
+    Image.fromarray(item_image("a", 1)).save(buffer, format="PNG")
+    data = {**form, "image": (io.BytesIO(buffer.getvalue()), "a.png")}
+    message = error_of(client.put("/v1/items/m-1", data=data, headers=ADMIN), 400)
+    assert message.startswith(says), message
