@@ -160,12 +160,13 @@ class Trainer:
         self.rank, self.world, self.forward = 0, 1, self.method
 
     def total_steps(self, n: int) -> int | None:
-        """Steps of ``cfg.epochs`` passes' worth of images (None: a time budget). Counted in
-        images, not in whole batches per permutation: 500 images in batches of 256 are one
-        batch a permutation, and ``epochs`` of those would see each image half as often."""
+        """Steps of ``cfg.epochs`` passes (None: a time budget), a pass being the whole
+        batches nearest to ``n`` images: 500 images in batches of 256 are 2 steps a pass (one
+        batch of each fresh permutation, ``batch_indices``), not 1, which would see each image
+        half as often as asked."""
         if self.cfg.time_budget:
             return None
-        return max(1, math.ceil(self.cfg.epochs * n / self.global_batch(n)))
+        return self.cfg.epochs * max(1, round(n / self.global_batch(n)))
 
     def batch_size(self, n: int) -> int:
         """Images per step on this worker."""
