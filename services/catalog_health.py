@@ -48,22 +48,18 @@ import numpy as np
 from flask import Blueprint, Response, current_app
 from pydantic import BaseModel, Field
 
-from recsys.catalog.reads import titles_by_row
 from recsys.catalog_intel import (
     ClusterConfig,
     Clusterer,
-    DuplicateConfig,
-    DuplicateFinder,
     OutlierScorer,
 )
 from recsys.catalog_intel.duplicates import (
     LISTING_THRESHOLD,
     duplicate_sets,
     set_rows,
-    title_checked,
 )
 from recsys.catalog_intel.outliers import threshold_at, top_rows
-from recsys.catalog_intel.photos import CatalogPhotos, VerifiedPairs
+from recsys.catalog_intel.photos import CatalogPhotos, checked_pairs
 from recsys.scopes import ADMIN
 from services.context import card, context
 from services.contract import JSON, endpoint
@@ -406,27 +402,27 @@ def duplicates(query: DuplicatesQuery) -> Duplicates | Response:
         return None if np.isnan(threshold) else threshold
 
     def compute() -> Fit:
-        vectors = fused.listing_vectors()
-        finder = DuplicateFinder(DuplicateConfig(threshold=query.threshold)).fit(vectors)
-        left, right, score = finder.pairs_.left, finder.pairs_.right, finder.pairs_.similarity
-        photo = {"score": "cosine", "verified_threshold": np.nan}
-        photo |= {"verified_pairs": 0, "skipped_pairs": 0}
-        if query.verify:  # said also when no pair reaches the threshold
-            checked = _verified(
-                engine, ids, left, right, score, query.verified_threshold, calibrated
-            )
-            if checked is not None:
-                left, right, score = checked.left, checked.right, checked.score
-                photo = {"score": "verified", "verified_threshold": checked.threshold}
-                photo |= {"verified_pairs": checked.verified, "skipped_pairs": checked.skipped}
-            else:  # no photos: the titles' words check the pairs
-                titles = titles_by_row(engine, ids)
-                left, right, score = title_checked(titles, left, right, score, finder.threshold_)
-                photo["score"] = "cosine and titles"
+        checked = checked_pairs(
+            engine,
+            ids,
+            fused.listing_vectors(),
+            query.threshold,
+            query.verify,
+            query.verified_threshold,
+            calibrated,
+        )
+        left, right, score = checked.left, checked.right, checked.score
+        verified_at = checked.verified_threshold
+        photo = {
+            "score": checked.scored_by,
+            "verified_threshold": np.nan if verified_at is None else verified_at,
+            "verified_pairs": checked.verified,
+            "skipped_pairs": checked.skipped,
+        }
         best = np.full(len(ids), -np.inf, np.float32)
         np.maximum.at(best, np.r_[left, right], np.r_[score, score])
         rows, sizes = set_rows(duplicate_sets(len(ids), left, right))
-        fit = {"rows": rows, "sizes": sizes, "best": best[rows], "threshold": finder.threshold_}
+        fit = {"rows": rows, "sizes": sizes, "best": best[rows], "threshold": checked.threshold}
         return {name: np.asarray(value) for name, value in (fit | photo).items()}
 
     fit = _fit(version, "duplicates", compute, *params)
@@ -446,19 +442,6 @@ def duplicates(query: DuplicatesQuery) -> Duplicates | Response:
         total_sets=len(fit["sizes"]),
         sets=shown,
     )
-
-
-def _verified(engine, ids, left, right, score, threshold, calibrated: Callable):
-    """The candidate pairs decided by their photos (``CatalogPhotos.verify``), or None when
-    the catalog has no photos: fewer than 10 among its sampled items, which also calibrate
-    the default threshold (``calibrated()``)."""
-    default = calibrated()
-    if default is None:
-        return None
-    threshold = default if threshold is None else threshold
-    if not len(left):  # no candidate: nothing to decode
-        return VerifiedPairs(left, right, score, float(threshold), verified=0, skipped=0)
-    return CatalogPhotos(engine, ids).verify(left, right, score, threshold)
 
 
 def _calibrate(engine, ids) -> Fit:

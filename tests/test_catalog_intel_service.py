@@ -3,6 +3,7 @@ in headless Chromium (one shop for both)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -10,6 +11,7 @@ from datetime import datetime
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from PIL import Image
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -18,6 +20,7 @@ from werkzeug.serving import make_server
 from recsys.catalog.models import Interaction, Item, User
 from recsys.catalog_intel import neighbours
 from recsys.catalog_intel.edits import realistic_edits
+from recsys.cli import cli
 from services import catalog_health
 from tests.shop_fixture import ADMIN, ADMIN_TOKEN, build_shop, relist, service_app
 from tests.test_catalog_verification import products
@@ -316,6 +319,26 @@ def test_verified_duplicates_are_the_edited_copies_not_the_lookalikes(copies_sho
     # no candidate pair: nothing decoded, and still said to be the photos' answer
     answer, found = _duplicate_sets(client, "threshold=1")
     assert answer["score"] == "verified" and answer["verified_pairs"] == 0 and not found
+
+
+def test_the_cli_decides_the_bundles_pairs_as_the_service_does(copies_shop, tmp_path):
+    """`recsys catalog duplicates` on the active bundle verifies photos as the service does:
+    the same sets, scored "verified" (before, it checked titles and listed lookalikes)."""
+    (url, artifacts), _, _ = copies_shop
+    client = service_app((url, artifacts)).test_client()
+    served, found = _duplicate_sets(client, "threshold=-1&limit=200")
+    out = tmp_path / "pairs.json"
+    result = CliRunner().invoke(
+        cli,
+        ["--database-url", url, "--artifacts-dir", str(artifacts), "catalog", "duplicates",
+         "--threshold", "-1", "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    answer = json.loads(out.read_text())
+    assert answer["score"] == "verified" and answer["verified_threshold"] == pytest.approx(
+        served["verified_threshold"]
+    )
+    assert {tuple(sorted(s)) for s in answer["sets"]} == found
 
 
 def test_without_photos_the_answer_is_the_cosine_one_checked_by_titles(copies_shop):

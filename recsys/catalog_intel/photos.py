@@ -16,6 +16,7 @@ Photos are decoded grayscale at the copy descriptor's side (32 px), as
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,3 +145,64 @@ def _decode(paths: list[str]) -> list[np.ndarray | None]:
             log.warning("photo %s not verified: %s", path, exc)
             out.append(None)
     return out
+
+
+@dataclass(frozen=True)
+class CheckedPairs:
+    """Duplicate pairs of a catalog's listings, decided as the service decides them."""
+
+    left: np.ndarray  # (P,) rows
+    right: np.ndarray  # (P,) rows
+    score: np.ndarray  # (P,) what decided each pair (see ``scored_by``)
+    threshold: float  # the cosine from which items were candidate pairs
+    scored_by: str  # "verified" (photos), "cosine and titles" (no photos) or "cosine"
+    verified_threshold: float | None = None
+    verified: int = 0
+    skipped: int = 0
+
+
+def checked_pairs(
+    engine: Engine,
+    item_ids,
+    vectors: np.ndarray,
+    threshold: float,
+    verify: bool = True,
+    verified_threshold: float | None = None,
+    calibrated: Callable[[], float | None] | None = None,
+    show_progress: bool = False,
+) -> CheckedPairs:
+    """The items of ``vectors`` (rows of ``item_ids``) at cosine ``threshold`` or above are
+    candidate pairs; with ``verify``, their photos decide them (geometric verification at
+    ``verified_threshold``, by default the label-free one, ``calibrated()`` when given, which
+    is None for a catalog without photos), or, without photos, their titles' words
+    (``duplicates.title_checked``). What ``recsys catalog duplicates`` and
+    ``/v1/admin/catalog/duplicates`` answer from the active bundle's listing vectors."""
+    from recsys.catalog.reads import titles_by_row
+    from recsys.catalog_intel.duplicates import DuplicateFinder, title_checked
+
+    item_ids = np.asarray(item_ids).astype(str)
+    finder = DuplicateFinder(DuplicateConfig(threshold=threshold), show_progress=show_progress)
+    pairs = finder.fit(vectors).pairs_
+    left, right, score = pairs.left, pairs.right, pairs.similarity
+    if not verify:
+        return CheckedPairs(left, right, score, finder.threshold_, "cosine")
+    photos = CatalogPhotos(engine, item_ids)
+    default = calibrated() if calibrated is not None else photos.calibrate()
+    if default is None:  # no photos: the titles' words check the pairs
+        titles = titles_by_row(engine, item_ids)
+        left, right, score = title_checked(titles, left, right, score, finder.threshold_)
+        return CheckedPairs(left, right, score, finder.threshold_, "cosine and titles")
+    at = default if verified_threshold is None else verified_threshold
+    if not len(left):  # no candidate: nothing to decode
+        return CheckedPairs(left, right, score, finder.threshold_, "verified", float(at))
+    found = photos.verify(left, right, score, at)
+    return CheckedPairs(
+        found.left,
+        found.right,
+        found.score,
+        finder.threshold_,
+        "verified",
+        found.threshold,
+        found.verified,
+        found.skipped,
+    )

@@ -142,6 +142,50 @@ def load_vectors(settings: Settings, vectors: Path | None, items: Path | None):
     return ids, matrix
 
 
+def _bundle_duplicates(settings: Settings, threshold: float, opts: dict) -> None:
+    """``duplicates`` on the active bundle's listings, decided as the service decides them:
+    by the catalog's photos where it has them, else by the titles' words (``--no-verify``:
+    the cosine alone)."""
+    from recsys.catalog.db import connect_current
+    from recsys.catalog_intel.duplicates import duplicate_sets, set_rows
+    from recsys.catalog_intel.photos import checked_pairs
+
+    ids, vectors, titles = _listing_vectors(settings)
+    engine = connect_current(settings.database_url)
+    checked = checked_pairs(
+        engine, ids, vectors, threshold, opts["verify"], show_progress=opts["progress"]
+    )
+    order = np.argsort(-checked.score, kind="stable")
+    left, right = checked.left[order], checked.right[order]
+    set_of = duplicate_sets(len(ids), left, right)
+    table = pd.DataFrame(
+        {
+            "set": set_of[left],
+            "item_a": ids[left],
+            "item_b": ids[right],
+            "similarity": np.round(checked.score[order], 6),
+            "title_a": titles(left),
+            "title_b": titles(right),
+        }
+    )
+    rows, sizes = set_rows(set_of)
+    parts = np.split(rows, np.cumsum(sizes)[:-1]) if len(sizes) else []
+    sets = [ids[part].tolist() for part in parts]
+    at = checked.threshold if checked.verified_threshold is None else checked.verified_threshold
+    extra = {"threshold": checked.threshold, "score": checked.scored_by, "sets": sets}
+    if checked.verified_threshold is not None:
+        extra |= {
+            "verified_threshold": at,
+            "verified": checked.verified,
+            "skipped": checked.skipped,
+        }
+    click.echo(
+        f"{len(table)} pairs in {len(sets)} sets at {checked.scored_by} score >= {at:.4f}",
+        err=True,
+    )
+    emit(table, extra, opts["out"], opts["fmt"])
+
+
 def _listing_vectors(settings: Settings):
     """(item ids, vectors, titles) of the active bundle's items as listings, the way
     duplicates and outliers compare them: ``FusedModel.listing_vectors``, and rows -> their
@@ -237,13 +281,15 @@ def duplicates(settings: Settings, **opts) -> None:
     One row per pair: set, item_a, item_b, similarity (most similar first); on the bundle, also
     title_a and title_b from the catalog. The active bundle's items are compared by their
     listing vectors (attributes and photos at the weights of the similar-items surface), so a
-    re-listed item meets its source whether or not shoppers found either; two items with titles
-    score at most the share of the shorter title's words the other has (--no-verify: the
-    vectors' cosine alone). With --images the items' photos are described by the copy-detection
-    descriptor (or --encoder), each item's nearest candidates are checked by geometric
-    verification (--no-verify: cosine only), and the threshold is calibrated without labels,
-    from each item's score against an edited copy of its own photo (crop, JPEG, brightness,
-    shift) and against its nearest other item.
+    re-listed item meets its source whether or not shoppers found either; the pairs are then
+    decided as /v1/admin/catalog/duplicates decides them: by the catalog's photos (geometric
+    verification, threshold calibrated on edited copies) where it has them, else two items
+    with titles score at most the share of the shorter title's words the other has
+    (--no-verify: the vectors' cosine alone). With --images the items' photos are described
+    by the copy-detection descriptor (or --encoder), each item's nearest candidates are
+    checked by geometric verification (--no-verify: cosine only), and the threshold is
+    calibrated without labels, from each item's score against an edited copy of its own
+    photo (crop, JPEG, brightness, shift) and against its nearest other item.
     """
     from recsys.catalog_intel import DuplicateConfig, DuplicateFinder
     from recsys.catalog_intel.duplicates import LISTING_THRESHOLD, self_copy_similarities
@@ -270,7 +316,8 @@ def duplicates(settings: Settings, **opts) -> None:
         elif cfg.threshold is None:
             copy_sims = self_copy_similarities(embed, images)
     elif opts["vectors"] is None:
-        ids, vectors, titles = _listing_vectors(settings)
+        _bundle_duplicates(settings, threshold, opts)
+        return
     else:
         ids, vectors = load_vectors(settings, opts["vectors"], opts["items"])
     finder = DuplicateFinder(cfg, show_progress=opts["progress"])
