@@ -111,10 +111,8 @@ def _similar(ctx, state, item_id: str, query: SimilarQuery):
         results = state.recommender.similar_items(
             [item_id], k=query.k, filters=query.filters, mode=query.mode, diversity=query.diversity
         )
-    except UnknownItem:
-        raise ApiError(
-            404, "unknown_item", f"item {item_id!r} is not in model {state.version}"
-        ) from None
+    except UnknownItem as exc:  # not in the bundle (says how to add it), or removed since
+        raise ApiError(404, "unknown_item", message_of(exc)) from None
     except ValueError as exc:
         raise bad_parameter("filters", str(exc)) from None
     items = ranked(ctx.cards, results)

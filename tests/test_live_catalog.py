@@ -200,7 +200,8 @@ def test_deleted_and_out_of_stock_items_vanish_from_every_answer(app, client):
     for item in [i for i in ("a0", "a2", "a4", "a-new") if i not in (gone, sold_out)]:
         assert not {gone, sold_out} & set(similar(client, item, "k=20"))
     assert sold_out in similar(client, "a1", "k=20&in_stock=false")  # asked for explicitly
-    assert client.get(f"/v1/items/{gone}/similar").status_code == 404
+    removed = error_of(client.get(f"/v1/items/{gone}/similar"), 404)
+    assert removed == f"item {gone!r} was removed from the catalog"
     assert error_of(client.delete(f"/v1/items/{gone}", headers=ADMIN), 404)
     # back in stock: back in the answers
     client.patch(f"/v1/items/{sold_out}", json={"in_stock": True}, headers=ADMIN)

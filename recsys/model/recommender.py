@@ -618,7 +618,7 @@ class Recommender:
             return self._similar_to_live(item_ids, k, filters, mode, diversity)
         rows = self.item_rows(item_ids)
         if live is not None and live.removed[rows].any():
-            gone = self.item_ids[rows[live.removed[rows]][0]]
+            gone = str(self.item_ids[rows[live.removed[rows]][0]])
             raise UnknownItem(f"item {gone!r} was removed from the catalog")
         found, scores = self._similar_pool(
             rows, pool_size(k, diversity, len(self.item_ids) - 1), filters, mode
