@@ -137,6 +137,7 @@ def test_cli_train_recommend_similar(engine, run_cli, tmp_path):
     populate(engine)
     out = run_cli("--artifacts-dir", tmp_path, "train", "--factors", "8", "--quiet")
     assert "written to" in out.output
+    assert re.search(r"validation recall@10 [01]\.\d{4}", run_cli("stats").output)
     rows = json.loads(run_cli("recommend", "--user", "u9", "-k", "3", "--json").output)
     assert len(rows[0]["ids"]) == 3 and rows[0]["fallback"] is False
     # titles from the catalog beside the ids, and beside the history items the reasons name

@@ -34,3 +34,9 @@ def command(settings: Settings, as_json: bool) -> None:
         click.echo(f"attributes:   {kinds}")
     bundle = stats["active_bundle"]
     click.echo(f"active model: {bundle['version'] + ' at ' + bundle['path'] if bundle else 'none'}")
+    metrics = (bundle or {}).get("metrics") or {}
+    if "validation_recall@10" in metrics:  # what training measured on its validation slice
+        line = f"  validation recall@10 {metrics['validation_recall@10']:.4f}"
+        if metrics.get("validation_cold_recall@10") is not None:
+            line += f", new items among themselves {metrics['validation_cold_recall@10']:.4f}"
+        click.echo(line + " (--json: every figure)")
