@@ -43,6 +43,7 @@ from recsys.ingest.values import (
     image_column,
     misfit,
     parse_id,
+    shown,
     text_column,
 )
 
@@ -193,7 +194,7 @@ def _check_kinds(connection: Connection, attributes: dict[str, Any]) -> None:
         if (wanted := misfit(kind, attributes[name])) is not None:
             raise InvalidInput(
                 f"attributes.{name}: {wanted}, as the catalog's {name} is {kind.value} "
-                f"(got {attributes[name]!r}); an ingest file can change an attribute's kind"
+                f"(got {shown(attributes[name])}); an ingest file can change an attribute's kind"
             )
 
 
