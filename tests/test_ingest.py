@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 from datetime import datetime
 from pathlib import Path
@@ -12,11 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from recsys.catalog import reads
 from recsys.catalog.models import AttributeKind, Interaction, Item, ItemAttribute, User
+from recsys.errors import InvalidInput
 from recsys.ingest import IngestOptions, ingest_interactions, ingest_items
 
 ITEMS_CSV = """\
@@ -276,6 +278,23 @@ def test_a_null_id_in_parquet_is_a_missing_value_and_the_other_rows_land(engine,
 
     assert report.inserted == 1
     assert list(read_rejects(report.rejects_path).values()) == ["missing_value"]
+
+
+def test_a_gzip_file_cut_short_says_so_and_keeps_the_rows_before(engine, tmp_path):
+    rows = b"item_id\n" + b"".join(f"i{n}\n".encode() for n in range(400_000))
+    packed = gzip.compress(rows)
+    path = tmp_path / "items.csv.gz"
+    path.write_bytes(packed[: len(packed) * 3 // 4])  # a download cut short
+    options = IngestOptions(show_progress=False, batch_size=10_000)
+
+    with pytest.raises(
+        InvalidInput, match=r"items\.csv\.gz: the compressed file is damaged"
+    ) as caught:
+        ingest_items(engine, path, options=options)
+
+    with Session(engine) as session:
+        stored = session.scalar(select(func.count()).select_from(Item))
+    assert stored > 0 and f"{stored:,} rows before the damage were stored" in str(caught.value)
 
 
 def test_cli_reports_rejects_and_exits_nonzero(run_cli, engine, shop):

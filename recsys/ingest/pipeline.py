@@ -9,7 +9,9 @@ the job, because writes are upserts keyed on external ids (items) or on a hash o
 
 from __future__ import annotations
 
+import gzip
 import logging
+import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -75,6 +77,19 @@ def run_ingest(
     require_current_schema(engine)
     path = Path(path)
     report = IngestReport(path)
+    try:
+        return _run_ingest(engine, path, ingester, options, report)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # a damaged .gz, read lazily
+        raise InvalidInput(
+            f"{path.name}: the compressed file is damaged or cut short ({exc}); "
+            f"{report.accepted:,} rows before the damage were stored; ingest a whole copy "
+            "to store the rest (rows already stored are left as they are)"
+        ) from None
+
+
+def _run_ingest(
+    engine: Engine, path: Path, ingester: Ingester, options: IngestOptions, report: IngestReport
+) -> IngestReport:
     with open_records(path) as source:
         check_columns(source.columns, ingester, path)
         rejects = RejectsWriter(options.rejects_path or default_rejects_path(path), report)
