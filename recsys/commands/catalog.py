@@ -147,54 +147,59 @@ def _bundle_duplicates(settings: Settings, threshold: float, opts: dict) -> None
     by the catalog's photos where it has them, else by the titles' words (``--no-verify``:
     the cosine alone)."""
     from recsys.catalog.db import connect_current
-    from recsys.catalog_intel.duplicates import duplicate_sets, set_rows
     from recsys.catalog_intel.photos import checked_pairs
 
-    ids, vectors, titles = _listing_vectors(settings)
     engine = connect_current(settings.database_url)
+    ids, vectors, titles = _listing_vectors(engine)
     checked = checked_pairs(
         engine, ids, vectors, threshold, opts["verify"], show_progress=opts["progress"]
     )
-    order = np.argsort(-checked.score, kind="stable")
-    left, right = checked.left[order], checked.right[order]
-    set_of = duplicate_sets(len(ids), left, right)
-    table = pd.DataFrame(
-        {
-            "set": set_of[left],
-            "item_a": ids[left],
-            "item_b": ids[right],
-            "similarity": np.round(checked.score[order], 6),
-            "title_a": titles(left),
-            "title_b": titles(right),
-        }
-    )
-    rows, sizes = set_rows(set_of)
-    parts = np.split(rows, np.cumsum(sizes)[:-1]) if len(sizes) else []
-    sets = [ids[part].tolist() for part in parts]
     at = checked.threshold if checked.verified_threshold is None else checked.verified_threshold
-    extra = {"threshold": checked.threshold, "score": checked.scored_by, "sets": sets}
+    extra = {"threshold": checked.threshold, "score": checked.scored_by}
     if checked.verified_threshold is not None:
         extra |= {
             "verified_threshold": at,
             "verified": checked.verified,
             "skipped": checked.skipped,
         }
+    _emit_pairs(ids, checked.left, checked.right, checked.score, at, extra, opts, titles)
+
+
+def _emit_pairs(ids, left, right, score, at: float, extra: dict, opts: dict, titles=None):
+    """One row per pair, most similar first: its set, its items (and their titles, a callable
+    of rows), its score; the sets, largest first, added to ``extra``; a summary on stderr."""
+    from recsys.catalog_intel.duplicates import duplicate_sets, set_rows
+
+    order = np.argsort(-np.asarray(score), kind="stable")
+    left, right = np.asarray(left)[order], np.asarray(right)[order]
+    set_of = duplicate_sets(len(ids), left, right)
+    table = pd.DataFrame(
+        {
+            "set": set_of[left],
+            "item_a": ids[left],
+            "item_b": ids[right],
+            "similarity": np.round(np.asarray(score)[order], 6),
+        }
+    )
+    if titles is not None:  # the bundle's items: what a person checks a pair by
+        table["title_a"], table["title_b"] = titles(left), titles(right)
+    rows, sizes = set_rows(set_of)
+    parts = np.split(rows, np.cumsum(sizes)[:-1]) if len(sizes) else []
+    extra = {**extra, "sets": [ids[part].tolist() for part in parts]}
     click.echo(
-        f"{len(table)} pairs in {len(sets)} sets at {checked.scored_by} score >= {at:.4f}",
+        f"{len(table)} pairs in {len(parts)} sets at {extra['score']} score >= {at:.4f}",
         err=True,
     )
     emit(table, extra, opts["out"], opts["fmt"])
 
 
-def _listing_vectors(settings: Settings):
+def _listing_vectors(engine):
     """(item ids, vectors, titles) of the active bundle's items as listings, the way
     duplicates and outliers compare them: ``FusedModel.listing_vectors``, and rows -> their
     titles in the catalog."""
-    from recsys.catalog.db import connect_current
     from recsys.catalog.reads import titles_by_row
     from recsys.model.fusion import FusedModel
 
-    engine = connect_current(settings.database_url)
     folder, ids = _active_bundle(engine)
     return ids, FusedModel.load(folder).listing_vectors(), titles_by_row(engine, ids)
 
@@ -305,7 +310,7 @@ def duplicates(settings: Settings, **opts) -> None:
             )
         threshold = LISTING_THRESHOLD  # the bundle's listing vectors, as the service
     cfg = DuplicateConfig(threshold=threshold, recall=opts["recall"])
-    copy_sims, verify_images, titles = None, None, None
+    copy_sims, verify_images = None, None
     if opts["images"] is not None:
         ids, images = _images(opts)
         embed = _embedder(opts, images)
@@ -321,28 +326,12 @@ def duplicates(settings: Settings, **opts) -> None:
     else:
         ids, vectors = load_vectors(settings, opts["vectors"], opts["items"])
     finder = DuplicateFinder(cfg, show_progress=opts["progress"])
-    finder.fit(vectors, copy_sims, images=verify_images, titles=titles if opts["verify"] else None)
+    finder.fit(vectors, copy_sims, images=verify_images)
     pairs = finder.pairs_
-    table = pd.DataFrame(
-        {
-            "set": finder.set_of_[pairs.left],
-            "item_a": ids[pairs.left],
-            "item_b": ids[pairs.right],
-            "similarity": np.round(pairs.similarity, 6),
-        }
-    )
-    if titles is not None:  # the bundle's items: what a person checks a pair by
-        table["title_a"], table["title_b"] = titles(pairs.left), titles(pairs.right)
-    sets = [ids[rows].tolist() for rows in finder.sets()]
-    extra = {"threshold": finder.threshold_, "score": finder.scored_by_, "sets": sets}
+    extra = {"threshold": finder.threshold_, "score": finder.scored_by_}
     if finder.calibration_ is not None:
         extra["calibration"] = vars(finder.calibration_)
-    click.echo(
-        f"{len(table)} pairs in {len(sets)} sets at {finder.scored_by_} score >= "
-        f"{finder.threshold_:.4f}",
-        err=True,
-    )
-    emit(table, extra, opts["out"], opts["fmt"])
+    _emit_pairs(ids, pairs.left, pairs.right, pairs.similarity, finder.threshold_, extra, opts)
 
 
 def _images(opts: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -398,7 +387,9 @@ def outliers(settings: Settings, **opts) -> None:
 
     titles = None
     if opts["vectors"] is None:
-        ids, vectors, titles = _listing_vectors(settings)
+        from recsys.catalog.db import connect_current
+
+        ids, vectors, titles = _listing_vectors(connect_current(settings.database_url))
     else:
         ids, vectors = load_vectors(settings, opts["vectors"], opts["items"])
     cfg = OutlierConfig(k=opts["k"], false_positive_rate=opts["fpr"])
