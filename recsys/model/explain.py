@@ -105,6 +105,15 @@ def similar_reasons(shares: dict[str, np.ndarray], shared: list[list[list[str]]]
     return out
 
 
+def listed_reasons(shares: dict[str, np.ndarray], shared, found: np.ndarray):
+    """``similar_reasons`` of every query, for the items it lists (``found`` (Q, k) rows,
+    -1 padded: the padding has none)."""
+    return [
+        [r for r, ok in zip(similar_reasons(shares, shared, q), row >= 0, strict=True) if ok]
+        for q, row in enumerate(found)
+    ]
+
+
 def _block_label(block: str, shared: list[str]) -> str:
     """The label of a block's part: for the attributes two items share, their column names
     as a sentence, "_" read as a space ("same brand, department and colour tone")."""

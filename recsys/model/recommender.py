@@ -627,12 +627,7 @@ class Recommender:
         results = self._results(found, scores)
         shares = explain.block_shares(self.fused, rows, found, mode)
         shared = self.filters.shared(rows, found)
-        results.because = [
-            [r for r, ok in zip(reasons, found[q] >= 0, strict=True) if ok]
-            for q, reasons in enumerate(
-                explain.similar_reasons(shares, shared, q) for q in range(len(rows))
-            )
-        ]
+        results.because = explain.listed_reasons(shares, shared, found)
         if live is not None and live.size:
             asked = self.item_ids[rows].tolist()
             queries = self.fused.item_queries(rows, mode)
@@ -715,15 +710,9 @@ class Recommender:
         results = self._results(found, scores)
         items = np.asarray(self.fused.item_vectors_[np.maximum(found, 0)])  # (Q, k, D)
         shares = explain.query_shares(self.fused, queries, items, mode)
-        shares = {name: np.where(found >= 0, part, 0.0) for name, part in shares.items()}
         values = self._query_values(item_ids.tolist())
         shared = [self.filters.shared_with(v, row) for v, row in zip(values, found, strict=True)]
-        results.because = [
-            [r for r, ok in zip(reasons, found[q] >= 0, strict=True) if ok]
-            for q, reasons in enumerate(
-                explain.similar_reasons(shares, shared, q) for q in range(len(item_ids))
-            )
-        ]
+        results.because = explain.listed_reasons(shares, shared, found)
         skip = [[item] for item in item_ids.tolist()]
         asked = item_ids.tolist()
         return self._with_live(results, queries, k, None, filters, skip, mode, asked)
