@@ -336,16 +336,20 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
 
     def _images(self, images: ImageInput) -> torch.Tensor:
         """``images`` as (N, C, S, S) uint8 at the input size; files decoded at most once."""
+        return self._decoded_rows(images)[0]
+
+    def _decoded_rows(self, images: ImageInput) -> tuple[torch.Tensor, np.ndarray]:
+        """(``_images``, the rows of files that could not be decoded: black, left out with
+        ``skip_unreadable``)."""
         cfg = self.config_
-        self._left_out = np.zeros(0, dtype=np.int64)  # rows of files that could not be read
+        none = np.zeros(0, dtype=np.int64)
         if isinstance(images, np.ndarray | torch.Tensor):
-            return as_image_tensor(images, cfg.input_size, cfg.channels)
+            return as_image_tensor(images, cfg.input_size, cfg.channels), none
         paths = list(images)
         key = cache_key(paths, cfg.input_size, cfg.channels)
         last = getattr(self, "_decoded", None)
         if last is not None and last[0] == key:
-            self._left_out = last[2]
-            return last[1]
+            return last[1], last[2]
         unreadable = [] if self.skip_unreadable else None
         data = decoded_images(
             paths, cfg.input_size, cfg.channels, self.cache_dir, self.show_progress, unreadable
@@ -357,9 +361,9 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
                 len(paths),
                 paths[unreadable[0]],
             )
-        self._left_out = np.asarray(unreadable or [], dtype=np.int64)
-        self._decoded = (key, data, self._left_out)
-        return data
+        left_out = np.asarray(unreadable, dtype=np.int64) if unreadable else none
+        self._decoded = (key, data, left_out)
+        return data, left_out
 
     def _build_backbone(self) -> nn.Module:
         cfg = self.config_
@@ -418,8 +422,9 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
     def transform(self, images: ImageInput, batch_size: int = 1024) -> np.ndarray:
         """(N, D) float32 L2-normalised vectors, one row per image, in input order."""
         check_is_fitted(self, "backbone_")
-        vectors = apply_whitening(self._embed(self._images(images), batch_size), self.whitening_)
-        vectors[self._left_out] = 0.0  # no photo, as an item without one
+        data, left_out = self._decoded_rows(images)
+        vectors = apply_whitening(self._embed(data, batch_size), self.whitening_)
+        vectors[left_out] = 0.0  # no photo, as an item without one
         return vectors
 
     def save(self, model_dir: str | Path) -> Path:
