@@ -88,7 +88,7 @@ def feed_parts(recommender, users: list[str], rounds: int) -> dict[str, float]:
             found = []
             started = time.perf_counter()
             for row, skipped in zip(rows, seen, strict=True):
-                query = recommender.fused.user_vectors_[row]
+                query = recommender.fused.user_vectors(row)
                 found.append(recommender.index.search(query, reach, allowed, [skipped])[0][0])
             if round_:
                 took[part].append((time.perf_counter() - started) / len(rows))
@@ -106,7 +106,7 @@ def feed_parts(recommender, users: list[str], rounds: int) -> dict[str, float]:
 
 def exact_pool(recommender, row: int, seen: np.ndarray, allowed, reach: int) -> np.ndarray:
     """The ``reach`` rows an exact search gives the user's feed pool (seen items skipped)."""
-    scores = recommender.fused.item_vectors_ @ recommender.fused.user_vectors_[row]
+    scores = recommender.fused.item_vectors_ @ recommender.fused.user_vectors(row)
     scores = np.asarray(scores, dtype=np.float64)
     if allowed is not None:
         scores[~allowed] = -np.inf

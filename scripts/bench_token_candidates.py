@@ -41,7 +41,7 @@ def main(bundle: Path, n_users: int, k: int, budgets: str, reaches: str) -> None
     exact, seen = [], []
     for user in users:
         mine = recommender.cf.user_items_[user].indices
-        scores = fused.item_vectors_ @ fused.user_vectors_[user]
+        scores = fused.item_vectors_ @ fused.user_vectors(user)
         scores += fused.token_scores(profiles[user])[0]
         scores[mine] = -np.inf
         exact.append(set(top_k_finite(scores[None], k)[0].tolist()))
@@ -54,7 +54,7 @@ def main(bundle: Path, n_users: int, k: int, budgets: str, reaches: str) -> None
             served.TOKEN_REACH = reach
             found, seconds = 0, 0.0
             for user, best, mine in zip(users, exact, seen, strict=True):
-                query = fused.user_vectors_[user]
+                query = fused.user_vectors(user)
                 profile = sp.csr_matrix(profiles[user], dtype=np.float32)
                 start = time.perf_counter()
                 pool = recommender.index.search(query, recommender._reach(k), None, [mine])

@@ -52,7 +52,7 @@ class FusedScores:
         rows = self.users.get_indexer(user_ids)
         picked = np.maximum(rows, 0)
         model = self.fused
-        out = model.user_vectors_[picked] @ model.item_vectors_.T
+        out = model.user_vectors(picked) @ model.item_vectors_.T
         tokens = model.token_scores(model.user_tokens_[picked])
         out = np.asarray(out if tokens is None else out + tokens, dtype=np.float32)
         out[rows < 0] = 0.0

@@ -44,7 +44,7 @@ class Feed:
 
     def scores(self, user_ids):
         rows = self.users.get_indexer(user_ids)
-        dense = self.fused.user_vectors_[rows] @ self.fused.item_vectors_.T  # (U, I)
+        dense = self.fused.user_vectors(rows) @ self.fused.item_vectors_.T  # (U, I)
         tokens = self.fused.token_scores(self.profiles[rows])
         return dense if tokens is None else dense + tokens
 

@@ -73,7 +73,7 @@ def _fit(data: CatalogData, search_cold: bool = True):
 
         def scores(self, ids):
             rows = [users.index(u) for u in ids]
-            dense = fused.user_vectors_[rows] @ fused.item_vectors_.T
+            dense = fused.user_vectors(rows) @ fused.item_vectors_.T
             tokens = fused.token_scores(fused.user_tokens_[rows])
             return dense if tokens is None else dense + tokens
 

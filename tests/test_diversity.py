@@ -113,7 +113,7 @@ def test_lambda_zero_is_the_plain_ranking_and_more_lambda_more_variety(shop):
         row = recommender.user_index.get(user)
         seen = recommender.cf.user_items_[row].indices
         rows, scores = recommender.index.search(
-            recommender.fused.user_vectors_[row], 8, None, [seen]
+            recommender.fused.user_vectors(row), 8, None, [seen]
         )
         assert plain.ids[q] == recommender.item_ids[rows[0]].tolist()
         np.testing.assert_array_equal(plain.scores[q], scores[0])

@@ -137,7 +137,7 @@ def test_live_items_rank_in_feeds_with_their_token_term(engine, tmp_path):
         row = recommender.user_index[user]
         cosine = (fused.user_tokens_[row] @ fused.item_tokens_[a1].T).toarray()[0, 0]
         term = 3.0 * fused.cold_scale_.get(TOKENS, 1.0) * cosine  # a new item is cold
-        expected = live.vectors[0] @ fused.user_vectors_[row] + term
+        expected = live.vectors[0] @ fused.user_vectors(row) + term
         assert abs(scores[ids.index("a-twin")] - expected) < 1e-5, user
         shared += cosine > 0
     assert shared  # some users' tokens meet the twin's: the term moved their scores

@@ -38,7 +38,7 @@ def test_fused_scores_follow_the_weights():
     config = TrainConfig(fusion=FusionConfig(weights=weights), validation_share=0)
     fused = fit_in_memory(data, config).fused
     warm = np.flatnonzero(~fused.cold_)
-    users, items = fused.user_vectors_[:5], fused.item_vectors_[warm[:5]]
+    users, items = fused.user_vectors(np.arange(5)), fused.item_vectors_[warm[:5]]
     slices = fused.layout_.slices()
     expected = sum(
         weights[n] * np.sum(fused.user_blocks_[n][:5] * fused.item_blocks_[n][warm[:5]], axis=1)
@@ -220,7 +220,7 @@ def test_a_block_of_pure_noise_gets_no_weight_and_costs_no_recall():
 
             def scores(self, user_ids):
                 rows = [users.index(u) for u in user_ids]
-                return fitted.fused.user_vectors_[rows] @ fitted.fused.item_vectors_.T
+                return fitted.fused.user_vectors(rows) @ fitted.fused.item_vectors_.T
 
         return score(rank(Scores(), task, 10), task, (10,), ())["overall"]["recall@10"]
 
@@ -294,7 +294,7 @@ def test_a_collaborative_model_weaker_than_popularity_stops_diluting_it():
 
     fused = Scores(
         lambda ids: (
-            fitted.fused.user_vectors_[[users.index(u) for u in ids]] @ fitted.fused.item_vectors_.T
+            fitted.fused.user_vectors([users.index(u) for u in ids]) @ fitted.fused.item_vectors_.T
         )
     )
     counts = np.bincount(
@@ -385,7 +385,7 @@ def test_a_blocks_only_fit_holds_the_same_blocks_and_no_vectors(tmp_path):
         cf, content.blocks, len(data.items), tokens=content.tokens, blocks_only=True
     )
     lean.set_weights(full.weights_, {**full.cold_scale_, "cf": 0.5}, full.surface_weights_)
-    assert lean.item_vectors_ is None and lean.user_vectors_ is None
+    assert lean.item_vectors_ is None and not lean.has_user_vectors
     assert lean.user_tokens_ is None and full.user_tokens_ is not None
     assert lean.cold_scale_["cf"] == 0.5
     for name, block in full.item_blocks_.items():

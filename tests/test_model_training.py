@@ -93,6 +93,42 @@ def test_filtered_similar_items_come_from_the_table_when_enough_pass(engine, tmp
     assert all(item.startswith("a") for row in comedies.ids for item in row)
 
 
+def test_a_served_bundle_holds_no_per_item_or_per_user_array_of_its_own(engine, tmp_path):
+    """Every worker serving a bundle maps its id lookups and ids from the bundle's files (the
+    workers share those pages) and fuses a user's vector when asked, instead of each holding
+    a private copy; a bundle written before the lookups were saved still loads and answers
+    the same."""
+    import json
+    import mmap
+
+    def is_mapped(array) -> bool:
+        while isinstance(array, np.ndarray):
+            array = array.base
+        return isinstance(array, mmap.mmap)
+
+    populate(engine)
+    path = train(engine, tmp_path, train_config()).path
+    recommender = load_recommender(path)
+    lookups = [recommender.item_index, recommender.cf.item_index_, recommender.cf.user_index_]
+    held = [recommender.item_ids, *(a for i in lookups for a in (i._sorted, i._order))]
+    assert all(is_mapped(array) for array in held)
+    assert recommender.item_index is recommender.cf.item_index_  # one lookup of the items
+    users = recommender.cf.user_ids_.tolist()
+    feeds = recommender.recommend(users, k=5)
+    assert recommender.item_index.rows(["b1", "nope", "a1"]).tolist()[1] == -1
+
+    manifest = json.loads((path / "manifest.json").read_text())
+    for name in [n for n in manifest["files"] if "_index_" in n]:
+        (path / name).unlink()
+        del manifest["files"][name]
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    older = load_recommender(path)
+    assert not is_mapped(older.item_index._order)  # built: nothing to map
+    assert older.recommend(users, k=5).ids == feeds.ids
+    rows = older.item_index.rows(["b1", "nope", "a1"]).tolist()
+    assert rows == recommender.item_index.rows(["b1", "nope", "a1"]).tolist()
+
+
 def test_the_neighbour_table_width_is_a_training_option(engine, tmp_path):
     populate(engine)
     narrow = load_recommender(train(engine, tmp_path, replace(train_config(), neighbours=5)).path)

@@ -36,7 +36,7 @@ def test_served_feeds_rank_by_the_index_score_plus_the_token_term(engine, tmp_pa
     fused = recommender.fused
     assert fused.has_tokens  # saved with the bundle and mapped back
     users = list(recommender.cf.user_ids_)
-    full = fused.user_vectors_ @ fused.item_vectors_.T + fused.token_scores(fused.user_tokens_)
+    full = fused.user_vectors() @ fused.item_vectors_.T + fused.token_scores(fused.user_tokens_)
     full[recommender.cf.user_items_.nonzero()] = -np.inf  # seen items are never listed
     expected = recommender.item_ids[top_k(full, 5)]
     served = recommender.recommend(users, k=5)
@@ -58,7 +58,7 @@ def test_past_its_budget_a_feed_reads_its_rarest_tokens_and_still_scores_exactly
     )
     fused = recommender.fused
     users = list(recommender.cf.user_ids_)
-    full = fused.user_vectors_ @ fused.item_vectors_.T + fused.token_scores(fused.user_tokens_)
+    full = fused.user_vectors() @ fused.item_vectors_.T + fused.token_scores(fused.user_tokens_)
     profile = fused.user_tokens_[[0]]
     every, _ = token_candidates(fused, profile, budget=10**9)
     lengths = np.diff(fused.token_postings.indptr)[profile.indices]
@@ -121,7 +121,7 @@ def test_the_weights_stage_gives_tokens_weight_when_sellers_carry_taste():
 
         def scores(self, ids):
             rows = [users.index(u) for u in ids]
-            dense = fused.user_vectors_[rows] @ fused.item_vectors_.T
+            dense = fused.user_vectors(rows) @ fused.item_vectors_.T
             return dense + fused.token_scores(fused.user_tokens_[rows])
 
     metrics = score(rank(Fused(), task, 10), task, (10,), ())

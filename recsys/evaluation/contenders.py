@@ -209,7 +209,7 @@ class Fused(_UserRows):
         model = self.model_
 
         def compute(rows):
-            scores = model.user_vectors_[rows] @ model.item_vectors_.T
+            scores = model.user_vectors(rows) @ model.item_vectors_.T
             tokens = model.token_scores(model.user_tokens_[rows] if model.has_tokens else None)
             return scores if tokens is None else scores + tokens
 

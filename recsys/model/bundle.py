@@ -41,6 +41,7 @@ from recsys.catalog.models import ModelBundle
 from recsys.errors import InvalidBundle, ModelNotTrained
 from recsys.model.cf import CollaborativeModel
 from recsys.model.config import from_dict
+from recsys.model.data import IdIndex, mapped
 from recsys.model.fusion import FusedModel
 from recsys.model.index import IndexConfig, VectorIndex
 from recsys.model.recommender import ItemFilters, Recommender
@@ -348,6 +349,8 @@ def write_model_files(
     filters, the content encoders and the items' ids and titles."""
     save = np.save
     save(directory / "item_ids.npy", recommender.item_ids, allow_pickle=False)
+    if recommender.cf is None or recommender.item_index is not recommender.cf.item_index_:
+        recommender.item_index.save(directory, "item_index")  # else the cf model's is read
     save(directory / "item_vectors.npy", recommender.fused.item_vectors_, allow_pickle=False)
     recommender.filters.save(directory)
     recommender.fused.save(directory)
@@ -397,13 +400,15 @@ def _load_verified(directory: Path, manifest: dict, index_config) -> Recommender
             arr("neighbour_scores.npy", mmap_mode="r"),
         )
     encoder_dir = directory / "image_encoder"
+    item_ids = mapped(directory / "item_ids.npy")  # as every per-item array: shared pages
     return Recommender(
         fused,
         cf,
-        arr("item_ids.npy"),
+        item_ids,
         filters,
         index,
         manifest,
         neighbours,
         encoder_dir if encoder_dir.is_dir() else None,
+        item_index=IdIndex.load(directory, "item_index", item_ids),
     )

@@ -390,6 +390,9 @@ class CollaborativeModel(BaseEstimator):
         for name, array in arrays.items():
             paths.append(directory / f"{prefix}_{name}.npy")
             np.save(paths[-1], array, allow_pickle=False)
+        for name in ("user_index", "item_index"):  # mapped on load, as the ids
+            getattr(self, f"{name}_").save(directory, f"{prefix}_{name}")
+            paths += [directory / f"{prefix}_{name}_{part}.npy" for part in ("sorted", "order")]
         matrix = self.user_items_
         for part in ("data", "indices", "indptr"):  # plain arrays, so a load can map them
             paths.append(directory / f"{prefix}_user_items_{part}.npy")
@@ -434,7 +437,9 @@ class CollaborativeModel(BaseEstimator):
             model.recency_ = json.loads(recency.read_text())["half_life_events"]
         if model.recency_ is not None:
             model.user_recent_ = arr("user_recent")
-        model._index()
+        for name, ids in (("user", model.user_ids_), ("item", model.item_ids_)):
+            index = IdIndex.load(directory, f"{prefix}_{name}_index", ids)
+            setattr(model, f"{name}_index_", IdIndex(ids) if index is None else index)
         return model
 
 

@@ -270,6 +270,25 @@ class IdIndex:
         self._order = np.argsort(ids, kind="stable")
         self._sorted = ids[self._order]
 
+    def save(self, directory: Path, name: str) -> None:
+        """``<name>_sorted.npy`` and ``<name>_order.npy``, for ``load`` to map."""
+        np.save(directory / f"{name}_sorted.npy", self._sorted, allow_pickle=False)
+        np.save(directory / f"{name}_order.npy", self._order, allow_pickle=False)
+
+    @classmethod
+    def load(cls, directory: Path, name: str, ids: np.ndarray) -> IdIndex | None:
+        """The index of ``ids`` that ``save`` wrote, mapped (the processes serving a bundle
+        share its pages; built in each, it would cost every worker about 50 bytes per id);
+        None where the bundle holds none."""
+        if not (directory / f"{name}_order.npy").exists():
+            return None
+        index = cls.__new__(cls)
+        index._sorted = mapped(directory / f"{name}_sorted.npy")
+        index._order = mapped(directory / f"{name}_order.npy")
+        if len(index._order) != len(ids):
+            raise ValueError(f"{name}: {len(index._order)} ids indexed, {len(ids)} held")
+        return index
+
     def __len__(self) -> int:
         return len(self._sorted)
 

@@ -230,8 +230,10 @@ class VectorIndex:
     def load(
         cls, path: str | Path, vectors: np.ndarray, config: IndexConfig, use_gpu: bool = False
     ) -> VectorIndex:
-        # Mapped, not read: the flat codes (flat, HNSW storage) and IVF lists stay in the page
-        # cache, shared by every process serving this bundle (the HNSW graph is still read).
+        # Mapped, not read: the flat codes (flat, HNSW storage), the HNSW graph and the IVF
+        # lists stay in the page cache, shared by every process serving this bundle (faiss
+        # 1.15: loading the 100k-item benchmark bundle's HNSW index adds 1 MB of private
+        # memory mapped, 88 MB read).
         index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
         if index.ntotal != len(vectors) or index.d != vectors.shape[1]:
             raise ValueError(

@@ -247,6 +247,14 @@ class ItemFilters:
         return cls(np.load(directory / "in_stock.npy", allow_pickle=False), postings)
 
 
+def _item_index(item_ids: np.ndarray, cf) -> IdIndex:
+    """The collaborative model's item lookup where it indexes the same ids (as in every
+    bundle ``recsys train`` writes): one lookup per process, not two."""
+    if cf is not None and np.array_equal(cf.item_ids_, item_ids):
+        return cf.item_index_
+    return IdIndex(item_ids)
+
+
 class Recommender:
     """Fused vectors + FAISS index + id mappings + filters; see the module docstring.
 
@@ -268,11 +276,12 @@ class Recommender:
         neighbours: tuple[np.ndarray, np.ndarray] | None = None,
         image_encoder_dir: Path | None = None,
         token_budget: int = TOKEN_BUDGET,
+        item_index: IdIndex | None = None,
     ):
         self.fused, self.cf, self.filters, self.index = fused, cf, filters, index
         self.token_budget = token_budget
         self.item_ids = np.asarray(item_ids, dtype=str)
-        self.item_index = IdIndex(self.item_ids)
+        self.item_index = _item_index(self.item_ids, cf) if item_index is None else item_index
         self.user_index = cf.user_index_ if cf is not None else IdIndex(np.zeros(0, dtype=str))
         self.manifest = manifest
         popularity = fused.item_blocks_.get("popularity")
@@ -332,8 +341,8 @@ class Recommender:
         results.because = [
             self._feed_because(found[q], scores[q], row, None) for q, row in enumerate(rows)
         ]
-        if self.live is not None and self.live.size and self.fused.user_vectors_ is not None:
-            queries = self.fused.user_vectors_[np.maximum(rows, 0)]
+        if self.live is not None and self.live.size and self.fused.has_user_vectors:
+            queries = self.fused.user_vectors(np.maximum(rows, 0))
             skip = [None if row < 0 else () for row in rows.tolist()]
             profiles = (
                 self.fused.user_tokens_[np.maximum(rows, 0)] if self.fused.has_tokens else None
@@ -407,7 +416,7 @@ class Recommender:
         """(rows (width,), scores (width,), the rows it ranked among) of a stored user's feed
         from the bundle: the index's pool with the token candidates (``_with_tokens``)."""
         seen = _row_indices(self.cf.user_items_, row) if exclude_seen else None
-        query = self.fused.user_vectors_[row]
+        query = self.fused.user_vectors(row)
         pool = self.index.search(query, self._reach(width), allowed, [seen])
         tokens = sparse_rows.row(self.fused.user_tokens_, row) if self.fused.has_tokens else None
         return self._with_tokens(tokens, query, pool, allowed, seen, width)
@@ -449,7 +458,7 @@ class Recommender:
             return False
         new = np.flatnonzero(live.live_written_at > since)
         if new.size:
-            scores = live.vectors[new] @ self.fused.user_vectors_[row]
+            scores = live.vectors[new] @ self.fused.user_vectors(row)
             if self.fused.has_tokens and live.tokens is not None:
                 profile = self.fused.user_tokens_[[row]]  # (1, F)
                 terms = (live.tokens[new] @ profile.T).toarray()[:, 0]
@@ -513,7 +522,7 @@ class Recommender:
             return explain.fallback(self.fused.cold_[found[valid]], scores[valid])
         if folded is None:
             history = explain.history_of(self.cf.user_items_, user_row)
-            query = self.fused.user_vectors_[user_row]
+            query = self.fused.user_vectors(user_row)
         else:
             matrix, user, query = folded
             history = explain.history_of(matrix, user)
