@@ -17,9 +17,10 @@ from flask import Blueprint, Response
 from PIL import Image, UnidentifiedImageError
 
 from recsys.catalog import reads
-from recsys.errors import UnknownItem
+from recsys.errors import InvalidInput, UnknownItem
 from recsys.ingest.interactions import record_interactions
 from recsys.serving import FeedRequest, fresh_history, home_feed
+from recsys.vision.photo import PHOTO_FORMATS, as_shown, check_photo
 from services.context import answer_key, card, carried_answer, context, kept_answer, ranked
 from services.contract import endpoint
 from services.errors import ApiError, bad_parameter, message_of
@@ -48,7 +49,6 @@ bp = Blueprint("api", __name__, url_prefix="/v1")
 
 # Uploaded photos are shrunk to this side before encoding (the encoder resizes again).
 UPLOAD_SIDE = 256
-UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
 # How long a visual search waits for one of its worker's image slots before a 503.
 IMAGE_WAIT_SECONDS = 5.0
 
@@ -243,22 +243,20 @@ def _image_slot(slots: threading.Semaphore) -> Iterator[None]:
 def _decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     """(1, H, W, 3) uint8 from an uploaded file, or a 400 naming the field.
 
-    The size is read from the header and checked before any pixel is decoded; JPEGs are
-    decoded straight at a reduced scale (``draft``).
+    The format and size are read from the header and checked before any pixel is decoded
+    (``check_photo``); JPEGs are decoded straight at a reduced scale (``draft``), and the
+    photo is seen as training saw the catalog's (``as_shown``: upright, transparent pixels
+    on white).
     """
     try:
-        with Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS) as image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise bad_parameter(
-                    "image",
-                    f"is {width}x{height} pixels; send at most {max_pixels / 1e6:g} megapixels "
-                    f"(it is shrunk to {UPLOAD_SIDE} px anyway)",
-                )
+        check_photo(io.BytesIO(data), max_pixels)
+        with Image.open(io.BytesIO(data), formats=PHOTO_FORMATS) as image:
             image.draft("RGB", (UPLOAD_SIDE, UPLOAD_SIDE))
-            image = image.convert("RGB")
+            image = as_shown(image, "RGB")
             image.thumbnail((UPLOAD_SIDE, UPLOAD_SIDE))
             return np.array(image, dtype=np.uint8)[None]  # (1, H, W, 3), writable
+    except InvalidInput as exc:
+        raise bad_parameter("image", str(exc)) from None
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         raise bad_parameter("image", "not a readable image (send PNG, JPEG, WebP or GIF)") from None
 

@@ -15,11 +15,11 @@ import io
 import json
 
 from flask import Blueprint
-from PIL import Image
 
 from recsys.errors import InvalidInput, UnknownItem
 from recsys.ingest import item_writes
-from services.api import UPLOAD_FORMATS, _decode_image
+from recsys.vision.photo import check_photo
+from services.api import _decode_image
 from services.context import card, context
 from services.contract import endpoint, validated
 from services.errors import ApiError, bad_parameter, message_of
@@ -88,7 +88,7 @@ def _write(write, item_id: str, body: ItemFields | None, form: ItemUpload | None
     if photo is not None:
         photo = item_writes.save_photo(root, photo, _suffix(photo, ctx.settings.max_image_pixels))
     try:
-        written = write(ctx.engine, item_id, fields, root, photo)
+        written = write(ctx.engine, item_id, fields, root, photo, ctx.settings.max_image_pixels)
     except UnknownItem:
         raise ApiError(404, "unknown_item", f"item {item_id!r} is not in the catalog") from None
     except InvalidInput as exc:
@@ -124,5 +124,4 @@ def _suffix(data: bytes, max_pixels: int) -> str:
     """The stored photo's suffix, after the checks of a visual search upload (a 400 naming
     the field ``image`` for anything but a PNG, JPEG, WebP or GIF within the pixel cap)."""
     _decode_image(data, max_pixels)
-    with Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS) as image:
-        return SUFFIXES[image.format]
+    return SUFFIXES[check_photo(io.BytesIO(data), max_pixels)]

@@ -113,6 +113,15 @@ def test_bad_item_writes_are_400s_naming_the_field_and_store_nothing(client, bod
     assert client.get("/v1/items/x-1").status_code == 404
 
 
+def test_an_image_path_written_over_http_meets_the_uploads_limits(shop):
+    """A path names a file the service's workers decode, so it is held to what an upload
+    may be (format, pixels), not only to being an image."""
+    client = make_app(shop, max_image_pixels=100).test_client()
+    message = error_of(client.put("/v1/items/x-1", json=TWIN, headers=ADMIN), 400)
+    assert message.startswith("image: 'a1.png' is ") and "send at most 0.0001 megapixels" in message
+    assert client.get("/v1/items/x-1").status_code == 404
+
+
 def test_item_writes_need_the_catalog_write_scope(client, shop):
     assert error_of(client.put("/v1/items/x-1", json={}), 401)
     _, reader = create_key(connect(shop[0]), ["items:read"])

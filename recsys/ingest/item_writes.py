@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from PIL import Image
 from sqlalchemy import Connection, Engine, bindparam, delete, select
 
 from recsys.catalog.changes import items_generation
@@ -46,6 +45,7 @@ from recsys.ingest.values import (
     shown,
     text_column,
 )
+from recsys.vision.photo import MAX_PHOTO_PIXELS, check_photo
 
 UPLOADS = "uploads"
 
@@ -67,11 +67,13 @@ def put_item(
     fields: dict[str, Any],
     images_root: Path,
     photo: Path | None = None,
+    max_pixels: int = MAX_PHOTO_PIXELS,
 ) -> ItemWrite:
     """Create or replace an item: ``fields`` may hold ``title``, ``in_stock`` (default true),
-    ``image`` (a path relative to ``images_root``) and ``attributes`` (name -> value); absent
-    ones are empty. ``photo``: an already stored image (``save_photo``) instead of ``image``."""
-    values = parse_fields(item_id, fields, images_root)
+    ``image`` (a path relative to ``images_root``, a photo of at most ``max_pixels``) and
+    ``attributes`` (name -> value); absent ones are empty. ``photo``: an already stored image
+    (``save_photo``) instead of ``image``."""
+    values = parse_fields(item_id, fields, images_root, max_pixels)
     row = {"title": None, "image_path": None, "in_stock": True, "attributes": {}}
     row.update(values)
     row["attributes"] = {k: v for k, v in row["attributes"].items() if v is not None}
@@ -98,10 +100,11 @@ def patch_item(
     fields: dict[str, Any],
     images_root: Path,
     photo: Path | None = None,
+    max_pixels: int = MAX_PHOTO_PIXELS,
 ) -> ItemWrite:
     """Change only the given ``fields`` of a stored item (``attributes``: only the names
     given; a None value removes one); ``UnknownItem`` when it is not in the catalog."""
-    values = parse_fields(item_id, fields, images_root)
+    values = parse_fields(item_id, fields, images_root, max_pixels)
     if photo is not None:
         values["image_path"] = str(photo)
 
@@ -135,7 +138,9 @@ def delete_item(engine: Engine, item_id: Any) -> int:
     return generation
 
 
-def parse_fields(item_id: Any, fields: dict[str, Any], images_root: Path) -> dict[str, Any]:
+def parse_fields(
+    item_id: Any, fields: dict[str, Any], images_root: Path, max_pixels: int = MAX_PHOTO_PIXELS
+) -> dict[str, Any]:
     """The given fields, checked and normalised as ``recsys ingest items`` does a row's
     cells: ``external_id`` always, ``title``, ``in_stock``, ``image_path`` (absolute) and
     ``attributes`` when given. ``InvalidInput`` naming the first bad field."""
@@ -149,7 +154,7 @@ def parse_fields(item_id: Any, fields: dict[str, Any], images_root: Path) -> dic
         in_stock = _one(bool_column, fields["in_stock"], "in_stock")
         values["in_stock"] = True if in_stock is None else in_stock
     if "image" in fields:
-        values["image_path"] = _image(fields["image"], Path(images_root))
+        values["image_path"] = _image(fields["image"], Path(images_root), max_pixels)
     if "attributes" in fields:
         values["attributes"] = _attributes(fields["attributes"] or {})
     return values
@@ -208,8 +213,9 @@ def _one(parser: Callable[..., Parsed], value: Any, name: str, field: str | None
     return found.as_py() if isinstance(found, pa.Scalar) else found
 
 
-def _image(value: Any, root: Path) -> str | None:
-    """An image path relative to ``root`` that names a file inside it -> absolute path."""
+def _image(value: Any, root: Path, max_pixels: int) -> str | None:
+    """An image path relative to ``root`` that names a photo inside it (``check_photo``: the
+    formats and size an upload may have) -> absolute path."""
     if value is None:
         return None
     root = root.resolve()
@@ -218,9 +224,9 @@ def _image(value: Any, root: Path) -> str | None:
         raise InvalidInput(f"image: {str(value)!r} is outside the images root; give a path in it")
     if path is not None:
         try:
-            Image.open(path).close()  # reads the header: is it an image at all
-        except (OSError, ValueError, Image.DecompressionBombError):
-            raise InvalidInput(f"image: {str(value)!r} is not a readable image") from None
+            check_photo(path, max_pixels)
+        except InvalidInput as exc:
+            raise InvalidInput(f"image: {shown(str(value))} {exc}") from None
     return path
 
 

@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from recsys.errors import InvalidInput
+from recsys.vision.photo import as_shown
 
 log = logging.getLogger(__name__)
 
@@ -48,22 +49,21 @@ def read_items_csv(path: str | Path, images_root: str | Path) -> tuple[list[str]
     return [r["item_id"] for r in rows], [root / r[column] for r in rows]
 
 
-def _flatten_alpha(img: Image.Image) -> Image.Image:
-    """Transparent pixels onto white, as a shop page shows a cut-out product photo."""
-    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
-        rgba = img.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255,) * 4), rgba)
-    return img
-
-
 def _load_one(path: Path, size: int, mode: str) -> np.ndarray:
-    """One file, decoded, converted to ``mode`` and resized: (size, size) or (size, size, 3)."""
+    """One file, decoded, converted to ``mode`` and resized: (size, size) or (size, size, 3).
+    A file that would decode to over PIL's decompression-bomb limit (89 megapixels, after a
+    JPEG's reduced scale) is refused before its pixels are decoded."""
     try:
         with Image.open(path) as img:
             img.draft(mode, (size, size))  # JPEG: decode at 1/2..1/8 scale, still >= size
-            img = _flatten_alpha(img).convert(mode)
+            if img.width * img.height > Image.MAX_IMAGE_PIXELS:
+                raise InvalidInput(
+                    f"cannot read image {path}: {img.width}x{img.height} pixels is over the "
+                    f"{Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels decoded at most"
+                )
+            img = as_shown(img, mode)
             return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), np.uint8)
-    except (OSError, UnidentifiedImageError) as exc:
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise InvalidInput(f"cannot read image {path}: {exc}") from exc
 
 

@@ -58,7 +58,7 @@ def _header(path) -> tuple[int, bool]:
     try:
         with Image.open(path) as img:
             return min(img.size), img.mode not in _GRAY_MODES
-    except (OSError, UnidentifiedImageError) as exc:
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise InvalidInput(f"cannot read image {path}: {exc}") from exc
 
 

@@ -1,0 +1,51 @@
+"""One photo as the product sees it: what the service takes (``check_photo``: format and
+size from the header, before any pixel is decoded) and how every path decodes it
+(``as_shown``: upright, 8 bits, transparent pixels on white), for training, embedding, visual
+search and item writes alike. No torch here: the ingest and service code import it."""
+
+from __future__ import annotations
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from recsys.errors import InvalidInput
+
+# What the service takes as a photo (uploads, and image paths written over HTTP), at most
+# ``Settings.max_image_pixels`` (RECSYS_MAX_IMAGE_PIXELS, 25 megapixels by default).
+PHOTO_FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
+MAX_PHOTO_PIXELS = 25_000_000
+_ORIENTATION = 0x0112  # the EXIF tag of how a camera held the photo (1: upright)
+
+
+def check_photo(source, max_pixels: int) -> str:
+    """The format of the photo in ``source`` (a path or a binary file), read from its
+    header, no pixel decoded; ``InvalidInput`` saying what is wrong (a sentence to follow the
+    field's name) for anything but a PNG, JPEG, WebP or GIF of at most ``max_pixels``."""
+    limit = f"send at most {max_pixels / 1e6:g} megapixels"
+    try:
+        with Image.open(source, formats=PHOTO_FORMATS) as image:
+            (width, height), found = image.size, image.format
+    except Image.DecompressionBombError:  # PIL's own cap, far above any setting's
+        raise InvalidInput(
+            f"is over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels; {limit}"
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise InvalidInput("is not a readable image (send PNG, JPEG, WebP or GIF)") from None
+    if width * height > max_pixels:
+        raise InvalidInput(f"is {width}x{height} pixels; {limit}")
+    return found
+
+
+def as_shown(img: Image.Image, mode: str) -> Image.Image:
+    """A decoded photo as a browser shows it, in ``mode`` ("RGB" or "L"): turned upright by
+    its EXIF orientation (a phone's photos are stored sideways), 16-bit samples scaled to 8
+    bits (PIL's conversion clips them to black and white) and transparent pixels composited
+    onto white, as a shop page shows a cut-out product. Training, embedding and visual search
+    all see a photo through this one function."""
+    if img.getexif().get(_ORIENTATION, 1) != 1:
+        img = ImageOps.exif_transpose(img)
+    if img.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
+        img = img.convert("I").point(lambda value: value * (1 / 256)).convert("L")
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255,) * 4), rgba)
+    return img.convert(mode)
