@@ -25,6 +25,7 @@ from recsys.catalog_intel.duplicates import (
     calibrate_threshold,
     duplicate_sets,
     self_copy_similarities,
+    set_rows,
 )
 from recsys.catalog_intel.edits import realistic_edits
 from recsys.catalog_intel.neighbours import as_unit_vectors, knn, pairs_above, smoothed
@@ -214,9 +215,15 @@ def test_vectors_must_be_a_finite_matrix():
 # --- duplicates ---------------------------------------------------------------------------
 
 
-def test_duplicate_sets_are_connected_components():
+def test_duplicate_sets_are_connected_components_numbered_as_listed():
+    """A pair's set number is its set's place in the listed sets (largest first), so a row
+    of `recsys catalog duplicates` points at its set in the document's "sets"."""
     sets = duplicate_sets(6, np.array([0, 1, 4]), np.array([1, 2, 5]))
     assert sets[0] == sets[1] == sets[2] != sets[4] == sets[5] and sets[3] == -1
+    sets = duplicate_sets(7, np.array([0, 2, 3]), np.array([1, 3, 4]))  # {0, 1}, {2, 3, 4}
+    assert sets.tolist() == [1, 1, 0, 0, 0, -1, -1]
+    rows, sizes = set_rows(sets)
+    assert rows.tolist() == [2, 3, 4, 0, 1] and sizes.tolist() == [3, 2]
 
 
 def test_planted_reuploads_form_duplicate_sets_and_lookalikes_do_not():

@@ -231,13 +231,18 @@ def title_checked(titles, left: np.ndarray, right: np.ndarray, score: np.ndarray
 
 
 def duplicate_sets(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """(n,) set number per item (connected components of the pairs), -1 when alone."""
+    """(n,) set number per item (connected components of the pairs), -1 when alone; the
+    sets are numbered largest first (ties: the set of the lower row first), the order
+    ``set_rows`` lists them in, so a pair's set number is its set's place in that list."""
     graph = sparse.csr_matrix((np.ones(len(left)), (left, right)), shape=(n, n))
-    _, component = connected_components(graph, directed=False)
+    _, component = connected_components(graph, directed=False)  # numbered by lowest row
     size = np.bincount(component)
     in_set = size[component] > 1
+    number = np.unique(component[in_set], return_inverse=True)[1]
+    rank = np.empty(number.max(initial=-1) + 1, np.int64)
+    rank[np.argsort(-np.bincount(number), kind="stable")] = np.arange(len(rank))
     out = np.full(n, -1, np.int64)
-    out[in_set] = np.unique(component[in_set], return_inverse=True)[1]
+    out[in_set] = rank[number]
     return out
 
 
