@@ -10,6 +10,7 @@ from flask import Blueprint, current_app, jsonify, send_file
 from recsys.catalog import reads
 from recsys.errors import CatalogNotReady
 from recsys.scopes import ADMIN
+from recsys.vision.photo import image_mimetype
 from services.context import context
 from services.contract import Raw, endpoint
 from services.errors import ApiError, message_of
@@ -111,11 +112,13 @@ def item_image(item_id: str):
     """An item's image"""
     item_id = path_id("item_id", item_id)  # as every path that names an item reads it
     path = reads.image_path(context().engine, item_id)
-    if path is None or not Path(path).is_file():
+    # Only a file that is an image is served, whatever path the catalog holds for it
+    mimetype = image_mimetype(path) if path is not None and Path(path).is_file() else None
+    if mimetype is None:
         raise ApiError(404, "no_image", f"item {item_id!r} has no image")
     # The URL stays when an item's photo is replaced: clients revalidate (a 304 while the
     # ETag, of the file's path, size and time, holds) instead of keeping an old photo a day.
-    return send_file(path, max_age=0)
+    return send_file(path, mimetype=mimetype, max_age=0)
 
 
 @bp.post("/v1/admin/reload")

@@ -11,9 +11,11 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
+from sqlalchemy import update
 
 from recsys.catalog import connect
 from recsys.catalog.keys import create_key
+from recsys.catalog.models import Item
 from recsys.ingest.items import ingest_items
 from recsys.model.delta import Delta
 from recsys.settings import Settings
@@ -271,6 +273,24 @@ def test_ingest_files_take_the_same_live_path(app, client, shop, tmp_path):
     ingest_items(connect(shop[0]), path, images_root=shop[2])
     follow(app)
     assert "a-file" in similar(client, "a1", "k=3")
+
+
+def test_no_door_lets_an_item_image_point_outside_the_images_root(client, shop, tmp_path):
+    """An ingest file's image path that leaves its images root is a reject, as an HTTP
+    write's is, and /images serves only a file that is an image, whatever path the catalog
+    holds (such as one an older ingest stored)."""
+    url, _, images = shop
+    path = tmp_path / "items.csv"
+    path.write_text("item_id,image,title\nt-1,../../../../etc/passwd,x\nt-2,/etc/hostname,y\n")
+    report = ingest_items(connect(url), path, images_root=images)
+    assert report.accepted == 0 and report.rejected == {"invalid_value": 2}
+    assert client.get("/images/t-1").status_code == 404
+    with connect(url).begin() as connection:
+        connection.execute(
+            update(Item).where(Item.external_id == "a1").values(image_path="/etc/hostname")
+        )
+    assert error_of(client.get("/images/a1"), 404) == "item 'a1' has no image"
+    assert client.get("/images/a2").content_type == "image/png"
 
 
 def test_a_restart_rebuilds_the_delta_from_the_catalog(app, client, shop):

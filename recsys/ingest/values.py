@@ -603,11 +603,19 @@ def attribute_column(column: Column | None, length: int, name: str) -> Parsed:
 
 
 def image_column(column: Column | None, length: int, name: str, root: Path) -> Parsed:
-    """Paths relative to ``root`` that name existing files -> absolute paths."""
+    """Paths relative to ``root`` that name existing files in it -> absolute paths. A path
+    that leaves ``root`` (``..``, an absolute path elsewhere) is refused: the service serves
+    an item's image to anyone who asks."""
+    inside = os.path.normpath(os.path.abspath(root))
 
     def rule(value: Any, column_name: str) -> str:
         relative = str(value).strip()
         path = root / relative
+        if os.path.commonpath([inside, os.path.normpath(os.path.abspath(path))]) != inside:
+            raise BadValue(
+                f"{column_name} {shown(relative)} is outside the images root {root}; "
+                "give a path in it"
+            )
         if not os.path.isfile(path):
             raise MissingFile(f"{column_name} {relative!r} not found under {root}")
         return str(path.resolve())

@@ -35,6 +35,16 @@ def check_photo(source, max_pixels: int) -> str:
     return found
 
 
+def image_mimetype(path) -> str | None:
+    """The media type of the image in the file at ``path``, read from its header (PIL's);
+    None when it holds no image PIL knows."""
+    try:
+        with Image.open(path) as image:
+            return Image.MIME.get(image.format or "")
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
 def as_shown(img: Image.Image, mode: str) -> Image.Image:
     """A decoded photo as a browser shows it, in ``mode`` ("RGB" or "L"): turned upright by
     its EXIF orientation (a phone's photos are stored sideways), 16-bit samples scaled to 8
