@@ -20,6 +20,7 @@ from recsys.catalog import reads
 from recsys.catalog.models import AttributeKind, Interaction, Item, ItemAttribute, User
 from recsys.errors import InvalidInput
 from recsys.ingest import IngestOptions, ingest_interactions, ingest_items
+from recsys.ingest.items import recorded_kinds
 
 ITEMS_CSV = """\
 item_id,title,image,in_stock,price,brand,tags,released,description
@@ -250,6 +251,28 @@ def test_an_attribute_named_as_a_query_parameter_fails_before_writing(run_cli, e
     assert "rename the attribute" in result.output
     with Session(engine) as session:
         assert session.scalar(select(Item.id)) is None
+
+
+def test_a_nan_cell_is_empty_and_an_overflow_a_reject_so_a_numeric_attribute_stays_numeric(
+    engine, tmp_path
+):
+    """The text NaN in a CSV cell is a missing number, as in a JSON Lines file, and 1e400 is
+    refused: neither turns the price into a category for good. Words stay words."""
+    path = tmp_path / "items.csv"
+    path.write_text("item_id,price,brand\na,10,Infinity\nb,NaN,x\nc,12,nan\nd,1e400,y\n")
+
+    report = ingest_items(engine, path, options=IngestOptions(show_progress=False))
+
+    assert report.accepted == 3 and report.rejected == {"invalid_value": 1}
+    with Session(engine) as session:
+        stored = dict(session.execute(select(Item.external_id, Item.attributes)).all())
+        kinds = recorded_kinds(session.connection(), ["price", "brand"])
+    assert stored == {
+        "a": {"price": 10, "brand": "Infinity"},
+        "b": {"brand": "x"},
+        "c": {"price": 12},
+    }
+    assert kinds == {"price": AttributeKind.NUMERIC, "brand": AttributeKind.CATEGORICAL}
 
 
 def test_a_row_with_both_weight_and_rating_is_rejected_saying_to_send_one(engine, tmp_path):

@@ -273,7 +273,11 @@ def attribute_value(value: Any, column: str = "attribute") -> Any:
         items = [parse_text(v, column) for v in value if not is_missing(v)]
         return [item for item in items if item] or None
     text = parse_text(value, column)
+    if text.lower() in _NAN_TEXTS:  # a missing number as pandas and numpy write one
+        return None
     number = _number_or_none(text)
+    if number is not None and math.isinf(number):
+        raise BadValue(f"{column} {shown(text)} is not a finite number")
     if number is not None:
         return number
     if "|" in text:
@@ -281,7 +285,13 @@ def attribute_value(value: Any, column: str = "attribute") -> Any:
     return text
 
 
+_NAN_TEXTS = frozenset({"nan", "-nan", "+nan"})
+
+
 def _number_or_none(text: str) -> int | float | None:
+    """The number ``text`` writes, None for text that is no number. An overflow such as
+    ``1e400`` is an infinity; the words "inf" and "infinity" stay words (a brand may be
+    one), as does "nan" here (``attribute_value`` takes it for a missing value first)."""
     # Keep identifiers like "007" or "02134" as text: the leading zero is meaningful.
     if len(text) > 1 and text[0] == "0" and text[1].isdigit():
         return None
@@ -289,7 +299,7 @@ def _number_or_none(text: str) -> int | float | None:
         number = float(text)
     except ValueError:
         return None
-    if not math.isfinite(number):
+    if math.isnan(number) or (math.isinf(number) and not any(c.isdigit() for c in text)):
         return None
     return (
         int(number)
@@ -563,7 +573,8 @@ def _within_python_range(column: pa.Array) -> pa.Array:
     low = max(_PYTHON_SECONDS[0] * per_second, int(limits.min))
     high = min(_PYTHON_SECONDS[1] * per_second, int(limits.max))
     raw = column.cast(pa.int64())
-    return pc.min_element_wise(pc.max_element_wise(raw, low), high).cast(column.type)
+    at_least = pc.max_element_wise(raw, low, skip_nulls=False)  # a null stays null: no time
+    return pc.min_element_wise(at_least, high, skip_nulls=False).cast(column.type)
 
 
 def id_column(column: Column | None, length: int, name: str) -> Parsed:
