@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from pathlib import Path
 
 from alembic import command
@@ -53,6 +54,13 @@ def _known_revision(revision: str):
             raise
         script = ScriptDirectory(str(MIGRATIONS_DIR))
         known = [rev.revision for rev in reversed(list(script.walk_revisions()))]
+        missing = re.search(r"identified by '([^']*)'", str(exc))
+        if missing and missing[1] != revision and missing[1] not in known:  # the catalog's own
+            raise InvalidInput(
+                f"the catalog is at revision {missing[1]!r}, which this code does not know "
+                f"(its revisions end at {known[-1]}): newer code migrated it; run that code, "
+                "or upgrade this one"
+            ) from None
         raise InvalidInput(
             f"revision {revision!r} is not one of the catalog's: base, {', '.join(known)} (or head)"
         ) from None
