@@ -22,6 +22,7 @@ from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
 from recsys.catalog.models import ModelBundle
+from recsys.files import as_if_plain
 from recsys.model.bundle import find_active
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ def _write_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(handle, "w") as out:
             out.write(text)
+        as_if_plain(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -21,6 +21,7 @@ import numpy as np
 
 from recsys.evaluation import catalog_tasks, plots
 from recsys.evaluation.document import Bold, Document, to_html, to_markdown
+from recsys.files import as_if_plain
 from recsys.model.ranking import RANKING_METRICS
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ def write_report(out_dir: Path, inputs: ReportInputs) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{stamp}.", dir=out_dir))
     try:
+        as_if_plain(tmp)
         (tmp / "plots").mkdir()
         figures = _figures(tmp / "plots", inputs)
         (tmp / "metrics.json").write_text(json.dumps(_clean(inputs.metrics), indent=2) + "\n")
@@ -70,6 +72,7 @@ def write_replay_report(out_dir: Path, metrics: dict, command: str | None) -> Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{stamp}.", dir=out_dir))
     try:
+        as_if_plain(tmp)
         (tmp / "metrics.json").write_text(json.dumps(_clean(metrics), indent=2) + "\n")
         doc = Document(f"Log replay through the service {stamp}")
         _replay(doc, metrics["replay"])

@@ -29,6 +29,7 @@ from recsys.catalog.changes import items_generation
 from recsys.catalog.models import Item
 from recsys.catalog.reads import ItemCard
 from recsys.errors import InvalidInput, UnknownItem
+from recsys.files import as_if_plain
 from recsys.ingest.bulk import write_transaction
 from recsys.ingest.items import FIELDS, KNOWN_COLUMNS, ItemIngester, recorded_kinds
 from recsys.ingest.report import IngestReport
@@ -170,6 +171,7 @@ def save_photo(images_root: Path, data: bytes, suffix: str) -> Path:
         handle, temporary = tempfile.mkstemp(dir=folder, suffix=".part")
         with os.fdopen(handle, "wb") as file:
             file.write(data)
+        as_if_plain(temporary)  # a trainer or image server may run as another user
         os.replace(temporary, path)
     return path
 

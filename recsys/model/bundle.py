@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 
 from recsys.catalog.models import ModelBundle
 from recsys.errors import InvalidBundle, ModelNotTrained
+from recsys.files import as_if_plain
 from recsys.model.cf import CollaborativeModel
 from recsys.model.config import from_dict
 from recsys.model.data import IdIndex, mapped
@@ -104,6 +105,7 @@ def write_bundle(
         raise InvalidBundle(f"bundle {final} already exists; pick another version")
     tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=root))
     try:
+        as_if_plain(tmp)  # readable by a service running as another user, as its files are
         write_files(tmp)
         files = {
             p.relative_to(tmp).as_posix(): sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()
