@@ -72,7 +72,9 @@ def test_export_and_read_lose_nothing(engine, run_cli, tmp_path):
     folders = sorted(p.name for p in out.iterdir())
     assert folders[:3] == [EXPORT_FILE, "day=2024-01-01", "day=2024-01-02"]
     assert folders[-1] == "day=__HIVE_DEFAULT_PARTITION__"
-    events = read_events(out)
+    stray = out / "day=2024-01-01" / "part-0.parquet.rejects.csv"  # an ingest of a part's
+    stray.write_text("line,reason\n")
+    events = read_events(out)  # the parts alone
     pd.testing.assert_frame_equal(sorted_rows(events), sorted_rows(catalog))
     # the same confidences, time decay included, whichever source the rows came from
     config = CFConfig(event_weights={"click": 3.0}, half_life_days=2.0)
@@ -406,6 +408,7 @@ def test_a_spark_bundle_trained_on_exported_events_loads_and_answers(spark, tmp_
     populate(engine)
     out = tmp_path / "events"
     summary = export_interactions(engine, out)
+    (out / "notes.txt").write_text("not a part")  # Spark reads the parts alone
     base = train_config()
     config = replace(base, cf=replace(base.cf, engine="spark", iterations=5))
     result = train(engine, tmp_path / "artifacts", config, device="cpu", events=str(out))

@@ -142,7 +142,15 @@ def fresh_after(path: str | Path | None) -> str | None:
 
 
 def _dataset(path: str | Path) -> ds.Dataset:
+    """The Parquet files of an event folder (its ``*.parquet`` files: an ingest's rejects
+    file or a note beside the parts is no part), or one file; a remote URL as Arrow reads it."""
+    local = Path(str(path))
     try:
+        if local.is_dir():
+            parts = sorted(str(part) for part in local.rglob("*.parquet") if part.is_file())
+            return ds.dataset(
+                parts, format="parquet", partitioning="hive", partition_base_dir=str(local)
+            )
         return ds.dataset(str(path), format="parquet", partitioning="hive")
     except (FileNotFoundError, pa.ArrowInvalid, OSError) as exc:
         raise InvalidInput(

@@ -228,7 +228,8 @@ def fit_events(path: str, item_ids: np.ndarray, config, spark=None) -> SparkFit:
 
     spark = spark or session()
     item_ids = np.asarray(item_ids, dtype=str)
-    entries = event_confidences(spark, spark.read.parquet(str(path)), item_ids, config)
+    parts = spark.read.option("pathGlobFilter", "*.parquet").parquet(str(path))  # no stray file
+    entries = event_confidences(spark, parts, item_ids, config)
     with _cached(entries):  # read and aggregated once, for the user ids and the entries
         user_ids = np.sort(_column(entries.select("user_id").distinct(), "user_id"))
         users = _frame(spark, {"user_id": user_ids, "user": np.arange(len(user_ids))})
