@@ -129,6 +129,18 @@ def test_a_served_bundle_holds_no_per_item_or_per_user_array_of_its_own(engine, 
     assert rows == recommender.item_index.rows(["b1", "nope", "a1"]).tolist()
 
 
+def test_a_catalog_with_one_photo_trains_without_an_image_block(engine, tmp_path, caplog):
+    """A shop adding its first photos: one photo is nothing to contrast, so training goes
+    on without the image block (it stopped at the images stage) and says why."""
+    populate(engine, tmp_path / "images")
+    with engine.begin() as connection:
+        connection.execute(update(Item).where(Item.external_id != "a1").values(image_path=None))
+    recommender = load_recommender(train(engine, tmp_path / "artifacts", train_config()).path)
+    assert "image" not in recommender.fused.layout_.dims
+    assert "only 1 item has a photo: training without an image block" in caplog.text
+    assert recommender.similar_items(["a1"], k=3).ids[0]
+
+
 def test_the_neighbour_table_width_is_a_training_option(engine, tmp_path):
     populate(engine)
     narrow = load_recommender(train(engine, tmp_path, replace(train_config(), neighbours=5)).path)

@@ -50,6 +50,11 @@ def build_content(
     return content
 
 
+# Fewer photos than this and training leaves the image block out: self-supervised training
+# contrasts photos with each other.
+MIN_IMAGES = 2
+
+
 def image_block(
     content: Content,
     data: CatalogData,
@@ -64,6 +69,14 @@ def image_block(
     has = paths.notna().to_numpy()
     if not has.any():
         log.info("no item images: training without an image block")
+        return
+    if has.sum() < MIN_IMAGES:  # a shop adding its first photos
+        log.warning(
+            "only %d item has a photo: training without an image block (the image encoder "
+            "learns from at least %d)",
+            has.sum(),
+            MIN_IMAGES,
+        )
         return
     factory = image_encoder_factory or _default_image_encoder(config, device, show_progress)
     # Torch's CPU kernels share OpenMP with OpenBLAS: lift a caller's one-thread BLAS limit,
