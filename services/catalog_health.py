@@ -430,8 +430,14 @@ def duplicates(query: DuplicatesQuery) -> Duplicates | Response:
         return fit
     shown, verified_threshold = [], float(fit["verified_threshold"])
     for rows, best in zip(*_split(fit, query.limit), strict=True):
-        cards, similarity = _cards(ids[rows[:MAX_MEMBERS]]), round(float(best.max()), 6)
-        shown.append(DuplicateSet(size=len(rows), items=cards, similarity=similarity))
+        members = ids[rows].tolist()
+        found = context().cards.cards(members)  # items removed since the fit are no listings
+        members = [item for item in members if item in found]
+        if len(members) < 2:  # its copies removed: nothing left to deduplicate
+            continue
+        cards = [Item(**card(item, found[item])) for item in members[:MAX_MEMBERS]]
+        similarity = round(float(best.max()), 6)
+        shown.append(DuplicateSet(size=len(members), items=cards, similarity=similarity))
     return Duplicates(
         model_version=version,
         threshold=float(fit["threshold"]),

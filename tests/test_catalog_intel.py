@@ -481,6 +481,17 @@ def test_a_k_above_the_items_is_refused_before_the_smoothing_work(monkeypatch):
         Clusterer(ClusterConfig(k=13)).fit(x)
 
 
+def test_vectors_all_alike_get_clusters_and_a_warning_not_a_crash(caplog):
+    """30 copies of one listing's vector: there is no structure to choose k by, and a fixed k
+    leaves clusters empty; both answer and say so."""
+    same = np.tile(np.array([[0.6, 0.8, 0.0]]), (30, 1))
+    chosen = Clusterer(ClusterConfig(smoothing=0)).fit(same)
+    assert set(chosen.k_scores_.values()) == {-1.0} and chosen.sizes_.sum() == 30
+    fixed = Clusterer(ClusterConfig(k=5, smoothing=0)).fit(same)
+    assert np.count_nonzero(fixed.sizes_) == 1
+    assert "only 1 of the 5 clusters hold items" in caplog.text
+
+
 # --- few-label tagging --------------------------------------------------------------------
 
 

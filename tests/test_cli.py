@@ -84,6 +84,12 @@ def test_bad_settings_and_files_are_one_line_naming_the_fix(run_cli, engine, tmp
     (tmp_path / "v.ids.txt").write_text("a1\n")
     vectors = run_cli("catalog", "outliers", "--vectors", pickled, expect_exit=2)
     assert "not a .npy array of numbers" in vectors.output
+    pickled.write_bytes(b"")  # an empty file: it said only "Aborted!"
+    vectors = run_cli("catalog", "outliers", "--vectors", pickled, expect_exit=2)
+    assert "not a .npy array of numbers (No data left in file)" in vectors.output
+    np.save(pickled, np.ones((2, 3), dtype=complex))  # the imaginary part was dropped
+    vectors = run_cli("catalog", "outliers", "--vectors", pickled, expect_exit=2)
+    assert "type complex128: give an (items, dimensions) array of numbers" in vectors.output
 
 
 @pytest.mark.parametrize(

@@ -111,6 +111,13 @@ class Clusterer(BaseEstimator):
         self.k_ = int(k)
         self.centroids_, self.labels_ = _kmeans(unit, self.k_, cfg)
         self.sizes_ = np.bincount(self.labels_, minlength=self.k_)
+        if (self.sizes_ == 0).any():
+            log.warning(
+                "only %d of the %d clusters hold items: the vectors have fewer distinct "
+                "directions than k",
+                np.count_nonzero(self.sizes_),
+                self.k_,
+            )
         self.medoids_ = medoids(unit, self.centroids_, self.labels_)
         return self
 
@@ -129,6 +136,12 @@ class Clusterer(BaseEstimator):
         scored, scores = unit[sample], {}
         for k in tqdm(candidates, desc="choosing k", disable=not self.show_progress):
             _, labels = _kmeans(fitted_on, k, cfg)
-            scores[k] = float(silhouette_score(scored, labels[at], metric="cosine"))
+            found = len(np.unique(labels[at]))
+            # vectors all alike (or all apart) leave no structure to score: the worst score
+            scores[k] = (
+                float(silhouette_score(scored, labels[at], metric="cosine"))
+                if 2 <= found < len(scored)
+                else -1.0
+            )
         log.info("silhouette by k: %s", {k: round(s, 4) for k, s in scores.items()})
         return scores

@@ -120,16 +120,17 @@ def load_vectors(settings: Settings, vectors: Path | None, items: Path | None):
         return ids, np.load(folder / "item_vectors.npy", allow_pickle=False)
     try:
         matrix = np.load(vectors, allow_pickle=False)
-    except (OSError, ValueError) as exc:  # not a .npy file, or one of Python objects
+    except (OSError, ValueError, EOFError) as exc:  # not .npy, Python objects, empty file
         raise InvalidInput(
-            f"--vectors {vectors} is not a .npy array of numbers ({exc}); write one with "
+            f"--vectors {vectors} is not a .npy array of numbers ({exc}); "
+            "write one with "
             "numpy.save or `recsys embed-images`"
         ) from None
     items = items or vectors.with_suffix(".ids.txt")
     if not items.is_file():
         raise InvalidInput(f"--vectors {vectors} needs --items (no {items.name} beside it)")
     ids = read_ids(items)
-    if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.number):
+    if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.number) or matrix.dtype.kind == "c":
         raise InvalidInput(
             f"--vectors has shape {matrix.shape} and type {matrix.dtype}: give an (items, "
             "dimensions) array of numbers"
