@@ -42,10 +42,12 @@ from services.schemas import (
     UserPage,
     UserSummary,
     VisualSearch,
+    id_routes,
     path_id,
 )
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
+id_routes(bp)  # before the routes: they name ids as <id:...>
 
 # Uploaded photos are shrunk to this side before encoding (the encoder resizes again).
 UPLOAD_SIDE = 256
@@ -69,7 +71,7 @@ def list_items(query: ItemSearch) -> ItemPage:
     )
 
 
-@bp.get("/items/<item_id>")
+@bp.get("/items/<id:item_id>")
 @endpoint(responses={200: ItemDetail}, errors=(400, 404), scope="items:read")
 def get_item(item_id: str) -> ItemDetail:
     """One catalog item"""
@@ -85,7 +87,7 @@ def get_item(item_id: str) -> ItemDetail:
     return ItemDetail(**card(item_id, found), in_model=bool(in_model))
 
 
-@bp.get("/items/<item_id>/similar")
+@bp.get("/items/<id:item_id>/similar")
 @endpoint(query=SimilarQuery, responses={200: Similar}, errors=(400, 404, 503), scope="items:read")
 def similar_items(item_id: str, query: SimilarQuery) -> Response:
     """Items similar to this one (product page)"""
@@ -141,7 +143,7 @@ def list_users(query: Page) -> UserPage:
     return UserPage(users=summaries, offset=query.offset, limit=query.limit, next=page.next)
 
 
-@bp.get("/users/<user_id>/recommendations")
+@bp.get("/users/<id:user_id>/recommendations")
 @endpoint(query=FeedQuery, responses={200: Feed}, errors=(400, 503), scope="feeds:read")
 def user_feed(user_id: str, query: FeedQuery) -> Response:
     """A user's home feed"""
@@ -168,7 +170,7 @@ def user_feed(user_id: str, query: FeedQuery) -> Response:
     return carried_answer(ctx, state, "feed", compute, unchanged)
 
 
-@bp.post("/users/<user_id>/recommendations")
+@bp.post("/users/<id:user_id>/recommendations")
 @endpoint(body=RankRequest, responses={200: Feed}, errors=(400, 413, 415, 503), scope="feeds:read")
 def rank_for_user(user_id: str, body: RankRequest) -> dict:
     """Rank a given candidate list (or the catalog) for a user"""

@@ -23,15 +23,24 @@ from services.api import _decode_image
 from services.context import card, context
 from services.contract import endpoint, validated
 from services.errors import ApiError, bad_parameter, message_of
-from services.schemas import Item, ItemFields, ItemRemoved, ItemUpload, ItemWritten, path_id
+from services.schemas import (
+    Item,
+    ItemFields,
+    ItemRemoved,
+    ItemUpload,
+    ItemWritten,
+    id_routes,
+    path_id,
+)
 
 bp = Blueprint("items", __name__, url_prefix="/v1")
+id_routes(bp)  # before the routes: they name ids as <id:...>
 
 WRITE_ERRORS = (400, 404, 413, 415)
 SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "GIF": ".gif"}
 
 
-@bp.put("/items/<item_id>")
+@bp.put("/items/<id:item_id>")
 @endpoint(
     body=ItemFields,
     form=ItemUpload,
@@ -47,7 +56,7 @@ def put_item(
     return _write(item_writes.put_item, item_id, body, form)
 
 
-@bp.patch("/items/<item_id>")
+@bp.patch("/items/<id:item_id>")
 @endpoint(
     body=ItemFields,
     form=ItemUpload,
@@ -63,7 +72,7 @@ def patch_item(
     return _write(item_writes.patch_item, item_id, body, form)
 
 
-@bp.delete("/items/<item_id>")
+@bp.delete("/items/<id:item_id>")
 @endpoint(
     responses={200: ItemRemoved},
     errors=(400, 404),

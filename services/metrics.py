@@ -9,6 +9,7 @@ worker's numbers are summed at scrape time (prometheus_client's multiprocess mod
 from __future__ import annotations
 
 import os
+import re
 import time
 
 from flask import Flask, Response, g, request
@@ -21,6 +22,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+_CONVERTER = re.compile(r"<[^:<>]+:")  # a route's converter, as in <path:
 
 # The methods counted under their own name; any other a client sends counts as "other", so that
 # made-up methods ("AAAA", "AAAB", ...) cannot add a series each to every worker's metrics.
@@ -135,7 +138,8 @@ def init_app(app: Flask, metrics: Metrics) -> None:
     @app.after_request
     def _record(response):
         asked = request._get_current_object()  # the proxy looked up once
-        endpoint = asked.url_rule.rule if asked.url_rule else "unmatched"
+        # the rule without its converters (<path:item_id> -> <item_id>): stable labels
+        endpoint = _CONVERTER.sub("<", asked.url_rule.rule) if asked.url_rule else "unmatched"
         started = g.get("started")
         seconds = None if started is None else time.perf_counter() - started
         metrics.answered(asked.method, endpoint, response.status_code, seconds)

@@ -15,11 +15,12 @@ from services.context import context
 from services.contract import Raw, endpoint
 from services.errors import ApiError, message_of
 from services.openapi import openapi_document
-from services.schemas import LiveCatalog, Readiness, Reloaded, Status, path_id
+from services.schemas import LiveCatalog, Readiness, Reloaded, Status, id_routes, path_id
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("ops", __name__)
+id_routes(bp)  # before the routes: they name ids as <id:...>
 
 
 @bp.get("/healthz")
@@ -106,7 +107,7 @@ def openapi():
     return jsonify(openapi_document(current_app))
 
 
-@bp.get("/images/<item_id>")
+@bp.get("/images/<id:item_id>")
 @endpoint(responses={200: Raw("image/*", "The image file")}, errors=(400, 404))
 def item_image(item_id: str):
     """An item's image"""

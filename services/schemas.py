@@ -24,6 +24,7 @@ from pydantic import (
     WrapValidator,
 )
 from pydantic_core import PydanticCustomError
+from werkzeug.routing import PathConverter
 
 from recsys.catalog.reads import COUNT_LIMIT
 from recsys.ingest.values import MAX_SEARCH, MIN_SEARCH, BadValue, parse_id, parse_search
@@ -193,6 +194,26 @@ class SearchQuery(BaseModel):
 
 
 # Path parameters.
+
+
+class IdConverter(PathConverter):
+    """An item or user id in a route (``<id:item_id>``): any text the id rule allows, "/"
+    included (a SKU such as AB/123, sent as %2F or as it is), a leading one too (werkzeug's
+    ``path`` refuses that). A route's fixed tail (``/similar``) still matches after it."""
+
+    regex = r"[\s\S]+?"  # any character: a line break reaches path_id's 400, not a 404
+    part_isolating = False  # it spans path segments
+
+
+def id_routes(blueprint) -> None:
+    """Let ``blueprint``'s routes name ids as ``<id:...>``: the app gets the converter, and
+    keeps a path's slashes as sent (a merged "//" would lose an id's leading slash)."""
+
+    def install(state) -> None:
+        state.app.url_map.converters["id"] = IdConverter
+        state.app.url_map.merge_slashes = False
+
+    blueprint.record_once(install)
 
 
 def path_id(name: str, value: str) -> str:

@@ -124,6 +124,28 @@ def test_an_image_path_written_over_http_meets_the_uploads_limits(shop):
     assert client.get("/v1/items/x-1").status_code == 404
 
 
+def test_ids_with_a_slash_are_reachable_at_every_path(app, client):
+    """The id rules allow "/" (a SKU such as AB/123): every path that names an item or a user
+    takes one, sent as %2F (the web page's encodeURIComponent, the cards' image_url)."""
+    written = client.put("/v1/items/sku%2F1", json=TWIN, headers=ADMIN).get_json()
+    assert (
+        written["item"]["item_id"] == "sku/1" and written["item"]["image_url"] == "/images/sku%2F1"
+    )
+    follow(app)
+    assert client.get("/v1/items/sku%2F1").get_json()["title"] == TWIN["title"]
+    assert client.get(written["item"]["image_url"]).content_type == "image/png"
+    assert "sku/1" in similar(client, "a1", "k=3") and "a1" in similar(client, "sku%2F1", "k=3")
+    assert (
+        client.patch("/v1/items/sku%2F1", json={"in_stock": False}, headers=ADMIN).status_code
+        == 200
+    )
+    assert client.get("/v1/users/u%2F1/recommendations?k=3").status_code == 200
+    assert client.delete("/v1/items/sku%2F1", headers=ADMIN).status_code == 200
+    assert "sku/1" in error_of(client.get("/v1/items/sku%2F1"), 404)
+    lead = client.put("/v1/items/%2Fx", json={"title": "lead"}, headers=ADMIN).get_json()
+    assert lead["item"]["item_id"] == "/x" and client.get("/v1/items/%2Fx").status_code == 200
+
+
 def test_item_writes_need_the_catalog_write_scope(client, shop):
     assert error_of(client.put("/v1/items/x-1", json={}), 401)
     _, reader = create_key(connect(shop[0]), ["items:read"])
