@@ -221,7 +221,10 @@ def search_image(query: SearchQuery, form: ImageUpload) -> VisualSearch:
         )
     with _image_slot(ctx.image_slots):
         pixels = _decode_image(form.image, ctx.settings.max_image_pixels)
-        results = state.recommender.search_images(pixels, k=query.k)
+        try:
+            results = state.recommender.search_images(pixels, k=query.k, filters=query.filters)
+        except ValueError as exc:
+            raise bad_parameter("filters", str(exc)) from None
     return VisualSearch(model_version=state.version, items=ranked(ctx.cards, results))
 
 

@@ -51,6 +51,7 @@ from pydantic import BaseModel, Field
 from recsys.catalog_intel import (
     ClusterConfig,
     Clusterer,
+    OutlierConfig,
     OutlierScorer,
 )
 from recsys.catalog_intel.duplicates import (
@@ -63,7 +64,7 @@ from recsys.catalog_intel.photos import CatalogPhotos, checked_pairs
 from recsys.scopes import ADMIN
 from services.context import card, context
 from services.contract import JSON, endpoint
-from services.errors import ApiError
+from services.errors import ApiError, bad_parameter
 from services.schemas import Item, QueryBool, QueryFloat, QueryInt
 
 log = logging.getLogger(__name__)
@@ -101,8 +102,18 @@ class DuplicatesQuery(BaseModel):
     )
 
 
+MAX_OUTLIER_K = 1000  # a neighbour search this wide over every item is minutes at 10^6
+
+
 class OutliersQuery(BaseModel):
     top: QueryInt = Field(24, ge=1, le=MAX_OUTLIERS, description="Most unusual items shown")
+    k: QueryInt = Field(
+        None,
+        ge=1,
+        le=MAX_OUTLIER_K,
+        description="Neighbour rank of the score (as `recsys catalog outliers --k`); default: "
+        "2% of the items, from 10 to 100",
+    )
     fpr: QueryFloat = Field(
         0.01, gt=0, lt=1, description="Share of the catalog flagged (expected false positives)"
     )
@@ -478,10 +489,12 @@ def outliers(query: OutliersQuery) -> Outliers | Response:
     def compute() -> Fit:
         # listings, not engagement: in the fused vectors the cf block's norm made the most
         # viewed items outliers (scripts/planted_outliers.py)
-        scorer = OutlierScorer().fit(fused.listing_vectors())
+        scorer = OutlierScorer(OutlierConfig(k=query.k)).fit(fused.listing_vectors())
         return {"scores": scorer.scores_, "k": np.asarray(scorer.k_)}
 
-    fit = _fit(version, "outliers", compute)
+    if query.k is not None and query.k >= len(ids):
+        raise bad_parameter("k", f"must be below the {len(ids)} items of the model")
+    fit = _fit(version, "outliers", compute, query.k)
     if isinstance(fit, Response):
         return fit
     scores = fit["scores"]

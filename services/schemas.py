@@ -189,7 +189,7 @@ class FeedQuery(Filtered):
     diversity: QueryFloat = Field(DEFAULT_DIVERSITY, ge=0, le=1, description=_DIVERSITY)
 
 
-class SearchQuery(BaseModel):
+class SearchQuery(Filtered):
     k: QueryInt = Field(10, ge=1, le=MAX_K, description="Number of results")
 
 

@@ -123,6 +123,11 @@ def test_outliers_are_scored_most_unusual_first(client):
     scores = [item["score"] for item in answer["items"]]
     assert len(scores) == 5 and scores == sorted(scores, reverse=True)
     assert abs(answer["flagged"] - 0.1 * 32) <= 1  # the stated share of the catalog
+    assert answer["k"] == 10  # the default: 2% of the items, at least 10
+    chosen = _answered(client, "/v1/admin/catalog/outliers?top=5&k=3").get_json()
+    assert chosen["k"] == 3 and chosen["items"] != answer["items"]  # it was ignored
+    refused = client.get("/v1/admin/catalog/outliers?k=32", headers=ADMIN)
+    assert refused.status_code == 400 and "k: must be below the 32 items" in refused.text
     assert answer["k"] == 10 and scores[0] >= answer["threshold"]
 
 

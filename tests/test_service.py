@@ -176,6 +176,17 @@ def test_visual_search_finds_look_alikes_and_refuses_non_images(client, app):
     response = client.post("/v1/search/image?k=5", data={"image": (io.BytesIO(photo), "q.png")})
     items = response.get_json()["items"]
     assert len(items) == 5 and sum(i["item_id"].startswith("b") for i in items) >= 4
+
+    def search(query: str):
+        data = {"image": (io.BytesIO(photo), "q.png")}
+        return client.post(f"/v1/search/image?{query}", data=data)
+
+    # the filters of similar items and feeds, not silently ignored
+    genres = search("k=5&genres=Comedy").get_json()["items"]
+    assert genres and all(i["item_id"].startswith("a") for i in genres)
+    stock = search("k=32&in_stock=false").get_json()["items"]
+    assert stock and all(i["in_stock"] is False for i in stock)
+    assert_error(search("k=5&bogus=1"), 400, "bogus")
     junk = {"image": (io.BytesIO(b"not an image at all"), "q.png")}
     assert_error(client.post("/v1/search/image", data=junk), 400, "image")
     assert_error(client.post("/v1/search/image", data={}), 400, "image")
