@@ -179,3 +179,26 @@ def test_shoppers_are_listed_where_the_server_makes_the_list_public(page, open_b
     page.get_by_test_id("user-link").filter(has_text="u9 (").click()
     sync_api.expect(page.get_by_test_id("feed-title")).to_have_text("For u9")
     assert page.get_by_test_id("users-private").count() == 0
+
+
+def test_a_long_title_without_spaces_keeps_the_page_within_the_window(page, tmp_path_factory):
+    """Titles may be 10,000 characters, some with no space to wrap at: the product page and
+    every grid that shows the item stay as wide as the window (77,005 px wide before)."""
+    from sqlalchemy import update
+
+    from recsys.catalog.models import Item
+
+    def prepare(engine) -> None:
+        with engine.begin() as connection:
+            statement = update(Item).where(Item.external_id == "a2").values(title="W" * 9000)
+            connection.execute(statement)
+
+    base, server = serve(build_shop(tmp_path_factory.mktemp("long-title"), prepare=prepare))
+    try:
+        page.set_viewport_size({"width": 1280, "height": 800})
+        for shown in ("a2", "a1"):  # its own page, and a page whose similar items hold it
+            page.goto(f"{base}/#/item/{shown}")
+            card_ids(page, "similar")
+            assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+    finally:
+        server.shutdown()
