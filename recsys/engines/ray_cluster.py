@@ -10,6 +10,8 @@ its own instance. Ray is an optional dependency: ``pip install -e ".[ray]"``.
 from __future__ import annotations
 
 import logging
+import re
+import socket
 import time
 from dataclasses import dataclass
 from types import ModuleType
@@ -77,19 +79,56 @@ def require_ray() -> ModuleType:
     return ray
 
 
+# local | auto | ray://HOST:PORT | HOST:PORT
+_ADDRESS = re.compile(
+    r"local|auto|(?:ray://)?(?P<host>[^\s:/]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})"
+)
+# A cluster's port that does not accept a connection within this is not waited on.
+REACH_SECONDS = 5.0
+_START_HINT = "start one with `ray start --head` (or pass --ray-address local to run one here)"
+
+
+def _reachable(address: str, host: str, port: int) -> None:
+    """``InvalidSettings`` unless something accepts a TCP connection at host:port."""
+    try:
+        socket.create_connection((host.strip("[]"), port), timeout=REACH_SECONDS).close()
+    except OSError as exc:
+        raise InvalidSettings(
+            f"cannot join the Ray cluster at {address!r}: nothing answers at {host}:{port} "
+            f"({exc.strerror or exc}); {_START_HINT}"
+        ) from None
+
+
 def connect(address: str) -> float:
     """Join (or start) the Ray cluster at ``address``; the seconds it took (0 when this
-    process was already connected)."""
+    process was already connected). A malformed address, or a cluster that does not answer
+    within ``REACH_SECONDS``, is an ``InvalidSettings`` of one line (Ray itself raised a
+    traceback, or retried a dead address for minutes)."""
     ray = require_ray()
     if ray.is_initialized():
         return 0.0
     if not address:
         raise InvalidSettings("no Ray address; set --ray-address local, auto or ray://HOST:PORT")
+    form = _ADDRESS.fullmatch(address)
+    if form is None:
+        raise InvalidSettings(
+            f"Ray address {address!r} is not local, auto, ray://HOST:PORT (Ray Client) or "
+            "HOST:PORT (a cluster this host can join, `ray start --address`)"
+        )
+    if form["host"] is not None:
+        _reachable(address, form["host"], int(form["port"]))
     start = time.perf_counter()
-    if address == "local":
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
-    else:
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
+    try:
+        if address == "local":
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        else:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, TimeoutError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = 'pip install "ray[client]"' if "ray[client]" in str(exc) else _START_HINT
+        raise InvalidSettings(
+            f"cannot join the Ray cluster at {address!r}: {first}; {hint}"
+        ) from None
     seconds = time.perf_counter() - start
     log.info("connected to Ray at %s in %.1f s: %s", address, seconds, ray.cluster_resources())
     return seconds
