@@ -141,6 +141,15 @@ def test_a_catalog_with_one_photo_trains_without_an_image_block(engine, tmp_path
     assert recommender.similar_items(["a1"], k=3).ids[0]
 
 
+def test_a_weight_for_an_event_type_no_event_has_is_named(engine, tmp_path, caplog):
+    populate(engine)  # the toy shop's events are views and clicks
+    base = train_config()
+    config = replace(base, cf=replace(base.cf, event_weights={"purchse": 5.0, "click": 2.0}))
+    train(engine, tmp_path, config)
+    assert "no event of type 'purchse': its weight changes nothing" in caplog.text
+    assert "'click'" not in caplog.text
+
+
 def test_the_neighbour_table_width_is_a_training_option(engine, tmp_path):
     populate(engine)
     narrow = load_recommender(train(engine, tmp_path, replace(train_config(), neighbours=5)).path)

@@ -113,6 +113,7 @@ def train(
             read_at = fresh_after(events) or utcnow().isoformat()
             data = read_catalog(engine, events)
             _check_trainable(data)
+            _check_event_weights(data, config.cf.event_weights)
         content = Content()
         with stage("images"):
             if ray_address and image_encoder_factory is None:
@@ -257,6 +258,21 @@ def _cuda_wanted(device: str) -> bool:
 def _check_trainable(data: CatalogData) -> None:
     if data.items.empty:
         raise InvalidInput("the catalog has no items; run `recsys ingest items FILE` first")
+
+
+def _check_event_weights(data: CatalogData, weights: dict[str, float]) -> None:
+    """A warning naming an event type given a weight that no event has (a typo weighs
+    nothing: "purchse=5" leaves purchases at the default)."""
+    if not weights:
+        return
+    held = {str(event) for event in data.interactions["event"].unique()}  # codes when categorical
+    unknown = sorted(set(weights) - held)
+    if unknown:
+        log.warning(
+            "no event of type %s: its weight changes nothing (the events are %s)",
+            ", ".join(map(repr, unknown)),
+            ", ".join(sorted(held)) or "none",
+        )
 
 
 def _item_ids(data: CatalogData) -> np.ndarray:
