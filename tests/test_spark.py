@@ -5,7 +5,9 @@ bundle trained on a local[2] Spark session."""
 from __future__ import annotations
 
 import json
+import socket
 import sys
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -164,6 +166,22 @@ def test_no_java_names_what_to_install(monkeypatch):
     monkeypatch.setattr(spark_engine, "_java", lambda: None)
     with pytest.raises(spark_engine.SparkUnavailable, match="openjdk-17-jre-headless"):
         spark_engine.require_spark()
+
+
+def test_a_master_where_nothing_listens_fails_fast_naming_it(monkeypatch):
+    """A standalone master that does not answer: Spark retried for over a minute, then said
+    "Cannot call methods on a stopped SparkContext" under a Java stack trace."""
+    pytest.importorskip("pyspark")
+    from pyspark.sql import SparkSession
+
+    monkeypatch.setattr(SparkSession, "getActiveSession", staticmethod(lambda: None))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # free again once closed: nothing listens there
+    started = time.perf_counter()
+    with pytest.raises(spark_engine.SparkUnavailable, match="no Spark master answers at"):
+        spark_engine.session(f"spark://127.0.0.1:{port}")
+    assert time.perf_counter() - started < 10
 
 
 def test_no_pyspark_names_what_to_install(monkeypatch, tmp_path):

@@ -54,6 +54,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import warnings
@@ -167,6 +168,7 @@ def session(master: str | None = None, conf: dict[str, str] | None = None):
     if active is not None:
         return active
     master = master or DEFAULT_MASTER
+    _reachable(master)
     builder = SparkSession.builder.master(master).appName("recsys")
     _local_python(master)
     for key, value in {**SESSION_CONF, **(conf or {})}.items():
@@ -174,13 +176,37 @@ def session(master: str | None = None, conf: dict[str, str] | None = None):
     try:
         spark = builder.getOrCreate()
     except Exception as exc:  # the JVM did not start: py4j/pyspark raise plain errors
+        first = (str(exc).strip().splitlines() or [""])[0]  # not the Java stack trace
         raise SparkUnavailable(
             f"could not start Spark on master {master!r}: "
-            f"{type(exc).__name__}: {exc}; check RECSYS_SPARK_MASTER and {INSTALL}"
+            f"{type(exc).__name__}: {first}; check RECSYS_SPARK_MASTER and {INSTALL}"
         ) from exc
     spark.sparkContext.setLogLevel("WARN")
     log.info("Spark %s session on %s", spark.version, spark.sparkContext.master)
     return spark
+
+
+# A standalone master whose port accepts no connection within this is not waited on (Spark
+# retried it for over a minute, then failed on a stopped context).
+REACH_SECONDS = 5.0
+
+
+def _reachable(master: str) -> None:
+    """``SparkUnavailable`` naming the master when a ``spark://HOST:PORT`` (each of a
+    list's) accepts no TCP connection; other masters (local, yarn, k8s) are Spark's to find."""
+    if not master.startswith("spark://"):
+        return
+    for address in master.removeprefix("spark://").split(","):
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=REACH_SECONDS).close()
+            return  # one live master of a list is enough
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+    raise SparkUnavailable(
+        f"no Spark master answers at {master!r} ({reason}); check RECSYS_SPARK_MASTER, or "
+        "leave it empty to run Spark on this machine"
+    )
 
 
 def _local_python(master: str) -> None:
