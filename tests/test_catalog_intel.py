@@ -477,7 +477,7 @@ def test_a_k_above_the_items_is_refused_before_the_smoothing_work(monkeypatch):
 
     monkeypatch.setattr(clusters, "smoothed", smoothing)
     x, _ = blobs(n_per=4, k=3)
-    with pytest.raises(InvalidInput, match="k must be between 1 and the 12 items, got 13"):
+    with pytest.raises(InvalidInput, match="k must be at most the 12 items, got 13"):
         Clusterer(ClusterConfig(k=13)).fit(x)
 
 

@@ -55,6 +55,19 @@ def test_duplicates_without_a_threshold_or_photos_say_how_to_fix_it(vectors):
     assert "copy_similarities" not in result.output  # the library's words, not the CLI's
 
 
+def test_too_few_photos_say_so_in_the_words_of_photos(tmp_path):
+    """Not "vectors must be an (N, D) array with N >= 2", nor "it has no rows" of a file
+    whose columns are right."""
+    Image.new("L", (8, 8)).save(tmp_path / "p.png")
+    listed = tmp_path / "items.csv"
+    listed.write_text("item_id,image\n")
+    result = recsys("catalog", "duplicates", "--images", listed, expect_exit=2)
+    assert "lists no items: it holds only its header" in result.output
+    listed.write_text("item_id,image\na,p.png\n")
+    result = recsys("catalog", "duplicates", "--images", listed, expect_exit=2)
+    assert "lists 1 photo; pairs need 2" in result.output
+
+
 def test_duplicates_from_photos_calibrate_their_own_threshold(tmp_path):
     images = shapes(300, seed=5)
     copies = realistic_edits(images[:10], seed=6)  # 6% of the items are in a duplicate pair

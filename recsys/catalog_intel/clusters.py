@@ -100,7 +100,8 @@ class Clusterer(BaseEstimator):
         cfg = self.config or ClusterConfig()
         unit = as_unit_vectors(vectors)
         if cfg.k is not None and not 1 <= cfg.k <= len(unit):  # before the smoothing's work
-            raise InvalidInput(f"k must be between 1 and the {len(unit)} items, got {cfg.k}")
+            bound = "at least 1" if cfg.k < 1 else f"at most the {len(unit)} items"
+            raise InvalidInput(f"k must be {bound}, got {cfg.k}")
         views = smoothed(
             unit, cfg.smoothing_k, cfg.smoothing, cfg.smoothing_max_items, self.show_progress
         )

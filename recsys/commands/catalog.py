@@ -342,6 +342,8 @@ def _images(opts: dict) -> tuple[np.ndarray, np.ndarray]:
     from recsys.vision.data import read_items_csv
 
     ids, paths = read_items_csv(opts["images"], opts["images_root"] or opts["images"].parent)
+    if len(ids) < 2:
+        raise InvalidInput(f"--images {opts['images']} lists {len(ids)} photo; pairs need 2")
     side = CopyDescriptorConfig().side
     data = decoded_images(paths, side, 1, show_progress=opts["progress"])  # (N, 1, S, S)
     return np.asarray(ids, dtype=str), data[:, 0].numpy()

@@ -37,14 +37,17 @@ def read_items_csv(path: str | Path, images_root: str | Path) -> tuple[list[str]
     taken relative to ``images_root``.
     """
     with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    columns = rows[0].keys() if rows else []
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        columns = reader.fieldnames or []
     column = next((c for c in _PATH_COLUMNS if c in columns), None)
     if "item_id" not in columns or column is None:
         raise InvalidInput(
             f"{path} needs an item_id column and one of {', '.join(_PATH_COLUMNS)}; "
-            f"it has {', '.join(columns) or 'no rows'}"
+            f"it has {', '.join(columns) or 'no header'}"
         )
+    if not rows:
+        raise InvalidInput(f"{path} lists no items: it holds only its header")
     root = Path(images_root)
     return [r["item_id"] for r in rows], [root / r[column] for r in rows]
 
