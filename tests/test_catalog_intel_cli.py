@@ -68,6 +68,14 @@ def test_too_few_photos_say_so_in_the_words_of_photos(tmp_path):
     assert "lists 1 photo; pairs need 2" in result.output
 
 
+def test_an_ids_file_naming_an_item_twice_is_refused(vectors):
+    path, _ = vectors
+    ids = path.with_suffix(".ids.txt")
+    ids.write_text(ids.read_text().replace("sku-7\n", "sku-6\n"))
+    result = recsys("catalog", "outliers", "--vectors", path, expect_exit=2)
+    assert "names 1 item(s) more than once, e.g. 'sku-6'" in result.output
+
+
 def test_duplicates_from_photos_calibrate_their_own_threshold(tmp_path):
     images = shapes(300, seed=5)
     copies = realistic_edits(images[:10], seed=6)  # 6% of the items are in a duplicate pair

@@ -64,8 +64,17 @@ def read_ids(path: Path) -> np.ndarray:
         table = pd.read_csv(path, dtype=str)
         if "item_id" not in table.columns:
             raise InvalidInput(f"{path} has no item_id column; add one, or pass ids one a line")
-        return table["item_id"].to_numpy(dtype=str)
-    return np.array([line.strip() for line in path.read_text().splitlines() if line.strip()])
+        ids = table["item_id"].to_numpy(dtype=str)
+    else:
+        ids = np.array([line.strip() for line in path.read_text().splitlines() if line.strip()])
+    unique, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():  # its rows could not be told apart in the output
+        twice = unique[counts > 1]
+        raise InvalidInput(
+            f"{path} names {len(twice)} item(s) more than once, e.g. {str(twice[0])!r}; "
+            "one row of vectors per item"
+        )
+    return ids
 
 
 def read_labels(path: Path) -> pd.Series:
