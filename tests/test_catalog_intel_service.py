@@ -443,3 +443,14 @@ def test_catalog_health_shows_duplicates_outliers_and_a_browsable_cluster_map(pa
     cards = pair.get_by_test_id("item-card")
     assert cards.count() >= 2
     assert all(cards.nth(i).locator("img").count() == 1 for i in range(cards.count()))
+    # a refused request: its error, and none of the answers of the request before it
+    refused = '{"error": {"status": 400, "code": "invalid_parameter", "message": "refused"}}'
+    page.route(
+        "**/v1/admin/catalog/duplicates*",
+        lambda route: route.fulfill(status=400, content_type="application/json", body=refused),
+    )
+    page.locator("#threshold").fill("0.8")
+    page.locator("#threshold").press("Enter")
+    expect(page.get_by_test_id("status")).to_have_class("error")
+    expect(page.get_by_test_id("duplicate-set")).to_have_count(0)
+    expect(outliers).to_have_count(0)

@@ -144,6 +144,10 @@ async function load() {
     status.textContent = `${odd.flagged} item(s) flagged as outliers (expected false-positive ` +
       `rate 1%); ${clusters.k} clusters.`;
   } catch (error) {
+    // what an earlier answer showed is not this request's: clear it with the error
+    for (const id of ["duplicates", "outliers", "map", "clusters", "members", "model"]) {
+      document.getElementById(id)?.replaceChildren();  // members: made with the clusters
+    }
     status.className = "error";
     status.textContent = error.message;
   }
