@@ -7,12 +7,14 @@ import sys
 import threading
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import delete, insert, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from recsys.catalog import ModelBundle, connect, migrate, require_current_schema
 from recsys.catalog.models import Base, Interaction, Item, User
+from recsys.cli import cli
 from recsys.errors import CatalogNotReady, InvalidInput
 
 
@@ -67,6 +69,10 @@ def test_a_catalog_migrated_by_newer_code_says_so(engine):
             step(engine)
     with pytest.raises(InvalidInput, match="revision 'nope' is not one of the catalog's"):
         migrate.downgrade(engine, "nope")
+    shown = CliRunner().invoke(
+        cli, ["--database-url", engine.url.render_as_string(False), "db", "current"]
+    )
+    assert "current: 0099" in shown.output and "does not know revision 0099" in shown.output
 
 
 def test_at_most_one_active_bundle(engine):

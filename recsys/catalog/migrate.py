@@ -44,6 +44,12 @@ def downgrade(engine: Engine, revision: str) -> None:
         command.downgrade(alembic_config(engine), revision)
 
 
+def revisions() -> list[str]:
+    """The revisions this code's migrations know, oldest first."""
+    script = ScriptDirectory(str(MIGRATIONS_DIR))
+    return [rev.revision for rev in reversed(list(script.walk_revisions()))]
+
+
 @contextlib.contextmanager
 def _known_revision(revision: str):
     """``InvalidInput`` naming the revisions the code has when ``revision`` is not one."""
@@ -52,8 +58,7 @@ def _known_revision(revision: str):
     except CommandError as exc:
         if "Can't locate revision" not in str(exc) and "No such revision" not in str(exc):
             raise
-        script = ScriptDirectory(str(MIGRATIONS_DIR))
-        known = [rev.revision for rev in reversed(list(script.walk_revisions()))]
+        known = revisions()
         missing = re.search(r"identified by '([^']*)'", str(exc))
         if missing and missing[1] != revision and missing[1] not in known:  # the catalog's own
             raise InvalidInput(

@@ -44,8 +44,15 @@ def downgrade(settings: Settings, revision: str) -> None:
 def current(settings: Settings) -> None:
     """Print the database's revision and the latest one the code knows."""
     engine = connect(settings.database_url)
-    click.echo(f"current: {migrate.current_revision(engine) or 'base'}")
+    revision = migrate.current_revision(engine)
+    click.echo(f"current: {revision or 'base'}")
     click.echo(f"head:    {migrate.head_revision()}")
+    if revision is not None and revision not in migrate.revisions():
+        click.echo(
+            f"warning: this code does not know revision {revision}: newer code migrated the "
+            "catalog; run that code, or upgrade this one",
+            err=True,
+        )
 
 
 @command.command("prune-changes")

@@ -924,7 +924,8 @@ class Recommender:
         if (rows < 0).any():
             raise UnknownItem(
                 f"item {ids[np.argmax(rows < 0)]!r} is not in model bundle "
-                f"{self.manifest.get('version')}; ingest it and run `recsys train`"
+                f"{self.manifest.get('version')}; ingest it (a serving worker picks up items "
+                "written to the catalog within about a second) or run `recsys train`"
             )
         return rows
 
