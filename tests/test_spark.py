@@ -88,15 +88,25 @@ def test_export_and_read_lose_nothing(engine, run_cli, tmp_path):
 
 
 def test_export_refuses_a_non_empty_folder_and_replaces_it_whole(engine, run_cli, tmp_path):
+    """--overwrite replaces an earlier export whole, and nothing else: a folder holding
+    anything an export does not write (here a prepared shop's files) is refused and kept."""
     populate(engine)
+    shop = tmp_path / "shop"
+    shop.mkdir()
+    (shop / "items.csv").write_text("item_id\na1\n")
+    for flags in ([], ["--overwrite"]):
+        refused = run_cli("export", "interactions", "--out", shop, *flags, expect_exit=2)
+        assert (shop / "items.csv").read_text() == "item_id\na1\n"
+    assert "is not an earlier export (it holds items.csv)" in refused.output
     out = tmp_path / "events"
-    out.mkdir()
-    (out / "old.parquet").write_bytes(b"not parquet")
+    run_cli("export", "interactions", "--out", out)
+    stale = out / "day=1999-01-01"
+    stale.mkdir()
     refused = run_cli("export", "interactions", "--out", out, expect_exit=2)
-    assert "--overwrite" in refused.output and (out / "old.parquet").exists()
+    assert "--overwrite" in refused.output
     done = run_cli("export", "interactions", "--out", out, "--overwrite")
     assert f"{len(read_interactions(engine))} interactions over 8 days" in done.output
-    assert not (out / "old.parquet").exists()
+    assert not stale.exists()
     assert json.loads((out / EXPORT_FILE).read_text())["rows"] == len(read_events(out))
     assert not list(tmp_path.glob(".events*"))  # no staging folder left behind
 

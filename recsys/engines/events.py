@@ -53,8 +53,7 @@ def export_interactions(engine: Engine, out: Path, overwrite: bool = False) -> d
     ``_recsys_export.json`` holds. Written beside ``out`` and renamed into place, so a failed
     export leaves ``out`` as it was; an existing non-empty ``out`` needs ``overwrite``."""
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise InvalidInput(f"--out {out} is not empty; pass --overwrite to replace it")
+    _check_out(out, overwrite)
     exported_at = utcnow().isoformat()  # catalog events stored later are fresh to a bundle
     frame = read_interactions(engine)
     table = pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)
@@ -86,6 +85,27 @@ def export_interactions(engine: Engine, out: Path, overwrite: bool = False) -> d
         shutil.rmtree(staging, ignore_errors=True)
     log.info("exported %d interactions over %d days to %s", summary["rows"], summary["days"], out)
     return summary
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """``InvalidInput`` unless ``out`` is new, empty, or (with ``overwrite``) an earlier
+    export: ``--overwrite`` replaces the whole folder, so a folder holding anything an export
+    does not write (a prepared shop, notes, a home directory) is never replaced."""
+    if out.exists() and not out.is_dir():
+        raise InvalidInput(f"--out {out} is a file; give a folder")
+    held = sorted(out.iterdir()) if out.exists() else []
+    if not held:
+        return
+    if not overwrite:
+        raise InvalidInput(f"--out {out} is not empty; pass --overwrite to replace it")
+    foreign = [p.name for p in held if p.name != EXPORT_FILE and not p.name.startswith(f"{DAY}=")]
+    if foreign or not (out / EXPORT_FILE).is_file():
+        listed = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        what = f"it holds {listed}" if foreign else f"it has no {EXPORT_FILE}"
+        raise InvalidInput(
+            f"--out {out} is not an earlier export ({what}); --overwrite replaces only an "
+            "export's folder: pass a new or empty folder"
+        )
 
 
 def _replace(staging: Path, out: Path) -> None:
