@@ -79,6 +79,15 @@ def test_bad_settings_and_files_are_one_line_naming_the_fix(run_cli, engine, tmp
     )
     assert "does not exist" in nowhere.output
     assert "0 accepted" not in nowhere.output and "1 accepted" not in nowhere.output
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for args in (
+        ["evaluate", "--out"],
+        ["evaluate", "--write-split"],
+        ["export", "interactions", "--out"],
+    ):
+        under = run_cli(*args, afile / "sub", expect_exit=2)  # before any work, not after it
+        assert f"{afile} is a file: {afile / 'sub'} cannot be made under it" in under.output
     pickled = tmp_path / "v.npy"
     np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     (tmp_path / "v.ids.txt").write_text("a1\n")

@@ -1,8 +1,33 @@
 """Click commands, one module per top-level `recsys` subcommand (thin: the work is in recsys/)."""
 
+import os
+from pathlib import Path
+
 import click
 
 # --progress/--no-progress of the commands whose work is long (images, catalog health).
 progress_option = click.option(
     "--progress/--no-progress", default=True, show_default=True, help="Show progress bars."
 )
+
+
+class OutPath(click.Path):
+    """A path a command will write (a folder, or with ``dir_okay=False`` a file), checked
+    before any work: the nearest part of it that exists must be a folder this process can
+    write in. (A file on the way, ``--out notes.txt/report``, was a traceback after the whole
+    run.)"""
+
+    def __init__(self, **options) -> None:
+        options.setdefault("file_okay", False)
+        super().__init__(path_type=Path, **options)
+
+    def convert(self, value, param, ctx):
+        path = super().convert(value, param, ctx)
+        if path.exists():
+            return path
+        parent = next(p for p in path.absolute().parents if p.exists())
+        if not parent.is_dir():
+            self.fail(f"{parent} is a file: {path} cannot be made under it", param, ctx)
+        if not os.access(parent, os.W_OK | os.X_OK):
+            self.fail(f"{parent} is not writable: {path} cannot be made in it", param, ctx)
+        return path

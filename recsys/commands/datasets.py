@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from recsys.commands import OutPath
 from recsys.datasets import DATASETS, PrepareSummary
 
 
@@ -40,7 +41,7 @@ _APPLIES_TO = {
     "--out",
     "out_dir",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=OutPath(),
     help="Folder to write into; created if missing. Earlier files (and images/) are replaced.",
 )
 @click.option(
@@ -102,7 +103,7 @@ _APPLIES_TO = {
 )
 @click.option(
     "--cache-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=OutPath(),
     help="fashion-mnist and the shops: where the official files are downloaded to when "
     "--data-dir lacks them [default: ~/.cache/recsys/fashion-mnist]. openmoji: where the npm "
     "package is fetched to [default: ~/.cache/recsys/openmoji].",

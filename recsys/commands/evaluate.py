@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from recsys.catalog.db import connect_current
+from recsys.commands import OutPath
 from recsys.model.split import SPLITS
 from recsys.settings import Settings
 
@@ -53,7 +54,7 @@ def _parse_ks(ctx, param, value: str) -> tuple[int, ...]:
 @click.option(
     "--out",
     "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=OutPath(),
     default=Path("reports"),
     show_default=True,
     help="The report goes into OUT/<timestamp>/.",
@@ -84,7 +85,7 @@ def _parse_ks(ctx, param, value: str) -> tuple[int, ...]:
 @click.option(
     "--write-split",
     "split_dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=OutPath(),
     help="Only write the split as DIR/train.csv and DIR/heldout.csv (ingestable files): "
     "train a service's catalog on the first, replay the second with --replay.",
 )

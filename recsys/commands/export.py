@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from recsys.catalog.db import connect_current
+from recsys.commands import OutPath
 from recsys.settings import Settings
 
 
@@ -18,7 +19,7 @@ def command() -> None:
 @command.command("interactions")
 @click.option(
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=OutPath(),
     required=True,
     help="Folder to write: OUT/day=YYYY-MM-DD/part-N.parquet plus OUT/_recsys_export.json.",
 )

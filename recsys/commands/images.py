@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from recsys.catalog import Item
 from recsys.catalog.db import connect_current
-from recsys.commands import progress_option
+from recsys.commands import OutPath, progress_option
 from recsys.errors import InvalidInput
 from recsys.settings import Settings
 from recsys.vision import ImageEncoder, ImageEncoderConfig, TrainConfig
@@ -146,7 +146,7 @@ def _config(opts: dict) -> ImageEncoderConfig:
     show_default=True,
     help="auto: small_cnn on a CPU; on a GPU resnet18 from 64 px inputs up, small_cnn below.",
 )
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Model folder.")
+@click.option("--out", required=True, type=OutPath(), help="Model folder.")
 @click.option(
     "--epochs",
     type=click.IntRange(min=1),
@@ -275,7 +275,9 @@ def _train_encoder(settings: Settings, opts: dict, ray) -> ImageEncoder:
     help="A folder `recsys train-images --out` wrote.",
 )
 @_image_source
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Vectors, .npy.")
+@click.option(
+    "--out", required=True, type=OutPath(file_okay=True, dir_okay=False), help="Vectors, .npy."
+)
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
