@@ -17,6 +17,8 @@ def test_a_paired_difference_and_its_standard_error():
     # the per-user differences 1, 0, 0, 1: sample std 0.577, over sqrt(4)
     assert found.stderr == pytest.approx(np.std([1, 0, 0, 1], ddof=1) / 2)
     assert found.verdict == "ahead" and not found.significant  # 0.5 < 2 x 0.289
+    one = paired("ALS", np.array([0.0]), np.array([1.0]))  # one user: no standard error
+    assert one.verdict == "behind" and one.stderr == 0.0 and not one.significant
 
 
 def test_within_the_level_below_is_level_and_further_is_behind():

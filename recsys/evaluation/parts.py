@@ -55,7 +55,7 @@ def paired(name: str, fused: np.ndarray, other: np.ndarray) -> Comparison:
         stderr=stderr,
         users=n,
         verdict=verdict(mean),
-        significant=abs(mean) > Z * stderr,
+        significant=n > 1 and abs(mean) > Z * stderr,  # one user has no standard error
     )
 
 

@@ -272,6 +272,9 @@ def _against_parts(doc: Document, section: dict) -> None:
         if not found:
             continue
         noise = "significant" if found["significant"] else "not significant"
+        noise = f"{noise} at {section['z']:g} standard errors"
+        if found["users"] < 2:
+            noise = "one user: no standard error"
         rows.append(
             [
                 label,
@@ -281,7 +284,7 @@ def _against_parts(doc: Document, section: dict) -> None:
                 f"{found['difference']:+.4f}",
                 _fmt(found["stderr"]),
                 f"{found['users']:,}",
-                f"{found['verdict']} ({noise} at {section['z']:g} standard errors)",
+                f"{found['verdict']} ({noise})",
             ]
         )
     if not rows:
