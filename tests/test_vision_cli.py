@@ -62,6 +62,21 @@ def test_rerun_resumes_and_reports(run_cli, items_csv, tmp_path):
     assert "loss nan" not in again
 
 
+def test_a_damaged_model_or_checkpoint_is_one_line_not_torchs_advice(run_cli, items_csv, tmp_path):
+    """A damaged model.pt said to re-run torch.load with weights_only=False, which would run
+    what the file holds; a damaged checkpoint stopped every resume without saying why."""
+    args = ("train-images", "--items", items_csv, "--out", tmp_path / "m", *TRAIN_FLAGS)
+    run_cli(*args)
+    (tmp_path / "m" / "checkpoint.pt").write_bytes(b"\x80\x02garbage")
+    resumed = run_cli(*args, expect_exit=2)
+    assert "checkpoint.pt cannot be read" in resumed.output and "delete it" in resumed.output
+    (tmp_path / "m" / "model.pt").write_bytes(bytes(range(256)) * 20)
+    embed = ("embed-images", "--model", tmp_path / "m", "--items", items_csv)
+    embedded = run_cli(*embed, "--out", tmp_path / "v.npy", expect_exit=2)
+    assert "model.pt is not a readable image model" in embedded.output
+    assert "weights_only" not in embedded.output
+
+
 def test_train_from_the_catalog(engine, run_cli, tmp_path):
     paths = _write_images(tmp_path / "shop", n=6)
     with Session(engine) as session:

@@ -15,6 +15,7 @@ import functools
 import logging
 import math
 import os
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -276,7 +277,21 @@ class Trainer:
         """Continue from ``checkpoint`` when it exists and was written by the same setup."""
         if self.checkpoint is None or not self.checkpoint.exists():
             return
-        state = torch.load(self.checkpoint, map_location=self.device, weights_only=True)
+        try:
+            state = torch.load(self.checkpoint, map_location=self.device, weights_only=True)
+            state["meta"]
+        except (
+            pickle.UnpicklingError,
+            RuntimeError,
+            OSError,
+            EOFError,
+            KeyError,
+            TypeError,
+        ) as exc:
+            raise InvalidInput(
+                f"{self.checkpoint} cannot be read ({type(exc).__name__}): a damaged copy; "
+                "delete it to start over"
+            ) from None
         if state["meta"] != self.meta:
             raise InvalidInput(
                 f"{self.checkpoint} was written by a different setup; use another output "
