@@ -66,6 +66,9 @@ def test_too_few_photos_say_so_in_the_words_of_photos(tmp_path):
     listed.write_text("item_id,image\na,p.png\n")
     result = recsys("catalog", "duplicates", "--images", listed, expect_exit=2)
     assert "lists 1 photo; pairs need 2" in result.output
+    listed.write_text("item_id,image\na,p.png\nb,\n")  # named the images root as unreadable
+    result = recsys("catalog", "duplicates", "--images", listed, expect_exit=2)
+    assert "line 3 (item 'b') has no image" in result.output
 
 
 def test_an_ids_file_naming_an_item_twice_is_refused(vectors):

@@ -48,6 +48,12 @@ def read_items_csv(path: str | Path, images_root: str | Path) -> tuple[list[str]
         )
     if not rows:
         raise InvalidInput(f"{path} lists no items: it holds only its header")
+    empty = next((n for n, r in enumerate(rows, start=2) if not (r[column] or "").strip()), None)
+    if empty is not None:  # it read as the images root itself ("Is a directory")
+        raise InvalidInput(
+            f"{path}: line {empty} (item {rows[empty - 2]['item_id']!r}) has no {column}; "
+            "leave out the items without a photo"
+        )
     root = Path(images_root)
     return [r["item_id"] for r in rows], [root / r[column] for r in rows]
 
