@@ -67,6 +67,20 @@ def test_replayed_feeds_agree_with_the_same_bundle_in_process(served):
     assert section["feeds"]["feed"]["hit_rate"] > 0.5
 
 
+def test_the_commands_in_process_pass_answers_as_the_service_does(served):
+    """Listing every item, the service leaves out the sold-out ones (its live catalog); the
+    command's in-process pass read the bundle alone and listed them, so the two rows of its
+    report differed on shop data."""
+    from recsys.evaluation.replay import _offline
+
+    base, url, _, events = served
+    config = ReplayConfig(k=32, post=False)
+    section = replay(events, base, config)
+    offline = _offline(connect(url), events, section["model_version"], config)
+    assert offline["feed"] == section["feeds"]["feed"]
+    assert offline["feed_first"] == section["feeds"]["feed_first"]
+
+
 def test_replay_scores_the_expected_hits_and_posting_folds_events_in(served):
     base, url, _, _ = served
     recommender = load_active(connect(url))

@@ -328,8 +328,9 @@ def _events(engine, events_path: Path | None, config) -> pd.DataFrame:
 
 def _offline(engine, events: pd.DataFrame, served: str, config: ReplayConfig) -> dict | None:
     """Pass 1 in-process, when this catalog's active bundle is the served one (else None)."""
-    from recsys.model.bundle import active_version, load_active
+    from recsys.model.bundle import active_version
     from recsys.model.diversity import DEFAULT_DIVERSITY
+    from recsys.serving import load_state
 
     if active_version(engine) != served:
         log.info(
@@ -337,6 +338,8 @@ def _offline(engine, events: pd.DataFrame, served: str, config: ReplayConfig) ->
         )
         return None
     diversity = DEFAULT_DIVERSITY if config.diversity is None else config.diversity
-    offline = offline_feeds(load_active(engine), events, config.k, diversity)
+    # as the service answers: the bundle with its live catalog (stock, removed items)
+    recommender = load_state(engine, warm=False).recommender
+    offline = offline_feeds(recommender, events, config.k, diversity)
     offline.pop("model_version")
     return offline
