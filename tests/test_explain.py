@@ -39,6 +39,23 @@ def test_similar_items_split_into_blocks_that_sum_to_the_score(recommender, mode
         assert all(share > 0 for share in first.values())
 
 
+def test_a_new_item_was_never_viewed_together(recommender):
+    """A new item's collaborative part is predicted from its attributes: "viewed with items
+    like it", never "viewed together", on either side of a pair; the parts still sum."""
+    fused = recommender.fused
+    assert fused.surface_weights_["also"]["cf"] > 0
+    results = recommender.similar_items(["a-new", "a1"], k=31, mode="also")
+    shares_sum_to_scores(results)
+    rows = [recommender.item_rows(ids) for ids in results.ids]
+    for q, (cold_query, reasons) in enumerate(zip([True, False], results.because, strict=True)):
+        for row, listed in zip(rows[q], reasons, strict=True):
+            labels = {reason.label for reason in listed}
+            if cold_query or fused.cold_[row]:
+                assert "viewed together" not in labels
+    new_labels = {reason.label for listed in results.because[0] for reason in listed}
+    assert "viewed with items like it" in new_labels
+
+
 def test_similar_items_by_hand(recommender):
     """The parts are each block's weighted inner product of query and item vectors."""
     fused = recommender.fused

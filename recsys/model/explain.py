@@ -31,8 +31,12 @@ import scipy.sparse as sp
 
 from recsys.model import sparse_rows
 
+PREDICTED_CF = "cf predicted"
 BLOCK_LABELS = {
     "cf": "viewed together",
+    # the cf part of a pair with an item no shopper has seen: its cf block is predicted from
+    # its attributes and title, so it is what shoppers of items like it viewed
+    PREDICTED_CF: "viewed with items like it",
     "tabular": "similar attributes",
     "image": "looks alike",
     "popularity": "popular",
@@ -75,6 +79,10 @@ def block_shares(fused, query_rows: np.ndarray, found: np.ndarray, surface: str)
         if name in queries:
             dots = np.einsum("qd,qkd->qk", queries[name], items[:, :, part])  # (Q, k)
             shares[name] = np.where(listed, weights[name] * dots, 0.0)
+    if "cf" in shares:  # a pair with a new item was not viewed together: it is predicted
+        cold = fused.cold_[query_rows][:, None] | fused.cold_[np.maximum(found, 0)]
+        shares[PREDICTED_CF] = np.where(cold, shares["cf"], 0.0)
+        shares["cf"] = np.where(cold, 0.0, shares["cf"])
     return shares
 
 
