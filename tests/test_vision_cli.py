@@ -73,7 +73,7 @@ def test_a_damaged_model_or_checkpoint_is_one_line_not_torchs_advice(run_cli, it
     (tmp_path / "m" / "model.pt").write_bytes(bytes(range(256)) * 20)
     embed = ("embed-images", "--model", tmp_path / "m", "--items", items_csv)
     embedded = run_cli(*embed, "--out", tmp_path / "v.npy", expect_exit=2)
-    assert "model.pt is not a readable image model" in embedded.output
+    assert "model.pt cannot be read" in embedded.output and "train one again" in embedded.output
     assert "weights_only" not in embedded.output
 
 

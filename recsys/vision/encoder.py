@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +46,7 @@ from recsys.vision.train import (
     TrainConfig,
     Trainer,
     TrainResult,
+    load_saved,
     precision_for,
     save_atomic,
 )
@@ -455,22 +455,9 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
         path = Path(model_dir) / MODEL_FILE
         if not path.is_file():
             raise InvalidInput(f"{path} not found; train one with `recsys train-images`")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            config = ImageEncoderConfig.from_dict(state["config"])
-        except (
-            pickle.UnpicklingError,
-            RuntimeError,
-            OSError,
-            EOFError,
-            KeyError,
-            TypeError,
-        ) as exc:
-            # a damaged file; torch's own advice (weights_only=False) would run its contents
-            raise InvalidInput(
-                f"{path} is not a readable image model ({type(exc).__name__}); train one "
-                "again with `recsys train-images`"
-            ) from None
+        again = "not a readable image model; train one again with `recsys train-images`"
+        state = load_saved(path, ("config", "mean", "std", "backbone"), again)
+        config = ImageEncoderConfig.from_dict(state["config"])
         enc = cls(config, device=device)
         enc.config_ = enc.config
         enc.mean_, enc.std_ = state["mean"], state["std"]

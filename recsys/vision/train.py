@@ -128,6 +128,19 @@ def save_atomic(obj: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def load_saved(path: Path, keys: tuple[str, ...], damaged: str, map_location="cpu") -> dict:
+    """What ``save_atomic`` wrote, read as weights only; ``InvalidInput`` naming ``path`` and
+    ``damaged`` (what to do) when it cannot be read or lacks one of ``keys``: a damaged copy,
+    for which torch's own message advises ``weights_only=False``, which would run its contents."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+        for key in keys:
+            state[key]
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, KeyError, TypeError) as exc:
+        raise InvalidInput(f"{path} cannot be read ({type(exc).__name__}): {damaged}") from None
+    return state
+
+
 class Trainer:
     """Trains ``method`` on ``data`` (N, C, S, S) uint8; see ``fit``.
 
@@ -277,21 +290,9 @@ class Trainer:
         """Continue from ``checkpoint`` when it exists and was written by the same setup."""
         if self.checkpoint is None or not self.checkpoint.exists():
             return
-        try:
-            state = torch.load(self.checkpoint, map_location=self.device, weights_only=True)
-            state["meta"]
-        except (
-            pickle.UnpicklingError,
-            RuntimeError,
-            OSError,
-            EOFError,
-            KeyError,
-            TypeError,
-        ) as exc:
-            raise InvalidInput(
-                f"{self.checkpoint} cannot be read ({type(exc).__name__}): a damaged copy; "
-                "delete it to start over"
-            ) from None
+        state = load_saved(
+            self.checkpoint, ("meta",), "a damaged copy; delete it to start over", self.device
+        )
         if state["meta"] != self.meta:
             raise InvalidInput(
                 f"{self.checkpoint} was written by a different setup; use another output "
