@@ -136,6 +136,7 @@ def test_evaluation_is_recorded_with_the_active_bundle(movielens_db, tmp_path):
     evaluation = bundle.metrics["evaluation"]
     assert evaluation["report"] == str(only_report(tmp_path / "r").resolve())
     assert evaluation["metrics"]["recall@10"] > 0 and "cold_recall@10" in evaluation["metrics"]
+    assert evaluation["user_sample"] == 80 and 0 < evaluation["users"] <= 80  # a sample's
     assert "validation_recall@10" in bundle.metrics  # training's own metrics are kept
     on_disk = json.loads((tmp_path / bundle.path / "evaluation.json").read_text())
     assert on_disk == evaluation

@@ -31,10 +31,14 @@ EVALUATION_FILE = "evaluation.json"
 
 
 def summary(metrics: dict, report: Path) -> dict:
-    """The fused contender's overall and cold-item metrics, the split and the report."""
+    """The fused contender's overall and cold-item metrics, the split, the report, and how
+    many users it scored (``user_sample``: the --users sample asked for, None for all): a
+    quick run on a sample replaces the record of a full one, and says so."""
     fused = metrics.get("contenders", {}).get("fused")
     out = {"report": str(Path(report).resolve()), "split": metrics.get("split")}
+    out["user_sample"] = metrics.get("data", {}).get("user_sample")
     if fused is not None:
+        out["users"] = fused["overall"].get("users")
         out["metrics"] = {k: v for k, v in fused["overall"].items() if k != "users"}
         cold = fused["cold_items"]
         out["metrics"].update({f"cold_{k}": v for k, v in cold.items() if k != "users"})
