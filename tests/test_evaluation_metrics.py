@@ -357,6 +357,24 @@ def test_a_task_sample_is_seeded_and_keeps_rows_aligned():
     assert task.sample(100) is task
 
 
+def test_the_task_counts_held_out_pairs_the_user_already_had_in_training():
+    """A view before the split and a purchase after: the purchase is held out, but its item
+    is a training item, never listed. The report says how many such pairs recall counts."""
+    frame = pd.DataFrame(
+        {
+            "user_id": ["u1", "u1", "u1", "u2", "u2"],
+            "item_id": ["a", "b", "a", "a", "c"],
+            "timestamp": pd.to_datetime(
+                ["2024-01-01", "2024-01-02", "2024-01-03"] * 1 + ["2024-01-01", "2024-01-03"]
+            ),
+        }
+    )
+    train = frame[frame["timestamp"] < "2024-01-03"]
+    test = frame[frame["timestamp"] >= "2024-01-03"]
+    task = build_task(train, test, np.array(["a", "b", "c"]))
+    assert task.info["heldout_pairs"] == 2 and task.info["heldout_pairs_seen"] == 1  # u1's a
+
+
 def test_training_items_are_never_recommended_and_cold_lists_hold_cold_items():
     frame = interactions(users=10, per_user=20)
     item_ids = np.array([f"i{i}" for i in range(45)])

@@ -343,6 +343,14 @@ def _data(doc: Document, metrics: dict) -> None:
             f"Cold items (no training interaction): {task['cold_items']:,}; users holding "
             f"some out: {task['users_holding_cold_items']:,}."
         )
+        pairs, seen = task.get("heldout_pairs"), task.get("heldout_pairs_seen")
+        if pairs:  # reports written before the count have none
+            lines.append(
+                f"Held-out (user, item) pairs: {pairs:,}, of which {seen:,} "
+                f"({seen / pairs:.1%}) the user already had in training: training items are "
+                "left out of every list, so no contender finds those, yet recall counts them "
+                "(every contender's recall is below what it would be without them)."
+            )
     else:
         lines.append("No interactions: only the item vectors are evaluated.")
     doc.bullets(lines)

@@ -88,6 +88,11 @@ def build_task(train: pd.DataFrame, test: pd.DataFrame, item_ids: np.ndarray) ->
         ),
         "cold_items": int(cold.sum()),
         "users_holding_cold_items": int((held[evaluated][:, cold].getnnz(axis=1) > 0).sum()),
+        # held-out items a user already had in training (a view, then a purchase across the
+        # split): never ranked, since training items are masked, yet counted by recall; the
+        # share is every contender's ceiling below 1
+        "heldout_pairs": int(held[evaluated].nnz),
+        "heldout_pairs_seen": int(held[evaluated].multiply(seen_all[evaluated]).nnz),
     }
     return Task(
         item_ids=items.to_numpy(),
