@@ -79,6 +79,8 @@ def test_bad_settings_and_files_are_one_line_naming_the_fix(run_cli, engine, tmp
     )
     assert "does not exist" in nowhere.output
     assert "0 accepted" not in nowhere.output and "1 accepted" not in nowhere.output
+    both = run_cli("evaluate", "--replay", "--write-split", tmp_path / "s", expect_exit=2)
+    assert "--write-split and --replay are two steps" in both.output
     afile = tmp_path / "afile"
     afile.write_text("")
     for args in (

@@ -146,6 +146,11 @@ def evaluate(settings: Settings, split, holdout, cutoff, ks, seed, out_dir, user
         max_cells=None if options["all_users"] else EvaluationConfig.max_cells,
         image_epochs=options["image_epochs"],
     )
+    if options["split_dir"] and options["replay"]:  # one ran, the other was dropped unsaid
+        raise click.UsageError(
+            "--write-split and --replay are two steps: write the split, train and serve a "
+            "catalog on its train.csv, then replay its heldout.csv"
+        )
     engine = connect_current(settings.database_url)
     if options["split_dir"]:
         _write_split(engine, config, options["split_dir"])
