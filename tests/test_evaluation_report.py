@@ -179,6 +179,17 @@ def test_cutoff_needs_the_time_cutoff_split(run_cli, engine, tmp_path):
     assert "--split time-cutoff" in result.output
 
 
+def test_a_cutoff_outside_the_events_says_where_they_are(run_cli, engine, tmp_path):
+    """Not "use a larger --holdout", which a cutoff split does not read."""
+    from tests.shop_fixture import populate
+
+    populate(engine)
+    for cutoff, empty in (("2030-01-01", "held-out"), ("2000-01-01", "training")):
+        args = ("evaluate", "--split", "time-cutoff", "--cutoff", cutoff, "--out", tmp_path)
+        result = run_cli(*args, expect_exit=2)
+        assert f"leaves no {empty} interactions: the events run from 2024" in result.output
+
+
 def test_markdown_and_html_say_the_same_thing(tmp_path):
     doc = Document("Title")
     doc.heading("Section")

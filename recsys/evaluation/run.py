@@ -185,6 +185,13 @@ def _evaluate(data: CatalogData, config, content: ItemContent, show_progress: bo
     item_ids = data.items["item_id"].to_numpy(dtype=str)
     task = build_task(split.train, split.test, item_ids)
     if not len(task.user_ids):
+        if config.cutoff is not None and (split.train.empty or split.test.empty):
+            stamps = data.interactions["timestamp"]
+            empty = "training" if split.train.empty else "held-out"
+            raise InvalidInput(
+                f"--cutoff {config.cutoff} leaves no {empty} interactions: the events run from "
+                f"{stamps.min()} to {stamps.max()}; give a cutoff between them"
+            )
         raise InvalidInput(
             "no user has both training and held-out interactions under this split; "
             "use a larger --holdout, another --split or more interactions"
