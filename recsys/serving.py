@@ -35,6 +35,7 @@ from sqlalchemy import Engine
 
 from recsys.catalog.reads import CardCache, fresh_items
 from recsys.errors import InvalidBundle, ModelNotTrained
+from recsys.logs import Repeated
 from recsys.model.bundle import active_bundle, active_version, load_recommender
 from recsys.model.delta import Delta, DeltaConfig, LiveCatalog
 from recsys.model.diversity import DEFAULT_DIVERSITY
@@ -120,6 +121,10 @@ class ModelHolder:
         self._lock = threading.Lock()
         self._checked = 0.0
         self.last_error: str | None = None
+        self._reload_failures = Repeated(log, "checking for a new active bundle failed")
+        self._follow_failures = Repeated(
+            log, "following the catalog failed (the last delta serves)"
+        )
 
     @property
     def state(self) -> ServingState:
@@ -169,8 +174,9 @@ class ModelHolder:
             current = self._state.version if self._state else None
             if active is not None and active != current:
                 self.reload()
-        except Exception:  # the current state keeps serving; the error is logged and kept
-            log.exception("background reload failed")
+            self._reload_failures.worked()
+        except Exception as exc:  # the current state keeps serving; the error is logged
+            self._reload_failures.failed(exc)
 
     @property
     def live(self) -> Delta | None:
@@ -187,9 +193,10 @@ class ModelHolder:
             return None
         try:
             delta = state.catalog.follow()
-        except Exception:
-            log.exception("following the catalog failed; the last delta serves")
+        except Exception as exc:
+            self._follow_failures.failed(exc)
             return None
+        self._follow_failures.worked()
         if delta is not None and self.on_follow is not None:
             self.on_follow(delta)
         return delta

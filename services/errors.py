@@ -22,6 +22,7 @@ from recsys.errors import (
     SearchTooBroad,
     UnknownItem,
 )
+from recsys.logs import Repeated
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +96,11 @@ def init_app(app: Flask) -> None:
                 return error_response(status, code, message_of(exc))
         return error_response(400, "invalid_input", str(exc))
 
+    database_errors = Repeated(log, "a request met a catalog database error (a 503)")
+
     @app.errorhandler(OperationalError)
     def _database_gone(exc: OperationalError):
-        log.error("catalog database error: %s", exc)
+        database_errors.failed(exc)
         return error_response(
             503, "database_unavailable", "the catalog database does not answer; retry later"
         )

@@ -1,0 +1,32 @@
+"""A failure repeating every second is logged as news: once with its traceback, then a line a
+minute counting the repeats, then once when it works again."""
+
+from __future__ import annotations
+
+import logging
+
+from recsys.logs import Repeated
+
+
+def test_a_repeating_failure_logs_a_line_a_minute_and_its_end(caplog):
+    now = [0.0]
+    repeated = Repeated(
+        logging.getLogger("t"), "following the catalog failed", clock=lambda: now[0]
+    )
+    caplog.set_level(logging.WARNING)
+    for second in range(150):  # a worker's step every second, the database away 150 s
+        now[0] = float(second)
+        try:
+            raise ConnectionError("database gone")
+        except ConnectionError as exc:
+            repeated.failed(exc)
+    repeated.worked()
+    repeated.worked()  # nothing more to say
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines == [
+        "following the catalog failed: database gone",
+        "following the catalog failed, 60 more times since: database gone",
+        "following the catalog failed, 60 more times since: database gone",
+        "following the catalog failed no longer: it failed 150 times in a row",
+    ]
+    assert caplog.records[0].exc_info and not caplog.records[1].exc_info
