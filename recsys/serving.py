@@ -81,6 +81,13 @@ def load_state(engine: Engine, live: DeltaConfig | None = LIVE, warm: bool = Tru
     return state
 
 
+def served_recommender(engine: Engine) -> Recommender:
+    """The active bundle's recommender with the catalog's live delta, as a worker has it
+    (stock, removals, new and changed items), without what only a server warms up: what a
+    command answers or scores as the service would."""
+    return load_state(engine, warm=False).recommender
+
+
 def warm_images(recommender: Recommender) -> None:
     """Load the image encoder and build the image index now (one search of a blank image):
     otherwise the first visual search of each process pays for both (12 s, 640 MB measured on

@@ -238,16 +238,11 @@ def _k_option(command):
 def recommend(settings: Settings, user_ids, k, diversity, as_json):
     """Top-k items for users, as the service answers them: from the active bundle and the
     catalog's item writes since (stock, removals, new and changed items)."""
+    from recsys.serving import served_recommender
+
     engine = connect_current(settings.database_url)
-    results = _served(engine).recommend(list(user_ids), k=k, diversity=diversity)
+    results = served_recommender(engine).recommend(list(user_ids), k=k, diversity=diversity)
     _show(engine, list(user_ids), results, as_json, "user")
-
-
-def _served(engine):
-    """The active bundle's recommender with the catalog's live delta, as a worker has it."""
-    from recsys.serving import load_state
-
-    return load_state(engine, warm=False).recommender
 
 
 @click.command("similar")
@@ -268,8 +263,12 @@ def _served(engine):
 def similar(settings: Settings, item_ids, k, mode, diversity, as_json):
     """Items most like the given items, as the service answers them: from the active bundle
     and the catalog's item writes since (stock, removals, new and changed items)."""
+    from recsys.serving import served_recommender
+
     engine = connect_current(settings.database_url)
-    results = _served(engine).similar_items(list(item_ids), k=k, mode=mode, diversity=diversity)
+    results = served_recommender(engine).similar_items(
+        list(item_ids), k=k, mode=mode, diversity=diversity
+    )
     _show(engine, list(item_ids), results, as_json, "item")
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 import re
-import socket
 import time
 from dataclasses import dataclass
 from types import ModuleType
 
+from recsys.engines import unreachable
 from recsys.errors import InvalidInput, InvalidSettings
 
 log = logging.getLogger(__name__)
@@ -83,27 +83,14 @@ def require_ray() -> ModuleType:
 _ADDRESS = re.compile(
     r"local|auto|(?:ray://)?(?P<host>[^\s:/]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})"
 )
-# A cluster's port that does not accept a connection within this is not waited on.
-REACH_SECONDS = 5.0
 _START_HINT = "start one with `ray start --head` (or pass --ray-address local to run one here)"
-
-
-def _reachable(address: str, host: str, port: int) -> None:
-    """``InvalidSettings`` unless something accepts a TCP connection at host:port."""
-    try:
-        socket.create_connection((host.strip("[]"), port), timeout=REACH_SECONDS).close()
-    except OSError as exc:
-        raise InvalidSettings(
-            f"cannot join the Ray cluster at {address!r}: nothing answers at {host}:{port} "
-            f"({exc.strerror or exc}); {_START_HINT}"
-        ) from None
 
 
 def connect(address: str) -> float:
     """Join (or start) the Ray cluster at ``address``; the seconds it took (0 when this
     process was already connected). A malformed address, or a cluster that does not answer
-    within ``REACH_SECONDS``, is an ``InvalidSettings`` of one line (Ray itself raised a
-    traceback, or retried a dead address for minutes)."""
+    within ``recsys.engines.REACH_SECONDS``, is an ``InvalidSettings`` of one line (Ray
+    itself raised a traceback, or retried a dead address for minutes)."""
     ray = require_ray()
     if ray.is_initialized():
         return 0.0
@@ -115,8 +102,11 @@ def connect(address: str) -> float:
             f"Ray address {address!r} is not local, auto, ray://HOST:PORT (Ray Client) or "
             "HOST:PORT (a cluster this host can join, `ray start --address`)"
         )
-    if form["host"] is not None:
-        _reachable(address, form["host"], int(form["port"]))
+    if form["host"] is not None and (why := unreachable(form["host"], int(form["port"]))):
+        raise InvalidSettings(
+            f"cannot join the Ray cluster at {address!r}: nothing answers at "
+            f"{form['host']}:{form['port']} ({why}); {_START_HINT}"
+        )
     start = time.perf_counter()
     try:
         if address == "local":

@@ -54,7 +54,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import warnings
@@ -64,6 +63,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys.engines import unreachable
 from recsys.errors import InvalidInput, RecsysError
 from recsys.ingest.interactions import DEFAULT_EVENT
 from recsys.model.cf import SECONDS_PER_DAY
@@ -186,23 +186,18 @@ def session(master: str | None = None, conf: dict[str, str] | None = None):
     return spark
 
 
-# A standalone master whose port accepts no connection within this is not waited on (Spark
-# retried it for over a minute, then failed on a stopped context).
-REACH_SECONDS = 5.0
-
-
 def _reachable(master: str) -> None:
     """``SparkUnavailable`` naming the master when a ``spark://HOST:PORT`` (each of a
-    list's) accepts no TCP connection; other masters (local, yarn, k8s) are Spark's to find."""
+    list's) accepts no TCP connection within ``recsys.engines.REACH_SECONDS`` (Spark retried
+    it for over a minute, then failed on a stopped context); other masters (local, yarn,
+    k8s) are Spark's to find."""
     if not master.startswith("spark://"):
         return
     for address in master.removeprefix("spark://").split(","):
         host, _, port = address.rpartition(":")
-        try:
-            socket.create_connection((host, int(port)), timeout=REACH_SECONDS).close()
+        reason = unreachable(host, int(port)) if port.isdigit() else f"no port in {address!r}"
+        if reason is None:
             return  # one live master of a list is enough
-        except (OSError, ValueError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
     raise SparkUnavailable(
         f"no Spark master answers at {master!r} ({reason}); check RECSYS_SPARK_MASTER, or "
         "leave it empty to run Spark on this machine"

@@ -330,7 +330,7 @@ def _offline(engine, events: pd.DataFrame, served: str, config: ReplayConfig) ->
     """Pass 1 in-process, when this catalog's active bundle is the served one (else None)."""
     from recsys.model.bundle import active_version
     from recsys.model.diversity import DEFAULT_DIVERSITY
-    from recsys.serving import load_state
+    from recsys.serving import served_recommender
 
     if active_version(engine) != served:
         log.info(
@@ -339,7 +339,6 @@ def _offline(engine, events: pd.DataFrame, served: str, config: ReplayConfig) ->
         return None
     diversity = DEFAULT_DIVERSITY if config.diversity is None else config.diversity
     # as the service answers: the bundle with its live catalog (stock, removed items)
-    recommender = load_state(engine, warm=False).recommender
-    offline = offline_feeds(recommender, events, config.k, diversity)
+    offline = offline_feeds(served_recommender(engine), events, config.k, diversity)
     offline.pop("model_version")
     return offline
