@@ -16,6 +16,7 @@ from werkzeug.serving import make_server
 from recsys.catalog import connect, migrate
 from recsys.catalog.models import Interaction
 from recsys.cli import cli
+from recsys.errors import InvalidInput
 from recsys.evaluation.replay import ReplayConfig, offline_feeds, replay
 from recsys.model.bundle import load_active
 from recsys.model.split import temporal_split
@@ -106,6 +107,25 @@ def test_replay_scores_the_expected_hits_and_posting_folds_events_in(served):
     state = load_state(connect(url))
     fresh = home_feed(state, connect(url), "u12", FeedRequest(k=5)).ids[0]
     assert top[0] not in fresh and top[1] not in fresh
+
+
+def test_a_key_that_cannot_post_is_refused_before_the_feeds_pass(served, monkeypatch):
+    from recsys.evaluation import replay as replaying
+
+    base, _, _, events = served
+    asked = []
+
+    def counted(*args, **kwargs):
+        asked.append(args)
+        return {"model_version": "m"}
+
+    monkeypatch.setattr(replaying, "_pass", counted)
+    for key in (None, "not-a-key"):
+        with pytest.raises(InvalidInput, match="events:write, or --no-post"):
+            replay(events, base, ReplayConfig(k=5, post=True, api_key=key))
+    assert asked == []  # no pass ran
+    replay(events, base, ReplayConfig(k=5, post=True, api_key=ADMIN_TOKEN))
+    assert len(asked) == 2  # a key that can post: both passes
 
 
 def test_evaluate_replay_command_writes_the_report(served, tmp_path):

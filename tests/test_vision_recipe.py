@@ -94,6 +94,14 @@ def test_sizes_given_in_the_config_win(tmp_path):
     assert (cfg.input_size, cfg.train_size) == (32, 24)
 
 
+def test_views_larger_than_the_input_are_refused(tmp_path):
+    files = _colour_files(tmp_path)  # 96 px: the rule picks 64 px on a CPU
+    with pytest.raises(InvalidInput, match="40 px are larger than the 16 px input"):
+        ImageEncoder(_tiny(input_size=16, train_size=40), device="cpu").resolved_config(files)
+    with pytest.raises(InvalidInput, match="80 px are larger than the 64 px input"):
+        ImageEncoder(_tiny(train_size=80), device="cpu").resolved_config(files)
+
+
 def test_the_cli_prints_the_chosen_sizes(run_cli, tmp_path, monkeypatch):
     monkeypatch.setenv("RECSYS_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
     paths = _colour_files(tmp_path / "img", n=6)

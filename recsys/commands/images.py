@@ -176,7 +176,7 @@ def _config(opts: dict) -> ImageEncoderConfig:
 @click.option(
     "--train-size",
     type=click.IntRange(min=8),
-    help="Side of the training views [default: 0.7 x the input size].",
+    help="Side of the training views, at most the input size [default: 0.7 x the input size].",
 )
 @click.option(
     "--weights",

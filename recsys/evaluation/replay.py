@@ -166,12 +166,26 @@ def replay(events: pd.DataFrame, url: str, config: ReplayConfig, show_progress: 
     client = ServiceClient(url, config.api_key, config.timeout)
     section = {"service": url, "events": len(events), "users": int(events["user_id"].nunique())}
     section["k"] = config.k
+    if config.post:
+        _check_posting(client)
     section["feeds"] = _pass(client, events, config, post=False, show_progress=show_progress)
     section["model_version"] = section["feeds"].pop("model_version")
     if config.post:
         section["posting"] = _pass(client, events, config, post=True, show_progress=show_progress)
         section["posting"].pop("model_version")
     return section
+
+
+def _check_posting(client: ServiceClient) -> None:
+    """Say now, not after the feeds pass, when the service will not take this replay's
+    events: the service checks the key before the body, so an empty batch is answered 401 or
+    403 for a key that cannot post and 400 (nothing stored) for one that can."""
+    status, answer = client.request("POST", "/v1/interactions", {"events": []})
+    if status in (401, 403):
+        raise InvalidInput(
+            f"--api-key: the service will not take the posting pass's events: "
+            f"{_message(answer)} (give a key with scope events:write, or --no-post)"
+        )
 
 
 def _pass(

@@ -323,6 +323,12 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
         backbone = cfg.backbone
         if backbone == "auto":
             backbone = backbone_for(input_size, device.type)
+        if cfg.train_size is not None and cfg.train_size > input_size:
+            raise InvalidInput(
+                f"training views of {cfg.train_size} px are larger than the {input_size} px "
+                f"input: views are crops of the input image, so at most {input_size} px "
+                "(or leave the view size to the size rule)"
+            )
         return dataclasses.replace(
             cfg,
             backbone=backbone,
