@@ -174,3 +174,23 @@ def test_the_active_bundle_is_the_default_source(run_cli, engine, tmp_path):
     assert {"a0", "b0"} <= bundle_items and len(bundle_items) == len(doc["rows"])
     titles = {r["item_id"]: r["title"] for r in doc["rows"]}
     assert titles["a0"] == "Comedy story 0" and titles["b0"] == "Drama story 0"
+
+
+def test_items_removed_since_the_bundle_are_left_out(run_cli, engine, tmp_path):
+    """A catalog manager checking the bundle's listings is not shown items already gone."""
+    from recsys.ingest import item_writes
+    from recsys.model.training import train
+    from tests.shop_fixture import populate, train_config
+
+    populate(engine)
+    train(engine, tmp_path / "artifacts", train_config(), "cpu")
+    item_writes.delete_item(engine, "a0")
+    common = ("--artifacts-dir", tmp_path / "artifacts", "catalog")
+    for command, key in (("outliers", "item_id"), ("clusters", "item_id")):
+        result = run_cli(*common, command, "--no-progress", "--format", "json")
+        listed = {row[key] for row in json.loads(result.stdout)["rows"]}
+        assert "a0" not in listed and "b0" in listed, command
+        assert "1 of the bundle's" in result.stderr and "removed" in result.stderr
+    result = run_cli(*common, "duplicates", "--threshold", "0", "--no-verify", "--format", "json")
+    pairs = json.loads(result.stdout)["rows"]
+    assert pairs and all("a0" not in (p["item_a"], p["item_b"]) for p in pairs)

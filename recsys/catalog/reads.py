@@ -140,6 +140,7 @@ _CARDS = select(*_CARD_COLUMNS).where(Item.external_id.in_(bindparam("ids", expa
 _TITLES_OF = select(Item.external_id, Item.title).where(
     Item.external_id.in_(bindparam("ids", expanding=True))
 )
+_PRESENT = select(Item.external_id).where(Item.external_id.in_(bindparam("ids", expanding=True)))
 _GENERATION = select(CatalogState.items_generation).where(CatalogState.id == 1)
 _CHANGED = select(ItemChange.external_id).where(
     ItemChange.generation > bindparam("old"), ItemChange.generation <= bindparam("new")
@@ -628,6 +629,21 @@ def item_titles(engine: Engine, item_ids: Sequence[str]) -> list[str | None]:
 
     _read(engine, titles)
     return [found.get(item_id) for item_id in item_ids]
+
+
+def items_present(engine: Engine, item_ids: np.ndarray) -> np.ndarray:
+    """(N,) bool: which of ``item_ids`` the catalog has (an item removed since a bundle was
+    trained is not); read ``TITLE_BATCH`` ids a query."""
+    present: set[str] = set()
+    ids = [str(item_id) for item_id in item_ids]
+
+    def read(connection: Connection) -> None:
+        for start in range(0, len(ids), TITLE_BATCH):
+            batch = ids[start : start + TITLE_BATCH]
+            present.update(connection.execute(_PRESENT, {"ids": batch}).scalars())
+
+    _read(engine, read)
+    return np.fromiter((item_id in present for item_id in ids), dtype=bool, count=len(ids))
 
 
 def titles_by_row(engine: Engine, item_ids: np.ndarray) -> Callable[[np.ndarray], list]:

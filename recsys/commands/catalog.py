@@ -125,8 +125,9 @@ def load_vectors(settings: Settings, vectors: Path | None, items: Path | None):
     if vectors is None:
         from recsys.catalog.db import connect_current
 
-        folder, ids = _active_bundle(connect_current(settings.database_url))
-        return ids, np.load(folder / "item_vectors.npy", allow_pickle=False)
+        folder, ids, kept = _active_bundle(connect_current(settings.database_url))
+        vectors = np.load(folder / "item_vectors.npy", allow_pickle=False)
+        return ids[kept], vectors if kept.all() else vectors[kept]
     try:
         matrix = np.load(vectors, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:  # not .npy, Python objects, empty file
@@ -210,16 +211,29 @@ def _listing_vectors(engine):
     from recsys.catalog.reads import titles_by_row
     from recsys.model.fusion import FusedModel
 
-    folder, ids = _active_bundle(engine)
-    return ids, FusedModel.load(folder).listing_vectors(), titles_by_row(engine, ids)
+    folder, ids, kept = _active_bundle(engine)
+    vectors = FusedModel.load(folder).listing_vectors()
+    if not kept.all():
+        ids, vectors = ids[kept], vectors[kept]
+    return ids, vectors, titles_by_row(engine, ids)
 
 
-def _active_bundle(engine) -> tuple[Path, np.ndarray]:
-    """(folder, item ids) of the catalog's active bundle."""
+def _active_bundle(engine) -> tuple[Path, np.ndarray, np.ndarray]:
+    """(folder, item ids, which of them the catalog still has) of the catalog's active
+    bundle: the items removed since it was trained are no listings to check, and are named."""
+    from recsys.catalog.reads import items_present
     from recsys.model.bundle import active_bundle
 
     folder = Path(active_bundle(engine).path)
-    return folder, np.load(folder / "item_ids.npy", allow_pickle=False).astype(str)
+    ids = np.load(folder / "item_ids.npy", allow_pickle=False).astype(str)
+    kept = items_present(engine, ids)
+    if not kept.all():
+        click.echo(
+            f"{int((~kept).sum())} of the bundle's {len(ids)} items were removed from the "
+            "catalog since it was trained: left out",
+            err=True,
+        )
+    return folder, ids, kept
 
 
 def emit(table: pd.DataFrame, extra: dict, out: Path | None, fmt: str | None) -> None:
