@@ -51,6 +51,31 @@ def test_a_changed_file_is_decoded_again(photos, tmp_path):
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
 
 
+def test_a_retrain_on_changed_files_keeps_two_arrays_not_one_per_run(photos, tmp_path):
+    """Each change of the catalog's files writes a new array; the old ones go once unused."""
+    import os
+
+    cache = tmp_path / "cache"
+    hour_ago = cache_module.KEEP_USED_SECONDS + 60
+    for run in range(4):  # a daily retrain: one photo changed each day
+        Image.new("RGB", (50, 50), (run * 60, 0, 0)).save(photos[0])
+        decoded_images(photos, 16, 3, cache)
+        decoded_images(photos, 24, 3, cache)  # another size: not this size's to remove
+        for array in cache.glob("*.npy"):  # each run a day after the last
+            stamp = array.stat().st_mtime - hour_ago * 24
+            os.utime(array, (stamp, stamp))
+    assert len(list(cache.glob("images-16px-3ch-*.npy"))) == 2
+    assert len(list(cache.glob("images-24px-3ch-*.npy"))) == 2
+    fresh = decoded_images(photos, 16, 3, cache)  # the last one is still a hit
+    assert torch.equal(fresh, load_image_files(photos, 16, 3))
+    # used within the hour (here both, as by two runs on two catalogs): kept
+    for array in cache.glob("images-16px-3ch-*.npy"):
+        os.utime(array)
+    Image.new("RGB", (50, 50), (0, 0, 255)).save(photos[0])
+    decoded_images(photos, 16, 3, cache)
+    assert len(list(cache.glob("images-16px-3ch-*.npy"))) == 3
+
+
 def test_large_catalogs_are_memory_mapped(photos, monkeypatch):
     monkeypatch.setattr(cache_module, "IN_MEMORY_BYTES", 100)
     assert isinstance(cache_module._scratch((9, 3, 16, 16)), np.memmap)

@@ -3,18 +3,22 @@
 Decoding and resizing real-size photos costs far more than a training step on a CPU, so it is
 done once. With a cache folder the array is a ``.npy`` file there, memory-mapped, and reused by
 later runs (`train-images`, then `embed-images`, then another `train-images`) while the files
-are unchanged (the key covers each file's path, size and modification time). Without one it
+are unchanged (the key covers each file's path, size and modification time). A catalog that
+changes between runs gets a new array, so writing one removes the older arrays of its size and
+channels except the last used (``_prune``): a daily retrain keeps two, not one a day. Without one it
 is held in memory, or in an anonymous memory-mapped temporary file when it is larger than
 ``IN_MEMORY_BYTES`` (100k colour images at 64 px are 1.2 GB).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +31,8 @@ from recsys.vision.data import decode_into
 log = logging.getLogger(__name__)
 
 IN_MEMORY_BYTES = 1 << 30  # larger decoded catalogs go to a memory-mapped temporary file
+# A cached array used this recently is never removed (another run may be about to open it).
+KEEP_USED_SECONDS = 3600.0
 _DECODER = "v2"  # bump when decoding changes, so old cache files are not reused
 
 
@@ -81,6 +87,7 @@ def decoded_images(
         sidecar = path.with_suffix(".unreadable.json")
         if path.is_file():
             log.info("decoded images from the cache %s", path)
+            _used(path)
             if sidecar.is_file():
                 failed = json.loads(sidecar.read_text())
                 if unreadable is None:
@@ -92,6 +99,7 @@ def decoded_images(
             folder.mkdir(parents=True, exist_ok=True)
             _write(path, paths, shape, show_progress, failed, sidecar)
             log.info("decoded %d images into the cache %s", len(paths), path)
+            _prune(folder, f"images-{size}px-{channels}ch-*.npy", path)
         data = _open(path)
     if unreadable is not None:
         unreadable.extend(sorted(failed))
@@ -119,3 +127,33 @@ def _write(
         os.replace(tmp, path)  # a reader never sees half a file
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _used(path: Path) -> None:
+    """Mark the cached array ``path`` as used now (its modification time), for ``_prune``."""
+    with contextlib.suppress(OSError):  # a read-only cache: still read, just not kept by use
+        os.utime(path)
+
+
+def _last_use(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # removed meanwhile by another run's prune
+        return float("inf")
+
+
+def _prune(folder: Path, pattern: str, written: Path) -> None:
+    """Remove the cached arrays matching ``pattern`` (one size and channels) other than
+    ``written`` and the last used of the others, unless used within ``KEEP_USED_SECONDS``:
+    each change of a catalog's files writes a new array (1.2 GB for 100k colour images at
+    64 px), and without this they pile up, one per retrain. An array mapped by a running
+    process stays readable by it after its file is removed."""
+    others = sorted((p for p in folder.glob(pattern) if p != written), key=_last_use, reverse=True)
+    now = time.time()
+    for old in others[1:]:
+        idle = now - _last_use(old)
+        if idle <= KEEP_USED_SECONDS:
+            continue
+        old.unlink(missing_ok=True)
+        old.with_suffix(".unreadable.json").unlink(missing_ok=True)
+        log.info("removed the image cache %s (unused for %.1f days)", old, idle / 86400)
