@@ -82,16 +82,18 @@ def test_two_workers_train_then_embed_on_ray_as_in_process(run_cli, items_csv, t
     # 2 workers x 8 images a step: an epoch of 40 images is 2 steps, lr doubled
     assert "effective batch 2 x 8 = 16" in trained and "4 steps" in trained
     assert ImageEncoder.load(model).config_.train.lr == pytest.approx(2 * TINY.train.lr)
+    (items_csv.parent / "img" / "7.png").write_bytes(b"\x89PNG truncated")  # one upload broke
     run_cli(
         "--ray-address", "local", "embed-images", "--model", model, *common, "--out", out,
         "--workers", "2", "--cpus-per-worker", "1", "--batch-size", "16", "--no-progress",
     )  # fmt: skip
     vectors = np.load(out, allow_pickle=False)
-    in_process = ImageEncoder.load(model, device="cpu").transform(
-        [items_csv.parent / "img" / f"{i}.png" for i in range(40)]
-    )
+    local = ImageEncoder.load(model, device="cpu")
+    local.skip_unreadable = True  # as the command's default
+    in_process = local.transform([items_csv.parent / "img" / f"{i}.png" for i in range(40)])
     assert vectors.shape == in_process.shape == (40, 256)  # small_cnn at width 32
     assert np.abs(vectors - in_process).max() <= 1e-5
+    assert not vectors[7].any() and (np.abs(np.delete(vectors, 7, axis=0)).sum(axis=1) > 0).all()
     assert (tmp_path / "vectors.ids.txt").read_text().split() == [f"sku{i}" for i in range(40)]
 
 

@@ -116,6 +116,27 @@ def test_the_cli_prints_the_chosen_sizes(run_cli, tmp_path, monkeypatch):
     assert any((tmp_path / "artifacts" / "image-cache").glob("images-64px-3ch-*.npy"))
 
 
+def test_a_broken_photo_is_left_out_unless_asked_to_stop(run_cli, tmp_path, monkeypatch, caplog):
+    """As `recsys train` does: one truncated upload does not stop a catalog's images."""
+    monkeypatch.setenv("RECSYS_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    paths = _colour_files(tmp_path / "img", n=6, side=24)
+    paths[2].write_bytes(b"\xff\xd8 truncated")
+    lines = ["item_id,image"] + [f"sku{i},img/{p.name}" for i, p in enumerate(paths)]
+    (tmp_path / "items.csv").write_text("\n".join(lines) + "\n")
+    common = ("--items", tmp_path / "items.csv", "--device", "cpu", "--no-progress")
+    flags = ("--epochs", "1", "--batch-size", "4")
+    stopped = run_cli("train-images", *common, "--out", tmp_path / "m", *flags,
+                      "--stop-on-unreadable", expect_exit=2)  # fmt: skip
+    assert "cannot read image" in stopped.output and "2.jpg" in stopped.output
+    run_cli("train-images", *common, "--out", tmp_path / "m", *flags)
+    assert "1 of 6 images could not be decoded (first: " in caplog.text
+    run_cli("embed-images", *common, "--model", tmp_path / "m", "--out", tmp_path / "v.npy")
+    vectors = np.load(tmp_path / "v.npy", allow_pickle=False)
+    assert (
+        not vectors[2].any() and np.linalg.norm(np.delete(vectors, 2, axis=0), axis=1).min() > 0.99
+    )
+
+
 def test_recsys_train_image_stage_uses_the_same_rule():
     from recsys.model.config import ImageConfig
 

@@ -52,6 +52,17 @@ def item_images(settings: Settings, items: str | None, images_root: str | None):
     return read_items_csv(items, images_root or Path(items).parent)
 
 
+def _unreadable_option(command):
+    return click.option(
+        "--skip-unreadable/--stop-on-unreadable",
+        default=True,
+        show_default=True,
+        help="A photo that cannot be decoded (truncated, not an image, over the pixel limit): "
+        "left out with a warning, as `recsys train` does (trained as black, embedded as a "
+        "zero vector), or stop on it.",
+    )(command)
+
+
 def _image_source(command):
     """--items and --images-root: where the images come from (``item_images``)."""
     command = click.option(
@@ -200,6 +211,7 @@ def _config(opts: dict) -> ImageEncoderConfig:
     help="Seed of the initial weights and the augmentations.",
 )
 @click.option("--cache-dir", type=click.Path(file_okay=False), help=_CACHE_HELP)
+@_unreadable_option
 @progress_option
 @ray_options("DDP workers (Ray Train)")
 @click.option(
@@ -255,6 +267,7 @@ def _train_encoder(settings: Settings, opts: dict, ray) -> ImageEncoder:
         "model_dir": opts["out"],
         "show_progress": opts["progress"],
         "cache_dir": _cache_dir(settings, opts),
+        "skip_unreadable": opts["skip_unreadable"],
     }
     if ray is None:
         return ImageEncoder(_config(opts), **kwargs)
@@ -287,6 +300,7 @@ def _train_encoder(settings: Settings, opts: dict, ray) -> ImageEncoder:
 )
 @click.option("--device", help=_DEVICE_HELP)
 @click.option("--cache-dir", type=click.Path(file_okay=False), help=_CACHE_HELP)
+@_unreadable_option
 @progress_option
 @ray_options("encoder actors (Ray Data)")
 @click.pass_obj
@@ -304,6 +318,7 @@ def embed_images(settings: Settings, **opts) -> None:
     encoder = ImageEncoder.load(opts["model"], device=device)
     encoder.show_progress = opts["progress"]
     encoder.cache_dir = _cache_dir(settings, opts)
+    encoder.skip_unreadable = opts["skip_unreadable"]
     click.echo(f"embedding {len(ids)} images at {encoder.config_.input_size} px (the model's size)")
     if ray is None:
         vectors = encoder.transform(paths, batch_size=opts["batch_size"])

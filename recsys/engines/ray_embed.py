@@ -46,22 +46,30 @@ def load_model_bytes(model: bytes, device: str) -> ImageEncoder:
         return ImageEncoder.load(tmp, device=device)
 
 
-def decode_batch(batch: dict, size: int, channels: int) -> dict:
-    """Ray Data task: a block of ``path`` -> ``pixels`` (b, C, S, S) uint8, ``row`` kept."""
+def decode_batch(batch: dict, size: int, channels: int, skip: bool = False) -> dict:
+    """Ray Data task: a block of ``path`` -> ``pixels`` (b, C, S, S) uint8 and ``readable``
+    (b,) bool, ``row`` kept. A file that cannot be decoded raises, or with ``skip`` is black
+    and not readable."""
     from recsys.vision.data import decode_into
 
     paths = [str(p) for p in batch["path"]]
-    pixels = decode_into(np.empty((len(paths), channels, size, size), np.uint8), paths)
-    return {"row": batch["row"], "pixels": pixels}
+    failed: list[int] | None = [] if skip else None
+    pixels = decode_into(
+        np.empty((len(paths), channels, size, size), np.uint8), paths, False, failed
+    )
+    readable = np.ones(len(paths), dtype=bool)
+    readable[failed or []] = False
+    return {"row": batch["row"], "pixels": pixels, "readable": readable}
 
 
 class EncoderActor:
     """Ray Data actor: loads the encoder once, then embeds batches of decoded ``pixels`` (or
     of ``path``, decoded here first)."""
 
-    def __init__(self, model, device: str, threads: int) -> None:
+    def __init__(self, model, device: str, threads: int, skip: bool = False) -> None:
         import torch
 
+        self.skip = skip
         ray = require_ray()
         if isinstance(model, ray.ObjectRef):
             model = ray.get(model)
@@ -73,9 +81,10 @@ class EncoderActor:
 
         if "pixels" not in batch:
             cfg = self.encoder.config_
-            batch = decode_batch(batch, cfg.input_size, cfg.channels)
+            batch = decode_batch(batch, cfg.input_size, cfg.channels, self.skip)
         pixels = torch.from_numpy(np.ascontiguousarray(batch["pixels"]))  # (b, C, S, S)
         vectors = self.encoder.transform(pixels, batch_size=len(pixels))  # (b, D)
+        vectors[~batch["readable"]] = 0.0  # no photo, as in-process
         return {"row": batch["row"], "vector": vectors}
 
 
@@ -86,7 +95,10 @@ def embed_files(
     batch_size: int = 1024,
     show_progress: bool = False,
 ) -> np.ndarray:
-    """(N, D) float32 vectors of the image files, row i for ``paths[i]``; see the module."""
+    """(N, D) float32 vectors of the image files, row i for ``paths[i]``; see the module. A
+    file that cannot be decoded raises, or with the encoder's ``skip_unreadable`` gets a zero
+    vector, as in-process."""
+    skip = encoder.skip_unreadable
     ray = require_ray()
     ray.data.DataContext.get_current().enable_progress_bars = False
     cfg = encoder.config_
@@ -98,7 +110,7 @@ def embed_files(
     if resources.gpus_per_worker > 0:  # decode in CPU tasks, feed the GPU actors
         ds = ds.map_batches(
             decode_batch,
-            fn_kwargs={"size": cfg.input_size, "channels": cfg.channels},
+            fn_kwargs={"size": cfg.input_size, "channels": cfg.channels, "skip": skip},
             batch_size=None,
             batch_format="numpy",
             num_cpus=1,
@@ -110,6 +122,7 @@ def embed_files(
             "model": ray.put(model_bytes(encoder)),
             "device": device,
             "threads": threads,
+            "skip": skip,
         },
         batch_size=batch_size,
         batch_format="numpy",
@@ -118,11 +131,17 @@ def embed_files(
         num_gpus=resources.gpus_per_worker,
     )
     out = np.empty((len(paths), dim), dtype=np.float32)
+    left_out = 0
     bar = tqdm(total=len(paths), desc="embedding on Ray", unit="img", disable=not show_progress)
     for batch in vectors.iter_batches(batch_size=None, batch_format="numpy"):
         out[batch["row"]] = batch["vector"]
+        left_out += int((~batch["vector"].any(axis=1)).sum())
         bar.update(len(batch["row"]))
     bar.close()
+    if left_out:  # the tasks' own warnings name the files, in the workers' logs
+        log.warning(
+            "%d of %d images could not be decoded; they get zero vectors", left_out, len(paths)
+        )
     return out
 
 

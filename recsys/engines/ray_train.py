@@ -78,8 +78,11 @@ class RayImageEncoder(ImageEncoder):
         address: str = "local",
         resources: RayResources | None = None,
         storage: str | None = None,
+        skip_unreadable: bool = False,
     ) -> None:
-        super().__init__(config, device, model_dir, show_progress, callback, cache_dir)
+        super().__init__(
+            config, device, model_dir, show_progress, callback, cache_dir, skip_unreadable
+        )
         self.address = address
         self.resources = resources
         self.storage = storage
