@@ -494,6 +494,24 @@ def test_an_edited_item_is_explained_and_diversified_as_before_its_edit(app, cli
         assert sum(r["share"] for r in item["because"]) == pytest.approx(item["score"], abs=1e-4)
 
 
+def test_a_new_items_pairs_were_never_viewed_together(app, client):
+    """A live new item's collaborative part is predicted from its attributes: its pairs say
+    "viewed with items like it", never "viewed together", on its page and on others'."""
+    assert client.put("/v1/items/a-copy", json=TWIN, headers=ADMIN).status_code == 200
+    follow(app)
+    own = reasons_of(client, "a-copy", "k=8&mode=also")
+    labels = {r["label"] for item in own.values() for r in item["because"]}
+    assert "viewed with items like it" in labels and "viewed together" not in labels
+    listed = reasons_of(client, "a1", "k=31&mode=also")
+    assert "a-copy" in listed
+    copy_labels = {r["label"] for r in listed["a-copy"]["because"]}
+    assert "viewed with items like it" in copy_labels and "viewed together" not in copy_labels
+    others = {r["label"] for i, item in listed.items() if i != "a-copy" for r in item["because"]}
+    assert "viewed together" in others  # a1 and the bundle's items were viewed together
+    for item in [*own.values(), *listed.values()]:
+        assert sum(r["share"] for r in item["because"]) == pytest.approx(item["score"], abs=1e-4)
+
+
 def test_a_visitor_without_history_still_sees_edited_items_and_new_candidates(app, client):
     """The popularity fallback keeps an item whose listing was edited (its events stay) at
     its score, and ranks a new item given as a candidate (at 0, "new in the catalog")."""

@@ -79,23 +79,31 @@ def block_shares(fused, query_rows: np.ndarray, found: np.ndarray, surface: str)
         if name in queries:
             dots = np.einsum("qd,qkd->qk", queries[name], items[:, :, part])  # (Q, k)
             shares[name] = np.where(listed, weights[name] * dots, 0.0)
-    if "cf" in shares:  # a pair with a new item was not viewed together: it is predicted
-        cold = fused.cold_[query_rows][:, None] | fused.cold_[np.maximum(found, 0)]
+    cold = fused.cold_[query_rows][:, None] | fused.cold_[np.maximum(found, 0)]
+    return _predicted_apart(shares, cold)
+
+
+def _predicted_apart(shares: dict[str, np.ndarray], cold: np.ndarray) -> dict[str, np.ndarray]:
+    """``shares`` with the cf part of a pair with an item that had no interactions (``cold``,
+    (Q, k)) moved to ``PREDICTED_CF``: such a pair was not viewed together, it is predicted."""
+    if "cf" in shares:
         shares[PREDICTED_CF] = np.where(cold, shares["cf"], 0.0)
         shares["cf"] = np.where(cold, 0.0, shares["cf"])
     return shares
 
 
-def query_shares(fused, queries: np.ndarray, items: np.ndarray, surface: str):
+def query_shares(fused, queries: np.ndarray, items: np.ndarray, surface: str, cold: np.ndarray):
     """block -> (Q, k) parts of the scores of ``items`` (Q, k, D) for the fused item
     ``queries`` (Q, D) of ``surface`` (``item_queries``: each block already weighted), for
-    queries and items that are not bundle rows (live items); they sum to ``queries . items``."""
+    queries and items that are not bundle rows (live items); they sum to ``queries . items``.
+    ``cold`` (Q, k): the pairs with an item that had no interactions (``block_shares``)."""
     weights = fused.surface_weights_[surface]
-    return {
+    shares = {
         name: np.einsum("qd,qkd->qk", queries[:, part], items[:, :, part])
         for name, part in fused.layout_.slices().items()
         if weights.get(name, 0.0) != 0.0
     }
+    return _predicted_apart(shares, cold)
 
 
 def similar_reasons(shares: dict[str, np.ndarray], shared: list[list[list[str]]], q: int):

@@ -718,13 +718,21 @@ class Recommender:
         found, scores = diversify(found, scores, self.fused.item_blocks_, k, diversity)
         results = self._results(found, scores)
         items = np.asarray(self.fused.item_vectors_[np.maximum(found, 0)])  # (Q, k, D)
-        shares = explain.query_shares(self.fused, queries, items, mode)
+        cold = self._no_interactions(item_ids)[:, None] | self.fused.cold_[np.maximum(found, 0)]
+        shares = explain.query_shares(self.fused, queries, items, mode, cold)
         values = self._query_values(item_ids.tolist())
         shared = [self.filters.shared_with(v, row) for v, row in zip(values, found, strict=True)]
         results.because = explain.listed_reasons(shares, shared, found)
         skip = [[item] for item in item_ids.tolist()]
         asked = item_ids.tolist()
         return self._with_live(results, queries, k, None, filters, skip, mode, asked)
+
+    def _no_interactions(self, item_ids) -> np.ndarray:
+        """(n,) bool: the items the bundle saw no interactions of (new since, or cold in it),
+        whose cf part is predicted from content; a live item written since keeps its bundle
+        row's (``recsys.model.delta``)."""
+        rows = self.item_index.rows(list(item_ids))
+        return (rows < 0) | self.fused.cold_[np.maximum(rows, 0)]
 
     def _query_values(self, item_ids: list[str]) -> list[dict[str, set[str]]]:
         """Each query item's filterable attributes' values: a live item's as the catalog has
@@ -795,7 +803,10 @@ class Recommender:
             if q not in values:
                 values[q] = self._query_values([asked[q]])[0]
             items = np.asarray(vectors[rows])[None]  # (1, n, D)
-            shares = explain.query_shares(self.fused, queries[q : q + 1], items, mode)
+            cold = self._no_interactions([asked[q]])[:, None] | self._no_interactions(
+                live.ids[rows]
+            )
+            shares = explain.query_shares(self.fused, queries[q : q + 1], items, mode, cold)
             shared = [[live.shared(j, values[q]) for j in rows.tolist()]]
             return explain.similar_reasons(shares, shared, 0)
 
