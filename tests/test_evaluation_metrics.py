@@ -357,9 +357,10 @@ def test_a_task_sample_is_seeded_and_keeps_rows_aligned():
     assert task.sample(100) is task
 
 
-def test_the_task_counts_held_out_pairs_the_user_already_had_in_training():
-    """A view before the split and a purchase after: the purchase is held out, but its item
-    is a training item, never listed. The report says how many such pairs recall counts."""
+def test_held_out_repeats_of_training_items_are_left_out_and_counted():
+    """A view before the split and a purchase after: the item is a training item, never
+    listed, so no model could find it; it is not held out (recall would count it against
+    every model), and a user left with nothing held out is not evaluated."""
     frame = pd.DataFrame(
         {
             "user_id": ["u1", "u1", "u1", "u2", "u2"],
@@ -372,7 +373,9 @@ def test_the_task_counts_held_out_pairs_the_user_already_had_in_training():
     train = frame[frame["timestamp"] < "2024-01-03"]
     test = frame[frame["timestamp"] >= "2024-01-03"]
     task = build_task(train, test, np.array(["a", "b", "c"]))
-    assert task.info["heldout_pairs"] == 2 and task.info["heldout_pairs_seen"] == 1  # u1's a
+    assert task.info["heldout_repeats"] == 1  # u1's a
+    assert task.info["heldout_pairs"] == 1 and task.info["users_holding_only_repeats"] == 1
+    assert task.user_ids.tolist() == ["u2"] and task.heldout[0].indices.tolist() == [2]  # c
 
 
 def test_training_items_are_never_recommended_and_cold_lists_hold_cold_items():

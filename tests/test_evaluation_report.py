@@ -83,8 +83,8 @@ def test_evaluate_writes_the_report_and_fused_beats_popularity(movielens_db, tmp
     assert "## At a glance" in markdown and "(plots/headline.png)" in markdown
     assert "recsys evaluate --split temporal" in markdown
     task = metrics["task"]  # MovieLens rates an item once: no held-out pair was seen before
-    assert task["heldout_pairs"] > 0 and task["heldout_pairs_seen"] == 0
-    assert f"Held-out (user, item) pairs: {task['heldout_pairs']:,}, of which 0 (0.0%)" in markdown
+    assert task["heldout_pairs"] > 0 and task["heldout_repeats"] == 0
+    assert f"Held-out (user, item) pairs scored: {task['heldout_pairs']:,}. Left out: 0" in markdown
     assert 'src="data:image/png;base64,' in (report / "report.html").read_text()
     assert "fused" in first and "report:" in first
     pages = metrics["item_to_item"]

@@ -343,13 +343,14 @@ def _data(doc: Document, metrics: dict) -> None:
             f"Cold items (no training interaction): {task['cold_items']:,}; users holding "
             f"some out: {task['users_holding_cold_items']:,}."
         )
-        pairs, seen = task.get("heldout_pairs"), task.get("heldout_pairs_seen")
-        if pairs:  # reports written before the count have none
+        pairs, repeats = task.get("heldout_pairs"), task.get("heldout_repeats")
+        if repeats is not None:  # reports written before the count have none
+            only = task["users_holding_only_repeats"]
             lines.append(
-                f"Held-out (user, item) pairs: {pairs:,}, of which {seen:,} "
-                f"({seen / pairs:.1%}) the user already had in training: training items are "
-                "left out of every list, so no contender finds those, yet recall counts them "
-                "(every contender's recall is below what it would be without them)."
+                f"Held-out (user, item) pairs scored: {pairs:,}. Left out: {repeats:,} pairs "
+                f"of an item the user already had in training (training items are never "
+                f"listed, so no contender could find them), and with them {only:,} users "
+                "whose held-out items were all such repeats."
             )
     else:
         lines.append("No interactions: only the item vectors are evaluated.")
