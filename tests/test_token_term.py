@@ -51,6 +51,24 @@ def test_served_feeds_rank_by_the_index_score_plus_the_token_term(engine, tmp_pa
             assert abs(sum(r.share for r in parts) - value) < 1e-4
 
 
+def test_a_feed_that_nothing_passes_is_empty_with_the_token_term(engine, tmp_path):
+    """Filters no item passes, or candidates all seen or filtered out: an empty feed, for a
+    stored user and for one with fresh events (it was an IndexError, a 500 in the service)."""
+    populate(engine)
+    recommender = _with_token_weight(
+        load_recommender(train(engine, tmp_path, train_config()).path), 3.0
+    )
+    seen = recommender.seen_items("u1")
+    asked = [
+        recommender.recommend(["u1"], k=3, filters={"brand": "nobody"}),
+        recommender.recommend(["u1"], k=3, candidates=seen[:2]),  # both seen
+        recommender.recommend_for_history([[*seen, "a2"]], k=3, filters={"brand": "nobody"}),
+    ]
+    for results in asked:
+        assert results.ids == [[]] and results.scores[0].size == 0
+    assert recommender.recommend(["u1"], k=3).ids[0]  # the feed itself is not empty
+
+
 def test_past_its_budget_a_feed_reads_its_rarest_tokens_and_still_scores_exactly(engine, tmp_path):
     populate(engine)
     recommender = _with_token_weight(

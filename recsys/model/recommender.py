@@ -507,6 +507,8 @@ class Recommender:
         best = top_k_finite(terms[keep][None, :], len(found), ordered=True)[0]
         extra = rows[keep][best[best >= 0]]
         union = np.union1d(found[found >= 0], extra)
+        if not union.size:  # no item passes the filters or the candidates: an empty feed
+            return np.full(width, -1, np.int64), np.full(width, -np.inf, np.float32), b""
         total = np.asarray(self.fused.item_vectors_[union] @ query, dtype=np.float32)
         total += self.fused.row_token_scores(profile, union)
         best = top_k_finite(total[None, :], width)[0]
