@@ -115,6 +115,16 @@ def test_bad_item_writes_are_400s_naming_the_field_and_store_nothing(client, bod
     assert client.get("/v1/items/x-1").status_code == 404
 
 
+def test_a_nan_in_an_item_write_is_a_400_and_keeps_the_attribute(client):
+    """Python's JSON reader takes NaN, which no JSON sender writes: it dropped the price."""
+    body = '{"attributes": {"year": NaN}}'
+    response = client.patch(
+        "/v1/items/a1", data=body, headers={**ADMIN, "Content-Type": "application/json"}
+    )
+    assert error_of(response, 400).startswith("body: is not valid JSON: NaN")
+    assert client.get("/v1/items/a1").get_json()["attributes"]["year"] is not None
+
+
 def test_an_image_path_written_over_http_meets_the_uploads_limits(shop):
     """A path names a file the service's workers decode, so it is held to what an upload
     may be (format, pixels), not only to being an image."""
