@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,7 @@ from sqlalchemy import Engine
 from recsys.catalog.reads import CardCache, fresh_items
 from recsys.errors import InvalidBundle, ModelNotTrained
 from recsys.logs import Repeated
-from recsys.model.bundle import active_bundle, active_version, load_recommender
+from recsys.model.bundle import active_bundle, active_version, earlier_bundles, load_recommender
 from recsys.model.delta import Delta, DeltaConfig, LiveCatalog
 from recsys.model.diversity import DEFAULT_DIVERSITY
 from recsys.model.live import LiveItems
@@ -61,11 +62,13 @@ class ServingState:
         return self.recommender.version
 
 
-def load_state(engine: Engine, live: DeltaConfig | None = LIVE, warm: bool = True) -> ServingState:
-    """The registry's active bundle, verified, its image encoder loaded (with ``warm``, and
-    what explanations read built); with ``live``, its delta rebuilt from the catalog
-    (``recsys.model.delta``)."""
-    directory = active_bundle(engine).path
+def load_state(
+    engine: Engine, live: DeltaConfig | None = LIVE, warm: bool = True, bundle=None
+) -> ServingState:
+    """The registry's active bundle (or the registry row ``bundle``), verified, its image
+    encoder loaded (with ``warm``, and what explanations read built); with ``live``, its
+    delta rebuilt from the catalog (``recsys.model.delta``)."""
+    directory = (bundle or active_bundle(engine)).path
     recommender = load_recommender(directory)
     if warm:
         warm_images(recommender)
@@ -111,6 +114,30 @@ def warm_explanations(recommender: Recommender) -> None:
         recommender.filters.labels(name)
 
 
+# Earlier bundles a starting worker tries when the active one cannot be loaded.
+FALLBACK_BUNDLES = 3
+
+
+def bundle_signature(path: str | Path) -> tuple:
+    """Each file of a bundle folder with its size and modification time (() when there is
+    no folder): what tells a bundle refused once from one fixed since, without reading it."""
+    try:
+        return tuple(
+            sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in Path(path).iterdir())
+        )
+    except OSError:
+        return ()
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The registry's active bundle as this worker last failed to load it."""
+
+    version: str
+    signature: tuple
+    reason: str
+
+
 class ModelHolder:
     """The serving state behind one reference; see the module docstring."""
 
@@ -121,13 +148,17 @@ class ModelHolder:
         check_interval: float = 10.0,
         on_swap: Callable[[ServingState], None] | None = None,
         on_follow: Callable[[Delta], None] | None = None,
+        on_refused: Callable[[Refused | None], None] | None = None,
     ):
         self.engine, self.loader, self.check_interval = engine, loader, check_interval
-        self.on_swap, self.on_follow = on_swap, on_follow
+        self.on_swap, self.on_follow, self.on_refused = on_swap, on_follow, on_refused
         self._state: ServingState | None = None
         self._lock = threading.Lock()
         self._checked = 0.0
         self.last_error: str | None = None
+        # The active bundle this worker could not load, while it serves another (or none):
+        # not tried again until its files change or another bundle is activated.
+        self.refused: Refused | None = None
         self._reload_failures = Repeated(log, "checking for a new active bundle failed")
         self._follow_failures = Repeated(
             log, "following the catalog failed (the last delta serves)"
@@ -146,11 +177,13 @@ class ModelHolder:
     def ready(self) -> bool:
         return self._state is not None
 
-    def reload(self) -> tuple[str | None, str]:
+    def reload(self, fallback: bool = False) -> tuple[str | None, str]:
         """Load the active bundle and swap it in -> (old version, new version).
 
         Raises (``InvalidBundle``, ``ModelNotTrained``) and keeps the current state when the
-        active bundle cannot be loaded.
+        active bundle cannot be loaded. With ``fallback``, a worker serving nothing (one
+        starting, or restarted after a crash while its siblings serve the last good bundle)
+        serves the newest earlier bundle that loads instead, and says so (``refused``).
         """
         with self._lock:
             old = self._state.version if self._state else None
@@ -158,8 +191,13 @@ class ModelHolder:
                 new_state = self.loader(self.engine)
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("reload refused, still serving %s: %s", old, exc)
-                raise
+                self._set_refused(self._refusal(exc))
+                if not fallback or self._state is not None or self.refused is None:
+                    log.warning("reload refused, still serving %s: %s", old, exc)
+                    raise
+                new_state = self._earlier(exc)
+            else:
+                self._set_refused(None)
             self._state, self.last_error = new_state, None
             self._checked = time.monotonic()
             if self.on_swap is not None:
@@ -169,9 +207,46 @@ class ModelHolder:
         log.info("serving model bundle %s (was %s)", new_state.version, old)
         return old, new_state.version
 
+    def _set_refused(self, refused: Refused | None) -> None:
+        self.refused = refused
+        if self.on_refused is not None:
+            self.on_refused(refused)
+
+    def _refusal(self, exc: Exception) -> Refused | None:
+        """What was refused: the active bundle row and its files now (None: nothing is
+        active, or the registry cannot be read)."""
+        try:
+            bundle = active_bundle(self.engine)
+        except Exception:
+            return None
+        reason = f"{type(exc).__name__}: {exc}"
+        return Refused(bundle.version, bundle_signature(bundle.path), reason)
+
+    def _earlier(self, exc: Exception) -> ServingState:
+        """The newest of the ``FALLBACK_BUNDLES`` earlier bundles that loads; ``exc`` raised
+        again when none does."""
+        refused = self.refused
+        for bundle in earlier_bundles(self.engine, refused.version, FALLBACK_BUNDLES):
+            try:
+                state = self.loader(self.engine, bundle=bundle)
+            except Exception as other:
+                log.warning("earlier bundle %s cannot be loaded either: %s", bundle.version, other)
+                continue
+            log.error(
+                "the active bundle %s cannot be loaded (%s); serving the earlier bundle %s "
+                "until it is fixed or another is activated (`recsys bundles activate VERSION`)",
+                refused.version,
+                exc,
+                state.version,
+            )
+            return state
+        log.warning("no model bundle loaded: %s", exc)
+        raise exc
+
     def maybe_reload(self) -> None:
         """Reload when the registry's active bundle changed; at most every half
-        check_interval (the service's watcher pauses 0.5 to 1.5 intervals between calls)."""
+        check_interval (the service's watcher pauses 0.5 to 1.5 intervals between calls). An
+        active bundle refused before is tried again only once its files changed."""
         now = time.monotonic()
         if now - self._checked < self.check_interval / 2 or self._lock.locked():
             return
@@ -179,11 +254,19 @@ class ModelHolder:
         try:
             active = active_version(self.engine)
             current = self._state.version if self._state else None
-            if active is not None and active != current:
-                self.reload()
+            if active is not None and active != current and not self._still_refused(active):
+                self.reload(fallback=self._state is None)
             self._reload_failures.worked()
         except Exception as exc:  # the current state keeps serving; the error is logged
             self._reload_failures.failed(exc)
+
+    def _still_refused(self, active: str) -> bool:
+        """``active`` is the bundle refused last, with the same files (checking its
+        checksums again would read every file of it, gigabytes at 10^6 items)."""
+        refused = self.refused
+        if refused is None or refused.version != active:
+            return False
+        return bundle_signature(active_bundle(self.engine).path) == refused.signature
 
     @property
     def live(self) -> Delta | None:

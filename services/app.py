@@ -113,6 +113,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
         check_interval=float(app.config["RELOAD_CHECK_SECONDS"] or 0),
         on_swap=lambda state: metrics.model_loaded(state.version),
         on_follow=metrics.live_changed,
+        on_refused=metrics.bundle_refused,
     )
     cards = CardCache(
         engine,
@@ -185,9 +186,11 @@ def _wait_for_catalog(engine, holder, load: bool, watch: bool, retry_max: float)
 
 
 def _load_at_start(holder: ModelHolder) -> None:
-    """Load the active bundle; without one the service starts unready (readyz says why)."""
+    """Load the active bundle (or, when it cannot be loaded, the newest earlier one that
+    can: a worker restarted after a bad bundle was activated serves what its siblings still
+    serve); without one the service starts unready (readyz says why)."""
     try:
-        holder.reload()
+        holder.reload(fallback=True)
     except Exception as exc:
         log.error("no model bundle loaded at start: %s", exc)
 

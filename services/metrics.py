@@ -79,6 +79,13 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="max",
         )
+        self.refused = Gauge(
+            "recsys_active_bundle_refused",
+            "1 while a worker cannot load the registry's active bundle and serves an earlier "
+            "one (or none; /readyz and the server log say why)",
+            registry=self.registry,
+            multiprocess_mode="liveall",
+        )
         self.answers = Counter(
             "recsys_answers",
             "Read answers by where they came from: kept (at the generations they were computed"
@@ -114,6 +121,10 @@ class Metrics:
             self.model.labels(self._version).set(0)
         self.model.labels(version).set(1)
         self._version = version
+
+    def bundle_refused(self, refused) -> None:
+        """After a load: the ``recsys.serving.Refused`` active bundle, or None."""
+        self.refused.set(int(refused is not None))
 
     def live_changed(self, delta) -> None:
         """After a follow step or a load: a ``recsys.model.delta.Delta``."""

@@ -41,8 +41,12 @@ def readyz() -> Readiness:
     _check_catalog(ctx.engine)
     if not ctx.holder.ready:
         raise ApiError(503, "model_not_ready", _model_problem(ctx.holder.last_error))
+    state, refused = ctx.holder.state, ctx.holder.refused
     return Readiness(
-        status="ready", model_version=ctx.holder.state.version, live=_live(ctx.holder.live)
+        status="ready",
+        model_version=state.version,
+        live=_live(ctx.holder.live),
+        refused_version=refused.version if refused is not None else None,
     )
 
 

@@ -495,6 +495,12 @@ class Readiness(Status):
     live: LiveCatalog | None = Field(
         None, description="The live catalog of the worker that answered (null: none)"
     )
+    refused_version: str | None = Field(
+        None,
+        description="The registry's active bundle when the worker that answered cannot load "
+        "it and serves model_version instead (null: it serves the active bundle); the server "
+        "log says why",
+    )
 
 
 class ErrorDetail(BaseModel):

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from recsys.catalog import connect
 from recsys.catalog.models import Interaction, Item, ModelBundle, User
+from recsys.model.bundle import active_version
 from recsys.model.training import train
 from recsys.settings import Settings
 from services.app import create_app
@@ -408,6 +409,43 @@ def test_reload_swaps_bundles_and_refuses_a_tampered_one(tmp_path):
     assert_error(client.post("/v1/admin/reload", headers=auth), 409, "checksum")
     assert client.get("/v1/items/a1/similar").get_json()["model_version"] == new.version
     assert client.get("/readyz").status_code == 200
+
+
+def test_a_restarted_worker_serves_the_last_bundle_that_loads(tmp_path, monkeypatch):
+    """A bad bundle activated while serving is refused by the running workers, which keep
+    the last good one; a worker restarted then (a crash, an OOM kill) served 503s to its share
+    of the traffic. It now serves the newest earlier bundle that loads, says so, and tries
+    the active one again only once its files change."""
+    from recsys import serving
+
+    url, artifacts = build_shop(tmp_path)
+    engine = connect(url)
+    good = active_version(engine)
+    bad = train(engine, artifacts, train_config(), "cpu", image_encoder_factory=tiny_encoder)
+    vectors = artifacts / "bundles" / bad.version / "item_vectors.npy"
+    intact = vectors.read_bytes()
+    vectors.write_bytes(b"damaged")
+    settings = Settings(database_url=url, artifacts_dir=artifacts)
+    app = create_app(settings, {"RELOAD_CHECK_SECONDS": 10})
+    client = app.test_client()
+    assert client.get("/v1/items/a1/similar?k=3").get_json()["model_version"] == good
+    ready = client.get("/readyz").get_json()
+    assert (ready["model_version"], ready["refused_version"]) == (good, bad.version)
+    assert "recsys_active_bundle_refused 1.0" in client.get("/metrics").get_data(as_text=True)
+    holder = app.extensions["recsys"].holder
+    loads = []
+    monkeypatch.setattr(
+        holder, "loader", lambda *a, **k: loads.append(1) or serving.load_state(*a, **k)
+    )
+    holder._checked = 0.0
+    holder.maybe_reload()
+    assert loads == []  # the same refused files: not read again every check
+    vectors.write_bytes(intact)  # fixed in place
+    holder._checked = 0.0
+    holder.maybe_reload()
+    assert loads == [1]
+    ready = client.get("/readyz").get_json()
+    assert (ready["model_version"], ready["refused_version"]) == (bad.version, None)
 
 
 def test_requests_in_flight_during_reloads_all_succeed(app, shop):

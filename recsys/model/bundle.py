@@ -197,6 +197,21 @@ def active_bundle(engine: Engine) -> ModelBundle:
         return bundle
 
 
+def earlier_bundles(engine: Engine, other_than: str, limit: int) -> list[ModelBundle]:
+    """Up to ``limit`` registered bundles other than ``other_than``, newest first: what a
+    server may serve while the active bundle cannot be loaded."""
+    query = (
+        select(ModelBundle)
+        .where(ModelBundle.version != other_than)
+        .order_by(ModelBundle.created_at.desc(), ModelBundle.id.desc())
+        .limit(limit)
+    )
+    with Session(engine) as session:
+        rows = list(session.scalars(query))
+        session.expunge_all()
+        return rows
+
+
 def active_version(engine: Engine) -> str | None:
     """The active bundle's version, or None when nothing is trained."""
     with Session(engine) as session:
