@@ -52,7 +52,7 @@ def stored_events(path: Path) -> int:
 
 
 # -- the catalog file moved away while serving -----------------------------------------------
-def test_readyz_says_503_while_the_catalog_file_is_gone_and_ready_once_it_is_back(shop):
+def test_readyz_says_503_while_the_catalog_file_is_gone_and_ready_once_it_is_back(shop, caplog):
     url, artifacts = shop
     settings = Settings(database_url=url, artifacts_dir=artifacts, admin_token=TOKEN)
     client = create_app(settings, {"RELOAD_CHECK_SECONDS": 0}).test_client()
@@ -75,6 +75,10 @@ def test_readyz_says_503_while_the_catalog_file_is_gone_and_ready_once_it_is_bac
         refused = post("moved-2")
         assert refused.status_code == 503  # not a 201 for a write to a file now elsewhere
         assert not path.exists()  # no empty catalog created in its place
+        for _ in range(20):
+            assert client.get("/readyz").status_code == 503
+        gone_lines = [r for r in caplog.records if "is gone; not creating" in r.getMessage()]
+        assert len(gone_lines) == 1  # said once, not once per connection tried
     finally:
         path.with_suffix(".moved").rename(path)
     assert client.get("/readyz").status_code == 200

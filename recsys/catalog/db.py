@@ -31,6 +31,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError, NoSuchModuleError
 
 from recsys.errors import CatalogNotReady, InvalidSettings
+from recsys.logs import Repeated
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,8 @@ class SqliteFile:
         self.path = os.path.abspath(path)
         self.opened = False  # this engine has opened the file at least once
         self.may_create = False  # within ``creating``
+        what = f"catalog file {self.path} is gone; not creating an empty one in its place"
+        self._gone = Repeated(log, what)
 
     def watch(self, engine: Engine) -> None:
         _FILES[engine] = self
@@ -146,11 +149,8 @@ class SqliteFile:
             return
         left_behind = [s for s in ("-wal", "-journal") if os.path.exists(self.path + s)]
         if self.opened or left_behind:
-            log.error(
-                "catalog file %s is gone (%s); not creating an empty one in its place",
-                self.path,
-                f"its {left_behind[0]} file is still there" if left_behind else "moved or deleted",
-            )
+            why = f"its {left_behind[0]} file is still there" if left_behind else "moved or deleted"
+            self._gone.failed(CatalogNotReady(why))  # once, then a line a minute: not per try
             raise CatalogNotReady(
                 "the catalog database file is gone (moved or deleted while in use); put it "
                 "back, or point RECSYS_DATABASE_URL at it"
@@ -164,6 +164,7 @@ class SqliteFile:
     def _remember(self, _dbapi_connection, record) -> None:
         record.info["sqlite_file"] = self.identity()
         self.opened = True
+        self._gone.worked()
 
     def _check(self, _dbapi_connection, record, _proxy) -> None:
         if record.info.get("sqlite_file") != self.identity():
