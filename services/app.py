@@ -10,18 +10,20 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import random
 import threading
 import time
 from typing import Any
 
-from flask import Flask
+from flask import Config, Flask
 from sqlalchemy import Engine
 
 from recsys.catalog import connect
 from recsys.catalog.db import require_current_schema
 from recsys.catalog.reads import CardCache, CardSnapshot
+from recsys.errors import InvalidSettings
 from recsys.model.delta import DeltaConfig
 from recsys.serving import ModelHolder, follow_catalog, load_state
 from recsys.settings import Settings
@@ -70,6 +72,30 @@ DEFAULTS = {
 }
 
 
+def check_config(config) -> None:
+    """Raise ``InvalidSettings`` naming the first ``RECSYS_FLASK_*`` value of the wrong kind
+    (Flask reads each as JSON, so ``abc`` stays text and failed later, in every worker, as a
+    traceback): each of ``DEFAULTS`` takes what its default is, a number >= 0 or true/false."""
+    for key, default in DEFAULTS.items():
+        value = config.get(key, default)
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise InvalidSettings(f"RECSYS_FLASK_{key}={value!r} must be true or false")
+        elif isinstance(default, int | float):
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not number or not math.isfinite(value) or value < 0:
+                raise InvalidSettings(f"RECSYS_FLASK_{key}={value!r} must be a number >= 0")
+
+
+def flask_config_from_environment() -> None:
+    """``check_config`` of the ``RECSYS_FLASK_*`` environment (the gunicorn master, before
+    it forks: one line instead of a traceback per worker)."""
+    config = Config("")
+    config.from_mapping(DEFAULTS)
+    config.from_prefixed_env("RECSYS_FLASK")
+    check_config(config)
+
+
 # Item cards read by the gunicorn master before it forks the workers (``preload_cards``):
 # every worker starts from this one copy, whose pages they share, and brings it up to date
 # through the change log; None: each worker reads its own.
@@ -101,6 +127,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     app.config.from_mapping(DEFAULTS)
     app.config.from_prefixed_env("RECSYS_FLASK")
     app.config.from_mapping(test_config or {})
+    check_config(app.config)
     app.json.sort_keys = False
     engine = connect(settings.database_url)
     metrics = Metrics()

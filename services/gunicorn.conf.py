@@ -7,8 +7,10 @@ Every value can be overridden on the command line (``-w 8 -b 0.0.0.0:8000``) or 
 """
 
 import json
+import logging
 import os
 import shutil
+import sys
 import tempfile
 
 from gunicorn import util
@@ -28,14 +30,27 @@ _shared_dir = os.environ.setdefault("RECSYS_SHARED_DIR", tempfile.mkdtemp(prefix
 for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, "1")
 
+
+def _whole(name: str, default: int) -> int:
+    """A whole number >= 1 from the environment, or one line naming it (not a traceback)."""
+    text = os.environ.get(name)
+    try:
+        value = default if text is None else int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise SystemExit(f"recsys: {name}={text!r} must be a whole number >= 1")
+    return value
+
+
 bind = os.environ.get("RECSYS_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("RECSYS_WORKERS", (os.cpu_count() or 1) + 1))
+workers = _whole("RECSYS_WORKERS", (os.cpu_count() or 1) + 1)
 # gthread workers keep connections alive and a slow client does not hold a whole worker; at
 # 300 req/s on 2 cores they matched sync workers' tail latency (benchmarks/RESULTS.md,
 # "HTTP service under load"). BalancedThreadWorker is gthread that leaves each new connection
 # to the least busy worker (services/workers.py: plain gthread gives one worker them all).
 worker_class = os.environ.get("RECSYS_WORKER_CLASS", "services.workers.BalancedThreadWorker")
-threads = int(os.environ.get("RECSYS_THREADS", 2))
+threads = _whole("RECSYS_THREADS", 2)
 # Workers heartbeat by touching a file per request; on a disk-backed /tmp that is a measurable
 # share of a request (5% in py-spy under load), in RAM it is not (gunicorn's own advice).
 worker_tmp_dir = os.environ.get("RECSYS_WORKER_TMP_DIR") or (
@@ -45,6 +60,9 @@ timeout = 60
 graceful_timeout = 30
 keepalive = 5
 accesslog = os.environ.get("RECSYS_ACCESS_LOG")  # e.g. "-" for stdout; off by default
+# gunicorn's control socket is one path per user (~/.gunicorn/gunicorn.ctl) whatever the bind:
+# a second server on the host took it over, and removed it on exit. This service needs none.
+control_socket_disable = True
 # Requests gunicorn refuses before the app sees them (gunicorn's defaults, stated here): a
 # longer request line is a 414, more or longer header fields a 431, in the JSON error shape
 # (write_json_error below). A proxy in front has its own limits: keep them at or above these,
@@ -77,6 +95,22 @@ def write_json_error(sock, status_int, reason, mesg):
 util.write_error = write_json_error  # the one function every gunicorn worker answers errors with
 
 
+def on_starting(server):
+    """The service's own log lines (``recsys.*``, ``services.*``: a model swap, a refused
+    bundle, the catalog away) on stderr with time, pid, level and logger, at gunicorn's
+    ``--log-level``; without this they went through Python's last-resort handler, bare, and
+    nothing below a warning was written."""
+    handler = logging.StreamHandler(sys.stderr)
+    fields = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
+    handler.setFormatter(logging.Formatter(fields, "%Y-%m-%d %H:%M:%S %z"))
+    level = logging.getLevelName(server.cfg.loglevel.upper())
+    for name in ("recsys", "services"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(level if isinstance(level, int) else logging.INFO)
+        logger.propagate = False
+
+
 def child_exit(server, worker):
     from prometheus_client import multiprocess
 
@@ -97,6 +131,7 @@ from recsys.settings import Settings  # noqa: E402
 
 try:  # every RECSYS_* setting, checked before anything starts: one line, not a traceback
     _settings = Settings.load()
+    services.app.flask_config_from_environment()
 except InvalidSettings as exc:
     raise SystemExit(f"recsys: {exc} (RECSYS_* environment)") from None
 

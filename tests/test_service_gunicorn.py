@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -185,11 +186,31 @@ def test_gunicorn_stops_cleanly_on_sigterm(server):
     assert not made[0].exists()  # the metrics folder it made goes with it
 
 
-def test_a_bad_setting_stops_gunicorn_with_one_line_naming_it(tmp_path):
+def test_the_services_log_lines_say_when_who_and_what(server):
+    """A model load is logged (INFO) with a time, the worker's pid and the logger, once per
+    worker; the lines went through Python's last-resort handler, bare, and INFO not at all."""
+    _, _, tmp = server
+    lines = (tmp.parent / "gunicorn.log").read_text().splitlines()
+    loads = [line for line in lines if "serving model bundle" in line]
+    assert len(loads) == 2, lines[-20:]  # one per worker
+    assert all(re.match(r"\[\d{4}-\d\d-\d\d [\d:]{8} [+-]\d{4}\] \[\d+\] \[INFO\] recsys", line)
+               for line in loads), loads  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("RECSYS_DEVICE", "tpu", "device 'tpu' is not one of auto, cpu, cuda, cuda:N"),
+        ("RECSYS_WORKERS", "two", "RECSYS_WORKERS='two' must be a whole number >= 1"),
+        ("RECSYS_FLASK_RELOAD_CHECK_SECONDS", "abc", "RECSYS_FLASK_RELOAD_CHECK_SECONDS='abc'"),
+        ("RECSYS_FLASK_CARD_SNAPSHOT", "3", "RECSYS_FLASK_CARD_SNAPSHOT=3 must be true or false"),
+    ],
+)
+def test_a_bad_setting_stops_gunicorn_with_one_line_naming_it(tmp_path, name, value, says):
     env = {
         **os.environ,
         "RECSYS_DATABASE_URL": f"sqlite:///{tmp_path / 'none.db'}",
-        "RECSYS_DEVICE": "tpu",
+        name: value,
         "RECSYS_BIND": f"127.0.0.1:{free_port()}",
         "TMPDIR": str(tmp_path),
     }
@@ -198,5 +219,5 @@ def test_a_bad_setting_stops_gunicorn_with_one_line_naming_it(tmp_path):
         [*GUNICORN, APP], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode != 0
-    assert "device 'tpu' is not one of auto, cpu, cuda, cuda:N" in done.stderr
+    assert says in done.stderr
     assert "Traceback" not in done.stderr
