@@ -117,6 +117,19 @@ def test_bad_items_are_rejected_with_line_and_reason(engine, shop):
     }
 
 
+def test_an_item_id_ending_in_the_similar_items_path_is_rejected(engine, tmp_path):
+    """/v1/items/AB/similar names AB's similar items: an item "AB/similar" could never be
+    read there. Other ids with "/" are fine."""
+    path = tmp_path / "items.csv"
+    path.write_text("item_id,title\nAB/similar,x\nAB/123,y\nsimilar,z\n")
+    report = ingest_items(engine, path, options=IngestOptions(show_progress=False))
+    assert (report.inserted, dict(report.rejected)) == (2, {"invalid_value": 1})
+    assert read_rejects(report.rejects_path) == {2: "invalid_value"}
+    assert "ends in '/similar'" in report.rejects_path.read_text()
+    with Session(engine) as session:
+        assert set(session.scalars(select(Item.external_id))) == {"AB/123", "similar"}
+
+
 def test_bad_interactions_are_rejected_with_line_and_reason(engine, shop):
     ingest_items(engine, shop / "items.csv", options=IngestOptions(show_progress=False))
     report = ingest_interactions(

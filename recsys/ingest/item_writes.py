@@ -41,6 +41,7 @@ from recsys.ingest.values import (
     check_attribute_name,
     id_column,
     image_column,
+    item_id_column,
     misfit,
     parse_id,
     shown,
@@ -145,7 +146,7 @@ def parse_fields(
     """The given fields, checked and normalised as ``recsys ingest items`` does a row's
     cells: ``external_id`` always, ``title``, ``in_stock``, ``image_path`` (absolute) and
     ``attributes`` when given. ``InvalidInput`` naming the first bad field."""
-    values: dict[str, Any] = {"external_id": _one(id_column, item_id, "item_id")}
+    values: dict[str, Any] = {"external_id": _one(item_id_column, item_id, "item_id")}
     unknown = set(fields) - {"title", "in_stock", "image", "attributes"}
     if unknown:
         raise InvalidInput(f"{sorted(unknown)[0]}: unknown field")

@@ -47,8 +47,8 @@ from recsys.ingest.report import IngestReport, Reason
 from recsys.ingest.values import (
     attribute_column,
     bool_column,
-    id_column,
     image_column,
+    item_id_column,
     kind_of_counts,
     merge_kinds,
     text_column,
@@ -77,7 +77,7 @@ class ItemIngester:
             for name, values in batch.columns.items()
             if name not in KNOWN_COLUMNS
         }
-        item = id_column(column("item_id"), n, "item_id")
+        item = item_id_column(column("item_id"), n, "item_id")
         title = text_column(column("title"), n, "title")
         image = image_column(column("image"), n, "image", self.images_root)
         in_stock = bool_column(column("in_stock"), n, "in_stock")

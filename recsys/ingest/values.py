@@ -121,6 +121,22 @@ def parse_id(value: Any, column: str) -> str:
     return text
 
 
+# The item route's tail (``/v1/items/<id>/similar``): an item id ending in it would be
+# unreachable at ``/v1/items/<id>``, which names the similar items of the id before it.
+ITEM_ROUTE_TAIL = "/similar"
+
+
+def parse_item_id(value: Any, column: str) -> str:
+    """``parse_id``, and not ending in the item route's tail (ids with "/" are allowed)."""
+    text = parse_id(value, column)
+    if text.endswith(ITEM_ROUTE_TAIL):
+        raise BadValue(
+            f"{column} {text!r} ends in {ITEM_ROUTE_TAIL!r}, the path of an item's similar "
+            "items, so the item could not be read at /v1/items/<id>: give it another id"
+        )
+    return text
+
+
 def parse_text(value: Any, column: str) -> str:
     text = str(value).strip()
     if len(text) > MAX_TEXT_LENGTH:
@@ -580,6 +596,17 @@ def _within_python_range(column: pa.Array) -> pa.Array:
 def id_column(column: Column | None, length: int, name: str) -> Parsed:
     fast = lambda c: _fast_text(c, _ID_BAD_RE2, MAX_ID_LENGTH)  # noqa: E731
     return parse_column(column, length, name, parse_id, pa.string(), fast)
+
+
+def item_id_column(column: Column | None, length: int, name: str = "item_id") -> Parsed:
+    """``id_column`` for the ids of items written (``parse_item_id``)."""
+
+    def fast(c):
+        ok, values = _fast_text(c, _ID_BAD_RE2, MAX_ID_LENGTH)
+        tail = pc.ends_with(values, ITEM_ROUTE_TAIL).fill_null(False)
+        return ok & ~tail.to_numpy(zero_copy_only=False), values
+
+    return parse_column(column, length, name, parse_item_id, pa.string(), fast)
 
 
 def text_column(column: Column | None, length: int, name: str) -> Parsed:
