@@ -130,6 +130,24 @@ def test_an_item_id_ending_in_the_similar_items_path_is_rejected(engine, tmp_pat
         assert set(session.scalars(select(Item.external_id))) == {"AB/123", "similar"}
 
 
+def test_an_image_that_is_no_photo_is_rejected_as_an_item_write_refuses_it(engine, tmp_path):
+    """An HTML page named .png was accepted by the file ingest, listed with an image_url the
+    service then refused to serve (a broken image on the page); an item write refused it."""
+    from PIL import Image
+
+    Image.new("RGB", (4, 4)).save(tmp_path / "real.png")
+    Image.new("RGB", (4, 4)).save(tmp_path / "real.webp")
+    (tmp_path / "page.png").write_text("<html><script>alert(1)</script></html>")
+    (tmp_path / "art.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
+    path = tmp_path / "items.csv"
+    rows = ["item_id,image", "a,real.png", "b,real.webp", "c,page.png", "d,art.svg"]
+    path.write_text("\n".join(rows) + "\n")
+    report = ingest_items(engine, path, options=IngestOptions(show_progress=False))
+    assert (report.inserted, dict(report.rejected)) == (2, {"invalid_value": 2})
+    assert read_rejects(report.rejects_path) == {4: "invalid_value", 5: "invalid_value"}
+    assert "is not a PNG, JPEG, WebP or GIF" in report.rejects_path.read_text()
+
+
 def test_bad_interactions_are_rejected_with_line_and_reason(engine, shop):
     ingest_items(engine, shop / "items.csv", options=IngestOptions(show_progress=False))
     report = ingest_interactions(

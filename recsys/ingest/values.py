@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 
 from recsys.catalog.models import AttributeKind
 from recsys.ingest.report import Reason
+from recsys.vision.photo import photo_format
 
 MAX_ID_LENGTH = 255
 # The shortest title search: a trigram (three characters) is what the catalog's title index
@@ -641,9 +642,11 @@ def attribute_column(column: Column | None, length: int, name: str) -> Parsed:
 
 
 def image_column(column: Column | None, length: int, name: str, root: Path) -> Parsed:
-    """Paths relative to ``root`` that name existing files in it -> absolute paths. A path
+    """Paths relative to ``root`` that name existing photos in it -> absolute paths. A path
     that leaves ``root`` (``..``, an absolute path elsewhere) is refused: the service serves
-    an item's image to anyone who asks."""
+    an item's image to anyone who asks; so is a file that is no PNG, JPEG, WebP or GIF by its
+    first bytes (``photo_format``: an HTML file named .png was listed with an image the
+    service then refused to serve)."""
     inside = os.path.normpath(os.path.abspath(root))
 
     def rule(value: Any, column_name: str) -> str:
@@ -656,6 +659,8 @@ def image_column(column: Column | None, length: int, name: str, root: Path) -> P
             )
         if not os.path.isfile(path):
             raise MissingFile(f"{column_name} {relative!r} not found under {root}")
+        if photo_format(path) is None:  # as an item write's photo: the service serves no other
+            raise BadValue(f"{column_name} {shown(relative)} is not a PNG, JPEG, WebP or GIF")
         return str(path.resolve())
 
     return parse_unique(column, length, name, rule, pa.string())

@@ -16,6 +16,29 @@ MAX_PHOTO_PIXELS = 25_000_000
 _ORIENTATION = 0x0112  # the EXIF tag of how a camera held the photo (1: upright)
 
 
+# Each format's first bytes (WebP: RIFF, then WEBP at byte 8).
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+)
+
+
+def photo_format(path) -> str | None:
+    """The format of the photo in the file at ``path`` by its first bytes (one short read,
+    about the cost of the file's stat: what an ingest of 10^6 rows can afford per row), or
+    None for anything but a PNG, JPEG, WebP or GIF. ``check_photo`` reads the header too."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(12)
+    except OSError:
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return next((name for magic, name in _SIGNATURES if head.startswith(magic)), None)
+
+
 def check_photo(source, max_pixels: int) -> str:
     """The format of the photo in ``source`` (a path or a binary file), read from its
     header, no pixel decoded; ``InvalidInput`` saying what is wrong (a sentence to follow the
