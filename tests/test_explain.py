@@ -3,10 +3,13 @@ the fused inner product splits, in the library and in the API's answers."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 from recsys.catalog import connect
+from recsys.errors import InvalidInput
 from recsys.model.bundle import load_active
 from recsys.model.explain import TOP_ITEMS, _top_rows, similar_reasons
 from tests.shop_fixture import build_shop, service_app
@@ -136,3 +139,43 @@ def test_a_heavy_shoppers_reasons_name_the_items_a_full_sort_names(history):
     shares[-1, 5] = 9.0  # the last history item alone on top
     expected = np.argsort(-shares, axis=0, kind="stable")[:TOP_ITEMS]
     np.testing.assert_array_equal(_top_rows(shares, TOP_ITEMS), expected)
+
+
+@pytest.mark.parametrize(
+    ("call", "says"),
+    [
+        (lambda r: r.recommend(["u1"], k=0), "k must be a whole number >= 1, got 0"),
+        (lambda r: r.recommend(["u1"], k="5"), "k must be a whole number >= 1, got '5'"),
+        (lambda r: r.similar_items(["a1"], k=-3), "k must be a whole number >= 1, got -3"),
+        (lambda r: r.similar_items(["a1"], k=2.5), "got 2.5"),
+        (lambda r: r.recommend([None]), "user_id is empty"),
+        (lambda r: r.recommend([float("nan")]), "user_id nan is not a finite number"),
+        (lambda r: r.similar_items(["a1"], filters={"in_stock": "false"}), "True or False"),
+        (lambda r: r.similar_items(["a1"], filters={"brand": None}), "filters['brand']"),
+        (lambda r: r.recommend(["u1"], filters=["brand"]), "filters are a mapping"),
+    ],
+)
+def test_the_library_refuses_what_the_http_api_refuses(recommender, call, says):
+    """The library's door checks k, ids and filters as the API's does: a 0 stopped in FAISS,
+    -3 listed items short of the catalog, "false" kept items in stock, None matched "None"."""
+    with pytest.raises(InvalidInput, match=re.escape(says)):
+        call(recommender)
+
+
+def test_library_ids_follow_the_id_rule(recommender):
+    """12, 12.0 and "12" are one id, as at ingest; one id alone is a list of one."""
+    assert recommender.similar_items("a1", k=3).ids == recommender.similar_items(["a1"], k=3).ids
+    assert recommender.recommend(" u1 ", k=3).ids == recommender.recommend(["u1"], k=3).ids
+
+
+def test_search_by_photo_takes_one_path_or_a_list_of_arrays(recommender, shop):
+    """A path alone was read as its characters ("cannot read image t"), and a list of
+    arrays as paths; both now search as the README's forms do."""
+    from PIL import Image
+
+    photo = shop[1].parent / "images" / "a1.png"
+    one = recommender.search_images(str(photo), k=3)
+    assert one.ids == recommender.search_images([photo], k=3).ids and "a1" in one.ids[0]
+    pixels = np.asarray(Image.open(photo).convert("RGB"))
+    listed = recommender.search_images([pixels, pixels], k=3)
+    assert listed.ids == [one.ids[0], one.ids[0]]

@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+import math
+import numbers
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys.errors import InvalidBundle, UnknownItem
+from recsys.errors import InvalidBundle, InvalidInput, UnknownItem
+from recsys.ingest.values import BadValue, parse_id
 from recsys.model import explain, sparse_rows
 from recsys.model.data import IdIndex, mapped, sorted_places
 from recsys.model.delta import LIVE_REASON, UPDATED_REASON
@@ -115,6 +118,55 @@ class Postings:
             return self.rows[:0]
         j = int(places[0])
         return self.rows[self.offsets[j] : self.offsets[j + 1]]
+
+
+def check_k(k: Any) -> int:
+    """``k`` as a whole number >= 1, or ``InvalidInput`` (as the HTTP API and CLI refuse it:
+    0 stopped in FAISS, a negative one sliced a list short)."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise InvalidInput(f"k must be a whole number >= 1, got {k!r}")
+    return int(k)
+
+
+def as_ids(values: Any, name: str) -> list[str]:
+    """Ids as the catalog holds them, by the one id rule (``parse_id``: 12, 12.0 and "12"
+    are "12"; None, NaN, empty and control characters are ``InvalidInput`` naming ``name``);
+    one id alone counts as a list of one."""
+    if isinstance(values, str | bytes | numbers.Number) or values is None:
+        values = [values]
+    ids = np.asarray(values, dtype=object).ravel()
+    try:
+        return [parse_id("" if value is None else value, name) for value in ids]
+    except BadValue as exc:  # None is no id (ingest reads an empty cell as missing)
+        raise InvalidInput(str(exc)) from None
+
+
+_FILTERS_SHAPE = (
+    "filters are a mapping of attribute -> value or list of values (in_stock: True/False)"
+)
+
+
+def check_filters(filters: Any) -> dict[str, Any] | None:
+    """``filters`` as the HTTP API takes them, or ``InvalidInput`` naming the attribute: a
+    string "false" for in_stock, or None as a value, used to filter as something else."""
+    if filters is None:
+        return None
+    if not isinstance(filters, Mapping):
+        raise InvalidInput(f"{_FILTERS_SHAPE}, got {type(filters).__name__}")
+    for name, wanted in filters.items():
+        if name == "in_stock":
+            if not isinstance(wanted, bool | np.bool_):
+                raise InvalidInput(f"filters['in_stock'] must be True or False, got {wanted!r}")
+            continue
+        values = wanted if isinstance(wanted, list | tuple | set | np.ndarray) else [wanted]
+        for value in values:
+            bad = value is None or isinstance(value, bool | np.bool_)
+            bad |= not isinstance(value, str | numbers.Real)
+            if bad or (isinstance(value, numbers.Real) and not math.isfinite(value)):
+                raise InvalidInput(
+                    f"filters[{name!r}] takes strings or finite numbers, got {value!r}"
+                )
+    return dict(filters)
 
 
 class ItemFilters:
@@ -320,9 +372,9 @@ class Recommender:
         diversity: float = DEFAULT_DIVERSITY,
     ) -> Results:
         """Top-k items per user; unknown users get the popularity fallback (flagged)."""
-        diversity = check_diversity(diversity)
-        allowed = self._allowed(candidates, filters)
-        rows = self.user_index.rows(user_ids)
+        diversity, k = check_diversity(diversity), check_k(k)
+        allowed = self._allowed(candidates, check_filters(filters))
+        rows = self.user_index.rows(as_ids(user_ids, "user_id"))
         width = pool_size(k, diversity, len(self.item_ids))
         found = np.full((len(rows), width), -1, dtype=np.int64)
         scores = np.full((len(rows), width), -np.inf, dtype=np.float32)
@@ -370,7 +422,7 @@ class Recommender:
         one weight per item for the collaborative fold-in (``history_with``); the content
         profiles count each item once either way.
         """
-        diversity = check_diversity(diversity)
+        diversity, k, filters = check_diversity(diversity), check_k(k), check_filters(filters)
         places = self._history_places(histories)
         matrix = self._history_matrix(histories, places)
         empty = matrix.getnnz(axis=1) == 0
@@ -574,8 +626,20 @@ class Recommender:
         """Catalog items that look most like each query image (file paths or uint8 arrays).
 
         Ranks by cosine similarity of the image encoder's vectors alone; ``InvalidBundle`` when
-        the bundle was trained without images.
+        the bundle was trained without images. ``images``: paths, one path, a (N, H, W[, 3])
+        uint8 array, or a list of same-shape arrays.
         """
+        k, filters = check_k(k), check_filters(filters)
+        if isinstance(images, str | Path):
+            images = [images]
+        elif (
+            isinstance(images, list | tuple)
+            and images
+            and all(isinstance(image, np.ndarray) for image in images)
+        ):
+            if len({image.shape for image in images}) > 1:
+                raise InvalidInput("images given as arrays must have one shape; give paths")
+            images = np.stack(images)
         encoder = self.image_encoder
         queries = np.asarray(encoder.transform(images), dtype=np.float32)
         if self._image_index is None:
@@ -621,12 +685,14 @@ class Recommender:
         table holds that many items that pass the filters (the same rows and scores a search
         of the table's graph gives); otherwise from the serving index.
         """
-        diversity = check_diversity(diversity)
+        diversity, k, filters = check_diversity(diversity), check_k(k), check_filters(filters)
         self.fused.check_surface(mode)
+        item_ids = as_ids(item_ids, "item_id")
         live = self.live
-        if live is not None and any(live.knows(str(i)) for i in np.atleast_1d(item_ids)):
-            item_ids = np.atleast_1d(item_ids).astype(str)
-            return self._similar_to_live(item_ids, k, filters, mode, diversity)
+        if live is not None and any(live.knows(i) for i in item_ids):
+            return self._similar_to_live(
+                np.asarray(item_ids, dtype=str), k, filters, mode, diversity
+            )
         rows = self.item_rows(item_ids)
         if live is not None and live.removed[rows].any():
             gone = str(self.item_ids[rows[live.removed[rows]][0]])
@@ -932,8 +998,8 @@ class Recommender:
         return VectorIndex.build(data, index.config), projection
 
     def item_rows(self, item_ids) -> np.ndarray:
-        ids = np.atleast_1d(np.asarray(item_ids, dtype=object))
-        rows = self.item_index.rows(ids)
+        ids = np.asarray(as_ids(item_ids, "item_id"), dtype=object)
+        rows = self.item_index.rows(ids.tolist())
         if (rows < 0).any():
             raise UnknownItem(
                 f"item {ids[np.argmax(rows < 0)]!r} is not in model bundle "
