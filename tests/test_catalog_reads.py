@@ -287,6 +287,12 @@ def test_pages_follow_one_another_by_key(engine):
     first = reads.list_users(engine, 0, 3)
     assert reads.list_users(engine, 0, 3, after=first.next).users == users[3:6]
     assert reads.list_users(engine, 0, 1000).next is None
+    # a last page that is full says it is the last: no "next" to an empty page
+    items = reads.list_items(engine, 0, 1000).cards
+    assert reads.list_items(engine, 0, len(items)).next is None
+    assert reads.list_items(engine, 0, len(items) - 1).next is not None
+    assert reads.list_users(engine, 0, len(users)).next is None
+    assert reads.list_users(engine, 0, len(users) - 1).next is not None
 
 
 def test_a_search_past_its_time_is_refused(engine, monkeypatch):

@@ -119,7 +119,7 @@ class ItemPage:
     cards: list[ItemCard]
     total: int  # items matching the search, all pages together, counted to COUNT_LIMIT
     exact: bool = True  # False: more than COUNT_LIMIT match
-    next: int | None = None  # the ``after`` of the page that follows; None: this one is short
+    next: int | None = None  # the ``after`` of the page that follows; None: this is the last
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +131,7 @@ class UserActivity:
 @dataclass(frozen=True, slots=True)
 class UserPage:
     users: list[UserActivity]
-    next: int | None = None  # the ``after`` of the page that follows; None: this one is short
+    next: int | None = None  # the ``after`` of the page that follows; None: this is the last
 
 
 _CARD_COLUMNS = (Item.external_id, Item.title, Item.in_stock, Item.image_path, Item.attributes)
@@ -514,7 +514,7 @@ def list_items(
     counted = query.with_only_columns(Item.id).order_by(None).limit(COUNT_LIMIT + 1)
     if after is not None:
         query = query.where(key > after)
-    page = query.add_columns(Item.id).offset(offset).limit(limit)
+    page = query.add_columns(Item.id).offset(offset).limit(limit + 1)  # one more: is there a next
 
     def total_and_rows(connection: Connection) -> tuple:
         with _time_limit(connection, SEARCH_SECONDS if text else 0):
@@ -522,8 +522,8 @@ def list_items(
             return total or 0, connection.execute(page).all()
 
     total, rows = _read(engine, total_and_rows, transaction=True)  # for its SET LOCAL
-    cards = [_card(row[:-1]) for row in rows]
-    following = rows[-1][-1] if rows and len(rows) == limit else None
+    following = rows[limit - 1][-1] if len(rows) > limit else None  # None: the last page
+    cards = [_card(row[:-1]) for row in rows[:limit]]
     return ItemPage(cards, min(total, COUNT_LIMIT), total <= COUNT_LIMIT, following)
 
 
@@ -602,12 +602,12 @@ def list_users(engine: Engine, offset: int, limit: int, after: int | None = None
     page = select(User.id, User.external_id).order_by(User.id)
     if after is not None:
         page = page.where(User.id > after)
-    page = page.offset(offset).limit(limit).subquery()
+    page = page.offset(offset).limit(limit + 1).subquery()  # one more: is there a next page
     events = select(func.count()).where(Interaction.user_id == page.c.id).scalar_subquery()
     query = select(page.c.id, page.c.external_id, events).order_by(page.c.id)
     rows = _read(engine, lambda c: c.execute(query).all())
-    users = [UserActivity(user_id, count) for _, user_id, count in rows]
-    return UserPage(users, rows[-1][0] if rows and len(rows) == limit else None)
+    users = [UserActivity(user_id, count) for _, user_id, count in rows[:limit]]
+    return UserPage(users, rows[limit - 1][0] if len(rows) > limit else None)
 
 
 def image_path(engine: Engine, item_id: str) -> str | None:
