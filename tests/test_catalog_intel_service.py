@@ -385,6 +385,8 @@ def page(shop):
         page.set_default_timeout(20_000)
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        # what the page's Content-Security-Policy refused (a style attribute, an inline script)
+        page.on("console", lambda m: "Content Security Policy" in m.text and errors.append(m.text))
         page.base = f"http://127.0.0.1:{server.server_port}"
         yield page
         browser.close()

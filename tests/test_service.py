@@ -514,3 +514,13 @@ def test_bundle_watchers_pause_unevenly_so_workers_do_not_reload_together(monkey
         app_module._watch(Holder())
     assert all(5.0 <= pause <= 15.0 for pause in pauses)
     assert len(set(pauses)) > 40  # drawn, not a fixed period shared by every worker
+
+
+def test_answers_are_not_sniffed_or_framed_and_pages_load_only_their_own_code(client):
+    for path in ("/", "/catalog", "/images/a1", "/v1/items/a1", "/v1/items/nope"):
+        headers = client.get(path).headers
+        assert headers["X-Content-Type-Options"] == "nosniff", path
+        assert headers["X-Frame-Options"] == "DENY", path
+    policy = client.get("/catalog").headers["Content-Security-Policy"]
+    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert "Content-Security-Policy" not in client.get("/v1/items/a1").headers

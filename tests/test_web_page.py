@@ -67,6 +67,8 @@ def page(base_url):
         page.set_default_timeout(15_000)
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        # what the page's Content-Security-Policy refused (a style attribute, an inline script)
+        page.on("console", lambda m: "Content Security Policy" in m.text and errors.append(m.text))
         yield page
         browser.close()
         assert errors == [], f"JavaScript errors: {errors}"

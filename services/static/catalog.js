@@ -101,7 +101,9 @@ function showClusters(data) {
   for (const c of data.clusters) {
     const button = el("button", { type: "button", "data-testid": "cluster-button",
                                   "data-cluster": c.cluster });
-    button.append(el("span", { class: "swatch", style: "background:" + colour(c.cluster) }));
+    const swatch = el("span", { class: "swatch" });
+    swatch.style.background = colour(c.cluster);  // not a style attribute: the page's CSP
+    button.append(swatch);
     if (c.medoid.image_url) button.append(el("img", { src: c.medoid.image_url, alt: "" }));
     button.append(el("span", { text: `${c.size}` }));
     button.addEventListener("click", () => selectCluster(c.cluster));
