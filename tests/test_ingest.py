@@ -148,6 +148,45 @@ def test_an_image_that_is_no_photo_is_rejected_as_an_item_write_refuses_it(engin
     assert "is not a PNG, JPEG, WebP or GIF" in report.rejects_path.read_text()
 
 
+def test_a_link_in_the_images_root_to_a_file_elsewhere_is_rejected(engine, tmp_path):
+    """The service serves an item's image to anyone: a symlink in the root must not make a
+    file outside it an item's image (the HTTP item write refused it already)."""
+    from PIL import Image
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir(), outside.mkdir()
+    Image.new("RGB", (4, 4)).save(outside / "secret.png")
+    Image.new("RGB", (4, 4)).save(root / "own.png")
+    (root / "link.png").symlink_to(outside / "secret.png")
+    (root / "inner.png").symlink_to(root / "own.png")  # a link within the root is fine
+    path = root / "items.csv"
+    path.write_text("item_id,image\na,own.png\nb,link.png\nc,inner.png\n")
+    report = ingest_items(engine, path, options=IngestOptions(show_progress=False))
+    assert (report.inserted, read_rejects(report.rejects_path)) == (2, {3: "invalid_value"})
+    assert "once its links are followed" in report.rejects_path.read_text()
+    with Session(engine) as session:
+        stored = dict(session.execute(select(Item.external_id, Item.image_path)).all())
+    assert stored == {"a": str(root / "own.png"), "c": str(root / "own.png")}
+
+
+def test_parquet_strings_typed_as_binary_are_read_as_their_text(engine, tmp_path):
+    """Spark and Hive may write strings as binary: the id b'i1' is the item i1, not a new
+    item named "b'i1'"; bytes that are not UTF-8 are refused, not stored as their repr."""
+    import pyarrow.parquet as pq
+
+    ids = pa.array([b"i1", b"i2", b"\xff\xfe"], pa.binary())
+    titles = pa.array([b"First", b"Second", b"Third"], pa.binary())
+    pq.write_table(pa.table({"item_id": ids, "title": titles}), tmp_path / "items.parquet")
+    report = ingest_items(
+        engine, tmp_path / "items.parquet", options=IngestOptions(show_progress=False)
+    )
+    assert (report.inserted, dict(report.rejected)) == (2, {"invalid_value": 1})
+    assert "not UTF-8 text" in report.rejects_path.read_text()
+    with Session(engine) as session:
+        stored = dict(session.execute(select(Item.external_id, Item.title)).all())
+    assert stored == {"i1": "First", "i2": "Second"}
+
+
 def test_bad_interactions_are_rejected_with_line_and_reason(engine, shop):
     ingest_items(engine, shop / "items.csv", options=IngestOptions(show_progress=False))
     report = ingest_interactions(

@@ -10,6 +10,7 @@ read row by row.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
@@ -107,6 +108,11 @@ def _plain_array(column: pa.ChunkedArray) -> pa.Array:
         array = array.dictionary_decode()
     if pa.types.is_large_string(array.type):
         array = array.cast(pa.string())
+    if pa.types.is_binary(array.type) or pa.types.is_large_binary(array.type):
+        # Parquet strings written without their UTF-8 annotation (Spark, Hive); not all
+        # UTF-8: each value is decoded or refused by the rules (values._text_of_bytes)
+        with contextlib.suppress(pa.ArrowInvalid):
+            array = array.cast(pa.string())
     return array
 
 

@@ -497,7 +497,7 @@ def _each(values: list, name: str, rule: Rule, type_) -> Parsed:
             missing[row] = True
         else:
             try:
-                result = rule(value, name)
+                result = rule(_text_of_bytes(value, name), name)
             except BadValue as exc:
                 errors[row] = exc
         out.append(result)
@@ -506,6 +506,18 @@ def _each(values: list, name: str, rule: Rule, type_) -> Parsed:
         array[:] = out
         return Parsed(array, missing, errors)
     return Parsed(pa.array(out, type_), missing, errors)
+
+
+def _text_of_bytes(value: Any, name: str) -> Any:
+    """A binary value (Parquet strings written without their UTF-8 annotation, as Spark and
+    Hive may) as the text it holds; other values as they are. Its repr ("b'pu1'") was stored
+    as a new id."""
+    if not isinstance(value, bytes):
+        return value
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadValue(f"{name} holds bytes that are not UTF-8 text") from None
 
 
 def _null_or_empty(column: pa.Array) -> np.ndarray:
@@ -648,19 +660,21 @@ def image_column(column: Column | None, length: int, name: str, root: Path) -> P
     first bytes (``photo_format``: an HTML file named .png was listed with an image the
     service then refused to serve)."""
     inside = os.path.normpath(os.path.abspath(root))
+    real_root = Path(inside).resolve()
 
     def rule(value: Any, column_name: str) -> str:
         relative = str(value).strip()
         path = root / relative
+        outside = f"{column_name} {shown(relative)} is outside the images root {root}"
         if os.path.commonpath([inside, os.path.normpath(os.path.abspath(path))]) != inside:
-            raise BadValue(
-                f"{column_name} {shown(relative)} is outside the images root {root}; "
-                "give a path in it"
-            )
+            raise BadValue(f"{outside}; give a path in it")
         if not os.path.isfile(path):
             raise MissingFile(f"{column_name} {relative!r} not found under {root}")
-        if photo_format(path) is None:  # as an item write's photo: the service serves no other
+        real = path.resolve()
+        if not real.is_relative_to(real_root):  # a link in the root to a file elsewhere
+            raise BadValue(f"{outside} once its links are followed; give a file in it")
+        if photo_format(real) is None:  # as an item write's photo: the service serves no other
             raise BadValue(f"{column_name} {shown(relative)} is not a PNG, JPEG, WebP or GIF")
-        return str(path.resolve())
+        return str(real)
 
     return parse_unique(column, length, name, rule, pa.string())
