@@ -15,7 +15,7 @@ from recsys.catalog.models import Item, ModelBundle
 from recsys.errors import InvalidBundle, TrainingFailed
 from recsys.evaluation.contenders import Fused
 from recsys.model import training
-from recsys.model.bundle import load_active, load_recommender
+from recsys.model.bundle import active_version, load_active, load_recommender
 from recsys.model.data import read_catalog
 from recsys.model.index import IndexConfig, VectorIndex
 from recsys.model.split import temporal_split
@@ -148,6 +148,33 @@ def test_a_weight_for_an_event_type_no_event_has_is_named(engine, tmp_path, capl
     train(engine, tmp_path, config)
     assert "no event of type 'purchse': its weight changes nothing" in caplog.text
     assert "'click'" not in caplog.text
+
+
+def test_events_that_all_weigh_nothing_stop_the_training_and_keep_the_bundle(engine, tmp_path):
+    """Every event at weight 0 fitted NaN vectors, and the bundle answering nothing was made
+    active; now the read stage says so and the active bundle stays."""
+    populate(engine)
+    base = train_config()
+    before = train(engine, tmp_path, base).version
+    zero = replace(base.cf, event_weights={"view": 0.0}, default_event_weight=0.0)
+    with pytest.raises(TrainingFailed, match=r"read.*has weight 0: give at least one event"):
+        train(engine, tmp_path, replace(base, cf=zero))
+    assert active_version(engine) == before
+
+
+def test_a_non_finite_vector_is_never_written(engine, tmp_path, monkeypatch):
+    populate(engine)
+    fuse = training._fuse
+
+    def broken(*args):
+        fitted = fuse(*args)
+        fitted.fused.item_vectors_[3, 0] = np.nan
+        return fitted
+
+    monkeypatch.setattr(training, "_fuse", broken)
+    with pytest.raises(TrainingFailed, match=r"fuse.*not finite; nothing was written"):
+        train(engine, tmp_path, train_config())
+    assert active_version(engine) is None and not list((tmp_path / "bundles").glob("2*"))
 
 
 def test_the_neighbour_table_width_is_a_training_option(engine, tmp_path):

@@ -35,7 +35,7 @@ from recsys.model.bundle import (
     write_model_files,
     writing_bundles,
 )
-from recsys.model.cf import CollaborativeModel
+from recsys.model.cf import CFConfig, CollaborativeModel
 from recsys.model.config import ImageConfig, TrainConfig, WeightGrid
 from recsys.model.content import (
     Content,
@@ -113,7 +113,7 @@ def train(
             read_at = fresh_after(events) or utcnow().isoformat()
             data = read_catalog(engine, events)
             _check_trainable(data)
-            _check_event_weights(data, config.cf.event_weights)
+            _check_event_weights(data, config.cf)
         content = Content()
         with stage("images"):
             if ray_address and image_encoder_factory is None:
@@ -132,6 +132,7 @@ def train(
             cf = _collaborative(data, config, use_gpu, show_progress, events, choice)
         with stage("fuse"):
             fitted = _fuse(data, content, cf, choice, config)
+            _check_finite(fitted)
         with stage("index"):
             recommender = _recommender(fitted, config, use_gpu, ray_address)
         with writing_bundles(bundles):
@@ -260,12 +261,20 @@ def _check_trainable(data: CatalogData) -> None:
         raise InvalidInput("the catalog has no items; run `recsys ingest items FILE` first")
 
 
-def _check_event_weights(data: CatalogData, weights: dict[str, float]) -> None:
+def _check_event_weights(data: CatalogData, cf: CFConfig) -> None:
     """A warning naming an event type given a weight that no event has (a typo weighs
-    nothing: "purchse=5" leaves purchases at the default)."""
+    nothing: "purchse=5" leaves purchases at the default); ``InvalidInput`` when every event
+    the catalog holds weighs 0 (the collaborative model would learn from nothing: its
+    vectors came out NaN, and the bundle was activated)."""
+    weights = cf.event_weights
+    held = {str(event) for event in data.interactions["event"].unique()}  # codes when categorical
+    if held and all(weights.get(event, cf.default_event_weight) == 0 for event in held):
+        raise InvalidInput(
+            f"every event ({', '.join(sorted(held))}) has weight 0: give at least one event "
+            "type a weight above 0 (--event-weight TYPE=W)"
+        )
     if not weights:
         return
-    held = {str(event) for event in data.interactions["event"].unique()}  # codes when categorical
     unknown = sorted(set(weights) - held)
     if unknown:
         log.warning(
@@ -273,6 +282,21 @@ def _check_event_weights(data: CatalogData, weights: dict[str, float]) -> None:
             ", ".join(map(repr, unknown)),
             ", ".join(sorted(held)) or "none",
         )
+
+
+def _check_finite(fitted: Fitted, step: int = 65_536) -> None:
+    """``InvalidInput`` when a fused item vector is not finite: a bundle that would answer
+    nothing (every score NaN) is never written, let alone activated. Checked in steps, so
+    no copy of the vectors is made."""
+    vectors = fitted.fused.item_vectors_
+    for start in range(0, len(vectors), step):
+        part = np.asarray(vectors[start : start + step])
+        if not np.isfinite(part).all():
+            row = start + int(np.flatnonzero(~np.isfinite(part).all(axis=1))[0])
+            raise InvalidInput(
+                f"item {_item_ids(fitted.data)[row]!r} got a vector that is not finite; "
+                "nothing was written (run with -v and report the log)"
+            )
 
 
 def _item_ids(data: CatalogData) -> np.ndarray:
