@@ -5,6 +5,7 @@ bundle trained on a local[2] Spark session."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import sys
 import time
@@ -76,6 +77,10 @@ def test_export_and_read_lose_nothing(engine, run_cli, tmp_path):
     assert folders[-1] == "day=__HIVE_DEFAULT_PARTITION__"
     stray = out / "day=2024-01-01" / "part-0.parquet.rejects.csv"  # an ingest of a part's
     stray.write_text("line,reason\n")
+    part = next((out / "day=2024-01-01").glob("*.parquet"))
+    for leftover in ("_temporary/0/task", "day=2024-01-01/.spark-staging"):  # a failed job's
+        (out / leftover).mkdir(parents=True)
+        shutil.copy(part, out / leftover / "part-9.parquet")
     events = read_events(out)  # the parts alone
     pd.testing.assert_frame_equal(sorted_rows(events), sorted_rows(catalog))
     # the same confidences, time decay included, whichever source the rows came from

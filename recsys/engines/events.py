@@ -163,11 +163,17 @@ def fresh_after(path: str | Path | None) -> str | None:
 
 def _dataset(path: str | Path) -> ds.Dataset:
     """The Parquet files of an event folder (its ``*.parquet`` files: an ingest's rejects
-    file or a note beside the parts is no part), or one file; a remote URL as Arrow reads it."""
+    file or a note beside the parts is no part; nor is a file under a folder or with a name
+    starting with "_" or ".", as Arrow and Spark skip them: a failed Spark job's
+    ``_temporary/`` parts, ``.spark-staging``), or one file; a remote URL as Arrow reads it."""
     local = Path(str(path))
     try:
         if local.is_dir():
-            parts = sorted(str(part) for part in local.rglob("*.parquet") if part.is_file())
+            parts = sorted(
+                str(part)
+                for part in local.rglob("*.parquet")
+                if part.is_file() and not _hidden(part.relative_to(local))
+            )
             return ds.dataset(
                 parts, format="parquet", partitioning="hive", partition_base_dir=str(local)
             )
@@ -177,6 +183,11 @@ def _dataset(path: str | Path) -> ds.Dataset:
             f"events {path}: not a readable Parquet folder or file ({exc}); write one with "
             "`recsys export interactions --out DIR`"
         ) from None
+
+
+def _hidden(relative: Path) -> bool:
+    """A path inside an event folder that Arrow's and Spark's own discovery leave out."""
+    return any(name.startswith(("_", ".")) for name in relative.parts)
 
 
 def _strings(column: pa.ChunkedArray) -> np.ndarray:
