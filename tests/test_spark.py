@@ -92,6 +92,34 @@ def test_export_and_read_lose_nothing(engine, run_cli, tmp_path):
     assert (from_catalog != from_parquet).nnz == 0 and from_catalog.data.min() < 3.0
 
 
+def test_an_event_folder_is_held_to_the_ingest_rules(tmp_path, caplog):
+    """`recsys train --events` read what ingest refuses: NaN and negative weights, " View"
+    as its own event type, " u1" as a new user, and a year-1500 event as the newest (time
+    decay overflowed); the rows a rule refuses are now left out and counted."""
+    stamps = pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03", "1500-01-01",
+                             "2024-01-05", "2024-01-06"]).astype("datetime64[us]")  # fmt: skip
+    table = pa.table(
+        {
+            "user_id": [" u1", "u1", "u2", "u2", "u3", "u3"],
+            "item_id": ["a1", "a2 ", "a1", "a2", "a1", "a2"],
+            "event": [" View", "view", "CLICK", "view", "view", "view"],
+            "weight": [1.0, 2.0, float("nan"), 1.0, -5.0, 1.0],
+            "timestamp": pa.array(stamps, pa.timestamp("us")),
+        }
+    )
+    (tmp_path / "events").mkdir()
+    pq.write_table(table, tmp_path / "events" / "part-0.parquet")
+    events = read_events(tmp_path / "events")
+    assert events["user_id"].tolist() == ["u1", "u1", "u3"]
+    assert events["item_id"].tolist() == ["a1", "a2", "a2"]
+    assert events["event"].tolist() == ["view", "view", "view"]
+    assert "3 of 6 rows refused by the ingest rules" in caplog.text
+    words = pa.table({"user_id": ["u1"], "item_id": ["a1"], "weight": ["high"]})
+    pq.write_table(words, tmp_path / "words.parquet")
+    assert read_events(tmp_path / "words.parquet").empty  # a reject, not an ArrowInvalid
+    assert "weight" in caplog.text.splitlines()[-1]
+
+
 def test_export_refuses_a_non_empty_folder_and_replaces_it_whole(engine, run_cli, tmp_path):
     """--overwrite replaces an earlier export whole, and nothing else: a folder holding
     anything an export does not write (here a prepared shop's files) is refused and kept."""

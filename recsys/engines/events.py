@@ -29,6 +29,13 @@ from sqlalchemy import Engine
 from recsys.catalog.models import utcnow
 from recsys.errors import InvalidInput
 from recsys.ingest.interactions import DEFAULT_EVENT
+from recsys.ingest.readers import plain_array
+from recsys.ingest.values import (
+    event_column,
+    id_column,
+    timestamp_column,
+    weight_column,
+)
 from recsys.model.data import INTERACTION_COLUMNS, read_interactions
 
 log = logging.getLogger(__name__)
@@ -120,11 +127,13 @@ def _replace(staging: Path, out: Path) -> None:
 def read_events(path: str | Path, item_ids: np.ndarray | None = None) -> pd.DataFrame:
     """The interactions frame (``INTERACTION_COLUMNS``) of a Parquet event folder or file.
 
-    ``user_id`` and ``item_id`` are required (any type, read as strings); ``event`` (default
-    "interaction"), ``weight`` (default 1) and ``timestamp`` (naive UTC; zoned times are
-    converted) are optional; other columns and the ``day`` partition are ignored. Rows without
-    a user or item, and with ``item_ids``, rows of items not in it, are left out and counted
-    in the log.
+    ``user_id`` and ``item_id`` are required; ``event`` (default "interaction"), ``weight``
+    (default 1) and ``timestamp`` (naive UTC; zoned times are converted) are optional; other
+    columns and the ``day`` partition are ignored. Each value meets the rule ``recsys ingest``
+    holds it to (``recsys.ingest.values``: ids stripped, events lower-cased, weights finite
+    from 0 to 10^6, times from 1970 to 2100), so a folder trains what its ingest would store.
+    Rows a rule refuses, rows without a user or item, and with ``item_ids``, rows of items
+    not in it, are left out and counted in the log.
     """
     dataset = _dataset(path)
     names = set(dataset.schema.names)
@@ -135,17 +144,51 @@ def read_events(path: str | Path, item_ids: np.ndarray | None = None) -> pd.Data
             "user_id and item_id (and optionally event, weight, timestamp)"
         )
     table = dataset.to_table(columns=[c for c in INTERACTION_COLUMNS if c in names])
+    return _known_rows(_checked(table, path), item_ids, path)
+
+
+def _checked(table: pa.Table, path) -> pd.DataFrame:
+    """The events frame of ``table``, each column through its ingest rule; the rows a rule
+    refuses are left out, counted in the log with the first reason."""
+    n = table.num_rows
+
+    def column(name: str):
+        return plain_array(table[name]) if name in table.column_names else None
+
+    parsed = {
+        "user_id": id_column(column("user_id"), n, "user_id"),
+        "item_id": id_column(column("item_id"), n, "item_id"),
+        "event": event_column(column("event"), n),
+        "weight": weight_column(column("weight"), n, "weight"),
+        "timestamp": timestamp_column(column("timestamp"), n),
+    }
+    refused = np.zeros(n, dtype=bool)
+    reasons = [next(iter(p.errors.values())) for p in parsed.values() if p.errors]
+    for found in parsed.values():
+        refused[list(found.errors)] = True
+    if refused.any():
+        log.warning(
+            "events %s: %d of %d rows refused by the ingest rules (first: %s)",
+            path,
+            int(refused.sum()),
+            n,
+            reasons[0],
+        )
+
+    def values(name: str) -> np.ndarray:
+        return parsed[name].values.to_numpy(zero_copy_only=False)
+
     frame = pd.DataFrame(
         {
-            "user_id": _strings(table["user_id"]),
-            "item_id": _strings(table["item_id"]),
-            "event": _events(table, names),
-            "weight": _weights(table, names),
-            "timestamp": _timestamps(table, names),
+            "user_id": values("user_id"),
+            "item_id": values("item_id"),
+            "event": np.where(parsed["event"].missing, DEFAULT_EVENT, values("event")),
+            "weight": np.where(parsed["weight"].missing, 1.0, values("weight")),
+            "timestamp": values("timestamp").astype("datetime64[us]"),
         },
         columns=INTERACTION_COLUMNS,
     )
-    return _known_rows(frame, item_ids, path)
+    return frame[~refused].reset_index(drop=True) if refused.any() else frame
 
 
 def fresh_after(path: str | Path | None) -> str | None:
@@ -188,38 +231,6 @@ def _dataset(path: str | Path) -> ds.Dataset:
 def _hidden(relative: Path) -> bool:
     """A path inside an event folder that Arrow's and Spark's own discovery leave out."""
     return any(name.startswith(("_", ".")) for name in relative.parts)
-
-
-def _strings(column: pa.ChunkedArray) -> np.ndarray:
-    return np.asarray(pc.cast(column, pa.string()).to_pandas(), dtype=object)
-
-
-def _events(table: pa.Table, names: set[str]) -> np.ndarray:
-    if "event" not in names:
-        return np.full(table.num_rows, DEFAULT_EVENT, dtype=object)
-    events = pc.fill_null(pc.cast(table["event"], pa.string()), DEFAULT_EVENT)
-    return np.asarray(events.to_pandas(), dtype=object)
-
-
-def _weights(table: pa.Table, names: set[str]) -> np.ndarray:
-    if "weight" not in names:
-        return np.ones(table.num_rows)
-    weights = pc.fill_null(pc.cast(table["weight"], pa.float64()), 1.0)
-    return weights.to_numpy()
-
-
-def _timestamps(table: pa.Table, names: set[str]) -> np.ndarray:
-    if "timestamp" not in names:
-        return np.full(table.num_rows, np.datetime64("NaT"), dtype="datetime64[us]")
-    stamps = table["timestamp"]
-    if not pa.types.is_timestamp(stamps.type):
-        raise InvalidInput(
-            f"events: column timestamp is {stamps.type}, not a Parquet timestamp; "
-            "write it as timestamp (naive UTC or zoned)"
-        )
-    if stamps.type.tz is not None:  # zoned -> naive UTC, as the catalog stores them
-        stamps = pc.cast(stamps, pa.timestamp(stamps.type.unit))
-    return stamps.to_numpy()
 
 
 def _known_rows(frame: pd.DataFrame, item_ids: np.ndarray | None, path) -> pd.DataFrame:

@@ -98,11 +98,13 @@ def batch_from_records(records: list[Record]) -> Batch:
 
 
 def batch_from_table(table: pa.Table, lines: np.ndarray, unreadable: list[Reject]) -> Batch:
-    columns = {name: _plain_array(table.column(name)) for name in table.column_names}
+    columns = {name: plain_array(table.column(name)) for name in table.column_names}
     return Batch(lines, columns, unreadable, table)
 
 
-def _plain_array(column: pa.ChunkedArray) -> pa.Array:
+def plain_array(column: pa.ChunkedArray) -> pa.Array:
+    """One array of the column's values as the ingest rules read them: dictionaries decoded,
+    large strings and UTF-8 binary as strings."""
     array = column.combine_chunks()
     if pa.types.is_dictionary(array.type):
         array = array.dictionary_decode()
