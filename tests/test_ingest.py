@@ -187,6 +187,23 @@ def test_parquet_strings_typed_as_binary_are_read_as_their_text(engine, tmp_path
     assert stored == {"i1": "First", "i2": "Second"}
 
 
+def test_json_lines_keys_first_seen_on_a_later_line_meet_the_name_rules(engine, tmp_path):
+    """A CSV header is checked before anything is written; a JSON Lines key can first appear
+    on any line: "k" (a query parameter) and a name with a line break were stored."""
+    path = tmp_path / "items.jsonl"
+    lines = ['{"item_id": "q1", "brand": "a"}', '{"item_id": "q2", "k": "5"}',
+             '{"item_id": "q3", "bad\\nkey": "v"}', '{"item_id": "q4", "brand": "b"}']  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+    report = ingest_items(engine, path, options=IngestOptions(show_progress=False))
+    assert (report.inserted, read_rejects(report.rejects_path)) == (
+        2,
+        {2: "invalid_value", 3: "invalid_value"},
+    )
+    assert "query parameter of the service" in report.rejects_path.read_text()
+    with Session(engine) as session:
+        assert set(session.scalars(select(ItemAttribute.name))) == {"brand"}
+
+
 def test_bad_interactions_are_rejected_with_line_and_reason(engine, shop):
     ingest_items(engine, shop / "items.csv", options=IngestOptions(show_progress=False))
     report = ingest_interactions(

@@ -45,17 +45,42 @@ from recsys.ingest.pipeline import (
 from recsys.ingest.readers import Batch
 from recsys.ingest.report import IngestReport, Reason
 from recsys.ingest.values import (
+    BadValue,
+    Parsed,
     attribute_column,
     bool_column,
+    check_attribute_name,
     image_column,
     item_id_column,
     kind_of_counts,
     merge_kinds,
+    parse_id,
+    shown,
     text_column,
     value_kind,
 )
 
 KNOWN_COLUMNS = ("item_id", "image", "title", "in_stock")
+
+
+def _named_checks(attributes: dict[str, Parsed]) -> list[tuple[str, Parsed, bool]]:
+    """A check refusing the rows that give a value to an attribute whose name the rules
+    refuse: a CSV's header is checked before anything is written, but a JSON Lines file's
+    keys can first appear on any line (``pipeline.check_columns`` sees the first)."""
+    checks = []
+    for name, parsed in attributes.items():
+        try:
+            parse_id(name, "an attribute's name")
+            check_attribute_name(name)
+        except BadValue as exc:
+            given = np.flatnonzero(~parsed.missing)
+            errors = {int(row): exc for row in given}
+            checks.append(
+                (f"attribute {shown(name)}", Parsed(parsed.values, parsed.missing, errors), False)
+            )
+    return checks
+
+
 FIELDS = ("title", "image_path", "in_stock", "attributes")
 
 
@@ -82,6 +107,7 @@ class ItemIngester:
         image = image_column(column("image"), n, "image", self.images_root)
         in_stock = bool_column(column("in_stock"), n, "in_stock")
         checks = [(f"attribute {name!r}", parsed, False) for name, parsed in attributes.items()]
+        checks = _named_checks(attributes) + checks
         problems = first_problems(
             [
                 *checks,
