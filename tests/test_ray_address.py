@@ -39,3 +39,17 @@ def test_an_address_where_nothing_listens_fails_fast(scheme):
     with pytest.raises(InvalidSettings, match=r"nothing answers at 127\.0\.0\.1:.*ray start"):
         connect(f"{scheme}127.0.0.1:{closed_port()}")
     assert time.perf_counter() - started < 10 and not ray.is_initialized()
+
+
+def test_recsys_train_says_a_bad_address_before_any_stage(run_cli, engine, monkeypatch):
+    """The address was checked at the images or index stage, after reading, the tabular
+    block, the weights, ALS and fusion (minutes at scale)."""
+    from recsys.model import training
+    from tests.shop_fixture import populate
+
+    populate(engine)
+    stages = []
+    monkeypatch.setattr(training, "read_catalog", lambda *a, **k: stages.append("read"))
+    result = run_cli("--ray-address", "bogus", "train", "--quiet", expect_exit=None)
+    assert result.exit_code != 0 and "Ray address 'bogus' is not local, auto" in result.output
+    assert stages == []

@@ -164,6 +164,10 @@ def train(
         from recsys.engines.spark import session
 
         session(settings.spark_master)
+    if settings.ray_address:  # joined first too: a bad address fails before any work
+        from recsys.engines.ray_cluster import connect
+
+        connect(settings.ray_address)
     engine = connect_current(settings.database_url)
     result = run_training(
         engine,
