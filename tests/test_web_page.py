@@ -204,3 +204,53 @@ def test_a_long_title_without_spaces_keeps_the_page_within_the_window(page, tmp_
             assert page.evaluate("document.documentElement.scrollWidth") <= 1280
     finally:
         server.shutdown()
+
+
+def test_a_slow_answer_for_an_item_left_behind_never_replaces_the_one_shown(page, base_url):
+    """Quick navigation: a1's answers are held back 1.5 s, a2 is opened meanwhile; a1's
+    arrived later and replaced a2 under a2's address."""
+
+    def slow_a1(route):
+        page.wait_for_timeout(1500)
+        route.continue_()
+
+    page.goto(base_url + "/")
+    page.route(re.compile(r".*/v1/items/a1(/similar.*)?$"), slow_a1)
+    try:
+        page.goto(base_url + "/#/item/a1")
+        page.wait_for_timeout(100)
+        page.goto(base_url + "/#/item/a2")
+        sync_api.expect(page.get_by_test_id("product-title")).to_have_text(re.compile("."))
+        shown_a2 = page.get_by_test_id("product-title").text_content()
+        page.wait_for_timeout(2500)  # a1's answers have come by now
+        assert page.get_by_test_id("product-title").text_content() == shown_a2
+        assert page.locator("#view").get_attribute("aria-busy") is None
+        assert page.get_by_text("item a2", exact=True).count() == 1
+    finally:
+        page.unroute(re.compile(r".*/v1/items/a1(/similar.*)?$"))
+
+
+def test_a_malformed_address_or_a_proxys_page_is_said_in_words(page, base_url):
+    page.goto(base_url + "/#/item/%E0%A4%A")
+    sync_api.expect(page.get_by_test_id("error")).to_contain_text("this address is malformed")
+    page.route("**/v1/users/u1/recommendations*",
+               lambda route: route.fulfill(status=502, body="<html>Bad gateway</html>",
+                                           content_type="text/html"))  # fmt: skip
+    try:
+        page.goto(base_url + "/#/user/u1")
+        sync_api.expect(page.get_by_test_id("error")).to_contain_text("the server answered 502")
+    finally:
+        page.unroute("**/v1/users/u1/recommendations*")
+
+
+def test_a_phone_shows_one_column_within_the_screen(page, base_url):
+    page.set_viewport_size({"width": 375, "height": 800})
+    try:
+        for address in ("/", "/#/item/a1"):
+            page.goto(base_url + address)
+            page.get_by_test_id("item-card").first.wait_for()
+            assert page.evaluate("document.documentElement.scrollWidth") <= 375, address
+            main_width = page.evaluate("document.querySelector('#view').clientWidth")
+            assert main_width >= 300, address  # the items get the screen, not 79 px of it
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 800})

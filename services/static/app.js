@@ -27,11 +27,16 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// The API's JSON; an error answer's message, or for a page that is not the API's JSON (a
+// proxy's 502 page, a timeout) its status, not a JSON parse error.
 async function api(path, options) {
   const response = await fetch(path, options);
-  const body = await response.json();
-  if (!response.ok) {
-    const error = new Error(body.error ? body.error.message : response.statusText);
+  const json = (response.headers.get("Content-Type") || "").includes("application/json");
+  const body = json ? await response.json() : null;
+  if (!response.ok || body === null) {
+    const message = body && body.error ? body.error.message
+      : `the server answered ${response.status} ${response.statusText}`.trim();
+    const error = new Error(message);
     error.status = response.status;
     throw error;
   }
@@ -76,11 +81,21 @@ function grid(items, testid) {
   return box;
 }
 
-function fail(error) {
-  view.replaceChildren(el("p", { class: "error", "data-testid": "error", text: error.message }));
+// Each navigation's number: a view answers only while it is the latest, so a slow answer
+// for an item left behind never replaces the item shown now.
+let shown = 0;
+
+function show(turn, ...parts) {
+  if (turn !== shown) return;
+  view.removeAttribute("aria-busy");
+  view.replaceChildren(...parts);
 }
 
-async function browse(params) {
+function fail(error, turn = shown) {
+  show(turn, el("p", { class: "error", "data-testid": "error", text: error.message }));
+}
+
+async function browse(params, turn) {
   // pages follow one another by key (after: the next of the page before), as deep as the catalog
   const after = params.get("after");
   const q = params.get("q") || "";
@@ -99,10 +114,10 @@ async function browse(params) {
   // total counts up to a limit; past it (total_exact false) there are more
   const count = page.total.toLocaleString("en-US") + (page.total_exact ? "" : "+");
   const title = q ? `Items matching “${q}” (${count})` : `Catalog (${count} items)`;
-  view.replaceChildren(el("h1", { text: title }), grid(page.items, "catalog"), pager);
+  show(turn, el("h1", { text: title }), grid(page.items, "catalog"), pager);
 }
 
-async function product(itemId) {
+async function product(itemId, turn) {
   const [item, similar] = await Promise.all([
     api("/v1/items/" + encodeURIComponent(itemId)),
     api("/v1/items/" + encodeURIComponent(itemId) + "/similar?k=12"),
@@ -117,7 +132,8 @@ async function product(itemId) {
   rows.append(el("tr", {}, el("td", { class: "muted", text: "in stock" }),
                  el("td", { text: item.in_stock ? "yes" : "no" })));
   const picture = item.image_url ? el("img", { src: item.image_url, alt: item.title || "" }) : el("div");
-  view.replaceChildren(
+  show(
+    turn,
     el("div", { class: "product" }, picture,
        el("div", {}, el("h1", { "data-testid": "product-title", text: item.title || item.item_id }),
           el("p", { class: "muted", text: "item " + item.item_id }), rows)),
@@ -125,7 +141,7 @@ async function product(itemId) {
     grid(similar.items, "similar"));
 }
 
-async function feed(userId) {
+async function feed(userId, turn) {
   const body = await api("/v1/users/" + encodeURIComponent(userId) + "/recommendations?k=24");
   showModel(body.model_version);
   const parts = [el("h1", { "data-testid": "feed-title", text: "For " + userId })];
@@ -134,15 +150,22 @@ async function feed(userId) {
                          text: "New shopper: showing popular items until we learn their taste." }));
   }
   parts.push(grid(body.items, "feed"));
-  view.replaceChildren(...parts);
+  show(turn, ...parts);
 }
 
-async function photoSearch(file) {
+async function photoSearch(file, turn) {
   const form = new FormData();
   form.append("image", file);
   const body = await api("/v1/search/image?k=24", { method: "POST", body: form });
   showModel(body.model_version);
-  view.replaceChildren(el("h1", { text: "Looks like your photo" }), grid(body.items, "visual"));
+  show(turn, el("h1", { text: "Looks like your photo" }), grid(body.items, "visual"));
+}
+
+// A new view is on its way: the one shown says so (screen readers too) until it comes.
+function navigate() {
+  shown += 1;
+  view.setAttribute("aria-busy", "true");
+  return shown;
 }
 
 // Listing shoppers needs an API key with users:read unless the server makes it public; the
@@ -164,12 +187,22 @@ async function users() {
 }
 
 function route() {
+  const turn = navigate();
   const [path, query] = (location.hash.slice(1) || "/").split("?");
-  let work;
-  if (path.startsWith("/item/")) work = product(decodeURIComponent(path.slice(6)));
-  else if (path.startsWith("/user/")) work = feed(decodeURIComponent(path.slice(6)));
-  else work = browse(new URLSearchParams(query || ""));
-  work.catch(fail);
+  const id = (prefix) => {
+    const text = decodeURIComponent(path.slice(prefix.length));  // a URIError on a bad escape
+    if (!text) throw new Error("this address names no id: follow a link from the catalog");
+    return text;
+  };
+  try {
+    let work;
+    if (path.startsWith("/item/")) work = product(id("/item/"), turn);
+    else if (path.startsWith("/user/")) work = feed(id("/user/"), turn);
+    else work = browse(new URLSearchParams(query || ""), turn);
+    work.catch((error) => fail(error, turn));
+  } catch (error) {
+    fail(error instanceof URIError ? new Error("this address is malformed: " + location.hash) : error, turn);
+  }
 }
 
 document.getElementById("search-form").addEventListener("submit", (event) => {
@@ -182,8 +215,11 @@ document.getElementById("shopper-form").addEventListener("submit", (event) => {
   if (userId) location.hash = "#/user/" + encodeURIComponent(userId);
 });
 document.getElementById("photo").addEventListener("change", (event) => {
-  if (event.target.files.length) photoSearch(event.target.files[0]).catch(fail);
+  if (!event.target.files.length) return;
+  const turn = navigate();
+  photoSearch(event.target.files[0], turn).catch((error) => fail(error, turn));
+  event.target.value = "";  // the same photo chosen again searches again
 });
 window.addEventListener("hashchange", route);
-users().catch(fail);
+users().catch((error) => fail(error));
 route();

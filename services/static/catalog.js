@@ -28,8 +28,12 @@ async function admin(path) {
   for (;;) {
     const response = await fetch(path, {
       headers: { Authorization: "Bearer " + sessionStorage.getItem(KEY) } });
-    const body = await response.json();
-    if (!response.ok) throw new Error(body.error ? body.error.message : response.statusText);
+    const json = (response.headers.get("Content-Type") || "").includes("application/json");
+    const body = json ? await response.json() : null;  // a proxy's HTML page is no JSON
+    if (!response.ok || body === null) {
+      throw new Error(body && body.error ? body.error.message
+        : `the server answered ${response.status} ${response.statusText}`.trim());
+    }
     if (response.status !== 202) return body;
     const status = document.getElementById("status");
     status.className = "notice";
