@@ -93,7 +93,12 @@ def init_app(app: Flask) -> None:
     def _recsys_error(exc: RecsysError):
         for kind, status, code in _RECSYS_STATUS:
             if isinstance(exc, kind):
-                return error_response(status, code, message_of(exc))
+                message = message_of(exc)
+                if isinstance(exc, ModelNotTrained):  # why no bundle, as /readyz says it
+                    from services.ops import model_problem
+
+                    message = model_problem(message)
+                return error_response(status, code, message)
         return error_response(400, "invalid_input", str(exc))
 
     database_errors = Repeated(log, "a request met a catalog database error (a 503)")

@@ -319,7 +319,9 @@ def test_service_without_a_model_is_live_but_not_ready(tmp_path):
     client = create_app(Settings(database_url=url), {"RELOAD_CHECK_SECONDS": 0}).test_client()
     assert client.get("/healthz").status_code == 200
     assert_error(client.get("/readyz"), 503, "recsys train")
-    assert_error(client.get("/v1/items/a1/similar"), 503)
+    assert_error(client.get("/v1/items/a1/similar"), 503, "recsys train")
+    message = client.get("/v1/users/u1/recommendations").get_json()["error"]["message"]
+    assert message == client.get("/readyz").get_json()["error"]["message"]  # no class name
 
 
 @pytest.mark.parametrize(
