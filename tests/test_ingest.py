@@ -204,6 +204,21 @@ def test_json_lines_keys_first_seen_on_a_later_line_meet_the_name_rules(engine, 
         assert set(session.scalars(select(ItemAttribute.name))) == {"brand"}
 
 
+def test_a_file_that_widens_an_attributes_kind_says_so(engine, tmp_path, caplog):
+    """One stray word in a numeric column makes it categorical for the whole catalog: the
+    ingest said nothing."""
+    options = IngestOptions(show_progress=False)
+    (tmp_path / "a.csv").write_text("item_id,price\na,1.5\nb,2\n")
+    ingest_items(engine, tmp_path / "a.csv", options=options)
+    assert "from now on" not in caplog.text
+    (tmp_path / "b.csv").write_text("item_id,price\nc,cheap\nd,3\n")
+    ingest_items(engine, tmp_path / "b.csv", options=options)
+    assert (
+        "attribute 'price' is categorical from now on, for every item (it was numeric"
+        in caplog.text
+    )
+
+
 def test_bad_interactions_are_rejected_with_line_and_reason(engine, shop):
     ingest_items(engine, shop / "items.csv", options=IngestOptions(show_progress=False))
     report = ingest_interactions(

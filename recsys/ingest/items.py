@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,6 +60,8 @@ from recsys.ingest.values import (
     text_column,
     value_kind,
 )
+
+log = logging.getLogger(__name__)
 
 KNOWN_COLUMNS = ("item_id", "image", "title", "in_stock")
 
@@ -342,6 +345,17 @@ def record_attribute_kinds(
     for name, recorded in connection.execute(recorded_of, {"names": list(kinds)}).all():
         if (widened := merge_kinds(recorded, kinds[name])) != recorded:
             connection.execute(set_kind, {"old_name": name, "new_kind": widened, "now": utcnow()})
+            shares = ", ".join(
+                f"{n} {getattr(kind, 'value', 'empty')}" for kind, n in counts[name].most_common()
+            )
+            log.warning(  # for the whole catalog, from one file: an operator must hear of it
+                "attribute %r is %s from now on, for every item (it was %s; kinds only "
+                "widen): the values given here are %s",
+                name,
+                widened.value,
+                recorded.value,
+                shares,
+            )
 
 
 @functools.cache
