@@ -36,7 +36,7 @@ from recsys.ingest.values import (
     timestamp_column,
     weight_column,
 )
-from recsys.model.data import INTERACTION_COLUMNS, read_interactions
+from recsys.model.data import INTERACTION_COLUMNS, interaction_batches
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,9 @@ SCHEMA = pa.schema(
         ("timestamp", pa.timestamp("us")),
     ]
 )
+_DAYS = SCHEMA.append(pa.field(DAY, pa.string()))  # what is written: the day partitions it
+# Days an export may hold (Arrow's guard against runaway partitioning): 1970 to 2100.
+MAX_DAYS = 48_000
 
 
 def export_interactions(engine: Engine, out: Path, overwrite: bool = False) -> dict:
@@ -62,30 +65,38 @@ def export_interactions(engine: Engine, out: Path, overwrite: bool = False) -> d
     out = Path(out)
     _check_out(out, overwrite)
     exported_at = utcnow().isoformat()  # catalog events stored later are fresh to a bundle
-    frame = read_interactions(engine)
-    table = pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)
-    days = pc.strftime(table["timestamp"], format="%Y-%m-%d")
-    table = table.append_column(DAY, days)
-    table = table.take(pc.sort_indices(table, [(DAY, "ascending")]))  # stable: catalog order
-    summary = {
-        "rows": table.num_rows,
-        "days": len(pc.unique(days.drop_null())),
-        "exported_at": exported_at,
-        "columns": INTERACTION_COLUMNS,
-    }
+    rows, days = [0], set()
+
+    def batches():  # one chunk of the log at a time: memory does not grow with the log
+        for batch in interaction_batches(engine):
+            day = pc.strftime(batch["timestamp"], format="%Y-%m-%d")
+            rows[0] += batch.num_rows
+            days.update(pc.unique(day.drop_null()).to_pylist())
+            batch = pa.RecordBatch.from_arrays([*batch.columns, day], schema=_DAYS)
+            # each day's rows of the chunk together: the writer's slices of it make one row
+            # group per day, not one per day and slice (15 of a few hundred rows each)
+            yield batch.take(pc.sort_indices(batch, [(DAY, "ascending")]))
+
     staging = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
     staging.mkdir(parents=True)
     try:
         ds.write_dataset(
-            table,
+            batches(),
             staging,
+            schema=_DAYS,
             format="parquet",
             partitioning=ds.partitioning(pa.schema([(DAY, pa.string())]), flavor="hive"),
             max_rows_per_group=ROWS_PER_GROUP,
             max_rows_per_file=ROWS_PER_GROUP,
             basename_template="part-{i}.parquet",
-            max_partitions=summary["days"] + 1,
+            max_partitions=MAX_DAYS,
         )
+        summary = {
+            "rows": rows[0],
+            "days": len(days),
+            "exported_at": exported_at,
+            "columns": INTERACTION_COLUMNS,
+        }
         (staging / EXPORT_FILE).write_text(json.dumps(summary, indent=2))
         _replace(staging, out)
     finally:

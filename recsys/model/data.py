@@ -5,6 +5,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,36 +128,14 @@ def read_interactions(
     in insertion order (``interactions.id``). ``user_sample`` (n, seed): only the rows of the
     users ``split.sample_users`` would choose, selected in SQL.
     """
-    with engine.connect() as connection:
-        users = _external_ids(connection, "users")
-        items = _external_ids(connection, "items")
-        where = ""
-        if user_sample is not None:
-            keys = _sampled_user_keys(connection, users, *user_sample)
-            if keys is not None:  # integer keys of the catalog, written into the query
-                where = f" WHERE user_id IN ({', '.join(map(str, keys.tolist()))})"
-        # The driver's own cursor: rows stay plain tuples (no Row objects, no type processing);
-        # on PostgreSQL a named (server-side) cursor streams them.
-        dbapi = connection.connection
-        named = {"name": "recsys_interactions"} if engine.dialect.name == "postgresql" else {}
-        cursor = dbapi.cursor(**named)
-        try:
-            cursor.execute(
-                "SELECT user_id, item_id, event, weight, timestamp FROM interactions"
-                f"{where} ORDER BY id"
-            )
-            parts = {name: [] for name in INTERACTION_COLUMNS}
-            while rows := cursor.fetchmany(chunk_rows):
-                user, item, event, weight, timestamp = zip(*rows, strict=True)
-                del rows
-                parts["user_id"].append(np.asarray(user, dtype=np.int32))  # catalog keys
-                parts["item_id"].append(np.asarray(item, dtype=np.int32))
-                parts["event"].append(pd.Categorical(event))
-                parts["weight"].append(np.asarray(weight, dtype=np.float64))
-                stamps = pd.to_datetime(pd.Series(timestamp, dtype=object), format="ISO8601")
-                parts["timestamp"].append(stamps)
-        finally:
-            cursor.close()
+    parts = {name: [] for name in INTERACTION_COLUMNS}
+    with _interaction_chunks(engine, chunk_rows, user_sample) as (users, items, chunks):
+        for user, item, event, weight, stamps in chunks:
+            parts["user_id"].append(user)
+            parts["item_id"].append(item)
+            parts["event"].append(event)
+            parts["weight"].append(weight)
+            parts["timestamp"].append(stamps)
     if not parts["user_id"]:
         frame = pd.DataFrame(columns=INTERACTION_COLUMNS)
         frame["timestamp"] = pd.to_datetime(frame["timestamp"])
@@ -174,6 +154,72 @@ def read_interactions(
     frame = pd.DataFrame(columns, columns=INTERACTION_COLUMNS, copy=False)
     trim_heap()
     return frame
+
+
+def interaction_batches(engine: Engine, chunk_rows: int = CHUNK_ROWS) -> Iterator[pa.RecordBatch]:
+    """The interactions as Arrow batches of at most ``chunk_rows`` rows (``INTERACTION_COLUMNS``;
+    timestamps naive UTC), in insertion order: what an export writes without holding the
+    whole log (``read_interactions``' frame is about 280 bytes an event)."""
+    with _interaction_chunks(engine, chunk_rows, None) as (users, items, chunks):
+        user_ids = pa.array(users, type=pa.string())
+        item_ids = pa.array(items, type=pa.string())
+        for user, item, event, weight, stamps in chunks:
+            yield pa.record_batch(
+                [
+                    pc.take(user_ids, pa.array(user)),
+                    pc.take(item_ids, pa.array(item)),
+                    pa.array(np.asarray(event, dtype=object), type=pa.string()),
+                    pa.array(weight, type=pa.float64()),
+                    pa.array(
+                        stamps.to_numpy(dtype="datetime64[us]"),
+                        type=pa.timestamp("us"),
+                        from_pandas=True,  # NaT (no time) is null
+                    ),
+                ],
+                names=INTERACTION_COLUMNS,
+            )
+
+
+@contextmanager
+def _interaction_chunks(engine: Engine, chunk_rows: int, user_sample: tuple[int, int] | None):
+    """(user keys -> ids, item keys -> ids, chunks): each chunk (user keys, item keys,
+    events (categorical), weights, timestamps), read by the driver's own cursor, rows in
+    insertion order."""
+    with engine.connect() as connection:
+        users = _external_ids(connection, "users")
+        items = _external_ids(connection, "items")
+        where = ""
+        if user_sample is not None:
+            keys = _sampled_user_keys(connection, users, *user_sample)
+            if keys is not None:  # integer keys of the catalog, written into the query
+                where = f" WHERE user_id IN ({', '.join(map(str, keys.tolist()))})"
+        # The driver's own cursor: rows stay plain tuples (no Row objects, no type processing);
+        # on PostgreSQL a named (server-side) cursor streams them.
+        dbapi = connection.connection
+        named = {"name": "recsys_interactions"} if engine.dialect.name == "postgresql" else {}
+        cursor = dbapi.cursor(**named)
+
+        def chunks():
+            while rows := cursor.fetchmany(chunk_rows):
+                user, item, event, weight, timestamp = zip(*rows, strict=True)
+                del rows
+                stamps = pd.to_datetime(pd.Series(timestamp, dtype=object), format="ISO8601")
+                yield (
+                    np.asarray(user, dtype=np.int32),  # catalog keys
+                    np.asarray(item, dtype=np.int32),
+                    pd.Categorical(event),
+                    np.asarray(weight, dtype=np.float64),
+                    stamps,
+                )
+
+        try:
+            cursor.execute(
+                "SELECT user_id, item_id, event, weight, timestamp FROM interactions"
+                f"{where} ORDER BY id"
+            )
+            yield users, items, chunks()
+        finally:
+            cursor.close()
 
 
 def _strings(lookup: np.ndarray, keys: list[np.ndarray]) -> pd.Series:
