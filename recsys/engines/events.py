@@ -54,6 +54,10 @@ SCHEMA = pa.schema(
     ]
 )
 _DAYS = SCHEMA.append(pa.field(DAY, pa.string()))  # what is written: the day partitions it
+# Rows read and written at a time: the export's memory is about this many events' worth
+# whatever the log's size (a time-ordered log's chunks fall in a day or two, so its row groups
+# are chunks; a log whose chunks span every day writes smaller ones).
+EXPORT_CHUNK_ROWS = 100_000
 # Days an export may hold (Arrow's guard against runaway partitioning): 1970 to 2100.
 MAX_DAYS = 48_000
 
@@ -68,7 +72,7 @@ def export_interactions(engine: Engine, out: Path, overwrite: bool = False) -> d
     rows, days = [0], set()
 
     def batches():  # one chunk of the log at a time: memory does not grow with the log
-        for batch in interaction_batches(engine):
+        for batch in interaction_batches(engine, EXPORT_CHUNK_ROWS):
             day = pc.strftime(batch["timestamp"], format="%Y-%m-%d")
             rows[0] += batch.num_rows
             days.update(pc.unique(day.drop_null()).to_pylist())
@@ -90,6 +94,7 @@ def export_interactions(engine: Engine, out: Path, overwrite: bool = False) -> d
             max_rows_per_file=ROWS_PER_GROUP,
             basename_template="part-{i}.parquet",
             max_partitions=MAX_DAYS,
+            use_threads=False,  # no read-ahead: one chunk in memory at a time
         )
         summary = {
             "rows": rows[0],
