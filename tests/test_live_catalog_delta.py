@@ -4,7 +4,7 @@ write, a worker's delta following it, and the next training folding it in."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import event, update
+from sqlalchemy import event, text, update
 from sqlalchemy.orm import Session
 
 from recsys.catalog import changes
@@ -141,3 +141,23 @@ def test_live_items_rank_in_feeds_with_their_token_term(engine, tmp_path):
         assert abs(scores[ids.index("a-twin")] - expected) < 1e-5, user
         shared += cosine > 0
     assert shared  # some users' tokens meet the twin's: the term moved their scores
+
+
+def test_a_hand_typed_update_survives_a_rebuild_of_the_live_catalog(engine, tmp_path):
+    """A SQL UPDATE of an item's content sets no updated_at, but the change log's triggers
+    see it: a worker that follows saw it, and one that rebuilds (a restart, a new bundle's
+    load) missed it, so two workers answered differently."""
+    populate(engine)
+    train(engine, tmp_path / "artifacts", train_config())
+    following = load_state(engine, DeltaConfig(max_items=100))
+    with engine.begin() as connection:  # as an operator types it: no ORM, no updated_at
+        typed = "UPDATE items SET title = :title WHERE external_id = 'a1'"
+        connection.execute(text(typed), {"title": "Drama story 1, a remake"})
+    assert following.catalog.follow() is not None
+    restarted = load_state(engine, DeltaConfig(max_items=100))
+    for state in (following, restarted):
+        assert state.recommender.live.knows("a1")
+    ask = dict(k=6, mode="similar")
+    assert restarted.recommender.similar_items(["a1"], **ask).ids == (
+        following.recommender.similar_items(["a1"], **ask).ids
+    )

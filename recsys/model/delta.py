@@ -376,12 +376,27 @@ class LiveCatalog:
         self._live, self._pending = _Live(), set()  # what a follow built is read afresh
         self._stacked = None
         written = changes.written_after(snapshot, self.data_read_at) | (rows < 0)
+        written |= self._logged_since_training(snapshot)
         self._write(snapshot.item_ids[written].tolist(), content=None)
         self._generation = snapshot.generation
         # a new array: the deltas before this rebuild keep theirs
         self._written_at = np.full(n, snapshot.generation, dtype=np.int64)
         self._live.written_at = dict.fromkeys(self._live.vectors, snapshot.generation)
         return self._publish()
+
+    def _logged_since_training(self, snapshot) -> np.ndarray:
+        """(S,) bool: the snapshot's items whose content the change log shows written since
+        the bundle's data was read (its ``items_generation``). ``updated_at`` misses a write
+        that did not set it (a hand-typed SQL UPDATE; the log's triggers see every write).
+        None of them when the bundle predates the mark or the log was pruned past it."""
+        since = self.recommender.manifest.get("items_generation")
+        none = np.zeros(len(snapshot.item_ids), dtype=bool)
+        if since is None:
+            return none
+        logged = changes.changes_since(self.engine, int(since))
+        if not logged.complete or not logged.content:
+            return none
+        return np.isin(snapshot.item_ids, np.asarray(sorted(logged.content), dtype=str))
 
     def follow(self) -> Delta | None:
         """Apply the catalog's changes since the last call; None when nothing changed (one

@@ -23,6 +23,7 @@ from sqlalchemy import Engine
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+from recsys.catalog import changes
 from recsys.catalog.models import utcnow
 from recsys.engines.events import fresh_after
 from recsys.errors import InvalidInput, TrainingFailed
@@ -111,6 +112,8 @@ def train(
         with stage("read"):
             # later events are "fresh" to this bundle (an exported folder: those after export)
             read_at = fresh_after(events) or utcnow().isoformat()
+            # before the items are read: a write from now on is one the bundle may lack
+            generation = changes.generation(engine)
             data = read_catalog(engine, events)
             _check_trainable(data)
             _check_event_weights(data, config.cf)
@@ -138,7 +141,7 @@ def train(
         with writing_bundles(bundles):
             with stage("bundle"):
                 version = new_version()
-                manifest = _manifest(fitted, config, recommender, read_at)
+                manifest = _manifest(fitted, config, recommender, read_at, generation)
                 writer = _writer(recommender, fitted)
                 path = write_bundle(bundles, version, writer, manifest, catalog_identity(engine))
             with stage("register"):
@@ -303,7 +306,9 @@ def _item_ids(data: CatalogData) -> np.ndarray:
     return data.items["item_id"].to_numpy(dtype=str)
 
 
-def _manifest(fitted: Fitted, config: TrainConfig, recommender: Recommender, read_at: str):
+def _manifest(
+    fitted: Fitted, config: TrainConfig, recommender: Recommender, read_at: str, generation: int
+):
     fused, content = fitted.fused, fitted.content
     devices = {"index": "cuda" if recommender.index.on_gpu else "cpu"}
     if fitted.cf is not None:
@@ -315,6 +320,9 @@ def _manifest(fitted: Fitted, config: TrainConfig, recommender: Recommender, rea
         "config": asdict(config),
         "counts": {**fitted.data.counts, "cold_items": int(fused.cold_.sum())},
         "data_read_at": read_at,
+        # the catalog's items generation before the items were read (recsys.model.delta: a
+        # live catalog rebuilt later takes every item the change log names since as written)
+        "items_generation": generation,
         "blocks": fused.layout_.dims,
         "weights": fused.weights_,
         "cold_scale": fused.cold_scale_,
