@@ -14,6 +14,7 @@ from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from schemathesis import checks
 
+from recsys.model.fusion import TOKENS
 from recsys.settings import Settings
 from services.app import BLUEPRINTS, create_app
 from services.openapi import openapi_document
@@ -41,7 +42,15 @@ def app(tmp_path_factory):
         write_rate_limit="100000/minute",
         search_rate_limit="100000/minute",
     )
-    return create_app(settings_, {"RELOAD_CHECK_SECONDS": 0})
+    app = create_app(settings_, {"RELOAD_CHECK_SECONDS": 0})
+    # The toy shop's weights stage gives the token term no weight; the demo catalogs give it
+    # some, and a feed's token candidates are a path of their own (a filter no item passes
+    # was a 500 there alone): fuzz it too.
+    fused = app.extensions["recsys"].holder.state.recommender.fused
+    weights = {**fused.weights_, TOKENS: 1.0}
+    fused.set_weights(weights, fused.cold_scale_, fused.surface_weights_)
+    assert fused.token_weight > 0
+    return app
 
 
 def operations():
