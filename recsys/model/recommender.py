@@ -134,7 +134,7 @@ def as_ids(values: Any, name: str) -> list[str]:
     one id alone counts as a list of one."""
     if isinstance(values, str | bytes | numbers.Number) or values is None:
         values = [values]
-    ids = np.asarray(values, dtype=object).ravel()
+    ids = values if isinstance(values, list) else np.asarray(values, dtype=object).ravel()
     try:
         return [parse_id("" if value is None else value, name) for value in ids]
     except BadValue as exc:  # None is no id (ingest reads an empty cell as missing)
@@ -693,7 +693,7 @@ class Recommender:
             return self._similar_to_live(
                 np.asarray(item_ids, dtype=str), k, filters, mode, diversity
             )
-        rows = self.item_rows(item_ids)
+        rows = self._item_rows(item_ids)
         if live is not None and live.removed[rows].any():
             gone = str(self.item_ids[rows[live.removed[rows]][0]])
             raise UnknownItem(f"item {gone!r} was removed from the catalog")
@@ -998,11 +998,16 @@ class Recommender:
         return VectorIndex.build(data, index.config), projection
 
     def item_rows(self, item_ids) -> np.ndarray:
-        ids = np.asarray(as_ids(item_ids, "item_id"), dtype=object)
-        rows = self.item_index.rows(ids.tolist())
+        """(n,) bundle rows of ``item_ids`` (by the id rule); ``UnknownItem`` for one the
+        bundle does not hold."""
+        return self._item_rows(as_ids(item_ids, "item_id"))
+
+    def _item_rows(self, ids: list[str]) -> np.ndarray:
+        """``item_rows`` of ids already held to the id rule."""
+        rows = self.item_index.rows(ids)
         if (rows < 0).any():
             raise UnknownItem(
-                f"item {ids[np.argmax(rows < 0)]!r} is not in model bundle "
+                f"item {ids[int(np.argmax(rows < 0))]!r} is not in model bundle "
                 f"{self.manifest.get('version')}; ingest it (a serving worker picks up items "
                 "written to the catalog within about a second) or run `recsys train`"
             )
