@@ -4,6 +4,7 @@ in headless Chromium (one shop for both)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 import time
@@ -428,6 +429,10 @@ def test_catalog_health_shows_duplicates_outliers_and_a_browsable_cluster_map(pa
     assert dots.count() == 32
     buttons = page.get_by_test_id("cluster-button")
     assert buttons.count() >= 2
+    # a screen reader names each cluster's button in full, not by its size alone
+    expect(page.get_by_role("button", name=re.compile(r"^cluster \d+: \d+ items$"))).to_have_count(
+        buttons.count()
+    )
     buttons.nth(1).click()
     cluster = buttons.nth(1).get_attribute("data-cluster")
     members = page.locator('[data-testid="cluster-members"] [data-testid="item-card"]')
