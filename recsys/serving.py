@@ -213,8 +213,11 @@ class ModelHolder:
             self.on_refused(refused)
 
     def _refusal(self, exc: Exception) -> Refused | None:
-        """What was refused: the active bundle row and its files now (None: nothing is
-        active, or the registry cannot be read)."""
+        """What was refused: the active bundle row and its files now. None when the bundle
+        itself is not at fault (a database error while its live catalog was read: tried
+        again at the next check), nothing is active, or the registry cannot be read."""
+        if not isinstance(exc, InvalidBundle):
+            return None
         try:
             bundle = active_bundle(self.engine)
         except Exception:

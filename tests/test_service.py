@@ -450,6 +450,28 @@ def test_a_restarted_worker_serves_the_last_bundle_that_loads(tmp_path, monkeypa
     assert (ready["model_version"], ready["refused_version"]) == (bad.version, None)
 
 
+def test_a_load_that_fails_for_another_reason_than_the_bundle_is_tried_again(shop):
+    """A database error while a bundle's live catalog is read is no fault of the bundle:
+    the next check tries it again (only a refused bundle waits for its files to change)."""
+    from recsys.serving import ModelHolder, load_state
+
+    calls = []
+
+    def flaky(engine, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("the database went away")
+        return load_state(engine, **kwargs)
+
+    holder = ModelHolder(connect(shop[0]), loader=flaky, check_interval=10)
+    with pytest.raises(RuntimeError):
+        holder.reload(fallback=True)
+    assert holder.refused is None and not holder.ready
+    holder._checked = 0.0
+    holder.maybe_reload()
+    assert len(calls) == 2 and holder.ready
+
+
 def test_requests_in_flight_during_reloads_all_succeed(app, shop):
     """Hammer the app from threads while the bundle is swapped repeatedly: no failures."""
     holder = app.extensions["recsys"].holder
