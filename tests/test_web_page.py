@@ -254,3 +254,14 @@ def test_a_phone_shows_one_column_within_the_screen(page, base_url):
             assert main_width >= 300, address  # the items get the screen, not 79 px of it
     finally:
         page.set_viewport_size({"width": 1280, "height": 800})
+
+
+def test_a_screen_reader_hears_the_new_view_by_its_heading(page, base_url):
+    """The whole view was a live region: each route read out every card of the grid."""
+    page.goto(base_url + "/#/item/a1")
+    title = page.get_by_test_id("product-title")
+    sync_api.expect(title).to_be_visible()
+    assert page.locator("#view").get_attribute("aria-live") is None
+    sync_api.expect(page.locator("#announce")).to_have_text(title.text_content())
+    page.goto(base_url + "/#/item/no-such-item")
+    sync_api.expect(page.locator("#announce")).to_contain_text("no-such-item")

@@ -50,7 +50,8 @@ function showModel(version) {
 function card(item) {
   const link = el("a", { class: "card", href: "#/item/" + encodeURIComponent(item.item_id),
                          "data-testid": "item-card", "data-item-id": item.item_id });
-  if (item.image_url) link.append(el("img", { src: item.image_url, alt: item.title || item.item_id }));
+  // the title follows as text: the photo adds nothing a screen reader should say twice
+  if (item.image_url) link.append(el("img", { src: item.image_url, alt: "" }));
   link.append(el("div", { class: "title", text: item.title || item.item_id }));
   const price = item.attributes && item.attributes.price;
   const extra = [money(price),
@@ -89,6 +90,9 @@ function show(turn, ...parts) {
   if (turn !== shown) return;
   view.removeAttribute("aria-busy");
   view.replaceChildren(...parts);
+  // a screen reader hears what the view now is (its heading or error), not the whole grid
+  const heading = view.querySelector("h1, .error");
+  document.getElementById("announce").textContent = heading ? heading.textContent : "";
 }
 
 function fail(error, turn = shown) {
