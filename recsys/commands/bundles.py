@@ -36,7 +36,12 @@ def list_bundles(settings: Settings) -> None:
 @click.argument("version")
 @click.pass_obj
 def activate(settings: Settings, version: str) -> None:
-    """Make VERSION the active bundle (running services follow within seconds)."""
+    """Make VERSION the active bundle.
+
+    Each running worker checks the registry every 5 to 15 s (RECSYS_FLASK_RELOAD_CHECK_SECONDS,
+    drawn per pause) and swaps once the bundle is loaded; POST /v1/admin/reload swaps the
+    worker that answers at once.
+    """
     from recsys.model.bundle import activate_bundle, read_manifest
 
     engine = connect_current(settings.database_url)
