@@ -143,36 +143,25 @@ def _json_body() -> Any:
             415, "unsupported_media_type", "send a JSON body (Content-Type: application/json)"
         )
     try:
-        body = strict_json(request.get_data(cache=True))
+        body = request.get_json(silent=True)
     except RecursionError:  # the JSON decoder gives up near 1,000 levels
         raise bad_parameter("body", "is nested too deeply (send at most a few levels)") from None
-    except ValueError as exc:
-        raise bad_parameter("body", _not_json(exc)) from None
     if body is None:
-        raise bad_parameter("body", "must be a JSON object, not null")
+        raise bad_parameter("body", _not_json(request.get_data(cache=True)))
     return body
 
 
-def strict_json(data: bytes | str) -> Any:
-    """``data`` read as JSON as the standard has it: Python's reader also takes ``NaN``,
-    ``Infinity`` and ``-Infinity``, which no JSON sender writes and which would reach the
-    values as numbers no rule expects (a NaN price dropped the attribute); a ValueError."""
-    return json.loads(data, parse_constant=_not_a_json_number)
-
-
-def _not_a_json_number(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number (send a finite number, or null)")
-
-
-def _not_json(exc: ValueError) -> str:
-    """What is wrong with a body that could not be read as JSON."""
-    if "digits" in str(exc):  # Python reads at most 4,300 digits of an integer
-        return "holds a number too long to read (thousands of digits)"
-    if isinstance(exc, json.JSONDecodeError):
-        return f"is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
-    if "JSON number" in str(exc):
-        return f"is not valid JSON: {exc}"
-    return "is not valid JSON"
+def _not_json(data: bytes) -> str:
+    """What is wrong with a body Flask could not read as JSON."""
+    try:
+        json.loads(data)
+    except ValueError as exc:
+        if "digits" in str(exc):  # Python reads at most 4,300 digits of an integer
+            return "holds a number too long to read (thousands of digits)"
+        if isinstance(exc, json.JSONDecodeError):
+            return f"is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+        return "is not valid JSON"
+    return "must be a JSON object, not null"
 
 
 def validated(model: type[BaseModel], data: Any) -> BaseModel:

@@ -12,6 +12,7 @@ multipart part ``image`` beside a part ``item`` holding the JSON fields.
 from __future__ import annotations
 
 import io
+import json
 
 from flask import Blueprint
 
@@ -20,7 +21,7 @@ from recsys.ingest import item_writes
 from recsys.vision.photo import check_photo
 from services.api import _decode_image
 from services.context import card, context
-from services.contract import endpoint, strict_json, validated
+from services.contract import endpoint, validated
 from services.errors import ApiError, bad_parameter, message_of
 from services.schemas import (
     Item,
@@ -114,7 +115,7 @@ def _fields(body: ItemFields | None, form: ItemUpload | None):
     if body is not None:
         return body.model_dump(exclude_unset=True), None
     try:
-        document = strict_json(form.item)
+        document = json.loads(form.item)
     except (ValueError, RecursionError):
         raise bad_parameter("item", "is not a JSON document of the item's fields") from None
     if not isinstance(document, dict):

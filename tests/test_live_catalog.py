@@ -122,12 +122,15 @@ def test_an_item_id_ending_in_the_similar_items_path_is_refused(client):
 
 
 def test_a_nan_in_an_item_write_is_a_400_and_keeps_the_attribute(client):
-    """Python's JSON reader takes NaN, which no JSON sender writes: it dropped the price."""
-    body = '{"attributes": {"year": NaN}}'
-    response = client.patch(
-        "/v1/items/a1", data=body, headers={**ADMIN, "Content-Type": "application/json"}
-    )
-    assert error_of(response, 400).startswith("body: is not valid JSON: NaN")
+    """Python's JSON reader takes NaN, which no JSON sender writes: it was read as no value
+    and dropped the attribute. It is refused naming the attribute."""
+    for constant in ("NaN", "Infinity", "-Infinity"):
+        body = '{"attributes": {"year": ' + constant + "}}"
+        response = client.patch(
+            "/v1/items/a1", data=body, headers={**ADMIN, "Content-Type": "application/json"}
+        )
+        assert error_of(response, 400).startswith("attributes.year: "), constant
+        assert "not a finite number" in error_of(response, 400)
     assert client.get("/v1/items/a1").get_json()["attributes"]["year"] is not None
 
 
