@@ -15,6 +15,7 @@ serving workers pick it up within about a second, as they pick up an ingest file
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -246,5 +247,8 @@ def _attributes(given: dict[str, Any]) -> dict[str, Any]:
             check_attribute_name(name)
         except BadValue as exc:
             raise InvalidInput(f"attributes.{name}: {exc}") from None
+        if isinstance(value, float) and not math.isfinite(value):  # JSON's NaN, Infinity
+            # an ingest file's "NaN" cell is an empty cell; a number sent as NaN is no value
+            raise InvalidInput(f"attributes.{name}: {value} is not a finite number")
         out[name] = _one(attribute_column, value, name, f"attributes.{name}")
     return out
