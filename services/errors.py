@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 # An absolute path of two or more parts (not a word's "a/b"); group 1 is its last part.
 _PATH = re.compile(r"(?<![\w.~-])/(?:[^\s/'\"(),;]+/)+([^\s/'\"(),;]*)")
+# The exception's class name a worker's last error starts with (``ModelHolder.last_error``):
+# a word for the log, not for a client.
+_CLASS_NAME = re.compile(r"^[A-Z][A-Za-z]+: ")
 # Headers an error answer keeps from the exception that made it.
 _KEPT_HEADERS = {"allow", "retry-after", "www-authenticate"}
 
@@ -94,10 +97,8 @@ def init_app(app: Flask) -> None:
         for kind, status, code in _RECSYS_STATUS:
             if isinstance(exc, kind):
                 message = message_of(exc)
-                if isinstance(exc, ModelNotTrained):  # why no bundle, as /readyz says it
-                    from services.ops import model_problem
-
-                    message = model_problem(message)
+                if isinstance(exc, ModelNotTrained):  # a worker's last error: "Kind: why"
+                    message = _CLASS_NAME.sub("", message, count=1)
                 return error_response(status, code, message)
         return error_response(400, "invalid_input", str(exc))
 
