@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -369,3 +369,18 @@ def test_an_hnsw_neighbour_table_is_searched_in_the_similar_surfaces_own_space()
     flat = replace(config, index=IndexConfig(kind="flat"))
     recommender = training._recommender(training.fit_in_memory(toy_catalog(), flat), flat, False)
     assert recommender.neighbour_index() == (recommender.index, None)
+
+
+def test_a_configs_mappings_cannot_be_changed_after_its_checks():
+    """A frozen config's dict fields could be changed in place, past the checks the config
+    made (an event weight of -1), and a config could not be hashed."""
+    from recsys.model.config import TrainConfig
+
+    config = TrainConfig()
+    for mapping in (config.cf.event_weights, config.fusion.weights, config.tabular.column_weights):
+        with pytest.raises(TypeError, match=r"dataclasses\.replace"):
+            mapping["view"] = -1.0
+    assert hash(config) == hash(TrainConfig()) and config == TrainConfig()
+    weighted = replace(config, cf=replace(config.cf, event_weights={"purchase": 4.0}))
+    assert weighted.cf.event_weights == {"purchase": 4.0} and weighted != config
+    assert json.loads(json.dumps(asdict(weighted)))["cf"]["event_weights"] == {"purchase": 4.0}

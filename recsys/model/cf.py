@@ -18,6 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from recsys.errors import UnknownItem
 from recsys.model.data import IdIndex, mapped, positions
+from recsys.model.frozen import FrozenDict
 from recsys.model.sparse_rows import entry_keys, lookup
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class CFConfig:
     spark_solver: str = "cg"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "event_weights", FrozenDict(self.event_weights))
         if self.model not in ("als", "bpr"):
             raise ValueError(f"CFConfig.model {self.model!r} must be 'als' or 'bpr'")
         if self.engine not in ("implicit", "spark"):

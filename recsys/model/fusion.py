@@ -41,6 +41,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from recsys.model import parallel, sparse_rows
 from recsys.model.data import mapped
+from recsys.model.frozen import FrozenDict
 from recsys.model.index import Projection
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,8 @@ class FusionConfig:
     token_profile: str = AUTO
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "weights", FrozenDict(self.weights))
+        object.__setattr__(self, "cold_scale", FrozenDict(self.cold_scale))
         if self.token_profile not in (AUTO, *TOKEN_PROFILES):
             raise ValueError(
                 f"FusionConfig.token_profile {self.token_profile!r} must be one of "

@@ -32,6 +32,7 @@ from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.preprocessing import RobustScaler
 from sklearn.utils.validation import check_is_fitted
 
+from recsys.model.frozen import FrozenDict
 from recsys.model.fusion import normalize_rows
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,9 @@ class TabularConfig:
     # pairs to gain weight.
     view_prior_pairs: float = 10.0
     random_state: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "column_weights", FrozenDict(self.column_weights))
 
 
 def split_multi(value: Any) -> list[str]:
