@@ -140,7 +140,6 @@ _CARDS = select(*_CARD_COLUMNS).where(Item.external_id.in_(bindparam("ids", expa
 _TITLES_OF = select(Item.external_id, Item.title).where(
     Item.external_id.in_(bindparam("ids", expanding=True))
 )
-_PRESENT = select(Item.external_id).where(Item.external_id.in_(bindparam("ids", expanding=True)))
 _GENERATION = select(CatalogState.items_generation).where(CatalogState.id == 1)
 _CHANGED = select(ItemChange.external_id).where(
     ItemChange.generation > bindparam("old"), ItemChange.generation <= bindparam("new")
@@ -619,6 +618,19 @@ def image_path(engine: Engine, item_id: str) -> str | None:
 def item_titles(engine: Engine, item_ids: Sequence[str]) -> list[str | None]:
     """The title of each of ``item_ids`` (None: no title, or an item the catalog does not
     have), in their order; read ``TITLE_BATCH`` ids a query."""
+    found = _titles_of(engine, item_ids)
+    return [found.get(item_id) for item_id in item_ids]
+
+
+def items_present(engine: Engine, item_ids: np.ndarray) -> np.ndarray:
+    """(N,) bool: which of ``item_ids`` the catalog has (an item removed since a bundle was
+    trained is not); read ``TITLE_BATCH`` ids a query."""
+    ids = np.asarray(item_ids, dtype=str)
+    return np.isin(ids, np.asarray(list(_titles_of(engine, ids.tolist())), dtype=str))
+
+
+def _titles_of(engine: Engine, item_ids: Sequence[str]) -> dict[str, str | None]:
+    """{external id: title} of those of ``item_ids`` the catalog has, ``TITLE_BATCH`` a query."""
     found: dict[str, str | None] = {}
     ids = list(dict.fromkeys(item_ids))
 
@@ -628,22 +640,7 @@ def item_titles(engine: Engine, item_ids: Sequence[str]) -> list[str | None]:
             found.update((row[0], row[1]) for row in connection.execute(_TITLES_OF, {"ids": batch}))
 
     _read(engine, titles)
-    return [found.get(item_id) for item_id in item_ids]
-
-
-def items_present(engine: Engine, item_ids: np.ndarray) -> np.ndarray:
-    """(N,) bool: which of ``item_ids`` the catalog has (an item removed since a bundle was
-    trained is not); read ``TITLE_BATCH`` ids a query."""
-    present: set[str] = set()
-    ids = [str(item_id) for item_id in item_ids]
-
-    def read(connection: Connection) -> None:
-        for start in range(0, len(ids), TITLE_BATCH):
-            batch = ids[start : start + TITLE_BATCH]
-            present.update(connection.execute(_PRESENT, {"ids": batch}).scalars())
-
-    _read(engine, read)
-    return np.fromiter((item_id in present for item_id in ids), dtype=bool, count=len(ids))
+    return found
 
 
 def titles_by_row(engine: Engine, item_ids: np.ndarray) -> Callable[[np.ndarray], list]:
