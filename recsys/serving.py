@@ -122,11 +122,10 @@ def bundle_signature(path: str | Path) -> tuple:
     """Each file of a bundle folder with its size and modification time (() when there is
     no folder): what tells a bundle refused once from one fixed since, without reading it."""
     try:
-        return tuple(
-            sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in Path(path).iterdir())
-        )
+        stats = [(f.name, f.stat()) for f in Path(path).iterdir()]
     except OSError:
         return ()
+    return tuple(sorted((name, stat.st_size, stat.st_mtime_ns) for name, stat in stats))
 
 
 @dataclass(frozen=True)
