@@ -467,7 +467,7 @@ class LiveCatalog:
         """Live vectors of these items (bundle ``rows``, -1 for new items); a bundle item
         whose new vector equals its trained one stays a plain bundle row."""
         fused = self.recommender.fused
-        warm = (rows >= 0) & ~fused.cold_[np.maximum(rows, 0)]
+        warm = ~fused.without_interactions(rows)
         vectors, blocks, tokens, made = self._vectors(frame, rows, warm)
         cold_tokens = fused.cold_scale_.get("tokens", 1.0)
         bundle = rows >= 0

@@ -497,6 +497,12 @@ class FusedModel(BaseEstimator):
             blocks["popularity"] = np.ones((histories.shape[0], 1), dtype=np.float32)
         return fuse(blocks, self.weights_, self.layout_)
 
+    def without_interactions(self, rows: np.ndarray) -> np.ndarray:
+        """(n,) bool: item ``rows`` (-1: not in the bundle) the bundle saw no interaction of,
+        whose collaborative part is predicted from content: new items and cold ones."""
+        rows = np.asarray(rows)
+        return (rows < 0) | self.cold_[np.maximum(rows, 0)]
+
     @property
     def has_tokens(self) -> bool:
         return getattr(self, "item_tokens_", None) is not None

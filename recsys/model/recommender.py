@@ -799,8 +799,7 @@ class Recommender:
         """(n,) bool: the items the bundle saw no interactions of (new since, or cold in it),
         whose cf part is predicted from content; a live item written since keeps its bundle
         row's (``recsys.model.delta``)."""
-        rows = self.item_index.rows(list(item_ids))
-        return (rows < 0) | self.fused.cold_[np.maximum(rows, 0)]
+        return self.fused.without_interactions(self.item_index.rows(list(item_ids)))
 
     def _query_values(self, item_ids: list[str]) -> list[dict[str, set[str]]]:
         """Each query item's filterable attributes' values: a live item's as the catalog has
