@@ -40,7 +40,7 @@ def readyz() -> Readiness:
     ctx = context()
     _check_catalog(ctx.engine)
     if not ctx.holder.ready:
-        raise ApiError(503, "model_not_ready", model_problem(ctx.holder.last_error))
+        raise ApiError(503, "model_not_ready", _model_problem(ctx.holder.last_error))
     state, refused = ctx.holder.state, ctx.holder.refused
     return Readiness(
         status="ready",
@@ -82,7 +82,7 @@ def _check_catalog(engine) -> None:
 WAITING = "waiting for the catalog"
 
 
-def model_problem(last_error: str | None) -> str:
+def _model_problem(last_error: str | None) -> str:
     """Why no bundle is loaded, without the bundle's path (the server log has the details)."""
     kind, _, message = (last_error or "").partition(": ")
     if kind in ("", "ModelNotTrained"):  # nothing trained: that message names no path
