@@ -97,6 +97,22 @@ def test_text_keeps_line_breaks_but_no_other_control_character():
 @pytest.mark.parametrize(
     "value, expected",
     [
+        (3.0, 3),
+        ("-17", -17),
+        (1e300, 1e300),  # was echoed back as a 301-digit integer
+        ("12345678901234567890", "12345678901234567890"),  # a code: a float changed it
+        ("9007199254740993", "9007199254740993"),
+        ("9007199254740992", 2**53),
+    ],
+)
+def test_whole_numbers_are_ints_only_where_exact(value, expected):
+    parsed = attribute_value(value, "attribute 'price'")
+    assert parsed == expected and type(parsed) is type(expected)
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
         ("1970-01-01T00:00:00Z", datetime(1970, 1, 1)),
         ("1970-01-01T00:30:00+01:00", None),  # 1969-12-31T23:30 UTC
         ("2099-12-31T23:59:59.999999", datetime(2099, 12, 31, 23, 59, 59, 999999)),

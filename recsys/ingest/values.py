@@ -281,7 +281,7 @@ def attribute_value(value: Any, column: str = "attribute") -> Any:
     if isinstance(value, int | float):
         if isinstance(value, float) and math.isinf(value):
             raise BadValue(f"{column} {value!r} is not a finite number")
-        return int(value) if isinstance(value, float) and value.is_integer() else value
+        return _exact_int(value) if isinstance(value, float) else value
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, dict):
@@ -318,11 +318,20 @@ def _number_or_none(text: str) -> int | float | None:
         return None
     if math.isnan(number) or (math.isinf(number) and not any(c.isdigit() for c in text)):
         return None
-    return (
-        int(number)
-        if number.is_integer() and "." not in text and "e" not in text.lower()
-        else number
-    )
+    if "." in text or "e" in text.lower() or not number.is_integer():
+        return number
+    exact = int(text)
+    return exact if abs(exact) <= EXACT_INT else None  # a 20-digit code is an identifier
+
+
+# Past 2**53 a float no longer holds every integer: 1e300 stays a float (not a 301-digit
+# int), and a longer run of digits is text.
+EXACT_INT = 2**53
+
+
+def _exact_int(value: float) -> int | float:
+    """An integral float as an int (``3.0`` -> ``3``) where the int is exact."""
+    return int(value) if value.is_integer() and abs(value) <= EXACT_INT else value
 
 
 def value_kind(value: Any) -> AttributeKind:
