@@ -97,14 +97,17 @@ def train_config() -> TrainConfig:
 
 
 def build_shop(
-    root: Path, database_url: str | None = None, prepare: Callable | None = None
+    root: Path,
+    database_url: str | None = None,
+    prepare: Callable | None = None,
+    photos: bool = True,
 ) -> tuple[str, Path]:
     """Migrate, populate and train under ``root`` -> (database URL, artifacts dir);
     ``prepare(engine)`` edits the catalog before the training."""
     url = database_url or f"sqlite:///{root / 'shop.db'}"
     engine = connect(url)
     migrate.upgrade(engine)
-    populate(engine, root / "images")
+    populate(engine, root / "images" if photos else None)
     if prepare is not None:
         prepare(engine)
     train(engine, root / "artifacts", train_config(), "cpu", image_encoder_factory=tiny_encoder)

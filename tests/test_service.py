@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 
@@ -56,6 +58,26 @@ def assert_error(response, status: int, mentions: str = ""):
     assert response.status_code == status, response.get_json()
     error = response.get_json()["error"]
     assert error["status"] == status and error["code"] and mentions in error["message"]
+
+
+def test_a_worker_serving_a_shop_without_photos_never_imports_torch(tmp_path):
+    """torch (about 250 MB of a worker's RSS, 2 s of its start) is loaded for photos only
+    (search by photo, photo verification); the catalog-health page's import pulled it into
+    every worker."""
+    url, artifacts = build_shop(tmp_path, photos=False)
+    code = (
+        "import sys; from recsys.settings import Settings; from services.app import create_app; "
+        f"settings = Settings(database_url={url!r}, artifacts_dir={str(artifacts)!r}); "
+        "client = create_app(settings, {'TESTING': True, 'RELOAD_CHECK_SECONDS': 0, "
+        "'LIVE_CATALOG_SECONDS': 0}).test_client(); "
+        "assert client.get('/v1/users/u1/recommendations?k=3').status_code == 200; "
+        "assert client.get('/v1/items/a1/similar?k=3').status_code == 200; "
+        "assert client.get('/v1/items?limit=3').status_code == 200; "
+        "print('torch' in sys.modules)"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert found.returncode == 0, found.stderr[-2000:]
+    assert found.stdout.strip() == "False"
 
 
 def test_similar_items_are_ranked_cards_from_the_same_cluster(client):

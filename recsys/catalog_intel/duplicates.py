@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import sparse
@@ -31,8 +32,10 @@ from scipy.sparse.csgraph import connected_components
 from sklearn.base import BaseEstimator
 
 from recsys.catalog_intel.neighbours import as_unit_vectors, knn, pairs_above
-from recsys.catalog_intel.verification import VerifyConfig, verified_scores
 from recsys.errors import InvalidInput
+
+if TYPE_CHECKING:  # torch is imported where photos are verified: the service starts without it
+    from recsys.catalog_intel.verification import VerifyConfig
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +177,8 @@ class DuplicateFinder(BaseEstimator):
 
     def _verified_pairs(self, unit, images, cfg, copy_similarities):
         """Each item's candidates by vector, verified; the pairs at or above the threshold."""
+        from recsys.catalog_intel.verification import VerifyConfig, verified_scores
+
         vcfg = self.verify or VerifyConfig()
         _, cand = knn(unit, vcfg.candidates, self.show_progress, "candidates")
         scores = verified_scores(images, cand, vcfg, self.show_progress)  # (N, K)

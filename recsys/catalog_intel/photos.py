@@ -19,14 +19,16 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import Engine, select
 
 from recsys.catalog.models import Item
-from recsys.catalog_intel.copy_descriptor import CopyDescriptorConfig
 from recsys.catalog_intel.duplicates import DuplicateConfig, calibrate_threshold
-from recsys.catalog_intel.verification import VerifyConfig, pair_scores, self_copy_scores
+
+if TYPE_CHECKING:  # torch is imported where photos are compared: the service starts without it
+    from recsys.catalog_intel.verification import VerifyConfig
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,7 @@ class CatalogPhotos:
         kept = [(r, p) for r, p in zip(rows.tolist(), paths, strict=True) if p is not None]
         photos = _decode([p for _, p in kept])
         good = [k for k, photo in enumerate(photos) if photo is not None]
-        side = CopyDescriptorConfig().side
+        side = _side()
         stack = np.stack([photos[k] for k in good]) if good else np.zeros((0, side, side))
         return np.asarray([kept[k][0] for k in good], np.int64), stack.astype(np.uint8)
 
@@ -94,6 +96,8 @@ class CatalogPhotos:
         _, photos = self.decode(rows)
         if len(photos) < 10:
             return None
+        from recsys.catalog_intel.verification import self_copy_scores
+
         copies = self_copy_scores(photos, sample=len(photos), seed=cfg.seed, cfg=verify)
         return calibrate_threshold(copies, copies, DuplicateConfig(), verified=True).threshold
 
@@ -114,6 +118,8 @@ class CatalogPhotos:
         at[rows] = np.arange(len(rows))
         both = (at[left] >= 0) & (at[right] >= 0)
         left, right = left[both], right[both]
+        from recsys.catalog_intel.verification import pair_scores
+
         score = pair_scores(photos[at[left]], photos[at[right]], verify)
         keep = score >= threshold
         log.info("verified %d candidate pairs with photos, %d kept", len(score), keep.sum())
@@ -132,7 +138,7 @@ def _decode(paths: list[str]) -> list[np.ndarray | None]:
     for a file that will not decode) only when decoding them together fails."""
     from recsys.vision.data import load_image_files
 
-    side = CopyDescriptorConfig().side
+    side = _side()
     try:
         return list(load_image_files(paths, side, 1)[:, 0].numpy())
     except (OSError, ValueError):
@@ -206,3 +212,10 @@ def checked_pairs(
         found.verified,
         found.skipped,
     )
+
+
+def _side() -> int:
+    """The side (pixels) photos are compared at: the copy descriptor's."""
+    from recsys.catalog_intel.copy_descriptor import CopyDescriptorConfig
+
+    return CopyDescriptorConfig().side
