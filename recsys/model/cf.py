@@ -344,6 +344,9 @@ class CollaborativeModel(BaseEstimator):
             shape=(1, len(self.item_ids_)),
         )
         history.sum_duplicates()
+        # An entry of weight 0 (a recency decay below float32, a weight-0 event) is no entry:
+        # the fit never saw it, and as a confidence of 0 it would push the user away from it.
+        history.eliminate_zeros()
         config = self.config or CFConfig()
         if config.model == "als":
             if self._yty is None:
