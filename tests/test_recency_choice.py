@@ -116,6 +116,15 @@ def test_a_feed_with_fresh_events_weighs_them_as_training_would():
     _, stored = recommender.history_with("u3", [])
     np.testing.assert_allclose(weights[: len(seen)], np.multiply(stored, 0.5 ** (2 / half)))
     np.testing.assert_allclose(weights[len(seen) :], [1.0, 0.5 ** (1 / half)])
+    # the reasons split the fold-in the feed made, at those weights: nothing is left over as
+    # "your overall taste" (they split one at weight 1 each: -5 of a score of 1 on MovieLens)
+    stored_feed = recommender.recommend(["u3"], k=5)
+    fresh_feed = recommender.recommend_for_history([history], k=5, weights=[weights])
+    for feed in (stored_feed, fresh_feed):
+        for reasons, score in zip(feed.because[0], feed.scores[0], strict=True):
+            shares = {r.label: r.share for r in reasons}
+            assert abs(shares.get("your overall taste", 0.0)) < 1e-3 * max(abs(score), 1.0)
+            assert sum(r.share for r in reasons) == pytest.approx(score, abs=1e-4)
     # a model without recency: every item once, as before
     plain = Recommender(
         fitted.fused, _without_recency(cf), catalog.items["item_id"], filters, index, {}

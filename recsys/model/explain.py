@@ -148,7 +148,14 @@ class History:
     """One user's items (rows) and confidence weights, as their user vector was built."""
 
     rows: np.ndarray  # (H,)
-    weights: np.ndarray  # (H,)
+    weights: np.ndarray  # (H,) the content profiles' (and tokens') weights
+    # (H,) the collaborative fold-in's, where they differ (users' factors solved with recency:
+    # ``CollaborativeModel.user_recent_``, ``Recommender.history_with``); None: ``weights``
+    fold_in: np.ndarray | None = None
+
+    @property
+    def cf_weights(self) -> np.ndarray:
+        return self.weights if self.fold_in is None else self.fold_in
 
 
 def history_parts(fused, cf, history: History, query: np.ndarray, found: np.ndarray, gram=None):
@@ -221,12 +228,13 @@ def _fold_in_parts(cf, history: History, items: np.ndarray, gram=None) -> np.nda
         confidence, regularization = _als_terms(cf, history)
         gram = item_gram(cf) if gram is None else gram
         system = gram + regularization * np.eye(factors.shape[1])
-        system += (factors.T * (np.abs(confidence) - 1.0)) @ factors
+        entry = confidence != 0  # as fold_in: a weight of 0 is no entry
+        system += (factors[entry].T * (np.abs(confidence[entry]) - 1.0)) @ factors[entry]
         pull = np.clip(confidence, 0, None)
     else:
-        system = factors.T @ (factors * history.weights[:, None])
+        system = factors.T @ (factors * history.cf_weights[:, None])
         system += max(config.regularization, 1e-3) * np.eye(factors.shape[1])
-        pull = history.weights
+        pull = history.cf_weights
     solved = np.linalg.solve(system, items.T)  # (F, k): M^-1 v_i (M is symmetric)
     return pull[:, None] * (factors @ solved)
 
@@ -240,11 +248,11 @@ def _als_terms(cf, history: History) -> tuple[np.ndarray, float]:
     if own is not None and getattr(config, "engine", "implicit") != "implicit":
         n_items = len(cf.item_ids_)
         matrix = sp.csr_matrix(
-            (history.weights, history.rows, [0, len(history.rows)]), shape=(1, n_items)
+            (history.cf_weights, history.rows, [0, len(history.rows)]), shape=(1, n_items)
         )
         confidence, regularization = own(matrix, config)
         return np.asarray(confidence, dtype=np.float64), float(regularization)
-    confidence = cf.confidence.of(history.weights)  # the form the factors were fitted with
+    confidence = cf.confidence.of(history.cf_weights)  # the form the factors were fitted with
     return confidence, 0.05 if config is None else config.regularization
 
 
@@ -289,12 +297,15 @@ def _top_rows(values: np.ndarray, top: int) -> np.ndarray:
     return rows[np.argsort(-values[rows], axis=0, kind="stable")[:top]]
 
 
-def history_of(matrix: sp.csr_matrix, user: int) -> History:
-    """Row ``user`` of a (users, items) confidence matrix as a History."""
+def history_of(matrix: sp.csr_matrix, user: int, fold_in: np.ndarray | None = None) -> History:
+    """Row ``user`` of a (users, items) confidence matrix as a History; ``fold_in``: the
+    collaborative fold-in's weights on the matrix's entries (``matrix.data``'s order), when
+    they differ."""
     start, end = matrix.indptr[user], matrix.indptr[user + 1]
     return History(
         np.asarray(matrix.indices[start:end], dtype=np.int64),
         np.asarray(matrix.data[start:end], dtype=np.float64),
+        None if fold_in is None else np.asarray(fold_in[start:end], dtype=np.float64),
     )
 
 

@@ -426,9 +426,10 @@ class Recommender:
         places = self._history_places(histories)
         matrix = self._history_matrix(histories, places)
         empty = matrix.getnnz(axis=1) == 0
-        cf_vectors = None
+        cf_vectors = weighted = None
         if self.cf is not None:
-            folded = matrix if weights is None else self._history_matrix(histories, places, weights)
+            weighted = None if weights is None else self._history_matrix(histories, places, weights)
+            folded = matrix if weighted is None else weighted
             cf_vectors = np.stack(
                 [self.cf.fold_in(self.item_ids[r], w) for r, w in _entries(folded)]
             ).astype(np.float32)
@@ -453,7 +454,7 @@ class Recommender:
         results.fallback = empty.tolist()
         results.because = [
             self._feed_because(
-                found[u], scores[u], -1 if empty[u] else None, (matrix, u, queries[u])
+                found[u], scores[u], -1 if empty[u] else None, (matrix, weighted, u, queries[u])
             )
             for u in range(len(found))
         ]
@@ -570,16 +571,19 @@ class Recommender:
 
     def _feed_because(self, found, scores, user_row, folded) -> list[list[explain.Reason]]:
         """Reasons of one feed: ``user_row`` < 0 (fallback): popularity; else the stored
-        user's history (``folded`` None) or (history matrix, its row, query) of a fold-in."""
+        user's history (``folded`` None) or, of a fold-in, (history matrix, the fold-in's
+        weighted one or None, its row, query)."""
         valid = found >= 0
         if user_row is not None and user_row < 0:
             return explain.fallback(self.fused.cold_[found[valid]], scores[valid])
         if folded is None:
-            history = explain.history_of(self.cf.user_items_, user_row)
+            fold_in = self.cf.user_recent_ if self.cf.recency_ is not None else None
+            history = explain.history_of(self.cf.user_items_, user_row, fold_in)
             query = self.fused.user_vectors(user_row)
         else:
-            matrix, user, query = folded
-            history = explain.history_of(matrix, user)
+            matrix, weighted, user, query = folded
+            fold_in = None if weighted is None else weighted.data
+            history = explain.history_of(matrix, user, fold_in)
         parts = explain.history_parts(self.fused, self.cf, history, query, found, self.item_gram)
         reasons = explain.feed_reasons(self.item_ids, history, parts)
         return [r for r, ok in zip(reasons, valid, strict=True) if ok]
