@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from recsys.catalog.models import Item, ModelBundle
 from recsys.errors import InvalidBundle, TrainingFailed
 from recsys.evaluation.contenders import Fused
+from recsys.ingest.interactions import record_interactions
 from recsys.model import training
 from recsys.model.bundle import active_version, load_active, load_recommender
 from recsys.model.data import read_catalog
@@ -244,6 +245,13 @@ def test_cli_train_recommend_similar(engine, run_cli, tmp_path):
     assert re.search(
         r'a-new  0\.0000  "Comedy story new"  because new in the catalog$', listed, re.MULTILINE
     )
+    # events stored since the bundle are folded in, as the service's feed folds them in
+    record_interactions(engine, [{"user_id": "nobody", "item_id": "b1", "event": "view"}])
+    rows = json.loads(run_cli("recommend", "--user", "nobody", "-k", "3", "--json").output)
+    assert rows[0]["fallback"] is False and all(i.startswith("b") for i in rows[0]["ids"])
+    assert {r["item_id"] for reasons in rows[0]["because"] for r in reasons if "item_id" in r} == {
+        "b1"
+    }
     # ids follow the rule ingest and the HTTP API apply: stripped, checked, named in the error
     rows = json.loads(run_cli("similar", "--item", " a-new ", "-k", "2", "--json").output)
     assert rows[0]["item"] == "a-new" and len(rows[0]["ids"]) == 2

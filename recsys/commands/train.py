@@ -240,13 +240,15 @@ def _k_option(command):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with each item's reasons).")
 @click.pass_obj
 def recommend(settings: Settings, user_ids, k, diversity, as_json):
-    """Top-k items for users, as the service answers them: from the active bundle and the
-    catalog's item writes since (stock, removals, new and changed items)."""
-    from recsys.serving import served_recommender
+    """Top-k items for users, as the service answers them: from the active bundle, the
+    catalog's item writes since (stock, removals, new and changed items) and each user's
+    events stored since (folded in)."""
+    from recsys.serving import FeedRequest, home_feed, load_state
 
     engine = connect_current(settings.database_url)
-    results = served_recommender(engine).recommend(list(user_ids), k=k, diversity=diversity)
-    _show(engine, list(user_ids), results, as_json, "user")
+    state, request = load_state(engine, warm=False), FeedRequest(k=k, diversity=diversity)
+    answers = [home_feed(state, engine, user, request).to_json()[0] for user in user_ids]
+    _show(engine, list(user_ids), answers, as_json, "user")
 
 
 @click.command("similar")
@@ -273,15 +275,15 @@ def similar(settings: Settings, item_ids, k, mode, diversity, as_json):
     results = served_recommender(engine).similar_items(
         list(item_ids), k=k, mode=mode, diversity=diversity
     )
-    _show(engine, list(item_ids), results, as_json, "item")
+    _show(engine, list(item_ids), results.to_json(), as_json, "item")
 
 
-def _show(engine, queries, results, as_json: bool, key: str) -> None:
-    """Each query's items with their titles from the catalog (JSON: ``titles`` beside
-    ``ids``, and a ``title`` beside each reason's ``item_id``, as the HTTP API gives them)."""
+def _show(engine, queries, answers: list[dict], as_json: bool, key: str) -> None:
+    """Each query's answer (``Results.to_json``) with titles from the catalog (JSON:
+    ``titles`` beside ``ids``, and a ``title`` beside each reason's ``item_id``, as the HTTP
+    API gives them)."""
     from recsys.catalog.reads import item_titles
 
-    answers = results.to_json()
     named = [r["item_id"] for a in answers for r in _naming_an_item(a)]
     asked = queries if key == "item" else []
     ids = list(dict.fromkeys([*asked, *(i for a in answers for i in a["ids"]), *named]))
