@@ -107,7 +107,8 @@ def warm_explanations(recommender: Recommender) -> None:
     """Build what explanations read on first use (the cf factors' Gram matrix, each filterable
     attribute's item x value matrix, the token postings of a bundle without them), so that no
     request pays for it."""
-    _ = recommender.item_gram
+    if recommender.cf is not None:
+        _ = recommender.cf.gram
     if recommender.fused.has_tokens:
         _ = recommender.fused.token_postings
     for name in recommender.filters.postings:

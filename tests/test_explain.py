@@ -119,6 +119,21 @@ def test_a_folded_in_history_is_explained_exactly(recommender):
         assert {r.item_id for r in reasons if r.item_id} <= set(history)
 
 
+def test_a_history_of_new_items_is_folded_in_from_their_predicted_factors(recommender):
+    """A shopper whose only events are on items no one had viewed at training time: their cf
+    factors are the ones predicted from content (as their product page pairs them), where
+    they were 0 and such a feed scored nothing (every score 0, in catalog order)."""
+    cf_only = recommender.fused.cf_stand_ins(np.flatnonzero(recommender.fused.cold_))
+    assert np.abs(cf_only).sum() > 0  # the toy shop's new items have predicted factors
+    results = recommender.recommend_for_history([["b-new"]], k=5)
+    assert results.fallback == [False]
+    assert (results.scores[0] > 0).all()
+    assert sum(item.startswith("b") for item in results.ids[0]) >= 4  # dramas, like b-new
+    shares_sum_to_scores(results)
+    for reasons in results.because[0]:
+        assert {r.item_id for r in reasons if r.item_id} == {"b-new"}
+
+
 def test_api_answers_carry_reasons_that_sum_to_the_score(shop):
     client = service_app(shop).test_client()
     similar = client.get("/v1/items/a1/similar?k=5").get_json()["items"]

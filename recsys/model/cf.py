@@ -331,12 +331,27 @@ class CollaborativeModel(BaseEstimator):
         check_is_fitted(self, "user_index_")
         return self.user_index_.rows(user_ids)
 
-    def fold_in(self, item_ids, weights=None) -> np.ndarray:
+    def fold_in(self, item_ids, weights=None, stand_ins=None) -> np.ndarray:
         """A user vector from a history of items, without retraining.
 
         ALS solves the user's least-squares step exactly (implicit's ``recalculate_user``);
-        BPR uses a ridge projection onto the item factors.
+        BPR uses a ridge projection onto the item factors. ``stand_ins``: item rows -> (n, F)
+        factors for the history's items the fit saw no interaction of (their own are 0), e.g.
+        those the fused model predicts from their content (``FusedModel.cf_stand_ins``);
+        without it such an item adds nothing.
         """
+        history = self.history_row(item_ids, weights)
+        factors, fitted = self.history_factors(history.indices, stand_ins)
+        config = self.config or CFConfig()
+        if config.model == "als":
+            confidence, reg = self._als_terms(history, config)
+            return _als_fold_in(factors, self.gram, fitted, confidence, reg)
+        return _ridge_fold_in(factors, history.data, config.regularization)
+
+    def history_row(self, item_ids, weights=None) -> sp.csr_matrix:
+        """(1, items) a history's summed weights (1 each by default); a weight of 0 (a recency
+        decay below float32, a weight-0 event) is no entry: the fit never saw it, and as a
+        confidence of 0 it would push the user away from the item."""
         rows = self.item_rows(item_ids)
         weights = np.ones(len(rows)) if weights is None else np.asarray(weights, dtype=float)
         history = sp.csr_matrix(
@@ -344,17 +359,25 @@ class CollaborativeModel(BaseEstimator):
             shape=(1, len(self.item_ids_)),
         )
         history.sum_duplicates()
-        # An entry of weight 0 (a recency decay below float32, a weight-0 event) is no entry:
-        # the fit never saw it, and as a confidence of 0 it would push the user away from it.
         history.eliminate_zeros()
-        config = self.config or CFConfig()
-        if config.model == "als":
-            if self._yty is None:
-                factors = self.item_factors_.astype(np.float64)
-                self._yty = factors.T @ factors
-            confidence, reg = self._als_terms(history, config)
-            return _als_fold_in(self.item_factors_, self._yty, history, confidence, reg)
-        return _ridge_fold_in(self.item_factors_, history, config.regularization)
+        return history
+
+    def history_factors(self, rows: np.ndarray, stand_ins=None) -> tuple[np.ndarray, np.ndarray]:
+        """((n, F) float64 factors of item ``rows``, (n,) bool whether the fit saw the item):
+        ``stand_ins(rows)`` for the items it did not, when given (``fold_in``)."""
+        factors = np.asarray(self.item_factors_[rows], dtype=np.float64)
+        fitted = np.asarray(self.warm_items_[rows], dtype=bool)
+        if stand_ins is not None and not fitted.all():
+            factors[~fitted] = stand_ins(rows[~fitted])
+        return factors, fitted
+
+    @property
+    def gram(self) -> np.ndarray:
+        """(F, F) float64 Y'Y of the item factors (computed on first use)."""
+        if self._yty is None:
+            factors = self.item_factors_.astype(np.float64)
+            self._yty = factors.T @ factors
+        return self._yty
 
     def _als_terms(self, history: sp.csr_matrix, config: CFConfig) -> tuple[np.ndarray, float]:
         """Confidences and regularisation of the ALS user step of the solver that fitted the
@@ -448,13 +471,14 @@ class CollaborativeModel(BaseEstimator):
         return model
 
 
-def _als_fold_in(item_factors, yty, history: sp.csr_matrix, confidence, reg) -> np.ndarray:
-    """ALS's exact user step for one history row (implicit's ``recalculate_user``, in numpy:
-    it reads the item factors without writing, so they can stay mapped read-only):
-    ``(Y'Y + Y'(C - I)Y + lambda I) x = Y'C p`` with the history's ``confidence`` C."""
-    factors = item_factors[history.indices].astype(np.float64)  # (n, d)
+def _als_fold_in(factors, yty, fitted, confidence, reg) -> np.ndarray:
+    """ALS's exact user step for one history (implicit's ``recalculate_user``, in numpy: it
+    reads the item factors without writing, so they can stay mapped read-only):
+    ``(Y'Y + Y'(C - I)Y + lambda I) x = Y'C p`` with the history's ``factors`` (n, F) and
+    ``confidence`` C. A stand-in factor (``fitted`` False) is not in Y'Y: its item adds
+    ``C y y'``, not ``(C - 1) y y'``."""
     a = yty + reg * np.eye(len(yty))
-    a += (factors.T * (np.abs(confidence) - 1.0)) @ factors
+    a += (factors.T * (np.abs(confidence) - fitted)) @ factors
     b = (np.clip(confidence, 0, None)[:, None] * factors).sum(axis=0)
     return np.linalg.solve(a, b).astype(np.float32)
 
@@ -485,9 +509,8 @@ def _implicit_has_cuda() -> bool:
     return bool(implicit.gpu.HAS_CUDA)
 
 
-def _ridge_fold_in(item_factors: np.ndarray, history: sp.csr_matrix, reg: float) -> np.ndarray:
-    """argmin_u sum_i w_i (1 - u.v_i)^2 + reg |u|^2 over the history's items."""
-    rows, weights = history.indices, history.data
-    factors = item_factors[rows]  # (H, F)
+def _ridge_fold_in(factors: np.ndarray, weights: np.ndarray, reg: float) -> np.ndarray:
+    """argmin_u sum_i w_i (1 - u.v_i)^2 + reg |u|^2 over the history's item ``factors``."""
+    weights = np.asarray(weights, dtype=np.float64)
     gram = factors.T @ (factors * weights[:, None]) + max(reg, 1e-3) * np.eye(factors.shape[1])
     return np.linalg.solve(gram, factors.T @ weights).astype(np.float32)

@@ -158,10 +158,9 @@ class History:
         return self.weights if self.fold_in is None else self.fold_in
 
 
-def history_parts(fused, cf, history: History, query: np.ndarray, found: np.ndarray, gram=None):
+def history_parts(fused, cf, history: History, query: np.ndarray, found: np.ndarray):
     """(per history item (H, k), popularity (k,), remainder (k,)) of the scores the fused
-    query vector ``query`` (D,) gives items ``found`` (k,) (-1: none, all parts 0);
-    ``gram``: the cf item factors' Gram matrix Y'Y (computed when None)."""
+    query vector ``query`` (D,) gives items ``found`` (k,) (-1: none, all parts 0)."""
     slices = fused.layout_.slices()
     weights = fused.weights_
     items = np.asarray(fused.item_vectors_[np.maximum(found, 0)], dtype=np.float64)  # (k, D)
@@ -172,7 +171,8 @@ def history_parts(fused, cf, history: History, query: np.ndarray, found: np.ndar
             per_item += weights[name] * _profile_parts(x, history, items[:, slices[name]])
     if "cf" in slices and cf is not None and weights.get("cf", 0.0) and len(history.rows):
         cf_items = items[:, slices["cf"]] / fused.cf_scales_[1]
-        per_item += weights["cf"] * _fold_in_parts(cf, history, cf_items, gram)
+        stand_ins = fused.cf_stand_ins
+        per_item += weights["cf"] * _fold_in_parts(cf, history, cf_items, stand_ins)
     tokens = np.zeros(len(found))
     if fused.token_weight and len(history.rows):
         token_parts = _token_parts(fused, history, found)
@@ -213,23 +213,18 @@ def _token_parts(fused, history: History, found: np.ndarray) -> np.ndarray:
     return fused.token_weight * scale * (counted[:, None] * products / norm)
 
 
-def item_gram(cf) -> np.ndarray:
-    """(F, F) Y'Y of the cf item factors, float64 (one per bundle: it costs items x F^2)."""
-    factors = np.asarray(cf.item_factors_, dtype=np.float64)
-    return factors.T @ factors
-
-
-def _fold_in_parts(cf, history: History, items: np.ndarray, gram=None) -> np.ndarray:
+def _fold_in_parts(cf, history: History, items: np.ndarray, stand_ins=None) -> np.ndarray:
     """(H, k): item j's part of <u, v_i> where u is the user factor folded in from the
-    history, exactly as ``CollaborativeModel.fold_in`` solves it (ALS or BPR's ridge)."""
+    history, exactly as ``CollaborativeModel.fold_in`` solves it (ALS or BPR's ridge), with
+    the same ``stand_ins`` for items the fit saw no interaction of."""
     config = cf.config
-    factors = np.asarray(cf.item_factors_[history.rows], dtype=np.float64)  # (H, F)
+    factors, fitted = cf.history_factors(history.rows, stand_ins)  # (H, F), (H,)
     if config is None or config.model == "als":
         confidence, regularization = _als_terms(cf, history)
-        gram = item_gram(cf) if gram is None else gram
-        system = gram + regularization * np.eye(factors.shape[1])
+        system = cf.gram + regularization * np.eye(factors.shape[1])
         entry = confidence != 0  # as fold_in: a weight of 0 is no entry
-        system += (factors[entry].T * (np.abs(confidence[entry]) - 1.0)) @ factors[entry]
+        change = np.abs(confidence[entry]) - fitted[entry]  # a stand-in is not in Y'Y
+        system += (factors[entry].T * change) @ factors[entry]
         pull = np.clip(confidence, 0, None)
     else:
         system = factors.T @ (factors * history.cf_weights[:, None])

@@ -497,6 +497,16 @@ class FusedModel(BaseEstimator):
             blocks["popularity"] = np.ones((histories.shape[0], 1), dtype=np.float32)
         return fuse(blocks, self.weights_, self.layout_)
 
+    def cf_stand_ins(self, rows: np.ndarray) -> np.ndarray:
+        """(n, F) collaborative factors for item ``rows`` the fit saw no interaction of, in the
+        cf model's units: those predicted from their content (``_predict_cold``; 0 without a
+        predictor). A shopper's history of new items is folded in from them
+        (``CollaborativeModel.fold_in``), as the product page pairs a new item by them."""
+        block = self.item_blocks_.get("cf")
+        if block is None:
+            return np.zeros((len(rows), 0))
+        return np.asarray(block[rows], dtype=np.float64) * self.cf_scales_[0]
+
     def without_interactions(self, rows: np.ndarray) -> np.ndarray:
         """(n,) bool: item ``rows`` (-1: not in the bundle) the bundle saw no interaction of,
         whose collaborative part is predicted from content: new items and cold ones."""

@@ -345,7 +345,6 @@ class Recommender:
         )
         self.neighbours = neighbours
         self.image_encoder_dir = image_encoder_dir
-        self._item_gram: np.ndarray | None = None
         self._popular_order: np.ndarray | None = None
         self._image_encoder = None
         self._image_index: VectorIndex | None = None
@@ -431,7 +430,10 @@ class Recommender:
             weighted = None if weights is None else self._history_matrix(histories, places, weights)
             folded = matrix if weighted is None else weighted
             cf_vectors = np.stack(
-                [self.cf.fold_in(self.item_ids[r], w) for r, w in _entries(folded)]
+                [
+                    self.cf.fold_in(self.item_ids[r], w, self.fused.cf_stand_ins)
+                    for r, w in _entries(folded)
+                ]
             ).astype(np.float32)
         queries = self.fused.history_queries(cf_vectors, matrix)
         exclude = list(_rows(matrix)) if exclude_seen else None
@@ -584,16 +586,9 @@ class Recommender:
             matrix, weighted, user, query = folded
             fold_in = None if weighted is None else weighted.data
             history = explain.history_of(matrix, user, fold_in)
-        parts = explain.history_parts(self.fused, self.cf, history, query, found, self.item_gram)
+        parts = explain.history_parts(self.fused, self.cf, history, query, found)
         reasons = explain.feed_reasons(self.item_ids, history, parts)
         return [r for r, ok in zip(reasons, valid, strict=True) if ok]
-
-    @property
-    def item_gram(self) -> np.ndarray | None:
-        """Y'Y of the cf item factors (computed on first use; explanations of feeds)."""
-        if self._item_gram is None and self.cf is not None:
-            self._item_gram = explain.item_gram(self.cf)
-        return self._item_gram
 
     def history_with(self, user_id: str, fresh: Sequence[str]) -> tuple[list[str], list | None]:
         """A user's training items, then the ``fresh`` items of events stored since (newest
