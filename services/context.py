@@ -15,6 +15,7 @@ from flask import Response, current_app, request
 from sqlalchemy import Engine
 
 from recsys.catalog.reads import CardCache, ItemCard
+from recsys.model import explain
 from recsys.model.recommender import Results
 from recsys.serving import ModelHolder, ServingState
 from recsys.settings import Settings
@@ -134,6 +135,8 @@ def ranked(cards: CardCache, results: Results, query: int = 0) -> list[dict[str,
     because = results.because[query] if results.because else [[] for _ in ids]
     mentioned = {r.item_id for reasons in because for r in reasons if r.item_id is not None}
     found = cards.cards(list(dict.fromkeys([*ids, *mentioned])))
+    if not mentioned <= found.keys():  # an item removed since the bundle: no title to show
+        because = explain.without_removed(because, found.keys())
     titles = {item_id: found[item_id].title for item_id in mentioned if item_id in found}
     return [
         {

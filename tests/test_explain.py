@@ -3,16 +3,19 @@ the fused inner product splits, in the library and in the API's answers."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from recsys.catalog import connect
+from recsys.cli import cli
 from recsys.errors import InvalidInput
 from recsys.model.bundle import load_active
 from recsys.model.explain import TOP_ITEMS, _top_rows, similar_reasons
-from tests.shop_fixture import build_shop, service_app
+from tests.shop_fixture import ADMIN, build_shop, service_app
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +145,31 @@ def test_api_answers_carry_reasons_that_sum_to_the_score(shop):
         assert sum(r["share"] for r in item["because"]) == pytest.approx(item["score"], abs=1e-4)
     viewed = [r for r in feed[0]["because"] if r.get("item_id")]
     assert viewed and all(r["title"].startswith("Drama story") for r in viewed)
+
+
+def test_an_item_removed_since_the_bundle_is_not_named_as_a_reason(tmp_path):
+    """A shopper's history item deleted from the catalog has no title or page: its part of a
+    feed's score counts in "other items you viewed" (the API and the CLI), not as "you
+    viewed" an id with a null title."""
+    url, artifacts = build_shop(tmp_path)
+    client = service_app((url, artifacts)).test_client()
+
+    def named_items(feed):
+        return [r.get("item_id") for item in feed for r in item["because"] if r.get("item_id")]
+
+    feed = client.get("/v1/users/u9/recommendations?k=5").get_json()["items"]
+    gone = named_items(feed)[0]
+    assert client.delete(f"/v1/items/{gone}", headers=ADMIN).status_code == 200
+    client.application.extensions["recsys"].holder.follow()
+    feed = client.get("/v1/users/u9/recommendations?k=5").get_json()["items"]
+    assert gone not in named_items(feed) and all(named_items(feed))
+    assert any(r["label"] == "other items you viewed" for item in feed for r in item["because"])
+    for item in feed:
+        assert sum(r["share"] for r in item["because"]) == pytest.approx(item["score"], abs=1e-4)
+    shown = CliRunner().invoke(cli, ["--database-url", url, "recommend", "--user", "u9", "--json"])
+    rows = json.loads(shown.output)
+    named = [r["item_id"] for reasons in rows[0]["because"] for r in reasons if "item_id" in r]
+    assert named and gone not in named
 
 
 @pytest.mark.parametrize("history", [5, 40, 3000])

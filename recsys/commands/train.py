@@ -247,7 +247,7 @@ def recommend(settings: Settings, user_ids, k, diversity, as_json):
 
     engine = connect_current(settings.database_url)
     state, request = load_state(engine, warm=False), FeedRequest(k=k, diversity=diversity)
-    answers = [home_feed(state, engine, user, request).to_json()[0] for user in user_ids]
+    answers = [_answers(engine, home_feed(state, engine, user, request))[0] for user in user_ids]
     _show(engine, list(user_ids), answers, as_json, "user")
 
 
@@ -275,7 +275,23 @@ def similar(settings: Settings, item_ids, k, mode, diversity, as_json):
     results = served_recommender(engine).similar_items(
         list(item_ids), k=k, mode=mode, diversity=diversity
     )
-    _show(engine, list(item_ids), results.to_json(), as_json, "item")
+    _show(engine, list(item_ids), _answers(engine, results), as_json, "item")
+
+
+def _answers(engine, results) -> list[dict]:
+    """``results.to_json()``, a reason naming an item removed since the bundle counted in
+    "other items you viewed", as the service answers."""
+    import numpy as np
+
+    from recsys.catalog.reads import items_present
+    from recsys.model import explain
+
+    named = {r.item_id for query in results.because for rs in query for r in rs if r.item_id}
+    if named:
+        ids = np.asarray(sorted(named), dtype=str)
+        present = set(ids[items_present(engine, ids)].tolist())
+        results.because = [explain.without_removed(query, present) for query in results.because]
+    return results.to_json()
 
 
 def _show(engine, queries, answers: list[dict], as_json: bool, key: str) -> None:

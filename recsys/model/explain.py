@@ -23,6 +23,7 @@ the rest of the history, the popularity part and the remainder, each when non-ze
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -42,6 +43,7 @@ BLOCK_LABELS = {
     "popularity": "popular",
 }
 TOP_ITEMS = 3
+OTHERS = "other items you viewed"
 NEW_REASON = "new in the catalog"
 PHOTO_REASON = "looks like your photo"  # visual search: the whole score
 # Parts smaller than this (absolute) are left out of a list of reasons (they sum to ~0).
@@ -261,7 +263,7 @@ def feed_reasons(
     rest = per_item.sum(axis=0) - np.where(listed > NEGLIGIBLE, listed, 0.0).sum(axis=0)
     names = item_ids[history.rows[order]] if len(history.rows) else order.astype(str)
     labels = {
-        "other items you viewed": rest,
+        OTHERS: rest,
         BLOCK_LABELS["popularity"]: popularity,
         "your overall taste": remainder,
     }
@@ -277,6 +279,24 @@ def feed_reasons(
         ]
         reasons += [Reason(*extra[j]) for extra in extras if abs(extra[j][1]) > NEGLIGIBLE]
         out.append(reasons)
+    return out
+
+
+def without_removed(because: list[list[Reason]], present: Container[str]) -> list[list[Reason]]:
+    """One query's reasons with each naming an item the catalog no longer holds (not in
+    ``present``) counted in "other items you viewed": a removed item has no title or page to
+    show, and the shares still sum to the score."""
+    out = []
+    for reasons in because:
+        gone = [r.share for r in reasons if r.item_id is not None and r.item_id not in present]
+        if not gone:
+            out.append(reasons)
+            continue
+        kept = [r for r in reasons if r.item_id is None or r.item_id in present]
+        named = [r for r in kept if r.item_id is not None]
+        others = sum(gone) + sum(r.share for r in kept if r.label == OTHERS)
+        rest = [r for r in kept if r.item_id is None and r.label != OTHERS]
+        out.append([*named, Reason(OTHERS, others), *rest])
     return out
 
 
