@@ -56,21 +56,19 @@ class RecsysGroup(click.Group):
             formatter.write_dl([(name, COMMANDS[name][1]) for name in self.list_commands(ctx)])
 
     def invoke(self, ctx: click.Context):
-        from sqlalchemy.exc import OperationalError
+        from sqlalchemy.exc import DBAPIError
 
         try:
             return super().invoke(ctx)
         except RecsysError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
+            path = getattr(exc, "path", None)
+            click.secho(f"error: {exc}" + (f" ({path})" if path else ""), fg="red", err=True)
             ctx.exit(2)
-        except OperationalError as exc:  # the server is down, refuses us, or the file is locked
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-            click.secho(
-                f"error: the catalog database did not answer: {reason}; check --database-url "
-                "(or RECSYS_DATABASE_URL) and that its server is running",
-                fg="red",
-                err=True,
-            )
+        except DBAPIError as exc:  # the server is down or refuses us; the file is locked, full...
+            from recsys.catalog.db import database_problem
+
+            url = getattr(ctx.obj, "database_url", None)
+            click.secho(f"error: {database_problem(exc, url)}", fg="red", err=True)
             ctx.exit(2)
 
 

@@ -10,7 +10,7 @@ import logging
 import re
 
 from flask import Flask, jsonify
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from recsys.errors import (
@@ -104,14 +104,19 @@ def init_app(app: Flask) -> None:
 
     database_errors = Repeated(log, "a request met a catalog database error (a 503)")
 
-    @app.errorhandler(OperationalError)
-    def _database_gone(exc: OperationalError):
-        database_errors.failed(exc)
-        return error_response(
-            503, "database_unavailable", "the catalog database does not answer; retry later"
-        )
-
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         log.exception("unhandled error")
         return error_response(500, "internal_error", "internal error; the server log has details")
+
+    @app.errorhandler(DatabaseError)
+    def _database_gone(exc: DatabaseError):
+        # the server is down, the file locked, full, truncated or damaged (a plain
+        # DatabaseError: "database disk image is malformed"); a violated constraint or bad SQL
+        # (IntegrityError, ProgrammingError ...) is a bug, a 500
+        if not isinstance(exc, OperationalError) and type(exc) is not DatabaseError:
+            return _unexpected(exc)
+        database_errors.failed(exc)
+        return error_response(
+            503, "database_unavailable", "the catalog database does not answer; retry later"
+        )

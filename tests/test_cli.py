@@ -66,6 +66,17 @@ def test_bad_settings_and_files_are_one_line_naming_the_fix(run_cli, engine, tmp
     ]:
         result = runner.invoke(cli, ["--database-url", url, "stats"])
         assert result.exit_code == 2 and says in result.output, result.output
+    # a SQLite file: the path and what is wrong with it (a traceback for a file that is no
+    # database; "check that its server is running" for a locked or read-only one)
+    text = tmp_path / "notes.db"
+    text.write_text("not a database\n" * 400)
+    missing = tmp_path / "missing.db"
+    for path, says in [
+        (text, f"{text} is not a SQLite database"),
+        (missing, f"run `recsys db upgrade` first ({missing})"),
+    ]:
+        result = runner.invoke(cli, ["--database-url", f"sqlite:///{path}", "stats"])
+        assert result.exit_code == 2 and says in result.output, result.output
     assert "is not one of the catalog's" in run_cli("db", "upgrade", "9999", expect_exit=2).output
     cutoff = run_cli("evaluate", "--split", "time-cutoff", "--cutoff", "soon", expect_exit=2)
     assert "ISO time" in cutoff.output
@@ -120,3 +131,27 @@ def test_a_labels_file_that_cannot_be_read_as_meant_says_where(tmp_path, text, s
     path.write_text(text)
     with pytest.raises(InvalidInput, match=says):
         read_labels(path)
+
+
+@pytest.mark.parametrize(
+    ("driver_says", "says"),
+    [
+        ("database is locked", "/x/c.db is locked by another writer (waited 30 s)"),
+        ("database or disk is full", "the disk holding /x/c.db is full"),
+        ("attempt to write a readonly database", "/x/c.db or its folder is read-only"),
+        ("unable to open database file", "cannot open /x/c.db: its folder is missing"),
+        ("database disk image is malformed", "/x/c.db is damaged"),
+    ],
+)
+def test_a_sqlite_failure_names_the_file_and_what_is_wrong(driver_says, says):
+    """Every SQLite error said "did not answer ...; check that its server is running"."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from recsys.catalog.db import database_problem
+
+    error = OperationalError("SELECT 1", {}, sqlite3.OperationalError(driver_says))
+    assert database_problem(error, "sqlite:////x/c.db").startswith(says)
+    server = database_problem(error, "postgresql+psycopg://u@db/shop")
+    assert "that its server is running" in server

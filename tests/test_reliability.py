@@ -223,3 +223,25 @@ def test_train_killed_in_any_stage_leaves_nothing_the_next_run_does_not_remove(k
     assert {p.name for p in bundles.iterdir()} == {result.version}  # no orphan, nothing hidden
     assert not (result.path / UNREGISTERED).exists()
     engine.dispose()
+
+
+def test_a_catalog_file_truncated_under_the_service_is_a_503_and_not_ready(shop, tmp_path):
+    """Truncated in place (a restore gone wrong): /readyz said ready (SELECT 1 still
+    answered) while catalog reads and every write were 500s ("database disk image is
+    malformed")."""
+    import sqlite3
+
+    url, artifacts = shop
+    copy = tmp_path / "shop.db"
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as source, sqlite3.connect(copy) as to:
+        source.backup(to)
+    settings = Settings(database_url=f"sqlite:///{copy}", artifacts_dir=artifacts)
+    client = create_app(settings, {"RELOAD_CHECK_SECONDS": 0}).test_client()
+    assert client.get("/readyz").status_code == 200
+    assert client.get("/v1/items?limit=2").status_code == 200
+    with open(copy, "r+b") as file:
+        file.truncate(0)
+    for path in ("/readyz", "/v1/items?limit=2", "/v1/users/u1/recommendations?k=2"):
+        answer = client.get(path)
+        assert answer.status_code == 503, (path, answer.get_json())
+        assert answer.get_json()["error"]["code"] == "database_unavailable"

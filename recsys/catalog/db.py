@@ -156,10 +156,12 @@ class SqliteFile:
                 "back, or point RECSYS_DATABASE_URL at it"
             )
         if not self.may_create:  # the message names no path: the service shows it
-            raise CatalogNotReady(
+            missing = CatalogNotReady(
                 "there is no catalog database file at the configured path (--database-url "
                 "or RECSYS_DATABASE_URL); to create one, run `recsys db upgrade` first"
             )
+            missing.path = self.path  # the command line shows it
+            raise missing
 
     def _remember(self, _dbapi_connection, record) -> None:
         record.info["sqlite_file"] = self.identity()
@@ -191,3 +193,58 @@ def require_current_schema(engine: Engine) -> None:
             f"the catalog database {engine.url.render_as_string(hide_password=True)} {state}, "
             f"the code expects {head}; run `recsys db upgrade` first"
         )
+
+
+# SQLite's error texts -> what they mean for the catalog file at {path}, and the fix.
+_SQLITE_PROBLEMS = (
+    (
+        "database is locked",
+        "{path} is locked by another writer (waited {timeout} s); run the "
+        "command again when that writer is done",
+    ),
+    (
+        "database or disk is full",
+        "the disk holding {path} is full; free some space (SQLite "
+        "also writes {name}-wal and {name}-shm beside it)",
+    ),
+    (
+        "disk i/o error",
+        "reading or writing {path} failed (disk I/O error: a full disk, or "
+        "{name}-wal / {name}-shm beside it that cannot be written)",
+    ),
+    (
+        "readonly",
+        "{path} or its folder is read-only; SQLite writes {name}-wal and {name}-shm "
+        "beside it, so both must be writable",
+    ),
+    (
+        "unable to open database file",
+        "cannot open {path}: its folder is missing or not readable and writable",
+    ),
+    (
+        "file is not a database",
+        "{path} is not a SQLite database; point --database-url "
+        "(or RECSYS_DATABASE_URL) at the catalog",
+    ),
+    ("malformed", "{path} is damaged (database disk image is malformed); restore it from a backup"),
+)
+
+
+def database_problem(exc: Exception, database_url: str | None) -> str:
+    """One line saying what a driver's error (SQLAlchemy's ``DBAPIError``) means for the
+    catalog at ``database_url``, naming a SQLite file and the fix; for a server, the driver's
+    first line and where to look."""
+    orig = getattr(exc, "orig", None)
+    reason = (str(orig) if orig is not None else str(exc)).strip().splitlines()[0]
+    url = make_url(database_url) if database_url else None
+    if url is not None and url.get_backend_name() == "sqlite" and url.database:
+        path = os.path.abspath(url.database)
+        for needle, meaning in _SQLITE_PROBLEMS:
+            if needle in reason.lower():
+                name = os.path.basename(path)
+                return meaning.format(path=path, name=name, timeout=30)
+        return f"the catalog database {path} failed: {reason}"
+    return (
+        f"the catalog database did not answer: {reason}; check --database-url (or "
+        "RECSYS_DATABASE_URL) and that its server is running"
+    )

@@ -656,5 +656,6 @@ def fresh_items(engine: Engine, user_id: str, since: datetime) -> list[str]:
 
 
 def ping(engine: Engine) -> None:
-    """Raise (the driver's error) unless the catalog database answers a query."""
-    _read(engine, lambda c: c.execute(select(1)))
+    """Raise (the driver's error) unless the catalog database answers a query on its items:
+    ``SELECT 1`` also answered from a SQLite file truncated or damaged under the service."""
+    _read(engine, lambda c: c.execute(select(Item.id).limit(1)).all())
