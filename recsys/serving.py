@@ -297,15 +297,19 @@ class ModelHolder:
 
 def follow_catalog(holder: ModelHolder, seconds: float, cards: CardCache | None = None) -> None:
     """Call ``holder.follow()`` (and ``cards.follow()``) every ``seconds``, forever (one daemon
-    thread per process): the model's delta and the item cards move together."""
+    thread per process): the model's delta and the item cards move together. A failure is
+    logged once with its traceback, then a line a minute while it lasts."""
+    card_failures = Repeated(log, "following the catalog's cards failed; requests read them")
     while True:
         started = time.monotonic()
         holder.follow()
         if cards is not None and holder.ready:  # before that, requests read for themselves
             try:
                 cards.follow()
-            except Exception:
-                log.exception("following the catalog's cards failed; requests read them")
+            except Exception as exc:
+                card_failures.failed(exc)
+            else:
+                card_failures.worked()
         time.sleep(max(seconds - (time.monotonic() - started), 0.05))
 
 

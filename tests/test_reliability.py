@@ -245,3 +245,29 @@ def test_a_catalog_file_truncated_under_the_service_is_a_503_and_not_ready(shop,
         answer = client.get(path)
         assert answer.status_code == 503, (path, answer.get_json())
         assert answer.get_json()["error"]["code"] == "database_unavailable"
+
+
+def test_the_cards_follower_logs_a_lasting_failure_once_not_every_pass(caplog):
+    """With the catalog gone the follower logged a traceback every second in every worker
+    (1,040 lines in 10 s with two workers)."""
+    from recsys.serving import follow_catalog
+
+    class Holder:
+        ready = True
+
+        def follow(self):
+            return None
+
+    class Cards:
+        calls = 0
+
+        def follow(self):
+            self.calls += 1
+            if self.calls > 50:
+                raise SystemExit  # ends the loop (not an Exception: never caught there)
+            raise CatalogNotReady("the catalog database file is gone")
+
+    with pytest.raises(SystemExit):
+        follow_catalog(Holder(), 0.0, Cards())
+    lines = [r for r in caplog.records if "following the catalog's cards failed" in r.message]
+    assert len(lines) == 1 and lines[0].exc_info is not None
