@@ -1,3 +1,5 @@
+import json
+
 import click
 import numpy as np
 import pytest
@@ -155,3 +157,23 @@ def test_a_sqlite_failure_names_the_file_and_what_is_wrong(driver_says, says):
     assert database_problem(error, "sqlite:////x/c.db").startswith(says)
     server = database_problem(error, "postgresql+psycopg://u@db/shop")
     assert "that its server is running" in server
+
+
+def test_an_items_file_that_would_clear_or_is_no_items_file_says_so(run_cli, engine, tmp_path):
+    """An interactions file given as items replaced every item it named (title and photo
+    gone, user_id/event/weight as attributes); a stock-only file cleared titles silently."""
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,title,brand\na1,Red shoe,Acme\na2,Blue shoe,Acme\n")
+    run_cli("ingest", "items", items, "-q")
+    events = tmp_path / "events.csv"
+    events.write_text("user_id,item_id,event\nu1,a1,view\n")
+    refused = run_cli("ingest", "items", events, "-q", expect_exit=2)
+    assert "has a 'user_id' column" in refused.output
+    assert "recsys ingest interactions" in refused.output
+    stock = tmp_path / "stock.csv"
+    stock.write_text("item_id,in_stock\na1,false\n")
+    cleared = run_cli("ingest", "items", stock, "-q")
+    assert "1 updated" in cleared.output
+    assert "warning: 1 updated items lost their title or photo" in cleared.output
+    again = run_cli("ingest", "items", items, "-q", "--json")
+    assert json.loads(again.stdout)["cleared_title_or_image"] == 0

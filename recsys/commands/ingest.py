@@ -53,11 +53,13 @@ def _options(function):
 @_options
 @click.pass_obj
 def items(settings: Settings, file: Path, images_root, batch_size, rejects, as_json, quiet):
-    """Upsert items from FILE.
+    """Add items from FILE, or replace the ones the catalog has.
 
     Columns: item_id (required); image, title, in_stock (optional); every other column is a
     tabular attribute whose kind (numeric, categorical, multi-valued a|b|c, text, date) is
-    inferred and recorded.
+    inferred and recorded. A row replaces its item's whole row: a column the file lacks
+    (a title, a photo, an attribute) is cleared, so give every column, not only the ones that
+    changed (the HTTP API's PATCH changes some fields of one item).
     """
     options = IngestOptions(batch_size=batch_size, rejects_path=rejects, show_progress=not quiet)
     report = ingest_items(connect(settings.database_url), file, images_root, options)
@@ -110,6 +112,12 @@ def _finish(report: IngestReport, as_json: bool, hint: str | None = None) -> Non
             click.echo(f"  {reason}: {count}")
         if report.rejects_path:
             click.echo(f"rejected rows written to {report.rejects_path}")
+    if report.cleared:
+        click.echo(
+            f"warning: {report.cleared} updated items lost their title or photo: a row "
+            "replaces its item's whole row; give every column, not only the changed ones",
+            err=True,
+        )
     if hint:
         click.echo(hint, err=True)
     if report.total_rejected:

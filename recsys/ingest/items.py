@@ -8,6 +8,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,9 @@ class ItemIngester:
     required = ("item_id",)
     known = KNOWN_COLUMNS
     attributes = True
+    # A column that says the file is another kind (an interactions file given as items
+    # replaced every item it named with user_id/event/weight attributes): the command to use.
+    elsewhere = (("user_id", "recsys ingest interactions"),)
 
     def __init__(self, images_root: Path):
         self.images_root = Path(images_root).resolve()
@@ -170,6 +174,7 @@ class ItemIngester:
                 changed.append((found[0], record))
         _insert(connection, new)
         _update(connection, changed)
+        report.cleared += sum(map(_clears_title_or_image, changed, repeat(stored)))
         report.inserted += len(new)
         report.updated += len(changed)
         report.unchanged += len(records) - len(new) - len(changed)
@@ -210,6 +215,15 @@ def _existing(connection: Connection, names: list[str]) -> dict[str, tuple[int, 
 def _existing_query(postgres: bool) -> Select:
     columns = [Item.external_id, Item.id, *[getattr(Item, name) for name in FIELDS]]
     return select(*columns).where(Item.external_id.in_(select(values_table(postgres))))
+
+
+def _clears_title_or_image(change: tuple[int, dict[str, Any]], stored: dict) -> bool:
+    """Whether a changed record leaves out a title or photo the item had."""
+    record = change[1]
+    title, image = stored[record["external_id"]][1][:2]  # FIELDS' order
+    return (title is not None and record["title"] is None) or (
+        image is not None and record["image_path"] is None
+    )
 
 
 def _differs(record: dict[str, Any], stored: tuple) -> bool:

@@ -210,6 +210,14 @@ def check_columns(columns: Sequence[str], ingester: Ingester, path: Path) -> Non
     """Fail fast, before anything is written, when a required column is absent or a column
     name could not be an id (attribute names are stored like ids). A header whose names
     another separator joins (a ';' spreadsheet export) says so first."""
+    elsewhere = dict(getattr(ingester, "elsewhere", ()))
+    for name in columns:
+        command = elsewhere.get(name)
+        if command is not None:
+            raise InvalidInput(
+                f"{path.name} has a {name!r} column: it looks like another kind of file than "
+                f"{ingester.name}; load it with `{command}` (or rename the column)"
+            )
     missing = [name for name in ingester.required if name not in columns]
     hint = _separator_hint(columns, missing) if missing else ""
     if not hint:
