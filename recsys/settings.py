@@ -15,7 +15,7 @@ from recsys.errors import InvalidSettings
 from recsys.scopes import DEFAULT_PUBLIC, parse_scopes
 
 ENV_PREFIX = "RECSYS_"
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _CURRENCY = re.compile(r"[A-Z]{3}|")
 
 
@@ -74,7 +74,7 @@ class Settings:
                 f"database_url {self.database_url!r} is not a SQLAlchemy URL; "
                 "use e.g. sqlite:///var/recsys.db or postgresql+psycopg://user@host/db"
             )
-        if not _DEVICE.match(self.device):
+        if not DEVICE.match(self.device):
             raise InvalidSettings(f"device {self.device!r} is not one of auto, cpu, cuda, cuda:N")
         if self.admin_token and len(self.admin_token) < 16:
             raise InvalidSettings(

@@ -177,3 +177,19 @@ def test_an_items_file_that_would_clear_or_is_no_items_file_says_so(run_cli, eng
     assert "warning: 1 updated items lost their title or photo" in cleared.output
     again = run_cli("ingest", "items", items, "-q", "--json")
     assert json.loads(again.stdout)["cleared_title_or_image"] == 0
+
+
+def test_evaluate_refuses_what_it_would_ignore_or_choke_on_before_the_run(
+    run_cli, engine, tmp_path
+):
+    """--service without --replay ran a whole offline evaluation; a labels file without a
+    label column failed after the run; --k 100000 on 300 items was killed (23 GB)."""
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,title\n" + "".join(f"i{n},Item {n}\n" for n in range(5)))
+    run_cli("ingest", "items", items, "-q")
+    ignored = run_cli("evaluate", "--service", "http://127.0.0.1:1", expect_exit=2)
+    assert "--service apply to --replay only" in ignored.output
+    labels = run_cli("evaluate", "--labels", items, expect_exit=2)
+    assert "lacks column(s) label" in labels.output
+    huge = run_cli("evaluate", "--k", "10,100000", expect_exit=2)
+    assert "cut-off 100,000 is past the catalog's 5 items" in huge.output

@@ -77,6 +77,27 @@ def test_a_damaged_model_or_checkpoint_is_one_line_not_torchs_advice(run_cli, it
     assert "weights_only" not in embedded.output
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("--lr", "-1", "--lr"),
+        ("--device", "foo", "'foo' is not one of auto, cpu, cuda, cuda:N"),
+        ("--input-size", "100000", "--input-size"),  # decoded 30 GB a photo: killed
+        ("--weights", "ITEMS", "is not a PyTorch checkpoint of tensors"),
+    ],
+)
+def test_image_options_that_cannot_work_are_one_line(
+    run_cli, items_csv, tmp_path, option, says, value
+):
+    """Each was a traceback (torch's ValueError, RuntimeError, UnpicklingError with its
+    advice to load with weights_only=False) or an out-of-memory kill."""
+    value = str(items_csv) if value == "ITEMS" else value
+    args = ("train-images", "--items", items_csv, "--out", tmp_path / "m", "--epochs", "1")
+    refused = run_cli(*args, option, value, expect_exit=2)
+    assert says in refused.output and "weights_only" not in refused.output
+    assert "Traceback" not in refused.output
+
+
 def test_train_from_the_catalog(engine, run_cli, tmp_path):
     paths = _write_images(tmp_path / "shop", n=6)
     with Session(engine) as session:

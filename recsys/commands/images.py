@@ -15,15 +15,25 @@ from recsys.catalog import Item
 from recsys.catalog.db import connect_current
 from recsys.commands import OutPath, progress_option
 from recsys.errors import InvalidInput
-from recsys.settings import Settings
+from recsys.settings import DEVICE, Settings
 from recsys.vision import ImageEncoder, ImageEncoderConfig, TrainConfig
 from recsys.vision.backbones import BACKBONES
 from recsys.vision.data import read_items_csv
 from recsys.vision.encoder import resolve_device
 from recsys.vision.methods import METHODS
+from recsys.vision.recipe import MAX_INPUT_SIZE
 from recsys.vision.train import PRECISIONS
 
 _DEVICE_HELP = "auto, cpu, cuda or cuda:N; overrides the global --device."
+
+
+def _device(ctx, param, value: str | None) -> str | None:
+    """--device held to the global option's rule (torch's own error was a traceback)."""
+    if value is not None and not DEVICE.match(value):
+        raise click.BadParameter(f"{value!r} is not one of auto, cpu, cuda, cuda:N")
+    return value
+
+
 _RAY_HELP = (
     "Run on Ray (--ray-address, or a local Ray instance when none is set) with this many "
     "{what} [default: in-process; with --ray-address: one per GPU, else one per node]."
@@ -177,16 +187,22 @@ def _config(opts: dict) -> ImageEncoderConfig:
     show_default=True,
     help="Images per step (each gives two views).",
 )
-@click.option("--lr", type=float, default=2e-3, show_default=True, help="Peak learning rate.")
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=2e-3,
+    show_default=True,
+    help="Peak learning rate.",
+)
 @click.option(
     "--input-size",
-    type=click.IntRange(min=8),
+    type=click.IntRange(min=8, max=MAX_INPUT_SIZE),
     help="Side the images are resized to [default: their median short side, at most 64 px on "
     "a CPU, 224 px on a GPU].",
 )
 @click.option(
     "--train-size",
-    type=click.IntRange(min=8),
+    type=click.IntRange(min=8, max=MAX_INPUT_SIZE),
     help="Side of the training views, at most the input size [default: 0.7 x the input size].",
 )
 @click.option(
@@ -194,7 +210,7 @@ def _config(opts: dict) -> ImageEncoderConfig:
     type=click.Path(exists=True, dir_okay=False),
     help="A local checkpoint to start the backbone from (nothing is downloaded).",
 )
-@click.option("--device", help=_DEVICE_HELP)
+@click.option("--device", callback=_device, help=_DEVICE_HELP)
 @click.option(
     "--precision",
     type=click.Choice(PRECISIONS),
@@ -298,7 +314,7 @@ def _train_encoder(settings: Settings, opts: dict, ray) -> ImageEncoder:
     show_default=True,
     help="Images per forward pass (on a GPU, small images are batched up to about 16 MB).",
 )
-@click.option("--device", help=_DEVICE_HELP)
+@click.option("--device", callback=_device, help=_DEVICE_HELP)
 @click.option("--cache-dir", type=click.Path(file_okay=False), help=_CACHE_HELP)
 @_unreadable_option
 @progress_option

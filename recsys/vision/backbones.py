@@ -7,6 +7,7 @@ Every backbone maps ``(B, C, S, S)`` float images to ``(B, out_dim)`` features a
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 
 import torch
@@ -117,7 +118,14 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> nn.Module:
     does not match (for example an ImageNet 7x7 stem on the small-image 3x3 stem) are skipped
     with a warning. Raises ``InvalidInput`` when nothing matches.
     """
-    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        # not torch's message: it suggests weights_only=False, which runs what the file holds
+        raise InvalidInput(
+            f"{path} is not a PyTorch checkpoint of tensors ({type(exc).__name__}); give a "
+            "file saved with torch.save(model.state_dict())"
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("backbone"), dict):
         state = state["backbone"]
     if not isinstance(state, dict):

@@ -16,7 +16,9 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -116,6 +118,13 @@ def _write(
 ) -> None:
     """Decode into a temporary ``.npy`` beside ``path``, then rename it to ``path`` (the
     numbers of the ``unreadable`` files written first, to ``sidecar``)."""
+    needed, free = math.prod(shape), shutil.disk_usage(path.parent).free
+    if needed > free:  # not a sparse file that fails half-way, or one that fills the disk
+        raise InvalidInput(
+            f"the image cache needs {needed / 1e9:,.1f} GB ({shape[0]:,} images at "
+            f"{shape[1]} px) and {path.parent} has {free / 1e9:,.1f} GB free; use a smaller "
+            "--input-size, or a cache folder on a larger disk"
+        )
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)

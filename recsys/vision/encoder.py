@@ -35,6 +35,7 @@ from recsys.vision.cache import cache_key, decoded_images
 from recsys.vision.data import ImageInput, as_image_tensor, channel_stats
 from recsys.vision.methods import MethodConfig, build_method
 from recsys.vision.recipe import (
+    MAX_INPUT_SIZE,
     backbone_for,
     input_size_for,
     survey_images,
@@ -320,6 +321,11 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
         if cfg.input_size is None or cfg.channels is None:
             survey = survey_images(images, skip_unreadable=self.skip_unreadable)
         input_size = cfg.input_size or input_size_for(survey.side, device.type)
+        if not 8 <= input_size <= MAX_INPUT_SIZE:
+            raise InvalidInput(
+                f"input size {input_size} px is not from 8 to {MAX_INPUT_SIZE:,} px (each "
+                "image is decoded to it, and held at it in the cache)"
+            )
         backbone = cfg.backbone
         if backbone == "auto":
             backbone = backbone_for(input_size, device.type)

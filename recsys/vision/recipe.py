@@ -31,6 +31,8 @@ from recsys.errors import InvalidInput
 CPU_MAX_SIZE = 64  # px; small_cnn trained at 60-90 images/s on 44 px views, 2 shared cores
 GPU_MAX_SIZE = 224  # px; the usual ImageNet resolution
 MIN_SIZE = 16  # px; small_cnn's last stage is 1/4 of the input
+# px; an input side given by hand is at most this: 100,000 px decoded 30 GB per photo (killed)
+MAX_INPUT_SIZE = 1024
 VIEW_SCALE = 0.7  # view side / input side; 20/28 scored best on Fashion-MNIST
 RESNET_MIN_SIZE = 64  # px; on a GPU, ResNet-18 from this input size up, small_cnn below
 CPU_WIDTH, GPU_WIDTH = 32, 64  # small_cnn base width (vectors of 8 x width dimensions)
