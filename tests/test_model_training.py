@@ -201,6 +201,38 @@ def test_failed_training_leaves_the_active_bundle_unchanged(engine, tmp_path, mo
     assert len(list((tmp_path / "bundles").iterdir())) == 1
 
 
+def test_a_failed_registration_removes_its_bundle_and_a_full_disk_says_so(
+    engine, tmp_path, monkeypatch
+):
+    """A registration refused (a locked or read-only catalog) left the whole bundle folder
+    for the next run; a full disk said only numpy's "N requested and M written"."""
+    import errno
+
+    from sqlalchemy.exc import OperationalError
+
+    populate(engine)
+
+    def locked(*args, **kwargs):
+        raise OperationalError("UPDATE model_bundles", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(training, "register_bundle", locked)
+    with pytest.raises(TrainingFailed, match=r"stage 'register': Exception: database is locked;"):
+        train(engine, tmp_path, train_config())
+    assert list((tmp_path / "bundles").iterdir()) == []  # nothing left behind
+    monkeypatch.undo()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(training, "write_bundle", full)
+    with pytest.raises(TrainingFailed, match=r"the disk holding .*bundles is full.*bundles gc"):
+        train(engine, tmp_path, train_config())
+    monkeypatch.undo()
+    monkeypatch.setattr(training.os, "access", lambda path, mode: False)  # a read-only mount
+    with pytest.raises(TrainingFailed, match=r"cannot be written under .*nothing was trained"):
+        train(engine, tmp_path, train_config())
+
+
 def test_a_bundle_with_a_bad_checksum_is_refused(engine, tmp_path):
     populate(engine)
     result = train(engine, tmp_path, train_config())
@@ -392,3 +424,23 @@ def test_a_configs_mappings_cannot_be_changed_after_its_checks():
     weighted = replace(config, cf=replace(config.cf, event_weights={"purchase": 4.0}))
     assert weighted.cf.event_weights == {"purchase": 4.0} and weighted != config
     assert json.loads(json.dumps(asdict(weighted)))["cf"]["event_weights"] == {"purchase": 4.0}
+
+
+def test_a_prune_that_fails_after_the_bundle_is_active_is_a_warning(
+    engine, run_cli, tmp_path, monkeypatch
+):
+    """The change log's prune runs after activation; its failure (a locked catalog) made
+    `recsys train` exit 2 with the new bundle already serving."""
+    from sqlalchemy.exc import OperationalError
+
+    from recsys.catalog import changes
+
+    def locked(engine):
+        raise OperationalError("DELETE FROM item_changes", {}, Exception("database is locked"))
+
+    populate(engine)
+    monkeypatch.setattr(changes, "prune_changes", locked)
+    done = run_cli("--artifacts-dir", tmp_path, "train", "--factors", "8", "--quiet")
+    version = active_version(engine)
+    assert f"warning: bundle {version} is active, but pruning the item change log" in done.output
+    assert "run `recsys db prune-changes` later" in done.output

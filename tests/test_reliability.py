@@ -236,7 +236,8 @@ def test_a_catalog_file_truncated_under_the_service_is_a_503_and_not_ready(shop,
     with sqlite3.connect(url.removeprefix("sqlite:///")) as source, sqlite3.connect(copy) as to:
         source.backup(to)
     settings = Settings(database_url=f"sqlite:///{copy}", artifacts_dir=artifacts)
-    client = create_app(settings, {"RELOAD_CHECK_SECONDS": 0}).test_client()
+    config = {"RELOAD_CHECK_SECONDS": 0, "LIVE_CATALOG_SECONDS": 0}  # no follower thread
+    client = create_app(settings, config).test_client()
     assert client.get("/readyz").status_code == 200
     assert client.get("/v1/items?limit=2").status_code == 200
     with open(copy, "r+b") as file:
@@ -265,9 +266,9 @@ def test_the_cards_follower_logs_a_lasting_failure_once_not_every_pass(caplog):
             self.calls += 1
             if self.calls > 50:
                 raise SystemExit  # ends the loop (not an Exception: never caught there)
-            raise CatalogNotReady("the catalog database file is gone")
+            raise CatalogNotReady("the cards follower test's catalog is gone")
 
     with pytest.raises(SystemExit):
         follow_catalog(Holder(), 0.0, Cards())
-    lines = [r for r in caplog.records if "following the catalog's cards failed" in r.message]
+    lines = [r for r in caplog.records if "follower test's catalog" in r.getMessage()]
     assert len(lines) == 1 and lines[0].exc_info is not None

@@ -248,3 +248,20 @@ def database_problem(exc: Exception, database_url: str | None) -> str:
         f"the catalog database did not answer: {reason}; check --database-url (or "
         "RECSYS_DATABASE_URL) and that its server is running"
     )
+
+
+def sqlite_unwritable(engine: Engine) -> str | None:
+    """What stops writes to ``engine``'s SQLite file (the file or its folder read-only:
+    SQLite writes its -wal and -shm files beside it); None when nothing does or the
+    catalog is on a server (which says so when asked)."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    path = os.path.abspath(url.database)
+    for what, target in (("file", path), ("folder", os.path.dirname(path))):
+        if os.path.exists(target) and not os.access(target, os.W_OK):
+            return (
+                f"the catalog's {what} {target} is read-only (SQLite writes {path}-wal and "
+                "-shm beside it)"
+            )
+    return None

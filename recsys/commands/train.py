@@ -182,9 +182,21 @@ def train(
     for name, value in sorted(result.metrics.items()):
         click.echo(f"  {name}: {value}")
     if not no_activate:  # workers rebuild their delta for the new bundle: a good time to prune
-        from recsys.catalog.changes import prune_changes
+        from sqlalchemy.exc import DBAPIError
 
-        pruned = prune_changes(engine)
+        from recsys.catalog.changes import prune_changes
+        from recsys.catalog.db import database_problem
+
+        try:
+            pruned = prune_changes(engine)
+        except DBAPIError as exc:  # the bundle is active: the training did not fail
+            click.echo(
+                f"warning: bundle {result.version} is active, but pruning the item change log "
+                f"failed ({database_problem(exc, settings.database_url)}); run `recsys db "
+                "prune-changes` later",
+                err=True,
+            )
+            return
         click.echo(f"item change log: {pruned.deleted:,} old rows pruned, {pruned.kept:,} kept")
 
 

@@ -279,6 +279,20 @@ def writing_bundles(root: Path) -> Iterator[None]:
         yield
 
 
+def drop_unregistered(engine: Engine, path: Path) -> None:
+    """Remove the bundle at ``path`` after its registration failed, when the registry says
+    it is not in it (a bundle the catalog cannot be asked about is left to ``remove_orphans``:
+    the commit may have happened)."""
+    try:
+        registered = _registered(engine, Path(path).name)
+    except Exception:
+        log.warning("bundle %s is left for the next run to remove", path, exc_info=True)
+        return
+    if not registered:
+        shutil.rmtree(path, ignore_errors=True)
+        log.info("removed %s: it was not registered", path)
+
+
 def remove_orphans(engine: Engine, root: Path) -> list[str] | None:
     """Remove what killed runs left under ``root``: hidden temporary folders, and this
     catalog's bundles that were never registered. The names removed; None (nothing touched)

@@ -11,7 +11,9 @@ the ``TrainResult`` and the bundle manifest.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -24,11 +26,13 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from recsys.catalog import changes
+from recsys.catalog.db import sqlite_unwritable
 from recsys.catalog.models import utcnow
 from recsys.engines.events import fresh_after
 from recsys.errors import InvalidInput, TrainingFailed
 from recsys.model.bundle import (
     catalog_identity,
+    drop_unregistered,
     new_version,
     register_bundle,
     remove_orphans,
@@ -100,6 +104,7 @@ def train(
     config = config or TrainConfig()
     use_gpu = _cuda_wanted(device)
     bundles = Path(artifacts_dir) / "bundles"
+    _check_writable(engine, bundles)  # before any work, not at the end of it
     remove_orphans(engine, bundles)  # what killed runs left
     seconds: dict[str, float] = {}
     bar = tqdm(total=len(STAGES), desc="train", unit="stage", disable=not show_progress)
@@ -107,7 +112,7 @@ def train(
 
         def stage(name: str):
             bar.set_postfix_str(name)
-            return _stage(name, seconds, bar)
+            return _stage(name, seconds, bar, bundles)
 
         with stage("read"):
             # later events are "fresh" to this bundle (an exported folder: those after export)
@@ -145,7 +150,13 @@ def train(
                 writer = _writer(recommender, fitted)
                 path = write_bundle(bundles, version, writer, manifest, catalog_identity(engine))
             with stage("register"):
-                register_bundle(engine, version, path.resolve(), fitted.metrics, config.activate)
+                try:
+                    register_bundle(
+                        engine, version, path.resolve(), fitted.metrics, config.activate
+                    )
+                except Exception:
+                    drop_unregistered(engine, path)  # not left for the next run to remove
+                    raise
     metrics = fitted.metrics or "the weights are the defaults (no validation slice to choose on)"
     log.info("trained bundle %s in %.1fs: %s", version, sum(seconds.values()), metrics)
     fused = fitted.fused
@@ -233,8 +244,28 @@ def _recommender(fitted: Fitted, config: TrainConfig, use_gpu: bool, ray_address
     return recommender
 
 
+def _check_writable(engine: Engine, bundles: Path) -> None:
+    """``TrainingFailed`` before any work when the bundle could not be written under
+    ``bundles`` or registered in a SQLite catalog (a read-only folder or file): both were
+    found at the end of a whole training, one as a traceback."""
+    try:
+        bundles.mkdir(parents=True, exist_ok=True)
+        writable = os.access(bundles, os.W_OK)  # False on a read-only mount too
+    except OSError as exc:
+        writable = False
+        log.debug("cannot make %s", bundles, exc_info=exc)
+    if not writable:
+        raise TrainingFailed(
+            f"model bundles cannot be written under {bundles}; give --artifacts-dir (or "
+            "RECSYS_ARTIFACTS_DIR) a folder this user can write; nothing was trained"
+        )
+    problem = sqlite_unwritable(engine)
+    if problem:
+        raise TrainingFailed(f"{problem}; a bundle is registered there: nothing was trained")
+
+
 @contextlib.contextmanager
-def _stage(name: str, seconds: dict[str, float], bar) -> Iterator[None]:
+def _stage(name: str, seconds: dict[str, float], bar, bundles: Path) -> Iterator[None]:
     start = time.perf_counter()
     log.info("stage %s ...", name)
     try:
@@ -244,11 +275,25 @@ def _stage(name: str, seconds: dict[str, float], bar) -> Iterator[None]:
     except Exception as exc:
         log.debug("stage %s failed", name, exc_info=True)
         raise TrainingFailed(
-            f"training failed at stage {name!r}: {type(exc).__name__}: {exc}; "
+            f"training failed at stage {name!r}: {_failure(exc, bundles)}; "
             "the active model bundle is unchanged"
         ) from exc
     seconds[name] = round(time.perf_counter() - start, 3)
     bar.update(1)
+
+
+def _failure(exc: Exception, bundles: Path) -> str:
+    """What failed, in a line: a database error without its SQL, a full disk named."""
+    orig = getattr(exc, "orig", None)  # SQLAlchemy's: its text repeats the SQL and parameters
+    text = f"{type(orig).__name__}: {orig}" if orig is not None else f"{type(exc).__name__}: {exc}"
+    # numpy writes a short write as "N requested and M written"
+    full = getattr(exc, "errno", None) == errno.ENOSPC or "requested and" in str(exc)
+    if isinstance(exc, OSError) and full:
+        text += (
+            f" (the disk holding {bundles} is full: free some space, e.g. remove old bundles "
+            "with `recsys bundles gc --keep N`)"
+        )
+    return text
 
 
 def _cuda_wanted(device: str) -> bool:
