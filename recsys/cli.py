@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from recsys.errors import RecsysError
+from recsys.errors import Interrupted, RecsysError
 from recsys.settings import Settings
 
 # name -> ("module:attribute", one-line help). A command's module is imported only when that
@@ -60,6 +60,12 @@ class RecsysGroup(click.Group):
 
         try:
             return super().invoke(ctx)
+        except Interrupted as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            ctx.exit(130)  # the shell's code for Ctrl-C: not 1, ingest's "rows rejected"
+        except KeyboardInterrupt:
+            click.secho("error: interrupted; what finished before it is kept", fg="red", err=True)
+            ctx.exit(130)
         except RecsysError as exc:
             path = getattr(exc, "path", None)
             click.secho(f"error: {exc}" + (f" ({path})" if path else ""), fg="red", err=True)

@@ -38,3 +38,7 @@ class InvalidBundle(RecsysError):
 
 class TrainingFailed(RecsysError):
     """A stage of `recsys train` failed; the previously active bundle is untouched."""
+
+
+class Interrupted(RecsysError):
+    """Stopped by the user (Ctrl-C) part-way; the message says what was kept."""

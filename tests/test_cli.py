@@ -193,3 +193,39 @@ def test_evaluate_refuses_what_it_would_ignore_or_choke_on_before_the_run(
     assert "lacks column(s) label" in labels.output
     huge = run_cli("evaluate", "--k", "10,100000", expect_exit=2)
     assert "cut-off 100,000 is past the catalog's 5 items" in huge.output
+
+
+def test_an_ingest_interrupted_or_out_of_disk_says_what_was_stored(
+    run_cli, engine, tmp_path, monkeypatch
+):
+    """Ctrl-C said "Aborted!" (exit 1, ingest's "rows rejected"); a full disk under the
+    rejects file was a traceback. Both stop after whole batches, and say how many rows."""
+    import errno
+
+    from recsys.ingest.items import ItemIngester
+    from recsys.ingest.report import RejectsWriter
+
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,title\n" + "".join(f"i{n},Item {n}\n" for n in range(6)) + ",x\n")
+    write, calls = ItemIngester.write, []
+
+    def interrupted(self, connection, rows, report):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return write(self, connection, rows, report)
+
+    monkeypatch.setattr(ItemIngester, "write", interrupted)
+    stopped = run_cli("ingest", "items", items, "-q", "--batch-size", "2", expect_exit=130)
+    assert "interrupted; 2 rows were stored" in stopped.output
+    assert "run the same command again" in stopped.output
+    monkeypatch.undo()
+
+    def full(self, reject):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(RejectsWriter, "add", full)
+    failed = run_cli("ingest", "items", items, "-q", "--batch-size", "2", expect_exit=2)
+    assert "stopped: No space left on device" in failed.output
+    assert "6 rows were stored" in failed.output and "Traceback" not in failed.output
+    assert not list(tmp_path.glob("*.rejects.csv*"))

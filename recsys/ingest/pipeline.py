@@ -25,7 +25,7 @@ from sqlalchemy import Connection, Engine
 from tqdm import tqdm
 
 from recsys.catalog.db import require_current_schema
-from recsys.errors import InvalidInput
+from recsys.errors import Interrupted, InvalidInput
 from recsys.ingest.bulk import prepare
 from recsys.ingest.readers import Batch, open_records
 from recsys.ingest.report import IngestReport, Reason, Reject, RejectsWriter, default_rejects_path
@@ -84,6 +84,19 @@ def run_ingest(
             f"{path.name}: the compressed file is damaged or cut short ({exc}); "
             f"{report.accepted:,} rows before the damage were stored; ingest a whole copy "
             "to store the rest (rows already stored are left as they are)"
+        ) from None
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"{path.name}: interrupted; {report.accepted:,} rows were stored, in whole "
+            "batches; run the same command again to store the rest (rows already stored are "
+            "left as they are)"
+        ) from None
+    except OSError as exc:  # the rejects file on a full disk, the input file unreadable
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise InvalidInput(
+            f"{path.name}: stopped: {exc.strerror or exc}{where}; {report.accepted:,} rows "
+            "were stored, in whole batches; fix that and run the same command again (rows "
+            "already stored are left as they are)"
         ) from None
 
 

@@ -115,6 +115,10 @@ class RejectsWriter:
         if self._file is None:
             self.path.unlink(missing_ok=True)
             return
-        self._file.close()
-        os.replace(self._tmp, self.path)
+        try:
+            self._file.close()
+            os.replace(self._tmp, self.path)
+        except OSError:  # a full disk: no half-written rejects file is left behind
+            self._tmp.unlink(missing_ok=True)
+            raise
         self.report.rejects_path = self.path
