@@ -183,7 +183,9 @@ class ModelHolder:
         Raises (``InvalidBundle``, ``ModelNotTrained``) and keeps the current state when the
         active bundle cannot be loaded. With ``fallback``, a worker serving nothing (one
         starting, or restarted after a crash while its siblings serve the last good bundle)
-        serves the newest earlier bundle that loads instead, and says so (``refused``).
+        serves the newest earlier bundle that loads instead, and says so (``refused``). So
+        does a worker whose served bundle is the one refused: its files changed under it (a
+        copy over it, a damaged disk), and what it maps from them gave 500s.
         """
         with self._lock:
             old = self._state.version if self._state else None
@@ -192,7 +194,9 @@ class ModelHolder:
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self._set_refused(self._refusal(exc))
-                if not fallback or self._state is not None or self.refused is None:
+                served_refused = self.refused is not None and self.refused.version == old
+                may_fall_back = (fallback and self._state is None) or served_refused
+                if not may_fall_back or self.refused is None:
                     log.warning("reload refused, still serving %s: %s", old, exc)
                     raise
                 new_state = self._earlier(exc)
@@ -249,7 +253,8 @@ class ModelHolder:
     def maybe_reload(self) -> None:
         """Reload when the registry's active bundle changed; at most every half
         check_interval (the service's watcher pauses 0.5 to 1.5 intervals between calls). An
-        active bundle refused before is tried again only once its files changed."""
+        active bundle refused before is tried again only once its files changed, also when
+        it is the one served (its files restored in place)."""
         now = time.monotonic()
         if now - self._checked < self.check_interval / 2 or self._lock.locked():
             return
@@ -257,7 +262,9 @@ class ModelHolder:
         try:
             active = active_version(self.engine)
             current = self._state.version if self._state else None
-            if active is not None and active != current and not self._still_refused(active):
+            refused = self.refused is not None and self.refused.version == active
+            changed = active != current or refused
+            if active is not None and changed and not self._still_refused(active):
                 self.reload(fallback=self._state is None)
             self._reload_failures.worked()
         except Exception as exc:  # the current state keeps serving; the error is logged

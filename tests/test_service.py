@@ -568,3 +568,31 @@ def test_answers_are_not_sniffed_or_framed_and_pages_load_only_their_own_code(cl
     policy = client.get("/catalog").headers["Content-Security-Policy"]
     assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
     assert "Content-Security-Policy" not in client.get("/v1/items/a1").headers
+
+
+def test_a_served_bundle_damaged_in_place_is_left_for_an_earlier_one_and_taken_back(tmp_path):
+    """A bundle's files copied over in place under a running worker gave 500s from what it
+    mapped; the admin reload refused the files but kept serving them, and once they were
+    restored /readyz named the served bundle refused for good (false alerts)."""
+    url, artifacts = build_shop(tmp_path)
+    engine = connect(url)
+    good = active_version(engine)
+    new = train(engine, artifacts, train_config(), "cpu", image_encoder_factory=tiny_encoder)
+    settings = Settings(database_url=url, artifacts_dir=artifacts, admin_token=TOKEN)
+    app = create_app(settings, {"RELOAD_CHECK_SECONDS": 10})
+    client, holder = app.test_client(), app.extensions["recsys"].holder
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.get("/readyz").get_json()["model_version"] == new.version
+    vectors = artifacts / "bundles" / new.version / "item_vectors.npy"
+    intact = vectors.read_bytes()
+    vectors.write_bytes(b"damaged")
+    moved = client.post("/v1/admin/reload", headers=auth).get_json()
+    assert moved == {"previous_version": new.version, "model_version": good}
+    ready = client.get("/readyz").get_json()
+    assert (ready["model_version"], ready["refused_version"]) == (good, new.version)
+    assert client.get("/v1/items/a1/similar?k=3").status_code == 200
+    vectors.write_bytes(intact)  # restored in place
+    holder._checked = 0.0
+    holder.maybe_reload()
+    ready = client.get("/readyz").get_json()
+    assert (ready["model_version"], ready["refused_version"]) == (new.version, None)
