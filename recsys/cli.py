@@ -55,6 +55,15 @@ class RecsysGroup(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl([(name, COMMANDS[name][1]) for name in self.list_commands(ctx)])
 
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        """A global option after the command (``recsys stats --database-url URL``) was "No
+        such option" (or "Did you mean '--events'?" for ``train --device``): say where it
+        goes."""
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None:
+            command = _with_global_hint(command)
+        return name, command, rest
+
     def invoke(self, ctx: click.Context):
         from sqlalchemy.exc import DBAPIError
 
@@ -76,6 +85,37 @@ class RecsysGroup(click.Group):
             url = getattr(ctx.obj, "database_url", None)
             click.secho(f"error: {database_problem(exc, url)}", fg="red", err=True)
             ctx.exit(2)
+
+
+GLOBAL_OPTIONS = ("--database-url", "--artifacts-dir", "--device", "--ray-address")
+
+
+def _with_global_hint(command: click.Command) -> click.Command:
+    """``command`` (and its subcommands), whose "no such option" names a global option's
+    place when the option is one (before the command)."""
+    if getattr(command, "_global_hint", False):
+        return command
+    parse_args = command.parse_args
+
+    def parse(ctx: click.Context, args: list[str]):
+        try:
+            return parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            name = exc.option_name.split("=")[0]
+            if name in GLOBAL_OPTIONS:
+                exc.message = (
+                    f"{name} is an option of recsys itself: give it before the command, e.g. "
+                    f"`recsys {name} VALUE {ctx.command_path.split(' ', 1)[-1]} ...`"
+                )
+                exc.possibilities = None
+            raise
+
+    command.parse_args = parse
+    command._global_hint = True
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _with_global_hint(sub)
+    return command
 
 
 @click.group(cls=RecsysGroup, context_settings={"help_option_names": ["-h", "--help"]})

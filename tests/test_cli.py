@@ -229,3 +229,16 @@ def test_an_ingest_interrupted_or_out_of_disk_says_what_was_stored(
     assert "stopped: No space left on device" in failed.output
     assert "6 rows were stored" in failed.output and "Traceback" not in failed.output
     assert not list(tmp_path.glob("*.rejects.csv*"))
+
+
+def test_a_global_option_after_the_command_says_where_it_goes():
+    """`recsys train --device cpu` said "No such option: --device. Did you mean '--events'?"."""
+    runner = CliRunner()
+    for args, says in [
+        (["stats", "--database-url", "sqlite:///x.db"], "`recsys --database-url VALUE stats"),
+        (["train", "--device", "cpu"], "`recsys --device VALUE train ...`"),
+        (["db", "current", "--artifacts-dir", "a"], "`recsys --artifacts-dir VALUE db current"),
+    ]:
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 2 and says in result.output, result.output
+        assert "Did you mean" not in result.output

@@ -98,6 +98,17 @@ def test_image_options_that_cannot_work_are_one_line(
     assert "Traceback" not in refused.output
 
 
+def test_images_that_are_not_where_the_items_say_are_named(run_cli, items_csv, tmp_path):
+    """Paths relative to another folder said "no images given; the catalog needs at least 2
+    images", naming neither the files nor --images-root."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    args = ("train-images", "--items", items_csv, "--out", tmp_path / "m", *TRAIN_FLAGS[:4])
+    missing = run_cli(*args, "--images-root", elsewhere, expect_exit=2)
+    assert "none of the 10 image files looked at exists" in missing.output
+    assert str(elsewhere / "img") in missing.output and "--images-root" in missing.output
+
+
 def test_train_from_the_catalog(engine, run_cli, tmp_path):
     paths = _write_images(tmp_path / "shop", n=6)
     with Session(engine) as session:

@@ -38,7 +38,7 @@ def _source_options(command):
             "--items",
             type=click.Path(exists=True, dir_okay=False, path_type=Path),
             help="Ids of --vectors' rows: CSV with item_id, or one id per line "
-            "[default: VECTORS with .ids.txt, as embed-images writes].",
+            "[default: the .ids.txt beside VECTORS, as embed-images writes: v.npy -> v.ids.txt].",
         ),
         click.option(
             "--out",

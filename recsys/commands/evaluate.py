@@ -81,7 +81,7 @@ def _parse_ks(ctx, param, value: str) -> tuple[int, ...]:
     type=click.IntRange(min=1),
     help="Epochs of the image encoder trained on the catalog's images [default: its own].",
 )
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @click.option(
     "--write-split",
     "split_dir",

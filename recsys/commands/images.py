@@ -323,7 +323,7 @@ def _train_encoder(settings: Settings, opts: dict, ray) -> ImageEncoder:
 def embed_images(settings: Settings, **opts) -> None:
     """Write L2-normalised float32 vectors, one row per item in the items' order.
 
-    The item ids are written beside the vectors as OUT with .ids.txt, one per line. On Ray
+    The item ids are written beside the vectors, one per line (v.npy -> v.ids.txt). On Ray
     (--ray-address or --workers) the images are decoded in Ray Data tasks and embedded by an
     actor pool (the vectors equal the in-process ones); the image files must be readable at
     the same paths on every node.

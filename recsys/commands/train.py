@@ -116,7 +116,7 @@ def _ids(_ctx, _param, values) -> tuple[str, ...]:
     "step solved exactly) or mllib (MLlib's ALS: its own objective, implicit's settings mapped).",
 )
 @click.option("--no-activate", is_flag=True, help="Register the bundle without activating it.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_obj
 def train(
     settings: Settings,

@@ -72,15 +72,27 @@ def survey_images(images, sample: int = 256, skip_unreadable: bool = False) -> I
         colour = len(shape) == 4 and 3 in (shape[1], shape[3])
         spatial = shape[1:3] if len(shape) == 3 or shape[3] in (1, 3) else shape[2:4]
         return ImageSurvey(int(min(spatial)), 3 if colour else 1, shape[0])
-    headers = []
-    for path in _sample(list(images), sample):
+    headers, sampled, failed = [], _sample(list(images), sample), []
+    for path in sampled:
         try:
             headers.append(_header(Path(path)))
-        except InvalidInput:
+        except InvalidInput as exc:
             if not skip_unreadable:
                 raise
+            failed.append(exc)
+    if not sampled:
+        raise InvalidInput("no images given; at least 2 images are needed to train on")
     if not headers:
-        raise InvalidInput("no images given; the catalog needs at least 2 images to train on")
+        missing = [path for path in sampled if not Path(path).is_file()]
+        if len(missing) == len(sampled):  # "no images given" said nothing of where they were
+            raise InvalidInput(
+                f"none of the {len(sampled)} image files looked at exists (e.g. {missing[0]}); "
+                "if the paths are relative to another folder, give --images-root"
+            )
+        raise InvalidInput(
+            f"none of the {len(sampled)} images looked at can be read ({failed[0]}); at least "
+            "2 readable images are needed to train on"
+        )
     sides = [side for side, _ in headers]
     colour = any(c for _, c in headers)
     return ImageSurvey(int(np.median(sides)), 3 if colour else 1, len(headers))
