@@ -242,3 +242,16 @@ def test_a_global_option_after_the_command_says_where_it_goes():
         result = runner.invoke(cli, args)
         assert result.exit_code == 2 and says in result.output, result.output
         assert "Did you mean" not in result.output
+
+
+def test_serve_on_a_port_in_use_fails_before_saying_it_serves(run_cli, engine):
+    """It printed "serving on http://...", then "Address already in use", exit 1."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = run_cli("serve", "--port", port, expect_exit=2)
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in busy.output
+    assert "--port" in busy.output and "serving on" not in busy.output

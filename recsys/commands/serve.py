@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import socket
+
 import click
 
 from recsys.settings import Settings
@@ -30,11 +33,32 @@ def serve(settings: Settings, host: str, port: int, debug: bool) -> None:
     """
     from services.app import create_app
 
+    _check_address(host, port)  # before "serving on": it printed that, then failed
     app = create_app(settings)
     click.echo(f"serving on http://{host}:{port}/  (model {_version(app)})")
     app.run(host=host, port=port, debug=debug, threaded=True, use_reloader=debug)
 
 
+def _check_address(host: str, port: int) -> None:
+    """A one-line error naming --host or --port when the address cannot be listened on."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise click.BadParameter(f"{host!r}: {exc.strerror or exc}", param_hint="--host") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as werkzeug binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            hint = "--port" if exc.errno == errno.EADDRINUSE else "--host"
+            raise click.BadParameter(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}", param_hint=hint
+            ) from None
+
+
 def _version(app) -> str:
     holder = app.extensions["recsys"].holder
-    return holder.state.version if holder.ready else "none: run `recsys train`"
+    if holder.ready:
+        return holder.state.version
+    return f"none: {holder.last_error}" if holder.last_error else "none: run `recsys train`"
