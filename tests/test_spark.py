@@ -145,6 +145,27 @@ def test_export_refuses_a_non_empty_folder_and_replaces_it_whole(engine, run_cli
     assert not list(tmp_path.glob(".events*"))  # no staging folder left behind
 
 
+def test_an_export_removes_what_a_killed_export_left(engine, tmp_path):
+    """kill -9 mid-export left its staging folder (19 MB at 2M events) for good."""
+    import os
+    import subprocess
+    import sys
+
+    populate(engine)
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    ).stdout.strip()
+    dead = tmp_path / f".events.{gone}-0123abcd.tmp"
+    running = tmp_path / f".events.{os.getpid()}-4567abcd.tmp"  # another export, under way
+    for folder in (dead, running):
+        (folder / "day=2024-01-01").mkdir(parents=True)
+    export_interactions(engine, tmp_path / "events")
+    assert not dead.exists() and running.exists()
+
+
 def test_cli_trains_on_an_event_folder(tmp_path):
     url = f"sqlite:///{tmp_path / 'catalog.db'}"  # one backend: the export tests cover both
     engine = connect(url)
