@@ -210,7 +210,15 @@ def test_writing_events_leaves_their_items_unlocked(engine):
     assert (2, 1) in _events(engine)
 
 
-def test_cli_db_commands(run_cli):
-    assert "catalog at revision" in run_cli("db", "upgrade").output
+def test_cli_db_commands(run_cli, db_url):
+    upgraded = run_cli("db", "upgrade").output
+    assert "catalog at revision" in upgraded
+    if db_url.startswith("sqlite"):  # a mistyped path made a new catalog without a word
+        path = db_url.removeprefix("sqlite:///")
+        assert f"created a new catalog database at {path}" in upgraded
+        assert "created" not in run_cli("db", "upgrade").output
     assert "current: " + str(migrate.head_revision()) in run_cli("db", "current").output
-    assert "catalog at revision base" in run_cli("db", "downgrade", "base").output
+    refused = run_cli("db", "downgrade", "base", expect_exit=2)  # no terminal to ask on
+    assert "drops tables and columns and the data in them; pass --yes" in refused.output
+    assert "current: " + str(migrate.head_revision()) in run_cli("db", "current").output
+    assert "catalog at revision base" in run_cli("db", "downgrade", "base", "--yes").output

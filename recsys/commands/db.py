@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
 
 import click
@@ -23,17 +25,46 @@ def command() -> None:
 @click.argument("revision", default="head")
 @click.pass_obj
 def upgrade(settings: Settings, revision: str) -> None:
-    """Apply migrations up to REVISION (default: head, the latest)."""
+    """Apply migrations up to REVISION (default: head, the latest); a SQLite file that does
+    not exist yet is created (the command says so: a mistyped path makes a new catalog)."""
     engine = connect(settings.database_url)
+    new_file = _new_sqlite_file(engine)
     migrate.upgrade(engine, revision)
+    if new_file:
+        click.echo(f"created a new catalog database at {new_file}")
     click.echo(f"catalog at revision {migrate.current_revision(engine)}")
+
+
+def _new_sqlite_file(engine) -> str | None:
+    """The path of ``engine``'s SQLite file when there is none yet."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    path = os.path.abspath(url.database)
+    return None if os.path.exists(path) else path
 
 
 @command.command()
 @click.argument("revision")
+@click.option(
+    "--yes", is_flag=True, help="Do not ask: the downgrade drops tables and columns, data too."
+)
 @click.pass_obj
-def downgrade(settings: Settings, revision: str) -> None:
-    """Revert migrations down to REVISION (`base` removes every table)."""
+def downgrade(settings: Settings, revision: str, yes: bool) -> None:
+    """Revert migrations down to REVISION (`base` removes every table, and the data in them).
+
+    Asks first, unless --yes; without a terminal to ask on, --yes is needed.
+    """
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError(
+                "db downgrade drops tables and columns and the data in them; pass --yes"
+            )
+        click.confirm(
+            f"downgrade the catalog to {revision}, dropping what later revisions added "
+            "(and its data)?",
+            abort=True,
+        )
     engine = connect(settings.database_url)
     migrate.downgrade(engine, revision)
     click.echo(f"catalog at revision {migrate.current_revision(engine) or 'base'}")
