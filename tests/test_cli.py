@@ -255,3 +255,10 @@ def test_serve_on_a_port_in_use_fails_before_saying_it_serves(run_cli, engine):
         busy = run_cli("serve", "--port", port, expect_exit=2)
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in busy.output
     assert "--port" in busy.output and "serving on" not in busy.output
+
+
+def test_an_ingest_of_a_file_without_rows_warns(run_cli, engine, tmp_path):
+    header = tmp_path / "items.csv"
+    header.write_text("item_id,title\n")
+    done = run_cli("ingest", "items", header, "-q")  # was "0 accepted ..., 0 rejected" alone
+    assert "warning: items.csv holds no rows, only its header" in done.output

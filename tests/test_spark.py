@@ -166,6 +166,12 @@ def test_an_export_removes_what_a_killed_export_left(engine, tmp_path):
     assert not dead.exists() and running.exists()
 
 
+def test_an_event_folder_without_events_says_so(tmp_path):
+    """An export of a catalog without events said "no column item_id, user_id"."""
+    with pytest.raises(InvalidInput, match="no Parquet file in the folder"):
+        read_events(tmp_path)
+
+
 def test_cli_trains_on_an_event_folder(tmp_path):
     url = f"sqlite:///{tmp_path / 'catalog.db'}"  # one backend: the export tests cover both
     engine = connect(url)

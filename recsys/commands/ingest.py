@@ -112,6 +112,8 @@ def _finish(report: IngestReport, as_json: bool, hint: str | None = None) -> Non
             click.echo(f"  {reason}: {count}")
         if report.rejects_path:
             click.echo(f"rejected rows written to {report.rejects_path}")
+    if not report.accepted and not report.total_rejected:
+        click.echo(f"warning: {report.path.name} holds no rows, only its header", err=True)
     if report.cleared:
         click.echo(
             f"warning: {report.cleared} updated items lost their title or photo: a row "

@@ -257,6 +257,12 @@ def _dataset(path: str | Path) -> ds.Dataset:
                 for part in local.rglob("*.parquet")
                 if part.is_file() and not _hidden(part.relative_to(local))
             )
+            if not parts:  # it said "no column item_id, user_id" of a folder without events
+                raise InvalidInput(
+                    f"events {path}: no Parquet file in the folder (an export of a catalog "
+                    "without events, or not an event folder); write one with `recsys export "
+                    "interactions --out DIR`"
+                )
             return ds.dataset(
                 parts, format="parquet", partitioning="hive", partition_base_dir=str(local)
             )
