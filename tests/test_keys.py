@@ -39,6 +39,12 @@ def test_cli_shows_a_key_once_and_stores_only_its_hash(run_cli, engine, db_url):
     assert "revoked" in run_cli("keys", "list").stdout
     unknown = run_cli("keys", "revoke", "000000000000", expect_exit=2)
     assert "keys list" in unknown.output
+    # the key itself names its id; a second revoke says when the first was (not "revoked")
+    again = run_cli("keys", "revoke", key).output
+    assert f"{info.key_id} was already revoked at " in again
+    other = run_cli("keys", "create", "--scope", "feeds:read").stdout.strip()
+    assert run_cli("keys", "revoke", other).output.startswith("revoked ")
+    assert find_key(engine, other) is None
     refused = run_cli("keys", "create", "--scope", "everything", expect_exit=2)
     assert "events:write" in refused.output  # names the scopes there are
 

@@ -63,7 +63,10 @@ def list_keys(engine: Engine) -> list[KeyInfo]:
 
 
 def revoke_key(engine: Engine, key_id: str) -> KeyInfo:
-    """Revoke the key named ``key_id`` (revoking twice keeps the first time)."""
+    """Revoke the key named ``key_id``, or the key itself (``rk_<id>_<secret>``: its id is
+    taken); revoking twice keeps the first time (``KeyInfo.revoked_at`` says when)."""
+    whole = _KEY.match(key_id.strip())
+    key_id = whole.group(1) if whole else key_id
     with Session(engine, expire_on_commit=False) as session, session.begin():
         row = session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
         if row is None:

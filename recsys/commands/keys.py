@@ -59,7 +59,13 @@ def list_command(settings: Settings) -> None:
 @click.argument("key_id")
 @click.pass_obj
 def revoke(settings: Settings, key_id: str) -> None:
-    """Revoke KEY_ID (the id `recsys keys list` shows); services stop taking it within 30 s."""
+    """Revoke KEY_ID (the id `recsys keys list` shows, or the key itself); services stop
+    taking it within 30 s."""
     engine = connect_current(settings.database_url)
+    before = {info.key_id: info for info in list_keys(engine)}
     info = revoke_key(engine, key_id)
+    earlier = before.get(info.key_id)
+    if earlier is not None and not earlier.active:  # it said "revoked" again
+        click.echo(f"{info.key_id} was already revoked at {earlier.revoked_at:%Y-%m-%d %H:%M} UTC")
+        return
     click.echo(f"revoked {info.key_id} ({' '.join(info.scopes)})")
