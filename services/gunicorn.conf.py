@@ -12,20 +12,40 @@ import os
 import shutil
 import sys
 import tempfile
+from pathlib import Path
 
 from gunicorn import util
 
+
+def _remove_dead_masters_folders() -> None:
+    """The folders below of masters killed (SIGKILL: no on_exit) on this host: their pid is
+    in the name, and a folder whose master is gone is removed (they stayed for good)."""
+    for folder in Path(tempfile.gettempdir()).glob("recsys-[ms][eh]*-*-*"):
+        pid = folder.name.split("-")[2]
+        if not (pid.isdigit() and folder.is_dir()) or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:  # another user's master, alive
+            pass
+
+
+_remove_dead_masters_folders()
 # Prometheus multiprocess mode: each worker writes its metrics here; /metrics sums them.
 # Must be set before the app (and prometheus_client) is imported by a worker.
 # A folder made here is this server's alone and is removed when the master exits (on_exit).
 _own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
 _metrics_dir = os.environ.setdefault(
-    "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="recsys-metrics-")
+    "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix=f"recsys-metrics-{os.getpid()}-")
 )
 # What one worker computes for all (catalog-health fits, services/catalog_health.py): a
 # folder of this server's alone, removed when the master exits, as the metrics' one.
 _own_shared_dir = "RECSYS_SHARED_DIR" not in os.environ
-_shared_dir = os.environ.setdefault("RECSYS_SHARED_DIR", tempfile.mkdtemp(prefix="recsys-shared-"))
+_shared_dir = os.environ.setdefault(
+    "RECSYS_SHARED_DIR", tempfile.mkdtemp(prefix=f"recsys-shared-{os.getpid()}-")
+)
 # One BLAS/OpenMP thread per worker: workers are the parallelism, threads would fight them.
 for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, "1")

@@ -221,3 +221,19 @@ def test_a_bad_setting_stops_gunicorn_with_one_line_naming_it(tmp_path, name, va
     assert done.returncode != 0
     assert says in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_starting_master_removes_the_folders_of_killed_masters(tmp_path):
+    """A master killed with SIGKILL runs no on_exit: its metrics and shared folders stayed in
+    /tmp for good (about 30 on a host that runs tests)."""
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    dead = [tmp_path / f"recsys-metrics-{ended}-x1", tmp_path / f"recsys-shared-{ended}-x2"]
+    alive = tmp_path / f"recsys-metrics-{os.getpid()}-x3"  # this process: a master running
+    for folder in (*dead, alive):
+        folder.mkdir()
+    config = ROOT / "services" / "gunicorn.conf.py"
+    env = {**os.environ, "TMPDIR": str(tmp_path), "RECSYS_DATABASE_URL": "sqlite:///nowhere.db"}
+    code = f"import runpy; runpy.run_path({str(config)!r})"
+    subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, check=True)
+    assert not any(folder.exists() for folder in dead) and alive.exists()
