@@ -9,6 +9,7 @@ import re
 import struct
 import urllib.request
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -221,8 +222,12 @@ def test_fashion_items_have_images_and_no_labels(fashion_70):
 
 @needs_debian_fashion_mnist
 def test_fashion_rerun_with_smaller_limit_leaves_no_stale_files(tmp_path):
-    result = recsys("datasets", "prepare", "fashion-mnist", "--out", tmp_path, "--limit", 70)
+    terminal = mock.patch("recsys.commands.datasets.bars", lambda quiet=False: not quiet)
+    with terminal:  # stderr a terminal: a bar by default
+        result = recsys("datasets", "prepare", "fashion-mnist", "--out", tmp_path, "--limit", 70)
     assert "70/70" in result.stderr, "a progress bar by default"
+    logged = recsys("datasets", "prepare", "fashion-mnist", "--out", tmp_path, "--limit", 70)
+    assert "70/70" not in logged.stderr, "no bar into a redirected log"
     summary = fm.prepare_fashion_mnist(tmp_path, limit=8, show_progress=False)
     assert summary.counts == {"items": 8, "train": 7, "test": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "items.csv", "labels.csv"]

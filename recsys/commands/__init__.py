@@ -1,13 +1,24 @@
 """Click commands, one module per top-level `recsys` subcommand (thin: the work is in recsys/)."""
 
 import os
+import sys
 from pathlib import Path
 
 import click
 
+
+def bars(quiet: bool = False) -> bool:
+    """Whether a command shows progress bars: not with --quiet, nor when stderr is no
+    terminal (a log file held 30 frames of a redirected train's bar)."""
+    return not quiet and sys.stderr.isatty()
+
+
 # --progress/--no-progress of the commands whose work is long (images, catalog health).
 progress_option = click.option(
-    "--progress/--no-progress", default=True, show_default=True, help="Show progress bars."
+    "--progress/--no-progress",
+    default=None,
+    callback=lambda ctx, param, value: bars() if value is None else value,
+    help="Show progress bars [default: when stderr is a terminal].",
 )
 
 

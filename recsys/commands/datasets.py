@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from recsys.commands import OutPath
+from recsys.commands import OutPath, bars
 from recsys.datasets import DATASETS, PrepareSummary
 
 
@@ -158,7 +158,7 @@ def prepare(name, out_dir, quiet, **options) -> None:
             flag = "--" + option.replace("_", "-")
             raise click.UsageError(f"{flag} applies to {' and '.join(_APPLIES_TO[option])} only")
     # The data set modules are imported on use: other commands need not load pandas, PIL, etc.
-    summary = _PREPARERS[name](out_dir, not quiet, **options)
+    summary = _PREPARERS[name](out_dir, bars(quiet), **options)
     _echo_summary(name, summary)
 
 

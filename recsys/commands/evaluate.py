@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from recsys.catalog.db import connect_current
-from recsys.commands import OutPath
+from recsys.commands import OutPath, bars
 from recsys.model.split import SPLITS
 from recsys.settings import Settings
 
@@ -196,7 +196,7 @@ def _offline(settings: Settings, engine, config, out_dir: Path, labels, quiet: b
         out_dir,
         config,
         labels=labels,
-        show_progress=not quiet,
+        show_progress=bars(quiet),
         command=_command(config, out_dir, labels),
         device=settings.device,
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from recsys.catalog import connect
+from recsys.commands import bars
 from recsys.ingest import IngestOptions, IngestReport, ingest_interactions, ingest_items
 from recsys.settings import Settings
 
@@ -61,7 +62,7 @@ def items(settings: Settings, file: Path, images_root, batch_size, rejects, as_j
     (a title, a photo, an attribute) is cleared, so give every column, not only the ones that
     changed (the HTTP API's PATCH changes some fields of one item).
     """
-    options = IngestOptions(batch_size=batch_size, rejects_path=rejects, show_progress=not quiet)
+    options = IngestOptions(batch_size=batch_size, rejects_path=rejects, show_progress=bars(quiet))
     report = ingest_items(connect(settings.database_url), file, images_root, options)
     _finish(report, as_json, _images_root_hint(report, images_root or file.parent))
 
@@ -89,7 +90,7 @@ def interactions(settings: Settings, file: Path, batch_size, rejects, as_json, q
     click, cart, purchase, ...; default "interaction", or "rating" when a rating is given),
     weight or rating (default 1) are optional. Items must be ingested first.
     """
-    options = IngestOptions(batch_size=batch_size, rejects_path=rejects, show_progress=not quiet)
+    options = IngestOptions(batch_size=batch_size, rejects_path=rejects, show_progress=bars(quiet))
     report = ingest_interactions(connect(settings.database_url), file, options)
     _finish(report, as_json)
 

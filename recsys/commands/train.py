@@ -8,6 +8,7 @@ import math
 import click
 
 from recsys.catalog.db import connect_current
+from recsys.commands import bars
 from recsys.settings import Settings
 
 # recsys.vision.methods.METHODS, not imported here: it loads torch.
@@ -174,7 +175,7 @@ def train(
         settings.artifacts_dir,
         config,
         settings.device,
-        show_progress=not quiet,
+        show_progress=bars(quiet),
         ray_address=settings.ray_address,
         events=events,
     )
