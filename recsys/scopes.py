@@ -19,6 +19,9 @@ ADMIN = "admin"
 # Reads anyone may make without a key: similar items, feeds, item pages and visual search.
 # /metrics is open too unless metrics:read is left out of RECSYS_PUBLIC_SCOPES.
 DEFAULT_PUBLIC = ("items:read", "feeds:read", "search:read", "metrics:read")
+# What RECSYS_PUBLIC_SCOPES may open: reads (users:read for a demo's list of shoppers), never
+# a write or admin.
+OPENABLE = ("items:read", "feeds:read", "search:read", "users:read", "metrics:read")
 
 
 def parse_scopes(value: str | Iterable[str], what: str) -> tuple[str, ...]:

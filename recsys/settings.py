@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from recsys.errors import InvalidSettings
-from recsys.scopes import DEFAULT_PUBLIC, parse_scopes
+from recsys.scopes import DEFAULT_PUBLIC, OPENABLE, parse_scopes
 
 ENV_PREFIX = "RECSYS_"
 DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -94,6 +94,12 @@ class Settings:
             scopes = parse_scopes(given, "public_scopes")
         except ValueError as exc:
             raise InvalidSettings(str(exc)) from None
+        unsafe = [scope for scope in scopes if scope not in OPENABLE]
+        if unsafe:  # it opened reloads, catalog-health writes and item writes to anyone
+            raise InvalidSettings(
+                f"public_scopes: {unsafe[0]} cannot be public: it writes or administers; "
+                f"public scopes are reads among {', '.join(OPENABLE)}"
+            )
         object.__setattr__(self, "public_scopes", scopes)
         for name in ("write_rate_limit", "search_rate_limit"):
             _check_rate_limit(name, getattr(self, name))

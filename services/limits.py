@@ -159,7 +159,9 @@ def init_app(app: Flask, settings: Settings) -> None:
         contract = contract_of(view)
         if contract is not None and contract.rate_limit is not None:
             items = parse_many(sizes[contract.rate_limit])
-            app.view_functions[name] = _limited(view, limiter, items, name)
+            # one count per limit, not per view: PUT, PATCH, DELETE and POST events each got
+            # the whole write limit (four times the documented rate)
+            app.view_functions[name] = _limited(view, limiter, items, contract.rate_limit)
 
 
 def _limited(view: Callable, limiter: FixedWindowRateLimiter, items, scope: str) -> Callable:

@@ -71,6 +71,23 @@ def test_writes_are_limited_per_key_and_per_address(shop):
     assert_error(write(third, "10.2.0.1"), 429, "per API key and per address")
 
 
+def test_every_kind_of_write_counts_against_one_write_limit(shop):
+    """Each write endpoint had its own counter: a key got the whole limit for events, again
+    for PUT, again for PATCH and for DELETE (four times the documented rate)."""
+    client = service(*shop, write_rate_limit="2/minute", admin_token="t" * 20).test_client()
+    _, key = create_key(connect(shop[0]), ["events:write", "catalog:write"])
+    environ = {"REMOTE_ADDR": "10.3.0.1"}
+
+    def send(method: str, path: str, **body) -> int:
+        call = getattr(client, method)
+        return call(path, headers=bearer(key), environ_base=environ, **body).status_code
+
+    assert send("post", "/v1/interactions", json=EVENT) == 201
+    assert send("patch", "/v1/items/a1", json={"in_stock": True}) == 200
+    assert send("put", "/v1/items/a-limit", json={"title": "x"}) == 429
+    assert send("delete", "/v1/items/a1") == 429
+
+
 def test_the_counters_file_is_shared_between_processes(tmp_path):
     uri = f"sqlite://{tmp_path / 'limits.db'}"
     script = (
@@ -186,6 +203,10 @@ def test_the_image_encoder_is_loaded_with_the_bundle_not_on_the_first_search(sho
         ("RECSYS_SEARCH_RATE_LIMIT", "5/fortnight", "search_rate_limit"),
         ("RECSYS_MAX_IMAGE_PIXELS", "-1", "max_image_pixels"),
         ("RECSYS_PUBLIC_SCOPES", "items:read,everything", "unknown scope 'everything'"),
+        # it took these, and anyone could reload bundles or write items without a key
+        ("RECSYS_PUBLIC_SCOPES", "items:read,admin", "admin cannot be public"),
+        ("RECSYS_PUBLIC_SCOPES", "catalog:write", "catalog:write cannot be public"),
+        ("RECSYS_PUBLIC_SCOPES", "events:write", "events:write cannot be public"),
     ],
 )
 def test_bad_limit_and_scope_settings_name_the_setting(setting, value, message):
