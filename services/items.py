@@ -19,7 +19,7 @@ from flask import Blueprint
 from recsys.errors import InvalidInput, UnknownItem
 from recsys.ingest import item_writes
 from recsys.vision.photo import check_photo
-from services.api import _decode_image
+from services.api import _decode_image, _image_slot
 from services.context import card, context
 from services.contract import endpoint, validated
 from services.errors import ApiError, bad_parameter, message_of
@@ -98,9 +98,11 @@ def _write(write, item_id: str, body: ItemFields | None, form: ItemUpload | None
         photo = item_writes.save_photo(root, photo, _suffix(photo, ctx.settings.max_image_pixels))
     try:
         written = write(ctx.engine, item_id, fields, root, photo, ctx.settings.max_image_pixels)
-    except UnknownItem:
-        raise ApiError(404, "unknown_item", f"item {item_id!r} is not in the catalog") from None
-    except InvalidInput as exc:
+    except (UnknownItem, InvalidInput) as exc:
+        if photo is not None:  # saved for a write now refused: no item names it
+            item_writes.drop_unused_photo(ctx.engine, photo)
+        if isinstance(exc, UnknownItem):
+            raise ApiError(404, "unknown_item", f"item {item_id!r} is not in the catalog") from None
         raise ApiError(400, "invalid_parameter", message_of(exc)) from None
     return ItemWritten(
         item=Item(**card(item_id, written.card)),
@@ -131,6 +133,9 @@ def _fields(body: ItemFields | None, form: ItemUpload | None):
 
 def _suffix(data: bytes, max_pixels: int) -> str:
     """The stored photo's suffix, after the checks of a visual search upload (a 400 naming
-    the field ``image`` for anything but a PNG, JPEG, WebP or GIF within the pixel cap)."""
-    _decode_image(data, max_pixels)
+    the field ``image`` for anything but a PNG, JPEG, WebP or GIF within the pixel cap),
+    decoded in one of the worker's image slots as a search's photo is (two 25-megapixel
+    photos at once took a worker from 718 to 1,307 MB)."""
+    with _image_slot(context().image_slots):
+        _decode_image(data, max_pixels)
     return SUFFIXES[check_photo(io.BytesIO(data), max_pixels)]

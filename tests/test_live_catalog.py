@@ -572,6 +572,30 @@ def test_an_item_write_never_re_types_an_attribute_of_the_catalog(client, shop):
     assert kinds["year"] == "numeric"
 
 
+def test_a_photo_sent_with_a_refused_write_is_not_kept(client, shop):
+    """The photo was stored before the write was checked: an unknown item's PATCH (404) or a
+    PUT with a bad value (400) left it in uploads/, with no item naming it, for good."""
+    import hashlib
+
+    buffer = io.BytesIO()
+    Image.fromarray(item_image("b", 7)).save(buffer, format="PNG")
+    photo = buffer.getvalue()
+    stored = shop[2] / "uploads" / f"{hashlib.sha256(photo).hexdigest()}.png"
+
+    def send(method: str, item_id: str, fields: str) -> int:
+        data = {"item": fields, "image": (io.BytesIO(photo), "p.png")}
+        return getattr(client, method)(f"/v1/items/{item_id}", data=data, headers=ADMIN)
+
+    assert send("patch", "no-such-item", "{}").status_code == 404
+    assert not stored.exists()
+    assert send("put", "x-photo", '{"attributes": {"year": [1, {"a": 2}]}}').status_code == 400
+    assert not stored.exists()
+    assert send("put", "x-photo", "{}").status_code == 200
+    assert stored.is_file()  # a write that succeeds keeps it
+    assert send("patch", "no-such-item", "{}").status_code == 404
+    assert stored.is_file()  # and a refused one does not take it from the item that has it
+
+
 def test_a_replaced_photo_is_not_kept_by_caches_under_its_unchanged_url(client):
     """The photo's URL stays /images/<id> when the photo is replaced, so its answer makes
     clients revalidate, and the old photo's ETag no longer matches."""

@@ -178,6 +178,17 @@ def save_photo(images_root: Path, data: bytes, suffix: str) -> Path:
     return path
 
 
+def drop_unused_photo(engine: Engine, path: Path) -> None:
+    """Remove an uploaded photo that no item names: one saved for a write that was then
+    refused (a 400, an unknown item), which nothing ever removed."""
+    with engine.connect() as connection:
+        used = connection.execute(
+            select(Item.id).where(Item.image_path == str(path)).limit(1)
+        ).first()
+    if used is None:
+        Path(path).unlink(missing_ok=True)
+
+
 def _store(connection: Connection, row: dict[str, Any], images_root: Path) -> ItemWrite:
     """One checked row through ``ItemIngester.store``, the storage code of ingest files."""
     record = {"external_id": row["external_id"], **{name: row[name] for name in FIELDS}}
