@@ -47,7 +47,10 @@ class KeyCache:
     def __init__(self, engine: Engine, admin_token: str, ttl: float):
         self.engine, self.ttl = engine, ttl
         self._admin = admin_token.encode()
+        # Keys that work, and apart from them those that do not: a client sending bogus keys
+        # fills and clears only the second (it cleared the whole cache at 10,000 of them).
         self._found: dict[str, tuple[float, Principal | None]] = {}
+        self._refused: dict[str, tuple[float, Principal | None]] = {}
         self._lock = threading.Lock()
 
     def principal(self, key: str) -> Principal | None:
@@ -55,15 +58,17 @@ class KeyCache:
             return Principal("admin-token", (ADMIN,))
         digest = hashlib.sha256(key.encode()).hexdigest()  # the cache never holds a key
         now = time.monotonic()
-        cached = self._found.get(digest)
+        cached = self._found.get(digest) or self._refused.get(digest)
         if cached is not None and cached[0] > now:
             return cached[1]
         info = find_key(self.engine, key)
         found = Principal(info.key_id, info.scopes) if info is not None else None
+        kept = self._found if found is not None else self._refused
         with self._lock:
-            if len(self._found) >= KEY_CACHE_SIZE:
-                self._found.clear()
-            self._found[digest] = (now + self.ttl, found)
+            self._found.pop(digest, None)  # a key revoked since moves to the refused ones
+            if len(kept) >= KEY_CACHE_SIZE:
+                kept.clear()
+            kept[digest] = (now + self.ttl, found)
         return found
 
 

@@ -143,3 +143,20 @@ def test_the_document_shows_each_guarded_operation_and_its_scope(shop):
     assert "security" not in similar and "401" not in similar["responses"]
     reload = document["paths"]["/v1/admin/reload"]["post"]
     assert reload["security"] == [{"bearer": ["admin"]}]
+
+
+def test_bogus_keys_do_not_push_good_ones_out_of_a_workers_cache(engine, monkeypatch):
+    """Every distinct bogus key took a slot, and at 10,000 the whole cache was cleared: good
+    keys went back to the catalog on every request of a client sending random keys."""
+    from services import auth
+
+    info, key = create_key(engine, ["feeds:read"])
+    cache = auth.KeyCache(engine, "", ttl=60.0)
+    assert cache.principal(key).key_id == info.key_id
+    monkeypatch.setattr(auth, "KEY_CACHE_SIZE", 5)
+    lookups = []
+    monkeypatch.setattr(auth, "find_key", lambda engine, k: lookups.append(k))
+    for n in range(20):
+        assert cache.principal(f"rk_{n:012x}_{'A' * 43}") is None
+    assert cache.principal(key).key_id == info.key_id  # still cached: no lookup for it
+    assert key not in lookups and len(lookups) == 20
