@@ -450,14 +450,21 @@ def test_catalog_health_shows_duplicates_outliers_and_a_browsable_cluster_map(pa
     cards = pair.get_by_test_id("item-card")
     assert cards.count() >= 2
     assert all(cards.nth(i).locator("img").count() == 1 for i in range(cards.count()))
-    # a refused request: its error, and none of the answers of the request before it
-    refused = '{"error": {"status": 400, "code": "invalid_parameter", "message": "refused"}}'
+    # a refused request: its error in its own section, none of the sets of the request
+    # before it, and the other sections still shown (one failure blanked the whole page)
+    refused = '{"error": {"status": 500, "code": "internal_error", "message": "refused"}}'
     page.route(
         "**/v1/admin/catalog/duplicates*",
-        lambda route: route.fulfill(status=400, content_type="application/json", body=refused),
+        lambda route: route.fulfill(status=500, content_type="application/json", body=refused),
     )
     page.locator("#threshold").fill("0.8")
     page.locator("#threshold").press("Enter")
     expect(page.get_by_test_id("status")).to_have_class("error")
+    expect(page.get_by_test_id("status")).to_contain_text("failed: duplicates: refused")
+    expect(page.get_by_test_id("status")).to_contain_text("flagged as outliers")
     expect(page.get_by_test_id("duplicate-set")).to_have_count(0)
-    expect(outliers).to_have_count(0)
+    expect(page.locator('[data-testid="duplicates"] [data-testid="section-error"]')).to_have_text(
+        "refused"
+    )
+    expect(outliers).to_have_count(24)
+    expect(dots).to_have_count(32)

@@ -178,3 +178,17 @@ def test_pair_scores_verify_given_pairs_both_ways():
     assert pair_scores(items[:0], copies[:0]).shape == (0,)
     with pytest.raises(InvalidInput, match="must match"):
         pair_scores(items, copies[:-1])
+
+
+def test_flat_placeholder_photos_are_no_duplicates_and_stop_nothing():
+    """Two listings with the same plain white placeholder: the alignment's system is singular
+    (no gradient), which raised and stopped the whole catalog's duplicate check (a 500 on the
+    catalog page); the pair is not an edited copy."""
+    rng = np.random.default_rng(0)
+    photos = rng.integers(0, 256, size=(6, 28, 28), dtype=np.uint8)
+    photos[0] = photos[1] = 255  # white placeholders
+    photos[2] = 0  # a black one
+    candidates = np.array([[1, 2], [0, 2], [0, 1], [4, 5], [3, 5], [3, 4]])
+    scores = verified_scores(photos, candidates, VerifyConfig(candidates=2))
+    assert np.isfinite(scores).all() and (scores[:3] < 0.9).all()
+    assert (pair_scores(photos[[0, 0]], photos[[1, 3]]) < 0.9).all()

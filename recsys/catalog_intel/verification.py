@@ -229,7 +229,11 @@ def _refine_batch(src3, target, scale, offset, iterations: int):
         resid = (target - gain[:, None] * a - bias[:, None]) * m  # (P, HW)
         jm = jac * m[..., None]  # (P, HW, 5)
         hess = jm.transpose(1, 2) @ jm + 1e-6 * torch.eye(5)  # (P, 5, 5)
-        step = torch.linalg.solve(hess, (jm.transpose(1, 2) @ resid[..., None]))[..., 0]
+        step, info = torch.linalg.solve_ex(hess, jm.transpose(1, 2) @ resid[..., None])
+        # a flat photo (a white placeholder) has no gradient to align by: its system is
+        # singular, and one such pair stopped the whole catalog's check; it keeps its place
+        solved = (info == 0) & torch.isfinite(step[..., 0]).all(dim=1)
+        step = torch.where(solved[:, None], step[..., 0], 0.0)
         scale = (scale + step[:, 0]).clamp(0.6, 1.6)
         offset = (offset + step[:, 1:3]).clamp(-0.6, 0.6)
     s3, m = _sample(src3, coords, scale, offset, h, w)

@@ -133,32 +133,60 @@ function selectCluster(cluster) {
     members);
 }
 
+// Each section shows its own answer or its own error: one that fails (a bad photo in the
+// duplicate check) blanked the other two.
+const SECTIONS = {
+  duplicates: { boxes: ["duplicates"], show: showDuplicates },
+  outliers: { boxes: ["outliers"], show: showOutliers },
+  clusters: { boxes: ["map", "clusters", "members"], show: showClusters },
+};
+
 async function load() {
   const status = document.getElementById("status");
   if (!sessionStorage.getItem(KEY)) return;
   status.className = "notice";
   status.textContent = "Computing…";
-  try {
-    const threshold = document.getElementById("threshold").value;
-    const [dups, odd, clusters] = await Promise.all([
-      admin("/v1/admin/catalog/duplicates?threshold=" + encodeURIComponent(threshold)),
-      admin("/v1/admin/catalog/outliers?top=24"),
-      admin("/v1/admin/catalog/clusters"),
-    ]);
-    showDuplicates(dups);
-    showOutliers(odd);
-    showClusters(clusters);
-    document.getElementById("model").textContent = "model " + dups.model_version;
-    status.textContent = `${odd.flagged} item(s) flagged as outliers (expected false-positive ` +
-      `rate 1%); ${clusters.k} clusters.`;
-  } catch (error) {
-    // what an earlier answer showed is not this request's: clear it with the error
-    for (const id of ["duplicates", "outliers", "map", "clusters", "members", "model"]) {
-      document.getElementById(id)?.replaceChildren();  // members: made with the clusters
+  const threshold = document.getElementById("threshold").value;
+  const paths = {
+    duplicates: "/v1/admin/catalog/duplicates?threshold=" + encodeURIComponent(threshold),
+    outliers: "/v1/admin/catalog/outliers?top=24",
+    clusters: "/v1/admin/catalog/clusters",
+  };
+  const names = Object.keys(SECTIONS);
+  const results = await Promise.allSettled(names.map((name) => admin(paths[name])));
+  const answers = {}, errors = [];
+  results.forEach((result, n) => {
+    const name = names[n], section = SECTIONS[name];
+    // what an earlier answer showed is not this request's: cleared first
+    for (const id of section.boxes) document.getElementById(id)?.replaceChildren();
+    if (result.status === "fulfilled") {
+      answers[name] = result.value;
+      section.show(result.value);
+    } else {
+      errors.push(`${name}: ${result.reason.message}`);
+      document.getElementById(section.boxes[section.boxes.length > 1 ? 1 : 0]).replaceChildren(
+        el("p", { class: "error", "data-testid": "section-error", text: result.reason.message }));
     }
+  });
+  const any = answers.duplicates || answers.outliers || answers.clusters;
+  document.getElementById("model").textContent = any ? "model " + any.model_version : "";
+  if (!any) {  // a refused key, a server down: one message, not three
     status.className = "error";
-    status.textContent = error.message;
+    status.textContent = results[0].reason.message;
+    for (const id of ["duplicates", "outliers", "clusters"]) {
+      document.getElementById(id).replaceChildren();
+    }
+    return;
   }
+  const parts = [];
+  if (answers.outliers) {
+    parts.push(`${answers.outliers.flagged} item(s) flagged as outliers (expected ` +
+      "false-positive rate 1%)");
+  }
+  if (answers.clusters) parts.push(`${answers.clusters.k} clusters`);
+  status.className = errors.length ? "error" : "notice";
+  status.textContent = [parts.join("; "), ...errors.map((e) => "failed: " + e)]
+    .filter(Boolean).join(". ") + ".";
 }
 
 document.getElementById("key-form").addEventListener("submit", (event) => {
