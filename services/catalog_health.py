@@ -54,6 +54,7 @@ from recsys.catalog_intel import (
     OutlierConfig,
     OutlierScorer,
 )
+from recsys.catalog_intel.clusters import describe_clusters
 from recsys.catalog_intel.duplicates import (
     LISTING_THRESHOLD,
     duplicate_sets,
@@ -166,6 +167,11 @@ class Outliers(BaseModel):
 class Cluster(BaseModel):
     cluster: int
     size: int
+    # What most of its items share, for a person to name it by: the attribute value with
+    # the highest share of the cluster's items (null: no filterable attribute, or none).
+    attribute: str | None = Field(description="The attribute whose value most items share")
+    value: str | None = Field(description="That value")
+    share: float | None = Field(description="The share of the cluster's items with it")
     medoid: Item
     members: list[Item]
 
@@ -522,14 +528,21 @@ def outliers(query: OutliersQuery) -> Outliers | Response:
 def clusters(query: ClustersQuery) -> Clusters | Response:
     """Clusters: k-means groups of the catalog, their medoids and a map of the items"""
     version, ids, fused = _served()
+    filters = context().holder.state.recommender.filters
 
     def compute() -> Fit:
         vectors = fused.item_vectors_
         k = query.k if query.k is None else min(query.k, len(ids))
         fitted = Clusterer(ClusterConfig(k=k)).fit(vectors)
         rows, xy = _map(vectors)
+        attributes = {
+            name: (filters.labels(name), filters.postings[name].values) for name in filters.postings
+        }
+        named = describe_clusters(fitted.labels_, fitted.k_, attributes)
         return {
             "k": np.asarray(fitted.k_),
+            "names": np.array([n[:2] if n else ("", "") for n in named], dtype=str).reshape(-1, 2),
+            "shares": np.array([n[2] if n else np.nan for n in named], dtype=np.float64),
             "medoids": fitted.medoids_,
             "sizes": fitted.sizes_,
             "members": _first_members(fitted.labels_, fitted.k_, MAX_MEMBERS),
@@ -548,7 +561,17 @@ def clusters(query: ClustersQuery) -> Clusters | Response:
         members = fit["members"][c, : query.members]
         medoid_card, *member_cards = _cards([ids[medoid], *ids[members[members >= 0]]])
         size = int(fit["sizes"][c])
-        groups.append(Cluster(cluster=c, size=size, medoid=medoid_card, members=member_cards))
+        (attribute, value), share = fit["names"][c].tolist(), float(fit["shares"][c])
+        named = {"attribute": attribute, "value": value, "share": share} if attribute else {}
+        groups.append(
+            Cluster(
+                cluster=c,
+                size=size,
+                **({"attribute": None, "value": None, "share": None} | named),
+                medoid=medoid_card,
+                members=member_cards,
+            )
+        )
     points = [
         MapPoint(item_id=str(ids[r]), x=round(float(x), 4), y=round(float(y), 4), cluster=int(c))
         for r, (x, y), c in zip(fit["map_rows"], fit["map_xy"], fit["map_labels"], strict=True)

@@ -156,6 +156,11 @@ def test_clusters_split_comedies_from_dramas_and_map_every_item(client):
         assert len(kinds) == 1 and cluster["medoid"]["item_id"][0] in kinds
     assert sorted(c["size"] for c in answer["clusters"]) == [16, 16]
     assert all(-1 <= p["x"] <= 1 and -1 <= p["y"] <= 1 for p in answer["points"])
+    # named by what all their items share (they had a number only)
+    for cluster in answer["clusters"]:
+        group = cluster["medoid"]["item_id"][0]
+        assert cluster["share"] == 1.0 and cluster["attribute"] in ("brand", "genres")
+        assert cluster["value"] in (f"{group}-brand", "Comedy" if group == "a" else "Drama")
 
 
 def test_bad_parameters_name_the_field(client):
@@ -430,9 +435,8 @@ def test_catalog_health_shows_duplicates_outliers_and_a_browsable_cluster_map(pa
     buttons = page.get_by_test_id("cluster-button")
     assert buttons.count() >= 2
     # a screen reader names each cluster's button in full, not by its size alone
-    expect(page.get_by_role("button", name=re.compile(r"^cluster \d+: \d+ items$"))).to_have_count(
-        buttons.count()
-    )
+    named = re.compile(r"^cluster \d+: \d+ items, \S+ \([a-z ]+, \d+%\)$")
+    expect(page.get_by_role("button", name=named)).to_have_count(buttons.count())
     buttons.nth(1).click()
     cluster = buttons.nth(1).get_attribute("data-cluster")
     members = page.locator('[data-testid="cluster-members"] [data-testid="item-card"]')

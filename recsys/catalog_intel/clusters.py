@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import faiss
 import numpy as np
+from scipy import sparse
 from sklearn.base import BaseEstimator
 from sklearn.metrics import silhouette_score
 from tqdm import tqdm
@@ -146,3 +147,31 @@ class Clusterer(BaseEstimator):
             )
         log.info("silhouette by k: %s", {k: round(s, 4) for k, s in scores.items()})
         return scores
+
+
+def describe_clusters(
+    labels: np.ndarray, k: int, attributes: dict[str, tuple[sparse.csr_matrix, np.ndarray]]
+) -> list[tuple[str, str, float] | None]:
+    """Per cluster, the attribute value most of its items share: (attribute, value, share of
+    the cluster's items with it), the highest share over every attribute; None for an empty
+    cluster or one no value covers. ``attributes``: name -> ((items, values) 0/1 matrix,
+    the values). One sparse product per attribute: what names a cluster for a person
+    ("footwear, 98%") where it had a number."""
+    labels = np.asarray(labels)
+    kept = labels >= 0
+    members = sparse.csr_matrix(
+        (np.ones(int(kept.sum()), dtype=np.float32), (labels[kept], np.flatnonzero(kept))),
+        shape=(k, len(labels)),
+    )
+    sizes = np.asarray(members.sum(axis=1)).ravel()
+    best: list[tuple[str, str, float] | None] = [None] * k
+    for name, (matrix, values) in attributes.items():
+        counts = (members @ matrix).toarray()  # (k, values)
+        if not counts.size:
+            continue
+        top = counts.argmax(axis=1)
+        shares = counts[np.arange(k), top] / np.maximum(sizes, 1)
+        for c in np.flatnonzero(shares > 0):
+            if best[c] is None or shares[c] > best[c][2]:
+                best[c] = (name, str(values[top[c]]), round(float(shares[c]), 4))
+    return best

@@ -106,17 +106,24 @@ function showClusters(data) {
     // every cluster is one tab stop here (the map's dots are for the mouse), named in full
     const button = el("button", { type: "button", "data-testid": "cluster-button",
                                   "data-cluster": c.cluster,
-                                  "aria-label": `cluster ${c.cluster}: ${c.size} items` });
+                                  "aria-label": `cluster ${c.cluster}: ${c.size} items` +
+                                    (c.value ? `, ${clusterName(c)}` : "") });
     const swatch = el("span", { class: "swatch" });
     swatch.style.background = colour(c.cluster);  // not a style attribute: the page's CSP
     button.append(swatch);
     if (c.medoid.image_url) button.append(el("img", { src: c.medoid.image_url, alt: "" }));
     button.append(el("span", { text: `${c.size}` }));
+    if (c.value) button.append(el("span", { class: "muted", text: c.value }));
     button.addEventListener("click", () => selectCluster(c.cluster));
     list.append(button);
   }
   document.getElementById("clusters").replaceChildren(list, el("div", { id: "members" }));
   if (data.clusters.length) selectCluster(data.clusters[0].cluster);
+}
+
+// What most of a cluster's items share: "footwear (department, 98%)".
+function clusterName(c) {
+  return `${c.value} (${c.attribute.replaceAll("_", " ")}, ${Math.round(100 * c.share)}%)`;
 }
 
 function selectCluster(cluster) {
@@ -127,8 +134,10 @@ function selectCluster(cluster) {
     dot.classList.toggle("active", Number(dot.dataset.cluster) === cluster);
   const members = el("div", { class: "grid", "data-testid": "cluster-members" },
                      ...c.members.map((item) => card(item)));
+  const named = c.value ? ` (${clusterName(c)})` : "";
   document.getElementById("members").replaceChildren(
-    el("p", { text: `Cluster ${cluster}: ${c.size} items; the first is its medoid.` }),
+    el("p", { "data-testid": "cluster-name",
+              text: `Cluster ${cluster}${named}: ${c.size} items; the first is its medoid.` }),
     el("div", { class: "grid" }, card(c.medoid, "medoid")), el("h3", { text: "Members" }),
     members);
 }
