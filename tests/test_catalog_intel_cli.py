@@ -191,6 +191,12 @@ def test_items_removed_since_the_bundle_are_left_out(run_cli, engine, tmp_path):
         listed = {row[key] for row in json.loads(result.stdout)["rows"]}
         assert "a0" not in listed and "b0" in listed, command
         assert "1 of the bundle's" in result.stderr and "removed" in result.stderr
+    clusters = run_cli(*common, "clusters", "--k", "2", "--no-progress", "--format", "json")
+    named = json.loads(clusters.stdout)["clusters"]  # by what their items share, as the page
+    for cluster in named:
+        group = cluster["medoid"][0]
+        assert cluster["share"] == 1.0 and cluster["attribute"] in ("brand", "genres")
+        assert cluster["value"] in (f"{group}-brand", "Comedy" if group == "a" else "Drama")
     result = run_cli(*common, "duplicates", "--threshold", "0", "--no-verify", "--format", "json")
     pairs = json.loads(result.stdout)["rows"]
     assert pairs and all("a0" not in (p["item_a"], p["item_b"]) for p in pairs)

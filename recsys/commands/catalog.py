@@ -218,6 +218,23 @@ def _listing_vectors(engine):
     return ids, vectors, titles_by_row(engine, ids)
 
 
+def _bundle_attributes(settings: Settings, ids: np.ndarray) -> dict:
+    """Filterable attribute -> ((len(ids), values) 0/1 matrix, values) from the active
+    bundle, rows in ``ids``' order: what names a cluster (``describe_clusters``)."""
+    from recsys.catalog.db import connect_current
+    from recsys.model.bundle import active_bundle
+    from recsys.model.recommender import ItemFilters
+
+    folder = Path(active_bundle(connect_current(settings.database_url)).path)
+    bundle_ids = np.load(folder / "item_ids.npy", allow_pickle=False).astype(str)
+    rows = pd.Index(bundle_ids).get_indexer(np.asarray(ids, dtype=str))
+    filters = ItemFilters.load(folder)
+    return {
+        name: (filters.labels(name)[rows], filters.postings[name].values)
+        for name in filters.postings
+    }
+
+
 def _active_bundle(engine) -> tuple[Path, np.ndarray, np.ndarray]:
     """(folder, item ids, which of them the catalog still has) of the catalog's active
     bundle: the items removed since it was trained are no listings to check, and are named."""
@@ -456,6 +473,7 @@ def clusters(settings: Settings, **opts) -> None:
     Columns: item_id, cluster, medoid (true for the item that represents its cluster).
     """
     from recsys.catalog_intel import ClusterConfig, Clusterer
+    from recsys.catalog_intel.clusters import describe_clusters
 
     ids, vectors = load_vectors(settings, opts["vectors"], opts["items"])
     cfg = ClusterConfig(k=opts["k"], seed=opts["seed"], smoothing=opts["smoothing"])
@@ -463,17 +481,25 @@ def clusters(settings: Settings, **opts) -> None:
     is_medoid = np.zeros(len(ids), bool)
     is_medoid[fitted.medoids_[fitted.medoids_ >= 0]] = True
     table = pd.DataFrame({"item_id": ids, "cluster": fitted.labels_, "medoid": is_medoid})
+    attributes = _bundle_attributes(settings, ids) if opts["vectors"] is None else {}
+    named = describe_clusters(fitted.labels_, fitted.k_, attributes)
     extra = {
         "k": fitted.k_,
         "smoothing": fitted.smoothing_,
         "silhouette_by_k": {str(k): v for k, v in fitted.k_scores_.items()},
         "clusters": [
-            {"cluster": c, "size": int(fitted.sizes_[c]), "medoid": str(ids[m])}
+            {
+                "cluster": c,
+                "size": int(fitted.sizes_[c]),
+                "medoid": str(ids[m]),
+                **dict(zip(("attribute", "value", "share"), named[c] or (None,) * 3, strict=True)),
+            }
             for c, m in enumerate(fitted.medoids_)
             if m >= 0
         ],
     }
-    click.echo(f"k = {fitted.k_}; sizes {fitted.sizes_.tolist()}", err=True)
+    names = [f"{n[1]} ({n[2]:.0%})" if n else "-" for n in named]
+    click.echo(f"k = {fitted.k_}; sizes {fitted.sizes_.tolist()}; named {names}", err=True)
     emit(table, extra, opts["out"], opts["fmt"])
 
 
