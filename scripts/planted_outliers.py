@@ -62,13 +62,27 @@ def main() -> None:
     fused = recommender.fused
     rows = recommender.item_rows(planted)
     events = event_counts(engine, recommender.item_ids)
-    spaces = {"fused item vectors": fused.item_vectors_, "listing vectors": fused.listing_vectors()}
+    spaces = {
+        "fused item vectors": fused.item_vectors_,
+        "listing vectors": fused.listing_vectors(),
+        "content blocks, equal weights": equal_content(fused),
+    }
     report = {
         f"{name}, k {k or 'default'}": scored(v, rows, events, args.fpr, k or None)
         for name, v in spaces.items()
         for k in args.k
     }
-    print(json.dumps({"planted": len(planted), **report}, indent=1))
+    surface = fused.surface_weights_["similar"]
+    print(json.dumps({"planted": len(planted), "similar surface": surface, **report}, indent=1))
+
+
+def equal_content(fused) -> np.ndarray:
+    """Each content block of the items (attributes, photo), unit rows, side by side at one
+    weight: the listings with no weight learned for a surface."""
+    blocks = [b for b in ("tabular", "image") if b in fused.item_blocks_]
+    parts = [np.asarray(fused.item_blocks_[b], dtype=np.float32) for b in blocks]
+    parts = [p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12) for p in parts]
+    return np.hstack(parts) / np.sqrt(len(parts))
 
 
 def plant(engine, attribute: str, n: int, seed: int) -> list[str]:
