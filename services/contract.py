@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from typing import Any, get_args
 
 import pydantic_core
-from flask import Response, request
+from flask import Response, current_app, request
 from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from recsys.scopes import ADMIN, SCOPES
 from services.errors import ApiError, bad_parameter
@@ -147,7 +148,11 @@ def _json_body() -> Any:
     except RecursionError:  # the JSON decoder gives up near 1,000 levels
         raise bad_parameter("body", "is nested too deeply (send at most a few levels)") from None
     if body is None:
-        raise bad_parameter("body", _not_json(request.get_data(cache=True)))
+        data = request.get_data(cache=True)
+        limit = current_app.config.get("MAX_CONTENT_LENGTH")
+        if limit and len(data) >= limit:  # a chunked body, cut at the limit: not a 400
+            raise RequestEntityTooLarge()
+        raise bad_parameter("body", _not_json(data))
     return body
 
 

@@ -596,3 +596,16 @@ def test_a_served_bundle_damaged_in_place_is_left_for_an_earlier_one_and_taken_b
     holder.maybe_reload()
     ready = client.get("/readyz").get_json()
     assert (ready["model_version"], ready["refused_version"]) == (new.version, None)
+
+
+def test_a_chunked_body_past_the_size_limit_is_a_413_not_invalid_json(client):
+    """Without a Content-Length the body was cut at the limit and read as broken JSON."""
+    big = b'{"events": [' + b" " * (6 * 1024 * 1024) + b"]}"
+    response = client.post(
+        "/v1/interactions",
+        input_stream=io.BytesIO(big),
+        headers={**ADMIN, "Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert response.status_code == 413
+    assert "larger than 5,242,880 bytes" in response.get_json()["error"]["message"]
