@@ -65,7 +65,7 @@ def main() -> None:
     spaces = {
         "fused item vectors": fused.item_vectors_,
         "listing vectors": fused.listing_vectors(),
-        "content blocks, equal weights": equal_content(fused),
+        "content vectors (each block at one weight)": fused.content_vectors(),
     }
     report = {
         f"{name}, k {k or 'default'}": scored(v, rows, events, args.fpr, k or None)
@@ -74,15 +74,6 @@ def main() -> None:
     }
     surface = fused.surface_weights_["similar"]
     print(json.dumps({"planted": len(planted), "similar surface": surface, **report}, indent=1))
-
-
-def equal_content(fused) -> np.ndarray:
-    """Each content block of the items (attributes, photo), unit rows, side by side at one
-    weight: the listings with no weight learned for a surface."""
-    blocks = [b for b in ("tabular", "image") if b in fused.item_blocks_]
-    parts = [np.asarray(fused.item_blocks_[b], dtype=np.float32) for b in blocks]
-    parts = [p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12) for p in parts]
-    return np.hstack(parts) / np.sqrt(len(parts))
 
 
 def plant(engine, attribute: str, n: int, seed: int) -> list[str]:

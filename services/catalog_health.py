@@ -494,8 +494,9 @@ def outliers(query: OutliersQuery) -> Outliers | Response:
 
     def compute() -> Fit:
         # listings, not engagement: in the fused vectors the cf block's norm made the most
-        # viewed items outliers (scripts/planted_outliers.py)
-        scorer = OutlierScorer(OutlierConfig(k=query.k)).fit(fused.listing_vectors())
+        # viewed items outliers; and each content block at one weight, not the similar
+        # surface's, which may drop the photo (scripts/planted_outliers.py)
+        scorer = OutlierScorer(OutlierConfig(k=query.k)).fit(fused.content_vectors())
         return {"scores": scorer.scores_, "k": np.asarray(scorer.k_)}
 
     if query.k is not None and query.k >= len(ids):

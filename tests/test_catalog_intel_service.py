@@ -472,3 +472,21 @@ def test_catalog_health_shows_duplicates_outliers_and_a_browsable_cluster_map(pa
     )
     expect(outliers).to_have_count(24)
     expect(dots).to_have_count(32)
+
+
+def test_outliers_do_not_follow_the_weight_the_similar_surface_gives_the_photo(shop):
+    """The similar surface's weights are chosen for what shoppers view next; where a retrain
+    dropped the photo (image weight 0), a listing with another department's photo was no
+    outlier any more (planted AUC 0.95 -> 0.55 on a 2,000-item demo shop). Outliers read every
+    content block at one weight: the same answer whatever the surface weighs."""
+    answers = []
+    for image_weight in (1.0, 0.0):
+        app = service_app(shop)
+        fused = app.extensions["recsys"].holder.state.recommender.fused
+        fused.surface_weights_["similar"] = {
+            **fused.surface_weights_["similar"],
+            "image": image_weight,
+        }
+        answer = _answered(app.test_client(), "/v1/admin/catalog/outliers?top=10").get_json()
+        answers.append([(item["item_id"], item["score"]) for item in answer["items"]])
+    assert answers[0] == answers[1]

@@ -204,15 +204,15 @@ def _emit_pairs(ids, left, right, score, at: float, extra: dict, opts: dict, tit
     emit(table, extra, opts["out"], opts["fmt"])
 
 
-def _listing_vectors(engine):
-    """(item ids, vectors, titles) of the active bundle's items as listings, the way
-    duplicates and outliers compare them: ``FusedModel.listing_vectors``, and rows -> their
-    titles in the catalog."""
+def _listing_vectors(engine, space: str = "listing_vectors"):
+    """(item ids, vectors, titles) of the active bundle's items as listings: the way
+    duplicates compare them (``FusedModel.listing_vectors``) or outliers (``space``
+    "content_vectors"), and rows -> their titles in the catalog."""
     from recsys.catalog.reads import titles_by_row
     from recsys.model.fusion import FusedModel
 
     folder, ids, kept = _active_bundle(engine)
-    vectors = FusedModel.load(folder).listing_vectors()
+    vectors = getattr(FusedModel.load(folder), space)()
     if not kept.all():
         ids, vectors = ids[kept], vectors[kept]
     return ids, vectors, titles_by_row(engine, ids)
@@ -432,7 +432,8 @@ def outliers(settings: Settings, **opts) -> None:
     if opts["vectors"] is None:
         from recsys.catalog.db import connect_current
 
-        ids, vectors, titles = _listing_vectors(connect_current(settings.database_url))
+        engine = connect_current(settings.database_url)
+        ids, vectors, titles = _listing_vectors(engine, "content_vectors")
     else:
         ids, vectors = load_vectors(settings, opts["vectors"], opts["items"])
     cfg = OutlierConfig(k=opts["k"], false_positive_rate=opts["fpr"])

@@ -458,6 +458,28 @@ class FusedModel(BaseEstimator):
             out[rows] = projection.queries(self.item_queries(rows))
         return out
 
+    def content_vectors(self) -> np.ndarray:
+        """(items, d) float32: each content block the items have (attributes, photo), unit
+        rows, side by side at one weight: the listings as they are, whatever weight a surface
+        learned for them, the space outlier search reads. The "similar" surface's weights are
+        chosen for what shoppers view next; where they dropped the photo (2 of 4 seeds of a
+        2,000-item demo shop), a listing with another department's photo was no outlier any
+        more (ROC AUC 0.95 -> 0.55-0.61; scripts/planted_outliers.py). The listing vectors
+        where the model has no content block."""
+        check_is_fitted(self, "item_vectors_")
+        blocks = [b for b in CONTENT_BLOCKS if b in self.item_blocks_]
+        if not blocks:
+            return self.listing_vectors()
+        width = sum(self.item_blocks_[b].shape[1] for b in blocks)
+        out = np.empty((len(self.item_vectors_), width), dtype=np.float32)
+        start = 0
+        for block in blocks:
+            rows = np.asarray(self.item_blocks_[block], dtype=np.float32)
+            norms = np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+            out[:, start : start + rows.shape[1]] = rows / norms / np.sqrt(len(blocks))
+            start += rows.shape[1]
+        return out
+
     def surface_projection(self, surface: str = "similar") -> Projection | None:
         """The columns ``surface``'s item queries read: its blocks of positive weight, but
         popularity, which item queries never hold. Each is scaled by the root of its block's
