@@ -10,7 +10,12 @@ class InvalidInput(RecsysError):
 
 
 class CatalogNotReady(RecsysError):
-    """The catalog database is missing or not migrated to the current schema."""
+    """The catalog database is missing or not migrated to the current schema; ``path``: the
+    SQLite file, where the message leaves it out (the service shows the message to anyone)."""
+
+    def __init__(self, message: str, path: str | None = None):
+        super().__init__(message)
+        self.path = path
 
 
 class InvalidSettings(RecsysError):

@@ -35,6 +35,9 @@ from recsys.logs import Repeated
 
 log = logging.getLogger(__name__)
 
+# How long a SQLite writer waits for another's lock before "database is locked".
+SQLITE_BUSY_SECONDS = 30
+
 
 def connect(database_url: str) -> Engine:
     """An engine for ``database_url``; SQLite files get their folder, foreign keys and WAL."""
@@ -52,7 +55,7 @@ def connect(database_url: str) -> Engine:
             ) from exc
         IdlePing().watch(engine)
         return engine
-    engine = create_engine(url, connect_args={"timeout": 30})
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS})
     event.listen(engine, "connect", _sqlite_pragmas)
     if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
@@ -156,12 +159,11 @@ class SqliteFile:
                 "back, or point RECSYS_DATABASE_URL at it"
             )
         if not self.may_create:  # the message names no path: the service shows it
-            missing = CatalogNotReady(
+            raise CatalogNotReady(
                 "there is no catalog database file at the configured path (--database-url "
-                "or RECSYS_DATABASE_URL); to create one, run `recsys db upgrade` first"
+                "or RECSYS_DATABASE_URL); to create one, run `recsys db upgrade` first",
+                path=self.path,  # the command line shows it
             )
-            missing.path = self.path  # the command line shows it
-            raise missing
 
     def _remember(self, _dbapi_connection, record) -> None:
         record.info["sqlite_file"] = self.identity()
@@ -242,7 +244,7 @@ def database_problem(exc: Exception, database_url: str | None) -> str:
         for needle, meaning in _SQLITE_PROBLEMS:
             if needle in reason.lower():
                 name = os.path.basename(path)
-                return meaning.format(path=path, name=name, timeout=30)
+                return meaning.format(path=path, name=name, timeout=SQLITE_BUSY_SECONDS)
         return f"the catalog database {path} failed: {reason}"
     return (
         f"the catalog database did not answer: {reason}; check --database-url (or "
