@@ -55,20 +55,14 @@ class RecsysGroup(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl([(name, COMMANDS[name][1]) for name in self.list_commands(ctx)])
 
-    def resolve_command(self, ctx: click.Context, args: list[str]):
-        """A global option after the command (``recsys stats --database-url URL``) was "No
-        such option" (or "Did you mean '--events'?" for ``train --device``): say where it
-        goes."""
-        name, command, rest = super().resolve_command(ctx, args)
-        if command is not None:
-            command = _with_global_hint(command)
-        return name, command, rest
-
     def invoke(self, ctx: click.Context):
         from sqlalchemy.exc import DBAPIError
 
         try:
             return super().invoke(ctx)
+        except click.NoSuchOption as exc:  # "Did you mean '--events'?" for `train --device`
+            _hint_global(exc)
+            raise
         except Interrupted as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
             ctx.exit(130)  # the shell's code for Ctrl-C: not 1, ingest's "rows rejected"
@@ -90,32 +84,17 @@ class RecsysGroup(click.Group):
 GLOBAL_OPTIONS = ("--database-url", "--artifacts-dir", "--device", "--ray-address")
 
 
-def _with_global_hint(command: click.Command) -> click.Command:
-    """``command`` (and its subcommands), whose "no such option" names a global option's
-    place when the option is one (before the command)."""
-    if getattr(command, "_global_hint", False):
-        return command
-    parse_args = command.parse_args
-
-    def parse(ctx: click.Context, args: list[str]):
-        try:
-            return parse_args(ctx, args)
-        except click.NoSuchOption as exc:
-            name = exc.option_name.split("=")[0]
-            if name in GLOBAL_OPTIONS:
-                exc.message = (
-                    f"{name} is an option of recsys itself: give it before the command, e.g. "
-                    f"`recsys {name} VALUE {ctx.command_path.split(' ', 1)[-1]} ...`"
-                )
-                exc.possibilities = None
-            raise
-
-    command.parse_args = parse
-    command._global_hint = True
-    if isinstance(command, click.Group):
-        for sub in command.commands.values():
-            _with_global_hint(sub)
-    return command
+def _hint_global(exc: click.NoSuchOption) -> None:
+    """A global option given after the command: say it goes before it."""
+    name = exc.option_name.split("=")[0]
+    if name not in GLOBAL_OPTIONS or exc.ctx is None:
+        return
+    command = exc.ctx.command_path.split(" ", 1)[-1]
+    exc.message = (
+        f"{name} is an option of recsys itself: give it before the command, e.g. "
+        f"`recsys {name} VALUE {command} ...`"
+    )
+    exc.possibilities = None
 
 
 @click.group(cls=RecsysGroup, context_settings={"help_option_names": ["-h", "--help"]})
