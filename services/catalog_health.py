@@ -127,6 +127,7 @@ class ClustersQuery(BaseModel):
 
 class ScoredItem(Item):
     score: float
+    flagged: bool = Field(description="Above the threshold: one of the flagged outliers")
 
 
 class DuplicateSet(BaseModel):
@@ -507,7 +508,11 @@ def outliers(query: OutliersQuery) -> Outliers | Response:
     scores = fit["scores"]
     threshold, top = threshold_at(scores, query.fpr), top_rows(scores, query.top)
     items = [
-        ScoredItem(**item.model_dump(), score=round(float(scores[row]), 6))
+        ScoredItem(
+            **item.model_dump(),
+            score=round(float(scores[row]), 6),
+            flagged=bool(scores[row] > threshold),
+        )
         for item, row in zip(_cards(ids[top]), top, strict=True)
     ]
     return Outliers(

@@ -130,6 +130,11 @@ def test_outliers_are_scored_most_unusual_first(client):
     refused = client.get("/v1/admin/catalog/outliers?k=32", headers=ADMIN)
     assert refused.status_code == 400 and "k: must be below the 32 items" in refused.text
     assert answer["k"] == 10 and scores[0] >= answer["threshold"]
+    # each item says whether it is one of the flagged (the list shows a few more)
+    whole = _answered(client, "/v1/admin/catalog/outliers?top=10&fpr=0.1").get_json()
+    marks = [item["flagged"] for item in whole["items"]]
+    assert marks == [item["score"] > whole["threshold"] for item in whole["items"]]
+    assert sum(marks) == whole["flagged"] and not all(marks)
 
 
 def test_the_most_viewed_item_is_not_an_outlier_for_being_viewed(tmp_path):

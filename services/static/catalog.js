@@ -87,8 +87,13 @@ function showDuplicates(data) {
 }
 
 function showOutliers(data) {
+  // the flagged ones (above the threshold) say so: the list also shows the next few
   const box = document.getElementById("outliers");
-  box.replaceChildren(...data.items.map((item) => card(item, "score " + item.score.toFixed(3))));
+  box.replaceChildren(...data.items.map((item) => {
+    const shown = card(item, "score " + item.score.toFixed(3) + (item.flagged ? " · flagged" : ""));
+    if (item.flagged) shown.classList.add("flagged");
+    return shown;
+  }));
 }
 
 function showClusters(data) {
