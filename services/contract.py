@@ -91,11 +91,15 @@ def endpoint(
 
         @functools.wraps(view)
         def wrapper(**path: str):
-            answer = view(**path, **_inputs(contract))
+            answer, code = view(**path, **_inputs(contract)), status
+            if isinstance(answer, tuple):  # (answer, another success status it declares)
+                answer, code = answer
+                if code not in responses:
+                    raise ValueError(f"{view.__name__} answered {code}, not in its responses")
             if isinstance(answer, BaseModel):
-                return Response(answer.model_dump_json(), status=status, mimetype=JSON)
+                return Response(answer.model_dump_json(), status=code, mimetype=JSON)
             if isinstance(answer, dict):
-                return Response(pydantic_core.to_json(answer), status=status, mimetype=JSON)
+                return Response(pydantic_core.to_json(answer), status=code, mimetype=JSON)
             return answer
 
         wrapper.contract = contract

@@ -44,16 +44,17 @@ SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "GIF": ".gif"}
 @endpoint(
     body=ItemFields,
     form=ItemUpload,
-    responses={200: ItemWritten},
+    responses={200: ItemWritten, 201: ItemWritten},
     errors=(400, 413, 415),
     scope="catalog:write",
     rate_limit="write",
 )
 def put_item(
     item_id: str, body: ItemFields | None = None, form: ItemUpload | None = None
-) -> ItemWritten:
-    """Create or replace an item (JSON, or multipart with its photo)"""
-    return _write(item_writes.put_item, item_id, body, form)
+) -> ItemWritten | tuple[ItemWritten, int]:
+    """Replace an item (200), or create it (201) (JSON, or multipart with its photo)"""
+    written = _write(item_writes.put_item, item_id, body, form)
+    return (written, 201) if written.created else written
 
 
 @bp.patch("/items/<id:item_id>")

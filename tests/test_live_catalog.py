@@ -172,7 +172,7 @@ def test_item_writes_need_the_catalog_write_scope(client, shop):
     assert "catalog:write" in error_of(client.delete("/v1/items/a1", headers=headers), 403)
     _, writer = create_key(connect(shop[0]), ["catalog:write"])
     headers = {"Authorization": f"Bearer {writer}"}
-    assert client.put("/v1/items/x-1", json={}, headers=headers).status_code == 200
+    assert client.put("/v1/items/x-1", json={}, headers=headers).status_code == 201  # made
 
 
 def test_a_put_item_shows_in_a_near_identical_items_similar_items(app, client):
@@ -198,7 +198,7 @@ def test_a_write_answers_the_item_as_the_catalog_shows_it_since(client):
         ("patch", {"attributes": {"year": None, "colour": "red"}}),
     ]:
         written = getattr(client, method)("/v1/items/a-card", json=body, headers=ADMIN)
-        assert written.status_code == 200, written.get_json()
+        assert written.status_code == (201 if method == "put" else 200), written.get_json()
         shown = client.get("/v1/items/a-card").get_json()
         assert written.get_json()["item"] == {k: v for k, v in shown.items() if k != "in_model"}
     expected = {"genres": ["Comedy"], "brand": "a-brand", "price": 9.5, "colour": "red"}
@@ -224,7 +224,7 @@ def test_a_photo_can_come_as_a_multipart_part(app, client):
     fields = {key: value for key, value in TWIN.items() if key != "image"}
     data = {"item": json.dumps(fields), "image": (io.BytesIO(buffer.getvalue()), "a.png")}
     response = client.put("/v1/items/a-photo", data=data, headers=ADMIN)
-    assert response.status_code == 200, response.get_json()
+    assert response.status_code == 201, response.get_json()
     assert client.get("/images/a-photo").content_type == "image/png"
     follow(app)
     assert "a-photo" in similar(client, "a1", "k=3")
@@ -375,7 +375,7 @@ def test_workers_make_a_written_items_blocks_once_between_them(shop):
     fields = {key: value for key, value in TWIN.items() if key != "image"}
     data = {"item": json.dumps(fields), "image": (io.BytesIO(buffer.getvalue()), "a.png")}
     client = first.test_client()
-    assert client.put("/v1/items/a-shared", data=data, headers=ADMIN).status_code == 200
+    assert client.put("/v1/items/a-shared", data=data, headers=ADMIN).status_code == 201
     follow(first)
     catalog = second.extensions["recsys"].holder.state.catalog
     assert catalog.shared is not None and "image" in catalog.items.parts
@@ -388,9 +388,9 @@ def test_workers_make_a_written_items_blocks_once_between_them(shop):
     np.testing.assert_allclose(deltas[1].vectors[rows[1]], deltas[0].vectors[rows[0]], atol=1e-6)
     assert "a-shared" in similar(second.test_client(), "a1", "k=3")
     # one step that reads one item's blocks and makes another's: both as the first worker has
-    assert client.put("/v1/items/a-read", json=TWIN, headers=ADMIN).status_code == 200
+    assert client.put("/v1/items/a-read", json=TWIN, headers=ADMIN).status_code == 201
     follow(first)
-    assert client.put("/v1/items/a-made", json=TWIN, headers=ADMIN).status_code == 200
+    assert client.put("/v1/items/a-made", json=TWIN, headers=ADMIN).status_code == 201
     follow(second)
     assert made == [["a-made"]]
     follow(first)
@@ -434,7 +434,10 @@ def test_a_publish_adds_the_rows_a_step_wrote_and_equals_a_full_restack(app, cli
 
     def put(item_id: str, title: str) -> None:
         body = {**TWIN, "title": title}
-        assert client.put(f"/v1/items/{item_id}", json=body, headers=ADMIN).status_code == 200
+        assert client.put(f"/v1/items/{item_id}", json=body, headers=ADMIN).status_code in (
+            200,  # replaced
+            201,  # made
+        )
 
     put("a-one", "Comedy story one")
     publish_and_check()
@@ -462,7 +465,7 @@ def test_answers_skip_the_live_ranking_only_where_it_changes_nothing(app, client
     every product page and feed equals the one ranked in full, and some skipped it."""
     far = {"title": "Garden hose", "attributes": {"year": 1950, "brand": "z-brand"}}
     for item_id, body in (("a-twin", TWIN), ("z-far", far), ("b-twin", {**TWIN, "title": "x"})):
-        assert client.put(f"/v1/items/{item_id}", json=body, headers=ADMIN).status_code == 200
+        assert client.put(f"/v1/items/{item_id}", json=body, headers=ADMIN).status_code == 201
     follow(app)
     pages = [f"/v1/items/{group}{k}/similar?k=4" for group in "ab" for k in range(15)]
     pages += [f"/v1/users/u{u}/recommendations?k=5" for u in range(16)] + ["/v1/items/a1/similar"]
@@ -516,7 +519,7 @@ def test_an_edited_item_is_explained_and_diversified_as_before_its_edit(app, cli
 def test_a_new_items_pairs_were_never_viewed_together(app, client):
     """A live new item's collaborative part is predicted from its attributes: its pairs say
     "viewed with items like it", never "viewed together", on its page and on others'."""
-    assert client.put("/v1/items/a-copy", json=TWIN, headers=ADMIN).status_code == 200
+    assert client.put("/v1/items/a-copy", json=TWIN, headers=ADMIN).status_code == 201
     follow(app)
     own = reasons_of(client, "a-copy", "k=8&mode=also")
     labels = {r["label"] for item in own.values() for r in item["because"]}
@@ -543,7 +546,7 @@ def test_a_visitor_without_history_still_sees_edited_items_and_new_candidates(ap
     top = next(iter(before))
     edit = client.patch(f"/v1/items/{top}", json={"title": "Renamed"}, headers=ADMIN)
     assert edit.status_code == 200
-    assert client.put("/v1/items/x-new", json=TWIN, headers=ADMIN).status_code == 200
+    assert client.put("/v1/items/x-new", json=TWIN, headers=ADMIN).status_code == 201
     follow(app)
     after = fallback()
     assert {i: item["score"] for i, item in after.items()} == {
@@ -563,7 +566,7 @@ def test_an_item_write_never_re_types_an_attribute_of_the_catalog(client, shop):
     attribute) is stored as it is, and the attribute keeps its kind, so the next training
     still filters on it."""
     long_brand = {"title": "x", "attributes": {"brand": "Maison de la Mode de Paris et Lyon"}}
-    assert client.put("/v1/items/x-1", json=long_brand, headers=ADMIN).status_code == 200
+    assert client.put("/v1/items/x-1", json=long_brand, headers=ADMIN).status_code == 201
     patch = {"attributes": {"genres": "one long free text genre of many words"}}
     assert client.patch("/v1/items/x-1", json=patch, headers=ADMIN).status_code == 200
     with connect(shop[0]).connect() as connection:
@@ -590,7 +593,7 @@ def test_a_photo_sent_with_a_refused_write_is_not_kept(client, shop):
     assert not stored.exists()
     assert send("put", "x-photo", '{"attributes": {"year": [1, {"a": 2}]}}').status_code == 400
     assert not stored.exists()
-    assert send("put", "x-photo", "{}").status_code == 200
+    assert send("put", "x-photo", "{}").status_code == 201
     assert stored.is_file()  # a write that succeeds keeps it
     assert send("patch", "no-such-item", "{}").status_code == 404
     assert stored.is_file()  # and a refused one does not take it from the item that has it
@@ -600,18 +603,18 @@ def test_a_replaced_photo_is_not_kept_by_caches_under_its_unchanged_url(client):
     """The photo's URL stays /images/<id> when the photo is replaced, so its answer makes
     clients revalidate, and the old photo's ETag no longer matches."""
 
-    def put(kind: str) -> None:
+    def put(kind: str, status: int) -> None:
         buffer = io.BytesIO()
         Image.fromarray(item_image(kind, 1)).save(buffer, format="PNG")
         data = {"item": "{}", "image": (io.BytesIO(buffer.getvalue()), "p.png")}
-        assert client.put("/v1/items/p-1", data=data, headers=ADMIN).status_code == 200
+        assert client.put("/v1/items/p-1", data=data, headers=ADMIN).status_code == status
 
-    put("a")
+    put("a", 201)  # made
     first = client.get("/images/p-1")
     assert "no-cache" in first.headers["Cache-Control"] and first.headers["ETag"]
     again = client.get("/images/p-1", headers={"If-None-Match": first.headers["ETag"]})
     assert again.status_code == 304
-    put("b")
+    put("b", 200)  # replaced
     replaced = client.get("/images/p-1", headers={"If-None-Match": first.headers["ETag"]})
     assert replaced.status_code == 200 and replaced.data != first.data
 
