@@ -87,12 +87,14 @@ GLOBAL_OPTIONS = ("--database-url", "--artifacts-dir", "--device", "--ray-addres
 def _hint_global(exc: click.NoSuchOption) -> None:
     """A global option given after the command: say it goes before it."""
     name = exc.option_name.split("=")[0]
-    if name not in GLOBAL_OPTIONS or exc.ctx is None:
+    flag = name in ("-v", "--verbose")
+    if (name not in GLOBAL_OPTIONS and not flag) or exc.ctx is None:
         return
     command = exc.ctx.command_path.split(" ", 1)[-1]
+    given = name if flag else f"{name} VALUE"
     exc.message = (
         f"{name} is an option of recsys itself: give it before the command, e.g. "
-        f"`recsys {name} VALUE {command} ...`"
+        f"`recsys {given} {command} ...`"
     )
     exc.possibilities = None
 

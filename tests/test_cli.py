@@ -174,9 +174,9 @@ def test_an_items_file_that_would_clear_or_is_no_items_file_says_so(run_cli, eng
     stock.write_text("item_id,in_stock\na1,false\n")
     cleared = run_cli("ingest", "items", stock, "-q")
     assert "1 updated" in cleared.output
-    assert "warning: 1 updated items lost their title or photo" in cleared.output
+    assert "warning: 1 updated items lost their title, photo or attributes" in cleared.output
     again = run_cli("ingest", "items", items, "-q", "--json")
-    assert json.loads(again.stdout)["cleared_title_or_image"] == 0
+    assert json.loads(again.stdout)["cleared_fields"] == 0
 
 
 def test_evaluate_refuses_what_it_would_ignore_or_choke_on_before_the_run(
@@ -188,7 +188,7 @@ def test_evaluate_refuses_what_it_would_ignore_or_choke_on_before_the_run(
     items.write_text("item_id,title\n" + "".join(f"i{n},Item {n}\n" for n in range(5)))
     run_cli("ingest", "items", items, "-q")
     ignored = run_cli("evaluate", "--service", "http://127.0.0.1:1", expect_exit=2)
-    assert "--service apply to --replay only" in ignored.output
+    assert "--service applies to --replay only" in ignored.output
     labels = run_cli("evaluate", "--labels", items, expect_exit=2)
     assert "lacks column(s) label" in labels.output
     huge = run_cli("evaluate", "--k", "10,100000", expect_exit=2)
@@ -238,6 +238,7 @@ def test_a_global_option_after_the_command_says_where_it_goes():
         (["stats", "--database-url", "sqlite:///x.db"], "`recsys --database-url VALUE stats"),
         (["train", "--device", "cpu"], "`recsys --device VALUE train ...`"),
         (["db", "current", "--artifacts-dir", "a"], "`recsys --artifacts-dir VALUE db current"),
+        (["stats", "-v"], "`recsys -v stats ...`"),
     ]:
         result = runner.invoke(cli, args)
         assert result.exit_code == 2 and says in result.output, result.output

@@ -125,6 +125,7 @@ def test_a_feed_with_fresh_events_weighs_them_as_training_would():
             shares = {r.label: r.share for r in reasons}
             assert abs(shares.get("your overall taste", 0.0)) < 1e-3 * max(abs(score), 1.0)
             assert sum(r.share for r in reasons) == pytest.approx(score, abs=1e-4)
+            assert all(round(r.share, 6) != 0 for r in reasons)  # none shown as "-0.0"
     # a model without recency: every item once, as before
     plain = Recommender(
         fitted.fused, _without_recency(cf), catalog.items["item_id"], filters, index, {}

@@ -140,7 +140,8 @@ def evaluate(settings: Settings, split, holdout, cutoff, ks, seed, out_dir, user
     given = [name for name in replay_only if options[name] not in (None, False)]
     if given and not options["replay"]:  # a whole offline evaluation ran, ignoring them
         names = ", ".join("--" + name.replace("_", "-") for name in given)
-        raise click.UsageError(f"{names} apply to --replay only")
+        verb = "applies" if len(given) == 1 else "apply"
+        raise click.UsageError(f"{names} {verb} to --replay only")
     if options["labels"] is not None:  # before the evaluation, not after it
         from recsys.evaluation.images import read_labels
 

@@ -248,6 +248,10 @@ def train_images(settings: Settings, **opts) -> None:
     step with DDP: the effective batch is N x --batch-size, the learning rate N x --lr, and
     an epoch N times fewer steps.
     """
+    if opts["weights"] is not None:  # before any image is decoded
+        from recsys.vision.backbones import read_weights
+
+        read_weights(opts["weights"])
     ids, paths = item_images(settings, opts["items"], opts["images_root"])
     ray = ray_setup(settings, opts)
     encoder = _train_encoder(settings, opts, ray)

@@ -117,8 +117,8 @@ def _finish(report: IngestReport, as_json: bool, hint: str | None = None) -> Non
         click.echo(f"warning: {report.path.name} holds no rows, only its header", err=True)
     if report.cleared:
         click.echo(
-            f"warning: {report.cleared} updated items lost their title or photo: a row "
-            "replaces its item's whole row; give every column, not only the changed ones",
+            f"warning: {report.cleared} updated items lost their title, photo or attributes: "
+            "a row replaces its item's whole row; give every column, not only the changed ones",
             err=True,
         )
     if hint:

@@ -328,7 +328,7 @@ def _show(engine, queries, answers: list[dict], as_json: bool, key: str) -> None
         click.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
-        note = "  (popularity fallback: unknown user)" if row["fallback"] else ""
+        note = "  (popularity fallback: no history of this user)" if row["fallback"] else ""
         click.echo(" ".join(filter(None, [key, row[key], _quoted(row.get("title"))])) + note)
         ranked = zip(row["ids"], row["titles"], row["scores"], row["because"], strict=True)
         for rank, (item, title, score, reasons) in enumerate(ranked, 1):

@@ -174,7 +174,7 @@ class ItemIngester:
                 changed.append((found[0], record))
         _insert(connection, new)
         _update(connection, changed)
-        report.cleared += sum(map(_clears_title_or_image, changed, repeat(stored)))
+        report.cleared += sum(map(_clears_fields, changed, repeat(stored)))
         report.inserted += len(new)
         report.updated += len(changed)
         report.unchanged += len(records) - len(new) - len(changed)
@@ -217,12 +217,15 @@ def _existing_query(postgres: bool) -> Select:
     return select(*columns).where(Item.external_id.in_(select(values_table(postgres))))
 
 
-def _clears_title_or_image(change: tuple[int, dict[str, Any]], stored: dict) -> bool:
-    """Whether a changed record leaves out a title or photo the item had."""
+def _clears_fields(change: tuple[int, dict[str, Any]], stored: dict) -> bool:
+    """Whether a changed record leaves out a title, photo or attribute the item had."""
     record = change[1]
-    title, image = stored[record["external_id"]][1][:2]  # FIELDS' order
-    return (title is not None and record["title"] is None) or (
-        image is not None and record["image_path"] is None
+    title, image, _, attributes = stored[record["external_id"]][1]  # FIELDS' order
+    lost = set(attributes or {}) - set(record["attributes"] or {})
+    return bool(
+        (title is not None and record["title"] is None)
+        or (image is not None and record["image_path"] is None)
+        or lost
     )
 
 

@@ -41,7 +41,8 @@ class IngestReport:
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
-    # updated items whose stored title or photo the new row left out (a row replaces it whole)
+    # updated items whose stored title, photo or attribute the new row left out (a row
+    # replaces the item's whole row)
     cleared: int = 0
     rejected: Counter = field(default_factory=Counter)
     rejects_path: Path | None = None
@@ -62,7 +63,7 @@ class IngestReport:
             "inserted": self.inserted,
             "updated": self.updated,
             "unchanged": self.unchanged,
-            "cleared_title_or_image": self.cleared,
+            "cleared_fields": self.cleared,
             "rejected": self.total_rejected,
             "rejected_by_reason": dict(sorted(self.rejected.items())),
             "rejects_file": str(self.rejects_path) if self.rejects_path else None,

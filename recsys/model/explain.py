@@ -46,8 +46,9 @@ TOP_ITEMS = 3
 OTHERS = "other items you viewed"
 NEW_REASON = "new in the catalog"
 PHOTO_REASON = "looks like your photo"  # visual search: the whole score
-# Parts smaller than this (absolute) are left out of a list of reasons (they sum to ~0).
-NEGLIGIBLE = 1e-7
+# Parts smaller than this (absolute) are left out of a list of reasons (they sum to ~0): a
+# share an answer rounds to 0 (6 decimals), which showed as "your overall taste -0.0".
+NEGLIGIBLE = 5e-7
 
 
 class Reason(NamedTuple):

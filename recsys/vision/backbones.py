@@ -111,13 +111,9 @@ def build_backbone(name: str, in_channels: int, input_size: int, width: int = 32
     raise InvalidSettings(f"backbone {name!r} is not one of {', '.join(BACKBONES)}")
 
 
-def load_backbone_weights(backbone: nn.Module, path: str | Path) -> nn.Module:
-    """Load a local state dict (or a recsys model file) into ``backbone``, in place.
-
-    Keys may carry a ``backbone.`` or ``net.``-less torchvision layout; tensors whose shape
-    does not match (for example an ImageNet 7x7 stem on the small-image 3x3 stem) are skipped
-    with a warning. Raises ``InvalidInput`` when nothing matches.
-    """
+def read_weights(path: str | Path) -> dict:
+    """The state dict a local checkpoint holds (a recsys model file's ``backbone`` one), or
+    ``InvalidInput`` saying why not: what ``--weights`` is checked by before any work."""
     try:
         state = torch.load(Path(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
@@ -130,6 +126,17 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> nn.Module:
         state = state["backbone"]
     if not isinstance(state, dict):
         raise InvalidInput(f"{path} holds no state dict; save one with torch.save(m.state_dict())")
+    return state
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | Path) -> nn.Module:
+    """Load a local state dict (or a recsys model file) into ``backbone``, in place.
+
+    Keys may carry a ``backbone.`` or ``net.``-less torchvision layout; tensors whose shape
+    does not match (for example an ImageNet 7x7 stem on the small-image 3x3 stem) are skipped
+    with a warning. Raises ``InvalidInput`` when nothing matches.
+    """
+    state = read_weights(path)
     own = backbone.state_dict()
     matched = _match_keys(state, own)
     if not matched:
