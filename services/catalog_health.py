@@ -382,7 +382,7 @@ def _fit(version: str, task: str, compute: Callable[[], Fit], *params) -> Fit | 
 
 
 def _served():
-    """(version, item ids (N,), fused model) of the served bundle, or a 503."""
+    """(version, item ids (N,), fused model, item filters) of the served bundle, or a 503."""
     holder = context().holder
     if not holder.ready:
         raise ApiError(503, "model_not_ready", "no model bundle loaded; run `recsys train`")
@@ -390,7 +390,7 @@ def _served():
     recommender = state.recommender
     if len(recommender.item_ids) < 3:
         raise ApiError(409, "too_few_items", "catalog health needs at least 3 items")
-    return state.version, recommender.item_ids, recommender.fused
+    return state.version, recommender.item_ids, recommender.fused, recommender.filters
 
 
 def _cards(ids) -> list[Item]:
@@ -409,7 +409,7 @@ def _cards(ids) -> list[Item]:
 def duplicates(query: DuplicatesQuery) -> Duplicates | Response:
     """Duplicate listings: sets of items whose vectors are above the threshold, confirmed by
     their photos when they have some"""
-    version, ids, fused = _served()
+    version, ids, fused, _ = _served()
     engine, fits, folder = context().engine, _fits(), _folder(version)  # the fit runs elsewhere
     params = (query.threshold, query.verify, query.verified_threshold)
 
@@ -491,7 +491,7 @@ def _split(fit: Fit, limit: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
 )
 def outliers(query: OutliersQuery) -> Outliers | Response:
     """Outliers: the items least like the others (a wrong photo, an odd product)"""
-    version, ids, fused = _served()
+    version, ids, fused, _ = _served()
 
     def compute() -> Fit:
         # listings, not engagement: in the fused vectors the cf block's norm made the most
@@ -533,8 +533,7 @@ def outliers(query: OutliersQuery) -> Outliers | Response:
 )
 def clusters(query: ClustersQuery) -> Clusters | Response:
     """Clusters: k-means groups of the catalog, their medoids and a map of the items"""
-    version, ids, fused = _served()
-    filters = context().holder.state.recommender.filters
+    version, ids, fused, filters = _served()  # one bundle's, whatever a swap does meanwhile
 
     def compute() -> Fit:
         vectors = fused.item_vectors_
