@@ -27,3 +27,17 @@ def as_if_plain(path: str | Path) -> None:
     ``mkdir`` would have given it under this process's umask."""
     full = 0o777 if os.path.isdir(path) else 0o666
     os.chmod(path, full & ~_umask())
+
+
+def left_by_dead_process(pid: str) -> bool:
+    """Whether ``pid`` (the digits a file or folder's name holds) is a process of this host
+    that is gone: what a killed process left under such a name is its own to remove."""
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's process, alive
+        return False
+    return False

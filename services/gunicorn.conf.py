@@ -16,20 +16,15 @@ from pathlib import Path
 
 from gunicorn import util
 
+from recsys.files import left_by_dead_process
+
 
 def _remove_dead_masters_folders() -> None:
     """The folders below of masters killed (SIGKILL: no on_exit) on this host: their pid is
     in the name, and a folder whose master is gone is removed (they stayed for good)."""
     for folder in Path(tempfile.gettempdir()).glob("recsys-[ms][eh]*-*-*"):
-        pid = folder.name.split("-")[2]
-        if not (pid.isdigit() and folder.is_dir()) or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
+        if folder.is_dir() and left_by_dead_process(folder.name.split("-")[2]):
             shutil.rmtree(folder, ignore_errors=True)
-        except PermissionError:  # another user's master, alive
-            pass
 
 
 _remove_dead_masters_folders()

@@ -30,6 +30,7 @@ from sqlalchemy import Engine
 
 from recsys.catalog.models import utcnow
 from recsys.errors import InvalidInput
+from recsys.files import left_by_dead_process
 from recsys.ingest.interactions import DEFAULT_EVENT
 from recsys.ingest.readers import plain_array
 from recsys.ingest.values import (
@@ -117,21 +118,9 @@ def _remove_dead_staging(out: Path) -> None:
     """Remove the staging folders of ``out`` that exports killed on this host left (19 MB
     for 2M events, never removed): those whose process is gone."""
     for staging in out.parent.glob(f".{glob.escape(out.name)}.*-*.tmp"):
-        pid = staging.name[len(out.name) + 2 :].split("-", 1)[0]
-        if not pid.isdigit() or _alive(int(pid)):
-            continue
-        shutil.rmtree(staging, ignore_errors=True)
-        log.warning("removed %s, left by an interrupted export", staging)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
+        if left_by_dead_process(staging.name[len(out.name) + 2 :].split("-", 1)[0]):
+            shutil.rmtree(staging, ignore_errors=True)
+            log.warning("removed %s, left by an interrupted export", staging)
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
