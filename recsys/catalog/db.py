@@ -57,10 +57,20 @@ def connect(database_url: str) -> Engine:
         return engine
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS})
     event.listen(engine, "connect", _sqlite_pragmas)
-    if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        SqliteFile(url.database).watch(engine)
+    if (path := sqlite_path(url)) is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        SqliteFile(path).watch(engine)
     return engine
+
+
+def sqlite_path(url) -> str | None:
+    """The absolute path of a SQLite catalog's file (``url``: a URL or its text); None for a
+    server, an in-memory database or a ``file:`` URI."""
+    url = make_url(url)
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    return None if database.startswith("file:") else os.path.abspath(database)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -238,9 +248,8 @@ def database_problem(exc: Exception, database_url: str | None) -> str:
     first line and where to look."""
     orig = getattr(exc, "orig", None)
     reason = (str(orig) if orig is not None else str(exc)).strip().splitlines()[0]
-    url = make_url(database_url) if database_url else None
-    if url is not None and url.get_backend_name() == "sqlite" and url.database:
-        path = os.path.abspath(url.database)
+    path = sqlite_path(database_url) if database_url else None
+    if path is not None:
         for needle, meaning in _SQLITE_PROBLEMS:
             if needle in reason.lower():
                 name = os.path.basename(path)
@@ -256,10 +265,9 @@ def sqlite_unwritable(engine: Engine) -> str | None:
     """What stops writes to ``engine``'s SQLite file (the file or its folder read-only:
     SQLite writes its -wal and -shm files beside it); None when nothing does or the
     catalog is on a server (which says so when asked)."""
-    url = engine.url
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+    path = sqlite_path(engine.url)
+    if path is None:
         return None
-    path = os.path.abspath(url.database)
     for what, target in (("file", path), ("folder", os.path.dirname(path))):
         if os.path.exists(target) and not os.access(target, os.W_OK):
             return (

@@ -11,7 +11,7 @@ import click
 
 from recsys.catalog import changes, connect, migrate
 from recsys.catalog.changes import Retention
-from recsys.catalog.db import connect_current
+from recsys.catalog.db import connect_current, sqlite_path
 from recsys.settings import Settings
 
 
@@ -28,20 +28,12 @@ def upgrade(settings: Settings, revision: str) -> None:
     """Apply migrations up to REVISION (default: head, the latest); a SQLite file that does
     not exist yet is created (the command says so: a mistyped path makes a new catalog)."""
     engine = connect(settings.database_url)
-    new_file = _new_sqlite_file(engine)
+    path = sqlite_path(engine.url)  # a new file: a mistyped path makes a new, empty catalog
+    new_file = path if path is not None and not os.path.exists(path) else None
     migrate.upgrade(engine, revision)
     if new_file:
         click.echo(f"created a new catalog database at {new_file}")
     click.echo(f"catalog at revision {migrate.current_revision(engine)}")
-
-
-def _new_sqlite_file(engine) -> str | None:
-    """The path of ``engine``'s SQLite file when there is none yet."""
-    url = engine.url
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-        return None
-    path = os.path.abspath(url.database)
-    return None if os.path.exists(path) else path
 
 
 @command.command()
