@@ -566,13 +566,14 @@ def clusters(query: ClustersQuery) -> Clusters | Response:
         members = fit["members"][c, : query.members]
         medoid_card, *member_cards = _cards([ids[medoid], *ids[members[members >= 0]]])
         size = int(fit["sizes"][c])
-        (attribute, value), share = fit["names"][c].tolist(), float(fit["shares"][c])
-        named = {"attribute": attribute, "value": value, "share": share} if attribute else {}
+        attribute, value = fit["names"][c].tolist()  # "": no value names it
         groups.append(
             Cluster(
                 cluster=c,
                 size=size,
-                **({"attribute": None, "value": None, "share": None} | named),
+                attribute=attribute or None,
+                value=value if attribute else None,
+                share=float(fit["shares"][c]) if attribute else None,
                 medoid=medoid_card,
                 members=member_cards,
             )

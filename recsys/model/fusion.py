@@ -474,9 +474,8 @@ class FusedModel(BaseEstimator):
         out = np.empty((len(self.item_vectors_), width), dtype=np.float32)
         start = 0
         for block in blocks:
-            rows = np.asarray(self.item_blocks_[block], dtype=np.float32)
-            norms = np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
-            out[:, start : start + rows.shape[1]] = rows / norms / np.sqrt(len(blocks))
+            rows = normalize_rows(np.asarray(self.item_blocks_[block]))
+            out[:, start : start + rows.shape[1]] = rows / np.sqrt(len(blocks))
             start += rows.shape[1]
         return out
 

@@ -579,8 +579,8 @@ class Recommender:
         if user_row is not None and user_row < 0:
             return explain.fallback(self.fused.cold_[found[valid]], scores[valid])
         if folded is None:
-            fold_in = self.cf.user_recent_ if self.cf.recency_ is not None else None
-            history = explain.history_of(self.cf.user_items_, user_row, fold_in)
+            # the recency weights the factors were solved from (None without recency)
+            history = explain.history_of(self.cf.user_items_, user_row, self.cf.user_recent_)
             query = self.fused.user_vectors(user_row)
         else:
             matrix, weighted, user, query = folded
