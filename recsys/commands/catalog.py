@@ -222,11 +222,9 @@ def _bundle_attributes(settings: Settings, ids: np.ndarray) -> dict:
     """Filterable attribute -> ((len(ids), values) 0/1 matrix, values) from the active
     bundle, rows in ``ids``' order: what names a cluster (``describe_clusters``)."""
     from recsys.catalog.db import connect_current
-    from recsys.model.bundle import active_bundle
     from recsys.model.recommender import ItemFilters
 
-    folder = Path(active_bundle(connect_current(settings.database_url)).path)
-    bundle_ids = np.load(folder / "item_ids.npy", allow_pickle=False).astype(str)
+    folder, bundle_ids = _bundle_items(connect_current(settings.database_url))
     rows = pd.Index(bundle_ids).get_indexer(np.asarray(ids, dtype=str))
     filters = ItemFilters.load(folder)
     return {
@@ -235,14 +233,20 @@ def _bundle_attributes(settings: Settings, ids: np.ndarray) -> dict:
     }
 
 
+def _bundle_items(engine) -> tuple[Path, np.ndarray]:
+    """(folder, item ids) of the catalog's active bundle."""
+    from recsys.model.bundle import active_bundle
+
+    folder = Path(active_bundle(engine).path)
+    return folder, np.load(folder / "item_ids.npy", allow_pickle=False).astype(str)
+
+
 def _active_bundle(engine) -> tuple[Path, np.ndarray, np.ndarray]:
     """(folder, item ids, which of them the catalog still has) of the catalog's active
     bundle: the items removed since it was trained are no listings to check, and are named."""
     from recsys.catalog.reads import items_present
-    from recsys.model.bundle import active_bundle
 
-    folder = Path(active_bundle(engine).path)
-    ids = np.load(folder / "item_ids.npy", allow_pickle=False).astype(str)
+    folder, ids = _bundle_items(engine)
     kept = items_present(engine, ids)
     if not kept.all():
         click.echo(
