@@ -39,6 +39,9 @@ class Settings:
     write_rate_limit: str = "120/minute"
     # ... and visual search (POST /v1/search/image).
     search_rate_limit: str = "30/minute"
+    # Failed key checks (unknown or revoked keys, a wrong admin token) per client address;
+    # past it that address's unknown keys are 429s, not looked up, until the window ends.
+    key_failure_rate_limit: str = "30/minute"
     # Where the rate-limit counters live: empty = a SQLite file in /dev/shm (or the temp dir)
     # shared by every worker on this host; or a `limits` storage URI (redis://..., memcached://)
     # when several hosts serve together.
@@ -101,7 +104,7 @@ class Settings:
                 f"public scopes are reads among {', '.join(OPENABLE)}"
             )
         object.__setattr__(self, "public_scopes", scopes)
-        for name in ("write_rate_limit", "search_rate_limit"):
+        for name in ("write_rate_limit", "search_rate_limit", "key_failure_rate_limit"):
             _check_rate_limit(name, getattr(self, name))
         object.__setattr__(self, "max_image_pixels", _positive_int(self.max_image_pixels))
 

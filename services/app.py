@@ -155,8 +155,10 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     init_metrics(app, metrics)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
-    auth.init_app(app, settings, engine)
-    limits.init_app(app, settings)
+    limiter = limits.make_limiter(settings)
+    key_failures = limits.KeyFailures(limiter, settings.key_failure_rate_limit)
+    auth.init_app(app, settings, engine, key_failures)
+    limits.init_app(app, settings, limiter)
     _start(app, engine, holder, cards)
     return app
 

@@ -28,6 +28,7 @@ from recsys.scopes import ADMIN, grants
 from recsys.settings import Settings
 from services.contract import contract_of
 from services.errors import ApiError
+from services.limits import KeyFailures
 
 KEY_CACHE_SIZE = 10_000
 
@@ -53,14 +54,21 @@ class KeyCache:
         self._refused: dict[str, tuple[float, Principal | None]] = {}
         self._lock = threading.Lock()
 
-    def principal(self, key: str) -> Principal | None:
+    def principal(self, key: str, unknown=None) -> Principal | None:
+        """The key's caller, or None; ``unknown()`` runs (and may raise) first for a key not
+        known to work, before it is looked up in the catalog."""
         if self._admin and hmac.compare_digest(key.encode(), self._admin):
             return Principal("admin-token", (ADMIN,))
         digest = hashlib.sha256(key.encode()).hexdigest()  # the cache never holds a key
         now = time.monotonic()
         cached = self._found.get(digest) or self._refused.get(digest)
-        if cached is not None and cached[0] > now:
+        fresh = cached is not None and cached[0] > now
+        if fresh and cached[1] is not None:
             return cached[1]
+        if unknown is not None:
+            unknown()
+        if fresh:
+            return None
         info = find_key(self.engine, key)
         found = Principal(info.key_id, info.scopes) if info is not None else None
         kept = self._found if found is not None else self._refused
@@ -83,8 +91,9 @@ def guarded_views(app: Flask, public_scopes: tuple[str, ...]) -> dict[str, str]:
     return guarded
 
 
-def init_app(app: Flask, settings: Settings, engine: Engine) -> None:
-    """Check credentials before every guarded view; call after registering the blueprints."""
+def init_app(app: Flask, settings: Settings, engine: Engine, failures: KeyFailures) -> None:
+    """Check credentials before every guarded view; call after registering the blueprints.
+    ``failures`` counts unknown keys per address and refuses past its limit."""
     guarded = guarded_views(app, settings.public_scopes)
     keys = KeyCache(engine, settings.admin_token, float(app.config["KEY_CACHE_SECONDS"]))
     app.extensions["recsys.auth"] = guarded
@@ -95,11 +104,15 @@ def init_app(app: Flask, settings: Settings, engine: Engine) -> None:
             return
         needed = guarded.get(request.endpoint)
         if needed is not None:
-            g.principal = authorize(keys, request.headers.get("Authorization", ""), needed)
+            header = request.headers.get("Authorization", "")
+            g.principal = authorize(keys, header, needed, failures)
 
 
-def authorize(keys: KeyCache, header: str, needed: str) -> Principal:
-    """The caller of a view that needs scope ``needed``, or a 401/403 saying what to send."""
+def authorize(
+    keys: KeyCache, header: str, needed: str, failures: KeyFailures | None = None
+) -> Principal:
+    """The caller of a view that needs scope ``needed``, or a 401/403 saying what to send
+    (a 429 once ``failures`` says the address sent too many unknown keys)."""
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise ApiError(
@@ -110,8 +123,10 @@ def authorize(keys: KeyCache, header: str, needed: str) -> Principal:
             f"`recsys keys create --scope {needed}`)",
             _challenge(needed),
         )
-    found = keys.principal(key.strip())
+    found = keys.principal(key.strip(), failures.check if failures is not None else None)
     if found is None:
+        if failures is not None:
+            failures.record()
         raise ApiError(
             401,
             "invalid_key",

@@ -150,10 +150,58 @@ def default_storage_uri(database_url: str) -> str:
     return f"sqlite://{folder / f'recsys-ratelimits-{name}.db'}"
 
 
-def init_app(app: Flask, settings: Settings) -> None:
-    """Count the views that declare a ``rate_limit``; call after registering the blueprints."""
+def make_limiter(settings: Settings) -> FixedWindowRateLimiter:
+    """The counters of every limit of this host's workers (``Settings.rate_limit_storage``)."""
     uri = settings.rate_limit_storage or default_storage_uri(settings.database_url)
-    limiter = FixedWindowRateLimiter(storage_from_string(uri, wrap_exceptions=True))
+    return FixedWindowRateLimiter(storage_from_string(uri, wrap_exceptions=True))
+
+
+class KeyFailures:
+    """Failed key checks per client address (``Settings.key_failure_rate_limit``). Past the
+    limit the address's unknown keys get a 429 without being looked up, until the window
+    ends: guessing keys or the admin token goes no faster than the limit, and a flood of
+    bogus keys costs no catalog read each. Keys that worked (cached) still pass."""
+
+    SCOPE = "key_failures"
+
+    def __init__(self, limiter: FixedWindowRateLimiter, limit: str):
+        self.limiter, self.items = limiter, parse_many(limit)
+
+    def check(self) -> None:
+        """A 429 when this request's address is past the limit."""
+        caller = _address()
+        for item in self.items:
+            try:
+                if self.limiter.test(item, self.SCOPE, caller):
+                    continue
+                reset = self.limiter.get_window_stats(item, self.SCOPE, caller).reset_time
+            except StorageError as exc:
+                log.error("rate limit store failed, key check let through: %s", exc)
+                return
+            retry = max(1, math.ceil(reset - time.time()))
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"too many unknown API keys from this address: at most {item}; retry in {retry} s",
+                {"Retry-After": str(retry)},
+            )
+
+    def record(self) -> None:
+        """Count one failed key check of this request's address."""
+        for item in self.items:
+            try:
+                self.limiter.hit(item, self.SCOPE, _address())
+            except StorageError as exc:
+                log.error("rate limit store failed, failed key check not counted: %s", exc)
+                return
+
+
+def _address() -> str:
+    return "address:" + (request.remote_addr or "unknown")
+
+
+def init_app(app: Flask, settings: Settings, limiter: FixedWindowRateLimiter) -> None:
+    """Count the views that declare a ``rate_limit``; call after registering the blueprints."""
     sizes = {"write": settings.write_rate_limit, "search": settings.search_rate_limit}
     for name, view in list(app.view_functions.items()):
         contract = contract_of(view)
@@ -175,7 +223,7 @@ def _limited(view: Callable, limiter: FixedWindowRateLimiter, items, scope: str)
 
 def _count(limiter: FixedWindowRateLimiter, items: list[RateLimitItem], scope: str) -> None:
     """Count this request against each limit, per address and per key; a 429 past one."""
-    callers = ["address:" + (request.remote_addr or "unknown")]
+    callers = [_address()]
     if (principal := g.get("principal")) is not None:
         callers.append("key:" + principal.key_id)
     for item in items:

@@ -28,7 +28,10 @@ ERRORS = {
     409: "Conflict (e.g. the bundle was refused)",
     413: "Upload too large",
     415: "Body is not JSON",
-    429: "Too many requests from this key or address; Retry-After says when to retry",
+    429: (
+        "Too many requests (or unknown API keys) from this key or address; Retry-After says "
+        "when to retry"
+    ),
     503: "No model bundle loaded, database unavailable, or busy (Retry-After)",
 }
 _PATH_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
@@ -157,7 +160,7 @@ def _responses(contract: Contract, refs: dict, scope: str | None) -> dict[str, A
             responses[str(status)] = _json(refs[answer, "serialization"], _first_line(answer))
     errors = set(contract.errors)
     if scope is not None:
-        errors |= {401, 403}
+        errors |= {401, 403, 429}  # 429: too many unknown keys from the address
     if contract.rate_limit is not None:
         errors.add(429)
     for status in sorted(errors):

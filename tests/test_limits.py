@@ -88,6 +88,34 @@ def test_every_kind_of_write_counts_against_one_write_limit(shop):
     assert send("delete", "/v1/items/a1") == 429
 
 
+def test_an_address_sending_unknown_keys_is_refused_before_they_are_looked_up(shop, monkeypatch):
+    """Failed key checks were not counted: a client could try keys (or the admin token) as
+    fast as the service answered, and each unknown key cost a catalog read."""
+    from services import auth
+
+    client = service(*shop, key_failure_rate_limit="3/minute", admin_token="t" * 20)
+    client = client.test_client()
+    _, good = create_key(connect(shop[0]), ["users:read"])
+    lookups = []
+    find_key = auth.find_key
+    monkeypatch.setattr(auth, "find_key", lambda e, k: lookups.append(k) or find_key(e, k))
+
+    def users(key: str, address: str = "10.9.0.1"):
+        environ = {"REMOTE_ADDR": address}
+        return client.get("/v1/users", headers=bearer(key), environ_base=environ)
+
+    assert users(good).status_code == 200  # a key that works is no failure
+    guesses = [f"rk_{n:012x}_{'A' * 43}" for n in range(5)]
+    assert [users(key).status_code for key in guesses[:3]] == [401] * 3
+    refused = users(guesses[3])
+    assert_error(refused, 429, "too many unknown API keys")
+    assert 0 < int(refused.headers["Retry-After"]) <= 60
+    assert guesses[3] not in lookups  # refused before the catalog is read
+    assert users("t" * 19 + "x").status_code == 429  # admin token guesses count alike
+    assert users(good).status_code == 200  # a key known to work still passes
+    assert users(guesses[4], "10.9.0.2").status_code == 401  # another address: its own count
+
+
 def test_the_counters_file_is_shared_between_processes(tmp_path):
     uri = f"sqlite://{tmp_path / 'limits.db'}"
     script = (
@@ -201,6 +229,7 @@ def test_the_image_encoder_is_loaded_with_the_bundle_not_on_the_first_search(sho
     [
         ("RECSYS_WRITE_RATE_LIMIT", "lots", "write_rate_limit 'lots' is not a rate limit"),
         ("RECSYS_SEARCH_RATE_LIMIT", "5/fortnight", "search_rate_limit"),
+        ("RECSYS_KEY_FAILURE_RATE_LIMIT", "many", "key_failure_rate_limit"),
         ("RECSYS_MAX_IMAGE_PIXELS", "-1", "max_image_pixels"),
         ("RECSYS_PUBLIC_SCOPES", "items:read,everything", "unknown scope 'everything'"),
         # it took these, and anyone could reload bundles or write items without a key
