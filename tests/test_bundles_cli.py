@@ -3,6 +3,8 @@ ones; remove old bundles and what killed training runs left, never the active on
 
 from __future__ import annotations
 
+import json
+
 from recsys.model.bundle import catalog_identity, load_active, write_bundle
 from recsys.model.training import train
 from tests.shop_fixture import populate, train_config
@@ -14,6 +16,9 @@ def test_activate_an_older_bundle_and_refuse_bad_ones(engine, run_cli, tmp_path)
     new = train(engine, tmp_path, train_config())
     listing = run_cli("bundles", "list").output.splitlines()
     assert listing[0].startswith(f"* {new.version}") and listing[1].startswith(f"  {old.version}")
+    listed = json.loads(run_cli("bundles", "list", "--json").output)
+    assert [(b["version"], b["active"]) for b in listed] == [(new.version, 1), (old.version, 0)]
+    assert listed[0]["path"] == str(new.path) and "weights" in listed[0]["metrics"]
     run_cli("bundles", "activate", old.version)
     assert load_active(engine).version == old.version
     missing = run_cli("bundles", "activate", "no-such-version", expect_exit=2)

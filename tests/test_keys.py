@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -37,6 +39,9 @@ def test_cli_shows_a_key_once_and_stores_only_its_hash(run_cli, engine, db_url):
     run_cli("keys", "revoke", info.key_id)
     assert find_key(engine, key) is None
     assert "revoked" in run_cli("keys", "list").stdout
+    (listed,) = json.loads(run_cli("keys", "list", "--json").stdout)
+    assert listed["key_id"] == info.key_id and listed["scopes"] == ["events:write", "users:read"]
+    assert not listed["active"] and listed["revoked_at"] and key not in str(listed)
     unknown = run_cli("keys", "revoke", "000000000000", expect_exit=2)
     assert "keys list" in unknown.output
     # the key itself names its id; a second revoke says when the first was (not "revoked")

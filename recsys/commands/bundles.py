@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -17,12 +19,26 @@ def command() -> None:
 
 
 @command.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list (paths, metrics).")
 @click.pass_obj
-def list_bundles(settings: Settings) -> None:
+def list_bundles(settings: Settings, as_json: bool) -> None:
     """Registered bundles, newest first; * marks the active one."""
     engine = connect_current(settings.database_url)
     with Session(engine) as session:
         bundles = session.scalars(select(ModelBundle).order_by(ModelBundle.id.desc())).all()
+    if as_json:
+        rows = [
+            {
+                "version": bundle.version,
+                "active": bundle.is_active,
+                "created_at": bundle.created_at.isoformat(),
+                "path": bundle.path,
+                "metrics": bundle.metrics,
+            }
+            for bundle in bundles
+        ]
+        click.echo(json.dumps(rows, indent=2))
+        return
     if not bundles:
         click.echo("no bundles yet; run `recsys train`")
     for bundle in bundles:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from recsys.catalog.db import connect_current
@@ -40,11 +42,26 @@ def create(settings: Settings, scopes: tuple[str, ...], name: str) -> None:
 
 
 @command.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @click.pass_obj
-def list_command(settings: Settings) -> None:
+def list_command(settings: Settings, as_json: bool) -> None:
     """Every key: id, scopes, name, created, revoked (keys themselves are never stored)."""
     engine = connect_current(settings.database_url)
     keys = list_keys(engine)
+    if as_json:
+        rows = [
+            {
+                "key_id": info.key_id,
+                "name": info.name,
+                "scopes": list(info.scopes),
+                "active": info.active,
+                "created_at": info.created_at.isoformat(),
+                "revoked_at": info.revoked_at.isoformat() if info.revoked_at else None,
+            }
+            for info in keys
+        ]
+        click.echo(json.dumps(rows, indent=2))
+        return
     if not keys:
         click.echo("no API keys yet; create one with `recsys keys create --scope ...`")
     for info in keys:
