@@ -66,6 +66,15 @@ def test_files_columns_and_counts_are_as_documented(shop):
     assert not (out / "images").exists()
 
 
+def test_shoppers_without_events_are_counted_out_loud(tmp_path):
+    """Asked for 1,000 shoppers, the summary said 560 users and nothing of the rest."""
+    out = tmp_path / "few"
+    output = prepare(out, "--items", 200, "--users", 1000, "--events", 1500, "--no-images").output
+    in_log = read_text_csv(out / "interactions.csv")["user_id"].nunique()
+    assert in_log < 1000 and f"{in_log:,} users" in output
+    assert f"note: {1000 - in_log:,} of the 1,000 shoppers drew no event" in output
+
+
 def test_items_look_like_a_marketplace_catalog(shop):
     _, items, _, _, _, _ = shop
     assert (items["title"].str.split().str.len() >= 4).all()

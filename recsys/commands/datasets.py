@@ -61,7 +61,8 @@ _APPLIES_TO = {
     "--users",
     type=click.IntRange(min=1),
     metavar="N",
-    help="fashion-shop, synthetic-shop: shoppers (default: 2,000; 50,000 for synthetic-shop).",
+    help="fashion-shop, synthetic-shop: shoppers (default: 2,000; 50,000 for synthetic-shop); "
+    "synthetic-shop's activity is heavy-tailed, so shoppers who draw no event are not in the log.",
 )
 @click.option(
     "--events",
@@ -223,3 +224,5 @@ def _echo_summary(name: str, summary: PrepareSummary) -> None:
     for path in summary.paths.values():
         click.echo(f"  {path}")
     click.echo("  " + ", ".join(f"{count:,} {what}" for what, count in summary.counts.items()))
+    for note in summary.notes:
+        click.echo(f"note: {note}", err=True)

@@ -38,6 +38,8 @@ class PrepareSummary:
     paths: dict[str, Path] = field(default_factory=dict)
     # Name -> count, e.g. {"items": 9066, "users": 671}.
     counts: dict[str, int] = field(default_factory=dict)
+    # What differs from what was asked, said after the counts.
+    notes: list[str] = field(default_factory=list)
 
 
 def ensure_out_dir(out_dir: str | os.PathLike[str]) -> Path:

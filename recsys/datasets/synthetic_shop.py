@@ -853,4 +853,11 @@ def _summary(shop: Shop, out_dir: Path, ext: str, photos: int) -> PrepareSummary
         "next-week interactions": int(shoppers.next_week.sum()),
         "photos": photos,
     }
-    return PrepareSummary(out_dir=out_dir, paths=paths, counts=counts)
+    notes = []
+    if counts["users"] < shop.config.users:
+        notes.append(
+            f"{shop.config.users - counts['users']:,} of the {shop.config.users:,} shoppers drew "
+            "no event (activity is heavy-tailed) and are not in the log; more --events or "
+            "fewer --users gives each shopper more"
+        )
+    return PrepareSummary(out_dir=out_dir, paths=paths, counts=counts, notes=notes)
