@@ -56,7 +56,7 @@ IMAGE_WAIT_SECONDS = 5.0
 
 
 @bp.get("/items")
-@endpoint(query=ItemSearch, responses={200: ItemPage}, errors=(400,), scope="items:read")
+@endpoint(query=ItemSearch, responses={200: ItemPage}, errors=(400, 503), scope="items:read")
 def list_items(query: ItemSearch) -> ItemPage:
     """Browse the catalog (optionally the items whose title contains q)"""
     page = reads.list_items(context().engine, query.offset, query.limit, query.q, query.after)
@@ -72,7 +72,7 @@ def list_items(query: ItemSearch) -> ItemPage:
 
 
 @bp.get("/items/<id:item_id>")
-@endpoint(responses={200: ItemDetail}, errors=(400, 404), scope="items:read")
+@endpoint(responses={200: ItemDetail}, errors=(400, 404, 503), scope="items:read")
 def get_item(item_id: str) -> ItemDetail:
     """One catalog item"""
     item_id = path_id("item_id", item_id)
@@ -135,7 +135,7 @@ def _kept(results, k: int) -> tuple[list[str], float, bytes]:
 
 
 @bp.get("/users")
-@endpoint(query=Page, responses={200: UserPage}, errors=(400,), scope="users:read")
+@endpoint(query=Page, responses={200: UserPage}, errors=(400, 503), scope="users:read")
 def list_users(query: Page) -> UserPage:
     """Browse users, with their number of events (for browsing feeds)"""
     page = reads.list_users(context().engine, query.offset, query.limit, query.after)
@@ -270,7 +270,7 @@ def _decode_image(data: bytes, max_pixels: int) -> np.ndarray:
 @endpoint(
     body=Events,
     responses={201: Recorded},
-    errors=(400, 413, 415),
+    errors=(400, 413, 415, 503),
     scope="events:write",
     rate_limit="write",
 )

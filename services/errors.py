@@ -33,6 +33,8 @@ _PATH = re.compile(r"(?<![\w.~-])/(?:[^\s/'\"(),;]+/)+([^\s/'\"(),;]*)")
 _CLASS_NAME = re.compile(r"^[A-Z][A-Za-z]+: ")
 # Headers an error answer keeps from the exception that made it.
 _KEPT_HEADERS = {"allow", "retry-after", "www-authenticate"}
+# Seconds a 503 (no model yet, the catalog database away) asks a client to wait.
+RETRY_AFTER = 5
 
 _RECSYS_STATUS = (
     (UnknownItem, 404, "unknown_item"),
@@ -68,10 +70,14 @@ def without_paths(message: str) -> str:
 
 
 def error_response(status: int, code: str, message: str, headers: dict | None = None):
+    """The error shape; a 503 says when to retry (``Retry-After``, ``RETRY_AFTER`` seconds
+    unless the error gives its own)."""
     body = {"error": {"status": status, "code": code, "message": without_paths(message)}}
     response = jsonify(body)
     response.status_code = status
     response.headers.update(headers or {})
+    if status == 503 and "Retry-After" not in response.headers:
+        response.headers["Retry-After"] = str(RETRY_AFTER)
     return response
 
 

@@ -36,7 +36,7 @@ from services.schemas import (
 bp = Blueprint("items", __name__, url_prefix="/v1")
 id_routes(bp)  # before the routes: they name ids as <id:...>
 
-WRITE_ERRORS = (400, 404, 413, 415)
+WRITE_ERRORS = (400, 404, 413, 415, 503)
 SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "GIF": ".gif"}
 
 
@@ -45,7 +45,7 @@ SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "GIF": ".gif"}
     body=ItemFields,
     form=ItemUpload,
     responses={200: ItemWritten, 201: ItemWritten},
-    errors=(400, 413, 415),
+    errors=(400, 413, 415, 503),
     scope="catalog:write",
     rate_limit="write",
 )
@@ -76,7 +76,7 @@ def patch_item(
 @bp.delete("/items/<id:item_id>")
 @endpoint(
     responses={200: ItemRemoved},
-    errors=(400, 404),
+    errors=(400, 404, 503),
     scope="catalog:write",
     rate_limit="write",
 )

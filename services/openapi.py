@@ -32,7 +32,8 @@ ERRORS = {
         "Too many requests (or unknown API keys) from this key or address; Retry-After says "
         "when to retry"
     ),
-    503: "No model bundle loaded, database unavailable, or busy (Retry-After)",
+    503: "No model bundle loaded, catalog database unavailable, or busy; Retry-After says when "
+    "to retry",
 }
 _PATH_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
@@ -42,6 +43,23 @@ class _Untitled(GenerateJsonSchema):
 
     def field_title_should_be_set(self, schema) -> bool:
         return False
+
+    def default_schema(self, schema) -> dict[str, Any]:
+        """A field that is absent by default (``None``) but refuses null declares no
+        default: ``"default": null`` on a boolean made the document invalid OpenAPI, and a
+        client generated from it sent the null, which the field refuses (a 400)."""
+        json_schema = super().default_schema(schema)
+        absent = "default" in json_schema and json_schema["default"] is None
+        if absent and not _admits_null(json_schema):
+            del json_schema["default"]
+        return json_schema
+
+
+def _admits_null(schema: dict[str, Any]) -> bool:
+    kind = schema.get("type")
+    if kind == "null" or (isinstance(kind, list) and "null" in kind):
+        return True
+    return any(_admits_null(part) for part in schema.get("anyOf", schema.get("oneOf", [])))
 
 
 def openapi_document(app: Flask) -> dict[str, Any]:
@@ -160,7 +178,8 @@ def _responses(contract: Contract, refs: dict, scope: str | None) -> dict[str, A
             responses[str(status)] = _json(refs[answer, "serialization"], _first_line(answer))
     errors = set(contract.errors)
     if scope is not None:
-        errors |= {401, 403, 429}  # 429: too many unknown keys from the address
+        # 429: too many unknown keys from the address; 503: the key's catalog read failed
+        errors |= {401, 403, 429, 503}
     if contract.rate_limit is not None:
         errors.add(429)
     for status in sorted(errors):

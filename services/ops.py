@@ -112,7 +112,7 @@ def openapi():
 
 
 @bp.get("/images/<id:item_id>")
-@endpoint(responses={200: Raw("image/*", "The image file")}, errors=(400, 404))
+@endpoint(responses={200: Raw("image/*", "The image file")}, errors=(400, 404, 503))
 def item_image(item_id: str):
     """An item's image"""
     item_id = path_id("item_id", item_id)  # as every path that names an item reads it
@@ -127,7 +127,7 @@ def item_image(item_id: str):
 
 
 @bp.post("/v1/admin/reload")
-@endpoint(responses={200: Reloaded}, errors=(401, 403, 409), scope=ADMIN)
+@endpoint(responses={200: Reloaded}, errors=(401, 403, 409, 503), scope=ADMIN)
 def reload_model() -> Reloaded:
     """Switch to the registry's active bundle; a broken one is refused, the old one serves"""
     ctx = context()  # services.auth checked the admin token or a key with scope admin

@@ -74,6 +74,8 @@ def test_readyz_says_503_while_the_catalog_file_is_gone_and_ready_once_it_is_bac
         assert str(path.parent) not in gone.get_data(as_text=True)
         refused = post("moved-2")
         assert refused.status_code == 503  # not a 201 for a write to a file now elsewhere
+        # a client is told when to retry (a 503 said nothing of it)
+        assert int(gone.headers["Retry-After"]) > 0 and int(refused.headers["Retry-After"]) > 0
         assert not path.exists()  # no empty catalog created in its place
         for _ in range(20):
             assert client.get("/readyz").status_code == 503

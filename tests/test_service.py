@@ -314,8 +314,11 @@ def test_health_readiness_metrics_and_openapi(client):
     assert ready["status"] == "ready" and ready["model_version"]
     client.get("/v1/items/a1/similar")
     client.get("/v1/items/nope/similar")
-    text = client.get("/metrics").get_data(as_text=True)
+    metrics = client.get("/metrics")
+    text = metrics.get_data(as_text=True)
     assert 'recsys_http_requests_total{endpoint="/v1/items/<item_id>/similar"' in text
+    # one charset: Flask added a second to prometheus_client's, and strict parsers refuse that
+    assert metrics.headers["Content-Type"].count("charset") == 1
     assert (
         'recsys_http_errors_total{endpoint="/v1/items/<item_id>/similar",method="GET",status="404"}'
         in text
