@@ -131,10 +131,17 @@ def _inputs(contract: Contract) -> dict[str, BaseModel]:
 
 
 def _query_values(model: type[BaseModel]) -> dict[str, Any]:
-    """Declared parameters (first value); with ``extra="allow"``, every other one too
-    (a list when repeated: an attribute filter with several values)."""
+    """Declared parameters (each one value: a repeat is a 400, where ``?k=1&k=2`` took the
+    first); with ``extra="allow"``, every other one too (a list when repeated: an attribute
+    filter with several values)."""
     declared, args = model.model_fields, request.args  # the proxy looked up once
-    values = {name: args[name] for name in declared if name in args}
+    values = {}
+    for name in declared:
+        if name in args:
+            given = args.getlist(name)
+            if len(given) > 1:
+                raise bad_parameter(name, f"is given {len(given)} times; give it once")
+            values[name] = given[0]
     if model.model_config.get("extra") == "allow":
         for name, given in args.lists():
             if name not in declared:

@@ -162,6 +162,9 @@ def test_post_ranks_only_the_given_candidates(client):
         ("/v1/items/a1/similar?k=0", 400, "k"),
         ("/v1/items/a1/similar?k=101", 400, "k"),
         ("/v1/items/a1/similar?k=ten", 400, "k"),
+        # a repeated parameter took its first value: in_stock=true&in_stock=false listed in-stock
+        ("/v1/items/a1/similar?k=1&k=2", 400, "k: is given 2 times"),
+        ("/v1/items/a1/similar?in_stock=true&in_stock=false", 400, "in_stock: is given 2 times"),
         ("/v1/users/u1/recommendations?exclude_seen=maybe", 400, "exclude_seen"),
         ("/v1/users/u1/recommendations?colour=red", 400, "colour"),
         ("/v1/nowhere", 404, ""),
