@@ -17,6 +17,7 @@ from recsys.scopes import DEFAULT_PUBLIC, OPENABLE, parse_scopes
 ENV_PREFIX = "RECSYS_"
 DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _CURRENCY = re.compile(r"[A-Z]{3}|")
+_ORIGIN = re.compile(r"https?://[^/\s:]+(:\d{1,5})?")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,9 @@ class Settings:
     # shared by every worker on this host; or a `limits` storage URI (redis://..., memcached://)
     # when several hosts serve together.
     rate_limit_storage: str = ""
+    # Browser origins allowed to call the API from their pages (CORS), comma-separated, e.g.
+    # https://shop.example,https://www.shop.example; "*" any origin; empty: none (the default).
+    cors_origins: tuple[str, ...] = ()
     # Largest uploaded image, in pixels (width x height, read from the header before decoding).
     max_image_pixels: int = 25_000_000
     # Item photos written over HTTP (PUT /v1/items/<id>): an "image" path is relative to this
@@ -104,6 +108,7 @@ class Settings:
                 f"public scopes are reads among {', '.join(OPENABLE)}"
             )
         object.__setattr__(self, "public_scopes", scopes)
+        object.__setattr__(self, "cors_origins", _origins(self.cors_origins))
         for name in ("write_rate_limit", "search_rate_limit", "key_failure_rate_limit"):
             _check_rate_limit(name, getattr(self, name))
         object.__setattr__(self, "max_image_pixels", _positive_int(self.max_image_pixels))
@@ -122,6 +127,19 @@ class Settings:
         if unknown:
             raise InvalidSettings(f"unknown settings: {', '.join(sorted(unknown))}")
         return replace(cls(), **values)
+
+
+def _origins(value: str | tuple[str, ...]) -> tuple[str, ...]:
+    """Origins from ``"https://a.example,https://b.example"`` (or a tuple), each checked:
+    scheme and host, no path, or ``*``."""
+    names = value.replace(",", " ").split() if isinstance(value, str) else list(value)
+    for name in names:
+        if name != "*" and not _ORIGIN.fullmatch(name):
+            raise InvalidSettings(
+                f"cors_origins: {name!r} is not an origin; write scheme and host (and port), "
+                "e.g. https://shop.example or http://localhost:3000, without a path; or *"
+            )
+    return tuple(dict.fromkeys(names))
 
 
 def _check_rate_limit(name: str, value: str) -> None:

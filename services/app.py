@@ -27,7 +27,7 @@ from recsys.errors import InvalidSettings
 from recsys.model.delta import DeltaConfig
 from recsys.serving import ModelHolder, follow_catalog, load_state
 from recsys.settings import Settings
-from services import api, auth, catalog_health, errors, items, limits, ops, web
+from services import api, auth, catalog_health, cors, errors, items, limits, ops, web
 from services.answers import AnswerCache
 from services.context import ServiceContext
 from services.metrics import Metrics
@@ -159,6 +159,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     key_failures = limits.KeyFailures(limiter, settings.key_failure_rate_limit)
     auth.init_app(app, settings, engine, key_failures)
     limits.init_app(app, settings, limiter)
+    cors.init_app(app, settings)
     _start(app, engine, holder, cards)
     return app
 

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from recsys.catalog import connect
 from recsys.catalog.keys import create_key, find_key, list_keys, revoke_key
 from recsys.catalog.models import ApiKey
-from recsys.errors import InvalidInput
+from recsys.errors import InvalidInput, InvalidSettings
 from recsys.settings import Settings
 from services.app import create_app
 from tests.shop_fixture import build_shop
@@ -165,3 +165,33 @@ def test_bogus_keys_do_not_push_good_ones_out_of_a_workers_cache(engine, monkeyp
         assert cache.principal(f"rk_{n:012x}_{'A' * 43}") is None
     assert cache.principal(key).key_id == info.key_id  # still cached: no lookup for it
     assert key not in lookups and len(lookups) == 20
+
+
+def test_browsers_on_the_origins_named_may_call_the_api(shop):
+    """There was no CORS at all: the shop's own pages could not call even the public reads
+    from the browser."""
+    closed = service(shop)
+    origin = {"Origin": "https://shop.example"}
+    assert (
+        "Access-Control-Allow-Origin"
+        not in closed.get("/v1/items/a1/similar", headers=origin).headers
+    )
+    client = service(shop, cors_origins="https://shop.example, http://localhost:3000")
+    read = client.get("/v1/items/a1/similar?k=2", headers=origin)
+    assert read.status_code == 200
+    assert read.headers["Access-Control-Allow-Origin"] == "https://shop.example"
+    assert "Origin" in read.headers["Vary"]
+    preflight = client.options(
+        "/v1/interactions",
+        headers={**origin, "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization, content-type"},
+    )  # fmt: skip
+    assert preflight.status_code == 200
+    assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+    assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
+    other = client.get("/v1/items/a1/similar", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+    refused = client.post("/v1/interactions", json=EVENT, headers=origin)  # still needs a key
+    assert refused.status_code == 401 and refused.headers["Access-Control-Allow-Origin"]
+    with pytest.raises(InvalidSettings, match=r"cors_origins: 'shop\.example/x' is not"):
+        Settings.load(environ={"RECSYS_CORS_ORIGINS": "shop.example/x"})
