@@ -14,7 +14,7 @@ from recsys.catalog import connect
 from recsys.cli import cli
 from recsys.errors import InvalidInput
 from recsys.model.bundle import load_active
-from recsys.model.explain import TOP_ITEMS, _top_rows, similar_reasons
+from recsys.model.explain import TOP_ITEMS, InCommon, _top_rows, similar_reasons
 from tests.shop_fixture import ADMIN, build_shop, service_app
 
 
@@ -40,8 +40,8 @@ def test_similar_items_split_into_blocks_that_sum_to_the_score(recommender, mode
     results = recommender.similar_items(["a1", "b4"], k=6, mode=mode)
     shares_sum_to_scores(results)
     first = {reason.label: reason.share for reason in results.because[0][0]}
-    if mode == "similar":  # a comedy like a comedy: same brand and genres, and it looks alike
-        assert "looks alike" in first and "same genres and brand" in first
+    if mode == "similar":  # a comedy like a comedy: same brand, a genre, and it looks alike
+        assert "looks alike" in first and "same brand, genres in common" in first
         assert all(share > 0 for share in first.values())
 
 
@@ -89,6 +89,16 @@ def test_shared_attributes_read_as_a_list():
         "same brand",
     ]
     assert all(second == "looks alike" for _, second in labels)
+
+
+def test_values_in_common_are_not_called_the_same():
+    """Every MovieLens pair sharing one genre read "same genres" (Pulp Fiction's Comedy|Crime|
+    Drama|Thriller beside Guarding Tess's Comedy|Drama): an attribute of several values per
+    item is named as values in common."""
+    shares = {"tabular": np.array([[0.5, 0.4]])}
+    shared = [[["brand", InCommon("genres")], [InCommon("genres"), InCommon("tags")]]]
+    labels = [reasons[0].label for reasons in similar_reasons(shares, shared, 0)]
+    assert labels == ["same brand, genres in common", "genres and tags in common"]
 
 
 def test_feeds_split_into_history_items_that_sum_to_the_score(recommender):

@@ -93,7 +93,7 @@ def test_product_to_similar_item_to_a_feed(page, base_url):
     # why each item is there: the largest parts of its score, under the card
     why = page.locator(f'[data-testid="similar"] [data-item-id="{first}"] [data-testid="because"]')
     sync_api.expect(why).to_contain_text("looks alike")
-    sync_api.expect(why).to_contain_text("same genres and brand")
+    sync_api.expect(why).to_contain_text("same brand, genres in common")
     page.locator(f'[data-testid="similar"] [data-item-id="{first}"]').click()
     sync_api.expect(page.get_by_test_id("product-title")).not_to_have_text("Comedy story 1")
     assert page.url.endswith("#/item/" + first)

@@ -168,7 +168,11 @@ class Delta:
     def shared(self, row: int, values: dict[str, set[str]]) -> list[str]:
         """The attributes of which live item ``row`` has one of ``values``."""
         attributes = self.attributes[row]
-        return [name for name, wanted in values.items() if _has_any(attributes.get(name), wanted)]
+        return [
+            name if len(wanted) == 1 and not isinstance(value, list) else explain.InCommon(name)
+            for name, wanted in values.items()
+            if _has_any(value := attributes.get(name), wanted)
+        ]
 
     def item_queries(self, item_ids, surface: str, fused) -> np.ndarray:
         """(Q, D) "items like these" queries of live items, as ``FusedModel.item_queries``."""

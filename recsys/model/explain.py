@@ -133,14 +133,31 @@ def listed_reasons(shares: dict[str, np.ndarray], shared, found: np.ndarray):
     ]
 
 
+class InCommon(str):
+    """An attribute two items share a value of where one holds several (genres, tags): they
+    have values in common, not the same values ("same genres" named Comedy|Drama beside
+    Comedy|Crime|Drama|Thriller)."""
+
+    __slots__ = ()
+
+
 def _block_label(block: str, shared: list[str]) -> str:
     """The label of a block's part: for the attributes two items share, their column names
-    as a sentence, "_" read as a space ("same brand, department and colour tone")."""
-    if block == "tabular" and shared:
-        names = [name.replace("_", " ") for name in shared]
-        listed = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
-        return "same " + listed
-    return BLOCK_LABELS.get(block, block)
+    as a sentence, "_" read as a space: "same brand, department and colour tone" for
+    attributes of one value, "genres in common" for ``InCommon`` ones."""
+    if block != "tabular" or not shared:
+        return BLOCK_LABELS.get(block, block)
+    same = [name for name in shared if not isinstance(name, InCommon)]
+    common = [name for name in shared if isinstance(name, InCommon)]
+    parts = ["same " + _sentence(same)] if same else []
+    if common:
+        parts.append(_sentence(common) + " in common")
+    return ", ".join(parts)
+
+
+def _sentence(names: list[str]) -> str:
+    names = [name.replace("_", " ") for name in names]
+    return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
 
 
 # -- feeds ------------------------------------------------------------------------------------

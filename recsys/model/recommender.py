@@ -237,8 +237,9 @@ class ItemFilters:
                     ]
                 )
             queries, places = np.nonzero(share)
+            named = name if codes is not None else explain.InCommon(name)
             for q, j in zip(queries.tolist(), places.tolist(), strict=True):
-                out[q][j].append(name)
+                out[q][j].append(named)
         return out
 
     def values_of(self, row: int) -> dict[str, set[str]]:
@@ -260,9 +261,12 @@ class ItemFilters:
             if postings is None or not wanted:
                 continue
             places, known = sorted_places(postings.values, sorted(wanted))
-            share = _share_any(self.labels(name), np.asarray(found), places[known])
+            labels = self.labels(name)
+            share = _share_any(labels, np.asarray(found), places[known])
+            single = len(wanted) == 1 and self._single_codes(name, labels) is not None
+            named = name if single else explain.InCommon(name)
             for j in np.flatnonzero(share).tolist():
-                out[j].append(name)
+                out[j].append(named)
         return out
 
     def _single_codes(self, name: str, labels: sp.csr_matrix) -> np.ndarray | None:
