@@ -50,6 +50,12 @@ class Settings:
     # Browser origins allowed to call the API from their pages (CORS), comma-separated, e.g.
     # https://shop.example,https://www.shop.example; "*" any origin; empty: none (the default).
     cors_origins: tuple[str, ...] = ()
+    # Seconds a service's database statement may run, or wait to connect or for a pooled
+    # connection, before the request is a 503 (PostgreSQL's statement_timeout); 0: no bound.
+    database_timeout: float = 15.0
+    # Idle connections each service worker keeps to a database server (as many more open
+    # under load): at most twice this per worker.
+    database_pool_size: int = 5
     # Largest uploaded image, in pixels (width x height, read from the header before decoding).
     max_image_pixels: int = 25_000_000
     # Item photos written over HTTP (PUT /v1/items/<id>): an "image" path is relative to this
@@ -112,6 +118,20 @@ class Settings:
         for name in ("write_rate_limit", "search_rate_limit", "key_failure_rate_limit"):
             _check_rate_limit(name, getattr(self, name))
         object.__setattr__(self, "max_image_pixels", _positive_int(self.max_image_pixels))
+        pool = _count(self.database_pool_size, "database_pool_size")
+        if pool < 1:
+            raise InvalidSettings("database_pool_size must be at least 1")
+        object.__setattr__(self, "database_pool_size", pool)
+        try:
+            timeout = float(self.database_timeout)
+        except (TypeError, ValueError):
+            timeout = -1.0
+        if not 0 <= timeout < 86_400:
+            raise InvalidSettings(
+                f"database_timeout {self.database_timeout!r} is not a number of seconds from 0 "
+                "(no bound) to 86400; write e.g. 15"
+            )
+        object.__setattr__(self, "database_timeout", timeout)
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

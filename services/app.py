@@ -129,7 +129,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     app.config.from_mapping(test_config or {})
     check_config(app.config)
     app.json.sort_keys = False
-    engine = connect(settings.database_url)
+    engine = connect(settings.database_url, settings.database_timeout, settings.database_pool_size)
     metrics = Metrics()
     # The workers of this host (of every host sharing the artifacts) make each live item's
     # blocks once between them (recsys.model.live_share).
@@ -184,7 +184,7 @@ def _start(app: Flask, engine: Engine, holder: ModelHolder, cards: CardCache) ->
             ).start()
         return
     log.error("catalog not available at start, retrying in the background: %s", problem)
-    holder.last_error = f"{ops.WAITING}: {problem}"
+    holder.last_error = f"{errors.WAITING}: {problem}"
     retry_max = float(app.config["CATALOG_RETRY_MAX_SECONDS"])
     args = (engine, holder, load, watch, retry_max)
     threading.Thread(target=_wait_for_catalog, args=args, name="catalog-wait", daemon=True).start()
@@ -203,7 +203,7 @@ def _wait_for_catalog(engine, holder, load: bool, watch: bool, retry_max: float)
     delay = 0.5
     while (problem := _catalog_problem(engine)) is not None:
         engine.dispose()  # the next try opens fresh connections (a SQLite file may be back)
-        holder.last_error = f"{ops.WAITING}: {problem}"
+        holder.last_error = f"{errors.WAITING}: {problem}"
         log.warning("catalog still not available, next try in %.1f s: %s", delay, problem)
         time.sleep(delay)
         delay = min(2 * delay, retry_max)

@@ -31,6 +31,8 @@ _PATH = re.compile(r"(?<![\w.~-])/(?:[^\s/'\"(),;]+/)+([^\s/'\"(),;]*)")
 # The exception's class name a worker's last error starts with (``ModelHolder.last_error``):
 # a word for the log, not for a client.
 _CLASS_NAME = re.compile(r"^[A-Z][A-Za-z]+: ")
+# How a worker's ``last_error`` starts while the catalog database is not ready for it.
+WAITING = "waiting for the catalog"
 # Headers an error answer keeps from the exception that made it.
 _KEPT_HEADERS = {"allow", "retry-after", "www-authenticate"}
 # Seconds a 503 (no model yet, the catalog database away) asks a client to wait.
@@ -57,6 +59,30 @@ class ApiError(Exception):
 def message_of(exc: Exception) -> str:
     """The text of a domain error (``UnknownItem`` is a ``KeyError``, whose str is quoted)."""
     return str(exc).strip("'\"")
+
+
+def model_problem(last_error: str | None) -> str:
+    """Why no bundle is loaded, as any client may read it: no bundle path, database host or
+    driver text (a feed's 503 quoted psycopg's "connection to server at ..., port ...
+    failed"); the server log has the details."""
+    if not last_error:
+        return "no model bundle loaded; run `recsys train`"
+    if last_error.startswith(WAITING):  # the catalog, not the bundle
+        fix = "run `recsys db upgrade`" if "recsys db upgrade" in last_error else "check it answers"
+        return (
+            f"the catalog database is not ready (the server log says why): {fix}, and check "
+            "RECSYS_DATABASE_URL"
+        )
+    kind = _CLASS_NAME.match(last_error)
+    if kind is None:  # the service's own words
+        return last_error
+    if kind.group() == "ModelNotTrained: ":  # nothing trained: that message names no path
+        return last_error[kind.end() :]
+    return (
+        f"the active model bundle could not be loaded ({kind.group()[:-2]}; the server log "
+        "says why); retrain with `recsys train` or roll back with `recsys bundles activate "
+        "VERSION`"
+    )
 
 
 def bad_parameter(name: str, message: str) -> ApiError:
@@ -103,7 +129,9 @@ def init_app(app: Flask) -> None:
         for kind, status, code in _RECSYS_STATUS:
             if isinstance(exc, kind):
                 message = message_of(exc)
-                if isinstance(exc, ModelNotTrained):  # a worker's last error: "Kind: why"
+                if isinstance(exc, ModelNotTrained) and message.startswith(WAITING):
+                    message = model_problem(message)  # no database host or driver text
+                elif isinstance(exc, ModelNotTrained):  # a worker's last error: "Kind: why"
                     message = _CLASS_NAME.sub("", message, count=1)
                 return error_response(status, code, message)
         return error_response(400, "invalid_input", str(exc))

@@ -13,7 +13,7 @@ from recsys.scopes import ADMIN
 from recsys.vision.photo import image_mimetype
 from services.context import context
 from services.contract import Raw, endpoint
-from services.errors import ApiError, message_of
+from services.errors import ApiError, message_of, model_problem
 from services.openapi import openapi_document
 from services.schemas import LiveCatalog, Readiness, Reloaded, Status, id_routes, path_id
 
@@ -40,7 +40,7 @@ def readyz() -> Readiness:
     ctx = context()
     _check_catalog(ctx.engine)
     if not ctx.holder.ready:
-        raise ApiError(503, "model_not_ready", _model_problem(ctx.holder.last_error))
+        raise ApiError(503, "model_not_ready", model_problem(ctx.holder.last_error))
     state, refused = ctx.holder.state, ctx.holder.refused
     return Readiness(
         status="ready",
@@ -76,27 +76,6 @@ def _check_catalog(engine) -> None:
     except Exception as exc:  # the driver's text may hold paths or hosts: the log has it
         log.warning("readiness: database unavailable: %s", exc)
         raise ApiError(503, "database_unavailable", "the catalog database does not answer") from exc
-
-
-# How a worker's ``last_error`` starts while the catalog database is not ready for it.
-WAITING = "waiting for the catalog"
-
-
-def _model_problem(last_error: str | None) -> str:
-    """Why no bundle is loaded, without the bundle's path (the server log has the details)."""
-    kind, _, message = (last_error or "").partition(": ")
-    if kind in ("", "ModelNotTrained"):  # nothing trained: that message names no path
-        return message or "no model bundle loaded; run `recsys train`"
-    if kind == WAITING:  # the catalog, not the bundle (its message may name a path or host)
-        fix = "run `recsys db upgrade`" if "recsys db upgrade" in message else "check it answers"
-        return (
-            f"the catalog database is not ready (the server log says why): {fix}, and check "
-            "RECSYS_DATABASE_URL"
-        )
-    return (
-        f"the active model bundle could not be loaded ({kind}; the server log says why); "
-        "retrain with `recsys train` or roll back with `recsys bundles activate VERSION`"
-    )
 
 
 @bp.get("/metrics")

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -274,3 +275,27 @@ def test_the_cards_follower_logs_a_lasting_failure_once_not_every_pass(caplog):
         follow_catalog(Holder(), 0.0, Cards())
     lines = [r for r in caplog.records if "follower test's catalog" in r.getMessage()]
     assert len(lines) == 1 and lines[0].exc_info is not None
+
+
+def test_a_locked_postgresql_table_is_a_503_within_the_database_timeout(engine, db_url, tmp_path):
+    """The service set no statement or connect timeout: a 75 s lock on items held every
+    request that read them (and, once every thread was held, /healthz) for 72 s."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("statement_timeout is PostgreSQL's; SQLite waits SQLITE_BUSY_SECONDS")
+    populate(engine)
+    train(engine, tmp_path, train_config())
+    settings = Settings(database_url=db_url, artifacts_dir=tmp_path, database_timeout=1)
+    client = create_app(settings, {"RELOAD_CHECK_SECONDS": 0}).test_client()
+    assert client.get("/v1/items?limit=2").status_code == 200
+    locker = connect(db_url)
+    with locker.connect() as connection:
+        connection.execute(text("BEGIN"))
+        connection.execute(text("LOCK TABLE items IN ACCESS EXCLUSIVE MODE"))
+        started = time.monotonic()
+        held = client.get("/v1/items?limit=2")
+        waited = time.monotonic() - started
+        connection.execute(text("ROLLBACK"))
+    locker.dispose()
+    assert held.status_code == 503 and int(held.headers["Retry-After"]) > 0
+    assert waited < 10  # the second the setting allows, and the error's way out
+    assert client.get("/v1/items?limit=2").status_code == 200  # the pool's connection works
