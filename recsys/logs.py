@@ -5,42 +5,51 @@ the catalog database is away) logged as news, not as a stream: three workers log
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 
 
 class Repeated:
     """Log ``what`` failing: the first failure with its traceback, then at most one line
-    every ``every`` seconds counting the failures since, and one line when it works again."""
+    every ``every`` seconds counting the failures since, and one line when it works again.
+
+    The lines are spaced across streaks too: a failure that comes and goes (a database
+    refusing one connection in three) logged a traceback and a "no longer" line at every
+    turn (3,086 lines in 25 s); a streak that starts within ``every`` seconds of the last
+    line is counted into the next one, and its end is not announced."""
 
     def __init__(
         self, logger: logging.Logger, what: str, every: float = 60.0, clock=time.monotonic
     ):
         self.log, self.what, self.every, self.clock = logger, what, every, clock
         self._lock = threading.Lock()
-        self._failures = self._unreported = 0
-        self._last = 0.0
+        self._failures = self._unreported = 0  # this streak's; since the last line
+        self._last = -math.inf  # when the last line was logged
+        self._reported = False  # this streak logged a line
 
     def failed(self, exc: BaseException) -> None:
         """Call from the ``except`` block of a failure."""
         with self._lock:
             now = self.clock()
             self._failures += 1
-            first = self._failures == 1
-            due = first or now - self._last >= self.every
-            if not due:
+            if now - self._last < self.every:
                 self._unreported += 1
                 return
             since, self._unreported, self._last = self._unreported, 0, now
-        if first:
+            fresh = self._failures == 1 and not since  # news: after a quiet spell
+            self._reported = True
+        if fresh:
             self.log.error("%s: %s", self.what, exc, exc_info=exc)
         else:
             self.log.error("%s, %d more times since: %s", self.what, since + 1, exc)
 
     def worked(self) -> None:
-        """Call after a success: says so once after failures."""
+        """Call after a success: says so once after failures it reported."""
         if not self._failures:
             return
         with self._lock:
-            failures, self._failures, self._unreported = self._failures, 0, 0
-        self.log.warning("%s no longer: it failed %d times in a row", self.what, failures)
+            failures, reported = self._failures, self._reported
+            self._failures, self._reported = 0, False
+        if reported:
+            self.log.warning("%s no longer: it failed %d times in a row", self.what, failures)

@@ -33,9 +33,11 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine
+from sqlalchemy.exc import DatabaseError
 
+from recsys.catalog.db import database_away
 from recsys.catalog.reads import CardCache, fresh_items
-from recsys.errors import InvalidBundle, ModelNotTrained
+from recsys.errors import CatalogNotReady, InvalidBundle, ModelNotTrained
 from recsys.logs import Repeated
 from recsys.model.bundle import active_bundle, active_version, earlier_bundles, load_recommender
 from recsys.model.delta import Delta, DeltaConfig, LiveCatalog
@@ -44,6 +46,9 @@ from recsys.model.live import LiveItems
 from recsys.model.recommender import Recommender, Results
 
 log = logging.getLogger(__name__)
+_feeds_without_fresh = Repeated(
+    log, "the catalog does not answer: feeds answered without the events stored since the bundle"
+)
 
 LIVE = DeltaConfig()  # the live catalog's defaults
 
@@ -334,8 +339,17 @@ class FeedRequest:
 
 def fresh_history(state: ServingState, engine: Engine, user_id: str) -> list[str]:
     """The items of the user's events stored since the bundle's data was read that the bundle
-    knows, newest first: what a feed folds in beyond the bundle's own history."""
-    stored = fresh_items(engine, user_id, state.data_read_at)
+    knows, newest first: what a feed folds in beyond the bundle's own history. [] while
+    the catalog database is away: the feed is then the bundle's (every feed was a 503 from
+    the outage's first second, though the model is in memory)."""
+    try:
+        stored = fresh_items(engine, user_id, state.data_read_at)
+    except (DatabaseError, CatalogNotReady) as exc:
+        if not database_away(exc):
+            raise
+        _feeds_without_fresh.failed(exc)
+        return []
+    _feeds_without_fresh.worked()
     known = state.recommender.item_index.rows(stored) >= 0
     return [item for item, keep in zip(stored, known, strict=True) if keep]
 

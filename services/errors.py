@@ -10,9 +10,10 @@ import logging
 import re
 
 from flask import Flask, jsonify
-from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.exc import DatabaseError
 from werkzeug.exceptions import HTTPException
 
+from recsys.catalog.db import database_away
 from recsys.errors import (
     CatalogNotReady,
     InvalidBundle,
@@ -148,9 +149,12 @@ def init_app(app: Flask) -> None:
         # the server is down, the file locked, full, truncated or damaged (a plain
         # DatabaseError: "database disk image is malformed"); a violated constraint or bad SQL
         # (IntegrityError, ProgrammingError ...) is a bug, a 500
-        if not isinstance(exc, OperationalError) and type(exc) is not DatabaseError:
+        if not database_away(exc):
             return _unexpected(exc)
         database_errors.failed(exc)
         return error_response(
-            503, "database_unavailable", "the catalog database does not answer; retry later"
+            503,
+            "database_unavailable",
+            "the catalog database is unavailable (down, too busy or refusing connections); "
+            "retry later",
         )

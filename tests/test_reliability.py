@@ -7,6 +7,7 @@ import os
 import selectors
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -89,6 +90,33 @@ def test_readyz_says_503_while_the_catalog_file_is_gone_and_ready_once_it_is_bac
     assert stored_events(path) == before + 2  # every 201 stored, the refused event not
     restarted = create_app(settings, {"RELOAD_CHECK_SECONDS": 0}).test_client()
     assert restarted.get("/readyz").status_code == 200
+
+
+def test_pages_and_feeds_shown_before_an_outage_are_answered_through_it(shop, tmp_path):
+    """With the catalog database away, product pages went on only until the follower's
+    10 s were up, and every feed was a 503 from the first second (it reads the events stored
+    since the bundle), though the model and the item cards were in memory."""
+    url, artifacts = shop
+    copy = tmp_path / "shop.db"
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as source, sqlite3.connect(copy) as to:
+        source.backup(to)
+    settings = Settings(database_url=f"sqlite:///{copy}", artifacts_dir=artifacts)
+    app = create_app(settings, {"RELOAD_CHECK_SECONDS": 0, "LIVE_CATALOG_SECONDS": 0})
+    app.extensions["recsys"].cards.stale_after = 0  # as if the follower's 10 s were up
+    client = app.test_client()
+    pages = ("/v1/items/a1/similar?k=3", "/v1/users/u1/recommendations?k=3")
+    before = [client.get(page).get_json() for page in pages]
+    copy.rename(copy.with_suffix(".moved"))
+    try:
+        assert client.get("/readyz").status_code == 503  # it is still told
+        during = [client.get(page) for page in pages]
+        assert [answer.status_code for answer in during] == [200, 200]
+        assert [answer.get_json() for answer in during] == before
+        never_shown = client.get("/v1/items/b4/similar?k=30")  # cards it never read
+        assert never_shown.status_code == 503
+    finally:
+        copy.with_suffix(".moved").rename(copy)
+    assert client.get("/readyz").status_code == 200
 
 
 def test_a_new_process_never_creates_an_empty_catalog_beside_a_left_behind_wal(tmp_path):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError, NoSuchModuleError
+from sqlalchemy.exc import DatabaseError, DisconnectionError, NoSuchModuleError, OperationalError
 
 from recsys.errors import CatalogNotReady, InvalidSettings
 from recsys.logs import Repeated
@@ -79,6 +79,15 @@ def connect(database_url: str, timeout: float = 0.0, pool_size: int = 5) -> Engi
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         SqliteFile(path).watch(engine)
     return engine
+
+
+def database_away(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database is away (a server down or refusing, a statement
+    timed out, a SQLite file locked, full, truncated, damaged or moved away:
+    ``OperationalError``, a plain ``DatabaseError``, "database disk image is malformed", or
+    ``CatalogNotReady``), not that a statement is wrong (``IntegrityError``,
+    ``ProgrammingError``...: a bug)."""
+    return isinstance(exc, OperationalError | CatalogNotReady) or type(exc) is DatabaseError
 
 
 def sqlite_path(url) -> str | None:

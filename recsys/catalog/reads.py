@@ -44,9 +44,10 @@ from sqlalchemy import (
     table,
 )
 from sqlalchemy.engine import Row
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DatabaseError, DBAPIError, OperationalError
 
 from recsys.catalog import changes
+from recsys.catalog.db import database_away
 from recsys.catalog.models import (
     TITLE_SEARCH_TABLE,
     CatalogState,
@@ -55,11 +56,13 @@ from recsys.catalog.models import (
     ItemChange,
     User,
 )
-from recsys.errors import SearchTooBroad
+from recsys.errors import CatalogNotReady, SearchTooBroad
 from recsys.ingest.values import parse_search
+from recsys.logs import Repeated
 from recsys.model.data import IdIndex
 
 log = logging.getLogger(__name__)
+_answered_stale = Repeated(log, "the catalog does not answer: item cards answered as last known")
 T = TypeVar("T")
 
 # Most recent events of a user that ``fresh_items`` returns.
@@ -374,7 +377,20 @@ class CardCache:
             rows = connection.execute(_CARDS, {"ids": missing}).all() if missing else []
             return generation, found, rows
 
-        generation, found, rows = _read(self.engine, checked)
+        try:
+            generation, found, rows = _read(self.engine, checked)
+        except (DatabaseError, CatalogNotReady) as exc:
+            # The catalog does not answer (a restart, an outage): cards the process holds
+            # are answered as last known rather than every product page becoming a 503
+            # once the follower's ``stale_after`` has passed; a missing one still fails.
+            if not database_away(exc):
+                raise
+            found = self._cached(self._generation, item_ids) if self._generation is not None else {}
+            if len(found) < len(set(item_ids)):
+                raise
+            _answered_stale.failed(exc)
+            return found
+        _answered_stale.worked()
         self._checked = now
         if not rows:
             return found
