@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 
-from flask import Flask, jsonify
+from flask import Flask, g, has_app_context, jsonify
 from sqlalchemy.exc import DatabaseError
 from werkzeug.exceptions import HTTPException
 
@@ -100,6 +100,8 @@ def error_response(status: int, code: str, message: str, headers: dict | None = 
     """The error shape; a 503 says when to retry (``Retry-After``, ``RETRY_AFTER`` seconds
     unless the error gives its own)."""
     body = {"error": {"status": status, "code": code, "message": without_paths(message)}}
+    if has_app_context():
+        g.error_code = code  # for the metrics' count by code
     response = jsonify(body)
     response.status_code = status
     response.headers.update(headers or {})

@@ -41,6 +41,13 @@ class Metrics:
         self.errors = Counter(
             "recsys_http_errors", "HTTP answers with status >= 400", labels, registry=self.registry
         )
+        self.error_codes = Counter(
+            "recsys_http_error_codes",
+            "HTTP error answers by the error shape's code (database_unavailable, "
+            "model_not_ready, rate_limited ...), which one status can hold several of",
+            ("endpoint", "code"),
+            registry=self.registry,
+        )
         self.latency = Histogram(
             "recsys_http_request_seconds",
             "Time to answer, by endpoint",
@@ -106,13 +113,23 @@ class Metrics:
             found = self._children.setdefault(key, metric.labels(*labels))
         return found
 
-    def answered(self, method: str, endpoint: str, status: int, seconds: float | None) -> None:
-        """Count one answer: requests, errors (status >= 400) and, when timed, latency."""
+    def answered(
+        self,
+        method: str,
+        endpoint: str,
+        status: int,
+        seconds: float | None,
+        code: str | None = None,
+    ) -> None:
+        """Count one answer: requests, errors (status >= 400, and by ``code``, the error
+        shape's) and, when timed, latency."""
         method = method if method in METHODS else "other"
         labels = (method, endpoint, str(status))
         self.child(self.requests, *labels).inc()
         if status >= 400:
             self.child(self.errors, *labels).inc()
+            if code is not None:
+                self.child(self.error_codes, endpoint, code).inc()
         if seconds is not None:
             self.child(self.latency, method, endpoint).observe(seconds)
 
@@ -153,5 +170,6 @@ def init_app(app: Flask, metrics: Metrics) -> None:
         endpoint = _CONVERTER.sub("<", asked.url_rule.rule) if asked.url_rule else "unmatched"
         started = g.get("started")
         seconds = None if started is None else time.perf_counter() - started
-        metrics.answered(asked.method, endpoint, response.status_code, seconds)
+        code = g.get("error_code") if response.status_code >= 400 else None
+        metrics.answered(asked.method, endpoint, response.status_code, seconds, code)
         return response

@@ -320,6 +320,11 @@ def test_health_readiness_metrics_and_openapi(client):
     metrics = client.get("/metrics")
     text = metrics.get_data(as_text=True)
     assert 'recsys_http_requests_total{endpoint="/v1/items/<item_id>/similar"' in text
+    # by the error shape's code too: one status holds several (503: the database or the model)
+    assert (
+        'recsys_http_error_codes_total{code="unknown_item",endpoint="/v1/items/<item_id>/similar"}'
+        in text
+    )
     # one charset: Flask added a second to prometheus_client's, and strict parsers refuse that
     assert metrics.headers["Content-Type"].count("charset") == 1
     assert (
