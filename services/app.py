@@ -15,6 +15,7 @@ import os
 import random
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from flask import Config, Flask
@@ -24,6 +25,7 @@ from recsys.catalog import connect
 from recsys.catalog.db import require_current_schema
 from recsys.catalog.reads import CardCache, CardSnapshot
 from recsys.errors import InvalidSettings
+from recsys.model.bundle import active_bundle
 from recsys.model.delta import DeltaConfig
 from recsys.serving import ModelHolder, follow_catalog, load_state
 from recsys.settings import Settings
@@ -118,6 +120,27 @@ def preload_cards(settings: Settings | None = None) -> None:
         log.warning("item cards not preloaded (each worker reads its own): %s", exc)
     finally:
         engine.dispose()  # no connection crosses the fork
+
+
+def preload_image_libraries(settings: Settings | None = None) -> bool:
+    """Import torch and the image encoder's code in the process that forks the workers when
+    the active bundle has an image encoder, which every worker then loads with the bundle:
+    imported in each worker after the fork, torch and its libraries were hundreds of MB of
+    private memory per worker; imported once here, their pages are shared. Nothing is
+    imported for a bundle without one (torch stays out of those workers). -> imported."""
+    engine = connect((settings or Settings.load()).database_url)
+    try:
+        path = Path(active_bundle(engine).path)
+    except Exception as exc:  # no bundle yet, the catalog away: the workers import on use
+        log.info("image libraries not preloaded: %s", exc)
+        return False
+    finally:
+        engine.dispose()  # no connection crosses the fork
+    if not (path / "image_encoder").is_dir():
+        return False
+    import recsys.vision.encoder  # noqa: F401 (torch and torchvision with it)
+
+    return True
 
 
 def create_app(settings: Settings | None = None, test_config: dict[str, Any] | None = None):

@@ -151,6 +151,7 @@ except InvalidSettings as exc:
     raise SystemExit(f"recsys: {exc} (RECSYS_* environment)") from None
 
 services.app.preload_cards(_settings)  # read once here, the workers share its pages
+services.app.preload_image_libraries(_settings)  # torch, when the bundle has an image encoder
 
 gc.collect()
 gc.freeze()  # the imported objects leave the collector's lists: collections do not touch them

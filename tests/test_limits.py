@@ -224,6 +224,22 @@ def test_the_image_encoder_is_loaded_with_the_bundle_not_on_the_first_search(sho
     assert len(loads) == 1
 
 
+def test_the_forking_process_imports_torch_only_for_a_bundle_with_an_image_encoder(shop, tmp_path):
+    """Imported by each worker after the fork, torch was hundreds of MB of private memory
+    per worker; the master imports it when the bundle's workers will load an encoder."""
+    from services.app import preload_image_libraries
+
+    database, artifacts = shop
+    assert preload_image_libraries(Settings(database_url=database, artifacts_dir=artifacts))
+    code = (
+        "import sys; from recsys.settings import Settings; "
+        "from services.app import preload_image_libraries as p; "
+        f"print(p(Settings(database_url='sqlite:///{tmp_path}/none.db')), 'torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.split() == ["False", "False"], done.stderr  # no bundle: no torch
+
+
 @pytest.mark.parametrize(
     ("setting", "value", "message"),
     [
