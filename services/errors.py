@@ -41,7 +41,9 @@ RETRY_AFTER = 5
 
 _RECSYS_STATUS = (
     (UnknownItem, 404, "unknown_item"),
-    (InvalidInput, 400, "invalid_input"),
+    # one code for every value a request gets wrong, wherever it is checked (events' values
+    # were "invalid_input" and their JSON types "invalid_parameter" on one endpoint)
+    (InvalidInput, 400, "invalid_parameter"),
     (SearchTooBroad, 400, "search_too_broad"),
     (ModelNotTrained, 503, "model_not_ready"),
     (CatalogNotReady, 503, "catalog_not_ready"),
@@ -137,7 +139,7 @@ def init_app(app: Flask) -> None:
                 elif isinstance(exc, ModelNotTrained):  # a worker's last error: "Kind: why"
                     message = _CLASS_NAME.sub("", message, count=1)
                 return error_response(status, code, message)
-        return error_response(400, "invalid_input", str(exc))
+        return error_response(400, "invalid_parameter", str(exc))
 
     database_errors = Repeated(log, "a request met a catalog database error (a 503)")
 
