@@ -83,10 +83,13 @@ def patch_item(
 def delete_item(item_id: str) -> ItemRemoved:
     """Remove an item from the catalog (and its events)"""
     item_id = path_id("item_id", item_id)
+    ctx = context()
     try:
-        generation = item_writes.delete_item(context().engine, item_id)
+        generation, photo = item_writes.delete_item(ctx.engine, item_id)
     except UnknownItem:
         raise ApiError(404, "unknown_item", f"item {item_id!r} is not in the catalog") from None
+    if photo is not None:  # an upload of the item's, unless another item names it too
+        item_writes.drop_unused_photo(ctx.engine, photo, ctx.settings.images_root)
     return ItemRemoved(item_id=item_id, generation=generation)
 
 
@@ -105,6 +108,8 @@ def _write(write, item_id: str, body: ItemFields | None, form: ItemUpload | None
         if isinstance(exc, UnknownItem):
             raise ApiError(404, "unknown_item", f"item {item_id!r} is not in the catalog") from None
         raise ApiError(400, "invalid_parameter", message_of(exc)) from None
+    if written.replaced_photo is not None:  # the upload it named, unless another item does
+        item_writes.drop_unused_photo(ctx.engine, written.replaced_photo, root)
     return ItemWritten(
         item=Item(**card(item_id, written.card)),
         created=written.created,

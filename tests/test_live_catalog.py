@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -597,6 +598,44 @@ def test_a_photo_sent_with_a_refused_write_is_not_kept(client, shop):
     assert stored.is_file()  # a write that succeeds keeps it
     assert send("patch", "no-such-item", "{}").status_code == 404
     assert stored.is_file()  # and a refused one does not take it from the item that has it
+
+
+def test_an_upload_no_item_names_any_more_is_removed(client, shop):
+    """A photo replaced by PUT or PATCH, or whose item was deleted, stayed in uploads/ for
+    good: a shop updating its photos over HTTP filled the disk. An upload another item
+    still names stays."""
+    import hashlib
+
+    def photo(kind: str, k: int) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(item_image(kind, k)).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    def stored(data: bytes):
+        return shop[2] / "uploads" / f"{hashlib.sha256(data).hexdigest()}.png"
+
+    def send(method: str, item_id: str, data: bytes) -> int:
+        form = {"item": "{}", "image": (io.BytesIO(data), "p.png")}
+        answer = getattr(client, method)(f"/v1/items/{item_id}", data=form, headers=ADMIN)
+        return answer.status_code
+
+    first, second, third, shared = (photo("a", 91), photo("b", 92), photo("c", 93), photo("a", 95))
+    assert send("put", "u-1", first) == 201 and stored(first).is_file()
+    assert send("put", "u-1", second) == 200  # replaced by PUT
+    assert not stored(first).exists() and stored(second).is_file()
+    assert send("patch", "u-1", third) == 200  # replaced by PATCH
+    assert not stored(second).exists() and stored(third).is_file()
+    assert client.delete("/v1/items/u-1", headers=ADMIN).status_code == 200
+    assert not stored(third).exists()
+    assert send("put", "u-2", shared) == 201 and send("put", "u-3", shared) == 201
+    assert client.delete("/v1/items/u-2", headers=ADMIN).status_code == 200
+    assert stored(shared).is_file()  # u-3 still shows it
+    with connect(shop[0]).connect() as connection:  # a photo of the shop's own files
+        own = connection.exec_driver_sql(
+            "SELECT image_path FROM items WHERE external_id = 'a1'"
+        ).scalar()
+    assert client.patch("/v1/items/a1", json={"image": None}, headers=ADMIN).status_code == 200
+    assert Path(own).is_file()  # not in uploads/: never removed
 
 
 def test_a_replaced_photo_is_not_kept_by_caches_under_its_unchanged_url(client):

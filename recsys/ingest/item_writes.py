@@ -62,6 +62,9 @@ class ItemWrite:
     # this generation or later serves it (/readyz, /metrics).
     generation: int
     card: ItemCard  # the item as this write stored it
+    # The photo the item named before this write, when the write changed it: an upload no
+    # item names any more is removed (``drop_unused_photo``), not left on disk for good.
+    replaced_photo: str | None = None
 
 
 def put_item(
@@ -85,7 +88,8 @@ def put_item(
 
     def work(connection: Connection) -> ItemWrite:
         _check_kinds(connection, row["attributes"])
-        return _store(connection, row, images_root)
+        before = connection.execute(_PHOTO, {"external_id": row["external_id"]}).scalar()
+        return _store(connection, row, images_root, before)
 
     return write_transaction(engine, work)
 
@@ -94,7 +98,10 @@ def put_item(
 _STORED = select(*[getattr(Item, name) for name in FIELDS]).where(
     Item.external_id == bindparam("external_id")
 )
-_DELETE = delete(Item).where(Item.external_id == bindparam("external_id"))
+_PHOTO = select(Item.image_path).where(Item.external_id == bindparam("external_id"))
+_DELETE = (
+    delete(Item).where(Item.external_id == bindparam("external_id")).returning(Item.image_path)
+)
 
 
 def patch_item(
@@ -116,29 +123,30 @@ def patch_item(
         if stored is None:
             raise UnknownItem(f"item {values['external_id']!r} is not in the catalog")
         row = dict(zip(FIELDS, stored, strict=True))
+        before = row["image_path"]
         given = values.pop("attributes", {})
         _check_kinds(connection, {k: v for k, v in given.items() if v is not None})
         attributes = {**(row["attributes"] or {}), **given}
         row.update(values)
         row["attributes"] = {k: v for k, v in attributes.items() if v is not None}
-        return _store(connection, row, images_root)
+        return _store(connection, row, images_root, before)
 
     return write_transaction(engine, work)
 
 
-def delete_item(engine: Engine, item_id: Any) -> int:
-    """Remove an item (its interactions go with it) -> the items generation after it;
-    ``UnknownItem`` when there is none."""
+def delete_item(engine: Engine, item_id: Any) -> tuple[int, str | None]:
+    """Remove an item (its interactions go with it) -> (the items generation after it, the
+    photo it named); ``UnknownItem`` when there is none."""
     external_id = _one(id_column, item_id, "item_id")
 
-    def work(connection: Connection) -> int | None:
-        found = connection.execute(_DELETE, {"external_id": external_id}).rowcount
-        return items_generation(connection) if found else None
+    def work(connection: Connection) -> tuple[int, str | None] | None:
+        found = connection.execute(_DELETE, {"external_id": external_id}).all()
+        return (items_generation(connection), found[0][0]) if found else None
 
-    generation = write_transaction(engine, work)
-    if generation is None:
+    removed = write_transaction(engine, work)
+    if removed is None:
         raise UnknownItem(f"item {external_id!r} is not in the catalog")
-    return generation
+    return removed
 
 
 def parse_fields(
@@ -178,9 +186,13 @@ def save_photo(images_root: Path, data: bytes, suffix: str) -> Path:
     return path
 
 
-def drop_unused_photo(engine: Engine, path: Path) -> None:
+def drop_unused_photo(engine: Engine, path: Path | str, images_root: Path | None = None) -> None:
     """Remove an uploaded photo that no item names: one saved for a write that was then
-    refused (a 400, an unknown item), which nothing ever removed."""
+    refused (a 400, an unknown item), or one an item named before a write replaced it or
+    removed the item, which nothing ever removed. With ``images_root``, only a file in its
+    uploads folder (a photo a shop's own files hold is never touched)."""
+    if images_root is not None and Path(path).parent != (Path(images_root) / UPLOADS).resolve():
+        return
     with engine.connect() as connection:
         used = connection.execute(
             select(Item.id).where(Item.image_path == str(path)).limit(1)
@@ -189,7 +201,9 @@ def drop_unused_photo(engine: Engine, path: Path) -> None:
         Path(path).unlink(missing_ok=True)
 
 
-def _store(connection: Connection, row: dict[str, Any], images_root: Path) -> ItemWrite:
+def _store(
+    connection: Connection, row: dict[str, Any], images_root: Path, before: str | None = None
+) -> ItemWrite:
     """One checked row through ``ItemIngester.store``, the storage code of ingest files."""
     record = {"external_id": row["external_id"], **{name: row[name] for name in FIELDS}}
     report = IngestReport(Path("<api>"))
@@ -203,7 +217,8 @@ def _store(connection: Connection, row: dict[str, Any], images_root: Path) -> It
         row["image_path"] is not None,
         row["attributes"],
     )
-    return ItemWrite(row["external_id"], report.inserted > 0, changed, generation, card)
+    replaced = before if before is not None and before != row["image_path"] else None
+    return ItemWrite(row["external_id"], report.inserted > 0, changed, generation, card, replaced)
 
 
 def _check_kinds(connection: Connection, attributes: dict[str, Any]) -> None:
