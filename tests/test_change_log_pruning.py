@@ -3,6 +3,7 @@ catalog records how far, and every reader whose mark predates the prune starts a
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -176,3 +177,9 @@ def test_training_prunes_the_log_after_it_activates_a_bundle(engine, run_cli, tm
     output = run_cli(*artifacts, "train", "--quiet", "--factors", "8").output
     assert f"item change log: {rows:,} old rows pruned" in output
     assert log_generations(engine) == [] and pruned_through(engine) > 0
+    # --json: the same result for a script (train wrote lines only)
+    listed = json.loads(run_cli(*artifacts, "train", "-q", "--factors", "8", "--json").stdout)
+    assert listed["active"] and listed["version"] in listed["path"]
+    assert listed["change_log"] == {"pruned": 0, "kept": 0}
+    assert "validation_recall@10" in listed["metrics"] and "cf" in listed["seconds"]
+    assert listed["weights"]["cf"] > 0

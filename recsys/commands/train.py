@@ -118,6 +118,12 @@ def _ids(_ctx, _param, values) -> tuple[str, ...]:
 )
 @click.option("--no-activate", is_flag=True, help="Register the bundle without activating it.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the result as JSON (version, path, metrics, seconds per stage, chosen weights).",
+)
 @click.pass_obj
 def train(
     settings: Settings,
@@ -136,6 +142,7 @@ def train(
     spark_solver,
     no_activate,
     quiet,
+    as_json,
 ):
     """Train on the catalog and register a new active model bundle."""
     from recsys.model.cf import CFConfig
@@ -179,9 +186,20 @@ def train(
         ray_address=settings.ray_address,
         events=events,
     )
-    click.echo(f"bundle {result.version} written to {result.path}")
-    for name, value in sorted(result.metrics.items()):
-        click.echo(f"  {name}: {value}")
+    report = {
+        "version": result.version,
+        "path": str(result.path),
+        "active": not no_activate,
+        "metrics": result.metrics,
+        "seconds": result.seconds,
+        "weights": result.weights,
+        "cold_scale": result.cold_scale,
+        "devices": result.devices,
+    }
+    if not as_json:
+        click.echo(f"bundle {result.version} written to {result.path}")
+        for name, value in sorted(result.metrics.items()):
+            click.echo(f"  {name}: {value}")
     if not no_activate:  # workers rebuild their delta for the new bundle: a good time to prune
         from sqlalchemy.exc import DBAPIError
 
@@ -197,8 +215,14 @@ def train(
                 "prune-changes` later",
                 err=True,
             )
-            return
-        click.echo(f"item change log: {pruned.deleted:,} old rows pruned, {pruned.kept:,} kept")
+        else:
+            report["change_log"] = {"pruned": pruned.deleted, "kept": pruned.kept}
+            if not as_json:
+                click.echo(
+                    f"item change log: {pruned.deleted:,} old rows pruned, {pruned.kept:,} kept"
+                )
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
 
 
 def _parse_event_weights(pairs) -> dict[str, float]:
