@@ -207,6 +207,29 @@ def test_a_write_answers_the_item_as_the_catalog_shows_it_since(client):
     assert shown["in_stock"] is False and shown["image_url"] == "/images/a-card"
 
 
+def test_an_item_edited_since_the_bundle_stays_out_of_the_feeds_of_those_who_saw_it(app, client):
+    """An edited item is listed by the live catalog, and its live part took no seen items
+    out: a shopper who had viewed or bought it saw it back in their feed, first, "updated
+    in the catalog"."""
+    state = app.extensions["recsys"].holder.state
+    seen = state.recommender.seen_items("u1")
+    assert seen
+    fresh = next(item for item in ("a1", "a2", "b1", "b2", "c1") if item not in seen)
+    event = {"user_id": "u1", "item_id": fresh, "event": "purchase"}
+    assert (
+        client.post("/v1/interactions", json={"events": [event]}, headers=ADMIN).status_code == 201
+    )
+    for item in (*seen, fresh):  # written since the bundle: live items now
+        title = {"title": f"edited {item}"}
+        assert client.patch(f"/v1/items/{item}", json=title, headers=ADMIN).status_code == 200
+    follow(app)
+    feed = client.get("/v1/users/u1/recommendations?k=30").get_json()["items"]
+    listed = {item["item_id"] for item in feed}
+    assert not listed & {*seen, fresh}
+    shown = client.get("/v1/users/u1/recommendations?k=30&exclude_seen=false").get_json()
+    assert {item["item_id"] for item in shown["items"]} & {*seen, fresh}  # asked for: there
+
+
 def test_a_put_item_shows_in_similar_items_where_feeds_rank_new_items_by_tokens_alone(app, client):
     # The weights stage may give new items' content blocks no weight in feeds (a cold scale
     # of 0: tokens alone rank them best there); similar items must still meet them by it.

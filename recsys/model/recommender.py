@@ -355,6 +355,7 @@ class Recommender:
         # The catalog's changes since this bundle (recsys.model.delta); None: the bundle alone.
         self.live = None
         self._live_popularity = None  # (the delta, its items' popularity) for fallback feeds
+        self._live_rows = None  # (the delta, the sorted bundle rows of its items)
 
     @property
     def version(self) -> str:
@@ -396,9 +397,17 @@ class Recommender:
         results.because = [
             self._feed_because(found[q], scores[q], row, None) for q, row in enumerate(rows)
         ]
-        if self.live is not None and self.live.size and self.fused.has_user_vectors:
+        live = self.live
+        if live is not None and live.size and self.fused.has_user_vectors:
             queries = self.fused.user_vectors(np.maximum(rows, 0))
-            skip = [None if row < 0 else () for row in rows.tolist()]
+            skip = [
+                None
+                if row < 0
+                else self._live_seen(live, _row_indices(self.cf.user_items_, row))
+                if exclude_seen
+                else ()
+                for row in rows.tolist()
+            ]
             profiles = (
                 self.fused.user_tokens_[np.maximum(rows, 0)] if self.fused.has_tokens else None
             )
@@ -464,8 +473,12 @@ class Recommender:
             )
             for u in range(len(found))
         ]
-        if self.live is not None:
-            skip = [None if none else () for none in empty.tolist()]
+        live = self.live
+        if live is not None:
+            skip = [
+                None if none else self._live_seen(live, exclude[u]) if exclude_seen else ()
+                for u, none in enumerate(empty.tolist())
+            ]
             results = self._with_live(
                 results, queries, k, candidates, filters, skip, profiles=profiles
             )
@@ -814,6 +827,21 @@ class Recommender:
             else self.filters.values_of(int(self.item_index.rows([item])[0]))
             for item in item_ids
         ]
+
+    def _live_seen(self, live, rows: np.ndarray) -> list[str]:
+        """The ids of bundle ``rows`` (a user's history) that the live catalog lists anew
+        (written since the bundle): a feed that leaves out seen items leaves them out of its
+        live part too (an edited item came back into the feed of a shopper who bought it)."""
+        cached = self._live_rows
+        if cached is None or cached[0] is not live:
+            written = self.item_index.rows(live.ids)
+            cached = self._live_rows = (live, np.sort(written[written >= 0]))
+        written = cached[1]
+        rows = np.asarray(rows)
+        if not len(rows) or not len(written):
+            return []
+        places = np.minimum(np.searchsorted(written, rows), len(written) - 1)
+        return self.item_ids[rows[written[places] == rows]].tolist()
 
     def _with_live(
         self,
