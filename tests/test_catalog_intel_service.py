@@ -439,10 +439,15 @@ def test_catalog_health_shows_duplicates_outliers_and_a_browsable_cluster_map(pa
     assert dots.count() == 32
     buttons = page.get_by_test_id("cluster-button")
     assert buttons.count() >= 2
-    # a screen reader names each cluster's button in full, not by its size alone
-    named = re.compile(r"^cluster \d+: \d+ items, \S+ \([a-z ]+, \d+%\)$")
+    # a screen reader names each cluster's button in full, not by its size alone, and the
+    # name starts with what the button shows ("144 bags": WCAG 2.5.3, label in name)
+    named = re.compile(r"^(\d+ \S+): cluster \d+, \d+ items, \S+ \([a-z ]+, \d+%\)$")
     expect(page.get_by_role("button", name=named)).to_have_count(buttons.count())
+    shown = buttons.nth(1).inner_text().split()
+    assert named.match(buttons.nth(1).get_attribute("aria-label")).group(1).split() == shown
     buttons.nth(1).click()
+    expect(buttons.nth(1)).to_have_attribute("aria-pressed", "true")  # not by colour alone
+    expect(buttons.nth(0)).to_have_attribute("aria-pressed", "false")
     cluster = buttons.nth(1).get_attribute("data-cluster")
     members = page.locator('[data-testid="cluster-members"] [data-testid="item-card"]')
     expect(members.first).to_be_visible()

@@ -265,3 +265,48 @@ def test_a_screen_reader_hears_the_new_view_by_its_heading(page, base_url):
     sync_api.expect(page.locator("#announce")).to_have_text(title.text_content())
     page.goto(base_url + "/#/item/no-such-item")
     sync_api.expect(page.locator("#announce")).to_contain_text("no-such-item")
+
+
+def test_each_view_is_a_page_of_its_own_and_failures_stay_where_they_happen(page, base_url):
+    """A walkthrough's findings: a product opened from far down the catalog showed scrolled
+    past its title; every tab and history entry was "recsys shop"; a failing shoppers' list
+    replaced the whole view; a missing photo showed a broken image; a server that did not
+    answer said "Failed to fetch"; "previous" on a bookmarked page 2 left the site."""
+    page.route("**/v1/users?limit=30", lambda route: route.fulfill(
+        status=503, content_type="application/json",
+        body='{"error": {"status": 503, "code": "busy", "message": "busy"}}'))  # fmt: skip
+    page.route("**/images/a3", lambda route: route.fulfill(status=404, body=""))
+    try:
+        page.goto(base_url + "/")
+        sync_api.expect(page.get_by_test_id("users-failed")).to_contain_text("busy")
+        sync_api.expect(page.locator("h1")).to_have_text("Catalog (32 items)")  # still there
+        assert page.title() == "Catalog (32 items) · recsys shop"
+        sync_api.expect(
+            page.locator('[data-testid="catalog"] [data-item-id="a3"] .no-photo')
+        ).to_have_count(1)
+        last = card_ids(page, "catalog")[-1]
+        page.evaluate("window.scrollTo(0, 400)")
+        page.locator(f'[data-testid="catalog"] [data-item-id="{last}"]').click()
+        sync_api.expect(page.get_by_test_id("product-title")).to_be_visible()
+        assert page.evaluate("window.scrollY") == 0
+        assert page.title().endswith(" · recsys shop") and page.title() != "recsys shop"
+        assert page.evaluate("document.activeElement.tagName") == "H1"
+        # the second row: shoppers who viewed it also viewed
+        assert card_ids(page, "also")
+    finally:
+        page.unroute("**/v1/users?limit=30")
+        page.unroute("**/images/a3")
+    page.goto("about:blank")
+    page.goto(base_url + "/#/?q=&after=24")  # a bookmarked second page, no history before
+    page.get_by_text("← previous").click()
+    sync_api.expect(page.locator(
+        '[data-testid="catalog"] [data-testid="item-card"]')).to_have_count(24)  # fmt: skip
+    assert page.url.startswith(base_url)
+    page.route("**/v1/items/a1", lambda route: route.abort())
+    try:
+        page.goto(base_url + "/#/item/a1")
+        sync_api.expect(page.get_by_test_id("error")).to_have_text(
+            "the shop does not answer: check your connection and try again"
+        )
+    finally:
+        page.unroute("**/v1/items/a1")

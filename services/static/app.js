@@ -30,9 +30,21 @@ function el(tag, attrs = {}, ...children) {
 // The API's JSON; an error answer's message, or for a page that is not the API's JSON (a
 // proxy's 502 page, a timeout) its status, not a JSON parse error.
 async function api(path, options) {
-  const response = await fetch(path, options);
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch {  // the browser's own words ("Failed to fetch") say nothing to a shopper
+    throw new Error("the shop does not answer: check your connection and try again");
+  }
   const json = (response.headers.get("Content-Type") || "").includes("application/json");
-  const body = json ? await response.json() : null;
+  let body = null;
+  if (json) {
+    try {
+      body = await response.json();
+    } catch {
+      throw new Error(`the shop's answer could not be read (${response.status}); try again`);
+    }
+  }
   if (!response.ok || body === null) {
     const message = body && body.error ? body.error.message
       : `the server answered ${response.status} ${response.statusText}`.trim();
@@ -51,7 +63,7 @@ function card(item) {
   const link = el("a", { class: "card", href: "#/item/" + encodeURIComponent(item.item_id),
                          "data-testid": "item-card", "data-item-id": item.item_id });
   // the title follows as text: the photo adds nothing a screen reader should say twice
-  if (item.image_url) link.append(el("img", { src: item.image_url, alt: "" }));
+  if (item.image_url) link.append(photo(item.image_url, ""));
   link.append(el("div", { class: "title", text: item.title || item.item_id }));
   const price = item.attributes && item.attributes.price;
   const extra = [money(price),
@@ -76,7 +88,16 @@ function because(item) {
   return positive.slice(0, 2).map((r) => `${r.label} ${Math.round((100 * r.share) / total)}%`).join(" · ");
 }
 
+// A photo that falls back to a plain placeholder when its file cannot be loaded (a broken
+// image icon in a black box otherwise).
+function photo(src, alt) {
+  const image = el("img", { src, alt });
+  image.addEventListener("error", () => image.replaceWith(el("div", { class: "no-photo" })));
+  return image;
+}
+
 function grid(items, testid) {
+  if (!items.length) return el("p", { class: "muted", "data-testid": testid, text: "Nothing to show here." });
   const box = el("div", { class: "grid", "data-testid": testid });
   items.forEach((item) => box.append(card(item)));
   return box;
@@ -92,7 +113,18 @@ function show(turn, ...parts) {
   view.replaceChildren(...parts);
   // a screen reader hears what the view now is (its heading or error), not the whole grid
   const heading = view.querySelector("h1, .error");
-  document.getElementById("announce").textContent = heading ? heading.textContent : "";
+  const said = heading ? heading.textContent : "";
+  const announce = document.getElementById("announce");
+  // the same words again (page 1 to page 2) are announced too
+  announce.textContent = announce.textContent === said ? said + "\u00a0" : said;
+  // each view is its own page: it starts at its top, the keyboard starts at its heading,
+  // and the tab and history entry are named after it
+  document.title = said ? `${said} · recsys shop` : "recsys shop";
+  window.scrollTo(0, 0);
+  if (heading) {
+    heading.setAttribute("tabindex", "-1");
+    heading.focus({ preventScroll: true });
+  }
 }
 
 function fail(error, turn = shown) {
@@ -103,12 +135,18 @@ async function browse(params, turn) {
   // pages follow one another by key (after: the next of the page before), as deep as the catalog
   const after = params.get("after");
   const q = params.get("q") || "";
+  document.getElementById("search-text").value = q;  // a reloaded search shows what it is
   const key = after === null ? "" : `&after=${encodeURIComponent(after)}`;
   const page = await api(`/v1/items?limit=${PAGE}&q=${encodeURIComponent(q)}${key}`);
   const pager = el("div", { class: "pager" });
   if (after !== null) {
-    const back = el("a", { href: "#", text: "← previous" });
-    back.addEventListener("click", (event) => { event.preventDefault(); history.back(); });
+    // back in this page's history; opened on a later page (a link, a bookmark), back to the
+    // first page rather than off the site
+    const first = "#/?q=" + encodeURIComponent(q);
+    const back = el("a", { href: first, text: "← previous" });
+    back.addEventListener("click", (event) => {
+      if (steps > 0) { event.preventDefault(); history.back(); }
+    });
     pager.append(back);
   }
   if (page.next !== null) {
@@ -122,9 +160,12 @@ async function browse(params, turn) {
 }
 
 async function product(itemId, turn) {
-  const [item, similar] = await Promise.all([
-    api("/v1/items/" + encodeURIComponent(itemId)),
-    api("/v1/items/" + encodeURIComponent(itemId) + "/similar?k=12"),
+  const path = "/v1/items/" + encodeURIComponent(itemId);
+  const [item, similar, also] = await Promise.all([
+    api(path),
+    api(path + "/similar?k=12"),
+    // the second row is a bonus: the page shows without it when it fails
+    api(path + "/similar?k=12&mode=also").catch(() => null),
   ]);
   showModel(similar.model_version);
   const rows = el("table", { "data-testid": "attributes" });
@@ -135,14 +176,17 @@ async function product(itemId, turn) {
   }
   rows.append(el("tr", {}, el("td", { class: "muted", text: "in stock" }),
                  el("td", { text: item.in_stock ? "yes" : "no" })));
-  const picture = item.image_url ? el("img", { src: item.image_url, alt: item.title || "" }) : el("div");
+  const picture = item.image_url ? photo(item.image_url, item.title || "") : el("div", { class: "no-photo" });
   show(
     turn,
     el("div", { class: "product" }, picture,
        el("div", {}, el("h1", { "data-testid": "product-title", text: item.title || item.item_id }),
           el("p", { class: "muted", text: "item " + item.item_id }), rows)),
     el("h2", { text: "Similar items" }),
-    grid(similar.items, "similar"));
+    grid(similar.items, "similar"),
+    ...(also && also.items.length
+      ? [el("h2", { text: "Shoppers who viewed this also viewed" }), grid(also.items, "also")]
+      : []));
 }
 
 async function feed(userId, turn) {
@@ -180,9 +224,12 @@ async function users() {
   try {
     body = await api("/v1/users?limit=30");
   } catch (error) {
-    if (error.status !== 401 && error.status !== 403) throw error;
-    list.replaceChildren(el("li", { class: "muted", "data-testid": "users-private",
-                                    text: "Type a shopper id above: listing shoppers needs an API key." }));
+    // the list is a side panel: its failure stays there, never in place of the view
+    const text = error.status === 401 || error.status === 403
+      ? "Type a shopper id above: listing shoppers needs an API key."
+      : "Shoppers could not be listed (" + error.message + "); type a shopper id above.";
+    const testid = error.status === 401 || error.status === 403 ? "users-private" : "users-failed";
+    list.replaceChildren(el("li", { class: "muted", "data-testid": testid, text }));
     return;
   }
   list.replaceChildren(...body.users.map((user) =>
@@ -211,7 +258,8 @@ function route() {
 
 document.getElementById("search-form").addEventListener("submit", (event) => {
   event.preventDefault();
-  location.hash = "#/?q=" + encodeURIComponent(document.getElementById("search-text").value);
+  const q = document.getElementById("search-text").value.trim();  // spaces alone: the catalog
+  location.hash = q ? "#/?q=" + encodeURIComponent(q) : "#/";
 });
 document.getElementById("shopper-form").addEventListener("submit", (event) => {
   event.preventDefault();
@@ -224,6 +272,8 @@ document.getElementById("photo").addEventListener("change", (event) => {
   photoSearch(event.target.files[0], turn).catch((error) => fail(error, turn));
   event.target.value = "";  // the same photo chosen again searches again
 });
-window.addEventListener("hashchange", route);
-users().catch((error) => fail(error));
+// navigations within this page: "← previous" goes back only where there is a page to go to
+let steps = 0;
+window.addEventListener("hashchange", () => { steps += 1; route(); });
+users();
 route();

@@ -6,6 +6,11 @@ const KEY = "recsys-admin-key";
 const COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
                  "#7f7f7f", "#bcbd22", "#17becf"];
 let clusterData = null;
+// Each load's number: only the latest one's answers are shown (an older, slower answer for
+// another threshold overwrote the newer one) and an older one's 202 polling stops.
+let loads = 0;
+
+class Superseded extends Error {}
 
 function el(tag, attrs = {}, ...children) {
   const svg = ["svg", "circle", "title"].includes(tag);
@@ -24,8 +29,9 @@ function colour(cluster) { return COLOURS[cluster % COLOURS.length]; }
 
 // An admin endpoint's answer; a 202 (still computing, minutes on a large catalog) is asked
 // again after its Retry-After.
-async function admin(path) {
+async function admin(path, turn) {
   for (;;) {
+    if (turn !== loads) throw new Superseded();
     const response = await fetch(path, {
       headers: { Authorization: "Bearer " + sessionStorage.getItem(KEY) } });
     const json = (response.headers.get("Content-Type") || "").includes("application/json");
@@ -35,6 +41,7 @@ async function admin(path) {
         : `the server answered ${response.status} ${response.statusText}`.trim());
     }
     if (response.status !== 202) return body;
+    if (turn !== loads) throw new Superseded();
     const status = document.getElementById("status");
     status.className = "notice";
     status.textContent = "Computing… (a large catalog takes minutes; this page asks again)";
@@ -45,7 +52,8 @@ async function admin(path) {
 function card(item, extra) {
   const link = el("a", { class: "card", href: "/#/item/" + encodeURIComponent(item.item_id),
                          "data-testid": "item-card", "data-item-id": item.item_id });
-  if (item.image_url) link.append(el("img", { src: item.image_url, alt: item.title || item.item_id }));
+  // the title follows as text: the photo adds nothing a screen reader should say twice
+  if (item.image_url) link.append(el("img", { src: item.image_url, alt: "" }));
   link.append(el("div", { class: "title", text: item.title || item.item_id }));
   if (extra) link.append(el("div", { class: "score", text: extra }));
   return link;
@@ -109,15 +117,17 @@ function showClusters(data) {
   const list = el("div", { class: "cluster-list" });
   for (const c of data.clusters) {
     // every cluster is one tab stop here (the map's dots are for the mouse), named in full
+    // its accessible name starts with what it shows ("144 bags"), then says the rest
     const button = el("button", { type: "button", "data-testid": "cluster-button",
-                                  "data-cluster": c.cluster,
-                                  "aria-label": `cluster ${c.cluster}: ${c.size} items` +
+                                  "data-cluster": c.cluster, "aria-pressed": "false",
+                                  "aria-label": `${c.size} ${c.value || "items"}: cluster ` +
+                                    `${c.cluster}, ${c.size} items` +
                                     (c.value ? `, ${clusterName(c)}` : "") });
     const swatch = el("span", { class: "swatch" });
     swatch.style.background = colour(c.cluster);  // not a style attribute: the page's CSP
     button.append(swatch);
     if (c.medoid.image_url) button.append(el("img", { src: c.medoid.image_url, alt: "" }));
-    button.append(el("span", { text: `${c.size}` }));
+    button.append(el("span", { text: `${c.size} ` }));
     if (c.value) button.append(el("span", { class: "muted", text: c.value }));
     button.addEventListener("click", () => selectCluster(c.cluster));
     list.append(button);
@@ -133,8 +143,11 @@ function clusterName(c) {
 
 function selectCluster(cluster) {
   const c = clusterData.clusters.find((x) => x.cluster === cluster);
-  for (const b of document.querySelectorAll(".cluster-list button"))
-    b.classList.toggle("active", Number(b.dataset.cluster) === cluster);
+  for (const b of document.querySelectorAll(".cluster-list button")) {
+    const chosen = Number(b.dataset.cluster) === cluster;
+    b.classList.toggle("active", chosen);
+    b.setAttribute("aria-pressed", String(chosen));  // not by its border's colour alone
+  }
   for (const dot of document.querySelectorAll("#map circle"))
     dot.classList.toggle("active", Number(dot.dataset.cluster) === cluster);
   const members = el("div", { class: "grid", "data-testid": "cluster-members" },
@@ -156,6 +169,7 @@ const SECTIONS = {
 };
 
 async function load() {
+  const turn = ++loads;
   const status = document.getElementById("status");
   if (!sessionStorage.getItem(KEY)) return;
   status.className = "notice";
@@ -167,7 +181,8 @@ async function load() {
     clusters: "/v1/admin/catalog/clusters",
   };
   const names = Object.keys(SECTIONS);
-  const results = await Promise.allSettled(names.map((name) => admin(paths[name])));
+  const results = await Promise.allSettled(names.map((name) => admin(paths[name], turn)));
+  if (turn !== loads) return;  // a later load shows its own answers
   const answers = {}, errors = [];
   results.forEach((result, n) => {
     const name = names[n], section = SECTIONS[name];
