@@ -155,6 +155,15 @@ def test_search_by_photo(page, base_url, tmp_path):
     page.locator("#photo").set_input_files(str(photo))
     found = card_ids(page, "visual")
     assert sum(item.startswith("b") for item in found[:5]) >= 4
+    # the results are a view of their own: in the address and the history (they were not:
+    # Back skipped them, and the logo did nothing from a search by photo on the home page)
+    assert page.url.endswith("#/photo")
+    page.go_back()
+    sync_api.expect(page.locator("h1")).to_have_text("Catalog (32 items)")
+    page.go_forward()
+    assert len(card_ids(page, "visual")) == len(found)
+    page.reload()  # a photo cannot live in the address: the view asks for one
+    sync_api.expect(page.locator("h1")).to_have_text("Search by photo")
 
 
 def test_bad_item_shows_the_api_error(page, base_url):

@@ -1,4 +1,4 @@
-// The shop page: hash routes over the JSON API (#/, #/item/ID, #/user/ID, #/search?q=).
+// The shop page: hash routes over the JSON API (#/, #/?q=, #/item/ID, #/user/ID, #/photo).
 "use strict";
 
 const view = document.getElementById("view");
@@ -201,9 +201,18 @@ async function feed(userId, turn) {
   show(turn, ...parts);
 }
 
-async function photoSearch(file, turn) {
+// The photo of the last search by photo (a photo cannot go in the address: #/photo shows the
+// results of this one, and after a reload asks for one).
+let searchPhoto = null;
+
+async function photoSearch(turn) {
+  if (!searchPhoto) {
+    show(turn, el("h1", { text: "Search by photo" }),
+         el("p", { class: "muted", text: "Choose a photo with the button at the top of the page." }));
+    return;
+  }
   const form = new FormData();
-  form.append("image", file);
+  form.append("image", searchPhoto);
   const body = await api("/v1/search/image?k=24", { method: "POST", body: form });
   showModel(body.model_version);
   show(turn, el("h1", { text: "Looks like your photo" }), grid(body.items, "visual"));
@@ -247,7 +256,8 @@ function route() {
   };
   try {
     let work;
-    if (path.startsWith("/item/")) work = product(id("/item/"), turn);
+    if (path === "/photo") work = photoSearch(turn);
+    else if (path.startsWith("/item/")) work = product(id("/item/"), turn);
     else if (path.startsWith("/user/")) work = feed(id("/user/"), turn);
     else work = browse(new URLSearchParams(query || ""), turn);
     work.catch((error) => fail(error, turn));
@@ -268,9 +278,11 @@ document.getElementById("shopper-form").addEventListener("submit", (event) => {
 });
 document.getElementById("photo").addEventListener("change", (event) => {
   if (!event.target.files.length) return;
-  const turn = navigate();
-  photoSearch(event.target.files[0], turn).catch((error) => fail(error, turn));
+  searchPhoto = event.target.files[0];
   event.target.value = "";  // the same photo chosen again searches again
+  // its own history entry: Back leaves the results, the logo goes home from them
+  if (location.hash !== "#/photo") location.hash = "#/photo";
+  else route();
 });
 // navigations within this page: "← previous" goes back only where there is a page to go to
 let steps = 0;
