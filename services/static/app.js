@@ -3,6 +3,7 @@
 
 const view = document.getElementById("view");
 const PAGE = 24;
+const TIMEOUT_MS = 30_000;  // an answer the page waits for at most (the service's own bound is 15 s)
 // the shop's currency (RECSYS_CURRENCY, ISO 4217), or "" for prices shown as numbers alone
 const CURRENCY = document.documentElement.dataset.currency || "";
 
@@ -32,8 +33,12 @@ function el(tag, attrs = {}, ...children) {
 async function api(path, options) {
   let response;
   try {
-    response = await fetch(path, options);
-  } catch {  // the browser's own words ("Failed to fetch") say nothing to a shopper
+    // a hung answer ends: the view said "Loading…" and stayed dimmed for good
+    response = await fetch(path, { ...options, signal: AbortSignal.timeout(TIMEOUT_MS) });
+  } catch (error) {  // the browser's own words ("Failed to fetch") say nothing to a shopper
+    if (error.name === "TimeoutError") {
+      throw new Error("the shop is taking too long to answer; try again in a moment");
+    }
     throw new Error("the shop does not answer: check your connection and try again");
   }
   const json = (response.headers.get("Content-Type") || "").includes("application/json");
@@ -64,7 +69,7 @@ function card(item) {
                          "data-testid": "item-card", "data-item-id": item.item_id });
   // the title follows as text: the photo adds nothing a screen reader should say twice
   if (item.image_url) link.append(photo(item.image_url, ""));
-  link.append(el("div", { class: "title", text: item.title || item.item_id }));
+  link.append(el("div", { class: "title", dir: "auto", text: item.title || item.item_id }));
   const price = item.attributes && item.attributes.price;
   const extra = [money(price),
                  item.score !== undefined ? "score " + item.score.toFixed(3) : null];
@@ -180,7 +185,7 @@ async function product(itemId, turn) {
   show(
     turn,
     el("div", { class: "product" }, picture,
-       el("div", {}, el("h1", { "data-testid": "product-title", text: item.title || item.item_id }),
+       el("div", {}, el("h1", { "data-testid": "product-title", dir: "auto", text: item.title || item.item_id }),
           el("p", { class: "muted", text: "item " + item.item_id }), rows)),
     el("h2", { text: "Similar items" }),
     grid(similar.items, "similar"),
