@@ -5,9 +5,16 @@ search and item writes alike. No torch here: the ingest and service code import 
 
 from __future__ import annotations
 
+import warnings
+
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from recsys.errors import InvalidInput
+
+# Every path checks a photo's size itself and names the file it refuses (the header's size
+# for the service, the size decoded for training); PIL's own warning past 89 megapixels named
+# none, and was printed for photos then decoded at a reduced scale or refused anyway.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 # What the service takes as a photo (uploads, and image paths written over HTTP), at most
 # ``Settings.max_image_pixels`` (RECSYS_MAX_IMAGE_PIXELS, 25 megapixels by default).

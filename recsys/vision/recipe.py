@@ -27,6 +27,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from recsys.errors import InvalidInput
+from recsys.vision import photo as _photo  # noqa: F401 (its warnings filter)
 
 CPU_MAX_SIZE = 64  # px; small_cnn trained at 60-90 images/s on 44 px views, 2 shared cores
 GPU_MAX_SIZE = 224  # px; the usual ImageNet resolution
