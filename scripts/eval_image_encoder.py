@@ -218,7 +218,7 @@ _TRAIN = (
     "precision",
 )
 _TOP = ("method", "backbone", "width", "input_size", "train_size", "whiten")
-_AUGMENT = ("erase_p", "hflip", "saturation", "grayscale", "n_local", "local_size")
+_AUGMENT = ("erase_p", "hflip", "saturation", "grayscale", "hue", "n_local", "local_size")
 
 
 def _given(opts: dict, names) -> dict:
@@ -265,6 +265,7 @@ def build_config(opts: dict) -> ImageEncoderConfig:
 @click.option("--jitter", type=float, default=None, help="Brightness/contrast jitter.")
 @click.option("--hflip", type=float, default=None)
 @click.option("--saturation", type=float, default=None, help="Saturation jitter (colour).")
+@click.option("--hue", type=float, default=None, help="Hue jitter, share of the circle (colour).")
 @click.option("--grayscale", type=float, default=None, help="Probability of a gray view.")
 @click.option("--whiten", type=float, default=None, help="0 = off, 1 = full whitening.")
 @click.option("--seed", type=int, default=None)
