@@ -239,9 +239,11 @@ class CardSnapshot:
         columns = (Item.external_id, Item.title, Item.in_stock, photo, document)
 
         def snapshot(connection: Connection) -> tuple:
+            if connection.dialect.name == "postgresql":  # every item: no request's bound
+                connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
             return connection.scalar(_GENERATION), connection.execute(select(*columns)).all()
 
-        generation, rows = _read(engine, snapshot)
+        generation, rows = _read(engine, snapshot, transaction=True)
         ids, titles, stock, image, attributes = zip(*rows, strict=True) if rows else [()] * 5
         return cls(generation, ids, titles, stock, image, attributes)
 
