@@ -95,22 +95,31 @@ def color_jitter(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> t
         x = (x - gray) * s.to(x).view(n, 1, 1, 1) + gray
         if cfg.hue > 0:
             angle = apply * _uniform(n, -cfg.hue, cfg.hue, gen) * 2 * math.pi
-            x = torch.einsum("nij,njhw->nihw", _hue_rotations(angle).to(x), x)
+            turn = _hue_rotations(angle).to(x)[:, :, :, None, None]  # (B, 3, 3, 1, 1)
+            # element-wise sums, not a batched matrix product: the same result whatever the
+            # threads (a Ray worker's one thread and this process's two gave other floats)
+            x = sum(turn[:, :, j] * x[:, j : j + 1] for j in range(3))
     return x.clamp(0, 1)
 
 
-# RGB -> YIQ (NTSC): Y the luma, I and Q the chroma plane a hue rotation turns.
-_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+# RGB -> YIQ (NTSC): Y the luma, I and Q the chroma plane a hue rotation turns. A turn by
+# angle a is inv(YIQ) @ [[1, 0, 0], [0, cos a, -sin a], [0, sin a, cos a]] @ YIQ, that is
+# FIXED + cos a * COS + sin a * SIN: made of these three, each sample's matrix is element-wise
+# arithmetic, the same floats whatever the threads (batched matrix products were not: a Ray
+# worker's one thread and this process's two trained other encoders).
+_YIQ = torch.tensor(
+    [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=torch.float64
+)
+_RGB = torch.linalg.inv(_YIQ)
+_HUE_FIXED = torch.outer(_RGB[:, 0], _YIQ[0]).float()
+_HUE_COS = (torch.outer(_RGB[:, 1], _YIQ[1]) + torch.outer(_RGB[:, 2], _YIQ[2])).float()
+_HUE_SIN = (torch.outer(_RGB[:, 2], _YIQ[1]) - torch.outer(_RGB[:, 1], _YIQ[2])).float()
 
 
 def _hue_rotations(angle: torch.Tensor) -> torch.Tensor:
     """(n, 3, 3) RGB -> RGB matrices turning the hue by ``angle`` (n,) radians, luma kept."""
-    n = angle.shape[0]
-    turn = torch.zeros(n, 3, 3)
-    turn[:, 0, 0] = 1.0
-    turn[:, 1, 1] = turn[:, 2, 2] = angle.cos()
-    turn[:, 1, 2], turn[:, 2, 1] = -angle.sin(), angle.sin()
-    return torch.linalg.inv(_YIQ) @ turn @ _YIQ
+    cos, sin = angle.cos().view(-1, 1, 1), angle.sin().view(-1, 1, 1)
+    return _HUE_FIXED + cos * _HUE_COS + sin * _HUE_SIN
 
 
 def random_erase(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
