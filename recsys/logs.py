@@ -52,4 +52,5 @@ class Repeated:
             failures, reported = self._failures, self._reported
             self._failures, self._reported = 0, False
         if reported:
-            self.log.warning("%s no longer: it failed %d times in a row", self.what, failures)
+            times = "time" if failures == 1 else "times"
+            self.log.warning("%s no longer: it failed %d %s in a row", self.what, failures, times)

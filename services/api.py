@@ -263,7 +263,10 @@ def _decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     except InvalidInput as exc:
         raise bad_parameter("image", str(exc)) from None
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-        raise bad_parameter("image", "not a readable image (send PNG, JPEG, WebP or GIF)") from None
+        # its header said a photo of a format taken: the pixels are what is wrong
+        raise bad_parameter(
+            "image", "could not be decoded: the file is damaged or cut short; send it again whole"
+        ) from None
 
 
 @bp.post("/interactions")

@@ -91,15 +91,18 @@ def endpoint(
 
         @functools.wraps(view)
         def wrapper(**path: str):
-            answer, code = view(**path, **_inputs(contract)), status
-            if isinstance(answer, tuple):  # (answer, another success status it declares)
-                answer, code = answer
+            answer, code, headers = view(**path, **_inputs(contract)), status, None
+            if isinstance(answer, tuple):  # (answer, another success status it declares[,
+                answer, code, *more = answer  # headers])
+                headers = more[0] if more else None
                 if code not in responses:
                     raise ValueError(f"{view.__name__} answered {code}, not in its responses")
             if isinstance(answer, BaseModel):
-                return Response(answer.model_dump_json(), status=code, mimetype=JSON)
+                body = answer.model_dump_json()
+                return Response(body, status=code, headers=headers, mimetype=JSON)
             if isinstance(answer, dict):
-                return Response(pydantic_core.to_json(answer), status=code, mimetype=JSON)
+                body = pydantic_core.to_json(answer)
+                return Response(body, status=code, headers=headers, mimetype=JSON)
             return answer
 
         wrapper.contract = contract

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+from urllib.parse import quote
 
 from flask import Blueprint
 
@@ -54,7 +55,9 @@ def put_item(
 ) -> ItemWritten | tuple[ItemWritten, int]:
     """Replace an item (200), or create it (201) (JSON, or multipart with its photo)"""
     written = _write(item_writes.put_item, item_id, body, form)
-    return (written, 201) if written.created else written
+    if not written.created:
+        return written
+    return written, 201, {"Location": "/v1/items/" + quote(written.item.item_id, safe="")}
 
 
 @bp.patch("/items/<id:item_id>")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import zlib
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -191,6 +192,13 @@ def test_other_formats_than_the_four_photos_are_refused(shop):
     Image.fromarray(item_image("a", 1)).save(buffer, format="TIFF")
     upload = {"image": (io.BytesIO(buffer.getvalue()), "q.tiff")}
     assert_error(client.post("/v1/search/image", data=upload), 400, "PNG, JPEG, WebP or GIF")
+    # a JPEG cut short: its header is a JPEG's, its pixels are what is wrong (it was told
+    # "not a readable image (send PNG, JPEG, WebP or GIF)", as a TIFF is)
+    buffer = io.BytesIO()
+    noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(buffer, format="JPEG")
+    cut = {"image": (io.BytesIO(buffer.getvalue()[: len(buffer.getvalue()) // 2]), "q.jpg")}
+    assert_error(client.post("/v1/search/image", data=cut), 400, "damaged or cut short")
 
 
 def test_a_busy_worker_answers_503_instead_of_queueing_image_work(shop, monkeypatch):

@@ -166,6 +166,15 @@ def test_ids_with_a_slash_are_reachable_at_every_path(app, client):
     assert lead["item"]["item_id"] == "/x" and client.get("/v1/items/%2Fx").status_code == 200
 
 
+def test_a_created_item_says_where_it_is(client):
+    """A 201 carried no Location: a client had to build the item's URL itself."""
+    made = client.put("/v1/items/x 1/a", json={"title": "made"}, headers=ADMIN)
+    assert made.status_code == 201 and made.headers["Location"] == "/v1/items/x%201%2Fa"
+    assert client.get(made.headers["Location"]).get_json()["title"] == "made"
+    again = client.put("/v1/items/x 1/a", json={"title": "again"}, headers=ADMIN)
+    assert again.status_code == 200 and "Location" not in again.headers
+
+
 def test_item_writes_need_the_catalog_write_scope(client, shop):
     assert error_of(client.put("/v1/items/x-1", json={}), 401)
     _, reader = create_key(connect(shop[0]), ["items:read"])

@@ -50,10 +50,10 @@ def test_a_failure_that_comes_and_goes_is_not_news_each_time(caplog):
     lines = [record.getMessage() for record in caplog.records]
     assert lines == [
         "following failed: too many clients",
-        "following failed no longer: it failed 1 times in a row",
+        "following failed no longer: it failed 1 time in a row",
         "following failed, 20 more times since: too many clients",
-        "following failed no longer: it failed 1 times in a row",
+        "following failed no longer: it failed 1 time in a row",
         "following failed, 20 more times since: too many clients",
-        "following failed no longer: it failed 1 times in a row",
+        "following failed no longer: it failed 1 time in a row",
     ]
     assert sum(bool(record.exc_info) for record in caplog.records) == 1
