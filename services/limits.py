@@ -178,13 +178,7 @@ class KeyFailures:
             except StorageError as exc:
                 log.error("rate limit store failed, key check let through: %s", exc)
                 return
-            retry = max(1, math.ceil(reset - time.time()))
-            raise ApiError(
-                429,
-                "rate_limited",
-                f"too many unknown API keys from this address: at most {item}; retry in {retry} s",
-                {"Retry-After": str(retry)},
-            )
+            raise _refused(reset, f"too many unknown API keys from this address: at most {item}")
 
     def record(self) -> None:
         """Count one failed key check of this request's address."""
@@ -236,11 +230,11 @@ def _count(limiter: FixedWindowRateLimiter, items: list[RateLimitItem], scope: s
                 log.error("rate limit store failed, request let through: %s", exc)
                 return
             if not allowed:
-                retry = max(1, math.ceil(reset - time.time()))
-                raise ApiError(
-                    429,
-                    "rate_limited",
-                    f"too many requests: at most {item} per API key and per address; "
-                    f"retry in {retry} s",
-                    {"Retry-After": str(retry)},
-                )
+                said = f"too many requests: at most {item} per API key and per address"
+                raise _refused(reset, said)
+
+
+def _refused(reset: float, said: str) -> ApiError:
+    """A 429 saying ``said`` and when the window ends (``reset``: epoch seconds)."""
+    retry = max(1, math.ceil(reset - time.time()))
+    return ApiError(429, "rate_limited", f"{said}; retry in {retry} s", {"Retry-After": str(retry)})
