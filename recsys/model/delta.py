@@ -165,11 +165,12 @@ class Delta:
                 out[name] = {str(v) for v in (value if isinstance(value, list) else [value])}
         return out
 
-    def shared(self, row: int, values: dict[str, set[str]]) -> list[str]:
-        """The attributes of which live item ``row`` has one of ``values``."""
+    def shared(self, row: int, values: dict[str, set[str]], named) -> list[str]:
+        """The attributes of which live item ``row`` has one of ``values``, as ``named``
+        (``ItemFilters.named``) names them."""
         attributes = self.attributes[row]
         return [
-            name if len(wanted) == 1 and not isinstance(value, list) else explain.InCommon(name)
+            named(name, several=len(wanted) > 1 or isinstance(value, list))
             for name, wanted in values.items()
             if _has_any(value := attributes.get(name), wanted)
         ]

@@ -237,7 +237,7 @@ class ItemFilters:
                     ]
                 )
             queries, places = np.nonzero(share)
-            named = name if codes is not None else explain.InCommon(name)
+            named = self.named(name)
             for q, j in zip(queries.tolist(), places.tolist(), strict=True):
                 out[q][j].append(named)
         return out
@@ -263,11 +263,19 @@ class ItemFilters:
             places, known = sorted_places(postings.values, sorted(wanted))
             labels = self.labels(name)
             share = _share_any(labels, np.asarray(found), places[known])
-            single = len(wanted) == 1 and self._single_codes(name, labels) is not None
-            named = name if single else explain.InCommon(name)
+            named = self.named(name, several=len(wanted) > 1)
             for j in np.flatnonzero(share).tolist():
                 out[j].append(named)
         return out
+
+    def named(self, name: str, several: bool = False) -> str:
+        """Attribute ``name`` as a pair's reason names it: ``explain.InCommon`` ("genres in
+        common") where a bundle item holds several of its values, or where one item of the
+        pair does (``several``: a live item's), else as it is ("same brand"). Every path that
+        lists shared attributes names them by this one rule."""
+        if several or self._single_codes(name, self.labels(name)) is None:
+            return explain.InCommon(name)
+        return name
 
     def _single_codes(self, name: str, labels: sp.csr_matrix) -> np.ndarray | None:
         """(items,) each item's one value of attribute ``name`` (-1: none), or None when an
@@ -905,7 +913,7 @@ class Recommender:
                 live.ids[rows]
             )
             shares = explain.query_shares(self.fused, queries[q : q + 1], items, mode, cold)
-            shared = [[live.shared(j, values[q]) for j in rows.tolist()]]
+            shared = [[live.shared(j, values[q], self.filters.named) for j in rows.tolist()]]
             return explain.similar_reasons(shares, shared, 0)
 
         return because
