@@ -257,7 +257,7 @@ def _decode_image(data: bytes, max_pixels: int) -> np.ndarray:
         check_photo(io.BytesIO(data), max_pixels)
         with Image.open(io.BytesIO(data), formats=PHOTO_FORMATS) as image:
             image.draft("RGB", (UPLOAD_SIDE, UPLOAD_SIDE))
-            image = as_shown(image, "RGB")
+            image = as_shown(image, "RGB", at_least=UPLOAD_SIDE)
             image.thumbnail((UPLOAD_SIDE, UPLOAD_SIDE))
             return np.array(image, dtype=np.uint8)[None]  # (1, H, W, 3), writable
     except InvalidInput as exc:

@@ -8,7 +8,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from recsys.errors import InvalidInput
 from recsys.vision.cache import decoded_images
@@ -111,3 +111,35 @@ def test_the_service_takes_the_formats_and_sizes_it_names(upright, tmp_path):
             check_photo(_saved(tmp_path / name, upright), 10_000)
     with pytest.raises(InvalidInput, match="not a readable image"):
         check_photo(io.BytesIO(b"not an image"), 10_000)
+
+
+def test_a_large_photo_is_reduced_first_and_seen_as_at_full_size(tmp_path):
+    """A photo many times the sizes asked is reduced before it is turned and put on white
+    (to spare a worker's memory): what training and visual search see is what turning,
+    compositing and resizing it at full size gives."""
+    rows, cols = np.mgrid[0:1200, 0:1800]
+    pixels = np.zeros((1200, 1800, 4), np.uint8)
+    pixels[..., 0] = rows * 255 // 1199  # red grows downwards, green rightwards
+    pixels[..., 1] = cols * 255 // 1799
+    pixels[..., 2] = 90
+    pixels[..., 3] = np.where((rows // 300 + cols // 300) % 2 == 0, 255, 0)  # cut-out squares
+    exif = Image.Exif()
+    exif[ORIENTATION] = 6  # stored a quarter turned, as a phone does
+    path = tmp_path / "large.png"
+    Image.fromarray(pixels, "RGBA").save(path, exif=exif)
+
+    with Image.open(path) as full:
+        upright = ImageOps.exif_transpose(full).convert("RGBA")
+    white = Image.new("RGBA", upright.size, (255,) * 4)
+    reference = Image.alpha_composite(white, upright).convert("RGB")
+    assert reference.size == (1200, 1800)
+
+    searched = _search_decode(path).astype(int)
+    expected = reference.copy()
+    expected.thumbnail((256, 256))
+    assert searched.shape == (256, 171, 3)
+    assert np.abs(searched - np.asarray(expected, int)).mean() < 2
+
+    trained = load_image_files([path], 48, 3).numpy()[0].transpose(1, 2, 0).astype(int)
+    expected = np.asarray(reference.resize((48, 48), Image.Resampling.BILINEAR), int)
+    assert np.abs(trained - expected).mean() < 2

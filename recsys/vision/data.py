@@ -70,7 +70,7 @@ def _load_one(path: Path, size: int, mode: str) -> np.ndarray:
                     f"cannot read image {path}: {img.width}x{img.height} pixels is over the "
                     f"{Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels decoded at most"
                 )
-            img = as_shown(img, mode)
+            img = as_shown(img, mode, at_least=size)
             return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), np.uint8)
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise InvalidInput(f"cannot read image {path}: {exc}") from exc

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import warnings
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from recsys.errors import InvalidInput
 
@@ -21,6 +21,19 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 PHOTO_FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
 MAX_PHOTO_PIXELS = 25_000_000
 _ORIENTATION = 0x0112  # the EXIF tag of how a camera held the photo (1: upright)
+# What turns each orientation upright (the EXIF values 2 to 8, as ``ImageOps.exif_transpose``).
+_TURNS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+# Modes PIL reduces block by block (with and without alpha: it premultiplies); others (a
+# palette, 16 bits) are converted at full size first, as before.
+_REDUCIBLE = ("L", "LA", "RGB", "RGBA")
 
 
 # Each format's first bytes (WebP: RIFF, then WEBP at byte 8).
@@ -75,14 +88,26 @@ def image_mimetype(path) -> str | None:
         return None
 
 
-def as_shown(img: Image.Image, mode: str) -> Image.Image:
+def as_shown(img: Image.Image, mode: str, at_least: int | None = None) -> Image.Image:
     """A decoded photo as a browser shows it, in ``mode`` ("RGB" or "L"): turned upright by
     its EXIF orientation (a phone's photos are stored sideways), 16-bit samples scaled to 8
     bits (PIL's conversion clips them to black and white) and transparent pixels composited
     onto white, as a shop page shows a cut-out product. Training, embedding and visual search
-    all see a photo through this one function."""
-    if img.getexif().get(_ORIENTATION, 1) != 1:
-        img = ImageOps.exif_transpose(img)
+    all see a photo through this one function.
+
+    With ``at_least`` (the side the caller resizes to next), the pixels are first reduced by
+    the largest whole factor that leaves both sides at least twice that (a box filter over
+    each block, as PIL's own ``reducing_gap`` does before a resize), so that a large photo is
+    turned and converted at a fraction of its size: a 24-megapixel PNG cost a service worker
+    over 360 MB at its peak (``scripts/bench_photo_memory.py``).
+    """
+    turn = _TURNS.get(img.getexif().get(_ORIENTATION, 1))
+    if at_least and img.mode in _REDUCIBLE:
+        factor = min(img.size) // (2 * at_least)
+        if factor > 1:
+            img = img.reduce(factor)
+    if turn is not None:
+        img = img.transpose(turn)
     if img.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
         img = img.convert("I").point(lambda value: value * (1 / 256)).convert("L")
     if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
