@@ -28,6 +28,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, get_args
+from urllib.parse import unquote_to_bytes
 
 import pydantic_core
 from flask import Response, current_app, request
@@ -149,7 +150,24 @@ def _query_values(model: type[BaseModel]) -> dict[str, Any]:
         for name, given in args.lists():
             if name not in declared:
                 values[name] = given if len(given) > 1 else given[0]
+    for name, given in args.lists():
+        if any("%" in value for value in given) and not _utf8(name):
+            raise bad_parameter(name, "is not UTF-8 text; percent-encode the text's UTF-8 bytes")
     return values
+
+
+def _utf8(name: str) -> bool:
+    """Whether every value of ``name`` in the raw query string is UTF-8. The query parser
+    leaves the escapes of bytes that are not as they came (``q=%FF`` reads as the text
+    "%FF", which a search then looked for), as it does a client's own "%" (sent as %25)."""
+    for pair in request.query_string.split(b"&"):
+        key, _, value = pair.partition(b"=")
+        if unquote_to_bytes(key.replace(b"+", b" ")).decode("utf-8", "replace") == name:
+            try:
+                unquote_to_bytes(value.replace(b"+", b" ")).decode("utf-8")
+            except UnicodeDecodeError:
+                return False
+    return True
 
 
 def _json_body() -> Any:

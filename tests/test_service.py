@@ -171,6 +171,10 @@ def test_post_ranks_only_the_given_candidates(client):
         ("/images/nope", 404, "nope"),
         ("/images/%00", 400, "item_id"),  # the id rule of every path that names an item
         ("/v1/items/%00", 400, "item_id"),
+        # bytes that are not UTF-8 were read as U+FFFD: a search for them answered 200
+        ("/v1/items?q=%FF%FE", 400, "q: is not UTF-8"),
+        ("/v1/items/a1/similar?brand=%C3", 400, "brand: is not UTF-8"),
+        ("/v1/items/%FF", 400, "item_id"),
     ],
 )
 def test_bad_requests_get_one_error_shape(client, path, status, mentions):
@@ -231,6 +235,7 @@ def test_images_and_items_are_served(client):
     message = client.get("/v1/items?q=Dr").get_json()["error"]["message"]
     assert message.startswith("q: 'Dr' is too short") and message.count("'Dr'") == 1
     assert_error(client.get("/v1/items?q=" + "d" * 201), 400, "at most 200")
+    assert client.get("/v1/items?q=100%25").status_code == 200  # a "%" of its own is text
     every = [item["item_id"] for item in client.get("/v1/items?limit=100").get_json()["items"]]
     first = client.get("/v1/items?limit=5").get_json()
     after = client.get(f"/v1/items?limit=5&after={first['next']}").get_json()
