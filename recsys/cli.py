@@ -9,6 +9,7 @@ import sys
 import click
 
 from recsys.errors import Interrupted, RecsysError
+from recsys.logs import formatter
 from recsys.settings import Settings
 
 # name -> ("module:attribute", one-line help). A command's module is imported only when that
@@ -142,6 +143,9 @@ def cli(ctx: click.Context, database_url, artifacts_dir, device, ray_address, ve
         )
     except RecsysError as exc:
         raise click.UsageError(str(exc)) from exc
+    if ctx.obj.log_format == "json":  # the text default keeps its short CLI lines
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(formatter("json"))
 
 
 def main() -> None:

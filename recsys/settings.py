@@ -17,6 +17,7 @@ from recsys.scopes import DEFAULT_PUBLIC, OPENABLE, parse_scopes
 ENV_PREFIX = "RECSYS_"
 DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _CURRENCY = re.compile(r"[A-Z]{3}|")
+LOG_FORMATS = ("text", "json")
 _ORIGIN = re.compile(r"https?://[^/\s:]+(:\d{1,5})?")
 
 
@@ -80,6 +81,10 @@ class Settings:
     # catalog-health fits); services/gunicorn.conf.py makes one per server and removes it on
     # exit. Empty: each worker computes its own.
     shared_dir: str = ""
+    # How log lines are written: "text" (time, pid, level, logger, message) or "json" (one
+    # object a line, for a log collector: the service's own lines, gunicorn's, and its access
+    # log when RECSYS_ACCESS_LOG is set; see README, "Logs").
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         if not self.database_url or "://" not in self.database_url:
@@ -98,6 +103,10 @@ class Settings:
             raise InvalidSettings(
                 f"currency {self.currency!r} is not an ISO 4217 code; write e.g. EUR, USD or GBP "
                 "(three capital letters), or leave it empty for prices without a currency"
+            )
+        if self.log_format not in LOG_FORMATS:
+            raise InvalidSettings(
+                f"log_format {self.log_format!r} is not one of {', '.join(LOG_FORMATS)}"
             )
         object.__setattr__(self, "artifacts_dir", Path(self.artifacts_dir))
         object.__setattr__(self, "images_root", Path(self.images_root))

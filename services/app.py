@@ -29,7 +29,7 @@ from recsys.model.bundle import active_bundle
 from recsys.model.delta import DeltaConfig
 from recsys.serving import ModelHolder, follow_catalog, load_state
 from recsys.settings import Settings
-from services import api, auth, catalog_health, cors, errors, items, limits, ops, web
+from services import api, auth, catalog_health, cors, errors, items, limits, logs, ops, web
 from services.answers import AnswerCache
 from services.context import ServiceContext
 from services.metrics import Metrics
@@ -174,6 +174,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     )
     answers = AnswerCache(int(float(app.config["ANSWER_CACHE_MB"]) * 1e6))
     app.extensions["recsys"] = ServiceContext(settings, engine, holder, metrics, cards, answers)
+    logs.init_app(app)
     errors.init_app(app)
     init_metrics(app, metrics)
     for blueprint in BLUEPRINTS:

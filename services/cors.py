@@ -16,7 +16,7 @@ from flask import Flask, request
 from recsys.settings import Settings
 
 ALLOWED_HEADERS = "Authorization, Content-Type"
-EXPOSED_HEADERS = "Retry-After, ETag"
+EXPOSED_HEADERS = "Retry-After, ETag, X-Request-ID"
 MAX_AGE_SECONDS = 600
 
 

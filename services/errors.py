@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 
-from flask import Flask, g, has_app_context, jsonify
+from flask import Flask, g, has_app_context, jsonify, request
 from sqlalchemy.exc import DatabaseError
 from werkzeug.exceptions import HTTPException
 
@@ -24,6 +24,7 @@ from recsys.errors import (
     UnknownItem,
 )
 from recsys.logs import Repeated
+from services import logs
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +146,12 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
-        log.exception("unhandled error")
-        return error_response(500, "internal_error", "internal error; the server log has details")
+        request_id = logs.request_id()
+        log.exception(
+            "unhandled error in %s %s (request %s)", request.method, request.path, request_id
+        )
+        message = f"internal error; the server log has details (request {request_id})"
+        return error_response(500, "internal_error", message)
 
     @app.errorhandler(DatabaseError)
     def _database_gone(exc: DatabaseError):

@@ -111,18 +111,24 @@ util.write_error = write_json_error  # the one function every gunicorn worker an
 
 
 def on_starting(server):
-    """The service's own log lines (``recsys.*``, ``services.*``: a model swap, a refused
-    bundle, the catalog away) on stderr with time, pid, level and logger, at gunicorn's
-    ``--log-level``; without this they went through Python's last-resort handler, bare, and
-    nothing below a warning was written."""
-    handler = logging.StreamHandler(sys.stderr)
-    fields = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
-    handler.setFormatter(logging.Formatter(fields, "%Y-%m-%d %H:%M:%S %z"))
+    """The service's own lines at gunicorn's ``--log-level``."""
     level = logging.getLevelName(server.cfg.loglevel.upper())
+    _service_logs(level if isinstance(level, int) else logging.INFO)
+
+
+def _service_logs(level: int) -> None:
+    """The service's own log lines (``recsys.*``, ``services.*``: a model swap, a refused
+    bundle, the catalog away) on stderr with time, pid, level and logger (or as JSON), from
+    the master's first line on (its card preload); without this they went through Python's
+    last-resort handler, bare, and nothing below a warning was written."""
     for name in ("recsys", "services"):
         logger = logging.getLogger(name)
-        logger.addHandler(handler)
-        logger.setLevel(level if isinstance(level, int) else logging.INFO)
+        if not any(getattr(handler, "_recsys", False) for handler in logger.handlers):
+            handler = logging.StreamHandler(sys.stderr)
+            services.logs.log_to(handler, _settings.log_format)  # with each line's request id
+            handler._recsys = True  # once, however often gunicorn reads this file
+            logger.addHandler(handler)
+        logger.setLevel(level)
         logger.propagate = False
 
 
@@ -140,6 +146,7 @@ def child_exit(server, worker):
 import gc  # noqa: E402
 
 import services.app  # noqa: E402
+import services.logs  # noqa: E402
 import services.workers  # noqa: E402
 from recsys.errors import InvalidSettings  # noqa: E402
 from recsys.settings import Settings  # noqa: E402
@@ -149,6 +156,10 @@ try:  # every RECSYS_* setting, checked before anything starts: one line, not a 
     services.app.flask_config_from_environment()
 except InvalidSettings as exc:
     raise SystemExit(f"recsys: {exc} (RECSYS_* environment)") from None
+
+if _settings.log_format == "json":  # gunicorn's own lines and the access log as JSON too
+    logger_class = "services.workers.JsonLogger"
+_service_logs(logging.INFO)  # the lines of the preloads below; on_starting sets the level
 
 services.app.preload_cards(_settings)  # read once here, the workers share its pages
 services.app.preload_image_libraries(_settings)  # torch, when the bundle has an image encoder

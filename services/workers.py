@@ -1,4 +1,5 @@
-"""A gunicorn worker that spreads kept-alive connections over the workers.
+"""gunicorn's classes of the service: a worker that spreads kept-alive connections over the
+workers, and a logger that writes JSON lines (``JsonLogger``, with RECSYS_LOG_FORMAT=json).
 
 Every gunicorn worker polls the one listening socket, and a new connection wakes them all; the
 first to run accepts it. A worker that is already busy is the one most often running, so
@@ -22,7 +23,11 @@ import contextlib
 import threading
 import time
 
+from gunicorn import glogging
 from gunicorn.workers.gthread import ThreadWorker
+
+from recsys.logs import JsonLines
+from services.logs import REQUEST_ID_HEADER
 
 # Seconds a worker waits, per connection it has open, before it accepts a new one.
 ACCEPT_DELAY = 0.005
@@ -76,3 +81,36 @@ class BalancedThreadWorker(ThreadWorker):
             return
         with contextlib.suppress(OSError):  # the queue closed as the worker stopped
             self.method_queue.defer(lambda: None)  # the loop's next turn re-enables accept
+
+
+class JsonLogger(glogging.Logger):
+    """gunicorn's logger writing JSON lines (``RECSYS_LOG_FORMAT=json``): its own messages
+    (a worker booted, timed out, exited) as the service's lines, and each access line as an
+    object with the request under ``http``."""
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        for handler in self.error_log.handlers + self.access_log.handlers:
+            handler.setFormatter(JsonLines())
+
+    def access(self, resp, req, environ, request_time) -> None:
+        if not self.access_log_enabled:
+            return
+        status = resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
+        headers = dict((name.lower(), value) for name, value in resp.headers)
+        http = {
+            "method": environ.get("REQUEST_METHOD"),
+            "path": environ.get("PATH_INFO"),
+            "query": environ.get("QUERY_STRING") or None,
+            "status": int(status),
+            "bytes": getattr(resp, "sent", None),
+            "duration_ms": round(request_time.total_seconds() * 1000, 3),
+            "remote": environ.get("REMOTE_ADDR"),
+            "user_agent": environ.get("HTTP_USER_AGENT"),
+        }
+        request_id = headers.get(REQUEST_ID_HEADER.lower())
+        message = f"{http['method']} {http['path']} {http['status']}"
+        try:
+            self.access_log.info(message, extra={"http": http, "request_id": request_id})
+        except Exception:
+            self.exception("writing an access line failed")

@@ -628,3 +628,30 @@ def test_a_chunked_body_past_the_size_limit_is_a_413_not_invalid_json(client):
     )
     assert response.status_code == 413
     assert "larger than 5,242,880 bytes" in response.get_json()["error"]["message"]
+
+
+def test_each_answer_names_its_request_and_a_failure_leads_to_its_traceback(
+    client, monkeypatch, caplog
+):
+    """X-Request-ID: the request's own when it is a plausible id, else a new one; a 500
+    gives it to the client, and the server's traceback line carries the same id."""
+    assert (
+        client.get("/healthz", headers={"X-Request-ID": "lb-1f2e"}).headers["X-Request-ID"]
+        == "lb-1f2e"
+    )
+    made = {client.get("/healthz").headers["X-Request-ID"] for _ in range(2)}
+    assert len(made) == 2  # one of its own for each
+    hostile = client.get("/healthz", headers={"X-Request-ID": "x <script>" + "a" * 200})
+    assert len(hostile.headers["X-Request-ID"]) == 32
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("out of memory in the ranker")
+
+    monkeypatch.setattr("services.api.home_feed", fails)
+    with caplog.at_level("ERROR", logger="services.errors"):
+        failed = client.get("/v1/users/u1/recommendations", headers={"X-Request-ID": "t-42"})
+    assert failed.status_code == 500 and failed.headers["X-Request-ID"] == "t-42"
+    assert failed.get_json()["error"]["message"].endswith("(request t-42)")
+    logged = [record for record in caplog.records if record.exc_info]
+    assert "GET /v1/users/u1/recommendations (request t-42)" in logged[0].getMessage()
+    assert "out of memory in the ranker" in caplog.text

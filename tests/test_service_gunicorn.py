@@ -237,3 +237,46 @@ def test_a_starting_master_removes_the_folders_of_killed_masters(tmp_path):
     code = f"import runpy; runpy.run_path({str(config)!r})"
     subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, check=True)
     assert not any(folder.exists() for folder in dead) and alive.exists()
+
+
+def test_json_logs_carry_each_request_with_its_id(tmp_path):
+    """RECSYS_LOG_FORMAT=json: gunicorn's lines, the service's and the access log are one
+    JSON object a line, and a request's id (its own X-Request-ID, or a new one) is in its
+    answer and its access line."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "RECSYS_DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}",  # not migrated: unready
+        "RECSYS_LOG_FORMAT": "json",
+        "RECSYS_ACCESS_LOG": "-",
+        "RECSYS_WORKERS": "1",
+        "RECSYS_BIND": f"127.0.0.1:{port}",
+        "TMPDIR": str(tmp_path),
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    with open(tmp_path / "out.log", "w") as out:
+        proc = subprocess.Popen([*GUNICORN, APP], cwd=ROOT, env=env, stdout=out, stderr=out)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 60
+            while get_or_none(base + "/healthz") != 200 and time.monotonic() < deadline:
+                time.sleep(0.3)
+            given = urllib.request.Request(base + "/readyz", headers={"X-Request-ID": "trace-7"})
+            try:
+                urllib.request.urlopen(given, timeout=10)
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 503 and exc.headers["X-Request-ID"] == "trace-7"
+            hostile = urllib.request.Request(base + "/healthz", headers={"X-Request-ID": "a b"})
+            with urllib.request.urlopen(hostile, timeout=10) as answer:
+                made = answer.headers["X-Request-ID"]
+            assert re.fullmatch(r"[0-9a-f]{32}", made)  # not the client's text
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    lines = [json.loads(line) for line in (tmp_path / "out.log").read_text().splitlines()]
+    access = {line["request_id"]: line["http"] for line in lines if "http" in line}
+    assert access["trace-7"]["path"] == "/readyz" and access["trace-7"]["status"] == 503
+    assert access[made]["status"] == 200 and access[made]["duration_ms"] >= 0
+    catalog = [line["message"] for line in lines if line["logger"] == "services.app"]
+    assert any(message.startswith("catalog not available at start") for message in catalog)
+    assert any(line["logger"] == "gunicorn.error" for line in lines)  # gunicorn's own too
