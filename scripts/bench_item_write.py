@@ -100,7 +100,7 @@ def events(client, headers: dict, args, items: list[str]) -> list[float]:
     took = []
     for n in range(args.warmup + args.events):
         event = {"user_id": users[n % len(users)], "item_id": items[n % len(items)]}
-        event |= {"event": "view", "timestamp": f"2031-01-01T00:{n // 60 % 60:02d}:{n % 60:02d}"}
+        event |= {"event": "view", "timestamp": f"2025-01-01T00:{n // 60 % 60:02d}:{n % 60:02d}"}
         started = time.perf_counter()
         response = client.post("/v1/interactions", json={"events": [event]}, headers=headers)
         took.append(time.perf_counter() - started)

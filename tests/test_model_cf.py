@@ -182,6 +182,21 @@ def test_confidence_matrix_applies_event_weights_and_decay():
     np.testing.assert_allclose(matrix, [0.25, 4 * 0.5, 1.0], rtol=1e-6)
 
 
+def test_an_event_dated_in_the_future_leaves_its_users_other_events_their_weight():
+    """Ages count from the user's latest event not after now: one event dated 2099 (which
+    ingest now refuses, but an older catalog may hold) made the user's others 76 years old
+    and dropped them from the fit."""
+    toy = toy_catalog()
+    frame = toy.interactions.head(3).copy()
+    late = frame.tail(1).assign(item_id="b0", timestamp=pd.Timestamp("2099-12-31"))
+    config = CFConfig(half_life_days=1.0)
+    users, items = np.array(["u0"]), np.append(frame["item_id"].to_numpy(), "b0")
+    plain = confidence_matrix(frame, users, items, config).toarray()[0]
+    with_late = confidence_matrix(pd.concat([frame, late]), users, items, config).toarray()[0]
+    np.testing.assert_allclose(plain, [0.25, 0.5, 1.0, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(with_late, [0.25, 0.5, 1.0, 1.0], rtol=1e-6)
+
+
 def test_later_events_are_counted_per_user_in_time_order():
     frame = pd.DataFrame(
         {

@@ -93,7 +93,7 @@ def test_replay_scores_the_expected_hits_and_posting_folds_events_in(served):
             "item_id": [top[0], top[1], "a7"],  # ranks 1 and 2 of the feed; a comedy: none
             "event": "click",
             "weight": 1.0,
-            "timestamp": pd.to_datetime(["2030-01-01", "2030-01-02", "2030-01-03"], utc=True),
+            "timestamp": pd.to_datetime(["2025-01-01", "2025-01-02", "2025-01-03"], utc=True),
         }
     )
     section = replay(events, base, ReplayConfig(k=5, post=True, api_key=ADMIN_TOKEN))
@@ -154,7 +154,7 @@ def test_first_events_leave_out_a_pairs_later_events(served):
         {
             "user_id": ["u12"] * 3,
             "item_id": [top[1], "a7", top[1]],  # the third repeats the first (a view, a buy)
-            "timestamp": pd.to_datetime(["2030-01-01", "2030-01-02", "2030-01-03"], utc=True),
+            "timestamp": pd.to_datetime(["2025-01-01", "2025-01-02", "2025-01-03"], utc=True),
         }
     )
     scores = offline_feeds(recommender, events, k=5, diversity=0.0)

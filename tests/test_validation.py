@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from recsys.catalog.models import Interaction, Item, User
 from recsys.errors import InvalidInput
-from recsys.ingest import IngestOptions, ingest_interactions, ingest_items
+from recsys.ingest import IngestOptions, ingest_interactions, ingest_items, values
 from recsys.ingest.interactions import record_interactions
 from recsys.ingest.values import (
     MAX_ID_LENGTH,
@@ -130,7 +130,8 @@ def test_whole_numbers_are_ints_only_where_exact(value, expected):
         (datetime(1969, 12, 31, 23, 59, tzinfo=UTC), None),
     ],
 )
-def test_timestamps_are_kept_within_1970_to_2100(value, expected):
+def test_timestamps_are_kept_within_1970_to_2100(value, expected, monkeypatch):
+    monkeypatch.setattr(values, "now", lambda: datetime(2100, 1, 1))  # the range's end binds
     if expected is not None:
         assert parse_timestamp(value) == expected
         return
@@ -302,10 +303,15 @@ def test_library_refuses_one_event_twice_with_two_weights(engine, tmp_path):
     assert len(interaction_rows(engine)) == 2
 
 
-def test_accepted_odd_ids_and_values_train_and_come_back_in_the_bundle(engine, tmp_path):
+def test_accepted_odd_ids_and_values_train_and_come_back_in_the_bundle(
+    engine, tmp_path, monkeypatch
+):
     """Every door takes odd-but-valid rows, and `recsys train` on them neither crashes nor
     changes an id: unicode, inner spaces, ids at the length limit, the range's first and last
-    instants, tiny and large weights (with and without the interaction weight in ALS)."""
+    instants (stored by a machine whose clock says 2100; trained by this one, to which the
+    last is in the future), tiny and large weights (with and without the interaction weight
+    in ALS)."""
+    monkeypatch.setattr(values, "now", lambda: datetime(2100, 1, 1))
     data = toy_catalog()
     items, events = tmp_path / "items.csv", tmp_path / "events.csv"
     with open(items, "w", newline="", encoding="utf-8") as file:
@@ -460,3 +466,46 @@ def test_path_ids_follow_the_id_rule(value):
         path_id("user_id", value)
     assert refused.value.status == 400 and refused.value.message.startswith("user_id ")
     assert path_id("user_id", " user-00000 ") == "user-00000"
+
+
+def test_an_event_dated_past_tomorrow_is_refused_at_every_door(engine):
+    """A clock years ahead, or a year typed wrong, is refused naming the row; a clock a few
+    hours fast (or a local time read as UTC) passes."""
+    soon = (datetime.now(UTC) + timedelta(hours=20)).isoformat()
+    assert parse_timestamp(soon) > datetime.now(UTC).replace(tzinfo=None)
+    for late in (
+        "2099-12-31",
+        "2027-06-01T00:00:00+00:00",
+        str(int(datetime(2090, 1, 1).timestamp())),
+    ):
+        with pytest.raises(
+            BadValue, match=r"in the future: after .* UTC, a day past this machine's clock"
+        ):
+            parse_timestamp(late)
+    column = timestamp_column(pa.array([soon, "2099-12-31", "2024-01-01"]), 3)
+    assert column.values.is_valid().to_pylist() == [True, False, True]
+    assert "in the future" in str(column.errors[1])
+    event = {"user_id": "u1", "item_id": "a0", "timestamp": "2031-01-01"}
+    with pytest.raises(InvalidInput, match=r"events\[0\]: timestamp .*in the future"):
+        record_interactions(engine, [event])
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("20240310", datetime(2024, 3, 10)),  # ISO 8601's basic date: read as 1970-08-23
+        (20240310, datetime(2024, 3, 10)),  # a JSON number, a warehouse's date key
+        ("12345678", datetime(1970, 5, 23, 21, 21, 18)),  # no date: epoch seconds
+        ("19691231", None),  # a date before the range, not a second of 1970
+        ("1_710_072_000", None),  # float() reads these; no log writes them
+        ("١٧١٠٠٧٢٠٠٠", None),
+    ],
+)
+def test_eight_digit_dates_are_dates_and_numbers_are_ascii(value, expected):
+    if expected is None:
+        with pytest.raises(BadValue):
+            parse_timestamp(value)
+        return
+    assert parse_timestamp(value) == expected
+    as_column = pa.array([value], pa.int32() if isinstance(value, int) else pa.string())
+    assert timestamp_column(as_column, 1).values.to_pylist() == [expected]

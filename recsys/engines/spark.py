@@ -56,6 +56,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -297,9 +298,10 @@ def event_confidences(spark, events, item_ids: np.ndarray, config):
     weight = _event_weight(config)
     if config.use_interaction_weight:
         weight = weight * F.col("weight")
-    if config.half_life_days:
-        latest = F.max("seconds").over(Window.partitionBy("user_id"))
-        age_days = (latest - F.col("seconds")) / SECONDS_PER_DAY
+    if config.half_life_days:  # as cf._decay: from the user's latest event not after now
+        seconds, now = F.col("seconds"), F.lit(time.time())
+        latest = F.max(F.when(seconds <= now, seconds)).over(Window.partitionBy("user_id"))
+        age_days = F.greatest(F.coalesce(latest, seconds) - seconds, F.lit(0.0)) / SECONDS_PER_DAY
         decay = F.pow(F.lit(0.5), age_days / float(config.half_life_days))
         weight = weight * F.when(F.col("seconds").isNull(), 1.0).otherwise(decay)
     summed = rows.withColumn("w", weight).groupBy("user_id", "item").agg(F.sum("w").alias("c"))

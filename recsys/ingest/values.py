@@ -4,7 +4,8 @@ The rules, as the README states them: an id is 1 to ``MAX_ID_LENGTH`` characters
 (surrounding whitespace removed) without control characters (NUL included), line or paragraph
 separators, bidirectional controls, U+FFFD or unpaired surrogates; a number is finite (NaN
 and infinities are refused, never read as "missing"), a weight or rating from 0 to
-``MAX_WEIGHT``; a timestamp lies in ``[EARLIEST, LATEST)``, UTC. A missing value is None or
+``MAX_WEIGHT``; a timestamp lies in ``[EARLIEST, LATEST)``, UTC, and at most ``FUTURE_SLACK``
+past the clock. A missing value is None or
 empty/blank text; a title or an attribute's text is at most ``MAX_TEXT_LENGTH`` characters.
 
 Every scalar parser takes the raw value (str from CSV, typed from Parquet/JSON) and either
@@ -52,6 +53,23 @@ MAX_WEIGHT = 1_000_000
 # is a typo or a unit mistake, and time decay and splits compute in datetime64[ns].
 EARLIEST = datetime(1970, 1, 1)
 LATEST = datetime(2100, 1, 1)
+# How far past the clock of the machine that stores it an event may be dated: a clock a little
+# fast, or a local time read as UTC, passes; a year typed wrong or a clock years ahead does
+# not. Training's time decay counts each event's age from its user's latest: one event dated
+# 2099 made the user's 36 others 76 years old, and dropped them from the fit.
+FUTURE_SLACK = timedelta(days=1)
+
+
+def now() -> datetime:
+    """This machine's clock, naive UTC (what stored timestamps are)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def latest_event_time() -> datetime:
+    """The first moment an event may not be dated at, now (``LATEST`` at the most)."""
+    return min(LATEST, now() + FUTURE_SLACK)
+
+
 # Code points no id may hold (inclusive ranges): C0 and C1 controls (NUL included), line and
 # paragraph separators, bidirectional controls, and U+FFFD (what undecodable bytes become).
 _ID_FORBIDDEN = ((0x00, 0x1F), (0x7F, 0x9F), (0x2028, 0x202E), (0x2066, 0x2069), (0xFFFD, 0xFFFD))
@@ -65,6 +83,10 @@ _TRUE = {"1", "true", "t", "yes", "y"}
 _FALSE = {"0", "false", "f", "no", "n"}
 # Epoch seconds later than this (year 2286) are almost surely milliseconds.
 _MAX_EPOCH_SECONDS = 10_000_000_000
+# Eight digits that make a date of 1900 to 2099 are one (ISO 8601's basic form, a data
+# warehouse's date key), not epoch seconds of 1970-1973.
+_BASIC_DATE = re.compile(r"(19\d\d|20\d\d)(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
 
 
 class BadValue(ValueError):
@@ -236,15 +258,24 @@ def parse_timestamp(value: Any, column: str = "timestamp") -> datetime:
             f"{column} {shown(str(value).strip())} is outside the accepted range "
             f"{EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d} (UTC)"
         )
+    if moment >= (limit := latest_event_time()):
+        raise BadValue(
+            f"{column} {shown(str(value).strip())} is in the future: after {limit:%Y-%m-%d %H:%M} "
+            "UTC, a day past this machine's clock; check the clock and time zone it came from"
+        )
     return moment
 
 
 def _parse_timestamp_text(value: Any, column: str) -> datetime:
     text = str(value).strip()
-    try:
-        seconds = float(text)
-    except (ValueError, OverflowError):
-        seconds = None
+    if _BASIC_DATE.fullmatch(text):  # 20240310: ISO 8601's basic date, not 1970-08-23
+        try:
+            return datetime.strptime(text, "%Y%m%d")
+        except ValueError:
+            pass  # 12345678: epoch seconds after all
+    # ASCII digits only: float() also reads "1_710_072_000" and other scripts' digits
+    number = _NUMBER.fullmatch(text) or text.lower().lstrip("+-") in ("nan", "inf", "infinity")
+    seconds = float(text) if number else None
     if seconds is not None:
         if not math.isfinite(seconds):
             raise BadValue(f"{column} {shown(text)} is not a finite number of epoch seconds")
@@ -422,7 +453,7 @@ Rule = Callable[[Any, str], Any]
 # Printable ASCII at both ends: str.strip() leaves such a value as it is.
 _PLAIN = r"(?s)^[!-~](.*[!-~])?$"
 _DECIMAL = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
-_EPOCH = r"^\d{1,10}$"
+_EPOCH = r"^(\d{1,7}|\d{9,10})$"  # eight digits may be a date: the scalar rule decides
 _ISO = (
     r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?"
     r"(Z|[+-]([01]\d|2[0-3]):[0-5]\d)?)?$"
@@ -431,7 +462,6 @@ _ID_BAD_RE2 = _class(_ID_FORBIDDEN, re2=True)
 _TEXT_BAD_RE2 = _class(_TEXT_FORBIDDEN, re2=True)
 _EPOCH_START = datetime(1970, 1, 1)
 _EARLIEST_US = (EARLIEST - _EPOCH_START) // timedelta(microseconds=1)
-_LATEST_US = (LATEST - _EPOCH_START) // timedelta(microseconds=1)
 # Python's datetime range, less a day at each end for time zones.
 _PYTHON_SECONDS = (
     (datetime(1, 1, 2) - _EPOCH_START) // timedelta(seconds=1),
@@ -572,7 +602,8 @@ def _fast_float(column: pa.Array, minimum: float = -math.inf, maximum: float = m
 def _fast_timestamp(column: pa.Array):
     accepted, values = _fast_moments(column)
     micros = values.cast(pa.int64()).fill_null(0).to_numpy()  # (B,) since 1970, UTC
-    return accepted & (micros >= _EARLIEST_US) & (micros < _LATEST_US), values
+    latest = (latest_event_time() - _EPOCH_START) // timedelta(microseconds=1)
+    return accepted & (micros >= _EARLIEST_US) & (micros < latest), values
 
 
 def _fast_moments(column: pa.Array):
@@ -582,6 +613,7 @@ def _fast_moments(column: pa.Array):
     if pa.types.is_integer(column.type):
         seconds = column.cast(pa.int64()).fill_null(0).to_numpy()
         ok = column.is_valid().to_numpy(zero_copy_only=False) & (np.abs(seconds) < 10**10)
+        ok &= (seconds < 10**7) | (seconds >= 10**8)  # eight digits: the scalar rule
         return ok, pa.array(np.where(ok, seconds, 0) * 1_000_000, moment)
     if not pa.types.is_string(column.type):
         return _none(column, moment)

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import numbers
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -134,14 +135,22 @@ def interaction_weights(interactions: pd.DataFrame, config: CFConfig) -> np.ndar
     return weights
 
 
-def _decay(interactions: pd.DataFrame, half_life_days: float) -> np.ndarray:
-    """0.5 ** (age / half-life), age measured from each user's latest event; 1 without time."""
+def _decay(interactions: pd.DataFrame, half_life_days: float, now: float | None = None):
+    """0.5 ** (age / half-life), age measured from each user's latest event not after ``now``
+    (epoch seconds; this machine's clock by default); 1 without time.
+
+    An event dated later (ingest refuses them, but an older catalog may hold some) is as new
+    as that latest one: the reference was the user's latest event whatever its date, so one
+    event dated 2099 made the user's other events 76 years old, decayed to nothing and
+    dropped from the fit."""
     stamps = pd.to_datetime(interactions["timestamp"]).to_numpy(dtype="datetime64[ns]")
     seconds = stamps.astype("int64") / 1e9  # any datetime unit -> epoch seconds
     known = interactions["timestamp"].notna().to_numpy()
+    present = known & (seconds <= (time.time() if now is None else now))
     users = pd.factorize(interactions["user_id"])[0]  # codes, not a Python string per row
-    latest = pd.Series(np.where(known, seconds, -np.inf)).groupby(users)
-    age_days = (latest.transform("max").to_numpy() - seconds) / SECONDS_PER_DAY
+    latest = pd.Series(np.where(present, seconds, -np.inf)).groupby(users).transform("max")
+    latest = np.where(np.isfinite(latest), latest, seconds)  # a user with future events only
+    age_days = np.maximum(latest - seconds, 0.0) / SECONDS_PER_DAY
     return np.where(known, 0.5 ** (age_days / half_life_days), 1.0)
 
 
