@@ -20,6 +20,7 @@ from recsys.catalog import reads
 from recsys.catalog.models import AttributeKind, Interaction, Item, ItemAttribute, User
 from recsys.errors import InvalidInput
 from recsys.ingest import IngestOptions, ingest_interactions, ingest_items
+from recsys.ingest.interactions import record_interactions
 from recsys.ingest.items import recorded_kinds
 
 ITEMS_CSV = """\
@@ -321,6 +322,31 @@ def test_missing_required_column_fails_before_writing(run_cli, engine, tmp_path)
     assert "no 'user_id' column" in result.output and "found: user, item_id" in result.output
     assert interaction_rows(engine) == set()
     assert not (tmp_path / "interactions.csv.rejects.csv").exists()
+
+
+def test_an_interactions_column_it_does_not_take_is_refused_naming_it(run_cli, engine, shop):
+    """A 'Timestamp' or 'event_time' column was ignored: every event stored without a time,
+    and the file fixed and ingested again stored each event a second time."""
+    ingest_items(engine, shop / "items.csv", options=IngestOptions(show_progress=False))
+    path = shop / "events.csv"
+    path.write_text("user_id,item_id,event_time,session\nu1,a1,2024-03-10T12:00:00Z,s9\n")
+
+    result = run_cli("ingest", "interactions", str(path), expect_exit=2)
+
+    said = "unknown columns 'event_time' (is it 'timestamp'?), 'session': the columns taken are"
+    assert said in result.output and "--ignore-column NAME" in result.output
+    assert interaction_rows(engine) == set()
+    run_cli("ingest", "interactions", str(path), "--ignore-column", "event_time",
+            "--ignore-column", "session", "-q")  # fmt: skip
+    assert {row[:2] for row in interaction_rows(engine)} == {("u1", "a1")}
+
+    late = shop / "events.jsonl"  # a JSON Lines key first seen on a later line
+    late.write_text('{"user_id": "u2", "item_id": "a1"}\n{"user_id": "u3", "item_id": "a1", '
+                    '"Timestamp": "2024-03-10"}\n')  # fmt: skip
+    report = ingest_interactions(engine, late, IngestOptions(show_progress=False))
+    assert report.inserted == 1 and read_rejects(report.rejects_path) == {2: "invalid_value"}
+    with pytest.raises(InvalidInput, match=r"events\[0\]: unknown column 'Timestamp' \(is it"):
+        record_interactions(engine, [{"user_id": "u4", "item_id": "a1", "Timestamp": "x"}])
 
 
 @pytest.mark.parametrize(

@@ -38,6 +38,14 @@ def _options(function):
         type=click.Path(dir_okay=False, path_type=Path),
         help="Where to write rejected rows [default: FILE.rejects.csv].",
     )(function)
+    function = click.option(
+        "--ignore-column",
+        "ignore_columns",
+        multiple=True,
+        metavar="NAME",
+        help="A column of FILE to leave out (repeat for several): an interactions file's "
+        "other columns are refused, an items file's would be attributes.",
+    )(function)
     function = click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")(
         function
     )
@@ -53,7 +61,9 @@ def _options(function):
 )
 @_options
 @click.pass_obj
-def items(settings: Settings, file: Path, images_root, batch_size, rejects, as_json, quiet):
+def items(
+    settings: Settings, file: Path, images_root, batch_size, rejects, ignore_columns, as_json, quiet
+):
     """Add items from FILE, or replace the ones the catalog has.
 
     Columns: item_id (required); image, title, in_stock (optional); every other column is a
@@ -62,7 +72,12 @@ def items(settings: Settings, file: Path, images_root, batch_size, rejects, as_j
     (a title, a photo, an attribute) is cleared, so give every column, not only the ones that
     changed (the HTTP API's PATCH changes some fields of one item).
     """
-    options = IngestOptions(batch_size=batch_size, rejects_path=rejects, show_progress=bars(quiet))
+    options = IngestOptions(
+        batch_size=batch_size,
+        rejects_path=rejects,
+        show_progress=bars(quiet),
+        ignore_columns=ignore_columns,
+    )
     report = ingest_items(connect(settings.database_url), file, images_root, options)
     _finish(report, as_json, _images_root_hint(report, images_root or file.parent))
 
@@ -83,14 +98,22 @@ def _images_root_hint(report: IngestReport, root: Path) -> str | None:
 @click.argument("file", type=FILE)
 @_options
 @click.pass_obj
-def interactions(settings: Settings, file: Path, batch_size, rejects, as_json, quiet):
+def interactions(
+    settings: Settings, file: Path, batch_size, rejects, ignore_columns, as_json, quiet
+):
     """Add interactions from FILE.
 
     Columns: user_id, item_id (required); timestamp (ISO 8601 or epoch seconds), event (view,
     click, cart, purchase, ...; default "interaction", or "rating" when a rating is given),
-    weight or rating (default 1) are optional. Items must be ingested first.
+    weight or rating (default 1) are optional; any other column is refused, naming it (leave
+    it out with --ignore-column). Items must be ingested first.
     """
-    options = IngestOptions(batch_size=batch_size, rejects_path=rejects, show_progress=bars(quiet))
+    options = IngestOptions(
+        batch_size=batch_size,
+        rejects_path=rejects,
+        show_progress=bars(quiet),
+        ignore_columns=ignore_columns,
+    )
     report = ingest_interactions(connect(settings.database_url), file, options)
     _finish(report, as_json)
 

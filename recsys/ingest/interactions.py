@@ -36,6 +36,7 @@ from recsys.ingest.pipeline import (
     first_problems,
     refuse,
     run_ingest,
+    unknown_fields,
 )
 from recsys.ingest.readers import Batch, Record, batch_from_records
 from recsys.ingest.report import IngestReport, Reason
@@ -51,10 +52,15 @@ DEFAULT_EVENT = "interaction"
 RATING_EVENT = "rating"
 
 
+# The fields an event has: a file's other columns, or an event's other keys, are refused
+# naming them (a "Timestamp" or "event_time" column was ignored, every time stored empty).
+COLUMNS = ("user_id", "item_id", "event", "weight", "rating", "timestamp")
+
+
 class InteractionIngester:
     name = "interactions"
     required = ("user_id", "item_id")
-    known = ()
+    known = COLUMNS
     attributes = False
 
     def __init__(self) -> None:
@@ -72,7 +78,8 @@ class InteractionIngester:
         item = id_column(column("item_id"), n, "item_id")
         event = event_column(column("event"), n)
         moment = timestamp_column(column("timestamp"), n)
-        problems = first_problems(
+        problems = unknown_fields(batch, COLUMNS)
+        problems |= first_problems(
             [
                 ("weight", weight, False),
                 ("rating", rating, False),

@@ -29,7 +29,7 @@ from recsys.errors import Interrupted, InvalidInput
 from recsys.ingest.bulk import prepare
 from recsys.ingest.readers import Batch, open_records
 from recsys.ingest.report import IngestReport, Reason, Reject, RejectsWriter, default_rejects_path
-from recsys.ingest.values import BadValue, Parsed, check_attribute_name, parse_id
+from recsys.ingest.values import BadValue, Parsed, check_attribute_name, is_missing, parse_id
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,14 @@ class IngestOptions:
     # Where rejected rows go; default: "<input>.rejects.csv" beside the input.
     rejects_path: Path | None = None
     show_progress: bool = True
+    # Columns of the file to leave out (an interactions file's other columns are refused; an
+    # items file's would be attributes).
+    ignore_columns: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise InvalidInput(f"batch_size must be at least 1, got {self.batch_size}")
+        object.__setattr__(self, "ignore_columns", tuple(self.ignore_columns))
 
 
 class Ingester(Protocol):
@@ -104,7 +108,8 @@ def _run_ingest(
     engine: Engine, path: Path, ingester: Ingester, options: IngestOptions, report: IngestReport
 ) -> IngestReport:
     with open_records(path) as source:
-        check_columns(source.columns, ingester, path)
+        kept = [name for name in source.columns if name not in options.ignore_columns]
+        check_columns(kept, ingester, path)
         rejects = RejectsWriter(options.rejects_path or default_rejects_path(path), report)
         bar = tqdm(
             total=source.total,
@@ -204,6 +209,8 @@ def _parsed_ahead(
         batch = next(batches, None)
         if batch is None:
             return None
+        for name in options.ignore_columns:
+            batch.columns.pop(name, None)
         rows, problems = ingester.parse(batch)
         rows = ingester.look_up(reader, rows)
         reader.rollback()  # no read transaction kept open between batches
@@ -250,6 +257,52 @@ def check_columns(columns: Sequence[str], ingester: Ingester, path: Path) -> Non
             f"(found: {', '.join(columns) or 'none'}); {ingester.name} files need "
             f"{', '.join(ingester.required)}{hint}"
         )
+    unknown = [] if ingester.attributes else [c for c in columns if c not in ingester.known]
+    if unknown:
+        them = "them" if len(unknown) > 1 else "it"
+        raise InvalidInput(
+            f"{path.name}: {unknown_columns(unknown, ingester.known)}; rename {them}, or leave "
+            f"{them} out with --ignore-column NAME (ignore_columns in IngestOptions)"
+        )
+
+
+# Names logs give the fields an event has: suggested when a file holds them.
+_SYNONYMS = {
+    "timestamp": ("time", "ts", "date", "datetime", "event_time", "event_timestamp",
+                  "created_at", "occurred_at", "time_stamp"),
+    "user_id": ("user", "userid", "customer_id", "customer", "visitor_id", "client_id"),
+    "item_id": ("item", "itemid", "product_id", "product", "sku", "movie_id", "movieid"),
+    "event": ("event_type", "type", "action", "event_name", "kind"),
+    "weight": ("value", "quantity", "qty", "count", "score"),
+}  # fmt: skip
+
+
+def unknown_columns(names: Sequence[str], known: Sequence[str]) -> str:
+    """What to say of the columns ``names`` a file has besides ``known``: each named, with
+    the known column it probably is."""
+    said = []
+    for name in names:
+        folded = name.strip().lower().replace(" ", "_").replace("-", "_")
+        guess = next((k for k in known if k == folded or folded in _SYNONYMS.get(k, ())), None)
+        said.append(f"{name!r}" + (f" (is it {guess!r}?)" if guess else ""))
+    return (
+        f"unknown column{'s' if len(names) > 1 else ''} {', '.join(said)}: "
+        f"the columns taken are {', '.join(known)}"
+    )
+
+
+def unknown_fields(batch: Batch, known: Sequence[str]) -> Problems:
+    """Rows with a value in a column besides ``known`` (a JSON Lines key that first appears
+    after the first line, an event of the library's or the API's), refused naming it."""
+    problems: Problems = {}
+    for name, column in batch.columns.items():
+        if name in known:
+            continue
+        values = column.to_pylist() if isinstance(column, pa.Array) else column
+        rows = [row for row, value in enumerate(values) if not is_missing(value)]
+        refuse(problems, np.asarray(rows, dtype=np.int64), Reason.INVALID_VALUE,
+               [unknown_columns([name], known)] * len(rows))  # fmt: skip
+    return problems
 
 
 def _separator_hint(columns: Sequence[str], missing: Sequence[str]) -> str:
