@@ -215,6 +215,12 @@ def test_time_cutoff_split_is_one_global_time():
     split = split_interactions(frame, "time-cutoff", 0.2, seed=0, cutoff="2024-06-01")
     assert split.description["cutoff"] == "2024-06-01T00:00:00"
     assert (split.test["timestamp"] >= pd.Timestamp("2024-06-01")).all()
+    # a zone, epoch seconds or a basic date, as ingest reads the events' own times (a zoned
+    # cutoff was a TypeError: a zone-aware time compared with the naive UTC ones)
+    for same in ("2024-06-01T05:30:00+05:30", "1717200000", "20240601"):
+        zoned = split_interactions(frame, "time-cutoff", 0.2, seed=0, cutoff=same)
+        assert zoned.description["cutoff"] == "2024-06-01T00:00:00"
+        assert zoned.test.index.equals(split.test.index)
 
 
 def test_random_split_is_seeded_per_user_and_not_by_time():

@@ -30,6 +30,7 @@ from recsys.evaluation.contenders import (
 from recsys.evaluation.item_to_item import cosine_ranker, next_item_hits
 from recsys.evaluation.registry import record_in_active_bundle
 from recsys.evaluation.report import ReportInputs, write_report
+from recsys.ingest.values import BadValue, parse_moment
 from recsys.model import diversity, parallel
 from recsys.model.data import CatalogData, count_items, count_users, read_catalog
 from recsys.model.protocol import MAX_BATCH_CELLS, build_task, rank, recall_per_user, score
@@ -82,12 +83,10 @@ class EvaluationConfig:
         if not self.ks or min(self.ks) < 1:
             raise ValueError(f"EvaluationConfig.ks {self.ks} must be positive cut-offs")
         if self.cutoff is not None:
-            try:
-                pd.Timestamp(self.cutoff)
-            except ValueError:
-                raise InvalidInput(
-                    f"cutoff {self.cutoff!r} is not a time; give an ISO time such as 2015-01-01"
-                ) from None
+            try:  # the rule of the events' own times: a zone, epoch seconds, 20150101
+                parse_moment(self.cutoff, "cutoff")
+            except BadValue as exc:
+                raise InvalidInput(f"{exc}; give an ISO time such as 2015-01-01") from None
         # Normalised copies of the fields (a frozen dataclass sets them this way once); the
         # caller's nested configs are left as they were.
         fused = self.fused
@@ -191,6 +190,14 @@ def _evaluate(data: CatalogData, config, content: ItemContent, show_progress: bo
             raise InvalidInput(
                 f"--cutoff {config.cutoff} leaves no {empty} interactions: the events run from "
                 f"{stamps.min()} to {stamps.max()}; give a cutoff between them"
+            )
+        if config.split == "time-cutoff" and (split.train.empty or split.test.empty):
+            when = split.description["cutoff"]
+            raise InvalidInput(
+                f"every event is {'at or after' if split.train.empty else 'before'} the "
+                f"default cutoff {when} (the time by which {1 - config.holdout:.0%} of them "
+                "happened): their times do not spread enough to split by one (all at one "
+                "time?); give --cutoff or use --split random"
             )
         raise InvalidInput(
             "no user has both training and held-out interactions under this split; "

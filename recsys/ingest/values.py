@@ -241,6 +241,17 @@ def parse_bool(value: Any, column: str) -> bool:
 
 
 def parse_timestamp(value: Any, column: str = "timestamp") -> datetime:
+    """An event's time: ``parse_moment``, at most ``FUTURE_SLACK`` past the clock."""
+    moment = parse_moment(value, column)
+    if moment >= (limit := latest_event_time()):
+        raise BadValue(
+            f"{column} {shown(str(value).strip())} is in the future: after {limit:%Y-%m-%d %H:%M} "
+            "UTC, a day past this machine's clock; check the clock and time zone it came from"
+        )
+    return moment
+
+
+def parse_moment(value: Any, column: str = "timestamp") -> datetime:
     """ISO 8601 (naive means UTC) or epoch seconds -> naive UTC datetime in the range."""
     if isinstance(value, datetime):
         moment = value
@@ -257,11 +268,6 @@ def parse_timestamp(value: Any, column: str = "timestamp") -> datetime:
         raise BadValue(
             f"{column} {shown(str(value).strip())} is outside the accepted range "
             f"{EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d} (UTC)"
-        )
-    if moment >= (limit := latest_event_time()):
-        raise BadValue(
-            f"{column} {shown(str(value).strip())} is in the future: after {limit:%Y-%m-%d %H:%M} "
-            "UTC, a day past this machine's clock; check the clock and time zone it came from"
         )
     return moment
 

@@ -41,7 +41,10 @@ def split_interactions(
     if name == "temporal":
         train, test = temporal_split(interactions, holdout)
     elif name == "time-cutoff":
-        when = pd.Timestamp(cutoff) if cutoff else default_cutoff(interactions, holdout)
+        from recsys.ingest.values import parse_moment  # the events' rule (ingest imports this)
+
+        when = pd.Timestamp(parse_moment(cutoff, "cutoff")) if cutoff else None
+        when = default_cutoff(interactions, holdout) if when is None else when
         train, test = time_cutoff_split(interactions, when)
         cutoff = when.isoformat()
     else:
