@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 
-from recsys.model.bundle import catalog_identity, load_active, write_bundle
+import pytest
+
+from recsys.errors import InvalidBundle
+from recsys.model.bundle import catalog_identity, load_active, read_manifest, write_bundle
 from recsys.model.training import train
 from tests.shop_fixture import populate, train_config
 
@@ -55,3 +58,24 @@ def test_gc_keeps_the_newest_and_the_active_and_removes_what_killed_runs_left(
     run_cli("--artifacts-dir", artifacts, "bundles", "gc", "--keep", "0")
     assert load_active(engine).version == oldest.version and oldest.path.is_dir()
     assert not newest.path.exists()
+
+
+def test_a_bundle_of_the_format_before_is_read_and_one_of_newer_code_is_refused(engine, tmp_path):
+    """Code that read only format 5 served a format-6 bundle's feeds without its users'
+    recency and read its Chinese titles as whole words; this code reads 5 and 6 (an upgrade
+    serves the bundle it finds) and refuses a newer format, saying what wrote it."""
+    populate(engine)
+    trained = train(engine, tmp_path, train_config())
+    manifest_path = trained.path / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["format_version"] == 6
+    for found, refused in ((5, None), (7, "newer code wrote it")):
+        manifest_path.write_text(json.dumps({**manifest, "format_version": found}))
+        if refused is None:
+            assert read_manifest(trained.path)["format_version"] == 5
+            assert load_active(engine).version == trained.version
+        else:
+            with pytest.raises(
+                InvalidBundle, match=f"format 7, this code reads 5 and 6; {refused}"
+            ):
+                read_manifest(trained.path)

@@ -251,6 +251,16 @@ def test_titles_keep_a_relisting_and_part_items_that_only_their_vectors_pair():
         DuplicateFinder(config).fit(vectors, titles=titles[:2])
 
 
+def test_a_chinese_relisting_keeps_its_pair_and_another_product_does_not():
+    """A title without spaces was one word: the same sneakers re-listed with 包邮 ("free
+    shipping") added shared no word with the original, and every such pair was dropped."""
+    vectors = np.array([[1, 0]] * 3 + [[0, 1]] * 2, dtype=np.float32)
+    titles = ["李宁红色运动鞋", "李宁红色运动鞋包邮", "白色连衣裙", "赤い傘", "黒い財布"]
+    finder = DuplicateFinder(DuplicateConfig(threshold=0.95)).fit(vectors, titles=titles)
+    pairs = set(zip(finder.pairs_.left.tolist(), finder.pairs_.right.tolist(), strict=True))
+    assert pairs == {(0, 1)}  # an umbrella and a wallet: a vector's pair, not a re-listing
+
+
 @pytest.mark.filterwarnings("error")  # the command line would print a RuntimeWarning
 def test_two_untitled_items_keep_their_cosine_without_a_warning():
     titles = [None, "", "Harbour Lights", "Harbour Lights"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -77,6 +79,49 @@ def test_numeric_bins_reward_close_values():
     frame = pd.DataFrame({"year": np.arange(1950, 2020, dtype=float)})
     out = TabularEncoder({"year": "numeric"}).fit(frame).transform(frame)
     assert out[60] @ out[61] > out[60] @ out[40] > out[60] @ out[0]
+
+
+def test_titles_without_spaces_share_words_and_one_text_has_one_form():
+    """A Chinese title was one word, shared with no other title: two sneakers had nothing in
+    common, nor did a title written with a combining umlaut and the same one composed."""
+    titles = pd.DataFrame(
+        {
+            "title": [
+                "李宁新款红色运动鞋",  # Li-Ning new red sneakers
+                "安踏白色运动鞋",  # Anta white sneakers
+                "红色连衣裙",  # red dress
+                "Müller Jacke",
+                "Mu\u0308ller Jacke",  # the same, its umlaut a combining mark (macOS)
+                "ＭＵＬＬＥＲ",  # full-width letters
+            ]
+        }
+    )
+    encoder = TabularEncoder({"title": "text"}, TabularConfig(min_df=1, max_dims=0))
+    out = encoder.fit(titles).transform(titles)
+    cosine = out @ out.T
+    assert cosine[0, 1] > 0.2 and cosine[0, 2] > 0.1  # 运动鞋 (sneakers), 红色 (red)
+    assert cosine[1, 2] == 0
+    assert cosine[3, 4] == pytest.approx(1.0, abs=1e-5) and cosine[3, 5] == 0  # mu'ller, muller
+    assert tabular.text.words("ＭＵＬＬＥＲ ﾜﾝﾋﾟｰｽ 傘") and list(
+        tabular.text.words("ＭＵＬＬＥＲ ﾜﾝﾋﾟｰｽ 傘")
+    ) == ["muller", "ワン", "ンピ", "ピー", "ース", "傘"]
+
+
+def test_a_bundles_vocabulary_is_read_with_the_words_it_was_counted_in(items, tmp_path):
+    """A bundle saved before the words of any script counts its vocabulary as scikit-learn
+    did (its state has no "words"): a title is encoded as it was at training."""
+    encoder = TabularEncoder({"title": "text"}, TabularConfig(min_df=1, max_dims=0))
+    encoder.fit(pd.DataFrame({"title": ["红色运动鞋", "白色运动鞋 x1"]}))
+    encoder.save(tmp_path)
+    state = json.loads((tmp_path / "tabular.json").read_text())
+    assert state["columns"]["title"].pop("words") == 2
+    (tmp_path / "tabular.json").write_text(json.dumps(state))
+    loaded = TabularEncoder.load(tmp_path)
+    _, text = loaded.columns_["title"]
+    assert text.words == 1 and text._counter.build_analyzer()("红色运动鞋 x1") == [
+        "红色运动鞋",
+        "x1",
+    ]
 
 
 def test_save_load_round_trip_without_pickles(items, tmp_path):

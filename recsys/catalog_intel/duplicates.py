@@ -201,8 +201,10 @@ def title_words(titles) -> sparse.csr_matrix:
     to fit, so a word only one title has counts as much as any."""
     from sklearn.feature_extraction.text import HashingVectorizer
 
-    hashing = HashingVectorizer(
-        token_pattern=r"(?u)\b\w+\b", binary=True, norm=None, alternate_sign=False
+    from recsys.text import analyzer
+
+    hashing = HashingVectorizer(  # the words of any script (Chinese titles: two-character pieces)
+        analyzer=analyzer(shortest=1), binary=True, norm=None, alternate_sign=False
     )
     return hashing.transform(["" if title is None else str(title) for title in titles])
 

@@ -51,8 +51,12 @@ log = logging.getLogger(__name__)
 
 # 2: item vectors hold unweighted blocks, queries carry the weights (surfaces).
 # 3: filters as mapped arrays; 4: the CF matrix as three mapped arrays; 5: the cold-item
-# predictor (cold_coef.npy, cold_intercept.npy), which new items' vectors need
-FORMAT_VERSION = 5
+# predictor (cold_coef.npy, cold_intercept.npy), which new items' vectors need; 6: users'
+# factors solved again with recency (cf_recency.json) and text counted in the words of
+# recsys.text: code that reads 5 served such a bundle's feeds without the recency and read
+# its Chinese titles as whole words, so it refuses them. This code reads 5 and 6.
+FORMAT_VERSION = 6
+READABLE_FORMATS = (5, 6)
 MANIFEST = "manifest.json"
 # In a bundle renamed into place but not registered yet; holds the catalog's identity.
 UNREGISTERED = "UNREGISTERED"
@@ -151,10 +155,17 @@ def read_manifest(directory: str | Path, verify: bool = True) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise InvalidBundle(f"{path} is not valid JSON ({exc}); retrain the bundle") from exc
-    if manifest.get("format_version") != FORMAT_VERSION:
+    found = manifest.get("format_version")
+    if found not in READABLE_FORMATS:
+        newer = isinstance(found, int) and found > FORMAT_VERSION
+        fix = (
+            "newer code wrote it: serve it with that code, or activate a bundle this code wrote"
+            if newer
+            else "retrain with `recsys train`"
+        )
         raise InvalidBundle(
-            f"bundle {directory} has format {manifest.get('format_version')}, this code reads "
-            f"{FORMAT_VERSION}; retrain with `recsys train`"
+            f"bundle {directory} has format {found}, this code reads "
+            f"{' and '.join(map(str, READABLE_FORMATS))}; {fix}"
         )
     if verify:
         for name, expected in manifest.get("files", {}).items():

@@ -32,6 +32,7 @@ from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.preprocessing import RobustScaler
 from sklearn.utils.validation import check_is_fitted
 
+from recsys import text
 from recsys.model.frozen import FrozenDict
 from recsys.model.fusion import normalize_rows
 
@@ -205,12 +206,23 @@ class _Categorical:
 
 
 class _Text:
-    """TF-IDF with sublinear tf [Salton & Buckley 1988], kept sparse."""
+    """TF-IDF with sublinear tf [Salton & Buckley 1988], kept sparse, over the words of
+    ``recsys.text`` (any script; a bundle from before them reads scikit-learn's words)."""
+
+    def __init__(self, words: int = text.VERSION):
+        self.words = words
+
+    def _analyzer(self):
+        return text.analyzer() if self.words >= 2 else "word"
 
     def fit(self, values: list[str], config: TabularConfig) -> _Text:
         min_df = min(config.min_df, max(1, len(values) // 2))
         tfidf = TfidfVectorizer(
-            min_df=min_df, sublinear_tf=True, max_features=config.max_features, dtype=np.float32
+            min_df=min_df,
+            sublinear_tf=True,
+            max_features=config.max_features,
+            dtype=np.float32,
+            analyzer=self._analyzer(),
         )
         try:
             tfidf.fit(values)
@@ -225,7 +237,9 @@ class _Text:
         # One counter, already holding the vocabulary as its fitted one: a counter made per
         # call checked and copied the whole vocabulary before counting, so encoding a few
         # rows (a live item, every second) cost time in proportion to it.
-        self._counter = CountVectorizer(vocabulary=vocabulary, dtype=np.float32)
+        self._counter = CountVectorizer(
+            vocabulary=vocabulary, dtype=np.float32, analyzer=self._analyzer()
+        )
         self._counter.vocabulary_, self._counter.fixed_vocabulary_ = vocabulary, True
         return self
 
@@ -241,7 +255,7 @@ class _Text:
         return len(self.vocabulary)
 
     def state(self) -> dict:
-        return {"vocabulary": self.vocabulary}
+        return {"vocabulary": self.vocabulary, "words": self.words}
 
 
 class TabularEncoder(TransformerMixin, BaseEstimator):
@@ -482,7 +496,7 @@ def _restore(column: dict, directory: Path, stem: str):
         encoder.edges = column["edges"]
     elif kind == "text":
         idf = np.load(directory / f"{stem}_idf.npy", allow_pickle=False)
-        encoder = _Text().using(column["vocabulary"], idf)
+        encoder = _Text(column.get("words", 1)).using(column["vocabulary"], idf)
     else:
         encoder = _Categorical().using(column["categories"])
     return encoder
