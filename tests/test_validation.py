@@ -35,7 +35,7 @@ from recsys.model.bundle import load_recommender
 from recsys.model.training import train
 from services.errors import ApiError
 from services.schemas import path_id
-from tests.shop_fixture import ADMIN, build_shop, service_app, train_config
+from tests.shop_fixture import ADMIN, build_shop, populate, service_app, train_config
 from tests.test_ingest import interaction_rows
 from tests.toy import toy_catalog
 
@@ -509,3 +509,20 @@ def test_eight_digit_dates_are_dates_and_numbers_are_ascii(value, expected):
     assert parse_timestamp(value) == expected
     as_column = pa.array([value], pa.int32() if isinstance(value, int) else pa.string())
     assert timestamp_column(as_column, 1).values.to_pylist() == [expected]
+
+
+def test_an_id_or_title_has_one_form_and_no_invisible_twin(engine):
+    """ "Jürgen" with a combining umlaut was a second user; "sku-1" with a zero-width space a
+    second item that looked the same everywhere it was shown."""
+    decomposed, composed = "Ju\u0308rgen", "Jürgen"
+    assert parse_id(decomposed, "user_id") == composed == path_id("user_id", decomposed)
+    assert parse_text("Scho\u0308ffel Jacke", "title") == "Schöffel Jacke"
+    for twin in ("sku-1\u200b", "\ufeffsku-1", "sku\u00ad-1", "sku\u20601"):
+        with pytest.raises(BadValue, match="invisible or control character"):
+            parse_id(twin, "item_id")
+    assert parse_id("👩\u200d💻", "item_id") == "👩\u200d💻"  # an emoji's joiner stays
+    populate(engine)
+    before = {user for user, *_ in interaction_rows(engine)}
+    record_interactions(engine, [{"user_id": decomposed, "item_id": "a0"}])
+    record_interactions(engine, [{"user_id": composed, "item_id": "a1"}])
+    assert {user for user, *_ in interaction_rows(engine)} - before == {composed}
