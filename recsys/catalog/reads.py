@@ -47,7 +47,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import DatabaseError, DBAPIError, OperationalError
 
 from recsys.catalog import changes
-from recsys.catalog.db import database_away
+from recsys.catalog.db import database_away, fold_case
 from recsys.catalog.models import (
     TITLE_SEARCH_TABLE,
     CatalogState,
@@ -597,9 +597,10 @@ def _title_search(query: Select, dialect: str, text: str) -> tuple[Select, Any]:
     in a row (its case folding finds a superset of the LIKE's matches, which then decides), so
     that a page of a common word stops after its items instead of listing every match first.
     The order is then the index's row (the same id), whose own range an ``after`` reads."""
-    query = query.where(Item.title.icontains(text, autoescape=True))
     if dialect != "sqlite":
-        return query, Item.id
+        return query.where(Item.title.icontains(text, autoescape=True)), Item.id
+    folded = func.recsys_fold(Item.title, type_=Text)  # db.FOLD: any script's case
+    query = query.where(folded.contains(fold_case(text), autoescape=True))
     phrase = '"' + _indexed_part(text).replace('"', '""') + '"'  # an FTS5 string: literal
     indexed = _TITLES.join(Item, Item.id == _TITLES.c.rowid)
     query = query.select_from(indexed).where(_TITLES.c[TITLE_SEARCH_TABLE].match(phrase))
