@@ -72,7 +72,12 @@ def model_problem(last_error: str | None) -> str:
     if not last_error:
         return "no model bundle loaded; run `recsys train`"
     if last_error.startswith(WAITING):  # the catalog, not the bundle
-        fix = "run `recsys db upgrade`" if "recsys db upgrade" in last_error else "check it answers"
+        if "newer code migrated it" in last_error:
+            fix = "newer code migrated it: run that code, or downgrade the catalog with it"
+        elif "recsys db upgrade" in last_error:
+            fix = "run `recsys db upgrade`"
+        else:
+            fix = "check it answers"
         return (
             f"the catalog database is not ready (the server log says why): {fix}, and check "
             "RECSYS_DATABASE_URL"
@@ -137,6 +142,7 @@ def init_app(app: Flask) -> None:
                 message = message_of(exc)
                 if isinstance(exc, ModelNotTrained) and message.startswith(WAITING):
                     message = model_problem(message)  # no database host or driver text
+                    code = "catalog_not_ready"  # the catalog is what is missing, not a model
                 elif isinstance(exc, ModelNotTrained):  # a worker's last error: "Kind: why"
                     message = _CLASS_NAME.sub("", message, count=1)
                 return error_response(status, code, message)

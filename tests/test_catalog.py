@@ -210,13 +210,27 @@ def test_writing_events_leaves_their_items_unlocked(engine):
     assert (2, 1) in _events(engine)
 
 
+def test_a_catalog_newer_code_migrated_is_named_so_everywhere(run_cli, engine):
+    """Every command said "at revision 0099, the code expects 0011; run `recsys db upgrade`",
+    which then refused: code rolled back after an upgrade was told to upgrade."""
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    head = migrate.head_revision()
+    said = run_cli("stats", expect_exit=2).output
+    assert f"is at revision 0099, newer than this code's {head}: newer code migrated it" in said
+    assert f"that code's `recsys db downgrade {head}`" in said and "db upgrade` first" not in said
+
+
 def test_cli_db_commands(run_cli, db_url):
     upgraded = run_cli("db", "upgrade").output
-    assert "catalog at revision" in upgraded
+    head = migrate.head_revision()
+    assert f"catalog migrated from revision base to {head}" in upgraded  # what it did
+    again = run_cli("db", "upgrade").output
+    assert f"catalog at revision {head}: already there, nothing to do" in again
     if db_url.startswith("sqlite"):  # a mistyped path made a new catalog without a word
         path = db_url.removeprefix("sqlite:///")
         assert f"created a new catalog database at {path}" in upgraded
-        assert "created" not in run_cli("db", "upgrade").output
+        assert "created" not in again
     assert "current: " + str(migrate.head_revision()) in run_cli("db", "current").output
     refused = run_cli("db", "downgrade", "base", expect_exit=2)  # no terminal to ask on
     assert "drops tables and columns and the data in them; pass --yes" in refused.output

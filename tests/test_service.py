@@ -408,6 +408,7 @@ def test_a_worker_waits_for_a_missing_catalog_instead_of_failing_to_boot(tmp_pat
     # as /readyz says it: the driver's text (a PostgreSQL host and port) is for the log only
     waiting = client.get("/v1/items/a1/similar")
     assert_error(waiting, 503, "the catalog database is not ready (the server log says why)")
+    assert waiting.get_json()["error"]["code"] == "catalog_not_ready"  # was model_not_ready
     assert "later.db" not in waiting.get_data(as_text=True)
     ready = client.get("/readyz").get_data(as_text=True)
     assert "recsys db upgrade" in ready and "recsys train" not in ready

@@ -88,7 +88,7 @@ def _postgres_index() -> None:
             log.warning(
                 "pg_trgm could not be created (%s): title searches will read every title. "
                 "A superuser can run CREATE EXTENSION pg_trgm in this database, then "
-                "`recsys db downgrade 0010` and `recsys db upgrade` build the index.",
+                "`recsys db downgrade 0010 --yes` and `recsys db upgrade` build the index.",
                 str(exc.orig).strip().splitlines()[0],
             )
             return

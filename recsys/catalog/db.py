@@ -234,14 +234,22 @@ def connect_current(database_url: str) -> Engine:
 
 def require_current_schema(engine: Engine) -> None:
     """Raise ``CatalogNotReady`` unless the database is migrated to the latest revision."""
-    from recsys.catalog.migrate import current_revision, head_revision
+    from recsys.catalog.migrate import current_revision, head_revision, revisions
 
     current, head = current_revision(engine), head_revision()
     if current != head:
+        where = engine.url.render_as_string(hide_password=True)
+        if current is not None and current not in revisions():  # `db upgrade` refuses it too
+            raise CatalogNotReady(
+                f"the catalog database {where} is at revision {current}, newer than this "
+                f"code's {head}: newer code migrated it; run that code, or to go back to this "
+                f"one, run that code's `recsys db downgrade {head}` first (README, "
+                '"Upgrades and rollbacks")'
+            )
         state = "is not initialised" if current is None else f"is at revision {current}"
         raise CatalogNotReady(
-            f"the catalog database {engine.url.render_as_string(hide_password=True)} {state}, "
-            f"the code expects {head}; run `recsys db upgrade` first"
+            f"the catalog database {where} {state}, the code expects {head}; run "
+            "`recsys db upgrade` first"
         )
 
 

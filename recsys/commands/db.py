@@ -30,10 +30,15 @@ def upgrade(settings: Settings, revision: str) -> None:
     engine = connect(settings.database_url)
     path = sqlite_path(engine.url)  # a new file: a mistyped path makes a new, empty catalog
     new_file = path if path is not None and not os.path.exists(path) else None
+    before = None if new_file else migrate.current_revision(engine)
     migrate.upgrade(engine, revision)
     if new_file:
         click.echo(f"created a new catalog database at {new_file}")
-    click.echo(f"catalog at revision {migrate.current_revision(engine)}")
+    after = migrate.current_revision(engine)
+    if before == after:
+        click.echo(f"catalog at revision {after}: already there, nothing to do")
+    else:
+        click.echo(f"catalog migrated from revision {before or 'base'} to {after}")
 
 
 @command.command()
@@ -53,8 +58,8 @@ def downgrade(settings: Settings, revision: str, yes: bool) -> None:
                 "db downgrade drops tables and columns and the data in them; pass --yes"
             )
         click.confirm(
-            f"downgrade the catalog to {revision}, dropping what later revisions added "
-            "(and its data)?",
+            f"downgrade the catalog to {revision}, dropping the tables, columns and indexes "
+            "later revisions added (and the data in those tables and columns)?",
             abort=True,
         )
     engine = connect(settings.database_url)
