@@ -28,6 +28,7 @@ from recsys.model.split import (
     split_interactions,
     temporal_split,
     time_cutoff_split,
+    validation_split,
 )
 
 KS = (1, 3, 5, 10)
@@ -204,6 +205,25 @@ def test_positions_look_ids_up_as_get_indexer_does():
         want = pd.Index(ids).get_indexer(pd.Series(column, dtype=object))
         np.testing.assert_array_equal(positions(column, ids), want)
     np.testing.assert_array_equal(positions(pd.Series([2, 1, 3]), np.array(["1", "2"])), [1, 0, -1])
+
+
+def test_a_validation_slice_holds_out_the_latest_though_a_few_events_have_no_time():
+    """One event without a time among thousands made training's slice random (and so left
+    the users' recency untried); up to 1% of them count as the oldest events instead."""
+    frame = interactions()
+    few = frame.copy()
+    undated = few["timestamp"].idxmin()
+    few.loc[undated, "timestamp"] = pd.NaT
+    assert len(few) >= 100  # 1 in 100 or more
+    fit_few, held_few = validation_split(few, 0.25)
+    assert undated in fit_few.index and len(fit_few) + len(held_few) == len(few)
+    for user, held in held_few.groupby("user_id"):  # each user's latest dated events
+        fit = fit_few[fit_few["user_id"] == user]["timestamp"].dropna()
+        assert held["timestamp"].min() >= fit.max()
+    many = frame.copy()
+    many.loc[many.index[::10], "timestamp"] = pd.NaT  # 10%: a seeded random share
+    _, held_many = validation_split(many, 0.25, seed=0)
+    assert held_many.index.equals(random_split(many, 0.25, seed=0)[1].index)
 
 
 def test_time_cutoff_split_is_one_global_time():

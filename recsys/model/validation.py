@@ -46,7 +46,7 @@ from recsys.model.protocol import (
     recall_per_user,
 )
 from recsys.model.ranking import WIDE_ROW, hit_matrix, per_user_metrics, top_k, top_k_finite
-from recsys.model.split import validation_split
+from recsys.model.split import DATED_SHARE, validation_split
 
 log = logging.getLogger(__name__)
 
@@ -247,14 +247,15 @@ def choose_recency(
     ``grid.recency`` rank the validation users' held-out items better (recall@K,
     ``grid.significance`` standard errors of the paired gain over none). The held-out
     events are each user's latest, so the slice asks the question a feed answers: what
-    comes next. Only for ALS on the implicit engine, and only when every event has a time.
+    comes next. Only for ALS on the implicit engine, and only when (nearly) every event has a
+    time (``split.DATED_SHARE``; the others count as the oldest).
     ``cf`` (fitted on ``fit_part``) keeps the chosen factors. -> (half-life or None, report)"""
     grid = config.grid.recency
     if (
         not grid
         or config.cf.model != "als"
         or config.cf.engine != "implicit"
-        or not fit_part["timestamp"].notna().all()
+        or fit_part["timestamp"].notna().mean() < DATED_SHARE  # the slice is not the latest
     ):
         return None, {}
     plain = _users_recall(cf, cf.user_factors_, task)
