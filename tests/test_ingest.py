@@ -205,6 +205,20 @@ def test_json_lines_keys_first_seen_on_a_later_line_meet_the_name_rules(engine, 
         assert set(session.scalars(select(ItemAttribute.name))) == {"brand"}
 
 
+def test_a_new_column_of_numbers_but_a_few_says_why_it_is_categorical(engine, tmp_path, caplog):
+    """One German price "129,50" among numbers made the new column categorical for every
+    item: the ingest said "0 rejected" and nothing else. A Chinese description is text."""
+    rows = "".join(
+        f"i{n},{n}.99,这款运动鞋采用透气网面设计轻便舒适适合日常跑步\n" for n in range(20)
+    )
+    (tmp_path / "items.csv").write_text("item_id,price,description\n" + rows + 'x,"129,50",短\n')
+    ingest_items(engine, tmp_path / "items.csv", options=IngestOptions(show_progress=False))
+    said = "attribute 'price' is categorical: 20 of its 21 values here are numbers, the others"
+    assert said in caplog.text and "'129,50'; a decimal comma?" in caplog.text
+    with engine.connect() as connection:
+        assert recorded_kinds(connection, ["description"])["description"] == "text"
+
+
 def test_a_file_that_widens_an_attributes_kind_says_so(engine, tmp_path, caplog):
     """One stray word in a numeric column makes it categorical for the whole catalog: the
     ingest said nothing."""

@@ -100,6 +100,7 @@ class ItemIngester:
     def __init__(self, images_root: Path):
         self.images_root = Path(images_root).resolve()
         self.seen = SeenKeys()
+        self.said_odd: set[str] = set()  # columns of mostly numbers reported (once a file)
 
     def parse(self, batch: Batch) -> tuple[pd.DataFrame, Problems]:
         """Valid rows (row, external_id and the ``FIELDS``) and the others' problems."""
@@ -178,7 +179,8 @@ class ItemIngester:
         report.inserted += len(new)
         report.updated += len(changed)
         report.unchanged += len(records) - len(new) - len(changed)
-        record_attribute_kinds(connection, [record["attributes"] for record in records], widen)
+        documents = [record["attributes"] for record in records]
+        record_attribute_kinds(connection, documents, widen, said=self.said_odd)
 
 
 def documents(attributes: dict[str, np.ndarray], length: int) -> list[dict[str, Any]]:
@@ -339,17 +341,27 @@ def recorded_kinds(connection: Connection, names) -> dict[str, AttributeKind]:
 
 
 def record_attribute_kinds(
-    connection: Connection, attributes: Sequence[dict[str, Any]], widen: bool = True
+    connection: Connection,
+    attributes: Sequence[dict[str, Any]],
+    widen: bool = True,
+    said: set[str] | None = None,
 ) -> None:
     """Infer each attribute column's kind in this batch and widen the recorded kind (with
-    ``widen`` False, only record new names' kinds)."""
+    ``widen`` False, only record new names' kinds). ``said``: the columns whose odd values
+    were reported already (by an earlier batch of the same file); grown here."""
     counts: dict[str, Counter] = {}
+    odd: dict[str, Any] = {}  # per column, a value that is no number or date
     for document in attributes:
         for name, value in document.items():
-            counts.setdefault(name, Counter())[value_kind(value)] += 1
+            kind = value_kind(value)
+            counts.setdefault(name, Counter())[kind] += 1
+            if kind not in (AttributeKind.NUMERIC, AttributeKind.DATE, None):
+                odd.setdefault(name, value)
     if not counts:
         return
     kinds = {name: kind_of_counts(counted) for name, counted in counts.items()}
+    if widen:
+        _say_mostly_numbers(counts, kinds, odd, set() if said is None else said)
     add, recorded_of, set_kind = _kind_statements(is_postgresql(connection))
     # Record new names (a name already recorded, maybe just now by another writer, stays) ...
     connection.execute(
@@ -373,6 +385,28 @@ def record_attribute_kinds(
                 recorded.value,
                 shares,
             )
+
+
+def _say_mostly_numbers(
+    counts: dict[str, Counter], kinds: dict, odd: dict[str, Any], said: set[str]
+) -> None:
+    """Warn of a column whose values are nearly all numbers (or dates) but is recorded as
+    categorical for the few that are not: one German price "129,50" among 200 made the
+    price categorical for every item, silently (ingest said "0 rejected")."""
+    for name, counted in counts.items():
+        if kinds[name] != AttributeKind.CATEGORICAL or name in said:
+            continue
+        for usual, plural in ((AttributeKind.NUMERIC, "numbers"), (AttributeKind.DATE, "dates")):
+            total = counted.total()
+            if counted[usual] >= 0.9 * total and name in odd:
+                said.add(name)
+                log.warning(
+                    "attribute %r is categorical: %d of its %d values here are %s, the others "
+                    "not (e.g. %r; a decimal comma?); write them as %s (or leave them empty) "
+                    "and ingest again to make it %s",
+                    name, counted[usual], total, plural, odd[name], plural, usual.value,
+                )  # fmt: skip
+                break
 
 
 @functools.cache

@@ -94,6 +94,7 @@ _EVENT = re.compile(r"^[a-z][a-z0-9_\-]{0,31}$")
 _ISO_DATE = re.compile(
     r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$"
 )
+_CJK_CHARACTER = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 _TRUE = {"1", "true", "t", "yes", "y"}
 _FALSE = {"0", "false", "f", "no", "n"}
 # Epoch seconds later than this (year 2286) are almost surely milliseconds.
@@ -408,9 +409,16 @@ def value_kind(value: Any) -> AttributeKind:
     if isinstance(value, str):
         if _ISO_DATE.match(value):
             return AttributeKind.DATE
-        if len(value) >= 40 or value.count(" ") >= 3:
+        if len(value) >= 40 or value.count(" ") >= 3 or _long_cjk(value):
             return AttributeKind.TEXT
     return AttributeKind.CATEGORICAL
+
+
+def _long_cjk(value: str) -> bool:
+    """Whether ``value`` is a sentence in a script written without spaces: 12 CJK characters
+    or more (a Chinese description of 26 characters was a category value, its English
+    translation text)."""
+    return not value.isascii() and len(_CJK_CHARACTER.findall(value)) >= 12
 
 
 # Query parameters of the service's similar-items and feed endpoints: an attribute of one of
