@@ -111,7 +111,11 @@ def reference(path: Path, known_items: set[str]) -> tuple[set[tuple], dict[int, 
                 detail = f"item_id {row[1]!r} is not in the catalog; ingest the item first"
                 rejects[line] = ("unknown_item", detail)
             elif (*row[:3], row[4]) in seen:
-                detail = "the same user, item, event and timestamp appear earlier in this file"
+                detail = (
+                    "the same user, item, event and timestamp appear earlier in this file; the "
+                    f"first is kept, and this row's weight ({row[3]:g}) is not stored (to count "
+                    "both, sum them into one row or give each its own time)"
+                )
                 rejects[line] = ("duplicate", detail)
             else:
                 seen.add((*row[:3], row[4]))

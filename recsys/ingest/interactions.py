@@ -153,8 +153,13 @@ class InteractionIngester:
         rows = rows.append_column("user_id", pa.array(known_users)).filter(pc.invert(unknown))
         first = pa.array(self.seen.first_occurrences(rows["hash"].to_numpy()))
         repeats = rows["row"].filter(pc.invert(first)).to_numpy()
-        detail = "the same user, item, event and timestamp appear earlier in this file"
-        refuse(problems, repeats, Reason.DUPLICATE, [detail] * len(repeats))
+        details = [
+            "the same user, item, event and timestamp appear earlier in this file; the first "
+            f"is kept, and this row's weight ({weight:g}) is not stored (to count both, sum "
+            "them into one row or give each its own time)"
+            for weight in rows["weight"].filter(pc.invert(first)).to_pylist()
+        ]
+        refuse(problems, repeats, Reason.DUPLICATE, details)
         return self._written(connection, rows.filter(first), problems, pending)
 
     def write_staged(self, connection: Connection, staged: Staged) -> tuple[int, int]:
