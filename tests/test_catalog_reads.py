@@ -199,14 +199,17 @@ def test_title_search_takes_like_wildcards_literally(engine):
 
 def test_title_search_finds_any_scripts_titles_in_any_case(engine):
     """SQLite's LIKE folds ASCII letters only: "кроссовки" found none of the titles
-    "Кроссовки ...", "SCHÖFFEL" none of "Schöffel ..." (PostgreSQL's ILIKE folds them)."""
+    "Кроссовки ...", "SCHÖFFEL" none of "Schöffel ..." (PostgreSQL's ILIKE folds them); a
+    Chinese word of two characters was too short to search."""
     populate(engine)
     with Session(engine) as session, session.begin():
         session.add(Item(external_id="ru", title="Кроссовки Спортмастер"))
         session.add(Item(external_id="de", title="Schöffel Jacke grün"))
         session.add(Item(external_id="el", title="ΣΑΝΔΑΛΙΑ"))
+        session.add(Item(external_id="zh", title="李宁红色运动鞋"))
     for text, item in (("кроссовки", "ru"), ("СПОРТМАСТЕР", "ru"), ("SCHÖFFEL", "de"),
-                       ("GRÜN", "de"), ("σανδαλια", "el")):  # fmt: skip
+                       ("GRÜN", "de"), ("σανδαλια", "el"),
+                       ("红色", "zh"), ("李宁", "zh")):  # two-character Chinese words  # fmt: skip
         found = reads.list_items(engine, 0, 100, text)
         assert [card.item_id for card in found.cards] == [item], text
         assert found.total == 1
@@ -214,8 +217,8 @@ def test_title_search_finds_any_scripts_titles_in_any_case(engine):
 
 def test_title_search_takes_3_to_200_characters(engine):
     populate(engine)
-    for text in ("a", "%", " dr ", "é"):
-        with pytest.raises(BadValue, match="at least 3 characters"):
+    for text in ("a", "%", " dr ", "é", "傘", "ab"):
+        with pytest.raises(BadValue, match="at least 3 characters, 2 in Chinese"):
             reads.list_items(engine, 0, 10, text)
     with pytest.raises(BadValue, match="at most 200"):
         reads.list_items(engine, 0, 10, "drama " * 34)

@@ -601,6 +601,8 @@ def _title_search(query: Select, dialect: str, text: str) -> tuple[Select, Any]:
         return query.where(Item.title.icontains(text, autoescape=True)), Item.id
     folded = func.recsys_fold(Item.title, type_=Text)  # db.FOLD: any script's case
     query = query.where(folded.contains(fold_case(text), autoescape=True))
+    if len(text) < 3:  # two CJK characters (parse_search): no trigram to look up
+        return query, Item.id
     phrase = '"' + _indexed_part(text).replace('"', '""') + '"'  # an FTS5 string: literal
     indexed = _TITLES.join(Item, Item.id == _TITLES.c.rowid)
     query = query.select_from(indexed).where(_TITLES.c[TITLE_SEARCH_TABLE].match(phrase))
