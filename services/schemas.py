@@ -147,7 +147,8 @@ class ItemSearch(Page):
     q: Annotated[str, AfterValidator(_search)] = Field(
         "",
         description="Only items whose title contains this text (any case; "
-        f"{MIN_SEARCH} to {MAX_SEARCH} characters, or none)",
+        f"{MIN_SEARCH} to {MAX_SEARCH} characters, 2 with a Chinese, Japanese or Korean one, "
+        "or none)",
     )
 
 
