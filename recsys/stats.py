@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, case, func, select
 from sqlalchemy.orm import Session
 
 from recsys.catalog.db import require_current_schema
 from recsys.catalog.models import Interaction, Item, ItemAttribute, ModelBundle, User
+from recsys.ingest.values import latest_event_time
 from recsys.model.bundle import find_active
 
 
@@ -27,6 +28,7 @@ def catalog_stats(engine: Engine) -> dict[str, Any]:
         attributes = session.execute(
             select(ItemAttribute.name, ItemAttribute.kind).order_by(ItemAttribute.name)
         )
+        times = _event_times(session)
         active = find_active(session)
         return {
             "items": items,
@@ -36,9 +38,33 @@ def catalog_stats(engine: Engine) -> dict[str, Any]:
             "users": session.scalar(select(func.count(User.id))),
             "interactions": sum(count for _, count in events),
             "events": {event: count for event, count in events},
+            "event_times": times,
             "attributes": {name: kind.value for name, kind in attributes},
             "active_bundle": _bundle(active),
         }
+
+
+def _event_times(session: Session) -> dict[str, Any]:
+    """The events' first and last time (UTC), and how many have none or one past the clock
+    (ingest refuses those now; an older catalog may hold some): what a time-based split,
+    the validation slice and the time decay will make of the log, in one read."""
+    stamp = Interaction.timestamp
+    late = latest_event_time()
+    first, last, undated, future = session.execute(
+        select(
+            func.min(stamp),
+            func.max(stamp),
+            func.count(Interaction.id) - func.count(stamp),
+            func.count(case((stamp >= late, 1))),
+        )
+    ).one()
+    shown = lambda moment: None if moment is None else moment.isoformat(timespec="seconds")  # noqa: E731
+    return {
+        "first": shown(first),
+        "last": shown(last),
+        "without_time": undated or 0,
+        "past_the_clock": future or 0,
+    }
 
 
 def _bundle(bundle: ModelBundle | None) -> dict[str, Any] | None:

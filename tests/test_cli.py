@@ -1,11 +1,15 @@
 import json
+from datetime import datetime
 
 import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import func, select, update
 
+from recsys.catalog.models import Interaction
 from recsys.cli import cli
+from tests.shop_fixture import populate
 
 
 def all_commands(group: click.Group, prefix=()):
@@ -39,6 +43,27 @@ def test_stats_json_on_an_empty_catalog(run_cli, engine):
 
     stats = json.loads(run_cli("stats", "--json").output)
     assert stats["items"] == 0 and stats["interactions"] == 0 and stats["active_bundle"] is None
+    assert stats["event_times"] == {
+        "first": None, "last": None, "without_time": 0, "past_the_clock": 0
+    }  # fmt: skip
+
+
+def test_stats_say_when_the_events_happened_and_which_have_odd_times(run_cli, engine):
+    """What a time-based split and the time decay will make of the log: its span, events
+    without a time, and any a catalog holds past the clock (ingest refuses them now)."""
+    populate(engine)
+    with engine.begin() as connection:
+        first = connection.execute(select(func.min(Interaction.id))).scalar()
+        connection.execute(
+            update(Interaction).where(Interaction.id == first).values(timestamp=None)
+        )
+        late = datetime(2099, 1, 1)
+        connection.execute(
+            update(Interaction).where(Interaction.id == first + 1).values(timestamp=late)
+        )
+    said = run_cli("stats").output
+    span = "  times: 2024-01-01T00:00:00 to 2099-01-01T00:00:00 UTC"
+    assert f"{span} (1 without a time, 1 over a day past this machine's clock)" in said
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,13 @@ def command(settings: Settings, as_json: bool) -> None:
     click.echo(f"interactions: {stats['interactions']}")
     for event, count in stats["events"].items():
         click.echo(f"  {event}: {count}")
+    times = stats["event_times"]
+    if stats["interactions"]:
+        span = f"{times['first']} to {times['last']} UTC" if times["first"] else "no times"
+        odd = [f"{times['without_time']} without a time"] if times["without_time"] else []
+        if times["past_the_clock"]:
+            odd.append(f"{times['past_the_clock']} over a day past this machine's clock")
+        click.echo(f"  times: {span}" + (f" ({', '.join(odd)})" if odd else ""))
     if stats["attributes"]:
         kinds = ", ".join(f"{name} ({kind})" for name, kind in stats["attributes"].items())
         click.echo(f"attributes:   {kinds}")
