@@ -35,6 +35,7 @@ COMMANDS = {
     ),
     "bundles": ("recsys.commands.bundles:command", "List model bundles; activate one (rollback)."),
     "keys": ("recsys.commands.keys:command", "Create, list or revoke API keys for the service."),
+    "users": ("recsys.commands.users:command", "Erase shoppers and all their events."),
     "serve": ("recsys.commands.serve:serve", "Serve the HTTP API and web page (development)."),
 }
 

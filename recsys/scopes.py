@@ -10,6 +10,7 @@ SCOPES = {
     "feeds:read": "users' home feeds (and ranking candidates for a user)",
     "search:read": "visual search by photo",
     "users:read": "list users",
+    "users:write": "erase users and all their events (DELETE /v1/users/<id>)",
     "events:write": "record interactions (POST /v1/interactions)",
     "catalog:write": "write items (PUT, PATCH, DELETE /v1/items/<id>)",
     "metrics:read": "Prometheus metrics (GET /metrics)",

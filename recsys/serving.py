@@ -337,11 +337,20 @@ class FeedRequest:
     diversity: float = DEFAULT_DIVERSITY
 
 
+class _Erased(list):
+    """``fresh_history``'s answer for a user the bundle knows and the catalog no longer has
+    (erased since training: ``recsys.ingest.users``): the feed forgets them."""
+
+
+ERASED = _Erased()
+
+
 def fresh_history(state: ServingState, engine: Engine, user_id: str) -> list[str]:
     """The items of the user's events stored since the bundle's data was read that the bundle
-    knows, newest first: what a feed folds in beyond the bundle's own history. [] while
-    the catalog database is away: the feed is then the bundle's (every feed was a 503 from
-    the outage's first second, though the model is in memory)."""
+    knows, newest first: what a feed folds in beyond the bundle's own history. ``ERASED``
+    (empty) for a user of the bundle's the catalog no longer has. [] while the catalog
+    database is away: the feed is then the bundle's (every feed was a 503 from the outage's
+    first second, though the model is in memory)."""
     try:
         stored = fresh_items(engine, user_id, state.data_read_at)
     except (DatabaseError, CatalogNotReady) as exc:
@@ -350,6 +359,8 @@ def fresh_history(state: ServingState, engine: Engine, user_id: str) -> list[str
         _feeds_without_fresh.failed(exc)
         return []
     _feeds_without_fresh.worked()
+    if stored is None:  # never seen, or erased: the bundle's history of theirs is not used
+        return ERASED if state.recommender.user_index.rows([user_id])[0] >= 0 else []
     known = state.recommender.item_index.rows(stored) >= 0
     return [item for item, keep in zip(stored, known, strict=True) if keep]
 
@@ -367,6 +378,8 @@ def home_feed(
     recommender = state.recommender
     fresh = fresh_history(state, engine, user_id) if fresh is None else fresh
     options = (request.k, request.exclude_seen, request.candidates, request.filters)
+    if fresh is ERASED:  # as a user never seen: the popularity fallback
+        return recommender.recommend_for_history([[]], *options, diversity=request.diversity)
     if not fresh:
         return recommender.recommend([user_id], *options, diversity=request.diversity)
     history, weights = recommender.history_with(user_id, fresh)

@@ -19,7 +19,8 @@ from PIL import Image, UnidentifiedImageError
 from recsys.catalog import reads
 from recsys.errors import InvalidInput, UnknownItem
 from recsys.ingest.interactions import record_interactions
-from recsys.serving import FeedRequest, fresh_history, home_feed
+from recsys.ingest.users import erase_users
+from recsys.serving import ERASED, FeedRequest, fresh_history, home_feed
 from recsys.vision.photo import PHOTO_FORMATS, as_shown, check_photo
 from services.context import answer_key, card, carried_answer, context, kept_answer, ranked
 from services.contract import endpoint
@@ -39,6 +40,7 @@ from services.schemas import (
     SearchQuery,
     Similar,
     SimilarQuery,
+    UserErased,
     UserPage,
     UserSummary,
     VisualSearch,
@@ -143,6 +145,22 @@ def list_users(query: Page) -> UserPage:
     return UserPage(users=summaries, offset=query.offset, limit=query.limit, next=page.next)
 
 
+@bp.delete("/users/<id:user_id>")
+@endpoint(
+    responses={200: UserErased},
+    errors=(400, 404, 503),
+    scope="users:write",
+    rate_limit="write",
+)
+def erase_user(user_id: str) -> UserErased:
+    """Erase a user and all their events (a shopper's request to have their data removed)"""
+    user_id = path_id("user_id", user_id)
+    erased = erase_users(context().engine, [user_id])
+    if not erased.users:
+        raise ApiError(404, "unknown_user", f"user {user_id!r} is not in the catalog")
+    return UserErased(user_id=user_id, events=erased.events)
+
+
 @bp.get("/users/<id:user_id>/recommendations")
 @endpoint(query=FeedQuery, responses={200: Feed}, errors=(400, 503), scope="feeds:read")
 def user_feed(user_id: str, query: FeedQuery) -> Response:
@@ -152,6 +170,8 @@ def user_feed(user_id: str, query: FeedQuery) -> Response:
     state = ctx.holder.state
     fresh = fresh_history(state, ctx.engine, user_id)
     request = FeedRequest(query.k, query.exclude_seen, None, query.filters, query.diversity)
+    if fresh is ERASED:  # no answer kept from before the erasure is given
+        return _feed(ctx, state, user_id, request, fresh)
     if fresh:  # folded in per request: kept by the exact generations and the events
         compute = functools.partial(_feed, ctx, state, user_id, request, fresh)
         return kept_answer(ctx, answer_key(ctx, state, *fresh), compute, "feed")

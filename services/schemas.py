@@ -463,6 +463,14 @@ class ItemRemoved(BaseModel):
     generation: int = Field(description=_GENERATION_OF_WRITE)
 
 
+class UserErased(BaseModel):
+    """Erased: the user and their events are gone from the catalog; feeds answer them as a
+    user never seen from the next request on; the next training leaves them out"""
+
+    user_id: str
+    events: int = Field(description="Events of the user's that were deleted")
+
+
 class Reloaded(BaseModel):
     """Now serving the active bundle"""
 

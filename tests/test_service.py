@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import sqlite3
 import subprocess
 import sys
@@ -10,12 +11,14 @@ import threading
 import time
 
 import pytest
+from click.testing import CliRunner
 from PIL import Image
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from recsys.catalog import connect
 from recsys.catalog.models import Interaction, Item, ModelBundle, User
+from recsys.cli import cli
 from recsys.model.bundle import active_version
 from recsys.model.training import train
 from recsys.settings import Settings
@@ -656,3 +659,30 @@ def test_each_answer_names_its_request_and_a_failure_leads_to_its_traceback(
     logged = [record for record in caplog.records if record.exc_info]
     assert "GET /v1/users/u1/recommendations (request t-42)" in logged[0].getMessage()
     assert "out of memory in the ranker" in caplog.text
+
+
+def test_an_erased_user_is_forgotten_by_the_next_feed_on_every_path(tmp_path):
+    """A shopper's request to have their data removed: the user and their events leave the
+    catalog, and the served bundle's factors and history of theirs are not used again, kept
+    answers included; the next training leaves them out."""
+    url, artifacts = build_shop(tmp_path)
+    client = service_app((url, artifacts)).test_client()
+    before = client.get("/v1/users/u1/recommendations?k=5").get_json()  # kept by the worker
+    assert before["fallback"] is False
+    assert client.delete("/v1/users/u1").status_code == 401  # a key with users:write
+    erased = client.delete("/v1/users/u1", headers=ADMIN)
+    assert erased.status_code == 200 and erased.get_json()["user_id"] == "u1"
+    assert erased.get_json()["events"] > 0
+    after = client.get("/v1/users/u1/recommendations?k=5").get_json()
+    popular = client.get("/v1/users/never-seen/recommendations?k=5").get_json()
+    assert after["fallback"] is True and after["items"] == popular["items"]
+    ranked = client.post("/v1/users/u1/recommendations", json={"k": 5}).get_json()
+    assert ranked["fallback"] is True
+    listed = client.get("/v1/users?limit=100", headers=ADMIN).get_json()["users"]
+    assert "u1" not in {user["user_id"] for user in listed}
+    assert_error(client.delete("/v1/users/u1", headers=ADMIN), 404, "'u1' is not in the catalog")
+    said = CliRunner().invoke(
+        cli, ["--database-url", url, "users", "erase", "u2", "nobody", "--json"]
+    )
+    assert said.exit_code == 0 and json.loads(said.stdout)["unknown"] == ["nobody"]
+    assert client.get("/v1/users/u2/recommendations?k=5").get_json()["fallback"] is True

@@ -40,8 +40,12 @@ from sqlalchemy import (
     cast,
     column,
     func,
+    literal,
+    literal_column,
+    null,
     select,
     table,
+    union_all,
 )
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import DatabaseError, DBAPIError, OperationalError
@@ -147,14 +151,22 @@ _GENERATION = select(CatalogState.items_generation).where(CatalogState.id == 1)
 _CHANGED = select(ItemChange.external_id).where(
     ItemChange.generation > bindparam("old"), ItemChange.generation <= bindparam("new")
 )
+# A row for the user (none: the catalog has no such user), then the items of each of their
+# events stored since a time, newest first: one statement on the users' and the events'
+# indexes (a LEFT JOIN of the two made SQLite scan every event: 64 ms instead of 7 us).
 _FRESH_ITEMS = (
-    select(Item.external_id)
-    .join(Interaction, Interaction.item_id == Item.id)
-    .join(User, Interaction.user_id == User.id)
-    .where(User.external_id == bindparam("user_id"), Interaction.created_at > bindparam("since"))
-    .order_by(Interaction.id.desc())
-    .limit(FRESH_LIMIT)
-)
+    union_all(
+        select(literal(0).label("part"), null().label("item"), literal(0).label("arrival"))
+        .where(User.external_id == bindparam("user_id")),
+        select(literal(1), Item.external_id, Interaction.id)
+        .join(Interaction, Interaction.item_id == Item.id)
+        .join(User, Interaction.user_id == User.id)
+        .where(User.external_id == bindparam("user_id"))
+        .where(Interaction.created_at > bindparam("since")),
+    )
+    .order_by(literal_column("part"), literal_column("arrival").desc())
+    .limit(FRESH_LIMIT + 1)
+)  # fmt: skip
 
 
 def _reading(engine: Engine) -> Connection:
@@ -678,10 +690,12 @@ def titles_by_row(engine: Engine, item_ids: np.ndarray) -> Callable[[np.ndarray]
     return lambda rows: item_titles(engine, item_ids[rows].tolist())
 
 
-def fresh_items(engine: Engine, user_id: str, since: datetime) -> list[str]:
-    """Items of the user's events stored after ``since``, newest first (at most FRESH_LIMIT)."""
+def fresh_items(engine: Engine, user_id: str, since: datetime) -> list[str] | None:
+    """Items of the user's events stored after ``since``, newest first (at most FRESH_LIMIT);
+    None when the catalog has no such user (never seen, or erased: ``recsys.ingest.users``)."""
     parameters = {"user_id": user_id, "since": since}
-    return _read(engine, lambda c: list(c.execute(_FRESH_ITEMS, parameters).scalars()))
+    rows = _read(engine, lambda c: c.execute(_FRESH_ITEMS, parameters).all())
+    return [item for part, item, _ in rows if part == 1] if rows else None
 
 
 def ping(engine: Engine) -> None:

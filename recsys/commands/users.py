@@ -1,0 +1,60 @@
+"""`recsys users erase`: remove shoppers and all their events (a request to erase their data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from recsys.catalog.db import connect_current
+from recsys.errors import InvalidInput
+from recsys.ingest.users import erase_users
+from recsys.settings import Settings
+
+
+@click.group("users")
+def command() -> None:
+    """Shoppers: erase one or many, with all their events."""
+
+
+@command.command("erase")
+@click.argument("user_ids", nargs=-1)
+@click.option(
+    "--file",
+    "from_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A file of user ids, one per line (blank lines skipped), besides USER_IDS.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print what was erased as JSON.")
+@click.pass_obj
+def erase(settings: Settings, user_ids: tuple[str, ...], from_file: Path | None, as_json: bool):
+    """Delete USER_IDS and every event of theirs from the catalog, all or none.
+
+    The service answers them as users never seen (popularity) from their next request, on
+    every worker. The active bundle still holds their factors and history, and their events
+    shaped the items' vectors: run `recsys train`, then `recsys bundles gc`, to finish.
+    """
+    ids = list(user_ids)
+    if from_file is not None:
+        ids += [line.strip() for line in from_file.read_text(encoding="utf-8").splitlines()]
+        ids = [user_id for user_id in ids if user_id]
+    if not ids:
+        raise click.UsageError("name the users to erase: USER_IDS or --file FILE")
+    try:
+        erased = erase_users(connect_current(settings.database_url), ids)
+    except InvalidInput as exc:
+        raise click.UsageError(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps({"erased": erased.users, "events": erased.events,
+                               "unknown": erased.unknown}))  # fmt: skip
+        return
+    click.echo(f"erased {len(erased.users)} users and their {erased.events} events")
+    if erased.unknown:
+        shown = ", ".join(repr(u) for u in erased.unknown[:10])
+        more = f" and {len(erased.unknown) - 10} more" if len(erased.unknown) > 10 else ""
+        click.echo(f"not in the catalog (nothing to erase): {shown}{more}", err=True)
+    click.echo(
+        "the active bundle still holds them until `recsys train` (then `recsys bundles gc`)",
+        err=True,
+    )
