@@ -61,6 +61,10 @@ class ServingState:
     loaded_at: float = field(default_factory=time.time)
     # Follows the catalog's item changes since the bundle (None: the bundle alone).
     catalog: LiveCatalog | None = None
+    # The bundle's users all came from the catalog: one it no longer has was erased. False
+    # for a bundle trained on an event folder (its users need not be in the catalog) and
+    # for one that does not say (trained before erasures), until the next training.
+    users_from_catalog: bool = False
 
     @property
     def version(self) -> str:
@@ -82,6 +86,7 @@ def load_state(
     read_at = manifest.get("data_read_at") or manifest["created_at"]
     read_at = datetime.fromisoformat(read_at).replace(tzinfo=None)
     state = ServingState(recommender, read_at)
+    state.users_from_catalog = manifest.get("events_from") == "catalog"
     if live is not None:
         items = LiveItems.of(recommender, directory)
         state.catalog = LiveCatalog(engine, recommender, items, read_at, live)
@@ -360,7 +365,8 @@ def fresh_history(state: ServingState, engine: Engine, user_id: str) -> list[str
         return []
     _feeds_without_fresh.worked()
     if stored is None:  # never seen, or erased: the bundle's history of theirs is not used
-        return ERASED if state.recommender.user_index.rows([user_id])[0] >= 0 else []
+        known = state.recommender.user_index.rows([user_id])[0] >= 0
+        return ERASED if known and state.users_from_catalog else []
     known = state.recommender.item_index.rows(stored) >= 0
     return [item for item, keep in zip(stored, known, strict=True) if keep]
 

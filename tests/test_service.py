@@ -666,7 +666,10 @@ def test_an_erased_user_is_forgotten_by_the_next_feed_on_every_path(tmp_path):
     catalog, and the served bundle's factors and history of theirs are not used again, kept
     answers included; the next training leaves them out."""
     url, artifacts = build_shop(tmp_path)
-    client = service_app((url, artifacts)).test_client()
+    app = service_app((url, artifacts))
+    client = app.test_client()
+    state = app.extensions["recsys"].holder.state
+    assert state.recommender.manifest["events_from"] == "catalog" and state.users_from_catalog
     before = client.get("/v1/users/u1/recommendations?k=5").get_json()  # kept by the worker
     assert before["fallback"] is False
     assert client.delete("/v1/users/u1").status_code == 401  # a key with users:write
@@ -686,3 +689,6 @@ def test_an_erased_user_is_forgotten_by_the_next_feed_on_every_path(tmp_path):
     )
     assert said.exit_code == 0 and json.loads(said.stdout)["unknown"] == ["nobody"]
     assert client.get("/v1/users/u2/recommendations?k=5").get_json()["fallback"] is True
+    # a bundle trained on an event folder: its users need not be in the catalog at all
+    state.users_from_catalog = False
+    assert client.get("/v1/users/u2/recommendations?k=5").get_json()["fallback"] is False

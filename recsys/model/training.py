@@ -146,7 +146,8 @@ def train(
         with writing_bundles(bundles):
             with stage("bundle"):
                 version = new_version()
-                manifest = _manifest(fitted, config, recommender, read_at, generation)
+                source = "catalog" if events is None else "folder"
+                manifest = _manifest(fitted, config, recommender, read_at, generation, source)
                 writer = _writer(recommender, fitted)
                 path = write_bundle(bundles, version, writer, manifest, catalog_identity(engine))
             with stage("register"):
@@ -352,7 +353,12 @@ def _item_ids(data: CatalogData) -> np.ndarray:
 
 
 def _manifest(
-    fitted: Fitted, config: TrainConfig, recommender: Recommender, read_at: str, generation: int
+    fitted: Fitted,
+    config: TrainConfig,
+    recommender: Recommender,
+    read_at: str,
+    generation: int,
+    events_from: str,
 ):
     fused, content = fitted.fused, fitted.content
     devices = {"index": "cuda" if recommender.index.on_gpu else "cpu"}
@@ -365,6 +371,9 @@ def _manifest(
         "config": asdict(config),
         "counts": {**fitted.data.counts, "cold_items": int(fused.cold_.sum())},
         "data_read_at": read_at,
+        # where the users and their events came from: a feed forgets a user the catalog no
+        # longer has (erased, recsys.ingest.users) only when the catalog had them all
+        "events_from": events_from,
         # the catalog's items generation before the items were read (recsys.model.delta: a
         # live catalog rebuilt later takes every item the change log names since as written)
         "items_generation": generation,
