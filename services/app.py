@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flask import Config, Flask
+from flask import Config, Flask, request
 from sqlalchemy import Engine
 
 from recsys.catalog import connect
@@ -179,6 +179,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     init_metrics(app, metrics)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
+    _refuse_while_waiting(app, holder)  # before a key is looked up in that catalog
     limiter = limits.make_limiter(settings)
     key_failures = limits.KeyFailures(limiter, settings.key_failure_rate_limit)
     auth.init_app(app, settings, engine, key_failures)
@@ -186,6 +187,23 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     cors.init_app(app, settings)
     _start(app, engine, holder, cards)
     return app
+
+
+# What a worker waiting for its catalog refuses: every read and write of it. A worker of
+# older code on a catalog newer code migrated recorded events and wrote items into a schema
+# it does not know; /healthz, /readyz (which says why), /metrics and the page still answer.
+_NEEDS_CATALOG = ("/v1/", "/images/")
+
+
+def _refuse_while_waiting(app: Flask, holder: ModelHolder) -> None:
+    @app.before_request
+    def _catalog_ready():
+        if holder.last_error is None or not request.path.startswith(_NEEDS_CATALOG):
+            return None
+        waiting = errors.waiting_for_catalog(holder)
+        if waiting is not None:
+            return errors.error_response(503, "catalog_not_ready", waiting)
+        return None
 
 
 def _start(app: Flask, engine: Engine, holder: ModelHolder, cards: CardCache) -> None:

@@ -65,6 +65,15 @@ def message_of(exc: Exception) -> str:
     return str(exc).strip("'\"")
 
 
+def waiting_for_catalog(holder) -> str | None:
+    """What a client may read of why the worker is waiting for its catalog (not migrated,
+    migrated by newer code, away since the worker started), or None when it is not."""
+    problem = holder.last_error
+    if problem is None or not problem.startswith(WAITING):
+        return None
+    return model_problem(problem)
+
+
 def model_problem(last_error: str | None) -> str:
     """Why no bundle is loaded, as any client may read it: no bundle path, database host or
     driver text (a feed's 503 quoted psycopg's "connection to server at ..., port ...

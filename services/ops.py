@@ -13,7 +13,7 @@ from recsys.scopes import ADMIN
 from recsys.vision.photo import image_mimetype
 from services.context import context
 from services.contract import Raw, endpoint
-from services.errors import ApiError, message_of, model_problem
+from services.errors import ApiError, message_of, model_problem, waiting_for_catalog
 from services.openapi import openapi_document
 from services.schemas import LiveCatalog, Readiness, Reloaded, Status, id_routes, path_id
 
@@ -38,6 +38,9 @@ def readyz() -> Readiness:
     ``live`` says what the answering worker serves beside its bundle, and whether a retrain
     is due (its live catalog is full); the service is still ready then."""
     ctx = context()
+    waiting = waiting_for_catalog(ctx.holder)
+    if waiting is not None:  # not migrated, migrated by newer code, away since start
+        raise ApiError(503, "catalog_not_ready", waiting)
     _check_catalog(ctx.engine)
     if not ctx.holder.ready:
         raise ApiError(503, "model_not_ready", model_problem(ctx.holder.last_error))

@@ -692,3 +692,27 @@ def test_an_erased_user_is_forgotten_by_the_next_feed_on_every_path(tmp_path):
     # a bundle trained on an event folder: its users need not be in the catalog at all
     state.users_from_catalog = False
     assert client.get("/v1/users/u2/recommendations?k=5").get_json()["fallback"] is False
+
+
+def test_a_worker_waiting_for_its_catalog_writes_nothing_and_says_why(tmp_path):
+    """A worker of older code on a catalog newer code migrated recorded events and wrote
+    items into a schema it does not know (201s); every read and write of the catalog is now
+    a 503 catalog_not_ready, /readyz included, while /healthz answers."""
+    url, artifacts = build_shop(tmp_path)
+    with connect(url).begin() as connection:
+        connection.exec_driver_sql("UPDATE alembic_version SET version_num = '0099'")
+    settings = Settings(database_url=url, artifacts_dir=artifacts, admin_token=TOKEN)
+    app = create_app(settings, {"RELOAD_CHECK_SECONDS": 0, "CATALOG_RETRY_MAX_SECONDS": 60})
+    client = app.test_client()
+    assert client.get("/healthz").status_code == 200
+    event = {"user_id": "u1", "item_id": "a1", "event": "view"}
+    asked = [
+        client.post("/v1/interactions", json={"events": [event]}, headers=ADMIN),
+        client.put("/v1/items/new-1", json={"title": "New"}, headers=ADMIN),
+        client.get("/v1/items?limit=2"),
+        client.get("/v1/users?limit=2", headers=ADMIN),
+        client.get("/readyz"),
+    ]
+    for answer in asked:
+        assert_error(answer, 503, "newer code migrated it")
+        assert answer.get_json()["error"]["code"] == "catalog_not_ready"
