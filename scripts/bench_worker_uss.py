@@ -2,13 +2,15 @@
 or more checkouts of the code side by side (say, before and after a change).
 
     .venv/bin/python scripts/bench_worker_uss.py --database-url sqlite:///shop.db \\
-        --artifacts-dir ART [--code /tmp/old-checkout] [--workers 3]
+        --artifacts-dir ART [--code /tmp/old-checkout] [--workers 3] [--upload PHOTO --uploads 6]
 
 Each checkout's gunicorn (``services/gunicorn.conf.py``, the production command) serves the
 catalog's active bundle with ``--workers`` workers; once every worker is ready and has
 answered a few product pages, prints each worker's RSS, PSS and USS in MB
 (``/proc/PID/smaps_rollup`` via psutil) and the master's, then stops it. This checkout runs
-first, then every ``--code``.
+first, then every ``--code``. With ``--upload``, the photo is then sent ``--uploads`` times
+to visual search (the bundle needs an image encoder), one request after another, and each
+worker's RSS is printed after each (``rss_after_uploads``): what large photos leave behind.
 """
 
 from __future__ import annotations
@@ -29,7 +31,15 @@ ROOT = Path(__file__).resolve().parent.parent
 MB = 2**20
 
 
-def measure(code: Path, database_url: str, artifacts: Path, workers: int, port: int) -> dict:
+def measure(
+    code: Path,
+    database_url: str,
+    artifacts: Path,
+    workers: int,
+    port: int,
+    photo: Path | None = None,
+    uploads: int = 0,
+) -> dict:
     env = {
         **os.environ,
         "PYTHONPATH": str(code),
@@ -54,11 +64,18 @@ def measure(code: Path, database_url: str, artifacts: Path, workers: int, port: 
         for item in items * workers:  # touch the model and the cards in every worker
             _get(f"{url}/v1/items/{item['item_id']}/similar?k=10")
         time.sleep(1)
-        return {
+        found = {
             "code": str(code),
             "master": _memory(master),
             "workers": [_memory(worker) for worker in master.children()],
         }
+        after = []
+        for _ in range(uploads if photo is not None else 0):
+            _search(url, photo)
+            after.append([_memory(worker)["rss"] for worker in master.children()])
+        if after:
+            found["rss_after_uploads"] = after
+        return found
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(60)
@@ -71,6 +88,26 @@ def _ready(url: str, master: psutil.Process, workers: int) -> bool:
         return all(_get(url + "/readyz") for _ in range(4 * workers))
     except OSError:
         return False
+
+
+def _search(url: str, photo: Path) -> None:
+    """POST ``photo`` to visual search as a browser's form does."""
+    boundary = "recsysbench"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
+            f'filename="{photo.name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        ).encode()
+        + photo.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(
+        url + "/v1/search/image?k=5",
+        data=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        response.read()
 
 
 def _get(url: str) -> bytes:
@@ -90,10 +127,12 @@ def main() -> None:
     parser.add_argument("--code", type=Path, action="append", default=[])
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--port", type=int, default=8890)
+    parser.add_argument("--upload", type=Path, help="a photo to send to visual search")
+    parser.add_argument("--uploads", type=int, default=6, help="how many times")
     args = parser.parse_args()
     for code in [ROOT, *args.code]:
         found = measure(code.resolve(), args.database_url, args.artifacts_dir, args.workers,
-                        args.port)  # fmt: skip
+                        args.port, args.upload, args.uploads)  # fmt: skip
         print(json.dumps(found), flush=True)
 
 
