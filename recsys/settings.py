@@ -104,6 +104,7 @@ class Settings:
                 f"currency {self.currency!r} is not an ISO 4217 code; write e.g. EUR, USD or GBP "
                 "(three capital letters), or leave it empty for prices without a currency"
             )
+        object.__setattr__(self, "log_format", str(self.log_format).strip().lower())
         if self.log_format not in LOG_FORMATS:
             raise InvalidSettings(
                 f"log_format {self.log_format!r} is not one of {', '.join(LOG_FORMATS)}"

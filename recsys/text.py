@@ -34,11 +34,12 @@ VERSION = 2
 
 def fold(text: str) -> str:
     """``text`` in one form: NFKC, lower-cased, without combining marks (nonspacing marks
-    NFKC leaves uncomposed: Arabic vowel marks, a stray accent with no letter to take it)."""
+    NFKC leaves uncomposed: Arabic vowel marks, a stray accent with no letter to take it)
+    and without format characters (a soft hyphen split "Regen\u00adschirm" in two)."""
     text = unicodedata.normalize("NFKC", text).lower()
     if text.isascii():
         return text
-    return "".join(c for c in text if unicodedata.category(c) != "Mn")
+    return "".join(c for c in text if unicodedata.category(c) not in ("Mn", "Cf"))
 
 
 def words(text: str, shortest: int = 2) -> Iterator[str]:

@@ -100,7 +100,7 @@ class JsonLogger(glogging.Logger):
         headers = dict((name.lower(), value) for name, value in resp.headers)
         http = {
             "method": environ.get("REQUEST_METHOD"),
-            "path": environ.get("PATH_INFO"),
+            "path": _text(environ.get("PATH_INFO")),
             "query": environ.get("QUERY_STRING") or None,
             "status": int(status),
             "bytes": getattr(resp, "sent", None),
@@ -114,3 +114,14 @@ class JsonLogger(glogging.Logger):
             self.access_log.info(message, extra={"http": http, "request_id": request_id})
         except Exception:
             self.exception("writing an access line failed")
+
+
+def _text(path: str | None) -> str | None:
+    """A WSGI path (its bytes as Latin-1, as PEP 3333 passes them) as the UTF-8 text it is:
+    "/v1/items/café" was logged as "/v1/items/cafÃ©"."""
+    if path is None:
+        return None
+    try:
+        return path.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return path

@@ -350,6 +350,9 @@ def test_an_interactions_column_it_does_not_take_is_refused_naming_it(run_cli, e
     said = "unknown columns 'event_time' (is it 'timestamp'?), 'session': the columns taken are"
     assert said in result.output and "--ignore-column NAME" in result.output
     assert interaction_rows(engine) == set()
+    typo = run_cli("ingest", "interactions", str(path), "--ignore-column", "sesion",
+                   expect_exit=2)  # fmt: skip
+    assert "has no column 'sesion' to leave out" in typo.output
     run_cli("ingest", "interactions", str(path), "--ignore-column", "event_time",
             "--ignore-column", "session", "-q")  # fmt: skip
     assert {row[:2] for row in interaction_rows(engine)} == {("u1", "a1")}

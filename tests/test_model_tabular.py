@@ -105,6 +105,7 @@ def test_titles_without_spaces_share_words_and_one_text_has_one_form():
     assert tabular.text.words("ＭＵＬＬＥＲ ﾜﾝﾋﾟｰｽ 傘") and list(
         tabular.text.words("ＭＵＬＬＥＲ ﾜﾝﾋﾟｰｽ 傘")
     ) == ["muller", "ワン", "ンピ", "ピー", "ース", "傘"]
+    assert list(tabular.text.words("Regen\u00adschirm")) == ["regenschirm"]  # a soft hyphen
 
 
 def test_a_bundles_vocabulary_is_read_with_the_words_it_was_counted_in(items, tmp_path):

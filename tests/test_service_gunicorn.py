@@ -270,6 +270,7 @@ def test_json_logs_carry_each_request_with_its_id(tmp_path):
             with urllib.request.urlopen(hostile, timeout=10) as answer:
                 made = answer.headers["X-Request-ID"]
             assert re.fullmatch(r"[0-9a-f]{32}", made)  # not the client's text
+            assert get_or_none(base + "/v1/items/caf%C3%A9") == 503  # waiting: no catalog
         finally:
             proc.terminate()
             proc.wait(timeout=60)
@@ -280,3 +281,5 @@ def test_json_logs_carry_each_request_with_its_id(tmp_path):
     catalog = [line["message"] for line in lines if line["logger"] == "services.app"]
     assert any(message.startswith("catalog not available at start") for message in catalog)
     assert any(line["logger"] == "gunicorn.error" for line in lines)  # gunicorn's own too
+    paths = {entry["path"] for entry in access.values()}
+    assert "/v1/items/café" in paths  # as text, not its UTF-8 bytes read as Latin-1

@@ -32,6 +32,7 @@ from recsys.ingest.values import (
     weight_column,
 )
 from recsys.model.bundle import load_recommender
+from recsys.model.recommender import check_filters
 from recsys.model.training import train
 from services.errors import ApiError
 from services.schemas import path_id
@@ -495,6 +496,7 @@ def test_an_event_dated_past_tomorrow_is_refused_at_every_door(engine):
     [
         ("20240310", datetime(2024, 3, 10)),  # ISO 8601's basic date: read as 1970-08-23
         (20240310, datetime(2024, 3, 10)),  # a JSON number, a warehouse's date key
+        (20240310.0, datetime(2024, 3, 10)),  # a float column of date keys with gaps
         ("12345678", datetime(1970, 5, 23, 21, 21, 18)),  # no date: epoch seconds
         ("19691231", None),  # a date before the range, not a second of 1970
         ("1_710_072_000", None),  # float() reads these; no log writes them
@@ -507,7 +509,8 @@ def test_eight_digit_dates_are_dates_and_numbers_are_ascii(value, expected):
             parse_timestamp(value)
         return
     assert parse_timestamp(value) == expected
-    as_column = pa.array([value], pa.int32() if isinstance(value, int) else pa.string())
+    types = {int: pa.int32(), float: pa.float64(), str: pa.string()}
+    as_column = pa.array([value], types[type(value)])
     assert timestamp_column(as_column, 1).values.to_pylist() == [expected]
 
 
@@ -526,3 +529,13 @@ def test_an_id_or_title_has_one_form_and_no_invisible_twin(engine):
     record_interactions(engine, [{"user_id": decomposed, "item_id": "a0"}])
     record_interactions(engine, [{"user_id": composed, "item_id": "a1"}])
     assert {user for user, *_ in interaction_rows(engine)} - before == {composed}
+
+
+def test_a_filter_value_is_asked_in_the_form_values_are_stored_in():
+    """Attribute values are stored composed (NFC); a brand asked with a combining mark
+    (?brand=Ba%CC%88umler) matched no item, at the HTTP API and in the library alike."""
+    assert check_filters({"brand": "Ba\u0308umler"}) == {"brand": "Bäumler"}
+    assert check_filters({"brand": ["Ba\u0308umler", 3], "in_stock": True}) == {
+        "brand": ["Bäumler", 3],
+        "in_stock": True,
+    }

@@ -115,8 +115,10 @@ FOLD = "recsys_fold"  # the SQL name of fold_case on SQLite connections
 
 
 def fold_case(text: str | None) -> str | None:
-    """``text`` in Unicode's case folding ("Straße" and "STRASSE" alike), or None."""
-    return None if text is None else text.casefold()
+    """``text`` lower-cased, in any script ("КРОССОВКИ", "SCHÖFFEL"), or None. Character by
+    character, as the title index's trigrams fold case (full case folding would make
+    "STRASSE" find "Straße", which the index, the search's first filter, cannot find)."""
+    return None if text is None else text.lower()
 
 
 # A pooled connection idle for longer than this is pinged before the pool hands it out.

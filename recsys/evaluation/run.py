@@ -184,8 +184,14 @@ def _evaluate(data: CatalogData, config, content: ItemContent, show_progress: bo
     item_ids = data.items["item_id"].to_numpy(dtype=str)
     task = build_task(split.train, split.test, item_ids)
     if not len(task.user_ids):
+        stamps = data.interactions["timestamp"]
+        one_time = stamps.notna().all() and stamps.min() == stamps.max()
+        if config.split == "time-cutoff" and one_time:
+            raise InvalidInput(
+                f"every event has the same time ({stamps.min()}): no time splits them; "
+                "use --split random"
+            )
         if config.cutoff is not None and (split.train.empty or split.test.empty):
-            stamps = data.interactions["timestamp"]
             empty = "training" if split.train.empty else "held-out"
             raise InvalidInput(
                 f"--cutoff {config.cutoff} leaves no {empty} interactions: the events run from "
@@ -196,8 +202,8 @@ def _evaluate(data: CatalogData, config, content: ItemContent, show_progress: bo
             raise InvalidInput(
                 f"every event is {'at or after' if split.train.empty else 'before'} the "
                 f"default cutoff {when} (the time by which {1 - config.holdout:.0%} of them "
-                "happened): their times do not spread enough to split by one (all at one "
-                "time?); give --cutoff or use --split random"
+                "happened): their times do not spread enough to split by one; give --cutoff "
+                "between the first and the last or use --split random"
             )
         raise InvalidInput(
             "no user has both training and held-out interactions under this split; "

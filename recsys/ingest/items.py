@@ -402,9 +402,10 @@ def _say_mostly_numbers(
                 said.add(name)
                 log.warning(
                     "attribute %r is categorical: %d of its %d values here are %s, the others "
-                    "not (e.g. %r; a decimal comma?); write them as %s (or leave them empty) "
-                    "and ingest again to make it %s",
-                    name, counted[usual], total, plural, odd[name], plural, usual.value,
+                    "not (e.g. %r; a decimal comma?). A column's kind only widens, so values "
+                    "corrected later leave it categorical: to have it %s, correct them and "
+                    "ingest the file under another column name (or into a new catalog)",
+                    name, counted[usual], total, plural, odd[name], usual.value,
                 )  # fmt: skip
                 break
 

@@ -108,6 +108,12 @@ def _run_ingest(
     engine: Engine, path: Path, ingester: Ingester, options: IngestOptions, report: IngestReport
 ) -> IngestReport:
     with open_records(path) as source:
+        absent = [name for name in options.ignore_columns if name not in source.columns]
+        if absent and source.format != "jsonl":  # a JSON Lines key may first come later
+            raise InvalidInput(
+                f"{path.name} has no column {absent[0]!r} to leave out (--ignore-column); its "
+                f"columns are {', '.join(source.columns)}"
+            )
         kept = [name for name in source.columns if name not in options.ignore_columns]
         check_columns(kept, ingester, path)
         rejects = RejectsWriter(options.rejects_path or default_rejects_path(path), report)

@@ -102,6 +102,7 @@ _MAX_EPOCH_SECONDS = 10_000_000_000
 # Eight digits that make a date of 1900 to 2099 are one (ISO 8601's basic form, a data
 # warehouse's date key), not epoch seconds of 1970-1973.
 _BASIC_DATE = re.compile(r"(19\d\d|20\d\d)(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])")
+_DATE_KEY = re.compile(r"(\d{8})(?:\.0*)?", re.ASCII)
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
 
 
@@ -306,9 +307,11 @@ def parse_moment(value: Any, column: str = "timestamp") -> datetime:
 
 def _parse_timestamp_text(value: Any, column: str) -> datetime:
     text = str(value).strip()
-    if _BASIC_DATE.fullmatch(text):  # 20240310: ISO 8601's basic date, not 1970-08-23
+    # 20240310: ISO 8601's basic date, not 1970-08-23 (also 20240310.0, as a float column
+    # of date keys with gaps is written)
+    if (key := _DATE_KEY.fullmatch(text)) and _BASIC_DATE.fullmatch(key[1]):
         try:
-            return datetime.strptime(text, "%Y%m%d")
+            return datetime.strptime(key[1], "%Y%m%d")
         except ValueError:
             pass  # 12345678: epoch seconds after all
     # ASCII digits only: float() also reads "1_710_072_000" and other scripts' digits

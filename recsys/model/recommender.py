@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import numbers
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,12 +154,15 @@ def check_filters(filters: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(filters, Mapping):
         raise InvalidInput(f"{_FILTERS_SHAPE}, got {type(filters).__name__}")
+    checked = {}
     for name, wanted in filters.items():
         if name == "in_stock":
             if not isinstance(wanted, bool | np.bool_):
                 raise InvalidInput(f"filters['in_stock'] must be True or False, got {wanted!r}")
+            checked[name] = wanted
             continue
-        values = wanted if isinstance(wanted, list | tuple | set | np.ndarray) else [wanted]
+        several = isinstance(wanted, list | tuple | set | np.ndarray)
+        values = list(wanted) if several else [wanted]
         for value in values:
             bad = value is None or isinstance(value, bool | np.bool_)
             bad |= not isinstance(value, str | numbers.Real)
@@ -166,7 +170,11 @@ def check_filters(filters: Any) -> dict[str, Any] | None:
                 raise InvalidInput(
                     f"filters[{name!r}] takes strings or finite numbers, got {value!r}"
                 )
-    return dict(filters)
+        # stored values are composed (NFC, recsys.ingest.values): "Bäumler" typed with a
+        # combining umlaut matched no item
+        values = [unicodedata.normalize("NFC", v) if isinstance(v, str) else v for v in values]
+        checked[name] = values if several else values[0]
+    return checked
 
 
 class ItemFilters:
@@ -384,8 +392,8 @@ class Recommender:
         diversity: float = DEFAULT_DIVERSITY,
     ) -> Results:
         """Top-k items per user; unknown users get the popularity fallback (flagged)."""
-        diversity, k = check_diversity(diversity), check_k(k)
-        allowed = self._allowed(candidates, check_filters(filters))
+        diversity, k, filters = check_diversity(diversity), check_k(k), check_filters(filters)
+        allowed = self._allowed(candidates, filters)
         rows = self.user_index.rows(as_ids(user_ids, "user_id"))
         width = pool_size(k, diversity, len(self.item_ids))
         found = np.full((len(rows), width), -1, dtype=np.int64)
