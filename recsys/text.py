@@ -4,14 +4,15 @@ duplicate finder compares.
 scikit-learn's default pattern takes a word as a run of two or more word characters between
 boundaries. Chinese and Japanese write no spaces, so a whole title was one "word"
 ("新款红色运动鞋"), never shared with another title, and single-character words (伞, 红)
-were dropped: on a shop of Chinese titles, title-only same-category precision@10 was 0.24
-against 0.87 for the same shop transliterated (benchmarks/RESULTS.md, session 58). Here
+were dropped: on a shop of Chinese titles, title-only same-category precision@10 was 0.261,
+0.877 with the words here (scripts/languages_shop.py; benchmarks/RESULTS.md, session 58). Here
 a run of CJK characters (Han, kana, Hangul) gives its overlapping two-character pieces
 (Lucene's CJK bigrams; a lone character stays a word of its own), the text is first
 brought to one Unicode form (NFKC: "Ｍüller" written with a combining umlaut or with full-
 width letters reads as "müller"), and combining marks that split words (Arabic vowel marks,
-which made "فُسْتَان" the word "ان") are dropped. Text without CJK characters gives exactly
-the words of scikit-learn's pattern, lower-cased.
+which made "فُسْتَان" the word "ان") are dropped, as are format characters (a soft hyphen).
+ASCII text gives exactly the words of scikit-learn's pattern; other text without CJK
+characters the same but for the forms NFKC changes (MovieLens: 3 of 8,785 title words).
 """
 
 from __future__ import annotations

@@ -21,7 +21,13 @@ from recsys.errors import InvalidInput, UnknownItem
 from recsys.ingest.interactions import record_interactions
 from recsys.ingest.users import erase_users
 from recsys.serving import ERASED, FeedRequest, fresh_history, home_feed
-from recsys.vision.photo import PHOTO_FORMATS, as_shown, check_photo
+from recsys.vision.photo import (
+    PHOTO_FORMATS,
+    RELEASE_AFTER_PIXELS,
+    as_shown,
+    check_photo,
+    release_memory,
+)
 from services.context import answer_key, card, carried_answer, context, kept_answer, ranked
 from services.contract import endpoint
 from services.errors import ApiError, bad_parameter, message_of
@@ -276,10 +282,14 @@ def _decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     try:
         check_photo(io.BytesIO(data), max_pixels)
         with Image.open(io.BytesIO(data), formats=PHOTO_FORMATS) as image:
+            large = image.width * image.height > RELEASE_AFTER_PIXELS
             image.draft("RGB", (UPLOAD_SIDE, UPLOAD_SIDE))
             image = as_shown(image, "RGB", at_least=UPLOAD_SIDE)
             image.thumbnail((UPLOAD_SIDE, UPLOAD_SIDE))
-            return np.array(image, dtype=np.uint8)[None]  # (1, H, W, 3), writable
+            pixels = np.array(image, dtype=np.uint8)[None]  # (1, H, W, 3), writable
+        if large:
+            release_memory()
+        return pixels
     except InvalidInput as exc:
         raise bad_parameter("image", str(exc)) from None
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):

@@ -168,28 +168,6 @@ gc.collect()
 gc.freeze()  # the imported objects leave the collector's lists: collections do not touch them
 
 
-def post_fork(server, worker):
-    """glibc's allocator in the worker set to give memory back: a fixed mmap threshold
-    (``M_MMAP_THRESHOLD``, which also stops glibc from raising it to the largest block freed,
-    so a large buffer is mapped for itself and unmapped when freed) and at most two arenas
-    (the environment's MALLOC_* cannot do it: the master's allocator started before the
-    fork). A worker that decoded a few 24-megapixel photos held 190 MB more for good
-    (``scripts/bench_worker_uss.py --upload``). Not glibc: nothing to do."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        libc.mallopt(ctypes.c_int(_M_MMAP_THRESHOLD), ctypes.c_int(MMAP_THRESHOLD))
-        libc.mallopt(ctypes.c_int(_M_ARENA_MAX), ctypes.c_int(MALLOC_ARENAS))
-    except (OSError, AttributeError):
-        pass
-
-
-MMAP_THRESHOLD = 4 << 20  # bytes: larger blocks are mapped, and unmapped when freed
-MALLOC_ARENAS = 2
-_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # glibc's malloc.h
-
-
 def post_worker_init(worker):
     """The worker has built its app and loaded the model: freeze those objects too, so that
     a full collection walks only what requests leave behind (about 700 objects instead of
