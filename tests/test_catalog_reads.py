@@ -96,6 +96,7 @@ def test_fresh_items_are_the_users_events_after_a_moment(engine):
     assert reads.fresh_items(engine, "u1", last) == ["b3"]
     assert reads.fresh_items(engine, "u1", later) == []
     assert "b3" not in reads.fresh_items(engine, "u2", last - timedelta(days=1))
+    assert reads.fresh_items(engine, "nobody", last) is None  # no such user (or erased)
     reads.ping(engine)
 
 

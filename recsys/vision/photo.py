@@ -124,8 +124,9 @@ def release_memory() -> None:
     """Return freed memory to the system (glibc's ``malloc_trim``; elsewhere nothing). A
     service worker that decoded a few 24-megapixel photos kept about 190 MB for good: glibc
     holds what is freed for reuse (``scripts/bench_worker_uss.py --upload``). Called after a
-    large photo's decode only: a fixed mmap threshold, which also gave it back, made every
-    feed map and unmap its larger arrays, and the service's p99 rose by a quarter."""
+    large photo's decode only, so that no other request pays for it (a fixed mmap threshold
+    in every worker gave the memory back too, but made every request that allocates a few MB
+    map and unmap them)."""
     try:
         import ctypes
 
