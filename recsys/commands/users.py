@@ -49,12 +49,16 @@ def erase(settings: Settings, user_ids: tuple[str, ...], from_file: Path | None,
         click.echo(json.dumps({"erased": erased.users, "events": erased.events,
                                "unknown": erased.unknown}))  # fmt: skip
         return
-    click.echo(f"erased {len(erased.users)} users and their {erased.events} events")
+    users = "1 user" if len(erased.users) == 1 else f"{len(erased.users)} users"
+    events = "1 event" if erased.events == 1 else f"{erased.events} events"
+    click.echo(f"erased {users} and {events} of theirs")
     if erased.unknown:
         shown = ", ".join(repr(u) for u in erased.unknown[:10])
         more = f" and {len(erased.unknown) - 10} more" if len(erased.unknown) > 10 else ""
         click.echo(f"not in the catalog (nothing to erase): {shown}{more}", err=True)
-    click.echo(
-        "the active bundle still holds them until `recsys train` (then `recsys bundles gc`)",
-        err=True,
-    )
+    if erased.users:
+        click.echo(
+            "bundles trained before still hold them: run `recsys train`, then "
+            "`recsys bundles gc`, to finish",
+            err=True,
+        )
