@@ -61,7 +61,7 @@ from recsys.catalog.models import (
     User,
 )
 from recsys.errors import CatalogNotReady, SearchTooBroad
-from recsys.ingest.values import parse_search
+from recsys.ingest.values import MIN_SEARCH, parse_search
 from recsys.logs import Repeated
 from recsys.model.data import IdIndex
 
@@ -613,7 +613,7 @@ def _title_search(query: Select, dialect: str, text: str) -> tuple[Select, Any]:
         return query.where(Item.title.icontains(text, autoescape=True)), Item.id
     folded = func.recsys_fold(Item.title, type_=Text)  # db.FOLD: any script's case
     query = query.where(folded.contains(fold_case(text), autoescape=True))
-    if len(text) < 3:  # two CJK characters (parse_search): no trigram to look up
+    if len(text) < MIN_SEARCH:  # two CJK characters (parse_search): no trigram to look up
         return query, Item.id
     phrase = '"' + _indexed_part(text).replace('"', '""') + '"'  # an FTS5 string: literal
     indexed = _TITLES.join(Item, Item.id == _TITLES.c.rowid)

@@ -396,8 +396,8 @@ def _say_mostly_numbers(
     for name, counted in counts.items():
         if kinds[name] != AttributeKind.CATEGORICAL or name in said:
             continue
+        total = counted.total()
         for usual, plural in ((AttributeKind.NUMERIC, "numbers"), (AttributeKind.DATE, "dates")):
-            total = counted.total()
             if counted[usual] >= 0.9 * total and name in odd:
                 said.add(name)
                 log.warning(

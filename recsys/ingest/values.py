@@ -103,7 +103,6 @@ _MAX_EPOCH_SECONDS = 10_000_000_000
 # warehouse's date key), not epoch seconds of 1970-1973.
 _BASIC_DATE = re.compile(r"(19\d\d|20\d\d)(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])")
 _DATE_KEY = re.compile(r"(\d{8})(?:\.0*)?", re.ASCII)
-_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
 
 
 class BadValue(ValueError):
@@ -501,6 +500,8 @@ Rule = Callable[[Any, str], Any]
 # Printable ASCII at both ends: str.strip() leaves such a value as it is.
 _PLAIN = r"(?s)^[!-~](.*[!-~])?$"
 _DECIMAL = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+# The same, for the scalar rules (ASCII digits, as RE2's \d in the column kernels).
+_NUMBER = re.compile(_DECIMAL, re.ASCII)
 _EPOCH = r"^(\d{1,7}|\d{9,10})$"  # eight digits may be a date: the scalar rule decides
 _ISO = (
     r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import warnings
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from recsys.errors import InvalidInput
 
@@ -21,16 +21,6 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 PHOTO_FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
 MAX_PHOTO_PIXELS = 25_000_000
 _ORIENTATION = 0x0112  # the EXIF tag of how a camera held the photo (1: upright)
-# What turns each orientation upright (the EXIF values 2 to 8, as ``ImageOps.exif_transpose``).
-_TURNS = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
 # Modes PIL reduces block by block (with and without alpha: it premultiplies); others (a
 # palette, 16 bits) are converted at full size first, as before.
 _REDUCIBLE = ("L", "LA", "RGB", "RGBA")
@@ -101,13 +91,13 @@ def as_shown(img: Image.Image, mode: str, at_least: int | None = None) -> Image.
     turned and converted at a fraction of its size: a 24-megapixel PNG cost a service worker
     over 360 MB at its peak (``scripts/bench_photo_memory.py``).
     """
-    turn = _TURNS.get(img.getexif().get(_ORIENTATION, 1))
+    turned = img.getexif().get(_ORIENTATION, 1) != 1
     if at_least and img.mode in _REDUCIBLE:
         factor = min(img.size) // (2 * at_least)
         if factor > 1:
-            img = img.reduce(factor)
-    if turn is not None:
-        img = img.transpose(turn)
+            img = img.reduce(factor)  # keeps the EXIF data, its orientation included
+    if turned:
+        img = ImageOps.exif_transpose(img)
     if img.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
         img = img.convert("I").point(lambda value: value * (1 / 256)).convert("L")
     if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
