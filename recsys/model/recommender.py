@@ -32,7 +32,6 @@ import json
 import logging
 import math
 import numbers
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +42,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys.errors import InvalidBundle, InvalidInput, UnknownItem
-from recsys.ingest.values import BadValue, parse_id
+from recsys.ingest.values import BadValue, composed, parse_id
 from recsys.model import explain, sparse_rows
 from recsys.model.data import IdIndex, mapped, sorted_places
 from recsys.model.delta import LIVE_REASON, UPDATED_REASON
@@ -170,9 +169,9 @@ def check_filters(filters: Any) -> dict[str, Any] | None:
                 raise InvalidInput(
                     f"filters[{name!r}] takes strings or finite numbers, got {value!r}"
                 )
-        # stored values are composed (NFC, recsys.ingest.values): "Bäumler" typed with a
-        # combining umlaut matched no item
-        values = [unicodedata.normalize("NFC", v) if isinstance(v, str) else v for v in values]
+        # stored values are composed (NFC, at every door): "Bäumler" typed with a combining
+        # umlaut matched no item
+        values = [composed(v) if isinstance(v, str) else v for v in values]
         checked[name] = values if several else values[0]
     return checked
 
