@@ -28,6 +28,8 @@ _CJK_RANGES = (
     "\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 )
 _WORDS = re.compile(f"([{_CJK_RANGES}]+)|([^\\W{_CJK_RANGES}]+)")
+# One character of those scripts (``recsys.ingest.values``: short searches, long CJK values).
+CJK_CHARACTER = re.compile(f"[{_CJK_RANGES}]")
 # Saved with a fitted vocabulary, so that a bundle's words are read as it counted them: 1 is
 # scikit-learn's default pattern (bundles before these rules), 2 ``words``.
 VERSION = 2

@@ -202,6 +202,9 @@ def test_an_items_file_that_would_clear_or_is_no_items_file_says_so(run_cli, eng
     assert "warning: 1 updated items lost their title, photo or attributes" in cleared.output
     again = run_cli("ingest", "items", items, "-q", "--json")
     assert json.loads(again.stdout)["cleared_fields"] == 0
+    # A script reading --json gets its summary for an unusable file too (stdout was empty).
+    unusable = json.loads(run_cli("ingest", "items", events, "-q", "--json", expect_exit=2).stdout)
+    assert unusable["accepted"] == 0 and "has a 'user_id' column" in unusable["error"]
 
 
 def test_evaluate_refuses_what_it_would_ignore_or_choke_on_before_the_run(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
 from recsys.catalog import connect
 from recsys.commands import bars
+from recsys.errors import InvalidInput
 from recsys.ingest import IngestOptions, IngestReport, ingest_interactions, ingest_items
 from recsys.settings import Settings
 
@@ -78,7 +80,8 @@ def items(
         show_progress=bars(quiet),
         ignore_columns=ignore_columns,
     )
-    report = ingest_items(connect(settings.database_url), file, images_root, options)
+    with _unusable_as_json(file, as_json):
+        report = ingest_items(connect(settings.database_url), file, images_root, options)
     _finish(report, as_json, _images_root_hint(report, images_root or file.parent))
 
 
@@ -114,8 +117,22 @@ def interactions(
         show_progress=bars(quiet),
         ignore_columns=ignore_columns,
     )
-    report = ingest_interactions(connect(settings.database_url), file, options)
+    with _unusable_as_json(file, as_json):
+        report = ingest_interactions(connect(settings.database_url), file, options)
     _finish(report, as_json)
+
+
+@contextmanager
+def _unusable_as_json(file: Path, as_json: bool):
+    """With --json, a file that cannot be used at all still gets its JSON summary on stdout
+    (nothing written, the reason under "error"); the error line and exit status 2 follow as
+    without it."""
+    try:
+        yield
+    except InvalidInput as exc:
+        if as_json:
+            click.echo(json.dumps({"path": str(file), "accepted": 0, "error": str(exc)}, indent=2))
+        raise
 
 
 def _finish(report: IngestReport, as_json: bool, hint: str | None = None) -> None:

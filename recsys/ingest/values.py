@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 
 from recsys.catalog.models import AttributeKind
 from recsys.ingest.report import Reason
+from recsys.text import CJK_CHARACTER
 from recsys.vision.photo import photo_format
 
 MAX_ID_LENGTH = 255
@@ -94,7 +95,6 @@ _EVENT = re.compile(r"^[a-z][a-z0-9_\-]{0,31}$")
 _ISO_DATE = re.compile(
     r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$"
 )
-_CJK_CHARACTER = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 _TRUE = {"1", "true", "t", "yes", "y"}
 _FALSE = {"0", "false", "f", "no", "n"}
 # Epoch seconds later than this (year 2286) are almost surely milliseconds.
@@ -193,7 +193,7 @@ def parse_search(value: Any, column: str) -> str:
     are two characters, so such a search reads every title, within the search's time bound
     (``reads.SEARCH_SECONDS``)."""
     text = parse_text(value, column)
-    if 0 < len(text) < MIN_SEARCH and not (len(text) == 2 and _CJK_CHARACTER.search(text)):
+    if 0 < len(text) < MIN_SEARCH and not (len(text) == 2 and CJK_CHARACTER.search(text)):
         raise BadValue(
             f"{column} {shown(text)} is too short to search: a title search needs at least "
             f"{MIN_SEARCH} characters, 2 in Chinese, Japanese or Korean (or none, to list "
@@ -423,7 +423,7 @@ def _long_cjk(value: str) -> bool:
     """Whether ``value`` is a sentence in a script written without spaces: 12 CJK characters
     or more (a Chinese description of 26 characters was a category value, its English
     translation text)."""
-    return not value.isascii() and len(_CJK_CHARACTER.findall(value)) >= 12
+    return not value.isascii() and len(CJK_CHARACTER.findall(value)) >= 12
 
 
 # Query parameters of the service's similar-items and feed endpoints: an attribute of one of
