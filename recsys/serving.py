@@ -36,7 +36,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DatabaseError
 
 from recsys.catalog.db import database_away
-from recsys.catalog.reads import CardCache, fresh_items
+from recsys.catalog.reads import CardCache, user_since
 from recsys.errors import CatalogNotReady, InvalidBundle, ModelNotTrained
 from recsys.logs import Repeated
 from recsys.model.bundle import active_bundle, active_version, earlier_bundles, load_recommender
@@ -342,33 +342,34 @@ class FeedRequest:
     diversity: float = DEFAULT_DIVERSITY
 
 
-class _Erased(list):
-    """``fresh_history``'s answer for a user the bundle knows and the catalog no longer has
-    (erased since training: ``recsys.ingest.users``): the feed forgets them."""
-
-
-ERASED = _Erased()
+class Forgotten(list):
+    """``fresh_history``'s answer for a user the bundle knows whose history in it the feed must
+    not use: erased since the bundle's data was read (``recsys.ingest.users``). It holds their
+    events stored since, if they came back (newest first); empty, the feed is a never-seen
+    user's (popularity)."""
 
 
 def fresh_history(state: ServingState, engine: Engine, user_id: str) -> list[str]:
-    """The items of the user's events stored since the bundle's data was read that the bundle
-    knows, newest first: what a feed folds in beyond the bundle's own history. ``ERASED``
-    (empty) for a user of the bundle's the catalog no longer has. [] while the catalog
-    database is away: the feed is then the bundle's (every feed was a 503 from the outage's
-    first second, though the model is in memory)."""
+    """The items of the user's events stored since the bundle's data was read, newest first:
+    what a feed folds in beyond the bundle's own history (the items the bundle holds) and
+    leaves out (all of them, items added since too). ``Forgotten`` for a user of the bundle's
+    erased since. [] while the catalog database is away: the feed
+    is then the bundle's (every feed was a 503 from the outage's first second, though the
+    model is in memory)."""
     try:
-        stored = fresh_items(engine, user_id, state.data_read_at)
+        since = user_since(engine, user_id, state.data_read_at)
     except (DatabaseError, CatalogNotReady) as exc:
         if not database_away(exc):
             raise
         _feeds_without_fresh.failed(exc)
         return []
     _feeds_without_fresh.worked()
-    if stored is None:  # never seen, or erased: the bundle's history of theirs is not used
-        known = state.recommender.user_index.rows([user_id])[0] >= 0
-        return ERASED if known and state.users_from_catalog else []
-    known = state.recommender.item_index.rows(stored) >= 0
-    return [item for item, keep in zip(stored, known, strict=True) if keep]
+    known = state.recommender.user_index.rows([user_id])[0] >= 0
+    if known and since.erased_at is not None and since.erased_at > state.data_read_at:
+        return Forgotten(since.items or [])
+    if since.items is None:  # never seen, or erased (before migration 0012 recorded erasures)
+        return Forgotten() if known and state.users_from_catalog else []
+    return since.items
 
 
 def home_feed(
@@ -383,15 +384,16 @@ def home_feed(
     request = request or FeedRequest()
     recommender = state.recommender
     fresh = fresh_history(state, engine, user_id) if fresh is None else fresh
+    held = (recommender.item_index.rows(list(fresh)) >= 0).tolist() if fresh else []
+    folded = [item for item, keep in zip(fresh, held, strict=True) if keep]
+    # items added since the bundle: not folded in (it holds no vectors of theirs), but seen
+    elsewhere = [[item for item, keep in zip(fresh, held, strict=True) if not keep]]
     options = (request.k, request.exclude_seen, request.candidates, request.filters)
-    if fresh is ERASED:  # as a user never seen: the popularity fallback
-        return recommender.recommend_for_history([[]], *options, diversity=request.diversity)
-    if not fresh:
-        return recommender.recommend([user_id], *options, diversity=request.diversity)
-    history, weights = recommender.history_with(user_id, fresh)
-    return recommender.recommend_for_history(
-        [history],
-        *options,
-        diversity=request.diversity,
-        weights=None if weights is None else [weights],
-    )
+    shown = {"diversity": request.diversity, "seen_elsewhere": elsewhere}
+    if isinstance(fresh, Forgotten):  # their events since alone; none: a user never seen
+        return recommender.recommend_for_history([folded], *options, **shown)
+    if not folded:
+        return recommender.recommend([user_id], *options, **shown)
+    history, weights = recommender.history_with(user_id, folded)
+    weights = None if weights is None else [weights]
+    return recommender.recommend_for_history([history], *options, weights=weights, **shown)

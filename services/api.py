@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import io
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from recsys.catalog import reads
 from recsys.errors import InvalidInput, UnknownItem
 from recsys.ingest.interactions import record_interactions
 from recsys.ingest.users import erase_users
-from recsys.serving import ERASED, FeedRequest, fresh_history, home_feed
+from recsys.serving import FeedRequest, Forgotten, fresh_history, home_feed
 from recsys.vision.photo import (
     PHOTO_FORMATS,
     RELEASE_AFTER_PIXELS,
@@ -54,6 +55,7 @@ from services.schemas import (
     path_id,
 )
 
+log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/v1")
 id_routes(bp)  # before the routes: they name ids as <id:...>
 
@@ -154,7 +156,7 @@ def list_users(query: Page) -> UserPage:
 @bp.delete("/users/<id:user_id>")
 @endpoint(
     responses={200: UserErased},
-    errors=(400, 404, 503),
+    errors=(400, 503),
     scope="users:write",
     rate_limit="write",
 )
@@ -162,9 +164,8 @@ def erase_user(user_id: str) -> UserErased:
     """Erase a user and all their events (a shopper's request to have their data removed)"""
     user_id = path_id("user_id", user_id)
     erased = erase_users(context().engine, [user_id])
-    if not erased.users:
-        raise ApiError(404, "unknown_user", f"user {user_id!r} is not in the catalog")
-    return UserErased(user_id=user_id, events=erased.events)
+    log.info("erased %d user(s) and %d event(s)", len(erased.users), erased.events)
+    return UserErased(user_id=user_id, events=erased.events, found=bool(erased.users))
 
 
 @bp.get("/users/<id:user_id>/recommendations")
@@ -176,7 +177,7 @@ def user_feed(user_id: str, query: FeedQuery) -> Response:
     state = ctx.holder.state
     fresh = fresh_history(state, ctx.engine, user_id)
     request = FeedRequest(query.k, query.exclude_seen, None, query.filters, query.diversity)
-    if fresh is ERASED:  # no answer kept from before the erasure is given
+    if isinstance(fresh, Forgotten):  # no answer kept from before the erasure is given
         return _feed(ctx, state, user_id, request, fresh)
     if fresh:  # folded in per request: kept by the exact generations and the events
         compute = functools.partial(_feed, ctx, state, user_id, request, fresh)

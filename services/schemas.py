@@ -464,11 +464,15 @@ class ItemRemoved(BaseModel):
 
 
 class UserErased(BaseModel):
-    """Erased: the user and their events are gone from the catalog; feeds answer them as a
-    user never seen from the next request on; the next training leaves them out"""
+    """Erased: the user and their events are gone from the catalog, and the erasure is
+    recorded (an id the catalog did not have too): events of theirs from before it are
+    refused from now on, feeds no longer use what bundles trained before it hold of them,
+    and the next training leaves them out. Bundles trained before still hold their data on
+    disk: retrain, then remove the older bundles (`recsys bundles gc --keep 0`)"""
 
     user_id: str
     events: int = Field(description="Events of the user's that were deleted")
+    found: bool = Field(description="Whether the catalog had the user (false: nothing to delete)")
 
 
 class Reloaded(BaseModel):

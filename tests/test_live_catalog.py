@@ -239,6 +239,27 @@ def test_an_item_edited_since_the_bundle_stays_out_of_the_feeds_of_those_who_saw
     assert {item["item_id"] for item in shown["items"]} & {*seen, fresh}  # asked for: there
 
 
+def test_an_item_added_since_the_bundle_stays_out_of_the_feeds_of_those_who_saw_it(app, client):
+    """A shopper's events on items the bundle does not hold (added since) were neither
+    folded in nor left out: the item a shopper had just bought came first in their feed,
+    "new in the catalog", until the next training. Also for a user the bundle never saw."""
+    for item in ("new-1", "new-2"):
+        body = {"title": f"Comedy story {item}", "attributes": {"brand": "a-brand"}}
+        assert client.put(f"/v1/items/{item}", json=body, headers=ADMIN).status_code in (200, 201)
+    follow(app)
+    for user in ("u1", "stranger"):
+        before = client.get(f"/v1/users/{user}/recommendations?k=40").get_json()["items"]
+        assert {"new-1", "new-2"} <= {item["item_id"] for item in before}
+        event = {"user_id": user, "item_id": "new-1", "event": "purchase"}
+        posted = client.post("/v1/interactions", json={"events": [event]}, headers=ADMIN)
+        assert posted.status_code == 201
+        feed = client.get(f"/v1/users/{user}/recommendations?k=40").get_json()["items"]
+        listed = {item["item_id"] for item in feed}
+        assert "new-1" not in listed and "new-2" in listed
+        asked = f"/v1/users/{user}/recommendations?k=40&exclude_seen=false"
+        assert "new-1" in {item["item_id"] for item in client.get(asked).get_json()["items"]}
+
+
 def test_a_put_item_shows_in_similar_items_where_feeds_rank_new_items_by_tokens_alone(app, client):
     # The weights stage may give new items' content blocks no weight in feeds (a cold scale
     # of 0: tokens alone rank them best there); similar items must still meet them by it.

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 from click.testing import CliRunner
@@ -17,7 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from recsys.catalog import connect
-from recsys.catalog.models import Interaction, Item, ModelBundle, User
+from recsys.catalog.models import Interaction, Item, ModelBundle, User, utcnow
 from recsys.cli import cli
 from recsys.model.bundle import active_version
 from recsys.model.training import train
@@ -683,15 +684,66 @@ def test_an_erased_user_is_forgotten_by_the_next_feed_on_every_path(tmp_path):
     assert ranked["fallback"] is True
     listed = client.get("/v1/users?limit=100", headers=ADMIN).get_json()["users"]
     assert "u1" not in {user["user_id"] for user in listed}
-    assert_error(client.delete("/v1/users/u1", headers=ADMIN), 404, "'u1' is not in the catalog")
+    again = client.delete("/v1/users/u1", headers=ADMIN)  # idempotent: a retry is no error
+    assert again.status_code == 200 and again.get_json() == {
+        "user_id": "u1",
+        "events": 0,
+        "found": False,
+    }
     said = CliRunner().invoke(
         cli, ["--database-url", url, "users", "erase", "u2", "nobody", "--json"]
     )
     assert said.exit_code == 0 and json.loads(said.stdout)["unknown"] == ["nobody"]
     assert client.get("/v1/users/u2/recommendations?k=5").get_json()["fallback"] is True
-    # a bundle trained on an event folder: its users need not be in the catalog at all
+    # a bundle trained on an event folder (its users need not be in the catalog) forgets
+    # them too: the erasure is recorded, not inferred from the missing user
     state.users_from_catalog = False
-    assert client.get("/v1/users/u2/recommendations?k=5").get_json()["fallback"] is False
+    assert client.get("/v1/users/u2/recommendations?k=5").get_json()["fallback"] is True
+    assert client.get("/v1/users/u3/recommendations?k=5").get_json()["fallback"] is False
+
+
+def test_an_erased_user_stays_erased_when_they_come_back_or_an_old_file_is_ingested(tmp_path):
+    """One new event of an erased shopper folded their erased history back into the feed
+    from the bundle; an old events file ingested again brought them back whole. Their new
+    events start a new history; their old ones are refused, naming the erasure."""
+    url, artifacts = build_shop(tmp_path)
+    app = service_app((url, artifacts))
+    client = app.test_client()
+    history = _listed(client, "u1")
+    assert {r["item_id"] for r in _reasons(client, "u1")} - {None}, "reasons name the history"
+    assert client.delete("/v1/users/u1", headers=ADMIN).status_code == 200
+    came_back = {"user_id": "u1", "item_id": "b5", "event": "view"}  # stamped now: after
+    assert (
+        client.post("/v1/interactions", json={"events": [came_back]}, headers=ADMIN).status_code
+        == 201
+    )
+    feed = client.get("/v1/users/u1/recommendations?k=5").get_json()
+    assert feed["fallback"] is False and _listed(client, "u1") != history
+    assert {r["item_id"] for r in _reasons(client, "u1")} <= {"b5", None}
+    old = {**came_back, "item_id": "a1", "timestamp": "2024-01-02T00:00:00"}
+    refused = client.post("/v1/interactions", json={"events": [old]}, headers=ADMIN)
+    assert_error(refused, 400, "'u1' was erased at")
+    events = tmp_path / "old.csv"
+    later = (utcnow() + timedelta(minutes=5)).isoformat()
+    events.write_text(
+        "user_id,item_id,event,timestamp\nu1,a1,click,2024-01-02\nu1,a2,click,\n"
+        f"u1,a3,click,{later}\nu4,a2,click,2024-01-02\n"
+    )
+    said = CliRunner().invoke(
+        cli, ["--database-url", url, "ingest", "interactions", str(events), "-q"]
+    )
+    assert said.exit_code == 1, said.output
+    assert "2 accepted" in said.output and "erased_user: 2" in said.output
+
+
+def _listed(client, user: str) -> set[str]:
+    feed = client.get(f"/v1/users/{user}/recommendations?k=5").get_json()
+    return {item["item_id"] for item in feed["items"]}
+
+
+def _reasons(client, user: str) -> list[dict]:
+    feed = client.get(f"/v1/users/{user}/recommendations?k=5").get_json()
+    return [reason for item in feed["items"] for reason in item["because"]]
 
 
 def test_a_worker_waiting_for_its_catalog_writes_nothing_and_says_why(tmp_path):

@@ -121,6 +121,23 @@ def test_an_event_folder_is_held_to_the_ingest_rules(tmp_path, caplog):
     assert len(said) == 1 and "weight" in said[0]
 
 
+def test_a_bundle_trained_from_a_folder_leaves_out_users_erased_since_its_export(
+    engine, run_cli, tmp_path
+):
+    """An erasure held for the catalog only: a folder exported before it trained a bundle
+    holding the erased shopper, and `bundles activate` of an older bundle said nothing."""
+    populate(engine)
+    out = tmp_path / "events"
+    export_interactions(engine, out)
+    first = train(engine, tmp_path / "artifacts", train_config(), device="cpu", events=str(out))
+    assert "u1" in load_active(engine).user_index
+    run_cli("users", "erase", "u1")
+    train(engine, tmp_path / "artifacts", train_config(), device="cpu", events=str(out))
+    assert "u1" not in load_active(engine).user_index and "u2" in load_active(engine).user_index
+    back = run_cli("bundles", "activate", first.version)
+    assert "1 user was erased after this bundle's data was read" in back.stderr
+
+
 def test_export_refuses_a_non_empty_folder_and_replaces_it_whole(engine, run_cli, tmp_path):
     """--overwrite replaces an earlier export whole, and nothing else: a folder holding
     anything an export does not write (here a prepared shop's files) is refused and kept."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -101,6 +102,24 @@ class User(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     external_id: Mapped[str] = mapped_column(String(255), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Erasure(Base):
+    """A user erased (``recsys.ingest.users``), by the SHA-256 of their id, never the id: the
+    catalog keeps no name of an erased shopper, yet knows one again when their events come
+    back. Events of theirs from before ``erased_at`` are refused at ingest and left out of
+    training from event folders; a feed whose bundle was trained before ``erased_at`` does
+    not use the bundle's history of them (migration 0012)."""
+
+    __tablename__ = "erasures"
+
+    user_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    erased_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+def user_key(user_id: str) -> str:
+    """An erased user's key (``Erasure.user_key``): the SHA-256 of their id, in hex."""
+    return hashlib.sha256(user_id.encode("utf-8")).hexdigest()
 
 
 class Interaction(Base):

@@ -63,10 +63,33 @@ def activate(settings: Settings, version: str) -> None:
     engine = connect_current(settings.database_url)
     with Session(engine) as session:
         path = session.scalar(select(ModelBundle.path).where(ModelBundle.version == version))
-    if path is not None:
-        read_manifest(path, verify=True)  # refuse a corrupt bundle before anyone loads it
+    manifest = None
+    if path is not None:  # refuse a corrupt bundle before anyone loads it
+        manifest = read_manifest(path, verify=True)
     activate_bundle(engine, version)
     click.echo(f"active bundle: {version}")
+    if manifest is not None:
+        _erased_since(engine, manifest)
+
+
+def _erased_since(engine, manifest: dict) -> None:
+    """Warn when users were erased after the bundle's data was read: it holds their data."""
+    from datetime import datetime
+
+    from recsys.ingest.users import erasures_after
+
+    read_at = manifest.get("data_read_at") or manifest.get("created_at")
+    try:
+        count = erasures_after(engine, datetime.fromisoformat(read_at).replace(tzinfo=None))
+    except (TypeError, ValueError):
+        return
+    if count:
+        users = "1 user was" if count == 1 else f"{count} users were"
+        click.echo(
+            f"warning: {users} erased after this bundle's data was read: its files still "
+            "hold their data (feeds do not use it); train a new bundle to serve without it",
+            err=True,
+        )
 
 
 @command.command("gc")

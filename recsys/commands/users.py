@@ -29,11 +29,14 @@ def command() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print what was erased as JSON.")
 @click.pass_obj
 def erase(settings: Settings, user_ids: tuple[str, ...], from_file: Path | None, as_json: bool):
-    """Delete USER_IDS and every event of theirs from the catalog, all or none.
+    """Delete USER_IDS and every event of theirs from the catalog, all or none, and record
+    the erasures (ids the catalog does not have too).
 
-    The service answers them as users never seen (popularity) from their next request, on
-    every worker. The active bundle still holds their factors and history, and their events
-    shaped the items' vectors: run `recsys train`, then `recsys bundles gc`, to finish.
+    From then on, events of theirs from before the erasure are refused at ingest and left
+    out of training from event folders, and the service answers them as users never seen
+    (popularity; or from their new events only), on every worker. Bundles trained before
+    still hold their factors and history, and their events shaped the items' vectors: run
+    `recsys train`, then `recsys bundles gc --keep 0`, to finish.
     """
     ids = list(user_ids)
     if from_file is not None:
@@ -55,10 +58,12 @@ def erase(settings: Settings, user_ids: tuple[str, ...], from_file: Path | None,
     if erased.unknown:
         shown = ", ".join(repr(u) for u in erased.unknown[:10])
         more = f" and {len(erased.unknown) - 10} more" if len(erased.unknown) > 10 else ""
-        click.echo(f"not in the catalog (nothing to erase): {shown}{more}", err=True)
-    if erased.users:
         click.echo(
-            "bundles trained before still hold them: run `recsys train`, then "
-            "`recsys bundles gc`, to finish",
+            f"not in the catalog (nothing to delete; the erasure is recorded): {shown}{more}",
             err=True,
         )
+    click.echo(
+        "bundles trained before may still hold them: run `recsys train`, then "
+        "`recsys bundles gc --keep 0`, to finish",
+        err=True,
+    )

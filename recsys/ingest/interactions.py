@@ -40,6 +40,7 @@ from recsys.ingest.pipeline import (
 )
 from recsys.ingest.readers import Batch, Record, batch_from_records
 from recsys.ingest.report import IngestReport, Reason
+from recsys.ingest.users import erased_before
 from recsys.ingest.values import (
     event_column,
     id_column,
@@ -151,6 +152,7 @@ class InteractionIngester:
         refuse(problems, rows["row"].filter(unknown).to_numpy(), Reason.UNKNOWN_ITEM, details)
         rows = rows.append_column("item_id", pa.array(item_ids))
         rows = rows.append_column("user_id", pa.array(known_users)).filter(pc.invert(unknown))
+        rows = _after_erasures(connection, rows, problems)
         first = pa.array(self.seen.first_occurrences(rows["hash"].to_numpy()))
         repeats = rows["row"].filter(pc.invert(first)).to_numpy()
         details = [
@@ -187,6 +189,32 @@ class InteractionIngester:
         created = pa.array(np.full(rows.num_rows, np.datetime64(now, "us")))
         rows = rows.append_column("created_at", [created]).select(list(WRITTEN))
         return Staged(rows, problems, added)
+
+
+def _after_erasures(connection: Connection, rows: pa.Table, problems: Problems) -> pa.Table:
+    """The rows but the events of erased users from before their erasure (refused): an old
+    file ingested again does not bring an erased shopper back. An undated row of theirs is
+    refused too (nothing shows it came after; the HTTP API dates events it stores). Their
+    later events are kept, under a user added anew (a key read before the erasure is gone)."""
+    erased = erased_before(connection, rows["user"].combine_chunks())
+    if np.isnat(erased).all():
+        return rows
+    moments = rows["timestamp"].combine_chunks().cast(pa.timestamp("us"))
+    moments = moments.to_numpy(zero_copy_only=False).astype("datetime64[us]")
+    was = ~np.isnat(erased)
+    gone = was & (np.isnat(moments) | (moments <= erased))
+    details = [
+        f"user_id {user!r} was erased at {when.isoformat(sep=' ', timespec='seconds')} UTC; "
+        "their events from before then are not taken back (an event after it is, with its "
+        "timestamp)"
+        for user, when in zip(
+            rows["user"].filter(pa.array(gone)).to_pylist(), erased[gone].tolist(), strict=True
+        )
+    ]
+    refuse(problems, rows["row"].filter(pa.array(gone)).to_numpy(), Reason.ERASED_USER, details)
+    keys = np.where(was & ~gone, -1, rows["user_id"].to_numpy())
+    rows = rows.set_column(rows.column_names.index("user_id"), "user_id", pa.array(keys))
+    return rows.filter(pa.array(~gone))
 
 
 @dataclass(frozen=True)

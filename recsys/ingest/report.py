@@ -22,6 +22,7 @@ class Reason:
     DUPLICATE = "duplicate"
     UNKNOWN_ITEM = "unknown_item"
     MISSING_IMAGE = "missing_image"
+    ERASED_USER = "erased_user"
 
 
 @dataclass(frozen=True)

@@ -1,24 +1,38 @@
 """Erasing users: a shopper's right to have their data removed.
 
-``erase_users`` deletes users and every event of theirs from the catalog, in one transaction.
-What serves is held to it at once, with no state of its own: a feed reads the user's events
-stored since the bundle from the catalog anyway (``recsys.serving.fresh_history``), and a user
-the bundle knows but the catalog no longer has is answered as one never seen (popularity),
-on every worker, from the next request. The next ``recsys train`` leaves them out of the
-model; until then the bundle files on disk still hold their factors and history (and their
-events shaped the items' factors), so retrain, then remove the older bundles
-(``recsys bundles gc``), to finish an erasure.
+``erase_users`` deletes users and every event of theirs from the catalog, in one transaction,
+and records each erasure (``Erasure``: the SHA-256 of the id, never the id, and the time).
+The record keeps the erasure in force:
+
+- an event of theirs from before the erasure is refused at ingest (``erased_before``,
+  reason ``erased_user``), so re-ingesting an old file does not bring them back; a new event
+  (its timestamp after the erasure; the HTTP API stamps undated events with the time they
+  are stored) is taken, and they start again as a new shopper;
+- training from an event folder leaves out the same events (``without_erased``);
+- a feed whose bundle was trained before the erasure does not use the bundle's history of
+  them (``recsys.serving.fresh_history``): a user never seen, or their events since alone.
+
+What serves is held to it at once, on every worker, from the next request. The next
+``recsys train`` leaves them out of the model; until then the bundle files on disk still hold
+their factors and history (and their events shaped the items' factors), so retrain, then
+remove the older bundles (``recsys bundles gc --keep 1``), to finish an erasure. On SQLite the
+deleted rows' pages are overwritten (``secure_delete``) and the write-ahead log is truncated
+when no reader holds it; on PostgreSQL they stay in the table's files until its next vacuum.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, select
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy import Connection, Engine, delete, exists, func, insert, select, text
 
-from recsys.catalog.models import Interaction, User
+from recsys.catalog.models import Erasure, Interaction, User, user_key, utcnow
 from recsys.errors import InvalidInput
 from recsys.ingest.bulk import write_transaction
 from recsys.ingest.values import BadValue, parse_id
@@ -38,8 +52,10 @@ class Erased:
 
 
 def erase_users(engine: Engine, user_ids: Sequence[Any]) -> Erased:
-    """Delete the users ``user_ids`` and all their events, all or none; ``InvalidInput``
-    naming the first id that is no valid id (nothing is deleted then)."""
+    """Delete the users ``user_ids`` and all their events, and record their erasure (also of
+    ids the catalog does not have: their events may come later, or train from a folder), all
+    or none; ``InvalidInput`` naming the first id that is no valid id (nothing is deleted
+    then)."""
     ids = []
     for position, value in enumerate(user_ids):
         try:
@@ -49,9 +65,15 @@ def erase_users(engine: Engine, user_ids: Sequence[Any]) -> Erased:
     ids = list(dict.fromkeys(ids))
 
     def work(connection: Connection) -> Erased:
-        found, events = {}, 0
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:  # the freed pages are overwritten, not left readable in the file
+            connection.execute(text("PRAGMA secure_delete = ON"))
+        found, events, now = {}, 0, utcnow()
         for start in range(0, len(ids), BATCH):
             batch = ids[start : start + BATCH]
+            keys = [user_key(name) for name in batch]
+            connection.execute(delete(Erasure).where(Erasure.user_key.in_(keys)))
+            connection.execute(insert(Erasure), [{"user_key": k, "erased_at": now} for k in keys])
             rows = connection.execute(
                 select(User.id, User.external_id).where(User.external_id.in_(batch))
             ).all()
@@ -61,7 +83,49 @@ def erase_users(engine: Engine, user_ids: Sequence[Any]) -> Erased:
                 gone = connection.execute(delete(Interaction).where(Interaction.user_id.in_(keys)))
                 events += gone.rowcount
                 connection.execute(delete(User).where(User.id.in_(keys)))
+        if sqlite:
+            connection.execute(text("PRAGMA secure_delete = OFF"))
         erased = [name for name in ids if name in found]
         return Erased(erased, events, [name for name in ids if name not in found])
 
-    return write_transaction(engine, work)
+    erased = write_transaction(engine, work)
+    if engine.dialect.name == "sqlite":
+        _truncate_log(engine)
+    return erased
+
+
+def erasures_after(engine: Engine, moment: datetime) -> int:
+    """How many users were erased after ``moment`` (naive UTC): a bundle whose data was read
+    then still holds their data."""
+    with engine.connect() as connection:
+        query = select(func.count()).select_from(Erasure).where(Erasure.erased_at > moment)
+        return int(connection.execute(query).scalar_one())
+
+
+def _truncate_log(engine: Engine) -> None:
+    """Copy SQLite's write-ahead log into the file and empty it: its frames hold the pages
+    as they were before the delete. A reader still holding them keeps it (busy): then the
+    log is emptied by a later checkpoint."""
+    with engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def erased_before(connection: Connection, users: pa.Array) -> np.ndarray:
+    """(B,) per user id of ``users``, when they were last erased (datetime64[us], NaT for
+    users never erased): one query on the (small) erasures table, none when it is empty."""
+    when = np.full(len(users), np.datetime64("NaT"), dtype="datetime64[us]")
+    if not len(users) or not connection.execute(select(exists().select_from(Erasure))).scalar():
+        return when
+    names = pc.unique(users)
+    keys = [user_key(name) for name in names.to_pylist()]
+    found = {}
+    for start in range(0, len(keys), BATCH):
+        batch = keys[start : start + BATCH]
+        rows = connection.execute(
+            select(Erasure.user_key, Erasure.erased_at).where(Erasure.user_key.in_(batch))
+        )
+        found.update(rows.all())
+    if found:
+        erased = np.array([found.get(key) for key in keys], dtype="datetime64[us]")
+        when = erased[pc.index_in(users, names).to_numpy()]
+    return when

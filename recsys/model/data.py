@@ -45,6 +45,8 @@ class CatalogData:
     interactions: pd.DataFrame = field(
         default_factory=lambda: pd.DataFrame(columns=INTERACTION_COLUMNS)
     )
+    # Events of an event folder left out as erased users' (``recsys.ingest.users``).
+    erased_events: int = 0
 
     @property
     def counts(self) -> dict[str, int]:
@@ -71,10 +73,33 @@ def read_catalog(
         from recsys.engines.events import read_events
 
         interactions = read_events(events, items["item_id"].to_numpy(dtype=str))
+        interactions, erased = without_erased(engine, interactions)
         if user_sample is not None:
             interactions = sample_users(interactions, *user_sample)
+        if erased:
+            log.warning(
+                "events %s: %d events of erased users (from before their erasure) left out",
+                events,
+                erased,
+            )
     log.info("read %d items, %d interactions", len(items), len(interactions))
-    return CatalogData(items=items, kinds=kinds, interactions=interactions)
+    return CatalogData(items, kinds, interactions, erased if events is not None else 0)
+
+
+def without_erased(engine: Engine, interactions: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """``interactions`` but the events of erased users from before their erasure (undated
+    ones too), as an ingest refuses them (``recsys.ingest.users.erased_before``), and how
+    many were left out."""
+    from recsys.ingest.users import erased_before
+
+    with engine.connect() as connection:
+        users = pa.array(interactions["user_id"].to_numpy(dtype=object), pa.string())
+        erased = erased_before(connection, users)
+    if np.isnat(erased).all():
+        return interactions, 0
+    moments = interactions["timestamp"].to_numpy(dtype="datetime64[us]")
+    gone = ~np.isnat(erased) & (np.isnat(moments) | (moments <= erased))
+    return interactions[~gone].reset_index(drop=True), int(gone.sum())
 
 
 def read_items(engine: Engine, chunk_rows: int = ITEM_CHUNK_ROWS) -> tuple[pd.DataFrame, dict]:

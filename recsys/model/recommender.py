@@ -389,8 +389,11 @@ class Recommender:
         candidates=None,
         filters=None,
         diversity: float = DEFAULT_DIVERSITY,
+        seen_elsewhere=None,
     ) -> Results:
-        """Top-k items per user; unknown users get the popularity fallback (flagged)."""
+        """Top-k items per user; unknown users get the popularity fallback (flagged).
+        ``seen_elsewhere``: per user, ids the bundle does not hold that they have seen (events
+        on items added since), left out of the live items ranked in when ``exclude_seen``."""
         diversity, k, filters = check_diversity(diversity), check_k(k), check_filters(filters)
         allowed = self._allowed(candidates, filters)
         rows = self.user_index.rows(as_ids(user_ids, "user_id"))
@@ -418,10 +421,12 @@ class Recommender:
             skip = [
                 None
                 if row < 0
-                else self._live_seen(live, _row_indices(self.cf.user_items_, row))
+                else [*self._live_seen(live, _row_indices(self.cf.user_items_, row)), *elsewhere]
                 if exclude_seen
                 else ()
-                for row in rows.tolist()
+                for row, elsewhere in zip(
+                    rows.tolist(), _per_query(seen_elsewhere, rows), strict=True
+                )
             ]
             profiles = (
                 self.fused.user_tokens_[np.maximum(rows, 0)] if self.fused.has_tokens else None
@@ -429,7 +434,8 @@ class Recommender:
             results = self._with_live(
                 results, queries, k, candidates, filters, skip, profiles=profiles
             )
-        return self._live_fallback(results, k, candidates, filters)
+        elsewhere = _per_query(seen_elsewhere, rows) if exclude_seen else None
+        return self._live_fallback(results, k, candidates, filters, elsewhere)
 
     def recommend_for_history(
         self,
@@ -440,6 +446,7 @@ class Recommender:
         filters=None,
         diversity: float = DEFAULT_DIVERSITY,
         weights=None,
+        seen_elsewhere=None,
     ) -> Results:
         """Top-k for users given only their item histories (lists of item ids), no retraining.
 
@@ -447,7 +454,7 @@ class Recommender:
         solve) plus a content profile of those items, as ``recommend`` would have it after
         retraining. An empty history gets the popularity fallback. ``weights``: per history,
         one weight per item for the collaborative fold-in (``history_with``); the content
-        profiles count each item once either way.
+        profiles count each item once either way. ``seen_elsewhere``: as ``recommend``'s.
         """
         diversity, k, filters = check_diversity(diversity), check_k(k), check_filters(filters)
         places = self._history_places(histories)
@@ -489,15 +496,22 @@ class Recommender:
             for u in range(len(found))
         ]
         live = self.live
+        elsewhere = _per_query(seen_elsewhere, histories)
         if live is not None:
             skip = [
-                None if none else self._live_seen(live, exclude[u]) if exclude_seen else ()
+                None
+                if none
+                else [*self._live_seen(live, exclude[u]), *elsewhere[u]]
+                if exclude_seen
+                else ()
                 for u, none in enumerate(empty.tolist())
             ]
             results = self._with_live(
                 results, queries, k, candidates, filters, skip, profiles=profiles
             )
-        return self._live_fallback(results, k, candidates, filters)
+        return self._live_fallback(
+            results, k, candidates, filters, elsewhere if exclude_seen else None
+        )
 
     def _stored_feed(self, row: int, width: int, allowed, exclude_seen: bool):
         """(rows (width,), scores (width,), the rows it ranked among) of a stored user's feed
@@ -884,11 +898,11 @@ class Recommender:
             because = self._live_item_reasons(live, queries, mode, asked)
         return live.merge(results, queries, k, allowed, skip, profiles, surface, because)
 
-    def _live_fallback(self, results: Results, k: int, candidates, filters) -> Results:
+    def _live_fallback(self, results: Results, k: int, candidates, filters, seen=None) -> Results:
         """The popularity fallback's answers (``results.fallback``) with the live items that
         pass ``filters`` and ``candidates`` ranked in by popularity, as the bundle's items
         are: a changed item by its events (a write keeps them), a new one at 0, after every
-        item with events."""
+        item with events. ``seen``: per query, live ids to leave out."""
         live = self.live
         if live is None or not live.size or not any(results.fallback):
             return results
@@ -898,7 +912,8 @@ class Recommender:
             self._live_popularity = (live, np.where(rows >= 0, known, 0.0).astype(np.float32))
         popularity = self._live_popularity[1]
         scores = np.broadcast_to(popularity, (len(results.ids), live.size))
-        skip = [() if fallback else None for fallback in results.fallback]
+        seen = seen or [()] * len(results.fallback)
+        skip = [s if fallback else None for fallback, s in zip(results.fallback, seen, strict=True)]
 
         def because(_q: int, rows: np.ndarray, found: np.ndarray) -> list[list[explain.Reason]]:
             return explain.fallback(popularity[rows] <= 0, found)
@@ -1134,6 +1149,11 @@ class Recommender:
                 raise ValueError("weights must hold one weight per item of each history")
             data = np.concatenate([np.zeros(0), *weights]).astype(np.float32)
         return sp.csr_matrix((data, (rows, cols)), shape=(len(histories), len(self.item_ids)))
+
+
+def _per_query(lists, queries) -> list:
+    """``lists`` (one list per query, or None: none) as one per query of ``queries``."""
+    return [()] * len(queries) if lists is None else [list(items) for items in lists]
 
 
 def _share_any(labels: sp.csr_matrix, rows: np.ndarray, values: np.ndarray) -> np.ndarray:

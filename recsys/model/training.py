@@ -205,9 +205,11 @@ def _collaborative(
     """The cf stage, with the confidence form the weights stage chose. ALS on Spark over an
     event folder aggregates the confidences on Spark, from the folder itself
     (``CollaborativeModel.fit_events``): the same entries as from ``data.interactions``,
-    computed where the events are."""
+    computed where the events are (unless erased users' events were left out of them: then
+    from ``data.interactions``)."""
     item_ids = _item_ids(data)
-    if events is not None and config.cf.engine == "spark" and not data.interactions.empty:
+    folder = events is not None and not data.erased_events
+    if folder and config.cf.engine == "spark" and not data.interactions.empty:
         return CollaborativeModel(config.cf).fit_events(str(events), item_ids)
     return build_collaborative(
         data.interactions, item_ids, config.cf, use_gpu, show_progress, *_chosen_cf(choice)
