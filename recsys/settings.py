@@ -5,6 +5,8 @@ Precedence: explicit overrides (CLI flags) > environment (``RECSYS_*``) > defaul
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -13,6 +15,8 @@ from pathlib import Path
 
 from recsys.errors import InvalidSettings
 from recsys.scopes import DEFAULT_PUBLIC, OPENABLE, parse_scopes
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "RECSYS_"
 DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -94,6 +98,11 @@ class Settings:
             )
         if not DEVICE.match(self.device):
             raise InvalidSettings(f"device {self.device!r} is not one of auto, cpu, cuda, cuda:N")
+        # A secret mounted from a file ends in a line break: the token sent has none.
+        token = str(self.admin_token)
+        object.__setattr__(self, "admin_token", token.strip())
+        if token and not self.admin_token:
+            raise InvalidSettings("admin_token is only white space; set a long random secret")
         if self.admin_token and len(self.admin_token) < 16:
             raise InvalidSettings(
                 "admin_token is shorter than 16 characters; use a long random secret, e.g. "
@@ -147,6 +156,7 @@ class Settings:
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Defaults, then ``RECSYS_<FIELD>`` from ``environ``, then non-None ``overrides``."""
         environ = os.environ if environ is None else environ
+        _warn_unknown(environ)
         values: dict[str, object] = {}
         for setting in fields(cls):
             env_value = environ.get(ENV_PREFIX + setting.name.upper())
@@ -157,6 +167,32 @@ class Settings:
         if unknown:
             raise InvalidSettings(f"unknown settings: {', '.join(sorted(unknown))}")
         return replace(cls(), **values)
+
+
+# RECSYS_* variables read elsewhere than ``Settings``: the server's (services/gunicorn.conf.py),
+# the Flask settings' prefix, the replay's key, and the test suite's.
+OTHER_VARIABLES = (
+    "BIND", "WORKERS", "THREADS", "WORKER_CLASS", "WORKER_TMP_DIR", "ACCESS_LOG", "API_KEY",
+    "TEST_POSTGRES_URL", "REQUIRE_POSTGRES", "REQUIRE_BROWSER", "FUZZ_EXAMPLES",
+)  # fmt: skip
+_warned: set[str] = set()
+
+
+def _warn_unknown(environ: Mapping[str, str]) -> None:
+    """Log once per process each ``RECSYS_*`` variable no setting reads, with the name it
+    was probably meant to be: a misspelt RECSYS_DATABSE_URL was ignored in silence, and
+    `db upgrade` then made a new, empty catalog at the default path."""
+    known = [ENV_PREFIX + f.name.upper() for f in fields(Settings)]
+    known += [ENV_PREFIX + name for name in OTHER_VARIABLES]
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name.startswith(ENV_PREFIX + "FLASK_"):
+            continue
+        if name in known or name in _warned:
+            continue
+        _warned.add(name)
+        guess = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean {guess[0]}?)" if guess else ""
+        log.warning("%s is not a setting this code reads; it is ignored%s", name, hint)
 
 
 def _origins(value: str | tuple[str, ...]) -> tuple[str, ...]:

@@ -7,6 +7,7 @@ Production::
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 import logging
@@ -20,9 +21,10 @@ from typing import Any
 
 from flask import Config, Flask, request
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from recsys.catalog import connect
-from recsys.catalog.db import require_current_schema
+from recsys.catalog.db import database_problem, require_current_schema, sqlite_unwritable
 from recsys.catalog.reads import CardCache, CardSnapshot
 from recsys.errors import InvalidSettings
 from recsys.model.bundle import active_bundle
@@ -96,6 +98,13 @@ def flask_config_from_environment() -> None:
     config.from_mapping(DEFAULTS)
     config.from_prefixed_env("RECSYS_FLASK")
     check_config(config)
+    known = [*DEFAULTS, *Flask.default_config]
+    for name in sorted(os.environ):
+        key = name.removeprefix("RECSYS_FLASK_")
+        if key != name and key not in known:
+            guess = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean RECSYS_FLASK_{guess[0]}?)" if guess else ""
+            log.warning("%s is not a setting this code reads; it is ignored%s", name, hint)
 
 
 # Item cards read by the gunicorn master before it forks the workers (``preload_cards``):
@@ -218,6 +227,8 @@ def _start(app: Flask, engine: Engine, holder: ModelHolder, cards: CardCache) ->
         ).start()
     problem = _catalog_problem(engine)
     if problem is None:
+        if unwritable := sqlite_unwritable(engine):  # reads serve; every write would fail
+            log.error("%s: event, item and erasure writes will fail (503)", unwritable)
         if load:
             _load_at_start(holder)
         if watch:
@@ -225,19 +236,25 @@ def _start(app: Flask, engine: Engine, holder: ModelHolder, cards: CardCache) ->
                 target=_watch, args=(holder,), name="bundle-watcher", daemon=True
             ).start()
         return
-    log.error("catalog not available at start, retrying in the background: %s", problem)
-    holder.last_error = f"{errors.WAITING}: {problem}"
+    log.error("catalog not available at start, retrying in the background: %s", problem[1])
+    holder.last_error = f"{errors.WAITING}: {problem[0]}"
     retry_max = float(app.config["CATALOG_RETRY_MAX_SECONDS"])
     args = (engine, holder, load, watch, retry_max)
     threading.Thread(target=_wait_for_catalog, args=args, name="catalog-wait", daemon=True).start()
 
 
-def _catalog_problem(engine: Engine) -> str | None:
-    """Why the catalog cannot serve (unreachable, not migrated), or None."""
+def _catalog_problem(engine: Engine) -> tuple[str, str] | None:
+    """Why the catalog cannot serve (unreachable, not migrated), or None: (what /readyz
+    shows anyone, no path in it; what the log says: the SQLite file's path, and what the
+    driver's error means, ``database_problem``)."""
     try:
         require_current_schema(engine)
     except Exception as exc:  # OperationalError, CatalogNotReady, a driver's own errors
-        return str(exc).splitlines()[0]
+        shown = str(exc).splitlines()[0]
+        if isinstance(exc, DBAPIError):
+            return shown, database_problem(exc, engine.url.render_as_string(False))
+        path = getattr(exc, "path", None)
+        return shown, shown + (f" ({path})" if path else "")
     return None
 
 
@@ -245,8 +262,8 @@ def _wait_for_catalog(engine, holder, load: bool, watch: bool, retry_max: float)
     delay = 0.5
     while (problem := _catalog_problem(engine)) is not None:
         engine.dispose()  # the next try opens fresh connections (a SQLite file may be back)
-        holder.last_error = f"{errors.WAITING}: {problem}"
-        log.warning("catalog still not available, next try in %.1f s: %s", delay, problem)
+        holder.last_error = f"{errors.WAITING}: {problem[0]}"
+        log.warning("catalog still not available, next try in %.1f s: %s", delay, problem[1])
         time.sleep(delay)
         delay = min(2 * delay, retry_max)
     log.info("catalog available")

@@ -176,6 +176,14 @@ def init_app(app: Flask) -> None:
         if not database_away(exc):
             return _unexpected(exc)
         database_errors.failed(exc)
+        if "readonly database" in str(getattr(exc, "orig", exc)).lower():
+            # no retry helps: its file or folder must be made writable (the log names them)
+            return error_response(
+                503,
+                "catalog_read_only",
+                "the catalog database is read-only: writes fail until the operator makes it "
+                "writable (the server log names the file)",
+            )
         return error_response(
             503,
             "database_unavailable",

@@ -93,6 +93,32 @@ _HINTS = {
 }
 
 
+def _check_server_settings() -> None:
+    """The server's own RECSYS_* settings, each refused in one line naming it: gunicorn's
+    answer to a bind port out of range, a missing heartbeat folder, a misspelt worker class
+    or a missing metrics folder was a traceback, or every worker failing to boot."""
+    for address in bind.split(","):
+        host, _, port = address.strip().rpartition(":")
+        if address.startswith(("unix:", "fd://")):
+            continue
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise InvalidSettings(
+                f"RECSYS_BIND={bind!r}: give HOST:PORT with a port from 0 to 65535, e.g. "
+                "127.0.0.1:8000 or 0.0.0.0:8000 (or unix:/path/to.sock)"
+            )
+    folders = {"RECSYS_WORKER_TMP_DIR": worker_tmp_dir, "PROMETHEUS_MULTIPROC_DIR": _metrics_dir}
+    for name, folder in folders.items():
+        if folder and not (os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)):
+            raise InvalidSettings(f"{name}={folder!r} is not a folder this user can write")
+    try:
+        util.load_class(worker_class, section="gunicorn.workers")
+    except Exception:  # gunicorn raises RuntimeError with a traceback in its text
+        raise InvalidSettings(
+            f"RECSYS_WORKER_CLASS={worker_class!r} is no gunicorn worker class; leave it unset "
+            "(services.workers.BalancedThreadWorker) or name one such as gthread or sync"
+        ) from None
+
+
 def write_json_error(sock, status_int, reason, mesg):
     """gunicorn's own error answers (414, 431, 400 on a malformed request, 500 on its own
     failure) in the service's JSON error shape (services/errors.py) instead of HTML."""
@@ -146,6 +172,7 @@ def child_exit(server, worker):
 import gc  # noqa: E402
 
 import services.app  # noqa: E402
+import services.limits  # noqa: E402
 import services.logs  # noqa: E402
 import services.workers  # noqa: E402
 from recsys.errors import InvalidSettings  # noqa: E402
@@ -154,15 +181,15 @@ from recsys.settings import Settings  # noqa: E402
 try:  # every RECSYS_* setting, checked before anything starts: one line, not a traceback
     _settings = Settings.load()
     services.app.flask_config_from_environment()
+    services.limits.check_storage(_settings)
+    _check_server_settings()
+    if _settings.log_format == "json":  # gunicorn's own lines and the access log as JSON too
+        logger_class = "services.workers.JsonLogger"
+    _service_logs(logging.INFO)  # the lines of the preloads below; on_starting sets the level
+    services.app.preload_cards(_settings)  # read once here, the workers share its pages
+    services.app.preload_image_libraries(_settings)  # torch, when the bundle has one
 except InvalidSettings as exc:
     raise SystemExit(f"recsys: {exc} (RECSYS_* environment)") from None
-
-if _settings.log_format == "json":  # gunicorn's own lines and the access log as JSON too
-    logger_class = "services.workers.JsonLogger"
-_service_logs(logging.INFO)  # the lines of the preloads below; on_starting sets the level
-
-services.app.preload_cards(_settings)  # read once here, the workers share its pages
-services.app.preload_image_libraries(_settings)  # torch, when the bundle has an image encoder
 
 gc.collect()
 gc.freeze()  # the imported objects leave the collector's lists: collections do not touch them

@@ -38,10 +38,11 @@ from urllib.parse import urlparse
 
 from flask import Flask, g, request
 from limits import RateLimitItem, parse_many
-from limits.errors import StorageError
+from limits.errors import ConfigurationError, StorageError
 from limits.storage import Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
+from recsys.errors import InvalidSettings
 from recsys.settings import Settings
 from services.contract import contract_of
 from services.errors import ApiError
@@ -151,9 +152,31 @@ def default_storage_uri(database_url: str) -> str:
 
 
 def make_limiter(settings: Settings) -> FixedWindowRateLimiter:
-    """The counters of every limit of this host's workers (``Settings.rate_limit_storage``)."""
+    """The counters of every limit of this host's workers (``Settings.rate_limit_storage``),
+    opened once here: ``InvalidSettings`` naming the setting when they cannot be. A store
+    that fails later lets requests through (logged), so one that never worked turned every
+    limit off, the failed-key one included, while the service said it was ready."""
     uri = settings.rate_limit_storage or default_storage_uri(settings.database_url)
-    return FixedWindowRateLimiter(storage_from_string(uri, wrap_exceptions=True))
+    try:
+        storage = storage_from_string(uri, wrap_exceptions=True)
+        if isinstance(storage, SQLiteStorage):
+            storage._db()
+    except (ConfigurationError, ValueError, sqlite3.Error) as exc:
+        where = "RECSYS_RATE_LIMIT_STORAGE" if settings.rate_limit_storage else "the default"
+        raise InvalidSettings(
+            f"rate_limit_storage {uri!r} ({where}) cannot be used: {exc}; give a sqlite:///"
+            "path in a folder this user can write, or a redis:// or memcached:// URI"
+        ) from None
+    return FixedWindowRateLimiter(storage)
+
+
+def check_storage(settings: Settings) -> None:
+    """``make_limiter``'s check alone, leaving no connection open (the gunicorn master checks
+    before it forks the workers)."""
+    storage = make_limiter(settings).storage
+    connection = getattr(getattr(storage, "_local", None), "connection", None)
+    if connection is not None:
+        connection.close()
 
 
 class KeyFailures:

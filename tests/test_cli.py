@@ -291,3 +291,54 @@ def test_an_ingest_of_a_file_without_rows_warns(run_cli, engine, tmp_path):
     header.write_text("item_id,title\n")
     done = run_cli("ingest", "items", header, "-q")  # was "0 accepted ..., 0 rejected" alone
     assert "warning: items.csv holds no rows, only its header" in done.output
+
+
+def test_an_item_with_nothing_in_common_with_any_other_has_no_similar_items(
+    run_cli, engine, tmp_path, monkeypatch
+):
+    """An item with no attributes and no events scored 0 with every other: its similar
+    items were the catalog's first rows, at 0, with no reason. Evaluating a catalog with
+    nothing to learn from was a traceback; asking for a GPU that is not there trained on
+    the CPU without a word."""
+    items = tmp_path / "items.csv"
+    items.write_text("item_id\n" + "".join(f"it{n:02d}\n" for n in range(12)))
+    run_cli("ingest", "items", items, "-q")
+    refused = run_cli("evaluate", "-q", "--out", tmp_path / "out", expect_exit=2)
+    assert "nothing to learn from" in refused.output and "Traceback" not in refused.output
+    events = tmp_path / "events.csv"
+    rows = [f"u{n % 4},it{n % 9:02d},view,2026-11-{1 + n % 27:02d}" for n in range(36)]
+    events.write_text("user_id,item_id,event,timestamp\n" + "\n".join(rows) + "\n")
+    run_cli("ingest", "interactions", events, "-q")
+    run_cli("--artifacts-dir", tmp_path / "art", "train", "-q")
+    alone = run_cli("--artifacts-dir", tmp_path / "art", "similar", "--item", "it11")
+    assert "it00" not in alone.output and "no item has anything in common with it" in alone.output
+    viewed = run_cli("--artifacts-dir", tmp_path / "art", "similar", "--item", "it01")
+    assert "viewed together" in viewed.output
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    gpu = run_cli(
+        "--device", "cuda", "--artifacts-dir", tmp_path / "art", "train", "-q", expect_exit=2
+    )
+    assert "torch sees no GPU" in gpu.output
+
+
+def test_more_like_this_stays_content_led_when_no_slice_can_be_held_out(run_cli, engine, tmp_path):
+    """With one shopper nothing can be held out to choose weights, and both item-to-item
+    surfaces took the feed's: a mug's "more like this" listed what that shopper happened to
+    view beside it (bowls and plates), "viewed together"."""
+    items = tmp_path / "items.csv"
+    kinds = ["mug", "bowl", "plate"]
+    items.write_text("item_id,title,kind\n" + "".join(
+        f"it{n:02d},{kinds[n % 3].title()} {n},{kinds[n % 3]}\n" for n in range(18)
+    ))  # fmt: skip
+    run_cli("ingest", "items", items, "-q")
+    events = tmp_path / "events.csv"
+    viewed = [0, *(n for n in range(18) if n % 3)]  # one mug among the bowls and plates
+    rows = [f"u1,it{n:02d},view,2026-11-{1 + n:02d}" for n in viewed]
+    events.write_text("user_id,item_id,event,timestamp\n" + "\n".join(rows) + "\n")
+    run_cli("ingest", "interactions", events, "-q")
+    run_cli("--artifacts-dir", tmp_path / "art", "train", "-q")
+    answer = run_cli(
+        "--artifacts-dir", tmp_path / "art", "similar", "--item", "it00", "-k", "5", "--json"
+    )
+    listed = json.loads(answer.stdout)[0]["titles"]
+    assert listed and all(title.startswith("Mug") for title in listed), listed

@@ -108,7 +108,10 @@ def reference(path: Path, known_items: set[str]) -> tuple[set[tuple], dict[int, 
                 rejects[line] = exc.args
                 continue
             if row[1] not in known_items:
-                detail = f"item_id {row[1]!r} is not in the catalog; ingest the item first"
+                detail = (
+                    f"item_id {row[1]!r} is not in the catalog (never ingested, or removed); "
+                    "ingest the item first, or leave out events of removed items"
+                )
                 rejects[line] = ("unknown_item", detail)
             elif (*row[:3], row[4]) in seen:
                 detail = (

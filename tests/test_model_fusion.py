@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from recsys.errors import InvalidInput
 from recsys.model import fusion
 from recsys.model.cf import CFConfig
 from recsys.model.fusion import FusedModel, FusionConfig, Layout, fuse, normalize_rows
@@ -134,7 +135,7 @@ def test_images_add_an_image_block_and_items_without_images_still_work():
 def test_a_catalog_with_nothing_to_learn_from_is_refused_clearly():
     data = toy_catalog()
     data.interactions, data.kinds = data.interactions.iloc[0:0], {}
-    with pytest.raises(ValueError, match="nothing to learn from"):
+    with pytest.raises(InvalidInput, match="nothing to learn from"):
         fit_in_memory(data, TrainConfig(use_titles=False))
 
 

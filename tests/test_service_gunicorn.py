@@ -204,15 +204,23 @@ def test_the_services_log_lines_say_when_who_and_what(server):
         ("RECSYS_WORKERS", "two", "RECSYS_WORKERS='two' must be a whole number >= 1"),
         ("RECSYS_FLASK_RELOAD_CHECK_SECONDS", "abc", "RECSYS_FLASK_RELOAD_CHECK_SECONDS='abc'"),
         ("RECSYS_FLASK_CARD_SNAPSHOT", "3", "RECSYS_FLASK_CARD_SNAPSHOT=3 must be true or false"),
+        # each was a traceback, a worker failing to boot, or limits turned off in silence
+        ("RECSYS_BIND", "127.0.0.1:99999", "RECSYS_BIND='127.0.0.1:99999': give HOST:PORT"),
+        ("RECSYS_WORKER_CLASS", "gthred", "RECSYS_WORKER_CLASS='gthred' is no gunicorn worker"),
+        ("RECSYS_WORKER_TMP_DIR", "/no/such/dir", "'/no/such/dir' is not a folder this user"),
+        ("RECSYS_RATE_LIMIT_STORAGE", "sqlite:////no/such/dir/x.db", "cannot be used: unable"),
+        ("RECSYS_RATE_LIMIT_STORAGE", "bogus://x", "unknown storage scheme"),
+        ("RECSYS_DATABASE_URL", "postgres://u:p@h/db", "database_url 'postgres://u:***@h/db'"),
+        ("RECSYS_DATABASE_URL", "sqlite:/one/slash.db", "is not a SQLAlchemy URL"),
     ],
 )
 def test_a_bad_setting_stops_gunicorn_with_one_line_naming_it(tmp_path, name, value, says):
     env = {
         **os.environ,
         "RECSYS_DATABASE_URL": f"sqlite:///{tmp_path / 'none.db'}",
-        name: value,
         "RECSYS_BIND": f"127.0.0.1:{free_port()}",
         "TMPDIR": str(tmp_path),
+        name: value,
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     done = subprocess.run(

@@ -40,3 +40,19 @@ def test_bad_environment_value_is_a_usage_error(run_cli, monkeypatch):
     monkeypatch.setenv("RECSYS_DEVICE", "tpu")
     result = run_cli("stats", expect_exit=2)
     assert "device 'tpu' is not one of auto, cpu, cuda, cuda:N" in result.output
+
+
+def test_a_secret_read_from_a_file_loses_its_line_break_and_blank_ones_are_refused():
+    """A token mounted from a file ends in a newline: it started, then refused the token."""
+    token = "Xk9fj3kLmn0pQrs7TuVw"
+    assert Settings.load(environ={"RECSYS_ADMIN_TOKEN": token + "\n"}).admin_token == token
+    with pytest.raises(InvalidSettings, match="admin_token is only white space"):
+        Settings.load(environ={"RECSYS_ADMIN_TOKEN": " " * 20})
+
+
+def test_a_misspelt_variable_is_named_with_the_setting_it_resembles(caplog):
+    """RECSYS_DATABSE_URL was ignored in silence; `db upgrade` then made an empty catalog."""
+    Settings.load(environ={"RECSYS_DATABSE_URL": "sqlite:///shop.db", "RECSYS_BIND": "x:1"})
+    said = [r.getMessage() for r in caplog.records]
+    assert any("RECSYS_DATABSE_URL" in m and "did you mean RECSYS_DATABASE_URL?" in m for m in said)
+    assert not any("RECSYS_BIND" in m for m in said)  # the server's own setting

@@ -29,7 +29,13 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DatabaseError, DisconnectionError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DatabaseError,
+    DisconnectionError,
+    NoSuchModuleError,
+    OperationalError,
+)
 
 from recsys.errors import CatalogNotReady, InvalidSettings
 from recsys.logs import Repeated
@@ -73,10 +79,15 @@ def connect(database_url: str, timeout: float = 0.0, pool_size: int = 5) -> Engi
             ) from exc
         IdlePing().watch(engine)
         return engine
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS})
+    try:
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS})
+    except ArgumentError as exc:  # sqlite:/path (one slash)
+        raise InvalidSettings(
+            f"database_url {database_url!r} is not a SQLite URL SQLAlchemy reads: {exc}; write "
+            "sqlite:///relative/path.db or sqlite:////absolute/path.db"
+        ) from exc
     event.listen(engine, "connect", _sqlite_pragmas)
     if (path := sqlite_path(url)) is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
         SqliteFile(path).watch(engine)
     return engine
 
@@ -167,6 +178,7 @@ def creating(engine: Engine):
         yield
         return
     watched.may_create = True
+    Path(watched.path).parent.mkdir(parents=True, exist_ok=True)  # not for reads: a typo's
     try:
         yield
     finally:

@@ -286,14 +286,47 @@ def _command(config, out_dir: Path, labels: Path | None) -> str:
     return " ".join(parts)
 
 
+def _figure(value, width: int) -> str:
+    """A metric to 4 places, or "n/a" where the split cannot measure it (no users held out
+    cold items: the report says so too); it printed "nan"."""
+    if value is None or value != value:
+        return f"{'n/a':>{width}s}"
+    return f"{value:{width}.4f}"
+
+
+# Fewer evaluated users than this and the figures are mostly noise (a standard error of a
+# recall near 0.5 is about 0.5 / sqrt(users)).
+FEW_USERS = 50
+
+
+def _small_data(task: dict, k: int) -> None:
+    """Say when the split is too small for its figures to mean much: a handful of users, or
+    no more new items than the cut-off (every contender then lists them all: recall 1)."""
+    users, cold = task.get("evaluated_users", 0), task.get("cold_items", 0)
+    if 0 < users < FEW_USERS:
+        click.echo(
+            f"warning: only {users} {'user holds' if users == 1 else 'users hold'} events out: "
+            "these figures are mostly noise; more shoppers' events make them mean something",
+            err=True,
+        )
+    if 0 < cold <= k:
+        click.echo(
+            f"warning: {cold} new {'item' if cold == 1 else 'items'} in the held-out events, "
+            f"no more than k={k}: every contender lists them all, so cold-item recall@{k} "
+            "says nothing here",
+            err=True,
+        )
+
+
 def _echo(result, k: int) -> None:
     contenders = result.metrics["contenders"]
     if contenders:
         click.echo(f"{'contender':20s} {f'recall@{k}':>10s} {f'cold-item recall@{k}':>20s}")
     for name, metrics in contenders.items():
-        warm = metrics["overall"].get(f"recall@{k}", float("nan"))
-        cold = metrics["cold_items"].get(f"recall@{k}", float("nan"))
-        click.echo(f"{name:20s} {warm:10.4f} {cold:20.4f}")
+        warm = _figure(metrics["overall"].get(f"recall@{k}"), 10)
+        cold = _figure(metrics["cold_items"].get(f"recall@{k}"), 20)
+        click.echo(f"{name:20s} {warm} {cold}")
+    _small_data(result.metrics.get("task") or {}, k)
     compared = result.metrics.get("against_parts") or {}
     for key, label in (("warm", f"recall@{k}"), ("cold", f"cold-item recall@{k}")):
         if found := compared.get(key):

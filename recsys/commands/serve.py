@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import ipaddress
+import os
 import socket
 
 import click
@@ -33,10 +35,24 @@ def serve(settings: Settings, host: str, port: int, debug: bool) -> None:
     """
     from services.app import create_app
 
-    _check_address(host, port)  # before "serving on": it printed that, then failed
+    if debug and not _loopback(host):  # the debugger runs any code a visitor types
+        raise click.BadParameter(
+            f"--debug serves Werkzeug's debugger, which runs code for anyone who reaches "
+            f"{host}; use --host 127.0.0.1 (or no --debug)",
+            param_hint="--host",
+        )
+    if not os.environ.get("WERKZEUG_RUN_MAIN"):  # the reloader's child: its parent listens
+        _check_address(host, port)  # before "serving on": it printed that, then failed
     app = create_app(settings)
     click.echo(f"serving on http://{host}:{port}/  (model {_version(app)})")
     app.run(host=host, port=port, debug=debug, threaded=True, use_reloader=debug)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return False
 
 
 def _check_address(host: str, port: int) -> None:

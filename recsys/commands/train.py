@@ -358,6 +358,12 @@ def _show(engine, queries, answers: list[dict], as_json: bool, key: str) -> None
         for rank, (item, title, score, reasons) in enumerate(ranked, 1):
             parts = [f"{rank:3d}. {item}", f"{score:.4f}", _quoted(title), _reasons(reasons)]
             click.echo("  " + "  ".join(filter(None, parts)))
+        if not row["ids"]:
+            click.echo(
+                "  (none: no item has anything in common with it)"
+                if key == "item"
+                else "  (none passes: every item is seen, out of stock or filtered out)"
+            )
 
 
 def _naming_an_item(answer: dict):

@@ -145,7 +145,8 @@ class InteractionIngester:
         item_ids = lookup_ids(connection, Item, rows["item"].combine_chunks(), known_items)
         unknown = pa.array(item_ids < 0)
         details = [
-            f"item_id {item!r} is not in the catalog; ingest the item first"
+            f"item_id {item!r} is not in the catalog (never ingested, or removed); ingest the "
+            "item first, or leave out events of removed items"
             for item in rows["item"].filter(unknown).to_pylist()
         ]
         problems: Problems = {}

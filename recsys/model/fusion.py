@@ -39,6 +39,7 @@ from sklearn.base import BaseEstimator
 from sklearn.linear_model import Ridge
 from sklearn.utils.validation import check_is_fitted
 
+from recsys.errors import InvalidInput
 from recsys.model import parallel, sparse_rows
 from recsys.model.data import mapped
 from recsys.model.frozen import FrozenDict
@@ -296,7 +297,7 @@ class FusedModel(BaseEstimator):
             user_blocks.update(_profiles(cf.user_items_, content))
             user_blocks["popularity"] = np.ones((len(cf.user_ids_), 1), dtype=np.float32)
         if not item_blocks:
-            raise ValueError(
+            raise InvalidInput(
                 "nothing to learn from: the catalog has no interactions, attributes, titles or "
                 "images; ingest interactions or item attributes first"
             )
@@ -370,7 +371,11 @@ class FusedModel(BaseEstimator):
         surfaces: dict[str, dict[str, float]] | None = None,
     ):
         """Re-fuse with new feed weights, cold-item multipliers and item-to-item surface
-        weights (default: the feed's, popularity left out)."""
+        weights (a surface not given starts where the weights stage's search starts:
+        ``similar`` the content blocks at 1, ``also`` cf alone; without those blocks, the
+        feed's weights, popularity left out). The feed's weights served both when no slice
+        could be held out (a shop of a few shoppers), so "more like this" listed what one
+        shopper happened to view together."""
         check_is_fitted(self, "layout_")
         dims = self.layout_.dims
         names = [*dims, TOKENS] if self.has_tokens else list(dims)
@@ -383,9 +388,13 @@ class FusedModel(BaseEstimator):
             # stage re-weights dozens of times; each item re-fuse costs items x dims).
             self._fuse_items(cold_scale)
         default = {b: w for b, w in self.weights_.items() if b in dims and b != "popularity"}
+        starts = {
+            "similar": {b: 1.0 for b in CONTENT_BLOCKS if b in dims} or default,
+            "also": {"cf": 1.0} if "cf" in dims else default,
+        }
         surfaces = surfaces or {}
         self.surface_weights_ = {
-            name: {b: float(surfaces.get(name, default).get(b, 0.0)) for b in dims}
+            name: {b: float(surfaces.get(name, starts[name]).get(b, 0.0)) for b in dims}
             for name in SURFACES
         }
         # (I,) the feed token term's weight times each item's cold multiplier

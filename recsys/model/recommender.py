@@ -33,7 +33,7 @@ import logging
 import math
 import numbers
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,26 @@ class Results:
     because: list[list[list[explain.Reason]]] = field(default_factory=list)
     # feeds of stored users: the bundle rows each was ranked among (``Recommender.feed_unchanged``)
     considered: list[bytes | None] = field(default_factory=list)
+
+    def alike(self) -> Results:
+        """Item-to-item answers without the items that score 0 or less: nothing in common
+        with the query item (an item with no content and no events scored 0 with every
+        other, and its "similar items" were the catalog's first rows, with no reason)."""
+        keep = [np.asarray(scores) > 0 for scores in self.scores]
+        ids = [
+            [i for i, k in zip(ids, kept, strict=True) if k]
+            for ids, kept in zip(self.ids, keep, strict=True)
+        ]
+        because = (
+            [
+                [r for r, k in zip(reasons, kept, strict=True) if k]
+                for reasons, kept in zip(self.because, keep, strict=True)
+            ]
+            if self.because
+            else self.because
+        )
+        scores = [np.asarray(scores)[kept] for scores, kept in zip(self.scores, keep, strict=True)]
+        return replace(self, ids=ids, scores=scores, because=because)
 
     def to_json(self) -> list[dict[str, Any]]:
         fallback = self.fallback or [False] * len(self.ids)
@@ -755,7 +775,7 @@ class Recommender:
             queries = self.fused.item_queries(rows, mode)
             skip = [[item] for item in asked]
             results = self._with_live(results, queries, k, None, filters, skip, mode, asked)
-        return results
+        return results.alike()
 
     def similar_unchanged(
         self,
@@ -838,7 +858,7 @@ class Recommender:
         results.because = explain.listed_reasons(shares, shared, found)
         skip = [[item] for item in item_ids.tolist()]
         asked = item_ids.tolist()
-        return self._with_live(results, queries, k, None, filters, skip, mode, asked)
+        return self._with_live(results, queries, k, None, filters, skip, mode, asked).alike()
 
     def _no_interactions(self, item_ids) -> np.ndarray:
         """(n,) bool: the items the bundle saw no interactions of (new since, or cold in it),

@@ -300,11 +300,16 @@ def _failure(exc: Exception, bundles: Path) -> str:
 
 
 def _cuda_wanted(device: str) -> bool:
+    """Whether the stages run on the GPU: ``auto`` when torch sees one; ``cuda`` and
+    ``cuda:N`` insist (trained on the CPU without a word, where the image stage refused)."""
     if device == "cpu":
         return False
     import torch
 
-    return torch.cuda.is_available()
+    available = torch.cuda.is_available()
+    if device.startswith("cuda") and not available:
+        raise InvalidInput(f"device {device!r} asked for, but torch sees no GPU; use --device cpu")
+    return available
 
 
 def _check_trainable(data: CatalogData) -> None:
