@@ -47,3 +47,12 @@ class TrainingFailed(RecsysError):
 
 class Interrupted(RecsysError):
     """Stopped by the user (Ctrl-C) part-way; the message says what was kept."""
+
+
+class PhotoStoreUnavailable(RecsysError):
+    """An uploaded photo cannot be stored: the images root (``RECSYS_IMAGES_ROOT``) or its
+    uploads folder is missing and cannot be made, or is not writable; ``path``: the folder."""
+
+    def __init__(self, message: str, path: str | None = None):
+        super().__init__(message)
+        self.path = path

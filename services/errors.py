@@ -19,6 +19,7 @@ from recsys.errors import (
     InvalidBundle,
     InvalidInput,
     ModelNotTrained,
+    PhotoStoreUnavailable,
     RecsysError,
     SearchTooBroad,
     UnknownItem,
@@ -49,6 +50,7 @@ _RECSYS_STATUS = (
     (ModelNotTrained, 503, "model_not_ready"),
     (CatalogNotReady, 503, "catalog_not_ready"),
     (InvalidBundle, 503, "model_not_ready"),
+    (PhotoStoreUnavailable, 503, "uploads_unavailable"),
 )
 
 
@@ -146,6 +148,8 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(RecsysError)
     def _recsys_error(exc: RecsysError):
+        if isinstance(exc, PhotoStoreUnavailable):  # the operator's to fix: the log names it
+            log.error("%s (%s)", exc, exc.path)
         for kind, status, code in _RECSYS_STATUS:
             if isinstance(exc, kind):
                 message = message_of(exc)

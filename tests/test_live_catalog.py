@@ -286,6 +286,26 @@ def test_a_photo_can_come_as_a_multipart_part(app, client):
     assert error_of(client.put("/v1/items/a-bad", data=bad, headers=ADMIN), 400).startswith("image")
 
 
+def test_an_upload_the_images_root_cannot_take_is_a_503_naming_the_setting(shop, tmp_path):
+    """An images root the service cannot write (here: under a file) was a 500 with a
+    traceback on the first photo upload; the item itself is not written."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    url, artifacts, _ = shop
+    settings = Settings(database_url=url, artifacts_dir=artifacts, admin_token=ADMIN_TOKEN,
+                        images_root=blocker / "images")  # fmt: skip
+    config = {"TESTING": True, "RELOAD_CHECK_SECONDS": 0, "LIVE_CATALOG_SECONDS": 0}
+    client = create_app(settings, config).test_client()
+    buffer = io.BytesIO()
+    Image.fromarray(item_image("a", 1)).save(buffer, format="PNG")
+    data = {"item": json.dumps({"title": "x"}), "image": (io.BytesIO(buffer.getvalue()), "a.png")}
+    response = client.put("/v1/items/a-photo", data=data, headers=ADMIN)
+    assert response.status_code == 503, response.get_json()
+    assert response.get_json()["error"]["code"] == "uploads_unavailable"
+    assert "RECSYS_IMAGES_ROOT" in response.get_json()["error"]["message"]
+    assert client.get("/v1/items/a-photo").status_code == 404
+
+
 def test_deleted_and_out_of_stock_items_vanish_from_every_answer(app, client):
     recommender = app.extensions["recsys"].holder.state.recommender
     assert recommender.neighbours is not None  # similar items come from the neighbour table

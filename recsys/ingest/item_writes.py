@@ -29,7 +29,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, select
 from recsys.catalog.changes import items_generation
 from recsys.catalog.models import Item
 from recsys.catalog.reads import ItemCard
-from recsys.errors import InvalidInput, UnknownItem
+from recsys.errors import InvalidInput, PhotoStoreUnavailable, UnknownItem
 from recsys.files import as_if_plain
 from recsys.ingest.bulk import write_transaction
 from recsys.ingest.items import FIELDS, KNOWN_COLUMNS, ItemIngester, recorded_kinds
@@ -175,14 +175,21 @@ def save_photo(images_root: Path, data: bytes, suffix: str) -> Path:
     """Store an uploaded photo as ``<images_root>/uploads/<sha256><suffix>`` (written to a
     temporary file and renamed: a reader never sees half a photo) -> its absolute path."""
     folder = (Path(images_root) / UPLOADS).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{hashlib.sha256(data).hexdigest()}{suffix}"
-    if not path.is_file():
-        handle, temporary = tempfile.mkstemp(dir=folder, suffix=".part")
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        as_if_plain(temporary)  # a trainer or image server may run as another user
-        os.replace(temporary, path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not path.is_file():
+            handle, temporary = tempfile.mkstemp(dir=folder, suffix=".part")
+            with os.fdopen(handle, "wb") as file:
+                file.write(data)
+            as_if_plain(temporary)  # a trainer or image server may run as another user
+            os.replace(temporary, path)
+    except OSError as exc:  # a 500 with a traceback; the operator's to fix, not the client's
+        raise PhotoStoreUnavailable(
+            f"uploaded photos cannot be stored: {exc.strerror or exc}; the images root "
+            "(RECSYS_IMAGES_ROOT) and its uploads folder must be writable by the service",
+            str(folder),
+        ) from exc
     return path
 
 
