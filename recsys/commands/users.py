@@ -15,7 +15,40 @@ from recsys.settings import Settings
 
 @click.group("users")
 def command() -> None:
-    """Shoppers: erase one or many, with all their events."""
+    """Shoppers: what is held of one, or erase one or many, with all their events."""
+
+
+@command.command("show")
+@click.argument("user_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole record as JSON.")
+@click.pass_obj
+def show(settings: Settings, user_id: str, as_json: bool) -> None:
+    """What the catalog and the model bundles hold of USER_ID (a subject access request):
+    the user's row, every event of theirs, a recorded erasure, and the bundles whose files
+    still hold their factors and history."""
+    from recsys.ingest.users import user_record
+
+    try:
+        record = user_record(connect_current(settings.database_url), user_id)
+    except InvalidInput as exc:
+        raise click.UsageError(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(record, indent=2, ensure_ascii=False))
+        return
+    events = record["events"]
+    if record["in_catalog"]:
+        click.echo(f"user {record['user_id']!r}: in the catalog since {record['created_at']} UTC, "
+                   f"{len(events)} {'event' if len(events) == 1 else 'events'}")  # fmt: skip
+    else:
+        click.echo(f"user {record['user_id']!r}: not in the catalog")
+    if record["erased_at"]:
+        click.echo(f"  erased at {record['erased_at']} UTC (events from before it are refused)")
+    held = [b["version"] + (" (active)" if b["active"] else "") for b in record["bundles"]]
+    click.echo(f"  model bundles holding their data: {', '.join(held) if held else 'none'}")
+    for event in events:
+        at = event["timestamp"] or "(no time)"
+        click.echo(f"  {at}  {event['event']}  {event['item_id']}  weight {event['weight']:g}"
+                   f"  stored {event['stored_at']}")  # fmt: skip
 
 
 @command.command("erase")

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Connection, Engine, delete, exists, func, insert, select, text
 
-from recsys.catalog.models import Erasure, Interaction, User, user_key, utcnow
+from recsys.catalog.models import (
+    Erasure,
+    Interaction,
+    Item,
+    ModelBundle,
+    User,
+    user_key,
+    utcnow,
+)
 from recsys.errors import InvalidInput
 from recsys.ingest.bulk import write_transaction
 from recsys.ingest.values import BadValue, parse_id
@@ -92,6 +101,73 @@ def erase_users(engine: Engine, user_ids: Sequence[Any]) -> Erased:
     if engine.dialect.name == "sqlite":
         _truncate_log(engine)
     return erased
+
+
+def user_record(engine: Engine, user_id: Any) -> dict[str, Any]:
+    """What the catalog and the registered bundles hold of a user (a subject access
+    request): their row's time, every event of theirs (oldest first), their latest erasure,
+    and the bundles whose files still hold their factors and history."""
+    try:
+        name = parse_id(user_id, "user_id")
+    except BadValue as exc:
+        raise InvalidInput(str(exc)) from None
+    with engine.connect() as connection:
+        created = connection.execute(
+            select(User.created_at).where(User.external_id == name)
+        ).scalar()
+        events = connection.execute(
+            select(
+                Item.external_id, Interaction.event, Interaction.weight, Interaction.timestamp,
+                Interaction.created_at,
+            )
+            .join(Interaction, Interaction.item_id == Item.id)
+            .join(User, Interaction.user_id == User.id)
+            .where(User.external_id == name)
+            .order_by(Interaction.timestamp, Interaction.id)
+        ).all()  # fmt: skip
+        erased = connection.execute(
+            select(Erasure.erased_at).where(Erasure.user_key == user_key(name))
+        ).scalar()
+        bundles = connection.execute(
+            select(ModelBundle.version, ModelBundle.path, ModelBundle.is_active).order_by(
+                ModelBundle.id.desc()
+            )
+        ).all()
+    holding = [
+        {"version": version, "active": active}
+        for version, path, active in bundles
+        if _holds(Path(path) / "cf_user_ids.npy", name)
+    ]
+    return {
+        "user_id": name,
+        "in_catalog": created is not None,
+        "created_at": _when(created),
+        "erased_at": _when(erased),
+        "events": [
+            {
+                "item_id": item,
+                "event": event,
+                "weight": weight,
+                "timestamp": _when(at),
+                "stored_at": _when(stored),
+            }
+            for item, event, weight, at, stored in events
+        ],
+        "bundles": holding,
+    }
+
+
+def _holds(ids_file: Path, name: str) -> bool:
+    """Whether a bundle's user ids (read mapped, not loaded whole) hold ``name``."""
+    try:
+        ids = np.load(ids_file, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):  # a bundle without users, or removed from disk
+        return False
+    return bool(len(ids)) and bool(np.any(ids == name))
+
+
+def _when(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat(sep=" ", timespec="seconds")
 
 
 def erasures_after(engine: Engine, moment: datetime) -> int:
