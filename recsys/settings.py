@@ -121,6 +121,11 @@ class Settings:
         object.__setattr__(self, "artifacts_dir", Path(self.artifacts_dir))
         object.__setattr__(self, "images_root", Path(self.images_root))
         object.__setattr__(self, "live_max_items", _count(self.live_max_items, "live_max_items"))
+        if isinstance(self.public_scopes, str) and not self.public_scopes.replace(",", "").strip():
+            raise InvalidSettings(
+                f"public_scopes {self.public_scopes!r} names no scope; leave it unset for the "
+                "default, or write none to close every read"
+            )
         try:
             given = "" if self.public_scopes == "none" else self.public_scopes
             scopes = parse_scopes(given, "public_scopes")
@@ -200,23 +205,31 @@ def _origins(value: str | tuple[str, ...]) -> tuple[str, ...]:
     scheme and host, no path, or ``*``."""
     names = value.replace(",", " ").split() if isinstance(value, str) else list(value)
     for name in names:
-        if name != "*" and not _ORIGIN.fullmatch(name):
+        port = name.rpartition(":")[2]
+        if name != "*" and (
+            not _ORIGIN.fullmatch(name) or (port.isdigit() and not 0 < int(port) <= 65535)
+        ):
             raise InvalidSettings(
                 f"cors_origins: {name!r} is not an origin; write scheme and host (and port), "
                 "e.g. https://shop.example or http://localhost:3000, without a path; or *"
             )
-    return tuple(dict.fromkeys(names))
+    if "*" in names and len(names) > 1:
+        raise InvalidSettings("cors_origins: * already allows every origin; give * alone")
+    # browsers send the scheme and host in lower case: Shop.Example never matched
+    return tuple(dict.fromkeys(name.lower() for name in names))
 
 
 def _check_rate_limit(name: str, value: str) -> None:
     from limits import parse_many  # the notation services/limits.py counts in
 
     try:
-        parse_many(value)
+        limits = parse_many(value)
     except ValueError:
         raise InvalidSettings(
             f"{name} {value!r} is not a rate limit; write e.g. 120/minute or 10/second;1000/day"
         ) from None
+    if any(limit.amount < 1 for limit in limits):
+        raise InvalidSettings(f"{name} {value!r} allows no request at all; write e.g. 120/minute")
 
 
 def _positive_int(value: object) -> int:

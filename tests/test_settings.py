@@ -29,6 +29,11 @@ def test_flags_beat_environment_beat_defaults():
         ("currency", "euro", "currency 'euro' is not an ISO 4217 code; write e.g. EUR"),
         ("currency", "eur", "currency 'eur' is not an ISO 4217 code"),
         ("currency", "EUR\n", "is not an ISO 4217 code"),
+        # each was accepted: every search a 429, an origin no browser sends, every read a 401
+        ("search_rate_limit", "0/minute", "allows no request at all"),
+        ("cors_origins", "https://shop.example:99999", "is not an origin"),
+        ("cors_origins", "*,https://shop.example", r"give \* alone"),
+        ("public_scopes", " ", "names no scope"),
     ],
 )
 def test_bad_values_name_the_setting(field, value, message):
@@ -56,3 +61,7 @@ def test_a_misspelt_variable_is_named_with_the_setting_it_resembles(caplog):
     said = [r.getMessage() for r in caplog.records]
     assert any("RECSYS_DATABSE_URL" in m and "did you mean RECSYS_DATABASE_URL?" in m for m in said)
     assert not any("RECSYS_BIND" in m for m in said)  # the server's own setting
+
+
+def test_an_origin_is_matched_as_browsers_send_it():
+    assert Settings(cors_origins="https://Shop.Example").cors_origins == ("https://shop.example",)
