@@ -3,6 +3,7 @@
     python scripts/bench_ingest.py --events 3000000 [--items 300000] [--users 150000]
         [--batch-size 50000] [--no-postgres] [--database-url postgresql+psycopg://...]
     python scripts/bench_ingest.py --shop bench-scale/M/shop --no-sqlite   # an existing shop
+    python scripts/bench_ingest.py --events 1000000 --erased 10000   # with erasures on record
     python scripts/bench_ingest.py --shop M/shop --no-sqlite \
         --pg-setting shared_buffers=6GB --pg-setting max_wal_size=8GB   # a production-like server
 
@@ -36,6 +37,7 @@ from sqlalchemy.engine import make_url
 from recsys.catalog import connect, migrate
 from recsys.ingest import IngestOptions, ingest_interactions, ingest_items
 from recsys.ingest.bulk import prepare
+from recsys.ingest.users import erase_users
 
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = "user_id, item_id, event, weight, timestamp, dedup_key, created_at"
@@ -60,9 +62,11 @@ def shop_file(shop: Path, name: str) -> Path:
     return csv if csv.exists() else shop / f"{name}.parquet"
 
 
-def bulk(url: str, shop: Path, batch_size: int, rerun: bool = False) -> dict:
+def bulk(url: str, shop: Path, batch_size: int, rerun: bool = False, erased: int = 0) -> dict:
     engine = connect(url)
     migrate.upgrade(engine)
+    if erased:  # shoppers erased before (not in the file): every batch checks its users
+        erase_users(engine, [f"erased-{n}" for n in range(erased)])
     options = IngestOptions(batch_size=batch_size, show_progress=False)
     started = time.perf_counter()
     ingest_items(engine, shop_file(shop, "items"), options=options)
@@ -152,9 +156,14 @@ def _scalar(engine, query: str):
 
 
 def measure(
-    backend: str, urls: tuple[str, str], shop: Path, batch_size: int, rerun: bool = False
+    backend: str,
+    urls: tuple[str, str],
+    shop: Path,
+    batch_size: int,
+    rerun: bool = False,
+    erased: int = 0,
 ) -> dict:
-    result = bulk(urls[0], shop, batch_size, rerun)
+    result = bulk(urls[0], shop, batch_size, rerun, erased)
     raw = raw_postgres if backend == "postgresql" else raw_sqlite
     raw_seconds = raw(urls[0], urls[1], batch_size)
     events = result["inserted"]
@@ -162,6 +171,7 @@ def measure(
         "backend": backend,
         "events": events,
         "batch_size": batch_size,
+        "erased_users": erased,
         "items_s": result["items_s"],
         "bulk_s": round(result["seconds"], 1),
         "bulk_events_per_s": round(events / result["seconds"]),
@@ -210,9 +220,17 @@ def postgres_databases(server_url: str) -> tuple[str, str]:
     is_flag=True,
     help="Also time a second bulk ingest of the same file (every event already stored).",
 )
+@click.option(
+    "--erased",
+    default=0,
+    show_default=True,
+    help="Erase this many users (none of the file's) before the timed ingest, so that every "
+    "batch checks its users against the erasures (recsys.ingest.users.erased_before).",
+)
 def main(
-    events, items, users, batch_size, sqlite, postgres, database_url, shop, pg_settings, rerun
-):
+    events, items, users, batch_size, sqlite, postgres, database_url, shop, pg_settings, rerun,
+    erased,
+):  # fmt: skip
     if pg_settings and database_url:
         raise click.UsageError("--pg-setting configures the throwaway server, not --database-url")
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
@@ -220,7 +238,7 @@ def main(
         shop = shop or write_shop(folder, items, users, events)
         if sqlite:
             urls = (f"sqlite:///{folder}/bulk.db", f"sqlite:///{folder}/raw.db")
-            click.echo(json.dumps(measure("sqlite", urls, shop, batch_size, rerun)))
+            click.echo(json.dumps(measure("sqlite", urls, shop, batch_size, rerun, erased)))
             for path in folder.glob("*.db*"):
                 path.unlink()
         if postgres:
@@ -228,7 +246,8 @@ def main(
             server = database_url or _throwaway(pg_folder, "start", pg_settings)
             try:
                 urls = postgres_databases(server)
-                click.echo(json.dumps(measure("postgresql", urls, shop, batch_size, rerun)))
+                measured = measure("postgresql", urls, shop, batch_size, rerun, erased)
+                click.echo(json.dumps(measured))
             finally:
                 if not database_url:
                     _throwaway(pg_folder, "stop")
