@@ -199,7 +199,7 @@ def test_an_items_file_that_would_clear_or_is_no_items_file_says_so(run_cli, eng
     stock.write_text("item_id,in_stock\na1,false\n")
     cleared = run_cli("ingest", "items", stock, "-q")
     assert "1 updated" in cleared.output
-    assert "warning: 1 updated items lost their title, photo or attributes" in cleared.output
+    assert "warning: 1 updated items lost their title, photo or attributes (a1)" in cleared.output
     again = run_cli("ingest", "items", items, "-q", "--json")
     assert json.loads(again.stdout)["cleared_fields"] == 0
     # A script reading --json gets its summary for an unusable file too (stdout was empty).

@@ -156,9 +156,13 @@ def _finish(report: IngestReport, as_json: bool, hint: str | None = None) -> Non
     if not report.accepted and not report.total_rejected:
         click.echo(f"warning: {report.path.name} holds no rows, only its header", err=True)
     if report.cleared:
+        named = ", ".join(report.first_cleared)
+        more = " ..." if report.cleared > len(report.first_cleared) else ""
         click.echo(
-            f"warning: {report.cleared} updated items lost their title, photo or attributes: "
-            "a row replaces its item's whole row; give every column, not only the changed ones",
+            f"warning: {report.cleared} updated items lost their title, photo or attributes "
+            f"({named}{more}): a row replaces its item's whole row; give every column, not "
+            "only the changed ones (PATCH /v1/items/<id> changes some fields of one item); "
+            "ingesting their full rows again restores them",
             err=True,
         )
     if hint:

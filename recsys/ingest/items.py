@@ -8,7 +8,6 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,7 @@ from recsys.ingest.pipeline import (
     run_ingest,
 )
 from recsys.ingest.readers import Batch
-from recsys.ingest.report import IngestReport, Reason
+from recsys.ingest.report import FIRST_CLEARED, IngestReport, Reason
 from recsys.ingest.values import (
     BadValue,
     Parsed,
@@ -175,7 +174,9 @@ class ItemIngester:
                 changed.append((found[0], record))
         _insert(connection, new)
         _update(connection, changed)
-        report.cleared += sum(map(_clears_fields, changed, repeat(stored)))
+        lost = [c[1]["external_id"] for c in changed if _clears_fields(c, stored)]
+        report.cleared += len(lost)
+        report.first_cleared += lost[: max(0, FIRST_CLEARED - len(report.first_cleared))]
         report.inserted += len(new)
         report.updated += len(changed)
         report.unchanged += len(records) - len(new) - len(changed)

@@ -36,6 +36,10 @@ class Reject:
         return f"line {self.line}: {self.reason}: {self.detail}"
 
 
+# Items named in the warning about updated items that lost fields.
+FIRST_CLEARED = 5
+
+
 @dataclass
 class IngestReport:
     path: Path
@@ -45,6 +49,8 @@ class IngestReport:
     # updated items whose stored title, photo or attribute the new row left out (a row
     # replaces the item's whole row)
     cleared: int = 0
+    # the first ``FIRST_CLEARED`` of them, to name in the warning
+    first_cleared: list[str] = field(default_factory=list)
     rejected: Counter = field(default_factory=Counter)
     rejects_path: Path | None = None
     first_rejects: list[Reject] = field(default_factory=list)
