@@ -330,10 +330,14 @@ def _echo(result, k: int) -> None:
     compared = result.metrics.get("against_parts") or {}
     for key, label in (("warm", f"recall@{k}"), ("cold", f"cold-item recall@{k}")):
         if found := compared.get(key):
+            noise = (
+                "" if found["significant"] or found["verdict"] == "level" else " (not significant)"
+            )
+            users = "1 user" if found["users"] == 1 else f"{found['users']} users"
             click.echo(
                 f"fused against {found['part']}: {label} {found['difference']:+.4f} "
-                f"(standard error {found['stderr']:.4f}, {found['users']} users): "
-                f"{found['verdict']}"
+                f"(standard error {found['stderr']:.4f}, {users}): "
+                f"{found['verdict']}{noise}"
             )
     pages = result.metrics.get("item_to_item", {})
     for name, row in pages.get("rankers", {}).items():

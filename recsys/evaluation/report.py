@@ -312,7 +312,10 @@ def _verdict(results: dict, k: int) -> str:
             parts.append(f"{label}: not measurable on this split")
             continue
         best = max(peers, key=peers.get)
-        word = "best" if fused > peers[best] else "**not** the best"
+        word = (
+            "best" if fused > peers[best] else "level with the best" if fused == peers[best]
+            else "**not** the best"
+        )  # fmt: skip
         parts.append(f"{label} {fused:.4f}, {word} (best peer: {best} {peers[best]:.4f})")
     return "The fused model: " + "; ".join(parts) + "."
 
