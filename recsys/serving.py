@@ -353,9 +353,8 @@ def fresh_history(state: ServingState, engine: Engine, user_id: str) -> list[str
     """The items of the user's events stored since the bundle's data was read, newest first:
     what a feed folds in beyond the bundle's own history (the items the bundle holds) and
     leaves out (all of them, items added since too). ``Forgotten`` for a user of the bundle's
-    erased since. [] while the catalog database is away: the feed
-    is then the bundle's (every feed was a 503 from the outage's first second, though the
-    model is in memory)."""
+    erased since. [] while the catalog database is away: the feed is then the bundle's
+    (every feed was a 503 from the outage's first second, though the model is in memory)."""
     try:
         since = user_since(engine, user_id, state.data_read_at)
     except (DatabaseError, CatalogNotReady) as exc:

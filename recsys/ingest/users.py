@@ -15,7 +15,7 @@ The record keeps the erasure in force:
 What serves is held to it at once, on every worker, from the next request. The next
 ``recsys train`` leaves them out of the model; until then the bundle files on disk still hold
 their factors and history (and their events shaped the items' factors), so retrain, then
-remove the older bundles (``recsys bundles gc --keep 1``), to finish an erasure. On SQLite the
+remove the older bundles (``recsys bundles gc --keep 0``), to finish an erasure. On SQLite the
 deleted rows' pages are overwritten (``secure_delete``) and the write-ahead log is truncated
 when no reader holds it; on PostgreSQL they stay in the table's files until its next vacuum.
 """
