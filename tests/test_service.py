@@ -722,7 +722,7 @@ def test_an_erased_user_stays_erased_when_they_come_back_or_an_old_file_is_inges
     assert {r["item_id"] for r in _reasons(client, "u1")} <= {"b5", None}
     old = {**came_back, "item_id": "a1", "timestamp": "2024-01-02T00:00:00"}
     refused = client.post("/v1/interactions", json={"events": [old]}, headers=ADMIN)
-    assert_error(refused, 400, "'u1' was erased at")
+    assert_error(refused, 400, "its user was erased at")
     events = tmp_path / "old.csv"
     later = (utcnow() + timedelta(minutes=5)).isoformat()
     events.write_text(
@@ -734,6 +734,21 @@ def test_an_erased_user_stays_erased_when_they_come_back_or_an_old_file_is_inges
     )
     assert said.exit_code == 1, said.output
     assert "2 accepted" in said.output and "erased_user: 2" in said.output
+    rejects = (tmp_path / "old.csv.rejects.csv").read_text()
+    assert "erased_user" in rejects and "u1" not in rejects  # not written down again
+
+
+def test_an_erasure_file_as_spreadsheets_write_it_erases_the_ids_in_it(tmp_path):
+    """A byte order mark refused the whole file; a header line was recorded as an erased id,
+    and a quoted id was not erased."""
+    url, _ = build_shop(tmp_path)
+    ids = tmp_path / "ids.csv"
+    ids.write_text('\ufeffuser_id\n"u1"\nu2\n\n', encoding="utf-8")
+    said = CliRunner().invoke(
+        cli, ["--database-url", url, "users", "erase", "--file", str(ids), "--json"]
+    )
+    assert said.exit_code == 0, said.output
+    assert json.loads(said.stdout) == {"erased": ["u1", "u2"], "events": 12, "unknown": []}
 
 
 def _listed(client, user: str) -> set[str]:

@@ -135,7 +135,7 @@ def test_a_bundle_trained_from_a_folder_leaves_out_users_erased_since_its_export
     train(engine, tmp_path / "artifacts", train_config(), device="cpu", events=str(out))
     assert "u1" not in load_active(engine).user_index and "u2" in load_active(engine).user_index
     back = run_cli("bundles", "activate", first.version)
-    assert "1 user was erased after this bundle's data was read" in back.stderr
+    assert "1 of this bundle's users was erased after its data was read" in back.stderr
 
 
 def test_export_refuses_a_non_empty_folder_and_replaces_it_whole(engine, run_cli, tmp_path):

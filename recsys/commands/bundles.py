@@ -69,48 +69,25 @@ def activate(settings: Settings, version: str) -> None:
     activate_bundle(engine, version)
     click.echo(f"active bundle: {version}")
     if manifest is not None:
-        _erased_since(engine, manifest)
+        _erased_since(engine, path, manifest)
 
 
-def _erased_since(engine, manifest: dict) -> None:
-    """Warn when users were erased after the bundle's data was read: it holds their data."""
+def _erased_since(engine, path: str, manifest: dict) -> None:
+    """Warn when users the bundle holds were erased after its data was read."""
     from datetime import datetime
 
-    from recsys.ingest.users import erasures_after
+    from recsys.ingest.users import erased_in_bundle
 
     read_at = manifest.get("data_read_at") or manifest.get("created_at")
     try:
-        count = erasures_after(engine, datetime.fromisoformat(read_at).replace(tzinfo=None))
+        moment = datetime.fromisoformat(read_at).replace(tzinfo=None)
     except (TypeError, ValueError):
         return
-    if count:
-        users = "1 user was" if count == 1 else f"{count} users were"
+    if count := erased_in_bundle(engine, path, moment):
+        users = "1 of this bundle's users was" if count == 1 else f"{count} of its users were"
         click.echo(
-            f"warning: {users} erased after this bundle's data was read: its files still "
-            "hold their data (feeds do not use it); train a new bundle to serve without it",
+            f"warning: {users} erased after its data was read: its files "
+            "still hold their data (feeds do not use it); train a new bundle to serve without "
+            "it",
             err=True,
         )
-
-
-@command.command("gc")
-@click.option(
-    "--keep",
-    type=click.IntRange(min=0),
-    default=3,
-    show_default=True,
-    help="Newest bundles to keep; the active one is always kept as well.",
-)
-@click.pass_obj
-def gc(settings: Settings, keep: int) -> None:
-    """Remove old bundles and what interrupted training runs left in the artifacts dir."""
-    from recsys.model.bundle import collect_garbage
-
-    engine = connect_current(settings.database_url)
-    result = collect_garbage(engine, settings.artifacts_dir / "bundles", keep)
-    for version in result.removed:
-        click.echo(f"removed bundle {version}")
-    if result.orphans is None:
-        click.echo("a training run is writing a bundle now: temporary folders left for later")
-    for name in result.orphans or ():
-        click.echo(f"removed {name} (left by an interrupted training run)")
-    click.echo(f"kept {len(result.kept)} bundle(s): {', '.join(result.kept) or 'none'}")

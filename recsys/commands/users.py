@@ -57,7 +57,8 @@ def show(settings: Settings, user_id: str, as_json: bool) -> None:
     "--file",
     "from_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A file of user ids, one per line (blank lines skipped), besides USER_IDS.",
+    help="A file of user ids, one per line, besides USER_IDS (blank lines skipped; a first "
+    "line `user_id` is a header; ids may be in double quotes).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print what was erased as JSON.")
 @click.pass_obj
@@ -73,8 +74,7 @@ def erase(settings: Settings, user_ids: tuple[str, ...], from_file: Path | None,
     """
     ids = list(user_ids)
     if from_file is not None:
-        ids += [line.strip() for line in from_file.read_text(encoding="utf-8").splitlines()]
-        ids = [user_id for user_id in ids if user_id]
+        ids += _ids_of(from_file)
     if not ids:
         raise click.UsageError("name the users to erase: USER_IDS or --file FILE")
     try:
@@ -95,8 +95,23 @@ def erase(settings: Settings, user_ids: tuple[str, ...], from_file: Path | None,
             f"not in the catalog (nothing to delete; the erasure is recorded): {shown}{more}",
             err=True,
         )
-    click.echo(
-        "bundles trained before may still hold them: run `recsys train`, then "
-        "`recsys bundles gc --keep 0`, to finish",
-        err=True,
-    )
+    if erased.users:
+        click.echo(
+            "bundles trained before still hold them: run `recsys train`, then "
+            "`recsys bundles gc --keep 0`, to finish",
+            err=True,
+        )
+
+
+def _ids_of(path: Path) -> list[str]:
+    """The ids of a file of one id a line, as spreadsheets and scripts write them: a byte
+    order mark dropped, a first line `user_id` taken for a header, an id in double quotes
+    unquoted, blank lines skipped (a header was erased as an id, and a quoted id was not)."""
+    lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    if lines and lines[0].strip('"').lower() == "user_id":
+        lines = lines[1:]
+    unquoted = [
+        line[1:-1].replace('""', '"') if len(line) > 1 and line[0] == line[-1] == '"' else line
+        for line in lines
+    ]
+    return [user_id for user_id in unquoted if user_id]

@@ -72,7 +72,10 @@ RETRY_PAUSE = 0.02
 # Errors of a transaction that lost a race: PostgreSQL serialization failure, deadlock,
 # unique violation (a row another writer added first), SQLite's busy file.
 UNIQUE_VIOLATION = "23505"
-_RACE_SQLSTATES = {"40001", "40P01", UNIQUE_VIOLATION}
+# A row naming a user or item deleted since the transaction looked it up (an erasure, a
+# removed item, in between): running the transaction again looks it up afresh.
+FOREIGN_KEY_VIOLATION = "23503"
+_RACE_SQLSTATES = {"40001", "40P01", UNIQUE_VIOLATION, FOREIGN_KEY_VIOLATION}
 _RACE_MESSAGES = ("database is locked", "database is busy", "UNIQUE constraint failed")
 
 log = logging.getLogger(__name__)
@@ -308,14 +311,17 @@ def csv_rows(rows: pa.Table) -> tuple[str, memoryview]:
 
 
 def copy_rows(connection: Connection, table: str, csv: tuple[str, memoryview]) -> None:
-    """``COPY table FROM STDIN`` of ``csv_rows``' output."""
+    """``COPY table FROM STDIN`` of ``csv_rows``' output. The driver's own errors come as
+    SQLAlchemy's, as every other statement's do: a COPY cancelled by the statement time bound
+    was a 500 with the driver's traceback where any other statement's is a 503."""
     names, data = csv
     driver = connection.connection.driver_connection
-    with (
-        driver.cursor() as cursor,
-        cursor.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT csv)") as copy,
-    ):
-        copy.write(data)
+    statement = f"COPY {table} ({names}) FROM STDIN (FORMAT csv)"
+    try:
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            copy.write(data)
+    except connection.dialect.dbapi.Error as exc:
+        raise DBAPIError.instance(statement, None, exc, connection.dialect.dbapi.Error) from exc
 
 
 def _executemany_upsert(connection: Connection, rows: pa.Table) -> tuple[int, int]:

@@ -22,11 +22,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from tqdm import tqdm
 
 from recsys.catalog.db import require_current_schema
 from recsys.errors import Interrupted, InvalidInput
-from recsys.ingest.bulk import prepare
+from recsys.ingest.bulk import FOREIGN_KEY_VIOLATION, prepare, sqlstate
 from recsys.ingest.readers import Batch, open_records
 from recsys.ingest.report import IngestReport, Reason, Reject, RejectsWriter, default_rejects_path
 from recsys.ingest.values import BadValue, Parsed, check_attribute_name, is_missing, parse_id
@@ -94,6 +95,16 @@ def run_ingest(
             f"{path.name}: interrupted; {report.accepted:,} rows were stored, in whole "
             "batches; run the same command again to store the rest (rows already stored are "
             "left as they are)"
+        ) from None
+    except DBAPIError as exc:
+        if sqlstate(exc.orig) != FOREIGN_KEY_VIOLATION:
+            raise
+        # PostgreSQL: a user erased (or an item removed) between a batch's look-up of its ids
+        # and its write; SQLite's one writer at a time cannot meet this
+        raise Interrupted(
+            f"{path.name}: a user or item this batch names was erased or removed while it was "
+            f"written; {report.accepted:,} rows were stored, in whole batches; run the same "
+            "command again to store the rest (rows already stored are left as they are)"
         ) from None
     except OSError as exc:  # the rejects file on a full disk, the input file unreadable
         where = f" ({exc.filename})" if exc.filename else ""

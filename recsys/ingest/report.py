@@ -117,6 +117,8 @@ class RejectsWriter:
             self._writer = csv.writer(self._file)
             self._writer.writerow(self.COLUMNS)
         record = json.dumps(reject.record, default=str, ensure_ascii=False) if reject.record else ""
+        if reject.reason == Reason.ERASED_USER:  # an erased shopper's data is not written again
+            record = ""
         self._writer.writerow((reject.line, reject.reason, reject.detail, record))
 
     def close(self) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import Connection, Engine, delete, exists, func, insert, select, text
+from sqlalchemy import Connection, Engine, delete, exists, insert, select, text
 
 from recsys.catalog.models import (
     Erasure,
@@ -170,12 +170,22 @@ def _when(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat(sep=" ", timespec="seconds")
 
 
-def erasures_after(engine: Engine, moment: datetime) -> int:
-    """How many users were erased after ``moment`` (naive UTC): a bundle whose data was read
-    then still holds their data."""
+def erased_in_bundle(engine: Engine, directory: str | Path, moment: datetime) -> int:
+    """How many of a bundle's users were erased after ``moment`` (naive UTC; the bundle's
+    data was read then): its files still hold their data. Hashes the bundle's user ids only
+    when there are such erasures."""
     with engine.connect() as connection:
-        query = select(func.count()).select_from(Erasure).where(Erasure.erased_at > moment)
-        return int(connection.execute(query).scalar_one())
+        keys = connection.execute(
+            select(Erasure.user_key).where(Erasure.erased_at > moment)
+        ).scalars()
+        erased = set(keys)
+    if not erased:
+        return 0
+    try:
+        ids = np.load(Path(directory) / "cf_user_ids.npy", mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):  # a bundle without users
+        return 0
+    return sum(user_key(str(name)) in erased for name in ids)
 
 
 def _truncate_log(engine: Engine) -> None:

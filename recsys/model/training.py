@@ -115,8 +115,9 @@ def train(
             return _stage(name, seconds, bar, bundles)
 
         with stage("read"):
+            reading = utcnow()  # erasures from now on are not in what is read
             # later events are "fresh" to this bundle (an exported folder: those after export)
-            read_at = fresh_after(events) or utcnow().isoformat()
+            read_at = fresh_after(events) or reading.isoformat()
             # before the items are read: a write from now on is one the bundle may lack
             generation = changes.generation(engine)
             data = read_catalog(engine, events)
@@ -158,6 +159,7 @@ def train(
                 except Exception:
                     drop_unregistered(engine, path)  # not left for the next run to remove
                     raise
+    _erased_while_training(engine, path, reading)
     metrics = fitted.metrics or "the weights are the defaults (no validation slice to choose on)"
     log.info("trained bundle %s in %.1fs: %s", version, sum(seconds.values()), metrics)
     fused = fitted.fused
@@ -297,6 +299,20 @@ def _failure(exc: Exception, bundles: Path) -> str:
             "with `recsys bundles gc --keep N`)"
         )
     return text
+
+
+def _erased_while_training(engine: Engine, path: Path, reading) -> None:
+    """Warn when users this bundle holds were erased while it trained: feeds do not use
+    their data (``recsys.serving.fresh_history``), but its files hold it until the next
+    training (the README's erasure finish, train then gc, left them there unsaid)."""
+    from recsys.ingest.users import erased_in_bundle
+
+    if count := erased_in_bundle(engine, path, reading):
+        log.warning(
+            "%d of this bundle's users were erased while it trained: its files hold their "
+            "data (feeds do not use it); train again to finish their erasure",
+            count,
+        )
 
 
 def _cuda_wanted(device: str) -> bool:
