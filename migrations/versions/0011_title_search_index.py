@@ -87,8 +87,9 @@ def _postgres_index() -> None:
         except DBAPIError as exc:
             log.warning(
                 "pg_trgm could not be created (%s): title searches will read every title. "
-                "A superuser can run CREATE EXTENSION pg_trgm in this database, then "
-                "`recsys db downgrade 0010 --yes` and `recsys db upgrade` build the index.",
+                "A superuser can run, in this database: CREATE EXTENSION pg_trgm; CREATE INDEX "
+                "CONCURRENTLY ix_items_title_trigrams ON items USING gin (title gin_trgm_ops); "
+                "(a downgrade to rebuild it would drop later revisions' data: the erasures).",
                 str(exc.orig).strip().splitlines()[0],
             )
             return
