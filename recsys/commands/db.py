@@ -130,3 +130,33 @@ def _summary(pruned: changes.Pruned, dry_run: bool, seconds: float) -> str:
         f"{pruned.previous:,}; catalog at {pruned.generation:,}); {pruned.kept:,} rows "
         f"kept; {seconds:.2f} s"
     )
+
+
+@command.command("copy")
+@click.option(
+    "--to",
+    "target_url",
+    required=True,
+    metavar="URL",
+    help="The new catalog's database, e.g. postgresql+psycopg://user@host/shop: empty or new.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_obj
+def copy(settings: Settings, target_url: str, quiet: bool) -> None:
+    """Copy the whole catalog into another database, e.g. from SQLite to PostgreSQL.
+
+    Every row as it is, in one transaction: items, users and events with their own ids and
+    times, API keys (old keys keep working), the erasure record, the bundle registry (the
+    active bundle serves from the new catalog without training) and the item change log.
+    The target is migrated first and must hold none of those rows. Stop writers to the
+    source first; then point RECSYS_DATABASE_URL at the new catalog, with the same
+    artifacts folder.
+    """
+    from recsys.catalog.copy import copy_catalog
+    from recsys.commands import bars
+
+    source = connect_current(settings.database_url)
+    copied = copy_catalog(source, connect(target_url), show_progress=bars(quiet))
+    shown = ", ".join(f"{name} {count:,}" for name, count in copied.items() if count)
+    click.echo(f"copied {shown}")
+    click.echo("now point --database-url (or RECSYS_DATABASE_URL) at the new catalog")
