@@ -91,3 +91,27 @@ def _erased_since(engine, path: str, manifest: dict) -> None:
             "it",
             err=True,
         )
+
+
+@command.command("gc")
+@click.option(
+    "--keep",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Newest bundles to keep; the active one is always kept as well.",
+)
+@click.pass_obj
+def gc(settings: Settings, keep: int) -> None:
+    """Remove old bundles and what interrupted training runs left in the artifacts dir."""
+    from recsys.model.bundle import collect_garbage
+
+    engine = connect_current(settings.database_url)
+    result = collect_garbage(engine, settings.artifacts_dir / "bundles", keep)
+    for version in result.removed:
+        click.echo(f"removed bundle {version}")
+    if result.orphans is None:
+        click.echo("a training run is writing a bundle now: temporary folders left for later")
+    for name in result.orphans or ():
+        click.echo(f"removed {name} (left by an interrupted training run)")
+    click.echo(f"kept {len(result.kept)} bundle(s): {', '.join(result.kept) or 'none'}")
