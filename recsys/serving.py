@@ -385,13 +385,14 @@ def home_feed(
     fresh = fresh_history(state, engine, user_id) if fresh is None else fresh
     held = (recommender.item_index.rows(list(fresh)) >= 0).tolist() if fresh else []
     folded = [item for item, keep in zip(fresh, held, strict=True) if keep]
-    # items added since the bundle: not folded in (it holds no vectors of theirs), but seen
+    # items the bundle does not hold: folded in from the live catalog (added since), and seen
     elsewhere = [[item for item, keep in zip(fresh, held, strict=True) if not keep]]
     options = (request.k, request.exclude_seen, request.candidates, request.filters)
     shown = {"diversity": request.diversity, "seen_elsewhere": elsewhere}
     if isinstance(fresh, Forgotten):  # their events since alone; none: a user never seen
         return recommender.recommend_for_history([folded], *options, **shown)
-    if not folded:
+    live = recommender.live
+    if not folded and not (live is not None and any(map(live.knows, elsewhere[0]))):
         return recommender.recommend([user_id], *options, **shown)
     history, weights = recommender.history_with(user_id, folded)
     weights = None if weights is None else [weights]

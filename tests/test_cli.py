@@ -314,6 +314,13 @@ def test_an_item_with_nothing_in_common_with_any_other_has_no_similar_items(
     assert "it00" not in alone.output and "no item has anything in common with it" in alone.output
     viewed = run_cli("--artifacts-dir", tmp_path / "art", "similar", "--item", "it01")
     assert "viewed together" in viewed.output
+    # left out before diversity picks, not after: a diverse list is as long as a plain one
+    lengths = [
+        len(json.loads(run_cli("--artifacts-dir", tmp_path / "art", "similar", "--item", "it01",
+                               "-k", "6", "--diversity", d, "--json").stdout)[0]["ids"])
+        for d in ("0", "0.5", "1")
+    ]  # fmt: skip
+    assert lengths == [lengths[0]] * 3 and lengths[0] >= 5, lengths
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     gpu = run_cli(
         "--device", "cuda", "--artifacts-dir", tmp_path / "art", "train", "-q", expect_exit=2

@@ -242,7 +242,8 @@ def test_an_item_edited_since_the_bundle_stays_out_of_the_feeds_of_those_who_saw
 def test_an_item_added_since_the_bundle_stays_out_of_the_feeds_of_those_who_saw_it(app, client):
     """A shopper's events on items the bundle does not hold (added since) were neither
     folded in nor left out: the item a shopper had just bought came first in their feed,
-    "new in the catalog", until the next training. Also for a user the bundle never saw."""
+    "new in the catalog", until the next training, and a shopper whose first event was on a
+    new item kept the popularity fallback. Also for a user the bundle never saw."""
     for item in ("new-1", "new-2"):
         body = {"title": f"Comedy story {item}", "attributes": {"brand": "a-brand"}}
         assert client.put(f"/v1/items/{item}", json=body, headers=ADMIN).status_code in (200, 201)
@@ -258,6 +259,10 @@ def test_an_item_added_since_the_bundle_stays_out_of_the_feeds_of_those_who_saw_
         assert "new-1" not in listed and "new-2" in listed
         asked = f"/v1/users/{user}/recommendations?k=40&exclude_seen=false"
         assert "new-1" in {item["item_id"] for item in client.get(asked).get_json()["items"]}
+    # and folded in: a shopper whose first event is on a new item is no longer "new"
+    feed = client.get("/v1/users/stranger/recommendations?k=5").get_json()
+    assert feed["fallback"] is False
+    assert sum(item["item_id"].startswith("a") for item in feed["items"]) >= 4, feed["items"]
 
 
 def test_a_put_item_shows_in_similar_items_where_feeds_rank_new_items_by_tokens_alone(app, client):

@@ -340,17 +340,24 @@ class CollaborativeModel(BaseEstimator):
         check_is_fitted(self, "user_index_")
         return self.user_index_.rows(user_ids)
 
-    def fold_in(self, item_ids, weights=None, stand_ins=None) -> np.ndarray:
+    def fold_in(self, item_ids, weights=None, stand_ins=None, extra=None) -> np.ndarray:
         """A user vector from a history of items, without retraining.
 
         ALS solves the user's least-squares step exactly (implicit's ``recalculate_user``);
         BPR uses a ridge projection onto the item factors. ``stand_ins``: item rows -> (n, F)
         factors for the history's items the fit saw no interaction of (their own are 0), e.g.
         those the fused model predicts from their content (``FusedModel.cf_stand_ins``);
-        without it such an item adds nothing.
+        without it such an item adds nothing. ``extra``: (m, F) stand-in factors of history
+        items the model does not hold at all (items added since: the live catalog's), each
+        weighing 1.
         """
         history = self.history_row(item_ids, weights)
         factors, fitted = self.history_factors(history.indices, stand_ins)
+        if extra is not None and len(extra):
+            factors = np.vstack([factors, np.asarray(extra, dtype=np.float64)])
+            fitted = np.concatenate([fitted, np.zeros(len(extra), dtype=bool)])
+            data = np.concatenate([history.data, np.ones(len(extra), dtype=np.float32)])
+            history = sp.csr_matrix((data, (np.zeros(len(data), dtype=int), np.arange(len(data)))))
         config = self.config or CFConfig()
         if config.model == "als":
             confidence, reg = self._als_terms(history, config)

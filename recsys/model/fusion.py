@@ -518,10 +518,14 @@ class FusedModel(BaseEstimator):
             blocks["cf"] = normalize_rows(blocks["cf"])
         return blocks
 
-    def history_queries(self, cf_vectors: np.ndarray | None, histories: sp.csr_matrix):
-        """User query vectors from folded-in cf factors and weighted item histories (U, I)."""
+    def history_queries(
+        self, cf_vectors: np.ndarray | None, histories: sp.csr_matrix, extra: dict | None = None
+    ):
+        """User query vectors from folded-in cf factors and weighted item histories (U, I);
+        ``extra``: block -> (U, d) sums of the content blocks of history items the bundle does
+        not hold (the live catalog's), added to each profile before it is normalised."""
         content = {b: self.item_blocks_[b] for b in CONTENT_BLOCKS if b in self.item_blocks_}
-        blocks = _profiles(histories, content)
+        blocks = _profiles(histories, content, extra)
         if cf_vectors is not None and "cf" in self.layout_.dims:
             blocks["cf"] = cf_vectors / self.cf_scales_[1]
             blocks["popularity"] = np.ones((histories.shape[0], 1), dtype=np.float32)
@@ -571,14 +575,18 @@ class FusedModel(BaseEstimator):
         """The feed's weight of the token term (0 without tokens)."""
         return self.weights_.get(TOKENS, 0.0) if self.has_tokens else 0.0
 
-    def history_token_profiles(self, histories: sp.csr_matrix) -> sp.csr_matrix | None:
+    def history_token_profiles(
+        self, histories: sp.csr_matrix, extra: sp.csr_matrix | None = None
+    ) -> sp.csr_matrix | None:
         """(U, F) token profiles of confidence-weighted item histories (U, I), as users' are
-        made: normalize(sum_j c'_j t_j), c'_j from ``token_profile_weights``."""
+        made: normalize(sum_j c'_j t_j), c'_j from ``token_profile_weights``; ``extra``: (U, F)
+        the summed tokens of history items the bundle does not hold, each counted once."""
         if not self.has_tokens:
             return None
         histories = sp.csr_matrix(histories, dtype=np.float32, copy=True)
         histories.data = self.token_profile_weights(histories.data)
-        return normalize_rows(histories @ self.item_tokens_)
+        summed = histories @ self.item_tokens_
+        return normalize_rows(summed if extra is None else summed + extra)
 
     def token_profile_weights(self, confidences: np.ndarray) -> np.ndarray:
         """What each history item's confidence weight counts for in a token profile: its sign
@@ -734,6 +742,11 @@ def cold_features(content: dict[str, np.ndarray], tokens: sp.spmatrix | None):
     return sp.hstack([tokens, *others], format="csr", dtype=np.float32)
 
 
-def _profiles(user_items: sp.csr_matrix, content: dict[str, np.ndarray]) -> dict:
-    """Per user, the normalised confidence-weighted mean of their items' content blocks."""
-    return {b: normalize_rows(np.asarray(user_items @ v)) for b, v in content.items()}
+def _profiles(user_items: sp.csr_matrix, content: dict[str, np.ndarray], extra=None) -> dict:
+    """Per user, the normalised confidence-weighted mean of their items' content blocks
+    (``extra``: block -> (U, d) more of them, summed in)."""
+    extra = extra or {}
+    return {
+        b: normalize_rows(np.asarray(user_items @ v) + extra.get(b, 0.0))
+        for b, v in content.items()
+    }

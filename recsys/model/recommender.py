@@ -47,7 +47,7 @@ from recsys.model import explain, sparse_rows
 from recsys.model.data import IdIndex, mapped, sorted_places
 from recsys.model.delta import LIVE_REASON, UPDATED_REASON
 from recsys.model.diversity import DEFAULT_DIVERSITY, check_diversity, diversify, pool_size
-from recsys.model.fusion import TOKEN_BUDGET, FusedModel
+from recsys.model.fusion import CONTENT_BLOCKS, TOKEN_BUDGET, FusedModel
 from recsys.model.index import IndexConfig, Projection, VectorIndex
 from recsys.model.ranking import along, first_kept, top_k_finite
 from recsys.model.tabular import label_pairs
@@ -474,29 +474,40 @@ class Recommender:
         solve) plus a content profile of those items, as ``recommend`` would have it after
         retraining. An empty history gets the popularity fallback. ``weights``: per history,
         one weight per item for the collaborative fold-in (``history_with``); the content
-        profiles count each item once either way. ``seen_elsewhere``: as ``recommend``'s.
+        profiles count each item once either way. ``seen_elsewhere``: as ``recommend``'s; those
+        the live catalog holds (items added since the bundle) are folded in too, from their
+        live blocks (collaborative stand-ins predicted from content, content, tokens), each
+        counted once: a shopper whose first events were on new items kept the popularity
+        fallback until the next training.
         """
         diversity, k, filters = check_diversity(diversity), check_k(k), check_filters(filters)
         places = self._history_places(histories)
         matrix = self._history_matrix(histories, places)
-        empty = matrix.getnnz(axis=1) == 0
+        elsewhere = _per_query(seen_elsewhere, histories)
+        outside = self._live_history(elsewhere)  # (U, M) the live items of each history
+        empty = (matrix.getnnz(axis=1) == 0) & (outside.getnnz(axis=1) == 0)
         cf_vectors = weighted = None
         if self.cf is not None:
             weighted = None if weights is None else self._history_matrix(histories, places, weights)
             folded = matrix if weighted is None else weighted
+            stand_ins = self._live_stand_ins(outside)
             cf_vectors = np.stack(
                 [
-                    self.cf.fold_in(self.item_ids[r], w, self.fused.cf_stand_ins)
-                    for r, w in _entries(folded)
+                    self.cf.fold_in(self.item_ids[r], w, self.fused.cf_stand_ins, extra)
+                    for (r, w), extra in zip(_entries(folded), stand_ins, strict=True)
                 ]
             ).astype(np.float32)
-        queries = self.fused.history_queries(cf_vectors, matrix)
+        live_content = {b: outside @ v for b, v in self._live_blocks(CONTENT_BLOCKS).items()}
+        queries = self.fused.history_queries(cf_vectors, matrix, live_content)
         exclude = list(_rows(matrix)) if exclude_seen else None
         allowed = self._allowed(candidates, filters)
         width = pool_size(k, diversity, len(self.item_ids))
         pools = self.index.search(queries, self._reach(width), allowed, exclude)
         found, scores = pools[0][:, :width].copy(), pools[1][:, :width].copy()
-        profiles = self.fused.history_token_profiles(matrix)
+        live_tokens = self.live.tokens if self.live is not None and outside.nnz else None
+        profiles = self.fused.history_token_profiles(
+            matrix, None if live_tokens is None else outside @ live_tokens
+        )
         if profiles is not None and self.fused.token_weight:
             for u in range(len(found)):
                 pool = (pools[0][u : u + 1], pools[1][u : u + 1])
@@ -516,7 +527,6 @@ class Recommender:
             for u in range(len(found))
         ]
         live = self.live
-        elsewhere = _per_query(seen_elsewhere, histories)
         if live is not None:
             skip = [
                 None
@@ -532,6 +542,34 @@ class Recommender:
         return self._live_fallback(
             results, k, candidates, filters, elsewhere if exclude_seen else None
         )
+
+    def _live_history(self, lists) -> sp.csr_matrix:
+        """(U, M) 1 where history ``u`` holds live item ``m`` (an item added or changed since
+        the bundle), from per-history lists of ids the bundle does not hold."""
+        live = self.live
+        size = live.size if live is not None else 0
+        rows, cols = [], []
+        for u, items in enumerate(lists):
+            found = {live.positions[i] for i in items if i in live.positions} if size else ()
+            rows += [u] * len(found)
+            cols += sorted(found)
+        data = np.ones(len(rows), dtype=np.float32)
+        return sp.csr_matrix((data, (rows, cols)), shape=(len(lists), size))
+
+    def _live_blocks(self, names) -> dict[str, np.ndarray]:
+        live = self.live
+        if live is None or not live.size:
+            return {}
+        return {b: np.asarray(live.blocks[b], dtype=np.float32) for b in names if b in live.blocks}
+
+    def _live_stand_ins(self, outside: sp.csr_matrix) -> list[np.ndarray | None]:
+        """Per history, the collaborative stand-in factors of its live items, in the cf
+        model's units (as ``FusedModel.cf_stand_ins`` gives the bundle's new items')."""
+        block = self._live_blocks(("cf",)).get("cf")
+        if block is None or not outside.nnz:
+            return [None] * outside.shape[0]
+        scale = self.fused.cf_scales_[0]
+        return [np.asarray(block[cols], dtype=np.float64) * scale for cols, _ in _entries(outside)]
 
     def _stored_feed(self, row: int, width: int, allowed, exclude_seen: bool):
         """(rows (width,), scores (width,), the rows it ranked among) of a stored user's feed
@@ -765,6 +803,10 @@ class Recommender:
         found, scores = self._similar_pool(
             rows, pool_size(k, diversity, len(self.item_ids) - 1), filters, mode
         )
+        # nothing in common (``Results.alike``), left out before diversity picks among the
+        # rest: left out after, they took places the next items with something in common had
+        nothing = scores <= 0
+        found, scores = np.where(nothing, -1, found), np.where(nothing, -np.inf, scores)
         found, scores = diversify(found, scores, self.fused.item_blocks_, k, diversity)
         results = self._results(found, scores)
         shares = explain.block_shares(self.fused, rows, found, mode)
@@ -848,6 +890,8 @@ class Recommender:
         width = pool_size(k, diversity, len(self.item_ids) - 1)
         allowed = self._allowed(None, filters)
         found, scores = self.index.search(queries, width, allowed, own[:, None])
+        nothing = scores <= 0  # as in ``similar_items``: left out before diversity picks
+        found, scores = np.where(nothing, -1, found), np.where(nothing, -np.inf, scores)
         found, scores = diversify(found, scores, self.fused.item_blocks_, k, diversity)
         results = self._results(found, scores)
         items = np.asarray(self.fused.item_vectors_[np.maximum(found, 0)])  # (Q, k, D)
