@@ -195,7 +195,7 @@ def _warn_unknown(environ: Mapping[str, str]) -> None:
         if name in known or name in _warned:
             continue
         _warned.add(name)
-        guess = difflib.get_close_matches(name, known, n=1)
+        guess = difflib.get_close_matches(name, known, n=1, cutoff=0.85)  # typos, not kin
         hint = f" (did you mean {guess[0]}?)" if guess else ""
         log.warning("%s is not a setting this code reads; it is ignored%s", name, hint)
 

@@ -102,7 +102,7 @@ def flask_config_from_environment() -> None:
     for name in sorted(os.environ):
         key = name.removeprefix("RECSYS_FLASK_")
         if key != name and key not in known:
-            guess = difflib.get_close_matches(key, known, n=1)
+            guess = difflib.get_close_matches(key, known, n=1, cutoff=0.85)
             hint = f" (did you mean RECSYS_FLASK_{guess[0]}?)" if guess else ""
             log.warning("%s is not a setting this code reads; it is ignored%s", name, hint)
 

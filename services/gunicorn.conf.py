@@ -58,7 +58,8 @@ def _whole(name: str, default: int) -> int:
     return value
 
 
-bind = os.environ.get("RECSYS_BIND", "127.0.0.1:8000")
+# One address, or several separated by commas (gunicorn listens on each).
+bind = [a.strip() for a in os.environ.get("RECSYS_BIND", "127.0.0.1:8000").split(",") if a.strip()]
 workers = _whole("RECSYS_WORKERS", (os.cpu_count() or 1) + 1)
 # gthread workers keep connections alive and a slow client does not hold a whole worker; at
 # 300 req/s on 2 cores they matched sync workers' tail latency (benchmarks/RESULTS.md,
@@ -97,14 +98,15 @@ def _check_server_settings() -> None:
     """The server's own RECSYS_* settings, each refused in one line naming it: gunicorn's
     answer to a bind port out of range, a missing heartbeat folder, a misspelt worker class
     or a missing metrics folder was a traceback, or every worker failing to boot."""
-    for address in bind.split(","):
-        host, _, port = address.strip().rpartition(":")
+    for address in bind:
+        host, _, port = address.rpartition(":")
         if address.startswith(("unix:", "fd://")):
             continue
         if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise InvalidSettings(
-                f"RECSYS_BIND={bind!r}: give HOST:PORT with a port from 0 to 65535, e.g. "
-                "127.0.0.1:8000 or 0.0.0.0:8000 (or unix:/path/to.sock)"
+                f"RECSYS_BIND={','.join(bind)!r}: give HOST:PORT with a port from 0 to 65535, "
+                "e.g. 127.0.0.1:8000 or 0.0.0.0:8000 (or unix:/path/to.sock), several "
+                "separated by commas"
             )
     folders = {"RECSYS_WORKER_TMP_DIR": worker_tmp_dir, "PROMETHEUS_MULTIPROC_DIR": _metrics_dir}
     for name, folder in folders.items():

@@ -151,6 +151,10 @@ def default_storage_uri(database_url: str) -> str:
     return f"sqlite://{folder / f'recsys-ratelimits-{name}.db'}"
 
 
+# The counter ``make_limiter`` writes once to check the store takes writes.
+_CHECK_KEY = "recsys/store-check"
+
+
 def make_limiter(settings: Settings) -> FixedWindowRateLimiter:
     """The counters of every limit of this host's workers (``Settings.rate_limit_storage``),
     opened once here: ``InvalidSettings`` naming the setting when they cannot be. A store
@@ -159,13 +163,19 @@ def make_limiter(settings: Settings) -> FixedWindowRateLimiter:
     uri = settings.rate_limit_storage or default_storage_uri(settings.database_url)
     try:
         storage = storage_from_string(uri, wrap_exceptions=True)
-        if isinstance(storage, SQLiteStorage):
-            storage._db()
-    except (ConfigurationError, ValueError, sqlite3.Error) as exc:
+        if isinstance(storage, SQLiteStorage):  # a write: a file this user cannot write opens
+            storage.incr(_CHECK_KEY, 1)
+            storage.clear(_CHECK_KEY)
+    except (ConfigurationError, StorageError, ValueError, sqlite3.Error) as exc:
         where = "RECSYS_RATE_LIMIT_STORAGE" if settings.rate_limit_storage else "the default"
+        fix = (
+            'install its client, e.g. pip install "limits[redis]"'
+            if "prerequisite" in str(exc)
+            else "give a sqlite:/// path to a file this user can write (in a folder it can "
+            "write), or a redis:// or memcached:// URI"
+        )
         raise InvalidSettings(
-            f"rate_limit_storage {uri!r} ({where}) cannot be used: {exc}; give a sqlite:///"
-            "path in a folder this user can write, or a redis:// or memcached:// URI"
+            f"rate_limit_storage {uri!r} ({where}) cannot be used: {exc}; {fix}"
         ) from None
     return FixedWindowRateLimiter(storage)
 

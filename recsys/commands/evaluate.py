@@ -303,6 +303,7 @@ def _small_data(task: dict, k: int) -> None:
     """Say when the split is too small for its figures to mean much: a handful of users, or
     no more new items than the cut-off (every contender then lists them all: recall 1)."""
     users, cold = task.get("evaluated_users", 0), task.get("cold_items", 0)
+    cold = cold if task.get("users_holding_cold_items", 0) else 0  # not measured: n/a says so
     if 0 < users < FEW_USERS:
         click.echo(
             f"warning: only {users} {'user holds' if users == 1 else 'users hold'} events out: "
@@ -311,9 +312,9 @@ def _small_data(task: dict, k: int) -> None:
         )
     if 0 < cold <= k:
         click.echo(
-            f"warning: {cold} new {'item' if cold == 1 else 'items'} in the held-out events, "
-            f"no more than k={k}: every contender lists them all, so cold-item recall@{k} "
-            "says nothing here",
+            f"warning: {cold} {'item has' if cold == 1 else 'items have'} no training events, "
+            f"no more than k={k}: every contender lists them all among new items, so "
+            f"cold-item recall@{k} says nothing here",
             err=True,
         )
 

@@ -49,8 +49,10 @@ def serve(settings: Settings, host: str, port: int, debug: bool) -> None:
 
 
 def _loopback(host: str) -> bool:
+    """Whether every address ``host`` names is a loopback one (IPv4 or IPv6)."""
     try:
-        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+        found = {info[4][0] for info in socket.getaddrinfo(host, None)}
+        return bool(found) and all(ipaddress.ip_address(a).is_loopback for a in found)
     except (OSError, ValueError):
         return False
 
