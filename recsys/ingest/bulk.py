@@ -283,8 +283,8 @@ def _copy_new(connection: Connection, csv: tuple[str, memoryview]) -> bool:
     savepoint = connection.begin_nested()
     try:
         copy_rows(connection, Interaction.__tablename__, csv)
-    except Exception as exc:  # the driver's own error: the copy runs on its cursor
-        if sqlstate(exc) != UNIQUE_VIOLATION:
+    except DBAPIError as exc:  # ``copy_rows`` gives the driver's error as SQLAlchemy's
+        if sqlstate(exc.orig) != UNIQUE_VIOLATION:
             raise
         savepoint.rollback()
         return False
