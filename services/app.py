@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import json
 import logging
 import math
 import os
@@ -79,10 +78,13 @@ DEFAULTS = {
 def check_config(config) -> None:
     """Raise ``InvalidSettings`` naming the first ``RECSYS_FLASK_*`` value of the wrong kind
     (Flask reads each as JSON, so ``abc`` stays text and failed later, in every worker, as a
-    traceback): each of ``DEFAULTS`` takes what its default is, a number >= 0 or true/false."""
+    traceback): each of ``DEFAULTS`` takes what its default is, a number >= 0 or true/false
+    (in any case: ``False`` is JSON's ``false`` as meant)."""
     for key, default in DEFAULTS.items():
         value = config.get(key, default)
         if isinstance(default, bool):
+            if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+                value = config[key] = value.strip().lower() == "true"  # False, TRUE: as meant
             if not isinstance(value, bool):
                 raise InvalidSettings(f"RECSYS_FLASK_{key}={value!r} must be true or false")
         elif isinstance(default, int | float):
@@ -120,7 +122,7 @@ def preload_cards(settings: Settings | None = None) -> None:
     line, when ``RECSYS_FLASK_CARD_SNAPSHOT`` is false or the catalog does not answer."""
     global _preloaded_cards
     wanted = os.environ.get("RECSYS_FLASK_CARD_SNAPSHOT")
-    if wanted is not None and not json.loads(wanted):
+    if wanted is not None and wanted.strip().lower() == "false":  # as ``check_config`` reads
         return
     engine = connect((settings or Settings.load()).database_url)
     try:

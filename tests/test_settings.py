@@ -65,3 +65,15 @@ def test_a_misspelt_variable_is_named_with_the_setting_it_resembles(caplog):
 
 def test_an_origin_is_matched_as_browsers_send_it():
     assert Settings(cors_origins="https://Shop.Example").cors_origins == ("https://shop.example",)
+
+
+def test_a_flask_switch_reads_false_in_any_case():
+    """RECSYS_FLASK_CARD_SNAPSHOT=False (as shells and YAML write it) was refused."""
+    from flask import Config
+
+    from services.app import DEFAULTS, check_config
+
+    config = Config("")
+    config.from_mapping({**DEFAULTS, "CARD_SNAPSHOT": "False"})
+    check_config(config)
+    assert config["CARD_SNAPSHOT"] is False
