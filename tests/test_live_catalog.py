@@ -263,6 +263,10 @@ def test_an_item_added_since_the_bundle_stays_out_of_the_feeds_of_those_who_saw_
     feed = client.get("/v1/users/stranger/recommendations?k=5").get_json()
     assert feed["fallback"] is False
     assert sum(item["item_id"].startswith("a") for item in feed["items"]) >= 4, feed["items"]
+    for item in feed["items"]:  # the parts still sum to the score, and say where they came from
+        assert sum(r["share"] for r in item["because"]) == pytest.approx(item["score"], abs=1e-4)
+    labels = {r["label"] for item in feed["items"] for r in item["because"]}
+    assert "new items you viewed" in labels, labels
 
 
 def test_a_put_item_shows_in_similar_items_where_feeds_rank_new_items_by_tokens_alone(app, client):

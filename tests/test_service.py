@@ -809,3 +809,5 @@ def test_a_catalog_copied_to_another_database_serves_the_same_answers(tmp_path, 
     assert after.put("/v1/items/brand-new", json={"title": "New"}, headers=ADMIN).status_code == 201
     again = run.invoke(cli, ["--database-url", url, "db", "copy", "--to", db_url, "-q"])
     assert again.exit_code == 2 and "already holds items" in again.output
+    itself = run.invoke(cli, ["--database-url", url, "db", "copy", "--to", url, "-q"])
+    assert itself.exit_code == 2 and "--to names the catalog being copied" in itself.output

@@ -18,10 +18,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from sqlalchemy import Engine, Table, delete, func, insert, select, text
+from sqlalchemy.exc import DBAPIError
 from tqdm import tqdm
 
 from recsys.catalog import migrate
-from recsys.catalog.db import require_current_schema
+from recsys.catalog.db import database_problem, require_current_schema, sqlite_path
 from recsys.catalog.models import Base, CatalogState, ItemChange
 from recsys.errors import InvalidInput
 
@@ -38,7 +39,22 @@ def copy_catalog(source: Engine, target: Engine, show_progress: bool = False) ->
     """Copy every row of ``source`` into ``target`` (migrated here to the code's revision, and
     refused unless it holds none of ``HOLDING``'s rows) -> rows copied per table."""
     require_current_schema(source)
-    migrate.upgrade(target)
+    if target.url == source.url:
+        raise InvalidInput("--to names the catalog being copied; give a new, empty database")
+    url = target.url.render_as_string(hide_password=False)
+    try:  # a target that does not answer is named as the target, not as the catalog
+        if sqlite_path(url) is None:
+            with target.connect():
+                pass
+        migrate.upgrade(target)  # a new SQLite file is made here
+    except DBAPIError as exc:
+        if sqlite_path(url) is not None:  # names the file and what is wrong with it
+            raise InvalidInput(f"--to: {database_problem(exc, url)}") from None
+        reason = str(exc.orig).strip().splitlines()[0]
+        raise InvalidInput(
+            f"--to: the target database did not answer: {reason}; check the URL and that its "
+            "server is running"
+        ) from None
     tables = list(Base.metadata.sorted_tables)  # referenced tables first
     with target.connect() as connection:
         held = [name for name in HOLDING if _count(connection, Base.metadata.tables[name])]

@@ -155,6 +155,8 @@ def copy(settings: Settings, target_url: str, quiet: bool) -> None:
     from recsys.catalog.copy import copy_catalog
     from recsys.commands import bars
 
+    if quiet:  # the target's migration steps too
+        logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
     source = connect_current(settings.database_url)
     copied = copy_catalog(source, connect(target_url), show_progress=bars(quiet))
     shown = ", ".join(f"{name} {count:,}" for name, count in copied.items() if count)

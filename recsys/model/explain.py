@@ -51,6 +51,10 @@ PHOTO_REASON = "looks like your photo"  # visual search: the whole score
 NEGLIGIBLE = 5e-7
 
 
+# The part of a feed's score no history item's or popularity's is.
+REMAINDER = "your overall taste"
+
+
 class Reason(NamedTuple):
     """One part of a score: ``share`` of it, ``label`` in words; ``item_id``: the history
     item it comes from (feeds). A named tuple: a feed builds about a hundred per request."""
@@ -283,7 +287,7 @@ def feed_reasons(
     labels = {
         OTHERS: rest,
         BLOCK_LABELS["popularity"]: popularity,
-        "your overall taste": remainder,
+        REMAINDER: remainder,
     }
     # Python floats and strings first: numpy scalars cost a conversion each
     listed, names = listed.T.tolist(), names.T.tolist()  # (k, top)
@@ -297,6 +301,20 @@ def feed_reasons(
         ]
         reasons += [Reason(*extra[j]) for extra in extras if abs(extra[j][1]) > NEGLIGIBLE]
         out.append(reasons)
+    return out
+
+
+def settled(because: list[list[Reason]], scores, label: str) -> list[list[Reason]]:
+    """Each listed item's reasons with the part of a fold-in that the bundle's history does
+    not name (items added since it, folded in from the live catalog) said as ``label``: the
+    remainder ("your overall taste", which a fold-in otherwise leaves at about 0) and what
+    the reasons leave of its score (``scores``, one per item: the token term of those items),
+    so that the shares still sum to the score."""
+    out = []
+    for reasons, score in zip(because, np.asarray(scores, dtype=np.float64).tolist(), strict=True):
+        named = [r for r in reasons if r.label != REMAINDER]
+        rest = score - sum(r.share for r in named)
+        out.append([*named, Reason(label, rest)] if abs(rest) > NEGLIGIBLE else named)
     return out
 
 

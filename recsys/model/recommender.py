@@ -59,6 +59,8 @@ PARTS = ("values", "offsets", "rows")  # of a saved Postings
 # A feed with the token term takes this many times its pool from the index and from the tokens
 # before ranking their union exactly (Recommender._reach).
 TOKEN_REACH = 2
+# A fold-in's reason for the part of a score that items added since the bundle gave.
+NEW_ITEMS_VIEWED = "new items you viewed"
 # How far below a kept answer's last score a live item written since must score for the
 # answer to stand (``similar_unchanged``, ``feed_unchanged``): the live ranking computes the
 # same sums in another order (a matrix product, not a matrix-vector one), so the last bits
@@ -526,6 +528,9 @@ class Recommender:
             )
             for u in range(len(found))
         ]
+        for u in np.flatnonzero(outside.getnnz(axis=1) & ~empty):  # their part, by name
+            listed = scores[u][found[u] >= 0]
+            results.because[u] = explain.settled(results.because[u], listed, NEW_ITEMS_VIEWED)
         live = self.live
         if live is not None:
             skip = [
