@@ -101,7 +101,6 @@ def scratch_app(source: Path, work: Path, token: str, follow_seconds: float = 0)
         RECSYS_ADMIN_TOKEN=token,
         RECSYS_IMAGES_ROOT=str(work / "images"),
         RECSYS_WRITE_RATE_LIMIT="1000000/minute",
-        RECSYS_READ_RATE_LIMIT="1000000000/minute",
         PROMETHEUS_MULTIPROC_DIR=str(work),
     )
     from services.app import create_app
