@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +16,7 @@ from pandas.api.types import union_categoricals
 from sqlalchemy import Connection, Engine, select
 
 from recsys.catalog.models import AttributeKind, Item, ItemAttribute
+from recsys.memory import trim_c_heap
 from recsys.model.split import sample_positions, sample_users
 
 log = logging.getLogger(__name__)
@@ -262,12 +261,7 @@ def trim_heap() -> None:
     the middle of the heap, where glibc keeps them for later allocations: 0.5 GB at 2x10^7
     interactions, held through every later stage of a training otherwise."""
     pa.default_memory_pool().release_unused()
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return
-    trim(0)
+    trim_c_heap()
 
 
 def count_users(engine: Engine) -> int:

@@ -10,6 +10,7 @@ import warnings
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from recsys.errors import InvalidInput
+from recsys.memory import trim_c_heap
 
 # Every path checks a photo's size itself and names the file it refuses (the header's size
 # for the service, the size decoded for training); PIL's own warning past 89 megapixels named
@@ -117,9 +118,4 @@ def release_memory() -> None:
     large photo's decode only, so that no other request pays for it (a fixed mmap threshold
     in every worker gave the memory back too, but made every request that allocates a few MB
     map and unmap them)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).malloc_trim(ctypes.c_size_t(0))
-    except (OSError, AttributeError):
-        pass
+    trim_c_heap()
