@@ -40,7 +40,7 @@ from recsys.ingest.pipeline import (
 )
 from recsys.ingest.readers import Batch, Record, batch_from_records
 from recsys.ingest.report import IngestReport, Reason
-from recsys.ingest.users import erased_before
+from recsys.ingest.users import erased_before, taken_back
 from recsys.ingest.values import (
     event_column,
     id_column,
@@ -202,8 +202,7 @@ def _after_erasures(connection: Connection, rows: pa.Table, problems: Problems) 
         return rows
     moments = rows["timestamp"].combine_chunks().cast(pa.timestamp("us"))
     moments = moments.to_numpy(zero_copy_only=False).astype("datetime64[us]")
-    was = ~np.isnat(erased)
-    gone = was & (np.isnat(moments) | (moments <= erased))
+    was, gone = ~np.isnat(erased), taken_back(erased, moments)
     details = [  # not naming the user: the rejects file keeps no erased shopper's data
         f"its user was erased at {when.isoformat(sep=' ', timespec='seconds')} UTC; their "
         "events from before then are not taken back (an event after it is, with its timestamp)"

@@ -80,9 +80,9 @@ def erase_users(engine: Engine, user_ids: Sequence[Any]) -> Erased:
         found, events, now = {}, 0, utcnow()
         for start in range(0, len(ids), BATCH):
             batch = ids[start : start + BATCH]
-            keys = [user_key(name) for name in batch]
-            connection.execute(delete(Erasure).where(Erasure.user_key.in_(keys)))
-            connection.execute(insert(Erasure), [{"user_key": k, "erased_at": now} for k in keys])
+            hashes = [user_key(name) for name in batch]
+            connection.execute(delete(Erasure).where(Erasure.user_key.in_(hashes)))
+            connection.execute(insert(Erasure), [{"user_key": h, "erased_at": now} for h in hashes])
             rows = connection.execute(
                 select(User.id, User.external_id).where(User.external_id.in_(batch))
             ).all()
@@ -136,7 +136,7 @@ def user_record(engine: Engine, user_id: Any) -> dict[str, Any]:
     holding = [
         {"version": version, "active": active}
         for version, path, active in bundles
-        if _holds(Path(path) / "cf_user_ids.npy", name)
+        if np.any(_bundle_users(path) == name)
     ]
     return {
         "user_id": name,
@@ -157,13 +157,13 @@ def user_record(engine: Engine, user_id: Any) -> dict[str, Any]:
     }
 
 
-def _holds(ids_file: Path, name: str) -> bool:
-    """Whether a bundle's user ids (read mapped, not loaded whole) hold ``name``."""
+def _bundle_users(directory: str | Path) -> np.ndarray:
+    """A bundle's user ids, read mapped (not loaded whole); none for a bundle without users
+    or one removed from disk."""
     try:
-        ids = np.load(ids_file, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError):  # a bundle without users, or removed from disk
-        return False
-    return bool(len(ids)) and bool(np.any(ids == name))
+        return np.load(Path(directory) / "cf_user_ids.npy", mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):
+        return np.zeros(0, dtype=str)
 
 
 def _when(moment: datetime | None) -> str | None:
@@ -181,11 +181,7 @@ def erased_in_bundle(engine: Engine, directory: str | Path, moment: datetime) ->
         erased = set(keys)
     if not erased:
         return 0
-    try:
-        ids = np.load(Path(directory) / "cf_user_ids.npy", mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError):  # a bundle without users
-        return 0
-    return sum(user_key(str(name)) in erased for name in ids)
+    return sum(user_key(str(name)) in erased for name in _bundle_users(directory))
 
 
 def _truncate_log(engine: Engine) -> None:
@@ -194,6 +190,14 @@ def _truncate_log(engine: Engine) -> None:
     log is emptied by a later checkpoint."""
     with engine.connect() as connection:
         connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def taken_back(erased: np.ndarray, moments: np.ndarray) -> np.ndarray:
+    """(B,) bool: the events an erasure refuses, of ``erased`` (B,) their users' latest
+    erasure (``erased_before``; NaT: never) and ``moments`` (B,) their times (NaT: none):
+    those of an erased user from before the erasure, or undated (nothing shows they came
+    after). One rule for every door: ingest, HTTP, training from an event folder."""
+    return ~np.isnat(erased) & (np.isnat(moments) | (moments <= erased))
 
 
 def erased_before(connection: Connection, users: pa.Array) -> np.ndarray:

@@ -89,7 +89,7 @@ def without_erased(engine: Engine, interactions: pd.DataFrame) -> tuple[pd.DataF
     """``interactions`` but the events of erased users from before their erasure (undated
     ones too), as an ingest refuses them (``recsys.ingest.users.erased_before``), and how
     many were left out."""
-    from recsys.ingest.users import erased_before
+    from recsys.ingest.users import erased_before, taken_back
 
     with engine.connect() as connection:
         users = pa.array(interactions["user_id"].to_numpy(dtype=object), pa.string())
@@ -97,7 +97,7 @@ def without_erased(engine: Engine, interactions: pd.DataFrame) -> tuple[pd.DataF
     if np.isnat(erased).all():
         return interactions, 0
     moments = interactions["timestamp"].to_numpy(dtype="datetime64[us]")
-    gone = ~np.isnat(erased) & (np.isnat(moments) | (moments <= erased))
+    gone = taken_back(erased, moments)
     return interactions[~gone].reset_index(drop=True), int(gone.sum())
 
 
