@@ -499,7 +499,11 @@ class Recommender:
                     for (r, w), extra in zip(_entries(folded), stand_ins, strict=True)
                 ]
             ).astype(np.float32)
-        live_content = {b: outside @ v for b, v in self._live_blocks(CONTENT_BLOCKS).items()}
+        live_content = (  # none to sum for most feeds: no live item in their history
+            {b: outside @ v for b, v in self._live_blocks(CONTENT_BLOCKS).items()}
+            if outside.nnz
+            else None
+        )
         queries = self.fused.history_queries(cf_vectors, matrix, live_content)
         exclude = list(_rows(matrix)) if exclude_seen else None
         allowed = self._allowed(candidates, filters)
@@ -808,11 +812,7 @@ class Recommender:
         found, scores = self._similar_pool(
             rows, pool_size(k, diversity, len(self.item_ids) - 1), filters, mode
         )
-        # nothing in common (``Results.alike``), left out before diversity picks among the
-        # rest: left out after, they took places the next items with something in common had
-        nothing = scores <= 0
-        found, scores = np.where(nothing, -1, found), np.where(nothing, -np.inf, scores)
-        found, scores = diversify(found, scores, self.fused.item_blocks_, k, diversity)
+        found, scores = diversify(*_in_common(found, scores), self.fused.item_blocks_, k, diversity)
         results = self._results(found, scores)
         shares = explain.block_shares(self.fused, rows, found, mode)
         shared = self.filters.shared(rows, found)
@@ -895,9 +895,7 @@ class Recommender:
         width = pool_size(k, diversity, len(self.item_ids) - 1)
         allowed = self._allowed(None, filters)
         found, scores = self.index.search(queries, width, allowed, own[:, None])
-        nothing = scores <= 0  # as in ``similar_items``: left out before diversity picks
-        found, scores = np.where(nothing, -1, found), np.where(nothing, -np.inf, scores)
-        found, scores = diversify(found, scores, self.fused.item_blocks_, k, diversity)
+        found, scores = diversify(*_in_common(found, scores), self.fused.item_blocks_, k, diversity)
         results = self._results(found, scores)
         items = np.asarray(self.fused.item_vectors_[np.maximum(found, 0)])  # (Q, k, D)
         cold = self._no_interactions(item_ids)[:, None] | self.fused.cold_[np.maximum(found, 0)]
@@ -1218,6 +1216,14 @@ class Recommender:
                 raise ValueError("weights must hold one weight per item of each history")
             data = np.concatenate([np.zeros(0), *weights]).astype(np.float32)
         return sp.csr_matrix((data, (rows, cols)), shape=(len(histories), len(self.item_ids)))
+
+
+def _in_common(found: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An item-to-item pool without the items that have nothing in common with the query
+    (``Results.alike``), as padding (-1, -inf): left out before diversity picks among the
+    rest, since left out after they took places the next items with something in common had."""
+    nothing = scores <= 0
+    return np.where(nothing, -1, found), np.where(nothing, -np.inf, scores)
 
 
 def _per_query(lists, queries) -> list:
