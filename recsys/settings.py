@@ -195,9 +195,16 @@ def _warn_unknown(environ: Mapping[str, str]) -> None:
         if name in known or name in _warned:
             continue
         _warned.add(name)
-        guess = difflib.get_close_matches(name, known, n=1, cutoff=0.85)  # typos, not kin
-        hint = f" (did you mean {guess[0]}?)" if guess else ""
-        log.warning("%s is not a setting this code reads; it is ignored%s", name, hint)
+        log.warning(ignored_variable(name, known))
+
+
+def ignored_variable(name: str, known: list[str], prefix: str = "") -> str:
+    """The warning for an environment variable ``name`` no setting reads, naming the one of
+    ``known`` it was probably meant to be (compared past ``prefix``: typos, not kin)."""
+    part = name.removeprefix(prefix)
+    guess = difflib.get_close_matches(part, [k.removeprefix(prefix) for k in known], 1, 0.85)
+    hint = f" (did you mean {prefix}{guess[0]}?)" if guess else ""
+    return f"{name} is not a setting this code reads; it is ignored{hint}"
 
 
 def _origins(value: str | tuple[str, ...]) -> tuple[str, ...]:

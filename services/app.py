@@ -7,7 +7,6 @@ Production::
 
 from __future__ import annotations
 
-import difflib
 import functools
 import logging
 import math
@@ -29,7 +28,7 @@ from recsys.errors import InvalidSettings
 from recsys.model.bundle import active_bundle
 from recsys.model.delta import DeltaConfig
 from recsys.serving import ModelHolder, follow_catalog, load_state
-from recsys.settings import Settings
+from recsys.settings import Settings, ignored_variable
 from services import api, auth, catalog_health, cors, errors, items, limits, logs, ops, web
 from services.answers import AnswerCache
 from services.context import ServiceContext
@@ -100,13 +99,11 @@ def flask_config_from_environment() -> None:
     config.from_mapping(DEFAULTS)
     config.from_prefixed_env("RECSYS_FLASK")
     check_config(config)
-    known = [*DEFAULTS, *Flask.default_config]
+    prefix = "RECSYS_FLASK_"
+    known = [prefix + key for key in (*DEFAULTS, *Flask.default_config)]
     for name in sorted(os.environ):
-        key = name.removeprefix("RECSYS_FLASK_")
-        if key != name and key not in known:
-            guess = difflib.get_close_matches(key, known, n=1, cutoff=0.85)
-            hint = f" (did you mean RECSYS_FLASK_{guess[0]}?)" if guess else ""
-            log.warning("%s is not a setting this code reads; it is ignored%s", name, hint)
+        if name.startswith(prefix) and name not in known:
+            log.warning(ignored_variable(name, known, prefix))
 
 
 # Item cards read by the gunicorn master before it forks the workers (``preload_cards``):
