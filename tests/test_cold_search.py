@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from recsys.model.cf import CFConfig
 from recsys.model.config import TrainConfig, WeightGrid
@@ -80,26 +81,27 @@ def _fit(data: CatalogData, search_cold: bool = True):
     return fitted, score(rank(Scores(), task, 10), task, (10,), ())["cold_items"]["recall@10"]
 
 
-def _rule_case(gain: float, alone: bool = False):
+def _rule_case(gain: float, alone: bool = False, block: str = TOKENS):
     """The cold search on scored candidates of 400 validation users, 200 of them holding cold
-    items out: half of those find their new items by their tokens (cold recall + ``gain`` x
-    the tokens' share of cold items' weights), every candidate with its own per-user noise.
-    ``alone``: only the token term alone finds them (any cf prediction blended in reorders
-    the new items away from the tokens' order, as on the demo shop)."""
+    items out: half of those find their new items by ``block`` (the tokens by default; cold
+    recall + ``gain`` x the block's share of cold items' weights), every candidate with its
+    own per-user noise. ``alone``: only the block alone finds them (any cf prediction
+    blended in reorders the new items away from the block's order, as on the demo shop).
+    The feed gives the block no weight."""
     rng = np.random.default_rng(0)
     warm = rng.random(400) * 0.2
     base, by_tokens = rng.random(200) * 0.3, rng.random(200) < 0.5
 
     def evaluate(weights, cold_scale, k=10):
-        cold = {b: weights.get(b, 0.0) * cold_scale.get(b, 1.0) for b in ("cf", TOKENS)}
-        share = cold[TOKENS] / max(cold["cf"] + cold[TOKENS], 1e-9)
+        cold = {b: weights.get(b, 0.0) * cold_scale.get(b, 1.0) for b in ("cf", block)}
+        share = cold[block] / max(cold["cf"] + cold[block], 1e-9)
         share = float(share == 1.0) if alone else share
         seed = zlib.crc32(repr(sorted(cold.items())).encode())
         noise = np.random.default_rng(seed).normal(0.0, 0.05, 200)
         recall = np.clip(base + gain * share * by_tokens + noise, 0.0, 1.0)
         return Scored(warm, {}, warm, recall)
 
-    weights, scale = {"cf": 1.0, TOKENS: 0.0}, {"cf": 1.0, TOKENS: 1.0}
+    weights, scale = {"cf": 1.0, block: 0.0}, {"cf": 1.0, block: 1.0}
     found = _cold_search(evaluate, weights, scale, evaluate(weights, scale), WeightGrid())
     return weights, scale, found
 
@@ -118,6 +120,17 @@ def test_the_cold_search_can_rank_new_items_by_their_tokens_alone():
     _, _, (feed, cold_scale, found) = _rule_case(gain=0.3, alone=True)
     cold = {b: feed[b] * cold_scale[b] for b in ("cf", TOKENS)}
     assert cold["cf"] == 0 and cold[TOKENS] > 0
+    assert found.cold.mean() > 0.25  # from 0.15 at the defaults
+
+
+@pytest.mark.parametrize("block", ["tabular", "image"])
+def test_a_block_the_feed_gives_no_weight_can_still_rank_new_items(block):
+    # the collaborative block ranks warm items better, so the feed gives the block 0; new
+    # items have no collaborative signal of their own, and the block finds them
+    _, _, (feed, cold_scale, found) = _rule_case(gain=0.3, alone=True, block=block)
+    cold = {b: feed[b] * cold_scale[b] for b in ("cf", block)}
+    assert cold[block] > 0 and cold["cf"] == 0
+    assert 0 < feed[block] <= 0.01 * feed["cf"]  # warm items ranked as the feed's weights do
     assert found.cold.mean() > 0.25  # from 0.15 at the defaults
 
 

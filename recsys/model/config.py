@@ -52,8 +52,9 @@ class WeightGrid:
     # within two standard errors, while the order among cold items it judges is the same.
     cold_k: int = 50
     # Candidate multipliers of a block's feed weight for cold items, searched one block at a
-    # time; a token term without feed weight is tried at cold weights ``tokens`` (and the
-    # feed then holds it at the grid's smallest non-zero token weight).
+    # time; a content block without feed weight is tried at cold weights from its grid
+    # (the feed then holds the token term at the grid's smallest non-zero token weight, the
+    # tabular and image blocks at a hundredth of theirs: recsys.model.validation).
     cold_multipliers: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
     # Then one factor on all cold weights (their ranking among cold items unchanged), chosen
     # on the users' all-items recall: how far cold items compete with warm ones.

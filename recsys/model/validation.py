@@ -650,6 +650,30 @@ def _ascend(evaluate, start: dict, options: dict, z: float, rounds: int, allowed
     return values, current
 
 
+def _cold_only_floors(grid, weights: dict, cold_scale: dict) -> dict[str, float]:
+    """Content blocks the feed gives no weight that the cold search may still give cold
+    items (block -> the feed weight that then carries them): a cold item's score in a
+    block is its feed weight times its cold multiplier, so a block the feed leaves out
+    needs some feed weight. The token term is held at the grid's smallest non-zero token
+    weight (as before); the tabular and image blocks at a hundredth of their grid's, which
+    orders warm items as the weights chosen for them do, to float precision in practice.
+    Without this, a block the feed does without for warm items (the collaborative block
+    ranks them better) was never tried for new ones, however well it ranks them: on the
+    demo shop the feed gives the tabular block 0, the block the content (tabular)
+    contender ranks new items by."""
+    floors = {}
+    for b in (TOKENS, "tabular", "image"):
+        smallest = _smallest(getattr(grid, b))
+        if b in cold_scale and not weights.get(b) and smallest:
+            floors[b] = smallest if b == TOKENS else smallest / 100
+    return floors
+
+
+def _smallest(values: tuple[float, ...]) -> float:
+    """The smallest positive value of a grid's candidates (0.0 when none is)."""
+    return min((v for v in values if v > 0), default=0.0)
+
+
 def _pick_end(ends: list, at_headline, z: float) -> dict:
     """The cold search's end: of the ascents' ends ((cold weights, Scored at ``cold_k``), the
     blend's first), the one significantly better (``z`` standard errors) on the cold
@@ -710,21 +734,23 @@ def _cold_search(evaluate, weights: dict, cold_scale: dict, current: Scored, gri
     """Cold items' own block weights (feed weight times cold multiplier) on the cold-only
     objective (cold-item recall@``grid.cold_k`` of the users holding cold items out, cold
     items ranked among themselves), one block at a time, cf last, from the feed's weights and
-    (where it finds cold items) from the token term alone, as the content contender ranks
-    them, keeping the better end (``_pick_end``: at recall@K when the cold objective cannot
-    tell them apart); then one level for all of them on the users' all-items recall. The
-    result
-    stands only when the all-items recall is not significantly below ``current``'s; with
-    fewer than ``grid.cold_min_users`` users holding cold items the defaults stay.
+    (where it finds cold items) from each content block alone, as the content contenders
+    rank them, keeping the best end (``_pick_end``: at recall@K when the cold objective
+    cannot tell them apart); content blocks the feed leaves out are tried too
+    (``_cold_only_floors``). Then one level for all of them on the users' all-items recall.
+    The result stands only when the all-items recall is not significantly below
+    ``current``'s; with fewer than ``grid.cold_min_users`` users holding cold items the
+    defaults stay.
     -> (weights, cold_scale, Scored)."""
     if current.cold is None or len(current.cold) < max(grid.cold_min_users, 2):
         return weights, cold_scale, current
-    floor = min((w for w in grid.tokens if w > 0), default=0.0)
+    floors = _cold_only_floors(grid, weights, cold_scale)
 
     def realize(cold_weights: dict) -> tuple[dict, dict]:
         feed = dict(weights)
-        if cold_weights.get(TOKENS) and not feed.get(TOKENS):
-            feed[TOKENS] = floor  # the token term exists for cold items only through it
+        for b, floor in floors.items():
+            if cold_weights.get(b):
+                feed[b] = floor  # the block exists for cold items only through it
         scale = {
             b: round(cold_weights[b] / feed[b], 6) if feed.get(b) and b in cold_weights else s
             for b, s in cold_scale.items()
@@ -732,12 +758,12 @@ def _cold_search(evaluate, weights: dict, cold_scale: dict, current: Scored, gri
         return feed, scale
 
     options = {
-        b: tuple(sorted({weights[b] * m for m in grid.cold_multipliers}))
+        b: (0.0, *(w for w in getattr(grid, b) if w > 0))
+        if b in floors
+        else tuple(sorted({weights[b] * m for m in grid.cold_multipliers}))
         for b in (TOKENS, "tabular", "image", "popularity", "cf")
-        if b in cold_scale and weights.get(b, 0.0) > 0
+        if b in floors or (b in cold_scale and weights.get(b, 0.0) > 0)
     }
-    if TOKENS in cold_scale and not weights.get(TOKENS) and floor:
-        options = {TOKENS: (0.0, *(w for w in grid.tokens if w > 0)), **options}
     start = {b: weights.get(b, 0.0) * cold_scale[b] for b in options}
 
     scored: dict[tuple, Scored] = {}  # both ascents and the check meet the same weights
@@ -748,20 +774,19 @@ def _cold_search(evaluate, weights: dict, cold_scale: dict, current: Scored, gri
             scored[key] = evaluate(*realize(cold_weights), grid.cold_k).on("cold")
         return scored[key]
 
+    # The content contenders rank new items by one content block alone (the TF-IDF profile
+    # by the token term). The feed's blend adds each block's prediction for them, which can
+    # drown that block (demo shop, benchmarks/RESULTS.md session 10), and one block at a
+    # time at 2 standard errors cannot leave it. So where a content block alone finds the
+    # validation's cold items (significantly better than no weights at all), the ascent
+    # also starts from it, every block earning its cold weight as before, and the best of
+    # the ascents' ends is kept.
     origins = [start]
-    if TOKENS in options:
-        # The content contender (TF-IDF profile) ranks new items by the token term alone.
-        # The feed's blend adds each block's prediction for them, which can drown the
-        # tokens (demo shop, benchmarks/RESULTS.md session 10), and one block at a time
-        # at 2 standard errors cannot leave it. So where the token term alone finds the
-        # validation's cold items (significantly better than no weights at all), the ascent
-        # also starts from it, every block earning its cold weight as before, and the
-        # better of the two ascents' ends is kept.
-        nothing = dict.fromkeys(options, 0.0)
-        alone = {**nothing, TOKENS: start[TOKENS] or floor}
-        if alone[TOKENS] > 0 and _better(
-            cold_objective(alone), cold_objective(nothing), grid.significance
-        ):
+    nothing = dict.fromkeys(options, 0.0)
+    for b in (TOKENS, "tabular", "image"):
+        alone = {**nothing, b: start.get(b) or _smallest(getattr(grid, b))}
+        found = b in options and alone[b] > 0 and alone != start
+        if found and _better(cold_objective(alone), cold_objective(nothing), grid.significance):
             origins.append(alone)
     ends = [_ascend(cold_objective, o, options, grid.significance, grid.rounds) for o in origins]
     chosen = _pick_end(
