@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from recsys.catalog.db import require_current_schema
 from recsys.catalog.models import Interaction, Item, ItemAttribute, ModelBundle, User
 from recsys.ingest.values import latest_event_time
-from recsys.model.bundle import find_active
+from recsys.model.bundle import find_active, located, readable
 
 
 def catalog_stats(engine: Engine) -> dict[str, Any]:
@@ -70,9 +70,11 @@ def _event_times(session: Session) -> dict[str, Any]:
 def _bundle(bundle: ModelBundle | None) -> dict[str, Any] | None:
     if bundle is None:
         return None
+    path = located(bundle.path, bundle.version)
     return {
         "version": bundle.version,
-        "path": bundle.path,
+        "path": path,
+        "readable": readable(path),
         "created_at": bundle.created_at.isoformat(timespec="seconds"),
         "metrics": bundle.metrics,
     }

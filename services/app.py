@@ -144,7 +144,11 @@ def preload_image_libraries(settings: Settings | None = None) -> bool:
         return False
     finally:
         engine.dispose()  # no connection crosses the fork
-    if not (path / "image_encoder").is_dir():
+    try:
+        if not (path / "image_encoder").is_dir():
+            return False
+    except OSError as exc:  # unreadable: the workers refuse the bundle and say why
+        log.info("image libraries not preloaded: %s", exc)
         return False
     import recsys.vision.encoder  # noqa: F401 (torch and torchvision with it)
 

@@ -4,8 +4,10 @@ ones; remove old bundles and what killed training runs left, never the active on
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
+from sqlalchemy import text
 
 from recsys.errors import InvalidBundle
 from recsys.model.bundle import catalog_identity, load_active, read_manifest, write_bundle
@@ -79,3 +81,86 @@ def test_a_bundle_of_the_format_before_is_read_and_one_of_newer_code_is_refused(
                 InvalidBundle, match=f"format 7, this code reads 5 and 6; {refused}"
             ):
                 read_manifest(trained.path)
+
+
+def test_a_catalog_restored_beside_moved_artifacts_finds_its_bundles(
+    engine, run_cli, tmp_path, monkeypatch
+):
+    """The registry records absolute paths: a restore on another host, artifacts copied to
+    another folder, answered 503 "not a model bundle" for the old path until the registry
+    was edited by hand. A registered bundle is now looked for under the artifacts folder's
+    bundles/ by its version."""
+    populate(engine)
+    old_home, new_home = tmp_path / "host1", tmp_path / "host2"
+    old = train(engine, old_home, train_config())
+    new = train(engine, old_home, train_config())
+    old_home.rename(new_home)
+    monkeypatch.setenv("RECSYS_ARTIFACTS_DIR", str(new_home))
+    served = load_active(engine)
+    assert served.version == new.version
+    listing = run_cli("bundles", "list", "--json").output
+    assert [b["path"] for b in json.loads(listing)] == [
+        str(new_home / "bundles" / v) for v in (new.version, old.version)
+    ]
+    assert "no bundle this code reads" not in run_cli("bundles", "list").output
+    run_cli("bundles", "activate", old.version)
+    assert load_active(engine).version == old.version
+
+
+def test_gc_removes_nothing_while_the_active_bundle_cannot_be_read(engine, run_cli, tmp_path):
+    """The active bundle's folder missing (a restore that left it behind), `gc --keep 0`
+    removed every other bundle, the ones a server falls back to; the service then had none."""
+    populate(engine)
+    artifacts = tmp_path / "artifacts"
+    old = train(engine, artifacts, train_config())
+    new = train(engine, artifacts, train_config())
+    new.path.rename(tmp_path / "elsewhere")
+    listing = run_cli("--artifacts-dir", artifacts, "bundles", "list").output
+    assert f"* {new.version}" in listing and "no bundle this code reads at" in listing
+    stats = run_cli("--artifacts-dir", artifacts, "stats").output
+    assert "its folder holds no bundle this code can read" in stats
+    refused = run_cli("--artifacts-dir", artifacts, "bundles", "gc", "--keep", "0", expect_exit=2)
+    assert f"the active bundle {new.version} cannot be read" in refused.output
+    assert "recsys bundles activate VERSION" in refused.output
+    assert read_manifest(old.path)["version"] == old.version  # still there to fall back to
+
+
+def test_a_bundle_the_registry_lacks_is_registered_after_its_files_are_checked(
+    engine, run_cli, tmp_path
+):
+    """A catalog restored from a backup older than a bundle: the bundle's folder was on disk
+    but `bundles activate` said "no bundle in the registry", and nothing could add it."""
+    populate(engine)
+    old = train(engine, tmp_path, train_config())
+    new = train(engine, tmp_path, train_config())
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM model_bundles WHERE version = :v"), {"v": new.version})
+    run_cli("bundles", "activate", old.version)
+    run_cli("bundles", "activate", new.version, expect_exit=2)
+    restored = tmp_path / "restored"
+    shutil.copytree(new.path, restored)
+    (new.path / "item_ids.npy").write_bytes(b"corrupt")
+    corrupt = run_cli("bundles", "register", str(new.path), expect_exit=2)
+    assert "checksum" in corrupt.output
+    assert new.version not in run_cli("bundles", "list").output
+    done = run_cli("bundles", "register", str(restored), "--activate").output
+    assert f"registered bundle {new.version} (active)" in done
+    assert load_active(engine).version == new.version
+    listing = run_cli("bundles", "list").output.splitlines()
+    assert listing[0].startswith(f"* {new.version}")  # ordered by when it was written
+    twice = run_cli("bundles", "register", str(restored), expect_exit=2)
+    assert "registered already" in twice.output
+
+
+def test_a_bundle_file_the_service_cannot_read_is_a_bundle_refused(engine, tmp_path, monkeypatch):
+    """A bundle restored with the wrong owner or mode: a PermissionError from its files was
+    no InvalidBundle, so no worker fell back to an earlier bundle."""
+    populate(engine)
+    trained = train(engine, tmp_path, train_config())
+
+    def unreadable(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr("recsys.model.bundle.sha256", unreadable)
+    with pytest.raises(InvalidBundle, match=r"cannot be read .*PermissionError.*read access"):
+        read_manifest(trained.path)

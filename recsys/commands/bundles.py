@@ -23,6 +23,8 @@ def command() -> None:
 @click.pass_obj
 def list_bundles(settings: Settings, as_json: bool) -> None:
     """Registered bundles, newest first; * marks the active one."""
+    from recsys.model.bundle import located, readable
+
     engine = connect_current(settings.database_url)
     with Session(engine) as session:
         bundles = session.scalars(select(ModelBundle).order_by(ModelBundle.id.desc())).all()
@@ -32,7 +34,7 @@ def list_bundles(settings: Settings, as_json: bool) -> None:
                 "version": bundle.version,
                 "active": bundle.is_active,
                 "created_at": bundle.created_at.isoformat(),
-                "path": bundle.path,
+                "path": located(bundle.path, bundle.version, settings.artifacts_dir),
                 "metrics": bundle.metrics,
             }
             for bundle in bundles
@@ -45,7 +47,9 @@ def list_bundles(settings: Settings, as_json: bool) -> None:
         recall = bundle.metrics.get("validation_recall@10")
         quality = f"validation recall@10 {recall:.4f}" if isinstance(recall, float) else ""
         mark = "*" if bundle.is_active else " "
-        click.echo(f"{mark} {bundle.version}  {bundle.created_at:%Y-%m-%d %H:%M}  {quality}")
+        path = located(bundle.path, bundle.version, settings.artifacts_dir)
+        gone = "" if readable(path) else f"  (no bundle this code reads at {path})"
+        click.echo(f"{mark} {bundle.version}  {bundle.created_at:%Y-%m-%d %H:%M}  {quality}{gone}")
 
 
 @command.command("activate")
@@ -58,13 +62,14 @@ def activate(settings: Settings, version: str) -> None:
     drawn per pause) and swaps once the bundle is loaded; POST /v1/admin/reload swaps the
     worker that answers at once.
     """
-    from recsys.model.bundle import activate_bundle, read_manifest
+    from recsys.model.bundle import activate_bundle, located, read_manifest
 
     engine = connect_current(settings.database_url)
     with Session(engine) as session:
         path = session.scalar(select(ModelBundle.path).where(ModelBundle.version == version))
     manifest = None
     if path is not None:  # refuse a corrupt bundle before anyone loads it
+        path = located(path, version, settings.artifacts_dir)
         manifest = read_manifest(path, verify=True)
     activate_bundle(engine, version)
     click.echo(f"active bundle: {version}")
@@ -91,6 +96,22 @@ def _erased_since(engine, path: str, manifest: dict) -> None:
             "it",
             err=True,
         )
+
+
+@command.command("register")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--activate", is_flag=True, help="Make it the active bundle too.")
+@click.pass_obj
+def register(settings: Settings, folder: str, activate: bool) -> None:
+    """Add a bundle FOLDER the registry lacks, e.g. one restored from a backup newer than the
+    catalog's. Every file's checksum is checked first. A registered bundle whose folder
+    moved needs no registering: the registry looks for it under the artifacts folder's
+    bundles/ by its version."""
+    from recsys.model.bundle import register_folder
+
+    engine = connect_current(settings.database_url)
+    version = register_folder(engine, folder, activate)
+    click.echo(f"registered bundle {version}" + (" (active)" if activate else ""))
 
 
 @command.command("gc")

@@ -41,6 +41,11 @@ def command(settings: Settings, as_json: bool) -> None:
         click.echo(f"attributes:   {kinds}")
     bundle = stats["active_bundle"]
     click.echo(f"active model: {bundle['version'] + ' at ' + bundle['path'] if bundle else 'none'}")
+    if bundle and not bundle["readable"]:
+        click.echo(
+            "  its folder holds no bundle this code can read: restore it there (or under "
+            "the artifacts folder's bundles/), or `recsys bundles activate` another"
+        )
     metrics = (bundle or {}).get("metrics") or {}
     if "validation_recall@10" in metrics:  # what training measured on its validation slice
         line = f"  validation recall@10 {metrics['validation_recall@10']:.4f}"

@@ -133,10 +133,12 @@ def user_record(engine: Engine, user_id: Any) -> dict[str, Any]:
                 ModelBundle.id.desc()
             )
         ).all()
+    from recsys.model.bundle import located  # the model's code only when asked
+
     holding = [
         {"version": version, "active": active}
         for version, path, active in bundles
-        if np.any(_bundle_users(path) == name)
+        if np.any(_bundle_users(located(path, version)) == name)
     ]
     return {
         "user_id": name,

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -38,7 +38,7 @@ from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session
 
 from recsys.catalog.models import ModelBundle
-from recsys.errors import InvalidBundle, ModelNotTrained
+from recsys.errors import InvalidBundle, ModelNotTrained, RecsysError
 from recsys.files import as_if_plain
 from recsys.model.cf import CollaborativeModel
 from recsys.model.config import from_dict
@@ -144,8 +144,19 @@ def readable(directory: str | Path) -> bool:
 
 
 def read_manifest(directory: str | Path, verify: bool = True) -> dict[str, Any]:
-    """The manifest of a bundle; with ``verify``, every file's checksum is checked first."""
-    directory = Path(directory)
+    """The manifest of a bundle; with ``verify``, every file's checksum is checked first.
+    ``InvalidBundle`` also when a file cannot be read (a restore with the wrong owner or
+    mode): a server then falls back to an earlier bundle as for a corrupt one."""
+    try:
+        return _read_manifest(Path(directory), verify)
+    except OSError as exc:
+        raise InvalidBundle(
+            f"bundle {directory} cannot be read ({type(exc).__name__}: {exc}); give the "
+            "service's user read access to the folder and its files"
+        ) from exc
+
+
+def _read_manifest(directory: Path, verify: bool) -> dict[str, Any]:
     path = directory / MANIFEST
     if not path.is_file():
         raise InvalidBundle(
@@ -179,18 +190,49 @@ def read_manifest(directory: str | Path, verify: bool = True) -> dict[str, Any]:
 
 
 def register_bundle(
-    engine: Engine, version: str, path: Path, metrics: dict, activate: bool = True
+    engine: Engine,
+    version: str,
+    path: Path,
+    metrics: dict,
+    activate: bool = True,
+    created_at: datetime | None = None,
 ) -> None:
     """Record the bundle; with ``activate`` it becomes the only active one, in one transaction.
-    Then the bundle's ``UNREGISTERED`` file, if any, goes."""
+    Then the bundle's ``UNREGISTERED`` file, if any, goes. ``created_at``: when the bundle
+    was written (default now; the registry orders fallbacks by it)."""
     with Session(engine) as session, session.begin():
         if activate:
             session.execute(update(ModelBundle).values(is_active=False))
             session.flush()
-        session.add(
-            ModelBundle(version=version, path=str(path), metrics=metrics, is_active=activate)
-        )
+        row = ModelBundle(version=version, path=str(path), metrics=metrics, is_active=activate)
+        if created_at is not None:
+            row.created_at = created_at
+        session.add(row)
     (Path(path) / UNREGISTERED).unlink(missing_ok=True)
+
+
+def register_folder(engine: Engine, folder: str | Path, activate: bool = False) -> str:
+    """Register a bundle folder the registry lacks (restored from a backup, or the registry
+    restored from one older than the bundle), after checking every file: -> its version.
+    ``InvalidBundle`` when the folder is no readable bundle, or its version is registered
+    already (at another path: the registry follows a folder moved under the artifacts
+    folder's ``bundles/`` by itself, ``located``)."""
+    folder = Path(folder).absolute()
+    manifest = read_manifest(folder, verify=True)
+    version = str(manifest.get("version") or "")
+    if not version:
+        raise InvalidBundle(f"bundle {folder}: its manifest names no version; retrain it")
+    if _registered(engine, version):
+        raise InvalidBundle(
+            f"bundle {version} is registered already; `recsys bundles list` lists them"
+        )
+    try:
+        written = datetime.fromisoformat(manifest["created_at"]).astimezone(UTC)
+        written = written.replace(tzinfo=None)
+    except (KeyError, TypeError, ValueError):
+        written = None
+    register_bundle(engine, version, folder, {"registered_from": str(folder)}, activate, written)
+    return version
 
 
 def find_active(session: Session) -> ModelBundle | None:
@@ -199,13 +241,39 @@ def find_active(session: Session) -> ModelBundle | None:
     return session.scalars(select(ModelBundle).where(ModelBundle.is_active)).first()
 
 
-def active_bundle(engine: Engine) -> ModelBundle:
+def located(path: str, version: str, artifacts_dir: str | Path | None = None) -> str:
+    """Where a registered bundle's folder is now: the path the registry recorded, unless
+    that holds no bundle and ``artifacts_dir`` (default: the settings', e.g.
+    ``RECSYS_ARTIFACTS_DIR``) holds ``bundles/<version>`` with that version's manifest. The
+    registry records absolute paths; a catalog restored on another host, with the artifacts
+    copied to another folder, answered 503 "not a model bundle" for the old path."""
+    try:
+        if (Path(path) / MANIFEST).is_file():
+            return path
+        if artifacts_dir is None:
+            from recsys.settings import Settings  # the model package reads no settings
+
+            artifacts_dir = Settings.load().artifacts_dir
+        moved = Path(artifacts_dir).absolute() / "bundles" / version
+        manifest = json.loads((moved / MANIFEST).read_text())
+    except (OSError, ValueError, RecsysError):
+        return path  # what reads it says what is wrong there
+    if not isinstance(manifest, dict) or manifest.get("version") != version:
+        return path
+    log.info("bundle %s is not at %s, found at %s", version, path, moved)
+    return str(moved)
+
+
+def active_bundle(engine: Engine, artifacts_dir: str | Path | None = None) -> ModelBundle:
+    """The registry's active bundle row, its folder ``located``; ``ModelNotTrained`` when
+    none is active."""
     with Session(engine) as session:
         bundle = find_active(session)
         if bundle is None:
             raise ModelNotTrained("no active model bundle in the catalog; run `recsys train`")
         session.expunge(bundle)
-        return bundle
+    bundle.path = located(bundle.path, bundle.version, artifacts_dir)
+    return bundle
 
 
 def earlier_bundles(engine: Engine, other_than: str, limit: int) -> list[ModelBundle]:
@@ -220,7 +288,9 @@ def earlier_bundles(engine: Engine, other_than: str, limit: int) -> list[ModelBu
     with Session(engine) as session:
         rows = list(session.scalars(query))
         session.expunge_all()
-        return rows
+    for row in rows:
+        row.path = located(row.path, row.version)
+    return rows
 
 
 def active_version(engine: Engine) -> str | None:
@@ -333,15 +403,36 @@ def remove_orphans(engine: Engine, root: Path) -> list[str] | None:
     return removed
 
 
+class _Registered(NamedTuple):
+    version: str
+    path: str
+    is_active: bool
+
+
 def collect_garbage(engine: Engine, root: Path, keep: int) -> Collected:
     """Remove registered bundles older than the newest ``keep`` (never the active one), their
-    folders, and orphans (``remove_orphans``)."""
+    folders, and orphans (``remove_orphans``). ``InvalidBundle``, nothing removed, when the
+    active bundle's folder holds no bundle this code reads: the older bundles are then what
+    a server falls back to (a restore that left the active folder behind, `--keep 0`
+    after an erasure, removed the one bundle that loaded)."""
     with Session(engine) as session:
         rows = session.execute(
             select(ModelBundle.version, ModelBundle.path, ModelBundle.is_active).order_by(
                 ModelBundle.id.desc()
             )
         ).all()
+    rows = [
+        _Registered(row.version, located(row.path, row.version, Path(root).parent), row.is_active)
+        for row in rows
+    ]
+    for row in rows:
+        if row.is_active and not readable(row.path):
+            raise InvalidBundle(
+                f"the active bundle {row.version} cannot be read at {row.path}, so nothing "
+                "was removed: the older bundles are what a server falls back to. Restore its "
+                "folder, or activate one that loads (`recsys bundles activate VERSION`), "
+                "then collect"
+            )
     old = [row for row in rows[keep:] if not row.is_active]
     hidden = {row.version: _hide(Path(row.path), row.version) for row in old}
     with Session(engine) as session, session.begin():
