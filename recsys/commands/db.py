@@ -6,8 +6,10 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 import click
+from tqdm import tqdm
 
 from recsys.catalog import changes, connect, migrate
 from recsys.catalog.changes import Retention
@@ -129,6 +131,74 @@ def _summary(pruned: changes.Pruned, dry_run: bool, seconds: float) -> str:
         f"{verb} {pruned.deleted:,} rows through generation {pruned.through:,} (was "
         f"{pruned.previous:,}; catalog at {pruned.generation:,}); {pruned.kept:,} rows "
         f"kept; {seconds:.2f} s"
+    )
+
+
+@command.command("backup")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_obj
+def backup(settings: Settings, file: Path, quiet: bool) -> None:
+    """Back a SQLite catalog up into the new FILE while it serves.
+
+    A consistent snapshot through SQLite's backup API, writers going on meanwhile, checked
+    before it is kept (a `cp` of a live catalog misses the commits still in its -wal file
+    and can be torn). A PostgreSQL catalog: pg_dump. Back up the artifacts folder (its
+    bundles/) and the photos (RECSYS_IMAGES_ROOT, uploads/ too) beside it.
+    """
+    from recsys.catalog.backup import backup as back_up
+    from recsys.commands import bars
+
+    bar = tqdm(total=0, unit="page", disable=not bars(quiet), leave=False)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    with bar:
+        size = back_up(settings.database_url, file, progress)
+    click.echo(f"backed up to {file} ({size / 2**20:,.1f} MiB, checked)")
+
+
+@command.command("restore")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--yes", is_flag=True, help="Replace the catalog without asking.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_obj
+def restore(settings: Settings, file: Path, yes: bool, quiet: bool) -> None:
+    """Replace the SQLite catalog with the backup FILE (from `recsys db backup`).
+
+    Written in place through SQLite's own locks (never lay a copied file over the catalog: a
+    -wal file left beside it is replayed into it, and the result is corrupt). Stop the
+    service first, or restart it after: its workers hold item cards in memory. A backup
+    older than the code is migrated to it. Erasures recorded since the backup are kept,
+    and the users they name are erased again.
+    """
+    from recsys.catalog.backup import restore as put_back
+    from recsys.commands import bars
+
+    if not yes:
+        click.confirm(f"replace the catalog at {settings.database_url} with {file}?", abort=True)
+    engine = connect(settings.database_url)
+    bar = tqdm(total=0, unit="page", disable=not bars(quiet), leave=False)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    with bar:
+        restored = put_back(engine, settings.database_url, file, progress)
+    click.echo(f"restored {file} (revision {restored.revision})")
+    if restored.migrated:
+        click.echo("migrated to this code's revision")
+    if restored.erasures:
+        click.echo(
+            f"kept {restored.erasures} erasure(s) recorded since the backup; erased "
+            f"{len(restored.erased_users)} of its users again"
+        )
+    click.echo(
+        "bundles trained since the backup are not in its registry: `recsys bundles register "
+        "FOLDER` adds one"
     )
 
 
