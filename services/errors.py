@@ -165,6 +165,15 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
+        if type(exc).__module__ == "gunicorn.http.errors":
+            # a body gunicorn cannot read (a chunk size "zz", a chunk without its CRLF, a
+            # client gone mid-body) is raised where the app reads it: the client's error
+            return error_response(
+                400,
+                "bad_request",
+                f"the request body cannot be read ({type(exc).__name__}: {exc}); send a "
+                "complete body, with a valid chunked encoding if it is chunked",
+            )
         request_id = logs.request_id()
         log.exception(
             "unhandled error in %s %s (request %s)", request.method, request.path, request_id

@@ -61,7 +61,8 @@ def _whole(name: str, default: int) -> int:
 # One address, or several separated by commas (gunicorn listens on each).
 bind = [a.strip() for a in os.environ.get("RECSYS_BIND", "127.0.0.1:8000").split(",") if a.strip()]
 workers = _whole("RECSYS_WORKERS", (os.cpu_count() or 1) + 1)
-# gthread workers keep connections alive and a slow client does not hold a whole worker; at
+# gthread workers keep connections alive and a slow client holds one thread, not a whole
+# worker, and that for a bounded time (services/workers.py, READ_TIMEOUT); at
 # 300 req/s on 2 cores they matched sync workers' tail latency (benchmarks/RESULTS.md,
 # "HTTP service under load"). BalancedThreadWorker is gthread that leaves each new connection
 # to the least busy worker (services/workers.py: plain gthread gives one worker them all).

@@ -24,15 +24,75 @@ import threading
 import time
 
 from gunicorn import glogging
+from gunicorn.http.errors import NoMoreData
 from gunicorn.workers.gthread import ThreadWorker
 
 from recsys.logs import JsonLines
 from services.logs import REQUEST_ID_HEADER
 
+# Seconds a request thread waits for the next bytes of a request it is reading, and for the
+# whole request (line, headers and body) once its first byte came: a client sending a byte
+# and holding (slowloris) held a thread for as long as it liked, and a few such connections,
+# one per thread, stopped every worker (tests/test_service_gunicorn.py).
+READ_TIMEOUT = 10.0
+REQUEST_DEADLINE = 60.0
+# Seconds a response may take to reach a client that reads slowly.
+SEND_TIMEOUT = 120.0
 # Seconds a worker waits, per connection it has open, before it accepts a new one.
 ACCEPT_DELAY = 0.005
 # The longest such wait (a worker with many open connections still accepts within this).
 MAX_ACCEPT_DELAY = 0.1
+
+
+class Deadlined:
+    """A client socket whose blocking reads time out: ``READ_TIMEOUT`` for each read, and
+    ``REQUEST_DEADLINE`` for all the reads of one request from when the worker's thread took
+    it (gunicorn's thread sets the socket blocking before it reads). Past either, gunicorn
+    closes the connection and the thread is free.
+    Sends wait up to ``SEND_TIMEOUT``. Everything else is the socket's."""
+
+    __slots__ = ("_deadline", "_sock")
+
+    def __init__(self, sock) -> None:
+        self._sock = sock
+        self._deadline = None
+
+    def setblocking(self, flag: bool) -> None:
+        self._deadline = time.monotonic() + REQUEST_DEADLINE if flag else None
+        self._sock.settimeout(READ_TIMEOUT if flag else 0.0)
+
+    def _read(self, method, args):
+        """A read bounded by both timeouts; past one, gunicorn's "no more data" (the client
+        stopped sending): the connection is closed, a body read in the app is a 400, and
+        the log says it at debug level, not with a traceback per slow client."""
+        if self._deadline is not None:
+            left = self._deadline - time.monotonic()
+            if left <= 0:
+                raise NoMoreData(b"")
+            self._sock.settimeout(min(READ_TIMEOUT, left))
+        try:
+            return method(*args)
+        except TimeoutError:
+            raise NoMoreData(b"") from None
+
+    def recv(self, *args):
+        return self._read(self._sock.recv, args)
+
+    def recv_into(self, *args):
+        return self._read(self._sock.recv_into, args)
+
+    def sendall(self, *args):
+        if self._deadline is not None:
+            self._sock.settimeout(SEND_TIMEOUT)
+        return self._sock.sendall(*args)
+
+    def send(self, *args):
+        if self._deadline is not None:
+            self._sock.settimeout(SEND_TIMEOUT)
+        return self._sock.send(*args)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
 
 
 class BalancedThreadWorker(ThreadWorker):
@@ -43,6 +103,13 @@ class BalancedThreadWorker(ThreadWorker):
         self._held_until = 0.0  # time.monotonic() until which this worker does not accept
         self._held = False  # the last readiness was held back: accept at the next
         self._waking = False  # a timer will wake the event loop when the hold ends
+
+    def enqueue_req(self, conn) -> None:
+        # every request a thread reads goes through here: a new connection's first, and each
+        # next one of a kept-alive connection
+        if not self.cfg.is_ssl and not isinstance(conn.sock, Deadlined):
+            conn.sock = Deadlined(conn.sock)
+        super().enqueue_req(conn)
 
     def accept(self, listener) -> None:
         wait = min(ACCEPT_DELAY * self.nr_conns, MAX_ACCEPT_DELAY)

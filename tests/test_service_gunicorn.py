@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -175,6 +176,46 @@ def test_requests_gunicorn_refuses_get_the_json_error_shape(server, request_byte
     assert (answer_status, content_type) == (status, "application/json")
     assert body["error"]["status"] == status and hint in body["error"]["message"]
     assert get(base + "/healthz")[0] == 200  # and the server carries on
+
+
+def test_clients_that_send_a_byte_and_hold_do_not_stop_the_service(server):
+    """Slowloris: a connection that sent one byte (or its headers and part of its body)
+    and held held a request thread for as long as it liked; one per thread (4 here, no
+    key needed) and `/healthz` timed out for minutes. Each read now times out (10 s: the
+    six here take two rounds of the four threads)."""
+    base, _, _ = server
+    host, port = base.removeprefix("http://").split(":")
+    held = []
+    for n in range(6):
+        sock = socket.create_connection((host, int(port)), timeout=30)
+        part = b"G" if n % 2 else b"POST /v1/users/u1/recommendations HTTP/1.1\r\nHost: x\r\n"
+        sock.sendall(part + (b"Content-Length: 100\r\n\r\n{" if n % 2 == 0 else b""))
+        held.append(sock)
+    try:
+        start = time.monotonic()
+        while get_or_none(base + "/healthz") != 200:
+            assert time.monotonic() - start < 45, "the service stayed stopped"
+        for sock in held:  # each cut by the server (an answer, or the connection closed)
+            sock.settimeout(30)
+            with contextlib.suppress(ConnectionResetError):
+                while sock.recv(65536):
+                    pass
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_a_body_in_a_broken_chunked_encoding_is_a_400(server):
+    base, _, _ = server
+    for chunk in (b"zz\r\n{}\r\n0\r\n\r\n", b"2\r\n{}0\r\n\r\n"):
+        request = (
+            b"POST /v1/users/u1/recommendations HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: close\r\n\r\n" + chunk
+        )
+        status, _, body = raw_request(base, request)
+        assert (status, body["error"]["code"]) == (400, "bad_request")
+        assert "chunked encoding" in body["error"]["message"]
 
 
 def test_gunicorn_stops_cleanly_on_sigterm(server):
