@@ -513,3 +513,20 @@ def test_unknown_extension_is_refused(run_cli, engine, tmp_path):
     result = run_cli("ingest", "items", str(path), expect_exit=2)
 
     assert "cannot tell the format of items.xlsx" in result.output
+
+
+@pytest.mark.parametrize("value", ["2026-02-30", "9999-99-99", "0000-00-00", "2026-01-01T25:99"])
+def test_a_date_that_does_not_exist_is_no_date(value):
+    """Of a date's shape but no real day or time: an item write stored it in a date
+    attribute as given; it is refused as the value a date attribute must not take."""
+    from recsys.ingest.values import misfit, value_kind
+
+    assert value_kind(value) != AttributeKind.DATE
+    assert misfit(AttributeKind.DATE, value) == "must be a date (ISO 8601, such as 2025-11-01)"
+    for real in (
+        "2026-02-28",
+        "2026-01-01T23:59",
+        "2026-01-01 10:00:00.5Z",
+        "2026-01-01T10:00+0100",
+    ):
+        assert value_kind(real) == AttributeKind.DATE and misfit(AttributeKind.DATE, real) is None

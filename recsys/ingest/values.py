@@ -412,11 +412,21 @@ def value_kind(value: Any) -> AttributeKind:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return AttributeKind.NUMERIC
     if isinstance(value, str):
-        if _ISO_DATE.match(value):
+        if _ISO_DATE.match(value) and _real_date(value):
             return AttributeKind.DATE
         if len(value) >= 40 or value.count(" ") >= 3 or _long_cjk(value):
             return AttributeKind.TEXT
     return AttributeKind.CATEGORICAL
+
+
+def _real_date(value: str) -> bool:
+    """Whether a value of a date's shape is a day and time that exist: "2026-02-30",
+    "9999-99-99" and "2026-01-01T25:99" were stored in a date attribute as given."""
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _long_cjk(value: str) -> bool:
