@@ -62,6 +62,7 @@ from recsys.catalog_intel.duplicates import (
 )
 from recsys.catalog_intel.outliers import threshold_at, top_rows
 from recsys.catalog_intel.photos import CatalogPhotos, checked_pairs
+from recsys.errors import InvalidInput
 from recsys.scopes import ADMIN
 from services.context import card, context
 from services.contract import JSON, endpoint
@@ -295,7 +296,10 @@ class _Fits:
         try:
             future.set_result(_shared(key, folder, compute))
         except BaseException as exc:  # handed to the requests that wait for it
-            log.exception("catalog health: %s failed", key[1])
+            if isinstance(exc, InvalidInput):  # the request's to fix: its 400 says how
+                log.info("catalog health: %s refused: %s", key[1], exc)
+            else:
+                log.exception("catalog health: %s failed", key[1])
             # its frames would keep what the fit read (the model, the catalog's connections)
             future.set_exception(exc.with_traceback(None))
 
