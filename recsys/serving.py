@@ -65,6 +65,10 @@ class ServingState:
     # for a bundle trained on an event folder (its users need not be in the catalog) and
     # for one that does not say (trained before erasures), until the next training.
     users_from_catalog: bool = False
+    # The bundle's folder and its files' sizes and times when it was loaded
+    # (``bundle_signature``): files changed or gone under a serving worker are noticed.
+    directory: str = ""
+    signature: tuple = ()
 
     @property
     def version(self) -> str:
@@ -78,6 +82,7 @@ def load_state(
     encoder loaded (with ``warm``, and what explanations read built); with ``live``, its
     delta rebuilt from the catalog (``recsys.model.delta``)."""
     directory = (bundle or active_bundle(engine)).path
+    signature = bundle_signature(directory)  # before reading: a change meanwhile shows later
     recommender = load_recommender(directory)
     if warm:
         warm_images(recommender)
@@ -85,7 +90,7 @@ def load_state(
     manifest = recommender.manifest
     read_at = manifest.get("data_read_at") or manifest["created_at"]
     read_at = datetime.fromisoformat(read_at).replace(tzinfo=None)
-    state = ServingState(recommender, read_at)
+    state = ServingState(recommender, read_at, directory=str(directory), signature=signature)
     state.users_from_catalog = manifest.get("events_from") == "catalog"
     if live is not None:
         items = LiveItems.of(recommender, directory)
@@ -273,12 +278,23 @@ class ModelHolder:
             active = active_version(self.engine)
             current = self._state.version if self._state else None
             refused = self.refused is not None and self.refused.version == active
-            changed = active != current or refused
+            changed = active != current or refused or self._served_files_changed()
             if active is not None and changed and not self._still_refused(active):
                 self.reload(fallback=self._state is None)
             self._reload_failures.worked()
         except Exception as exc:  # the current state keeps serving; the error is logged
             self._reload_failures.failed(exc)
+
+    def _served_files_changed(self) -> bool:
+        """The served bundle's files are not those it was loaded from (its folder deleted,
+        a file truncated or copied over): the worker reloads, and a bundle that no longer
+        loads is refused and the newest earlier one served, as a starting worker would. A
+        worker went on answering from a deleted folder's mappings, or died of SIGBUS on a
+        truncated file while its siblings served on, each worker another version."""
+        state = self._state
+        if state is None or not state.directory:
+            return False
+        return bundle_signature(state.directory) != state.signature
 
     def _still_refused(self, active: str) -> bool:
         """``active`` is the bundle refused last, with the same files (checking its

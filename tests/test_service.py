@@ -622,6 +622,35 @@ def test_a_served_bundle_damaged_in_place_is_left_for_an_earlier_one_and_taken_b
     assert (ready["model_version"], ready["refused_version"]) == (new.version, None)
 
 
+def test_a_served_bundle_deleted_or_truncated_is_noticed_by_the_periodic_check(tmp_path):
+    """The registry unchanged, a worker's check compared versions only: one whose bundle
+    folder was deleted kept answering from its mappings and said it was ready, one whose
+    file was truncated died of SIGBUS while its siblings served on. The check now also
+    compares the served files with those loaded, and falls back as a starting worker does."""
+    url, artifacts = build_shop(tmp_path)
+    engine = connect(url)
+    good = active_version(engine)
+    new = train(engine, artifacts, train_config(), "cpu", image_encoder_factory=tiny_encoder)
+    settings = Settings(database_url=url, artifacts_dir=artifacts, admin_token=TOKEN)
+    app = create_app(settings, {"RELOAD_CHECK_SECONDS": 10})
+    client, holder = app.test_client(), app.extensions["recsys"].holder
+    holder._checked = 0.0
+    holder.maybe_reload()  # nothing changed: nothing reloaded
+    assert client.get("/readyz").get_json()["model_version"] == new.version
+    folder = artifacts / "bundles" / new.version
+    folder.rename(tmp_path / "away")
+    holder._checked = 0.0
+    holder.maybe_reload()
+    ready = client.get("/readyz").get_json()
+    assert (ready["model_version"], ready["refused_version"]) == (good, new.version)
+    assert client.get("/v1/items/a1/similar?k=3").status_code == 200
+    (tmp_path / "away").rename(folder)  # put back
+    holder._checked = 0.0
+    holder.maybe_reload()
+    ready = client.get("/readyz").get_json()
+    assert (ready["model_version"], ready["refused_version"]) == (new.version, None)
+
+
 def test_a_chunked_body_past_the_size_limit_is_a_413_not_invalid_json(client):
     """Without a Content-Length the body was cut at the limit and read as broken JSON."""
     big = b'{"events": [' + b" " * (6 * 1024 * 1024) + b"]}"
