@@ -46,7 +46,7 @@ from typing import Literal
 
 import numpy as np
 from flask import Blueprint, Response, current_app
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from recsys.catalog_intel import (
     ClusterConfig,
@@ -83,6 +83,8 @@ MAX_PENDING = 4  # fits queued or running per worker; past it a new one is a 429
 
 
 class DuplicatesQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # ?topp=5 was ignored
+
     threshold: QueryFloat = Field(
         LISTING_THRESHOLD,
         ge=-1,
@@ -108,6 +110,8 @@ MAX_OUTLIER_K = 1000  # a neighbour search this wide over every item is minutes 
 
 
 class OutliersQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # ?topp=5 was ignored
+
     top: QueryInt = Field(24, ge=1, le=MAX_OUTLIERS, description="Most unusual items shown")
     k: QueryInt = Field(
         None,
@@ -122,6 +126,8 @@ class OutliersQuery(BaseModel):
 
 
 class ClustersQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # ?topp=5 was ignored
+
     k: QueryInt = Field(None, ge=2, le=64, description="Clusters; default: best silhouette")
     members: QueryInt = Field(12, ge=1, le=MAX_MEMBERS, description="Items listed per cluster")
 

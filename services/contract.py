@@ -137,7 +137,8 @@ def _inputs(contract: Contract) -> dict[str, BaseModel]:
 def _query_values(model: type[BaseModel]) -> dict[str, Any]:
     """Declared parameters (each one value: a repeat is a 400, where ``?k=1&k=2`` took the
     first); with ``extra="allow"``, every other one too (a list when repeated: an attribute
-    filter with several values)."""
+    filter with several values), and with ``extra="forbid"`` as well (its validation then
+    names the unknown parameter and lists the allowed ones)."""
     declared, args = model.model_fields, request.args  # the proxy looked up once
     values = {}
     for name in declared:
@@ -146,7 +147,7 @@ def _query_values(model: type[BaseModel]) -> dict[str, Any]:
             if len(given) > 1:
                 raise bad_parameter(name, f"is given {len(given)} times; give it once")
             values[name] = given[0]
-    if model.model_config.get("extra") == "allow":
+    if model.model_config.get("extra") in ("allow", "forbid"):  # forbid: a 400 names it
         for name, given in args.lists():
             if name not in declared:
                 values[name] = given if len(given) > 1 else given[0]

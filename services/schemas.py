@@ -124,6 +124,9 @@ EventValue = Annotated[
 
 
 class Page(BaseModel):
+    # a misspelt ?limti=5 was ignored: the default page came back as if asked for
+    model_config = ConfigDict(extra="forbid")
+
     offset: QueryInt = Field(
         0,
         ge=0,

@@ -840,3 +840,21 @@ def test_a_catalog_copied_to_another_database_serves_the_same_answers(tmp_path, 
     assert again.exit_code == 2 and "already holds items" in again.output
     itself = run.invoke(cli, ["--database-url", url, "db", "copy", "--to", url, "-q"])
     assert itself.exit_code == 2 and "--to names the catalog being copied" in itself.output
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/items?limti=5",
+        "/v1/users?limti=5",
+        "/v1/admin/catalog/outliers?topp=5",
+        "/v1/admin/catalog/clusters?kk=3",
+        "/v1/admin/catalog/duplicates?treshold=0.9",
+    ],
+)
+def test_a_misspelt_query_parameter_is_a_400_naming_it(client, path):
+    """They were ignored: ?limti=5 answered the default 24 items as if that were asked."""
+    response = client.get(path, headers=ADMIN)
+    assert response.status_code == 400, response.get_json()
+    name = path.split("?")[1].split("=")[0]
+    assert response.get_json()["error"]["message"].startswith(f"{name}: unknown field")
