@@ -128,6 +128,9 @@ def _inputs(contract: Contract) -> dict[str, BaseModel]:
     if contract.body is not None and not (contract.form is not None and multipart):
         inputs["body"] = validated(contract.body, _json_body())
     elif contract.form is not None:
+        for name, given in (*request.files.lists(), *request.form.lists()):
+            if len(given) > 1:  # the first was read and the others dropped in silence
+                raise bad_parameter(name, f"is given {len(given)} times; give it once")
         files = {name: upload.read() for name, upload in request.files.items()}
         fields = {name: value.encode() for name, value in request.form.items()}
         inputs["form"] = validated(contract.form, {**fields, **files})

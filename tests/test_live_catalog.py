@@ -754,3 +754,16 @@ def test_a_bad_multipart_item_write_names_the_part(client, form, says):
     data = {**form, "image": (io.BytesIO(buffer.getvalue()), "a.png")}
     message = error_of(client.put("/v1/items/m-1", data=data, headers=ADMIN), 400)
     assert message.startswith(says), message
+
+
+def test_a_multipart_part_given_twice_is_a_400(client):
+    """Two image parts: the first was read and the other dropped in silence ([png, junk]
+    stored the png, [junk, png] was a 400)."""
+    buffer = io.BytesIO()
+    Image.fromarray(item_image("a", 1)).save(buffer, format="PNG")
+    photo = buffer.getvalue()
+    parts = [(io.BytesIO(photo), "a.png"), (io.BytesIO(b"junk"), "b.png")]
+    data = {"item": "{}", "image": parts}
+    message = error_of(client.put("/v1/items/m-2", data=data, headers=ADMIN), 400)
+    assert message.startswith("image: is given 2 times; give it once"), message
+    assert client.get("/v1/items/m-2").status_code == 404
