@@ -15,7 +15,10 @@ from recsys.settings import Settings
 # name -> ("module:attribute", one-line help). A command's module is imported only when that
 # command runs, so `recsys ingest` does not pay for importing torch. Add new commands here.
 COMMANDS = {
-    "db": ("recsys.commands.db:command", "Create or migrate the catalog database."),
+    "db": (
+        "recsys.commands.db:command",
+        "Create or migrate the catalog database; back it up, restore or copy it.",
+    ),
     "ingest": ("recsys.commands.ingest:command", "Load items or interactions into the catalog."),
     "stats": ("recsys.commands.stats:command", "Counts of what the catalog holds."),
     "datasets": ("recsys.commands.datasets:command", "Prepare real data sets as ingestable files."),
@@ -33,7 +36,10 @@ COMMANDS = {
         "recsys.commands.catalog:command",
         "Catalog health: duplicate listings, outliers, clusters, few-label tags.",
     ),
-    "bundles": ("recsys.commands.bundles:command", "List model bundles; activate one (rollback)."),
+    "bundles": (
+        "recsys.commands.bundles:command",
+        "List model bundles; activate one (rollback), register a restored one, remove old ones.",
+    ),
     "keys": ("recsys.commands.keys:command", "Create, list or revoke API keys for the service."),
     "users": ("recsys.commands.users:command", "Erase shoppers and all their events."),
     "serve": ("recsys.commands.serve:serve", "Serve the HTTP API and web page (development)."),

@@ -15,7 +15,8 @@ from recsys.settings import Settings
 
 @click.group("bundles")
 def command() -> None:
-    """List trained model bundles, choose the active one, remove old ones."""
+    """List trained model bundles, choose the active one, register a restored one, remove
+    old ones."""
 
 
 @command.command("list")

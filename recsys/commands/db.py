@@ -19,7 +19,7 @@ from recsys.settings import Settings
 
 @click.group("db")
 def command() -> None:
-    """Create or migrate the catalog database."""
+    """Create or migrate the catalog database; back it up, restore or copy it."""
     logging.getLogger("alembic.runtime.migration").setLevel(logging.INFO)  # show each step
 
 
