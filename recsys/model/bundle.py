@@ -260,8 +260,13 @@ def located(path: str, version: str, artifacts_dir: str | Path | None = None) ->
         return path  # what reads it says what is wrong there
     if not isinstance(manifest, dict) or manifest.get("version") != version:
         return path
-    log.info("bundle %s is not at %s, found at %s", version, path, moved)
+    if (version, str(moved)) not in _relocated:  # once: workers ask at every check
+        _relocated.add((version, str(moved)))
+        log.info("bundle %s is not at %s, found at %s", version, path, moved)
     return str(moved)
+
+
+_relocated: set[tuple[str, str]] = set()
 
 
 def active_bundle(engine: Engine, artifacts_dir: str | Path | None = None) -> ModelBundle:
