@@ -35,7 +35,7 @@ from services.logs import REQUEST_ID_HEADER
 # and holding (slowloris) held a thread for as long as it liked, and a few such connections,
 # one per thread, stopped every worker (tests/test_service_gunicorn.py).
 READ_TIMEOUT = 10.0
-REQUEST_DEADLINE = 60.0
+REQUEST_DEADLINE = 120.0  # a 5 MB photo at 0.35 Mbit/s
 # Seconds a response may take to reach a client that reads slowly.
 SEND_TIMEOUT = 120.0
 # Seconds a worker waits, per connection it has open, before it accepts a new one.
