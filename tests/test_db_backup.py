@@ -9,7 +9,9 @@ import threading
 import pytest
 from sqlalchemy import func, insert, select, text
 
+from recsys.catalog import backup as backups
 from recsys.catalog.backup import backup, restore
+from recsys.catalog.keys import create_key, find_key, revoke_key
 from recsys.catalog.models import Erasure, Interaction, Item, User, user_key
 from recsys.errors import InvalidInput
 from recsys.ingest.users import erase_users
@@ -116,3 +118,52 @@ def test_postgresql_is_sent_to_its_own_tools(db_url, tmp_path):
         pytest.skip("the PostgreSQL refusal")
     with pytest.raises(InvalidInput, match="pg_dump"):
         backup(db_url, tmp_path / "copy.db")
+
+
+def test_a_restore_keeps_the_catalogs_api_keys(engine, db_url, tmp_path):
+    """Keys are credentials, not shop data: a restored backup made a key revoked since work
+    again, and dropped the keys created since (their clients got 401s)."""
+    _sqlite_only(db_url)
+    populate(engine)
+    leaked, leaked_key = create_key(engine, ["users:read"], "leaked")
+    backup(db_url, tmp_path / "monday.db")
+    revoke_key(engine, leaked.key_id)
+    _, new_key = create_key(engine, ["events:write"], "created since")
+    done = restore(engine, db_url, tmp_path / "monday.db")
+    assert done.keys == 2
+    assert find_key(engine, leaked_key) is None  # still revoked
+    assert find_key(engine, new_key) is not None  # still there
+
+
+def test_a_failed_restore_leaves_the_catalog_and_its_erasures_as_they_were(
+    engine, db_url, tmp_path, monkeypatch
+):
+    """The restore was copied over the catalog before the erasures were carried: a kill in
+    between lost the erasure record for good, and a file holding only a revision table
+    replaced the catalog before failing. It is now prepared beside the catalog first."""
+    _sqlite_only(db_url)
+    populate(engine)
+    backup(db_url, tmp_path / "monday.db")
+    with engine.connect() as connection:
+        shopper = connection.scalar(select(User.external_id).order_by(User.id))
+    erase_users(engine, [shopper])
+    events, items = _count(engine, Interaction), _count(engine, Item)
+
+    def killed(*_args):
+        raise KeyboardInterrupt  # as a kill between the copy and the carry would
+
+    monkeypatch.setattr(backups, "_carry_keys", killed)
+    with pytest.raises(KeyboardInterrupt):
+        restore(engine, db_url, tmp_path / "monday.db")
+    monkeypatch.undo()
+    bare = tmp_path / "bare.db"
+    with sqlite3.connect(bare) as connection:
+        connection.execute("CREATE TABLE alembic_version (version_num VARCHAR(32))")
+        connection.execute("INSERT INTO alembic_version VALUES ('0012')")
+    with pytest.raises(InvalidInput, match=r"cannot be restored .*the catalog is as it was"):
+        restore(engine, db_url, bare)
+    assert (_count(engine, Interaction), _count(engine, Item)) == (events, items)
+    with engine.connect() as connection:
+        assert connection.scalar(select(User.id).where(User.external_id == shopper)) is None
+        assert connection.scalar(select(func.count()).select_from(Erasure)) == 1
+    assert not list(tmp_path.glob(".catalog.db.restoring*"))

@@ -20,17 +20,18 @@ PostgreSQL has its own tools for both (``pg_dump`` and ``pg_restore``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, make_url, select
 
 from recsys.catalog import migrate
-from recsys.catalog.db import sqlite_path
-from recsys.catalog.models import Erasure, User, user_key
+from recsys.catalog.db import connect, sqlite_path
+from recsys.catalog.models import ApiKey, Erasure, User, user_key
 from recsys.errors import InvalidInput
 
 # Pages copied per step of the backup API (4 KiB pages: 64 MiB a step): between steps the
@@ -42,31 +43,38 @@ BATCH = 10_000
 
 @dataclass(frozen=True)
 class Restored:
-    """What ``restore`` did: the backup's revision, whether the catalog was then migrated to
-    the code's, the erasures carried over from the catalog replaced, and the users of the
-    backup erased again because of them."""
+    """What ``restore`` did: the backup's revision, whether it was migrated to the code's,
+    the erasures carried over from the catalog replaced, the users of the backup erased
+    again because of them, and the API keys kept from the catalog replaced."""
 
     revision: str | None
     migrated: bool
     erasures: int
     erased_users: list[str]
+    keys: int = 0
 
 
-def _file(url) -> str:
+def sqlite_file(url) -> str:
+    """The catalog file of a SQLite ``url``; ``InvalidInput`` saying what to use otherwise."""
     path = sqlite_path(url)
-    if path is None:
+    if path is not None:
+        return path
+    if make_url(url).get_backend_name() == "sqlite":
         raise InvalidInput(
-            "backup and restore read and write SQLite catalogs; back a PostgreSQL catalog up "
-            "with pg_dump and restore it with pg_restore"
+            "the catalog is an in-memory database or a file: URI; give its file's path "
+            "(sqlite:///PATH) to back it up or restore it"
         )
-    return path
+    raise InvalidInput(
+        "backup and restore read and write SQLite catalogs; back a PostgreSQL catalog up "
+        "with pg_dump and restore it with pg_restore"
+    )
 
 
 def backup(url, target: str | Path, progress: Callable[[int, int], None] | None = None) -> int:
     """Copy the SQLite catalog at ``url`` into the new file ``target``, consistent while the
     catalog is written to, and check the copy (``PRAGMA quick_check``) -> its size in bytes.
     Nothing is left at ``target`` when it fails. ``progress(done, total)``: pages copied."""
-    source_path, target = _file(url), Path(target)
+    source_path, target = sqlite_file(url), Path(target)
     if not os.path.exists(source_path):
         raise InvalidInput(f"there is no catalog at {source_path}; check --database-url")
     if target.exists():
@@ -87,44 +95,86 @@ def backup(url, target: str | Path, progress: Callable[[int, int], None] | None 
             os.fsync(handle.fileno())
         os.replace(partial, target)
     except sqlite3.Error as exc:
-        raise InvalidInput(f"the backup failed ({exc}); nothing was written to {target}") from exc
+        hint = "; can this user write there?" if "unable to open" in str(exc) else ""
+        raise InvalidInput(
+            f"the backup failed ({exc}{hint}); nothing was written to {target}"
+        ) from exc
     finally:
-        partial.unlink(missing_ok=True)
+        _remove(partial)
     return target.stat().st_size
 
 
 def restore(engine: Engine, url, backup_file: str | Path, progress=None) -> Restored:
-    """Replace the SQLite catalog at ``url`` (``engine``'s) with the backup ``backup_file``
-    (checked first), in place and through SQLite's locks, then migrate it to the code's
-    revision when it is older, and carry over the erasure record of the catalog replaced."""
-    path, backup_file = _file(url), Path(backup_file)
+    """Replace the SQLite catalog at ``url`` (``engine``'s) with the backup ``backup_file``:
+    checked, copied to a file beside the catalog, migrated there to the code's revision when
+    older, given the erasure record and the API keys of the catalog it replaces, and only
+    then copied over the catalog in one step, through SQLite's locks: a failure or a kill at
+    any point leaves the catalog as it was (or wholly restored, erasures included)."""
+    path, backup_file = sqlite_file(url), Path(backup_file)
     if not backup_file.is_file():
         raise InvalidInput(f"no backup file {backup_file}")
     if os.path.exists(path) and os.path.samefile(path, backup_file):
         raise InvalidInput(f"{backup_file} is the catalog itself; give a backup of it")
     revision = _backup_revision(backup_file)
     known = migrate.revisions()
+    if revision is None:
+        raise InvalidInput(f"{backup_file} is no catalog backup (it names no revision)")
     if revision not in known:
         raise InvalidInput(
             f"{backup_file} is at revision {revision!r}, which this code does not know (its "
             f"revisions end at {known[-1]}): newer code wrote it; restore it with that code"
         )
-    erasures = _erasures(engine) if os.path.exists(path) else {}
-    source = sqlite3.connect(f"file:{backup_file}?mode=ro", uri=True)
-    target = sqlite3.connect(path, timeout=30)
+    kept = _kept(engine) if os.path.exists(path) else _Kept({}, [])
+    staged = Path(path).with_name(f".{Path(path).name}.restoring")
+    _remove(staged)  # what a killed restore left
     try:
-        source.backup(target, pages=STEP_PAGES, progress=_pages(progress))
+        _copy(backup_file, staged, progress)
+        prepared = connect(f"sqlite:///{staged}")
+        try:
+            migrated = revision != known[-1]
+            if migrated:
+                migrate.upgrade(prepared)
+            carried, users = _carry_erasures(prepared, kept.erasures)
+            keys = _carry_keys(prepared, kept.keys)
+        finally:
+            prepared.dispose()
+        _copy(staged, path, None, pages=-1)  # one step: one transaction on the catalog
     except sqlite3.Error as exc:
         raise InvalidInput(f"the restore failed ({exc}); the catalog is as it was") from exc
+    except Exception as exc:  # the backup is no catalog this code can migrate and fill
+        cause = getattr(exc, "orig", None) or exc  # the driver's words, not SQLAlchemy's SQL
+        raise InvalidInput(
+            f"{backup_file} cannot be restored ({type(cause).__name__}: {cause}); the "
+            "catalog is as it was"
+        ) from exc
+    finally:
+        _remove(staged)
+    engine.dispose()  # pooled connections opened before the restore
+    return Restored(revision, migrated, carried, users, keys)
+
+
+def _copy(source_path, target_path, progress, pages: int = STEP_PAGES) -> None:
+    source = sqlite3.connect(f"file:{source_path}?mode=ro", uri=True, timeout=30)
+    target = sqlite3.connect(target_path, timeout=30)
+    try:
+        source.backup(target, pages=pages, progress=_pages(progress))
     finally:
         target.close()
         source.close()
-    engine.dispose()  # pooled connections opened before the restore
-    migrated = revision != known[-1]
-    if migrated:
-        migrate.upgrade(engine)
-    carried, users = _carry_erasures(engine, erasures)
-    return Restored(revision, migrated, carried, users)
+
+
+def _remove(path: Path) -> None:
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """What a restore carries from the catalog it replaces: its erasure record (user key ->
+    erased at) and its API keys (each row's columns)."""
+
+    erasures: dict[str, object]
+    keys: list[dict]
 
 
 def _pages(progress):
@@ -155,13 +205,27 @@ def _backup_revision(backup_file: Path) -> str | None:
     return row[0] if row else None
 
 
-def _erasures(engine: Engine) -> dict[str, object]:
-    """The catalog's erasure record (user key -> erased at); none before revision 0012."""
-    try:
-        with engine.connect() as connection:
-            return dict(connection.execute(select(Erasure.user_key, Erasure.erased_at)).all())
-    except Exception:  # no such table (an older catalog), or no catalog to read
-        return {}
+def _kept(engine: Engine) -> _Kept:
+    """The erasure record (none before revision 0012) and the API keys of the catalog."""
+    erasures, keys = {}, []
+    # no such table (an older catalog), or a catalog gone bad: what it holds is not kept
+    with contextlib.suppress(Exception), engine.connect() as connection:
+        erasures = dict(connection.execute(select(Erasure.user_key, Erasure.erased_at)).all())
+    with contextlib.suppress(Exception), engine.connect() as connection:
+        keys = [dict(row) for row in connection.execute(select(ApiKey.__table__)).mappings()]
+    return _Kept(erasures, keys)
+
+
+def _carry_keys(engine: Engine, keys: list[dict]) -> int:
+    """Put the replaced catalog's API keys in place of the backup's -> keys written. Keys are
+    credentials, not shop data: a restored backup made keys revoked since work again, and
+    dropped the keys created since (clients then got 401s)."""
+    if not keys:
+        return 0
+    with engine.begin() as connection:
+        connection.execute(ApiKey.__table__.delete())
+        connection.execute(ApiKey.__table__.insert(), keys)
+    return len(keys)
 
 
 def _carry_erasures(engine: Engine, erasures: dict[str, object]) -> tuple[int, list[str]]:

@@ -172,11 +172,15 @@ def restore(settings: Settings, file: Path, yes: bool, quiet: bool) -> None:
     -wal file left beside it is replayed into it, and the result is corrupt). Stop the
     service first, or restart it after: its workers hold item cards in memory. A backup
     older than the code is migrated to it. Erasures recorded since the backup are kept,
-    and the users they name are erased again.
+    and the users they name are erased again; the API keys are the catalog's own (a key
+    revoked since stays revoked). All of it is prepared beside the catalog and copied over
+    it in one step: a failure or a kill leaves the catalog as it was. Stop ingests too.
     """
     from recsys.catalog.backup import restore as put_back
+    from recsys.catalog.backup import sqlite_file
     from recsys.commands import bars
 
+    sqlite_file(settings.database_url)  # a PostgreSQL catalog is refused before asking
     if not yes:
         click.confirm(f"replace the catalog at {settings.database_url} with {file}?", abort=True)
     engine = connect(settings.database_url)
@@ -196,9 +200,11 @@ def restore(settings: Settings, file: Path, yes: bool, quiet: bool) -> None:
             f"kept {restored.erasures} erasure(s) recorded since the backup; erased "
             f"{len(restored.erased_users)} of its users again"
         )
+    if restored.keys:
+        click.echo(f"kept the catalog's {restored.keys} API key(s) (revocations included)")
     click.echo(
-        "bundles trained since the backup are not in its registry: `recsys bundles register "
-        "FOLDER` adds one"
+        "a bundle trained since the backup is in no registry now: `recsys bundles register "
+        "FOLDER` adds it"
     )
 
 
