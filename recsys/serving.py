@@ -135,13 +135,21 @@ FALLBACK_BUNDLES = 3
 
 
 def bundle_signature(path: str | Path) -> tuple:
-    """Each file of a bundle folder with its size and modification time (() when there is
-    no folder): what tells a bundle refused once from one fixed since, without reading it."""
+    """The bundle folder and each of its files with size, modification time, mode and owner
+    (() when there is no folder it can list): what tells a bundle refused once from one
+    fixed since, without reading it. Mode and owner too: a bundle refused for a file its
+    user could not read stayed refused after a chmod."""
     try:
-        stats = [(f.name, f.stat()) for f in Path(path).iterdir()]
+        folder = Path(path)
+        stats = [("", folder.stat()), *((f.name, f.stat()) for f in folder.iterdir())]
     except OSError:
         return ()
-    return tuple(sorted((name, stat.st_size, stat.st_mtime_ns) for name, stat in stats))
+    return tuple(
+        sorted(
+            (name, stat.st_size, stat.st_mtime_ns, stat.st_mode, stat.st_uid, stat.st_gid)
+            for name, stat in stats
+        )
+    )
 
 
 @dataclass(frozen=True)

@@ -129,27 +129,46 @@ def test_a_bundle_the_registry_lacks_is_registered_after_its_files_are_checked(
     engine, run_cli, tmp_path
 ):
     """A catalog restored from a backup older than a bundle: the bundle's folder was on disk
-    but `bundles activate` said "no bundle in the registry", and nothing could add it."""
+    but `bundles activate` said "no bundle in the registry", and nothing could add it. Only
+    a folder in the artifacts folder's bundles/ (where gc removes old bundles: registered
+    from elsewhere, a backup copy was deleted) of this catalog is taken."""
     populate(engine)
-    old = train(engine, tmp_path, train_config())
-    new = train(engine, tmp_path, train_config())
+    artifacts = tmp_path / "artifacts"
+    old = train(engine, artifacts, train_config())
+    new = train(engine, artifacts, train_config())
     with engine.begin() as connection:
         connection.execute(text("DELETE FROM model_bundles WHERE version = :v"), {"v": new.version})
     run_cli("bundles", "activate", old.version)
     run_cli("bundles", "activate", new.version, expect_exit=2)
-    restored = tmp_path / "restored"
-    shutil.copytree(new.path, restored)
+    saved = tmp_path / "saved"
+    shutil.copytree(new.path, saved)
+    register = ("--artifacts-dir", artifacts, "bundles", "register")
+    elsewhere = run_cli(*register, saved, expect_exit=2).output
+    assert f"copy it to {new.path} first" in elsewhere
     (new.path / "item_ids.npy").write_bytes(b"corrupt")
-    corrupt = run_cli("bundles", "register", str(new.path), expect_exit=2)
-    assert "checksum" in corrupt.output
+    assert "checksum" in run_cli(*register, new.path, expect_exit=2).output
     assert new.version not in run_cli("bundles", "list").output
-    done = run_cli("bundles", "register", str(restored), "--activate").output
+    shutil.rmtree(new.path)
+    shutil.copytree(saved, new.path)
+    done = run_cli(*register, new.path, "--activate").output
     assert f"registered bundle {new.version} (active)" in done
     assert load_active(engine).version == new.version
     listing = run_cli("bundles", "list").output.splitlines()
-    assert listing[0].startswith(f"* {new.version}")  # ordered by when it was written
-    twice = run_cli("bundles", "register", str(restored), expect_exit=2)
-    assert "registered already" in twice.output
+    assert listing[0].startswith(f"* {new.version}")  # the newest registered
+    assert "registered already" in run_cli(*register, new.path, expect_exit=2).output
+
+
+def test_a_bundle_of_another_catalog_is_not_registered(engine, run_cli, tmp_path):
+    populate(engine)
+    artifacts = tmp_path / "artifacts"
+    trained = train(engine, artifacts, train_config())
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM model_bundles"))
+        connection.execute(text("UPDATE items SET external_id = 'other-' || external_id"))
+    refused = run_cli(
+        "--artifacts-dir", artifacts, "bundles", "register", trained.path, expect_exit=2
+    )
+    assert "only 0% of its items are in this catalog" in refused.output
 
 
 def test_a_bundle_file_the_service_cannot_read_is_a_bundle_refused(engine, tmp_path, monkeypatch):

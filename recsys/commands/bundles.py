@@ -105,14 +105,17 @@ def _erased_since(engine, path: str, manifest: dict) -> None:
 @click.pass_obj
 def register(settings: Settings, folder: str, activate: bool) -> None:
     """Add a bundle FOLDER the registry lacks, e.g. one restored from a backup newer than the
-    catalog's. Every file's checksum is checked first. A registered bundle whose folder
-    moved needs no registering: the registry looks for it under the artifacts folder's
-    bundles/ by its version."""
-    from recsys.model.bundle import register_folder
+    catalog's. FOLDER must be the artifacts folder's bundles/VERSION (copy it there first);
+    every file's checksum is checked, and a bundle of another catalog (most of its items
+    unknown here) is refused. A registered bundle whose folder moved needs no registering:
+    the registry looks for it under the artifacts folder's bundles/ by its version."""
+    from recsys.model.bundle import read_manifest, register_folder
 
     engine = connect_current(settings.database_url)
-    version = register_folder(engine, folder, activate)
+    version = register_folder(engine, folder, settings.artifacts_dir / "bundles", activate)
     click.echo(f"registered bundle {version}" + (" (active)" if activate else ""))
+    if activate:
+        _erased_since(engine, folder, read_manifest(folder, verify=False))
 
 
 @command.command("gc")

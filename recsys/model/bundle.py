@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from recsys.catalog.models import ModelBundle
@@ -166,6 +166,8 @@ def _read_manifest(directory: Path, verify: bool) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise InvalidBundle(f"{path} is not valid JSON ({exc}); retrain the bundle") from exc
+    if not isinstance(manifest, dict):
+        raise InvalidBundle(f"{path} is no bundle manifest (not a JSON object); retrain it")
     found = manifest.get("format_version")
     if found not in READABLE_FORMATS:
         newer = isinstance(found, int) and found > FORMAT_VERSION
@@ -211,20 +213,41 @@ def register_bundle(
     (Path(path) / UNREGISTERED).unlink(missing_ok=True)
 
 
-def register_folder(engine: Engine, folder: str | Path, activate: bool = False) -> str:
+# Of a bundle's items, the share the catalog must hold for ``register_folder`` to take it as
+# this catalog's (its items churn between a backup and a restore; another shop's do not meet).
+SAME_CATALOG_SHARE = 0.5
+
+
+def register_folder(
+    engine: Engine, folder: str | Path, root: str | Path, activate: bool = False
+) -> str:
     """Register a bundle folder the registry lacks (restored from a backup, or the registry
     restored from one older than the bundle), after checking every file: -> its version.
-    ``InvalidBundle`` when the folder is no readable bundle, or its version is registered
-    already (at another path: the registry follows a folder moved under the artifacts
-    folder's ``bundles/`` by itself, ``located``)."""
+    ``InvalidBundle`` when the folder is not ``root``'s (the artifacts folder's ``bundles/``,
+    whose registered bundles ``collect_garbage`` removes) ``<version>``, is no readable
+    bundle, names no files, holds fewer than ``SAME_CATALOG_SHARE`` of its items in this
+    catalog (another shop's), or its version is registered already (at another path: the
+    registry follows a folder moved under ``root`` by itself, ``located``)."""
     folder = Path(folder).absolute()
     manifest = read_manifest(folder, verify=True)
     version = str(manifest.get("version") or "")
-    if not version:
-        raise InvalidBundle(f"bundle {folder}: its manifest names no version; retrain it")
+    if not version or not manifest.get("files"):
+        raise InvalidBundle(f"bundle {folder}: its manifest names no version or no files")
+    home = Path(root).absolute() / version
+    if folder.resolve() != home.resolve():
+        raise InvalidBundle(
+            f"bundle {version} is at {folder}; copy it to {home} first (the registered "
+            "bundles live in the artifacts folder, where `recsys bundles gc` removes old ones)"
+        )
     if _registered(engine, version):
         raise InvalidBundle(
             f"bundle {version} is registered already; `recsys bundles list` lists them"
+        )
+    share = _items_held(engine, folder)
+    if share < SAME_CATALOG_SHARE:
+        raise InvalidBundle(
+            f"bundle {version}: only {share:.0%} of its items are in this catalog; it was "
+            "trained on another catalog"
         )
     try:
         written = datetime.fromisoformat(manifest["created_at"]).astimezone(UTC)
@@ -233,6 +256,22 @@ def register_folder(engine: Engine, folder: str | Path, activate: bool = False) 
         written = None
     register_bundle(engine, version, folder, {"registered_from": str(folder)}, activate, written)
     return version
+
+
+def _items_held(engine: Engine, folder: Path) -> float:
+    """The share of the bundle's items the catalog holds (1.0 for a bundle without items)."""
+    from recsys.catalog.models import Item
+
+    ids = np.load(folder / "item_ids.npy", mmap_mode="r", allow_pickle=False)
+    if not len(ids):
+        return 1.0
+    held = 0
+    with engine.connect() as connection:
+        for start in range(0, len(ids), 10_000):
+            batch = [str(i) for i in ids[start : start + 10_000]]
+            query = select(func.count()).where(Item.external_id.in_(batch))
+            held += connection.scalar(query)
+    return held / len(ids)
 
 
 def find_active(session: Session) -> ModelBundle | None:
@@ -439,7 +478,13 @@ def collect_garbage(engine: Engine, root: Path, keep: int) -> Collected:
                 "then collect"
             )
     old = [row for row in rows[keep:] if not row.is_active]
-    hidden = {row.version: _hide(Path(row.path), row.version) for row in old}
+    home = Path(root).resolve()
+    hidden = {  # a folder outside the artifacts folder is not ours to remove: its row goes
+        row.version: _hide(Path(row.path), row.version)
+        if Path(row.path).resolve().parent == home
+        else None
+        for row in old
+    }
     with Session(engine) as session, session.begin():
         versions = ModelBundle.version.in_(list(hidden))
         session.execute(delete(ModelBundle).where(versions, ~ModelBundle.is_active))

@@ -88,10 +88,9 @@ def survey_images(images, sample: int = 256, skip_unreadable: bool = False) -> I
         if len(missing) == len(sampled):  # "no images given" said nothing of where they were
             raise InvalidInput(
                 f"none of the {len(sampled)} image files looked at exists (e.g. {missing[0]}); "
-                "if the paths are relative to another folder, give --images-root (commands "
-                "that read an items file); if the photos moved, ingest the items file again "
-                "with `recsys ingest items FILE --images-root DIR` so the catalog's paths point "
-                "at them"
+                "if the catalog's photos moved, ingest the items file again with `recsys "
+                "ingest items FILE --images-root DIR` so its paths point at them (a command "
+                "given --items takes --images-root itself)"
             )
         raise InvalidInput(
             f"none of the {len(sampled)} images looked at can be read ({failed[0]}); at least "
