@@ -119,11 +119,15 @@ def pruned_through(connection: Connection) -> int:
 
 def changes_since(engine: Engine, mark: int) -> Changes:
     """Every item change stamped after generation ``mark``, collapsed per item; when the log
-    was pruned past ``mark``, ``complete`` is False and the caller must start afresh."""
+    was pruned past ``mark``, or the catalog is behind it (restored from a backup: the items
+    written since are gone, those removed since are back), ``complete`` is False and the
+    caller must start afresh."""
     with engine.connect() as connection:
         now = items_generation(connection)
         if now == mark:
             return Changes(mark, [], [], set())
+        if now < mark:
+            return Changes(now, [], [], set(), complete=False)
         rows = connection.execute(_CHANGES, {"mark": mark}).all()
         if mark < pruned_through(connection):
             return Changes(now, [], [], set(), complete=False)

@@ -169,8 +169,8 @@ def restore(settings: Settings, file: Path, yes: bool, quiet: bool) -> None:
     """Replace the SQLite catalog with the backup FILE (from `recsys db backup`).
 
     Written in place through SQLite's own locks (never lay a copied file over the catalog: a
-    -wal file left beside it is replayed into it, and the result is corrupt). Stop the
-    service first, or restart it after: its workers hold item cards in memory. A backup
+    -wal file left beside it is replayed into it, and the result is corrupt). A running
+    service follows (its workers rebuild what they hold of the catalog). A backup
     older than the code is migrated to it. Erasures recorded since the backup are kept,
     and the users they name are erased again; the API keys are the catalog's own (a key
     revoked since stays revoked). All of it is prepared beside the catalog and copied over

@@ -411,9 +411,8 @@ class LiveCatalog:
             if found.generation == self._generation:
                 return None
             if not found.complete:
-                log.warning(
-                    "live catalog: the change log was pruned past %d; rebuilding", self._generation
-                )
+                why = "is behind" if found.generation < self._generation else "was pruned past"
+                log.warning("live catalog: the change log %s %d; rebuilding", why, self._generation)
                 return self._rebuild()
             self._remove(found.removed)
             self._write(found.written, content=found.content)
