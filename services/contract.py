@@ -116,21 +116,40 @@ def contract_of(view: Callable) -> Contract | None:
     return getattr(view, "contract", None)
 
 
+# Query parameters any route lets by: a cache-buster (jQuery's ``_=``) and campaign tags.
+IGNORED = ("_",)
+IGNORED_PREFIXES = ("utm_",)
+
+
+def _unknown(args, declared) -> list[str]:
+    """The names of ``args`` not ``declared`` and not ``IGNORED``, in order."""
+    return [
+        name or "(a parameter without a name)"
+        for name in args
+        if name not in declared and name not in IGNORED and not name.startswith(IGNORED_PREFIXES)
+    ]
+
+
 def _inputs(contract: Contract) -> dict[str, BaseModel]:
     """The parsed query, JSON body and form; a view declaring both a body and a form takes
-    either, by the request's content type (multipart/form-data: the form)."""
+    either, by the request's content type (multipart/form-data: the form). A view without
+    a query model takes no query parameter (``?dry_run=true`` on a DELETE erased)."""
     inputs = {}
     if contract.query is not None:
         inputs["query"] = validated(contract.query, _query_values(contract.query))
+    elif unknown := _unknown(request.args, ()):
+        raise bad_parameter(unknown[0], "unknown parameter; this endpoint takes none")
     if contract.body is None and contract.form is None:
         return inputs
     multipart = request.mimetype == "multipart/form-data"
     if contract.body is not None and not (contract.form is not None and multipart):
         inputs["body"] = validated(contract.body, _json_body())
     elif contract.form is not None:
-        for name, given in (*request.files.lists(), *request.form.lists()):
-            if len(given) > 1:  # the first was read and the others dropped in silence
-                raise bad_parameter(name, f"is given {len(given)} times; give it once")
+        given = [name for name, values in request.files.lists() for _ in values]
+        given += [name for name, values in request.form.lists() for _ in values]
+        for name in dict.fromkeys(given):  # the first was read and the others dropped
+            if (times := given.count(name)) > 1:
+                raise bad_parameter(name, f"is given {times} times; give it once")
         files = {name: upload.read() for name, upload in request.files.items()}
         fields = {name: value.encode() for name, value in request.form.items()}
         inputs["form"] = validated(contract.form, {**fields, **files})
@@ -140,19 +159,22 @@ def _inputs(contract: Contract) -> dict[str, BaseModel]:
 def _query_values(model: type[BaseModel]) -> dict[str, Any]:
     """Declared parameters (each one value: a repeat is a 400, where ``?k=1&k=2`` took the
     first); with ``extra="allow"``, every other one too (a list when repeated: an attribute
-    filter with several values), and with ``extra="forbid"`` as well (its validation then
-    names the unknown parameter and lists the allowed ones)."""
+    filter with several values); with ``extra="forbid"``, another one is a 400 naming it
+    and the allowed ones (``IGNORED`` aside)."""
     declared, args = model.model_fields, request.args  # the proxy looked up once
     values = {}
+    forbid = model.model_config.get("extra") == "forbid"
+    if forbid and (unknown := _unknown(args, declared)):
+        raise bad_parameter(unknown[0], f"unknown parameter; allowed: {', '.join(declared)}")
     for name in declared:
         if name in args:
             given = args.getlist(name)
             if len(given) > 1:
                 raise bad_parameter(name, f"is given {len(given)} times; give it once")
             values[name] = given[0]
-    if model.model_config.get("extra") in ("allow", "forbid"):  # forbid: a 400 names it
+    if model.model_config.get("extra") == "allow":
         for name, given in args.lists():
-            if name not in declared:
+            if name in _unknown([name], declared):
                 values[name] = given if len(given) > 1 else given[0]
     for name, given in args.lists():
         if any("%" in value for value in given) and not _utf8(name):

@@ -11,7 +11,7 @@ import re
 
 from flask import Flask, g, has_app_context, jsonify, request
 from sqlalchemy.exc import DatabaseError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from recsys.catalog.db import database_away
 from recsys.errors import (
@@ -130,6 +130,14 @@ def error_response(status: int, code: str, message: str, headers: dict | None = 
 
 
 def init_app(app: Flask) -> None:
+    @app.before_request
+    def _read_chunked_body():
+        # A chunked body is read before the view, so one gunicorn cannot read is a 400 for
+        # every route: a view that reads no body (DELETE, a reload) answered 200 and did its
+        # work, and gunicorn then wrote a second, stray 400 on the connection.
+        if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+            request.get_data(cache=True, parse_form_data=True)
+
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
         return error_response(exc.status, exc.code, exc.message, exc.headers)
@@ -144,6 +152,12 @@ def init_app(app: Flask) -> None:
                 f"the request body is larger than {limit:,} bytes, the limit "
                 "(RECSYS_FLASK_MAX_CONTENT_LENGTH)"
             )
+        if isinstance(exc, ClientDisconnected):  # "the browser (or proxy) sent a request..."
+            message = (
+                "the request body stopped before its end: the client closed the connection, "
+                "or sent nothing for 10 s (a request may take 120 s in all)"
+            )
+            headers["Connection"] = "close"
         return error_response(exc.code or 500, code, message, headers)
 
     @app.errorhandler(RecsysError)
@@ -167,12 +181,14 @@ def init_app(app: Flask) -> None:
     def _unexpected(exc: Exception):
         if type(exc).__module__ == "gunicorn.http.errors":
             # a body gunicorn cannot read (a chunk size "zz", a chunk without its CRLF, a
-            # client gone mid-body) is raised where the app reads it: the client's error
+            # client gone mid-body) is raised where the app reads it: the client's error;
+            # the rest of the body cannot be found, so the connection ends with the answer
             return error_response(
                 400,
                 "bad_request",
                 f"the request body cannot be read ({type(exc).__name__}: {exc}); send a "
                 "complete body, with a valid chunked encoding if it is chunked",
+                {"Connection": "close"},
             )
         request_id = logs.request_id()
         log.exception(

@@ -20,11 +20,14 @@ open connections are never delayed: only the accept is.
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import threading
 import time
 
 from gunicorn import glogging
 from gunicorn.http.errors import NoMoreData
+from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker
 
 from recsys.logs import JsonLines
@@ -36,8 +39,15 @@ from services.logs import REQUEST_ID_HEADER
 # one per thread, stopped every worker (tests/test_service_gunicorn.py).
 READ_TIMEOUT = 10.0
 REQUEST_DEADLINE = 120.0  # a 5 MB photo at 0.35 Mbit/s
-# Seconds a response may take to reach a client that reads slowly.
-SEND_TIMEOUT = 120.0
+# Seconds a response may take in all to reach a client that reads slowly (a thread is held
+# meanwhile), and the piece of a file sent between two looks at that deadline.
+SEND_DEADLINE = 120.0
+SEND_PIECE = 256 * 1024
+# Seconds a pool thread waits for a new connection's first bytes before the connection is
+# handed back to the worker's poller (gunicorn's default is 5 s: 20 connections that sent
+# nothing held every thread for 25 s). A client's request is served when it comes either way.
+FIRST_DATA_WAIT = 0.5
+gthread.DEFAULT_WORKER_DATA_TIMEOUT = FIRST_DATA_WAIT
 # Seconds a worker waits, per connection it has open, before it accepts a new one.
 ACCEPT_DELAY = 0.005
 # The longest such wait (a worker with many open connections still accepts within this).
@@ -45,31 +55,38 @@ MAX_ACCEPT_DELAY = 0.1
 
 
 class Deadlined:
-    """A client socket whose blocking reads time out: ``READ_TIMEOUT`` for each read, and
-    ``REQUEST_DEADLINE`` for all the reads of one request from when the worker's thread took
-    it (gunicorn's thread sets the socket blocking before it reads). Past either, gunicorn
-    closes the connection and the thread is free.
-    Sends wait up to ``SEND_TIMEOUT``. Everything else is the socket's."""
+    """A client socket whose blocking reads and sends time out: ``READ_TIMEOUT`` for each
+    read and ``REQUEST_DEADLINE`` for all the reads of one request, from when the worker's
+    thread took it (gunicorn's thread sets the socket blocking before it reads), and
+    ``SEND_DEADLINE`` for the whole response. Past one, the client is taken as gone: the
+    connection is closed, a body read in the app is a 400, and the log says it at debug
+    level, not with a traceback per slow client. A timeout the caller sets itself (gunicorn's
+    2 s linger when it closes a connection, on the worker's own loop) is the caller's: the
+    deadlines made each close wait 10 s, and two clients that kept their socket open after
+    the answer held a whole worker. Everything else is the socket's."""
 
-    __slots__ = ("_deadline", "_sock")
+    __slots__ = ("_deadline", "_sending", "_sock")
 
     def __init__(self, sock) -> None:
         self._sock = sock
-        self._deadline = None
+        self._deadline = self._sending = None
 
     def setblocking(self, flag: bool) -> None:
         self._deadline = time.monotonic() + REQUEST_DEADLINE if flag else None
+        self._sending = None
         self._sock.settimeout(READ_TIMEOUT if flag else 0.0)
 
+    def settimeout(self, value) -> None:
+        self._deadline = self._sending = None
+        self._sock.settimeout(value)
+
     def _read(self, method, args):
-        """A read bounded by both timeouts; past one, gunicorn's "no more data" (the client
-        stopped sending): the connection is closed, a body read in the app is a 400, and
-        the log says it at debug level, not with a traceback per slow client."""
-        if self._deadline is not None:
-            left = self._deadline - time.monotonic()
-            if left <= 0:
-                raise NoMoreData(b"")
-            self._sock.settimeout(min(READ_TIMEOUT, left))
+        if self._deadline is None:
+            return method(*args)
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise NoMoreData(b"")
+        self._sock.settimeout(min(READ_TIMEOUT, left))
         try:
             return method(*args)
         except TimeoutError:
@@ -81,15 +98,47 @@ class Deadlined:
     def recv_into(self, *args):
         return self._read(self._sock.recv_into, args)
 
+    def _send_left(self) -> float | None:
+        """Seconds the response may still take (None: no deadline, the caller's timeout);
+        ``BrokenPipeError`` once past it, which gunicorn takes as a client gone."""
+        if self._deadline is None:
+            return None
+        if self._sending is None:
+            self._sending = time.monotonic() + SEND_DEADLINE
+        left = self._sending - time.monotonic()
+        if left <= 0:
+            raise BrokenPipeError(errno.EPIPE, "the client read the response too slowly")
+        self._sock.settimeout(left)
+        return left
+
+    def _send(self, method, *args):
+        self._send_left()
+        try:
+            return method(*args)
+        except TimeoutError:
+            raise BrokenPipeError(errno.EPIPE, "the client read the response too slowly") from None
+
     def sendall(self, *args):
-        if self._deadline is not None:
-            self._sock.settimeout(SEND_TIMEOUT)
-        return self._sock.sendall(*args)
+        return self._send(self._sock.sendall, *args)
 
     def send(self, *args):
-        if self._deadline is not None:
-            self._sock.settimeout(SEND_TIMEOUT)
-        return self._sock.send(*args)
+        return self._send(self._sock.send, *args)
+
+    def sendfile(self, file, offset: int = 0, count: int | None = None) -> int:
+        """The file sent in pieces, the deadline looked at between them (the socket's own
+        sendfile waits its timeout once per wait: a reader draining 15 kB/s was never cut)."""
+        if self._deadline is None:
+            return self._sock.sendfile(file, offset, count)
+        if count is None:
+            count = os.fstat(file.fileno()).st_size - offset
+        sent = 0
+        while sent < count:
+            size = min(SEND_PIECE, count - sent)
+            piece = self._send(self._sock.sendfile, file, offset + sent, size)
+            if not piece:
+                break
+            sent += piece
+        return sent
 
     def __getattr__(self, name):
         return getattr(self._sock, name)

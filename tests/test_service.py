@@ -857,4 +857,17 @@ def test_a_misspelt_query_parameter_is_a_400_naming_it(client, path):
     response = client.get(path, headers=ADMIN)
     assert response.status_code == 400, response.get_json()
     name = path.split("?")[1].split("=")[0]
-    assert response.get_json()["error"]["message"].startswith(f"{name}: unknown field")
+    assert response.get_json()["error"]["message"].startswith(f"{name}: unknown parameter")
+
+
+def test_query_parameters_outside_the_endpoints_are_refused_but_cache_busters_pass(client):
+    """?dry_run=true on a DELETE was ignored and the user erased; a jQuery cache-buster or a
+    campaign tag on a page is no mistake of the client's."""
+    answer = client.delete("/v1/users/u1?dry_run=true", headers=ADMIN)
+    assert answer.status_code == 400
+    assert answer.get_json()["error"]["message"].startswith("dry_run: unknown parameter")
+    assert client.get("/v1/users?limit=3", headers=ADMIN).get_json()["users"]  # still there
+    for query in ("_=1700000000", "utm_source=news"):
+        assert client.get(f"/v1/items?limit=5&{query}").status_code == 200
+        assert client.get(f"/v1/items/a1/similar?k=3&{query}").status_code == 200
+    assert client.get("/v1/items/a1?limti=5").status_code == 400

@@ -205,6 +205,28 @@ def test_clients_that_send_a_byte_and_hold_do_not_stop_the_service(server):
             sock.close()
 
 
+def test_clients_that_keep_their_socket_open_after_the_answer_hold_nothing(server):
+    """gunicorn lingers up to 2 s on a connection it closes, on the worker's own loop; the
+    read deadlines made each such close wait 10 s, and two clients that read their answer
+    and kept the socket open stopped a worker for 10 s each."""
+    base, _, _ = server
+    host, port = base.removeprefix("http://").split(":")
+    held = []
+    try:
+        for _ in range(4):
+            sock = socket.create_connection((host, int(port)), timeout=10)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            held.append(sock)
+        for _ in range(5):
+            start = time.monotonic()
+            assert get(base + "/healthz")[0] == 200
+            assert time.monotonic() - start < 3
+    finally:
+        for sock in held:
+            sock.close()
+
+
 def test_a_body_in_a_broken_chunked_encoding_is_a_400(server):
     base, _, _ = server
     for chunk in (b"zz\r\n{}\r\n0\r\n\r\n", b"2\r\n{}0\r\n\r\n"):
@@ -216,6 +238,14 @@ def test_a_body_in_a_broken_chunked_encoding_is_a_400(server):
         status, _, body = raw_request(base, request)
         assert (status, body["error"]["code"]) == (400, "bad_request")
         assert "chunked encoding" in body["error"]["message"]
+    # a route that reads no body: refused before the view (it answered 200 and did its work,
+    # then gunicorn wrote a stray 400 on the connection)
+    request = (
+        b"DELETE /v1/users/nobody HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"\r\nzz\r\n{}\r\n0\r\n\r\n"
+    )
+    status, _, body = raw_request(base, request)
+    assert (status, body["error"]["code"]) == (400, "bad_request")
 
 
 def test_gunicorn_stops_cleanly_on_sigterm(server):
