@@ -594,17 +594,23 @@ def test_answers_are_not_sniffed_or_framed_and_pages_load_only_their_own_code(cl
     assert "Content-Security-Policy" not in client.get("/v1/items/a1").headers
 
 
-def test_a_served_bundle_damaged_in_place_is_left_for_an_earlier_one_and_taken_back(tmp_path):
-    """A bundle's files copied over in place under a running worker gave 500s from what it
-    mapped; the admin reload refused the files but kept serving them, and once they were
-    restored /readyz named the served bundle refused for good (false alerts)."""
+def _serving_the_newer_of_two(tmp_path):
+    """A shop with two bundles, an app serving the newer -> (artifacts folder, the older
+    version, the newer bundle, the app's client, its model holder)."""
     url, artifacts = build_shop(tmp_path)
     engine = connect(url)
     good = active_version(engine)
     new = train(engine, artifacts, train_config(), "cpu", image_encoder_factory=tiny_encoder)
     settings = Settings(database_url=url, artifacts_dir=artifacts, admin_token=TOKEN)
     app = create_app(settings, {"RELOAD_CHECK_SECONDS": 10})
-    client, holder = app.test_client(), app.extensions["recsys"].holder
+    return artifacts, good, new, app.test_client(), app.extensions["recsys"].holder
+
+
+def test_a_served_bundle_damaged_in_place_is_left_for_an_earlier_one_and_taken_back(tmp_path):
+    """A bundle's files copied over in place under a running worker gave 500s from what it
+    mapped; the admin reload refused the files but kept serving them, and once they were
+    restored /readyz named the served bundle refused for good (false alerts)."""
+    artifacts, good, new, client, holder = _serving_the_newer_of_two(tmp_path)
     auth = {"Authorization": f"Bearer {TOKEN}"}
     assert client.get("/readyz").get_json()["model_version"] == new.version
     vectors = artifacts / "bundles" / new.version / "item_vectors.npy"
@@ -627,13 +633,7 @@ def test_a_served_bundle_deleted_or_truncated_is_noticed_by_the_periodic_check(t
     folder was deleted kept answering from its mappings and said it was ready, one whose
     file was truncated died of SIGBUS while its siblings served on. The check now also
     compares the served files with those loaded, and falls back as a starting worker does."""
-    url, artifacts = build_shop(tmp_path)
-    engine = connect(url)
-    good = active_version(engine)
-    new = train(engine, artifacts, train_config(), "cpu", image_encoder_factory=tiny_encoder)
-    settings = Settings(database_url=url, artifacts_dir=artifacts, admin_token=TOKEN)
-    app = create_app(settings, {"RELOAD_CHECK_SECONDS": 10})
-    client, holder = app.test_client(), app.extensions["recsys"].holder
+    artifacts, good, new, client, holder = _serving_the_newer_of_two(tmp_path)
     holder._checked = 0.0
     holder.maybe_reload()  # nothing changed: nothing reloaded
     assert client.get("/readyz").get_json()["model_version"] == new.version
