@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -145,9 +146,25 @@ def sample_ids(workdir: Path, url: str, seed: int) -> Path:
     return path
 
 
-def wait_ready(url: str, timeout: float = 600) -> None:
+def check_port_free(port: int) -> None:
+    """Refuse a port another process listens on: the load would measure that server (a
+    server left by a killed run answered every later run of session 60, whatever code they
+    were given)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise SystemExit(
+                f"port {port} is in use: stop what listens there (ss -ltnp) or give --port"
+            ) from None
+
+
+def wait_ready(url: str, server: subprocess.Popen | None = None, timeout: float = 600) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
+        if server is not None and server.poll() is not None:
+            raise SystemExit("the service stopped before it was ready; see its log")
         try:
             with urllib.request.urlopen(url + "/readyz", timeout=2) as response:
                 if response.status == 200:
@@ -389,6 +406,7 @@ def main() -> None:
         ids = write_ids(workdir, args.users, args.seed)
     url = f"http://127.0.0.1:{args.port}"
     runs = []
+    check_port_free(args.port)
     with open(workdir / "gunicorn.log", "w") as server_log:
         server = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "services/gunicorn.conf.py",
@@ -396,7 +414,7 @@ def main() -> None:
             cwd=ROOT, env=env, stdout=server_log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:
-            wait_ready(url)
+            wait_ready(url, server)
             answer_ms = warm_up(args, env, ids, url, workdir)
             for run in range(args.repeat):
                 swap_to = versions[(run + 1) % 2]  # each run reloads to the other bundle
