@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, case, func, select
@@ -13,7 +14,7 @@ from recsys.ingest.values import latest_event_time
 from recsys.model.bundle import find_active, located, readable
 
 
-def catalog_stats(engine: Engine) -> dict[str, Any]:
+def catalog_stats(engine: Engine, artifacts_dir: str | Path | None = None) -> dict[str, Any]:
     require_current_schema(engine)
     with Session(engine) as session:
         items = session.scalar(select(func.count(Item.id)))
@@ -40,7 +41,7 @@ def catalog_stats(engine: Engine) -> dict[str, Any]:
             "events": {event: count for event, count in events},
             "event_times": times,
             "attributes": {name: kind.value for name, kind in attributes},
-            "active_bundle": _bundle(active),
+            "active_bundle": _bundle(active, artifacts_dir),
         }
 
 
@@ -67,10 +68,12 @@ def _event_times(session: Session) -> dict[str, Any]:
     }
 
 
-def _bundle(bundle: ModelBundle | None) -> dict[str, Any] | None:
+def _bundle(bundle: ModelBundle | None, artifacts_dir: str | Path | None) -> dict[str, Any] | None:
+    """The active bundle's row, its folder ``located`` under ``artifacts_dir`` (default: the
+    settings') and whether this code can read it there."""
     if bundle is None:
         return None
-    path = located(bundle.path, bundle.version)
+    path = located(bundle.path, bundle.version, artifacts_dir)
     return {
         "version": bundle.version,
         "path": path,

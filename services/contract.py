@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, get_args
@@ -145,10 +146,10 @@ def _inputs(contract: Contract) -> dict[str, BaseModel]:
     if contract.body is not None and not (contract.form is not None and multipart):
         inputs["body"] = validated(contract.body, _json_body())
     elif contract.form is not None:
-        given = [name for name, values in request.files.lists() for _ in values]
-        given += [name for name, values in request.form.lists() for _ in values]
-        for name in dict.fromkeys(given):  # the first was read and the others dropped
-            if (times := given.count(name)) > 1:
+        given = Counter(name for name, values in request.files.lists() for _ in values)
+        given.update(name for name, values in request.form.lists() for _ in values)
+        for name, times in given.items():  # the first was read and the others dropped
+            if times > 1:
                 raise bad_parameter(name, f"is given {times} times; give it once")
         files = {name: upload.read() for name, upload in request.files.items()}
         fields = {name: value.encode() for name, value in request.form.items()}

@@ -26,6 +26,7 @@ from recsys.errors import (
 )
 from recsys.logs import Repeated
 from services import logs
+from services.workers import READ_TIMEOUT, REQUEST_DEADLINE
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,8 @@ def init_app(app: Flask) -> None:
         if isinstance(exc, ClientDisconnected):  # "the browser (or proxy) sent a request..."
             message = (
                 "the request body stopped before its end: the client closed the connection, "
-                "or sent nothing for 10 s (a request may take 120 s in all)"
+                f"or sent nothing for {READ_TIMEOUT:g} s (a request may take "
+                f"{REQUEST_DEADLINE:g} s in all)"
             )
             headers["Connection"] = "close"
         return error_response(exc.code or 500, code, message, headers)

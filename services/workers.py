@@ -47,7 +47,6 @@ SEND_PIECE = 256 * 1024
 # handed back to the worker's poller (gunicorn's default is 5 s: 20 connections that sent
 # nothing held every thread for 25 s). A client's request is served when it comes either way.
 FIRST_DATA_WAIT = 0.5
-gthread.DEFAULT_WORKER_DATA_TIMEOUT = FIRST_DATA_WAIT
 # Seconds a worker waits, per connection it has open, before it accepts a new one.
 ACCEPT_DELAY = 0.005
 # The longest such wait (a worker with many open connections still accepts within this).
@@ -152,6 +151,12 @@ class BalancedThreadWorker(ThreadWorker):
         self._held_until = 0.0  # time.monotonic() until which this worker does not accept
         self._held = False  # the last readiness was held back: accept at the next
         self._waking = False  # a timer will wake the event loop when the hold ends
+
+    def init_process(self) -> None:
+        # gthread reads this module constant at each wait, in the worker process (set here,
+        # not at import: importing this module changes no other gthread worker)
+        gthread.DEFAULT_WORKER_DATA_TIMEOUT = FIRST_DATA_WAIT
+        super().init_process()
 
     def enqueue_req(self, conn) -> None:
         # every request a thread reads goes through here: a new connection's first, and each

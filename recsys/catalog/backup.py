@@ -6,9 +6,10 @@ during a write can be torn (4 of 150 copies were malformed in a walkthrough). A 
 file laid beside a ``-wal`` left by the old one is worse: SQLite replays that WAL into it, and
 the result is corrupt while every check passes. Both go through SQLite's online backup API
 here: ``backup`` copies a consistent snapshot, pages as one read transaction sees them,
-while writers go on; ``restore`` copies a backup's pages into the catalog through SQLite's
-own locks and WAL, so connections open on it (a running service's) see the restored catalog
-at their next transaction.
+while writers go on; ``restore`` prepares the restored catalog in a file beside it, then
+copies its pages over the catalog in one step through SQLite's own locks and WAL, so
+connections open on it (a running service's) see the restored catalog at their next
+transaction, and a failure or a kill leaves the catalog as it was.
 
 A backup is older than the erasures made since it was taken; restored as it is, it brought
 erased shoppers back (their events, their personal feeds). ``restore`` keeps the erasure
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine, make_url, select
+from sqlalchemy import Engine, bindparam, make_url, select, update
 
 from recsys.catalog import migrate
 from recsys.catalog.db import connect, sqlite_path
@@ -83,14 +84,8 @@ def backup(url, target: str | Path, progress: Callable[[int, int], None] | None 
         raise InvalidInput(f"no folder {target.parent}; create it first")
     partial = target.with_name(f".{target.name}.partial")
     try:
-        source = sqlite3.connect(f"file:{source_path}?mode=ro", uri=True, timeout=30)
-        copy = sqlite3.connect(partial)
-        try:
-            source.backup(copy, pages=STEP_PAGES, progress=_pages(progress))
-            _check(copy, target)
-        finally:
-            copy.close()
-            source.close()
+        _copy(source_path, partial, progress)
+        _checked(partial, target)
         with open(partial, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(partial, target)
@@ -183,26 +178,31 @@ def _pages(progress):
     return lambda _status, remaining, total: progress(total - remaining, total)
 
 
-def _check(connection: sqlite3.Connection, name) -> None:
-    found = connection.execute("PRAGMA quick_check").fetchone()[0]
-    if found != "ok":
-        raise sqlite3.DatabaseError(f"the copy of {name} does not check out: {found}")
+def _checked(path, name) -> str | None:
+    """``PRAGMA quick_check`` of the SQLite file at ``path`` (``sqlite3.DatabaseError``
+    naming ``name`` unless it is ok) -> its migration revision (None: it has none)."""
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        found = connection.execute("PRAGMA quick_check").fetchone()[0]
+        if found != "ok":
+            raise sqlite3.DatabaseError(f"the copy of {name} does not check out: {found}")
+        with contextlib.suppress(sqlite3.OperationalError):  # no such table
+            row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+            return row[0] if row else None
+        return None
+    finally:
+        connection.close()
 
 
 def _backup_revision(backup_file: Path) -> str | None:
     """The backup's migration revision, after checking it is a sound SQLite catalog."""
     try:
-        connection = sqlite3.connect(f"file:{backup_file}?mode=ro", uri=True)
-        try:
-            _check(connection, backup_file)
-            row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
-        finally:
-            connection.close()
+        revision = _checked(backup_file, backup_file)
     except sqlite3.Error as exc:
         raise InvalidInput(
             f"{backup_file} is no catalog backup this code can read ({exc}); nothing was restored"
         ) from exc
-    return row[0] if row else None
+    return revision
 
 
 def _kept(engine: Engine) -> _Kept:
@@ -252,11 +252,13 @@ def _carry_erasures(engine: Engine, erasures: dict[str, object]) -> tuple[int, l
         back = [name for (name,) in names if user_key(name) in missing]
     if back:
         erase_users(engine, back)
-        with engine.begin() as connection:  # as of when they were erased, not now
-            for name in back:
-                connection.execute(
-                    Erasure.__table__.update()
-                    .where(Erasure.user_key == user_key(name))
-                    .values(erased_at=missing[user_key(name)])
-                )
+        erasures = Erasure.__table__
+        when = (  # as of when they were erased, not now
+            update(erasures)
+            .where(erasures.c.user_key == bindparam("k"))
+            .values(erased_at=bindparam("at"))
+        )
+        keys = [user_key(name) for name in back]
+        with engine.begin() as connection:
+            connection.execute(when, [{"k": k, "at": missing[k]} for k in keys])
     return len(missing), back

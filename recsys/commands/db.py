@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -147,17 +148,25 @@ def backup(settings: Settings, file: Path, quiet: bool) -> None:
     bundles/) and the photos (RECSYS_IMAGES_ROOT, uploads/ too) beside it.
     """
     from recsys.catalog.backup import backup as back_up
-    from recsys.commands import bars
 
-    bar = tqdm(total=0, unit="page", disable=not bars(quiet), leave=False)
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
-
-    with bar:
+    with _pages(quiet) as progress:
         size = back_up(settings.database_url, file, progress)
     click.echo(f"backed up to {file} ({size / 2**20:,.1f} MiB, checked)")
+
+
+@contextlib.contextmanager
+def _pages(quiet: bool):
+    """A progress bar of pages copied -> the ``progress(done, total)`` SQLite's backup
+    steps call."""
+    from recsys.commands import bars
+
+    with tqdm(total=0, unit="page", disable=not bars(quiet), leave=False) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        yield progress
 
 
 @command.command("restore")
@@ -178,19 +187,12 @@ def restore(settings: Settings, file: Path, yes: bool, quiet: bool) -> None:
     """
     from recsys.catalog.backup import restore as put_back
     from recsys.catalog.backup import sqlite_file
-    from recsys.commands import bars
 
     sqlite_file(settings.database_url)  # a PostgreSQL catalog is refused before asking
     if not yes:
         click.confirm(f"replace the catalog at {settings.database_url} with {file}?", abort=True)
     engine = connect(settings.database_url)
-    bar = tqdm(total=0, unit="page", disable=not bars(quiet), leave=False)
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
-
-    with bar:
+    with _pages(quiet) as progress:
         restored = put_back(engine, settings.database_url, file, progress)
     click.echo(f"restored {file} (revision {restored.revision})")
     if restored.migrated:

@@ -17,7 +17,7 @@ from recsys.stats import catalog_stats
 def command(settings: Settings, as_json: bool) -> None:
     """Counts of items (with/without images), users, interactions by event type, attribute
     kinds, and the active model bundle."""
-    stats = catalog_stats(connect(settings.database_url))
+    stats = catalog_stats(connect(settings.database_url), settings.artifacts_dir)
     if as_json:
         click.echo(json.dumps(stats, indent=2))
         return

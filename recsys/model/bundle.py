@@ -216,6 +216,8 @@ def register_bundle(
 # Of a bundle's items, the share the catalog must hold for ``register_folder`` to take it as
 # this catalog's (its items churn between a backup and a restore; another shop's do not meet).
 SAME_CATALOG_SHARE = 0.5
+# Item ids asked of the catalog at a time (one IN list).
+ID_BATCH = 10_000
 
 
 def register_folder(
@@ -267,10 +269,9 @@ def _items_held(engine: Engine, folder: Path) -> float:
         return 1.0
     held = 0
     with engine.connect() as connection:
-        for start in range(0, len(ids), 10_000):
-            batch = [str(i) for i in ids[start : start + 10_000]]
-            query = select(func.count()).where(Item.external_id.in_(batch))
-            held += connection.scalar(query)
+        for start in range(0, len(ids), ID_BATCH):
+            batch = ids[start : start + ID_BATCH].astype(str).tolist()
+            held += connection.scalar(select(func.count()).where(Item.external_id.in_(batch)))
     return held / len(ids)
 
 
@@ -294,11 +295,10 @@ def located(path: str, version: str, artifacts_dir: str | Path | None = None) ->
 
             artifacts_dir = Settings.load().artifacts_dir
         moved = Path(artifacts_dir).absolute() / "bundles" / version
-        manifest = json.loads((moved / MANIFEST).read_text())
-    except (OSError, ValueError, RecsysError):
+        if read_manifest(moved, verify=False).get("version") != version:
+            return path
+    except (OSError, RecsysError):
         return path  # what reads it says what is wrong there
-    if not isinstance(manifest, dict) or manifest.get("version") != version:
-        return path
     if (version, str(moved)) not in _relocated:  # once: workers ask at every check
         _relocated.add((version, str(moved)))
         log.info("bundle %s is not at %s, found at %s", version, path, moved)
@@ -308,7 +308,7 @@ def located(path: str, version: str, artifacts_dir: str | Path | None = None) ->
 _relocated: set[tuple[str, str]] = set()
 
 
-def active_bundle(engine: Engine, artifacts_dir: str | Path | None = None) -> ModelBundle:
+def active_bundle(engine: Engine) -> ModelBundle:
     """The registry's active bundle row, its folder ``located``; ``ModelNotTrained`` when
     none is active."""
     with Session(engine) as session:
@@ -316,7 +316,7 @@ def active_bundle(engine: Engine, artifacts_dir: str | Path | None = None) -> Mo
         if bundle is None:
             raise ModelNotTrained("no active model bundle in the catalog; run `recsys train`")
         session.expunge(bundle)
-    bundle.path = located(bundle.path, bundle.version, artifacts_dir)
+    bundle.path = located(bundle.path, bundle.version)
     return bundle
 
 

@@ -650,6 +650,11 @@ def _ascend(evaluate, start: dict, options: dict, z: float, rounds: int, allowed
     return values, current
 
 
+# The feed's terms that describe an item by its content: what a content contender ranks new
+# items by, alone.
+_CONTENT_TERMS = (TOKENS, "tabular", "image")
+
+
 def _cold_only_floors(grid, weights: dict, cold_scale: dict) -> dict[str, float]:
     """Content blocks the feed gives no weight that the cold search may still give cold
     items (block -> the feed weight that then carries them): a cold item's score in a
@@ -662,7 +667,7 @@ def _cold_only_floors(grid, weights: dict, cold_scale: dict) -> dict[str, float]
     demo shop the feed gives the tabular block 0, the block the content (tabular)
     contender ranks new items by."""
     floors = {}
-    for b in (TOKENS, "tabular", "image"):
+    for b in _CONTENT_TERMS:
         smallest = _smallest(getattr(grid, b))
         if b in cold_scale and not weights.get(b) and smallest:
             floors[b] = smallest if b == TOKENS else smallest / 100
@@ -783,10 +788,13 @@ def _cold_search(evaluate, weights: dict, cold_scale: dict, current: Scored, gri
     # the ascents' ends is kept.
     origins = [start]
     nothing = dict.fromkeys(options, 0.0)
-    for b in (TOKENS, "tabular", "image"):
-        alone = {**nothing, b: start.get(b) or _smallest(getattr(grid, b))}
-        found = b in options and alone[b] > 0 and alone != start
-        if found and _better(cold_objective(alone), cold_objective(nothing), grid.significance):
+    for b in (b for b in _CONTENT_TERMS if b in options):
+        alone = {**nothing, b: start[b] or _smallest(getattr(grid, b))}
+        if (
+            alone[b] > 0
+            and alone != start
+            and _better(cold_objective(alone), cold_objective(nothing), grid.significance)
+        ):
             origins.append(alone)
     ends = [_ascend(cold_objective, o, options, grid.significance, grid.rounds) for o in origins]
     chosen = _pick_end(
