@@ -192,7 +192,8 @@ def history_parts(fused, cf, history: History, query: np.ndarray, found: np.ndar
     for name in ("tabular", "image"):
         if name in slices and weights.get(name, 0.0) and len(history.rows):
             x = np.asarray(fused.item_blocks_[name][history.rows], dtype=np.float64)  # (H, d)
-            per_item += weights[name] * _profile_parts(x, history, items[:, slices[name]])
+            counted = fused.content_profile_weights(history.weights)
+            per_item += weights[name] * _profile_parts(x, counted, items[:, slices[name]])
     if "cf" in slices and cf is not None and weights.get("cf", 0.0) and len(history.rows):
         cf_items = items[:, slices["cf"]] / fused.cf_scales_[1]
         stand_ins = fused.cf_stand_ins
@@ -212,13 +213,14 @@ def history_parts(fused, cf, history: History, query: np.ndarray, found: np.ndar
     return per_item * valid, popularity * valid, remainder * valid
 
 
-def _profile_parts(x, history: History, items) -> np.ndarray:
+def _profile_parts(x, counted: np.ndarray, items) -> np.ndarray:
     """(H, k): history item j's part of <normalize(sum_j c_j x_j), v_i> for the listed items'
-    rows ``items`` (k, d) of one block, ``x`` (H, d) the history's rows."""
-    norm = np.linalg.norm(x.T @ history.weights)
+    rows ``items`` (k, d) of one block, ``x`` (H, d) the history's rows, ``counted`` (H,) the
+    c_j (``FusedModel.content_profile_weights``)."""
+    norm = np.linalg.norm(x.T @ counted)
     if norm < 1e-12:
-        return np.zeros((len(history.rows), items.shape[0]))
-    return history.weights[:, None] * (x @ items.T) / norm
+        return np.zeros((len(counted), items.shape[0]))
+    return counted[:, None] * (x @ items.T) / norm
 
 
 def _token_parts(fused, history: History, found: np.ndarray) -> np.ndarray:
