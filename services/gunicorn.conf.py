@@ -6,6 +6,7 @@ Every value can be overridden on the command line (``-w 8 -b 0.0.0.0:8000``) or 
 ``GUNICORN_CMD_ARGS``. The service reads its own settings from ``RECSYS_*`` variables.
 """
 
+import atexit
 import json
 import logging
 import os
@@ -28,19 +29,38 @@ def _remove_dead_masters_folders() -> None:
 
 
 _remove_dead_masters_folders()
+_MASTER = os.getpid()
+
+
+def _server_folder(variable: str, kind: str) -> tuple[str, bool]:
+    """(the folder ``variable`` names, whether this master made it): one made on the first
+    read of this file when the variable is unset. gunicorn reads the file again on each HUP:
+    the folder is this master's by its pid in the name (a new one was made per HUP, and none
+    was removed at exit after one)."""
+    prefix = f"recsys-{kind}-{_MASTER}-"
+    folder = os.environ.get(variable)
+    if folder is None:
+        folder = os.environ[variable] = tempfile.mkdtemp(prefix=prefix)
+    return folder, Path(folder).name.startswith(prefix)
+
+
+def _remove_own_folders() -> None:
+    """This master's folders, when it exits (a stop, or a start that fails to bind: those
+    stayed until the next start); its workers, forked from it, remove nothing."""
+    if os.getpid() == _MASTER:
+        for folder, own in ((_metrics_dir, _own_metrics_dir), (_shared_dir, _own_shared_dir)):
+            if own:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
 # Prometheus multiprocess mode: each worker writes its metrics here; /metrics sums them.
 # Must be set before the app (and prometheus_client) is imported by a worker.
-# A folder made here is this server's alone and is removed when the master exits (on_exit).
-_own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
-_metrics_dir = os.environ.setdefault(
-    "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix=f"recsys-metrics-{os.getpid()}-")
-)
+# A folder made here is this server's alone and is removed when the master exits.
+_metrics_dir, _own_metrics_dir = _server_folder("PROMETHEUS_MULTIPROC_DIR", "metrics")
 # What one worker computes for all (catalog-health fits, services/catalog_health.py): a
 # folder of this server's alone, removed when the master exits, as the metrics' one.
-_own_shared_dir = "RECSYS_SHARED_DIR" not in os.environ
-_shared_dir = os.environ.setdefault(
-    "RECSYS_SHARED_DIR", tempfile.mkdtemp(prefix=f"recsys-shared-{os.getpid()}-")
-)
+_shared_dir, _own_shared_dir = _server_folder("RECSYS_SHARED_DIR", "shared")
+atexit.register(_remove_own_folders)
 # One BLAS/OpenMP thread per worker: workers are the parallelism, threads would fight them.
 for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, "1")
@@ -77,6 +97,12 @@ timeout = 60
 graceful_timeout = 30
 keepalive = 5
 accesslog = os.environ.get("RECSYS_ACCESS_LOG")  # e.g. "-" for stdout; off by default
+# gunicorn's text format without its user field (a Basic-auth user name, decoded from a header
+# any client sends: "x\n[...] [CRITICAL] ..." wrote a forged line), with the answer's time and
+# request id instead (RECSYS_LOG_FORMAT=json writes every field as JSON).
+access_log_format = (
+    '%(h)s - - %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(M)sms %({x-request-id}o)s'
+)
 # gunicorn's control socket is one path per user (~/.gunicorn/gunicorn.ctl) whatever the bind:
 # a second server on the host took it over, and removed it on exit. This service needs none.
 control_socket_disable = True
@@ -145,7 +171,7 @@ def on_starting(server):
     _service_logs(level if isinstance(level, int) else logging.INFO)
 
 
-def _service_logs(level: int) -> None:
+def _service_logs(level: int, log_format: str | None = None) -> None:
     """The service's own log lines (``recsys.*``, ``services.*``: a model swap, a refused
     bundle, the catalog away) on stderr with time, pid, level and logger (or as JSON), from
     the master's first line on (its card preload); without this they went through Python's
@@ -154,7 +180,8 @@ def _service_logs(level: int) -> None:
         logger = logging.getLogger(name)
         if not any(getattr(handler, "_recsys", False) for handler in logger.handlers):
             handler = logging.StreamHandler(sys.stderr)
-            services.logs.log_to(handler, _settings.log_format)  # with each line's request id
+            # with each line's request id
+            services.logs.log_to(handler, log_format or _settings.log_format)
             handler._recsys = True  # once, however often gunicorn reads this file
             logger.addHandler(handler)
         logger.setLevel(level)
@@ -181,6 +208,10 @@ import services.workers  # noqa: E402
 from recsys.errors import InvalidSettings  # noqa: E402
 from recsys.settings import Settings  # noqa: E402
 
+# the settings' own warnings (a misspelt RECSYS_ variable) in the format asked for: in JSON
+# too when RECSYS_LOG_FORMAT says json (they were bare text ahead of the JSON lines)
+_asked_format = os.environ.get("RECSYS_LOG_FORMAT", "").strip().lower()
+_service_logs(logging.INFO, "json" if _asked_format == "json" else "text")
 try:  # every RECSYS_* setting, checked before anything starts: one line, not a traceback
     _settings = Settings.load()
     services.app.flask_config_from_environment()
@@ -192,6 +223,9 @@ try:  # every RECSYS_* setting, checked before anything starts: one line, not a 
     services.app.preload_cards(_settings)  # read once here, the workers share its pages
     services.app.preload_image_libraries(_settings)  # torch, when the bundle has one
 except InvalidSettings as exc:
+    if _asked_format == "json":  # the last line of a JSON log is JSON too
+        logging.getLogger("recsys").critical("%s (RECSYS_* environment)", exc)
+        raise SystemExit(1) from None
     raise SystemExit(f"recsys: {exc} (RECSYS_* environment)") from None
 
 gc.collect()
@@ -207,7 +241,4 @@ def post_worker_init(worker):
 
 
 def on_exit(server):
-    if _own_metrics_dir:
-        shutil.rmtree(_metrics_dir, ignore_errors=True)
-    if _own_shared_dir:
-        shutil.rmtree(_shared_dir, ignore_errors=True)
+    _remove_own_folders()

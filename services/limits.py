@@ -42,6 +42,7 @@ from limits.errors import ConfigurationError, StorageError
 from limits.storage import Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
+from recsys.catalog.db import catalog_key
 from recsys.errors import InvalidSettings
 from recsys.settings import Settings
 from services.contract import contract_of
@@ -144,10 +145,11 @@ def _open(path: str, patience: float = 5.0) -> sqlite3.Connection:
 
 
 def default_storage_uri(database_url: str) -> str:
-    """One counters file per catalog, in RAM when the host has /dev/shm."""
+    """One counters file per catalog (``catalog_key``: two shops' ``sqlite:///shop.db`` from
+    their own folders counted each other's failed keys), in RAM when the host has /dev/shm."""
     shm = Path("/dev/shm")
     folder = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
-    name = hashlib.sha256(database_url.encode()).hexdigest()[:16]
+    name = hashlib.sha256(catalog_key(database_url).encode()).hexdigest()[:16]
     return f"sqlite://{folder / f'recsys-ratelimits-{name}.db'}"
 
 

@@ -28,7 +28,12 @@ _CONVERTER = re.compile(r"<[^:<>]+:")  # a route's converter, as in <path:
 # The methods counted under their own name; any other a client sends counts as "other", so that
 # made-up methods ("AAAA", "AAAB", ...) cannot add a series each to every worker's metrics.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+# Seconds. Reads answer in milliseconds; event writes behind a locked catalog and photo
+# uploads from slow clients take seconds to minutes (a 21 s write fell in +Inf past 5).
+LATENCY_BUCKETS = (
+    *(0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5),
+    *(1, 2.5, 5, 10, 30, 60, 120),
+)
 
 
 class Metrics:
@@ -50,7 +55,8 @@ class Metrics:
         )
         self.latency = Histogram(
             "recsys_http_request_seconds",
-            "Time to answer, by endpoint",
+            "Time to answer, by endpoint: from the request read by a worker to its answer (time"
+            " waiting for a free worker is not in it)",
             ("method", "endpoint"),
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
@@ -84,7 +90,8 @@ class Metrics:
             "recsys_retrain_due",
             "1 when a worker's live catalog is full (RECSYS_LIVE_MAX_ITEMS): run recsys train",
             registry=self.registry,
-            multiprocess_mode="max",
+            # of the live workers: a worker that died while it was due left its 1 for good
+            multiprocess_mode="livemax",
         )
         self.refused = Gauge(
             "recsys_active_bundle_refused",

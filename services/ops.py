@@ -9,6 +9,7 @@ from flask import Blueprint, current_app, jsonify, send_file
 
 from recsys.catalog import reads
 from recsys.errors import CatalogNotReady
+from recsys.logs import Repeated
 from recsys.scopes import ADMIN
 from recsys.vision.photo import image_mimetype
 from services.context import context
@@ -18,6 +19,9 @@ from services.openapi import openapi_document
 from services.schemas import LiveCatalog, Readiness, Reloaded, Status, id_routes, path_id
 
 log = logging.getLogger(__name__)
+# a probe every few seconds from each balancer: one line a minute while the catalog is away
+# (README, "Durability and faults"), not one per probe
+_unready = Repeated(log, "readiness: the catalog database does not answer")
 
 bp = Blueprint("ops", __name__)
 id_routes(bp)  # before the routes: they name ids as <id:...>
@@ -74,11 +78,12 @@ def _check_catalog(engine) -> None:
     try:
         reads.ping(engine)
     except CatalogNotReady as exc:  # the SQLite file is gone; the message names no path
-        log.warning("readiness: %s", exc)
+        _unready.failed(exc)
         raise ApiError(503, "database_unavailable", message_of(exc)) from exc
     except Exception as exc:  # the driver's text may hold paths or hosts: the log has it
-        log.warning("readiness: database unavailable: %s", exc)
+        _unready.failed(exc)
         raise ApiError(503, "database_unavailable", "the catalog database does not answer") from exc
+    _unready.worked()
 
 
 @bp.get("/metrics")

@@ -9,8 +9,9 @@ import shutil
 import pytest
 from sqlalchemy import text
 
+from recsys.catalog.db import catalog_key
 from recsys.errors import InvalidBundle
-from recsys.model.bundle import catalog_identity, load_active, read_manifest, write_bundle
+from recsys.model.bundle import load_active, read_manifest, write_bundle
 from recsys.model.training import train
 from tests.shop_fixture import populate, train_config
 
@@ -46,7 +47,7 @@ def test_gc_keeps_the_newest_and_the_active_and_removes_what_killed_runs_left(
     partial.mkdir()
     (partial / "item_vectors.npy").write_bytes(b"half")
     unregistered = write_bundle(  # a run killed after the rename, before registering
-        bundles, "20990101T000001-abcdef", lambda d: None, {}, catalog_identity(engine)
+        bundles, "20990101T000001-abcdef", lambda d: None, {}, catalog_key(engine.url)
     )
     elsewhere = write_bundle(bundles, "20990101T000002-abcdef", lambda d: None, {}, "sqlite:///x")
     gc = run_cli("--artifacts-dir", artifacts, "bundles", "gc", "--keep", "1").output
@@ -105,6 +106,19 @@ def test_a_catalog_restored_beside_moved_artifacts_finds_its_bundles(
     assert "no bundle this code reads" not in run_cli("bundles", "list").output
     run_cli("bundles", "activate", old.version)
     assert load_active(engine).version == old.version
+
+
+def test_gc_says_which_folders_it_leaves_on_disk(engine, run_cli, tmp_path):
+    """A registered bundle outside the artifacts folder gc was given loses its registry row
+    only: gc said "removed bundle" and the folder stayed on disk, for good (no later gc saw
+    it)."""
+    populate(engine)
+    home = tmp_path / "artifacts"
+    old = train(engine, home, train_config())
+    train(engine, home, train_config())
+    gc = run_cli("--artifacts-dir", tmp_path / "other", "bundles", "gc", "--keep", "0").output
+    assert f"removed bundle {old.version} from the registry; its folder {old.path}" in gc
+    assert "was left on disk" in gc and old.path.is_dir()
 
 
 def test_gc_removes_nothing_while_the_active_bundle_cannot_be_read(engine, run_cli, tmp_path):

@@ -14,10 +14,12 @@ import pytest
 from PIL import Image
 
 from recsys.catalog import connect
+from recsys.catalog.db import catalog_key
 from recsys.catalog.keys import create_key
 from recsys.errors import InvalidSettings
 from recsys.settings import Settings
 from recsys.vision import ImageEncoder
+from services import limits
 from services.app import create_app
 from services.limits import SQLiteStorage
 from tests.shop_fixture import build_shop, item_image
@@ -265,3 +267,17 @@ def test_the_forking_process_imports_torch_only_for_a_bundle_with_an_image_encod
 def test_bad_limit_and_scope_settings_name_the_setting(setting, value, message):
     with pytest.raises(InvalidSettings, match=message):
         Settings.load(environ={setting: value})
+
+
+def test_two_shops_whose_urls_read_alike_keep_their_own_counters(tmp_path, monkeypatch):
+    """Two shops served from their own folders with ``sqlite:///shop.db`` (the default URL is
+    relative too) counted each other's failed keys: one file named after the URL's text."""
+    names = []
+    for shop in ("a", "b"):
+        (tmp_path / shop).mkdir()
+        monkeypatch.chdir(tmp_path / shop)
+        names.append(limits.default_storage_uri("sqlite:///shop.db"))
+    assert names[0] != names[1]
+    assert limits.default_storage_uri(f"sqlite:///{tmp_path / 'b' / 'shop.db'}") == names[1]
+    hidden = catalog_key("postgresql://shop:secret@db:5432/shop")
+    assert hidden == "postgresql://shop:***@db:5432/shop"

@@ -15,8 +15,10 @@ from PIL import Image
 from sqlalchemy import update
 
 from recsys.catalog import connect
+from recsys.catalog.db import catalog_key
 from recsys.catalog.keys import create_key
 from recsys.catalog.models import Item
+from recsys.ingest.item_writes import upload_name
 from recsys.ingest.items import ingest_items
 from recsys.model.delta import Delta
 from recsys.settings import Settings
@@ -661,12 +663,10 @@ def test_an_item_write_never_re_types_an_attribute_of_the_catalog(client, shop):
 def test_a_photo_sent_with_a_refused_write_is_not_kept(client, shop):
     """The photo was stored before the write was checked: an unknown item's PATCH (404) or a
     PUT with a bad value (400) left it in uploads/, with no item naming it, for good."""
-    import hashlib
-
     buffer = io.BytesIO()
     Image.fromarray(item_image("b", 7)).save(buffer, format="PNG")
     photo = buffer.getvalue()
-    stored = shop[2] / "uploads" / f"{hashlib.sha256(photo).hexdigest()}.png"
+    stored = shop[2] / "uploads" / upload_name(photo, ".png", catalog_key(shop[0]))
 
     def send(method: str, item_id: str, fields: str) -> int:
         data = {"item": fields, "image": (io.BytesIO(photo), "p.png")}
@@ -686,7 +686,6 @@ def test_an_upload_no_item_names_any_more_is_removed(client, shop):
     """A photo replaced by PUT or PATCH, or whose item was deleted, stayed in uploads/ for
     good: a shop updating its photos over HTTP filled the disk. An upload another item
     still names stays."""
-    import hashlib
 
     def photo(kind: str, k: int) -> bytes:
         buffer = io.BytesIO()
@@ -694,7 +693,7 @@ def test_an_upload_no_item_names_any_more_is_removed(client, shop):
         return buffer.getvalue()
 
     def stored(data: bytes):
-        return shop[2] / "uploads" / f"{hashlib.sha256(data).hexdigest()}.png"
+        return shop[2] / "uploads" / upload_name(data, ".png", catalog_key(shop[0]))
 
     def send(method: str, item_id: str, data: bytes) -> int:
         form = {"item": "{}", "image": (io.BytesIO(data), "p.png")}
@@ -718,6 +717,25 @@ def test_an_upload_no_item_names_any_more_is_removed(client, shop):
         ).scalar()
     assert client.patch("/v1/items/a1", json={"image": None}, headers=ADMIN).status_code == 200
     assert Path(own).is_file()  # not in uploads/: never removed
+
+
+def test_two_catalogs_sharing_an_images_root_never_share_an_upload(client, shop, tmp_path):
+    """Shops served from one checkout share its default images root (var/images): the same
+    photo uploaded to both was one file, and one shop's DELETE removed the other's photo."""
+    other_db = tmp_path / "other" / "shop.db"
+    other_db.parent.mkdir()
+    shutil.copy(shop[0].removeprefix("sqlite:///"), other_db)
+    other = make_app((f"sqlite:///{other_db}", *shop[1:])).test_client()
+    buffer = io.BytesIO()
+    Image.fromarray(item_image("a", 97)).save(buffer, format="PNG")
+    form = {"item": "{}", "image": (io.BytesIO(buffer.getvalue()), "p.png")}
+    assert client.put("/v1/items/up-1", data=dict(form), headers=ADMIN).status_code == 201
+    form["image"] = (io.BytesIO(buffer.getvalue()), "p.png")
+    assert other.put("/v1/items/up-c", data=form, headers=ADMIN).status_code == 201
+    assert len(list((shop[2] / "uploads").glob("*.png"))) >= 2
+    assert other.delete("/v1/items/up-c", headers=ADMIN).status_code == 200
+    answer = client.get("/images/up-1")
+    assert answer.status_code == 200 and answer.data == buffer.getvalue()
 
 
 def test_a_replaced_photo_is_not_kept_by_caches_under_its_unchanged_url(client):

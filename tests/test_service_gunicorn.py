@@ -249,12 +249,21 @@ def test_a_body_in_a_broken_chunked_encoding_is_a_400(server):
 
 
 def test_gunicorn_stops_cleanly_on_sigterm(server):
-    _, proc, tmp = server
-    made = [p for p in tmp.iterdir() if p.name.startswith("recsys-metrics-")]
-    assert len(made) == 1
+    """A HUP (gunicorn reads its config again) makes no new folders, and the master's own
+    go with it at the end: each HUP made a metrics and a shared folder, and after one none
+    was removed at exit."""
+    base, proc, tmp = server
+    made = sorted(p.name for p in tmp.iterdir() if p.name.startswith("recsys-"))
+    assert [name.split("-")[1] for name in made] == ["metrics", "shared"]
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(3)
+    deadline = time.monotonic() + 120
+    while get_or_none(base + "/readyz") != 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert sorted(p.name for p in tmp.iterdir() if p.name.startswith("recsys-")) == made
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
-    assert not made[0].exists()  # the metrics folder it made goes with it
+    assert not [p for p in tmp.iterdir() if p.name.startswith("recsys-")]  # they go with it
 
 
 def test_the_services_log_lines_say_when_who_and_what(server):
@@ -263,7 +272,8 @@ def test_the_services_log_lines_say_when_who_and_what(server):
     _, _, tmp = server
     lines = (tmp.parent / "gunicorn.log").read_text().splitlines()
     loads = [line for line in lines if "serving model bundle" in line]
-    assert len(loads) == 2, lines[-20:]  # one per worker
+    pids = [re.search(r"\] \[(\d+)\] \[", line).group(1) for line in loads]
+    assert len(pids) == len(set(pids)) >= 2, lines[-20:]  # once per worker (a HUP: new ones)
     assert all(re.match(r"\[\d{4}-\d\d-\d\d [\d:]{8} [+-]\d{4}\] \[\d+\] \[INFO\] recsys", line)
                for line in loads), loads  # fmt: skip
 
@@ -300,6 +310,7 @@ def test_a_bad_setting_stops_gunicorn_with_one_line_naming_it(tmp_path, name, va
     assert done.returncode != 0
     assert says in done.stderr
     assert "Traceback" not in done.stderr
+    assert not list(tmp_path.glob("recsys-*-*-*"))  # its folders went with it
 
 
 def test_a_starting_master_removes_the_folders_of_killed_masters(tmp_path):
@@ -331,6 +342,7 @@ def test_json_logs_carry_each_request_with_its_id(tmp_path):
         "RECSYS_WORKERS": "1",
         "RECSYS_BIND": f"127.0.0.1:{port}",
         "TMPDIR": str(tmp_path),
+        "RECSYS_DATABSE_URL": "x",  # misspelt: its warning was bare text ahead of the JSON
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with open(tmp_path / "out.log", "w") as out:
@@ -362,3 +374,6 @@ def test_json_logs_carry_each_request_with_its_id(tmp_path):
     assert any(line["logger"] == "gunicorn.error" for line in lines)  # gunicorn's own too
     paths = {entry["path"] for entry in access.values()}
     assert "/v1/items/café" in paths  # as text, not its UTF-8 bytes read as Latin-1
+    warned = [line for line in lines if "RECSYS_DATABSE_URL" in line["message"]]
+    assert warned and warned[0]["level"] == "WARNING"
+    assert "did you mean RECSYS_DATABASE_URL" in warned[0]["message"]

@@ -111,6 +111,18 @@ def sqlite_path(url) -> str | None:
     return None if database.startswith("file:") else os.path.abspath(database)
 
 
+def catalog_key(url) -> str:
+    """One text per catalog, whatever the working folder: a SQLite catalog's absolute path, a
+    server's URL without its password. What a host's services key their shared files by
+    (rate-limit counters, uploaded photos), so that two shops whose URLs read alike
+    (``sqlite:///shop.db`` from two folders) share none of them."""
+    try:
+        path = sqlite_path(url)
+        return f"sqlite:///{path}" if path else make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:  # not a URL: the connection refuses it, in its own words
+        return str(url)
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")

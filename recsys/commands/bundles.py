@@ -134,7 +134,13 @@ def gc(settings: Settings, keep: int) -> None:
     engine = connect_current(settings.database_url)
     result = collect_garbage(engine, settings.artifacts_dir / "bundles", keep)
     for version in result.removed:
-        click.echo(f"removed bundle {version}")
+        if version in result.left:  # another artifacts folder's: its row only
+            click.echo(
+                f"removed bundle {version} from the registry; its folder {result.left[version]} "
+                "is outside this artifacts folder and was left on disk"
+            )
+        else:
+            click.echo(f"removed bundle {version}")
     if result.orphans is None:
         click.echo("a training run is writing a bundle now: temporary folders left for later")
     for name in result.orphans or ():

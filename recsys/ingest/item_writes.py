@@ -171,11 +171,20 @@ def parse_fields(
     return values
 
 
-def save_photo(images_root: Path, data: bytes, suffix: str) -> Path:
+def upload_name(data: bytes, suffix: str, catalog: str = "") -> str:
+    """The file name ``save_photo`` gives an upload of ``data`` to ``catalog``."""
+    digest = hashlib.sha256(catalog.encode() + b"\0" + data if catalog else data).hexdigest()
+    return f"{digest}{suffix}"
+
+
+def save_photo(images_root: Path, data: bytes, suffix: str, catalog: str = "") -> Path:
     """Store an uploaded photo as ``<images_root>/uploads/<sha256><suffix>`` (written to a
-    temporary file and renamed: a reader never sees half a photo) -> its absolute path."""
+    temporary file and renamed: a reader never sees half a photo) -> its absolute path. The
+    hash is of ``catalog`` (``recsys.catalog.db.catalog_key``) and the bytes: the items of one
+    catalog share a file, two catalogs never do (shops whose images roots are one folder, the
+    default ``var/images`` from one checkout: one shop's delete removed the other's photo)."""
     folder = (Path(images_root) / UPLOADS).resolve()
-    path = folder / f"{hashlib.sha256(data).hexdigest()}{suffix}"
+    path = folder / upload_name(data, suffix, catalog)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         if not path.is_file():

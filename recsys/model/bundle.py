@@ -22,12 +22,11 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
 import platform
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -37,6 +36,7 @@ import pandas as pd
 from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.orm import Session
 
+from recsys.catalog.db import catalog_key
 from recsys.catalog.models import ModelBundle
 from recsys.errors import InvalidBundle, ModelNotTrained, RecsysError
 from recsys.files import as_if_plain
@@ -100,7 +100,7 @@ def write_bundle(
 ) -> Path:
     """Call ``write_files(tmpdir)``, add manifest.json with checksums, rename to root/version.
 
-    With ``catalog`` (``catalog_identity(engine)``) the bundle keeps an ``UNREGISTERED`` file
+    With ``catalog`` (``catalog_key(engine.url)``) the bundle keeps an ``UNREGISTERED`` file
     until ``register_bundle``; call both inside ``writing_bundles(root)``.
     """
     root.mkdir(parents=True, exist_ok=True)
@@ -366,19 +366,13 @@ def activate_bundle(engine: Engine, version: str) -> None:
 @dataclass(frozen=True)
 class Collected:
     """What ``collect_garbage`` did: bundle versions removed and kept, orphans removed (None
-    when a run was writing a bundle, so orphans were left for later)."""
+    when a run was writing a bundle, so orphans were left for later), and the folders of
+    removed versions left on disk (version -> path: outside this artifacts folder)."""
 
     removed: list[str]
     kept: list[str]
     orphans: list[str] | None
-
-
-def catalog_identity(engine: Engine) -> str:
-    """The catalog's URL without password (SQLite paths made absolute): whose bundle it is."""
-    url = engine.url
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        url = url.set(database=os.path.abspath(url.database))
-    return url.render_as_string(hide_password=True)
+    left: dict[str, str] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -430,7 +424,7 @@ def remove_orphans(engine: Engine, root: Path) -> list[str] | None:
             log.info("a bundle is being written under %s; orphans are left for later", root)
             return None
         removed = []
-        catalog = catalog_identity(engine)
+        catalog = catalog_key(engine.url)
         for marker in sorted(root.glob(f"*/{UNREGISTERED}")):
             if marker.read_text() != catalog:
                 continue  # another catalog's bundle: its own clean-up decides
@@ -497,7 +491,10 @@ def collect_garbage(engine: Engine, root: Path, keep: int) -> Collected:
         if hidden[version] is not None:
             shutil.rmtree(hidden[version], ignore_errors=True)
     kept = [row.version for row in rows if row.version not in removed]
-    return Collected(removed, kept, remove_orphans(engine, root))
+    left = {
+        row.version: row.path for row in old if row.version in removed and not hidden[row.version]
+    }
+    return Collected(removed, kept, remove_orphans(engine, root), left)
 
 
 def _registered(engine: Engine, version: str) -> bool:

@@ -26,12 +26,11 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from recsys.catalog import changes
-from recsys.catalog.db import sqlite_unwritable
+from recsys.catalog.db import catalog_key, sqlite_unwritable
 from recsys.catalog.models import utcnow
 from recsys.engines.events import fresh_after
 from recsys.errors import InvalidInput, TrainingFailed
 from recsys.model.bundle import (
-    catalog_identity,
     drop_unregistered,
     new_version,
     register_bundle,
@@ -150,7 +149,7 @@ def train(
                 source = "catalog" if events is None else "folder"
                 manifest = _manifest(fitted, config, recommender, read_at, generation, source)
                 writer = _writer(recommender, fitted)
-                path = write_bundle(bundles, version, writer, manifest, catalog_identity(engine))
+                path = write_bundle(bundles, version, writer, manifest, catalog_key(engine.url))
             with stage("register"):
                 try:
                     register_bundle(
