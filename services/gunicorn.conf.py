@@ -139,6 +139,12 @@ def _check_server_settings() -> None:
     for name, folder in folders.items():
         if folder and not (os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)):
             raise InvalidSettings(f"{name}={folder!r} is not a folder this user can write")
+    if not _own_metrics_dir and (other := _other_server_in(_metrics_dir)):
+        raise InvalidSettings(
+            f"PROMETHEUS_MULTIPROC_DIR={_metrics_dir!r} holds the metrics of another running "
+            f"process ({other}): each server needs a folder of its own (its /metrics would "
+            "sum the other's); leave it unset for one per server"
+        )
     try:
         util.load_class(worker_class, section="gunicorn.workers")
     except Exception:  # gunicorn raises RuntimeError with a traceback in its text
@@ -146,6 +152,22 @@ def _check_server_settings() -> None:
             f"RECSYS_WORKER_CLASS={worker_class!r} is no gunicorn worker class; leave it unset "
             "(services.workers.BalancedThreadWorker) or name one such as gthread or sync"
         ) from None
+
+
+def _other_server_in(folder: str) -> str | None:
+    """The pid of a running process, not this master's worker, whose metrics files
+    (``<kind>_<pid>.db``) are in ``folder``; None when there is none (or /proc cannot tell)."""
+    for path in Path(folder).glob("*_*.db"):
+        pid = path.stem.rpartition("_")[2]
+        if not pid.isdigit() or int(pid) == _MASTER or left_by_dead_process(pid):
+            continue
+        try:
+            parent = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1]
+        except (OSError, IndexError):
+            continue
+        if int(parent) != _MASTER:
+            return pid
+    return None
 
 
 def write_json_error(sock, status_int, reason, mesg):

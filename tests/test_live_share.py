@@ -76,14 +76,18 @@ def test_a_damaged_file_reads_as_missing(shared):
     assert shared.read(["s1"], digests) == [None]
 
 
-def test_pruning_keeps_only_this_bundles_folder(tmp_path):
-    old = SharedBlocks(tmp_path, "v0", "tabular")
-    new = SharedBlocks(tmp_path, "v1", "tabular")
-    for one in (old, new):
+def test_pruning_keeps_this_bundles_folder_and_those_of_bundles_still_there(tmp_path):
+    """Versions gone from the artifacts folder go; one whose bundle is still there stays
+    (another catalog's, in an artifacts folder several share: a service's restart removed
+    the other's live blocks)."""
+    root = tmp_path / "live-blocks"
+    (tmp_path / "bundles" / "w1").mkdir(parents=True)  # another catalog's bundle
+    made = [SharedBlocks(root, v, "tabular") for v in ("v0", "w1", "v1")]
+    for one in made:
         one.write(["s1"], one.digests(frame()), {"tabular": np.ones((1, 2), np.float32)}, None)
-    new.prune_others()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["v1"]
-    assert new.read(["s1"], new.digests(frame()))[0] is not None
+    made[-1].prune_others()
+    assert sorted(p.name for p in root.iterdir()) == ["v1", "w1"]
+    assert made[-1].read(["s1"], made[-1].digests(frame()))[0] is not None
 
 
 def test_a_folder_removed_under_a_running_worker_is_made_again(shared):

@@ -377,3 +377,25 @@ def test_json_logs_carry_each_request_with_its_id(tmp_path):
     warned = [line for line in lines if "RECSYS_DATABSE_URL" in line["message"]]
     assert warned and warned[0]["level"] == "WARNING"
     assert "did you mean RECSYS_DATABASE_URL" in warned[0]["message"]
+
+
+def test_a_metrics_folder_another_running_server_writes_is_refused(tmp_path):
+    """Two servers given one PROMETHEUS_MULTIPROC_DIR summed each other's requests and
+    showed each other's model version, without a word."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / f"counter_{other.pid}.db").write_bytes(b"")
+        config = ROOT / "services" / "gunicorn.conf.py"
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "TMPDIR": str(tmp_path),
+               "RECSYS_DATABASE_URL": f"sqlite:///{tmp_path / 'none.db'}"}  # fmt: skip
+        code = f"import runpy; runpy.run_path({str(config)!r})"
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert done.returncode != 0
+        assert f"holds the metrics of another running process ({other.pid})" in done.stderr
+        (tmp_path / f"counter_{other.pid}.db").unlink()  # a folder of its own: it starts
+        (tmp_path / "counter_999999999.db").write_bytes(b"")  # a dead process's: no matter
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert "another running process" not in done.stderr
+    finally:
+        other.kill()
+        other.wait()

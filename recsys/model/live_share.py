@@ -89,12 +89,19 @@ class SharedBlocks:
             self._warned = True
 
     def prune_others(self) -> None:
-        """Remove the folders of other bundle versions (a worker that still serves one of
-        them makes its items' blocks itself)."""
+        """Remove the folders of bundle versions gone from the artifacts folder beside
+        ``root`` (``bundles/<version>``; a worker that still serves one makes its items'
+        blocks itself). Those of bundles still there are kept: in an artifacts folder shared
+        by several catalogs, a service's restart removed the others' live blocks."""
         if not self.root.is_dir():
             return
+        bundles = self.root.parent / "bundles"
         for other in self.root.iterdir():
-            if other.is_dir() and other.name != self.version:
+            if (
+                other.is_dir()
+                and other.name != self.version
+                and not (bundles / other.name).is_dir()
+            ):
                 shutil.rmtree(other, ignore_errors=True)
 
     def _path(self, item_id: str, digest: str) -> Path:
