@@ -9,7 +9,7 @@ from sqlalchemy import Engine, case, func, select
 from sqlalchemy.orm import Session
 
 from recsys.catalog.db import require_current_schema
-from recsys.catalog.models import Interaction, Item, ItemAttribute, ModelBundle, User
+from recsys.catalog.models import Interaction, Item, ItemAttribute, ModelBundle, User, catalog_id
 from recsys.ingest.values import latest_event_time
 from recsys.model.bundle import find_active, located, readable
 
@@ -32,6 +32,7 @@ def catalog_stats(engine: Engine, artifacts_dir: str | Path | None = None) -> di
         times = _event_times(session)
         active = find_active(session)
         return {
+            "catalog_id": catalog_id(session.connection()),
             "items": items,
             "items_with_images": with_images,
             "items_without_images": items - with_images,

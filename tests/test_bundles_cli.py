@@ -183,6 +183,15 @@ def test_a_bundle_of_another_catalog_is_not_registered(engine, run_cli, tmp_path
         "--artifacts-dir", artifacts, "bundles", "register", trained.path, expect_exit=2
     )
     assert "only 0% of its items are in this catalog" in refused.output
+    # two shops made by the same tools number their items alike: the catalog's id tells
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE items SET external_id = substr(external_id, 7)"))
+        connection.execute(text("UPDATE catalog_state SET catalog_id = 'another' WHERE id = 1"))
+    refused = run_cli(
+        "--artifacts-dir", artifacts, "bundles", "register", trained.path, expect_exit=2
+    )
+    assert "was trained on another catalog (catalog id " in refused.output
+    assert read_manifest(trained.path)["catalog_id"] not in (None, "another")
 
 
 def test_a_bundle_file_the_service_cannot_read_is_a_bundle_refused(engine, tmp_path, monkeypatch):

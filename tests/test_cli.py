@@ -43,6 +43,7 @@ def test_stats_json_on_an_empty_catalog(run_cli, engine):
 
     stats = json.loads(run_cli("stats", "--json").output)
     assert stats["items"] == 0 and stats["interactions"] == 0 and stats["active_bundle"] is None
+    assert len(stats["catalog_id"]) == 32  # made by the migrations, once per catalog
     assert stats["event_times"] == {
         "first": None, "last": None, "without_time": 0, "past_the_clock": 0
     }  # fmt: skip

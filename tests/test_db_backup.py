@@ -12,7 +12,7 @@ from sqlalchemy import func, insert, select, text
 from recsys.catalog import backup as backups
 from recsys.catalog.backup import backup, restore
 from recsys.catalog.keys import create_key, find_key, revoke_key
-from recsys.catalog.models import Erasure, Interaction, Item, User, user_key
+from recsys.catalog.models import Erasure, Interaction, Item, User, catalog_id, user_key
 from recsys.errors import InvalidInput
 from recsys.ingest.users import erase_users
 from tests.shop_fixture import populate
@@ -167,3 +167,30 @@ def test_a_failed_restore_leaves_the_catalog_and_its_erasures_as_they_were(
         assert connection.scalar(select(User.id).where(User.external_id == shopper)) is None
         assert connection.scalar(select(func.count()).select_from(Erasure)) == 1
     assert not list(tmp_path.glob(".catalog.db.restoring*"))
+
+
+def test_a_backup_of_another_catalog_is_refused_unless_asked_for(engine, db_url, tmp_path):
+    """Another shop's backup restored with this shop's settings served that shop's items
+    and bundles here, without a word. A backup from before catalog ids takes this one's."""
+    _sqlite_only(db_url)
+    populate(engine)
+    ours = catalog_id(engine)
+    assert ours and len(ours) == 32
+    other = tmp_path / "other.db"
+    backup(db_url, other)
+    with sqlite3.connect(other) as connection:
+        connection.execute("UPDATE catalog_state SET catalog_id = 'another' WHERE id = 1")
+        connection.execute("DELETE FROM interactions")
+    events = _count(engine, Interaction)
+    with pytest.raises(InvalidInput, match=r"a backup of another catalog \(catalog id another"):
+        restore(engine, db_url, other)
+    assert _count(engine, Interaction) == events and catalog_id(engine) == ours
+    restore(engine, db_url, other, other_catalog=True)
+    assert _count(engine, Interaction) == 0 and catalog_id(engine) == "another"
+    older = tmp_path / "older.db"  # as a catalog before migration 0013 was
+    backup(db_url, older)
+    with sqlite3.connect(older) as connection:
+        connection.execute("ALTER TABLE catalog_state DROP COLUMN catalog_id")
+        connection.execute("UPDATE alembic_version SET version_num = '0012'")
+    done = restore(engine, db_url, older)
+    assert done.migrated and catalog_id(engine) == "another"  # this catalog's, kept

@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from recsys.catalog import connect
-from recsys.catalog.models import Interaction, Item, ModelBundle, User, utcnow
+from recsys.catalog.models import Interaction, Item, ModelBundle, User, catalog_id, utcnow
 from recsys.cli import cli
 from recsys.model.bundle import active_version
 from recsys.model.training import train
@@ -831,6 +831,7 @@ def test_a_catalog_copied_to_another_database_serves_the_same_answers(tmp_path, 
     assert "interactions" in copied.stdout and "model_bundles 1" in copied.stdout
     after = service_app((db_url, artifacts)).test_client()
     assert [after.get(path).get_json() for path in asked] == answers
+    assert catalog_id(connect(db_url)) == catalog_id(connect(url))  # the same catalog's
     old = {"user_id": "u3", "item_id": "a1", "event": "view", "timestamp": "2024-01-02"}
     posted = after.post("/v1/interactions", json={"events": [old]},
                         headers={"Authorization": f"Bearer {secret}"})  # fmt: skip

@@ -32,7 +32,7 @@ from sqlalchemy import Engine, bindparam, make_url, select, update
 
 from recsys.catalog import migrate
 from recsys.catalog.db import connect, sqlite_path
-from recsys.catalog.models import ApiKey, Erasure, User, user_key
+from recsys.catalog.models import ApiKey, CatalogState, Erasure, User, user_key
 from recsys.errors import InvalidInput
 
 # Pages copied per step of the backup API (4 KiB pages: 64 MiB a step): between steps the
@@ -99,12 +99,19 @@ def backup(url, target: str | Path, progress: Callable[[int, int], None] | None 
     return target.stat().st_size
 
 
-def restore(engine: Engine, url, backup_file: str | Path, progress=None) -> Restored:
+def restore(
+    engine: Engine, url, backup_file: str | Path, progress=None, other_catalog: bool = False
+) -> Restored:
     """Replace the SQLite catalog at ``url`` (``engine``'s) with the backup ``backup_file``:
     checked, copied to a file beside the catalog, migrated there to the code's revision when
     older, given the erasure record and the API keys of the catalog it replaces, and only
     then copied over the catalog in one step, through SQLite's locks: a failure or a kill at
-    any point leaves the catalog as it was (or wholly restored, erasures included)."""
+    any point leaves the catalog as it was (or wholly restored, erasures included).
+
+    A backup of another catalog (its ``catalog_id`` differs from this one's) is refused
+    unless ``other_catalog``: another shop's backup restored by mistake served that shop's
+    items and bundles on this one's service. A backup from before catalog ids takes this
+    catalog's."""
     path, backup_file = sqlite_file(url), Path(backup_file)
     if not backup_file.is_file():
         raise InvalidInput(f"no backup file {backup_file}")
@@ -120,6 +127,14 @@ def restore(engine: Engine, url, backup_file: str | Path, progress=None) -> Rest
             f"revisions end at {known[-1]}): newer code wrote it; restore it with that code"
         )
     kept = _kept(engine) if os.path.exists(path) else _Kept({}, [])
+    ours, its = _catalog_id(path), _catalog_id(backup_file)
+    if ours and its and ours != its and not other_catalog:
+        raise InvalidInput(
+            f"{backup_file} is a backup of another catalog (catalog id {its}; this catalog's "
+            f"is {ours}): restoring it would serve that catalog's items and bundles here. "
+            "Restore it with the settings of the catalog it came from, or pass "
+            "--other-catalog to replace this catalog with it; nothing was changed"
+        )
     staged = Path(path).with_name(f".{Path(path).name}.restoring")
     _remove(staged)  # what a killed restore left
     try:
@@ -129,6 +144,11 @@ def restore(engine: Engine, url, backup_file: str | Path, progress=None) -> Rest
             migrated = revision != known[-1]
             if migrated:
                 migrate.upgrade(prepared)
+            if ours and not its:  # a backup from before catalog ids: this catalog's
+                with prepared.begin() as connection:
+                    connection.execute(
+                        update(CatalogState).where(CatalogState.id == 1).values(catalog_id=ours)
+                    )
             carried, users = _carry_erasures(prepared, kept.erasures)
             keys = _carry_keys(prepared, kept.keys)
         finally:
@@ -189,6 +209,21 @@ def _checked(path, name) -> str | None:
         with contextlib.suppress(sqlite3.OperationalError):  # no such table
             row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
             return row[0] if row else None
+        return None
+    finally:
+        connection.close()
+
+
+def _catalog_id(path) -> str | None:
+    """The ``catalog_id`` of the SQLite catalog at ``path``; None when it has none (no file,
+    or a schema before migration 0013)."""
+    if not os.path.exists(path):
+        return None
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        row = connection.execute("SELECT catalog_id FROM catalog_state WHERE id = 1").fetchone()
+        return row[0] if row else None
+    except sqlite3.Error:
         return None
     finally:
         connection.close()

@@ -21,10 +21,12 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    select,
     text,
     true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Stable constraint names, so migrations are the same on every database.
@@ -156,6 +158,9 @@ class CatalogState(Base):
 
     ``changes_pruned_through``: the highest generation whose ``item_changes`` rows may have
     been pruned (migration 0005); a reader whose mark is below it starts afresh.
+
+    ``catalog_id``: a random id made once per catalog (migration 0013), kept by copies and
+    restores: whose bundles and backups are whose (``recsys.catalog.db.catalog_id``).
     """
 
     __tablename__ = "catalog_state"
@@ -163,6 +168,17 @@ class CatalogState(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     items_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     changes_pruned_through: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    catalog_id: Mapped[str | None] = mapped_column(String(32))
+
+
+def catalog_id(connectable) -> str | None:
+    """The catalog's id (``CatalogState.catalog_id``), from an engine or a connection; None
+    for a catalog that has none (a schema before migration 0013, or no state row)."""
+    query = select(CatalogState.catalog_id).where(CatalogState.id == 1)
+    if isinstance(connectable, Connection):
+        return connectable.scalar(query)
+    with connectable.connect() as connection:
+        return connection.scalar(query)
 
 
 class ModelBundle(Base):

@@ -172,9 +172,14 @@ def _pages(quiet: bool):
 @command.command("restore")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--yes", is_flag=True, help="Replace the catalog without asking.")
+@click.option(
+    "--other-catalog",
+    is_flag=True,
+    help="Replace the catalog with a backup of another catalog (refused without it).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_obj
-def restore(settings: Settings, file: Path, yes: bool, quiet: bool) -> None:
+def restore(settings: Settings, file: Path, yes: bool, other_catalog: bool, quiet: bool) -> None:
     """Replace the SQLite catalog with the backup FILE (from `recsys db backup`).
 
     Written in place through SQLite's own locks (never lay a copied file over the catalog: a
@@ -183,7 +188,8 @@ def restore(settings: Settings, file: Path, yes: bool, quiet: bool) -> None:
     older than the code is migrated to it. Erasures recorded since the backup are kept,
     and the users they name are erased again; the API keys are the catalog's own (a key
     revoked since stays revoked). All of it is prepared beside the catalog and copied over
-    it in one step: a failure or a kill leaves the catalog as it was. Stop ingests too.
+    it in one step: a failure or a kill leaves the catalog as it was. Stop ingests too. A
+    backup of another catalog (another shop's) is refused unless --other-catalog.
     """
     from recsys.catalog.backup import restore as put_back
     from recsys.catalog.backup import sqlite_file
@@ -193,7 +199,7 @@ def restore(settings: Settings, file: Path, yes: bool, quiet: bool) -> None:
         click.confirm(f"replace the catalog at {settings.database_url} with {file}?", abort=True)
     engine = connect(settings.database_url)
     with _pages(quiet) as progress:
-        restored = put_back(engine, settings.database_url, file, progress)
+        restored = put_back(engine, settings.database_url, file, progress, other_catalog)
     click.echo(f"restored {file} (revision {restored.revision})")
     if restored.migrated:
         click.echo("migrated to this code's revision")

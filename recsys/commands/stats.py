@@ -21,6 +21,7 @@ def command(settings: Settings, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(stats, indent=2))
         return
+    click.echo(f"catalog id:   {stats['catalog_id'] or 'none'}")
     click.echo(
         f"items:        {stats['items']} ({stats['items_with_images']} with images, "
         f"{stats['items_in_stock']} in stock)"

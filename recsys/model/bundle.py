@@ -37,7 +37,7 @@ from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from recsys.catalog.db import catalog_key
-from recsys.catalog.models import ModelBundle
+from recsys.catalog.models import ModelBundle, catalog_id
 from recsys.errors import InvalidBundle, ModelNotTrained, RecsysError
 from recsys.files import as_if_plain
 from recsys.model.cf import CollaborativeModel
@@ -227,8 +227,9 @@ def register_folder(
     restored from one older than the bundle), after checking every file: -> its version.
     ``InvalidBundle`` when the folder is not ``root``'s (the artifacts folder's ``bundles/``,
     whose registered bundles ``collect_garbage`` removes) ``<version>``, is no readable
-    bundle, names no files, holds fewer than ``SAME_CATALOG_SHARE`` of its items in this
-    catalog (another shop's), or its version is registered already (at another path: the
+    bundle, names no files, was trained on another catalog (its manifest's ``catalog_id`` is
+    not this catalog's, or fewer than ``SAME_CATALOG_SHARE`` of its items are in it), or its
+    version is registered already (at another path: the
     registry follows a folder moved under ``root`` by itself, ``located``)."""
     folder = Path(folder).absolute()
     manifest = read_manifest(folder, verify=True)
@@ -244,6 +245,12 @@ def register_folder(
     if _registered(engine, version):
         raise InvalidBundle(
             f"bundle {version} is registered already; `recsys bundles list` lists them"
+        )
+    ours, its = catalog_id(engine), manifest.get("catalog_id")
+    if ours and its and ours != its:
+        raise InvalidBundle(
+            f"bundle {version} was trained on another catalog (catalog id {its}; this "
+            f"catalog's is {ours}): register it with the catalog it was trained on"
         )
     share = _items_held(engine, folder)
     if share < SAME_CATALOG_SHARE:

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from recsys.catalog import changes
 from recsys.catalog.db import catalog_key, sqlite_unwritable
-from recsys.catalog.models import utcnow
+from recsys.catalog.models import catalog_id, utcnow
 from recsys.engines.events import fresh_after
 from recsys.errors import InvalidInput, TrainingFailed
 from recsys.model.bundle import (
@@ -119,6 +119,7 @@ def train(
             read_at = fresh_after(events) or reading.isoformat()
             # before the items are read: a write from now on is one the bundle may lack
             generation = changes.generation(engine)
+            catalog = catalog_id(engine)
             data = read_catalog(engine, events)
             _check_trainable(data)
             _check_event_weights(data, config.cf)
@@ -148,6 +149,7 @@ def train(
                 version = new_version()
                 source = "catalog" if events is None else "folder"
                 manifest = _manifest(fitted, config, recommender, read_at, generation, source)
+                manifest["catalog_id"] = catalog  # whose bundle it is (migration 0013)
                 writer = _writer(recommender, fitted)
                 path = write_bundle(bundles, version, writer, manifest, catalog_key(engine.url))
             with stage("register"):
