@@ -7,6 +7,7 @@ Every value can be overridden on the command line (``-w 8 -b 0.0.0.0:8000``) or 
 """
 
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -182,6 +183,8 @@ def write_json_error(sock, status_int, reason, mesg):
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     util.write_nonblock(sock, (head + body).encode("latin-1"))
+    with contextlib.suppress(Exception):  # counting never stands in the answer's way
+        services.metrics.count_refused(status_int)
 
 
 util.write_error = write_json_error  # the one function every gunicorn worker answers errors with
@@ -226,6 +229,7 @@ import gc  # noqa: E402
 import services.app  # noqa: E402
 import services.limits  # noqa: E402
 import services.logs  # noqa: E402
+import services.metrics  # noqa: E402
 import services.workers  # noqa: E402
 from recsys.errors import InvalidSettings  # noqa: E402
 from recsys.settings import Settings  # noqa: E402

@@ -165,6 +165,25 @@ class Metrics:
         return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 
+_refused: Counter | None = None
+
+
+def count_refused(status: int) -> None:
+    """Count an answer gunicorn gave before the app saw the request (a malformed request,
+    414, 431: ``services/gunicorn.conf.py``'s ``write_json_error``), in the worker's
+    multiprocess files beside the app's metrics: they were in no metric at all."""
+    global _refused
+    if _refused is None:
+        _refused = Counter(
+            "recsys_http_refused",
+            "Requests the server refused before the app saw them (malformed, 414, 431), by "
+            "status",
+            ("status",),
+            registry=None,  # multiprocess mode sums every worker's files whatever the registry
+        )
+    _refused.labels(str(status)).inc()
+
+
 def init_app(app: Flask, metrics: Metrics) -> None:
     @app.before_request
     def _start_timer():

@@ -172,10 +172,18 @@ def raw_request(base: str, request: bytes) -> tuple[int, str, dict]:
 )  # fmt: skip
 def test_requests_gunicorn_refuses_get_the_json_error_shape(server, request_bytes, status, hint):
     base, _, _ = server
+    counted = f'recsys_http_refused_total{{status="{status}"}}'
+
+    def refused() -> float:  # in no metric before: /metrics did not see these
+        found = re.search(re.escape(counted) + r" (\S+)", get(base + "/metrics")[1].decode())
+        return float(found.group(1)) if found else 0.0
+
+    before = refused()
     answer_status, content_type, body = raw_request(base, request_bytes)
     assert (answer_status, content_type) == (status, "application/json")
     assert body["error"]["status"] == status and hint in body["error"]["message"]
     assert get(base + "/healthz")[0] == 200  # and the server carries on
+    assert refused() == before + 1
 
 
 def test_clients_that_send_a_byte_and_hold_do_not_stop_the_service(server):
