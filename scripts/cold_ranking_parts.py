@@ -89,6 +89,20 @@ def predicted_cf(fused, features, alpha: float):
     return lambda rows: fused.user_blocks_["cf"][rows] @ items.T  # (b, I)
 
 
+def fitted_without_weights(database_url: str, seed: int):
+    """The fused contender of `recsys evaluate --split temporal --seed SEED` fitted on its
+    training part without the weights stage (``validation_share`` 0: the same blocks, no
+    weights chosen) -> (the training part, the test task, the content, the fit)."""
+    config = EvaluationConfig(seed=seed)
+    fitting = replace(config.fused, validation_share=0.0)
+    data = read_catalog(create_engine(database_url))
+    split = split_interactions(data.interactions, "temporal", config.holdout, seed)
+    train = CatalogData(data.items, data.kinds, split.train)
+    task = build_task(split.train, split.test, data.items["item_id"].to_numpy(dtype=str))
+    content = ItemContent(fitting).content(train)
+    return train, task, content, fit_in_memory(train, fitting, content)
+
+
 def floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",") if v]
 
@@ -101,14 +115,7 @@ def main() -> None:
     parser.add_argument("--alphas", default="3,10,30,100", help="ridge penalties of the cf part")
     parser.add_argument("--tabular-ratios", default="0.25,1,2", help="tokens + ratio x tabular")
     args = parser.parse_args()
-    config = EvaluationConfig(seed=args.seed)
-    fitting = replace(config.fused, validation_share=0.0)
-    data = read_catalog(create_engine(args.database_url))
-    split = split_interactions(data.interactions, "temporal", config.holdout, args.seed)
-    train = CatalogData(data.items, data.kinds, split.train)
-    task = build_task(split.train, split.test, data.items["item_id"].to_numpy(dtype=str))
-    content = ItemContent(fitting).content(train)
-    fitted = fit_in_memory(train, fitting, content)
+    train, task, content, fitted = fitted_without_weights(args.database_url, args.seed)
     fused, users = fitted.fused, pd.Index(fitted.cf.user_ids_)
     contender = ContentProfile("TF-IDF profile", content.tokens).fit(train)
     profiles = {}

@@ -17,21 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import create_engine
+from cold_ranking_parts import Ranker, cold_recall, fitted_without_weights  # this folder's
 
-from recsys.evaluation.contenders import ContentProfile, ItemContent
-from recsys.evaluation.run import EvaluationConfig
-from recsys.model.data import CatalogData, read_catalog
+from recsys.evaluation.contenders import ContentProfile
 from recsys.model.fusion import CONTENT_BLOCKS, normalize_rows
-from recsys.model.protocol import build_task, rank, restricted_per_user
-from recsys.model.split import split_interactions
-from recsys.model.training import fit_in_memory
 
-K = 10
 FORMS = {
     "confidence": lambda w: w,
     "once": np.sign,
@@ -40,61 +33,31 @@ FORMS = {
 }
 
 
-class Profiles:
-    """A contender for ``protocol.rank``: each fitted user's profile against every item."""
-
-    name = "profiles"
-
-    def __init__(self, users: pd.Index, profiles: np.ndarray, items: np.ndarray):
-        self.users, self.profiles, self.items = users, profiles, items
-
-    def scores(self, user_ids: np.ndarray) -> np.ndarray:
-        rows = self.users.get_indexer(user_ids)
-        out = np.asarray(self.profiles[np.maximum(rows, 0)] @ self.items.T, dtype=np.float32)
-        out[rows < 0] = 0.0
-        return out
-
-
-def cold_recall(contender, task) -> float:
-    _, cold = restricted_per_user(rank(contender, task, K).cold, task, task.cold, (K,))
-    return round(float(cold[f"recall@{K}"].mean()), 4)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    config = EvaluationConfig(seed=args.seed)
-    fitting = replace(config.fused, validation_share=0.0)
-    data = read_catalog(create_engine(args.database_url))
-    split = split_interactions(data.interactions, "temporal", config.holdout, args.seed)
-    train = CatalogData(data.items, data.kinds, split.train)
-    task = build_task(split.train, split.test, data.items["item_id"].to_numpy(dtype=str))
-    content = ItemContent(fitting).content(train)
-    fitted = fit_in_memory(train, fitting, content)
+    train, task, content, fitted = fitted_without_weights(args.database_url, args.seed)
     fused, users = fitted.fused, pd.Index(fitted.cf.user_ids_)
     history = fitted.cf.user_items_.tocsr().astype(np.float32)
-    results = {
-        "users_holding_cold_items": int(
-            task.heldout[:, task.cold].getnnz(axis=1).astype(bool).sum()
-        )
-    }
+
+    def recall(contender) -> float:
+        return round(float(cold_recall(contender, task).mean()), 4)
+
+    def by(profiles: np.ndarray, items: np.ndarray) -> Ranker:
+        return Ranker(users, lambda rows: profiles[rows] @ items.T)
+
+    results = {}
     for block in (b for b in CONTENT_BLOCKS if b in content.blocks and content.blocks[b].shape[1]):
         items = fused.item_blocks_[block]
-        found = {
-            f"content ({block}) contender": cold_recall(
-                ContentProfile(block, content.blocks[block]).fit(train), task
-            )
-        }
+        contender = ContentProfile(block, content.blocks[block]).fit(train)
+        found = {f"content ({block}) contender": recall(contender)}
         for form, counted in FORMS.items():
             weighted = history.copy()
             weighted.data = counted(weighted.data).astype(np.float32)
-            profiles = normalize_rows(np.asarray(weighted @ items))
-            found[form] = cold_recall(Profiles(users, profiles, items), task)
-        found["the fitted model's"] = cold_recall(
-            Profiles(users, fused.user_blocks_[block], items), task
-        )
+            found[form] = recall(by(normalize_rows(np.asarray(weighted @ items)), items))
+        found["the fitted model's"] = recall(by(fused.user_blocks_[block], items))
         results[block] = found
     print(json.dumps(results, indent=2))
 
