@@ -22,6 +22,11 @@ class InvalidSettings(RecsysError):
     """A setting has a value that cannot work."""
 
 
+class UnknownFilter(InvalidInput, ValueError):
+    """A filter on an attribute the model cannot filter on (a ValueError as before: callers
+    that caught one still do)."""
+
+
 class UnknownItem(RecsysError, KeyError):
     """An item id that the model or catalog does not know."""
 

@@ -18,7 +18,7 @@ from flask import Blueprint, Response
 from PIL import Image, UnidentifiedImageError
 
 from recsys.catalog import reads
-from recsys.errors import InvalidInput, UnknownItem
+from recsys.errors import InvalidInput, UnknownFilter, UnknownItem
 from recsys.ingest.interactions import record_interactions
 from recsys.ingest.users import erase_users
 from recsys.serving import FeedRequest, Forgotten, fresh_history, home_feed
@@ -125,7 +125,7 @@ def _similar(ctx, state, item_id: str, query: SimilarQuery):
         )
     except UnknownItem as exc:  # not in the bundle (says how to add it), or removed since
         raise ApiError(404, "unknown_item", message_of(exc)) from None
-    except ValueError as exc:
+    except UnknownFilter as exc:  # only that: a ValueError of the code is a 500, logged
         raise bad_parameter("filters", str(exc)) from None
     items = ranked(ctx.cards, results)
     answer = {"item_id": item_id, "model_version": state.version, "items": items}  # a Similar
@@ -218,7 +218,7 @@ def _feed_results(ctx, state, user_id: str, request: FeedRequest, fresh=None):
         results = home_feed(state, ctx.engine, user_id, request, fresh)
     except UnknownItem as exc:
         raise bad_parameter("candidates", message_of(exc)) from None
-    except ValueError as exc:
+    except UnknownFilter as exc:  # only that: a ValueError of the code is a 500, logged
         raise bad_parameter("filters", str(exc)) from None
     answer = {  # a Feed
         "user_id": user_id,
@@ -250,7 +250,7 @@ def search_image(query: SearchQuery, form: ImageUpload) -> VisualSearch:
         pixels = _decode_image(form.image, ctx.settings.max_image_pixels)
         try:
             results = state.recommender.search_images(pixels, k=query.k, filters=query.filters)
-        except ValueError as exc:
+        except UnknownFilter as exc:
             raise bad_parameter("filters", str(exc)) from None
     return VisualSearch(model_version=state.version, items=ranked(ctx.cards, results))
 

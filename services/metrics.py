@@ -176,8 +176,7 @@ def count_refused(status: int) -> None:
     if _refused is None:
         _refused = Counter(
             "recsys_http_refused",
-            "Requests the server refused before the app saw them (malformed, 414, 431), by "
-            "status",
+            "Requests the server refused before the app saw them (malformed, 414, 431), by status",
             ("status",),
             registry=None,  # multiprocess mode sums every worker's files whatever the registry
         )

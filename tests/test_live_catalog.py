@@ -21,6 +21,7 @@ from recsys.catalog.models import Item
 from recsys.ingest.item_writes import upload_name
 from recsys.ingest.items import ingest_items
 from recsys.model.delta import Delta
+from recsys.model.recommender import Recommender
 from recsys.settings import Settings
 from services.app import create_app
 from tests.shop_fixture import ADMIN, ADMIN_TOKEN, build_shop, item_image
@@ -785,3 +786,23 @@ def test_a_multipart_part_given_twice_is_a_400(client):
     message = error_of(client.put("/v1/items/m-2", data=data, headers=ADMIN), 400)
     assert message.startswith("image: is given 2 times; give it once"), message
     assert client.get("/v1/items/m-2").status_code == 404
+
+
+def test_a_feed_folded_in_while_the_follower_moves_on_reads_one_delta(app, client, monkeypatch):
+    """The follower replaces the served delta once a second; a fold-in read it several times,
+    and a history of one delta's M live items met the blocks of the next one's M + 1: the
+    feed answered 400 "filters: matmul: dimension mismatch" (a soak, items written at 2/s)."""
+    holder = app.extensions["recsys"].holder
+    deltas = []
+    for name in ("new-1", "new-2"):
+        assert client.put(f"/v1/items/{name}", json=TWIN, headers=ADMIN).status_code == 201
+        follow(app)
+        deltas.append(holder.live)
+    assert deltas[1].size == deltas[0].size + 1
+    reads = iter([deltas[0]])
+    moving = property(lambda self: next(reads, deltas[1]), lambda self, value: None)
+    monkeypatch.setattr(Recommender, "live", moving, raising=False)  # first read: the older
+    results = holder.state.recommender.recommend_for_history(
+        [["a1"]], k=5, seen_elsewhere=[["new-1"]]
+    )
+    assert len(results.ids[0]) == 5

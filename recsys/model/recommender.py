@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys.errors import InvalidBundle, InvalidInput, UnknownItem
+from recsys.errors import InvalidBundle, InvalidInput, UnknownFilter, UnknownItem
 from recsys.ingest.values import BadValue, composed, parse_id
 from recsys.model import explain, sparse_rows
 from recsys.model.data import IdIndex, mapped, sorted_places
@@ -226,7 +226,7 @@ class ItemFilters:
                 continue
             if name not in self.postings:
                 filterable = ", ".join(["in_stock", *sorted(self.postings)])
-                raise ValueError(f"cannot filter on {name!r}; filterable: {filterable}")
+                raise UnknownFilter(f"cannot filter on {name!r}; filterable: {filterable}")
             allowed = np.zeros(len(mask), dtype=bool)
             for value in np.atleast_1d(wanted).tolist():
                 allowed[self.postings[name].rows_of(str(value))] = True
@@ -486,13 +486,17 @@ class Recommender:
         places = self._history_places(histories)
         matrix = self._history_matrix(histories, places)
         elsewhere = _per_query(seen_elsewhere, histories)
-        outside = self._live_history(elsewhere)  # (U, M) the live items of each history
+        # one delta for the whole call: the follower replaces it once a second, and a history
+        # matrix of one delta's M live items met the blocks of the next one's M + 1 (a feed
+        # answered 400 "matmul: dimension mismatch" while items were written)
+        live = self.live
+        outside = self._live_history(elsewhere, live)  # (U, M) the live items of each history
         empty = (matrix.getnnz(axis=1) == 0) & (outside.getnnz(axis=1) == 0)
         cf_vectors = weighted = None
         if self.cf is not None:
             weighted = None if weights is None else self._history_matrix(histories, places, weights)
             folded = matrix if weighted is None else weighted
-            stand_ins = self._live_stand_ins(outside)
+            stand_ins = self._live_stand_ins(outside, live)
             cf_vectors = np.stack(
                 [
                     self.cf.fold_in(self.item_ids[r], w, self.fused.cf_stand_ins, extra)
@@ -500,7 +504,7 @@ class Recommender:
                 ]
             ).astype(np.float32)
         live_content = (  # none to sum for most feeds: no live item in their history
-            {b: outside @ v for b, v in self._live_blocks(CONTENT_BLOCKS).items()}
+            {b: outside @ v for b, v in _live_blocks(live, CONTENT_BLOCKS).items()}
             if outside.nnz
             else None
         )
@@ -510,7 +514,7 @@ class Recommender:
         width = pool_size(k, diversity, len(self.item_ids))
         pools = self.index.search(queries, self._reach(width), allowed, exclude)
         found, scores = pools[0][:, :width].copy(), pools[1][:, :width].copy()
-        live_tokens = self.live.tokens if self.live is not None and outside.nnz else None
+        live_tokens = live.tokens if live is not None and outside.nnz else None
         profiles = self.fused.history_token_profiles(
             matrix, None if live_tokens is None else outside @ live_tokens
         )
@@ -535,7 +539,6 @@ class Recommender:
         for u in np.flatnonzero(outside.getnnz(axis=1) & ~empty):  # their part, by name
             listed = scores[u][found[u] >= 0]
             results.because[u] = explain.settled(results.because[u], listed, NEW_ITEMS_VIEWED)
-        live = self.live
         if live is not None:
             skip = [
                 None
@@ -552,10 +555,11 @@ class Recommender:
             results, k, candidates, filters, elsewhere if exclude_seen else None
         )
 
-    def _live_history(self, lists) -> sp.csr_matrix:
-        """(U, M) 1 where history ``u`` holds live item ``m`` (an item added or changed since
-        the bundle), from per-history lists of ids the bundle does not hold."""
-        live = self.live
+    @staticmethod
+    def _live_history(lists, live) -> sp.csr_matrix:
+        """(U, M) 1 where history ``u`` holds live item ``m`` of the delta ``live`` (an item
+        added or changed since the bundle), from per-history lists of ids the bundle does
+        not hold."""
         size = live.size if live is not None else 0
         rows, cols = [], []
         for u, items in enumerate(lists):
@@ -565,16 +569,11 @@ class Recommender:
         data = np.ones(len(rows), dtype=np.float32)
         return sp.csr_matrix((data, (rows, cols)), shape=(len(lists), size))
 
-    def _live_blocks(self, names) -> dict[str, np.ndarray]:
-        live = self.live
-        if live is None or not live.size:
-            return {}
-        return {b: np.asarray(live.blocks[b], dtype=np.float32) for b in names if b in live.blocks}
-
-    def _live_stand_ins(self, outside: sp.csr_matrix) -> list[np.ndarray | None]:
-        """Per history, the collaborative stand-in factors of its live items, in the cf
-        model's units (as ``FusedModel.cf_stand_ins`` gives the bundle's new items')."""
-        block = self._live_blocks(("cf",)).get("cf")
+    def _live_stand_ins(self, outside: sp.csr_matrix, live) -> list[np.ndarray | None]:
+        """Per history, the collaborative stand-in factors of its live items (``outside``,
+        of the delta ``live``), in the cf model's units (as ``FusedModel.cf_stand_ins``
+        gives the bundle's new items')."""
+        block = _live_blocks(live, ("cf",)).get("cf")
         if block is None or not outside.nnz:
             return [None] * outside.shape[0]
         scale = self.fused.cf_scales_[0]
@@ -1216,6 +1215,13 @@ class Recommender:
                 raise ValueError("weights must hold one weight per item of each history")
             data = np.concatenate([np.zeros(0), *weights]).astype(np.float32)
         return sp.csr_matrix((data, (rows, cols)), shape=(len(histories), len(self.item_ids)))
+
+
+def _live_blocks(live, names) -> dict[str, np.ndarray]:
+    """The delta ``live``'s blocks of these names (none without live items)."""
+    if live is None or not live.size:
+        return {}
+    return {b: np.asarray(live.blocks[b], dtype=np.float32) for b in names if b in live.blocks}
 
 
 def _in_common(found: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
