@@ -15,6 +15,7 @@ from PIL import Image
 from sqlalchemy import update
 
 from recsys.catalog import connect
+from recsys.catalog.backup import backup
 from recsys.catalog.db import catalog_key
 from recsys.catalog.keys import create_key
 from recsys.catalog.models import Item
@@ -737,6 +738,24 @@ def test_two_catalogs_sharing_an_images_root_never_share_an_upload(client, shop,
     assert other.delete("/v1/items/up-c", headers=ADMIN).status_code == 200
     answer = client.get("/images/up-1")
     assert answer.status_code == 200 and answer.data == buffer.getvalue()
+    # a copy of the catalog (a staging fork) names the same files: its DELETE is not theirs
+    copy_db = tmp_path / "copy" / "shop.db"
+    copy_db.parent.mkdir()
+    backup(shop[0], copy_db)  # with the writes still in the -wal
+    copy = make_app((f"sqlite:///{copy_db}", *shop[1:])).test_client()
+    assert copy.delete("/v1/items/up-1", headers=ADMIN).status_code == 200
+    assert client.get("/images/up-1").status_code == 200
+    # nor is another catalog's upload an item names by its path, then deletes
+    ours = upload_name(buffer.getvalue(), ".png", catalog_key(shop[0]))
+    [uploaded] = [
+        path
+        for path in (shop[2] / "uploads").glob("*.png")
+        if path.read_bytes() == buffer.getvalue() and path.name != ours
+    ]
+    named = {"image": f"uploads/{uploaded.name}"}
+    assert client.put("/v1/items/up-x", json=named, headers=ADMIN).status_code == 201
+    assert client.delete("/v1/items/up-x", headers=ADMIN).status_code == 200
+    assert uploaded.is_file()
 
 
 def test_a_replaced_photo_is_not_kept_by_caches_under_its_unchanged_url(client):

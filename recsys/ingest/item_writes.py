@@ -27,6 +27,7 @@ import pyarrow as pa
 from sqlalchemy import Connection, Engine, bindparam, delete, select
 
 from recsys.catalog.changes import items_generation
+from recsys.catalog.db import catalog_key
 from recsys.catalog.models import Item
 from recsys.catalog.reads import ItemCard
 from recsys.errors import InvalidInput, PhotoStoreUnavailable, UnknownItem
@@ -206,8 +207,18 @@ def drop_unused_photo(engine: Engine, path: Path | str, images_root: Path | None
     """Remove an uploaded photo that no item names: one saved for a write that was then
     refused (a 400, an unknown item), or one an item named before a write replaced it or
     removed the item, which nothing ever removed. With ``images_root``, only a file in its
-    uploads folder (a photo a shop's own files hold is never touched)."""
-    if images_root is not None and Path(path).parent != (Path(images_root) / UPLOADS).resolve():
+    uploads folder (a photo a shop's own files hold is never touched). Only a photo this
+    catalog uploaded (its name is ``upload_name`` of its bytes for this catalog): another
+    catalog's in a shared images root, one a copy of the catalog inherited, or one an item
+    names by its path (``{"image": "uploads/..."}``) is another catalog's to remove."""
+    path = Path(path)
+    if images_root is not None and path.parent != (Path(images_root) / UPLOADS).resolve():
+        return
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return
+    if path.name != upload_name(data, path.suffix, catalog_key(engine.url)):
         return
     with engine.connect() as connection:
         used = connection.execute(
