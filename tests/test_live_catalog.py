@@ -746,16 +746,18 @@ def test_two_catalogs_sharing_an_images_root_never_share_an_upload(client, shop,
     assert copy.delete("/v1/items/up-1", headers=ADMIN).status_code == 200
     assert client.get("/images/up-1").status_code == 200
     # nor is another catalog's upload an item names by its path, then deletes
-    ours = upload_name(buffer.getvalue(), ".png", catalog_key(shop[0]))
-    [uploaded] = [
-        path
-        for path in (shop[2] / "uploads").glob("*.png")
-        if path.read_bytes() == buffer.getvalue() and path.name != ours
-    ]
+    theirs = io.BytesIO()
+    Image.fromarray(item_image("b", 98)).save(theirs, format="PNG")
+    form = {"item": "{}", "image": (io.BytesIO(theirs.getvalue()), "p.png")}
+    assert other.put("/v1/items/up-o", data=form, headers=ADMIN).status_code == 201
+    other_db_url = f"sqlite:///{other_db}"
+    uploaded = (
+        shop[2] / "uploads" / upload_name(theirs.getvalue(), ".png", catalog_key(other_db_url))
+    )
     named = {"image": f"uploads/{uploaded.name}"}
     assert client.put("/v1/items/up-x", json=named, headers=ADMIN).status_code == 201
     assert client.delete("/v1/items/up-x", headers=ADMIN).status_code == 200
-    assert uploaded.is_file()
+    assert uploaded.is_file() and other.get("/images/up-o").status_code == 200
 
 
 def test_a_replaced_photo_is_not_kept_by_caches_under_its_unchanged_url(client):
