@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 
 import click
@@ -141,6 +142,9 @@ def cli(ctx: click.Context, database_url, artifacts_dir, device, ray_address, ve
     )
     if not verbose:
         logging.getLogger("recsys").setLevel(logging.INFO)
+    # JSON from the first line when asked for: the settings' own warnings (a misspelt
+    # RECSYS_ variable) came out as text ahead of the JSON lines
+    _log_as(os.environ.get("RECSYS_LOG_FORMAT", "").strip().lower())
     try:
         ctx.obj = Settings.load(
             database_url=database_url,
@@ -150,7 +154,13 @@ def cli(ctx: click.Context, database_url, artifacts_dir, device, ray_address, ve
         )
     except RecsysError as exc:
         raise click.UsageError(str(exc)) from exc
-    if ctx.obj.log_format == "json":  # the text default keeps its short CLI lines
+    _log_as(ctx.obj.log_format)
+
+
+def _log_as(log_format: str) -> None:
+    """JSON lines under ``RECSYS_LOG_FORMAT=json``; the text default keeps its short CLI
+    lines."""
+    if log_format == "json":
         for handler in logging.getLogger().handlers:
             handler.setFormatter(formatter("json"))
 

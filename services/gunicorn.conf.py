@@ -67,15 +67,22 @@ for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, "1")
 
 
+# Settings refused before the settings are read (the log's format is not known yet): the
+# first is the server's one line, with the others' (below, in the format asked for).
+_refused: list[str] = []
+
+
 def _whole(name: str, default: int) -> int:
-    """A whole number >= 1 from the environment, or one line naming it (not a traceback)."""
+    """A whole number >= 1 from the environment; else the default, and one line naming it
+    (not a traceback) stops the server below."""
     text = os.environ.get(name)
     try:
         value = default if text is None else int(text)
     except ValueError:
         value = 0
     if value < 1:
-        raise SystemExit(f"recsys: {name}={text!r} must be a whole number >= 1")
+        _refused.append(f"{name}={text!r} must be a whole number >= 1")
+        return default
     return value
 
 
@@ -140,6 +147,8 @@ def _check_server_settings() -> None:
     for name, folder in folders.items():
         if folder and not (os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)):
             raise InvalidSettings(f"{name}={folder!r} is not a folder this user can write")
+    if not _own_metrics_dir:
+        _forget_dead_workers(_metrics_dir)
     if not _own_metrics_dir and (other := _other_server_in(_metrics_dir)):
         raise InvalidSettings(
             f"PROMETHEUS_MULTIPROC_DIR={_metrics_dir!r} holds the metrics of another running "
@@ -153,6 +162,19 @@ def _check_server_settings() -> None:
             f"RECSYS_WORKER_CLASS={worker_class!r} is no gunicorn worker class; leave it unset "
             "(services.workers.BalancedThreadWorker) or name one such as gthread or sync"
         ) from None
+
+
+def _forget_dead_workers(folder: str) -> None:
+    """The live gauges of processes gone from a metrics folder the operator gave (one this
+    master made starts empty): a server killed with its workers left theirs, and every later
+    start summed them in (``recsys_retrain_due`` stuck at 1, a model version per dead
+    worker). Counters and histograms stay: their totals go on."""
+    from prometheus_client import multiprocess
+
+    for path in Path(folder).glob("gauge_live*_*.db"):
+        pid = path.stem.rpartition("_")[2]
+        if left_by_dead_process(pid):
+            multiprocess.mark_process_dead(int(pid), folder)
 
 
 def _other_server_in(folder: str) -> str | None:
@@ -239,6 +261,8 @@ from recsys.settings import Settings  # noqa: E402
 _asked_format = os.environ.get("RECSYS_LOG_FORMAT", "").strip().lower()
 _service_logs(logging.INFO, "json" if _asked_format == "json" else "text")
 try:  # every RECSYS_* setting, checked before anything starts: one line, not a traceback
+    if _refused:
+        raise InvalidSettings(_refused[0])
     _settings = Settings.load()
     services.app.flask_config_from_environment()
     services.limits.check_storage(_settings)
@@ -250,9 +274,9 @@ try:  # every RECSYS_* setting, checked before anything starts: one line, not a 
     services.app.preload_image_libraries(_settings)  # torch, when the bundle has one
 except InvalidSettings as exc:
     if _asked_format == "json":  # the last line of a JSON log is JSON too
-        logging.getLogger("recsys").critical("%s (RECSYS_* environment)", exc)
+        logging.getLogger("recsys").critical("%s (the environment)", exc)
         raise SystemExit(1) from None
-    raise SystemExit(f"recsys: {exc} (RECSYS_* environment)") from None
+    raise SystemExit(f"recsys: {exc} (the environment)") from None
 
 gc.collect()
 gc.freeze()  # the imported objects leave the collector's lists: collections do not touch them

@@ -15,7 +15,8 @@ from recsys.catalog.keys import create_key, find_key, revoke_key
 from recsys.catalog.models import Erasure, Interaction, Item, User, catalog_id, user_key
 from recsys.errors import InvalidInput
 from recsys.ingest.users import erase_users
-from tests.shop_fixture import populate
+from recsys.model.training import train
+from tests.shop_fixture import populate, train_config
 
 
 def _count(engine, model) -> int:
@@ -94,6 +95,22 @@ def test_a_restore_keeps_the_erasures_made_since_the_backup(engine, db_url, tmp_
         assert connection.scalar(select(User.id).where(User.external_id == shopper)) is None
         kept = dict(connection.execute(select(Erasure.user_key, Erasure.erased_at)).all())
     assert kept == {user_key(shopper): erased_at, user_key("never-seen"): erased_at}
+    assert "registry lacks" not in done  # no bundle was trained since
+
+
+def test_a_restore_names_the_bundles_trained_since_the_backup(engine, db_url, tmp_path, run_cli):
+    """It said "a bundle trained since the backup is in no registry now" after every
+    restore, whether one was or not."""
+    _sqlite_only(db_url)
+    populate(engine)
+    run_cli("db", "backup", tmp_path / "monday.db")
+    artifacts = tmp_path / "artifacts"
+    since = train(engine, artifacts, train_config())
+    done = run_cli("--artifacts-dir", artifacts, "db", "restore", tmp_path / "monday.db", "--yes")
+    assert (
+        f"the restored registry lacks 1 bundle folder(s) in {artifacts / 'bundles'}" in done.output
+    )
+    assert f"({since.version}): `recsys bundles register FOLDER` adds one" in done.output
 
 
 def test_a_restore_refuses_what_is_no_backup_and_changes_nothing(engine, db_url, tmp_path):

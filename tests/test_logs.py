@@ -57,3 +57,19 @@ def test_a_failure_that_comes_and_goes_is_not_news_each_time(caplog):
         "following failed no longer: it failed 1 time in a row",
     ]
     assert sum(bool(record.exc_info) for record in caplog.records) == 1
+
+
+def test_the_cli_writes_json_from_its_first_line_when_asked(tmp_path):
+    """RECSYS_LOG_FORMAT=json: a misspelt variable's warning, written while the settings
+    are read, came out as text ahead of the JSON lines."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RECSYS_LOG_FORMAT": "json", "RECSYS_SPARK_MASTR": "local",
+           "RECSYS_DATABASE_URL": f"sqlite:///{tmp_path / 'catalog.db'}"}  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "recsys", "db", "upgrade"], env=env,
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    assert "did you mean RECSYS_SPARK_MASTER" in lines[0]["message"]

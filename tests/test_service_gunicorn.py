@@ -401,9 +401,26 @@ def test_a_metrics_folder_another_running_server_writes_is_refused(tmp_path):
         assert done.returncode != 0
         assert f"holds the metrics of another running process ({other.pid})" in done.stderr
         (tmp_path / f"counter_{other.pid}.db").unlink()  # a folder of its own: it starts
-        (tmp_path / "counter_999999999.db").write_bytes(b"")  # a dead process's: no matter
+        dead = [tmp_path / f"{kind}_999999999.db" for kind in ("counter", "gauge_livemax")]
+        for path in dead:  # a killed server's workers': their live gauges are forgotten
+            path.write_bytes(b"")
         done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
         assert "another running process" not in done.stderr
+        assert [path.exists() for path in dead] == [True, False]
     finally:
         other.kill()
         other.wait()
+
+
+@pytest.mark.parametrize(("name", "value"), [("RECSYS_WORKERS", "zero"), ("RECSYS_DEVICE", "tpu")])
+def test_a_bad_setting_is_one_json_line_when_the_log_is_json(tmp_path, name, value):
+    env = {**os.environ, "RECSYS_DATABASE_URL": f"sqlite:///{tmp_path / 'none.db'}",
+           "RECSYS_BIND": f"127.0.0.1:{free_port()}", "TMPDIR": str(tmp_path),
+           "RECSYS_LOG_FORMAT": "json", name: value}  # fmt: skip
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    done = subprocess.run(
+        [*GUNICORN, APP], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode != 0
+    lines = [json.loads(line) for line in done.stderr.splitlines()]  # each one JSON
+    assert lines[-1]["level"] == "CRITICAL" and value in lines[-1]["message"]

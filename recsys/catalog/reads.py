@@ -391,10 +391,12 @@ class CardCache:
             generation = self._generation
             found = self._cached(generation, item_ids)
             if len(found) == len(set(item_ids)):
+                _answered_stale.worked()  # the catalog is back: said once (a no-op else)
                 return found
             if followed:  # the follower keeps the generation: read only the missing cards
                 read = item_cards(self.engine, _missing(item_ids, found))
                 self._keep(generation, {item_id: _pack(card) for item_id, card in read.items()})
+                _answered_stale.worked()
                 return found | read
 
         def checked(connection: Connection) -> tuple:

@@ -193,6 +193,7 @@ def restore(settings: Settings, file: Path, yes: bool, other_catalog: bool, quie
     """
     from recsys.catalog.backup import restore as put_back
     from recsys.catalog.backup import sqlite_file
+    from recsys.model.bundle import unregistered_folders
 
     sqlite_file(settings.database_url)  # a PostgreSQL catalog is refused before asking
     if not yes:
@@ -210,10 +211,13 @@ def restore(settings: Settings, file: Path, yes: bool, other_catalog: bool, quie
         )
     if restored.keys:
         click.echo(f"kept the catalog's {restored.keys} API key(s) (revocations included)")
-    click.echo(
-        "a bundle trained since the backup is in no registry now: `recsys bundles register "
-        "FOLDER` adds it"
-    )
+    lacking = unregistered_folders(engine, settings.artifacts_dir / "bundles")
+    if lacking:  # trained since the backup, most likely
+        click.echo(
+            f"the restored registry lacks {len(lacking)} bundle folder(s) in "
+            f"{settings.artifacts_dir / 'bundles'} ({', '.join(f.name for f in lacking)}): "
+            "`recsys bundles register FOLDER` adds one"
+        )
 
 
 @command.command("copy")

@@ -504,6 +504,20 @@ def collect_garbage(engine: Engine, root: Path, keep: int) -> Collected:
     return Collected(removed, kept, remove_orphans(engine, root), left)
 
 
+def unregistered_folders(engine: Engine, root: Path) -> list[Path]:
+    """Bundle folders in ``root`` (the artifacts folder's ``bundles/``) the registry lacks:
+    trained after a backup that was restored, or registered in another catalog."""
+    if not Path(root).is_dir():
+        return []
+    with Session(engine) as session:
+        known = set(session.scalars(select(ModelBundle.version)))
+    return sorted(
+        folder
+        for folder in Path(root).iterdir()
+        if folder.name not in known and (folder / "manifest.json").is_file()
+    )
+
+
 def _registered(engine: Engine, version: str) -> bool:
     with Session(engine) as session:
         query = select(ModelBundle.id).where(ModelBundle.version == version)
