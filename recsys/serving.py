@@ -39,6 +39,7 @@ from recsys.catalog.db import database_away
 from recsys.catalog.reads import CardCache, user_since
 from recsys.errors import CatalogNotReady, InvalidBundle, ModelNotTrained
 from recsys.logs import Repeated
+from recsys.memory import trim_c_heap
 from recsys.model.bundle import active_bundle, active_version, earlier_bundles, load_recommender
 from recsys.model.delta import Delta, DeltaConfig, LiveCatalog
 from recsys.model.diversity import DEFAULT_DIVERSITY
@@ -132,6 +133,9 @@ def warm_explanations(recommender: Recommender) -> None:
 
 # Earlier bundles a starting worker tries when the active one cannot be loaded.
 FALLBACK_BUNDLES = 3
+# Seconds after a swap before the heap the bundle before freed is handed back (its requests
+# in flight are done by then; ``ModelHolder.trim_after_swap``).
+SWAP_TRIM_DELAY = 5.0
 
 
 def bundle_signature(path: str | Path) -> tuple:
@@ -186,6 +190,7 @@ class ModelHolder:
         self._follow_failures = Repeated(
             log, "following the catalog failed (the last delta serves)"
         )
+        self._swapped_at: float | None = None  # time.monotonic() of a swap not yet trimmed
 
     @property
     def state(self) -> ServingState:
@@ -226,7 +231,7 @@ class ModelHolder:
             else:
                 self._set_refused(None)
             self._state, self.last_error = new_state, None
-            self._checked = time.monotonic()
+            self._checked = self._swapped_at = time.monotonic()
             if self.on_swap is not None:
                 self.on_swap(new_state)
             if self.on_follow is not None and new_state.recommender.live is not None:
@@ -312,6 +317,17 @@ class ModelHolder:
             return False
         return bundle_signature(active_bundle(self.engine).path) == refused.signature
 
+    def trim_after_swap(self, delay: float = SWAP_TRIM_DELAY) -> bool:
+        """Once per swap, ``delay`` seconds after it, when the requests that held the bundle
+        before are done: the C heap its arrays freed goes back to the system (glibc keeps
+        it: a worker kept 100 MB more after each rollback in a soak) -> whether it trimmed."""
+        at = self._swapped_at
+        if at is None or time.monotonic() - at < delay:
+            return False
+        self._swapped_at = None
+        trim_c_heap()
+        return True
+
     @property
     def live(self) -> Delta | None:
         """The served bundle's delta (None: no bundle, or no live catalog)."""
@@ -344,6 +360,7 @@ def follow_catalog(holder: ModelHolder, seconds: float, cards: CardCache | None 
     while True:
         started = time.monotonic()
         holder.follow()
+        holder.trim_after_swap()
         if cards is not None and holder.ready:  # before that, requests read for themselves
             try:
                 cards.follow()
