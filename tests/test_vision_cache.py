@@ -131,3 +131,16 @@ def test_an_unreadable_photo_is_named_or_left_out_as_asked(photos, tmp_path):
     encoder = ImageEncoder(config, device="cpu", skip_unreadable=True).fit(paths)
     vectors = encoder.transform(paths)
     assert not vectors[-1].any() and np.linalg.norm(vectors[:-1], axis=1) == pytest.approx(1)
+
+
+def test_a_missing_photo_is_left_out_as_an_unreadable_one(photos, tmp_path):
+    """A photo file gone from disk (another shop's delete, a cleanup) stopped the whole
+    training at the cache's key ("cannot read image ...: No such file") although a catalog's
+    training leaves unreadable photos out."""
+    gone = tmp_path / "gone.png"
+    paths = [*photos, gone]
+    with pytest.raises(InvalidInput, match=r"gone\.png"):
+        decoded_images(paths, 16, 3, tmp_path / "cache")  # strict: named
+    left_out: list[int] = []
+    data = decoded_images(paths, 16, 3, tmp_path / "cache", unreadable=left_out)
+    assert left_out == [len(photos)] and not data[-1].any()

@@ -39,13 +39,15 @@ _DECODER = "v2"  # bump when decoding changes, so old cache files are not reused
 
 
 def cache_key(paths: Sequence[str | Path], size: int, channels: int) -> str:
-    """A digest of the decoding settings and every file's path, byte size and mtime."""
+    """A digest of the decoding settings and every file's path, byte size and mtime (a file
+    that cannot be read counts as missing: decoding says so, or leaves it out)."""
     digest = hashlib.sha256(f"{_DECODER}|{size}|{channels}\n".encode())
     for path in paths:
         try:
             stat = os.stat(path)
-        except OSError as exc:
-            raise InvalidInput(f"cannot read image {path}: {exc}") from exc
+        except OSError:  # one missing photo stopped a training that skips unreadable ones
+            digest.update(f"{os.path.abspath(path)}|missing\n".encode())
+            continue
         digest.update(f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:24]
 
