@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from recsys.catalog import ModelBundle, connect, migrate, require_current_schema
-from recsys.catalog.models import Base, Interaction, Item, User
+from recsys.catalog.models import Base, Interaction, Item, User, catalog_id
 from recsys.cli import cli
 from recsys.errors import CatalogNotReady, InvalidInput
 
@@ -236,3 +236,17 @@ def test_cli_db_commands(run_cli, db_url):
     assert "drops tables and columns and the data in them; pass --yes" in refused.output
     assert "current: " + str(migrate.head_revision()) in run_cli("db", "current").output
     assert "catalog at revision base" in run_cli("db", "downgrade", "base", "--yes").output
+
+
+def test_a_catalog_downgraded_and_upgraded_again_keeps_its_id(db_url):
+    """A new id would make the catalog's own bundles and backups another catalog's (their
+    registration and restore refused)."""
+    engine = connect(db_url)
+    migrate.upgrade(engine)
+    made = catalog_id(engine)
+    assert made and len(made) == 32
+    migrate.downgrade(engine, "0012")
+    migrate.upgrade(engine)
+    migrate.check(engine)
+    assert catalog_id(engine) == made
+    engine.dispose()
