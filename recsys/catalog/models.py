@@ -160,7 +160,7 @@ class CatalogState(Base):
     been pruned (migration 0005); a reader whose mark is below it starts afresh.
 
     ``catalog_id``: a random id made once per catalog (migration 0013), kept by copies and
-    restores: whose bundles and backups are whose (``recsys.catalog.db.catalog_id``).
+    restores: whose bundles and backups are whose (``catalog_id`` below).
     """
 
     __tablename__ = "catalog_state"
