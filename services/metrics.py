@@ -168,10 +168,14 @@ class Metrics:
 _refused: Counter | None = None
 
 
-def count_refused(status: int) -> None:
+REFUSED_STATUSES = (400, 414, 431)  # what gunicorn answers itself, at 0 from the start
+
+
+def count_refused(status: int | None = None) -> None:
     """Count an answer gunicorn gave before the app saw the request (a malformed request,
     414, 431: ``services/gunicorn.conf.py``'s ``write_json_error``), in the worker's
-    multiprocess files beside the app's metrics: they were in no metric at all."""
+    multiprocess files beside the app's metrics: they were in no metric at all. None: only
+    make the series (at 0: a rate over the first refusals needs them before)."""
     global _refused
     if _refused is None:
         _refused = Counter(
@@ -180,10 +184,15 @@ def count_refused(status: int) -> None:
             ("status",),
             registry=None,  # multiprocess mode sums every worker's files whatever the registry
         )
-    _refused.labels(str(status)).inc()
+        for known in REFUSED_STATUSES:
+            _refused.labels(str(known))
+    if status is not None:
+        _refused.labels(str(status)).inc()
 
 
 def init_app(app: Flask, metrics: Metrics) -> None:
+    count_refused()  # the refusal series, at 0
+
     @app.before_request
     def _start_timer():
         g.started = time.perf_counter()

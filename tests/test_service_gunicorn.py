@@ -176,7 +176,8 @@ def test_requests_gunicorn_refuses_get_the_json_error_shape(server, request_byte
 
     def refused() -> float:  # in no metric before: /metrics did not see these
         found = re.search(re.escape(counted) + r" (\S+)", get(base + "/metrics")[1].decode())
-        return float(found.group(1)) if found else 0.0
+        assert found, "the series is there from the start, at 0"
+        return float(found.group(1))
 
     before = refused()
     answer_status, content_type, body = raw_request(base, request_bytes)
