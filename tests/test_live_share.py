@@ -107,3 +107,18 @@ def test_a_folder_that_cannot_be_written_costs_only_the_sharing(tmp_path, caplog
         shared.write(["s1"], shared.digests(frame()), blocks, None)
     assert shared.read(["s1"], shared.digests(frame())) == [None]
     assert sum("cannot share blocks" in r.message for r in caplog.records) == 1
+
+
+def test_an_items_file_of_an_earlier_edit_goes_when_its_next_edit_is_met(shared):
+    """A file per edit of an item piled up until the next bundle (10 MB an hour in a soak);
+    another item's stays."""
+    blocks = {"tabular": np.ones((1, 2), np.float32)}
+    for title in ("Red shoe", "Blue shoe"):
+        digests = shared.digests(frame(title))
+        shared.read(["s1"], digests)
+        shared.write(["s1"], digests, blocks, None)
+    other = shared.digests(frame("Green hat"))
+    shared.read(["s2"], other)
+    shared.write(["s2"], other, blocks, None)
+    assert len(list(shared.folder.rglob("*.blocks"))) == 2
+    assert shared.read(["s1"], shared.digests(frame("Blue shoe")))[0] is not None

@@ -24,6 +24,7 @@ again, and a worker that cannot write goes on with what it made.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -54,6 +55,9 @@ class SharedBlocks:
         self.version = version
         self.folder = self.root / version / parts
         self._warned = False  # a folder that cannot be written is logged once
+        # each item's latest digest this worker met: the file of the one before goes (a file
+        # per edit of an item piled up until the next bundle, 10 MB an hour in a soak)
+        self._latest: dict[str, str] = {}
 
     def digests(self, frame: pd.DataFrame) -> list[str]:
         """One digest per row of ``frame`` (``recsys.catalog.changes.item_rows``' columns)."""
@@ -68,7 +72,18 @@ class SharedBlocks:
 
     def read(self, item_ids, digests: list[str]) -> list[Made | None]:
         """Each item's shared blocks, or None where none were left (or they cannot be read)."""
+        self._supersede(item_ids, digests)
         return [self._read(self._path(i, d)) for i, d in zip(item_ids, digests, strict=True)]
+
+    def _supersede(self, item_ids, digests: list[str]) -> None:
+        """Remember each item's digest; remove the file of the one it had before (a worker
+        still following that edit makes its blocks again: a cost, never a wrong answer)."""
+        for item_id, digest in zip(item_ids, digests, strict=True):
+            before = self._latest.get(item_id)
+            self._latest[item_id] = digest
+            if before is not None and before != digest:
+                with contextlib.suppress(OSError):
+                    self._path(item_id, before).unlink(missing_ok=True)
 
     def write(
         self,
