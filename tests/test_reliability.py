@@ -290,6 +290,9 @@ def test_the_cards_follower_logs_a_lasting_failure_once_not_every_pass(caplog):
         def follow(self):
             return None
 
+        def trim_after_swap(self):
+            return False
+
     class Cards:
         calls = 0
 
