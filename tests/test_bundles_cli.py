@@ -169,6 +169,7 @@ def test_a_bundle_the_registry_lacks_is_registered_after_its_files_are_checked(
     assert load_active(engine).version == new.version
     listing = run_cli("bundles", "list").output.splitlines()
     assert listing[0].startswith(f"* {new.version}")  # the newest registered
+    assert "validation recall@10" in listing[0]  # its manifest's figures (it had none)
     assert "registered already" in run_cli(*register, new.path, expect_exit=2).output
 
 
@@ -192,6 +193,16 @@ def test_a_bundle_of_another_catalog_is_not_registered(engine, run_cli, tmp_path
     )
     assert "was trained on another catalog (catalog id " in refused.output
     assert read_manifest(trained.path)["catalog_id"] not in (None, "another")
+    # a bundle from before catalog ids: its items' titles tell (the ids look alike)
+    manifest = json.loads((trained.path / "manifest.json").read_text())
+    del manifest["catalog_id"]
+    (trained.path / "manifest.json").write_text(json.dumps(manifest))
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE items SET title = 'Other ' || title"))
+    refused = run_cli(
+        "--artifacts-dir", artifacts, "bundles", "register", trained.path, expect_exit=2
+    )
+    assert "only 0% of its items are in this catalog (by id and title)" in refused.output
 
 
 def test_a_bundle_file_the_service_cannot_read_is_a_bundle_refused(engine, tmp_path, monkeypatch):

@@ -211,3 +211,11 @@ def test_a_backup_of_another_catalog_is_refused_unless_asked_for(engine, db_url,
         connection.execute("UPDATE alembic_version SET version_num = '0012'")
     done = restore(engine, db_url, older)
     assert done.migrated and catalog_id(engine) == "another"  # this catalog's, kept
+    # one from before ids whose items are another shop's (same ids, other titles): refused
+    with sqlite3.connect(older) as connection:
+        connection.execute("UPDATE items SET title = 'Other ' || coalesce(title, '')")
+    with pytest.raises(InvalidInput, match=r"no catalog id .* only 0% of its items"):
+        restore(engine, db_url, older)
+    assert catalog_id(engine) == "another"
+    restore(engine, db_url, older, other_catalog=True)  # asked for: it keeps an id of its own
+    assert catalog_id(engine) not in (None, "another")

@@ -32,7 +32,16 @@ from sqlalchemy import Engine, bindparam, make_url, select, update
 
 from recsys.catalog import migrate
 from recsys.catalog.db import connect, sqlite_path
-from recsys.catalog.models import ApiKey, CatalogState, Erasure, User, user_key
+from recsys.catalog.models import (
+    COMPARED_ITEMS,
+    SAME_CATALOG_SHARE,
+    ApiKey,
+    CatalogState,
+    Erasure,
+    User,
+    items_held,
+    user_key,
+)
 from recsys.errors import InvalidInput
 
 # Pages copied per step of the backup API (4 KiB pages: 64 MiB a step): between steps the
@@ -135,6 +144,17 @@ def restore(
             "Restore it with the settings of the catalog it came from, or pass "
             "--other-catalog to replace this catalog with it; nothing was changed"
         )
+    # a backup from before catalog ids is this catalog's when its items are, by id and title
+    # (every backup on the day of the upgrade is one: another shop's took this one's id)
+    share = _share_held(engine, backup_file) if ours and not its and _holds_items(path) else 1.0
+    if share < SAME_CATALOG_SHARE and not other_catalog:
+        raise InvalidInput(
+            f"{backup_file} has no catalog id (it was taken before migration 0013) and only "
+            f"{share:.0%} of its items are this catalog's, by id and title: it is another "
+            "catalog's backup, restoring it would serve that catalog's items here. Restore it "
+            "with the settings of the catalog it came from, or pass --other-catalog to replace "
+            "this catalog with it; nothing was changed"
+        )
     staged = Path(path).with_name(f".{Path(path).name}.restoring")
     _remove(staged)  # what a killed restore left
     try:
@@ -144,7 +164,7 @@ def restore(
             migrated = revision != known[-1]
             if migrated:
                 migrate.upgrade(prepared)
-            if ours and not its:  # a backup from before catalog ids: this catalog's
+            if ours and not its and share >= SAME_CATALOG_SHARE:  # before ids: this one's
                 with prepared.begin() as connection:
                     connection.execute(
                         update(CatalogState).where(CatalogState.id == 1).values(catalog_id=ours)
@@ -210,6 +230,35 @@ def _checked(path, name) -> str | None:
             row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
             return row[0] if row else None
         return None
+    finally:
+        connection.close()
+
+
+def _share_held(engine: Engine, backup_file: Path) -> float:
+    """The share of the backup's items (at most ``COMPARED_ITEMS``, spread by row id) this
+    catalog holds with the same title."""
+    connection = sqlite3.connect(f"file:{backup_file}?mode=ro", uri=True)
+    try:
+        count = connection.execute("SELECT count(*) FROM items").fetchone()[0]
+        step = max(1, -(-count // COMPARED_ITEMS))
+        rows = connection.execute(
+            "SELECT external_id, title FROM items WHERE id % ? = 0", (step,)
+        ).fetchall()
+    except sqlite3.Error:
+        return 1.0  # no items table to compare: the restore says what is wrong with it
+    finally:
+        connection.close()
+    return items_held(engine, [str(i) for i, _ in rows], [t for _, t in rows])
+
+
+def _holds_items(path) -> bool:
+    """Whether the SQLite catalog at ``path`` holds an item (a new host's fresh catalog,
+    restored into, holds none: nothing to compare a backup with)."""
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return connection.execute("SELECT 1 FROM items LIMIT 1").fetchone() is not None
+    except sqlite3.Error:
+        return False
     finally:
         connection.close()
 

@@ -117,8 +117,10 @@ def catalog_key(url) -> str:
     (rate-limit counters, uploaded photos), so that two shops whose URLs read alike
     (``sqlite:///shop.db`` from two folders) share none of them."""
     try:
-        path = sqlite_path(url)
-        return f"sqlite:///{path}" if path else make_url(url).render_as_string(hide_password=True)
+        path = sqlite_path(url)  # through links too: one catalog under two paths is one
+        if path:
+            return f"sqlite:///{os.path.realpath(path)}"
+        return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:  # not a URL: the connection refuses it, in its own words
         return str(url)
 

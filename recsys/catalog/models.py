@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 from datetime import UTC, datetime
@@ -179,6 +180,53 @@ def catalog_id(connectable) -> str | None:
         return connectable.scalar(query)
     with connectable.connect() as connection:
         return connection.scalar(query)
+
+
+# Of another copy's items (a bundle's, a backup's), the share this catalog must hold, by id
+# and title, to take it for its own when no catalog id says (bundles and backups from before
+# migration 0013): its items churn between a backup and a restore; another shop's do not meet,
+# even where two shops made by the same tools number their items alike (sku-000001 ...).
+SAME_CATALOG_SHARE = 0.5
+# Item ids asked of the catalog at a time (one IN list), and the most items compared.
+ID_BATCH = 10_000
+COMPARED_ITEMS = 20_000
+
+
+def items_held(connectable, ids: list[str], titles: list[str | None] | None = None) -> float:
+    """The share of these items (ids, with their titles when given) this catalog holds with
+    the same title: 1.0 for none. At most ``COMPARED_ITEMS`` of them are compared (evenly
+    spread)."""
+    if not ids:
+        return 1.0
+    step = max(1, -(-len(ids) // COMPARED_ITEMS))
+    ids = ids[::step]
+    titles = None if titles is None else titles[::step]
+    held = 0
+    with _connected(connectable) as connection:
+        for start in range(0, len(ids), ID_BATCH):
+            batch = ids[start : start + ID_BATCH]
+            found = dict(
+                connection.execute(
+                    select(Item.external_id, Item.title).where(Item.external_id.in_(batch))
+                ).all()
+            )
+            if titles is None:
+                held += len(found)
+            else:
+                wanted = titles[start : start + ID_BATCH]
+                held += sum(
+                    i in found and found[i] == t for i, t in zip(batch, wanted, strict=True)
+                )
+    return held / len(ids)
+
+
+@contextlib.contextmanager
+def _connected(connectable):
+    if isinstance(connectable, Connection):
+        yield connectable
+    else:
+        with connectable.connect() as connection:
+            yield connection
 
 
 class ModelBundle(Base):

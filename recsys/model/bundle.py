@@ -33,11 +33,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session
 
 from recsys.catalog.db import catalog_key
-from recsys.catalog.models import ModelBundle, catalog_id
+from recsys.catalog.models import SAME_CATALOG_SHARE, ModelBundle, catalog_id, items_held
 from recsys.errors import InvalidBundle, ModelNotTrained, RecsysError
 from recsys.files import as_if_plain
 from recsys.model.cf import CollaborativeModel
@@ -213,13 +213,6 @@ def register_bundle(
     (Path(path) / UNREGISTERED).unlink(missing_ok=True)
 
 
-# Of a bundle's items, the share the catalog must hold for ``register_folder`` to take it as
-# this catalog's (its items churn between a backup and a restore; another shop's do not meet).
-SAME_CATALOG_SHARE = 0.5
-# Item ids asked of the catalog at a time (one IN list).
-ID_BATCH = 10_000
-
-
 def register_folder(
     engine: Engine, folder: str | Path, root: str | Path, activate: bool = False
 ) -> str:
@@ -255,31 +248,30 @@ def register_folder(
     share = _items_held(engine, folder)
     if share < SAME_CATALOG_SHARE:
         raise InvalidBundle(
-            f"bundle {version}: only {share:.0%} of its items are in this catalog; it was "
-            "trained on another catalog"
+            f"bundle {version}: only {share:.0%} of its items are in this catalog (by id and "
+            "title); it was trained on another catalog"
         )
     try:
         written = datetime.fromisoformat(manifest["created_at"]).astimezone(UTC)
         written = written.replace(tzinfo=None)
     except (KeyError, TypeError, ValueError):
         written = None
-    register_bundle(engine, version, folder, {"registered_from": str(folder)}, activate, written)
+    metrics = {**(manifest.get("metrics") or {}), "registered_from": str(folder)}
+    register_bundle(engine, version, folder, metrics, activate, written)
     return version
 
 
 def _items_held(engine: Engine, folder: Path) -> float:
-    """The share of the bundle's items the catalog holds (1.0 for a bundle without items)."""
-    from recsys.catalog.models import Item
-
+    """The share of the bundle's items the catalog holds, with the same titles where the
+    bundle has them (``items.parquet``): two shops made by the same tools number their items
+    alike, and a bundle of the other passed on ids alone."""
+    listed = folder / "items.parquet"
+    if listed.is_file():
+        items = pd.read_parquet(listed, columns=["item_id", "title"])
+        titles = [None if pd.isna(t) else str(t) for t in items["title"]]
+        return items_held(engine, items["item_id"].astype(str).tolist(), titles)
     ids = np.load(folder / "item_ids.npy", mmap_mode="r", allow_pickle=False)
-    if not len(ids):
-        return 1.0
-    held = 0
-    with engine.connect() as connection:
-        for start in range(0, len(ids), ID_BATCH):
-            batch = ids[start : start + ID_BATCH].astype(str).tolist()
-            held += connection.scalar(select(func.count()).where(Item.external_id.in_(batch)))
-    return held / len(ids)
+    return items_held(engine, ids.astype(str).tolist())
 
 
 def find_active(session: Session) -> ModelBundle | None:
