@@ -147,14 +147,14 @@ def _check_server_settings() -> None:
     for name, folder in folders.items():
         if folder and not (os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)):
             raise InvalidSettings(f"{name}={folder!r} is not a folder this user can write")
-    if not _own_metrics_dir:
+    if not _own_metrics_dir:  # the operator's: what other processes left in it
         _forget_dead_workers(_metrics_dir)
-    if not _own_metrics_dir and (other := _other_server_in(_metrics_dir)):
-        raise InvalidSettings(
-            f"PROMETHEUS_MULTIPROC_DIR={_metrics_dir!r} holds the metrics of another running "
-            f"process ({other}): each server needs a folder of its own (its /metrics would "
-            "sum the other's); leave it unset for one per server"
-        )
+        if other := _other_server_in(_metrics_dir):
+            raise InvalidSettings(
+                f"PROMETHEUS_MULTIPROC_DIR={_metrics_dir!r} holds the metrics of another "
+                f"running process ({other}): each server needs a folder of its own (its "
+                "/metrics would sum the other's); leave it unset for one per server"
+            )
     try:
         util.load_class(worker_class, section="gunicorn.workers")
     except Exception:  # gunicorn raises RuntimeError with a traceback in its text
@@ -171,18 +171,23 @@ def _forget_dead_workers(folder: str) -> None:
     worker). Counters and histograms stay: their totals go on."""
     from prometheus_client import multiprocess
 
-    for path in Path(folder).glob("gauge_live*_*.db"):
-        pid = path.stem.rpartition("_")[2]
+    for pid in _writers(folder, "gauge_live*_*.db"):
         if left_by_dead_process(pid):
             multiprocess.mark_process_dead(int(pid), folder)
 
 
+def _writers(folder: str, pattern: str = "*_*.db") -> list[str]:
+    """The pids of the processes whose metrics files (``<kind>_<pid>.db``) match ``pattern``
+    in ``folder``, each once."""
+    pids = {path.stem.rpartition("_")[2] for path in Path(folder).glob(pattern)}
+    return sorted(pid for pid in pids if pid.isdigit())
+
+
 def _other_server_in(folder: str) -> str | None:
-    """The pid of a running process, not this master's worker, whose metrics files
-    (``<kind>_<pid>.db``) are in ``folder``; None when there is none (or /proc cannot tell)."""
-    for path in Path(folder).glob("*_*.db"):
-        pid = path.stem.rpartition("_")[2]
-        if not pid.isdigit() or int(pid) == _MASTER or left_by_dead_process(pid):
+    """The pid of a running process, not this master's worker, whose metrics files are in
+    ``folder``; None when there is none (or /proc cannot tell)."""
+    for pid in _writers(folder):
+        if int(pid) == _MASTER or left_by_dead_process(pid):
             continue
         try:
             parent = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1]

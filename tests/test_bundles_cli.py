@@ -177,21 +177,20 @@ def test_a_bundle_of_another_catalog_is_not_registered(engine, run_cli, tmp_path
     populate(engine)
     artifacts = tmp_path / "artifacts"
     trained = train(engine, artifacts, train_config())
+
+    def refused() -> str:
+        register = ("--artifacts-dir", artifacts, "bundles", "register", trained.path)
+        return run_cli(*register, expect_exit=2).output
+
     with engine.begin() as connection:
         connection.execute(text("DELETE FROM model_bundles"))
         connection.execute(text("UPDATE items SET external_id = 'other-' || external_id"))
-    refused = run_cli(
-        "--artifacts-dir", artifacts, "bundles", "register", trained.path, expect_exit=2
-    )
-    assert "only 0% of its items are in this catalog" in refused.output
+    assert "only 0% of its items are in this catalog" in refused()
     # two shops made by the same tools number their items alike: the catalog's id tells
     with engine.begin() as connection:
         connection.execute(text("UPDATE items SET external_id = substr(external_id, 7)"))
         connection.execute(text("UPDATE catalog_state SET catalog_id = 'another' WHERE id = 1"))
-    refused = run_cli(
-        "--artifacts-dir", artifacts, "bundles", "register", trained.path, expect_exit=2
-    )
-    assert "was trained on another catalog (catalog id " in refused.output
+    assert "was trained on another catalog (catalog id " in refused()
     assert read_manifest(trained.path)["catalog_id"] not in (None, "another")
     # a bundle from before catalog ids: its items' titles tell (the ids look alike)
     manifest = json.loads((trained.path / "manifest.json").read_text())
@@ -199,10 +198,7 @@ def test_a_bundle_of_another_catalog_is_not_registered(engine, run_cli, tmp_path
     (trained.path / "manifest.json").write_text(json.dumps(manifest))
     with engine.begin() as connection:
         connection.execute(text("UPDATE items SET title = 'Other ' || title"))
-    refused = run_cli(
-        "--artifacts-dir", artifacts, "bundles", "register", trained.path, expect_exit=2
-    )
-    assert "only 0% of its items are in this catalog (by id and title)" in refused.output
+    assert "only 0% of its items are in this catalog (by id and title)" in refused()
 
 
 def test_a_bundle_file_the_service_cannot_read_is_a_bundle_refused(engine, tmp_path, monkeypatch):

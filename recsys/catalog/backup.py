@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,7 +146,8 @@ def restore(
         )
     # a backup from before catalog ids is this catalog's when its items are, by id and title
     # (every backup on the day of the upgrade is one: another shop's took this one's id)
-    share = _share_held(engine, backup_file) if ours and not its and _holds_items(path) else 1.0
+    before_ids = bool(ours) and not its
+    share = _share_held(engine, backup_file) if before_ids and _holds_items(path) else 1.0
     if share < SAME_CATALOG_SHARE and not other_catalog:
         raise InvalidInput(
             f"{backup_file} has no catalog id (it was taken before migration 0013) and only "
@@ -164,7 +165,7 @@ def restore(
             migrated = revision != known[-1]
             if migrated:
                 migrate.upgrade(prepared)
-            if ours and not its and share >= SAME_CATALOG_SHARE:  # before ids: this one's
+            if before_ids and share >= SAME_CATALOG_SHARE:  # this catalog's: its id
                 with prepared.begin() as connection:
                     connection.execute(
                         update(CatalogState).where(CatalogState.id == 1).values(catalog_id=ours)
@@ -218,11 +219,20 @@ def _pages(progress):
     return lambda _status, remaining, total: progress(total - remaining, total)
 
 
+@contextlib.contextmanager
+def _reading(path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection to the SQLite file at ``path``, closed after."""
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
 def _checked(path, name) -> str | None:
     """``PRAGMA quick_check`` of the SQLite file at ``path`` (``sqlite3.DatabaseError``
     naming ``name`` unless it is ok) -> its migration revision (None: it has none)."""
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
+    with _reading(path) as connection:
         found = connection.execute("PRAGMA quick_check").fetchone()[0]
         if found != "ok":
             raise sqlite3.DatabaseError(f"the copy of {name} does not check out: {found}")
@@ -230,52 +240,46 @@ def _checked(path, name) -> str | None:
             row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
             return row[0] if row else None
         return None
-    finally:
-        connection.close()
 
 
 def _share_held(engine: Engine, backup_file: Path) -> float:
     """The share of the backup's items (at most ``COMPARED_ITEMS``, spread by row id) this
     catalog holds with the same title."""
-    connection = sqlite3.connect(f"file:{backup_file}?mode=ro", uri=True)
     try:
-        count = connection.execute("SELECT count(*) FROM items").fetchone()[0]
-        step = max(1, -(-count // COMPARED_ITEMS))
-        rows = connection.execute(
-            "SELECT external_id, title FROM items WHERE id % ? = 0", (step,)
-        ).fetchall()
+        with _reading(backup_file) as connection:
+            count = connection.execute("SELECT count(*) FROM items").fetchone()[0]
+            step = max(1, -(-count // COMPARED_ITEMS))
+            rows = connection.execute(
+                "SELECT external_id, title FROM items WHERE id % ? = 0", (step,)
+            ).fetchall()
     except sqlite3.Error:
         return 1.0  # no items table to compare: the restore says what is wrong with it
-    finally:
-        connection.close()
     return items_held(engine, [str(i) for i, _ in rows], [t for _, t in rows])
+
+
+def _first_row(path, query: str) -> tuple | None:
+    """The first row ``query`` reads from the SQLite file at ``path``; None when it reads
+    none or cannot be read (no file, or an older schema)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with _reading(path) as connection:
+            return connection.execute(query).fetchone()
+    except sqlite3.Error:
+        return None
 
 
 def _holds_items(path) -> bool:
     """Whether the SQLite catalog at ``path`` holds an item (a new host's fresh catalog,
     restored into, holds none: nothing to compare a backup with)."""
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return connection.execute("SELECT 1 FROM items LIMIT 1").fetchone() is not None
-    except sqlite3.Error:
-        return False
-    finally:
-        connection.close()
+    return _first_row(path, "SELECT 1 FROM items LIMIT 1") is not None
 
 
 def _catalog_id(path) -> str | None:
     """The ``catalog_id`` of the SQLite catalog at ``path``; None when it has none (no file,
     or a schema before migration 0013)."""
-    if not os.path.exists(path):
-        return None
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        row = connection.execute("SELECT catalog_id FROM catalog_state WHERE id = 1").fetchone()
-        return row[0] if row else None
-    except sqlite3.Error:
-        return None
-    finally:
-        connection.close()
+    row = _first_row(path, "SELECT catalog_id FROM catalog_state WHERE id = 1")
+    return row[0] if row else None
 
 
 def _backup_revision(backup_file: Path) -> str | None:

@@ -175,11 +175,8 @@ class CatalogState(Base):
 def catalog_id(connectable) -> str | None:
     """The catalog's id (``CatalogState.catalog_id``), from an engine or a connection; None
     for a catalog that has none (a schema before migration 0013, or no state row)."""
-    query = select(CatalogState.catalog_id).where(CatalogState.id == 1)
-    if isinstance(connectable, Connection):
-        return connectable.scalar(query)
-    with connectable.connect() as connection:
-        return connection.scalar(query)
+    with _connected(connectable) as connection:
+        return connection.scalar(select(CatalogState.catalog_id).where(CatalogState.id == 1))
 
 
 # Of another copy's items (a bundle's, a backup's), the share this catalog must hold, by id
@@ -222,6 +219,7 @@ def items_held(connectable, ids: list[str], titles: list[str | None] | None = No
 
 @contextlib.contextmanager
 def _connected(connectable):
+    """``connectable`` itself when it is a connection, else a connection of the engine."""
     if isinstance(connectable, Connection):
         yield connectable
     else:

@@ -506,7 +506,7 @@ def unregistered_folders(engine: Engine, root: Path) -> list[Path]:
     return sorted(
         folder
         for folder in Path(root).iterdir()
-        if folder.name not in known and (folder / "manifest.json").is_file()
+        if folder.name not in known and (folder / MANIFEST).is_file()
     )
 
 

@@ -189,10 +189,10 @@ def history_parts(fused, cf, history: History, query: np.ndarray, found: np.ndar
     weights = fused.weights_
     items = np.asarray(fused.item_vectors_[np.maximum(found, 0)], dtype=np.float64)  # (k, D)
     per_item = np.zeros((len(history.rows), len(found)))
+    counted = fused.content_profile_weights(history.weights)  # the content profiles' c_j
     for name in ("tabular", "image"):
         if name in slices and weights.get(name, 0.0) and len(history.rows):
             x = np.asarray(fused.item_blocks_[name][history.rows], dtype=np.float64)  # (H, d)
-            counted = fused.content_profile_weights(history.weights)
             per_item += weights[name] * _profile_parts(x, counted, items[:, slices[name]])
     if "cf" in slices and cf is not None and weights.get("cf", 0.0) and len(history.rows):
         cf_items = items[:, slices["cf"]] / fused.cf_scales_[1]
