@@ -327,6 +327,59 @@ def test_bad_json_lines_are_rejected_with_their_line(engine, tmp_path):
     assert read_rejects(report.rejects_path) == {3: "malformed_row", 4: "malformed_row"}
 
 
+def test_a_json_line_nested_too_deeply_is_a_reject_and_the_rest_lands(engine, tmp_path):
+    """A RecursionError half-way through the file was a traceback, with two batches stored
+    and nothing said of the rest; every rerun stopped at the same line."""
+    path = tmp_path / "items.jsonl"
+    deep = '{"item_id": "x", "title": ' + "[" * 50_000 + "]" * 50_000 + "}"
+    path.write_text('{"item_id": "a"}\n' + deep + '\n{"item_id": "b"}\n')
+
+    report = ingest_items(engine, path, options=IngestOptions(show_progress=False))
+
+    assert report.inserted == 2
+    assert read_rejects(report.rejects_path) == {2: "malformed_row"}
+
+
+def test_a_stray_quote_rejects_its_line_alone(engine, shop, tmp_path):
+    """A quote that never closes read the rest of the file into one field: one reject, and
+    every row after it neither stored nor rejected."""
+    ingest_items(engine, shop / "items.csv", options=IngestOptions(show_progress=False))
+    rows = [f"u{n},a1,view,2024-01-02T00:00:{n:02d}" for n in range(40)]
+    path = tmp_path / "events.csv"
+    path.write_text(
+        "\n".join(["user_id,item_id,event,timestamp", rows[0], '"' + rows[1], *rows[2:]])
+    )
+
+    report = ingest_interactions(engine, path, options=IngestOptions(show_progress=False))
+
+    assert report.inserted == 39
+    assert read_rejects(report.rejects_path) == {3: "malformed_row"}
+    with open(report.rejects_path, newline="") as file:
+        assert "a quote opened on this line is not closed" in next(csv.DictReader(file))["detail"]
+
+
+def test_json_objects_and_lists_are_no_ids_or_values(engine, tmp_path):
+    """Ingest made the ids "{'id': 7}" and "['u1', 'u2']" and the value "[2, 3]", which the
+    HTTP API refuses."""
+    path = tmp_path / "items.jsonl"
+    lines = [
+        {"item_id": {"id": 7}},
+        {"item_id": ["a", "b"]},
+        {"item_id": "c", "category": [1, [2, 3]]},
+        {"item_id": "d", "category": [1, 2]},
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    report = ingest_items(engine, path, options=IngestOptions(show_progress=False))
+
+    assert report.inserted == 1
+    assert read_rejects(report.rejects_path) == {
+        1: "invalid_value",
+        2: "invalid_value",
+        3: "invalid_value",
+    }
+
+
 def test_missing_required_column_fails_before_writing(run_cli, engine, tmp_path):
     path = tmp_path / "interactions.csv"
     path.write_text("user,item_id\nu1,a1\n")

@@ -16,7 +16,7 @@ import gzip
 import io
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -227,23 +227,60 @@ class _TextSource(RecordSource):
         self._file.close()
 
 
+class _Lines:
+    """A text's lines for ``csv.reader``, remembering those each row took, with lines to
+    give again first."""
+
+    def __init__(self, text: Iterable[str]):
+        self._text, self.again, self.taken = iter(text), [], []
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = self.again.pop() if self.again else next(self._text)
+        self.taken.append(line)
+        return line
+
+
 def csv_records(
     text: io.TextIOBase, columns: list[str], delimiter: str, lines_before: int
 ) -> Iterator[Record]:
-    """Rows read by the ``csv`` module, numbered after ``lines_before`` lines."""
-    reader = csv.reader(text, delimiter=delimiter)
-    width, previous_end = len(columns), 0
+    """Rows read by the ``csv`` module, numbered after ``lines_before`` lines.
+
+    A bad row (a wrong number of fields, or one the module cannot read) whose quoted field
+    ran on over several lines is a quote that never closed: its first line is rejected and
+    the lines after it are read again on their own. Before, one stray quote read the rest of
+    the file into one field, and 19,998 good rows after it were neither stored nor rejected.
+    """
+    lines = _Lines(text)
+    reader = csv.reader(lines, delimiter=delimiter)
+    width, line = len(columns), lines_before
     while True:
-        start = lines_before + previous_end + 1
+        lines.taken.clear()
+        error = None
         try:
             row = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            previous_end = reader.line_num
-            yield Record(start, error=f"unreadable CSV row: {exc}")
+            row, error = None, f"unreadable CSV row: {exc}"
+        start, taken = line + 1, len(lines.taken)
+        if (row is None or len(row) != width) and taken > 1:
+            yield Record(
+                start,
+                error=f"unreadable CSV row: a quote opened on this line is not closed within "
+                f"{taken} lines (a stray quote? write one inside a quoted field as two); "
+                "this line is rejected and those after it are read on their own",
+            )
+            lines.again.extend(lines.taken[:0:-1])  # all but the first, given again in order
+            reader = csv.reader(lines, delimiter=delimiter)
+            line += 1
             continue
-        previous_end = reader.line_num
+        line += taken
+        if row is None:
+            yield Record(start, error=error)
+            continue
         if not row or (len(row) == 1 and not row[0].strip()):
             continue  # blank line
         if len(row) != width:
@@ -286,7 +323,11 @@ class CsvSource(_TextSource):
     def batches(self, batch_size: int) -> Iterator[Batch]:
         while True:
             records = self._fill(batch_size)
-            if not records.regular or (not len(records.ends) and len(self._buffer)):
+            if (
+                not records.regular
+                or (not len(records.ends) and len(self._buffer))
+                or self._runs_on(records)
+            ):
                 break  # irregular quoting or a runaway record: the csv module decides
             if not len(records.ends):
                 return
@@ -311,6 +352,18 @@ class CsvSource(_TextSource):
     def _consume(self, records: csv_scan.Records, end: int) -> None:
         self._lines += records.breaks_before(end)
         self._buffer = self._buffer[end:]
+
+    def _runs_on(self, records: csv_scan.Records) -> bool:
+        """Whether a bad record (not the header's number of fields) runs on over several
+        lines: a quote that never closed, which ``csv_records`` rejects alone, reading the
+        lines after it again."""
+        bad = np.flatnonzero((records.fields != len(self.columns)) & ~records.blank)
+        return any(
+            b"\n" in self._buffer[start:stop].rstrip(b"\r\n")
+            for start, stop in zip(
+                records.starts[bad].tolist(), records.ends[bad].tolist(), strict=True
+            )
+        )
 
     def _fast_batch(self, records: csv_scan.Records, batch_size: int) -> Batch:
         rows = np.flatnonzero(~records.blank)[:batch_size]
@@ -414,6 +467,9 @@ class JsonLinesSource(_TextSource):
                 value = json.loads(text)
             except json.JSONDecodeError as exc:
                 yield Record(self._line, error=f"invalid JSON: {exc.msg} at column {exc.colno}")
+                continue
+            except RecursionError:  # a traceback half-way through the file, before
+                yield Record(self._line, error="invalid JSON: nested too deeply")
                 continue
             if not isinstance(value, dict):
                 yield Record(self._line, error="expected a JSON object on each line")

@@ -19,6 +19,7 @@ scalar parser gives value by value, rejects and their messages included.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import re
 import unicodedata
@@ -142,9 +143,15 @@ def shown(value: Any, limit: int = 40) -> str:
 
 
 def parse_id(value: Any, column: str) -> str:
-    """External ids are strings: ``12``, ``12.0`` and ``"12"`` are all ``"12"``."""
-    if isinstance(value, bool):
+    """External ids are strings: ``12``, ``12.0`` and ``"12"`` are all ``"12"``. Anything
+    but a string or a number is refused, as the HTTP API refuses it (a JSON object in an
+    ingest file became the id "{'id': 7}")."""
+    if isinstance(value, bool | np.bool_):
         raise BadValue(f"{column} {value!r} is a boolean, expected an id")
+    if not isinstance(value, str | numbers.Number):
+        raise BadValue(
+            f"{column} {shown(value)} is a {type(value).__name__}: must be a string or a number"
+        )
     if isinstance(value, float):
         if not math.isfinite(value):
             raise BadValue(f"{column} {value!r} is not a finite number, expected an id")
@@ -358,6 +365,11 @@ def attribute_value(value: Any, column: str = "attribute") -> Any:
     if isinstance(value, dict):
         raise BadValue(f"{column} is a nested object; flatten it into separate columns")
     if isinstance(value, list | tuple):
+        if any(isinstance(v, list | tuple | dict) for v in value):
+            raise BadValue(
+                f"{column} holds a list or object inside its list; give a flat list of "
+                "strings or numbers"
+            )
         items = [parse_text(v, column) for v in value if not is_missing(v)]
         return [item for item in items if item] or None
     text = parse_text(value, column)
@@ -438,7 +450,7 @@ def _long_cjk(value: str) -> bool:
 
 # Query parameters of the service's similar-items and feed endpoints: an attribute of one of
 # these names could not be filtered on by name (``?k=...`` is the number of results).
-RESERVED_ATTRIBUTES = frozenset({"k", "mode", "diversity"})
+RESERVED_ATTRIBUTES = frozenset({"k", "mode", "diversity", "exclude_seen", "new_items"})
 
 
 def check_attribute_name(name: str) -> None:
