@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import numpy as np
 from flask import Blueprint, Response
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from recsys.catalog import reads
 from recsys.errors import InvalidInput, UnknownFilter, UnknownItem
@@ -23,6 +23,7 @@ from recsys.ingest.interactions import record_interactions
 from recsys.ingest.users import erase_users
 from recsys.serving import FeedRequest, Forgotten, fresh_history, home_feed
 from recsys.vision.photo import (
+    DECODE_ERRORS,
     PHOTO_FORMATS,
     RELEASE_AFTER_PIXELS,
     as_shown,
@@ -293,7 +294,7 @@ def _decode_image(data: bytes, max_pixels: int) -> np.ndarray:
         return pixels
     except InvalidInput as exc:
         raise bad_parameter("image", str(exc)) from None
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+    except DECODE_ERRORS:
         # its header said a photo of a format taken: the pixels are what is wrong
         raise bad_parameter(
             "image", "could not be decoded: the file is damaged or cut short; send it again whole"

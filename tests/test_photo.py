@@ -5,12 +5,14 @@ service before any pixel is decoded."""
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, PngImagePlugin
 
 from recsys.errors import InvalidInput
+from recsys.vision import data as data_module
 from recsys.vision.cache import decoded_images
 from recsys.vision.data import load_image_files
 from recsys.vision.photo import check_photo
@@ -143,3 +145,47 @@ def test_a_large_photo_is_reduced_first_and_seen_as_at_full_size(tmp_path):
     trained = load_image_files([path], 48, 3).numpy()[0].transpose(1, 2, 0).astype(int)
     expected = np.asarray(reference.resize((48, 48), Image.Resampling.BILINEAR), int)
     assert np.abs(trained - expected).mean() < 2
+
+
+def test_a_photo_with_a_damaged_exif_block_is_shown_as_stored(upright, tmp_path):
+    """A 4-byte EXIF block (struct.error in PIL) stopped a whole image training and was a
+    500 in search by photo; its pixels are fine."""
+    path = _saved(tmp_path / "short-exif.png", upright, exif=b"II*\x00")
+    plain = _saved(tmp_path / "plain.png", upright)
+    assert (load_image_files([path], 32, 3) == load_image_files([plain], 32, 3)).all()
+    assert (_search_decode(path) == _search_decode(plain)).all()
+
+
+def test_photos_pil_cannot_decode_are_left_out_and_refused_by_name(upright, tmp_path):
+    """A PNG text chunk that inflates past PIL's limit raises ValueError, which training
+    did not catch: the whole run stopped. A FIFO in a photo's place hung it."""
+    fine = _saved(tmp_path / "fine.png", upright)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("note", "x" * (PngImagePlugin.MAX_TEXT_CHUNK + 1), zip=True)
+    inflating = _saved(tmp_path / "inflating.png", upright, pnginfo=info)
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)
+    left_out: list[int] = []
+    data = decoded_images([fine, inflating, fifo], 16, 3, unreadable=left_out)
+    assert left_out == [1, 2] and data[0].any() and not data[1:].any()
+    for path, says in (
+        (inflating, "Decompressed data too large"),
+        (fifo, "it is not a regular file"),
+    ):
+        with pytest.raises(InvalidInput, match=f"{path.name}: {says}"):
+            decoded_images([fine, path], 16, 3)
+    with pytest.raises(ApiError) as refused:
+        _decode_image(inflating.read_bytes(), 10**6)
+    assert refused.value.status == 400 and "image: is not a readable image" in refused.value.message
+
+
+def test_training_decodes_no_photo_over_the_services_cap(upright, tmp_path, monkeypatch):
+    """A 330 KB PNG of 1 x 85,000,000 pixels (under PIL's 89-megapixel limit) took a training
+    run to 4 GB: catalog photos are decoded at most at the service's default cap."""
+    monkeypatch.setattr(data_module, "MAX_PHOTO_PIXELS", 5000)
+    wide = _saved(tmp_path / "wide.png", np.tile(upright[:1], (1, 100, 1)))  # 1 x 6,400
+    left_out: list[int] = []
+    decoded_images([wide], 16, 3, unreadable=left_out)
+    assert left_out == [0]
+    with pytest.raises(InvalidInput, match=r"wide.png: 6400x1 pixels is over the 0.005 mega"):
+        decoded_images([wide], 16, 3)

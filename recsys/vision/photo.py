@@ -5,9 +5,10 @@ search and item writes alike. No torch here: the ingest and service code import 
 
 from __future__ import annotations
 
+import struct
 import warnings
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from recsys.errors import InvalidInput
 from recsys.memory import trim_c_heap
@@ -26,6 +27,23 @@ _ORIENTATION = 0x0112  # the EXIF tag of how a camera held the photo (1: upright
 # palette, 16 bits) are converted at full size first, as before.
 _REDUCIBLE = ("L", "LA", "RGB", "RGBA")
 
+
+# What PIL raises for a damaged file, beyond OSError (UnidentifiedImageError, a truncated
+# file): ValueError (a PNG text chunk inflating past its limit, a palette index out of range),
+# struct.error (an EXIF block cut short), SyntaxError (a broken PNG chunk), and the others
+# its format plugins raise on bytes they did not expect. One seller's photo with a 4-byte
+# EXIF block stopped a whole image training, and was a 500 in search by photo.
+DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    IndexError,
+    TypeError,
+    ZeroDivisionError,
+    struct.error,
+    Image.DecompressionBombError,
+)
 
 # Each format's first bytes (WebP: RIFF, then WEBP at byte 8).
 _SIGNATURES = (
@@ -62,7 +80,7 @@ def check_photo(source, max_pixels: int) -> str:
         raise InvalidInput(
             f"is over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels; {limit}"
         ) from None
-    except (UnidentifiedImageError, OSError, ValueError):
+    except DECODE_ERRORS:
         raise InvalidInput("is not a readable image (send PNG, JPEG, WebP or GIF)") from None
     if width * height > max_pixels:
         raise InvalidInput(f"is {width}x{height} pixels; {limit}")
@@ -75,7 +93,7 @@ def image_mimetype(path) -> str | None:
     try:
         with Image.open(path) as image:
             return Image.MIME.get(image.format or "")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+    except DECODE_ERRORS:
         return None
 
 
@@ -92,7 +110,7 @@ def as_shown(img: Image.Image, mode: str, at_least: int | None = None) -> Image.
     turned and converted at a fraction of its size: a 24-megapixel PNG cost a service worker
     over 360 MB at its peak (``scripts/bench_photo_memory.py``).
     """
-    turned = img.getexif().get(_ORIENTATION, 1) != 1
+    turned = _orientation(img) != 1
     if at_least and img.mode in _REDUCIBLE:
         factor = min(img.size) // (2 * at_least)
         if factor > 1:
@@ -105,6 +123,15 @@ def as_shown(img: Image.Image, mode: str, at_least: int | None = None) -> Image.
         rgba = img.convert("RGBA")
         img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255,) * 4), rgba)
     return img.convert(mode)
+
+
+def _orientation(img: Image.Image) -> int:
+    """The photo's EXIF orientation; 1 (as stored) where its EXIF block cannot be read: the
+    pixels may still be fine."""
+    try:
+        return int(img.getexif().get(_ORIENTATION, 1))
+    except DECODE_ERRORS:
+        return 1
 
 
 # Photos of more pixels than this give the memory their decode took back to the system.
