@@ -381,6 +381,8 @@ class FeedRequest:
     filters: dict[str, Any] | None = None
     # MMR λ, 0 to 1 (recsys.model.diversity; 0: the plain ranking)
     diversity: float = DEFAULT_DIVERSITY
+    # places kept for new items (recsys.model.recommender.NEW_ITEMS_RULE)
+    new_items: int = 0
 
 
 class Forgotten(list):
@@ -429,7 +431,11 @@ def home_feed(
     # items the bundle does not hold: folded in from the live catalog (added since), and seen
     elsewhere = [[item for item, keep in zip(fresh, held, strict=True) if not keep]]
     options = (request.k, request.exclude_seen, request.candidates, request.filters)
-    shown = {"diversity": request.diversity, "seen_elsewhere": elsewhere}
+    shown = {
+        "diversity": request.diversity,
+        "seen_elsewhere": elsewhere,
+        "new_items": request.new_items,
+    }
     if isinstance(fresh, Forgotten):  # their events since alone; none: a user never seen
         return recommender.recommend_for_history([folded], *options, **shown)
     live = recommender.live

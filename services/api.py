@@ -21,6 +21,7 @@ from recsys.catalog import reads
 from recsys.errors import InvalidInput, UnknownFilter, UnknownItem
 from recsys.ingest.interactions import record_interactions
 from recsys.ingest.users import erase_users
+from recsys.model.recommender import check_new_items
 from recsys.serving import FeedRequest, Forgotten, fresh_history, home_feed
 from recsys.vision.photo import (
     DECODE_ERRORS,
@@ -177,7 +178,10 @@ def user_feed(user_id: str, query: FeedQuery) -> Response:
     ctx = context()
     state = ctx.holder.state
     fresh = fresh_history(state, ctx.engine, user_id)
-    request = FeedRequest(query.k, query.exclude_seen, None, query.filters, query.diversity)
+    new_items = _new_items(query.new_items, query.k)
+    request = FeedRequest(
+        query.k, query.exclude_seen, None, query.filters, query.diversity, new_items
+    )
     if isinstance(fresh, Forgotten):  # no answer kept from before the erasure is given
         return _feed(ctx, state, user_id, request, fresh)
     if fresh:  # folded in per request: kept by the exact generations and the events
@@ -203,9 +207,20 @@ def user_feed(user_id: str, query: FeedQuery) -> Response:
 def rank_for_user(user_id: str, body: RankRequest) -> dict:
     """Rank a given candidate list (or the catalog) for a user"""
     filters = body.filters.model_dump(exclude_unset=True) if body.filters else {}
-    request = FeedRequest(body.k, body.exclude_seen, body.candidates, filters, body.diversity)
+    new_items = _new_items(body.new_items, body.k)
+    request = FeedRequest(
+        body.k, body.exclude_seen, body.candidates, filters, body.diversity, new_items
+    )
     ctx = context()
     return _feed(ctx, ctx.holder.state, path_id("user_id", user_id), request)
+
+
+def _new_items(new_items: int, k: int) -> int:
+    """``new_items`` checked against ``k``, or a 400 naming it."""
+    try:
+        return check_new_items(new_items, k)
+    except InvalidInput as exc:
+        raise bad_parameter("new_items", str(exc)) from None
 
 
 def _feed(ctx, state, user_id: str, request: FeedRequest, fresh=None) -> dict:

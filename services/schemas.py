@@ -29,6 +29,7 @@ from werkzeug.routing import PathConverter
 from recsys.catalog.reads import COUNT_LIMIT
 from recsys.ingest.values import MAX_SEARCH, MIN_SEARCH, BadValue, parse_id, parse_search
 from recsys.model.diversity import DEFAULT_DIVERSITY
+from recsys.model.recommender import NEW_ITEMS_RULE
 from services.errors import ApiError
 
 MAX_K = 100
@@ -97,6 +98,10 @@ QueryKey = Annotated[int, Field(ge=0, le=MAX_KEY), BeforeValidator(_query_int)]
 _DIVERSITY = (
     "MMR re-ranking, 0 to 1: 0 is the plain ranking, higher trades relevance for variety "
     "(content vectors: attributes and images)"
+)
+_NEW_ITEMS = (
+    f"Places kept for new items, 0 to k: {NEW_ITEMS_RULE}. New items otherwise rarely reach "
+    "a feed before the next training"
 )
 Scalar = StrictStr | StrictInt | StrictFloat | StrictBool
 FilterValue = Annotated[
@@ -191,6 +196,7 @@ class FeedQuery(Filtered):
     k: QueryInt = Field(20, ge=1, le=MAX_K, description="Number of results")
     exclude_seen: QueryBool = Field(True, description="Leave out items the user has events for")
     diversity: QueryFloat = Field(DEFAULT_DIVERSITY, ge=0, le=1, description=_DIVERSITY)
+    new_items: QueryInt = Field(0, ge=0, le=MAX_K, description=_NEW_ITEMS)
 
 
 class SearchQuery(Filtered):
@@ -255,6 +261,7 @@ class RankRequest(BaseModel):
     # StrictFloat takes whole numbers too (never strings or booleans), and its bounds are in
     # the document as minimum / maximum
     diversity: StrictFloat = Field(DEFAULT_DIVERSITY, ge=0, le=1, description=_DIVERSITY)
+    new_items: StrictInt = Field(0, ge=0, le=MAX_K, description=_NEW_ITEMS)
 
 
 _ID_RULE = (

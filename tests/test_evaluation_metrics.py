@@ -17,6 +17,7 @@ from recsys.model.ranking import (
     hit_matrix,
     mean_popularity,
     per_user_metrics,
+    reserved_places,
     top_k,
     top_k_finite,
     top_k_inner,
@@ -481,3 +482,18 @@ def test_ranked_lists_with_their_scores_are_the_diversity_pools_on_wide_catalogs
     np.testing.assert_array_equal(ranked.all[:, :12], rows)
     np.testing.assert_array_equal(ranked.scores[:, :12], scores)
     assert rank(scorer, task, 20).scores is None
+
+
+def test_reserved_places_give_new_items_the_lowest_places_of_the_others():
+    listed = np.array([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 1], [1, 1, 1, 1]], dtype=bool)
+    new = np.array([[0, 0, 0, 0], [0, 0, 0, 0], [0, 1, 0, 0], [1, 1, 0, 0]], dtype=bool)
+    offered = np.array([[1, 1, 1], [1, 0, 0], [1, 1, 0], [1, 1, 1]], dtype=bool)
+    places = reserved_places(listed, new, offered, 2)
+    # positions into [4 listed | 3 offered]
+    assert places.tolist() == [
+        [0, 1, 4, 5],  # two offered take the two lowest places
+        [0, 1, 4, -1],  # empty places first; only one is offered
+        [0, 1, 2, 4],  # one new item listed already: one more, in the lowest other's place
+        [0, 1, 2, 3],  # two listed already: as it was
+    ]
+    assert (reserved_places(listed, new, offered, 0) == np.where(listed, np.arange(4), -1)).all()

@@ -827,3 +827,37 @@ def test_a_feed_folded_in_while_the_follower_moves_on_reads_one_delta(app, clien
         [["a1"]], k=5, seen_elsewhere=[["new-1"]]
     )
     assert len(results.ids[0]) == 5
+
+
+def test_a_feed_keeps_places_for_new_items_when_asked(app, client):
+    """New items (none of the bundle's events: listed since, or never taken) scored far below
+    items with events, so a feed never showed one before the next training. ``new_items``
+    keeps the feed's lowest places for the user's best new items; the rest keeps its order."""
+    client.put("/v1/items/a-fresh", json=TWIN, headers=ADMIN)
+    follow(app)
+    new = {"a-new", "b-new", "a-fresh"}
+    plain = [
+        i["item_id"] for i in client.get("/v1/users/u1/recommendations?k=4").get_json()["items"]
+    ]
+    asked = client.get("/v1/users/u1/recommendations?k=4&new_items=2").get_json()["items"]
+    kept = [i["item_id"] for i in asked]
+    assert len(kept) == 4 and len(new & set(kept)) >= 2, (plain, kept)
+    assert "a-fresh" in kept  # the comedy fan's best new item is the new comedy
+    others = [i for i in plain if i not in new]
+    assert [i for i in kept if i not in new] == others[: 4 - len(new & set(kept))]
+    assert [i["score"] for i in asked] == sorted((i["score"] for i in asked), reverse=True)
+    body = {"k": 4, "new_items": 2}
+    ranked = client.post("/v1/users/u1/recommendations", json=body).get_json()["items"]
+    assert [i["item_id"] for i in ranked] == kept
+    # a visitor without history gets the popularity feed as it is
+    stranger = "/v1/users/stranger/recommendations?k=4"
+    assert client.get(stranger + "&new_items=2").get_json() == client.get(stranger).get_json()
+
+
+@pytest.mark.parametrize("query", ["k=3&new_items=4", "new_items=-1", "new_items=1.5"])
+def test_a_bad_new_items_is_a_400_naming_it(client, query):
+    answer = client.get(f"/v1/users/u1/recommendations?{query}")
+    assert answer.status_code == 400
+    assert "new_items" in json.dumps(answer.get_json())
+    posted = client.post("/v1/users/u1/recommendations", json={"k": 3, "new_items": 4})
+    assert posted.status_code == 400 and "new_items" in json.dumps(posted.get_json())

@@ -274,16 +274,28 @@ def _k_option(command):
 )
 @_k_option
 @_diversity_option
+@click.option(
+    "--new-items",
+    type=click.IntRange(0, 1000),
+    default=0,
+    show_default=True,
+    help="Places of each feed kept for new items (no events in the model's data: listed since "
+    "it was trained, or never taken), which otherwise rarely reach a feed before the next "
+    "training. At most -k.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with each item's reasons).")
 @click.pass_obj
-def recommend(settings: Settings, user_ids, k, diversity, as_json):
+def recommend(settings: Settings, user_ids, k, diversity, new_items, as_json):
     """Top-k items for users, as the service answers them: from the active bundle, the
     catalog's item writes since (stock, removals, new and changed items) and each user's
     events stored since (folded in)."""
     from recsys.serving import FeedRequest, home_feed, load_state
 
+    if new_items > k:
+        raise click.BadParameter(f"{new_items} is more than -k ({k})", param_hint="--new-items")
     engine = connect_current(settings.database_url)
-    state, request = load_state(engine, warm=False), FeedRequest(k=k, diversity=diversity)
+    request = FeedRequest(k=k, diversity=diversity, new_items=new_items)
+    state = load_state(engine, warm=False)
     answers = [_answers(engine, home_feed(state, engine, user, request))[0] for user in user_ids]
     _show(engine, list(user_ids), answers, as_json, "user")
 

@@ -158,6 +158,31 @@ def first_kept(
     return out_rows, out_scores
 
 
+def reserved_places(listed: np.ndarray, new: np.ndarray, offered: np.ndarray, n: int) -> np.ndarray:
+    """(Q, K) positions into ``[list | offer]`` (each row's K listed entries, then its K'
+    offered ones), -1 past the end: each list with at least ``n`` new items where it can
+    have them. ``listed`` (Q, K) bool: the entry is there (not padding); ``new`` (Q, K)
+    bool: it is a new item; ``offered`` (Q, K') bool: the row's new items not listed, best
+    first, that may take a place. A list showing fewer than ``n`` new items takes the best
+    offered ones, up to ``n`` in all: first into its empty places, then into those of its
+    lowest-placed other entries; the offered come after what stays, in their order.
+    Everything else keeps its place and order."""
+    k = listed.shape[1]
+    new = new & listed
+    need = np.clip(min(n, k) - new.sum(axis=1), 0, None)  # (Q,)
+    take = offered & (np.cumsum(offered, axis=1) <= need[:, None])
+    others = listed & ~new
+    drop = np.clip(listed.sum(axis=1) + take.sum(axis=1) - k, 0, None)  # (Q,)
+    from_end = np.cumsum(others[:, ::-1], axis=1)[:, ::-1]  # 1 at the lowest other
+    kept = listed & ~(others & (from_end <= drop[:, None]))
+    both = np.hstack([kept, take])
+    positions = np.broadcast_to(np.arange(both.shape[1]), both.shape)
+    order = np.argsort(~both, axis=1, kind="stable")[:, :k]
+    return np.where(
+        np.take_along_axis(both, order, axis=1), np.take_along_axis(positions, order, axis=1), -1
+    )
+
+
 def hit_matrix(top: np.ndarray, heldout: sp.spmatrix) -> np.ndarray:
     """(U, K) bool: whether ``top[u, j]`` is one of user u's held-out items."""
     n_items = heldout.shape[1]

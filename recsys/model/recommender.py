@@ -49,7 +49,7 @@ from recsys.model.delta import LIVE_REASON, UPDATED_REASON
 from recsys.model.diversity import DEFAULT_DIVERSITY, check_diversity, diversify, pool_size
 from recsys.model.fusion import CONTENT_BLOCKS, TOKEN_BUDGET, FusedModel
 from recsys.model.index import IndexConfig, Projection, VectorIndex
-from recsys.model.ranking import along, first_kept, top_k_finite
+from recsys.model.ranking import along, first_kept, reserved_places, top_k_finite
 from recsys.model.tabular import label_pairs
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,17 @@ PARTS = ("values", "offsets", "rows")  # of a saved Postings
 TOKEN_REACH = 2
 # A fold-in's reason for the part of a score that items added since the bundle gave.
 NEW_ITEMS_VIEWED = "new items you viewed"
+# What a feed's ``new_items`` places hold. An item is new when the bundle's data has no event
+# on it: one listed since the bundle, or one nobody had taken when it was trained. Their
+# scores are small beside those of items with events (the weights stage sizes them for recall,
+# and on the temporal split a place given to a new item costs more hits than it brings:
+# scripts/new_item_slots.py, benchmarks/RESULTS.md session 62), so without kept places a
+# feed rarely shows one before the next training.
+NEW_ITEMS_RULE = (
+    "a personal feed with fewer than new_items new items (no events in the model's data: "
+    "listed since it was trained, or never taken) gives its lowest places to the user's best "
+    "new items; a fallback (popularity) feed is left as it is"
+)
 # How far below a kept answer's last score a live item written since must score for the
 # answer to stand (``similar_unchanged``, ``feed_unchanged``): the live ranking computes the
 # same sums in another order (a matrix product, not a matrix-vector one), so the last bits
@@ -148,6 +159,17 @@ def check_k(k: Any) -> int:
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
         raise InvalidInput(f"k must be a whole number >= 1, got {k!r}")
     return int(k)
+
+
+def check_new_items(new_items: Any, k: int) -> int:
+    """``new_items`` as a whole number from 0 to ``k``, or ``InvalidInput`` naming it."""
+    whole = isinstance(new_items, numbers.Integral) and not isinstance(new_items, bool)
+    if not whole or not 0 <= new_items <= k:
+        raise InvalidInput(
+            f"new_items must be a whole number from 0 to k ({k}): how many of the feed's "
+            f"places to keep for new items; got {new_items!r}"
+        )
+    return int(new_items)
 
 
 def as_ids(values: Any, name: str) -> list[str]:
@@ -393,6 +415,7 @@ class Recommender:
         self.live = None
         self._live_popularity = None  # (the delta, its items' popularity) for fallback feeds
         self._live_rows = None  # (the delta, the sorted bundle rows of its items)
+        self._live_added = None  # (the delta, (M,) bool: its items the bundle does not hold)
 
     @property
     def version(self) -> str:
@@ -412,12 +435,18 @@ class Recommender:
         filters=None,
         diversity: float = DEFAULT_DIVERSITY,
         seen_elsewhere=None,
+        new_items: int = 0,
+        only_new: bool = False,
     ) -> Results:
         """Top-k items per user; unknown users get the popularity fallback (flagged).
         ``seen_elsewhere``: per user, ids the bundle does not hold that they have seen (events
-        on items added since), left out of the live items ranked in when ``exclude_seen``."""
+        on items added since), left out of the live items ranked in when ``exclude_seen``.
+        ``new_items``: places of each personal feed kept for new items (``NEW_ITEMS_RULE``);
+        ``only_new``: rank new items alone."""
         diversity, k, filters = check_diversity(diversity), check_k(k), check_filters(filters)
-        allowed = self._allowed(candidates, filters)
+        new_items = check_new_items(new_items, k)
+        args = (user_ids, k, exclude_seen, candidates, filters, diversity, seen_elsewhere)
+        allowed = self._allowed(candidates, filters, only_new)
         rows = self.user_index.rows(as_ids(user_ids, "user_id"))
         width = pool_size(k, diversity, len(self.item_ids))
         found = np.full((len(rows), width), -1, dtype=np.int64)
@@ -454,10 +483,14 @@ class Recommender:
                 self.fused.user_tokens_[np.maximum(rows, 0)] if self.fused.has_tokens else None
             )
             results = self._with_live(
-                results, queries, k, candidates, filters, skip, profiles=profiles
+                results, queries, k, candidates, filters, skip, profiles=profiles, only_new=only_new
             )
         elsewhere = _per_query(seen_elsewhere, rows) if exclude_seen else None
-        return self._live_fallback(results, k, candidates, filters, elsewhere)
+        results = self._live_fallback(results, k, candidates, filters, elsewhere, only_new)
+        if not new_items:
+            return results
+        offered = self.recommend(*args[:1], new_items, *args[2:], only_new=True)
+        return self._reserved(results, offered, k, new_items)
 
     def recommend_for_history(
         self,
@@ -469,6 +502,8 @@ class Recommender:
         diversity: float = DEFAULT_DIVERSITY,
         weights=None,
         seen_elsewhere=None,
+        new_items: int = 0,
+        only_new: bool = False,
     ) -> Results:
         """Top-k for users given only their item histories (lists of item ids), no retraining.
 
@@ -480,9 +515,11 @@ class Recommender:
         the live catalog holds (items added since the bundle) are folded in too, from their
         live blocks (collaborative stand-ins predicted from content, content, tokens), each
         counted once: a shopper whose first events were on new items kept the popularity
-        fallback until the next training.
+        fallback until the next training. ``new_items`` and ``only_new``: as ``recommend``'s.
         """
         diversity, k, filters = check_diversity(diversity), check_k(k), check_filters(filters)
+        new_items = check_new_items(new_items, k)
+        args = (histories, k, exclude_seen, candidates, filters, diversity, weights, seen_elsewhere)
         places = self._history_places(histories)
         matrix = self._history_matrix(histories, places)
         elsewhere = _per_query(seen_elsewhere, histories)
@@ -510,7 +547,7 @@ class Recommender:
         )
         queries = self.fused.history_queries(cf_vectors, matrix, live_content)
         exclude = list(_rows(matrix)) if exclude_seen else None
-        allowed = self._allowed(candidates, filters)
+        allowed = self._allowed(candidates, filters, only_new)
         width = pool_size(k, diversity, len(self.item_ids))
         pools = self.index.search(queries, self._reach(width), allowed, exclude)
         found, scores = pools[0][:, :width].copy(), pools[1][:, :width].copy()
@@ -549,11 +586,63 @@ class Recommender:
                 for u, none in enumerate(empty.tolist())
             ]
             results = self._with_live(
-                results, queries, k, candidates, filters, skip, profiles=profiles
+                results, queries, k, candidates, filters, skip, profiles=profiles, only_new=only_new
             )
-        return self._live_fallback(
-            results, k, candidates, filters, elsewhere if exclude_seen else None
+        seen = elsewhere if exclude_seen else None
+        results = self._live_fallback(results, k, candidates, filters, seen, only_new)
+        if not new_items:
+            return results
+        offered = self.recommend_for_history(*args[:1], new_items, *args[2:], only_new=True)
+        return self._reserved(results, offered, k, new_items)
+
+    def _reserved(self, results: Results, offered: Results, k: int, n: int) -> Results:
+        """``results`` with ``n`` places of each personal feed kept for new items
+        (``NEW_ITEMS_RULE``): ``offered`` holds each feed's best new items (``only_new``).
+        A feed with a kept place is not carried across catalog changes (``considered``
+        None): the items that may take it are not among the rows it was ranked among."""
+        ids, scores, because = [], [], []
+        for q, listed in enumerate(results.ids):
+            asked = results.because[q] if results.because else [[] for _ in listed]
+            if results.fallback[q]:
+                ids.append(listed)
+                scores.append(results.scores[q])
+                because.append(asked)
+                continue
+            shown = set(listed)
+            extra = [j for j, i in enumerate(offered.ids[q]) if i not in shown]
+            pool = [*listed, *(offered.ids[q][j] for j in extra)]
+            told = offered.because[q] if offered.because else [[] for _ in offered.ids[q]]
+            reasons = [*asked, *(told[j] for j in extra)]
+            points = np.concatenate([results.scores[q], np.asarray(offered.scores[q])[extra]])
+            is_listed = np.zeros((1, k), dtype=bool)
+            is_listed[0, : len(listed)] = True
+            new = np.zeros((1, k), dtype=bool)
+            new[0, : len(listed)] = self._new_items(listed)
+            places = reserved_places(is_listed, new, np.ones((1, len(extra)), dtype=bool), n)[0]
+            places = places[places >= 0]
+            # places into [listed padded to k | extra]
+            at = np.where(places < k, places, places - k + len(listed))
+            ids.append([pool[j] for j in at.tolist()])
+            scores.append(points[at].astype(np.float32))
+            because.append([reasons[j] for j in at.tolist()])
+        considered = [
+            c if fallback else None
+            for c, fallback in zip(
+                results.considered or [None] * len(ids), results.fallback, strict=True
+            )
+        ]
+        return replace(
+            results,
+            ids=ids,
+            scores=scores,
+            because=because if results.because else results.because,
+            considered=considered if results.considered else results.considered,
         )
+
+    def _new_items(self, ids: Sequence[str]) -> np.ndarray:
+        """(len(ids),) bool: new items (``NEW_ITEMS_RULE``), of ids a feed lists."""
+        rows = self.item_index.rows(list(ids)) if len(ids) else np.zeros(0, dtype=np.int64)
+        return np.where(rows >= 0, self.fused.cold_[np.maximum(rows, 0)], True)
 
     @staticmethod
     def _live_history(lists, live) -> sp.csr_matrix:
@@ -949,6 +1038,7 @@ class Recommender:
         mode=None,
         asked=None,
         profiles=None,
+        only_new: bool = False,
     ):
         """``results`` with the live items that pass ``filters`` and ``candidates`` ranked in
         (``skip``: per query, ids to leave out, or None: add none; ``mode``: the item-to-item
@@ -956,7 +1046,7 @@ class Recommender:
         profiles, for the token term). Item-to-item answers explain a live item by its score's
         parts, as a bundle item's; feeds say whether it is new or was changed since."""
         live = self.live
-        allowed = live.mask(filters, candidates)
+        allowed = self._live_allowed(live, filters, candidates, only_new)
         surface = mode == "similar"  # met as the neighbour table meets bundle items
         if mode is None:
             because = self._live_feed_reasons(live)
@@ -964,7 +1054,9 @@ class Recommender:
             because = self._live_item_reasons(live, queries, mode, asked)
         return live.merge(results, queries, k, allowed, skip, profiles, surface, because)
 
-    def _live_fallback(self, results: Results, k: int, candidates, filters, seen=None) -> Results:
+    def _live_fallback(
+        self, results: Results, k: int, candidates, filters, seen=None, only_new: bool = False
+    ) -> Results:
         """The popularity fallback's answers (``results.fallback``) with the live items that
         pass ``filters`` and ``candidates`` ranked in by popularity, as the bundle's items
         are: a changed item by its events (a write keeps them), a new one at 0, after every
@@ -984,7 +1076,7 @@ class Recommender:
         def because(_q: int, rows: np.ndarray, found: np.ndarray) -> list[list[explain.Reason]]:
             return explain.fallback(popularity[rows] <= 0, found)
 
-        allowed = live.mask(filters, candidates)
+        allowed = self._live_allowed(live, filters, candidates, only_new)
         return live.merge_scored(results, scores, k, allowed, skip, because)
 
     def _live_item_reasons(self, live, queries: np.ndarray, mode: str, asked: list[str]):
@@ -1140,7 +1232,9 @@ class Recommender:
         return rows
 
     # -- helpers -------------------------------------------------------------------------
-    def _allowed(self, candidates, filters) -> np.ndarray | None:
+    def _allowed(self, candidates, filters, only_new: bool = False) -> np.ndarray | None:
+        """(N,) bool: the bundle rows an answer may list (None: all), those without events
+        in the bundle's data alone with ``only_new``."""
         live, shown = self.live, None
         if live is not None:
             shown, filters = live.visible(filters)
@@ -1151,7 +1245,20 @@ class Recommender:
             mask = only if mask is None else mask & only
         if shown is not None:
             mask = shown if mask is None else mask & shown
+        if only_new:
+            mask = self.fused.cold_ if mask is None else mask & self.fused.cold_
         return mask
+
+    def _live_allowed(self, live, filters, candidates, only_new: bool) -> np.ndarray:
+        """(M,) bool: the live items an answer may list, those the bundle does not hold
+        (added since) alone with ``only_new``."""
+        allowed = live.mask(filters, candidates)
+        if only_new:
+            cached = self._live_added
+            if cached is None or cached[0] is not live:
+                cached = self._live_added = (live, self.item_index.rows(live.ids.tolist()) < 0)
+            allowed &= cached[1]
+        return allowed
 
     def _candidate_rows(self, candidates) -> np.ndarray:
         """Bundle rows of ``candidates``; live items among them are ranked by the delta."""
