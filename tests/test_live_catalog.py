@@ -861,3 +861,23 @@ def test_a_bad_new_items_is_a_400_naming_it(client, query):
     assert "new_items" in json.dumps(answer.get_json())
     posted = client.post("/v1/users/u1/recommendations", json={"k": 3, "new_items": 4})
     assert posted.status_code == 400 and "new_items" in json.dumps(posted.get_json())
+
+
+def test_an_item_added_and_removed_since_the_bundle_counts_as_removed(app, client, shop):
+    """A delisted new item in a candidate list made the whole request a 400 ("ingest it"),
+    where a removed bundle item is left out; its page said "ingest it" too. Also after a
+    worker's restart (the change log says it was removed)."""
+    client.put("/v1/items/a-gone", json=TWIN, headers=ADMIN)
+    follow(app)
+    assert client.delete("/v1/items/a-gone", headers=ADMIN).status_code == 200
+    follow(app)
+    for fresh in (app, make_app(shop)):
+        asked = {"candidates": ["a-gone", "a2"], "k": 5}
+        answer = fresh.test_client().post("/v1/users/u1/recommendations", json=asked)
+        assert answer.status_code == 200
+        assert [i["item_id"] for i in answer.get_json()["items"]] == ["a2"]
+        page = fresh.test_client().get("/v1/items/a-gone/similar")
+        assert error_of(page, 404) == "item 'a-gone' was removed from the catalog"
+    client.put("/v1/items/a-gone", json=TWIN, headers=ADMIN)  # listed again
+    follow(app)
+    assert client.get("/v1/items/a-gone/similar").status_code == 200

@@ -105,6 +105,9 @@ class Delta:
     # write's mark but never misses one its own delta reflects.
     written_at: np.ndarray | None = None
     live_written_at: np.ndarray | None = None  # (M,) the same for the live items
+    # items added since the bundle and removed since: left out of candidate lists as removed
+    # bundle items are, and "removed from the catalog" on their product page
+    gone: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         self.positions.update({item: k for k, item in enumerate(self.ids.tolist())})
@@ -342,6 +345,7 @@ class LiveCatalog:
         self._superseded = np.zeros(n, dtype=bool)
         self._live = _Live()
         self._pending: set[str] = set()
+        self._gone: set[str] = set()  # Delta.gone
         self._generation = 0
         self._due = False
         self._lock = threading.Lock()
@@ -379,6 +383,7 @@ class LiveCatalog:
         self._stock = np.append(snapshot.in_stock, False)[position]  # gone: -1 -> False
         self._superseded = np.zeros(n, dtype=bool)
         self._live, self._pending = _Live(), set()  # what a follow built is read afresh
+        self._gone = self._gone_since_training(snapshot)
         self._stacked = None
         written = changes.written_after(snapshot, self.data_read_at) | (rows < 0)
         written |= self._logged_since_training(snapshot)
@@ -388,6 +393,20 @@ class LiveCatalog:
         self._written_at = np.full(n, snapshot.generation, dtype=np.int64)
         self._live.written_at = dict.fromkeys(self._live.vectors, snapshot.generation)
         return self._publish()
+
+    def _gone_since_training(self, snapshot) -> set[str]:
+        """Items the change log shows removed since the bundle's data was read that the
+        bundle does not hold and the catalog no longer does (none when the log cannot say)."""
+        since = self.recommender.manifest.get("items_generation")
+        if since is None:
+            return set()
+        logged = changes.changes_since(self.engine, int(since))
+        if not logged.complete or not logged.removed:
+            return set()
+        ids = np.asarray(logged.removed, dtype=str)
+        bundle = self.recommender.item_index.rows(ids.tolist()) >= 0
+        present = np.isin(ids, np.asarray(snapshot.item_ids, dtype=str))
+        return set(ids[~bundle & ~present].tolist())
 
     def _logged_since_training(self, snapshot) -> np.ndarray:
         """(S,) bool: the snapshot's items whose content the change log shows written since
@@ -434,6 +453,7 @@ class LiveCatalog:
     def _remove(self, item_ids: list[str]) -> None:
         rows = self.recommender.item_index.rows(item_ids) if item_ids else np.zeros(0, int)
         self._removed[rows[rows >= 0]] = True
+        self._gone.update(np.asarray(item_ids, dtype=str)[rows < 0].tolist())
         self._superseded[rows[rows >= 0]] = False
         for item_id in item_ids:
             self._drop(item_id)
@@ -442,6 +462,7 @@ class LiveCatalog:
     def _write(self, item_ids: list[str], content: set[str] | None) -> None:
         """Items inserted or updated: stock always; vectors where their content changed
         (``content`` None: wherever they could have) or they are new to this worker."""
+        self._gone.difference_update(item_ids)  # listed again
         for start in range(0, len(item_ids), CHUNK):
             frame = changes.item_rows(self.engine, item_ids[start : start + CHUNK])
             self._apply(frame, content)  # an id missing from it was deleted since: logged
@@ -616,6 +637,7 @@ class LiveCatalog:
             live_written_at=np.array(
                 [live.written_at.get(i, self._generation) for i in ids], dtype=np.int64
             ),
+            gone=frozenset(self._gone),
             **rows.tokens,
         )
         for mask in (delta.shown, delta.shown_out, delta.removed):

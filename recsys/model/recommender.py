@@ -893,6 +893,9 @@ class Recommender:
             return self._similar_to_live(
                 np.asarray(item_ids, dtype=str), k, filters, mode, diversity
             )
+        gone = [i for i in item_ids if live is not None and i in live.gone]
+        if gone:
+            raise UnknownItem(f"item {gone[0]!r} was removed from the catalog")
         rows = self._item_rows(item_ids)
         if live is not None and live.removed[rows].any():
             gone = str(self.item_ids[rows[live.removed[rows]][0]])
@@ -1263,8 +1266,8 @@ class Recommender:
     def _candidate_rows(self, candidates) -> np.ndarray:
         """Bundle rows of ``candidates``; live items among them are ranked by the delta."""
         live = self.live
-        if live is not None:
-            candidates = [c for c in candidates if not live.knows(str(c))]
+        if live is not None:  # an item added and removed since is left out as removed
+            candidates = [c for c in candidates if not (live.knows(str(c)) or str(c) in live.gone)]
         return self.item_rows(candidates) if len(candidates) else np.zeros(0, dtype=np.int64)
 
     def _search(self, queries, k, allowed, exclude, index: VectorIndex | None = None) -> Results:
