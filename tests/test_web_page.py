@@ -319,3 +319,13 @@ def test_each_view_is_a_page_of_its_own_and_failures_stay_where_they_happen(page
         )
     finally:
         page.unroute("**/v1/items/a1")
+
+
+def test_a_sold_out_item_says_so_on_its_catalog_card(page, base_url):
+    """The catalog grid lists sold-out items; only their product page said so."""
+    page.goto(base_url + "/")
+    card_ids(page, "catalog")
+    cards = page.locator('[data-testid="catalog"] [data-testid="item-card"]')
+    sold_out = cards.filter(has_text="sold out")
+    sync_api.expect(sold_out).to_have_count(2)  # a3 and b3 (tests/toy.py)
+    assert {sold_out.nth(n).get_attribute("data-item-id") for n in range(2)} == {"a3", "b3"}

@@ -71,7 +71,8 @@ function card(item) {
   if (item.image_url) link.append(photo(item.image_url, ""));
   link.append(el("div", { class: "title", dir: "auto", text: item.title || item.item_id }));
   const price = item.attributes && item.attributes.price;
-  const extra = [money(price),
+  // the catalog grid lists sold-out items too: say so on the card, not only on its page
+  const extra = [item.in_stock === false ? "sold out" : null, money(price),
                  item.score !== undefined ? "score " + item.score.toFixed(3) : null];
   link.append(el("div", { class: "score", text: extra.filter(Boolean).join(" · ") }));
   const why = because(item);
