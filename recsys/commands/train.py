@@ -200,6 +200,12 @@ def train(
         click.echo(f"bundle {result.version} written to {result.path}")
         for name, value in sorted(result.metrics.items()):
             click.echo(f"  {name}: {value}")
+        if "validation_cold_recall@10" in result.metrics:  # read as "new items make feeds"
+            click.echo(
+                "  (cold: new items ranked among themselves, for the validation users who "
+                "took some; a feed shows them rarely unless asked for new_items, see README "
+                '"New items in feeds")'
+            )
     if not no_activate:  # workers rebuild their delta for the new bundle: a good time to prune
         from sqlalchemy.exc import DBAPIError
 
