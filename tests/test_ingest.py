@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from recsys.errors import InvalidInput
 from recsys.ingest import IngestOptions, ingest_interactions, ingest_items
 from recsys.ingest.interactions import record_interactions
 from recsys.ingest.items import recorded_kinds
+from recsys.ingest.values import BadValue, parse_timestamp
 
 ITEMS_CSV = """\
 item_id,title,image,in_stock,price,brand,tags,released,description
@@ -566,6 +568,36 @@ def test_unknown_extension_is_refused(run_cli, engine, tmp_path):
     result = run_cli("ingest", "items", str(path), expect_exit=2)
 
     assert "cannot tell the format of items.xlsx" in result.output
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("user_id,item_id\nu1,a1\n".encode("utf-16"), "is UTF-16 text; save it as UTF-8"),
+        (b"User_ID, item_id\nu1,a1\n", "rename 'User_ID' to user_id (names are matched exactly)"),
+    ],
+)
+def test_a_header_the_reader_cannot_match_says_what_to_change(
+    run_cli, engine, tmp_path, content, says
+):
+    path = tmp_path / "events.csv"
+    path.write_bytes(content)
+
+    result = run_cli("ingest", "interactions", str(path), expect_exit=2)
+
+    assert says in result.output
+
+
+@pytest.mark.parametrize(
+    ("value", "unit"),
+    [
+        ("1710000000000", "milliseconds? divide by 1,000)"),
+        ("1710000000000000", "microseconds? divide by 1,000,000)"),
+    ],
+)
+def test_an_epoch_in_a_finer_unit_says_which(value, unit):
+    with pytest.raises(BadValue, match=re.escape(unit)):
+        parse_timestamp(value, "timestamp")
 
 
 @pytest.mark.parametrize("value", ["2026-02-30", "9999-99-99", "0000-00-00", "2026-01-01T25:99"])

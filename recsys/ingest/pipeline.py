@@ -268,6 +268,8 @@ def check_columns(columns: Sequence[str], ingester: Ingester, path: Path) -> Non
                     check_attribute_name(name)
             except BadValue as exc:
                 raise InvalidInput(f"{path.name}: column {position}, {exc}") from None
+    if missing and not hint:
+        hint = _case_hint(columns, missing)
     if missing:
         raise InvalidInput(
             f"{path.name} has no {', '.join(repr(m) for m in missing)} column "
@@ -281,6 +283,15 @@ def check_columns(columns: Sequence[str], ingester: Ingester, path: Path) -> Non
             f"{path.name}: {unknown_columns(unknown, ingester.known)}; rename {them}, or leave "
             f"{them} out with --ignore-column NAME (ignore_columns in IngestOptions)"
         )
+
+
+def _case_hint(columns: list[str], missing: list[str]) -> str:
+    """ "; rename 'Item_ID' to item_id" where a column differs from a missing name only in
+    case or surrounding spaces (names are matched exactly)."""
+    found = {c.strip().lower(): c for c in columns}
+    pairs = [(found[m], m) for m in missing if m in found]
+    renames = ", ".join(f"{c!r} to {m}" for c, m in pairs)
+    return f"; rename {renames} (names are matched exactly)" if pairs else ""
 
 
 # Names logs give the fields an event has: suggested when a file holds them.

@@ -162,9 +162,17 @@ def open_records(path: str | Path) -> RecordSource:
                 raise InvalidInput(
                     f"{path.name} is not gzip-compressed; drop the .gz from its name"
                 )
+    elif _utf16(path):  # its names read as "\ufffd\ufffdu\x00s\x00e..., not valid UTF-8"
+        raise InvalidInput(f"{path.name} is UTF-16 text; save it as UTF-8 and load it again")
     if kind == "jsonl":
         return JsonLinesSource(path, compressed)
     return CsvSource(path, compressed, delimiter="\t" if kind == "tsv" else ",")
+
+
+def _utf16(path: Path) -> bool:
+    """Whether the file starts with a UTF-16 byte order mark (Excel's "Unicode text")."""
+    with open(path, "rb") as f:
+        return f.read(2) in (b"\xff\xfe", b"\xfe\xff")
 
 
 def _batched(records: Iterator[Record], batch_size: int) -> Iterator[Batch]:

@@ -327,9 +327,19 @@ def _parse_timestamp_text(value: Any, column: str) -> datetime:
         if not math.isfinite(seconds):
             raise BadValue(f"{column} {shown(text)} is not a finite number of epoch seconds")
         if abs(seconds) >= _MAX_EPOCH_SECONDS:
+            # each factor of 1000 past epoch seconds: milli-, micro-, nanoseconds
+            unit, factor = next(
+                (u, f)
+                for u, f in (
+                    ("milliseconds", 10**3),
+                    ("microseconds", 10**6),
+                    ("nanoseconds", 10**9),
+                )
+                if abs(seconds) < _MAX_EPOCH_SECONDS * f or f == 10**9
+            )
             raise BadValue(
                 f"{column} {shown(text)} is out of range for epoch seconds "
-                "(milliseconds? divide by 1000)"
+                f"({unit}? divide by {factor:,})"
             )
         return datetime.fromtimestamp(seconds, UTC)
     try:
