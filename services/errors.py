@@ -153,6 +153,13 @@ def init_app(app: Flask) -> None:
                 f"the request body is larger than {limit:,} bytes, the limit "
                 "(RECSYS_FLASK_MAX_CONTENT_LENGTH)"
             )
+            if request.content_length is not None and request.content_length <= limit:
+                # werkzeug's form limits, under the body's: a 57 KB form of 1,001 parts
+                # was told its body was over 5 MB
+                message = (
+                    f"the form has more than {app.config['MAX_FORM_PARTS']:,} parts, or a "
+                    f"field other than a file over {app.config['MAX_FORM_MEMORY_SIZE']:,} bytes"
+                )
         if isinstance(exc, ClientDisconnected):  # "the browser (or proxy) sent a request..."
             message = (
                 "the request body stopped before its end: the client closed the connection, "

@@ -227,6 +227,10 @@ def test_visual_search_finds_look_alikes_and_refuses_non_images(client, app):
     app.config["MAX_CONTENT_LENGTH"] = 1000
     big = {"image": (io.BytesIO(b"x" * 5000), "big.png")}
     assert_error(client.post("/v1/search/image", data=big), 413, "larger than 1,000 bytes")
+    # a small form over werkzeug's part count was told its body was over the size limit
+    app.config["MAX_CONTENT_LENGTH"] = 10**6
+    parts = {**{f"p{n}": "x" for n in range(1001)}, "image": (io.BytesIO(photo), "q.png")}
+    assert_error(client.post("/v1/search/image", data=parts), 413, "more than 1,000 parts")
 
 
 def test_images_and_items_are_served(client):
