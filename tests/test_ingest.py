@@ -6,6 +6,7 @@ import csv
 import gzip
 import json
 import re
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -221,15 +222,25 @@ def test_a_new_column_of_numbers_but_a_few_says_why_it_is_categorical(engine, tm
         assert recorded_kinds(connection, ["description"])["description"] == "text"
 
 
-def test_a_file_that_widens_an_attributes_kind_says_so(engine, tmp_path, caplog):
-    """One stray word in a numeric column makes it categorical for the whole catalog: the
-    ingest said nothing."""
+def test_a_file_widens_an_attributes_kind_only_when_asked_and_says_so(engine, tmp_path, caplog):
+    """One stray word in a numeric column made it categorical for the whole catalog, for
+    good, and the ingest exited 0 (an HTTP write of the same value is refused): the row is
+    rejected, naming the flag that lets the file widen the kind, which then says so."""
     options = IngestOptions(show_progress=False)
     (tmp_path / "a.csv").write_text("item_id,price\na,1.5\nb,2\n")
     ingest_items(engine, tmp_path / "a.csv", options=options)
-    assert "from now on" not in caplog.text
     (tmp_path / "b.csv").write_text("item_id,price\nc,cheap\nd,3\n")
-    ingest_items(engine, tmp_path / "b.csv", options=options)
+    report = ingest_items(engine, tmp_path / "b.csv", options=options)
+    assert report.inserted == 1 and read_rejects(report.rejects_path) == {2: "invalid_value"}
+    with open(report.rejects_path, newline="") as file:
+        detail = next(csv.DictReader(file))["detail"]
+    assert "attribute 'price' must be a number, as the catalog's 'price' is numeric" in detail
+    assert "--widen-kinds to make 'price' categorical for every item" in detail
+    with engine.connect() as connection:
+        assert recorded_kinds(connection, ["price"]) == {"price": AttributeKind.NUMERIC}
+    assert "from now on" not in caplog.text
+    report = ingest_items(engine, tmp_path / "b.csv", options=replace(options, widen_kinds=True))
+    assert report.inserted == 1 and not report.rejected
     assert (
         "attribute 'price' is categorical from now on, for every item (it was numeric"
         in caplog.text

@@ -61,10 +61,25 @@ def _options(function):
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Folder that `image` paths are relative to [default: FILE's folder].",
 )
+@click.option(
+    "--widen-kinds",
+    is_flag=True,
+    help="Let FILE change the kind the catalog records for an attribute (numeric or date to "
+    "categorical, one value to a list, categorical to text), for every item. Without it, a "
+    "row whose value does not fit its attribute's kind is rejected, as the HTTP API refuses it.",
+)
 @_options
 @click.pass_obj
 def items(
-    settings: Settings, file: Path, images_root, batch_size, rejects, ignore_columns, as_json, quiet
+    settings: Settings,
+    file: Path,
+    images_root,
+    widen_kinds,
+    batch_size,
+    rejects,
+    ignore_columns,
+    as_json,
+    quiet,
 ):
     """Add items from FILE, or replace the ones the catalog has.
 
@@ -79,6 +94,7 @@ def items(
         rejects_path=rejects,
         show_progress=bars(quiet),
         ignore_columns=ignore_columns,
+        widen_kinds=widen_kinds,
     )
     with _unusable_as_json(file, as_json):
         report = ingest_items(connect(settings.database_url), file, images_root, options)

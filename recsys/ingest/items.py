@@ -55,6 +55,7 @@ from recsys.ingest.values import (
     item_id_column,
     kind_of_counts,
     merge_kinds,
+    misfit,
     parse_id,
     shown,
     text_column,
@@ -96,8 +97,9 @@ class ItemIngester:
     # replaced every item it named with user_id/event/weight attributes): the command to use.
     elsewhere = (("user_id", "recsys ingest interactions"),)
 
-    def __init__(self, images_root: Path):
+    def __init__(self, images_root: Path, widen_kinds: bool = False):
         self.images_root = Path(images_root).resolve()
+        self.widen_kinds = widen_kinds  # IngestOptions.widen_kinds
         self.seen = SeenKeys()
         self.said_odd: set[str] = set()  # columns of mostly numbers reported (once a file)
 
@@ -144,13 +146,20 @@ class ItemIngester:
         return rows
 
     def write(self, connection: Connection, rows: pd.DataFrame, report: IngestReport) -> Problems:
-        """Drop repeats, then ``store`` the rows as plain records."""
+        """Drop repeats and (without ``widen_kinds``) rows whose values do not fit their
+        attributes' recorded kinds, then ``store`` the rows as plain records."""
         problems: Problems = {}
         names = rows["external_id"].to_numpy(dtype=object)
         first = self.seen.first_occurrences(hash64(pa.array(names, pa.string())))
         details = [f"item_id {name!r} appears earlier in this file" for name in names[~first]]
         refuse(problems, rows["row"].to_numpy()[~first], Reason.DUPLICATE, details)
-        self.store(connection, _records(rows[first]), report)
+        rows = rows[first]
+        if not self.widen_kinds:
+            fits = _fitting(connection, rows["attributes"].tolist())
+            details = [detail for detail in fits if detail]
+            refuse(problems, rows["row"].to_numpy()[fits != ""], Reason.INVALID_VALUE, details)
+            rows = rows[fits == ""]
+        self.store(connection, _records(rows), report, widen=self.widen_kinds)
         return problems
 
     def store(
@@ -341,6 +350,27 @@ def recorded_kinds(connection: Connection, names) -> dict[str, AttributeKind]:
     return {name: kind for name, kind in connection.execute(recorded, {"names": list(names)})}
 
 
+def _fitting(connection: Connection, attributes: list[dict[str, Any]]) -> np.ndarray:
+    """(B,) per attributes document, "" where every value fits the kind the catalog
+    records for its attribute (``misfit``), else why the first that does not."""
+    recorded = recorded_kinds(connection, {name for document in attributes for name in document})
+    out = np.full(len(attributes), "", dtype=object)
+    if not recorded:
+        return out
+    for row, document in enumerate(attributes):
+        for name, value in document.items():
+            kind = recorded.get(name)
+            if kind is not None and (why := misfit(kind, value)):
+                wider = merge_kinds(kind, value_kind(value))
+                out[row] = (
+                    f"attribute {name!r} {why}, as the catalog's {name!r} is {kind.value} "
+                    f"(got {shown(value)}); fix the value, or ingest with --widen-kinds to make "
+                    f"{name!r} {wider.value} for every item"
+                )
+                break
+    return out
+
+
 def record_attribute_kinds(
     connection: Connection,
     attributes: Sequence[dict[str, Any]],
@@ -361,8 +391,7 @@ def record_attribute_kinds(
     if not counts:
         return
     kinds = {name: kind_of_counts(counted) for name, counted in counts.items()}
-    if widen:
-        _say_mostly_numbers(counts, kinds, odd, set() if said is None else said)
+    _say_mostly_numbers(counts, kinds, odd, set() if said is None else said)
     add, recorded_of, set_kind = _kind_statements(is_postgresql(connection))
     # Record new names (a name already recorded, maybe just now by another writer, stays) ...
     connection.execute(
@@ -437,5 +466,6 @@ def ingest_items(
     """Upsert items from ``path``; image paths are relative to ``images_root`` (default: the
     file's folder). Returns the report; rejected rows are in ``report.rejects_path``."""
     path = Path(path)
-    ingester = ItemIngester(Path(images_root) if images_root else path.parent)
-    return run_ingest(engine, path, ingester, options or IngestOptions())
+    options = options or IngestOptions()
+    ingester = ItemIngester(Path(images_root) if images_root else path.parent, options.widen_kinds)
+    return run_ingest(engine, path, ingester, options)

@@ -48,6 +48,10 @@ class IngestOptions:
     # Columns of the file to leave out (an interactions file's other columns are refused; an
     # items file's would be attributes).
     ignore_columns: tuple[str, ...] = ()
+    # Whether an items file may change the kind the catalog records for an attribute (a
+    # numeric price made categorical by one "1,234.50", for every item); without it, a row
+    # whose value does not fit the recorded kind is rejected, as an HTTP write is refused.
+    widen_kinds: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

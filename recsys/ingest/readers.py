@@ -257,9 +257,11 @@ def csv_records(
     """Rows read by the ``csv`` module, numbered after ``lines_before`` lines.
 
     A bad row (a wrong number of fields, or one the module cannot read) whose quoted field
-    ran on over several lines is a quote that never closed: its first line is rejected and
-    the lines after it are read again on their own. Before, one stray quote read the rest of
-    the file into one field, and 19,998 good rows after it were neither stored nor rejected.
+    ran on over lines that make a good row of their own is a quote that never closed: its
+    first line is rejected and the lines after it are read again on their own. Before, one
+    stray quote read the rest of the file into one field, and 19,998 good rows after it were
+    neither stored nor rejected. (A short row with a line break in a quoted field is one
+    reject, as before.)
     """
     lines = _Lines(text)
     reader = csv.reader(lines, delimiter=delimiter)
@@ -274,7 +276,7 @@ def csv_records(
         except csv.Error as exc:
             row, error = None, f"unreadable CSV row: {exc}"
         start, taken = line + 1, len(lines.taken)
-        if (row is None or len(row) != width) and taken > 1:
+        if (row is None or len(row) != width) and _runs_on(lines.taken, width, delimiter):
             yield Record(
                 start,
                 error=f"unreadable CSV row: a quote opened on this line is not closed within "
@@ -299,6 +301,18 @@ def csv_records(
             )
             continue
         yield Record(start, dict(zip(columns, row, strict=True)))
+
+
+def _runs_on(taken: list[str], width: int, delimiter: str) -> bool:
+    """Whether a bad row read from the lines ``taken`` is a stray quote's: it ran on over
+    several lines, and the second starts a row of ``width`` fields of its own."""
+    if len(taken) < 2:
+        return False
+    try:
+        after = next(csv.reader(taken[1:], delimiter=delimiter), None)
+    except csv.Error:
+        return False
+    return after is not None and len(after) == width
 
 
 class CsvSource(_TextSource):
@@ -334,7 +348,7 @@ class CsvSource(_TextSource):
             if (
                 not records.regular
                 or (not len(records.ends) and len(self._buffer))
-                or self._runs_on(records)
+                or self._bad_over_lines(records)
             ):
                 break  # irregular quoting or a runaway record: the csv module decides
             if not len(records.ends):
@@ -361,7 +375,7 @@ class CsvSource(_TextSource):
         self._lines += records.breaks_before(end)
         self._buffer = self._buffer[end:]
 
-    def _runs_on(self, records: csv_scan.Records) -> bool:
+    def _bad_over_lines(self, records: csv_scan.Records) -> bool:
         """Whether a bad record (not the header's number of fields) runs on over several
         lines: a quote that never closed, which ``csv_records`` rejects alone, reading the
         lines after it again."""
