@@ -905,7 +905,7 @@ class Recommender:
         )
         found, scores = diversify(*_in_common(found, scores), self.fused.item_blocks_, k, diversity)
         results = self._results(found, scores)
-        shares = explain.block_shares(self.fused, rows, found, mode)
+        shares = explain.block_shares(self.fused, rows, found, mode, scores)
         shared = self.filters.shared(rows, found)
         results.because = explain.listed_reasons(shares, shared, found)
         if live is not None and live.size:
