@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flask import Config, Flask, request
+from flask import Config, Flask, Response, request
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
@@ -197,8 +197,27 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     auth.init_app(app, settings, engine, key_failures)
     limits.init_app(app, settings, limiter)
     cors.init_app(app, settings)
+    _revalidated(app)  # last: runs first, so logs and metrics see a 304 as such
     _start(app, engine, holder, cards)
     return app
+
+
+def _revalidated(app: Flask) -> None:
+    """An ETag on every JSON answer of a GET, and a 304 for a client that has it: a shop's
+    pages revalidate instead of fetching each answer again. ``Cache-Control: no-cache``
+    (stored, revalidated before each use); ``private`` where the answer is a user's, or a
+    key was shown for it (a shared cache must not keep it)."""
+
+    @app.after_request
+    def _etag(response: Response) -> Response:
+        if request.method not in ("GET", "HEAD") or response.status_code != 200:
+            return response
+        if response.mimetype != "application/json" or not request.path.startswith("/v1/"):
+            return response
+        private = "Authorization" in request.headers or request.path.startswith("/v1/users")
+        response.headers.setdefault("Cache-Control", "private, no-cache" if private else "no-cache")
+        response.add_etag()
+        return response.make_conditional(request)
 
 
 # What a worker waiting for its catalog refuses: every read and write of it. A worker of

@@ -15,7 +15,8 @@ from flask import Flask, request
 
 from recsys.settings import Settings
 
-ALLOWED_HEADERS = "Authorization, Content-Type"
+# X-Request-ID: the README asks clients to send one (it comes back in the answer and the logs)
+ALLOWED_HEADERS = "Authorization, Content-Type, X-Request-ID"
 EXPOSED_HEADERS = "Retry-After, ETag, X-Request-ID"
 MAX_AGE_SECONDS = 600
 
@@ -28,11 +29,11 @@ def init_app(app: Flask, settings: Settings) -> None:
 
     @app.after_request
     def _cors(response):
+        response.vary.add("Origin")  # a cache must not give one origin's answer to another
         origin = request.headers.get("Origin")
         if origin is None or not (anyone or origin in origins):
             return response
         response.headers["Access-Control-Allow-Origin"] = origin
-        response.vary.add("Origin")
         response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
             response.headers["Access-Control-Allow-Methods"] = response.headers.get("Allow", "")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections import Counter
 from typing import Any
 
 from flask import Flask
@@ -71,11 +72,18 @@ def openapi_document(app: Flask) -> dict[str, Any]:
     ]
     refs, schemas = _components([contract for _, _, contract in operations])
     guarded = app.extensions.get("recsys.auth")  # absent: a bare app, every scope guarded
+    # each operation named by its view (a generated client's function names); a view of
+    # several methods or paths, by the method and path too
+    uses = Counter(rule.endpoint for rule, _, _ in operations)
     paths: dict[str, dict[str, Any]] = {}
     for rule, method, contract in operations:
         path = _PATH_ARGUMENT.sub(r"{\1}", rule.rule)
         scope = contract.scope if guarded is None else guarded.get(rule.endpoint)
-        paths.setdefault(path, {})[method.lower()] = _operation(rule.rule, contract, refs, scope)
+        operation = _operation(rule.rule, contract, refs, scope)
+        name = rule.endpoint.rpartition(".")[2]
+        if uses[rule.endpoint] > 1:
+            name = f"{name}_{method.lower()}_{'_'.join(re.findall(r'[a-z]+', rule.rule))}"
+        paths.setdefault(path, {})[method.lower()] = {"operationId": name, **operation}
     return {
         "openapi": "3.1.0",
         "info": {

@@ -21,7 +21,9 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    ValidationInfo,
     WrapValidator,
+    field_validator,
 )
 from pydantic_core import PydanticCustomError
 from werkzeug.routing import PathConverter
@@ -99,6 +101,10 @@ _DIVERSITY = (
     "MMR re-ranking, 0 to 1: 0 is the plain ranking, higher trades relevance for variety "
     "(content vectors: attributes and images)"
 )
+_IN_STOCK = (
+    "true (the default, also when absent): items in stock only; false: items out of stock "
+    "only. An out-of-stock candidate of a POST feed is left out unless this is false"
+)
 _NEW_ITEMS = (
     f"Places kept for new items, 0 to k: {NEW_ITEMS_RULE}. New items otherwise rarely reach "
     "a feed before the next training"
@@ -140,8 +146,16 @@ class Page(BaseModel):
     )
     limit: QueryInt = Field(24, ge=1, le=MAX_PAGE, description="Page size")
     after: QueryKey | None = Field(
-        None, description="Start after this key: the next of the page before"
+        None, description="Start after this key: the next of the page before (not with offset)"
     )
+
+    @field_validator("after")
+    @classmethod
+    def _one_way(cls, after, info: ValidationInfo):
+        # both were taken together: the page started after the key, then skipped offset more
+        if after is not None and info.data.get("offset"):
+            raise PydanticCustomError("paging", "give offset or after, not both")
+        return after
 
 
 def _search(value: str) -> str:
@@ -174,7 +188,7 @@ class Filtered(BaseModel):
     model_config = ConfigDict(extra="allow")
     __pydantic_extra__: dict[str, QueryFilter]
     # None (absent): no stock filter.
-    in_stock: QueryBool = Field(None, description="Only items in stock (true) or out (false)")
+    in_stock: QueryBool = Field(None, description=_IN_STOCK)
 
     @property
     def filters(self) -> dict[str, Any]:
@@ -245,7 +259,7 @@ class Filters(BaseModel):
     model_config = ConfigDict(extra="allow")
     __pydantic_extra__: dict[str, FilterValue]
     # None (absent): no stock filter; null is refused like any non-boolean.
-    in_stock: StrictBool = Field(None, description="Only items in stock (true) or out (false)")
+    in_stock: StrictBool = Field(None, description=_IN_STOCK)
 
 
 class RankRequest(BaseModel):

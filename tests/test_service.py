@@ -251,6 +251,9 @@ def test_images_and_items_are_served(client):
     assert client.get("/v1/items?limit=100").get_json()["next"] is None
     for bad in ("offset=10001", "after=-1", "after=x", "after=1.5"):
         assert_error(client.get(f"/v1/items?{bad}"), 400, bad.split("=")[0])
+    # both were taken together, the page starting after the key and skipping more
+    both = client.get(f"/v1/items?offset=5&after={first['next']}")
+    assert_error(both, 400, "after: give offset or after, not both")
     users = client.get("/v1/users?limit=3", headers=ADMIN).get_json()
     assert len(users["users"]) == 3 and all(u["interactions"] > 0 for u in users["users"])
     following = client.get(f"/v1/users?limit=3&after={users['next']}", headers=ADMIN).get_json()
@@ -890,3 +893,16 @@ def test_query_parameters_outside_the_endpoints_are_refused_but_cache_busters_pa
         assert client.get(f"/v1/items?limit=5&{query}").status_code == 200
         assert client.get(f"/v1/items/a1/similar?k=3&{query}").status_code == 200
     assert client.get("/v1/items/a1?limti=5").status_code == 400
+
+
+def test_json_answers_carry_an_etag_and_a_client_that_has_it_gets_a_304(client):
+    """A shop's pages refetched every answer whole: no validator, no Cache-Control."""
+    first = client.get("/v1/items/a1/similar?k=3")
+    assert first.headers["Cache-Control"] == "no-cache" and first.headers["ETag"]
+    again = client.get("/v1/items/a1/similar?k=3", headers={"If-None-Match": first.headers["ETag"]})
+    assert again.status_code == 304 and not again.data
+    other = client.get("/v1/items/a1/similar?k=4", headers={"If-None-Match": first.headers["ETag"]})
+    assert other.status_code == 200 and other.get_json()["items"]
+    feed = client.get("/v1/users/u1/recommendations?k=3")
+    assert feed.headers["Cache-Control"] == "private, no-cache"  # one shopper's: never shared
+    assert "ETag" not in client.get("/v1/items/nope/similar").headers  # errors carry none

@@ -77,6 +77,9 @@ def test_the_service_document_comes_from_its_models():
     health = document["paths"]["/healthz"]["get"]["responses"]["200"]
     assert health["content"]["application/json"]["schema"]["$ref"].endswith(f"/{Status.__name__}")
     assert "/openapi.json" not in document["paths"] and "/" not in document["paths"]
+    # a generated client's function names: one per operation, named by its view
+    names = [op["operationId"] for path in document["paths"].values() for op in path.values()]
+    assert len(names) == len(set(names)) and "user_feed" in names and "rank_for_user" in names
 
 
 def test_every_bound_in_the_service_document_is_a_json_schema_bound_the_service_keeps():
