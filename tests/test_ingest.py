@@ -345,12 +345,14 @@ def test_a_json_line_nested_too_deeply_is_a_reject_and_the_rest_lands(engine, tm
     and nothing said of the rest; every rerun stopped at the same line."""
     path = tmp_path / "items.jsonl"
     deep = '{"item_id": "x", "title": ' + "[" * 50_000 + "]" * 50_000 + "}"
-    path.write_text('{"item_id": "a"}\n' + deep + '\n{"item_id": "b"}\n')
+    # just under the parser's limit, it parsed, then writing the reject failed the same way
+    under = '{"item_id": "y", "title": ' + "[" * 985 + "]" * 985 + "}"
+    path.write_text('{"item_id": "a"}\n' + deep + "\n" + under + '\n{"item_id": "b"}\n')
 
     report = ingest_items(engine, path, options=IngestOptions(show_progress=False))
 
     assert report.inserted == 2
-    assert read_rejects(report.rejects_path) == {2: "malformed_row"}
+    assert read_rejects(report.rejects_path) == {2: "malformed_row", 3: "malformed_row"}
 
 
 def test_a_stray_quote_rejects_its_line_alone(engine, shop, tmp_path):
@@ -369,6 +371,29 @@ def test_a_stray_quote_rejects_its_line_alone(engine, shop, tmp_path):
     assert read_rejects(report.rejects_path) == {3: "malformed_row"}
     with open(report.rejects_path, newline="") as file:
         assert "a quote opened on this line is not closed" in next(csv.DictReader(file))["detail"]
+
+
+def test_a_well_quoted_line_break_is_never_read_as_rows_of_its_own(engine, tmp_path):
+    """A row of too many fields whose quoted title runs over lines that look like rows: an
+    earlier take on stray quotes read them again as rows, storing items nobody listed; and
+    stray quotes on neighbouring lines lost a row without a word."""
+    path = tmp_path / "items.csv"
+    path.write_text(
+        "item_id,title,price\ne1,ok,1\n"
+        'e2,"Desc\nsmuggled,Smuggled,9.99\nend",2.5,EXTRA\n'
+        'c1,"T1,1\nc2,"T2,2\nc3,T3,3\n'
+    )
+
+    report = ingest_items(engine, path, options=IngestOptions(show_progress=False))
+
+    assert read_rejects(report.rejects_path) == {
+        3: "malformed_row",
+        6: "malformed_row",
+        7: "malformed_row",
+    }
+    with Session(engine) as session:
+        stored = set(session.scalars(select(Item.external_id)))
+    assert stored == {"e1", "c3"}
 
 
 def test_json_objects_and_lists_are_no_ids_or_values(engine, tmp_path):
@@ -585,13 +610,14 @@ def test_unknown_extension_is_refused(run_cli, engine, tmp_path):
     ("content", "says"),
     [
         ("user_id,item_id\nu1,a1\n".encode("utf-16"), "is UTF-16 text; save it as UTF-8"),
+        (gzip.compress("user_id,item_id\n".encode("utf-16")), "csv.gz is UTF-16 text"),
         (b"User_ID, item_id\nu1,a1\n", "rename 'User_ID' to user_id (names are matched exactly)"),
     ],
 )
 def test_a_header_the_reader_cannot_match_says_what_to_change(
     run_cli, engine, tmp_path, content, says
 ):
-    path = tmp_path / "events.csv"
+    path = tmp_path / ("events.csv.gz" if content[:2] == b"\x1f\x8b" else "events.csv")
     path.write_bytes(content)
 
     result = run_cli("ingest", "interactions", str(path), expect_exit=2)

@@ -16,6 +16,7 @@ from recsys.vision import data as data_module
 from recsys.vision.cache import decoded_images
 from recsys.vision.data import load_image_files
 from recsys.vision.photo import check_photo
+from recsys.vision.recipe import survey_images
 from services.api import _decode_image
 from services.errors import ApiError
 
@@ -174,6 +175,10 @@ def test_photos_pil_cannot_decode_are_left_out_and_refused_by_name(upright, tmp_
     ):
         with pytest.raises(InvalidInput, match=f"{path.name}: {says}"):
             decoded_images([fine, path], 16, 3)
+    # the survey that sizes the training views reads headers first: it hung on the FIFO
+    assert survey_images([fine, fifo, fine], skip_unreadable=True).side == 64
+    with pytest.raises(InvalidInput, match=r"fifo\.png: it is not a regular file"):
+        survey_images([fine, fifo])
     with pytest.raises(ApiError) as refused:
         _decode_image(inflating.read_bytes(), 10**6)
     assert refused.value.status == 400 and "image: is not a readable image" in refused.value.message

@@ -162,17 +162,20 @@ def open_records(path: str | Path) -> RecordSource:
                 raise InvalidInput(
                     f"{path.name} is not gzip-compressed; drop the .gz from its name"
                 )
-    elif _utf16(path):  # its names read as "\ufffd\ufffdu\x00s\x00e..., not valid UTF-8"
+    if _utf16(path, compressed):  # its names read as "\ufffd\ufffdu\x00s\x00e...", not UTF-8
         raise InvalidInput(f"{path.name} is UTF-16 text; save it as UTF-8 and load it again")
     if kind == "jsonl":
         return JsonLinesSource(path, compressed)
     return CsvSource(path, compressed, delimiter="\t" if kind == "tsv" else ",")
 
 
-def _utf16(path: Path) -> bool:
-    """Whether the file starts with a UTF-16 byte order mark (Excel's "Unicode text")."""
-    with open(path, "rb") as f:
-        return f.read(2) in (b"\xff\xfe", b"\xfe\xff")
+def _utf16(path: Path, compressed: bool) -> bool:
+    """Whether the text starts with a UTF-16 byte order mark (Excel's "Unicode text")."""
+    with gzip.open(path, "rb") if compressed else open(path, "rb") as f:
+        try:
+            return f.read(2) in (b"\xff\xfe", b"\xfe\xff")
+        except (OSError, EOFError):  # a damaged gzip: its reader says so
+            return False
 
 
 def _batched(records: Iterator[Record], batch_size: int) -> Iterator[Batch]:
@@ -254,43 +257,41 @@ class _Lines:
 def csv_records(
     text: io.TextIOBase, columns: list[str], delimiter: str, lines_before: int
 ) -> Iterator[Record]:
-    """Rows read by the ``csv`` module, numbered after ``lines_before`` lines.
+    """Rows read by the ``csv`` module (strictly: a quote that never closes, or text after a
+    closing quote, is an error, not a field run on), numbered after ``lines_before`` lines.
 
-    A bad row (a wrong number of fields, or one the module cannot read) whose quoted field
-    ran on over lines that make a good row of their own is a quote that never closed: its
-    first line is rejected and the lines after it are read again on their own. Before, one
-    stray quote read the rest of the file into one field, and 19,998 good rows after it were
-    neither stored nor rejected. (A short row with a line break in a quoted field is one
-    reject, as before.)
+    Such an error over several lines is a stray quote: its first line is rejected and the
+    lines after it are read again on their own. Before, one stray quote read the rest of the
+    file into one field, and 19,998 good rows after it were neither stored nor rejected. A
+    row whose quoted field holds a line break and closes well is one row, whatever its
+    number of fields (a row of too many is one reject, its lines never rows of their own).
     """
     lines = _Lines(text)
-    reader = csv.reader(lines, delimiter=delimiter)
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
     width, line = len(columns), lines_before
     while True:
         lines.taken.clear()
-        error = None
         try:
             row = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            row, error = None, f"unreadable CSV row: {exc}"
-        start, taken = line + 1, len(lines.taken)
-        if (row is None or len(row) != width) and _runs_on(lines.taken, width, delimiter):
-            yield Record(
-                start,
-                error=f"unreadable CSV row: a quote opened on this line is not closed within "
-                f"{taken} lines (a stray quote? write one inside a quoted field as two); "
-                "this line is rejected and those after it are read on their own",
-            )
-            lines.again.extend(lines.taken[:0:-1])  # all but the first, given again in order
-            reader = csv.reader(lines, delimiter=delimiter)
+            start, taken = line + 1, len(lines.taken)
+            if taken > 1:
+                why = (
+                    f"a quote opened on this line is not closed well within {taken} lines (a "
+                    "stray quote? write one inside a quoted field as two); this line is "
+                    "rejected and those after it are read on their own"
+                )
+                lines.again.extend(lines.taken[:0:-1])  # all but the first, given again
+                reader = csv.reader(lines, delimiter=delimiter, strict=True)
+            else:
+                why = str(exc)
             line += 1
+            yield Record(start, error=f"unreadable CSV row: {why}")
             continue
-        line += taken
-        if row is None:
-            yield Record(start, error=error)
-            continue
+        start = line + 1
+        line += len(lines.taken)
         if not row or (len(row) == 1 and not row[0].strip()):
             continue  # blank line
         if len(row) != width:
@@ -301,18 +302,6 @@ def csv_records(
             )
             continue
         yield Record(start, dict(zip(columns, row, strict=True)))
-
-
-def _runs_on(taken: list[str], width: int, delimiter: str) -> bool:
-    """Whether a bad row read from the lines ``taken`` is a stray quote's: it ran on over
-    several lines, and the second starts a row of ``width`` fields of its own."""
-    if len(taken) < 2:
-        return False
-    try:
-        after = next(csv.reader(taken[1:], delimiter=delimiter), None)
-    except csv.Error:
-        return False
-    return after is not None and len(after) == width
 
 
 class CsvSource(_TextSource):
@@ -493,10 +482,33 @@ class JsonLinesSource(_TextSource):
             except RecursionError:  # a traceback half-way through the file, before
                 yield Record(self._line, error="invalid JSON: nested too deeply")
                 continue
+            if _deeper_than(value, MAX_JSON_DEPTH):  # one level under the parser's limit
+                # parsed, then failed as a traceback writing the rejects file
+                yield Record(self._line, error=f"invalid JSON: nested over {MAX_JSON_DEPTH} levels")
+                continue
             if not isinstance(value, dict):
                 yield Record(self._line, error="expected a JSON object on each line")
                 continue
             yield Record(self._line, value)
+
+
+# No value a row holds nests deeper than a list in an object; far deeper is refused.
+MAX_JSON_DEPTH = 32
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` (parsed JSON) nests lists and objects over ``limit`` levels."""
+    level = [value]
+    for _ in range(limit + 1):
+        level = [
+            child
+            for v in level
+            if isinstance(v, dict | list)
+            for child in (v.values() if isinstance(v, dict) else v)
+        ]
+        if not level:
+            return False
+    return True
 
 
 class ParquetSource(RecordSource):

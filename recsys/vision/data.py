@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import stat
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,7 +22,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from recsys.errors import InvalidInput
-from recsys.vision.photo import DECODE_ERRORS, MAX_PHOTO_PIXELS, as_shown
+from recsys.vision.photo import DECODE_ERRORS, MAX_PHOTO_PIXELS, as_shown, open_file
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +65,7 @@ def _load_one(path: Path, size: int, mode: str) -> np.ndarray:
     decoded: a 330 KB PNG of 1 x 85,000,000 pixels took a training run to 4 GB. So is
     anything but a regular file (a FIFO put in a photo's place hung the run)."""
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise InvalidInput(f"cannot read image {path}: it is not a regular file")
-        with Image.open(path) as img:
+        with open_file(path) as img:
             img.draft(mode, (size, size))  # JPEG: decode at 1/2..1/8 scale, still >= size
             limit = min(MAX_PHOTO_PIXELS, Image.MAX_IMAGE_PIXELS)
             if img.width * img.height > limit:

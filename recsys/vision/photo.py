@@ -5,6 +5,8 @@ search and item writes alike. No torch here: the ingest and service code import 
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 import warnings
 
@@ -13,6 +15,9 @@ from PIL import Image, ImageOps
 from recsys.errors import InvalidInput
 from recsys.memory import trim_c_heap
 
+# A damaged EXIF block is read as none (``_orientation``); PIL's own warning of it went to
+# stderr with its source line, on every CLI run that embedded the photo.
+warnings.filterwarnings("ignore", message="Corrupt EXIF data", category=UserWarning)
 # Every path checks a photo's size itself and names the file it refuses (the header's size
 # for the service, the size decoded for training); PIL's own warning past 89 megapixels named
 # none, and was printed for photos then decoded at a reduced scale or refused anyway.
@@ -85,6 +90,14 @@ def check_photo(source, max_pixels: int) -> str:
     if width * height > max_pixels:
         raise InvalidInput(f"is {width}x{height} pixels; {limit}")
     return found
+
+
+def open_file(path) -> Image.Image:
+    """``Image.open`` of a regular file; ``InvalidInput`` naming it for anything else (a FIFO
+    put in a photo's place hung a training run)."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise InvalidInput(f"cannot read image {path}: it is not a regular file")
+    return Image.open(path)
 
 
 def image_mimetype(path) -> str | None:

@@ -24,10 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from recsys.errors import InvalidInput
-from recsys.vision import photo as _photo  # noqa: F401 (its warnings filter)
+from recsys.vision.photo import DECODE_ERRORS, open_file
 
 CPU_MAX_SIZE = 64  # px; small_cnn trained at 60-90 images/s on 44 px views, 2 shared cores
 GPU_MAX_SIZE = 224  # px; the usual ImageNet resolution
@@ -59,9 +58,9 @@ def _sample(paths: list, n: int) -> list:
 def _header(path) -> tuple[int, bool]:
     """(short side, has colour) from the file's header; the pixels are not decoded."""
     try:
-        with Image.open(path) as img:
+        with open_file(path) as img:
             return min(img.size), img.mode not in _GRAY_MODES
-    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+    except DECODE_ERRORS as exc:
         raise InvalidInput(f"cannot read image {path}: {exc}") from exc
 
 
