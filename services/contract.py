@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -176,11 +177,23 @@ def _query_values(model: type[BaseModel]) -> dict[str, Any]:
     if model.model_config.get("extra") == "allow":
         for name, given in args.lists():
             if name in _unknown([name], declared):
+                # filters[department]=tops: the document's filters object as a deepObject
+                # client spells it (openapi-fetch's default), not form-exploded
+                inner = _DEEP_KEY.fullmatch(name)
+                if inner and inner[1] not in declared:
+                    name, given = inner[1], [*_listed(values.get(inner[1])), *given]
                 values[name] = given if len(given) > 1 else given[0]
     for name, given in args.lists():
         if any("%" in value for value in given) and not _utf8(name):
             raise bad_parameter(name, "is not UTF-8 text; percent-encode the text's UTF-8 bytes")
     return values
+
+
+_DEEP_KEY = re.compile(r"filters\[([^\[\]]+)\]")
+
+
+def _listed(value: Any) -> list:
+    return [] if value is None else value if isinstance(value, list) else [value]
 
 
 def _utf8(name: str) -> bool:

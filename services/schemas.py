@@ -183,7 +183,8 @@ QueryFilter = Annotated[
 class Filtered(BaseModel):
     """Attribute filters: every query parameter not declared here is one, e.g.
     ?department=tops&brand=A&brand=B (categorical and multi-valued attributes; repeat a name
-    for any of several values). An attribute the model cannot filter on is a 400."""
+    for any of several values; ?filters[brand]=A is the same). An attribute the model cannot
+    filter on is a 400."""
 
     model_config = ConfigDict(extra="allow")
     __pydantic_extra__: dict[str, QueryFilter]

@@ -111,6 +111,9 @@ def test_home_feed_excludes_seen_items_and_applies_filters(client, shop):
     assert seen  # sanity: the check below is not vacuous
     unfiltered = client.get("/v1/users/u0/recommendations?k=10").get_json()["items"]
     assert not {i["item_id"] for i in unfiltered} & seen
+    # the document's filters object as a deepObject client sends it: the same filter
+    deep = client.get("/v1/users/u0/recommendations?k=5&filters[genres]=Comedy&in_stock=true")
+    assert deep.get_json()["items"] == feed["items"]
 
 
 def test_filters_that_pass_no_item_give_an_empty_list_not_an_error(client):
