@@ -119,6 +119,36 @@ def test_pages_and_feeds_shown_before_an_outage_are_answered_through_it(shop, tm
     assert client.get("/readyz").status_code == 200
 
 
+def test_items_written_since_the_card_snapshot_are_answered_through_an_outage(shop, tmp_path):
+    """An item written after the worker's card snapshot was read from the catalog on every
+    request, so with the catalog away its page, and every feed or similar-items row listing
+    it, was a 503 for the whole outage (after a bulk price update: every updated item)."""
+    url, artifacts = shop
+    copy = tmp_path / "shop.db"
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as source, sqlite3.connect(copy) as to:
+        source.backup(to)
+    settings = Settings(
+        database_url=f"sqlite:///{copy}", artifacts_dir=artifacts, admin_token=TOKEN
+    )
+    app = create_app(settings, {"RELOAD_CHECK_SECONDS": 0, "LIVE_CATALOG_SECONDS": 0})
+    cards = app.extensions["recsys"].cards
+    cards.follow()
+    assert cards.wait_for_snapshot(30)
+    client = app.test_client()
+    before = client.get("/v1/items/a1").get_json()
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    patch = {"attributes": {"year": 2001}}
+    assert client.patch("/v1/items/a1", json=patch, headers=headers).status_code == 200
+    cards.follow()  # a1 is now read from the catalog, not the snapshot
+    copy.rename(copy.with_suffix(".moved"))
+    try:
+        page = client.get("/v1/items/a1")
+        assert page.status_code == 200 and page.get_json()["title"] == before["title"]
+        assert client.get("/v1/items/a2/similar?k=5").status_code == 200
+    finally:
+        copy.with_suffix(".moved").rename(copy)
+
+
 def test_a_new_process_never_creates_an_empty_catalog_beside_a_left_behind_wal(tmp_path):
     path = tmp_path / "catalog.db"
     engine = connect(f"sqlite:///{path}")

@@ -394,7 +394,10 @@ class CardCache:
                 _answered_stale.worked()  # the catalog is back: said once (a no-op else)
                 return found
             if followed:  # the follower keeps the generation: read only the missing cards
-                read = item_cards(self.engine, _missing(item_ids, found))
+                try:
+                    read = item_cards(self.engine, _missing(item_ids, found))
+                except (DatabaseError, CatalogNotReady) as exc:
+                    return self._last_known(item_ids, exc)
                 self._keep(generation, {item_id: _pack(card) for item_id, card in read.items()})
                 _answered_stale.worked()
                 return found | read
@@ -410,16 +413,7 @@ class CardCache:
         try:
             generation, found, rows = _read(self.engine, checked)
         except (DatabaseError, CatalogNotReady) as exc:
-            # The catalog does not answer (a restart, an outage): cards the process holds
-            # are answered as last known rather than every product page becoming a 503
-            # once the follower's ``stale_after`` has passed; a missing one still fails.
-            if not database_away(exc):
-                raise
-            found = self._cached(self._generation, item_ids) if self._generation is not None else {}
-            if len(found) < len(set(item_ids)):
-                raise
-            _answered_stale.failed(exc)
-            return found
+            return self._last_known(item_ids, exc)
         _answered_stale.worked()
         self._checked = now
         if not rows:
@@ -427,6 +421,25 @@ class CardCache:
         read = {row[0]: _card(row) for row in rows}
         self._keep(generation, {item_id: _pack(card) for item_id, card in read.items()})
         return found | read
+
+    def _last_known(self, item_ids: Sequence[str], exc: Exception) -> dict[str, ItemCard]:
+        """The cards as last known, while the catalog does not answer (a restart, an
+        outage), rather than every product page becoming a 503: those the process holds,
+        then the snapshot's of items written since it (their card before that write: a
+        bulk price update had made every updated item's page and every feed listing one a
+        503 for the whole outage). ``exc`` again when one is not known at all, or when it
+        is not the database being away."""
+        if not database_away(exc):
+            raise exc
+        found = self._cached(self._generation, item_ids) if self._generation is not None else {}
+        missing = _missing(item_ids, found)
+        snapshot = self._snapshot
+        if missing and snapshot is not None:
+            found |= snapshot.cards(missing)
+        if len(found) < len(set(item_ids)):
+            raise exc
+        _answered_stale.failed(exc)
+        return found
 
     def followed_generation(self) -> int | None:
         """The items generation every card this cache answers is current to, when ``follow``
