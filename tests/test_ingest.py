@@ -16,13 +16,14 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from recsys.catalog import reads
 from recsys.catalog.models import AttributeKind, Interaction, Item, ItemAttribute, User
 from recsys.errors import InvalidInput
 from recsys.ingest import IngestOptions, ingest_interactions, ingest_items
-from recsys.ingest.interactions import record_interactions
+from recsys.ingest.interactions import InteractionIngester, record_interactions
 from recsys.ingest.items import recorded_kinds
 from recsys.ingest.values import BadValue, parse_timestamp
 
@@ -416,6 +417,37 @@ def test_json_objects_and_lists_are_no_ids_or_values(engine, tmp_path):
         2: "invalid_value",
         3: "invalid_value",
     }
+
+
+def test_an_item_removed_while_a_batch_is_written_reads_the_file_again(
+    engine, shop, monkeypatch, caplog
+):
+    """PostgreSQL: an item removed between a batch's look-up and its write stopped the whole
+    ingest with exit 130 (the shell's Ctrl-C), a nightly job failing on any delete. The file
+    is read again; the rows stored before are found unchanged."""
+    ingest_items(engine, shop / "items.csv", options=IngestOptions(show_progress=False))
+    raced = []
+
+    class Violation(Exception):
+        sqlstate = "23503"
+
+    def raced_once(original):
+        def write(self, *args):
+            if not raced:
+                raced.append(True)
+                raise DBAPIError("INSERT", {}, Violation())
+            return original(self, *args)
+
+        return write
+
+    for name in ("write", "write_staged"):  # SQLite's path, PostgreSQL's overlapped one
+        monkeypatch.setattr(
+            InteractionIngester, name, raced_once(getattr(InteractionIngester, name))
+        )
+    options = IngestOptions(show_progress=False)
+    report = ingest_interactions(engine, shop / "interactions.csv", options=options)
+
+    assert raced and report.inserted > 0 and "reading the file again (2 of 3)" in caplog.text
 
 
 def test_missing_required_column_fails_before_writing(run_cli, engine, tmp_path):

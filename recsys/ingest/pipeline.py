@@ -9,6 +9,7 @@ the job, because writes are upserts keyed on external ids (items) or on a hash o
 
 from __future__ import annotations
 
+import copy
 import gzip
 import logging
 import zlib
@@ -85,6 +86,29 @@ def run_ingest(
 ) -> IngestReport:
     require_current_schema(engine)
     path = Path(path)
+    pristine = copy.deepcopy(ingester)  # a pass leaves its keys seen and ids known
+    for attempt in range(1, RACED_ATTEMPTS + 1):
+        try:
+            return _attempt(engine, path, copy.deepcopy(pristine), options)
+        except _Raced as raced:
+            if attempt == RACED_ATTEMPTS:
+                raise Interrupted(str(raced)) from None
+            # a nightly job stopped (exit 130) whenever a merchandiser removed an item the
+            # current batch named: the file is read again, its stored rows left as they are
+            log.warning("%s; reading the file again (%d of %d)", raced, attempt + 1, RACED_ATTEMPTS)
+    raise AssertionError("unreachable")
+
+
+# How often an ingest reads its file again after a user or item it names was removed while
+# a batch was written (PostgreSQL): each pass finds the rows stored before unchanged.
+RACED_ATTEMPTS = 3
+
+
+class _Raced(Exception):
+    """A user erased or an item removed between a batch's look-up of its ids and its write."""
+
+
+def _attempt(engine: Engine, path: Path, ingester: Ingester, options: IngestOptions):
     report = IngestReport(path)
     try:
         return _run_ingest(engine, path, ingester, options, report)
@@ -105,7 +129,7 @@ def run_ingest(
             raise
         # PostgreSQL: a user erased (or an item removed) between a batch's look-up of its ids
         # and its write; SQLite's one writer at a time cannot meet this
-        raise Interrupted(
+        raise _Raced(
             f"{path.name}: a user or item this batch names was erased or removed while it was "
             f"written; {report.accepted:,} rows were stored, in whole batches; run the same "
             "command again to store the rest (rows already stored are left as they are)"
