@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -250,3 +251,13 @@ def test_a_catalog_downgraded_and_upgraded_again_keeps_its_id(db_url):
     migrate.check(engine)
     assert catalog_id(engine) == made
     engine.dispose()
+
+
+@pytest.mark.skipif(not os.environ.get("RECSYS_TEST_POSTGRES_URL"), reason="needs PostgreSQL")
+def test_postgresql_connections_say_which_process_holds_them():
+    """Every connection's application_name was empty: an operator mapped client ports to
+    processes to count the service's, an ingest's and a training's connections."""
+    engine = connect(os.environ["RECSYS_TEST_POSTGRES_URL"], timeout=5)
+    with engine.connect() as connection:
+        name = connection.execute(text("SHOW application_name")).scalar()
+    assert name == f"recsys ({os.getpid()})"

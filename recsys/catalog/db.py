@@ -23,6 +23,7 @@ import contextlib
 import logging
 import math
 import os
+import sys
 import time
 import weakref
 from pathlib import Path
@@ -62,14 +63,17 @@ def connect(database_url: str, timeout: float = 0.0, pool_size: int = 5) -> Engi
         raise InvalidSettings(f"database_url {database_url!r} is not a valid URL: {exc}") from exc
     if url.get_backend_name() != "sqlite":
         options: dict = {"pool_size": pool_size, "max_overflow": pool_size}
+        postgres = url.get_backend_name() == "postgresql"
+        if postgres and "application_name" not in url.query:
+            options["connect_args"] = {"application_name": application_name()}
         if timeout > 0:
             seconds = max(1, math.ceil(timeout))
             options["pool_timeout"] = timeout
-            if url.get_backend_name() == "postgresql":
-                options["connect_args"] = {
-                    "connect_timeout": max(2, seconds),  # libpq counts 1 as 2
-                    "options": f"-c statement_timeout={round(timeout * 1000)}",
-                }
+            if postgres:
+                options.setdefault("connect_args", {}).update(
+                    connect_timeout=max(2, seconds),  # libpq counts 1 as 2
+                    options=f"-c statement_timeout={round(timeout * 1000)}",
+                )
         try:
             engine = create_engine(url, **options)
         except (NoSuchModuleError, ImportError) as exc:  # an unknown scheme, a missing driver
@@ -90,6 +94,22 @@ def connect(database_url: str, timeout: float = 0.0, pool_size: int = 5) -> Engi
     if (path := sqlite_path(url)) is not None:
         SqliteFile(path).watch(engine)
     return engine
+
+
+def application_name() -> str:
+    """What ``pg_stat_activity`` shows of this process's connections: the CLI command
+    ("recsys ingest interactions") or "recsys service", and the pid. Every connection's was
+    empty, so an operator mapped client ports to processes to count them."""
+    import click
+
+    context = click.get_current_context(silent=True)
+    if context is not None:
+        name = context.command_path
+    elif "gunicorn" in sys.argv[0]:
+        name = "recsys service"
+    else:
+        name = "recsys"
+    return f"{name} ({os.getpid()})"[-63:]  # PostgreSQL keeps 63 bytes
 
 
 def database_away(exc: BaseException) -> bool:
