@@ -87,6 +87,8 @@ class RecsysGroup(click.Group):
 
             url = getattr(ctx.obj, "database_url", None)
             click.secho(f"error: {database_problem(exc, url)}", fg="red", err=True)
+            for note in getattr(exc, "__notes__", ()):  # what a command had done by then
+                click.secho(f"  {note}", fg="red", err=True)
             ctx.exit(2)
 
 

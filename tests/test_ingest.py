@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 from sqlalchemy import func, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from recsys.catalog import reads
@@ -595,6 +595,24 @@ def test_cli_reports_rejects_and_exits_nonzero(run_cli, engine, shop):
     assert "3 accepted (3 new, 0 updated, 0 unchanged), 5 rejected" in result.output
     assert "malformed_row: 1" in result.output
     assert "--images-root" not in result.output  # one photo of eight was missing
+
+
+def test_a_database_gone_mid_ingest_says_what_was_stored(run_cli, engine, shop, monkeypatch):
+    """A PostgreSQL restart mid-ingest said only that the database did not answer, not, as
+    every other stop does, how many rows were stored and that a rerun finishes the job."""
+    run_cli("ingest", "items", str(shop / "items.csv"), "-q", expect_exit=1)
+
+    class Gone(Exception):
+        sqlstate = "57P01"  # admin_shutdown
+
+    def write(self, *args):
+        raise OperationalError("COPY", {}, Gone("terminating connection"))
+
+    for name in ("write", "write_staged"):
+        monkeypatch.setattr(InteractionIngester, name, write)
+    result = run_cli("ingest", "interactions", str(shop / "interactions.csv"), "-q", expect_exit=2)
+
+    assert "interactions.csv: 0 rows were stored, in whole batches; run the same" in result.output
 
 
 def test_images_missing_everywhere_point_to_images_root(run_cli, engine, tmp_path):

@@ -126,6 +126,11 @@ def _attempt(engine: Engine, path: Path, ingester: Ingester, options: IngestOpti
         ) from None
     except DBAPIError as exc:
         if sqlstate(exc.orig) != FOREIGN_KEY_VIOLATION:
+            # the database went away (a restart): what is stored is said, as for Ctrl-C
+            exc.add_note(
+                f"{path.name}: {report.accepted:,} rows were stored, in whole batches; run the "
+                "same command again to store the rest (rows already stored are left as they are)"
+            )
             raise
         # PostgreSQL: a user erased (or an item removed) between a batch's look-up of its ids
         # and its write; SQLite's one writer at a time cannot meet this
