@@ -5,11 +5,12 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import signal
 import sys
 
 import click
 
-from recsys.errors import Interrupted, RecsysError
+from recsys.errors import Interrupted, RecsysError, Terminated, TryAgain
 from recsys.logs import formatter
 from recsys.settings import Settings
 
@@ -74,22 +75,27 @@ class RecsysGroup(click.Group):
             raise
         except Interrupted as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
-            ctx.exit(130)  # the shell's code for Ctrl-C: not 1, ingest's "rows rejected"
-        except KeyboardInterrupt:
-            click.secho("error: interrupted; what finished before it is kept", fg="red", err=True)
-            ctx.exit(130)
+            # the shell's codes for Ctrl-C and SIGTERM: not 1, ingest's "rows rejected"
+            ctx.exit(143 if isinstance(exc.__context__, Terminated) else 130)
+        except KeyboardInterrupt as exc:
+            stopped = "terminated" if isinstance(exc, Terminated) else "interrupted"
+            click.secho(f"error: {stopped}; what finished before it is kept", fg="red", err=True)
+            ctx.exit(143 if isinstance(exc, Terminated) else 130)
+        except TryAgain as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            ctx.exit(TRY_AGAIN)
         except RecsysError as exc:
             path = getattr(exc, "path", None)
             click.secho(f"error: {exc}" + (f" ({path})" if path else ""), fg="red", err=True)
             ctx.exit(2)
         except DBAPIError as exc:  # the server is down or refuses us; the file is locked, full...
-            from recsys.catalog.db import database_problem
+            from recsys.catalog.db import database_problem, passing
 
             url = getattr(ctx.obj, "database_url", None)
             click.secho(f"error: {database_problem(exc, url)}", fg="red", err=True)
             for note in getattr(exc, "__notes__", ()):  # what a command had done by then
                 click.secho(f"  {note}", fg="red", err=True)
-            ctx.exit(2)
+            ctx.exit(TRY_AGAIN if passing(exc) else 2)
 
 
 GLOBAL_OPTIONS = ("--database-url", "--artifacts-dir", "--device", "--ray-address")
@@ -167,5 +173,17 @@ def _log_as(log_format: str) -> None:
             handler.setFormatter(formatter("json"))
 
 
+# sysexits' EX_TEMPFAIL: a passing condition; the same command may work later
+TRY_AGAIN = 75
+
+
+def _terminate(_signal, _frame) -> None:
+    raise Terminated()
+
+
 def main() -> None:
-    cli(prog_name="recsys")
+    # SIGTERM takes Ctrl-C's path: its clean-ups run (temporary files, partial backups) and
+    # what was kept is said; it stopped a job with nothing said and its leftovers kept
+    signal.signal(signal.SIGTERM, _terminate)
+    # NO_COLOR (no-color.org): no ANSI colour in the error lines, on a terminal too
+    cli(prog_name="recsys", color=False if os.environ.get("NO_COLOR") else None)

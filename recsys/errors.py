@@ -54,6 +54,17 @@ class Interrupted(RecsysError):
     """Stopped by the user (Ctrl-C) part-way; the message says what was kept."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what cron, Airflow and Kubernetes send to stop a job) turned into the path
+    Ctrl-C takes, so that its clean-ups run and what was kept is said; the CLI exits 143."""
+
+
+class TryAgain(RecsysError):
+    """A passing condition stopped the command (the catalog database away or locked by
+    another writer, a removal racing an ingest): the same command may succeed later. The
+    CLI exits 75 (sysexits' EX_TEMPFAIL), apart from 2, input that cannot work."""
+
+
 class PhotoStoreUnavailable(RecsysError):
     """An uploaded photo cannot be stored: the images root (``RECSYS_IMAGES_ROOT``) or its
     uploads folder is missing and cannot be made, or is not writable; ``path``: the folder."""

@@ -91,6 +91,31 @@ def test_sigkill_mid_ingest_then_rerun_matches_clean_run(db_url, files, tmp_path
 
 
 @pytest.mark.slow
+def test_sigterm_mid_ingest_says_what_was_stored_and_exits_143(db_url, files, tmp_path):
+    """SIGTERM (what cron, Airflow and Kubernetes send) stopped an ingest with nothing said
+    and nothing cleaned up; it takes Ctrl-C's path now, with the shell's code for SIGTERM."""
+    items, interactions = files
+    engine = connect(db_url)
+    migrate.upgrade(engine)
+    ingest_items(engine, items, options=IngestOptions(show_progress=False))
+    args = ("ingest", "interactions", str(interactions), "--batch-size", str(BATCH), "--json")
+    process = recsys(db_url, *args)
+    deadline = time.monotonic() + 60
+    while count(engine) < 5 * BATCH and time.monotonic() < deadline:
+        assert process.poll() is None, "ingest finished before it could be stopped"
+        time.sleep(0.02)
+    process.terminate()
+    output, _ = process.communicate(timeout=60)
+
+    assert process.returncode == 143, output.decode()
+    stored = count(engine)
+    said = output.decode()
+    assert f"terminated; {stored:,} rows were stored, in whole batches" in said
+    assert '"error"' in said and f'"accepted": {stored}' in said  # --json says it too
+    assert not list(tmp_path.glob(".*.tmp"))  # the rejects file's temporary copy
+
+
+@pytest.mark.slow
 def test_sigkill_inside_a_batch_leaves_none_of_that_batch(db_url, files, tmp_path):
     items, interactions = files
     engine = connect(db_url)

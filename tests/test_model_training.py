@@ -16,7 +16,7 @@ from recsys.errors import InvalidBundle, TrainingFailed
 from recsys.evaluation.contenders import Fused
 from recsys.ingest.interactions import record_interactions
 from recsys.model import training
-from recsys.model.bundle import active_version, load_active, load_recommender
+from recsys.model.bundle import activate_bundle, active_version, load_active, load_recommender
 from recsys.model.data import read_catalog
 from recsys.model.index import IndexConfig, VectorIndex
 from recsys.model.split import temporal_split
@@ -185,6 +185,28 @@ def test_the_neighbour_table_width_is_a_training_option(engine, tmp_path):
     none = load_recommender(train(engine, tmp_path, replace(train_config(), neighbours=0)).path)
     assert none.neighbours is None and not (none.manifest["files"].keys() & {"neighbours.npy"})
     assert none.similar_items(["b1"], k=5).ids == narrow.similar_items(["b1"], k=5).ids
+
+
+def test_a_training_never_undoes_an_activation_made_while_it_ran(engine, tmp_path, monkeypatch):
+    """Two overlapping trainings made the last to finish active, on older data, and a
+    scheduled one would undo a rollback made while it ran: a bundle activated meanwhile
+    stays active, the new one is registered beside it."""
+    populate(engine)
+    first = train(engine, tmp_path, train_config())
+    second = train(engine, tmp_path, train_config())
+    choose = training.choose_weights
+
+    def rolled_back_meanwhile(*args, **kwargs):
+        activate_bundle(engine, first.version)  # an operator's rollback, or another run
+        return choose(*args, **kwargs)
+
+    monkeypatch.setattr(training, "choose_weights", rolled_back_meanwhile)
+    third = train(engine, tmp_path, train_config())
+    assert not third.active and second.active
+    assert active_version(engine) == first.version
+    with Session(engine) as session:
+        registered = set(session.scalars(select(ModelBundle.version)))
+    assert {first.version, second.version, third.version} <= registered
 
 
 def test_failed_training_leaves_the_active_bundle_unchanged(engine, tmp_path, monkeypatch):

@@ -121,6 +121,18 @@ def database_away(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError | CatalogNotReady) or type(exc) is DatabaseError
 
 
+def passing(exc: BaseException) -> bool:
+    """Whether the database error ``exc`` may pass by itself, so that the same command may
+    work later (the CLI's exit status 75): a server away (refused, restarted, timed out) or a
+    SQLite file locked by another writer; not a full disk, a read-only or damaged file, or a
+    wrong statement, which need someone first (exit status 2)."""
+    orig = getattr(exc, "orig", exc)
+    if "database is locked" in str(orig).lower():
+        return True
+    server = type(orig).__module__.split(".")[0] in ("psycopg", "psycopg2")
+    return server and isinstance(exc, OperationalError)
+
+
 def sqlite_path(url) -> str | None:
     """The absolute path of a SQLite catalog's file (``url``: a URL or its text); None for a
     server, an in-memory database or a ``file:`` URI."""

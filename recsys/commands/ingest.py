@@ -140,14 +140,18 @@ def interactions(
 
 @contextmanager
 def _unusable_as_json(file: Path, as_json: bool):
-    """With --json, a file that cannot be used at all still gets its JSON summary on stdout
-    (nothing written, the reason under "error"); the error line and exit status 2 follow as
-    without it."""
+    """With --json, an ingest that stops still gets its JSON summary on stdout: what was
+    stored by then (nothing, for a file that cannot be used at all), the reason under
+    "error"; the error line and exit status follow as without it."""
     try:
         yield
-    except InvalidInput as exc:
-        if as_json:
-            click.echo(json.dumps({"path": str(file), "accepted": 0, "error": str(exc)}, indent=2))
+    except Exception as exc:
+        # what a stopped ingest had stored by then (its report), or nothing: the shape of
+        # the summary with "error" added (it said "accepted": 0 with 5,142 rows stored)
+        report = getattr(exc, "report", None)
+        if as_json and (report is not None or isinstance(exc, InvalidInput)):
+            summary = report.as_dict() if report is not None else {"path": str(file), "accepted": 0}
+            click.echo(json.dumps({**summary, "error": str(exc)}, indent=2))
         raise
 
 

@@ -189,7 +189,7 @@ def train(
     report = {
         "version": result.version,
         "path": str(result.path),
-        "active": not no_activate,
+        "active": result.active,
         "metrics": result.metrics,
         "seconds": result.seconds,
         "weights": result.weights,
@@ -206,7 +206,14 @@ def train(
                 "took some; a feed shows them rarely unless asked for new_items, see README "
                 '"New items in feeds")'
             )
-    if not no_activate:  # workers rebuild their delta for the new bundle: a good time to prune
+    if not no_activate and not result.active:
+        click.echo(
+            f"warning: bundle {result.version} is registered, not active: another bundle was "
+            f"activated while it trained; `recsys bundles activate {result.version}` makes it "
+            "the active one",
+            err=True,
+        )
+    if result.active:  # workers rebuild their delta for the new bundle: a good time to prune
         from sqlalchemy.exc import DBAPIError
 
         from recsys.catalog.changes import prune_changes

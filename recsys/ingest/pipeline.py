@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError
 from tqdm import tqdm
 
 from recsys.catalog.db import require_current_schema
-from recsys.errors import Interrupted, InvalidInput
+from recsys.errors import Interrupted, InvalidInput, Terminated, TryAgain
 from recsys.ingest.bulk import FOREIGN_KEY_VIOLATION, prepare, sqlstate
 from recsys.ingest.readers import Batch, open_records
 from recsys.ingest.report import IngestReport, Reason, Reject, RejectsWriter, default_rejects_path
@@ -92,7 +92,9 @@ def run_ingest(
             return _attempt(engine, path, copy.deepcopy(pristine), options)
         except _Raced as raced:
             if attempt == RACED_ATTEMPTS:
-                raise Interrupted(str(raced)) from None
+                again = TryAgain(str(raced))
+                again.report = raced.report  # type: ignore[attr-defined]
+                raise again from None
             # a nightly job stopped (exit 130) whenever a merchandiser removed an item the
             # current batch named: the file is read again, its stored rows left as they are
             log.warning("%s; reading the file again (%d of %d)", raced, attempt + 1, RACED_ATTEMPTS)
@@ -109,43 +111,63 @@ class _Raced(Exception):
 
 
 def _attempt(engine: Engine, path: Path, ingester: Ingester, options: IngestOptions):
+    """One pass over the file. An error that stops it carries the pass's ``report``
+    (``stopped``): what was stored by then, which `--json` prints."""
     report = IngestReport(path)
+
+    def told(error: BaseException) -> BaseException:
+        error.report = report  # type: ignore[attr-defined]
+        return error
+
+    rest = "(rows already stored are left as they are)"
     try:
         return _run_ingest(engine, path, ingester, options, report)
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # a damaged .gz, read lazily
-        raise InvalidInput(
-            f"{path.name}: the compressed file is damaged or cut short ({exc}); "
-            f"{report.accepted:,} rows before the damage were stored; ingest a whole copy "
-            "to store the rest (rows already stored are left as they are)"
+        raise told(
+            InvalidInput(
+                f"{path.name}: the compressed file is damaged or cut short ({exc}); "
+                f"{report.accepted:,} rows before the damage were stored; ingest a whole copy "
+                f"to store the rest {rest}"
+            )
         ) from None
-    except KeyboardInterrupt:
-        raise Interrupted(
-            f"{path.name}: interrupted; {report.accepted:,} rows were stored, in whole "
-            "batches; run the same command again to store the rest (rows already stored are "
-            "left as they are)"
+    except KeyboardInterrupt as exc:
+        raise told(
+            Interrupted(
+                f"{path.name}: {_stop_word(exc)}; {report.accepted:,} rows were stored, in whole "
+                f"batches; run the same command again to store the rest {rest}"
+            )
         ) from None
     except DBAPIError as exc:
         if sqlstate(exc.orig) != FOREIGN_KEY_VIOLATION:
             # the database went away (a restart): what is stored is said, as for Ctrl-C
             exc.add_note(
                 f"{path.name}: {report.accepted:,} rows were stored, in whole batches; run the "
-                "same command again to store the rest (rows already stored are left as they are)"
+                f"same command again to store the rest {rest}"
             )
+            told(exc)
             raise
         # PostgreSQL: a user erased (or an item removed) between a batch's look-up of its ids
         # and its write; SQLite's one writer at a time cannot meet this
-        raise _Raced(
-            f"{path.name}: a user or item this batch names was erased or removed while it was "
-            f"written; {report.accepted:,} rows were stored, in whole batches; run the same "
-            "command again to store the rest (rows already stored are left as they are)"
+        raise told(
+            _Raced(
+                f"{path.name}: a user or item this batch names was erased or removed while it "
+                f"was written; {report.accepted:,} rows were stored, in whole batches; run the "
+                f"same command again to store the rest {rest}"
+            )
         ) from None
     except OSError as exc:  # the rejects file on a full disk, the input file unreadable
         where = f" ({exc.filename})" if exc.filename else ""
-        raise InvalidInput(
-            f"{path.name}: stopped: {exc.strerror or exc}{where}; {report.accepted:,} rows "
-            "were stored, in whole batches; fix that and run the same command again (rows "
-            "already stored are left as they are)"
+        raise told(
+            InvalidInput(
+                f"{path.name}: stopped: {exc.strerror or exc}{where}; {report.accepted:,} rows "
+                f"were stored, in whole batches; fix that and run the same command again {rest}"
+            )
         ) from None
+
+
+def _stop_word(exc: BaseException) -> str:
+    """How an ingest was stopped: by SIGTERM or Ctrl-C."""
+    return "terminated" if isinstance(exc, Terminated) else "interrupted"
 
 
 def _run_ingest(

@@ -101,7 +101,9 @@ class RejectsWriter:
                 "give --rejects a path in a folder that exists"
             )
         self.path, self.report, self.keep = path, report, keep
-        self._tmp = path.with_name(path.name + ".tmp")
+        # this run's own: two ingests of one file shared "<rejects>.tmp", and the one whose
+        # file the other had moved away stopped with "No such file or directory"
+        self._tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(self):x}.tmp")
         self._file = None
         self._writer = None
 

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import EllipsisType
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -198,11 +199,28 @@ def register_bundle(
     metrics: dict,
     activate: bool = True,
     created_at: datetime | None = None,
-) -> None:
-    """Record the bundle; with ``activate`` it becomes the only active one, in one transaction.
-    Then the bundle's ``UNREGISTERED`` file, if any, goes. ``created_at``: when the bundle
-    was written (default now; the registry orders fallbacks by it)."""
+    unless_moved_from: str | EllipsisType | None = ...,
+) -> bool:
+    """Record the bundle; with ``activate`` it becomes the only active one, in one transaction
+    -> whether it did. Then the bundle's ``UNREGISTERED`` file, if any, goes. ``created_at``:
+    when the bundle was written (default now; the registry orders fallbacks by it).
+    ``unless_moved_from``: the version active when the caller read its data (None: none);
+    when another is active by now (a run that overlapped this one, a rollback meanwhile), the
+    bundle is registered but not activated: two overlapping trainings made the last to
+    finish active, on older data, and a scheduled one undid a rollback made while it ran."""
     with Session(engine) as session, session.begin():
+        if activate and unless_moved_from is not ...:
+            now = find_active(session)
+            moved = (now.version if now is not None else None) != unless_moved_from
+            if moved:
+                log.warning(
+                    "bundle %s is registered, not activated: bundle %s was activated while it "
+                    "trained; `recsys bundles activate %s` makes it the active one",
+                    version,
+                    now.version if now is not None else "(none)",
+                    version,
+                )
+                activate = False
         if activate:
             session.execute(update(ModelBundle).values(is_active=False))
             session.flush()
@@ -211,6 +229,7 @@ def register_bundle(
             row.created_at = created_at
         session.add(row)
     (Path(path) / UNREGISTERED).unlink(missing_ok=True)
+    return activate
 
 
 def register_folder(

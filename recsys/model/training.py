@@ -31,6 +31,7 @@ from recsys.catalog.models import catalog_id, utcnow
 from recsys.engines.events import fresh_after
 from recsys.errors import InvalidInput, TrainingFailed
 from recsys.model.bundle import (
+    active_version,
     drop_unregistered,
     new_version,
     register_bundle,
@@ -73,6 +74,9 @@ class TrainResult:
     weights: dict[str, float] = field(default_factory=dict)
     cold_scale: dict[str, float] = field(default_factory=dict)
     devices: dict[str, str] = field(default_factory=dict)
+    # Whether the bundle became the active one (``TrainConfig.activate``, unless another
+    # bundle was activated while it trained: ``register_bundle``'s ``unless_moved_from``).
+    active: bool = False
 
 
 @dataclass
@@ -120,6 +124,7 @@ def train(
             # before the items are read: a write from now on is one the bundle may lack
             generation = changes.generation(engine)
             catalog = catalog_id(engine)
+            active_before = active_version(engine)  # another run's activation is not undone
             data = read_catalog(engine, events)
             _check_trainable(data)
             _check_event_weights(data, config.cf)
@@ -154,8 +159,13 @@ def train(
                 path = write_bundle(bundles, version, writer, manifest, catalog_key(engine.url))
             with stage("register"):
                 try:
-                    register_bundle(
-                        engine, version, path.resolve(), fitted.metrics, config.activate
+                    active = register_bundle(
+                        engine,
+                        version,
+                        path.resolve(),
+                        fitted.metrics,
+                        config.activate,
+                        unless_moved_from=active_before,
                     )
                 except Exception:
                     drop_unregistered(engine, path)  # not left for the next run to remove
@@ -172,6 +182,7 @@ def train(
         fused.weights_,
         fused.cold_scale_,
         manifest["devices"],
+        active,
     )
 
 
