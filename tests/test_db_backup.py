@@ -87,6 +87,9 @@ def test_a_restore_keeps_the_erasures_made_since_the_backup(engine, db_url, tmp_
         )
         connection.execute(text("DELETE FROM items WHERE id = (SELECT max(id) FROM items)"))
         connection.commit()
+    # no terminal to ask on: it asked on stdout and stopped with "Aborted!", exit 1
+    unasked = run_cli("db", "restore", tmp_path / "monday.db", expect_exit=2).output
+    assert "db restore replaces the whole catalog; pass --yes" in unasked
     done = run_cli("db", "restore", tmp_path / "monday.db", "--yes").output
     assert "kept 2 erasure(s) recorded since the backup; erased 1 of its users again" in done
     assert _count(engine, Item) == items  # Monday's catalog

@@ -1,5 +1,6 @@
 """Click commands, one module per top-level `recsys` subcommand (thin: the work is in recsys/)."""
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -9,7 +10,11 @@ import click
 
 def bars(quiet: bool = False) -> bool:
     """Whether a command shows progress bars: not with --quiet, nor when stderr is no
-    terminal (a log file held 30 frames of a redirected train's bar)."""
+    terminal (a log file held 30 frames of a redirected train's bar). --quiet also keeps the
+    INFO lines back (warnings and errors still come): `train -q` wrote 25 of them, one a
+    metrics dict of kilobytes."""
+    if quiet and not logging.getLogger("recsys").isEnabledFor(logging.DEBUG):  # not with -v
+        logging.getLogger("recsys").setLevel(logging.WARNING)
     return not quiet and sys.stderr.isatty()
 
 

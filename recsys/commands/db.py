@@ -197,6 +197,8 @@ def restore(settings: Settings, file: Path, yes: bool, other_catalog: bool, quie
 
     sqlite_file(settings.database_url)  # a PostgreSQL catalog is refused before asking
     if not yes:
+        if not sys.stdin.isatty():  # it asked on stdout and stopped with "Aborted!", exit 1
+            raise click.UsageError("db restore replaces the whole catalog; pass --yes")
         click.confirm(f"replace the catalog at {settings.database_url} with {file}?", abort=True)
     engine = connect(settings.database_url)
     with _pages(quiet) as progress:
