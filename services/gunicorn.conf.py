@@ -88,7 +88,9 @@ def _whole(name: str, default: int) -> int:
 
 # One address, or several separated by commas (gunicorn listens on each).
 bind = [a.strip() for a in os.environ.get("RECSYS_BIND", "127.0.0.1:8000").split(",") if a.strip()]
-workers = _whole("RECSYS_WORKERS", (os.cpu_count() or 1) + 1)
+# the CPUs this process may run on (taskset, a container's cpuset), not the host's: under
+# `taskset -c 0` on a small box the default was still the host's count plus one
+workers = _whole("RECSYS_WORKERS", len(os.sched_getaffinity(0)) + 1)
 # gthread workers keep connections alive and a slow client holds one thread, not a whole
 # worker, and that for a bounded time (services/workers.py, READ_TIMEOUT); at
 # 300 req/s on 2 cores they matched sync workers' tail latency (benchmarks/RESULTS.md,
@@ -104,7 +106,9 @@ worker_tmp_dir = os.environ.get("RECSYS_WORKER_TMP_DIR") or (
 timeout = 60
 graceful_timeout = 30
 keepalive = 5
-accesslog = os.environ.get("RECSYS_ACCESS_LOG")  # e.g. "-" for stdout; off by default
+# e.g. "-" for stdout; off by default, and when set empty ("RECSYS_ACCESS_LOG=", which
+# stopped gunicorn with "Error: '' isn't writable")
+accesslog = os.environ.get("RECSYS_ACCESS_LOG") or None
 # gunicorn's text format without its user field (a Basic-auth user name, decoded from a header
 # any client sends: "x\n[...] [CRITICAL] ..." wrote a forged line), with the answer's time and
 # request id instead (RECSYS_LOG_FORMAT=json writes every field as JSON).
@@ -285,6 +289,21 @@ except InvalidSettings as exc:
 
 gc.collect()
 gc.freeze()  # the imported objects leave the collector's lists: collections do not touch them
+
+
+# How much likelier than the master the kernel's out-of-memory killer takes a worker
+# (/proc/PID/oom_score_adj, which a process may raise for itself): a killed worker is
+# restarted ("Perhaps out of memory?"), a killed master takes the whole service down. On a
+# 1.5 GB box the master, which holds the preloaded libraries, was killed first.
+WORKER_OOM_SCORE_ADJ = 300
+
+
+def post_fork(server, worker):
+    try:
+        with open("/proc/self/oom_score_adj", "w") as file:
+            file.write(str(WORKER_OOM_SCORE_ADJ))
+    except OSError:  # not Linux, or /proc read-only: the kernel's own choice stands
+        pass
 
 
 def post_worker_init(worker):

@@ -123,6 +123,18 @@ def serving_workers(base: str, version: str) -> int:
     )
 
 
+def test_the_out_of_memory_killer_takes_a_worker_before_the_master(server):
+    """On a 1.5 GB box the kernel killed the master first (it holds the preloaded libraries)
+    and the service was gone; a killed worker is restarted."""
+    _, proc, _ = server
+
+    def adjusted(pid: int) -> int:
+        return int(Path(f"/proc/{pid}/oom_score_adj").read_text())
+
+    workers = psutil.Process(proc.pid).children()
+    assert workers and all(adjusted(w.pid) > adjusted(proc.pid) for w in workers)
+
+
 def test_every_gunicorn_worker_serves_the_bundle_and_metrics_count_all_requests(server):
     base, _, _ = server
     version = json.loads(get(base + "/readyz")[1])["model_version"]
