@@ -111,8 +111,8 @@ class _Raced(Exception):
 
 
 def _attempt(engine: Engine, path: Path, ingester: Ingester, options: IngestOptions):
-    """One pass over the file. An error that stops it carries the pass's ``report``
-    (``stopped``): what was stored by then, which `--json` prints."""
+    """One pass over the file. An error that stops it carries the pass's ``report`` (its
+    ``report`` attribute): what was stored by then, which `ingest --json` prints."""
     report = IngestReport(path)
 
     def told(error: BaseException) -> BaseException:
