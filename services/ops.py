@@ -16,7 +16,15 @@ from services.context import context
 from services.contract import Raw, endpoint
 from services.errors import ApiError, message_of, model_problem, waiting_for_catalog
 from services.openapi import openapi_document
-from services.schemas import LiveCatalog, Readiness, Reloaded, Status, id_routes, path_id
+from services.schemas import (
+    ImageQuery,
+    LiveCatalog,
+    Readiness,
+    Reloaded,
+    Status,
+    id_routes,
+    path_id,
+)
 
 log = logging.getLogger(__name__)
 # a probe every few seconds from each balancer: one line a minute while the catalog is away
@@ -99,8 +107,10 @@ def openapi():
 
 
 @bp.get("/images/<id:item_id>")
-@endpoint(responses={200: Raw("image/*", "The image file")}, errors=(400, 404, 503))
-def item_image(item_id: str):
+@endpoint(
+    query=ImageQuery, responses={200: Raw("image/*", "The image file")}, errors=(400, 404, 503)
+)
+def item_image(item_id: str, query: ImageQuery):
     """An item's image"""
     item_id = path_id("item_id", item_id)  # as every path that names an item reads it
     path = reads.image_path(context().engine, item_id)

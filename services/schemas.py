@@ -214,6 +214,16 @@ class FeedQuery(Filtered):
     new_items: QueryInt = Field(0, ge=0, le=MAX_K, description=_NEW_ITEMS)
 
 
+class ImageQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # a page's cache-buster (<img src=".../images/ID?v=3">, after it replaced a photo): the
+    # URL was a 400 "unknown parameter", so the image broke
+    v: str | None = Field(
+        None, max_length=100, description="Ignored: a version a page may add to bust caches"
+    )
+
+
 class SearchQuery(Filtered):
     k: QueryInt = Field(10, ge=1, le=MAX_K, description="Number of results")
 

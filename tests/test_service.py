@@ -238,6 +238,9 @@ def test_visual_search_finds_look_alikes_and_refuses_non_images(client, app):
 
 def test_images_and_items_are_served(client):
     assert client.get("/images/a1").content_type == "image/png"
+    # a page's cache-buster after it replaced a photo: a 400 had broken the <img>
+    assert client.get("/images/a1?v=2").content_type == "image/png"
+    assert_error(client.get("/images/a1?w=300"), 400, "w: unknown parameter")
     item = client.get("/v1/items/a-new").get_json()
     assert item["in_model"] is True and item["image_url"] == "/images/a-new"
     page = client.get("/v1/items?limit=5&q=Drama").get_json()
