@@ -31,6 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.model import sparse_rows
+from recsys.model.fusion import CONTENT_BLOCKS
 
 PREDICTED_CF = "cf predicted"
 BLOCK_LABELS = {
@@ -79,7 +80,7 @@ def block_shares(fused, query_rows: np.ndarray, found: np.ndarray, surface: str,
     (Q, k), where known).
 
     On "similar", a new item is scored by its whole content where the feed scales it down
-    (``FusedModel.surface_rows``; the neighbour table holds it so), or by its feed vector
+    (``FusedModel.surface_item_vectors``; the neighbour table holds it so), or by its feed vector
     where a search of the serving index left it so (many new items): with ``scores``, each
     pair is split by the one whose sum is its score. Split by the feed vector alone, 1 in 5
     of a demo shop's similar items had parts that did not sum to their score."""
@@ -87,10 +88,19 @@ def block_shares(fused, query_rows: np.ndarray, found: np.ndarray, surface: str,
     weighted = [name for name, weight in weights.items() if weight != 0.0]
     queries = fused.item_query_blocks(query_rows, weighted)  # block -> (Q, d_b)
     rows = np.maximum(found, 0)
-    shares = _split(fused, fused.item_vectors_[rows], queries, weights, found)
-    if surface == "similar" and fused.content_cold_scaled:
-        items = np.asarray(fused.surface_rows(rows.ravel(), surface)).reshape(*rows.shape, -1)
-        whole = _split(fused, items, queries, weights, found)
+    items = np.asarray(fused.item_vectors_[rows])  # (Q, k, D)
+    shares = _split(fused, items, queries, weights, found)
+    listed_cold = fused.cold_[rows] & (found >= 0)
+    if surface == "similar" and fused.content_cold_scaled and listed_cold.any():
+        # the listed new items' content blocks as they are, not scaled for feeds (the
+        # surface's item vectors, FusedModel.surface_item_vectors, differ there alone)
+        q, j = np.nonzero(listed_cold)
+        whole = dict(shares)
+        for name in (b for b in CONTENT_BLOCKS if b in queries and b in fused.item_blocks_):
+            own = np.asarray(fused.item_blocks_[name][rows[q, j]])  # (m, d)
+            dots = np.einsum("md,md->m", queries[name][q], own)
+            whole[name] = shares[name].copy()
+            whole[name][q, j] = weights[name] * dots
         if scores is None:
             shares = whole
         else:

@@ -443,16 +443,6 @@ class FusedModel(BaseEstimator):
                     out[cold, part] *= self.cold_scale_.get(name, 1.0)
         return out
 
-    def surface_rows(self, rows: np.ndarray, surface: str) -> np.ndarray:
-        """(n, dim) the items ``rows`` as ``surface``'s answers score them: on "similar",
-        where the feed scales new items' content (``content_cold_scaled``), cold items by
-        their whole content (``surface_item_vectors``, as the neighbour table holds them);
-        the fused item vectors otherwise."""
-        if surface != "similar" or not self.content_cold_scaled:
-            return self.item_vectors_[rows]
-        blocks = {b: v[rows] for b, v in self.item_blocks_.items()}
-        return self.surface_item_vectors(blocks, self.cold_[rows])
-
     @staticmethod
     def check_surface(surface: str) -> None:
         """``ValueError`` naming the surfaces when ``surface`` is not one of ``SURFACES``."""
