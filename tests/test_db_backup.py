@@ -13,7 +13,7 @@ from recsys.catalog import backup as backups
 from recsys.catalog.backup import backup, restore
 from recsys.catalog.keys import create_key, find_key, revoke_key
 from recsys.catalog.models import Erasure, Interaction, Item, User, catalog_id, user_key
-from recsys.errors import InvalidInput
+from recsys.errors import InvalidInput, TryAgain
 from recsys.ingest.users import erase_users
 from recsys.model.training import train
 from tests.shop_fixture import populate, train_config
@@ -222,3 +222,24 @@ def test_a_backup_of_another_catalog_is_refused_unless_asked_for(engine, db_url,
     assert catalog_id(engine) == "another"
     restore(engine, db_url, older, other_catalog=True)  # asked for: it keeps an id of its own
     assert catalog_id(engine) not in (None, "another")
+
+
+def test_a_restore_onto_a_catalog_another_writer_holds_gives_up_and_keeps_it(
+    engine, db_url, tmp_path, monkeypatch
+):
+    """SQLite's backup step is retried in C while the file is busy, without end and deaf to
+    signals: a restore waited 540 s on a held catalog, ignored SIGTERM, then replaced it."""
+    _sqlite_only(db_url)
+    populate(engine)
+    backup(db_url, tmp_path / "monday.db")
+    items = _count(engine, Item)
+    monkeypatch.setattr(backups, "BUSY_SECONDS", 0.5)
+    holder = sqlite3.connect(db_url.removeprefix("sqlite:///"))
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(TryAgain, match=r"is locked by another writer \(waited 0.5 s\)"):
+            restore(engine, db_url, tmp_path / "monday.db")
+    finally:
+        holder.rollback()
+        holder.close()
+    assert _count(engine, Item) == items

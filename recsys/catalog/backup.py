@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ from recsys.catalog.models import (
     items_held,
     user_key,
 )
-from recsys.errors import InvalidInput
+from recsys.errors import InvalidInput, TryAgain
 
 # Pages copied per step of the backup API (4 KiB pages: 64 MiB a step): between steps the
 # source's writers go on, and a progress bar moves.
@@ -177,6 +178,8 @@ def restore(
         _copy(staged, path, None, pages=-1)  # one step: one transaction on the catalog
     except sqlite3.Error as exc:
         raise InvalidInput(f"the restore failed ({exc}); the catalog is as it was") from exc
+    except TryAgain as exc:  # the catalog held by another writer
+        raise TryAgain(f"{exc}; the catalog is as it was") from None
     except Exception as exc:  # the backup is no catalog this code can migrate and fill
         cause = getattr(exc, "orig", None) or exc  # the driver's words, not SQLAlchemy's SQL
         raise InvalidInput(
@@ -190,10 +193,11 @@ def restore(
 
 
 def _copy(source_path, target_path, progress, pages: int = STEP_PAGES) -> None:
-    source = sqlite3.connect(f"file:{source_path}?mode=ro", uri=True, timeout=30)
-    target = sqlite3.connect(target_path, timeout=30)
+    # a short busy wait in each step: the waiting is ``_stepping``'s, between the steps
+    source = sqlite3.connect(f"file:{source_path}?mode=ro", uri=True, timeout=0.1)
+    target = sqlite3.connect(target_path, timeout=0.1)
     try:
-        source.backup(target, pages=pages, progress=_pages(progress))
+        source.backup(target, pages=pages, progress=_stepping(progress, target_path))
     finally:
         target.close()
         source.close()
@@ -213,10 +217,34 @@ class _Kept:
     keys: list[dict]
 
 
-def _pages(progress):
-    if progress is None:
-        return None
-    return lambda _status, remaining, total: progress(total - remaining, total)
+# How long a copy waits for a file another writer holds, as every other writer does.
+BUSY_SECONDS = 30.0
+_BUSY = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
+
+
+def _stepping(progress, target_path):
+    """The backup's per-step callback: ``progress(done, total)`` where given, and a
+    ``TryAgain`` once the files stayed locked for ``BUSY_SECONDS``. SQLite's backup step
+    is retried in C while a file is busy, without end and deaf to signals: a restore onto a
+    catalog another writer held waited 540 s, ignored SIGTERM, then replaced the catalog.
+    The callback runs between the tries, so a signal's handler runs there too."""
+    busy_since = None
+
+    def step(status, remaining, total):
+        nonlocal busy_since
+        if status in _BUSY:
+            busy_since = busy_since or time.monotonic()
+            if time.monotonic() - busy_since > BUSY_SECONDS:
+                raise TryAgain(
+                    f"{target_path} is locked by another writer (waited {BUSY_SECONDS:g} s); "
+                    "run the command again when that writer is done"
+                )
+        else:
+            busy_since = None
+        if progress is not None:
+            progress(total - remaining, total)
+
+    return step
 
 
 @contextlib.contextmanager
