@@ -85,9 +85,13 @@ class RecsysGroup(click.Group):
             click.secho(f"error: {exc}", fg="red", err=True)
             ctx.exit(TRY_AGAIN)
         except RecsysError as exc:
+            from recsys.catalog.db import passing
+
             path = getattr(exc, "path", None)
             click.secho(f"error: {exc}" + (f" ({path})" if path else ""), fg="red", err=True)
-            ctx.exit(2)
+            # a training stopped by the database going away or a lock: it may pass
+            cause = exc.__cause__
+            ctx.exit(TRY_AGAIN if isinstance(cause, DBAPIError) and passing(cause) else 2)
         except DBAPIError as exc:  # the server is down or refuses us; the file is locked, full...
             from recsys.catalog.db import database_problem, passing
 

@@ -181,7 +181,9 @@ def _query_values(model: type[BaseModel]) -> dict[str, Any]:
                 # client spells it (openapi-fetch's default), not form-exploded
                 inner = _DEEP_KEY.fullmatch(name)
                 if inner and inner[1] not in declared:
-                    name, given = inner[1], [*_listed(values.get(inner[1])), *given]
+                    name = inner[1]
+                # both spellings of one attribute: every value counts, in either order
+                given = [*_listed(values.get(name)), *given]
                 values[name] = given if len(given) > 1 else given[0]
     for name, given in args.lists():
         if any("%" in value for value in given) and not _utf8(name):

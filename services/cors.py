@@ -16,7 +16,8 @@ from flask import Flask, request
 from recsys.settings import Settings
 
 # X-Request-ID: the README asks clients to send one (it comes back in the answer and the logs)
-ALLOWED_HEADERS = "Authorization, Content-Type, X-Request-ID"
+# If-None-Match: a page revalidating an answer by its ETag itself
+ALLOWED_HEADERS = "Authorization, Content-Type, X-Request-ID, If-None-Match"
 EXPOSED_HEADERS = "Retry-After, ETag, X-Request-ID"
 MAX_AGE_SECONDS = 600
 

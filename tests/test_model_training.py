@@ -466,3 +466,20 @@ def test_a_prune_that_fails_after_the_bundle_is_active_is_a_warning(
     version = active_version(engine)
     assert f"warning: bundle {version} is active, but pruning the item change log" in done.output
     assert "run `recsys db prune-changes` later" in done.output
+
+
+def test_a_training_stopped_by_a_locked_catalog_may_be_run_again_exit_75(
+    engine, run_cli, tmp_path, monkeypatch
+):
+    """A nightly job could not tell a locked or restarting catalog (retry) from a bad
+    setting: every training failure was exit 2."""
+    from sqlalchemy.exc import OperationalError
+
+    populate(engine)
+
+    def locked(*args, **kwargs):
+        raise OperationalError("UPDATE model_bundles", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(training, "register_bundle", locked)
+    failed = run_cli("--artifacts-dir", tmp_path, "train", "-q", expect_exit=75)
+    assert "stage 'register': Exception: database is locked" in failed.output

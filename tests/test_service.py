@@ -114,6 +114,10 @@ def test_home_feed_excludes_seen_items_and_applies_filters(client, shop):
     # the document's filters object as a deepObject client sends it: the same filter
     deep = client.get("/v1/users/u0/recommendations?k=5&filters[genres]=Comedy&in_stock=true")
     assert deep.get_json()["items"] == feed["items"]
+    both = "/v1/users/u0/recommendations?k=30&{}=Comedy&{}=Drama"  # in either order
+    for first, then in (("filters[genres]", "genres"), ("genres", "filters[genres]")):
+        listed = client.get(both.format(first, then)).get_json()["items"]
+        assert {i["item_id"][0] for i in listed} == {"a", "b"}, (first, listed)
 
 
 def test_filters_that_pass_no_item_give_an_empty_list_not_an_error(client):

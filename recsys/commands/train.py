@@ -206,13 +206,6 @@ def train(
                 "took some; a feed shows them rarely unless asked for new_items, see README "
                 '"New items in feeds")'
             )
-    if not no_activate and not result.active:
-        click.echo(
-            f"warning: bundle {result.version} is registered, not active: another bundle was "
-            f"activated while it trained; `recsys bundles activate {result.version}` makes it "
-            "the active one",
-            err=True,
-        )
     if result.active:  # workers rebuild their delta for the new bundle: a good time to prune
         from sqlalchemy.exc import DBAPIError
 
