@@ -192,5 +192,8 @@ def main() -> None:
     # SIGTERM takes Ctrl-C's path: its clean-ups run (temporary files, partial backups) and
     # what was kept is said; it stopped a job with nothing said and its leftovers kept
     signal.signal(signal.SIGTERM, _terminate)
-    # NO_COLOR (no-color.org): no ANSI colour in the error lines, on a terminal too
-    cli(prog_name="recsys", color=False if os.environ.get("NO_COLOR") else None)
+    try:
+        # NO_COLOR (no-color.org): no ANSI colour in the error lines, on a terminal too
+        cli(prog_name="recsys", color=False if os.environ.get("NO_COLOR") else None)
+    finally:  # not in the exit's own clean-ups ("Exception ignored in atexit callback")
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -180,6 +180,11 @@ def _query_values(model: type[BaseModel]) -> dict[str, Any]:
                 # filters[department]=tops: the document's filters object as a deepObject
                 # client spells it (openapi-fetch's default), not form-exploded
                 inner = _DEEP_KEY.fullmatch(name)
+                if inner and inner[1] in declared and inner[1] in _FILTER_FIELDS:
+                    if inner[1] in values:  # in_stock=true&filters[in_stock]=false
+                        raise bad_parameter(inner[1], "is given twice; give it once")
+                    values[inner[1]] = given[0] if len(given) == 1 else given
+                    continue
                 if inner and inner[1] not in declared:
                     name = inner[1]
                 # both spellings of one attribute: every value counts, in either order
@@ -192,6 +197,9 @@ def _query_values(model: type[BaseModel]) -> dict[str, Any]:
 
 
 _DEEP_KEY = re.compile(r"filters\[([^\[\]]+)\]")
+# declared parameters that are filters too: filters[in_stock] is in_stock (it was refused
+# while the message named in_stock as filterable)
+_FILTER_FIELDS = frozenset({"in_stock"})
 
 
 def _listed(value: Any) -> list:

@@ -118,6 +118,10 @@ def test_home_feed_excludes_seen_items_and_applies_filters(client, shop):
     for first, then in (("filters[genres]", "genres"), ("genres", "filters[genres]")):
         listed = client.get(both.format(first, then)).get_json()["items"]
         assert {i["item_id"][0] for i in listed} == {"a", "b"}, (first, listed)
+    # filters[in_stock] is in_stock (refused, while the message named in_stock filterable)
+    sold_out = client.get("/v1/users/u0/recommendations?k=30&filters[in_stock]=false")
+    assert sold_out.status_code == 200
+    assert {i["in_stock"] for i in sold_out.get_json()["items"]} == {False}
 
 
 def test_filters_that_pass_no_item_give_an_empty_list_not_an_error(client):
