@@ -118,12 +118,7 @@ class RejectsWriter:
             )
             self._writer = csv.writer(self._file)
             self._writer.writerow(self.COLUMNS)
-        try:
-            record = (
-                json.dumps(reject.record, default=str, ensure_ascii=False) if reject.record else ""
-            )
-        except RecursionError:  # a value nested just under the parser's limit: no traceback
-            record = '"(nested too deeply to write)"'
+        record = json.dumps(reject.record, default=str, ensure_ascii=False) if reject.record else ""
         if reject.reason == Reason.ERASED_USER:  # an erased shopper's data is not written again
             record = ""
         self._writer.writerow((reject.line, reject.reason, reject.detail, record))

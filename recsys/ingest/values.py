@@ -100,6 +100,8 @@ _TRUE = {"1", "true", "t", "yes", "y"}
 _FALSE = {"0", "false", "f", "no", "n"}
 # Epoch seconds later than this (year 2286) are almost surely milliseconds.
 _MAX_EPOCH_SECONDS = 10_000_000_000
+# Each factor of 1000 past epoch seconds, the unit a timestamp that far out is likely in.
+_FINER_UNITS = (("milliseconds", 10**3), ("microseconds", 10**6), ("nanoseconds", 10**9))
 # Eight digits that make a date of 1900 to 2099 are one (ISO 8601's basic form, a data
 # warehouse's date key), not epoch seconds of 1970-1973.
 _BASIC_DATE = re.compile(r"(19\d\d|20\d\d)(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])")
@@ -327,15 +329,9 @@ def _parse_timestamp_text(value: Any, column: str) -> datetime:
         if not math.isfinite(seconds):
             raise BadValue(f"{column} {shown(text)} is not a finite number of epoch seconds")
         if abs(seconds) >= _MAX_EPOCH_SECONDS:
-            # each factor of 1000 past epoch seconds: milli-, micro-, nanoseconds
             unit, factor = next(
-                (u, f)
-                for u, f in (
-                    ("milliseconds", 10**3),
-                    ("microseconds", 10**6),
-                    ("nanoseconds", 10**9),
-                )
-                if abs(seconds) < _MAX_EPOCH_SECONDS * f or f == 10**9
+                ((u, f) for u, f in _FINER_UNITS if abs(seconds) < _MAX_EPOCH_SECONDS * f),
+                _FINER_UNITS[-1],
             )
             raise BadValue(
                 f"{column} {shown(text)} is out of range for epoch seconds "

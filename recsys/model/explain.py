@@ -113,7 +113,6 @@ def block_shares(fused, query_rows: np.ndarray, found: np.ndarray, surface: str,
 
 def _split(fused, items, queries: dict, weights: dict, found: np.ndarray) -> dict:
     """block -> (Q, k) weighted dots of the block ``queries`` with ``items`` (Q, k, D)."""
-    items = np.asarray(items)
     listed = found >= 0
     shares = {}
     for name, part in fused.layout_.slices().items():

@@ -414,8 +414,8 @@ class Recommender:
         # The catalog's changes since this bundle (recsys.model.delta); None: the bundle alone.
         self.live = None
         self._live_popularity = None  # (the delta, its items' popularity) for fallback feeds
+        self._live_bundle = None  # (the delta, (M,) its items' bundle rows, -1: added since)
         self._live_rows = None  # (the delta, the sorted bundle rows of its items)
-        self._live_added = None  # (the delta, (M,) bool: its items the bundle does not hold)
 
     @property
     def version(self) -> str:
@@ -1021,7 +1021,7 @@ class Recommender:
         live part too (an edited item came back into the feed of a shopper who bought it)."""
         cached = self._live_rows
         if cached is None or cached[0] is not live:
-            written = self.item_index.rows(live.ids)
+            written = self._bundle_rows_of(live)
             cached = self._live_rows = (live, np.sort(written[written >= 0]))
         written = cached[1]
         rows = np.asarray(rows)
@@ -1068,7 +1068,7 @@ class Recommender:
         if live is None or not live.size or not any(results.fallback):
             return results
         if self._live_popularity is None or self._live_popularity[0] is not live:
-            rows = self.item_index.rows(live.ids.tolist())
+            rows = self._bundle_rows_of(live)
             known = np.maximum(self.popularity[np.maximum(rows, 0)], 0)
             self._live_popularity = (live, np.where(rows >= 0, known, 0.0).astype(np.float32))
         popularity = self._live_popularity[1]
@@ -1107,7 +1107,7 @@ class Recommender:
         changed since."""
 
         def because(_q: int, rows: np.ndarray, scores: np.ndarray) -> list[list[explain.Reason]]:
-            known = self.item_index.rows(live.ids[rows].tolist()) >= 0
+            known = self._bundle_rows_of(live)[rows] >= 0
             return [
                 [explain.Reason(UPDATED_REASON if old else LIVE_REASON, float(score))]
                 for old, score in zip(known.tolist(), scores.tolist(), strict=True)
@@ -1257,11 +1257,16 @@ class Recommender:
         (added since) alone with ``only_new``."""
         allowed = live.mask(filters, candidates)
         if only_new:
-            cached = self._live_added
-            if cached is None or cached[0] is not live:
-                cached = self._live_added = (live, self.item_index.rows(live.ids.tolist()) < 0)
-            allowed &= cached[1]
+            allowed &= self._bundle_rows_of(live) < 0
         return allowed
+
+    def _bundle_rows_of(self, live) -> np.ndarray:
+        """(M,) the bundle row of each of the delta ``live``'s items (-1: added since), looked
+        up once per delta (the feeds' stock, seen-item and new-item masks all read it)."""
+        cached = self._live_bundle
+        if cached is None or cached[0] is not live:
+            cached = self._live_bundle = (live, self.item_index.rows(live.ids.tolist()))
+        return cached[1]
 
     def _candidate_rows(self, candidates) -> np.ndarray:
         """Bundle rows of ``candidates``; live items among them are ranked by the delta."""
