@@ -11,7 +11,7 @@ import sys
 import click
 
 from recsys.errors import Interrupted, RecsysError, Terminated, TryAgain
-from recsys.logs import formatter
+from recsys.logs import TEXT_TIME, formatter
 from recsys.settings import Settings
 
 # name -> ("module:attribute", one-line help). A command's module is imported only when that
@@ -147,9 +147,13 @@ def cli(ctx: click.Context, database_url, artifacts_dir, device, ray_address, ve
     Typical flow: `recsys db upgrade`, `recsys ingest items ...`,
     `recsys ingest interactions ...`, `recsys stats`.
     """
+    # a terminal gets short lines; a log file (cron, a pipeline) gets each line's time too
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
+        format="%(levelname)s %(name)s: %(message)s"
+        if _is_terminal(sys.stderr)
+        else "%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt=TEXT_TIME,
         stream=sys.stderr,
     )
     if not verbose:
@@ -170,6 +174,13 @@ def cli(ctx: click.Context, database_url, artifacts_dir, device, ray_address, ve
     except RecsysError as exc:
         raise click.UsageError(str(exc)) from exc
     _log_as(ctx.obj.log_format)
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        return False
 
 
 def _log_as(log_format: str) -> None:
