@@ -64,7 +64,9 @@ class InteractionIngester:
     known = COLUMNS
     attributes = False
 
-    def __init__(self) -> None:
+    def __init__(self, stamp: datetime | None = None) -> None:
+        # the time the HTTP API dates undated events with: such an event was sent now
+        self.stamp = stamp
         self.seen = SeenKeys()
         # read by ``look_up`` only: a whole file's batches, not one request's events
         self.known_items, self.known_users = KnownKeys(Item), KnownKeys(User)
@@ -153,7 +155,7 @@ class InteractionIngester:
         refuse(problems, rows["row"].filter(unknown).to_numpy(), Reason.UNKNOWN_ITEM, details)
         rows = rows.append_column("item_id", pa.array(item_ids))
         rows = rows.append_column("user_id", pa.array(known_users)).filter(pc.invert(unknown))
-        rows = _after_erasures(connection, rows, problems)
+        rows = _after_erasures(connection, rows, problems, self.stamp)
         first = pa.array(self.seen.first_occurrences(rows["hash"].to_numpy()))
         repeats = rows["row"].filter(pc.invert(first)).to_numpy()
         details = [
@@ -192,20 +194,25 @@ class InteractionIngester:
         return Staged(rows, problems, added)
 
 
-def _after_erasures(connection: Connection, rows: pa.Table, problems: Problems) -> pa.Table:
-    """The rows but the events of erased users from before their erasure (refused): an old
-    file ingested again does not bring an erased shopper back. An undated row of theirs is
-    refused too (nothing shows it came after; the HTTP API dates events it stores). Their
-    later events are kept, under a user added anew (a key read before the erasure is gone)."""
+def _after_erasures(
+    connection: Connection, rows: pa.Table, problems: Problems, stamp: datetime | None = None
+) -> pa.Table:
+    """The rows but the events of erased users from before their erasure (refused), or dated
+    within a day after it (``taken_back``): an old file ingested again does not bring an
+    erased shopper back. An undated row of theirs is refused too (nothing shows it came
+    after), but for those the HTTP API dated ``stamp``. Their later events are kept, under a
+    user added anew (a key read before the erasure is gone)."""
     erased = erased_before(connection, rows["user"].combine_chunks())
     if np.isnat(erased).all():
         return rows
     moments = rows["timestamp"].combine_chunks().cast(pa.timestamp("us"))
     moments = moments.to_numpy(zero_copy_only=False).astype("datetime64[us]")
-    was, gone = ~np.isnat(erased), taken_back(erased, moments)
+    stamped = False if stamp is None else moments == np.datetime64(stamp, "us")
+    was, gone = ~np.isnat(erased), taken_back(erased, moments, stamped)
     details = [  # not naming the user: the rejects file keeps no erased shopper's data
         f"its user was erased at {when.isoformat(sep=' ', timespec='seconds')} UTC; their "
-        "events from before then are not taken back (an event after it is, with its timestamp)"
+        "events dated before a day after it are not taken back (an event may be dated up to "
+        "a day ahead of the clock, so an older one could carry such a time)"
         for when in erased[gone].tolist()
     ]
     refuse(problems, rows["row"].filter(pa.array(gone)).to_numpy(), Reason.ERASED_USER, details)
@@ -304,16 +311,19 @@ def record_interactions(
     ``events[i].<field>`` and nothing is stored. Concurrent calls that add the same user or
     the same event each succeed and leave one row.
     """
-    stamp = (now or utcnow()).isoformat()
+    moment = now or utcnow()
     batch = batch_from_records(
-        [Record(position, _stamped(event, stamp)) for position, event in enumerate(events)]
+        [
+            Record(position, _stamped(event, moment.isoformat()))
+            for position, event in enumerate(events)
+        ]
     )
     rows, problems = InteractionIngester().parse(batch)
     _refuse(problems or conflicting_repeats(rows))
 
     def write(connection: Connection) -> IngestReport:
         report = IngestReport(Path("<api>"))
-        problems = InteractionIngester().write(connection, rows, report)
+        problems = InteractionIngester(moment).write(connection, rows, report)
         # Raising inside the transaction rolls it back.
         _refuse({row: p for row, p in problems.items() if p[0] != Reason.DUPLICATE})
         return report

@@ -5,9 +5,10 @@ and records each erasure (``Erasure``: the SHA-256 of the id, never the id, and 
 The record keeps the erasure in force:
 
 - an event of theirs from before the erasure is refused at ingest (``erased_before``,
-  reason ``erased_user``), so re-ingesting an old file does not bring them back; a new event
-  (its timestamp after the erasure; the HTTP API stamps undated events with the time they
-  are stored) is taken, and they start again as a new shopper;
+  reason ``erased_user``), so re-ingesting an old file does not bring them back; so is one
+  dated up to a day after it (``taken_back``: an event may be dated that far ahead of the
+  clock). A later event (or an undated one the HTTP API stamps with the time it stores it)
+  is taken, and they start again as a new shopper;
 - training from an event folder leaves out the same events (``without_erased``);
 - a feed whose bundle was trained before the erasure does not use the bundle's history of
   them (``recsys.serving.fresh_history``): a user never seen, or their events since alone.
@@ -44,7 +45,7 @@ from recsys.catalog.models import (
 )
 from recsys.errors import InvalidInput
 from recsys.ingest.bulk import write_transaction
-from recsys.ingest.values import BadValue, parse_id
+from recsys.ingest.values import FUTURE_SLACK, BadValue, parse_id
 
 # Users erased per statement (SQLite binds at most 32,766 values in one).
 BATCH = 1_000
@@ -194,12 +195,21 @@ def _truncate_log(engine: Engine) -> None:
         connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
-def taken_back(erased: np.ndarray, moments: np.ndarray) -> np.ndarray:
+def taken_back(
+    erased: np.ndarray, moments: np.ndarray, stamped: np.ndarray | bool = False
+) -> np.ndarray:
     """(B,) bool: the events an erasure refuses, of ``erased`` (B,) their users' latest
     erasure (``erased_before``; NaT: never) and ``moments`` (B,) their times (NaT: none):
-    those of an erased user from before the erasure, or undated (nothing shows they came
-    after). One rule for every door: ingest, HTTP, training from an event folder."""
-    return ~np.isnat(erased) & (np.isnat(moments) | (moments <= erased))
+    those of an erased user dated up to ``FUTURE_SLACK`` after the erasure, or undated
+    (nothing shows they came after); not those ``stamped`` (B,) with the time they were
+    stored by the door that stores them now (the HTTP API's undated events). The slack is
+    how far ahead of the clock an event may be dated: an event stored before the erasure
+    from a producer whose clock ran 20 hours fast, delivered again, brought the shopper
+    back. One rule for every door: ingest, HTTP, training from an event folder."""
+    window = erased + np.timedelta64(FUTURE_SLACK)
+    return ~np.isnat(erased) & (
+        np.isnat(moments) | (moments <= erased) | ((moments <= window) & ~np.asarray(stamped))
+    )
 
 
 def erased_before(connection: Connection, users: pa.Array) -> np.ndarray:
