@@ -5,6 +5,7 @@ and the HTTP API); a write that lost a race is run again."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -16,7 +17,9 @@ import recsys.ingest.interactions as interactions
 from recsys.catalog import connect
 from recsys.catalog.models import Interaction, Item, User
 from recsys.ingest import IngestOptions, ingest_items
+from recsys.ingest.bulk import settled_writes
 from recsys.ingest.interactions import record_interactions
+from recsys.model.data import read_interactions
 from tests.shop_fixture import ADMIN, build_shop, service_app
 
 CLIENTS = 8
@@ -164,3 +167,29 @@ def test_http_clients_all_get_201_and_one_row(shop):
         query = select(func.count(Interaction.id)).join(User).where(User.external_id == user)
         assert count(engine, query) == events
     engine.dispose()
+
+
+def test_a_training_read_meets_every_event_in_the_bundle_or_in_the_fresh_ones(catalog, monkeypatch):
+    """A batch stamped before a training's read and committed after it was in neither the
+    bundle nor the events feeds fold in (stored after the read's time) until the next
+    training: the read's time is now taken once the writes under way have committed."""
+    real, staged = interactions.upsert_interactions, threading.Event()
+
+    def slow(connection, rows):  # stamped; the commit comes a moment later
+        staged.set()
+        time.sleep(0.5)
+        return real(connection, rows)
+
+    monkeypatch.setattr(interactions, "upsert_interactions", slow)
+    writer = threading.Thread(
+        target=record_interactions, args=(catalog, [{"user_id": "u", "item_id": "i1"}])
+    )
+    writer.start()
+    assert staged.wait(10)
+    moment = settled_writes(catalog)
+    read = read_interactions(catalog, stored_by=moment)
+    writer.join()
+    fresh = count(
+        catalog, select(func.count(Interaction.id)).where(Interaction.created_at > moment)
+    )
+    assert len(read) + fresh == 1

@@ -45,6 +45,7 @@ from sqlalchemy import (
     func,
     literal_column,
     select,
+    text,
     true,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -52,7 +53,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import FromClause, Select
 from sqlalchemy.sql.dml import Insert
 
-from recsys.catalog.models import Interaction, Item, User
+from recsys.catalog.models import Interaction, Item, User, utcnow
 
 # The bind parameter of ``values_table``: a list of strings (``values_of``).
 VALUES = "values"
@@ -97,11 +98,56 @@ def prepare(connection: Connection) -> None:
     take_write_lock(connection)
 
 
+# The PostgreSQL advisory lock every write transaction holds shared and ``settled_writes``
+# takes alone for an instant (SQLite's write lock does both there).
+WRITES_LOCK = 0x7265_6373  # "recs"
+
+
 def take_write_lock(connection: Connection) -> None:
     """SQLite: take the write lock when the transaction begins (``BEGIN IMMEDIATE``), so its
-    reads and writes form one serial step among concurrent writers. Call it first."""
+    reads and writes form one serial step among concurrent writers. PostgreSQL: hold
+    ``WRITES_LOCK`` shared (writers do not wait for each other), so ``settled_writes`` can
+    wait for the writes under way. Call it first: what the transaction stamps after it
+    (events' ``created_at``), it stamps while holding it."""
     if connection.dialect.name == "sqlite":
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+    elif connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock_shared(:key)"), {"key": WRITES_LOCK})
+
+
+# PostgreSQL's SQLSTATE for a lock not taken within ``lock_timeout``.
+LOCK_NOT_AVAILABLE = "55P03"
+# How long ``settled_writes`` waits for the writes under way (a file's batch is one each).
+SETTLE_SECONDS = 30
+
+
+def settled_writes(engine: Engine) -> datetime:
+    """A time such that every write stamped before it has committed and every later one
+    stamps after it: taken once the writes under way have committed, while none can start
+    (the write lock, alone for an instant). A training reads its events up to it, and feeds
+    fold in the events stored after it: with the time taken before the read instead, an
+    ingest's batch stamped before it and committed after the read reached neither the
+    bundle nor any feed until the next training (one batch of 50,000 events in two runs of
+    three). When the writes under way take longer than ``SETTLE_SECONDS``, the clock's time
+    (a batch then may wait for the next training), said in the log."""
+    try:
+        with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(text(f"SET LOCAL lock_timeout = '{SETTLE_SECONDS}s'"))
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITES_LOCK})
+            else:
+                take_write_lock(connection)
+            return utcnow()
+    except DBAPIError as exc:
+        if not (lost_race(exc) or sqlstate(exc.orig) == LOCK_NOT_AVAILABLE):
+            raise
+        log.warning(
+            "writes under way did not finish within %d s (%s): events they stored may reach "
+            "feeds only after the next training",
+            SETTLE_SECONDS,
+            str(exc.orig).strip(),
+        )
+        return utcnow()
 
 
 def write_transaction(

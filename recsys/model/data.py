@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -59,15 +60,19 @@ class CatalogData:
 
 
 def read_catalog(
-    engine: Engine, events: str | Path | None = None, user_sample: tuple[int, int] | None = None
+    engine: Engine,
+    events: str | Path | None = None,
+    user_sample: tuple[int, int] | None = None,
+    stored_by: datetime | None = None,
 ) -> CatalogData:
     """Everything training needs from the catalog: items, attribute kinds, interactions (with
     ``events``, those of that Parquet event folder instead: ``recsys.engines.events``).
     ``user_sample`` (n, seed): only the interactions of ``split.sample_users``' seeded
-    sample of n users, the same rows, read alone from the catalog."""
+    sample of n users, the same rows, read alone from the catalog. ``stored_by``: only the
+    events stored by then (naive UTC), as feeds fold in those stored after it."""
     items, kinds = read_items(engine)
     if events is None:
-        interactions = read_interactions(engine, user_sample=user_sample)
+        interactions = read_interactions(engine, user_sample=user_sample, stored_by=stored_by)
     else:
         from recsys.engines.events import read_events
 
@@ -142,7 +147,10 @@ def _concat_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def read_interactions(
-    engine: Engine, chunk_rows: int = CHUNK_ROWS, user_sample: tuple[int, int] | None = None
+    engine: Engine,
+    chunk_rows: int = CHUNK_ROWS,
+    user_sample: tuple[int, int] | None = None,
+    stored_by: datetime | None = None,
 ) -> pd.DataFrame:
     """The interactions frame (``INTERACTION_COLUMNS``), read set-wise in chunks of rows.
 
@@ -150,10 +158,12 @@ def read_interactions(
     processing); each chunk becomes arrays at once, and user and item ids are looked up in
     arrays of the external ids, so every row of one user shares one string object. Rows come
     in insertion order (``interactions.id``). ``user_sample`` (n, seed): only the rows of the
-    users ``split.sample_users`` would choose, selected in SQL.
+    users ``split.sample_users`` would choose, selected in SQL. ``stored_by``: only the rows
+    stored (``created_at``) by then.
     """
     parts = {name: [] for name in INTERACTION_COLUMNS}
-    with _interaction_chunks(engine, chunk_rows, user_sample) as (users, items, chunks):
+    reading = _interaction_chunks(engine, chunk_rows, user_sample, stored_by)
+    with reading as (users, items, chunks):
         for user, item, event, weight, stamps in chunks:
             parts["user_id"].append(user)
             parts["item_id"].append(item)
@@ -205,18 +215,26 @@ def interaction_batches(engine: Engine, chunk_rows: int = CHUNK_ROWS) -> Iterato
 
 
 @contextmanager
-def _interaction_chunks(engine: Engine, chunk_rows: int, user_sample: tuple[int, int] | None):
+def _interaction_chunks(
+    engine: Engine,
+    chunk_rows: int,
+    user_sample: tuple[int, int] | None,
+    stored_by: datetime | None = None,
+):
     """(user keys -> ids, item keys -> ids, chunks): each chunk (user keys, item keys,
     events (categorical), weights, timestamps), read by the driver's own cursor, rows in
     insertion order."""
     with engine.connect() as connection:
         users = _external_ids(connection, "users")
         items = _external_ids(connection, "items")
-        where = ""
+        conditions = []
         if user_sample is not None:
             keys = _sampled_user_keys(connection, users, *user_sample)
             if keys is not None:  # integer keys of the catalog, written into the query
-                where = f" WHERE user_id IN ({', '.join(map(str, keys.tolist()))})"
+                conditions.append(f"user_id IN ({', '.join(map(str, keys.tolist()))})")
+        if stored_by is not None:  # as the catalog stores times (a literal both databases read)
+            conditions.append(f"created_at <= '{stored_by:%Y-%m-%d %H:%M:%S.%f}'")
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         # The driver's own cursor: rows stay plain tuples (no Row objects, no type processing);
         # on PostgreSQL a named (server-side) cursor streams them.
         dbapi = connection.connection

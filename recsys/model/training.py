@@ -30,6 +30,7 @@ from recsys.catalog.db import catalog_key, sqlite_unwritable
 from recsys.catalog.models import catalog_id, utcnow
 from recsys.engines.events import fresh_after
 from recsys.errors import InvalidInput, TrainingFailed
+from recsys.ingest.bulk import settled_writes
 from recsys.model.bundle import (
     active_version,
     drop_unregistered,
@@ -118,14 +119,16 @@ def train(
             return _stage(name, seconds, bar, bundles)
 
         with stage("read"):
-            reading = utcnow()  # erasures from now on are not in what is read
-            # later events are "fresh" to this bundle (an exported folder: those after export)
+            # the events stored by then are read, and the later ones are "fresh" to this
+            # bundle (an exported folder: those after export); erasures from then on are
+            # not in what is read
+            reading = settled_writes(engine) if events is None else utcnow()
             read_at = fresh_after(events) or reading.isoformat()
             # before the items are read: a write from now on is one the bundle may lack
             generation = changes.generation(engine)
             catalog = catalog_id(engine)
             active_before = active_version(engine)  # another run's activation is not undone
-            data = read_catalog(engine, events)
+            data = read_catalog(engine, events, stored_by=None if events else reading)
             _check_trainable(data)
             _check_event_weights(data, config.cf)
         content = Content()
