@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -385,7 +385,16 @@ class FeedRequest:
     new_items: int = 0
 
 
-class Forgotten(list):
+class Fresh(list):
+    """``fresh_history``'s items (newest first) with their events' ``times`` (naive UTC; None:
+    undated), which order them for the fold-in (``Recommender.history_with``)."""
+
+    def __init__(self, items: Sequence[str] = (), times: Sequence = ()) -> None:
+        super().__init__(items)
+        self.times = list(times)
+
+
+class Forgotten(Fresh):
     """``fresh_history``'s answer for a user the bundle knows whose history in it the feed must
     not use: erased since the bundle's data was read (``recsys.ingest.users``). It holds their
     events stored since, if they came back (newest first); empty, the feed is a never-seen
@@ -408,10 +417,10 @@ def fresh_history(state: ServingState, engine: Engine, user_id: str) -> list[str
     _feeds_without_fresh.worked()
     known = state.recommender.user_index.rows([user_id])[0] >= 0
     if known and since.erased_at is not None and since.erased_at > state.data_read_at:
-        return Forgotten(since.items or [])
+        return Forgotten(since.items or [], since.times)
     if since.items is None:  # never seen, or erased (before migration 0012 recorded erasures)
         return Forgotten() if known and state.users_from_catalog else []
-    return since.items
+    return Fresh(since.items, since.times)
 
 
 def home_feed(
@@ -441,6 +450,9 @@ def home_feed(
     live = recommender.live
     if not folded and not (live is not None and any(map(live.knows, elsewhere[0]))):
         return recommender.recommend([user_id], *options, **shown)
-    history, weights = recommender.history_with(user_id, folded)
+    times = fresh.times if isinstance(fresh, Fresh) else None  # None: in arrival order
+    if times is not None:
+        times = [t for t, keep in zip(times, held, strict=True) if keep]
+    history, weights = recommender.history_with(user_id, folded, times)
     weights = None if weights is None else [weights]
     return recommender.recommend_for_history([history], *options, weights=weights, **shown)

@@ -133,6 +133,45 @@ def test_a_feed_with_fresh_events_weighs_them_as_training_would():
     assert plain.history_with("u3", new) == ([*seen, *new], None)
 
 
+def test_fresh_events_dated_before_the_users_history_do_not_outweigh_it():
+    """Three events dated 2005 that arrived after training had outweighed a history of 1,703
+    events (arrival order made them the newest): events dated at or before the user's latest
+    training event come after every training entry, as a retrain would place them, and the
+    newer ones are ordered by their time, not their arrival."""
+    catalog = changing_tastes(users=60)
+    fitted = fit_in_memory(catalog, CONFIG)
+    cf = fitted.cf
+    filters = ItemFilters.from_items(catalog.items, catalog.kinds)
+    index = VectorIndex.build(fitted.fused.item_vectors_)
+    recommender = Recommender(fitted.fused, cf, catalog.items["item_id"], filters, index, {})
+    seen = recommender.seen_items("u3")
+    late, newer, newest = [item for item in catalog.items["item_id"] if item not in seen][:3]
+    latest = catalog.interactions.query("user_id == 'u3'")["timestamp"].max()
+    times = [latest + pd.Timedelta(hours=1), latest - pd.Timedelta(days=3650), None]
+    arrived = [newer, late, newest]  # newest arrived last but carries no time: it goes last
+    history, weights = recommender.history_with(
+        "u3", arrived, [t and t.to_pydatetime() for t in times]
+    )
+    half = cf.recency_
+    _, stored = recommender.history_with("u3", [])
+    weight = dict(zip(history, weights, strict=True))
+    # one newer event: the stored entries halved by one event's worth, the newer one at 1
+    np.testing.assert_allclose(weights[: len(seen)], np.multiply(stored, 0.5 ** (1 / half)))
+    assert weight[newer] == pytest.approx(1.0)
+    # the late and the undated ones after every stored entry, in that order
+    assert weight[late] == pytest.approx(0.5 ** ((1 + len(seen)) / half))
+    assert weight[newest] == pytest.approx(0.5 ** ((2 + len(seen)) / half))
+    assert weight[late] < np.median(stored)  # less than a typical item of the history
+    # without times: arrival order, as before
+    _, by_arrival = recommender.history_with("u3", arrived)
+    assert dict(zip(history, by_arrival, strict=True))[late] == pytest.approx(0.5 ** (1 / half))
+    # a bundle without the users' latest times (saved before them): arrival order too
+    older = copy(cf)
+    older.user_latest_ = None
+    old = Recommender(fitted.fused, older, catalog.items["item_id"], filters, index, {})
+    assert old.history_with("u3", arrived, times)[1] == by_arrival
+
+
 def _without_recency(cf):
     other = copy(cf)
     other.recency_ = other.user_recent_ = None

@@ -24,7 +24,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -33,6 +33,7 @@ import pyarrow as pa
 import pydantic_core
 from sqlalchemy import (
     Connection,
+    DateTime,
     Engine,
     Select,
     Text,
@@ -160,11 +161,12 @@ _CHANGED = select(ItemChange.external_id).where(
 _FRESH_ITEMS = (
     union_all(
         select(literal(0).label("part"), null().label("item"), literal(0).label("arrival"),
-               Erasure.erased_at.label("erased_at"))
+               Erasure.erased_at.label("erased_at"),
+               cast(null(), DateTime).label("moment"))
         .where(Erasure.user_key == bindparam("user_key")),
-        select(literal(1), null(), literal(0), null())
+        select(literal(1), null(), literal(0), null(), null())
         .where(User.external_id == bindparam("user_id")),
-        select(literal(2), Item.external_id, Interaction.id, null())
+        select(literal(2), Item.external_id, Interaction.id, null(), Interaction.timestamp)
         .join(Interaction, Interaction.item_id == Item.id)
         .join(User, Interaction.user_id == User.id)
         .where(User.external_id == bindparam("user_id"))
@@ -720,6 +722,8 @@ class UserSince:
     items: list[str] | None
     # When they were last erased (naive UTC); None: never (or before migration 0012).
     erased_at: datetime | None
+    # The times of those events (naive UTC; None: undated), as ``items``.
+    times: list[datetime | None] = field(default_factory=list)
 
 
 def user_since(engine: Engine, user_id: str, since: datetime) -> UserSince:
@@ -729,7 +733,8 @@ def user_since(engine: Engine, user_id: str, since: datetime) -> UserSince:
     erased_at = next((row[3] for row in rows if row[0] == 0), None)
     if not any(row[0] == 1 for row in rows):
         return UserSince(None, erased_at)
-    return UserSince([row[1] for row in rows if row[0] == 2], erased_at)
+    events = [row for row in rows if row[0] == 2]
+    return UserSince([row[1] for row in events], erased_at, [row[4] for row in events])
 
 
 def fresh_items(engine: Engine, user_id: str, since: datetime) -> list[str] | None:

@@ -169,6 +169,16 @@ def events_after(interactions: pd.DataFrame) -> np.ndarray:
     return after
 
 
+def latest_times(interactions: pd.DataFrame, user_ids: np.ndarray) -> np.ndarray:
+    """(users,) datetime64[us]: each of ``user_ids``' latest event time (NaT: none dated)."""
+    rows = positions(interactions["user_id"], user_ids)
+    stamps = pd.to_datetime(interactions["timestamp"]).to_numpy(dtype="datetime64[us]")
+    latest = pd.Series(stamps).groupby(rows).max()  # NaT only where a user has no time
+    out = np.full(len(user_ids), np.datetime64("NaT"), dtype="datetime64[us]")
+    out[latest.index.to_numpy()] = latest.to_numpy(dtype="datetime64[us]")
+    return out
+
+
 def confidence_matrix(
     interactions: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray, config: CFConfig
 ) -> sp.csr_matrix:
@@ -237,7 +247,7 @@ class CollaborativeModel(BaseEstimator):
                     f"{config.engine}; leave recency unset"
                 )
             _check_half_lives([recency])
-        self.recency_ = self.user_recent_ = None
+        self.recency_ = self.user_recent_ = self.user_latest_ = None
         self._yty = self._mllib_reg = None
         if item_ids is None:
             item_ids = interactions["item_id"].unique()
@@ -264,6 +274,7 @@ class CollaborativeModel(BaseEstimator):
         if recency is not None:
             (self.user_factors_, self.user_recent_), *_ = self.refold_users(interactions, [recency])
             self.recency_ = recency
+            self.user_latest_ = latest_times(interactions, self.user_ids_)
         return self
 
     def refold_users(self, interactions: pd.DataFrame, half_lives: Sequence[float]) -> list:
@@ -305,7 +316,7 @@ class CollaborativeModel(BaseEstimator):
 
         self._yty = self._mllib_reg = None
         self.confidence_, self.recency_ = Confidence("scaled", config.alpha), None
-        self.user_recent_ = None
+        self.user_recent_ = self.user_latest_ = None
         self.item_ids_ = np.asarray(item_ids, dtype=str)
         fit = fit_events(path, self.item_ids_, config)
         self.user_ids_, self.user_items_ = fit.user_ids, fit.user_items
@@ -450,6 +461,9 @@ class CollaborativeModel(BaseEstimator):
         if self.user_recent_ is not None:  # on user_items_'s entries, for a fold-in's weights
             paths.append(directory / f"{prefix}_user_recent.npy")
             np.save(paths[-1], self.user_recent_, allow_pickle=False)
+        if self.user_latest_ is not None:  # which of a fold-in's events came late
+            paths.append(directory / f"{prefix}_user_latest.npy")
+            np.save(paths[-1], self.user_latest_, allow_pickle=False)
         return paths
 
     @classmethod
@@ -476,11 +490,13 @@ class CollaborativeModel(BaseEstimator):
         if chosen.exists():
             model.confidence_ = Confidence(**json.loads(chosen.read_text()))
         recency = directory / f"{prefix}_recency.json"  # absent from older bundles
-        model.recency_ = model.user_recent_ = None
+        model.recency_ = model.user_recent_ = model.user_latest_ = None
         if recency.exists():
             model.recency_ = json.loads(recency.read_text())["half_life_events"]
         if model.recency_ is not None:
             model.user_recent_ = arr("user_recent")
+            if (directory / f"{prefix}_user_latest.npy").exists():  # absent from older bundles
+                model.user_latest_ = arr("user_latest")
         for name, ids in (("user", model.user_ids_), ("item", model.item_ids_)):
             index = IdIndex.load(directory, f"{prefix}_{name}_index", ids)
             setattr(model, f"{name}_index_", IdIndex(ids) if index is None else index)

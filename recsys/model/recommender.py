@@ -791,14 +791,21 @@ class Recommender:
         reasons = explain.feed_reasons(self.item_ids, history, parts)
         return [r for r, ok in zip(reasons, valid, strict=True) if ok]
 
-    def history_with(self, user_id: str, fresh: Sequence[str]) -> tuple[list[str], list | None]:
+    def history_with(
+        self, user_id: str, fresh: Sequence[str], times: Sequence | None = None
+    ) -> tuple[list[str], list | None]:
         """A user's training items, then the ``fresh`` items of events stored since (newest
         first), once each, as ``recommend_for_history`` takes them; and, when the users'
         factors were solved with recency (``CollaborativeModel.recency_``), each item's
         fold-in weight, as training would weigh it had the fresh events been in its data:
         a training entry's recency-weighted confidence, halved once more per half-life of
-        fresh events, and the i-th newest fresh event 0.5 ** (i / half-life) (summed when
-        an item is both). None: every item counts once, as without recency."""
+        fresh events newer than its latest, and the i-th newest of those 0.5 ** (i /
+        half-life) (summed when an item is both). ``times`` (the fresh events' times, None:
+        undated) orders them by time, and those dated at or before the user's latest
+        training event (or undated) come after every training entry, as a retrain would
+        place them: three events dated 2005 that arrived late had outweighed a history of
+        1,703 events until the next training. Without ``times``, the order of ``fresh``
+        (arrival). None: every item counts once, as without recency."""
         seen = self.seen_items(user_id)
         history = list(dict.fromkeys([*seen, *fresh]))
         cf = self.cf
@@ -806,14 +813,34 @@ class Recommender:
             return history, None
         weight = dict.fromkeys(history, 0.0)
         row = self.user_index.get(str(user_id), -1)
+        newer, late = self._newer_and_late(row, fresh, times)
         if row >= 0:
             part = slice(cf.user_items_.indptr[row], cf.user_items_.indptr[row + 1])
-            stored = cf.user_recent_[part] * 0.5 ** (len(fresh) / cf.recency_)
+            stored = cf.user_recent_[part] * 0.5 ** (len(newer) / cf.recency_)
             for item, value in zip(seen, stored.tolist(), strict=True):
                 weight[item] += value
-        for place, item in enumerate(fresh):
+        for place, item in enumerate(newer):
+            weight[item] += 0.5 ** (place / cf.recency_)
+        for place, item in enumerate(late, start=len(newer) + len(seen)):
             weight[item] += 0.5 ** (place / cf.recency_)
         return history, [weight[item] for item in history]
+
+    def _newer_and_late(self, row: int, fresh: Sequence[str], times: Sequence | None):
+        """(fresh items dated after the user's latest training event, newest first; the
+        others, undated last), or (``fresh`` as given, []) without times to go by."""
+        latest = self.cf.user_latest_
+        if times is None or latest is None:
+            return list(fresh), []
+        since = latest[row] if row >= 0 else np.datetime64("NaT")
+        stamps = np.array([np.datetime64("NaT") if t is None else t for t in times], "M8[us]")
+        dated = ~np.isnat(stamps)
+        newer = dated & (np.isnat(since) | (stamps > since))
+        # newest first; the stable sort keeps arrival order among equal times (undated: last)
+        order = np.argsort(
+            -np.where(dated, stamps.astype(np.int64), np.iinfo(np.int64).min + 1), kind="stable"
+        )
+        items = np.asarray(fresh, dtype=object)[order]
+        return items[newer[order]].tolist(), items[~newer[order]].tolist()
 
     def seen_items(self, user_id: str) -> list[str]:
         """Item ids the user interacted with in the training data ([] for unknown users)."""
