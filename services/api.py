@@ -36,6 +36,7 @@ from services.contract import endpoint
 from services.errors import ApiError, bad_parameter, message_of
 from services.schemas import (
     Events,
+    EventsQuery,
     Feed,
     FeedQuery,
     ImageUpload,
@@ -46,6 +47,7 @@ from services.schemas import (
     Page,
     RankRequest,
     Recorded,
+    RejectedEvent,
     SearchQuery,
     Similar,
     SimilarQuery,
@@ -318,19 +320,24 @@ def _decode_image(data: bytes, max_pixels: int) -> np.ndarray:
 
 @bp.post("/interactions")
 @endpoint(
+    query=EventsQuery,
     body=Events,
     responses={201: Recorded},
     errors=(400, 413, 415, 503),
     scope="events:write",
     rate_limit="write",
 )
-def add_interactions(body: Events) -> Recorded:
+def add_interactions(body: Events, query: EventsQuery) -> Recorded:
     """Record events; the users' next feeds reflect them (no retraining)"""
     events = [event.model_dump(exclude_unset=True) for event in body.events]
-    recorded = record_interactions(context().engine, events)
+    recorded = record_interactions(context().engine, events, skip_rejected=query.skip_rejected)
     return Recorded(
         inserted=recorded.inserted,
         updated=recorded.updated,
         unchanged=recorded.unchanged,
         users=recorded.users,
+        rejected=[
+            RejectedEvent(index=r.index, reason=r.reason, message=r.message)
+            for r in recorded.rejected
+        ],
     )

@@ -322,6 +322,16 @@ class Events(BaseModel):
     events: list[Event] = Field(min_length=1, max_length=MAX_EVENTS)
 
 
+class EventsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    skip_rejected: QueryBool = Field(
+        False,
+        description="Store the valid events and list the others under rejected (default: "
+        "a 400 for the batch, nothing stored): for a forwarder, where one event of an item "
+        "removed or a shopper erased since would hold up the batch",
+    )
+
+
 class ImageUpload(BaseModel):
     model_config = ConfigDict(extra="forbid")
     image: bytes = Field(description="The photo (PNG, JPEG, WebP or GIF), a multipart file")
@@ -467,13 +477,20 @@ class UserPage(BaseModel):
     next: int | None = Field(description=_NEXT)
 
 
+class RejectedEvent(BaseModel):
+    index: int = Field(description="Its place in events")
+    reason: str = Field(description="As a rejects file names it: unknown_item, erased_user, ...")
+    message: str
+
+
 class Recorded(BaseModel):
-    """Stored (all or nothing)"""
+    """Stored (all or nothing, unless skip_rejected)"""
 
     inserted: int
     updated: int
     unchanged: int
-    users: list[str]
+    users: list[str] = Field(description="The users of the events stored")
+    rejected: list[RejectedEvent] = Field(description="With skip_rejected: the events not stored")
 
 
 _GENERATION_OF_WRITE = (

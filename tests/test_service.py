@@ -341,6 +341,44 @@ def test_bad_events_store_nothing(client, shop, events, mentions):
         assert session.query(Interaction).count() == before
 
 
+def test_skip_rejected_stores_the_good_events_of_a_batch_and_lists_the_others(client, shop):
+    """A forwarder's batch held one event of an item removed since (or a bad weight): the
+    whole batch was a 400 and every later event waited behind it."""
+    engine = connect(shop[0])
+    with Session(engine) as session:
+        before = session.query(Interaction).count()
+    events = [
+        {"user_id": "fwd-1", "item_id": "a1"},
+        {"user_id": "fwd-2", "item_id": "gone-since"},
+        {"user_id": "fwd-1", "item_id": "a2", "weight": -2},
+        {"user_id": "fwd-3", "item_id": "a3", "timestamp": "2024-01-01T00:00:00"},
+        {"user_id": "fwd-3", "item_id": "a3", "timestamp": "2024-01-01T00:00:00", "weight": 5},
+    ]
+    response = client.post(
+        "/v1/interactions?skip_rejected=true", json={"events": events}, headers=ADMIN
+    )
+    assert response.status_code == 201, response.get_json()
+    answer = response.get_json()
+    assert answer["inserted"] == 2 and answer["users"] == ["fwd-1", "fwd-3"]
+    assert [(r["index"], r["reason"]) for r in answer["rejected"]] == [
+        (1, "unknown_item"),
+        (2, "invalid_value"),
+        (4, "duplicate"),
+    ]
+    assert "gone-since" in answer["rejected"][0]["message"]
+    with Session(engine) as session:
+        assert session.query(Interaction).count() == before + 2
+    # without it: all or nothing, as before
+    refused = client.post("/v1/interactions", json={"events": events[:2]}, headers=ADMIN)
+    assert_error(refused, 400, "events[1]")
+    assert (
+        client.post("/v1/interactions", json={"events": events[:1]}, headers=ADMIN).get_json()[
+            "rejected"
+        ]
+        == []
+    )
+
+
 def test_health_readiness_metrics_and_openapi(client):
     assert client.get("/healthz").get_json() == {"status": "ok"}
     ready = client.get("/readyz").get_json()

@@ -5,7 +5,7 @@ an interaction naming an item the catalog does not have is rejected."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from hashlib import blake2b
 from pathlib import Path
@@ -291,16 +291,29 @@ def ingest_interactions(
     return run_ingest(engine, Path(path), InteractionIngester(), options or IngestOptions())
 
 
+@dataclass(frozen=True)
+class RejectedEvent:
+    """An event ``record_interactions(..., skip_rejected=True)`` did not store."""
+
+    index: int  # its place in the batch
+    reason: str  # ``Reason``'s value, as a rejects file names it
+    message: str
+
+
 @dataclass
 class RecordedEvents:
     inserted: int
     updated: int
     unchanged: int
     users: list[str]
+    rejected: list[RejectedEvent] = field(default_factory=list)
 
 
 def record_interactions(
-    engine: Engine, events: Sequence[dict[str, Any]], now: datetime | None = None
+    engine: Engine,
+    events: Sequence[dict[str, Any]],
+    now: datetime | None = None,
+    skip_rejected: bool = False,
 ) -> RecordedEvents:
     """Store a batch of events (dicts with the file columns) in one transaction, all or none.
 
@@ -308,7 +321,10 @@ def record_interactions(
     current UTC time), so two views of one item in two requests are two events. The same
     event (user, item, event, timestamp) twice in one batch is stored once; with two different
     weights the batch is refused. A bad event raises ``InvalidInput`` naming
-    ``events[i].<field>`` and nothing is stored. Concurrent calls that add the same user or
+    ``events[i].<field>`` and nothing is stored. With ``skip_rejected``, the others are
+    stored and the bad ones listed (``RecordedEvents.rejected``): for a forwarder that
+    delivers batches as they come, where an event of an item removed since, or of a shopper
+    erased since, held up every later event. Concurrent calls that add the same user or
     the same event each succeed and leave one row.
     """
     moment = now or utcnow()
@@ -319,18 +335,25 @@ def record_interactions(
         ]
     )
     rows, problems = InteractionIngester().parse(batch)
-    _refuse(problems or conflicting_repeats(rows))
+    problems = problems | conflicting_repeats(rows)
+    if not skip_rejected:
+        _refuse(problems)
 
-    def write(connection: Connection) -> IngestReport:
+    def write(connection: Connection) -> tuple[IngestReport, Problems]:
         report = IngestReport(Path("<api>"))
-        problems = InteractionIngester(moment).write(connection, rows, report)
-        # Raising inside the transaction rolls it back.
-        _refuse({row: p for row, p in problems.items() if p[0] != Reason.DUPLICATE})
-        return report
+        found = InteractionIngester(moment).write(connection, rows, report)
+        # a repeat is stored once; one with another weight is in ``problems`` already
+        found = {row: p for row, p in found.items() if p[0] != Reason.DUPLICATE}
+        if not skip_rejected:
+            _refuse(found)  # raising inside the transaction rolls it back
+        return report, found
 
-    report = write_transaction(engine, write)
-    users = sorted(set(rows["user"].to_pylist()))
-    return RecordedEvents(report.inserted, report.updated, report.unchanged, users)
+    report, found = write_transaction(engine, write)
+    problems |= found
+    stored = ~np.isin(rows["row"].to_numpy(), list(problems))
+    users = sorted(set(rows["user"].filter(pa.array(stored)).to_pylist()))
+    rejected = [RejectedEvent(row, str(why), said) for row, (why, said) in sorted(problems.items())]
+    return RecordedEvents(report.inserted, report.updated, report.unchanged, users, rejected)
 
 
 def _stamped(event: dict[str, Any], stamp: str) -> dict[str, Any]:
