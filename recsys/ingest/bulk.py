@@ -98,21 +98,26 @@ def prepare(connection: Connection) -> None:
     take_write_lock(connection)
 
 
-# The PostgreSQL advisory lock every write transaction holds shared and ``settled_writes``
-# takes alone for an instant (SQLite's write lock does both there).
-WRITES_LOCK = 0x7265_6373  # "recs"
-
-
 def take_write_lock(connection: Connection) -> None:
     """SQLite: take the write lock when the transaction begins (``BEGIN IMMEDIATE``), so its
-    reads and writes form one serial step among concurrent writers. PostgreSQL: hold
-    ``WRITES_LOCK`` shared (writers do not wait for each other), so ``settled_writes`` can
-    wait for the writes under way. Call it first: what the transaction stamps after it
-    (events' ``created_at``), it stamps while holding it."""
+    reads and writes form one serial step among concurrent writers. Call it first."""
     if connection.dialect.name == "sqlite":
         connection.exec_driver_sql("BEGIN IMMEDIATE")
-    elif connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock_shared(:key)"), {"key": WRITES_LOCK})
+
+
+# The PostgreSQL advisory lock every transaction that writes events holds shared and
+# ``settled_writes`` takes alone for an instant (SQLite's write lock does both there).
+EVENTS_LOCK = 0x7265_6373  # "recs"
+
+
+def hold_events_lock(connection: Connection) -> None:
+    """PostgreSQL: hold ``EVENTS_LOCK`` shared until the transaction ends (event writers do
+    not wait for each other), so ``settled_writes`` can wait for the event writes under
+    way; call it before the events are stamped (``created_at``). SQLite: the write lock,
+    taken when the transaction began, does it. One more statement a write: an HTTP write
+    of one event took 3.1 ms, now 3.3 ms (benchmarks/RESULTS.md, session 63)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock_shared(:key)"), {"key": EVENTS_LOCK})
 
 
 # PostgreSQL's SQLSTATE for a lock not taken within ``lock_timeout``.
@@ -122,19 +127,20 @@ SETTLE_SECONDS = 30
 
 
 def settled_writes(engine: Engine) -> datetime:
-    """A time such that every write stamped before it has committed and every later one
-    stamps after it: taken once the writes under way have committed, while none can start
-    (the write lock, alone for an instant). A training reads its events up to it, and feeds
-    fold in the events stored after it: with the time taken before the read instead, an
-    ingest's batch stamped before it and committed after the read reached neither the
-    bundle nor any feed until the next training (one batch of 50,000 events in two runs of
-    three). When the writes under way take longer than ``SETTLE_SECONDS``, the clock's time
-    (a batch then may wait for the next training), said in the log."""
+    """A time such that every event stamped before it has committed and every later one is
+    stamped after it: taken once the event writes under way have committed, while none can
+    start (the write lock, or on PostgreSQL ``EVENTS_LOCK``, alone for an instant). A
+    training reads its events up to it, and feeds fold in the events stored after it: with
+    the time taken before the read instead, an ingest's batch stamped before it and
+    committed after the read reached neither the bundle nor any feed until the next
+    training (one batch of 50,000 events in two runs of three). When the writes under way
+    take longer than ``SETTLE_SECONDS``, the clock's time (a batch then may wait for the
+    next training), said in the log."""
     try:
         with engine.begin() as connection:
             if connection.dialect.name == "postgresql":
                 connection.execute(text(f"SET LOCAL lock_timeout = '{SETTLE_SECONDS}s'"))
-                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITES_LOCK})
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENTS_LOCK})
             else:
                 take_write_lock(connection)
             return utcnow()

@@ -23,6 +23,7 @@ from recsys.errors import InvalidInput
 from recsys.ingest.bulk import (
     WRITTEN,
     ensure_users,
+    hold_events_lock,
     lookup_ids,
     upsert_interactions,
     write_transaction,
@@ -143,6 +144,7 @@ class InteractionIngester:
         items and repeats refused, new users added. ``pending``: name -> id of users added
         by a transaction that commits before this one writes its events (the previous
         batch's, when the pipeline overlaps batches), taken as found."""
+        hold_events_lock(connection)  # before the events are stamped (``settled_writes``)
         rows, known_items, known_users = _known_ids(connection, batch)
         item_ids = lookup_ids(connection, Item, rows["item"].combine_chunks(), known_items)
         unknown = pa.array(item_ids < 0)
