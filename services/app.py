@@ -221,7 +221,9 @@ def _revalidated(app: Flask) -> None:
         # a digest of the body and one header comparison, 6 us
         tag = hashlib.sha1(response.get_data()).hexdigest()
         response.headers["ETag"] = f'"{tag}"'
-        if "If-None-Match" in request.headers and request.if_none_match.contains(tag):
+        # compared weakly (RFC 9110): a proxy that compresses answers (nginx's gzip) sends
+        # them on as W/"..." and its clients ask with that; they never got a 304
+        if "If-None-Match" in request.headers and request.if_none_match.contains_weak(tag):
             response.status_code = 304
             response.set_data(b"")
         return response
