@@ -174,8 +174,11 @@ FOLD = "recsys_fold"  # the SQL name of fold_case on SQLite connections
 def fold_case(text: str | None) -> str | None:
     """``text`` lower-cased, in any script ("КРОССОВКИ", "SCHÖFFEL"), or None. Character by
     character, as the title index's trigrams fold case (full case folding would make
-    "STRASSE" find "Straße", which the index, the search's first filter, cannot find)."""
-    return None if text is None else text.lower()
+    "STRASSE" find "Straße", which the index, the search's first filter, cannot find): a
+    Greek sigma is σ wherever it stands (``str.lower`` writes ς at a word's end, so "ΟΔΟΣ"
+    did not find "ΟΔΟΣΤΡΩΤΗΡΑΣ"), and the dotted capital I is i (it lowers to i and
+    U+0307, so "istanbul" did not find "İstanbul")."""
+    return None if text is None else text.lower().replace("ς", "σ").replace("i\u0307", "i")
 
 
 # A pooled connection idle for longer than this is pinged before the pool hands it out.

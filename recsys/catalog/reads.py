@@ -44,6 +44,7 @@ from sqlalchemy import (
     literal,
     literal_column,
     null,
+    or_,
     select,
     table,
     union_all,
@@ -63,8 +64,9 @@ from recsys.catalog.models import (
     User,
     user_key,
 )
+from recsys.catalog.title_index import match_phrase, sigma_spellings
 from recsys.errors import CatalogNotReady, SearchTooBroad
-from recsys.ingest.values import MIN_SEARCH, parse_search
+from recsys.ingest.values import parse_search
 from recsys.logs import Repeated
 from recsys.model.data import IdIndex
 
@@ -577,8 +579,9 @@ def list_items(
     page = query.add_columns(Item.id).offset(offset).limit(limit + 1)  # one more: is there a next
 
     def total_and_rows(connection: Connection) -> tuple:
-        with _time_limit(connection, SEARCH_SECONDS if text else 0):
+        with _time_limit(connection, SEARCH_SECONDS if text else 0) as rearm:
             total = connection.scalar(select(func.count()).select_from(counted.subquery()))
+            rearm()
             return total or 0, connection.execute(page).all()
 
     total, rows = _read(engine, total_and_rows, transaction=True)  # for its SET LOCAL
@@ -589,12 +592,12 @@ def list_items(
 
 @contextmanager
 def _time_limit(connection: Connection, seconds: float):
-    """Stop this connection's statements after ``seconds`` (0: no limit) with
-    ``SearchTooBroad``: PostgreSQL's ``statement_timeout`` for the transaction, SQLite's
-    progress handler (every 1,000 virtual machine steps, a few microseconds)."""
-    if not seconds:
-        yield
-        return
+    """Stop this connection's statements after ``seconds`` in all (0: no limit) with
+    ``SearchTooBroad``: SQLite's progress handler (every 1,000 virtual machine steps, a few
+    microseconds) against one deadline; PostgreSQL's ``statement_timeout`` for the
+    transaction, set again to what is left by the function this yields, before each
+    statement after the first (each statement had its own second: a search of 1.2x10^6
+    titles ran 1.7 s)."""
     sqlite = connection.dialect.name == "sqlite"
     deadline, stopped = time.monotonic() + seconds, []
 
@@ -604,18 +607,31 @@ def _time_limit(connection: Connection, seconds: float):
         stopped.append(True)
         return True
 
-    if sqlite:
-        connection.connection.driver_connection.set_progress_handler(past_deadline, 1000)
-    else:  # LOCAL: until the transaction ends, when the connection goes back to the pool
-        connection.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, round(seconds * 1e3))}")
+    def rearm() -> None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            stopped.append(True)
+            raise OperationalError("search", {}, Exception("past its time"))
+        connection.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, round(left * 1e3))}")
+
+    if not seconds:
+        yield lambda: None
+        return
     try:
-        yield
+        if sqlite:
+            connection.connection.driver_connection.set_progress_handler(past_deadline, 1000)
+        else:  # LOCAL: until the transaction ends, when the connection goes back to the pool
+            connection.exec_driver_sql(
+                f"SET LOCAL statement_timeout = {max(1, round(seconds * 1e3))}"
+            )
+        yield (lambda: None) if sqlite else rearm
     except OperationalError as exc:
         if not (stopped or getattr(exc.orig, "sqlstate", None) == "57014"):  # query_canceled
             raise
         raise SearchTooBroad(
-            f"the search took more than {seconds:g} s: every three-letter piece of it is "
-            "common in the catalog's titles; search a rarer word"
+            f"the search took more than {seconds:g} s: its text is common in the catalog's "
+            "titles, or holds no three letters or digits in a row to look up; search a "
+            "rarer word"
         ) from None
     finally:
         if sqlite:
@@ -629,33 +645,24 @@ def _title_search(query: Select, dialect: str, text: str) -> tuple[Select, Any]:
     The test is ``title ILIKE``, which PostgreSQL's trigram index serves (migration 0011);
     the order stays the item's id. On SQLite the FTS5 trigram index (the same migration)
     leads instead: it lists, in catalog order, the items whose titles hold the text's trigrams
-    in a row (its case folding finds a superset of the LIKE's matches, which then decides), so
+    in a row (asked for each form a character may take there, ``title_index``, it finds a
+    superset of the LIKE's matches, which then decides), so
     that a page of a common word stops after its items instead of listing every match first.
     The order is then the index's row (the same id), whose own range an ``after`` reads."""
     if dialect != "sqlite":
-        return query.where(Item.title.icontains(text, autoescape=True)), Item.id
+        found = [Item.title.icontains(spelt, autoescape=True) for spelt in sigma_spellings(text)]
+        return query.where(or_(*found)), Item.id
     folded = func.recsys_fold(Item.title, type_=Text)  # db.FOLD: any script's case
     query = query.where(folded.contains(fold_case(text), autoescape=True))
-    if len(text) < MIN_SEARCH:  # two CJK characters (parse_search): no trigram to look up
+    # None: two CJK characters (parse_search), or a text whose every part of three characters
+    # takes too many forms in the index (``title_index``): no trigram to look up
+    phrase = match_phrase(text)
+    if phrase is None:
         return query, Item.id
-    phrase = '"' + _indexed_part(text).replace('"', '""') + '"'  # an FTS5 string: literal
     indexed = _TITLES.join(Item, Item.id == _TITLES.c.rowid)
     query = query.select_from(indexed).where(_TITLES.c[TITLE_SEARCH_TABLE].match(phrase))
     # the index's own order (the item's id): no sort
     return query.order_by(None).order_by(_TITLES.c.rowid), _TITLES.c.rowid
-
-
-def _indexed_part(text: str) -> str:
-    """The part of ``text`` the title index looks up: its shortest prefix that holds every
-    distinct trigram of it (any title holding ``text`` holds it; the LIKE decides the rest).
-    FTS5 checks each trigram of a phrase in every title that holds them all, so a text that
-    repeats itself ("pybydy pybydy ...", 200 characters) would cost its whole length in each
-    of the 18% of titles holding "pybydy": 2 minutes at 10^6 items for 3,500 characters."""
-    folded = text.lower()  # the index folds case: "Abc" and "abc" are one trigram
-    first: dict[str, int] = {}
-    for start in range(len(folded) - 2):
-        first.setdefault(folded[start : start + 3], start)
-    return text[: max(first.values(), default=0) + 3]
 
 
 def list_users(engine: Engine, offset: int, limit: int, after: int | None = None) -> UserPage:
