@@ -55,6 +55,11 @@ BAD_IDS = {
     float("nan"): "not a finite number",
     float("inf"): "not a finite number",
     True: "is a boolean",
+    ".": "path segment '.' or '..'",
+    "..": "could not be read at its URL: give it another id",
+    "a/../b": "path segment",
+    "./x": "path segment",
+    "x/.": "path segment",
 }
 # Ids that are odd but valid: they must survive ingest, training and the bundle unchanged.
 ODD_ITEMS = {
@@ -82,6 +87,18 @@ def test_odd_ids_are_kept_as_written_without_surrounding_space():
     assert parse_id(12.0, "item_id") == "12" and parse_id(7, "item_id") == "7"
     with pytest.raises(BadValue, match="item_id is empty"):
         parse_id(" ", "item_id")
+
+
+def test_ids_with_slashes_are_kept_but_dot_segments_are_not():
+    """/v1/items/.. was sent as /v1/ and /v1/items/./similar as /v1/items/similar by every
+    browser and HTTP client: such an id was stored and could never be read."""
+    kept = ["AB/123", "/lead", "trail/", "a//b", ".x", "..x", "x..", "...", "a/.../b", "/"]
+    assert [parse_id(v, "item_id") for v in kept] == kept
+    column = pa.array([*kept, ".", "a/./b", "../x", "x/.."])
+    parsed = values.item_id_column(column, len(column))
+    assert parsed.values.to_pylist() == [*kept, None, None, None, None]
+    assert sorted(parsed.errors) == [10, 11, 12, 13]
+    assert "path segment" in str(parsed.errors[10])
 
 
 def test_text_keeps_line_breaks_but_no_other_control_character():
@@ -461,7 +478,7 @@ def test_candidate_ids_follow_the_id_rule(client):
     assert response.get_json()["error"]["message"].startswith("candidates[1]: id 'a2\\x00'")
 
 
-@pytest.mark.parametrize("value", ["user-00000\x00", "x" * 256, "\u202eu1", " "])
+@pytest.mark.parametrize("value", ["user-00000\x00", "x" * 256, "\u202eu1", " ", ".."])
 def test_path_ids_follow_the_id_rule(value):
     with pytest.raises(ApiError) as refused:
         path_id("user_id", value)

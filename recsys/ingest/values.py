@@ -166,7 +166,19 @@ def parse_id(value: Any, column: str) -> str:
     _check_characters(text, column, _ID_BAD)
     if len(text) > MAX_ID_LENGTH:
         raise BadValue(f"{column} is {len(text)} characters long, the limit is {MAX_ID_LENGTH}")
+    if _DOT_SEGMENT.search(text):
+        raise BadValue(
+            f"{column} {shown(text)} is or holds the path segment '.' or '..', which browsers "
+            "and HTTP clients resolve away, so it could not be read at its URL: give it "
+            "another id"
+        )
     return text
+
+
+# "." or ".." between slashes or the id's ends: /v1/items/.. was sent as /v1/ and
+# /v1/items/./similar as /v1/items/similar, by every browser, requests and Node.
+_DOT_SEGMENT_RE2 = r"(^|/)\.\.?(/|$)"
+_DOT_SEGMENT = re.compile(_DOT_SEGMENT_RE2)
 
 
 # The item route's tail (``/v1/items/<id>/similar``): an item id ending in it would be
@@ -726,16 +738,20 @@ def _within_python_range(column: pa.Array) -> pa.Array:
     return pc.min_element_wise(at_least, high, skip_nulls=False).cast(column.type)
 
 
+def _fast_id(column: pa.Array):
+    ok, values = _fast_text(column, _ID_BAD_RE2, MAX_ID_LENGTH)
+    return ok & ~_matches(values, _DOT_SEGMENT_RE2), values
+
+
 def id_column(column: Column | None, length: int, name: str) -> Parsed:
-    fast = lambda c: _fast_text(c, _ID_BAD_RE2, MAX_ID_LENGTH)  # noqa: E731
-    return parse_column(column, length, name, parse_id, pa.string(), fast)
+    return parse_column(column, length, name, parse_id, pa.string(), _fast_id)
 
 
 def item_id_column(column: Column | None, length: int, name: str = "item_id") -> Parsed:
     """``id_column`` for the ids of items written (``parse_item_id``)."""
 
     def fast(c):
-        ok, values = _fast_text(c, _ID_BAD_RE2, MAX_ID_LENGTH)
+        ok, values = _fast_id(c)
         tail = pc.ends_with(values, ITEM_ROUTE_TAIL).fill_null(False)
         return ok & ~tail.to_numpy(zero_copy_only=False), values
 
