@@ -19,6 +19,7 @@ from recsys.catalog.models import Interaction, Item, User
 from recsys.errors import InvalidInput
 from recsys.ingest import IngestOptions, ingest_interactions, ingest_items, values
 from recsys.ingest.interactions import record_interactions
+from recsys.ingest.item_writes import delete_item, patch_item, put_item
 from recsys.ingest.values import (
     MAX_ID_LENGTH,
     BadValue,
@@ -484,6 +485,20 @@ def test_path_ids_follow_the_id_rule(value):
         path_id("user_id", value)
     assert refused.value.status == 400 and refused.value.message.startswith("user_id ")
     assert path_id("user_id", " user-00000 ") == "user-00000"
+
+
+@pytest.mark.parametrize("value", ["", "   ", None, "\xa0"], ids=ascii)
+def test_library_item_writes_refuse_an_empty_id_by_the_id_rule(engine, tmp_path, value):
+    """put_item raised sqlite3's "NOT NULL constraint failed", patch_item and delete_item
+    "item None is not in the catalog"."""
+    empty = r"^item_id is empty; ids are 1 to 255 characters$"
+    for write in (put_item, patch_item):
+        with pytest.raises(InvalidInput, match=empty):
+            write(engine, value, {"title": "t"}, tmp_path)
+    with pytest.raises(InvalidInput, match=empty):
+        delete_item(engine, value)
+    with Session(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Item)) == 0
 
 
 def test_an_event_dated_past_tomorrow_is_refused_at_every_door(engine):
