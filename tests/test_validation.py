@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
+import unicodedata
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -561,6 +563,38 @@ def test_an_id_or_title_has_one_form_and_no_invisible_twin(engine):
     record_interactions(engine, [{"user_id": decomposed, "item_id": "a0"}])
     record_interactions(engine, [{"user_id": composed, "item_id": "a1"}])
     assert {user for user, *_ in interaction_rows(engine)} - before == {composed}
+
+
+# Invisible characters that made "SKU-1" and a second item that looked the same.
+INVISIBLE = [
+    0x200E, 0x200F, 0x061C, 0x034F, 0x180E, 0x3164, 0x115F, 0x1160, 0xFFA0, 0x2800,
+    *range(0xFE00, 0xFE10), 0xE0001, 0xE0020, 0xE0041, 0xE007F, 0xE0100, 0xE01EF,
+]  # fmt: skip
+
+
+def test_invisible_look_alikes_are_refused_naming_the_character():
+    for code in INVISIBLE:
+        with pytest.raises(BadValue, match=rf"U\+{code:04X} at position 5; remove it$"):
+            parse_id(f"SKU-1{chr(code)}", "item_id")
+    column = pa.array([f"SKU-1{chr(code)}" for code in INVISIBLE])
+    assert values.item_id_column(column, len(column)).values.null_count == len(INVISIBLE)
+    formats = [c for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Cf"]
+    kept = [c for c in formats if values._ID_BAD.search(chr(c)) is None]
+    assert kept == [0x200C, 0x200D]  # the joiners of emoji and Persian or Indic words
+
+
+def test_ids_in_other_scripts_and_emoji_are_kept():
+    written = [
+        "متجر-١٢",  # Arabic
+        "می‌خواهم",  # Persian, with its ZWNJ
+        "חנות-5",  # Hebrew
+        "商品-五",
+        "क्षत्रिय",  # Devanagari with its combining marks
+        "한글-1",
+        "👩‍💻",
+        "🙂",
+    ]
+    assert [parse_id(text, "item_id") for text in written] == written
 
 
 def test_a_filter_value_is_asked_in_the_form_values_are_stored_in():

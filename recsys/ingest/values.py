@@ -2,7 +2,8 @@
 
 The rules, as the README states them: an id is 1 to ``MAX_ID_LENGTH`` characters of text
 (surrounding whitespace removed) without control characters (NUL included), line or paragraph
-separators, bidirectional controls, U+FFFD or unpaired surrogates; a number is finite (NaN
+separators, bidirectional controls, invisible look-alikes, U+FFFD or unpaired surrogates, and
+no "." or ".." path segment; a number is finite (NaN
 and infinities are refused, never read as "missing"), a weight or rating from 0 to
 ``MAX_WEIGHT``; a timestamp lies in ``[EARLIEST, LATEST)``, UTC, and at most ``FUTURE_SLACK``
 past the clock. A missing value is None or
@@ -74,21 +75,44 @@ def latest_event_time() -> datetime:
 
 
 # Code points no id may hold (inclusive ranges): C0 and C1 controls (NUL included), line and
-# paragraph separators, bidirectional controls, U+FFFD (what undecodable bytes become), and
-# the invisible ones that made a second id look the same as the first ("sku-1" and "sku-1"
-# with a zero-width space: the soft hyphen, zero-width space, word joiner and invisible
-# operators, the byte-order mark); the zero-width (non-)joiners stay, which emoji sequences
-# and Persian or Indic words hold.
+# paragraph separators, U+FFFD (what undecodable bytes become), and the invisible ones that
+# made a second id look the same as the first ("sku-1" and "sku-1" with a zero-width space,
+# a right-to-left mark or a variation selector): every format character (Unicode's category
+# Cf: bidirectional marks and controls, the soft hyphen, zero-width space, word joiner,
+# invisible operators, the byte-order mark, tags), the variation selectors, the combining
+# grapheme joiner, the Hangul fillers and the braille blank. The zero-width (non-)joiners
+# U+200C and U+200D stay: emoji sequences (👩‍💻) and Persian or Indic words hold them.
 _ID_FORBIDDEN = (
     (0x00, 0x1F),
     (0x7F, 0x9F),
     (0xAD, 0xAD),
+    (0x034F, 0x034F),  # combining grapheme joiner
+    (0x0600, 0x0605),  # Arabic and Syriac format characters, the Arabic letter mark
+    (0x061C, 0x061C),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x115F, 0x1160),  # Hangul fillers
+    (0x17B4, 0x17B5),  # Khmer inherent vowels, invisible
+    (0x180B, 0x180F),  # Mongolian variation selectors and vowel separator
     (0x200B, 0x200B),
+    (0x200E, 0x200F),  # left-to-right and right-to-left marks
     (0x2028, 0x202E),
-    (0x2060, 0x2064),
-    (0x2066, 0x2069),
+    (0x2060, 0x206F),
+    (0x2800, 0x2800),  # braille blank
+    (0x3164, 0x3164),  # Hangul filler
+    (0xFE00, 0xFE0F),  # variation selectors
     (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),  # half-width Hangul filler
+    (0xFFF9, 0xFFFB),
     (0xFFFD, 0xFFFD),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),  # tags, variation selectors supplement
 )
 # Free text (titles, attribute values) may hold tabs and line breaks, no other C0 control.
 _TEXT_FORBIDDEN = ((0x00, 0x08), (0x0B, 0x0C), (0x0E, 0x1F), (0x7F, 0x7F), (0xFFFD, 0xFFFD))
