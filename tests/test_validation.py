@@ -219,6 +219,40 @@ def read_rejects(path: Path) -> dict[int, tuple[str, str]]:
         return {int(r["line"]): (r["reason"], r["detail"]) for r in csv.DictReader(file)}
 
 
+def test_a_float_id_of_2_53_or_more_is_refused_not_changed(engine, tmp_path):
+    """12345678901234567890.0 in JSON and 2**53 + 1 in a Parquet float column were stored as
+    the float's integer, another user (12345678901234567168, 2**53); integers stay exact."""
+    catalog_with_items(engine, tmp_path)
+    path = tmp_path / "events.jsonl"
+    path.write_text(
+        '{"user_id": 12345678901234567890.0, "item_id": "i1"}\n'
+        '{"user_id": 12345678901234567168, "item_id": "i1"}\n'
+        '{"user_id": 9007199254740991.0, "item_id": "i1"}\n'
+    )
+    report = ingest_interactions(engine, path, QUIET)
+    reason, detail = read_rejects(report.rejects_path)[1]
+    assert reason == "invalid_value" and detail.endswith(
+        "write ids as text: a float cannot hold this id exactly"
+    )
+    table = pa.table(
+        {
+            "user_id": pa.array([2**53 + 1, 12], pa.int64()).cast(pa.float64(), safe=False),
+            "exact": pa.array([2**53 + 1, 12], pa.int64()),
+            "item_id": ["i2", "i2"],
+        }
+    )
+    pq.write_table(table.select(["user_id", "item_id"]), tmp_path / "floats.parquet")
+    pq.write_table(
+        table.select(["exact", "item_id"]).rename_columns(["user_id", "item_id"]),
+        tmp_path / "ints.parquet",
+    )
+    report = ingest_interactions(engine, tmp_path / "floats.parquet", QUIET)
+    assert list(read_rejects(report.rejects_path)) == [1]
+    ingest_interactions(engine, tmp_path / "ints.parquet", QUIET)
+    users = {user for user, *_ in interaction_rows(engine)}
+    assert users == {"12345678901234567168", "9007199254740991", "12", str(2**53 + 1)}
+
+
 def test_files_reject_bad_ids_and_values_by_line(engine, tmp_path):
     catalog_with_items(engine, tmp_path)
     lines = [

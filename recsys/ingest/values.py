@@ -168,6 +168,11 @@ def shown(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+# The first integer a float64 may not hold: 2**53 + 1 is read as 2**53, and
+# 12345678901234567890.0 is stored as 12345678901234567168.
+_FLOAT_EXACT = 2**53
+
+
 def parse_id(value: Any, column: str) -> str:
     """External ids are strings: ``12``, ``12.0`` and ``"12"`` are all ``"12"``. Anything
     but a string or a number is refused, as the HTTP API refuses it (a JSON object in an
@@ -181,6 +186,11 @@ def parse_id(value: Any, column: str) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise BadValue(f"{column} {value!r} is not a finite number, expected an id")
+        if abs(value) >= _FLOAT_EXACT:
+            raise BadValue(
+                f"{column} {value!r} is a float of 2**53 or more, which may not be the number "
+                "written; write ids as text: a float cannot hold this id exactly"
+            )
         value = int(value) if value.is_integer() else value
     if isinstance(value, int) and abs(value) >= 10**MAX_ID_LENGTH:
         raise BadValue(f"{column} is longer than {MAX_ID_LENGTH} characters, the limit")
