@@ -9,6 +9,7 @@ import sys
 import unicodedata
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
@@ -251,6 +252,15 @@ def test_a_float_id_of_2_53_or_more_is_refused_not_changed(engine, tmp_path):
     ingest_interactions(engine, tmp_path / "ints.parquet", QUIET)
     users = {user for user, *_ in interaction_rows(engine)}
     assert users == {"12345678901234567168", "9007199254740991", "12", str(2**53 + 1)}
+
+
+def test_a_decimal_id_reads_as_a_float_id_does():
+    """A Parquet decimal128(10, 2) id 123 was the id "123.00"."""
+    column = pa.array([Decimal("123.00"), Decimal("12.50"), Decimal("-0.00")], pa.decimal128(10, 2))
+    assert values.id_column(column, 3, "item_id").values.to_pylist() == ["123", "12.5", "0"]
+    assert parse_id(Decimal("123.00"), "item_id") == parse_id(123.0, "item_id") == "123"
+    with pytest.raises(BadValue, match="longer than 255 characters"):
+        parse_id(Decimal("1E+999999999"), "item_id")
 
 
 def test_files_reject_bad_ids_and_values_by_line(engine, tmp_path):

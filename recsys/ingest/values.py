@@ -28,6 +28,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +193,8 @@ def parse_id(value: Any, column: str) -> str:
                 "written; write ids as text: a float cannot hold this id exactly"
             )
         value = int(value) if value.is_integer() else value
+    if isinstance(value, Decimal):
+        value = _decimal_id(value, column)
     if isinstance(value, int) and abs(value) >= 10**MAX_ID_LENGTH:
         raise BadValue(f"{column} is longer than {MAX_ID_LENGTH} characters, the limit")
     text = composed(str(value).strip())
@@ -213,6 +216,16 @@ def parse_id(value: Any, column: str) -> str:
 # /v1/items/./similar as /v1/items/similar, by every browser, requests and Node.
 _DOT_SEGMENT_RE2 = r"(^|/)\.\.?(/|$)"
 _DOT_SEGMENT = re.compile(_DOT_SEGMENT_RE2)
+
+
+def _decimal_id(value: Decimal, column: str) -> int | str:
+    """A decimal (Parquet's decimal128) as the rule reads a float: 123.00 is the id 123, not
+    "123.00"; 12.50 is "12.5"."""
+    if not value.is_finite():
+        raise BadValue(f"{column} {value!r} is not a finite number, expected an id")
+    if value.adjusted() >= MAX_ID_LENGTH:  # before int(): 1E+999999999 is a billion digits
+        raise BadValue(f"{column} is longer than {MAX_ID_LENGTH} characters, the limit")
+    return int(value) if value == value.to_integral_value() else f"{value.normalize():f}"
 
 
 # The item route's tail (``/v1/items/<id>/similar``): an item id ending in it would be
