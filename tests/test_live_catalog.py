@@ -108,6 +108,9 @@ def error_of(response, status: int) -> str:
         ({"attributes": {"brand": ["a-brand", "b-brand"]}}, "attributes.brand: takes one"),
         ({"attributes": {"k": "big"}}, "attributes.k"),
         ({"title": "x" * 10_001}, "title: title is 10,001 characters long"),
+        # one name once stripped or composed: the last value was stored, unsaid
+        ({"attributes": {"brand": "A", " brand ": "B"}}, "attributes.brand: given twice"),
+        ({"attributes": {"größe": "S", "gro\u0308ße": "M"}}, "attributes.größe: given twice"),
         ({"attributes": {"brand": "b" * 20_000}}, "attributes.brand"),
         ({"image": "missing.png"}, "image"),
         ({"image": "../shop.db"}, "image"),

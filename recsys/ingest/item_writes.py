@@ -297,12 +297,20 @@ def _image(value: Any, root: Path, max_pixels: int) -> str | None:
 
 
 def _attributes(given: dict[str, Any]) -> dict[str, Any]:
-    out = {}
+    """Each attribute checked; two names that are one once stripped and composed are refused,
+    as a file's header refuses them ("brand" and " brand " kept the last one's value)."""
+    out, written = {}, {}
     for name, value in given.items():
         try:
-            name = parse_id(name, "attribute name")
+            cleaned = parse_id(name, "attribute name")
         except BadValue as exc:
             raise InvalidInput(f"attributes: {exc}") from None
+        if cleaned in written:
+            raise InvalidInput(
+                f"attributes.{cleaned}: given twice, as {written[cleaned]!r} and {name!r}; "
+                "give each attribute once"
+            )
+        name, written[cleaned] = cleaned, name
         if name in KNOWN_COLUMNS:
             raise InvalidInput(f"attributes.{name}: is a field of its own, not an attribute")
         try:
