@@ -238,8 +238,9 @@ def parse_item_id(value: Any, column: str) -> str:
     text = parse_id(value, column)
     if text.endswith(ITEM_ROUTE_TAIL):
         raise BadValue(
-            f"{column} {text!r} ends in {ITEM_ROUTE_TAIL!r}, the path of an item's similar "
-            "items, so the item could not be read at /v1/items/<id>: give it another id"
+            f"{column} {shown(text)} ends in {ITEM_ROUTE_TAIL!r}, the path of an item's "
+            f"similar items, so the item could not be read at its own URL (it would name the "
+            f"similar items of {shown(text[: -len(ITEM_ROUTE_TAIL)])}): give it another id"
         )
     return text
 
