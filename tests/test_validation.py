@@ -54,7 +54,7 @@ BAD_IDS = {
     "line\u2028break": "U+2028",
     "\u202eevil": "U+202E",
     "\ud800": "unpaired surrogate",
-    "bad\ufffdbyte": "not valid UTF-8",
+    "bad\ufffdbyte": "not valid UTF-8 (it holds U+FFFD); re-save the file (or send the text) as",
     "x" * (MAX_ID_LENGTH + 1): "256 characters long, the limit is 255",
     float("nan"): "not a finite number",
     float("inf"): "not a finite number",

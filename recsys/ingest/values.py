@@ -295,7 +295,10 @@ def _check_characters(text: str, column: str, forbidden: re.Pattern) -> None:
             f"{column} {shown(text)} has an unpaired surrogate, not valid Unicode"
         ) from None
     if "\ufffd" in text:
-        raise BadValue(f"{column} {shown(text)} is not valid UTF-8 (it holds U+FFFD)")
+        raise BadValue(
+            f"{column} {shown(text)} is not valid UTF-8 (it holds U+FFFD); re-save the file "
+            "(or send the text) as UTF-8"
+        )
     if found := forbidden.search(text):
         kind = "control" if unicodedata.category(found[0]) == "Cc" else "invisible or control"
         raise BadValue(
