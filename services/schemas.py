@@ -290,8 +290,9 @@ class RankRequest(BaseModel):
 
 
 _ID_RULE = (
-    "1 to 255 characters; no control characters (NUL included), line separators or "
-    "bidirectional controls"
+    "1 to 255 characters; no control characters (NUL included), line separators, "
+    "bidirectional controls or invisible look-alikes (format characters, variation "
+    "selectors), and no '.' or '..' path segment"
 )
 
 

@@ -162,6 +162,30 @@ def test_a_labels_file_that_cannot_be_read_as_meant_says_where(tmp_path, text, s
         read_labels(path)
 
 
+def test_ids_and_labels_files_keep_their_ids_as_written(tmp_path):
+    """With one id read as missing by pandas ("NaN", "null", an empty cell), every id of an
+    --items file came back cut to its first character; labels lost their "NaN" items."""
+    from recsys.commands.catalog import read_ids
+    from recsys.errors import InvalidInput
+    from recsys.evaluation.images import read_labels
+
+    path = tmp_path / "ids.csv"
+    path.write_text("item_id,x\nNaN,1\nnull,\n\n00123,\n 1e5 ,\n")
+    assert read_ids(path).tolist() == ["NaN", "null", "00123", "1e5"]
+    path.write_text("item_id,x\nitem-y,\n,\nitem-x,\n")
+    with pytest.raises(InvalidInput, match="line 3 has no item_id"):
+        read_ids(path)
+
+    path = tmp_path / "labels.csv"
+    path.write_text("item_id,label,split\nNaN,1,test\nnull,0,\n\n00123,1,train\n")
+    labels = read_labels(path)
+    assert labels["item_id"].tolist() == ["NaN", "null", "00123"]
+    assert labels["split"].tolist() == ["test", "", "train"]
+    path.write_text("item_id,label\nNaN,1\na,\n")
+    with pytest.raises(InvalidInput, match="line 3 has no item_id or no label"):
+        read_labels(path)
+
+
 @pytest.mark.parametrize(
     ("driver_says", "says"),
     [

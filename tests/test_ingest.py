@@ -341,6 +341,33 @@ def test_bad_json_lines_are_rejected_with_their_line(engine, tmp_path):
     assert read_rejects(report.rejects_path) == {3: "malformed_row", 4: "malformed_row"}
 
 
+def test_bad_json_lines_before_the_first_good_one_are_rejects_too(engine, tmp_path):
+    """The bad lines read while looking for the first object's keys were dropped: line 1
+    gone, with 1 accepted, 0 rejected and exit 0."""
+    lines = '{"item_id": 00123}\n[1, 2]\n\n{"item_id": \n{"item_id": "ok-1"}\n{"item_id": 7\n'
+    path = tmp_path / "items.jsonl.gz"
+    path.write_bytes(gzip.compress(lines.encode()))
+
+    report = ingest_items(engine, path, options=IngestOptions(show_progress=False))
+
+    assert report.inserted == 1
+    with open(report.rejects_path, newline="") as file:
+        rejects = [(row["line"], row["reason"]) for row in csv.DictReader(file)]
+    assert rejects == [(str(n), "malformed_row") for n in (1, 2, 4, 6)]
+
+
+@pytest.mark.parametrize("ingest", [ingest_items, ingest_interactions])
+def test_a_json_lines_file_of_bad_lines_only_rejects_them_all(engine, tmp_path, ingest):
+    """It was refused as having no item_id column (found: none)."""
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"item_id": 00123, "user_id": "u"}\n[1, 2]\n')
+
+    report = ingest(engine, path, options=IngestOptions(show_progress=False))
+
+    assert report.accepted == 0
+    assert read_rejects(report.rejects_path) == {1: "malformed_row", 2: "malformed_row"}
+
+
 def test_a_json_line_nested_too_deeply_is_a_reject_and_the_rest_lands(engine, tmp_path):
     """A RecursionError half-way through the file was a traceback, with two batches stored
     and nothing said of the rest; every rerun stopped at the same line."""

@@ -17,7 +17,7 @@ from recsys.catalog import connect, migrate
 from recsys.catalog.models import Interaction
 from recsys.cli import cli
 from recsys.errors import InvalidInput
-from recsys.evaluation.replay import ReplayConfig, offline_feeds, replay
+from recsys.evaluation.replay import ReplayConfig, offline_feeds, read_events, replay
 from recsys.model.bundle import load_active
 from recsys.model.split import temporal_split
 from recsys.model.training import train
@@ -144,6 +144,26 @@ def test_evaluate_replay_command_writes_the_report(served, tmp_path):
     assert metrics["offline"]["feed"] == metrics["feeds"]["feed"]  # same bundle in-process
     assert "Log replay through the served path" in (report / "report.md").read_text()
     assert "feed hit rate@5" in result.output
+
+
+def test_events_files_keep_their_ids_as_written(tmp_path):
+    """pandas' guesses read "00123" as user 123, "1e5" as 100000.0 and "NaN" as no id, so a
+    split written by ``evaluate --write-split`` was not replayed as it was written."""
+    path = tmp_path / "heldout.csv"
+    path.write_text(
+        "user_id,item_id,event,weight,timestamp\n"
+        "00123,0042,view,1.0,2024-02-01 10:00:00\n"
+        "1e5,NaN,,,2024-02-01 10:00:01\n"
+        "null,None,view,,2024-02-01 10:00:02\n"
+    )
+    events = read_events(path)
+    assert events["user_id"].tolist() == ["00123", "1e5", "null"]
+    assert events["item_id"].tolist() == ["0042", "NaN", "None"]
+    assert events["event"].isna().tolist() == [False, True, False]
+    assert events["weight"].isna().tolist() == [False, True, True]
+
+    path.write_text("user_id,item_id,timestamp\n00123,00123,1706781600\n")
+    assert read_events(path)["timestamp"][0] == pd.Timestamp("2024-02-01 10:00:00Z")
 
 
 def test_first_events_leave_out_a_pairs_later_events(served):

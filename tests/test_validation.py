@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
+import unicodedata
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,6 +22,7 @@ from recsys.catalog.models import Interaction, Item, User
 from recsys.errors import InvalidInput
 from recsys.ingest import IngestOptions, ingest_interactions, ingest_items, values
 from recsys.ingest.interactions import record_interactions
+from recsys.ingest.item_writes import delete_item, patch_item, put_item
 from recsys.ingest.values import (
     MAX_ID_LENGTH,
     BadValue,
@@ -50,11 +54,16 @@ BAD_IDS = {
     "line\u2028break": "U+2028",
     "\u202eevil": "U+202E",
     "\ud800": "unpaired surrogate",
-    "bad\ufffdbyte": "not valid UTF-8",
+    "bad\ufffdbyte": "not valid UTF-8 (it holds U+FFFD); re-save the file (or send the text) as",
     "x" * (MAX_ID_LENGTH + 1): "256 characters long, the limit is 255",
     float("nan"): "not a finite number",
     float("inf"): "not a finite number",
     True: "is a boolean",
+    ".": "path segment '.' or '..'",
+    "..": "could not be read at its URL: give it another id",
+    "a/../b": "path segment",
+    "./x": "path segment",
+    "x/.": "path segment",
 }
 # Ids that are odd but valid: they must survive ingest, training and the bundle unchanged.
 ODD_ITEMS = {
@@ -82,6 +91,18 @@ def test_odd_ids_are_kept_as_written_without_surrounding_space():
     assert parse_id(12.0, "item_id") == "12" and parse_id(7, "item_id") == "7"
     with pytest.raises(BadValue, match="item_id is empty"):
         parse_id(" ", "item_id")
+
+
+def test_ids_with_slashes_are_kept_but_dot_segments_are_not():
+    """/v1/items/.. was sent as /v1/ and /v1/items/./similar as /v1/items/similar by every
+    browser and HTTP client: such an id was stored and could never be read."""
+    kept = ["AB/123", "/lead", "trail/", "a//b", ".x", "..x", "x..", "...", "a/.../b", "/"]
+    assert [parse_id(v, "item_id") for v in kept] == kept
+    column = pa.array([*kept, ".", "a/./b", "../x", "x/.."])
+    parsed = values.item_id_column(column, len(column))
+    assert parsed.values.to_pylist() == [*kept, None, None, None, None]
+    assert sorted(parsed.errors) == [10, 11, 12, 13]
+    assert "path segment" in str(parsed.errors[10])
 
 
 def test_text_keeps_line_breaks_but_no_other_control_character():
@@ -197,6 +218,49 @@ def catalog_with_items(engine, tmp_path: Path) -> None:
 def read_rejects(path: Path) -> dict[int, tuple[str, str]]:
     with open(path, newline="", encoding="utf-8") as file:
         return {int(r["line"]): (r["reason"], r["detail"]) for r in csv.DictReader(file)}
+
+
+def test_a_float_id_of_2_53_or_more_is_refused_not_changed(engine, tmp_path):
+    """12345678901234567890.0 in JSON and 2**53 + 1 in a Parquet float column were stored as
+    the float's integer, another user (12345678901234567168, 2**53); integers stay exact."""
+    catalog_with_items(engine, tmp_path)
+    path = tmp_path / "events.jsonl"
+    path.write_text(
+        '{"user_id": 12345678901234567890.0, "item_id": "i1"}\n'
+        '{"user_id": 12345678901234567168, "item_id": "i1"}\n'
+        '{"user_id": 9007199254740991.0, "item_id": "i1"}\n'
+    )
+    report = ingest_interactions(engine, path, QUIET)
+    reason, detail = read_rejects(report.rejects_path)[1]
+    assert reason == "invalid_value" and detail.endswith(
+        "write ids as text: a float cannot hold this id exactly"
+    )
+    table = pa.table(
+        {
+            "user_id": pa.array([2**53 + 1, 12], pa.int64()).cast(pa.float64(), safe=False),
+            "exact": pa.array([2**53 + 1, 12], pa.int64()),
+            "item_id": ["i2", "i2"],
+        }
+    )
+    pq.write_table(table.select(["user_id", "item_id"]), tmp_path / "floats.parquet")
+    pq.write_table(
+        table.select(["exact", "item_id"]).rename_columns(["user_id", "item_id"]),
+        tmp_path / "ints.parquet",
+    )
+    report = ingest_interactions(engine, tmp_path / "floats.parquet", QUIET)
+    assert list(read_rejects(report.rejects_path)) == [1]
+    ingest_interactions(engine, tmp_path / "ints.parquet", QUIET)
+    users = {user for user, *_ in interaction_rows(engine)}
+    assert users == {"12345678901234567168", "9007199254740991", "12", str(2**53 + 1)}
+
+
+def test_a_decimal_id_reads_as_a_float_id_does():
+    """A Parquet decimal128(10, 2) id 123 was the id "123.00"."""
+    column = pa.array([Decimal("123.00"), Decimal("12.50"), Decimal("-0.00")], pa.decimal128(10, 2))
+    assert values.id_column(column, 3, "item_id").values.to_pylist() == ["123", "12.5", "0"]
+    assert parse_id(Decimal("123.00"), "item_id") == parse_id(123.0, "item_id") == "123"
+    with pytest.raises(BadValue, match="longer than 255 characters"):
+        parse_id(Decimal("1E+999999999"), "item_id")
 
 
 def test_files_reject_bad_ids_and_values_by_line(engine, tmp_path):
@@ -461,12 +525,26 @@ def test_candidate_ids_follow_the_id_rule(client):
     assert response.get_json()["error"]["message"].startswith("candidates[1]: id 'a2\\x00'")
 
 
-@pytest.mark.parametrize("value", ["user-00000\x00", "x" * 256, "\u202eu1", " "])
+@pytest.mark.parametrize("value", ["user-00000\x00", "x" * 256, "\u202eu1", " ", ".."])
 def test_path_ids_follow_the_id_rule(value):
     with pytest.raises(ApiError) as refused:
         path_id("user_id", value)
     assert refused.value.status == 400 and refused.value.message.startswith("user_id ")
     assert path_id("user_id", " user-00000 ") == "user-00000"
+
+
+@pytest.mark.parametrize("value", ["", "   ", None, "\xa0"], ids=ascii)
+def test_library_item_writes_refuse_an_empty_id_by_the_id_rule(engine, tmp_path, value):
+    """put_item raised sqlite3's "NOT NULL constraint failed", patch_item and delete_item
+    "item None is not in the catalog"."""
+    empty = r"^item_id is empty; ids are 1 to 255 characters$"
+    for write in (put_item, patch_item):
+        with pytest.raises(InvalidInput, match=empty):
+            write(engine, value, {"title": "t"}, tmp_path)
+    with pytest.raises(InvalidInput, match=empty):
+        delete_item(engine, value)
+    with Session(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Item)) == 0
 
 
 def test_an_event_dated_past_tomorrow_is_refused_at_every_door(engine):
@@ -529,6 +607,38 @@ def test_an_id_or_title_has_one_form_and_no_invisible_twin(engine):
     record_interactions(engine, [{"user_id": decomposed, "item_id": "a0"}])
     record_interactions(engine, [{"user_id": composed, "item_id": "a1"}])
     assert {user for user, *_ in interaction_rows(engine)} - before == {composed}
+
+
+# Invisible characters that made "SKU-1" and a second item that looked the same.
+INVISIBLE = [
+    0x200E, 0x200F, 0x061C, 0x034F, 0x180E, 0x3164, 0x115F, 0x1160, 0xFFA0, 0x2800,
+    *range(0xFE00, 0xFE10), 0xE0001, 0xE0020, 0xE0041, 0xE007F, 0xE0100, 0xE01EF,
+]  # fmt: skip
+
+
+def test_invisible_look_alikes_are_refused_naming_the_character():
+    for code in INVISIBLE:
+        with pytest.raises(BadValue, match=rf"U\+{code:04X} at position 5; remove it$"):
+            parse_id(f"SKU-1{chr(code)}", "item_id")
+    column = pa.array([f"SKU-1{chr(code)}" for code in INVISIBLE])
+    assert values.item_id_column(column, len(column)).values.null_count == len(INVISIBLE)
+    formats = [c for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Cf"]
+    kept = [c for c in formats if values._ID_BAD.search(chr(c)) is None]
+    assert kept == [0x200C, 0x200D]  # the joiners of emoji and Persian or Indic words
+
+
+def test_ids_in_other_scripts_and_emoji_are_kept():
+    written = [
+        "متجر-١٢",  # Arabic
+        "می‌خواهم",  # Persian, with its ZWNJ
+        "חנות-5",  # Hebrew
+        "商品-五",
+        "क्षत्रिय",  # Devanagari with its combining marks
+        "한글-1",
+        "👩‍💻",
+        "🙂",
+    ]
+    assert [parse_id(text, "item_id") for text in written] == written
 
 
 def test_a_filter_value_is_asked_in_the_form_values_are_stored_in():

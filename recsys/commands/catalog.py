@@ -61,10 +61,7 @@ def _source_options(command):
 def read_ids(path: Path) -> np.ndarray:
     """Item ids from a CSV with an item_id column, or a text file with one id per line."""
     if path.suffix.lower() == ".csv":
-        table = pd.read_csv(path, dtype=str)
-        if "item_id" not in table.columns:
-            raise InvalidInput(f"{path} has no item_id column; add one, or pass ids one a line")
-        ids = table["item_id"].to_numpy(dtype=str)
+        ids = np.array(_csv_ids(path), dtype=str)
     else:
         ids = np.array([line.strip() for line in path.read_text().splitlines() if line.strip()])
     unique, counts = np.unique(ids, return_counts=True)
@@ -74,6 +71,21 @@ def read_ids(path: Path) -> np.ndarray:
             f"{path} names {len(twice)} item(s) more than once, e.g. {str(twice[0])!r}; "
             "one row of vectors per item"
         )
+    return ids
+
+
+def _csv_ids(path: Path) -> list[str]:
+    """The item_id column as written: pandas read "NaN", "null" and "" as missing, and with
+    one of them every id came back cut to its first character."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        if "item_id" not in (reader.fieldnames or []):
+            raise InvalidInput(f"{path} has no item_id column; add one, or pass ids one a line")
+        ids = []
+        for row in reader:
+            if not (item := (row["item_id"] or "").strip()):
+                raise InvalidInput(f"{path}: line {reader.line_num} has no item_id")
+            ids.append(item)
     return ids
 
 

@@ -23,15 +23,22 @@ LABEL_COLUMNS = ("item_id", "label")
 
 
 def read_labels(path: str | Path) -> pd.DataFrame:
-    """item_id, label (and label_name, split when present) as strings."""
-    labels = pd.read_csv(path, dtype=str)
+    """item_id, label (and label_name, split when present) as strings, as written: pandas
+    read the id "NaN" or "null" as no id at all. A row without an id or a label is refused,
+    naming its line."""
+    labels = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
     missing = [c for c in LABEL_COLUMNS if c not in labels.columns]
     if missing:
         raise InvalidInput(
             f"{path} lacks column(s) {', '.join(missing)}; expected item_id, label "
             "(and optionally label_name, split), like Fashion-MNIST's labels.csv"
         )
-    return labels
+    labels = labels.assign(item_id=labels["item_id"].str.strip(), label=labels["label"].str.strip())
+    blank = (labels == "").all(axis=1).to_numpy()
+    empty = np.flatnonzero(~blank & ((labels["item_id"] == "") | (labels["label"] == "")))
+    if len(empty):
+        raise InvalidInput(f"{path}: line {empty[0] + 2} has no item_id or no label")
+    return labels[~blank].reset_index(drop=True)
 
 
 def image_quality(

@@ -145,17 +145,32 @@ def write_split(data, config, out_dir: Path) -> dict[str, Path]:
 def read_events(path: Path, users: int | None = None, seed: int = 0) -> pd.DataFrame:
     """Events to replay (a CSV or Parquet file with user_id, item_id and timestamp; event and
     weight optional) in time order; ``users``: a seeded sample of that many users."""
-    frame = pd.read_parquet(path) if str(path).endswith(".parquet") else pd.read_csv(path)
+    frame = pd.read_parquet(path) if str(path).endswith(".parquet") else _read_csv(path)
     missing = {"user_id", "item_id", "timestamp"} - set(frame.columns)
     if missing:
         raise InvalidInput(f"--events {path}: missing column(s) {', '.join(sorted(missing))}")
     frame = frame.astype({"user_id": str, "item_id": str})
-    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="mixed")
+    stamps = frame["timestamp"]
+    if pd.api.types.is_numeric_dtype(stamps):  # epoch seconds, as ingest reads them (not ns)
+        frame["timestamp"] = pd.to_datetime(stamps, unit="s", utc=True)
+    else:
+        frame["timestamp"] = pd.to_datetime(stamps, utc=True, format="mixed")
     if frame["timestamp"].isna().any():
         raise InvalidInput(f"--events {path}: every event needs a timestamp (replay is in order)")
     if users is not None:
         frame = sample_users(frame, users, seed)
     return frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """Ids as their text: pandas' guesses made "00123" user 123, "1e5" 100000.0 and "NaN"
+    no id at all, so the split ``write_split`` wrote could not be replayed as it was."""
+    return pd.read_csv(
+        path,
+        dtype={"user_id": str, "item_id": str, "event": str},
+        keep_default_na=False,
+        na_values={"event": [""], "weight": [""], "timestamp": [""]},
+    )
 
 
 # -- the passes -----------------------------------------------------------------------------

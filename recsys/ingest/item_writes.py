@@ -41,11 +41,10 @@ from recsys.ingest.values import (
     attribute_column,
     bool_column,
     check_attribute_name,
-    id_column,
     image_column,
-    item_id_column,
     misfit,
     parse_id,
+    parse_item_id,
     shown,
     text_column,
 )
@@ -138,7 +137,7 @@ def patch_item(
 def delete_item(engine: Engine, item_id: Any) -> tuple[int, str | None]:
     """Remove an item (its interactions go with it) -> (the items generation after it, the
     photo it named); ``UnknownItem`` when there is none."""
-    external_id = _one(id_column, item_id, "item_id")
+    external_id = _item_id(parse_id, item_id)
 
     def work(connection: Connection) -> tuple[int, str | None] | None:
         found = connection.execute(_DELETE, {"external_id": external_id}).all()
@@ -156,7 +155,7 @@ def parse_fields(
     """The given fields, checked and normalised as ``recsys ingest items`` does a row's
     cells: ``external_id`` always, ``title``, ``in_stock``, ``image_path`` (absolute) and
     ``attributes`` when given. ``InvalidInput`` naming the first bad field."""
-    values: dict[str, Any] = {"external_id": _one(item_id_column, item_id, "item_id")}
+    values: dict[str, Any] = {"external_id": _item_id(parse_item_id, item_id)}
     unknown = set(fields) - {"title", "in_stock", "image", "attributes"}
     if unknown:
         raise InvalidInput(f"{sorted(unknown)[0]}: unknown field")
@@ -260,6 +259,16 @@ def _check_kinds(connection: Connection, attributes: dict[str, Any]) -> None:
             )
 
 
+def _item_id(rule: Callable[[Any, str], str], value: Any) -> str:
+    """The id by the one id rule (``InvalidInput`` with its message, which names item_id). A
+    column parser reads an empty id as a missing cell: "", "   " and None were written (a raw
+    NOT NULL IntegrityError) or looked up ("item None is not in the catalog")."""
+    try:
+        return rule("" if value is None else value, "item_id")
+    except BadValue as exc:
+        raise InvalidInput(str(exc)) from None
+
+
 def _one(parser: Callable[..., Parsed], value: Any, name: str, field: str | None = None) -> Any:
     """One value through an ingest column parser -> the normalised value (None: missing);
     ``InvalidInput`` starting with ``field`` (default ``name``) and ingest's reason."""
@@ -288,12 +297,20 @@ def _image(value: Any, root: Path, max_pixels: int) -> str | None:
 
 
 def _attributes(given: dict[str, Any]) -> dict[str, Any]:
-    out = {}
+    """Each attribute checked; two names that are one once stripped and composed are refused,
+    as a file's header refuses them ("brand" and " brand " kept the last one's value)."""
+    out, written = {}, {}
     for name, value in given.items():
         try:
-            name = parse_id(name, "attribute name")
+            cleaned = parse_id(name, "attribute name")
         except BadValue as exc:
             raise InvalidInput(f"attributes: {exc}") from None
+        if cleaned in written:
+            raise InvalidInput(
+                f"attributes.{cleaned}: given twice, as {written[cleaned]!r} and {name!r}; "
+                "give each attribute once"
+            )
+        name, written[cleaned] = cleaned, name
         if name in KNOWN_COLUMNS:
             raise InvalidInput(f"attributes.{name}: is a field of its own, not an attribute")
         try:

@@ -194,7 +194,8 @@ def _run_ingest(
                 f"columns are {', '.join(source.columns)}"
             )
         kept = [name for name in source.columns if name not in options.ignore_columns]
-        check_columns(kept, ingester, path)
+        if source.readable:
+            check_columns(kept, ingester, path)
         rejects = RejectsWriter(options.rejects_path or default_rejects_path(path), report)
         bar = tqdm(
             total=source.total,

@@ -125,6 +125,9 @@ class RecordSource:
     columns: list[str]
     total: int  # progress units: bytes for text formats, rows for Parquet
     position: int  # progress units consumed so far
+    # False for a JSON Lines file without one readable line: it has no columns to check,
+    # and every line is a reject
+    readable: bool = True
 
     def batches(self, batch_size: int) -> Iterator[Batch]:
         raise NotImplementedError
@@ -455,18 +458,21 @@ class JsonLinesSource(_TextSource):
         self.format = "jsonl"
         self._lines = self._text(self._binary, encoding="utf-8-sig")
         self._line = 0
-        self._pending: Record | None = None
         # Columns come from the first readable object; later objects may add or omit keys.
+        # The bad lines before it are rejects too (only the last of them was kept: a file
+        # whose line 1 was bad reported 1 accepted, 0 rejected).
+        self._pending: list[Record] = []
         for record in self._records():
-            self._pending = record
+            self._pending.append(record)
             if record.error is None:
                 break
-        self.columns = list(self._pending.values) if self._pending else []
-        if self._pending is None:
+        if not self._pending:
             raise InvalidInput(f"{path.name} is empty: expected one JSON object per line")
+        self.readable = self._pending[-1].error is None
+        self.columns = list(self._pending[-1].values) if self.readable else []
 
     def batches(self, batch_size: int) -> Iterator[Batch]:
-        pending, self._pending = [self._pending] if self._pending else [], None
+        pending, self._pending = self._pending, []
         return _batched(itertools.chain(pending, self._records()), batch_size)
 
     def _records(self) -> Iterator[Record]:

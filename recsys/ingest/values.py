@@ -2,7 +2,8 @@
 
 The rules, as the README states them: an id is 1 to ``MAX_ID_LENGTH`` characters of text
 (surrounding whitespace removed) without control characters (NUL included), line or paragraph
-separators, bidirectional controls, U+FFFD or unpaired surrogates; a number is finite (NaN
+separators, bidirectional controls, invisible look-alikes, U+FFFD or unpaired surrogates, and
+no "." or ".." path segment; a number is finite (NaN
 and infinities are refused, never read as "missing"), a weight or rating from 0 to
 ``MAX_WEIGHT``; a timestamp lies in ``[EARLIEST, LATEST)``, UTC, and at most ``FUTURE_SLACK``
 past the clock. A missing value is None or
@@ -27,6 +28,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -74,21 +76,44 @@ def latest_event_time() -> datetime:
 
 
 # Code points no id may hold (inclusive ranges): C0 and C1 controls (NUL included), line and
-# paragraph separators, bidirectional controls, U+FFFD (what undecodable bytes become), and
-# the invisible ones that made a second id look the same as the first ("sku-1" and "sku-1"
-# with a zero-width space: the soft hyphen, zero-width space, word joiner and invisible
-# operators, the byte-order mark); the zero-width (non-)joiners stay, which emoji sequences
-# and Persian or Indic words hold.
+# paragraph separators, U+FFFD (what undecodable bytes become), and the invisible ones that
+# made a second id look the same as the first ("sku-1" and "sku-1" with a zero-width space,
+# a right-to-left mark or a variation selector): every format character (Unicode's category
+# Cf: bidirectional marks and controls, the soft hyphen, zero-width space, word joiner,
+# invisible operators, the byte-order mark, tags), the variation selectors, the combining
+# grapheme joiner, the Hangul fillers and the braille blank. The zero-width (non-)joiners
+# U+200C and U+200D stay: emoji sequences (👩‍💻) and Persian or Indic words hold them.
 _ID_FORBIDDEN = (
     (0x00, 0x1F),
     (0x7F, 0x9F),
     (0xAD, 0xAD),
+    (0x034F, 0x034F),  # combining grapheme joiner
+    (0x0600, 0x0605),  # Arabic and Syriac format characters, the Arabic letter mark
+    (0x061C, 0x061C),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x115F, 0x1160),  # Hangul fillers
+    (0x17B4, 0x17B5),  # Khmer inherent vowels, invisible
+    (0x180B, 0x180F),  # Mongolian variation selectors and vowel separator
     (0x200B, 0x200B),
+    (0x200E, 0x200F),  # left-to-right and right-to-left marks
     (0x2028, 0x202E),
-    (0x2060, 0x2064),
-    (0x2066, 0x2069),
+    (0x2060, 0x206F),
+    (0x2800, 0x2800),  # braille blank
+    (0x3164, 0x3164),  # Hangul filler
+    (0xFE00, 0xFE0F),  # variation selectors
     (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),  # half-width Hangul filler
+    (0xFFF9, 0xFFFB),
     (0xFFFD, 0xFFFD),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),  # tags, variation selectors supplement
 )
 # Free text (titles, attribute values) may hold tabs and line breaks, no other C0 control.
 _TEXT_FORBIDDEN = ((0x00, 0x08), (0x0B, 0x0C), (0x0E, 0x1F), (0x7F, 0x7F), (0xFFFD, 0xFFFD))
@@ -144,6 +169,11 @@ def shown(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+# The first integer a float64 may not hold: 2**53 + 1 is read as 2**53, and
+# 12345678901234567890.0 is stored as 12345678901234567168.
+_FLOAT_EXACT = 2**53
+
+
 def parse_id(value: Any, column: str) -> str:
     """External ids are strings: ``12``, ``12.0`` and ``"12"`` are all ``"12"``. Anything
     but a string or a number is refused, as the HTTP API refuses it (a JSON object in an
@@ -157,7 +187,14 @@ def parse_id(value: Any, column: str) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise BadValue(f"{column} {value!r} is not a finite number, expected an id")
+        if abs(value) >= _FLOAT_EXACT:
+            raise BadValue(
+                f"{column} {value!r} is a float of 2**53 or more, which may not be the number "
+                "written; write ids as text: a float cannot hold this id exactly"
+            )
         value = int(value) if value.is_integer() else value
+    if isinstance(value, Decimal):
+        value = _decimal_id(value, column)
     if isinstance(value, int) and abs(value) >= 10**MAX_ID_LENGTH:
         raise BadValue(f"{column} is longer than {MAX_ID_LENGTH} characters, the limit")
     text = composed(str(value).strip())
@@ -166,7 +203,29 @@ def parse_id(value: Any, column: str) -> str:
     _check_characters(text, column, _ID_BAD)
     if len(text) > MAX_ID_LENGTH:
         raise BadValue(f"{column} is {len(text)} characters long, the limit is {MAX_ID_LENGTH}")
+    if _DOT_SEGMENT.search(text):
+        raise BadValue(
+            f"{column} {shown(text)} is or holds the path segment '.' or '..', which browsers "
+            "and HTTP clients resolve away, so it could not be read at its URL: give it "
+            "another id"
+        )
     return text
+
+
+# "." or ".." between slashes or the id's ends: /v1/items/.. was sent as /v1/ and
+# /v1/items/./similar as /v1/items/similar, by every browser, requests and Node.
+_DOT_SEGMENT_RE2 = r"(^|/)\.\.?(/|$)"
+_DOT_SEGMENT = re.compile(_DOT_SEGMENT_RE2)
+
+
+def _decimal_id(value: Decimal, column: str) -> int | str:
+    """A decimal (Parquet's decimal128) as the rule reads a float: 123.00 is the id 123, not
+    "123.00"; 12.50 is "12.5"."""
+    if not value.is_finite():
+        raise BadValue(f"{column} {value!r} is not a finite number, expected an id")
+    if value.adjusted() >= MAX_ID_LENGTH:  # before int(): 1E+999999999 is a billion digits
+        raise BadValue(f"{column} is longer than {MAX_ID_LENGTH} characters, the limit")
+    return int(value) if value == value.to_integral_value() else f"{value.normalize():f}"
 
 
 # The item route's tail (``/v1/items/<id>/similar``): an item id ending in it would be
@@ -179,8 +238,9 @@ def parse_item_id(value: Any, column: str) -> str:
     text = parse_id(value, column)
     if text.endswith(ITEM_ROUTE_TAIL):
         raise BadValue(
-            f"{column} {text!r} ends in {ITEM_ROUTE_TAIL!r}, the path of an item's similar "
-            "items, so the item could not be read at /v1/items/<id>: give it another id"
+            f"{column} {shown(text)} ends in {ITEM_ROUTE_TAIL!r}, the path of an item's "
+            f"similar items, so the item could not be read at its own URL (it would name the "
+            f"similar items of {shown(text[: -len(ITEM_ROUTE_TAIL)])}): give it another id"
         )
     return text
 
@@ -235,7 +295,10 @@ def _check_characters(text: str, column: str, forbidden: re.Pattern) -> None:
             f"{column} {shown(text)} has an unpaired surrogate, not valid Unicode"
         ) from None
     if "\ufffd" in text:
-        raise BadValue(f"{column} {shown(text)} is not valid UTF-8 (it holds U+FFFD)")
+        raise BadValue(
+            f"{column} {shown(text)} is not valid UTF-8 (it holds U+FFFD); re-save the file "
+            "(or send the text) as UTF-8"
+        )
     if found := forbidden.search(text):
         kind = "control" if unicodedata.category(found[0]) == "Cc" else "invisible or control"
         raise BadValue(
@@ -726,16 +789,20 @@ def _within_python_range(column: pa.Array) -> pa.Array:
     return pc.min_element_wise(at_least, high, skip_nulls=False).cast(column.type)
 
 
+def _fast_id(column: pa.Array):
+    ok, values = _fast_text(column, _ID_BAD_RE2, MAX_ID_LENGTH)
+    return ok & ~_matches(values, _DOT_SEGMENT_RE2), values
+
+
 def id_column(column: Column | None, length: int, name: str) -> Parsed:
-    fast = lambda c: _fast_text(c, _ID_BAD_RE2, MAX_ID_LENGTH)  # noqa: E731
-    return parse_column(column, length, name, parse_id, pa.string(), fast)
+    return parse_column(column, length, name, parse_id, pa.string(), _fast_id)
 
 
 def item_id_column(column: Column | None, length: int, name: str = "item_id") -> Parsed:
     """``id_column`` for the ids of items written (``parse_item_id``)."""
 
     def fast(c):
-        ok, values = _fast_text(c, _ID_BAD_RE2, MAX_ID_LENGTH)
+        ok, values = _fast_id(c)
         tail = pc.ends_with(values, ITEM_ROUTE_TAIL).fill_null(False)
         return ok & ~tail.to_numpy(zero_copy_only=False), values
 
