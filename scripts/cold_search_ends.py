@@ -15,7 +15,11 @@ with one standard error, and the end kept. Then it fits the fused model on the w
 part and ranks the test users' cold items under each end's weights (cold-item recall@10, as
 the evaluation reports it, and the paired difference to the TF-IDF profile contender).
 ``--cold-k`` replaces ``WeightGrid.cold_k`` (the cold objective's cut-off, 50) in both stages.
-Issue 13, benchmarks/RESULTS.md session 11.
+``--average-tied`` adds, per form, one more end (``"kept": "average"``): the ends the cold
+objective cannot tell from the best (``validation._better`` at ``grid.significance``), each
+scaled to one standard deviation of its cold items' scores (centred per user), summed, and
+scaled back to the best end's spread (a blend of equally plausible ends, tried instead of
+picking one). Issue 13, benchmarks/RESULTS.md sessions 11 and 63.
 """
 
 from __future__ import annotations
@@ -71,7 +75,39 @@ def paired(new: np.ndarray, old: np.ndarray) -> dict:
     return {"diff": round(float(diff.mean()), 4), "se": round(float(error), 4)}
 
 
-def validation_ends(train: CatalogData, content, config) -> tuple[dict, dict, object]:
+def averaged(ends: list, view: validation.Candidates, z: float) -> dict | None:
+    """The tied ends' cold weights averaged at equal spread (module docstring); None when
+    no end is tied with the best."""
+    best = max(ends, key=lambda end: end[1].objective)
+    tied = [end for end in ends if not validation._better(best[1], end[1], z)]
+    if len(tied) < 2:
+        return None
+    cold = view._cold_cells & ~view._padding  # (U, C) the cold candidates
+    names = sorted({block for weights, _ in tied for block in weights})
+    columns = dict(zip(view.blocks, view._block_columns, strict=True))
+    centred = []
+    for block in names:
+        scores = columns.get(block, np.zeros(cold.shape, np.float32))
+        mean = np.where(cold, scores, 0).sum(1, keepdims=True) / np.maximum(
+            cold.sum(1, keepdims=True), 1
+        )
+        centred.append((scores - mean)[cold].astype(np.float64))
+    spread = np.cov(np.stack(centred), bias=True)  # (B, B) of the blocks' cold scores
+
+    def vector(weights: dict) -> np.ndarray:
+        return np.array([weights.get(block, 0.0) for block in names])
+
+    def scale(v: np.ndarray) -> float:
+        return float(np.sqrt(v @ spread @ v))
+
+    total = sum(vector(w) / scale(vector(w)) for w, _ in tied if scale(vector(w)) > 0)
+    total = total * scale(vector(best[0])) / scale(total)
+    return {block: float(value) for block, value in zip(names, total, strict=True)}
+
+
+def validation_ends(
+    train: CatalogData, content, config, average_tied: bool = False
+) -> tuple[dict, dict, object]:
     """Per token profile form, the cold search's ends on the validation slice."""
     item_ids = train.items["item_id"].to_numpy(dtype=str)
     fit_part, val_part = validation_split(train.interactions, config.validation_share)
@@ -112,7 +148,8 @@ def validation_ends(train: CatalogData, content, config) -> tuple[dict, dict, ob
                 continue
             ends, at_headline, chosen = picks[-1]
             described, headline = [], []
-            for cold_weights, at_cold_k in ends:
+            mean = averaged(ends, view, config.grid.significance) if average_tied else None
+            for cold_weights, at_cold_k in ends + ([(mean, None)] if mean else []):
                 headline.append(at_headline(cold_weights))
                 feed, scale = asked[-1]  # what the cold weights are as feed weights
                 described.append(
@@ -120,9 +157,11 @@ def validation_ends(train: CatalogData, content, config) -> tuple[dict, dict, ob
                         "cold_weights": cold_weights,
                         "weights": feed,
                         "cold_scale": scale,
-                        f"cold_recall@{config.grid.cold_k}": round(at_cold_k.objective, 4),
+                        f"cold_recall@{config.grid.cold_k}": None
+                        if at_cold_k is None
+                        else round(at_cold_k.objective, 4),
                         f"cold_recall@{K}": round(headline[-1].objective, 4),
-                        "kept": cold_weights == chosen,
+                        "kept": "average" if at_cold_k is None else cold_weights == chosen,
                     }
                 )
             found[form]["ends"] = described
@@ -144,6 +183,7 @@ def main() -> None:
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cold-k", type=int, default=None)
+    parser.add_argument("--average-tied", action="store_true")
     args = parser.parse_args()
     evaluation = EvaluationConfig(seed=args.seed)
     config = evaluation.fused
@@ -154,7 +194,7 @@ def main() -> None:
     train = CatalogData(data.items, data.kinds, split.train)
     item_ids = data.items["item_id"].to_numpy(dtype=str)
     content = ItemContent(config).content(train)
-    found, counts, confidence = validation_ends(train, content, config)
+    found, counts, confidence = validation_ends(train, content, config, args.average_tied)
 
     task = build_task(split.train, split.test, item_ids)
     cf = CollaborativeModel(config.cf).fit(train.interactions, item_ids, confidence=confidence)
