@@ -180,3 +180,19 @@ def test_first_events_leave_out_a_pairs_later_events(served):
     scores = offline_feeds(recommender, events, k=5, diversity=0.0)
     assert scores["feed"] == {"events": 3, "hit_rate": pytest.approx(2 / 3), "mrr": 1 / 3}
     assert scores["feed_first"] == {"events": 2, "hit_rate": 0.5, "mrr": 0.25}
+
+
+def test_an_empty_events_file_is_refused_before_any_request(served, tmp_path):
+    """A header alone was replayed to a report of "(model None)" and a KeyError, a 0-byte file
+    was pandas' EmptyDataError: both exit 1."""
+    base, url, artifacts, _ = served
+    out = tmp_path / "reports"
+    for name, text in (("empty.csv", ""), ("header.csv", "user_id,item_id,timestamp\n")):
+        path = tmp_path / name
+        path.write_text(text)
+        args = ["--database-url", url, "--artifacts-dir", str(artifacts), "evaluate"]
+        args += ["--replay", "--service", base, "--events", str(path), "--out", str(out)]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, result.output
+        assert f"--events {path} holds no events" in result.output
+        assert not out.exists()  # no report

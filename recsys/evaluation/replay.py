@@ -145,7 +145,12 @@ def write_split(data, config, out_dir: Path) -> dict[str, Path]:
 def read_events(path: Path, users: int | None = None, seed: int = 0) -> pd.DataFrame:
     """Events to replay (a CSV or Parquet file with user_id, item_id and timestamp; event and
     weight optional) in time order; ``users``: a seeded sample of that many users."""
-    frame = pd.read_parquet(path) if str(path).endswith(".parquet") else _read_csv(path)
+    try:
+        frame = pd.read_parquet(path) if str(path).endswith(".parquet") else _read_csv(path)
+    except pd.errors.EmptyDataError:  # a 0-byte file: pandas' traceback, exit 1
+        frame = pd.DataFrame()
+    if frame.empty:  # a header alone was replayed to a report of "(model None)", then a KeyError
+        raise InvalidInput(f"--events {path} holds no events; give the held-out file to replay")
     missing = {"user_id", "item_id", "timestamp"} - set(frame.columns)
     if missing:
         raise InvalidInput(f"--events {path}: missing column(s) {', '.join(sorted(missing))}")
@@ -351,6 +356,10 @@ def _events(engine, events_path: Path | None, config) -> pd.DataFrame:
     split = split_interactions(
         interactions, config.split, config.holdout, config.seed, config.cutoff
     )
+    if split.test.empty:
+        raise InvalidInput(
+            f"the {config.split} split of the catalog holds no events out; give --events FILE"
+        )
     events = split.test.assign(timestamp=pd.to_datetime(split.test["timestamp"], utc=True))
     return events.sort_values("timestamp", kind="stable").reset_index(drop=True)
 
