@@ -3,7 +3,9 @@ its training part and run on a free port, the held-out events replayed through i
 
 from __future__ import annotations
 
+import http.server
 import json
+import socket
 import threading
 
 import pandas as pd
@@ -16,7 +18,7 @@ from werkzeug.serving import make_server
 from recsys.catalog import connect, migrate
 from recsys.catalog.models import Interaction
 from recsys.cli import cli
-from recsys.errors import InvalidInput
+from recsys.errors import InvalidInput, TryAgain
 from recsys.evaluation.replay import ReplayConfig, offline_feeds, read_events, replay
 from recsys.model.bundle import load_active
 from recsys.model.split import temporal_split
@@ -196,3 +198,80 @@ def test_an_empty_events_file_is_refused_before_any_request(served, tmp_path):
         assert result.exit_code == 2, result.output
         assert f"--events {path} holds no events" in result.output
         assert not out.exists()  # no report
+
+
+class _Scripted(http.server.BaseHTTPRequestHandler):
+    """Answers each request with the next (status, headers, body) of ``server.script``."""
+
+    def do_GET(self):
+        status, headers, body = self.server.script.pop(0)
+        self.send_response(status)
+        for name, value in {"Content-Length": str(len(body)), **headers}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def waits(monkeypatch):
+    """The seconds this thread's replay client waited (instead of waiting them); the served
+    fixture's threads sleep as they would."""
+    import time
+
+    sleep, this, waited = time.sleep, threading.current_thread(), []
+
+    def wait(seconds):
+        waited.append(seconds) if threading.current_thread() is this else sleep(seconds)
+
+    monkeypatch.setattr(time, "sleep", wait)
+    return waited
+
+
+@pytest.fixture
+def scripted(waits):
+    """(a server answering from its script, the waits the client slept)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Scripted)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server, waits
+    server.shutdown()
+
+
+def test_a_proxys_error_pages_are_waited_out_with_backoff(scripted):
+    """A proxy's 503 {"error": "injected"} was an AttributeError, its 502 HTML page a
+    JSONDecodeError: the replay ended at once with its work lost."""
+    from recsys.evaluation.replay import ServiceClient
+
+    server, waits = scripted
+    html = b"<html><body>502 Bad Gateway</body></html>"
+    server.script = [
+        (503, {"Content-Type": "application/json"}, b'{"error":"injected"}'),
+        (502, {"Content-Type": "text/html"}, html),
+        (503, {"Retry-After": "3"}, b""),
+        (200, {}, b'{"model_version": "m", "items": []}'),
+    ]
+    client = ServiceClient(f"http://127.0.0.1:{server.server_port}")
+    assert client.get("/v1/users/u1/recommendations") == {"model_version": "m", "items": []}
+    assert waits == [0.5, 1.0, 3.0]  # doubling, then the answer's Retry-After
+
+    server.script = [(502, {}, html)] * 6
+    with pytest.raises(TryAgain, match="answered 502: <html><body>502 Bad Gateway</body></html>"):
+        client.get("/v1/users/u1/recommendations")
+    server.script = [(404, {}, html)]  # not a passing status: said at once, naming it
+    with pytest.raises(InvalidInput, match="answered 404: <html>"):
+        client.get("/v1/users/u1/recommendations")
+
+
+def test_a_service_that_refuses_connections_is_tried_with_backoff(waits):
+    """Three tries within the same second, then exit 2: a restarting service was given up on."""
+    from recsys.evaluation import replay as replaying
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    client = replaying.ServiceClient(f"http://127.0.0.1:{port}")
+    with pytest.raises(TryAgain, match=r"no answer from the service .*refused.*, 6 times"):
+        client.get("/v1/users/u1/recommendations")
+    assert waits == [0.5, 1.0, 2.0, 4.0, 8.0]

@@ -32,15 +32,23 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from recsys.errors import InvalidInput
+from recsys.errors import InvalidInput, TryAgain
 from recsys.model.data import INTERACTION_COLUMNS
 from recsys.model.ranking import per_user_metrics
 from recsys.model.split import sample_users, split_interactions
 
 log = logging.getLogger(__name__)
 
-# Times a request is sent again after its connection dropped or timed out, and after a 429.
-RETRIES = 2
+# A request whose connection dropped, was refused or timed out, or that a gateway answered
+# 502, 503 or 504 (a proxy, a restarting service), is sent again after 0.5 s, 1 s, 2 s...
+# (or the answer's Retry-After), RETRIES times: three tries within the same second, then
+# all the replay's work lost, was all a restarting service got.
+RETRIES = 5
+BACKOFF = 0.5
+PASSING = (502, 503, 504)
+# Seconds one wait may last, whatever Retry-After asks; 429s (the write limit) wait at most
+# RATE_WAITS times.
+LONGEST_WAIT = 60.0
 RATE_WAITS = 30
 
 
@@ -74,50 +82,82 @@ class ServiceClient:
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
 
-    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-        """(status, JSON body); a dropped or timed-out connection is reopened and the request
-        sent again, up to ``RETRIES`` times (safe: reads, and events are stored once)."""
+    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict | str]:
+        """(status, the JSON body, or its text when it is not JSON); see ``RETRIES`` (safe:
+        reads, and events are stored once). ``TryAgain`` once the service stayed away."""
         payload = None if body is None else json.dumps(body)
         for attempt in range(RETRIES + 1):
+            wait = BACKOFF * 2**attempt
             try:
-                return self._send(method, path, payload)
+                status, answer, retry_after = self._send(method, path, payload)
             except (OSError, http.client.HTTPException) as exc:
                 self._connection.close()
-                if attempt == RETRIES:
-                    raise InvalidInput(
-                        f"{method} {path}: no answer from the service ({exc})"
-                    ) from exc
-                log.warning("%s %s: %s; retrying", method, path, exc)
-        return 0, {}  # not reached: the last attempt returns or raises
+                problem = f"no answer from the service ({exc})"
+            else:
+                if status not in PASSING:
+                    return status, answer
+                problem = f"the service answered {status}: {_message(answer)}"
+                wait = retry_after or wait
+            if attempt < RETRIES:
+                log.warning("%s %s: %s; trying again in %.1f s", method, path, problem, wait)
+                time.sleep(min(wait, LONGEST_WAIT))
+        raise TryAgain(
+            f"{method} {path}: {problem}, {RETRIES + 1} times; check that the service is up "
+            "and run the command again"
+        )
 
-    def _send(self, method: str, path: str, payload: str | None) -> tuple[int, dict]:
-        """One request; a 429 (the service's write limit) waits its Retry-After and is sent
-        again, ``RATE_WAITS`` times at most."""
+    def _send(self, method: str, path: str, payload: str | None):
+        """One request -> (status, body, Retry-After seconds or None); a 429 (the service's
+        write limit) waits its Retry-After and is sent again, ``RATE_WAITS`` times at most."""
         for _ in range(RATE_WAITS):
             self._connection.request(method, self._prefix + path, payload, self._headers)
             response = self._connection.getresponse()
             data = response.read()
+            retry_after = _seconds(response.getheader("Retry-After"))
             if response.status != 429:
                 break
-            wait = float(response.getheader("Retry-After") or 1)
+            wait = retry_after or 1.0
             log.warning(
                 "%s %s: rate limited; waiting %.0f s (raise the service's limit)",
                 method,
                 path,
                 wait,
             )
-            time.sleep(min(wait, 60.0))
-        return response.status, json.loads(data) if data else {}
+            time.sleep(min(wait, LONGEST_WAIT))
+        return response.status, _decode(data), retry_after
 
     def get(self, path: str) -> dict:
         status, body = self.request("GET", path)
-        if status != 200:
+        if status != 200 or not isinstance(body, dict):
             raise InvalidInput(f"GET {path}: the service answered {status}: {_message(body)}")
         return body
 
 
-def _message(body: dict) -> str:
-    return body.get("error", {}).get("message", json.dumps(body)[:200])
+def _decode(data: bytes) -> dict | str:
+    """The JSON body, or its text: a proxy's 502 page is HTML (it was a JSONDecodeError)."""
+    text = data.decode("utf-8", errors="replace")
+    try:
+        return json.loads(text) if text.strip() else {}
+    except ValueError:
+        return text
+
+
+def _seconds(retry_after: str | None) -> float | None:
+    """A Retry-After in seconds (an HTTP date, or none: None)."""
+    try:
+        return max(0.0, float(retry_after))
+    except (TypeError, ValueError):
+        return None
+
+
+def _message(body) -> str:
+    """The service's error message, else what the body holds, on one line: a proxy's
+    {"error": "injected"} was an AttributeError."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return error["message"]
+    text = body if isinstance(body, str) else json.dumps(body)
+    return " ".join(text.split())[:200] or "an empty body"
 
 
 # -- events ---------------------------------------------------------------------------------
@@ -244,7 +284,7 @@ def _similar_rank(client: ServiceClient, previous: str, item: str, k: int, extra
     )
     if status == 404:
         return None
-    if status != 200:
+    if status != 200 or not isinstance(body, dict):
         raise InvalidInput(
             f"similar items of {previous!r}: the service answered {status}: {_message(body)}"
         )
