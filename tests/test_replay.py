@@ -275,3 +275,26 @@ def test_a_service_that_refuses_connections_is_tried_with_backoff(waits):
     with pytest.raises(TryAgain, match=r"no answer from the service .*refused.*, 6 times"):
         client.get("/v1/users/u1/recommendations")
     assert waits == [0.5, 1.0, 2.0, 4.0, 8.0]
+
+
+def test_posting_goes_on_past_events_the_service_does_not_store(served, tmp_path):
+    """An event of an item the service's catalog does not hold (removed since) stopped the
+    posting pass with a 400, the earlier events posted and no report written."""
+    base, url, artifacts, _ = served
+    path = tmp_path / "heldout.csv"
+    path.write_text(
+        "user_id,item_id,timestamp\n"
+        "u30,a1,2025-03-01T00:00:00Z\n"
+        "u30,no-such-item,2025-03-02T00:00:00Z\n"
+        "u30,a2,2025-03-03T00:00:00Z\n"
+    )
+    out = tmp_path / "reports"
+    args = ["--database-url", url, "--artifacts-dir", str(artifacts), "evaluate", "--replay"]
+    args += ["--service", base, "--events", str(path), "--api-key", ADMIN_TOKEN]
+    result = CliRunner().invoke(cli, [*args, "--k", "5", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = next(out.iterdir())
+    posting = json.loads((report / "metrics.json").read_text())["replay"]["posting"]
+    assert posting["feed"]["events"] == 3 and posting["rejected"] == {"unknown_item": 1}
+    said = "The service did not store 1 of the posted events, unknown_item 1 (an item not in"
+    assert said in result.output and said in (report / "report.md").read_text()

@@ -214,7 +214,7 @@ def _write_split(engine, config, split_dir: Path) -> None:
 
 
 def _replay(engine, config, out_dir: Path, options: dict, show_progress: bool) -> None:
-    from recsys.evaluation.replay import ReplayConfig, replay_report
+    from recsys.evaluation.replay import ReplayConfig, not_stored, replay_report
 
     if not options["service"]:
         raise click.UsageError(
@@ -250,6 +250,8 @@ def _replay(engine, config, out_dir: Path, options: dict, show_progress: bool) -
         click.echo(
             f"{'similar':10s} hit rate@{k} {similar['hit_rate']:.4f}, MRR@{k} {similar['mrr']:.4f}"
         )
+    if said := not_stored(section.get("posting", {}).get("rejected", {})):
+        click.echo(f"posting: {said}")
     click.echo(f"report: {result.path / 'report.html'}")
 
 

@@ -255,8 +255,10 @@ def _pass(
     post: bool,
     show_progress: bool,
 ):
-    """Ranks (0: not listed) of each event's item in the answers of one pass, scored."""
+    """Ranks (0: not listed) of each event's item in the answers of one pass, scored; the
+    posting pass also counts the events the service did not store, by reason."""
     feed_ranks, similar_ranks, previous, version = [], [], {}, None
+    rejected: dict[str, int] = {}
     extra = "" if config.diversity is None else f"&diversity={config.diversity}"
     label = "replay (posting)" if post else "replay (feeds)"
     rows = events.itertuples(index=False)
@@ -267,12 +269,13 @@ def _pass(
         feed_ranks.append(_rank(item, feed["items"]))
         if post and user in previous:
             similar_ranks.append(_similar_rank(client, previous[user], item, config.k, extra))
-        if post:
-            _post(client, event)
+        if post and (reason := _post(client, event)):
+            rejected[reason] = rejected.get(reason, 0) + 1
         previous[user] = item
     out = {"model_version": version, **_feed_scores(feed_ranks, events, config.k)}
     if post:
         out["similar"] = _scores([r for r in similar_ranks if r is not None], config.k)
+        out["rejected"] = dict(sorted(rejected.items()))
     return out
 
 
@@ -291,7 +294,10 @@ def _similar_rank(client: ServiceClient, previous: str, item: str, k: int, extra
     return _rank(item, body["items"])
 
 
-def _post(client: ServiceClient, event) -> None:
+def _post(client: ServiceClient, event) -> str | None:
+    """Post one event -> None, or why the service did not store it. An event of an item
+    removed from the service's catalog (or never in it), or of a shopper erased, stopped the
+    pass with the earlier events already posted and no report: it is left out, counted."""
     body = {
         "user_id": str(event.user_id),
         "item_id": str(event.item_id),
@@ -301,9 +307,35 @@ def _post(client: ServiceClient, event) -> None:
         value = getattr(event, name, None)
         if value is not None and not pd.isna(value):
             body[name] = value.item() if isinstance(value, np.generic) else value
-    status, answer = client.request("POST", "/v1/interactions", {"events": [body]})
-    if status != 201:
+    status, answer = client.request(
+        "POST", "/v1/interactions?skip_rejected=true", {"events": [body]}
+    )
+    if status != 201 or not isinstance(answer, dict):
         raise InvalidInput(f"posting {body}: the service answered {status}: {_message(answer)}")
+    rejected = answer.get("rejected")
+    return rejected[0]["reason"] if rejected else None
+
+
+# What each reason of a left-out event means for a replay.
+REJECTED = {
+    "unknown_item": "an item not in the service's catalog: removed since, or never ingested",
+    "erased_user": "a shopper erased from it",
+}
+
+
+def not_stored(counts: dict[str, int]) -> str:
+    """The events the posting pass's service did not store, by reason, in one sentence
+    ("" when it stored them all)."""
+    if not counts:
+        return ""
+    said = [
+        f"{reason} {n:,}" + (f" ({REJECTED[reason]})" if reason in REJECTED else "")
+        for reason, n in counts.items()
+    ]
+    return (
+        f"The service did not store {sum(counts.values()):,} of the posted events, "
+        f"{', '.join(said)}: they were scored, but no later feed folds them in."
+    )
 
 
 def _rank(item: str, listed: list) -> int:

@@ -21,6 +21,7 @@ import numpy as np
 
 from recsys.evaluation import catalog_tasks, plots
 from recsys.evaluation.document import Bold, Document, to_html, to_markdown
+from recsys.evaluation.replay import not_stored
 from recsys.files import as_if_plain
 from recsys.model.ranking import RANKING_METRICS
 
@@ -136,6 +137,8 @@ def _replay(doc: Document, section: dict) -> None:
             "event in the replay; a later one (a view, then a purchase) cannot be a hit once "
             "the first was posted, since seen items are not listed."
         )
+        if said := not_stored(section["posting"].get("rejected", {})):
+            doc.paragraph(said)
 
 
 def _free_name(path: Path) -> Path:
