@@ -298,3 +298,29 @@ def test_posting_goes_on_past_events_the_service_does_not_store(served, tmp_path
     assert posting["feed"]["events"] == 3 and posting["rejected"] == {"unknown_item": 1}
     said = "The service did not store 1 of the posted events, unknown_item 1 (an item not in"
     assert said in result.output and said in (report / "report.md").read_text()
+
+
+def test_in_process_and_served_figures_that_differ_are_flagged(served, tmp_path):
+    """Replayed a second time, events already posted are seen by the service's feeds, not by
+    the bundle in-process: the two rows differed in the report and nothing said so."""
+    base, url, artifacts, _ = served
+    top = load_active(connect(url)).recommend(["u14"], k=5).ids[0]
+    path = tmp_path / "heldout.csv"
+    path.write_text(
+        "user_id,item_id,timestamp\n"
+        f"u14,{top[0]},2025-04-01T00:00:00Z\nu14,{top[1]},2025-04-02T00:00:00Z\n"
+    )
+    out = tmp_path / "reports"
+    args = ["--database-url", url, "--artifacts-dir", str(artifacts), "evaluate", "--replay"]
+    args += ["--service", base, "--events", str(path), "--k", "5", "--out", str(out)]
+    first = CliRunner().invoke(cli, [*args, "--no-post"])
+    assert first.exit_code == 0 and "feeds differ" not in first.output
+    posted = CliRunner().invoke(cli, [*args, "--api-key", ADMIN_TOKEN])
+    assert posted.exit_code == 0, posted.output
+    again = CliRunner().invoke(cli, [*args, "--no-post"])
+    assert "warning: The in-process and served feeds differ (hit rate@5 1.0000" in again.output
+    assert "already posted to the service by an earlier replay" in again.output
+    report = max(out.iterdir())
+    assert (
+        "**Warning.** The in-process and served feeds differ" in (report / "report.md").read_text()
+    )

@@ -214,7 +214,12 @@ def _write_split(engine, config, split_dir: Path) -> None:
 
 
 def _replay(engine, config, out_dir: Path, options: dict, show_progress: bool) -> None:
-    from recsys.evaluation.replay import ReplayConfig, not_stored, replay_report
+    from recsys.evaluation.replay import (
+        ReplayConfig,
+        disagreement,
+        not_stored,
+        replay_report,
+    )
 
     if not options["service"]:
         raise click.UsageError(
@@ -245,6 +250,8 @@ def _replay(engine, config, out_dir: Path, options: dict, show_progress: bool) -
             click.echo(
                 f"{name:10s} feed hit rate@{k} {feed['hit_rate']:.4f}, MRR@{k} {feed['mrr']:.4f}"
             )
+    if said := disagreement(section):
+        click.echo(f"warning: {said}", err=True)
     similar = section.get("posting", {}).get("similar", {})
     if similar.get("events"):
         click.echo(

@@ -338,6 +338,34 @@ def not_stored(counts: dict[str, int]) -> str:
     )
 
 
+# The in-process and served feeds-only figures are equal on an unchanged catalog; a larger
+# difference than this is said, with its likely causes.
+AGREE = 0.001
+
+
+def disagreement(section: dict) -> str:
+    """A sentence when the in-process pass and the service's feeds pass differ ("" when they
+    agree, or there is no in-process pass)."""
+    if "offline" not in section:
+        return ""
+    k, ours, served = section["k"], section["offline"]["feed"], section["feeds"]["feed"]
+    names = {"hit_rate": f"hit rate@{k}", "mrr": f"MRR@{k}"}
+    apart = [
+        f"{label} {ours[m]:.4f} in-process against {served[m]:.4f} served"
+        for m, label in names.items()
+        if abs(ours.get(m, 0.0) - served.get(m, 0.0)) > AGREE
+    ]
+    if not apart:
+        return ""
+    return (
+        f"The in-process and served feeds differ ({'; '.join(apart)}), though the same bundle "
+        "answers both: they are equal on an unchanged catalog. Likely causes: items removed "
+        "or changed in the service's catalog since the bundle was trained, or these events "
+        "already posted to the service by an earlier replay (its feeds fold them in and no "
+        "longer list their items)."
+    )
+
+
 def _rank(item: str, listed: list) -> int:
     """1-based rank of ``item`` among the listed items (dicts with item_id or ids), 0 if absent."""
     ids = [entry["item_id"] if isinstance(entry, dict) else entry for entry in listed]

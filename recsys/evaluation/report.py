@@ -21,7 +21,7 @@ import numpy as np
 
 from recsys.evaluation import catalog_tasks, plots
 from recsys.evaluation.document import Bold, Document, to_html, to_markdown
-from recsys.evaluation.replay import not_stored
+from recsys.evaluation.replay import disagreement, not_stored
 from recsys.files import as_if_plain
 from recsys.model.ranking import RANKING_METRICS
 
@@ -112,6 +112,8 @@ def _replay(doc: Document, section: dict) -> None:
     header = ["home feed", "events", f"hit rate@{k}", f"MRR@{k}"]
     header += [f"hit rate@{k}, first events ({first:,})", f"MRR@{k}, first events"]
     doc.table(header, rows)
+    if said := disagreement(section):
+        doc.paragraph(f"**Warning.** {said}")
     similar = section.get("posting", {}).get("similar", {})
     if similar.get("events"):
         doc.table(
