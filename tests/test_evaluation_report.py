@@ -121,6 +121,11 @@ def test_other_splits_and_a_user_sample(movielens_db, tmp_path):
     random_metrics = json.loads((only_report(tmp_path / "r") / "metrics.json").read_text())
     assert random_metrics["split"] | {"name": "random", "seed": 3} == random_metrics["split"]
     assert random_metrics["data"]["users"] == 80
+    # the sample trains the contenders too: at a glance and in the setup, not only the log
+    markdown = (only_report(tmp_path / "r") / "report.md").read_text()
+    glance, setup = markdown.split("## Data and split")
+    said = "every contender was trained on these users' events only**, so the figures are below"
+    assert said in glance.split("## At a glance")[1] and said in setup
     recsys(url, "evaluate", "--split", "time-cutoff", "--out", tmp_path / "t", *args)
     cutoff = json.loads((only_report(tmp_path / "t") / "metrics.json").read_text())["split"]
     assert cutoff["name"] == "time-cutoff" and cutoff["cutoff"]

@@ -233,6 +233,8 @@ def _glance(doc: Document, inputs: ReportInputs, figures) -> None:
     results, k = inputs.metrics["contenders"], inputs.headline_k
     doc.heading("At a glance")
     doc.paragraph(_verdict(results, k))
+    if inputs.metrics["data"].get("user_sample"):
+        doc.paragraph(_sampled(inputs.metrics["data"]["user_sample"]))
     warm = _column(results, {n: r["overall"].get(f"recall@{k}") for n, r in results.items()})
     cold = _column(results, {n: r["cold_items"].get(f"recall@{k}") for n, r in results.items()})
     ndcg = _column(results, {n: r["overall"].get(f"ndcg@{k}") for n, r in results.items()})
@@ -325,6 +327,16 @@ def _verdict(results: dict, k: int) -> str:
     return "The fused model: " + "; ".join(parts) + "."
 
 
+def _sampled(users: int) -> str:
+    """The sample's cost: on MovieLens, fused against EASE was +0.0105 (standard error
+    0.0051) on all users and -0.0259 on a sample of 200, and nothing said why."""
+    return (
+        f"Restricted to a seeded sample of {users:,} users: **every contender was trained on "
+        "these users' events only**, so the figures are below what the whole catalog gives "
+        "and the comparisons between contenders may differ from a full run (`--all-users`)."
+    )
+
+
 def _data(doc: Document, metrics: dict) -> None:
     data = metrics["data"]
     doc.heading("Data and split")
@@ -334,7 +346,7 @@ def _data(doc: Document, metrics: dict) -> None:
         f"{data['interactions']:,} interactions.",
     ]
     if data.get("user_sample"):
-        lines.append(f"Restricted to a seeded sample of {data['user_sample']:,} users.")
+        lines.append(_sampled(data["user_sample"]))
     split, task = metrics.get("split"), metrics.get("task")
     if split:
         cutoff = f", cutoff {split['cutoff']}" if split["cutoff"] else ""
