@@ -152,6 +152,52 @@ def test_evaluation_is_recorded_with_the_active_bundle(movielens_db, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_sample_keeps_a_full_record_and_a_training_mid_run_gets_none(
+    movielens_db, tmp_path, monkeypatch, caplog
+):
+    """`--users 20` replaced the record of a run on all users, and a `recsys train` that
+    finished mid-evaluation got the result instead of the bundle whose data was read."""
+    from recsys.evaluation import EvaluationConfig, evaluate, run
+    from recsys.evaluation.registry import record_with_bundle
+    from recsys.model.bundle import activate_bundle
+
+    url = copy_catalog(movielens_db, tmp_path)
+    recsys(url, "--artifacts-dir", tmp_path / "artifacts", "train", "--quiet")
+    engine = connect(url)
+    with Session(engine) as session, session.begin():
+        trained = session.scalars(select(ModelBundle).where(ModelBundle.is_active)).one()
+        version, path = trained.version, trained.path
+        session.add(ModelBundle(version="later", path=str(tmp_path / "later"), metrics={}))
+    scored = run._evaluate
+
+    def training_finishes(*args, **kwargs):
+        activate_bundle(engine, "later")
+        return scored(*args, **kwargs)
+
+    monkeypatch.setattr(run, "_evaluate", training_finishes)
+    result = evaluate(engine, tmp_path / "r", EvaluationConfig(ks=(10,), users=30))
+    monkeypatch.undo()
+    assert result.bundle == version
+
+    def recorded(name: str) -> dict | None:
+        with Session(engine) as session:
+            row = session.scalars(select(ModelBundle).where(ModelBundle.version == name)).one()
+            return row.metrics.get("evaluation")
+
+    assert recorded(version)["user_sample"] == 30 and recorded("later") is None
+    full = {**result.metrics, "data": {**result.metrics["data"], "user_sample": None}}
+    assert record_with_bundle(engine, version, full, result.path) == version  # on all users
+    activate_bundle(engine, version)
+    output = recsys(url, "evaluate", "--k", "10", "--users", "20", "--out", tmp_path / "s")
+    assert "recorded with bundle" not in output
+    assert f"bundle {version} keeps its evaluation on all users" in caplog.text
+    assert recorded(version)["user_sample"] is None
+    on_disk = json.loads((tmp_path / path / "evaluation.json").read_text())
+    assert on_disk["user_sample"] is None
+    engine.dispose()
+
+
+@pytest.mark.slow
 def test_image_encoder_section_from_fashion_mnist_labels(tmp_path):
     url = f"sqlite:///{tmp_path / 'catalog.db'}"
     data = tmp_path / "fmnist"

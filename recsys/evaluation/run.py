@@ -28,10 +28,11 @@ from recsys.evaluation.contenders import (
     build_contenders,
 )
 from recsys.evaluation.item_to_item import cosine_ranker, next_item_hits
-from recsys.evaluation.registry import record_in_active_bundle
+from recsys.evaluation.registry import record_with_bundle
 from recsys.evaluation.report import ReportInputs, write_report
 from recsys.ingest.values import BadValue, parse_moment
 from recsys.model import diversity, parallel
+from recsys.model.bundle import active_version
 from recsys.model.data import CatalogData, count_items, count_users, read_catalog
 from recsys.model.protocol import MAX_BATCH_CELLS, build_task, rank, recall_per_user, score
 from recsys.model.ranking import WIDE_ROW, hit_matrix, per_user_metrics, top_k_finite
@@ -106,7 +107,7 @@ class EvaluationConfig:
 class EvaluationResult:
     path: Path  # the report directory
     metrics: dict[str, Any]  # what metrics.json holds
-    bundle: str | None  # the active bundle the summary was recorded in
+    bundle: str | None  # the bundle the summary was recorded with (None: not recorded)
 
 
 def evaluate(
@@ -126,6 +127,7 @@ def evaluate(
     """
     config = config or EvaluationConfig()
     with threadpool_limits(1, "blas"):
+        active = active_version(engine)  # the bundle of this data, not one trained meanwhile
         data, users = _read(engine, config)
         config = replace(config, users=users)  # the sample evaluated, when one was chosen
         content = ItemContent(config.fused, image_encoder_factory, device, show_progress)
@@ -134,7 +136,7 @@ def evaluate(
             inputs.metrics["images"] = _image_section(data, content, labels, config, inputs)
         inputs.command = command
         path = write_report(Path(out_dir), inputs)
-    bundle = record_in_active_bundle(engine, inputs.metrics, path)
+    bundle = record_with_bundle(engine, active, inputs.metrics, path)
     log.info("report written to %s", path)
     return EvaluationResult(path, inputs.metrics, bundle)
 
