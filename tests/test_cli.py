@@ -248,6 +248,10 @@ def test_evaluate_refuses_what_it_would_ignore_or_choke_on_before_the_run(
     assert "lacks column(s) label" in labels.output
     huge = run_cli("evaluate", "--k", "10,100000", expect_exit=2)
     assert "cut-off 100,000 is past the catalog's 5 items" in huge.output
+    # /proc/nope passed the path's check (root writes anywhere) and failed after the run
+    for out in ("/proc/nope", "/proc/nope/deeper"):
+        unwritable = run_cli("evaluate", "--out", out, expect_exit=2)
+        assert "Invalid value for" in unwritable.output and f"{out} cannot be" in unwritable.output
 
 
 def test_an_ingest_interrupted_or_out_of_disk_says_what_was_stored(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import click
@@ -163,12 +164,27 @@ def evaluate(settings: Settings, split, holdout, cutoff, ks, seed, out_dir, user
         )
     engine = connect_current(settings.database_url)
     _check_ks(engine, ks)
+    if not options["split_dir"]:
+        _make_out(out_dir)
     if options["split_dir"]:
         _write_split(engine, config, options["split_dir"])
     elif options["replay"]:
         _replay(engine, config, out_dir, options, not options["quiet"])
     else:
         _offline(settings, engine, config, out_dir, options["labels"], options["quiet"])
+
+
+def _make_out(out_dir: Path) -> None:
+    """--out made and written in before any work: /proc/nope passed the path's check (root
+    may write anywhere) and was a FileNotFoundError traceback after the whole evaluation."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out_dir).close()
+    except OSError as exc:
+        raise click.BadParameter(
+            f"{out_dir} cannot be written ({exc.strerror}); give a folder this user can write",
+            param_hint="--out",
+        ) from None
 
 
 def _check_ks(engine, ks: tuple[int, ...]) -> None:
