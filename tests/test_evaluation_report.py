@@ -126,9 +126,13 @@ def test_other_splits_and_a_user_sample(movielens_db, tmp_path):
     glance, setup = markdown.split("## Data and split")
     said = "every contender was trained on these users' events only**, so the figures are below"
     assert said in glance.split("## At a glance")[1] and said in setup
+    # the weights are chosen on the latest events by time, not on a random slice: said
+    weights = "block weights are chosen as `recsys train` chooses them on dated events"
+    assert random_metrics["split"]["validation_slice"] == "temporal" and weights in setup
     recsys(url, "evaluate", "--split", "time-cutoff", "--out", tmp_path / "t", *args)
     cutoff = json.loads((only_report(tmp_path / "t") / "metrics.json").read_text())["split"]
     assert cutoff["name"] == "time-cutoff" and cutoff["cutoff"]
+    assert weights not in (only_report(tmp_path / "t") / "report.md").read_text()
 
 
 @pytest.mark.slow

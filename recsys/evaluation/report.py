@@ -354,6 +354,14 @@ def _data(doc: Document, metrics: dict) -> None:
             f"Split: `{split['name']}`, holdout {split['holdout']}{cutoff}, seed {split['seed']}: "
             f"{split['train']:,} training and {split['test']:,} held-out interactions."
         )
+        if split["name"] == "random" and split.get("validation_slice") == "temporal":
+            lines.append(
+                "The fused model's block weights are chosen as `recsys train` chooses them on "
+                "dated events: on each user's latest training events by time. This split holds "
+                "out a random share instead, so the weights suit another task than the one "
+                "scored here, and the fused model trails the collaborative contenders by more "
+                "than on a temporal split."
+            )
         lines.append(
             f"Evaluated users: {task['evaluated_users']:,} (training history and held-out "
             f"items); held-out users without training history, not evaluated: "

@@ -37,7 +37,7 @@ from recsys.model.data import CatalogData, count_items, count_users, read_catalo
 from recsys.model.protocol import MAX_BATCH_CELLS, build_task, rank, recall_per_user, score
 from recsys.model.ranking import WIDE_ROW, hit_matrix, per_user_metrics, top_k_finite
 from recsys.model.recommender import ItemFilters
-from recsys.model.split import SPLITS, split_interactions
+from recsys.model.split import DATED_SHARE, SPLITS, split_interactions
 from recsys.model.training import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -212,6 +212,10 @@ def _evaluate(data: CatalogData, config, content: ItemContent, show_progress: bo
             "use a larger --holdout, another --split or more interactions"
         )
     metrics["split"] = {**split.description, "train": len(split.train), "test": len(split.test)}
+    # the fused model's weights are chosen as `recsys train` chooses them: on each user's
+    # latest training events when they have times, whatever this split is (the report says)
+    dated = split.train["timestamp"].notna().mean() >= DATED_SHARE
+    metrics["split"]["validation_slice"] = "temporal" if dated else "random"
     metrics["task"] = task.info
     contenders = build_contenders(train, config.peers, content, config.fused)
     metrics["contenders"], seconds, ranked, metrics["against_parts"] = _score_all(
