@@ -144,8 +144,12 @@ def test_evaluate_replay_command_writes_the_report(served, tmp_path):
     metrics = json.loads((report / "metrics.json").read_text())["replay"]
     assert metrics["events"] == 12 and "posting" not in metrics
     assert metrics["offline"]["feed"] == metrics["feeds"]["feed"]  # same bundle in-process
-    assert "Log replay through the served path" in (report / "report.md").read_text()
-    assert "feed hit rate@5" in result.output
+    markdown = (report / "report.md").read_text()
+    assert "Log replay through the served path" in markdown
+    # a per-event rate, named and defined apart from the offline report's share of users
+    assert "| next-event hit rate@5 |" in markdown and "## Definitions" in markdown
+    assert "- next-event hit rate@5: the share of replayed events" in markdown
+    assert "feed next-event hit rate@5" in result.output
 
 
 def test_events_files_keep_their_ids_as_written(tmp_path):
@@ -318,7 +322,8 @@ def test_in_process_and_served_figures_that_differ_are_flagged(served, tmp_path)
     posted = CliRunner().invoke(cli, [*args, "--api-key", ADMIN_TOKEN])
     assert posted.exit_code == 0, posted.output
     again = CliRunner().invoke(cli, [*args, "--no-post"])
-    assert "warning: The in-process and served feeds differ (hit rate@5 1.0000" in again.output
+    said = "warning: The in-process and served feeds differ (next-event hit rate@5 1.0000"
+    assert said in again.output
     assert "already posted to the service by an earlier replay" in again.output
     report = max(out.iterdir())
     assert (

@@ -95,7 +95,8 @@ def _parse_ks(ctx, param, value: str) -> tuple[int, ...]:
     is_flag=True,
     help="Replay held-out events through the running service at --service, in time order: "
     "its feed before each event (and the previous item's similar items), then post the event. "
-    "Reports hit rate@k and MRR@k (k: 10, else the first of --k) without and with posting.",
+    "Reports next-event hit rate@k and MRR@k (k: 10, else the first of --k) without and "
+    "with posting.",
 )
 @click.option("--service", metavar="URL", help="--replay: the service, e.g. http://127.0.0.1:8000")
 @click.option(
@@ -264,14 +265,16 @@ def _replay(engine, config, out_dir: Path, options: dict, show_progress: bool) -
         if name in section:
             feed = section[name]["feed"]
             click.echo(
-                f"{name:10s} feed hit rate@{k} {feed['hit_rate']:.4f}, MRR@{k} {feed['mrr']:.4f}"
+                f"{name:10s} feed next-event hit rate@{k} {feed['hit_rate']:.4f}, "
+                f"MRR@{k} {feed['mrr']:.4f}"
             )
     if said := disagreement(section):
         click.echo(f"warning: {said}", err=True)
     similar = section.get("posting", {}).get("similar", {})
     if similar.get("events"):
         click.echo(
-            f"{'similar':10s} hit rate@{k} {similar['hit_rate']:.4f}, MRR@{k} {similar['mrr']:.4f}"
+            f"{'similar':10s} next-event hit rate@{k} {similar['hit_rate']:.4f}, "
+            f"MRR@{k} {similar['mrr']:.4f}"
         )
     if said := not_stored(section.get("posting", {}).get("rejected", {})):
         click.echo(f"posting: {said}")

@@ -12,9 +12,9 @@ Two passes over the same events (``replay``):
    against pass 1 are what folding in fresh events adds. The service stores the events:
    replay against a catalog that does not hold them yet (``write_split`` writes the parts).
 
-Each answer is scored against the event's item: hit rate@k (the item is listed) and MRR@k
-(1 / its rank), through ``recsys.model.ranking.per_user_metrics`` with one held-out item per
-event. The service's bundle must have been trained on the split's training part only;
+Each answer is scored against the event's item: next-event hit rate@k (the item is listed)
+and MRR@k (1 / its rank), through ``recsys.model.ranking.per_user_metrics`` with one held-out
+item per event. The service's bundle must have been trained on the split's training part only;
 otherwise the held-out items count as seen and are never listed.
 """
 
@@ -349,7 +349,7 @@ def disagreement(section: dict) -> str:
     if "offline" not in section:
         return ""
     k, ours, served = section["k"], section["offline"]["feed"], section["feeds"]["feed"]
-    names = {"hit_rate": f"hit rate@{k}", "mrr": f"MRR@{k}"}
+    names = {"hit_rate": f"next-event hit rate@{k}", "mrr": f"MRR@{k}"}
     apart = [
         f"{label} {ours[m]:.4f} in-process against {served[m]:.4f} served"
         for m, label in names.items()

@@ -80,6 +80,7 @@ def write_replay_report(out_dir: Path, metrics: dict, command: str | None) -> Pa
         if command:
             doc.paragraph("Command:")
             doc.code(command)
+        _replay_definitions(doc, metrics["replay"]["k"])
         (tmp / "report.md").write_text(to_markdown(doc, tmp))
         (tmp / "report.html").write_text(to_html(doc))
         final = _free_name(out_dir / f"replay-{stamp}")
@@ -109,15 +110,15 @@ def _replay(doc: Document, section: dict) -> None:
             values = [_fmt(section[name][part].get(m)) for part in parts for m in metrics]
             rows.append([label, f"{section[name]['feed']['events']:,}", *values])
     first = next(section[n]["feed_first"]["events"] for n, _ in passes if n in section)
-    header = ["home feed", "events", f"hit rate@{k}", f"MRR@{k}"]
-    header += [f"hit rate@{k}, first events ({first:,})", f"MRR@{k}, first events"]
+    header = ["home feed", "events", f"next-event hit rate@{k}", f"MRR@{k}"]
+    header += [f"next-event hit rate@{k}, first events ({first:,})", f"MRR@{k}, first events"]
     doc.table(header, rows)
     if said := disagreement(section):
         doc.paragraph(f"**Warning.** {said}")
     similar = section.get("posting", {}).get("similar", {})
     if similar.get("events"):
         doc.table(
-            ["previous item's similar items", "events", f"hit rate@{k}", f"MRR@{k}"],
+            ["previous item's similar items", "events", f"next-event hit rate@{k}", f"MRR@{k}"],
             [
                 [
                     "service",
@@ -133,14 +134,35 @@ def _replay(doc: Document, section: dict) -> None:
             for part in parts
         }
         doc.paragraph(
-            f"Folding in fresh events changes the feed's hit rate@{k} by {gain['feed']:+.4f} "
-            f"over all events and by {gain['feed_first']:+.4f} over first events (posting "
-            "pass against the feeds-only pass). First events: each user and item's first "
-            "event in the replay; a later one (a view, then a purchase) cannot be a hit once "
-            "the first was posted, since seen items are not listed."
+            f"Folding in fresh events changes the feed's next-event hit rate@{k} by "
+            f"{gain['feed']:+.4f} over all events and by {gain['feed_first']:+.4f} over first "
+            "events (posting pass against the feeds-only pass). First events: each user and "
+            "item's first event in the replay; a later one (a view, then a purchase) cannot "
+            "be a hit once the first was posted, since seen items are not listed."
         )
         if said := not_stored(section["posting"].get("rejected", {})):
             doc.paragraph(said)
+
+
+def _replay_definitions(doc: Document, k: int) -> None:
+    """The replay's figures are per event: its hit rate is not the offline report's (a
+    share of users), and the report did not say so."""
+    doc.heading("Definitions")
+    doc.bullets(
+        [
+            f"next-event hit rate@{k}: the share of replayed events whose item was among the "
+            f"{k} items the service listed just before the event (the user's feed; for the "
+            "similar items, the user's previous item's). Not the offline report's hit "
+            f"rate@{k}, the share of users with any held-out item in their top {k}.",
+            f"MRR@{k}: the mean over events of 1 / the item's rank in that list (0 when not "
+            "listed).",
+            "first events: each (user, item) pair's first event in the replay; a later one "
+            "cannot be a hit once the first was posted, since seen items are not listed.",
+            "in-process: the same bundle asked in this process (Recommender.recommend); "
+            "feeds only: the service asked, nothing posted; posting: each event posted after "
+            "asking, so later feeds fold it in.",
+        ]
+    )
 
 
 def _free_name(path: Path) -> Path:
