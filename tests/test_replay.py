@@ -150,6 +150,7 @@ def test_evaluate_replay_command_writes_the_report(served, tmp_path):
     assert "| next-event hit rate@5 |" in markdown and "## Definitions" in markdown
     assert "- next-event hit rate@5: the share of replayed events" in markdown
     assert "feed next-event hit rate@5" in result.output
+    assert "replay (feeds)" not in result.output  # no bars into a redirected log
 
 
 def test_events_files_keep_their_ids_as_written(tmp_path):

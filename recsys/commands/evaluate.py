@@ -170,7 +170,7 @@ def evaluate(settings: Settings, split, holdout, cutoff, ks, seed, out_dir, user
     if options["split_dir"]:
         _write_split(engine, config, options["split_dir"])
     elif options["replay"]:
-        _replay(engine, config, out_dir, options, not options["quiet"])
+        _replay(engine, config, out_dir, options, bars(options["quiet"]))
     else:
         _offline(settings, engine, config, out_dir, options["labels"], options["quiet"])
 
