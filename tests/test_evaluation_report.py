@@ -311,3 +311,21 @@ def test_users_and_all_users_exclude_each_other(tmp_path):
         cli, ["--database-url", url, "evaluate", "--users", "5", "--all-users"]
     )
     assert result.exit_code == 2 and "--all-users" in result.output
+
+
+def test_at_a_glance_calls_level_what_the_comparison_table_calls_level():
+    """fused 0.0210 by TF-IDF's 0.0213 was "not the best" at a glance and "level" in the
+    comparison table and the CLI (within 0.002)."""
+    from recsys.evaluation.report import _verdict
+
+    def row(warm, cold):
+        return {"overall": {"recall@10": warm}, "cold_items": {"recall@10": cold}}
+
+    results = {
+        "TF-IDF profile": row(0.0213, 0.1),
+        "EASE": row(0.0100, 0.2),
+        "fused": row(0.0210, 0.15),
+    }
+    said = _verdict(results, 10)
+    assert "recall@10 0.0210, level with the best (within 0.002) (best peer: TF-IDF" in said
+    assert "cold-item recall@10 0.1500, **not** the best (best peer: EASE 0.2000)" in said
