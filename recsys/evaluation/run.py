@@ -362,6 +362,7 @@ def _run_one(contender, train: CatalogData, task, config: EvaluationConfig, show
     done = time.perf_counter()
     k = config.headline_k
     warm, cold = result["overall"][f"recall@{k}"], result["cold_items"].get(f"recall@{k}")
+    cold = "n/a" if cold is None else f"{cold:.4f}"  # it was 0.0048543689320388345
     log.info("%s: recall@%d %.4f, cold-item recall@%d %s", contender.name, k, warm, k, cold)
     return result, {"fit": round(fitted - start, 2), "score": round(done - fitted, 2)}, rankings
 
