@@ -126,6 +126,8 @@ def test_other_splits_and_a_user_sample(movielens_db, tmp_path):
     glance, setup = markdown.split("## Data and split")
     said = "every contender was trained on these users' events only**, so the figures are below"
     assert said in glance.split("## At a glance")[1] and said in setup
+    # bold marks the best figures only; the fused row is marked in words
+    assert "| fused (this product) |" in glance and "| **fused** |" not in glance
     # the weights are chosen on the latest events by time, not on a random slice: said
     weights = "block weights are chosen as `recsys train` chooses them on dated events"
     assert random_metrics["split"]["validation_slice"] == "temporal" and weights in setup

@@ -264,7 +264,8 @@ def _glance(doc: Document, inputs: ReportInputs, figures) -> None:
     rows = []
     for name, r in results.items():
         seconds = inputs.seconds.get(name, {})
-        label = Bold(name) if name == plots.FUSED else name
+        # bold marks the best figures: fused's row, always bold, read as the best contender
+        label = f"{name} (this product)" if name == plots.FUSED else name
         rows.append(
             [
                 label,
