@@ -380,3 +380,10 @@ def test_more_like_this_stays_content_led_when_no_slice_can_be_held_out(run_cli,
     )
     listed = json.loads(answer.stdout)[0]["titles"]
     assert listed and all(title.startswith("Mug") for title in listed), listed
+
+
+def test_the_replays_key_help_names_every_scope_it_needs():
+    """With closed reads a replay also asks for feeds and similar items: the help named only
+    events:write."""
+    help_text = " ".join(CliRunner().invoke(cli, ["evaluate", "--help"]).output.split())
+    assert "events:write to post, and where reads are closed feeds:read and items:read" in help_text

@@ -108,7 +108,8 @@ def _parse_ks(ctx, param, value: str) -> tuple[int, ...]:
 @click.option(
     "--api-key",
     envvar="RECSYS_API_KEY",
-    help="--replay: the service's API key (or RECSYS_API_KEY).",
+    help="--replay: the service's API key (or RECSYS_API_KEY): events:write to post, and "
+    "where reads are closed feeds:read and items:read too.",
 )
 @click.option("--no-post", is_flag=True, help="--replay: ask only (the feeds pass); post no event.")
 @click.option(
