@@ -119,7 +119,7 @@ def test_a_key_that_cannot_post_is_refused_before_the_feeds_pass(served, monkeyp
 
     def counted(*args, **kwargs):
         asked.append(args)
-        return {"model_version": "m"}
+        return {"model_version": "m", "fallback_events": 0}
 
     monkeypatch.setattr(replaying, "_pass", counted)
     for key in (None, "not-a-key"):
@@ -289,9 +289,10 @@ def test_posting_goes_on_past_events_the_service_does_not_store(served, tmp_path
     path = tmp_path / "heldout.csv"
     path.write_text(
         "user_id,item_id,timestamp\n"
-        "u30,a1,2025-03-01T00:00:00Z\n"
-        "u30,no-such-item,2025-03-02T00:00:00Z\n"
-        "u30,a2,2025-03-03T00:00:00Z\n"
+        "u13,a1,2025-03-01T00:00:00Z\n"
+        "u13,no-such-item,2025-03-02T00:00:00Z\n"
+        "u13,a2,2025-03-03T00:00:00Z\n"
+        "stranger,a2,2025-03-04T00:00:00Z\n"
     )
     out = tmp_path / "reports"
     args = ["--database-url", url, "--artifacts-dir", str(artifacts), "evaluate", "--replay"]
@@ -300,7 +301,11 @@ def test_posting_goes_on_past_events_the_service_does_not_store(served, tmp_path
     assert result.exit_code == 0, result.output
     report = next(out.iterdir())
     posting = json.loads((report / "metrics.json").read_text())["replay"]["posting"]
-    assert posting["feed"]["events"] == 3 and posting["rejected"] == {"unknown_item": 1}
+    assert posting["feed"]["events"] == 4 and posting["rejected"] == {"unknown_item": 1}
+    # scored with nothing said: events of users and of items the served bundle does not know
+    counted = "Of the 4 events, 1 of users the served bundle does not know (no training history"
+    assert counted in result.output and counted in (report / "report.md").read_text()
+    assert "; 1 of items not in the service's catalog; 0 of items in it" in result.output
     said = "The service did not store 1 of the posted events, unknown_item 1 (an item not in"
     assert said in result.output and said in (report / "report.md").read_text()
 

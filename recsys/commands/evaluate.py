@@ -237,6 +237,7 @@ def _replay(engine, config, out_dir: Path, options: dict, show_progress: bool) -
         disagreement,
         not_stored,
         replay_report,
+        unknown_said,
     )
 
     if not options["service"]:
@@ -262,6 +263,8 @@ def _replay(engine, config, out_dir: Path, options: dict, show_progress: bool) -
     )
     section = result.metrics["replay"]
     k = section["k"]
+    if said := unknown_said(section):
+        click.echo(said)
     for name in ("offline", "feeds", "posting"):
         if name in section:
             feed = section[name]["feed"]

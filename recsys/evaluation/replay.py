@@ -228,8 +228,10 @@ def replay(events: pd.DataFrame, url: str, config: ReplayConfig, show_progress: 
     section["k"] = config.k
     if config.post:
         _check_posting(client)
+    section["unknown"] = _unknown_items(client, events, show_progress)  # before any is posted
     section["feeds"] = _pass(client, events, config, post=False, show_progress=show_progress)
     section["model_version"] = section["feeds"].pop("model_version")
+    section["unknown"]["user_events"] = section["feeds"].pop("fallback_events")
     if config.post:
         section["posting"] = _pass(client, events, config, post=True, show_progress=show_progress)
         section["posting"].pop("model_version")
@@ -259,6 +261,7 @@ def _pass(
     posting pass also counts the events the service did not store, by reason."""
     feed_ranks, similar_ranks, previous, version = [], [], {}, None
     rejected: dict[str, int] = {}
+    fallback = 0
     extra = "" if config.diversity is None else f"&diversity={config.diversity}"
     label = "replay (posting)" if post else "replay (feeds)"
     rows = events.itertuples(index=False)
@@ -266,6 +269,7 @@ def _pass(
         user, item = str(event.user_id), str(event.item_id)
         feed = client.get(f"/v1/users/{quote(user, safe='')}/recommendations?k={config.k}{extra}")
         version = feed["model_version"]
+        fallback += bool(feed.get("fallback"))  # the bundle does not know the user
         feed_ranks.append(_rank(item, feed["items"]))
         if post and user in previous:
             similar_ranks.append(_similar_rank(client, previous[user], item, config.k, extra))
@@ -276,7 +280,51 @@ def _pass(
     if post:
         out["similar"] = _scores([r for r in similar_ranks if r is not None], config.k)
         out["rejected"] = dict(sorted(rejected.items()))
+    else:
+        out["fallback_events"] = fallback
     return out
+
+
+def _unknown_items(client: ServiceClient, events: pd.DataFrame, show_progress: bool) -> dict:
+    """Events of items the service's catalog does not hold, and of items it holds that its
+    bundle does not know (no training events), asked once per item: replay scored them with
+    nothing said. None for both when the key may not read items."""
+    missing, unmodelled = set(), set()
+    items = events["item_id"].astype(str)
+    for item in tqdm(items.unique(), desc="replay (items)", unit="item", disable=not show_progress):
+        status, body = client.request("GET", f"/v1/items/{quote(item, safe='')}")
+        if status in (401, 403):
+            log.warning("the key may not read items (items:read): unknown items not counted")
+            return {"item_events_not_in_catalog": None, "item_events_not_in_model": None}
+        if status == 404:
+            missing.add(item)
+        elif status != 200 or not isinstance(body, dict):
+            raise InvalidInput(f"item {item!r}: the service answered {status}: {_message(body)}")
+        elif not body.get("in_model"):
+            unmodelled.add(item)
+    return {
+        "item_events_not_in_catalog": int(items.isin(missing).sum()),
+        "item_events_not_in_model": int(items.isin(unmodelled).sum()),
+    }
+
+
+def unknown_said(section: dict) -> str:
+    """How many replayed events are of users or items the served bundle does not know, in
+    one sentence."""
+    unknown = section["unknown"]
+    users = f"{unknown['user_events']:,} of users the served bundle does not know"
+    said = [f"{users} (no training history: their feeds are the most popular items)"]
+    if unknown["item_events_not_in_catalog"] is None:
+        said.append("items not counted (the key may not read items: items:read)")
+    else:
+        said.append(
+            f"{unknown['item_events_not_in_catalog']:,} of items not in the service's catalog"
+        )
+        said.append(
+            f"{unknown['item_events_not_in_model']:,} of items in it that the bundle does not "
+            "know (no training events)"
+        )
+    return f"Of the {section['events']:,} events, " + "; ".join(said) + "."
 
 
 def _similar_rank(client: ServiceClient, previous: str, item: str, k: int, extra: str):

@@ -22,7 +22,7 @@ import numpy as np
 from recsys.evaluation import catalog_tasks, plots
 from recsys.evaluation import parts as parts_rule
 from recsys.evaluation.document import Bold, Document, to_html, to_markdown
-from recsys.evaluation.replay import disagreement, not_stored
+from recsys.evaluation.replay import disagreement, not_stored, unknown_said
 from recsys.files import as_if_plain
 from recsys.model.ranking import RANKING_METRICS
 
@@ -100,6 +100,8 @@ def _replay(doc: Document, section: dict) -> None:
         f"({section['source']}), replayed in time order against {section['service']} "
         f"(model {section['model_version']}). Each answer is scored against the event's item."
     )
+    if said := unknown_said(section):
+        doc.paragraph(said)
     passes = (
         ("offline", "in-process, same bundle (Recommender.recommend)"),
         ("feeds", "service, feeds only (nothing posted)"),
