@@ -331,3 +331,23 @@ def test_at_a_glance_calls_level_what_the_comparison_table_calls_level():
     said = _verdict(results, 10)
     assert "recall@10 0.0210, level with the best (within 0.002) (best peer: TF-IDF" in said
     assert "cold-item recall@10 0.1500, **not** the best (best peer: EASE 0.2000)" in said
+
+
+def test_the_curves_legend_stands_beside_the_lines(tmp_path, monkeypatch):
+    """The legend of recall_at_k.png covered the fused model's line on MovieLens."""
+    from recsys.evaluation import plots
+
+    saved = []
+    monkeypatch.setattr(plots, "_save", lambda figure, path: saved.append(figure) or path)
+    ks = (5, 10, 20, 50)
+    results = {
+        name: {"overall": {f"recall@{k}": scale * k / 50 for k in ks}}
+        for name, scale in (("popularity", 0.2), ("EASE", 0.5), ("fused", 0.45))
+    }
+    plots.curves(results, ks, "recall", tmp_path / "recall_at_k.png")
+    (figure,) = saved
+    figure.canvas.draw()
+    (axes,) = figure.axes
+    (legend,) = figure.legends
+    box, lines = legend.get_window_extent(), axes.get_window_extent()
+    assert axes.get_legend() is None and box.x0 >= lines.x1  # right of the plot, not on it
