@@ -248,6 +248,10 @@ def test_evaluate_refuses_what_it_would_ignore_or_choke_on_before_the_run(
     assert "lacks column(s) label" in labels.output
     huge = run_cli("evaluate", "--k", "10,100000", expect_exit=2)
     assert "cut-off 100,000 is past the catalog's 5 items" in huge.output
+    # /proc/nope passed the path's check (root writes anywhere) and failed after the run
+    for out in ("/proc/nope", "/proc/nope/deeper"):
+        unwritable = run_cli("evaluate", "--out", out, expect_exit=2)
+        assert "Invalid value for" in unwritable.output and f"{out} cannot be" in unwritable.output
 
 
 def test_an_ingest_interrupted_or_out_of_disk_says_what_was_stored(
@@ -376,3 +380,10 @@ def test_more_like_this_stays_content_led_when_no_slice_can_be_held_out(run_cli,
     )
     listed = json.loads(answer.stdout)[0]["titles"]
     assert listed and all(title.startswith("Mug") for title in listed), listed
+
+
+def test_the_replays_key_help_names_every_scope_it_needs():
+    """With closed reads a replay also asks for feeds and similar items: the help named only
+    events:write."""
+    help_text = " ".join(CliRunner().invoke(cli, ["evaluate", "--help"]).output.split())
+    assert "events:write to post, and where reads are closed feeds:read and items:read" in help_text

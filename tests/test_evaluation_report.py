@@ -121,9 +121,20 @@ def test_other_splits_and_a_user_sample(movielens_db, tmp_path):
     random_metrics = json.loads((only_report(tmp_path / "r") / "metrics.json").read_text())
     assert random_metrics["split"] | {"name": "random", "seed": 3} == random_metrics["split"]
     assert random_metrics["data"]["users"] == 80
+    # the sample trains the contenders too: at a glance and in the setup, not only the log
+    markdown = (only_report(tmp_path / "r") / "report.md").read_text()
+    glance, setup = markdown.split("## Data and split")
+    said = "every contender was trained on these users' events only**, so the figures are below"
+    assert said in glance.split("## At a glance")[1] and said in setup
+    # bold marks the best figures only; the fused row is marked in words
+    assert "| fused (this product) |" in glance and "| **fused** |" not in glance
+    # the weights are chosen on the latest events by time, not on a random slice: said
+    weights = "block weights are chosen as `recsys train` chooses them on dated events"
+    assert random_metrics["split"]["validation_slice"] == "temporal" and weights in setup
     recsys(url, "evaluate", "--split", "time-cutoff", "--out", tmp_path / "t", *args)
     cutoff = json.loads((only_report(tmp_path / "t") / "metrics.json").read_text())["split"]
     assert cutoff["name"] == "time-cutoff" and cutoff["cutoff"]
+    assert weights not in (only_report(tmp_path / "t") / "report.md").read_text()
 
 
 @pytest.mark.slow
@@ -144,6 +155,52 @@ def test_evaluation_is_recorded_with_the_active_bundle(movielens_db, tmp_path):
     on_disk = json.loads((tmp_path / bundle.path / "evaluation.json").read_text())
     assert on_disk == evaluation
     read_manifest(bundle.path, verify=True)  # the checksummed files are untouched
+
+
+@pytest.mark.slow
+def test_a_sample_keeps_a_full_record_and_a_training_mid_run_gets_none(
+    movielens_db, tmp_path, monkeypatch, caplog
+):
+    """`--users 20` replaced the record of a run on all users, and a `recsys train` that
+    finished mid-evaluation got the result instead of the bundle whose data was read."""
+    from recsys.evaluation import EvaluationConfig, evaluate, run
+    from recsys.evaluation.registry import record_with_bundle
+    from recsys.model.bundle import activate_bundle
+
+    url = copy_catalog(movielens_db, tmp_path)
+    recsys(url, "--artifacts-dir", tmp_path / "artifacts", "train", "--quiet")
+    engine = connect(url)
+    with Session(engine) as session, session.begin():
+        trained = session.scalars(select(ModelBundle).where(ModelBundle.is_active)).one()
+        version, path = trained.version, trained.path
+        session.add(ModelBundle(version="later", path=str(tmp_path / "later"), metrics={}))
+    scored = run._evaluate
+
+    def training_finishes(*args, **kwargs):
+        activate_bundle(engine, "later")
+        return scored(*args, **kwargs)
+
+    monkeypatch.setattr(run, "_evaluate", training_finishes)
+    result = evaluate(engine, tmp_path / "r", EvaluationConfig(ks=(10,), users=30))
+    monkeypatch.undo()
+    assert result.bundle == version
+
+    def recorded(name: str) -> dict | None:
+        with Session(engine) as session:
+            row = session.scalars(select(ModelBundle).where(ModelBundle.version == name)).one()
+            return row.metrics.get("evaluation")
+
+    assert recorded(version)["user_sample"] == 30 and recorded("later") is None
+    full = {**result.metrics, "data": {**result.metrics["data"], "user_sample": None}}
+    assert record_with_bundle(engine, version, full, result.path) == version  # on all users
+    activate_bundle(engine, version)
+    output = recsys(url, "evaluate", "--k", "10", "--users", "20", "--out", tmp_path / "s")
+    assert "recorded with bundle" not in output
+    assert f"bundle {version} keeps its evaluation on all users" in caplog.text
+    assert recorded(version)["user_sample"] is None
+    on_disk = json.loads((tmp_path / path / "evaluation.json").read_text())
+    assert on_disk["user_sample"] is None
+    engine.dispose()
 
 
 @pytest.mark.slow
@@ -256,3 +313,41 @@ def test_users_and_all_users_exclude_each_other(tmp_path):
         cli, ["--database-url", url, "evaluate", "--users", "5", "--all-users"]
     )
     assert result.exit_code == 2 and "--all-users" in result.output
+
+
+def test_at_a_glance_calls_level_what_the_comparison_table_calls_level():
+    """fused 0.0210 by TF-IDF's 0.0213 was "not the best" at a glance and "level" in the
+    comparison table and the CLI (within 0.002)."""
+    from recsys.evaluation.report import _verdict
+
+    def row(warm, cold):
+        return {"overall": {"recall@10": warm}, "cold_items": {"recall@10": cold}}
+
+    results = {
+        "TF-IDF profile": row(0.0213, 0.1),
+        "EASE": row(0.0100, 0.2),
+        "fused": row(0.0210, 0.15),
+    }
+    said = _verdict(results, 10)
+    assert "recall@10 0.0210, level with the best (within 0.002) (best peer: TF-IDF" in said
+    assert "cold-item recall@10 0.1500, **not** the best (best peer: EASE 0.2000)" in said
+
+
+def test_the_curves_legend_stands_beside_the_lines(tmp_path, monkeypatch):
+    """The legend of recall_at_k.png covered the fused model's line on MovieLens."""
+    from recsys.evaluation import plots
+
+    saved = []
+    monkeypatch.setattr(plots, "_save", lambda figure, path: saved.append(figure) or path)
+    ks = (5, 10, 20, 50)
+    results = {
+        name: {"overall": {f"recall@{k}": scale * k / 50 for k in ks}}
+        for name, scale in (("popularity", 0.2), ("EASE", 0.5), ("fused", 0.45))
+    }
+    plots.curves(results, ks, "recall", tmp_path / "recall_at_k.png")
+    (figure,) = saved
+    figure.canvas.draw()
+    (axes,) = figure.axes
+    (legend,) = figure.legends
+    box, lines = legend.get_window_extent(), axes.get_window_extent()
+    assert axes.get_legend() is None and box.x0 >= lines.x1  # right of the plot, not on it

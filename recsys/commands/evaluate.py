@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import click
@@ -94,7 +95,8 @@ def _parse_ks(ctx, param, value: str) -> tuple[int, ...]:
     is_flag=True,
     help="Replay held-out events through the running service at --service, in time order: "
     "its feed before each event (and the previous item's similar items), then post the event. "
-    "Reports hit rate@k and MRR@k (k: 10, else the first of --k) without and with posting.",
+    "Reports next-event hit rate@k and MRR@k (k: 10, else the first of --k) without and "
+    "with posting.",
 )
 @click.option("--service", metavar="URL", help="--replay: the service, e.g. http://127.0.0.1:8000")
 @click.option(
@@ -106,7 +108,8 @@ def _parse_ks(ctx, param, value: str) -> tuple[int, ...]:
 @click.option(
     "--api-key",
     envvar="RECSYS_API_KEY",
-    help="--replay: the service's API key (or RECSYS_API_KEY).",
+    help="--replay: the service's API key (or RECSYS_API_KEY): events:write to post, and "
+    "where reads are closed feeds:read and items:read too.",
 )
 @click.option("--no-post", is_flag=True, help="--replay: ask only (the feeds pass); post no event.")
 @click.option(
@@ -163,12 +166,27 @@ def evaluate(settings: Settings, split, holdout, cutoff, ks, seed, out_dir, user
         )
     engine = connect_current(settings.database_url)
     _check_ks(engine, ks)
+    if not options["split_dir"]:
+        _make_out(out_dir)
     if options["split_dir"]:
         _write_split(engine, config, options["split_dir"])
     elif options["replay"]:
-        _replay(engine, config, out_dir, options, not options["quiet"])
+        _replay(engine, config, out_dir, options, bars(options["quiet"]))
     else:
         _offline(settings, engine, config, out_dir, options["labels"], options["quiet"])
+
+
+def _make_out(out_dir: Path) -> None:
+    """--out made and written in before any work: /proc/nope passed the path's check (root
+    may write anywhere) and was a FileNotFoundError traceback after the whole evaluation."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out_dir).close()
+    except OSError as exc:
+        raise click.BadParameter(
+            f"{out_dir} cannot be written ({exc.strerror}); give a folder this user can write",
+            param_hint="--out",
+        ) from None
 
 
 def _check_ks(engine, ks: tuple[int, ...]) -> None:
@@ -214,7 +232,13 @@ def _write_split(engine, config, split_dir: Path) -> None:
 
 
 def _replay(engine, config, out_dir: Path, options: dict, show_progress: bool) -> None:
-    from recsys.evaluation.replay import ReplayConfig, replay_report
+    from recsys.evaluation.replay import (
+        ReplayConfig,
+        disagreement,
+        not_stored,
+        replay_report,
+        unknown_said,
+    )
 
     if not options["service"]:
         raise click.UsageError(
@@ -239,17 +263,25 @@ def _replay(engine, config, out_dir: Path, options: dict, show_progress: bool) -
     )
     section = result.metrics["replay"]
     k = section["k"]
+    if said := unknown_said(section):
+        click.echo(said)
     for name in ("offline", "feeds", "posting"):
         if name in section:
             feed = section[name]["feed"]
             click.echo(
-                f"{name:10s} feed hit rate@{k} {feed['hit_rate']:.4f}, MRR@{k} {feed['mrr']:.4f}"
+                f"{name:10s} feed next-event hit rate@{k} {feed['hit_rate']:.4f}, "
+                f"MRR@{k} {feed['mrr']:.4f}"
             )
+    if said := disagreement(section):
+        click.echo(f"warning: {said}", err=True)
     similar = section.get("posting", {}).get("similar", {})
     if similar.get("events"):
         click.echo(
-            f"{'similar':10s} hit rate@{k} {similar['hit_rate']:.4f}, MRR@{k} {similar['mrr']:.4f}"
+            f"{'similar':10s} next-event hit rate@{k} {similar['hit_rate']:.4f}, "
+            f"MRR@{k} {similar['mrr']:.4f}"
         )
+    if said := not_stored(section.get("posting", {}).get("rejected", {})):
+        click.echo(f"posting: {said}")
     click.echo(f"report: {result.path / 'report.html'}")
 
 

@@ -4,7 +4,8 @@ The summary (the fused contender's metrics, the split and the report's path) goe
 bundle's registry row, ``model_bundles.metrics["evaluation"]``, and into ``evaluation.json``
 beside the bundle's ``manifest.json``. The manifest itself is left as written: it lists the
 SHA-256 of the bundle's model files, which `read_manifest` verifies; evaluation.json is not
-a model file, is not listed, and so never fails that check. Both hold the latest evaluation.
+a model file, is not listed, and so never fails that check. Both hold the latest evaluation
+of the bundle on all users, else its latest on a user sample.
 
 The evaluated fused model is trained on the split's training part with the same code and
 configuration as `recsys train`; the bundle itself was trained on all interactions.
@@ -18,12 +19,11 @@ import os
 import tempfile
 from pathlib import Path
 
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from recsys.catalog.models import ModelBundle
 from recsys.files import as_if_plain
-from recsys.model.bundle import find_active
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,7 @@ EVALUATION_FILE = "evaluation.json"
 
 def summary(metrics: dict, report: Path) -> dict:
     """The fused contender's overall and cold-item metrics, the split, the report, and how
-    many users it scored (``user_sample``: the --users sample asked for, None for all): a
-    quick run on a sample replaces the record of a full one, and says so."""
+    many users it scored (``user_sample``: the sample evaluated, None for all)."""
     fused = metrics.get("contenders", {}).get("fused")
     out = {"report": str(Path(report).resolve()), "split": metrics.get("split")}
     out["user_sample"] = metrics.get("data", {}).get("user_sample")
@@ -47,20 +46,35 @@ def summary(metrics: dict, report: Path) -> dict:
     return out
 
 
-def record_in_active_bundle(engine: Engine, metrics: dict, report: Path) -> str | None:
-    """Add the summary to the active bundle's registry row and directory; its version, or None
-    when the catalog has no active bundle."""
+def record_with_bundle(engine: Engine, version: str | None, metrics: dict, report: Path):
+    """Add the summary to bundle ``version``'s registry row and directory: the bundle active
+    when the evaluation read its data (a `recsys train` finishing mid-run had the result land
+    on the new bundle). Its version, or None when it was not recorded: no bundle, or a run on
+    a user sample where the bundle holds a run on all users (`--users 20` replaced it)."""
+    if version is None:
+        log.info("no active bundle: the evaluation is recorded in the report only")
+        return None
     record = summary(metrics, report)
     with Session(engine) as session, session.begin():
-        bundle = find_active(session)
+        bundle = session.scalars(select(ModelBundle).where(ModelBundle.version == version)).first()
         if bundle is None:
-            log.info("no active bundle: the evaluation is recorded in the report only")
+            log.warning("bundle %s is gone: the evaluation is in the report only", version)
+            return None
+        earlier = (bundle.metrics or {}).get("evaluation")
+        if record["user_sample"] and earlier and not earlier.get("user_sample"):
+            log.warning(
+                "bundle %s keeps its evaluation on all users (%s): this run scored a sample of "
+                "%d users, whose figures are not comparable (--all-users to replace it)",
+                version,
+                earlier["report"],
+                record["user_sample"],
+            )
             return None
         merged = {**(bundle.metrics or {}), "evaluation": record}
         session.execute(
             update(ModelBundle).where(ModelBundle.id == bundle.id).values(metrics=merged)
         )
-        version, path = bundle.version, Path(bundle.path)
+        path = Path(bundle.path)
     if path.is_dir():
         _write_atomic(path / EVALUATION_FILE, json.dumps(record, indent=2))
     else:

@@ -12,9 +12,9 @@ Two passes over the same events (``replay``):
    against pass 1 are what folding in fresh events adds. The service stores the events:
    replay against a catalog that does not hold them yet (``write_split`` writes the parts).
 
-Each answer is scored against the event's item: hit rate@k (the item is listed) and MRR@k
-(1 / its rank), through ``recsys.model.ranking.per_user_metrics`` with one held-out item per
-event. The service's bundle must have been trained on the split's training part only;
+Each answer is scored against the event's item: next-event hit rate@k (the item is listed)
+and MRR@k (1 / its rank), through ``recsys.model.ranking.per_user_metrics`` with one held-out
+item per event. The service's bundle must have been trained on the split's training part only;
 otherwise the held-out items count as seen and are never listed.
 """
 
@@ -32,15 +32,23 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from recsys.errors import InvalidInput
+from recsys.errors import InvalidInput, TryAgain
 from recsys.model.data import INTERACTION_COLUMNS
 from recsys.model.ranking import per_user_metrics
 from recsys.model.split import sample_users, split_interactions
 
 log = logging.getLogger(__name__)
 
-# Times a request is sent again after its connection dropped or timed out, and after a 429.
-RETRIES = 2
+# A request whose connection dropped, was refused or timed out, or that a gateway answered
+# 502, 503 or 504 (a proxy, a restarting service), is sent again after 0.5 s, 1 s, 2 s...
+# (or the answer's Retry-After), RETRIES times: three tries within the same second, then
+# all the replay's work lost, was all a restarting service got.
+RETRIES = 5
+BACKOFF = 0.5
+PASSING = (502, 503, 504)
+# Seconds one wait may last, whatever Retry-After asks; 429s (the write limit) wait at most
+# RATE_WAITS times.
+LONGEST_WAIT = 60.0
 RATE_WAITS = 30
 
 
@@ -74,50 +82,82 @@ class ServiceClient:
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
 
-    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-        """(status, JSON body); a dropped or timed-out connection is reopened and the request
-        sent again, up to ``RETRIES`` times (safe: reads, and events are stored once)."""
+    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict | str]:
+        """(status, the JSON body, or its text when it is not JSON); see ``RETRIES`` (safe:
+        reads, and events are stored once). ``TryAgain`` once the service stayed away."""
         payload = None if body is None else json.dumps(body)
         for attempt in range(RETRIES + 1):
+            wait = BACKOFF * 2**attempt
             try:
-                return self._send(method, path, payload)
+                status, answer, retry_after = self._send(method, path, payload)
             except (OSError, http.client.HTTPException) as exc:
                 self._connection.close()
-                if attempt == RETRIES:
-                    raise InvalidInput(
-                        f"{method} {path}: no answer from the service ({exc})"
-                    ) from exc
-                log.warning("%s %s: %s; retrying", method, path, exc)
-        return 0, {}  # not reached: the last attempt returns or raises
+                problem = f"no answer from the service ({exc})"
+            else:
+                if status not in PASSING:
+                    return status, answer
+                problem = f"the service answered {status}: {_message(answer)}"
+                wait = retry_after or wait
+            if attempt < RETRIES:
+                log.warning("%s %s: %s; trying again in %.1f s", method, path, problem, wait)
+                time.sleep(min(wait, LONGEST_WAIT))
+        raise TryAgain(
+            f"{method} {path}: {problem}, {RETRIES + 1} times; check that the service is up "
+            "and run the command again"
+        )
 
-    def _send(self, method: str, path: str, payload: str | None) -> tuple[int, dict]:
-        """One request; a 429 (the service's write limit) waits its Retry-After and is sent
-        again, ``RATE_WAITS`` times at most."""
+    def _send(self, method: str, path: str, payload: str | None):
+        """One request -> (status, body, Retry-After seconds or None); a 429 (the service's
+        write limit) waits its Retry-After and is sent again, ``RATE_WAITS`` times at most."""
         for _ in range(RATE_WAITS):
             self._connection.request(method, self._prefix + path, payload, self._headers)
             response = self._connection.getresponse()
             data = response.read()
+            retry_after = _seconds(response.getheader("Retry-After"))
             if response.status != 429:
                 break
-            wait = float(response.getheader("Retry-After") or 1)
+            wait = retry_after or 1.0
             log.warning(
                 "%s %s: rate limited; waiting %.0f s (raise the service's limit)",
                 method,
                 path,
                 wait,
             )
-            time.sleep(min(wait, 60.0))
-        return response.status, json.loads(data) if data else {}
+            time.sleep(min(wait, LONGEST_WAIT))
+        return response.status, _decode(data), retry_after
 
     def get(self, path: str) -> dict:
         status, body = self.request("GET", path)
-        if status != 200:
+        if status != 200 or not isinstance(body, dict):
             raise InvalidInput(f"GET {path}: the service answered {status}: {_message(body)}")
         return body
 
 
-def _message(body: dict) -> str:
-    return body.get("error", {}).get("message", json.dumps(body)[:200])
+def _decode(data: bytes) -> dict | str:
+    """The JSON body, or its text: a proxy's 502 page is HTML (it was a JSONDecodeError)."""
+    text = data.decode("utf-8", errors="replace")
+    try:
+        return json.loads(text) if text.strip() else {}
+    except ValueError:
+        return text
+
+
+def _seconds(retry_after: str | None) -> float | None:
+    """A Retry-After in seconds (an HTTP date, or none: None)."""
+    try:
+        return max(0.0, float(retry_after))
+    except (TypeError, ValueError):
+        return None
+
+
+def _message(body) -> str:
+    """The service's error message, else what the body holds, on one line: a proxy's
+    {"error": "injected"} was an AttributeError."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return error["message"]
+    text = body if isinstance(body, str) else json.dumps(body)
+    return " ".join(text.split())[:200] or "an empty body"
 
 
 # -- events ---------------------------------------------------------------------------------
@@ -145,7 +185,12 @@ def write_split(data, config, out_dir: Path) -> dict[str, Path]:
 def read_events(path: Path, users: int | None = None, seed: int = 0) -> pd.DataFrame:
     """Events to replay (a CSV or Parquet file with user_id, item_id and timestamp; event and
     weight optional) in time order; ``users``: a seeded sample of that many users."""
-    frame = pd.read_parquet(path) if str(path).endswith(".parquet") else _read_csv(path)
+    try:
+        frame = pd.read_parquet(path) if str(path).endswith(".parquet") else _read_csv(path)
+    except pd.errors.EmptyDataError:  # a 0-byte file: pandas' traceback, exit 1
+        frame = pd.DataFrame()
+    if frame.empty:  # a header alone was replayed to a report of "(model None)", then a KeyError
+        raise InvalidInput(f"--events {path} holds no events; give the held-out file to replay")
     missing = {"user_id", "item_id", "timestamp"} - set(frame.columns)
     if missing:
         raise InvalidInput(f"--events {path}: missing column(s) {', '.join(sorted(missing))}")
@@ -183,8 +228,10 @@ def replay(events: pd.DataFrame, url: str, config: ReplayConfig, show_progress: 
     section["k"] = config.k
     if config.post:
         _check_posting(client)
+    section["unknown"] = _unknown_items(client, events, show_progress)  # before any is posted
     section["feeds"] = _pass(client, events, config, post=False, show_progress=show_progress)
     section["model_version"] = section["feeds"].pop("model_version")
+    section["unknown"]["user_events"] = section["feeds"].pop("fallback_events")
     if config.post:
         section["posting"] = _pass(client, events, config, post=True, show_progress=show_progress)
         section["posting"].pop("model_version")
@@ -210,8 +257,11 @@ def _pass(
     post: bool,
     show_progress: bool,
 ):
-    """Ranks (0: not listed) of each event's item in the answers of one pass, scored."""
+    """Ranks (0: not listed) of each event's item in the answers of one pass, scored; the
+    posting pass also counts the events the service did not store, by reason."""
     feed_ranks, similar_ranks, previous, version = [], [], {}, None
+    rejected: dict[str, int] = {}
+    fallback = 0
     extra = "" if config.diversity is None else f"&diversity={config.diversity}"
     label = "replay (posting)" if post else "replay (feeds)"
     rows = events.itertuples(index=False)
@@ -219,16 +269,62 @@ def _pass(
         user, item = str(event.user_id), str(event.item_id)
         feed = client.get(f"/v1/users/{quote(user, safe='')}/recommendations?k={config.k}{extra}")
         version = feed["model_version"]
+        fallback += bool(feed.get("fallback"))  # the bundle does not know the user
         feed_ranks.append(_rank(item, feed["items"]))
         if post and user in previous:
             similar_ranks.append(_similar_rank(client, previous[user], item, config.k, extra))
-        if post:
-            _post(client, event)
+        if post and (reason := _post(client, event)):
+            rejected[reason] = rejected.get(reason, 0) + 1
         previous[user] = item
     out = {"model_version": version, **_feed_scores(feed_ranks, events, config.k)}
     if post:
         out["similar"] = _scores([r for r in similar_ranks if r is not None], config.k)
+        out["rejected"] = dict(sorted(rejected.items()))
+    else:
+        out["fallback_events"] = fallback
     return out
+
+
+def _unknown_items(client: ServiceClient, events: pd.DataFrame, show_progress: bool) -> dict:
+    """Events of items the service's catalog does not hold, and of items it holds that its
+    bundle does not know (no training events), asked once per item: replay scored them with
+    nothing said. None for both when the key may not read items."""
+    missing, unmodelled = set(), set()
+    items = events["item_id"].astype(str)
+    for item in tqdm(items.unique(), desc="replay (items)", unit="item", disable=not show_progress):
+        status, body = client.request("GET", f"/v1/items/{quote(item, safe='')}")
+        if status in (401, 403):
+            log.warning("the key may not read items (items:read): unknown items not counted")
+            return {"item_events_not_in_catalog": None, "item_events_not_in_model": None}
+        if status == 404:
+            missing.add(item)
+        elif status != 200 or not isinstance(body, dict):
+            raise InvalidInput(f"item {item!r}: the service answered {status}: {_message(body)}")
+        elif not body.get("in_model"):
+            unmodelled.add(item)
+    return {
+        "item_events_not_in_catalog": int(items.isin(missing).sum()),
+        "item_events_not_in_model": int(items.isin(unmodelled).sum()),
+    }
+
+
+def unknown_said(section: dict) -> str:
+    """How many replayed events are of users or items the served bundle does not know, in
+    one sentence."""
+    unknown = section["unknown"]
+    users = f"{unknown['user_events']:,} of users the served bundle does not know"
+    said = [f"{users} (no training history: their feeds are the most popular items)"]
+    if unknown["item_events_not_in_catalog"] is None:
+        said.append("items not counted (the key may not read items: items:read)")
+    else:
+        said.append(
+            f"{unknown['item_events_not_in_catalog']:,} of items not in the service's catalog"
+        )
+        said.append(
+            f"{unknown['item_events_not_in_model']:,} of items in it that the bundle does not "
+            "know (no training events)"
+        )
+    return f"Of the {section['events']:,} events, " + "; ".join(said) + "."
 
 
 def _similar_rank(client: ServiceClient, previous: str, item: str, k: int, extra: str):
@@ -239,14 +335,17 @@ def _similar_rank(client: ServiceClient, previous: str, item: str, k: int, extra
     )
     if status == 404:
         return None
-    if status != 200:
+    if status != 200 or not isinstance(body, dict):
         raise InvalidInput(
             f"similar items of {previous!r}: the service answered {status}: {_message(body)}"
         )
     return _rank(item, body["items"])
 
 
-def _post(client: ServiceClient, event) -> None:
+def _post(client: ServiceClient, event) -> str | None:
+    """Post one event -> None, or why the service did not store it. An event of an item
+    removed from the service's catalog (or never in it), or of a shopper erased, stopped the
+    pass with the earlier events already posted and no report: it is left out, counted."""
     body = {
         "user_id": str(event.user_id),
         "item_id": str(event.item_id),
@@ -256,9 +355,63 @@ def _post(client: ServiceClient, event) -> None:
         value = getattr(event, name, None)
         if value is not None and not pd.isna(value):
             body[name] = value.item() if isinstance(value, np.generic) else value
-    status, answer = client.request("POST", "/v1/interactions", {"events": [body]})
-    if status != 201:
+    status, answer = client.request(
+        "POST", "/v1/interactions?skip_rejected=true", {"events": [body]}
+    )
+    if status != 201 or not isinstance(answer, dict):
         raise InvalidInput(f"posting {body}: the service answered {status}: {_message(answer)}")
+    rejected = answer.get("rejected")
+    return rejected[0]["reason"] if rejected else None
+
+
+# What each reason of a left-out event means for a replay.
+REJECTED = {
+    "unknown_item": "an item not in the service's catalog: removed since, or never ingested",
+    "erased_user": "a shopper erased from it",
+}
+
+
+def not_stored(counts: dict[str, int]) -> str:
+    """The events the posting pass's service did not store, by reason, in one sentence
+    ("" when it stored them all)."""
+    if not counts:
+        return ""
+    said = [
+        f"{reason} {n:,}" + (f" ({REJECTED[reason]})" if reason in REJECTED else "")
+        for reason, n in counts.items()
+    ]
+    return (
+        f"The service did not store {sum(counts.values()):,} of the posted events, "
+        f"{', '.join(said)}: they were scored, but no later feed folds them in."
+    )
+
+
+# The in-process and served feeds-only figures are equal on an unchanged catalog; a larger
+# difference than this is said, with its likely causes.
+AGREE = 0.001
+
+
+def disagreement(section: dict) -> str:
+    """A sentence when the in-process pass and the service's feeds pass differ ("" when they
+    agree, or there is no in-process pass)."""
+    if "offline" not in section:
+        return ""
+    k, ours, served = section["k"], section["offline"]["feed"], section["feeds"]["feed"]
+    names = {"hit_rate": f"next-event hit rate@{k}", "mrr": f"MRR@{k}"}
+    apart = [
+        f"{label} {ours[m]:.4f} in-process against {served[m]:.4f} served"
+        for m, label in names.items()
+        if abs(ours.get(m, 0.0) - served.get(m, 0.0)) > AGREE
+    ]
+    if not apart:
+        return ""
+    return (
+        f"The in-process and served feeds differ ({'; '.join(apart)}), though the same bundle "
+        "answers both: they are equal on an unchanged catalog. Likely causes: items removed "
+        "or changed in the service's catalog since the bundle was trained, or these events "
+        "already posted to the service by an earlier replay (its feeds fold them in and no "
+        "longer list their items)."
+    )
 
 
 def _rank(item: str, listed: list) -> int:
@@ -351,6 +504,10 @@ def _events(engine, events_path: Path | None, config) -> pd.DataFrame:
     split = split_interactions(
         interactions, config.split, config.holdout, config.seed, config.cutoff
     )
+    if split.test.empty:
+        raise InvalidInput(
+            f"the {config.split} split of the catalog holds no events out; give --events FILE"
+        )
     events = split.test.assign(timestamp=pd.to_datetime(split.test["timestamp"], utc=True))
     return events.sort_values("timestamp", kind="stable").reset_index(drop=True)
 

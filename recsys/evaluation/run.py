@@ -28,15 +28,16 @@ from recsys.evaluation.contenders import (
     build_contenders,
 )
 from recsys.evaluation.item_to_item import cosine_ranker, next_item_hits
-from recsys.evaluation.registry import record_in_active_bundle
+from recsys.evaluation.registry import record_with_bundle
 from recsys.evaluation.report import ReportInputs, write_report
 from recsys.ingest.values import BadValue, parse_moment
 from recsys.model import diversity, parallel
+from recsys.model.bundle import active_version
 from recsys.model.data import CatalogData, count_items, count_users, read_catalog
 from recsys.model.protocol import MAX_BATCH_CELLS, build_task, rank, recall_per_user, score
 from recsys.model.ranking import WIDE_ROW, hit_matrix, per_user_metrics, top_k_finite
 from recsys.model.recommender import ItemFilters
-from recsys.model.split import SPLITS, split_interactions
+from recsys.model.split import DATED_SHARE, SPLITS, split_interactions
 from recsys.model.training import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ class EvaluationConfig:
 class EvaluationResult:
     path: Path  # the report directory
     metrics: dict[str, Any]  # what metrics.json holds
-    bundle: str | None  # the active bundle the summary was recorded in
+    bundle: str | None  # the bundle the summary was recorded with (None: not recorded)
 
 
 def evaluate(
@@ -126,6 +127,7 @@ def evaluate(
     """
     config = config or EvaluationConfig()
     with threadpool_limits(1, "blas"):
+        active = active_version(engine)  # the bundle of this data, not one trained meanwhile
         data, users = _read(engine, config)
         config = replace(config, users=users)  # the sample evaluated, when one was chosen
         content = ItemContent(config.fused, image_encoder_factory, device, show_progress)
@@ -134,7 +136,7 @@ def evaluate(
             inputs.metrics["images"] = _image_section(data, content, labels, config, inputs)
         inputs.command = command
         path = write_report(Path(out_dir), inputs)
-    bundle = record_in_active_bundle(engine, inputs.metrics, path)
+    bundle = record_with_bundle(engine, active, inputs.metrics, path)
     log.info("report written to %s", path)
     return EvaluationResult(path, inputs.metrics, bundle)
 
@@ -210,6 +212,10 @@ def _evaluate(data: CatalogData, config, content: ItemContent, show_progress: bo
             "use a larger --holdout, another --split or more interactions"
         )
     metrics["split"] = {**split.description, "train": len(split.train), "test": len(split.test)}
+    # the fused model's weights are chosen as `recsys train` chooses them: on each user's
+    # latest training events when they have times, whatever this split is (the report says)
+    dated = split.train["timestamp"].notna().mean() >= DATED_SHARE
+    metrics["split"]["validation_slice"] = "temporal" if dated else "random"
     metrics["task"] = task.info
     contenders = build_contenders(train, config.peers, content, config.fused)
     metrics["contenders"], seconds, ranked, metrics["against_parts"] = _score_all(
@@ -356,6 +362,7 @@ def _run_one(contender, train: CatalogData, task, config: EvaluationConfig, show
     done = time.perf_counter()
     k = config.headline_k
     warm, cold = result["overall"][f"recall@{k}"], result["cold_items"].get(f"recall@{k}")
+    cold = "n/a" if cold is None else f"{cold:.4f}"  # it was 0.0048543689320388345
     log.info("%s: recall@%d %.4f, cold-item recall@%d %s", contender.name, k, warm, k, cold)
     return result, {"fit": round(fitted - start, 2), "score": round(done - fitted, 2)}, rankings
 
