@@ -25,6 +25,7 @@ from recsys.engines import spark as spark_engine
 from recsys.engines import spark_als
 from recsys.engines.events import EXPORT_FILE, export_interactions, read_events
 from recsys.errors import InvalidInput
+from recsys.ingest.interactions import record_interactions
 from recsys.model.bundle import load_active
 from recsys.model.cf import CFConfig, CollaborativeModel, confidence_matrix
 from recsys.model.data import read_interactions
@@ -136,6 +137,22 @@ def test_a_bundle_trained_from_a_folder_leaves_out_users_erased_since_its_export
     assert "u1" not in load_active(engine).user_index and "u2" in load_active(engine).user_index
     back = run_cli("bundles", "activate", first.version)
     assert "1 of this bundle's users was erased after its data was read" in back.stderr
+
+
+def test_a_folder_exported_after_a_shopper_came_back_keeps_their_new_events(
+    engine, run_cli, tmp_path
+):
+    """A shopper erased and back within the day (events the HTTP API dated itself) was left
+    out of a bundle trained from the catalog's export: the folder's reading took back every
+    event dated up to a day after the erasure, as an ingest does."""
+    populate(engine)
+    run_cli("users", "erase", "u1")
+    back = [{"user_id": "u1", "item_id": item} for item in ("a1", "a2", "a3")]
+    assert record_interactions(engine, back).inserted == 3
+    out = tmp_path / "events"
+    export_interactions(engine, out)
+    train(engine, tmp_path / "artifacts", train_config(), device="cpu", events=str(out))
+    assert "u1" in load_active(engine).user_index
 
 
 def test_export_refuses_a_non_empty_folder_and_replaces_it_whole(engine, run_cli, tmp_path):

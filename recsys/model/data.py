@@ -74,15 +74,17 @@ def read_catalog(
     if events is None:
         interactions = read_interactions(engine, user_sample=user_sample, stored_by=stored_by)
     else:
-        from recsys.engines.events import read_events
+        from recsys.engines.events import fresh_after, read_events
 
         interactions = read_events(events, items["item_id"].to_numpy(dtype=str))
-        interactions, erased = without_erased(engine, interactions)
+        exported = fresh_after(events)
+        exported = None if exported is None else datetime.fromisoformat(exported)
+        interactions, erased = without_erased(engine, interactions, exported)
         if user_sample is not None:
             interactions = sample_users(interactions, *user_sample)
         if erased:
             log.warning(
-                "events %s: %d events of erased users (from before their erasure) left out",
+                "events %s: %d events of users erased since they were stored left out",
                 events,
                 erased,
             )
@@ -90,10 +92,15 @@ def read_catalog(
     return CatalogData(items, kinds, interactions, erased if events is not None else 0)
 
 
-def without_erased(engine: Engine, interactions: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """``interactions`` but the events of erased users from before their erasure (undated
-    ones too), as an ingest refuses them (``recsys.ingest.users.erased_before``), and how
-    many were left out."""
+def without_erased(
+    engine: Engine, interactions: pd.DataFrame, exported_at: datetime | None = None
+) -> tuple[pd.DataFrame, int]:
+    """``interactions`` but the events an erasure takes back, and how many were left out:
+    of a ``recsys export`` folder read from the catalog at ``exported_at``, every event of a
+    user erased since (the catalog held none of theirs it had not taken); of another
+    folder, those an ingest refuses (``recsys.ingest.users.taken_back``: dated before a day
+    after the erasure, or undated). With the ingest's rule an export lost a returning
+    shopper's events, which the HTTP API had taken within that day."""
     from recsys.ingest.users import erased_before, taken_back
 
     with engine.connect() as connection:
@@ -101,8 +108,10 @@ def without_erased(engine: Engine, interactions: pd.DataFrame) -> tuple[pd.DataF
         erased = erased_before(connection, users)
     if np.isnat(erased).all():
         return interactions, 0
-    moments = interactions["timestamp"].to_numpy(dtype="datetime64[us]")
-    gone = taken_back(erased, moments)
+    if exported_at is None:
+        gone = taken_back(erased, interactions["timestamp"].to_numpy(dtype="datetime64[us]"))
+    else:
+        gone = ~np.isnat(erased) & (erased > np.datetime64(exported_at, "us"))
     return interactions[~gone].reset_index(drop=True), int(gone.sum())
 
 
