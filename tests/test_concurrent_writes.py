@@ -193,3 +193,35 @@ def test_a_training_read_meets_every_event_in_the_bundle_or_in_the_fresh_ones(ca
         catalog, select(func.count(Interaction.id)).where(Interaction.created_at > moment)
     )
     assert len(read) + fresh == 1
+
+
+def test_event_writes_go_on_while_a_training_waits_for_those_under_way(catalog, monkeypatch):
+    """PostgreSQL: the training's wait took the writers' lock alone, and every HTTP event
+    write queued behind it (one was a 503 after 15 s). SQLite's writers take turns anyway."""
+    if catalog.dialect.name != "postgresql":
+        pytest.skip("SQLite's writers take turns: the next write waits for the one under way")
+    real, staged = interactions.upsert_interactions, threading.Event()
+    finished = []
+
+    def slow(connection, rows):
+        if rows.num_rows == 2:  # the long write
+            staged.set()
+            time.sleep(1.5)
+        return real(connection, rows)
+
+    def write(name: str, events: list) -> None:
+        record_interactions(catalog, events)
+        finished.append(name)
+
+    monkeypatch.setattr(interactions, "upsert_interactions", slow)
+    long = [{"user_id": "u", "item_id": "i1"}, {"user_id": "u", "item_id": "i2"}]
+    writer = threading.Thread(target=write, args=("long", long))
+    writer.start()
+    assert staged.wait(10)
+    training = threading.Thread(target=settled_writes, args=(catalog,))
+    training.start()
+    time.sleep(0.2)  # the training is waiting for the long write
+    write("short", [{"user_id": "v", "item_id": "i3"}])
+    training.join()
+    writer.join()
+    assert finished == ["short", "long"]

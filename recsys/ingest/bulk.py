@@ -120,40 +120,61 @@ def hold_events_lock(connection: Connection) -> None:
         connection.execute(text("SELECT pg_advisory_xact_lock_shared(:key)"), {"key": EVENTS_LOCK})
 
 
-# PostgreSQL's SQLSTATE for a lock not taken within ``lock_timeout``.
-LOCK_NOT_AVAILABLE = "55P03"
-# How long ``settled_writes`` waits for the writes under way (a file's batch is one each).
+# How long ``settled_writes`` waits for the event writes under way (a file's batch is one
+# each), and how often it looks on PostgreSQL.
 SETTLE_SECONDS = 30
+SETTLE_POLL = 0.05
+# The transactions holding ``EVENTS_LOCK`` (held shared by event writers): pg_locks names
+# an advisory lock on one bigint by its high and low 32 bits.
+_EVENT_WRITERS = text(
+    "SELECT pid, virtualtransaction FROM pg_locks WHERE locktype = 'advisory' AND granted "
+    f"AND classid = {EVENTS_LOCK >> 32} AND objid = {EVENTS_LOCK & 0xFFFFFFFF} AND objsubid = 1"
+)
 
 
 def settled_writes(engine: Engine) -> datetime:
     """A time such that every event stamped before it has committed and every later one is
-    stamped after it: taken once the event writes under way have committed, while none can
-    start (the write lock, or on PostgreSQL ``EVENTS_LOCK``, alone for an instant). A
-    training reads its events up to it, and feeds fold in the events stored after it: with
-    the time taken before the read instead, an ingest's batch stamped before it and
-    committed after the read reached neither the bundle nor any feed until the next
-    training (one batch of 50,000 events in two runs of three). When the writes under way
-    take longer than ``SETTLE_SECONDS``, the clock's time (a batch then may wait for the
-    next training), said in the log."""
-    try:
-        with engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                connection.execute(text(f"SET LOCAL lock_timeout = '{SETTLE_SECONDS}s'"))
-                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENTS_LOCK})
-            else:
+    stamped after it. A training reads its events up to it, and feeds fold in the events
+    stored after it: with the time taken before the read instead, an ingest's batch stamped
+    before it and committed after the read reached neither the bundle nor any feed until
+    the next training (one batch of 50,000 events in two runs of three).
+
+    SQLite: the time the write lock is ours (a writer stamps while holding it). PostgreSQL:
+    the time the wait begins, once the transactions then holding ``EVENTS_LOCK`` have ended
+    (a writer stamps after taking it); writers that start meanwhile go on. Taking the lock
+    alone instead queued every HTTP event write behind the training's wait: one was a 503
+    after 15 s. When the writes under way take longer than ``SETTLE_SECONDS``, that time
+    anyway (their events may reach feeds only after the next training), said in the log."""
+    if engine.dialect.name != "postgresql":
+        try:
+            with engine.begin() as connection:
                 take_write_lock(connection)
+                return utcnow()
+        except DBAPIError as exc:
+            if not lost_race(exc):
+                raise
+            _not_settled(str(exc.orig).strip())
             return utcnow()
-    except DBAPIError as exc:
-        if not (lost_race(exc) or sqlstate(exc.orig) == LOCK_NOT_AVAILABLE):
-            raise
-        log.warning(
-            "writes under way did not finish within %d s (%s): events they stored may reach "
-            "feeds only after the next training",
-            SETTLE_SECONDS,
-            str(exc.orig).strip(),
-        )
-        return utcnow()
+    moment = utcnow()
+    deadline = time.monotonic() + SETTLE_SECONDS
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        writing = set(connection.execute(_EVENT_WRITERS).all())
+        while writing:
+            if time.monotonic() > deadline:
+                _not_settled(f"{len(writing)} still open")
+                break
+            time.sleep(SETTLE_POLL)
+            writing &= set(connection.execute(_EVENT_WRITERS).all())
+    return moment
+
+
+def _not_settled(why: str) -> None:
+    log.warning(
+        "event writes under way did not finish within %d s (%s): events they stored may "
+        "reach feeds only after the next training",
+        SETTLE_SECONDS,
+        why,
+    )
 
 
 def write_transaction(
