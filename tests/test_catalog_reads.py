@@ -228,6 +228,8 @@ def test_title_search_finds_greek_turkish_and_georgian_titles_in_any_case(engine
         session.add(Item(external_id="scarf", title="İstanbul scarf"))
         session.add(Item(external_id="jacket", title="ᲗᲑᲘᲚᲘᲡᲘ ᲥᲣᲠᲗᲣᲙᲘ"))
         session.add(Item(external_id="shirt", title="shirt"))
+        session.add(Item(external_id="upper", title="ΔΩΡΕΑΝ ΑΠΟΣΤΟΛΗΣ ΣΤΟΥΣ ΠΕΛΑΤΕΣ"))
+        session.add(Item(external_id="lower", title="δωρεαν αποστολης στους πελατες"))
     search = lambda text: sorted(c.item_id for c in reads.list_items(engine, 0, 100, text).cards)  # noqa: E731
     for text in ("ΟΔΟΣ", "οδος", "οδοσ"):
         assert search(text) == ["coffee", "roller"], text
@@ -235,6 +237,8 @@ def test_title_search_finds_greek_turkish_and_georgian_titles_in_any_case(engine
     assert search("istanbul") == search("İSTANBUL") == ["scarf"]
     assert search("თბილისი") == ["jacket"]
     assert search("SHİRT") == ["shirt"]
+    # four sigmas and more: each one both ways
+    assert search("αποστολης στους") == search("ΑΠΟΣΤΟΛΗΣ ΣΤΟΥΣ ΠΕΛΑΤΕΣ") == ["lower", "upper"]
 
 
 def test_title_search_takes_3_to_200_characters(engine):

@@ -44,7 +44,6 @@ from sqlalchemy import (
     literal,
     literal_column,
     null,
-    or_,
     select,
     table,
     union_all,
@@ -64,9 +63,9 @@ from recsys.catalog.models import (
     User,
     user_key,
 )
-from recsys.catalog.title_index import match_phrase, sigma_spellings
+from recsys.catalog.title_index import SIGMAS, match_phrase, without_sigma
 from recsys.errors import CatalogNotReady, SearchTooBroad
-from recsys.ingest.values import parse_search
+from recsys.ingest.values import MIN_SEARCH, parse_search
 from recsys.logs import Repeated
 from recsys.model.data import IdIndex
 
@@ -650,8 +649,14 @@ def _title_search(query: Select, dialect: str, text: str) -> tuple[Select, Any]:
     that a page of a common word stops after its items instead of listing every match first.
     The order is then the index's row (the same id), whose own range an ``after`` reads."""
     if dialect != "sqlite":
-        found = [Item.title.icontains(spelt, autoescape=True) for spelt in sigma_spellings(text)]
-        return query.where(or_(*found)), Item.id
+        if not SIGMAS.intersection(text):
+            return query.where(Item.title.icontains(text, autoescape=True)), Item.id
+        folded = func.translate(func.lower(Item.title), "ς", "σ", type_=Text)
+        query = query.where(folded.contains(fold_case(text), autoescape=True))
+        part = without_sigma(text)  # what the index can look up
+        if len(part.strip()) >= MIN_SEARCH:
+            query = query.where(Item.title.icontains(part, autoescape=True))
+        return query, Item.id
     folded = func.recsys_fold(Item.title, type_=Text)  # db.FOLD: any script's case
     query = query.where(folded.contains(fold_case(text), autoescape=True))
     # None: two CJK characters (parse_search), or a text whose every part of three characters

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 import sqlite3
 
 from recsys.catalog.db import fold_case
@@ -90,14 +91,8 @@ def match_phrase(text: str) -> str | None:
 SIGMAS = frozenset("σςΣ")
 
 
-def sigma_spellings(text: str) -> list[str]:
-    """``text`` with each of its first three sigmas spelt σ and ς in turn (itself alone when
-    it has none): what a PostgreSQL search asks its ILIKE, one alternative each."""
-    places = [i for i, char in enumerate(text) if char in SIGMAS][:3]
-    spellings = []
-    for choice in itertools.product("σς", repeat=len(places)):
-        chars = list(text)
-        for place, sigma in zip(places, choice, strict=True):
-            chars[place] = sigma
-        spellings.append("".join(chars))
-    return spellings
+def without_sigma(text: str) -> str:
+    """The longest part of ``text`` holding no sigma: what a PostgreSQL search of a text
+    with one asks the trigram index (its ILIKE sees the sigmas' forms apart), the whole
+    text then compared with every sigma as σ."""
+    return max(re.split("[σςΣ]", text), key=len)
