@@ -42,7 +42,8 @@ def show(settings: Settings, user_id: str, as_json: bool) -> None:
     else:
         click.echo(f"user {record['user_id']!r}: not in the catalog")
     if record["erased_at"]:
-        click.echo(f"  erased at {record['erased_at']} UTC (events from before it are refused)")
+        said = "events dated up to a day after it are refused"
+        click.echo(f"  erased at {record['erased_at']} UTC ({said})")
     held = [b["version"] + (" (active)" if b["active"] else "") for b in record["bundles"]]
     click.echo(f"  model bundles holding their data: {', '.join(held) if held else 'none'}")
     for event in events:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from hashlib import blake2b
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from recsys.ingest.readers import Batch, Record, batch_from_records
 from recsys.ingest.report import IngestReport, Reason
 from recsys.ingest.users import erased_before, taken_back
 from recsys.ingest.values import (
+    FUTURE_SLACK,
     event_column,
     id_column,
     is_missing,
@@ -212,15 +213,23 @@ def _after_erasures(
     stamped = False if stamp is None else moments == np.datetime64(stamp, "us")
     was, gone = ~np.isnat(erased), taken_back(erased, moments, stamped)
     details = [  # not naming the user: the rejects file keeps no erased shopper's data
-        f"its user was erased at {when.isoformat(sep=' ', timespec='seconds')} UTC; their "
-        "events dated before a day after it are not taken back (an event may be dated up to "
-        "a day ahead of the clock, so an older one could carry such a time)"
-        for when in erased[gone].tolist()
+        f"its user was erased at {_said(when)} UTC; "
+        + (
+            "an undated event of theirs is not taken back (nothing shows it came after)"
+            if moment is None
+            else f"their events dated before {_said(when + FUTURE_SLACK)} UTC are not taken "
+            "back (a clock up to a day fast could have dated an older event so)"
+        )
+        for when, moment in zip(erased[gone].tolist(), moments[gone].tolist(), strict=True)
     ]
     refuse(problems, rows["row"].filter(pa.array(gone)).to_numpy(), Reason.ERASED_USER, details)
     keys = np.where(was & ~gone, -1, rows["user_id"].to_numpy())
     rows = rows.set_column(rows.column_names.index("user_id"), "user_id", pa.array(keys))
     return rows.filter(pa.array(~gone))
+
+
+def _said(moment: datetime) -> str:
+    return moment.isoformat(sep=" ", timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -330,6 +339,8 @@ def record_interactions(
     the same event each succeed and leave one row.
     """
     moment = now or utcnow()
+    if moment.tzinfo is not None:  # stored times are naive UTC
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
     batch = batch_from_records(
         [
             Record(position, _stamped(event, moment.isoformat()))
