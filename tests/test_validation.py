@@ -627,6 +627,17 @@ def test_invisible_look_alikes_are_refused_naming_the_character():
     assert kept == [0x200C, 0x200D]  # the joiners of emoji and Persian or Indic words
 
 
+def test_an_id_of_joiners_alone_is_refused_and_messages_show_invisible_characters():
+    """An id of zero-width joiners alone looked empty and was taken; a refused id's message
+    showed a Hangul filler as 'ㅤ' (repr leaves it as it is)."""
+    with pytest.raises(BadValue, match="only zero-width joiners"):
+        parse_id("\u200d\u200c", "user_id")
+    column = pa.array(["\u200d\u200c", "\u200d", "ok"])
+    assert values.id_column(column, 3, "user_id").values.to_pylist() == [None, None, "ok"]
+    with pytest.raises(BadValue, match=r"'\\u3164'"):
+        parse_id("\u3164", "user_id")
+
+
 def test_ids_in_other_scripts_and_emoji_are_kept():
     written = [
         "متجر-١٢",  # Arabic

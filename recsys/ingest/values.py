@@ -115,6 +115,9 @@ _ID_FORBIDDEN = (
     (0x1D173, 0x1D17A),
     (0xE0000, 0xE0FFF),  # tags, variation selectors supplement
 )
+# The zero-width non-joiner and joiner, which ids may hold but not alone.
+_JOINERS = "\u200c\u200d"
+_JOINERS_RE2 = "^[\\x{200c}\\x{200d}]+$"
 # Free text (titles, attribute values) may hold tabs and line breaks, no other C0 control.
 _TEXT_FORBIDDEN = ((0x00, 0x08), (0x0B, 0x0C), (0x0E, 0x1F), (0x7F, 0x7F), (0xFFFD, 0xFFFD))
 _EVENT = re.compile(r"^[a-z][a-z0-9_\-]{0,31}$")
@@ -161,11 +164,14 @@ _TEXT_BAD = re.compile(_class(_TEXT_FORBIDDEN))
 
 
 def shown(value: Any, limit: int = 40) -> str:
-    """``repr(value)``, cut to about ``limit`` characters for messages."""
+    """``repr(value)``, cut to about ``limit`` characters for messages, with the characters
+    no id may hold written as escapes: repr leaves a variation selector or a Hangul filler
+    as it is, and a message showed ``'ㅤ'``."""
     try:
         text = repr(value)
     except ValueError:  # an int too long for str()
         return "a number too long to show"
+    text = _ID_BAD.sub(lambda found: ascii(found[0])[1:-1], text)
     return text if len(text) <= limit else text[:limit] + "…"
 
 
@@ -200,6 +206,8 @@ def parse_id(value: Any, column: str) -> str:
     text = composed(str(value).strip())
     if not text:
         raise BadValue(f"{column} is empty; ids are 1 to {MAX_ID_LENGTH} characters")
+    if not text.strip(_JOINERS):  # they stay for emoji and Persian words, not alone
+        raise BadValue(f"{column} holds only zero-width joiners, which show as nothing")
     _check_characters(text, column, _ID_BAD)
     if len(text) > MAX_ID_LENGTH:
         raise BadValue(f"{column} is {len(text)} characters long, the limit is {MAX_ID_LENGTH}")
@@ -791,7 +799,7 @@ def _within_python_range(column: pa.Array) -> pa.Array:
 
 def _fast_id(column: pa.Array):
     ok, values = _fast_text(column, _ID_BAD_RE2, MAX_ID_LENGTH)
-    return ok & ~_matches(values, _DOT_SEGMENT_RE2), values
+    return ok & ~_matches(values, _DOT_SEGMENT_RE2) & ~_matches(values, _JOINERS_RE2), values
 
 
 def id_column(column: Column | None, length: int, name: str) -> Parsed:
