@@ -116,15 +116,19 @@ FilterValue = Annotated[
 ]
 
 
-def _id(value: str | int) -> str:
+def _id(value: str | int | float) -> str:
     try:
         return parse_id(value, "id")
     except BadValue as exc:
         raise PydanticCustomError("invalid_id", str(exc)) from None
 
 
+# A number as the id rule reads it at every door (31.0 is "31"): candidates refused 31.0,
+# which an event's item_id takes
 Id = Annotated[
-    StrictStr | StrictInt, _explained("must be an id (a string or an integer)"), AfterValidator(_id)
+    StrictStr | StrictInt | StrictFloat,
+    _explained("must be an id (a string or a number)"),
+    AfterValidator(_id),
 ]
 EventValue = Annotated[
     StrictStr | StrictInt | StrictFloat, _explained("must be a string or a number")

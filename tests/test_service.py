@@ -169,6 +169,15 @@ def test_post_ranks_only_the_given_candidates(client):
     assert len(ids) == 3 and set(ids) <= set(candidates) and ids[0].startswith("a")
 
 
+def test_candidates_read_numbers_as_events_do(client):
+    """An event's item_id takes 31.0 as "31"; a candidate list refused it (a string or an
+    integer only). One id rule at both doors: 2.0 is "2", 2**53 as a float is refused."""
+    ranked = client.post("/v1/users/u1/recommendations", json={"k": 3, "candidates": [2.0]})
+    assert_error(ranked, 400, "item '2' is not in")  # read as the id "2"
+    big = client.post("/v1/users/u1/recommendations", json={"k": 3, "candidates": [2.0**53]})
+    assert_error(big, 400, "write ids as text")
+
+
 @pytest.mark.parametrize(
     ("path", "status", "mentions"),
     [
