@@ -352,8 +352,12 @@ def test_bad_json_lines_before_the_first_good_one_are_rejects_too(engine, tmp_pa
 
     assert report.inserted == 1
     with open(report.rejects_path, newline="") as file:
-        rejects = [(row["line"], row["reason"]) for row in csv.DictReader(file)]
-    assert rejects == [(str(n), "malformed_row") for n in (1, 2, 4, 6)]
+        rows = list(csv.DictReader(file))
+    assert [(row["line"], row["reason"]) for row in rows] == [
+        (str(n), "malformed_row") for n in (1, 2, 4, 6)
+    ]
+    # where on the line itself a line cut short goes wrong (it was "column 1", of the break)
+    assert rows[2]["detail"].endswith("at column 13")
 
 
 @pytest.mark.parametrize("ingest", [ingest_items, ingest_interactions])

@@ -483,7 +483,7 @@ class JsonLinesSource(_TextSource):
             try:
                 value = json.loads(text)
             except json.JSONDecodeError as exc:
-                yield Record(self._line, error=f"invalid JSON: {exc.msg} at column {exc.colno}")
+                yield Record(self._line, error=f"invalid JSON: {_where(exc, text)}")
                 continue
             except RecursionError:  # a traceback half-way through the file, before
                 yield Record(self._line, error="invalid JSON: nested too deeply")
@@ -500,6 +500,16 @@ class JsonLinesSource(_TextSource):
 
 # No value a row holds nests deeper than a list in an object; far deeper is refused.
 MAX_JSON_DEPTH = 32
+
+
+def _where(exc: json.JSONDecodeError, line: str) -> str:
+    """The parser's message and column on the line itself: a line cut short was said to be
+    wrong "at column 1", of the line break after it."""
+    try:
+        json.loads(line.rstrip("\r\n"))
+    except json.JSONDecodeError as within:
+        exc = within
+    return f"{exc.msg} at column {exc.colno}"
 
 
 def _deeper_than(value: Any, limit: int) -> bool:
