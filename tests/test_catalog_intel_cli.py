@@ -13,6 +13,7 @@ from PIL import Image
 
 from recsys.catalog_intel.edits import realistic_edits
 from recsys.cli import cli
+from recsys.commands.catalog import emit
 from tests.test_catalog_intel import blobs, shapes
 from tests.test_catalog_verification import products
 
@@ -200,3 +201,13 @@ def test_items_removed_since_the_bundle_are_left_out(run_cli, engine, tmp_path):
     result = run_cli(*common, "duplicates", "--threshold", "0", "--no-verify", "--format", "json")
     pairs = json.loads(result.stdout)["rows"]
     assert pairs and all("a0" not in (p["item_a"], p["item_b"]) for p in pairs)
+
+
+def test_json_output_writes_a_missing_title_as_null(tmp_path):
+    """An item without a title was written "title_a": NaN, which strict JSON parsers refuse
+    (the service's endpoint writes null)."""
+    table = pd.DataFrame({"item_a": ["a"], "title_a": [np.nan], "similarity": [0.9]})
+    emit(table, {"score": "cosine"}, tmp_path / "dups.json", None)
+    text = (tmp_path / "dups.json").read_text()
+    parsed = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in the JSON"))
+    assert parsed["rows"] == [{"item_a": "a", "title_a": None, "similarity": 0.9}]

@@ -11,12 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import select
+from PIL import Image
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from threadpoolctl import threadpool_limits
 
 from recsys.catalog import connect
-from recsys.catalog.models import ModelBundle
+from recsys.catalog.models import Item, ModelBundle
 from recsys.cli import cli
 from recsys.evaluation.contenders import ItemContent, PeerConfig, build_contenders
 from recsys.evaluation.document import Bold, Document, to_html, to_markdown
@@ -114,6 +115,20 @@ def test_evaluate_writes_the_report_and_fused_beats_popularity(movielens_db, tmp
 
 
 @pytest.mark.slow
+def test_a_catalog_with_one_photo_gets_its_report(movielens_db, tmp_path):
+    """One item given a photo (a PUT through the API) ended every evaluation in a traceback:
+    the items without one reached the similar-items plot as NaN, Image.open(nan)."""
+    url = copy_catalog(movielens_db, tmp_path)
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "red.png")
+    with Session(connect(url)) as session, session.begin():
+        session.execute(
+            update(Item).where(Item.external_id == "1").values(image_path=str(tmp_path / "red.png"))
+        )
+    out = tmp_path / "r"
+    recsys(url, "evaluate", "--k", "10", "--users", "40", "--image-epochs", "1", "-q", "--out", out)
+    assert (only_report(out) / "plots" / "similar_items.png").exists()
+
+
 def test_other_splits_and_a_user_sample(movielens_db, tmp_path):
     url = f"sqlite:///{movielens_db}"
     args = ("--k", "10", "--users", "80", "--quiet")

@@ -272,8 +272,9 @@ def _active_bundle(engine) -> tuple[Path, np.ndarray, np.ndarray]:
 def emit(table: pd.DataFrame, extra: dict, out: Path | None, fmt: str | None) -> None:
     """The rows as CSV, or rows and ``extra`` as one JSON document; atomically to ``out``."""
     fmt = fmt or ("json" if out is not None and out.suffix.lower() == ".json" else "csv")
-    if fmt == "json":
-        text = json.dumps({**extra, "rows": table.to_dict(orient="records")}, indent=1) + "\n"
+    if fmt == "json":  # a missing value is null: NaN (an item without a title) is no JSON
+        rows = table.astype(object).where(table.notna(), None).to_dict(orient="records")
+        text = json.dumps({**extra, "rows": rows}, indent=1, allow_nan=False) + "\n"
     else:
         text = table.to_csv(index=False)
     if out is None:

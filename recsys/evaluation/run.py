@@ -396,7 +396,9 @@ def _report_inputs(data: CatalogData, config, metrics, fused: Fused, seconds) ->
         map_categories=categories,
         examples=_examples(data, fused, config),
         titles=titles,
-        images=items["image_path"].where(items["image_path"].notna(), None).tolist(),
+        # as objects: a str column puts NaN back for None, and one photo in a catalog
+        # without them ended the report in Image.open(nan)
+        images=items["image_path"].astype(object).where(items["image_path"].notna(), None).tolist(),
         seed=config.seed,
     )
 
