@@ -335,7 +335,8 @@ def parse_weight(value: Any, column: str) -> float:
     if number < 0:
         raise BadValue(f"{column} {number:g} is negative; implicit feedback weights must be ≥ 0")
     if number > MAX_WEIGHT:
-        raise BadValue(f"{column} {number:g} is above the limit {MAX_WEIGHT:,}; scale it down")
+        # as written: 1000001 {:g} is "1e+06", which reads as the limit itself
+        raise BadValue(f"{column} {shown(value)} is above the limit {MAX_WEIGHT:,}; scale it down")
     return number
 
 
