@@ -387,3 +387,19 @@ def test_the_replays_key_help_names_every_scope_it_needs():
     events:write."""
     help_text = " ".join(CliRunner().invoke(cli, ["evaluate", "--help"]).output.split())
     assert "events:write to post, and where reads are closed feeds:read and items:read" in help_text
+
+
+def test_users_show_tells_apart_events_a_fraction_of_a_second_apart(engine, run_cli, tmp_path):
+    """Two events stored 0.123 s apart (two events, by the README) were shown to the
+    second, as one repeated."""
+    items = tmp_path / "items.csv"
+    items.write_text("item_id\na1\n")
+    run_cli("ingest", "items", items, "-q")
+    events = tmp_path / "events.csv"
+    events.write_text(
+        "user_id,item_id,event,timestamp\n"
+        "u1,a1,view,2024-01-02T10:00:00Z\nu1,a1,view,2024-01-02T10:00:00.123Z\n"
+    )
+    run_cli("ingest", "interactions", events, "-q")
+    shown = run_cli("users", "show", "u1").output
+    assert "2024-01-02 10:00:00  view" in shown and "2024-01-02 10:00:00.123000  view" in shown

@@ -151,7 +151,8 @@ def user_record(engine: Engine, user_id: Any) -> dict[str, Any]:
                 "item_id": item,
                 "event": event,
                 "weight": weight,
-                "timestamp": _when(at),
+                # as stored: two events 0.123 s apart are two events, and looked the same
+                "timestamp": _when(at, "auto"),
                 "stored_at": _when(stored),
             }
             for item, event, weight, at, stored in events
@@ -169,8 +170,8 @@ def _bundle_users(directory: str | Path) -> np.ndarray:
         return np.zeros(0, dtype=str)
 
 
-def _when(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat(sep=" ", timespec="seconds")
+def _when(moment: datetime | None, timespec: str = "seconds") -> str | None:
+    return None if moment is None else moment.isoformat(sep=" ", timespec=timespec)
 
 
 def erased_in_bundle(engine: Engine, directory: str | Path, moment: datetime) -> int:
