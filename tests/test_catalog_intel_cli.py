@@ -70,6 +70,24 @@ def test_too_few_photos_say_so_in_the_words_of_photos(tmp_path):
     listed.write_text("item_id,image\na,p.png\nb,\n")  # named the images root as unreadable
     result = recsys("catalog", "duplicates", "--images", listed, expect_exit=2)
     assert "line 3 (item 'b') has no image" in result.output
+    listed.write_text("item_id,image\na,p.png\nb,p.png\na,p.png\n")  # a pair of a and a
+    result = recsys("catalog", "duplicates", "--images", listed, expect_exit=2)
+    assert "line 4 names item 'a' again (first on line 2)" in result.output
+
+
+def test_a_threshold_of_nan_and_an_out_of_no_file_say_so(vectors, tmp_path):
+    """--threshold nan found nothing, exit 0 (the service answers 400); --out into /proc
+    was a FileNotFoundError traceback; a link given as --out was replaced by a copy."""
+    path, _ = vectors
+    result = recsys("catalog", "duplicates", "--vectors", path, "--threshold", "nan", expect_exit=2)
+    assert "'nan' is not a number" in result.output
+    result = recsys("catalog", "outliers", "--vectors", path, "--out", "/proc/x.csv", expect_exit=1)
+    assert "cannot write /proc/x.csv" in result.output and "Traceback" not in result.output
+    (tmp_path / "real.csv").write_text("keep\n")
+    (tmp_path / "link.csv").symlink_to(tmp_path / "real.csv")
+    recsys("catalog", "outliers", "--vectors", path, "--out", tmp_path / "link.csv")
+    assert (tmp_path / "link.csv").is_symlink()
+    assert (tmp_path / "real.csv").read_text().startswith("item_id,score")
 
 
 def test_an_ids_file_naming_an_item_twice_is_refused(vectors):

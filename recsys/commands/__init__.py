@@ -1,6 +1,7 @@
 """Click commands, one module per top-level `recsys` subcommand (thin: the work is in recsys/)."""
 
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -47,3 +48,15 @@ class OutPath(click.Path):
         if not os.access(parent, os.W_OK | os.X_OK):
             self.fail(f"{parent} is not writable: {path} cannot be made in it", param, ctx)
         return path
+
+
+class Finite(click.FloatRange):
+    """A float option's range without NaN: click's range test lets "nan" through (each
+    comparison with it is false), and `catalog duplicates --threshold nan` found nothing,
+    exit 0, where the service answers 400."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        return number

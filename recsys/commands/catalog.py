@@ -18,7 +18,7 @@ import click
 import numpy as np
 import pandas as pd
 
-from recsys.commands import progress_option
+from recsys.commands import Finite, OutPath, progress_option
 from recsys.errors import InvalidInput
 from recsys.settings import Settings
 
@@ -42,8 +42,8 @@ def _source_options(command):
         ),
         click.option(
             "--out",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="Write here (.csv or .json) [default: CSV on stdout].",
+            type=OutPath(dir_okay=False, file_okay=True, allow_dash=True),
+            help="Write here (.csv or .json; - or none: CSV on stdout).",
         ),
         click.option(
             "--format",
@@ -277,14 +277,31 @@ def emit(table: pd.DataFrame, extra: dict, out: Path | None, fmt: str | None) ->
         text = json.dumps({**extra, "rows": rows}, indent=1, allow_nan=False) + "\n"
     else:
         text = table.to_csv(index=False)
-    if out is None:
+    try:
+        _write(text, out)
+    except OSError as exc:  # a traceback: /proc/x.json, a full disk under stdout
+        raise click.ClickException(f"cannot write {out or 'stdout'}: {exc.strerror}") from None
+    if out is not None and str(out) != "-":
+        click.echo(f"wrote {len(table)} rows to {out}", err=True)
+
+
+def _write(text: str, out: Path | None) -> None:
+    """To stdout (None or "-"), into a device or pipe as it is, else atomically, through a
+    link to its target: a temporary file renamed over the path had replaced /dev/full with a
+    file, and a link with a copy, its target unchanged."""
+    if out is None or str(out) == "-":
         sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    out = out.resolve()
+    if out.exists() and not out.is_file():
+        with open(out, "w") as stream:
+            stream.write(text)
         return
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(text)
     tmp.replace(out)
-    click.echo(f"wrote {len(table)} rows to {out}", err=True)
 
 
 @click.group("catalog")
@@ -304,7 +321,7 @@ def command() -> None:
 @_source_options
 @click.option(
     "--threshold",
-    type=click.FloatRange(-1, 1),
+    type=Finite(-1, 1),
     help="Cosine from which a pair is a duplicate [default: on the bundle, 0.95 (as the "
     "service); with --images, calibrated from edited copies of the items' images; with "
     "--vectors, none: pass one].",
@@ -332,7 +349,7 @@ def command() -> None:
 )
 @click.option(
     "--recall",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    type=Finite(0, 1, min_open=True, max_open=True),
     default=0.9,
     show_default=True,
     help="Calibration: share of edited self-copies the threshold must catch.",
@@ -423,7 +440,7 @@ def _embedder(opts: dict, images: np.ndarray):
 @_source_options
 @click.option(
     "--fpr",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    type=Finite(0, 1, min_open=True, max_open=True),
     default=0.01,
     show_default=True,
     help="Share of the catalog flagged; at most about this share of ordinary items is flagged.",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from recsys.commands import OutPath, bars
+from recsys.commands import Finite, OutPath, bars
 from recsys.datasets import DATASETS, PrepareSummary
 
 
@@ -77,7 +77,7 @@ _APPLIES_TO = {
 )
 @click.option(
     "--new-share",
-    type=click.FloatRange(min=0, max=1, max_open=True),
+    type=Finite(min=0, max=1, max_open=True),
     metavar="SHARE",
     help="fashion-shop, synthetic-shop: share of items listed after the log ends, with no "
     "interactions (default: 0.1; 0.05 for synthetic-shop).",

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from recsys.catalog import changes, connect, migrate
 from recsys.catalog.changes import Retention
 from recsys.catalog.db import connect_current, sqlite_path
+from recsys.commands import Finite
 from recsys.settings import Settings
 
 
@@ -89,7 +90,7 @@ def current(settings: Settings) -> None:
 @command.command("prune-changes")
 @click.option(
     "--keep-days",
-    type=click.FloatRange(min=0),
+    type=Finite(min=0),
     default=Retention.keep_days,
     show_default=True,
     help="Keep every change logged within this many days.",

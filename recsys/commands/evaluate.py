@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from recsys.catalog.db import connect_current
-from recsys.commands import OutPath, bars
+from recsys.commands import Finite, OutPath, bars
 from recsys.model.split import SPLITS
 from recsys.settings import Settings
 
@@ -33,7 +33,7 @@ def _parse_ks(ctx, param, value: str) -> tuple[int, ...]:
 )
 @click.option(
     "--holdout",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    type=Finite(0, 1, min_open=True, max_open=True),
     default=0.2,
     show_default=True,
     help="Share of interactions held out.",
@@ -114,7 +114,7 @@ def _parse_ks(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--no-post", is_flag=True, help="--replay: ask only (the feeds pass); post no event.")
 @click.option(
     "--diversity",
-    type=click.FloatRange(0, 1),
+    type=Finite(0, 1),
     help="--replay: MMR λ sent with every request [default: the service's].",
 )
 @click.pass_obj

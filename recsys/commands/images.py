@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from recsys.catalog import Item
 from recsys.catalog.db import connect_current
-from recsys.commands import OutPath, progress_option
+from recsys.commands import Finite, OutPath, progress_option
 from recsys.errors import InvalidInput
 from recsys.settings import DEVICE, Settings
 from recsys.vision import ImageEncoder, ImageEncoderConfig, TrainConfig
@@ -93,7 +93,7 @@ def ray_options(what: str):
     def decorate(command):
         command = click.option(
             "--gpus-per-worker",
-            type=click.FloatRange(min=0),
+            type=Finite(min=0),
             default=0.0,
             show_default=True,
             help="GPUs per Ray worker; 0 = CPU.",
@@ -177,7 +177,7 @@ def _config(opts: dict) -> ImageEncoderConfig:
 )
 @click.option(
     "--time-budget",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Finite(min=0, min_open=True),
     help="Train for this many seconds instead of --epochs.",
 )
 @click.option(
@@ -189,7 +189,7 @@ def _config(opts: dict) -> ImageEncoderConfig:
 )
 @click.option(
     "--lr",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Finite(min=0, min_open=True),
     default=2e-3,
     show_default=True,
     help="Peak learning rate.",

@@ -8,7 +8,7 @@ import math
 import click
 
 from recsys.catalog.db import connect_current
-from recsys.commands import bars
+from recsys.commands import Finite, bars
 from recsys.settings import Settings
 
 # recsys.vision.methods.METHODS, not imported here: it loads torch.
@@ -61,7 +61,7 @@ def _ids(_ctx, _param, values) -> tuple[str, ...]:
 )
 @click.option(
     "--half-life-days",
-    type=click.FloatRange(min=0),
+    type=Finite(min=0),
     default=180.0,
     show_default=True,
     help="Older events of a user count half every this many days; 0 = no decay.",
@@ -82,7 +82,7 @@ def _ids(_ctx, _param, values) -> tuple[str, ...]:
 )
 @click.option(
     "--image-time-budget",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Finite(min=0, min_open=True),
     metavar="SECONDS",
     help="Train the image encoder for this long instead of --image-epochs.",
 )
@@ -254,7 +254,7 @@ def _diversity_option(command):
 
     return click.option(
         "--diversity",
-        type=click.FloatRange(0, 1),
+        type=Finite(0, 1),
         default=DEFAULT_DIVERSITY,
         show_default=True,
         help="MMR re-ranking over the items' content vectors: 0 is the plain ranking, up to 1 "

@@ -54,8 +54,16 @@ def read_items_csv(path: str | Path, images_root: str | Path) -> tuple[list[str]
             f"{path}: line {empty} (item {rows[empty - 2]['item_id']!r}) has no {column}; "
             "leave out the items without a photo"
         )
+    ids = [r["item_id"] for r in rows]
+    first: dict[str, int] = {}
+    for line, item in enumerate(ids, start=2):  # an item paired with itself as a duplicate
+        if first.setdefault(item, line) != line:
+            raise InvalidInput(
+                f"{path}: line {line} names item {item!r} again (first on line {first[item]}); "
+                "one row per item"
+            )
     root = Path(images_root)
-    return [r["item_id"] for r in rows], [root / r[column] for r in rows]
+    return ids, [root / r[column] for r in rows]
 
 
 def _load_one(path: Path, size: int, mode: str) -> np.ndarray:
