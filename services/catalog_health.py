@@ -515,8 +515,11 @@ def outliers(query: OutliersQuery) -> Outliers | Response:
     fit = _fit(version, "outliers", compute, query.k)
     if isinstance(fit, Response):
         return fit
-    scores = fit["scores"]
-    threshold, top = threshold_at(scores, query.fpr), top_rows(scores, query.top)
+    # items removed from the catalog since the bundle are left out, as the CLI leaves them:
+    # a deleted item was the top outlier, with no title or photo
+    scores, kept = fit["scores"], np.flatnonzero(~_removed(len(ids)))
+    threshold = threshold_at(scores[kept], query.fpr)
+    top = kept[top_rows(scores[kept], query.top)]
     items = [
         ScoredItem(
             **item.model_dump(),
@@ -529,9 +532,18 @@ def outliers(query: OutliersQuery) -> Outliers | Response:
         model_version=version,
         k=int(fit["k"]),
         threshold=threshold,
-        flagged=int((scores > threshold).sum()),
+        flagged=int((scores[kept] > threshold).sum()),
         items=items,
     )
+
+
+def _removed(n_items: int) -> np.ndarray:
+    """(N,) bool: the served bundle's items removed from the catalog since it was trained
+    (none known: a worker without a live catalog, or a bundle swapped since ``_served``)."""
+    live = context().holder.state.recommender.live
+    if live is None or len(live.removed) != n_items:
+        return np.zeros(n_items, dtype=bool)
+    return np.asarray(live.removed, dtype=bool)
 
 
 @bp.get("/v1/admin/catalog/clusters")

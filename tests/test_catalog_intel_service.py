@@ -137,6 +137,20 @@ def test_outliers_are_scored_most_unusual_first(client):
     assert sum(marks) == whole["flagged"] and not all(marks)
 
 
+def test_an_item_removed_since_the_bundle_is_no_outlier(tmp_path):
+    """A deleted item stayed the top outlier, with no title or photo (the CLI leaves such
+    items out)."""
+    app = service_app(build_shop(tmp_path))
+    client = app.test_client()
+    before = _answered(client, "/v1/admin/catalog/outliers?top=3&fpr=0.1").get_json()
+    odd = before["items"][0]["item_id"]
+    assert client.delete(f"/v1/items/{odd}", headers=ADMIN).status_code == 200
+    app.extensions["recsys"].holder.follow()
+    after = _answered(client, "/v1/admin/catalog/outliers?top=3&fpr=0.1").get_json()
+    assert odd not in [item["item_id"] for item in after["items"]]
+    assert after["items"][0] == before["items"][1] and after["flagged"] <= before["flagged"]
+
+
 def test_the_most_viewed_item_is_not_an_outlier_for_being_viewed(tmp_path):
     def prepare(engine):  # 200 more shoppers, each of whom viewed a1 on the first day
         with Session(engine) as session, session.begin():
