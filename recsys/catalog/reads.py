@@ -606,12 +606,15 @@ def _time_limit(connection: Connection, seconds: float):
         stopped.append(True)
         return True
 
+    def time_out(after: float) -> None:  # LOCAL: until the transaction ends
+        connection.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, round(after * 1e3))}")
+
     def rearm() -> None:
         left = deadline - time.monotonic()
         if left <= 0:
             stopped.append(True)
             raise OperationalError("search", {}, Exception("past its time"))
-        connection.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, round(left * 1e3))}")
+        time_out(left)
 
     if not seconds:
         yield lambda: None
@@ -619,10 +622,8 @@ def _time_limit(connection: Connection, seconds: float):
     try:
         if sqlite:
             connection.connection.driver_connection.set_progress_handler(past_deadline, 1000)
-        else:  # LOCAL: until the transaction ends, when the connection goes back to the pool
-            connection.exec_driver_sql(
-                f"SET LOCAL statement_timeout = {max(1, round(seconds * 1e3))}"
-            )
+        else:  # the whole time for the first statement, however short it is
+            time_out(seconds)
         yield (lambda: None) if sqlite else rearm
     except OperationalError as exc:
         if not (stopped or getattr(exc.orig, "sqlstate", None) == "57014"):  # query_canceled

@@ -365,7 +365,7 @@ def record_interactions(
     problems |= found
     stored = ~np.isin(rows["row"].to_numpy(), list(problems))
     users = sorted(set(rows["user"].filter(pa.array(stored)).to_pylist()))
-    rejected = [RejectedEvent(row, str(why), said) for row, (why, said) in sorted(problems.items())]
+    rejected = [RejectedEvent(row, *problem) for row, problem in sorted(problems.items())]
     return RecordedEvents(report.inserted, report.updated, report.unchanged, users, rejected)
 
 
