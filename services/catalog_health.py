@@ -473,9 +473,21 @@ def duplicates(query: DuplicatesQuery) -> Duplicates | Response:
         verified_threshold=None if np.isnan(verified_threshold) else verified_threshold,
         verified_pairs=int(fit["verified_pairs"]),
         skipped_pairs=int(fit["skipped_pairs"]),
-        total_sets=len(fit["sizes"]),
+        total_sets=_live_sets(fit, _removed(len(ids))),
         sets=shown,
     )
+
+
+def _live_sets(fit: Fit, removed: np.ndarray) -> int:
+    """The duplicate sets that still have two items the catalog lists (a set whose copies
+    were removed since the bundle is nothing left to deduplicate)."""
+    sizes = fit["sizes"]
+    if not len(sizes) or not removed.any():
+        return len(sizes)
+    live = np.add.reduceat(
+        (~removed[fit["rows"]]).astype(np.int64), np.r_[0, np.cumsum(sizes)[:-1]]
+    )
+    return int((live >= 2).sum())
 
 
 def _calibrate(engine, ids) -> Fit:
@@ -573,6 +585,7 @@ def clusters(query: ClustersQuery) -> Clusters | Response:
             "medoids": fitted.medoids_,
             "sizes": fitted.sizes_,
             "members": _first_members(fitted.labels_, fitted.k_, MAX_MEMBERS),
+            "labels": fitted.labels_.astype(np.int32),
             "map_rows": rows,
             "map_xy": xy,
             "map_labels": fitted.labels_[rows],
@@ -581,13 +594,21 @@ def clusters(query: ClustersQuery) -> Clusters | Response:
     fit = _fit(version, "clusters", compute, query.k)
     if isinstance(fit, Response):
         return fit
+    # items removed from the catalog since the bundle are left out, as the CLI leaves them:
+    # they were listed with no title or photo. A fit stored before labels were kept has none.
+    removed, sizes = _removed(len(ids)), fit["sizes"]
+    if "labels" in fit and removed.any():
+        sizes = np.bincount(fit["labels"][~removed], minlength=len(sizes))
     groups = []
     for c, medoid in enumerate(fit["medoids"]):
-        if medoid < 0:
+        members = fit["members"][c]
+        members = members[(members >= 0) & ~removed[np.maximum(members, 0)]]
+        if medoid < 0 or not sizes[c] or not len(members):  # (or none left of its first 48)
             continue
-        members = fit["members"][c, : query.members]
-        medoid_card, *member_cards = _cards([ids[medoid], *ids[members[members >= 0]]])
-        size = int(fit["sizes"][c])
+        if removed[medoid]:  # the cluster's first remaining item stands for it
+            medoid = members[0]
+        medoid_card, *member_cards = _cards([ids[medoid], *ids[members[: query.members]]])
+        size = int(sizes[c])
         attribute, value = fit["names"][c].tolist()  # "": no value names it
         groups.append(
             Cluster(
@@ -603,6 +624,7 @@ def clusters(query: ClustersQuery) -> Clusters | Response:
     points = [
         MapPoint(item_id=str(ids[r]), x=round(float(x), 4), y=round(float(y), 4), cluster=int(c))
         for r, (x, y), c in zip(fit["map_rows"], fit["map_xy"], fit["map_labels"], strict=True)
+        if not removed[r]
     ]
     return Clusters(model_version=version, k=int(fit["k"]), clusters=groups, points=points)
 

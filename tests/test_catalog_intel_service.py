@@ -94,6 +94,7 @@ def test_a_relisted_item_and_its_source_are_a_duplicate_set(tmp_path):
     client.application.extensions["recsys"].holder.follow()
     answer, sets = _duplicate_sets(client, "verify=false&threshold=0.99")
     assert ("a1", "a1-again") not in sets
+    assert answer["total_sets"] == len(answer["sets"])  # it counted the removed copy's set
     assert all(item["title"] for group in answer["sets"] for item in group["items"])
 
 
@@ -149,6 +150,23 @@ def test_an_item_removed_since_the_bundle_is_no_outlier(tmp_path):
     after = _answered(client, "/v1/admin/catalog/outliers?top=3&fpr=0.1").get_json()
     assert odd not in [item["item_id"] for item in after["items"]]
     assert after["items"][0] == before["items"][1] and after["flagged"] <= before["flagged"]
+
+
+def test_an_item_removed_since_the_bundle_is_in_no_cluster_or_map(tmp_path):
+    """Clusters listed a deleted item, even as a cluster's medoid, and put it on the map with
+    no title or photo."""
+    app = service_app(build_shop(tmp_path))
+    client = app.test_client()
+    before = _answered(client, "/v1/admin/catalog/clusters?k=2&members=48").get_json()
+    gone = before["clusters"][0]["medoid"]["item_id"]
+    assert client.delete(f"/v1/items/{gone}", headers=ADMIN).status_code == 200
+    app.extensions["recsys"].holder.follow()
+    after = _answered(client, "/v1/admin/catalog/clusters?k=2&members=48").get_json()
+    listed = [c["medoid"]["item_id"] for c in after["clusters"]]
+    listed += [m["item_id"] for c in after["clusters"] for m in c["members"]]
+    assert gone not in listed and gone not in [p["item_id"] for p in after["points"]]
+    assert sum(c["size"] for c in after["clusters"]) == len(after["points"]) == 31
+    assert all(m["title"] for c in after["clusters"] for m in c["members"])
 
 
 def test_the_most_viewed_item_is_not_an_outlier_for_being_viewed(tmp_path):
