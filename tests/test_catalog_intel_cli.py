@@ -147,6 +147,12 @@ def test_outliers_json_puts_the_odd_item_first(vectors, tmp_path):
     assert len(doc["rows"]) == 3 and doc["k"] == 10
 
 
+def test_an_outliers_k_past_the_catalog_says_the_k_it_scored_at(vectors):
+    path, _ = vectors
+    result = recsys("catalog", "outliers", "--vectors", path, "--k", 5000, "--no-progress")
+    assert "--k 5000 is more than the 301 other items: scored at k = 301" in result.stderr
+
+
 def test_clusters_have_one_medoid_each_and_follow_the_families(vectors):
     path, labels = vectors
     # k = 6: the odd item may take a cluster of its own; no cluster mixes two families.

@@ -472,6 +472,12 @@ def outliers(settings: Settings, **opts) -> None:
         ids, vectors = load_vectors(settings, opts["vectors"], opts["items"])
     cfg = OutlierConfig(k=opts["k"], false_positive_rate=opts["fpr"])
     scorer = OutlierScorer(cfg, show_progress=opts["progress"]).fit(vectors)
+    if opts["k"] is not None and scorer.k_ < opts["k"]:  # it was clamped without a word
+        click.echo(
+            f"--k {opts['k']} is more than the {len(ids) - 1} other items: scored at k = "
+            f"{scorer.k_}",
+            err=True,
+        )
     order = scorer.top(opts["top"] or len(ids))
     table = pd.DataFrame(
         {
