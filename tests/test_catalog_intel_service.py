@@ -395,6 +395,26 @@ def test_the_cli_decides_the_bundles_pairs_as_the_service_does(copies_shop, tmp_
     assert {tuple(sorted(s)) for s in answer["sets"]} == found
 
 
+def test_photos_that_do_not_decode_are_said_to_leave_the_titles_to_check(copies_shop, caplog):
+    """Photo files that would not decode (a volume half-mounted) read as a catalog without
+    photos, without a word."""
+    shop, images, _ = copies_shop
+    away = images.with_name("photos-broken")
+    images.rename(away)
+    images.mkdir()
+    for photo in away.iterdir():
+        (images / photo.name).write_bytes(b"not a photo")
+    try:
+        client = service_app(shop).test_client()
+        answer, _ = _duplicate_sets(client, "threshold=0.5")
+    finally:
+        shutil.rmtree(images)
+        away.rename(images)
+    assert answer["score"] == "cosine and titles"
+    assert "0 of 32 sampled items' photo files decoded" in caplog.text
+    assert "32 of 32 photos not verified: cannot read image" in caplog.text  # one line
+
+
 def test_without_photos_the_answer_is_the_cosine_one_checked_by_titles(copies_shop):
     shop, images, _ = copies_shop
     away = images.with_name("photos-gone")

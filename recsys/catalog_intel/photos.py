@@ -26,6 +26,7 @@ from sqlalchemy import Engine, select
 
 from recsys.catalog.models import Item
 from recsys.catalog_intel.duplicates import DuplicateConfig, calibrate_threshold
+from recsys.errors import InvalidInput
 
 if TYPE_CHECKING:  # torch is imported where photos are compared: the service starts without it
     from recsys.catalog_intel.verification import VerifyConfig
@@ -95,6 +96,16 @@ class CatalogPhotos:
         rows = np.sort(rng.choice(n, min(cfg.calibration_photos, n), replace=False))
         _, photos = self.decode(rows)
         if len(photos) < 10:
+            # files that do not decode (a photo volume half-mounted, a broken upload) read
+            # as a catalog without photos: say so
+            listed = sum(path is not None for path in self.paths(rows))
+            if len(photos) < listed:
+                log.warning(
+                    "%d of %d sampled items' photo files decoded, fewer than 10: duplicate "
+                    "pairs are checked by their titles, not their photos",
+                    len(photos),
+                    listed,
+                )
             return None
         from recsys.catalog_intel.verification import self_copy_scores
 
@@ -141,15 +152,17 @@ def _decode(paths: list[str]) -> list[np.ndarray | None]:
     side = _side()
     try:
         return list(load_image_files(paths, side, 1)[:, 0].numpy())
-    except (OSError, ValueError):
+    except (InvalidInput, OSError, ValueError):  # InvalidInput: a file that does not decode
         pass
-    out = []
+    out, failed = [], []
     for path in paths:
         try:
             out.append(load_image_files([path], side, 1)[0, 0].numpy())
-        except (OSError, ValueError) as exc:
-            log.warning("photo %s not verified: %s", path, exc)
+        except (InvalidInput, OSError, ValueError) as exc:
+            failed.append(str(exc))
             out.append(None)
+    if failed:  # one line, not one per photo (300 when a volume is half-mounted)
+        log.warning("%d of %d photos not verified: %s", len(failed), len(paths), failed[0])
     return out
 
 
