@@ -56,7 +56,8 @@ class KeyCache:
 
     def principal(self, key: str, unknown=None) -> Principal | None:
         """The key's caller, or None; ``unknown()`` runs (and may raise) first for a key not
-        known to work, before it is looked up in the catalog."""
+        known to work (a key that worked at its last lookup is), before it is looked up in
+        the catalog."""
         if self._admin and hmac.compare_digest(key.encode(), self._admin):
             return Principal("admin-token", (ADMIN,))
         digest = hashlib.sha256(key.encode()).hexdigest()  # the cache never holds a key
@@ -65,7 +66,10 @@ class KeyCache:
         fresh = cached is not None and cached[0] > now
         if fresh and cached[1] is not None:
             return cached[1]
-        if unknown is not None:
+        # a key that worked at its last lookup is looked up again whatever other keys from
+        # its address did: it was refused for 30 s when a stale client beside it sent a
+        # revoked one past the limit
+        if unknown is not None and digest not in self._found:
             unknown()
         if fresh:
             return None

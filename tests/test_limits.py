@@ -15,7 +15,7 @@ from PIL import Image
 
 from recsys.catalog import connect
 from recsys.catalog.db import catalog_key
-from recsys.catalog.keys import create_key
+from recsys.catalog.keys import create_key, find_key, revoke_key
 from recsys.errors import InvalidSettings
 from recsys.settings import Settings
 from recsys.vision import ImageEncoder
@@ -117,6 +117,31 @@ def test_an_address_sending_unknown_keys_is_refused_before_they_are_looked_up(sh
     assert users("t" * 19 + "x").status_code == 429  # admin token guesses count alike
     assert users(good).status_code == 200  # a key known to work still passes
     assert users(guesses[4], "10.9.0.2").status_code == 401  # another address: its own count
+
+
+def test_a_key_that_worked_is_looked_up_again_while_its_address_is_over_the_limit(shop):
+    """A key in use was refused (429) each time its cache entry expired while a stale client
+    on the same host sent a revoked key past the failure limit: for 30 s at a time."""
+    settings = Settings(
+        database_url=shop[0], artifacts_dir=shop[1], key_failure_rate_limit="3/minute"
+    )  # each key looked up on every request: its cache entry always expired
+    client = create_app(settings, {"RELOAD_CHECK_SECONDS": 0, "KEY_CACHE_SECONDS": 0})
+    client = client.test_client()
+    engine = connect(shop[0])
+    stale, revoked = create_key(engine, ["users:read"])
+    _, good = create_key(engine, ["users:read"])
+
+    def users(key: str):
+        return client.get(
+            "/v1/users", headers=bearer(key), environ_base={"REMOTE_ADDR": "10.9.1.1"}
+        )
+
+    assert users(good).status_code == users(revoked).status_code == 200
+    revoke_key(engine, stale.key_id)
+    assert [users(revoked).status_code for _ in range(4)] == [401, 401, 401, 429]
+    assert users(good).status_code == 200  # it was a 429 for as long as the address was over
+    revoke_key(engine, find_key(engine, good).key_id)
+    assert users(good).status_code == 401  # looked up: revoked since, refused
 
 
 def test_the_counters_file_is_shared_between_processes(tmp_path):
