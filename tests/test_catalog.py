@@ -39,6 +39,21 @@ def test_upgrade_downgrade_upgrade_round_trip(db_url):
     engine.dispose()
 
 
+def test_a_catalog_whose_path_needs_escapes_upgrades_and_downgrades(tmp_path, monkeypatch):
+    """A file name with é, a quote, # and %: its URL holds %-escapes, which Alembic's config
+    took for interpolations (a ValueError from `db upgrade`, `downgrade` and `copy --to`)."""
+    monkeypatch.chdir(tmp_path)
+    name = "café '#1 100%.db"
+    url = f"sqlite:///{tmp_path / name}"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--database-url", url, "db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / name).is_file()
+    result = runner.invoke(cli, ["--database-url", url, "db", "downgrade", "base", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert "catalog at revision base" in result.output
+
+
 def test_unmigrated_database_is_refused_with_the_fix(db_url):
     engine = connect(db_url)
     with pytest.raises(CatalogNotReady, match="run `recsys db upgrade` first"):
