@@ -3,6 +3,7 @@ never brings an erased shopper back."""
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import threading
@@ -67,7 +68,7 @@ def test_a_backup_taken_while_events_are_written_is_a_sound_catalog(engine, db_u
     assert copy.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     copied = copy.execute("SELECT count(*) FROM interactions").fetchone()[0]
     assert 0 < copied <= _count(engine, Interaction)
-    assert not list(tmp_path.glob(".copy.db.partial*"))
+    assert not list(tmp_path.glob(".backup-*.partial*"))
     with pytest.raises(InvalidInput, match="exists; back up into a new file"):
         backup(db_url, tmp_path / "copy.db")
 
@@ -295,3 +296,19 @@ def test_a_catalog_whose_name_holds_a_hash_is_the_one_backed_up(tmp_path):
         assert copy.execute("SELECT count(*) FROM items").fetchone()[0] == _count(engine, Item)
     assert not (tmp_path / "shop ").exists()
     engine.dispose()
+
+
+def test_a_backup_with_the_longest_name_a_file_may_have(engine, db_url, tmp_path, monkeypatch):
+    """Its temporary name was the target's with a dot and ".partial" more: past the longest
+    name ("File name too long", a traceback); a disk full at the end is one line too."""
+    _sqlite_only(db_url)
+    target = tmp_path / ("c" * 252 + ".db")
+    assert backup(db_url, target) > 0
+
+    def full(_fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(backups.os, "fsync", full)
+    with pytest.raises(InvalidInput, match="No space left on device"):
+        backup(db_url, tmp_path / "d.db")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith((".", "d"))] == []

@@ -26,6 +26,7 @@ import os
 import sqlite3
 import time
 import urllib.parse
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +94,9 @@ def backup(url, target: str | Path, progress: Callable[[int, int], None] | None 
         raise InvalidInput(f"{target} exists; back up into a new file")
     if not target.parent.is_dir():
         raise InvalidInput(f"no folder {target.parent}; create it first")
-    partial = target.with_name(f".{target.name}.partial")
+    # a short name of its own: ".NAME.partial" was past the longest a name may be for a
+    # target name near it ("File name too long")
+    partial = target.with_name(f".backup-{uuid.uuid4().hex[:8]}.partial")
     try:
         _copy(source_path, partial, progress)
         _one_file(partial)
@@ -105,6 +108,10 @@ def backup(url, target: str | Path, progress: Callable[[int, int], None] | None 
         hint = "; can this user write there?" if "unable to open" in str(exc) else ""
         raise InvalidInput(
             f"the backup failed ({exc}{hint}); nothing was written to {target}"
+        ) from exc
+    except OSError as exc:  # the fsync or the rename: a full disk, a read-only folder
+        raise InvalidInput(
+            f"the backup failed ({exc.strerror}); nothing was written to {target}"
         ) from exc
     finally:
         _remove(partial)
