@@ -92,6 +92,13 @@ class RecsysGroup(click.Group):
             # a training stopped by the database going away or a lock: it may pass
             cause = exc.__cause__
             ctx.exit(TRY_AGAIN if isinstance(cause, DBAPIError) and passing(cause) else 2)
+        except OSError as exc:  # a full disk, a read-only folder... (recsys.files.REFUSED)
+            from recsys.files import refused
+
+            if (line := refused(exc)) is None:
+                raise
+            click.secho(f"error: {line}", fg="red", err=True)
+            ctx.exit(2)
         except DBAPIError as exc:  # the server is down or refuses us; the file is locked, full...
             from recsys.catalog.db import database_problem, passing
 

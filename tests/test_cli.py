@@ -403,3 +403,14 @@ def test_users_show_tells_apart_events_a_fraction_of_a_second_apart(engine, run_
     run_cli("ingest", "interactions", events, "-q")
     shown = run_cli("users", "show", "u1").output
     assert "2024-01-02 10:00:00  view" in shown and "2024-01-02 10:00:00.123000  view" in shown
+
+
+def test_a_file_the_machine_refuses_is_one_line(run_cli, db_url, tmp_path):
+    """An OSError of a full disk, a read-only folder, a name too long... was a traceback
+    (exit 1): one line now, naming the file, exit 2."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("db backup backs SQLite catalogs up")
+    run_cli("db", "upgrade")
+    name = tmp_path / ("c" * 256 + ".db")
+    result = run_cli("db", "backup", name, expect_exit=2)
+    assert result.output == f"error: File name too long: {name}\n"
