@@ -84,6 +84,8 @@ def connect(database_url: str, timeout: float = 0.0, pool_size: int = 5) -> Engi
             ) from exc
         IdlePing().watch(engine)
         return engine
+    if url.database and url.database.startswith("~"):  # SQLite made a folder named ~ here
+        url = url.set(database=os.path.expanduser(url.database))
     try:
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS})
     except ArgumentError as exc:  # sqlite:/path (one slash)
@@ -135,13 +137,15 @@ def passing(exc: BaseException) -> bool:
 
 
 def sqlite_path(url) -> str | None:
-    """The absolute path of a SQLite catalog's file (``url``: a URL or its text); None for a
-    server, an in-memory database or a ``file:`` URI."""
+    """The absolute path of a SQLite catalog's file (``url``: a URL or its text), ``~``
+    expanded; None for a server, an in-memory database or a ``file:`` URI."""
     url = make_url(url)
     database = url.database
     if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
         return None
-    return None if database.startswith("file:") else os.path.abspath(database)
+    if database.startswith("file:"):
+        return None
+    return os.path.abspath(os.path.expanduser(database))  # as ``connect`` opens it
 
 
 def catalog_key(url) -> str:
