@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+from dataclasses import replace
 
 import click
 
@@ -92,6 +93,13 @@ class RecsysGroup(click.Group):
             # a training stopped by the database going away or a lock: it may pass
             cause = exc.__cause__
             ctx.exit(TRY_AGAIN if isinstance(cause, DBAPIError) and passing(cause) else 2)
+        except OSError as exc:  # a full disk, a read-only folder... (recsys.files.REFUSED)
+            from recsys.files import refused
+
+            if (line := refused(exc)) is None:
+                raise
+            click.secho(f"error: {line}", fg="red", err=True)
+            ctx.exit(2)
         except DBAPIError as exc:  # the server is down or refuses us; the file is locked, full...
             from recsys.catalog.db import database_problem, passing
 
@@ -173,6 +181,8 @@ def cli(ctx: click.Context, database_url, artifacts_dir, device, ray_address, ve
         )
     except RecsysError as exc:
         raise click.UsageError(str(exc)) from exc
+    # a quoted '~/a' (or RECSYS_ARTIFACTS_DIR=~/a) made a folder named ~ here
+    ctx.obj = replace(ctx.obj, artifacts_dir=ctx.obj.artifacts_dir.expanduser())
     _log_as(ctx.obj.log_format)
 
 

@@ -5,8 +5,52 @@ by a service running as another one."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 from pathlib import Path
+
+# What the machine answers about a file that the command cannot help: a full disk, a
+# read-only or missing folder, a file where a folder should be, a name too long, a link
+# loop. The CLI says these in one line (exit 2), as input that cannot work; an OSError of
+# another errno is more likely the code's own fault, and keeps its traceback.
+REFUSED = frozenset(
+    {
+        errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EACCES, errno.EPERM,
+        errno.EROFS, errno.ENAMETOOLONG, errno.EEXIST, errno.ENOTDIR, errno.EISDIR,
+        errno.ELOOP, errno.ENOENT, errno.ENOTEMPTY, errno.EBUSY, errno.ETXTBSY,
+    }
+)  # fmt: skip
+
+
+def refused(exc: OSError) -> str | None:
+    """One line of what the machine refused (``REFUSED``), the file named: "No space left on
+    device: /data/ev" (the system's words, not pyarrow's longer ones); None for another
+    errno."""
+    if exc.errno not in REFUSED:
+        return None
+    names = [str(name) for name in (exc.filename, exc.filename2) if name is not None]
+    return os.strerror(exc.errno) + (f": {' -> '.join(names)}" if names else "")
+
+
+@contextlib.contextmanager
+def writing(path: str | Path):
+    """Name ``path`` in an OSError of the block that names no file (a write's on a full disk,
+    pyarrow's): the error line said "No space left on device" and not where."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
+
+
+def out_path(path: str | Path) -> Path:
+    """The path a command writes for the ``path`` it was given: ``~`` expanded (a quoted
+    ``'~/ev'`` made a folder named ~ here, and "written to ~/ev" read as the home folder),
+    absolute, and through links to their target (a folder or file written under a temporary
+    name and renamed into place replaced a link to it, and the target stayed as it was)."""
+    return Path(os.path.realpath(os.path.expanduser(path)))
 
 
 def _umask() -> int:

@@ -39,6 +39,21 @@ def test_upgrade_downgrade_upgrade_round_trip(db_url):
     engine.dispose()
 
 
+def test_a_catalog_whose_path_needs_escapes_upgrades_and_downgrades(tmp_path, monkeypatch):
+    """A file name with é, a quote, # and %: its URL holds %-escapes, which Alembic's config
+    took for interpolations (a ValueError from `db upgrade`, `downgrade` and `copy --to`)."""
+    monkeypatch.chdir(tmp_path)
+    name = "café '#1 100%.db"
+    url = f"sqlite:///{tmp_path / name}"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--database-url", url, "db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / name).is_file()
+    result = runner.invoke(cli, ["--database-url", url, "db", "downgrade", "base", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert "catalog at revision base" in result.output
+
+
 def test_unmigrated_database_is_refused_with_the_fix(db_url):
     engine = connect(db_url)
     with pytest.raises(CatalogNotReady, match="run `recsys db upgrade` first"):
@@ -261,3 +276,24 @@ def test_postgresql_connections_say_which_process_holds_them():
     with engine.connect() as connection:
         name = connection.execute(text("SHOW application_name")).scalar()
     assert name == f"recsys ({os.getpid()})"
+
+
+def test_a_catalog_that_cannot_be_made_says_why(tmp_path):
+    """A file on the catalog's path was a FileExistsError traceback; a folder at it, links
+    that loop and a name too long for its -wal file were all 'its folder is missing or not
+    readable and writable' (the last one leaving an empty file behind)."""
+
+    def upgrade(path) -> str:
+        result = CliRunner().invoke(cli, ["--database-url", f"sqlite:///{path}", "db", "upgrade"])
+        assert result.exit_code == 2, result.output
+        return result.output
+
+    (tmp_path / "train.db").write_text("a file")
+    said = upgrade(tmp_path / "train.db" / "new" / "x.db")
+    assert f"error: {tmp_path / 'train.db'} is a file, not a folder" in said
+    assert f"cannot open {tmp_path}: it is a folder" in upgrade(tmp_path)
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    assert "its links loop" in upgrade(tmp_path / "loop")
+    long = tmp_path / ("c" * 252 + ".db")  # a name the system takes; its -wal's it does not
+    assert "its name is too long for the -wal file SQLite writes beside it" in upgrade(long)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loop", "train.db"]

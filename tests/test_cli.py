@@ -403,3 +403,44 @@ def test_users_show_tells_apart_events_a_fraction_of_a_second_apart(engine, run_
     run_cli("ingest", "interactions", events, "-q")
     shown = run_cli("users", "show", "u1").output
     assert "2024-01-02 10:00:00  view" in shown and "2024-01-02 10:00:00.123000  view" in shown
+
+
+def test_a_file_the_machine_refuses_is_one_line(run_cli, db_url, tmp_path):
+    """An OSError of a full disk, a read-only folder, a name too long... was a traceback
+    (exit 1): one line now, naming the file, exit 2."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("db backup backs SQLite catalogs up")
+    run_cli("db", "upgrade")
+    name = tmp_path / ("c" * 256 + ".db")
+    result = run_cli("db", "backup", name, expect_exit=2)
+    assert result.output == f"error: File name too long: {name}\n"
+
+
+def test_a_tilde_is_the_home_folder(tmp_path, monkeypatch):
+    """A '~' that no shell expanded (quoted, after =, from the environment) made a folder
+    named ~ in the working folder, and "written to ~/ev" read as the home folder."""
+    home, here = tmp_path / "home", tmp_path / "here"
+    home.mkdir()
+    here.mkdir()
+    monkeypatch.chdir(here)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("RECSYS_ARTIFACTS_DIR", "~/artifacts")
+    runner = CliRunner()
+
+    def run(*args: str) -> str:
+        result = runner.invoke(cli, ["--database-url", "sqlite:///~/shop.db", *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    run("db", "upgrade")
+    assert (home / "shop.db").is_file()
+    assert f"written to {home / 'ev'}" in run("export", "interactions", "--out", "~/ev")
+    assert f"backed up to {home / 'bk.db'}" in run("db", "backup", "~/bk.db", "-q")
+    shop = run("datasets", "prepare", "synthetic-shop", "--out", "~/s", "--items", "50",
+               "--users", "20", "--events", "200", "--no-images", "-q")  # fmt: skip
+    assert f"synthetic-shop written to {home / 's'}" in shop
+    run("ingest", "items", str(home / "s" / "items.csv"), "-q")
+    run("ingest", "interactions", str(home / "s" / "interactions.csv"), "-q")
+    run("train", "--quiet")
+    assert (home / "artifacts" / "bundles").is_dir()
+    assert list(here.iterdir()) == []

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -242,3 +244,54 @@ def test_help_says_it_is_synthetic_and_lists_the_files():
     text = recsys("datasets", "prepare", "--help").output
     for written in ["synthetic-shop", "SYNTHETIC", "next_week.csv", "seller", "--no-images"]:
         assert written in text
+
+
+SMALL = ("--items", 50, "--users", 20, "--events", 200, "--no-images")
+
+
+def test_a_link_to_a_folder_is_written_through(tmp_path):
+    """--out LINK replaced the link with a folder: the data landed beside the target, which
+    stayed empty, and a stray .LINK.*.old link was left; a dangling link was a traceback."""
+    target = tmp_path / "target"
+    target.mkdir()
+    (tmp_path / "link").symlink_to(target)
+    done = prepare(tmp_path / "link", *SMALL)
+    assert f"synthetic-shop written to {target}\n" in done.output
+    assert (tmp_path / "link").is_symlink() and (target / "items.csv").is_file()
+    (tmp_path / "dangling").symlink_to(tmp_path / "made")
+    prepare(tmp_path / "dangling", *SMALL)
+    assert (tmp_path / "made" / "items.csv").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling", "link", "made", "target"]
+
+
+def test_an_earlier_output_that_cannot_be_replaced_is_kept(tmp_path, monkeypatch):
+    """Over a read-only earlier output the rename failed: a traceback, and its staging
+    folder (.shop.XXXX.tmp) was left."""
+    out = tmp_path / "shop"
+    prepare(out, *SMALL)
+    before = (out / "items.csv").read_bytes()
+    replace = os.replace
+
+    def refused(source, target):
+        if os.fspath(source) == str(out):
+            raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), source, None, target)
+        replace(source, target)
+
+    monkeypatch.setattr(os, "replace", refused)
+    result = prepare(out, *SMALL, "--seed", 3, expect_exit=2)
+    assert f"error: Operation not permitted: {out} -> {tmp_path}/.shop." in result.output
+    assert (out / "items.csv").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["shop"]
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    """A full disk was an OSError traceback (exit 1) and left an empty --out folder."""
+    from recsys.datasets import synthetic_shop
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "Error writing bytes to file")  # as pyarrow's: no file
+
+    monkeypatch.setattr(synthetic_shop, "write_events", full)
+    result = prepare(tmp_path / "shop", *SMALL, expect_exit=2)
+    assert result.output.strip().endswith(f"error: No space left on device: {tmp_path / 'shop'}")
+    assert list(tmp_path.iterdir()) == []

@@ -3,6 +3,8 @@ never brings an erased shopper back."""
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
 import threading
 
@@ -66,7 +68,7 @@ def test_a_backup_taken_while_events_are_written_is_a_sound_catalog(engine, db_u
     assert copy.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     copied = copy.execute("SELECT count(*) FROM interactions").fetchone()[0]
     assert 0 < copied <= _count(engine, Interaction)
-    assert not list(tmp_path.glob(".copy.db.partial*"))
+    assert not list(tmp_path.glob(".backup-*.partial*"))
     with pytest.raises(InvalidInput, match="exists; back up into a new file"):
         backup(db_url, tmp_path / "copy.db")
 
@@ -243,3 +245,70 @@ def test_a_restore_onto_a_catalog_another_writer_holds_gives_up_and_keeps_it(
         holder.rollback()
         holder.close()
     assert _count(engine, Item) == items
+
+
+def test_a_backup_is_one_file_read_where_nothing_may_be_written(
+    engine, db_url, tmp_path, monkeypatch
+):
+    """A backup kept the catalog's WAL mode: a restore read it only where it could write its
+    -shm beside it ("no catalog backup this code can read" on read-only storage), and left
+    -wal and -shm beside it elsewhere. Backups are written in DELETE mode now; an older one,
+    in WAL mode, is read as immutable where its folder cannot be written."""
+    _sqlite_only(db_url)
+    populate(engine)
+    items = _count(engine, Item)
+    shelf = tmp_path / "shelf"
+    shelf.mkdir()
+    backup(db_url, shelf / "monday.db")
+    with sqlite3.connect(shelf / "monday.db") as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    restore(engine, db_url, shelf / "monday.db")
+    assert [p.name for p in shelf.iterdir()] == ["monday.db"]
+    older = sqlite3.connect(shelf / "monday.db")  # as backups were: in WAL mode
+    older.execute("PRAGMA journal_mode=WAL")
+    older.close()
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM items WHERE id = (SELECT max(id) FROM items)"))
+    shelf.chmod(0o555)
+    access = os.access  # root may write there all the same: as read-only storage
+    monkeypatch.setattr(backups.os, "access", lambda p, m: access(p, m) and p != str(shelf))
+    try:
+        restore(engine, db_url, shelf / "monday.db")
+    finally:
+        shelf.chmod(0o755)
+    assert [p.name for p in shelf.iterdir()] == ["monday.db"]
+    assert _count(engine, Item) == items
+    with engine.connect() as connection:
+        assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+
+
+def test_a_catalog_whose_name_holds_a_hash_is_the_one_backed_up(tmp_path):
+    """The read-only URI of ``c#1.db`` was cut at the #: the backup copied a new, empty
+    ``c`` (and made it), and reported success."""
+    from recsys.catalog import connect, migrate
+
+    url = f"sqlite:///{tmp_path / 'shop #1.db'}"
+    engine = connect(url)
+    migrate.upgrade(engine)
+    populate(engine)
+    backup(url, tmp_path / "copy #1.db")
+    with sqlite3.connect(tmp_path / "copy #1.db") as copy:
+        assert copy.execute("SELECT count(*) FROM items").fetchone()[0] == _count(engine, Item)
+    assert not (tmp_path / "shop ").exists()
+    engine.dispose()
+
+
+def test_a_backup_with_the_longest_name_a_file_may_have(engine, db_url, tmp_path, monkeypatch):
+    """Its temporary name was the target's with a dot and ".partial" more: past the longest
+    name ("File name too long", a traceback); a disk full at the end is one line too."""
+    _sqlite_only(db_url)
+    target = tmp_path / ("c" * 252 + ".db")
+    assert backup(db_url, target) > 0
+
+    def full(_fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(backups.os, "fsync", full)
+    with pytest.raises(InvalidInput, match="No space left on device"):
+        backup(db_url, tmp_path / "d.db")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith((".", "d"))] == []

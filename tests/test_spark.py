@@ -546,3 +546,46 @@ def test_a_spark_bundle_trained_on_exported_events_loads_and_answers(spark, tmp_
     assert all(item.startswith("b") for item in results.ids[1])
     folded = recommender.recommend_for_history([["a1", "a2", "a5"]], k=4)
     assert all(item.startswith("a") for item in folded.ids[0])
+
+
+def test_export_writes_through_a_link_and_a_refused_write_is_one_line(
+    engine, run_cli, tmp_path, monkeypatch
+):
+    """--out LINK replaced the link with the export (its target stayed empty); a dangling
+    link, a read-only earlier export under --overwrite and a full disk were tracebacks."""
+    import errno
+    import os
+    from pathlib import Path
+
+    import pyarrow.dataset as ds
+
+    populate(engine)
+    target = tmp_path / "target"
+    target.mkdir()
+    (tmp_path / "link").symlink_to(target)
+    done = run_cli("export", "interactions", "--out", tmp_path / "link")
+    assert done.output.endswith(f"written to {target}\n")
+    assert (tmp_path / "link").is_symlink() and (target / EXPORT_FILE).is_file()
+    (tmp_path / "dangling").symlink_to(tmp_path / "made")
+    run_cli("export", "interactions", "--out", tmp_path / "dangling")
+    assert (tmp_path / "made" / EXPORT_FILE).is_file()
+
+    rename = Path.rename
+
+    def refused(self, to):
+        if self == target:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return rename(self, to)
+
+    monkeypatch.setattr(Path, "rename", refused)
+    result = run_cli("export", "interactions", "--out", target, "--overwrite", expect_exit=2)
+    assert result.output == f"error: Permission denied: {target}\n"
+    assert (target / EXPORT_FILE).is_file()
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "Error writing bytes to file")  # pyarrow's: no file
+
+    monkeypatch.setattr(ds, "write_dataset", full)
+    result = run_cli("export", "interactions", "--out", tmp_path / "new", expect_exit=2)
+    assert result.output == f"error: No space left on device: {tmp_path / 'new'}\n"
+    assert not (tmp_path / "new").exists() and not list(tmp_path.glob(".*"))

@@ -128,3 +128,21 @@ def test_missing_image_column_is_a_clear_error(run_cli, tmp_path):
         "train-images", "--items", tmp_path / "items.csv", "--out", tmp_path / "m", expect_exit=2
     )
     assert "item_id column and one of image" in result.output
+
+
+def test_a_full_disk_leaves_no_part_of_the_vectors(tmp_path, monkeypatch):
+    """embed-images on a full disk left its .v.tmpNNNN.npy behind."""
+    import errno
+    import os
+
+    from recsys.commands import images
+
+    def full(file, *_args, **_kwargs):
+        with open(file, "wb") as part:  # what was written before the disk filled
+            part.write(b"\x93NUMPY")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(images.np, "save", full)
+    with pytest.raises(OSError, match="No space left"):
+        images._save_npy(tmp_path / "v.npy", np.zeros(3, dtype=np.float32))
+    assert list(tmp_path.iterdir()) == []

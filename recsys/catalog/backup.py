@@ -25,6 +25,8 @@ import contextlib
 import os
 import sqlite3
 import time
+import urllib.parse
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,9 +94,12 @@ def backup(url, target: str | Path, progress: Callable[[int, int], None] | None 
         raise InvalidInput(f"{target} exists; back up into a new file")
     if not target.parent.is_dir():
         raise InvalidInput(f"no folder {target.parent}; create it first")
-    partial = target.with_name(f".{target.name}.partial")
+    # a short name of its own: ".NAME.partial" was past the longest a name may be for a
+    # target name near it ("File name too long")
+    partial = target.with_name(f".backup-{uuid.uuid4().hex[:8]}.partial")
     try:
         _copy(source_path, partial, progress)
+        _one_file(partial)
         _checked(partial, target)
         with open(partial, "rb+") as handle:
             os.fsync(handle.fileno())
@@ -103,6 +108,10 @@ def backup(url, target: str | Path, progress: Callable[[int, int], None] | None 
         hint = "; can this user write there?" if "unable to open" in str(exc) else ""
         raise InvalidInput(
             f"the backup failed ({exc}{hint}); nothing was written to {target}"
+        ) from exc
+    except OSError as exc:  # the fsync or the rename: a full disk, a read-only folder
+        raise InvalidInput(
+            f"the backup failed ({exc.strerror}); nothing was written to {target}"
         ) from exc
     finally:
         _remove(partial)
@@ -192,15 +201,49 @@ def restore(
     return Restored(revision, migrated, carried, users, keys)
 
 
+def _read_only(path) -> str:
+    """The URI that opens the SQLite file at ``path`` read-only. Its name is quoted: a # in
+    it began the URI's fragment (``mode=ro`` with it), and a backup of ``c#1.db`` copied a
+    new, empty ``c``."""
+    uri = f"file:{urllib.parse.quote(os.fspath(path))}?mode=ro"
+    return uri + ("&immutable=1" if _unwritable_wal(path) else "")
+
+
+def _unwritable_wal(path) -> bool:
+    """Whether the SQLite file at ``path`` is in WAL mode, in a folder this process cannot
+    write, with no -wal file beside it: no one can write to it (a writer makes its -wal
+    first), so it may be read as immutable; a plain read-only open makes its -shm beside it,
+    and could not (a backup on read-only storage, from before backups were written in
+    DELETE mode, was "no catalog backup this code can read")."""
+    if os.access(os.path.dirname(os.path.abspath(path)), os.W_OK) or os.path.exists(f"{path}-wal"):
+        return False
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(20)[18:20] == b"\x02\x02"  # the header's WAL versions
+    except OSError:
+        return False
+
+
 def _copy(source_path, target_path, progress, pages: int = STEP_PAGES) -> None:
     # a short busy wait in each step: the waiting is ``_stepping``'s, between the steps
-    source = sqlite3.connect(f"file:{source_path}?mode=ro", uri=True, timeout=0.1)
+    source = sqlite3.connect(_read_only(source_path), uri=True, timeout=0.1)
     target = sqlite3.connect(target_path, timeout=0.1)
     try:
         source.backup(target, pages=pages, progress=_stepping(progress, target_path))
     finally:
         target.close()
         source.close()
+
+
+def _one_file(path) -> None:
+    """Put the SQLite file at ``path`` in DELETE journal mode: a backup is then one file
+    (the catalog's WAL mode came with its pages, and a read of a backup on read-only storage
+    failed for want of its -shm; a restore left -wal and -shm beside it)."""
+    connection = sqlite3.connect(path)
+    try:
+        connection.execute("PRAGMA journal_mode=DELETE")
+    finally:
+        connection.close()
 
 
 def _remove(path: Path) -> None:
@@ -249,8 +292,8 @@ def _stepping(progress, target_path):
 
 @contextlib.contextmanager
 def _reading(path) -> Iterator[sqlite3.Connection]:
-    """A read-only connection to the SQLite file at ``path``, closed after."""
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    """A read-only connection to the SQLite file at ``path`` (``_read_only``), closed after."""
+    connection = sqlite3.connect(_read_only(path), uri=True)
     try:
         yield connection
     finally:

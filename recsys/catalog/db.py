@@ -20,6 +20,7 @@ reads run once more on a fresh one (``recsys.catalog.reads``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import math
 import os
@@ -83,6 +84,8 @@ def connect(database_url: str, timeout: float = 0.0, pool_size: int = 5) -> Engi
             ) from exc
         IdlePing().watch(engine)
         return engine
+    if url.database and url.database.startswith("~"):  # SQLite made a folder named ~ here
+        url = url.set(database=os.path.expanduser(url.database))
     try:
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS})
     except ArgumentError as exc:  # sqlite:/path (one slash)
@@ -134,13 +137,15 @@ def passing(exc: BaseException) -> bool:
 
 
 def sqlite_path(url) -> str | None:
-    """The absolute path of a SQLite catalog's file (``url``: a URL or its text); None for a
-    server, an in-memory database or a ``file:`` URI."""
+    """The absolute path of a SQLite catalog's file (``url``: a URL or its text), ``~``
+    expanded; None for a server, an in-memory database or a ``file:`` URI."""
     url = make_url(url)
     database = url.database
     if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
         return None
-    return None if database.startswith("file:") else os.path.abspath(database)
+    if database.startswith("file:"):
+        return None
+    return os.path.abspath(os.path.expanduser(database))  # as ``connect`` opens it
 
 
 def catalog_key(url) -> str:
@@ -226,10 +231,27 @@ def creating(engine: Engine):
     if watched is None:
         yield
         return
+    folder = Path(watched.path).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)  # not for reads: a typo's
+    except (FileExistsError, NotADirectoryError):
+        file = next((p for p in (folder, *folder.parents) if p.is_file()), None)
+        if file is None:  # a dangling link: said as the system says it
+            raise
+        raise InvalidSettings(
+            f"{file} is a file, not a folder: no catalog can be made at {watched.path}; "
+            "check --database-url (or RECSYS_DATABASE_URL)"
+        ) from None
+    existed = os.path.exists(watched.path)
     watched.may_create = True
-    Path(watched.path).parent.mkdir(parents=True, exist_ok=True)  # not for reads: a typo's
     try:
         yield
+    except BaseException:
+        if not existed:  # SQLite made the file, then failed on its -wal: no catalog yet
+            with contextlib.suppress(OSError):
+                if os.path.getsize(watched.path) == 0:
+                    os.remove(watched.path)
+        raise
     finally:
         watched.may_create = False
 
@@ -339,10 +361,6 @@ _SQLITE_PROBLEMS = (
         "beside it, so both must be writable",
     ),
     (
-        "unable to open database file",
-        "cannot open {path}: its folder is missing or not readable and writable",
-    ),
-    (
         "file is not a database",
         "{path} is not a SQLite database; point --database-url "
         "(or RECSYS_DATABASE_URL) at the catalog",
@@ -359,6 +377,8 @@ def database_problem(exc: Exception, database_url: str | None) -> str:
     reason = (str(orig) if orig is not None else str(exc)).strip().splitlines()[0]
     path = sqlite_path(database_url) if database_url else None
     if path is not None:
+        if "unable to open database file" in reason.lower():
+            return _unopenable(path)
         for needle, meaning in _SQLITE_PROBLEMS:
             if needle in reason.lower():
                 name = os.path.basename(path)
@@ -368,6 +388,31 @@ def database_problem(exc: Exception, database_url: str | None) -> str:
         f"the catalog database did not answer: {reason}; check --database-url (or "
         "RECSYS_DATABASE_URL) and that its server is running"
     )
+
+
+def _unopenable(path: str) -> str:
+    """Why SQLite could not open the file at ``path`` ("unable to open database file" says
+    nothing of it): a folder at the path, links that loop, or a name too long for the -wal
+    file beside it were all blamed on the folder."""
+    name, folder = os.path.basename(path), os.path.dirname(path)
+    if os.path.isdir(path):
+        return f"cannot open {path}: it is a folder; point --database-url at a file in it"
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"cannot open {path}: its links loop ({exc.strerror})"
+    try:
+        longest = os.pathconf(folder, "PC_NAME_MAX")
+    except OSError:
+        longest = 255
+    if len(os.fsencode(f"{name}-wal")) > longest:
+        return (
+            f"cannot open {path}: its name is too long for the -wal file SQLite writes "
+            f"beside it (a name here holds at most {longest} bytes, -wal included); use a "
+            "shorter name"
+        )
+    return f"cannot open {path}: its folder is missing or not readable and writable"
 
 
 def sqlite_unwritable(engine: Engine) -> str | None:

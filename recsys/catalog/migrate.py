@@ -28,7 +28,10 @@ def alembic_config(engine: Engine) -> Config:
         )
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    # the option is ConfigParser text, where % interpolates: a URL's own %-escapes (é is
+    # %C3%A9 in a file name, @ is %40 in a password) were a ValueError
+    url = engine.url.render_as_string(hide_password=False)
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     config.attributes["engine"] = engine
     return config
 

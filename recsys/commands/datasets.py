@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
 
 from recsys.commands import Finite, OutPath, bars
 from recsys.datasets import DATASETS, PrepareSummary
+from recsys.files import out_path, writing
 
 
 @click.group("datasets")
@@ -158,8 +160,19 @@ def prepare(name, out_dir, quiet, **options) -> None:
         if value is not None and name not in _APPLIES_TO[option]:
             flag = "--" + option.replace("_", "-")
             raise click.UsageError(f"{flag} applies to {' and '.join(_APPLIES_TO[option])} only")
-    # The data set modules are imported on use: other commands need not load pandas, PIL, etc.
-    summary = _PREPARERS[name](out_dir, bars(quiet), **options)
+    out_dir = out_path(out_dir)
+    if options["cache_dir"] is not None:
+        options["cache_dir"] = out_path(options["cache_dir"])
+    made = not out_dir.exists()
+    try:
+        # The data set modules are imported on use: other commands need not load pandas, PIL...
+        with writing(out_dir):
+            summary = _PREPARERS[name](out_dir, bars(quiet), **options)
+    except BaseException:
+        if made:  # the empty folder a full disk left
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()
+        raise
     _echo_summary(name, summary)
 
 

@@ -149,7 +149,9 @@ def backup(settings: Settings, file: Path, quiet: bool) -> None:
     bundles/) and the photos (RECSYS_IMAGES_ROOT, uploads/ too) beside it.
     """
     from recsys.catalog.backup import backup as back_up
+    from recsys.files import out_path
 
+    file = out_path(file)
     with _pages(quiet) as progress:
         size = back_up(settings.database_url, file, progress)
     click.echo(f"backed up to {file} ({size / 2**20:,.1f} MiB, checked)")

@@ -8,6 +8,7 @@ import click
 
 from recsys.catalog.db import connect_current
 from recsys.commands import OutPath
+from recsys.files import out_path, writing
 from recsys.settings import Settings
 
 
@@ -31,5 +32,7 @@ def interactions(settings: Settings, out: Path, overwrite: bool) -> None:
     the catalog; copy OUT to object storage (s3://, gs://, hdfs://) for a cluster."""
     from recsys.engines.events import export_interactions
 
-    summary = export_interactions(connect_current(settings.database_url), out, overwrite)
+    out = out_path(out)
+    with writing(out):
+        summary = export_interactions(connect_current(settings.database_url), out, overwrite)
     click.echo(f"{summary['rows']} interactions over {summary['days']} days written to {out}")

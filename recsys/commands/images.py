@@ -15,6 +15,7 @@ from recsys.catalog import Item
 from recsys.catalog.db import connect_current
 from recsys.commands import Finite, OutPath, progress_option
 from recsys.errors import InvalidInput
+from recsys.files import out_path, writing
 from recsys.settings import DEVICE, Settings
 from recsys.vision import ImageEncoder, ImageEncoderConfig, TrainConfig
 from recsys.vision.backbones import BACKBONES
@@ -346,11 +347,12 @@ def embed_images(settings: Settings, **opts) -> None:
         from recsys.engines.ray_embed import embed_files
 
         vectors = embed_files(encoder, paths, ray[1], opts["batch_size"], opts["progress"])
-    out = Path(opts["out"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _save_npy(out, vectors)
-    ids_path = out.with_suffix(".ids.txt")
-    ids_path.write_text("".join(f"{i}\n" for i in ids))
+    out = out_path(opts["out"])
+    with writing(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _save_npy(out, vectors)
+        ids_path = out.with_suffix(".ids.txt")
+        ids_path.write_text("".join(f"{i}\n" for i in ids))
     click.echo(f"wrote {vectors.shape[0]} x {vectors.shape[1]} vectors to {out}")
 
 
@@ -360,5 +362,9 @@ def _cache_dir(settings: Settings, opts: dict) -> Path:
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npy")
-    np.save(tmp, array, allow_pickle=False)
-    os.replace(tmp, path)
+    try:
+        np.save(tmp, array, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk left the part it had written
+        tmp.unlink(missing_ok=True)
+        raise

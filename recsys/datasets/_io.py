@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recsys.errors import InvalidInput, RecsysError
+from recsys.files import out_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -43,8 +44,10 @@ class PrepareSummary:
 
 
 def ensure_out_dir(out_dir: str | os.PathLike[str]) -> Path:
-    """Create `out_dir` (and its parents) unless it exists; refuse an existing file."""
-    out_dir = Path(out_dir)
+    """Create `out_dir` (and its parents) unless it exists; refuse an existing file. Returns
+    it as ``recsys.files.out_path`` has it: a folder replaced whole replaced a link to it,
+    and its target stayed empty."""
+    out_dir = out_path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InvalidInput(
             f"output folder {out_dir} is an existing file; pass a folder path "
@@ -105,15 +108,24 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if not (path.exists() or path.is_symlink()):
-        os.replace(tmp, path)
-        return
     old = _temporary_sibling(path, "old")
-    os.replace(path, old)
-    os.replace(tmp, path)
+    try:
+        if path.exists() or path.is_symlink():
+            os.replace(path, old)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old.exists() or old.is_symlink():
+                os.replace(old, path)  # the earlier output back in its place
+            raise
+    except BaseException:  # a read-only earlier output: its staging folder was left
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if old.is_dir() and not old.is_symlink():
-        shutil.rmtree(old)
-    else:
+        shutil.rmtree(old, ignore_errors=True)  # the new output is in place: not an error
+        if old.exists():
+            log.warning("could not remove %s, the earlier output; remove it yourself", old)
+    elif old.is_symlink() or old.exists():
         old.unlink()
 
 
