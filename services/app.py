@@ -53,8 +53,9 @@ DEFAULTS = {
     "JSON_SORT_KEYS": False,
     # Item cards each process keeps in memory (recsys.catalog.reads.CardCache): the catalog
     # follower above keeps them as current as the model's delta (an edit shows within
-    # LIVE_CATALOG_SECONDS, on the product page and in every list at once); with the follower
-    # off, each request checks the catalog's items generation. 0 reads every card every time.
+    # LIVE_CATALOG_SECONDS, on the product page and in every ranked row at once); with the
+    # follower off, each request checks the catalog's items generation. 0 reads every card
+    # every time.
     "CARD_CACHE_ITEMS": 50_000,
     # The catalog follower also keeps every item's card as columns (CardSnapshot: about 30
     # bytes per item plus titles and attributes), so lists of items no request showed before
