@@ -549,6 +549,27 @@ def test_linear_tagging_chooses_its_penalty_on_the_labelled_items():
     assert np.median(chosen.confidence_[unlabelled]) > 0.25
 
 
+def test_a_team_that_labelled_mostly_one_kind_still_gets_every_kind_tagged():
+    """50 labels of one kind and one or two of each other: every item was tagged that kind
+    (C fell back to 1 for the kinds with a single label, and the fit weighed each labelled
+    item alike). Each label now weighs alike, and C is cross-validated on the kinds with
+    two labels, the single ones only trained on."""
+    rng = np.random.default_rng(0)
+    truth = np.repeat(np.arange(6), 200)
+    x = rng.normal(size=(6, 16))[truth] * 0.3 + rng.normal(size=(len(truth), 16)) * 0.2 + 6.0
+    counts = [50, 2, 1, 2, 1, 2]
+    given = np.concatenate([np.flatnonzero(truth == c)[:n] for c, n in enumerate(counts)])
+    labels = np.full(len(x), None, dtype=object)
+    labels[given] = truth[given].astype(str)
+    tagger = Tagger(TagConfig(smoothing=0)).fit(x, labels)
+    right = tagger.predictions_ == truth.astype(str)
+    recalls = [right[truth == c].mean() for c in range(6)]
+    assert min(recalls) > 0.8, recalls  # it was 0.005
+    assert tagger.cv_accuracy_ is not None and tagger.cv_accuracy_ > 0.9
+    unlabelled = ~tagger.labelled_
+    assert np.median(tagger.confidence_[unlabelled]) > 0.5  # 1/6 is chance
+
+
 def test_smoothing_over_the_unlabelled_items_tags_noisy_families_better():
     # Families whose members scatter widely (noise 0.3 a dimension on centres of length 1):
     # two labels a family leave a plain probe at 0.72; each item averaged over its

@@ -4,7 +4,9 @@ the active bundle."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import click
 import numpy as np
 import pandas as pd
 import pytest
@@ -235,3 +237,25 @@ def test_json_output_writes_a_missing_title_as_null(tmp_path):
     text = (tmp_path / "dups.json").read_text()
     parsed = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in the JSON"))
     assert parsed["rows"] == [{"item_a": "a", "title_a": None, "similarity": 0.9}]
+
+
+def test_out_is_written_under_home_for_a_tilde_and_nothing_is_left_on_a_failed_write(
+    tmp_path, monkeypatch
+):
+    """A quoted '~/x.json' made a folder named ~ in the working folder; a full disk left the
+    part written as .x.json.tmp beside the target."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    table = pd.DataFrame({"item_id": ["a"], "score": [0.5]})
+    emit(table, {}, Path("~/out/x.json"), None)
+    assert json.loads((tmp_path / "home/out/x.json").read_text())["rows"][0]["item_id"] == "a"
+    assert not (tmp_path / "~").exists()
+
+    def full(self, text):
+        Path(self).write_bytes(b"par")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(click.ClickException, match="No space left on device"):
+        emit(table, {}, tmp_path / "y.csv", None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]

@@ -1,4 +1,5 @@
 import json
+import re
 from datetime import datetime
 
 import click
@@ -148,8 +149,11 @@ def test_bad_settings_and_files_are_one_line_naming_the_fix(run_cli, engine, tmp
     [
         ("", "is empty"),
         ("item_id,label\na1,x,y\n", "line 2 has 3 fields"),
-        ("item_id,label\na1,\n", "line 2 has no item_id or no label"),
+        ("item_id,label\n\na1,x\n\na2,x,y\n", "line 5 has 3 fields"),  # it said line 3
+        ("item_id,label\n,x\n", "line 2 has a label but no item_id"),
         ("item_id,label\na1,x\na1,y\n", "'a1' is labelled x and y"),
+        ("item_id\tlabel\na1\tx\n", "needs a comma-separated header row item_id,label"),
+        ('{"a1": "x"}\n', 'its first line is \'{"a1": "x"}\''),
     ],
 )
 def test_a_labels_file_that_cannot_be_read_as_meant_says_where(tmp_path, text, says):
@@ -158,8 +162,17 @@ def test_a_labels_file_that_cannot_be_read_as_meant_says_where(tmp_path, text, s
 
     path = tmp_path / "labels.csv"
     path.write_text(text)
-    with pytest.raises(InvalidInput, match=says):
+    with pytest.raises(InvalidInput, match=re.escape(says)):
         read_labels(path)
+
+
+def test_a_labels_file_with_the_label_column_partly_filled_labels_those_items(tmp_path):
+    """A spreadsheet export of every item with a few labels filled in was refused."""
+    from recsys.commands.catalog import read_labels
+
+    path = tmp_path / "labels.csv"
+    path.write_text("Item_ID,Label\na1,shoe\na2,\na3, \na4,bag\n")
+    assert read_labels(path).to_dict() == {"a1": "shoe", "a4": "bag"}
 
 
 def test_ids_and_labels_files_keep_their_ids_as_written(tmp_path):

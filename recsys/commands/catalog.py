@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+import uuid
 from pathlib import Path
 
 import click
@@ -20,6 +21,8 @@ import pandas as pd
 
 from recsys.commands import Finite, OutPath, progress_option
 from recsys.errors import InvalidInput
+from recsys.files import out_path
+from recsys.ingest.values import shown
 from recsys.settings import Settings
 
 _FORMATS = ("csv", "json")
@@ -90,27 +93,35 @@ def _csv_ids(path: Path) -> list[str]:
 
 
 def read_labels(path: Path) -> pd.Series:
-    """item id -> label from a CSV with item_id and label columns: ``InvalidInput`` naming
-    the line for a row of another width or without a label, and the item for one labelled
-    twice differently."""
+    """item id -> label from a CSV with item_id and label columns (any case): ``InvalidInput``
+    naming the line for a row of another width or a label without an item id, and the item
+    for one labelled twice differently. A row with an empty label is an item not labelled
+    (a spreadsheet with the label column partly filled)."""
     with open(path, newline="", encoding="utf-8-sig") as f:  # a few labels: read whole
-        rows = [row for row in csv.reader(f) if row]
+        reader = csv.reader(f)
+        rows = [(reader.line_num, row) for row in reader if row]
     if not rows:
         raise InvalidInput(f"--labels {path} is empty; give a CSV with item_id,label")
-    header, *rows = rows
-    for line, row in enumerate(rows, start=2):
+    (_, header), *rows = rows
+    names = [name.strip().lower() for name in header]
+    if not {"item_id", "label"} <= set(names):
+        raise InvalidInput(
+            f"--labels {path} needs a comma-separated header row item_id,label; its first "
+            f"line is {shown(','.join(header), 80)}"
+        )
+    for line, row in rows:
         if len(row) != len(header):
             raise InvalidInput(
                 f"--labels {path}: line {line} has {len(row)} fields, the header "
                 f"{len(header)}; quote a label that holds a comma"
             )
-    table = pd.DataFrame(rows, columns=header, dtype=str)
-    if not {"item_id", "label"} <= set(table.columns):
-        raise InvalidInput(f"--labels {path} needs columns item_id,label")
+    table = pd.DataFrame([row for _, row in rows], columns=names, dtype=str)
     table = table.assign(item_id=table["item_id"].str.strip(), label=table["label"].str.strip())
-    empty = np.flatnonzero((table["item_id"] == "").to_numpy() | (table["label"] == "").to_numpy())
-    if len(empty):
-        raise InvalidInput(f"--labels {path}: line {empty[0] + 2} has no item_id or no label")
+    lines = np.array([line for line, _ in rows], dtype=np.int64)
+    orphan = np.flatnonzero((table["item_id"] == "").to_numpy() & (table["label"] != "").to_numpy())
+    if len(orphan):
+        raise InvalidInput(f"--labels {path}: line {lines[orphan[0]]} has a label but no item_id")
+    table = table[table["label"] != ""]
     labels = table.drop_duplicates(["item_id", "label"])
     twice = labels["item_id"].duplicated(keep=False).to_numpy()
     if twice.any():
@@ -293,15 +304,19 @@ def _write(text: str, out: Path | None) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    out = out.resolve()
+    out = out_path(out)  # ~ expanded, through links
     if out.exists() and not out.is_file():
         with open(out, "w") as stream:
             stream.write(text)
         return
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    tmp = out.with_name(f".catalog-{uuid.uuid4().hex[:8]}.tmp")  # short: any name fits
+    try:
+        tmp.write_text(text)
+        tmp.replace(out)
+    except BaseException:  # a full disk left the part it had written
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @click.group("catalog")
@@ -573,9 +588,15 @@ def tag(settings: Settings, **opts) -> None:
     ids, vectors = load_vectors(settings, opts["vectors"], opts["items"])
     known = read_labels(opts["labels"])
     per_item = known.reindex(ids).to_numpy(dtype=object)
-    unknown = len(known) - int(pd.notna(per_item).sum())
-    if unknown:
-        click.echo(f"{unknown} labelled item ids are not among the vectors' items", err=True)
+    unknown = known.index[~known.index.isin(ids)]
+    if len(unknown):
+        named = ", ".join(shown(item) for item in unknown[:5]) + (
+            ", ..." if len(unknown) > 5 else ""
+        )
+        click.echo(
+            f"{len(unknown)} labelled item ids are not among the vectors' items ({named})",
+            err=True,
+        )
     config = TagConfig(method=opts["method"], smoothing=opts["smoothing"])
     tagger = Tagger(config, show_progress=opts["progress"])
     tagger.fit(vectors, per_item)
@@ -589,10 +610,15 @@ def tag(settings: Settings, **opts) -> None:
     )
     extra = {"method": opts["method"], "labels": tagger.classes_.tolist()}
     if opts["method"] == "linear":  # what cross-validation chose on the labelled items
-        extra.update(c=tagger.c_, smoothing=tagger.smoothing_)
+        accuracy = tagger.cv_accuracy_
+        extra.update(c=tagger.c_, smoothing=tagger.smoothing_, cv_balanced_accuracy=accuracy)
+        how = (
+            "no label has 2 labelled items to hold one out: not cross-validated"
+            if accuracy is None
+            else f"cross-validated; held-out balanced accuracy {accuracy:.3f}"
+        )
         click.echo(
-            f"logistic regression C = {tagger.c_:g} (cross-validated), smoothing rounds "
-            f"{tagger.smoothing_}",
+            f"logistic regression C = {tagger.c_:g} ({how}), smoothing rounds {tagger.smoothing_}",
             err=True,
         )
     emit(table, extra, opts["out"], opts["fmt"])
