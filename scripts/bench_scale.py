@@ -467,6 +467,7 @@ def main(
     results: bool,
     serve_only,
 ) -> None:
+    workdir = workdir.resolve()  # the recsys commands run in the checkout
     if with_load and shutil.which("wrk") is None:
         raise click.UsageError(
             "--load drives the service with wrk: apt-get install wrk, or --no-load"
