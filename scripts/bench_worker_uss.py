@@ -122,7 +122,7 @@ def _memory(process: psutil.Process) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--artifacts-dir", type=Path, required=True)
     parser.add_argument("--code", type=Path, action="append", default=[])
