@@ -2,6 +2,8 @@
 
     .venv/bin/python scripts/als_confidence_forms.py DB [DB ...]
 
+DB: a catalog's SQLite file (its path, not a URL); several are run in turn.
+
 Per catalog (a SQLite file) and seed 0 and 1: implicit ALS with the current form
 (c = alpha * w, CFConfig's) and with Hu's c = 1 + a * w for a in 1, 4, 16, 40 (the same
 confidence matrix, its data mapped, at implicit's alpha 1), each scored on the held-out
@@ -13,6 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import click
 import numpy as np
 from sqlalchemy import create_engine
 from threadpoolctl import threadpool_limits
@@ -55,8 +58,11 @@ def recalls(db: str, seeds=(0, 1)) -> dict[str, list[float]]:
     return out
 
 
-def main() -> None:
-    for db in sys.argv[1:]:
+@click.command(help=__doc__)
+@click.argument("dbs", metavar="DB...", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False))  # fmt: skip
+def main(dbs: tuple[str, ...]) -> None:
+    for db in dbs:
         for name, values in recalls(db).items():
             per_seed = " ".join(f"{v:.4f}" for v in values)
             print(f"{Path(db).name} {name:10s} {per_seed} mean {np.mean(values):.4f}")

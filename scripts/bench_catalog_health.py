@@ -151,6 +151,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8131)
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args()
+    # absolute: the server runs in --root, and gets the workdir's paths
+    args.source, args.workdir, args.root = (
+        p.resolve() for p in (args.source, args.workdir, args.root)
+    )
 
     item = copy_catalog(args.source, args.workdir)
     env = {

@@ -109,7 +109,8 @@ def timed(call, repeat: int) -> tuple[float, float, object]:
 @click.option("--repeat", default=5, show_default=True)
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write figures here.")
 def main(items, users, events, workdir, database_url, postgres, repeat, json_out) -> None:
-    workdir = workdir or Path(tempfile.mkdtemp(prefix="bench-catalog-reads-"))
+    # absolute: `recsys datasets prepare` runs in the checkout, not in this folder
+    workdir = (workdir or Path(tempfile.mkdtemp(prefix="bench-catalog-reads-"))).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     server = workdir / "pg"
     script = ROOT / "scripts" / "pg_throwaway.sh"

@@ -193,13 +193,13 @@ def postgres_databases(server_url: str) -> tuple[str, str]:
     return tuple(url.set(database=n).render_as_string(hide_password=False) for n in names)
 
 
-@click.command()
+@click.command(help=__doc__.split("\n\n")[0])
 @click.option("--events", default=3_000_000, show_default=True)
 @click.option("--items", default=300_000, show_default=True)
 @click.option("--users", default=150_000, show_default=True)
 @click.option("--batch-size", default=IngestOptions.batch_size, show_default=True)
-@click.option("--sqlite/--no-sqlite", default=True)
-@click.option("--postgres/--no-postgres", default=True)
+@click.option("--sqlite/--no-sqlite", default=True, show_default=True, help="Time SQLite.")
+@click.option("--postgres/--no-postgres", default=True, show_default=True, help="Time PostgreSQL.")
 @click.option("--database-url", help="A PostgreSQL server [default: a throwaway one].")
 @click.option(
     "--shop",

@@ -60,7 +60,7 @@ def photos(folder: Path, megapixels: float, seed: int = 0) -> dict[str, Path]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--megapixels", type=float, default=24.0)
     parser.add_argument("--side", type=int, default=64, help="the training decode's size")
     parser.add_argument(

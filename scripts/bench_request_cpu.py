@@ -28,11 +28,39 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @click.command()
-@click.option("--workdir", type=Path, default=ROOT / "var" / "bench-service")
-@click.option("--port", type=int, default=8797)
-@click.option("--requests", "n", type=int, default=1500)
-@click.argument("overrides", nargs=-1)
+@click.option(
+    "--workdir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=ROOT / "var" / "bench-service",
+    help="A scripts/bench_service.py workdir: its catalog.db, artifacts/ and ids.json"
+    " [default: var/bench-service in this checkout].",
+)
+@click.option(
+    "--port", type=int, default=8797, show_default=True, help="The worker's port on 127.0.0.1."
+)
+@click.option(
+    "--requests",
+    "n",
+    type=int,
+    default=1500,
+    show_default=True,
+    help="Requests per endpoint and pass (a warm-up pass, then a measured one).",
+)
+@click.argument("overrides", nargs=-1, metavar="[NAME=VALUE]...")
 def main(workdir: Path, port: int, n: int, overrides: tuple[str, ...]) -> None:
+    """CPU time one gunicorn worker spends per request, by endpoint.
+
+    Starts one gthread worker over the catalog and active bundle of a
+    scripts/bench_service.py workdir, then for /healthz, similar items and feeds sends
+    --requests sequential keep-alive requests twice (the first pass warms up) and prints the
+    worker's CPU milliseconds (user + system) and the wall time per request.
+
+    NAME=VALUE pairs are put in the worker's environment, over the script's own settings
+    (e.g. RECSYS_FLASK_CARD_CACHE_ITEMS=0).
+    """
+    bad = [pair for pair in overrides if "=" not in pair or pair.startswith("=")]
+    if bad:
+        raise click.BadParameter(f"{bad[0]!r} is not NAME=VALUE", param_hint="NAME=VALUE")
     workdir = workdir.resolve()
     env = {**os.environ, "RECSYS_DATABASE_URL": f"sqlite:///{workdir / 'catalog.db'}",
            "RECSYS_ARTIFACTS_DIR": str(workdir / "artifacts"), "RECSYS_DEVICE": "cpu",

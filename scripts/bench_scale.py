@@ -410,7 +410,7 @@ def _load_name(name: str) -> str:
     return "a reload in each run" if name == "reload" else "no reload"
 
 
-@click.command()
+@click.command(help=__doc__.split("\n\n")[0])
 @click.option(
     "--sizes",
     multiple=True,
@@ -419,7 +419,12 @@ def _load_name(name: str) -> str:
     show_default=True,
     help="A size to run (repeatable: --sizes S --sizes M).",
 )
-@click.option("--workdir", type=Path, default=ROOT / "var" / "bench-scale")
+@click.option(
+    "--workdir",
+    type=Path,
+    default=ROOT / "var" / "bench-scale",
+    help="Holds a folder per size [default: var/bench-scale in this checkout].",
+)
 @click.option("--reuse", is_flag=True, help="Keep prepared shops and ingested catalogs.")
 @click.option(
     "--raw/--no-raw",
@@ -447,7 +452,7 @@ def _load_name(name: str) -> str:
     show_default=True,
     help="Load runs of 60 s with a reload, and as many without.",
 )
-@click.option("--port", type=int, default=8771)
+@click.option("--port", type=int, default=8771, show_default=True, help="The server's port.")
 @click.option("--results", is_flag=True, help="Append the tables to benchmarks/RESULTS.md.")
 @click.option(
     "--serve-only",
@@ -467,6 +472,7 @@ def main(
     results: bool,
     serve_only,
 ) -> None:
+    workdir = workdir.resolve()  # the recsys commands run in the checkout
     if with_load and shutil.which("wrk") is None:
         raise click.UsageError(
             "--load drives the service with wrk: apt-get install wrk, or --no-load"

@@ -26,7 +26,7 @@ from recsys.model.ranking import top_k_finite
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database", required=True, help="catalog URL; its active bundle")
     parser.add_argument("--attribute", required=True, help="a single-valued attribute filter")
     parser.add_argument("--items", type=int, default=2000, help="sampled query items")

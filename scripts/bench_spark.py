@@ -324,6 +324,7 @@ def main(
     """implicit vs ALS on Spark: quality parity on MovieLens, fit time and memory at scale."""
     from recsys.engines.spark import session
 
+    workdir = workdir.resolve()  # `recsys datasets prepare` runs in the checkout
     load_before = os.getloadavg()
     spark = session(master, {"spark.driver.memory": driver_memory})
     report: dict = {"master": spark.sparkContext.master, "spark": spark.version}

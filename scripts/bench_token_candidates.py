@@ -24,12 +24,23 @@ from recsys.model.bundle import load_recommender
 from recsys.model.ranking import top_k_finite
 
 
-@click.command()
-@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--users", "n_users", type=int, default=300, help="Users sampled (seed 0).")
-@click.option("--k", type=int, default=20, help="Feed length.")
-@click.option("--budgets", default="200000,20000,5000", help="Token budgets, comma-separated.")
-@click.option("--reaches", default="1,2,4", help="Pool multipliers, comma-separated.")
+@click.command(help=__doc__.split("\n\n")[0])
+@click.argument(
+    "bundle", metavar="BUNDLE_DIR", type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+@click.option(
+    "--users", "n_users", type=int, default=300, show_default=True, help="Users sampled (seed 0)."
+)
+@click.option("--k", type=int, default=20, show_default=True, help="Feed length.")
+@click.option(
+    "--budgets",
+    default="200000,20000,5000",
+    show_default=True,
+    help="Token budgets, comma-separated.",
+)
+@click.option(
+    "--reaches", default="1,2,4", show_default=True, help="Pool multipliers, comma-separated."
+)
 def main(bundle: Path, n_users: int, k: int, budgets: str, reaches: str) -> None:
     recommender = load_recommender(bundle)
     fused = recommender.fused

@@ -25,8 +25,8 @@ from recsys.model.data import read_catalog
 from recsys.model.validation import choose_weights
 
 
-@click.command()
-@click.argument("database_url")
+@click.command(help=__doc__.split("\n\n")[0])
+@click.argument("database_url", metavar="DATABASE_URL")
 def main(database_url: str) -> None:
     data = read_catalog(connect(database_url))
     config = TrainConfig()

@@ -26,6 +26,7 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 MB = 2**20
@@ -121,7 +122,7 @@ def _memory(process: psutil.Process) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--artifacts-dir", type=Path, required=True)
     parser.add_argument("--code", type=Path, action="append", default=[])
@@ -130,6 +131,12 @@ def main() -> None:
     parser.add_argument("--upload", type=Path, help="a photo to send to visual search")
     parser.add_argument("--uploads", type=int, default=6, help="how many times")
     args = parser.parse_args()
+    # absolute: each checkout's server runs in its own folder
+    url = make_url(args.database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        url = url.set(database=str(Path(url.database).expanduser().resolve()))
+        args.database_url = url.render_as_string(hide_password=False)
+    args.artifacts_dir = args.artifacts_dir.resolve()
     for code in [ROOT, *args.code]:
         found = measure(code.resolve(), args.database_url, args.artifacts_dir, args.workers,
                         args.port, args.upload, args.uploads)  # fmt: skip

@@ -29,11 +29,13 @@ from recsys.catalog_intel.neighbours import as_unit_vectors, knn
 from recsys.catalog_intel.photos import CatalogPhotos, PhotoConfig
 
 
-@click.command()
-@click.option("--database-url", required=True)
-@click.option("--pairs", type=int, default=PhotoConfig().max_pairs, show_default=True)
+@click.command(help=__doc__.split("\n\n")[0])
+@click.option("--database-url", required=True, help="A catalog with photos.")
+@click.option(
+    "--pairs", type=int, default=PhotoConfig().max_pairs, show_default=True, help="Pairs verified."
+)
 @click.option("--sample", type=int, default=4000, show_default=True, help="Items paired.")
-@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True, help="torch.set_num_threads.")
 def main(database_url: str, pairs: int, sample: int, threads: int) -> None:
     torch.set_num_threads(threads)
     load_before = os.getloadavg()

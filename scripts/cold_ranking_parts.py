@@ -108,7 +108,7 @@ def floats(text: str) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ratios", default="0.3,1,3,10", help="cf + ratio x tokens blends")

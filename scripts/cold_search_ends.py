@@ -179,7 +179,7 @@ def validation_ends(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cold-k", type=int, default=None)

@@ -18,7 +18,7 @@ from recsys.evaluation.parts import verdict
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("reports", nargs="+", type=Path, help="report folders (metrics.json)")
     parser.add_argument("--k", type=int, default=10)
     args = parser.parse_args()

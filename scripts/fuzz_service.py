@@ -21,8 +21,14 @@ import click
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@click.command()
-@click.option("--examples", type=click.IntRange(1), default=1000, show_default=True)
+@click.command(help=__doc__.split("\n\n")[0])
+@click.option(
+    "--examples",
+    type=click.IntRange(1),
+    default=1000,
+    show_default=True,
+    help="Cases per operation.",
+)
 def main(examples: int) -> None:
     env = {**os.environ, "RECSYS_FUZZ_EXAMPLES": str(examples)}
     started = time.perf_counter()

@@ -2,7 +2,7 @@
 # Every GPU check in one prepared run, for a machine with one NVIDIA GPU and the machine's own
 # PyTorch (the device tool's H200: torch 2.11 cu130, no faiss, no network). CI never runs it.
 #
-# Stages (STAGES picks them; the default is this order):
+# Stages (STAGES picks them and their order; the default is "tests forward solo+faiss"):
 #   tests    tests/test_vision_cuda.py: every method on CUDA, the 224 px photo rule, and the
 #            pinned double-buffered embedding against the CPU's vectors;
 #   forward  embedding throughput (`embed_tensor`, what `embed-images` runs after decoding)
@@ -22,7 +22,16 @@
 #
 # A dry run on a CPU: DEVICE=cpu BUDGET=5 FAISS_ITEMS=20000 FWD224=64 FWD28=2000 PY=.venv/bin/python \
 #   bash scripts/gpu_checks.sh
+#
+# Usage: bash scripts/gpu_checks.sh [-h|--help]; it takes no arguments, only these variables:
+#   STAGES (above), DEVICE (cuda), BUDGET (300 s of training),
+#   FAISS_ITEMS (1000000), FWD224 (20000), FWD28 (200000), PY (python3), OUT (var/gpu-checks).
 set -u
+case "${1-}" in
+  -h | --help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
+  "") ;;
+  *) echo "gpu_checks.sh: unknown argument '$1': it takes none (settings are variables; -h)" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 OUT=${OUT:-var/gpu-checks}
 GC=/tmp/gc

@@ -313,7 +313,7 @@ def titles(folder: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     made = commands.add_parser("prepare", help="write the shop's files")
     made.add_argument("--out", type=Path, required=True)

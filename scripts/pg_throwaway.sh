@@ -2,11 +2,20 @@
 # Start or stop a throwaway PostgreSQL server on loopback for the tests.
 #   scripts/pg_throwaway.sh start DIR   -> prints the URL (postgresql+psycopg://...) on stdout
 #   scripts/pg_throwaway.sh stop DIR
+#   scripts/pg_throwaway.sh -h|--help
+# start makes DIR (initdb, the server's log and socket go there); stop stops the server and
+# removes DIR whole.
+# PGPORT_THROWAWAY=PORT picks the server's port (default: a free one).
 # PG_THROWAWAY_SETTINGS="name=value ..." adds server settings (e.g. shared_buffers=6GB).
 # initdb refuses to run as root, so as root the server runs as the unprivileged user `nobody`.
 set -euo pipefail
-action=${1:?usage: pg_throwaway.sh start|stop DIR}
-dir=${2:?usage: pg_throwaway.sh start|stop DIR}
+usage="usage: pg_throwaway.sh start|stop DIR (-h for help)"
+case "${1-}" in
+  -h | --help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
+esac
+[ $# -eq 2 ] || { echo "$usage" >&2; exit 2; }
+action=$1
+dir=$2
 
 pg_bin() {
   if command -v initdb >/dev/null 2>&1; then dirname "$(command -v initdb)"; return; fi
@@ -37,5 +46,5 @@ case "$action" in
     [ -d "$dir/data" ] && as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
     rm -rf "$dir"
     ;;
-  *) echo "usage: pg_throwaway.sh start|stop DIR" >&2; exit 2 ;;
+  *) echo "$usage" >&2; exit 2 ;;
 esac

@@ -56,7 +56,7 @@ def precision(scores: np.ndarray, queries: np.ndarray, labels: np.ndarray, k: in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path("var/data/fashion-shop"))
     parser.add_argument("--items", type=int, default=500, help="sampled query items")
     parser.add_argument("-k", type=int, default=10)

@@ -16,7 +16,16 @@
 # Needs: bash, a Python >= 3.11 with pip (PYTHON, default python3), network access to PyPI,
 # unzip, tar and xz. pyelftools (not a project dependency) goes into a temporary directory.
 # See scripts/device/README.md for the import check.
+#
+# Usage: bash scripts/device/pack_faiss_gpu.sh [-h|--help] [OUT.tar.xz]
+#   OUT.tar.xz: the tarball written (default .device/faissgpu-sm90.tar.xz); a path starting
+#   with - needs ./ before it.
 set -euo pipefail
+case "${1-}" in
+  -h | --help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
+  -*) echo "pack_faiss_gpu.sh: unknown option '$1' (an output path starting with - needs ./; -h for help)" >&2; exit 2 ;;
+esac
+[ $# -le 1 ] || { echo "pack_faiss_gpu.sh: one output path at most, not $# arguments (-h for help)" >&2; exit 2; }
 here=$(cd "$(dirname "$0")" && pwd)
 out=$(realpath -m "${1:-$here/../../.device/faissgpu-sm90.tar.xz}")
 py=${PYTHON:-python3}

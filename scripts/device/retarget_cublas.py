@@ -18,10 +18,10 @@ Needs pyelftools, which is not a project dependency: scripts/device/pack_faiss_g
 installs it into a temporary directory (`pip install --target`) for this run only.
 """
 
+import argparse
 import struct
 import sys
-
-from elftools.elf.elffile import ELFFile
+from pathlib import Path
 
 VER_FLG_WEAK = 0x2
 PAIRS = [
@@ -41,7 +41,20 @@ def elf_hash(name: bytes) -> int:
     return h
 
 
+def _elf_file():
+    """pyelftools' ELFFile, imported once the arguments are read (so --help works without it)."""
+    try:
+        from elftools.elf.elffile import ELFFile
+    except ModuleNotFoundError:
+        raise SystemExit(
+            f"{Path(sys.argv[0]).name} needs pyelftools, which is not installed:"
+            " pip install pyelftools (pack_faiss_gpu.sh installs it in a temporary folder)"
+        ) from None
+    return ELFFile
+
+
 def patch(path: str) -> list[str]:
+    ELFFile = _elf_file()
     with open(path, "rb") as f:
         data = bytearray(f.read())
     with open(path, "rb") as f:
@@ -132,7 +145,23 @@ def patch(path: str) -> list[str]:
     return changes
 
 
-if __name__ == "__main__":
-    for p in sys.argv[1:]:
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "files", metavar="FILE", nargs="+", help="an ELF shared object, edited in place"
+    )
+    args = parser.parse_args()
+    for p in args.files:
+        if not Path(p).is_file():
+            parser.error(f"{p}: no such file")
+    _elf_file()
+    for p in args.files:
         for c in patch(p):
             print(f"{p}: {c}")
+
+
+if __name__ == "__main__":
+    main()

@@ -13,15 +13,28 @@ Needs pyelftools, which is not a project dependency: scripts/device/pack_faiss_g
 installs it into a temporary directory (`pip install --target`) for this run only.
 """
 
+import argparse
 import struct
 import sys
-
-from elftools.elf.elffile import ELFFile
+from pathlib import Path
 
 MAGIC = 0xBA55ED50
 
 
+def _elf_file():
+    """pyelftools' ELFFile, imported once the arguments are read (so --help works without it)."""
+    try:
+        from elftools.elf.elffile import ELFFile
+    except ModuleNotFoundError:
+        raise SystemExit(
+            f"{Path(sys.argv[0]).name} needs pyelftools, which is not installed:"
+            " pip install pyelftools (pack_faiss_gpu.sh installs it in a temporary folder)"
+        ) from None
+    return ELFFile
+
+
 def trim(path: str, keep: set[tuple[int, int]]) -> None:
+    ELFFile = _elf_file()
     with open(path, "rb") as f:
         elf = ELFFile(f)
         sec = elf.get_section_by_name(".nv_fatbin")
@@ -65,7 +78,26 @@ def trim(path: str, keep: set[tuple[int, int]]) -> None:
     )
 
 
+def kind_arch(text: str) -> tuple[int, int]:
+    kind, sep, arch = text.partition(":")
+    if not (sep and kind.isdigit() and arch.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not KIND:ARCH, e.g. 2:90")
+    return int(kind), int(arch)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("file", metavar="FILE", help="an ELF with a .nv_fatbin, edited in place")
+    parser.add_argument("keep", metavar="KIND:ARCH", nargs="+", type=kind_arch, help="kept cubins")
+    args = parser.parse_args()
+    if not Path(args.file).is_file():
+        parser.error(f"{args.file}: no such file")
+    _elf_file()
+    trim(args.file, set(args.keep))
+
+
 if __name__ == "__main__":
-    if len(sys.argv) < 3:
-        raise SystemExit(__doc__)
-    trim(sys.argv[1], {tuple(int(x) for x in s.split(":")) for s in sys.argv[2:]})
+    main()
