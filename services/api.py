@@ -27,9 +27,9 @@ from recsys.vision.photo import (
     DECODE_ERRORS,
     PHOTO_FORMATS,
     RELEASE_AFTER_PIXELS,
-    as_shown,
     check_photo,
     release_memory,
+    shown_at,
 )
 from services.context import answer_key, card, carried_answer, context, kept_answer, ranked
 from services.contract import endpoint
@@ -63,7 +63,8 @@ log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/v1")
 id_routes(bp)  # before the routes: they name ids as <id:...>
 
-# Uploaded photos are shrunk to this side before encoding (the encoder resizes again).
+# The side an item write's photo is decoded at to check it (a search decodes its upload at the
+# encoder's input size, as the catalog's photos are).
 UPLOAD_SIDE = 256
 # How long a visual search waits for one of its worker's image slots before a 503.
 IMAGE_WAIT_SECONDS = 5.0
@@ -265,7 +266,9 @@ def search_image(query: SearchQuery, form: ImageUpload) -> VisualSearch:
             409, "no_image_model", f"model {state.version} was trained without item images"
         )
     with _image_slot(ctx.image_slots):
-        pixels = _decode_image(form.image, ctx.settings.max_image_pixels)
+        config = state.recommender.image_encoder.config_  # decoded as its catalog's photos
+        mode = "L" if config.channels == 1 else "RGB"
+        pixels = _decode_image(form.image, ctx.settings.max_image_pixels, config.input_size, mode)
         try:
             results = state.recommender.search_images(pixels, k=query.k, filters=query.filters)
         except UnknownFilter as exc:
@@ -290,22 +293,21 @@ def _image_slot(slots: threading.Semaphore) -> Iterator[None]:
         slots.release()
 
 
-def _decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """(1, H, W, 3) uint8 from an uploaded file, or a 400 naming the field.
+def _decode_image(
+    data: bytes, max_pixels: int, size: int = UPLOAD_SIDE, mode: str = "RGB"
+) -> np.ndarray:
+    """(1, size, size[, 3]) uint8 from an uploaded file, or a 400 naming the field.
 
     The format and size are read from the header and checked before any pixel is decoded
     (``check_photo``); JPEGs are decoded straight at a reduced scale (``draft``), and the
-    photo is seen as training saw the catalog's (``as_shown``: upright, transparent pixels
-    on white).
+    photo is seen as the encoder sees the catalog's (``shown_at``).
     """
     try:
         check_photo(io.BytesIO(data), max_pixels)
         with Image.open(io.BytesIO(data), formats=PHOTO_FORMATS) as image:
             large = image.width * image.height > RELEASE_AFTER_PIXELS
-            image.draft("RGB", (UPLOAD_SIDE, UPLOAD_SIDE))
-            image = as_shown(image, "RGB", at_least=UPLOAD_SIDE)
-            image.thumbnail((UPLOAD_SIDE, UPLOAD_SIDE))
-            pixels = np.array(image, dtype=np.uint8)[None]  # (1, H, W, 3), writable
+            image.draft(mode, (size, size))
+            pixels = shown_at(image, size, mode)[None].copy()  # writable
         if large:
             release_memory()
         return pixels

@@ -11,6 +11,7 @@ import threading
 import time
 from datetime import timedelta
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -251,6 +252,22 @@ def test_visual_search_finds_look_alikes_and_refuses_non_images(client, app):
     app.config["MAX_CONTENT_LENGTH"] = 10**6
     parts = {**{f"p{n}": "x" for n in range(1001)}, "image": (io.BytesIO(photo), "q.png")}
     assert_error(client.post("/v1/search/image", data=parts), 413, "more than 1,000 parts")
+
+
+def test_a_searched_photo_is_seen_as_the_same_file_in_the_catalog(client, app, tmp_path):
+    """An upload was shrunk to 256 px its own way before the encoder resized it: an item's
+    very photo came back at cosine 0.99, an up-scaled JPEG at 0.82 where its file scored 0.75
+    (the catalog's photos, and items written with a photo, are decoded from their files)."""
+    from PIL import Image
+
+    path = tmp_path / "up.jpg"
+    pixels = np.asarray(Image.open(io.BytesIO(png(item_image("b", 3)))).convert("RGB"))
+    Image.fromarray(pixels).resize((300, 210), Image.Resampling.BICUBIC).save(path, quality=90)
+    upload = {"image": (io.BytesIO(path.read_bytes()), "up.jpg")}
+    served = client.post("/v1/search/image?k=5", data=upload).get_json()["items"]
+    found = app.extensions["recsys"].holder.state.recommender.search_images(path, k=5)
+    assert [i["item_id"] for i in served] == list(found.ids[0])
+    np.testing.assert_allclose([i["score"] for i in served], found.scores[0], atol=1e-4)
 
 
 def test_images_and_items_are_served(client):

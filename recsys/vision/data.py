@@ -22,7 +22,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from recsys.errors import InvalidInput
-from recsys.vision.photo import DECODE_ERRORS, MAX_PHOTO_PIXELS, as_shown, open_file
+from recsys.vision.photo import DECODE_ERRORS, MAX_PHOTO_PIXELS, open_file, shown_at
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,7 @@ def _load_one(path: Path, size: int, mode: str) -> np.ndarray:
                     f"cannot read image {path}: {img.width}x{img.height} pixels is over the "
                     f"{limit / 1e6:g} megapixels decoded at most"
                 )
-            img = as_shown(img, mode, at_least=size)
-            return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), np.uint8)
+            return shown_at(img, size, mode)
     except DECODE_ERRORS as exc:
         reason = str(exc) or type(exc).__name__
         raise InvalidInput(f"cannot read image {path}: {reason}") from exc
