@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 import sys
-from dataclasses import replace
 
 import click
 
@@ -181,8 +180,6 @@ def cli(ctx: click.Context, database_url, artifacts_dir, device, ray_address, ve
         )
     except RecsysError as exc:
         raise click.UsageError(str(exc)) from exc
-    # a quoted '~/a' (or RECSYS_ARTIFACTS_DIR=~/a) made a folder named ~ here
-    ctx.obj = replace(ctx.obj, artifacts_dir=ctx.obj.artifacts_dir.expanduser())
     _log_as(ctx.obj.log_format)
 
 

@@ -118,8 +118,9 @@ class Settings:
             raise InvalidSettings(
                 f"log_format {self.log_format!r} is not one of {', '.join(LOG_FORMATS)}"
             )
-        object.__setattr__(self, "artifacts_dir", Path(self.artifacts_dir))
-        object.__setattr__(self, "images_root", Path(self.images_root))
+        # a quoted "~/a" (RECSYS_ARTIFACTS_DIR=~/a in a unit file) made a folder named ~
+        object.__setattr__(self, "artifacts_dir", Path(self.artifacts_dir).expanduser())
+        object.__setattr__(self, "images_root", Path(self.images_root).expanduser())
         object.__setattr__(self, "live_max_items", _count(self.live_max_items, "live_max_items"))
         if isinstance(self.public_scopes, str) and not self.public_scopes.replace(",", "").strip():
             raise InvalidSettings(

@@ -77,3 +77,11 @@ def test_a_flask_switch_reads_false_in_any_case():
     config.from_mapping({**DEFAULTS, "CARD_SNAPSHOT": "False"})
     check_config(config)
     assert config["CARD_SNAPSHOT"] is False
+
+
+def test_a_tilde_in_the_artifacts_and_images_folders_is_the_home_folder(monkeypatch, tmp_path):
+    """RECSYS_ARTIFACTS_DIR=~/a (quoted, as a unit file or .env writes it) made the service
+    look in a folder named ~ in its working folder (the CLI expanded it, the service not)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    settings = Settings(artifacts_dir="~/a", images_root="~/photos")
+    assert settings.artifacts_dir == tmp_path / "a" and settings.images_root == tmp_path / "photos"
