@@ -387,11 +387,14 @@ class FeedRequest:
 
 class Fresh(list):
     """``fresh_history``'s items (newest first) with their events' ``times`` (naive UTC; None:
-    undated), which order them for the fold-in (``Recommender.history_with``)."""
+    undated), which order them for the fold-in (``Recommender.history_with``), and ``seen``:
+    when the user has more such events than are folded in (``FRESH_LIMIT``), the distinct
+    items of all of them, which the feed leaves out as seen."""
 
-    def __init__(self, items: Sequence[str] = (), times: Sequence = ()) -> None:
+    def __init__(self, items: Sequence[str] = (), times: Sequence = (), seen=()) -> None:
         super().__init__(items)
         self.times = list(times)
+        self.seen = list(seen)
 
 
 class Forgotten(Fresh):
@@ -417,10 +420,10 @@ def fresh_history(state: ServingState, engine: Engine, user_id: str) -> list[str
     _feeds_without_fresh.worked()
     known = state.recommender.user_index.rows([user_id])[0] >= 0
     if known and since.erased_at is not None and since.erased_at > state.data_read_at:
-        return Forgotten(since.items or [], since.times)
+        return Forgotten(since.items or [], since.times, since.seen)
     if since.items is None:  # never seen, or erased (before migration 0012 recorded erasures)
         return Forgotten() if known and state.users_from_catalog else []
-    return Fresh(since.items, since.times)
+    return Fresh(since.items, since.times, since.seen)
 
 
 def home_feed(
@@ -445,10 +448,16 @@ def home_feed(
         "seen_elsewhere": elsewhere,
         "new_items": request.new_items,
     }
+    # a shopper with more events since the bundle than are folded in: all of them seen (the
+    # 100 oldest of 300 purchases since were offered back)
+    also = getattr(fresh, "seen", None)
+    if also:
+        shown["also_seen"] = [also]
     if isinstance(fresh, Forgotten):  # their events since alone; none: a user never seen
         return recommender.recommend_for_history([folded], *options, **shown)
     live = recommender.live
-    if not folded and not (live is not None and any(map(live.knows, elsewhere[0]))):
+    knows_live = live is not None and any(map(live.knows, elsewhere[0]))
+    if not folded and not knows_live and not also:
         return recommender.recommend([user_id], *options, **shown)
     times = fresh.times if isinstance(fresh, Fresh) else None  # None: in arrival order
     if times is not None:

@@ -343,6 +343,27 @@ def test_posted_events_change_the_next_feed_without_retraining(client):
     assert feed["fallback"] is False and all(i["item_id"].startswith("a") for i in feed["items"])
 
 
+def test_a_shopper_with_more_events_since_the_bundle_than_are_folded_in_sees_none_again(client):
+    """Only the newest 200 events since the bundle were read: a shopper with 300 purchases
+    since was offered the 100 oldest back, though the feed leaves out seen items."""
+    from recsys.catalog.reads import FRESH_LIMIT
+
+    def dated(item: str, minute: int) -> dict:
+        at = f"2026-01-01T{minute // 60:02d}:{minute % 60:02d}:00Z"
+        return {"user_id": "heavy", "item_id": item, "event": "purchase", "timestamp": at}
+
+    older = [dated(f"b{k}", k) for k in range(10)]
+    assert client.post("/v1/interactions", json={"events": older}, headers=ADMIN).status_code == 201
+    newer = [dated(f"a{k % 10}", 10 + k) for k in range(FRESH_LIMIT)]
+    assert client.post("/v1/interactions", json={"events": newer}, headers=ADMIN).status_code == 201
+    feed = client.get("/v1/users/heavy/recommendations?k=30&diversity=0").get_json()
+    shown = {item["item_id"] for item in feed["items"]}
+    seen = {f"b{k}" for k in range(10)} | {f"a{k}" for k in range(10)}
+    assert shown and not shown & seen
+    every = client.get("/v1/users/heavy/recommendations?k=30&exclude_seen=false").get_json()
+    assert {f"b{k}" for k in range(10)} & {item["item_id"] for item in every["items"]}
+
+
 @pytest.mark.parametrize(
     ("events", "mentions"),
     [

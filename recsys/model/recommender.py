@@ -504,6 +504,7 @@ class Recommender:
         seen_elsewhere=None,
         new_items: int = 0,
         only_new: bool = False,
+        also_seen=None,
     ) -> Results:
         """Top-k for users given only their item histories (lists of item ids), no retraining.
 
@@ -516,6 +517,8 @@ class Recommender:
         live blocks (collaborative stand-ins predicted from content, content, tokens), each
         counted once: a shopper whose first events were on new items kept the popularity
         fallback until the next training. ``new_items`` and ``only_new``: as ``recommend``'s.
+        ``also_seen``: per history, more item ids the feed leaves out as seen (with
+        ``exclude_seen``) without folding them in (a shopper's events past those folded in).
         """
         diversity, k, filters = check_diversity(diversity), check_k(k), check_filters(filters)
         new_items = check_new_items(new_items, k)
@@ -523,6 +526,7 @@ class Recommender:
         places = self._history_places(histories)
         matrix = self._history_matrix(histories, places)
         elsewhere = _per_query(seen_elsewhere, histories)
+        also = _per_query(also_seen, histories)
         # one delta for the whole call: the follower replaces it once a second, and a history
         # matrix of one delta's M live items met the blocks of the next one's M + 1 (a feed
         # answered 400 "matmul: dimension mismatch" while items were written)
@@ -547,6 +551,9 @@ class Recommender:
         )
         queries = self.fused.history_queries(cf_vectors, matrix, live_content)
         exclude = list(_rows(matrix)) if exclude_seen else None
+        unheld = [()] * len(also)  # per query: the ``also`` items the bundle does not hold
+        if exclude is not None and any(also):
+            exclude, unheld = self._also_seen(exclude, also)
         allowed = self._allowed(candidates, filters, only_new)
         width = pool_size(k, diversity, len(self.item_ids))
         pools = self.index.search(queries, self._reach(width), allowed, exclude)
@@ -580,7 +587,7 @@ class Recommender:
             skip = [
                 None
                 if none
-                else [*self._live_seen(live, exclude[u]), *elsewhere[u]]
+                else [*self._live_seen(live, exclude[u]), *elsewhere[u], *unheld[u]]
                 if exclude_seen
                 else ()
                 for u, none in enumerate(empty.tolist())
@@ -588,12 +595,25 @@ class Recommender:
             results = self._with_live(
                 results, queries, k, candidates, filters, skip, profiles=profiles, only_new=only_new
             )
-        seen = elsewhere if exclude_seen else None
+        seen = [[*e, *u] for e, u in zip(elsewhere, unheld, strict=True)] if exclude_seen else None
         results = self._live_fallback(results, k, candidates, filters, seen, only_new)
         if not new_items:
             return results
-        offered = self.recommend_for_history(*args[:1], new_items, *args[2:], only_new=True)
+        offered = self.recommend_for_history(
+            *args[:1], new_items, *args[2:], only_new=True, also_seen=also_seen
+        )
         return self._reserved(results, offered, k, new_items)
+
+    def _also_seen(self, exclude: list, also: list) -> tuple[list, list]:
+        """(``exclude`` with the bundle rows of each query's ``also`` items added, the ``also``
+        items the bundle does not hold): the seen items of ``recommend_for_history``'s
+        ``also_seen``."""
+        more, unheld = [], []
+        for rows, items in zip(exclude, also, strict=True):
+            found = self.item_index.rows(list(items)) if items else np.zeros(0, np.int64)
+            more.append(np.union1d(rows, found[found >= 0]).astype(np.asarray(rows).dtype))
+            unheld.append([item for item, row in zip(items, found, strict=True) if row < 0])
+        return more, unheld
 
     def _reserved(self, results: Results, offered: Results, k: int, n: int) -> Results:
         """``results`` with ``n`` places of each personal feed kept for new items
