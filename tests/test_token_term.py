@@ -41,6 +41,9 @@ def test_served_feeds_rank_by_the_index_score_plus_the_token_term(engine, tmp_pa
     expected = recommender.item_ids[top_k(full, 5)]
     served = recommender.recommend(users, k=5)
     assert served.ids == expected.tolist()
+    # a k = 1 feed is the first of the k = 5 one (it ranked 2 and 2 items, and missed it)
+    for k in (1, 2):
+        assert recommender.recommend(users, k=k).ids == expected[:, :k].tolist()
     # the token term moved some feed: it is not the index's ranking alone
     plain = _with_token_weight(recommender, 0.0).recommend(users, k=5)
     assert plain.ids != served.ids
