@@ -169,6 +169,37 @@ def test_training_reads_every_interaction_with_its_ids_in_any_chunking(engine):
         assert (read["timestamp"].to_numpy() == expected["timestamp"].to_numpy()).all()
 
 
+def test_events_of_shoppers_added_while_the_ids_are_read_are_left_out(engine, monkeypatch):
+    """An ingest adding shoppers between the read of the ids and the read of the events (two
+    statements) stopped an export or an evaluation with "Index ... out of bounds"."""
+    from recsys.model import data
+
+    populate(engine)
+    before = read_interactions(engine)
+    external_ids = data._external_ids
+
+    def then_a_new_shopper(connection, table):
+        lookup = external_ids(connection, table)
+        if table == "items":  # after both lookups, before the events' read
+            with Session(engine) as session, session.begin():
+                item = session.scalar(select(Item).where(Item.external_id == "a1"))
+                late = User(external_id=f"late-shopper-{len(added)}")
+                session.add(Interaction(user=late, item=item, event="view", dedup_key="late"))
+            added.append(late)
+        return lookup
+
+    added = []
+
+    monkeypatch.setattr(data, "_external_ids", then_a_new_shopper)
+    read = read_interactions(engine, chunk_rows=7)
+    pd.testing.assert_frame_equal(read, before)
+    batches = list(data.interaction_batches(engine, chunk_rows=7))
+    # the first late shopper was stored before this read's ids: in; the second: out
+    assert sum(batch.num_rows for batch in batches) == len(before) + 1
+    monkeypatch.undo()
+    assert "late-shopper-0" in read_interactions(engine)["user_id"].tolist()  # read next time
+
+
 def test_a_user_sample_read_in_sql_holds_the_rows_sampling_the_whole_read_keeps(engine):
     populate(engine)
     everything = read_interactions(engine)

@@ -250,18 +250,30 @@ def _interaction_chunks(
         named = {"name": "recsys_interactions"} if engine.dialect.name == "postgresql" else {}
         cursor = dbapi.cursor(**named)
 
+        # Events of users or items written after their ids were read (an ingest adding
+        # shoppers meanwhile: the lookups and the events are two statements, not one
+        # snapshot) are left out: their keys were past the lookups, and an export or an
+        # evaluation stopped with "Index 2740 out of bounds".
+        known_users, known_items = pd.notna(users), pd.notna(items)
+
         def chunks():
             while rows := cursor.fetchmany(chunk_rows):
                 user, item, event, weight, timestamp = zip(*rows, strict=True)
                 del rows
                 stamps = pd.to_datetime(pd.Series(timestamp, dtype=object), format="ISO8601")
-                yield (
+                chunk = (
                     np.asarray(user, dtype=np.int32),  # catalog keys
                     np.asarray(item, dtype=np.int32),
                     pd.Categorical(event),
                     np.asarray(weight, dtype=np.float64),
                     stamps,
                 )
+                keep = (chunk[0] < len(users)) & (chunk[1] < len(items))
+                keep[keep] &= known_users[chunk[0][keep]] & known_items[chunk[1][keep]]
+                if not keep.all():
+                    *chunk, stamps = (part[keep] for part in chunk)
+                    chunk = (*chunk, stamps.reset_index(drop=True))
+                yield chunk
 
         try:
             cursor.execute(
