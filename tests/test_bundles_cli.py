@@ -58,7 +58,9 @@ def test_gc_keeps_the_newest_and_the_active_and_removes_what_killed_runs_left(
     assert not partial.exists() and not unregistered.exists() and not middle.path.exists()
     listing = run_cli("bundles", "list").output
     assert middle.version not in listing and f"* {oldest.version}" in listing
-    run_cli("--artifacts-dir", artifacts, "bundles", "gc", "--keep", "0")
+    shutil.rmtree(newest.path)  # removed by hand: said as gone, not as another folder's
+    gc = run_cli("--artifacts-dir", artifacts, "bundles", "gc", "--keep", "0").output
+    assert f"removed bundle {newest.version} from the registry (its folder was gone)" in gc
     assert load_active(engine).version == oldest.version and oldest.path.is_dir()
     assert not newest.path.exists()
 

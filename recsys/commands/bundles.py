@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 from sqlalchemy import select
@@ -134,7 +135,9 @@ def gc(settings: Settings, keep: int) -> None:
     engine = connect_current(settings.database_url)
     result = collect_garbage(engine, settings.artifacts_dir / "bundles", keep)
     for version in result.removed:
-        if version in result.left:  # another artifacts folder's: its row only
+        if version in result.left and not Path(result.left[version]).exists():
+            click.echo(f"removed bundle {version} from the registry (its folder was gone)")
+        elif version in result.left:  # another artifacts folder's: its row only
             click.echo(
                 f"removed bundle {version} from the registry; its folder {result.left[version]} "
                 "is outside this artifacts folder and was left on disk"
