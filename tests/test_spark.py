@@ -167,7 +167,7 @@ def test_export_refuses_a_non_empty_folder_and_replaces_it_whole(engine, run_cli
         assert (shop / "items.csv").read_text() == "item_id\na1\n"
     assert "is not an earlier export (it holds items.csv)" in refused.output
     out = tmp_path / "events"
-    run_cli("export", "interactions", "--out", out)
+    run_cli("export", "interactions", "--out", out, "-q")  # -q was "No such option"
     stale = out / "day=1999-01-01"
     stale.mkdir()
     refused = run_cli("export", "interactions", "--out", out, expect_exit=2)

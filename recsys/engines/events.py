@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from sqlalchemy import Engine
+from tqdm import tqdm
 
 from recsys.catalog.models import utcnow
 from recsys.errors import InvalidInput
@@ -65,19 +66,24 @@ EXPORT_CHUNK_ROWS = 100_000
 MAX_DAYS = 48_000
 
 
-def export_interactions(engine: Engine, out: Path, overwrite: bool = False) -> dict:
+def export_interactions(
+    engine: Engine, out: Path, overwrite: bool = False, show_progress: bool = False
+) -> dict:
     """Write the catalog's interactions to ``out`` as Parquet partitioned by day; returns what
     ``_recsys_export.json`` holds. Written beside ``out`` and renamed into place, so a failed
-    export leaves ``out`` as it was; an existing non-empty ``out`` needs ``overwrite``."""
+    export leaves ``out`` as it was; an existing non-empty ``out`` needs ``overwrite``.
+    ``show_progress``: a bar of the events written (no total: counting them is a scan)."""
     out = Path(out)
     _check_out(out, overwrite)
     exported_at = utcnow().isoformat()  # catalog events stored later are fresh to a bundle
     rows, days = [0], set()
+    bar = tqdm(desc="exporting", unit=" events", unit_scale=True, disable=not show_progress)
 
     def batches():  # one chunk of the log at a time: memory does not grow with the log
         for batch in interaction_batches(engine, EXPORT_CHUNK_ROWS):
             day = pc.strftime(batch["timestamp"], format="%Y-%m-%d")
             rows[0] += batch.num_rows
+            bar.update(batch.num_rows)
             days.update(pc.unique(day.drop_null()).to_pylist())
             batch = pa.RecordBatch.from_arrays([*batch.columns, day], schema=_DAYS)
             # each day's rows of the chunk together: the writer's slices of it make one row
@@ -109,6 +115,7 @@ def export_interactions(engine: Engine, out: Path, overwrite: bool = False) -> d
         (staging / EXPORT_FILE).write_text(json.dumps(summary, indent=2))
         _replace(staging, out)
     finally:
+        bar.close()
         shutil.rmtree(staging, ignore_errors=True)
     log.info("exported %d interactions over %d days to %s", summary["rows"], summary["days"], out)
     return summary
