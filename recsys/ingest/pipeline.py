@@ -139,14 +139,14 @@ def _attempt(engine: Engine, path: Path, ingester: Ingester, options: IngestOpti
         raise told(
             InvalidInput(
                 f"{path.name}: the compressed file is damaged or cut short ({exc}); "
-                f"{report.accepted:,} rows before the damage were stored; ingest a whole copy "
+                f"{_stored(report, ' before the damage')}; ingest a whole copy "
                 f"to store the rest {rest}"
             )
         ) from None
     except KeyboardInterrupt as exc:
         raise told(
             Interrupted(
-                f"{path.name}: {_stop_word(exc)}; {report.accepted:,} rows were stored, in whole "
+                f"{path.name}: {_stop_word(exc)}; {_stored(report)}, in whole "
                 f"batches; run the same command again to store the rest {rest}"
             )
         ) from None
@@ -154,7 +154,7 @@ def _attempt(engine: Engine, path: Path, ingester: Ingester, options: IngestOpti
         if sqlstate(exc.orig) != FOREIGN_KEY_VIOLATION:
             # the database went away (a restart): what is stored is said, as for Ctrl-C
             exc.add_note(
-                f"{path.name}: {report.accepted:,} rows were stored, in whole batches; run the "
+                f"{path.name}: {_stored(report)}, in whole batches; run the "
                 f"same command again to store the rest {rest}"
             )
             told(exc)
@@ -164,7 +164,7 @@ def _attempt(engine: Engine, path: Path, ingester: Ingester, options: IngestOpti
         raise told(
             _Raced(
                 f"{path.name}: a user or item this batch names was erased or removed while it "
-                f"was written; {report.accepted:,} rows were stored, in whole batches; run the "
+                f"was written; {_stored(report)}, in whole batches; run the "
                 f"same command again to store the rest {rest}"
             )
         ) from None
@@ -172,8 +172,9 @@ def _attempt(engine: Engine, path: Path, ingester: Ingester, options: IngestOpti
         where = f" ({exc.filename})" if exc.filename else ""
         raise told(
             InvalidInput(
-                f"{path.name}: stopped: {exc.strerror or exc}{where}; {report.accepted:,} rows "
-                f"were stored, in whole batches; fix that and run the same command again {rest}"
+                f"{path.name}: stopped: {exc.strerror or exc}{where}; "
+                f"{_stored(report)}, in whole batches; fix that and run the same command "
+                f"again {rest}"
             )
         ) from None
 
@@ -424,6 +425,15 @@ def first_problems(checks: Sequence[tuple[str, Parsed, bool]]) -> Problems:
             for row in np.flatnonzero(parsed.missing).tolist():
                 problems.setdefault(row, (Reason.MISSING_VALUE, f"{column} is empty"))
     return problems
+
+
+def _stored(report: IngestReport, rows: str = "") -> str:
+    """ "N rows were stored", and how many of them were new when some were stored before: an
+    interrupted rerun of a file already ingested said "35,200 rows were stored" of 0 new."""
+    said = f"{report.accepted:,} rows{rows} were stored"
+    if report.unchanged:
+        said += f" ({report.inserted + report.updated:,} new or changed, the rest as before)"
+    return said
 
 
 def accepted(length: int, problems: Problems) -> np.ndarray:
