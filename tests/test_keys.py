@@ -48,7 +48,8 @@ def test_cli_shows_a_key_once_and_stores_only_its_hash(run_cli, engine, db_url):
     again = run_cli("keys", "revoke", key).output
     assert f"{info.key_id} was already revoked at " in again
     other = run_cli("keys", "create", "--scope", "feeds:read").stdout.strip()
-    assert run_cli("keys", "revoke", other).output.startswith("revoked ")
+    revoked = run_cli("keys", "revoke", other).output
+    assert revoked.startswith("revoked ") and "until its key cache expires (30 s" in revoked
     assert find_key(engine, other) is None
     refused = run_cli("keys", "create", "--scope", "everything", expect_exit=2)
     assert "events:write" in refused.output  # names the scopes there are

@@ -85,4 +85,8 @@ def revoke(settings: Settings, key_id: str) -> None:
     if earlier is not None and not earlier.active:  # it said "revoked" again
         click.echo(f"{info.key_id} was already revoked at {earlier.revoked_at:%Y-%m-%d %H:%M} UTC")
         return
-    click.echo(f"revoked {info.key_id} ({' '.join(info.scopes)})")
+    click.echo(
+        f"revoked {info.key_id} ({' '.join(info.scopes)}); a service worker that checked it "
+        "lately accepts it until its key cache expires (30 s by default, "
+        "RECSYS_FLASK_KEY_CACHE_SECONDS)"
+    )
