@@ -293,7 +293,13 @@ class ModelHolder:
             refused = self.refused is not None and self.refused.version == active
             changed = active != current or refused or self._served_files_changed()
             if active is not None and changed and not self._still_refused(active):
-                self.reload(fallback=self._state is None)
+                try:
+                    self.reload(fallback=self._state is None)
+                except InvalidBundle:
+                    if self.refused is None:
+                        raise
+                    # refused, and said so ("reload refused"): no failure of the check, whose
+                    # traceback and "failed no longer" a moment later read as a recovery
             self._reload_failures.worked()
         except Exception as exc:  # the current state keeps serving; the error is logged
             self._reload_failures.failed(exc)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -561,6 +563,31 @@ def test_reload_swaps_bundles_and_refuses_a_tampered_one(tmp_path):
     assert_error(client.post("/v1/admin/reload", headers=auth), 409, "checksum")
     assert client.get("/v1/items/a1/similar").get_json()["model_version"] == new.version
     assert client.get("/readyz").status_code == 200
+
+
+def test_a_refused_active_bundle_is_one_warning_not_a_failed_check(tmp_path, caplog):
+    """An active bundle that does not load (its folder gone since a restore) was a traceback
+    of "checking for a new active bundle failed", then "failed no longer" at the next check,
+    which read as a recovery while the bundle still could not be loaded."""
+    url, artifacts = build_shop(tmp_path)
+    engine = connect(url)
+    bad = train(engine, artifacts, train_config(), "cpu", image_encoder_factory=tiny_encoder)
+    app = create_app(Settings(database_url=url, artifacts_dir=artifacts), {})
+    holder = app.extensions["recsys"].holder
+    served = holder.state.version
+    with Session(engine) as session, session.begin():  # the older one active again
+        session.execute(update(ModelBundle).values(is_active=False))
+        session.execute(
+            update(ModelBundle).where(ModelBundle.version != bad.version).values(is_active=True)
+        )
+    shutil.rmtree(artifacts / "bundles" / active_version(engine))
+    for _ in range(2):
+        holder._checked = 0.0
+        holder.maybe_reload()
+    assert holder.state.version == served and holder.refused is not None
+    assert "reload refused" in caplog.text
+    assert "checking for a new active bundle failed" not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_a_restarted_worker_serves_the_last_bundle_that_loads(tmp_path, monkeypatch):
