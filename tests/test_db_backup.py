@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import sqlite3
 import threading
 
@@ -116,6 +117,19 @@ def test_a_restore_names_the_bundles_trained_since_the_backup(engine, db_url, tm
         f"the restored registry lacks 1 bundle folder(s) in {artifacts / 'bundles'}" in done.output
     )
     assert f"({since.version}): `recsys bundles register FOLDER` adds one" in done.output
+
+
+def test_a_restore_whose_active_bundle_was_removed_since_says_so(engine, db_url, tmp_path, run_cli):
+    """The backup's active bundle removed since (`bundles gc`): the restore said nothing, and
+    the service then refused it."""
+    _sqlite_only(db_url)
+    populate(engine)
+    artifacts = tmp_path / "artifacts"
+    active = train(engine, artifacts, train_config())
+    run_cli("db", "backup", tmp_path / "monday.db")
+    shutil.rmtree(active.path)
+    done = run_cli("--artifacts-dir", artifacts, "db", "restore", tmp_path / "monday.db", "--yes")
+    assert f"the restored active bundle {active.version} has no folder" in done.output
 
 
 def test_a_restore_refuses_what_is_no_backup_and_changes_nothing(engine, db_url, tmp_path):

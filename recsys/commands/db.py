@@ -216,12 +216,33 @@ def restore(settings: Settings, file: Path, yes: bool, other_catalog: bool, quie
         )
     if restored.keys:
         click.echo(f"kept the catalog's {restored.keys} API key(s) (revocations included)")
+    _say_if_the_active_bundle_is_gone(engine)
     lacking = unregistered_folders(engine, settings.artifacts_dir / "bundles")
     if lacking:  # trained since the backup, most likely
         click.echo(
             f"the restored registry lacks {len(lacking)} bundle folder(s) in "
             f"{settings.artifacts_dir / 'bundles'} ({', '.join(f.name for f in lacking)}): "
             "`recsys bundles register FOLDER` adds one"
+        )
+
+
+def _say_if_the_active_bundle_is_gone(engine) -> None:
+    """A warning when the restored registry's active bundle has no folder (removed since the
+    backup, by `bundles gc`): the service keeps serving what it served and refuses it."""
+    from recsys.errors import ModelNotTrained
+    from recsys.model.bundle import active_bundle
+
+    try:
+        bundle = active_bundle(engine)
+    except ModelNotTrained:
+        return
+    if not Path(bundle.path).is_dir():
+        click.echo(
+            f"warning: the restored active bundle {bundle.version} has no folder at "
+            f"{bundle.path} (removed since the backup); the service refuses it and keeps "
+            "serving what it served: `recsys bundles activate VERSION` another one, or "
+            "`recsys train`",
+            err=True,
         )
 
 
