@@ -483,3 +483,17 @@ def test_a_training_stopped_by_a_locked_catalog_may_be_run_again_exit_75(
     monkeypatch.setattr(training, "register_bundle", locked)
     failed = run_cli("--artifacts-dir", tmp_path, "train", "-q", expect_exit=75)
     assert "stage 'register': Exception: database is locked" in failed.output
+
+
+def test_a_crawler_that_viewed_the_whole_catalog_is_left_out_of_training(engine, tmp_path, caplog):
+    """One bot that viewed every item left no item new (new items lost their places in
+    feeds) and set every formerly new item's "also viewed" row; it is left out, and said."""
+    populate(engine)
+    items = read_catalog(engine).items["item_id"].tolist()
+    record_interactions(engine, [{"user_id": "bot", "item_id": i, "event": "view"} for i in items])
+    config = replace(train_config(), crawler_min_items=10)  # the toy shop has 32 items
+    recommender = load_recommender(train(engine, tmp_path, config).path)
+    assert "bot" not in recommender.cf.user_ids_
+    assert "1 user(s) whose events span over 50% of the catalog's 32 items" in caplog.text
+    kept = load_recommender(train(engine, tmp_path, replace(config, crawler_share=0)).path)
+    assert "bot" in kept.cf.user_ids_  # 0 keeps every user

@@ -116,6 +116,14 @@ def _ids(_ctx, _param, values) -> tuple[str, ...]:
     "conjugate-gradient steps per row, on the executors), exact (implicit's objective, each "
     "step solved exactly) or mllib (MLlib's ALS: its own objective, implicit's settings mapped).",
 )
+@click.option(
+    "--crawler-share",
+    type=Finite(0, 1, max_open=True),
+    default=0.5,
+    show_default=True,
+    help="Leave out users whose events span more than this share of the catalog (and at "
+    "least 1,000 items) as crawlers; 0 keeps every user.",
+)
 @click.option("--no-activate", is_flag=True, help="Register the bundle without activating it.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option(
@@ -140,6 +148,7 @@ def train(
     events,
     cf_engine,
     spark_solver,
+    crawler_share,
     no_activate,
     quiet,
     as_json,
@@ -166,6 +175,7 @@ def train(
         index=IndexConfig(kind=index_kind),
         image=ImageConfig(method=image_method, epochs=image_epochs, time_budget=image_time_budget),
         neighbours=neighbours,
+        crawler_share=crawler_share,
         activate=not no_activate,
     )
     if cf_engine == "spark":  # started first: a missing Java fails before any work

@@ -38,7 +38,7 @@ from recsys.model.protocol import MAX_BATCH_CELLS, build_task, rank, recall_per_
 from recsys.model.ranking import WIDE_ROW, hit_matrix, per_user_metrics, top_k_finite
 from recsys.model.recommender import ItemFilters
 from recsys.model.split import DATED_SHARE, SPLITS, split_interactions
-from recsys.model.training import TrainConfig
+from recsys.model.training import TrainConfig, left_out_crawlers
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,8 @@ def _read(engine: Engine, config: EvaluationConfig) -> tuple[CatalogData, int | 
         raise InvalidInput("the catalog has no items; run `recsys ingest items FILE` first")
     users = _sample_size(count_users(engine), n_items, config)
     sample = None if users is None else (users, config.seed)
-    return read_catalog(engine, user_sample=sample), users
+    data = read_catalog(engine, user_sample=sample)
+    return left_out_crawlers(data, config.fused), users
 
 
 def _sample_size(n_users: int, n_items: int, config: EvaluationConfig) -> int | None:

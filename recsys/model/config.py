@@ -135,6 +135,13 @@ class TrainConfig:
     # Weights stage: per validation user and block, the best items kept as candidates (the
     # search ranks those, not the whole catalog; see recsys.model.validation.Candidates).
     validation_candidates: int = 200
+    # A user whose events span more than this share of the catalog's items, and at least
+    # crawler_min_items of them, is taken for a crawler and left out of training (and of the
+    # evaluation's split): one bot that viewed every item left no item new, so new items lost
+    # their places in feeds, and it set every formerly new item's "also viewed" row. 0 keeps
+    # every user. (MovieLens's most prolific rater spans 26% of its films.)
+    crawler_share: float = 0.5
+    crawler_min_items: int = 1000
     # Use the item title as a text attribute.
     use_titles: bool = True
     # Similar items precomputed per item (the bundle's neighbour table): unfiltered

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -57,6 +57,30 @@ class CatalogData:
             "items_with_images": int(self.items["image_path"].notna().sum()),
             "attributes": len(self.kinds),
         }
+
+
+def without_crawlers(
+    data: CatalogData, share: float, min_items: int
+) -> tuple[CatalogData, list[str]]:
+    """(``data`` without the events of users whose events span more than ``share`` of the
+    catalog's items and at least ``min_items`` of them, those users' ids): crawlers, not
+    shoppers (``TrainConfig.crawler_share``). Only users with that many events are counted
+    item by item; ``share`` 0 keeps everyone."""
+    limit = max(min_items, share * len(data.items))
+    interactions = data.interactions
+    if share <= 0 or len(interactions) <= limit:
+        return data, []
+    counts = interactions["user_id"].value_counts()
+    heavy = counts.index[counts.to_numpy() > limit]
+    if not len(heavy):
+        return data, []
+    theirs = interactions[interactions["user_id"].isin(heavy)]
+    spans = theirs.groupby("user_id", observed=True)["item_id"].nunique()
+    crawlers = spans.index[spans.to_numpy() > limit]
+    if not len(crawlers):
+        return data, []
+    kept = interactions[~interactions["user_id"].isin(crawlers)].reset_index(drop=True)
+    return replace(data, interactions=kept), sorted(map(str, crawlers))
 
 
 def read_catalog(

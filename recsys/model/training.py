@@ -50,7 +50,7 @@ from recsys.model.content import (
     image_block,
     tabular_block,
 )
-from recsys.model.data import CatalogData, read_catalog
+from recsys.model.data import CatalogData, read_catalog, without_crawlers
 from recsys.model.fusion import FusedModel
 from recsys.model.index import VectorIndex
 from recsys.model.recommender import ItemFilters, Recommender
@@ -92,6 +92,24 @@ class Fitted:
     metrics: dict[str, Any]
 
 
+def left_out_crawlers(data: CatalogData, config: TrainConfig) -> CatalogData:
+    """``data`` without the events of users taken for crawlers (``without_crawlers`` at
+    ``config``'s crawler_share and crawler_min_items), saying how many and who."""
+    data, crawlers = without_crawlers(data, config.crawler_share, config.crawler_min_items)
+    if crawlers:
+        log.warning(
+            "%d user(s) whose events span over %.0f%% of the catalog's %d items (and at least "
+            "%d of them) left out as crawlers, not shoppers: %s (TrainConfig.crawler_share; "
+            "`recsys users erase` removes them for good)",
+            len(crawlers),
+            100 * config.crawler_share,
+            len(data.items),
+            config.crawler_min_items,
+            ", ".join(crawlers[:5]) + (", ..." if len(crawlers) > 5 else ""),
+        )
+    return data
+
+
 def train(
     engine: Engine,
     artifacts_dir: Path,
@@ -129,6 +147,7 @@ def train(
             catalog = catalog_id(engine)
             active_before = active_version(engine)  # another run's activation is not undone
             data = read_catalog(engine, events, stored_by=None if events else reading)
+            data = left_out_crawlers(data, config)
             _check_trainable(data)
             _check_event_weights(data, config.cf)
         content = Content()
