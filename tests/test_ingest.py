@@ -54,7 +54,7 @@ u1,a1,2024-02-01T10:00:00Z,view,1
 u1,a2,1706781600,click,
 u2,a1,2024-02-01 12:00:00+02:00,purchase,3
 u2,zz,2024-02-01T10:00:00,view,1
-u1,a1,2024-02-01T10:00:00Z,view,1
+u1,a1,2024-02-01T10:00:00Z,view,2
 u3,a1,not-a-date,view,1
 u3,a1,2024-02-01,VIEW!,1
 u3,,2024-02-01,view,1
@@ -264,6 +264,18 @@ def test_bad_interactions_are_rejected_with_line_and_reason(engine, shop):
     }
     with Session(engine) as session:
         assert set(session.scalars(select(User.external_id))) == {"u1", "u2", "u3"}
+
+
+def test_a_row_delivered_twice_in_a_file_is_one_event_and_no_reject(engine, shop, tmp_path):
+    """A pipeline that delivers at least once wrote the same row twice: the second was a
+    'duplicate' reject (exit 1), where the same event posted twice over HTTP is unchanged."""
+    ingest_items(engine, shop / "items.csv", options=IngestOptions(show_progress=False))
+    path = tmp_path / "twice.csv"
+    row = "u9,a1,2024-02-01T10:00:00Z,view,2\n"
+    path.write_text("user_id,item_id,timestamp,event,weight\n" + row + row)
+    report = ingest_interactions(engine, path, IngestOptions(show_progress=False))
+    assert (report.inserted, report.unchanged, report.total_rejected) == (1, 1, 0)
+    assert not report.rejects_path or not report.rejects_path.exists()
 
 
 def test_reingesting_the_same_files_changes_nothing(engine, shop):

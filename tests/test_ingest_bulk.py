@@ -89,7 +89,13 @@ def messy_csv(path: Path, rows: int, seed: int) -> None:
 
 def reference(path: Path, known_items: set[str]) -> tuple[set[tuple], dict[int, tuple]]:
     """Row by row with the scalar rules: accepted rows and rejects {line: (reason, detail)}."""
-    rows, rejects, seen = set(), {}, set()
+    rows, rejects, _ = reference_with_repeats(path, known_items)
+    return rows, rejects
+
+
+def reference_with_repeats(path: Path, known_items: set[str]) -> tuple[set, dict, int]:
+    """``reference``, and how many rows repeat an earlier one whole (delivered twice)."""
+    rows, rejects, seen, repeats = set(), {}, {}, 0
     with open(path, newline="", encoding="utf-8-sig", errors="replace") as file:
         reader = csv.reader(file)
         header = [name.strip() for name in next(reader)]
@@ -113,17 +119,19 @@ def reference(path: Path, known_items: set[str]) -> tuple[set[tuple], dict[int, 
                     "ingest the item first, or leave out events of removed items"
                 )
                 rejects[line] = ("unknown_item", detail)
-            elif (*row[:3], row[4]) in seen:
+            elif (kept := seen.get((*row[:3], row[4]))) == row[3]:
+                repeats += 1  # the same row again: delivered twice, unchanged
+            elif kept is not None:
                 detail = (
-                    "the same user, item, event and timestamp appear earlier in this file; the "
-                    f"first is kept, and this row's weight ({row[3]:g}) is not stored (to count "
-                    "both, sum them into one row or give each its own time)"
+                    "the same user, item, event and timestamp appear earlier in this file with "
+                    f"weight {kept:g}; the first is kept, and this row's weight ({row[3]:g}) is "
+                    "not stored (to count both, sum them into one row or give each its own time)"
                 )
                 rejects[line] = ("duplicate", detail)
             else:
-                seen.add((*row[:3], row[4]))
+                seen[(*row[:3], row[4])] = row[3]
                 rows.add(row)
-    return rows, rejects
+    return rows, rejects, repeats
 
 
 def reference_row(values: dict) -> tuple:
@@ -189,14 +197,15 @@ def test_rerun_changes_nothing_and_changed_weights_are_updated(catalog, tmp_path
 
     again = ingest_interactions(catalog, path, options)
 
-    assert (again.inserted, again.updated, again.unchanged) == (0, 0, first.inserted)
+    # rows repeated within the file are unchanged both times (the same event delivered twice)
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, first.accepted)
     assert read_rejects(again.rejects_path) == read_rejects(first.rejects_path)
     assert interaction_rows(catalog) == before
     changed = tmp_path / "changed.csv"
     changed.write_text(path.read_text().replace(",2.5\n", ",7\n"))
     update = ingest_interactions(catalog, changed, options)
     assert update.inserted == 0 and update.updated > 0
-    assert update.updated + update.unchanged == first.inserted
+    assert update.updated + update.unchanged == first.accepted
 
 
 def test_a_file_of_stored_and_new_events_adds_the_new_ones(catalog, tmp_path):
@@ -207,7 +216,7 @@ def test_a_file_of_stored_and_new_events_adds_the_new_ones(catalog, tmp_path):
     lines = path.read_text().splitlines(keepends=True)
     head = tmp_path / "head.csv"
     head.write_text("".join(lines[: len(lines) // 2]))
-    expected_rows, _ = reference(path, set(ITEMS))
+    expected_rows, _, repeats = reference_with_repeats(path, set(ITEMS))
     options = IngestOptions(show_progress=False, batch_size=64)
     first = ingest_interactions(catalog, head, options)
 
@@ -215,7 +224,7 @@ def test_a_file_of_stored_and_new_events_adds_the_new_ones(catalog, tmp_path):
 
     assert interaction_rows(catalog) == expected_rows
     assert whole.inserted == len(expected_rows) - first.inserted > 0
-    assert (whole.updated, whole.unchanged) == (0, first.inserted)
+    assert (whole.updated, whole.unchanged) == (0, first.inserted + repeats)
 
 
 def test_upgrade_to_the_per_user_key_keeps_events_and_idempotency(catalog, tmp_path):
@@ -233,7 +242,8 @@ def test_upgrade_to_the_per_user_key_keeps_events_and_idempotency(catalog, tmp_p
 
     assert interaction_rows(catalog) == before
     again = ingest_interactions(catalog, path, options)
-    assert (again.inserted, again.updated, again.unchanged) == (0, 0, first.inserted)
+    # rows repeated within the file are unchanged both times (the same event delivered twice)
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, first.accepted)
 
 
 def test_an_upgrade_killed_mid_copy_can_run_again(tmp_path):
@@ -340,7 +350,7 @@ def test_parquet_with_typed_columns(catalog, tmp_path):
             "user_id": pa.array([7, 8, 7, None, 9, 9]),
             "item_id": ["i1", "i2", "i1", "i3", "i1", "i2"],
             "timestamp": pa.array([1706781600, 1706781601, 1706781600, 0, 0, 4102444800]),
-            "weight": [1.5, None, 1.5, -2.0, float("nan"), 1.0],
+            "weight": [1.5, None, 2.5, -2.0, float("nan"), 1.0],  # row 3: another weight
         }
     )
     pq.write_table(table, path)

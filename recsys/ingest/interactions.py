@@ -5,7 +5,7 @@ an interaction naming an item the catalog does not have is rejected."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from hashlib import blake2b
 from pathlib import Path
@@ -159,16 +159,21 @@ class InteractionIngester:
         rows = rows.append_column("item_id", pa.array(item_ids))
         rows = rows.append_column("user_id", pa.array(known_users)).filter(pc.invert(unknown))
         rows = _after_erasures(connection, rows, problems, self.stamp)
-        first = pa.array(self.seen.first_occurrences(rows["hash"].to_numpy()))
-        repeats = rows["row"].filter(pc.invert(first)).to_numpy()
+        weights = rows["weight"].to_numpy()
+        first, earlier = self.seen.first_occurrences(rows["hash"].to_numpy(), weights)
+        # the same row again (its weight too) is the same event delivered twice: counted as
+        # unchanged, as a second delivery over HTTP is, where it was a reject (exit 1)
+        again = ~first & (earlier == weights)
+        other = ~first & ~again
         details = [
-            "the same user, item, event and timestamp appear earlier in this file; the first "
-            f"is kept, and this row's weight ({weight:g}) is not stored (to count both, sum "
-            "them into one row or give each its own time)"
-            for weight in rows["weight"].filter(pc.invert(first)).to_pylist()
+            "the same user, item, event and timestamp appear earlier in this file with weight "
+            f"{kept:g}; the first is kept, and this row's weight ({weight:g}) is not stored (to "
+            "count both, sum them into one row or give each its own time)"
+            for kept, weight in zip(earlier[other].tolist(), weights[other].tolist(), strict=True)
         ]
-        refuse(problems, repeats, Reason.DUPLICATE, details)
-        return self._written(connection, rows.filter(first), problems, pending)
+        refuse(problems, rows["row"].to_numpy()[other], Reason.DUPLICATE, details)
+        staged = self._written(connection, rows.filter(pa.array(first)), problems, pending)
+        return replace(staged, repeated=int(again.sum()))
 
     def write_staged(self, connection: Connection, staged: Staged) -> tuple[int, int]:
         """Upsert the staged events in ``stage``'s transaction -> (inserted, updated)."""
@@ -239,11 +244,12 @@ class Staged:
     rows: pa.Table  # the ``WRITTEN`` columns
     problems: Problems
     users: pd.Series | None  # new users of the batch (name -> id), added or found now; None: none
+    repeated: int = 0  # rows the same as one earlier in the file: unchanged, not written
 
     def count(self, report: IngestReport, inserted: int, updated: int) -> None:
         report.inserted += inserted
         report.updated += updated
-        report.unchanged += self.rows.num_rows - inserted - updated
+        report.unchanged += self.rows.num_rows - inserted - updated + self.repeated
 
 
 @dataclass(frozen=True)
