@@ -275,7 +275,16 @@ class ModelHolder:
                 state.version,
             )
             return state
-        log.warning("no model bundle loaded: %s", exc)
+        if self._state is None:
+            log.warning("no model bundle loaded: %s", exc)
+        else:  # it read as if the worker served nothing
+            log.warning(
+                "the active bundle %s cannot be loaded (%s) and no earlier one loads either: "
+                "still serving %s",
+                refused.version,
+                exc,
+                self._state.version,
+            )
         raise exc
 
     def maybe_reload(self) -> None:

@@ -121,6 +121,8 @@ class Settings:
         # a quoted "~/a" (RECSYS_ARTIFACTS_DIR=~/a in a unit file) made a folder named ~
         object.__setattr__(self, "artifacts_dir", Path(self.artifacts_dir).expanduser())
         object.__setattr__(self, "images_root", Path(self.images_root).expanduser())
+        if self.shared_dir:  # a string: empty means none
+            object.__setattr__(self, "shared_dir", os.path.expanduser(self.shared_dir))
         object.__setattr__(self, "live_max_items", _count(self.live_max_items, "live_max_items"))
         if isinstance(self.public_scopes, str) and not self.public_scopes.replace(",", "").strip():
             raise InvalidSettings(

@@ -197,6 +197,8 @@ def _choose(
     )
     with progress, warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # a candidate is only scored
+        # many labels of one or two items each: said once per fit, 35 times here
+        warnings.filterwarnings("ignore", "The number of unique classes", UserWarning)
         for r, x in views.items():
             x = x[rows]
             for fit, held in splits:

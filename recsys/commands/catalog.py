@@ -291,7 +291,9 @@ def emit(table: pd.DataFrame, extra: dict, out: Path | None, fmt: str | None) ->
     try:
         _write(text, out)
     except OSError as exc:  # a traceback: /proc/x.json, a full disk under stdout
-        raise click.ClickException(f"cannot write {out or 'stdout'}: {exc.strerror}") from None
+        failed = click.ClickException(f"cannot write {out or 'stdout'}: {exc.strerror}")
+        failed.exit_code = 2  # as every file the machine refuses (1: rows were rejected)
+        raise failed from None
     if out is not None and str(out) != "-":
         click.echo(f"wrote {len(table)} rows to {out}", err=True)
 
