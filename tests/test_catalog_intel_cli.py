@@ -83,7 +83,7 @@ def test_a_threshold_of_nan_and_an_out_of_no_file_say_so(vectors, tmp_path):
     path, _ = vectors
     result = recsys("catalog", "duplicates", "--vectors", path, "--threshold", "nan", expect_exit=2)
     assert "'nan' is not a number" in result.output
-    result = recsys("catalog", "outliers", "--vectors", path, "--out", "/proc/x.csv", expect_exit=1)
+    result = recsys("catalog", "outliers", "--vectors", path, "--out", "/proc/x.csv", expect_exit=2)
     assert "cannot write /proc/x.csv" in result.output and "Traceback" not in result.output
     (tmp_path / "real.csv").write_text("keep\n")
     (tmp_path / "link.csv").symlink_to(tmp_path / "real.csv")
