@@ -520,9 +520,11 @@ def test_catalog_reads_leave_no_transaction_open_on_postgresql(engine):
     reads.image_path(engine, "a1")
     reads.list_users(engine, 0, 10)
     reads.ping(engine)
+    assert len(left_open) >= 6 and not any(left_open)
+    # the cards' snapshot, one read of every item at start, lifts the statement timeout for
+    # its own transaction (a session's SET stayed on a PgBouncer's shared connection)
     cache.follow()
     assert cache.wait_for_snapshot(30) and cache.cards(["a1"])["a1"].title
-    assert len(left_open) >= 8 and not any(left_open)
     reads.list_items(engine, 0, 10, "story")
     assert left_open[-1]  # SET LOCAL statement_timeout lives as long as the transaction
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from recsys.catalog import connect, migrate
 from recsys.catalog.db import creating, require_current_schema
 from recsys.catalog.models import Interaction
-from recsys.errors import CatalogNotReady
+from recsys.errors import CatalogNotReady, InvalidSettings
 from recsys.model.bundle import UNREGISTERED, active_version
 from recsys.model.training import STAGES, train
 from recsys.settings import Settings
@@ -360,3 +360,24 @@ def test_a_locked_postgresql_table_is_a_503_within_the_database_timeout(engine, 
     assert held.status_code == 503 and int(held.headers["Retry-After"]) > 0
     assert waited < 10  # the second the setting allows, and the error's way out
     assert client.get("/v1/items?limit=2").status_code == 200  # the pool's connection works
+
+
+@pytest.mark.parametrize("pooler", ["", "session", "transaction"])
+def test_behind_pgbouncer_the_timeout_and_prepared_statements_fit_its_pool_mode(db_url, pooler):
+    """Behind PgBouncer the service could not connect at all (it refuses the statement
+    timeout as a startup option), and in transaction pooling psycopg's prepared statements
+    broke item writes ("prepared statement _pg3_N already exists"). ``?pgbouncer=session``
+    sets the timeout on each new connection; ``=transaction`` prepares nothing and leaves
+    the timeout to the role (a session setting would stay on a shared server connection)."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PgBouncer pools PostgreSQL connections")
+    url = f"{db_url}?pgbouncer={pooler}" if pooler else db_url
+    engine = connect(url, timeout=15)
+    with engine.connect() as connection:
+        shown = connection.exec_driver_sql("SHOW statement_timeout").scalar()
+        prepared = connection.connection.driver_connection.prepare_threshold
+    engine.dispose()
+    assert shown == ("0" if pooler == "transaction" else "15s")
+    assert (prepared is None) == (pooler == "transaction")
+    with pytest.raises(InvalidSettings, match="pgbouncer='statement' is not one of"):
+        connect(f"{db_url}?pgbouncer=statement")

@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 SQLITE_BUSY_SECONDS = 30
 
 
+# ``?pgbouncer=`` of a PostgreSQL URL: the pool_mode of a PgBouncer in front of it ("": none).
+POOLERS = ("", "session", "transaction")
+
+
 def connect(database_url: str, timeout: float = 0.0, pool_size: int = 5) -> Engine:
     """An engine for ``database_url``; SQLite files get their folder, foreign keys and WAL.
 
@@ -65,16 +69,24 @@ def connect(database_url: str, timeout: float = 0.0, pool_size: int = 5) -> Engi
     if url.get_backend_name() != "sqlite":
         options: dict = {"pool_size": pool_size, "max_overflow": pool_size}
         postgres = url.get_backend_name() == "postgresql"
+        pooler = url.query.get("pgbouncer", "") if postgres else ""
+        if pooler not in POOLERS:
+            raise InvalidSettings(
+                f"database_url: pgbouncer={pooler!r} is not one of session, transaction (the "
+                "PgBouncer pool_mode between the service and PostgreSQL)"
+            )
+        url = url.difference_update_query(["pgbouncer"])
         if postgres and "application_name" not in url.query:
             options["connect_args"] = {"application_name": application_name()}
+        if pooler == "transaction":  # statements psycopg prepares live on one server connection
+            options.setdefault("connect_args", {})["prepare_threshold"] = None
         if timeout > 0:
             seconds = max(1, math.ceil(timeout))
             options["pool_timeout"] = timeout
             if postgres:
-                options.setdefault("connect_args", {}).update(
-                    connect_timeout=max(2, seconds),  # libpq counts 1 as 2
-                    options=f"-c statement_timeout={round(timeout * 1000)}",
-                )
+                options.setdefault("connect_args", {})["connect_timeout"] = max(2, seconds)
+            if postgres and not pooler:  # PgBouncer refuses startup options
+                options["connect_args"]["options"] = f"-c statement_timeout={round(timeout * 1000)}"
         try:
             engine = create_engine(url, **options)
         except (NoSuchModuleError, ImportError) as exc:  # an unknown scheme, a missing driver
@@ -83,6 +95,16 @@ def connect(database_url: str, timeout: float = 0.0, pool_size: int = 5) -> Engi
                 "sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
             ) from exc
         IdlePing().watch(engine)
+        if pooler == "session" and timeout > 0:  # the client's own server connection
+            _set_on_connect(engine, f"SET statement_timeout = {round(timeout * 1000)}")
+        elif pooler == "transaction" and timeout > 0:
+            log.warning(
+                "behind a PgBouncer pooling transactions, statements are not bounded to %g s "
+                "by the service (a session setting would stay on a shared server connection): "
+                "set it on the role, ALTER ROLE ... SET statement_timeout = '%ds'",
+                timeout,
+                seconds,
+            )
         return engine
     if url.database and url.database.startswith("~"):  # SQLite made a folder named ~ here
         url = url.set(database=os.path.expanduser(url.database))
@@ -122,6 +144,20 @@ def database_away(exc: BaseException) -> bool:
     ``CatalogNotReady``), not that a statement is wrong (``IntegrityError``,
     ``ProgrammingError``...: a bug)."""
     return isinstance(exc, OperationalError | CatalogNotReady) or type(exc) is DatabaseError
+
+
+def _set_on_connect(engine: Engine, statement: str) -> None:
+    """Run ``statement`` on every new connection of ``engine``, in autocommit."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute(statement)
+        finally:
+            dbapi_connection.autocommit = autocommit
 
 
 def passing(exc: BaseException) -> bool:
@@ -384,6 +420,12 @@ def database_problem(exc: Exception, database_url: str | None) -> str:
                 name = os.path.basename(path)
                 return meaning.format(path=path, name=name, timeout=SQLITE_BUSY_SECONDS)
         return f"the catalog database {path} failed: {reason}"
+    lowered = reason.lower()
+    if "prepared statement" in lowered or "startup parameter" in lowered:  # PgBouncer's
+        return (
+            f"the catalog database answered: {reason}; behind PgBouncer, add "
+            "?pgbouncer=transaction (or =session, its pool_mode) to the database URL"
+        )
     return (
         f"the catalog database did not answer: {reason}; check --database-url (or "
         "RECSYS_DATABASE_URL) and that its server is running"

@@ -23,7 +23,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -295,19 +295,14 @@ class CardSnapshot:
         columns = (Item.external_id, Item.title, Item.in_stock, photo, document)
 
         def snapshot(connection: Connection) -> tuple:
-            # every item, no request's read: not held to the service's statement timeout
-            # (autocommit, as every read of the service: the setting is the session's)
-            unbound = connection.dialect.name == "postgresql"
-            if unbound:
-                connection.exec_driver_sql("SET statement_timeout = 0")
-            try:
-                return connection.scalar(_GENERATION), connection.execute(select(*columns)).all()
-            finally:
-                if unbound:
-                    with suppress(DBAPIError):  # a dead connection is dropped
-                        connection.exec_driver_sql("RESET statement_timeout")
+            # every item, no request's read: not held to the service's statement timeout,
+            # for this transaction alone (a session's SET, behind a PgBouncer pooling
+            # transactions, stayed on the server connection for other clients)
+            if connection.dialect.name == "postgresql":
+                connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
+            return connection.scalar(_GENERATION), connection.execute(select(*columns)).all()
 
-        generation, rows = _read(engine, snapshot)
+        generation, rows = _read(engine, snapshot, transaction=True)
         ids, titles, stock, image, attributes = zip(*rows, strict=True) if rows else [()] * 5
         return cls(generation, ids, titles, stock, image, attributes)
 
