@@ -20,8 +20,9 @@ installs it into a temporary directory (`pip install --target`) for this run onl
 
 import argparse
 import struct
-import sys
 from pathlib import Path
+
+from elf_import import elf_file  # beside this file
 
 VER_FLG_WEAK = 0x2
 PAIRS = [
@@ -41,20 +42,8 @@ def elf_hash(name: bytes) -> int:
     return h
 
 
-def _elf_file():
-    """pyelftools' ELFFile, imported once the arguments are read (so --help works without it)."""
-    try:
-        from elftools.elf.elffile import ELFFile
-    except ModuleNotFoundError:
-        raise SystemExit(
-            f"{Path(sys.argv[0]).name} needs pyelftools, which is not installed:"
-            " pip install pyelftools (pack_faiss_gpu.sh installs it in a temporary folder)"
-        ) from None
-    return ELFFile
-
-
 def patch(path: str) -> list[str]:
-    ELFFile = _elf_file()
+    ELFFile = elf_file()
     with open(path, "rb") as f:
         data = bytearray(f.read())
     with open(path, "rb") as f:
@@ -157,7 +146,7 @@ def main() -> None:
     for p in args.files:
         if not Path(p).is_file():
             parser.error(f"{p}: no such file")
-    _elf_file()
+    elf_file()
     for p in args.files:
         for c in patch(p):
             print(f"{p}: {c}")

@@ -15,26 +15,15 @@ installs it into a temporary directory (`pip install --target`) for this run onl
 
 import argparse
 import struct
-import sys
 from pathlib import Path
+
+from elf_import import elf_file  # beside this file
 
 MAGIC = 0xBA55ED50
 
 
-def _elf_file():
-    """pyelftools' ELFFile, imported once the arguments are read (so --help works without it)."""
-    try:
-        from elftools.elf.elffile import ELFFile
-    except ModuleNotFoundError:
-        raise SystemExit(
-            f"{Path(sys.argv[0]).name} needs pyelftools, which is not installed:"
-            " pip install pyelftools (pack_faiss_gpu.sh installs it in a temporary folder)"
-        ) from None
-    return ELFFile
-
-
 def trim(path: str, keep: set[tuple[int, int]]) -> None:
-    ELFFile = _elf_file()
+    ELFFile = elf_file()
     with open(path, "rb") as f:
         elf = ELFFile(f)
         sec = elf.get_section_by_name(".nv_fatbin")
@@ -95,7 +84,7 @@ def main() -> None:
     args = parser.parse_args()
     if not Path(args.file).is_file():
         parser.error(f"{args.file}: no such file")
-    _elf_file()
+    elf_file()
     trim(args.file, set(args.keep))
 
 
