@@ -89,10 +89,11 @@ def match_phrase(text: str) -> str | None:
 # The Greek sigma's forms: PostgreSQL's lower() keeps a final ς as it is and makes Σ a σ, so
 # ILIKE found "καφές" for "καφές" but not for "ΚΑΦΈΣ", and "ΟΔΟΣ" for "ΟΔΟΣ" but not "οδος".
 SIGMAS = frozenset("σςΣ")
+_SIGMA = re.compile(f"[{''.join(sorted(SIGMAS))}]")
 
 
 def without_sigma(text: str) -> str:
     """The longest part of ``text`` holding no sigma: what a PostgreSQL search of a text
     with one asks the trigram index (its ILIKE sees the sigmas' forms apart), the whole
     text then compared with every sigma as σ."""
-    return max(re.split("[σςΣ]", text), key=len)
+    return max(_SIGMA.split(text), key=len)

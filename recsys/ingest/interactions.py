@@ -41,7 +41,7 @@ from recsys.ingest.pipeline import (
 )
 from recsys.ingest.readers import Batch, Record, batch_from_records
 from recsys.ingest.report import IngestReport, Reason
-from recsys.ingest.users import erased_before, taken_back
+from recsys.ingest.users import erased_before, said_at, taken_back
 from recsys.ingest.values import (
     FUTURE_SLACK,
     event_column,
@@ -218,11 +218,11 @@ def _after_erasures(
     stamped = False if stamp is None else moments == np.datetime64(stamp, "us")
     was, gone = ~np.isnat(erased), taken_back(erased, moments, stamped)
     details = [  # not naming the user: the rejects file keeps no erased shopper's data
-        f"its user was erased at {_said(when)} UTC; "
+        f"its user was erased at {said_at(when)} UTC; "
         + (
             "an undated event of theirs is not taken back (nothing shows it came after)"
             if moment is None
-            else f"their events dated before {_said(when + FUTURE_SLACK)} UTC are not taken "
+            else f"their events dated before {said_at(when + FUTURE_SLACK)} UTC are not taken "
             "back (a clock up to a day fast could have dated an older event so)"
         )
         for when, moment in zip(erased[gone].tolist(), moments[gone].tolist(), strict=True)
@@ -231,10 +231,6 @@ def _after_erasures(
     keys = np.where(was & ~gone, -1, rows["user_id"].to_numpy())
     rows = rows.set_column(rows.column_names.index("user_id"), "user_id", pa.array(keys))
     return rows.filter(pa.array(~gone))
-
-
-def _said(moment: datetime) -> str:
-    return moment.isoformat(sep=" ", timespec="seconds")
 
 
 @dataclass(frozen=True)

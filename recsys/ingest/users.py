@@ -144,16 +144,16 @@ def user_record(engine: Engine, user_id: Any) -> dict[str, Any]:
     return {
         "user_id": name,
         "in_catalog": created is not None,
-        "created_at": _when(created),
-        "erased_at": _when(erased),
+        "created_at": said_at(created),
+        "erased_at": said_at(erased),
         "events": [
             {
                 "item_id": item,
                 "event": event,
                 "weight": weight,
                 # as stored: two events 0.123 s apart are two events, and looked the same
-                "timestamp": _when(at, "auto"),
-                "stored_at": _when(stored),
+                "timestamp": said_at(at, "auto"),
+                "stored_at": said_at(stored),
             }
             for item, event, weight, at, stored in events
         ],
@@ -170,7 +170,8 @@ def _bundle_users(directory: str | Path) -> np.ndarray:
         return np.zeros(0, dtype=str)
 
 
-def _when(moment: datetime | None, timespec: str = "seconds") -> str | None:
+def said_at(moment: datetime | None, timespec: str = "seconds") -> str | None:
+    """A stored time as messages and records show it: "2026-12-07 17:10:50" (None: none)."""
     return None if moment is None else moment.isoformat(sep=" ", timespec=timespec)
 
 
