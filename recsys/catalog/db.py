@@ -80,13 +80,14 @@ def connect(database_url: str, timeout: float = 0.0, pool_size: int = 5) -> Engi
             options["connect_args"] = {"application_name": application_name()}
         if pooler == "transaction":  # statements psycopg prepares live on one server connection
             options.setdefault("connect_args", {})["prepare_threshold"] = None
+        milliseconds = round(timeout * 1000)  # the statement timeout, PostgreSQL's unit
         if timeout > 0:
             seconds = max(1, math.ceil(timeout))
             options["pool_timeout"] = timeout
             if postgres:
                 options.setdefault("connect_args", {})["connect_timeout"] = max(2, seconds)
             if postgres and not pooler:  # PgBouncer refuses startup options
-                options["connect_args"]["options"] = f"-c statement_timeout={round(timeout * 1000)}"
+                options["connect_args"]["options"] = f"-c statement_timeout={milliseconds}"
         try:
             engine = create_engine(url, **options)
         except (NoSuchModuleError, ImportError) as exc:  # an unknown scheme, a missing driver
@@ -96,7 +97,7 @@ def connect(database_url: str, timeout: float = 0.0, pool_size: int = 5) -> Engi
             ) from exc
         IdlePing().watch(engine)
         if pooler == "session" and timeout > 0:  # the client's own server connection
-            _set_on_connect(engine, f"SET statement_timeout = {round(timeout * 1000)}")
+            _set_on_connect(engine, f"SET statement_timeout = {milliseconds}")
         elif pooler == "transaction" and timeout > 0:
             log.warning(
                 "behind a PgBouncer pooling transactions, statements are not bounded to %g s "

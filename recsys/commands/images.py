@@ -367,14 +367,11 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     try:
         np.save(tmp, array, allow_pickle=False)
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:  # a full disk left the part it had written
         tmp.unlink(missing_ok=True)
-        if exc.errno is not None:
+        if not isinstance(exc, OSError) or exc.errno is not None:
             raise
         # numpy's tofile says no errno ("[Errno None] None"): a full disk is the likely cause
         full = shutil.disk_usage(path.parent).free < array.nbytes
         code = errno.ENOSPC if full else errno.EIO
         raise OSError(code, os.strerror(code), str(path)) from exc
-    except BaseException:  # a full disk left the part it had written
-        tmp.unlink(missing_ok=True)
-        raise
