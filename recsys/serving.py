@@ -404,7 +404,7 @@ class Fresh(list):
     """``fresh_history``'s items (newest first) with their events' ``times`` (naive UTC; None:
     undated), which order them for the fold-in (``Recommender.history_with``), and ``seen``:
     when the user has more such events than are folded in (``FRESH_LIMIT``), the distinct
-    items of all of them, which the feed leaves out as seen."""
+    items of their newest ones (``UserSince.seen``), which the feed leaves out as seen."""
 
     def __init__(self, items: Sequence[str] = (), times: Sequence = (), seen=()) -> None:
         super().__init__(items)

@@ -161,26 +161,31 @@ _GENERATION = select(CatalogState.items_generation).where(CatalogState.id == 1)
 _CHANGED = select(ItemChange.external_id).where(
     ItemChange.generation > bindparam("old"), ItemChange.generation <= bindparam("new")
 )
-# A row for the user's latest erasure (none: never erased), one for the user (none: the catalog
-# has no such user), then the items of each of their events stored since a time, newest
-# first: one statement on the erasures', the users' and the events' indexes (a LEFT JOIN of
-# users and events made SQLite scan every event: 64 ms instead of 7 us). The newest events are
-# taken in the order of the (user, stored time) index, one more than kept to tell a longer
-# history: ordered by id, every one of a bot's 200,000 events was joined and sorted (109 ms).
-_NEWEST = (
-    select(
-        Item.external_id.label("item"),
-        Interaction.id.label("arrival"),
-        Interaction.timestamp.label("moment"),
+
+
+def _newest_events(*columns, limit: int):
+    """A subquery of the item (``item``), the id (``arrival``) and ``columns`` of the
+    user's (``user_id``) events stored after ``since``, the newest ``limit``, taken in the
+    order of the (user, stored time) index: ordered by id, every one of a bot's 200,000
+    events was joined and sorted (109 ms)."""
+    return (
+        select(Item.external_id.label("item"), Interaction.id.label("arrival"), *columns)
+        .join(Interaction, Interaction.item_id == Item.id)
+        .join(User, Interaction.user_id == User.id)
+        .where(User.external_id == bindparam("user_id"))
+        .where(Interaction.created_at > bindparam("since"))
+        .order_by(Interaction.created_at.desc(), Interaction.id.desc())
+        .limit(limit)
+        .subquery()
     )
-    .join(Interaction, Interaction.item_id == Item.id)
-    .join(User, Interaction.user_id == User.id)
-    .where(User.external_id == bindparam("user_id"))
-    .where(Interaction.created_at > bindparam("since"))
-    .order_by(Interaction.created_at.desc(), Interaction.id.desc())
-    .limit(FRESH_LIMIT + 1)
-    .subquery()
-)
+
+
+# A row for the user's latest erasure (none: never erased), one for the user (none: the catalog
+# has no such user), then the items of each of their newest events stored since a time (one
+# more than kept, to tell a longer history), newest first: one statement on the erasures',
+# the users' and the events' indexes (a LEFT JOIN of users and events made SQLite scan every
+# event: 64 ms instead of 7 us).
+_NEWEST = _newest_events(Interaction.timestamp.label("moment"), limit=FRESH_LIMIT + 1)
 _FRESH_ITEMS = (
     union_all(
         select(literal(0).label("part"), null().label("item"), literal(0).label("arrival"),
@@ -195,19 +200,10 @@ _FRESH_ITEMS = (
 )  # fmt: skip
 # The distinct items of the user's newest events stored since a time, newest first, read
 # only when there are more of those events than FRESH_LIMIT.
-_SCANNED = (
-    select(Interaction.item_id, Interaction.id.label("arrival"))
-    .join(User, Interaction.user_id == User.id)
-    .where(User.external_id == bindparam("user_id"))
-    .where(Interaction.created_at > bindparam("since"))
-    .order_by(Interaction.created_at.desc(), Interaction.id.desc())
-    .limit(FRESH_SCAN_LIMIT)
-    .subquery()
-)
+_SCANNED = _newest_events(limit=FRESH_SCAN_LIMIT)
 _FRESH_SEEN = (
-    select(Item.external_id)
-    .join(_SCANNED, _SCANNED.c.item_id == Item.id)
-    .group_by(Item.external_id)
+    select(_SCANNED.c.item)
+    .group_by(_SCANNED.c.item)
     .order_by(func.max(_SCANNED.c.arrival).desc())
     .limit(FRESH_SEEN_LIMIT)
 )
@@ -767,8 +763,9 @@ class UserSince:
     erased_at: datetime | None
     # The times of those events (naive UTC; None: undated), as ``items``.
     times: list[datetime | None] = field(default_factory=list)
-    # When they have more such events than ``items`` holds: the distinct items of all of them
-    # (at most FRESH_SEEN_LIMIT), which a feed leaves out as seen; else empty.
+    # When they have more such events than ``items`` holds: the distinct items of their
+    # newest FRESH_SCAN_LIMIT (at most FRESH_SEEN_LIMIT, newest first), which a feed leaves
+    # out as seen; else empty.
     seen: list[str] = field(default_factory=list)
 
 
