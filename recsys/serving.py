@@ -398,6 +398,8 @@ class FeedRequest:
     diversity: float = DEFAULT_DIVERSITY
     # places kept for new items (recsys.model.recommender.NEW_ITEMS_RULE)
     new_items: int = 0
+    # one item per value of this attribute (Recommender.check_group_by); None: none
+    group_by: str | None = None
 
 
 class Fresh(list):
@@ -462,6 +464,7 @@ def home_feed(
         "diversity": request.diversity,
         "seen_elsewhere": elsewhere,
         "new_items": request.new_items,
+        "group_by": request.group_by,
     }
     # a shopper with more events since the bundle than are folded in: all of them seen (the
     # 100 oldest of 300 purchases since were offered back)

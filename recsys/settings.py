@@ -89,6 +89,11 @@ class Settings:
     # object a line, for a log collector: the service's own lines, gunicorn's, and its access
     # log when RECSYS_ACCESS_LOG is set; see README, "Logs").
     log_format: str = "text"
+    # An item attribute naming the product each item is a variant of (e.g. style, for a shop
+    # listing each size and colour as an item): similar items, feeds and visual search list
+    # one item per value and leave out the query item's own (README, "Variants"). Empty:
+    # every item stands alone. A request's group_by overrides it.
+    group_by: str = ""
 
     def __post_init__(self) -> None:
         if not self.database_url or "://" not in self.database_url:

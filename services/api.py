@@ -110,23 +110,29 @@ def similar_items(item_id: str, query: SimilarQuery) -> Response:
     ctx = context()
     state = ctx.holder.state
     args = (query.k, query.filters, query.mode, query.diversity)
+    group = _group_by(ctx, state, query.group_by)
 
     def unchanged(live, kept) -> bool:
         recommender = state.recommender
-        return recommender.similar_unchanged(
+        return group is None and recommender.similar_unchanged(
             live, kept.generation, item_id, kept.listed, kept.floor, *args
         )
 
-    compute = functools.partial(_similar, ctx, state, item_id, query)
+    compute = functools.partial(_similar, ctx, state, item_id, query, group)
     return carried_answer(ctx, state, "similar", compute, unchanged)
 
 
-def _similar(ctx, state, item_id: str, query: SimilarQuery):
+def _similar(ctx, state, item_id: str, query: SimilarQuery, group: str | None):
     """(the answer, the items it lists, its lowest score or -inf when it lists fewer than
     asked, b""): what ``carried_answer`` keeps."""
     try:
         results = state.recommender.similar_items(
-            [item_id], k=query.k, filters=query.filters, mode=query.mode, diversity=query.diversity
+            [item_id],
+            k=query.k,
+            filters=query.filters,
+            mode=query.mode,
+            diversity=query.diversity,
+            group_by=group,
         )
     except UnknownItem as exc:  # not in the bundle (says how to add it), or removed since
         raise ApiError(404, "unknown_item", message_of(exc)) from None
@@ -182,8 +188,9 @@ def user_feed(user_id: str, query: FeedQuery) -> Response:
     state = ctx.holder.state
     fresh = fresh_history(state, ctx.engine, user_id)
     new_items = _new_items(query.new_items, query.k)
+    group = _group_by(ctx, state, query.group_by)
     request = FeedRequest(
-        query.k, query.exclude_seen, None, query.filters, query.diversity, new_items
+        query.k, query.exclude_seen, None, query.filters, query.diversity, new_items, group
     )
     if isinstance(fresh, Forgotten):  # no answer kept from before the erasure is given
         return _feed(ctx, state, user_id, request, fresh)
@@ -194,7 +201,7 @@ def user_feed(user_id: str, query: FeedQuery) -> Response:
 
     def unchanged(live, kept) -> bool:
         recommender = state.recommender
-        return recommender.feed_unchanged(
+        return group is None and recommender.feed_unchanged(
             live, kept.generation, user_id, kept.listed, kept.floor, kept.considered, *args
         )
 
@@ -211,11 +218,24 @@ def rank_for_user(user_id: str, body: RankRequest) -> dict:
     """Rank a given candidate list (or the catalog) for a user"""
     filters = body.filters.model_dump(exclude_unset=True) if body.filters else {}
     new_items = _new_items(body.new_items, body.k)
-    request = FeedRequest(
-        body.k, body.exclude_seen, body.candidates, filters, body.diversity, new_items
-    )
     ctx = context()
-    return _feed(ctx, ctx.holder.state, path_id("user_id", user_id), request)
+    state = ctx.holder.state
+    group = _group_by(ctx, state, body.group_by)
+    request = FeedRequest(
+        body.k, body.exclude_seen, body.candidates, filters, body.diversity, new_items, group
+    )
+    return _feed(ctx, state, path_id("user_id", user_id), request)
+
+
+def _group_by(ctx, state, asked: str | None) -> str | None:
+    """The attribute an answer groups by: the request's ``group_by`` ("" for none), else the
+    server's (RECSYS_GROUP_BY); a 400 naming it when the model cannot group by it."""
+    name = ctx.settings.group_by if asked is None else asked
+    try:
+        return state.recommender.check_group_by(name)
+    except InvalidInput as exc:
+        hint = "" if asked is not None else " (RECSYS_GROUP_BY)"
+        raise bad_parameter("group_by", f"{exc}{hint}") from None
 
 
 def _new_items(new_items: int, k: int) -> int:
@@ -261,6 +281,7 @@ def search_image(query: SearchQuery, form: ImageUpload) -> VisualSearch:
     """Visual search: catalog items that look like an uploaded photo"""
     ctx = context()
     state = ctx.holder.state
+    group = _group_by(ctx, state, query.group_by)
     if not state.recommender.has_images:
         raise ApiError(
             409, "no_image_model", f"model {state.version} was trained without item images"
@@ -270,7 +291,9 @@ def search_image(query: SearchQuery, form: ImageUpload) -> VisualSearch:
         mode = "L" if config.channels == 1 else "RGB"
         pixels = _decode_image(form.image, ctx.settings.max_image_pixels, config.input_size, mode)
         try:
-            results = state.recommender.search_images(pixels, k=query.k, filters=query.filters)
+            results = state.recommender.search_images(
+                pixels, k=query.k, filters=query.filters, group_by=group
+            )
         except UnknownFilter as exc:
             raise bad_parameter("filters", str(exc)) from None
     return VisualSearch(model_version=state.version, items=ranked(ctx.cards, results))

@@ -105,6 +105,12 @@ _IN_STOCK = (
     "true (the default, also when absent): items in stock only; false: items out of stock "
     "only. An out-of-stock candidate of a POST feed is left out unless this is false"
 )
+_GROUP_BY = (
+    "An attribute naming the product each item is a variant of (e.g. style, for a product "
+    "listed once per size and colour): one item per value, the best, and none of the "
+    "query item's own or, for a feed leaving out seen items, of the user's seen items. "
+    "Absent: the server's RECSYS_GROUP_BY; empty: no grouping"
+)
 _NEW_ITEMS = (
     f"Places kept for new items, 0 to k: {NEW_ITEMS_RULE}. New items otherwise rarely reach "
     "a feed before the next training"
@@ -209,6 +215,7 @@ class SimilarQuery(Filtered):
         '"also": shoppers who viewed this also viewed. Each has its own trained weights.',
     )
     diversity: QueryFloat = Field(DEFAULT_DIVERSITY, ge=0, le=1, description=_DIVERSITY)
+    group_by: str | None = Field(None, max_length=255, description=_GROUP_BY)
 
 
 class FeedQuery(Filtered):
@@ -216,6 +223,7 @@ class FeedQuery(Filtered):
     exclude_seen: QueryBool = Field(True, description="Leave out items the user has events for")
     diversity: QueryFloat = Field(DEFAULT_DIVERSITY, ge=0, le=1, description=_DIVERSITY)
     new_items: QueryInt = Field(0, ge=0, le=MAX_K, description=_NEW_ITEMS)
+    group_by: str | None = Field(None, max_length=255, description=_GROUP_BY)
 
 
 class ImageQuery(BaseModel):
@@ -230,6 +238,7 @@ class ImageQuery(BaseModel):
 
 class SearchQuery(Filtered):
     k: QueryInt = Field(10, ge=1, le=MAX_K, description="Number of results")
+    group_by: str | None = Field(None, max_length=255, description=_GROUP_BY)
 
 
 # Path parameters.
@@ -291,6 +300,7 @@ class RankRequest(BaseModel):
     # the document as minimum / maximum
     diversity: StrictFloat = Field(DEFAULT_DIVERSITY, ge=0, le=1, description=_DIVERSITY)
     new_items: StrictInt = Field(0, ge=0, le=MAX_K, description=_NEW_ITEMS)
+    group_by: StrictStr | None = Field(None, max_length=255, description=_GROUP_BY)
 
 
 _ID_RULE = (

@@ -272,6 +272,17 @@ def _diversity_option(command):
     )(command)
 
 
+def _group_option(command):
+    """--group-by: one item per value of an attribute (RECSYS_GROUP_BY unless given)."""
+    return click.option(
+        "--group-by",
+        metavar="ATTRIBUTE",
+        help="List one item per value of this attribute, e.g. a style all of a product's "
+        "sizes and colours share; leave out the asked item's own (and a user's seen "
+        "items'). Default: RECSYS_GROUP_BY; '' for none.",
+    )(command)
+
+
 def _k_option(command):
     """-k, also spelt --k as the HTTP API's query parameter is."""
     return click.option(
@@ -299,9 +310,10 @@ def _k_option(command):
     "it was trained, or never taken), which otherwise rarely reach a feed before the next "
     "training. At most -k.",
 )
+@_group_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with each item's reasons).")
 @click.pass_obj
-def recommend(settings: Settings, user_ids, k, diversity, new_items, as_json):
+def recommend(settings: Settings, user_ids, k, diversity, new_items, group_by, as_json):
     """Top-k items for users, as the service answers them: from the active bundle, the
     catalog's item writes since (stock, removals, new and changed items) and each user's
     events stored since (folded in)."""
@@ -310,8 +322,9 @@ def recommend(settings: Settings, user_ids, k, diversity, new_items, as_json):
     if new_items > k:
         raise click.BadParameter(f"{new_items} is more than -k ({k})", param_hint="--new-items")
     engine = connect_current(settings.database_url)
-    request = FeedRequest(k=k, diversity=diversity, new_items=new_items)
     state = load_state(engine, warm=False)
+    group = _checked_group(state.recommender, settings, group_by)
+    request = FeedRequest(k=k, diversity=diversity, new_items=new_items, group_by=group)
     answers = [_answers(engine, home_feed(state, engine, user, request))[0] for user in user_ids]
     _show(engine, list(user_ids), answers, as_json, "user")
 
@@ -329,18 +342,33 @@ def recommend(settings: Settings, user_ids, k, diversity, new_items, as_json):
     help="similar: more like this (content-led); also: shoppers who viewed this also viewed.",
 )
 @_diversity_option
+@_group_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with each item's reasons).")
 @click.pass_obj
-def similar(settings: Settings, item_ids, k, mode, diversity, as_json):
+def similar(settings: Settings, item_ids, k, mode, diversity, group_by, as_json):
     """Items most like the given items, as the service answers them: from the active bundle
     and the catalog's item writes since (stock, removals, new and changed items)."""
     from recsys.serving import served_recommender
 
     engine = connect_current(settings.database_url)
-    results = served_recommender(engine).similar_items(
-        list(item_ids), k=k, mode=mode, diversity=diversity
+    recommender = served_recommender(engine)
+    group = _checked_group(recommender, settings, group_by)
+    results = recommender.similar_items(
+        list(item_ids), k=k, mode=mode, diversity=diversity, group_by=group
     )
     _show(engine, list(item_ids), _answers(engine, results), as_json, "item")
+
+
+def _checked_group(recommender, settings: Settings, group_by: str | None) -> str | None:
+    """The attribute answers group by (--group-by, else RECSYS_GROUP_BY), or a usage error
+    naming the attributes the model can group by."""
+    from recsys.errors import InvalidInput
+
+    try:
+        return recommender.check_group_by(settings.group_by if group_by is None else group_by)
+    except InvalidInput as exc:
+        hint = "--group-by" if group_by is not None else "RECSYS_GROUP_BY"
+        raise click.BadParameter(str(exc), param_hint=hint) from None
 
 
 def _answers(engine, results) -> list[dict]:

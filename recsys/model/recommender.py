@@ -62,6 +62,12 @@ PARTS = ("values", "offsets", "rows")  # of a saved Postings
 # feed for 44 of 300 shoppers.
 TOKEN_REACH = 2
 TOKEN_REACH_MIN = 20
+# A grouped answer (``group_by``: one item per value of an attribute, such as a product's
+# sizes and colours listed as items of one style) ranks GROUP_REACH times k items first, and
+# GROUP_REACH times more, up to GROUP_ROUNDS rankings, while that leaves a list short of k
+# groups and more items could be ranked.
+GROUP_REACH = 4
+GROUP_ROUNDS = 3
 # A fold-in's reason for the part of a score that items added since the bundle gave.
 NEW_ITEMS_VIEWED = "new items you viewed"
 # What a feed's ``new_items`` places hold. An item is new when the bundle's data has no event
@@ -113,6 +119,22 @@ class Results:
         )
         scores = [np.asarray(scores)[kept] for scores, kept in zip(self.scores, keep, strict=True)]
         return replace(self, ids=ids, scores=scores, because=because)
+
+    def kept(self, places: list[list[int]]) -> Results:
+        """These results with only each list's items at ``places`` (in that order); no list
+        is carried across catalog changes (``considered`` None)."""
+        ids = [[listed[j] for j in at] for listed, at in zip(self.ids, places, strict=True)]
+        scores = [
+            np.asarray(s, dtype=np.float32)[np.asarray(at, dtype=np.int64)]
+            for s, at in zip(self.scores, places, strict=True)
+        ]
+        because = (
+            [[reasons[j] for j in at] for reasons, at in zip(self.because, places, strict=True)]
+            if self.because
+            else self.because
+        )
+        considered = [None] * len(ids) if self.considered else self.considered
+        return replace(self, ids=ids, scores=scores, because=because, considered=considered)
 
     def to_json(self) -> list[dict[str, Any]]:
         fallback = self.fallback or [False] * len(self.ids)
@@ -440,15 +462,36 @@ class Recommender:
         seen_elsewhere=None,
         new_items: int = 0,
         only_new: bool = False,
+        group_by: str | None = None,
     ) -> Results:
         """Top-k items per user; unknown users get the popularity fallback (flagged).
         ``seen_elsewhere``: per user, ids the bundle does not hold that they have seen (events
         on items added since), left out of the live items ranked in when ``exclude_seen``.
         ``new_items``: places of each personal feed kept for new items (``NEW_ITEMS_RULE``);
-        ``only_new``: rank new items alone."""
+        ``only_new``: rank new items alone. ``group_by``: an attribute naming the product
+        each item is a variant of: one item per value (the best), and with ``exclude_seen``
+        none of the values of the user's seen items (``check_group_by``)."""
         diversity, k, filters = check_diversity(diversity), check_k(k), check_filters(filters)
         new_items = check_new_items(new_items, k)
         args = (user_ids, k, exclude_seen, candidates, filters, diversity, seen_elsewhere)
+        if group := self.check_group_by(group_by):
+
+            def ask(width: int, only_new: bool = only_new) -> Results:
+                return self.recommend(*args[:1], width, *args[2:], only_new=only_new)
+
+            rows = self.user_index.rows(as_ids(user_ids, "user_id"))
+            seen = [
+                [
+                    *(self.item_ids[_row_indices(self.cf.user_items_, row)] if row >= 0 else ()),
+                    *elsewhere,
+                ]
+                for row, elsewhere in zip(
+                    rows.tolist(), _per_query(seen_elsewhere, rows), strict=True
+                )
+            ]
+            if not exclude_seen:
+                seen = [[] for _ in seen]
+            return self._grouped_feed(ask, k, group, seen, new_items)
         allowed = self._allowed(candidates, filters, only_new)
         rows = self.user_index.rows(as_ids(user_ids, "user_id"))
         width = pool_size(k, diversity, len(self.item_ids))
@@ -508,6 +551,7 @@ class Recommender:
         new_items: int = 0,
         only_new: bool = False,
         also_seen=None,
+        group_by: str | None = None,
     ) -> Results:
         """Top-k for users given only their item histories (lists of item ids), no retraining.
 
@@ -522,10 +566,31 @@ class Recommender:
         fallback until the next training. ``new_items`` and ``only_new``: as ``recommend``'s.
         ``also_seen``: per history, more item ids the feed leaves out as seen (with
         ``exclude_seen``) without folding them in (a shopper's events past those folded in).
+        ``group_by``: as ``recommend``'s, the seen items those of the history, ``also_seen``
+        and ``seen_elsewhere``.
         """
         diversity, k, filters = check_diversity(diversity), check_k(k), check_filters(filters)
         new_items = check_new_items(new_items, k)
         args = (histories, k, exclude_seen, candidates, filters, diversity, weights, seen_elsewhere)
+        if group := self.check_group_by(group_by):
+
+            def ask(width: int, only_new: bool = only_new) -> Results:
+                return self.recommend_for_history(
+                    *args[:1], width, *args[2:], only_new=only_new, also_seen=also_seen
+                )
+
+            seen = [
+                [*history, *elsewhere, *also]
+                for history, elsewhere, also in zip(
+                    histories,
+                    _per_query(seen_elsewhere, histories),
+                    _per_query(also_seen, histories),
+                    strict=True,
+                )
+            ]
+            if not exclude_seen:
+                seen = [[] for _ in seen]
+            return self._grouped_feed(ask, k, group, seen, new_items)
         places = self._history_places(histories)
         matrix = self._history_matrix(histories, places)
         elsewhere = _per_query(seen_elsewhere, histories)
@@ -605,6 +670,85 @@ class Recommender:
         offered = self.recommend_for_history(
             *args[:1], new_items, *args[2:], only_new=True, also_seen=also_seen
         )
+        return self._reserved(results, offered, k, new_items)
+
+    def check_group_by(self, group_by: Any) -> str | None:
+        """``group_by`` as an answer groups by it: None or "" for none, else the name of an
+        attribute the bundle filters on with at most one value per item; ``UnknownFilter``
+        naming the ones it may be otherwise."""
+        if group_by is None or group_by == "":
+            return None
+        if not isinstance(group_by, str):
+            raise InvalidInput(f"group_by takes an attribute name, got {group_by!r}")
+        postings = self.filters.postings
+        if group_by in postings and self._group_codes(group_by) is not None:
+            return group_by
+        single = sorted(n for n in postings if self._group_codes(n) is not None)
+        why = "items hold several of its values" if group_by in postings else "no such attribute"
+        raise UnknownFilter(
+            f"cannot group by {group_by!r} ({why}); attributes with one value per item: "
+            f"{', '.join(single) or 'none'}"
+        )
+
+    def _group_codes(self, name: str) -> np.ndarray | None:
+        return self.filters._single_codes(name, self.filters.labels(name))
+
+    def _groups_of(self, ids: Sequence[str], name: str) -> list[str | None]:
+        """Each item's value of attribute ``name`` (None: none): a live item's as the catalog
+        has it now, a bundle item's as the bundle does."""
+        ids = list(ids)
+        rows = self.item_index.rows(ids) if ids else np.zeros(0, dtype=np.int64)
+        codes = np.where(rows >= 0, self._group_codes(name)[np.maximum(rows, 0)], -1)
+        out = np.full(len(ids), None, dtype=object)
+        have = codes >= 0
+        out[have] = np.asarray(self.filters.postings[name].values)[codes[have]]
+        live = self.live
+        if live is not None and live.size:
+            for j, item in enumerate(ids):
+                at = live.positions.get(item)
+                if at is not None:
+                    value = live.attributes[at].get(name)
+                    out[j] = None if value is None else str(value)
+        return [None if v is None else str(v) for v in out.tolist()]
+
+    def _taken(self, items: Sequence[Sequence[str]], name: str) -> list[set[str]]:
+        """Per query, the values of attribute ``name`` its ``items`` have."""
+        return [set(self._groups_of(listed, name)) - {None} for listed in items]
+
+    def _grouped(self, ask, k: int, name: str, taken: list[set[str]] | None) -> Results:
+        """``ask(width)``'s lists with one item per value of attribute ``name`` (each list's
+        best of it), past each list's ``taken`` values (None: none), cut to ``k``; asked
+        again GROUP_REACH times wider, up to GROUP_ROUNDS times, while a list is short of k
+        groups and more items could be listed (a product's sizes took 7 of 10 places)."""
+        live = self.live
+        most = len(self.item_ids) + (live.size if live is not None else 0)
+        width = max(k, min(k * GROUP_REACH, most))
+        for _ in range(GROUP_ROUNDS):
+            results = ask(width)
+            groups = [self._groups_of(ids, name) for ids in results.ids]
+            places = one_per_group(groups, k, taken or [set() for _ in groups])
+            short = any(
+                len(at) < k and len(ids) >= width
+                for at, ids in zip(places, results.ids, strict=True)
+            )
+            if not short or width >= most:
+                break
+            width = min(width * GROUP_REACH, most)
+        return results.kept(places)
+
+    def _grouped_feed(self, ask, k: int, name: str, seen: list, new_items: int) -> Results:
+        """A grouped feed (``_grouped``) of ``ask``'s lists past the groups of each query's
+        ``seen`` items, with ``new_items`` places kept for new items of groups it does not
+        list (``_reserved``)."""
+        taken = self._taken(seen, name)
+        results = self._grouped(ask, k, name, taken)
+        if not new_items:
+            return results
+        listed = [
+            t | (set(self._groups_of(ids, name)) - {None})
+            for t, ids in zip(taken, results.ids, strict=True)
+        ]
+        offered = self._grouped(lambda width: ask(width, only_new=True), new_items, name, listed)
         return self._reserved(results, offered, k, new_items)
 
     def _also_seen(self, exclude: list, also: list) -> tuple[list, list]:
@@ -874,14 +1018,19 @@ class Recommender:
             return []
         return self.item_ids[_row_indices(self.cf.user_items_, row)].tolist()
 
-    def search_images(self, images, k: int = 10, filters=None) -> Results:
+    def search_images(self, images, k: int = 10, filters=None, group_by: str | None = None):
         """Catalog items that look most like each query image (file paths or uint8 arrays).
 
         Ranks by cosine similarity of the image encoder's vectors alone; ``InvalidBundle`` when
         the bundle was trained without images. ``images``: paths, one path, a (N, H, W[, 3])
-        uint8 array, or a list of same-shape arrays.
+        uint8 array, or a list of same-shape arrays. ``group_by``: one item per value of that
+        attribute (``check_group_by``).
         """
         k, filters = check_k(k), check_filters(filters)
+        if group := self.check_group_by(group_by):
+            return self._grouped(
+                lambda width: self.search_images(images, width, filters), k, group, None
+            )
         if isinstance(images, str | Path):
             images = [images]
         elif (
@@ -927,6 +1076,7 @@ class Recommender:
         filters=None,
         mode: str = "similar",
         diversity: float = DEFAULT_DIVERSITY,
+        group_by: str | None = None,
     ) -> Results:
         """Top-k items like each given item (itself excluded); ``UnknownItem`` if unknown.
 
@@ -935,11 +1085,19 @@ class Recommender:
         for it at training time. For a pool (k, or 3k with diversity) up to the bundle's
         precomputed width, a ``similar`` answer comes from the neighbour table wherever the
         table holds that many items that pass the filters (the same rows and scores a search
-        of the table's graph gives); otherwise from the serving index.
+        of the table's graph gives); otherwise from the serving index. ``group_by``: an
+        attribute naming the product each item is a variant of: one item per value (the
+        best), none of the query item's own (``check_group_by``).
         """
         diversity, k, filters = check_diversity(diversity), check_k(k), check_filters(filters)
         self.fused.check_surface(mode)
         item_ids = as_ids(item_ids, "item_id")
+        if group := self.check_group_by(group_by):
+
+            def ask(width: int) -> Results:
+                return self.similar_items(item_ids, width, filters, mode, diversity)
+
+            return self._grouped(ask, k, group, self._taken([[i] for i in item_ids], group))
         live = self.live
         if live is not None and any(live.knows(i) for i in item_ids):
             return self._similar_to_live(
@@ -1389,6 +1547,24 @@ def _live_blocks(live, names) -> dict[str, np.ndarray]:
     if live is None or not live.size:
         return {}
     return {b: np.asarray(live.blocks[b], dtype=np.float32) for b in names if b in live.blocks}
+
+
+def one_per_group(groups: list[list[str | None]], k: int, taken: list[set[str]]) -> list[list[int]]:
+    """Per list (its items' group values, best first), the places of its first item of each
+    group past the groups in ``taken``, at most ``k``; an item without a value is a group of
+    its own."""
+    out = []
+    for values, before in zip(groups, taken, strict=True):
+        shown, places = set(before), []
+        for j, value in enumerate(values):
+            if len(places) == k:
+                break
+            if value is None or value not in shown:
+                places.append(j)
+                if value is not None:
+                    shown.add(value)
+        out.append(places)
+    return out
 
 
 def _in_common(found: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
