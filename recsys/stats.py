@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,9 @@ from sqlalchemy.orm import Session
 
 from recsys.catalog.db import require_current_schema
 from recsys.catalog.models import Interaction, Item, ItemAttribute, ModelBundle, User, catalog_id
+from recsys.errors import InvalidBundle
 from recsys.ingest.values import latest_event_time
-from recsys.model.bundle import find_active, located, readable
+from recsys.model.bundle import find_active, located, read_manifest, readable
 
 
 def catalog_stats(engine: Engine, artifacts_dir: str | Path | None = None) -> dict[str, Any]:
@@ -42,7 +44,7 @@ def catalog_stats(engine: Engine, artifacts_dir: str | Path | None = None) -> di
             "events": {event: count for event, count in events},
             "event_times": times,
             "attributes": {name: kind.value for name, kind in attributes},
-            "active_bundle": _bundle(active, artifacts_dir),
+            "active_bundle": _bundle(session, active, artifacts_dir),
         }
 
 
@@ -69,9 +71,12 @@ def _event_times(session: Session) -> dict[str, Any]:
     }
 
 
-def _bundle(bundle: ModelBundle | None, artifacts_dir: str | Path | None) -> dict[str, Any] | None:
+def _bundle(
+    session: Session, bundle: ModelBundle | None, artifacts_dir: str | Path | None
+) -> dict[str, Any] | None:
     """The active bundle's row, its folder ``located`` under ``artifacts_dir`` (default: the
-    settings') and whether this code can read it there."""
+    settings'), whether this code can read it there, and what was stored since its data was
+    read (``since``)."""
     if bundle is None:
         return None
     path = located(bundle.path, bundle.version, artifacts_dir)
@@ -81,4 +86,28 @@ def _bundle(bundle: ModelBundle | None, artifacts_dir: str | Path | None) -> dic
         "readable": readable(path),
         "created_at": bundle.created_at.isoformat(timespec="seconds"),
         "metrics": bundle.metrics,
+        "since": _since(session, path),
+    }
+
+
+def _since(session: Session, path: str) -> dict[str, Any] | None:
+    """The events stored since the bundle's data was read and the events it was trained on
+    (None when its manifest cannot be read): feeds fold a shopper's newer events in, but
+    only a training learns from them (a shop whose log grew tenfold in a day had no sign of
+    it: the retrain signal follows the live items alone)."""
+    try:
+        manifest = read_manifest(path, verify=False)
+        read_at = datetime.fromisoformat(manifest.get("data_read_at") or manifest["created_at"])
+    except (InvalidBundle, KeyError, TypeError, ValueError):
+        return None
+    moment = read_at.replace(tzinfo=None)  # stored times are naive UTC
+    stored = Interaction.created_at > moment
+    events, users = session.execute(
+        select(func.count(Interaction.id), func.count(Interaction.user_id.distinct())).where(stored)
+    ).one()
+    return {
+        "data_read_at": moment.isoformat(timespec="seconds"),
+        "trained_on": int((manifest.get("counts") or {}).get("interactions", 0)),
+        "events": int(events),
+        "users": int(users),
     }

@@ -215,3 +215,21 @@ def test_a_bundle_file_the_service_cannot_read_is_a_bundle_refused(engine, tmp_p
     monkeypatch.setattr("recsys.model.bundle.sha256", unreadable)
     with pytest.raises(InvalidBundle, match=r"cannot be read .*PermissionError.*read access"):
         read_manifest(trained.path)
+
+
+def test_stats_counts_the_events_stored_since_the_active_bundles_data(engine, run_cli, tmp_path):
+    """A shop whose log grew from 50 events to 5,000 in a day had no sign of it: the retrain
+    signal follows the live items alone. `recsys stats` says how many events were stored
+    since the active bundle's data was read, beside the number it was trained on."""
+    populate(engine)
+    artifacts = tmp_path / "artifacts"
+    trained = train(engine, artifacts, train_config())
+    events = tmp_path / "events.csv"
+    events.write_text("user_id,item_id,event\nnew-1,a1,view\nnew-1,a2,view\nu2,b3,purchase\n")
+    run_cli("ingest", "interactions", events)
+    stats = json.loads(run_cli("--artifacts-dir", artifacts, "stats", "--json").output)
+    since = stats["active_bundle"]["since"]
+    assert since["events"] == 3 and since["users"] == 2
+    assert since["trained_on"] == read_manifest(trained.path)["counts"]["interactions"] > 0
+    said = run_cli("--artifacts-dir", artifacts, "stats").output
+    assert f"3 events of 2 users stored, {3 / since['trained_on']:.1%} of the" in said

@@ -47,6 +47,18 @@ def command(settings: Settings, as_json: bool) -> None:
             "  its folder holds no bundle this code can read: restore it there (or under "
             "the artifacts folder's bundles/), or `recsys bundles activate` another"
         )
+    since = (bundle or {}).get("since")
+    if since is not None:
+        grown = (
+            f", {since['events'] / since['trained_on']:.1%} of the {since['trained_on']:,} "
+            "it was trained on"
+            if since["trained_on"]
+            else "; it was trained on none"
+        )
+        click.echo(
+            f"  since its data was read ({since['data_read_at']} UTC): {since['events']:,} "
+            f"events of {since['users']:,} users stored{grown if since['events'] else ''}"
+        )
     metrics = (bundle or {}).get("metrics") or {}
     if "validation_recall@10" in metrics:  # what training measured on its validation slice
         line = f"  validation recall@10 {metrics['validation_recall@10']:.4f}"
