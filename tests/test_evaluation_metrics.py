@@ -315,11 +315,7 @@ def test_top_k_matches_a_full_stable_sort(k):
     scores = rng.integers(0, 6, size=(20, 30)).astype(np.float32)  # many ties
     scores[rng.random(scores.shape) < 0.2] = -np.inf
     for row, best in zip(scores, top_k(scores, k), strict=True):
-        reference = sorted(range(30), key=lambda j: (-row[j], j))[:k]
-        assert [row[j] for j in best] == [row[j] for j in reference]  # same scores, best first
-        assert sorted(best[row[best] > row[reference[-1]]]) == sorted(
-            j for j in reference if row[j] > row[reference[-1]]
-        )  # and the same items above the last place's score
+        assert best.tolist() == sorted(range(30), key=lambda j: (-row[j], j))[:k]
     finite = top_k_finite(scores, k)
     for row, best in zip(scores, finite, strict=True):
         listed = best[best >= 0]
@@ -418,6 +414,28 @@ def test_training_items_are_never_recommended_and_cold_lists_hold_cold_items():
         assert len(listed) == len(item_ids) - len(seen)
         assert all(task.cold[i] for i in rankings.cold[u].tolist() if i >= 0)
         assert not any(task.cold[i] for i in rankings.warm[u].tolist() if i >= 0)
+
+
+def test_top_k_keeps_and_lists_the_lower_columns_of_equal_scores_at_any_width(monkeypatch):
+    """Of equal scores the lower columns come first, where the cut falls among them and in
+    the list, on narrow rows (argpartition) as on wide ones (the k-th-score cut)."""
+    from recsys.model import ranking
+
+    row = np.array([[1, 5, 5, 5, 5, 5, 5, 0, 0, 0]], dtype=np.float32)
+    assert top_k(row, 6).tolist() == [[1, 2, 3, 4, 5, 6]]  # the old path: [[1 2 3 4 6 5]]
+    assert top_k(row, 3).tolist() == [[1, 2, 3]]
+    rng = np.random.default_rng(8)
+    scores = rng.integers(0, 3, size=(50, 200)).astype(np.float32)  # ties at every cut
+    scores[rng.random(scores.shape) < 0.2] = -np.inf
+    scores[:5, 100:] = 0.0  # rows tied across half their columns, as cold items often are
+    narrow = top_k(scores, 40)
+    for values, best in zip(scores, narrow, strict=True):
+        assert best.tolist() == sorted(range(200), key=lambda j: (-values[j], j))[:40]
+    monkeypatch.setattr(ranking, "WIDE_ROW", 100)  # the same rows on the wide path
+    np.testing.assert_array_equal(top_k(scores, 40), narrow)
+    # NaN ranks last, below -inf, also in column order (the narrow path at any width)
+    scores[0, [3, 150]] = np.nan
+    assert top_k(scores[:1], 200)[0, -2:].tolist() == [3, 150]
 
 
 def test_top_k_on_catalog_wide_rows_matches_the_narrow_path_and_keeps_first_columns_at_ties():

@@ -31,8 +31,6 @@ def test_popularity_candidates_from_one_order_equal_a_pass_over_the_catalog(monk
     come from one sorted order instead of a pass per query batch: the same items."""
     n_items = validation.WIDE_ROW + 300
     rng = np.random.default_rng(4)
-    # Distinct values: below WIDE_ROW columns (the cold items here) a pass breaks ties at
-    # the cut in no set order.
     popularity = (rng.permutation(n_items)[:, None] / n_items).astype(np.float32)
     cf = rng.standard_normal((n_items, 3)).astype(np.float32)
     fused = SimpleNamespace(

@@ -319,8 +319,9 @@ def _command(config, out_dir: Path, labels: Path | None) -> str:
 
 
 def _figure(value, width: int) -> str:
-    """A metric to 4 places, or "n/a" where the split cannot measure it (no users held out
-    cold items: the report says so too); it printed "nan"."""
+    """A metric to 4 places, or "n/a" where there is none: the split cannot measure it (no
+    users held out cold items: the report says so too; it printed "nan"), or the contender
+    gave every new item one score (its cold-item figures were a tie-break's)."""
     if value is None or value != value:
         return f"{'n/a':>{width}s}"
     return f"{value:{width}.4f}"

@@ -79,7 +79,7 @@ def _numeric(value: Cell) -> bool:
     try:
         float(text.replace(",", ""))
     except ValueError:
-        return text == "–"
+        return text in ("–", "n/a")  # a figure missing, or not available (cold-item ties)
     return True
 
 

@@ -61,10 +61,14 @@ def headline(results: dict, k: int, path: Path) -> Path:
         axes = figure.add_subplot(1, 2, position)
         values = [results[n][part].get(f"recall@{k}", np.nan) for n in names]
         colours = ["black" if n == FUSED else "tab:gray" for n in names]
-        axes.barh(names, values, color=colours)
-        for y, value in enumerate(values):
+        # by position: matplotlib leaves the names of NaN bars (no figure) off the axis
+        axes.barh(np.arange(len(names)), np.nan_to_num(values), color=colours)
+        axes.set_yticks(np.arange(len(names)), names)
+        for y, (name, value) in enumerate(zip(names, values, strict=True)):
             if np.isfinite(value):
                 axes.text(value, y, f" {value:.3f}", va="center", fontsize=8)
+            elif results[name][part].get("tied"):  # one score for every new item: no figure
+                axes.text(0, y, " n/a", va="center", fontsize=8)
         axes.invert_yaxis()
         axes.set_title(title)
         axes.set_xlim(0, np.nanmax([*values, 1e-3]) * 1.25)

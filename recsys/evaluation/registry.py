@@ -28,6 +28,9 @@ from recsys.files import as_if_plain
 log = logging.getLogger(__name__)
 
 EVALUATION_FILE = "evaluation.json"
+# Keys of a metrics block that are not figures: its users, and the cold-items block's mark
+# of a contender that gave every new item one score (protocol.score).
+NOT_FIGURES = ("users", "tied")
 
 
 def summary(metrics: dict, report: Path) -> dict:
@@ -40,7 +43,7 @@ def summary(metrics: dict, report: Path) -> dict:
         out["users"] = fused["overall"].get("users")
         out["metrics"] = {k: v for k, v in fused["overall"].items() if k != "users"}
         cold = fused["cold_items"]
-        out["metrics"].update({f"cold_{k}": v for k, v in cold.items() if k != "users"})
+        out["metrics"].update({f"cold_{k}": v for k, v in cold.items() if k not in NOT_FIGURES})
     if "images" in metrics:
         out["images"] = metrics["images"]
     return out

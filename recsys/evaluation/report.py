@@ -29,6 +29,8 @@ from recsys.model.ranking import RANKING_METRICS
 log = logging.getLogger(__name__)
 
 COLUMNS = (*RANKING_METRICS, "coverage", "popularity")
+# Shown for the cold-item figures of a contender that gave every new item one score.
+NOT_RANKED = "n/a"
 
 
 @dataclass
@@ -247,11 +249,21 @@ def _fmt(value, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def _column(results: dict, values: dict[str, float | None]) -> dict[str, str | Bold]:
-    """Formatted values with the highest one in bold."""
+def _column(
+    results: dict, values: dict[str, float | None], tied: frozenset[str] = frozenset()
+) -> dict[str, str | Bold]:
+    """Formatted values with the highest one in bold; "n/a" for the contenders in ``tied``."""
     known = {n: v for n, v in values.items() if v is not None}
     top = max(known.values()) if known else None
-    return {n: Bold(_fmt(v)) if v is not None and v == top else _fmt(v) for n, v in values.items()}
+    column = {
+        n: Bold(_fmt(v)) if v is not None and v == top else _fmt(v) for n, v in values.items()
+    }
+    return {n: NOT_RANKED if n in tied else shown for n, shown in column.items()}
+
+
+def _cold_tied(results: dict) -> frozenset[str]:
+    """The contenders that gave every new item one score: no cold-item figures."""
+    return frozenset(n for n, r in results.items() if r["cold_items"].get("tied"))
 
 
 def _glance(doc: Document, inputs: ReportInputs, figures) -> None:
@@ -261,7 +273,11 @@ def _glance(doc: Document, inputs: ReportInputs, figures) -> None:
     if inputs.metrics["data"].get("user_sample"):
         doc.paragraph(_sampled(inputs.metrics["data"]["user_sample"]))
     warm = _column(results, {n: r["overall"].get(f"recall@{k}") for n, r in results.items()})
-    cold = _column(results, {n: r["cold_items"].get(f"recall@{k}") for n, r in results.items()})
+    cold = _column(
+        results,
+        {n: r["cold_items"].get(f"recall@{k}") for n, r in results.items()},
+        _cold_tied(results),
+    )
     ndcg = _column(results, {n: r["overall"].get(f"ndcg@{k}") for n, r in results.items()})
     rows = []
     for name, r in results.items():
@@ -443,7 +459,9 @@ def _segments(doc: Document, inputs: ReportInputs, figures) -> None:
         values = {
             n: (r[part][key] if key else r[part]).get(f"recall@{k}") for n, r in results.items()
         }
-        columns[label] = _column(results, values)
+        columns[label] = _column(
+            results, values, _cold_tied(results) if part == "cold_items" else frozenset()
+        )
     header = ["contender"] + [
         f"{label} ({(first[part][key] if key else first[part])['users']} users)"
         for label, part, key in groups
@@ -452,9 +470,9 @@ def _segments(doc: Document, inputs: ReportInputs, figures) -> None:
     doc.paragraph(
         "Users are segmented by their number of training interactions. Warm (cold) items only: "
         "only items with (without) training interactions are ranked, against the held-out "
-        "items of that kind, for the users who hold such items out. Contenders without item "
-        "content give every cold item the same score, so their cold-item figures are those of "
-        "an arbitrary order."
+        "items of that kind, for the users who hold such items out. n/a: the contender gives "
+        "every cold item the same score (those without item content), so it has no cold-item "
+        "figures."
     )
     doc.image(figures["segments"], "recall by segment")
     _cold_items(doc, results, inputs.metrics["config"]["ks"])
@@ -462,8 +480,10 @@ def _segments(doc: Document, inputs: ReportInputs, figures) -> None:
 
 def _cold_items(doc: Document, results: dict, ks: list[int]) -> None:
     doc.heading("Cold-item ranking at each k", 3)
+    tied = _cold_tied(results)
     rows = [
-        [n, *(_fmt(r["cold_items"].get(f"recall@{k}")) for k in ks)] for n, r in results.items()
+        [n, *(NOT_RANKED if n in tied else _fmt(r["cold_items"].get(f"recall@{k}")) for k in ks)]
+        for n, r in results.items()
     ]
     doc.table(["contender", *(f"recall@{k}" for k in ks)], rows)
 
@@ -587,5 +607,7 @@ def _definitions(doc: Document) -> None:
             "training users of the recommended items (popularity bias).",
             "cold-item recall@k: only items without training interactions ranked, for users "
             "holding such items out.",
+            f"{NOT_RANKED} (cold-item figures): the contender gives every new item the same "
+            "score: its order among them is a tie-break, not a ranking.",
         ]
     )

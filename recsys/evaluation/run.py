@@ -339,6 +339,8 @@ def _score_all(contenders: list, train: CatalogData, task, config, show_progress
             contender, train, task, config, show_progress
         )
         warm, _, cold = recall_per_user(rankings, task, config.headline_k)
+        if rankings.cold_tied:  # a tie-break among new items: no figure to compare
+            cold = cold[:0]
         per_user[contender.name], kinds[contender.name] = (warm, cold), _kind(contender)
         if isinstance(contender, Fused):
             ranked = rankings

@@ -236,7 +236,7 @@ class Delta:
                 continue
             blocked = set(skip[q]) if skip is not None else set()
             # equal scores in row order: an answer lists its tied items in one order
-            found = top_k_finite(scores[q : q + 1], k + len(blocked), ordered=True)[0]
+            found = top_k_finite(scores[q : q + 1], k + len(blocked))[0]
             found = [j for j in found[found >= 0].tolist() if self.ids[j] not in blocked][:k]
             if found:
                 reasons = None

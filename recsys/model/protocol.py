@@ -5,7 +5,9 @@ Users are evaluated when they have training interactions and held-out items in t
 that they did not have in training. Training items are never recommended. Three rankings per
 user: all catalog items (against all held-out items), warm items only and cold items only
 (items with no training interaction; against the held-out items of that kind, for users
-holding such items out).
+holding such items out). A contender that gives every cold item the same score (collaborative
+ones: no training interaction, no signal) has no cold-item figures: its order among them is a
+tie-break, not a ranking (``Rankings.cold_tied``).
 """
 
 from __future__ import annotations
@@ -145,28 +147,32 @@ class Rankings:
     cold: np.ndarray  # (U, K) cold items only
     # (U, K) the scores of ``all``'s items (-inf past the end), when asked for
     scores: np.ndarray | None = None
+    # every user's cold items (two or more) all had one score, or none a finite one
+    cold_tied: bool = False
 
 
 def rank(
     contender: Contender, task: Task, k: int, show_progress: bool = False, scores: bool = False
 ) -> Rankings:
     """Score users in batches; training items are pushed to -inf and never listed. With
-    ``scores``, the listed items' scores come too."""
+    ``scores``, the listed items' scores come too. ``cold_tied`` is read off the same scores,
+    batch by batch."""
     n_users, n_items = task.heldout.shape
     batch = max(1, MAX_BATCH_CELLS // max(n_items, 1))
     warm_cols, cold_cols = np.flatnonzero(~task.cold), np.flatnonzero(task.cold)
-    parts: dict[str, list[np.ndarray]] = {"all": [], "warm": [], "cold": [], "scores": []}
+    parts: dict[str, list] = {"all": [], "warm": [], "cold": [], "scores": [], "tied": []}
     keep_scores = scores
 
-    def batch_top(start: int) -> tuple[np.ndarray, ...]:
+    def batch_top(start: int) -> tuple:
         rows = np.arange(start, min(start + batch, n_users))
         scores = np.asarray(contender.scores(task.user_ids[rows]), dtype=np.float32)  # (b, I)
         scores[task.seen[rows].nonzero()] = -np.inf
         best = top_k_parts(scores, k, (warm_cols, cold_cols))
+        tied = _all_tied(scores, cold_cols)
         if not keep_scores:
-            return *best, None
+            return *best, None, tied
         listed = np.take_along_axis(scores, np.maximum(best[0], 0), axis=1)
-        return *best, np.where(best[0] >= 0, listed, -np.inf).astype(np.float32)
+        return *best, np.where(best[0] >= 0, listed, -np.inf).astype(np.float32), tied
 
     starts = range(0, n_users, batch)
     # batches side by side on the CPUs, gathered in their order
@@ -183,7 +189,17 @@ def rank(
             parts[name].append(part)
     lists = (_stack(parts[name], n_users, k) for name in ("all", "warm", "cold"))
     listed = np.vstack(parts["scores"]) if scores and parts["scores"] else None
-    return Rankings(*lists, scores=listed)
+    return Rankings(*lists, scores=listed, cold_tied=bool(parts["tied"]) and all(parts["tied"]))
+
+
+def _all_tied(scores: np.ndarray, columns: np.ndarray) -> bool:
+    """Whether each row of ``scores`` (b, I) gives all of ``columns`` (two or more) one score,
+    or none of them a finite one: then their order in the row is a tie-break."""
+    if len(columns) < 2:  # one cold item: no order to break
+        return False
+    values = np.take(scores, columns, axis=1)  # (b, C)
+    same = values.max(axis=1) == values.min(axis=1)  # (b,) False where a NaN is
+    return not np.isfinite(values[~same]).any()
 
 
 def _stack(parts: list[np.ndarray], n_users: int, k: int) -> np.ndarray:
@@ -191,7 +207,8 @@ def _stack(parts: list[np.ndarray], n_users: int, k: int) -> np.ndarray:
 
 
 def score(rankings: Rankings, task: Task, ks: tuple[int, ...], bins: tuple[int, ...]) -> dict:
-    """Metrics of one contender: overall, per user segment, warm-only and cold-only items."""
+    """Metrics of one contender: overall, per user segment, warm-only and cold-only items;
+    the last without figures (``{"users", "tied": True}``) when ``rankings.cold_tied``."""
     per_user = per_user_metrics(
         hit_matrix(rankings.all, task.heldout), task.heldout.getnnz(axis=1), ks
     )
@@ -202,11 +219,14 @@ def score(rankings: Rankings, task: Task, ks: tuple[int, ...], bins: tuple[int, 
     segments = {
         label: _mean(per_user, mask) for label, mask in segment_masks(task.history, bins).items()
     }
+    cold = _restricted(rankings.cold, task, task.cold, ks)
+    if rankings.cold_tied and cold["users"]:  # figures of a tie-break: none
+        cold = {"users": cold["users"], "tied": True}
     return {
         "overall": overall,
         "segments": segments,
         "warm_items": _restricted(rankings.warm, task, ~task.cold, ks),
-        "cold_items": _restricted(rankings.cold, task, task.cold, ks),
+        "cold_items": cold,
     }
 
 

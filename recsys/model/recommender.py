@@ -929,7 +929,7 @@ class Recommender:
             at = np.minimum(np.searchsorted(rows, seen), max(len(rows) - 1, 0))
             keep[at[rows[at] == seen] if len(rows) else at[:0]] = False
         # equal terms in row order: the same candidates whatever else left the list
-        best = top_k_finite(terms[keep][None, :], len(found), ordered=True)[0]
+        best = top_k_finite(terms[keep][None, :], len(found))[0]
         extra = rows[keep][best[best >= 0]]
         union = np.union1d(found[found >= 0], extra)
         if not union.size:  # no item passes the filters or the candidates: an empty feed
