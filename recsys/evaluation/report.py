@@ -425,6 +425,15 @@ def _data(doc: Document, metrics: dict) -> None:
                 f"listed, so no contender could find them), and with them {only:,} users "
                 "whose held-out items were all such repeats."
             )
+        if (nothing := task.get("users_holding_nothing_out")) is not None:
+            why = (
+                "no events at or after the cut-off"
+                if split["name"] == "time-cutoff"
+                else "a share of fewer than 5 interactions is none"
+            )
+            lines.append(
+                f"Training users the split held nothing out of, not evaluated: {nothing:,} ({why})."
+            )
     else:
         lines.append("No interactions: only the item vectors are evaluated.")
     doc.bullets(lines)
@@ -601,6 +610,13 @@ def _definitions(doc: Document) -> None:
             "Training items are never recommended; H = a user's held-out items.",
             "recall@k = hits in top k / min(k, |H|); precision@k = hits / k; hit rate@k = any hit.",
             "nDCG@k: binary gains, log2 discount, normalised by min(k, |H|) hits at the top.",
+            "Relevance is binary: every held-out item counts alike, whatever its events (a "
+            "view as a purchase, a low rating as a high one); event weights shape training "
+            "only.",
+            "temporal split: each user's latest floor(20%) interactions are held out, events "
+            "at one time in the order of their item ids (as text); training so holds events "
+            "later than other users' held-out ones (--split time-cutoff holds out everything "
+            "after one time instead).",
             "MAP@k: mean of precision at each hit rank, over min(k, |H|); "
             "MRR@k: 1 / first hit rank.",
             "coverage@k: share of catalog items in anyone's top k; popularity@k: mean number of "

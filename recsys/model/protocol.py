@@ -106,6 +106,8 @@ def build_task(train: pd.DataFrame, test: pd.DataFrame, item_ids: np.ndarray) ->
         "users_holding_only_repeats": int(
             ((taken.getnnz(axis=1) > 0) & (held.getnnz(axis=1) == 0)).sum()
         ),
+        # training users the split held nothing out of (a share of fewer than 5 is none)
+        "users_holding_nothing_out": int((taken.getnnz(axis=1) == 0).sum()),
     }
     return Task(
         item_ids=items.to_numpy(),
