@@ -24,7 +24,9 @@ catalog's items have photos, the candidates (the 2,000 most similar at most, so 
 never decodes the whole catalog) are decided by geometric verification of their photos
 (``recsys.catalog_intel.photos``) at a verified-score threshold calibrated once per bundle
 from edited copies of 300 sampled photos; without photos their titles check them
-(``duplicates.title_checked``), and with ``verify=false`` cosine decides. Outliers read the
+(``duplicates.title_checked``), and with ``verify=false`` cosine decides. With ``group_by``
+(else the server's RECSYS_GROUP_BY), a candidate pair of one product's variants (the same
+value of that attribute) is left out before any of that, and counted. Outliers read the
 listing vectors too; clusters read the fused item vectors.
 The answer's ``score`` says which.
 """
@@ -92,6 +94,14 @@ class DuplicatesQuery(BaseModel):
         description="Cosine of the served vectors from which items pair up",
     )
     limit: QueryInt = Field(50, ge=1, le=MAX_SETS, description="Largest sets shown")
+    group_by: str | None = Field(
+        None,
+        max_length=255,
+        description="An attribute naming the product each item is a variant of (e.g. style, "
+        "for a product listed once per size and colour): two items with the same value are "
+        "no duplicates, whatever their photos. Absent: the server's RECSYS_GROUP_BY; empty: "
+        "none",
+    )
     verify: QueryBool = Field(
         True,
         description="Decide the candidate pairs by their photos, when items have photos; "
@@ -157,6 +167,10 @@ class Duplicates(BaseModel):
     verified_pairs: int = Field(description="Candidate pairs whose photos were verified")
     skipped_pairs: int = Field(
         description="Candidate pairs left out unverified (a photo missing, or beyond the cap)"
+    )
+    group_by: str | None = Field(description="The attribute naming each item's product, if any")
+    grouped_pairs: int = Field(
+        description="Candidate pairs left out as variants of one product (same group_by value)"
     )
     total_sets: int
     sets: list[DuplicateSet]
@@ -419,9 +433,10 @@ def _cards(ids) -> list[Item]:
 def duplicates(query: DuplicatesQuery) -> Duplicates | Response:
     """Duplicate listings: sets of items whose vectors are above the threshold, confirmed by
     their photos when they have some"""
-    version, ids, fused, _ = _served()
+    version, ids, fused, filters = _served()
     engine, fits, folder = context().engine, _fits(), _folder(version)  # the fit runs elsewhere
-    params = (query.threshold, query.verify, query.verified_threshold)
+    group_by, groups = _groups(filters, query.group_by)
+    params = (query.threshold, query.verify, query.verified_threshold, group_by)
 
     def calibrated() -> float | None:
         """The verified score's default threshold (None: no photos), once per bundle."""
@@ -438,6 +453,7 @@ def duplicates(query: DuplicatesQuery) -> Duplicates | Response:
             query.verify,
             query.verified_threshold,
             calibrated,
+            groups=groups,
         )
         left, right, score = checked.left, checked.right, checked.score
         verified_at = checked.verified_threshold
@@ -446,6 +462,7 @@ def duplicates(query: DuplicatesQuery) -> Duplicates | Response:
             "verified_threshold": np.nan if verified_at is None else verified_at,
             "verified_pairs": checked.verified,
             "skipped_pairs": checked.skipped,
+            "grouped_pairs": checked.grouped,
         }
         best = np.full(len(ids), -np.inf, np.float32)
         np.maximum.at(best, np.r_[left, right], np.r_[score, score])
@@ -473,9 +490,23 @@ def duplicates(query: DuplicatesQuery) -> Duplicates | Response:
         verified_threshold=None if np.isnan(verified_threshold) else verified_threshold,
         verified_pairs=int(fit["verified_pairs"]),
         skipped_pairs=int(fit["skipped_pairs"]),
+        group_by=group_by or None,
+        grouped_pairs=int(fit["grouped_pairs"]),
         total_sets=_live_sets(fit, _removed(len(ids))),
         sets=shown,
     )
+
+
+def _groups(filters, asked: str | None) -> tuple[str, np.ndarray | None]:
+    """(the attribute naming each item's product, "" for none; (N,) each item's value
+    number of it, -1 for none): the request's ``group_by`` ("" for none), else the server's
+    (RECSYS_GROUP_BY); a 400 naming it when the bundle cannot group by it."""
+    name = context().settings.group_by if asked is None else asked
+    try:
+        return name or "", filters.group_codes(name)
+    except InvalidInput as exc:
+        hint = "" if asked is not None else " (RECSYS_GROUP_BY)"
+        raise bad_parameter("group_by", f"{exc}{hint}") from None
 
 
 def _live_sets(fit: Fit, removed: np.ndarray) -> int:
