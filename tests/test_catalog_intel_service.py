@@ -146,6 +146,22 @@ def test_variants_of_one_product_are_no_duplicates(variants_shop):
     assert message.startswith("group_by") and "brand, style" in message
 
 
+def test_offset_pages_through_every_duplicate_set_once(client):
+    url = "/v1/admin/catalog/duplicates?threshold=0.9"
+    whole = _answered(client, f"{url}&limit={catalog_health.MAX_SETS}").get_json()
+    assert whole["total_sets"] == len(whole["sets"]) > 3 and whole["next"] is None
+    paged, offset = [], 0
+    while offset is not None:
+        page = _answered(client, f"{url}&limit=3&offset={offset}").get_json()
+        assert page["offset"] == offset and len(page["sets"]) <= 3
+        assert page["total_sets"] == whole["total_sets"]
+        paged += page["sets"]
+        offset = page["next"]
+    assert paged == whole["sets"]
+    past = _answered(client, f"{url}&offset={whole['total_sets']}").get_json()
+    assert past["sets"] == [] and past["next"] is None
+
+
 def test_outliers_are_scored_most_unusual_first(client):
     answer = _answered(client, "/v1/admin/catalog/outliers?top=5&fpr=0.1").get_json()
     scores = [item["score"] for item in answer["items"]]
