@@ -91,8 +91,9 @@ class Settings:
     log_format: str = "text"
     # An item attribute naming the product each item is a variant of (e.g. style, for a shop
     # listing each size and colour as an item): similar items, feeds and visual search list
-    # one item per value and leave out the query item's own (README, "Variants"). Empty:
-    # every item stands alone. A request's group_by overrides it.
+    # one item per value and leave out the query item's own, and the duplicates leave out
+    # pairs of one value (README, "Variants"). Empty: every item stands alone. A request's
+    # group_by overrides it.
     group_by: str = ""
 
     def __post_init__(self) -> None:

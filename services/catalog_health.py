@@ -15,7 +15,8 @@ server by services/gunicorn.conf.py): one worker computes and writes a fit, the 
 it, and the server computes one fit at a time (``_shared``;
 ``scripts/bench_catalog_health.py``). A restart computes afresh. A worker queues
 ``MAX_PENDING`` fits at most (a fifth different one is a 429). The answers' sizes
-(``limit``, ``top``, ``members``) and the outliers' ``fpr`` are cut from a fit per request.
+(``limit`` and ``offset``, ``top``, ``members``) and the outliers' ``fpr`` are cut from a
+fit per request.
 
 Duplicates: the pairs above the cosine threshold of the items' listing vectors
 (``FusedModel.listing_vectors``: as the "similar" surface compares items, so that a re-listed
@@ -24,7 +25,9 @@ catalog's items have photos, the candidates (the 2,000 most similar at most, so 
 never decodes the whole catalog) are decided by geometric verification of their photos
 (``recsys.catalog_intel.photos``) at a verified-score threshold calibrated once per bundle
 from edited copies of 300 sampled photos; without photos their titles check them
-(``duplicates.title_checked``), and with ``verify=false`` cosine decides. Outliers read the
+(``duplicates.title_checked``), and with ``verify=false`` cosine decides. With ``group_by``
+(else the server's RECSYS_GROUP_BY), a candidate pair of one product's variants (the same
+value of that attribute) is left out before any of that, and counted. Outliers read the
 listing vectors too; clusters read the fused item vectors.
 The answer's ``score`` says which.
 """
@@ -91,7 +94,18 @@ class DuplicatesQuery(BaseModel):
         le=1,
         description="Cosine of the served vectors from which items pair up",
     )
-    limit: QueryInt = Field(50, ge=1, le=MAX_SETS, description="Largest sets shown")
+    limit: QueryInt = Field(50, ge=1, le=MAX_SETS, description="Sets shown, largest first")
+    offset: QueryInt = Field(
+        0, ge=0, description="Sets to skip, largest first: the next of the page before"
+    )
+    group_by: str | None = Field(
+        None,
+        max_length=255,
+        description="An attribute naming the product each item is a variant of (e.g. style, "
+        "for a product listed once per size and colour): two items with the same value are "
+        "no duplicates, whatever their photos. Absent: the server's RECSYS_GROUP_BY; empty: "
+        "none",
+    )
     verify: QueryBool = Field(
         True,
         description="Decide the candidate pairs by their photos, when items have photos; "
@@ -158,7 +172,14 @@ class Duplicates(BaseModel):
     skipped_pairs: int = Field(
         description="Candidate pairs left out unverified (a photo missing, or beyond the cap)"
     )
+    group_by: str | None = Field(description="The attribute naming each item's product, if any")
+    grouped_pairs: int = Field(
+        description="Candidate pairs left out as variants of one product (same group_by value)"
+    )
     total_sets: int
+    offset: int
+    limit: int
+    next: int | None = Field(description="The offset of the page that follows (null: the last)")
     sets: list[DuplicateSet]
 
 
@@ -419,9 +440,10 @@ def _cards(ids) -> list[Item]:
 def duplicates(query: DuplicatesQuery) -> Duplicates | Response:
     """Duplicate listings: sets of items whose vectors are above the threshold, confirmed by
     their photos when they have some"""
-    version, ids, fused, _ = _served()
+    version, ids, fused, filters = _served()
     engine, fits, folder = context().engine, _fits(), _folder(version)  # the fit runs elsewhere
-    params = (query.threshold, query.verify, query.verified_threshold)
+    group_by, groups = _groups(filters, query.group_by)
+    params = (query.threshold, query.verify, query.verified_threshold, group_by)
 
     def calibrated() -> float | None:
         """The verified score's default threshold (None: no photos), once per bundle."""
@@ -438,6 +460,7 @@ def duplicates(query: DuplicatesQuery) -> Duplicates | Response:
             query.verify,
             query.verified_threshold,
             calibrated,
+            groups=groups,
         )
         left, right, score = checked.left, checked.right, checked.score
         verified_at = checked.verified_threshold
@@ -446,6 +469,7 @@ def duplicates(query: DuplicatesQuery) -> Duplicates | Response:
             "verified_threshold": np.nan if verified_at is None else verified_at,
             "verified_pairs": checked.verified,
             "skipped_pairs": checked.skipped,
+            "grouped_pairs": checked.grouped,
         }
         best = np.full(len(ids), -np.inf, np.float32)
         np.maximum.at(best, np.r_[left, right], np.r_[score, score])
@@ -456,8 +480,10 @@ def duplicates(query: DuplicatesQuery) -> Duplicates | Response:
     fit = _fit(version, "duplicates", compute, *params)
     if isinstance(fit, Response):
         return fit
+    live = _live(fit, _removed(len(ids)))  # (S,) the sets still to deduplicate
+    page = np.flatnonzero(live)[query.offset : query.offset + query.limit]
     shown, verified_threshold = [], float(fit["verified_threshold"])
-    for rows, best in zip(*_split(fit, query.limit), strict=True):
+    for rows, best in zip(*_split(fit, page), strict=True):
         members = ids[rows].tolist()
         found = context().cards.cards(members)  # items removed since the fit are no listings
         members = [item for item in members if item in found]
@@ -466,6 +492,7 @@ def duplicates(query: DuplicatesQuery) -> Duplicates | Response:
         cards = [Item(**card(item, found[item])) for item in members[:MAX_MEMBERS]]
         similarity = round(float(best.max()), 6)
         shown.append(DuplicateSet(size=len(members), items=cards, similarity=similarity))
+    end, total = query.offset + query.limit, int(live.sum())
     return Duplicates(
         model_version=version,
         threshold=float(fit["threshold"]),
@@ -473,21 +500,38 @@ def duplicates(query: DuplicatesQuery) -> Duplicates | Response:
         verified_threshold=None if np.isnan(verified_threshold) else verified_threshold,
         verified_pairs=int(fit["verified_pairs"]),
         skipped_pairs=int(fit["skipped_pairs"]),
-        total_sets=_live_sets(fit, _removed(len(ids))),
+        group_by=group_by or None,
+        grouped_pairs=int(fit["grouped_pairs"]),
+        total_sets=total,
+        offset=query.offset,
+        limit=query.limit,
+        next=end if end < total else None,
         sets=shown,
     )
 
 
-def _live_sets(fit: Fit, removed: np.ndarray) -> int:
-    """The duplicate sets that still have two items the catalog lists (a set whose copies
-    were removed since the bundle is nothing left to deduplicate)."""
+def _groups(filters, asked: str | None) -> tuple[str, np.ndarray | None]:
+    """(the attribute naming each item's product, "" for none; (N,) each item's value
+    number of it, -1 for none): the request's ``group_by`` ("" for none), else the server's
+    (RECSYS_GROUP_BY); a 400 naming it when the bundle cannot group by it."""
+    name = context().settings.group_by if asked is None else asked
+    try:
+        return name or "", filters.group_codes(name)
+    except InvalidInput as exc:
+        hint = "" if asked is not None else " (RECSYS_GROUP_BY)"
+        raise bad_parameter("group_by", f"{exc}{hint}") from None
+
+
+def _live(fit: Fit, removed: np.ndarray) -> np.ndarray:
+    """(S,) bool: the duplicate sets that still have two items the catalog lists (a set
+    whose copies were removed since the bundle is nothing left to deduplicate)."""
     sizes = fit["sizes"]
     if not len(sizes) or not removed.any():
-        return len(sizes)
+        return np.ones(len(sizes), dtype=bool)
     live = np.add.reduceat(
         (~removed[fit["rows"]]).astype(np.int64), np.r_[0, np.cumsum(sizes)[:-1]]
     )
-    return int((live >= 2).sum())
+    return live >= 2
 
 
 def _calibrate(engine, ids) -> Fit:
@@ -495,13 +539,17 @@ def _calibrate(engine, ids) -> Fit:
     return {"threshold": np.asarray(np.nan if threshold is None else threshold)}
 
 
-def _split(fit: Fit, limit: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The rows of the first ``limit`` sets of a duplicates fit, and their best scores."""
-    ends = np.cumsum(fit["sizes"][:limit])
-    if not len(ends):
-        return [], []
-    cut = int(ends[-1])
-    return np.split(fit["rows"][:cut], ends[:-1]), np.split(fit["best"][:cut], ends[:-1])
+def _split(fit: Fit, sets: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The rows of duplicates fit's ``sets`` (their numbers, ascending), and their best
+    scores."""
+    sizes = fit["sizes"]
+    ends = np.cumsum(sizes)
+    rows, best = [], []
+    for s in sets.tolist():  # a page of sets: at most MAX_SETS
+        part = slice(int(ends[s] - sizes[s]), int(ends[s]))
+        rows.append(fit["rows"][part])
+        best.append(fit["best"][part])
+    return rows, best
 
 
 @bp.get("/v1/admin/catalog/outliers")

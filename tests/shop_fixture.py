@@ -85,6 +85,25 @@ def relist(engine, item_id: str, copy_id: str, title: str | None = None) -> None
         )
 
 
+def variants(engine) -> None:
+    """Each item its own product (attribute ``style``, its id) but ``a3-m``, a3's medium
+    size (another item with a3's title, photo and style); and two re-listings, ``a1-again``
+    under another style and ``b2-again`` under none."""
+    with Session(engine) as session, session.begin():
+        session.add(ItemAttribute(name="style", kind="categorical"))
+        for item in session.scalars(select(Item)):
+            item.attributes = {**item.attributes, "style": item.external_id}
+    for source, copy, style in (("a3", "a3-m", "a3"), ("a1", "a1-again", "a1-again")):
+        relist(engine, source, copy)
+        with Session(engine) as session, session.begin():
+            item = session.scalar(select(Item).where(Item.external_id == copy))
+            item.attributes = {**item.attributes, "style": style}
+    relist(engine, "b2", "b2-again")
+    with Session(engine) as session, session.begin():
+        item = session.scalar(select(Item).where(Item.external_id == "b2-again"))
+        item.attributes = {k: v for k, v in item.attributes.items() if k != "style"}
+
+
 def tiny_encoder() -> ImageEncoder:
     config = ImageEncoderConfig(
         backbone="small_cnn", width=4, train=ImageTrainConfig(epochs=2, batch_size=8, seed=0)

@@ -236,6 +236,25 @@ def test_planted_reuploads_form_duplicate_sets_and_lookalikes_do_not():
     assert (np.diff(finder.pairs_.similarity) <= 0).all()  # most similar first
 
 
+def test_pairs_of_one_products_variants_are_left_out_before_the_sets():
+    x, _ = blobs()
+    rng = np.random.default_rng(4)
+    copies = x[[3, 3, 90]] + 0.01 * rng.normal(size=(3, x.shape[1]))  # two of 3, one of 90
+    vectors, cfg = np.vstack([x, copies]), DuplicateConfig(threshold=0.999)
+    groups = np.full(len(vectors), -1)
+    groups[[3, 300]], groups[301] = 7, 8  # 300 a size of 3's product, 301 a re-listing
+    finder = DuplicateFinder(cfg).fit(vectors, groups=groups)  # 90, 302: no product named
+    pairs = set(zip(finder.pairs_.left.tolist(), finder.pairs_.right.tolist(), strict=True))
+    assert (3, 300) not in pairs and {(3, 301), (300, 301), (90, 302)} <= pairs
+    assert finder.grouped_out_ == 1
+    assert [sorted(s.tolist()) for s in finder.sets()] == [[3, 300, 301], [90, 302]]
+    groups[[90, 302]] = 5  # one product: its set goes
+    finder = DuplicateFinder(cfg).fit(vectors, groups=groups)
+    assert [sorted(s.tolist()) for s in finder.sets()] == [[3, 300, 301]]
+    assert finder.grouped_out_ == 2
+    assert DuplicateFinder(cfg).fit(vectors).grouped_out_ == 0
+
+
 def test_titles_keep_a_relisting_and_part_items_that_only_their_vectors_pair():
     # rows 0-2 meet by vector (one year and genre, say), as rows 3-4 and 5-6 do; only 0 and
     # 1 share their title; row 3 has none, so the vectors decide for 3-4

@@ -229,6 +229,34 @@ def test_items_removed_since_the_bundle_are_left_out(run_cli, engine, tmp_path):
     assert pairs and all("a0" not in (p["item_a"], p["item_b"]) for p in pairs)
 
 
+def test_duplicates_leave_out_the_variants_of_one_product(run_cli, engine, tmp_path):
+    """A shop listing each size as an item: a3 and its medium size a3-m share a style and
+    are no duplicates with --group-by style; the re-listings still are."""
+    from recsys.model.training import train
+    from tests.shop_fixture import populate, train_config, variants
+
+    populate(engine)
+    variants(engine)
+    train(engine, tmp_path / "artifacts", train_config(), "cpu")
+    common = ("--artifacts-dir", tmp_path / "artifacts", "catalog", "duplicates")
+    common += ("--threshold", "0.99", "--no-progress", "--format", "json")
+
+    def pairs(doc):
+        return {(row["item_a"], row["item_b"]) for row in doc["rows"]}
+
+    plain = json.loads(run_cli(*common).stdout)
+    assert pairs(plain) == {("a1", "a1-again"), ("a3", "a3-m"), ("b2", "b2-again")}
+    assert "grouped_pairs" not in plain
+    result = run_cli(*common, "--group-by", "style")
+    grouped = json.loads(result.stdout)
+    assert pairs(grouped) == {("a1", "a1-again"), ("b2", "b2-again")}
+    assert grouped["group_by"] == "style" and grouped["grouped_pairs"] == 1
+    assert len(grouped["sets"]) == 2
+    assert "1 pairs of variants of one product (the same style) left out" in result.stderr
+    refused = run_cli(*common, "--group-by", "genres", expect_exit=2)
+    assert "--group-by" in refused.output and "brand, style" in refused.output
+
+
 def test_json_output_writes_a_missing_title_as_null(tmp_path):
     """An item without a title was written "title_a": NaN, which strict JSON parsers refuse
     (the service's endpoint writes null)."""

@@ -23,7 +23,7 @@ from recsys.catalog_intel import neighbours
 from recsys.catalog_intel.edits import realistic_edits
 from recsys.cli import cli
 from services import catalog_health
-from tests.shop_fixture import ADMIN, ADMIN_TOKEN, build_shop, relist, service_app
+from tests.shop_fixture import ADMIN, ADMIN_TOKEN, build_shop, relist, service_app, variants
 from tests.test_catalog_verification import products
 from tests.toy import toy_catalog
 
@@ -118,6 +118,48 @@ def test_without_photos_the_titles_check_the_pairs(tmp_path):
     # no pair above the threshold: the answer still says what would have decided
     none, _ = _duplicate_sets(client, "threshold=1")
     assert none["total_sets"] == 0 and none["score"] == "cosine and titles"
+
+
+@pytest.fixture(scope="module")
+def variants_shop(tmp_path_factory):
+    """Items without photos, each its own ``style`` but a3-m (a3's medium size); a1-again
+    and b2-again re-listings (``shop_fixture.variants``)."""
+    return build_shop(tmp_path_factory.mktemp("variants"), prepare=variants, photos=False)
+
+
+def test_variants_of_one_product_are_no_duplicates(variants_shop):
+    relistings = {("a1", "a1-again"), ("b2", "b2-again")}
+    client = service_app(variants_shop).test_client()
+    plain, plain_sets = _duplicate_sets(client, "threshold=0.99")
+    assert plain_sets == relistings | {("a3", "a3-m")}  # the size, indistinguishable
+    assert plain["group_by"] is None and plain["grouped_pairs"] == 0
+    grouped, grouped_sets = _duplicate_sets(client, "threshold=0.99&group_by=style")
+    assert grouped_sets == relistings and grouped["total_sets"] == 2
+    assert grouped["group_by"] == "style" and grouped["grouped_pairs"] == 1
+    # the server's RECSYS_GROUP_BY, which an empty group_by turns off
+    served = service_app(variants_shop, group_by="style").test_client()
+    assert _duplicate_sets(served, "threshold=0.99")[1] == relistings
+    assert _duplicate_sets(served, "threshold=0.99&group_by=")[1] == plain_sets
+    multi = client.get("/v1/admin/catalog/duplicates?group_by=genres", headers=ADMIN)
+    assert multi.status_code == 400
+    message = multi.get_json()["error"]["message"]
+    assert message.startswith("group_by") and "brand, style" in message
+
+
+def test_offset_pages_through_every_duplicate_set_once(client):
+    url = "/v1/admin/catalog/duplicates?threshold=0.9"
+    whole = _answered(client, f"{url}&limit={catalog_health.MAX_SETS}").get_json()
+    assert whole["total_sets"] == len(whole["sets"]) > 3 and whole["next"] is None
+    paged, offset = [], 0
+    while offset is not None:
+        page = _answered(client, f"{url}&limit=3&offset={offset}").get_json()
+        assert page["offset"] == offset and len(page["sets"]) <= 3
+        assert page["total_sets"] == whole["total_sets"]
+        paged += page["sets"]
+        offset = page["next"]
+    assert paged == whole["sets"]
+    past = _answered(client, f"{url}&offset={whole['total_sets']}").get_json()
+    assert past["sets"] == [] and past["next"] is None
 
 
 def test_outliers_are_scored_most_unusual_first(client):

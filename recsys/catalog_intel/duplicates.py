@@ -13,7 +13,9 @@ edited re-upload aligns, a lookalike product does not. Given the items' titles
 (``fit(..., titles=...)``), a pair of items that both have one scores at most the share of
 the shorter title's words the other has (``title_checked``): the vectors of listings whose
 attributes say little (a year and a genre) meet for many distinct items, whose titles do
-not. Sets are the connected components of the pair graph. The threshold is either given or
+not. Given each item's product (``fit(..., groups=...)``: a style all of a product's sizes and
+colours share), a pair of one product's variants is left out. Sets are the connected
+components of the pairs kept. The threshold is either given or
 calibrated without labels (``calibrate_threshold``) from two samples the catalog itself
 provides: the similarity of items to an edited copy of themselves (``realistic_edits``; what
 a duplicate looks like) and every item's similarity to its nearest other item (mostly
@@ -114,7 +116,12 @@ class DuplicateFinder(BaseEstimator):
         self.show_progress = show_progress
 
     def fit(
-        self, vectors, copy_similarities: np.ndarray | None = None, images=None, titles=None
+        self,
+        vectors,
+        copy_similarities: np.ndarray | None = None,
+        images=None,
+        titles=None,
+        groups=None,
     ) -> DuplicateFinder:
         """``copy_similarities``: scores of items against edited copies of themselves, on
         the score the pairs get (``self_copy_similarities`` for cosine, and
@@ -123,7 +130,9 @@ class DuplicateFinder(BaseEstimator):
         the items' titles (str or None) in the rows' order, or a callable giving those of
         some rows (an array of rows -> their titles), which reads only the pairs' titles; a
         pair's score is then at most the share of its shorter title's words the other title
-        has (``title_checked``)."""
+        has (``title_checked``). ``groups``: (N,) each item's product (a number; -1: none),
+        for items listed once per size and colour: a pair of one product's variants is no
+        duplicate and is left out (``ungrouped``; ``grouped_out_`` counts them)."""
         cfg = self.config or DuplicateConfig()
         unit = as_unit_vectors(vectors)
         if cfg.threshold is None and copy_similarities is None:
@@ -136,11 +145,14 @@ class DuplicateFinder(BaseEstimator):
             raise InvalidInput(f"images has {len(images)} rows but vectors {len(unit)}")
         if titles is not None and not callable(titles) and len(titles) != len(unit):
             raise InvalidInput(f"titles has {len(titles)} rows but vectors {len(unit)}")
+        if groups is not None and len(groups) != len(unit):
+            raise InvalidInput(f"groups has {len(groups)} rows but vectors {len(unit)}")
         self.scored_by_ = "cosine" if images is None else "verified"
         if images is None:
             left, right, sims = self._cosine_pairs(unit, cfg, copy_similarities)
         else:
             left, right, sims = self._verified_pairs(unit, images, cfg, copy_similarities)
+        left, right, sims, self.grouped_out_ = ungrouped(groups, left, right, sims)
         if titles is not None:
             left, right, sims = title_checked(titles, left, right, sims, self.threshold_)
             self.scored_by_ += " and titles"
@@ -235,6 +247,18 @@ def title_checked(titles, left: np.ndarray, right: np.ndarray, score: np.ndarray
     checked = np.where(shorter > 0, np.minimum(score, share), score).astype(score.dtype)
     keep = checked >= threshold
     return left[keep], right[keep], checked[keep]
+
+
+def ungrouped(groups, left: np.ndarray, right: np.ndarray, score: np.ndarray):
+    """(left, right, score, how many pairs were left out): the pairs whose two items are not
+    variants of one product, by ``groups`` ((N,) each row's product number, -1 for an item
+    without one, which is never grouped; None: keep every pair)."""
+    if groups is None or not len(left):
+        return left, right, score, 0
+    groups = np.asarray(groups)
+    same = (groups[left] == groups[right]) & (groups[left] >= 0)  # (P,)
+    keep = ~same
+    return left[keep], right[keep], score[keep], int(same.sum())
 
 
 def duplicate_sets(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:

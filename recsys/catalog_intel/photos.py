@@ -178,6 +178,7 @@ class CheckedPairs:
     verified_threshold: float | None = None
     verified: int = 0
     skipped: int = 0
+    grouped: int = 0  # candidate pairs left out as variants of one product (``groups``)
 
 
 def checked_pairs(
@@ -189,31 +190,39 @@ def checked_pairs(
     verified_threshold: float | None = None,
     calibrated: Callable[[], float | None] | None = None,
     show_progress: bool = False,
+    groups: np.ndarray | None = None,
 ) -> CheckedPairs:
     """The items of ``vectors`` (rows of ``item_ids``) at cosine ``threshold`` or above are
     candidate pairs; with ``verify``, their photos decide them (geometric verification at
     ``verified_threshold``, by default the label-free one, ``calibrated()`` when given, which
     is None for a catalog without photos), or, without photos, their titles' words
-    (``duplicates.title_checked``). What ``recsys catalog duplicates`` and
+    (``duplicates.title_checked``). ``groups``: (N,) each row's product (-1: none); a
+    candidate pair of one product's variants is left out before anything decodes its photos
+    (``duplicates.ungrouped``). What ``recsys catalog duplicates`` and
     ``/v1/admin/catalog/duplicates`` answer from the active bundle's listing vectors."""
     from recsys.catalog.reads import titles_by_row
     from recsys.catalog_intel.duplicates import DuplicateFinder, title_checked
 
     item_ids = np.asarray(item_ids).astype(str)
     finder = DuplicateFinder(DuplicateConfig(threshold=threshold), show_progress=show_progress)
-    pairs = finder.fit(vectors).pairs_
+    pairs = finder.fit(vectors, groups=groups).pairs_
     left, right, score = pairs.left, pairs.right, pairs.similarity
+    grouped = finder.grouped_out_
     if not verify:
-        return CheckedPairs(left, right, score, finder.threshold_, "cosine")
+        return CheckedPairs(left, right, score, finder.threshold_, "cosine", grouped=grouped)
     photos = CatalogPhotos(engine, item_ids)
     default = calibrated() if calibrated is not None else photos.calibrate()
     if default is None:  # no photos: the titles' words check the pairs
         titles = titles_by_row(engine, item_ids)
         left, right, score = title_checked(titles, left, right, score, finder.threshold_)
-        return CheckedPairs(left, right, score, finder.threshold_, "cosine and titles")
+        return CheckedPairs(
+            left, right, score, finder.threshold_, "cosine and titles", grouped=grouped
+        )
     at = default if verified_threshold is None else verified_threshold
     if not len(left):  # no candidate: nothing to decode
-        return CheckedPairs(left, right, score, finder.threshold_, "verified", float(at))
+        return CheckedPairs(
+            left, right, score, finder.threshold_, "verified", float(at), grouped=grouped
+        )
     found = photos.verify(left, right, score, at)
     return CheckedPairs(
         found.left,
@@ -224,6 +233,7 @@ def checked_pairs(
         found.threshold,
         found.verified,
         found.skipped,
+        grouped,
     )
 
 

@@ -185,11 +185,20 @@ def _bundle_duplicates(settings: Settings, threshold: float, opts: dict) -> None
 
     engine = connect_current(settings.database_url)
     ids, vectors, titles = _listing_vectors(engine)
+    group_by, groups = _groups(settings, opts["group_by"], ids)
     checked = checked_pairs(
-        engine, ids, vectors, threshold, opts["verify"], show_progress=opts["progress"]
+        engine,
+        ids,
+        vectors,
+        threshold,
+        opts["verify"],
+        show_progress=opts["progress"],
+        groups=groups,
     )
     at = checked.threshold if checked.verified_threshold is None else checked.verified_threshold
     extra = {"threshold": checked.threshold, "score": checked.scored_by}
+    if group_by:
+        extra |= {"group_by": group_by, "grouped_pairs": checked.grouped}
     if checked.verified_threshold is not None:
         extra |= {
             "verified_threshold": at,
@@ -224,7 +233,33 @@ def _emit_pairs(ids, left, right, score, at: float, extra: dict, opts: dict, tit
         f"{len(table)} pairs in {len(parts)} sets at {extra['score']} score >= {at:.4f}",
         err=True,
     )
+    if "group_by" in extra:
+        click.echo(
+            f"{extra['grouped_pairs']} pairs of variants of one product (the same "
+            f"{extra['group_by']}) left out",
+            err=True,
+        )
     emit(table, extra, opts["out"], opts["fmt"])
+
+
+def _groups(settings: Settings, asked: str | None, ids) -> tuple[str, np.ndarray | None]:
+    """(the attribute naming each item's product, "" for none; (len(ids),) each item's value
+    number of it in the active bundle, -1 for none or an item the bundle lacks): --group-by,
+    else RECSYS_GROUP_BY; a usage error naming the attributes the bundle can group by."""
+    from recsys.catalog.db import connect_current
+    from recsys.model.recommender import ItemFilters
+
+    name = settings.group_by if asked is None else asked
+    if not name:
+        return "", None
+    folder, bundle_ids = _bundle_items(connect_current(settings.database_url))
+    try:
+        codes = ItemFilters.load(folder).group_codes(name)
+    except InvalidInput as exc:
+        hint = "--group-by" if asked is not None else "RECSYS_GROUP_BY"
+        raise click.BadParameter(str(exc), param_hint=hint) from None
+    rows = pd.Index(bundle_ids).get_indexer(np.asarray(ids, dtype=str))  # (N,) -1: not in it
+    return name, np.where(rows >= 0, codes[np.maximum(rows, 0)], -1)
 
 
 def _listing_vectors(engine, space: str = "listing_vectors"):
@@ -371,6 +406,13 @@ def command() -> None:
     show_default=True,
     help="Calibration: share of edited self-copies the threshold must catch.",
 )
+@click.option(
+    "--group-by",
+    metavar="ATTRIBUTE",
+    help="An attribute of the active bundle naming the product each item is a variant of "
+    "(e.g. a style all of a product's sizes and colours share): two items with the same "
+    "value are no duplicates, whatever their photos. Default: RECSYS_GROUP_BY; '' for none.",
+)
 @click.pass_obj
 def duplicates(settings: Settings, **opts) -> None:
     """Pairs of items above a similarity threshold, grouped into duplicate sets.
@@ -386,7 +428,9 @@ def duplicates(settings: Settings, **opts) -> None:
     by the copy-detection descriptor (or --encoder), each item's nearest candidates are
     checked by geometric verification (--no-verify: cosine only), and the threshold is
     calibrated without labels, from each item's score against an edited copy of its own
-    photo (crop, JPEG, brightness, shift) and against its nearest other item.
+    photo (crop, JPEG, brightness, shift) and against its nearest other item. With
+    --group-by (or RECSYS_GROUP_BY), pairs of one product's variants are left out before the
+    sets are formed, and the summary says how many.
     """
     from recsys.catalog_intel import DuplicateConfig, DuplicateFinder
     from recsys.catalog_intel.duplicates import LISTING_THRESHOLD, self_copy_similarities
@@ -417,10 +461,13 @@ def duplicates(settings: Settings, **opts) -> None:
         return
     else:
         ids, vectors = load_vectors(settings, opts["vectors"], opts["items"])
+    group_by, groups = _groups(settings, opts["group_by"], ids)
     finder = DuplicateFinder(cfg, show_progress=opts["progress"])
-    finder.fit(vectors, copy_sims, images=verify_images)
+    finder.fit(vectors, copy_sims, images=verify_images, groups=groups)
     pairs = finder.pairs_
     extra = {"threshold": finder.threshold_, "score": finder.scored_by_}
+    if group_by:
+        extra |= {"group_by": group_by, "grouped_pairs": finder.grouped_out_}
     if finder.calibration_ is not None:
         extra["calibration"] = vars(finder.calibration_)
     _emit_pairs(ids, pairs.left, pairs.right, pairs.similarity, finder.threshold_, extra, opts)

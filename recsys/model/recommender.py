@@ -293,6 +293,29 @@ class ItemFilters:
             self._labels[name] = found
         return found
 
+    def group_codes(self, group_by: Any) -> np.ndarray | None:
+        """(items,) each item's value number of attribute ``group_by`` (-1: none), the
+        attribute naming the product items are variants of; None for None or "" (no
+        grouping). ``UnknownFilter`` naming the attributes it may be, for one the bundle
+        does not filter on or whose items may hold several values."""
+        if group_by is None or group_by == "":
+            return None
+        if not isinstance(group_by, str):
+            raise InvalidInput(f"group_by takes an attribute name, got {group_by!r}")
+        if group_by in self.postings and (codes := self._group(group_by)) is not None:
+            return codes
+        single = sorted(n for n in self.postings if self._group(n) is not None)
+        why = (
+            "items hold several of its values" if group_by in self.postings else "no such attribute"
+        )
+        raise UnknownFilter(
+            f"cannot group by {group_by!r} ({why}); attributes with one value per item: "
+            f"{', '.join(single) or 'none'}"
+        )
+
+    def _group(self, name: str) -> np.ndarray | None:
+        return self._single_codes(name, self.labels(name))
+
     def shared(self, query_rows: np.ndarray, found: np.ndarray) -> list[list[list[str]]]:
         """Per query and found item (rows (Q, k), -1 padded), the attributes of which the
         two items have a value in common (array lookups on the CSR parts, no sparse algebra:
@@ -675,23 +698,11 @@ class Recommender:
     def check_group_by(self, group_by: Any) -> str | None:
         """``group_by`` as an answer groups by it: None or "" for none, else the name of an
         attribute the bundle filters on with at most one value per item; ``UnknownFilter``
-        naming the ones it may be otherwise."""
-        if group_by is None or group_by == "":
-            return None
-        if not isinstance(group_by, str):
-            raise InvalidInput(f"group_by takes an attribute name, got {group_by!r}")
-        postings = self.filters.postings
-        if group_by in postings and self._group_codes(group_by) is not None:
-            return group_by
-        single = sorted(n for n in postings if self._group_codes(n) is not None)
-        why = "items hold several of its values" if group_by in postings else "no such attribute"
-        raise UnknownFilter(
-            f"cannot group by {group_by!r} ({why}); attributes with one value per item: "
-            f"{', '.join(single) or 'none'}"
-        )
+        naming the ones it may be otherwise (``ItemFilters.group_codes``)."""
+        return None if self.filters.group_codes(group_by) is None else group_by
 
-    def _group_codes(self, name: str) -> np.ndarray | None:
-        return self.filters._single_codes(name, self.filters.labels(name))
+    def _group_codes(self, name: str) -> np.ndarray:
+        return self.filters.group_codes(name)
 
     def _groups_of(self, ids: Sequence[str], name: str) -> list[str | None]:
         """Each item's value of attribute ``name`` (None: none): a live item's as the catalog
