@@ -252,6 +252,16 @@ class IdConverter(PathConverter):
     regex = r"[\s\S]+?"  # any character: a line break reaches path_id's 400, not a 404
     part_isolating = False  # it spans path segments
 
+    def __init__(self, map, *args, tail: str | None = None, **kwargs) -> None:
+        """``tail``: an id never ends in it (``<id(tail="/similar"):item_id>``), so a route
+        beside one with that fixed tail (``/items/<id>`` beside ``/items/<id>/similar``) does
+        not take the other's URL when its method is not the other's: the URL answers 405
+        with the other route's methods (a DELETE of a feed's URL erases no user
+        "<id>/recommendations")."""
+        super().__init__(map, *args, **kwargs)
+        if tail:
+            self.regex = rf"{self.regex}(?<!{re.escape(tail)})"
+
 
 def id_routes(blueprint) -> None:
     """Let ``blueprint``'s routes name ids as ``<id:...>``: the app gets the converter, and
