@@ -7,6 +7,7 @@ page sizes, list lengths) are the bounds declared here.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -81,13 +82,18 @@ def _query_int(value: Any) -> Any:
     return value
 
 
-_QUERY_FLOAT = re.compile(r"[+-]?([0-9]{1,18}(\.[0-9]{0,18})?|\.[0-9]{1,18})")
+# A decimal number, with an exponent or not (0.3, .5, 1e-05, 2.5E-3: as generated clients
+# write small floats); the exponent's 3 digits keep "1e999999" from being parsed at all.
+_QUERY_FLOAT = re.compile(r"[+-]?([0-9]{1,18}(\.[0-9]{0,18})?|\.[0-9]{1,18})([eE][+-]?[0-9]{1,3})?")
 
 
 def _query_float(value: Any) -> Any:
-    """A plain decimal number (0, 0.3, .5): no exponents, underscores, nan or inf."""
-    if isinstance(value, str) and not _QUERY_FLOAT.fullmatch(value):
-        raise PydanticCustomError("float_parsing", "must be a decimal number such as 0.3")
+    """A decimal number (0, 0.3, .5, 1e-05): no underscores, words, nan or inf (nor an
+    exponent past a float's range, which reads as inf)."""
+    if isinstance(value, str) and not (
+        _QUERY_FLOAT.fullmatch(value) and math.isfinite(float(value))
+    ):
+        raise PydanticCustomError("float_parsing", "must be a decimal number such as 0.3 or 1e-05")
     return value
 
 
