@@ -121,10 +121,16 @@ _NEW_ITEMS = (
     f"Places kept for new items, 0 to k: {NEW_ITEMS_RULE}. New items otherwise rarely reach "
     "a feed before the next training"
 )
-Scalar = StrictStr | StrictInt | StrictFloat | StrictBool
+# What an attribute filter takes (recsys.model.recommender's check): strings or finite
+# numbers, never booleans (only in_stock is one) nor null. The document says so too: a
+# boolean it allowed was a 400.
+Scalar = StrictStr | StrictInt | Annotated[StrictFloat, Field(allow_inf_nan=False)]
 FilterValue = Annotated[
     Scalar | Annotated[list[Scalar], Field(min_length=1, max_length=MAX_VALUES)],
-    _explained(f"must be a value or a list of 1 to {MAX_VALUES} values"),
+    _explained(
+        f"must be a string or finite number, or a list of 1 to {MAX_VALUES} of them "
+        "(only in_stock takes true or false)"
+    ),
 ]
 
 

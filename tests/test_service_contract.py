@@ -128,3 +128,24 @@ def test_the_service_document_is_valid_openapi_and_declares_its_503s(tmp_path):
         if "503" not in operation["responses"]
     ]
     assert sorted(without) == ["GET /healthz", "GET /metrics"]
+
+
+def test_the_filters_body_declares_what_the_server_takes(tmp_path):
+    """Filters declared a boolean for any attribute; the server refuses one except for
+    in_stock (a 400): the document says strings or finite numbers, or lists of them."""
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/none.db", artifacts_dir=tmp_path)
+    app = create_app(settings, {"RELOAD_CHECK_SECONDS": 0, "LOAD_MODEL": False})
+    filters = app.test_client().get("/openapi.json").get_json()["components"]["schemas"]
+    filters = filters["Filters"]
+    assert filters["properties"]["in_stock"]["type"] == "boolean"
+    kinds = filters["additionalProperties"]["anyOf"]
+    assert [kind.get("type") for kind in kinds] == ["string", "integer", "number", "array"]
+    assert {kind["type"] for kind in kinds[3]["items"]["anyOf"]} == {"string", "integer", "number"}
+    for value in (True, [True], float("nan")):
+        try:
+            RankRequest.model_validate({"filters": {"color": value}})
+        except ValueError as exc:
+            assert "string or finite number" in str(exc)
+        else:
+            raise AssertionError(f"{value!r} was taken")
+    assert RankRequest.model_validate({"filters": {"in_stock": False, "c": [1, "a"]}})
