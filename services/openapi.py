@@ -177,10 +177,12 @@ def _responses(contract: Contract, refs: dict, scope: str | None) -> dict[str, A
     responses = {}
     for status, answer in contract.responses.items():
         if isinstance(answer, Raw):
-            schema = {"type": "string"}
-            if not answer.media_type.startswith("text/"):
-                schema["format"] = "binary"
-            content = {answer.media_type: {"schema": schema}}
+            content = {}
+            for media_type in answer.media_types:
+                schema = {"type": "string"}
+                if not media_type.startswith("text/"):
+                    schema["format"] = "binary"
+                content[media_type] = {"schema": schema}
             responses[str(status)] = {"description": answer.description, "content": content}
         else:
             responses[str(status)] = _json(refs[answer, "serialization"], _first_line(answer))

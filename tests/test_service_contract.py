@@ -149,3 +149,18 @@ def test_the_filters_body_declares_what_the_server_takes(tmp_path):
         else:
             raise AssertionError(f"{value!r} was taken")
     assert RankRequest.model_validate({"filters": {"in_stock": False, "c": [1, "a"]}})
+
+
+def test_images_declare_the_concrete_types_they_are_sent_as(tmp_path):
+    """/images/{item_id} declared its 200 as image/*, which openapi-python-client cannot
+    use: each type the route sends (its file's format's) is declared."""
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/none.db", artifacts_dir=tmp_path)
+    app = create_app(settings, {"RELOAD_CHECK_SECONDS": 0, "LOAD_MODEL": False})
+    document = app.test_client().get("/openapi.json").get_json()
+    validate(document)
+    content = document["paths"]["/images/{item_id}"]["get"]["responses"]["200"]["content"]
+    assert {"image/png", "image/jpeg", "image/webp", "image/gif"} <= set(content)
+    assert "image/*" not in content
+    assert all(
+        kind["schema"] == {"type": "string", "format": "binary"} for kind in content.values()
+    )
