@@ -28,14 +28,20 @@ ERRORS = {
     404: "Unknown item or path",
     409: "Conflict (e.g. the bundle was refused)",
     413: "Upload too large",
+    414: "Request line (method, path and query) too long (code uri_too_long; answered by the "
+    "server before the app, on every path)",
     415: "Body is not JSON",
     429: (
         "Too many requests (or unknown API keys) from this key or address; Retry-After says "
         "when to retry"
     ),
+    431: "Too many or too long header fields (code request_header_fields_too_large; answered "
+    "by the server before the app, on every path)",
     503: "No model bundle loaded, catalog database unavailable, or busy; Retry-After says when "
     "to retry",
 }
+# What the server (services/gunicorn.conf.py) answers before any route, in the error shape
+SERVER_ERRORS = {414, 431}
 _PATH_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 
@@ -186,7 +192,7 @@ def _responses(contract: Contract, refs: dict, scope: str | None) -> dict[str, A
             responses[str(status)] = {"description": answer.description, "content": content}
         else:
             responses[str(status)] = _json(refs[answer, "serialization"], _first_line(answer))
-    errors = set(contract.errors)
+    errors = set(contract.errors) | SERVER_ERRORS
     if scope is not None:
         # 429: too many unknown keys from the address; 503: the key's catalog read failed
         errors |= {401, 403, 429, 503}

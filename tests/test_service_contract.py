@@ -164,3 +164,20 @@ def test_images_declare_the_concrete_types_they_are_sent_as(tmp_path):
     assert all(
         kind["schema"] == {"type": "string", "format": "binary"} for kind in content.values()
     )
+
+
+def test_every_operation_declares_the_servers_414_and_431(tmp_path):
+    """gunicorn answers a too long request line (414, uri_too_long) and too many or too long
+    headers (431, request_header_fields_too_large) in the error shape on every path: the
+    document declared neither."""
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/none.db", artifacts_dir=tmp_path)
+    app = create_app(settings, {"RELOAD_CHECK_SECONDS": 0, "LOAD_MODEL": False})
+    document = app.test_client().get("/openapi.json").get_json()
+    validate(document)
+    error = {"$ref": "#/components/schemas/Error"}
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            for status in ("414", "431"):
+                assert operation["responses"][status]["content"]["application/json"] == {
+                    "schema": error
+                }
