@@ -85,7 +85,7 @@ def openapi_document(app: Flask) -> dict[str, Any]:
     for rule, method, contract in operations:
         path = _PATH_ARGUMENT.sub(r"{\1}", rule.rule)
         scope = contract.scope if guarded is None else guarded.get(rule.endpoint)
-        operation = _operation(rule.rule, contract, refs, scope)
+        operation = _operation(rule.rule, method, contract, refs, scope)
         name = rule.endpoint.rpartition(".")[2]
         if uses[rule.endpoint] > 1:
             name = f"{name}_{method.lower()}_{'_'.join(re.findall(r'[a-z]+', rule.rule))}"
@@ -101,6 +101,7 @@ def openapi_document(app: Flask) -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": schemas,
+            "headers": HEADERS,
             "securitySchemes": {
                 "bearer": {
                     "type": "http",
@@ -127,7 +128,9 @@ def _components(contracts: list[Contract]) -> tuple[dict, dict]:
     return refs, document.get("$defs", {})
 
 
-def _operation(rule: str, contract: Contract, refs: dict, scope: str | None) -> dict[str, Any]:
+def _operation(
+    rule: str, method: str, contract: Contract, refs: dict, scope: str | None
+) -> dict[str, Any]:
     """One operation; ``scope``: the scope a caller needs here (None: public here)."""
     operation: dict[str, Any] = {"summary": contract.summary}
     parameters = [
@@ -136,6 +139,17 @@ def _operation(rule: str, contract: Contract, refs: dict, scope: str | None) -> 
     ]
     if contract.query is not None:
         parameters += _query_parameters(contract.query)
+    revalidated = _revalidated(rule, method, contract)
+    if revalidated:
+        parameters.append(
+            {
+                "name": "If-None-Match",
+                "in": "header",
+                "required": False,
+                "description": "The ETag of an answer kept: a 304 without a body while it holds",
+                "schema": {"type": "string"},
+            }
+        )
     if parameters:
         operation["parameters"] = parameters
     content = {}  # a body, a form, or either (services.contract)
@@ -145,7 +159,7 @@ def _operation(rule: str, contract: Contract, refs: dict, scope: str | None) -> 
         content["multipart/form-data"] = {"schema": refs[contract.form, "validation"]}
     if content:
         operation["requestBody"] = {"required": True, "content": content}
-    operation["responses"] = _responses(contract, refs, scope)
+    operation["responses"] = _with_headers(_responses(contract, refs, scope), method, revalidated)
     if scope is not None:
         # OpenAPI 3.1 lets a bearer requirement list role names: here, the key's scope.
         operation["security"] = [{"bearer": [scope]}]
@@ -209,3 +223,52 @@ def _json(schema: dict, description: str) -> dict[str, Any]:
 
 def _first_line(model: type[BaseModel]) -> str:
     return (model.__doc__ or model.__name__).strip().splitlines()[0]
+
+
+# The headers answers carry (services.app's _revalidated, services.logs, services.errors,
+# services.limits, the PUT of an item), declared once and named by each response.
+HEADERS = {
+    "ETag": {
+        "description": "The answer's tag: send it back as If-None-Match to get a 304 while "
+        "the answer is the same",
+        "schema": {"type": "string"},
+    },
+    "Cache-Control": {
+        "description": "no-cache (private, no-cache for a user's answers or a request that "
+        "showed a key): keep the answer, revalidate it before each use",
+        "schema": {"type": "string"},
+    },
+    "Retry-After": {
+        "description": "Seconds to wait before asking again",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "Location": {"description": "The URL of what was created", "schema": {"type": "string"}},
+    "X-Request-ID": {
+        "description": "The request's id (the one sent, else a new one), as in the logs",
+        "schema": {"type": "string"},
+    },
+}
+
+
+def _revalidated(rule: str, method: str, contract: Contract) -> bool:
+    """Whether the answer is tagged and revalidated (services.app's ``_revalidated``: a JSON
+    200 of a GET under /v1/)."""
+    answer = contract.responses.get(200)
+    return method == "GET" and rule.startswith("/v1/") and isinstance(answer, type)
+
+
+def _with_headers(responses: dict[str, Any], method: str, revalidated: bool) -> dict[str, Any]:
+    """``responses`` with the headers each carries, and the 304 of a revalidated GET."""
+    if revalidated:
+        responses["304"] = {"description": "Not modified: If-None-Match holds the answer's ETag"}
+    for status, response in responses.items():
+        names = [] if int(status) in SERVER_ERRORS else ["X-Request-ID"]  # gunicorn's own
+        if revalidated and status in ("200", "304"):
+            names += ["ETag", "Cache-Control"]
+        if status in ("202", "429", "503"):
+            names.append("Retry-After")
+        if status == "201" and method == "PUT":
+            names.append("Location")
+        if names:
+            response["headers"] = {name: {"$ref": f"#/components/headers/{name}"} for name in names}
+    return dict(sorted(responses.items()))

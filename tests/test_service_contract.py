@@ -181,3 +181,28 @@ def test_every_operation_declares_the_servers_414_and_431(tmp_path):
                 assert operation["responses"][status]["content"]["application/json"] == {
                     "schema": error
                 }
+
+
+def test_the_document_declares_the_headers_answers_carry(tmp_path):
+    """No response header was declared: ETag and Cache-Control on a JSON GET's 200 (with its
+    304 for If-None-Match), Location on a created item, Retry-After on 202, 429 and 503,
+    X-Request-ID on every answer of the app."""
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/none.db", artifacts_dir=tmp_path)
+    app = create_app(settings, {"RELOAD_CHECK_SECONDS": 0, "LOAD_MODEL": False})
+    document = app.test_client().get("/openapi.json").get_json()
+    validate(document)
+    assert set(document["components"]["headers"]) >= {"ETag", "Retry-After", "X-Request-ID"}
+
+    def headers(path, method, status):
+        return set(document["paths"][path][method]["responses"][status].get("headers", {}))
+
+    feed = "/v1/users/{user_id}/recommendations"
+    assert headers(feed, "get", "200") == {"ETag", "Cache-Control", "X-Request-ID"}
+    assert headers(feed, "get", "304") >= {"ETag"}
+    assert "If-None-Match" in {p["name"] for p in document["paths"][feed]["get"]["parameters"]}
+    assert "304" not in document["paths"][feed]["post"]["responses"]
+    assert "304" not in document["paths"]["/healthz"]["get"]["responses"]
+    assert "Location" in headers("/v1/items/{item_id}", "put", "201")
+    assert "Retry-After" in headers(feed, "get", "503")
+    assert "Retry-After" in headers("/v1/admin/catalog/outliers", "get", "202")
+    assert headers("/healthz", "get", "200") == {"X-Request-ID"}
