@@ -86,7 +86,7 @@ def list_items(query: ItemSearch) -> ItemPage:
     )
 
 
-@bp.get("/items/<id:item_id>")
+@bp.get('/items/<id(tail="/similar"):item_id>')
 @endpoint(responses={200: ItemDetail}, errors=(400, 404, 503), scope="items:read")
 def get_item(item_id: str) -> ItemDetail:
     """One catalog item"""
@@ -164,7 +164,7 @@ def list_users(query: Page) -> UserPage:
     return UserPage(users=summaries, offset=query.offset, limit=query.limit, next=page.next)
 
 
-@bp.delete("/users/<id:user_id>")
+@bp.delete('/users/<id(tail="/recommendations"):user_id>')
 @endpoint(
     responses={200: UserErased},
     errors=(400, 503),

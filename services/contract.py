@@ -45,10 +45,15 @@ JSON = "application/json"
 
 @dataclass(frozen=True)
 class Raw:
-    """A response that is not a JSON model (an image, Prometheus text)."""
+    """A response that is not a JSON model (an image, Prometheus text): one media type, or
+    the several it may come in (each declared: a generated client takes no wildcard)."""
 
-    media_type: str
+    media_type: str | tuple[str, ...]
     description: str
+
+    @property
+    def media_types(self) -> tuple[str, ...]:
+        return (self.media_type,) if isinstance(self.media_type, str) else self.media_type
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ WRITE_ERRORS = (400, 404, 413, 415, 503)
 SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "GIF": ".gif"}
 
 
-@bp.put("/items/<id:item_id>")
+@bp.put('/items/<id(tail="/similar"):item_id>')
 @endpoint(
     body=ItemFields,
     form=ItemUpload,
@@ -61,7 +61,7 @@ def put_item(
     return written, 201, {"Location": "/v1/items/" + quote(written.item.item_id, safe="")}
 
 
-@bp.patch("/items/<id:item_id>")
+@bp.patch('/items/<id(tail="/similar"):item_id>')
 @endpoint(
     body=ItemFields,
     form=ItemUpload,
@@ -77,7 +77,7 @@ def patch_item(
     return _write(item_writes.patch_item, item_id, body, form)
 
 
-@bp.delete("/items/<id:item_id>")
+@bp.delete('/items/<id(tail="/similar"):item_id>')
 @endpoint(
     responses={200: ItemRemoved},
     errors=(400, 404, 503),

@@ -28,14 +28,20 @@ ERRORS = {
     404: "Unknown item or path",
     409: "Conflict (e.g. the bundle was refused)",
     413: "Upload too large",
+    414: "Request line (method, path and query) too long (code uri_too_long; answered by the "
+    "server before the app, on every path)",
     415: "Body is not JSON",
     429: (
         "Too many requests (or unknown API keys) from this key or address; Retry-After says "
         "when to retry"
     ),
+    431: "Too many or too long header fields (code request_header_fields_too_large; answered "
+    "by the server before the app, on every path)",
     503: "No model bundle loaded, catalog database unavailable, or busy; Retry-After says when "
     "to retry",
 }
+# What the server (services/gunicorn.conf.py) answers before any route, in the error shape
+SERVER_ERRORS = {414, 431}
 _PATH_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 
@@ -79,7 +85,7 @@ def openapi_document(app: Flask) -> dict[str, Any]:
     for rule, method, contract in operations:
         path = _PATH_ARGUMENT.sub(r"{\1}", rule.rule)
         scope = contract.scope if guarded is None else guarded.get(rule.endpoint)
-        operation = _operation(rule.rule, contract, refs, scope)
+        operation = _operation(rule.rule, method, contract, refs, scope)
         name = rule.endpoint.rpartition(".")[2]
         if uses[rule.endpoint] > 1:
             name = f"{name}_{method.lower()}_{'_'.join(re.findall(r'[a-z]+', rule.rule))}"
@@ -95,6 +101,7 @@ def openapi_document(app: Flask) -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": schemas,
+            "headers": HEADERS,
             "securitySchemes": {
                 "bearer": {
                     "type": "http",
@@ -121,7 +128,9 @@ def _components(contracts: list[Contract]) -> tuple[dict, dict]:
     return refs, document.get("$defs", {})
 
 
-def _operation(rule: str, contract: Contract, refs: dict, scope: str | None) -> dict[str, Any]:
+def _operation(
+    rule: str, method: str, contract: Contract, refs: dict, scope: str | None
+) -> dict[str, Any]:
     """One operation; ``scope``: the scope a caller needs here (None: public here)."""
     operation: dict[str, Any] = {"summary": contract.summary}
     parameters = [
@@ -130,6 +139,17 @@ def _operation(rule: str, contract: Contract, refs: dict, scope: str | None) -> 
     ]
     if contract.query is not None:
         parameters += _query_parameters(contract.query)
+    revalidated = _revalidated(rule, method, contract)
+    if revalidated:
+        parameters.append(
+            {
+                "name": "If-None-Match",
+                "in": "header",
+                "required": False,
+                "description": "The ETag of an answer kept: a 304 without a body while it holds",
+                "schema": {"type": "string"},
+            }
+        )
     if parameters:
         operation["parameters"] = parameters
     content = {}  # a body, a form, or either (services.contract)
@@ -139,7 +159,7 @@ def _operation(rule: str, contract: Contract, refs: dict, scope: str | None) -> 
         content["multipart/form-data"] = {"schema": refs[contract.form, "validation"]}
     if content:
         operation["requestBody"] = {"required": True, "content": content}
-    operation["responses"] = _responses(contract, refs, scope)
+    operation["responses"] = _with_headers(_responses(contract, refs, scope), method, revalidated)
     if scope is not None:
         # OpenAPI 3.1 lets a bearer requirement list role names: here, the key's scope.
         operation["security"] = [{"bearer": [scope]}]
@@ -177,14 +197,16 @@ def _responses(contract: Contract, refs: dict, scope: str | None) -> dict[str, A
     responses = {}
     for status, answer in contract.responses.items():
         if isinstance(answer, Raw):
-            schema = {"type": "string"}
-            if not answer.media_type.startswith("text/"):
-                schema["format"] = "binary"
-            content = {answer.media_type: {"schema": schema}}
+            content = {}
+            for media_type in answer.media_types:
+                schema = {"type": "string"}
+                if not media_type.startswith("text/"):
+                    schema["format"] = "binary"
+                content[media_type] = {"schema": schema}
             responses[str(status)] = {"description": answer.description, "content": content}
         else:
             responses[str(status)] = _json(refs[answer, "serialization"], _first_line(answer))
-    errors = set(contract.errors)
+    errors = set(contract.errors) | SERVER_ERRORS
     if scope is not None:
         # 429: too many unknown keys from the address; 503: the key's catalog read failed
         errors |= {401, 403, 429, 503}
@@ -201,3 +223,52 @@ def _json(schema: dict, description: str) -> dict[str, Any]:
 
 def _first_line(model: type[BaseModel]) -> str:
     return (model.__doc__ or model.__name__).strip().splitlines()[0]
+
+
+# The headers answers carry (services.app's _revalidated, services.logs, services.errors,
+# services.limits, the PUT of an item), declared once and named by each response.
+HEADERS = {
+    "ETag": {
+        "description": "The answer's tag: send it back as If-None-Match to get a 304 while "
+        "the answer is the same",
+        "schema": {"type": "string"},
+    },
+    "Cache-Control": {
+        "description": "no-cache (private, no-cache for a user's answers or a request that "
+        "showed a key): keep the answer, revalidate it before each use",
+        "schema": {"type": "string"},
+    },
+    "Retry-After": {
+        "description": "Seconds to wait before asking again",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "Location": {"description": "The URL of what was created", "schema": {"type": "string"}},
+    "X-Request-ID": {
+        "description": "The request's id (the one sent, else a new one), as in the logs",
+        "schema": {"type": "string"},
+    },
+}
+
+
+def _revalidated(rule: str, method: str, contract: Contract) -> bool:
+    """Whether the answer is tagged and revalidated (services.app's ``_revalidated``: a JSON
+    200 of a GET under /v1/)."""
+    answer = contract.responses.get(200)
+    return method == "GET" and rule.startswith("/v1/") and isinstance(answer, type)
+
+
+def _with_headers(responses: dict[str, Any], method: str, revalidated: bool) -> dict[str, Any]:
+    """``responses`` with the headers each carries, and the 304 of a revalidated GET."""
+    if revalidated:
+        responses["304"] = {"description": "Not modified: If-None-Match holds the answer's ETag"}
+    for status, response in responses.items():
+        names = [] if int(status) in SERVER_ERRORS else ["X-Request-ID"]  # gunicorn's own
+        if revalidated and status in ("200", "304"):
+            names += ["ETag", "Cache-Control"]
+        if status in ("202", "429", "503"):
+            names.append("Retry-After")
+        if status == "201" and method == "PUT":
+            names.append("Location")
+        if names:
+            response["headers"] = {name: {"$ref": f"#/components/headers/{name}"} for name in names}
+    return dict(sorted(responses.items()))

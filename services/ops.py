@@ -106,10 +106,17 @@ def openapi():
     return jsonify(openapi_document(current_app))
 
 
-@bp.get("/images/<id:item_id>")
-@endpoint(
-    query=ImageQuery, responses={200: Raw("image/*", "The image file")}, errors=(400, 404, 503)
+# The types an item's image is served as (image_mimetype: its format's, read from the file):
+# the photo formats uploads take (PHOTO_FORMATS), and BMP and TIFF, which an ingested folder
+# may hold.
+IMAGE = Raw(
+    ("image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp", "image/tiff"),
+    "The image file, as the type of its format",
 )
+
+
+@bp.get("/images/<id:item_id>")
+@endpoint(query=ImageQuery, responses={200: IMAGE}, errors=(400, 404, 503))
 def item_image(item_id: str, query: ImageQuery):
     """An item's image"""
     item_id = path_id("item_id", item_id)  # as every path that names an item reads it

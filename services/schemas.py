@@ -7,6 +7,7 @@ page sizes, list lengths) are the bounds declared here.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -81,13 +82,18 @@ def _query_int(value: Any) -> Any:
     return value
 
 
-_QUERY_FLOAT = re.compile(r"[+-]?([0-9]{1,18}(\.[0-9]{0,18})?|\.[0-9]{1,18})")
+# A decimal number, with an exponent or not (0.3, .5, 1e-05, 2.5E-3: as generated clients
+# write small floats); the exponent's 3 digits keep "1e999999" from being parsed at all.
+_QUERY_FLOAT = re.compile(r"[+-]?([0-9]{1,18}(\.[0-9]{0,18})?|\.[0-9]{1,18})([eE][+-]?[0-9]{1,3})?")
 
 
 def _query_float(value: Any) -> Any:
-    """A plain decimal number (0, 0.3, .5): no exponents, underscores, nan or inf."""
-    if isinstance(value, str) and not _QUERY_FLOAT.fullmatch(value):
-        raise PydanticCustomError("float_parsing", "must be a decimal number such as 0.3")
+    """A decimal number (0, 0.3, .5, 1e-05): no underscores, words, nan or inf (nor an
+    exponent past a float's range, which reads as inf)."""
+    if isinstance(value, str) and not (
+        _QUERY_FLOAT.fullmatch(value) and math.isfinite(float(value))
+    ):
+        raise PydanticCustomError("float_parsing", "must be a decimal number such as 0.3 or 1e-05")
     return value
 
 
@@ -115,10 +121,16 @@ _NEW_ITEMS = (
     f"Places kept for new items, 0 to k: {NEW_ITEMS_RULE}. New items otherwise rarely reach "
     "a feed before the next training"
 )
-Scalar = StrictStr | StrictInt | StrictFloat | StrictBool
+# What an attribute filter takes (recsys.model.recommender's check): strings or finite
+# numbers, never booleans (only in_stock is one) nor null. The document says so too: a
+# boolean it allowed was a 400.
+Scalar = StrictStr | StrictInt | Annotated[StrictFloat, Field(allow_inf_nan=False)]
 FilterValue = Annotated[
     Scalar | Annotated[list[Scalar], Field(min_length=1, max_length=MAX_VALUES)],
-    _explained(f"must be a value or a list of 1 to {MAX_VALUES} values"),
+    _explained(
+        f"must be a string or finite number, or a list of 1 to {MAX_VALUES} of them "
+        "(only in_stock takes true or false)"
+    ),
 ]
 
 
@@ -251,6 +263,16 @@ class IdConverter(PathConverter):
 
     regex = r"[\s\S]+?"  # any character: a line break reaches path_id's 400, not a 404
     part_isolating = False  # it spans path segments
+
+    def __init__(self, map, *args, tail: str | None = None, **kwargs) -> None:
+        """``tail``: an id never ends in it (``<id(tail="/similar"):item_id>``), so a route
+        beside one with that fixed tail (``/items/<id>`` beside ``/items/<id>/similar``) does
+        not take the other's URL when its method is not the other's: the URL answers 405
+        with the other route's methods (a DELETE of a feed's URL erases no user
+        "<id>/recommendations")."""
+        super().__init__(map, *args, **kwargs)
+        if tail:
+            self.regex = rf"{self.regex}(?<!{re.escape(tail)})"
 
 
 def id_routes(blueprint) -> None:

@@ -461,6 +461,32 @@ def test_made_up_methods_share_one_metrics_series(client):
     assert 'recsys_http_errors_total{endpoint="unmatched",method="other",status="405"} 3.0' in text
 
 
+def test_a_wrong_method_on_a_routes_fixed_tail_is_a_405_not_the_id_route(client, app):
+    """DELETE /v1/users/<id>/recommendations reached erase_user (its id keeps slashes) and
+    erased a user "<id>/recommendations"; PUT/PATCH/DELETE on /v1/items/<id>/similar reached
+    the item writes (a 400). Each is the feed's or similar items' URL: a 405 naming theirs."""
+    from recsys.ingest.users import user_record
+
+    engine = app.extensions["recsys"].engine
+    wrong = client.delete("/v1/users/u1/recommendations", headers=ADMIN)
+    assert_error(wrong, 405)
+    assert set(wrong.headers["Allow"].split(", ")) == {"GET", "HEAD", "POST", "OPTIONS"}
+    assert user_record(engine, "u1/recommendations")["erased_at"] is None
+    assert user_record(engine, "u1")["erased_at"] is None
+    options = client.options("/v1/users/u1/recommendations")
+    assert "DELETE" not in options.headers["Allow"]
+    for method in ("PUT", "PATCH", "DELETE"):
+        similar = client.open("/v1/items/a1/similar", method=method, headers=ADMIN, json={})
+        assert_error(similar, 405)
+        assert set(similar.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
+    assert "PUT" not in client.options("/v1/items/a1/similar").headers["Allow"]
+    # the id routes themselves still answer
+    plain = client.delete("/v1/users/nobody-at-all", headers=ADMIN)
+    assert plain.status_code == 200 and plain.get_json()["found"] is False
+    assert client.get("/v1/items/a1").status_code == 200
+    assert "DELETE" in client.options("/v1/items/a1").headers["Allow"]
+
+
 def test_service_without_a_model_is_live_but_not_ready(tmp_path):
     from recsys.catalog import migrate
 

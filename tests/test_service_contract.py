@@ -128,3 +128,81 @@ def test_the_service_document_is_valid_openapi_and_declares_its_503s(tmp_path):
         if "503" not in operation["responses"]
     ]
     assert sorted(without) == ["GET /healthz", "GET /metrics"]
+
+
+def test_the_filters_body_declares_what_the_server_takes(tmp_path):
+    """Filters declared a boolean for any attribute; the server refuses one except for
+    in_stock (a 400): the document says strings or finite numbers, or lists of them."""
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/none.db", artifacts_dir=tmp_path)
+    app = create_app(settings, {"RELOAD_CHECK_SECONDS": 0, "LOAD_MODEL": False})
+    filters = app.test_client().get("/openapi.json").get_json()["components"]["schemas"]
+    filters = filters["Filters"]
+    assert filters["properties"]["in_stock"]["type"] == "boolean"
+    kinds = filters["additionalProperties"]["anyOf"]
+    assert [kind.get("type") for kind in kinds] == ["string", "integer", "number", "array"]
+    assert {kind["type"] for kind in kinds[3]["items"]["anyOf"]} == {"string", "integer", "number"}
+    for value in (True, [True], float("nan")):
+        try:
+            RankRequest.model_validate({"filters": {"color": value}})
+        except ValueError as exc:
+            assert "string or finite number" in str(exc)
+        else:
+            raise AssertionError(f"{value!r} was taken")
+    assert RankRequest.model_validate({"filters": {"in_stock": False, "c": [1, "a"]}})
+
+
+def test_images_declare_the_concrete_types_they_are_sent_as(tmp_path):
+    """/images/{item_id} declared its 200 as image/*, which openapi-python-client cannot
+    use: each type the route sends (its file's format's) is declared."""
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/none.db", artifacts_dir=tmp_path)
+    app = create_app(settings, {"RELOAD_CHECK_SECONDS": 0, "LOAD_MODEL": False})
+    document = app.test_client().get("/openapi.json").get_json()
+    validate(document)
+    content = document["paths"]["/images/{item_id}"]["get"]["responses"]["200"]["content"]
+    assert {"image/png", "image/jpeg", "image/webp", "image/gif"} <= set(content)
+    assert "image/*" not in content
+    assert all(
+        kind["schema"] == {"type": "string", "format": "binary"} for kind in content.values()
+    )
+
+
+def test_every_operation_declares_the_servers_414_and_431(tmp_path):
+    """gunicorn answers a too long request line (414, uri_too_long) and too many or too long
+    headers (431, request_header_fields_too_large) in the error shape on every path: the
+    document declared neither."""
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/none.db", artifacts_dir=tmp_path)
+    app = create_app(settings, {"RELOAD_CHECK_SECONDS": 0, "LOAD_MODEL": False})
+    document = app.test_client().get("/openapi.json").get_json()
+    validate(document)
+    error = {"$ref": "#/components/schemas/Error"}
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            for status in ("414", "431"):
+                assert operation["responses"][status]["content"]["application/json"] == {
+                    "schema": error
+                }
+
+
+def test_the_document_declares_the_headers_answers_carry(tmp_path):
+    """No response header was declared: ETag and Cache-Control on a JSON GET's 200 (with its
+    304 for If-None-Match), Location on a created item, Retry-After on 202, 429 and 503,
+    X-Request-ID on every answer of the app."""
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/none.db", artifacts_dir=tmp_path)
+    app = create_app(settings, {"RELOAD_CHECK_SECONDS": 0, "LOAD_MODEL": False})
+    document = app.test_client().get("/openapi.json").get_json()
+    validate(document)
+    assert set(document["components"]["headers"]) >= {"ETag", "Retry-After", "X-Request-ID"}
+
+    def headers(path, method, status):
+        return set(document["paths"][path][method]["responses"][status].get("headers", {}))
+
+    feed = "/v1/users/{user_id}/recommendations"
+    assert headers(feed, "get", "200") == {"ETag", "Cache-Control", "X-Request-ID"}
+    assert headers(feed, "get", "304") >= {"ETag"}
+    assert "If-None-Match" in {p["name"] for p in document["paths"][feed]["get"]["parameters"]}
+    assert "304" not in document["paths"][feed]["post"]["responses"]
+    assert "304" not in document["paths"]["/healthz"]["get"]["responses"]
+    assert "Location" in headers("/v1/items/{item_id}", "put", "201")
+    assert "Retry-After" in headers(feed, "get", "503")
+    assert "Retry-After" in headers("/v1/admin/catalog/outliers", "get", "202")
+    assert headers("/healthz", "get", "200") == {"X-Request-ID"}
