@@ -3,7 +3,9 @@
 They need an API key with scope ``catalog:write`` (or the admin token), check values by the
 rules of ``recsys ingest items`` and store each write in one transaction
 (``recsys.ingest.item_writes``). Every serving worker follows the catalog's change log and
-shows the change within about a second, without retraining (``recsys.model.delta``).
+shows the change within about a second, without retraining (``recsys.model.delta``); the
+worker that made a write follows the item cards before it answers, so its own next read of
+the item shows the write (a GET right after a DELETE answered the item for a second).
 
 A photo comes either as a path under the service's images root (JSON ``image``) or as the
 multipart part ``image`` beside a part ``item`` holding the JSON fields.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from urllib.parse import quote
 
 from flask import Blueprint
@@ -35,6 +38,8 @@ from services.schemas import (
     path_id,
 )
 
+log = logging.getLogger(__name__)
+
 bp = Blueprint("items", __name__, url_prefix="/v1")
 id_routes(bp)  # before the routes: they name ids as <id:...>
 
@@ -42,7 +47,8 @@ WRITE_ERRORS = (400, 404, 413, 415, 503)
 SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "GIF": ".gif"}
 
 
-@bp.put('/items/<id(tail="/similar"):item_id>')
+# no tail: a PUT creating an item "<id>/similar" is told why it cannot (a 400 naming the id)
+@bp.put("/items/<id:item_id>")
 @endpoint(
     body=ItemFields,
     form=ItemUpload,
@@ -94,7 +100,21 @@ def delete_item(item_id: str) -> ItemRemoved:
         raise ApiError(404, "unknown_item", f"item {item_id!r} is not in the catalog") from None
     if photo is not None:  # an upload of the item's, unless another item names it too
         item_writes.drop_unused_photo(ctx.engine, photo, ctx.settings.images_root)
+    _caught_up(ctx)
     return ItemRemoved(item_id=item_id, generation=generation)
+
+
+def _caught_up(ctx) -> None:
+    """Follow the catalog's cards now, as the worker's follower does once a second, so this
+    worker's next read of the item shows the write (one read of the change log). The model's
+    delta keeps its step: making a written item's vectors is the follower's work, shared by
+    the workers. The write is stored either way; a failure leaves the follower to catch up."""
+    if not ctx.holder.ready:
+        return
+    try:
+        ctx.cards.follow()
+    except Exception:
+        log.warning("following the cards after a write failed; the follower catches up")
 
 
 def _write(write, item_id: str, body: ItemFields | None, form: ItemUpload | None):
@@ -115,6 +135,7 @@ def _write(write, item_id: str, body: ItemFields | None, form: ItemUpload | None
         raise ApiError(400, "invalid_parameter", message_of(exc)) from None
     if written.replaced_photo is not None:  # the upload it named, unless another item does
         item_writes.drop_unused_photo(ctx.engine, written.replaced_photo, root)
+    _caught_up(ctx)
     return ItemWritten(
         item=Item(**card(item_id, written.card)),
         created=written.created,

@@ -888,3 +888,15 @@ def test_an_item_added_and_removed_since_the_bundle_counts_as_removed(app, clien
     client.put("/v1/items/a-gone", json=TWIN, headers=ADMIN)  # listed again
     follow(app)
     assert client.get("/v1/items/a-gone/similar").status_code == 200
+
+
+def test_the_worker_that_wrote_an_item_reads_its_write_at_once(app, client):
+    """A GET right after a DELETE or PATCH answered the item as it was for about a second,
+    on the worker that made the write too (its cards follow the catalog once a second)."""
+    app.extensions["recsys"].cards.follow()  # as the follower has, before the writes
+    assert client.get("/v1/items/a2").get_json()["title"] != "renamed"  # cached
+    assert client.get("/v1/items/a3").status_code == 200
+    client.patch("/v1/items/a2", json={"title": "renamed"}, headers=ADMIN)
+    assert client.get("/v1/items/a2").get_json()["title"] == "renamed"
+    assert client.delete("/v1/items/a3", headers=ADMIN).status_code == 200
+    assert client.get("/v1/items/a3").status_code == 404
