@@ -401,6 +401,19 @@ def test_a_shop_with_few_shoppers_keeps_the_default_weights_and_says_why(caplog)
     assert "validation_recall@10" in searched.metrics
 
 
+def test_with_few_shoppers_also_viewed_lists_what_more_like_this_lists():
+    """No co-viewing to show yet: cf alone on ``also`` listed chance items (0.10 same-class
+    after one shopper's 10 events, 0.95 with no events), so it takes ``similar``'s weights."""
+    config = train_config()
+    fitted = training.fit_in_memory(
+        toy_catalog(), replace(config, grid=replace(config.grid, min_users=50))
+    )
+    surfaces = fitted.fused.surface_weights_
+    assert surfaces["also"] == surfaces["similar"] == {"cf": 0.0, "tabular": 1.0, "popularity": 0.0}
+    searched = training.fit_in_memory(toy_catalog(), config)  # the search chose them
+    assert searched.fused.surface_weights_["also"]["cf"] > 0
+
+
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
 def test_cold_items_stay_in_similar_items_when_feeds_scale_their_content_to_zero(kind):
     config = replace(train_config(), index=IndexConfig(kind=kind))

@@ -33,6 +33,7 @@ from recsys.model.content import Content
 from recsys.model.data import CatalogData
 from recsys.model.fusion import (
     CONTENT_BLOCKS,
+    SURFACES,
     TOKEN_BUDGET,
     TOKENS,
     FusedModel,
@@ -117,10 +118,17 @@ def choose_weights(
 
 
 def _defaults(config: TrainConfig, content: Content, why: str) -> WeightChoice:
-    """The config's weights and cold multipliers, and the surfaces' defaults."""
+    """The config's weights and cold multipliers, and "more like this" (``similar``'s
+    content-led weights) on both item-to-item surfaces: with too few shoppers there is no
+    co-viewing to show, and ``also``'s cf alone listed what cf predicted for items no one
+    had viewed."""
     log.info("weights stage skipped (%s): the weights are the defaults", why)
     skipped = {"validation": f"skipped: {why}; the weights are the defaults"}
-    return WeightChoice(dict(config.fusion.weights), dict(config.fusion.cold_scale), skipped)
+    led = _content_led(content.blocks)
+    surfaces = {s: dict(led) for s in SURFACES} if led else {}
+    return WeightChoice(
+        dict(config.fusion.weights), dict(config.fusion.cold_scale), skipped, surfaces
+    )
 
 
 def _content_led(blocks) -> dict[str, float]:
