@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from recsys.catalog import connect, migrate
 from recsys.catalog.models import Interaction, Item, ItemAttribute, User
 from recsys.model.cf import CFConfig
-from recsys.model.training import TrainConfig, train
+from recsys.model.training import TrainConfig, WeightGrid, train
 from recsys.vision import ImageEncoder
 from recsys.vision.encoder import ImageEncoderConfig
 from recsys.vision.train import TrainConfig as ImageTrainConfig
@@ -112,7 +112,13 @@ def tiny_encoder() -> ImageEncoder:
 
 
 def train_config() -> TrainConfig:
-    return TrainConfig(cf=CFConfig(factors=8, regularization=0.5), validation_share=0.25)
+    # min_users 2: the toy's few shoppers still run the weights stage (the default keeps
+    # the defaults below 50 validation users)
+    return TrainConfig(
+        cf=CFConfig(factors=8, regularization=0.5),
+        validation_share=0.25,
+        grid=WeightGrid(min_users=2),
+    )
 
 
 def build_shop(

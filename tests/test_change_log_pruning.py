@@ -204,5 +204,6 @@ def test_training_prunes_the_log_after_it_activates_a_bundle(engine, run_cli, tm
     listed = json.loads(run_cli(*artifacts, "train", "-q", "--factors", "8", "--json").stdout)
     assert listed["active"] and listed["version"] in listed["path"]
     assert listed["change_log"] == {"pruned": 0, "kept": 0}
-    assert "validation_recall@10" in listed["metrics"] and "cf" in listed["seconds"]
+    assert "the weights are the defaults" in listed["metrics"]["validation"]  # a toy's few users
+    assert "cf" in listed["seconds"]
     assert listed["weights"]["cf"] > 0

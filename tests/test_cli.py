@@ -4,12 +4,14 @@ from datetime import datetime
 
 import click
 import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select, update
 
 from recsys.catalog.models import Interaction
 from recsys.cli import cli
+from recsys.evaluation.neighbourhood import EASE
 from tests.shop_fixture import populate
 
 
@@ -336,6 +338,28 @@ def test_an_ingest_of_a_file_without_rows_warns(run_cli, engine, tmp_path):
     header.write_text("item_id,title\n")
     done = run_cli("ingest", "items", header, "-q")  # was "0 accepted ..., 0 rejected" alone
     assert "warning: items.csv holds no rows, only its header" in done.output
+
+
+def test_evaluate_on_a_single_shopper_refuses_before_training(run_cli, engine, tmp_path):
+    """One shopper's 10 events: every contender trained, then EASE^R's choice of lambda
+    on a validation slice holding nobody out crashed with KeyError 'recall@10'."""
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,colour\n" + "".join(f"it{n:02d},c{n % 3}\n" for n in range(12)))
+    run_cli("ingest", "items", items, "-q")
+    events = tmp_path / "events.csv"
+    rows = [f"u0,it{n:02d},view,2026-11-{1 + n:02d}" for n in range(10)]
+    events.write_text("user_id,item_id,event,timestamp\n" + "\n".join(rows) + "\n")
+    run_cli("ingest", "interactions", events, "-q")
+    refused = run_cli("evaluate", "-q", "--out", tmp_path / "out", expect_exit=2)
+    said = "evaluate needs at least 2 users with held-out events; this catalog has 1"
+    assert said in refused.output and "Traceback" not in refused.output
+
+
+def test_a_parameter_choice_with_no_validation_users_keeps_the_first_candidate():
+    interactions = pd.DataFrame(
+        {"user_id": ["u0"], "item_id": ["a"], "weight": [1.0], "timestamp": [pd.NaT]}
+    )
+    assert EASE(lambdas=(300.0, 1000.0))._choose(interactions, np.array(["a", "b"])) == 300.0
 
 
 def test_an_item_with_nothing_in_common_with_any_other_has_no_similar_items(

@@ -15,7 +15,8 @@ from recsys.model.training import fit_in_memory
 from tests.toy import toy_catalog
 
 CONFIG = TrainConfig(
-    cf=CFConfig(factors=8, regularization=0.5), grid=WeightGrid(confidence_hu=(1.0, 4.0, 16.0))
+    cf=CFConfig(factors=8, regularization=0.5),
+    grid=WeightGrid(confidence_hu=(1.0, 4.0, 16.0), min_users=2),
 )
 
 
@@ -54,7 +55,9 @@ def test_a_gain_within_noise_keeps_the_configs_form(monkeypatch):
 @pytest.mark.parametrize(
     "config",
     [
-        TrainConfig(cf=CFConfig(factors=8, regularization=0.5)),  # the defaults: none
+        TrainConfig(
+            cf=CFConfig(factors=8, regularization=0.5), grid=WeightGrid(min_users=2)
+        ),  # no candidates
         replace(CONFIG, cf=CFConfig(model="bpr", factors=8, iterations=20)),
     ],
     ids=["no candidates", "bpr"],

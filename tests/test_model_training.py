@@ -276,7 +276,9 @@ def test_cli_train_recommend_similar(engine, run_cli, tmp_path):
     populate(engine)
     out = run_cli("--artifacts-dir", tmp_path, "train", "--factors", "8", "--quiet")
     assert "written to" in out.output
-    assert re.search(r"validation recall@10 [01]\.\d{4}", run_cli("stats").output)
+    # the toy's few shoppers are too few to choose weights on: the defaults, and why
+    skipped = r"weights stage skipped: \d+ validation users, under grid.min_users 50; the weights"
+    assert re.search(skipped, run_cli("stats").output)
     rows = json.loads(run_cli("recommend", "--user", "u9", "-k", "3", "--json").output)
     assert len(rows[0]["ids"]) == 3 and rows[0]["fallback"] is False
     # titles from the catalog beside the ids, and beside the history items the reasons name
@@ -376,6 +378,40 @@ def test_temporal_split_holds_out_each_users_latest_share():
         kept = train_part[train_part["user_id"] == user]
         assert held["timestamp"].min() >= kept["timestamp"].max()
         assert len(held) == int(0.2 * (len(held) + len(kept)))
+
+
+def test_a_shop_with_few_shoppers_keeps_the_default_weights_and_says_why(caplog):
+    """Below grid.min_users validation users a 2-standard-error gain cannot show, so the
+    search would only keep cf alone: the config's weights stand, as with no events."""
+    config = train_config()
+    small = replace(config, grid=replace(config.grid, min_users=50))
+    with caplog.at_level("INFO", logger="recsys.model.validation"):
+        fitted = training.fit_in_memory(toy_catalog(), small)
+    unsearched = training.fit_in_memory(toy_catalog(), replace(small, validation_share=0))
+    assert fitted.fused.weights_ == unsearched.fused.weights_
+    assert fitted.fused.cold_scale_ == unsearched.fused.cold_scale_
+    assert "validation_recall@10" not in fitted.metrics
+    why = fitted.metrics["validation"]
+    assert re.fullmatch(
+        r"skipped: \d+ validation users, under grid.min_users 50; the weights are the defaults",
+        why,
+    )
+    assert "the weights are the defaults" in caplog.text
+    searched = training.fit_in_memory(toy_catalog(), config)  # min_users 2: the search runs
+    assert "validation_recall@10" in searched.metrics
+
+
+def test_with_few_shoppers_also_viewed_lists_what_more_like_this_lists():
+    """No co-viewing to show yet: cf alone on ``also`` listed chance items (0.10 same-class
+    after one shopper's 10 events, 0.95 with no events), so it takes ``similar``'s weights."""
+    config = train_config()
+    fitted = training.fit_in_memory(
+        toy_catalog(), replace(config, grid=replace(config.grid, min_users=50))
+    )
+    surfaces = fitted.fused.surface_weights_
+    assert surfaces["also"] == surfaces["similar"] == {"cf": 0.0, "tabular": 1.0, "popularity": 0.0}
+    searched = training.fit_in_memory(toy_catalog(), config)  # the search chose them
+    assert searched.fused.surface_weights_["also"]["cf"] > 0
 
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])

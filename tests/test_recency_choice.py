@@ -13,14 +13,14 @@ import pytest
 
 from recsys.model import validation
 from recsys.model.cf import CFConfig
-from recsys.model.config import TrainConfig
+from recsys.model.config import TrainConfig, WeightGrid
 from recsys.model.data import CatalogData
 from recsys.model.index import VectorIndex
 from recsys.model.recommender import ItemFilters, Recommender
 from recsys.model.training import fit_in_memory
 from tests.toy import toy_catalog
 
-CONFIG = TrainConfig(cf=CFConfig(factors=8, regularization=0.5))
+CONFIG = TrainConfig(cf=CFConfig(factors=8, regularization=0.5), grid=WeightGrid(min_users=2))
 
 
 def changing_tastes(users: int = 200, clusters: int = 4, size: int = 30, seed: int = 0):

@@ -65,3 +65,5 @@ def command(settings: Settings, as_json: bool) -> None:
         if metrics.get("validation_cold_recall@10") is not None:
             line += f", new items among themselves {metrics['validation_cold_recall@10']:.4f}"
         click.echo(line + " (--json: every figure)")
+    elif "validation" in metrics:  # why it did not measure (too few shoppers, ...)
+        click.echo(f"  weights stage {metrics['validation']}")

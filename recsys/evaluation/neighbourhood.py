@@ -61,11 +61,15 @@ class ItemWeights:
         raise NotImplementedError
 
     def _choose(self, interactions: pd.DataFrame, item_ids: np.ndarray) -> float:
-        """The candidate with the best recall@10 on a validation slice of ``interactions``."""
+        """The candidate with the best recall@10 on a validation slice of ``interactions``;
+        the first when the slice holds no user out (nothing to choose on)."""
         if len(self.candidates) == 1:
             return self.candidates[0]
         fit_part, val_part = validation_split(interactions, self.holdout, self.seed)
         task = build_task(fit_part, val_part, item_ids).sample(VALIDATION_USERS, self.seed)
+        if not len(task.user_ids):
+            log.info("%s: no validation users; %s kept", self.name, self.candidates[0])
+            return self.candidates[0]
         users, matrix = binary_matrix(fit_part, item_ids)
         scorer = _Scorer(pd.Index(users), matrix)
         best, best_recall = self.candidates[0], -1.0

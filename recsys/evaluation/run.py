@@ -42,6 +42,11 @@ from recsys.model.training import TrainConfig, left_out_crawlers
 
 log = logging.getLogger(__name__)
 
+# Users with held-out events the evaluation needs: with one, the contenders that choose a
+# parameter on a validation slice of the training part (EASE^R, RP3beta) hold nobody out
+# (a single shopper's evaluation crashed after training with KeyError 'recall@10').
+MIN_USERS = 2
+
 
 @dataclass(frozen=True)
 class EvaluationConfig:
@@ -211,6 +216,11 @@ def _evaluate(data: CatalogData, config, content: ItemContent, show_progress: bo
         raise InvalidInput(
             "no user has both training and held-out interactions under this split; "
             "use a larger --holdout, another --split or more interactions"
+        )
+    if len(task.user_ids) < MIN_USERS:  # before any contender trains
+        raise InvalidInput(
+            f"evaluate needs at least {MIN_USERS} users with held-out events; this catalog has "
+            f"{len(task.user_ids)}"
         )
     metrics["split"] = {**split.description, "train": len(split.train), "test": len(split.test)}
     # the fused model's weights are chosen as `recsys train` chooses them: on each user's

@@ -33,6 +33,7 @@ from recsys.model.content import Content
 from recsys.model.data import CatalogData
 from recsys.model.fusion import (
     CONTENT_BLOCKS,
+    SURFACES,
     TOKEN_BUDGET,
     TOKENS,
     FusedModel,
@@ -77,17 +78,22 @@ class WeightChoice:
 def choose_weights(
     data: CatalogData, content: Content, config: TrainConfig, use_gpu: bool = False
 ) -> WeightChoice | None:
-    """The best candidate of the grid, or None when the data cannot hold a slice out (no
-    interactions, one user, ``validation_share`` 0): the config's weights then stand."""
+    """The best candidate of the grid; the defaults (``_defaults``) with fewer validation
+    users than ``grid.min_users``; None when no slice is to be held out (no interactions,
+    ``validation_share`` 0): the config's weights then stand."""
     interactions = data.interactions
-    if interactions.empty or config.validation_share <= 0 or interactions["user_id"].nunique() < 2:
+    if interactions.empty or config.validation_share <= 0:
         return None
+    if interactions["user_id"].nunique() < 2:
+        return _defaults(config, content, "1 user; the weights stage needs 2 or more")
     fit_part, val_part = validation_split(interactions, config.validation_share)
     item_ids = data.items["item_id"].to_numpy(dtype=str)
     task = build_task(fit_part, val_part, item_ids).sample(config.validation_users, seed=0)
     if not len(task.user_ids):
-        skipped = {"validation": "skipped: too few interactions per user to hold any out"}
-        return WeightChoice(dict(config.fusion.weights), dict(config.fusion.cold_scale), skipped)
+        return _defaults(config, content, "too few interactions per user to hold any out")
+    if len(task.user_ids) < config.grid.min_users:
+        n, least = len(task.user_ids), config.grid.min_users
+        return _defaults(config, content, f"{n} validation users, under grid.min_users {least}")
     cf, confidence, report = choose_confidence(fit_part, item_ids, task, config, use_gpu)
     recency, recency_report = choose_recency(cf, fit_part, task, config)
     report.update(recency_report)
@@ -109,6 +115,25 @@ def choose_weights(
     return WeightChoice(
         choice.weights, choice.cold_scale, metrics, surfaces, confidence, profile, recency
     )
+
+
+def _defaults(config: TrainConfig, content: Content, why: str) -> WeightChoice:
+    """The config's weights and cold multipliers, and "more like this" (``similar``'s
+    content-led weights) on both item-to-item surfaces: with too few shoppers there is no
+    co-viewing to show, and ``also``'s cf alone listed what cf predicted for items no one
+    had viewed."""
+    log.info("weights stage skipped (%s): the weights are the defaults", why)
+    skipped = {"validation": f"skipped: {why}; the weights are the defaults"}
+    led = _content_led(content.blocks)
+    surfaces = {s: dict(led) for s in SURFACES} if led else {}
+    return WeightChoice(
+        dict(config.fusion.weights), dict(config.fusion.cold_scale), skipped, surfaces
+    )
+
+
+def _content_led(blocks) -> dict[str, float]:
+    """``similar``'s start: the catalog's content blocks at 1 (empty without any)."""
+    return {b: 1.0 for b in CONTENT_BLOCKS if b in blocks}
 
 
 def _user_profiles(fused: FusedModel, cf: CollaborativeModel, task, forms: tuple) -> dict:
@@ -329,7 +354,7 @@ def _surface_search(fused: FusedModel, pairs: np.ndarray, config: TrainConfig):
     content = [b for b in CONTENT_BLOCKS if b in dims]
     options = {b: getattr(grid, b) for b in content}
     starts = {"also": {"cf": 1.0, **dict.fromkeys(content, 0.0)}}
-    starts["similar"] = dict.fromkeys(content, 1.0) if content else dict(starts["also"])
+    starts["similar"] = _content_led(dims) or dict(starts["also"])
     if not len(pairs) or "cf" not in dims:
         return {s: {b: w for b, w in start.items() if b in dims} for s, start in starts.items()}, {}
     candidates = Candidates.of_items(fused, pairs, config.validation_candidates)
