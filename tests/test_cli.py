@@ -226,6 +226,22 @@ def test_a_sqlite_failure_names_the_file_and_what_is_wrong(driver_says, says):
     assert "that its server is running" in server
 
 
+def test_an_items_file_listing_items_removed_before_says_so(run_cli, engine, tmp_path):
+    """A marketplace's nightly file still listing a banned seller's 1,000 items deleted over
+    HTTP that day brought them back as "inserted": 1000, without a word."""
+    from recsys.ingest.item_writes import delete_item
+
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,title\na1,Red shoe\na2,Blue shoe\na3,Green shoe\n")
+    run_cli("ingest", "items", items, "-q")
+    delete_item(engine, "a2")
+    back = run_cli("ingest", "items", items, "-q")
+    assert "1 new" in back.output
+    assert "warning: 1 new items had been removed from the catalog before (a2;" in back.output
+    again = json.loads(run_cli("ingest", "items", items, "-q", "--json").stdout)
+    assert again["removed_before"] == 0 and again["unchanged"] == 3
+
+
 def test_an_items_file_that_would_clear_or_is_no_items_file_says_so(run_cli, engine, tmp_path):
     """An interactions file given as items replaced every item it named (title and photo
     gone, user_id/event/weight as attributes); a stock-only file cleared titles silently."""

@@ -185,6 +185,16 @@ def _finish(report: IngestReport, as_json: bool, hint: str | None = None) -> Non
             "ingesting their full rows again restores them",
             err=True,
         )
+    if report.revived:
+        named = ", ".join(report.first_revived)
+        more = " ..." if report.revived > len(report.first_revived) else ""
+        click.echo(
+            f"warning: {report.revived} new items had been removed from the catalog before "
+            f"({named}{more}; the item change log remembers removals until `recsys db "
+            "prune-changes`): this file listed them again. If it is older than the removals, "
+            "remove them again (DELETE /v1/items/<id>)",
+            err=True,
+        )
     if hint:
         click.echo(hint, err=True)
     if report.total_rejected:

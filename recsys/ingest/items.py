@@ -31,7 +31,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.dml import Insert, Update
 
-from recsys.catalog.models import AttributeKind, Item, ItemAttribute, utcnow
+from recsys.catalog.models import AttributeKind, Item, ItemAttribute, ItemChange, utcnow
 from recsys.ingest.bulk import dialect_insert, is_postgresql, values_of, values_table
 from recsys.ingest.pipeline import (
     IngestOptions,
@@ -181,6 +181,9 @@ class ItemIngester:
                 new.append(record)
             elif _differs(record, found[1]):
                 changed.append((found[0], record))
+        back = _removed_before(connection, [record["external_id"] for record in new])
+        report.revived += len(back)
+        report.first_revived += back[: max(0, FIRST_CLEARED - len(report.first_revived))]
         _insert(connection, new)
         _update(connection, changed)
         lost = [c[1]["external_id"] for c in changed if _clears_fields(c, stored)]
@@ -221,6 +224,21 @@ def _existing(connection: Connection, names: list[str]) -> dict[str, tuple[int, 
     query = _existing_query(is_postgresql(connection))
     rows = connection.execute(query, values_of(connection, names))
     return {name: (id_, tuple(fields)) for name, id_, *fields in rows}
+
+
+def _removed_before(connection: Connection, names: list[str]) -> list[str]:
+    """Those of ``names`` (items the catalog does not hold) the change log says were removed
+    (until it is pruned): an older items file listing them brings them back."""
+    if not names:
+        return []
+    listed = select(values_table(is_postgresql(connection)))
+    query = (
+        select(ItemChange.external_id)
+        .where(ItemChange.deleted, ItemChange.external_id.in_(listed))
+        .distinct()
+    )
+    found = {row[0] for row in connection.execute(query, values_of(connection, names))}
+    return [name for name in names if name in found]
 
 
 @functools.cache

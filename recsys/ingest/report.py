@@ -51,6 +51,10 @@ class IngestReport:
     cleared: int = 0
     # the first ``FIRST_CLEARED`` of them, to name in the warning
     first_cleared: list[str] = field(default_factory=list)
+    # new items the change log says were removed before (an older file brings them back),
+    # and the first ``FIRST_CLEARED`` of them
+    revived: int = 0
+    first_revived: list[str] = field(default_factory=list)
     rejected: Counter = field(default_factory=Counter)
     rejects_path: Path | None = None
     first_rejects: list[Reject] = field(default_factory=list)
@@ -71,6 +75,7 @@ class IngestReport:
             "updated": self.updated,
             "unchanged": self.unchanged,
             "cleared_fields": self.cleared,
+            "removed_before": self.revived,
             "rejected": self.total_rejected,
             "rejected_by_reason": dict(sorted(self.rejected.items())),
             "rejects_file": str(self.rejects_path) if self.rejects_path else None,
