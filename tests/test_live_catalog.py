@@ -460,6 +460,23 @@ def test_a_full_delta_says_a_retrain_is_due_and_answers_go_on(shop):
     )
 
 
+def test_an_item_waiting_past_the_cap_is_left_out_of_candidates(shop):
+    """A candidate in the catalog but waiting past RECSYS_LIVE_MAX_ITEMS made the whole feed
+    request a 400 ("not in model bundle"), which is for an item the catalog never held."""
+    app = make_app(shop, live_max_items=1)
+    client = app.test_client()
+    for name in ("a-twin", "a-twin2"):
+        client.put(f"/v1/items/{name}", json=TWIN, headers=ADMIN)
+    follow(app)
+    waiting = next(iter(app.extensions["recsys"].holder.live.waiting))
+    asked = {"candidates": [waiting, "a2"], "k": 5}
+    answer = client.post("/v1/users/u1/recommendations", json=asked)
+    assert answer.status_code == 200, answer.get_json()
+    assert [i["item_id"] for i in answer.get_json()["items"]] == ["a2"]
+    never = client.post("/v1/users/u1/recommendations", json={"candidates": ["never", "a2"]})
+    assert "is not in model bundle" in error_of(never, 400)
+
+
 def test_workers_make_a_written_items_blocks_once_between_them(shop):
     """Two workers of one host: the second reads the blocks the first made for a new item
     (its photo and its values encoded once) and serves the same vector."""
