@@ -477,6 +477,19 @@ def test_an_item_waiting_past_the_cap_is_left_out_of_candidates(shop):
     assert "is not in model bundle" in error_of(never, 400)
 
 
+def test_the_similar_items_of_an_item_waiting_past_the_cap_say_why(shop):
+    """Its page said "ingest it ... or run recsys train": it was ingested."""
+    app = make_app(shop, live_max_items=1)
+    client = app.test_client()
+    for name in ("a-twin", "a-twin2"):
+        client.put(f"/v1/items/{name}", json=TWIN, headers=ADMIN)
+    follow(app)
+    waiting = next(iter(app.extensions["recsys"].holder.live.waiting))
+    message = error_of(client.get(f"/v1/items/{waiting}/similar"), 404)
+    assert "live catalog, which is full" in message and "RECSYS_LIVE_MAX_ITEMS" in message
+    assert "recsys train` adds it" in message and "ingest it" not in message
+
+
 def test_workers_make_a_written_items_blocks_once_between_them(shop):
     """Two workers of one host: the second reads the blocks the first made for a new item
     (its photo and its values encoded once) and serves the same vector."""

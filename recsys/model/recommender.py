@@ -1449,6 +1449,13 @@ class Recommender:
         rows = self.item_index.rows(ids)
         if (rows < 0).any():
             missing = ids[int(np.argmax(rows < 0))]
+            live = self.live
+            if live is not None and missing in live.waiting:
+                raise UnknownItem(
+                    f"item {missing!r} waits for room in the live catalog, which is full "
+                    f"({live.max_items} items, RECSYS_LIVE_MAX_ITEMS): the next `recsys "
+                    "train` adds it"
+                )
             raise UnknownItem(
                 f"item {missing!r} is not in model bundle "
                 f"{self.manifest.get('version')}; ingest it (a serving worker picks up items "
