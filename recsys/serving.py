@@ -94,7 +94,7 @@ def load_state(
     state = ServingState(recommender, read_at, directory=str(directory), signature=signature)
     state.users_from_catalog = manifest.get("events_from") == "catalog"
     if live is not None:
-        items = LiveItems.of(recommender, directory)
+        items = LiveItems.of(recommender, directory, read_at)
         state.catalog = LiveCatalog(engine, recommender, items, read_at, live)
         state.catalog.rebuild()
     return state

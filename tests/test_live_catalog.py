@@ -490,6 +490,31 @@ def test_the_similar_items_of_an_item_waiting_past_the_cap_say_why(shop):
     assert "recsys train` adds it" in message and "ingest it" not in message
 
 
+def test_a_price_change_reuses_the_bundles_image_row_of_an_unchanged_photo(shop):
+    """A nightly price update ran every repriced item's unchanged photo through the image
+    encoder again. A photo at the path training read, not modified since, takes the bundle's
+    image block row; a new photo is encoded."""
+    app = make_app(shop)
+    state = app.extensions["recsys"].holder.state
+    encoder, encoded = state.catalog.items.image_encoder, []
+    transform = encoder.transform
+    encoder.transform = lambda paths: encoded.extend(paths) or transform(paths)
+    try:
+        client = app.test_client()
+        assert client.patch("/v1/items/a1", json={"title": "Comedy, cheaper"}, headers=ADMIN)
+        follow(app)
+        live, fused = state.recommender.live, state.recommender.fused
+        row = state.recommender.item_index["a1"]
+        assert live.knows("a1") and encoded == []
+        image = live.blocks["image"][live.positions["a1"]]
+        np.testing.assert_allclose(image, fused.item_blocks_["image"][row], atol=1e-6)
+        client.put("/v1/items/a-twin", json=TWIN | {"image": "a2.png"}, headers=ADMIN)
+        follow(app)
+        assert len(encoded) == 1  # another item's photo: not this item's row
+    finally:
+        encoder.transform = transform
+
+
 def test_workers_make_a_written_items_blocks_once_between_them(shop):
     """Two workers of one host: the second reads the blocks the first made for a new item
     (its photo and its values encoded once) and serves the same vector."""
