@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 
+from recsys.model.delta import LiveCatalog
 from recsys.settings import Settings
 from services.answers import AnswerCache
 from services.app import create_app
@@ -219,3 +220,48 @@ def test_a_write_outside_a_pages_neighbour_row_keeps_the_page(built, tmp_path):
     assert page_after("delete", outside[2], None) == 0
     assert page_after("patch", outside[1], {"in_stock": True}) == 0
     assert page_after("patch", sorted(inside)[0], {"in_stock": False}) == 1
+
+
+def test_an_answer_kept_at_a_part_of_a_bulk_update_is_not_served_after_it(
+    built, tmp_path, monkeypatch
+):
+    """A bulk update is followed a part per step, each published at a generation of its own
+    (the catalog's, through which its content writes are applied): an answer kept at one part
+    is never served for a later one, or for the state before."""
+    monkeypatch.setattr(LiveCatalog, "_budget", lambda self: 3)  # items embedded per step
+    kept = make_app(built, tmp_path)
+    fresh = make_app(built, tmp_path, copy=False, ANSWER_CACHE_MB=0)
+    client, fresh_client = kept.test_client(), fresh.test_client()
+    pages = ["/v1/items/a1/similar?k=5", "/v1/items/a2/similar?k=5"]
+    pages += ["/v1/users/u1/recommendations?k=5", "/v1/users/stranger/recommendations?k=5"]
+
+    def compared() -> list[bytes]:
+        answers = []
+        for page in pages:
+            answer, expected = client.get(page), fresh_client.get(page)
+            assert (answer.status_code, answer.data) == (expected.status_code, expected.data)
+            answers.append(answer.data)
+        return answers
+
+    for app in (kept, fresh):
+        follow(app)
+    first = compared()
+    listed = client.get(pages[0]).get_json()["items"][0]["item_id"]
+    far = {"title": "Garden hose", "attributes": {"year": 1950, "brand": "z-brand"}}
+    for k in range(7):
+        client.put(f"/v1/items/z-far{k}", json=far, headers=ADMIN)
+    client.delete(f"/v1/items/{listed}", headers=ADMIN)
+    twin = {"title": "Comedy story 1", "image": "a1.png"}
+    twin |= {"attributes": {"year": 1991, "genres": ["Comedy"], "brand": "a-brand"}}
+    client.put("/v1/items/a-twin", json=twin, headers=ADMIN)
+    states, behind = [first], []
+    while True:
+        steps = [app.extensions["recsys"].holder.follow() for app in (kept, fresh)]
+        if steps[0] is None:
+            break
+        assert steps[1].generation == steps[0].generation
+        behind.append(steps[0].behind)
+        states.append(compared())
+    assert behind[:2] == [True, True] and behind[-1] is False
+    assert listed.encode() not in states[1][0]  # removed at the first step
+    assert b"a-twin" not in states[1][0] and b"a-twin" in states[-1][0]

@@ -460,6 +460,61 @@ def test_a_full_delta_says_a_retrain_is_due_and_answers_go_on(shop):
     )
 
 
+def test_an_item_waiting_past_the_cap_is_left_out_of_candidates(shop):
+    """A candidate in the catalog but waiting past RECSYS_LIVE_MAX_ITEMS made the whole feed
+    request a 400 ("not in model bundle"), which is for an item the catalog never held."""
+    app = make_app(shop, live_max_items=1)
+    client = app.test_client()
+    for name in ("a-twin", "a-twin2"):
+        client.put(f"/v1/items/{name}", json=TWIN, headers=ADMIN)
+    follow(app)
+    waiting = next(iter(app.extensions["recsys"].holder.live.waiting))
+    asked = {"candidates": [waiting, "a2"], "k": 5}
+    answer = client.post("/v1/users/u1/recommendations", json=asked)
+    assert answer.status_code == 200, answer.get_json()
+    assert [i["item_id"] for i in answer.get_json()["items"]] == ["a2"]
+    never = client.post("/v1/users/u1/recommendations", json={"candidates": ["never", "a2"]})
+    assert "is not in model bundle" in error_of(never, 400)
+
+
+def test_the_similar_items_of_an_item_waiting_past_the_cap_say_why(shop):
+    """Its page said "ingest it ... or run recsys train": it was ingested."""
+    app = make_app(shop, live_max_items=1)
+    client = app.test_client()
+    for name in ("a-twin", "a-twin2"):
+        client.put(f"/v1/items/{name}", json=TWIN, headers=ADMIN)
+    follow(app)
+    waiting = next(iter(app.extensions["recsys"].holder.live.waiting))
+    message = error_of(client.get(f"/v1/items/{waiting}/similar"), 404)
+    assert "live catalog, which is full" in message and "RECSYS_LIVE_MAX_ITEMS" in message
+    assert "recsys train` adds it" in message and "ingest it" not in message
+
+
+def test_a_price_change_reuses_the_bundles_image_row_of_an_unchanged_photo(shop):
+    """A nightly price update ran every repriced item's unchanged photo through the image
+    encoder again. A photo at the path training read, not modified since, takes the bundle's
+    image block row; a new photo is encoded."""
+    app = make_app(shop)
+    state = app.extensions["recsys"].holder.state
+    encoder, encoded = state.catalog.items.image_encoder, []
+    transform = encoder.transform
+    encoder.transform = lambda paths: encoded.extend(paths) or transform(paths)
+    try:
+        client = app.test_client()
+        assert client.patch("/v1/items/a1", json={"title": "Comedy, cheaper"}, headers=ADMIN)
+        follow(app)
+        live, fused = state.recommender.live, state.recommender.fused
+        row = state.recommender.item_index["a1"]
+        assert live.knows("a1") and encoded == []
+        image = live.blocks["image"][live.positions["a1"]]
+        np.testing.assert_allclose(image, fused.item_blocks_["image"][row], atol=1e-6)
+        client.put("/v1/items/a-twin", json=TWIN | {"image": "a2.png"}, headers=ADMIN)
+        follow(app)
+        assert len(encoded) == 1  # another item's photo: not this item's row
+    finally:
+        encoder.transform = transform
+
+
 def test_workers_make_a_written_items_blocks_once_between_them(shop):
     """Two workers of one host: the second reads the blocks the first made for a new item
     (its photo and its values encoded once) and serves the same vector."""

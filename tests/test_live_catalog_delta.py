@@ -3,6 +3,8 @@ write, a worker's delta following it, and the next training folding it in."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from sqlalchemy import event, text, update
 from sqlalchemy.orm import Session
@@ -161,3 +163,63 @@ def test_a_hand_typed_update_survives_a_rebuild_of_the_live_catalog(engine, tmp_
     assert restarted.recommender.similar_items(["a1"], **ask).ids == (
         following.recommender.similar_items(["a1"], **ask).ids
     )
+
+
+def test_removals_and_stock_do_not_wait_behind_a_bulk_content_update(engine, tmp_path):
+    """After an 8,000-row price file, items it sold out kept showing for up to 30 s, and a
+    DELETE after it for 10 s: a follow step embedded every changed item before it published.
+    Now a step applies every removal and stock change, and the content writes a part at a
+    time, the new items showing step by step."""
+    populate(engine)
+    train(engine, tmp_path / "artifacts", train_config())
+    state = load_state(engine, DeltaConfig(max_items=100, step_seconds=0.02))
+    catalog, recommender = state.catalog, state.recommender
+    embedded, made = [], catalog.items.blocks
+
+    def slow(frame):  # 2 ms an item, as a photo through the image encoder on a CPU
+        embedded.append(len(frame))
+        time.sleep(0.002 * len(frame))
+        return made(frame)
+
+    catalog.items.blocks = slow
+    before = recommender.similar_items(["a1"], k=5).ids[0]
+    new = [f"n{k}" for k in range(40)]
+    for item in new:
+        put_item(engine, item, TWIN, tmp_path)
+    delete_item(engine, before[0])
+    patch_item(engine, before[1], {"in_stock": False}, tmp_path)
+    first = catalog.follow()
+    assert first.behind and 0 < sum(embedded) < len(new)
+    assert first.generation < changes.generation(engine)
+    after = recommender.similar_items(["a1"], k=5).ids[0]
+    assert not {before[0], before[1]} & set(after)
+    shown = set(first.ids.tolist())
+    assert shown and shown < set(new)  # the oldest writes first
+    steps = [first]
+    while (step := catalog.follow()) is not None:
+        steps.append(step)
+    assert len(steps) > 2 and not steps[-1].behind
+    assert steps[-1].generation == changes.generation(engine)
+    generations = [step.generation for step in steps]
+    assert generations == sorted(set(generations))  # each state its own generation
+    assert set(recommender.live.ids.tolist()) == set(new) and sum(embedded) == len(new)
+
+
+def test_room_freed_in_a_full_delta_goes_to_the_waiting_items(engine, tmp_path):
+    """Slots freed while the live catalog was full stayed empty until a retrain; the items
+    past the cap were embedded (then thrown away) on every step."""
+    populate(engine)
+    train(engine, tmp_path / "artifacts", train_config())
+    state = load_state(engine, DeltaConfig(max_items=2))
+    catalog, recommender = state.catalog, state.recommender
+    embedded, made = [], catalog.items.blocks
+    catalog.items.blocks = lambda frame: embedded.append(len(frame)) or made(frame)
+    for item in ("n1", "n2", "n3", "n4"):
+        put_item(engine, item, TWIN, tmp_path)
+    delta = catalog.follow()
+    assert sorted(delta.ids.tolist()) == ["n1", "n2"] and delta.waiting == {"n3", "n4"}
+    assert sum(embedded) == 2 and delta.retrain_due
+    delete_item(engine, "n1")
+    delta = catalog.follow()
+    assert sorted(delta.ids.tolist()) == ["n2", "n3"] and delta.waiting == {"n4"}
+    assert "n3" in recommender.similar_items(["a1"], k=10).ids[0]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -34,7 +34,7 @@ from recsys.model.data import ITEM_ROWS, attribute_kinds, items_frame
 _GENERATION = select(CatalogState.items_generation).where(CatalogState.id == 1)
 _PRUNED = select(CatalogState.changes_pruned_through).where(CatalogState.id == 1)
 _CHANGES = (
-    select(ItemChange.external_id, ItemChange.deleted, ItemChange.content)
+    select(ItemChange.external_id, ItemChange.deleted, ItemChange.content, ItemChange.generation)
     .where(ItemChange.generation > bindparam("mark"))
     .order_by(ItemChange.generation, ItemChange.id)
 )
@@ -50,6 +50,10 @@ class Changes:
     content: set[str]  # of ``written``, those whose title, image or attributes changed
     # False: the log was pruned past the mark, so it may lack changes since; start afresh
     complete: bool = True
+    # item -> the generation of its last change (every item of ``removed`` and ``written``)
+    last_at: dict[str, int] = field(default_factory=dict)
+    # item of ``content`` -> the generation of its first content change since its last removal
+    content_at: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -132,15 +136,19 @@ def changes_since(engine: Engine, mark: int) -> Changes:
         if mark < pruned_through(connection):
             return Changes(now, [], [], set(), complete=False)
     last: dict[str, bool] = {}
-    content: set[str] = set()
-    for external_id, deleted, changed in rows:  # few rows per second: the log of writes
+    last_at: dict[str, int] = {}
+    content_at: dict[str, int] = {}
+    for external_id, deleted, changed, at in rows:  # few rows per second: the log of writes
         last.pop(external_id, None)  # re-inserted: ordered by its last change
         last[external_id] = bool(deleted)
-        if changed and not deleted:
-            content.add(external_id)
+        last_at[external_id] = int(at)
+        if deleted:
+            content_at.pop(external_id, None)
+        elif changed:
+            content_at.setdefault(external_id, int(at))
     removed = [item for item, deleted in last.items() if deleted]
     written = [item for item, deleted in last.items() if not deleted]
-    return Changes(now, removed, written, content & set(written))
+    return Changes(now, removed, written, set(content_at), True, last_at, content_at)
 
 
 def prune_changes(
@@ -221,6 +229,21 @@ def item_rows(engine: Engine, item_ids: Sequence[str]) -> pd.DataFrame:
             {"ids": list(item_ids)},
         ).all()
     return items_frame(rows, list(kinds))
+
+
+def stock_rows(engine: Engine, item_ids: Sequence[str]) -> pd.DataFrame:
+    """The stock of those ``item_ids`` the catalog has (item_id, in_stock)."""
+    query = select(Item.external_id, Item.in_stock).where(
+        Item.external_id.in_(bindparam("ids", expanding=True))
+    )
+    with engine.connect() as connection:
+        rows = connection.execute(query, {"ids": list(item_ids)}).all()
+    return pd.DataFrame(
+        {
+            "item_id": np.array([row[0] for row in rows], dtype=object),
+            "in_stock": np.array([bool(row[1]) for row in rows], dtype=bool),
+        }
+    )
 
 
 def written_after(snapshot: StockSnapshot, moment: datetime) -> np.ndarray:

@@ -578,7 +578,8 @@ def write_model_files(
     if image_encoder is not None:
         image_encoder.save(directory / "image_encoder")
     if items is not None:
-        items[["item_id", "title"]].to_parquet(directory / "items.parquet", index=False)
+        listed = [c for c in ("item_id", "title", "image_path") if c in items.columns]
+        items[listed].to_parquet(directory / "items.parquet", index=False)
 
 
 def load_recommender(directory: str | Path, index_config: IndexConfig | None = None):

@@ -19,6 +19,29 @@ next ``recsys train`` reads the whole catalog, so the new bundle holds every liv
 A restart rebuilds the delta from the catalog: items written after the bundle's data was read
 (``updated_at``) or unknown to it get live vectors, items missing or out of stock are hidden.
 
+**A follow step's parts.** Removals and stock changes cost a few array writes; a content write
+costs its item's embedding (a photo through the image encoder: milliseconds an item). A step
+reads the log from its mark to the catalog's generation G and applies every removal and every
+written item's stock through G, but content writes only through a cut c <= G: the whole
+generations of content writes, oldest first, that fit ``DeltaConfig.step_seconds`` at the
+rate measured so far (at least one generation; none when even the first would not fit and the
+generation before it is past the mark). It publishes at generation c, the next step goes on
+from c (and skips the removals and stock it already applied through G), and ``Delta.behind``
+tells the follower to take it at once. So an 8,000-row price file shows a part a step, and
+a sale or a DELETE logged after it waits one part, not all of it.
+
+Answers are kept by the delta's ``generation`` and carried across steps by the
+``written_at`` stamps (``services.answers``): each published state must have a generation
+no other state of the worker has, and every item a step changes must be stamped above the
+generation of the step before. Both hold: each step publishes at a cut above the last one
+(c > mark: it is the mark's first content generation less one, or takes at least that
+generation) and stamps what it applied, early removals and stock included, with c. What a
+state at c holds beyond c (stock and removals through G) is held by no other state at c.
+A single generation's content writes (one PostgreSQL statement's rows) are never split: a
+step takes them whole. Room that removals free in a full delta goes to the waiting items,
+oldest first, in the step that frees it (steps move only with the log, so that a state
+never changes without a new generation).
+
     catalog = LiveCatalog(engine, recommender, LiveItems.of(recommender, bundle_dir), read_at)
     catalog.rebuild()   # recommender.live is now the delta
     catalog.follow()    # every second: apply what changed since
@@ -52,6 +75,11 @@ log = logging.getLogger(__name__)
 
 # Item rows read and embedded at once (a rebuild after a large ingest reads many).
 CHUNK = 2048
+# A follow step's content work: at least this many items (one generation's, at least), and
+# before any was measured, this many seconds per item (a photo through the image encoder on
+# a CPU core; blocks read from another worker's files take far less).
+MIN_STEP = 16
+FIRST_PER_ITEM = 2e-3
 LIVE_REASON = explain.NEW_REASON
 # A bundle item written since (its listing changed) in a feed, scored as it is now.
 UPDATED_REASON = "updated in the catalog"
@@ -69,10 +97,16 @@ class DeltaConfig:
     # made for live items, one folder per bundle version (``recsys.model.live_share``); None:
     # each worker makes every live item's blocks itself.
     shared_root: Path | None = None
+    # Content work (items embedded) a follow step takes on before it publishes, in seconds at
+    # the rate measured so far: a bulk update is applied a part at a time, and removals and
+    # stock changes logged after it wait one part, not all of it.
+    step_seconds: float = 0.5
 
     def __post_init__(self) -> None:
         if self.max_items < 0:
             raise ValueError(f"max_items must be >= 0, got {self.max_items}")
+        if self.step_seconds <= 0:
+            raise ValueError(f"step_seconds must be > 0, got {self.step_seconds}")
 
 
 @dataclass(frozen=True)
@@ -108,6 +142,11 @@ class Delta:
     # items added since the bundle and removed since: left out of candidate lists as removed
     # bundle items are, and "removed from the catalog" on their product page
     gone: frozenset[str] = frozenset()
+    # items in the catalog, new or changed, left out because the delta is full (``pending``)
+    waiting: frozenset[str] = frozenset()
+    # content writes of the change log past ``generation`` are still to be applied (their
+    # items' stock, and every removal, already are): the follower takes its next step at once
+    behind: bool = False
 
     def __post_init__(self) -> None:
         self.positions.update({item: k for k, item in enumerate(self.ids.tolist())})
@@ -344,9 +383,13 @@ class LiveCatalog:
         self._removed = np.zeros(n, dtype=bool)
         self._superseded = np.zeros(n, dtype=bool)
         self._live = _Live()
-        self._pending: set[str] = set()
+        self._pending: dict[str, None] = {}  # ids waiting for room, in the order they came
         self._gone: set[str] = set()  # Delta.gone
         self._generation = 0
+        # the generation through which removals and stock are applied (>= _generation: a
+        # step applies them through the catalog's, its content writes through _generation)
+        self._applied_through = 0
+        self._per_item = FIRST_PER_ITEM  # seconds an item's content work took, as measured
         self._due = False
         self._lock = threading.Lock()
         # the last publish's arrays; the live items written since it; whether one left since
@@ -382,13 +425,13 @@ class LiveCatalog:
         self._removed = position < 0
         self._stock = np.append(snapshot.in_stock, False)[position]  # gone: -1 -> False
         self._superseded = np.zeros(n, dtype=bool)
-        self._live, self._pending = _Live(), set()  # what a follow built is read afresh
+        self._live, self._pending = _Live(), {}  # what a follow built is read afresh
         self._gone = self._gone_since_training(snapshot)
         self._stacked = None
         written = changes.written_after(snapshot, self.data_read_at) | (rows < 0)
         written |= self._logged_since_training(snapshot)
         self._write(snapshot.item_ids[written].tolist(), content=None)
-        self._generation = snapshot.generation
+        self._generation = self._applied_through = snapshot.generation
         # a new array: the deltas before this rebuild keep theirs
         self._written_at = np.full(n, snapshot.generation, dtype=np.int64)
         self._live.written_at = dict.fromkeys(self._live.vectors, snapshot.generation)
@@ -433,16 +476,80 @@ class LiveCatalog:
                 why = "is behind" if found.generation < self._generation else "was pruned past"
                 log.warning("live catalog: the change log %s %d; rebuilding", why, self._generation)
                 return self._rebuild()
-            self._remove(found.removed)
-            self._write(found.written, content=found.content)
-            self._generation = found.generation
-            self._mark([*found.removed, *found.written])
-            return self._publish()
+            return self._step(found)
+
+    def _step(self, found: changes.Changes) -> Delta:
+        """One follow step (see the module docstring): every removal and stock change logged
+        since the last step, the content writes through the cut ``_cut`` chooses, and room
+        freed for waiting items given to them; published at the cut's generation."""
+        cut, todo = self._cut(found)
+        new = [i for i in found.removed if found.last_at.get(i, 0) > self._applied_through]
+        self._remove(new)
+        due = set(todo)
+        stock = [
+            i
+            for i in found.written
+            if found.last_at.get(i, 0) > self._applied_through and i not in due
+        ]
+        self._restock(stock)
+        promoted = self._promoted(max(self._budget() - len(todo), 0), set(found.written))
+        self._write(todo + promoted, content=found.content | set(promoted))
+        self._generation, self._applied_through = cut, found.generation
+        self._mark([*new, *stock, *todo, *promoted])
+        return self._publish(behind=cut < found.generation)
+
+    def _cut(self, found: changes.Changes) -> tuple[int, list[str]]:
+        """(the generation this step is published at, the written items whose content it
+        applies): whole generations of content writes, oldest first, as many as fit the
+        step's budget (at least one generation; none when the first would not fit and the
+        generation before it is past the mark, so that a step publishes at once). The cut is
+        a generation of the catalog through which every content write is applied."""
+        mark = self._generation
+        unplaced = self._unplaced(found.written)
+        work = {
+            item: found.content_at.get(item, found.last_at.get(item, mark + 1))
+            for item, new in zip(found.written, unplaced.tolist(), strict=True)
+            if item in found.content or new
+        }
+        if not work:
+            return found.generation, []
+        gens = np.array(sorted(set(work.values())), dtype=np.int64)
+        counts = np.cumsum(np.bincount(np.searchsorted(gens, list(work.values()))))
+        fits = int(np.searchsorted(counts, self._budget(), side="right"))  # generations
+        if not fits and gens[0] - 1 > mark:
+            return int(gens[0]) - 1, []
+        fits = max(fits, 1)
+        cut = int(gens[fits] - 1) if fits < len(gens) else found.generation
+        todo = [item for item in found.written if work.get(item, cut + 1) <= cut]
+        return cut, todo
+
+    def _unplaced(self, item_ids: list[str]) -> np.ndarray:
+        """(n,) bool: items this worker holds no vector for (added since the bundle, not live)."""
+        if not item_ids:
+            return np.zeros(0, dtype=bool)
+        rows = self.recommender.item_index.rows(item_ids)
+        live = np.array([item in self._live.vectors for item in item_ids], dtype=bool)
+        return (rows < 0) & ~live
+
+    def _budget(self) -> int:
+        """Items whose content a step applies: ``step_seconds`` at the measured rate."""
+        return int(np.clip(self.config.step_seconds / self._per_item, MIN_STEP, CHUNK))
+
+    def _promoted(self, budget: int, written: set[str]) -> list[str]:
+        """Waiting items given the room that removals freed, oldest first (up to ``budget``;
+        not those ``written`` in this step's range, which its content writes place)."""
+        room = self.config.max_items - len(self._live.vectors)
+        if not self._pending or room <= 0:
+            return []
+        waiting = [item for item in self._pending if item not in written]
+        return waiting[: min(room, budget)]
 
     # -- applying changes ----------------------------------------------------------------
     def _mark(self, item_ids: list[str]) -> None:
         """Stamp these items, written or removed, with the generation of this step: bundle
         rows in place (``Delta.written_at``), live items for the next publish."""
+        if not item_ids:
+            return
         rows = self.recommender.item_index.rows(item_ids)
         self._written_at[rows[rows >= 0]] = self._generation
         marks = self._live.written_at
@@ -457,7 +564,7 @@ class LiveCatalog:
         self._superseded[rows[rows >= 0]] = False
         for item_id in item_ids:
             self._drop(item_id)
-            self._pending.discard(item_id)
+            self._pending.pop(item_id, None)
 
     def _write(self, item_ids: list[str], content: set[str] | None) -> None:
         """Items inserted or updated: stock always; vectors where their content changed
@@ -465,9 +572,28 @@ class LiveCatalog:
         self._gone.difference_update(item_ids)  # listed again
         for start in range(0, len(item_ids), CHUNK):
             frame = changes.item_rows(self.engine, item_ids[start : start + CHUNK])
-            self._apply(frame, content)  # an id missing from it was deleted since: logged
+            began = time.perf_counter()
+            embedded = self._apply(frame, content)  # an id missing from it was deleted since
+            if embedded:  # the rate the next steps' budgets are made from
+                took = (time.perf_counter() - began) / embedded
+                self._per_item = (self._per_item + took) / 2
 
-    def _apply(self, frame: pd.DataFrame, content: set[str] | None) -> None:
+    def _restock(self, item_ids: list[str]) -> None:
+        """The stock of written items whose content this step leaves for a later one (or
+        that did not change): bundle rows and live items."""
+        for start in range(0, len(item_ids), CHUNK):
+            frame = changes.stock_rows(self.engine, item_ids[start : start + CHUNK])
+            ids = frame["item_id"].to_numpy(dtype=str)
+            stock = frame["in_stock"].to_numpy(dtype=bool)
+            rows = self.recommender.item_index.rows(ids)
+            self._stock[rows[rows >= 0]] = stock[rows >= 0]
+            for item_id, in_stock in zip(ids.tolist(), stock.tolist(), strict=True):
+                if item_id in self._live.in_stock:
+                    self._live.in_stock[item_id] = in_stock
+
+    def _apply(self, frame: pd.DataFrame, content: set[str] | None) -> int:
+        """Stock and, where due, vectors of these item rows -> the number of items embedded.
+        Items that would need a live row the full delta does not have wait, not embedded."""
         ids = frame["item_id"].to_numpy(dtype=str)
         rows = self.recommender.item_index.rows(ids)
         in_bundle = rows >= 0
@@ -485,8 +611,20 @@ class LiveCatalog:
             ],
             dtype=bool,
         )
+        fresh &= ~self._waits(ids, fresh)
         if fresh.any():
             self._embed(frame[fresh].reset_index(drop=True), rows[fresh])
+        return int(fresh.sum())
+
+    def _waits(self, ids: np.ndarray, fresh: np.ndarray) -> np.ndarray:
+        """(n,) bool: the ``fresh`` items past the room left for new live rows, now waiting
+        (embedding them would be thrown away)."""
+        room = max(self.config.max_items - len(self._live.vectors), 0)
+        live = self._live.vectors
+        wanting = fresh & np.array([i not in live for i in ids.tolist()], dtype=bool)
+        waits = wanting & (np.cumsum(wanting) > room)
+        self._pending.update(dict.fromkeys(ids[waits].tolist()))
+        return waits
 
     def _embed(self, frame: pd.DataFrame, rows: np.ndarray) -> None:
         """Live vectors of these items (bundle ``rows``, -1 for new items); a bundle item
@@ -513,9 +651,9 @@ class LiveCatalog:
                 self._drop(item_id)
                 continue
             if item_id not in self._live.vectors and not self._room():
-                self._pending.add(item_id)
+                self._pending[item_id] = None
                 continue
-            self._pending.discard(item_id)
+            self._pending.pop(item_id, None)
             if row >= 0:
                 self._superseded[row] = True
             self._live.vectors[item_id] = vectors[k]
@@ -614,7 +752,7 @@ class LiveCatalog:
                 log.warning("live item %s: %s", item_id, exc)
         return None
 
-    def _publish(self) -> Delta:
+    def _publish(self, behind: bool = False) -> Delta:
         live = self._live
         ids = list(live.vectors)
         rows = self._rows(ids)
@@ -638,6 +776,8 @@ class LiveCatalog:
                 [live.written_at.get(i, self._generation) for i in ids], dtype=np.int64
             ),
             gone=frozenset(self._gone),
+            waiting=frozenset(self._pending),
+            behind=behind,
             **rows.tokens,
         )
         for mask in (delta.shown, delta.shown_out, delta.removed):

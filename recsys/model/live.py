@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,9 @@ class LiveItems:
     fused: FusedModel
     tabular: TabularEncoder | None = None
     image_encoder: Any = None  # recsys.vision.ImageEncoder, or None without an image block
+    # The bundle's photos (``TrainedImages``): an item whose photo is the one the bundle
+    # encoded takes its image block row instead of a pass through the image encoder.
+    trained: TrainedImages | None = None
 
     @classmethod
     def load(cls, directory: str | Path, fused: FusedModel | None = None) -> LiveItems:
@@ -55,9 +59,10 @@ class LiveItems:
         return cls(fused, tabular, image_encoder)
 
     @classmethod
-    def of(cls, recommender, directory: str | Path) -> LiveItems:
+    def of(cls, recommender, directory: str | Path, read_at: datetime | None = None) -> LiveItems:
         """The parts of a loaded ``Recommender`` (its fused model and image encoder, not a
-        second copy) and the tabular encoder of its bundle ``directory``."""
+        second copy) and the tabular encoder of its bundle ``directory``; ``read_at``: when
+        its data was read (naive UTC), which lets unchanged photos reuse the bundle's rows."""
         dims = recommender.fused.layout_.dims
         tabular = TabularEncoder.load(directory) if "tabular" in dims else None
         images = None
@@ -66,7 +71,10 @@ class LiveItems:
                 images = recommender.image_encoder
             except InvalidBundle as exc:  # live items then get no image block
                 log.warning("live items of %s get no image vectors: %s", recommender.version, exc)
-        return cls(recommender.fused, tabular, images)
+        trained = None
+        if images is not None and read_at is not None:
+            trained = TrainedImages.load(directory, recommender, read_at)
+        return cls(recommender.fused, tabular, images, trained)
 
     @property
     def parts(self) -> str:
@@ -109,5 +117,52 @@ class LiveItems:
         if self.image_encoder is not None:
             paths = items.get("image_path", pd.Series([None] * len(items), dtype=object))
             width = self.fused.layout_.dims["image"]
-            content["image"] = image_rows(self.image_encoder, paths, width)
+            rows = self.trained.rows(items["item_id"], paths) if self.trained else None
+            if rows is None or not (rows >= 0).any():
+                content["image"] = image_rows(self.image_encoder, paths, width)
+                return content, tokens
+            reused = rows >= 0
+            image = np.zeros((len(items), width), dtype=np.float32)
+            image[reused] = self.fused.item_blocks_["image"][rows[reused]]
+            if not reused.all():
+                image[~reused] = image_rows(self.image_encoder, paths[~reused], width)
+            content["image"] = image
         return content, tokens
+
+
+@dataclass(frozen=True)
+class TrainedImages:
+    """Each bundle item's photo path as training read it (``items.parquet``'s ``image_path``,
+    bundles from this version on) and when it read the catalog: a photo at that path not
+    modified since is the one the bundle's image block row was made from."""
+
+    paths: np.ndarray  # (N,) object: bundle row -> photo path, None without one
+    item_rows: Any  # ids -> (n,) bundle rows (-1: not in the bundle)
+    read_at: float  # POSIX seconds
+
+    @classmethod
+    def load(cls, directory: str | Path, recommender, read_at: datetime) -> TrainedImages | None:
+        listed = Path(directory) / "items.parquet"
+        try:
+            items = pd.read_parquet(listed, columns=["item_id", "image_path"])
+        except Exception:  # an older bundle, or none listed: every photo is encoded
+            return None
+        rows = recommender.item_index.rows(items["item_id"].astype(str).tolist())
+        paths = np.full(len(recommender.item_ids), None, dtype=object)
+        paths[rows[rows >= 0]] = items["image_path"].to_numpy(dtype=object)[rows >= 0]
+        when = read_at.replace(tzinfo=UTC).timestamp()
+        return cls(paths, recommender.item_index.rows, when)
+
+    def rows(self, item_ids: pd.Series, paths: pd.Series) -> np.ndarray:
+        """(n,) the bundle row whose image block row these items' photos have (-1: none)."""
+        rows = self.item_rows(item_ids.astype(str).tolist())
+        out = np.full(len(rows), -1, dtype=np.int64)
+        for k, (row, path) in enumerate(zip(rows.tolist(), paths.tolist(), strict=True)):
+            if row >= 0 and isinstance(path, str) and self.paths[row] == path:
+                try:
+                    unchanged = Path(path).stat().st_mtime < self.read_at
+                except OSError:
+                    continue  # the encoder says what is wrong with it
+                if unchanged:
+                    out[k] = row
+        return out

@@ -1448,8 +1448,16 @@ class Recommender:
         """``item_rows`` of ids already held to the id rule."""
         rows = self.item_index.rows(ids)
         if (rows < 0).any():
+            missing = ids[int(np.argmax(rows < 0))]
+            live = self.live
+            if live is not None and missing in live.waiting:
+                raise UnknownItem(
+                    f"item {missing!r} waits for room in the live catalog, which is full "
+                    f"({live.max_items} items, RECSYS_LIVE_MAX_ITEMS): the next `recsys "
+                    "train` adds it"
+                )
             raise UnknownItem(
-                f"item {ids[int(np.argmax(rows < 0))]!r} is not in model bundle "
+                f"item {missing!r} is not in model bundle "
                 f"{self.manifest.get('version')}; ingest it (a serving worker picks up items "
                 "written to the catalog within about a second) or run `recsys train`"
             )
@@ -1492,8 +1500,10 @@ class Recommender:
     def _candidate_rows(self, candidates) -> np.ndarray:
         """Bundle rows of ``candidates``; live items among them are ranked by the delta."""
         live = self.live
-        if live is not None:  # an item added and removed since is left out as removed
-            candidates = [c for c in candidates if not (live.knows(str(c)) or str(c) in live.gone)]
+        if live is not None:  # an item added and removed since is left out as removed, one
+            # waiting for room in a full delta as not yet listed
+            left_out = live.gone | live.waiting
+            candidates = [c for c in candidates if not (live.knows(str(c)) or str(c) in left_out)]
         return self.item_rows(candidates) if len(candidates) else np.zeros(0, dtype=np.int64)
 
     def _search(self, queries, k, allowed, exclude, index: VectorIndex | None = None) -> Results:
