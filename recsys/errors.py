@@ -50,6 +50,11 @@ class TrainingFailed(RecsysError):
     """A stage of `recsys train` failed; the previously active bundle is untouched."""
 
 
+class TrainingDiverged(RecsysError):
+    """A training's loss or weights stopped being finite numbers (a learning rate too high,
+    usually): every later step stays NaN, so it stops there and saves nothing of them."""
+
+
 class Interrupted(RecsysError):
     """Stopped by the user (Ctrl-C) part-way; the message says what was kept."""
 

@@ -150,7 +150,21 @@ def embed_tensor(
         sink.add(F.normalize(h.float(), dim=1))
         bar.update(len(chunk))
     bar.close()
-    return sink.result()
+    return _finite(sink.result())
+
+
+def _finite(vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` when every one is finite, else ``InvalidInput``: a model from a diverged
+    training (``train-images --lr 1e9``) embedded every image as NaN, and embed-images wrote
+    them as its L2-normalised vectors."""
+    bad = int(np.count_nonzero(~np.isfinite(vectors).all(axis=1)))
+    if bad:
+        raise InvalidInput(
+            f"the image model gives vectors that are not finite numbers for {bad:,} of "
+            f"{len(vectors):,} images, as a model whose training diverged does; train it "
+            "again with a lower --lr (`recsys train-images`)"
+        )
+    return vectors
 
 
 _HELD_FLOATS = 16 * 2**20  # vectors gathered on the GPU per copy back: 64 MB of float32
