@@ -19,7 +19,13 @@ class CatalogNotReady(RecsysError):
 
 
 class InvalidSettings(RecsysError):
-    """A setting has a value that cannot work."""
+    """A setting has a value that cannot work; ``setting``: which (a ``Settings`` field),
+    where known, so that the message can name where its value came from
+    (``Settings.load``: ``RECSYS_<FIELD>``; the CLI: its flag)."""
+
+    def __init__(self, message: str, setting: str | None = None):
+        super().__init__(message)
+        self.setting = setting
 
 
 class UnknownFilter(InvalidInput, ValueError):
