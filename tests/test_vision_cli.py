@@ -132,6 +132,17 @@ def test_image_options_that_cannot_work_are_one_line(
     assert "Traceback" not in refused.output and "images: input" not in refused.output  # no work
 
 
+def test_views_larger_than_the_input_name_both_options(run_cli, items_csv, tmp_path):
+    """`--train-size 32 --input-size 16` said "training views of 32 px are larger than the
+    16 px input", naming neither option, after reading the images."""
+    args = ("train-images", "--items", items_csv, "--out", tmp_path / "m", "--train-size", "32")
+    refused = run_cli(*args, "--input-size", "16", expect_exit=2).output
+    assert "Invalid value for '--train-size': 32 is larger than --input-size 16" in refused
+    assert "at most 16 px" in refused and "images: input" not in refused  # no work
+    ruled = run_cli(*args, "--device", "cpu", expect_exit=2).output  # the rule's 16 px
+    assert "32 px (--train-size) are larger than the 16 px input (the size rule's" in ruled
+
+
 def test_images_that_are_not_where_the_items_say_are_named(run_cli, items_csv, tmp_path):
     """Paths relative to another folder said "no images given; the catalog needs at least 2
     images", naming neither the files nor --images-root."""

@@ -99,8 +99,8 @@ def left_out_crawlers(data: CatalogData, config: TrainConfig) -> CatalogData:
     if crawlers:
         log.warning(
             "%d user(s) whose events span over %.0f%% of the catalog's %d items (and at least "
-            "%d of them) left out as crawlers, not shoppers: %s (TrainConfig.crawler_share; "
-            "`recsys users erase` removes them for good)",
+            "%d of them) left out as crawlers, not shoppers: %s (--crawler-share, "
+            "TrainConfig.crawler_share; `recsys users erase` removes them for good)",
             len(crawlers),
             100 * config.crawler_share,
             len(data.items),

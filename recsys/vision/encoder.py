@@ -344,9 +344,11 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
         if backbone == "auto":
             backbone = backbone_for(input_size, device.type)
         if cfg.train_size is not None and cfg.train_size > input_size:
+            chosen = "--input-size" if cfg.input_size else "the size rule's; --input-size sets it"
             raise InvalidInput(
-                f"training views of {cfg.train_size} px are larger than the {input_size} px "
-                f"input: views are crops of the input image, so at most {input_size} px "
+                f"training views of {cfg.train_size} px (--train-size) are larger than the "
+                f"{input_size} px input ({chosen}): views are crops of the input image, so at "
+                f"most {input_size} px; give a smaller --train-size or a larger --input-size "
                 "(or leave the view size to the size rule)"
             )
         return dataclasses.replace(
