@@ -12,7 +12,7 @@ import click
 
 from recsys.errors import Interrupted, RecsysError, Terminated, TryAgain
 from recsys.logs import TEXT_TIME, formatter
-from recsys.settings import Settings
+from recsys.settings import Settings, set_by
 
 # name -> ("module:attribute", one-line help). A command's module is imported only when that
 # command runs, so `recsys ingest` does not pay for importing torch. Add new commands here.
@@ -171,14 +171,18 @@ def cli(ctx: click.Context, database_url, artifacts_dir, device, ray_address, ve
     # JSON from the first line when asked for: the settings' own warnings (a misspelt
     # RECSYS_ variable) came out as text ahead of the JSON lines
     _log_as(os.environ.get("RECSYS_LOG_FORMAT", "").strip().lower())
+    flags = {
+        "database_url": database_url,
+        "artifacts_dir": artifacts_dir,
+        "device": device,
+        "ray_address": ray_address,
+    }
     try:
-        ctx.obj = Settings.load(
-            database_url=database_url,
-            artifacts_dir=artifacts_dir,
-            device=device,
-            ray_address=ray_address,
-        )
+        ctx.obj = Settings.load(**flags)
     except RecsysError as exc:
+        setting = getattr(exc, "setting", None)
+        if flags.get(setting) is not None:  # a flag's value, not RECSYS_<FIELD>'s
+            exc = set_by(exc, "--" + setting.replace("_", "-"))
         raise click.UsageError(str(exc)) from exc
     _log_as(ctx.obj.log_format)
 

@@ -19,7 +19,13 @@ class CatalogNotReady(RecsysError):
 
 
 class InvalidSettings(RecsysError):
-    """A setting has a value that cannot work."""
+    """A setting has a value that cannot work; ``setting``: which (a ``Settings`` field),
+    where known, so that the message can name where its value came from
+    (``Settings.load``: ``RECSYS_<FIELD>``; the CLI: its flag)."""
+
+    def __init__(self, message: str, setting: str | None = None):
+        super().__init__(message)
+        self.setting = setting
 
 
 class UnknownFilter(InvalidInput, ValueError):
@@ -48,6 +54,11 @@ class InvalidBundle(RecsysError):
 
 class TrainingFailed(RecsysError):
     """A stage of `recsys train` failed; the previously active bundle is untouched."""
+
+
+class TrainingDiverged(RecsysError):
+    """A training's loss or weights stopped being finite numbers (a learning rate too high,
+    usually): every later step stays NaN, so it stops there and saves nothing of them."""
 
 
 class Interrupted(RecsysError):

@@ -100,29 +100,37 @@ class Settings:
         if not self.database_url or "://" not in self.database_url:
             raise InvalidSettings(
                 f"database_url {self.database_url!r} is not a SQLAlchemy URL; "
-                "use e.g. sqlite:///var/recsys.db or postgresql+psycopg://user@host/db"
+                "use e.g. sqlite:///var/recsys.db or postgresql+psycopg://user@host/db",
+                "database_url",
             )
         if not DEVICE.match(self.device):
-            raise InvalidSettings(f"device {self.device!r} is not one of auto, cpu, cuda, cuda:N")
+            raise InvalidSettings(
+                f"device {self.device!r} is not one of auto, cpu, cuda, cuda:N", "device"
+            )
         # A secret mounted from a file ends in a line break: the token sent has none.
         token = str(self.admin_token)
         object.__setattr__(self, "admin_token", token.strip())
         if token and not self.admin_token:
-            raise InvalidSettings("admin_token is only white space; set a long random secret")
+            raise InvalidSettings(
+                "admin_token is only white space; set a long random secret", "admin_token"
+            )
         if self.admin_token and len(self.admin_token) < 16:
             raise InvalidSettings(
                 "admin_token is shorter than 16 characters; use a long random secret, e.g. "
-                "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+                "admin_token",
             )
         if not _CURRENCY.fullmatch(self.currency):
             raise InvalidSettings(
                 f"currency {self.currency!r} is not an ISO 4217 code; write e.g. EUR, USD or GBP "
-                "(three capital letters), or leave it empty for prices without a currency"
+                "(three capital letters), or leave it empty for prices without a currency",
+                "currency",
             )
         object.__setattr__(self, "log_format", str(self.log_format).strip().lower())
         if self.log_format not in LOG_FORMATS:
             raise InvalidSettings(
-                f"log_format {self.log_format!r} is not one of {', '.join(LOG_FORMATS)}"
+                f"log_format {self.log_format!r} is not one of {', '.join(LOG_FORMATS)}",
+                "log_format",
             )
         # a quoted "~/a" (RECSYS_ARTIFACTS_DIR=~/a in a unit file) made a folder named ~
         object.__setattr__(self, "artifacts_dir", Path(self.artifacts_dir).expanduser())
@@ -133,18 +141,20 @@ class Settings:
         if isinstance(self.public_scopes, str) and not self.public_scopes.replace(",", "").strip():
             raise InvalidSettings(
                 f"public_scopes {self.public_scopes!r} names no scope; leave it unset for the "
-                "default, or write none to close every read"
+                "default, or write none to close every read",
+                "public_scopes",
             )
         try:
             given = "" if self.public_scopes == "none" else self.public_scopes
             scopes = parse_scopes(given, "public_scopes")
         except ValueError as exc:
-            raise InvalidSettings(str(exc)) from None
+            raise InvalidSettings(str(exc), "public_scopes") from None
         unsafe = [scope for scope in scopes if scope not in OPENABLE]
         if unsafe:  # it opened reloads, catalog-health writes and item writes to anyone
             raise InvalidSettings(
                 f"public_scopes: {unsafe[0]} cannot be public: it writes or administers; "
-                f"public scopes are reads among {', '.join(OPENABLE)}"
+                f"public scopes are reads among {', '.join(OPENABLE)}",
+                "public_scopes",
             )
         object.__setattr__(self, "public_scopes", scopes)
         object.__setattr__(self, "cors_origins", _origins(self.cors_origins))
@@ -153,7 +163,7 @@ class Settings:
         object.__setattr__(self, "max_image_pixels", _positive_int(self.max_image_pixels))
         pool = _count(self.database_pool_size, "database_pool_size")
         if pool < 1:
-            raise InvalidSettings("database_pool_size must be at least 1")
+            raise InvalidSettings("database_pool_size must be at least 1", "database_pool_size")
         object.__setattr__(self, "database_pool_size", pool)
         try:
             timeout = float(self.database_timeout)
@@ -162,25 +172,40 @@ class Settings:
         if not 0 <= timeout < 86_400:
             raise InvalidSettings(
                 f"database_timeout {self.database_timeout!r} is not a number of seconds from 0 "
-                "(no bound) to 86400; write e.g. 15"
+                "(no bound) to 86400; write e.g. 15",
+                "database_timeout",
             )
         object.__setattr__(self, "database_timeout", timeout)
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-        """Defaults, then ``RECSYS_<FIELD>`` from ``environ``, then non-None ``overrides``."""
+        """Defaults, then ``RECSYS_<FIELD>`` from ``environ``, then non-None ``overrides``.
+        An ``InvalidSettings`` of a value from ``environ`` names its variable
+        (`RECSYS_DEVICE=bogus recsys stats` said "device 'bogus' is not one of ...")."""
         environ = os.environ if environ is None else environ
         _warn_unknown(environ)
         values: dict[str, object] = {}
+        variables: dict[str, str] = {}  # setting -> the variable its value came from
         for setting in fields(cls):
-            env_value = environ.get(ENV_PREFIX + setting.name.upper())
-            if env_value:
-                values[setting.name] = env_value
-        values.update({k: v for k, v in overrides.items() if v is not None})
+            variable = ENV_PREFIX + setting.name.upper()
+            if environ.get(variable):
+                values[setting.name], variables[setting.name] = environ[variable], variable
+        given = {k: v for k, v in overrides.items() if v is not None}
+        values.update(given)
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
             raise InvalidSettings(f"unknown settings: {', '.join(sorted(unknown))}")
-        return replace(cls(), **values)
+        try:
+            return replace(cls(), **values)
+        except InvalidSettings as exc:
+            if exc.setting in given or exc.setting not in variables:
+                raise
+            raise set_by(exc, variables[exc.setting]) from exc.__cause__
+
+
+def set_by(exc: InvalidSettings, source: str) -> InvalidSettings:
+    """``exc`` saying where the setting's value came from: a variable or a flag."""
+    return InvalidSettings(f"{exc} (set by {source})", exc.setting)
 
 
 # RECSYS_* variables read elsewhere than ``Settings``: the server's (services/gunicorn.conf.py),
@@ -227,10 +252,13 @@ def _origins(value: str | tuple[str, ...]) -> tuple[str, ...]:
         ):
             raise InvalidSettings(
                 f"cors_origins: {name!r} is not an origin; write scheme and host (and port), "
-                "e.g. https://shop.example or http://localhost:3000, without a path; or *"
+                "e.g. https://shop.example or http://localhost:3000, without a path; or *",
+                "cors_origins",
             )
     if "*" in names and len(names) > 1:
-        raise InvalidSettings("cors_origins: * already allows every origin; give * alone")
+        raise InvalidSettings(
+            "cors_origins: * already allows every origin; give * alone", "cors_origins"
+        )
     # browsers send the scheme and host in lower case: Shop.Example never matched
     return tuple(dict.fromkeys(name.lower() for name in names))
 
@@ -242,10 +270,13 @@ def _check_rate_limit(name: str, value: str) -> None:
         limits = parse_many(value)
     except ValueError:
         raise InvalidSettings(
-            f"{name} {value!r} is not a rate limit; write e.g. 120/minute or 10/second;1000/day"
+            f"{name} {value!r} is not a rate limit; write e.g. 120/minute or 10/second;1000/day",
+            name,
         ) from None
     if any(limit.amount < 1 for limit in limits):
-        raise InvalidSettings(f"{name} {value!r} allows no request at all; write e.g. 120/minute")
+        raise InvalidSettings(
+            f"{name} {value!r} allows no request at all; write e.g. 120/minute", name
+        )
 
 
 def _positive_int(value: object) -> int:
@@ -254,7 +285,9 @@ def _positive_int(value: object) -> int:
     except (TypeError, ValueError):
         number = 0
     if number <= 0:
-        raise InvalidSettings(f"max_image_pixels {value!r} is not a positive whole number")
+        raise InvalidSettings(
+            f"max_image_pixels {value!r} is not a positive whole number", "max_image_pixels"
+        )
     return number
 
 
@@ -264,5 +297,5 @@ def _count(value: object, name: str) -> int:
     except (TypeError, ValueError):
         number = -1
     if number < 0:
-        raise InvalidSettings(f"{name} {value!r} is not a whole number >= 0")
+        raise InvalidSettings(f"{name} {value!r} is not a whole number >= 0", name)
     return number

@@ -88,6 +88,31 @@ def test_train_refuses_settings_that_would_make_a_broken_model(run_cli, option, 
     assert mentions in result.output
 
 
+def finite_options():
+    from recsys.commands import Finite
+
+    for path in all_commands(cli):
+        command = cli
+        for name in path:
+            command = command.get_command(click.Context(cli), name)
+        for param in command.params:
+            if isinstance(param, click.Option) and isinstance(param.type, Finite):
+                yield (*path, param.opts[0])
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "1e999", "nan"])
+@pytest.mark.parametrize("path", list(finite_options()), ids=" ".join)
+def test_every_number_option_refuses_an_infinite_value_naming_it(path, value):
+    """`train --half-life-days inf` was a ValueError traceback from the model's config, exit
+    1; `train-images --lr inf` trained to NaN. A usage error naming the option, before any
+    work (none of them means "no bound" by inf)."""
+    *command, option = path
+    result = CliRunner().invoke(cli, ["--database-url", "sqlite://", *command, option, value])
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{option}'" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_bad_settings_and_files_are_one_line_naming_the_fix(run_cli, engine, tmp_path):
     """What a user mistypes gets an error naming it and what to do, not a traceback."""
     runner = CliRunner()

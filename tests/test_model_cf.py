@@ -18,6 +18,7 @@ from recsys.model.cf import (
     confidence_matrix,
     events_after,
     implicit_model,
+    warn_faded,
 )
 from recsys.model.data import IdIndex
 from recsys.model.index import VectorIndex
@@ -195,6 +196,29 @@ def test_an_event_dated_in_the_future_leaves_its_users_other_events_their_weight
     with_late = confidence_matrix(pd.concat([frame, late]), users, items, config).toarray()[0]
     np.testing.assert_allclose(plain, [0.25, 0.5, 1.0, 0.0], rtol=1e-6)
     np.testing.assert_allclose(with_late, [0.25, 0.5, 1.0, 1.0], rtol=1e-6)
+
+
+def test_a_decay_that_leaves_most_events_at_nothing_says_so(caplog):
+    """`train --half-life-days 1e-9` decayed every event but each user's newest to nothing:
+    8,303 of MovieLens's 9,066 items went cold and recall@10 fell from 0.153 to 0.060, without
+    a word."""
+    days = pd.to_datetime(["2024-01-01", "2024-01-02", "2024-03-01"] * 2)
+    frame = pd.DataFrame(
+        {
+            "user_id": ["u1"] * 3 + ["u2"] * 3,
+            "item_id": ["a", "b", "c", "a", "d", "c"],
+            "timestamp": days,
+        }
+    )
+    with caplog.at_level("WARNING", logger="recsys.model.cf"):
+        assert warn_faded(frame, CFConfig(half_life_days=180.0)) == 0
+        assert warn_faded(frame, CFConfig(half_life_days=0)) == 0
+        assert not caplog.records
+        # 58 days at a 2-day half-life: 2**-29 of the newest event's weight
+        assert warn_faded(frame, CFConfig(half_life_days=2.0)) == 4
+    said = caplog.records[0].getMessage()
+    assert "leaves 4 of 6 dated events (67%) under 1e-06" in said
+    assert "3 of 4 items have no event above it" in said and "--half-life-days" in said
 
 
 def test_later_events_are_counted_per_user_in_time_order():

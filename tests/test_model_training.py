@@ -531,5 +531,6 @@ def test_a_crawler_that_viewed_the_whole_catalog_is_left_out_of_training(engine,
     recommender = load_recommender(train(engine, tmp_path, config).path)
     assert "bot" not in recommender.cf.user_ids_
     assert "1 user(s) whose events span over 50% of the catalog's 32 items" in caplog.text
+    assert "(--crawler-share, TrainConfig.crawler_share;" in caplog.text  # the flag to change
     kept = load_recommender(train(engine, tmp_path, replace(config, crawler_share=0)).path)
     assert "bot" in kept.cf.user_ids_  # 0 keeps every user

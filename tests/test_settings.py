@@ -21,7 +21,7 @@ def test_flags_beat_environment_beat_defaults():
     assert settings.artifacts_dir == Path("var/artifacts")
 
 
-@pytest.mark.parametrize(
+BAD_VALUES = pytest.mark.parametrize(
     ("field", "value", "message"),
     [
         ("device", "gpu", "device 'gpu' is not one of"),
@@ -34,17 +34,40 @@ def test_flags_beat_environment_beat_defaults():
         ("cors_origins", "https://shop.example:99999", "is not an origin"),
         ("cors_origins", "*,https://shop.example", r"give \* alone"),
         ("public_scopes", " ", "names no scope"),
+        ("live_max_items", "many", "live_max_items 'many' is not a whole number"),
+        ("database_timeout", "soon", "database_timeout 'soon' is not a number of seconds"),
     ],
 )
+
+
+@BAD_VALUES
 def test_bad_values_name_the_setting(field, value, message):
-    with pytest.raises(InvalidSettings, match=message):
+    with pytest.raises(InvalidSettings, match=message) as raised:
         Settings.load(environ={}, **{field: value})
+    assert "set by" not in str(raised.value)  # not from a variable; the CLI names its flags
+
+
+@BAD_VALUES
+def test_a_bad_value_from_the_environment_names_its_variable(field, value, message):
+    """`RECSYS_DEVICE=bogus recsys stats` said "device 'bogus' is not one of auto, cpu, cuda,
+    cuda:N", naming neither the variable nor where to look."""
+    variable = f"RECSYS_{field.upper()}"
+    with pytest.raises(InvalidSettings, match=message) as raised:
+        Settings.load(environ={variable: value})
+    assert str(raised.value).endswith(f"(set by {variable})")
+    # a value given over it is the one refused, not the variable's
+    with pytest.raises(InvalidSettings) as raised:
+        Settings.load(environ={"RECSYS_DEVICE": "cpu"}, device="tpu")
+    assert "set by" not in str(raised.value)
 
 
 def test_bad_environment_value_is_a_usage_error(run_cli, monkeypatch):
     monkeypatch.setenv("RECSYS_DEVICE", "tpu")
     result = run_cli("stats", expect_exit=2)
-    assert "device 'tpu' is not one of auto, cpu, cuda, cuda:N" in result.output
+    said = "device 'tpu' is not one of auto, cpu, cuda, cuda:N (set by RECSYS_DEVICE)"
+    assert said in result.output
+    flagged = run_cli("--device", "gpu", "stats", expect_exit=2).output
+    assert "device 'gpu' is not one of auto, cpu, cuda, cuda:N (set by --device)" in flagged
 
 
 def test_a_secret_read_from_a_file_loses_its_line_break_and_blank_ones_are_refused():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -77,6 +79,38 @@ def test_a_damaged_model_or_checkpoint_is_one_line_not_torchs_advice(run_cli, it
     assert "weights_only" not in embedded.output
 
 
+def test_a_training_that_diverges_stops_and_saves_nothing(run_cli, items_csv, tmp_path):
+    """`--lr 1e9` printed "loss nan", exit 0, and saved a model over the one in --out whose
+    every vector was NaN; embed-images wrote them as its L2-normalised vectors."""
+    model = tmp_path / "m"
+    args = ("train-images", "--items", items_csv, "--out", model, *TRAIN_FLAGS)
+    run_cli(*args)
+    kept = (model / "model.pt").read_bytes()
+    (model / "checkpoint.pt").unlink()  # start over, as the resume would refuse a new --lr
+    diverged = run_cli(*args, "--epochs", "3", "--lr", "1e9", expect_exit=2).output
+    assert re.search(r"image training diverged at step \d of 6 \(epoch \d of 3\)", diverged)
+    assert "lower learning rate (--lr) than 1e+09" in diverged and "Traceback" not in diverged
+    assert (model / "model.pt").read_bytes() == kept and not (model / "checkpoint.pt").exists()
+
+
+def test_a_model_giving_nan_vectors_writes_none(run_cli, items_csv, tmp_path):
+    import torch
+
+    from recsys.vision import ImageEncoder
+
+    model = tmp_path / "m"
+    run_cli("train-images", "--items", items_csv, "--out", model, *TRAIN_FLAGS)
+    encoder = ImageEncoder.load(model, device="cpu")
+    with torch.no_grad():
+        next(encoder.backbone_.parameters()).fill_(float("nan"))
+    encoder.save(model)  # as a model of a diverged training was saved before
+    out = tmp_path / "v.npy"
+    embed = ("embed-images", "--model", model, "--items", items_csv, "--out", out)
+    refused = run_cli(*embed, "--device", "cpu", expect_exit=2).output
+    assert "vectors that are not finite numbers for 10 of 10 images" in refused
+    assert "lower --lr" in refused and not out.exists()
+
+
 @pytest.mark.parametrize(
     ("option", "value", "says"),
     [
@@ -96,6 +130,17 @@ def test_image_options_that_cannot_work_are_one_line(
     refused = run_cli(*args, option, value, expect_exit=2)
     assert says in refused.output and "weights_only" not in refused.output
     assert "Traceback" not in refused.output and "images: input" not in refused.output  # no work
+
+
+def test_views_larger_than_the_input_name_both_options(run_cli, items_csv, tmp_path):
+    """`--train-size 32 --input-size 16` said "training views of 32 px are larger than the
+    16 px input", naming neither option, after reading the images."""
+    args = ("train-images", "--items", items_csv, "--out", tmp_path / "m", "--train-size", "32")
+    refused = run_cli(*args, "--input-size", "16", expect_exit=2).output
+    assert "Invalid value for '--train-size': 32 is larger than --input-size 16" in refused
+    assert "at most 16 px" in refused and "images: input" not in refused  # no work
+    ruled = run_cli(*args, "--device", "cpu", expect_exit=2).output  # the rule's 16 px
+    assert "32 px (--train-size) are larger than the 16 px input (the size rule's" in ruled
 
 
 def test_images_that_are_not_where_the_items_say_are_named(run_cli, items_csv, tmp_path):

@@ -96,9 +96,11 @@ def test_sizes_given_in_the_config_win(tmp_path):
 
 def test_views_larger_than_the_input_are_refused(tmp_path):
     files = _colour_files(tmp_path)  # 96 px: the rule picks 64 px on a CPU
-    with pytest.raises(InvalidInput, match="40 px are larger than the 16 px input"):
+    given = r"40 px \(--train-size\) are larger than the 16 px input \(--input-size\)"
+    with pytest.raises(InvalidInput, match=given):
         ImageEncoder(_tiny(input_size=16, train_size=40), device="cpu").resolved_config(files)
-    with pytest.raises(InvalidInput, match="80 px are larger than the 64 px input"):
+    ruled = r"80 px \(--train-size\) are larger than the 64 px input \(the size rule's"
+    with pytest.raises(InvalidInput, match=ruled):
         ImageEncoder(_tiny(train_size=80), device="cpu").resolved_config(files)
 
 

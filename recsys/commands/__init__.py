@@ -51,12 +51,16 @@ class OutPath(click.Path):
 
 
 class Finite(click.FloatRange):
-    """A float option's range without NaN: click's range test lets "nan" through (each
-    comparison with it is false), and `catalog duplicates --threshold nan` found nothing,
-    exit 0, where the service answers 400."""
+    """A float option's range without NaN or ±inf: click's range test lets "nan" through
+    (each comparison with it is false), and `catalog duplicates --threshold nan` found
+    nothing, exit 0, where the service answers 400; an unbounded range lets "inf" through,
+    and `train --half-life-days inf` was a ValueError traceback from the model's config. No
+    option of ours means "no bound" by inf (0 does, where one does)."""
 
     def convert(self, value, param, ctx):
         number = super().convert(value, param, ctx)
         if math.isnan(number):
             self.fail(f"{value!r} is not a number", param, ctx)
+        if math.isinf(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
         return number

@@ -251,6 +251,7 @@ def train_images(settings: Settings, **opts) -> None:
     step with DDP: the effective batch is N x --batch-size, the learning rate N x --lr, and
     an epoch N times fewer steps.
     """
+    _check_sizes(opts["input_size"], opts["train_size"])
     if opts["weights"] is not None:  # before any image is decoded
         from recsys.vision.backbones import read_weights
 
@@ -281,6 +282,19 @@ def train_images(settings: Settings, **opts) -> None:
     )
     if ray is not None:
         click.echo(f"Ray Train start-up and shut-down: {encoder.startup_s_:.1f} s")
+
+
+def _check_sizes(input_size: int | None, train_size: int | None) -> None:
+    """--train-size at most --input-size, before any image is read (the views are crops of
+    the input image; `--train-size 32 --input-size 16` named neither option)."""
+    if input_size and train_size and train_size > input_size:
+        raise click.BadParameter(
+            f"{train_size} is larger than --input-size {input_size}: the training views are "
+            f"crops of the input image, so at most {input_size} px; give a smaller "
+            "--train-size or a larger --input-size, or leave --train-size out (0.7 x the "
+            "input size)",
+            param_hint="'--train-size'",
+        )
 
 
 def _train_encoder(settings: Settings, opts: dict, ray) -> ImageEncoder:

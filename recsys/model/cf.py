@@ -154,6 +154,42 @@ def _decay(interactions: pd.DataFrame, half_life_days: float, now: float | None 
     return np.where(known, 0.5 ** (age_days / half_life_days), 1.0)
 
 
+# A decay below this share of the user's newest event's weight (about 20 half-lives) leaves an
+# event next to nothing in the fit; float32, the confidences' type, drops it outright near
+# 2**-149 (149 half-lives).
+FADED = 1e-6
+
+
+def warn_faded(interactions: pd.DataFrame, config: CFConfig, share: float = 0.1) -> int:
+    """Warn when the time decay leaves over ``share`` of the dated events under ``FADED`` of
+    their user's newest event's weight, naming how many, and the items with none above it
+    (cold to the collaborative model); returns how many faded. `train --half-life-days 1e-9`
+    made 8,303 of MovieLens's 9,066 items cold and halved recall@10, without a word. The
+    decay never leaves no event at all: each user's newest keeps its whole weight."""
+    if not config.half_life_days or interactions.empty:
+        return 0
+    faded = _decay(interactions, config.half_life_days) < FADED  # (n,) undated: never
+    dated = int(interactions["timestamp"].notna().sum())
+    if faded.sum() <= share * dated:
+        return int(faded.sum())
+    items = pd.factorize(interactions["item_id"])[0]
+    kept = np.bincount(items[~faded], minlength=items.max() + 1) > 0  # (items,)
+    log.warning(
+        "the time decay leaves %s of %s dated events (%.0f%%) under %g of their user's newest "
+        "event's weight: %s of %s items have no event above it and are cold to the "
+        "collaborative model; a longer half-life keeps them (--half-life-days, "
+        "CFConfig.half_life_days: %g days; 0 = no decay)",
+        f"{faded.sum():,}",
+        f"{dated:,}",
+        100 * faded.sum() / dated,
+        FADED,
+        f"{np.count_nonzero(~kept):,}",
+        f"{len(kept):,}",
+        config.half_life_days,
+    )
+    return int(faded.sum())
+
+
 def events_after(interactions: pd.DataFrame) -> np.ndarray:
     """(n,) per row, how many of the same user's events come after it (by timestamp; rows of
     one moment in file order)."""

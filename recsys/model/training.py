@@ -41,7 +41,7 @@ from recsys.model.bundle import (
     write_model_files,
     writing_bundles,
 )
-from recsys.model.cf import CFConfig, CollaborativeModel
+from recsys.model.cf import CFConfig, CollaborativeModel, warn_faded
 from recsys.model.config import ImageConfig, TrainConfig, WeightGrid
 from recsys.model.content import (
     Content,
@@ -99,8 +99,8 @@ def left_out_crawlers(data: CatalogData, config: TrainConfig) -> CatalogData:
     if crawlers:
         log.warning(
             "%d user(s) whose events span over %.0f%% of the catalog's %d items (and at least "
-            "%d of them) left out as crawlers, not shoppers: %s (TrainConfig.crawler_share; "
-            "`recsys users erase` removes them for good)",
+            "%d of them) left out as crawlers, not shoppers: %s (--crawler-share, "
+            "TrainConfig.crawler_share; `recsys users erase` removes them for good)",
             len(crawlers),
             100 * config.crawler_share,
             len(data.items),
@@ -150,6 +150,7 @@ def train(
             data = left_out_crawlers(data, config)
             _check_trainable(data)
             _check_event_weights(data, config.cf)
+            warn_faded(data.interactions, config.cf)
         content = Content()
         with stage("images"):
             if ray_address and image_encoder_factory is None:
@@ -220,6 +221,7 @@ def fit_in_memory(
     earlier with ``build_content(data, config)`` is used as it is."""
     config = config or TrainConfig()
     use_gpu = _cuda_wanted(device)
+    warn_faded(data.interactions, config.cf)
     with threadpool_limits(1, "blas"):
         content = content or build_content(data, config, device, False, image_encoder_factory)
         choice = choose_weights(data, content, config, use_gpu)

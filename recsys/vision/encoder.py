@@ -150,7 +150,21 @@ def embed_tensor(
         sink.add(F.normalize(h.float(), dim=1))
         bar.update(len(chunk))
     bar.close()
-    return sink.result()
+    return _finite(sink.result())
+
+
+def _finite(vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` when every one is finite, else ``InvalidInput``: a model from a diverged
+    training (``train-images --lr 1e9``) embedded every image as NaN, and embed-images wrote
+    them as its L2-normalised vectors."""
+    bad = int(np.count_nonzero(~np.isfinite(vectors).all(axis=1)))
+    if bad:
+        raise InvalidInput(
+            f"the image model gives vectors that are not finite numbers for {bad:,} of "
+            f"{len(vectors):,} images, as a model whose training diverged does; train it "
+            "again with a lower --lr (`recsys train-images`)"
+        )
+    return vectors
 
 
 _HELD_FLOATS = 16 * 2**20  # vectors gathered on the GPU per copy back: 64 MB of float32
@@ -330,9 +344,11 @@ class ImageEncoder(TransformerMixin, BaseEstimator):
         if backbone == "auto":
             backbone = backbone_for(input_size, device.type)
         if cfg.train_size is not None and cfg.train_size > input_size:
+            chosen = "--input-size" if cfg.input_size else "the size rule's; --input-size sets it"
             raise InvalidInput(
-                f"training views of {cfg.train_size} px are larger than the {input_size} px "
-                f"input: views are crops of the input image, so at most {input_size} px "
+                f"training views of {cfg.train_size} px (--train-size) are larger than the "
+                f"{input_size} px input ({chosen}): views are crops of the input image, so at "
+                f"most {input_size} px; give a smaller --train-size or a larger --input-size "
                 "(or leave the view size to the size rule)"
             )
         return dataclasses.replace(

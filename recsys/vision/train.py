@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from recsys.errors import InvalidInput
+from recsys.errors import InvalidInput, TrainingDiverged
 from recsys.vision.augment import BatchAugment
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,7 @@ class Trainer:
         self.step = 0
         self.elapsed = 0.0
         self.last_loss = float("nan")
+        self.n_images = 0  # what ``fit`` trains on
         self.cuda = device.type == "cuda"
         self.precision = precision_for(cfg.precision, device.type)
         self.method.to(memory_format=torch.channels_last)
@@ -235,19 +236,47 @@ class Trainer:
         start = (self.step, self.elapsed)
         bar = self._bar(n, show_progress)
         last_ckpt, t0 = time.monotonic(), time.monotonic() - self.elapsed
+        self.n_images = n
         while not self.done(n):
             loss = self.train_step(data)
             self.elapsed = time.monotonic() - t0
             if self.step % 10 == 0 or self.step % (n // bs) == 0 or self.done(n):
                 self.last_loss = float(loss)
+                self.check_loss(self.last_loss)
                 self._report(bar, self.last_loss, n, start, callback)
             if time.monotonic() - last_ckpt > self.cfg.checkpoint_every:
                 self.save_checkpoint()
                 last_ckpt = time.monotonic()
         bar.close()
+        self.check_weights()
         self.save_checkpoint()
         rate = self._rate(n, start)
         return TrainResult(self.step, self.step * bs / n, self.elapsed, rate, self.last_loss)
+
+    def check_loss(self, loss: float) -> None:
+        """``TrainingDiverged`` when the loss is NaN or infinite (``train-images --lr 1e9``
+        went on to save a model whose every vector was NaN, exit 0)."""
+        if not math.isfinite(loss):
+            self._diverged(f"the loss is {loss}")
+
+    def check_weights(self) -> None:
+        """``TrainingDiverged`` when a weight is NaN or infinite: checked before a checkpoint
+        or a model keeps them, as the loss is read only every few steps."""
+        state = self.method.state_dict().values()
+        if not all(torch.isfinite(t).all() for t in state if t.is_floating_point()):
+            self._diverged("the weights are no longer finite numbers")
+
+    def _diverged(self, what: str) -> None:
+        total, cfg = self.total_steps(self.n_images), self.cfg
+        if total is None:
+            where = f"step {self.step} ({self.elapsed:.0f} s of the {cfg.time_budget:g} s budget)"
+        else:
+            epoch = math.ceil(self.step * cfg.epochs / total)
+            where = f"step {self.step} of {total} (epoch {epoch} of {cfg.epochs})"
+        raise TrainingDiverged(
+            f"image training diverged at {where}: {what}; train again with a lower learning "
+            f"rate (--lr) than {cfg.lr:g}; this run's model was not saved"
+        )
 
     def _rate(self, n: int, start: tuple[int, float]) -> float:
         """Source images per second since ``start`` (step, elapsed)."""
@@ -276,6 +305,7 @@ class Trainer:
     def save_checkpoint(self) -> None:
         if self.checkpoint is None:
             return
+        self.check_weights()
         state = {
             "method": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
