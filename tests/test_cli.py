@@ -81,11 +81,15 @@ def test_stats_say_when_the_events_happened_and_which_have_odd_times(run_cli, en
         ("--event-weight", "=4", "=4"),
     ],
 )
-def test_train_refuses_settings_that_would_make_a_broken_model(run_cli, option, value, mentions):
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_train_refuses_settings_that_would_make_a_broken_model(
+    run_cli, command, option, value, mentions
+):
     """Refused before any work, naming the option: not a bundle of untrained factors, a
-    BLAS error, or old events counting exponentially more."""
-    result = run_cli("train", option, value, expect_exit=2)
-    assert mentions in result.output
+    BLAS error, or old events counting exponentially more. `recsys evaluate` takes the same
+    model options and refuses the same values."""
+    result = run_cli(command, option, value, expect_exit=2)
+    assert mentions in result.output and option in result.output
 
 
 def test_bad_settings_and_files_are_one_line_naming_the_fix(run_cli, engine, tmp_path):
@@ -275,6 +279,8 @@ def test_evaluate_refuses_what_it_would_ignore_or_choke_on_before_the_run(
     run_cli("ingest", "items", items, "-q")
     ignored = run_cli("evaluate", "--service", "http://127.0.0.1:1", expect_exit=2)
     assert "--service applies to --replay only" in ignored.output
+    split = run_cli("evaluate", "--write-split", tmp_path / "s", "--factors", "8", expect_exit=2)
+    assert "--factors shapes the model of the offline evaluation; --write-split" in split.output
     labels = run_cli("evaluate", "--labels", items, expect_exit=2)
     assert "lacks column(s) label" in labels.output
     huge = run_cli("evaluate", "--k", "10,100000", expect_exit=2)

@@ -393,3 +393,27 @@ def test_the_curves_legend_stands_beside_the_lines(tmp_path, monkeypatch):
     (legend,) = figure.legends
     box, lines = legend.get_window_extent(), axes.get_window_extent()
     assert axes.get_legend() is None and box.x0 >= lines.x1  # right of the plot, not on it
+
+
+def test_evaluate_scores_the_model_train_builds_with_the_same_options(run_cli, engine, tmp_path):
+    """evaluate had none of train's model options: its fused contender was always the
+    default config's, whatever a bundle was trained with."""
+    from tests.shop_fixture import populate
+
+    populate(engine)
+    options = ("--factors", "2", "--iterations", "1", "--event-weight", "purchase=5")
+    run_cli("evaluate", "--k", "5,10", "--out", tmp_path / "default", "-q")
+    run_cli("evaluate", "--k", "5,10", "--out", tmp_path / "tuned", "-q", *options)
+    default, tuned = (
+        json.loads((only_report(tmp_path / name) / "metrics.json").read_text())
+        for name in ("default", "tuned")
+    )
+    cf = tuned["config"]["fused"]["cf"]
+    assert (cf["factors"], cf["iterations"], cf["event_weights"]) == (2, 1, {"purchase": 5.0})
+    assert default["config"]["fused"]["cf"]["factors"] == 32
+    fused = [m["contenders"]["fused"]["overall"] for m in (default, tuned)]
+    assert fused[0] != fused[1]
+    # the peers keep their own settings
+    assert default["contenders"]["ALS"] == tuned["contenders"]["ALS"]
+    markdown = (only_report(tmp_path / "tuned") / "report.md").read_text()
+    assert "--factors 2 --iterations 1 --event-weight purchase=5.0" in markdown

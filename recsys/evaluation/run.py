@@ -71,13 +71,14 @@ class EvaluationConfig:
     max_cells: int | None = 5 * 10**9
     # Upper bounds of the user segments by training history length: "1-5", "6-20", "21+".
     segments: tuple[int, ...] = (5, 20)
-    # Epochs of the image encoder trained on the catalog's images; None = fused.image's.
-    image_epochs: int | None = None
     # Example similar-items rows in the report, and neighbours per row.
     examples: int = 4
     neighbours_shown: int = 5
-    # The peers and the fused contender (what `recsys train` builds); ``seed`` replaces their
-    # seeds (peers.seed, fused.cf.random_state) and ``image_epochs`` fused.image.epochs.
+    # The peers and the fused contender (what `recsys train` builds with the same config:
+    # the CLI builds both from the same options); ``seed`` replaces their seeds (peers.seed,
+    # fused.cf.random_state). The peers keep their own settings: --factors, --event-weight
+    # and the rest reach the fused contender (and --crawler-share every contender's data,
+    # the image options the image contender too).
     peers: PeerConfig = field(default_factory=PeerConfig)
     fused: TrainConfig = field(default_factory=TrainConfig)
 
@@ -95,10 +96,7 @@ class EvaluationConfig:
                 raise InvalidInput(f"{exc}; give an ISO time such as 2015-01-01") from None
         # Normalised copies of the fields (a frozen dataclass sets them this way once); the
         # caller's nested configs are left as they were.
-        fused = self.fused
-        fused = replace(fused, cf=replace(fused.cf, random_state=self.seed))
-        if self.image_epochs is not None:
-            fused = replace(fused, image=replace(fused.image, epochs=self.image_epochs))
+        fused = replace(self.fused, cf=replace(self.fused.cf, random_state=self.seed))
         object.__setattr__(self, "ks", tuple(sorted(set(self.ks))))
         object.__setattr__(self, "peers", replace(self.peers, seed=self.seed))
         object.__setattr__(self, "fused", fused)
