@@ -129,8 +129,8 @@ def evaluate(settings: Settings, split, holdout, cutoff, ks, seed, out_dir, user
     them side by side and writes OUT/<timestamp>/ with report.md, report.html, metrics.json
     and plots (with a diversity table: MMR λ against recall and variety). The fused model is
     the one `recsys train` builds with the same model options (--model to
-    --image-time-budget). With an active bundle, the fused model's metrics are also
-    recorded in the registry and in the bundle's evaluation.json.
+    --image-time-budget). With an active bundle trained with the same model config, the fused
+    model's metrics are also recorded in the registry and in the bundle's evaluation.json.
 
     \b
     Log replay through the served path (the service's bundle trained on the training part):
@@ -399,4 +399,6 @@ def _echo(result, k: int) -> None:
             )
     if result.bundle:
         click.echo(f"recorded with bundle {result.bundle}")
+    elif result.not_recorded:
+        click.echo(result.not_recorded)
     click.echo(f"report: {result.path / 'report.html'}")

@@ -111,6 +111,8 @@ class EvaluationResult:
     path: Path  # the report directory
     metrics: dict[str, Any]  # what metrics.json holds
     bundle: str | None  # the bundle the summary was recorded with (None: not recorded)
+    # why it was not recorded with the active bundle (None: recorded, or no active bundle)
+    not_recorded: str | None = None
 
 
 def evaluate(
@@ -139,9 +141,9 @@ def evaluate(
             inputs.metrics["images"] = _image_section(data, content, labels, config, inputs)
         inputs.command = command
         path = write_report(Path(out_dir), inputs)
-    bundle = record_with_bundle(engine, active, inputs.metrics, path)
+    recording = record_with_bundle(engine, active, inputs.metrics, path)
     log.info("report written to %s", path)
-    return EvaluationResult(path, inputs.metrics, bundle)
+    return EvaluationResult(path, inputs.metrics, recording.bundle, recording.reason)
 
 
 def _read(engine: Engine, config: EvaluationConfig) -> tuple[CatalogData, int | None]:
