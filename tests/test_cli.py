@@ -41,6 +41,22 @@ def test_every_command_has_help(path):
     assert not bare, f"options without a help text: {bare}"
 
 
+def test_every_seed_is_a_whole_number_from_0(run_cli, engine):
+    """`evaluate --seed -1` ended in numpy's "ValueError: expected non-negative integer"
+    traceback after reading the catalog; `--seed -1 --write-split DIR` went through."""
+    ctx = click.Context(cli)
+    for path in all_commands(cli):
+        command = cli
+        for name in path:
+            command = command.get_command(ctx, name)
+        for param in command.params:
+            if param.name == "seed":
+                assert isinstance(param.type, click.IntRange) and param.type.min == 0, path
+    for args in (["--seed", "-1"], ["--seed", "-1", "--write-split", "split"]):
+        refused = run_cli("evaluate", *args, expect_exit=2)
+        assert "Invalid value for '--seed'" in refused.output, refused.output
+
+
 def test_stats_json_on_an_empty_catalog(run_cli, engine):
     import json
 

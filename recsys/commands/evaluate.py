@@ -58,7 +58,13 @@ def _parse_ks(ctx, param, value: str) -> tuple[int, ...]:
     callback=_parse_ks,
     help="Comma-separated cut-offs.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same numbers.")
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Same seed, same numbers.",
+)
 @click.option(
     "--out",
     "out_dir",

@@ -87,6 +87,8 @@ class EvaluationConfig:
             raise ValueError(f"EvaluationConfig.split {self.split!r} is not one of {SPLITS}")
         if not 0.0 < self.holdout < 1.0:
             raise ValueError(f"EvaluationConfig.holdout {self.holdout} must be in (0, 1)")
+        if self.seed < 0:  # numpy's default_rng refused it mid-run
+            raise ValueError(f"EvaluationConfig.seed {self.seed} must be 0 or more")
         if not self.ks or min(self.ks) < 1:
             raise ValueError(f"EvaluationConfig.ks {self.ks} must be positive cut-offs")
         if self.cutoff is not None:
