@@ -448,3 +448,15 @@ def test_figures_are_recorded_only_with_a_bundle_trained_with_the_evaluated_conf
     assert (recorded["factors"], recorded["iterations"]) == (8, 3)
     on_disk = json.loads((Path(bundle.path) / "evaluation.json").read_text())
     assert on_disk == bundle.metrics["evaluation"]
+
+
+def test_users_past_the_catalogs_users_are_no_sample(run_cli, engine, tmp_path):
+    """`--users 100000` on 671 users said "Restricted to a seeded sample of 100,000 users",
+    and the registry took the run for a sample's."""
+    from tests.shop_fixture import populate
+
+    populate(engine)
+    run_cli("evaluate", "--k", "5,10", "--users", "100000", "--out", tmp_path / "r", "-q")
+    report = only_report(tmp_path / "r")
+    assert json.loads((report / "metrics.json").read_text())["data"]["user_sample"] is None
+    assert "seeded sample" not in (report / "report.md").read_text()

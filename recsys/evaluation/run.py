@@ -162,7 +162,11 @@ def _read(engine: Engine, config: EvaluationConfig) -> tuple[CatalogData, int | 
 
 def _sample_size(n_users: int, n_items: int, config: EvaluationConfig) -> int | None:
     """``config.users``, or when None the users that keep ``max_cells`` ranked cells (None:
-    all of them)."""
+    all of them). ``config.users`` at or above the catalog's users is all of them, no sample
+    (`--users 100000` on 671 users was reported as a "seeded sample of 100,000 users")."""
+    if config.users is not None and config.users >= n_users:
+        log.info("--users %d: the catalog has %d users, all evaluated", config.users, n_users)
+        return None
     if config.users is not None or config.max_cells is None:
         return config.users
     if n_users * n_items <= config.max_cells:
