@@ -95,6 +95,7 @@ def test_stats_say_when_the_events_happened_and_which_have_odd_times(run_cli, en
         ("--event-weight", "purchase=-3", "purchase=-3"),
         ("--event-weight", "purchase=nan", "purchase=nan"),
         ("--event-weight", "=4", "=4"),
+        ("--event-weight", "rating=1e300", "from 0 to 1,000,000"),  # NaN factors in training
     ],
 )
 @pytest.mark.parametrize("command", ["train", "evaluate"])

@@ -155,6 +155,11 @@ def given_model_options(ctx: click.Context) -> list[str]:
 
 
 def parse_event_weights(pairs) -> dict[str, float]:
+    """``EVENT=W`` pairs -> ``{event: W}``, each W a number from 0 to the bound of an event's
+    weight in the HTTP API and ingest (``MAX_WEIGHT``): `--event-weight rating=1e300` failed
+    at training ("NaN encountered in factors") without naming the option."""
+    from recsys.ingest.values import MAX_WEIGHT
+
     weights = {}
     for pair in pairs:
         event, _, value = pair.partition("=")
@@ -162,9 +167,10 @@ def parse_event_weights(pairs) -> dict[str, float]:
             weight = float(value)
         except ValueError:
             weight = math.nan
-        if not event.strip() or not (math.isfinite(weight) and weight >= 0):
+        if not event.strip() or not (math.isfinite(weight) and 0 <= weight <= MAX_WEIGHT):
             raise click.BadParameter(
-                f"{pair!r} is not EVENT=NUMBER with a number >= 0, e.g. purchase=4",
+                f"{pair!r} is not EVENT=NUMBER with a number from 0 to {MAX_WEIGHT:,}, "
+                "e.g. purchase=4",
                 param_hint="--event-weight",
             ) from None
         weights[event.strip()] = weight
