@@ -521,3 +521,16 @@ def test_a_tilde_is_the_home_folder(tmp_path, monkeypatch):
     run("train", "--quiet")
     assert (home / "artifacts" / "bundles").is_dir()
     assert list(here.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["train", "evaluate"])
+def test_the_readmes_cli_reference_names_every_option_of_train_and_evaluate(name):
+    """Its `recsys train` row listed 4 of 17 options."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    reference = readme[readme.index("## CLI reference") : readme.index("## Tests and CI")]
+    command = cli.get_command(click.Context(cli), name)
+    options = [p.opts[0] for p in command.params if isinstance(p, click.Option)]
+    missing = [o for o in options if not re.search(re.escape(o) + r"(?![\w-])", reference)]
+    assert not missing, f"recsys {name} options missing from README's CLI reference: {missing}"
