@@ -82,7 +82,7 @@ def measure(index: VectorIndex, queries: np.ndarray, truth: np.ndarray, k: int, 
 @click.option("--single", default=1_000, show_default=True, help="One-at-a-time queries timed.")
 @click.option("--k", default=10, show_default=True)
 @click.option("--kinds", default="flat,ivf", show_default=True, help="Index kinds to build.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
 def main(**opts) -> None:
     """Build and search the item index on the CPU and on the GPU; print a comparison."""

@@ -254,7 +254,7 @@ def plots(rows: dict[str, dict], out_dir: Path) -> list[Path]:
 @click.option("--data-dir", default=None, help="Folder of the four *-ubyte.gz files.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--outlier-k", type=int, default=None, help="Default: OutlierScorer's (2%).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
     "--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: all]."
 )

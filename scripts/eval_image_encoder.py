@@ -268,7 +268,7 @@ def build_config(opts: dict) -> ImageEncoderConfig:
 @click.option("--hue", type=float, default=None, help="Hue jitter, share of the circle (colour).")
 @click.option("--grayscale", type=float, default=None, help="Probability of a gray view.")
 @click.option("--whiten", type=float, default=None, help="0 = off, 1 = full whitening.")
-@click.option("--seed", type=int, default=None)
+@click.option("--seed", type=click.IntRange(min=0), default=None)
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default=None)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--baselines/--no-baselines", default=True, show_default=True)

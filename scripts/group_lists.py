@@ -23,7 +23,7 @@ from recsys.serving import FeedRequest, home_feed, load_state
 @click.option("-k", "k", type=click.IntRange(1, 100), default=10, show_default=True)
 @click.option("--items", type=click.IntRange(1), default=200, show_default=True)
 @click.option("--users", type=click.IntRange(1), default=200, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 def main(database_url: str, group_by: str, k: int, items: int, users: int, seed: int) -> None:
     """Print one line per surface and grouping: own-group share, distinct groups, top group."""
     engine = connect_current(database_url)

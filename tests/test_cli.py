@@ -41,6 +41,22 @@ def test_every_command_has_help(path):
     assert not bare, f"options without a help text: {bare}"
 
 
+def test_every_seed_is_a_whole_number_from_0(run_cli, engine):
+    """`evaluate --seed -1` ended in numpy's "ValueError: expected non-negative integer"
+    traceback after reading the catalog; `--seed -1 --write-split DIR` went through."""
+    ctx = click.Context(cli)
+    for path in all_commands(cli):
+        command = cli
+        for name in path:
+            command = command.get_command(ctx, name)
+        for param in command.params:
+            if param.name == "seed":
+                assert isinstance(param.type, click.IntRange) and param.type.min == 0, path
+    for args in (["--seed", "-1"], ["--seed", "-1", "--write-split", "split"]):
+        refused = run_cli("evaluate", *args, expect_exit=2)
+        assert "Invalid value for '--seed'" in refused.output, refused.output
+
+
 def test_stats_json_on_an_empty_catalog(run_cli, engine):
     import json
 
@@ -79,13 +95,18 @@ def test_stats_say_when_the_events_happened_and_which_have_odd_times(run_cli, en
         ("--event-weight", "purchase=-3", "purchase=-3"),
         ("--event-weight", "purchase=nan", "purchase=nan"),
         ("--event-weight", "=4", "=4"),
+        ("--event-weight", "rating=1e300", "from 0 to 1,000,000"),  # NaN factors in training
     ],
 )
-def test_train_refuses_settings_that_would_make_a_broken_model(run_cli, option, value, mentions):
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_train_refuses_settings_that_would_make_a_broken_model(
+    run_cli, command, option, value, mentions
+):
     """Refused before any work, naming the option: not a bundle of untrained factors, a
-    BLAS error, or old events counting exponentially more."""
-    result = run_cli("train", option, value, expect_exit=2)
-    assert mentions in result.output
+    BLAS error, or old events counting exponentially more. `recsys evaluate` takes the same
+    model options and refuses the same values."""
+    result = run_cli(command, option, value, expect_exit=2)
+    assert mentions in result.output and option in result.output
 
 
 def finite_options():
@@ -300,6 +321,8 @@ def test_evaluate_refuses_what_it_would_ignore_or_choke_on_before_the_run(
     run_cli("ingest", "items", items, "-q")
     ignored = run_cli("evaluate", "--service", "http://127.0.0.1:1", expect_exit=2)
     assert "--service applies to --replay only" in ignored.output
+    split = run_cli("evaluate", "--write-split", tmp_path / "s", "--factors", "8", expect_exit=2)
+    assert "--factors shapes the model of the offline evaluation; --write-split" in split.output
     labels = run_cli("evaluate", "--labels", items, expect_exit=2)
     assert "lacks column(s) label" in labels.output
     huge = run_cli("evaluate", "--k", "10,100000", expect_exit=2)
@@ -523,3 +546,16 @@ def test_a_tilde_is_the_home_folder(tmp_path, monkeypatch):
     run("train", "--quiet")
     assert (home / "artifacts" / "bundles").is_dir()
     assert list(here.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["train", "evaluate"])
+def test_the_readmes_cli_reference_names_every_option_of_train_and_evaluate(name):
+    """Its `recsys train` row listed 4 of 17 options."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    reference = readme[readme.index("## CLI reference") : readme.index("## Tests and CI")]
+    command = cli.get_command(click.Context(cli), name)
+    options = [p.opts[0] for p in command.params if isinstance(p, click.Option)]
+    missing = [o for o in options if not re.search(re.escape(o) + r"(?![\w-])", reference)]
+    assert not missing, f"recsys {name} options missing from README's CLI reference: {missing}"

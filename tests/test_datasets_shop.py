@@ -177,7 +177,7 @@ def test_help_lists_the_files_and_says_the_shoppers_are_simulated():
 
 
 def test_train_offers_every_image_method():
-    from recsys.commands.train import IMAGE_METHODS
+    from recsys.commands.model_options import IMAGE_METHODS
     from recsys.vision.methods import METHODS
 
     assert IMAGE_METHODS == METHODS

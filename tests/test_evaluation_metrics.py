@@ -281,6 +281,9 @@ def test_big_catalogs_are_evaluated_on_a_user_sample_that_bounds_the_ranked_cell
     assert _sample_size(12, 40, EvaluationConfig(max_cells=5 * 40 + 39)) == 5
     assert "seeded sample of 5 users" in caplog.text
     assert _sample_size(12, 40, EvaluationConfig(users=7, max_cells=40)) == 7  # asked for
+    # as many users as the catalog has, or more, is all of them: no sample
+    assert _sample_size(12, 40, EvaluationConfig(users=12)) is None
+    assert _sample_size(12, 40, EvaluationConfig(users=100_000, max_cells=40)) is None
     assert _sample_size(12, 40, EvaluationConfig(max_cells=None)) is None  # --all-users
     assert _sample_size(12, 40, EvaluationConfig(max_cells=1)) == 1
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -209,11 +210,11 @@ def test_a_sample_keeps_a_full_record_and_a_training_mid_run_gets_none(
 
     assert recorded(version)["user_sample"] == 30 and recorded("later") is None
     full = {**result.metrics, "data": {**result.metrics["data"], "user_sample": None}}
-    assert record_with_bundle(engine, version, full, result.path) == version  # on all users
+    assert record_with_bundle(engine, version, full, result.path).bundle == version  # all users
     activate_bundle(engine, version)
     output = recsys(url, "evaluate", "--k", "10", "--users", "20", "--out", tmp_path / "s")
-    assert "recorded with bundle" not in output
-    assert f"bundle {version} keeps its evaluation on all users" in caplog.text
+    assert not any(line.startswith("recorded with bundle") for line in output.splitlines())
+    assert f"not recorded with bundle {version}: it keeps its evaluation on all users" in output
     assert recorded(version)["user_sample"] is None
     on_disk = json.loads((tmp_path / path / "evaluation.json").read_text())
     assert on_disk["user_sample"] is None
@@ -393,3 +394,69 @@ def test_the_curves_legend_stands_beside_the_lines(tmp_path, monkeypatch):
     (legend,) = figure.legends
     box, lines = legend.get_window_extent(), axes.get_window_extent()
     assert axes.get_legend() is None and box.x0 >= lines.x1  # right of the plot, not on it
+
+
+def test_evaluate_scores_the_model_train_builds_with_the_same_options(run_cli, engine, tmp_path):
+    """evaluate had none of train's model options: its fused contender was always the
+    default config's, whatever a bundle was trained with."""
+    from tests.shop_fixture import populate
+
+    populate(engine)
+    options = ("--factors", "2", "--iterations", "1", "--event-weight", "purchase=5")
+    run_cli("evaluate", "--k", "5,10", "--out", tmp_path / "default", "-q")
+    run_cli("evaluate", "--k", "5,10", "--out", tmp_path / "tuned", "-q", *options)
+    default, tuned = (
+        json.loads((only_report(tmp_path / name) / "metrics.json").read_text())
+        for name in ("default", "tuned")
+    )
+    cf = tuned["config"]["fused"]["cf"]
+    assert (cf["factors"], cf["iterations"], cf["event_weights"]) == (2, 1, {"purchase": 5.0})
+    assert default["config"]["fused"]["cf"]["factors"] == 32
+    fused = [m["contenders"]["fused"]["overall"] for m in (default, tuned)]
+    assert fused[0] != fused[1]
+    # the peers keep their own settings
+    assert default["contenders"]["ALS"] == tuned["contenders"]["ALS"]
+    markdown = (only_report(tmp_path / "tuned") / "report.md").read_text()
+    assert "--factors 2 --iterations 1 --event-weight purchase=5.0" in markdown
+
+
+def test_figures_are_recorded_only_with_a_bundle_trained_with_the_evaluated_config(
+    run_cli, engine, tmp_path
+):
+    """`train --factors 8 --iterations 3`, then `evaluate`: "recorded with bundle V" while
+    metrics.json said factors 32, iterations 15."""
+    from tests.shop_fixture import populate
+
+    populate(engine)
+    options = ("--factors", "8", "--iterations", "3")
+    art = ("--artifacts-dir", tmp_path / "art")
+    version = json.loads(run_cli(*art, "train", "-q", "--json", *options).stdout)["version"]
+    default = run_cli(*art, "evaluate", "--k", "5,10", "--out", tmp_path / "d", "-q").output
+    said = (
+        f"not recorded with bundle {version}: it was trained with cf.factors 8, "
+        "cf.iterations 3 (this evaluation: 32, 15)"
+    )
+    assert said in default and "recorded with bundle" not in default.replace(said, "")
+    with Session(engine) as session:
+        bundle = session.scalars(select(ModelBundle).where(ModelBundle.is_active)).one()
+    assert "evaluation" not in bundle.metrics
+    same = run_cli(*art, "evaluate", "--k", "5,10", "--out", tmp_path / "s", "-q", *options)
+    assert f"recorded with bundle {version}" in same.output
+    with Session(engine) as session:
+        bundle = session.scalars(select(ModelBundle).where(ModelBundle.is_active)).one()
+    recorded = bundle.metrics["evaluation"]["config"]["cf"]
+    assert (recorded["factors"], recorded["iterations"]) == (8, 3)
+    on_disk = json.loads((Path(bundle.path) / "evaluation.json").read_text())
+    assert on_disk == bundle.metrics["evaluation"]
+
+
+def test_users_past_the_catalogs_users_are_no_sample(run_cli, engine, tmp_path):
+    """`--users 100000` on 671 users said "Restricted to a seeded sample of 100,000 users",
+    and the registry took the run for a sample's."""
+    from tests.shop_fixture import populate
+
+    populate(engine)
+    run_cli("evaluate", "--k", "5,10", "--users", "100000", "--out", tmp_path / "r", "-q")
+    report = only_report(tmp_path / "r")
+    assert json.loads((report / "metrics.json").read_text())["data"]["user_sample"] is None
+    assert "seeded sample" not in (report / "report.md").read_text()

@@ -565,7 +565,7 @@ def outliers(settings: Settings, **opts) -> None:
 )
 @click.option(
     "--seed",
-    type=int,
+    type=click.IntRange(min=0),
     default=0,
     show_default=True,
     help="Seed of the k-means restarts (and of the sample that chooses k).",

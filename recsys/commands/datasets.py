@@ -74,7 +74,7 @@ _APPLIES_TO = {
 )
 @click.option(
     "--seed",
-    type=int,
+    type=click.IntRange(min=0),
     help="fashion-shop, synthetic-shop: random seed; same seed, same files (default: 0).",
 )
 @click.option(

@@ -9,6 +9,13 @@ import click
 
 from recsys.catalog.db import connect_current
 from recsys.commands import Finite, OutPath, bars
+from recsys.commands.model_options import (
+    MODEL_OPTIONS,
+    given_model_options,
+    model_args,
+    model_options,
+    train_config,
+)
 from recsys.model.split import SPLITS
 from recsys.settings import Settings
 
@@ -51,7 +58,13 @@ def _parse_ks(ctx, param, value: str) -> tuple[int, ...]:
     callback=_parse_ks,
     help="Comma-separated cut-offs.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same numbers.")
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Same seed, same numbers.",
+)
 @click.option(
     "--out",
     "out_dir",
@@ -76,11 +89,6 @@ def _parse_ks(ctx, param, value: str) -> tuple[int, ...]:
     "--labels",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Item labels (e.g. Fashion-MNIST's labels.csv) to score the image vectors with.",
-)
-@click.option(
-    "--image-epochs",
-    type=click.IntRange(min=1),
-    help="Epochs of the image encoder trained on the catalog's images [default: its own].",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @click.option(
@@ -117,6 +125,7 @@ def _parse_ks(ctx, param, value: str) -> tuple[int, ...]:
     type=Finite(0, 1),
     help="--replay: MMR λ sent with every request [default: the service's].",
 )
+@model_options
 @click.pass_obj
 def evaluate(settings: Settings, split, holdout, cutoff, ks, seed, out_dir, users, **options):
     """Compare the fused model with popularity, item-kNN, ALS, BPR, EASE^R, RP3beta and
@@ -124,9 +133,10 @@ def evaluate(settings: Settings, split, holdout, cutoff, ks, seed, out_dir, user
 
     Splits the catalog's interactions, trains every contender on the training part, scores
     them side by side and writes OUT/<timestamp>/ with report.md, report.html, metrics.json
-    and plots (with a diversity table: MMR λ against recall and variety). With an active
-    bundle, the fused model's metrics are also recorded in the registry and in the bundle's
-    evaluation.json.
+    and plots (with a diversity table: MMR λ against recall and variety). The fused model is
+    the one `recsys train` builds with the same model options (--model to
+    --image-time-budget). With an active bundle trained with the same model config, the fused
+    model's metrics are also recorded in the registry and in the bundle's evaluation.json.
 
     \b
     Log replay through the served path (the service's bundle trained on the training part):
@@ -135,6 +145,7 @@ def evaluate(settings: Settings, split, holdout, cutoff, ks, seed, out_dir, user
     """
     from recsys.evaluation import EvaluationConfig
 
+    model = {name: options.pop(name) for name in MODEL_OPTIONS}
     if cutoff and split != "time-cutoff":
         raise click.UsageError("--cutoff applies to --split time-cutoff only")
     if users and options["all_users"]:
@@ -145,6 +156,15 @@ def evaluate(settings: Settings, split, holdout, cutoff, ks, seed, out_dir, user
         names = ", ".join("--" + name.replace("_", "-") for name in given)
         verb = "applies" if len(given) == 1 else "apply"
         raise click.UsageError(f"{names} {verb} to --replay only")
+    given = given_model_options(click.get_current_context())
+    steps = [name for name in ("split_dir", "replay") if options[name]]
+    if given and steps:  # neither trains a model: they were dropped unsaid
+        names = ", ".join(given)
+        step = "--write-split" if steps[0] == "split_dir" else "--replay"
+        verb = "shapes" if len(given) == 1 else "shape"
+        raise click.UsageError(
+            f"{names} {verb} the model of the offline evaluation; {step} trains none"
+        )
     if options["labels"] is not None:  # before the evaluation, not after it
         from recsys.evaluation.images import read_labels
 
@@ -157,7 +177,7 @@ def evaluate(settings: Settings, split, holdout, cutoff, ks, seed, out_dir, user
         seed=seed,
         users=users,
         max_cells=None if options["all_users"] else EvaluationConfig.max_cells,
-        image_epochs=options["image_epochs"],
+        fused=train_config(model),
     )
     if options["split_dir"] and options["replay"]:  # one ran, the other was dropped unsaid
         raise click.UsageError(
@@ -313,9 +333,7 @@ def _command(config, out_dir: Path, labels: Path | None) -> str:
         parts.append("--all-users")
     if labels:
         parts.append(f"--labels {labels}")
-    if config.image_epochs:
-        parts.append(f"--image-epochs {config.image_epochs}")
-    return " ".join(parts)
+    return " ".join([*parts, *model_args(config.fused)])
 
 
 def _figure(value, width: int) -> str:
@@ -387,4 +405,6 @@ def _echo(result, k: int) -> None:
             )
     if result.bundle:
         click.echo(f"recorded with bundle {result.bundle}")
+    elif result.not_recorded:
+        click.echo(result.not_recorded)
     click.echo(f"report: {result.path / 'report.html'}")

@@ -224,7 +224,7 @@ def _config(opts: dict) -> ImageEncoderConfig:
 )
 @click.option(
     "--seed",
-    type=int,
+    type=click.IntRange(min=0),
     default=0,
     show_default=True,
     help="Seed of the initial weights and the augmentations.",

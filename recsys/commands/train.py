@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 
 import click
 
 from recsys.catalog.db import connect_current
 from recsys.commands import Finite, bars
+from recsys.commands.model_options import model_options, train_config
 from recsys.settings import Settings
-
-# recsys.vision.methods.METHODS, not imported here: it loads torch.
-IMAGE_METHODS = ("simclr", "byol", "dino")
 
 
 def _ids(_ctx, _param, values) -> tuple[str, ...]:
@@ -27,23 +24,7 @@ def _ids(_ctx, _param, values) -> tuple[str, ...]:
 
 
 @click.command("train")
-@click.option(
-    "--model",
-    type=click.Choice(["als", "bpr"]),
-    default="als",
-    show_default=True,
-    help="Collaborative model.",
-)
-@click.option(
-    "--factors",
-    type=click.IntRange(min=1),
-    default=32,
-    show_default=True,
-    help="CF latent factors.",
-)
-@click.option(
-    "--iterations", type=click.IntRange(min=1), default=15, show_default=True, help="CF iterations."
-)
+@model_options
 @click.option(
     "--index",
     "index_kind",
@@ -51,40 +32,6 @@ def _ids(_ctx, _param, values) -> tuple[str, ...]:
     default="auto",
     show_default=True,
     help="FAISS index (auto: exact when small).",
-)
-@click.option(
-    "--event-weight",
-    "event_weights",
-    multiple=True,
-    metavar="EVENT=W",
-    help="Confidence multiplier of an event type, e.g. purchase=4 (repeatable).",
-)
-@click.option(
-    "--half-life-days",
-    type=Finite(min=0),
-    default=180.0,
-    show_default=True,
-    help="Older events of a user count half every this many days; 0 = no decay.",
-)
-@click.option(
-    "--image-method",
-    type=click.Choice(IMAGE_METHODS),
-    default="simclr",
-    show_default=True,
-    help="Self-supervised method of the image encoder (when items have images).",
-)
-@click.option(
-    "--image-epochs",
-    type=click.IntRange(min=1),
-    default=5,
-    show_default=True,
-    help="Image encoder epochs; 10,000 small photos take 15-20 s each on 2 CPU cores.",
-)
-@click.option(
-    "--image-time-budget",
-    type=Finite(min=0, min_open=True),
-    metavar="SECONDS",
-    help="Train the image encoder for this long instead of --image-epochs.",
 )
 @click.option(
     "--neighbours",
@@ -116,14 +63,6 @@ def _ids(_ctx, _param, values) -> tuple[str, ...]:
     "conjugate-gradient steps per row, on the executors), exact (implicit's objective, each "
     "step solved exactly) or mllib (MLlib's ALS: its own objective, implicit's settings mapped).",
 )
-@click.option(
-    "--crawler-share",
-    type=Finite(0, 1, max_open=True),
-    default=0.5,
-    show_default=True,
-    help="Leave out users whose events span more than this share of the catalog (and at "
-    "least 1,000 items) as crawlers; 0 keeps every user.",
-)
 @click.option("--no-activate", is_flag=True, help="Register the bundle without activating it.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option(
@@ -135,47 +74,31 @@ def _ids(_ctx, _param, values) -> tuple[str, ...]:
 @click.pass_obj
 def train(
     settings: Settings,
-    model,
-    factors,
-    iterations,
     index_kind,
-    event_weights,
-    half_life_days,
-    image_method,
-    image_epochs,
-    image_time_budget,
     neighbours,
     events,
     cf_engine,
     spark_solver,
-    crawler_share,
     no_activate,
     quiet,
     as_json,
+    **model,
 ):
-    """Train on the catalog and register a new active model bundle."""
-    from recsys.model.cf import CFConfig
-    from recsys.model.config import ImageConfig, TrainConfig
+    """Train on the catalog and register a new active model bundle.
+
+    The model options (--model to --image-time-budget) are `recsys evaluate`'s too: an
+    evaluation with the same ones scores the model this builds."""
     from recsys.model.index import IndexConfig
     from recsys.model.training import train as run_training
 
-    if cf_engine == "spark" and model != "als":
+    if cf_engine == "spark" and model["model"] != "als":
         raise click.BadParameter("MLlib has no BPR; use --model als", param_hint="--cf-engine")
-    cf = CFConfig(
-        model=model,
-        factors=factors,
-        iterations=iterations,
-        event_weights=_parse_event_weights(event_weights),
-        half_life_days=half_life_days or None,
+    config = train_config(
+        model,
         engine=cf_engine,
         spark_solver=spark_solver,
-    )
-    config = TrainConfig(
-        cf=cf,
         index=IndexConfig(kind=index_kind),
-        image=ImageConfig(method=image_method, epochs=image_epochs, time_budget=image_time_budget),
         neighbours=neighbours,
-        crawler_share=crawler_share,
         activate=not no_activate,
     )
     if cf_engine == "spark":  # started first: a missing Java fails before any work
@@ -239,23 +162,6 @@ def train(
                 )
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
-
-
-def _parse_event_weights(pairs) -> dict[str, float]:
-    weights = {}
-    for pair in pairs:
-        event, _, value = pair.partition("=")
-        try:
-            weight = float(value)
-        except ValueError:
-            weight = math.nan
-        if not event.strip() or not (math.isfinite(weight) and weight >= 0):
-            raise click.BadParameter(
-                f"{pair!r} is not EVENT=NUMBER with a number >= 0, e.g. purchase=4",
-                param_hint="--event-weight",
-            ) from None
-        weights[event.strip()] = weight
-    return weights
 
 
 def _diversity_option(command):

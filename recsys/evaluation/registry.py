@@ -8,7 +8,10 @@ a model file, is not listed, and so never fails that check. Both hold the latest
 of the bundle on all users, else its latest on a user sample.
 
 The evaluated fused model is trained on the split's training part with the same code and
-configuration as `recsys train`; the bundle itself was trained on all interactions.
+configuration as `recsys train`; the bundle itself was trained on all interactions. The
+figures are recorded with the bundle only when the evaluated config shapes the same model as
+the one in the bundle's manifest (``recsys.model.config.model_shaping``: every field but how
+the bundle is served and the seed); the record holds that summary as ``config``.
 """
 
 from __future__ import annotations
@@ -17,13 +20,17 @@ import json
 import logging
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from recsys.catalog.models import ModelBundle
+from recsys.errors import InvalidBundle
 from recsys.files import as_if_plain
+from recsys.model.bundle import read_manifest
+from recsys.model.config import model_shaping, shaping_differences
 
 log = logging.getLogger(__name__)
 
@@ -49,41 +56,84 @@ def summary(metrics: dict, report: Path) -> dict:
     return out
 
 
+@dataclass(frozen=True)
+class Recording:
+    """Where an evaluation's summary was recorded: ``bundle`` (None: not recorded), and when
+    there was an active bundle it was not recorded with, ``reason`` (said by the CLI)."""
+
+    bundle: str | None
+    reason: str | None = None
+
+
 def record_with_bundle(engine: Engine, version: str | None, metrics: dict, report: Path):
     """Add the summary to bundle ``version``'s registry row and directory: the bundle active
     when the evaluation read its data (a `recsys train` finishing mid-run had the result land
-    on the new bundle). Its version, or None when it was not recorded: no bundle, or a run on
-    a user sample where the bundle holds a run on all users (`--users 20` replaced it)."""
+    on the new bundle) -> a ``Recording``. Not recorded: no bundle; a bundle trained with
+    another model config than the evaluated one (`recsys train --factors 8` had the figures
+    of the default 32 factors); or a run on a user sample where the bundle holds a run on all
+    users (`--users 20` replaced it)."""
     if version is None:
         log.info("no active bundle: the evaluation is recorded in the report only")
-        return None
+        return Recording(None)
     record = summary(metrics, report)
+    evaluated = model_shaping(metrics["config"]["fused"])
+    record["config"] = evaluated
+    with Session(engine) as session:
+        bundle = session.scalars(select(ModelBundle).where(ModelBundle.version == version)).first()
+        path = None if bundle is None else Path(bundle.path)
+        earlier = None if bundle is None else (bundle.metrics or {}).get("evaluation")
+    if path is None:
+        return _not_recorded(version, "it is gone")
+    if why := _trained_otherwise(path, evaluated):
+        return _not_recorded(version, why)
+    if record["user_sample"] and earlier and not earlier.get("user_sample"):
+        return _not_recorded(
+            version,
+            f"it keeps its evaluation on all users ({earlier['report']}): this run scored a "
+            f"sample of {record['user_sample']} users, whose figures are not comparable "
+            "(--all-users to replace it)",
+        )
     with Session(engine) as session, session.begin():
         bundle = session.scalars(select(ModelBundle).where(ModelBundle.version == version)).first()
         if bundle is None:
-            log.warning("bundle %s is gone: the evaluation is in the report only", version)
-            return None
-        earlier = (bundle.metrics or {}).get("evaluation")
-        if record["user_sample"] and earlier and not earlier.get("user_sample"):
-            log.warning(
-                "bundle %s keeps its evaluation on all users (%s): this run scored a sample of "
-                "%d users, whose figures are not comparable (--all-users to replace it)",
-                version,
-                earlier["report"],
-                record["user_sample"],
-            )
-            return None
+            return _not_recorded(version, "it is gone")
         merged = {**(bundle.metrics or {}), "evaluation": record}
         session.execute(
             update(ModelBundle).where(ModelBundle.id == bundle.id).values(metrics=merged)
         )
-        path = Path(bundle.path)
     if path.is_dir():
         _write_atomic(path / EVALUATION_FILE, json.dumps(record, indent=2))
     else:
         log.warning("bundle %s has no directory at %s; registry row updated only", version, path)
     log.info("evaluation recorded with bundle %s", version)
-    return version
+    return Recording(version)
+
+
+def _trained_otherwise(path: Path, evaluated: dict) -> str | None:
+    """Why bundle ``path`` is not the evaluated model's (None: the same model config)."""
+    try:
+        manifest = read_manifest(path, verify=False)
+    except InvalidBundle as exc:
+        return f"its manifest cannot be read to compare configs ({exc})"
+    differences = shaping_differences(model_shaping(manifest.get("config") or {}), evaluated)
+    if not differences:
+        return None
+    trained = ", ".join(f"{name} {_shown(a)}" for name, (a, _) in differences.items())
+    this = ", ".join(_shown(b) for _, b in differences.values())
+    return (
+        f"it was trained with {trained} (this evaluation: {this}); evaluate with the options it "
+        "was trained with to record the figures with it"
+    )
+
+
+def _shown(value) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _not_recorded(version: str, why: str) -> Recording:
+    reason = f"not recorded with bundle {version}: {why}"
+    log.info("%s; the evaluation is in the report only", reason)
+    return Recording(None, reason)
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -71,13 +71,14 @@ class EvaluationConfig:
     max_cells: int | None = 5 * 10**9
     # Upper bounds of the user segments by training history length: "1-5", "6-20", "21+".
     segments: tuple[int, ...] = (5, 20)
-    # Epochs of the image encoder trained on the catalog's images; None = fused.image's.
-    image_epochs: int | None = None
     # Example similar-items rows in the report, and neighbours per row.
     examples: int = 4
     neighbours_shown: int = 5
-    # The peers and the fused contender (what `recsys train` builds); ``seed`` replaces their
-    # seeds (peers.seed, fused.cf.random_state) and ``image_epochs`` fused.image.epochs.
+    # The peers and the fused contender (what `recsys train` builds with the same config:
+    # the CLI builds both from the same options); ``seed`` replaces their seeds (peers.seed,
+    # fused.cf.random_state). The peers keep their own settings: --factors, --event-weight
+    # and the rest reach the fused contender (and --crawler-share every contender's data,
+    # the image options the image contender too).
     peers: PeerConfig = field(default_factory=PeerConfig)
     fused: TrainConfig = field(default_factory=TrainConfig)
 
@@ -86,6 +87,8 @@ class EvaluationConfig:
             raise ValueError(f"EvaluationConfig.split {self.split!r} is not one of {SPLITS}")
         if not 0.0 < self.holdout < 1.0:
             raise ValueError(f"EvaluationConfig.holdout {self.holdout} must be in (0, 1)")
+        if self.seed < 0:  # numpy's default_rng refused it mid-run
+            raise ValueError(f"EvaluationConfig.seed {self.seed} must be 0 or more")
         if not self.ks or min(self.ks) < 1:
             raise ValueError(f"EvaluationConfig.ks {self.ks} must be positive cut-offs")
         if self.cutoff is not None:
@@ -95,10 +98,7 @@ class EvaluationConfig:
                 raise InvalidInput(f"{exc}; give an ISO time such as 2015-01-01") from None
         # Normalised copies of the fields (a frozen dataclass sets them this way once); the
         # caller's nested configs are left as they were.
-        fused = self.fused
-        fused = replace(fused, cf=replace(fused.cf, random_state=self.seed))
-        if self.image_epochs is not None:
-            fused = replace(fused, image=replace(fused.image, epochs=self.image_epochs))
+        fused = replace(self.fused, cf=replace(self.fused.cf, random_state=self.seed))
         object.__setattr__(self, "ks", tuple(sorted(set(self.ks))))
         object.__setattr__(self, "peers", replace(self.peers, seed=self.seed))
         object.__setattr__(self, "fused", fused)
@@ -113,6 +113,8 @@ class EvaluationResult:
     path: Path  # the report directory
     metrics: dict[str, Any]  # what metrics.json holds
     bundle: str | None  # the bundle the summary was recorded with (None: not recorded)
+    # why it was not recorded with the active bundle (None: recorded, or no active bundle)
+    not_recorded: str | None = None
 
 
 def evaluate(
@@ -141,9 +143,9 @@ def evaluate(
             inputs.metrics["images"] = _image_section(data, content, labels, config, inputs)
         inputs.command = command
         path = write_report(Path(out_dir), inputs)
-    bundle = record_with_bundle(engine, active, inputs.metrics, path)
+    recording = record_with_bundle(engine, active, inputs.metrics, path)
     log.info("report written to %s", path)
-    return EvaluationResult(path, inputs.metrics, bundle)
+    return EvaluationResult(path, inputs.metrics, recording.bundle, recording.reason)
 
 
 def _read(engine: Engine, config: EvaluationConfig) -> tuple[CatalogData, int | None]:
@@ -160,7 +162,11 @@ def _read(engine: Engine, config: EvaluationConfig) -> tuple[CatalogData, int | 
 
 def _sample_size(n_users: int, n_items: int, config: EvaluationConfig) -> int | None:
     """``config.users``, or when None the users that keep ``max_cells`` ranked cells (None:
-    all of them)."""
+    all of them). ``config.users`` at or above the catalog's users is all of them, no sample
+    (`--users 100000` on 671 users was reported as a "seeded sample of 100,000 users")."""
+    if config.users is not None and config.users >= n_users:
+        log.info("--users %d: the catalog has %d users, all evaluated", config.users, n_users)
+        return None
     if config.users is not None or config.max_cells is None:
         return config.users
     if n_users * n_items <= config.max_cells:

@@ -7,6 +7,7 @@ device it ran on) is returned in the fit's result and saved in the bundle manife
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -165,3 +166,64 @@ def from_dict(cls: type[C], values: dict[str, Any]) -> C:
     such as the device fields that moved into fit results)."""
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in values.items() if k in names})
+
+
+# What a TrainConfig holds that does not shape the model's figures: how a bundle is served
+# (its index, its neighbour table, whether it is made active), and of the collaborative
+# model the seed (an evaluation seeds its own) and where ALS runs (the Spark engine's "cg"
+# and "exact" solvers fit implicit's objective; "mllib", its own, counts as a model shape).
+NOT_SHAPING = ("index", "neighbours", "activate")
+CF_NOT_SHAPING = ("random_state", "engine", "spark_solver")
+
+
+def model_shaping(config: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a TrainConfig that shape the model, as JSON values, from the config as
+    ``dataclasses.asdict`` gives it or a bundle's manifest holds it: every field but
+    ``NOT_SHAPING`` and the cf's ``CF_NOT_SHAPING`` (with the cf's ``objective``, "mllib"
+    or "implicit", instead), and the image's ``epochs`` only without a ``time_budget``. A
+    field an older manifest lacks takes today's default, as ``from_dict`` gives it."""
+    shaped = _overlay(TrainConfig(), _as_json(config))
+    for name in NOT_SHAPING:
+        shaped.pop(name, None)
+    cf = shaped["cf"]
+    mllib = cf.get("engine") == "spark" and cf.get("spark_solver") == "mllib"
+    for name in CF_NOT_SHAPING:
+        cf.pop(name, None)
+    cf["objective"] = "mllib" if mllib else "implicit"
+    if shaped["image"].get("time_budget") is not None:
+        shaped["image"].pop("epochs", None)
+    return shaped
+
+
+def shaping_differences(trained: dict[str, Any], evaluated: dict[str, Any]) -> dict[str, tuple]:
+    """``{dotted field: (trained value, evaluated value)}`` where two ``model_shaping``
+    summaries differ, e.g. ``{"cf.factors": (8, 32)}``."""
+    differences = {}
+    for name in sorted(set(trained) | set(evaluated)):
+        a, b = trained.get(name), evaluated.get(name)
+        if isinstance(a, dict) and isinstance(b, dict) and name != "event_weights":
+            inner = shaping_differences(a, b)
+            differences.update({f"{name}.{key}": pair for key, pair in inner.items()})
+        elif a != b:
+            differences[name] = (a, b)
+    return differences
+
+
+def _as_json(values: Any) -> Any:
+    """``values`` as a JSON round trip gives them (tuples as lists), as a manifest holds them."""
+    return json.loads(json.dumps(values, default=str))
+
+
+def _overlay(default: Any, given: Any) -> dict[str, Any]:
+    """The fields of config ``default`` (a dataclass) as JSON values, each replaced by the
+    one ``given`` (a dict) holds, nested configs field by field (a mapping field, such as
+    ``event_weights``, whole)."""
+    given = given if isinstance(given, dict) else {}
+    out = {}
+    for f in dataclasses.fields(default):
+        value = getattr(default, f.name)
+        if dataclasses.is_dataclass(value):
+            out[f.name] = _overlay(value, given.get(f.name))
+        else:
+            out[f.name] = given.get(f.name, _as_json(value))
+    return out
