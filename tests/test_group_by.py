@@ -7,28 +7,20 @@ from __future__ import annotations
 
 import pytest
 
-from recsys.catalog import connect, migrate
+from recsys.catalog import connect
 from recsys.errors import UnknownFilter
 from recsys.model.bundle import load_active
 from recsys.model.recommender import one_per_group
-from recsys.model.training import train
 from recsys.settings import Settings
 from services.app import create_app
-from tests.shop_fixture import populate, train_config
+from tests.shop_fixture import build_shop
 
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory):
     """The toy shop without images, trained: (database URL, artifacts). Its brand has two
     values (a-brand: comedies, b-brand: dramas)."""
-    root = tmp_path_factory.mktemp("group_by")
-    url = f"sqlite:///{root / 'shop.db'}"
-    engine = connect(url)
-    migrate.upgrade(engine)
-    populate(engine)
-    train(engine, root / "artifacts", train_config(), "cpu")
-    engine.dispose()
-    return url, root / "artifacts"
+    return build_shop(tmp_path_factory.mktemp("group_by"), photos=False)
 
 
 def brands(ids):

@@ -176,21 +176,19 @@ def _finish(report: IngestReport, as_json: bool, hint: str | None = None) -> Non
     if not report.accepted and not report.total_rejected:
         click.echo(f"warning: {report.path.name} holds no rows, only its header", err=True)
     if report.cleared:
-        named = ", ".join(report.first_cleared)
-        more = " ..." if report.cleared > len(report.first_cleared) else ""
+        named = _first_of(report.cleared, report.first_cleared)
         click.echo(
             f"warning: {report.cleared} updated items lost their title, photo or attributes "
-            f"({named}{more}): a row replaces its item's whole row; give every column, not "
+            f"({named}): a row replaces its item's whole row; give every column, not "
             "only the changed ones (PATCH /v1/items/<id> changes some fields of one item); "
             "ingesting their full rows again restores them",
             err=True,
         )
     if report.revived:
-        named = ", ".join(report.first_revived)
-        more = " ..." if report.revived > len(report.first_revived) else ""
+        named = _first_of(report.revived, report.first_revived)
         click.echo(
             f"warning: {report.revived} new items had been removed from the catalog before "
-            f"({named}{more}; the item change log remembers removals until `recsys db "
+            f"({named}; the item change log remembers removals until `recsys db "
             "prune-changes`): this file listed them again. If it is older than the removals, "
             "remove them again (DELETE /v1/items/<id>)",
             err=True,
@@ -199,3 +197,8 @@ def _finish(report: IngestReport, as_json: bool, hint: str | None = None) -> Non
         click.echo(hint, err=True)
     if report.total_rejected:
         raise SystemExit(1)
+
+
+def _first_of(count: int, first: list[str]) -> str:
+    """The first ids of ``count`` a warning names, "..." after them when there are more."""
+    return ", ".join(first) + (" ..." if count > len(first) else "")
