@@ -228,14 +228,25 @@ def rank_for_user(user_id: str, body: RankRequest) -> dict:
 
 
 def _group_by(ctx, state, asked: str | None) -> str | None:
-    """The attribute an answer groups by: the request's ``group_by`` ("" for none), else the
-    server's (RECSYS_GROUP_BY); a 400 naming it when the model cannot group by it."""
-    name = ctx.settings.group_by if asked is None else asked
+    """The attribute an answer groups by: the request's ``group_by`` ("" for none; a 400
+    naming it when the model cannot group by it), else the server's (RECSYS_GROUP_BY). A
+    server's setting the served bundle cannot group by is logged once per bundle and left
+    out: every list was a 400 blamed on clients that sent nothing, while /readyz said ready."""
+    if asked is None:
+        try:
+            return state.recommender.check_group_by(ctx.settings.group_by)
+        except InvalidInput as exc:
+            if state.version not in _GROUP_REFUSED:
+                _GROUP_REFUSED.add(state.version)
+                log.warning("RECSYS_GROUP_BY is left out for model %s: %s", state.version, exc)
+            return None
     try:
-        return state.recommender.check_group_by(name)
+        return state.recommender.check_group_by(asked)
     except InvalidInput as exc:
-        hint = "" if asked is not None else " (RECSYS_GROUP_BY)"
-        raise bad_parameter("group_by", f"{exc}{hint}") from None
+        raise bad_parameter("group_by", str(exc)) from None
+
+
+_GROUP_REFUSED: set[str] = set()  # bundle versions whose RECSYS_GROUP_BY was logged
 
 
 def _new_items(new_items: int, k: int) -> int:

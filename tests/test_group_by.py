@@ -63,7 +63,7 @@ def test_feeds_list_one_item_per_group_and_leave_out_seen_groups(shop):
 
 def test_a_group_by_the_model_cannot_group_by_is_refused_naming_the_ones_it_can(shop):
     recommender = load_active(connect(shop[0]))
-    for name, why in (("genres", "several"), ("colour", "no such")):
+    for name, why in (("genres", "several"), ("colour", "no categorical attribute")):
         with pytest.raises(UnknownFilter, match=why) as raised:
             recommender.similar_items(["a1"], k=3, group_by=name)
         assert "brand" in str(raised.value)
@@ -88,3 +88,18 @@ def test_the_api_groups_by_the_request_or_the_servers_setting(shop):
     refused = client.get("/v1/items/a1/similar?group_by=genres")
     assert refused.status_code == 400
     assert "group_by" in refused.get_json()["error"]["message"]
+
+
+def test_a_servers_setting_the_model_cannot_group_by_is_logged_and_left_out(shop, caplog):
+    """RECSYS_GROUP_BY=genres (several values per item) made every list a 400 blamed on
+    clients that sent nothing, while /readyz said ready."""
+    url, artifacts = shop
+    settings = Settings(database_url=url, artifacts_dir=artifacts, group_by="genres")
+    client = create_app(settings, {"TESTING": True}).test_client()
+    with caplog.at_level("WARNING", logger="services.api"):
+        for _ in range(2):
+            answer = client.get("/v1/items/a1/similar?k=6")
+            assert answer.status_code == 200 and len(answer.get_json()["items"]) == 6
+    said = [r.getMessage() for r in caplog.records if "RECSYS_GROUP_BY" in r.getMessage()]
+    assert len(said) == 1 and "genres" in said[0]
+    assert client.get("/v1/items/a1/similar?group_by=genres").status_code == 400

@@ -460,6 +460,19 @@ def test_a_full_delta_says_a_retrain_is_due_and_answers_go_on(shop):
     )
 
 
+def test_a_full_delta_keeps_its_oldest_writes_after_a_restart(shop):
+    """A restart rebuilt a full delta from the items in the order the catalog returned them
+    (by id), so other items than before were served and the first written waited."""
+    app = make_app(shop, live_max_items=1)
+    client = app.test_client()
+    for name in ("z-first", "a-second"):
+        client.put(f"/v1/items/{name}", json=TWIN, headers=ADMIN)
+        follow(app)
+    assert app.extensions["recsys"].holder.live.ids.tolist() == ["z-first"]
+    restarted = make_app(shop, live_max_items=1)
+    assert restarted.extensions["recsys"].holder.live.ids.tolist() == ["z-first"]
+
+
 def test_an_item_waiting_past_the_cap_is_left_out_of_candidates(shop):
     """A candidate in the catalog but waiting past RECSYS_LIVE_MAX_ITEMS made the whole feed
     request a 400 ("not in model bundle"), which is for an item the catalog never held."""

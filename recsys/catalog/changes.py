@@ -221,14 +221,18 @@ def stock_snapshot(engine: Engine) -> StockSnapshot:
 
 def item_rows(engine: Engine, item_ids: Sequence[str]) -> pd.DataFrame:
     """The catalog rows of those ``item_ids`` it has, as ``recsys.model.data.read_catalog``
-    frames them (item_id, title, image_path, in_stock and one column per attribute)."""
+    frames them (item_id, title, image_path, in_stock and one column per attribute), in the
+    order of ``item_ids`` (a full live catalog keeps the first items it is given)."""
     with engine.connect() as connection:
         kinds = attribute_kinds(connection)
         rows = connection.execute(
             ITEM_ROWS.where(Item.external_id.in_(bindparam("ids", expanding=True))),
             {"ids": list(item_ids)},
         ).all()
-    return items_frame(rows, list(kinds))
+    frame = items_frame(rows, list(kinds))
+    place = {item: k for k, item in enumerate(item_ids)}
+    order = np.argsort([place[item] for item in frame["item_id"].tolist()], kind="stable")
+    return frame.iloc[order].reset_index(drop=True)
 
 
 def stock_rows(engine: Engine, item_ids: Sequence[str]) -> pd.DataFrame:

@@ -430,7 +430,11 @@ class LiveCatalog:
         self._stacked = None
         written = changes.written_after(snapshot, self.data_read_at) | (rows < 0)
         written |= self._logged_since_training(snapshot)
-        self._write(snapshot.item_ids[written].tolist(), content=None)
+        # oldest write first, as follow steps take them: a full delta keeps the same items
+        # after a restart (it kept those the catalog happened to return first)
+        picked = np.flatnonzero(written)
+        picked = picked[np.argsort(snapshot.updated_at[picked], kind="stable")]
+        self._write(snapshot.item_ids[picked].tolist(), content=None)
         self._generation = self._applied_through = snapshot.generation
         # a new array: the deltas before this rebuild keep theirs
         self._written_at = np.full(n, snapshot.generation, dtype=np.int64)

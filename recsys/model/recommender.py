@@ -306,7 +306,9 @@ class ItemFilters:
             return codes
         single = sorted(n for n in self.postings if self._group(n) is not None)
         why = (
-            "items hold several of its values" if group_by in self.postings else "no such attribute"
+            "items hold several of its values"
+            if group_by in self.postings
+            else "no categorical attribute of that name"
         )
         raise UnknownFilter(
             f"cannot group by {group_by!r} ({why}); attributes with one value per item: "
