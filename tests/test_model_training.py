@@ -534,3 +534,20 @@ def test_a_crawler_that_viewed_the_whole_catalog_is_left_out_of_training(engine,
     assert "(--crawler-share, TrainConfig.crawler_share;" in caplog.text  # the flag to change
     kept = load_recommender(train(engine, tmp_path, replace(config, crawler_share=0)).path)
     assert "bot" in kept.cf.user_ids_  # 0 keeps every user
+
+
+def test_configs_that_train_the_same_model_shape_alike():
+    """An evaluation with --event-weight rating=1 was not recorded with a bundle trained
+    without it ("cf.event_weights {} != {'rating': 1.0}"), though the default weight is 1:
+    the same model. Other weights, and other fields, still differ."""
+    from recsys.model.cf import CFConfig
+    from recsys.model.config import TrainConfig, model_shaping, shaping_differences
+
+    def shaped(**cf):
+        return model_shaping(asdict(TrainConfig(cf=CFConfig(**cf))))
+
+    assert shaping_differences(shaped(), shaped(event_weights={"rating": 1.0})) == {}
+    assert shaping_differences(shaped(), shaped(event_weights={"purchase": 5.0})) == {
+        "cf.event_weights": ({}, {"purchase": 5.0})
+    }
+    assert "cf.factors" in shaping_differences(shaped(), shaped(factors=8))

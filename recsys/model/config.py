@@ -180,7 +180,8 @@ def model_shaping(config: dict[str, Any]) -> dict[str, Any]:
     """The parts of a TrainConfig that shape the model, as JSON values, from the config as
     ``dataclasses.asdict`` gives it or a bundle's manifest holds it: every field but
     ``NOT_SHAPING`` and the cf's ``CF_NOT_SHAPING`` (with the cf's ``objective``, "mllib"
-    or "implicit", instead), and the image's ``epochs`` only without a ``time_budget``. A
+    or "implicit", instead; its event weights without those equal to the default weight),
+    and the image's ``epochs`` only without a ``time_budget``. A
     field an older manifest lacks takes today's default, as ``from_dict`` gives it."""
     shaped = _overlay(TrainConfig(), _as_json(config))
     for name in NOT_SHAPING:
@@ -190,6 +191,14 @@ def model_shaping(config: dict[str, Any]) -> dict[str, Any]:
     for name in CF_NOT_SHAPING:
         cf.pop(name, None)
     cf["objective"] = "mllib" if mllib else "implicit"
+    # an event weight equal to the default weighs as if it were not given ({} and
+    # {"rating": 1.0} train the same model)
+    default = cf.get("default_event_weight", 1.0)
+    cf["event_weights"] = {
+        event: weight
+        for event, weight in (cf.get("event_weights") or {}).items()
+        if weight != default
+    }
     if shaped["image"].get("time_budget") is not None:
         shaped["image"].pop("epochs", None)
     return shaped
