@@ -251,10 +251,13 @@ HEADERS = {
 
 
 def _revalidated(rule: str, method: str, contract: Contract) -> bool:
-    """Whether the answer is tagged and revalidated (services.app's ``_revalidated``: a JSON
-    200 of a GET under /v1/)."""
+    """Whether the answer is tagged and revalidated: a JSON 200 of a GET under /v1/
+    (services.app's ``_revalidated``) or an item's photo (``send_file``'s ETag, of the
+    file's path, size and time)."""
+    if method != "GET":
+        return False
     answer = contract.responses.get(200)
-    return method == "GET" and rule.startswith("/v1/") and isinstance(answer, type)
+    return (rule.startswith("/v1/") and isinstance(answer, type)) or rule.startswith("/images/")
 
 
 def _with_headers(responses: dict[str, Any], method: str, revalidated: bool) -> dict[str, Any]:

@@ -206,3 +206,6 @@ def test_the_document_declares_the_headers_answers_carry(tmp_path):
     assert "Retry-After" in headers(feed, "get", "503")
     assert "Retry-After" in headers("/v1/admin/catalog/outliers", "get", "202")
     assert headers("/healthz", "get", "200") == {"X-Request-ID"}
+    # a photo is revalidated too (send_file's ETag): the re-test found it undeclared
+    assert headers("/images/{item_id}", "get", "200") >= {"ETag", "Cache-Control"}
+    assert "304" in document["paths"]["/images/{item_id}"]["get"]["responses"]
