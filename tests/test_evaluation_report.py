@@ -288,6 +288,10 @@ def test_contenders_giving_new_items_one_score_have_no_cold_item_figures(run_cli
     assert "| popularity | n/a | n/a |" in markdown  # cold-item ranking at each k
     assert "its order among them is a tie-break, not a ranking" in markdown
     assert (report / "plots" / "headline.png").stat().st_size > 1000
+    # the toy's handful of users: the report leads with it, as the CLI does (it said nothing)
+    users = metrics["task"]["evaluated_users"]
+    glance = markdown.split("## At a glance")[1].split("##")[0]
+    assert f"**Warning**: only {users} users hold events out" in glance
 
 
 def test_markdown_and_html_say_the_same_thing(tmp_path):

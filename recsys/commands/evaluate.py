@@ -345,29 +345,13 @@ def _figure(value, width: int) -> str:
     return f"{value:{width}.4f}"
 
 
-# Fewer evaluated users than this and the figures are mostly noise (a standard error of a
-# recall near 0.5 is about 0.5 / sqrt(users)).
-FEW_USERS = 50
-
-
 def _small_data(task: dict, k: int) -> None:
-    """Say when the split is too small for its figures to mean much: a handful of users, or
-    no more new items than the cut-off (every contender then lists them all: recall 1)."""
-    users, cold = task.get("evaluated_users", 0), task.get("cold_items", 0)
-    cold = cold if task.get("users_holding_cold_items", 0) else 0  # not measured: n/a says so
-    if 0 < users < FEW_USERS:
-        click.echo(
-            f"warning: only {users} {'user holds' if users == 1 else 'users hold'} events out: "
-            "these figures are mostly noise; more shoppers' events make them mean something",
-            err=True,
-        )
-    if 0 < cold <= k:
-        click.echo(
-            f"warning: {cold} {'item has' if cold == 1 else 'items have'} no training events, "
-            f"no more than k={k}: every contender lists them all among new items, so "
-            f"cold-item recall@{k} says nothing here",
-            err=True,
-        )
+    """Say when the split is too small for its figures to mean much (``small_data_warnings``,
+    which the report leads with too)."""
+    from recsys.evaluation.report import small_data_warnings
+
+    for said in small_data_warnings(task, k):
+        click.echo(f"warning: {said}", err=True)
 
 
 def _echo(result, k: int) -> None:

@@ -266,9 +266,38 @@ def _cold_tied(results: dict) -> frozenset[str]:
     return frozenset(n for n, r in results.items() if r["cold_items"].get("tied"))
 
 
+# Fewer evaluated users than this and the figures are mostly noise (a standard error of a
+# recall near 0.5 is about 0.5 / sqrt(users)).
+FEW_USERS = 50
+
+
+def small_data_warnings(task: dict, k: int) -> list[str]:
+    """What makes a split too small for its figures to mean much: a handful of users, or no
+    more new items than the cut-off (every contender then lists them all: recall 1). The CLI
+    prints them and the report leads with them (an 8-user run's report named BPR the best
+    peer in bold with no word of it)."""
+    users, cold = task.get("evaluated_users", 0), task.get("cold_items", 0)
+    cold = cold if task.get("users_holding_cold_items", 0) else 0  # not measured: n/a says so
+    said = []
+    if 0 < users < FEW_USERS:
+        said.append(
+            f"only {users} {'user holds' if users == 1 else 'users hold'} events out: "
+            "these figures are mostly noise; more shoppers' events make them mean something"
+        )
+    if 0 < cold <= k:
+        said.append(
+            f"{cold} {'item has' if cold == 1 else 'items have'} no training events, "
+            f"no more than k={k}: every contender lists them all among new items, so "
+            f"cold-item recall@{k} says nothing here"
+        )
+    return said
+
+
 def _glance(doc: Document, inputs: ReportInputs, figures) -> None:
     results, k = inputs.metrics["contenders"], inputs.headline_k
     doc.heading("At a glance")
+    for said in small_data_warnings(inputs.metrics.get("task") or {}, k):
+        doc.paragraph(f"**Warning**: {said}.")
     doc.paragraph(_verdict(results, k))
     if inputs.metrics["data"].get("user_sample"):
         doc.paragraph(_sampled(inputs.metrics["data"]["user_sample"]))
