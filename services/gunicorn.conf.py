@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -40,7 +41,11 @@ def _server_folder(variable: str, kind: str) -> tuple[str, bool]:
     was removed at exit after one)."""
     prefix = f"recsys-{kind}-{_MASTER}-"
     folder = os.environ.get(variable)
-    if folder is None:
+    # another master's own (this file set it in that master's environment): a master that
+    # gunicorn re-executes on USR2 inherits it, and stopped at "holds the metrics of another
+    # running process"; it makes its own, and the old master removes its own at exit
+    made = re.fullmatch(rf"recsys-{kind}-(\d+)-.*", Path(folder).name) if folder else None
+    if folder is None or (made and int(made.group(1)) != _MASTER):
         folder = os.environ[variable] = tempfile.mkdtemp(prefix=prefix)
     return folder, Path(folder).name.startswith(prefix)
 

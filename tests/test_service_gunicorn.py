@@ -350,6 +350,32 @@ def test_a_starting_master_removes_the_folders_of_killed_masters(tmp_path):
     assert not any(folder.exists() for folder in dead) and alive.exists()
 
 
+def test_a_master_gunicorn_re_executes_makes_folders_of_its_own(tmp_path):
+    """gunicorn's USR2 (a new master from the old one, for a rollout without a gap) always
+    failed: the new master inherited the folders this file had set in the old master's
+    environment and stopped at "holds the metrics of another running process"."""
+    inherited = {
+        "PROMETHEUS_MULTIPROC_DIR": tmp_path / f"recsys-metrics-{os.getpid()}-old",
+        "RECSYS_SHARED_DIR": tmp_path / f"recsys-shared-{os.getpid()}-old",
+    }
+    for folder in inherited.values():
+        folder.mkdir()
+    config = ROOT / "services" / "gunicorn.conf.py"
+    env = {**os.environ, "TMPDIR": str(tmp_path), "RECSYS_DATABASE_URL": "sqlite:///nowhere.db"}
+    env.update({name: str(folder) for name, folder in inherited.items()})
+    code = (
+        f"import os, runpy; runpy.run_path({str(config)!r}); e = os.environ; "
+        "print(os.getpid(), e['PROMETHEUS_MULTIPROC_DIR'], e['RECSYS_SHARED_DIR'])"
+    )
+    said = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    pid, metrics, shared = said[-3:]
+    assert Path(metrics).name.startswith(f"recsys-metrics-{pid}-")
+    assert Path(shared).name.startswith(f"recsys-shared-{pid}-")
+    assert all(folder.exists() for folder in inherited.values())  # the old master's, kept
+
+
 def test_json_logs_carry_each_request_with_its_id(tmp_path):
     """RECSYS_LOG_FORMAT=json: gunicorn's lines, the service's and the access log are one
     JSON object a line, and a request's id (its own X-Request-ID, or a new one) is in its
