@@ -24,7 +24,10 @@ COMMANDS = {
     "ingest": ("recsys.commands.ingest:command", "Load items or interactions into the catalog."),
     "stats": ("recsys.commands.stats:command", "Counts of what the catalog holds."),
     "datasets": ("recsys.commands.datasets:command", "Prepare real data sets as ingestable files."),
-    "export": ("recsys.commands.export:command", "Write the catalog's events as Parquet by day."),
+    "export": (
+        "recsys.commands.export:command",
+        "Write the catalog's events, or every feed or similar list, as Parquet.",
+    ),
     "train-images": (
         "recsys.commands.images:train_images",
         "Train the self-supervised image encoder.",

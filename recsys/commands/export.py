@@ -1,4 +1,5 @@
-"""`recsys export interactions`: the catalog's events as Parquet, for Spark and data lakes."""
+"""`recsys export`: the catalog's events as Parquet, for Spark and data lakes (`interactions`),
+and the service's answers for every user or item (`feeds`, `similar`)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,20 @@ import click
 
 from recsys.catalog.db import connect_current
 from recsys.commands import OutPath, bars
+from recsys.commands.train import (
+    _checked_group,
+    _diversity_option,
+    _group_option,
+    _k_option,
+)
 from recsys.files import out_path, writing
 from recsys.settings import Settings
 
 
 @click.group("export")
 def command() -> None:
-    """Write catalog data as files other engines read (Spark, pyarrow, DuckDB)."""
+    """Write catalog data and served answers as files other engines read (Spark, pyarrow,
+    DuckDB)."""
 
 
 @command.command("interactions")
@@ -38,3 +46,114 @@ def interactions(settings: Settings, out: Path, overwrite: bool, quiet: bool) ->
         engine = connect_current(settings.database_url)
         summary = export_interactions(engine, out, overwrite, show_progress=bars(quiet))
     click.echo(f"{summary['rows']} interactions over {summary['days']} days written to {out}")
+
+
+def _ids_file(option: str):
+    """--users / --items FILE: one id a line ('-': stdin), read as the export goes."""
+    return click.option(
+        option,
+        "ids_file",
+        type=click.File("r", encoding="utf-8"),
+        help="One id a line ('-': standard input) instead of every one of the catalog.",
+    )
+
+
+def _lines(ids_file, option: str):
+    """The ids of ``ids_file``, each held to the id rule (``parse_id``); blank lines skipped.
+    ``InvalidInput`` naming the line for one that breaks it."""
+    from recsys.errors import InvalidInput
+    from recsys.ingest.values import BadValue, parse_id
+
+    for number, line in enumerate(ids_file, 1):
+        if not line.strip():
+            continue
+        try:
+            yield parse_id(line.rstrip("\r\n"), "the id")
+        except BadValue as exc:
+            raise InvalidInput(f"{option} line {number}: {exc}") from None
+
+
+_out_option = click.option(
+    "--out",
+    type=OutPath(),
+    required=True,
+    help="Folder to write: OUT/part-N.parquet plus OUT/_manifest.json.",
+)
+
+
+@command.command("feeds")
+@_out_option
+@_ids_file("--users")
+@_k_option
+@_diversity_option
+@click.option(
+    "--new-items",
+    type=click.IntRange(0, 1000),
+    default=0,
+    show_default=True,
+    help="Places of each feed kept for new items (as `recsys recommend --new-items`). At most -k.",
+)
+@_group_option
+@click.option("--overwrite", is_flag=True, help="Replace OUT when it is an earlier export.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.pass_obj
+def feeds(settings: Settings, out, ids_file, k, diversity, new_items, group_by, overwrite, quiet):
+    """Every user's home feed (user_id, rank, item_id, score, fallback) as Parquet, as the
+    service answers it: the active bundle, the catalog's item changes and each user's events
+    since. A user the catalog does not have gets the popularity fallback."""
+    from recsys.engines.answers import export_feeds
+    from recsys.serving import FeedRequest, load_state
+
+    if new_items > k:
+        raise click.BadParameter(f"{new_items} is more than -k ({k})", param_hint="--new-items")
+    out = out_path(out)
+    with writing(out):
+        engine = connect_current(settings.database_url)
+        state = load_state(engine, warm=False)
+        group = _checked_group(state.recommender, settings, group_by)
+        request = FeedRequest(k=k, diversity=diversity, new_items=new_items, group_by=group)
+        users = None if ids_file is None else _lines(ids_file, "--users")
+        summary = export_feeds(state, engine, out, users, request, overwrite, bars(quiet))
+    click.echo(f"{summary['rows']} rows of {summary['users']} users' feeds written to {out}")
+
+
+@command.command("similar")
+@_out_option
+@_ids_file("--items")
+@click.option(
+    "-k",
+    "--k",
+    type=click.IntRange(1, 1000),
+    default=12,
+    show_default=True,
+    help="How many similar items per item.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["similar", "also"]),
+    default="similar",
+    show_default=True,
+    help="similar: more like this (content-led); also: shoppers who viewed this also viewed.",
+)
+@_diversity_option
+@_group_option
+@click.option("--overwrite", is_flag=True, help="Replace OUT when it is an earlier export.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.pass_obj
+def similar(settings: Settings, out, ids_file, k, mode, diversity, group_by, overwrite, quiet):
+    """Every item's similar items (item_id, rank, similar_item_id, score) as Parquet, as the
+    service answers them: the active bundle and the catalog's item changes since. An item
+    removed or unknown to the model is skipped and counted in the manifest."""
+    from recsys.engines.answers import SimilarRequest, export_similar
+    from recsys.serving import served_recommender
+
+    out = out_path(out)
+    with writing(out):
+        engine = connect_current(settings.database_url)
+        recommender = served_recommender(engine)
+        group = _checked_group(recommender, settings, group_by)
+        request = SimilarRequest(k=k, mode=mode, diversity=diversity, group_by=group)
+        items = None if ids_file is None else _lines(ids_file, "--items")
+        summary = export_similar(recommender, engine, out, items, request, overwrite, bars(quiet))
+    skipped = f" ({summary['skipped']} skipped: removed or unknown)" if summary["skipped"] else ""
+    click.echo(f"{summary['rows']} rows of {summary['items']} items written to {out}{skipped}")

@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +75,7 @@ def export_interactions(
     export leaves ``out`` as it was; an existing non-empty ``out`` needs ``overwrite``.
     ``show_progress``: a bar of the events written (no total: counting them is a scan)."""
     out = Path(out)
-    _check_out(out, overwrite)
+    check_out(out, overwrite)
     exported_at = utcnow().isoformat()  # catalog events stored later are fresh to a bundle
     rows, days = [0], set()
     bar = tqdm(desc="exporting", unit=" events", unit_scale=True, disable=not show_progress)
@@ -90,9 +91,7 @@ def export_interactions(
             # group per day, not one per day and slice (15 of a few hundred rows each)
             yield batch.take(pc.sort_indices(batch, [(DAY, "ascending")]))
 
-    _remove_dead_staging(out)
-    staging = out.parent / f".{out.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
-    staging.mkdir(parents=True)
+    staging = staging_folder(out)
     try:
         ds.write_dataset(
             batches(),
@@ -113,12 +112,21 @@ def export_interactions(
             "columns": INTERACTION_COLUMNS,
         }
         (staging / EXPORT_FILE).write_text(json.dumps(summary, indent=2))
-        _replace(staging, out)
+        replace_folder(staging, out)
     finally:
         bar.close()
         shutil.rmtree(staging, ignore_errors=True)
     log.info("exported %d interactions over %d days to %s", summary["rows"], summary["days"], out)
     return summary
+
+
+def staging_folder(out: Path) -> Path:
+    """A new folder beside ``out`` to write an export in before it is renamed to ``out``
+    (``replace_folder``); those that exports killed on this host left are removed first."""
+    _remove_dead_staging(out)
+    staging = out.parent / f".{out.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+    staging.mkdir(parents=True)
+    return staging
 
 
 def _remove_dead_staging(out: Path) -> None:
@@ -130,10 +138,17 @@ def _remove_dead_staging(out: Path) -> None:
             log.warning("removed %s, left by an interrupted export", staging)
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
+def check_out(
+    out: Path,
+    overwrite: bool,
+    marker: str = EXPORT_FILE,
+    owned: Callable[[str], bool] | None = None,
+) -> None:
     """``InvalidInput`` unless ``out`` is new, empty, or (with ``overwrite``) an earlier
     export: ``--overwrite`` replaces the whole folder, so a folder holding anything an export
-    does not write (a prepared shop, notes, a home directory) is never replaced."""
+    does not write (a prepared shop, notes, a home directory) is never replaced. An earlier
+    export holds ``marker`` and only names ``owned`` accepts (default: day partitions)."""
+    owned = owned or (lambda name: name.startswith(f"{DAY}="))
     if out.exists() and not out.is_dir():
         raise InvalidInput(f"--out {out} is a file; give a folder")
     held = sorted(out.iterdir()) if out.exists() else []
@@ -141,17 +156,17 @@ def _check_out(out: Path, overwrite: bool) -> None:
         return
     if not overwrite:
         raise InvalidInput(f"--out {out} is not empty; pass --overwrite to replace it")
-    foreign = [p.name for p in held if p.name != EXPORT_FILE and not p.name.startswith(f"{DAY}=")]
-    if foreign or not (out / EXPORT_FILE).is_file():
+    foreign = [p.name for p in held if p.name != marker and not owned(p.name)]
+    if foreign or not (out / marker).is_file():
         listed = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
-        what = f"it holds {listed}" if foreign else f"it has no {EXPORT_FILE}"
+        what = f"it holds {listed}" if foreign else f"it has no {marker}"
         raise InvalidInput(
             f"--out {out} is not an earlier export ({what}); --overwrite replaces only an "
             "export's folder: pass a new or empty folder"
         )
 
 
-def _replace(staging: Path, out: Path) -> None:
+def replace_folder(staging: Path, out: Path) -> None:
     """Move ``staging`` to ``out``; an old ``out`` is removed only once the new one is there."""
     old = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.old"
     if out.exists():
