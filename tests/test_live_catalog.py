@@ -473,15 +473,21 @@ def test_a_full_delta_keeps_its_oldest_writes_after_a_restart(shop):
     assert restarted.extensions["recsys"].holder.live.ids.tolist() == ["z-first"]
 
 
-def test_an_item_waiting_past_the_cap_is_left_out_of_candidates(shop):
-    """A candidate in the catalog but waiting past RECSYS_LIVE_MAX_ITEMS made the whole feed
-    request a 400 ("not in model bundle"), which is for an item the catalog never held."""
+def full_live_catalog(shop):
+    """(a test client of an app whose live catalog holds one item, the item waiting for
+    room): two items written with room for one."""
     app = make_app(shop, live_max_items=1)
     client = app.test_client()
     for name in ("a-twin", "a-twin2"):
         client.put(f"/v1/items/{name}", json=TWIN, headers=ADMIN)
     follow(app)
-    waiting = next(iter(app.extensions["recsys"].holder.live.waiting))
+    return client, next(iter(app.extensions["recsys"].holder.live.waiting))
+
+
+def test_an_item_waiting_past_the_cap_is_left_out_of_candidates(shop):
+    """A candidate in the catalog but waiting past RECSYS_LIVE_MAX_ITEMS made the whole feed
+    request a 400 ("not in model bundle"), which is for an item the catalog never held."""
+    client, waiting = full_live_catalog(shop)
     asked = {"candidates": [waiting, "a2"], "k": 5}
     answer = client.post("/v1/users/u1/recommendations", json=asked)
     assert answer.status_code == 200, answer.get_json()
@@ -492,12 +498,7 @@ def test_an_item_waiting_past_the_cap_is_left_out_of_candidates(shop):
 
 def test_the_similar_items_of_an_item_waiting_past_the_cap_say_why(shop):
     """Its page said "ingest it ... or run recsys train": it was ingested."""
-    app = make_app(shop, live_max_items=1)
-    client = app.test_client()
-    for name in ("a-twin", "a-twin2"):
-        client.put(f"/v1/items/{name}", json=TWIN, headers=ADMIN)
-    follow(app)
-    waiting = next(iter(app.extensions["recsys"].holder.live.waiting))
+    client, waiting = full_live_catalog(shop)
     message = error_of(client.get(f"/v1/items/{waiting}/similar"), 404)
     assert "live catalog, which is full" in message and "RECSYS_LIVE_MAX_ITEMS" in message
     assert "recsys train` adds it" in message and "ingest it" not in message

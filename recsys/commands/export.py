@@ -14,6 +14,9 @@ from recsys.commands.train import (
     _diversity_option,
     _group_option,
     _k_option,
+    _mode_option,
+    _new_items_option,
+    checked_new_items,
 )
 from recsys.files import out_path, writing
 from recsys.settings import Settings
@@ -86,13 +89,7 @@ _out_option = click.option(
 @_ids_file("--users")
 @_k_option
 @_diversity_option
-@click.option(
-    "--new-items",
-    type=click.IntRange(0, 1000),
-    default=0,
-    show_default=True,
-    help="Places of each feed kept for new items (as `recsys recommend --new-items`). At most -k.",
-)
+@_new_items_option
 @_group_option
 @click.option("--overwrite", is_flag=True, help="Replace OUT when it is an earlier export.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
@@ -104,8 +101,7 @@ def feeds(settings: Settings, out, ids_file, k, diversity, new_items, group_by, 
     from recsys.engines.answers import export_feeds
     from recsys.serving import FeedRequest, load_state
 
-    if new_items > k:
-        raise click.BadParameter(f"{new_items} is more than -k ({k})", param_hint="--new-items")
+    checked_new_items(new_items, k)
     out = out_path(out)
     with writing(out):
         engine = connect_current(settings.database_url)
@@ -128,13 +124,7 @@ def feeds(settings: Settings, out, ids_file, k, diversity, new_items, group_by, 
     show_default=True,
     help="How many similar items per item.",
 )
-@click.option(
-    "--mode",
-    type=click.Choice(["similar", "also"]),
-    default="similar",
-    show_default=True,
-    help="similar: more like this (content-led); also: shoppers who viewed this also viewed.",
-)
+@_mode_option
 @_diversity_option
 @_group_option
 @click.option("--overwrite", is_flag=True, help="Replace OUT when it is an earlier export.")

@@ -189,6 +189,36 @@ def _group_option(command):
     )(command)
 
 
+def _mode_option(command):
+    """--mode: the item-to-item surface, as the HTTP API's mode."""
+    return click.option(
+        "--mode",
+        type=click.Choice(["similar", "also"]),
+        default="similar",
+        show_default=True,
+        help="similar: more like this (content-led); also: shoppers who viewed this also viewed.",
+    )(command)
+
+
+def _new_items_option(command):
+    """--new-items: places of each feed kept for new items (``checked_new_items``)."""
+    return click.option(
+        "--new-items",
+        type=click.IntRange(0, 1000),
+        default=0,
+        show_default=True,
+        help="Places of each feed kept for new items (no events in the model's data: listed "
+        "since it was trained, or never taken), which otherwise rarely reach a feed before the "
+        "next training. At most -k.",
+    )(command)
+
+
+def checked_new_items(new_items: int, k: int) -> None:
+    """A usage error naming --new-items when it is more than -k."""
+    if new_items > k:
+        raise click.BadParameter(f"{new_items} is more than -k ({k})", param_hint="--new-items")
+
+
 def _k_option(command):
     """-k, also spelt --k as the HTTP API's query parameter is."""
     return click.option(
@@ -207,15 +237,7 @@ def _k_option(command):
 )
 @_k_option
 @_diversity_option
-@click.option(
-    "--new-items",
-    type=click.IntRange(0, 1000),
-    default=0,
-    show_default=True,
-    help="Places of each feed kept for new items (no events in the model's data: listed since "
-    "it was trained, or never taken), which otherwise rarely reach a feed before the next "
-    "training. At most -k.",
-)
+@_new_items_option
 @_group_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with each item's reasons).")
 @click.pass_obj
@@ -225,8 +247,7 @@ def recommend(settings: Settings, user_ids, k, diversity, new_items, group_by, a
     events stored since (folded in)."""
     from recsys.serving import FeedRequest, home_feed, load_state
 
-    if new_items > k:
-        raise click.BadParameter(f"{new_items} is more than -k ({k})", param_hint="--new-items")
+    checked_new_items(new_items, k)
     engine = connect_current(settings.database_url)
     state = load_state(engine, warm=False)
     group = _checked_group(state.recommender, settings, group_by)
@@ -240,13 +261,7 @@ def recommend(settings: Settings, user_ids, k, diversity, new_items, group_by, a
     "--item", "item_ids", multiple=True, required=True, callback=_ids, help="Item id (repeatable)."
 )
 @_k_option
-@click.option(
-    "--mode",
-    type=click.Choice(["similar", "also"]),
-    default="similar",
-    show_default=True,
-    help="similar: more like this (content-led); also: shoppers who viewed this also viewed.",
-)
+@_mode_option
 @_diversity_option
 @_group_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with each item's reasons).")
