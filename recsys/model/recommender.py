@@ -709,24 +709,39 @@ class Recommender:
     def _groups_of(self, ids: Sequence[str], name: str) -> list[str | None]:
         """Each item's value of attribute ``name`` (None: none): a live item's as the catalog
         has it now, a bundle item's as the bundle does."""
-        ids = list(ids)
-        rows = self.item_index.rows(ids) if ids else np.zeros(0, dtype=np.int64)
-        codes = np.where(rows >= 0, self._group_codes(name)[np.maximum(rows, 0)], -1)
-        out = np.full(len(ids), None, dtype=object)
-        have = codes >= 0
-        out[have] = np.asarray(self.filters.postings[name].values)[codes[have]]
-        live = self.live
-        if live is not None and live.size:
-            for j, item in enumerate(ids):
-                at = live.positions.get(item)
-                if at is not None:
-                    value = live.attributes[at].get(name)
-                    out[j] = None if value is None else str(value)
-        return [None if v is None else str(v) for v in out.tolist()]
+        codes, live_at = self._group_parts(ids, name)
+        values = np.asarray(self.filters.postings[name].values)
+        out = [str(values[c]) if c >= 0 else None for c in codes.tolist()]
+        for j, value in live_at.items():
+            out[j] = value
+        return out
 
     def _taken(self, items: Sequence[Sequence[str]], name: str) -> list[set[str]]:
-        """Per query, the values of attribute ``name`` its ``items`` have."""
-        return [set(self._groups_of(listed, name)) - {None} for listed in items]
+        """Per query, the values of attribute ``name`` its ``items`` have: set-wise over the
+        bundle's codes (a shopper's history may hold thousands of items)."""
+        values = np.asarray(self.filters.postings[name].values)
+        taken = []
+        for listed in items:
+            codes, live_at = self._group_parts(listed, name)
+            bundle = np.unique(codes[codes >= 0])
+            found = {str(v) for v in values[bundle].tolist()}
+            taken.append(found | {v for v in live_at.values() if v is not None})
+        return taken
+
+    def _group_parts(self, ids: Sequence[str], name: str) -> tuple[np.ndarray, dict]:
+        """((n,) each item's bundle value code of attribute ``name``, -1 for none or for a
+        live item; {place: value or None} of the live items, as the catalog has them now)."""
+        ids = np.asarray(list(ids), dtype=str)
+        rows = self.item_index.rows(ids.tolist()) if len(ids) else np.zeros(0, dtype=np.int64)
+        codes = np.where(rows >= 0, self._group_codes(name)[np.maximum(rows, 0)], -1)
+        live_at = {}
+        live = self.live
+        if live is not None and live.size and len(ids):
+            for j in np.flatnonzero(np.isin(ids, live.ids)).tolist():
+                value = live.attributes[live.positions[ids[j]]].get(name)
+                live_at[j] = None if value is None else str(value)
+            codes[list(live_at)] = -1
+        return codes, live_at
 
     def _grouped(self, ask, k: int, name: str, taken: list[set[str]] | None) -> Results:
         """``ask(width)``'s lists with one item per value of attribute ``name`` (each list's
