@@ -64,6 +64,8 @@ def test_pruning_deletes_rows_past_both_limits_and_keeps_the_rest(engine, tmp_pa
     assert pruned_through(engine) == middle
     # age alone: rows younger than keep_days stay however many generations behind
     assert changes.prune_changes(engine, changes.Retention(keep_generations=0)).deleted == 0
+    forever = changes.Retention(keep_days=1e10, keep_generations=0)  # past the calendar
+    assert changes.prune_changes(engine, forever).deleted == 0
     assert changes.prune_changes(engine, EVERYTHING).kept == 0
     assert pruned_through(engine) == changes.generation(engine)
 

@@ -183,7 +183,10 @@ def _prune_point(
     below every row logged within ``keep_days`` and ``keep_generations`` of the catalog."""
     state = select(CatalogState.items_generation, CatalogState.changes_pruned_through)
     generation, previous = connection.execute(state.where(CatalogState.id == 1)).one()
-    cutoff = (now or utcnow()) - timedelta(days=retention.keep_days)
+    now = now or utcnow()
+    # a retention longer than the calendar (keep_days=1e10) keeps every row by age
+    days = min(retention.keep_days, (now - datetime.min).days)
+    cutoff = now - timedelta(days=days)
     recent = select(func.min(ItemChange.generation)).where(ItemChange.changed_at >= cutoff)
     first_recent = connection.scalar(recent)
     by_age = generation if first_recent is None else first_recent - 1
