@@ -126,16 +126,19 @@ def build_shop(
     database_url: str | None = None,
     prepare: Callable | None = None,
     photos: bool = True,
+    config: TrainConfig | None = None,
 ) -> tuple[str, Path]:
     """Migrate, populate and train under ``root`` -> (database URL, artifacts dir);
-    ``prepare(engine)`` edits the catalog before the training."""
+    ``prepare(engine)`` edits the catalog before the training; ``config``: the training's
+    (default ``train_config()``)."""
     url = database_url or f"sqlite:///{root / 'shop.db'}"
     engine = connect(url)
     migrate.upgrade(engine)
     populate(engine, root / "images" if photos else None)
     if prepare is not None:
         prepare(engine)
-    train(engine, root / "artifacts", train_config(), "cpu", image_encoder_factory=tiny_encoder)
+    config = config or train_config()
+    train(engine, root / "artifacts", config, "cpu", image_encoder_factory=tiny_encoder)
     engine.dispose()
     return url, root / "artifacts"
 

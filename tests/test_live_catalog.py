@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +23,11 @@ from recsys.catalog.models import Item
 from recsys.ingest.item_writes import upload_name
 from recsys.ingest.items import ingest_items
 from recsys.model.delta import Delta
+from recsys.model.fusion import FusionConfig
 from recsys.model.recommender import Recommender
 from recsys.settings import Settings
 from services.app import create_app
-from tests.shop_fixture import ADMIN, ADMIN_TOKEN, build_shop, item_image
+from tests.shop_fixture import ADMIN, ADMIN_TOKEN, build_shop, item_image, train_config
 
 # a1's own fields (tests/toy.py, tests/shop_fixture.py): a listing almost the same as a1
 TWIN = {
@@ -290,6 +292,29 @@ def test_a_put_item_shows_in_similar_items_where_feeds_rank_new_items_by_tokens_
     follow(app)
     found = similar(client, "a1", "k=3")
     assert "a-twin" in found, found
+
+
+def test_a_live_items_similar_items_meet_cold_items_as_a_bundle_items_do(tmp_path):
+    # Feeds may scale new items' content up (the demo shop's weights stage chose 100 for
+    # their attributes); the product page of a live item met the bundle's cold items so
+    # scaled too: scores and reasons 100 times those of the bundle item it copies.
+    scaled = {"cf": 1.0, "tabular": 100.0, "image": 100.0, "popularity": 0.0}
+    config = replace(train_config(), validation_share=0.0, fusion=FusionConfig(cold_scale=scaled))
+    url, artifacts = build_shop(tmp_path, config=config)
+    app = make_app((url, artifacts, artifacts.parent / "images"))
+    client = app.test_client()
+    client.put("/v1/items/a-twin", json=TWIN, headers=ADMIN)
+    follow(app)
+
+    def scores(item_id: str) -> dict[str, float]:
+        answer = client.get(f"/v1/items/{item_id}/similar?k=100&diversity=0").get_json()
+        return {item["item_id"]: item["score"] for item in answer["items"]}
+
+    copy, original = scores("a-twin"), scores("a1")
+    both = (set(copy) & set(original)) - {"a1", "a-twin"}
+    assert {"a-new", "b-new"} <= both  # cold items on both pages
+    for item in both:  # the same content met the same way: the same score
+        assert copy[item] == pytest.approx(original[item], abs=1e-4), item
 
 
 def test_a_photo_can_come_as_a_multipart_part(app, client):

@@ -1224,9 +1224,11 @@ class Recommender:
         width = pool_size(k, diversity, len(self.item_ids) - 1)
         allowed = self._allowed(None, filters)
         found, scores = self.index.search(queries, width, allowed, own[:, None])
+        if mode == "similar":  # cold items met as the bundle's own queries meet them
+            found, scores = self._with_cold_content(queries, found, scores, allowed, own)
         found, scores = diversify(*_in_common(found, scores), self.fused.item_blocks_, k, diversity)
         results = self._results(found, scores)
-        items = np.asarray(self.fused.item_vectors_[np.maximum(found, 0)])  # (Q, k, D)
+        items = self._listed_vectors(found, mode)  # (Q, k, D)
         cold = self._no_interactions(item_ids)[:, None] | self.fused.cold_[np.maximum(found, 0)]
         shares = explain.query_shares(self.fused, queries, items, mode, cold)
         values = self._query_values(item_ids.tolist())
@@ -1235,6 +1237,19 @@ class Recommender:
         skip = [[item] for item in item_ids.tolist()]
         asked = item_ids.tolist()
         return self._with_live(results, queries, k, None, filters, skip, mode, asked).alike()
+
+    def _listed_vectors(self, found: np.ndarray, mode: str) -> np.ndarray:
+        """(Q, k, D) the vectors of bundle rows ``found`` (Q, k) as the surface's queries
+        meet them: ``similar`` meets cold items' content unscaled (``surface_item_vectors``),
+        ``also`` as the index holds them (a cold item's content times the feed's cold
+        multiplier, 100 on the demo shop, made a live item's reasons 100 times its score)."""
+        rows = np.maximum(found, 0).ravel()
+        if mode != "similar" or not self.fused.content_cold_scaled:
+            vectors = np.asarray(self.fused.item_vectors_[rows])
+        else:
+            blocks = {b: np.asarray(v[rows]) for b, v in self.fused.item_blocks_.items()}
+            vectors = self.fused.surface_item_vectors(blocks, self.fused.cold_[rows])
+        return vectors.reshape(*found.shape, -1)
 
     def _no_interactions(self, item_ids) -> np.ndarray:
         """(n,) bool: the items the bundle saw no interactions of (new since, or cold in it),
