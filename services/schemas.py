@@ -125,11 +125,24 @@ _NEW_ITEMS = (
 # numbers, never booleans (only in_stock is one) nor null. The document says so too: a
 # boolean it allowed was a 400.
 Scalar = StrictStr | StrictInt | Annotated[StrictFloat, Field(allow_inf_nan=False)]
+
+
+class RangeFilter(BaseModel):
+    """A range of a numeric or date attribute, bounds inclusive, either one optional:
+    {"min": 100, "max": 500}, {"min": "2025-01-01"} (a date alone is its whole day)."""
+
+    model_config = ConfigDict(extra="forbid")
+    min: Scalar | None = Field(None, description="Lowest value passing (a number or a date)")
+    max: Scalar | None = Field(None, description="Highest value passing (a number or a date)")
+
+
+FilterOne = Scalar | RangeFilter
 FilterValue = Annotated[
-    Scalar | Annotated[list[Scalar], Field(min_length=1, max_length=MAX_VALUES)],
+    FilterOne | Annotated[list[FilterOne], Field(min_length=1, max_length=MAX_VALUES)],
     _explained(
-        f"must be a string or finite number, or a list of 1 to {MAX_VALUES} of them "
-        "(only in_stock takes true or false)"
+        "must be a string or finite number, a range of a numeric or date attribute "
+        '({"min": 100, "max": 500}, either key optional, or "100..500"), or a list of 1 to '
+        f"{MAX_VALUES} of them (only in_stock takes true or false)"
     ),
 ]
 
@@ -205,8 +218,11 @@ QueryFilter = Annotated[
 class Filtered(BaseModel):
     """Attribute filters: every query parameter not declared here is one, e.g.
     ?department=tops&brand=A&brand=B (categorical and multi-valued attributes; repeat a name
-    for any of several values; ?filters[brand]=A is the same). An attribute the model cannot
-    filter on is a 400."""
+    for any of several values; ?filters[brand]=A is the same). Numeric and date attributes
+    take inclusive ranges: ?price=100..500, ?price=..500, ?price=100.., ?price=16 (exactly
+    16), ?release_date=2025-01-01.. (ISO 8601; a date alone is its whole day); repeated, any
+    of them; an item without a value passes no range. An attribute the model cannot filter
+    on, an empty value or a value its kind does not take is a 400."""
 
     model_config = ConfigDict(extra="allow")
     __pydantic_extra__: dict[str, QueryFilter]
@@ -300,7 +316,9 @@ def path_id(name: str, value: str) -> str:
 
 
 class Filters(BaseModel):
-    """Attribute -> value or [values] (any of them)."""
+    """Attribute -> value or [values] (any of them); a numeric or date attribute takes
+    ranges too, {"min": 100, "max": 500} or "100..500" (bounds inclusive), and a number
+    alone is exactly it."""
 
     model_config = ConfigDict(extra="allow")
     __pydantic_extra__: dict[str, FilterValue]

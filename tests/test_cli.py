@@ -548,14 +548,22 @@ def test_a_tilde_is_the_home_folder(tmp_path, monkeypatch):
     assert list(here.iterdir()) == []
 
 
-@pytest.mark.parametrize("name", ["train", "evaluate"])
-def test_the_readmes_cli_reference_names_every_option_of_train_and_evaluate(name):
-    """Its `recsys train` row listed 4 of 17 options."""
+@pytest.mark.parametrize(
+    "path",
+    [("train",), ("evaluate",), ("recommend",), ("similar",), ("export", "feeds"),
+     ("export", "similar")],
+    ids=" ".join,
+)  # fmt: skip
+def test_the_readmes_cli_reference_names_every_option_of_train_and_evaluate(path):
+    """Its `recsys train` row listed 4 of 17 options; the answering commands' --filter too."""
     from pathlib import Path
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     reference = readme[readme.index("## CLI reference") : readme.index("## Tests and CI")]
-    command = cli.get_command(click.Context(cli), name)
+    command = cli
+    for name in path:
+        command = command.get_command(click.Context(cli), name)
+    name = " ".join(path)
     options = [p.opts[0] for p in command.params if isinstance(p, click.Option)]
     missing = [o for o in options if not re.search(re.escape(o) + r"(?![\w-])", reference)]
     assert not missing, f"recsys {name} options missing from README's CLI reference: {missing}"

@@ -128,11 +128,11 @@ def test_home_feed_excludes_seen_items_and_applies_filters(client, shop):
 
 
 def test_filters_that_pass_no_item_give_an_empty_list_not_an_error(client):
-    """A filter value no item has (a misspelt brand, an empty value), or candidates that all
-    fail the filters, is an empty answer, as for an unknown user."""
+    """A filter value no item has (a misspelt brand), or candidates that all fail the
+    filters, is an empty answer, as for an unknown user; an empty value is a 400 naming the
+    attribute (it was an empty answer, as if no item had the brand)."""
     asked = [
         client.get("/v1/items/a1/similar?k=3&brand=nobody"),
-        client.get("/v1/items/a1/similar?k=3&brand="),
         client.get("/v1/items/a1/similar?k=3&mode=also&brand=nobody"),
         client.get("/v1/users/u1/recommendations?k=3&brand=nobody"),
         client.post("/v1/users/u1/recommendations", json={"filters": {"brand": ["nobody"]}}),
@@ -146,6 +146,11 @@ def test_filters_that_pass_no_item_give_an_empty_list_not_an_error(client):
         assert response.get_json()["items"] == []
     many = "&".join(f"brand=b{n}" for n in range(101))
     assert_error(client.get(f"/v1/items/a1/similar?{many}"), 400, "brand")
+    for empty in ("brand=", "brand=a-brand&brand=", "filters[brand]="):
+        for path in ("/v1/items/a1/similar", "/v1/users/u1/recommendations"):
+            assert_error(client.get(f"{path}?{empty}"), 400, "'brand']: a value is required")
+    body = {"filters": {"brand": ""}}
+    assert_error(client.post("/v1/users/u1/recommendations", json=body), 400, "'brand'")
 
 
 def seen_items(engine, user_id: str) -> set[str]:

@@ -132,15 +132,22 @@ def test_the_service_document_is_valid_openapi_and_declares_its_503s(tmp_path):
 
 def test_the_filters_body_declares_what_the_server_takes(tmp_path):
     """Filters declared a boolean for any attribute; the server refuses one except for
-    in_stock (a 400): the document says strings or finite numbers, or lists of them."""
+    in_stock (a 400): the document says strings or finite numbers, ranges of numeric and date
+    attributes, or lists of them."""
     settings = Settings(database_url=f"sqlite:///{tmp_path}/none.db", artifacts_dir=tmp_path)
     app = create_app(settings, {"RELOAD_CHECK_SECONDS": 0, "LOAD_MODEL": False})
-    filters = app.test_client().get("/openapi.json").get_json()["components"]["schemas"]
-    filters = filters["Filters"]
+    schemas = app.test_client().get("/openapi.json").get_json()["components"]["schemas"]
+    filters = schemas["Filters"]
     assert filters["properties"]["in_stock"]["type"] == "boolean"
     kinds = filters["additionalProperties"]["anyOf"]
-    assert [kind.get("type") for kind in kinds] == ["string", "integer", "number", "array"]
-    assert {kind["type"] for kind in kinds[3]["items"]["anyOf"]} == {"string", "integer", "number"}
+    assert [kind.get("type") for kind in kinds] == ["string", "integer", "number", None, "array"]
+    # a range of a numeric or date attribute: {"min": 100, "max": 500}, either key optional
+    assert kinds[3]["$ref"].endswith("/RangeFilter")
+    one = kinds[4]["items"]["anyOf"]
+    assert {kind.get("type") for kind in one} == {"string", "integer", "number", None}
+    range_ = schemas["RangeFilter"]
+    assert set(range_["properties"]) == {"min", "max"} and not range_.get("required")
+    assert range_["additionalProperties"] is False
     for value in (True, [True], float("nan")):
         try:
             RankRequest.model_validate({"filters": {"color": value}})

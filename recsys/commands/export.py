@@ -12,10 +12,12 @@ from recsys.commands import OutPath, bars
 from recsys.commands.train import (
     _checked_group,
     _diversity_option,
+    _filter_option,
     _group_option,
     _k_option,
     _mode_option,
     _new_items_option,
+    checked_filters,
     checked_new_items,
 )
 from recsys.files import out_path, writing
@@ -91,10 +93,22 @@ _out_option = click.option(
 @_diversity_option
 @_new_items_option
 @_group_option
+@_filter_option
 @click.option("--overwrite", is_flag=True, help="Replace OUT when it is an earlier export.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_obj
-def feeds(settings: Settings, out, ids_file, k, diversity, new_items, group_by, overwrite, quiet):
+def feeds(
+    settings: Settings,
+    out,
+    ids_file,
+    k,
+    diversity,
+    new_items,
+    group_by,
+    filters,
+    overwrite,
+    quiet,
+):
     """Every user's home feed (user_id, rank, item_id, score, fallback) as Parquet, as the
     service answers it: the active bundle, the catalog's item changes and each user's events
     since. A user the catalog does not have gets the popularity fallback."""
@@ -107,7 +121,10 @@ def feeds(settings: Settings, out, ids_file, k, diversity, new_items, group_by, 
         engine = connect_current(settings.database_url)
         state = load_state(engine, warm=False)
         group = _checked_group(state.recommender, settings, group_by)
-        request = FeedRequest(k=k, diversity=diversity, new_items=new_items, group_by=group)
+        checked_filters(state.recommender, filters)
+        request = FeedRequest(
+            k=k, filters=filters, diversity=diversity, new_items=new_items, group_by=group
+        )
         users = None if ids_file is None else _lines(ids_file, "--users")
         summary = export_feeds(state, engine, out, users, request, overwrite, bars(quiet))
     click.echo(f"{summary['rows']} rows of {summary['users']} users' feeds written to {out}")
@@ -127,10 +144,13 @@ def feeds(settings: Settings, out, ids_file, k, diversity, new_items, group_by, 
 @_mode_option
 @_diversity_option
 @_group_option
+@_filter_option
 @click.option("--overwrite", is_flag=True, help="Replace OUT when it is an earlier export.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_obj
-def similar(settings: Settings, out, ids_file, k, mode, diversity, group_by, overwrite, quiet):
+def similar(
+    settings: Settings, out, ids_file, k, mode, diversity, group_by, filters, overwrite, quiet
+):
     """Every item's similar items (item_id, rank, similar_item_id, score) as Parquet, as the
     service answers them: the active bundle and the catalog's item changes since. An item
     removed or unknown to the model is skipped and counted in the manifest."""
@@ -142,7 +162,10 @@ def similar(settings: Settings, out, ids_file, k, mode, diversity, group_by, ove
         engine = connect_current(settings.database_url)
         recommender = served_recommender(engine)
         group = _checked_group(recommender, settings, group_by)
-        request = SimilarRequest(k=k, mode=mode, diversity=diversity, group_by=group)
+        checked_filters(recommender, filters)
+        request = SimilarRequest(
+            k=k, mode=mode, diversity=diversity, group_by=group, filters=filters
+        )
         items = None if ids_file is None else _lines(ids_file, "--items")
         summary = export_similar(recommender, engine, out, items, request, overwrite, bars(quiet))
     skipped = f" ({summary['skipped']} skipped: removed or unknown)" if summary["skipped"] else ""

@@ -213,6 +213,51 @@ def _new_items_option(command):
     )(command)
 
 
+def _filter_option(command):
+    """--filter NAME=VALUE (repeatable): the HTTP API's attribute filters (``parsed_filters``)."""
+    return click.option(
+        "--filter",
+        "filters",
+        multiple=True,
+        metavar="NAME=VALUE",
+        callback=parsed_filters,
+        help="Only items passing this attribute filter, as the HTTP API's query parameters: "
+        "brand=Nordvik, a range of a numeric or date attribute (price=100..500, price=..500, "
+        "release_date=2025-01-01..; bounds inclusive), in_stock=false. Repeat a name for any "
+        "of its values; every name must pass.",
+    )(command)
+
+
+def parsed_filters(_ctx, _param, pairs) -> dict | None:
+    """``NAME=VALUE`` pairs as the library's filters (a repeated name: any of its values;
+    in_stock: true or false), or a usage error naming --filter."""
+    filters: dict = {}
+    for pair in pairs:
+        name, sign, value = pair.partition("=")
+        if not sign or not name.strip():
+            raise click.BadParameter(f"{pair!r} is not NAME=VALUE, e.g. price=100..500")
+        name = name.strip()
+        if name == "in_stock":
+            if value.lower() not in ("true", "false") or name in filters:
+                raise click.BadParameter(f"in_stock takes true or false once, got {value!r}")
+            filters[name] = value.lower() == "true"
+            continue
+        filters[name] = [*filters.get(name, []), value]
+    one = {name: v[0] if isinstance(v, list) and len(v) == 1 else v for name, v in filters.items()}
+    return one or None
+
+
+def checked_filters(recommender, filters: dict | None) -> None:
+    """A usage error naming --filter for filters the model does not take (an attribute it
+    cannot filter on, a value its kind does not take), before any answer is made."""
+    from recsys.errors import InvalidInput
+
+    try:
+        recommender.filters.mask(recommender.check_filters(filters))
+    except InvalidInput as exc:
+        raise click.BadParameter(str(exc), param_hint="--filter") from None
+
+
 def checked_new_items(new_items: int, k: int) -> None:
     """A usage error naming --new-items when it is more than -k."""
     if new_items > k:
@@ -239,9 +284,10 @@ def _k_option(command):
 @_diversity_option
 @_new_items_option
 @_group_option
+@_filter_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with each item's reasons).")
 @click.pass_obj
-def recommend(settings: Settings, user_ids, k, diversity, new_items, group_by, as_json):
+def recommend(settings: Settings, user_ids, k, diversity, new_items, group_by, filters, as_json):
     """Top-k items for users, as the service answers them: from the active bundle, the
     catalog's item writes since (stock, removals, new and changed items) and each user's
     events stored since (folded in)."""
@@ -251,7 +297,10 @@ def recommend(settings: Settings, user_ids, k, diversity, new_items, group_by, a
     engine = connect_current(settings.database_url)
     state = load_state(engine, warm=False)
     group = _checked_group(state.recommender, settings, group_by)
-    request = FeedRequest(k=k, diversity=diversity, new_items=new_items, group_by=group)
+    checked_filters(state.recommender, filters)
+    request = FeedRequest(
+        k=k, filters=filters, diversity=diversity, new_items=new_items, group_by=group
+    )
     answers = [_answers(engine, home_feed(state, engine, user, request))[0] for user in user_ids]
     _show(engine, list(user_ids), answers, as_json, "user")
 
@@ -264,9 +313,10 @@ def recommend(settings: Settings, user_ids, k, diversity, new_items, group_by, a
 @_mode_option
 @_diversity_option
 @_group_option
+@_filter_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with each item's reasons).")
 @click.pass_obj
-def similar(settings: Settings, item_ids, k, mode, diversity, group_by, as_json):
+def similar(settings: Settings, item_ids, k, mode, diversity, group_by, filters, as_json):
     """Items most like the given items, as the service answers them: from the active bundle
     and the catalog's item writes since (stock, removals, new and changed items)."""
     from recsys.serving import served_recommender
@@ -274,8 +324,9 @@ def similar(settings: Settings, item_ids, k, mode, diversity, group_by, as_json)
     engine = connect_current(settings.database_url)
     recommender = served_recommender(engine)
     group = _checked_group(recommender, settings, group_by)
+    checked_filters(recommender, filters)
     results = recommender.similar_items(
-        list(item_ids), k=k, mode=mode, diversity=diversity, group_by=group
+        list(item_ids), k=k, filters=filters, mode=mode, diversity=diversity, group_by=group
     )
     _show(engine, list(item_ids), _answers(engine, results), as_json, "item")
 

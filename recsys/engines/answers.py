@@ -19,6 +19,7 @@ import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -74,6 +75,8 @@ class SimilarRequest:
     mode: str = "similar"  # or "also": shoppers who viewed this also viewed
     diversity: float = DEFAULT_DIVERSITY  # MMR λ, 0 to 1
     group_by: str | None = None  # one item per value of this attribute
+    # attribute filters, as the HTTP API's query parameters take them (price: "100..500")
+    filters: dict[str, Any] | None = None
 
 
 def catalog_users(engine: Engine, page: int = PAGE) -> Iterator[str]:
@@ -163,7 +166,7 @@ def _similar(recommender: Recommender, item_ids: list[str], request: SimilarRequ
     """(item id, its one-query ``Results``) of those of ``item_ids`` the model answers for:
     the batch in one call, or item by item when one of them is unknown (``counts`` those)."""
     ask = dict(k=request.k, mode=request.mode, diversity=request.diversity)
-    ask["group_by"] = request.group_by
+    ask["group_by"], ask["filters"] = request.group_by, request.filters
     try:
         results = recommender.similar_items(item_ids, **ask)
         yield from ((item_id, _query(results, n)) for n, item_id in enumerate(item_ids))

@@ -69,6 +69,7 @@ from recsys.model import explain, sparse_rows
 from recsys.model.fusion import fuse, normalize_rows
 from recsys.model.live import LiveItems
 from recsys.model.live_share import SharedBlocks
+from recsys.model.ranges import Range, number_of, passes_any
 from recsys.model.ranking import top_k_finite
 
 log = logging.getLogger(__name__)
@@ -181,12 +182,17 @@ class Delta:
         return item_id in self.positions
 
     def mask(self, filters: dict[str, Any] | None, candidates=None) -> np.ndarray:
-        """(M,) bool: live items passing ``filters`` (stock and attributes) and, when given,
-        in ``candidates``. Attribute filters are matched item by item: M is small."""
+        """(M,) bool: live items passing ``filters`` (stock and attributes, numeric and date
+        ranges as ``ItemFilters.resolve`` reads them) and, when given, in ``candidates``.
+        Attribute filters are matched item by item: M is small."""
         filters = dict(filters or {})
         wanted = bool(filters.pop("in_stock", True))
         mask = self.in_stock == wanted
         for name, value in filters.items():
+            if _ranges(value):  # a numeric or date attribute (ItemFilters.resolve)
+                numbers = [number_of(value[0].kind, found.get(name)) for found in self.attributes]
+                mask &= passes_any(value, np.array(numbers, dtype=np.float64))
+                continue
             allowed = {str(v) for v in np.atleast_1d(value).tolist()}
             mask &= np.fromiter(
                 (_has_any(found.get(name), allowed) for found in self.attributes),
@@ -317,6 +323,10 @@ def _insert(results, q: int, ids: list[str], scores: np.ndarray, k: int, added=N
     if because is not None:
         reasons = [because[j] for j in keep] + added
         results.because[q] = [reasons[j] for j in order]
+
+
+def _ranges(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and isinstance(value[0], Range)
 
 
 def _has_any(value: Any, allowed: set[str]) -> bool:

@@ -18,7 +18,9 @@ with ``fallback`` set for that query. Use ``recommend_for_history`` to rank for 
 first items without retraining.
 
 Filters: ``{"in_stock": True, "<attribute>": value or [values]}`` on categorical and multi
-attributes; an item passes an attribute filter when it has any of the values.
+attributes; an item passes an attribute filter when it has any of the values. Numeric and date
+attributes take inclusive ranges (``{"price": {"min": 100, "max": 500}}``, ``"100..500"``, a
+number alone: exactly it; ``recsys.model.ranges``), read from one float64 array per attribute.
 
 Live catalog: with ``live`` set (a ``recsys.model.delta.Delta``, kept current by a
 ``LiveCatalog``), answers leave out items removed from the catalog or out of stock (unless
@@ -49,6 +51,15 @@ from recsys.model.delta import LIVE_REASON, UPDATED_REASON
 from recsys.model.diversity import DEFAULT_DIVERSITY, check_diversity, diversify, pool_size
 from recsys.model.fusion import CONTENT_BLOCKS, TOKEN_BUDGET, FusedModel
 from recsys.model.index import IndexConfig, Projection, VectorIndex
+from recsys.model.ranges import (
+    RANGE_KINDS,
+    NumberColumn,
+    Range,
+    column_numbers,
+    looks_like_range,
+    parse_range,
+    passes_any,
+)
 from recsys.model.ranking import along, first_kept, reserved_places, top_k_finite
 from recsys.model.tabular import label_pairs
 
@@ -211,7 +222,8 @@ def as_ids(values: Any, name: str) -> list[str]:
 
 
 _FILTERS_SHAPE = (
-    "filters are a mapping of attribute -> value or list of values (in_stock: True/False)"
+    "filters are a mapping of attribute -> value or list of values (in_stock: True/False; "
+    'a numeric or date attribute also takes ranges: "100..500" or {"min": 100, "max": 500})'
 )
 
 
@@ -230,27 +242,45 @@ def check_filters(filters: Any) -> dict[str, Any] | None:
             checked[name] = wanted
             continue
         several = isinstance(wanted, list | tuple | set | np.ndarray)
-        values = list(wanted) if several else [wanted]
-        for value in values:
-            bad = value is None or isinstance(value, bool | np.bool_)
-            bad |= not isinstance(value, str | numbers.Real)
-            if bad or (isinstance(value, numbers.Real) and not math.isfinite(value)):
-                raise InvalidInput(
-                    f"filters[{name!r}] takes strings or finite numbers, got {value!r}"
-                )
-        # stored values are composed (NFC, at every door): "Bäumler" typed with a combining
-        # umlaut matched no item
-        values = [composed(v) if isinstance(v, str) else v for v in values]
+        values = [_filter_value(name, value) for value in (wanted if several else [wanted])]
         checked[name] = values if several else values[0]
     return checked
 
 
-class ItemFilters:
-    """Boolean masks over item rows: stock and attribute values (inverted lists)."""
+def _filter_value(name: str, value: Any) -> Any:
+    """One value of attribute filter ``name``: a string (composed), a finite number, a
+    ``{"min": ..., "max": ...}`` range (a dict) or a ``Range``; else ``InvalidInput``."""
+    if isinstance(value, Range):
+        return value
+    if isinstance(value, Mapping):
+        return dict(value)  # its bounds are read by the attribute's kind (ItemFilters.resolve)
+    bad = value is None or isinstance(value, bool | np.bool_)
+    bad |= not isinstance(value, str | numbers.Real)
+    if bad or (isinstance(value, numbers.Real) and not math.isfinite(value)):
+        raise InvalidInput(
+            f"filters[{name!r}] takes strings, finite numbers or {{min, max}} ranges, got {value!r}"
+        )
+    if isinstance(value, str) and not value.strip():
+        raise InvalidInput(f"filters[{name!r}]: a value is required, got {value!r}")
+    # stored values are composed (NFC, at every door): "Bäumler" typed with a combining
+    # umlaut matched no item
+    return composed(value) if isinstance(value, str) else value
 
-    def __init__(self, in_stock: np.ndarray, postings: dict[str, Postings]):
+
+class ItemFilters:
+    """Boolean masks over item rows: stock, attribute values (inverted lists) and numeric
+    and date attributes (``numbers``: name -> ``NumberColumn``, one float64 per row; None
+    for a bundle saved before range filters)."""
+
+    def __init__(
+        self,
+        in_stock: np.ndarray,
+        postings: dict[str, Postings],
+        numbers: dict[str, NumberColumn] | None = None,
+    ):
         self.in_stock = np.asarray(in_stock, dtype=bool)
         self.postings = postings
+        self.numbers = numbers
         self._labels: dict[str, sp.csr_matrix] = {}
         self._codes: dict[str, np.ndarray | None] = {}
 
@@ -261,9 +291,57 @@ class ItemFilters:
             for name, kind in kinds.items()
             if kind in FILTER_KINDS and name in items.columns
         }
-        return cls(items["in_stock"].to_numpy(dtype=bool), postings)
+        numbers = {
+            name: NumberColumn(kind, column_numbers(kind, items[name]))
+            for name, kind in kinds.items()
+            if kind in RANGE_KINDS and name in items.columns
+        }
+        return cls(items["in_stock"].to_numpy(dtype=bool), postings, numbers)
+
+    def resolve(self, filters: dict[str, Any] | None) -> dict[str, Any] | None:
+        """``check_filters``' answer with each numeric or date attribute's values read as a
+        list of ``Range`` (any of them), or ``InvalidInput`` naming the attribute and the
+        forms it takes for a value its kind does not take (a range on a categorical
+        attribute, "abc" on price). An attribute the bundle does not filter on is left for
+        ``mask``'s ``UnknownFilter``."""
+        if not filters:
+            return filters
+        resolved = {}
+        for name, wanted in filters.items():
+            values = wanted if isinstance(wanted, list) else [wanted]
+            if name == "in_stock":
+                resolved[name] = wanted
+            elif name in (self.numbers or {}):
+                kind = self.numbers[name].kind
+                resolved[name] = [parse_range(name, kind, value) for value in values]
+            else:  # an attribute the bundle does not filter on: ``mask`` names it
+                if name in self.postings:
+                    self._check_values(name, values)
+                resolved[name] = wanted
+        return resolved
+
+    def _check_values(self, name: str, values: list) -> None:
+        """``InvalidInput`` for a range asked of categorical attribute ``name`` (text such as
+        "1..5" that is none of its values counts as one)."""
+        for value in values:
+            if looks_like_range(value) and not (
+                isinstance(value, str) and len(self.postings[name].rows_of(value))
+            ):
+                raise InvalidInput(
+                    f"filters[{name!r}] is not a numeric or date attribute: it takes values "
+                    f"(one, or a list for any of them), not a range such as {value!r}"
+                )
+
+    def _unknown(self, name: str) -> UnknownFilter:
+        filterable = ", ".join(["in_stock", *sorted([*self.postings, *(self.numbers or {})])])
+        why = f"cannot filter on {name!r}; filterable: {filterable}"
+        if self.numbers is None:  # a bundle saved before range filters
+            why += "; this model was trained before range filters: retrain to filter numeric "
+            why += "and date attributes"
+        return UnknownFilter(why)
 
     def mask(self, filters: dict[str, Any] | None) -> np.ndarray | None:
+        """(N,) bool: the rows passing ``filters`` (as ``resolve`` gives them), or None."""
         if not filters:
             return None
         mask = np.ones(len(self.in_stock), dtype=bool)
@@ -271,9 +349,12 @@ class ItemFilters:
             if name == "in_stock":
                 mask &= self.in_stock if wanted else ~self.in_stock
                 continue
+            if name in (self.numbers or {}):
+                ranges = wanted if isinstance(wanted, list) else [wanted]
+                mask &= passes_any(ranges, self.numbers[name].values)
+                continue
             if name not in self.postings:
-                filterable = ", ".join(["in_stock", *sorted(self.postings)])
-                raise UnknownFilter(f"cannot filter on {name!r}; filterable: {filterable}")
+                raise self._unknown(name)
             allowed = np.zeros(len(mask), dtype=bool)
             for value in np.atleast_1d(wanted).tolist():
                 allowed[self.postings[name].rows_of(str(value))] = True
@@ -393,23 +474,38 @@ class ItemFilters:
     # -- persistence ---------------------------------------------------------------------
     def save(self, directory: Path) -> None:
         """``in_stock.npy``, ``filters.json`` (attribute names) and three arrays per
-        attribute, ``filter_<n>_{values,offsets,rows}.npy``."""
+        attribute, ``filter_<n>_{values,offsets,rows}.npy``; ``ranges.json`` ([name, kind]
+        of each numeric and date attribute) and its values, ``range_<n>.npy``."""
         np.save(directory / "in_stock.npy", self.in_stock, allow_pickle=False)
         for n, postings in enumerate(self.postings.values()):
             for part in ("values", "offsets", "rows"):
                 array = getattr(postings, part)
                 np.save(directory / f"filter_{n}_{part}.npy", array, allow_pickle=False)
         (directory / "filters.json").write_text(json.dumps(list(self.postings)))
+        if self.numbers is None:  # as loaded from a bundle saved before range filters
+            return
+        for n, column in enumerate(self.numbers.values()):
+            np.save(directory / f"range_{n}.npy", column.values, allow_pickle=False)
+        kinds = [[name, column.kind] for name, column in self.numbers.items()]
+        (directory / "ranges.json").write_text(json.dumps(kinds))
 
     @classmethod
     def load(cls, directory: Path) -> ItemFilters:
-        """Mapped read-only: processes serving one bundle share the pages."""
+        """Mapped read-only: processes serving one bundle share the pages. A bundle without
+        ``ranges.json`` (saved before range filters) filters on no numeric attribute."""
         names = json.loads((directory / "filters.json").read_text())
         postings = {
             name: Postings(*(mapped(directory / f"filter_{n}_{part}.npy") for part in PARTS))
             for n, name in enumerate(names)
         }
-        return cls(np.load(directory / "in_stock.npy", allow_pickle=False), postings)
+        numbers = None
+        if (directory / "ranges.json").exists():
+            kinds = json.loads((directory / "ranges.json").read_text())
+            numbers = {
+                name: NumberColumn(kind, mapped(directory / f"range_{n}.npy"))
+                for n, (name, kind) in enumerate(kinds)
+            }
+        return cls(np.load(directory / "in_stock.npy", allow_pickle=False), postings, numbers)
 
 
 def _item_index(item_ids: np.ndarray, cf) -> IdIndex:
@@ -496,7 +592,7 @@ class Recommender:
         ``only_new``: rank new items alone. ``group_by``: an attribute naming the product
         each item is a variant of: one item per value (the best), and with ``exclude_seen``
         none of the values of the user's seen items (``check_group_by``)."""
-        diversity, k, filters = check_diversity(diversity), check_k(k), check_filters(filters)
+        diversity, k, filters = check_diversity(diversity), check_k(k), self.check_filters(filters)
         new_items = check_new_items(new_items, k)
         args = (user_ids, k, exclude_seen, candidates, filters, diversity, seen_elsewhere)
         if group := self.check_group_by(group_by):
@@ -594,7 +690,7 @@ class Recommender:
         ``group_by``: as ``recommend``'s, the seen items those of the history, ``also_seen``
         and ``seen_elsewhere``.
         """
-        diversity, k, filters = check_diversity(diversity), check_k(k), check_filters(filters)
+        diversity, k, filters = check_diversity(diversity), check_k(k), self.check_filters(filters)
         new_items = check_new_items(new_items, k)
         args = (histories, k, exclude_seen, candidates, filters, diversity, weights, seen_elsewhere)
         if group := self.check_group_by(group_by):
@@ -1054,7 +1150,7 @@ class Recommender:
         uint8 array, or a list of same-shape arrays. ``group_by``: one item per value of that
         attribute (``check_group_by``).
         """
-        k, filters = check_k(k), check_filters(filters)
+        k, filters = check_k(k), self.check_filters(filters)
         if group := self.check_group_by(group_by):
             return self._grouped(
                 lambda width: self.search_images(images, width, filters), k, group, None
@@ -1117,7 +1213,7 @@ class Recommender:
         attribute naming the product each item is a variant of: one item per value (the
         best), none of the query item's own (``check_group_by``).
         """
-        diversity, k, filters = check_diversity(diversity), check_k(k), check_filters(filters)
+        diversity, k, filters = check_diversity(diversity), check_k(k), self.check_filters(filters)
         self.fused.check_surface(mode)
         item_ids = as_ids(item_ids, "item_id")
         if group := self.check_group_by(group_by):
@@ -1496,6 +1592,13 @@ class Recommender:
         return rows
 
     # -- helpers -------------------------------------------------------------------------
+    def check_filters(self, filters) -> dict[str, Any] | None:
+        """``filters`` as this bundle reads them (``check_filters``, then numeric and date
+        attributes' values as ``Range`` lists), or ``InvalidInput`` naming the attribute and
+        what it takes. An attribute the bundle does not filter on is ``UnknownFilter`` when
+        the rows are masked (``self.filters.mask``), as the CLI checks before it answers."""
+        return self.filters.resolve(check_filters(filters))
+
     def _allowed(self, candidates, filters, only_new: bool = False) -> np.ndarray | None:
         """(N,) bool: the bundle rows an answer may list (None: all), those without events
         in the bundle's data alone with ``only_new``."""
