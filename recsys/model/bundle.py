@@ -30,10 +30,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import EllipsisType
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-import pandas as pd
 from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session
 
@@ -41,12 +40,12 @@ from recsys.catalog.db import catalog_key
 from recsys.catalog.models import SAME_CATALOG_SHARE, ModelBundle, catalog_id, items_held
 from recsys.errors import InvalidBundle, ModelNotTrained, RecsysError
 from recsys.files import as_if_plain
-from recsys.model.cf import CollaborativeModel
-from recsys.model.config import from_dict
-from recsys.model.data import IdIndex, mapped
-from recsys.model.fusion import FusedModel
-from recsys.model.index import IndexConfig, VectorIndex
-from recsys.model.recommender import ItemFilters, Recommender
+
+if TYPE_CHECKING:  # the registry commands (`recsys bundles list`) load no model code: 7 s
+    import pandas as pd
+
+    from recsys.model.index import IndexConfig
+    from recsys.model.recommender import Recommender
 
 log = logging.getLogger(__name__)
 
@@ -286,6 +285,8 @@ def _items_held(engine: Engine, folder: Path) -> float:
     alike, and a bundle of the other passed on ids alone."""
     listed = folder / "items.parquet"
     if listed.is_file():
+        import pandas as pd
+
         items = pd.read_parquet(listed, columns=["item_id", "title"])
         titles = [None if pd.isna(t) else str(t) for t in items["title"]]
         return items_held(engine, items["item_id"].astype(str).tolist(), titles)
@@ -599,6 +600,13 @@ def load_active(engine: Engine, index_config: IndexConfig | None = None):
 
 
 def _load_verified(directory: Path, manifest: dict, index_config) -> Recommender:
+    from recsys.model.cf import CollaborativeModel
+    from recsys.model.config import from_dict
+    from recsys.model.data import IdIndex, mapped
+    from recsys.model.fusion import FusedModel
+    from recsys.model.index import IndexConfig, VectorIndex
+    from recsys.model.recommender import ItemFilters, Recommender
+
     def arr(name: str, **options) -> np.ndarray:
         return np.load(directory / name, allow_pickle=False, **options)
 
