@@ -20,7 +20,6 @@ from urllib.parse import quote
 
 from flask import Blueprint
 
-from recsys.catalog.db import catalog_key
 from recsys.errors import InvalidInput, UnknownItem
 from recsys.ingest import item_writes
 from recsys.vision.photo import check_photo
@@ -124,7 +123,7 @@ def _write(write, item_id: str, body: ItemFields | None, form: ItemUpload | None
     root = ctx.settings.images_root
     if photo is not None:
         suffix = _suffix(photo, ctx.settings.max_image_pixels)
-        photo = item_writes.save_photo(root, photo, suffix, catalog_key(ctx.engine.url))
+        photo = item_writes.save_photo(root, photo, suffix, item_writes.upload_catalog(ctx.engine))
     try:
         written = write(ctx.engine, item_id, fields, root, photo, ctx.settings.max_image_pixels)
     except (UnknownItem, InvalidInput) as exc:

@@ -28,7 +28,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, select
 
 from recsys.catalog.changes import items_generation
 from recsys.catalog.db import catalog_key
-from recsys.catalog.models import Item
+from recsys.catalog.models import Item, catalog_id
 from recsys.catalog.reads import ItemCard
 from recsys.errors import InvalidInput, PhotoStoreUnavailable, UnknownItem
 from recsys.files import as_if_plain
@@ -171,6 +171,19 @@ def parse_fields(
     return values
 
 
+def upload_catalog(engine: Engine) -> str:
+    """What a catalog's uploaded photos are named for (``upload_name``'s ``catalog``): a
+    SQLite catalog's file (``catalog_key``: a copy of the file is another catalog), a
+    server's catalog id (migration 0013), whatever URL reaches it: two hosts that reach one
+    PostgreSQL as ``127.0.0.1`` and ``localhost`` stored one photo twice, and a photo
+    uploaded through one was never removed through the other."""
+    key = catalog_key(engine.url)
+    if engine.dialect.name == "sqlite":
+        return key
+    found = catalog_id(engine)
+    return f"catalog {found}" if found else key
+
+
 def upload_name(data: bytes, suffix: str, catalog: str = "") -> str:
     """The file name ``save_photo`` gives an upload of ``data`` to ``catalog``."""
     digest = hashlib.sha256(catalog.encode() + b"\0" + data if catalog else data).hexdigest()
@@ -180,7 +193,7 @@ def upload_name(data: bytes, suffix: str, catalog: str = "") -> str:
 def save_photo(images_root: Path, data: bytes, suffix: str, catalog: str = "") -> Path:
     """Store an uploaded photo as ``<images_root>/uploads/<sha256><suffix>`` (written to a
     temporary file and renamed: a reader never sees half a photo) -> its absolute path. The
-    hash is of ``catalog`` (``recsys.catalog.db.catalog_key``) and the bytes: the items of one
+    hash is of ``catalog`` (``upload_catalog``) and the bytes: the items of one
     catalog share a file, two catalogs never do (shops whose images roots are one folder, the
     default ``var/images`` from one checkout: one shop's delete removed the other's photo)."""
     folder = (Path(images_root) / UPLOADS).resolve()
@@ -217,7 +230,7 @@ def drop_unused_photo(engine: Engine, path: Path | str, images_root: Path | None
         data = path.read_bytes()
     except OSError:
         return
-    if path.name != upload_name(data, path.suffix, catalog_key(engine.url)):
+    if path.name != upload_name(data, path.suffix, upload_catalog(engine)):
         return
     with engine.connect() as connection:
         used = connection.execute(
