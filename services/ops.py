@@ -8,7 +8,7 @@ from pathlib import Path
 from flask import Blueprint, current_app, jsonify, send_file
 
 from recsys.catalog import reads
-from recsys.errors import CatalogNotReady
+from recsys.errors import CatalogNotReady, InvalidInput
 from recsys.logs import Repeated
 from recsys.scopes import ADMIN
 from recsys.vision.photo import image_mimetype
@@ -62,7 +62,17 @@ def readyz() -> Readiness:
         model_version=state.version,
         live=_live(ctx.holder.live),
         refused_version=refused.version if refused is not None else None,
+        group_by=_served_group_by(state, ctx.settings.group_by),
     )
+
+
+def _served_group_by(state, setting: str) -> str | None:
+    """The server's group_by (RECSYS_GROUP_BY) as its lists apply it: None when unset or
+    when the served bundle cannot group by it (``services.api._group_by`` leaves it out)."""
+    try:
+        return state.recommender.check_group_by(setting)
+    except InvalidInput:
+        return None
 
 
 def _live(delta) -> LiveCatalog | None:

@@ -621,6 +621,12 @@ class Readiness(Status):
         "it and serves model_version instead (null: it serves the active bundle); the server "
         "log says why",
     )
+    group_by: str | None = Field(
+        None,
+        description="The attribute lists are grouped by when a request names none "
+        "(RECSYS_GROUP_BY; null: none, or one the served bundle cannot group by). Hosts "
+        "behind one balancer must agree on it, or one request gets two answers",
+    )
 
 
 class ErrorDetail(BaseModel):

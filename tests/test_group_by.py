@@ -81,6 +81,7 @@ def test_the_api_groups_by_the_request_or_the_servers_setting(shop):
         return [item["item_id"] for item in response.get_json()["items"]]
 
     assert brands(listed("/v1/items/a1/similar?k=6")) == ["b"]
+    assert client.get("/readyz").get_json()["group_by"] == "brand"  # hosts can compare it
     assert len(listed("/v1/items/a1/similar?k=6&group_by=")) == 6
     assert sorted(brands(listed("/v1/users/nobody/recommendations?k=6"))) == ["a", "b"]
     body = client.post("/v1/users/nobody/recommendations", json={"k": 6, "group_by": ""})
@@ -102,4 +103,5 @@ def test_a_servers_setting_the_model_cannot_group_by_is_logged_and_left_out(shop
             assert answer.status_code == 200 and len(answer.get_json()["items"]) == 6
     said = [r.getMessage() for r in caplog.records if "RECSYS_GROUP_BY" in r.getMessage()]
     assert len(said) == 1 and "genres" in said[0]
+    assert client.get("/readyz").get_json()["group_by"] is None  # as the lists apply it
     assert client.get("/v1/items/a1/similar?group_by=genres").status_code == 400

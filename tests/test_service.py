@@ -437,6 +437,7 @@ def test_health_readiness_metrics_and_openapi(client):
     assert client.get("/healthz").get_json() == {"status": "ok"}
     ready = client.get("/readyz").get_json()
     assert ready["status"] == "ready" and ready["model_version"]
+    assert ready["group_by"] is None  # no RECSYS_GROUP_BY: hosts can compare theirs
     client.get("/v1/items/a1/similar")
     client.get("/v1/items/nope/similar")
     metrics = client.get("/metrics")
