@@ -950,9 +950,13 @@ def test_a_feed_keeps_places_for_new_items_when_asked(app, client):
     body = {"k": 4, "new_items": 2}
     ranked = client.post("/v1/users/u1/recommendations", json=body).get_json()["items"]
     assert [i["item_id"] for i in ranked] == kept
-    # a visitor without history gets the popularity feed as it is
+    # a visitor without history: the popularity feed with its lowest places for new items
     stranger = "/v1/users/stranger/recommendations?k=4"
-    assert client.get(stranger + "&new_items=2").get_json() == client.get(stranger).get_json()
+    popular = [i["item_id"] for i in client.get(stranger).get_json()["items"]]
+    offered = client.get(stranger + "&new_items=2").get_json()
+    kept = [i["item_id"] for i in offered["items"]]
+    assert offered["fallback"] is True and len(kept) == 4
+    assert len(new & set(kept)) == 2 and kept[:2] == [i for i in popular if i not in new][:2]
 
 
 @pytest.mark.parametrize("query", ["k=3&new_items=4", "new_items=-1", "new_items=1.5"])

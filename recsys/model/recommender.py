@@ -887,18 +887,14 @@ class Recommender:
         return more, unheld
 
     def _reserved(self, results: Results, offered: Results, k: int, n: int) -> Results:
-        """``results`` with ``n`` places of each personal feed kept for new items
-        (``NEW_ITEMS_RULE``): ``offered`` holds each feed's best new items (``only_new``).
+        """``results`` with ``n`` places of each feed kept for new items (``NEW_ITEMS_RULE``;
+        a visitor's popularity feed too): ``offered`` holds each feed's best new items
+        (``only_new``; a visitor's by their predicted popularity, ``popular_order``).
         A feed with a kept place is not carried across catalog changes (``considered``
         None): the items that may take it are not among the rows it was ranked among."""
         ids, scores, because = [], [], []
         for q, listed in enumerate(results.ids):
             asked = results.because[q] if results.because else [[] for _ in listed]
-            if results.fallback[q]:
-                ids.append(listed)
-                scores.append(results.scores[q])
-                because.append(asked)
-                continue
             shown = set(listed)
             extra = [j for j, i in enumerate(offered.ids[q]) if i not in shown]
             pool = [*listed, *(offered.ids[q][j] for j in extra)]
@@ -1672,9 +1668,17 @@ class Recommender:
 
     @property
     def popular_order(self) -> np.ndarray:
-        """Item rows by popularity, most popular first, ties in row order (sorted once)."""
+        """Item rows by popularity, most popular first, then the items without events by
+        the popularity their content predicts (``FusedModel._predict_cold``), ties in row
+        order (sorted once): a visitor's feed that keeps places for new items shows those
+        most like the shop's popular ones, not the first rows of the catalog."""
         if self._popular_order is None:
-            self._popular_order = np.argsort(-self.popularity, kind="stable")
+            predicted = self.fused.item_blocks_.get("popularity")
+            cold = np.asarray(self.fused.cold_, dtype=bool)
+            key = np.asarray(self.popularity, dtype=np.float64).copy()
+            if predicted is not None and cold.any():  # in [0, 1]: below every warm item
+                key[cold] = np.asarray(predicted[cold, 0], dtype=np.float64) - 2.0
+            self._popular_order = np.argsort(-key, kind="stable")
         return self._popular_order
 
     def _history_places(self, histories) -> tuple[list[int], list[int]]:
