@@ -244,6 +244,163 @@ def test_read_events_of_a_foreign_log(tmp_path):
         read_events(tmp_path / "nowhere")
 
 
+def numbered_events() -> pd.DataFrame:
+    """The toy catalog's events with numbers for user ids ("u7" is 7), as a lake's jobs write."""
+    events = toy_catalog().interactions.copy()
+    events["user_id"] = events["user_id"].str[1:].astype(int)
+    return events
+
+
+def write_jobs_folder(folder) -> pd.DataFrame:
+    """A folder three jobs wrote over time, each with its own types: int64 ids and naive
+    nanoseconds, then pandas' float ids (an id column with a gap) and zoned milliseconds,
+    then string ids (one " 7 ", one "guest-456"); and an empty partition pandas wrote with
+    null-typed columns, sorting first. Returns the events as read from the catalog."""
+    events = numbered_events()
+    days = events["timestamp"].dt.strftime("%Y-%m-%d")
+    first, second = sorted(days.unique())[2], sorted(days.unique())[4]
+    jobs = [events[days < first], events[(days >= first) & (days < second)], events[days >= second]]
+
+    def write(day, table):
+        (folder / f"day={day}").mkdir(parents=True)
+        pq.write_table(table, folder / f"day={day}" / "part-0.parquet")
+
+    empty = pd.DataFrame({c: pd.Series([], dtype=object) for c in KEY})
+    write("0-empty", pa.Table.from_pandas(empty, preserve_index=False))
+    old, mid, new = jobs
+    write(
+        "1-old",
+        pa.table(
+            {
+                "user_id": pa.array(old["user_id"], pa.int64()),
+                "item_id": old["item_id"],
+                "event": old["event"],
+                "weight": old["weight"].astype(float),
+                "timestamp": pa.array(old["timestamp"].astype("datetime64[ns]")),
+            }
+        ),
+    )
+    zoned = mid["timestamp"].dt.tz_localize("UTC").dt.tz_convert("+02:00")
+    write(
+        "2-mid",
+        pa.table(
+            {
+                "user_id": pa.array([*mid["user_id"].astype(float), None]),
+                "item_id": [*mid["item_id"], "a1"],
+                "event": [*mid["event"], "view"],
+                "weight": [*mid["weight"].astype(float), 1.0],
+                "timestamp": pa.array([*zoned, zoned.iloc[0]], pa.timestamp("ms", "+02:00")),
+            }
+        ),
+    )
+    ids = [" 7 " if u == 7 else str(u) for u in new["user_id"]]
+    write("3-new", pa.table({"user_id": [*ids, "guest-456"], "item_id": [*new["item_id"], "a1"],
+                           "event": [*new["event"], "view"],
+                           "weight": [*new["weight"].astype(float), 1.0],
+                           "timestamp": pa.array([*new["timestamp"], new["timestamp"].iloc[0]],
+                                                 pa.timestamp("us", "UTC"))}))  # fmt: skip
+    return events
+
+
+def test_each_file_of_a_folder_is_read_with_its_own_types(tmp_path, caplog):
+    """A lake's jobs differ in types over a year; a dataset read every file with the first
+    file's schema: a later string id was an ArrowInvalid, an empty null-typed partition
+    sorting first an ArrowNotImplementedError, and ids 7, 7.0 and " 7 " are one user."""
+    events = write_jobs_folder(tmp_path / "events")
+    read = read_events(tmp_path / "events")
+    users = sorted(set(events["user_id"].astype(str)) | {"guest-456"})
+    assert sorted(read["user_id"].unique()) == users
+    assert len(read) == len(events) + 1  # guest-456's; the row without a user is left out
+    times = read[read["user_id"] != "guest-456"]
+    assert times["timestamp"].sort_values().tolist() == events["timestamp"].sort_values().tolist()
+    said = f"1 of {len(events) + 2} rows left out: 1 without a user id, 0 without an item id"
+    assert said in caplog.text
+
+
+def test_a_file_of_epoch_milliseconds_is_refused_naming_it(tmp_path):
+    """A later job wrote int64 epoch milliseconds: cast to the first file's timestamp[us],
+    its events were dated January 1970 and training exited 0."""
+    events = numbered_events()
+    (tmp_path / "day=1").mkdir()
+    (tmp_path / "day=2").mkdir()
+    half = len(events) // 2
+    pq.write_table(pa.Table.from_pandas(events[:half], preserve_index=False),
+                   tmp_path / "day=1" / "part-0.parquet")  # fmt: skip
+    late = events[half:].assign(timestamp=events["timestamp"][half:].astype("int64") // 1000)
+    pq.write_table(pa.Table.from_pandas(late, preserve_index=False),
+                   tmp_path / "day=2" / "part-0.parquet")  # fmt: skip
+    with pytest.raises(InvalidInput) as refused:
+        read_events(tmp_path)
+    message = str(refused.value)
+    assert (
+        "day=2/part-0.parquet: timestamp" in message and "milliseconds? divide by 1,000" in message
+    )
+
+
+def test_a_folder_of_jobs_trains_one_user_per_id(engine, tmp_path):
+    populate(engine)
+    events = write_jobs_folder(tmp_path / "events")
+    train(
+        engine,
+        tmp_path / "artifacts",
+        train_config(),
+        device="cpu",
+        events=str(tmp_path / "events"),
+    )
+    users = set(load_active(engine).user_index)
+    assert set(events["user_id"].astype(str)) <= users and "7.0" not in users
+
+
+def test_spark_refuses_a_folder_it_cannot_read_before_any_work(engine, tmp_path):
+    """Spark reads a folder with one file's types: ids int64 in some files and string in
+    others, or times in nanoseconds, failed minutes into a training, after the weights
+    stage. A check of the files' footers refuses them first, in one line."""
+    populate(engine)
+    write_jobs_folder(tmp_path / "events")
+    config = replace(train_config(), cf=replace(train_config().cf, engine="spark"))
+    with pytest.raises(InvalidInput) as refused:
+        train(engine, tmp_path / "art", config, device="cpu", events=str(tmp_path / "events"))
+    message = str(refused.value)
+    assert "day=1-old/part-0.parquet: timestamp is timestamp[ns]" in message
+    assert "write timestamp as a timestamp in microseconds" in message and "\n" not in message
+    assert not (tmp_path / "art" / "bundles").exists() or not list(
+        (tmp_path / "art" / "bundles").iterdir()
+    )
+    old = tmp_path / "events" / "day=1-old" / "part-0.parquet"
+    table = pq.read_table(old)
+    pq.write_table(
+        table.set_column(4, "timestamp", table["timestamp"].cast(pa.timestamp("us"))), old
+    )
+    with pytest.raises(InvalidInput) as refused:
+        spark_engine.folder_schema(tmp_path / "events")
+    message = str(refused.value)
+    assert "user_id is int64 in" in message and "day=1-old/part-0.parquet but double in" in message
+    assert "write user_id as string in every file" in message
+
+
+@needs_spark
+def test_spark_reads_float_and_padded_ids_as_the_driver_does(spark, tmp_path):
+    """Spark's cast made the double id 1938.0 "1938.0" where the driver reads "1938": every
+    user of a Spark bundle got the popularity fallback."""
+    events = numbered_events()
+    for n, part in enumerate((events[:40], events[40:])):
+        ids = [*part["user_id"].astype(float), None]  # pandas' int ids with a gap: doubles
+        padded = [f" {item} " for item in [*part["item_id"], "a1"]]
+        times = pa.array([*part["timestamp"], None], pa.timestamp("us"))
+        table = pa.table({"user_id": ids, "item_id": padded, "timestamp": times})
+        pq.write_table(table, tmp_path / f"part-{n}.parquet")
+    items = toy_catalog().items["item_id"].to_numpy(dtype=str)
+    schema = spark_engine.folder_schema(tmp_path)
+    assert schema.startswith("`user_id` double, `item_id` string")
+    frame = spark.read.schema(schema).parquet(str(tmp_path))
+    entries = spark_engine.event_confidences(spark, frame, items, SPARK_CONFIG).toPandas()
+    driver = read_events(tmp_path, items)
+    assert sorted(entries["user_id"].unique()) == sorted(driver["user_id"].unique())
+    assert "7" in set(entries["user_id"]) and len(entries) == len(
+        driver.groupby(["user_id", "item_id"])
+    )
+
+
 # -- the hyperparameter mapping ---------------------------------------------------------------
 def test_mllib_regularisation_totals_implicits():
     """MLlib scales lambda by each row's entries (ALS-WR); the mapped lambda' puts the same

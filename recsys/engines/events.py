@@ -13,13 +13,15 @@ for both sources.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +38,11 @@ from recsys.files import left_by_dead_process
 from recsys.ingest.interactions import DEFAULT_EVENT
 from recsys.ingest.readers import plain_array
 from recsys.ingest.values import (
+    MAX_EPOCH_SECONDS,
+    BadValue,
     event_column,
     id_column,
+    parse_timestamp,
     timestamp_column,
     weight_column,
 )
@@ -180,32 +185,134 @@ def read_events(path: str | Path, item_ids: np.ndarray | None = None) -> pd.Data
 
     ``user_id`` and ``item_id`` are required; ``event`` (default "interaction"), ``weight``
     (default 1) and ``timestamp`` (naive UTC; zoned times are converted) are optional; other
-    columns and the ``day`` partition are ignored. Each value meets the rule ``recsys ingest``
-    holds it to (``recsys.ingest.values``: ids stripped, events lower-cased, weights finite
-    from 0 to 10^6, times from 1970 to 2100), so a folder trains what its ingest would store.
-    Rows a rule refuses, rows without a user or item, and with ``item_ids``, rows of items
-    not in it, are left out and counted in the log.
+    columns and the ``day`` partition are ignored. Each file is read with its own schema (the
+    jobs that write a folder over a year differ: int64 ids then strings, nanoseconds then
+    zoned milliseconds) and each value meets the rule ``recsys ingest`` holds it to
+    (``recsys.ingest.values``: ids stripped, ``42``, ``42.0`` and ``"42"`` one id, events
+    lower-cased, weights finite from 0 to 10^6, times from 1970 to 2100, numbers as epoch
+    seconds), so a folder trains what its ingest would store. Rows a rule refuses, rows
+    without a user or item, and with ``item_ids``, rows of items not in it, are left out and
+    counted in the log; a file that cannot be read so (no ``user_id``; numbers past epoch
+    seconds for times) is refused, naming it. Files are read one at a time and only their
+    checked columns kept, so the whole log is held once.
     """
-    dataset = _dataset(path)
-    names = set(dataset.schema.names)
-    missing = {"user_id", "item_id"} - names
+    tally = _Tally()
+    checked = [_checked(table, part, path, tally) for part, table in _part_tables(path)]
+    table = pa.concat_tables(checked) if checked else _PARSED.empty_table()
+    checked.clear()  # the concatenation holds the same buffers
+    keep = _known_rows(table, item_ids, tally)
+    tally.log(path)
+    log.info("read %d events from %s", int(keep.sum()), path)
+    return _frame(table, keep)
+
+
+# Each file's events once checked (``_checked``), whatever the file's own types.
+_PARSED = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("item_id", pa.string()),
+        ("event", pa.string()),
+        ("weight", pa.float64()),
+        ("timestamp", pa.timestamp("us")),
+    ]
+)
+
+
+@dataclass
+class _Tally:
+    """The rows of a folder's files and those left out, logged once for the folder."""
+
+    rows: int = 0
+    refused: int = 0
+    first_refusal: str = ""
+    no_user: int = 0
+    no_item: int = 0
+    unknown_item: int = 0
+
+    def log(self, path) -> None:
+        if self.refused:
+            log.warning(
+                "events %s: %d of %d rows refused by the ingest rules (first: %s)",
+                path,
+                self.refused,
+                self.rows,
+                self.first_refusal,
+            )
+        left_out = self.no_user + self.no_item + self.unknown_item
+        if left_out:
+            log.warning(
+                "events %s: %d of %d rows left out: %d without a user id, %d without an item "
+                "id, %d of items the catalog lacks",
+                path,
+                left_out,
+                self.rows,
+                self.no_user,
+                self.no_item,
+                self.unknown_item,
+            )
+
+
+def _part_tables(path) -> Iterator[tuple[str, pa.Table]]:
+    """(file, table) of each Parquet file of ``path`` that holds rows, read with the file's
+    own schema: a dataset's schema is its first file's, and Arrow cast every later file to
+    it (epoch milliseconds became dates of January 1970, a string id after int64 ones was
+    an ArrowInvalid). Files without rows are skipped: a job's empty partition is often
+    written with null-typed columns."""
+    for fragment, schema, rows in _fragments(path):
+        if not rows:
+            continue
+        check_required(schema.names, fragment.path)
+        columns = [c for c in INTERACTION_COLUMNS if c in schema.names]
+        with _unreadable(fragment.path):
+            table = fragment.to_table(schema=schema, columns=columns)
+        yield fragment.path, table
+
+
+def part_schemas(path: str | Path) -> Iterator[tuple[str, pa.Schema, int]]:
+    """(file, schema, rows) of each Parquet file of ``path``, as ``read_events`` finds them,
+    from the files' footers alone (no data is read)."""
+    for fragment, schema, rows in _fragments(path):
+        yield fragment.path, schema, rows
+
+
+def _fragments(path) -> Iterator[tuple[ds.ParquetFileFragment, pa.Schema, int]]:
+    for fragment in _dataset(path).get_fragments():
+        with _unreadable(fragment.path):
+            schema, rows = fragment.physical_schema, fragment.metadata.num_rows
+        yield fragment, schema, rows
+
+
+@contextlib.contextmanager
+def _unreadable(part: str):
+    """``InvalidInput`` naming the file ``part`` for what Arrow could not read of it."""
+    try:
+        yield
+    except (OSError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise InvalidInput(
+            f"events {part}: not a readable Parquet file ({exc}); rewrite it or move it out "
+            "of the folder"
+        ) from None
+
+
+def check_required(names: list[str], part: str) -> None:
+    """``InvalidInput`` naming the file ``part`` unless its columns ``names`` hold the ids."""
+    missing = {"user_id", "item_id"} - set(names)
     if missing:
         raise InvalidInput(
-            f"events {path}: no column {', '.join(sorted(missing))}; an event folder needs "
-            "user_id and item_id (and optionally event, weight, timestamp)"
+            f"events {part}: no column {', '.join(sorted(missing))}; each file of an event "
+            "folder needs user_id and item_id (and optionally event, weight, timestamp)"
         )
-    table = dataset.to_table(columns=[c for c in INTERACTION_COLUMNS if c in names])
-    return _known_rows(_checked(table, path), item_ids, path)
 
 
-def _checked(table: pa.Table, path) -> pd.DataFrame:
-    """The events frame of ``table``, each column through its ingest rule; the rows a rule
-    refuses are left out, counted in the log with the first reason."""
+def _checked(table: pa.Table, part: str, path, tally: _Tally) -> pa.Table:
+    """The events of one file (``_PARSED``), each column through its ingest rule; the rows a
+    rule refuses are left out and counted in ``tally``, the first with its file."""
     n = table.num_rows
 
     def column(name: str):
         return plain_array(table[name]) if name in table.column_names else None
 
+    _check_epoch_seconds(column("timestamp"), part)
     parsed = {
         "user_id": id_column(column("user_id"), n, "user_id"),
         "item_id": id_column(column("item_id"), n, "item_id"),
@@ -214,32 +321,45 @@ def _checked(table: pa.Table, path) -> pd.DataFrame:
         "timestamp": timestamp_column(column("timestamp"), n),
     }
     refused = np.zeros(n, dtype=bool)
-    reasons = [next(iter(p.errors.values())) for p in parsed.values() if p.errors]
     for found in parsed.values():
         refused[list(found.errors)] = True
-    if refused.any():
-        log.warning(
-            "events %s: %d of %d rows refused by the ingest rules (first: %s)",
-            path,
-            int(refused.sum()),
-            n,
-            reasons[0],
-        )
-
-    def values(name: str) -> np.ndarray:
-        return parsed[name].values.to_numpy(zero_copy_only=False)
-
-    frame = pd.DataFrame(
+    tally.rows += n
+    if refused.any() and not tally.refused:
+        reason = next(next(iter(p.errors.values())) for p in parsed.values() if p.errors)
+        tally.first_refusal = str(reason) if part == str(path) else f"{part}: {reason}"
+    tally.refused += int(refused.sum())
+    events = pa.table(
         {
-            "user_id": values("user_id"),
-            "item_id": values("item_id"),
-            "event": np.where(parsed["event"].missing, DEFAULT_EVENT, values("event")),
-            "weight": np.where(parsed["weight"].missing, 1.0, values("weight")),
-            "timestamp": values("timestamp").astype("datetime64[us]"),
+            "user_id": parsed["user_id"].values,
+            "item_id": parsed["item_id"].values,
+            "event": parsed["event"].values.fill_null(DEFAULT_EVENT),
+            "weight": parsed["weight"].values.fill_null(1.0),
+            "timestamp": parsed["timestamp"].values,
         },
-        columns=INTERACTION_COLUMNS,
+        schema=_PARSED,
     )
-    return frame[~refused].reset_index(drop=True) if refused.any() else frame
+    return events.filter(pa.array(~refused)) if refused.any() else events
+
+
+def _check_epoch_seconds(column: pa.Array | None, part: str) -> None:
+    """``InvalidInput`` when every time of a file is a number past epoch seconds: a job that
+    wrote epoch milliseconds (or micro-, nanoseconds) would lose all its rows to the
+    timestamp rule, a month of events left out with a warning."""
+    if column is None or not (
+        pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
+    ):
+        return
+    numbers = column.drop_null().cast(pa.float64()).to_numpy()  # (B,)
+    numbers = numbers[np.isfinite(numbers)]
+    if not len(numbers) or np.abs(numbers).min() < MAX_EPOCH_SECONDS:
+        return
+    try:
+        parse_timestamp(int(numbers[0]) if pa.types.is_integer(column.type) else numbers[0])
+    except BadValue as exc:
+        raise InvalidInput(
+            f"events {part}: {exc}, as is every timestamp of the file; numbers are epoch "
+            "seconds: write timestamp as a Parquet timestamp, or as epoch seconds"
+        ) from None
 
 
 def fresh_after(path: str | Path | None) -> str | None:
@@ -290,18 +410,28 @@ def _hidden(relative: Path) -> bool:
     return any(name.startswith(("_", ".")) for name in relative.parts)
 
 
-def _known_rows(frame: pd.DataFrame, item_ids: np.ndarray | None, path) -> pd.DataFrame:
-    keep = frame["user_id"].notna().to_numpy() & frame["item_id"].notna().to_numpy()
+def _known_rows(table: pa.Table, item_ids: np.ndarray | None, tally: _Tally) -> np.ndarray:
+    """(N,) bool: the rows of ``table`` with a user, an item, and with ``item_ids``, an item
+    in it; those left out are counted in ``tally`` by reason."""
+    user = table["user_id"].is_valid().to_numpy()
+    item = table["item_id"].is_valid().to_numpy()
+    keep = user & item
+    tally.no_user += int((~user).sum())
+    tally.no_item += int((user & ~item).sum())
     if item_ids is not None:
-        keep &= frame["item_id"].isin(pd.Index(np.asarray(item_ids, dtype=str))).to_numpy()
-    dropped = int((~keep).sum())
-    if dropped:
-        log.warning(
-            "events %s: %d of %d rows left out (no user or item, or an item the catalog lacks)",
-            path,
-            dropped,
-            len(frame),
-        )
-        frame = frame[keep].reset_index(drop=True)
-    log.info("read %d events from %s", len(frame), path)
-    return frame
+        known = pc.is_in(table["item_id"], value_set=pa.array(np.asarray(item_ids, dtype=str)))
+        catalog = known.to_numpy(zero_copy_only=False)
+        tally.unknown_item += int((keep & ~catalog).sum())
+        keep &= catalog
+    return keep
+
+
+def _frame(table: pa.Table, keep: np.ndarray) -> pd.DataFrame:
+    """The interactions frame of the checked events ``table``'s ``keep`` rows, converted a
+    column at a time and each column's Arrow buffers let go once converted."""
+    rows = pa.array(keep)
+    columns = {}
+    for name in INTERACTION_COLUMNS:
+        columns[name] = table[name].filter(rows).to_numpy()
+        table = table.drop_columns([name])
+    return pd.DataFrame(columns, columns=INTERACTION_COLUMNS)

@@ -62,11 +62,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import scipy.sparse as sp
 
 from recsys.engines import unreachable
 from recsys.errors import InvalidInput, RecsysError
 from recsys.ingest.interactions import DEFAULT_EVENT
+from recsys.ingest.values import FLOAT_EXACT
 from recsys.model.cf import SECONDS_PER_DAY
 
 log = logging.getLogger(__name__)
@@ -248,9 +250,11 @@ def fit_events(path: str, item_ids: np.ndarray, config, spark=None) -> SparkFit:
     the model's row order (events of other items are left out)."""
     from pyspark.sql import functions as F
 
+    schema = folder_schema(path)  # before Spark reads: a type it cannot read fails at once
     spark = spark or session()
     item_ids = np.asarray(item_ids, dtype=str)
-    parts = spark.read.option("pathGlobFilter", "*.parquet").parquet(str(path))  # no stray file
+    reader = spark.read.schema(schema).option("pathGlobFilter", "*.parquet")  # no stray file
+    parts = reader.parquet(str(path))
     entries = event_confidences(spark, parts, item_ids, config)
     with _cached(entries):  # read and aggregated once, for the user ids and the entries
         user_ids = np.sort(_column(entries.select("user_id").distinct(), "user_id"))
@@ -288,8 +292,8 @@ def event_confidences(spark, events, item_ids: np.ndarray, config):
         raise InvalidInput(f"events: no column {', '.join(sorted(missing))}")
     items = _frame(spark, {"item_id": item_ids, "item": np.arange(len(item_ids))})
     rows = events.select(
-        F.col("user_id").cast("string").alias("user_id"),
-        F.col("item_id").cast("string").alias("item_id"),
+        _id_text(events, "user_id").alias("user_id"),
+        _id_text(events, "item_id").alias("item_id"),
         _optional(events, "event", "string", DEFAULT_EVENT).alias("event"),
         _optional(events, "weight", "double", 1.0).alias("weight"),
         _seconds(events).alias("seconds"),
@@ -307,6 +311,83 @@ def event_confidences(spark, events, item_ids: np.ndarray, config):
     summed = rows.withColumn("w", weight).groupBy("user_id", "item").agg(F.sum("w").alias("c"))
     return summed.where(F.col("c") != 0).select(
         "user_id", "item", F.col("c").cast("float").alias("confidence")
+    )
+
+
+# A column's Spark type for each Arrow type a Parquet file may give it (int32 and int64 files
+# both read as bigint); other types are refused by ``folder_schema``.
+_SPARK_TYPES = {
+    pa.string(): "string",
+    pa.large_string(): "string",
+    pa.binary(): "binary",
+    pa.large_binary(): "binary",
+    pa.bool_(): "boolean",
+    **{t: "bigint" for t in (pa.int8(), pa.int16(), pa.int32(), pa.int64())},
+    **{t: "bigint" for t in (pa.uint8(), pa.uint16(), pa.uint32())},
+    pa.float32(): "float",
+    pa.float64(): "double",
+    pa.date32(): "date",
+}
+# What each column should be written as, for the messages.
+_WRITE_AS = {
+    "user_id": "string",
+    "item_id": "string",
+    "event": "string",
+    "weight": "double",
+    "timestamp": "a timestamp in microseconds (pyarrow: timestamp('us'))",
+}
+
+
+def folder_schema(path) -> str:
+    """The Spark schema (DDL) to read the event folder ``path`` with, from its files' footers
+    (pyarrow, no data read): the event columns each file holds, one type each. Spark reads a
+    folder with one file's types, and failed on a file whose types differ (ids int64 in some
+    files and string in others: ``PARQUET_COLUMN_DATA_TYPE_MISMATCH``) or on a timestamp in
+    nanoseconds (``PARQUET_TYPE_ILLEGAL``), minutes into a training; ``InvalidInput`` names
+    the file, the column, its types and the fix. Files without rows are left out of the
+    check (Spark reads none of their values), so an empty partition pandas wrote with
+    null-typed columns does no harm."""
+    from recsys.engines.events import INTERACTION_COLUMNS, check_required, part_schemas
+
+    seen: dict[str, tuple[str, str, pa.DataType]] = {}  # column -> (Spark type, file, type)
+    for part, schema, rows in part_schemas(path):
+        if not rows:
+            continue
+        check_required(schema.names, part)
+        for name in (c for c in INTERACTION_COLUMNS if c in schema.names):
+            kind = _spark_type(schema.field(name).type, name, part)
+            first = seen.setdefault(name, (kind, part, schema.field(name).type))
+            if first[0] != kind:
+                raise InvalidInput(
+                    f"events {path}: {name} is {first[2]} in {first[1]} but "
+                    f"{schema.field(name).type} in {part}; Spark reads a column as one type: "
+                    f"write {name} as {_WRITE_AS[name]} in every file (or train without "
+                    "--cf-engine spark)"
+                )
+    kinds = {"user_id": "string", "item_id": "string"} | {k: v[0] for k, v in seen.items()}
+    return ", ".join(f"`{name}` {kinds[name]}" for name in INTERACTION_COLUMNS if name in kinds)
+
+
+def _spark_type(type_: pa.DataType, name: str, part: str) -> str:
+    """The Spark type of a Parquet column of Arrow type ``type_``, or ``InvalidInput``
+    naming the file, the column and what to write instead."""
+    if pa.types.is_dictionary(type_):
+        type_ = type_.value_type
+    if pa.types.is_timestamp(type_) and type_.unit != "ns":
+        return "timestamp"  # zoned or naive, seconds to microseconds: Spark reads them all
+    if pa.types.is_decimal(type_):
+        return f"decimal({type_.precision},{type_.scale})"
+    if type_ in _SPARK_TYPES:
+        return _SPARK_TYPES[type_]
+    if pa.types.is_timestamp(type_):
+        why = "in nanoseconds, which Spark cannot read (PARQUET_TYPE_ILLEGAL)"
+    elif pa.types.is_null(type_):
+        why = "of no type (every value null, as pandas writes an empty object column)"
+    else:
+        why = "a type Spark cannot read as an event column"
+    raise InvalidInput(
+        f"events {part}: {name} is {type_}, {why}; write {name} as {_WRITE_AS[name]} (or "
+        "train without --cf-engine spark)"
     )
 
 
@@ -383,6 +464,35 @@ def _optional(events, name: str, kind: str, default):
     if name not in events.columns:
         return F.lit(default).cast(kind)
     return F.coalesce(F.col(name).cast(kind), F.lit(default).cast(kind))
+
+
+# What Python's str.strip() removes (the id rule's), as a Java regular expression.
+_STRIPPED = r"(?U)^[\s\x1c-\x1f]+|[\s\x1c-\x1f]+$"
+
+
+def _id_text(events, name: str):
+    """Spark column: the id column ``name`` as the id rule reads it (``parse_id``, what the
+    driver's pyarrow reading gives): text stripped, empty as none; integral floats and
+    decimals as their integer's text (``cast("string")`` made 1938.0 "1938.0", a user the
+    driver never saw: every user of a Spark bundle got the popularity fallback), other
+    decimals without trailing zeros; floats of 2**53 or more, NaN and booleans as none (the
+    rule refuses them)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    column, kind = F.col(name), events.schema[name].dataType
+    if isinstance(kind, T.FloatType | T.DoubleType):
+        exact = ~F.isnan(column) & (F.abs(column) < float(FLOAT_EXACT))
+        integral = F.when(column == F.floor(column), column.cast("bigint").cast("string"))
+        return F.when(exact, integral.otherwise(column.cast("string")))
+    if isinstance(kind, T.DecimalType):
+        integral = column == F.floor(column)
+        trimmed = F.regexp_replace(column.cast("string"), r"\.?0+$", "")
+        return F.when(integral, F.floor(column).cast("string")).otherwise(trimmed)
+    if isinstance(kind, T.BooleanType):
+        return F.lit(None).cast("string")
+    text = F.regexp_replace(column.cast("string"), _STRIPPED, "")
+    return F.when(text != "", text)
 
 
 def _seconds(events):

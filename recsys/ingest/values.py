@@ -127,7 +127,7 @@ _ISO_DATE = re.compile(
 _TRUE = {"1", "true", "t", "yes", "y"}
 _FALSE = {"0", "false", "f", "no", "n"}
 # Epoch seconds later than this (year 2286) are almost surely milliseconds.
-_MAX_EPOCH_SECONDS = 10_000_000_000
+MAX_EPOCH_SECONDS = 10_000_000_000
 # Each factor of 1000 past epoch seconds, the unit a timestamp that far out is likely in.
 _FINER_UNITS = (("milliseconds", 10**3), ("microseconds", 10**6), ("nanoseconds", 10**9))
 # Eight digits that make a date of 1900 to 2099 are one (ISO 8601's basic form, a data
@@ -177,7 +177,7 @@ def shown(value: Any, limit: int = 40) -> str:
 
 # The first integer a float64 may not hold: 2**53 + 1 is read as 2**53, and
 # 12345678901234567890.0 is stored as 12345678901234567168.
-_FLOAT_EXACT = 2**53
+FLOAT_EXACT = 2**53
 
 
 def parse_id(value: Any, column: str) -> str:
@@ -193,7 +193,7 @@ def parse_id(value: Any, column: str) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise BadValue(f"{column} {value!r} is not a finite number, expected an id")
-        if abs(value) >= _FLOAT_EXACT:
+        if abs(value) >= FLOAT_EXACT:
             raise BadValue(
                 f"{column} {value!r} is a float of 2**53 or more, which may not be the number "
                 "written; write ids as text: a float cannot hold this id exactly"
@@ -400,9 +400,9 @@ def _parse_timestamp_text(value: Any, column: str) -> datetime:
     if seconds is not None:
         if not math.isfinite(seconds):
             raise BadValue(f"{column} {shown(text)} is not a finite number of epoch seconds")
-        if abs(seconds) >= _MAX_EPOCH_SECONDS:
+        if abs(seconds) >= MAX_EPOCH_SECONDS:
             unit, factor = next(
-                ((u, f) for u, f in _FINER_UNITS if abs(seconds) < _MAX_EPOCH_SECONDS * f),
+                ((u, f) for u, f in _FINER_UNITS if abs(seconds) < MAX_EPOCH_SECONDS * f),
                 _FINER_UNITS[-1],
             )
             raise BadValue(
@@ -799,8 +799,20 @@ def _within_python_range(column: pa.Array) -> pa.Array:
 
 
 def _fast_id(column: pa.Array):
+    if pa.types.is_floating(column.type):  # as parse_id: 42.0 is "42" (pandas' int ids with gaps)
+        return _integral_floats(column)
     ok, values = _fast_text(column, _ID_BAD_RE2, MAX_ID_LENGTH)
     return ok & ~_matches(values, _DOT_SEGMENT_RE2) & ~_matches(values, _JOINERS_RE2), values
+
+
+def _integral_floats(column: pa.Array):
+    """Floats that hold an integer below 2**53 (``FLOAT_EXACT``), as that integer's text;
+    the rest (12.5, 2**53, NaN) is the scalar rule's."""
+    numbers = column.cast(pa.float64()).fill_null(0.5).to_numpy()  # (B,)
+    with np.errstate(invalid="ignore"):
+        ok = (np.abs(numbers) < FLOAT_EXACT) & (np.floor(numbers) == numbers)
+    integers = pa.array(np.where(ok, numbers, 0).astype(np.int64))
+    return ok, integers.cast(pa.string())
 
 
 def id_column(column: Column | None, length: int, name: str) -> Parsed:

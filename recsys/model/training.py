@@ -127,6 +127,10 @@ def train(
     use_gpu = _cuda_wanted(device)
     bundles = Path(artifacts_dir) / "bundles"
     _check_writable(engine, bundles)  # before any work, not at the end of it
+    if events is not None and config.cf.engine == "spark":  # its file types, before any fit
+        from recsys.engines.spark import folder_schema
+
+        folder_schema(events)
     remove_orphans(engine, bundles)  # what killed runs left
     seconds: dict[str, float] = {}
     bar = tqdm(total=len(STAGES), desc="train", unit="stage", disable=not show_progress)
