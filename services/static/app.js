@@ -60,6 +60,11 @@ async function api(path, options) {
   return body;
 }
 
+// Whether the served bundle searches by photo (/readyz image_search): a catalog without
+// photos offered a "Search by photo" box whose every search failed. Not known: not offered.
+const imageSearch = api("/readyz").then((body) => body.image_search === true, () => false);
+imageSearch.then((offered) => { document.getElementById("photo-form").hidden = !offered; });
+
 function showModel(version) {
   if (version) document.getElementById("model").textContent = "model " + version;
 }
@@ -178,14 +183,15 @@ async function product(itemId, turn) {
   for (const [name, value] of Object.entries(item.attributes)) {
     const shown = name === "price" ? money(value) : Array.isArray(value) ? value.join(", ") : String(value);
     const label = name.replaceAll("_", " ");  // a column name: colour_tone reads "colour tone"
-    rows.append(el("tr", {}, el("td", { class: "muted", text: label }), el("td", { text: shown })));
+    rows.append(el("tr", {}, el("td", { class: "muted name", text: label }), el("td", { text: shown })));
   }
   rows.append(el("tr", {}, el("td", { class: "muted", text: "in stock" }),
                  el("td", { text: item.in_stock ? "yes" : "no" })));
-  const picture = item.image_url ? photo(item.image_url, item.title || "") : el("div", { class: "no-photo" });
+  // an item without a photo is its facts alone: no grey square standing in for one
+  const picture = item.image_url ? [photo(item.image_url, item.title || "")] : [];
   show(
     turn,
-    el("div", { class: "product" }, picture,
+    el("div", { class: picture.length ? "product" : "product text-only" }, ...picture,
        el("div", {}, el("h1", { "data-testid": "product-title", dir: "auto", text: item.title || item.item_id }),
           el("p", { class: "muted", text: "item " + item.item_id }), rows)),
     el("h2", { text: "Similar items" }),
@@ -213,8 +219,9 @@ let searchPhoto = null;
 
 async function photoSearch(turn) {
   if (!searchPhoto) {
-    show(turn, el("h1", { text: "Search by photo" }),
-         el("p", { class: "muted", text: "Choose a photo with the button at the top of the page." }));
+    const text = (await imageSearch) ? "Choose a photo with the button at the top of the page."
+      : "This shop's catalog has no photos to search by.";
+    show(turn, el("h1", { text: "Search by photo" }), el("p", { class: "muted", text }));
     return;
   }
   const form = new FormData();
