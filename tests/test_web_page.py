@@ -232,8 +232,30 @@ def test_prices_show_the_shops_currency(page, base_url, shop):
     try:
         page.goto(base + "/")
         assert page.evaluate("[money(29.9), money(1234.5)]") == ["$29.90", "$1,234.50"]
+        # an item's own currency (ISO 4217), else the shop's: a code it cannot be is ignored
+        said = page.evaluate("[money(29.9, 'gbp'), money(1234, 'JPY'), money(5, 'pounds')]")
+        assert said == ["£29.90", "¥1,234", "$5.00"]
     finally:
         server.shutdown()
+
+
+def test_an_item_priced_in_its_own_currency_shows_it(page, base_url):
+    """A shop selling in several currencies (a `currency` attribute per item) showed every
+    price in the one RECSYS_CURRENCY, or as a bare number without one."""
+
+    def in_yen(route):
+        answer = route.fetch()
+        item = answer.json()
+        item["attributes"] |= {"price": 1234, "currency": "JPY"}
+        route.fulfill(response=answer, json=item)
+
+    page.route("**/v1/items/a1", in_yen)
+    try:
+        page.goto(base_url + "/#/item/a1")
+        row = page.get_by_test_id("attributes").locator("tr").filter(has_text="price")
+        sync_api.expect(row.locator("td").nth(1)).to_have_text("¥1,234")
+    finally:
+        page.unroute("**/v1/items/a1")
 
 
 def test_shoppers_are_listed_where_the_server_makes_the_list_public(page, open_base_url):

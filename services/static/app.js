@@ -8,13 +8,22 @@ const TIMEOUT_MS = 30_000;  // an answer the page waits for at most (the service
 const CURRENCY = document.documentElement.dataset.currency || "";
 
 // A price as the shop writes it: "€29.90" with a currency, "29.90" without; no price is "",
-// and anything that is not a number is shown as it is.
-function money(value) {
+// and anything that is not a number is shown as it is. ``currency``: the item's own (its
+// `currency` attribute, an ISO 4217 code such as "GBP"), else the shop's: a shop selling in
+// several currencies showed every price in the one RECSYS_CURRENCY.
+function money(value, currency) {
   if (value === null || value === undefined || value === "") return "";
   const number = Number(value);
   if (!Number.isFinite(number)) return String(value);
-  if (!CURRENCY) return number.toFixed(2);
-  return new Intl.NumberFormat("en", { style: "currency", currency: CURRENCY }).format(number);
+  const own = typeof currency === "string" && /^[A-Za-z]{3}$/.test(currency);  // else the shop's
+  const code = own ? currency.toUpperCase() : CURRENCY;
+  if (!code) return number.toFixed(2);
+  return new Intl.NumberFormat("en", { style: "currency", currency: code }).format(number);
+}
+
+// An item's price in its own currency (see money).
+function price(attributes) {
+  return money(attributes && attributes.price, attributes && attributes.currency);
 }
 
 function el(tag, attrs = {}, ...children) {
@@ -75,9 +84,8 @@ function card(item) {
   // the title follows as text: the photo adds nothing a screen reader should say twice
   if (item.image_url) link.append(photo(item.image_url, ""));
   link.append(el("div", { class: "title", dir: "auto", text: item.title || item.item_id }));
-  const price = item.attributes && item.attributes.price;
   // the catalog grid lists sold-out items too: say so on the card, not only on its page
-  const extra = [item.in_stock === false ? "sold out" : null, money(price),
+  const extra = [item.in_stock === false ? "sold out" : null, price(item.attributes),
                  item.score !== undefined ? "score " + item.score.toFixed(3) : null];
   link.append(el("div", { class: "score", text: extra.filter(Boolean).join(" · ") }));
   const why = because(item);
@@ -181,7 +189,7 @@ async function product(itemId, turn) {
   showModel(similar.model_version);
   const rows = el("table", { "data-testid": "attributes" });
   for (const [name, value] of Object.entries(item.attributes)) {
-    const shown = name === "price" ? money(value) : Array.isArray(value) ? value.join(", ") : String(value);
+    const shown = name === "price" ? price(item.attributes) : Array.isArray(value) ? value.join(", ") : String(value);
     const label = name.replaceAll("_", " ");  // a column name: colour_tone reads "colour tone"
     rows.append(el("tr", {}, el("td", { class: "muted name", text: label }), el("td", { text: shown })));
   }
