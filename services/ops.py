@@ -63,6 +63,7 @@ def readyz() -> Readiness:
         live=_live(ctx.holder.live),
         refused_version=refused.version if refused is not None else None,
         group_by=_served_group_by(state, ctx.settings.group_by),
+        image_search=state.recommender.has_images,
     )
 
 

@@ -627,6 +627,12 @@ class Readiness(Status):
         "(RECSYS_GROUP_BY; null: none, or one the served bundle cannot group by). Hosts "
         "behind one balancer must agree on it, or one request gets two answers",
     )
+    image_search: bool = Field(
+        False,
+        description="Whether the served bundle answers POST /v1/search/image: it was trained "
+        "with the items' photos (false: its catalog had none). The shop page offers search by "
+        "photo only then",
+    )
 
 
 class ErrorDetail(BaseModel):

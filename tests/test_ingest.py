@@ -217,10 +217,33 @@ def test_a_new_column_of_numbers_but_a_few_says_why_it_is_categorical(engine, tm
     )
     (tmp_path / "items.csv").write_text("item_id,price,description\n" + rows + 'x,"129,50",短\n')
     ingest_items(engine, tmp_path / "items.csv", options=IngestOptions(show_progress=False))
-    said = "attribute 'price' is categorical: 20 of its 21 values here are numbers, the others"
-    assert said in caplog.text and "'129,50'; a decimal comma?" in caplog.text
+    said = "attribute 'price' is categorical: 1 of its 21 values here are not numbers"
+    said += " (e.g. '129,50')"
+    assert said in caplog.text and "a decimal comma?" in caplog.text
     with engine.connect() as connection:
         assert recorded_kinds(connection, ["description"])["description"] == "text"
+
+
+def test_a_new_column_of_numbers_with_some_units_says_how_to_write_it(engine, tmp_path, caplog):
+    """An electronics shop's `ram` (84% numbers, the rest "16 GB" or "512GB") and `screen`
+    (88%, the rest '15.6"') became categorical without a word; only `storage` (90%) was
+    warned of. Half or more numbers is enough to say so; the kind recorded is unchanged."""
+    units = ["16 GB", "512GB", "8 GB", "16 GB", "32 GB"]
+    rows = "".join(f"i{n},{n % 4 * 8 or 4},{13 + n % 3},mint\n" for n in range(26))
+    rows += "".join(f'u{n},{units[n]},"15.6""",{n}\n' for n in range(5))  # 16% and 16% not
+    (tmp_path / "items.csv").write_text("item_id,ram,screen,colour\n" + rows)
+    ingest_items(engine, tmp_path / "items.csv", options=IngestOptions(show_progress=False))
+    ram = "attribute 'ram' is categorical: 5 of its 31 values here are not numbers"
+    assert f"{ram} (e.g. '16 GB', '512GB', '8 GB')" in caplog.text  # 3 examples, no repeats
+    assert "attribute 'screen' is categorical: 5 of its 31 values" in caplog.text
+    assert "e.g. a column 'ram_gb' of 16, not 'ram' of '16 GB'" in caplog.text
+    assert "Kinds never narrow" in caplog.text and "'colour'" not in caplog.text  # 16% numbers
+    with engine.connect() as connection:
+        kinds = recorded_kinds(connection, ["ram", "screen"])
+    assert kinds == {"ram": AttributeKind.CATEGORICAL, "screen": AttributeKind.CATEGORICAL}
+    caplog.clear()  # a second file of the same columns: the kind is recorded, nothing new
+    ingest_items(engine, tmp_path / "items.csv", options=IngestOptions(show_progress=False))
+    assert "values here are not numbers" not in caplog.text
 
 
 def test_a_file_widens_an_attributes_kind_only_when_asked_and_says_so(engine, tmp_path, caplog):

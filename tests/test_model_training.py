@@ -354,6 +354,30 @@ def test_a_relisted_item_is_a_duplicate_of_its_source(engine, run_cli, tmp_path)
     assert pair["title_a"] == pair["title_b"] == title
 
 
+def test_no_duplicate_says_how_close_the_closest_pair_came(engine, run_cli, tmp_path):
+    """A bookshop's one work in two formats (titles that differ by a word) scored up to 0.899
+    and the command said "0 pairs in 0 sets at cosine and titles score >= 0.9500", nothing
+    of how close they came or what would list them."""
+    populate(engine)
+    relist(engine, "a1", "a1-hardcover")
+    with Session(engine) as session, session.begin():
+        for book, binding in (("a1", "paperback"), ("a1-hardcover", "hardcover")):
+            item = session.scalar(select(Item).where(Item.external_id == book))
+            item.title = f"{item.title} {binding}"  # 4 words, 3 shared: 0.75
+    run_cli("--artifacts-dir", tmp_path, "train", "--factors", "8", "--quiet")
+    out = tmp_path / "duplicates.json"
+    result = run_cli("catalog", "duplicates", "--out", out)
+    assert (
+        "0 pairs in 0 sets at cosine and titles score >= 0.9500; the closest pair scores "
+        "0.7500; lower --threshold to list near-duplicates" in result.stderr
+    )
+    assert json.loads(out.read_text())["closest_left_out"] == 0.75
+    run_cli("catalog", "duplicates", "--threshold", "0.75", "--out", out)
+    assert [sorted(found) for found in json.loads(out.read_text())["sets"]] == [
+        ["a1", "a1-hardcover"]
+    ]
+
+
 def test_train_on_an_empty_catalog_says_which_stage_failed(engine, tmp_path):
     with pytest.raises(TrainingFailed, match=r"stage 'read'.*no items"):
         train(engine, tmp_path, train_config())

@@ -152,6 +152,7 @@ def test_search_by_photo(page, base_url, tmp_path):
     page.goto(base_url + "/")
     photo = tmp_path / "ring.png"
     Image.fromarray(item_image("b", 2)).save(photo)
+    sync_api.expect(page.locator("#photo-form")).to_be_visible()  # its bundle has photos
     page.locator("#photo").set_input_files(str(photo))
     found = card_ids(page, "visual")
     assert sum(item.startswith("b") for item in found[:5]) >= 4
@@ -164,6 +165,56 @@ def test_search_by_photo(page, base_url, tmp_path):
     assert len(card_ids(page, "visual")) == len(found)
     page.reload()  # a photo cannot live in the address: the view asks for one
     sync_api.expect(page.locator("h1")).to_have_text("Search by photo")
+
+
+# Each word of the product page's attribute names that its lines cut in two ("auth/or").
+WORDS_CUT = """() => [
+  ...document.querySelectorAll('[data-testid="attributes"] tr > td:first-child')]
+  .flatMap((cell) => [...cell.textContent.matchAll(/\\S+/g)].filter((word) => {
+    const range = document.createRange();
+    range.setStart(cell.firstChild, word.index);
+    range.setEnd(cell.firstChild, word.index + word[0].length);
+    return new Set([...range.getClientRects()].map((rect) => Math.round(rect.top))).size > 1;
+  }).map((word) => word[0]))"""
+
+
+def test_a_catalog_without_photos_shows_text_cards_and_no_search_by_photo(page, tmp_path_factory):
+    """A bookshop without photos: each product page showed a large grey square for the photo
+    it lacked, and a "Search by photo" box whose every search failed (its bundle has no
+    image model); beside a long blurb, the names broke mid-word ("auth/or", "seri/es")."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from recsys.catalog.models import Item, ItemAttribute
+
+    def prepare(engine) -> None:
+        names = {"author": "categorical", "series_volume": "numeric", "blurb": "text"}
+        with Session(engine) as session, session.begin():
+            session.add_all([ItemAttribute(name=n, kind=k) for n, k in names.items()])
+            book = session.scalar(select(Item).where(Item.external_id == "a1"))
+            blurb = " ".join(["a winding tale of the sea, its islands and their wizards"] * 30)
+            book.attributes = {**book.attributes, "author": "Ursula K. Le Guin",
+                               "series_volume": 3, "blurb": blurb}  # fmt: skip
+
+    shop = build_shop(tmp_path_factory.mktemp("bookshop"), prepare=prepare, photos=False)
+    base, server = serve(shop)
+    try:
+        for width in (1280, 375):
+            page.set_viewport_size({"width": width, "height": 800})
+            page.goto(f"{base}/#/item/a1")
+            sync_api.expect(page.get_by_test_id("product-title")).to_have_text("Comedy story 1")
+            sync_api.expect(page.get_by_test_id("attributes")).to_contain_text("series volume")
+            assert page.locator(".product img, .product .no-photo").count() == 0
+            assert page.evaluate(WORDS_CUT) == [], width
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+        sync_api.expect(page.get_by_test_id("similar").locator(".no-photo")).to_have_count(0)
+        assert page.evaluate("fetch('/readyz').then((r) => r.json())")["image_search"] is False
+        sync_api.expect(page.locator("#photo-form")).to_be_hidden()
+        page.goto(f"{base}/#/photo")  # an old link to the photo search
+        sync_api.expect(page.locator("#view")).to_contain_text("no photos to search by")
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 800})
+        server.shutdown()
 
 
 def test_bad_item_shows_the_api_error(page, base_url):
@@ -181,8 +232,30 @@ def test_prices_show_the_shops_currency(page, base_url, shop):
     try:
         page.goto(base + "/")
         assert page.evaluate("[money(29.9), money(1234.5)]") == ["$29.90", "$1,234.50"]
+        # an item's own currency (ISO 4217), else the shop's: a code it cannot be is ignored
+        said = page.evaluate("[money(29.9, 'gbp'), money(1234, 'JPY'), money(5, 'pounds')]")
+        assert said == ["£29.90", "¥1,234", "$5.00"]
     finally:
         server.shutdown()
+
+
+def test_an_item_priced_in_its_own_currency_shows_it(page, base_url):
+    """A shop selling in several currencies (a `currency` attribute per item) showed every
+    price in the one RECSYS_CURRENCY, or as a bare number without one."""
+
+    def in_yen(route):
+        answer = route.fetch()
+        item = answer.json()
+        item["attributes"] |= {"price": 1234, "currency": "JPY"}
+        route.fulfill(response=answer, json=item)
+
+    page.route("**/v1/items/a1", in_yen)
+    try:
+        page.goto(base_url + "/#/item/a1")
+        row = page.get_by_test_id("attributes").locator("tr").filter(has_text="price")
+        sync_api.expect(row.locator("td").nth(1)).to_have_text("¥1,234")
+    finally:
+        page.unroute("**/v1/items/a1")
 
 
 def test_shoppers_are_listed_where_the_server_makes_the_list_public(page, open_base_url):

@@ -54,6 +54,7 @@ class VerifiedPairs:
     threshold: float
     verified: int  # candidate pairs verified (both photos decoded)
     skipped: int  # candidate pairs not verified: a photo missing, or beyond max_pairs
+    closest: float | None = None  # the best verified score below threshold (None: none)
 
 
 class CatalogPhotos:
@@ -141,6 +142,7 @@ class CatalogPhotos:
             float(threshold),
             verified=len(score),
             skipped=len(similarity) - len(score),
+            closest=_closest(score[~keep]),
         )
 
 
@@ -179,6 +181,9 @@ class CheckedPairs:
     verified: int = 0
     skipped: int = 0
     grouped: int = 0  # candidate pairs left out as variants of one product (``groups``)
+    # The best score of a candidate pair left out below the threshold (titles or photos
+    # scored it); None: none was ("0 pairs" said nothing of how close the closest came).
+    closest: float | None = None
 
 
 def checked_pairs(
@@ -214,9 +219,16 @@ def checked_pairs(
     default = calibrated() if calibrated is not None else photos.calibrate()
     if default is None:  # no photos: the titles' words check the pairs
         titles = titles_by_row(engine, item_ids)
-        left, right, score = title_checked(titles, left, right, score, finder.threshold_)
+        left, right, score = title_checked(titles, left, right, score, -np.inf)
+        keep = score >= finder.threshold_
         return CheckedPairs(
-            left, right, score, finder.threshold_, "cosine and titles", grouped=grouped
+            left[keep],
+            right[keep],
+            score[keep],
+            finder.threshold_,
+            "cosine and titles",
+            grouped=grouped,
+            closest=_closest(score[~keep]),
         )
     at = default if verified_threshold is None else verified_threshold
     if not len(left):  # no candidate: nothing to decode
@@ -234,7 +246,13 @@ def checked_pairs(
         found.verified,
         found.skipped,
         grouped,
+        found.closest,
     )
+
+
+def _closest(below: np.ndarray) -> float | None:
+    """The best of the scores of candidate pairs left out, None when there is none."""
+    return round(float(below.max()), 6) if len(below) else None
 
 
 def _side() -> int:

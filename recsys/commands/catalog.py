@@ -205,6 +205,8 @@ def _bundle_duplicates(settings: Settings, threshold: float, opts: dict) -> None
             "verified": checked.verified,
             "skipped": checked.skipped,
         }
+    if checked.closest is not None:
+        extra["closest_left_out"] = checked.closest
     _emit_pairs(ids, checked.left, checked.right, checked.score, at, extra, opts, titles)
 
 
@@ -230,7 +232,8 @@ def _emit_pairs(ids, left, right, score, at: float, extra: dict, opts: dict, tit
     parts = np.split(rows, np.cumsum(sizes)[:-1]) if len(sizes) else []
     extra = {**extra, "sets": [ids[part].tolist() for part in parts]}
     click.echo(
-        f"{len(table)} pairs in {len(parts)} sets at {extra['score']} score >= {at:.4f}",
+        f"{len(table)} pairs in {len(parts)} sets at {extra['score']} score >= {at:.4f}"
+        + ("" if len(table) else _none_passed(extra)),
         err=True,
     )
     if "group_by" in extra:
@@ -240,6 +243,17 @@ def _emit_pairs(ids, left, right, score, at: float, extra: dict, opts: dict, tit
             err=True,
         )
     emit(table, extra, opts["out"], opts["fmt"])
+
+
+def _none_passed(extra: dict) -> str:
+    """What the summary adds when no pair reaches the threshold: how close the closest
+    candidate came, where titles or photos scored it, and what would list it (a bookshop's
+    one work in other formats scored up to 0.899 and "0 pairs" was all it said)."""
+    closest = extra.get("closest_left_out")
+    said = "" if closest is None else f"; the closest pair scores {closest:.4f}"
+    if "verified_threshold" in extra:  # calibrated on the catalog's photos, not --threshold
+        return said
+    return f"{said}; lower --threshold to list near-duplicates"
 
 
 def _groups(settings: Settings, asked: str | None, ids) -> tuple[str, np.ndarray | None]:

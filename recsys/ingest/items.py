@@ -399,17 +399,19 @@ def record_attribute_kinds(
     ``widen`` False, only record new names' kinds). ``said``: the columns whose odd values
     were reported already (by an earlier batch of the same file); grown here."""
     counts: dict[str, Counter] = {}
-    odd: dict[str, Any] = {}  # per column, a value that is no number or date
+    odd: dict[str, list] = {}  # per column, up to 3 values that are no number or date
     for document in attributes:
         for name, value in document.items():
             kind = value_kind(value)
             counts.setdefault(name, Counter())[kind] += 1
             if kind not in (AttributeKind.NUMERIC, AttributeKind.DATE, None):
-                odd.setdefault(name, value)
+                examples = odd.setdefault(name, [])
+                if len(examples) < 3 and value not in examples:
+                    examples.append(value)
     if not counts:
         return
     kinds = {name: kind_of_counts(counted) for name, counted in counts.items()}
-    _say_mostly_numbers(counts, kinds, odd, set() if said is None else said)
+    _say_mostly_numbers(connection, counts, kinds, odd, set() if said is None else said)
     add, recorded_of, set_kind = _kind_statements(is_postgresql(connection))
     # Record new names (a name already recorded, maybe just now by another writer, stays) ...
     connection.execute(
@@ -436,26 +438,51 @@ def record_attribute_kinds(
 
 
 def _say_mostly_numbers(
-    counts: dict[str, Counter], kinds: dict, odd: dict[str, Any], said: set[str]
+    connection: Connection,
+    counts: dict[str, Counter],
+    kinds: dict,
+    odd: dict[str, list],
+    said: set[str],
 ) -> None:
-    """Warn of a column whose values are nearly all numbers (or dates) but is recorded as
-    categorical for the few that are not: one German price "129,50" among 200 made the
-    price categorical for every item, silently (ingest said "0 rejected")."""
+    """Warn of a new column whose values are mostly numbers (or dates), half or more, but is
+    recorded as categorical for the others: one German price "129,50" among 200 made the
+    price categorical for every item, silently, and so did "16 GB" in a column `ram` of
+    numbers (84% numbers; a 90% bar let it pass)."""
+    mostly = {}  # name -> (what most values are, the kind they would make, how many)
     for name, counted in counts.items():
-        if kinds[name] != AttributeKind.CATEGORICAL or name in said:
+        if kinds[name] in (AttributeKind.NUMERIC, AttributeKind.DATE) or name in said:
             continue
-        total = counted.total()
         for usual, plural in ((AttributeKind.NUMERIC, "numbers"), (AttributeKind.DATE, "dates")):
-            if counted[usual] >= 0.9 * total and name in odd:
-                said.add(name)
-                log.warning(
-                    "attribute %r is categorical: %d of its %d values here are %s, the others "
-                    "not (e.g. %r; a decimal comma?). A column's kind only widens, so values "
-                    "corrected later leave it categorical: to have it %s, correct them and "
-                    "ingest the file under another column name (or into a new catalog)",
-                    name, counted[usual], total, plural, odd[name], usual.value,
-                )  # fmt: skip
+            if counted[usual] * 2 >= counted.total() and name in odd:
+                mostly[name] = (plural, usual, counted[usual])
                 break
+    if not mostly:
+        return
+    recorded = recorded_kinds(connection, mostly)  # a recorded name says nothing new
+    for name, (plural, usual, n) in mostly.items():
+        if name in recorded:
+            continue
+        said.add(name)
+        total = counts[name].total()
+        log.warning(
+            "attribute %r is %s: %d of its %d values here are not %s (e.g. %s). %s. Kinds "
+            "never narrow, so values corrected later leave it %s: to have it %s, ingest the "
+            "corrected file under another column name (or into a new catalog)",
+            name, kinds[name].value, total - n, total, plural,
+            ", ".join(shown(value) for value in odd[name]), _fix_for(usual),
+            kinds[name].value, usual.value,
+        )  # fmt: skip
+
+
+def _fix_for(usual: AttributeKind) -> str:
+    """How to write a column of ``usual`` values so that each is one."""
+    if usual == AttributeKind.DATE:
+        return "Write each as an ISO date (2024-03-10)"
+    return (
+        "Write each as a plain number: no unit (name the unit in the column instead, e.g. a "
+        "column 'ram_gb' of 16, not 'ram' of '16 GB'), no thousands separator, a decimal "
+        "point (a decimal comma?)"
+    )
 
 
 @functools.cache

@@ -8,13 +8,22 @@ const TIMEOUT_MS = 30_000;  // an answer the page waits for at most (the service
 const CURRENCY = document.documentElement.dataset.currency || "";
 
 // A price as the shop writes it: "€29.90" with a currency, "29.90" without; no price is "",
-// and anything that is not a number is shown as it is.
-function money(value) {
+// and anything that is not a number is shown as it is. ``currency``: the item's own (its
+// `currency` attribute, an ISO 4217 code such as "GBP"), else the shop's: a shop selling in
+// several currencies showed every price in the one RECSYS_CURRENCY.
+function money(value, currency) {
   if (value === null || value === undefined || value === "") return "";
   const number = Number(value);
   if (!Number.isFinite(number)) return String(value);
-  if (!CURRENCY) return number.toFixed(2);
-  return new Intl.NumberFormat("en", { style: "currency", currency: CURRENCY }).format(number);
+  const own = typeof currency === "string" && /^[A-Za-z]{3}$/.test(currency);  // else the shop's
+  const code = own ? currency.toUpperCase() : CURRENCY;
+  if (!code) return number.toFixed(2);
+  return new Intl.NumberFormat("en", { style: "currency", currency: code }).format(number);
+}
+
+// An item's price in its own currency (see money).
+function price(attributes) {
+  return money(attributes && attributes.price, attributes && attributes.currency);
 }
 
 function el(tag, attrs = {}, ...children) {
@@ -60,6 +69,11 @@ async function api(path, options) {
   return body;
 }
 
+// Whether the served bundle searches by photo (/readyz image_search): a catalog without
+// photos offered a "Search by photo" box whose every search failed. Not known: not offered.
+const imageSearch = api("/readyz").then((body) => body.image_search === true, () => false);
+imageSearch.then((offered) => { document.getElementById("photo-form").hidden = !offered; });
+
 function showModel(version) {
   if (version) document.getElementById("model").textContent = "model " + version;
 }
@@ -70,9 +84,8 @@ function card(item) {
   // the title follows as text: the photo adds nothing a screen reader should say twice
   if (item.image_url) link.append(photo(item.image_url, ""));
   link.append(el("div", { class: "title", dir: "auto", text: item.title || item.item_id }));
-  const price = item.attributes && item.attributes.price;
   // the catalog grid lists sold-out items too: say so on the card, not only on its page
-  const extra = [item.in_stock === false ? "sold out" : null, money(price),
+  const extra = [item.in_stock === false ? "sold out" : null, price(item.attributes),
                  item.score !== undefined ? "score " + item.score.toFixed(3) : null];
   link.append(el("div", { class: "score", text: extra.filter(Boolean).join(" · ") }));
   const why = because(item);
@@ -176,16 +189,17 @@ async function product(itemId, turn) {
   showModel(similar.model_version);
   const rows = el("table", { "data-testid": "attributes" });
   for (const [name, value] of Object.entries(item.attributes)) {
-    const shown = name === "price" ? money(value) : Array.isArray(value) ? value.join(", ") : String(value);
+    const shown = name === "price" ? price(item.attributes) : Array.isArray(value) ? value.join(", ") : String(value);
     const label = name.replaceAll("_", " ");  // a column name: colour_tone reads "colour tone"
-    rows.append(el("tr", {}, el("td", { class: "muted", text: label }), el("td", { text: shown })));
+    rows.append(el("tr", {}, el("td", { class: "muted name", text: label }), el("td", { text: shown })));
   }
   rows.append(el("tr", {}, el("td", { class: "muted", text: "in stock" }),
                  el("td", { text: item.in_stock ? "yes" : "no" })));
-  const picture = item.image_url ? photo(item.image_url, item.title || "") : el("div", { class: "no-photo" });
+  // an item without a photo is its facts alone: no grey square standing in for one
+  const picture = item.image_url ? [photo(item.image_url, item.title || "")] : [];
   show(
     turn,
-    el("div", { class: "product" }, picture,
+    el("div", { class: picture.length ? "product" : "product text-only" }, ...picture,
        el("div", {}, el("h1", { "data-testid": "product-title", dir: "auto", text: item.title || item.item_id }),
           el("p", { class: "muted", text: "item " + item.item_id }), rows)),
     el("h2", { text: "Similar items" }),
@@ -213,8 +227,9 @@ let searchPhoto = null;
 
 async function photoSearch(turn) {
   if (!searchPhoto) {
-    show(turn, el("h1", { text: "Search by photo" }),
-         el("p", { class: "muted", text: "Choose a photo with the button at the top of the page." }));
+    const text = (await imageSearch) ? "Choose a photo with the button at the top of the page."
+      : "This shop's catalog has no photos to search by.";
+    show(turn, el("h1", { text: "Search by photo" }), el("p", { class: "muted", text }));
     return;
   }
   const form = new FormData();
