@@ -117,7 +117,7 @@ def train_config() -> TrainConfig:
     return TrainConfig(
         cf=CFConfig(factors=8, regularization=0.5),
         validation_share=0.25,
-        grid=WeightGrid(min_users=2),
+        grid=WeightGrid(min_users=2, factors=()),  # the toy's 8 factors, not 64 tried too
     )
 
 

@@ -16,7 +16,7 @@ from tests.toy import toy_catalog
 
 CONFIG = TrainConfig(
     cf=CFConfig(factors=8, regularization=0.5),
-    grid=WeightGrid(confidence_hu=(1.0, 4.0, 16.0), min_users=2),
+    grid=WeightGrid(confidence_hu=(1.0, 4.0, 16.0), factors=(), min_users=2),
 )
 
 
@@ -32,6 +32,68 @@ def _judged_by(monkeypatch, gains: dict[Confidence, np.ndarray]):
 
     monkeypatch.setattr(validation, "_factor_recall", recall)
     return fitted
+
+
+def _factors_judged_by(monkeypatch, gains: dict[int, np.ndarray]):
+    """Validation recall of ALS alone: 0.2 per user plus ``gains`` of its factor count."""
+    fitted = []
+
+    def recall(cf, task):
+        factors = cf.item_factors_.shape[1]
+        fitted.append(factors)
+        per_user = 0.2 + np.resize(gains.get(factors, np.zeros(1)), len(task.user_ids))
+        return validation.Scored(per_user, {"recall@10": float(per_user.mean())})
+
+    monkeypatch.setattr(validation, "_factor_recall", recall)
+    return fitted
+
+
+FACTORS = replace(CONFIG, grid=WeightGrid(factors=(16, 4), min_users=2))
+
+
+def test_a_factor_count_that_ranks_better_is_chosen_and_fits_the_catalog(monkeypatch):
+    fitted = _factors_judged_by(monkeypatch, {16: np.array([0.1])})
+    result = fit_in_memory(toy_catalog(), FACTORS)
+    assert fitted == [8, 16, 4]  # the config's first
+    assert result.metrics["cf_factors"] == 16
+    assert set(result.metrics["validation_als_recall@10"]) == {
+        "scaled 1",
+        "scaled 1, 16 factors",
+        "scaled 1, 4 factors",
+    }
+    assert result.cf.item_factors_.shape[1] == 16  # the whole catalog's model
+    assert FACTORS.cf.factors == 8  # the config is left as it was
+
+
+def test_a_factor_count_within_noise_keeps_the_configs(monkeypatch):
+    _factors_judged_by(monkeypatch, {16: np.array([0.3, -0.28])})
+    result = fit_in_memory(toy_catalog(), FACTORS)
+    assert result.metrics["cf_factors"] == 8
+    assert result.cf.item_factors_.shape[1] == 8
+
+
+def test_factors_given_on_the_command_line_are_pinned():
+    from recsys.commands.model_options import model_args, train_config
+
+    options = {
+        "model": "als",
+        "factors": 48,
+        "iterations": 15,
+        "event_weights": (),
+        "half_life_days": 180.0,
+        "crawler_share": 0.5,
+        "image_method": "simclr",
+        "image_epochs": 5,
+        "image_time_budget": None,
+    }
+    chosen = train_config(options)
+    pinned = train_config(options, given=["--factors"])
+    assert chosen.grid.factors == (64,) and pinned.grid.factors == ()
+    # the report's command reproduces either: a pinned count is written, a chosen one not
+    assert "--factors" not in model_args(chosen)
+    assert model_args(pinned)[2:4] == ["--factors", "48"]
+    with pytest.raises(ValueError, match="whole numbers"):
+        WeightGrid(factors=(0,))
 
 
 def test_a_form_that_ranks_better_is_chosen_and_fits_the_catalog(monkeypatch):
@@ -56,7 +118,7 @@ def test_a_gain_within_noise_keeps_the_configs_form(monkeypatch):
     "config",
     [
         TrainConfig(
-            cf=CFConfig(factors=8, regularization=0.5), grid=WeightGrid(min_users=2)
+            cf=CFConfig(factors=8, regularization=0.5), grid=WeightGrid(factors=(), min_users=2)
         ),  # no candidates
         replace(CONFIG, cf=CFConfig(model="bpr", factors=8, iterations=20)),
     ],

@@ -177,7 +177,7 @@ def evaluate(settings: Settings, split, holdout, cutoff, ks, seed, out_dir, user
         seed=seed,
         users=users,
         max_cells=None if options["all_users"] else EvaluationConfig.max_cells,
-        fused=train_config(model),
+        fused=train_config(model, given=given),
     )
     if options["split_dir"] and options["replay"]:  # one ran, the other was dropped unsaid
         raise click.UsageError(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import click
 
@@ -45,7 +45,8 @@ _OPTIONS = (
         type=click.IntRange(min=1),
         default=32,
         show_default=True,
-        help="CF latent factors.",
+        help="CF latent factors. Not given, ALS's weights stage also tries 64 and keeps "
+        "them when ALS alone ranks the validation users' items significantly better.",
     ),
     click.option(
         "--iterations",
@@ -106,12 +107,20 @@ def model_options(command):
     return command
 
 
-def train_config(options: Mapping, engine: str = "implicit", spark_solver: str = "cg", **rest):
+def train_config(
+    options: Mapping,
+    engine: str = "implicit",
+    spark_solver: str = "cg",
+    given: Sequence[str] = (),
+    **rest,
+):
     """The ``TrainConfig`` of the model options in ``options`` (keyed by MODEL_OPTIONS);
     ``engine`` and ``spark_solver`` say where ALS runs, ``rest`` are TrainConfig's other
-    fields (index, neighbours, activate)."""
+    fields (index, neighbours, activate). ``given``: the options given on the command line
+    (``given_model_options``): ``--factors`` given pins the factors, which the weights stage
+    otherwise chooses from it and ``WeightGrid.factors``."""
     from recsys.model.cf import CFConfig
-    from recsys.model.config import ImageConfig, TrainConfig
+    from recsys.model.config import ImageConfig, TrainConfig, WeightGrid
 
     cf = CFConfig(
         model=options["model"],
@@ -127,6 +136,8 @@ def train_config(options: Mapping, engine: str = "implicit", spark_solver: str =
         epochs=options["image_epochs"],
         time_budget=options["image_time_budget"],
     )
+    if "--factors" in given:
+        rest["grid"] = WeightGrid(factors=())
     return TrainConfig(cf=cf, image=image, crawler_share=options["crawler_share"], **rest)
 
 
@@ -134,7 +145,10 @@ def model_args(config) -> list[str]:
     """The model options that give ``config`` (a TrainConfig), as command-line words: the
     report's command that reproduces a run."""
     cf, image = config.cf, config.image
-    args = ["--model", cf.model, "--factors", str(cf.factors), "--iterations", str(cf.iterations)]
+    args = ["--model", cf.model]
+    if not config.grid.factors:  # pinned; else chosen by the weights stage from the default
+        args += ["--factors", str(cf.factors)]
+    args += ["--iterations", str(cf.iterations)]
     for event, weight in sorted(cf.event_weights.items()):
         args += ["--event-weight", shlex.quote(f"{event}={float(weight)!r}")]
     args += ["--half-life-days", repr(float(cf.half_life_days or 0))]

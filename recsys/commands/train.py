@@ -8,7 +8,7 @@ import click
 
 from recsys.catalog.db import connect_current
 from recsys.commands import Finite, bars
-from recsys.commands.model_options import model_options, train_config
+from recsys.commands.model_options import given_model_options, model_options, train_config
 from recsys.settings import Settings
 
 
@@ -95,6 +95,7 @@ def train(
         raise click.BadParameter("MLlib has no BPR; use --model als", param_hint="--cf-engine")
     config = train_config(
         model,
+        given=given_model_options(click.get_current_context()),
         engine=cf_engine,
         spark_solver=spark_solver,
         index=IndexConfig(kind=index_kind),

@@ -75,6 +75,13 @@ class WeightGrid:
     # shop with 1 + 16 w (benchmarks/RESULTS.md, session 8), e.g. (1.0, 4.0, 16.0). Off (the
     # config's form) until the fused model has been measured with it on every catalog.
     confidence_hu: tuple[float, ...] = ()
+    # With it, ALS's latent factors: CFConfig.factors unless one of these counts ranks the
+    # validation users' items significantly better with ALS alone (one more ALS fit on the
+    # validation part each, about twice the default's time). A bookshop whose readers
+    # follow authors and series: ALS alone 0.4621 -> 0.5000 with 64 (8 standard errors);
+    # MovieLens and the demo shop rank worse with 64 (benchmarks/RESULTS.md, sessions 59 and
+    # 66). `--factors N` given on the command line pins N (no candidates).
+    factors: tuple[int, ...] = (64,)
     # Then the users' side of ALS: their factors solved again with each event also weighing
     # 0.5 ** (later events of the user / half-life), for these half-lives in events, and kept
     # only when ALS alone then ranks the validation users' latest items significantly better
@@ -82,6 +89,11 @@ class WeightGrid:
     # MovieLens chooses 5 events; the simulated shops, whose shoppers' tastes do not change
     # over the log, none (benchmarks/RESULTS.md, session 32).
     recency: tuple[float, ...] = (5.0, 10.0, 20.0)
+
+    def __post_init__(self) -> None:
+        whole = all(isinstance(n, int) and not isinstance(n, bool) for n in self.factors)
+        if not whole or any(n < 1 for n in self.factors):
+            raise ValueError(f"WeightGrid.factors must be whole numbers >= 1, got {self.factors}")
 
 
 @dataclass(frozen=True)

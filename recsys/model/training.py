@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -233,7 +233,7 @@ def fit_in_memory(
         cf = build_collaborative(
             data.interactions,
             _item_ids(data),
-            config.cf,
+            _chosen_config(config, choice),
             use_gpu,
             confidence=confidence,
             recency=recency,
@@ -253,8 +253,9 @@ def _collaborative(
     folder = events is not None and not data.erased_events
     if folder and config.cf.engine == "spark" and not data.interactions.empty:
         return CollaborativeModel(config.cf).fit_events(str(events), item_ids)
+    cf_config = _chosen_config(config, choice)
     return build_collaborative(
-        data.interactions, item_ids, config.cf, use_gpu, show_progress, *_chosen_cf(choice)
+        data.interactions, item_ids, cf_config, use_gpu, show_progress, *_chosen_cf(choice)
     )
 
 
@@ -262,6 +263,14 @@ def _chosen_cf(choice: WeightChoice | None) -> tuple:
     """(confidence form, recency half-life) the weights stage chose (None, None: the
     config's form, no recency)."""
     return (choice.confidence, choice.recency) if choice else (None, None)
+
+
+def _chosen_config(config: TrainConfig, choice: WeightChoice | None) -> CFConfig:
+    """``config.cf`` with the factor count the weights stage chose; the config itself is left
+    as it was (the bundle's cf/config.json and metrics say what was fitted)."""
+    if choice is None or choice.factors is None:
+        return config.cf
+    return replace(config.cf, factors=choice.factors)
 
 
 def _fuse(data, content: Content, cf, choice: WeightChoice | None, config) -> Fitted:

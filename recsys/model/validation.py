@@ -73,6 +73,8 @@ class WeightChoice:
     # The half-life in events of the recency weights the users' ALS factors are solved with
     # (CollaborativeModel.fit's ``recency``; None: none).
     recency: float | None = None
+    # ALS's latent factors (None: CFConfig.factors).
+    factors: int | None = None
 
 
 def choose_weights(
@@ -94,7 +96,7 @@ def choose_weights(
     if len(task.user_ids) < config.grid.min_users:
         n, least = len(task.user_ids), config.grid.min_users
         return _defaults(config, content, f"{n} validation users, under grid.min_users {least}")
-    cf, confidence, report = choose_confidence(fit_part, item_ids, task, config, use_gpu)
+    cf, (confidence, factors), report = choose_confidence(fit_part, item_ids, task, config, use_gpu)
     recency, recency_report = choose_recency(cf, fit_part, task, config)
     report.update(recency_report)
     fused = FusedModel(config.fusion).fit(
@@ -113,7 +115,14 @@ def choose_weights(
     metrics.update({f"validation_next_item_hit@{K}_{s}": v for s, v in hit_rates.items()})
     log.info("weights chosen on the validation slice: %s", metrics)
     return WeightChoice(
-        choice.weights, choice.cold_scale, metrics, surfaces, confidence, profile, recency
+        choice.weights,
+        choice.cold_scale,
+        metrics,
+        surfaces,
+        confidence,
+        profile,
+        recency,
+        None if factors == config.cf.factors else factors,
     )
 
 
@@ -235,33 +244,48 @@ def _mean(values: np.ndarray | None) -> float | None:
 
 def choose_confidence(
     fit_part: pd.DataFrame, item_ids: np.ndarray, task, config: TrainConfig, use_gpu: bool
-) -> tuple[CollaborativeModel, Confidence, dict]:
-    """ALS's confidence form: the config's ("scaled", ``CFConfig.alpha``) unless the factors
-    of a form of ``grid.confidence_hu`` alone rank the validation users' held-out items
-    better (recall@K, ``grid.significance`` standard errors of the paired gain). Catalogs
-    differ: one purchase among views is worth more under one form on one catalog and less
-    on another (benchmarks/RESULTS.md, session 8). BPR and the Spark engine keep the
-    config's. -> (the chosen form's model fitted on ``fit_part``, the form, a report)."""
-    forms = [Confidence("scaled", config.cf.alpha)]
+) -> tuple[CollaborativeModel, tuple[Confidence, int], dict]:
+    """ALS's confidence form and factor count: the config's ("scaled", ``CFConfig.alpha``;
+    ``CFConfig.factors``) unless the factors of a form of ``grid.confidence_hu``, or of a
+    count of ``grid.factors``, alone rank the validation users' held-out items better
+    (recall@K, ``grid.significance`` standard errors of the paired gain over the config's;
+    the best such). Catalogs differ: one purchase among views is worth more under one form
+    on one catalog and less on another (benchmarks/RESULTS.md, session 8), and a bookshop
+    whose readers follow authors and series ranks better with 64 factors while MovieLens
+    and the demo shop rank worse (session 66). BPR and the Spark engine keep the config's.
+    -> (the chosen candidate's model fitted on ``fit_part``, (its form, its factors), a
+    report)."""
+    default = (Confidence("scaled", config.cf.alpha), config.cf.factors)
+    candidates = [default]
     if config.cf.model == "als" and config.cf.engine == "implicit":
-        forms += [Confidence("hu", alpha) for alpha in config.grid.confidence_hu]
-    default = chosen = None  # (model, form, Scored)
+        candidates += [(Confidence("hu", a), default[1]) for a in config.grid.confidence_hu]
+        candidates += [(default[0], n) for n in config.grid.factors if n != default[1]]
+    base = chosen = None  # (model, candidate, Scored)
     recalls = {}
-    for form in forms:
-        cf = CollaborativeModel(config.cf, use_gpu=use_gpu)
+    for form, factors in candidates:
+        cf = CollaborativeModel(replace(config.cf, factors=factors), use_gpu=use_gpu)
         cf.fit(fit_part, item_ids, confidence=form)
-        if len(forms) == 1:
-            return cf, form, {"confidence": asdict(form)}
+        if len(candidates) == 1:
+            return cf, (form, factors), {"confidence": asdict(form)}
         scored = _factor_recall(cf, task)
-        recalls[f"{form.form} {form.alpha:g}"] = round(scored.objective, 6)
-        if default is None:
-            default = chosen = (cf, form, scored)
+        recalls[_candidate_name(form, factors, default[1])] = round(scored.objective, 6)
+        if base is None:
+            base = chosen = (cf, (form, factors), scored)
         elif scored.objective > chosen[2].objective and _better(
-            scored, default[2], config.grid.significance
+            scored, base[2], config.grid.significance
         ):
-            chosen = (cf, form, scored)
-    report = {"confidence": asdict(chosen[1]), f"validation_als_recall@{K}": recalls}
+            chosen = (cf, (form, factors), scored)
+    form, factors = chosen[1]
+    report = {"confidence": asdict(form), "cf_factors": factors}
+    report[f"validation_als_recall@{K}"] = recalls
     return chosen[0], chosen[1], report
+
+
+def _candidate_name(form: Confidence, factors: int, default_factors: int) -> str:
+    """A ``choose_confidence`` candidate in its report: "scaled 1", "hu 16", "scaled 1, 64
+    factors" (the factors named when they are not the config's)."""
+    name = f"{form.form} {form.alpha:g}"
+    return name if factors == default_factors else f"{name}, {factors} factors"
 
 
 def choose_recency(
