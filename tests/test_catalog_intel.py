@@ -619,3 +619,22 @@ def test_tagging_needs_two_labels():
     labels[:3] = "shirt"
     with pytest.raises(InvalidInput, match="at least 2 distinct labels"):
         Tagger().fit(x, labels)
+
+
+def test_a_value_every_item_holds_names_no_cluster():
+    """Named by share alone, a shop's constant `currency` EUR named 7 of 12 clusters."""
+    from scipy import sparse
+
+    from recsys.catalog_intel.clusters import describe_clusters
+
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    everywhere = (sparse.csr_matrix(np.ones((6, 1))), np.array(["EUR"]))
+    kinds = np.array([[1, 0], [1, 0], [1, 0], [0, 1], [0, 1], [1, 0]])
+    named = describe_clusters(
+        labels,
+        2,
+        {"currency": everywhere, "type": (sparse.csr_matrix(kinds), np.array(["disc", "pad"]))},
+    )
+    assert named == [("type", "disc", 1.0), ("type", "pad", 0.6667)]
+    # a catalog of one value throughout has nothing to set a cluster apart
+    assert describe_clusters(labels, 2, {"currency": everywhere}) == [None, None]

@@ -152,11 +152,13 @@ class Clusterer(BaseEstimator):
 def describe_clusters(
     labels: np.ndarray, k: int, attributes: dict[str, tuple[sparse.csr_matrix, np.ndarray]]
 ) -> list[tuple[str, str, float] | None]:
-    """Per cluster, the attribute value most of its items share: (attribute, value, share of
-    the cluster's items with it), the highest share over every attribute; None for an empty
-    cluster or one no value covers. ``attributes``: name -> ((items, values) 0/1 matrix,
-    the values). One sparse product per attribute: what names a cluster for a person
-    ("footwear, 98%") where it had a number."""
+    """Per cluster, the attribute value that sets it apart: (attribute, value, share of the
+    cluster's items with it), the value whose share in the cluster most exceeds its share of
+    the clustered items, over every attribute; None for an empty cluster or one no value sets
+    apart. ``attributes``: name -> ((items, values) 0/1 matrix, the values). One sparse
+    product per attribute: what names a cluster for a person ("footwear, 98%") where it had a
+    number. By its share alone a value every item holds named most clusters (an auto-parts
+    shop's `currency` EUR named 7 of 12)."""
     labels = np.asarray(labels)
     kept = labels >= 0
     members = sparse.csr_matrix(
@@ -165,13 +167,15 @@ def describe_clusters(
     )
     sizes = np.asarray(members.sum(axis=1)).ravel()
     best: list[tuple[str, str, float] | None] = [None] * k
+    lead = np.zeros(k)  # the chosen value's share above its share of all clustered items
     for name, (matrix, values) in attributes.items():
         counts = (members @ matrix).toarray()  # (k, values)
         if not counts.size:
             continue
-        top = counts.argmax(axis=1)
-        shares = counts[np.arange(k), top] / np.maximum(sizes, 1)
-        for c in np.flatnonzero(shares > 0):
-            if best[c] is None or shares[c] > best[c][2]:
-                best[c] = (name, str(values[top[c]]), round(float(shares[c]), 4))
+        shares = counts / np.maximum(sizes, 1)[:, None]
+        above = shares - counts.sum(axis=0) / max(int(kept.sum()), 1)
+        top = above.argmax(axis=1)
+        for c in np.flatnonzero(above[np.arange(k), top] > lead):
+            lead[c] = above[c, top[c]]
+            best[c] = (name, str(values[top[c]]), round(float(shares[c, top[c]]), 4))
     return best
