@@ -404,7 +404,7 @@ def record_attribute_kinds(
         for name, value in document.items():
             kind = value_kind(value)
             counts.setdefault(name, Counter())[kind] += 1
-            if kind not in (AttributeKind.NUMERIC, AttributeKind.DATE, None):
+            if kind not in (AttributeKind.NUMERIC, AttributeKind.DATE, None) and not _code(value):
                 examples = odd.setdefault(name, [])
                 if len(examples) < 3 and value not in examples:
                     examples.append(value)
@@ -472,6 +472,13 @@ def _say_mostly_numbers(
             ", ".join(shown(value) for value in odd[name]), _fix_for(usual),
             kinds[name].value, usual.value,
         )  # fmt: skip
+
+
+def _code(value) -> bool:
+    """Whether ``value`` is digits with a leading zero (an EAN, a postcode): text by rule, and
+    no number written wrong (a column of EANs was told to write each as a plain number)."""
+    digits = isinstance(value, str) and value.isascii() and value.isdigit()
+    return digits and len(value) > 1 and value[0] == "0"
 
 
 def _fix_for(usual: AttributeKind) -> str:
