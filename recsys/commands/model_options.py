@@ -25,6 +25,7 @@ MODEL_OPTIONS = (
     "factors",
     "iterations",
     "event_weights",
+    "column_weights",
     "half_life_days",
     "crawler_share",
     "image_method",
@@ -61,6 +62,14 @@ _OPTIONS = (
         multiple=True,
         metavar="EVENT=W",
         help="Confidence multiplier of an event type, e.g. purchase=4 (repeatable).",
+    ),
+    click.option(
+        "--column-weight",
+        "column_weights",
+        multiple=True,
+        metavar="ATTRIBUTE=W",
+        help="Weight of an attribute in the tabular block (default 1, 0 to 100; repeatable), "
+        "e.g. oem_number=4 so that a part's other brands' equivalents come first.",
     ),
     click.option(
         "--half-life-days",
@@ -121,6 +130,7 @@ def train_config(
     otherwise chooses from it and ``WeightGrid.factors``."""
     from recsys.model.cf import CFConfig
     from recsys.model.config import ImageConfig, TrainConfig, WeightGrid
+    from recsys.model.tabular import TabularConfig
 
     cf = CFConfig(
         model=options["model"],
@@ -138,6 +148,9 @@ def train_config(
     )
     if "--factors" in given:
         rest["grid"] = WeightGrid(factors=())
+    columns = parse_column_weights(options.get("column_weights", ()))
+    if columns:
+        rest["tabular"] = TabularConfig(column_weights=columns)
     return TrainConfig(cf=cf, image=image, crawler_share=options["crawler_share"], **rest)
 
 
@@ -151,6 +164,8 @@ def model_args(config) -> list[str]:
     args += ["--iterations", str(cf.iterations)]
     for event, weight in sorted(cf.event_weights.items()):
         args += ["--event-weight", shlex.quote(f"{event}={float(weight)!r}")]
+    for name, weight in sorted(config.tabular.column_weights.items()):
+        args += ["--column-weight", shlex.quote(f"{name}={float(weight)!r}")]
     args += ["--half-life-days", repr(float(cf.half_life_days or 0))]
     args += ["--crawler-share", repr(float(config.crawler_share)), "--image-method", image.method]
     if image.time_budget is not None:
@@ -166,6 +181,30 @@ def given_model_options(ctx: click.Context) -> list[str]:
         for param in ctx.command.params
         if param.name in MODEL_OPTIONS and ctx.get_parameter_source(param.name) is not default
     ]
+
+
+# The largest --column-weight: a column at 100 already outweighs every other of a catalog.
+MAX_COLUMN_WEIGHT = 100.0
+
+
+def parse_column_weights(pairs) -> dict[str, float]:
+    """``ATTRIBUTE=W`` pairs -> ``{attribute: W}``, each W a number from 0 to
+    ``MAX_COLUMN_WEIGHT`` (``TabularConfig.column_weights``)."""
+    weights = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = math.nan
+        if not name.strip() or not (math.isfinite(weight) and 0 <= weight <= MAX_COLUMN_WEIGHT):
+            raise click.BadParameter(
+                f"{pair!r} is not ATTRIBUTE=NUMBER with a number from 0 to "
+                f"{MAX_COLUMN_WEIGHT:g}, e.g. oem_number=4",
+                param_hint="--column-weight",
+            ) from None
+        weights[name.strip()] = weight
+    return weights
 
 
 def parse_event_weights(pairs) -> dict[str, float]:

@@ -154,6 +154,7 @@ def train(
             data = left_out_crawlers(data, config)
             _check_trainable(data)
             _check_event_weights(data, config.cf)
+            _check_column_weights(data, config)
             warn_faded(data.interactions, config.cf)
         content = Content()
         with stage("images"):
@@ -402,6 +403,18 @@ def _check_event_weights(data: CatalogData, cf: CFConfig) -> None:
             "no event of type %s: its weight changes nothing (the events are %s)",
             ", ".join(map(repr, unknown)),
             ", ".join(sorted(held)) or "none",
+        )
+
+
+def _check_column_weights(data: CatalogData, config: TrainConfig) -> None:
+    """A warning naming a weighted column the catalog does not have (a typo weighs nothing:
+    "oem_numbr=4" leaves the OEM numbers at 1)."""
+    unknown = sorted(set(config.tabular.column_weights) - set(data.kinds))
+    if unknown:
+        log.warning(
+            "no attribute %s: its weight changes nothing (the attributes are %s)",
+            ", ".join(map(repr, unknown)),
+            ", ".join(sorted(data.kinds)) or "none",
         )
 
 
