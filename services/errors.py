@@ -64,8 +64,12 @@ class ApiError(Exception):
 
 
 def message_of(exc: Exception) -> str:
-    """The text of a domain error (``UnknownItem`` is a ``KeyError``, whose str is quoted)."""
-    return str(exc).strip("'\"")
+    """The text of a domain error: a ``KeyError``'s (``UnknownItem``) without the quotes its
+    str adds; any other's as it is (stripping every error's quotes cut a range error's
+    closing one: "got 'abc")."""
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    return str(exc)
 
 
 def waiting_for_catalog(holder) -> str | None:

@@ -163,7 +163,8 @@ def test_date_ranges_take_iso_dates_and_a_date_alone_is_its_day(client):
 @pytest.mark.parametrize(
     ("query", "mentions"),
     [
-        ("price=abc", ["'price'", "100..500"]),
+        ("price=abc", ["'price'", "100..500", "got 'abc'"]),  # its closing quote too
+        ("price=１００..", ["'price'"]),  # full-width digits, as a full-width k=５
         ("price=5..1", ["'price'", "min is above its max"]),
         ("price=..", ["'price'", "100..500"]),
         ("price=nan", ["'price'"]),

@@ -119,7 +119,8 @@ def prune_changes(settings: Settings, keep_days: float, keep_generations: int, d
     engine = connect_current(settings.database_url)
     retention = Retention(keep_days=keep_days, keep_generations=keep_generations)
     click.echo(
-        f"item change log: keeping {keep_days:g} days and {keep_generations:,} generations"
+        f"item change log: keeping {keep_days:g} day{'' if keep_days == 1 else 's'} and "
+        f"{keep_generations:,} generation{'' if keep_generations == 1 else 's'}"
         + (" (dry run)" if dry_run else "")
     )
     start = time.perf_counter()

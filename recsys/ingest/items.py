@@ -466,7 +466,7 @@ def _say_mostly_numbers(
         total = counts[name].total()
         log.warning(
             "attribute %r is %s: %d of its %d values here are not %s (e.g. %s). %s. Kinds "
-            "never narrow, so values corrected later leave it %s: to have it %s, ingest the "
+            "never narrow, so values corrected later leave it %s: to make it %s, ingest the "
             "corrected file under another column name (or into a new catalog)",
             name, kinds[name].value, total - n, total, plural,
             ", ".join(shown(value) for value in odd[name]), _fix_for(usual),

@@ -26,8 +26,9 @@ SEPARATOR = ".."
 DAY_SECONDS = 86_400.0
 # The last moment of a day a date alone covers (seconds since 1970 are exact to ~1e-6 here).
 DAY_END = DAY_SECONDS - 1e-3
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+# ASCII digits only: a full-width "１００" is no bound, as a full-width k=５ is no k
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _EPOCH = pd.Timestamp(0, tz="UTC")
 
 
@@ -56,7 +57,10 @@ def forms(name: str, kind: str) -> str:
     if kind == "date":
         example, one = "2025-01-01..2025-06-30, ..2025-06-30 or 2025-01-01..", "one date"
         shape = '{"min": "2025-01-01", "max": "2025-06-30"}'
-        words = "ISO 8601 dates, bounds inclusive, a date alone is its whole day"
+        words = (
+            "dates as YYYY-MM-DD, a time after it optional, bounds inclusive, a date alone "
+            "is its whole day"
+        )
     else:
         example, one = "100..500, ..500 or 100..", "one number (exactly it)"
         shape = '{"min": 100, "max": 500}'

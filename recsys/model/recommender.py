@@ -90,7 +90,8 @@ NEW_ITEMS_VIEWED = "new items you viewed"
 NEW_ITEMS_RULE = (
     "a personal feed with fewer than new_items new items (no events in the model's data: "
     "listed since it was trained, or never taken) gives its lowest places to the user's best "
-    "new items; a fallback (popularity) feed is left as it is"
+    "new items; a fallback (popularity) feed gives them to the new items whose content "
+    "predicts the most popularity"
 )
 # How far below a kept answer's last score a live item written since must score for the
 # answer to stand (``similar_unchanged``, ``feed_unchanged``): the live ranking computes the
