@@ -402,3 +402,31 @@ def test_a_sold_out_item_says_so_on_its_catalog_card(page, base_url):
     sold_out = cards.filter(has_text="sold out")
     sync_api.expect(sold_out).to_have_count(2)  # a3 and b3 (tests/toy.py)
     assert {sold_out.nth(n).get_attribute("data-item-id") for n in range(2)} == {"a3", "b3"}
+
+
+# What of the page lies beyond the window's right edge (a page that scrolls sideways), in px.
+SIDEWAYS = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+
+
+def test_a_255_character_item_id_keeps_a_320_px_page_within_the_window(page, base_url):
+    """WCAG 1.4.10 Reflow: an item id may be 255 characters without a space; "item <id>" on
+    its page and the error naming an unknown one scrolled the page sideways at 320 px."""
+    long_id = "i" * 255
+
+    def with_a_long_id(route):
+        answer = route.fetch()
+        route.fulfill(response=answer, json={**answer.json(), "item_id": long_id})
+
+    page.set_viewport_size({"width": 320, "height": 800})
+    page.route("**/v1/items/a1", with_a_long_id)
+    try:
+        page.goto(base_url + "/")  # a new view, not the one the test before left open
+        page.goto(base_url + "/#/item/a1")
+        sync_api.expect(page.get_by_text("item " + long_id)).to_be_visible()
+        assert page.evaluate(SIDEWAYS) == 0
+        page.goto(base_url + "/#/item/" + long_id)
+        sync_api.expect(page.get_by_test_id("error")).to_contain_text(long_id)
+        assert page.evaluate(SIDEWAYS) == 0
+    finally:
+        page.unroute("**/v1/items/a1")
+        page.set_viewport_size({"width": 1280, "height": 800})
