@@ -64,6 +64,7 @@ async function api(path, options) {
       : `the server answered ${response.status} ${response.statusText}`.trim();
     const error = new Error(message);
     error.status = response.status;
+    error.code = body && body.error ? body.error.code : null;
     throw error;
   }
   return body;
@@ -85,9 +86,14 @@ function card(item) {
   if (item.image_url) link.append(photo(item.image_url, ""));
   link.append(el("div", { class: "title", dir: "auto", text: item.title || item.item_id }));
   // the catalog grid lists sold-out items too: say so on the card, not only on its page
-  const extra = [item.in_stock === false ? "sold out" : null, price(item.attributes),
-                 item.score !== undefined ? "score " + item.score.toFixed(3) : null];
-  link.append(el("div", { class: "score", text: extra.filter(Boolean).join(" · ") }));
+  const said = [item.in_stock === false ? "sold out" : null, price(item.attributes)].filter(Boolean);
+  const facts = el("div", { class: "score", text: said.join(" · ") });
+  // the raw score is for the eye: a link named "… score 1.500" tells a screen reader nothing
+  if (item.score !== undefined) {
+    facts.append(el("span", { "aria-hidden": "true",
+                              text: (said.length ? " · " : "") + "score " + item.score.toFixed(3) }));
+  }
+  link.append(facts);
   const why = because(item);
   if (why) link.append(el("div", { class: "because", "data-testid": "because", text: why }));
   return link;
@@ -117,46 +123,102 @@ function photo(src, alt) {
 
 function grid(items, testid) {
   if (!items.length) return el("p", { class: "muted", "data-testid": testid, text: "Nothing to show here." });
-  const box = el("div", { class: "grid", "data-testid": testid });
-  items.forEach((item) => box.append(card(item)));
-  return box;
+  // a list: a screen reader says how many items it holds
+  return el("ul", { class: "grid", "data-testid": testid }, ...items.map((item) => el("li", {}, card(item))));
 }
 
 // Each navigation's number: a view answers only while it is the latest, so a slow answer
 // for an item left behind never replaces the item shown now.
 let shown = 0;
+// How the latest view was reached: "load" (the page opened: a screen reader reads it from the
+// top, the skip link first), "link" (a link, a search) or "history" (Back, Forward).
+let arrival = "load";
+let loading = 0;  // the timer that says "Loading…" when a wait is long enough to notice
+
+// Said by screen readers (a status region outside the view): only what focus does not say.
+function say(text) {
+  const announce = document.getElementById("announce");
+  // the same words again (the same error twice) are said again too
+  announce.textContent = text && announce.textContent === text ? text + "\u00a0" : text;
+}
 
 function show(turn, ...parts) {
   if (turn !== shown) return;
+  clearTimeout(loading);
   view.removeAttribute("aria-busy");
   view.replaceChildren(...parts);
-  // a screen reader hears what the view now is (its heading or error), not the whole grid
-  const heading = view.querySelector("h1, .error");
-  const said = heading ? heading.textContent : "";
-  const announce = document.getElementById("announce");
-  // the same words again (page 1 to page 2) are announced too
-  announce.textContent = announce.textContent === said ? said + "\u00a0" : said;
-  // each view is its own page: it starts at its top, the keyboard starts at its heading,
-  // and the tab and history entry are named after it
-  document.title = said ? `${said} · recsys shop` : "recsys shop";
+  // each view is its own page: it starts at its top, and the tab and history entry are
+  // named after its heading
+  const heading = view.querySelector("h1");
+  const title = heading ? heading.textContent : "";
+  document.title = title ? `${title} · recsys shop` : "recsys shop";
   window.scrollTo(0, 0);
-  if (heading) {
+  const opened = arrival === "history" ? returnedTo() : null;
+  if (arrival === "load") {
+    say("");
+  } else if (opened) {  // back where the keyboard left: focus says the link, not which view this is
+    opened.focus();
+    say(title);
+  } else if (heading) {  // the keyboard starts at the heading, which focus says
     heading.setAttribute("tabindex", "-1");
     heading.focus({ preventScroll: true });
+    const error = view.querySelector(".error");
+    say(error ? error.textContent : "");
   }
 }
 
-function fail(error, turn = shown) {
-  show(turn, el("p", { class: "error", "data-testid": "error", text: error.message }));
+// The link a shopper left this view by (its history entry keeps it: see the click listener),
+// in the view shown again; null where it is not there any more.
+function returnedTo() {
+  const opened = history.state && history.state.opened;
+  if (!opened) return null;
+  if (opened.item) {
+    const within = opened.grid ? `[data-testid="${opened.grid}"] ` : "";
+    return [...view.querySelectorAll(within + "a.card")]
+      .find((link) => link.dataset.itemId === opened.item) || null;
+  }
+  return [...document.querySelectorAll("a")].find((link) => link.getAttribute("href") === opened.href) || null;
+}
+
+// An error view: a heading saying what failed ("Not found" for what is not there), then the
+// service's words.
+function fail(error, turn = shown, heading = "Something went wrong") {
+  show(turn, el("h1", { text: error.status === 404 ? "Not found" : heading }),
+       el("p", { class: "error", id: "view-error", "data-testid": "error", text: error.message }));
+}
+
+// A field whose value the view's error is about: a screen reader says so on the field.
+function invalid(input, errorId) {
+  input.setAttribute("aria-invalid", "true");
+  input.setAttribute("aria-describedby", errorId);
+}
+
+function valid(input) {
+  input.removeAttribute("aria-invalid");
+  input.removeAttribute("aria-describedby");
 }
 
 async function browse(params, turn) {
   // pages follow one another by key (after: the next of the page before), as deep as the catalog
   const after = params.get("after");
   const q = params.get("q") || "";
-  document.getElementById("search-text").value = q;  // a reloaded search shows what it is
+  const search = document.getElementById("search-text");
+  search.value = q;  // a reloaded search shows what it is
+  // the page's number, carried by "next →" (an address without it: a later page)
+  const asked = params.get("page");
+  const number = after === null ? 1 : /^[1-9]\d*$/.test(asked || "") ? Number(asked) : null;
   const key = after === null ? "" : `&after=${encodeURIComponent(after)}`;
-  const page = await api(`/v1/items?limit=${PAGE}&q=${encodeURIComponent(q)}${key}`);
+  let page;
+  try {
+    page = await api(`/v1/items?limit=${PAGE}&q=${encodeURIComponent(q)}${key}`);
+  } catch (error) {
+    // the search text's fault (too short, too long): said of the search box, in its words
+    if (q && error.code === "invalid_parameter" && error.message.startsWith("q: ")) {
+      error.message = "The search text " + error.message.slice(3);
+      if (turn === shown) invalid(search, "view-error");
+    }
+    throw error;
+  }
   const pager = el("div", { class: "pager" });
   if (after !== null) {
     // back in this page's history; opened on a later page (a link, a bookmark), back to the
@@ -169,12 +231,15 @@ async function browse(params, turn) {
     pager.append(back);
   }
   if (page.next !== null) {
-    const next = "#/?q=" + encodeURIComponent(q) + "&after=" + page.next;
+    const next = "#/?q=" + encodeURIComponent(q) + "&after=" + page.next +
+      (number ? "&page=" + (number + 1) : "");
     pager.append(el("a", { href: next, text: "next →", "data-testid": "next-page" }));
   }
   // total counts up to a limit; past it (total_exact false) there are more
   const count = page.total.toLocaleString("en-US") + (page.total_exact ? "" : "+");
-  const title = q ? `Items matching “${q}” (${count})` : `Catalog (${count} items)`;
+  // page 2 is not page 1: its heading and title say which it is
+  const which = number === 1 ? "" : number ? `, page ${number}` : ", a later page";
+  const title = (q ? `Items matching “${q}” (${count})` : `Catalog (${count} items)`) + which;
   show(turn, el("h1", { text: title }), grid(page.items, "catalog"), pager);
 }
 
@@ -187,13 +252,14 @@ async function product(itemId, turn) {
     api(path + "/similar?k=12&mode=also").catch(() => null),
   ]);
   showModel(similar.model_version);
-  const rows = el("table", { "data-testid": "attributes" });
+  const rows = el("table", { "data-testid": "attributes" },
+                  el("caption", { class: "visually-hidden", text: "Facts about this item" }));
   for (const [name, value] of Object.entries(item.attributes)) {
     const shown = name === "price" ? price(item.attributes) : Array.isArray(value) ? value.join(", ") : String(value);
     const label = name.replaceAll("_", " ");  // a column name: colour_tone reads "colour tone"
-    rows.append(el("tr", {}, el("td", { class: "muted name", text: label }), el("td", { text: shown })));
+    rows.append(el("tr", {}, el("th", { scope: "row", class: "muted name", text: label }), el("td", { text: shown })));
   }
-  rows.append(el("tr", {}, el("td", { class: "muted", text: "in stock" }),
+  rows.append(el("tr", {}, el("th", { scope: "row", class: "muted name", text: "in stock" }),
                  el("td", { text: item.in_stock ? "yes" : "no" })));
   // an item without a photo is its facts alone: no grey square standing in for one
   const picture = item.image_url ? [photo(item.image_url, item.title || "")] : [];
@@ -239,10 +305,15 @@ async function photoSearch(turn) {
   show(turn, el("h1", { text: "Looks like your photo" }), grid(body.items, "visual"));
 }
 
-// A new view is on its way: the one shown says so (screen readers too) until it comes.
-function navigate() {
+// A new view is on its way: the one shown says so until it comes, and screen readers hear
+// "Loading…" where the wait is long enough to notice (a quick view's heading follows at once).
+function navigate(how) {
   shown += 1;
+  arrival = how;
   view.setAttribute("aria-busy", "true");
+  valid(document.getElementById("search-text"));
+  clearTimeout(loading);
+  loading = setTimeout(() => say("Loading…"), 500);
   return shown;
 }
 
@@ -267,8 +338,9 @@ async function users() {
                            text: `${user.user_id} (${user.interactions})` }))));
 }
 
-function route() {
-  const turn = navigate();
+// how: "load", "link" or "history" (see arrival)
+function route(how) {
+  const turn = navigate(how);
   const [path, query] = (location.hash.slice(1) || "/").split("?");
   const id = (prefix) => {
     const text = decodeURIComponent(path.slice(prefix.length));  // a URIError on a bad escape
@@ -276,14 +348,22 @@ function route() {
     return text;
   };
   try {
-    let work;
-    if (path === "/photo") work = photoSearch(turn);
-    else if (path.startsWith("/item/")) work = product(id("/item/"), turn);
-    else if (path.startsWith("/user/")) work = feed(id("/user/"), turn);
-    else work = browse(new URLSearchParams(query || ""), turn);
-    work.catch((error) => fail(error, turn));
+    let work, heading;
+    if (path === "/photo") {
+      [work, heading] = [photoSearch(turn), "Search by photo failed"];
+    } else if (path.startsWith("/item/")) {
+      [work, heading] = [product(id("/item/"), turn), "This item could not be shown"];
+    } else if (path.startsWith("/user/")) {
+      [work, heading] = [feed(id("/user/"), turn), "This feed could not be shown"];
+    } else {
+      const params = new URLSearchParams(query || "");
+      const what = params.get("q") ? "Search failed" : "The catalog could not be shown";
+      [work, heading] = [browse(params, turn), what];
+    }
+    work.catch((error) => fail(error, turn, heading));
   } catch (error) {
-    fail(error instanceof URIError ? new Error("this address is malformed: " + location.hash) : error, turn);
+    const said = error instanceof URIError ? new Error("this address is malformed: " + location.hash) : error;
+    fail(said, turn, "Not found");
   }
 }
 
@@ -292,10 +372,20 @@ document.getElementById("search-form").addEventListener("submit", (event) => {
   const q = document.getElementById("search-text").value.trim();  // spaces alone: the catalog
   location.hash = q ? "#/?q=" + encodeURIComponent(q) : "#/";
 });
+const shopper = document.getElementById("shopper-id");
 document.getElementById("shopper-form").addEventListener("submit", (event) => {
   event.preventDefault();
-  const userId = document.getElementById("shopper-id").value.trim();
+  const userId = shopper.value.trim();
+  // an empty box said nothing: it says why nothing opened
+  if (userId) shopper.removeAttribute("aria-invalid");
+  else shopper.setAttribute("aria-invalid", "true");  // an empty value ("") reads as false
+  const why = userId ? "" : "Type a shopper id to open their feed.";
+  document.getElementById("shopper-error").textContent = why;
   if (userId) location.hash = "#/user/" + encodeURIComponent(userId);
+});
+shopper.addEventListener("input", () => {
+  shopper.removeAttribute("aria-invalid");
+  document.getElementById("shopper-error").textContent = "";
 });
 document.getElementById("photo").addEventListener("change", (event) => {
   if (!event.target.files.length) return;
@@ -303,10 +393,32 @@ document.getElementById("photo").addEventListener("change", (event) => {
   event.target.value = "";  // the same photo chosen again searches again
   // its own history entry: Back leaves the results, the logo goes home from them
   if (location.hash !== "#/photo") location.hash = "#/photo";
-  else route();
+  else route("link");
+});
+// Where a shopper leaves a view by a link (a card, "next →"), its history entry keeps which:
+// Back focuses that link again, not the heading (a keyboard user lost their place).
+document.addEventListener("click", (event) => {
+  const link = event.target.closest('a[href^="#/"]');
+  if (!link) return;
+  const grid = link.closest("ul.grid");
+  const opened = link.dataset.itemId
+    ? { item: link.dataset.itemId, grid: grid ? grid.dataset.testid : null }
+    : { href: link.getAttribute("href") };
+  history.replaceState({ ...history.state, opened }, "");
+});
+// The skip link: to the view's heading (its own address, #main, would be one of this page's routes)
+document.getElementById("skip-link").addEventListener("click", (event) => {
+  event.preventDefault();
+  const target = view.querySelector("h1") || document.getElementById("main");
+  target.setAttribute("tabindex", "-1");
+  target.focus();
 });
 // navigations within this page: "← previous" goes back only where there is a page to go to
 let steps = 0;
-window.addEventListener("hashchange", () => { steps += 1; route(); });
+// a new address (a link, a search) has no state of its own: Back and Forward find theirs
+window.addEventListener("hashchange", () => {
+  steps += 1;
+  route(history.state && history.state.opened ? "history" : "link");
+});
 users();
-route();
+route("load");

@@ -37,8 +37,10 @@ async function admin(path, turn) {
     const json = (response.headers.get("Content-Type") || "").includes("application/json");
     const body = json ? await response.json() : null;  // a proxy's HTML page is no JSON
     if (!response.ok || body === null) {
-      throw new Error(body && body.error ? body.error.message
+      const error = new Error(body && body.error ? body.error.message
         : `the server answered ${response.status} ${response.statusText}`.trim());
+      error.status = response.status;
+      throw error;
     }
     if (response.status !== 202) return body;
     if (turn !== loads) throw new Superseded();
@@ -133,7 +135,7 @@ function showClusters(data) {
     list.append(button);
   }
   document.getElementById("clusters").replaceChildren(list, el("div", { id: "members" }));
-  if (data.clusters.length) selectCluster(data.clusters[0].cluster);
+  if (data.clusters.length) selectCluster(data.clusters[0].cluster, false);
 }
 
 // What most of a cluster's items share: "footwear (department, 98%)".
@@ -141,7 +143,8 @@ function clusterName(c) {
   return `${c.value} (${c.attribute.replaceAll("_", " ")}, ${Math.round(100 * c.share)}%)`;
 }
 
-function selectCluster(cluster) {
+// said: whether a screen reader hears the choice (a click, not the first one shown on loading)
+function selectCluster(cluster, said = true) {
   const c = clusterData.clusters.find((x) => x.cluster === cluster);
   for (const b of document.querySelectorAll(".cluster-list button")) {
     const chosen = Number(b.dataset.cluster) === cluster;
@@ -158,6 +161,9 @@ function selectCluster(cluster) {
               text: `Cluster ${cluster}${named}: ${c.size} items; the first is its medoid.` }),
     el("div", { class: "grid" }, card(c.medoid, "medoid")), el("h3", { text: "Members" }),
     members);
+  // a short status, not the members' titles (the whole list was a live region: 12 of them)
+  document.getElementById("cluster-status").textContent = said
+    ? `Cluster ${cluster}${c.value ? ` (${c.value})` : ""}: ${c.size} items` : "";
 }
 
 // Each section shows its own answer or its own error: one that fails (a bad photo in the
@@ -168,10 +174,31 @@ const SECTIONS = {
   clusters: { boxes: ["map", "clusters", "members"], show: showClusters },
 };
 
-async function load() {
+// The key box: marked invalid (and described by the status that says why), or not.
+function keyInvalid(wrong) {
+  const key = document.getElementById("key");
+  if (wrong) {
+    key.setAttribute("aria-invalid", "true");
+    key.setAttribute("aria-describedby", "status");
+  } else {
+    key.removeAttribute("aria-invalid");
+    key.removeAttribute("aria-describedby");
+  }
+}
+
+// asked: a person asked (Show, Update), so a missing key is said, not passed over in silence
+async function load(asked = false) {
   const turn = ++loads;
   const status = document.getElementById("status");
-  if (!sessionStorage.getItem(KEY)) return;
+  document.getElementById("cluster-status").textContent = "";
+  if (!sessionStorage.getItem(KEY)) {
+    if (asked) {
+      status.className = "error";
+      status.textContent = "Enter an admin key above first: the catalog's health needs one.";
+      keyInvalid(true);
+    }
+    return;
+  }
   status.className = "notice";
   status.textContent = "Computing…";
   const threshold = document.getElementById("threshold").value;
@@ -199,6 +226,8 @@ async function load() {
   });
   const any = answers.duplicates || answers.outliers || answers.clusters;
   document.getElementById("model").textContent = any ? "model " + any.model_version : "";
+  const refused = [401, 403].includes(results[0].reason && results[0].reason.status);
+  keyInvalid(!any && refused);
   if (!any) {  // a refused key, a server down: one message, not three
     status.className = "error";
     status.textContent = results[0].reason.message;
@@ -221,10 +250,10 @@ async function load() {
 document.getElementById("key-form").addEventListener("submit", (event) => {
   event.preventDefault();
   sessionStorage.setItem(KEY, document.getElementById("key").value);
-  load();
+  load(true);
 });
 document.getElementById("dup-form").addEventListener("submit", (event) => {
   event.preventDefault();
-  load();
+  load(true);
 });
 load();
