@@ -10,7 +10,7 @@ import pytest
 
 from recsys.model.bundle import load_recommender
 from recsys.model.cf import CFConfig
-from recsys.model.config import TrainConfig
+from recsys.model.config import TrainConfig, WeightGrid
 from recsys.model.data import CatalogData
 from recsys.model.fusion import TOKEN_PROFILES, TOKENS, FusionConfig
 from recsys.model.protocol import build_task, rank, score
@@ -133,7 +133,9 @@ def test_the_weights_stage_gives_tokens_weight_when_sellers_carry_taste():
     train_part, test = temporal_split(data.interactions, 0.2)
     part = CatalogData(data.items, data.kinds, train_part)
     task = build_task(train_part, test, data.items["item_id"].to_numpy(dtype=str))
-    fitted = fit_in_memory(part, TrainConfig(cf=CFConfig(factors=8, regularization=0.5)))
+    # ALS held weak (8 factors, pinned: 64 would learn the sellers' shoppers by themselves)
+    config = TrainConfig(cf=CFConfig(factors=8, regularization=0.5), grid=WeightGrid(factors=()))
+    fitted = fit_in_memory(part, config)
     fused, users = fitted.fused, list(fitted.cf.user_ids_)
     assert fused.weights_[TOKENS] > 0
 

@@ -80,7 +80,8 @@ class WeightGrid:
     # validation part each, about twice the default's time). A bookshop whose readers
     # follow authors and series: ALS alone 0.4621 -> 0.5000 with 64 (8 standard errors);
     # MovieLens and the demo shop rank worse with 64 (benchmarks/RESULTS.md, sessions 59 and
-    # 66). `--factors N` given on the command line pins N (no candidates).
+    # 66). `--factors N` given on the command line pins N (no candidates); in the library,
+    # WeightGrid(factors=()).
     factors: tuple[int, ...] = (64,)
     # Then the users' side of ALS: their factors solved again with each event also weighing
     # 0.5 ** (later events of the user / half-life), for these half-lives in events, and kept
