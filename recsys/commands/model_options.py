@@ -190,21 +190,8 @@ MAX_COLUMN_WEIGHT = 100.0
 def parse_column_weights(pairs) -> dict[str, float]:
     """``ATTRIBUTE=W`` pairs -> ``{attribute: W}``, each W a number from 0 to
     ``MAX_COLUMN_WEIGHT`` (``TabularConfig.column_weights``)."""
-    weights = {}
-    for pair in pairs:
-        name, _, value = pair.partition("=")
-        try:
-            weight = float(value)
-        except ValueError:
-            weight = math.nan
-        if not name.strip() or not (math.isfinite(weight) and 0 <= weight <= MAX_COLUMN_WEIGHT):
-            raise click.BadParameter(
-                f"{pair!r} is not ATTRIBUTE=NUMBER with a number from 0 to "
-                f"{MAX_COLUMN_WEIGHT:g}, e.g. oem_number=4",
-                param_hint="--column-weight",
-            ) from None
-        weights[name.strip()] = weight
-    return weights
+    bound = (MAX_COLUMN_WEIGHT, f"{MAX_COLUMN_WEIGHT:g}")
+    return _named_weights(pairs, "ATTRIBUTE", bound, "oem_number=4", "--column-weight")
 
 
 def parse_event_weights(pairs) -> dict[str, float]:
@@ -213,18 +200,24 @@ def parse_event_weights(pairs) -> dict[str, float]:
     at training ("NaN encountered in factors") without naming the option."""
     from recsys.ingest.values import MAX_WEIGHT
 
+    bound = (MAX_WEIGHT, f"{MAX_WEIGHT:,}")
+    return _named_weights(pairs, "EVENT", bound, "purchase=4", "--event-weight")
+
+
+def _named_weights(pairs, key: str, bound: tuple, example: str, option: str) -> dict:
+    """``KEY=W`` pairs -> ``{key: W}``, each W a finite number from 0 to ``bound`` (the
+    number, as written in the message); anything else a usage error naming ``option``."""
     weights = {}
     for pair in pairs:
-        event, _, value = pair.partition("=")
+        name, _, value = pair.partition("=")
         try:
             weight = float(value)
         except ValueError:
             weight = math.nan
-        if not event.strip() or not (math.isfinite(weight) and 0 <= weight <= MAX_WEIGHT):
+        if not name.strip() or not (math.isfinite(weight) and 0 <= weight <= bound[0]):
             raise click.BadParameter(
-                f"{pair!r} is not EVENT=NUMBER with a number from 0 to {MAX_WEIGHT:,}, "
-                "e.g. purchase=4",
-                param_hint="--event-weight",
+                f"{pair!r} is not {key}=NUMBER with a number from 0 to {bound[1]}, e.g. {example}",
+                param_hint=option,
             ) from None
-        weights[event.strip()] = weight
+        weights[name.strip()] = weight
     return weights
