@@ -10,14 +10,13 @@ import click
 from recsys.catalog.db import connect_current
 from recsys.commands import OutPath, bars
 from recsys.commands.train import (
-    _checked_group,
     _diversity_option,
     _filter_option,
     _group_option,
     _k_option,
     _mode_option,
     _new_items_option,
-    checked_filters,
+    checked_answer_options,
     checked_new_items,
 )
 from recsys.files import out_path, writing
@@ -120,8 +119,7 @@ def feeds(
     with writing(out):
         engine = connect_current(settings.database_url)
         state = load_state(engine, warm=False)
-        group = _checked_group(state.recommender, settings, group_by)
-        checked_filters(state.recommender, filters)
+        group = checked_answer_options(state.recommender, settings, group_by, filters)
         request = FeedRequest(
             k=k, filters=filters, diversity=diversity, new_items=new_items, group_by=group
         )
@@ -161,8 +159,7 @@ def similar(
     with writing(out):
         engine = connect_current(settings.database_url)
         recommender = served_recommender(engine)
-        group = _checked_group(recommender, settings, group_by)
-        checked_filters(recommender, filters)
+        group = checked_answer_options(recommender, settings, group_by, filters)
         request = SimilarRequest(
             k=k, mode=mode, diversity=diversity, group_by=group, filters=filters
         )

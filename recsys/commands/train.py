@@ -248,17 +248,6 @@ def parsed_filters(_ctx, _param, pairs) -> dict | None:
     return one or None
 
 
-def checked_filters(recommender, filters: dict | None) -> None:
-    """A usage error naming --filter for filters the model does not take (an attribute it
-    cannot filter on, a value its kind does not take), before any answer is made."""
-    from recsys.errors import InvalidInput
-
-    try:
-        recommender.filters.mask(recommender.check_filters(filters))
-    except InvalidInput as exc:
-        raise click.BadParameter(str(exc), param_hint="--filter") from None
-
-
 def checked_new_items(new_items: int, k: int) -> None:
     """A usage error naming --new-items when it is more than -k."""
     if new_items > k:
@@ -297,8 +286,7 @@ def recommend(settings: Settings, user_ids, k, diversity, new_items, group_by, f
     checked_new_items(new_items, k)
     engine = connect_current(settings.database_url)
     state = load_state(engine, warm=False)
-    group = _checked_group(state.recommender, settings, group_by)
-    checked_filters(state.recommender, filters)
+    group = checked_answer_options(state.recommender, settings, group_by, filters)
     request = FeedRequest(
         k=k, filters=filters, diversity=diversity, new_items=new_items, group_by=group
     )
@@ -324,24 +312,32 @@ def similar(settings: Settings, item_ids, k, mode, diversity, group_by, filters,
 
     engine = connect_current(settings.database_url)
     recommender = served_recommender(engine)
-    group = _checked_group(recommender, settings, group_by)
-    checked_filters(recommender, filters)
+    group = checked_answer_options(recommender, settings, group_by, filters)
     results = recommender.similar_items(
         list(item_ids), k=k, filters=filters, mode=mode, diversity=diversity, group_by=group
     )
     _show(engine, list(item_ids), _answers(engine, results), as_json, "item")
 
 
-def _checked_group(recommender, settings: Settings, group_by: str | None) -> str | None:
-    """The attribute answers group by (--group-by, else RECSYS_GROUP_BY), or a usage error
-    naming the attributes the model can group by."""
+def checked_answer_options(
+    recommender, settings: Settings, group_by: str | None, filters: dict | None
+) -> str | None:
+    """The attribute answers group by (--group-by, else RECSYS_GROUP_BY), after checking it
+    and --filter against the served model, before any answer is made: a usage error naming
+    the option (an attribute the model cannot group or filter on, a value its kind does not
+    take)."""
     from recsys.errors import InvalidInput
 
     try:
-        return recommender.check_group_by(settings.group_by if group_by is None else group_by)
+        group = recommender.check_group_by(settings.group_by if group_by is None else group_by)
     except InvalidInput as exc:
         hint = "--group-by" if group_by is not None else "RECSYS_GROUP_BY"
         raise click.BadParameter(str(exc), param_hint=hint) from None
+    try:
+        recommender.filters.mask(recommender.check_filters(filters))
+    except InvalidInput as exc:
+        raise click.BadParameter(str(exc), param_hint="--filter") from None
+    return group
 
 
 def _answers(engine, results) -> list[dict]:
