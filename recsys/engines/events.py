@@ -198,24 +198,12 @@ def read_events(path: str | Path, item_ids: np.ndarray | None = None) -> pd.Data
     """
     tally = _Tally()
     checked = [_checked(table, part, path, tally) for part, table in _part_tables(path)]
-    table = pa.concat_tables(checked) if checked else _PARSED.empty_table()
+    table = pa.concat_tables(checked) if checked else SCHEMA.empty_table()
     checked.clear()  # the concatenation holds the same buffers
     keep = _known_rows(table, item_ids, tally)
     tally.log(path)
     log.info("read %d events from %s", int(keep.sum()), path)
     return _frame(table, keep)
-
-
-# Each file's events once checked (``_checked``), whatever the file's own types.
-_PARSED = pa.schema(
-    [
-        ("user_id", pa.string()),
-        ("item_id", pa.string()),
-        ("event", pa.string()),
-        ("weight", pa.float64()),
-        ("timestamp", pa.timestamp("us")),
-    ]
-)
 
 
 @dataclass
@@ -305,8 +293,9 @@ def check_required(names: list[str], part: str) -> None:
 
 
 def _checked(table: pa.Table, part: str, path, tally: _Tally) -> pa.Table:
-    """The events of one file (``_PARSED``), each column through its ingest rule; the rows a
-    rule refuses are left out and counted in ``tally``, the first with its file."""
+    """The events of one file as ``SCHEMA``, whatever the file's own types, each column
+    through its ingest rule; the rows a rule refuses are left out and counted in ``tally``,
+    the first with its file."""
     n = table.num_rows
 
     def column(name: str):
@@ -336,7 +325,7 @@ def _checked(table: pa.Table, part: str, path, tally: _Tally) -> pa.Table:
             "weight": parsed["weight"].values.fill_null(1.0),
             "timestamp": parsed["timestamp"].values,
         },
-        schema=_PARSED,
+        schema=SCHEMA,
     )
     return events.filter(pa.array(~refused)) if refused.any() else events
 
