@@ -426,6 +426,11 @@ class FusedModel(BaseEstimator):
         scaled = any(self.cold_scale_.get(b, 1.0) != 1.0 for b in CONTENT_BLOCKS if b in dims)
         return scaled and bool(np.any(self.cold_))
 
+    def surface_rows(self, rows: np.ndarray) -> np.ndarray:
+        """(n, dim) ``surface_item_vectors`` of the bundle's item ``rows``."""
+        blocks = {b: np.asarray(v[rows]) for b, v in self.item_blocks_.items()}
+        return self.surface_item_vectors(blocks, self.cold_[rows])
+
     def surface_item_vectors(self, blocks: dict[str, np.ndarray], cold: np.ndarray) -> np.ndarray:
         """(n, dim) items as the item-to-item surfaces' queries meet them: unweighted
         ``blocks`` (block -> (n, d), as ``item_blocks_``), where the ``cold`` (n,) items'

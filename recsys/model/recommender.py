@@ -1340,8 +1340,7 @@ class Recommender:
         if mode != "similar" or not self.fused.content_cold_scaled:
             vectors = np.asarray(self.fused.item_vectors_[rows])
         else:
-            blocks = {b: np.asarray(v[rows]) for b, v in self.fused.item_blocks_.items()}
-            vectors = self.fused.surface_item_vectors(blocks, self.fused.cold_[rows])
+            vectors = self.fused.surface_rows(rows)
         return vectors.reshape(*found.shape, -1)
 
     def _no_interactions(self, item_ids) -> np.ndarray:
@@ -1507,8 +1506,7 @@ class Recommender:
             width, self.index.config.exact_filter_share * len(cold)
         ):
             return found, scores
-        blocks = {b: np.asarray(v[candidates]) for b, v in fused.item_blocks_.items()}
-        vectors = fused.surface_item_vectors(blocks, np.ones(len(candidates), dtype=bool))
+        vectors = fused.surface_rows(candidates)  # cold, all of them
         extra = np.asarray(queries @ vectors.T, dtype=np.float32)  # (Q, C)
         extra[candidates[None, :] == np.asarray(rows)[:, None]] = -np.inf  # the item itself
         held = (found >= 0) & cold[np.maximum(found, 0)]  # cold, as the index scaled them
